@@ -1,0 +1,2 @@
+//! The `ptm` command-line tool.
+fn main() {}
