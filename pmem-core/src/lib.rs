@@ -1,7 +1,72 @@
-//! pmem-core (work in progress)
+//! # pmem-core
+//!
+//! The bottom layer of ptm: persistent memory mapped into the process, and the primitives that
+//! make stores durable.
+//!
+//! - [`Region`]: create or open a pool on a DAX file (`MAP_SYNC`), a device-DAX node, a plain
+//!   file (msync domain), or any file forced to be treated as persistent memory (tmpfs
+//!   emulation, `PTM_FORCE_PMEM=1`). It is `flock`ed while open and its [`PoolHeader`] (with a
+//!   backup copy) is validated at open, every defect with its own [`Error`].
+//! - Persistence domains ([`DomainKind`]): cache-line flush with the best instruction the CPU
+//!   has (clwb > clflushopt > clflush, chosen once by CPUID) and an `sfence` drain; eADR (no
+//!   flush); msync. `persist = flush + drain`; non-temporal copies for bulk writes.
+//! - Per-thread counters of lines flushed and drains issued ([`thread_stats`]): the drain count
+//!   per operation is a deterministic performance figure.
+//! - [`PPtr<T>`]: 8-byte offset pointers, bounds- and pool-checked at resolution.
+//! - [`Persistent`] and `#[derive(Persistent)]`: what may be stored in a pool.
+//!
+//! ## Bugs the types prevent
+//!
+//! | bug                                                    | prevented by                                   |
+//! |--------------------------------------------------------|------------------------------------------------|
+//! | a volatile pointer (`&T`, `Box`, `Vec`, `Rc`) stored in a pool | `Persistent` bound, checked by the derive at compile time |
+//! | UB from reading a corrupted pool (`bool` = 7, bad enum) | `Persistent` types accept every bit pattern    |
+//! | a pointer into pool A dereferenced in pool B           | the pool tag in every `PPtr`, checked at resolve |
+//! | a pointer past the end of the pool                     | bounds check at resolve                        |
+//! | two processes writing one pool                         | `flock` at open ([`Error::PoolLocked`])        |
+//!
+//! ## Example
+//!
+//! ```
+//! use pmem_core::{Region, RegionOptions, thread_stats};
+//!
+//! # fn main() -> Result<(), pmem_core::Error> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let path = dir.path().join("example.pool");
+//! let mut region = RegionOptions::new().layout("example").create(&path, 1 << 20)?;
+//! let off = region.data_range().start;
+//! region.write_at(off, b"hello, persistent world")?;
+//! let before = thread_stats();
+//! region.persist(off, 23)?;
+//! assert_eq!(thread_stats().since(&before).drains, 1);
+//! drop(region);
+//!
+//! let region = RegionOptions::new().layout("example").open(&path)?;
+//! let mut buf = [0u8; 23];
+//! region.read_at(off, &mut buf)?;
+//! assert_eq!(&buf, b"hello, persistent world");
+//! # Ok(()) }
+//! ```
 #![deny(unsafe_op_in_unsafe_fn)]
+
 extern crate self as pmem_core;
 
+pub mod error;
+pub mod flush;
+pub mod header;
 pub mod persistent;
+pub mod pptr;
+pub mod region;
+
+pub use error::{Error, HeaderProblem, Result};
+pub use flush::{
+    detected_flush_instruction, reset_thread_stats, thread_stats, FlushInstruction, PersistStats, CACHE_LINE,
+};
+pub use header::{PoolHeader, FORMAT_VERSION, HEADER_SIZE, MIN_POOL_SIZE};
 pub use persistent::{bytes_of, read_from_bytes, Persistent};
 pub use pmem_derive::Persistent;
+pub use pptr::PPtr;
+pub use region::{
+    inspect_headers, repair_headers, Backing, DomainKind, HeaderFault, HeaderRepair, HeaderReport, Region,
+    RegionOptions, ENV_EADR, ENV_FORCE_PMEM,
+};

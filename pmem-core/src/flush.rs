@@ -1,0 +1,178 @@
+//! Cache-line arithmetic, flush instructions chosen once by CPUID, drains, non-temporal copy and
+//! the per-thread persistence counters.
+//!
+//! A flush of `[p, p + len)` covers exactly the lines `[align_down(p, 64), align_up(p + len, 64))`
+//! ([`line_span`]); a zero-length range flushes nothing.
+
+use std::cell::Cell;
+use std::sync::OnceLock;
+
+#[cfg_attr(target_arch = "x86_64", path = "arch/x86_64.rs")]
+#[cfg_attr(not(target_arch = "x86_64"), path = "arch/fallback.rs")]
+mod arch;
+
+/// Size of a CPU cache line, the unit of flushing.
+pub const CACHE_LINE: usize = 64;
+
+/// A cache-line write-back instruction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FlushInstruction {
+    /// `clwb`: writes the line back and may keep it cached (preferred).
+    Clwb,
+    /// `clflushopt`: writes back and evicts; weakly ordered.
+    ClflushOpt,
+    /// `clflush`: writes back and evicts; strongly ordered (slowest).
+    Clflush,
+}
+
+impl FlushInstruction {
+    /// The instruction's mnemonic.
+    pub fn name(self) -> &'static str {
+        match self {
+            FlushInstruction::Clwb => "clwb",
+            FlushInstruction::ClflushOpt => "clflushopt",
+            FlushInstruction::Clflush => "clflush",
+        }
+    }
+}
+
+/// The best flush instruction of this CPU (clwb > clflushopt > clflush), probed once.
+pub fn detected_flush_instruction() -> Option<FlushInstruction> {
+    static DETECTED: OnceLock<Option<FlushInstruction>> = OnceLock::new();
+    *DETECTED.get_or_init(arch::detect)
+}
+
+/// The 64-byte-aligned span `[align_down(addr), align_up(addr + len))` that a flush of
+/// `[addr, addr + len)` must cover, as `(first_line_start, end)`. Empty when `len == 0`.
+#[inline]
+pub fn line_span(addr: usize, len: usize) -> (usize, usize) {
+    if len == 0 {
+        return (addr & !(CACHE_LINE - 1), addr & !(CACHE_LINE - 1));
+    }
+    let start = addr & !(CACHE_LINE - 1);
+    let end = (addr + len + CACHE_LINE - 1) & !(CACHE_LINE - 1);
+    (start, end)
+}
+
+/// Number of cache lines a flush of `[addr, addr + len)` touches.
+#[inline]
+pub fn lines_in(addr: usize, len: usize) -> usize {
+    let (s, e) = line_span(addr, len);
+    (e - s) / CACHE_LINE
+}
+
+/// Writes back every cache line of `[addr, addr + len)` with `insn`, counting lines.
+///
+/// # Safety
+///
+/// - every byte of `[align_down(addr, 64), align_up(addr + len, 64))` is mapped memory;
+/// - `insn` is supported by this CPU (came from [`detected_flush_instruction`]).
+#[inline]
+pub unsafe fn flush_range(insn: FlushInstruction, addr: *const u8, len: usize) {
+    let (s, e) = line_span(addr as usize, len);
+    if s == e {
+        return;
+    }
+    let start = addr.wrapping_sub(addr as usize - s);
+    let end = start.wrapping_add(e - s);
+    // SAFETY: the caller vouched that these whole lines are mapped and `insn` is supported;
+    // `start` is 64-aligned by construction.
+    unsafe { arch::flush_lines(insn, start, end) };
+    let lines = ((e - s) / CACHE_LINE) as u64;
+    count(|st| st.lines_flushed += lines);
+}
+
+/// Store fence: orders earlier flushes and non-temporal stores of this thread before its later
+/// stores. Counted as one drain.
+#[inline]
+pub fn drain_fence() {
+    arch::store_fence();
+    count(|s| s.drains += 1);
+}
+
+/// Copies `len` bytes from `src` to `dst`, using non-temporal stores for the 16-byte-aligned
+/// middle and flushing the (cached) head and tail lines with `insn`, if any. The copy is durable
+/// after the next [`drain_fence`].
+///
+/// # Safety
+///
+/// - `src` is valid for `len` bytes of reads, `dst` for `len` bytes of writes, no overlap;
+/// - when `insn` is `Some`, the lines spanning `dst..dst + len` are mapped and `insn` is
+///   supported by this CPU.
+pub unsafe fn copy_nontemporal(dst: *mut u8, src: *const u8, len: usize, insn: Option<FlushInstruction>) {
+    let head = ((16 - (dst as usize & 15)) & 15).min(len);
+    let body = (len - head) & !15;
+    let tail = len - head - body;
+    // SAFETY: all three pieces lie within `[0, len)` of both buffers, which the caller vouched
+    // for; the body starts 16-aligned at `dst + head` and its length is a multiple of 16.
+    unsafe {
+        core::ptr::copy_nonoverlapping(src, dst, head);
+        arch::stream_copy_16(dst.add(head), src.add(head), body);
+        core::ptr::copy_nonoverlapping(src.add(head + body), dst.add(head + body), tail);
+    }
+    if let Some(insn) = insn {
+        // SAFETY: head and tail lie inside the destination, whose lines the caller vouched for.
+        unsafe {
+            if head > 0 {
+                flush_range(insn, dst, head);
+            }
+            if tail > 0 {
+                flush_range(insn, dst.add(head + body), tail);
+            }
+        }
+    }
+    count(|s| s.nt_bytes += body as u64);
+}
+
+/// Per-thread counters of persistence work, read with [`thread_stats`].
+///
+/// Counting is always on and costs a thread-local add. The drain count per transaction is a
+/// deterministic performance figure: read the counters before and after and subtract.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PersistStats {
+    /// Cache lines written back with clwb/clflushopt/clflush.
+    pub lines_flushed: u64,
+    /// Drains (store fences, or msync rounds in the msync domain).
+    pub drains: u64,
+    /// Pages passed to `msync` (msync domain).
+    pub pages_synced: u64,
+    /// Bytes written with non-temporal stores.
+    pub nt_bytes: u64,
+}
+
+impl PersistStats {
+    /// Counters accumulated since `earlier` (field-wise difference).
+    pub fn since(&self, earlier: &PersistStats) -> PersistStats {
+        PersistStats {
+            lines_flushed: self.lines_flushed - earlier.lines_flushed,
+            drains: self.drains - earlier.drains,
+            pages_synced: self.pages_synced - earlier.pages_synced,
+            nt_bytes: self.nt_bytes - earlier.nt_bytes,
+        }
+    }
+}
+
+thread_local! {
+    static STATS: Cell<PersistStats> = const { Cell::new(PersistStats { lines_flushed: 0, drains: 0, pages_synced: 0, nt_bytes: 0 }) };
+}
+
+#[inline]
+pub(crate) fn count(f: impl FnOnce(&mut PersistStats)) {
+    STATS.with(|c| {
+        let mut s = c.get();
+        f(&mut s);
+        c.set(s);
+    });
+}
+
+/// This thread's persistence counters since it started (or since [`reset_thread_stats`]).
+pub fn thread_stats() -> PersistStats {
+    STATS.with(Cell::get)
+}
+
+/// Zeroes this thread's persistence counters.
+pub fn reset_thread_stats() {
+    STATS.with(|c| c.set(PersistStats::default()));
+}

@@ -1,0 +1,253 @@
+//! The pool header: first 4 KiB of every pool, with a backup copy in the last 4 KiB.
+//!
+//! All integers little-endian (the crate refuses to build on big-endian targets).
+//!
+//! | offset | size | field           | meaning                                                   |
+//! |-------:|-----:|-----------------|-----------------------------------------------------------|
+//! |      0 |    8 | `magic`         | `b"PTMPOOL\0"`                                            |
+//! |      8 |    4 | `version`       | format version, [`FORMAT_VERSION`]                        |
+//! |     12 |    4 | `header_size`   | 4096                                                      |
+//! |     16 |   16 | `uuid`          | random pool identity, set at creation                     |
+//! |     32 |    8 | `pool_size`     | total bytes, multiple of 4096, file length must equal it  |
+//! |     40 |    8 | `data_offset`   | start of the data area: 4096                              |
+//! |     48 |    8 | `data_size`     | bytes in the data area: `pool_size - 8192`                |
+//! |     56 |    8 | `backup_offset` | offset of the backup header: `pool_size - 4096`           |
+//! |     64 |    8 | `flags`         | must be 0 in version 1                                    |
+//! |     72 |    2 | `pptr_tag`      | non-zero tag carried in the high 16 bits of every `PPtr`  |
+//! |     74 |    6 | `_pad`          | zero                                                      |
+//! |     80 |    8 | `created_secs`  | creation time, seconds since the Unix epoch (informative) |
+//! |     88 |   64 | `layout`        | layout name, UTF-8, NUL-padded, at most 63 bytes          |
+//! |    152 | 3940 | `reserved`      | zero                                                      |
+//! |   4092 |    4 | `checksum`      | CRC32C of bytes 0..4092                                   |
+
+use crate::error::HeaderProblem;
+use crate::persistent::{bytes_of, read_from_bytes, Persistent};
+
+/// Bytes per header copy.
+pub const HEADER_SIZE: usize = 4096;
+/// The magic at offset 0.
+pub const MAGIC: [u8; 8] = *b"PTMPOOL\0";
+/// The on-media format version this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// Longest layout name, in bytes.
+pub const MAX_LAYOUT_LEN: usize = 63;
+/// Smallest pool: two header copies and at least 8 KiB of data.
+pub const MIN_POOL_SIZE: u64 = 4 * HEADER_SIZE as u64;
+/// Largest pool: offsets in a `PPtr` have 48 bits.
+pub const MAX_POOL_SIZE: u64 = 1 << 48;
+
+/// Offset of the checksum field.
+const CHECKSUM_OFFSET: usize = HEADER_SIZE - 4;
+
+/// One copy of the pool header, exactly as stored (see the module table for offsets).
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct PoolHeader {
+    /// `b"PTMPOOL\0"`.
+    pub magic: [u8; 8],
+    /// Format version.
+    pub version: u32,
+    /// Size of this header copy (4096).
+    pub header_size: u32,
+    /// Pool identity.
+    pub uuid: [u8; 16],
+    /// Total pool bytes.
+    pub pool_size: u64,
+    /// Start of the data area.
+    pub data_offset: u64,
+    /// Bytes in the data area.
+    pub data_size: u64,
+    /// Offset of the backup header copy.
+    pub backup_offset: u64,
+    /// Feature flags (0 in version 1).
+    pub flags: u64,
+    /// Tag carried by every `PPtr` into this pool.
+    pub pptr_tag: u16,
+    _pad: [u8; 6],
+    /// Creation time, seconds since the Unix epoch.
+    pub created_secs: u64,
+    /// Layout name, NUL-padded.
+    pub layout: [u8; 64],
+    reserved: [u8; 3940],
+    /// CRC32C of bytes 0..4092.
+    pub checksum: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<PoolHeader>() == HEADER_SIZE);
+const _: () = assert!(core::mem::offset_of!(PoolHeader, pool_size) == 32);
+const _: () = assert!(core::mem::offset_of!(PoolHeader, pptr_tag) == 72);
+const _: () = assert!(core::mem::offset_of!(PoolHeader, layout) == 88);
+const _: () = assert!(core::mem::offset_of!(PoolHeader, checksum) == CHECKSUM_OFFSET);
+#[cfg(not(target_endian = "little"))]
+compile_error!("ptm pools are little-endian; big-endian targets are not supported");
+
+// SAFETY: `repr(C)` of integers and byte arrays laid out without padding (asserted: the field
+// sizes add up to 4096 and the offsets above match), every bit pattern valid, no pointers.
+unsafe impl Persistent for PoolHeader {}
+
+impl core::fmt::Debug for PoolHeader {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PoolHeader")
+            .field("version", &self.version)
+            .field("uuid", &format_uuid(&self.uuid))
+            .field("pool_size", &self.pool_size)
+            .field("data_offset", &self.data_offset)
+            .field("data_size", &self.data_size)
+            .field("backup_offset", &self.backup_offset)
+            .field("flags", &self.flags)
+            .field("pptr_tag", &self.pptr_tag)
+            .field("layout", &self.layout_name())
+            .field("checksum", &self.checksum)
+            .finish()
+    }
+}
+
+/// Formats a UUID as `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`.
+pub fn format_uuid(u: &[u8; 16]) -> String {
+    let h: String = u.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+impl PoolHeader {
+    /// A fresh header for a pool of `pool_size` bytes (caller validated size and layout).
+    pub(crate) fn new(
+        pool_size: u64,
+        layout: &str,
+        uuid: [u8; 16],
+        pptr_tag: u16,
+        created_secs: u64,
+    ) -> Self {
+        let mut name = [0u8; 64];
+        name[..layout.len()].copy_from_slice(layout.as_bytes());
+        let mut h = PoolHeader {
+            magic: MAGIC,
+            version: FORMAT_VERSION,
+            header_size: HEADER_SIZE as u32,
+            uuid,
+            pool_size,
+            data_offset: HEADER_SIZE as u64,
+            data_size: pool_size - 2 * HEADER_SIZE as u64,
+            backup_offset: pool_size - HEADER_SIZE as u64,
+            flags: 0,
+            pptr_tag,
+            _pad: [0; 6],
+            created_secs,
+            layout: name,
+            reserved: [0; 3940],
+            checksum: 0,
+        };
+        h.checksum = h.compute_checksum();
+        h
+    }
+
+    /// CRC32C of bytes 0..4092.
+    pub fn compute_checksum(&self) -> u32 {
+        crc32c::crc32c(&bytes_of(self)[..CHECKSUM_OFFSET])
+    }
+
+    /// The header's bytes, as stored.
+    pub fn as_bytes(&self) -> &[u8] {
+        bytes_of(self)
+    }
+
+    /// The layout name (up to the first NUL; lossy if not UTF-8).
+    pub fn layout_name(&self) -> String {
+        let end = self
+            .layout
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.layout.len());
+        String::from_utf8_lossy(&self.layout[..end]).into_owned()
+    }
+
+    /// Parses and validates one header copy from `bytes` (at least 4096 of them).
+    ///
+    /// Checks, in order: magic, checksum, version, flags, geometry. A checksum failure with a
+    /// version newer than this build is reported as that version (the layout may have moved).
+    pub fn parse(bytes: &[u8]) -> Result<PoolHeader, ParseFailure> {
+        let h: PoolHeader =
+            read_from_bytes(bytes).ok_or(ParseFailure::Problem(HeaderProblem::BadGeometry {
+                field: "header_size",
+            }))?;
+        if h.magic != MAGIC {
+            return Err(ParseFailure::Problem(HeaderProblem::BadMagic));
+        }
+        let computed = h.compute_checksum();
+        if computed != h.checksum {
+            if h.version > FORMAT_VERSION {
+                return Err(ParseFailure::Version(h.version));
+            }
+            return Err(ParseFailure::Problem(HeaderProblem::ChecksumMismatch {
+                stored: h.checksum,
+                computed,
+            }));
+        }
+        if h.version != FORMAT_VERSION {
+            return Err(ParseFailure::Version(h.version));
+        }
+        if h.flags != 0 {
+            return Err(ParseFailure::Problem(HeaderProblem::UnknownFlags {
+                flags: h.flags,
+            }));
+        }
+        h.check_geometry().map_err(ParseFailure::Problem)?;
+        Ok(h)
+    }
+
+    fn check_geometry(&self) -> Result<(), HeaderProblem> {
+        let hs = HEADER_SIZE as u64;
+        let bad = |field| Err(HeaderProblem::BadGeometry { field });
+        if self.header_size as usize != HEADER_SIZE {
+            return bad("header_size");
+        }
+        if self.pool_size < MIN_POOL_SIZE || self.pool_size > MAX_POOL_SIZE || self.pool_size % hs != 0 {
+            return bad("pool_size");
+        }
+        if self.data_offset != hs {
+            return bad("data_offset");
+        }
+        if self.backup_offset != self.pool_size - hs {
+            return bad("backup_offset");
+        }
+        if self.data_size != self.pool_size - 2 * hs {
+            return bad("data_size");
+        }
+        if self.pptr_tag == 0 {
+            return bad("pptr_tag");
+        }
+        if !self.layout.contains(&0)
+            || std::str::from_utf8(&self.layout[..self.layout.iter().position(|&b| b == 0).unwrap_or(64)])
+                .is_err()
+        {
+            return bad("layout");
+        }
+        Ok(())
+    }
+}
+
+/// Why a header copy did not parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseFailure {
+    /// The copy is damaged.
+    Problem(HeaderProblem),
+    /// The copy is intact (or unverifiable) but of another format version.
+    Version(u32),
+}
+
+/// Checks a layout name: at most 63 bytes, no NUL.
+pub(crate) fn validate_layout(name: &str) -> Result<(), &'static str> {
+    if name.len() > MAX_LAYOUT_LEN {
+        return Err("longer than 63 bytes");
+    }
+    if name.as_bytes().contains(&0) {
+        return Err("contains a NUL byte");
+    }
+    Ok(())
+}

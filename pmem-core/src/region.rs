@@ -1,0 +1,1147 @@
+//! A mapped pool region: create/open a pool file or device-DAX node, lock it, validate its
+//! header, map it and pick its persistence domain.
+//!
+//! Domain selection at open (visible as [`Region::domain`]):
+//!
+//! | backing                                   | mapping                           | domain                 |
+//! |-------------------------------------------|-----------------------------------|------------------------|
+//! | device-DAX node (`/dev/daxX.Y`)           | `MAP_SHARED`, size/align from sysfs | cache flush (or eADR) |
+//! | file on a DAX file system                 | `MAP_SHARED_VALIDATE \| MAP_SYNC`   | cache flush (or eADR) |
+//! | any other file, forced (option or `PTM_FORCE_PMEM=1`) | `MAP_SHARED` (MAP_SYNC refused) | cache flush (or eADR) |
+//! | any other file                            | `MAP_SHARED`                      | msync                  |
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+use std::sync::Mutex;
+
+use crate::error::{Error, HeaderProblem, Result};
+use crate::flush::{self, FlushInstruction};
+use crate::header::{
+    self, ParseFailure, PoolHeader, FORMAT_VERSION, HEADER_SIZE, MAX_POOL_SIZE, MIN_POOL_SIZE,
+};
+use crate::persistent::{read_from_bytes, Persistent};
+use crate::pptr::PPtr;
+
+/// Environment variable that, set to `1`, treats every pool as persistent memory (cache-flush
+/// domain), as on tmpfs `/dev/shm` emulation. `0` disables it. An explicit
+/// [`RegionOptions::force_pmem`] wins over the variable.
+pub const ENV_FORCE_PMEM: &str = "PTM_FORCE_PMEM";
+/// Environment variable that, set to `1`, declares the platform eADR (caches inside the
+/// persistence domain): flushes become no-ops, drains stay. An explicit [`RegionOptions::eadr`]
+/// wins over the variable.
+pub const ENV_EADR: &str = "PTM_EADR";
+
+const PAGE: usize = 4096;
+const HUGE_ALIGN: usize = 2 << 20;
+
+/// How stores reach durability in a region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DomainKind {
+    /// Persistent memory: flush lines (clwb/clflushopt/clflush), drain with sfence.
+    CacheFlush(FlushInstruction),
+    /// Persistent memory on an eADR platform: flush is a no-op, drain is sfence.
+    Eadr,
+    /// A plain file: flush records dirty pages, drain `msync(MS_SYNC)`s them.
+    Msync,
+}
+
+impl DomainKind {
+    /// A short name: `clwb`, `clflushopt`, `clflush`, `eadr` or `msync`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DomainKind::CacheFlush(i) => i.name(),
+            DomainKind::Eadr => "eadr",
+            DomainKind::Msync => "msync",
+        }
+    }
+}
+
+/// What the pool lives on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Backing {
+    /// A regular file (on any file system).
+    File,
+    /// A device-DAX character device.
+    DeviceDax,
+}
+
+/// Options for creating or opening a [`Region`] (builder).
+#[derive(Debug, Clone, Default)]
+pub struct RegionOptions {
+    layout: Option<String>,
+    force_pmem: Option<bool>,
+    eadr: Option<bool>,
+}
+
+impl RegionOptions {
+    /// Default options: layout unchecked (empty at create), domain from the file kind and the
+    /// environment.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The layout name written at create and required at open.
+    pub fn layout(mut self, name: &str) -> Self {
+        self.layout = Some(name.to_owned());
+        self
+    }
+
+    /// Treat the file as persistent memory (cache-flush domain) even when it is not DAX.
+    /// Overrides `PTM_FORCE_PMEM`.
+    pub fn force_pmem(mut self, yes: bool) -> Self {
+        self.force_pmem = Some(yes);
+        self
+    }
+
+    /// Declare the platform eADR: flushes are skipped in the cache-flush domain. Overrides
+    /// `PTM_EADR`. Has no effect in the msync domain.
+    pub fn eadr(mut self, yes: bool) -> Self {
+        self.eadr = Some(yes);
+        self
+    }
+
+    fn forced(&self) -> bool {
+        self.force_pmem.unwrap_or_else(|| env_flag(ENV_FORCE_PMEM))
+    }
+
+    fn eadr_on(&self) -> bool {
+        self.eadr.unwrap_or_else(|| env_flag(ENV_EADR))
+    }
+
+    /// Creates a pool of `size` bytes at `path` and maps it.
+    ///
+    /// A regular file is created if missing (an existing empty file is used; a non-empty one is
+    /// refused); `size` must be a multiple of 4096 of at least 16 KiB. On a device-DAX node the
+    /// pool takes the whole device and `size` must be 0 or the device size.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AlreadyExists`], [`Error::InvalidSize`], [`Error::InvalidLayoutName`],
+    /// [`Error::PoolLocked`], [`Error::Io`].
+    pub fn create(&self, path: impl AsRef<Path>, size: u64) -> Result<Region> {
+        let path = path.as_ref();
+        let layout = self.layout.as_deref().unwrap_or("");
+        header::validate_layout(layout).map_err(|reason| Error::InvalidLayoutName { reason })?;
+        let file = open_locked(path, true)?;
+        let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
+        let (backing, pool_size, align) = if meta.file_type().is_char_device() {
+            let (dev_size, align) = devdax_geometry(Path::new("/sys"), meta.rdev())
+                .map_err(|e| Error::io("read device-DAX geometry of", path, e))?;
+            let pool_size = dev_size & !(PAGE as u64 - 1);
+            if size != 0 && size != pool_size {
+                return Err(Error::InvalidSize {
+                    size,
+                    reason: "a device-DAX pool takes the whole device",
+                });
+            }
+            (Backing::DeviceDax, pool_size, align)
+        } else if meta.file_type().is_file() {
+            if meta.len() != 0 {
+                return Err(Error::AlreadyExists {
+                    path: path.to_owned(),
+                });
+            }
+            check_size(size)?;
+            file.set_len(size)
+                .map_err(|e| Error::io("set length of", path, e))?;
+            (Backing::File, size, huge_align(size))
+        } else {
+            return Err(Error::Unsupported {
+                what: "pool on something that is neither a regular file nor a device-DAX node",
+            });
+        };
+        check_size(pool_size)?;
+        let (map, map_sync) = Mapping::new(&file, path, pool_size as usize, align, backing)?;
+        if backing == Backing::DeviceDax {
+            // SAFETY: the mapping is `pool_size >= MIN_POOL_SIZE` bytes; we hold the pool lock.
+            let existing: PoolHeader = unsafe { map.read_struct(0) };
+            if existing.magic == header::MAGIC {
+                return Err(Error::AlreadyExists {
+                    path: path.to_owned(),
+                });
+            }
+        }
+        let tag = TagRegistration::new_random()?;
+        let hdr = PoolHeader::new(pool_size, layout, random_uuid(), tag.tag, unix_now());
+        let mut region = Region::assemble(file, path, map, map_sync, backing, hdr, tag, self);
+        // The backup first, the primary last: a crash mid-create leaves no valid primary.
+        region.write_header_copy(hdr.backup_offset, &hdr)?;
+        region.write_header_copy(0, &hdr)?;
+        if backing == Backing::File {
+            sync_parent_dir(path)?;
+        }
+        Ok(region)
+    }
+
+    /// Opens an existing pool, validating its header.
+    ///
+    /// If the primary header is intact but the backup copy is not, the backup is rewritten.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotAPool`], [`Error::Truncated`], [`Error::SizeMismatch`],
+    /// [`Error::UnsupportedVersion`], [`Error::CorruptHeader`], [`Error::LayoutMismatch`],
+    /// [`Error::PoolLocked`], [`Error::TagCollision`], [`Error::Io`].
+    pub fn open(&self, path: impl AsRef<Path>) -> Result<Region> {
+        let path = path.as_ref();
+        let file = open_locked(path, false)?;
+        let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
+        let (backing, hdr, map, map_sync) = if meta.file_type().is_char_device() {
+            // device-DAX supports no read(): validate through the mapping.
+            let (dev_size, align) = devdax_geometry(Path::new("/sys"), meta.rdev())
+                .map_err(|e| Error::io("read device-DAX geometry of", path, e))?;
+            let len = dev_size & !(PAGE as u64 - 1);
+            if len < MIN_POOL_SIZE {
+                return Err(Error::Truncated {
+                    path: path.into(),
+                    len,
+                    expected: MIN_POOL_SIZE,
+                });
+            }
+            let (map, map_sync) = Mapping::new(&file, path, len as usize, align, Backing::DeviceDax)?;
+            let hdr = validate_headers(path, len, |off, buf| {
+                // SAFETY: `validate_headers` reads only within `[0, len)`, the mapped length.
+                unsafe { map.read_bytes(off, buf) };
+                Ok(())
+            })?;
+            (Backing::DeviceDax, hdr, map, map_sync)
+        } else if meta.file_type().is_file() {
+            let len = meta.len();
+            let hdr = validate_headers(path, len, |off, buf| file.read_exact_at(buf, off))?;
+            let (map, map_sync) = Mapping::new(
+                &file,
+                path,
+                hdr.pool_size as usize,
+                huge_align(hdr.pool_size),
+                Backing::File,
+            )?;
+            (Backing::File, hdr, map, map_sync)
+        } else {
+            return Err(Error::NotAPool {
+                path: path.to_owned(),
+            });
+        };
+        if let Some(expected) = &self.layout {
+            let found = hdr.layout_name();
+            if &found != expected {
+                return Err(Error::LayoutMismatch {
+                    path: path.to_owned(),
+                    expected: expected.clone(),
+                    found,
+                });
+            }
+        }
+        let tag = TagRegistration::claim(hdr.pptr_tag)?;
+        let mut region = Region::assemble(file, path, map, map_sync, backing, hdr, tag, self);
+        // SAFETY: the backup offset was validated against the pool size (geometry check), and
+        // the mapping covers the whole pool.
+        let backup: PoolHeader = unsafe { region.map.read_struct(hdr.backup_offset as usize) };
+        if backup.as_bytes() != hdr.as_bytes() {
+            region.write_header_copy(hdr.backup_offset, &hdr)?;
+        }
+        Ok(region)
+    }
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| v == "1")
+}
+
+fn check_size(size: u64) -> Result<()> {
+    if size < MIN_POOL_SIZE {
+        return Err(Error::InvalidSize {
+            size,
+            reason: "smaller than the 16 KiB minimum",
+        });
+    }
+    if size > MAX_POOL_SIZE {
+        return Err(Error::InvalidSize {
+            size,
+            reason: "larger than the 256 TiB maximum",
+        });
+    }
+    if size % PAGE as u64 != 0 {
+        return Err(Error::InvalidSize {
+            size,
+            reason: "not a multiple of 4096",
+        });
+    }
+    Ok(())
+}
+
+fn huge_align(size: u64) -> usize {
+    if size >= HUGE_ALIGN as u64 {
+        HUGE_ALIGN
+    } else {
+        PAGE
+    }
+}
+
+fn open_locked(path: &Path, create: bool) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| Error::io("open", path, e))?;
+    // SAFETY: `file` is an open descriptor owned by this function; flock has no memory effects.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(Error::PoolLocked {
+                path: path.to_owned(),
+            });
+        }
+        return Err(Error::io("lock", path, e));
+    }
+    Ok(file)
+}
+
+fn sync_parent_dir(path: &Path) -> Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("sync directory", parent, e))
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    let filled = File::open("/dev/urandom")
+        .and_then(|f| f.read_exact_at(&mut b, 0))
+        .is_ok();
+    if !filled {
+        // Fall back to time and address entropy: identity, not secrecy, is what is needed.
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+            ^ (&b as *const _ as usize as u128);
+        let mut x = seed as u64 | 1;
+        for byte in &mut b {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *byte = x as u8;
+        }
+    }
+    b
+}
+
+fn random_uuid() -> [u8; 16] {
+    let mut u: [u8; 16] = random_bytes();
+    u[6] = (u[6] & 0x0f) | 0x40; // version 4
+    u[8] = (u[8] & 0x3f) | 0x80; // RFC 4122 variant
+    u
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Reads and validates the header copies of a pool of `len` bytes through `read(offset, buf)`.
+///
+/// Returns the primary header when it is valid and the length matches it; otherwise the error
+/// that names what is wrong (see [`Error`]).
+pub(crate) fn validate_headers(
+    path: &Path,
+    len: u64,
+    mut read: impl FnMut(u64, &mut [u8]) -> io::Result<()>,
+) -> Result<PoolHeader> {
+    let hs = HEADER_SIZE as u64;
+    let mut buf = vec![0u8; HEADER_SIZE];
+    if len < hs {
+        let n = len as usize;
+        read(0, &mut buf[..n]).map_err(|e| Error::io("read header of", path, e))?;
+        if n >= 8 && buf[..8] == header::MAGIC {
+            let expected = if n >= 40 {
+                read_from_bytes::<u64>(&buf[32..]).unwrap_or(MIN_POOL_SIZE)
+            } else {
+                MIN_POOL_SIZE
+            };
+            return Err(Error::Truncated {
+                path: path.into(),
+                len,
+                expected: expected.max(MIN_POOL_SIZE),
+            });
+        }
+        return Err(Error::NotAPool { path: path.into() });
+    }
+    read(0, &mut buf).map_err(|e| Error::io("read header of", path, e))?;
+    match PoolHeader::parse(&buf) {
+        Ok(h) => {
+            if len < h.pool_size {
+                Err(Error::Truncated {
+                    path: path.into(),
+                    len,
+                    expected: h.pool_size,
+                })
+            } else if len > h.pool_size {
+                Err(Error::SizeMismatch {
+                    path: path.into(),
+                    header: h.pool_size,
+                    file: len,
+                })
+            } else {
+                Ok(h)
+            }
+        }
+        Err(ParseFailure::Version(found)) => Err(Error::UnsupportedVersion {
+            path: path.into(),
+            found,
+            supported: FORMAT_VERSION,
+        }),
+        Err(ParseFailure::Problem(problem)) => {
+            let backup = read_backup(len, &mut read);
+            if problem == HeaderProblem::BadMagic && backup.is_none() {
+                return Err(Error::NotAPool { path: path.into() });
+            }
+            let backup_intact = matches!(backup, Some(Ok(_)));
+            Err(Error::CorruptHeader {
+                path: path.into(),
+                problem,
+                backup_intact,
+            })
+        }
+    }
+}
+
+/// The backup copy at the end of a `len`-byte pool: `None` if there is no magic there (or no
+/// room), else its parse result.
+fn read_backup(
+    len: u64,
+    read: &mut impl FnMut(u64, &mut [u8]) -> io::Result<()>,
+) -> Option<Result<PoolHeader, ParseFailure>> {
+    let hs = HEADER_SIZE as u64;
+    let end = len & !(hs - 1);
+    if end < 2 * hs {
+        return None;
+    }
+    let mut buf = vec![0u8; HEADER_SIZE];
+    read(end - hs, &mut buf).ok()?;
+    if buf[..8] != header::MAGIC {
+        return None;
+    }
+    Some(PoolHeader::parse(&buf).and_then(|h| {
+        if h.backup_offset == end - hs {
+            Ok(h)
+        } else {
+            Err(ParseFailure::Problem(HeaderProblem::BadGeometry {
+                field: "backup_offset",
+            }))
+        }
+    }))
+}
+
+/// State of both header copies of a pool file, as found by [`inspect_headers`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct HeaderReport {
+    /// File length in bytes.
+    pub file_len: u64,
+    /// The primary copy, or what is wrong with it.
+    pub primary: Result<PoolHeader, HeaderFault>,
+    /// The backup copy, or what is wrong with it.
+    pub backup: Result<PoolHeader, HeaderFault>,
+}
+
+/// Why one header copy is unusable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HeaderFault {
+    /// The file is too short to hold this copy.
+    Missing,
+    /// The copy is damaged.
+    Damaged(HeaderProblem),
+    /// The copy is of an unsupported format version.
+    Version(u32),
+}
+
+impl std::fmt::Display for HeaderFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeaderFault::Missing => write!(f, "missing (file too short)"),
+            HeaderFault::Damaged(p) => write!(f, "{p}"),
+            HeaderFault::Version(v) => write!(f, "unsupported format version {v}"),
+        }
+    }
+}
+
+/// What [`repair_headers`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HeaderRepair {
+    /// Both copies were intact and equal.
+    NothingToDo,
+    /// The primary copy was restored from the backup.
+    RestoredPrimary,
+    /// The backup copy was rewritten from the primary.
+    RestoredBackup,
+}
+
+fn fault(r: Result<PoolHeader, ParseFailure>) -> Result<PoolHeader, HeaderFault> {
+    r.map_err(|f| match f {
+        ParseFailure::Problem(p) => HeaderFault::Damaged(p),
+        ParseFailure::Version(v) => HeaderFault::Version(v),
+    })
+}
+
+/// Reads both header copies of a pool file without mapping it (takes the pool lock while
+/// reading). For `ptm check`.
+///
+/// # Errors
+///
+/// [`Error::PoolLocked`] or [`Error::Io`]; damage is reported in the [`HeaderReport`].
+pub fn inspect_headers(path: impl AsRef<Path>) -> Result<HeaderReport> {
+    let path = path.as_ref();
+    let file = open_locked(path, false)?;
+    inspect_file(&file, path)
+}
+
+fn inspect_file(file: &File, path: &Path) -> Result<HeaderReport> {
+    let file_len = file.metadata().map_err(|e| Error::io("stat", path, e))?.len();
+    let hs = HEADER_SIZE as u64;
+    let mut buf = vec![0u8; HEADER_SIZE];
+    let primary = if file_len < hs {
+        Err(HeaderFault::Missing)
+    } else {
+        file.read_exact_at(&mut buf, 0)
+            .map_err(|e| Error::io("read header of", path, e))?;
+        fault(PoolHeader::parse(&buf))
+    };
+    let mut read = |off, b: &mut [u8]| file.read_exact_at(b, off);
+    let backup = match read_backup(file_len, &mut read) {
+        None if file_len & !(hs - 1) < 2 * hs => Err(HeaderFault::Missing),
+        None => Err(HeaderFault::Damaged(HeaderProblem::BadMagic)),
+        Some(r) => fault(r),
+    };
+    Ok(HeaderReport {
+        file_len,
+        primary,
+        backup,
+    })
+}
+
+/// Restores a damaged header copy of a pool file from the intact one.
+///
+/// # Errors
+///
+/// [`Error::CorruptHeader`] (with `backup_intact: false`) when neither copy is intact,
+/// [`Error::NotAPool`] when neither has the magic, [`Error::PoolLocked`], [`Error::Io`].
+pub fn repair_headers(path: impl AsRef<Path>) -> Result<HeaderRepair> {
+    let path = path.as_ref();
+    let file = open_locked(path, false)?;
+    let report = inspect_file(&file, path)?;
+    let write = |off: u64, h: &PoolHeader| {
+        file.write_all_at(h.as_bytes(), off)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| Error::io("write header of", path, e))
+    };
+    match (report.primary, report.backup) {
+        (Ok(p), Ok(b)) if p.as_bytes() == b.as_bytes() => Ok(HeaderRepair::NothingToDo),
+        (Ok(p), _) => {
+            write(p.backup_offset, &p)?;
+            Ok(HeaderRepair::RestoredBackup)
+        }
+        (Err(_), Ok(b)) => {
+            write(0, &b)?;
+            Ok(HeaderRepair::RestoredPrimary)
+        }
+        (Err(HeaderFault::Damaged(HeaderProblem::BadMagic) | HeaderFault::Missing), Err(_)) => {
+            Err(Error::NotAPool { path: path.into() })
+        }
+        (Err(HeaderFault::Version(found)), Err(_)) => Err(Error::UnsupportedVersion {
+            path: path.into(),
+            found,
+            supported: FORMAT_VERSION,
+        }),
+        (Err(HeaderFault::Damaged(problem)), Err(_)) => Err(Error::CorruptHeader {
+            path: path.into(),
+            problem,
+            backup_intact: false,
+        }),
+    }
+}
+
+/// Reads `(size, align)` of a device-DAX node from sysfs under `sysfs_root` (normally `/sys`):
+/// `dev/char/MAJ:MIN/size` and `dev/char/MAJ:MIN/device/align` (falling back to 2 MiB).
+pub(crate) fn devdax_geometry(sysfs_root: &Path, rdev: u64) -> io::Result<(u64, usize)> {
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    let dir = sysfs_root.join(format!("dev/char/{major}:{minor}"));
+    let subsystem = std::fs::read_link(dir.join("subsystem"))?;
+    if subsystem.file_name().is_none_or(|n| n != "dax") {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "character device is not a device-DAX node",
+        ));
+    }
+    let read_num = |p: PathBuf| -> io::Result<u64> {
+        let s = std::fs::read_to_string(&p)?;
+        s.trim().parse::<u64>().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: not a number: {s:?}", p.display()),
+            )
+        })
+    };
+    let size = read_num(dir.join("size"))?;
+    let align = match read_num(dir.join("device/align")) {
+        Ok(a) if a.is_power_of_two() && a >= PAGE as u64 => a as usize,
+        Ok(a) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad device-DAX alignment {a}"),
+            ))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => HUGE_ALIGN,
+        Err(e) => return Err(e),
+    };
+    Ok((size, align))
+}
+
+/// A shared mapping of the whole pool, unmapped on drop.
+#[derive(Debug)]
+struct Mapping {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory; who may access which bytes is governed by `Region`
+// (reads through `&self`, writes through `&mut self`, raw access under the caller's contract).
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps `len` bytes of `file` at an `align`-aligned address. For regular files
+    /// `MAP_SHARED_VALIDATE | MAP_SYNC` is tried first; returns whether it was accepted.
+    fn new(file: &File, path: &Path, len: usize, align: usize, backing: Backing) -> Result<(Mapping, bool)> {
+        let fd = file.as_raw_fd();
+        let reserve = len + align;
+        // SAFETY: an anonymous PROT_NONE reservation at a kernel-chosen address; no memory is
+        // accessed.
+        let res = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                reserve,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if res == libc::MAP_FAILED {
+            return Err(Error::io(
+                "reserve address space for",
+                path,
+                io::Error::last_os_error(),
+            ));
+        }
+        let res_addr = res as usize;
+        let aligned = (res_addr + align - 1) & !(align - 1);
+        // SAFETY: `aligned..aligned+len` lies inside the reservation we own (aligned - res_addr < align).
+        let want = unsafe { res.cast::<u8>().add(aligned - res_addr) }.cast::<libc::c_void>();
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        let mut map_sync = false;
+        let mut addr = libc::MAP_FAILED;
+        if backing == Backing::File {
+            // SAFETY: MAP_FIXED over our own reservation; the fd is open read-write.
+            addr = unsafe {
+                libc::mmap(
+                    want,
+                    len,
+                    prot,
+                    libc::MAP_SHARED_VALIDATE | libc::MAP_SYNC | libc::MAP_FIXED,
+                    fd,
+                    0,
+                )
+            };
+            map_sync = addr != libc::MAP_FAILED;
+        }
+        if addr == libc::MAP_FAILED {
+            // SAFETY: as above, without MAP_SYNC (refused on non-DAX file systems).
+            addr = unsafe { libc::mmap(want, len, prot, libc::MAP_SHARED | libc::MAP_FIXED, fd, 0) };
+        }
+        if addr == libc::MAP_FAILED {
+            let e = io::Error::last_os_error();
+            // SAFETY: unmapping the reservation we created above.
+            unsafe { libc::munmap(res, reserve) };
+            return Err(Error::io("mmap", path, e));
+        }
+        // Trim the unused ends of the reservation.
+        let head = aligned - res_addr;
+        let tail = reserve - head - len;
+        // SAFETY: both ranges are parts of our reservation outside the file mapping.
+        unsafe {
+            if head > 0 {
+                libc::munmap(res, head);
+            }
+            if tail > 0 {
+                libc::munmap(want.cast::<u8>().add(len).cast(), tail);
+            }
+        }
+        let base = NonNull::new(addr.cast::<u8>())
+            .ok_or_else(|| Error::io("mmap", path, io::Error::other("null mapping")))?;
+        Ok((Mapping { base, len }, map_sync))
+    }
+
+    /// Copies `buf.len()` bytes at `off` out of the mapping.
+    ///
+    /// # Safety
+    ///
+    /// `off + buf.len() <= self.len`, and no other thread writes those bytes concurrently.
+    unsafe fn read_bytes(&self, off: u64, buf: &mut [u8]) {
+        // SAFETY: in bounds per the caller; `buf` is a distinct Rust allocation.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.base.as_ptr().add(off as usize), buf.as_mut_ptr(), buf.len())
+        }
+    }
+
+    /// Reads a `T` at `off` (any alignment).
+    ///
+    /// # Safety
+    ///
+    /// `off + size_of::<T>() <= self.len`, and no other thread writes those bytes concurrently.
+    unsafe fn read_struct<T: Persistent>(&self, off: usize) -> T {
+        // SAFETY: in bounds per the caller; `T: Persistent` accepts every bit pattern.
+        unsafe { std::ptr::read_unaligned(self.base.as_ptr().add(off).cast::<T>()) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the range mapped in `new`; the `Region` that owned the
+        // mapping is being dropped, so no reference into it remains.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+/// Pointer tags of the pools open in this process (so no two of them share a tag).
+static OPEN_TAGS: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+
+#[derive(Debug)]
+struct TagRegistration {
+    tag: u16,
+}
+
+impl TagRegistration {
+    fn claim(tag: u16) -> Result<Self> {
+        let mut open = OPEN_TAGS.lock().unwrap_or_else(|p| p.into_inner());
+        if open.contains(&tag) {
+            return Err(Error::TagCollision { tag });
+        }
+        open.push(tag);
+        Ok(TagRegistration { tag })
+    }
+
+    fn new_random() -> Result<Self> {
+        let mut open = OPEN_TAGS.lock().unwrap_or_else(|p| p.into_inner());
+        for _ in 0..64 {
+            let tag = u16::from_le_bytes(random_bytes());
+            if tag != 0 && !open.contains(&tag) {
+                open.push(tag);
+                return Ok(TagRegistration { tag });
+            }
+        }
+        Err(Error::Unsupported {
+            what: "no free pointer tag (too many pools open in this process)",
+        })
+    }
+}
+
+impl Drop for TagRegistration {
+    fn drop(&mut self) {
+        let mut open = OPEN_TAGS.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = open.iter().position(|&t| t == self.tag) {
+            open.swap_remove(i);
+        }
+    }
+}
+
+/// An open, locked, mapped pool.
+///
+/// The region is the raw layer: it hands out offsets, [`PPtr`]s resolved to raw pointers, and
+/// byte copies, and makes ranges durable with [`flush`](Region::flush) +
+/// [`drain`](Region::drain). Byte access through `&self` only reads and through `&mut self`
+/// writes; code that writes through [`base`](Region::base) must itself rule out concurrent access
+/// to the same bytes. Dropping the region unmaps and unlocks the pool; it does not drain.
+#[derive(Debug)]
+pub struct Region {
+    map: Mapping,
+    path: PathBuf,
+    header: PoolHeader,
+    domain: DomainKind,
+    backing: Backing,
+    map_sync: bool,
+    /// Page ranges `[start, end)` (byte offsets) flushed but not yet msynced (msync domain).
+    pending: Mutex<Vec<(usize, usize)>>,
+    _tag: TagRegistration,
+    // Declared last: dropped (closing the descriptor, releasing the lock) after the unmap.
+    _file: File,
+}
+
+impl Region {
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        file: File,
+        path: &Path,
+        map: Mapping,
+        map_sync: bool,
+        backing: Backing,
+        header: PoolHeader,
+        tag: TagRegistration,
+        opts: &RegionOptions,
+    ) -> Region {
+        let pmem = map_sync || backing == Backing::DeviceDax || opts.forced();
+        let domain = match (pmem, flush::detected_flush_instruction()) {
+            (true, _) if opts.eadr_on() => DomainKind::Eadr,
+            (true, Some(insn)) => DomainKind::CacheFlush(insn),
+            // No flush instruction known: fall back to msync, which is always correct for files.
+            _ => DomainKind::Msync,
+        };
+        Region {
+            map,
+            path: path.to_owned(),
+            header,
+            domain,
+            backing,
+            map_sync,
+            pending: Mutex::new(Vec::new()),
+            _tag: tag,
+            _file: file,
+        }
+    }
+
+    /// Creates a pool with default options (see [`RegionOptions::create`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`RegionOptions::create`].
+    pub fn create(path: impl AsRef<Path>, size: u64) -> Result<Region> {
+        RegionOptions::new().create(path, size)
+    }
+
+    /// Opens a pool with default options (see [`RegionOptions::open`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`RegionOptions::open`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Region> {
+        RegionOptions::new().open(path)
+    }
+
+    /// The persistence domain chosen at open.
+    pub fn domain(&self) -> DomainKind {
+        self.domain
+    }
+
+    /// What the pool lives on.
+    pub fn backing(&self) -> Backing {
+        self.backing
+    }
+
+    /// Whether the kernel accepted `MAP_SYNC` (the file is on a DAX file system).
+    pub fn map_sync(&self) -> bool {
+        self.map_sync
+    }
+
+    /// The pool file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The pool header as validated at open.
+    pub fn header(&self) -> &PoolHeader {
+        &self.header
+    }
+
+    /// Total mapped bytes (the pool size).
+    pub fn len(&self) -> u64 {
+        self.map.len as u64
+    }
+
+    /// Always false: a pool is at least 16 KiB.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The data area `[start, end)` available to upper layers (between the two header copies).
+    pub fn data_range(&self) -> std::ops::Range<u64> {
+        self.header.data_offset..self.header.data_offset + self.header.data_size
+    }
+
+    /// Base address of the mapping.
+    ///
+    /// Writing through it is the caller's responsibility: no other access to the same bytes
+    /// may run concurrently, and the bytes of both header copies must not be written.
+    pub fn base(&self) -> NonNull<u8> {
+        self.map.base
+    }
+
+    /// Checks that `[offset, offset + len)` lies in the data area.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfBounds`].
+    pub fn check_range(&self, offset: u64, len: u64) -> Result<()> {
+        let r = self.data_range();
+        match offset.checked_add(len) {
+            Some(end) if offset >= r.start && end <= r.end => Ok(()),
+            _ => Err(Error::OutOfBounds {
+                offset,
+                len,
+                start: r.start,
+                end: r.end,
+            }),
+        }
+    }
+
+    /// A [`PPtr`] to the `T` at `offset`, checked for bounds and alignment.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfBounds`], [`Error::Misaligned`].
+    pub fn pptr_at<T: Persistent>(&self, offset: u64) -> Result<PPtr<T>> {
+        self.check_range(offset, core::mem::size_of::<T>() as u64)?;
+        let align = core::mem::align_of::<T>() as u64;
+        if offset % align != 0 {
+            return Err(Error::Misaligned { offset, align });
+        }
+        Ok(PPtr::from_parts(self.header.pptr_tag, offset))
+    }
+
+    /// Turns a [`PPtr`] into an address in this mapping, checking null, the pool tag, bounds
+    /// and alignment.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NullPointer`], [`Error::WrongPool`], [`Error::OutOfBounds`], [`Error::Misaligned`].
+    pub fn resolve<T: Persistent>(&self, p: PPtr<T>) -> Result<NonNull<T>> {
+        if p.is_null() {
+            return Err(Error::NullPointer);
+        }
+        if p.tag() != self.header.pptr_tag {
+            return Err(Error::WrongPool {
+                expected: self.header.pptr_tag,
+                found: p.tag(),
+            });
+        }
+        let offset = p.offset();
+        self.pptr_at::<T>(offset)?;
+        // SAFETY: `offset + size_of::<T>()` lies within the mapping (checked just above).
+        Ok(unsafe { self.resolve_unchecked(p) })
+    }
+
+    /// Turns a [`PPtr`] into an address without any check.
+    ///
+    /// # Safety
+    ///
+    /// `p` must belong to this pool and `p.offset() + size_of::<T>()` must not exceed
+    /// [`len`](Region::len); the result is only as aligned as the offset.
+    pub unsafe fn resolve_unchecked<T>(&self, p: PPtr<T>) -> NonNull<T> {
+        // SAFETY: the caller guarantees the offset lies inside the mapping, so the sum stays
+        // within the mapped allocation and is non-null.
+        unsafe { self.map.base.add(p.offset() as usize).cast() }
+    }
+
+    fn check_mapped(&self, offset: u64, len: u64) -> Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len() => Ok(()),
+            _ => Err(Error::OutOfBounds {
+                offset,
+                len,
+                start: 0,
+                end: self.len(),
+            }),
+        }
+    }
+
+    /// Copies bytes at `offset` (anywhere in the pool, headers included) into `buf`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfBounds`].
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.check_mapped(offset, buf.len() as u64)?;
+        // SAFETY: in bounds (checked); writers need `&mut self` or uphold `base`'s contract.
+        unsafe { self.map.read_bytes(offset, buf) };
+        Ok(())
+    }
+
+    /// Copies `data` into the data area at `offset` (not yet durable: flush and drain).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfBounds`].
+    pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        self.check_range(offset, data.len() as u64)?;
+        // SAFETY: in bounds of the data area (checked); `&mut self` excludes other access.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                self.map.base.as_ptr().add(offset as usize),
+                data.len(),
+            )
+        };
+        Ok(())
+    }
+
+    /// Copies `data` into the data area at `offset` with non-temporal stores and flushes its
+    /// partial head and tail lines: durable after the next [`drain`](Region::drain).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfBounds`].
+    pub fn write_nontemporal_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        self.check_range(offset, data.len() as u64)?;
+        // SAFETY: in bounds of the data area (checked), `&mut self` excludes other access.
+        let dst = unsafe { self.map.base.as_ptr().add(offset as usize) };
+        match self.domain {
+            // SAFETY: as above; `insn` was detected on this CPU.
+            DomainKind::CacheFlush(insn) => unsafe {
+                flush::copy_nontemporal(dst, data.as_ptr(), data.len(), Some(insn))
+            },
+            // SAFETY: as above; eADR needs no flush, the drain orders the streaming stores.
+            DomainKind::Eadr => unsafe { flush::copy_nontemporal(dst, data.as_ptr(), data.len(), None) },
+            DomainKind::Msync => {
+                // SAFETY: as above.
+                unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) };
+                self.record_pages(offset as usize, data.len());
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts making `[offset, offset + len)` durable: writes back its cache lines (cache-flush
+    /// domain), nothing (eADR), or records its pages (msync). Durable after [`drain`](Region::drain).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfBounds`] if the range leaves the mapping.
+    #[inline]
+    pub fn flush(&self, offset: u64, len: u64) -> Result<()> {
+        self.check_mapped(offset, len)?;
+        // SAFETY: the range lies inside the mapping (checked).
+        unsafe { self.flush_ptr(self.map.base.as_ptr().add(offset as usize), len as usize) };
+        Ok(())
+    }
+
+    /// [`flush`](Region::flush) by address, without the bounds check.
+    ///
+    /// # Safety
+    ///
+    /// `[ptr, ptr + len)` lies inside this region's mapping.
+    #[inline]
+    pub unsafe fn flush_ptr(&self, ptr: *const u8, len: usize) {
+        match self.domain {
+            // SAFETY: the caller guarantees the range is mapped; cache lines containing it lie in
+            // the same page-aligned mapping; `insn` was detected on this CPU.
+            DomainKind::CacheFlush(insn) => unsafe { flush::flush_range(insn, ptr, len) },
+            DomainKind::Eadr => {}
+            DomainKind::Msync => self.record_pages(ptr as usize - self.map.base.as_ptr() as usize, len),
+        }
+    }
+
+    fn record_pages(&self, offset: usize, len: usize) {
+        if len == 0 {
+            return;
+        }
+        let start = offset & !(PAGE - 1);
+        let end = (offset + len + PAGE - 1) & !(PAGE - 1);
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((start, end));
+    }
+
+    /// Waits until every range flushed so far by this thread (msync: by any thread) is durable.
+    ///
+    /// Cache-flush and eADR domains: one `sfence`. Msync domain: `msync(MS_SYNC)` of the
+    /// recorded pages, coalesced; drains are serialized so a drain never returns while another
+    /// thread's msync of the same pages is still in flight.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if `msync` fails (msync domain only).
+    #[inline]
+    pub fn drain(&self) -> Result<()> {
+        match self.domain {
+            DomainKind::CacheFlush(_) | DomainKind::Eadr => {
+                flush::drain_fence();
+                Ok(())
+            }
+            DomainKind::Msync => self.drain_msync(),
+        }
+    }
+
+    fn drain_msync(&self) -> Result<()> {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.sort_unstable();
+        let mut pages = 0u64;
+        let mut result = Ok(());
+        let mut i = 0;
+        while i < pending.len() {
+            let (start, mut end) = pending[i];
+            i += 1;
+            while i < pending.len() && pending[i].0 <= end {
+                end = end.max(pending[i].1);
+                i += 1;
+            }
+            // SAFETY: `[start, end)` are page-aligned offsets recorded from in-bounds flushes, so
+            // the range lies in the mapping; msync does not modify memory.
+            let rc = unsafe {
+                libc::msync(
+                    self.map.base.as_ptr().add(start).cast(),
+                    end - start,
+                    libc::MS_SYNC,
+                )
+            };
+            if rc != 0 && result.is_ok() {
+                result = Err(Error::io("msync", &self.path, io::Error::last_os_error()));
+            }
+            pages += ((end - start) / PAGE) as u64;
+        }
+        pending.clear();
+        flush::count(|s| {
+            s.drains += 1;
+            s.pages_synced += pages;
+        });
+        result
+    }
+
+    /// [`flush`](Region::flush) then [`drain`](Region::drain).
+    ///
+    /// # Errors
+    ///
+    /// As both.
+    pub fn persist(&self, offset: u64, len: u64) -> Result<()> {
+        self.flush(offset, len)?;
+        self.drain()
+    }
+
+    fn write_header_copy(&mut self, offset: u64, h: &PoolHeader) -> Result<()> {
+        self.check_mapped(offset, HEADER_SIZE as u64)?;
+        // SAFETY: in bounds (checked); `&mut self` excludes other access.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                h.as_bytes().as_ptr(),
+                self.map.base.as_ptr().add(offset as usize),
+                HEADER_SIZE,
+            )
+        };
+        self.persist(offset, HEADER_SIZE as u64)
+    }
+}
