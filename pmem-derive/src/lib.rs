@@ -1,7 +1,352 @@
-//! `#[derive(Persistent)]` (placeholder, being written)
+//! `#[derive(Persistent)]`: the compile-time checked way to implement `pmem_core::Persistent`.
+//!
+//! `Persistent` is an `unsafe` marker trait: implementing it promises that every bit pattern of
+//! the type is valid, that it has no padding bytes, that it holds no virtual address or volatile
+//! resource, and that its layout is fixed. The derive turns each promise into a compile-time
+//! check so that user code never writes the `unsafe impl` by hand:
+//!
+//! - **fixed layout**: the struct must be `#[repr(C)]` or `#[repr(transparent)]`;
+//!   `repr(packed)` (fields cannot be referenced safely) and `repr(align(N))` (may add trailing
+//!   padding) are rejected;
+//! - **valid bit patterns, no pointers, no volatile resources**: every field type must itself be
+//!   `Persistent`; the error points at the offending field and carries the trait's explanation;
+//! - **no padding**: for `#[repr(C)]` a `const` assertion checks that the size of the struct is
+//!   the sum of the sizes of its fields;
+//! - enums, unions and structs with lifetime parameters are rejected outright; generic structs are
+//!   accepted only when `#[repr(transparent)]` (their layout is that of their one non-zero-sized
+//!   field, so no padding check is needed), with a `Field: Persistent` bound for every field.
+//!
+//! This crate is re-exported as `pmem_core::Persistent` (in the macro namespace, next to the
+//! trait); depend on `pmem-core` rather than on this crate directly.
+
 use proc_macro::TokenStream;
-/// Derives `pmem_core::Persistent`.
+use proc_macro2::TokenStream as TokenStream2;
+use quote::{quote, quote_spanned, ToTokens};
+use syn::spanned::Spanned;
+use syn::visit_mut::VisitMut;
+use syn::{
+    parse_macro_input, parse_quote, parse_quote_spanned, Data, DeriveInput, Fields, LitStr, Path, Type,
+};
+
+/// Derives `pmem_core::Persistent` for a `#[repr(C)]` or `#[repr(transparent)]` struct.
+///
+/// The derive accepts named, tuple and unit structs whose fields are all `Persistent`, and
+/// rejects at compile time, with an error pointing at the cause:
+///
+/// - enums (not every bit pattern is a valid discriminant) and unions;
+/// - a missing `#[repr(C)]` / `#[repr(transparent)]`, and `repr(packed)` or `repr(align(N))`;
+/// - any field whose type is not `Persistent` (references, raw pointers, `Box`, `Vec`, `String`,
+///   `Rc`, `Arc`, `File`, `bool`, `char`, `Option<T>`, tuples, non-derived structs, ...);
+/// - a `#[repr(C)]` struct with padding bytes (add explicit `_pad: [u8; N]` fields instead);
+/// - lifetime parameters (references cannot be stored in persistent memory; use `PPtr<T>`);
+/// - generic `#[repr(C)]` structs (the padding check needs a concrete layout: implement
+///   `Persistent` manually); generic `#[repr(transparent)]` structs are accepted, with a
+///   `Field: Persistent` bound for every field.
+///
+/// The path of the crate that defines the trait defaults to `::pmem_core`; override it with
+/// `#[persistent(crate = "some::path")]` when the trait is re-exported elsewhere.
+///
+/// # Examples
+///
+/// ```text
+/// use pmem_core::{Persistent, PPtr};
+///
+/// #[derive(Persistent)]
+/// #[repr(C)]
+/// struct Node {
+///     key: u64,
+///     len: u32,
+///     _pad: [u8; 4], // explicit padding: every byte is a field
+///     next: PPtr<Node>,
+/// }
+///
+/// #[derive(Persistent)]
+/// #[repr(transparent)]
+/// struct Tagged<T>(T);
+/// ```
 #[proc_macro_derive(Persistent, attributes(persistent))]
-pub fn derive_persistent(_input: TokenStream) -> TokenStream {
-    TokenStream::new()
+pub fn derive_persistent(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    expand(&input)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+/// The layout requested by the struct's `#[repr(...)]` attributes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Repr {
+    C,
+    Transparent,
+}
+
+const ENUM_ERROR: &str = "`#[derive(Persistent)]` cannot be used on an enum: not every bit \
+    pattern is a valid discriminant, so a corrupt pool would be undefined behaviour; store the \
+    discriminant as an integer field of a `#[repr(C)]` struct instead";
+
+const UNION_ERROR: &str = "`#[derive(Persistent)]` cannot be used on a union: which field is \
+    valid, and whether the other bytes are padding, is not known at compile time; use a \
+    `#[repr(C)]` struct, or implement `Persistent` manually";
+
+fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
+    let name = &input.ident;
+    let fields = match &input.data {
+        Data::Struct(data) => &data.fields,
+        Data::Enum(_) => return Err(syn::Error::new_spanned(name, ENUM_ERROR)),
+        Data::Union(_) => return Err(syn::Error::new_spanned(name, UNION_ERROR)),
+    };
+
+    let mut errors = Errors::default();
+    let krate = errors.check(crate_path(input)).flatten();
+    let repr = errors.check(repr(input)).flatten();
+    errors.check(check_field_attrs(fields));
+    errors.check(check_generics(input, repr));
+    errors.finish()?;
+
+    let krate = krate.unwrap_or_else(|| parse_quote!(::pmem_core));
+    let repr = repr.expect("a missing repr is reported as an error");
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+
+    if input.generics.params.is_empty() {
+        // Field types may name the struct as `Self` (e.g. `next: PPtr<Self>`); the checks below
+        // are outside the impl, so spell it out.
+        let field_tys: Vec<Type> = fields
+            .iter()
+            .map(|field| {
+                let mut ty = field.ty.clone();
+                ReplaceSelf(name).visit_type_mut(&mut ty);
+                ty
+            })
+            .collect();
+        let field_checks = field_tys.iter().map(|ty| {
+            quote_spanned! {ty.span()=>
+                assert_field_persistent::<#ty>();
+            }
+        });
+        let padding_check = match repr {
+            // A transparent struct has the layout of its one non-zero-sized field, which is
+            // checked to be `Persistent` and so has no padding: nothing more to assert.
+            Repr::Transparent => None,
+            Repr::C => {
+                let message = LitStr::new(
+                    &format!(
+                        "struct `{name}` has padding bytes: its size is larger than the sum of \
+                         its field sizes, and padding is uninitialised memory that cannot be \
+                         stored, logged or checksummed; add explicit padding fields (e.g. \
+                         `_pad: [u8; N]`) so every byte is a field"
+                    ),
+                    name.span(),
+                );
+                // The sum keeps the macro's own spans so that lints such as `identity_op`
+                // (`0 + ...`) see generated code; the assertion points at the struct's name.
+                let field_bytes = quote! { 0 #(+ ::core::mem::size_of::<#field_tys>())* };
+                Some(quote_spanned! {name.span()=>
+                    const _: () = ::core::assert!(
+                        ::core::mem::size_of::<#name>() == #field_bytes,
+                        #message
+                    );
+                })
+            }
+        };
+        Ok(quote! {
+            unsafe impl #krate::Persistent for #name {}
+
+            const _: fn() = || {
+                fn assert_field_persistent<T: ?::core::marker::Sized + #krate::Persistent>() {}
+                #(#field_checks)*
+            };
+
+            #padding_check
+        })
+    } else {
+        // Generic `repr(transparent)` (checked above): the bounds make the impl hold exactly when
+        // every field is `Persistent`, and the layout is that of the one non-zero-sized field.
+        let mut where_clause = where_clause.cloned().unwrap_or_else(|| parse_quote!(where));
+        for field in fields {
+            let ty = &field.ty;
+            where_clause
+                .predicates
+                .push(parse_quote_spanned!(ty.span()=> #ty: #krate::Persistent));
+        }
+        Ok(quote! {
+            unsafe impl #impl_generics #krate::Persistent for #name #ty_generics #where_clause {}
+        })
+    }
+}
+
+/// Reads `#[persistent(crate = "path")]`, if present.
+fn crate_path(input: &DeriveInput) -> syn::Result<Option<Path>> {
+    let mut path = None;
+    for attr in input.attrs.iter().filter(|a| a.path().is_ident("persistent")) {
+        attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("crate") {
+                if path.is_some() {
+                    return Err(meta.error("duplicate `crate` in `#[persistent(...)]`"));
+                }
+                let lit: LitStr = meta.value()?.parse()?;
+                path = Some(lit.parse::<Path>()?);
+                Ok(())
+            } else {
+                Err(meta.error("unknown `#[persistent(...)]` option; the only option is `crate = \"path\"`"))
+            }
+        })?;
+    }
+    Ok(path)
+}
+
+/// Reads every `#[repr(...)]` attribute and checks that together they ask for `C` or
+/// `transparent` and nothing that adds padding or unaligned fields.
+fn repr(input: &DeriveInput) -> syn::Result<Option<Repr>> {
+    let mut repr = None;
+    let mut errors = Errors::default();
+    for attr in input.attrs.iter().filter(|a| a.path().is_ident("repr")) {
+        let parsed = attr.parse_nested_meta(|meta| {
+            let path = &meta.path;
+            if path.is_ident("C") {
+                repr = Some(Repr::C);
+            } else if path.is_ident("transparent") {
+                repr = Some(Repr::Transparent);
+            } else if path.is_ident("packed") {
+                skip_args(&meta)?;
+                errors.push(syn::Error::new_spanned(
+                    path,
+                    "`#[derive(Persistent)]` does not accept `repr(packed)`: fields of a packed \
+                     struct may be unaligned and cannot be referenced safely; use `#[repr(C)]` \
+                     and add explicit padding fields (e.g. `_pad: [u8; N]`) instead",
+                ));
+            } else if path.is_ident("align") {
+                skip_args(&meta)?;
+                errors.push(syn::Error::new_spanned(
+                    path,
+                    "`#[derive(Persistent)]` does not accept `repr(align(N))`: raising the \
+                     alignment can add trailing padding bytes; add explicit padding fields \
+                     (e.g. `_pad: [u8; N]`) instead, or align a field",
+                ));
+            } else {
+                skip_args(&meta)?;
+                errors.push(syn::Error::new_spanned(
+                    path,
+                    format!(
+                        "`#[derive(Persistent)]` does not accept `repr({})`: use `#[repr(C)]` \
+                         or `#[repr(transparent)]`",
+                        path.to_token_stream()
+                    ),
+                ));
+            }
+            Ok(())
+        });
+        errors.check(parsed);
+    }
+    if repr.is_none() {
+        errors.push(syn::Error::new_spanned(
+            &input.ident,
+            format!(
+                "`#[derive(Persistent)]` requires `#[repr(C)]` or `#[repr(transparent)]` on \
+                 `{}`: the default Rust layout is unspecified and may differ between the builds \
+                 that open the same pool",
+                input.ident
+            ),
+        ));
+    }
+    errors.finish()?;
+    Ok(repr)
+}
+
+/// Consumes a parenthesised argument list such as the `(8)` of `align(8)`.
+fn skip_args(meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<()> {
+    if meta.input.peek(syn::token::Paren) {
+        let args;
+        syn::parenthesized!(args in meta.input);
+        args.parse::<TokenStream2>()?;
+    }
+    Ok(())
+}
+
+/// The derive has no field options; reject `#[persistent]` on fields rather than ignore it.
+fn check_field_attrs(fields: &Fields) -> syn::Result<()> {
+    let mut errors = Errors::default();
+    for attr in fields.iter().flat_map(|f| &f.attrs) {
+        if attr.path().is_ident("persistent") {
+            errors.push(syn::Error::new_spanned(
+                attr,
+                "`#[persistent(...)]` is not supported on fields; it only takes \
+                 `crate = \"path\"` on the struct",
+            ));
+        }
+    }
+    errors.finish()
+}
+
+/// Rejects lifetime parameters, and type or const parameters on anything but
+/// `#[repr(transparent)]`.
+fn check_generics(input: &DeriveInput, repr: Option<Repr>) -> syn::Result<()> {
+    let mut errors = Errors::default();
+    for lifetime in input.generics.lifetimes() {
+        errors.push(syn::Error::new_spanned(
+            lifetime,
+            "`#[derive(Persistent)]` does not accept lifetime parameters: references cannot be \
+             stored in persistent memory, because their addresses are meaningless once the pool \
+             is reopened; use `PPtr<T>` to link to data inside the pool",
+        ));
+    }
+    if repr == Some(Repr::C) {
+        let layout_param = input
+            .generics
+            .params
+            .iter()
+            .find(|p| !matches!(p, syn::GenericParam::Lifetime(_)));
+        if let Some(param) = layout_param {
+            errors.push(syn::Error::new_spanned(
+                param,
+                format!(
+                    "`#[derive(Persistent)]` cannot check a generic `#[repr(C)]` struct: whether \
+                     `{}` has padding bytes depends on its parameters; make it \
+                     `#[repr(transparent)]` over a single `Persistent` field, or implement \
+                     `Persistent` manually (`unsafe impl`) for each concrete instantiation",
+                    input.ident
+                ),
+            ));
+        }
+    }
+    errors.finish()
+}
+
+/// Replaces the type `Self` (alone or as the head of a path) by the struct's name.
+struct ReplaceSelf<'a>(&'a syn::Ident);
+
+impl VisitMut for ReplaceSelf<'_> {
+    fn visit_path_mut(&mut self, path: &mut Path) {
+        if path.leading_colon.is_none() {
+            if let Some(first) = path.segments.first_mut() {
+                if first.ident == "Self" {
+                    first.ident = syn::Ident::new(&self.0.to_string(), first.ident.span());
+                }
+            }
+        }
+        syn::visit_mut::visit_path_mut(self, path);
+    }
+
+    fn visit_item_mut(&mut self, _item: &mut syn::Item) {
+        // Items nested in a type (inside an array length block) have their own `Self`.
+    }
+}
+
+/// Collects several independent errors so that one compile reports all of them.
+#[derive(Default)]
+struct Errors(Option<syn::Error>);
+
+impl Errors {
+    fn push(&mut self, error: syn::Error) {
+        match &mut self.0 {
+            Some(errors) => errors.combine(error),
+            None => self.0 = Some(error),
+        }
+    }
+
+    fn check<T>(&mut self, result: syn::Result<T>) -> Option<T> {
+        result.map_err(|e| self.push(e)).ok()
+    }
+
+    fn finish(self) -> syn::Result<()> {
+        self.0.map_or(Ok(()), Err)
+    }
 }

@@ -1,0 +1,9 @@
+use pmem_core::Persistent;
+
+#[derive(Persistent)]
+#[repr(C)]
+struct Holder {
+    value: char,
+}
+
+fn main() {}
