@@ -1145,3 +1145,73 @@ impl Region {
         self.persist(offset, HEADER_SIZE as u64)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds `root/dev/char/MAJ:MIN/{size, device/align, subsystem -> .../dax}`.
+    fn fake_sysfs(
+        root: &Path,
+        major: u32,
+        minor: u32,
+        subsystem: &str,
+        size: &str,
+        align: Option<&str>,
+    ) -> u64 {
+        let dir = root.join(format!("dev/char/{major}:{minor}"));
+        std::fs::create_dir_all(dir.join("device")).unwrap();
+        std::fs::create_dir_all(root.join("class").join(subsystem)).unwrap();
+        std::os::unix::fs::symlink(root.join("class").join(subsystem), dir.join("subsystem")).unwrap();
+        std::fs::write(dir.join("size"), size).unwrap();
+        if let Some(a) = align {
+            std::fs::write(dir.join("device/align"), a).unwrap();
+        }
+        libc::makedev(major, minor)
+    }
+
+    #[test]
+    fn devdax_geometry_reads_size_and_alignment_from_sysfs() {
+        let root = tempfile::tempdir().unwrap();
+        let rdev = fake_sysfs(root.path(), 251, 3, "dax", "17179869184\n", Some("1073741824\n"));
+        assert_eq!(
+            devdax_geometry(root.path(), rdev).unwrap(),
+            (17_179_869_184, 1 << 30)
+        );
+    }
+
+    #[test]
+    fn devdax_geometry_defaults_to_2mib_alignment() {
+        let root = tempfile::tempdir().unwrap();
+        let rdev = fake_sysfs(root.path(), 251, 4, "dax", "4294967296", None);
+        assert_eq!(
+            devdax_geometry(root.path(), rdev).unwrap(),
+            (4_294_967_296, 2 << 20)
+        );
+    }
+
+    #[test]
+    fn devdax_geometry_rejects_other_devices_and_bad_values() {
+        let root = tempfile::tempdir().unwrap();
+        let tty = fake_sysfs(root.path(), 4, 1, "tty", "0", None);
+        assert_eq!(
+            devdax_geometry(root.path(), tty).unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
+        let bad = fake_sysfs(root.path(), 251, 5, "dax", "lots", None);
+        assert_eq!(
+            devdax_geometry(root.path(), bad).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        let odd = fake_sysfs(root.path(), 251, 6, "dax", "4096", Some("3000"));
+        assert_eq!(
+            devdax_geometry(root.path(), odd).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        let missing = libc::makedev(251, 99);
+        assert_eq!(
+            devdax_geometry(root.path(), missing).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+    }
+}

@@ -30,7 +30,10 @@ fn line_span_covers_exactly_the_touched_lines() {
         assert_eq!(e % 64, 0);
         if len > 0 {
             assert!(s <= addr && addr - s < 64, "start {s} for {addr}");
-            assert!(e >= addr + len && e - (addr + len) < 64, "end {e} for {addr}+{len}");
+            assert!(
+                e >= addr + len && e - (addr + len) < 64,
+                "end {e} for {addr}+{len}"
+            );
         }
     }
 }
@@ -53,10 +56,20 @@ fn flush_counts_lines_of_unaligned_ranges() {
         .create(common::pool_path(&dir, "flush.pool"), 1 << 20)
         .unwrap();
     let DomainKind::CacheFlush(_) = region.domain() else {
-        panic!("forced pool should be in the cache-flush domain, got {:?}", region.domain());
+        panic!(
+            "forced pool should be in the cache-flush domain, got {:?}",
+            region.domain()
+        );
     };
     let base = region.data_range().start; // 4096: line-aligned
-    for (off, len, lines) in [(0u64, 8u64, 1u64), (60, 8, 2), (1, 127, 2), (1, 128, 3), (64, 4096, 64), (0, 0, 0)] {
+    for (off, len, lines) in [
+        (0u64, 8u64, 1u64),
+        (60, 8, 2),
+        (1, 127, 2),
+        (1, 128, 3),
+        (64, 4096, 64),
+        (0, 0, 0),
+    ] {
         let before = thread_stats();
         region.flush(base + off, len).unwrap();
         let d = thread_stats().since(&before);
@@ -100,7 +113,10 @@ fn msync_domain_counts_pages_and_drains() {
     let d = thread_stats().since(&before);
     assert_eq!(d.drains, 1);
     assert_eq!(d.lines_flushed, 0);
-    assert_eq!(d.pages_synced, 3, "two pages for the straddling range, one for the other");
+    assert_eq!(
+        d.pages_synced, 3,
+        "two pages for the straddling range, one for the other"
+    );
     // Nothing pending: a second drain syncs nothing.
     let before = thread_stats();
     region.drain().unwrap();
@@ -114,8 +130,14 @@ fn flush_out_of_the_mapping_is_an_error() {
         .force_pmem(true)
         .create(common::pool_path(&dir, "oob.pool"), 1 << 20)
         .unwrap();
-    assert!(matches!(region.flush(region.len() - 8, 16), Err(pmem_core::Error::OutOfBounds { .. })));
-    assert!(matches!(region.flush(u64::MAX - 4, 16), Err(pmem_core::Error::OutOfBounds { .. })));
+    assert!(matches!(
+        region.flush(region.len() - 8, 16),
+        Err(pmem_core::Error::OutOfBounds { .. })
+    ));
+    assert!(matches!(
+        region.flush(u64::MAX - 4, 16),
+        Err(pmem_core::Error::OutOfBounds { .. })
+    ));
     region.flush(region.len() - 8, 8).unwrap();
 }
 
@@ -128,7 +150,15 @@ fn nontemporal_copy_writes_the_same_bytes_as_a_plain_copy() {
         .unwrap();
     let start = region.data_range().start;
     let src: Vec<u8> = (0..10_000u32).map(|i| (i * 7 + 3) as u8).collect();
-    for (dst_off, len) in [(0u64, 0usize), (0, 16), (1, 15), (3, 100), (17, 4096), (64, 8192), (5, 9999)] {
+    for (dst_off, len) in [
+        (0u64, 0usize),
+        (0, 16),
+        (1, 15),
+        (3, 100),
+        (17, 4096),
+        (64, 8192),
+        (5, 9999),
+    ] {
         let off = start + 20_000 + dst_off;
         region.write_at(off - 1, &vec![0xAA; len + 2]).unwrap();
         let before = thread_stats();

@@ -16,7 +16,10 @@ const SIZE: u64 = 64 * 1024;
 
 fn make_pool(dir: &tempfile::TempDir, name: &str) -> std::path::PathBuf {
     let path = common::pool_path(dir, name);
-    let mut r = RegionOptions::new().layout("hdr-test").create(&path, SIZE).unwrap();
+    let mut r = RegionOptions::new()
+        .layout("hdr-test")
+        .create(&path, SIZE)
+        .unwrap();
     let off = r.data_range().start;
     r.write_at(off, b"payload").unwrap();
     r.persist(off, 7).unwrap();
@@ -71,7 +74,11 @@ fn bad_magic_is_corruption_with_intact_backup() {
     let path = make_pool(&dir, "magic.pool");
     flip(&path, 0, 0x01);
     match Region::open(&path) {
-        Err(Error::CorruptHeader { problem: HeaderProblem::BadMagic, backup_intact: true, .. }) => {}
+        Err(Error::CorruptHeader {
+            problem: HeaderProblem::BadMagic,
+            backup_intact: true,
+            ..
+        }) => {}
         other => panic!("expected CorruptHeader(BadMagic), got {other:?}"),
     }
 }
@@ -82,7 +89,11 @@ fn checksum_mismatch_is_its_own_error() {
     let path = make_pool(&dir, "crc.pool");
     flip(&path, 1000, 0x80); // reserved area: only the checksum notices
     match Region::open(&path) {
-        Err(Error::CorruptHeader { problem: HeaderProblem::ChecksumMismatch { stored, computed }, backup_intact: true, .. }) => {
+        Err(Error::CorruptHeader {
+            problem: HeaderProblem::ChecksumMismatch { stored, computed },
+            backup_intact: true,
+            ..
+        }) => {
             assert_ne!(stored, computed)
         }
         other => panic!("expected ChecksumMismatch, got {other:?}"),
@@ -95,19 +106,31 @@ fn newer_version_is_unsupported_version() {
     let path = make_pool(&dir, "version.pool");
     edit_primary(&path, |h| h.version = 99);
     match Region::open(&path) {
-        Err(Error::UnsupportedVersion { found: 99, supported: 1, .. }) => {}
+        Err(Error::UnsupportedVersion {
+            found: 99,
+            supported: 1,
+            ..
+        }) => {}
         other => panic!("expected UnsupportedVersion, got {other:?}"),
     }
     // A newer format may have moved the checksum: reported as the version, not as corruption.
     flip(&path, 2000, 1);
-    assert!(matches!(Region::open(&path), Err(Error::UnsupportedVersion { found: 99, .. })));
+    assert!(matches!(
+        Region::open(&path),
+        Err(Error::UnsupportedVersion { found: 99, .. })
+    ));
 }
 
 #[test]
 fn recorded_size_differing_from_the_file_is_size_mismatch() {
     let dir = common::disk_dir();
     let path = make_pool(&dir, "size.pool");
-    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(SIZE + 4096).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(SIZE + 4096)
+        .unwrap();
     match Region::open(&path) {
         Err(Error::SizeMismatch { header, file, .. }) => assert_eq!((header, file), (SIZE, SIZE + 4096)),
         other => panic!("expected SizeMismatch, got {other:?}"),
@@ -120,7 +143,11 @@ fn corrupted_size_field_is_bad_geometry() {
     let path = make_pool(&dir, "geom.pool");
     edit_primary(&path, |h| h.pool_size = SIZE + 4096);
     match Region::open(&path) {
-        Err(Error::CorruptHeader { problem: HeaderProblem::BadGeometry { field }, backup_intact: true, .. }) => {
+        Err(Error::CorruptHeader {
+            problem: HeaderProblem::BadGeometry { field },
+            backup_intact: true,
+            ..
+        }) => {
             assert_eq!(field, "backup_offset")
         }
         other => panic!("expected BadGeometry, got {other:?}"),
@@ -134,7 +161,10 @@ fn unknown_flags_are_refused() {
     edit_primary(&path, |h| h.flags = 4);
     assert!(matches!(
         Region::open(&path),
-        Err(Error::CorruptHeader { problem: HeaderProblem::UnknownFlags { flags: 4 }, .. })
+        Err(Error::CorruptHeader {
+            problem: HeaderProblem::UnknownFlags { flags: 4 },
+            ..
+        })
     ));
 }
 
@@ -142,15 +172,27 @@ fn unknown_flags_are_refused() {
 fn truncated_pool_is_truncated() {
     let dir = common::disk_dir();
     let path = make_pool(&dir, "trunc.pool");
-    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(SIZE / 2).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(SIZE / 2)
+        .unwrap();
     match Region::open(&path) {
         Err(Error::Truncated { len, expected, .. }) => assert_eq!((len, expected), (SIZE / 2, SIZE)),
         other => panic!("expected Truncated, got {other:?}"),
     }
     // Cut inside the header itself.
-    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(100).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(100)
+        .unwrap();
     match Region::open(&path) {
-        Err(Error::Truncated { len: 100, expected, .. }) => assert_eq!(expected, SIZE),
+        Err(Error::Truncated {
+            len: 100, expected, ..
+        }) => assert_eq!(expected, SIZE),
         other => panic!("expected Truncated, got {other:?}"),
     }
 }
@@ -159,9 +201,15 @@ fn truncated_pool_is_truncated() {
 fn random_file_and_empty_file_are_not_a_pool() {
     let dir = common::disk_dir();
     let path = common::pool_path(&dir, "random.bin");
-    let bytes: Vec<u8> = (0..SIZE as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let bytes: Vec<u8> = (0..SIZE as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     std::fs::write(&path, &bytes).unwrap();
-    assert!(matches!(Region::open(&path), Err(Error::NotAPool { .. })), "{:?}", Region::open(&path).err());
+    assert!(
+        matches!(Region::open(&path), Err(Error::NotAPool { .. })),
+        "{:?}",
+        Region::open(&path).err()
+    );
     std::fs::write(&path, b"").unwrap();
     assert!(matches!(Region::open(&path), Err(Error::NotAPool { .. })));
     std::fs::write(&path, b"#!/bin/sh\necho not a pool\n").unwrap();
@@ -172,7 +220,10 @@ fn random_file_and_empty_file_are_not_a_pool() {
 fn a_directory_is_not_a_pool() {
     let dir = common::disk_dir();
     let err = Region::open(dir.path()).unwrap_err();
-    assert!(matches!(err, Error::Io { .. } | Error::NotAPool { .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::Io { .. } | Error::NotAPool { .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -181,8 +232,20 @@ fn both_copies_damaged_reports_backup_damaged() {
     let path = make_pool(&dir, "both.pool");
     flip(&path, 1000, 1);
     flip(&path, SIZE - 1000, 1);
-    assert!(matches!(Region::open(&path), Err(Error::CorruptHeader { backup_intact: false, .. })));
-    assert!(matches!(repair_headers(&path), Err(Error::CorruptHeader { backup_intact: false, .. })));
+    assert!(matches!(
+        Region::open(&path),
+        Err(Error::CorruptHeader {
+            backup_intact: false,
+            ..
+        })
+    ));
+    assert!(matches!(
+        repair_headers(&path),
+        Err(Error::CorruptHeader {
+            backup_intact: false,
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -220,7 +283,9 @@ fn layout_mismatch_names_both_layouts() {
     let dir = common::disk_dir();
     let path = make_pool(&dir, "layout.pool");
     match RegionOptions::new().layout("other").open(&path) {
-        Err(Error::LayoutMismatch { expected, found, .. }) => assert_eq!((expected.as_str(), found.as_str()), ("other", "hdr-test")),
+        Err(Error::LayoutMismatch { expected, found, .. }) => {
+            assert_eq!((expected.as_str(), found.as_str()), ("other", "hdr-test"))
+        }
         other => panic!("expected LayoutMismatch, got {other:?}"),
     }
     RegionOptions::new().layout("hdr-test").open(&path).unwrap();
@@ -230,15 +295,27 @@ fn layout_mismatch_names_both_layouts() {
 fn create_refuses_bad_arguments() {
     let dir = common::disk_dir();
     let path = make_pool(&dir, "exists.pool");
-    assert!(matches!(Region::create(&path, SIZE), Err(Error::AlreadyExists { .. })));
+    assert!(matches!(
+        Region::create(&path, SIZE),
+        Err(Error::AlreadyExists { .. })
+    ));
     let p2 = common::pool_path(&dir, "small.pool");
-    assert!(matches!(Region::create(&p2, 8192), Err(Error::InvalidSize { .. })));
-    assert!(matches!(Region::create(&p2, SIZE + 1), Err(Error::InvalidSize { .. })));
+    assert!(matches!(
+        Region::create(&p2, 8192),
+        Err(Error::InvalidSize { .. })
+    ));
+    assert!(matches!(
+        Region::create(&p2, SIZE + 1),
+        Err(Error::InvalidSize { .. })
+    ));
     assert!(matches!(
         RegionOptions::new().layout(&"x".repeat(64)).create(&p2, SIZE),
         Err(Error::InvalidLayoutName { .. })
     ));
-    assert!(matches!(RegionOptions::new().layout("a\0b").create(&p2, SIZE), Err(Error::InvalidLayoutName { .. })));
+    assert!(matches!(
+        RegionOptions::new().layout("a\0b").create(&p2, SIZE),
+        Err(Error::InvalidLayoutName { .. })
+    ));
 }
 
 #[test]
@@ -247,7 +324,10 @@ fn errors_print_one_clear_line() {
     let path = make_pool(&dir, "msg.pool");
     flip(&path, 0, 1);
     let msg = Region::open(&path).unwrap_err().to_string();
-    assert!(msg.contains("corrupt") && msg.contains("magic") && msg.contains("backup copy is intact"), "{msg}");
+    assert!(
+        msg.contains("corrupt") && msg.contains("magic") && msg.contains("backup copy is intact"),
+        "{msg}"
+    );
     assert!(!msg.contains('\n'));
 }
 

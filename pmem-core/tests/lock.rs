@@ -1,0 +1,70 @@
+//! Guards the pool lock: a second opener, in this process or another, gets `PoolLocked`, and
+//! closing releases the lock.
+
+mod common;
+
+use pmem_core::{Error, Region, RegionOptions};
+
+#[test]
+fn second_open_in_process_is_pool_locked() {
+    let dir = common::shm_dir();
+    let path = common::pool_path(&dir, "lock.pool");
+    let r = RegionOptions::new().create(&path, 1 << 20).unwrap();
+    match Region::open(&path) {
+        Err(Error::PoolLocked { path: p }) => assert_eq!(p, path),
+        other => panic!("expected PoolLocked, got {other:?}"),
+    }
+    assert!(Region::open(&path).unwrap_err().to_string().contains("is locked"));
+    drop(r);
+    let r = Region::open(&path).unwrap();
+    drop(r);
+}
+
+#[test]
+fn create_on_a_locked_file_is_pool_locked() {
+    let dir = common::shm_dir();
+    let path = common::pool_path(&dir, "lock2.pool");
+    let _r = RegionOptions::new().create(&path, 1 << 20).unwrap();
+    assert!(matches!(
+        Region::create(&path, 1 << 20),
+        Err(Error::PoolLocked { .. })
+    ));
+}
+
+#[test]
+fn another_process_cannot_lock_an_open_pool() {
+    let dir = common::shm_dir();
+    let path = common::pool_path(&dir, "lock3.pool");
+    let r = RegionOptions::new().create(&path, 1 << 20).unwrap();
+    // util-linux flock(1): -n fails at once if the lock is held.
+    let status = std::process::Command::new("flock")
+        .arg("-n")
+        .arg(&path)
+        .arg("true")
+        .status();
+    let Ok(status) = status else {
+        eprintln!("flock(1) not installed; skipping the cross-process half");
+        return;
+    };
+    assert!(!status.success(), "another process took the lock of an open pool");
+    drop(r);
+    let status = std::process::Command::new("flock")
+        .arg("-n")
+        .arg(&path)
+        .arg("true")
+        .status()
+        .unwrap();
+    assert!(status.success(), "lock not released on close");
+}
+
+#[test]
+fn a_failed_open_releases_the_lock() {
+    let dir = common::shm_dir();
+    let path = common::pool_path(&dir, "lock4.pool");
+    drop(RegionOptions::new().layout("a").create(&path, 1 << 20).unwrap());
+    assert!(matches!(
+        RegionOptions::new().layout("b").open(&path),
+        Err(Error::LayoutMismatch { .. })
+    ));
+    drop(RegionOptions::new().layout("a").open(&path).unwrap());
+}
