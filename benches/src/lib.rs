@@ -1,1 +1,89 @@
 //! Shared helpers for the ptm benchmarks.
+//!
+//! Benchmarks that want persistent-memory behaviour without real persistent memory put their
+//! pool on a RAM-backed file system ([`pmem_pool_dir`], `/dev/shm` when present) and force the
+//! cache-flush domain ([`TempPool::create`] with `force_pmem = true`): the cost measured is the
+//! CPU's (clwb/clflushopt/clflush + sfence), not a device's. A pool in
+//! [`std::env::temp_dir`] without forcing gets the msync domain of an ordinary file system.
+
+use std::error::Error;
+use std::path::{Path, PathBuf};
+
+use pmem_core::{Region, RegionOptions};
+
+/// The RAM-backed directory preferred for emulated persistent-memory pools.
+pub const SHM_DIR: &str = "/dev/shm";
+
+/// The directory for a pool emulating persistent memory: [`SHM_DIR`] if it is a directory,
+/// otherwise [`std::env::temp_dir`]. Compare the result with [`SHM_DIR`] to tell which.
+pub fn pmem_pool_dir() -> PathBuf {
+    let shm = Path::new(SHM_DIR);
+    if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+/// A pool file in a fresh temporary directory, removed (after the region is unmapped) on drop.
+#[derive(Debug)]
+pub struct TempPool {
+    /// The mapped pool. Declared first so it is unmapped and unlocked before the directory goes.
+    pub region: Region,
+    _dir: tempfile::TempDir,
+}
+
+impl TempPool {
+    /// Creates a `size`-byte pool named `bench.pool` in a new temporary directory under `dir`,
+    /// forced into the cache-flush domain when `force_pmem` is true (otherwise the domain follows
+    /// the file kind: msync on an ordinary file system).
+    ///
+    /// # Errors
+    ///
+    /// The temporary directory cannot be created, or [`RegionOptions::create`] fails.
+    pub fn create(dir: &Path, size: u64, force_pmem: bool) -> Result<TempPool, Box<dyn Error>> {
+        let tmp = tempfile::Builder::new().prefix("ptm-bench-").tempdir_in(dir)?;
+        let region = RegionOptions::new()
+            .force_pmem(force_pmem)
+            .create(tmp.path().join("bench.pool"), size)?;
+        Ok(TempPool { region, _dir: tmp })
+    }
+}
+
+/// Hands out offsets `start, start + stride, start + 2 * stride, ...` within a window of
+/// `window` bytes, wrapping around, so that each benchmark iteration touches fresh lines.
+#[derive(Debug, Clone)]
+pub struct Rotor {
+    start: u64,
+    stride: u64,
+    slots: u64,
+    next: u64,
+}
+
+impl Rotor {
+    /// A rotor over `[start, start + window)` in steps of `stride` (at least one slot).
+    ///
+    /// # Panics
+    ///
+    /// If `stride` is 0.
+    pub fn new(start: u64, window: u64, stride: u64) -> Rotor {
+        assert!(stride > 0, "Rotor stride must be positive");
+        Rotor {
+            start,
+            stride,
+            slots: (window / stride).max(1),
+            next: 0,
+        }
+    }
+
+    /// The next offset.
+    #[inline]
+    pub fn next_offset(&mut self) -> u64 {
+        let off = self.start + self.next * self.stride;
+        self.next += 1;
+        if self.next == self.slots {
+            self.next = 0;
+        }
+        off
+    }
+}

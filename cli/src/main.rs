@@ -1,2 +1,192 @@
-//! The `ptm` command-line tool.
-fn main() {}
+//! The `ptm` command-line tool: create, inspect and check ptm pools.
+//!
+//! Every failure prints one line `ptm: error: <message>` on stderr and exits non-zero: 2 for
+//! usage errors (reported by clap), 1 for everything else. The tool never panics on bad input;
+//! should a bug panic anyway, the hook below still prints one line and no backtrace.
+
+mod check;
+mod report;
+mod size;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pmem_core::RegionOptions;
+
+/// Create, inspect and check ptm persistent-memory pools.
+#[derive(Debug, Parser)]
+#[command(name = "ptm", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a new pool file (or format a device-DAX node).
+    ///
+    /// An existing empty file is used; a non-empty one is never overwritten.
+    Create {
+        /// Where to create the pool.
+        path: PathBuf,
+        /// Pool size, e.g. 64M, 1G, 16K, 4096 (binary units K/M/G/T, optionally with iB;
+        /// a multiple of 4 KiB, at least 16K). On a device-DAX node, 0 takes the whole device.
+        #[arg(long, short, value_parser = size::parse_size, value_name = "SIZE")]
+        size: u64,
+        /// Layout name recorded in the header (at most 63 bytes).
+        #[arg(long, value_name = "NAME", default_value = "")]
+        layout: String,
+        /// Treat the file as persistent memory (cache-flush domain) even if it is not on DAX
+        /// (overrides PTM_FORCE_PMEM).
+        #[arg(long)]
+        force_pmem: bool,
+    },
+    /// Open a pool and print its header, mapping and persistence domain.
+    ///
+    /// Opening takes the pool's lock, and rewrites a damaged backup header from an intact
+    /// primary (as every open does); use `ptm check` to inspect without changing anything.
+    Info {
+        /// The pool.
+        path: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Treat the file as persistent memory (cache-flush domain) even if it is not on DAX
+        /// (overrides PTM_FORCE_PMEM).
+        #[arg(long)]
+        force_pmem: bool,
+    },
+    /// Check both header copies of a pool, optionally repair one from the other, then open it.
+    ///
+    /// Exits 0 when the pool is intact (or was repaired) and opens, 1 when damage is found
+    /// and not repaired.
+    Check {
+        /// The pool.
+        path: PathBuf,
+        /// Restore a damaged header copy from the intact one.
+        #[arg(long)]
+        repair: bool,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// An operational failure: the message for `ptm: error:`.
+#[derive(Debug)]
+struct Failure(String);
+
+impl From<pmem_core::Error> for Failure {
+    fn from(e: pmem_core::Error) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+/// Writes `text` to stdout; a closed pipe or full disk is a failure, not a panic.
+fn emit(text: &str) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure(format!("writing output: {e}")))
+}
+
+fn emit_json(v: &serde_json::Value) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(v).map_err(|e| Failure(format!("encoding JSON: {e}")))?;
+    emit(&(text + "\n"))
+}
+
+fn options(force_pmem: bool) -> RegionOptions {
+    let opts = RegionOptions::new();
+    // Without the flag, PTM_FORCE_PMEM decides (pmem-core reads it).
+    if force_pmem {
+        opts.force_pmem(true)
+    } else {
+        opts
+    }
+}
+
+fn create(path: &Path, size: u64, layout: &str, force_pmem: bool) -> Result<(), Failure> {
+    let existed = path.symlink_metadata().is_ok();
+    match options(force_pmem).layout(layout).create(path, size) {
+        Ok(region) => emit(&report::created_text(&region)),
+        Err(e) => {
+            // pmem-core creates the file before it validates the size: do not leave an empty
+            // or headerless file behind that we made (but never remove one someone else made
+            // meanwhile).
+            let theirs = matches!(
+                e,
+                pmem_core::Error::PoolLocked { .. } | pmem_core::Error::AlreadyExists { .. }
+            );
+            if !existed && !theirs {
+                let _ = std::fs::remove_file(path);
+            }
+            Err(e.into())
+        }
+    }
+}
+
+fn info(path: &Path, json: bool, force_pmem: bool) -> Result<(), Failure> {
+    let region = options(force_pmem).open(path)?;
+    if json {
+        emit_json(&report::info_json(&region))
+    } else {
+        emit(&report::info_text(&region))
+    }
+}
+
+fn check(path: &Path, repair: bool, json: bool) -> Result<(), Failure> {
+    let outcome = check::run(path, repair)?;
+    if json {
+        emit_json(&report::check_json(path, &outcome))?;
+    } else {
+        emit(&report::check_text(path, &outcome))?;
+    }
+    match outcome.error_message(path) {
+        Some(msg) => Err(Failure(msg)),
+        None => Ok(()),
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Create {
+            path,
+            size,
+            layout,
+            force_pmem,
+        } => create(&path, size, &layout, force_pmem),
+        Command::Info {
+            path,
+            json,
+            force_pmem,
+        } => info(&path, json, force_pmem),
+        Command::Check { path, repair, json } => check(&path, repair, json),
+    }
+}
+
+fn main() -> ExitCode {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        let at = info.location().map_or_else(|| "?".into(), |l| l.to_string());
+        // One line, no backtrace; it says "panicked" so tests and bug reports can tell.
+        let _ = writeln!(
+            std::io::stderr(),
+            "ptm: error: internal error (panicked at {at}): {msg}"
+        );
+    }));
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(msg)) => {
+            let _ = writeln!(std::io::stderr(), "ptm: error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}

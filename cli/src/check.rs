@@ -1,0 +1,245 @@
+//! `ptm check`: both header copies, the file length against them, an optional repair from the
+//! intact copy, then a trial open.
+
+use std::path::Path;
+
+use pmem_core::{
+    inspect_headers, repair_headers, HeaderFault, HeaderProblem, HeaderRepair, HeaderReport, PoolHeader,
+    RegionOptions, FORMAT_VERSION,
+};
+
+use crate::report::backing_name;
+
+/// One header copy: intact, or what is wrong with it.
+pub(crate) type CopyStatus = Result<PoolHeader, HeaderFault>;
+
+/// What `--repair` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RepairDone {
+    /// Both copies were intact and equal.
+    Nothing,
+    /// The primary copy was rewritten from the backup.
+    RestoredPrimary,
+    /// The backup copy was rewritten from the primary.
+    RestoredBackup,
+}
+
+impl RepairDone {
+    fn from_core(r: HeaderRepair) -> Self {
+        match r {
+            HeaderRepair::RestoredPrimary => RepairDone::RestoredPrimary,
+            HeaderRepair::RestoredBackup => RepairDone::RestoredBackup,
+            // `NothingToDo`, and anything a later pmem-core adds that writes nothing we know of.
+            _ => RepairDone::Nothing,
+        }
+    }
+
+    /// For people.
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            RepairDone::Nothing => "nothing to do",
+            RepairDone::RestoredPrimary => "restored the primary header from the backup",
+            RepairDone::RestoredBackup => "restored the backup header from the primary",
+        }
+    }
+
+    /// For JSON.
+    pub(crate) fn key(self) -> &'static str {
+        match self {
+            RepairDone::Nothing => "nothing",
+            RepairDone::RestoredPrimary => "restored_primary",
+            RepairDone::RestoredBackup => "restored_backup",
+        }
+    }
+}
+
+/// How the pool mapped when opened after the check.
+#[derive(Debug, Clone)]
+pub(crate) struct OpenSummary {
+    /// Persistence domain name.
+    pub(crate) domain: &'static str,
+    /// Backing name.
+    pub(crate) backing: &'static str,
+    /// Whether `MAP_SYNC` was accepted.
+    pub(crate) map_sync: bool,
+}
+
+/// Everything `ptm check` found and did.
+#[derive(Debug)]
+pub(crate) struct CheckOutcome {
+    /// File length in bytes.
+    pub(crate) file_len: u64,
+    /// The primary header copy, as found (before any repair).
+    pub(crate) primary: CopyStatus,
+    /// The backup header copy, as found (before any repair).
+    pub(crate) backup: CopyStatus,
+    /// Both copies valid but not byte-identical.
+    pub(crate) copies_differ: bool,
+    /// The file length disagrees with the intact header.
+    pub(crate) size_problem: Option<String>,
+    /// Why restoring a header copy cannot fix this pool.
+    pub(crate) unrepairable: Option<String>,
+    /// What `--repair` did, if it ran.
+    pub(crate) repair: Option<RepairDone>,
+    /// The trial open after the check (or repair); `None` if not attempted because of damage.
+    pub(crate) open: Option<Result<OpenSummary, String>>,
+}
+
+impl CheckOutcome {
+    /// Whether anything was wrong before any repair.
+    pub(crate) fn damage_found(&self) -> bool {
+        self.primary.is_err() || self.backup.is_err() || self.copies_differ || self.size_problem.is_some()
+    }
+
+    /// Whether the pool is now intact and opens.
+    pub(crate) fn is_ok(&self) -> bool {
+        matches!(self.open, Some(Ok(_)))
+    }
+
+    /// Which copy a repair would restore (for advice).
+    fn repair_target(&self) -> &'static str {
+        if self.primary.is_err() {
+            "primary header from the backup"
+        } else {
+            "backup header from the primary"
+        }
+    }
+
+    /// One-line verdict for the text report.
+    pub(crate) fn verdict_text(&self) -> String {
+        match (&self.open, self.repair) {
+            (Some(Ok(_)), Some(RepairDone::RestoredPrimary | RepairDone::RestoredBackup)) => {
+                "ok (repaired)".into()
+            }
+            (Some(Ok(_)), _) => "ok".into(),
+            (Some(Err(_)), _) => "the pool does not open".into(),
+            (None, _) => match &self.unrepairable {
+                Some(reason) => reason.clone(),
+                None => format!(
+                    "damaged; `ptm check --repair` restores the {}",
+                    self.repair_target()
+                ),
+            },
+        }
+    }
+
+    /// The `ptm: error:` line when the check did not end well, `None` when it did.
+    pub(crate) fn error_message(&self, path: &Path) -> Option<String> {
+        if self.is_ok() {
+            return None;
+        }
+        if let Some(Err(e)) = &self.open {
+            return Some(e.clone());
+        }
+        if let Some(reason) = &self.unrepairable {
+            return Some(format!("{}: {reason}", path.display()));
+        }
+        let what = match (&self.primary, &self.backup) {
+            (Err(f), _) => format!("primary header {}", fault_phrase(f)),
+            (_, Err(f)) => format!("backup header {}", fault_phrase(f)),
+            _ => "the header copies differ".into(),
+        };
+        Some(format!(
+            "{}: {what}; run `ptm check --repair` to restore the {}",
+            path.display(),
+            self.repair_target()
+        ))
+    }
+}
+
+fn fault_phrase(f: &HeaderFault) -> String {
+    match f {
+        HeaderFault::Missing => "missing".into(),
+        HeaderFault::Version(v) => format!("has unsupported format version {v}"),
+        f => format!("damaged: {f}"),
+    }
+}
+
+/// Judges a header report without touching the file.
+fn assess(report: HeaderReport) -> CheckOutcome {
+    let HeaderReport {
+        file_len,
+        primary,
+        backup,
+        ..
+    } = report;
+    let copies_differ = matches!((&primary, &backup), (Ok(a), Ok(b)) if a.as_bytes() != b.as_bytes());
+    let reference = primary.as_ref().or(backup.as_ref()).ok();
+    let size_problem = reference.and_then(|h| {
+        if file_len < h.pool_size {
+            Some(format!(
+                "truncated: the file is {file_len} bytes, the header records a pool of {} bytes",
+                h.pool_size
+            ))
+        } else if file_len > h.pool_size {
+            Some(format!(
+                "the file is {file_len} bytes but the header records a pool of {} bytes",
+                h.pool_size
+            ))
+        } else {
+            None
+        }
+    });
+    let unrepairable = match (&primary, &backup) {
+        (Ok(_), _) | (_, Ok(_)) => size_problem
+            .as_ref()
+            .map(|s| format!("{s}; restoring a header copy cannot fix the file length")),
+        (Err(a), Err(b)) => Some(match (a, b) {
+            _ if file_len == 0 => "the file is empty: not a ptm pool".into(),
+            (HeaderFault::Version(v), _) | (_, HeaderFault::Version(v)) => format!(
+                "pool format version {v} is not supported (this build reads version {FORMAT_VERSION})"
+            ),
+            _ if no_magic(a) && no_magic(b) => {
+                "not a ptm pool (no header copy carries the pool magic)".into()
+            }
+            _ => "both header copies are damaged; there is no intact copy to restore from".into(),
+        }),
+    };
+    CheckOutcome {
+        file_len,
+        primary,
+        backup,
+        copies_differ,
+        size_problem,
+        unrepairable,
+        repair: None,
+        open: None,
+    }
+}
+
+fn no_magic(f: &HeaderFault) -> bool {
+    matches!(
+        f,
+        HeaderFault::Missing | HeaderFault::Damaged(HeaderProblem::BadMagic)
+    )
+}
+
+/// Opens the pool to prove it opens, and closes it again.
+fn try_open(path: &Path) -> Result<OpenSummary, String> {
+    let r = RegionOptions::new().open(path).map_err(|e| e.to_string())?;
+    Ok(OpenSummary {
+        domain: r.domain().name(),
+        backing: backing_name(r.backing()),
+        map_sync: r.map_sync(),
+    })
+}
+
+/// Runs the check (and the repair if asked and possible).
+///
+/// Damage found without `repair`, or damage a header restore cannot fix, skips the trial open:
+/// opening would fail, or (for a damaged backup) silently rewrite the backup.
+///
+/// # Errors
+///
+/// The pool cannot be read or locked, or the repair's write fails.
+pub(crate) fn run(path: &Path, repair: bool) -> Result<CheckOutcome, pmem_core::Error> {
+    let mut o = assess(inspect_headers(path)?);
+    if o.unrepairable.is_some() || (o.damage_found() && !repair) {
+        return Ok(o);
+    }
+    if repair {
+        o.repair = Some(RepairDone::from_core(repair_headers(path)?));
+    }
+    o.open = Some(try_open(path));
+    Ok(o)
+}

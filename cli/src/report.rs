@@ -1,0 +1,279 @@
+//! What the subcommands print: aligned `key  value` text for people, one JSON object for
+//! scripts. Only facts pmem-core knows are reported (header, mapping, domain); there is no heap,
+//! lane or transaction state yet.
+
+use std::path::Path;
+
+use pmem_core::header::format_uuid;
+use pmem_core::{Backing, DomainKind, HeaderFault, PoolHeader, Region};
+use serde_json::{json, Value};
+
+use crate::check::{CheckOutcome, CopyStatus};
+use crate::size::format_size;
+
+/// Width of the key column in text output.
+const KEY_WIDTH: usize = 15;
+
+/// Accumulates `key  value` lines.
+#[derive(Debug, Default)]
+pub(crate) struct Table(String);
+
+impl Table {
+    /// Appends one line.
+    pub(crate) fn row(&mut self, key: &str, value: impl std::fmt::Display) {
+        self.0.push_str(&format!("{key:<KEY_WIDTH$} {value}\n"));
+    }
+
+    /// The finished text.
+    pub(crate) fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// Short name of a backing kind.
+pub(crate) fn backing_name(b: Backing) -> &'static str {
+    match b {
+        Backing::File => "file",
+        Backing::DeviceDax => "device-dax",
+        _ => "unknown",
+    }
+}
+
+/// What a domain means, for the text output.
+fn domain_meaning(d: DomainKind) -> &'static str {
+    match d {
+        DomainKind::CacheFlush(_) => "cache-line flush + sfence",
+        DomainKind::Eadr => "eADR: no flush, sfence",
+        DomainKind::Msync => "msync(MS_SYNC) of dirty pages",
+        _ => "unknown",
+    }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// `64 MiB (67108864 bytes)`, or just `12345 bytes`.
+fn size_both(n: u64) -> String {
+    let human = format_size(n);
+    if human.ends_with(" bytes") {
+        human
+    } else {
+        format!("{human} ({n} bytes)")
+    }
+}
+
+/// Unix seconds as `YYYY-MM-DD hh:mm:ss UTC`.
+pub(crate) fn format_utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm), proleptic Gregorian calendar.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// Rows describing a header copy's fields.
+fn header_rows(t: &mut Table, h: &PoolHeader) {
+    t.row("layout", format!("{:?}", h.layout_name()));
+    t.row("uuid", format_uuid(&h.uuid));
+    t.row("version", h.version);
+    t.row("pool size", size_both(h.pool_size));
+    t.row(
+        "data area",
+        format!(
+            "{:#x}..{:#x}, {}",
+            h.data_offset,
+            h.data_offset + h.data_size,
+            size_both(h.data_size)
+        ),
+    );
+    t.row("backup header", format!("at {:#x}", h.backup_offset));
+    t.row("flags", format!("{:#x}", h.flags));
+    t.row("pointer tag", format!("{:#06x}", h.pptr_tag));
+    t.row(
+        "created",
+        format!("{} (unix {})", format_utc(h.created_secs), h.created_secs),
+    );
+    t.row("checksum", format!("{:#010x} (crc32c)", h.checksum));
+}
+
+/// Rows describing how the region is mapped.
+fn mapping_rows(t: &mut Table, r: &Region) {
+    t.row("backing", backing_name(r.backing()));
+    t.row("MAP_SYNC", yes_no(r.map_sync()));
+    t.row(
+        "domain",
+        format!("{} ({})", r.domain().name(), domain_meaning(r.domain())),
+    );
+}
+
+/// `ptm create` output.
+pub(crate) fn created_text(r: &Region) -> String {
+    let h = r.header();
+    let mut t = Table::default();
+    t.row("created", r.path().display());
+    t.row("pool size", size_both(h.pool_size));
+    t.row("data area", size_both(h.data_size));
+    t.row("layout", format!("{:?}", h.layout_name()));
+    t.row("uuid", format_uuid(&h.uuid));
+    mapping_rows(&mut t, r);
+    t.into_string()
+}
+
+/// `ptm info` text output.
+pub(crate) fn info_text(r: &Region) -> String {
+    let mut t = Table::default();
+    t.row("pool", r.path().display());
+    header_rows(&mut t, r.header());
+    mapping_rows(&mut t, r);
+    t.into_string()
+}
+
+/// The header fields as a JSON object.
+fn header_json(h: &PoolHeader) -> Value {
+    json!({
+        "layout": h.layout_name(),
+        "uuid": format_uuid(&h.uuid),
+        "version": h.version,
+        "pool_size": h.pool_size,
+        "data_offset": h.data_offset,
+        "data_size": h.data_size,
+        "backup_offset": h.backup_offset,
+        "flags": h.flags,
+        "pptr_tag": h.pptr_tag,
+        "created_secs": h.created_secs,
+        "checksum": h.checksum,
+    })
+}
+
+/// `ptm info --json` output: one object.
+pub(crate) fn info_json(r: &Region) -> Value {
+    json!({
+        "path": r.path().to_string_lossy(),
+        "header": header_json(r.header()),
+        "backing": backing_name(r.backing()),
+        "map_sync": r.map_sync(),
+        "domain": r.domain().name(),
+    })
+}
+
+/// One header copy's status, for text.
+fn copy_text(s: &CopyStatus) -> String {
+    match s {
+        Ok(h) => format!(
+            "ok (uuid {}, pool {})",
+            format_uuid(&h.uuid),
+            format_size(h.pool_size)
+        ),
+        Err(HeaderFault::Missing) => "missing (file too short to hold it)".into(),
+        Err(HeaderFault::Version(v)) => format!("unsupported format version {v}"),
+        Err(f) => format!("damaged: {f}"),
+    }
+}
+
+/// One header copy's status, for JSON.
+fn copy_json(s: &CopyStatus) -> Value {
+    match s {
+        Ok(h) => json!({ "status": "ok", "uuid": format_uuid(&h.uuid), "pool_size": h.pool_size }),
+        Err(HeaderFault::Missing) => {
+            json!({ "status": "missing", "problem": HeaderFault::Missing.to_string() })
+        }
+        Err(f @ HeaderFault::Version(v)) => {
+            json!({ "status": "unsupported_version", "version": v, "problem": f.to_string() })
+        }
+        Err(f) => json!({ "status": "damaged", "problem": f.to_string() }),
+    }
+}
+
+/// `ptm check` text output.
+pub(crate) fn check_text(path: &Path, o: &CheckOutcome) -> String {
+    let mut t = Table::default();
+    t.row("pool", format!("{} ({} bytes)", path.display(), o.file_len));
+    t.row("primary header", copy_text(&o.primary));
+    t.row("backup header", copy_text(&o.backup));
+    if o.copies_differ {
+        t.row("copies", "both valid but different (the primary wins)");
+    }
+    if let Some(p) = &o.size_problem {
+        t.row("size", p);
+    }
+    if let Some(r) = o.repair {
+        t.row("repair", r.describe());
+    }
+    match &o.open {
+        Some(Ok(open)) => t.row(
+            "open",
+            format!(
+                "ok (domain {}, backing {}, MAP_SYNC {})",
+                open.domain,
+                open.backing,
+                yes_no(open.map_sync)
+            ),
+        ),
+        Some(Err(e)) => t.row("open", format!("failed: {e}")),
+        None => t.row("open", "not tried (damage found)"),
+    }
+    t.row("result", o.verdict_text());
+    t.into_string()
+}
+
+/// `ptm check --json` output: one object.
+pub(crate) fn check_json(path: &Path, o: &CheckOutcome) -> Value {
+    let (opens, open_error, domain) = match &o.open {
+        Some(Ok(open)) => (Value::Bool(true), Value::Null, Value::from(open.domain)),
+        Some(Err(e)) => (Value::Bool(false), Value::from(e.clone()), Value::Null),
+        None => (Value::Null, Value::Null, Value::Null),
+    };
+    json!({
+        "path": path.to_string_lossy(),
+        "file_len": o.file_len,
+        "primary": copy_json(&o.primary),
+        "backup": copy_json(&o.backup),
+        "copies_differ": o.copies_differ,
+        "size_problem": o.size_problem,
+        "damage_found": o.damage_found(),
+        "repair": o.repair.map(|r| r.key()),
+        "opens": opens,
+        "open_error": open_error,
+        "domain": domain,
+        "ok": o.is_ok(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(format_utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(format_utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(format_utc(1_700_000_000), "2023-11-14 22:13:20 UTC");
+        assert_eq!(format_utc(4_107_542_399), "2100-02-28 23:59:59 UTC");
+    }
+
+    #[test]
+    fn table_aligns_keys() {
+        let mut t = Table::default();
+        t.row("a", 1);
+        t.row("domain", "clwb");
+        assert_eq!(t.into_string(), "a               1\ndomain          clwb\n");
+    }
+}
