@@ -182,7 +182,10 @@ impl PoolHeader {
         let computed = h.compute_checksum();
         if computed != h.checksum {
             if h.version > FORMAT_VERSION {
-                return Err(ParseFailure::Version(h.version));
+                return Err(ParseFailure::Version {
+                    found: h.version,
+                    checksum_ok: false,
+                });
             }
             return Err(ParseFailure::Problem(HeaderProblem::ChecksumMismatch {
                 stored: h.checksum,
@@ -190,7 +193,10 @@ impl PoolHeader {
             }));
         }
         if h.version != FORMAT_VERSION {
-            return Err(ParseFailure::Version(h.version));
+            return Err(ParseFailure::Version {
+                found: h.version,
+                checksum_ok: true,
+            });
         }
         if h.flags != 0 {
             return Err(ParseFailure::Problem(HeaderProblem::UnknownFlags {
@@ -237,8 +243,15 @@ impl PoolHeader {
 pub enum ParseFailure {
     /// The copy is damaged.
     Problem(HeaderProblem),
-    /// The copy is intact (or unverifiable) but of another format version.
-    Version(u32),
+    /// The copy claims another format version. With `checksum_ok: false` the version is newer
+    /// than this build and the checksum (whose place a newer format may have moved) does not
+    /// verify: either a newer pool or a damaged one; the backup copy tells which.
+    Version {
+        /// The version found.
+        found: u32,
+        /// Whether the version-1 checksum verified.
+        checksum_ok: bool,
+    },
 }
 
 /// Checks a layout name: at most 63 bytes, no NUL.

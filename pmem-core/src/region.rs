@@ -71,6 +71,16 @@ pub enum Backing {
     DeviceDax,
 }
 
+impl Backing {
+    /// `file` or `devdax`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backing::File => "file",
+            Backing::DeviceDax => "devdax",
+        }
+    }
+}
+
 /// Options for creating or opening a [`Region`] (builder).
 #[derive(Debug, Clone, Default)]
 pub struct RegionOptions {
@@ -128,6 +138,20 @@ impl RegionOptions {
         let path = path.as_ref();
         let layout = self.layout.as_deref().unwrap_or("");
         header::validate_layout(layout).map_err(|reason| Error::InvalidLayoutName { reason })?;
+        let existed = path.exists();
+        let is_device = std::fs::metadata(path).is_ok_and(|m| m.file_type().is_char_device());
+        if !is_device {
+            check_size(size)?;
+        }
+        let result = self.create_inner(path, size, layout);
+        if result.is_err() && !existed {
+            // Leave nothing behind: the file is ours and holds no pool.
+            let _ = std::fs::remove_file(path);
+        }
+        result
+    }
+
+    fn create_inner(&self, path: &Path, size: u64, layout: &str) -> Result<Region> {
         let file = open_locked(path, true)?;
         let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
         let (backing, pool_size, align) = if meta.file_type().is_char_device() {
@@ -244,6 +268,7 @@ impl RegionOptions {
         let backup: PoolHeader = unsafe { region.map.read_struct(hdr.backup_offset as usize) };
         if backup.as_bytes() != hdr.as_bytes() {
             region.write_header_copy(hdr.backup_offset, &hdr)?;
+            region.backup_rewritten = true;
         }
         Ok(region)
     }
@@ -399,11 +424,27 @@ pub(crate) fn validate_headers(
                 Ok(h)
             }
         }
-        Err(ParseFailure::Version(found)) => Err(Error::UnsupportedVersion {
-            path: path.into(),
-            found,
-            supported: FORMAT_VERSION,
-        }),
+        Err(ParseFailure::Version { found, checksum_ok }) => {
+            // A bad checksum with a "newer" version is more likely a damaged version field when
+            // the backup copy is an intact pool of our version.
+            if !checksum_ok && matches!(read_backup(len, &mut read), Some(Ok(_))) {
+                let h: PoolHeader = read_from_bytes(&buf).expect("buffer holds a whole header");
+                let problem = HeaderProblem::ChecksumMismatch {
+                    stored: h.checksum,
+                    computed: h.compute_checksum(),
+                };
+                return Err(Error::CorruptHeader {
+                    path: path.into(),
+                    problem,
+                    backup_intact: true,
+                });
+            }
+            Err(Error::UnsupportedVersion {
+                path: path.into(),
+                found,
+                supported: FORMAT_VERSION,
+            })
+        }
         Err(ParseFailure::Problem(problem)) => {
             let backup = read_backup(len, &mut read);
             if problem == HeaderProblem::BadMagic && backup.is_none() {
@@ -495,7 +536,7 @@ pub enum HeaderRepair {
 fn fault(r: Result<PoolHeader, ParseFailure>) -> Result<PoolHeader, HeaderFault> {
     r.map_err(|f| match f {
         ParseFailure::Problem(p) => HeaderFault::Damaged(p),
-        ParseFailure::Version(v) => HeaderFault::Version(v),
+        ParseFailure::Version { found, .. } => HeaderFault::Version(found),
     })
 }
 
@@ -550,6 +591,23 @@ pub fn repair_headers(path: impl AsRef<Path>) -> Result<HeaderRepair> {
             .and_then(|()| file.sync_data())
             .map_err(|e| Error::io("write header of", path, e))
     };
+    if let Ok(p) = &report.primary {
+        // Never grow or shrink a pool to fit its header: a truncated pool lost data.
+        if report.file_len < p.pool_size {
+            return Err(Error::Truncated {
+                path: path.into(),
+                len: report.file_len,
+                expected: p.pool_size,
+            });
+        }
+        if report.file_len > p.pool_size {
+            return Err(Error::SizeMismatch {
+                path: path.into(),
+                header: p.pool_size,
+                file: report.file_len,
+            });
+        }
+    }
     match (report.primary, report.backup) {
         (Ok(p), Ok(b)) if p.as_bytes() == b.as_bytes() => Ok(HeaderRepair::NothingToDo),
         (Ok(p), _) => {
@@ -788,6 +846,7 @@ pub struct Region {
     map_sync: bool,
     /// Page ranges `[start, end)` (byte offsets) flushed but not yet msynced (msync domain).
     pending: Mutex<Vec<(usize, usize)>>,
+    backup_rewritten: bool,
     _tag: TagRegistration,
     // Declared last: dropped (closing the descriptor, releasing the lock) after the unmap.
     _file: File,
@@ -820,6 +879,7 @@ impl Region {
             backing,
             map_sync,
             pending: Mutex::new(Vec::new()),
+            backup_rewritten: false,
             _tag: tag,
             _file: file,
         }
@@ -856,6 +916,11 @@ impl Region {
     /// Whether the kernel accepted `MAP_SYNC` (the file is on a DAX file system).
     pub fn map_sync(&self) -> bool {
         self.map_sync
+    }
+
+    /// Whether open found the backup header differing from the valid primary and rewrote it.
+    pub fn backup_rewritten(&self) -> bool {
+        self.backup_rewritten
     }
 
     /// The pool file's path.

@@ -113,7 +113,10 @@ fn newer_version_is_unsupported_version() {
         }) => {}
         other => panic!("expected UnsupportedVersion, got {other:?}"),
     }
-    // A newer format may have moved the checksum: reported as the version, not as corruption.
+    // A genuinely newer pool has a newer backup too. A newer format may have moved the
+    // checksum: with no intact version-1 backup, a bad checksum is reported as the version.
+    let newer = read_header(&path, 0);
+    write_bytes(&path, SIZE - HEADER_SIZE as u64, newer.as_bytes());
     flip(&path, 2000, 1);
     assert!(matches!(
         Region::open(&path),
@@ -378,4 +381,64 @@ proptest! {
             prop_assert!(res.is_ok(), "{:?}", res.err());
         }
     }
+}
+
+#[test]
+fn a_flipped_version_byte_is_corruption_when_the_backup_is_intact() {
+    let dir = common::disk_dir();
+    let path = make_pool(&dir, "vflip.pool");
+    flip(&path, 9, 0x02); // version 1 -> 513, checksum now wrong
+    match Region::open(&path) {
+        Err(Error::CorruptHeader {
+            problem: HeaderProblem::ChecksumMismatch { .. },
+            backup_intact: true,
+            ..
+        }) => {}
+        other => panic!("expected CorruptHeader(ChecksumMismatch), got {other:?}"),
+    }
+    assert_eq!(repair_headers(&path).unwrap(), HeaderRepair::RestoredPrimary);
+    Region::open(&path).unwrap();
+}
+
+#[test]
+fn repair_refuses_a_truncated_or_extended_pool() {
+    let dir = common::disk_dir();
+    let path = make_pool(&dir, "rtrunc.pool");
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(SIZE / 2).unwrap();
+    assert!(matches!(repair_headers(&path), Err(Error::Truncated { .. })));
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        SIZE / 2,
+        "repair must not grow the file"
+    );
+    f.set_len(SIZE * 2).unwrap();
+    assert!(matches!(repair_headers(&path), Err(Error::SizeMismatch { .. })));
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), SIZE * 2);
+}
+
+#[test]
+fn a_failed_create_leaves_no_file_behind() {
+    let dir = common::disk_dir();
+    let path = common::pool_path(&dir, "never.pool");
+    assert!(matches!(
+        Region::create(&path, 1000),
+        Err(Error::InvalidSize { .. })
+    ));
+    assert!(!path.exists());
+    assert!(matches!(
+        RegionOptions::new().layout("\0").create(&path, SIZE),
+        Err(Error::InvalidLayoutName { .. })
+    ));
+    assert!(!path.exists());
+}
+
+#[test]
+fn open_reports_that_it_rewrote_the_backup() {
+    let dir = common::disk_dir();
+    let path = make_pool(&dir, "rew.pool");
+    assert!(!Region::open(&path).unwrap().backup_rewritten());
+    flip(&path, SIZE - 100, 1);
+    assert!(Region::open(&path).unwrap().backup_rewritten());
+    assert!(!Region::open(&path).unwrap().backup_rewritten());
 }
