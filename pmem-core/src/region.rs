@@ -1072,22 +1072,39 @@ impl Region {
     /// [`Error::OutOfBounds`].
     pub fn write_nontemporal_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
         self.check_range(offset, data.len() as u64)?;
-        // SAFETY: in bounds of the data area (checked), `&mut self` excludes other access.
-        let dst = unsafe { self.map.base.as_ptr().add(offset as usize) };
+        // SAFETY: in bounds of the data area (checked); `&mut self` excludes other access, and
+        // `data` is a distinct allocation.
+        unsafe {
+            self.copy_nontemporal_ptr(
+                self.map.base.as_ptr().add(offset as usize),
+                data.as_ptr(),
+                data.len(),
+            )
+        };
+        Ok(())
+    }
+
+    /// Copies `len` bytes from `src` to `dst` inside the mapping the way the domain wants bulk
+    /// writes: non-temporal stores with partial head/tail lines flushed (cache-flush, eADR), or
+    /// a plain copy with its pages recorded (msync). Durable after the next
+    /// [`drain`](Region::drain).
+    ///
+    /// # Safety
+    ///
+    /// - `[dst, dst + len)` lies inside this region's mapping and `src` is valid for `len` reads;
+    /// - the ranges do not overlap and no other thread accesses `[dst, dst + len)` meanwhile.
+    pub unsafe fn copy_nontemporal_ptr(&self, dst: *mut u8, src: *const u8, len: usize) {
         match self.domain {
-            // SAFETY: as above; `insn` was detected on this CPU.
-            DomainKind::CacheFlush(insn) => unsafe {
-                flush::copy_nontemporal(dst, data.as_ptr(), data.len(), Some(insn))
-            },
-            // SAFETY: as above; eADR needs no flush, the drain orders the streaming stores.
-            DomainKind::Eadr => unsafe { flush::copy_nontemporal(dst, data.as_ptr(), data.len(), None) },
+            // SAFETY: forwarded caller contract; `insn` was detected on this CPU.
+            DomainKind::CacheFlush(insn) => unsafe { flush::copy_nontemporal(dst, src, len, Some(insn)) },
+            // SAFETY: forwarded caller contract; eADR needs no flush, the drain orders the stores.
+            DomainKind::Eadr => unsafe { flush::copy_nontemporal(dst, src, len, None) },
             DomainKind::Msync => {
-                // SAFETY: as above.
-                unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) };
-                self.record_pages(offset as usize, data.len());
+                // SAFETY: forwarded caller contract.
+                unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
+                self.record_pages(dst as usize - self.map.base.as_ptr() as usize, len);
             }
         }
-        Ok(())
     }
 
     /// Starts making `[offset, offset + len)` durable: writes back its cache lines (cache-flush

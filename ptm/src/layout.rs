@@ -1,0 +1,413 @@
+//! On-media layout of the transaction layer, inside the pmem-core data area, and the encoding of
+//! its records. Everything here is plain byte arithmetic over slices, so it runs under Miri.
+//!
+//! ```text
+//! pool offset            size                 content
+//! 4096                   4096                 Superblock (below)
+//! lanes_offset = 8192    lane_count*lane_size lanes
+//! root_offset            root_size (4 KiB-aligned area) the root object
+//! heap_offset            heap_size            heap (log extents; the allocator's chunks)
+//! pool_size - 4096       4096                 pmem-core backup header
+//! ```
+//!
+//! Superblock (4096 bytes at pool offset 4096):
+//!
+//! | offset | size | field          |                                                    |
+//! |-------:|-----:|----------------|----------------------------------------------------|
+//! |      0 |    8 | `magic`        | `b"PTMTXN1\0"`                                     |
+//! |      8 |    4 | `lane_count`   | 1..=1024                                           |
+//! |     12 |    4 | `_pad`         | 0                                                  |
+//! |     16 |    8 | `lane_size`    | bytes per lane, multiple of 4096, >= 8192          |
+//! |     24 |    8 | `lanes_offset` | 8192                                               |
+//! |     32 |    8 | `root_offset`  | 4096-aligned                                       |
+//! |     40 |    8 | `root_size`    | `size_of` of the root type                         |
+//! |     48 |    8 | `heap_offset`  | 4096-aligned                                       |
+//! |     56 |    8 | `heap_size`    | multiple of 4096                                   |
+//! |     64 |   56 | `_reserved`    | 0                                                  |
+//! |    120 |    8 | `meta_hash`    | xxh3-64 of bytes 0..120                            |
+//! |    128 |    8 | `generation`   | incremented at every open (mutable; lock words)    |
+//! |    136 |    8 | `clean`        | 1 after a clean close, 0 while open (mutable)      |
+//!
+//! Lane (`lane_size` bytes at `lanes_offset + i * lane_size`):
+//!
+//! | offset | size | field                                                           |
+//! |-------:|-----:|-----------------------------------------------------------------|
+//! |      0 |    8 | `completed`: every transaction of this lane with seq <= it is complete |
+//! |     64 |   64 | commit record: `seq`, `n_entries`, `data_hash`, 4 reserved words, `record_hash` |
+//! |    128 |  ... | log area: undo entries and jump records, 64-byte aligned        |
+//!
+//! Log record (64-byte aligned; `total = align_up(32 + data_len, 64)`):
+//!
+//! | offset | size | field                                                             |
+//! |-------:|-----:|-------------------------------------------------------------------|
+//! |      0 |    8 | `seq`                                                             |
+//! |      8 |    8 | `kind_len`: kind in bits 56..64 (1 undo, 2 jump), length in 0..56 |
+//! |     16 |    8 | `target`: undo: pool offset of the range; jump: extent offset     |
+//! |     24 |    8 | `hash`: xxh3-64 of the data, seeded with seq, kind_len and target |
+//! |     32 |  len | undo: the old bytes of the range; jump: nothing (len = extent size) |
+
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+
+/// Superblock magic.
+pub(crate) const SB_MAGIC: [u8; 8] = *b"PTMTXN1\0";
+/// Bytes of the superblock hashed by `meta_hash`.
+pub(crate) const SB_HASHED: usize = 120;
+pub(crate) const SB_GENERATION: u64 = 128;
+pub(crate) const SB_CLEAN: u64 = 136;
+pub(crate) const SB_SIZE: u64 = 4096;
+
+/// Offset of the commit record within a lane.
+pub(crate) const LANE_COMMIT: u64 = 64;
+/// Offset of the log area within a lane.
+pub(crate) const LANE_LOG: u64 = 128;
+/// Bytes of a log-record header.
+pub(crate) const REC_HEADER: u64 = 32;
+/// Alignment (and minimum size) of a log record.
+pub(crate) const REC_ALIGN: u64 = 64;
+/// Record kinds.
+pub(crate) const KIND_UNDO: u8 = 1;
+pub(crate) const KIND_JUMP: u8 = 2;
+const LEN_MASK: u64 = (1 << 56) - 1;
+
+/// Rounds `x` up to a multiple of `a` (a power of two).
+pub(crate) const fn align_up(x: u64, a: u64) -> u64 {
+    (x + a - 1) & !(a - 1)
+}
+
+/// Geometry of a pool's transaction layer, as stored in the superblock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// Number of lanes (concurrent transactions).
+    pub lane_count: u32,
+    /// Bytes per lane.
+    pub lane_size: u64,
+    /// Pool offset of lane 0.
+    pub lanes_offset: u64,
+    /// Pool offset of the root object.
+    pub root_offset: u64,
+    /// Size of the root object.
+    pub root_size: u64,
+    /// Pool offset of the heap.
+    pub heap_offset: u64,
+    /// Bytes in the heap.
+    pub heap_size: u64,
+}
+
+fn put(b: &mut [u8], at: usize, v: u64) {
+    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+pub(crate) fn get(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+impl Geometry {
+    /// Lays out a pool whose pmem-core data area is `[data_start, data_end)`.
+    pub(crate) fn plan(
+        data_start: u64,
+        data_end: u64,
+        lane_count: u32,
+        lane_size: u64,
+        root_size: u64,
+    ) -> Option<Geometry> {
+        let lanes_offset = data_start + SB_SIZE;
+        let root_offset = lanes_offset.checked_add(u64::from(lane_count).checked_mul(lane_size)?)?;
+        let heap_offset = align_up(root_offset.checked_add(root_size.max(1))?, 4096);
+        let heap_end = data_end & !4095;
+        if heap_offset > heap_end {
+            return None;
+        }
+        Some(Geometry {
+            lane_count,
+            lane_size,
+            lanes_offset,
+            root_offset,
+            root_size,
+            heap_offset,
+            heap_size: heap_end - heap_offset,
+        })
+    }
+
+    /// Encodes the immutable part of the superblock (bytes 0..128).
+    pub(crate) fn encode(&self) -> [u8; 128] {
+        let mut b = [0u8; 128];
+        b[0..8].copy_from_slice(&SB_MAGIC);
+        b[8..12].copy_from_slice(&self.lane_count.to_le_bytes());
+        put(&mut b, 16, self.lane_size);
+        put(&mut b, 24, self.lanes_offset);
+        put(&mut b, 32, self.root_offset);
+        put(&mut b, 40, self.root_size);
+        put(&mut b, 48, self.heap_offset);
+        put(&mut b, 56, self.heap_size);
+        let h = xxh3_64(&b[..SB_HASHED]);
+        put(&mut b, SB_HASHED, h);
+        b
+    }
+
+    /// Decodes and validates a superblock against the data area `[data_start, data_end)`.
+    /// Returns what is wrong as a static description.
+    pub(crate) fn decode(b: &[u8], data_start: u64, data_end: u64) -> Result<Geometry, &'static str> {
+        if b.len() < 128 {
+            return Err("superblock truncated");
+        }
+        if b[0..8] != SB_MAGIC {
+            return Err("bad superblock magic (not a ptm transaction pool)");
+        }
+        if xxh3_64(&b[..SB_HASHED]) != get(b, SB_HASHED) {
+            return Err("superblock checksum mismatch");
+        }
+        let g = Geometry {
+            lane_count: u32::from_le_bytes(b[8..12].try_into().expect("4 bytes")),
+            lane_size: get(b, 16),
+            lanes_offset: get(b, 24),
+            root_offset: get(b, 32),
+            root_size: get(b, 40),
+            heap_offset: get(b, 48),
+            heap_size: get(b, 56),
+        };
+        let lanes_end = u64::from(g.lane_count)
+            .checked_mul(g.lane_size)
+            .and_then(|n| n.checked_add(g.lanes_offset));
+        let heap_end = g.heap_offset.checked_add(g.heap_size);
+        let ok = (1..=MAX_LANES).contains(&g.lane_count)
+            && g.lane_size >= MIN_LANE_SIZE
+            && g.lane_size % 4096 == 0
+            && g.lanes_offset == data_start + SB_SIZE
+            && lanes_end == Some(g.root_offset)
+            && g.root_offset % 4096 == 0
+            && g.root_offset
+                .checked_add(g.root_size.max(1))
+                .is_some_and(|e| align_up(e, 4096) == g.heap_offset)
+            && g.heap_size % 4096 == 0
+            && heap_end.is_some_and(|e| e <= data_end);
+        if !ok {
+            return Err("superblock geometry is impossible");
+        }
+        Ok(g)
+    }
+
+    /// Pool offset of lane `i`.
+    pub(crate) fn lane(&self, i: usize) -> u64 {
+        self.lanes_offset + i as u64 * self.lane_size
+    }
+}
+
+/// Most lanes a pool may have.
+pub const MAX_LANES: u32 = 1024;
+/// Smallest lane.
+pub const MIN_LANE_SIZE: u64 = 8192;
+
+/// A decoded log-record header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecHeader {
+    pub(crate) seq: u64,
+    pub(crate) kind: u8,
+    pub(crate) len: u64,
+    pub(crate) target: u64,
+    pub(crate) hash: u64,
+}
+
+fn rec_seed(seq: u64, kind_len: u64, target: u64) -> u64 {
+    seq.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ kind_len.rotate_left(17)
+        ^ target.rotate_left(41)
+        ^ 0x5054_4D4C_4F47
+}
+
+/// Bytes a record with `data_len` bytes of data occupies in the log.
+pub(crate) const fn rec_total(data_len: u64) -> u64 {
+    align_up(REC_HEADER + data_len, REC_ALIGN)
+}
+
+/// Encodes a record header for `data` (undo: the old bytes; jump: empty with `len` = extent size).
+pub(crate) fn encode_rec(seq: u64, kind: u8, len: u64, target: u64, data: &[u8]) -> [u8; 32] {
+    let kind_len = (u64::from(kind) << 56) | (len & LEN_MASK);
+    let hash = xxh3_64_with_seed(data, rec_seed(seq, kind_len, target));
+    let mut h = [0u8; 32];
+    put(&mut h, 0, seq);
+    put(&mut h, 8, kind_len);
+    put(&mut h, 16, target);
+    put(&mut h, 24, hash);
+    h
+}
+
+/// Decodes a record header (no hash check: that needs the data).
+pub(crate) fn decode_rec(h: &[u8]) -> RecHeader {
+    let kind_len = get(h, 8);
+    RecHeader {
+        seq: get(h, 0),
+        kind: (kind_len >> 56) as u8,
+        len: kind_len & LEN_MASK,
+        target: get(h, 16),
+        hash: get(h, 24),
+    }
+}
+
+/// Whether `data` matches the record's hash.
+pub(crate) fn rec_hash_ok(r: &RecHeader, data: &[u8]) -> bool {
+    let kind_len = (u64::from(r.kind) << 56) | (r.len & LEN_MASK);
+    xxh3_64_with_seed(data, rec_seed(r.seq, kind_len, r.target)) == r.hash
+}
+
+/// A decoded commit record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CommitRecord {
+    pub(crate) seq: u64,
+    pub(crate) n_entries: u64,
+    pub(crate) data_hash: u64,
+}
+
+impl CommitRecord {
+    /// The 64 bytes stored in the lane's commit line.
+    pub(crate) fn encode(&self) -> [u8; 64] {
+        let mut b = [0u8; 64];
+        put(&mut b, 0, self.seq);
+        put(&mut b, 8, self.n_entries);
+        put(&mut b, 16, self.data_hash);
+        let h = xxh3_64(&b[..56]) ^ 0x434F_4D4D_4954;
+        put(&mut b, 56, h);
+        b
+    }
+
+    /// Decodes the commit line; `None` if its hash does not verify (torn or never written).
+    pub(crate) fn decode(b: &[u8]) -> Option<CommitRecord> {
+        if xxh3_64(&b[..56]) ^ 0x434F_4D4D_4954 != get(b, 56) || get(b, 0) == 0 {
+            return None;
+        }
+        Some(CommitRecord {
+            seq: get(b, 0),
+            n_entries: get(b, 8),
+            data_hash: get(b, 16),
+        })
+    }
+}
+
+/// Streaming hash of the new contents of a transaction's logged ranges, in log order.
+#[derive(Default)]
+pub(crate) struct DataHasher(xxhash_rust::xxh3::Xxh3);
+
+impl DataHasher {
+    pub(crate) fn range(&mut self, offset: u64, bytes: &[u8]) {
+        self.0.update(&offset.to_le_bytes());
+        self.0.update(&(bytes.len() as u64).to_le_bytes());
+        self.0.update(bytes);
+    }
+
+    pub(crate) fn finish(&self) -> u64 {
+        self.0.digest()
+    }
+}
+
+/// What recovery concludes about a lane's last transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Nothing logged beyond `completed`.
+    Clean,
+    /// The transaction is complete (committed); only `completed` needs updating.
+    Complete,
+    /// The transaction did not commit: roll its entries back, newest first.
+    RollBack,
+}
+
+/// The recovery decision for one lane (see docs/design.md, "Recovery").
+///
+/// - `first_seq`: seq of the first valid log record (None if the log is empty or torn at once);
+/// - `found`: number of consecutive valid undo entries with that seq;
+/// - `hash_now`: computes the data hash over those entries' ranges as they are now.
+pub(crate) fn verdict(
+    completed: u64,
+    first_seq: Option<u64>,
+    found: u64,
+    commit: Option<CommitRecord>,
+    hash_now: impl FnOnce() -> u64,
+) -> Verdict {
+    let Some(s) = first_seq else { return Verdict::Clean };
+    if s <= completed {
+        return Verdict::Clean;
+    }
+    match commit {
+        Some(c) if c.seq == s => {
+            if found < c.n_entries {
+                // A later transaction of this lane overwrote part of the log: it only starts
+                // after this one completed.
+                Verdict::Complete
+            } else if hash_now() == c.data_hash {
+                Verdict::Complete
+            } else {
+                Verdict::RollBack
+            }
+        }
+        _ => Verdict::RollBack,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn superblock_round_trips_and_detects_damage() {
+        let g = Geometry::plan(4096, 64 << 20, 8, 65536, 100).unwrap();
+        let b = g.encode();
+        assert_eq!(Geometry::decode(&b, 4096, 64 << 20), Ok(g));
+        for i in 0..SB_HASHED + 8 {
+            let mut d = b;
+            d[i] ^= 0x10;
+            assert!(Geometry::decode(&d, 4096, 64 << 20).is_err(), "byte {i}");
+        }
+        assert!(Geometry::decode(&b, 4096, 32 << 20).is_err() || g.heap_offset + g.heap_size <= 32 << 20);
+    }
+
+    #[test]
+    fn plan_refuses_pools_too_small() {
+        assert!(Geometry::plan(4096, 4096 * 20, 64, 65536, 8).is_none());
+    }
+
+    #[test]
+    fn records_round_trip_and_detect_tears() {
+        let data = [7u8; 40];
+        let h = encode_rec(9, KIND_UNDO, 40, 12345, &data);
+        let r = decode_rec(&h);
+        assert_eq!((r.seq, r.kind, r.len, r.target), (9, KIND_UNDO, 40, 12345));
+        assert!(rec_hash_ok(&r, &data));
+        let mut torn = data;
+        torn[39] = 0;
+        assert!(!rec_hash_ok(&r, &torn));
+        assert_eq!(rec_total(0), 64);
+        assert_eq!(rec_total(32), 64);
+        assert_eq!(rec_total(33), 128);
+    }
+
+    #[test]
+    fn commit_record_round_trips_and_rejects_zero_and_tears() {
+        let c = CommitRecord {
+            seq: 3,
+            n_entries: 2,
+            data_hash: 99,
+        };
+        let b = c.encode();
+        assert_eq!(CommitRecord::decode(&b), Some(c));
+        let mut t = b;
+        t[17] ^= 1;
+        assert_eq!(CommitRecord::decode(&t), None);
+        assert_eq!(CommitRecord::decode(&[0u8; 64]), None);
+    }
+
+    #[test]
+    fn verdict_table() {
+        let c = |seq, n| {
+            Some(CommitRecord {
+                seq,
+                n_entries: n,
+                data_hash: 42,
+            })
+        };
+        assert_eq!(verdict(5, None, 0, None, || 0), Verdict::Clean);
+        assert_eq!(verdict(5, Some(5), 1, None, || 0), Verdict::Clean);
+        assert_eq!(verdict(5, Some(6), 2, None, || 0), Verdict::RollBack);
+        assert_eq!(verdict(5, Some(6), 2, c(5, 2), || 42), Verdict::RollBack);
+        assert_eq!(verdict(5, Some(6), 2, c(6, 2), || 42), Verdict::Complete);
+        assert_eq!(verdict(5, Some(6), 2, c(6, 2), || 41), Verdict::RollBack);
+        assert_eq!(verdict(5, Some(6), 1, c(6, 2), || 41), Verdict::Complete);
+    }
+}

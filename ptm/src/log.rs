@@ -1,0 +1,120 @@
+//! Reading a lane's undo log: the scan shared by abort and recovery.
+//!
+//! A scan starts at the lane's log area and reads records while they are valid (hash verifies)
+//! and carry the transaction's seq, following jump records into heap extents. The first valid
+//! record fixes the seq (when `want` is `None`, it must exceed the lane's `completed`). The scan
+//! stops at the first record that does not verify: a torn tail was never followed by in-place
+//! stores, so nothing past it needs undoing.
+
+use std::sync::atomic::Ordering;
+
+use crate::error::{Error, Result};
+use crate::layout::{
+    self, decode_rec, rec_hash_ok, rec_total, KIND_JUMP, KIND_UNDO, LANE_LOG, REC_ALIGN, REC_HEADER,
+};
+use crate::pool::Shared;
+
+/// One undo entry found in a log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LogEntry {
+    /// Pool offset of the saved old bytes.
+    pub(crate) data_off: u64,
+    /// Pool offset of the range they belong to.
+    pub(crate) target: u64,
+    /// Length of the range.
+    pub(crate) len: u64,
+}
+
+/// The result of scanning a lane's log.
+#[derive(Debug, Default)]
+pub(crate) struct Scan {
+    /// The transaction seq of the entries (None: nothing valid beyond `completed`).
+    pub(crate) seq: Option<u64>,
+    /// Its undo entries in log order.
+    pub(crate) entries: Vec<LogEntry>,
+}
+
+/// Scans lane `lane`. With `want = Some(seq)` only records of that seq count (abort of a running
+/// transaction); with `None` the first record must be newer than the lane's `completed`.
+pub(crate) fn scan_lane(s: &Shared, lane: usize, want: Option<u64>) -> Result<Scan> {
+    let lane_off = s.geo.lane(lane);
+    let completed = s.completed_word(lane).load(Ordering::Acquire);
+    let (mut pos, mut end) = (lane_off + LANE_LOG, lane_off + s.geo.lane_size);
+    let mut out = Scan {
+        seq: want,
+        entries: Vec::new(),
+    };
+    let heap_end = s.geo.heap_offset + s.geo.heap_size;
+    let mut hops = 0u64;
+    loop {
+        if end - pos < REC_ALIGN {
+            return Ok(out);
+        }
+        let mut h = [0u8; REC_HEADER as usize];
+        s.region.read_at(pos, &mut h)?;
+        let r = decode_rec(&h);
+        match out.seq {
+            Some(seq) if r.seq != seq => return Ok(out),
+            None if r.seq <= completed || r.seq % u64::from(layout::MAX_LANES) != lane as u64 => {
+                return Ok(out)
+            }
+            _ => {}
+        }
+        match r.kind {
+            KIND_UNDO => {
+                let total = rec_total(r.len);
+                if r.len == 0 || total > end - pos {
+                    return Ok(out);
+                }
+                let data_off = pos + REC_HEADER;
+                // SAFETY: `[data_off, data_off + len)` lies inside the current log area (checked
+                // just above), which is inside the mapping; logs are only read here while their
+                // lane is held by the caller or before the pool is shared.
+                let data = unsafe { std::slice::from_raw_parts(s.ptr(data_off), r.len as usize) };
+                if !rec_hash_ok(&r, data) {
+                    return Ok(out);
+                }
+                if !s.loggable(r.target, r.len) {
+                    return Err(Error::CorruptLog {
+                        lane,
+                        what: "undo entry targets bytes outside the root and heap",
+                    });
+                }
+                out.seq = Some(r.seq);
+                out.entries.push(LogEntry {
+                    data_off,
+                    target: r.target,
+                    len: r.len,
+                });
+                pos += total;
+            }
+            KIND_JUMP => {
+                if !rec_hash_ok(&r, &[]) {
+                    return Ok(out);
+                }
+                let ext_end = r.target.checked_add(r.len);
+                if r.target < s.geo.heap_offset
+                    || ext_end.is_none_or(|e| e > heap_end)
+                    || r.target % 4096 != 0
+                    || r.len < 4096
+                {
+                    return Err(Error::CorruptLog {
+                        lane,
+                        what: "jump record points outside the heap",
+                    });
+                }
+                hops += 1;
+                if hops > s.geo.heap_size / 4096 + 1 {
+                    return Err(Error::CorruptLog {
+                        lane,
+                        what: "jump records form a cycle",
+                    });
+                }
+                out.seq = Some(r.seq);
+                pos = r.target;
+                end = r.target + r.len;
+            }
+            _ => return Ok(out),
+        }
+    }
+}

@@ -1,0 +1,708 @@
+//! `Pool<R>`: create/open/close a transactional pool with a typed root object, run recovery, and
+//! start transactions.
+
+use std::cell::UnsafeCell;
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use pmem_core::{DomainKind, Persistent, Region, RegionOptions};
+
+use crate::error::{Error, Result};
+use crate::lanes::{preferred_lane, LaneMap};
+use crate::layout::{self, CommitRecord, DataHasher, Geometry, Verdict, LANE_COMMIT, LANE_LOG};
+use crate::log::{scan_lane, LogEntry};
+use crate::tx::{LaneVolatile, Transaction};
+
+/// Default number of lanes (concurrent transactions).
+pub const DEFAULT_LANES: u32 = 64;
+/// Default bytes per lane (larger transactions overflow into heap extents).
+pub const DEFAULT_LANE_SIZE: u64 = 64 * 1024;
+/// Default time a transaction waits for a persistent lock before failing with `LockTimeout`.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Options for creating and opening pools (builder).
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    layout: String,
+    lanes: u32,
+    lane_size: u64,
+    force_pmem: Option<bool>,
+    eadr: Option<bool>,
+    lock_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions {
+            layout: String::new(),
+            lanes: DEFAULT_LANES,
+            lane_size: DEFAULT_LANE_SIZE,
+            force_pmem: None,
+            eadr: None,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+        }
+    }
+}
+
+impl PoolOptions {
+    /// Defaults: empty layout name, 64 lanes of 64 KiB, domain from the file and environment
+    /// (`PTM_FORCE_PMEM`, `PTM_EADR`), 5 s lock timeout.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Layout name, written at create and required to match at open (at most 63 bytes).
+    pub fn layout(mut self, name: &str) -> Self {
+        self.layout = name.to_owned();
+        self
+    }
+
+    /// Number of lanes, 1..=1024 (create only).
+    pub fn lanes(mut self, n: u32) -> Self {
+        self.lanes = n;
+        self
+    }
+
+    /// Bytes per lane, a multiple of 4096, at least 8 KiB (create only).
+    pub fn lane_size(mut self, bytes: u64) -> Self {
+        self.lane_size = bytes;
+        self
+    }
+
+    /// Treat the file as persistent memory (cache-flush domain), e.g. on tmpfs.
+    pub fn force_pmem(mut self, yes: bool) -> Self {
+        self.force_pmem = Some(yes);
+        self
+    }
+
+    /// Declare the platform eADR (no cache flushes, drains stay).
+    pub fn eadr(mut self, yes: bool) -> Self {
+        self.eadr = Some(yes);
+        self
+    }
+
+    /// How long a transaction waits for a persistent lock before `Error::LockTimeout`.
+    pub fn lock_timeout(mut self, t: Duration) -> Self {
+        self.lock_timeout = t;
+        self
+    }
+
+    fn region_options(&self) -> RegionOptions {
+        let mut o = RegionOptions::new().layout(&self.layout);
+        if let Some(f) = self.force_pmem {
+            o = o.force_pmem(f);
+        }
+        if let Some(e) = self.eadr {
+            o = o.eadr(e);
+        }
+        o
+    }
+}
+
+/// What recovery did when a pool was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryReport {
+    /// Whether the pool had been closed cleanly.
+    pub was_clean: bool,
+    /// Lanes whose last transaction had committed but was not yet marked complete.
+    pub completed: usize,
+    /// Lanes whose last transaction was rolled back.
+    pub rolled_back: usize,
+    /// Undo entries applied by the rollbacks.
+    pub entries_undone: u64,
+}
+
+pub(crate) struct LaneSlot(pub(crate) UnsafeCell<LaneVolatile>);
+
+// SAFETY: a slot is only touched by the thread that holds its lane in `LaneMap` (acquire/release
+// give the happens-before edges), or by `Shared::new`/recovery before the pool is shared.
+unsafe impl Sync for LaneSlot {}
+
+/// Process-unique pool ids (to find a thread's open transaction on this pool).
+static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
+
+/// State shared by every handle and transaction of one open pool.
+pub(crate) struct Shared {
+    pub(crate) region: Region,
+    pub(crate) geo: Geometry,
+    pub(crate) generation: u32,
+    pub(crate) id: u64,
+    pub(crate) lanes: LaneMap,
+    pub(crate) slots: Box<[LaneSlot]>,
+    /// Per lane: a completed seq whose `completed` word still needs a flush by some drainer.
+    pub(crate) pending_seq: Box<[AtomicU64]>,
+    /// Bit per lane: `pending_seq` is non-zero.
+    pub(crate) pending_bits: Box<[AtomicU64]>,
+    pub(crate) extents: Mutex<ExtentMap>,
+    pub(crate) lock_timeout: Duration,
+    pub(crate) poisoned: AtomicBool,
+    pub(crate) recovery: RecoveryReport,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("path", &self.region.path())
+            .field("geo", &self.geo)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Free space of the heap for log extents (volatile; the whole heap is free at open).
+#[derive(Debug)]
+pub(crate) struct ExtentMap {
+    free: BTreeMap<u64, u64>,
+}
+
+impl ExtentMap {
+    fn new(start: u64, size: u64) -> Self {
+        let mut free = BTreeMap::new();
+        if size > 0 {
+            free.insert(start, size);
+        }
+        ExtentMap { free }
+    }
+
+    /// First-fit allocation of `size` bytes (multiple of 4096).
+    pub(crate) fn alloc(&mut self, size: u64) -> Option<u64> {
+        let (&off, &len) = self.free.iter().find(|(_, &len)| len >= size)?;
+        self.free.remove(&off);
+        if len > size {
+            self.free.insert(off + size, len - size);
+        }
+        Some(off)
+    }
+
+    /// Returns `[off, off + size)`, coalescing with neighbours.
+    pub(crate) fn free(&mut self, mut off: u64, mut size: u64) {
+        if let Some((&p, &plen)) = self.free.range(..off).next_back() {
+            if p + plen == off {
+                self.free.remove(&p);
+                off = p;
+                size += plen;
+            }
+        }
+        if let Some(&nlen) = self.free.get(&(off + size)) {
+            self.free.remove(&(off + size));
+            size += nlen;
+        }
+        self.free.insert(off, size);
+    }
+
+    /// Free bytes.
+    pub(crate) fn free_bytes(&self) -> u64 {
+        self.free.values().sum()
+    }
+}
+
+impl Shared {
+    /// Address of pool offset `off` (no check: callers validated it).
+    #[inline]
+    pub(crate) fn ptr(&self, off: u64) -> *mut u8 {
+        // SAFETY: callers pass offsets inside the mapping, so the sum stays in the allocation.
+        unsafe { self.region.base().as_ptr().add(off as usize) }
+    }
+
+    /// Flushes `[off, off + len)` (inside the mapping).
+    #[inline]
+    pub(crate) fn flush(&self, off: u64, len: u64) {
+        // SAFETY: callers pass ranges inside the mapping.
+        unsafe { self.region.flush_ptr(self.ptr(off), len as usize) };
+    }
+
+    pub(crate) fn drain(&self) -> Result<()> {
+        Ok(self.region.drain()?)
+    }
+
+    /// The `completed` word of lane `i`.
+    pub(crate) fn completed_word(&self, lane: usize) -> &AtomicU64 {
+        // SAFETY: the lane header is 8-byte aligned (lanes are 4 KiB-aligned) and inside the
+        // mapping, which outlives `self`; it is only accessed atomically.
+        unsafe { &*self.ptr(self.geo.lane(lane)).cast::<AtomicU64>() }
+    }
+
+    /// Records that lane `lane` completed `seq`: its `completed` word must reach the media
+    /// before any later transaction overwrites that transaction's data (see docs/design.md).
+    pub(crate) fn mark_complete(&self, lane: usize, seq: u64) {
+        self.completed_word(lane).store(seq, Ordering::Release);
+        self.pending_seq[lane].store(seq, Ordering::SeqCst);
+        self.pending_bits[lane / 64].fetch_or(1 << (lane % 64), Ordering::SeqCst);
+    }
+
+    /// Flushes the `completed` line of every lane with a pending completion; returns what was
+    /// flushed, for [`Shared::settle_completions`] after the caller's drain.
+    pub(crate) fn flush_pending_completions(&self, out: &mut Vec<(usize, u64)>) {
+        out.clear();
+        for (w, word) in self.pending_bits.iter().enumerate() {
+            let mut bits = word.load(Ordering::SeqCst);
+            while bits != 0 {
+                let lane = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let seq = self.pending_seq[lane].load(Ordering::SeqCst);
+                if seq != 0 {
+                    self.flush(self.geo.lane(lane), 8);
+                    out.push((lane, seq));
+                }
+            }
+        }
+    }
+
+    /// After a drain: clears the pending marks that were made durable.
+    pub(crate) fn settle_completions(&self, flushed: &[(usize, u64)]) {
+        for &(lane, seq) in flushed {
+            if self.pending_seq[lane]
+                .compare_exchange(seq, 0, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                let bit = 1u64 << (lane % 64);
+                self.pending_bits[lane / 64].fetch_and(!bit, Ordering::SeqCst);
+                // A completion recorded between the exchange and the clear keeps its bit.
+                if self.pending_seq[lane].load(Ordering::SeqCst) != 0 {
+                    self.pending_bits[lane / 64].fetch_or(bit, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    /// Makes every pending completion durable (clean close, `Pool::sync`).
+    pub(crate) fn sync(&self) -> Result<()> {
+        let mut flushed = Vec::new();
+        self.flush_pending_completions(&mut flushed);
+        self.drain()?;
+        self.settle_completions(&flushed);
+        Ok(())
+    }
+
+    /// Whether `[off, off + len)` lies in the area transactions may log and modify: the root and
+    /// the heap.
+    pub(crate) fn loggable(&self, off: u64, len: u64) -> bool {
+        let end = self.geo.heap_offset + self.geo.heap_size;
+        off >= self.geo.root_offset && off.checked_add(len).is_some_and(|e| e <= end)
+    }
+
+    /// The pool offset of `addr` if `[addr, addr + len)` is loggable.
+    pub(crate) fn offset_of(&self, addr: usize, len: usize) -> Result<u64> {
+        let base = self.region.base().as_ptr() as usize;
+        let off = addr.wrapping_sub(base) as u64;
+        if addr >= base && self.loggable(off, len as u64) {
+            Ok(off)
+        } else {
+            Err(Error::NotInPool { addr, len })
+        }
+    }
+
+    /// Restores `entries` (newest first) and makes the lane's transaction `seq` complete:
+    /// restore + flush, drain, mark `completed`, flush, drain. Idempotent.
+    pub(crate) fn roll_back(&self, lane: usize, seq: u64, entries: &[LogEntry]) -> Result<()> {
+        for e in entries.iter().rev() {
+            // SAFETY: `scan_lane` validated both ranges against the pool geometry; the lane's
+            // transaction owns the target ranges (its locks are still held, or we are in
+            // single-threaded recovery), and log and target never overlap (log areas lie in the
+            // lanes or in extents, targets in root/heap outside any live extent).
+            unsafe { std::ptr::copy(self.ptr(e.data_off), self.ptr(e.target), e.len as usize) };
+            self.flush(e.target, e.len);
+        }
+        self.drain()?;
+        self.completed_word(lane).store(seq, Ordering::Release);
+        self.flush(self.geo.lane(lane), 8);
+        self.drain()
+    }
+}
+
+/// An open transactional pool whose root object is an `R`.
+///
+/// `Pool<R>` is `Sync` (usable from many threads) exactly when `R` is: put shared mutable state
+/// under [`PMutex`](crate::PMutex) / [`PRwLock`](crate::PRwLock); [`PCell`](crate::PCell) is for
+/// single-threaded pools.
+pub struct Pool<R> {
+    shared: Box<Shared>,
+    _root: PhantomData<R>,
+}
+
+impl<R> std::fmt::Debug for Pool<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("path", &self.shared.region.path())
+            .field("domain", &self.shared.region.domain())
+            .field("lanes", &self.shared.geo.lane_count)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Persistent> Pool<R> {
+    /// Creates a pool of `size` bytes at `path` with a zeroed root `R`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOptions`] (lanes/lane size out of range, pool too small for lanes + root),
+    /// and the pmem-core errors of [`RegionOptions::create`].
+    pub fn create(path: impl AsRef<Path>, size: u64, opts: &PoolOptions) -> Result<Self> {
+        if !(1..=layout::MAX_LANES).contains(&opts.lanes) {
+            return Err(Error::InvalidOptions("lanes must be 1..=1024"));
+        }
+        if opts.lane_size < layout::MIN_LANE_SIZE || opts.lane_size % 4096 != 0 {
+            return Err(Error::InvalidOptions(
+                "lane size must be a multiple of 4096, at least 8 KiB",
+            ));
+        }
+        let mut region = opts.region_options().create(path.as_ref(), size)?;
+        let data = region.data_range();
+        let root_size = std::mem::size_of::<R>() as u64;
+        let Some(geo) = Geometry::plan(data.start, data.end, opts.lanes, opts.lane_size, root_size) else {
+            drop(region);
+            let _ = std::fs::remove_file(path.as_ref());
+            return Err(Error::InvalidOptions(
+                "pool too small for its lanes and root object",
+            ));
+        };
+        // Lane headers, commit records and first log lines, and the root: zero (a device-DAX
+        // node may hold old bytes).
+        for i in 0..geo.lane_count as usize {
+            region.write_at(geo.lane(i), &[0u8; LANE_LOG as usize + 64])?;
+            region.flush(geo.lane(i), LANE_LOG + 64)?;
+        }
+        let zeros = vec![0u8; 1 << 16];
+        let mut at = geo.root_offset;
+        while at < geo.root_offset + root_size {
+            let n = (geo.root_offset + root_size - at).min(zeros.len() as u64);
+            region.write_at(at, &zeros[..n as usize])?;
+            region.flush(at, n)?;
+            at += n;
+        }
+        let mut sb = [0u8; 256];
+        sb[..128].copy_from_slice(&geo.encode());
+        sb[layout::SB_GENERATION as usize..][..8].copy_from_slice(&1u64.to_le_bytes());
+        region.write_at(data.start, &sb)?;
+        region.persist(data.start, sb.len() as u64)?;
+        Self::assemble(
+            region,
+            geo,
+            1,
+            RecoveryReport {
+                was_clean: true,
+                ..Default::default()
+            },
+            opts,
+        )
+    }
+
+    /// Opens a pool, checks its layout name and root type size, and runs recovery: committed
+    /// transactions stay, uncommitted ones are rolled back.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CorruptMetadata`], [`Error::RootMismatch`], [`Error::CorruptLog`], and the
+    /// pmem-core errors of [`RegionOptions::open`] (`PoolLocked`, `LayoutMismatch`, ...).
+    pub fn open(path: impl AsRef<Path>, opts: &PoolOptions) -> Result<Self> {
+        let region = opts.region_options().open(path.as_ref())?;
+        let data = region.data_range();
+        let mut sb = [0u8; 256];
+        region.read_at(data.start, &mut sb)?;
+        let geo = Geometry::decode(&sb, data.start, data.end).map_err(|what| Error::CorruptMetadata {
+            path: path.as_ref().to_owned(),
+            what,
+        })?;
+        let expected = std::mem::size_of::<R>() as u64;
+        if geo.root_size != expected {
+            return Err(Error::RootMismatch {
+                expected,
+                found: geo.root_size,
+            });
+        }
+        let old_gen = layout::get(&sb, layout::SB_GENERATION as usize);
+        let was_clean = layout::get(&sb, layout::SB_CLEAN as usize) == 1;
+        let generation = (old_gen as u32).wrapping_add(1).max(1);
+        let mut region = region;
+        let mut mutable = [0u8; 16];
+        mutable[..8].copy_from_slice(&u64::from(generation).to_le_bytes());
+        region.write_at(data.start + layout::SB_GENERATION, &mutable)?;
+        region.persist(data.start + layout::SB_GENERATION, 16)?;
+        let report = RecoveryReport {
+            was_clean,
+            ..Default::default()
+        };
+        let pool = Self::assemble(region, geo, generation, report, opts)?;
+        Ok(pool)
+    }
+
+    fn assemble(
+        region: Region,
+        geo: Geometry,
+        generation: u32,
+        report: RecoveryReport,
+        opts: &PoolOptions,
+    ) -> Result<Self> {
+        let n = geo.lane_count as usize;
+        let mut shared = Shared {
+            region,
+            geo,
+            generation,
+            id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
+            lanes: LaneMap::new(n),
+            slots: (0..n)
+                .map(|_| LaneSlot(UnsafeCell::new(LaneVolatile::default())))
+                .collect(),
+            pending_seq: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            pending_bits: (0..n.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            extents: Mutex::new(ExtentMap::new(geo.heap_offset, geo.heap_size)),
+            lock_timeout: opts.lock_timeout,
+            poisoned: AtomicBool::new(false),
+            recovery: report,
+        };
+        shared.recovery = recover(&shared, report)?;
+        Ok(Pool {
+            shared: Box::new(shared),
+            _root: PhantomData,
+        })
+    }
+
+    /// Runs `f` as one failure-atomic transaction: its changes commit (durably, 2 drains) when it
+    /// returns `Ok`, and are rolled back when it returns `Err` or panics (the panic continues
+    /// after the rollback). A transaction started inside another on the same pool and thread
+    /// joins it: an inner `Err` rolls back the whole transaction.
+    ///
+    /// # Errors
+    ///
+    /// `f`'s error; [`Error::Aborted`] (converted into `E`) when an inner transaction failed but
+    /// `f` returned `Ok`; commit errors (I/O in the msync domain), [`Error::Poisoned`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ptm::{PCell, Persistent, Pool, PoolOptions};
+    ///
+    /// #[derive(Persistent)]
+    /// #[persistent(crate = "ptm::pmem_core")]
+    /// #[repr(C)]
+    /// struct Root {
+    ///     counter: PCell<u64>,
+    /// }
+    ///
+    /// # fn main() -> Result<(), ptm::Error> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let pool = Pool::<Root>::create(dir.path().join("c.pool"), 8 << 20, &PoolOptions::new())?;
+    /// pool.transaction(|tx, root| root.counter.set(tx, root.counter.get(tx) + 1))?;
+    /// let n = pool.transaction(|tx, root| Ok::<_, ptm::Error>(root.counter.get(tx)))?;
+    /// assert_eq!(n, 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn transaction<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: for<'t> FnOnce(&'t Transaction<'t>, &'t R) -> Result<T, E>,
+        E: From<Error>,
+    {
+        let shared = &*self.shared;
+        if shared.poisoned.load(Ordering::Relaxed) {
+            return Err(Error::Poisoned.into());
+        }
+        if let Some(outer) = crate::tx::current(shared.id) {
+            // SAFETY: the pointer was registered by the enclosing `transaction` call on this
+            // thread, which is still running (it is our caller), so the transaction is alive and
+            // outlives this call.
+            let outer: &Transaction<'_> = unsafe { &*outer };
+            let r = f(outer, self.root_ref());
+            if r.is_err() {
+                outer.doom();
+            }
+            return r;
+        }
+        let lane = shared.lanes.acquire(preferred_lane(shared.lanes.len()));
+        let tx = Transaction::begin(shared, lane);
+        let registration = crate::tx::Registration::new(shared.id, &tx);
+        let outcome = catch_unwind(AssertUnwindSafe(|| f(&tx, self.root_ref())));
+        drop(registration);
+        match outcome {
+            Ok(Ok(v)) if !tx.is_doomed() => match tx.commit() {
+                Ok(()) => Ok(v),
+                Err(e) => Err(e.into()),
+            },
+            Ok(Ok(_)) => {
+                tx.abort().map_err(E::from)?;
+                Err(Error::Aborted.into())
+            }
+            Ok(Err(e)) => {
+                tx.abort().map_err(E::from)?;
+                Err(e)
+            }
+            Err(panic) => {
+                let _ = tx.abort();
+                resume_unwind(panic)
+            }
+        }
+    }
+
+    fn root_ref(&self) -> &R {
+        // SAFETY: the root area holds `size_of::<R>()` bytes (checked at open), 4096-aligned;
+        // every bit pattern is a valid `R` (`R: Persistent`); mutation happens only through
+        // `UnsafeCell`s inside `R` (cells and locks), never through this reference.
+        unsafe { &*self.shared.ptr(self.shared.geo.root_offset).cast::<R>() }
+    }
+
+    /// Makes pending completion marks durable (one drain). Committed transactions are already
+    /// durable; this only shortens the next recovery.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors of the msync domain.
+    pub fn sync(&self) -> Result<()> {
+        self.shared.sync()
+    }
+
+    /// Closes the pool cleanly: makes completion marks durable and sets the clean-shutdown flag.
+    /// Dropping the pool does the same but ignores errors.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors of the msync domain.
+    pub fn close(self) -> Result<()> {
+        self.close_inner()
+    }
+
+    fn close_inner(&self) -> Result<()> {
+        let s = &*self.shared;
+        if s.poisoned.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        s.sync()?;
+        let at = s.region.data_range().start + layout::SB_CLEAN;
+        // SAFETY: the clean word lies in the superblock inside the mapping; no transaction is
+        // running (we hold the only handle), so nothing else accesses it.
+        unsafe { s.ptr(at).cast::<u64>().write(1) };
+        s.flush(at, 8);
+        s.drain()
+    }
+
+    /// The persistence domain of the pool.
+    pub fn domain(&self) -> DomainKind {
+        self.shared.region.domain()
+    }
+
+    /// The pool's transaction-layer geometry.
+    pub fn geometry(&self) -> Geometry {
+        self.shared.geo
+    }
+
+    /// What recovery did when the pool was opened.
+    pub fn recovery_report(&self) -> RecoveryReport {
+        self.shared.recovery
+    }
+
+    /// The open generation (incremented at every open; persistent locks of older generations
+    /// are free).
+    pub fn generation(&self) -> u32 {
+        self.shared.generation
+    }
+
+    /// The underlying mapped region (header, path, domain).
+    pub fn region(&self) -> &Region {
+        &self.shared.region
+    }
+
+    /// Heap bytes currently free for log extents.
+    pub fn heap_free(&self) -> u64 {
+        self.shared
+            .extents
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .free_bytes()
+    }
+}
+
+impl<R> Drop for Pool<R> {
+    fn drop(&mut self) {
+        let s = &*self.shared;
+        if s.poisoned.load(Ordering::Relaxed) {
+            return;
+        }
+        if s.sync().is_ok() {
+            let at = s.region.data_range().start + layout::SB_CLEAN;
+            // SAFETY: as in `close_inner`.
+            unsafe { s.ptr(at).cast::<u64>().write(1) };
+            s.flush(at, 8);
+            let _ = s.drain();
+        }
+    }
+}
+
+/// Recovery at open (single-threaded, before the pool is shared): for each lane, decide the fate
+/// of its last logged transaction (see [`layout::verdict`]) and act on it. Marks the pool
+/// not-clean until the next close.
+fn recover(s: &Shared, mut report: RecoveryReport) -> Result<RecoveryReport> {
+    let clean_at = s.region.data_range().start + layout::SB_CLEAN;
+    // SAFETY: the clean word lies in the superblock inside the mapping; no transactions yet.
+    unsafe { s.ptr(clean_at).cast::<u64>().write(0) };
+    s.flush(clean_at, 8);
+    let mut completes = false;
+    for lane in 0..s.geo.lane_count as usize {
+        let completed = s.completed_word(lane).load(Ordering::Acquire);
+        let scan = scan_lane(s, lane, None)?;
+        let mut cr_bytes = [0u8; 64];
+        s.region.read_at(s.geo.lane(lane) + LANE_COMMIT, &mut cr_bytes)?;
+        let commit = CommitRecord::decode(&cr_bytes);
+        let verdict = layout::verdict(completed, scan.seq, scan.entries.len() as u64, commit, || {
+            let mut h = DataHasher::default();
+            for e in &scan.entries {
+                // SAFETY: the range was validated by the scan; no other thread runs yet.
+                let bytes = unsafe { std::slice::from_raw_parts(s.ptr(e.target), e.len as usize) };
+                h.range(e.target, bytes);
+            }
+            h.finish()
+        });
+        let last = scan
+            .seq
+            .unwrap_or(0)
+            .max(completed)
+            .max(commit.map_or(0, |c| c.seq));
+        match verdict {
+            Verdict::Clean => {}
+            Verdict::Complete => {
+                s.completed_word(lane)
+                    .store(scan.seq.unwrap_or(0), Ordering::Release);
+                s.flush(s.geo.lane(lane), 8);
+                completes = true;
+                report.completed += 1;
+            }
+            Verdict::RollBack => {
+                s.roll_back(lane, scan.seq.unwrap_or(0), &scan.entries)?;
+                report.rolled_back += 1;
+                report.entries_undone += scan.entries.len() as u64;
+            }
+        }
+        // SAFETY: single-threaded recovery: no lane is held yet.
+        unsafe { (*s.slots[lane].0.get()).next_seq = crate::tx::next_seq_after(last, lane) };
+    }
+    if completes {
+        s.drain()?;
+    }
+    s.drain()?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ExtentMap;
+
+    #[test]
+    fn extent_map_first_fit_and_coalesce() {
+        let mut m = ExtentMap::new(4096, 16 * 4096);
+        let a = m.alloc(4096).unwrap();
+        let b = m.alloc(8192).unwrap();
+        let c = m.alloc(4096).unwrap();
+        assert_eq!((a, b, c), (4096, 8192, 16384));
+        assert_eq!(m.free_bytes(), 12 * 4096);
+        m.free(b, 8192);
+        assert_eq!(m.alloc(8192), Some(8192));
+        m.free(a, 4096);
+        m.free(8192, 8192);
+        m.free(c, 4096);
+        assert_eq!(m.free.len(), 1, "{:?}", m.free);
+        assert_eq!(m.free_bytes(), 16 * 4096);
+        assert_eq!(m.alloc(17 * 4096), None);
+    }
+}

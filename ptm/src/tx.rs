@@ -1,0 +1,547 @@
+//! Transactions: the undo log writer, commit and abort.
+//!
+//! Protocol (2 drains per durable transaction when snapshots are batched; docs/design.md):
+//! 1. *snapshot*: append undo records (old bytes) to the lane log, flush them, flush pending
+//!    completion marks of other lanes, **drain 1**; only then store in place;
+//! 2. *commit*: flush every logged range, write the commit record (seq, entry count, hash of the
+//!    new contents), flush it, **drain 2**; then mark the lane's `completed` (made durable by the
+//!    next drainer) and release locks and lane.
+//! 3. *abort*: restore old bytes newest first, flush, drain; mark completed, flush, drain.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::layout::{
+    self, encode_rec, rec_total, CommitRecord, DataHasher, KIND_JUMP, KIND_UNDO, LANE_COMMIT, LANE_LOG,
+    REC_ALIGN, REC_HEADER,
+};
+use crate::lockword::{self, Attempt};
+use crate::log::scan_lane;
+use crate::pool::Shared;
+
+/// Smallest log extent taken from the heap when a lane's log is full.
+const MIN_EXTENT: u64 = 256 * 1024;
+/// Largest log extent.
+const MAX_EXTENT: u64 = 64 * 1024 * 1024;
+/// Records with at least this much data are copied with non-temporal stores.
+const NT_THRESHOLD: u64 = 1024;
+/// Below this many logged ranges, coverage is checked by a linear scan.
+const LINEAR_RANGES: usize = 16;
+
+/// The next seq of lane `lane` after `last`: seqs of a lane are `lane + k * MAX_LANES`, so no two
+/// lanes ever share one and stale records of another lane never match.
+pub(crate) fn next_seq_after(last: u64, lane: usize) -> u64 {
+    let m = u64::from(layout::MAX_LANES);
+    (last / m + 1) * m + lane as u64
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HeldKind {
+    Mutex,
+    Read,
+    Write,
+}
+
+/// Per-lane volatile state, reused across transactions so the steady state does not allocate.
+#[derive(Debug, Default)]
+pub(crate) struct LaneVolatile {
+    pub(crate) next_seq: u64,
+    seq: u64,
+    pos: u64,
+    end: u64,
+    entries: u64,
+    /// Logged ranges in log order (offset, len).
+    ranges: Vec<(u64, u64)>,
+    /// Index of `ranges` by start, built once there are many.
+    index: BTreeMap<u64, u64>,
+    extents: Vec<(u64, u64)>,
+    next_extent: u64,
+    /// Records appended since the last drain.
+    undrained: bool,
+    batch_depth: u32,
+    locks: Vec<(HeldKind, *const AtomicU64)>,
+    completions: Vec<(usize, u64)>,
+}
+
+/// A running transaction. Obtained from [`Pool::transaction`](crate::Pool::transaction); lives
+/// until the closure returns, is tied to its thread (`!Send`, `!Sync`).
+pub struct Transaction<'p> {
+    shared: &'p Shared,
+    lane: usize,
+    st: RefCell<LaneVolatile>,
+    doomed: Cell<bool>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl std::fmt::Debug for Transaction<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = self.st.borrow();
+        f.debug_struct("Transaction")
+            .field("lane", &self.lane)
+            .field("seq", &st.seq)
+            .field("entries", &st.entries)
+            .finish()
+    }
+}
+
+thread_local! {
+    static CURRENT: RefCell<Vec<(u64, *const Transaction<'static>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The transaction this thread is running on pool `id`, if any.
+pub(crate) fn current(id: u64) -> Option<*const Transaction<'static>> {
+    CURRENT.with(|c| c.borrow().iter().rev().find(|(p, _)| *p == id).map(|&(_, t)| t))
+}
+
+/// Registers a transaction as this thread's current one on its pool until dropped.
+pub(crate) struct Registration(u64);
+
+impl Registration {
+    pub(crate) fn new(id: u64, tx: &Transaction<'_>) -> Self {
+        let p = (tx as *const Transaction<'_>).cast::<Transaction<'static>>();
+        CURRENT.with(|c| c.borrow_mut().push((id, p)));
+        Registration(id)
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        CURRENT.with(|c| {
+            let mut v = c.borrow_mut();
+            if let Some(i) = v.iter().rposition(|(p, _)| *p == self.0) {
+                v.remove(i);
+            }
+        });
+    }
+}
+
+impl<'p> Transaction<'p> {
+    pub(crate) fn begin(shared: &'p Shared, lane: usize) -> Self {
+        // SAFETY: we hold `lane` in the lane map, so no other thread touches its slot; the
+        // state is moved out here and moved back in `finish`.
+        let mut st = std::mem::take(unsafe { &mut *shared.slots[lane].0.get() });
+        st.seq = st.next_seq;
+        st.next_seq = next_seq_after(st.seq, lane);
+        st.pos = shared.geo.lane(lane) + LANE_LOG;
+        st.end = shared.geo.lane(lane) + shared.geo.lane_size;
+        st.entries = 0;
+        st.ranges.clear();
+        st.index.clear();
+        st.extents.clear();
+        st.next_extent = MIN_EXTENT;
+        st.undrained = false;
+        st.batch_depth = 0;
+        st.locks.clear();
+        Transaction {
+            shared,
+            lane,
+            st: RefCell::new(st),
+            doomed: Cell::new(false),
+            _not_send: PhantomData,
+        }
+    }
+
+    /// The lane this transaction runs on.
+    pub fn lane(&self) -> usize {
+        self.lane
+    }
+
+    pub(crate) fn shared(&self) -> &'p Shared {
+        self.shared
+    }
+
+    pub(crate) fn doom(&self) {
+        self.doomed.set(true);
+    }
+
+    pub(crate) fn is_doomed(&self) -> bool {
+        self.doomed.get()
+    }
+
+    /// Makes sure the old contents of `[addr, addr + len)` are in the undo log and durable
+    /// before the caller stores there. Costs one drain unless the range is already logged or a
+    /// [`snapshot`](Transaction::snapshot) batch is open (then the batch's drain covers it).
+    pub(crate) fn log_addr(&self, addr: usize, len: usize) -> Result<()> {
+        let off = self.shared.offset_of(addr, len)?;
+        self.log_range(off, len as u64)
+    }
+
+    pub(crate) fn log_range(&self, off: u64, len: u64) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        let mut st = self.st.borrow_mut();
+        if covered(&st, off, len) {
+            return Ok(());
+        }
+        self.append_undo(&mut st, off, len)?;
+        if st.batch_depth == 0 {
+            self.drain_log(&mut st)?;
+        }
+        Ok(())
+    }
+
+    /// Logs every range that `f` adds behind a single drain. Ranges already logged cost nothing.
+    /// The drain happens when `f` returns, even on error or panic, so no logged range is ever
+    /// stored to before its entry is durable.
+    ///
+    /// # Errors
+    ///
+    /// `f`'s error, [`Error::OutOfSpace`] when the log cannot grow, [`Error::NotInPool`].
+    pub fn snapshot(&self, f: impl FnOnce(&mut SnapshotBatch<'_, 'p>) -> Result<()>) -> Result<()> {
+        self.st.borrow_mut().batch_depth += 1;
+        struct Close<'a, 'p>(&'a Transaction<'p>);
+        impl Drop for Close<'_, '_> {
+            fn drop(&mut self) {
+                let mut st = self.0.st.borrow_mut();
+                st.batch_depth -= 1;
+                if st.batch_depth == 0 && st.undrained && self.0.drain_log(&mut st).is_err() {
+                    self.0.doom();
+                }
+            }
+        }
+        let close = Close(self);
+        let r = f(&mut SnapshotBatch { tx: self });
+        drop(close);
+        if self.is_doomed() && r.is_ok() {
+            return Err(Error::Aborted);
+        }
+        r
+    }
+
+    fn append_undo(&self, st: &mut LaneVolatile, off: u64, len: u64) -> Result<()> {
+        if !self.shared.loggable(off, len) {
+            return Err(Error::NotInPool {
+                addr: off as usize,
+                len: len as usize,
+            });
+        }
+        let s = self.shared;
+        let mut done = 0;
+        while done < len {
+            // Keep REC_ALIGN bytes at the end of every area for a jump record.
+            let room = st.end - st.pos;
+            let fits = room.saturating_sub(REC_ALIGN + REC_HEADER);
+            if fits < 64.min(len - done) || fits == 0 {
+                self.jump(st)?;
+                continue;
+            }
+            let n = fits.min(len - done);
+            let target = off + done;
+            // SAFETY: `[target, target + n)` is loggable (checked above) and owned by this
+            // transaction (cell / lock contract), so nothing writes it concurrently.
+            let old = unsafe { std::slice::from_raw_parts(s.ptr(target), n as usize) };
+            let header = encode_rec(st.seq, KIND_UNDO, n, target, old);
+            let at = st.pos;
+            // SAFETY: `[at, at + rec_total(n))` lies in this lane's current log area (fits
+            // checked), which only this transaction writes; it does not overlap the target
+            // (log areas are lanes or extents reserved for this lane).
+            unsafe {
+                std::ptr::copy_nonoverlapping(header.as_ptr(), s.ptr(at), REC_HEADER as usize);
+                if n >= NT_THRESHOLD {
+                    s.flush(at, REC_HEADER);
+                    s.region
+                        .copy_nontemporal_ptr(s.ptr(at + REC_HEADER), old.as_ptr(), n as usize);
+                } else {
+                    std::ptr::copy_nonoverlapping(old.as_ptr(), s.ptr(at + REC_HEADER), n as usize);
+                    s.flush(at, REC_HEADER + n);
+                }
+            }
+            st.pos += rec_total(n);
+            st.entries += 1;
+            st.ranges.push((target, n));
+            if st.ranges.len() > LINEAR_RANGES {
+                if st.index.is_empty() {
+                    let all: Vec<_> = st.ranges.clone();
+                    for (o, l) in all {
+                        index_insert(&mut st.index, o, l);
+                    }
+                } else {
+                    index_insert(&mut st.index, target, n);
+                }
+            }
+            st.undrained = true;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Continues the log in a fresh heap extent.
+    fn jump(&self, st: &mut LaneVolatile) -> Result<()> {
+        // The preferred size, or smaller ones down to one page when the heap is fragmented.
+        let (ext, size) = {
+            let mut map = self.shared.extents.lock().unwrap_or_else(|p| p.into_inner());
+            let mut size = st.next_extent;
+            loop {
+                if let Some(ext) = map.alloc(size) {
+                    break (ext, size);
+                }
+                if size <= 4096 {
+                    return Err(Error::OutOfSpace {
+                        requested: st.next_extent,
+                    });
+                }
+                size /= 2;
+            }
+        };
+        st.extents.push((ext, size));
+        st.next_extent = (size * 2).min(MAX_EXTENT);
+        let header = encode_rec(st.seq, KIND_JUMP, size, ext, &[]);
+        // SAFETY: `append_undo` keeps REC_ALIGN bytes free at the end of the area for this
+        // record; the area belongs to this lane.
+        unsafe {
+            std::ptr::copy_nonoverlapping(header.as_ptr(), self.shared.ptr(st.pos), REC_HEADER as usize)
+        };
+        self.shared.flush(st.pos, REC_HEADER);
+        st.pos = ext;
+        st.end = ext + size;
+        st.undrained = true;
+        Ok(())
+    }
+
+    /// Drain 1 (or a later snapshot drain): makes appended records and other lanes' completion
+    /// marks durable before any in-place store.
+    fn drain_log(&self, st: &mut LaneVolatile) -> Result<()> {
+        let mut completions = std::mem::take(&mut st.completions);
+        self.shared.flush_pending_completions(&mut completions);
+        let r = self.shared.drain();
+        if r.is_ok() {
+            self.shared.settle_completions(&completions);
+            st.undrained = false;
+        }
+        st.completions = completions;
+        r
+    }
+
+    /// Takes the persistent mutex word `w` for this transaction (held until it ends).
+    pub(crate) fn lock_mutex(&self, w: &AtomicU64) -> Result<()> {
+        let lane = self.lane as u32;
+        let generation = self.shared.generation;
+        self.wait_for(
+            || lockword::mutex_try_lock(w, generation, lane),
+            w,
+            HeldKind::Mutex,
+        )
+    }
+
+    /// Takes a shared hold of rwlock word `w` (no-op if this transaction holds it already).
+    pub(crate) fn lock_read(&self, w: &AtomicU64) -> Result<()> {
+        if self.holds(w).is_some() {
+            return Ok(());
+        }
+        let generation = self.shared.generation;
+        self.wait_for(|| lockword::rw_try_read(w, generation), w, HeldKind::Read)
+    }
+
+    /// Takes the exclusive hold of rwlock word `w`, upgrading this transaction's shared hold.
+    pub(crate) fn lock_write(&self, w: &AtomicU64) -> Result<()> {
+        let lane = self.lane as u32;
+        let generation = self.shared.generation;
+        match self.holds(w) {
+            Some(HeldKind::Write) => Ok(()),
+            Some(_) => match lockword::rw_try_write(w, generation, lane, true) {
+                Attempt::Acquired | Attempt::AlreadyHeld => {
+                    let mut st = self.st.borrow_mut();
+                    if let Some(l) = st.locks.iter_mut().find(|(_, p)| std::ptr::eq(*p, w)) {
+                        l.0 = HeldKind::Write;
+                    }
+                    Ok(())
+                }
+                Attempt::Busy => Err(Error::LockUpgrade),
+            },
+            None => self.wait_for(
+                || lockword::rw_try_write(w, generation, lane, false),
+                w,
+                HeldKind::Write,
+            ),
+        }
+    }
+
+    fn holds(&self, w: &AtomicU64) -> Option<HeldKind> {
+        self.st
+            .borrow()
+            .locks
+            .iter()
+            .find(|(_, p)| std::ptr::eq(*p, w))
+            .map(|(k, _)| *k)
+    }
+
+    fn wait_for(&self, mut attempt: impl FnMut() -> Attempt, w: &AtomicU64, kind: HeldKind) -> Result<()> {
+        let mut spins = 0u32;
+        let mut started: Option<Instant> = None;
+        loop {
+            match attempt() {
+                Attempt::Acquired => {
+                    self.st.borrow_mut().locks.push((kind, w as *const AtomicU64));
+                    return Ok(());
+                }
+                Attempt::AlreadyHeld => return Ok(()),
+                Attempt::Busy => {}
+            }
+            spins += 1;
+            if spins < 100 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let t0 = *started.get_or_insert_with(Instant::now);
+            let waited = t0.elapsed();
+            if waited >= self.shared.lock_timeout {
+                return Err(Error::LockTimeout {
+                    waited_ms: waited.as_millis() as u64,
+                });
+            }
+            if spins < 200 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(std::time::Duration::from_micros(50));
+            }
+        }
+    }
+
+    /// Commits: drain 2 makes the new contents and the commit record durable.
+    pub(crate) fn commit(self) -> Result<()> {
+        let s = self.shared;
+        let (seq, entries) = {
+            let st = self.st.borrow();
+            (st.seq, st.entries)
+        };
+        if entries == 0 {
+            self.finish();
+            return Ok(());
+        }
+        let result = (|| {
+            let st = self.st.borrow();
+            let mut h = DataHasher::default();
+            for &(off, len) in &st.ranges {
+                // SAFETY: logged ranges are loggable and owned by this transaction.
+                let bytes = unsafe { std::slice::from_raw_parts(s.ptr(off), len as usize) };
+                h.range(off, bytes);
+                s.flush(off, len);
+            }
+            let rec = CommitRecord {
+                seq,
+                n_entries: entries,
+                data_hash: h.finish(),
+            }
+            .encode();
+            let at = s.geo.lane(self.lane) + LANE_COMMIT;
+            // SAFETY: the commit line of our own lane, inside the mapping.
+            unsafe { std::ptr::copy_nonoverlapping(rec.as_ptr(), s.ptr(at), rec.len()) };
+            s.flush(at, 64);
+            s.drain()
+        })();
+        match result {
+            Ok(()) => {
+                s.mark_complete(self.lane, seq);
+                self.finish();
+                Ok(())
+            }
+            Err(e) => {
+                // The commit may or may not have reached the media; undo it in memory and on
+                // the media so this process and a later recovery agree.
+                let _ = self.abort_inner();
+                Err(e)
+            }
+        }
+    }
+
+    /// Rolls back everything this transaction logged and releases it.
+    pub(crate) fn abort(self) -> Result<()> {
+        self.abort_inner()
+    }
+
+    fn abort_inner(&self) -> Result<()> {
+        let (seq, entries) = {
+            let st = self.st.borrow();
+            (st.seq, st.entries)
+        };
+        if entries > 0 {
+            let res = scan_lane(self.shared, self.lane, Some(seq))
+                .and_then(|scan| self.shared.roll_back(self.lane, seq, &scan.entries));
+            if let Err(e) = res {
+                // In-memory state may be half restored: refuse further transactions; reopening
+                // runs recovery from the intact log.
+                self.shared.poisoned.store(true, Ordering::SeqCst);
+                self.release_locks();
+                return Err(e);
+            }
+        }
+        self.finish();
+        Ok(())
+    }
+
+    fn release_locks(&self) {
+        let generation = self.shared.generation;
+        let mut st = self.st.borrow_mut();
+        for (kind, w) in st.locks.drain(..).rev() {
+            // SAFETY: lock words were checked to lie inside the pool mapping when taken, and the
+            // mapping outlives every transaction.
+            let w = unsafe { &*w };
+            match kind {
+                HeldKind::Mutex => lockword::mutex_unlock(w, generation),
+                HeldKind::Read => lockword::rw_unlock_read(w, generation),
+                HeldKind::Write => lockword::rw_unlock_write(w, generation),
+            }
+        }
+    }
+
+    /// Returns extents, releases locks, stores the lane state back and frees the lane.
+    fn finish(&self) {
+        self.release_locks();
+        let mut st = self.st.take();
+        if !st.extents.is_empty() {
+            let mut ex = self.shared.extents.lock().unwrap_or_else(|p| p.into_inner());
+            for (off, size) in st.extents.drain(..) {
+                ex.free(off, size);
+            }
+        }
+        let next = st.next_seq;
+        // SAFETY: we still hold the lane, so the slot is ours.
+        unsafe { *self.shared.slots[self.lane].0.get() = st };
+        debug_assert!(next != 0);
+        self.shared.lanes.release(self.lane);
+    }
+}
+
+fn index_insert(index: &mut BTreeMap<u64, u64>, off: u64, len: u64) {
+    let e = index.entry(off).or_insert(0);
+    *e = (*e).max(len);
+}
+
+/// Whether `[off, off + len)` lies inside one already-logged range.
+fn covered(st: &LaneVolatile, off: u64, len: u64) -> bool {
+    if st.index.is_empty() {
+        st.ranges.iter().any(|&(o, l)| o <= off && off + len <= o + l)
+    } else {
+        st.index
+            .range(..=off)
+            .rev()
+            .take(8)
+            .any(|(&o, &l)| off + len <= o + l)
+    }
+}
+
+/// Collects ranges to log behind one drain; see [`Transaction::snapshot`].
+#[derive(Debug)]
+pub struct SnapshotBatch<'a, 'p> {
+    tx: &'a Transaction<'p>,
+}
+
+impl SnapshotBatch<'_, '_> {
+    /// Logs the current value of a persistent object (a [`PCell`](crate::PCell), a field of a
+    /// locked value, ...) so it can be changed later in this transaction without another drain.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotInPool`] if the object is not in this transaction's pool,
+    /// [`Error::OutOfSpace`] when the log cannot grow.
+    pub fn add<T: crate::Loggable + ?Sized>(&mut self, obj: &T) -> Result<()> {
+        let (addr, len) = obj.log_range();
+        let off = self.tx.shared.offset_of(addr, len)?;
+        self.tx.log_range(off, len as u64)
+    }
+}
