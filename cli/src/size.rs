@@ -46,7 +46,7 @@ pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
 pub(crate) fn format_size(n: u64) -> String {
     const UNITS: [(&str, u32); 4] = [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)];
     for (name, shift) in UNITS {
-        if n != 0 && n % (1u64 << shift) == 0 {
+        if n != 0 && n.is_multiple_of(1u64 << shift) {
             return format!("{} {name}", n >> shift);
         }
     }

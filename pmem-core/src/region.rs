@@ -291,7 +291,7 @@ fn check_size(size: u64) -> Result<()> {
             reason: "larger than the 256 TiB maximum",
         });
     }
-    if size % PAGE as u64 != 0 {
+    if !size.is_multiple_of(PAGE as u64) {
         return Err(Error::InvalidSize {
             size,
             reason: "not a multiple of 4096",
@@ -982,7 +982,7 @@ impl Region {
     pub fn pptr_at<T: Persistent>(&self, offset: u64) -> Result<PPtr<T>> {
         self.check_range(offset, core::mem::size_of::<T>() as u64)?;
         let align = core::mem::align_of::<T>() as u64;
-        if offset % align != 0 {
+        if !offset.is_multiple_of(align) {
             return Err(Error::Misaligned { offset, align });
         }
         Ok(PPtr::from_parts(self.header.pptr_tag, offset))

@@ -171,14 +171,14 @@ impl Geometry {
         let heap_end = g.heap_offset.checked_add(g.heap_size);
         let ok = (1..=MAX_LANES).contains(&g.lane_count)
             && g.lane_size >= MIN_LANE_SIZE
-            && g.lane_size % 4096 == 0
+            && g.lane_size.is_multiple_of(4096)
             && g.lanes_offset == data_start + SB_SIZE
             && lanes_end == Some(g.root_offset)
-            && g.root_offset % 4096 == 0
+            && g.root_offset.is_multiple_of(4096)
             && g.root_offset
                 .checked_add(g.root_size.max(1))
                 .is_some_and(|e| align_up(e, 4096) == g.heap_offset)
-            && g.heap_size % 4096 == 0
+            && g.heap_size.is_multiple_of(4096)
             && heap_end.is_some_and(|e| e <= data_end);
         if !ok {
             return Err("superblock geometry is impossible");

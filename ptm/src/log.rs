@@ -95,7 +95,7 @@ pub(crate) fn scan_lane(s: &Shared, lane: usize, want: Option<u64>) -> Result<Sc
                 let ext_end = r.target.checked_add(r.len);
                 if r.target < s.geo.heap_offset
                     || ext_end.is_none_or(|e| e > heap_end)
-                    || r.target % 4096 != 0
+                    || !r.target.is_multiple_of(4096)
                     || r.len < 4096
                 {
                     return Err(Error::CorruptLog {

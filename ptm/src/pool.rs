@@ -346,7 +346,7 @@ impl<R: Persistent> Pool<R> {
         if !(1..=layout::MAX_LANES).contains(&opts.lanes) {
             return Err(Error::InvalidOptions("lanes must be 1..=1024"));
         }
-        if opts.lane_size < layout::MIN_LANE_SIZE || opts.lane_size % 4096 != 0 {
+        if opts.lane_size < layout::MIN_LANE_SIZE || !opts.lane_size.is_multiple_of(4096) {
             return Err(Error::InvalidOptions(
                 "lane size must be a multiple of 4096, at least 8 KiB",
             ));

@@ -54,9 +54,12 @@ pub(crate) struct LaneVolatile {
     pos: u64,
     end: u64,
     entries: u64,
-    /// Logged ranges in log order (offset, len).
+    /// Logged pieces in log order (offset, len): one per undo record, for commit.
     ranges: Vec<(u64, u64)>,
-    /// Index of `ranges` by start, built once there are many.
+    /// The ranges callers asked to log (a range may be split into several records), for the
+    /// "already logged?" check.
+    logical: Vec<(u64, u64)>,
+    /// Index of `logical` by start, built once there are many.
     index: BTreeMap<u64, u64>,
     extents: Vec<(u64, u64)>,
     next_extent: u64,
@@ -130,6 +133,7 @@ impl<'p> Transaction<'p> {
         st.end = shared.geo.lane(lane) + shared.geo.lane_size;
         st.entries = 0;
         st.ranges.clear();
+        st.logical.clear();
         st.index.clear();
         st.extents.clear();
         st.next_extent = MIN_EXTENT;
@@ -226,7 +230,10 @@ impl<'p> Transaction<'p> {
             // Keep REC_ALIGN bytes at the end of every area for a jump record.
             let room = st.end - st.pos;
             let fits = room.saturating_sub(REC_ALIGN + REC_HEADER);
-            if fits < 64.min(len - done) || fits == 0 {
+            let rest = len - done;
+            // Split a range across areas only when it would not fit a fresh extent either.
+            let fresh = st.next_extent - REC_ALIGN - REC_HEADER;
+            if fits == 0 || fits < 64.min(rest) || (fits < rest && rest <= fresh) {
                 self.jump(st)?;
                 continue;
             }
@@ -254,18 +261,19 @@ impl<'p> Transaction<'p> {
             st.pos += rec_total(n);
             st.entries += 1;
             st.ranges.push((target, n));
-            if st.ranges.len() > LINEAR_RANGES {
-                if st.index.is_empty() {
-                    let all: Vec<_> = st.ranges.clone();
-                    for (o, l) in all {
-                        index_insert(&mut st.index, o, l);
-                    }
-                } else {
-                    index_insert(&mut st.index, target, n);
-                }
-            }
             st.undrained = true;
             done += n;
+        }
+        st.logical.push((off, len));
+        if st.logical.len() > LINEAR_RANGES {
+            if st.index.is_empty() {
+                let LaneVolatile { logical, index, .. } = st;
+                for &(o, l) in logical.iter() {
+                    index_insert(index, o, l);
+                }
+            } else {
+                index_insert(&mut st.index, off, len);
+            }
         }
         Ok(())
     }
@@ -413,7 +421,7 @@ impl<'p> Transaction<'p> {
             self.finish();
             return Ok(());
         }
-        let result = (|| {
+        let result = {
             let st = self.st.borrow();
             let mut h = DataHasher::default();
             for &(off, len) in &st.ranges {
@@ -433,7 +441,7 @@ impl<'p> Transaction<'p> {
             unsafe { std::ptr::copy_nonoverlapping(rec.as_ptr(), s.ptr(at), rec.len()) };
             s.flush(at, 64);
             s.drain()
-        })();
+        };
         match result {
             Ok(()) => {
                 s.mark_complete(self.lane, seq);
@@ -515,7 +523,7 @@ fn index_insert(index: &mut BTreeMap<u64, u64>, off: u64, len: u64) {
 /// Whether `[off, off + len)` lies inside one already-logged range.
 fn covered(st: &LaneVolatile, off: u64, len: u64) -> bool {
     if st.index.is_empty() {
-        st.ranges.iter().any(|&(o, l)| o <= off && off + len <= o + l)
+        st.logical.iter().any(|&(o, l)| o <= off && off + len <= o + l)
     } else {
         st.index
             .range(..=off)
