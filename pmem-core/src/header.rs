@@ -213,7 +213,10 @@ impl PoolHeader {
         if self.header_size as usize != HEADER_SIZE {
             return bad("header_size");
         }
-        if self.pool_size < MIN_POOL_SIZE || self.pool_size > MAX_POOL_SIZE || !self.pool_size.is_multiple_of(hs) {
+        if self.pool_size < MIN_POOL_SIZE
+            || self.pool_size > MAX_POOL_SIZE
+            || !self.pool_size.is_multiple_of(hs)
+        {
             return bad("pool_size");
         }
         if self.data_offset != hs {

@@ -39,7 +39,14 @@ use core::num::Wrapping;
             use `PPtr<T>` instead of references, pointers, `Box`, `Vec`, `String`, `Rc` or `Arc`, \
             and integers instead of `bool`, `char` or enums"
 )]
-pub unsafe trait Persistent: Sized + 'static {}
+pub unsafe trait Persistent: Sized + 'static {
+    /// Compile-time layout check, evaluated (as a post-monomorphization assertion) wherever a
+    /// value is viewed as bytes. Generic wrappers whose layout depends on their parameters
+    /// (`PMutex<T>`) assert here that they have no padding; the derive and the array impl
+    /// include their fields'. Not part of the public API.
+    #[doc(hidden)]
+    const __LAYOUT_CHECK: () = ();
+}
 
 macro_rules! persistent_primitives {
     ($($t:ty),* $(,)?) => {$(
@@ -55,18 +62,23 @@ unsafe impl Persistent for () {}
 
 // SAFETY: an array of `Persistent` elements has no padding between elements (size is a multiple
 // of alignment), every element accepts every bit pattern, and none holds a pointer.
-unsafe impl<T: Persistent, const N: usize> Persistent for [T; N] {}
+unsafe impl<T: Persistent, const N: usize> Persistent for [T; N] {
+    const __LAYOUT_CHECK: () = T::__LAYOUT_CHECK;
+}
 
 // SAFETY: zero-sized marker; stores nothing.
 unsafe impl<T: ?Sized + 'static> Persistent for PhantomData<T> {}
 
 // SAFETY: `Wrapping<T>` is `#[repr(transparent)]` over `T`, which is `Persistent`.
-unsafe impl<T: Persistent> Persistent for Wrapping<T> {}
+unsafe impl<T: Persistent> Persistent for Wrapping<T> {
+    const __LAYOUT_CHECK: () = T::__LAYOUT_CHECK;
+}
 
 /// Views a `Persistent` value as its bytes.
 ///
 /// Sound for every `Persistent` type because the trait promises there are no padding bytes.
 pub fn bytes_of<T: Persistent>(value: &T) -> &[u8] {
+    let () = T::__LAYOUT_CHECK;
     // SAFETY: `T: Persistent` has no padding, so all `size_of::<T>()` bytes behind `value` are
     // initialised; the slice borrows `value` and so cannot outlive it.
     unsafe { core::slice::from_raw_parts((value as *const T).cast::<u8>(), core::mem::size_of::<T>()) }
@@ -76,6 +88,7 @@ pub fn bytes_of<T: Persistent>(value: &T) -> &[u8] {
 ///
 /// Returns `None` when `bytes` is shorter than `size_of::<T>()`.
 pub fn read_from_bytes<T: Persistent>(bytes: &[u8]) -> Option<T> {
+    let () = T::__LAYOUT_CHECK;
     if bytes.len() < core::mem::size_of::<T>() {
         return None;
     }

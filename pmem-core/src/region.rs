@@ -980,6 +980,7 @@ impl Region {
     ///
     /// [`Error::OutOfBounds`], [`Error::Misaligned`].
     pub fn pptr_at<T: Persistent>(&self, offset: u64) -> Result<PPtr<T>> {
+        let () = T::__LAYOUT_CHECK;
         self.check_range(offset, core::mem::size_of::<T>() as u64)?;
         let align = core::mem::align_of::<T>() as u64;
         if !offset.is_multiple_of(align) {

@@ -117,9 +117,12 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
                 ty
             })
             .collect();
+        // Naming each field's `__LAYOUT_CHECK` both requires `Field: Persistent` (the error
+        // points at the field and carries the trait's explanation) and makes the struct's own
+        // check include its fields' (e.g. a `PMutex<u8>` field with inner padding).
         let field_checks = field_tys.iter().map(|ty| {
             quote_spanned! {ty.span()=>
-                assert_field_persistent::<#ty>();
+                let () = <#ty as #krate::Persistent>::__LAYOUT_CHECK;
             }
         });
         let padding_check = match repr {
@@ -148,12 +151,13 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
             }
         };
         Ok(quote! {
-            unsafe impl #krate::Persistent for #name {}
+            unsafe impl #krate::Persistent for #name {
+                const __LAYOUT_CHECK: () = {
+                    #(#field_checks)*
+                };
+            }
 
-            const _: fn() = || {
-                fn assert_field_persistent<T: ?::core::marker::Sized + #krate::Persistent>() {}
-                #(#field_checks)*
-            };
+            const _: () = <#name as #krate::Persistent>::__LAYOUT_CHECK;
 
             #padding_check
         })
@@ -167,8 +171,13 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
                 .predicates
                 .push(parse_quote_spanned!(ty.span()=> #ty: #krate::Persistent));
         }
+        let field_tys: Vec<&Type> = fields.iter().map(|f| &f.ty).collect();
         Ok(quote! {
-            unsafe impl #impl_generics #krate::Persistent for #name #ty_generics #where_clause {}
+            unsafe impl #impl_generics #krate::Persistent for #name #ty_generics #where_clause {
+                const __LAYOUT_CHECK: () = {
+                    #(let () = <#field_tys as #krate::Persistent>::__LAYOUT_CHECK;)*
+                };
+            }
         })
     }
 }

@@ -34,7 +34,9 @@ pub struct PCell<T> {
 
 // SAFETY: `repr(transparent)` over `UnsafeCell<T>`, itself `repr(transparent)` over `T`, which is
 // `Persistent`: same bytes, same validity, no padding, no pointers.
-unsafe impl<T: Persistent> Persistent for PCell<T> {}
+unsafe impl<T: Persistent> Persistent for PCell<T> {
+    const __LAYOUT_CHECK: () = T::__LAYOUT_CHECK;
+}
 
 // SAFETY: the range is the cell's own bytes (inside the `UnsafeCell`); `PCell` is `!Sync`, so only
 // the owning thread can reach it.
@@ -103,16 +105,19 @@ const _: () = assert!(size_of::<PMutex<u64>>() == 16);
 // SAFETY: `repr(C)` of a `u64`-sized atomic (any bit pattern: a foreign generation means
 // unlocked, a garbage owner only makes `lock` time out) and `T: Persistent`; the word is 8-byte
 // aligned, and `T`'s size is asserted (on use) to keep the struct free of padding.
-unsafe impl<T: Persistent> Persistent for PMutex<T> {}
+unsafe impl<T: Persistent> Persistent for PMutex<T> {
+    const __LAYOUT_CHECK: () = {
+        let () = T::__LAYOUT_CHECK;
+        assert!(
+            size_of::<PMutex<T>>() == 8 + size_of::<T>(),
+            "PMutex<T> needs size_of::<T>() to be a multiple of 8 (pad T explicitly)"
+        );
+    };
+}
 // SAFETY: the lock gives one transaction (one thread) at a time access to `T`, as `std::Mutex`.
 unsafe impl<T: Send> Sync for PMutex<T> {}
 
 impl<T: Persistent> PMutex<T> {
-    const NO_PADDING: () = assert!(
-        size_of::<PMutex<T>>() == 8 + size_of::<T>(),
-        "PMutex<T> needs size_of::<T>() to be a multiple of 8 (pad T explicitly)"
-    );
-
     /// Locks the mutex for the rest of the transaction and returns the protected value. Locking
     /// again in the same transaction returns at once.
     ///
@@ -121,7 +126,7 @@ impl<T: Persistent> PMutex<T> {
     /// [`Error::LockTimeout`](crate::Error::LockTimeout),
     /// [`Error::NotInPool`](crate::Error::NotInPool) for a mutex outside `tx`'s pool.
     pub fn lock<'t>(&'t self, tx: &'t Transaction<'_>) -> Result<&'t T> {
-        let () = Self::NO_PADDING;
+        let () = <Self as Persistent>::__LAYOUT_CHECK;
         tx.shared()
             .offset_of(self as *const Self as usize, size_of::<Self>())?;
         tx.lock_mutex(&self.word)?;
@@ -147,18 +152,21 @@ pub struct PRwLock<T> {
 }
 
 // SAFETY: as for `PMutex`.
-unsafe impl<T: Persistent> Persistent for PRwLock<T> {}
+unsafe impl<T: Persistent> Persistent for PRwLock<T> {
+    const __LAYOUT_CHECK: () = {
+        let () = T::__LAYOUT_CHECK;
+        assert!(
+            size_of::<PRwLock<T>>() == 8 + size_of::<T>(),
+            "PRwLock<T> needs size_of::<T>() to be a multiple of 8 (pad T explicitly)"
+        );
+    };
+}
 // SAFETY: readers only copy `T` out under a shared hold, writers store under the exclusive hold.
 unsafe impl<T: Send + Sync> Sync for PRwLock<T> {}
 
 impl<T: Persistent + Copy> PRwLock<T> {
-    const NO_PADDING: () = assert!(
-        size_of::<PRwLock<T>>() == 8 + size_of::<T>(),
-        "PRwLock<T> needs size_of::<T>() to be a multiple of 8 (pad T explicitly)"
-    );
-
     fn check(&self, tx: &Transaction<'_>) -> Result<()> {
-        let () = Self::NO_PADDING;
+        let () = <Self as Persistent>::__LAYOUT_CHECK;
         tx.shared()
             .offset_of(self as *const Self as usize, size_of::<Self>())
             .map(|_| ())

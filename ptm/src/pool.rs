@@ -538,6 +538,7 @@ impl<R: Persistent> Pool<R> {
     }
 
     fn root_ref(&self) -> &R {
+        let () = R::__LAYOUT_CHECK;
         // SAFETY: the root area holds `size_of::<R>()` bytes (checked at open), 4096-aligned;
         // every bit pattern is a valid `R` (`R: Persistent`); mutation happens only through
         // `UnsafeCell`s inside `R` (cells and locks), never through this reference.
