@@ -80,4 +80,4 @@ pub use layout::Geometry;
 pub use pmem_core;
 pub use pmem_core::{thread_stats, DomainKind, PPtr, PersistStats, Persistent};
 pub use pool::{Pool, PoolOptions, RecoveryReport, DEFAULT_LANES, DEFAULT_LANE_SIZE, DEFAULT_LOCK_TIMEOUT};
-pub use tx::{SnapshotBatch, Transaction};
+pub use tx::{PendingCommit, SnapshotBatch, Transaction};

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::lanes::{preferred_lane, LaneMap};
 use crate::layout::{self, CommitRecord, DataHasher, Geometry, Verdict, LANE_COMMIT, LANE_LOG};
 use crate::log::{scan_lane, LogEntry};
-use crate::tx::{LaneVolatile, Transaction};
+use crate::tx::{LaneVolatile, PendingCommit, Transaction};
 
 /// Default number of lanes (concurrent transactions).
 pub const DEFAULT_LANES: u32 = 64;
@@ -497,6 +497,33 @@ impl<R: Persistent> Pool<R> {
         F: for<'t> FnOnce(&'t Transaction<'t>, &'t R) -> Result<T, E>,
         E: From<Error>,
     {
+        self.run(f, false).map(|(v, _)| v)
+    }
+
+    /// Like [`transaction`](Pool::transaction) with **relaxed durability**: the commit returns
+    /// before drain 2. The returned [`PendingCommit`] holds the transaction's lane and locks
+    /// until it completes (explicitly or on drop). It becomes durable at this thread's next
+    /// drain: completing it, this thread's next transaction on the pool, or
+    /// [`sync`](Pool::sync). Until then a crash may roll it back. Inside another transaction it
+    /// joins the outer one.
+    ///
+    /// # Errors
+    ///
+    /// As [`transaction`](Pool::transaction).
+    pub fn transaction_relaxed<T, E, F>(&self, f: F) -> Result<(T, PendingCommit<'_>), E>
+    where
+        F: for<'t> FnOnce(&'t Transaction<'t>, &'t R) -> Result<T, E>,
+        E: From<Error>,
+    {
+        self.run(f, true)
+            .map(|(v, p)| (v, p.unwrap_or_else(|| PendingCommit::settled(&self.shared))))
+    }
+
+    fn run<T, E, F>(&self, f: F, relaxed: bool) -> Result<(T, Option<PendingCommit<'_>>), E>
+    where
+        F: for<'t> FnOnce(&'t Transaction<'t>, &'t R) -> Result<T, E>,
+        E: From<Error>,
+    {
         let shared = &*self.shared;
         if shared.poisoned.load(Ordering::Relaxed) {
             return Err(Error::Poisoned.into());
@@ -510,24 +537,29 @@ impl<R: Persistent> Pool<R> {
             if r.is_err() {
                 outer.doom();
             }
-            return r;
+            return r.map(|v| (v, None));
         }
+        crate::tx::settle_thread(shared)?;
         let lane = shared.lanes.acquire(preferred_lane(shared.lanes.len()));
         let tx = Transaction::begin(shared, lane);
         let registration = crate::tx::Registration::new(shared.id, &tx);
         let outcome = catch_unwind(AssertUnwindSafe(|| f(&tx, self.root_ref())));
         drop(registration);
         match outcome {
-            Ok(Ok(v)) if !tx.is_doomed() => match tx.commit() {
-                Ok(()) => Ok(v),
-                Err(e) => Err(e.into()),
-            },
+            Ok(Ok(v)) if !tx.is_doomed() => {
+                if relaxed {
+                    Ok((v, Some(tx.commit_relaxed()?)))
+                } else {
+                    tx.commit()?;
+                    Ok((v, None))
+                }
+            }
             Ok(Ok(_)) => {
-                tx.abort().map_err(E::from)?;
+                tx.abort()?;
                 Err(Error::Aborted.into())
             }
             Ok(Err(e)) => {
-                tx.abort().map_err(E::from)?;
+                tx.abort()?;
                 Err(e)
             }
             Err(panic) => {
@@ -545,13 +577,14 @@ impl<R: Persistent> Pool<R> {
         unsafe { &*self.shared.ptr(self.shared.geo.root_offset).cast::<R>() }
     }
 
-    /// Makes pending completion marks durable (one drain). Committed transactions are already
-    /// durable; this only shortens the next recovery.
+    /// Makes this thread's relaxed commits on this pool durable, and every pending completion
+    /// mark. Strict commits are already durable; for them this only shortens the next recovery.
     ///
     /// # Errors
     ///
     /// I/O errors of the msync domain.
     pub fn sync(&self) -> Result<()> {
+        crate::tx::settle_thread(&self.shared)?;
         self.shared.sync()
     }
 

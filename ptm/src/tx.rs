@@ -11,6 +11,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -421,27 +422,8 @@ impl<'p> Transaction<'p> {
             self.finish();
             return Ok(());
         }
-        let result = {
-            let st = self.st.borrow();
-            let mut h = DataHasher::default();
-            for &(off, len) in &st.ranges {
-                // SAFETY: logged ranges are loggable and owned by this transaction.
-                let bytes = unsafe { std::slice::from_raw_parts(s.ptr(off), len as usize) };
-                h.range(off, bytes);
-                s.flush(off, len);
-            }
-            let rec = CommitRecord {
-                seq,
-                n_entries: entries,
-                data_hash: h.finish(),
-            }
-            .encode();
-            let at = s.geo.lane(self.lane) + LANE_COMMIT;
-            // SAFETY: the commit line of our own lane, inside the mapping.
-            unsafe { std::ptr::copy_nonoverlapping(rec.as_ptr(), s.ptr(at), rec.len()) };
-            s.flush(at, 64);
-            s.drain()
-        };
+        self.write_commit_record(seq, entries);
+        let result = s.drain();
         match result {
             Ok(()) => {
                 s.mark_complete(self.lane, seq);
@@ -483,35 +465,238 @@ impl<'p> Transaction<'p> {
     }
 
     fn release_locks(&self) {
-        let generation = self.shared.generation;
-        let mut st = self.st.borrow_mut();
-        for (kind, w) in st.locks.drain(..).rev() {
-            // SAFETY: lock words were checked to lie inside the pool mapping when taken, and the
-            // mapping outlives every transaction.
-            let w = unsafe { &*w };
-            match kind {
-                HeldKind::Mutex => lockword::mutex_unlock(w, generation),
-                HeldKind::Read => lockword::rw_unlock_read(w, generation),
-                HeldKind::Write => lockword::rw_unlock_write(w, generation),
-            }
-        }
+        release_locks(self.shared, &mut self.st.borrow_mut());
     }
 
     /// Returns extents, releases locks, stores the lane state back and frees the lane.
     fn finish(&self) {
-        self.release_locks();
-        let mut st = self.st.take();
-        if !st.extents.is_empty() {
-            let mut ex = self.shared.extents.lock().unwrap_or_else(|p| p.into_inner());
-            for (off, size) in st.extents.drain(..) {
-                ex.free(off, size);
-            }
+        release_lane(self.shared, self.lane, self.st.take());
+    }
+
+    /// Parks the state in the lane slot and keeps the lane and its locks (relaxed commit).
+    fn park(&self) {
+        // SAFETY: we hold the lane, so the slot is ours; it stays held until the pending commit
+        // completes.
+        unsafe { *self.shared.slots[self.lane].0.get() = self.st.take() };
+    }
+
+    /// Relaxed commit: everything of [`commit`](Self::commit) except drain 2. The lane and the
+    /// locks stay held by the returned [`PendingCommit`] until it completes.
+    pub(crate) fn commit_relaxed(self) -> Result<PendingCommit<'p>> {
+        let s = self.shared;
+        let (seq, entries) = {
+            let st = self.st.borrow();
+            (st.seq, st.entries)
+        };
+        if entries == 0 {
+            self.finish();
+            return Ok(PendingCommit::settled(s));
         }
-        let next = st.next_seq;
-        // SAFETY: we still hold the lane, so the slot is ours.
-        unsafe { *self.shared.slots[self.lane].0.get() = st };
-        debug_assert!(next != 0);
-        self.shared.lanes.release(self.lane);
+        self.write_commit_record(seq, entries);
+        self.park();
+        let drains_at_commit = crate::thread_stats().drains;
+        let settled = Rc::new(Cell::new(false));
+        PENDING.with(|p| {
+            p.borrow_mut().push(PendingEntry {
+                pool: s.id,
+                lane: self.lane,
+                seq,
+                drains_at_commit,
+                settled: settled.clone(),
+            })
+        });
+        Ok(PendingCommit {
+            shared: s,
+            lane: Some(self.lane),
+            seq,
+            drains_at_commit,
+            settled,
+            _not_send: PhantomData,
+        })
+    }
+
+    /// Flushes every logged range and writes + flushes the commit record (no drain).
+    fn write_commit_record(&self, seq: u64, entries: u64) {
+        let s = self.shared;
+        let st = self.st.borrow();
+        let mut h = DataHasher::default();
+        for &(off, len) in &st.ranges {
+            // SAFETY: logged ranges are loggable and owned by this transaction.
+            let bytes = unsafe { std::slice::from_raw_parts(s.ptr(off), len as usize) };
+            h.range(off, bytes);
+            s.flush(off, len);
+        }
+        let rec = CommitRecord {
+            seq,
+            n_entries: entries,
+            data_hash: h.finish(),
+        }
+        .encode();
+        let at = s.geo.lane(self.lane) + LANE_COMMIT;
+        // SAFETY: the commit line of our own lane, inside the mapping.
+        unsafe { std::ptr::copy_nonoverlapping(rec.as_ptr(), s.ptr(at), rec.len()) };
+        s.flush(at, 64);
+    }
+}
+
+/// Releases the locks recorded in `st`.
+fn release_locks(shared: &Shared, st: &mut LaneVolatile) {
+    let generation = shared.generation;
+    for (kind, w) in st.locks.drain(..).rev() {
+        // SAFETY: lock words were checked to lie inside the pool mapping when taken, and the
+        // mapping outlives every transaction and pending commit.
+        let w = unsafe { &*w };
+        match kind {
+            HeldKind::Mutex => lockword::mutex_unlock(w, generation),
+            HeldKind::Read => lockword::rw_unlock_read(w, generation),
+            HeldKind::Write => lockword::rw_unlock_write(w, generation),
+        }
+    }
+}
+
+/// Releases locks, returns log extents, stores the lane state back and frees the lane.
+fn release_lane(shared: &Shared, lane: usize, mut st: LaneVolatile) {
+    release_locks(shared, &mut st);
+    if !st.extents.is_empty() {
+        let mut ex = shared.extents.lock().unwrap_or_else(|p| p.into_inner());
+        for (off, size) in st.extents.drain(..) {
+            ex.free(off, size);
+        }
+    }
+    // SAFETY: the caller holds `lane`, so the slot is its own.
+    unsafe { *shared.slots[lane].0.get() = st };
+    shared.lanes.release(lane);
+}
+
+/// A transaction committed with relaxed durability: its commit record and data are flushed but
+/// not yet drained. It becomes durable at the next drain **of this thread** (any later
+/// transaction's first snapshot, [`Pool::sync`](crate::Pool::sync), or
+/// [`complete`](PendingCommit::complete)), and its lane and locks stay held until it completes
+/// (explicitly or on drop). Completing N relaxed transactions in a row costs N + 1 drains
+/// instead of 2N (group commit). `!Send`: a drain orders only its own thread's flushes.
+#[must_use = "a pending commit holds its locks until completed or dropped"]
+pub struct PendingCommit<'p> {
+    shared: &'p Shared,
+    lane: Option<usize>,
+    seq: u64,
+    drains_at_commit: u64,
+    settled: Rc<Cell<bool>>,
+    _not_send: PhantomData<*const ()>,
+}
+
+/// A relaxed commit of this thread not yet made durable and marked complete.
+struct PendingEntry {
+    pool: u64,
+    lane: usize,
+    seq: u64,
+    drains_at_commit: u64,
+    settled: Rc<Cell<bool>>,
+}
+
+thread_local! {
+    static PENDING: RefCell<Vec<PendingEntry>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Whether a drain is still needed to make flushes issued when this thread's drain counter was
+/// `drains_at` durable.
+fn needs_drain(s: &Shared, drains_at: u64) -> bool {
+    matches!(s.region.domain(), pmem_core::DomainKind::Msync) || crate::thread_stats().drains <= drains_at
+}
+
+/// Makes this thread's pending relaxed commits on pool `s` durable (at most one drain for all of
+/// them) and marks them complete. Called before this thread starts another transaction on the
+/// pool (so it never overwrites data of a commit that recovery could still judge by its data
+/// hash) and by `Pool::sync`. Their lanes and locks stay with their `PendingCommit`s.
+pub(crate) fn settle_thread(s: &Shared) -> Result<()> {
+    let mine: Vec<PendingEntry> = PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        let (mine, rest): (Vec<_>, Vec<_>) = p.drain(..).partition(|e| e.pool == s.id);
+        *p = rest;
+        mine
+    });
+    if mine.is_empty() {
+        return Ok(());
+    }
+    if mine.iter().any(|e| needs_drain(s, e.drains_at_commit)) {
+        if let Err(e) = s.drain() {
+            s.poisoned.store(true, Ordering::SeqCst);
+            return Err(e);
+        }
+    }
+    for e in mine {
+        s.mark_complete(e.lane, e.seq);
+        e.settled.set(true);
+    }
+    Ok(())
+}
+
+impl std::fmt::Debug for PendingCommit<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingCommit")
+            .field("lane", &self.lane)
+            .field("seq", &self.seq)
+            .finish()
+    }
+}
+
+impl<'p> PendingCommit<'p> {
+    /// A pending commit with nothing to do (a relaxed transaction that changed nothing, or one
+    /// that joined an outer transaction).
+    pub(crate) fn settled(shared: &'p Shared) -> Self {
+        PendingCommit {
+            shared,
+            lane: None,
+            seq: 0,
+            drains_at_commit: 0,
+            settled: Rc::new(Cell::new(true)),
+            _not_send: PhantomData,
+        }
+    }
+
+    /// Whether the transaction is known durable and marked complete.
+    pub fn is_settled(&self) -> bool {
+        self.settled.get()
+    }
+
+    /// Makes the transaction durable (one drain, unless this thread drained since the commit
+    /// in a cache-flush domain), then releases its locks and lane.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors of the msync domain; the transaction is then not known to be durable (a
+    /// reopen decides by the commit record and the data hash).
+    pub fn complete(mut self) -> Result<()> {
+        self.complete_inner()
+    }
+
+    fn complete_inner(&mut self) -> Result<()> {
+        let Some(lane) = self.lane.take() else {
+            return Ok(());
+        };
+        let s = self.shared;
+        let mut r = Ok(());
+        if !self.settled.get() {
+            PENDING.with(|p| p.borrow_mut().retain(|e| !Rc::ptr_eq(&e.settled, &self.settled)));
+            if needs_drain(s, self.drains_at_commit) {
+                r = s.drain();
+            }
+            match &r {
+                Ok(()) => s.mark_complete(lane, self.seq),
+                // Not known to be durable, and memory already holds the new values.
+                Err(_) => s.poisoned.store(true, Ordering::SeqCst),
+            }
+            self.settled.set(true);
+        }
+        // SAFETY: the lane is still held by this pending commit, so its slot is ours.
+        let st = std::mem::take(unsafe { &mut *s.slots[lane].0.get() });
+        release_lane(s, lane, st);
+        r
+    }
+}
+
+impl Drop for PendingCommit<'_> {
+    fn drop(&mut self) {
+        let _ = self.complete_inner();
     }
 }
 
