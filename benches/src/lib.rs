@@ -5,11 +5,17 @@
 //! cache-flush domain ([`TempPool::create`] with `force_pmem = true`): the cost measured is the
 //! CPU's (clwb/clflushopt/clflush + sfence), not a device's. A pool in
 //! [`std::env::temp_dir`] without forcing gets the msync domain of an ordinary file system.
+//!
+//! With the `pmdk` feature, the `pmdk` module binds PMDK's libpmemobj for side-by-side
+//! transaction benchmarks (`benches/tx.rs`).
 
 use std::error::Error;
 use std::path::{Path, PathBuf};
 
 use pmem_core::{Region, RegionOptions};
+
+#[cfg(feature = "pmdk")]
+pub mod pmdk;
 
 /// The RAM-backed directory preferred for emulated persistent-memory pools.
 pub const SHM_DIR: &str = "/dev/shm";

@@ -1,0 +1,24 @@
+//! Build script of ptm-benches: with the `pmdk` feature, compiles the C shim over libpmemobj
+//! (`csrc/pmdk_shim.c`) and links libpmemobj and libpmem. Without it, does nothing, so the crate
+//! builds on machines without PMDK.
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    #[cfg(feature = "pmdk")]
+    pmdk();
+}
+
+#[cfg(feature = "pmdk")]
+fn pmdk() {
+    println!("cargo:rerun-if-changed=csrc/pmdk_shim.c");
+    cc::Build::new()
+        .file("csrc/pmdk_shim.c")
+        .std("c11")
+        .opt_level(2)
+        .warnings(true)
+        .extra_warnings(true)
+        .compile("ptm_pmdk_shim");
+    // After the shim, so a linker that drops unneeded libraries sees the shim's references first.
+    println!("cargo:rustc-link-lib=pmemobj");
+    println!("cargo:rustc-link-lib=pmem");
+}

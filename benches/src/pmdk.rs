@@ -1,0 +1,260 @@
+//! A minimal binding to PMDK's libpmemobj, for comparison benchmarks (feature `pmdk`).
+//!
+//! Hand-written FFI (no bindgen) to the few pool functions needed for setup
+//! (`pmemobj_create`, `pmemobj_root`, `pmemobj_close`, `pmemobj_errormsg`), plus a C shim
+//! (`csrc/pmdk_shim.c`, compiled by `build.rs`) that wraps what the headers only provide inline
+//! (`pmemobj_direct`) and runs each benchmarked transaction entirely in C, as a C user of
+//! libpmemobj writes it: `pmemobj_tx_begin`, `pmemobj_tx_add_range` per range, the stores,
+//! `pmemobj_tx_commit`, `pmemobj_tx_end`. One FFI call per transaction.
+//!
+//! PMDK decides between cache flushes and `msync` with `pmem_is_pmem`; on tmpfs it answers
+//! "no" unless the environment variable `PMEM_IS_PMEM_FORCE=1` is set before its first call.
+//! Call [`force_pmem_env`] at the start of `main` to put PMDK in the same persistence domain as
+//! a ptm pool created with `force_pmem(true)`, and check [`PmdkPool::is_pmem`].
+
+use std::error::Error;
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::fmt;
+use std::marker::{PhantomData, PhantomPinned};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+
+/// Words (`u64`) in the benchmark root object: 64 cache lines of 8 words.
+pub const ROOT_WORDS: u64 = 512;
+/// Bytes requested for the root object: the words plus slack to align them to 64 bytes (PMDK
+/// aligns objects to 16 bytes only).
+const ROOT_ALLOC: usize = ROOT_WORDS as usize * 8 + 64;
+/// The environment variable that makes libpmem's `pmem_is_pmem` always answer "yes".
+pub const FORCE_ENV: &str = "PMEM_IS_PMEM_FORCE";
+/// Layout name of the benchmark pools.
+const LAYOUT: &CStr = c"ptm-bench";
+
+/// `PMEMobjpool`: opaque.
+#[repr(C)]
+struct PmemObjPool {
+    _data: [u8; 0],
+    _marker: PhantomData<(*mut u8, PhantomPinned)>,
+}
+
+/// `PMEMoid`: a persistent object id (pool uuid, offset in the pool).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PmemOid {
+    pool_uuid_lo: u64,
+    off: u64,
+}
+
+extern "C" {
+    // libpmemobj (Linux signatures; `mode_t` is `unsigned int`).
+    fn pmemobj_create(
+        path: *const c_char,
+        layout: *const c_char,
+        poolsize: usize,
+        mode: u32,
+    ) -> *mut PmemObjPool;
+    fn pmemobj_close(pop: *mut PmemObjPool);
+    fn pmemobj_root(pop: *mut PmemObjPool, size: usize) -> PmemOid;
+    fn pmemobj_errormsg() -> *const c_char;
+
+    // csrc/pmdk_shim.c
+    fn shim_direct(oid: PmemOid) -> *mut c_void;
+    fn shim_is_pmem(addr: *const c_void, len: usize) -> c_int;
+    fn shim_tx_set_words(
+        pop: *mut PmemObjPool,
+        root: PmemOid,
+        base_off: u64,
+        stride: u64,
+        n: u64,
+        val: u64,
+    ) -> c_int;
+    fn shim_tx_read_word(pop: *mut PmemObjPool, root: PmemOid, off: u64, out: *mut u64) -> c_int;
+}
+
+/// Sets `PMEM_IS_PMEM_FORCE=1` in this process's environment, so libpmem treats every mapping
+/// (including tmpfs files) as persistent memory: cache-line flushes and a fence, no `msync`.
+///
+/// Call it first thing in `main`, while the process has a single thread and before any
+/// libpmemobj/libpmem call: libpmem reads the variable once, on its first `pmem_is_pmem`, and
+/// changing the environment while other threads may read it is a data race in libc.
+pub fn force_pmem_env() {
+    std::env::set_var(FORCE_ENV, "1");
+}
+
+/// A libpmemobj failure: the operation, the error number and PMDK's message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PmdkError {
+    /// The failing call.
+    pub op: &'static str,
+    /// The error number (`errno` or the aborted transaction's error).
+    pub errno: i32,
+    /// `pmemobj_errormsg()` at the time of the failure.
+    pub message: String,
+}
+
+impl PmdkError {
+    fn last(op: &'static str, errno: i32) -> PmdkError {
+        // SAFETY: `pmemobj_errormsg` takes no arguments and returns a pointer to a thread-local,
+        // NUL-terminated buffer (never NULL in PMDK 1.x, checked anyway) that stays valid until
+        // the next libpmemobj call on this thread; we copy it out at once.
+        let message = unsafe {
+            let p = pmemobj_errormsg();
+            if p.is_null() {
+                String::new()
+            } else {
+                CStr::from_ptr(p).to_string_lossy().into_owned()
+            }
+        };
+        PmdkError { op, errno, message }
+    }
+}
+
+impl fmt::Display for PmdkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} failed (error {}): {}", self.op, self.errno, self.message)
+    }
+}
+
+impl Error for PmdkError {}
+
+/// A libpmemobj pool in a fresh temporary directory, with a root object of [`ROOT_WORDS`]
+/// 64-byte-aligned `u64` words. Closed, then removed, on drop.
+///
+/// Not `Send`/`Sync`: libpmemobj transactions are per thread, and the benchmarks use one.
+#[derive(Debug)]
+pub struct PmdkPool {
+    pop: NonNull<PmemObjPool>,
+    root: PmemOid,
+    /// Address of word 0 (64-byte aligned, inside the root object).
+    words: NonNull<u64>,
+    /// Offset of word 0 from the start of the root object.
+    words_off: u64,
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl PmdkPool {
+    /// Creates a `size`-byte pool file `pmdk.pool` in a new temporary directory under `dir` and
+    /// allocates its root object (zeroed by PMDK).
+    ///
+    /// # Errors
+    ///
+    /// The temporary directory cannot be created, the path is not a C string, or
+    /// `pmemobj_create`/`pmemobj_root` fail (e.g. `size` below PMDK's 8 MiB minimum).
+    pub fn create(dir: &Path, size: u64) -> Result<PmdkPool, Box<dyn Error>> {
+        let tmp = tempfile::Builder::new().prefix("pmdk-bench-").tempdir_in(dir)?;
+        let path = tmp.path().join("pmdk.pool");
+        let cpath = CString::new(path.as_os_str().as_bytes())?;
+        let size = usize::try_from(size)?;
+        // SAFETY: both strings are valid NUL-terminated C strings that outlive the call; the
+        // file does not exist yet, so PMDK creates it with mode 0600.
+        let pop = unsafe { pmemobj_create(cpath.as_ptr(), LAYOUT.as_ptr(), size, 0o600) };
+        let Some(pop) = NonNull::new(pop) else {
+            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            return Err(PmdkError::last("pmemobj_create", errno).into());
+        };
+        // Close the pool on every early return below.
+        struct Guard(NonNull<PmemObjPool>);
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                // SAFETY: the pool is open and nothing else refers to it.
+                unsafe { pmemobj_close(self.0.as_ptr()) };
+            }
+        }
+        let guard = Guard(pop);
+        // SAFETY: `pop` is an open pool; the root is allocated (zeroed) on first call.
+        let root = unsafe { pmemobj_root(pop.as_ptr(), ROOT_ALLOC) };
+        // SAFETY: a by-value object id; returns NULL for OID_NULL or an unknown pool.
+        let base = unsafe { shim_direct(root) }.cast::<u8>();
+        if root.off == 0 || base.is_null() {
+            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            return Err(PmdkError::last("pmemobj_root", errno).into());
+        }
+        let words_off = (base as usize).next_multiple_of(64) - base as usize;
+        // SAFETY: `words_off < 64`, and the root object has `ROOT_ALLOC` bytes, 64 more than
+        // the words need, so the result is inside the object; it is non-null as `base` is.
+        let words = unsafe { NonNull::new_unchecked(base.add(words_off).cast::<u64>()) };
+        std::mem::forget(guard);
+        Ok(PmdkPool {
+            pop,
+            root,
+            words,
+            words_off: words_off as u64,
+            path,
+            _dir: tmp,
+        })
+    }
+
+    /// The pool file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether libpmem treats the root object's memory as persistent memory (`pmem_is_pmem`):
+    /// true means PMDK persists with cache flushes + fence, false means `msync`.
+    pub fn is_pmem(&self) -> bool {
+        // SAFETY: the range is the words of the root object, mapped while the pool is open;
+        // `pmem_is_pmem` only inspects the address range.
+        unsafe { shim_is_pmem(self.words.as_ptr().cast(), ROOT_WORDS as usize * 8) != 0 }
+    }
+
+    /// One transaction that logs (`pmemobj_tx_add_range`, 8 bytes each) and then sets to `val`
+    /// the `n` words at indices `0, stride, 2 * stride, ...`.
+    ///
+    /// # Panics
+    ///
+    /// If `n` is 0 or a word index reaches [`ROOT_WORDS`].
+    ///
+    /// # Errors
+    ///
+    /// The transaction aborted (e.g. its undo log could not grow).
+    #[inline]
+    pub fn tx_set_words(&self, n: u64, stride: u64, val: u64) -> Result<(), PmdkError> {
+        assert!(
+            n > 0 && (n - 1) * stride < ROOT_WORDS,
+            "word index out of the root"
+        );
+        // SAFETY: the pool is open; every range `[words_off + 8 * i * stride, +8)` lies in the
+        // root object (checked above); this thread has no transaction open (each shim call
+        // opens and ends its own), and the words are only accessed through the shim.
+        let r =
+            unsafe { shim_tx_set_words(self.pop.as_ptr(), self.root, self.words_off, 8 * stride, n, val) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(PmdkError::last("transaction", r))
+        }
+    }
+
+    /// One read-only transaction returning word `index`.
+    ///
+    /// # Panics
+    ///
+    /// If `index` is not below [`ROOT_WORDS`].
+    ///
+    /// # Errors
+    ///
+    /// The transaction could not begin.
+    #[inline]
+    pub fn tx_read_word(&self, index: u64) -> Result<u64, PmdkError> {
+        assert!(index < ROOT_WORDS, "word index out of the root");
+        let mut out = 0u64;
+        // SAFETY: the pool is open; the word lies in the root object (checked above); `out` is
+        // a valid `u64` destination; no transaction is open on this thread.
+        let r =
+            unsafe { shim_tx_read_word(self.pop.as_ptr(), self.root, self.words_off + 8 * index, &mut out) };
+        if r == 0 {
+            Ok(out)
+        } else {
+            Err(PmdkError::last("read-only transaction", r))
+        }
+    }
+}
+
+impl Drop for PmdkPool {
+    fn drop(&mut self) {
+        // SAFETY: the pool is open, and no reference into it outlives `self` (`words` is only
+        // used by methods of `self`). The directory is removed after this, with `_dir`.
+        unsafe { pmemobj_close(self.pop.as_ptr()) };
+    }
+}
