@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs each fuzz target (or those named as arguments) for FUZZ_SECONDS seconds (default 60), one
+# after the other, with cargo-fuzz on nightly; installs cargo-fuzz if it is missing.
+#
+#   fuzz/run.sh                       # every target, 60 s each
+#   FUZZ_SECONDS=600 fuzz/run.sh open_pool
+#
+# New inputs go to fuzz/work-corpus/<target> (not committed); the committed seeds in
+# fuzz/corpus/<target> are read only. Builds with debug assertions and overflow checks. Crashes land in fuzz/artifacts/<target>/: minimise one
+# with `cargo +nightly fuzz tmin <target> <file>` and add it to fuzz/regressions/<target>/,
+# which pmem-core/tests/fuzz_corpus.rs replays on stable.
+set -euo pipefail
+
+cd "$(dirname "$0")"
+seconds="${FUZZ_SECONDS:-60}"
+if [ "$#" -gt 0 ]; then
+    targets=("$@")
+else
+    targets=(header_parse open_pool)
+fi
+
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked
+fi
+
+# Scratch directories of fuzz processes that are gone (open_pool makes one per process).
+clean_scratch() {
+    local d
+    for d in /dev/shm/ptm-fuzz-open_pool-* "${TMPDIR:-/tmp}"/ptm-fuzz-open_pool-*; do
+        [ -d "$d" ] || continue
+        kill -0 "${d##*-}" 2>/dev/null || rm -rf -- "$d"
+    done
+}
+trap clean_scratch EXIT
+
+for target in "${targets[@]}"; do
+    mkdir -p "work-corpus/$target"
+    echo "== $target: ${seconds}s"
+    cargo +nightly fuzz run --debug-assertions "$target" "work-corpus/$target" "corpus/$target" -- \
+        -max_total_time="$seconds" -max_len=4200 -print_final_stats=1
+done

@@ -1,0 +1,353 @@
+//! The per-input checks of the fuzz targets, shared through `#[path]` with the stable replay
+//! test `pmem-core/tests/fuzz_corpus.rs` (std and pmem-core only). Each panics on a finding.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use pmem_core::header::{ParseFailure, MAGIC, MAX_POOL_SIZE};
+use pmem_core::{
+    inspect_headers, read_from_bytes, repair_headers, Error, HeaderFault, HeaderProblem, HeaderRepair,
+    PoolHeader, RegionOptions, FORMAT_VERSION, HEADER_SIZE, MIN_POOL_SIZE,
+};
+
+use crate::image;
+
+const HS: u64 = HEADER_SIZE as u64;
+
+/// `header_parse`: `PoolHeader::parse` on `data`, on `data` padded (or cut) to 4096 bytes, and
+/// on that with its checksum made valid (to reach the checks behind the checksum). Each result
+/// must agree with [`expected_parse`]; an accepted header must be well-formed and survive
+/// `as_bytes` + `parse` unchanged.
+pub fn check_header_parse(data: &[u8]) {
+    check_parse(data);
+    let mut padded = data.to_vec();
+    padded.resize(HEADER_SIZE, 0);
+    check_parse(&padded);
+    let mut h: PoolHeader = read_from_bytes(&padded).expect("4096 bytes hold a header");
+    h.checksum = h.compute_checksum();
+    check_parse(h.as_bytes());
+}
+
+fn check_parse(bytes: &[u8]) {
+    let got = PoolHeader::parse(bytes);
+    let want = expected_parse(bytes);
+    match (&got, &want) {
+        (Ok(h), Ok(())) => {
+            assert_eq!(
+                h.as_bytes(),
+                &bytes[..HEADER_SIZE],
+                "parse must not change the bytes"
+            );
+            assert_well_formed(h);
+            let again = PoolHeader::parse(h.as_bytes()).expect("re-parsing an accepted header");
+            assert_eq!(again.as_bytes(), h.as_bytes(), "round trip changed the header");
+        }
+        // Which geometry field is reported first is the parser's choice.
+        (
+            Err(ParseFailure::Problem(HeaderProblem::BadGeometry { .. })),
+            Err(ParseFailure::Problem(HeaderProblem::BadGeometry { .. })),
+        ) => {}
+        (Err(g), Err(w)) => assert_eq!(g, w, "parse reported the wrong failure"),
+        _ => panic!("parse returned {got:?}, the format table says {want:?}"),
+    }
+    if let Err(ParseFailure::Problem(p)) = got {
+        let _ = p.to_string();
+    }
+}
+
+/// What `PoolHeader::parse` must return, worked out from the format table in `header.rs`
+/// directly on the bytes, with its own CRC32C. (`_pad` and `reserved` are not checked.)
+pub fn expected_parse(b: &[u8]) -> Result<(), ParseFailure> {
+    let geometry = |field| Err(ParseFailure::Problem(HeaderProblem::BadGeometry { field }));
+    if b.len() < HEADER_SIZE {
+        return geometry("header_size");
+    }
+    let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+    let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+    if b[..8] != MAGIC {
+        return Err(ParseFailure::Problem(HeaderProblem::BadMagic));
+    }
+    let (version, stored, computed) = (u32_at(8), u32_at(4092), crc32c(&b[..4092]));
+    if stored != computed {
+        if version > FORMAT_VERSION {
+            let checksum_ok = false;
+            return Err(ParseFailure::Version {
+                found: version,
+                checksum_ok,
+            });
+        }
+        return Err(ParseFailure::Problem(HeaderProblem::ChecksumMismatch {
+            stored,
+            computed,
+        }));
+    }
+    if version != FORMAT_VERSION {
+        let checksum_ok = true;
+        return Err(ParseFailure::Version {
+            found: version,
+            checksum_ok,
+        });
+    }
+    if u64_at(64) != 0 {
+        return Err(ParseFailure::Problem(HeaderProblem::UnknownFlags {
+            flags: u64_at(64),
+        }));
+    }
+    let pool = u64_at(32);
+    let layout = &b[88..152];
+    let name_ok = layout
+        .iter()
+        .position(|&c| c == 0)
+        .is_some_and(|n| std::str::from_utf8(&layout[..n]).is_ok());
+    if u32_at(12) != HS as u32
+        || !(MIN_POOL_SIZE..=MAX_POOL_SIZE).contains(&pool)
+        || pool & (HS - 1) != 0
+        || u64_at(40) != HS
+        || u64_at(48) != pool - 2 * HS
+        || u64_at(56) != pool - HS
+        || b[72..74] == [0, 0]
+        || !name_ok
+    {
+        return geometry("any");
+    }
+    Ok(())
+}
+
+/// CRC32C (Castagnoli, reflected), independent of the `crc32c` crate pmem-core uses.
+fn crc32c(data: &[u8]) -> u32 {
+    const TABLE: [u32; 256] = {
+        let mut t = [0u32; 256];
+        let mut i = 0;
+        while i < 256 {
+            let mut c = i as u32;
+            let mut k = 0;
+            while k < 8 {
+                c = if c & 1 != 0 {
+                    (c >> 1) ^ 0x82f6_3b78
+                } else {
+                    c >> 1
+                };
+                k += 1;
+            }
+            t[i] = c;
+            i += 1;
+        }
+        t
+    };
+    !data.iter().fold(!0u32, |c, &x| {
+        TABLE[((c ^ u32::from(x)) & 0xff) as usize] ^ (c >> 8)
+    })
+}
+
+/// What every header accepted by `parse` (or returned by an open) must satisfy.
+pub fn assert_well_formed(h: &PoolHeader) {
+    assert_eq!(h.magic, MAGIC);
+    assert_eq!(h.version, FORMAT_VERSION);
+    assert_eq!(h.header_size, HS as u32);
+    assert_eq!(h.flags, 0);
+    assert_eq!(h.checksum, h.compute_checksum());
+    assert!(
+        (MIN_POOL_SIZE..=MAX_POOL_SIZE).contains(&h.pool_size) && h.pool_size & (HS - 1) == 0,
+        "pool_size {}",
+        h.pool_size
+    );
+    assert_eq!(h.data_offset, HS);
+    assert_eq!(h.data_size, h.pool_size - 2 * HS);
+    assert_eq!(h.backup_offset, h.pool_size - HS);
+    assert_ne!(h.pptr_tag, 0);
+    let nul = h.layout.iter().position(|&c| c == 0).expect("layout has a NUL");
+    assert_eq!(
+        h.layout_name(),
+        std::str::from_utf8(&h.layout[..nul]).expect("layout is UTF-8")
+    );
+    let _ = format!("{h:?}");
+}
+
+/// `open_pool`: decodes `input` into an image ([`image::decode`]), writes it to `dir`, then runs
+/// `inspect_headers`, an open, `repair_headers` and another open, checking each result against
+/// the image and the others.
+pub fn check_open_pool(dir: &Path, template: &[u8], input: &[u8]) {
+    let img = image::decode(template, input);
+    let path = dir.join("pool.img");
+    std::fs::write(&path, &img).expect("write the pool image");
+    let len = img.len() as u64;
+    let slot = image::backup_slot(img.len());
+    let opts = RegionOptions::new().layout(image::TEMPLATE_LAYOUT);
+
+    let report = inspect_headers(&path).expect("inspect_headers on an unlocked, readable file");
+    assert_eq!(report.file_len, len);
+    let (primary, backup) = (report.primary, report.backup);
+    let primary_size = primary.map(|h| h.pool_size);
+    match &primary {
+        Ok(h) => {
+            assert_eq!(h.as_bytes(), &img[..HEADER_SIZE]);
+            assert_well_formed(h);
+        }
+        Err(HeaderFault::Missing) => assert!(len < HS),
+        Err(HeaderFault::Version(v)) => assert_ne!(*v, FORMAT_VERSION),
+        Err(_) => assert!(len >= HS),
+    }
+    match (&backup, slot) {
+        (Ok(h), Some(b)) => {
+            assert_eq!(h.as_bytes(), &img[b..b + HEADER_SIZE]);
+            assert_well_formed(h);
+            assert_eq!(h.backup_offset, b as u64, "backup accepted away from its offset");
+        }
+        (Err(HeaderFault::Missing), s) => assert!(s.is_none(), "backup slot exists but reported missing"),
+        (r, None) => panic!("no room for a backup, yet it was reported as {r:?}"),
+        (Err(_), Some(_)) => {}
+    }
+
+    match opts.open(&path) {
+        Ok(region) => {
+            let h = *region.header();
+            assert_well_formed(&h);
+            assert_eq!(
+                h.pool_size, len,
+                "opened a pool whose size is not the file length"
+            );
+            assert_eq!(region.len(), len);
+            assert_eq!(region.data_range(), HS..len - HS);
+            assert_eq!(h.as_bytes(), &img[..HEADER_SIZE]);
+            assert_eq!(h.layout_name(), image::TEMPLATE_LAYOUT);
+            let old_backup = slot.map(|b| &img[b..b + HEADER_SIZE]);
+            assert_eq!(region.backup_rewritten(), old_backup != Some(h.as_bytes()));
+            let mut first = vec![0u8; HEADER_SIZE];
+            region.read_at(0, &mut first).expect("read the mapped primary");
+            assert_eq!(first, h.as_bytes());
+            drop(region);
+            assert_backup_equals(&path, len, &h);
+        }
+        Err(e) => {
+            let _ = e.to_string();
+            match &e {
+                Error::Truncated { len: l, expected, .. } => {
+                    assert_eq!(*l, len);
+                    assert!(*expected > len, "{e}");
+                    assert!(len < HS || primary_size == Ok(*expected), "{e}");
+                }
+                Error::SizeMismatch { header, file, .. } => {
+                    assert_eq!((*file, primary_size), (len, Ok(*header)));
+                    assert!(*header < len, "{e}");
+                }
+                Error::NotAPool { .. } => {
+                    let no_magic = |r: &Result<PoolHeader, HeaderFault>| {
+                        matches!(
+                            r,
+                            Err(HeaderFault::Missing | HeaderFault::Damaged(HeaderProblem::BadMagic))
+                        )
+                    };
+                    assert!(
+                        no_magic(&primary) && no_magic(&backup),
+                        "{e}: {primary:?} {backup:?}"
+                    );
+                }
+                Error::UnsupportedVersion { found, .. } => {
+                    assert_eq!(primary.err(), Some(HeaderFault::Version(*found)));
+                    // A "newer" version with a failing checksum next to an intact backup is damage.
+                    let unverified = expected_parse(&img) != Err(version_failure(*found, true));
+                    assert!(!unverified || backup.is_err(), "{e}, yet the backup is intact");
+                }
+                Error::CorruptHeader {
+                    problem,
+                    backup_intact,
+                    ..
+                } => {
+                    assert_eq!(
+                        *backup_intact,
+                        backup.is_ok(),
+                        "{e}: inspect disagrees on the backup"
+                    );
+                    if let Err(HeaderFault::Version(v)) = primary {
+                        assert_eq!(expected_parse(&img), Err(version_failure(v, false)), "{e}");
+                        assert!(*backup_intact, "{e}: newer version blamed on damage");
+                        let stored = u32::from_le_bytes(img[4092..HEADER_SIZE].try_into().unwrap());
+                        let computed = crc32c(&img[..4092]);
+                        assert_eq!(*problem, HeaderProblem::ChecksumMismatch { stored, computed });
+                    } else {
+                        assert_eq!(primary.err(), Some(HeaderFault::Damaged(*problem)), "{e}");
+                    }
+                }
+                Error::LayoutMismatch { expected, found, .. } => {
+                    assert_ne!(expected, found);
+                    assert!(primary.is_ok_and(|h| h.pool_size == len && h.layout_name() == *found));
+                }
+                _ => panic!("unexpected error from open: {e:?}"),
+            }
+        }
+    }
+
+    let repaired = repair_headers(&path);
+    match &repaired {
+        Ok(_) => {}
+        Err(e @ (Error::NotAPool { .. } | Error::UnsupportedVersion { .. })) => {
+            assert!(primary.is_err() && backup.is_err(), "{e}");
+        }
+        Err(e @ Error::CorruptHeader { backup_intact, .. }) => {
+            assert!(!backup_intact && primary.is_err() && backup.is_err(), "{e}");
+        }
+        // Repair never grows or shrinks a pool to fit its header.
+        Err(e @ Error::Truncated { len: l, expected, .. }) => {
+            assert_eq!((*l, primary_size), (len, Ok(*expected)), "{e}");
+            assert!(*expected > len, "{e}");
+        }
+        Err(e @ Error::SizeMismatch { header, file, .. }) => {
+            assert_eq!((*file, primary_size), (len, Ok(*header)), "{e}");
+            assert!(*header < len, "{e}");
+        }
+        Err(e) => panic!("unexpected error from repair_headers: {e:?}"),
+    }
+    if let Err(e) = &repaired {
+        let _ = e.to_string();
+    }
+    let new_len = std::fs::metadata(&path).expect("stat the pool").len();
+    assert_eq!(
+        new_len, len,
+        "repair_headers changed the file length ({repaired:?})"
+    );
+    let after = inspect_headers(&path).expect("inspect_headers after repair");
+    if let Ok(done) = repaired {
+        let h = after
+            .primary
+            .expect("repair succeeded, yet the primary is not intact");
+        if done == HeaderRepair::RestoredPrimary {
+            assert_eq!(Ok(h.as_bytes()), backup.as_ref().map(|b| b.as_bytes()));
+        } else {
+            assert_eq!(h.as_bytes(), &img[..HEADER_SIZE]);
+        }
+        assert_backup_equals(&path, h.pool_size, &h);
+    }
+
+    match opts.open(&path) {
+        Ok(region) => {
+            let h = *region.header();
+            assert_well_formed(&h);
+            assert_eq!((h.pool_size, region.len()), (len, len));
+            assert!(after.primary.is_ok_and(|p| p.as_bytes() == h.as_bytes()));
+            drop(region);
+            assert_backup_equals(&path, len, &h);
+        }
+        Err(e) => {
+            let _ = e.to_string();
+            let fits = after
+                .primary
+                .is_ok_and(|h| h.pool_size == len && h.layout_name() == image::TEMPLATE_LAYOUT);
+            assert!(!fits, "intact pool failed to open after repair: {e:?}");
+        }
+    }
+    std::fs::remove_file(&path).expect("remove the pool image");
+}
+
+fn version_failure(found: u32, checksum_ok: bool) -> ParseFailure {
+    ParseFailure::Version { found, checksum_ok }
+}
+
+/// The last 4 KiB of the first `len` bytes of the pool file hold `h`.
+fn assert_backup_equals(path: &Path, len: u64, h: &PoolHeader) {
+    let mut buf = vec![0u8; HEADER_SIZE];
+    let file = File::open(path).expect("open the pool file");
+    file.read_exact_at(&mut buf, len - HS)
+        .expect("read the backup copy");
+    assert_eq!(buf, h.as_bytes(), "backup copy differs from the primary");
+}
