@@ -63,6 +63,17 @@ pub enum Error {
         /// Its length.
         len: usize,
     },
+    /// The heap's metadata (chunk table, bitmaps) is malformed.
+    #[error("corrupt heap metadata: {0}")]
+    CorruptHeap(&'static str),
+    /// `free` of something that is not an allocated block of this pool (or freed twice).
+    #[error("invalid free of offset {offset:#x}: {what}")]
+    InvalidFree {
+        /// The offset passed to `free`.
+        offset: u64,
+        /// Why it is refused.
+        what: &'static str,
+    },
     /// An inner (nested) transaction failed, so the whole transaction was rolled back even
     /// though the outer closure returned `Ok`.
     #[error("an inner transaction failed; the whole transaction was rolled back")]

@@ -41,7 +41,7 @@
 //! | offset | size | field                                                             |
 //! |-------:|-----:|-------------------------------------------------------------------|
 //! |      0 |    8 | `seq`                                                             |
-//! |      8 |    8 | `kind_len`: kind in bits 56..64 (1 undo, 2 jump), length in 0..56 |
+//! |      8 |    8 | `kind_len`: kind in bits 56..64 (1 undo, 2 jump, 3 new), length in 0..56 |
 //! |     16 |    8 | `target`: undo: pool offset of the range; jump: extent offset     |
 //! |     24 |    8 | `hash`: xxh3-64 of the data, seeded with seq, kind_len and target |
 //! |     32 |  len | undo: the old bytes of the range; jump: nothing (len = extent size) |
@@ -67,6 +67,9 @@ pub(crate) const REC_ALIGN: u64 = 64;
 /// Record kinds.
 pub(crate) const KIND_UNDO: u8 = 1;
 pub(crate) const KIND_JUMP: u8 = 2;
+/// A range of freshly allocated memory: no old bytes (nothing to restore), but its new contents
+/// are part of the commit's data hash.
+pub(crate) const KIND_NEW: u8 = 3;
 const LEN_MASK: u64 = (1 << 56) - 1;
 
 /// Rounds `x` up to a multiple of `a` (a power of two).

@@ -64,8 +64,10 @@
 //! ```
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod alloc;
 mod cell;
 mod error;
+pub mod heap;
 pub mod lanes;
 pub mod layout;
 pub mod lockword;
@@ -76,6 +78,7 @@ mod tx;
 
 pub use cell::{Loggable, PCell, PMutex, PRwLock};
 pub use error::{Error, Result};
+pub use heap::HeapStats;
 pub use layout::Geometry;
 pub use pmem_core;
 pub use pmem_core::{thread_stats, DomainKind, PPtr, PersistStats, Persistent};

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 
 use crate::error::{Error, Result};
 use crate::layout::{
-    self, decode_rec, rec_hash_ok, rec_total, KIND_JUMP, KIND_UNDO, LANE_LOG, REC_ALIGN, REC_HEADER,
+    self, decode_rec, rec_hash_ok, rec_total, KIND_JUMP, KIND_NEW, KIND_UNDO, LANE_LOG, REC_ALIGN, REC_HEADER,
 };
 use crate::pool::Shared;
 
@@ -23,6 +23,8 @@ pub(crate) struct LogEntry {
     pub(crate) target: u64,
     /// Length of the range.
     pub(crate) len: u64,
+    /// False for a new-memory record: hashed at recovery, never restored.
+    pub(crate) restore: bool,
 }
 
 /// The result of scanning a lane's log.
@@ -85,8 +87,28 @@ pub(crate) fn scan_lane(s: &Shared, lane: usize, want: Option<u64>) -> Result<Sc
                     data_off,
                     target: r.target,
                     len: r.len,
+                    restore: true,
                 });
                 pos += total;
+            }
+            KIND_NEW => {
+                if r.len == 0 || !rec_hash_ok(&r, &[]) {
+                    return Ok(out);
+                }
+                if !s.loggable(r.target, r.len) {
+                    return Err(Error::CorruptLog {
+                        lane,
+                        what: "new-memory record outside the heap",
+                    });
+                }
+                out.seq = Some(r.seq);
+                out.entries.push(LogEntry {
+                    data_off: 0,
+                    target: r.target,
+                    len: r.len,
+                    restore: false,
+                });
+                pos += REC_ALIGN;
             }
             KIND_JUMP => {
                 if !rec_hash_ok(&r, &[]) {

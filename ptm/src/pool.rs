@@ -2,15 +2,15 @@
 //! start transactions.
 
 use std::cell::UnsafeCell;
-use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
-use pmem_core::{DomainKind, Persistent, Region, RegionOptions};
+use pmem_core::{DomainKind, PPtr, Persistent, Region, RegionOptions};
+
+use crate::heap::{slab_geom, Desc, HeapStats, CHUNK, CLASSES};
 
 use crate::error::{Error, Result};
 use crate::lanes::{preferred_lane, LaneMap};
@@ -139,7 +139,7 @@ pub(crate) struct Shared {
     pub(crate) pending_seq: Box<[AtomicU64]>,
     /// Bit per lane: `pending_seq` is non-zero.
     pub(crate) pending_bits: Box<[AtomicU64]>,
-    pub(crate) extents: Mutex<ExtentMap>,
+    pub(crate) heap: crate::heap::Heap,
     pub(crate) lock_timeout: Duration,
     pub(crate) poisoned: AtomicBool,
     pub(crate) recovery: RecoveryReport,
@@ -154,54 +154,26 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-/// Free space of the heap for log extents (volatile; the whole heap is free at open).
-#[derive(Debug)]
-pub(crate) struct ExtentMap {
-    free: BTreeMap<u64, u64>,
-}
-
-impl ExtentMap {
-    fn new(start: u64, size: u64) -> Self {
-        let mut free = BTreeMap::new();
-        if size > 0 {
-            free.insert(start, size);
-        }
-        ExtentMap { free }
-    }
-
-    /// First-fit allocation of `size` bytes (multiple of 4096).
-    pub(crate) fn alloc(&mut self, size: u64) -> Option<u64> {
-        let (&off, &len) = self.free.iter().find(|(_, &len)| len >= size)?;
-        self.free.remove(&off);
-        if len > size {
-            self.free.insert(off + size, len - size);
-        }
-        Some(off)
-    }
-
-    /// Returns `[off, off + size)`, coalescing with neighbours.
-    pub(crate) fn free(&mut self, mut off: u64, mut size: u64) {
-        if let Some((&p, &plen)) = self.free.range(..off).next_back() {
-            if p + plen == off {
-                self.free.remove(&p);
-                off = p;
-                size += plen;
-            }
-        }
-        if let Some(&nlen) = self.free.get(&(off + size)) {
-            self.free.remove(&(off + size));
-            size += nlen;
-        }
-        self.free.insert(off, size);
-    }
-
-    /// Free bytes.
-    pub(crate) fn free_bytes(&self) -> u64 {
-        self.free.values().sum()
-    }
-}
-
 impl Shared {
+    /// Reads the u64 at pool offset `off` (8-aligned, inside the mapping; callers hold the lock
+    /// that guards it).
+    pub(crate) fn read_u64(&self, off: u64) -> u64 {
+        // SAFETY: callers pass aligned in-bounds metadata offsets whose writers they exclude.
+        unsafe { self.ptr(off).cast::<u64>().read() }
+    }
+
+    /// Writes the u64 at pool offset `off` (same contract as `read_u64`).
+    pub(crate) fn write_u64(&self, off: u64, v: u64) {
+        // SAFETY: as `read_u64`; the caller holds the metadata lock and logged the old value.
+        unsafe { self.ptr(off).cast::<u64>().write(v) }
+    }
+
+    /// Runs `f` on the heap's volatile index (built from the chunk table on first use).
+    pub(crate) fn heap_index<T>(&self, f: impl FnOnce(&mut crate::heap::HeapIndex) -> T) -> Result<T> {
+        self.heap
+            .with_index(|i| self.read_u64(self.heap.layout.desc_off(i)), f)
+    }
+
     /// Address of pool offset `off` (no check: callers validated it).
     #[inline]
     pub(crate) fn ptr(&self, off: u64) -> *mut u8 {
@@ -300,7 +272,7 @@ impl Shared {
     /// Restores `entries` (newest first) and makes the lane's transaction `seq` complete:
     /// restore + flush, drain, mark `completed`, flush, drain. Idempotent.
     pub(crate) fn roll_back(&self, lane: usize, seq: u64, entries: &[LogEntry]) -> Result<()> {
-        for e in entries.iter().rev() {
+        for e in entries.iter().rev().filter(|e| e.restore) {
             // SAFETY: `scan_lane` validated both ranges against the pool geometry; the lane's
             // transaction owns the target ranges (its locks are still held, or we are in
             // single-threaded recovery), and log and target never overlap (log areas lie in the
@@ -371,6 +343,15 @@ impl<R: Persistent> Pool<R> {
         let mut at = geo.root_offset;
         while at < geo.root_offset + root_size {
             let n = (geo.root_offset + root_size - at).min(zeros.len() as u64);
+            region.write_at(at, &zeros[..n as usize])?;
+            region.flush(at, n)?;
+            at += n;
+        }
+        // The chunk table: all chunks free.
+        let heap = crate::heap::HeapLayout::new(geo.heap_offset, geo.heap_size);
+        let mut at = heap.table;
+        while at < heap.chunks {
+            let n = (heap.chunks - at).min(zeros.len() as u64);
             region.write_at(at, &zeros[..n as usize])?;
             region.flush(at, n)?;
             at += n;
@@ -450,7 +431,7 @@ impl<R: Persistent> Pool<R> {
                 .collect(),
             pending_seq: (0..n).map(|_| AtomicU64::new(0)).collect(),
             pending_bits: (0..n.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
-            extents: Mutex::new(ExtentMap::new(geo.heap_offset, geo.heap_size)),
+            heap: crate::heap::Heap::new(crate::heap::HeapLayout::new(geo.heap_offset, geo.heap_size)),
             lock_timeout: opts.lock_timeout,
             poisoned: AtomicBool::new(false),
             recovery: report,
@@ -641,10 +622,141 @@ impl<R: Persistent> Pool<R> {
     /// Heap bytes currently free for log extents.
     pub fn heap_free(&self) -> u64 {
         self.shared
-            .extents
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .free_bytes()
+            .heap_index(|idx| idx.free.values().sum::<u64>() * crate::heap::CHUNK)
+            .unwrap_or(0)
+    }
+
+    /// Heap usage scanned from the persistent metadata (chunk table and slab bitmaps). Takes
+    /// `&mut self` so no transaction runs meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CorruptHeap`] if the metadata is malformed.
+    pub fn heap_stats(&mut self) -> Result<HeapStats> {
+        let s = &*self.shared;
+        let l = s.heap.layout;
+        let mut st = HeapStats {
+            chunks: l.n_chunks,
+            per_class: vec![0; CLASSES.len()],
+            ..Default::default()
+        };
+        let mut run = 0u64;
+        let mut i = 0;
+        let end_run = |st: &mut HeapStats, run: &mut u64| {
+            if *run > 0 {
+                st.free_runs += 1;
+                st.largest_free_run = st.largest_free_run.max(*run);
+                *run = 0;
+            }
+        };
+        while i < l.n_chunks {
+            match Desc::decode(s.read_u64(l.desc_off(i))) {
+                Desc::Free => {
+                    st.free_chunks += 1;
+                    st.free_bytes += CHUNK;
+                    run += 1;
+                    i += 1;
+                    continue;
+                }
+                Desc::Slab(c) => {
+                    let g = slab_geom(c);
+                    let used: u64 = (0..g.words)
+                        .map(|w| u64::from(s.read_u64(l.chunk_off(i) + w * 8).count_ones()))
+                        .sum();
+                    st.slab_chunks += 1;
+                    st.per_class[c] += used;
+                    st.used_bytes += used * g.block;
+                    st.free_bytes += (g.blocks - used) * g.block;
+                    i += 1;
+                }
+                Desc::Run(n) if i + n <= l.n_chunks => {
+                    st.run_chunks += n;
+                    st.used_bytes += n * CHUNK;
+                    i += n;
+                }
+                _ => return Err(Error::CorruptHeap("malformed chunk table")),
+            }
+            end_run(&mut st, &mut run);
+        }
+        end_run(&mut st, &mut run);
+        Ok(st)
+    }
+
+    /// Every allocated block as `(pool offset, block size)`, from the persistent metadata: for
+    /// leak checks and reachability tracing (`ptm check`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CorruptHeap`] if the metadata is malformed.
+    pub fn allocated_blocks(&mut self) -> Result<Vec<(u64, u64)>> {
+        let s = &*self.shared;
+        let l = s.heap.layout;
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < l.n_chunks {
+            match Desc::decode(s.read_u64(l.desc_off(i))) {
+                Desc::Free => i += 1,
+                Desc::Slab(c) => {
+                    let g = slab_geom(c);
+                    for b in 0..g.blocks {
+                        if s.read_u64(l.chunk_off(i) + (b / 64) * 8) & (1 << (b % 64)) != 0 {
+                            out.push((l.chunk_off(i) + g.first + b * g.block, g.block));
+                        }
+                    }
+                    i += 1;
+                }
+                Desc::Run(n) if i + n <= l.n_chunks => {
+                    out.push((l.chunk_off(i), n * CHUNK));
+                    i += n;
+                }
+                _ => return Err(Error::CorruptHeap("malformed chunk table")),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Verifies the allocator metadata: descriptors well formed (runs complete, continuations
+    /// pointing back), no bitmap bit set beyond a slab's last block. Returns the statistics.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CorruptHeap`] naming the first problem found.
+    pub fn check_heap(&mut self) -> Result<HeapStats> {
+        let l = self.shared.heap.layout;
+        crate::heap::build_index(&l, |i| self.shared.read_u64(l.desc_off(i)))?;
+        for i in 0..l.n_chunks {
+            if let Desc::Slab(c) = Desc::decode(self.shared.read_u64(l.desc_off(i))) {
+                let g = slab_geom(c);
+                let last = self.shared.read_u64(l.chunk_off(i) + (g.words - 1) * 8);
+                let valid = if g.blocks.is_multiple_of(64) {
+                    u64::MAX
+                } else {
+                    (1u64 << (g.blocks % 64)) - 1
+                };
+                if last & !valid != 0 {
+                    return Err(Error::CorruptHeap("bitmap bit set beyond the slab's last block"));
+                }
+            }
+        }
+        self.heap_stats()
+    }
+
+    /// Allocates `value` and stores the pointer into `dest` in one transaction (2 drains):
+    /// after a crash either both happened or neither.
+    ///
+    /// # Errors
+    ///
+    /// As [`Transaction::alloc`] and [`PCell::set`](crate::PCell::set).
+    pub fn alloc_into<T: Persistent>(
+        &self,
+        dest: impl for<'t> FnOnce(&'t R) -> &'t crate::PCell<PPtr<T>>,
+        value: T,
+    ) -> Result<PPtr<T>> {
+        self.transaction(|tx, root| {
+            let p = tx.alloc(value)?;
+            dest(root).set(tx, p)?;
+            Ok(p)
+        })
     }
 }
 
@@ -716,27 +828,4 @@ fn recover(s: &Shared, mut report: RecoveryReport) -> Result<RecoveryReport> {
     }
     s.drain()?;
     Ok(report)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::ExtentMap;
-
-    #[test]
-    fn extent_map_first_fit_and_coalesce() {
-        let mut m = ExtentMap::new(4096, 16 * 4096);
-        let a = m.alloc(4096).unwrap();
-        let b = m.alloc(8192).unwrap();
-        let c = m.alloc(4096).unwrap();
-        assert_eq!((a, b, c), (4096, 8192, 16384));
-        assert_eq!(m.free_bytes(), 12 * 4096);
-        m.free(b, 8192);
-        assert_eq!(m.alloc(8192), Some(8192));
-        m.free(a, 4096);
-        m.free(8192, 8192);
-        m.free(c, 4096);
-        assert_eq!(m.free.len(), 1, "{:?}", m.free);
-        assert_eq!(m.free_bytes(), 16 * 4096);
-        assert_eq!(m.alloc(17 * 4096), None);
-    }
 }

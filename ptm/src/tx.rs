@@ -17,8 +17,8 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::layout::{
-    self, encode_rec, rec_total, CommitRecord, DataHasher, KIND_JUMP, KIND_UNDO, LANE_COMMIT, LANE_LOG,
-    REC_ALIGN, REC_HEADER,
+    self, encode_rec, rec_total, CommitRecord, DataHasher, KIND_JUMP, KIND_NEW, KIND_UNDO, LANE_COMMIT,
+    LANE_LOG, REC_ALIGN, REC_HEADER,
 };
 use crate::lockword::{self, Attempt};
 use crate::log::scan_lane;
@@ -69,6 +69,8 @@ pub(crate) struct LaneVolatile {
     batch_depth: u32,
     locks: Vec<(HeldKind, *const AtomicU64)>,
     completions: Vec<(usize, u64)>,
+    /// Allocator state of the running transaction (see `alloc.rs`).
+    pub(crate) heap: crate::alloc::TxHeap,
 }
 
 /// A running transaction. Obtained from [`Pool::transaction`](crate::Pool::transaction); lives
@@ -141,6 +143,7 @@ impl<'p> Transaction<'p> {
         st.undrained = false;
         st.batch_depth = 0;
         st.locks.clear();
+        st.heap.begin();
         Transaction {
             shared,
             lane,
@@ -281,26 +284,25 @@ impl<'p> Transaction<'p> {
 
     /// Continues the log in a fresh heap extent.
     fn jump(&self, st: &mut LaneVolatile) -> Result<()> {
-        // The preferred size, or smaller ones down to one page when the heap is fragmented.
-        let (ext, size) = {
-            let mut map = self.shared.extents.lock().unwrap_or_else(|p| p.into_inner());
-            let mut size = st.next_extent;
-            loop {
-                if let Some(ext) = map.alloc(size) {
-                    break (ext, size);
-                }
-                if size <= 4096 {
-                    return Err(Error::OutOfSpace {
-                        requested: st.next_extent,
-                    });
-                }
-                size /= 2;
+        // The preferred size, or smaller ones down to one chunk when the heap is fragmented.
+        // Extents are volatile reservations of free heap chunks (never marked in the chunk table).
+        let mut size = st.next_extent;
+        let ext = loop {
+            let n = size / crate::heap::CHUNK;
+            if let Some(start) = self.shared.heap_index(|idx| idx.take_run(n))? {
+                break self.shared.heap.layout.chunk_off(start);
             }
+            if size <= crate::heap::CHUNK {
+                return Err(Error::OutOfSpace {
+                    requested: st.next_extent,
+                });
+            }
+            size /= 2;
         };
         st.extents.push((ext, size));
         st.next_extent = (size * 2).min(MAX_EXTENT);
         let header = encode_rec(st.seq, KIND_JUMP, size, ext, &[]);
-        // SAFETY: `append_undo` keeps REC_ALIGN bytes free at the end of the area for this
+        // SAFETY: every append keeps REC_ALIGN bytes free at the end of the area for this
         // record; the area belongs to this lane.
         unsafe {
             std::ptr::copy_nonoverlapping(header.as_ptr(), self.shared.ptr(st.pos), REC_HEADER as usize)
@@ -309,6 +311,63 @@ impl<'p> Transaction<'p> {
         st.pos = ext;
         st.end = ext + size;
         st.undrained = true;
+        Ok(())
+    }
+
+    /// This transaction's lane state.
+    pub(crate) fn st_mut(&self) -> std::cell::RefMut<'_, LaneVolatile> {
+        self.st.borrow_mut()
+    }
+
+    /// Logs `[off, off + len)` (if not yet covered) without draining: for metadata whose new
+    /// value is stored only at commit, after the log is durable.
+    pub(crate) fn log_deferred(&self, st: &mut LaneVolatile, off: u64, len: u64) -> Result<()> {
+        if covered(st, off, len) {
+            return Ok(());
+        }
+        self.append_undo(st, off, len)
+    }
+
+    /// Appends a new-range record for fresh memory `[off, off + len)`: no old bytes, but the
+    /// commit flushes the range and includes it in its data hash.
+    pub(crate) fn record_new(&self, off: u64, len: u64) -> Result<()> {
+        let mut st = self.st.borrow_mut();
+        if st.end - st.pos < 2 * REC_ALIGN {
+            self.jump(&mut st)?;
+        }
+        let header = encode_rec(st.seq, KIND_NEW, len, off, &[]);
+        // SAFETY: room for this record and a later jump was checked; the area is this lane's.
+        unsafe {
+            std::ptr::copy_nonoverlapping(header.as_ptr(), self.shared.ptr(st.pos), REC_HEADER as usize)
+        };
+        self.shared.flush(st.pos, REC_HEADER);
+        st.pos += REC_ALIGN;
+        st.entries += 1;
+        st.ranges.push((off, len));
+        st.undrained = true;
+        Ok(())
+    }
+
+    /// Before the commit record: makes every appended record durable (one more drain only if
+    /// something was logged after the last drain, e.g. an allocation not followed by any
+    /// snapshot), then stores the deferred allocator metadata, whose old values are now durable
+    /// in the log. The stored words are logged ranges, so commit flushes and hashes them.
+    fn apply_deferred(&self) -> Result<()> {
+        let mut st = self.st.borrow_mut();
+        if !st.heap.has_deferred() && !st.undrained {
+            return Ok(());
+        }
+        if st.undrained {
+            self.drain_log(&mut st)?;
+        }
+        let s = self.shared;
+        for (&word, &(set, clear)) in &st.heap.bits {
+            let v = (s.read_u64(word) | set) & !clear;
+            s.write_u64(word, v);
+        }
+        for &(off, v) in &st.heap.descs {
+            s.write_u64(off, v);
+        }
         Ok(())
     }
 
@@ -419,15 +478,17 @@ impl<'p> Transaction<'p> {
             (st.seq, st.entries)
         };
         if entries == 0 {
-            self.finish();
+            self.finish(true);
             return Ok(());
         }
-        self.write_commit_record(seq, entries);
-        let result = s.drain();
+        let result = self.apply_deferred().and_then(|()| {
+            self.write_commit_record(seq, entries);
+            s.drain()
+        });
         match result {
             Ok(()) => {
                 s.mark_complete(self.lane, seq);
-                self.finish();
+                self.finish(true);
                 Ok(())
             }
             Err(e) => {
@@ -460,7 +521,7 @@ impl<'p> Transaction<'p> {
                 return Err(e);
             }
         }
-        self.finish();
+        self.finish(false);
         Ok(())
     }
 
@@ -469,8 +530,8 @@ impl<'p> Transaction<'p> {
     }
 
     /// Returns extents, releases locks, stores the lane state back and frees the lane.
-    fn finish(&self) {
-        release_lane(self.shared, self.lane, self.st.take());
+    fn finish(&self, committed: bool) {
+        release_lane(self.shared, self.lane, self.st.take(), committed);
     }
 
     /// Parks the state in the lane slot and keeps the lane and its locks (relaxed commit).
@@ -489,8 +550,12 @@ impl<'p> Transaction<'p> {
             (st.seq, st.entries)
         };
         if entries == 0 {
-            self.finish();
+            self.finish(true);
             return Ok(PendingCommit::settled(s));
+        }
+        if let Err(e) = self.apply_deferred() {
+            let _ = self.abort_inner();
+            return Err(e);
         }
         self.write_commit_record(seq, entries);
         self.park();
@@ -555,13 +620,45 @@ fn release_locks(shared: &Shared, st: &mut LaneVolatile) {
 }
 
 /// Releases locks, returns log extents, stores the lane state back and frees the lane.
-fn release_lane(shared: &Shared, lane: usize, mut st: LaneVolatile) {
+fn release_lane(shared: &Shared, lane: usize, mut st: LaneVolatile, committed: bool) {
     release_locks(shared, &mut st);
-    if !st.extents.is_empty() {
-        let mut ex = shared.extents.lock().unwrap_or_else(|p| p.into_inner());
-        for (off, size) in st.extents.drain(..) {
-            ex.free(off, size);
+    let h = &mut st.heap;
+    let extents = std::mem::take(&mut st.extents);
+    let chunk = crate::heap::CHUNK;
+    let layout = shared.heap.layout;
+    // Volatile index updates: extents always go back; a commit frees what it freed and offers
+    // its new and emptied slabs; an abort returns what it reserved.
+    let _ = shared.heap_index(|idx| {
+        for &(off, size) in &extents {
+            if let Some(start) = layout.chunk_of(off) {
+                idx.give_run(start, size / chunk);
+            }
         }
+        for &(a, n) in &h.freed_new {
+            idx.give_run(a, n);
+        }
+        if committed {
+            for &(a, n) in &h.freed_runs {
+                idx.give_run(a, n);
+            }
+            for &(a, c) in h.new_slabs.iter().chain(&h.freed_slabs) {
+                if !idx.partial[c].contains(&a) {
+                    idx.partial[c].push(a);
+                }
+            }
+        } else {
+            for &(a, n) in &h.reserved {
+                idx.give_run(a, n);
+            }
+            for c in h.hint.iter_mut() {
+                if c.is_some_and(|a| h.reserved.iter().any(|&(r, _)| r == a)) {
+                    *c = None;
+                }
+            }
+        }
+    });
+    for &i in &h.locked {
+        shared.heap.unlock_chunk(i);
     }
     // SAFETY: the caller holds `lane`, so the slot is its own.
     unsafe { *shared.slots[lane].0.get() = st };
@@ -689,7 +786,7 @@ impl<'p> PendingCommit<'p> {
         }
         // SAFETY: the lane is still held by this pending commit, so its slot is ours.
         let st = std::mem::take(unsafe { &mut *s.slots[lane].0.get() });
-        release_lane(s, lane, st);
+        release_lane(s, lane, st, r.is_ok());
         r
     }
 }

@@ -27,10 +27,18 @@ fn a_relaxed_commit_defers_the_second_drain() {
     let pool = pool(&dir);
     let before = thread_stats();
     let ((), pending) = pool.transaction_relaxed(|tx, r| r.a.set(tx, 1)).unwrap();
-    assert_eq!(thread_stats().since(&before).drains, 1, "only the snapshot drain before returning");
+    assert_eq!(
+        thread_stats().since(&before).drains,
+        1,
+        "only the snapshot drain before returning"
+    );
     assert!(!pending.is_settled());
     pending.complete().unwrap();
-    assert_eq!(thread_stats().since(&before).drains, 2, "the deferred drain at completion");
+    assert_eq!(
+        thread_stats().since(&before).drains,
+        2,
+        "the deferred drain at completion"
+    );
 }
 
 #[test]
@@ -39,10 +47,17 @@ fn the_next_transaction_settles_a_pending_commit() {
     let pool = pool(&dir);
     let ((), pending) = pool.transaction_relaxed(|tx, r| r.a.set(tx, 1)).unwrap();
     pool.transaction(|tx, r| r.a.set(tx, r.a.get(tx) + 1)).unwrap();
-    assert!(pending.is_settled(), "settled before the next transaction touched the data");
+    assert!(
+        pending.is_settled(),
+        "settled before the next transaction touched the data"
+    );
     let before = thread_stats();
     drop(pending);
-    assert_eq!(thread_stats().since(&before).drains, 0, "already durable: completing costs nothing");
+    assert_eq!(
+        thread_stats().since(&before).drains,
+        0,
+        "already durable: completing costs nothing"
+    );
     assert_eq!(pool.transaction(|tx, r| Ok::<_, Error>(r.a.get(tx))).unwrap(), 2);
 }
 
@@ -54,7 +69,9 @@ fn sync_settles_and_a_read_only_relaxed_transaction_has_nothing_pending() {
     pool.sync().unwrap();
     assert!(pending.is_settled());
     drop(pending);
-    let (v, p) = pool.transaction_relaxed(|tx, r| Ok::<_, Error>(r.a.get(tx))).unwrap();
+    let (v, p) = pool
+        .transaction_relaxed(|tx, r| Ok::<_, Error>(r.a.get(tx)))
+        .unwrap();
     assert_eq!(v, 5);
     assert!(p.is_settled());
 }
@@ -72,7 +89,9 @@ fn a_pending_commit_keeps_its_locks_until_it_completes() {
     let dir = common::shm_dir();
     let opts = common::pmem().lock_timeout(Duration::from_millis(300));
     let pool = Pool::<SharedRoot>::create(common::path(&dir, "shared.pool"), 8 << 20, &opts).unwrap();
-    let ((), pending) = pool.transaction_relaxed(|tx, r| r.m.lock(tx)?.set(tx, 9)).unwrap();
+    let ((), pending) = pool
+        .transaction_relaxed(|tx, r| r.m.lock(tx)?.set(tx, 9))
+        .unwrap();
     std::thread::scope(|s| {
         let waited = s
             .spawn(|| pool.transaction(|tx, r| r.m.lock(tx).map(|c| c.get(tx))))
@@ -82,7 +101,10 @@ fn a_pending_commit_keeps_its_locks_until_it_completes() {
     });
     pending.complete().unwrap();
     std::thread::scope(|s| {
-        let got = s.spawn(|| pool.transaction(|tx, r| r.m.lock(tx).map(|c| c.get(tx)))).join().unwrap();
+        let got = s
+            .spawn(|| pool.transaction(|tx, r| r.m.lock(tx).map(|c| c.get(tx))))
+            .join()
+            .unwrap();
         assert_eq!(got.unwrap(), 9);
     });
 }

@@ -1,0 +1,364 @@
+//! Transactional allocation: `Transaction::alloc` / `free`, built on `heap.rs`.
+//!
+//! Protocol (docs/design.md §10): metadata words (chunk descriptors, bitmap words) a
+//! transaction changes are logged like any data, but their new values are stored only at commit,
+//! after the log is durable. Fresh memory is recorded with a *new-range* record so the commit's
+//! data hash covers it. In the usual pattern — allocate, then link the block from existing data —
+//! the link's snapshot drain also makes the allocation's records durable: 2 drains in all.
+//! Frees take effect at commit; a freed block is reusable only after that.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use pmem_core::{PPtr, Persistent};
+
+use crate::error::{Error, Result};
+use crate::heap::{class_of, slab_geom, Desc, CHUNK, CLASSES};
+use crate::tx::Transaction;
+
+/// Allocator state of one transaction, kept in its lane (buffers reused).
+#[derive(Debug, Default)]
+pub(crate) struct TxHeap {
+    /// Bitmap word offset -> (bits to set, bits to clear) at commit.
+    pub(crate) bits: BTreeMap<u64, (u64, u64)>,
+    /// Descriptor offset -> value to store at commit (in order).
+    pub(crate) descs: Vec<(u64, u64)>,
+    /// Chunks whose metadata lock this transaction holds.
+    pub(crate) locked: Vec<u64>,
+    /// Chunk runs taken from the index by this transaction (new slabs and large blocks).
+    pub(crate) reserved: Vec<(u64, u64)>,
+    /// New slab chunks (chunk, class): offered to others after commit.
+    pub(crate) new_slabs: Vec<(u64, usize)>,
+    /// Runs freed by this transaction: free again after commit.
+    pub(crate) freed_runs: Vec<(u64, u64)>,
+    /// Runs allocated and freed by this transaction: free again after commit or abort.
+    pub(crate) freed_new: Vec<(u64, u64)>,
+    /// Slab chunks with blocks freed (chunk, class): offered again after commit.
+    pub(crate) freed_slabs: Vec<(u64, usize)>,
+    /// Per class: the slab chunk this lane allocated from last (kept across transactions).
+    pub(crate) hint: Vec<Option<u64>>,
+}
+
+impl TxHeap {
+    pub(crate) fn begin(&mut self) {
+        self.bits.clear();
+        self.descs.clear();
+        self.locked.clear();
+        self.reserved.clear();
+        self.new_slabs.clear();
+        self.freed_runs.clear();
+        self.freed_new.clear();
+        self.freed_slabs.clear();
+        if self.hint.len() != CLASSES.len() {
+            self.hint = vec![None; CLASSES.len()];
+        }
+    }
+
+    /// Whether commit has metadata to store.
+    pub(crate) fn has_deferred(&self) -> bool {
+        !self.bits.is_empty() || !self.descs.is_empty()
+    }
+}
+
+impl<'p> Transaction<'p> {
+    /// Allocates a block for `value`, writes it there and returns a pointer to it. Undone by
+    /// abort and by crash recovery.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfSpace`], [`Error::LockTimeout`] (a chunk's metadata held by another
+    /// transaction for too long), [`Error::CorruptHeap`].
+    pub fn alloc<T: Persistent>(&self, value: T) -> Result<PPtr<T>> {
+        let off = self.alloc_bytes(std::mem::size_of::<T>() as u64)?;
+        let bytes = pmem_core::bytes_of(&value);
+        // SAFETY: `off` is a fresh block of at least `size_of::<T>()` bytes reserved by this
+        // transaction: nobody else reads or writes it.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.shared().ptr(off), bytes.len()) };
+        Ok(PPtr::from_parts(self.shared().region.header().pptr_tag, off))
+    }
+
+    /// Allocates a zero-filled `T` (for values too large for the stack).
+    ///
+    /// # Errors
+    ///
+    /// As [`alloc`](Transaction::alloc).
+    pub fn alloc_zeroed<T: Persistent>(&self) -> Result<PPtr<T>> {
+        let () = T::__LAYOUT_CHECK;
+        let len = std::mem::size_of::<T>();
+        let off = self.alloc_bytes(len as u64)?;
+        // SAFETY: fresh block of `len` bytes owned by this transaction.
+        unsafe { std::ptr::write_bytes(self.shared().ptr(off), 0, len) };
+        Ok(PPtr::from_parts(self.shared().region.header().pptr_tag, off))
+    }
+
+    /// Allocates `size` bytes (64-byte aligned; contents unspecified) and returns their pool
+    /// offset.
+    ///
+    /// # Errors
+    ///
+    /// As [`alloc`](Transaction::alloc).
+    pub fn alloc_bytes(&self, size: u64) -> Result<u64> {
+        let size = size.max(1);
+        let off = match class_of(size) {
+            Some(c) => self.alloc_small(c)?,
+            None => self.alloc_run(size)?,
+        };
+        self.record_new(off, size)?;
+        Ok(off)
+    }
+
+    /// Frees the block `p` points to, at commit (it stays readable, and unavailable to other
+    /// allocations, until then).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidFree`] if `p` is not the start of an allocated block of this pool (or was
+    /// freed already), [`Error::WrongPool`](pmem_core::Error::WrongPool) via
+    /// [`Error::Core`], [`Error::LockTimeout`].
+    pub fn free<T>(&self, p: PPtr<T>) -> Result<()> {
+        let tag = self.shared().region.header().pptr_tag;
+        if p.tag() != tag {
+            return Err(pmem_core::Error::WrongPool {
+                expected: tag,
+                found: p.tag(),
+            }
+            .into());
+        }
+        self.free_bytes(p.offset())
+    }
+
+    /// Frees the block starting at pool offset `off`, at commit.
+    ///
+    /// # Errors
+    ///
+    /// As [`free`](Transaction::free).
+    pub fn free_bytes(&self, off: u64) -> Result<()> {
+        let s = self.shared();
+        let layout = s.heap.layout;
+        let invalid = |what| Error::InvalidFree { offset: off, what };
+        let chunk = layout.chunk_of(off).ok_or(invalid("not in the heap"))?;
+        self.lock_chunk(chunk)?;
+        match self.effective_desc(chunk) {
+            Desc::Slab(c) => {
+                let g = slab_geom(c);
+                let rel = off
+                    .checked_sub(layout.chunk_off(chunk) + g.first)
+                    .ok_or(invalid("inside a slab's bitmap"))?;
+                if rel % g.block != 0 || rel / g.block >= g.blocks {
+                    return Err(invalid("not the start of a block"));
+                }
+                let b = rel / g.block;
+                let word = layout.chunk_off(chunk) + (b / 64) * 8;
+                let bit = 1u64 << (b % 64);
+                let cur = s.read_u64(word);
+                let mut st = self.st_mut();
+                let (set, clear) = st.heap.bits.get(&word).copied().unwrap_or((0, 0));
+                if clear & bit != 0 {
+                    return Err(invalid("freed twice"));
+                }
+                if set & bit != 0 {
+                    // Allocated in this transaction: simply not allocated after all.
+                    st.heap.bits.insert(word, (set & !bit, clear));
+                    return Ok(());
+                }
+                if cur & bit == 0 {
+                    return Err(invalid("not allocated"));
+                }
+                self.log_deferred(&mut st, word, 8)?;
+                st.heap.bits.insert(word, (set, clear | bit));
+                st.heap.freed_slabs.push((chunk, c));
+                Ok(())
+            }
+            Desc::Run(n) => {
+                if off != layout.chunk_off(chunk) {
+                    return Err(invalid("not the start of a block"));
+                }
+                let mut st = self.st_mut();
+                if let Some(i) = st.heap.reserved.iter().position(|&(a, _)| a == chunk) {
+                    // Allocated in this transaction: drop its descriptors, return the run at the end.
+                    let (a, n) = st.heap.reserved.remove(i);
+                    let (lo, hi) = (layout.desc_off(a), layout.desc_off(a + n));
+                    st.heap.descs.retain(|&(d, _)| d < lo || d >= hi);
+                    st.heap.freed_new.push((a, n));
+                    return Ok(());
+                }
+                if st.heap.freed_runs.iter().any(|&(a, _)| a == chunk) {
+                    return Err(invalid("freed twice"));
+                }
+                self.log_deferred(&mut st, layout.desc_off(chunk), n * 8)?;
+                for k in 0..n {
+                    st.heap.descs.push((layout.desc_off(chunk + k), 0));
+                }
+                st.heap.freed_runs.push((chunk, n));
+                Ok(())
+            }
+            Desc::Free | Desc::Cont(_) => Err(invalid("not allocated")),
+            Desc::Invalid(_) => Err(Error::CorruptHeap("invalid chunk descriptor")),
+        }
+    }
+
+    /// The descriptor chunk `i` has in this transaction (its own uncommitted changes included).
+    fn effective_desc(&self, i: u64) -> Desc {
+        let st = self.st_mut();
+        if let Some(&(_, c)) = st.heap.new_slabs.iter().find(|&&(a, _)| a == i) {
+            return Desc::Slab(c);
+        }
+        if let Some(&(_, n)) = st.heap.reserved.iter().find(|&&(a, _)| a == i) {
+            return Desc::Run(n);
+        }
+        drop(st);
+        let s = self.shared();
+        Desc::decode(s.read_u64(s.heap.layout.desc_off(i)))
+    }
+
+    /// Turns `p` into a reference valid for this transaction.
+    ///
+    /// # Safety
+    ///
+    /// `p` points to a live `T` allocated in this pool (not freed, by this or any committed
+    /// transaction, while the reference is used), and every other access to it during this
+    /// transaction goes through `T`'s own synchronisation (its cells and locks).
+    ///
+    /// # Errors
+    ///
+    /// The checks of [`Region::resolve`](pmem_core::Region::resolve): null, other pool, out of
+    /// bounds, misaligned.
+    pub unsafe fn deref<T: Persistent>(&self, p: PPtr<T>) -> Result<&T> {
+        let ptr = self.shared().region.resolve(p)?;
+        // SAFETY: resolved inside the mapping, aligned, any bit pattern valid; liveness and
+        // synchronisation per the caller's contract.
+        Ok(unsafe { &*ptr.as_ptr() })
+    }
+
+    /// Takes chunk `i`'s metadata lock until the transaction ends.
+    fn lock_chunk(&self, i: u64) -> Result<()> {
+        let s = self.shared();
+        let mut spins = 0u32;
+        let mut t0: Option<Instant> = None;
+        loop {
+            match s.heap.try_lock_chunk(i, self.lane()) {
+                Ok(true) => {
+                    self.st_mut().heap.locked.push(i);
+                    return Ok(());
+                }
+                Ok(false) => return Ok(()),
+                Err(()) => {}
+            }
+            spins += 1;
+            if spins < 100 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let waited = t0.get_or_insert_with(Instant::now).elapsed();
+            if waited >= s.lock_timeout {
+                return Err(Error::LockTimeout {
+                    waited_ms: waited.as_millis() as u64,
+                });
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// Allocates one block of class `c`.
+    fn alloc_small(&self, c: usize) -> Result<u64> {
+        let s = self.shared();
+        // 1. This lane's current slab of the class.
+        let hint = self.st_mut().heap.hint[c];
+        if let Some(chunk) = hint {
+            if let Some(off) = self.take_block(chunk, c)? {
+                return Ok(off);
+            }
+        }
+        // 2. Slabs of the class with room, from the index.
+        loop {
+            let next = s.heap_index(|idx| idx.partial[c].pop())?;
+            let Some(chunk) = next else { break };
+            if let Some(off) = self.take_block(chunk, c)? {
+                self.st_mut().heap.hint[c] = Some(chunk);
+                return Ok(off);
+            }
+        }
+        // 3. A fresh chunk becomes a slab of the class.
+        let chunk = s.heap_index(|idx| idx.take_run(1))?.ok_or(Error::OutOfSpace {
+            requested: CLASSES[c],
+        })?;
+        let layout = s.heap.layout;
+        self.st_mut().heap.reserved.push((chunk, 1));
+        self.lock_chunk(chunk)?;
+        let g = slab_geom(c);
+        // The bitmap area is fresh memory: zero it, and cover it with a new-range record.
+        // SAFETY: the chunk was free and is reserved by this transaction.
+        unsafe { std::ptr::write_bytes(s.ptr(layout.chunk_off(chunk)), 0, g.first as usize) };
+        self.record_new(layout.chunk_off(chunk), g.first)?;
+        {
+            let mut st = self.st_mut();
+            self.log_deferred(&mut st, layout.desc_off(chunk), 8)?;
+            st.heap
+                .descs
+                .push((layout.desc_off(chunk), Desc::Slab(c).encode()));
+            st.heap.new_slabs.push((chunk, c));
+            st.heap.hint[c] = Some(chunk);
+        }
+        self.take_block(chunk, c)?
+            .ok_or(Error::CorruptHeap("fresh slab has no free block"))
+    }
+
+    /// Takes a free block of slab `chunk` (class `c`), or `None` if it is full, of another class,
+    /// or locked by another transaction.
+    fn take_block(&self, chunk: u64, c: usize) -> Result<Option<u64>> {
+        let s = self.shared();
+        let layout = s.heap.layout;
+        match s.heap.try_lock_chunk(chunk, self.lane()) {
+            Ok(true) => self.st_mut().heap.locked.push(chunk),
+            Ok(false) => {}
+            Err(()) => return Ok(None),
+        }
+        if self.effective_desc(chunk) != Desc::Slab(c) {
+            return Ok(None);
+        }
+        let mut st = self.st_mut();
+        let g = slab_geom(c);
+        for w in 0..g.words {
+            let word = layout.chunk_off(chunk) + w * 8;
+            let (set, clear) = st.heap.bits.get(&word).copied().unwrap_or((0, 0));
+            let valid = if (w + 1) * 64 <= g.blocks {
+                u64::MAX
+            } else {
+                (1u64 << (g.blocks % 64)) - 1
+            };
+            let free = !(s.read_u64(word) | set | clear) & valid;
+            if free != 0 {
+                let b = free.trailing_zeros() as u64;
+                self.log_deferred(&mut st, word, 8)?;
+                st.heap.bits.insert(word, (set | 1 << b, clear));
+                return Ok(Some(layout.chunk_off(chunk) + g.first + (w * 64 + b) * g.block));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Allocates a run of chunks for `size` bytes.
+    fn alloc_run(&self, size: u64) -> Result<u64> {
+        let s = self.shared();
+        let layout = s.heap.layout;
+        let n = size.div_ceil(CHUNK);
+        let start = s
+            .heap_index(|idx| idx.take_run(n))?
+            .ok_or(Error::OutOfSpace { requested: size })?;
+        let mut st = self.st_mut();
+        st.heap.reserved.push((start, n));
+        drop(st);
+        self.lock_chunk(start)?;
+        let mut st = self.st_mut();
+        self.log_deferred(&mut st, layout.desc_off(start), n * 8)?;
+        st.heap
+            .descs
+            .push((layout.desc_off(start), Desc::Run(n).encode()));
+        for k in 1..n {
+            st.heap
+                .descs
+                .push((layout.desc_off(start + k), Desc::Cont(k).encode()));
+        }
+        Ok(layout.chunk_off(start))
+    }
+}

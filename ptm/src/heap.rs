@@ -1,0 +1,413 @@
+//! The persistent heap: 256 KiB chunks described by a persistent table; small objects in
+//! size-class slabs with persistent bitmaps, large ones in runs of chunks.
+//!
+//! Heap layout (from the superblock's `heap_offset`):
+//!
+//! ```text
+//! heap_offset   align_up(n_chunks * 8, 4096)   chunk table: one u64 descriptor per chunk
+//! chunks        n_chunks * 256 KiB             chunks
+//! ```
+//!
+//! Descriptor (u64): bits 56..64 kind — 0 free, 1 slab (bits 0..8: class index), 2 run start
+//! (bits 0..32: length in chunks), 3 run continuation (bits 0..32: distance to the start).
+//! A slab chunk starts with its bitmap (one bit per block, 1 = allocated), padded to 64 bytes,
+//! followed by the blocks.
+//!
+//! Metadata changes are transactional through the undo log (docs/design.md §10): the old value of
+//! every descriptor or bitmap word a transaction changes is logged; the new value is stored at
+//! commit, once the log is durable, so a crash or abort restores it. The volatile index (free
+//! runs, slabs with room) is rebuilt lazily on the first allocation, not at open.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+
+use crate::error::{Error, Result};
+use crate::layout::align_up;
+
+/// Bytes per chunk.
+pub const CHUNK: u64 = 256 * 1024;
+/// Block sizes of the slab classes (64-byte multiples, so every block is cache-line aligned).
+pub const CLASSES: [u64; 20] = [
+    64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192, 12288, 16384, 24576, 32768,
+    49152, 65536,
+];
+/// Largest slab allocation; larger ones take whole chunks.
+pub const MAX_SMALL: u64 = 65536;
+
+const KIND_SHIFT: u32 = 56;
+const KIND_FREE: u64 = 0;
+const KIND_SLAB: u64 = 1;
+const KIND_RUN: u64 = 2;
+const KIND_CONT: u64 = 3;
+const LOW32: u64 = 0xFFFF_FFFF;
+
+/// A decoded chunk descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Desc {
+    /// Free chunk.
+    Free,
+    /// Slab of the given class index.
+    Slab(usize),
+    /// First chunk of a run of `n` chunks.
+    Run(u64),
+    /// Continuation of a run starting `d` chunks earlier.
+    Cont(u64),
+    /// Not a valid descriptor.
+    Invalid(u64),
+}
+
+impl Desc {
+    /// Decodes a stored descriptor.
+    pub fn decode(v: u64) -> Desc {
+        match v >> KIND_SHIFT {
+            KIND_FREE if v == 0 => Desc::Free,
+            KIND_SLAB if (v & LOW32) < CLASSES.len() as u64 && v & !(0xFF << KIND_SHIFT | LOW32) == 0 => {
+                Desc::Slab((v & LOW32) as usize)
+            }
+            KIND_RUN if v & LOW32 > 0 => Desc::Run(v & LOW32),
+            KIND_CONT if v & LOW32 > 0 => Desc::Cont(v & LOW32),
+            _ => Desc::Invalid(v),
+        }
+    }
+
+    /// Encodes a descriptor.
+    pub fn encode(self) -> u64 {
+        match self {
+            Desc::Free => 0,
+            Desc::Slab(c) => (KIND_SLAB << KIND_SHIFT) | c as u64,
+            Desc::Run(n) => (KIND_RUN << KIND_SHIFT) | n,
+            Desc::Cont(d) => (KIND_CONT << KIND_SHIFT) | d,
+            Desc::Invalid(v) => v,
+        }
+    }
+}
+
+/// The class index for `size` bytes, or `None` if it needs a run.
+pub fn class_of(size: u64) -> Option<usize> {
+    CLASSES.iter().position(|&c| c >= size.max(1))
+}
+
+/// Geometry of a slab chunk of one class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlabGeom {
+    /// Block size.
+    pub block: u64,
+    /// Blocks in the chunk.
+    pub blocks: u64,
+    /// Offset of the first block within the chunk (after the bitmap).
+    pub first: u64,
+    /// Bitmap words.
+    pub words: u64,
+}
+
+/// The slab geometry of class `c`.
+pub fn slab_geom(c: usize) -> SlabGeom {
+    let block = CLASSES[c];
+    let mut blocks = CHUNK / block;
+    loop {
+        let words = blocks.div_ceil(64);
+        let first = align_up(words * 8, 64);
+        if first + blocks * block <= CHUNK {
+            return SlabGeom {
+                block,
+                blocks,
+                first,
+                words,
+            };
+        }
+        blocks -= 1;
+    }
+}
+
+/// Where the chunk table and the chunks are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeapLayout {
+    /// Pool offset of the chunk table.
+    pub table: u64,
+    /// Number of chunks.
+    pub n_chunks: u64,
+    /// Pool offset of chunk 0.
+    pub chunks: u64,
+}
+
+impl HeapLayout {
+    /// The layout of a heap at `[offset, offset + size)`.
+    pub fn new(offset: u64, size: u64) -> HeapLayout {
+        let mut n = size / (CHUNK + 8);
+        loop {
+            let table_bytes = align_up(n * 8, 4096);
+            if n == 0 || table_bytes + n * CHUNK <= size {
+                return HeapLayout {
+                    table: offset,
+                    n_chunks: n,
+                    chunks: offset + table_bytes,
+                };
+            }
+            n -= 1;
+        }
+    }
+
+    /// Pool offset of chunk `i`'s descriptor.
+    pub fn desc_off(&self, i: u64) -> u64 {
+        self.table + 8 * i
+    }
+
+    /// Pool offset of chunk `i`.
+    pub fn chunk_off(&self, i: u64) -> u64 {
+        self.chunks + i * CHUNK
+    }
+
+    /// The chunk holding pool offset `off`.
+    pub fn chunk_of(&self, off: u64) -> Option<u64> {
+        if off < self.chunks {
+            return None;
+        }
+        let i = (off - self.chunks) / CHUNK;
+        (i < self.n_chunks).then_some(i)
+    }
+}
+
+/// Heap usage, as scanned from the persistent metadata.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HeapStats {
+    /// Chunks in the heap.
+    pub chunks: u64,
+    /// Free chunks.
+    pub free_chunks: u64,
+    /// Chunks used as slabs.
+    pub slab_chunks: u64,
+    /// Chunks used by large allocations.
+    pub run_chunks: u64,
+    /// Bytes handed out (block sizes of allocated blocks + run sizes).
+    pub used_bytes: u64,
+    /// Bytes free (free chunks + free slab blocks).
+    pub free_bytes: u64,
+    /// Allocated blocks per class (index as [`CLASSES`]).
+    pub per_class: Vec<u64>,
+    /// Number of separate free chunk runs.
+    pub free_runs: u64,
+    /// Largest free run, in chunks.
+    pub largest_free_run: u64,
+}
+
+impl HeapStats {
+    /// External fragmentation of free chunks: 1 - largest free run / free chunks (0 = one run).
+    pub fn fragmentation(&self) -> f64 {
+        if self.free_chunks == 0 {
+            0.0
+        } else {
+            1.0 - self.largest_free_run as f64 / self.free_chunks as f64
+        }
+    }
+}
+
+/// The volatile index of the heap, built from the chunk table on first use.
+#[derive(Debug, Default)]
+pub(crate) struct HeapIndex {
+    /// Free chunk runs not reserved by anyone: start -> length.
+    pub(crate) free: BTreeMap<u64, u64>,
+    /// Per class: slab chunks that may have free blocks.
+    pub(crate) partial: Vec<Vec<u64>>,
+}
+
+impl HeapIndex {
+    /// First-fit reservation of `n` contiguous chunks.
+    pub(crate) fn take_run(&mut self, n: u64) -> Option<u64> {
+        let (&start, &len) = self.free.iter().find(|(_, &len)| len >= n)?;
+        self.free.remove(&start);
+        if len > n {
+            self.free.insert(start + n, len - n);
+        }
+        Some(start)
+    }
+
+    /// Returns `[start, start + n)` to the free runs, coalescing.
+    pub(crate) fn give_run(&mut self, mut start: u64, mut n: u64) {
+        if let Some((&p, &plen)) = self.free.range(..start).next_back() {
+            if p + plen == start {
+                self.free.remove(&p);
+                start = p;
+                n += plen;
+            }
+        }
+        if let Some(&next) = self.free.get(&(start + n)) {
+            self.free.remove(&(start + n));
+            n += next;
+        }
+        self.free.insert(start, n);
+    }
+}
+
+/// Heap state shared by all transactions of a pool.
+#[derive(Debug)]
+pub(crate) struct Heap {
+    pub(crate) layout: HeapLayout,
+    /// Per chunk: lane + 1 of the transaction changing its metadata (volatile; held to the end
+    /// of that transaction).
+    pub(crate) locks: Box<[AtomicU32]>,
+    pub(crate) index: Mutex<Option<HeapIndex>>,
+}
+
+impl Heap {
+    pub(crate) fn new(layout: HeapLayout) -> Heap {
+        Heap {
+            layout,
+            locks: (0..layout.n_chunks).map(|_| AtomicU32::new(0)).collect(),
+            index: Mutex::new(None),
+        }
+    }
+
+    /// Tries to take chunk `i`'s metadata lock for `lane`; true if taken or already held.
+    pub(crate) fn try_lock_chunk(&self, i: u64, lane: usize) -> std::result::Result<bool, ()> {
+        let me = lane as u32 + 1;
+        match self.locks[i as usize].compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => Ok(true),
+            Err(cur) if cur == me => Ok(false),
+            Err(_) => Err(()),
+        }
+    }
+
+    pub(crate) fn unlock_chunk(&self, i: u64) {
+        self.locks[i as usize].store(0, Ordering::Release);
+    }
+
+    /// Runs `f` on the index, building it from the chunk table (read through `desc`) first if
+    /// needed.
+    pub(crate) fn with_index<T>(
+        &self,
+        desc: impl Fn(u64) -> u64,
+        f: impl FnOnce(&mut HeapIndex) -> T,
+    ) -> Result<T> {
+        let mut guard = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            *guard = Some(build_index(&self.layout, desc)?);
+        }
+        Ok(f(guard.as_mut().expect("built above")))
+    }
+}
+
+/// Scans the chunk table into a volatile index; a malformed table is `CorruptMetadata`.
+pub(crate) fn build_index(layout: &HeapLayout, desc: impl Fn(u64) -> u64) -> Result<HeapIndex> {
+    let corrupt = || Error::CorruptHeap("malformed chunk table");
+    let mut idx = HeapIndex {
+        free: BTreeMap::new(),
+        partial: vec![Vec::new(); CLASSES.len()],
+    };
+    let mut i = 0;
+    while i < layout.n_chunks {
+        match Desc::decode(desc(i)) {
+            Desc::Free => {
+                let start = i;
+                while i < layout.n_chunks && desc(i) == 0 {
+                    i += 1;
+                }
+                idx.free.insert(start, i - start);
+                continue;
+            }
+            Desc::Slab(c) => idx.partial[c].push(i),
+            Desc::Run(n) => {
+                if i + n > layout.n_chunks {
+                    return Err(corrupt());
+                }
+                for k in 1..n {
+                    if Desc::decode(desc(i + k)) != Desc::Cont(k) {
+                        return Err(corrupt());
+                    }
+                }
+                i += n;
+                continue;
+            }
+            Desc::Cont(_) | Desc::Invalid(_) => return Err(corrupt()),
+        }
+        i += 1;
+    }
+    Ok(idx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptors_round_trip() {
+        for d in [
+            Desc::Free,
+            Desc::Slab(0),
+            Desc::Slab(19),
+            Desc::Run(1),
+            Desc::Run(4000),
+            Desc::Cont(3),
+        ] {
+            assert_eq!(Desc::decode(d.encode()), d);
+        }
+        assert!(matches!(
+            Desc::decode(KIND_SLAB << KIND_SHIFT | 20),
+            Desc::Invalid(_)
+        ));
+        assert!(matches!(Desc::decode(KIND_RUN << KIND_SHIFT), Desc::Invalid(_)));
+        assert!(matches!(Desc::decode(1), Desc::Invalid(_)));
+    }
+
+    #[test]
+    fn slab_geometry_fits_every_class() {
+        for c in 0..CLASSES.len() {
+            let g = slab_geom(c);
+            assert!(g.first + g.blocks * g.block <= CHUNK, "class {c}");
+            assert!(g.words * 64 >= g.blocks);
+            assert_eq!(g.first % 64, 0);
+            assert!(g.blocks >= 3, "class {c} has {} blocks", g.blocks);
+        }
+        assert_eq!(class_of(1), Some(0));
+        assert_eq!(class_of(64), Some(0));
+        assert_eq!(class_of(65), Some(1));
+        assert_eq!(class_of(65536), Some(19));
+        assert_eq!(class_of(65537), None);
+    }
+
+    #[test]
+    fn layout_fits_the_heap() {
+        for size in [0, 4096, CHUNK, 10 * CHUNK, 4096 + 10 * CHUNK + 80, 1 << 32] {
+            let l = HeapLayout::new(1 << 20, size);
+            assert!(
+                l.chunks - l.table + l.n_chunks * CHUNK <= size.max(l.chunks - l.table),
+                "{size}"
+            );
+            assert!(l.n_chunks * 8 <= l.chunks - l.table);
+        }
+        assert_eq!(HeapLayout::new(0, 4096 + 10 * CHUNK).n_chunks, 10);
+    }
+
+    #[test]
+    fn index_build_and_runs() {
+        let layout = HeapLayout {
+            table: 0,
+            n_chunks: 8,
+            chunks: 4096,
+        };
+        let table = [
+            0,
+            Desc::Run(2).encode(),
+            Desc::Cont(1).encode(),
+            0,
+            0,
+            Desc::Slab(3).encode(),
+            0,
+            0,
+        ];
+        let mut idx = build_index(&layout, |i| table[i as usize]).unwrap();
+        assert_eq!(
+            idx.free.iter().map(|(&a, &b)| (a, b)).collect::<Vec<_>>(),
+            [(0, 1), (3, 2), (6, 2)]
+        );
+        assert_eq!(idx.partial[3], [5]);
+        assert_eq!(idx.take_run(2), Some(3));
+        idx.give_run(3, 2);
+        assert_eq!(idx.take_run(3), None);
+        let bad = [Desc::Cont(1).encode(), 0, 0, 0, 0, 0, 0, 0];
+        assert!(build_index(&layout, |i| bad[i as usize]).is_err());
+        let short = [0, 0, 0, 0, 0, 0, 0, Desc::Run(2).encode()];
+        assert!(build_index(&layout, |i| short[i as usize]).is_err());
+    }
+}
