@@ -254,7 +254,7 @@ impl Heap {
     pub(crate) fn new(layout: HeapLayout) -> Heap {
         Heap {
             layout,
-            locks: (0..layout.n_chunks).map(|_| AtomicU32::new(0)).collect(),
+            locks: zeroed_atomics(layout.n_chunks as usize),
             index: Mutex::new(None),
         }
     }
@@ -286,6 +286,14 @@ impl Heap {
         }
         Ok(f(guard.as_mut().expect("built above")))
     }
+}
+
+/// `n` atomics set to zero, from a zeroed allocation: the OS maps the pages lazily, so this is
+/// O(1) however large the heap (opening a pool must not touch per-chunk state).
+fn zeroed_atomics(n: usize) -> Box<[AtomicU32]> {
+    // SAFETY: `AtomicU32` has the same size, alignment and bit validity as `u32`, for which all
+    // zero bits is a valid value (0).
+    unsafe { Box::<[AtomicU32]>::new_zeroed_slice(n).assume_init() }
 }
 
 /// Scans the chunk table into a volatile index; a malformed table is `CorruptMetadata`.
