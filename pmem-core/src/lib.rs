@@ -70,8 +70,3 @@ pub use region::{
     inspect_headers, repair_headers, Backing, DomainKind, HeaderFault, HeaderRepair, HeaderReport, Region,
     RegionOptions, ENV_EADR, ENV_FORCE_PMEM,
 };
-
-/// The README's code examples, compiled and run as doctests so the README stays true.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-pub struct ReadmeDoctests;

@@ -84,3 +84,8 @@ pub use pmem_core;
 pub use pmem_core::{thread_stats, DomainKind, PPtr, PersistStats, Persistent};
 pub use pool::{Pool, PoolOptions, RecoveryReport, DEFAULT_LANES, DEFAULT_LANE_SIZE, DEFAULT_LOCK_TIMEOUT};
 pub use tx::{PendingCommit, SnapshotBatch, Transaction};
+
+/// The README's code examples, compiled and run as doctests so the README stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
