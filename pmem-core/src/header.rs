@@ -267,3 +267,32 @@ pub(crate) fn validate_layout(name: &str) -> Result<(), &'static str> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_header_parses_and_every_flipped_byte_is_rejected() {
+        let h = PoolHeader::new(1 << 20, "layout", [7; 16], 0x1234, 99);
+        let bytes = h.as_bytes().to_vec();
+        let p = PoolHeader::parse(&bytes).unwrap();
+        assert_eq!(p.as_bytes(), h.as_bytes());
+        assert_eq!(p.layout_name(), "layout");
+        let step = if cfg!(miri) { 331 } else { 7 };
+        for i in (0..HEADER_SIZE).step_by(step) {
+            let mut b = bytes.clone();
+            b[i] ^= 0x40;
+            assert!(PoolHeader::parse(&b).is_err(), "byte {i}");
+        }
+        assert!(PoolHeader::parse(&bytes[..100]).is_err());
+    }
+
+    #[test]
+    fn layout_names_are_validated() {
+        assert!(validate_layout("ok").is_ok());
+        assert!(validate_layout(&"x".repeat(64)).is_err());
+        assert!(validate_layout("a\0b").is_err());
+        assert_eq!(format_uuid(&[0xab; 16]).len(), 36);
+    }
+}

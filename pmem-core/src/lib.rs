@@ -10,6 +10,9 @@
 //! - Persistence domains ([`DomainKind`]): cache-line flush with the best instruction the CPU
 //!   has (clwb > clflushopt > clflush, chosen once by CPUID) and an `sfence` drain; eADR (no
 //!   flush); msync. `persist = flush + drain`; non-temporal copies for bulk writes.
+//! - With the `simulate` feature, a simulated domain for the crash-recovery harness
+//!   ([`sim`]): a durable image beside the mapping, changed only by flush + drain, and a hook
+//!   called at every drain (a crash point) that can build the images a crash could leave.
 //! - Per-thread counters of lines flushed and drains issued ([`thread_stats`]): the drain count
 //!   per operation is a deterministic performance figure.
 //! - [`PPtr<T>`]: 8-byte offset pointers, bounds- and pool-checked at resolution.
@@ -57,6 +60,8 @@ pub mod header;
 pub mod persistent;
 pub mod pptr;
 pub mod region;
+#[cfg(feature = "simulate")]
+pub mod sim;
 
 pub use error::{Error, HeaderProblem, Result};
 pub use flush::{
@@ -70,3 +75,5 @@ pub use region::{
     inspect_headers, repair_headers, Backing, DomainKind, HeaderFault, HeaderRepair, HeaderReport, Region,
     RegionOptions, ENV_EADR, ENV_FORCE_PMEM,
 };
+#[cfg(feature = "simulate")]
+pub use sim::{CrashPoint, FaultModel, Simulation};

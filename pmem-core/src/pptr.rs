@@ -117,3 +117,20 @@ impl<T> fmt::Debug for PPtr<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bit_layout() {
+        let p = PPtr::<u64>::from_parts(0xffff, (1 << 48) + 5);
+        assert_eq!(
+            (p.tag(), p.offset()),
+            (0xffff, 5),
+            "offsets are truncated to 48 bits"
+        );
+        assert!(PPtr::<u64>::null().is_null());
+        assert_eq!(crate::read_from_bytes::<PPtr<u64>>(crate::bytes_of(&p)), Some(p));
+    }
+}

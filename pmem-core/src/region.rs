@@ -9,6 +9,7 @@
 //! | file on a DAX file system                 | `MAP_SHARED_VALIDATE \| MAP_SYNC`   | cache flush (or eADR) |
 //! | any other file, forced (option or `PTM_FORCE_PMEM=1`) | `MAP_SHARED` (MAP_SYNC refused) | cache flush (or eADR) |
 //! | any other file                            | `MAP_SHARED`                      | msync                  |
+//! | any file, with [`RegionOptions::simulate`] (feature `simulate`) | as above        | simulated              |
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -48,15 +49,22 @@ pub enum DomainKind {
     Eadr,
     /// A plain file: flush records dirty pages, drain `msync(MS_SYNC)`s them.
     Msync,
+    /// The crash-recovery harness's simulated domain (feature `simulate`): flush records lines,
+    /// drain calls the crash-point hook and then makes the recorded lines durable in the
+    /// simulation's durable image (see [`crate::sim`]).
+    #[cfg(feature = "simulate")]
+    Simulated,
 }
 
 impl DomainKind {
-    /// A short name: `clwb`, `clflushopt`, `clflush`, `eadr` or `msync`.
+    /// A short name: `clwb`, `clflushopt`, `clflush`, `eadr`, `msync` (or `simulated`).
     pub fn name(self) -> &'static str {
         match self {
             DomainKind::CacheFlush(i) => i.name(),
             DomainKind::Eadr => "eadr",
             DomainKind::Msync => "msync",
+            #[cfg(feature = "simulate")]
+            DomainKind::Simulated => "simulated",
         }
     }
 }
@@ -87,6 +95,8 @@ pub struct RegionOptions {
     layout: Option<String>,
     force_pmem: Option<bool>,
     eadr: Option<bool>,
+    #[cfg(feature = "simulate")]
+    simulation: Option<crate::sim::Simulation>,
 }
 
 impl RegionOptions {
@@ -116,6 +126,51 @@ impl RegionOptions {
         self
     }
 
+    /// Opens or creates the region in the simulated persistence domain driven by `sim` (feature
+    /// `simulate`; see [`crate::sim`]): the file is mapped as usual, and `sim` keeps a durable
+    /// image (the file's contents at open) that only flush + drain change. Overrides
+    /// `force_pmem` and `eadr`.
+    ///
+    /// A simulated region does not claim its pointer tag in the process's registry of open
+    /// pools: the harness opens crash images of a pool (same tag) while the pool is open.
+    /// Use a simulated region from one thread at a time (see [`crate::sim`]).
+    #[cfg(feature = "simulate")]
+    pub fn simulate(mut self, sim: crate::sim::Simulation) -> Self {
+        self.simulation = Some(sim);
+        self
+    }
+
+    #[cfg(feature = "simulate")]
+    fn simulated(&self) -> bool {
+        self.simulation.is_some()
+    }
+
+    #[cfg(not(feature = "simulate"))]
+    fn simulated(&self) -> bool {
+        false
+    }
+
+    /// The pointer-tag registration of a pool opened with these options: claimed in the
+    /// registry, except for simulated regions.
+    fn claim_tag(&self, tag: u16) -> Result<TagRegistration> {
+        if self.simulated() {
+            Ok(TagRegistration::unregistered(tag))
+        } else {
+            TagRegistration::claim(tag)
+        }
+    }
+
+    /// Refuses a simulation that drives another open region.
+    fn check_simulation(&self) -> Result<()> {
+        #[cfg(feature = "simulate")]
+        if self.simulation.as_ref().is_some_and(|s| s.is_attached()) {
+            return Err(Error::Unsupported {
+                what: "a simulation already attached to an open region",
+            });
+        }
+        Ok(())
+    }
+
     fn forced(&self) -> bool {
         self.force_pmem.unwrap_or_else(|| env_flag(ENV_FORCE_PMEM))
     }
@@ -136,6 +191,7 @@ impl RegionOptions {
     /// [`Error::PoolLocked`], [`Error::Io`].
     pub fn create(&self, path: impl AsRef<Path>, size: u64) -> Result<Region> {
         let path = path.as_ref();
+        self.check_simulation()?;
         let layout = self.layout.as_deref().unwrap_or("");
         header::validate_layout(layout).map_err(|reason| Error::InvalidLayoutName { reason })?;
         let existed = path.exists();
@@ -191,7 +247,10 @@ impl RegionOptions {
                 });
             }
         }
-        let tag = TagRegistration::new_random()?;
+        let mut tag = TagRegistration::new_random()?;
+        if self.simulated() {
+            tag = TagRegistration::unregistered(tag.tag);
+        }
         let hdr = PoolHeader::new(pool_size, layout, random_uuid(), tag.tag, unix_now());
         let mut region = Region::assemble(file, path, map, map_sync, backing, hdr, tag, self);
         // The backup first, the primary last: a crash mid-create leaves no valid primary.
@@ -214,6 +273,7 @@ impl RegionOptions {
     /// [`Error::PoolLocked`], [`Error::TagCollision`], [`Error::Io`].
     pub fn open(&self, path: impl AsRef<Path>) -> Result<Region> {
         let path = path.as_ref();
+        self.check_simulation()?;
         let file = open_locked(path, false)?;
         let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
         let (backing, hdr, map, map_sync) = if meta.file_type().is_char_device() {
@@ -261,7 +321,7 @@ impl RegionOptions {
                 });
             }
         }
-        let tag = TagRegistration::claim(hdr.pptr_tag)?;
+        let tag = self.claim_tag(hdr.pptr_tag)?;
         let mut region = Region::assemble(file, path, map, map_sync, backing, hdr, tag, self);
         // SAFETY: the backup offset was validated against the pool size (geometry check), and
         // the mapping covers the whole pool.
@@ -793,6 +853,8 @@ static OPEN_TAGS: Mutex<Vec<u16>> = Mutex::new(Vec::new());
 #[derive(Debug)]
 struct TagRegistration {
     tag: u16,
+    /// False for a simulated region's tag, which is not entered in `OPEN_TAGS`.
+    registered: bool,
 }
 
 impl TagRegistration {
@@ -802,7 +864,18 @@ impl TagRegistration {
             return Err(Error::TagCollision { tag });
         }
         open.push(tag);
-        Ok(TagRegistration { tag })
+        Ok(TagRegistration {
+            tag,
+            registered: true,
+        })
+    }
+
+    /// A tag not entered in the registry (simulated regions).
+    fn unregistered(tag: u16) -> Self {
+        TagRegistration {
+            tag,
+            registered: false,
+        }
     }
 
     fn new_random() -> Result<Self> {
@@ -811,7 +884,10 @@ impl TagRegistration {
             let tag = u16::from_le_bytes(random_bytes());
             if tag != 0 && !open.contains(&tag) {
                 open.push(tag);
-                return Ok(TagRegistration { tag });
+                return Ok(TagRegistration {
+                    tag,
+                    registered: true,
+                });
             }
         }
         Err(Error::Unsupported {
@@ -822,6 +898,9 @@ impl TagRegistration {
 
 impl Drop for TagRegistration {
     fn drop(&mut self) {
+        if !self.registered {
+            return;
+        }
         let mut open = OPEN_TAGS.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(i) = open.iter().position(|&t| t == self.tag) {
             open.swap_remove(i);
@@ -847,6 +926,9 @@ pub struct Region {
     /// Page ranges `[start, end)` (byte offsets) flushed but not yet msynced (msync domain).
     pending: Mutex<Vec<(usize, usize)>>,
     backup_rewritten: bool,
+    /// The simulation driving a simulated region.
+    #[cfg(feature = "simulate")]
+    sim: Option<crate::sim::Attachment>,
     _tag: TagRegistration,
     // Declared last: dropped (closing the descriptor, releasing the lock) after the unmap.
     _file: File,
@@ -865,12 +947,21 @@ impl Region {
         opts: &RegionOptions,
     ) -> Region {
         let pmem = map_sync || backing == Backing::DeviceDax || opts.forced();
-        let domain = match (pmem, flush::detected_flush_instruction()) {
+        #[allow(unused_mut)]
+        let mut domain = match (pmem, flush::detected_flush_instruction()) {
             (true, _) if opts.eadr_on() => DomainKind::Eadr,
             (true, Some(insn)) => DomainKind::CacheFlush(insn),
             // No flush instruction known: fall back to msync, which is always correct for files.
             _ => DomainKind::Msync,
         };
+        #[cfg(feature = "simulate")]
+        let sim = opts.simulation.as_ref().map(|s| {
+            domain = DomainKind::Simulated;
+            s.attach(map.len, |buf| {
+                // SAFETY: the mapping is `map.len` bytes, just created; nothing else uses it yet.
+                unsafe { map.read_bytes(0, buf) }
+            })
+        });
         Region {
             map,
             path: path.to_owned(),
@@ -880,6 +971,8 @@ impl Region {
             map_sync,
             pending: Mutex::new(Vec::new()),
             backup_rewritten: false,
+            #[cfg(feature = "simulate")]
+            sim,
             _tag: tag,
             _file: file,
         }
@@ -1105,6 +1198,29 @@ impl Region {
                 unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
                 self.record_pages(dst as usize - self.map.base.as_ptr() as usize, len);
             }
+            #[cfg(feature = "simulate")]
+            DomainKind::Simulated => {
+                // SAFETY: forwarded caller contract.
+                unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
+                // SAFETY: `[dst, dst + len)` lies in the mapping (caller), so do its lines (the
+                // mapping is page-aligned and page-sized); the caller excludes concurrent writers.
+                unsafe { self.sim_record(dst, len) };
+                flush::count(|s| s.nt_bytes += len as u64);
+            }
+        }
+    }
+
+    /// Records `[ptr, ptr + len)`'s lines in the simulation.
+    ///
+    /// # Safety
+    ///
+    /// The range lies inside the mapping and no other thread writes its lines meanwhile.
+    #[cfg(feature = "simulate")]
+    unsafe fn sim_record(&self, ptr: *const u8, len: usize) {
+        if let Some(att) = &self.sim {
+            let offset = ptr as usize - self.map.base.as_ptr() as usize;
+            // SAFETY: forwarded; the simulation was attached to this mapping at open.
+            unsafe { att.sim().record(self.map.base.as_ptr(), offset, len) };
         }
     }
 
@@ -1135,6 +1251,10 @@ impl Region {
             DomainKind::CacheFlush(insn) => unsafe { flush::flush_range(insn, ptr, len) },
             DomainKind::Eadr => {}
             DomainKind::Msync => self.record_pages(ptr as usize - self.map.base.as_ptr() as usize, len),
+            // SAFETY: the caller guarantees the range is mapped; the simulated domain's
+            // single-thread rule (see `RegionOptions::simulate`) excludes concurrent writers.
+            #[cfg(feature = "simulate")]
+            DomainKind::Simulated => unsafe { self.sim_record(ptr, len) },
         }
     }
 
@@ -1167,6 +1287,15 @@ impl Region {
                 Ok(())
             }
             DomainKind::Msync => self.drain_msync(),
+            #[cfg(feature = "simulate")]
+            DomainKind::Simulated => {
+                if let Some(att) = &self.sim {
+                    // SAFETY: the simulation was attached to this mapping at open; the simulated
+                    // domain's single-thread rule excludes concurrent writers.
+                    unsafe { att.sim().drain(self.map.base.as_ptr()) };
+                }
+                Ok(())
+            }
         }
     }
 
@@ -1254,6 +1383,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "file system access")]
     fn devdax_geometry_reads_size_and_alignment_from_sysfs() {
         let root = tempfile::tempdir().unwrap();
         let rdev = fake_sysfs(root.path(), 251, 3, "dax", "17179869184\n", Some("1073741824\n"));
@@ -1264,6 +1394,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "file system access")]
     fn devdax_geometry_defaults_to_2mib_alignment() {
         let root = tempfile::tempdir().unwrap();
         let rdev = fake_sysfs(root.path(), 251, 4, "dax", "4294967296", None);
@@ -1274,6 +1405,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "file system access")]
     fn devdax_geometry_rejects_other_devices_and_bad_values() {
         let root = tempfile::tempdir().unwrap();
         let tty = fake_sysfs(root.path(), 4, 1, "tty", "0", None);
