@@ -645,52 +645,55 @@ fn inspect_file(file: &File, path: &Path) -> Result<HeaderReport> {
 pub fn repair_headers(path: impl AsRef<Path>) -> Result<HeaderRepair> {
     let path = path.as_ref();
     let file = open_locked(path, false)?;
-    let report = inspect_file(&file, path)?;
+    let file_len = file.metadata().map_err(|e| Error::io("stat", path, e))?.len();
     let write = |off: u64, h: &PoolHeader| {
         file.write_all_at(h.as_bytes(), off)
             .and_then(|()| file.sync_data())
             .map_err(|e| Error::io("write header of", path, e))
     };
-    if let Ok(p) = &report.primary {
-        // Never grow or shrink a pool to fit its header: a truncated pool lost data.
-        if report.file_len < p.pool_size {
-            return Err(Error::Truncated {
-                path: path.into(),
-                len: report.file_len,
-                expected: p.pool_size,
-            });
+    // Decide exactly as `open` does, so repair acts only where open reports a damaged primary
+    // with an intact backup, and otherwise returns the error open would give.
+    match validate_headers(path, file_len, |off, buf| file.read_exact_at(buf, off)) {
+        Ok(primary) => {
+            let report = inspect_file(&file, path)?;
+            match report.backup {
+                Ok(b) if b.as_bytes() == primary.as_bytes() => Ok(HeaderRepair::NothingToDo),
+                _ => {
+                    write(primary.backup_offset, &primary)?;
+                    Ok(HeaderRepair::RestoredBackup)
+                }
+            }
         }
-        if report.file_len > p.pool_size {
-            return Err(Error::SizeMismatch {
-                path: path.into(),
-                header: p.pool_size,
-                file: report.file_len,
-            });
-        }
-    }
-    match (report.primary, report.backup) {
-        (Ok(p), Ok(b)) if p.as_bytes() == b.as_bytes() => Ok(HeaderRepair::NothingToDo),
-        (Ok(p), _) => {
-            write(p.backup_offset, &p)?;
-            Ok(HeaderRepair::RestoredBackup)
-        }
-        (Err(_), Ok(b)) => {
-            write(0, &b)?;
+        Err(Error::CorruptHeader {
+            backup_intact: true, ..
+        }) => {
+            let report = inspect_file(&file, path)?;
+            let Ok(backup) = report.backup else {
+                return Err(Error::CorruptHeader {
+                    path: path.into(),
+                    problem: HeaderProblem::BadMagic,
+                    backup_intact: false,
+                });
+            };
+            // Never restore a header that would not open: the file must be the backup's size.
+            if file_len < backup.pool_size {
+                return Err(Error::Truncated {
+                    path: path.into(),
+                    len: file_len,
+                    expected: backup.pool_size,
+                });
+            }
+            if file_len > backup.pool_size {
+                return Err(Error::SizeMismatch {
+                    path: path.into(),
+                    header: backup.pool_size,
+                    file: file_len,
+                });
+            }
+            write(0, &backup)?;
             Ok(HeaderRepair::RestoredPrimary)
         }
-        (Err(HeaderFault::Damaged(HeaderProblem::BadMagic) | HeaderFault::Missing), Err(_)) => {
-            Err(Error::NotAPool { path: path.into() })
-        }
-        (Err(HeaderFault::Version(found)), Err(_)) => Err(Error::UnsupportedVersion {
-            path: path.into(),
-            found,
-            supported: FORMAT_VERSION,
-        }),
-        (Err(HeaderFault::Damaged(problem)), Err(_)) => Err(Error::CorruptHeader {
-            path: path.into(),
-            problem,
-            backup_intact: false,
-        }),
+        Err(e) => Err(e),
     }
 }
 

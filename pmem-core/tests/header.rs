@@ -442,3 +442,58 @@ fn open_reports_that_it_rewrote_the_backup() {
     assert!(Region::open(&path).unwrap().backup_rewritten());
     assert!(!Region::open(&path).unwrap().backup_rewritten());
 }
+
+#[test]
+fn repair_refuses_to_downgrade_a_newer_primary() {
+    let dir = common::disk_dir();
+    let path = make_pool(&dir, "newer.pool");
+    edit_primary(&path, |h| h.version = 2); // a newer pool's primary, valid checksum
+    assert!(matches!(
+        Region::open(&path),
+        Err(Error::UnsupportedVersion { found: 2, .. })
+    ));
+    assert!(matches!(
+        repair_headers(&path),
+        Err(Error::UnsupportedVersion { found: 2, .. })
+    ));
+    assert_eq!(
+        read_header(&path, 0).version,
+        2,
+        "repair must not overwrite a newer header"
+    );
+}
+
+#[test]
+fn repair_refuses_a_restore_that_would_not_open() {
+    let dir = common::disk_dir();
+    let path = make_pool(&dir, "odd.pool");
+    flip(&path, 500, 1);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(SIZE + 1)
+        .unwrap();
+    assert!(matches!(
+        Region::open(&path),
+        Err(Error::CorruptHeader {
+            backup_intact: true,
+            ..
+        })
+    ));
+    assert!(matches!(repair_headers(&path), Err(Error::SizeMismatch { .. })));
+}
+
+#[test]
+fn repair_and_open_agree_on_short_files() {
+    let dir = common::disk_dir();
+    let path = make_pool(&dir, "short.pool");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(100)
+        .unwrap();
+    assert!(matches!(Region::open(&path), Err(Error::Truncated { .. })));
+    assert!(matches!(repair_headers(&path), Err(Error::Truncated { .. })));
+}
