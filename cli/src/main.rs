@@ -42,6 +42,14 @@ enum Command {
         /// (overrides PTM_FORCE_PMEM).
         #[arg(long)]
         force_pmem: bool,
+        /// Size of the root object (bytes) of the transactional pool: an application opens the
+        /// pool with a root type of exactly this size.
+        #[arg(long, value_parser = size::parse_size, value_name = "SIZE", default_value = "0")]
+        root_size: u64,
+        /// Number of lanes (concurrent transactions; 64 KiB of undo log each, 8 KiB in pools
+        /// under 16 MiB); default: about a sixteenth of the pool, between 1 and 64.
+        #[arg(long, value_name = "N")]
+        lanes: Option<u32>,
     },
     /// Open a pool and print its header, mapping and persistence domain.
     ///
@@ -107,32 +115,53 @@ fn options(force_pmem: bool) -> RegionOptions {
     }
 }
 
-fn create(path: &Path, size: u64, layout: &str, force_pmem: bool) -> Result<(), Failure> {
-    let existed = path.symlink_metadata().is_ok();
-    match options(force_pmem).layout(layout).create(path, size) {
-        Ok(region) => emit(&report::created_text(&region)),
-        Err(e) => {
-            // pmem-core creates the file before it validates the size: do not leave an empty
-            // or headerless file behind that we made (but never remove one someone else made
-            // meanwhile).
-            let theirs = matches!(
-                e,
-                pmem_core::Error::PoolLocked { .. } | pmem_core::Error::AlreadyExists { .. }
-            );
-            if !existed && !theirs {
-                let _ = std::fs::remove_file(path);
-            }
-            Err(e.into())
-        }
+fn create(
+    path: &Path,
+    size: u64,
+    layout: &str,
+    force_pmem: bool,
+    root_size: u64,
+    lanes: Option<u32>,
+) -> Result<(), Failure> {
+    // Small pools get small lanes (transactions overflow into the heap anyway).
+    let lane_size = if size >= 16 << 20 {
+        ptm::DEFAULT_LANE_SIZE
+    } else {
+        8 << 10
+    };
+    let lanes = lanes.unwrap_or_else(|| (size / 16 / lane_size).clamp(1, 64) as u32);
+    let mut opts = ptm::PoolOptions::new()
+        .layout(layout)
+        .lanes(lanes)
+        .lane_size(lane_size);
+    if force_pmem {
+        opts = opts.force_pmem(true);
     }
+    // pmem-core validates before it touches the file and removes what it made on failure.
+    let pool =
+        ptm::Pool::<()>::create_any(path, size, root_size, &opts).map_err(|e| Failure(e.to_string()))?;
+    let summary = ptm::inspect(pool.region()).map_err(|e| Failure(e.to_string()))?;
+    emit(&(report::created_text(pool.region()) + &report::txn_text(&summary)))
 }
 
 fn info(path: &Path, json: bool, force_pmem: bool) -> Result<(), Failure> {
     let region = options(force_pmem).open(path)?;
+    // Read-only: no recovery runs. A bare pmem-core pool has no transaction layer.
+    let txn = match ptm::inspect(&region) {
+        Ok(s) => Some(s),
+        Err(ptm::Error::CorruptMetadata { what, .. }) if what.contains("magic") => None,
+        Err(e) => return Err(Failure(e.to_string())),
+    };
     if json {
-        emit_json(&report::info_json(&region))
+        let mut v = report::info_json(&region);
+        v["transactions"] = txn.as_ref().map_or(serde_json::Value::Null, report::txn_json);
+        emit_json(&v)
     } else {
-        emit(&report::info_text(&region))
+        let extra = txn.as_ref().map_or_else(
+            || "transactions    none (bare pmem-core pool)\n".to_owned(),
+            report::txn_text,
+        );
+        emit(&(report::info_text(&region) + &extra))
     }
 }
 
@@ -156,7 +185,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             size,
             layout,
             force_pmem,
-        } => create(&path, size, &layout, force_pmem),
+            root_size,
+            lanes,
+        } => create(&path, size, &layout, force_pmem, root_size, lanes),
         Command::Info {
             path,
             json,

@@ -257,6 +257,85 @@ pub(crate) fn check_json(path: &Path, o: &CheckOutcome) -> Value {
     })
 }
 
+/// The transaction layer's rows (`ptm info`, `ptm create`).
+pub(crate) fn txn_text(s: &ptm::Summary) -> String {
+    let g = &s.geometry;
+    let h = &s.heap;
+    let mut t = Table::default();
+    t.row(
+        "lanes",
+        format!("{} x {}", g.lane_count, format_size(g.lane_size)),
+    );
+    t.row("root", format!("{} bytes at {:#x}", g.root_size, g.root_offset));
+    t.row(
+        "heap",
+        format!(
+            "{} at {:#x} ({} chunks of 256 KiB)",
+            format_size(g.heap_size),
+            g.heap_offset,
+            h.chunks
+        ),
+    );
+    t.row(
+        "heap used",
+        format!(
+            "{} ({} slab chunks, {} run chunks)",
+            format_size(h.used_bytes),
+            h.slab_chunks,
+            h.run_chunks
+        ),
+    );
+    t.row(
+        "heap free",
+        format!(
+            "{} (largest run {} chunks, fragmentation {:.2})",
+            format_size(h.free_bytes),
+            h.largest_free_run,
+            h.fragmentation()
+        ),
+    );
+    t.row("generation", s.generation);
+    t.row(
+        "clean shutdown",
+        if s.clean {
+            "yes"
+        } else {
+            "no (recovery runs at the next open)"
+        },
+    );
+    t.row("lanes with log", s.lanes_with_log);
+    t.into_string()
+}
+
+/// The transaction layer as JSON.
+pub(crate) fn txn_json(s: &ptm::Summary) -> Value {
+    let g = &s.geometry;
+    let h = &s.heap;
+    json!({
+        "lanes": g.lane_count,
+        "lane_size": g.lane_size,
+        "root_offset": g.root_offset,
+        "root_size": g.root_size,
+        "heap_offset": g.heap_offset,
+        "heap_size": g.heap_size,
+        "generation": s.generation,
+        "clean": s.clean,
+        "lanes_with_log": s.lanes_with_log,
+        "heap_stats": {
+            "chunks": h.chunks,
+            "free_chunks": h.free_chunks,
+            "slab_chunks": h.slab_chunks,
+            "run_chunks": h.run_chunks,
+            "used_bytes": h.used_bytes,
+            "free_bytes": h.free_bytes,
+            "per_class": h.per_class,
+            "free_runs": h.free_runs,
+            "largest_free_run": h.largest_free_run,
+            "fragmentation": h.fragmentation(),
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

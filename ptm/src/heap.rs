@@ -288,6 +288,49 @@ impl Heap {
     }
 }
 
+/// Scans heap usage from the persistent metadata, reading u64 words through `read`.
+pub(crate) fn scan_stats(l: &HeapLayout, read: impl Fn(u64) -> u64) -> Result<HeapStats> {
+    let mut st = HeapStats { chunks: l.n_chunks, per_class: vec![0; CLASSES.len()], ..Default::default() };
+    let mut run = 0u64;
+    let mut i = 0;
+    let end_run = |st: &mut HeapStats, run: &mut u64| {
+        if *run > 0 {
+            st.free_runs += 1;
+            st.largest_free_run = st.largest_free_run.max(*run);
+            *run = 0;
+        }
+    };
+    while i < l.n_chunks {
+        match Desc::decode(read(l.desc_off(i))) {
+            Desc::Free => {
+                st.free_chunks += 1;
+                st.free_bytes += CHUNK;
+                run += 1;
+                i += 1;
+                continue;
+            }
+            Desc::Slab(c) => {
+                let g = slab_geom(c);
+                let used: u64 = (0..g.words).map(|w| u64::from(read(l.chunk_off(i) + w * 8).count_ones())).sum();
+                st.slab_chunks += 1;
+                st.per_class[c] += used;
+                st.used_bytes += used * g.block;
+                st.free_bytes += (g.blocks - used.min(g.blocks)) * g.block;
+                i += 1;
+            }
+            Desc::Run(n) if i + n <= l.n_chunks => {
+                st.run_chunks += n;
+                st.used_bytes += n * CHUNK;
+                i += n;
+            }
+            _ => return Err(Error::CorruptHeap("malformed chunk table")),
+        }
+        end_run(&mut st, &mut run);
+    }
+    end_run(&mut st, &mut run);
+    Ok(st)
+}
+
 /// `n` atomics set to zero, from a zeroed allocation: the OS maps the pages lazily, so this is
 /// O(1) however large the heap (opening a pool must not touch per-chunk state).
 fn zeroed_atomics(n: usize) -> Box<[AtomicU32]> {

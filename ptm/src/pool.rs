@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use pmem_core::{DomainKind, PPtr, Persistent, Region, RegionOptions};
 
-use crate::heap::{slab_geom, Desc, HeapStats, CHUNK, CLASSES};
+use crate::heap::{slab_geom, Desc, HeapStats, CHUNK};
 
 use crate::error::{Error, Result};
 use crate::lanes::{preferred_lane, LaneMap};
@@ -34,6 +34,8 @@ pub struct PoolOptions {
     force_pmem: Option<bool>,
     eadr: Option<bool>,
     lock_timeout: Duration,
+    #[cfg(feature = "simulate")]
+    simulation: Option<pmem_core::Simulation>,
 }
 
 impl Default for PoolOptions {
@@ -45,6 +47,8 @@ impl Default for PoolOptions {
             force_pmem: None,
             eadr: None,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            #[cfg(feature = "simulate")]
+            simulation: None,
         }
     }
 }
@@ -92,6 +96,15 @@ impl PoolOptions {
         self
     }
 
+    /// Run the pool in the simulated persistence domain driven by `sim` (feature `simulate`;
+    /// see `pmem_core::sim`): the crash-recovery harness observes every drain as a crash point.
+    /// Overrides `force_pmem` and `eadr`.
+    #[cfg(feature = "simulate")]
+    pub fn simulation(mut self, sim: pmem_core::Simulation) -> Self {
+        self.simulation = Some(sim);
+        self
+    }
+
     fn region_options(&self) -> RegionOptions {
         let mut o = RegionOptions::new().layout(&self.layout);
         if let Some(f) = self.force_pmem {
@@ -99,6 +112,10 @@ impl PoolOptions {
         }
         if let Some(e) = self.eadr {
             o = o.eadr(e);
+        }
+        #[cfg(feature = "simulate")]
+        if let Some(sim) = &self.simulation {
+            o = o.simulate(sim.clone());
         }
         o
     }
@@ -315,6 +332,10 @@ impl<R: Persistent> Pool<R> {
     /// [`Error::InvalidOptions`] (lanes/lane size out of range, pool too small for lanes + root),
     /// and the pmem-core errors of [`RegionOptions::create`].
     pub fn create(path: impl AsRef<Path>, size: u64, opts: &PoolOptions) -> Result<Self> {
+        Self::create_inner(path.as_ref(), size, opts, std::mem::size_of::<R>() as u64)
+    }
+
+    fn create_inner(path: &Path, size: u64, opts: &PoolOptions, root_size: u64) -> Result<Self> {
         if !(1..=layout::MAX_LANES).contains(&opts.lanes) {
             return Err(Error::InvalidOptions("lanes must be 1..=1024"));
         }
@@ -323,12 +344,11 @@ impl<R: Persistent> Pool<R> {
                 "lane size must be a multiple of 4096, at least 8 KiB",
             ));
         }
-        let mut region = opts.region_options().create(path.as_ref(), size)?;
+        let mut region = opts.region_options().create(path, size)?;
         let data = region.data_range();
-        let root_size = std::mem::size_of::<R>() as u64;
         let Some(geo) = Geometry::plan(data.start, data.end, opts.lanes, opts.lane_size, root_size) else {
             drop(region);
-            let _ = std::fs::remove_file(path.as_ref());
+            let _ = std::fs::remove_file(path);
             return Err(Error::InvalidOptions(
                 "pool too small for its lanes and root object",
             ));
@@ -381,6 +401,10 @@ impl<R: Persistent> Pool<R> {
     /// [`Error::CorruptMetadata`], [`Error::RootMismatch`], [`Error::CorruptLog`], and the
     /// pmem-core errors of [`RegionOptions::open`] (`PoolLocked`, `LayoutMismatch`, ...).
     pub fn open(path: impl AsRef<Path>, opts: &PoolOptions) -> Result<Self> {
+        Self::open_inner(path, opts, false)
+    }
+
+    fn open_inner(path: impl AsRef<Path>, opts: &PoolOptions, any_root: bool) -> Result<Self> {
         let region = opts.region_options().open(path.as_ref())?;
         let data = region.data_range();
         let mut sb = [0u8; 256];
@@ -390,7 +414,7 @@ impl<R: Persistent> Pool<R> {
             what,
         })?;
         let expected = std::mem::size_of::<R>() as u64;
-        if geo.root_size != expected {
+        if geo.root_size != expected && !(any_root && expected == 0) {
             return Err(Error::RootMismatch {
                 expected,
                 found: geo.root_size,
@@ -634,52 +658,7 @@ impl<R: Persistent> Pool<R> {
     /// [`Error::CorruptHeap`] if the metadata is malformed.
     pub fn heap_stats(&mut self) -> Result<HeapStats> {
         let s = &*self.shared;
-        let l = s.heap.layout;
-        let mut st = HeapStats {
-            chunks: l.n_chunks,
-            per_class: vec![0; CLASSES.len()],
-            ..Default::default()
-        };
-        let mut run = 0u64;
-        let mut i = 0;
-        let end_run = |st: &mut HeapStats, run: &mut u64| {
-            if *run > 0 {
-                st.free_runs += 1;
-                st.largest_free_run = st.largest_free_run.max(*run);
-                *run = 0;
-            }
-        };
-        while i < l.n_chunks {
-            match Desc::decode(s.read_u64(l.desc_off(i))) {
-                Desc::Free => {
-                    st.free_chunks += 1;
-                    st.free_bytes += CHUNK;
-                    run += 1;
-                    i += 1;
-                    continue;
-                }
-                Desc::Slab(c) => {
-                    let g = slab_geom(c);
-                    let used: u64 = (0..g.words)
-                        .map(|w| u64::from(s.read_u64(l.chunk_off(i) + w * 8).count_ones()))
-                        .sum();
-                    st.slab_chunks += 1;
-                    st.per_class[c] += used;
-                    st.used_bytes += used * g.block;
-                    st.free_bytes += (g.blocks - used) * g.block;
-                    i += 1;
-                }
-                Desc::Run(n) if i + n <= l.n_chunks => {
-                    st.run_chunks += n;
-                    st.used_bytes += n * CHUNK;
-                    i += n;
-                }
-                _ => return Err(Error::CorruptHeap("malformed chunk table")),
-            }
-            end_run(&mut st, &mut run);
-        }
-        end_run(&mut st, &mut run);
-        Ok(st)
+        crate::heap::scan_stats(&s.heap.layout, |off| s.read_u64(off))
     }
 
     /// Every allocated block as `(pool offset, block size)`, from the persistent metadata: for
@@ -757,6 +736,30 @@ impl<R: Persistent> Pool<R> {
             dest(root).set(tx, p)?;
             Ok(p)
         })
+    }
+}
+
+impl Pool<()> {
+    /// Opens any transactional pool whatever its root type, with a unit root (for tools such as
+    /// `ptm info` / `ptm check`): recovery runs, heap statistics and checks work; the root
+    /// object is not accessible.
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::open`], except `RootMismatch`.
+    pub fn open_any(path: impl AsRef<Path>, opts: &PoolOptions) -> Result<Self> {
+        Self::open_inner(path, opts, true)
+    }
+
+    /// Creates a pool whose root area holds `root_size` zeroed bytes, for tools (`ptm create
+    /// --root-size`): an application opens it with `Pool::<R>::open` where
+    /// `size_of::<R>() == root_size`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::create`].
+    pub fn create_any(path: impl AsRef<Path>, size: u64, root_size: u64, opts: &PoolOptions) -> Result<Self> {
+        Self::create_inner(path.as_ref(), size, opts, root_size)
     }
 }
 

@@ -134,3 +134,14 @@ fn not_a_pool_at_all() {
         "{e:?}"
     );
 }
+
+#[test]
+fn any_root_opens_for_tools() {
+    let dir = common::shm_dir();
+    let p = make(&dir);
+    let mut pool = Pool::<()>::open_any(&p, &common::pmem()).unwrap();
+    assert_eq!(pool.geometry().root_size, 8);
+    pool.check_heap().unwrap();
+    drop(pool);
+    Pool::<Root>::open(&p, &common::pmem()).unwrap();
+}
