@@ -8,7 +8,49 @@
 //! Low 32 bits: mutex — owner lane + 1 (0 = free); rwlock — bit 31 set: writer (owner lane + 1
 //! in bits 0..31), else the number of readers.
 
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::Ordering;
+
+/// A 64-bit atomic lock word: std's `AtomicU64` (lock words in the pool) or, under
+/// `--cfg ptm_loom`, loom's (model checking).
+pub trait LockWord {
+    /// `AtomicU64::load`.
+    fn load(&self, order: Ordering) -> u64;
+    /// `AtomicU64::store`.
+    fn store(&self, v: u64, order: Ordering);
+    /// `AtomicU64::compare_exchange`.
+    fn compare_exchange(&self, cur: u64, new: u64, ok: Ordering, err: Ordering) -> Result<u64, u64>;
+    /// `AtomicU64::compare_exchange_weak`.
+    fn compare_exchange_weak(&self, cur: u64, new: u64, ok: Ordering, err: Ordering) -> Result<u64, u64>;
+}
+
+macro_rules! lock_word {
+    ($t:ty) => {
+        impl LockWord for $t {
+            fn load(&self, order: Ordering) -> u64 {
+                <$t>::load(self, order)
+            }
+            fn store(&self, v: u64, order: Ordering) {
+                <$t>::store(self, v, order)
+            }
+            fn compare_exchange(&self, cur: u64, new: u64, ok: Ordering, err: Ordering) -> Result<u64, u64> {
+                <$t>::compare_exchange(self, cur, new, ok, err)
+            }
+            fn compare_exchange_weak(
+                &self,
+                cur: u64,
+                new: u64,
+                ok: Ordering,
+                err: Ordering,
+            ) -> Result<u64, u64> {
+                <$t>::compare_exchange_weak(self, cur, new, ok, err)
+            }
+        }
+    };
+}
+
+lock_word!(std::sync::atomic::AtomicU64);
+#[cfg(ptm_loom)]
+lock_word!(loom::sync::atomic::AtomicU64);
 
 const WRITER: u64 = 1 << 31;
 const LOW: u64 = 0xFFFF_FFFF;
@@ -37,7 +79,7 @@ pub enum Attempt {
 }
 
 /// Tries to take a mutex word for `lane`.
-pub fn mutex_try_lock(w: &AtomicU64, generation: u32, lane: u32) -> Attempt {
+pub fn mutex_try_lock(w: &impl LockWord, generation: u32, lane: u32) -> Attempt {
     let me = u64::from(lane) + 1;
     let cur = w.load(Ordering::Acquire);
     match live_low(cur, generation) {
@@ -51,12 +93,12 @@ pub fn mutex_try_lock(w: &AtomicU64, generation: u32, lane: u32) -> Attempt {
 }
 
 /// Releases a mutex word held by this lane.
-pub fn mutex_unlock(w: &AtomicU64, generation: u32) {
+pub fn mutex_unlock(w: &impl LockWord, generation: u32) {
     w.store(word(generation, 0), Ordering::Release);
 }
 
 /// Tries to take a shared hold of an rwlock word.
-pub fn rw_try_read(w: &AtomicU64, generation: u32) -> Attempt {
+pub fn rw_try_read(w: &impl LockWord, generation: u32) -> Attempt {
     let cur = w.load(Ordering::Acquire);
     let low = live_low(cur, generation);
     if low & WRITER != 0 || low >= WRITER - 1 {
@@ -74,7 +116,7 @@ pub fn rw_try_read(w: &AtomicU64, generation: u32) -> Attempt {
 }
 
 /// Drops a shared hold.
-pub fn rw_unlock_read(w: &AtomicU64, generation: u32) {
+pub fn rw_unlock_read(w: &impl LockWord, generation: u32) {
     let mut cur = w.load(Ordering::Relaxed);
     loop {
         let low = live_low(cur, generation);
@@ -92,7 +134,7 @@ pub fn rw_unlock_read(w: &AtomicU64, generation: u32) {
 
 /// Tries to take the write hold for `lane`; `upgrade` means this lane holds one read hold that
 /// becomes the write hold (succeeds only if it is the only reader).
-pub fn rw_try_write(w: &AtomicU64, generation: u32, lane: u32, upgrade: bool) -> Attempt {
+pub fn rw_try_write(w: &impl LockWord, generation: u32, lane: u32, upgrade: bool) -> Attempt {
     let me = WRITER | (u64::from(lane) + 1);
     let cur = w.load(Ordering::Acquire);
     let low = live_low(cur, generation);
@@ -110,6 +152,6 @@ pub fn rw_try_write(w: &AtomicU64, generation: u32, lane: u32, upgrade: bool) ->
 }
 
 /// Releases the write hold.
-pub fn rw_unlock_write(w: &AtomicU64, generation: u32) {
+pub fn rw_unlock_write(w: &impl LockWord, generation: u32) {
     w.store(word(generation, 0), Ordering::Release);
 }
