@@ -1,5 +1,78 @@
-//! `nvme-backing`: paged memory over a file or block device with fault handling and CRC32C dirty
-//! tracking.
+//! `nvme-backing`: paged memory over a file or block device, with fault-driven loading, CRC32C
+//! dirty tracking per 1 KiB block and clock eviction under a resident-set limit.
 //!
-//! **Status: not implemented yet.** This crate is an empty placeholder in the workspace.
+//! A [`PagedRegion`] reserves a virtual range `PROT_NONE`. The first access to a page raises
+//! SIGSEGV; a process-wide handler (installed once, `SA_SIGINFO | SA_ONSTACK`, all signals blocked
+//! while it runs, chaining to the previous handler for addresses that are not ours) reads the
+//! 4 KiB page from the backing file with plain `pread` (no `O_DIRECT`), records the CRC32C of its
+//! four 1 KiB blocks and makes it read-write. [`PagedRegion::persist`] writes back (`pwrite`) only
+//! the blocks whose CRC changed; [`PagedRegion::drain`] makes them durable (`fdatasync`).
+//!
+//! # Memory layout
+//! The pages live in an anonymous memfd mapped twice: the application's view (reserved with
+//! `mmap(PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE)`, then the memfd mapped over it
+//! `PROT_NONE`), and a second, always read-write *alias* used only by this crate. Loading reads into the
+//! alias while the application's view is still inaccessible, so no thread can see a half-read
+//! page; eviction first makes the application's view `PROT_NONE` and then writes back from the
+//! alias, so no thread can modify a page while it is written back. Eviction frees the memory with
+//! `madvise(MADV_REMOVE)`.
+//!
+//! # Concurrency rules
+//! Each page has an atomic state word: `ABSENT → LOADING → RESIDENT ⇄ WRITING`, and
+//! `RESIDENT → EVICTING → ABSENT`. The thread that moves a page out of `ABSENT` or `RESIDENT` by
+//! compare-and-swap owns it until it stores the next stable state; every other thread that faults
+//! on it waits (yielding) for that. Hence:
+//! - Faults from any number of threads on any pages are safe, and so is eviction while other
+//!   threads access the region: the victim is made `PROT_NONE` *before* its write-back (the
+//!   `mprotect` TLB shootdown guarantees no thread can still store to it), concurrent accessors
+//!   fault and wait until it is `ABSENT`, then reload it.
+//! - Eviction happens in the faulting thread's handler when all frames of the resident set are
+//!   taken (clock with second chance), or explicitly through [`PagedRegion::evict_to`]. The
+//!   reference bit is set when a page is loaded and cleared by the sweeping hand (there is no
+//!   hardware access bit from user space), so the clock degrades to FIFO with a second chance.
+//! - `persist` snapshots a page with word-sized atomic loads and writes the snapshot, so the CRC
+//!   stored always describes exactly the bytes on the file. Bytes modified concurrently with a
+//!   `persist` of the same range may or may not be included (as with cache-line flushes); data
+//!   written *before* `persist` is called is always included.
+//! - Eviction may write a page back at any time (like a CPU cache evicting a line), so data can
+//!   reach the file before it is persisted; it is only *guaranteed* there after `persist` +
+//!   `drain`. Persist ordering holds: whatever was persisted before a `drain` is durable when the
+//!   drain returns, and later writes are issued after it.
+//! - The handler is async-signal-safe: it allocates nothing and takes no locks; it only uses
+//!   atomics, the preallocated tables, and `pread`, `pwrite`, `mprotect`, `madvise`,
+//!   `sched_yield`. I/O errors inside the handler cannot be reported to the faulting code: the
+//!   handler writes a message to stderr and aborts.
+//!
+//! # What is not supported
+//! - System calls given region memory directly (`read(fd, region_ptr, n)`, ...) fail with
+//!   `EFAULT` on pages that are not resident: the kernel does not raise SIGSEGV for them. Copy
+//!   through a buffer ([`PagedRegion::read_at`] / [`PagedRegion::write_at`]).
+//! - Asynchronous signals are blocked while [`PagedRegion::evict_to`] owns a page, and all
+//!   signals while the fault handler runs, so a signal handler touching the region cannot wait
+//!   for its own thread. Signal handlers may touch the region otherwise (they fault like any
+//!   code).
+//! - `fork`: the child shares the memfd with the parent; it must not touch the region.
+//! - Two regions over the same pages of one file overwrite each other's blocks at write-back:
+//!   use one region per file (or per disjoint page range).
+//! - Each resident page that is not adjacent to another resident page is its own VMA: keep the
+//!   resident limit well below `vm.max_map_count` (65 530 by default).
+//! - Metadata is 20 bytes per page (state word, four CRCs) plus 8 bytes per frame.
+//! - Faults on addresses of a region being dropped are not served (they reach the previous
+//!   handler and usually kill the process); dropping while other threads still access the region
+//!   is a bug in the caller.
 #![deny(unsafe_op_in_unsafe_fn)]
+
+mod error;
+mod handler;
+mod region;
+
+pub use error::{Error, Result};
+pub use handler::MAX_REGIONS;
+pub use region::{PagedRegion, PagedStats};
+
+/// Page size handled by the fault handler (the region requires a 4 KiB system page size).
+pub const PAGE_SIZE: usize = 4096;
+/// Granularity of dirty tracking and write-back.
+pub const BLOCK_SIZE: usize = 1024;
+/// CRC blocks per page.
+pub const BLOCKS_PER_PAGE: usize = PAGE_SIZE / BLOCK_SIZE;

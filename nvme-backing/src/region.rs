@@ -1,0 +1,855 @@
+//! [`PagedRegion`] and the per-page state machine shared with the fault handler.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use crate::error::{Error, Result};
+use crate::handler;
+use crate::{BLOCKS_PER_PAGE, BLOCK_SIZE, PAGE_SIZE};
+
+// Page state word: the state in the low byte, the clock reference bit above it.
+const ABSENT: u32 = 0;
+const LOADING: u32 = 1;
+const RESIDENT: u32 = 2;
+const WRITING: u32 = 3;
+const EVICTING: u32 = 4;
+const STATE_MASK: u32 = 0xff;
+const REF: u32 = 0x100;
+
+// Frame table entries: a page index, or one of these.
+const FRAME_EMPTY: usize = usize::MAX;
+const FRAME_CLAIMED: usize = usize::MAX - 1;
+
+/// Counters of a [`PagedRegion`] since it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PagedStats {
+    /// Pages read from the backing file by the fault handler.
+    pub pages_faulted: u64,
+    /// 1 KiB blocks written back (by persist or eviction).
+    pub blocks_written: u64,
+    /// Pages with at least one block written back, counted once per write-back.
+    pub pages_written: u64,
+    /// Pages evicted (by the clock on a fault, or by [`PagedRegion::evict_to`]).
+    pub evictions: u64,
+    /// Bytes written to the backing file.
+    pub writeback_bytes: u64,
+}
+
+/// State shared by the owning [`PagedRegion`] and the SIGSEGV handler. Only atomics are mutated.
+pub(crate) struct Shared {
+    /// The application's view: `PROT_NONE` except for resident pages.
+    base: *mut u8,
+    /// A second, always read-write mapping of the same memfd: the handler loads into it and
+    /// write-back reads from it while the application's view of the page is inaccessible.
+    alias: *mut u8,
+    len: usize,
+    fd: libc::c_int,
+    memfd: libc::c_int,
+    states: Box<[AtomicU32]>,
+    crcs: Box<[AtomicU32]>,
+    frames: Box<[AtomicUsize]>,
+    hand: AtomicUsize,
+    resident: AtomicUsize,
+    pages_faulted: AtomicU64,
+    blocks_written: AtomicU64,
+    pages_written: AtomicU64,
+    evictions: AtomicU64,
+    writeback_bytes: AtomicU64,
+}
+
+/// Writes `msg` to stderr and aborts: the handler cannot report an error to the faulting code.
+fn fatal(msg: &str) -> ! {
+    // SAFETY: write(2) and abort(3) are async-signal-safe; `msg` is a valid buffer.
+    unsafe {
+        libc::write(2, msg.as_ptr().cast(), msg.len());
+        libc::abort()
+    }
+}
+
+/// `pread` of exactly `len` bytes; async-signal-safe (no allocation, errors as errno values).
+///
+/// # Safety
+/// `buf` must be valid for `len` bytes of writes.
+unsafe fn pread_exact(fd: libc::c_int, buf: *mut u8, len: usize, off: u64) -> Result<(), i32> {
+    let mut done = 0;
+    while done < len {
+        // SAFETY: `buf + done .. buf + len` is writable per the contract.
+        let n = unsafe {
+            libc::pread(
+                fd,
+                buf.add(done).cast(),
+                len - done,
+                (off + done as u64) as libc::off_t,
+            )
+        };
+        if n < 0 {
+            // SAFETY: reading errno.
+            let e = unsafe { *libc::__errno_location() };
+            if e == libc::EINTR {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(libc::EIO);
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
+
+/// `pwrite` of exactly `len` bytes; async-signal-safe.
+///
+/// # Safety
+/// `buf` must be valid for `len` bytes of reads.
+unsafe fn pwrite_exact(fd: libc::c_int, buf: *const u8, len: usize, off: u64) -> Result<(), i32> {
+    let mut done = 0;
+    while done < len {
+        // SAFETY: `buf + done .. buf + len` is readable per the contract.
+        let n = unsafe {
+            libc::pwrite(
+                fd,
+                buf.add(done).cast(),
+                len - done,
+                (off + done as u64) as libc::off_t,
+            )
+        };
+        if n < 0 {
+            // SAFETY: reading errno.
+            let e = unsafe { *libc::__errno_location() };
+            if e == libc::EINTR {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(libc::EIO);
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+}
+
+impl Shared {
+    fn page_ptr(&self, page: usize) -> *mut u8 {
+        self.base.wrapping_add(page * PAGE_SIZE)
+    }
+
+    fn alias_ptr(&self, page: usize) -> *mut u8 {
+        self.alias.wrapping_add(page * PAGE_SIZE)
+    }
+
+    /// Serves a fault on `page`. Runs in the signal handler: async-signal-safe.
+    pub(crate) fn handle_fault(&self, page: usize) {
+        let Some(state) = self.states.get(page) else {
+            fatal("nvme-backing: fault outside the page table\n")
+        };
+        loop {
+            let s = state.load(Ordering::Acquire);
+            match s & STATE_MASK {
+                ABSENT => {
+                    if state
+                        .compare_exchange(s, LOADING, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        self.load_page(page);
+                        return;
+                    }
+                }
+                // Mapped already (a spurious or raced fault): retry the access.
+                RESIDENT | WRITING => return,
+                // Another thread owns the page: wait for it.
+                _ => {
+                    // SAFETY: sched_yield is async-signal-safe.
+                    unsafe { libc::sched_yield() };
+                }
+            }
+        }
+    }
+
+    /// Loads `page` (state `LOADING`, owned by the caller) and makes it accessible.
+    fn load_page(&self, page: usize) {
+        let frame = self.acquire_frame();
+        let alias = self.alias_ptr(page);
+        // SAFETY: the alias mapping is read-write and covers the page; only the owner of a LOADING
+        // page writes it, and the application view is still PROT_NONE.
+        if unsafe { pread_exact(self.fd, alias, PAGE_SIZE, (page * PAGE_SIZE) as u64) }.is_err() {
+            fatal("nvme-backing: pread of the backing file failed in the fault handler\n");
+        }
+        for b in 0..BLOCKS_PER_PAGE {
+            // SAFETY: the block lies inside the page just read; nobody else writes it.
+            let block = unsafe { std::slice::from_raw_parts(alias.add(b * BLOCK_SIZE), BLOCK_SIZE) };
+            self.crcs[page * BLOCKS_PER_PAGE + b].store(crc32c::crc32c(block), Ordering::Relaxed);
+        }
+        // SAFETY: the page lies inside our mapping of the memfd.
+        if unsafe {
+            libc::mprotect(
+                self.page_ptr(page).cast(),
+                PAGE_SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+            )
+        } != 0
+        {
+            fatal("nvme-backing: mprotect failed in the fault handler (vm.max_map_count?)\n");
+        }
+        self.frames[frame].store(page, Ordering::Release);
+        self.pages_faulted.fetch_add(1, Ordering::Relaxed);
+        self.states[page].store(RESIDENT | REF, Ordering::Release);
+    }
+
+    /// Claims a frame for a page being loaded: an empty one, or the clock's victim (written back
+    /// and unmapped first). Async-signal-safe; spins (yielding) while every frame is busy.
+    fn acquire_frame(&self) -> usize {
+        let n = self.frames.len();
+        let mut scanned = 0;
+        loop {
+            let f = self.hand.fetch_add(1, Ordering::Relaxed) % n;
+            let v = self.frames[f].load(Ordering::Acquire);
+            if v == FRAME_EMPTY {
+                if self.frames[f]
+                    .compare_exchange(v, FRAME_CLAIMED, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    self.resident.fetch_add(1, Ordering::Relaxed);
+                    return f;
+                }
+            } else if v != FRAME_CLAIMED {
+                match self.try_evict(f, v, true) {
+                    Ok(true) => {
+                        // The frame is ours (CLAIMED); the resident count is unchanged.
+                        return f;
+                    }
+                    Ok(false) => {}
+                    Err(_) => fatal("nvme-backing: write-back failed during eviction in the fault handler\n"),
+                }
+            }
+            scanned += 1;
+            if scanned > 2 * n {
+                scanned = 0;
+                // SAFETY: sched_yield is async-signal-safe.
+                unsafe { libc::sched_yield() };
+            }
+        }
+    }
+
+    /// Tries to evict page `page` seen in frame `f`. With `clock`, a referenced page gets a second
+    /// chance (its reference bit is cleared) instead. On success the frame is left `CLAIMED` and
+    /// the page `ABSENT`. Async-signal-safe.
+    fn try_evict(&self, f: usize, page: usize, clock: bool) -> Result<bool, i32> {
+        let Some(state) = self.states.get(page) else {
+            return Ok(false);
+        };
+        let s = state.load(Ordering::Acquire);
+        if s & STATE_MASK != RESIDENT {
+            return Ok(false);
+        }
+        if clock && s & REF != 0 {
+            let _ = state.compare_exchange(s, s & !REF, Ordering::Relaxed, Ordering::Relaxed);
+            return Ok(false);
+        }
+        if state
+            .compare_exchange(s, EVICTING, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return Ok(false);
+        }
+        // We own the page now, so it cannot move: check that the frame entry we read still names
+        // it (it may have been evicted from `f` and reloaded into another frame meanwhile).
+        if self.frames[f].load(Ordering::Acquire) != page {
+            state.store(s, Ordering::Release);
+            return Ok(false);
+        }
+        // Make the page inaccessible first: concurrent accessors fault and wait for ABSENT, and
+        // once mprotect returns (TLB shootdown done) nobody can modify it during the write-back.
+        // SAFETY: the page lies inside our mapping.
+        if unsafe { libc::mprotect(self.page_ptr(page).cast(), PAGE_SIZE, libc::PROT_NONE) } != 0 {
+            let e = errno();
+            state.store(s, Ordering::Release);
+            return Err(e);
+        }
+        // SAFETY: the alias page is mapped and stable (the application view is PROT_NONE and we
+        // own the page).
+        if let Err(e) = unsafe { self.write_back(page, self.alias_ptr(page)) } {
+            // SAFETY: as above; restore access.
+            unsafe {
+                libc::mprotect(
+                    self.page_ptr(page).cast(),
+                    PAGE_SIZE,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                )
+            };
+            state.store(s, Ordering::Release);
+            return Err(e);
+        }
+        // Free the memory; a failure only wastes memory (the next load overwrites the page).
+        // SAFETY: the alias page lies inside the shared memfd mapping.
+        unsafe { libc::madvise(self.alias_ptr(page).cast(), PAGE_SIZE, libc::MADV_REMOVE) };
+        self.frames[f].store(FRAME_CLAIMED, Ordering::Release);
+        self.evictions.fetch_add(1, Ordering::Relaxed);
+        state.store(ABSENT, Ordering::Release);
+        Ok(true)
+    }
+
+    /// Writes the 1 KiB blocks of `page` whose CRC32C differs from the stored one, taking the
+    /// bytes from `src`, and updates the stored CRCs of the blocks written. Async-signal-safe.
+    ///
+    /// # Safety
+    /// `src` must be valid for `PAGE_SIZE` reads and not modified during the call; the caller
+    /// owns the page (state `WRITING` or `EVICTING`).
+    unsafe fn write_back(&self, page: usize, src: *const u8) -> Result<(), i32> {
+        let mut crc = [0u32; BLOCKS_PER_PAGE];
+        let mut dirty = [false; BLOCKS_PER_PAGE];
+        for b in 0..BLOCKS_PER_PAGE {
+            // SAFETY: inside the `src` page per the contract.
+            let block = unsafe { std::slice::from_raw_parts(src.add(b * BLOCK_SIZE), BLOCK_SIZE) };
+            crc[b] = crc32c::crc32c(block);
+            dirty[b] = crc[b] != self.crcs[page * BLOCKS_PER_PAGE + b].load(Ordering::Relaxed);
+        }
+        let mut b = 0;
+        let mut any = false;
+        while b < BLOCKS_PER_PAGE {
+            if !dirty[b] {
+                b += 1;
+                continue;
+            }
+            let start = b;
+            while b < BLOCKS_PER_PAGE && dirty[b] {
+                b += 1;
+            }
+            let bytes = (b - start) * BLOCK_SIZE;
+            let off = (page * PAGE_SIZE + start * BLOCK_SIZE) as u64;
+            // SAFETY: the run lies inside the `src` page.
+            unsafe { pwrite_exact(self.fd, src.add(start * BLOCK_SIZE), bytes, off) }?;
+            for (i, c) in crc.iter().enumerate().take(b).skip(start) {
+                self.crcs[page * BLOCKS_PER_PAGE + i].store(*c, Ordering::Relaxed);
+            }
+            self.blocks_written
+                .fetch_add((b - start) as u64, Ordering::Relaxed);
+            self.writeback_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+            any = true;
+        }
+        if any {
+            self.pages_written.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Writes back the dirty blocks of `page` if it is resident (normal context).
+    fn persist_page(&self, page: usize) -> Result<(), i32> {
+        let state = &self.states[page];
+        loop {
+            let s = state.load(Ordering::Acquire);
+            match s & STATE_MASK {
+                // Not resident, or being loaded (not yet visible, equal to the file): clean.
+                ABSENT | LOADING => return Ok(()),
+                RESIDENT => {
+                    if state
+                        .compare_exchange(s, WRITING | (s & REF), Ordering::Acquire, Ordering::Relaxed)
+                        .is_err()
+                    {
+                        continue;
+                    }
+                    // Snapshot the page with word-sized atomic loads (other threads may keep
+                    // writing it), so the CRC stored matches exactly the bytes written.
+                    let mut buf = [0u64; PAGE_SIZE / 8];
+                    let src = self.alias_ptr(page).cast::<u64>();
+                    for (i, w) in buf.iter_mut().enumerate() {
+                        // SAFETY: the alias page is mapped read-write and 8-byte aligned;
+                        // `AtomicU64` has the layout of `u64`.
+                        *w = unsafe { AtomicU64::from_ptr(src.add(i)) }.load(Ordering::Relaxed);
+                    }
+                    // SAFETY: `buf` is a stable page-sized buffer; we own the page (WRITING).
+                    let r = unsafe { self.write_back(page, buf.as_ptr().cast()) };
+                    // Nobody else changes a WRITING page's state word.
+                    state.store(s, Ordering::Release);
+                    return r;
+                }
+                // Another persist may have snapshotted before our caller's writes (so wait and
+                // redo); an eviction writes the page back before it becomes ABSENT.
+                _ => std::thread::yield_now(),
+            }
+        }
+    }
+}
+
+/// A range of virtual memory backed page by page by a file or block device.
+///
+/// Pages are read in on first access by a SIGSEGV handler, tracked by CRC32C per 1 KiB block,
+/// written back by [`persist`](Self::persist) / [`flush_all`](Self::flush_all) (dirty blocks
+/// only) and made durable by [`drain`](Self::drain). At most `resident_limit` pages are resident;
+/// a fault beyond that evicts a victim chosen by the clock (written back first). See the crate
+/// documentation for the concurrency rules.
+#[derive(Debug)]
+pub struct PagedRegion {
+    shared: NonNull<Shared>,
+    slot: usize,
+    path: PathBuf,
+    len: usize,
+    limit: usize,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("base", &self.base)
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+// SAFETY: all state reachable from `Shared` is either immutable after open or atomic; the raw
+// pointers name mappings owned by the region for its whole life.
+unsafe impl Send for PagedRegion {}
+// SAFETY: as above; every `&self` method synchronises through the page state words.
+unsafe impl Sync for PagedRegion {}
+
+/// Blocks asynchronous signals on this thread until dropped (an eviction in normal context owns a page
+/// that a signal handler on this thread could otherwise fault on and wait for forever).
+struct SignalBlock(libc::sigset_t);
+
+impl SignalBlock {
+    fn new() -> Self {
+        // SAFETY: sigset_t is plain data; the calls get valid pointers.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            // Synchronous signals stay deliverable (blocking them would turn a crash into a
+            // silent kill); this code does not touch the application's view of the region.
+            for sig in [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE] {
+                libc::sigdelset(&mut all, sig);
+            }
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+            SignalBlock(old)
+        }
+    }
+}
+
+impl Drop for SignalBlock {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved in `new`.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+    }
+}
+
+impl PagedRegion {
+    /// Opens `path` (a file or block device of at least `len` bytes) read-write and maps its first
+    /// `len` bytes as a paged region with at most `resident_limit` resident pages.
+    ///
+    /// `len` must be a non-zero multiple of 4 KiB; `resident_limit` must be at least 2 (an access
+    /// may straddle two pages) and is capped at the page count. Forward progress is guaranteed
+    /// when it is at least twice the number of threads faulting at once; below that, threads
+    /// still progress in practice but may evict each other's pages repeatedly.
+    pub fn open(path: impl AsRef<Path>, len: usize, resident_limit: usize) -> Result<Self> {
+        let path = path.as_ref();
+        // SAFETY: sysconf has no preconditions.
+        if unsafe { libc::sysconf(libc::_SC_PAGESIZE) } != PAGE_SIZE as libc::c_long {
+            return Err(Error::InvalidArgument("the system page size is not 4 KiB"));
+        }
+        if len == 0 || !len.is_multiple_of(PAGE_SIZE) {
+            return Err(Error::InvalidArgument(
+                "length must be a non-zero multiple of 4 KiB",
+            ));
+        }
+        let npages = len / PAGE_SIZE;
+        // One instruction may touch two pages (an access straddling a page boundary): with a
+        // single frame it would evict one to load the other forever.
+        if resident_limit < 2 {
+            return Err(Error::InvalidArgument(
+                "resident limit must be at least two pages",
+            ));
+        }
+        let limit = resident_limit.min(npages);
+        let io_err = |op: &'static str, source: io::Error| Error::Io {
+            path: path.to_owned(),
+            op,
+            source,
+        };
+
+        let cpath = CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| Error::InvalidArgument("path contains a NUL byte"))?;
+        // SAFETY: valid C string.
+        let fd = unsafe { libc::open(cpath.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(io_err("open", io::Error::last_os_error()));
+        }
+        let mut guard = Resources {
+            fd,
+            memfd: -1,
+            base: std::ptr::null_mut(),
+            alias: std::ptr::null_mut(),
+            len,
+        };
+        // lseek works for block devices too (fstat reports size 0 for them).
+        // SAFETY: fd is open.
+        let size = unsafe { libc::lseek(fd, 0, libc::SEEK_END) };
+        if size < 0 {
+            return Err(io_err("lseek", io::Error::last_os_error()));
+        }
+        if (size as u64) < len as u64 {
+            return Err(Error::BackingTooSmall {
+                path: path.to_owned(),
+                actual: size as u64,
+                required: len as u64,
+            });
+        }
+
+        // SAFETY: valid C string literal.
+        let memfd = unsafe { libc::memfd_create(c"nvme-backing".as_ptr(), libc::MFD_CLOEXEC) };
+        if memfd < 0 {
+            return Err(io_err("memfd_create", io::Error::last_os_error()));
+        }
+        guard.memfd = memfd;
+        // SAFETY: memfd is open.
+        if unsafe { libc::ftruncate(memfd, len as libc::off_t) } != 0 {
+            return Err(io_err("ftruncate(memfd)", io::Error::last_os_error()));
+        }
+        let addr_err = |source: io::Error| Error::AddressSpace { len, source };
+        // Reserve the application's range, then put the memfd under it, still inaccessible.
+        // SAFETY: a fresh anonymous reservation.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(addr_err(io::Error::last_os_error()));
+        }
+        guard.base = base.cast();
+        // SAFETY: replaces exactly the reservation we own.
+        let view = unsafe {
+            libc::mmap(
+                base,
+                len,
+                libc::PROT_NONE,
+                libc::MAP_SHARED | libc::MAP_FIXED | libc::MAP_NORESERVE,
+                memfd,
+                0,
+            )
+        };
+        if view == libc::MAP_FAILED {
+            return Err(addr_err(io::Error::last_os_error()));
+        }
+        // SAFETY: a fresh shared mapping of our memfd.
+        let alias = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_NORESERVE,
+                memfd,
+                0,
+            )
+        };
+        if alias == libc::MAP_FAILED {
+            return Err(addr_err(io::Error::last_os_error()));
+        }
+        guard.alias = alias.cast();
+
+        // Prime the CPU-feature detection of crc32c outside the signal handler.
+        let _ = crc32c::crc32c(&[0u8; 8]);
+
+        let shared = Box::new(Shared {
+            base: base.cast(),
+            alias: alias.cast(),
+            len,
+            fd,
+            memfd,
+            states: (0..npages).map(|_| AtomicU32::new(ABSENT)).collect(),
+            crcs: (0..npages * BLOCKS_PER_PAGE).map(|_| AtomicU32::new(0)).collect(),
+            frames: (0..limit).map(|_| AtomicUsize::new(FRAME_EMPTY)).collect(),
+            hand: AtomicUsize::new(0),
+            resident: AtomicUsize::new(0),
+            pages_faulted: AtomicU64::new(0),
+            blocks_written: AtomicU64::new(0),
+            pages_written: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+            writeback_bytes: AtomicU64::new(0),
+        });
+        let shared = NonNull::from(Box::leak(shared));
+        let slot = match handler::register(shared.as_ptr(), base as usize, len) {
+            Ok(slot) => slot,
+            Err(e) => {
+                // SAFETY: never registered, so only we hold the pointer.
+                drop(unsafe { Box::from_raw(shared.as_ptr()) });
+                return Err(e);
+            }
+        };
+        std::mem::forget(guard);
+        Ok(PagedRegion {
+            shared,
+            slot,
+            path: path.to_owned(),
+            len,
+            limit,
+        })
+    }
+
+    /// Creates (or extends) `path` to at least `len` bytes, then [`open`](Self::open)s it.
+    pub fn create(path: impl AsRef<Path>, len: usize, resident_limit: usize) -> Result<Self> {
+        let path = path.as_ref();
+        let io_err = |op: &'static str, source: io::Error| Error::Io {
+            path: path.to_owned(),
+            op,
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| io_err("open", e))?;
+        let size = file.metadata().map_err(|e| io_err("stat", e))?.len();
+        if size < len as u64 {
+            file.set_len(len as u64).map_err(|e| io_err("ftruncate", e))?;
+        }
+        drop(file);
+        Self::open(path, len, resident_limit)
+    }
+
+    fn shared(&self) -> &Shared {
+        // SAFETY: owned by `self` until drop.
+        unsafe { self.shared.as_ref() }
+    }
+
+    /// Start of the region. Any access within `len()` bytes is valid (it faults the page in).
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.shared().base
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false (a region is at least one page); for symmetry with `len`.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The backing file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The resident-set limit in pages.
+    pub fn resident_limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Pages currently occupying a frame (resident, or being loaded).
+    pub fn resident_pages(&self) -> usize {
+        self.shared().resident.load(Ordering::Relaxed)
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> PagedStats {
+        let s = self.shared();
+        PagedStats {
+            pages_faulted: s.pages_faulted.load(Ordering::Relaxed),
+            blocks_written: s.blocks_written.load(Ordering::Relaxed),
+            pages_written: s.pages_written.load(Ordering::Relaxed),
+            evictions: s.evictions.load(Ordering::Relaxed),
+            writeback_bytes: s.writeback_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    fn check_range(&self, offset: usize, len: usize) -> Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len => Ok(()),
+            _ => Err(Error::InvalidArgument("range outside the region")),
+        }
+    }
+
+    /// Copies `buf.len()` bytes at `offset` out of the region (faulting pages in as needed).
+    pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
+        self.check_range(offset, buf.len())?;
+        // SAFETY: in bounds; the handler makes the pages accessible on first touch.
+        unsafe { std::ptr::copy_nonoverlapping(self.as_ptr().add(offset), buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    /// Copies `data` into the region at `offset` (not durable until persisted and drained).
+    pub fn write_at(&mut self, offset: usize, data: &[u8]) -> Result<()> {
+        self.check_range(offset, data.len())?;
+        // SAFETY: in bounds; `&mut self` excludes other safe accessors.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.as_ptr().add(offset), data.len()) };
+        Ok(())
+    }
+
+    /// Writes back the dirty 1 KiB blocks of the resident pages overlapping
+    /// `[offset, offset + len)` (`pwrite`; durable after [`drain`](Self::drain)). Clean blocks and
+    /// non-resident pages are not written.
+    pub fn persist(&self, offset: usize, len: usize) -> Result<()> {
+        self.check_range(offset, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let first = offset / PAGE_SIZE;
+        let last = (offset + len - 1) / PAGE_SIZE;
+        for page in first..=last {
+            self.shared().persist_page(page).map_err(|e| Error::Io {
+                path: self.path.clone(),
+                op: "pwrite",
+                source: io::Error::from_raw_os_error(e),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// [`persist`](Self::persist) of the whole region.
+    pub fn flush_all(&self) -> Result<()> {
+        self.persist(0, self.len)
+    }
+
+    /// Makes everything written back so far durable (`fdatasync` of the backing file).
+    pub fn drain(&self) -> Result<()> {
+        // SAFETY: fd is open for the region's life.
+        if unsafe { libc::fdatasync(self.shared().fd) } != 0 {
+            return Err(Error::Io {
+                path: self.path.clone(),
+                op: "fdatasync",
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Evicts resident pages (writing dirty blocks back first) until at most `target` remain,
+    /// ignoring reference bits; returns how many were evicted. Pages being loaded or written
+    /// back by other threads are skipped, so fewer may be evicted. Safe to call while other
+    /// threads access the region: they fault and reload.
+    pub fn evict_to(&self, target: usize) -> Result<usize> {
+        let _block = SignalBlock::new();
+        let s = self.shared();
+        let mut evicted = 0;
+        for f in 0..s.frames.len() {
+            if s.resident.load(Ordering::Relaxed) <= target {
+                break;
+            }
+            let v = s.frames[f].load(Ordering::Acquire);
+            if v == FRAME_EMPTY || v == FRAME_CLAIMED {
+                continue;
+            }
+            match s.try_evict(f, v, false) {
+                Ok(true) => {
+                    s.resident.fetch_sub(1, Ordering::Relaxed);
+                    s.frames[f].store(FRAME_EMPTY, Ordering::Release);
+                    evicted += 1;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    return Err(Error::Io {
+                        path: self.path.clone(),
+                        op: "evict (mprotect/pwrite)",
+                        source: io::Error::from_raw_os_error(e),
+                    })
+                }
+            }
+        }
+        Ok(evicted)
+    }
+
+    /// Closes the region without writing anything back (as if the process had crashed): data not
+    /// yet persisted is lost. Dropping the region writes everything back instead.
+    pub fn abandon(self) {
+        let mut this = std::mem::ManuallyDrop::new(self);
+        this.close();
+        // SAFETY: `this` is never used again; drop the remaining owned field.
+        unsafe { std::ptr::drop_in_place(&mut this.path) };
+    }
+
+    fn close(&mut self) {
+        handler::unregister(self.slot);
+        // SAFETY: unregistered, so the handler no longer uses `shared`; we are its only owner.
+        let shared = unsafe { Box::from_raw(self.shared.as_ptr()) };
+        drop(Resources {
+            fd: shared.fd,
+            memfd: shared.memfd,
+            base: shared.base,
+            alias: shared.alias,
+            len: shared.len,
+        });
+    }
+}
+
+impl Drop for PagedRegion {
+    /// Writes back every dirty block and syncs (errors are ignored: call
+    /// [`flush_all`](Self::flush_all) and [`drain`](Self::drain) first to see them), then unmaps.
+    fn drop(&mut self) {
+        let _ = self.flush_all();
+        let _ = self.drain();
+        self.close();
+    }
+}
+
+/// Owned descriptors and mappings, released on drop (also on the error paths of `open`).
+struct Resources {
+    fd: libc::c_int,
+    memfd: libc::c_int,
+    base: *mut u8,
+    alias: *mut u8,
+    len: usize,
+}
+
+impl Drop for Resources {
+    fn drop(&mut self) {
+        // SAFETY: each resource is owned and released once; null / negative means absent.
+        unsafe {
+            if !self.alias.is_null() {
+                libc::munmap(self.alias.cast(), self.len);
+            }
+            if !self.base.is_null() {
+                libc::munmap(self.base.cast(), self.len);
+            }
+            if self.memfd >= 0 {
+                libc::close(self.memfd);
+            }
+            if self.fd >= 0 {
+                libc::close(self.fd);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memfd_bytes(r: &PagedRegion) -> u64 {
+        // SAFETY: `st` is plain data; the memfd is open while `r` lives.
+        unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            assert_eq!(libc::fstat(r.shared().memfd, &mut st), 0);
+            st.st_blocks as u64 * 512
+        }
+    }
+
+    #[test]
+    fn eviction_frees_the_memory_of_evicted_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = PagedRegion::create(dir.path().join("f"), 64 * PAGE_SIZE, 64).unwrap();
+        let mut buf = vec![0u8; 64 * PAGE_SIZE];
+        r.read_at(0, &mut buf).unwrap();
+        assert_eq!(r.resident_pages(), 64);
+        assert_eq!(memfd_bytes(&r), 64 * PAGE_SIZE as u64);
+        assert_eq!(r.evict_to(4).unwrap(), 60);
+        assert_eq!(r.resident_pages(), 4);
+        assert_eq!(memfd_bytes(&r), 4 * PAGE_SIZE as u64);
+    }
+}
