@@ -1,5 +1,105 @@
-//! `ptm-collections`: persistent `PBox`, `PVec`, `PString`, `PHashMap`, `PBTreeMap`, `PQueue`.
+//! # ptm-collections
 //!
-//! **Status: not implemented yet.** The collections need transactions and the allocator from
-//! [`ptm`]; this crate is an empty placeholder in the workspace until then.
+//! Persistent collections for [`ptm`] pools: each is a small fixed-size *handle* (a
+//! `#[repr(C)]` struct of [`PCell`](ptm::PCell)s) that lives in the pool's root or in another
+//! persistent struct, and owns blocks in the pool's heap.
+//!
+//! | type | std twin | handle |
+//! |---|---|---|
+//! | [`PVec<T>`] | `Vec<T>` | 24 bytes |
+//! | [`PHashMap<K, V>`] | `HashMap<K, V>` | 32 bytes |
+//! | [`PString`] | `String` | 24 bytes |
+//! | [`PQueue<T>`] | `VecDeque<T>` (FIFO) | 32 bytes |
+//! | [`PBox<T>`] | `Option<Box<T>>` | 8 bytes |
+//! | [`PBTreeMap<K, V>`] | `BTreeMap<K, V>` | 16 bytes |
+//!
+//! Elements are `Persistent + Copy` values (integers, `PPtr`s, your own derived structs),
+//! copied in and out: no reference into the pool escapes.
+//!
+//! ## Transactions and drains
+//!
+//! Every method takes the running [`Transaction`](ptm::Transaction); changes are failure-atomic
+//! with everything else the transaction does. Each change follows ptm's 2-drain pattern:
+//! allocate (and free) first, then one batched snapshot of every range the operation changes
+//! (one drain), then the stores; the commit is the second drain. So an insert, update, push,
+//! pop or remove alone costs **2 drains**, reads cost **0**, and growth (a bigger buffer or
+//! table, B-tree node splits) also costs 2: the fresh blocks are logged as whole ranges in the
+//! same batch (ptm logs every store made through a cell, and a block allocated in this
+//! transaction is not exempt), so a growth step writes the new buffer twice (log and place).
+//! Several operations in one transaction share the commit drain but each adds its own snapshot
+//! drain. These counts are asserted in `tests/drains.rs`.
+//!
+//! ## Ownership
+//!
+//! A handle owns its heap blocks; handles are neither `Copy` nor `Clone`, so a block is reached
+//! through one handle only. Dropping the Rust struct that holds a handle frees nothing (pool
+//! memory is not dropped by Rust): call `free(tx)` (or `clear(tx)`) in the transaction that
+//! unlinks the collection, or the blocks leak. `clear` frees everything the collection owns.
+//! [`PBTreeMap::remove`] does not merge nodes: emptied nodes stay allocated (and reachable)
+//! until `clear`.
+//!
+//! ## Threads
+//!
+//! Handles are made of `PCell`s and so are `!Sync`: a root holding a bare `PVec` (or any other
+//! collection here) makes `Pool<Root>` `!Sync`, i.e. the pool is used from one thread. To share a
+//! collection between threads, put it under a lock: `PMutex<PVec<T>>` in the root (or a struct of
+//! collections under one `PMutex`); [`PMutex::lock`](ptm::PMutex::lock) returns `&PVec<T>` for
+//! the rest of the transaction, and every method then runs under that lock.
+//!
+//! ## Corrupted pools
+//!
+//! Every bit pattern of a handle is a valid handle: lengths are clamped to capacities and
+//! pointers are checked (`Transaction::deref`: null, foreign, out of bounds, misaligned) before
+//! use. What cannot be checked with ptm's public API is that a buffer pointer designates a live
+//! block of the right size owned by this handle alone: a corrupted pool in which two handles share
+//! a block, or a handle points at freed memory, breaks the contract of `Transaction::deref`.
+//!
+//! ## Example
+//!
+//! ```
+//! use ptm::{Persistent, Pool, PoolOptions};
+//! use ptm_collections::{PHashMap, PVec};
+//!
+//! #[derive(Persistent)]
+//! #[persistent(crate = "ptm::pmem_core")]
+//! #[repr(C)]
+//! struct Root {
+//!     log: PVec<u64>,
+//!     index: PHashMap<u64, u64>,
+//! }
+//!
+//! # fn main() -> Result<(), ptm::Error> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let path = dir.path().join("c.pool");
+//! let opts = PoolOptions::new().layout("example");
+//! let pool = Pool::<Root>::create(&path, 8 << 20, &opts)?;
+//! pool.transaction(|tx, r| {
+//!     r.log.push(tx, 7)?;
+//!     r.index.insert(tx, 7, 0)?;
+//!     Ok::<_, ptm::Error>(())
+//! })?;
+//! drop(pool);
+//! let pool = Pool::<Root>::open(&path, &opts)?;
+//! pool.transaction(|tx, r| {
+//!     assert_eq!(r.log.to_vec(tx)?, [7]);
+//!     assert_eq!(r.index.get(tx, &7)?, Some(0));
+//!     Ok::<_, ptm::Error>(())
+//! })?;
+//! # Ok(()) }
+//! ```
 #![deny(unsafe_op_in_unsafe_fn)]
+
+mod boxed;
+mod btree;
+mod map;
+mod queue;
+mod raw;
+mod string;
+mod vec;
+
+pub use boxed::PBox;
+pub use btree::PBTreeMap;
+pub use map::{MapIter, PHashMap};
+pub use queue::PQueue;
+pub use string::PString;
+pub use vec::{Iter, PVec};

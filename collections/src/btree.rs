@@ -1,0 +1,446 @@
+//! [`PBTreeMap`]: an ordered map in the pool (a B+ tree).
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::mem::size_of;
+
+use ptm::{PCell, PPtr, Persistent, Result, Transaction};
+
+use crate::raw::{self, Span};
+
+/// Keys per node.
+const CAP: usize = 15;
+/// Longest root-to-leaf path accepted (a deeper or cyclic tree is corrupt).
+const MAX_DEPTH: usize = 48;
+
+/// A persistent ordered map (a pool's `BTreeMap<K, V>`): a B+ tree whose nodes hold up to 15
+/// keys; values live in the leaves, internal nodes hold separator keys. Keys are ordered by
+/// `K`'s [`Ord`], which must be the same in every build that opens the pool.
+///
+/// Drains: `insert` (new key or update) and `remove` cost **2**, node splits included (the new
+/// nodes are allocated first, then every node the insert changes is logged in one batch); reads
+/// cost 0. Removal does not rebalance: nodes emptied by removals stay in the tree (still
+/// correct, still reachable) until [`clear`](PBTreeMap::clear) / [`free`](PBTreeMap::free).
+///
+/// `!Sync`: share it under a [`PMutex`](ptm::PMutex).
+#[repr(C)]
+pub struct PBTreeMap<K, V> {
+    root: PCell<PPtr<u8>>,
+    len: PCell<u64>,
+    _kv: PhantomData<(K, V)>,
+}
+
+const _: () = assert!(size_of::<PBTreeMap<u64, u64>>() == 16);
+
+// SAFETY: `repr(C)` of two 8-byte `PCell`s and a zero-sized marker: no padding whatever `K` and
+// `V` are; every bit pattern is valid (node pointers are checked by `Transaction::deref`, node
+// lengths clamped, depth bounded); no virtual address.
+unsafe impl<K: Persistent, V: Persistent> Persistent for PBTreeMap<K, V> {}
+
+/// A node copied out of the pool.
+#[derive(Clone, Debug)]
+struct Node<K, V> {
+    leaf: bool,
+    keys: Vec<K>,
+    /// Leaves only.
+    vals: Vec<V>,
+    /// Internal nodes only: `keys.len() + 1` children.
+    kids: Vec<PPtr<u8>>,
+}
+
+/// A root-to-leaf path: `(node, its contents, index of the child taken)`.
+type Path<K, V> = Vec<(PPtr<u8>, Node<K, V>, usize)>;
+
+/// Byte layout of a node: `[len: u64][leaf: u64][keys: K; CAP][vals: V; CAP][kids: u64; CAP+1]`.
+#[derive(Clone, Copy)]
+struct Geo {
+    ko: u64,
+    vo: u64,
+    co: u64,
+    size: u64,
+}
+
+fn geo<K, V>() -> Geo {
+    let cap = CAP as u64;
+    let ko = raw::align_for::<K>(16);
+    let vo = raw::align_for::<V>(ko + cap * size_of::<K>() as u64);
+    let co = raw::align_for::<u64>(vo + cap * size_of::<V>() as u64);
+    Geo {
+        ko,
+        vo,
+        co,
+        size: co + (cap + 1) * 8,
+    }
+}
+
+impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
+    const SIZES_OK: () = assert!(
+        size_of::<K>() > 0 && size_of::<V>() > 0,
+        "PBTreeMap<K, V> needs non-zero-sized K and V (use u8 as a unit value)"
+    );
+
+    // Node accessors. Contract shared by all of them: `n` is a node of this tree (live: freed
+    // only by `clear`, which also nulls the root; and readable until commit) or a node allocated
+    // for it in this transaction; the tree is `!Sync` (or guarded by a lock the transaction
+    // holds), so its nodes are reached only by this thread, through cells.
+
+    fn read_node(tx: &Transaction<'_>, n: PPtr<u8>) -> Result<Node<K, V>> {
+        let g = geo::<K, V>();
+        // SAFETY: see the contract above; offsets lie inside the node (`geo`).
+        unsafe {
+            let len = (raw::cell::<u64>(tx, n, 0)?.get(tx) as usize).min(CAP);
+            let leaf = raw::cell::<u64>(tx, n, 8)?.get(tx) != 0;
+            let mut node = Node {
+                leaf,
+                keys: Vec::with_capacity(len + 1),
+                vals: Vec::new(),
+                kids: Vec::new(),
+            };
+            for i in 0..len as u64 {
+                node.keys
+                    .push(raw::cell::<K>(tx, n, g.ko + raw::elem_off::<K>(i)?)?.get(tx));
+            }
+            if leaf {
+                for i in 0..len as u64 {
+                    node.vals
+                        .push(raw::cell::<V>(tx, n, g.vo + raw::elem_off::<V>(i)?)?.get(tx));
+                }
+            } else {
+                for i in 0..=len as u64 {
+                    node.kids
+                        .push(raw::cell::<PPtr<u8>>(tx, n, g.co + i * 8)?.get(tx));
+                }
+            }
+            Ok(node)
+        }
+    }
+
+    /// Stores `node` into `n`, whose whole span this transaction has logged.
+    fn write_node(tx: &Transaction<'_>, n: PPtr<u8>, node: &Node<K, V>) -> Result<()> {
+        debug_assert!(node.keys.len() <= CAP);
+        let g = geo::<K, V>();
+        // SAFETY: see the contract above; offsets lie inside the node (`geo`, `len <= CAP`).
+        unsafe {
+            raw::cell::<u64>(tx, n, 0)?.set(tx, node.keys.len() as u64)?;
+            raw::cell::<u64>(tx, n, 8)?.set(tx, u64::from(node.leaf))?;
+            for (i, k) in node.keys.iter().enumerate() {
+                raw::cell::<K>(tx, n, g.ko + raw::elem_off::<K>(i as u64)?)?.set(tx, *k)?;
+            }
+            for (i, v) in node.vals.iter().enumerate() {
+                raw::cell::<V>(tx, n, g.vo + raw::elem_off::<V>(i as u64)?)?.set(tx, *v)?;
+            }
+            for (i, c) in node.kids.iter().enumerate() {
+                raw::cell::<PPtr<u8>>(tx, n, g.co + i as u64 * 8)?.set(tx, *c)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole node `n` as one loggable range.
+    fn span(tx: &Transaction<'_>, n: PPtr<u8>) -> Result<Span> {
+        // SAFETY: see the contract above; `geo().size` is the node's block size.
+        unsafe { Span::new(tx, n, 0, geo::<K, V>().size) }
+    }
+
+    /// The path from the root to the leaf where `k` belongs: `(node, node contents, index of
+    /// the child taken)`, the leaf last (its index unused).
+    fn path(&self, tx: &Transaction<'_>, k: &K) -> Result<Path<K, V>> {
+        let () = Self::SIZES_OK;
+        let mut out = Vec::new();
+        let mut n = self.root.get(tx);
+        if n.is_null() {
+            return Ok(out);
+        }
+        loop {
+            if out.len() >= MAX_DEPTH {
+                return Err(raw::out_of_bounds(n.offset(), MAX_DEPTH as u64));
+            }
+            let node = Self::read_node(tx, n)?;
+            if node.leaf {
+                out.push((n, node, 0));
+                return Ok(out);
+            }
+            let i = node.keys.partition_point(|x| x <= k);
+            let child = node.kids[i];
+            out.push((n, node, i));
+            n = child;
+        }
+    }
+
+    /// Number of entries.
+    pub fn len(&self, tx: &Transaction<'_>) -> u64 {
+        self.len.get(tx)
+    }
+
+    /// Whether the map is empty.
+    pub fn is_empty(&self, tx: &Transaction<'_>) -> bool {
+        self.len(tx) == 0
+    }
+
+    /// A copy of the value for `k`.
+    ///
+    /// # Errors
+    ///
+    /// Only for a corrupted tree (bad node pointers, too deep).
+    pub fn get(&self, tx: &Transaction<'_>, k: &K) -> Result<Option<V>> {
+        let path = self.path(tx, k)?;
+        let Some((_, leaf, _)) = path.last() else {
+            return Ok(None);
+        };
+        Ok(leaf
+            .keys
+            .binary_search(k)
+            .ok()
+            .and_then(|i| leaf.vals.get(i).copied()))
+    }
+
+    /// Whether `k` is present.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](PBTreeMap::get).
+    pub fn contains_key(&self, tx: &Transaction<'_>, k: &K) -> Result<bool> {
+        Ok(self.get(tx, k)?.is_some())
+    }
+
+    /// Inserts or updates `k`; returns the previous value. 2 drains, splits included.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfSpace`](ptm::Error::OutOfSpace), logging errors, corrupted trees.
+    pub fn insert(&self, tx: &Transaction<'_>, k: K, v: V) -> Result<Option<V>> {
+        let g = geo::<K, V>();
+        let mut path = self.path(tx, &k)?;
+        let Some((leaf_ptr, leaf, _)) = path.last() else {
+            // Empty tree: a single leaf.
+            let n = raw::alloc_block(tx, PPtr::null(), g.size)?;
+            tx.snapshot(|b| {
+                b.add(&self.root)?;
+                b.add(&self.len)?;
+                b.add(&Self::span(tx, n)?)
+            })?;
+            let node = Node {
+                leaf: true,
+                keys: vec![k],
+                vals: vec![v],
+                kids: vec![],
+            };
+            Self::write_node(tx, n, &node)?;
+            self.root.set(tx, n)?;
+            self.len.set(tx, 1)?;
+            return Ok(None);
+        };
+        if let Ok(i) = leaf.keys.binary_search(&k) {
+            let old = leaf.vals.get(i).copied();
+            // SAFETY: `leaf_ptr` is a node of this tree (see the accessor contract); `i < len`.
+            unsafe { raw::cell::<V>(tx, *leaf_ptr, g.vo + raw::elem_off::<V>(i as u64)?)? }.set(tx, v)?;
+            return Ok(old);
+        }
+        // Full nodes from the leaf up split; the first non-full one absorbs the separator.
+        let splits = path
+            .iter()
+            .rev()
+            .take_while(|(_, n, _)| n.keys.len() >= CAP)
+            .count();
+        let new_root = splits == path.len();
+        let mut fresh = Vec::new();
+        for _ in 0..splits + usize::from(new_root) {
+            fresh.push(raw::alloc_block(tx, *leaf_ptr, g.size)?);
+        }
+        let touched = &path[path.len() - (splits + 1).min(path.len())..];
+        tx.snapshot(|b| {
+            b.add(&self.root)?;
+            b.add(&self.len)?;
+            for (n, _, _) in touched {
+                b.add(&Self::span(tx, *n)?)?;
+            }
+            for n in &fresh {
+                b.add(&Self::span(tx, *n)?)?;
+            }
+            Ok(())
+        })?;
+        // Insert into the leaf, then split upward while a node overflows.
+        let (mut ptr, mut node, _) = path.pop().expect("non-empty path");
+        let pos = node.keys.partition_point(|x| *x < k);
+        node.keys.insert(pos, k);
+        node.vals.insert(pos, v);
+        loop {
+            if node.keys.len() <= CAP {
+                Self::write_node(tx, ptr, &node)?;
+                break;
+            }
+            let right_ptr = fresh.pop().expect("allocated one node per split");
+            let mid = node.keys.len() / 2;
+            let (sep, right) = if node.leaf {
+                let right = Node {
+                    leaf: true,
+                    keys: node.keys.split_off(mid),
+                    vals: node.vals.split_off(mid),
+                    kids: vec![],
+                };
+                (right.keys[0], right)
+            } else {
+                let mut rk = node.keys.split_off(mid);
+                let sep = rk.remove(0);
+                let right = Node {
+                    leaf: false,
+                    keys: rk,
+                    vals: vec![],
+                    kids: node.kids.split_off(mid + 1),
+                };
+                (sep, right)
+            };
+            Self::write_node(tx, ptr, &node)?;
+            Self::write_node(tx, right_ptr, &right)?;
+            match path.pop() {
+                Some((pptr, mut parent, i)) => {
+                    parent.keys.insert(i, sep);
+                    parent.kids.insert(i + 1, right_ptr);
+                    ptr = pptr;
+                    node = parent;
+                }
+                None => {
+                    let root_ptr = fresh.pop().expect("allocated a new root");
+                    let root = Node {
+                        leaf: false,
+                        keys: vec![sep],
+                        vals: vec![],
+                        kids: vec![ptr, right_ptr],
+                    };
+                    Self::write_node(tx, root_ptr, &root)?;
+                    self.root.set(tx, root_ptr)?;
+                    break;
+                }
+            }
+        }
+        self.len.set(tx, self.len.get(tx).saturating_add(1))?;
+        Ok(None)
+    }
+
+    /// Removes `k` and returns its value. 2 drains (0 when absent).
+    ///
+    /// # Errors
+    ///
+    /// Logging errors, corrupted trees.
+    pub fn remove(&self, tx: &Transaction<'_>, k: &K) -> Result<Option<V>> {
+        let mut path = self.path(tx, k)?;
+        let Some((ptr, mut leaf, _)) = path.pop() else {
+            return Ok(None);
+        };
+        let Ok(i) = leaf.keys.binary_search(k) else {
+            return Ok(None);
+        };
+        let Some(&v) = leaf.vals.get(i) else {
+            return Ok(None);
+        };
+        leaf.keys.remove(i);
+        leaf.vals.remove(i);
+        tx.snapshot(|b| {
+            b.add(&self.len)?;
+            b.add(&Self::span(tx, ptr)?)
+        })?;
+        Self::write_node(tx, ptr, &leaf)?;
+        self.len.set(tx, self.len.get(tx).saturating_sub(1))?;
+        Ok(Some(v))
+    }
+
+    /// Visits every node (pre-order) and, in leaves, every entry in key order.
+    fn walk(
+        tx: &Transaction<'_>,
+        n: PPtr<u8>,
+        depth: usize,
+        node_fn: &mut dyn FnMut(PPtr<u8>),
+        entry_fn: &mut dyn FnMut(K, V),
+    ) -> Result<()> {
+        if depth >= MAX_DEPTH {
+            return Err(raw::out_of_bounds(n.offset(), MAX_DEPTH as u64));
+        }
+        node_fn(n);
+        let node = Self::read_node(tx, n)?;
+        if node.leaf {
+            for (k, v) in node.keys.into_iter().zip(node.vals) {
+                entry_fn(k, v);
+            }
+        } else {
+            for c in node.kids {
+                Self::walk(tx, c, depth + 1, node_fn, entry_fn)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies every entry, in key order.
+    ///
+    /// # Errors
+    ///
+    /// Corrupted trees.
+    pub fn to_vec(&self, tx: &Transaction<'_>) -> Result<Vec<(K, V)>> {
+        let mut out = Vec::new();
+        let root = self.root.get(tx);
+        if !root.is_null() {
+            Self::walk(tx, root, 0, &mut |_| {}, &mut |k, v| out.push((k, v)))?;
+        }
+        Ok(out)
+    }
+
+    /// Iterates over copies of the entries in key order (a snapshot taken now).
+    ///
+    /// # Errors
+    ///
+    /// Corrupted trees.
+    pub fn iter(&self, tx: &Transaction<'_>) -> Result<std::vec::IntoIter<(K, V)>> {
+        Ok(self.to_vec(tx)?.into_iter())
+    }
+
+    /// The pool offsets of every node (for reachability checks).
+    ///
+    /// # Errors
+    ///
+    /// Corrupted trees.
+    pub fn node_offsets(&self, tx: &Transaction<'_>) -> Result<Vec<u64>> {
+        let mut out = Vec::new();
+        let root = self.root.get(tx);
+        if !root.is_null() {
+            Self::walk(tx, root, 0, &mut |n| out.push(n.offset()), &mut |_, _| {})?;
+        }
+        Ok(out)
+    }
+
+    /// Removes every entry and frees every node (at commit). 2 drains.
+    ///
+    /// # Errors
+    ///
+    /// Corrupted trees ([`Error::InvalidFree`](ptm::Error::InvalidFree) for a node reached
+    /// twice), logging errors.
+    pub fn clear(&self, tx: &Transaction<'_>) -> Result<()> {
+        let root = self.root.get(tx);
+        if !root.is_null() {
+            let mut nodes = Vec::new();
+            Self::walk(tx, root, 0, &mut |n| nodes.push(n), &mut |_, _| {})?;
+            for n in nodes {
+                tx.free(n)?;
+            }
+        }
+        tx.snapshot(|b| {
+            b.add(&self.root)?;
+            b.add(&self.len)
+        })?;
+        self.root.set(tx, PPtr::null())?;
+        self.len.set(tx, 0)
+    }
+
+    /// Frees everything the map owns (the same as [`clear`](PBTreeMap::clear)).
+    ///
+    /// # Errors
+    ///
+    /// As [`clear`](PBTreeMap::clear).
+    pub fn free(&self, tx: &Transaction<'_>) -> Result<()> {
+        self.clear(tx)
+    }
+}
+
+impl<K, V> fmt::Debug for PBTreeMap<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PBTreeMap { .. }")
+    }
+}

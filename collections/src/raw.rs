@@ -1,0 +1,182 @@
+//! Element access inside heap blocks owned by a collection: every element is viewed as a
+//! [`PCell`], so reads copy and writes log first, exactly like a cell in the root.
+
+use std::mem::{align_of, size_of};
+
+use ptm::{Loggable, PCell, PPtr, Persistent, Result, Transaction};
+
+/// A byte range of cells inside a block owned by one collection, logged as one undo record.
+pub(crate) struct Span {
+    addr: usize,
+    len: usize,
+}
+
+impl Span {
+    /// The `len` bytes starting `byte_off` bytes into `block`.
+    ///
+    /// # Safety
+    ///
+    /// `block` is a live block owned by the calling collection, at least `byte_off + len` bytes
+    /// long, whose bytes are accessed only as [`PCell`]s by the thread running `tx` (the
+    /// collection is `!Sync`, or guarded by a lock `tx` holds).
+    pub(crate) unsafe fn new(tx: &Transaction<'_>, block: PPtr<u8>, byte_off: u64, len: u64) -> Result<Self> {
+        // SAFETY: per this function's contract; the first byte is a `PCell<u8>` like any other.
+        let first = unsafe { cell::<u8>(tx, block, byte_off)? };
+        Ok(Span {
+            addr: first as *const PCell<u8> as usize,
+            len: usize::try_from(len).map_err(|_| out_of_bounds(byte_off, len))?,
+        })
+    }
+}
+
+// SAFETY: a `Span` is only built (by the unsafe `Span::new`) over bytes that are `PCell`s of a
+// block owned by one collection and reachable only by the thread of the running transaction (the
+// collection is `!Sync` or under a lock the transaction holds), so the bytes are interior-mutable
+// and a rollback cannot race another thread. `SnapshotBatch::add` checks the range is in the pool.
+unsafe impl Loggable for Span {
+    fn log_range(&self) -> (usize, usize) {
+        (self.addr, self.len)
+    }
+}
+
+/// The error for sizes and offsets that do not fit (only on a corrupted collection header).
+pub(crate) fn out_of_bounds(offset: u64, len: u64) -> ptm::Error {
+    ptm::pmem_core::Error::OutOfBounds {
+        offset,
+        len,
+        start: 0,
+        end: 0,
+    }
+    .into()
+}
+
+/// `i * size_of::<T>()`, checked.
+pub(crate) fn elem_off<T>(i: u64) -> Result<u64> {
+    i.checked_mul(size_of::<T>() as u64)
+        .ok_or_else(|| out_of_bounds(i, size_of::<T>() as u64))
+}
+
+/// Bytes of an array of `n` `T`s, checked.
+pub(crate) fn array_bytes<T>(n: u64) -> Result<u64> {
+    elem_off::<T>(n)
+}
+
+/// `x` rounded up to `T`'s alignment.
+pub(crate) fn align_for<T>(x: u64) -> u64 {
+    let a = align_of::<T>() as u64;
+    x.div_ceil(a) * a
+}
+
+/// The `T` cell `byte_off` bytes into `block`.
+///
+/// # Safety
+///
+/// `block` is a live block (not freed by a committed transaction) owned by the calling
+/// collection, holding a `T` at `byte_off`, and every access to that `T` during this transaction
+/// goes through `PCell`s by the thread running `tx` (the collection is `!Sync`, or guarded by a
+/// lock `tx` holds).
+///
+/// # Errors
+///
+/// Null, foreign, out-of-bounds or misaligned pointers (checked by `Transaction::deref`).
+pub(crate) unsafe fn cell<'t, T: Persistent>(
+    tx: &'t Transaction<'_>,
+    block: PPtr<u8>,
+    byte_off: u64,
+) -> Result<&'t PCell<T>> {
+    let off = block
+        .offset()
+        .checked_add(byte_off)
+        .filter(|&o| o < 1 << ptm::pmem_core::pptr::OFFSET_BITS)
+        .ok_or_else(|| out_of_bounds(block.offset(), byte_off))?;
+    let p = PPtr::<PCell<T>>::from_parts(block.tag(), off);
+    // SAFETY: per this function's contract: live, and only reached through cells by this thread.
+    unsafe { tx.deref(p) }
+}
+
+/// Reads element `i` of the `T` array at `block`.
+///
+/// # Safety
+///
+/// As [`cell`], for element `i`.
+pub(crate) unsafe fn read<T: Persistent + Copy>(tx: &Transaction<'_>, block: PPtr<u8>, i: u64) -> Result<T> {
+    // SAFETY: forwarded contract.
+    Ok(unsafe { cell::<T>(tx, block, elem_off::<T>(i)?)? }.get(tx))
+}
+
+/// Writes element `i` of the `T` array at `block` (logging it first unless already logged).
+///
+/// # Safety
+///
+/// As [`cell`], for element `i`.
+pub(crate) unsafe fn write<T: Persistent + Copy>(
+    tx: &Transaction<'_>,
+    block: PPtr<u8>,
+    i: u64,
+    v: T,
+) -> Result<()> {
+    // SAFETY: forwarded contract.
+    unsafe { cell::<T>(tx, block, elem_off::<T>(i)?)? }.set(tx, v)
+}
+
+/// A deterministic 64-bit hash of `bytes` (part of the on-media format of `PHashMap`: it must
+/// never change, and must not depend on the process or the Rust version).
+pub(crate) fn hash_bytes(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0x9e37_79b9_7f4a_7c15 ^ (bytes.len() as u64);
+    for chunk in bytes.chunks(8) {
+        let mut w = [0u8; 8];
+        w[..chunk.len()].copy_from_slice(chunk);
+        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 32;
+    }
+    // fmix64 (MurmurHash3's finaliser).
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// Allocates `size` bytes in `tx`'s pool and returns a pointer to them; `hint` is any non-null
+/// pointer of the pool (for its tag), or null.
+///
+/// `Transaction::alloc_bytes` returns a bare offset, and ptm has no public accessor for the
+/// pool's pointer tag inside a transaction; with no pointer at hand, the tag is taken from a
+/// one-byte block allocated and freed in this transaction (which the allocator then simply
+/// never allocates; it costs two log records and no drain).
+pub(crate) fn alloc_block(tx: &Transaction<'_>, hint: PPtr<u8>, size: u64) -> Result<PPtr<u8>> {
+    let tag = if hint.is_null() {
+        let probe = tx.alloc(0u8)?;
+        tx.free(probe)?;
+        probe.tag()
+    } else {
+        hint.tag()
+    };
+    let off = tx.alloc_bytes(size)?;
+    Ok(PPtr::from_parts(tag, off))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_is_stable() {
+        // Part of the on-media format: these values must never change.
+        let got = [
+            hash_bytes(&[]),
+            hash_bytes(&7u64.to_le_bytes()),
+            hash_bytes(b"persistent memory"),
+        ];
+        assert_eq!(
+            got,
+            [
+                0x9ca0_66f1_a4ab_2eea,
+                0xd5b1_0419_5a17_ebb4,
+                0x1295_277e_2fd0_a61a
+            ]
+        );
+        assert_ne!(hash_bytes(&1u64.to_le_bytes()), hash_bytes(&2u64.to_le_bytes()));
+        assert_ne!(hash_bytes(&[0]), hash_bytes(&[0, 0]));
+    }
+}
