@@ -74,7 +74,7 @@ impl<'p> Transaction<'p> {
         // SAFETY: `off` is a fresh block of at least `size_of::<T>()` bytes reserved by this
         // transaction: nobody else reads or writes it.
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.shared().ptr(off), bytes.len()) };
-        Ok(PPtr::from_parts(self.shared().region.header().pptr_tag, off))
+        Ok(self.pptr(off))
     }
 
     /// Allocates a zero-filled `T` (for values too large for the stack).
@@ -88,7 +88,7 @@ impl<'p> Transaction<'p> {
         let off = self.alloc_bytes(len as u64)?;
         // SAFETY: fresh block of `len` bytes owned by this transaction.
         unsafe { std::ptr::write_bytes(self.shared().ptr(off), 0, len) };
-        Ok(PPtr::from_parts(self.shared().region.header().pptr_tag, off))
+        Ok(self.pptr(off))
     }
 
     /// Allocates `size` bytes (64-byte aligned; contents unspecified) and returns their pool
@@ -209,6 +209,18 @@ impl<'p> Transaction<'p> {
         drop(st);
         let s = self.shared();
         Desc::decode(s.read_u64(s.heap.layout.desc_off(i)))
+    }
+
+    /// The tag carried by every [`PPtr`] into this pool (to build pointers from offsets, e.g.
+    /// those of [`alloc_bytes`](Transaction::alloc_bytes)).
+    pub fn pptr_tag(&self) -> u16 {
+        self.shared().region.header().pptr_tag
+    }
+
+    /// A pointer to the `T` at pool offset `off` of this pool (no check: checks happen at
+    /// dereference).
+    pub fn pptr<T>(&self, off: u64) -> PPtr<T> {
+        PPtr::from_parts(self.pptr_tag(), off)
     }
 
     /// Turns `p` into a reference valid for this transaction.

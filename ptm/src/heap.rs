@@ -290,7 +290,11 @@ impl Heap {
 
 /// Scans heap usage from the persistent metadata, reading u64 words through `read`.
 pub(crate) fn scan_stats(l: &HeapLayout, read: impl Fn(u64) -> u64) -> Result<HeapStats> {
-    let mut st = HeapStats { chunks: l.n_chunks, per_class: vec![0; CLASSES.len()], ..Default::default() };
+    let mut st = HeapStats {
+        chunks: l.n_chunks,
+        per_class: vec![0; CLASSES.len()],
+        ..Default::default()
+    };
     let mut run = 0u64;
     let mut i = 0;
     let end_run = |st: &mut HeapStats, run: &mut u64| {
@@ -311,7 +315,9 @@ pub(crate) fn scan_stats(l: &HeapLayout, read: impl Fn(u64) -> u64) -> Result<He
             }
             Desc::Slab(c) => {
                 let g = slab_geom(c);
-                let used: u64 = (0..g.words).map(|w| u64::from(read(l.chunk_off(i) + w * 8).count_ones())).sum();
+                let used: u64 = (0..g.words)
+                    .map(|w| u64::from(read(l.chunk_off(i) + w * 8).count_ones()))
+                    .sum();
                 st.slab_chunks += 1;
                 st.per_class[c] += used;
                 st.used_bytes += used * g.block;

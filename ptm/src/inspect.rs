@@ -34,11 +34,16 @@ pub fn inspect(region: &Region) -> Result<Summary> {
     let data = region.data_range();
     let mut sb = [0u8; 256];
     region.read_at(data.start, &mut sb)?;
-    let geometry = Geometry::decode(&sb, data.start, data.end)
-        .map_err(|what| Error::CorruptMetadata { path: region.path().to_owned(), what })?;
+    let geometry = Geometry::decode(&sb, data.start, data.end).map_err(|what| Error::CorruptMetadata {
+        path: region.path().to_owned(),
+        what,
+    })?;
     let read = |off: u64| {
         let mut b = [0u8; 8];
-        region.read_at(off, &mut b).map(|()| u64::from_le_bytes(b)).unwrap_or(u64::MAX)
+        region
+            .read_at(off, &mut b)
+            .map(|()| u64::from_le_bytes(b))
+            .unwrap_or(u64::MAX)
     };
     let mut lanes_with_log = 0;
     for lane in 0..geometry.lane_count as usize {

@@ -345,6 +345,18 @@ impl<'p> Transaction<'p> {
         st.entries += 1;
         st.ranges.push((off, len));
         st.undrained = true;
+        // Fresh memory has no old contents to restore: stores into it need no undo record.
+        st.logical.push((off, len));
+        if !st.index.is_empty() || st.logical.len() > LINEAR_RANGES {
+            let LaneVolatile { logical, index, .. } = &mut *st;
+            if index.is_empty() {
+                for &(o, l) in logical.iter() {
+                    index_insert(index, o, l);
+                }
+            } else {
+                index_insert(index, off, len);
+            }
+        }
         Ok(())
     }
 

@@ -407,3 +407,25 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn writing_into_a_fresh_block_needs_no_undo_record() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir, 16 << 20);
+    push(&pool, 0).unwrap();
+    let before = thread_stats();
+    pool.transaction(|tx, r| {
+        let p = tx.alloc(Node {
+            value: 1,
+            next: PPtr::null(),
+        })?;
+        // SAFETY: allocated just above in this transaction; nothing else can reach it.
+        let node = unsafe { tx.deref(p)? };
+        assert_eq!(node.value, 1);
+        assert_eq!(tx.pptr::<Node>(p.offset()), p);
+        assert_eq!(tx.pptr_tag(), p.tag());
+        r.head.set(tx, p)
+    })
+    .unwrap();
+    assert_eq!(thread_stats().since(&before).drains, 2);
+}
