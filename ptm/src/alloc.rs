@@ -31,8 +31,11 @@ pub(crate) struct TxHeap {
     pub(crate) new_slabs: Vec<(u64, usize)>,
     /// Runs freed by this transaction: free again after commit.
     pub(crate) freed_runs: Vec<(u64, u64)>,
-    /// Runs allocated and freed by this transaction: free again after commit or abort.
+    /// Runs allocated and freed by this transaction: quarantined after commit, free after abort.
     pub(crate) freed_new: Vec<(u64, u64)>,
+    /// Slab blocks allocated and freed by this transaction (bitmap word, bit): quarantined after
+    /// commit.
+    pub(crate) freed_new_blocks: Vec<(u64, u64)>,
     /// Slab chunks with blocks freed (chunk, class): offered again after commit.
     pub(crate) freed_slabs: Vec<(u64, usize)>,
     /// Per class: the slab chunk this lane allocated from last (kept across transactions).
@@ -48,6 +51,7 @@ impl TxHeap {
         self.new_slabs.clear();
         self.freed_runs.clear();
         self.freed_new.clear();
+        self.freed_new_blocks.clear();
         self.freed_slabs.clear();
         if self.hint.len() != CLASSES.len() {
             self.hint = vec![None; CLASSES.len()];
@@ -157,8 +161,10 @@ impl<'p> Transaction<'p> {
                     return Err(invalid("freed twice"));
                 }
                 if set & bit != 0 {
-                    // Allocated in this transaction: simply not allocated after all.
+                    // Allocated in this transaction: not allocated after all, but its bytes are
+                    // in this transaction's data hash, so it is quarantined after commit.
                     st.heap.bits.insert(word, (set & !bit, clear));
+                    st.heap.freed_new_blocks.push((word, bit));
                     return Ok(());
                 }
                 if cur & bit == 0 {
@@ -274,6 +280,7 @@ impl<'p> Transaction<'p> {
     /// Allocates one block of class `c`.
     fn alloc_small(&self, c: usize) -> Result<u64> {
         let s = self.shared();
+        s.release_quarantine();
         // 1. This lane's current slab of the class.
         let hint = self.st_mut().heap.hint[c];
         if let Some(chunk) = hint {
@@ -338,7 +345,7 @@ impl<'p> Transaction<'p> {
             } else {
                 (1u64 << (g.blocks % 64)) - 1
             };
-            let free = !(s.read_u64(word) | set | clear) & valid;
+            let free = !(s.read_u64(word) | set | clear | s.quarantined_bits(word)) & valid;
             if free != 0 {
                 let b = free.trailing_zeros() as u64;
                 self.log_deferred(&mut st, word, 8)?;
@@ -352,6 +359,7 @@ impl<'p> Transaction<'p> {
     /// Allocates a run of chunks for `size` bytes.
     fn alloc_run(&self, size: u64) -> Result<u64> {
         let s = self.shared();
+        s.release_quarantine();
         let layout = s.heap.layout;
         let n = size.div_ceil(CHUNK);
         let start = s

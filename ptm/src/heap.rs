@@ -240,6 +240,27 @@ impl HeapIndex {
     }
 }
 
+/// What a quarantined entry holds back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum QuarantineKind {
+    /// Slab blocks (bits of one bitmap word): free in the bitmap, but not to be handed out.
+    Block { word: u64, mask: u64 },
+    /// A run of chunks kept out of the index.
+    Run { start: u64, n: u64 },
+}
+
+/// Memory a committed transaction allocated *and* freed. The transaction's data hash covers it
+/// (its new-range record stays in the log), so until the transaction's completion mark is
+/// durable, a crash followed by a recovery that judges the transaction by its hash must find
+/// those bytes unchanged: nobody may reuse them before then. Released once
+/// `durable_completed[lane] >= seq`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Quarantined {
+    pub(crate) lane: usize,
+    pub(crate) seq: u64,
+    pub(crate) kind: QuarantineKind,
+}
+
 /// Heap state shared by all transactions of a pool.
 #[derive(Debug)]
 pub(crate) struct Heap {
@@ -248,6 +269,10 @@ pub(crate) struct Heap {
     /// of that transaction).
     pub(crate) locks: Box<[AtomicU32]>,
     pub(crate) index: Mutex<Option<HeapIndex>>,
+    /// See [`Quarantined`]; lock order: quarantine before index.
+    pub(crate) quarantine: Mutex<Vec<Quarantined>>,
+    /// Entries in `quarantine` (checked without the lock on fast paths).
+    pub(crate) quarantined: std::sync::atomic::AtomicUsize,
 }
 
 impl Heap {
@@ -256,6 +281,8 @@ impl Heap {
             layout,
             locks: zeroed_atomics(layout.n_chunks as usize),
             index: Mutex::new(None),
+            quarantine: Mutex::new(Vec::new()),
+            quarantined: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 

@@ -156,6 +156,8 @@ pub(crate) struct Shared {
     pub(crate) pending_seq: Box<[AtomicU64]>,
     /// Bit per lane: `pending_seq` is non-zero.
     pub(crate) pending_bits: Box<[AtomicU64]>,
+    /// Per lane: the highest seq whose completion mark is known durable.
+    pub(crate) durable_completed: Box<[AtomicU64]>,
     pub(crate) heap: crate::heap::Heap,
     pub(crate) lock_timeout: Duration,
     pub(crate) poisoned: AtomicBool,
@@ -245,6 +247,8 @@ impl Shared {
     /// After a drain: clears the pending marks that were made durable.
     pub(crate) fn settle_completions(&self, flushed: &[(usize, u64)]) {
         for &(lane, seq) in flushed {
+            // The flushed line held `completed >= seq`, and the caller has drained since.
+            self.durable_completed[lane].fetch_max(seq, Ordering::SeqCst);
             if self.pending_seq[lane]
                 .compare_exchange(seq, 0, Ordering::SeqCst, Ordering::SeqCst)
                 .is_ok()
@@ -300,7 +304,47 @@ impl Shared {
         self.drain()?;
         self.completed_word(lane).store(seq, Ordering::Release);
         self.flush(self.geo.lane(lane), 8);
-        self.drain()
+        self.drain()?;
+        self.durable_completed[lane].fetch_max(seq, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Returns to the allocator the quarantined blocks and runs whose transaction's completion
+    /// mark is now durable (see `heap::Quarantined`).
+    pub(crate) fn release_quarantine(&self) {
+        if self.heap.quarantined.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let mut q = self.heap.quarantine.lock().unwrap_or_else(|p| p.into_inner());
+        let mut runs = Vec::new();
+        q.retain(|e| {
+            let durable = self.durable_completed[e.lane].load(Ordering::SeqCst) >= e.seq;
+            if durable {
+                if let crate::heap::QuarantineKind::Run { start, n } = e.kind {
+                    runs.push((start, n));
+                }
+            }
+            !durable
+        });
+        self.heap.quarantined.store(q.len(), Ordering::Release);
+        drop(q);
+        if !runs.is_empty() {
+            let _ = self.heap_index(|idx| runs.iter().for_each(|&(a, n)| idx.give_run(a, n)));
+        }
+    }
+
+    /// Bits of bitmap word `word` that are quarantined (free in the bitmap, not yet reusable).
+    pub(crate) fn quarantined_bits(&self, word: u64) -> u64 {
+        if self.heap.quarantined.load(Ordering::Acquire) == 0 {
+            return 0;
+        }
+        let q = self.heap.quarantine.lock().unwrap_or_else(|p| p.into_inner());
+        q.iter()
+            .filter_map(|e| match e.kind {
+                crate::heap::QuarantineKind::Block { word: w, mask } if w == word => Some(mask),
+                _ => None,
+            })
+            .fold(0, |a, m| a | m)
     }
 }
 
@@ -455,6 +499,7 @@ impl<R: Persistent> Pool<R> {
                 .collect(),
             pending_seq: (0..n).map(|_| AtomicU64::new(0)).collect(),
             pending_bits: (0..n.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            durable_completed: (0..n).map(|_| AtomicU64::new(0)).collect(),
             heap: crate::heap::Heap::new(crate::heap::HeapLayout::new(geo.heap_offset, geo.heap_size)),
             lock_timeout: opts.lock_timeout,
             poisoned: AtomicBool::new(false),
@@ -823,6 +868,7 @@ fn recover(s: &Shared, mut report: RecoveryReport) -> Result<RecoveryReport> {
                 report.entries_undone += scan.entries.len() as u64;
             }
         }
+        s.durable_completed[lane].store(s.completed_word(lane).load(Ordering::Acquire), Ordering::SeqCst);
         // SAFETY: single-threaded recovery: no lane is held yet.
         unsafe { (*s.slots[lane].0.get()).next_seq = crate::tx::next_seq_after(last, lane) };
     }

@@ -286,6 +286,7 @@ impl<'p> Transaction<'p> {
     fn jump(&self, st: &mut LaneVolatile) -> Result<()> {
         // The preferred size, or smaller ones down to one chunk when the heap is fragmented.
         // Extents are volatile reservations of free heap chunks (never marked in the chunk table).
+        self.shared.release_quarantine();
         let mut size = st.next_extent;
         let ext = loop {
             let n = size / crate::heap::CHUNK;
@@ -646,8 +647,10 @@ fn release_lane(shared: &Shared, lane: usize, mut st: LaneVolatile, committed: b
                 idx.give_run(start, size / chunk);
             }
         }
-        for &(a, n) in &h.freed_new {
-            idx.give_run(a, n);
+        if !committed {
+            for &(a, n) in &h.freed_new {
+                idx.give_run(a, n);
+            }
         }
         if committed {
             for &(a, n) in &h.freed_runs {
@@ -669,6 +672,25 @@ fn release_lane(shared: &Shared, lane: usize, mut st: LaneVolatile, committed: b
             }
         }
     });
+    if committed && (!h.freed_new.is_empty() || !h.freed_new_blocks.is_empty()) {
+        use crate::heap::{QuarantineKind, Quarantined};
+        let mut q = shared.heap.quarantine.lock().unwrap_or_else(|p| p.into_inner());
+        for &(start, n) in &h.freed_new {
+            q.push(Quarantined {
+                lane,
+                seq: st.seq,
+                kind: QuarantineKind::Run { start, n },
+            });
+        }
+        for &(word, mask) in &h.freed_new_blocks {
+            q.push(Quarantined {
+                lane,
+                seq: st.seq,
+                kind: QuarantineKind::Block { word, mask },
+            });
+        }
+        shared.heap.quarantined.store(q.len(), Ordering::Release);
+    }
     for &i in &h.locked {
         shared.heap.unlock_chunk(i);
     }

@@ -429,3 +429,83 @@ fn writing_into_a_fresh_block_needs_no_undo_record() {
     .unwrap();
     assert_eq!(thread_stats().since(&before).drains, 2);
 }
+
+/// Regression: a block allocated and freed by a committed transaction T1 is covered by T1's
+/// data hash until T1's completion mark is durable. Reusing it before then (a later transaction
+/// writes a fresh allocation before its first drain) made recovery roll back the committed T1
+/// when the mark was lost in a crash.
+#[test]
+fn a_block_freed_in_its_allocating_transaction_is_not_reused_too_early() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir, 16 << 20);
+    push(&pool, 1).unwrap();
+    let geo = pool.geometry();
+    let (x, lane) = pool
+        .transaction(|tx, r| {
+            let x = tx.alloc(Node {
+                value: 0xAAAA,
+                next: PPtr::null(),
+            })?;
+            tx.free(x)?;
+            r.len.set(tx, 42)?;
+            Ok::<_, Error>((x, tx.lane()))
+        })
+        .unwrap();
+    let image = common::path(&dir, "image.pool");
+    let _ = pool.transaction(|tx, _| {
+        // Before this transaction's first drain: must not get (and overwrite) block x.
+        let y = tx.alloc(Node {
+            value: 0xBBBB,
+            next: PPtr::null(),
+        })?;
+        assert_ne!(y.offset(), x.offset(), "a quarantined block was handed out");
+        common::crash_image(&common::path(&dir, "alloc.pool"), &image);
+        Err::<(), _>(Error::InvalidOptions("crash"))
+    });
+    drop(pool);
+    // The crash lost T1's completion mark: recovery must keep T1 by its data hash.
+    let completed_at = geo.lanes_offset + lane as u64 * geo.lane_size;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&image)
+        .unwrap();
+    use std::os::unix::fs::FileExt;
+    let mut b = [0u8; 8];
+    f.read_exact_at(&mut b, completed_at).unwrap();
+    let seq = u64::from_le_bytes(b);
+    f.write_all_at(
+        &seq.saturating_sub(u64::from(ptm::layout::MAX_LANES))
+            .to_le_bytes(),
+        completed_at,
+    )
+    .unwrap();
+    drop(f);
+    let recovered = Pool::<Root>::open(&image, &common::pmem()).unwrap();
+    let len = recovered
+        .transaction(|tx, r| Ok::<_, Error>(r.len.get(tx)))
+        .unwrap();
+    assert_eq!(
+        len,
+        42,
+        "the committed transaction was rolled back: {:?}",
+        recovered.recovery_report()
+    );
+}
+
+#[test]
+fn quarantined_blocks_become_reusable_after_a_drain() {
+    let dir = common::shm_dir();
+    let mut pool = pool(&dir, 16 << 20);
+    let x = pool
+        .transaction(|tx, _| {
+            let x = tx.alloc(5u64)?;
+            tx.free(x)?;
+            Ok::<_, Error>(x)
+        })
+        .unwrap();
+    pool.sync().unwrap(); // the completion mark is durable now
+    let y = pool.transaction(|tx, _| tx.alloc(6u64)).unwrap();
+    assert_eq!(y.offset(), x.offset());
+    assert_eq!(pool.allocated_blocks().unwrap().len(), 1);
+}
