@@ -81,3 +81,141 @@ shim_tx_read_word(PMEMobjpool *pop, PMEMoid root, uint64_t off, uint64_t *out)
 	pmemobj_tx_commit();
 	return pmemobj_tx_end();
 }
+
+/* ---- Allocator benchmarks (benches/alloc.rs) ---- */
+
+/* Largest number of blocks one shim_tx_alloc_free transaction allocates (object ids on the
+ * stack). */
+#define SHIM_MAX_BATCH 64
+/* Type numbers of the blocks and list nodes allocated by the allocator benchmarks. */
+#define SHIM_BLOCK_TYPE 1
+#define SHIM_NODE_TYPE 2
+
+/* A list node of 64 bytes, as the ptm benchmark's Node: the next pointer and a payload. */
+struct shim_node {
+	PMEMoid next;
+	uint64_t payload[6];
+};
+
+/* Largest batch of shim_tx_alloc_free. */
+uint64_t
+shim_max_batch(void)
+{
+	return SHIM_MAX_BATCH;
+}
+
+/* sizeof(struct shim_node). */
+uint64_t
+shim_node_size(void)
+{
+	return sizeof(struct shim_node);
+}
+
+/*
+ * One transaction that allocates `n` blocks of `size` bytes (pmemobj_tx_alloc, contents not
+ * initialised) and then frees them all (pmemobj_tx_free), then commits. Thread-safe: it touches
+ * only the calling thread's transaction and the blocks it allocates. Returns 0 when committed,
+ * otherwise the error number of the aborted transaction (EINVAL if `n` is above SHIM_MAX_BATCH).
+ */
+int
+shim_tx_alloc_free(PMEMobjpool *pop, uint64_t n, uint64_t size)
+{
+	PMEMoid oids[SHIM_MAX_BATCH];
+	if (n > SHIM_MAX_BATCH)
+		return EINVAL;
+
+	if (pmemobj_tx_begin(pop, NULL, TX_PARAM_NONE) != 0)
+		return pmemobj_tx_end();
+
+	for (uint64_t i = 0; i < n; i++) {
+		oids[i] = pmemobj_tx_alloc(size, SHIM_BLOCK_TYPE);
+		/* On failure the transaction is already aborted. */
+		if (OID_IS_NULL(oids[i]))
+			return pmemobj_tx_end();
+	}
+	for (uint64_t i = 0; i < n; i++) {
+		if (pmemobj_tx_free(oids[i]) != 0)
+			return pmemobj_tx_end();
+	}
+
+	pmemobj_tx_commit();
+	return pmemobj_tx_end();
+}
+
+/*
+ * One transaction that pushes a new node on the list whose head (a PMEMoid) lies at byte offset
+ * `head_off` of the root object: allocates the node (pmemobj_tx_alloc; a new object needs no
+ * snapshot), initialises it with the old head and `val`, snapshots the head
+ * (pmemobj_tx_add_range) and stores the node's id there. Returns 0 when committed, otherwise the
+ * error number.
+ */
+int
+shim_tx_push(PMEMobjpool *pop, PMEMoid root, uint64_t head_off, uint64_t val)
+{
+	char *base = pmemobj_direct(root);
+	if (base == NULL)
+		return EINVAL;
+	PMEMoid *head = (PMEMoid *)(base + head_off);
+
+	if (pmemobj_tx_begin(pop, NULL, TX_PARAM_NONE) != 0)
+		return pmemobj_tx_end();
+
+	PMEMoid oid = pmemobj_tx_alloc(sizeof(struct shim_node), SHIM_NODE_TYPE);
+	if (OID_IS_NULL(oid))
+		return pmemobj_tx_end();
+	struct shim_node *node = pmemobj_direct(oid);
+	node->next = *head;
+	for (int i = 0; i < 6; i++)
+		node->payload[i] = val;
+	if (pmemobj_tx_add_range(root, head_off, sizeof(PMEMoid)) != 0)
+		return pmemobj_tx_end();
+	*head = oid;
+
+	pmemobj_tx_commit();
+	return pmemobj_tx_end();
+}
+
+/*
+ * One transaction that pops the first node of the list whose head lies at byte offset
+ * `head_off` of the root object: snapshots the head, stores the node's next pointer there, frees
+ * the node (pmemobj_tx_free) and returns its first payload word in `*out`. Returns 0 when
+ * committed, -1 (without a transaction) when the list is empty, otherwise the error number.
+ */
+int
+shim_tx_pop(PMEMobjpool *pop, PMEMoid root, uint64_t head_off, uint64_t *out)
+{
+	char *base = pmemobj_direct(root);
+	if (base == NULL)
+		return EINVAL;
+	PMEMoid *head = (PMEMoid *)(base + head_off);
+	if (OID_IS_NULL(*head))
+		return -1;
+
+	if (pmemobj_tx_begin(pop, NULL, TX_PARAM_NONE) != 0)
+		return pmemobj_tx_end();
+
+	PMEMoid oid = *head;
+	const struct shim_node *node = pmemobj_direct(oid);
+	if (pmemobj_tx_add_range(root, head_off, sizeof(PMEMoid)) != 0)
+		return pmemobj_tx_end();
+	*head = node->next;
+	*out = node->payload[0];
+	if (pmemobj_tx_free(oid) != 0)
+		return pmemobj_tx_end();
+
+	pmemobj_tx_commit();
+	return pmemobj_tx_end();
+}
+
+/* Number of allocated objects of the allocator benchmarks' types (blocks and nodes). */
+uint64_t
+shim_count_alloc_objects(PMEMobjpool *pop)
+{
+	uint64_t n = 0;
+	for (PMEMoid oid = pmemobj_first(pop); !OID_IS_NULL(oid); oid = pmemobj_next(oid)) {
+		uint64_t t = pmemobj_type_num(oid);
+		if (t == SHIM_BLOCK_TYPE || t == SHIM_NODE_TYPE)
+			n++;
+	}
+	return n;
+}

@@ -7,6 +7,11 @@
 //! libpmemobj writes it: `pmemobj_tx_begin`, `pmemobj_tx_add_range` per range, the stores,
 //! `pmemobj_tx_commit`, `pmemobj_tx_end`. One FFI call per transaction.
 //!
+//! For the allocator benchmarks (`benches/alloc.rs`) the shim also runs transactions that
+//! `pmemobj_tx_alloc` and `pmemobj_tx_free` blocks ([`PmdkPool::tx_alloc_free`], usable from
+//! several threads through [`PmdkPool::alloc_handle`]) and push/pop nodes of a list whose head
+//! is in the root object ([`PmdkPool::tx_push`], [`PmdkPool::tx_pop`]).
+//!
 //! PMDK decides between cache flushes and `msync` with `pmem_is_pmem`; on tmpfs it answers
 //! "no" unless the environment variable `PMEM_IS_PMEM_FORCE=1` is set before its first call.
 //! Call [`force_pmem_env`] at the start of `main` to put PMDK in the same persistence domain as
@@ -27,6 +32,14 @@ pub const ROOT_WORDS: u64 = 512;
 const ROOT_ALLOC: usize = ROOT_WORDS as usize * 8 + 64;
 /// The environment variable that makes libpmem's `pmem_is_pmem` always answer "yes".
 pub const FORCE_ENV: &str = "PMEM_IS_PMEM_FORCE";
+/// Most blocks one [`PmdkPool::tx_alloc_free`] transaction allocates (`SHIM_MAX_BATCH` in the
+/// shim).
+pub const MAX_BATCH: u64 = 64;
+/// Bytes of a list node of [`PmdkPool::tx_push`]: a `PMEMoid` next pointer and 48 bytes of
+/// payload (`struct shim_node` in the shim).
+pub const NODE_SIZE: u64 = 64;
+/// What the shim's pop returns for an empty list (not an error number).
+const EMPTY: c_int = -1;
 /// Layout name of the benchmark pools.
 const LAYOUT: &CStr = c"ptm-bench";
 
@@ -69,6 +82,12 @@ extern "C" {
         val: u64,
     ) -> c_int;
     fn shim_tx_read_word(pop: *mut PmemObjPool, root: PmemOid, off: u64, out: *mut u64) -> c_int;
+    fn shim_max_batch() -> u64;
+    fn shim_node_size() -> u64;
+    fn shim_tx_alloc_free(pop: *mut PmemObjPool, n: u64, size: u64) -> c_int;
+    fn shim_tx_push(pop: *mut PmemObjPool, root: PmemOid, head_off: u64, val: u64) -> c_int;
+    fn shim_tx_pop(pop: *mut PmemObjPool, root: PmemOid, head_off: u64, out: *mut u64) -> c_int;
+    fn shim_count_alloc_objects(pop: *mut PmemObjPool) -> u64;
 }
 
 /// Sets `PMEM_IS_PMEM_FORCE=1` in this process's environment, so libpmem treats every mapping
@@ -120,7 +139,9 @@ impl Error for PmdkError {}
 /// A libpmemobj pool in a fresh temporary directory, with a root object of [`ROOT_WORDS`]
 /// 64-byte-aligned `u64` words. Closed, then removed, on drop.
 ///
-/// Not `Send`/`Sync`: libpmemobj transactions are per thread, and the benchmarks use one.
+/// Not `Send`/`Sync`: libpmemobj transactions are per thread, and the benchmarks use one. The
+/// thread-safe allocation transactions are shared between threads through
+/// [`PmdkPool::alloc_handle`].
 #[derive(Debug)]
 pub struct PmdkPool {
     pop: NonNull<PmemObjPool>,
@@ -174,6 +195,13 @@ impl PmdkPool {
         // SAFETY: `words_off < 64`, and the root object has `ROOT_ALLOC` bytes, 64 more than
         // the words need, so the result is inside the object; it is non-null as `base` is.
         let words = unsafe { NonNull::new_unchecked(base.add(words_off).cast::<u64>()) };
+        // SAFETY: constant getters of the shim, no arguments.
+        let (max_batch, node_size) = unsafe { (shim_max_batch(), shim_node_size()) };
+        assert_eq!(
+            (max_batch, node_size),
+            (MAX_BATCH, NODE_SIZE),
+            "the shim disagrees with MAX_BATCH/NODE_SIZE"
+        );
         std::mem::forget(guard);
         Ok(PmdkPool {
             pop,
@@ -247,6 +275,129 @@ impl PmdkPool {
             Ok(out)
         } else {
             Err(PmdkError::last("read-only transaction", r))
+        }
+    }
+}
+
+impl PmdkPool {
+    /// Byte offset, in the root object, of the head (`PMEMoid`, 16 bytes) of the list of
+    /// [`tx_push`](PmdkPool::tx_push): root words 0 and 1.
+    fn head_off(&self) -> u64 {
+        self.words_off
+    }
+
+    /// One transaction that allocates `n` blocks of `size` bytes with `pmemobj_tx_alloc`, then
+    /// frees them all with `pmemobj_tx_free`, and commits (see [`PmdkAllocHandle::tx_alloc_free`]).
+    ///
+    /// # Panics
+    ///
+    /// If `n` is above [`MAX_BATCH`] or `size` is 0.
+    ///
+    /// # Errors
+    ///
+    /// The transaction aborted (e.g. out of space).
+    #[inline]
+    pub fn tx_alloc_free(&self, n: u64, size: u64) -> Result<(), PmdkError> {
+        self.alloc_handle().tx_alloc_free(n, size)
+    }
+
+    /// A handle running [`tx_alloc_free`](PmdkPool::tx_alloc_free) transactions on this pool from
+    /// any thread.
+    pub fn alloc_handle(&self) -> PmdkAllocHandle<'_> {
+        PmdkAllocHandle {
+            pop: self.pop,
+            _pool: PhantomData,
+        }
+    }
+
+    /// One transaction that allocates a [`NODE_SIZE`]-byte node (`pmemobj_tx_alloc`), fills it
+    /// with the current list head and `val`, snapshots the head in the root
+    /// (`pmemobj_tx_add_range`, 16 bytes) and links the node there.
+    ///
+    /// # Errors
+    ///
+    /// The transaction aborted (e.g. out of space).
+    #[inline]
+    pub fn tx_push(&self, val: u64) -> Result<(), PmdkError> {
+        // SAFETY: the pool is open; the 16-byte head lies in the root's words (word 0 and 1, of
+        // ROOT_WORDS); it holds OID_NULL or a node pushed by this method (the root is zeroed at
+        // creation and only changed by push/pop); no transaction is open on this thread.
+        let r = unsafe { shim_tx_push(self.pop.as_ptr(), self.root, self.head_off(), val) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(PmdkError::last("push transaction", r))
+        }
+    }
+
+    /// One transaction that unlinks the first node of the list of [`tx_push`](PmdkPool::tx_push)
+    /// (snapshot of the head, store of the node's next pointer) and frees it
+    /// (`pmemobj_tx_free`). Returns the node's value, or `None` (no transaction) if the list is
+    /// empty.
+    ///
+    /// # Errors
+    ///
+    /// The transaction aborted.
+    #[inline]
+    pub fn tx_pop(&self) -> Result<Option<u64>, PmdkError> {
+        let mut out = 0u64;
+        // SAFETY: as in `tx_push`: the head is OID_NULL or a live node of this pool, whose next
+        // pointer is OID_NULL or another live node; `out` is a valid destination.
+        let r = unsafe { shim_tx_pop(self.pop.as_ptr(), self.root, self.head_off(), &mut out) };
+        match r {
+            0 => Ok(Some(out)),
+            EMPTY => Ok(None),
+            _ => Err(PmdkError::last("pop transaction", r)),
+        }
+    }
+
+    /// The number of allocated blocks of [`tx_alloc_free`](PmdkPool::tx_alloc_free) and nodes of
+    /// [`tx_push`](PmdkPool::tx_push) (a walk over every object of the pool): 0 when everything
+    /// allocated was freed again.
+    pub fn count_alloc_objects(&self) -> u64 {
+        // SAFETY: the pool is open and no transaction of this thread is running.
+        unsafe { shim_count_alloc_objects(self.pop.as_ptr()) }
+    }
+}
+
+/// Runs the allocation transactions of [`PmdkPool::tx_alloc_free`] on a pool from any thread
+/// (`Send + Sync + Copy`); borrows the pool, so it cannot outlive it.
+#[derive(Debug, Clone, Copy)]
+pub struct PmdkAllocHandle<'a> {
+    pop: NonNull<PmemObjPool>,
+    _pool: PhantomData<&'a PmdkPool>,
+}
+
+// SAFETY: the handle only calls `shim_tx_alloc_free`, which uses libpmemobj's thread-safe API
+// (each thread runs its own transaction on its own lane) and touches only the blocks it
+// allocates; the pool stays open while the handle exists (it borrows the `PmdkPool`).
+unsafe impl Send for PmdkAllocHandle<'_> {}
+// SAFETY: as for `Send`: every method takes `&self` and is safe to call concurrently.
+unsafe impl Sync for PmdkAllocHandle<'_> {}
+
+impl PmdkAllocHandle<'_> {
+    /// One transaction on the calling thread that allocates `n` blocks of `size` bytes
+    /// (`pmemobj_tx_alloc`, contents uninitialised), then frees them all (`pmemobj_tx_free`), and
+    /// commits: a block allocated and freed in the same transaction is never allocated.
+    ///
+    /// # Panics
+    ///
+    /// If `n` is above [`MAX_BATCH`] or `size` is 0.
+    ///
+    /// # Errors
+    ///
+    /// The transaction aborted (e.g. out of space).
+    #[inline]
+    pub fn tx_alloc_free(&self, n: u64, size: u64) -> Result<(), PmdkError> {
+        assert!(n <= MAX_BATCH, "at most MAX_BATCH blocks per transaction");
+        assert!(size > 0, "zero-sized pmemobj_tx_alloc");
+        // SAFETY: the pool is open (borrowed); `n` fits the shim's array (checked above); the
+        // calling thread has no transaction open (each shim call runs and ends its own).
+        let r = unsafe { shim_tx_alloc_free(self.pop.as_ptr(), n, size) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(PmdkError::last("alloc/free transaction", r))
         }
     }
 }

@@ -289,7 +289,13 @@ impl Heap {
     /// Tries to take chunk `i`'s metadata lock for `lane`; true if taken or already held.
     pub(crate) fn try_lock_chunk(&self, i: u64, lane: usize) -> std::result::Result<bool, ()> {
         let me = lane as u32 + 1;
-        match self.locks[i as usize].compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) {
+        let lock = &self.locks[i as usize];
+        // Re-entrant use (a transaction allocating many blocks from its slab) needs no locked
+        // instruction: only the holder can have stored `me`.
+        if lock.load(Ordering::Relaxed) == me {
+            return Ok(false);
+        }
+        match lock.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) {
             Ok(_) => Ok(true),
             Err(cur) if cur == me => Ok(false),
             Err(_) => Err(()),
