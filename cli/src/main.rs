@@ -5,6 +5,7 @@
 //! should a bug panic anyway, the hook below still prints one line and no backtrace.
 
 mod check;
+mod demo;
 mod report;
 mod size;
 
@@ -79,6 +80,36 @@ enum Command {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Show crash consistency: a child process runs persistent hash-map transactions and is
+    /// killed with SIGKILL, again and again; after each kill the pool is reopened (recovery
+    /// runs) and checked. Prints a table; exits 1 if any invariant fails.
+    Demo {
+        /// Directory for the temporary pool (default: /dev/shm treated as persistent memory
+        /// when present, else the system temp dir).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Use a plain file on the disk temp dir (msync domain) instead of tmpfs.
+        #[arg(long)]
+        disk: bool,
+        /// How many times to kill the child.
+        #[arg(long, default_value = "5", value_name = "N")]
+        kills: u32,
+        /// Seed of the workload and kill delays (printed; replays a run).
+        #[arg(long, value_name = "S")]
+        seed: Option<u64>,
+    },
+    /// The demo's child process (internal).
+    #[command(hide = true)]
+    DemoChild {
+        /// The pool.
+        path: PathBuf,
+        /// Workload seed.
+        #[arg(long)]
+        seed: u64,
+        /// Open as persistent memory.
+        #[arg(long)]
+        force_pmem: bool,
     },
 }
 
@@ -194,6 +225,22 @@ fn run(cli: Cli) -> Result<(), Failure> {
             force_pmem,
         } => info(&path, json, force_pmem),
         Command::Check { path, repair, json } => check(&path, repair, json),
+        Command::Demo {
+            dir,
+            disk,
+            kills,
+            seed,
+        } => emit(&demo::run(demo::DemoArgs {
+            dir,
+            kills,
+            seed,
+            disk,
+        })?),
+        Command::DemoChild {
+            path,
+            seed,
+            force_pmem,
+        } => demo::child(&path, seed, force_pmem),
     }
 }
 
