@@ -24,8 +24,9 @@
 //! (one drain), then the stores; the commit is the second drain. So an insert, update, push,
 //! pop or remove alone costs **2 drains**, reads cost **0**, and growth (a bigger buffer or
 //! table, B-tree node splits) also costs 2: the fresh blocks are logged as whole ranges in the
-//! same batch (ptm logs every store made through a cell, and a block allocated in this
-//! transaction is not exempt), so a growth step writes the new buffer twice (log and place).
+//! same batch, so a growth step writes the new buffer twice (log and place). (ptm now treats
+//! blocks allocated in the same transaction as already logged, which makes that copy
+//! redundant; dropping it is a follow-up.)
 //! Several operations in one transaction share the commit drain but each adds its own snapshot
 //! drain. These counts are asserted in `tests/drains.rs`.
 //!
