@@ -640,37 +640,46 @@ fn release_lane(shared: &Shared, lane: usize, mut st: LaneVolatile, committed: b
     let chunk = crate::heap::CHUNK;
     let layout = shared.heap.layout;
     // Volatile index updates: extents always go back; a commit frees what it freed and offers
-    // its new and emptied slabs; an abort returns what it reserved.
-    let _ = shared.heap_index(|idx| {
-        for &(off, size) in &extents {
-            if let Some(start) = layout.chunk_of(off) {
-                idx.give_run(start, size / chunk);
-            }
-        }
-        if !committed {
-            for &(a, n) in &h.freed_new {
-                idx.give_run(a, n);
-            }
-        }
-        if committed {
-            for &(a, n) in &h.freed_runs {
-                idx.give_run(a, n);
-            }
-            for &(a, c) in h.new_slabs.iter().chain(&h.freed_slabs) {
-                if !idx.partial[c].contains(&a) {
-                    idx.partial[c].push(a);
+    // its new and emptied slabs; an abort returns what it reserved. Most transactions touch
+    // none of this and skip the index lock.
+    let touched = !extents.is_empty()
+        || !h.freed_new.is_empty()
+        || !h.freed_runs.is_empty()
+        || !h.new_slabs.is_empty()
+        || !h.freed_slabs.is_empty()
+        || !h.reserved.is_empty();
+    let _ = touched.then(|| {
+        shared.heap_index(|idx| {
+            for &(off, size) in &extents {
+                if let Some(start) = layout.chunk_of(off) {
+                    idx.give_run(start, size / chunk);
                 }
             }
-        } else {
-            for &(a, n) in &h.reserved {
-                idx.give_run(a, n);
-            }
-            for c in h.hint.iter_mut() {
-                if c.is_some_and(|a| h.reserved.iter().any(|&(r, _)| r == a)) {
-                    *c = None;
+            if !committed {
+                for &(a, n) in &h.freed_new {
+                    idx.give_run(a, n);
                 }
             }
-        }
+            if committed {
+                for &(a, n) in &h.freed_runs {
+                    idx.give_run(a, n);
+                }
+                for &(a, c) in h.new_slabs.iter().chain(&h.freed_slabs) {
+                    if !idx.partial[c].contains(&a) {
+                        idx.partial[c].push(a);
+                    }
+                }
+            } else {
+                for &(a, n) in &h.reserved {
+                    idx.give_run(a, n);
+                }
+                for c in h.hint.iter_mut() {
+                    if c.is_some_and(|a| h.reserved.iter().any(|&(r, _)| r == a)) {
+                        *c = None;
+                    }
+                }
+            }
+        })
     });
     if committed && (!h.freed_new.is_empty() || !h.freed_new_blocks.is_empty()) {
         use crate::heap::{QuarantineKind, Quarantined};
@@ -741,6 +750,9 @@ fn needs_drain(s: &Shared, drains_at: u64) -> bool {
 pub(crate) fn settle_thread(s: &Shared) -> Result<()> {
     let mine: Vec<PendingEntry> = PENDING.with(|p| {
         let mut p = p.borrow_mut();
+        if p.is_empty() {
+            return Vec::new(); // no allocation on the common path
+        }
         let (mine, rest): (Vec<_>, Vec<_>) = p.drain(..).partition(|e| e.pool == s.id);
         *p = rest;
         mine
