@@ -733,6 +733,28 @@ pub(crate) fn devdax_geometry(sysfs_root: &Path, rdev: u64) -> io::Result<(u64, 
     Ok((size, align))
 }
 
+/// Whether the kernel accepts `MAP_SHARED_VALIDATE | MAP_SYNC` for `fd` (a file on a DAX file
+/// system), tried on one page at a kernel-chosen address and unmapped again.
+fn probe_map_sync(fd: libc::c_int) -> bool {
+    // SAFETY: a fresh mapping at an address the kernel chooses (no MAP_FIXED), of one page of an
+    // open, read-write file; nothing else refers to it and it is unmapped right away.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED_VALIDATE | libc::MAP_SYNC,
+            fd,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return false;
+        }
+        libc::munmap(p, PAGE);
+        true
+    }
+}
+
 /// A shared mapping of the whole pool, unmapped on drop.
 #[derive(Debug)]
 struct Mapping {
@@ -776,26 +798,18 @@ impl Mapping {
         // SAFETY: `aligned..aligned+len` lies inside the reservation we own (aligned - res_addr < align).
         let want = unsafe { res.cast::<u8>().add(aligned - res_addr) }.cast::<libc::c_void>();
         let prot = libc::PROT_READ | libc::PROT_WRITE;
-        let mut map_sync = false;
-        let mut addr = libc::MAP_FAILED;
-        if backing == Backing::File {
-            // SAFETY: MAP_FIXED over our own reservation; the fd is open read-write.
-            addr = unsafe {
-                libc::mmap(
-                    want,
-                    len,
-                    prot,
-                    libc::MAP_SHARED_VALIDATE | libc::MAP_SYNC | libc::MAP_FIXED,
-                    fd,
-                    0,
-                )
-            };
-            map_sync = addr != libc::MAP_FAILED;
-        }
-        if addr == libc::MAP_FAILED {
-            // SAFETY: as above, without MAP_SYNC (refused on non-DAX file systems).
-            addr = unsafe { libc::mmap(want, len, prot, libc::MAP_SHARED | libc::MAP_FIXED, fd, 0) };
-        }
+        // Probe MAP_SYNC with a one-page mapping at an address of the kernel's choosing. A
+        // refused MAP_FIXED attempt inside the reservation can leave a hole there (the kernel
+        // may unmap the range before it checks the flags), which another thread's mmap could
+        // take and our retry would then clobber.
+        let map_sync = backing == Backing::File && probe_map_sync(fd);
+        let flags = if map_sync {
+            libc::MAP_SHARED_VALIDATE | libc::MAP_SYNC | libc::MAP_FIXED
+        } else {
+            libc::MAP_SHARED | libc::MAP_FIXED
+        };
+        // SAFETY: MAP_FIXED over our own reservation; the fd is open read-write.
+        let addr = unsafe { libc::mmap(want, len, prot, flags, fd, 0) };
         if addr == libc::MAP_FAILED {
             let e = io::Error::last_os_error();
             // SAFETY: unmapping the reservation we created above.
