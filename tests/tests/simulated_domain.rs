@@ -1,0 +1,66 @@
+//! Guards the simulated domain under ptm: transactions cost the drains they cost in the
+//! cache-flush domain, the explorer's recoveries and checks (run inside the workload's drains)
+//! leave no trace in the workload thread's persistence counters, and the crash points are
+//! exactly the drains (plus the state after the last one).
+
+use std::cell::RefCell;
+
+use ptm::{thread_stats, DomainKind, PCell, Persistent, Pool};
+use ptm_crashtest::{CheckResult, Explorer, Report};
+
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Root {
+    cells: [PCell<u64>; 8],
+}
+
+/// Runs `n` one-word transactions and one 8-range batched transaction; returns the report and
+/// the drains and lines each transaction cost, seen from the workload thread.
+fn run(n: u64) -> (Report, Vec<(u64, u64)>) {
+    let costs = RefCell::new(Vec::new());
+    let report = Explorer::new()
+        .double_crash(true)
+        .run::<Root>(
+            |_| Ok(()),
+            |pool: &Pool<Root>| -> CheckResult {
+                assert_eq!(pool.domain(), DomainKind::Simulated);
+                for i in 0..n {
+                    let before = thread_stats();
+                    pool.transaction(|tx, r| r.cells[0].set(tx, i + 1))?;
+                    let d = thread_stats().since(&before);
+                    costs.borrow_mut().push((d.drains, d.lines_flushed));
+                }
+                let before = thread_stats();
+                pool.transaction(|tx, r| {
+                    tx.snapshot(|b| r.cells.iter().try_for_each(|c| b.add(c)))?;
+                    r.cells.iter().try_for_each(|c| c.set(tx, 9))
+                })?;
+                let d = thread_stats().since(&before);
+                costs.borrow_mut().push((d.drains, d.lines_flushed));
+                Ok(())
+            },
+            |pool| {
+                pool.transaction(|tx, r| Ok::<_, ptm::Error>(r.cells[0].get(tx)))?;
+                Ok(())
+            },
+        )
+        .unwrap();
+    assert!(report.failures.is_empty(), "{report}");
+    assert!(report.images_checked > 0);
+    (report, costs.into_inner())
+}
+
+#[test]
+fn drains_and_crash_points_match_the_cache_flush_domain() {
+    let (few, few_costs) = run(1);
+    let (more, more_costs) = run(4);
+    // 2 drains per durable transaction, batched or not, whatever the checks did meanwhile.
+    assert!(
+        few_costs.iter().chain(&more_costs).all(|&(d, _)| d == 2),
+        "{few_costs:?} {more_costs:?}"
+    );
+    assert!(more_costs.iter().all(|&(_, lines)| lines > 0));
+    // Every extra transaction adds exactly its drains as crash points.
+    assert_eq!(more.crash_points - few.crash_points, 2 * 3, "{few}\n{more}");
+}
