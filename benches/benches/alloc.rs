@@ -254,21 +254,12 @@ fn pmdk_pool() -> Option<Pmdk> {
 
 #[cfg(feature = "pmdk")]
 fn print_pmdk(pool: Option<&Pmdk>) {
-    let Some(pool) = pool else { return };
-    println!("pmdk pool     : {}", pool.path().display());
-    if pool.is_pmem() {
-        println!("pmdk is_pmem  : 1 (cache flushes + fence)");
-    } else {
-        println!(
-            "pmdk is_pmem  : 0 -- WARNING: PMDK uses msync here, {}=1 was not honoured",
-            ptm_benches::pmdk::FORCE_ENV
-        );
-    }
+    pool.into_iter().for_each(Pmdk::print_info);
 }
 
 #[cfg(not(feature = "pmdk"))]
 fn print_pmdk(_pool: Option<&Pmdk>) {
-    println!("pmdk          : SKIPPED (build with `--features pmdk` to compare with libpmemobj)");
+    ptm_benches::print_pmdk_skipped();
 }
 
 /// Drains and lines flushed per call of `f`, averaged over 16 calls after one warm-up call.

@@ -93,3 +93,8 @@ impl Rotor {
         off
     }
 }
+
+/// Prints that the PMDK side of a benchmark is off (the `pmdk` feature is not enabled).
+pub fn print_pmdk_skipped() {
+    println!("pmdk          : SKIPPED (build with `--features pmdk` to compare with libpmemobj)");
+}

@@ -218,6 +218,17 @@ impl PmdkPool {
         &self.path
     }
 
+    /// Prints where the pool lives and whether PMDK took it for persistent memory (benchmark
+    /// setup output).
+    pub fn print_info(&self) {
+        println!("pmdk pool     : {}", self.path().display());
+        if self.is_pmem() {
+            println!("pmdk is_pmem  : 1 (cache flushes + fence)");
+        } else {
+            println!("pmdk is_pmem  : 0 -- WARNING: PMDK uses msync here, {FORCE_ENV}=1 was not honoured");
+        }
+    }
+
     /// Whether libpmem treats the root object's memory as persistent memory (`pmem_is_pmem`):
     /// true means PMDK persists with cache flushes + fence, false means `msync`.
     pub fn is_pmem(&self) -> bool {
