@@ -509,3 +509,33 @@ fn quarantined_blocks_become_reusable_after_a_drain() {
     assert_eq!(y.offset(), x.offset());
     assert_eq!(pool.allocated_blocks().unwrap().len(), 1);
 }
+
+#[test]
+fn alloc_into_publishes_the_block_in_one_step() {
+    let dir = common::shm_dir();
+    let mut pool = pool(&dir, 16 << 20);
+    let before = thread_stats();
+    let p = pool
+        .alloc_into(
+            |r| &r.head,
+            Node {
+                value: 9,
+                next: PPtr::null(),
+            },
+        )
+        .unwrap();
+    assert_eq!(thread_stats().since(&before).drains, 2);
+    assert_eq!(list(&pool), [9]);
+    assert_eq!(
+        pool.transaction(|tx, r| Ok::<_, Error>(r.head.get(tx))).unwrap(),
+        p
+    );
+    assert_no_leak(&mut pool);
+    // A crash image taken right after: both the block and the pointer, never one alone.
+    let image = common::path(&dir, "image.pool");
+    common::crash_image(&common::path(&dir, "alloc.pool"), &image);
+    drop(pool);
+    let mut recovered = Pool::<Root>::open(&image, &common::pmem()).unwrap();
+    assert_eq!(list(&recovered), [9]);
+    assert_no_leak(&mut recovered);
+}
