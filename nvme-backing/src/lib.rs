@@ -64,10 +64,12 @@
 
 mod error;
 mod handler;
+mod pool;
 mod region;
 
 pub use error::{Error, Result};
 pub use handler::MAX_REGIONS;
+pub use pool::{pool_memory, PoolMemory};
 pub use region::{PagedRegion, PagedStats};
 
 /// Page size handled by the fault handler (the region requires a 4 KiB system page size).

@@ -17,7 +17,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, HeaderProblem, Result};
 use crate::flush::{self, FlushInstruction};
@@ -49,6 +49,9 @@ pub enum DomainKind {
     Eadr,
     /// A plain file: flush records dirty pages, drain `msync(MS_SYNC)`s them.
     Msync,
+    /// Memory supplied by an [`ExternalMemory`] (e.g. nvme-backing's paged region): flush and
+    /// drain are delegated to it.
+    Paged,
     /// The crash-recovery harness's simulated domain (feature `simulate`): flush records lines,
     /// drain calls the crash-point hook and then makes the recorded lines durable in the
     /// simulation's durable image (see [`crate::sim`]).
@@ -63,6 +66,7 @@ impl DomainKind {
             DomainKind::CacheFlush(i) => i.name(),
             DomainKind::Eadr => "eadr",
             DomainKind::Msync => "msync",
+            DomainKind::Paged => "paged",
             #[cfg(feature = "simulate")]
             DomainKind::Simulated => "simulated",
         }
@@ -89,6 +93,51 @@ impl Backing {
     }
 }
 
+/// Memory for a pool supplied by another crate instead of a file mapping — for example
+/// nvme-backing's paged region over the pool file. The region still opens, locks, sizes and
+/// validates the pool file itself; the memory must present the file's contents.
+///
+/// # Safety
+///
+/// Implementers promise that:
+/// - `base()` is valid for reads and writes of `len()` bytes for as long as the value lives,
+///   and those bytes show the pool file's contents (loaded on demand is fine);
+/// - bytes written there and passed to `flush` reach the file before a later `drain` returns
+///   `Ok` (write-back of other bytes at any time is allowed, like a CPU cache's eviction);
+/// - `flush` and `drain` may be called from any thread at once.
+pub unsafe trait ExternalMemory: Send + Sync + std::fmt::Debug {
+    /// Start of the memory.
+    fn base(&self) -> NonNull<u8>;
+    /// Its length in bytes (the pool size).
+    fn len(&self) -> usize;
+    /// Whether it is empty (never, for a pool).
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Starts making `[offset, offset + len)` durable. Errors are reported by the next `drain`.
+    fn flush(&self, offset: usize, len: usize);
+    /// Waits until every flushed range is durable.
+    ///
+    /// # Errors
+    ///
+    /// The first error of the flushes or of the drain itself.
+    fn drain(&self) -> io::Result<()>;
+}
+
+/// Builds the [`ExternalMemory`] of a pool from its path and size, once the region has opened,
+/// locked, sized and validated the file.
+pub type ExternalFactory = dyn Fn(&Path, usize) -> io::Result<Arc<dyn ExternalMemory>> + Send + Sync;
+
+/// A shared [`ExternalFactory`] (cloneable, printable) for [`RegionOptions::external`].
+#[derive(Clone)]
+pub struct ExternalMemorySource(pub Arc<ExternalFactory>);
+
+impl std::fmt::Debug for ExternalMemorySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExternalMemorySource(..)")
+    }
+}
+
 /// Options for creating or opening a [`Region`] (builder).
 #[derive(Debug, Clone, Default)]
 pub struct RegionOptions {
@@ -97,9 +146,50 @@ pub struct RegionOptions {
     eadr: Option<bool>,
     #[cfg(feature = "simulate")]
     simulation: Option<crate::sim::Simulation>,
+    external: Option<ExternalMemorySource>,
 }
 
 impl RegionOptions {
+    /// Backs the pool with memory from `source` instead of mapping the file (a regular file
+    /// only): the domain becomes [`DomainKind::Paged`].
+    pub fn external(mut self, source: ExternalMemorySource) -> Self {
+        self.external = Some(source);
+        self
+    }
+
+    /// Maps `len` bytes of the pool file: through the external source if one is set.
+    fn map_pool(
+        &self,
+        file: &File,
+        path: &Path,
+        len: usize,
+        align: usize,
+        backing: Backing,
+    ) -> Result<(Mapping, bool)> {
+        match (&self.external, backing) {
+            (Some(src), Backing::File) => {
+                let ext = (src.0)(path, len).map_err(|e| Error::io("attach external memory to", path, e))?;
+                if ext.len() < len {
+                    return Err(Error::InvalidSize {
+                        size: ext.len() as u64,
+                        reason: "external memory smaller than the pool",
+                    });
+                }
+                Ok((
+                    Mapping {
+                        base: ext.base(),
+                        len,
+                        external: Some(ext),
+                    },
+                    false,
+                ))
+            }
+            (Some(_), Backing::DeviceDax) => Err(Error::Unsupported {
+                what: "external memory for a device-DAX pool",
+            }),
+            (None, _) => Mapping::new(file, path, len, align, backing),
+        }
+    }
     /// Default options: layout unchecked (empty at create), domain from the file kind and the
     /// environment.
     pub fn new() -> Self {
@@ -237,7 +327,7 @@ impl RegionOptions {
             });
         };
         check_size(pool_size)?;
-        let (map, map_sync) = Mapping::new(&file, path, pool_size as usize, align, backing)?;
+        let (map, map_sync) = self.map_pool(&file, path, pool_size as usize, align, backing)?;
         if backing == Backing::DeviceDax {
             // SAFETY: the mapping is `pool_size >= MIN_POOL_SIZE` bytes; we hold the pool lock.
             let existing: PoolHeader = unsafe { map.read_struct(0) };
@@ -298,7 +388,7 @@ impl RegionOptions {
         } else if meta.file_type().is_file() {
             let len = meta.len();
             let hdr = validate_headers(path, len, |off, buf| file.read_exact_at(buf, off))?;
-            let (map, map_sync) = Mapping::new(
+            let (map, map_sync) = self.map_pool(
                 &file,
                 path,
                 hdr.pool_size as usize,
@@ -760,6 +850,8 @@ fn probe_map_sync(fd: libc::c_int) -> bool {
 struct Mapping {
     base: NonNull<u8>,
     len: usize,
+    /// Memory owned by an external provider (not unmapped here).
+    external: Option<Arc<dyn ExternalMemory>>,
 }
 
 // SAFETY: the mapping is plain shared memory; who may access which bytes is governed by `Region`
@@ -830,7 +922,14 @@ impl Mapping {
         }
         let base = NonNull::new(addr.cast::<u8>())
             .ok_or_else(|| Error::io("mmap", path, io::Error::other("null mapping")))?;
-        Ok((Mapping { base, len }, map_sync))
+        Ok((
+            Mapping {
+                base,
+                len,
+                external: None,
+            },
+            map_sync,
+        ))
     }
 
     /// Copies `buf.len()` bytes at `off` out of the mapping.
@@ -858,6 +957,9 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
+        if self.external.is_some() {
+            return; // the provider owns (and writes back) its memory
+        }
         // SAFETY: unmapping exactly the range mapped in `new`; the `Region` that owned the
         // mapping is being dropped, so no reference into it remains.
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
@@ -971,6 +1073,9 @@ impl Region {
             // No flush instruction known: fall back to msync, which is always correct for files.
             _ => DomainKind::Msync,
         };
+        if map.external.is_some() {
+            domain = DomainKind::Paged;
+        }
         #[cfg(feature = "simulate")]
         let sim = opts.simulation.as_ref().map(|s| {
             domain = DomainKind::Simulated;
@@ -1215,6 +1320,11 @@ impl Region {
                 unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
                 self.record_pages(dst as usize - self.map.base.as_ptr() as usize, len);
             }
+            DomainKind::Paged => {
+                // SAFETY: forwarded caller contract.
+                unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
+                self.external_flush(dst, len);
+            }
             #[cfg(feature = "simulate")]
             DomainKind::Simulated => {
                 // SAFETY: forwarded caller contract.
@@ -1268,10 +1378,17 @@ impl Region {
             DomainKind::CacheFlush(insn) => unsafe { flush::flush_range(insn, ptr, len) },
             DomainKind::Eadr => {}
             DomainKind::Msync => self.record_pages(ptr as usize - self.map.base.as_ptr() as usize, len),
+            DomainKind::Paged => self.external_flush(ptr, len),
             // SAFETY: the caller guarantees the range is mapped; the simulated domain's
             // single-thread rule (see `RegionOptions::simulate`) excludes concurrent writers.
             #[cfg(feature = "simulate")]
             DomainKind::Simulated => unsafe { self.sim_record(ptr, len) },
+        }
+    }
+
+    fn external_flush(&self, ptr: *const u8, len: usize) {
+        if let Some(ext) = &self.map.external {
+            ext.flush(ptr as usize - self.map.base.as_ptr() as usize, len);
         }
     }
 
@@ -1304,6 +1421,13 @@ impl Region {
                 Ok(())
             }
             DomainKind::Msync => self.drain_msync(),
+            DomainKind::Paged => {
+                flush::count(|s| s.drains += 1);
+                match &self.map.external {
+                    Some(ext) => ext.drain().map_err(|e| Error::io("drain", &self.path, e)),
+                    None => Ok(()),
+                }
+            }
             #[cfg(feature = "simulate")]
             DomainKind::Simulated => {
                 if let Some(att) = &self.sim {

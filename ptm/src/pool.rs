@@ -36,6 +36,7 @@ pub struct PoolOptions {
     lock_timeout: Duration,
     #[cfg(feature = "simulate")]
     simulation: Option<pmem_core::Simulation>,
+    external: Option<pmem_core::ExternalMemorySource>,
 }
 
 impl Default for PoolOptions {
@@ -49,6 +50,7 @@ impl Default for PoolOptions {
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             #[cfg(feature = "simulate")]
             simulation: None,
+            external: None,
         }
     }
 }
@@ -117,7 +119,18 @@ impl PoolOptions {
         if let Some(sim) = &self.simulation {
             o = o.simulate(sim.clone());
         }
+        if let Some(ext) = &self.external {
+            o = o.external(ext.clone());
+        }
         o
+    }
+
+    /// Backs the pool with memory from another crate instead of a file mapping — e.g.
+    /// `nvme_backing::pool_memory(resident_pages)`, paged memory with CRC dirty tracking. The
+    /// domain is then [`DomainKind::Paged`](pmem_core::DomainKind::Paged).
+    pub fn external_memory(mut self, source: pmem_core::ExternalMemorySource) -> Self {
+        self.external = Some(source);
+        self
     }
 }
 

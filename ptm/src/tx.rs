@@ -740,7 +740,12 @@ thread_local! {
 /// Whether a drain is still needed to make flushes issued when this thread's drain counter was
 /// `drains_at` durable.
 fn needs_drain(s: &Shared, drains_at: u64) -> bool {
-    matches!(s.region.domain(), pmem_core::DomainKind::Msync) || crate::thread_stats().drains <= drains_at
+    // An earlier sfence of this thread covers cache flushes only: msync and paged drains are
+    // syscalls that must run for these flushes.
+    matches!(
+        s.region.domain(),
+        pmem_core::DomainKind::Msync | pmem_core::DomainKind::Paged
+    ) || crate::thread_stats().drains <= drains_at
 }
 
 /// Makes this thread's pending relaxed commits on pool `s` durable (at most one drain for all of

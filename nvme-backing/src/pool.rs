@@ -1,0 +1,68 @@
+//! A paged region as the memory of a ptm pool: [`pool_memory`] gives the
+//! [`ExternalMemorySource`] that `ptm::PoolOptions::external_memory` (or
+//! `pmem_core::RegionOptions::external`) takes. Flushes write back the changed 1 KiB blocks of
+//! the flushed pages (`pwrite`), drains `fdatasync`; the pool's persistence domain is `Paged`.
+
+use std::io;
+use std::path::Path;
+use std::ptr::NonNull;
+use std::sync::{Arc, Mutex};
+
+use pmem_core::{ExternalMemory, ExternalMemorySource};
+
+use crate::region::PagedRegion;
+
+/// The memory of one pool: a paged region over the pool file.
+#[derive(Debug)]
+pub struct PoolMemory {
+    region: PagedRegion,
+    /// The first write-back error since the last drain (flush cannot return errors).
+    error: Mutex<Option<io::Error>>,
+}
+
+impl PoolMemory {
+    /// The paged region (statistics, resident pages).
+    pub fn region(&self) -> &PagedRegion {
+        &self.region
+    }
+}
+
+// SAFETY: `PagedRegion` maps `len()` bytes at `as_ptr()` for its whole life, showing the backing
+// file's contents (pages are loaded on first touch); `persist` writes the flushed range's changed
+// blocks back with `pwrite` before returning, and `drain` `fdatasync`s, so flushed bytes are in
+// the file once `drain` returns `Ok`; both are safe from any thread (`PagedRegion: Sync`).
+unsafe impl ExternalMemory for PoolMemory {
+    fn base(&self) -> NonNull<u8> {
+        NonNull::new(self.region.as_ptr()).expect("a mapped region is never at address 0")
+    }
+
+    fn len(&self) -> usize {
+        self.region.len()
+    }
+
+    fn flush(&self, offset: usize, len: usize) {
+        if let Err(e) = self.region.persist(offset, len) {
+            let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert_with(|| io::Error::other(e));
+        }
+    }
+
+    fn drain(&self) -> io::Result<()> {
+        if let Some(e) = self.error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(e);
+        }
+        self.region.drain().map_err(io::Error::other)
+    }
+}
+
+/// The memory source for pools on paged memory with at most `resident_limit` resident 4 KiB
+/// pages (at least 2): each pool opened with it gets its own [`PagedRegion`] over the pool file.
+pub fn pool_memory(resident_limit: usize) -> ExternalMemorySource {
+    ExternalMemorySource(Arc::new(move |path: &Path, len: usize| {
+        let region = PagedRegion::open(path, len, resident_limit).map_err(io::Error::other)?;
+        Ok(Arc::new(PoolMemory {
+            region,
+            error: Mutex::new(None),
+        }) as Arc<dyn ExternalMemory>)
+    }))
+}

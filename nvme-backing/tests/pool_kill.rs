@@ -1,0 +1,117 @@
+//! Guards crash consistency of a ptm pool on paged memory under real process kills: a child
+//! transfers between balances spread over more pages than may be resident (so eviction writes
+//! pages back mid-transaction) and is SIGKILLed; the reopened pool keeps the total and every
+//! transaction the child reported committed. (Alone in its binary: it spawns processes.)
+
+use std::os::unix::fs::FileExt;
+use std::process::Command;
+use std::time::Duration;
+
+use nvme_backing::pool_memory;
+use ptm::{Error, PCell, Persistent, Pool, PoolOptions};
+
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Root {
+    ops: PCell<u64>,
+    pad: [u64; 511],
+    /// Balance of account i is element 0 of page i.
+    pages: [PCell<[u64; 512]>; 64],
+}
+
+const TOTAL: u64 = 64 * 1000;
+
+fn opts() -> PoolOptions {
+    PoolOptions::new()
+        .layout("paged-kill")
+        .lanes(2)
+        .external_memory(pool_memory(8))
+}
+
+fn child(path: &str) {
+    let pool = Pool::<Root>::open(path, &opts()).unwrap();
+    let progress = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(format!("{path}.progress"))
+        .unwrap();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    loop {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let (a, b, amt) = ((x % 64) as usize, ((x >> 8) % 64) as usize, (x >> 16) % 50);
+        let ops = pool
+            .transaction(|tx, r| {
+                if a != b {
+                    let (mut pa, mut pb) = (r.pages[a].get(tx), r.pages[b].get(tx));
+                    let m = amt.min(pa[0]);
+                    pa[0] -= m;
+                    pb[0] += m;
+                    r.pages[a].set(tx, pa)?;
+                    r.pages[b].set(tx, pb)?;
+                }
+                r.ops.update(tx, |n| n + 1)
+            })
+            .unwrap();
+        progress.write_all_at(&ops.to_le_bytes(), 0).unwrap();
+    }
+}
+
+#[test]
+fn sigkill_on_a_paged_pool_keeps_the_total() {
+    if let Ok(path) = std::env::var("NVME_KILL_CHILD") {
+        child(&path);
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap(); // disk: the paged region writes back with pwrite
+    let path = dir.path().join("k.pool");
+    let pool = Pool::<Root>::create(&path, 4 << 20, &opts()).unwrap();
+    pool.transaction(|tx, r| r.pages.iter().try_for_each(|p| p.set(tx, [1000; 512])))
+        .unwrap();
+    drop(pool);
+    let rounds: u64 = std::env::var("NVME_KILL_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    let mut rolled_back = 0;
+    for round in 0..rounds {
+        let mut c = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "sigkill_on_a_paged_pool_keeps_the_total",
+                "--nocapture",
+            ])
+            .env("NVME_KILL_CHILD", &path)
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(150 + round * 37 % 200));
+        assert!(
+            c.try_wait().unwrap().is_none(),
+            "round {round}: the child stopped by itself"
+        );
+        c.kill().unwrap();
+        c.wait().unwrap();
+        let mut b = [0u8; 8];
+        let reported = std::fs::File::open(format!("{}.progress", path.display()))
+            .and_then(|f| f.read_exact_at(&mut b, 0))
+            .map(|()| u64::from_le_bytes(b))
+            .unwrap_or(0);
+        let pool = Pool::<Root>::open(&path, &opts()).unwrap();
+        rolled_back += pool.recovery_report().rolled_back;
+        let (total, ops) = pool
+            .transaction(|tx, r| {
+                Ok::<_, Error>((r.pages.iter().map(|p| p.get(tx)[0]).sum::<u64>(), r.ops.get(tx)))
+            })
+            .unwrap();
+        assert_eq!(total, TOTAL, "round {round}");
+        assert!(
+            ops == reported || ops == reported + 1,
+            "round {round}: {ops} in the pool, {reported} reported"
+        );
+        assert!(ops > 0, "round {round}: no transaction committed");
+    }
+    println!("{rounds} kills, {rolled_back} rolled back at reopen");
+}
