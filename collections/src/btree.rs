@@ -3,8 +3,9 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::mem::size_of;
+use std::ops::{Bound, RangeBounds};
 
-use ptm::{PCell, PPtr, Persistent, Result, Transaction};
+use ptm::{Error, PCell, PPtr, Persistent, Result, Transaction};
 
 use crate::raw::{self, Span};
 
@@ -392,6 +393,70 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
         Ok(self.to_vec(tx)?.into_iter())
     }
 
+    /// Iterates over copies of the entries whose keys lie in `range`, in key order, like
+    /// [`BTreeMap::range`](std::collections::BTreeMap::range). Lazy: it descends once to the
+    /// first leaf that can hold the start bound, then walks the following leaves (reading one
+    /// node at a time, never a node whose keys all lie past the end bound), so
+    /// `range(..).take(n)` reads about `n / 15 + depth` nodes. 0 drains.
+    ///
+    /// Unlike `BTreeMap::range`, an empty range (start after end, or equal excluded bounds)
+    /// yields nothing instead of panicking. The iterator reads the tree as it is at each step:
+    /// do not change the map while iterating (memory-safe, but entries may be missed or
+    /// repeated). A corrupted node met after the first leaf ends the iteration; see
+    /// [`Range::error`].
+    ///
+    /// # Errors
+    ///
+    /// Corrupted trees (bad node pointers, too deep) met on the way to the first leaf.
+    pub fn range<'a, R: RangeBounds<K>>(
+        &'a self,
+        tx: &'a Transaction<'a>,
+        range: R,
+    ) -> Result<Range<'a, K, V>> {
+        let () = Self::SIZES_OK;
+        let start = range.start_bound().cloned();
+        let end = range.end_bound().cloned();
+        let mut it = Range {
+            tx,
+            stack: Vec::new(),
+            leaf: None,
+            pos: 0,
+            end,
+            done: false,
+            error: None,
+        };
+        let mut n = self.root.get(tx);
+        if n.is_null() {
+            it.done = true;
+            return Ok(it);
+        }
+        loop {
+            if it.stack.len() >= MAX_DEPTH {
+                return Err(raw::out_of_bounds(n.offset(), MAX_DEPTH as u64));
+            }
+            let node = Self::read_node(tx, n)?;
+            if node.leaf {
+                it.pos = match &start {
+                    Bound::Included(lo) => node.keys.partition_point(|x| x < lo),
+                    Bound::Excluded(lo) => node.keys.partition_point(|x| x <= lo),
+                    Bound::Unbounded => 0,
+                };
+                it.leaf = Some(node);
+                return Ok(it);
+            }
+            // Child `i` holds the keys in `[keys[i - 1], keys[i])`.
+            let i = match &start {
+                Bound::Included(lo) | Bound::Excluded(lo) => node.keys.partition_point(|x| x <= lo),
+                Bound::Unbounded => 0,
+            };
+            let Some(&child) = node.kids.get(i) else {
+                return Err(raw::out_of_bounds(n.offset(), i as u64));
+            };
+            it.stack.push((node, i + 1));
+            n = child;
+        }
+    }
+
     /// The pool offsets of every node (for reachability checks).
     ///
     /// # Errors
@@ -442,5 +507,112 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
 impl<K, V> fmt::Debug for PBTreeMap<K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("PBTreeMap { .. }")
+    }
+}
+
+/// Whether `k` lies past the end bound `end`.
+fn past_end<K: Ord>(end: &Bound<K>, k: &K) -> bool {
+    match end {
+        Bound::Included(hi) => k > hi,
+        Bound::Excluded(hi) => k >= hi,
+        Bound::Unbounded => false,
+    }
+}
+
+/// Iterator over copies of the entries of a [`PBTreeMap`] in a key range; see
+/// [`PBTreeMap::range`].
+pub struct Range<'a, K, V> {
+    tx: &'a Transaction<'a>,
+    /// Internal nodes above the current leaf, with the index of the next child to visit.
+    stack: Vec<(Node<K, V>, usize)>,
+    leaf: Option<Node<K, V>>,
+    /// Next entry of `leaf`.
+    pos: usize,
+    end: Bound<K>,
+    done: bool,
+    error: Option<Error>,
+}
+
+impl<K: Persistent + Copy + Ord, V: Persistent + Copy> Range<'_, K, V> {
+    /// Moves to the next leaf in key order; `Ok(false)` when there is none left in range.
+    fn next_leaf(&mut self) -> Result<bool> {
+        // Climb to the nearest ancestor with a child left to visit.
+        let mut n = loop {
+            let Some((node, i)) = self.stack.last_mut() else {
+                return Ok(false);
+            };
+            if *i < node.kids.len() {
+                // Child `i` holds keys >= `keys[i - 1]` (`i >= 1` here).
+                if node.keys.get(*i - 1).is_some_and(|sep| past_end(&self.end, sep)) {
+                    return Ok(false);
+                }
+                let child = node.kids[*i];
+                *i += 1;
+                break child;
+            }
+            self.stack.pop();
+        };
+        // Descend to its leftmost leaf.
+        loop {
+            if self.stack.len() >= MAX_DEPTH {
+                return Err(raw::out_of_bounds(n.offset(), MAX_DEPTH as u64));
+            }
+            let node = PBTreeMap::<K, V>::read_node(self.tx, n)?;
+            if node.leaf {
+                self.leaf = Some(node);
+                self.pos = 0;
+                return Ok(true);
+            }
+            let Some(&child) = node.kids.first() else {
+                return Err(raw::out_of_bounds(n.offset(), 0));
+            };
+            self.stack.push((node, 1));
+            n = child;
+        }
+    }
+
+    /// The error that ended the iteration early, if any (only on a corrupted tree).
+    pub fn error(&self) -> Option<&Error> {
+        self.error.as_ref()
+    }
+}
+
+impl<K: Persistent + Copy + Ord, V: Persistent + Copy> Iterator for Range<'_, K, V> {
+    type Item = (K, V);
+
+    fn next(&mut self) -> Option<(K, V)> {
+        while !self.done {
+            if let Some(leaf) = &self.leaf {
+                if let (Some(&k), Some(&v)) = (leaf.keys.get(self.pos), leaf.vals.get(self.pos)) {
+                    if past_end(&self.end, &k) {
+                        break;
+                    }
+                    self.pos += 1;
+                    return Some((k, v));
+                }
+            }
+            match self.next_leaf() {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    self.error = Some(e);
+                    break;
+                }
+            }
+        }
+        self.done = true;
+        self.leaf = None;
+        self.stack.clear();
+        None
+    }
+}
+
+impl<K, V> fmt::Debug for Range<'_, K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Range")
+            .field("depth", &self.stack.len())
+            .field("pos", &self.pos)
+            .field("done", &self.done)
+            .finish()
     }
 }

@@ -12,6 +12,7 @@
 //! | [`PQueue<T>`] | `VecDeque<T>` (FIFO) | 32 bytes |
 //! | [`PBox<T>`] | `Option<Box<T>>` | 8 bytes |
 //! | [`PBTreeMap<K, V>`] | `BTreeMap<K, V>` | 16 bytes |
+//! | [`PConcurrentMap<K, V, SHARDS>`] | `Mutex<HashMap<K, V>>` × `SHARDS` | 64 × `SHARDS` bytes |
 //!
 //! Elements are `Persistent + Copy` values (integers, `PPtr`s, your own derived structs),
 //! copied in and out: no reference into the pool escapes.
@@ -28,7 +29,9 @@
 //! blocks allocated in the same transaction as already logged, which makes that copy
 //! redundant; dropping it is a follow-up.)
 //! Several operations in one transaction share the commit drain but each adds its own snapshot
-//! drain. These counts are asserted in `tests/drains.rs`.
+//! drain. These counts are asserted in `tests/drains.rs` (and, for [`PConcurrentMap`], in
+//! `tests/concurrent.rs`). Ordered reads go through [`PBTreeMap::range`], a lazy walk over the
+//! leaves like `BTreeMap::range` (0 drains, asserted in `tests/range.rs`).
 //!
 //! ## Ownership
 //!
@@ -46,6 +49,8 @@
 //! collection between threads, put it under a lock: `PMutex<PVec<T>>` in the root (or a struct of
 //! collections under one `PMutex`); [`PMutex::lock`](ptm::PMutex::lock) returns `&PVec<T>` for
 //! the rest of the transaction, and every method then runs under that lock.
+//! [`PConcurrentMap`] is the map that does this for you, one lock per shard: it is `Sync`, and
+//! transactions on keys of different shards proceed in parallel.
 //!
 //! ## Corrupted pools
 //!
@@ -92,6 +97,7 @@
 
 mod boxed;
 mod btree;
+mod concurrent;
 mod map;
 mod queue;
 mod raw;
@@ -99,7 +105,8 @@ mod string;
 mod vec;
 
 pub use boxed::PBox;
-pub use btree::PBTreeMap;
+pub use btree::{PBTreeMap, Range};
+pub use concurrent::PConcurrentMap;
 pub use map::{MapIter, PHashMap};
 pub use queue::PQueue;
 pub use string::PString;
