@@ -8,7 +8,8 @@
 # New inputs go to fuzz/work-corpus/<target> (not committed); the committed seeds in
 # fuzz/corpus/<target> are read only. Builds with debug assertions and overflow checks. Crashes land in fuzz/artifacts/<target>/: minimise one
 # with `cargo +nightly fuzz tmin <target> <file>` and add it to fuzz/regressions/<target>/,
-# which pmem-core/tests/fuzz_corpus.rs replays on stable.
+# which pmem-core/tests/fuzz_corpus.rs (header_parse, open_pool) and
+# ptm/tests/fuzz_corpus.rs (recover_log, tx_sequence) replay on stable.
 set -euo pipefail
 
 cd "$(dirname "$0")"
@@ -16,17 +17,17 @@ seconds="${FUZZ_SECONDS:-60}"
 if [ "$#" -gt 0 ]; then
     targets=("$@")
 else
-    targets=(header_parse open_pool)
+    targets=(header_parse open_pool recover_log tx_sequence)
 fi
 
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
 
-# Scratch directories of fuzz processes that are gone (open_pool makes one per process).
+# Scratch directories of fuzz processes that are gone (each target makes one per process).
 clean_scratch() {
     local d
-    for d in /dev/shm/ptm-fuzz-open_pool-* "${TMPDIR:-/tmp}"/ptm-fuzz-open_pool-*; do
+    for d in /dev/shm/ptm-fuzz-*-* "${TMPDIR:-/tmp}"/ptm-fuzz-*-*; do
         [ -d "$d" ] || continue
         kill -0 "${d##*-}" 2>/dev/null || rm -rf -- "$d"
     done

@@ -1,10 +1,12 @@
-//! The `ptm` command-line tool: create, inspect and check ptm pools.
+//! The `ptm` command-line tool: create, inspect and check ptm pools; demonstrate and explore
+//! crash consistency.
 //!
 //! Every failure prints one line `ptm: error: <message>` on stderr and exits non-zero: 2 for
 //! usage errors (reported by clap), 1 for everything else. The tool never panics on bad input;
 //! should a bug panic anyway, the hook below still prints one line and no backtrace.
 
 mod check;
+mod crashtest;
 mod demo;
 mod report;
 mod size;
@@ -98,6 +100,17 @@ enum Command {
         /// Seed of the workload and kill delays (printed; replays a run).
         #[arg(long, value_name = "S")]
         seed: Option<u64>,
+    },
+    /// Run the crash-recovery harness on built-in workloads (bank transfers, a persistent
+    /// vector and hash map): every drain is a possible power failure, and the pool images it
+    /// could leave are recovered and checked. Prints a table; exits 1 on any failure.
+    Crashtest {
+        /// Multiply the exploration budgets and random images per crash point.
+        #[arg(long, default_value = "1", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        scale: u32,
+        /// Print one JSON object instead of the table (and no progress).
+        #[arg(long)]
+        json: bool,
     },
     /// The demo's child process (internal).
     #[command(hide = true)]
@@ -236,6 +249,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             seed,
             disk,
         })?),
+        Command::Crashtest { scale, json } => {
+            let (text, failures) = crashtest::run(scale, json)?;
+            emit(&text)?;
+            if failures > 0 {
+                return Err(Failure(format!("crashtest: {failures} failing images")));
+            }
+            Ok(())
+        }
         Command::DemoChild {
             path,
             seed,

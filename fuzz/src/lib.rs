@@ -1,7 +1,10 @@
 //! Support code of the ptm fuzz targets.
 //!
-//! Both modules are also compiled into the stable replay test
-//! `pmem-core/tests/fuzz_corpus.rs` through `#[path]`, so they use std and pmem-core only.
+//! `checks` and `image` are also compiled into the stable replay test
+//! `pmem-core/tests/fuzz_corpus.rs` through `#[path]`, so they use std and pmem-core only;
+//! `txn` (targets `recover_log` and `tx_sequence`) goes into `ptm/tests/fuzz_corpus.rs` and uses
+//! std, ptm and xxhash-rust only.
 
 pub mod checks;
 pub mod image;
+pub mod txn;
