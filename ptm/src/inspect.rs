@@ -5,7 +5,7 @@ use pmem_core::Region;
 
 use crate::error::{Error, Result};
 use crate::heap::{scan_stats, HeapLayout, HeapStats};
-use crate::layout::{self, decode_rec, Geometry, LANE_LOG, MAX_LANES};
+use crate::layout::{self, Geometry};
 
 /// What a transactional pool holds, read without changing it.
 #[derive(Debug, Clone)]
@@ -47,12 +47,10 @@ pub fn inspect(region: &Region) -> Result<Summary> {
     };
     let mut lanes_with_log = 0;
     for lane in 0..geometry.lane_count as usize {
-        let base = geometry.lane(lane);
-        let completed = read(base);
-        let mut h = [0u8; 32];
-        region.read_at(base + LANE_LOG, &mut h)?;
-        let r = decode_rec(&h);
-        if r.seq > completed && r.seq % u64::from(MAX_LANES) == lane as u64 && r.kind != 0 {
+        // The same scan recovery runs, read-only: a verified record pointing outside the pool
+        // is `CorruptLog`; a torn tail simply ends the log.
+        let scan = crate::log::scan_log(region, &geometry, lane, read(geometry.lane(lane)), None)?;
+        if scan.seq.is_some() {
             lanes_with_log += 1;
         }
     }

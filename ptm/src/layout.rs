@@ -57,19 +57,20 @@ pub(crate) const SB_CLEAN: u64 = 136;
 pub(crate) const SB_SIZE: u64 = 4096;
 
 /// Offset of the commit record within a lane.
-pub(crate) const LANE_COMMIT: u64 = 64;
+pub const LANE_COMMIT: u64 = 64;
 /// Offset of the log area within a lane.
-pub(crate) const LANE_LOG: u64 = 128;
+pub const LANE_LOG: u64 = 128;
 /// Bytes of a log-record header.
-pub(crate) const REC_HEADER: u64 = 32;
+pub const REC_HEADER: u64 = 32;
 /// Alignment (and minimum size) of a log record.
-pub(crate) const REC_ALIGN: u64 = 64;
-/// Record kinds.
-pub(crate) const KIND_UNDO: u8 = 1;
-pub(crate) const KIND_JUMP: u8 = 2;
+pub const REC_ALIGN: u64 = 64;
+/// Record kind: an undo entry (old bytes of a range).
+pub const KIND_UNDO: u8 = 1;
+/// Record kind: a jump to the next log extent in the heap.
+pub const KIND_JUMP: u8 = 2;
 /// A range of freshly allocated memory: no old bytes (nothing to restore), but its new contents
 /// are part of the commit's data hash.
-pub(crate) const KIND_NEW: u8 = 3;
+pub const KIND_NEW: u8 = 3;
 const LEN_MASK: u64 = (1 << 56) - 1;
 
 /// Rounds `x` up to a multiple of `a` (a power of two).
@@ -223,7 +224,7 @@ pub(crate) const fn rec_total(data_len: u64) -> u64 {
 }
 
 /// Encodes a record header for `data` (undo: the old bytes; jump: empty with `len` = extent size).
-pub(crate) fn encode_rec(seq: u64, kind: u8, len: u64, target: u64, data: &[u8]) -> [u8; 32] {
+pub fn encode_rec(seq: u64, kind: u8, len: u64, target: u64, data: &[u8]) -> [u8; 32] {
     let kind_len = (u64::from(kind) << 56) | (len & LEN_MASK);
     let hash = xxh3_64_with_seed(data, rec_seed(seq, kind_len, target));
     let mut h = [0u8; 32];

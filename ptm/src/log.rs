@@ -39,21 +39,40 @@ pub(crate) struct Scan {
 /// Scans lane `lane`. With `want = Some(seq)` only records of that seq count (abort of a running
 /// transaction); with `None` the first record must be newer than the lane's `completed`.
 pub(crate) fn scan_lane(s: &Shared, lane: usize, want: Option<u64>) -> Result<Scan> {
-    let lane_off = s.geo.lane(lane);
     let completed = s.completed_word(lane).load(Ordering::Acquire);
-    let (mut pos, mut end) = (lane_off + LANE_LOG, lane_off + s.geo.lane_size);
+    scan_log(&s.region, &s.geo, lane, completed, want)
+}
+
+/// [`scan_lane`] over any region with the given geometry and completion mark, reading only
+/// through [`Region::read_at`](pmem_core::Region::read_at) (also used read-only by `inspect`).
+pub(crate) fn scan_log(
+    region: &pmem_core::Region,
+    geo: &layout::Geometry,
+    lane: usize,
+    completed: u64,
+    want: Option<u64>,
+) -> Result<Scan> {
+    let lane_off = geo.lane(lane);
+    let (mut pos, mut end) = (lane_off + LANE_LOG, lane_off + geo.lane_size);
+    let loggable = |off: u64, len: u64| {
+        off >= geo.root_offset
+            && off
+                .checked_add(len)
+                .is_some_and(|e| e <= geo.heap_offset + geo.heap_size)
+    };
+    let mut data = Vec::new();
     let mut out = Scan {
         seq: want,
         entries: Vec::new(),
     };
-    let heap_end = s.geo.heap_offset + s.geo.heap_size;
+    let heap_end = geo.heap_offset + geo.heap_size;
     let mut hops = 0u64;
     loop {
         if end - pos < REC_ALIGN {
             return Ok(out);
         }
         let mut h = [0u8; REC_HEADER as usize];
-        s.region.read_at(pos, &mut h)?;
+        region.read_at(pos, &mut h)?;
         let r = decode_rec(&h);
         match out.seq {
             Some(seq) if r.seq != seq => return Ok(out),
@@ -69,14 +88,12 @@ pub(crate) fn scan_lane(s: &Shared, lane: usize, want: Option<u64>) -> Result<Sc
                     return Ok(out);
                 }
                 let data_off = pos + REC_HEADER;
-                // SAFETY: `[data_off, data_off + len)` lies inside the current log area (checked
-                // just above), which is inside the mapping; logs are only read here while their
-                // lane is held by the caller or before the pool is shared.
-                let data = unsafe { std::slice::from_raw_parts(s.ptr(data_off), r.len as usize) };
-                if !rec_hash_ok(&r, data) {
+                data.resize(r.len as usize, 0);
+                region.read_at(data_off, &mut data)?;
+                if !rec_hash_ok(&r, &data) {
                     return Ok(out);
                 }
-                if !s.loggable(r.target, r.len) {
+                if !loggable(r.target, r.len) {
                     return Err(Error::CorruptLog {
                         lane,
                         what: "undo entry targets bytes outside the root and heap",
@@ -95,7 +112,7 @@ pub(crate) fn scan_lane(s: &Shared, lane: usize, want: Option<u64>) -> Result<Sc
                 if r.len == 0 || !rec_hash_ok(&r, &[]) {
                     return Ok(out);
                 }
-                if !s.loggable(r.target, r.len) {
+                if !loggable(r.target, r.len) {
                     return Err(Error::CorruptLog {
                         lane,
                         what: "new-memory record outside the heap",
@@ -115,7 +132,7 @@ pub(crate) fn scan_lane(s: &Shared, lane: usize, want: Option<u64>) -> Result<Sc
                     return Ok(out);
                 }
                 let ext_end = r.target.checked_add(r.len);
-                if r.target < s.geo.heap_offset
+                if r.target < geo.heap_offset
                     || ext_end.is_none_or(|e| e > heap_end)
                     || !r.target.is_multiple_of(4096)
                     || r.len < 4096
@@ -126,7 +143,7 @@ pub(crate) fn scan_lane(s: &Shared, lane: usize, want: Option<u64>) -> Result<Sc
                     });
                 }
                 hops += 1;
-                if hops > s.geo.heap_size / 4096 + 1 {
+                if hops > geo.heap_size / 4096 + 1 {
                     return Err(Error::CorruptLog {
                         lane,
                         what: "jump records form a cycle",
