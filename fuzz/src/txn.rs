@@ -24,7 +24,6 @@ use std::path::Path;
 
 use ptm::heap::HeapLayout;
 use ptm::{Error, PCell, Persistent, Pool, PoolOptions};
-use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 /// Cells in the root (the first [`MODEL_VALS`] are used by `tx_sequence`).
 pub const ROOT_VALS: usize = 256;
@@ -145,7 +144,7 @@ pub fn decode_recover(
         }
         if ctl & 2 != 0 {
             let c = &mut img[lane + LANE_COMMIT..lane + LANE_COMMIT + 64];
-            let h = xxh3_64(&c[..56]) ^ 0x434F_4D4D_4954;
+            let h = ptm::layout::commit_hash(c);
             c[56..64].copy_from_slice(&h.to_le_bytes());
         }
     }
@@ -168,13 +167,9 @@ fn rehash_log(lane: &mut [u8]) {
             KIND_NEW | KIND_JUMP => 0,
             _ => return,
         };
-        let seed = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            ^ kind_len.rotate_left(17)
-            ^ target.rotate_left(41)
-            ^ 0x5054_4D4C_4F47;
         let data = &lane[pos + REC_HEADER..pos + REC_HEADER + data_len];
-        let h = xxh3_64_with_seed(data, seed);
-        lane[pos + 24..pos + 32].copy_from_slice(&h.to_le_bytes());
+        let h = ptm::layout::encode_rec(seq, kind, len, target, data);
+        lane[pos + 24..pos + 32].copy_from_slice(&h[24..32]);
         if kind == KIND_JUMP {
             return;
         }

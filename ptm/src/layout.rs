@@ -253,6 +253,12 @@ pub(crate) fn rec_hash_ok(r: &RecHeader, data: &[u8]) -> bool {
     xxh3_64_with_seed(data, rec_seed(r.seq, kind_len, r.target)) == r.hash
 }
 
+/// The `record_hash` stored at byte 56 of a commit line whose first 56 bytes are `b[..56]`
+/// (for tools and fuzzing that rewrite commit lines).
+pub fn commit_hash(b: &[u8]) -> u64 {
+    xxh3_64(&b[..56]) ^ 0x434F_4D4D_4954
+}
+
 /// A decoded commit record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct CommitRecord {
@@ -268,14 +274,14 @@ impl CommitRecord {
         put(&mut b, 0, self.seq);
         put(&mut b, 8, self.n_entries);
         put(&mut b, 16, self.data_hash);
-        let h = xxh3_64(&b[..56]) ^ 0x434F_4D4D_4954;
+        let h = commit_hash(&b);
         put(&mut b, 56, h);
         b
     }
 
     /// Decodes the commit line; `None` if its hash does not verify (torn or never written).
     pub(crate) fn decode(b: &[u8]) -> Option<CommitRecord> {
-        if xxh3_64(&b[..56]) ^ 0x434F_4D4D_4954 != get(b, 56) || get(b, 0) == 0 {
+        if commit_hash(b) != get(b, 56) || get(b, 0) == 0 {
             return None;
         }
         Some(CommitRecord {
