@@ -5,6 +5,7 @@
 //! usage errors (reported by clap), 1 for everything else. The tool never panics on bad input;
 //! should a bug panic anyway, the hook below still prints one line and no backtrace.
 
+mod bench;
 mod check;
 mod crashtest;
 mod demo;
@@ -111,6 +112,20 @@ enum Command {
         /// Print one JSON object instead of the table (and no progress).
         #[arg(long)]
         json: bool,
+    },
+    /// Measure durable 1-word and 8-word updates side by side: ptm, PMDK (with the `pmdk`
+    /// feature), SQLite (WAL, synchronous=FULL) and write+fsync, plus ptm's drains per update.
+    Bench {
+        /// Fewer iterations (a few seconds; for tests and CI).
+        #[arg(long)]
+        quick: bool,
+        /// Print one JSON object instead of the table (and no progress).
+        #[arg(long)]
+        json: bool,
+        /// Directory for the pools and files (default: /dev/shm when present, else the system
+        /// temp dir); pools are treated as persistent memory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
     /// The demo's child process (internal).
     #[command(hide = true)]
@@ -257,6 +272,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Bench { quick, json, dir } => emit(&bench::run(&bench::BenchArgs { quick, json, dir })?),
         Command::DemoChild {
             path,
             seed,
