@@ -239,14 +239,36 @@ fn try_open(path: &Path) -> Result<OpenSummary, String> {
 /// # Errors
 ///
 /// The pool cannot be read or locked, or the repair's write fails.
-pub(crate) fn run(path: &Path, repair: bool) -> Result<CheckOutcome, pmem_core::Error> {
+pub(crate) fn run(path: &Path, repair: bool, progress: bool) -> Result<CheckOutcome, pmem_core::Error> {
+    // A spinner naming the stage on a terminal (stderr), so a long check of a large pool shows
+    // that it is working; nothing when output is piped or `--json`.
+    let spinner = progress.then(|| {
+        let pb = indicatif::ProgressBar::new_spinner().with_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        pb.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        pb.enable_steady_tick(std::time::Duration::from_millis(100));
+        pb
+    });
+    let stage = |msg: &'static str| {
+        if let Some(pb) = &spinner {
+            pb.set_message(msg);
+        }
+    };
+    stage("reading both header copies");
     let mut o = assess(inspect_headers(path)?);
     if o.unrepairable.is_some() || (o.damage_found() && !repair) {
         return Ok(o);
     }
     if repair {
+        stage("repairing the header");
         o.repair = Some(RepairDone::from_core(repair_headers(path)?));
     }
+    stage("checking the transaction layer (superblock, undo logs, chunk table, bitmaps)");
     o.open = Some(try_open(path));
+    if let Some(pb) = spinner {
+        pb.finish_and_clear();
+    }
     Ok(o)
 }

@@ -225,7 +225,8 @@ fn info(path: &Path, json: bool, force_pmem: bool) -> Result<(), Failure> {
 }
 
 fn check(path: &Path, repair: bool, json: bool) -> Result<(), Failure> {
-    let outcome = check::run(path, repair)?;
+    let progress = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let outcome = check::run(path, repair, progress)?;
     if json {
         emit_json(&report::check_json(path, &outcome))?;
     } else {
