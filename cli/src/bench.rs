@@ -13,12 +13,14 @@
 //!   (`ptm_benches::pmdk::PmdkPool::tx_set_words`), with `PMEM_IS_PMEM_FORCE=1`.
 //! - **SQLite** (bundled): `journal_mode=WAL`, `synchronous=FULL`, one autocommit `UPDATE` per
 //!   operation (of 1 row, or of 8 rows).
+//! - **LMDB** (bundled, through `heed`): default durable settings (every commit syncs), one
+//!   write transaction per operation that puts 1 key (or 8 keys) with a `u64` value, committed.
 //! - **write+fsync**: `pwrite` of 8 bytes (1 or 8 of them, 64 bytes apart), then `fdatasync`.
 //!
 //! Time is measured in batches of a fixed number of operations; the batches of all cases are
 //! interleaved (round-robin) so that noise on a shared machine spreads over all of them, and
 //! each case reports the median batch. On tmpfs `fsync` is nearly free (there is no device), so
-//! SQLite and write+fsync are lower bounds there.
+//! SQLite, LMDB and write+fsync are lower bounds there.
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -27,6 +29,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use heed::byteorder::{BigEndian, NativeEndian};
+use heed::types::U64;
+use heed::{CommitOrAbort, Database, Env, EnvOpenOptions};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ptm::{PCell, Persistent, Pool, PoolOptions};
 use rusqlite::Connection;
@@ -40,6 +45,8 @@ const POOL_SIZE: u64 = 32 << 20;
 const ROOT_WORDS: usize = 512;
 /// Distance, in words, between the words an 8-word update changes: one cache line.
 const STRIDE: usize = 8;
+/// Map size of the LMDB environment.
+const LMDB_MAP_SIZE: usize = 64 << 20;
 /// What to print instead of the PMDK rows when the feature is off.
 const PMDK_NOT_BUILT: &str = "PMDK: not built (cargo run --release -p ptm-cli --features pmdk -- bench)";
 
@@ -136,6 +143,42 @@ fn sqlite_update(conn: &Connection, n: usize, val: u64) -> Result<(), String> {
         return Err(format!("SQLite updated {changed} rows, not {n}"));
     }
     Ok(())
+}
+
+/// The LMDB table: `u64` keys (big-endian, so they sort as numbers) to `u64` values.
+type LmdbDb<'e> = Database<'e, U64<BigEndian>, U64<NativeEndian>>;
+
+/// An LMDB environment in `dir/bench.lmdb`, with default (durable) flags: every commit syncs.
+fn lmdb_env(dir: &Path) -> Result<Env, String> {
+    let path = dir.join("bench.lmdb");
+    std::fs::create_dir(&path).map_err(|e| format!("LMDB directory: {e}"))?;
+    // SAFETY: the environment is in a fresh private directory that nothing else opens or
+    // modifies while it is mapped, and it is opened once.
+    unsafe { EnvOpenOptions::new().map_size(LMDB_MAP_SIZE).open(&path) }
+        .map_err(|e| format!("LMDB environment: {e}"))
+}
+
+/// The unnamed database of `env`, with keys `0..8` present (so updates overwrite, as SQLite's).
+fn lmdb_db(env: &Env) -> Result<LmdbDb<'_>, String> {
+    let wtxn = env.write_txn().map_err(|e| format!("LMDB: {e}"))?;
+    env.create_databases_and_commit(wtxn, |wdo, wtxn| -> heed::Result<_> {
+        let db: LmdbDb<'_> = wdo.create_database(wtxn, None)?;
+        for k in 0..8 {
+            db.put(wtxn, &k, &0)?;
+        }
+        Ok(CommitOrAbort::<_, ()>::Commit(db))
+    })
+    .map(CommitOrAbort::unwrap_commit)
+    .map_err(|e| format!("LMDB setup: {e}"))
+}
+
+/// One LMDB write transaction putting `val` at keys `0..n`, committed (and synced).
+fn lmdb_put(env: &Env, db: &LmdbDb<'_>, n: usize, val: u64) -> Result<(), String> {
+    let mut wtxn = env.write_txn().map_err(|e| e.to_string())?;
+    for k in 0..n as u64 {
+        db.put(&mut wtxn, &k, &val).map_err(|e| e.to_string())?;
+    }
+    wtxn.commit().map_err(|e| e.to_string())
 }
 
 fn write_fsync(f: &File, n: usize, val: u64) -> Result<(), String> {
@@ -254,6 +297,8 @@ pub(crate) fn run(a: &BenchArgs) -> Result<String, Failure> {
     .map_err(|e| Failure(format!("ptm pool: {e}")))?;
     let pmdk = pmdk_pool(dir)?;
     let conn = sqlite(dir).map_err(Failure)?;
+    let lmdb = lmdb_env(dir).map_err(Failure)?;
+    let lmdb_table = lmdb_db(&lmdb).map_err(Failure)?;
     let file = File::options()
         .read(true)
         .write(true)
@@ -277,6 +322,7 @@ pub(crate) fn run(a: &BenchArgs) -> Result<String, Failure> {
     let mut cases: Vec<Case<'_>> = Vec::new();
     for (op, n) in OPS {
         let (pool, conn, file) = (&pool, &conn, &file);
+        let (lmdb, lmdb_table) = (&lmdb, &lmdb_table);
         let mut steps: Vec<(&'static str, Step<'_>)> = vec![(
             "ptm",
             Box::new(move |v| ptm_set_words(pool, n, v).map_err(|e| e.to_string())),
@@ -285,6 +331,7 @@ pub(crate) fn run(a: &BenchArgs) -> Result<String, Failure> {
             steps.push(("PMDK", Box::new(move |v| pmdk_step(p, n, v))));
         }
         steps.push(("SQLite", Box::new(move |v| sqlite_update(conn, n, v))));
+        steps.push(("LMDB", Box::new(move |v| lmdb_put(lmdb, lmdb_table, n, v))));
         steps.push(("write+fsync", Box::new(move |v| write_fsync(file, n, v))));
         cases.extend(steps.into_iter().map(|(system, step)| Case {
             op,
@@ -309,7 +356,7 @@ pub(crate) fn run(a: &BenchArgs) -> Result<String, Failure> {
         bar.enable_steady_tick(Duration::from_millis(100));
     }
 
-    // Round 0 warms up (caches, SQLite's WAL, ptm's pending completion mark) and is not timed.
+    // Round 0 warms up (caches, SQLite's WAL, LMDB's free pages, ptm's pending completion mark) and is not timed.
     let mut val = 0u64;
     for round in 0..=batches {
         for c in &mut cases {
@@ -435,10 +482,14 @@ fn table(m: &Machine, rows: &[Row], batches: usize, per_batch: u64, pmdk: bool) 
         s,
         "SQLite: WAL, synchronous=FULL, one UPDATE per transaction; write+fsync: pwrite 8 bytes (x8) + fdatasync"
     );
+    let _ = writeln!(
+        s,
+        "LMDB: default durable flags (each commit syncs), one write transaction putting 1 (or 8) u64 keys"
+    );
     if m.fs == "tmpfs" || m.fs == "ramfs" {
         let _ = writeln!(
             s,
-            "note: {} is RAM-backed: fsync is nearly free, so SQLite and write+fsync are lower bounds",
+            "note: {} is RAM-backed: fsync is nearly free, so SQLite, LMDB and write+fsync are lower bounds",
             m.fs
         );
     }

@@ -1,5 +1,5 @@
-//! End-to-end tests of `ptm bench --quick`, run as a subprocess: one JSON object with the ptm
-//! and SQLite rows of both updates (positive times, ptm at 2 drains per durable update), or the
+//! End-to-end tests of `ptm bench --quick`, run as a subprocess: one JSON object with the ptm,
+//! SQLite, LMDB and write+fsync rows of both updates (positive times, ptm at 2 drains per durable update), or the
 //! text table; no progress output when stdout is not a terminal.
 
 use std::process::{Command, Output};
@@ -15,7 +15,7 @@ fn ptm(args: &[&str]) -> Output {
 }
 
 #[test]
-fn bench_quick_json_has_ptm_and_sqlite_rows() {
+fn bench_quick_json_has_ptm_sqlite_and_lmdb_rows() {
     let o = ptm(&["bench", "--quick", "--json"]);
     let out = String::from_utf8_lossy(&o.stdout);
     let err = String::from_utf8_lossy(&o.stderr);
@@ -44,7 +44,7 @@ fn bench_quick_json_has_ptm_and_sqlite_rows() {
         assert!(ptm_ns > 0.0, "{out}");
         assert_eq!(p["ratio_to_ptm"].as_f64(), Some(1.0), "{out}");
         assert_eq!(p["drains_per_op"].as_f64(), Some(2.0), "{out}");
-        for system in ["SQLite", "write+fsync"] {
+        for system in ["SQLite", "LMDB", "write+fsync"] {
             let r = row(op, system);
             let ns = r["ns_per_op"].as_f64().unwrap();
             assert!(ns > 0.0, "{out}");
@@ -91,11 +91,13 @@ fn bench_quick_prints_the_table() {
         assert!(ptm_row[2].parse::<f64>().unwrap() > 0.0, "{out}");
         assert_eq!(ptm_row[3], "1.00x", "{out}");
         assert_eq!(ptm_row[4], "2.00", "{out}");
-        assert!(
-            out.lines()
-                .any(|l| l.starts_with(op) && l.split_whitespace().nth(1) == Some("SQLite")),
-            "{out}"
-        );
+        for system in ["SQLite", "LMDB"] {
+            assert!(
+                out.lines()
+                    .any(|l| l.starts_with(op) && l.split_whitespace().nth(1) == Some(system)),
+                "{op} {system}: {out}"
+            );
+        }
     }
     if !cfg!(feature = "pmdk") {
         assert!(
