@@ -71,24 +71,14 @@ fn fatal(msg: &str) -> ! {
     }
 }
 
-/// `pread` of exactly `len` bytes; async-signal-safe (no allocation, errors as errno values).
-///
-/// # Safety
-/// `buf` must be valid for `len` bytes of writes.
-unsafe fn pread_exact(fd: libc::c_int, buf: *mut u8, len: usize, off: u64) -> Result<(), i32> {
+/// Runs `io(done)` (one `pread`/`pwrite` of the remaining bytes at `done`) until `len` bytes are
+/// transferred, retrying on `EINTR`; async-signal-safe (no allocation, errors as errno values).
+fn io_exact(len: usize, mut io: impl FnMut(usize) -> isize) -> Result<(), i32> {
     let mut done = 0;
     while done < len {
-        // SAFETY: `buf + done .. buf + len` is writable per the contract.
-        let n = unsafe {
-            libc::pread(
-                fd,
-                buf.add(done).cast(),
-                len - done,
-                (off + done as u64) as libc::off_t,
-            )
-        };
+        let n = io(done);
         if n < 0 {
-            // SAFETY: reading errno.
+            // SAFETY: reading this thread's errno.
             let e = unsafe { *libc::__errno_location() };
             if e == libc::EINTR {
                 continue;
@@ -103,36 +93,40 @@ unsafe fn pread_exact(fd: libc::c_int, buf: *mut u8, len: usize, off: u64) -> Re
     Ok(())
 }
 
+/// `pread` of exactly `len` bytes; async-signal-safe.
+///
+/// # Safety
+/// `buf` must be valid for `len` bytes of writes.
+unsafe fn pread_exact(fd: libc::c_int, buf: *mut u8, len: usize, off: u64) -> Result<(), i32> {
+    io_exact(len, |done| {
+        // SAFETY: `buf + done .. buf + len` is writable per the contract.
+        unsafe {
+            libc::pread(
+                fd,
+                buf.add(done).cast(),
+                len - done,
+                (off + done as u64) as libc::off_t,
+            )
+        }
+    })
+}
+
 /// `pwrite` of exactly `len` bytes; async-signal-safe.
 ///
 /// # Safety
 /// `buf` must be valid for `len` bytes of reads.
 unsafe fn pwrite_exact(fd: libc::c_int, buf: *const u8, len: usize, off: u64) -> Result<(), i32> {
-    let mut done = 0;
-    while done < len {
+    io_exact(len, |done| {
         // SAFETY: `buf + done .. buf + len` is readable per the contract.
-        let n = unsafe {
+        unsafe {
             libc::pwrite(
                 fd,
                 buf.add(done).cast(),
                 len - done,
                 (off + done as u64) as libc::off_t,
             )
-        };
-        if n < 0 {
-            // SAFETY: reading errno.
-            let e = unsafe { *libc::__errno_location() };
-            if e == libc::EINTR {
-                continue;
-            }
-            return Err(e);
         }
-        if n == 0 {
-            return Err(libc::EIO);
-        }
-        done += n as usize;
-    }
-    Ok(())
+    })
 }
 
 fn errno() -> i32 {
