@@ -12,26 +12,13 @@ mod checks;
 #[path = "../../fuzz/src/image.rs"]
 mod image;
 
-/// The committed inputs of `target`: its seed corpus (must not be empty) and regressions.
+#[allow(unreachable_pub)]
+#[path = "../../fuzz/src/corpus.rs"]
+mod corpus;
+
+/// The committed inputs of `target` (seed corpus and regressions).
 fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
-    let mut files = Vec::new();
-    for (kind, required) in [("corpus", true), ("regressions", false)] {
-        let dir = fuzz.join(kind).join(target);
-        match std::fs::read_dir(&dir) {
-            Ok(entries) => files.extend(entries.map(|e| e.expect("list corpus").path())),
-            Err(e) => assert!(!required, "{}: {e}", dir.display()),
-        }
-    }
-    files.sort();
-    assert!(!files.is_empty(), "no inputs for {target}");
-    files
-        .into_iter()
-        .map(|p| {
-            let data = std::fs::read(&p).expect("read input");
-            (p, data)
-        })
-        .collect()
+    corpus::inputs(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz"), target)
 }
 
 #[test]

@@ -1,0 +1,27 @@
+//! Loading the committed inputs of a fuzz target (seed corpus and regressions), for the stable
+//! replay tests (`pmem-core/tests/fuzz_corpus.rs`, `ptm/tests/fuzz_corpus.rs`), which include
+//! this file by path.
+
+use std::path::{Path, PathBuf};
+
+/// The committed inputs of `target` under `fuzz`: its seed corpus (must not be empty) and
+/// regressions.
+pub fn inputs(fuzz: &Path, target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    for (kind, required) in [("corpus", true), ("regressions", false)] {
+        let dir = fuzz.join(kind).join(target);
+        match std::fs::read_dir(&dir) {
+            Ok(entries) => files.extend(entries.map(|e| e.expect("list corpus").path())),
+            Err(e) => assert!(!required, "{}: {e}", dir.display()),
+        }
+    }
+    files.sort();
+    assert!(!files.is_empty(), "no inputs for {target}");
+    files
+        .into_iter()
+        .map(|p| {
+            let data = std::fs::read(&p).expect("read input");
+            (p, data)
+        })
+        .collect()
+}
