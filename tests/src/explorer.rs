@@ -588,29 +588,10 @@ impl<'e, S: Subject> Engine<'e, S> {
         for image in images {
             let (kind, subset) = plan.image(image);
             let persisted: Vec<u64> = subset.iter().map(|&i| units[i]).collect();
-            {
-                let mut st = self.st.borrow_mut();
-                if self.out_of_budget(&mut st) {
-                    return;
-                }
-                let EngineState {
-                    buf,
-                    seen,
-                    crash_file,
-                    ..
-                } = &mut *st;
-                let fresh = self.prepare(buf, cp, &persisted, seen, crash_file);
-                match fresh {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        st.report.duplicates += 1;
-                        continue;
-                    }
-                    Err(e) => {
-                        st.error = Some(e);
-                        return;
-                    }
-                }
+            match self.stage_image(false, cp, &persisted) {
+                Staged::Fresh => {}
+                Staged::Duplicate => continue,
+                Staged::Stop => return,
             }
             let crash = CrashImage {
                 point,
@@ -677,29 +658,10 @@ impl<'e, S: Subject> Engine<'e, S> {
         for image in images {
             let (kind, subset) = plan.image(image);
             let persisted: Vec<u64> = subset.iter().map(|&i| units[i]).collect();
-            {
-                let mut st = self.st.borrow_mut();
-                if self.out_of_budget(&mut st) {
-                    return;
-                }
-                let EngineState {
-                    rbuf,
-                    seen_recovery,
-                    recovery_file,
-                    ..
-                } = &mut *st;
-                let fresh = self.prepare(rbuf, cp, &persisted, seen_recovery, recovery_file);
-                match fresh {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        st.report.duplicates += 1;
-                        continue;
-                    }
-                    Err(e) => {
-                        st.error = Some(e);
-                        return;
-                    }
-                }
+            match self.stage_image(true, cp, &persisted) {
+                Staged::Fresh => {}
+                Staged::Duplicate => continue,
+                Staged::Stop => return,
             }
             let outcome = self.subject.verify(&self.recovery_path);
             {
@@ -722,6 +684,41 @@ impl<'e, S: Subject> Engine<'e, S> {
                 };
                 let failure = (id, outer.clone(), Some(inner), problem);
                 self.st.borrow_mut().inner_failures.push(failure);
+            }
+        }
+    }
+
+    /// Writes the image `persisted` of `cp` into the crash file (or, for a crash inside
+    /// recovery, the recovery file), unless the budget is spent, it duplicates an image already
+    /// checked (counted), or writing fails (recorded).
+    fn stage_image(&self, recovery: bool, cp: &CrashPoint<'_>, persisted: &[u64]) -> Staged {
+        let mut st = self.st.borrow_mut();
+        if self.out_of_budget(&mut st) {
+            return Staged::Stop;
+        }
+        let EngineState {
+            buf,
+            seen,
+            crash_file,
+            rbuf,
+            seen_recovery,
+            recovery_file,
+            ..
+        } = &mut *st;
+        let fresh = if recovery {
+            self.prepare(rbuf, cp, persisted, seen_recovery, recovery_file)
+        } else {
+            self.prepare(buf, cp, persisted, seen, crash_file)
+        };
+        match fresh {
+            Ok(true) => Staged::Fresh,
+            Ok(false) => {
+                st.report.duplicates += 1;
+                Staged::Duplicate
+            }
+            Err(e) => {
+                st.error = Some(e);
+                Staged::Stop
             }
         }
     }
@@ -756,4 +753,14 @@ impl<'e, S: Subject> Engine<'e, S> {
         st.report.elapsed = self.start.elapsed();
         Ok(st.report)
     }
+}
+
+/// What [`Engine::stage_image`] did with an image.
+enum Staged {
+    /// Written: check it.
+    Fresh,
+    /// Same bytes as an image already checked: skip it.
+    Duplicate,
+    /// Budget spent or an I/O error recorded: stop exploring.
+    Stop,
 }
