@@ -214,7 +214,7 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
         let mut path = self.path(tx, &k)?;
         let Some((leaf_ptr, leaf, _)) = path.last() else {
             // Empty tree: a single leaf.
-            let n = raw::alloc_block(tx, PPtr::null(), g.size)?;
+            let n = raw::alloc_block(tx, g.size)?;
             tx.snapshot(|b| {
                 b.add(&self.root)?;
                 b.add(&self.len)?;
@@ -246,7 +246,7 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
         let new_root = splits == path.len();
         let mut fresh = Vec::new();
         for _ in 0..splits + usize::from(new_root) {
-            fresh.push(raw::alloc_block(tx, *leaf_ptr, g.size)?);
+            fresh.push(raw::alloc_block(tx, g.size)?);
         }
         let touched = &path[path.len() - (splits + 1).min(path.len())..];
         tx.snapshot(|b| {

@@ -24,10 +24,9 @@
 //! allocate (and free) first, then one batched snapshot of every range the operation changes
 //! (one drain), then the stores; the commit is the second drain. So an insert, update, push,
 //! pop or remove alone costs **2 drains**, reads cost **0**, and growth (a bigger buffer or
-//! table, B-tree node splits) also costs 2: the fresh blocks are logged as whole ranges in the
-//! same batch, so a growth step writes the new buffer twice (log and place). (ptm now treats
-//! blocks allocated in the same transaction as already logged, which makes that copy
-//! redundant; dropping it is a follow-up.)
+//! table, B-tree node splits) also costs 2: the fresh blocks are new memory of the
+//! transaction, which ptm flushes at commit and never copies into the undo log, so only the
+//! handle's few words are logged (asserted in `tests/log_bytes.rs`).
 //! Several operations in one transaction share the commit drain but each adds its own snapshot
 //! drain. These counts are asserted in `tests/drains.rs` (and, for [`PConcurrentMap`], in
 //! `tests/concurrent.rs`). Ordered reads go through [`PBTreeMap::range`], a lazy walk over the

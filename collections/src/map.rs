@@ -7,7 +7,7 @@ use std::mem::size_of;
 use ptm::pmem_core::bytes_of;
 use ptm::{PCell, PPtr, Persistent, Result, Transaction};
 
-use crate::raw::{self, Span};
+use crate::raw;
 
 const EMPTY: u8 = 0;
 const FULL: u8 = 1;
@@ -266,12 +266,12 @@ impl<K: Persistent + Copy, V: Persistent + Copy> PHashMap<K, V> {
     }
 
     /// Moves every entry into a fresh table of `new_cap` slots (freeing the old one at commit).
-    /// Logs the header and the whole new table in one batch: after it, every store of the
-    /// current operation is covered.
+    /// Logs the header in one batch; the fresh table is new memory, which ptm never logs, so
+    /// after the batch every store of the current operation is covered.
     fn rebuild(&self, tx: &Transaction<'_>, new_cap: u64) -> Result<Table> {
         let old = self.current(tx)?;
         let (ko, vo, size) = geometry::<K, V>(new_cap)?;
-        let block = raw::alloc_block(tx, self.table.get(tx), size)?;
+        let block = raw::alloc_block(tx, size)?;
         if let Some(o) = old {
             tx.free(o.block)?;
         }
@@ -285,10 +285,8 @@ impl<K: Persistent + Copy, V: Persistent + Copy> PHashMap<K, V> {
             b.add(&self.table)?;
             b.add(&self.cap)?;
             b.add(&self.len)?;
-            b.add(&self.used)?;
-            // SAFETY: `block` is the fresh table just allocated for this map, `size` bytes long,
-            // reached only through cells by this thread.
-            b.add(&unsafe { Span::new(tx, block, 0, size)? })
+            // The fresh table needs no snapshot: ptm logged it as new memory at allocation.
+            b.add(&self.used)
         })?;
         // Control bytes: all empty (`new_cap` is a power of two >= 8, so whole u64 words).
         for w in 0..new_cap / 8 {

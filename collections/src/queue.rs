@@ -5,7 +5,7 @@ use std::mem::size_of;
 
 use ptm::{PCell, PPtr, Persistent, Result, Transaction};
 
-use crate::raw::{self, Span};
+use crate::raw;
 
 /// A persistent FIFO queue (a pool's `VecDeque<T>` used as a queue): a ring buffer of `cap`
 /// elements starting at `head`. `push` appends at the back, `pop` takes from the front.
@@ -106,7 +106,7 @@ impl<T: Persistent + Copy> PQueue<T> {
         let new_cap = cap.saturating_mul(2).max(4);
         let old = self.block(tx);
         let size = raw::array_bytes::<T>(new_cap)?;
-        let new = raw::alloc_block(tx, old, size)?;
+        let new = raw::alloc_block(tx, size)?;
         if !old.is_null() {
             tx.free(old)?;
         }
@@ -114,10 +114,8 @@ impl<T: Persistent + Copy> PQueue<T> {
             b.add(&self.buf)?;
             b.add(&self.head)?;
             b.add(&self.len)?;
-            b.add(&self.cap)?;
-            // SAFETY: `new` is the fresh block just allocated for this queue, `size` bytes long,
-            // reached only through cells by this thread.
-            b.add(&unsafe { Span::new(tx, new, 0, size)? })
+            // The fresh buffer needs no snapshot: ptm logged it as new memory at allocation.
+            b.add(&self.cap)
         })?;
         for pos in 0..len {
             let i = ring_index(head, pos, cap);

@@ -137,23 +137,11 @@ pub(crate) fn hash_bytes(bytes: &[u8]) -> u64 {
     h ^ (h >> 33)
 }
 
-/// Allocates `size` bytes in `tx`'s pool and returns a pointer to them; `hint` is any non-null
-/// pointer of the pool (for its tag), or null.
-///
-/// `Transaction::alloc_bytes` returns a bare offset, and ptm has no public accessor for the
-/// pool's pointer tag inside a transaction; with no pointer at hand, the tag is taken from a
-/// one-byte block allocated and freed in this transaction (which the allocator then simply
-/// never allocates; it costs two log records and no drain).
-pub(crate) fn alloc_block(tx: &Transaction<'_>, hint: PPtr<u8>, size: u64) -> Result<PPtr<u8>> {
-    let tag = if hint.is_null() {
-        let probe = tx.alloc(0u8)?;
-        tx.free(probe)?;
-        probe.tag()
-    } else {
-        hint.tag()
-    };
-    let off = tx.alloc_bytes(size)?;
-    Ok(PPtr::from_parts(tag, off))
+/// Allocates `size` bytes in `tx`'s pool and returns a pointer to them. The block is fresh
+/// memory of this transaction: ptm already treats it as logged (a new-range record), so stores
+/// into it need no snapshot.
+pub(crate) fn alloc_block(tx: &Transaction<'_>, size: u64) -> Result<PPtr<u8>> {
+    Ok(tx.pptr(tx.alloc_bytes(size)?))
 }
 
 #[cfg(test)]

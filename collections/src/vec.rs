@@ -14,7 +14,8 @@ use crate::raw::{self, Span};
 /// Every change happens inside a transaction and is failure-atomic. Cost in drains: `push`,
 /// `pop`, `set`, `extend`, `clear` and `free` cost **2** per transaction, growth included
 /// (allocate and free first, then one batched snapshot of every range changed, then the stores);
-/// reads cost 0. Growth doubles the capacity and logs the new buffer in full (see the crate docs).
+/// reads cost 0. Growth doubles the capacity; the new buffer is never copied into the undo log (see the
+/// crate docs).
 ///
 /// Like [`PCell`], a `PVec` is `!Sync`: share it between threads by putting it under a
 /// [`PMutex`](ptm::PMutex).
@@ -84,8 +85,8 @@ impl<T: Persistent + Copy> PVec<T> {
 
     /// Replaces everything after the first `keep` elements with `items`, in one batch: when the
     /// buffer is too small, allocates one of twice the capacity (at least 4 and at least what is
-    /// needed), frees the old one (at commit), copies the kept elements over, and logs the new
-    /// buffer and the header in the same batch as the written range. One snapshot drain.
+    /// needed), frees the old one (at commit), copies the kept elements over, and logs the header
+    /// in the same batch as the written range (the fresh buffer is new memory: never logged). One snapshot drain.
     fn write_tail(&self, tx: &Transaction<'_>, keep: u64, items: Vec<T>) -> Result<()> {
         let () = Self::ELEM_OK;
         let (len, cap) = (self.len(tx), self.cap.get(tx));
@@ -110,17 +111,15 @@ impl<T: Persistent + Copy> PVec<T> {
             let new_cap = need.max(cap.saturating_mul(2)).max(4);
             let size = raw::array_bytes::<T>(new_cap)?;
             // Allocate and free first: the batch's drain then makes their log records durable.
-            let new = raw::alloc_block(tx, old, size)?;
+            let new = raw::alloc_block(tx, size)?;
             if !old.is_null() {
                 tx.free(old)?;
             }
             tx.snapshot(|b| {
                 b.add(&self.buf)?;
                 b.add(&self.len)?;
-                b.add(&self.cap)?;
-                // SAFETY: `new` is the fresh block just allocated for this vector, `size` bytes
-                // long, reached only through cells by this thread.
-                b.add(&unsafe { Span::new(tx, new, 0, size)? })
+                // The fresh block needs no snapshot: ptm logged it as new memory at allocation.
+                b.add(&self.cap)
             })?;
             for i in 0..keep {
                 // SAFETY: `old` is this vector's buffer (its free takes effect at commit, so it
