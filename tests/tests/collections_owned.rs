@@ -115,11 +115,12 @@ fn explore<R: Persistent, S: Clone + Debug + Default + PartialEq, O: Copy + Debu
             let s = pool
                 .transaction(|tx, r| read(tx, r, &mut owned))
                 .map_err(|e| format!("after {done} operations (next {next:?}): {e}"))?;
+            let after = states.get(done + 1);
             ensure!(
-                s == states[done] || states.get(done + 1) == Some(&s),
-                "after {done} operations (next {next:?}): {s:?}, expected {:?} or {:?}",
+                s == states[done] || after == Some(&s),
+                "after {done} operations (next {next:?}): {s:?}, expected {:?} or (after the next) {}",
                 states[done],
-                states.get(done + 1)
+                after.map_or("nothing".to_owned(), |a| format!("{a:?}"))
             );
             let leaked = owned.leaked();
             ensure!(
@@ -769,6 +770,8 @@ fn nested_ops() -> Vec<NOp> {
         Capacities(4, 16),
         Remove(2),
         Remove(5),
+        // Into the slot `5` left.
+        Insert(5, "cinq"),
         Pop,
         Push("a3"),
         // The fifth element grows the vector.
