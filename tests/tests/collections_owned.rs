@@ -134,7 +134,18 @@ fn explore<R: Persistent, S: Clone + Debug + Default + PartialEq, O: Copy + Debu
     .unwrap()
 }
 
-fn assert_passes(report: &Report) {
+/// [`explore`] with double crash, seed `seed` and pools of `pool_size` bytes; asserts that every
+/// crash point was explored and every image passed.
+fn assert_passes<R: Persistent, S: Clone + Debug + Default + PartialEq, O: Copy + Debug>(
+    seed: u64,
+    pool_size: u64,
+    ops: &[O],
+    model: impl Fn(&mut S, O),
+    apply: impl Fn(&Pool<R>, O, &S) -> CheckResult,
+    read: impl Fn(&Transaction<'_>, &R, &mut Owned) -> Result<S, BoxError>,
+) {
+    let x = Explorer::new().seed(seed).double_crash(true).pool_size(pool_size);
+    let report = explore(x, ops, model, apply, read);
     println!("{report}");
     assert!(report.failures.is_empty(), "{report}");
     assert!(report.is_complete(), "{report}");
@@ -254,14 +265,7 @@ fn queue_wraps_grows_and_clears_through_every_crash() {
         Pop,
         Clear,
     ];
-    let report = explore(
-        Explorer::new().seed(61).double_crash(true).pool_size(1 << 20),
-        &ops,
-        q_model,
-        q_apply,
-        q_read,
-    );
-    assert_passes(&report);
+    assert_passes(61, 1 << 20, &ops, q_model, q_apply, q_read);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -375,14 +379,7 @@ fn strings_grow_move_and_clear_through_every_crash() {
         Clear,
         ClearT,
     ];
-    let report = explore(
-        Explorer::new().seed(62).double_crash(true).pool_size(1536 << 10),
-        &ops,
-        s_model,
-        s_apply,
-        s_read,
-    );
-    assert_passes(&report);
+    assert_passes(62, 1536 << 10, &ops, s_model, s_apply, s_read);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -469,14 +466,7 @@ fn boxes_allocate_replace_and_free_through_every_crash() {
         FreeBoth,
         FreeBoth,
     ];
-    let report = explore(
-        Explorer::new().seed(63).double_crash(true).pool_size(1 << 20),
-        &ops,
-        b_model,
-        b_apply,
-        b_read,
-    );
-    assert_passes(&report);
+    assert_passes(63, 1 << 20, &ops, b_model, b_apply, b_read);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -794,14 +784,16 @@ fn n_explore(x: Explorer, ops: &[NOp]) -> Report {
     explore(x, ops, n_model, n_apply, n_read)
 }
 
+/// Room for the slabs of 64-, 128-, 192- and 384-byte blocks.
+const NESTED_POOL: u64 = 1536 << 10;
+
 fn n_explorer() -> Explorer {
-    Explorer::new().seed(64).pool_size(1536 << 10)
+    Explorer::new().seed(64).pool_size(NESTED_POOL)
 }
 
 #[test]
 fn nested_collections_free_what_they_own_through_every_crash() {
-    let report = n_explore(n_explorer().double_crash(true), &nested_ops());
-    assert_passes(&report);
+    assert_passes(64, NESTED_POOL, &nested_ops(), n_model, n_apply, n_read);
 }
 
 /// Runs a short nested workload ending with `bug`, expects failures whose messages start with
