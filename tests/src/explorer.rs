@@ -580,6 +580,10 @@ impl<'e, S: Subject> Engine<'e, S> {
                 point_seed(self.x.seed, point),
             );
             st.buf.load(cp.durable());
+            // Deduplicate within this crash point only: an image identical to one of an earlier
+            // point is still checked, because `check` may expect a different state now (a
+            // transaction returned in between: its effects must be in the image).
+            st.seen.clear();
         }
         let images: Vec<u32> = match self.x.only_image {
             Some(i) => vec![i],
