@@ -28,7 +28,11 @@ fn check_image(img: &Path, expected: &BTreeMap<i32, u64>, what: &str, rollback: 
         .transaction(|tx, r| Ok::<_, Error>((r.t.check_invariants(tx), r.t.to_vec(tx)?)))
         .unwrap();
     let shape = shape.unwrap_or_else(|e| panic!("{what}: B-tree invariant: {e}"));
-    assert_eq!(got, expected.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>(), "{what}");
+    assert_eq!(
+        got,
+        expected.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>(),
+        "{what}"
+    );
     assert_no_leak(&mut pool);
     drop(pool);
     std::fs::remove_file(img).unwrap();
@@ -92,6 +96,10 @@ fn removal_crash_images_roll_back_or_keep() {
         pool = Pool::open(&path, &opts()).unwrap();
     }
     assert!(model.is_empty());
-    assert_eq!(depths, [3, 2, 1, 0], "every level collapsed, crash images checked around each");
+    assert_eq!(
+        depths,
+        [3, 2, 1, 0],
+        "every level collapsed, crash images checked around each"
+    );
     assert_eq!(pool.allocated_blocks().unwrap(), vec![]);
 }

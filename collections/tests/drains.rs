@@ -227,9 +227,17 @@ fn btree_remove_drains() {
         .collect();
     for k in order {
         let before = tree_shape(&pool);
-        assert_eq!(tx_drains(&pool, |tx, r| r.t.remove(tx, &k)), 2, "remove {k} from {before:?}");
+        assert_eq!(
+            tx_drains(&pool, |tx, r| r.t.remove(tx, &k)),
+            2,
+            "remove {k} from {before:?}"
+        );
         events.record(&before, &tree_shape(&pool));
-        assert_eq!(tx_drains(&pool, |tx, r| r.t.remove(tx, &k)), 0, "remove {k} again");
+        assert_eq!(
+            tx_drains(&pool, |tx, r| r.t.remove(tx, &k)),
+            0,
+            "remove {k} again"
+        );
     }
     println!("{events:?}");
     assert!(events.borrows >= 5, "{events:?}");
@@ -239,5 +247,9 @@ fn btree_remove_drains() {
     assert_eq!(events.collapses, 3, "{events:?}");
     assert!(tree_shape(&pool).is_empty());
     assert_eq!(pool.allocated_blocks().unwrap(), vec![], "every node freed");
-    assert_eq!(tx_drains(&pool, |tx, r| r.t.get(tx, &3)), 0, "get in an empty tree");
+    assert_eq!(
+        tx_drains(&pool, |tx, r| r.t.get(tx, &3)),
+        0,
+        "get in an empty tree"
+    );
 }

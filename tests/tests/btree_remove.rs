@@ -61,13 +61,21 @@ fn two_leaves_changed(b: &Shape, a: &Shape) -> bool {
 fn transactions() -> Vec<Txn> {
     vec![
         // Leaf 1 falls to 6 keys, its neighbours hold 7: it merges into leaf 0.
-        (true, vec![], vec![in_leaf(1)], |b, a| nodes(a) + 1 == nodes(b) && a[1] == [7, 9]),
+        (true, vec![], vec![in_leaf(1)], |b, a| {
+            nodes(a) + 1 == nodes(b) && a[1] == [7, 9]
+        }),
         // Leaf 2 falls to 6; its left neighbour (merged, 13 keys) lends it keys.
-        (true, vec![], vec![in_leaf(2)], |b, a| nodes(a) == nodes(b) && two_leaves_changed(b, a)),
+        (true, vec![], vec![in_leaf(2)], |b, a| {
+            nodes(a) == nodes(b) && two_leaves_changed(b, a)
+        }),
         // Leaves 3 and 4 merge; the left internal node falls to 6 keys and borrows from the right.
-        (true, vec![], vec![in_leaf(4)], |_, a| a.len() == 3 && a[1] == [8, 7]),
+        (true, vec![], vec![in_leaf(4)], |_, a| {
+            a.len() == 3 && a[1] == [8, 7]
+        }),
         // Two merges in one transaction; the internal nodes merge and the root collapses.
-        (true, vec![], vec![in_leaf(9), in_leaf(12)], |_, a| a.len() == 2 && a[0].len() == 1),
+        (true, vec![], vec![in_leaf(9), in_leaf(12)], |_, a| {
+            a.len() == 2 && a[0].len() == 1
+        }),
         // The small tree: a plain removal, a borrow, then a merge that collapses the root.
         (false, vec![], vec![1000], |_, a| a == &[vec![1], vec![7, 8]]),
         (false, vec![], vec![1001], |_, a| a == &[vec![1], vec![7, 7]]),
@@ -76,7 +84,9 @@ fn transactions() -> Vec<Txn> {
         // The last key: the root leaf is freed, the tree has no node.
         (false, vec![], vec![1015], |_, a| a.is_empty()),
         // Nodes allocated by splits and freed by merges in the same transaction.
-        (false, (0..40).collect(), (0..40).rev().collect(), |_, a| a.is_empty()),
+        (false, (0..40).collect(), (0..40).rev().collect(), |_, a| {
+            a.is_empty()
+        }),
     ]
 }
 
@@ -194,8 +204,15 @@ fn rebalancing_removals_survive_every_crash() {
                     })?;
                     done.set(i + 1);
                     let after = shapes(pool)?;
-                    let (b, a) = if *big { (&before.0, &after.0) } else { (&before.1, &after.1) };
-                    ensure!(shape_ok(b, a), "transaction {i} ({keys:?}) reshaped {b:?} into {a:?}");
+                    let (b, a) = if *big {
+                        (&before.0, &after.0)
+                    } else {
+                        (&before.1, &after.1)
+                    };
+                    ensure!(
+                        shape_ok(b, a),
+                        "transaction {i} ({keys:?}) reshaped {b:?} into {a:?}"
+                    );
                 }
                 Ok(())
             },
