@@ -11,10 +11,11 @@ use crate::raw::{self, Span};
 
 /// Keys per node.
 const CAP: usize = 15;
-/// Fewest keys in a node other than the root, once a removal has passed through it. Splits
-/// leave at least this many on each side (a leaf of 16 splits 8 + 8, an internal node of 16 keys
-/// 8 + 1 up + 7), and a removal that leaves a node with fewer borrows from a sibling or merges
-/// with it.
+/// Fewest keys in a node other than the root. Splits leave at least this many on each side (a
+/// leaf of 16 splits 8 + 8, an internal node of 16 keys 8 + 1 up + 7), and a removal that leaves
+/// a node with fewer borrows from a sibling or merges with it. (Removals made before rebalancing
+/// existed left emptier leaves, even empty ones: every operation still works on such a tree,
+/// and removals repair the nodes they pass.)
 const MIN: usize = CAP / 2;
 /// Longest root-to-leaf path accepted (a deeper or cyclic tree is corrupt).
 const MAX_DEPTH: usize = 48;
@@ -89,10 +90,13 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
         "PBTreeMap<K, V> needs non-zero-sized K and V (use u8 as a unit value)"
     );
 
-    // Node accessors. Contract shared by all of them: `n` is a node of this tree (live: freed
-    // only by `clear`, which also nulls the root; and readable until commit) or a node allocated
-    // for it in this transaction; the tree is `!Sync` (or guarded by a lock the transaction
-    // holds), so its nodes are reached only by this thread, through cells.
+    // Node accessors. Contract shared by all of them: `n` is a node of this tree or a node
+    // allocated for it in this transaction. It is live: nodes are freed only by `clear` (which
+    // nulls the root) and by a `remove` that unlinks them in the same transaction, and a block
+    // freed by a transaction stays readable, and is not handed out again, until that
+    // transaction commits (a `Range` that still holds a pointer to it cannot outlive the
+    // transaction). The tree is `!Sync` (or guarded by a lock the transaction holds), so its
+    // nodes are reached only by this thread, through cells.
 
     fn read_node(tx: &Transaction<'_>, n: PPtr<u8>) -> Result<Node<K, V>> {
         let g = geo::<K, V>();
@@ -412,7 +416,7 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
                 return Ok(plan);
             }
             let left = match i.checked_sub(1) {
-                Some(j) => Some(Self::sibling(tx, &parent, j, &node)?),
+                Some(j) => Some(Self::sibling(tx, &parent, j, ptr, &node)?),
                 None => None,
             };
             // The pair to fix: children `j` and `j + 1` of the parent, and whether they merge.
@@ -420,7 +424,7 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
                 Some((lp, l)) if l.keys.len() > MIN => (i - 1, (lp, l), (ptr, node), false),
                 left => {
                     let right = if i + 1 < parent.kids.len() {
-                        Some(Self::sibling(tx, &parent, i + 1, &node)?)
+                        Some(Self::sibling(tx, &parent, i + 1, ptr, &node)?)
                     } else {
                         None
                     };
@@ -454,19 +458,24 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
         }
     }
 
-    /// Child `j` of `parent`, which must be of the same kind (leaf or not) as `like`.
+    /// Child `j` of `parent`, the sibling of `of` (at `of_ptr`): another node of the same kind
+    /// (leaf or not). Anything else is a corrupted tree (leaves at different depths, or a node
+    /// linked twice, which a merge would free while still linked).
     fn sibling(
         tx: &Transaction<'_>,
         parent: &Node<K, V>,
         j: usize,
-        like: &Node<K, V>,
+        of_ptr: PPtr<u8>,
+        of: &Node<K, V>,
     ) -> Result<(PPtr<u8>, Node<K, V>)> {
         let Some(&p) = parent.kids.get(j) else {
             return Err(raw::out_of_bounds(j as u64, parent.kids.len() as u64));
         };
+        if p == of_ptr {
+            return Err(raw::out_of_bounds(p.offset(), 0));
+        }
         let n = Self::read_node(tx, p)?;
-        if n.leaf != like.leaf {
-            // Leaves at different depths: a corrupted tree.
+        if n.leaf != of.leaf {
             return Err(raw::out_of_bounds(p.offset(), 8));
         }
         Ok((p, n))
