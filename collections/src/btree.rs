@@ -11,6 +11,12 @@ use crate::raw::{self, Span};
 
 /// Keys per node.
 const CAP: usize = 15;
+/// Fewest keys in a node other than the root. Splits leave at least this many on each side (a
+/// leaf of 16 splits 8 + 8, an internal node of 16 keys 8 + 1 up + 7), and a removal that leaves
+/// a node with fewer borrows from a sibling or merges with it. (Removals made before rebalancing
+/// existed left emptier leaves, even empty ones: every operation still works on such a tree,
+/// and removals repair the nodes they pass.)
+const MIN: usize = CAP / 2;
 /// Longest root-to-leaf path accepted (a deeper or cyclic tree is corrupt).
 const MAX_DEPTH: usize = 48;
 
@@ -18,10 +24,14 @@ const MAX_DEPTH: usize = 48;
 /// keys; values live in the leaves, internal nodes hold separator keys. Keys are ordered by
 /// `K`'s [`Ord`], which must be the same in every build that opens the pool.
 ///
-/// Drains: `insert` (new key or update) and `remove` cost **2**, node splits included (the new
-/// nodes are allocated first, then every node the insert changes is logged in one batch); reads
-/// cost 0. Removal does not rebalance: nodes emptied by removals stay in the tree (still
-/// correct, still reachable) until [`clear`](PBTreeMap::clear) / [`free`](PBTreeMap::free).
+/// Every node but the root holds at least 7 keys: a removal that leaves a node with fewer
+/// borrows keys from a sibling or merges with it (merges may climb to the root); a root left
+/// with one child is replaced by it, and the tree of a map emptied by removals has no node at
+/// all. Merged and emptied nodes are freed in the removing transaction.
+///
+/// Drains: `insert` (new key or update) and `remove` cost **2**, node splits, borrows, merges
+/// and root collapses included (nodes are allocated or freed first, then every node the
+/// operation changes is logged in one batch, then the commit); reads cost 0.
 ///
 /// `!Sync`: share it under a [`PMutex`](ptm::PMutex).
 #[repr(C)]
@@ -80,10 +90,13 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
         "PBTreeMap<K, V> needs non-zero-sized K and V (use u8 as a unit value)"
     );
 
-    // Node accessors. Contract shared by all of them: `n` is a node of this tree (live: freed
-    // only by `clear`, which also nulls the root; and readable until commit) or a node allocated
-    // for it in this transaction; the tree is `!Sync` (or guarded by a lock the transaction
-    // holds), so its nodes are reached only by this thread, through cells.
+    // Node accessors. Contract shared by all of them: `n` is a node of this tree or a node
+    // allocated for it in this transaction. It is live: nodes are freed only by `clear` (which
+    // nulls the root) and by a `remove` that unlinks them in the same transaction, and a block
+    // freed by a transaction stays readable, and is not handed out again, until that
+    // transaction commits (a `Range` that still holds a pointer to it cannot outlive the
+    // transaction). The tree is `!Sync` (or guarded by a lock the transaction holds), so its
+    // nodes are reached only by this thread, through cells.
 
     fn read_node(tx: &Transaction<'_>, n: PPtr<u8>) -> Result<Node<K, V>> {
         let g = geo::<K, V>();
@@ -178,21 +191,48 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
         self.len(tx) == 0
     }
 
-    /// A copy of the value for `k`.
+    /// A copy of the value for `k`. Reads in place: the length and leaf flag of each node on
+    /// the way, the keys a binary search visits (about 4 per node), one child pointer per
+    /// internal node and the value; no node is copied out.
     ///
     /// # Errors
     ///
     /// Only for a corrupted tree (bad node pointers, too deep).
     pub fn get(&self, tx: &Transaction<'_>, k: &K) -> Result<Option<V>> {
-        let path = self.path(tx, k)?;
-        let Some((_, leaf, _)) = path.last() else {
+        let () = Self::SIZES_OK;
+        let g = geo::<K, V>();
+        let mut n = self.root.get(tx);
+        if n.is_null() {
             return Ok(None);
-        };
-        Ok(leaf
-            .keys
-            .binary_search(k)
-            .ok()
-            .and_then(|i| leaf.vals.get(i).copied()))
+        }
+        for _ in 0..MAX_DEPTH {
+            // SAFETY: see the accessor contract; `n` is a node of this tree, and the offsets lie
+            // inside it (`geo`; below, indexes are under the clamped `len`).
+            let (len, leaf) = unsafe {
+                (
+                    (raw::cell::<u64>(tx, n, 0)?.get(tx) as usize).min(CAP),
+                    raw::cell::<u64>(tx, n, 8)?.get(tx) != 0,
+                )
+            };
+            let key = |i: usize| -> Result<K> {
+                // SAFETY: as above, `i < len <= CAP`.
+                Ok(unsafe { raw::cell::<K>(tx, n, g.ko + raw::elem_off::<K>(i as u64)?)? }.get(tx))
+            };
+            if leaf {
+                let i = partition_point(len, |i| Ok(key(i)? < *k))?;
+                if i == len || key(i)? != *k {
+                    return Ok(None);
+                }
+                // SAFETY: as above, `i < len`.
+                let v = unsafe { raw::cell::<V>(tx, n, g.vo + raw::elem_off::<V>(i as u64)?)? };
+                return Ok(Some(v.get(tx)));
+            }
+            // Child `i` holds the keys in `[keys[i - 1], keys[i])`.
+            let i = partition_point(len, |i| Ok(key(i)? <= *k))?;
+            // SAFETY: as above, `i <= len`: one of the `len + 1` children.
+            n = unsafe { raw::cell::<PPtr<u8>>(tx, n, g.co + i as u64 * 8)? }.get(tx);
+        }
+        Err(raw::out_of_bounds(n.offset(), MAX_DEPTH as u64))
     }
 
     /// Whether `k` is present.
@@ -271,27 +311,8 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
                 break;
             }
             let right_ptr = fresh.pop().expect("allocated one node per split");
-            let mid = node.keys.len() / 2;
-            let (sep, right) = if node.leaf {
-                let right = Node {
-                    leaf: true,
-                    keys: node.keys.split_off(mid),
-                    vals: node.vals.split_off(mid),
-                    kids: vec![],
-                };
-                (right.keys[0], right)
-            } else {
-                let mut rk = node.keys.split_off(mid);
-                let sep = rk.remove(0);
-                let right = Node {
-                    leaf: false,
-                    keys: rk,
-                    vals: vec![],
-                    kids: node.kids.split_off(mid + 1),
-                };
-                (sep, right)
-            };
-            Self::write_node(tx, ptr, &node)?;
+            let (left, sep, right) = split_half(node);
+            Self::write_node(tx, ptr, &left)?;
             Self::write_node(tx, right_ptr, &right)?;
             match path.pop() {
                 Some((pptr, mut parent, i)) => {
@@ -318,7 +339,7 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
         Ok(None)
     }
 
-    /// Removes `k` and returns its value. 2 drains (0 when absent).
+    /// Removes `k` and returns its value. 2 drains (0 when absent), rebalancing included.
     ///
     /// # Errors
     ///
@@ -336,13 +357,128 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
         };
         leaf.keys.remove(i);
         leaf.vals.remove(i);
+        // Every change is computed first (reads only), then nodes are freed, then everything
+        // changed is logged in one batch (one drain), then stored.
+        let plan = Self::rebalance(tx, path, ptr, leaf)?;
+        for n in &plan.freed {
+            tx.free(*n)?;
+        }
         tx.snapshot(|b| {
             b.add(&self.len)?;
-            b.add(&Self::span(tx, ptr)?)
+            if plan.root.is_some() {
+                b.add(&self.root)?;
+            }
+            for (n, _) in &plan.writes {
+                b.add(&Self::span(tx, *n)?)?;
+            }
+            Ok(())
         })?;
-        Self::write_node(tx, ptr, &leaf)?;
+        for (n, node) in &plan.writes {
+            Self::write_node(tx, *n, node)?;
+        }
+        if let Some(root) = plan.root {
+            self.root.set(tx, root)?;
+        }
         self.len.set(tx, self.len.get(tx).saturating_sub(1))?;
         Ok(Some(v))
+    }
+
+    /// Plans the repair of the tree after `node` (at `ptr`, at the end of `path`) lost a key:
+    /// climbing while a node is under [`MIN`] keys, it borrows from a sibling that has more than
+    /// `MIN` (the two share their keys evenly; the parent's separator changes, the climb stops)
+    /// or else merges with one (the right node of the pair is freed, the parent loses a key and
+    /// the climb goes on). A root left without keys is freed: an internal one is replaced by
+    /// its only child, a leaf by nothing. Reads only.
+    fn rebalance(
+        tx: &Transaction<'_>,
+        mut path: Path<K, V>,
+        mut ptr: PPtr<u8>,
+        mut node: Node<K, V>,
+    ) -> Result<RemovePlan<K, V>> {
+        let mut plan = RemovePlan {
+            writes: Vec::new(),
+            freed: Vec::new(),
+            root: None,
+        };
+        loop {
+            let Some((pptr, mut parent, i)) = path.pop() else {
+                // `node` is the root.
+                if node.keys.is_empty() {
+                    plan.freed.push(ptr);
+                    plan.root = Some(if node.leaf { PPtr::null() } else { node.kids[0] });
+                } else {
+                    plan.writes.push((ptr, node));
+                }
+                return Ok(plan);
+            };
+            if node.keys.len() >= MIN {
+                plan.writes.push((ptr, node));
+                return Ok(plan);
+            }
+            let left = match i.checked_sub(1) {
+                Some(j) => Some(Self::sibling(tx, &parent, j, ptr, &node)?),
+                None => None,
+            };
+            // The pair to fix: children `j` and `j + 1` of the parent, and whether they merge.
+            let (j, l, r, merge) = match left {
+                Some((lp, l)) if l.keys.len() > MIN => (i - 1, (lp, l), (ptr, node), false),
+                left => {
+                    let right = if i + 1 < parent.kids.len() {
+                        Some(Self::sibling(tx, &parent, i + 1, ptr, &node)?)
+                    } else {
+                        None
+                    };
+                    match (left, right) {
+                        (_, Some(r)) if r.1.keys.len() > MIN => (i, (ptr, node), r, false),
+                        (Some(l), _) => (i - 1, l, (ptr, node), true),
+                        (None, Some(r)) => (i, (ptr, node), r, true),
+                        // A non-root internal node with one child: never built by this code.
+                        (None, None) => return Err(raw::out_of_bounds(pptr.offset(), 0)),
+                    }
+                }
+            };
+            let both = concat(l.1, parent.keys[j], r.1);
+            if merge {
+                // At most (MIN - 1) + MIN (+ 1 separator) keys: fits in one node.
+                plan.writes.push((l.0, both));
+                plan.freed.push(r.0);
+                parent.keys.remove(j);
+                parent.kids.remove(j + 1);
+                ptr = pptr;
+                node = parent;
+                continue;
+            }
+            // Share evenly: at least 2 * MIN keys between the two, so each keeps MIN or more.
+            let (left_node, new_sep, right_node) = split_half(both);
+            parent.keys[j] = new_sep;
+            plan.writes.push((l.0, left_node));
+            plan.writes.push((r.0, right_node));
+            plan.writes.push((pptr, parent));
+            return Ok(plan);
+        }
+    }
+
+    /// Child `j` of `parent`, the sibling of `of` (at `of_ptr`): another node of the same kind
+    /// (leaf or not). Anything else is a corrupted tree (leaves at different depths, or a node
+    /// linked twice, which a merge would free while still linked).
+    fn sibling(
+        tx: &Transaction<'_>,
+        parent: &Node<K, V>,
+        j: usize,
+        of_ptr: PPtr<u8>,
+        of: &Node<K, V>,
+    ) -> Result<(PPtr<u8>, Node<K, V>)> {
+        let Some(&p) = parent.kids.get(j) else {
+            return Err(raw::out_of_bounds(j as u64, parent.kids.len() as u64));
+        };
+        if p == of_ptr {
+            return Err(raw::out_of_bounds(p.offset(), 0));
+        }
+        let n = Self::read_node(tx, p)?;
+        if n.leaf != of.leaf {
+            return Err(raw::out_of_bounds(p.offset(), 8));
+        }
+        Ok((p, n))
     }
 
     /// Visits every node (pre-order) and, in leaves, every entry in key order.
@@ -471,6 +607,96 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
         Ok(out)
     }
 
+    /// Checks the tree's structural invariants and returns the number of keys of every node,
+    /// level by level from the root, each level left to right (empty for an empty map). Checked:
+    /// no node reached twice; stored lengths at most 15 and leaf flags 0 or 1; every leaf at
+    /// the same depth; at least 1 key in the root and 7 in every other node; keys strictly
+    /// increasing in each node; each node's keys inside the range its parent's separators give
+    /// it (child `i` holds keys `k` with `keys[i - 1] <= k < keys[i]`); as many entries as
+    /// `len`; no root exactly when `len` is 0. (There is no leaf chain: `range` walks down from
+    /// the parents.)
+    ///
+    /// A test hook: a tree built by this version passes, but one whose removals were made by
+    /// an older version (which left empty leaves in place) need not.
+    ///
+    /// # Errors
+    ///
+    /// A description of the first violation found (or of a node that could not be read).
+    #[doc(hidden)]
+    pub fn check_invariants(&self, tx: &Transaction<'_>) -> std::result::Result<Vec<Vec<usize>>, String> {
+        let root = self.root.get(tx);
+        let len = self.len.get(tx);
+        if root.is_null() {
+            return match len {
+                0 => Ok(Vec::new()),
+                _ => Err(format!("no root, but len {len}")),
+            };
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut levels = Vec::new();
+        let mut entries = 0u64;
+        // The nodes of one level, each with the bounds `[lo, hi)` of its keys.
+        let mut level: Vec<(PPtr<u8>, Option<K>, Option<K>)> = vec![(root, None, None)];
+        while !level.is_empty() {
+            let depth = levels.len();
+            if depth >= MAX_DEPTH {
+                return Err(format!("deeper than {MAX_DEPTH} levels"));
+            }
+            let mut counts = Vec::new();
+            let mut next = Vec::new();
+            let mut leaves = None;
+            for (n, lo, hi) in level {
+                let at = format!("node {:#x} (level {depth})", n.offset());
+                if !seen.insert(n.offset()) {
+                    return Err(format!("{at} reached twice"));
+                }
+                let read = |off| {
+                    // SAFETY: see the accessor contract; `n` is reached from the root like any
+                    // node read, and the length and flag words lie at offsets 0 and 8 of it.
+                    unsafe { raw::cell::<u64>(tx, n, off) }.map(|c| c.get(tx))
+                };
+                let (stored_len, flag) = match (read(0), read(8)) {
+                    (Ok(l), Ok(f)) => (l, f),
+                    (Err(e), _) | (_, Err(e)) => return Err(format!("{at}: {e}")),
+                };
+                if stored_len > CAP as u64 || flag > 1 {
+                    return Err(format!("{at}: length {stored_len}, leaf flag {flag}"));
+                }
+                let node = Self::read_node(tx, n).map_err(|e| format!("{at}: {e}"))?;
+                if *leaves.get_or_insert(node.leaf) != node.leaf {
+                    return Err(format!("{at}: leaves and internal nodes on one level"));
+                }
+                let min = if depth == 0 { 1 } else { MIN };
+                if node.keys.len() < min {
+                    return Err(format!("{at}: {} keys, fewer than {min}", node.keys.len()));
+                }
+                if !node.keys.windows(2).all(|w| w[0] < w[1]) {
+                    return Err(format!("{at}: keys not strictly increasing"));
+                }
+                let inside = |k: &K| lo.is_none_or(|lo| lo <= *k) && hi.is_none_or(|hi| *k < hi);
+                if let Some(i) = node.keys.iter().position(|k| !inside(k)) {
+                    return Err(format!("{at}: key {i} outside the range its parent gives"));
+                }
+                counts.push(node.keys.len());
+                if node.leaf {
+                    entries += node.keys.len() as u64;
+                } else {
+                    for (i, &c) in node.kids.iter().enumerate() {
+                        let clo = if i == 0 { lo } else { Some(node.keys[i - 1]) };
+                        let chi = node.keys.get(i).copied().or(hi);
+                        next.push((c, clo, chi));
+                    }
+                }
+            }
+            levels.push(counts);
+            level = next;
+        }
+        if entries != len {
+            return Err(format!("{entries} entries in the leaves, but len {len}"));
+        }
+        Ok(levels)
+    }
+
     /// Removes every entry and frees every node (at commit). 2 drains.
     ///
     /// # Errors
@@ -501,6 +727,72 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
     /// As [`clear`](PBTreeMap::clear).
     pub fn free(&self, tx: &Transaction<'_>) -> Result<()> {
         self.clear(tx)
+    }
+}
+
+/// The first index in `0..len` for which `pred` is false (`len` if none), by binary search;
+/// `pred` must be true then false over the range (on a corrupted node the result is still in
+/// `0..=len`).
+fn partition_point(len: usize, mut pred: impl FnMut(usize) -> Result<bool>) -> Result<usize> {
+    let (mut lo, mut hi) = (0, len);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if pred(mid)? {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
+}
+
+/// What a removal changes, computed before anything is logged.
+struct RemovePlan<K, V> {
+    /// Nodes to store, with their new contents.
+    writes: Vec<(PPtr<u8>, Node<K, V>)>,
+    /// Nodes to free (merged away, or an emptied root).
+    freed: Vec<PPtr<u8>>,
+    /// The new root pointer, when the root goes.
+    root: Option<PPtr<u8>>,
+}
+
+/// Nodes `l` and `r` (siblings, `l` first) as one node, which may hold more than [`CAP`] keys:
+/// leaves are concatenated; internal nodes take their parent's separator `sep` between them.
+fn concat<K, V>(mut l: Node<K, V>, sep: K, r: Node<K, V>) -> Node<K, V> {
+    if !l.leaf {
+        l.keys.push(sep);
+    }
+    l.keys.extend(r.keys);
+    l.vals.extend(r.vals);
+    l.kids.extend(r.kids);
+    l
+}
+
+/// Splits `node` in two halves around its middle: `(left, separator, right)`. A leaf keeps every
+/// key (the separator is the right half's first key); an internal node gives its middle key to
+/// the parent. From 2 × [`MIN`] keys (leaf) or 2 × `MIN` + 1 (internal) up, both halves hold at
+/// least `MIN`.
+fn split_half<K: Copy, V>(mut node: Node<K, V>) -> (Node<K, V>, K, Node<K, V>) {
+    let mid = node.keys.len() / 2;
+    if node.leaf {
+        let right = Node {
+            leaf: true,
+            keys: node.keys.split_off(mid),
+            vals: node.vals.split_off(mid),
+            kids: vec![],
+        };
+        let sep = right.keys[0];
+        (node, sep, right)
+    } else {
+        let mut rk = node.keys.split_off(mid);
+        let sep = rk.remove(0);
+        let right = Node {
+            leaf: false,
+            keys: rk,
+            vals: vec![],
+            kids: node.kids.split_off(mid + 1),
+        };
+        (node, sep, right)
     }
 }
 

@@ -38,8 +38,8 @@
 //! through one handle only. Dropping the Rust struct that holds a handle frees nothing (pool
 //! memory is not dropped by Rust): call `free(tx)` (or `clear(tx)`) in the transaction that
 //! unlinks the collection, or the blocks leak. `clear` frees everything the collection owns.
-//! [`PBTreeMap::remove`] does not merge nodes: emptied nodes stay allocated (and reachable)
-//! until `clear`.
+//! [`PBTreeMap::remove`] merges underfull nodes and frees the nodes it empties, in the same 2
+//! drains (a map emptied by removals owns no block).
 //!
 //! ## Threads
 //!

@@ -159,3 +159,97 @@ fn btree_drains() {
     assert_eq!(tx_drains(&pool, |tx, r| r.t.remove(tx, &4)), 0, "remove absent");
     assert_eq!(tx_drains(&pool, |tx, r| r.t.clear(tx)), 2, "clear");
 }
+
+/// The shape of the B-tree (keys per node, level by level), after checking its invariants.
+fn tree_shape(pool: &Pool<Root>) -> Vec<Vec<usize>> {
+    pool.transaction(|tx, r| Ok::<_, Error>(r.t.check_invariants(tx)))
+        .unwrap()
+        .unwrap_or_else(|e| panic!("B-tree invariant: {e}"))
+}
+
+/// What one removal did to the tree's shape.
+#[derive(Debug, Default)]
+struct RemoveEvents {
+    plain: usize,
+    borrows: usize,
+    merges: usize,
+    /// Merges of leaves after which two internal nodes shared their keys.
+    inner_borrows: usize,
+    collapses: usize,
+}
+
+impl RemoveEvents {
+    fn record(&mut self, before: &[Vec<usize>], after: &[Vec<usize>]) {
+        let nodes = |s: &[Vec<usize>]| s.iter().map(Vec::len).sum::<usize>();
+        // Nodes whose key count changed on level `l` (when it kept its node count).
+        let changed = |l: usize| match (before.get(l), after.get(l)) {
+            (Some(b), Some(a)) if a.len() == b.len() => b.iter().zip(a).filter(|(x, y)| x != y).count(),
+            _ => 0,
+        };
+        if after.len() < before.len() {
+            self.collapses += 1;
+        } else if nodes(after) < nodes(before) {
+            self.merges += 1;
+            if before.len() >= 3 && changed(before.len() - 2) > 1 {
+                self.inner_borrows += 1;
+            }
+        } else {
+            // Same nodes: one leaf lost a key, or two leaves shared theirs (a borrow).
+            if changed(before.len() - 1) > 1 {
+                self.borrows += 1;
+            } else {
+                self.plain += 1;
+            }
+        }
+    }
+}
+
+#[test]
+fn btree_remove_drains() {
+    let dir = shm_dir();
+    let (mut pool, _) = create(&dir, "d.pool");
+    // Ascending keys leave half-full leaves: a 3-level tree of mostly 8-key nodes.
+    pool.transaction(|tx, r| {
+        for k in 0..400i32 {
+            r.t.insert(tx, k, k as u64)?;
+        }
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+    assert_eq!(tree_shape(&pool).len(), 3, "a 3-level tree");
+    let mut events = RemoveEvents::default();
+    // Every other key first (borrows and merges from half-full leaves), then the rest from both
+    // ends and the middle, down to the empty tree.
+    let order: Vec<i32> = (0..400)
+        .step_by(2)
+        .chain((1..400).step_by(2).rev().filter(|k| (k / 2) % 3 == 0))
+        .chain((1..400).step_by(2).filter(|k| (k / 2) % 3 != 0))
+        .collect();
+    for k in order {
+        let before = tree_shape(&pool);
+        assert_eq!(
+            tx_drains(&pool, |tx, r| r.t.remove(tx, &k)),
+            2,
+            "remove {k} from {before:?}"
+        );
+        events.record(&before, &tree_shape(&pool));
+        assert_eq!(
+            tx_drains(&pool, |tx, r| r.t.remove(tx, &k)),
+            0,
+            "remove {k} again"
+        );
+    }
+    println!("{events:?}");
+    assert!(events.borrows >= 5, "{events:?}");
+    assert!(events.merges >= 20, "{events:?}");
+    assert!(events.inner_borrows >= 1, "{events:?}");
+    // 3 levels -> 2 -> 1 -> no node.
+    assert_eq!(events.collapses, 3, "{events:?}");
+    assert!(tree_shape(&pool).is_empty());
+    assert_eq!(pool.allocated_blocks().unwrap(), vec![], "every node freed");
+    assert_eq!(
+        tx_drains(&pool, |tx, r| r.t.get(tx, &3)),
+        0,
+        "get in an empty tree"
+    );
+}

@@ -1,5 +1,5 @@
-//! `PBTreeMap::range` against `BTreeMap::range`: random trees (several levels, with nodes
-//! emptied by removals) and random bounds (included, excluded, unbounded); range reads cost 0
+//! `PBTreeMap::range` against `BTreeMap::range`: random trees (several levels, reshaped by
+//! removals) and random bounds (included, excluded, unbounded); range reads cost 0
 //! drains.
 
 mod common;
@@ -109,7 +109,7 @@ fn range_forms_and_laziness() {
         Ok::<_, Error>(())
     })
     .unwrap();
-    // Remove everything in the middle: empty leaves stay in the tree and are skipped.
+    // Remove everything in the middle: the leaves there merge away.
     pool.transaction(|tx, r| {
         for k in 100..1900i32 {
             r.t.remove(tx, &k)?;
