@@ -257,8 +257,8 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
             let n = raw::alloc_block(tx, g.size)?;
             tx.snapshot(|b| {
                 b.add(&self.root)?;
-                b.add(&self.len)?;
-                b.add(&Self::span(tx, n)?)
+                // The fresh leaf needs no snapshot: ptm logged it as new memory at allocation.
+                b.add(&self.len)
             })?;
             let node = Node {
                 leaf: true,
@@ -295,9 +295,7 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
             for (n, _, _) in touched {
                 b.add(&Self::span(tx, *n)?)?;
             }
-            for n in &fresh {
-                b.add(&Self::span(tx, *n)?)?;
-            }
+            // The fresh nodes need no snapshot: ptm logged them as new memory at allocation.
             Ok(())
         })?;
         // Insert into the leaf, then split upward while a node overflows.
