@@ -8,6 +8,18 @@
 //! four 1 KiB blocks and makes it read-write. [`PagedRegion::persist`] writes back (`pwrite`) only
 //! the blocks whose CRC changed; [`PagedRegion::drain`] makes them durable (`fdatasync`).
 //!
+//! That is [`FaultMode::Signal`], the default, which the sections below describe. In
+//! [`FaultMode::Userfaultfd`] ([`PagedRegion::create_with_mode`], [`pool_memory_with_mode`]) the
+//! range is an anonymous mapping registered with a userfaultfd; a per-region service thread loads
+//! missing pages (`pread` into a buffer, `UFFDIO_COPY`) while the faulting thread sleeps in the
+//! kernel, and eviction write-protects a page (`UFFDIO_WRITEPROTECT`) instead of making it
+//! `PROT_NONE`, writes it back and drops it (`MADV_DONTNEED`); a store blocked on the
+//! write-protected page is woken once the page is gone and faults it back in. The state machine,
+//! CRC tracking, clock and persist/drain contract are shared. A load error there sends `SIGBUS`
+//! to the faulting thread instead of aborting. System calls given non-resident region memory work
+//! in that mode, and the region table limit ([`MAX_REGIONS`]) does not apply. See
+//! docs/design.md §12.y.
+//!
 //! # Memory layout
 //! The pages live in an anonymous memfd mapped twice: the application's view (reserved with
 //! `mmap(PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE)`, then the memfd mapped over it

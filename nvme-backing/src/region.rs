@@ -335,7 +335,11 @@ impl Shared {
                         return Ok(f);
                     }
                     Ok(false) => {}
-                    Err(_) => return Err("nvme-backing: write-back failed while evicting a page to serve a fault\n"),
+                    Err(_) => {
+                        return Err(
+                            "nvme-backing: write-back failed while evicting a page to serve a fault\n",
+                        )
+                    }
                 }
             }
             scanned += 1;
@@ -624,23 +628,29 @@ impl PagedRegion {
 
         let addr_err = |source: io::Error| Error::AddressSpace { len, source };
         let uffd_mode = mode == FaultMode::Userfaultfd;
+        // The application's range. Userfaultfd mode: read-write, and only pages installed by
+        // UFFDIO_COPY are present. Signal mode: a reservation, replaced below by the memfd.
+        let prot = if uffd_mode {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_NONE
+        };
+        // SAFETY: a fresh anonymous mapping.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                prot,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(addr_err(io::Error::last_os_error()));
+        }
+        guard.base = base.cast();
         if uffd_mode {
-            // An anonymous private range where only pages installed by UFFDIO_COPY are present.
-            // SAFETY: a fresh anonymous mapping.
-            let base = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                    -1,
-                    0,
-                )
-            };
-            if base == libc::MAP_FAILED {
-                return Err(addr_err(io::Error::last_os_error()));
-            }
-            guard.base = base.cast();
             // 4 KiB pages only (eviction drops single pages), and no copy in a forked child (it
             // would see zero pages where ours are not resident; with DONTFORK it faults).
             // Both are advice: failing them changes nothing about correctness here.
@@ -662,22 +672,7 @@ impl PagedRegion {
             if unsafe { libc::ftruncate(memfd, len as libc::off_t) } != 0 {
                 return Err(io_err("ftruncate(memfd)", io::Error::last_os_error()));
             }
-            // Reserve the application's range, then put the memfd under it, still inaccessible.
-            // SAFETY: a fresh anonymous reservation.
-            let base = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_NONE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                    -1,
-                    0,
-                )
-            };
-            if base == libc::MAP_FAILED {
-                return Err(addr_err(io::Error::last_os_error()));
-            }
-            guard.base = base.cast();
+            // Put the memfd under the reservation, still inaccessible.
             // SAFETY: replaces exactly the reservation we own.
             let view = unsafe {
                 libc::mmap(

@@ -96,4 +96,9 @@ fn adjacent_dirty_blocks_are_written_and_counted_per_block(mode: FaultMode) {
     assert_eq!(file[3 * BLOCK_SIZE], 0xCC);
 }
 
-in_both_modes!(clean_pages_are_never_written_back, rewriting_identical_bytes_is_clean, one_dirty_block_writes_exactly_that_block, adjacent_dirty_blocks_are_written_and_counted_per_block);
+in_both_modes!(
+    clean_pages_are_never_written_back,
+    rewriting_identical_bytes_is_clean,
+    one_dirty_block_writes_exactly_that_block,
+    adjacent_dirty_blocks_are_written_and_counted_per_block
+);

@@ -3,7 +3,7 @@
 #[macro_use]
 mod common;
 
-use nvme_backing::{FaultMode, Error, PagedRegion, PAGE_SIZE};
+use nvme_backing::{Error, FaultMode, PagedRegion, PAGE_SIZE};
 
 fn backing_file_too_small(mode: FaultMode) {
     let dir = tempfile::tempdir().unwrap();

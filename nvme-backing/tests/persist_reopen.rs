@@ -73,4 +73,8 @@ fn abandon_loses_unpersisted_data_only(mode: FaultMode) {
     assert!(file[2 * PAGE_SIZE..2 * PAGE_SIZE + 8].iter().all(|&b| b == 0));
 }
 
-in_both_modes!(persisted_data_survives_reopen, raw_pointer_access_and_drop_writes_back, abandon_loses_unpersisted_data_only);
+in_both_modes!(
+    persisted_data_survives_reopen,
+    raw_pointer_access_and_drop_writes_back,
+    abandon_loses_unpersisted_data_only
+);

@@ -129,4 +129,7 @@ fn crash_images_of_a_paged_pool_recover_to_the_committed_state(mode: FaultMode) 
     check(&recovered, 2);
 }
 
-in_both_modes!(a_pool_on_paged_memory_commits_and_reopens, crash_images_of_a_paged_pool_recover_to_the_committed_state);
+in_both_modes!(
+    a_pool_on_paged_memory_commits_and_reopens,
+    crash_images_of_a_paged_pool_recover_to_the_committed_state
+);

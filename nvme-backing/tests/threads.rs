@@ -151,4 +151,10 @@ fn four_threads_sharing_pages_lose_no_update_under_eviction(mode: FaultMode) {
     }
 }
 
-in_both_modes!(four_threads_without_eviction, four_threads_with_clock_eviction, four_threads_with_a_tiny_resident_set, four_threads_with_concurrent_explicit_eviction_and_persist, four_threads_sharing_pages_lose_no_update_under_eviction);
+in_both_modes!(
+    four_threads_without_eviction,
+    four_threads_with_clock_eviction,
+    four_threads_with_a_tiny_resident_set,
+    four_threads_with_concurrent_explicit_eviction_and_persist,
+    four_threads_sharing_pages_lose_no_update_under_eviction
+);

@@ -18,13 +18,8 @@ fn present_pages(ptr: *mut u8, pages: usize) -> usize {
 #[test]
 fn evicted_pages_give_their_memory_back() {
     let dir = tempfile::tempdir().unwrap();
-    let r = PagedRegion::create_with_mode(
-        dir.path().join("f"),
-        64 * PAGE_SIZE,
-        64,
-        FaultMode::Userfaultfd,
-    )
-    .unwrap();
+    let r = PagedRegion::create_with_mode(dir.path().join("f"), 64 * PAGE_SIZE, 64, FaultMode::Userfaultfd)
+        .unwrap();
     assert_eq!(r.fault_mode(), FaultMode::Userfaultfd);
     assert_eq!(present_pages(r.as_ptr(), 64), 0);
     let mut buf = vec![0u8; 64 * PAGE_SIZE];
@@ -71,12 +66,23 @@ fn system_calls_fill_non_resident_pages_in_userfaultfd_mode_only() {
 }
 
 /// How the seccomp filter of [`with_denied_userfaultfd`] answers.
+#[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
 struct Deny {
     /// errno for the `userfaultfd` system call.
     syscall: i32,
     /// Also fail `ioctl(USERFAULTFD_IOC_NEW)` on `/dev/userfaultfd` with `EPERM`.
     dev_ioctl: bool,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Deny {
+    fn syscall(errno: i32) -> Deny {
+        Deny {
+            syscall: errno,
+            dev_ioctl: false,
+        }
+    }
 }
 
 /// Runs `f` on a new thread whose `userfaultfd` system calls fail as `deny` says (a seccomp
@@ -143,29 +149,40 @@ fn with_denied_userfaultfd<T: Send>(deny: Deny, f: impl FnOnce() -> T + Send) ->
     })
 }
 
+/// Creates a 4-page userfaultfd-mode region at `path` on a thread denied as `deny` says.
 #[cfg(target_arch = "x86_64")]
-#[test]
-fn a_kernel_without_userfaultfd_is_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("f");
-    let deny = Deny {
-        syscall: libc::ENOSYS,
-        dev_ioctl: false,
-    };
-    let r = with_denied_userfaultfd(deny, || {
-        PagedRegion::create_with_mode(&path, 4 * PAGE_SIZE, 2, FaultMode::Userfaultfd)
-    });
+fn create_denied(deny: Deny, path: &std::path::Path) -> nvme_backing::Result<PagedRegion> {
+    with_denied_userfaultfd(deny, || {
+        PagedRegion::create_with_mode(path, 4 * PAGE_SIZE, 2, FaultMode::Userfaultfd)
+    })
+}
+
+/// Asserts that creating the userfaultfd failed with `errno`.
+#[cfg(target_arch = "x86_64")]
+fn assert_no_userfaultfd(r: nvme_backing::Result<PagedRegion>, errno: i32) {
     match r {
         Err(e @ Error::Userfaultfd { .. }) => {
             let Error::Userfaultfd { op, source } = &e else {
                 unreachable!()
             };
             assert_eq!(*op, "userfaultfd");
-            assert_eq!(source.raw_os_error(), Some(libc::ENOSYS));
-            assert!(e.to_string().contains("userfaultfd"), "{e}");
+            assert_eq!(source.raw_os_error(), Some(errno));
+            assert!(
+                e.to_string().contains("userfaultfd fault mode unavailable"),
+                "{e}"
+            );
         }
         other => panic!("expected Error::Userfaultfd, got {other:?}"),
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn a_kernel_without_userfaultfd_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    let deny = Deny::syscall(libc::ENOSYS);
+    assert_no_userfaultfd(create_denied(deny, &path), libc::ENOSYS);
     // Signal mode does not need it.
     let r = with_denied_userfaultfd(deny, || PagedRegion::create(&path, 4 * PAGE_SIZE, 2));
     r.unwrap().write_at(0, b"ok").unwrap();
@@ -176,13 +193,8 @@ fn a_kernel_without_userfaultfd_is_a_clear_error() {
 fn a_denied_userfaultfd_system_call_falls_back_to_dev_userfaultfd_or_fails_with_eperm() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("f");
-    let only_syscall = Deny {
-        syscall: libc::EPERM,
-        dev_ioctl: false,
-    };
-    let opened = with_denied_userfaultfd(only_syscall, || {
-        PagedRegion::create_with_mode(&path, 4 * PAGE_SIZE, 2, FaultMode::Userfaultfd)
-    });
+    let only_syscall = Deny::syscall(libc::EPERM);
+    let opened = create_denied(only_syscall, &path);
     // /dev/userfaultfd (Linux 6.1+) needs read-write access to the device.
     let dev_usable = std::fs::OpenOptions::new()
         .read(true)
@@ -201,14 +213,5 @@ fn a_denied_userfaultfd_system_call_falls_back_to_dev_userfaultfd_or_fails_with_
         syscall: libc::EPERM,
         dev_ioctl: true,
     };
-    let r = with_denied_userfaultfd(everything, || {
-        PagedRegion::open_with_mode(&path, 4 * PAGE_SIZE, 2, FaultMode::Userfaultfd)
-    });
-    match r {
-        Err(Error::Userfaultfd { op, source }) => {
-            assert_eq!(op, "userfaultfd");
-            assert_eq!(source.raw_os_error(), Some(libc::EPERM));
-        }
-        other => panic!("expected Error::Userfaultfd, got {other:?}"),
-    }
+    assert_no_userfaultfd(create_denied(everything, &path), libc::EPERM);
 }

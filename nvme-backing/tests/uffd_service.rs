@@ -19,7 +19,11 @@ fn service_threads() -> usize {
 fn expect_service_threads(n: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while service_threads() != n {
-        assert!(Instant::now() < deadline, "{} service threads, expected {n}", service_threads());
+        assert!(
+            Instant::now() < deadline,
+            "{} service threads, expected {n}",
+            service_threads()
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
 }
@@ -47,8 +51,13 @@ fn service_threads_stop_on_drop_and_abandon() {
     drop(regions);
     expect_service_threads(0);
     // Drop wrote back, abandon did not.
-    assert_eq!(&std::fs::read(dir.path().join("f0")).unwrap()[3 * PAGE_SIZE..][..7], b"dropped");
-    assert!(std::fs::read(dir.path().join("f1")).unwrap()[..9].iter().all(|&b| b == 0));
+    assert_eq!(
+        &std::fs::read(dir.path().join("f0")).unwrap()[3 * PAGE_SIZE..][..7],
+        b"dropped"
+    );
+    assert!(std::fs::read(dir.path().join("f1")).unwrap()[..9]
+        .iter()
+        .all(|&b| b == 0));
     // Signal mode starts no thread.
     let _signal = PagedRegion::create(dir.path().join("s"), 4 * PAGE_SIZE, 2).unwrap();
     std::thread::sleep(Duration::from_millis(20));

@@ -88,4 +88,7 @@ fn accesses_straddling_a_page_boundary_progress_with_two_frames(mode: FaultMode)
     }
 }
 
-in_both_modes!(working_set_eight_times_the_limit, accesses_straddling_a_page_boundary_progress_with_two_frames);
+in_both_modes!(
+    working_set_eight_times_the_limit,
+    accesses_straddling_a_page_boundary_progress_with_two_frames
+);
