@@ -56,22 +56,24 @@
 //!   handler writes a message to stderr and aborts.
 //!
 //! # What is not supported
-//! - System calls given region memory directly (`read(fd, region_ptr, n)`, ...) fail with
-//!   `EFAULT` on pages that are not resident: the kernel does not raise SIGSEGV for them. Copy
-//!   through a buffer ([`PagedRegion::read_at`] / [`PagedRegion::write_at`]).
+//! - Signal mode: system calls given region memory directly (`read(fd, region_ptr, n)`, ...)
+//!   fail with `EFAULT` on pages that are not resident: the kernel does not raise SIGSEGV for
+//!   them. Copy through a buffer ([`PagedRegion::read_at`] / [`PagedRegion::write_at`]), or use
+//!   the userfaultfd mode.
 //! - Asynchronous signals are blocked while [`PagedRegion::evict_to`] owns a page, and all
 //!   signals while the fault handler runs, so a signal handler touching the region cannot wait
 //!   for its own thread. Signal handlers may touch the region otherwise (they fault like any
 //!   code).
-//! - `fork`: the child shares the memfd with the parent; it must not touch the region.
+//! - `fork`: the child shares the memfd with the parent (signal mode) or has no mapping of the
+//!   region (userfaultfd mode, `MADV_DONTFORK`); it must not touch the region.
 //! - Two regions over the same pages of one file overwrite each other's blocks at write-back:
 //!   use one region per file (or per disjoint page range).
-//! - Each resident page that is not adjacent to another resident page is its own VMA: keep the
-//!   resident limit well below `vm.max_map_count` (65 530 by default).
+//! - Signal mode: each resident page that is not adjacent to another resident page is its own
+//!   VMA: keep the resident limit well below `vm.max_map_count` (65 530 by default).
 //! - Metadata is 20 bytes per page (state word, four CRCs) plus 8 bytes per frame.
 //! - Faults on addresses of a region being dropped are not served (they reach the previous
-//!   handler and usually kill the process); dropping while other threads still access the region
-//!   is a bug in the caller.
+//!   handler, or find the range unmapped, and usually kill the process); dropping while other
+//!   threads still access the region is a bug in the caller.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod error;

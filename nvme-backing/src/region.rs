@@ -1004,11 +1004,13 @@ impl Drop for Resources {
             if !self.alias.is_null() && self.alias != self.base {
                 libc::munmap(self.alias.cast(), self.len);
             }
-            if self.uffd >= 0 {
-                libc::close(self.uffd);
-            }
             if !self.base.is_null() {
                 libc::munmap(self.base.cast(), self.len);
+            }
+            // After the unmap: a thread still waiting on a fault (a caller bug) is woken by the
+            // close and then finds no mapping (SIGSEGV) rather than a fresh zero page.
+            if self.uffd >= 0 {
+                libc::close(self.uffd);
             }
             if self.memfd >= 0 {
                 libc::close(self.memfd);
