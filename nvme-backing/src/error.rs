@@ -46,6 +46,18 @@ pub enum Error {
     /// Installing the process-wide SIGSEGV handler failed.
     #[error("cannot install the SIGSEGV handler: {0}")]
     Handler(#[source] io::Error),
+    /// [`FaultMode::Userfaultfd`](crate::FaultMode::Userfaultfd) is not available: the kernel has
+    /// no userfaultfd (`ENOSYS`), the process may not create one (`EPERM`: needs
+    /// `CAP_SYS_PTRACE`, `vm.unprivileged_userfaultfd = 1` or access to `/dev/userfaultfd`), it
+    /// lacks write-protect support for anonymous memory, or its service thread cannot start.
+    #[error("userfaultfd fault mode unavailable: {op}: {source}")]
+    Userfaultfd {
+        /// The step that failed (`userfaultfd`, `UFFDIO_API ...`, `UFFDIO_REGISTER`, ...).
+        op: &'static str,
+        /// The operating-system error.
+        #[source]
+        source: io::Error,
+    },
     /// An argument is out of range (zero or unaligned length, zero resident limit, range outside
     /// the region, page size other than 4 KiB).
     #[error("invalid argument: {0}")]

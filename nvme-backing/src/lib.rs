@@ -8,6 +8,18 @@
 //! four 1 KiB blocks and makes it read-write. [`PagedRegion::persist`] writes back (`pwrite`) only
 //! the blocks whose CRC changed; [`PagedRegion::drain`] makes them durable (`fdatasync`).
 //!
+//! That is [`FaultMode::Signal`], the default, which the sections below describe. In
+//! [`FaultMode::Userfaultfd`] ([`PagedRegion::create_with_mode`], [`pool_memory_with_mode`]) the
+//! range is an anonymous mapping registered with a userfaultfd; a per-region service thread loads
+//! missing pages (`pread` into a buffer, `UFFDIO_COPY`) while the faulting thread sleeps in the
+//! kernel, and eviction write-protects a page (`UFFDIO_WRITEPROTECT`) instead of making it
+//! `PROT_NONE`, writes it back and drops it (`MADV_DONTNEED`); a store blocked on the
+//! write-protected page is woken once the page is gone and faults it back in. The state machine,
+//! CRC tracking, clock and persist/drain contract are shared. A load error there sends `SIGBUS`
+//! to the faulting thread instead of aborting. System calls given non-resident region memory work
+//! in that mode, and the region table limit ([`MAX_REGIONS`]) does not apply. See
+//! docs/design.md §12.y.
+//!
 //! # Memory layout
 //! The pages live in an anonymous memfd mapped twice: the application's view (reserved with
 //! `mmap(PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE)`, then the memfd mapped over it
@@ -44,33 +56,36 @@
 //!   handler writes a message to stderr and aborts.
 //!
 //! # What is not supported
-//! - System calls given region memory directly (`read(fd, region_ptr, n)`, ...) fail with
-//!   `EFAULT` on pages that are not resident: the kernel does not raise SIGSEGV for them. Copy
-//!   through a buffer ([`PagedRegion::read_at`] / [`PagedRegion::write_at`]).
+//! - Signal mode: system calls given region memory directly (`read(fd, region_ptr, n)`, ...)
+//!   fail with `EFAULT` on pages that are not resident: the kernel does not raise SIGSEGV for
+//!   them. Copy through a buffer ([`PagedRegion::read_at`] / [`PagedRegion::write_at`]), or use
+//!   the userfaultfd mode.
 //! - Asynchronous signals are blocked while [`PagedRegion::evict_to`] owns a page, and all
 //!   signals while the fault handler runs, so a signal handler touching the region cannot wait
 //!   for its own thread. Signal handlers may touch the region otherwise (they fault like any
 //!   code).
-//! - `fork`: the child shares the memfd with the parent; it must not touch the region.
+//! - `fork`: the child shares the memfd with the parent (signal mode) or has no mapping of the
+//!   region (userfaultfd mode, `MADV_DONTFORK`); it must not touch the region.
 //! - Two regions over the same pages of one file overwrite each other's blocks at write-back:
 //!   use one region per file (or per disjoint page range).
-//! - Each resident page that is not adjacent to another resident page is its own VMA: keep the
-//!   resident limit well below `vm.max_map_count` (65 530 by default).
+//! - Signal mode: each resident page that is not adjacent to another resident page is its own
+//!   VMA: keep the resident limit well below `vm.max_map_count` (65 530 by default).
 //! - Metadata is 20 bytes per page (state word, four CRCs) plus 8 bytes per frame.
 //! - Faults on addresses of a region being dropped are not served (they reach the previous
-//!   handler and usually kill the process); dropping while other threads still access the region
-//!   is a bug in the caller.
+//!   handler, or find the range unmapped, and usually kill the process); dropping while other
+//!   threads still access the region is a bug in the caller.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod error;
 mod handler;
 mod pool;
 mod region;
+mod uffd;
 
 pub use error::{Error, Result};
 pub use handler::MAX_REGIONS;
-pub use pool::{pool_memory, PoolMemory};
-pub use region::{PagedRegion, PagedStats};
+pub use pool::{pool_memory, pool_memory_with_mode, PoolMemory};
+pub use region::{FaultMode, PagedRegion, PagedStats};
 
 /// Page size handled by the fault handler (the region requires a 4 KiB system page size).
 pub const PAGE_SIZE: usize = 4096;

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use pmem_core::{ExternalMemory, ExternalMemorySource};
 
-use crate::region::PagedRegion;
+use crate::region::{FaultMode, PagedRegion};
 
 /// The memory of one pool: a paged region over the pool file.
 #[derive(Debug)]
@@ -56,10 +56,18 @@ unsafe impl ExternalMemory for PoolMemory {
 }
 
 /// The memory source for pools on paged memory with at most `resident_limit` resident 4 KiB
-/// pages (at least 2): each pool opened with it gets its own [`PagedRegion`] over the pool file.
+/// pages (at least 2): each pool opened with it gets its own [`PagedRegion`] over the pool file,
+/// with faults served in [`FaultMode::Signal`].
 pub fn pool_memory(resident_limit: usize) -> ExternalMemorySource {
+    pool_memory_with_mode(resident_limit, FaultMode::Signal)
+}
+
+/// [`pool_memory`] with the given fault mode (opening a pool fails with the region's error, e.g.
+/// [`Error::Userfaultfd`](crate::Error::Userfaultfd), as an `io::Error`).
+pub fn pool_memory_with_mode(resident_limit: usize, mode: FaultMode) -> ExternalMemorySource {
     ExternalMemorySource(Arc::new(move |path: &Path, len: usize| {
-        let region = PagedRegion::open(path, len, resident_limit).map_err(io::Error::other)?;
+        let region =
+            PagedRegion::open_with_mode(path, len, resident_limit, mode).map_err(io::Error::other)?;
         Ok(Arc::new(PoolMemory {
             region,
             error: Mutex::new(None),

@@ -9,7 +9,27 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::error::{Error, Result};
 use crate::handler;
+use crate::uffd;
 use crate::{BLOCKS_PER_PAGE, BLOCK_SIZE, PAGE_SIZE};
+
+/// How a [`PagedRegion`] learns about first accesses to its pages (and stops stores during
+/// eviction). Both modes share the page state machine, CRC32C dirty tracking, clock eviction and
+/// the persist/drain contract; they differ in who loads a page and how its mapping changes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FaultMode {
+    /// A process-wide SIGSEGV handler loads the page in the faulting thread and makes it
+    /// accessible with `mprotect`; eviction makes it `PROT_NONE` again. The default.
+    #[default]
+    Signal,
+    /// The range is registered with a userfaultfd (missing and write-protect faults); a
+    /// per-region service thread loads pages with `UFFDIO_COPY` while the faulting thread sleeps
+    /// in the kernel; eviction write-protects the page (`UFFDIO_WRITEPROTECT`), writes it back and
+    /// drops it (`MADV_DONTNEED`). System calls given region memory work in this mode (the
+    /// kernel waits for the page), unless only user-mode faults may be handled (an unprivileged
+    /// process without `/dev/userfaultfd` access).
+    Userfaultfd,
+}
 
 // Page state word: the state in the low byte, the clock reference bit above it.
 const ABSENT: u32 = 0;
@@ -40,16 +60,22 @@ pub struct PagedStats {
     pub writeback_bytes: u64,
 }
 
-/// State shared by the owning [`PagedRegion`] and the SIGSEGV handler. Only atomics are mutated.
+/// State shared by the owning [`PagedRegion`] and the fault handler (the SIGSEGV handler or the
+/// userfaultfd service thread). Only atomics are mutated.
 pub(crate) struct Shared {
-    /// The application's view: `PROT_NONE` except for resident pages.
+    /// The application's view: `PROT_NONE` except for resident pages (signal mode), or a
+    /// userfaultfd-registered anonymous mapping where only resident pages are present.
     base: *mut u8,
-    /// A second, always read-write mapping of the same memfd: the handler loads into it and
-    /// write-back reads from it while the application's view of the page is inaccessible.
+    /// Signal mode: a second, always read-write mapping of the same memfd: the handler loads
+    /// into it and write-back reads from it while the application's view of the page is
+    /// inaccessible. Userfaultfd mode: `base` itself (write-back reads a write-protected page).
     alias: *mut u8,
     len: usize,
     fd: libc::c_int,
+    /// The memfd behind both views (signal mode), or -1.
     memfd: libc::c_int,
+    /// The userfaultfd (userfaultfd mode), or -1.
+    uffd: libc::c_int,
     states: Box<[AtomicU32]>,
     crcs: Box<[AtomicU32]>,
     frames: Box<[AtomicUsize]>,
@@ -63,7 +89,7 @@ pub(crate) struct Shared {
 }
 
 /// Writes `msg` to stderr and aborts: the handler cannot report an error to the faulting code.
-fn fatal(msg: &str) -> ! {
+pub(crate) fn fatal(msg: &str) -> ! {
     // SAFETY: write(2) and abort(3) are async-signal-safe; `msg` is a valid buffer.
     unsafe {
         libc::write(2, msg.as_ptr().cast(), msg.len());
@@ -142,10 +168,26 @@ impl Shared {
         self.alias.wrapping_add(page * PAGE_SIZE)
     }
 
-    /// Serves a fault on `page`. Runs in the signal handler: async-signal-safe.
+    /// Start address of the application's view.
+    pub(crate) fn base_addr(&self) -> usize {
+        self.base as usize
+    }
+
+    /// Serves a fault on `page` in the SIGSEGV handler: async-signal-safe; aborts with a message
+    /// if the page cannot be loaded.
     pub(crate) fn handle_fault(&self, page: usize) {
+        if let Err(msg) = self.serve_fault(page, self.alias_ptr(page)) {
+            fatal(msg);
+        }
+    }
+
+    /// Makes `page` resident if it is `ABSENT` (loading it through `staging`, a writable page:
+    /// the alias of the page in signal mode, the service thread's buffer in userfaultfd mode),
+    /// or waits while another thread owns it (a fault on a page already present raced with its
+    /// load and returns at once). On error the page is left `ABSENT`. Async-signal-safe.
+    pub(crate) fn serve_fault(&self, page: usize, staging: *mut u8) -> Result<(), &'static str> {
         let Some(state) = self.states.get(page) else {
-            fatal("nvme-backing: fault outside the page table\n")
+            return Err("nvme-backing: fault outside the page table\n");
         };
         loop {
             let s = state.load(Ordering::Acquire);
@@ -155,12 +197,11 @@ impl Shared {
                         .compare_exchange(s, LOADING, Ordering::Acquire, Ordering::Relaxed)
                         .is_ok()
                     {
-                        self.load_page(page);
-                        return;
+                        return self.load_page(page, staging);
                     }
                 }
                 // Mapped already (a spurious or raced fault): retry the access.
-                RESIDENT | WRITING => return,
+                RESIDENT | WRITING => return Ok(()),
                 // Another thread owns the page: wait for it.
                 _ => {
                     // SAFETY: sched_yield is async-signal-safe.
@@ -170,39 +211,110 @@ impl Shared {
         }
     }
 
-    /// Loads `page` (state `LOADING`, owned by the caller) and makes it accessible.
-    fn load_page(&self, page: usize) {
-        let frame = self.acquire_frame();
-        let alias = self.alias_ptr(page);
-        // SAFETY: the alias mapping is read-write and covers the page; only the owner of a LOADING
-        // page writes it, and the application view is still PROT_NONE.
-        if unsafe { pread_exact(self.fd, alias, PAGE_SIZE, (page * PAGE_SIZE) as u64) }.is_err() {
-            fatal("nvme-backing: pread of the backing file failed in the fault handler\n");
+    /// Waits (yielding) while `page` is being evicted (userfaultfd service thread: a store that
+    /// hit the write-protected page may retry once the eviction is over).
+    pub(crate) fn wait_not_evicting(&self, page: usize) {
+        let Some(state) = self.states.get(page) else {
+            return;
+        };
+        while state.load(Ordering::Acquire) & STATE_MASK == EVICTING {
+            std::thread::yield_now();
+        }
+    }
+
+    /// Loads `page` (state `LOADING`, owned by the caller) through `staging` and makes it
+    /// accessible; on error releases its frame and leaves it `ABSENT`.
+    fn load_page(&self, page: usize, staging: *mut u8) -> Result<(), &'static str> {
+        let frame = match self.acquire_frame() {
+            Ok(f) => f,
+            Err(msg) => {
+                self.states[page].store(ABSENT, Ordering::Release);
+                return Err(msg);
+            }
+        };
+        let fail = |msg| {
+            self.frames[frame].store(FRAME_EMPTY, Ordering::Release);
+            self.resident.fetch_sub(1, Ordering::Relaxed);
+            self.states[page].store(ABSENT, Ordering::Release);
+            Err(msg)
+        };
+        // SAFETY: `staging` is a writable page per the contract; in signal mode it is the alias
+        // of a LOADING page, written only by its owner while the application view is PROT_NONE.
+        if unsafe { pread_exact(self.fd, staging, PAGE_SIZE, (page * PAGE_SIZE) as u64) }.is_err() {
+            return fail("nvme-backing: pread of the backing file failed while serving a fault\n");
         }
         for b in 0..BLOCKS_PER_PAGE {
             // SAFETY: the block lies inside the page just read; nobody else writes it.
-            let block = unsafe { std::slice::from_raw_parts(alias.add(b * BLOCK_SIZE), BLOCK_SIZE) };
+            let block = unsafe { std::slice::from_raw_parts(staging.add(b * BLOCK_SIZE), BLOCK_SIZE) };
             self.crcs[page * BLOCKS_PER_PAGE + b].store(crc32c::crc32c(block), Ordering::Relaxed);
         }
-        // SAFETY: the page lies inside our mapping of the memfd.
-        if unsafe {
-            libc::mprotect(
-                self.page_ptr(page).cast(),
-                PAGE_SIZE,
-                libc::PROT_READ | libc::PROT_WRITE,
-            )
-        } != 0
-        {
-            fatal("nvme-backing: mprotect failed in the fault handler (vm.max_map_count?)\n");
+        if self.uffd >= 0 {
+            // Maps the page atomically; the service thread wakes the waiters once it is RESIDENT.
+            // SAFETY: `staging` holds the page.
+            if unsafe { uffd::copy_page(self.uffd, self.page_ptr(page) as usize, staging) }.is_err() {
+                return fail("nvme-backing: UFFDIO_COPY failed while serving a fault\n");
+            }
+        } else if self.set_access(page, libc::PROT_READ | libc::PROT_WRITE).is_err() {
+            return fail("nvme-backing: mprotect failed in the fault handler (vm.max_map_count?)\n");
         }
         self.frames[frame].store(page, Ordering::Release);
         self.pages_faulted.fetch_add(1, Ordering::Relaxed);
         self.states[page].store(RESIDENT | REF, Ordering::Release);
+        Ok(())
+    }
+
+    /// `mprotect` of the application's view of `page` (signal mode).
+    fn set_access(&self, page: usize, prot: libc::c_int) -> Result<(), i32> {
+        // SAFETY: the page lies inside our mapping of the memfd.
+        if unsafe { libc::mprotect(self.page_ptr(page).cast(), PAGE_SIZE, prot) } != 0 {
+            return Err(errno());
+        }
+        Ok(())
+    }
+
+    /// Stops all stores to a resident page about to be written back for eviction: `PROT_NONE`
+    /// (signal mode) or write-protect (userfaultfd mode; readers continue). Once this returns
+    /// (TLB shootdown done) no thread can modify the page.
+    fn seal(&self, page: usize) -> Result<(), i32> {
+        if self.uffd >= 0 {
+            uffd::write_protect(self.uffd, self.page_ptr(page) as usize, true)
+        } else {
+            self.set_access(page, libc::PROT_NONE)
+        }
+    }
+
+    /// Undoes [`seal`](Self::seal) after a failed eviction (waking blocked writers). A page that
+    /// stays resident must be accessible, or its accessors would wait forever: abort otherwise.
+    fn unseal(&self, page: usize) {
+        let r = if self.uffd >= 0 {
+            uffd::write_protect(self.uffd, self.page_ptr(page) as usize, false)
+        } else {
+            self.set_access(page, libc::PROT_READ | libc::PROT_WRITE)
+        };
+        if r.is_err() {
+            fatal("nvme-backing: cannot restore access to a page after a failed eviction\n");
+        }
+    }
+
+    /// Frees the memory of a sealed, written-back page. Signal mode: `MADV_REMOVE` of the memfd
+    /// page (a failure only wastes memory: the next load overwrites it). Userfaultfd mode:
+    /// `MADV_DONTNEED`, after which the next access is a missing fault; it must succeed.
+    fn discard(&self, page: usize) -> Result<(), i32> {
+        if self.uffd >= 0 {
+            // SAFETY: the page lies inside our registered anonymous mapping; we own it (EVICTING).
+            if unsafe { libc::madvise(self.page_ptr(page).cast(), PAGE_SIZE, libc::MADV_DONTNEED) } != 0 {
+                return Err(errno());
+            }
+        } else {
+            // SAFETY: the alias page lies inside the shared memfd mapping.
+            unsafe { libc::madvise(self.alias_ptr(page).cast(), PAGE_SIZE, libc::MADV_REMOVE) };
+        }
+        Ok(())
     }
 
     /// Claims a frame for a page being loaded: an empty one, or the clock's victim (written back
     /// and unmapped first). Async-signal-safe; spins (yielding) while every frame is busy.
-    fn acquire_frame(&self) -> usize {
+    fn acquire_frame(&self) -> Result<usize, &'static str> {
         let n = self.frames.len();
         let mut scanned = 0;
         loop {
@@ -214,16 +326,20 @@ impl Shared {
                     .is_ok()
                 {
                     self.resident.fetch_add(1, Ordering::Relaxed);
-                    return f;
+                    return Ok(f);
                 }
             } else if v != FRAME_CLAIMED {
                 match self.try_evict(f, v, true) {
                     Ok(true) => {
                         // The frame is ours (CLAIMED); the resident count is unchanged.
-                        return f;
+                        return Ok(f);
                     }
                     Ok(false) => {}
-                    Err(_) => fatal("nvme-backing: write-back failed during eviction in the fault handler\n"),
+                    Err(_) => {
+                        return Err(
+                            "nvme-backing: write-back failed while evicting a page to serve a fault\n",
+                        )
+                    }
                 }
             }
             scanned += 1;
@@ -262,34 +378,26 @@ impl Shared {
             state.store(s, Ordering::Release);
             return Ok(false);
         }
-        // Make the page inaccessible first: concurrent accessors fault and wait for ABSENT, and
-        // once mprotect returns (TLB shootdown done) nobody can modify it during the write-back.
-        // SAFETY: the page lies inside our mapping.
-        if unsafe { libc::mprotect(self.page_ptr(page).cast(), PAGE_SIZE, libc::PROT_NONE) } != 0 {
-            let e = errno();
+        // Seal the page first: concurrent writers fault and wait until it is ABSENT, and once
+        // the seal returns (TLB shootdown done) nobody can modify it during the write-back.
+        if let Err(e) = self.seal(page) {
             state.store(s, Ordering::Release);
             return Err(e);
         }
-        // SAFETY: the alias page is mapped and stable (the application view is PROT_NONE and we
-        // own the page).
-        if let Err(e) = unsafe { self.write_back(page, self.alias_ptr(page)) } {
-            // SAFETY: as above; restore access.
-            unsafe {
-                libc::mprotect(
-                    self.page_ptr(page).cast(),
-                    PAGE_SIZE,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                )
-            };
+        // SAFETY: the alias page is mapped and stable (sealed, and we own the page).
+        let written = unsafe { self.write_back(page, self.alias_ptr(page)) };
+        if let Err(e) = written.and_then(|()| self.discard(page)) {
+            self.unseal(page);
             state.store(s, Ordering::Release);
             return Err(e);
         }
-        // Free the memory; a failure only wastes memory (the next load overwrites the page).
-        // SAFETY: the alias page lies inside the shared memfd mapping.
-        unsafe { libc::madvise(self.alias_ptr(page).cast(), PAGE_SIZE, libc::MADV_REMOVE) };
         self.frames[f].store(FRAME_CLAIMED, Ordering::Release);
         self.evictions.fetch_add(1, Ordering::Relaxed);
         state.store(ABSENT, Ordering::Release);
+        if self.uffd >= 0 {
+            // Writers blocked on the write-protected page retry and take a missing fault.
+            uffd::wake(self.uffd, self.page_ptr(page) as usize, PAGE_SIZE);
+        }
         Ok(true)
     }
 
@@ -343,8 +451,8 @@ impl Shared {
         loop {
             let s = state.load(Ordering::Acquire);
             match s & STATE_MASK {
-                // Not resident, or being loaded (not yet visible, equal to the file): clean.
-                ABSENT | LOADING => return Ok(()),
+                // Not resident: clean.
+                ABSENT => return Ok(()),
                 RESIDENT => {
                     if state
                         .compare_exchange(s, WRITING | (s & REF), Ordering::Acquire, Ordering::Relaxed)
@@ -368,7 +476,8 @@ impl Shared {
                     return r;
                 }
                 // Another persist may have snapshotted before our caller's writes (so wait and
-                // redo); an eviction writes the page back before it becomes ABSENT.
+                // redo); an eviction writes the page back before it becomes ABSENT; a page being
+                // loaded may already be accessible (and written) before it becomes RESIDENT.
                 _ => std::thread::yield_now(),
             }
         }
@@ -377,15 +486,20 @@ impl Shared {
 
 /// A range of virtual memory backed page by page by a file or block device.
 ///
-/// Pages are read in on first access by a SIGSEGV handler, tracked by CRC32C per 1 KiB block,
-/// written back by [`persist`](Self::persist) / [`flush_all`](Self::flush_all) (dirty blocks
-/// only) and made durable by [`drain`](Self::drain). At most `resident_limit` pages are resident;
-/// a fault beyond that evicts a victim chosen by the clock (written back first). See the crate
-/// documentation for the concurrency rules.
+/// Pages are read in on first access (by a SIGSEGV handler or a userfaultfd service thread, see
+/// [`FaultMode`]), tracked by CRC32C per 1 KiB block, written back by
+/// [`persist`](Self::persist) / [`flush_all`](Self::flush_all) (dirty blocks only) and made
+/// durable by [`drain`](Self::drain). At most `resident_limit` pages are resident; a fault beyond
+/// that evicts a victim chosen by the clock (written back first). See the crate documentation for
+/// the concurrency rules.
 #[derive(Debug)]
 pub struct PagedRegion {
     shared: NonNull<Shared>,
-    slot: usize,
+    /// Signal mode: the handler-table slot.
+    slot: Option<usize>,
+    /// Userfaultfd mode: the fault-service thread.
+    service: Option<uffd::Service>,
+    mode: FaultMode,
     path: PathBuf,
     len: usize,
     limit: usize,
@@ -408,10 +522,10 @@ unsafe impl Sync for PagedRegion {}
 
 /// Blocks asynchronous signals on this thread until dropped (an eviction in normal context owns a page
 /// that a signal handler on this thread could otherwise fault on and wait for forever).
-struct SignalBlock(libc::sigset_t);
+pub(crate) struct SignalBlock(libc::sigset_t);
 
 impl SignalBlock {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         // SAFETY: sigset_t is plain data; the calls get valid pointers.
         unsafe {
             let mut all: libc::sigset_t = std::mem::zeroed();
@@ -443,7 +557,21 @@ impl PagedRegion {
     /// may straddle two pages) and is capped at the page count. Forward progress is guaranteed
     /// when it is at least twice the number of threads faulting at once; below that, threads
     /// still progress in practice but may evict each other's pages repeatedly.
+    ///
+    /// Faults are served in [`FaultMode::Signal`]; see [`open_with_mode`](Self::open_with_mode).
     pub fn open(path: impl AsRef<Path>, len: usize, resident_limit: usize) -> Result<Self> {
+        Self::open_with_mode(path, len, resident_limit, FaultMode::Signal)
+    }
+
+    /// [`open`](Self::open) with the given fault mode. [`FaultMode::Userfaultfd`] fails with
+    /// [`Error::Userfaultfd`] if the kernel has no userfaultfd (`ENOSYS`), the process may not
+    /// create one (`EPERM`), or it lacks write-protect support for anonymous memory.
+    pub fn open_with_mode(
+        path: impl AsRef<Path>,
+        len: usize,
+        resident_limit: usize,
+        mode: FaultMode,
+    ) -> Result<Self> {
         let path = path.as_ref();
         // SAFETY: sysconf has no preconditions.
         if unsafe { libc::sysconf(libc::_SC_PAGESIZE) } != PAGE_SIZE as libc::c_long {
@@ -479,6 +607,7 @@ impl PagedRegion {
         let mut guard = Resources {
             fd,
             memfd: -1,
+            uffd: -1,
             base: std::ptr::null_mut(),
             alias: std::ptr::null_mut(),
             len,
@@ -497,24 +626,21 @@ impl PagedRegion {
             });
         }
 
-        // SAFETY: valid C string literal.
-        let memfd = unsafe { libc::memfd_create(c"nvme-backing".as_ptr(), libc::MFD_CLOEXEC) };
-        if memfd < 0 {
-            return Err(io_err("memfd_create", io::Error::last_os_error()));
-        }
-        guard.memfd = memfd;
-        // SAFETY: memfd is open.
-        if unsafe { libc::ftruncate(memfd, len as libc::off_t) } != 0 {
-            return Err(io_err("ftruncate(memfd)", io::Error::last_os_error()));
-        }
         let addr_err = |source: io::Error| Error::AddressSpace { len, source };
-        // Reserve the application's range, then put the memfd under it, still inaccessible.
-        // SAFETY: a fresh anonymous reservation.
+        let uffd_mode = mode == FaultMode::Userfaultfd;
+        // The application's range. Userfaultfd mode: read-write, and only pages installed by
+        // UFFDIO_COPY are present. Signal mode: a reservation, replaced below by the memfd.
+        let prot = if uffd_mode {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_NONE
+        };
+        // SAFETY: a fresh anonymous mapping.
         let base = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
-                libc::PROT_NONE,
+                prot,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
                 -1,
                 0,
@@ -524,45 +650,70 @@ impl PagedRegion {
             return Err(addr_err(io::Error::last_os_error()));
         }
         guard.base = base.cast();
-        // SAFETY: replaces exactly the reservation we own.
-        let view = unsafe {
-            libc::mmap(
-                base,
-                len,
-                libc::PROT_NONE,
-                libc::MAP_SHARED | libc::MAP_FIXED | libc::MAP_NORESERVE,
-                memfd,
-                0,
-            )
-        };
-        if view == libc::MAP_FAILED {
-            return Err(addr_err(io::Error::last_os_error()));
+        if uffd_mode {
+            // 4 KiB pages only (eviction drops single pages), and no copy in a forked child (it
+            // would see zero pages where ours are not resident; with DONTFORK it faults).
+            // Both are advice: failing them changes nothing about correctness here.
+            // SAFETY: our own mapping.
+            unsafe {
+                libc::madvise(base, len, libc::MADV_NOHUGEPAGE);
+                libc::madvise(base, len, libc::MADV_DONTFORK);
+            }
+            guard.uffd = uffd::open_registered(base as usize, len)?;
+            guard.alias = base.cast();
+        } else {
+            // SAFETY: valid C string literal.
+            let memfd = unsafe { libc::memfd_create(c"nvme-backing".as_ptr(), libc::MFD_CLOEXEC) };
+            if memfd < 0 {
+                return Err(io_err("memfd_create", io::Error::last_os_error()));
+            }
+            guard.memfd = memfd;
+            // SAFETY: memfd is open.
+            if unsafe { libc::ftruncate(memfd, len as libc::off_t) } != 0 {
+                return Err(io_err("ftruncate(memfd)", io::Error::last_os_error()));
+            }
+            // Put the memfd under the reservation, still inaccessible.
+            // SAFETY: replaces exactly the reservation we own.
+            let view = unsafe {
+                libc::mmap(
+                    base,
+                    len,
+                    libc::PROT_NONE,
+                    libc::MAP_SHARED | libc::MAP_FIXED | libc::MAP_NORESERVE,
+                    memfd,
+                    0,
+                )
+            };
+            if view == libc::MAP_FAILED {
+                return Err(addr_err(io::Error::last_os_error()));
+            }
+            // SAFETY: a fresh shared mapping of our memfd.
+            let alias = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED | libc::MAP_NORESERVE,
+                    memfd,
+                    0,
+                )
+            };
+            if alias == libc::MAP_FAILED {
+                return Err(addr_err(io::Error::last_os_error()));
+            }
+            guard.alias = alias.cast();
         }
-        // SAFETY: a fresh shared mapping of our memfd.
-        let alias = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_NORESERVE,
-                memfd,
-                0,
-            )
-        };
-        if alias == libc::MAP_FAILED {
-            return Err(addr_err(io::Error::last_os_error()));
-        }
-        guard.alias = alias.cast();
 
         // Prime the CPU-feature detection of crc32c outside the signal handler.
         let _ = crc32c::crc32c(&[0u8; 8]);
 
         let shared = Box::new(Shared {
-            base: base.cast(),
-            alias: alias.cast(),
+            base: guard.base,
+            alias: guard.alias,
             len,
             fd,
-            memfd,
+            memfd: guard.memfd,
+            uffd: guard.uffd,
             states: (0..npages).map(|_| AtomicU32::new(ABSENT)).collect(),
             crcs: (0..npages * BLOCKS_PER_PAGE).map(|_| AtomicU32::new(0)).collect(),
             frames: (0..limit).map(|_| AtomicUsize::new(FRAME_EMPTY)).collect(),
@@ -575,26 +726,52 @@ impl PagedRegion {
             writeback_bytes: AtomicU64::new(0),
         });
         let shared = NonNull::from(Box::leak(shared));
-        let slot = match handler::register(shared.as_ptr(), base as usize, len) {
-            Ok(slot) => slot,
-            Err(e) => {
-                // SAFETY: never registered, so only we hold the pointer.
-                drop(unsafe { Box::from_raw(shared.as_ptr()) });
-                return Err(e);
+        let (slot, service) = if uffd_mode {
+            // SAFETY: `shared` lives until `close`, which stops the service first.
+            match unsafe { uffd::Service::start(shared.as_ptr(), guard.uffd) } {
+                Ok(service) => (None, Some(service)),
+                Err(e) => {
+                    // SAFETY: the thread was not started, so only we hold the pointer.
+                    drop(unsafe { Box::from_raw(shared.as_ptr()) });
+                    return Err(e);
+                }
+            }
+        } else {
+            match handler::register(shared.as_ptr(), guard.base as usize, len) {
+                Ok(slot) => (Some(slot), None),
+                Err(e) => {
+                    // SAFETY: never registered, so only we hold the pointer.
+                    drop(unsafe { Box::from_raw(shared.as_ptr()) });
+                    return Err(e);
+                }
             }
         };
         std::mem::forget(guard);
         Ok(PagedRegion {
             shared,
             slot,
+            service,
+            mode,
             path: path.to_owned(),
             len,
             limit,
         })
     }
 
-    /// Creates (or extends) `path` to at least `len` bytes, then [`open`](Self::open)s it.
+    /// Creates (or extends) `path` to at least `len` bytes, then [`open`](Self::open)s it
+    /// ([`FaultMode::Signal`]).
     pub fn create(path: impl AsRef<Path>, len: usize, resident_limit: usize) -> Result<Self> {
+        Self::create_with_mode(path, len, resident_limit, FaultMode::Signal)
+    }
+
+    /// Creates (or extends) `path` to at least `len` bytes, then
+    /// [`open_with_mode`](Self::open_with_mode)s it.
+    pub fn create_with_mode(
+        path: impl AsRef<Path>,
+        len: usize,
+        resident_limit: usize,
+        mode: FaultMode,
+    ) -> Result<Self> {
         let path = path.as_ref();
         let io_err = |op: &'static str, source: io::Error| Error::Io {
             path: path.to_owned(),
@@ -613,7 +790,7 @@ impl PagedRegion {
             file.set_len(len as u64).map_err(|e| io_err("ftruncate", e))?;
         }
         drop(file);
-        Self::open(path, len, resident_limit)
+        Self::open_with_mode(path, len, resident_limit, mode)
     }
 
     fn shared(&self) -> &Shared {
@@ -639,6 +816,11 @@ impl PagedRegion {
     /// The backing file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// How faults are served.
+    pub fn fault_mode(&self) -> FaultMode {
+        self.mode
     }
 
     /// The resident-set limit in pages.
@@ -764,17 +946,29 @@ impl PagedRegion {
     pub fn abandon(self) {
         let mut this = std::mem::ManuallyDrop::new(self);
         this.close();
-        // SAFETY: `this` is never used again; drop the remaining owned field.
-        unsafe { std::ptr::drop_in_place(&mut this.path) };
+        // SAFETY: `this` is never used again; drop the remaining owned fields.
+        unsafe {
+            std::ptr::drop_in_place(&mut this.path);
+            std::ptr::drop_in_place(&mut this.service);
+        }
     }
 
     fn close(&mut self) {
-        handler::unregister(self.slot);
-        // SAFETY: unregistered, so the handler no longer uses `shared`; we are its only owner.
+        if let Some(slot) = self.slot {
+            handler::unregister(slot);
+        }
+        if let Some(service) = &mut self.service {
+            service.stop();
+        }
+        // SAFETY: unregistered / service stopped, so no handler uses `shared` any more; we are
+        // its only owner.
         let shared = unsafe { Box::from_raw(self.shared.as_ptr()) };
+        // Closing the userfaultfd (in `Resources::drop`) unregisters the range and wakes any
+        // thread still waiting on it (a caller bug: see the crate documentation).
         drop(Resources {
             fd: shared.fd,
             memfd: shared.memfd,
+            uffd: shared.uffd,
             base: shared.base,
             alias: shared.alias,
             len: shared.len,
@@ -796,7 +990,9 @@ impl Drop for PagedRegion {
 struct Resources {
     fd: libc::c_int,
     memfd: libc::c_int,
+    uffd: libc::c_int,
     base: *mut u8,
+    /// The alias mapping; equal to `base` in userfaultfd mode (then unmapped once).
     alias: *mut u8,
     len: usize,
 }
@@ -805,11 +1001,16 @@ impl Drop for Resources {
     fn drop(&mut self) {
         // SAFETY: each resource is owned and released once; null / negative means absent.
         unsafe {
-            if !self.alias.is_null() {
+            if !self.alias.is_null() && self.alias != self.base {
                 libc::munmap(self.alias.cast(), self.len);
             }
             if !self.base.is_null() {
                 libc::munmap(self.base.cast(), self.len);
+            }
+            // After the unmap: a thread still waiting on a fault (a caller bug) is woken by the
+            // close and then finds no mapping (SIGSEGV) rather than a fresh zero page.
+            if self.uffd >= 0 {
+                libc::close(self.uffd);
             }
             if self.memfd >= 0 {
                 libc::close(self.memfd);

@@ -1,6 +1,9 @@
 //! Write-back is per 1 KiB block: clean pages are never written, one dirty block writes one block.
 
-use nvme_backing::{PagedRegion, BLOCK_SIZE, PAGE_SIZE};
+#[macro_use]
+mod common;
+
+use nvme_backing::{FaultMode, PagedRegion, BLOCK_SIZE, PAGE_SIZE};
 use std::io::Write;
 
 fn setup(pages: usize) -> (tempfile::TempDir, std::path::PathBuf, Vec<u8>) {
@@ -14,10 +17,9 @@ fn setup(pages: usize) -> (tempfile::TempDir, std::path::PathBuf, Vec<u8>) {
     (dir, path, contents)
 }
 
-#[test]
-fn clean_pages_are_never_written_back() {
+fn clean_pages_are_never_written_back(mode: FaultMode) {
     let (_dir, path, contents) = setup(8);
-    let r = PagedRegion::open(&path, 8 * PAGE_SIZE, 3).unwrap();
+    let r = PagedRegion::open_with_mode(&path, 8 * PAGE_SIZE, 3, mode).unwrap();
     let mut buf = vec![0u8; 8 * PAGE_SIZE];
     // Read everything twice with a resident limit of 3: pages are loaded and evicted clean.
     r.read_at(0, &mut buf).unwrap();
@@ -33,19 +35,17 @@ fn clean_pages_are_never_written_back() {
     assert_eq!(s.writeback_bytes, 0);
 }
 
-#[test]
-fn rewriting_identical_bytes_is_clean() {
+fn rewriting_identical_bytes_is_clean(mode: FaultMode) {
     let (_dir, path, contents) = setup(2);
-    let mut r = PagedRegion::open(&path, 2 * PAGE_SIZE, 2).unwrap();
+    let mut r = PagedRegion::open_with_mode(&path, 2 * PAGE_SIZE, 2, mode).unwrap();
     r.write_at(0, &contents[..PAGE_SIZE]).unwrap();
     r.flush_all().unwrap();
     assert_eq!(r.stats().blocks_written, 0);
 }
 
-#[test]
-fn one_dirty_block_writes_exactly_that_block() {
+fn one_dirty_block_writes_exactly_that_block(mode: FaultMode) {
     let (_dir, path, contents) = setup(4);
-    let mut r = PagedRegion::open(&path, 4 * PAGE_SIZE, 4).unwrap();
+    let mut r = PagedRegion::open_with_mode(&path, 4 * PAGE_SIZE, 4, mode).unwrap();
     let mut buf = vec![0u8; 4 * PAGE_SIZE];
     r.read_at(0, &mut buf).unwrap();
     // Change 3 bytes inside block 2 of page 1.
@@ -79,10 +79,9 @@ fn one_dirty_block_writes_exactly_that_block() {
     assert_eq!(r.stats().blocks_written, 1);
 }
 
-#[test]
-fn adjacent_dirty_blocks_are_written_and_counted_per_block() {
+fn adjacent_dirty_blocks_are_written_and_counted_per_block(mode: FaultMode) {
     let (_dir, path, _contents) = setup(1);
-    let mut r = PagedRegion::open(&path, PAGE_SIZE, 2).unwrap();
+    let mut r = PagedRegion::open_with_mode(&path, PAGE_SIZE, 2, mode).unwrap();
     // Touch blocks 0, 1 and 3.
     r.write_at(BLOCK_SIZE - 1, &[0xAA, 0xBB]).unwrap();
     r.write_at(3 * BLOCK_SIZE, &[0xCC]).unwrap();
@@ -96,3 +95,10 @@ fn adjacent_dirty_blocks_are_written_and_counted_per_block() {
     assert_eq!(file[BLOCK_SIZE], 0xBB);
     assert_eq!(file[3 * BLOCK_SIZE], 0xCC);
 }
+
+in_both_modes!(
+    clean_pages_are_never_written_back,
+    rewriting_identical_bytes_is_clean,
+    one_dirty_block_writes_exactly_that_block,
+    adjacent_dirty_blocks_are_written_and_counted_per_block
+);

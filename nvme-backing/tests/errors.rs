@@ -1,13 +1,15 @@
 //! Opening fails cleanly: backing file too small, nonexistent file, bad arguments.
 
-use nvme_backing::{Error, PagedRegion, PAGE_SIZE};
+#[macro_use]
+mod common;
 
-#[test]
-fn backing_file_too_small() {
+use nvme_backing::{Error, FaultMode, PagedRegion, PAGE_SIZE};
+
+fn backing_file_too_small(mode: FaultMode) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("small");
     std::fs::write(&path, vec![0u8; 3 * PAGE_SIZE]).unwrap();
-    match PagedRegion::open(&path, 4 * PAGE_SIZE, 2) {
+    match PagedRegion::open_with_mode(&path, 4 * PAGE_SIZE, 2, mode) {
         Err(Error::BackingTooSmall {
             path: p,
             actual,
@@ -20,15 +22,14 @@ fn backing_file_too_small() {
         other => panic!("expected BackingTooSmall, got {other:?}"),
     }
     // The file itself is fine for a smaller region.
-    let r = PagedRegion::open(&path, 3 * PAGE_SIZE, 2).unwrap();
+    let r = PagedRegion::open_with_mode(&path, 3 * PAGE_SIZE, 2, mode).unwrap();
     assert_eq!(r.len(), 3 * PAGE_SIZE);
 }
 
-#[test]
-fn nonexistent_file() {
+fn nonexistent_file(mode: FaultMode) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("missing");
-    match PagedRegion::open(&path, PAGE_SIZE, 2) {
+    match PagedRegion::open_with_mode(&path, PAGE_SIZE, 2, mode) {
         Err(e @ Error::Io { .. }) => {
             let Error::Io { path: p, op, source } = &e else {
                 unreachable!()
@@ -42,24 +43,23 @@ fn nonexistent_file() {
     }
 }
 
-#[test]
-fn invalid_arguments() {
+fn invalid_arguments(mode: FaultMode) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("f");
     std::fs::write(&path, vec![0u8; 2 * PAGE_SIZE]).unwrap();
     assert!(matches!(
-        PagedRegion::open(&path, 0, 1),
+        PagedRegion::open_with_mode(&path, 0, 1, mode),
         Err(Error::InvalidArgument(_))
     ));
     assert!(matches!(
-        PagedRegion::open(&path, 100, 1),
+        PagedRegion::open_with_mode(&path, 100, 1, mode),
         Err(Error::InvalidArgument(_))
     ));
     assert!(matches!(
-        PagedRegion::open(&path, 2 * PAGE_SIZE, 1),
+        PagedRegion::open_with_mode(&path, 2 * PAGE_SIZE, 1, mode),
         Err(Error::InvalidArgument(_))
     ));
-    let r = PagedRegion::open(&path, 2 * PAGE_SIZE, 2).unwrap();
+    let r = PagedRegion::open_with_mode(&path, 2 * PAGE_SIZE, 2, mode).unwrap();
     assert!(matches!(
         r.persist(PAGE_SIZE, PAGE_SIZE + 1),
         Err(Error::InvalidArgument(_))
@@ -69,3 +69,5 @@ fn invalid_arguments() {
         Err(Error::InvalidArgument(_))
     ));
 }
+
+in_both_modes!(backing_file_too_small, nonexistent_file, invalid_arguments);

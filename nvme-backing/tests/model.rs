@@ -1,6 +1,7 @@
-//! Property test: random writes, persists and evictions agree with a plain byte-array model.
+//! Property test: random writes, persists and evictions agree with a plain byte-array model, in
+//! both fault modes.
 
-use nvme_backing::{PagedRegion, PAGE_SIZE};
+use nvme_backing::{FaultMode, PagedRegion, PAGE_SIZE};
 use proptest::prelude::*;
 
 const PAGES: usize = 8;
@@ -30,11 +31,15 @@ fn op() -> impl Strategy<Value = Op> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
     #[test]
-    fn region_matches_model(limit in 2usize..5, ops in prop::collection::vec(op(), 1..40)) {
+    fn region_matches_model(
+        mode in prop_oneof![Just(FaultMode::Signal), Just(FaultMode::Userfaultfd)],
+        limit in 2usize..5,
+        ops in prop::collection::vec(op(), 1..40),
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("backing");
         let mut model = vec![0u8; LEN];
-        let mut r = PagedRegion::create(&path, LEN, limit).unwrap();
+        let mut r = PagedRegion::create_with_mode(&path, LEN, limit, mode).unwrap();
         for op in ops {
             match op {
                 Op::Write { offset, len, byte } => {

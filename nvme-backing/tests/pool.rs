@@ -4,7 +4,10 @@
 
 use std::path::Path;
 
-use nvme_backing::pool_memory;
+#[macro_use]
+mod common;
+
+use nvme_backing::{pool_memory_with_mode, FaultMode};
 use ptm::{thread_stats, DomainKind, Error, PCell, Persistent, Pool, PoolOptions};
 
 #[derive(Persistent)]
@@ -19,11 +22,11 @@ struct Root {
 
 const RESIDENT: usize = 16;
 
-fn paged() -> PoolOptions {
+fn paged(mode: FaultMode) -> PoolOptions {
     PoolOptions::new()
         .layout("paged")
         .lanes(4)
-        .external_memory(pool_memory(RESIDENT))
+        .external_memory(pool_memory_with_mode(RESIDENT, mode))
 }
 
 fn plain() -> PoolOptions {
@@ -63,11 +66,10 @@ fn check(pool: &Pool<Root>, k: u64) {
     .unwrap();
 }
 
-#[test]
-fn a_pool_on_paged_memory_commits_and_reopens() {
+fn a_pool_on_paged_memory_commits_and_reopens(mode: FaultMode) {
     let d = dir();
     let path = d.path().join("p.pool");
-    let pool = Pool::<Root>::create(&path, 8 << 20, &paged()).unwrap();
+    let pool = Pool::<Root>::create(&path, 8 << 20, &paged(mode)).unwrap();
     assert_eq!(pool.domain(), DomainKind::Paged);
     for k in 1..=3 {
         fill(&pool, k);
@@ -81,7 +83,7 @@ fn a_pool_on_paged_memory_commits_and_reopens() {
         "1-word transaction on paged memory"
     );
     drop(pool);
-    let pool = Pool::<Root>::open(&path, &paged()).unwrap();
+    let pool = Pool::<Root>::open(&path, &paged(mode)).unwrap();
     assert!(pool.recovery_report().was_clean);
     assert_eq!(pool.transaction(|tx, r| Ok::<_, Error>(r.a.get(tx))).unwrap(), 4);
     drop(pool);
@@ -95,12 +97,11 @@ fn a_pool_on_paged_memory_commits_and_reopens() {
     .unwrap();
 }
 
-#[test]
-fn crash_images_of_a_paged_pool_recover_to_the_committed_state() {
+fn crash_images_of_a_paged_pool_recover_to_the_committed_state(mode: FaultMode) {
     let d = dir();
     let path = d.path().join("c.pool");
     let image = d.path().join("image.pool");
-    let pool = Pool::<Root>::create(&path, 8 << 20, &paged()).unwrap();
+    let pool = Pool::<Root>::create(&path, 8 << 20, &paged(mode)).unwrap();
     fill(&pool, 1);
     // Mid-transaction: the file holds the log (written back at the snapshot drain) and whatever
     // data pages eviction wrote back since; recovery must restore the committed state.
@@ -119,11 +120,16 @@ fn crash_images_of_a_paged_pool_recover_to_the_committed_state() {
     check(&recovered, 1);
     drop(recovered);
     // After a commit the file holds it.
-    let pool = Pool::<Root>::open(&path, &paged()).unwrap();
+    let pool = Pool::<Root>::open(&path, &paged(mode)).unwrap();
     check(&pool, 1);
     fill(&pool, 2);
     std::fs::copy(&path, &image).unwrap();
     drop(pool);
-    let recovered = Pool::<Root>::open(&image, &paged()).unwrap();
+    let recovered = Pool::<Root>::open(&image, &paged(mode)).unwrap();
     check(&recovered, 2);
 }
+
+in_both_modes!(
+    a_pool_on_paged_memory_commits_and_reopens,
+    crash_images_of_a_paged_pool_recover_to_the_committed_state
+);

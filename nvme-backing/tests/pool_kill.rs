@@ -1,13 +1,14 @@
 //! Guards crash consistency of a ptm pool on paged memory under real process kills: a child
 //! transfers between balances spread over more pages than may be resident (so eviction writes
 //! pages back mid-transaction) and is SIGKILLed; the reopened pool keeps the total and every
-//! transaction the child reported committed. (Alone in its binary: it spawns processes.)
+//! transaction the child reported committed, in both fault modes. (Alone in its binary: it spawns
+//! processes.)
 
 use std::os::unix::fs::FileExt;
 use std::process::Command;
 use std::time::Duration;
 
-use nvme_backing::pool_memory;
+use nvme_backing::{pool_memory_with_mode, FaultMode};
 use ptm::{Error, PCell, Persistent, Pool, PoolOptions};
 
 #[derive(Persistent)]
@@ -22,15 +23,15 @@ struct Root {
 
 const TOTAL: u64 = 64 * 1000;
 
-fn opts() -> PoolOptions {
+fn opts(mode: FaultMode) -> PoolOptions {
     PoolOptions::new()
         .layout("paged-kill")
         .lanes(2)
-        .external_memory(pool_memory(8))
+        .external_memory(pool_memory_with_mode(8, mode))
 }
 
-fn child(path: &str) {
-    let pool = Pool::<Root>::open(path, &opts()).unwrap();
+fn child(path: &str, mode: FaultMode) {
+    let pool = Pool::<Root>::open(path, &opts(mode)).unwrap();
     let progress = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -62,13 +63,27 @@ fn child(path: &str) {
 
 #[test]
 fn sigkill_on_a_paged_pool_keeps_the_total() {
+    kills(FaultMode::Signal, "sigkill_on_a_paged_pool_keeps_the_total");
+}
+
+#[test]
+fn sigkill_on_a_userfaultfd_paged_pool_keeps_the_total() {
+    kills(
+        FaultMode::Userfaultfd,
+        "sigkill_on_a_userfaultfd_paged_pool_keeps_the_total",
+    );
+}
+
+/// Kills a child transacting on a pool opened in `mode`; `test` is the calling test's name (the
+/// child re-runs it).
+fn kills(mode: FaultMode, test: &str) {
     if let Ok(path) = std::env::var("NVME_KILL_CHILD") {
-        child(&path);
+        child(&path, mode);
         return;
     }
     let dir = tempfile::tempdir().unwrap(); // disk: the paged region writes back with pwrite
     let path = dir.path().join("k.pool");
-    let pool = Pool::<Root>::create(&path, 4 << 20, &opts()).unwrap();
+    let pool = Pool::<Root>::create(&path, 4 << 20, &opts(mode)).unwrap();
     pool.transaction(|tx, r| r.pages.iter().try_for_each(|p| p.set(tx, [1000; 512])))
         .unwrap();
     drop(pool);
@@ -79,11 +94,7 @@ fn sigkill_on_a_paged_pool_keeps_the_total() {
     let mut rolled_back = 0;
     for round in 0..rounds {
         let mut c = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "sigkill_on_a_paged_pool_keeps_the_total",
-                "--nocapture",
-            ])
+            .args(["--exact", test, "--nocapture"])
             .env("NVME_KILL_CHILD", &path)
             .spawn()
             .unwrap();
@@ -99,7 +110,7 @@ fn sigkill_on_a_paged_pool_keeps_the_total() {
             .and_then(|f| f.read_exact_at(&mut b, 0))
             .map(|()| u64::from_le_bytes(b))
             .unwrap_or(0);
-        let pool = Pool::<Root>::open(&path, &opts()).unwrap();
+        let pool = Pool::<Root>::open(&path, &opts(mode)).unwrap();
         rolled_back += pool.recovery_report().rolled_back;
         let (total, ops) = pool
             .transaction(|tx, r| {
@@ -113,5 +124,5 @@ fn sigkill_on_a_paged_pool_keeps_the_total() {
         );
         assert!(ops > 0, "round {round}: no transaction committed");
     }
-    println!("{rounds} kills, {rolled_back} rolled back at reopen");
+    println!("{mode:?}: {rounds} kills, {rolled_back} rolled back at reopen");
 }

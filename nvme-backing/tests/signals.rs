@@ -1,9 +1,11 @@
-//! The SIGSEGV handler chains faults that are not ours and aborts on I/O errors it cannot report.
+//! The SIGSEGV handler chains faults that are not ours and aborts on I/O errors it cannot report;
+//! the userfaultfd service thread sends SIGBUS to the faulting thread instead (as a file `mmap`
+//! does on a read error).
 //!
 //! Each case re-runs this test binary as a child process (selected by an environment variable)
 //! and checks how the child died.
 
-use nvme_backing::{PagedRegion, PAGE_SIZE};
+use nvme_backing::{FaultMode, PagedRegion, PAGE_SIZE};
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 
@@ -39,25 +41,42 @@ fn foreign_fault_still_kills_the_process() {
     assert_eq!(out.status.signal(), Some(libc::SIGSEGV), "{out:?}");
 }
 
+/// In a child: opens a 4-page region in `mode`, shrinks the file to one page behind its back and
+/// touches page 3, whose load hits end of file.
+fn touch_past_the_shrunk_file(mode: FaultMode) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    let r = PagedRegion::create_with_mode(&path, 4 * PAGE_SIZE, 2, mode).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(PAGE_SIZE as u64)
+        .unwrap();
+    // SAFETY: in bounds of the region; the fault cannot be served.
+    unsafe { r.as_ptr().add(3 * PAGE_SIZE).write_volatile(1) };
+    std::process::exit(0);
+}
+
 #[test]
 fn read_error_in_the_handler_aborts_with_a_message() {
     if child_case().as_deref() == Some("shrunk") {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        let r = PagedRegion::create(&path, 4 * PAGE_SIZE, 2).unwrap();
-        // Shrink the file behind the region's back: reading page 3 hits end of file.
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_len(PAGE_SIZE as u64)
-            .unwrap();
-        // SAFETY: in bounds of the region; the fault cannot be served.
-        unsafe { r.as_ptr().add(3 * PAGE_SIZE).write_volatile(1) };
-        std::process::exit(0);
+        touch_past_the_shrunk_file(FaultMode::Signal);
     }
     let out = run_child("read_error_in_the_handler_aborts_with_a_message", "shrunk");
     assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("nvme-backing: pread"), "{stderr}");
+}
+
+#[test]
+fn read_error_in_the_userfaultfd_service_sends_sigbus_with_a_message() {
+    let test = "read_error_in_the_userfaultfd_service_sends_sigbus_with_a_message";
+    if child_case().as_deref() == Some("shrunk-uffd") {
+        touch_past_the_shrunk_file(FaultMode::Userfaultfd);
+    }
+    let out = run_child(test, "shrunk-uffd");
+    assert_eq!(out.status.signal(), Some(libc::SIGBUS), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("nvme-backing: pread"), "{stderr}");
 }

@@ -1,6 +1,9 @@
 //! Several threads fault and write different pages at once, with clock eviction active.
 
-use nvme_backing::{PagedRegion, PAGE_SIZE};
+#[macro_use]
+mod common;
+
+use nvme_backing::{FaultMode, PagedRegion, PAGE_SIZE};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 const THREADS: usize = 4;
@@ -11,10 +14,10 @@ fn value(page: usize, i: usize, round: usize) -> u64 {
     ((page * 1_000_003 + i) * 7 + round) as u64
 }
 
-fn run(limit: usize, evictor: bool) {
+fn run(mode: FaultMode, limit: usize, evictor: bool) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("backing");
-    let r = PagedRegion::create(&path, PAGES * PAGE_SIZE, limit).unwrap();
+    let r = PagedRegion::create_with_mode(&path, PAGES * PAGE_SIZE, limit, mode).unwrap();
     let base = r.as_ptr() as usize;
     let stop = AtomicBool::new(false);
     let rounds = 3;
@@ -79,36 +82,31 @@ fn run(limit: usize, evictor: bool) {
     }
 }
 
-#[test]
-fn four_threads_without_eviction() {
-    run(PAGES, false);
+fn four_threads_without_eviction(mode: FaultMode) {
+    run(mode, PAGES, false);
 }
 
-#[test]
-fn four_threads_with_clock_eviction() {
-    run(16, false);
+fn four_threads_with_clock_eviction(mode: FaultMode) {
+    run(mode, 16, false);
 }
 
-#[test]
-fn four_threads_with_a_tiny_resident_set() {
+fn four_threads_with_a_tiny_resident_set(mode: FaultMode) {
     // Fewer frames than threads: faulting threads wait for each other's frames.
-    run(2, false);
+    run(mode, 2, false);
 }
 
-#[test]
-fn four_threads_with_concurrent_explicit_eviction_and_persist() {
-    run(16, true);
+fn four_threads_with_concurrent_explicit_eviction_and_persist(mode: FaultMode) {
+    run(mode, 16, true);
 }
 
-#[test]
-fn four_threads_sharing_pages_lose_no_update_under_eviction() {
+fn four_threads_sharing_pages_lose_no_update_under_eviction(mode: FaultMode) {
     // Every thread writes its own words of every page (word i belongs to thread i % 4), while a
     // fifth thread evicts and persists: a store racing with an eviction must never be lost.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("backing");
     let pages = 32;
     let limit = 6;
-    let r = PagedRegion::create(&path, pages * PAGE_SIZE, limit).unwrap();
+    let r = PagedRegion::create_with_mode(&path, pages * PAGE_SIZE, limit, mode).unwrap();
     let base = r.as_ptr() as usize;
     let stop = AtomicBool::new(false);
     let words = pages * PAGE_SIZE / 8;
@@ -152,3 +150,11 @@ fn four_threads_sharing_pages_lose_no_update_under_eviction() {
         }
     }
 }
+
+in_both_modes!(
+    four_threads_without_eviction,
+    four_threads_with_clock_eviction,
+    four_threads_with_a_tiny_resident_set,
+    four_threads_with_concurrent_explicit_eviction_and_persist,
+    four_threads_sharing_pages_lose_no_update_under_eviction
+);

@@ -1,6 +1,9 @@
 //! A working set 8x the resident limit: eviction writes dirty pages back and reloads them intact.
 
-use nvme_backing::{PagedRegion, PAGE_SIZE};
+#[macro_use]
+mod common;
+
+use nvme_backing::{FaultMode, PagedRegion, PAGE_SIZE};
 
 const LIMIT: usize = 8;
 const PAGES: usize = 8 * LIMIT;
@@ -9,12 +12,11 @@ fn word(page: usize, i: usize, round: u64) -> u64 {
     (page as u64) << 32 | (i as u64) << 8 | round
 }
 
-#[test]
-fn working_set_eight_times_the_limit() {
+fn working_set_eight_times_the_limit(mode: FaultMode) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("backing");
     let len = PAGES * PAGE_SIZE;
-    let r = PagedRegion::create(&path, len, LIMIT).unwrap();
+    let r = PagedRegion::create_with_mode(&path, len, LIMIT, mode).unwrap();
     let base = r.as_ptr().cast::<u64>();
     for round in 1..=2u64 {
         for p in 0..PAGES {
@@ -53,12 +55,11 @@ fn working_set_eight_times_the_limit() {
     }
 }
 
-#[test]
-fn accesses_straddling_a_page_boundary_progress_with_two_frames() {
+fn accesses_straddling_a_page_boundary_progress_with_two_frames(mode: FaultMode) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("backing");
     let pages = 16;
-    let r = PagedRegion::create(&path, pages * PAGE_SIZE, 2).unwrap();
+    let r = PagedRegion::create_with_mode(&path, pages * PAGE_SIZE, 2, mode).unwrap();
     for p in 1..pages {
         let at = p * PAGE_SIZE - 4;
         // SAFETY: in bounds; an unaligned u64 spanning pages p - 1 and p.
@@ -86,3 +87,8 @@ fn accesses_straddling_a_page_boundary_progress_with_two_frames() {
         );
     }
 }
+
+in_both_modes!(
+    working_set_eight_times_the_limit,
+    accesses_straddling_a_page_boundary_progress_with_two_frames
+);
