@@ -98,7 +98,11 @@ pub(crate) unsafe fn cell<'t, T: Persistent>(
 /// # Errors
 ///
 /// As [`cell`].
-pub(crate) unsafe fn at<'t, U: Persistent>(tx: &'t Transaction<'_>, block: PPtr<u8>, byte_off: u64) -> Result<&'t U> {
+pub(crate) unsafe fn at<'t, U: Persistent>(
+    tx: &'t Transaction<'_>,
+    block: PPtr<u8>,
+    byte_off: u64,
+) -> Result<&'t U> {
     let off = block
         .offset()
         .checked_add(byte_off)
@@ -129,8 +133,12 @@ pub(crate) unsafe fn copy_bytes(
         1
     };
     for k in (0..len).step_by(step) {
-        let s = src_off.checked_add(k).ok_or_else(|| out_of_bounds(src_off, len))?;
-        let d = dst_off.checked_add(k).ok_or_else(|| out_of_bounds(dst_off, len))?;
+        let s = src_off
+            .checked_add(k)
+            .ok_or_else(|| out_of_bounds(src_off, len))?;
+        let d = dst_off
+            .checked_add(k)
+            .ok_or_else(|| out_of_bounds(dst_off, len))?;
         // SAFETY: forwarded contract: both ranges are cells of live blocks of the caller.
         unsafe {
             if step == 8 {
@@ -149,14 +157,21 @@ pub(crate) unsafe fn copy_bytes(
 /// # Safety
 ///
 /// As [`cell`], for the whole range.
-pub(crate) unsafe fn zero_bytes(tx: &Transaction<'_>, block: PPtr<u8>, byte_off: u64, len: u64) -> Result<()> {
+pub(crate) unsafe fn zero_bytes(
+    tx: &Transaction<'_>,
+    block: PPtr<u8>,
+    byte_off: u64,
+    len: u64,
+) -> Result<()> {
     let step = if block.offset().wrapping_add(byte_off).is_multiple_of(8) && len.is_multiple_of(8) {
         8
     } else {
         1
     };
     for k in (0..len).step_by(step) {
-        let o = byte_off.checked_add(k).ok_or_else(|| out_of_bounds(byte_off, len))?;
+        let o = byte_off
+            .checked_add(k)
+            .ok_or_else(|| out_of_bounds(byte_off, len))?;
         // SAFETY: forwarded contract.
         unsafe {
             if step == 8 {
