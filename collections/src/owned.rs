@@ -42,6 +42,30 @@ use crate::{PBTreeMap, PBox, PHashMap, PQueue, PString, PVec};
 /// // SAFETY: two handles: every byte is inside `PCell`s, all-zero is two empty handles
 /// // owning nothing, `!Sync` (cells), and no block records where the handles are.
 /// unsafe impl PHandle for User {}
+///
+/// #[derive(Persistent)]
+/// #[persistent(crate = "ptm::pmem_core")]
+/// #[repr(C)]
+/// struct Root {
+///     users: PVec<User>,
+/// }
+///
+/// # fn main() -> Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let pool = ptm::Pool::<Root>::create(dir.path().join("u.pool"), 8 << 20, &Default::default())?;
+/// pool.transaction(|tx, r| {
+///     let u = r.users.push_new(tx)?;
+///     u.name.set(tx, "ada")?;
+///     u.scores.extend(tx, [3, 1, 4])?;
+///     Ok::<_, ptm::Error>(())
+/// })?;
+/// pool.transaction(|tx, r| {
+///     let u = r.users.get_ref(tx, 0)?.expect("pushed");
+///     assert_eq!(u.name.as_string(tx)?, "ada");
+///     // Frees the string's and the vector's buffers too.
+///     r.users.pop_free(tx)
+/// })?;
+/// # Ok(()) }
 /// ```
 pub trait PValue: Persistent {
     /// Whether values of this type may own heap blocks (when false, `free_owned` is a no-op and
