@@ -213,16 +213,27 @@ impl<K: Persistent + Copy, V: Persistent> PHashMap<K, V> {
     ///
     /// As [`contains_key`](PHashMap::contains_key).
     pub fn keys(&self, tx: &Transaction<'_>) -> Result<Vec<K>> {
-        let Some(t) = self.current(tx)? else {
-            return Ok(Vec::new());
-        };
-        let mut out = Vec::new();
-        for i in 0..t.cap {
-            if Self::ctrl(tx, t, i)?.get(tx) == FULL {
-                out.push(Self::key(tx, t, i)?.get(tx));
-            }
+        let (mut out, mut from) = (Vec::new(), 0);
+        while let Some((t, i)) = self.next_full(tx, &mut from)? {
+            out.push(Self::key(tx, t, i)?.get(tx));
         }
         Ok(out)
+    }
+
+    /// The first full slot at or after `*from` in the current table (advancing `*from` past
+    /// it), with that table.
+    fn next_full(&self, tx: &Transaction<'_>, from: &mut u64) -> Result<Option<(Table, u64)>> {
+        let Some(t) = self.current(tx)? else {
+            return Ok(None);
+        };
+        while *from < t.cap {
+            let i = *from;
+            *from += 1;
+            if Self::ctrl(tx, t, i)?.get(tx) == FULL {
+                return Ok(Some((t, i)));
+            }
+        }
+        Ok(None)
     }
 
     /// The pool offset of the table, if any (for reachability checks).
@@ -397,14 +408,11 @@ impl<K: Persistent + Copy, V: PValue> PHashMap<K, V> {
     ///
     /// As [`PValue::free_owned`]: the map is being discarded.
     pub(crate) unsafe fn release(&self, tx: &Transaction<'_>) -> Result<()> {
-        if let Some(t) = self.current(tx)? {
-            if V::OWNS {
-                for i in 0..t.cap {
-                    if Self::ctrl(tx, t, i)?.get(tx) == FULL {
-                        // SAFETY: the whole map, so this value, is being discarded.
-                        unsafe { Self::val_ref(tx, t, i)?.free_owned(tx)? };
-                    }
-                }
+        let mut from = 0;
+        if V::OWNS {
+            while let Some((t, i)) = self.next_full(tx, &mut from)? {
+                // SAFETY: the whole map, so this value, is being discarded.
+                unsafe { Self::val_ref(tx, t, i)?.free_owned(tx)? };
             }
         }
         let block = self.table.get(tx);
@@ -591,17 +599,10 @@ impl<K: Persistent + Copy, V: Persistent + Copy> Iterator for MapIter<'_, K, V> 
     type Item = (K, V);
 
     fn next(&mut self) -> Option<(K, V)> {
-        let t = self.map.current(self.tx).ok().flatten()?;
-        while self.i < t.cap {
-            let i = self.i;
-            self.i += 1;
-            if PHashMap::<K, V>::ctrl(self.tx, t, i).ok()?.get(self.tx) == FULL {
-                let k = PHashMap::<K, V>::key(self.tx, t, i).ok()?.get(self.tx);
-                let v = PHashMap::<K, V>::val(self.tx, t, i).ok()?.get(self.tx);
-                return Some((k, v));
-            }
-        }
-        None
+        let (t, i) = self.map.next_full(self.tx, &mut self.i).ok().flatten()?;
+        let k = PHashMap::<K, V>::key(self.tx, t, i).ok()?.get(self.tx);
+        let v = PHashMap::<K, V>::val(self.tx, t, i).ok()?.get(self.tx);
+        Some((k, v))
     }
 }
 
@@ -623,18 +624,11 @@ impl<'a, K: Persistent + Copy, V: PHandle> Iterator for MapRefs<'a, K, V> {
     type Item = (K, &'a V);
 
     fn next(&mut self) -> Option<(K, &'a V)> {
-        let t = self.map.current(self.tx).ok().flatten()?;
-        while self.i < t.cap {
-            let i = self.i;
-            self.i += 1;
-            if PHashMap::<K, V>::ctrl(self.tx, t, i).ok()?.get(self.tx) == FULL {
-                let k = PHashMap::<K, V>::key(self.tx, t, i).ok()?.get(self.tx);
-                // SAFETY: a full slot of the current table; `V` is all cells.
-                let v = unsafe { PHashMap::<K, V>::val_ref(self.tx, t, i) }.ok()?;
-                return Some((k, v));
-            }
-        }
-        None
+        let (t, i) = self.map.next_full(self.tx, &mut self.i).ok().flatten()?;
+        let k = PHashMap::<K, V>::key(self.tx, t, i).ok()?.get(self.tx);
+        // SAFETY: a full slot of the current table; `V` is all cells.
+        let v = unsafe { PHashMap::<K, V>::val_ref(self.tx, t, i) }.ok()?;
+        Some((k, v))
     }
 }
 

@@ -100,6 +100,10 @@ impl<T: PValue> PVec<T> {
         let () = Self::ELEM_OK;
         let (len, cap) = (self.len(tx), self.cap.get(tx));
         let keep = keep.min(len);
+        debug_assert!(
+            !T::OWNS || keep == len,
+            "owning elements dropped without free_owned"
+        );
         let need = keep.checked_add(n).ok_or_else(|| raw::out_of_bounds(keep, n))?;
         let old = self.block(tx);
         if need <= cap {

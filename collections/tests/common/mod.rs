@@ -236,16 +236,7 @@ pub fn assert_no_leak(pool: &mut Pool<Root>) {
             )
         })
         .unwrap();
-    let allocated: BTreeSet<u64> = pool
-        .allocated_blocks()
-        .unwrap()
-        .into_iter()
-        .map(|(o, _)| o)
-        .collect();
-    assert_eq!(
-        allocated, owned,
-        "allocated blocks vs blocks owned by the collections"
-    );
+    assert_allocated_exactly(pool, &owned, "blocks owned by the collections");
 }
 
 /// A temporary directory on tmpfs (`/dev/shm`) when present.
