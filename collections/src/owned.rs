@@ -116,7 +116,7 @@ impl<T: Persistent + Copy> PValue for T {
 ///
 /// Collections of handles are `!Sync` themselves:
 ///
-/// ```compile_fail
+/// ```compile_fail,E0277
 /// fn sync<T: Sync>() {}
 /// sync::<ptm_collections::PVec<ptm_collections::PString>>();
 /// ```

@@ -533,6 +533,25 @@ fn crash_images_of_nested_growth_and_removal() {
     assert!(pool.allocated_blocks().unwrap().is_empty());
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
+
+    /// Random nested transactions, crashed after every operation and after the commit.
+    #[test]
+    fn crash_images_of_random_nested_transactions(
+        steps in prop::collection::vec(prop::collection::vec(op(), 1..5), 1..12),
+    ) {
+        let dir = shm_dir();
+        let path = dir.path().join("r.pool");
+        let mut pool = Pool::<Root>::create(&path, SIZE, &opts()).unwrap();
+        let mut model = Model::default();
+        for ops in &steps {
+            pool = crash_step(pool, &path, &mut model, ops);
+        }
+        prop_assert_eq!(&read(&pool), &model);
+    }
+}
+
 /// A reference kept across a growth of its vector points at the old copy, which reads as an
 /// empty handle; one kept across a removal cannot free the removed blocks a second time.
 #[test]
