@@ -69,12 +69,25 @@ impl<T: Persistent + Copy> PBox<T> {
     ///
     /// [`Error::InvalidFree`](ptm::Error::InvalidFree) for a corrupted pointer; logging errors.
     pub fn free(&self, tx: &Transaction<'_>) -> Result<()> {
-        let p = self.ptr.get(tx);
-        if p.is_null() {
+        if self.ptr.get(tx).is_null() {
             return Ok(());
         }
-        tx.free(p)?;
+        // SAFETY: the handle is nulled just below, in this transaction.
+        unsafe { self.release(tx)? };
         self.ptr.set(tx, PPtr::null())
+    }
+
+    /// Frees the block without writing the handle.
+    ///
+    /// # Safety
+    ///
+    /// As [`PValue::free_owned`](crate::PValue::free_owned): the box is being discarded.
+    pub(crate) unsafe fn release(&self, tx: &Transaction<'_>) -> Result<()> {
+        let p = self.ptr.get(tx);
+        if !p.is_null() {
+            tx.free(p)?;
+        }
+        Ok(())
     }
 
     /// Takes the value out and frees the block; `None` for an empty box. 2 drains.

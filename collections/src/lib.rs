@@ -14,8 +14,15 @@
 //! | [`PBTreeMap<K, V>`] | `BTreeMap<K, V>` | 16 bytes |
 //! | [`PConcurrentMap<K, V, SHARDS>`] | `Mutex<HashMap<K, V>>` × `SHARDS` | 64 × `SHARDS` bytes |
 //!
+//! Every handle except [`PConcurrentMap`] is a [`PHandle`], so it can be an element of a
+//! `PVec` or a value of a `PHashMap`.
+//!
 //! Elements are `Persistent + Copy` values (integers, `PPtr`s, your own derived structs),
-//! copied in and out: no reference into the pool escapes.
+//! copied in and out, or, in a [`PVec`] and as [`PHashMap`] values, nested collections:
+//! `PVec<PString>`, `PHashMap<u64, PVec<u64>>`, `PVec<PHashMap<u64, PString>>`, or your own
+//! struct of handles (see [`PValue`] and [`PHandle`]). Nested handles are created in place
+//! ([`PVec::push_new`], [`PHashMap::get_or_insert_new`]) and reached by a reference that lives
+//! at most as long as the transaction borrow ([`PVec::get_ref`], [`PHashMap::get_ref`]).
 //!
 //! ## Transactions and drains
 //!
@@ -37,7 +44,15 @@
 //! A handle owns its heap blocks; handles are neither `Copy` nor `Clone`, so a block is reached
 //! through one handle only. Dropping the Rust struct that holds a handle frees nothing (pool
 //! memory is not dropped by Rust): call `free(tx)` (or `clear(tx)`) in the transaction that
-//! unlinks the collection, or the blocks leak. `clear` frees everything the collection owns.
+//! unlinks the collection, or the blocks leak. `clear` frees everything the collection owns,
+//! nested collections included: a collection of handles frees what each element owns when it
+//! discards it ([`PVec::pop_free`], [`PVec::truncate`], [`PHashMap::remove_free`], `clear`,
+//! `free`), still in **2 drains** however deep the nesting (nested blocks are freed without
+//! writing the discarded handles: [`PValue::free_owned`]). A nested handle is stored in place,
+//! and growth moves it by copying its bytes (zeroing and logging the old copy, so a stale
+//! reference sees an empty handle rather than a second owner): a reference taken before a
+//! growth or removal of its collection is stale, a logic error like a std iterator used after a
+//! push (see [`PVec`]'s handle methods).
 //! [`PBTreeMap::remove`] merges underfull nodes and frees the nodes it empties, in the same 2
 //! drains (a map emptied by removals owns no block).
 //!
@@ -98,6 +113,7 @@ mod boxed;
 mod btree;
 mod concurrent;
 mod map;
+mod owned;
 mod queue;
 mod raw;
 mod string;
@@ -106,7 +122,8 @@ mod vec;
 pub use boxed::PBox;
 pub use btree::{PBTreeMap, Range};
 pub use concurrent::PConcurrentMap;
-pub use map::{MapIter, PHashMap};
+pub use map::{MapIter, MapRefs, PHashMap};
+pub use owned::{PHandle, PValue};
 pub use queue::PQueue;
 pub use string::PString;
 pub use vec::{Iter, PVec};

@@ -158,10 +158,8 @@ impl<T: Persistent + Copy> PQueue<T> {
     ///
     /// [`Error::InvalidFree`](ptm::Error::InvalidFree) for a corrupted pointer; logging errors.
     pub fn clear(&self, tx: &Transaction<'_>) -> Result<()> {
-        let buf = self.buf.get(tx);
-        if !buf.is_null() {
-            tx.free(buf)?;
-        }
+        // SAFETY: the handle is emptied below, in this transaction.
+        unsafe { self.release(tx)? };
         tx.snapshot(|b| {
             b.add(&self.buf)?;
             b.add(&self.head)?;
@@ -172,6 +170,19 @@ impl<T: Persistent + Copy> PQueue<T> {
         self.head.set(tx, 0)?;
         self.len.set(tx, 0)?;
         self.cap.set(tx, 0)
+    }
+
+    /// Frees the buffer without writing the handle.
+    ///
+    /// # Safety
+    ///
+    /// As [`PValue::free_owned`](crate::PValue::free_owned): the queue is being discarded.
+    pub(crate) unsafe fn release(&self, tx: &Transaction<'_>) -> Result<()> {
+        let buf = self.buf.get(tx);
+        if !buf.is_null() {
+            tx.free(buf)?;
+        }
+        Ok(())
     }
 
     /// Frees everything the queue owns (the same as [`clear`](PQueue::clear)).

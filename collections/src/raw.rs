@@ -84,14 +84,104 @@ pub(crate) unsafe fn cell<'t, T: Persistent>(
     block: PPtr<u8>,
     byte_off: u64,
 ) -> Result<&'t PCell<T>> {
+    // SAFETY: forwarded contract (`PCell<T>` is `repr(transparent)` over `T`).
+    unsafe { at::<PCell<T>>(tx, block, byte_off) }
+}
+
+/// A reference to the `U` `byte_off` bytes into `block`.
+///
+/// # Safety
+///
+/// As [`cell`], with `U` either a `PCell` or a value whose bytes are all inside `PCell`s (a
+/// [`PHandle`](crate::PHandle)), or a value no other reference reaches while this one is used.
+///
+/// # Errors
+///
+/// As [`cell`].
+pub(crate) unsafe fn at<'t, U: Persistent>(
+    tx: &'t Transaction<'_>,
+    block: PPtr<u8>,
+    byte_off: u64,
+) -> Result<&'t U> {
     let off = block
         .offset()
         .checked_add(byte_off)
         .filter(|&o| o < 1 << ptm::pmem_core::pptr::OFFSET_BITS)
         .ok_or_else(|| out_of_bounds(block.offset(), byte_off))?;
-    let p = PPtr::<PCell<T>>::from_parts(block.tag(), off);
+    let p = PPtr::<U>::from_parts(block.tag(), off);
     // SAFETY: per this function's contract: live, and only reached through cells by this thread.
     unsafe { tx.deref(p) }
+}
+
+/// Copies `len` bytes from `byte_off_src` bytes into `src` to `byte_off_dst` bytes into `dst`,
+/// through cells: `u64` words when both ends and `len` are 8-aligned, else bytes. The
+/// destination is logged first unless already covered (a fresh block, or a batch snapshot).
+///
+/// # Safety
+///
+/// As [`cell`], for both ranges (which must not overlap).
+pub(crate) unsafe fn copy_bytes(
+    tx: &Transaction<'_>,
+    (src, src_off): (PPtr<u8>, u64),
+    (dst, dst_off): (PPtr<u8>, u64),
+    len: u64,
+) -> Result<()> {
+    let aligned = |b: PPtr<u8>, o: u64| b.offset().wrapping_add(o).is_multiple_of(8);
+    let step = if aligned(src, src_off) && aligned(dst, dst_off) && len.is_multiple_of(8) {
+        8
+    } else {
+        1
+    };
+    for k in (0..len).step_by(step) {
+        let s = src_off
+            .checked_add(k)
+            .ok_or_else(|| out_of_bounds(src_off, len))?;
+        let d = dst_off
+            .checked_add(k)
+            .ok_or_else(|| out_of_bounds(dst_off, len))?;
+        // SAFETY: forwarded contract: both ranges are cells of live blocks of the caller.
+        unsafe {
+            if step == 8 {
+                cell::<u64>(tx, dst, d)?.set(tx, cell::<u64>(tx, src, s)?.get(tx))?;
+            } else {
+                cell::<u8>(tx, dst, d)?.set(tx, cell::<u8>(tx, src, s)?.get(tx))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Zeroes `len` bytes `byte_off` bytes into `block` through cells (words when 8-aligned), logging
+/// them first unless already covered.
+///
+/// # Safety
+///
+/// As [`cell`], for the whole range.
+pub(crate) unsafe fn zero_bytes(
+    tx: &Transaction<'_>,
+    block: PPtr<u8>,
+    byte_off: u64,
+    len: u64,
+) -> Result<()> {
+    let step = if block.offset().wrapping_add(byte_off).is_multiple_of(8) && len.is_multiple_of(8) {
+        8
+    } else {
+        1
+    };
+    for k in (0..len).step_by(step) {
+        let o = byte_off
+            .checked_add(k)
+            .ok_or_else(|| out_of_bounds(byte_off, len))?;
+        // SAFETY: forwarded contract.
+        unsafe {
+            if step == 8 {
+                cell::<u64>(tx, block, o)?.set(tx, 0)?;
+            } else {
+                cell::<u8>(tx, block, o)?.set(tx, 0)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads element `i` of the `T` array at `block`.

@@ -89,6 +89,16 @@ impl PString {
         self.bytes.clear(tx)
     }
 
+    /// Frees the buffer without writing the handle.
+    ///
+    /// # Safety
+    ///
+    /// As [`PValue::free_owned`](crate::PValue::free_owned): the string is being discarded.
+    pub(crate) unsafe fn release(&self, tx: &Transaction<'_>) -> Result<()> {
+        // SAFETY: forwarded contract.
+        unsafe { self.bytes.release(tx) }
+    }
+
     /// The pool offset of the buffer, if any (for reachability checks).
     pub fn buffer_offset(&self, tx: &Transaction<'_>) -> Option<u64> {
         self.bytes.buffer_offset(tx)

@@ -6,16 +6,24 @@ use std::mem::size_of;
 use ptm::{PCell, PPtr, Persistent, Result, Transaction};
 
 use crate::raw::{self, Span};
+use crate::{PHandle, PValue};
 
 /// A persistent growable array of `T` (a pool's `Vec<T>`): a 24-byte handle (buffer pointer,
 /// length, capacity) stored in the root or in another persistent struct, and a buffer in the
 /// pool's heap that the handle owns.
 ///
+/// Elements are `Copy` values (read and written by copy: [`get`](PVec::get),
+/// [`push`](PVec::push), ...) or nested collection handles ([`PHandle`]s such as
+/// [`PString`](crate::PString) or `PVec<u64>`, created in place by [`push_new`](PVec::push_new)
+/// and reached by reference through [`get_ref`](PVec::get_ref)); removing an element
+/// ([`pop_free`](PVec::pop_free), [`truncate`](PVec::truncate), [`clear`](PVec::clear)) frees
+/// what it owns.
+///
 /// Every change happens inside a transaction and is failure-atomic. Cost in drains: `push`,
-/// `pop`, `set`, `extend`, `clear` and `free` cost **2** per transaction, growth included
-/// (allocate and free first, then one batched snapshot of every range changed, then the stores);
-/// reads cost 0. Growth doubles the capacity; the new buffer is never copied into the undo log (see the
-/// crate docs).
+/// `push_new`, `pop`, `pop_free`, `set`, `extend`, `clear` and `free` cost **2** per
+/// transaction, growth included (allocate and free first, then one batched snapshot of every
+/// range changed, then the stores); reads cost 0. Growth doubles the capacity; the new buffer is
+/// never copied into the undo log (see the crate docs).
 ///
 /// Like [`PCell`], a `PVec` is `!Sync`: share it between threads by putting it under a
 /// [`PMutex`](ptm::PMutex).
@@ -34,7 +42,7 @@ const _: () = assert!(size_of::<PVec<u64>>() == 24);
 // no virtual address is stored.
 unsafe impl<T: Persistent> Persistent for PVec<T> {}
 
-impl<T: Persistent + Copy> PVec<T> {
+impl<T: Persistent> PVec<T> {
     const ELEM_OK: () = assert!(size_of::<T>() > 0, "PVec<T> needs a non-zero-sized T");
 
     fn block(&self, tx: &Transaction<'_>) -> PPtr<u8> {
@@ -56,6 +64,250 @@ impl<T: Persistent + Copy> PVec<T> {
         self.cap.get(tx)
     }
 
+    /// The pool offset of the buffer, if any (for reachability checks).
+    pub fn buffer_offset(&self, tx: &Transaction<'_>) -> Option<u64> {
+        let b = self.buf.get(tx);
+        (!b.is_null()).then(|| b.offset())
+    }
+
+    /// A reference to element `i < len` of the buffer `buf`.
+    ///
+    /// # Safety
+    ///
+    /// `buf` is this vector's buffer (live, or freed by this transaction), `i` is below its
+    /// capacity, and `T` is a [`PHandle`] (all cells) or the element is being discarded.
+    unsafe fn elem<'t>(tx: &'t Transaction<'_>, buf: PPtr<u8>, i: u64) -> Result<&'t T> {
+        // SAFETY: forwarded contract; the vector is `!Sync` (or guarded by the caller's lock).
+        unsafe { raw::at::<T>(tx, buf, raw::elem_off::<T>(i)?) }
+    }
+}
+
+impl<T: PValue> PVec<T> {
+    /// Makes room for `n` elements after the first `keep` (clamped to `len`) and logs what the
+    /// caller will write, in one batch: when the buffer is too small, allocates one of twice the
+    /// capacity (at least 4 and at least what is needed), frees the old one (at commit), moves
+    /// the kept elements over by bytes, and logs the header in the same batch (the fresh buffer
+    /// is new memory: never logged). One snapshot drain.
+    ///
+    /// When `T` owns blocks, the moved elements' old copies are zeroed (and so logged in the
+    /// same batch): a stale `&T` into the old buffer then sees an empty handle, never a second
+    /// owner of the moved handle's blocks.
+    ///
+    /// Elements in `keep..len` are dropped without [`PValue::free_owned`]: callers pass
+    /// `keep == len` when `T` owns blocks. Returns the buffer, `keep` and the new length; the
+    /// caller writes elements `keep..keep + n` (already logged or fresh), then stores the length.
+    fn reserve_tail(&self, tx: &Transaction<'_>, keep: u64, n: u64) -> Result<(PPtr<u8>, u64, u64)> {
+        let () = Self::ELEM_OK;
+        let (len, cap) = (self.len(tx), self.cap.get(tx));
+        let keep = keep.min(len);
+        debug_assert!(
+            !T::OWNS || keep == len,
+            "owning elements dropped without free_owned"
+        );
+        let need = keep.checked_add(n).ok_or_else(|| raw::out_of_bounds(keep, n))?;
+        let old = self.block(tx);
+        if need <= cap {
+            tx.snapshot(|b| {
+                b.add(&self.len)?;
+                if n > 0 {
+                    // SAFETY: `old` is this vector's live buffer of `cap >= keep + n` elements,
+                    // reached only through cells by this thread.
+                    b.add(&unsafe {
+                        Span::new(tx, old, raw::elem_off::<T>(keep)?, raw::array_bytes::<T>(n)?)?
+                    })?;
+                }
+                Ok(())
+            })?;
+            return Ok((old, keep, need));
+        }
+        let new_cap = need.max(cap.saturating_mul(2)).max(4);
+        let size = raw::array_bytes::<T>(new_cap)?;
+        let moved = raw::array_bytes::<T>(keep)?;
+        // Allocate and free first: the batch's drain then makes their log records durable.
+        let new = raw::alloc_block(tx, size)?;
+        if !old.is_null() {
+            tx.free(old)?;
+        }
+        tx.snapshot(|b| {
+            b.add(&self.buf)?;
+            b.add(&self.len)?;
+            if T::OWNS && moved > 0 {
+                // SAFETY: `old` is this vector's buffer (freed at commit) of `cap > keep`
+                // elements, reached only through cells by this thread.
+                b.add(&unsafe { Span::new(tx, old, 0, moved)? })?;
+            }
+            // The fresh block needs no snapshot: ptm logged it as new memory at allocation.
+            b.add(&self.cap)
+        })?;
+        // SAFETY: `old` is this vector's buffer (its free takes effect at commit, so it is still
+        // readable) holding `keep <= len <= cap` elements; `new` is the fresh buffer of
+        // `new_cap > keep` elements; both reached only through cells by this thread.
+        unsafe {
+            raw::copy_bytes(tx, (old, 0), (new, 0), moved)?;
+            if T::OWNS {
+                raw::zero_bytes(tx, old, 0, moved)?;
+            }
+        }
+        self.buf.set(tx, new.cast())?;
+        self.cap.set(tx, new_cap)?;
+        Ok((new, keep, need))
+    }
+
+    /// Frees what elements `from..to` own (nothing unless `T` owns blocks), without writing them.
+    ///
+    /// # Safety
+    ///
+    /// `from <= to <= len`, and the caller discards those elements in this transaction.
+    unsafe fn release_range(&self, tx: &Transaction<'_>, from: u64, to: u64) -> Result<()> {
+        if T::OWNS {
+            let buf = self.block(tx);
+            for i in from..to {
+                // SAFETY: `i < len <= cap` of this vector's live buffer; the element is being
+                // discarded (this function's contract), so nothing else uses it.
+                unsafe { Self::elem(tx, buf, i)?.free_owned(tx)? };
+            }
+        }
+        Ok(())
+    }
+
+    /// Frees the buffer and everything the elements own, without writing the handle.
+    ///
+    /// # Safety
+    ///
+    /// As [`PValue::free_owned`]: the vector is being discarded.
+    pub(crate) unsafe fn release(&self, tx: &Transaction<'_>) -> Result<()> {
+        // SAFETY: the whole vector is being discarded.
+        unsafe { self.release_range(tx, 0, self.len(tx))? };
+        let buf = self.buf.get(tx);
+        if !buf.is_null() {
+            tx.free(buf)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the last element, freeing (at commit) everything it owns; `false` when empty.
+    /// 2 drains (0 when empty), whatever the element owns.
+    ///
+    /// # Errors
+    ///
+    /// As [`clear`](PVec::clear).
+    pub fn pop_free(&self, tx: &Transaction<'_>) -> Result<bool> {
+        let len = self.len(tx);
+        if len == 0 {
+            return Ok(false);
+        }
+        // SAFETY: element `len - 1` is removed below, in this transaction.
+        unsafe { self.release_range(tx, len - 1, len)? };
+        self.len.set(tx, len - 1)?;
+        Ok(true)
+    }
+
+    /// Shortens the vector to `new_len` elements (keeping the buffer), freeing what the removed
+    /// elements own; nothing happens if it is not longer. 2 drains.
+    ///
+    /// # Errors
+    ///
+    /// As [`clear`](PVec::clear).
+    pub fn truncate(&self, tx: &Transaction<'_>, new_len: u64) -> Result<()> {
+        let len = self.len(tx);
+        if new_len < len {
+            // SAFETY: elements `new_len..len` are removed below, in this transaction.
+            unsafe { self.release_range(tx, new_len, len)? };
+            self.len.set(tx, new_len)?;
+        }
+        Ok(())
+    }
+
+    /// Removes every element and frees the buffer and everything the elements own (at commit).
+    /// 2 drains, however deeply the elements nest.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidFree`](ptm::Error::InvalidFree) for a corrupted buffer pointer, and
+    /// logging errors.
+    pub fn clear(&self, tx: &Transaction<'_>) -> Result<()> {
+        // SAFETY: the handle is emptied below, in this transaction.
+        unsafe { self.release(tx)? };
+        tx.snapshot(|b| {
+            b.add(&self.buf)?;
+            b.add(&self.len)?;
+            b.add(&self.cap)
+        })?;
+        self.buf.set(tx, PPtr::null())?;
+        self.len.set(tx, 0)?;
+        self.cap.set(tx, 0)
+    }
+
+    /// Frees everything the vector owns (the same as [`clear`](PVec::clear)): call it before
+    /// dropping the struct that holds the handle, or the buffer leaks.
+    ///
+    /// # Errors
+    ///
+    /// As [`clear`](PVec::clear).
+    pub fn free(&self, tx: &Transaction<'_>) -> Result<()> {
+        self.clear(tx)
+    }
+}
+
+/// Nested collections: a `PVec` of handles ([`PString`](crate::PString), `PVec`,
+/// [`PHashMap`](crate::PHashMap), your own [`PHandle`] structs).
+///
+/// References handed out (`&'t T`) live at most as long as the transaction borrow. A later
+/// growth of this vector (by `push_new`) moves the handles to a new buffer, and `pop_free`,
+/// `truncate` or `clear` discard them: a reference taken before then is **stale**, like a std
+/// iterator after a `push`. Using a stale reference is a logic error, but never undefined
+/// behaviour: it points into memory that stays mapped and readable until commit; after growth
+/// the old copy reads as an empty handle and changes through it are lost (blocks it allocates
+/// leak); after a removal, freeing through it fails with
+/// [`Error::InvalidFree`](ptm::Error::InvalidFree). Take the reference again instead.
+impl<T: PHandle> PVec<T> {
+    /// Appends an empty handle (all-zero bytes) and returns a reference to it, through which the
+    /// new nested collection is filled. 2 drains, growth included (growth moves the existing
+    /// handles by bytes, and zeroes and logs their old copies: `len × size_of::<T>()` bytes of
+    /// undo log).
+    ///
+    /// # Errors
+    ///
+    /// As [`push`](PVec::push).
+    pub fn push_new<'t>(&'t self, tx: &'t Transaction<'_>) -> Result<&'t T> {
+        let (buf, at, need) = self.reserve_tail(tx, self.len(tx), 1)?;
+        let off = raw::elem_off::<T>(at)?;
+        // SAFETY: element `at < need <= cap` of this vector's live buffer, logged in the batch
+        // (or fresh); a `PHandle` is all cells, so zero bytes are the empty handle.
+        unsafe { raw::zero_bytes(tx, buf, off, size_of::<T>() as u64)? };
+        self.len.set(tx, need)?;
+        // SAFETY: as above; `T` is all cells, so a shared reference may coexist with writes
+        // through cells.
+        unsafe { Self::elem(tx, buf, at) }
+    }
+
+    /// A reference to element `i`, or `None` if `i >= len`. 0 drains.
+    ///
+    /// # Errors
+    ///
+    /// Only for a corrupted handle (a buffer pointer outside the pool).
+    pub fn get_ref<'t>(&'t self, tx: &'t Transaction<'_>, i: u64) -> Result<Option<&'t T>> {
+        if i >= self.len(tx) {
+            return Ok(None);
+        }
+        // SAFETY: `i < len <= cap` of this vector's live buffer; `T` is all cells.
+        unsafe { Self::elem(tx, self.block(tx), i) }.map(Some)
+    }
+
+    /// A reference to the last element, if any.
+    ///
+    /// # Errors
+    ///
+    /// As [`get_ref`](PVec::get_ref).
+    pub fn last_ref<'t>(&'t self, tx: &'t Transaction<'_>) -> Result<Option<&'t T>> {
+        match self.len(tx) {
+            0 => Ok(None),
+            n => self.get_ref(tx, n - 1),
+        }
+    }
+}
+
+impl<T: Persistent + Copy> PVec<T> {
     /// A copy of element `i`, or `None` if `i >= len`.
     ///
     /// # Errors
@@ -83,57 +335,13 @@ impl<T: Persistent + Copy> PVec<T> {
         }
     }
 
-    /// Replaces everything after the first `keep` elements with `items`, in one batch: when the
-    /// buffer is too small, allocates one of twice the capacity (at least 4 and at least what is
-    /// needed), frees the old one (at commit), copies the kept elements over, and logs the header
-    /// in the same batch as the written range (the fresh buffer is new memory: never logged). One snapshot drain.
+    /// Replaces everything after the first `keep` elements with `items`, in one batch (see
+    /// `reserve_tail`). One snapshot drain.
     fn write_tail(&self, tx: &Transaction<'_>, keep: u64, items: Vec<T>) -> Result<()> {
-        let () = Self::ELEM_OK;
-        let (len, cap) = (self.len(tx), self.cap.get(tx));
-        let keep = keep.min(len);
-        let n = items.len() as u64;
-        let need = keep.checked_add(n).ok_or_else(|| raw::out_of_bounds(keep, n))?;
-        let old = self.block(tx);
-        let buf = if need <= cap {
-            tx.snapshot(|b| {
-                b.add(&self.len)?;
-                if n > 0 {
-                    // SAFETY: `old` is this vector's live buffer of `cap >= keep + n` elements,
-                    // reached only through cells by this thread.
-                    b.add(&unsafe {
-                        Span::new(tx, old, raw::elem_off::<T>(keep)?, raw::array_bytes::<T>(n)?)?
-                    })?;
-                }
-                Ok(())
-            })?;
-            old
-        } else {
-            let new_cap = need.max(cap.saturating_mul(2)).max(4);
-            let size = raw::array_bytes::<T>(new_cap)?;
-            // Allocate and free first: the batch's drain then makes their log records durable.
-            let new = raw::alloc_block(tx, size)?;
-            if !old.is_null() {
-                tx.free(old)?;
-            }
-            tx.snapshot(|b| {
-                b.add(&self.buf)?;
-                b.add(&self.len)?;
-                // The fresh block needs no snapshot: ptm logged it as new memory at allocation.
-                b.add(&self.cap)
-            })?;
-            for i in 0..keep {
-                // SAFETY: `old` is this vector's buffer (its free takes effect at commit, so it
-                // is still readable) and `i < keep <= len <= cap`; `new` is the fresh buffer of
-                // `new_cap > keep` elements; both reached only through cells by this thread.
-                unsafe { raw::write::<T>(tx, new, i, raw::read::<T>(tx, old, i)?)? };
-            }
-            self.buf.set(tx, new.cast())?;
-            self.cap.set(tx, new_cap)?;
-            new
-        };
+        let (buf, keep, need) = self.reserve_tail(tx, keep, items.len() as u64)?;
         for (k, v) in (keep..).zip(items) {
             // SAFETY: `buf` is this vector's live buffer of at least `keep + n` elements; the
-            // range was logged in the batch above.
+            // range was logged in the batch (or is fresh).
             unsafe { raw::write(tx, buf, k, v)? };
         }
         self.len.set(tx, need)
@@ -183,19 +391,6 @@ impl<T: Persistent + Copy> PVec<T> {
         Ok(v)
     }
 
-    /// Shortens the vector to `new_len` elements (keeping the buffer); nothing happens if it is
-    /// not longer. 2 drains.
-    ///
-    /// # Errors
-    ///
-    /// Logging errors.
-    pub fn truncate(&self, tx: &Transaction<'_>, new_len: u64) -> Result<()> {
-        if new_len < self.len(tx) {
-            self.len.set(tx, new_len)?;
-        }
-        Ok(())
-    }
-
     /// Replaces element `i` and returns the old value, or returns `None` and changes nothing if
     /// `i >= len`. 2 drains.
     ///
@@ -209,37 +404,6 @@ impl<T: Persistent + Copy> PVec<T> {
         // SAFETY: as in `get`: `i < len <= cap` of this vector's live buffer.
         unsafe { raw::write(tx, self.block(tx), i, v)? };
         Ok(Some(old))
-    }
-
-    /// Removes every element and frees the buffer (at commit). 2 drains.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidFree`](ptm::Error::InvalidFree) for a corrupted buffer pointer, and
-    /// logging errors.
-    pub fn clear(&self, tx: &Transaction<'_>) -> Result<()> {
-        let buf = self.buf.get(tx);
-        if !buf.is_null() {
-            tx.free(buf)?;
-        }
-        tx.snapshot(|b| {
-            b.add(&self.buf)?;
-            b.add(&self.len)?;
-            b.add(&self.cap)
-        })?;
-        self.buf.set(tx, PPtr::null())?;
-        self.len.set(tx, 0)?;
-        self.cap.set(tx, 0)
-    }
-
-    /// Frees everything the vector owns (the same as [`clear`](PVec::clear)): call it before
-    /// dropping the struct that holds the handle, or the buffer leaks.
-    ///
-    /// # Errors
-    ///
-    /// As [`clear`](PVec::clear).
-    pub fn free(&self, tx: &Transaction<'_>) -> Result<()> {
-        self.clear(tx)
     }
 
     /// Iterates over copies of the elements. Each step reads the current length and buffer, so
@@ -257,12 +421,6 @@ impl<T: Persistent + Copy> PVec<T> {
         (0..self.len(tx))
             .map(|i| self.get(tx, i).map(|v| v.expect("i < len")))
             .collect()
-    }
-
-    /// The pool offset of the buffer, if any (for reachability checks).
-    pub fn buffer_offset(&self, tx: &Transaction<'_>) -> Option<u64> {
-        let b = self.buf.get(tx);
-        (!b.is_null()).then(|| b.offset())
     }
 }
 

@@ -18,7 +18,7 @@
 //! CRC tracking, clock and persist/drain contract are shared. A load error there sends `SIGBUS`
 //! to the faulting thread instead of aborting. System calls given non-resident region memory work
 //! in that mode, and the region table limit ([`MAX_REGIONS`]) does not apply. See
-//! docs/design.md §12.y.
+//! docs/design.md §12.2.
 //!
 //! # Memory layout
 //! The pages live in an anonymous memfd mapped twice: the application's view (reserved with

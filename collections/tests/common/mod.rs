@@ -236,16 +236,7 @@ pub fn assert_no_leak(pool: &mut Pool<Root>) {
             )
         })
         .unwrap();
-    let allocated: BTreeSet<u64> = pool
-        .allocated_blocks()
-        .unwrap()
-        .into_iter()
-        .map(|(o, _)| o)
-        .collect();
-    assert_eq!(
-        allocated, owned,
-        "allocated blocks vs blocks owned by the collections"
-    );
+    assert_allocated_exactly(pool, &owned, "blocks owned by the collections");
 }
 
 /// A temporary directory on tmpfs (`/dev/shm`) when present.
@@ -280,4 +271,20 @@ pub fn drains<T>(f: impl FnOnce() -> T) -> (T, u64) {
 /// A sanity check of the models against the real std twins (HashMap iteration order aside).
 pub fn same_as_hashmap(m: &BTreeMap<u64, u64>, h: &HashMap<u64, u64>) -> bool {
     m.len() == h.len() && m.iter().all(|(k, v)| h.get(k) == Some(v))
+}
+
+/// Asserts the allocated blocks of `pool`'s heap are exactly `owned` (the blocks reachable
+/// from its root, nested collections included, as computed by the caller): nothing leaked,
+/// nothing owned is free.
+pub fn assert_allocated_exactly<R: Persistent>(pool: &mut Pool<R>, owned: &BTreeSet<u64>, what: &str) {
+    let allocated: BTreeSet<u64> = pool
+        .allocated_blocks()
+        .unwrap()
+        .into_iter()
+        .map(|(o, _)| o)
+        .collect();
+    assert_eq!(
+        &allocated, owned,
+        "{what}: allocated blocks vs blocks reachable from the root"
+    );
 }
