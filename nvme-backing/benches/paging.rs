@@ -1,0 +1,604 @@
+//! The nvme-backing benchmark report: page-fault cost against a kernel `mmap` of the same file,
+//! CRC32C per page, and durable random writes with a working set larger than the resident limit.
+//!
+//! Run with `cargo bench -p nvme-backing --bench paging` (one run gives the whole report, about
+//! two to three minutes). The backing files live in a temporary directory under
+//! `CARGO_TARGET_TMPDIR` (the workspace's `target/tmp`, i.e. the disk `target/` is on), or under
+//! `$NVME_BACKING_BENCH_DIR` if set: not tmpfs, so a cold page cache means reading the device.
+//!
+//! - `first_touch/{read,write}_{cold,warm}[_seq]/…`: time per page for the first access to
+//!   [`BATCH`] distinct pages of a 16 MiB file, in random order (`_seq`: ascending), through a
+//!   fresh paged region or a fresh kernel `mmap(MAP_SHARED)` per batch. `cold`: the file's page
+//!   cache is dropped before each batch (`fdatasync` + `posix_fadvise(POSIX_FADV_DONTNEED)`,
+//!   checked with `mincore` in the printed setup); `warm`: the whole file is in the page cache.
+//!   `mmap` uses the kernel's default read-around (up to `read_ahead_kb` around a missing page)
+//!   and fault-around (up to 16 cached neighbours mapped per read fault); `mmap_madv_random`
+//!   disables read-around (`MADV_RANDOM`), so each fault reads one page like the paged region.
+//!   `paged_*_evict64`: a 64-page resident limit, so every fault also evicts a clean page.
+//! - `crc32c/…`: the crate's checksum of one 4 KiB page, as the four 1 KiB blocks the region
+//!   tracks and as one call.
+//! - `durable_write/…`: random writes over a 64 MiB file, each made durable: paged region with an
+//!   8 MiB resident limit (`persist` of the written range, then `drain`) against the kernel
+//!   mapping (`msync(MS_SYNC)` of the touched page). `x16`: 16 writes, then one drain / one
+//!   `msync` of the whole mapping (the kernel writes only the dirty pages). The kernel mapping has
+//!   no resident limit, and the page cache holds the whole file for both, so the paged region's
+//!   faults read from the page cache. After each pair a fixed count pass prints deterministic
+//!   counts per write: region faults, evictions, 1 KiB blocks written and bytes `pwrite`n, and
+//!   the bytes written to the block device holding the file (its sysfs `stat`: all processes, so
+//!   other I/O on the same disk shows up too).
+//!
+//! Adding a fault mode: list it in [`MODES`] and construct it in [`paged`]; every paged
+//! measurement goes through those two.
+
+use std::fs::File;
+use std::hint::black_box;
+use std::io::Write as _;
+use std::os::unix::fs::{FileExt as _, MetadataExt as _};
+use std::os::unix::io::AsRawFd as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use nvme_backing::{PagedRegion, BLOCK_SIZE, PAGE_SIZE};
+
+/// How a paged region serves its faults. Only the SIGSEGV handler exists on this branch; with the
+/// userfaultfd mode merged, replace this enum by `use nvme_backing::FaultMode as Mode;`.
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    Signal,
+}
+
+/// Every fault mode measured; each paged measurement runs once per entry (named `paged_<mode>`).
+const MODES: &[Mode] = &[Mode::Signal];
+
+/// Opens the paged region every measurement uses (`path` exists and holds at least `len` bytes).
+fn paged(mode: Mode, path: &Path, len: usize, limit: usize) -> PagedRegion {
+    match mode {
+        // With modes: `PagedRegion::create_with_mode(path, len, limit, mode)`.
+        Mode::Signal => PagedRegion::create(path, len, limit),
+    }
+    .expect("open the paged region")
+}
+
+fn mode_name(mode: Mode) -> String {
+    format!("paged_{mode:?}").to_lowercase()
+}
+
+/// Pages in the first-touch file (16 MiB).
+const FAULT_PAGES: usize = 4096;
+/// Distinct pages touched per fresh mapping.
+const BATCH: usize = 256;
+/// Resident limit of the evicting first-touch variant.
+const EVICT_LIMIT: usize = 64;
+/// The durable-write file (64 MiB) and the paged region's resident limit (8 MiB).
+const DURABLE_LEN: usize = 64 << 20;
+const DURABLE_LIMIT: usize = (8 << 20) / PAGE_SIZE;
+/// Writes per drain in the batched variant.
+const BATCHED: usize = 16;
+/// Writes per variant in the count pass after each durable-write pair.
+const COUNT_WRITES: usize = 400;
+
+/// splitmix64: a small deterministic generator (no dependency needed).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A random offset of a `size`-aligned `size`-byte range in `len` bytes.
+    fn offset(&mut self, len: usize, size: usize) -> usize {
+        (self.next() % (len / size) as u64) as usize * size
+    }
+}
+
+/// Where the backing files go: on disk, not tmpfs.
+fn bench_dir() -> PathBuf {
+    std::env::var_os("NVME_BACKING_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")))
+}
+
+/// A backing file filled with a byte pattern (allocated on disk, not sparse).
+struct Backing {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    file: File,
+    len: usize,
+}
+
+impl Backing {
+    fn new(name: &str, len: usize) -> Backing {
+        let root = bench_dir();
+        std::fs::create_dir_all(&root).expect("create the bench directory");
+        let dir = tempfile::Builder::new()
+            .prefix("nvme-backing-bench")
+            .tempdir_in(&root)
+            .expect("create a temporary directory");
+        let path = dir.path().join(name);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .expect("create the backing file");
+        let chunk: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+        for _ in 0..len / chunk.len() {
+            file.write_all(&chunk).expect("fill the backing file");
+        }
+        file.sync_all().expect("sync the backing file");
+        Backing {
+            _dir: dir,
+            path,
+            file,
+            len,
+        }
+    }
+
+    /// Writes back dirty pages and drops the file's page cache.
+    fn drop_cache(&self) {
+        self.file.sync_data().expect("fdatasync");
+        // SAFETY: advice on an open descriptor; no memory is passed.
+        let rc = unsafe { libc::posix_fadvise(self.file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(rc, 0, "posix_fadvise(DONTNEED) failed");
+    }
+
+    /// Reads the whole file, so it is in the page cache.
+    fn warm_cache(&self) {
+        let mut buf = vec![0u8; 1 << 20];
+        for off in (0..self.len).step_by(buf.len()) {
+            self.file
+                .read_exact_at(&mut buf, off as u64)
+                .expect("read the backing file");
+        }
+    }
+
+    /// Pages of the file in the page cache (`mincore` of a fresh mapping).
+    fn cached_pages(&self) -> usize {
+        let map = Mapping::new(&self.file, self.len, false, None);
+        let mut vec = vec![0u8; self.len / PAGE_SIZE];
+        // SAFETY: `map` covers `len` bytes; `vec` has one byte per page.
+        let rc = unsafe { libc::mincore(map.ptr.cast(), self.len, vec.as_mut_ptr()) };
+        assert_eq!(rc, 0, "mincore failed");
+        vec.iter().filter(|&&v| v & 1 != 0).count()
+    }
+}
+
+/// A kernel `mmap(MAP_SHARED)` of a file, unmapped on drop.
+struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(file: &File, len: usize, writable: bool, advice: Option<libc::c_int>) -> Mapping {
+        let prot = if writable {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_READ
+        };
+        // SAFETY: a fresh shared mapping of an open file, owned by the returned value.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                prot,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED, "mmap failed");
+        if let Some(advice) = advice {
+            // SAFETY: advice on the mapping made above.
+            assert_eq!(unsafe { libc::madvise(ptr, len, advice) }, 0, "madvise failed");
+        }
+        Mapping { ptr: ptr.cast(), len }
+    }
+
+    /// `msync(MS_SYNC)` of `[offset, offset + len)` rounded out to pages.
+    fn msync(&self, offset: usize, len: usize) {
+        let start = offset / PAGE_SIZE * PAGE_SIZE;
+        let end = (offset + len).next_multiple_of(PAGE_SIZE);
+        // SAFETY: the range lies in the mapping and is page-aligned.
+        let rc = unsafe { libc::msync(self.ptr.add(start).cast(), end - start, libc::MS_SYNC) };
+        assert_eq!(rc, 0, "msync failed");
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// Reads one byte of each page in `pages` (indices into the mapping at `base`).
+fn touch_read(base: *const u8, pages: &[usize]) -> u64 {
+    let mut sum = 0u64;
+    for &p in pages {
+        // SAFETY: the caller maps every listed page at `base`.
+        sum = sum.wrapping_add(unsafe { base.add(p * PAGE_SIZE).read_volatile() } as u64);
+    }
+    sum
+}
+
+/// Stores one byte to each page in `pages`, without reading it first.
+fn touch_write(base: *mut u8, pages: &[usize]) {
+    for &p in pages {
+        // SAFETY: the caller maps every listed page writable at `base`.
+        unsafe { base.add(p * PAGE_SIZE).write_volatile(p as u8) };
+    }
+}
+
+/// Touches exactly `iters` pages, [`BATCH`] at a time, and sums the times `batch` reports.
+fn per_page(iters: u64, batches: &[Vec<usize>], mut batch: impl FnMut(&[usize]) -> Duration) -> Duration {
+    let mut left = iters as usize;
+    let mut total = Duration::ZERO;
+    for pages in batches.iter().cycle() {
+        if left == 0 {
+            break;
+        }
+        let n = pages.len().min(left);
+        total += batch(&pages[..n]);
+        left -= n;
+    }
+    total
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Access {
+    Read,
+    Write,
+}
+
+/// One first-touch case: access, cache state, page order.
+struct Case {
+    access: Access,
+    cold: bool,
+    sequential: bool,
+}
+
+impl Case {
+    fn name(&self) -> String {
+        format!(
+            "{}_{}{}",
+            if self.access == Access::Read {
+                "read"
+            } else {
+                "write"
+            },
+            if self.cold { "cold" } else { "warm" },
+            if self.sequential { "_seq" } else { "" }
+        )
+    }
+}
+
+/// Page batches: a random permutation of the file's pages cut into [`BATCH`]-page chunks, or
+/// ascending runs.
+fn batches(sequential: bool) -> Vec<Vec<usize>> {
+    let mut pages: Vec<usize> = (0..FAULT_PAGES).collect();
+    if !sequential {
+        let mut rng = Rng(0x5eed);
+        for i in (1..pages.len()).rev() {
+            pages.swap(i, (rng.next() % (i as u64 + 1)) as usize);
+        }
+    }
+    pages.chunks(BATCH).map(<[usize]>::to_vec).collect()
+}
+
+fn first_touch(c: &mut Criterion) {
+    let b = Backing::new("fault", FAULT_PAGES * PAGE_SIZE);
+    let len = b.len;
+    let cases = [
+        (Access::Read, true, false),
+        (Access::Read, true, true),
+        (Access::Read, false, false),
+        (Access::Write, true, false),
+        (Access::Write, false, false),
+    ]
+    .map(|(access, cold, sequential)| Case {
+        access,
+        cold,
+        sequential,
+    });
+    let mut g = c.benchmark_group("first_touch");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    for case in &cases {
+        let batches = batches(case.sequential);
+        let write = case.access == Access::Write;
+        if !case.cold {
+            b.warm_cache();
+        }
+        let prepare = || {
+            if case.cold {
+                b.drop_cache();
+            }
+        };
+        let mut limits = vec![("", FAULT_PAGES)];
+        if !case.cold && !write {
+            limits.push(("_evict64", EVICT_LIMIT));
+        }
+        for &mode in MODES {
+            for &(suffix, limit) in &limits {
+                let id = BenchmarkId::new(case.name(), format!("{}{suffix}", mode_name(mode)));
+                g.bench_function(id, |bench| {
+                    bench.iter_custom(|iters| {
+                        per_page(iters, &batches, |pages| {
+                            let r = paged(mode, &b.path, len, limit);
+                            prepare();
+                            let t = Instant::now();
+                            if write {
+                                touch_write(r.as_ptr(), pages);
+                            } else {
+                                black_box(touch_read(r.as_ptr(), pages));
+                            }
+                            let d = t.elapsed();
+                            assert_eq!(r.stats().pages_faulted, pages.len() as u64);
+                            r.abandon();
+                            d
+                        })
+                    })
+                });
+            }
+        }
+        let mut kernels = vec![("mmap", None)];
+        if case.cold && !case.sequential {
+            kernels.push(("mmap_madv_random", Some(libc::MADV_RANDOM)));
+        }
+        for (name, advice) in kernels {
+            g.bench_function(BenchmarkId::new(case.name(), name), |bench| {
+                bench.iter_custom(|iters| {
+                    per_page(iters, &batches, |pages| {
+                        let m = Mapping::new(&b.file, len, write, advice);
+                        prepare();
+                        let t = Instant::now();
+                        if write {
+                            touch_write(m.ptr, pages);
+                        } else {
+                            black_box(touch_read(m.ptr, pages));
+                        }
+                        let d = t.elapsed();
+                        drop(m);
+                        if write {
+                            // Do not let dirty pages pile up for background writeback.
+                            b.file.sync_data().expect("fdatasync");
+                        }
+                        d
+                    })
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+fn crc(c: &mut Criterion) {
+    let page: Vec<u8> = (0..PAGE_SIZE).map(|i| (i * 31 + 7) as u8).collect();
+    let mut g = c.benchmark_group("crc32c");
+    g.sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .throughput(Throughput::Bytes(PAGE_SIZE as u64));
+    g.bench_function("page_as_4x1KiB_blocks", |bench| {
+        bench.iter(|| {
+            for block in black_box(&page[..]).chunks_exact(BLOCK_SIZE) {
+                black_box(crc32c::crc32c(block));
+            }
+        })
+    });
+    g.bench_function("page_as_one_call", |bench| {
+        bench.iter(|| black_box(crc32c::crc32c(black_box(&page[..]))))
+    });
+    g.finish();
+}
+
+/// The sysfs directory of the block device holding `path`, if it is one.
+fn block_dev_dir(path: &Path) -> String {
+    let dev = std::fs::metadata(path).expect("stat the backing file").dev();
+    format!("/sys/dev/block/{}:{}", libc::major(dev), libc::minor(dev))
+}
+
+/// Bytes written to the block device holding `path` so far, by every process (field 7 of its
+/// `stat`, sectors written), or `None` if it has no such statistics (not a block device).
+fn device_written(path: &Path) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("{}/stat", block_dev_dir(path))).ok()?;
+    Some(stat.split_whitespace().nth(6)?.parse::<u64>().ok()? * 512)
+}
+
+/// One durable-write variant: `size`-byte random writes, `k` per drain.
+#[derive(Clone, Copy)]
+struct Durable {
+    size: usize,
+    k: usize,
+}
+
+impl Durable {
+    fn name(self) -> String {
+        let size = if self.size >= 1024 {
+            format!("{}KiB", self.size / 1024)
+        } else {
+            format!("{}B", self.size)
+        };
+        format!("{size}_x{}", self.k)
+    }
+
+    /// Writes `size` bytes at a random offset: a fresh counter first, so the bytes always change.
+    fn write(self, base: *mut u8, rng: &mut Rng, counter: &mut u64) -> usize {
+        let off = rng.offset(DURABLE_LEN, self.size);
+        *counter += 1;
+        // SAFETY: `off + size <= DURABLE_LEN`, the mapped length; `size >= 8` and offsets are
+        // 8-aligned.
+        unsafe {
+            let p = base.add(off);
+            std::ptr::write_bytes(p, *counter as u8, self.size);
+            p.cast::<u64>().write(*counter);
+        }
+        off
+    }
+
+    /// `k` writes made durable through the paged region.
+    fn paged_round(self, r: &PagedRegion, rng: &mut Rng, counter: &mut u64) {
+        for _ in 0..self.k {
+            let off = self.write(r.as_ptr(), rng, counter);
+            r.persist(off, self.size).expect("persist");
+        }
+        r.drain().expect("drain");
+    }
+
+    /// `k` writes made durable through the kernel mapping.
+    fn mmap_round(self, m: &Mapping, rng: &mut Rng, counter: &mut u64) {
+        if self.k == 1 {
+            let off = self.write(m.ptr, rng, counter);
+            m.msync(off, self.size);
+        } else {
+            for _ in 0..self.k {
+                self.write(m.ptr, rng, counter);
+            }
+            m.msync(0, m.len);
+        }
+    }
+}
+
+/// Device bytes per write between two [`device_written`] readings, or `-`.
+fn per_write(before: Option<u64>, after: Option<u64>, writes: f64) -> String {
+    match (before, after) {
+        (Some(b), Some(a)) => format!("{:.0}", (a - b) as f64 / writes),
+        _ => "-".to_owned(),
+    }
+}
+
+fn durable_write(c: &mut Criterion) {
+    let b = Backing::new("durable", DURABLE_LEN);
+    let variants = [
+        Durable { size: 8, k: 1 },
+        Durable { size: 1024, k: 1 },
+        Durable { size: 8, k: BATCHED },
+    ];
+    let mut g = c.benchmark_group("durable_write");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    let mut counter = 0u64;
+    for v in variants {
+        g.throughput(Throughput::Elements(v.k as u64));
+        let mut counts = Vec::new();
+        for &mode in MODES {
+            let r = paged(mode, &b.path, DURABLE_LEN, DURABLE_LIMIT);
+            // Start with a full resident set, so every measured fault also evicts.
+            black_box(touch_read(r.as_ptr(), &(0..DURABLE_LIMIT).collect::<Vec<_>>()));
+            let mut rng = Rng(1);
+            g.bench_function(BenchmarkId::new(v.name(), mode_name(mode)), |bench| {
+                bench.iter(|| v.paged_round(&r, &mut rng, &mut counter))
+            });
+            let (s0, d0, t) = (r.stats(), device_written(&b.path), Instant::now());
+            for _ in 0..COUNT_WRITES / v.k {
+                v.paged_round(&r, &mut rng, &mut counter);
+            }
+            let (elapsed, s1, d1) = (t.elapsed(), r.stats(), device_written(&b.path));
+            let n = (COUNT_WRITES / v.k * v.k) as f64;
+            counts.push(format!(
+                "{:<14} {:>8.1} {:>9.3} {:>9.3} {:>9.3} {:>10.0} {:>10}",
+                mode_name(mode),
+                elapsed.as_secs_f64() * 1e6 / n,
+                (s1.pages_faulted - s0.pages_faulted) as f64 / n,
+                (s1.evictions - s0.evictions) as f64 / n,
+                (s1.blocks_written - s0.blocks_written) as f64 / n,
+                (s1.writeback_bytes - s0.writeback_bytes) as f64 / n,
+                per_write(d0, d1, n),
+            ));
+        }
+        let m = Mapping::new(&b.file, DURABLE_LEN, true, None);
+        let mut rng = Rng(1);
+        g.bench_function(BenchmarkId::new(v.name(), "mmap_msync"), |bench| {
+            bench.iter(|| v.mmap_round(&m, &mut rng, &mut counter))
+        });
+        let (d0, t) = (device_written(&b.path), Instant::now());
+        for _ in 0..COUNT_WRITES / v.k {
+            v.mmap_round(&m, &mut rng, &mut counter);
+        }
+        let (elapsed, d1) = (t.elapsed(), device_written(&b.path));
+        let n = (COUNT_WRITES / v.k * v.k) as f64;
+        counts.push(format!(
+            "{:<14} {:>8.1} {:>9} {:>9} {:>9} {:>10} {:>10}",
+            "mmap_msync",
+            elapsed.as_secs_f64() * 1e6 / n,
+            "-",
+            "-",
+            "-",
+            "-",
+            per_write(d0, d1, n)
+        ));
+        drop(m);
+        println!(
+            "\ndurable_write/{} count pass, {} writes each, per write:\n\
+             {:<14} {:>8} {:>9} {:>9} {:>9} {:>10} {:>10}\n{}\n",
+            v.name(),
+            COUNT_WRITES / v.k * v.k,
+            "",
+            "us",
+            "faults",
+            "evictions",
+            "blocks",
+            "pwrite B",
+            "device B",
+            counts.join("\n")
+        );
+    }
+    g.finish();
+}
+
+/// Prints where the files live and checks that dropping the page cache works here.
+fn print_setup() {
+    let dir = bench_dir();
+    println!(
+        "backing files under {} (override: NVME_BACKING_BENCH_DIR)",
+        dir.display()
+    );
+    let b = Backing::new("check", FAULT_PAGES * PAGE_SIZE);
+    b.warm_cache();
+    let warm = b.cached_pages();
+    b.drop_cache();
+    let cold = b.cached_pages();
+    println!(
+        "page cache of the {} MiB test file: {warm}/{FAULT_PAGES} pages after reading it, \
+         {cold}/{FAULT_PAGES} after fdatasync + POSIX_FADV_DONTNEED",
+        b.len >> 20
+    );
+    if cold > FAULT_PAGES / 100 {
+        println!("warning: the page cache could not be dropped: the cold cases are not cold");
+    }
+    let sys = block_dev_dir(&b.path);
+    // A partition's queue settings are its disk's.
+    let ra = ["queue", "../queue"]
+        .iter()
+        .find_map(|q| std::fs::read_to_string(format!("{sys}/{q}/read_ahead_kb")).ok());
+    match ra {
+        Some(ra) => println!("read_ahead_kb of the device ({sys}): {}", ra.trim()),
+        None => println!("read_ahead_kb: unknown (no block device at {sys})"),
+    }
+    println!(
+        "paged region modes: {}",
+        MODES.iter().map(|&m| mode_name(m)).collect::<Vec<_>>().join(", ")
+    );
+}
+
+fn config() -> Criterion {
+    Criterion::default().without_plots()
+}
+
+fn main() {
+    print_setup();
+    // What `criterion_group!` + `criterion_main!` expand to, without the undocumented `pub fn`.
+    let mut c = config().configure_from_args();
+    first_touch(&mut c);
+    crc(&mut c);
+    durable_write(&mut c);
+    c.final_summary();
+}
