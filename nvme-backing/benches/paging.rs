@@ -18,14 +18,17 @@
 //! - `crc32c/…`: the crate's checksum of one 4 KiB page, as the four 1 KiB blocks the region
 //!   tracks and as one call.
 //! - `durable_write/…`: random writes over a 64 MiB file, each made durable: paged region with an
-//!   8 MiB resident limit (`persist` of the written range, then `drain`) against the kernel
+//!   8 MiB resident limit (`persist` of the written range, then `drain`) against a kernel
 //!   mapping (`msync(MS_SYNC)` of the touched page). `x16`: 16 writes, then one drain / one
-//!   `msync` of the whole mapping (the kernel writes only the dirty pages). The kernel mapping has
-//!   no resident limit, and the page cache holds the whole file for both, so the paged region's
-//!   faults read from the page cache. After each pair a fixed count pass prints deterministic
-//!   counts per write: region faults, evictions, 1 KiB blocks written and bytes `pwrite`n, and
-//!   the bytes written to the block device holding the file (its sysfs `stat`: all processes, so
-//!   other I/O on the same disk shows up too).
+//!   `msync` of the whole mapping (the kernel writes only the dirty folios). Each side has its own
+//!   file. `mmap_msync`'s file was written in 1 MiB `write`s, so its page cache holds large folios
+//!   (as after readahead); `mmap_msync_4k_folios`' in 4 KiB `write`s. A store through a shared
+//!   mapping dirties its whole folio and `msync` writes all of it. The kernel mappings have no
+//!   resident limit, and the page cache holds every file, so the paged region's faults read from
+//!   the page cache. After each variant a count pass runs the sides' rounds interleaved (same
+//!   machine conditions) and prints per write: time, time relative to the first side, region
+//!   faults, evictions, 1 KiB blocks written, bytes `pwrite`n, and the bytes written to the block
+//!   device holding the files (its sysfs `stat`: all processes, so other I/O shows up too).
 //!
 //! Adding a fault mode: list it in [`MODES`] and construct it in [`paged`]; every paged
 //! measurement goes through those two.
@@ -112,7 +115,9 @@ struct Backing {
 }
 
 impl Backing {
-    fn new(name: &str, len: usize) -> Backing {
+    /// A `len`-byte file written with `chunk`-byte `write`s (the page cache keeps the folio size
+    /// of the writes: a store through a shared mapping dirties, and `msync` writes, a whole folio).
+    fn new(name: &str, len: usize, chunk: usize) -> Backing {
         let root = bench_dir();
         std::fs::create_dir_all(&root).expect("create the bench directory");
         let dir = tempfile::Builder::new()
@@ -126,7 +131,7 @@ impl Backing {
             .create_new(true)
             .open(&path)
             .expect("create the backing file");
-        let chunk: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+        let chunk: Vec<u8> = (0..chunk).map(|i| (i % 251) as u8).collect();
         for _ in 0..len / chunk.len() {
             file.write_all(&chunk).expect("fill the backing file");
         }
@@ -292,7 +297,7 @@ fn batches(sequential: bool) -> Vec<Vec<usize>> {
 }
 
 fn first_touch(c: &mut Criterion) {
-    let b = Backing::new("fault", FAULT_PAGES * PAGE_SIZE);
+    let b = Backing::new("fault", FAULT_PAGES * PAGE_SIZE, 1 << 20);
     let len = b.len;
     let cases = [
         (Access::Read, true, false),
@@ -442,40 +447,82 @@ impl Durable {
         }
         off
     }
-
-    /// `k` writes made durable through the paged region.
-    fn paged_round(self, r: &PagedRegion, rng: &mut Rng, counter: &mut u64) {
-        for _ in 0..self.k {
-            let off = self.write(r.as_ptr(), rng, counter);
-            r.persist(off, self.size).expect("persist");
-        }
-        r.drain().expect("drain");
-    }
-
-    /// `k` writes made durable through the kernel mapping.
-    fn mmap_round(self, m: &Mapping, rng: &mut Rng, counter: &mut u64) {
-        if self.k == 1 {
-            let off = self.write(m.ptr, rng, counter);
-            m.msync(off, self.size);
-        } else {
-            for _ in 0..self.k {
-                self.write(m.ptr, rng, counter);
-            }
-            m.msync(0, m.len);
-        }
-    }
 }
 
-/// Device bytes per write between two [`device_written`] readings, or `-`.
-fn per_write(before: Option<u64>, after: Option<u64>, writes: f64) -> String {
-    match (before, after) {
-        (Some(b), Some(a)) => format!("{:.0}", (a - b) as f64 / writes),
-        _ => "-".to_owned(),
+/// What one side of the durable-write comparison writes through.
+enum Target {
+    Paged(PagedRegion),
+    Kernel(Mapping),
+}
+
+/// One side of the durable-write comparison, with its own file (a region needs one to itself).
+struct Side {
+    name: String,
+    target: Target,
+    backing: Backing,
+    rng: Rng,
+}
+
+impl Side {
+    fn paged(mode: Mode) -> Side {
+        let name = mode_name(mode);
+        let backing = Backing::new(&name, DURABLE_LEN, 1 << 20);
+        let r = paged(mode, &backing.path, DURABLE_LEN, DURABLE_LIMIT);
+        // Start with a full resident set, so every measured fault also evicts.
+        black_box(touch_read(r.as_ptr(), &(0..DURABLE_LIMIT).collect::<Vec<_>>()));
+        Side {
+            name,
+            target: Target::Paged(r),
+            backing,
+            rng: Rng(1),
+        }
+    }
+
+    fn kernel(name: &str, chunk: usize) -> Side {
+        let backing = Backing::new(name, DURABLE_LEN, chunk);
+        Side {
+            name: name.to_owned(),
+            target: Target::Kernel(Mapping::new(&backing.file, DURABLE_LEN, true, None)),
+            backing,
+            rng: Rng(1),
+        }
+    }
+
+    /// `v.k` writes of `v.size` bytes, made durable.
+    fn round(&mut self, v: Durable, counter: &mut u64) {
+        match &self.target {
+            Target::Paged(r) => {
+                for _ in 0..v.k {
+                    let off = v.write(r.as_ptr(), &mut self.rng, counter);
+                    r.persist(off, v.size).expect("persist");
+                }
+                r.drain().expect("drain");
+            }
+            Target::Kernel(m) if v.k == 1 => {
+                let off = v.write(m.ptr, &mut self.rng, counter);
+                m.msync(off, v.size);
+            }
+            Target::Kernel(m) => {
+                for _ in 0..v.k {
+                    v.write(m.ptr, &mut self.rng, counter);
+                }
+                m.msync(0, m.len);
+            }
+        }
+    }
+
+    fn stats(&self) -> Option<nvme_backing::PagedStats> {
+        match &self.target {
+            Target::Paged(r) => Some(r.stats()),
+            Target::Kernel(_) => None,
+        }
     }
 }
 
 fn durable_write(c: &mut Criterion) {
-    let b = Backing::new("durable", DURABLE_LEN);
+    let mut sides: Vec<Side> = MODES.iter().map(|&m| Side::paged(m)).collect();
+    sides.push(Side::kernel("mmap_msync", 1 << 20));
+    sides.push(Side::kernel("mmap_msync_4k_folios", PAGE_SIZE));
     let variants = [
         Durable { size: 8, k: 1 },
         Durable { size: 1024, k: 1 },
@@ -488,70 +535,70 @@ fn durable_write(c: &mut Criterion) {
     let mut counter = 0u64;
     for v in variants {
         g.throughput(Throughput::Elements(v.k as u64));
-        let mut counts = Vec::new();
-        for &mode in MODES {
-            let r = paged(mode, &b.path, DURABLE_LEN, DURABLE_LIMIT);
-            // Start with a full resident set, so every measured fault also evicts.
-            black_box(touch_read(r.as_ptr(), &(0..DURABLE_LIMIT).collect::<Vec<_>>()));
-            let mut rng = Rng(1);
-            g.bench_function(BenchmarkId::new(v.name(), mode_name(mode)), |bench| {
-                bench.iter(|| v.paged_round(&r, &mut rng, &mut counter))
+        for side in &mut sides {
+            g.bench_function(BenchmarkId::new(v.name(), &side.name), |bench| {
+                bench.iter(|| side.round(v, &mut counter))
             });
-            let (s0, d0, t) = (r.stats(), device_written(&b.path), Instant::now());
-            for _ in 0..COUNT_WRITES / v.k {
-                v.paged_round(&r, &mut rng, &mut counter);
-            }
-            let (elapsed, s1, d1) = (t.elapsed(), r.stats(), device_written(&b.path));
-            let n = (COUNT_WRITES / v.k * v.k) as f64;
-            counts.push(format!(
-                "{:<14} {:>8.1} {:>9.3} {:>9.3} {:>9.3} {:>10.0} {:>10}",
-                mode_name(mode),
-                elapsed.as_secs_f64() * 1e6 / n,
-                (s1.pages_faulted - s0.pages_faulted) as f64 / n,
-                (s1.evictions - s0.evictions) as f64 / n,
-                (s1.blocks_written - s0.blocks_written) as f64 / n,
-                (s1.writeback_bytes - s0.writeback_bytes) as f64 / n,
-                per_write(d0, d1, n),
-            ));
         }
-        let m = Mapping::new(&b.file, DURABLE_LEN, true, None);
-        let mut rng = Rng(1);
-        g.bench_function(BenchmarkId::new(v.name(), "mmap_msync"), |bench| {
-            bench.iter(|| v.mmap_round(&m, &mut rng, &mut counter))
-        });
-        let (d0, t) = (device_written(&b.path), Instant::now());
-        for _ in 0..COUNT_WRITES / v.k {
-            v.mmap_round(&m, &mut rng, &mut counter);
-        }
-        let (elapsed, d1) = (t.elapsed(), device_written(&b.path));
-        let n = (COUNT_WRITES / v.k * v.k) as f64;
-        counts.push(format!(
-            "{:<14} {:>8.1} {:>9} {:>9} {:>9} {:>10} {:>10}",
-            "mmap_msync",
-            elapsed.as_secs_f64() * 1e6 / n,
-            "-",
-            "-",
-            "-",
-            "-",
-            per_write(d0, d1, n)
-        ));
-        drop(m);
-        println!(
-            "\ndurable_write/{} count pass, {} writes each, per write:\n\
-             {:<14} {:>8} {:>9} {:>9} {:>9} {:>10} {:>10}\n{}\n",
-            v.name(),
-            COUNT_WRITES / v.k * v.k,
-            "",
-            "us",
-            "faults",
-            "evictions",
-            "blocks",
-            "pwrite B",
-            "device B",
-            counts.join("\n")
-        );
+        count_pass(&mut sides, v, &mut counter);
     }
     g.finish();
+}
+
+/// Runs [`COUNT_WRITES`] writes per side, the sides' rounds interleaved (so they share the
+/// machine's conditions), and prints time and counts per write.
+fn count_pass(sides: &mut [Side], v: Durable, counter: &mut u64) {
+    let rounds = COUNT_WRITES / v.k;
+    let before: Vec<_> = sides.iter().map(Side::stats).collect();
+    let mut time = vec![Duration::ZERO; sides.len()];
+    let mut device = vec![Some(0u64); sides.len()];
+    for _ in 0..rounds {
+        for (i, side) in sides.iter_mut().enumerate() {
+            let d0 = device_written(&side.backing.path);
+            let t = Instant::now();
+            side.round(v, counter);
+            time[i] += t.elapsed();
+            let d1 = device_written(&side.backing.path);
+            device[i] = match (device[i], d0, d1) {
+                (Some(sum), Some(d0), Some(d1)) => Some(sum + (d1 - d0)),
+                _ => None,
+            };
+        }
+    }
+    let n = (rounds * v.k) as f64;
+    let first = time[0].as_secs_f64();
+    println!(
+        "\ndurable_write/{} count pass: {} writes per side, interleaved; per write:\n\
+         {:<22} {:>8} {:>8} {:>7} {:>9} {:>7} {:>8} {:>9}",
+        v.name(),
+        rounds * v.k,
+        "",
+        "us",
+        "/ first",
+        "faults",
+        "evictions",
+        "blocks",
+        "pwrite B",
+        "device B",
+    );
+    for (i, side) in sides.iter().enumerate() {
+        let per = |f: fn(&nvme_backing::PagedStats) -> u64| match (&before[i], side.stats()) {
+            (Some(a), Some(b)) => format!("{:.3}", (f(&b) - f(a)) as f64 / n),
+            _ => "-".to_owned(),
+        };
+        println!(
+            "{:<22} {:>8.1} {:>7.2}x {:>7} {:>9} {:>7} {:>8} {:>9}",
+            side.name,
+            time[i].as_secs_f64() * 1e6 / n,
+            time[i].as_secs_f64() / first,
+            per(|s| s.pages_faulted),
+            per(|s| s.evictions),
+            per(|s| s.blocks_written),
+            per(|s| s.writeback_bytes),
+            device[i].map_or("-".to_owned(), |d| format!("{:.0}", d as f64 / n)),
+        );
+    }
+    println!("(device B: bytes written to the whole disk during the side's rounds, all processes)\n");
 }
 
 /// Prints where the files live and checks that dropping the page cache works here.
@@ -561,7 +608,7 @@ fn print_setup() {
         "backing files under {} (override: NVME_BACKING_BENCH_DIR)",
         dir.display()
     );
-    let b = Backing::new("check", FAULT_PAGES * PAGE_SIZE);
+    let b = Backing::new("check", FAULT_PAGES * PAGE_SIZE, 1 << 20);
     b.warm_cache();
     let warm = b.cached_pages();
     b.drop_cache();
