@@ -15,6 +15,9 @@
 //!   and fault-around (up to 16 cached neighbours mapped per read fault); `mmap_madv_random`
 //!   disables read-around (`MADV_RANDOM`), so each fault reads one page like the paged region.
 //!   `paged_*_evict64`: a 64-page resident limit, so every fault also evicts a clean page.
+//!   After each case a count pass runs the sides' batches interleaved (same machine conditions)
+//!   and prints per page: time, time relative to the first side, minor and major faults, and
+//!   bytes read from storage (`read_bytes` of `/proc/self/io`: shows the kernel's read-around).
 //! - `crc32c/…`: the crate's checksum of one 4 KiB page, as the four 1 KiB blocks the region
 //!   tracks and as one call.
 //! - `durable_write/…`: random writes over a 64 MiB file, each made durable: paged region with an
@@ -71,6 +74,8 @@ fn mode_name(mode: Mode) -> String {
 const FAULT_PAGES: usize = 4096;
 /// Distinct pages touched per fresh mapping.
 const BATCH: usize = 256;
+/// Batches per side in the first-touch count pass.
+const PASS_BATCHES: usize = 8;
 /// Resident limit of the evicting first-touch variant.
 const EVICT_LIMIT: usize = 64;
 /// The durable-write file (64 MiB) and the paged region's resident limit (8 MiB).
@@ -298,7 +303,6 @@ fn batches(sequential: bool) -> Vec<Vec<usize>> {
 
 fn first_touch(c: &mut Criterion) {
     let b = Backing::new("fault", FAULT_PAGES * PAGE_SIZE, 1 << 20);
-    let len = b.len;
     let cases = [
         (Access::Read, true, false),
         (Access::Read, true, true),
@@ -317,71 +321,152 @@ fn first_touch(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(2));
     for case in &cases {
         let batches = batches(case.sequential);
-        let write = case.access == Access::Write;
         if !case.cold {
             b.warm_cache();
         }
-        let prepare = || {
-            if case.cold {
-                b.drop_cache();
-            }
-        };
+        let mut sides: Vec<(String, Batch<'_>)> = Vec::new();
         let mut limits = vec![("", FAULT_PAGES)];
-        if !case.cold && !write {
+        if !case.cold && case.access == Access::Read {
             limits.push(("_evict64", EVICT_LIMIT));
         }
         for &mode in MODES {
             for &(suffix, limit) in &limits {
-                let id = BenchmarkId::new(case.name(), format!("{}{suffix}", mode_name(mode)));
-                g.bench_function(id, |bench| {
-                    bench.iter_custom(|iters| {
-                        per_page(iters, &batches, |pages| {
-                            let r = paged(mode, &b.path, len, limit);
-                            prepare();
-                            let t = Instant::now();
-                            if write {
-                                touch_write(r.as_ptr(), pages);
-                            } else {
-                                black_box(touch_read(r.as_ptr(), pages));
-                            }
-                            let d = t.elapsed();
-                            assert_eq!(r.stats().pages_faulted, pages.len() as u64);
-                            r.abandon();
-                            d
-                        })
-                    })
-                });
+                let name = format!("{}{suffix}", mode_name(mode));
+                sides.push((name, paged_batch(&b, case, mode, limit)));
             }
         }
-        let mut kernels = vec![("mmap", None)];
+        sides.push(("mmap".to_owned(), kernel_batch(&b, case, None)));
         if case.cold && !case.sequential {
-            kernels.push(("mmap_madv_random", Some(libc::MADV_RANDOM)));
+            let advice = Some(libc::MADV_RANDOM);
+            sides.push(("mmap_madv_random".to_owned(), kernel_batch(&b, case, advice)));
         }
-        for (name, advice) in kernels {
-            g.bench_function(BenchmarkId::new(case.name(), name), |bench| {
-                bench.iter_custom(|iters| {
-                    per_page(iters, &batches, |pages| {
-                        let m = Mapping::new(&b.file, len, write, advice);
-                        prepare();
-                        let t = Instant::now();
-                        if write {
-                            touch_write(m.ptr, pages);
-                        } else {
-                            black_box(touch_read(m.ptr, pages));
-                        }
-                        let d = t.elapsed();
-                        drop(m);
-                        if write {
-                            // Do not let dirty pages pile up for background writeback.
-                            b.file.sync_data().expect("fdatasync");
-                        }
-                        d
-                    })
-                })
+        for (name, batch) in &mut sides {
+            g.bench_function(BenchmarkId::new(case.name(), name.as_str()), |bench| {
+                bench.iter_custom(|iters| per_page(iters, &batches, &mut *batch))
             });
         }
+        touch_pass(case, &batches, &mut sides);
     }
     g.finish();
+}
+
+/// One first-touch batch: set up, time touching the given pages, tear down; returns the time.
+type Batch<'a> = Box<dyn FnMut(&[usize]) -> Duration + 'a>;
+
+fn paged_batch<'a>(b: &'a Backing, case: &'a Case, mode: Mode, limit: usize) -> Batch<'a> {
+    Box::new(move |pages| {
+        let r = paged(mode, &b.path, b.len, limit);
+        if case.cold {
+            b.drop_cache();
+        }
+        let t = Instant::now();
+        match case.access {
+            Access::Read => {
+                black_box(touch_read(r.as_ptr(), pages));
+            }
+            Access::Write => touch_write(r.as_ptr(), pages),
+        }
+        let d = t.elapsed();
+        assert_eq!(r.stats().pages_faulted, pages.len() as u64);
+        r.abandon();
+        d
+    })
+}
+
+fn kernel_batch<'a>(b: &'a Backing, case: &'a Case, advice: Option<libc::c_int>) -> Batch<'a> {
+    Box::new(move |pages| {
+        let m = Mapping::new(&b.file, b.len, case.access == Access::Write, advice);
+        if case.cold {
+            b.drop_cache();
+        }
+        let t = Instant::now();
+        match case.access {
+            Access::Read => {
+                black_box(touch_read(m.ptr, pages));
+            }
+            Access::Write => touch_write(m.ptr, pages),
+        }
+        let d = t.elapsed();
+        drop(m);
+        if case.access == Access::Write {
+            // Do not let dirty pages pile up for background writeback.
+            b.file.sync_data().expect("fdatasync");
+        }
+        d
+    })
+}
+
+/// Minor and major page faults of this thread so far.
+fn faults() -> (u64, u64) {
+    // SAFETY: `ru` is plain data filled by the call.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        assert_eq!(
+            libc::getrusage(libc::RUSAGE_THREAD, &mut ru),
+            0,
+            "getrusage failed"
+        );
+        ru
+    };
+    (ru.ru_minflt as u64, ru.ru_majflt as u64)
+}
+
+/// Bytes this process has caused to be read from storage so far (`read_bytes` of
+/// `/proc/self/io`: readahead and read-around included, page-cache hits not).
+fn storage_read() -> u64 {
+    let io = std::fs::read_to_string("/proc/self/io").expect("read /proc/self/io");
+    io.lines()
+        .find_map(|l| l.strip_prefix("read_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("read_bytes in /proc/self/io")
+}
+
+/// Runs [`PASS_BATCHES`] batches per side, the sides interleaved batch by batch (so they share the
+/// machine's conditions), and prints per touched page: time, time relative to the first side,
+/// minor and major faults and bytes read from storage (these three include each batch's setup
+/// and teardown).
+fn touch_pass(case: &Case, batches: &[Vec<usize>], sides: &mut [(String, Batch<'_>)]) {
+    let mut sums = vec![(Duration::ZERO, 0u64, 0u64, 0u64); sides.len()];
+    for pages in batches.iter().cycle().take(PASS_BATCHES) {
+        for ((_, batch), sum) in sides.iter_mut().zip(&mut sums) {
+            let ((min0, maj0), rd0) = (faults(), storage_read());
+            sum.0 += batch(pages);
+            let (min1, maj1) = faults();
+            sum.1 += min1 - min0;
+            sum.2 += maj1 - maj0;
+            sum.3 += storage_read() - rd0;
+        }
+    }
+    let n = batches
+        .iter()
+        .cycle()
+        .take(PASS_BATCHES)
+        .map(Vec::len)
+        .sum::<usize>() as f64;
+    println!(
+        "\nfirst_touch/{} count pass: {n} pages per side, interleaved; per page:\n\
+         {:<24} {:>8} {:>8} {:>8} {:>8} {:>10}",
+        case.name(),
+        "",
+        "us",
+        "/ first",
+        "minflt",
+        "majflt",
+        "read B",
+    );
+    let first = sums[0].0.as_secs_f64();
+    for ((name, _), (t, min, maj, rd)) in sides.iter().zip(&sums) {
+        println!(
+            "{:<24} {:>8.2} {:>7.2}x {:>8.2} {:>8.3} {:>10.0}",
+            name,
+            t.as_secs_f64() * 1e6 / n,
+            t.as_secs_f64() / first,
+            *min as f64 / n,
+            *maj as f64 / n,
+            *rd as f64 / n,
+        );
+    }
+    println!();
 }
 
 fn crc(c: &mut Criterion) {
