@@ -42,6 +42,8 @@ use std::io::Write as _;
 use std::os::unix::fs::{FileExt as _, MetadataExt as _};
 use std::os::unix::io::AsRawFd as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -85,6 +87,54 @@ const DURABLE_LIMIT: usize = (8 << 20) / PAGE_SIZE;
 const BATCHED: usize = 16;
 /// Writes per variant in the count pass after each durable-write pair.
 const COUNT_WRITES: usize = 400;
+
+/// The benchmark filter given on the command line (criterion's positional `FILTER`), if any.
+fn filter() -> Option<String> {
+    // Criterion options that take a value (the value is not the filter).
+    const WITH_VALUE: &[&str] = &[
+        "-s",
+        "--save-baseline",
+        "-b",
+        "--baseline",
+        "--baseline-lenient",
+        "--load-baseline",
+        "-c",
+        "--color",
+        "--sample-size",
+        "--warm-up-time",
+        "--measurement-time",
+        "--nresamples",
+        "--noise-threshold",
+        "--confidence-level",
+        "--significance-level",
+        "--profile-time",
+        "--plotting-backend",
+        "--output-format",
+        "--format",
+    ];
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if WITH_VALUE.contains(&a.as_str()) {
+            args.next();
+        } else if !a.starts_with('-') {
+            return Some(a.trim_start_matches('^').trim_end_matches('$').to_owned());
+        }
+    }
+    None
+}
+
+/// Whether a count pass over benchmarks named `ids` should run: no filter, or one of them
+/// contains it (the filter is read as a plain substring, not criterion's regular expression).
+fn wanted(ids: impl IntoIterator<Item = String>) -> bool {
+    static FILTER: OnceLock<Option<String>> = OnceLock::new();
+    match FILTER.get_or_init(filter) {
+        None => true,
+        Some(f) => ids.into_iter().any(|id| id.contains(f.as_str())),
+    }
+}
+
+/// Times [`Backing::drop_cache`] had to try again.
+static DROP_RETRIES: AtomicU64 = AtomicU64::new(0);
 
 /// splitmix64: a small deterministic generator (no dependency needed).
 struct Rng(u64);
@@ -149,12 +199,21 @@ impl Backing {
         }
     }
 
-    /// Writes back dirty pages and drops the file's page cache.
+    /// Writes back dirty pages and drops the file's page cache, until `mincore` finds none of its
+    /// pages cached (pages still being read ahead are locked and survive a first attempt).
     fn drop_cache(&self) {
-        self.file.sync_data().expect("fdatasync");
-        // SAFETY: advice on an open descriptor; no memory is passed.
-        let rc = unsafe { libc::posix_fadvise(self.file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-        assert_eq!(rc, 0, "posix_fadvise(DONTNEED) failed");
+        for _ in 0..1000 {
+            self.file.sync_data().expect("fdatasync");
+            // SAFETY: advice on an open descriptor; no memory is passed.
+            let rc = unsafe { libc::posix_fadvise(self.file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+            assert_eq!(rc, 0, "posix_fadvise(DONTNEED) failed");
+            if self.cached_pages() == 0 {
+                return;
+            }
+            DROP_RETRIES.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        panic!("the page cache of {} could not be dropped", self.path.display());
     }
 
     /// Reads the whole file, so it is in the page cache.
@@ -345,7 +404,13 @@ fn first_touch(c: &mut Criterion) {
                 bench.iter_custom(|iters| per_page(iters, &batches, &mut *batch))
             });
         }
-        touch_pass(case, &batches, &mut sides);
+        if wanted(
+            sides
+                .iter()
+                .map(|(n, _)| format!("first_touch/{}/{n}", case.name())),
+        ) {
+            touch_pass(case, &batches, &mut sides);
+        }
     }
     g.finish();
 }
@@ -625,7 +690,13 @@ fn durable_write(c: &mut Criterion) {
                 bench.iter(|| side.round(v, &mut counter))
             });
         }
-        count_pass(&mut sides, v, &mut counter);
+        if wanted(
+            sides
+                .iter()
+                .map(|side| format!("durable_write/{}/{}", v.name(), side.name)),
+        ) {
+            count_pass(&mut sides, v, &mut counter);
+        }
     }
     g.finish();
 }
@@ -733,4 +804,8 @@ fn main() {
     crc(&mut c);
     durable_write(&mut c);
     c.final_summary();
+    println!(
+        "page-cache drops retried because pages were still cached (read-ahead in flight): {}",
+        DROP_RETRIES.load(Ordering::Relaxed)
+    );
 }
