@@ -9,8 +9,10 @@
 //! - `first_touch/{read,write}_{cold,warm}[_seq]/…`: time per page for the first access to
 //!   [`BATCH`] distinct pages of a 16 MiB file, in random order (`_seq`: ascending), through a
 //!   fresh paged region or a fresh kernel `mmap(MAP_SHARED)` per batch. `cold`: the file's page
-//!   cache is dropped before each batch (`fdatasync` + `posix_fadvise(POSIX_FADV_DONTNEED)`,
-//!   checked with `mincore` in the printed setup); `warm`: the whole file is in the page cache.
+//!   cache is dropped before each batch (wait for the device's reads in flight, `fdatasync`,
+//!   `posix_fadvise(POSIX_FADV_DONTNEED)`, repeated until `mincore` sees no cached page; the
+//!   setup printed first shows it works; `echo 1 > /proc/sys/vm/drop_caches` would drop every
+//!   file's cache); `warm`: the whole file is in the page cache.
 //!   `mmap` uses the kernel's default read-around (up to `read_ahead_kb` around a missing page)
 //!   and fault-around (up to 16 cached neighbours mapped per read fault); `mmap_madv_random`
 //!   disables read-around (`MADV_RANDOM`), so each fault reads one page like the paged region.
@@ -133,6 +135,8 @@ fn wanted(ids: impl IntoIterator<Item = String>) -> bool {
     }
 }
 
+/// Times [`Backing::drop_cache`] waited 100 µs for device reads in flight.
+static READ_WAITS: AtomicU64 = AtomicU64::new(0);
 /// Times [`Backing::drop_cache`] had to try again.
 static DROP_RETRIES: AtomicU64 = AtomicU64::new(0);
 
@@ -199,9 +203,19 @@ impl Backing {
         }
     }
 
-    /// Writes back dirty pages and drops the file's page cache, until `mincore` finds none of its
-    /// pages cached (pages still being read ahead are locked and survive a first attempt).
+    /// Writes back dirty pages and drops the file's page cache. Read-ahead still in flight would
+    /// repopulate it (`mincore` does not see pages under read), so first wait (at most 100 ms)
+    /// until the device has no read in flight; then retry until `mincore` finds no page cached.
     fn drop_cache(&self) {
+        for _ in 0..1000 {
+            match device_reads_in_flight(&self.path) {
+                Some(n) if n > 0 => {
+                    READ_WAITS.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+                _ => break,
+            }
+        }
         for _ in 0..1000 {
             self.file.sync_data().expect("fdatasync");
             // SAFETY: advice on an open descriptor; no memory is passed.
@@ -560,6 +574,12 @@ fn block_dev_dir(path: &Path) -> String {
     format!("/sys/dev/block/{}:{}", libc::major(dev), libc::minor(dev))
 }
 
+/// Reads in flight on the block device holding `path` (all processes), if it is one.
+fn device_reads_in_flight(path: &Path) -> Option<u64> {
+    let inflight = std::fs::read_to_string(format!("{}/inflight", block_dev_dir(path))).ok()?;
+    inflight.split_whitespace().next()?.parse().ok()
+}
+
 /// Bytes written to the block device holding `path` so far, by every process (field 7 of its
 /// `stat`, sectors written), or `None` if it has no such statistics (not a block device).
 fn device_written(path: &Path) -> Option<u64> {
@@ -805,7 +825,9 @@ fn main() {
     durable_write(&mut c);
     c.final_summary();
     println!(
-        "page-cache drops retried because pages were still cached (read-ahead in flight): {}",
+        "page-cache drops: {} waits of 100 us for device reads in flight, {} retries because pages \
+         were still cached",
+        READ_WAITS.load(Ordering::Relaxed),
         DROP_RETRIES.load(Ordering::Relaxed)
     );
 }
