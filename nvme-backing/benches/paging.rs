@@ -50,6 +50,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use nvme_backing::{PagedRegion, BLOCK_SIZE, PAGE_SIZE};
+use proptest::prelude::Rng as _;
+use proptest::test_runner::{RngAlgorithm, TestRng};
 
 /// How a paged region serves its faults. Only the SIGSEGV handler exists on this branch; with the
 /// userfaultfd mode merged, replace this enum by `use nvme_backing::FaultMode as Mode;`.
@@ -140,16 +142,18 @@ static READ_WAITS: AtomicU64 = AtomicU64::new(0);
 /// Times [`Backing::drop_cache`] had to try again.
 static DROP_RETRIES: AtomicU64 = AtomicU64::new(0);
 
-/// splitmix64: a small deterministic generator (no dependency needed).
-struct Rng(u64);
+/// A deterministic generator (proptest's seeded ChaCha, a dev-dependency already).
+struct Rng(TestRng);
 
 impl Rng {
+    fn new(seed: u8) -> Rng {
+        let mut seed32 = [0u8; 32];
+        seed32[0] = seed;
+        Rng(TestRng::from_seed(RngAlgorithm::ChaCha, &seed32))
+    }
+
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// A random offset of a `size`-aligned `size`-byte range in `len` bytes.
@@ -366,7 +370,7 @@ impl Case {
 fn batches(sequential: bool) -> Vec<Vec<usize>> {
     let mut pages: Vec<usize> = (0..FAULT_PAGES).collect();
     if !sequential {
-        let mut rng = Rng(0x5eed);
+        let mut rng = Rng::new(7);
         for i in (1..pages.len()).rev() {
             pages.swap(i, (rng.next() % (i as u64 + 1)) as usize);
         }
@@ -644,7 +648,7 @@ impl Side {
             name,
             target: Target::Paged(r),
             backing,
-            rng: Rng(1),
+            rng: Rng::new(1),
         }
     }
 
@@ -654,7 +658,7 @@ impl Side {
             name: name.to_owned(),
             target: Target::Kernel(Mapping::new(&backing.file, DURABLE_LEN, true, None)),
             backing,
-            rng: Rng(1),
+            rng: Rng::new(1),
         }
     }
 
