@@ -127,10 +127,14 @@ fn filter() -> Option<String> {
     None
 }
 
-/// Whether a count pass over benchmarks named `ids` should run: no filter, or one of them
-/// contains it (the filter is read as a plain substring, not criterion's regular expression).
+/// Whether a count pass over benchmarks named `ids` should run: not in criterion's `--test` or
+/// `--list` mode, and no filter or one of them contains it (the filter is read as a plain
+/// substring, not criterion's regular expression).
 fn wanted(ids: impl IntoIterator<Item = String>) -> bool {
     static FILTER: OnceLock<Option<String>> = OnceLock::new();
+    if std::env::args().any(|a| a == "--test" || a == "--list") {
+        return false;
+    }
     match FILTER.get_or_init(filter) {
         None => true,
         Some(f) => ids.into_iter().any(|id| id.contains(f.as_str())),
