@@ -53,23 +53,14 @@ use nvme_backing::{PagedRegion, BLOCK_SIZE, PAGE_SIZE};
 use proptest::prelude::Rng as _;
 use proptest::test_runner::{RngAlgorithm, TestRng};
 
-/// How a paged region serves its faults. Only the SIGSEGV handler exists on this branch; with the
-/// userfaultfd mode merged, replace this enum by `use nvme_backing::FaultMode as Mode;`.
-#[derive(Clone, Copy, Debug)]
-enum Mode {
-    Signal,
-}
+use nvme_backing::FaultMode as Mode;
 
 /// Every fault mode measured; each paged measurement runs once per entry (named `paged_<mode>`).
-const MODES: &[Mode] = &[Mode::Signal];
+const MODES: &[Mode] = &[Mode::Signal, Mode::Userfaultfd];
 
 /// Opens the paged region every measurement uses (`path` exists and holds at least `len` bytes).
 fn paged(mode: Mode, path: &Path, len: usize, limit: usize) -> PagedRegion {
-    match mode {
-        // With modes: `PagedRegion::create_with_mode(path, len, limit, mode)`.
-        Mode::Signal => PagedRegion::create(path, len, limit),
-    }
-    .expect("open the paged region")
+    PagedRegion::create_with_mode(path, len, limit, mode).expect("open the paged region")
 }
 
 fn mode_name(mode: Mode) -> String {
