@@ -123,7 +123,7 @@ pub use boxed::PBox;
 pub use btree::{PBTreeMap, Range};
 pub use concurrent::PConcurrentMap;
 pub use map::{MapIter, MapRefs, PHashMap};
-pub use owned::{PHandle, PValue};
+pub use owned::{AsKey, PHandle, PKey, PValue};
 pub use queue::PQueue;
 pub use string::PString;
 pub use vec::{Iter, PVec};

@@ -288,3 +288,87 @@ pub fn assert_allocated_exactly<R: Persistent>(pool: &mut Pool<R>, owned: &BTree
         "{what}: allocated blocks vs blocks reachable from the root"
     );
 }
+
+/// Adds `block` (if any) to `out`, asserting no block is reached twice (two owners).
+pub fn add_block(out: &mut BTreeSet<u64>, block: Option<u64>) {
+    if let Some(o) = block {
+        assert!(out.insert(o), "block {o} reached twice");
+    }
+}
+
+/// Adds the blocks a string-keyed map owns apart from its values: the table and every key's
+/// buffer.
+pub fn string_key_blocks<V: Persistent>(
+    tx: &Transaction<'_>,
+    m: &PHashMap<PString, V>,
+    out: &mut BTreeSet<u64>,
+) -> Result<(), Error> {
+    add_block(out, m.table_offset(tx));
+    for k in m.keys(tx)? {
+        add_block(out, k.buffer_offset(tx));
+    }
+    Ok(())
+}
+
+/// Opens the crash image `img`, asserts it was not closed cleanly, that `read` of it equals
+/// `expected` and that its allocated blocks are exactly `reachable` of it, then deletes it.
+pub fn check_image<R: Persistent, M: PartialEq + std::fmt::Debug>(
+    img: &Path,
+    expected: &M,
+    what: &str,
+    read: impl Fn(&Pool<R>) -> M,
+    reachable: impl Fn(&Pool<R>) -> BTreeSet<u64>,
+) {
+    let mut pool = Pool::<R>::open(img, &opts()).unwrap();
+    assert!(
+        !pool.recovery_report().was_clean,
+        "{what}: an image of an open pool is not clean"
+    );
+    assert_eq!(&read(&pool), expected, "{what}");
+    let owned = reachable(&pool);
+    assert_allocated_exactly(&mut pool, &owned, what);
+    drop(pool);
+    std::fs::remove_file(img).unwrap();
+}
+
+/// Runs `ops` in one transaction of `pool` (the file at `path`, on tmpfs), copying the file (a
+/// crash image: it holds every store so far) after each operation, before the commit, and after
+/// the commit; then `check(image, expected, what)` each image against the model before the
+/// transaction (images before the commit) or after it. `apply` checks results against the
+/// model before each operation; `apply_model` advances the model. Returns the pool, reopened.
+pub fn crash_step<R: Persistent, M: Clone, O: std::fmt::Debug>(
+    pool: Pool<R>,
+    path: &Path,
+    model: &mut M,
+    ops: &[O],
+    apply: impl Fn(&Transaction<'_>, &R, &O, &M) -> Result<(), Error>,
+    apply_model: impl Fn(&mut M, &O),
+    check: impl Fn(&Path, &M, &str),
+) -> Pool<R> {
+    let mut m = model.clone();
+    let mut images = Vec::new();
+    pool.transaction(|tx, r| {
+        for op in ops {
+            apply(tx, r, op, &m)?;
+            apply_model(&mut m, op);
+            let img = path.with_extension(format!("mid{}", images.len()));
+            std::fs::copy(path, &img).unwrap();
+            images.push(img);
+        }
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+    let after = path.with_extension("after");
+    std::fs::copy(path, &after).unwrap();
+    drop(pool);
+    for (i, img) in images.iter().enumerate() {
+        check(
+            img,
+            model,
+            &format!("image after op {i} of {ops:?}, before the commit"),
+        );
+    }
+    *model = m;
+    check(&after, model, &format!("image after committing {ops:?}"));
+    Pool::open(path, &opts()).unwrap()
+}
