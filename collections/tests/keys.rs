@@ -743,3 +743,68 @@ fn stale_key_and_queue_references_read_empty() {
     assert_eq!(read(&pool), before, "rolled back");
     assert_no_leak(&mut pool, "after the failed transaction");
 }
+
+/// A queue of strings whose ring wraps around the end of its buffer when it grows: the
+/// elements keep their order and contents, through several growths, and nothing leaks.
+#[test]
+fn wrapped_queue_of_strings_grows_in_order() {
+    let dir = shm_dir();
+    let mut pool = Pool::<Root>::create(dir.path().join("w.pool"), SIZE, &opts()).unwrap();
+    let mut model = Model::default();
+    let mut n = 0;
+    for round in 0..6 {
+        // Fill the ring after a pop, so that it is full with its head past slot 0, then grow.
+        let len = pool.transaction(|tx, r| Ok::<_, Error>(r.q.len(tx))).unwrap();
+        let mut ops = vec![Op::QPopFree];
+        for _ in 0..len + 3 {
+            ops.push(Op::QPushNew(format!("s{n}")));
+            ops.push(Op::QAppend(u64::MAX, format!("/{round}")));
+            n += 1;
+        }
+        run(&pool, &mut model, &ops);
+        assert_eq!(read(&pool), model, "round {round}");
+        assert_no_leak(&mut pool, &format!("round {round}"));
+    }
+    assert!(model.q.len() > 20, "{} elements", model.q.len());
+}
+
+/// An insert that fails after making its key (the table cannot grow: no heap chunk left for it)
+/// frees the key's buffer: a caller that goes on and commits leaks nothing.
+#[test]
+fn failed_insert_frees_the_new_key() {
+    let dir = shm_dir();
+    let mut pool = Pool::<Root>::create(dir.path().join("f.pool"), SIZE, &opts()).unwrap();
+    // Six keys: the seventh insert grows the 8-slot table to 16 slots (a larger slab class).
+    pool.transaction(|tx, r| {
+        for i in 0..6u8 {
+            r.s.insert(tx, key(i * 4 + 2), 1)?;
+        }
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+    assert_eq!(capacity(&pool), 8);
+    // Take every free chunk, so the growth has nowhere to go while small key buffers still fit
+    // in the slab the keys use.
+    let fillers = pool
+        .transaction(|tx, _| {
+            let mut out = Vec::new();
+            while let Ok(off) = tx.alloc_bytes(256 << 10) {
+                out.push(off);
+            }
+            Ok::<_, Error>(out)
+        })
+        .unwrap();
+    assert!(!fillers.is_empty());
+    let err = pool
+        .transaction(|tx, r| Ok::<_, Error>(r.s.insert(tx, "seventh key", 7).err()))
+        .unwrap();
+    assert!(matches!(err, Some(Error::OutOfSpace { .. })), "{err:?}");
+    let mut owned = reachable(&pool);
+    owned.extend(fillers);
+    assert_allocated_exactly(&mut pool, &owned, "after the failed insert");
+    assert_eq!(
+        pool.transaction(|tx, r| r.s.get(tx, "seventh key")).unwrap(),
+        None
+    );
+    assert_eq!(pool.transaction(|tx, r| Ok::<_, Error>(r.s.len(tx))).unwrap(), 6);
+}
