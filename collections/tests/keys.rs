@@ -7,10 +7,10 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::path::Path;
 
 use common::{
-    add_block, assert_allocated_exactly, check_image, crash_step, drains, opts, shm_dir, string_key_blocks,
+    add_block, assert_allocated_exactly, assert_reachable_only, check_abort, check_crash_steps, check_steps,
+    crash_step, drains, opts, run, shm_dir, string_key_blocks, ModelRoot, POOL_SIZE as SIZE,
 };
 use proptest::prelude::*;
 use ptm::{Error, Persistent, Pool, Transaction};
@@ -116,216 +116,201 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// Applies `op` to the pool inside `tx`, checking returned values against `model` (the state
-/// before `op`).
-fn apply(tx: &Transaction<'_>, r: &Root, op: &Op, model: &Model) -> Result<(), Error> {
-    match op {
-        Op::SInsert(k, x) => assert_eq!(r.s.insert(tx, key(*k), *x)?, model.s.get(&key(*k)).copied()),
-        Op::SRemove(k) => assert_eq!(r.s.remove(tx, &key(*k))?, model.s.get(&key(*k)).copied()),
-        Op::SGetOrInsert(k, x) => {
-            let want = *model.s.get(&key(*k)).unwrap_or(x);
-            assert_eq!(r.s.get_or_insert_with(tx, &key(*k), || *x)?, want);
+impl ModelRoot for Root {
+    type Model = Model;
+    type Op = Op;
+
+    /// Applies `op` to the pool inside `tx`, checking returned values against `model` (the state
+    /// before `op`).
+    fn apply(tx: &Transaction<'_>, r: &Root, op: &Op, model: &Model) -> Result<(), Error> {
+        match op {
+            Op::SInsert(k, x) => assert_eq!(r.s.insert(tx, key(*k), *x)?, model.s.get(&key(*k)).copied()),
+            Op::SRemove(k) => assert_eq!(r.s.remove(tx, &key(*k))?, model.s.get(&key(*k)).copied()),
+            Op::SGetOrInsert(k, x) => {
+                let want = *model.s.get(&key(*k)).unwrap_or(x);
+                assert_eq!(r.s.get_or_insert_with(tx, &key(*k), || *x)?, want);
+            }
+            Op::SClear => r.s.clear(tx)?,
+            Op::NPush(k, x) => r.n.get_or_insert_new(tx, key(*k).as_str())?.push(tx, *x)?,
+            Op::NPop(k) => {
+                let got = match r.n.get_ref(tx, &key(*k))? {
+                    Some(e) => e.pop(tx)?,
+                    None => None,
+                };
+                assert_eq!(got, model.n.get(&key(*k)).and_then(|e| e.last().copied()));
+            }
+            Op::NRemoveFree(k) => assert_eq!(r.n.remove_free(tx, &key(*k))?, model.n.contains_key(&key(*k))),
+            Op::NClear => r.n.clear(tx)?,
+            Op::VInsert(k, x) => assert_eq!(r.v.insert(tx, bkey(*k), *x)?, model.v.get(&bkey(*k)).copied()),
+            Op::VRemove(k) => assert_eq!(r.v.remove(tx, &bkey(*k))?, model.v.get(&bkey(*k)).copied()),
+            Op::QPushNew(s) => r.q.push_new(tx)?.push_str(tx, s)?,
+            Op::QAppend(i, s) => {
+                let n = r.q.len(tx);
+                if n > 0 {
+                    r.q.get_ref(tx, i % n)?.expect("i < len").push_str(tx, s)?;
+                }
+            }
+            Op::QPopFree => assert_eq!(r.q.pop_free(tx)?, !model.q.is_empty()),
+            Op::QClear => r.q.clear(tx)?,
+            Op::BPush(x) => r.b.get_or_init_new(tx)?.push(tx, *x)?,
+            Op::BFree => r.b.free(tx)?,
+            Op::DSet(k, s) => {
+                r.d.get_or_init_new(tx)?
+                    .get_or_insert_new(tx, key(*k))?
+                    .set(tx, s)?
+            }
+            Op::DRemove(k) => {
+                let had = model.d.as_ref().is_some_and(|d| d.contains_key(&key(*k)));
+                let got = match r.d.get_ref(tx)? {
+                    Some(d) => d.remove_free(tx, &key(*k))?,
+                    None => false,
+                };
+                assert_eq!(got, had);
+            }
+            Op::DFree => r.d.free(tx)?,
         }
-        Op::SClear => r.s.clear(tx)?,
-        Op::NPush(k, x) => r.n.get_or_insert_new(tx, key(*k).as_str())?.push(tx, *x)?,
-        Op::NPop(k) => {
-            let got = match r.n.get_ref(tx, &key(*k))? {
-                Some(e) => e.pop(tx)?,
+        Ok(())
+    }
+
+    fn apply_model(m: &mut Model, op: &Op) {
+        match op {
+            Op::SInsert(k, x) => {
+                m.s.insert(key(*k), *x);
+            }
+            Op::SRemove(k) => {
+                m.s.remove(&key(*k));
+            }
+            Op::SGetOrInsert(k, x) => {
+                m.s.entry(key(*k)).or_insert(*x);
+            }
+            Op::SClear => m.s.clear(),
+            Op::NPush(k, x) => m.n.entry(key(*k)).or_default().push(*x),
+            Op::NPop(k) => {
+                if let Some(e) = m.n.get_mut(&key(*k)) {
+                    e.pop();
+                }
+            }
+            Op::NRemoveFree(k) => {
+                m.n.remove(&key(*k));
+            }
+            Op::NClear => m.n.clear(),
+            Op::VInsert(k, x) => {
+                m.v.insert(bkey(*k), *x);
+            }
+            Op::VRemove(k) => {
+                m.v.remove(&bkey(*k));
+            }
+            Op::QPushNew(s) => m.q.push_back(s.clone()),
+            Op::QAppend(i, s) => {
+                let n = m.q.len() as u64;
+                if n > 0 {
+                    m.q[(i % n) as usize].push_str(s);
+                }
+            }
+            Op::QPopFree => {
+                m.q.pop_front();
+            }
+            Op::QClear => m.q.clear(),
+            Op::BPush(x) => m.b.get_or_insert_with(Vec::new).push(*x),
+            Op::BFree => m.b = None,
+            Op::DSet(k, s) => {
+                m.d.get_or_insert_with(HashMap::new).insert(key(*k), s.clone());
+            }
+            Op::DRemove(k) => {
+                if let Some(d) = m.d.as_mut() {
+                    d.remove(&key(*k));
+                }
+            }
+            Op::DFree => m.d = None,
+        }
+    }
+
+    /// Reads the whole root into a model, checking on the way that iteration, `len` and lookups by
+    /// borrowed key (of every key of the universe, present or absent) agree.
+    fn read(pool: &Pool<Root>) -> Model {
+        pool.transaction(|tx, r| {
+            let mut s = HashMap::new();
+            for (k, x) in r.s.iter(tx) {
+                assert!(s.insert(k.as_string(tx)?, x).is_none(), "a key twice");
+            }
+            assert_eq!(s.len() as u64, r.s.len(tx), "s: len vs entries");
+            let mut n = HashMap::new();
+            for (k, e) in r.n.iter_refs(tx) {
+                assert!(n.insert(k.as_string(tx)?, e.to_vec(tx)?).is_none(), "a key twice");
+            }
+            assert_eq!(n.len() as u64, r.n.len(tx), "n: len vs entries");
+            let mut v = HashMap::new();
+            for (k, x) in r.v.iter(tx) {
+                assert!(v.insert(k.to_vec(tx)?, x).is_none(), "a key twice");
+            }
+            assert_eq!(v.len() as u64, r.v.len(tx), "v: len vs entries");
+            for i in 0..KEYS {
+                let k = key(i);
+                assert_eq!(r.s.get(tx, &k)?, s.get(&k).copied(), "s.get({k:?})");
+                assert_eq!(r.s.contains_key(tx, &k)?, s.contains_key(&k));
+                let e = r.n.get_ref(tx, &k)?.map(|e| e.to_vec(tx)).transpose()?;
+                assert_eq!(e.as_ref(), n.get(&k), "n.get_ref({k:?})");
+                assert_eq!(r.v.get(tx, &bkey(i))?, v.get(&bkey(i)).copied());
+            }
+            let q = (0..r.q.len(tx))
+                .map(|i| r.q.get_ref(tx, i)?.expect("i < len").as_string(tx))
+                .collect::<Result<VecDeque<_>, _>>()?;
+            assert_eq!(
+                r.q.front_ref(tx)?.map(|e| e.as_string(tx)).transpose()?.as_ref(),
+                q.front()
+            );
+            let b = r.b.get_ref(tx)?.map(|e| e.to_vec(tx)).transpose()?;
+            let d = match r.d.get_ref(tx)? {
+                Some(m) => {
+                    let mut d = HashMap::new();
+                    for (k, x) in m.iter_refs(tx) {
+                        d.insert(k.as_string(tx)?, x.as_string(tx)?);
+                    }
+                    assert_eq!(d.len() as u64, m.len(tx));
+                    for (k, x) in &d {
+                        assert_eq!(&m.get_ref(tx, k)?.expect("present").as_string(tx)?, x);
+                    }
+                    Some(d)
+                }
                 None => None,
             };
-            assert_eq!(got, model.n.get(&key(*k)).and_then(|e| e.last().copied()));
-        }
-        Op::NRemoveFree(k) => assert_eq!(r.n.remove_free(tx, &key(*k))?, model.n.contains_key(&key(*k))),
-        Op::NClear => r.n.clear(tx)?,
-        Op::VInsert(k, x) => assert_eq!(r.v.insert(tx, bkey(*k), *x)?, model.v.get(&bkey(*k)).copied()),
-        Op::VRemove(k) => assert_eq!(r.v.remove(tx, &bkey(*k))?, model.v.get(&bkey(*k)).copied()),
-        Op::QPushNew(s) => r.q.push_new(tx)?.push_str(tx, s)?,
-        Op::QAppend(i, s) => {
-            let n = r.q.len(tx);
-            if n > 0 {
-                r.q.get_ref(tx, i % n)?.expect("i < len").push_str(tx, s)?;
-            }
-        }
-        Op::QPopFree => assert_eq!(r.q.pop_free(tx)?, !model.q.is_empty()),
-        Op::QClear => r.q.clear(tx)?,
-        Op::BPush(x) => r.b.get_or_init_new(tx)?.push(tx, *x)?,
-        Op::BFree => r.b.free(tx)?,
-        Op::DSet(k, s) => {
-            r.d.get_or_init_new(tx)?
-                .get_or_insert_new(tx, key(*k))?
-                .set(tx, s)?
-        }
-        Op::DRemove(k) => {
-            let had = model.d.as_ref().is_some_and(|d| d.contains_key(&key(*k)));
-            let got = match r.d.get_ref(tx)? {
-                Some(d) => d.remove_free(tx, &key(*k))?,
-                None => false,
-            };
-            assert_eq!(got, had);
-        }
-        Op::DFree => r.d.free(tx)?,
+            Ok::<_, Error>(Model { s, n, v, q, b, d })
+        })
+        .unwrap()
     }
-    Ok(())
-}
 
-fn apply_model(m: &mut Model, op: &Op) {
-    match op {
-        Op::SInsert(k, x) => {
-            m.s.insert(key(*k), *x);
-        }
-        Op::SRemove(k) => {
-            m.s.remove(&key(*k));
-        }
-        Op::SGetOrInsert(k, x) => {
-            m.s.entry(key(*k)).or_insert(*x);
-        }
-        Op::SClear => m.s.clear(),
-        Op::NPush(k, x) => m.n.entry(key(*k)).or_default().push(*x),
-        Op::NPop(k) => {
-            if let Some(e) = m.n.get_mut(&key(*k)) {
-                e.pop();
+    /// Every block reachable from the root: tables, key buffers, nested handles.
+    fn reachable(pool: &Pool<Root>) -> BTreeSet<u64> {
+        pool.transaction(|tx, r| {
+            let mut out = BTreeSet::new();
+            string_key_blocks(tx, &r.s, &mut out)?;
+            string_key_blocks(tx, &r.n, &mut out)?;
+            for (_, e) in r.n.iter_refs(tx) {
+                add_block(&mut out, e.buffer_offset(tx));
             }
-        }
-        Op::NRemoveFree(k) => {
-            m.n.remove(&key(*k));
-        }
-        Op::NClear => m.n.clear(),
-        Op::VInsert(k, x) => {
-            m.v.insert(bkey(*k), *x);
-        }
-        Op::VRemove(k) => {
-            m.v.remove(&bkey(*k));
-        }
-        Op::QPushNew(s) => m.q.push_back(s.clone()),
-        Op::QAppend(i, s) => {
-            let n = m.q.len() as u64;
-            if n > 0 {
-                m.q[(i % n) as usize].push_str(s);
+            add_block(&mut out, r.v.table_offset(tx));
+            for k in r.v.keys(tx)? {
+                add_block(&mut out, k.buffer_offset(tx));
             }
-        }
-        Op::QPopFree => {
-            m.q.pop_front();
-        }
-        Op::QClear => m.q.clear(),
-        Op::BPush(x) => m.b.get_or_insert_with(Vec::new).push(*x),
-        Op::BFree => m.b = None,
-        Op::DSet(k, s) => {
-            m.d.get_or_insert_with(HashMap::new).insert(key(*k), s.clone());
-        }
-        Op::DRemove(k) => {
-            if let Some(d) = m.d.as_mut() {
-                d.remove(&key(*k));
+            add_block(&mut out, r.q.buffer_offset(tx));
+            for i in 0..r.q.len(tx) {
+                add_block(&mut out, r.q.get_ref(tx, i)?.expect("i < len").buffer_offset(tx));
             }
-        }
-        Op::DFree => m.d = None,
+            add_block(&mut out, r.b.offset(tx));
+            if let Some(b) = r.b.get_ref(tx)? {
+                add_block(&mut out, b.buffer_offset(tx));
+            }
+            add_block(&mut out, r.d.offset(tx));
+            if let Some(d) = r.d.get_ref(tx)? {
+                string_key_blocks(tx, d, &mut out)?;
+                for (_, x) in d.iter_refs(tx) {
+                    add_block(&mut out, x.buffer_offset(tx));
+                }
+            }
+            Ok::<_, Error>(out)
+        })
+        .unwrap()
     }
-}
-
-/// Reads the whole root into a model, checking on the way that iteration, `len` and lookups by
-/// borrowed key (of every key of the universe, present or absent) agree.
-fn read(pool: &Pool<Root>) -> Model {
-    pool.transaction(|tx, r| {
-        let mut s = HashMap::new();
-        for (k, x) in r.s.iter(tx) {
-            assert!(s.insert(k.as_string(tx)?, x).is_none(), "a key twice");
-        }
-        assert_eq!(s.len() as u64, r.s.len(tx), "s: len vs entries");
-        let mut n = HashMap::new();
-        for (k, e) in r.n.iter_refs(tx) {
-            assert!(n.insert(k.as_string(tx)?, e.to_vec(tx)?).is_none(), "a key twice");
-        }
-        assert_eq!(n.len() as u64, r.n.len(tx), "n: len vs entries");
-        let mut v = HashMap::new();
-        for (k, x) in r.v.iter(tx) {
-            assert!(v.insert(k.to_vec(tx)?, x).is_none(), "a key twice");
-        }
-        assert_eq!(v.len() as u64, r.v.len(tx), "v: len vs entries");
-        for i in 0..KEYS {
-            let k = key(i);
-            assert_eq!(r.s.get(tx, &k)?, s.get(&k).copied(), "s.get({k:?})");
-            assert_eq!(r.s.contains_key(tx, &k)?, s.contains_key(&k));
-            let e = r.n.get_ref(tx, &k)?.map(|e| e.to_vec(tx)).transpose()?;
-            assert_eq!(e.as_ref(), n.get(&k), "n.get_ref({k:?})");
-            assert_eq!(r.v.get(tx, &bkey(i))?, v.get(&bkey(i)).copied());
-        }
-        let q = (0..r.q.len(tx))
-            .map(|i| r.q.get_ref(tx, i)?.expect("i < len").as_string(tx))
-            .collect::<Result<VecDeque<_>, _>>()?;
-        assert_eq!(
-            r.q.front_ref(tx)?.map(|e| e.as_string(tx)).transpose()?.as_ref(),
-            q.front()
-        );
-        let b = r.b.get_ref(tx)?.map(|e| e.to_vec(tx)).transpose()?;
-        let d = match r.d.get_ref(tx)? {
-            Some(m) => {
-                let mut d = HashMap::new();
-                for (k, x) in m.iter_refs(tx) {
-                    d.insert(k.as_string(tx)?, x.as_string(tx)?);
-                }
-                assert_eq!(d.len() as u64, m.len(tx));
-                for (k, x) in &d {
-                    assert_eq!(&m.get_ref(tx, k)?.expect("present").as_string(tx)?, x);
-                }
-                Some(d)
-            }
-            None => None,
-        };
-        Ok::<_, Error>(Model { s, n, v, q, b, d })
-    })
-    .unwrap()
-}
-
-/// Every block reachable from the root: tables, key buffers, nested handles.
-fn reachable(pool: &Pool<Root>) -> BTreeSet<u64> {
-    pool.transaction(|tx, r| {
-        let mut out = BTreeSet::new();
-        string_key_blocks(tx, &r.s, &mut out)?;
-        string_key_blocks(tx, &r.n, &mut out)?;
-        for (_, e) in r.n.iter_refs(tx) {
-            add_block(&mut out, e.buffer_offset(tx));
-        }
-        add_block(&mut out, r.v.table_offset(tx));
-        for k in r.v.keys(tx)? {
-            add_block(&mut out, k.buffer_offset(tx));
-        }
-        add_block(&mut out, r.q.buffer_offset(tx));
-        for i in 0..r.q.len(tx) {
-            add_block(&mut out, r.q.get_ref(tx, i)?.expect("i < len").buffer_offset(tx));
-        }
-        add_block(&mut out, r.b.offset(tx));
-        if let Some(b) = r.b.get_ref(tx)? {
-            add_block(&mut out, b.buffer_offset(tx));
-        }
-        add_block(&mut out, r.d.offset(tx));
-        if let Some(d) = r.d.get_ref(tx)? {
-            string_key_blocks(tx, d, &mut out)?;
-            for (_, x) in d.iter_refs(tx) {
-                add_block(&mut out, x.buffer_offset(tx));
-            }
-        }
-        Ok::<_, Error>(out)
-    })
-    .unwrap()
-}
-
-fn assert_no_leak(pool: &mut Pool<Root>, what: &str) {
-    let owned = reachable(pool);
-    assert_allocated_exactly(pool, &owned, what);
-}
-
-const SIZE: u64 = 8 << 20;
-
-fn run(pool: &Pool<Root>, model: &mut Model, ops: &[Op]) {
-    let mut m = model.clone();
-    pool.transaction(|tx, r| {
-        for op in ops {
-            apply(tx, r, op, &m)?;
-            apply_model(&mut m, op);
-        }
-        Ok::<_, Error>(())
-    })
-    .unwrap();
-    *model = m;
 }
 
 proptest! {
@@ -339,18 +324,7 @@ proptest! {
         steps in prop::collection::vec((prop::collection::vec(op(), 1..8), any::<bool>()), 1..24),
     ) {
         let dir = shm_dir();
-        let path = dir.path().join("k.pool");
-        let mut pool = Pool::<Root>::create(&path, SIZE, &opts()).unwrap();
-        let mut model = Model::default();
-        for (ops, reopen) in &steps {
-            run(&pool, &mut model, ops);
-            if *reopen {
-                drop(pool);
-                pool = Pool::open(&path, &opts()).unwrap();
-            }
-            prop_assert_eq!(&read(&pool), &model);
-            assert_no_leak(&mut pool, &format!("after {ops:?}"));
-        }
+        let (mut pool, _) = check_steps::<Root>(&dir.path().join("k.pool"), &steps);
         pool.transaction(|tx, r| {
             r.s.free(tx)?;
             r.n.free(tx)?;
@@ -360,7 +334,7 @@ proptest! {
             r.d.free(tx)
         })
         .unwrap();
-        prop_assert_eq!(read(&pool), Model::default());
+        prop_assert_eq!(Root::read(&pool), Model::default());
         prop_assert!(pool.allocated_blocks().unwrap().is_empty());
     }
 
@@ -372,23 +346,7 @@ proptest! {
         ops in prop::collection::vec(op(), 1..10),
     ) {
         let dir = shm_dir();
-        let path = dir.path().join("a.pool");
-        let mut pool = Pool::<Root>::create(&path, SIZE, &opts()).unwrap();
-        let mut model = Model::default();
-        run(&pool, &mut model, &before);
-        let blocks = pool.allocated_blocks().unwrap();
-        let r = pool.transaction(|tx, r| {
-            let mut m = model.clone();
-            for op in &ops {
-                apply(tx, r, op, &m)?;
-                apply_model(&mut m, op);
-            }
-            Err::<(), _>(Error::Aborted)
-        });
-        prop_assert!(matches!(r, Err(Error::Aborted)));
-        prop_assert_eq!(&read(&pool), &model);
-        prop_assert_eq!(pool.allocated_blocks().unwrap(), blocks);
-        assert_no_leak(&mut pool, "after an abort");
+        check_abort::<Root>(&dir.path().join("a.pool"), &before, &ops);
     }
 }
 
@@ -447,7 +405,7 @@ fn string_key_drains() {
         );
     }
     assert!(growths >= 3, "{growths} growth steps measured");
-    assert_no_leak(&mut pool, "after the inserts");
+    assert_reachable_only(&mut pool, "after the inserts");
     assert_eq!(
         tx_drains(&pool, |tx, r| r.n.get_or_insert_new(tx, name(7)).map(|_| ())),
         0,
@@ -485,14 +443,14 @@ fn string_key_drains() {
             "remove_free {k:?}"
         );
     }
-    assert_no_leak(&mut pool, "after the removals");
+    assert_reachable_only(&mut pool, "after the removals");
     // Tombstones: new keys rebuild the table in place, moving the owning keys: still 2.
     for i in 1000..1100u64 {
         let k = name(i);
         assert_eq!(tx_drains(&pool, |tx, r| r.s.insert(tx, &k, i)), 2, "insert {k:?}");
         assert_eq!(tx_drains(&pool, |tx, r| r.s.remove(tx, &k)), 2, "remove {k:?}");
     }
-    assert_no_leak(&mut pool, "after the tombstone rebuilds");
+    assert_reachable_only(&mut pool, "after the tombstone rebuilds");
     assert_eq!(tx_drains(&pool, |tx, r| r.s.clear(tx)), 2, "clear of string keys");
     assert_eq!(
         tx_drains(&pool, |tx, r| r.n.clear(tx)),
@@ -528,7 +486,7 @@ fn string_key_drains() {
         "front_ref"
     );
     assert_eq!(tx_drains(&pool, |tx, r| r.q.pop_free(tx)), 2, "pop_free");
-    assert_no_leak(&mut pool, "queue");
+    assert_reachable_only(&mut pool, "queue");
     assert_eq!(
         tx_drains(&pool, |tx, r| r.q.clear(tx)),
         2,
@@ -569,7 +527,7 @@ fn string_key_drains() {
             "boxed map, new key {i}"
         );
     }
-    assert_no_leak(&mut pool, "boxes");
+    assert_reachable_only(&mut pool, "boxes");
     assert_eq!(
         tx_drains(&pool, |tx, r| r.b.free(tx)),
         2,
@@ -581,14 +539,6 @@ fn string_key_drains() {
         "free of a boxed map of strings"
     );
     assert!(pool.allocated_blocks().unwrap().is_empty(), "everything freed");
-}
-
-fn check(img: &Path, expected: &Model, what: &str) {
-    check_image(img, expected, what, read, reachable);
-}
-
-fn step(pool: Pool<Root>, path: &Path, model: &mut Model, ops: &[Op]) -> Pool<Root> {
-    crash_step(pool, path, model, ops, apply, apply_model, check)
 }
 
 /// Inserts of new string keys (through table growth and nested values), removals that free key
@@ -609,7 +559,7 @@ fn crash_images_of_string_keys_and_handles() {
             Op::BPush(u64::from(i)),
             Op::DSet(i, "x".into()),
         ];
-        pool = step(pool, &path, &mut model, &ops);
+        pool = crash_step(pool, &path, &mut model, &ops);
     }
     for i in 0..KEYS / 4 {
         let ops = [
@@ -620,15 +570,15 @@ fn crash_images_of_string_keys_and_handles() {
             Op::DRemove(i),
             Op::SInsert(i + KEYS / 2, 7),
         ];
-        pool = step(pool, &path, &mut model, &ops);
+        pool = crash_step(pool, &path, &mut model, &ops);
     }
     let ops = [Op::SClear, Op::NClear, Op::QClear, Op::BFree, Op::DFree];
-    pool = step(pool, &path, &mut model, &ops);
+    pool = crash_step(pool, &path, &mut model, &ops);
     let ops = [Op::VRemove(0)];
-    pool = step(pool, &path, &mut model, &ops);
+    pool = crash_step(pool, &path, &mut model, &ops);
     pool.transaction(|tx, r| r.v.clear(tx)).unwrap();
     model.v.clear();
-    assert_eq!(read(&pool), model);
+    assert_eq!(Root::read(&pool), model);
     assert_eq!(model, Model::default());
     assert!(pool.allocated_blocks().unwrap().is_empty());
 }
@@ -642,13 +592,7 @@ proptest! {
         steps in prop::collection::vec(prop::collection::vec(op(), 1..5), 1..12),
     ) {
         let dir = shm_dir();
-        let path = dir.path().join("r.pool");
-        let mut pool = Pool::<Root>::create(&path, SIZE, &opts()).unwrap();
-        let mut model = Model::default();
-        for ops in &steps {
-            pool = step(pool, &path, &mut model, ops);
-        }
-        prop_assert_eq!(&read(&pool), &model);
+        check_crash_steps::<Root>(&dir.path().join("r.pool"), &steps);
     }
 }
 
@@ -728,20 +672,20 @@ fn stale_key_and_queue_references_read_empty() {
         Ok::<_, Error>(())
     })
     .unwrap();
-    assert_no_leak(&mut pool, "after the moves");
+    assert_reachable_only(&mut pool, "after the moves");
 
     // A box's handle freed through a reference kept across `free`: freed twice, refused.
     pool.transaction(|tx, r| r.b.get_or_init_new(tx)?.extend(tx, [1, 2]))
         .unwrap();
-    let before = read(&pool);
+    let before = Root::read(&pool);
     let r = pool.transaction(|tx, r| {
         let e = r.b.get_ref(tx)?.expect("set");
         r.b.free(tx)?;
         e.free(tx)
     });
     assert!(matches!(r, Err(Error::InvalidFree { .. })), "{r:?}");
-    assert_eq!(read(&pool), before, "rolled back");
-    assert_no_leak(&mut pool, "after the failed transaction");
+    assert_eq!(Root::read(&pool), before, "rolled back");
+    assert_reachable_only(&mut pool, "after the failed transaction");
 }
 
 /// A queue of strings whose ring wraps around the end of its buffer when it grows: the
@@ -762,8 +706,8 @@ fn wrapped_queue_of_strings_grows_in_order() {
             n += 1;
         }
         run(&pool, &mut model, &ops);
-        assert_eq!(read(&pool), model, "round {round}");
-        assert_no_leak(&mut pool, &format!("round {round}"));
+        assert_eq!(Root::read(&pool), model, "round {round}");
+        assert_reachable_only(&mut pool, &format!("round {round}"));
     }
     assert!(model.q.len() > 20, "{} elements", model.q.len());
 }
@@ -799,7 +743,7 @@ fn failed_insert_frees_the_new_key() {
         .transaction(|tx, r| Ok::<_, Error>(r.s.insert(tx, "seventh key", 7).err()))
         .unwrap();
     assert!(matches!(err, Some(Error::OutOfSpace { .. })), "{err:?}");
-    let mut owned = reachable(&pool);
+    let mut owned = Root::reachable(&pool);
     owned.extend(fillers);
     assert_allocated_exactly(&mut pool, &owned, "after the failed insert");
     assert_eq!(
