@@ -301,7 +301,9 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
         k: &K::Borrowed,
         fill: impl FnOnce(PPtr<u8>, u64) -> Result<()>,
     ) -> Result<(Table, u64)> {
-        let key = K::key_new(tx, k)?;
+        // SAFETY: `key` is stored into a key slot by `place`, or freed below on failure, in
+        // this transaction, and not used afterwards.
+        let key = unsafe { K::key_new(tx, k)? };
         let r = self.place(tx, k, &key, fill);
         if r.is_err() && K::OWNS {
             // SAFETY: `key` is not in the table (its slot, if written, was not marked full):

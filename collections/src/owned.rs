@@ -261,7 +261,10 @@ unsafe impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PHandle for PBTree
 /// - a `&Self` into a table may coexist with the map's writes to other slots, and, when
 ///   [`Ref`](PKey::Ref) borrows the key or the key owns blocks, every byte of `Self` is inside a
 ///   [`PCell`](ptm::PCell) (like a [`PHandle`]);
-/// - [`key_new`](PKey::key_new) returns a value owning only blocks allocated by `tx` for it.
+/// - [`key_new`](PKey::key_new) returns a value owning only blocks allocated by `tx` for it, and
+///   [`key_hash`](PKey::key_hash) of a stored key equals [`borrowed_hash`](PKey::borrowed_hash)
+///   of every borrowed form it is [`key_eq`](PKey::key_eq) to (else entries are lost: a logic
+///   error, not a safety one).
 ///
 /// `Copy` types get it from a blanket implementation; [`PString`] and `PVec<T>` implement it.
 pub unsafe trait PKey: PValue {
@@ -295,15 +298,21 @@ pub unsafe trait PKey: PValue {
     /// Only for a corrupted key handle.
     fn key_eq(&self, tx: &Transaction<'_>, b: &Self::Borrowed) -> Result<bool>;
 
-    /// A new key equal to `b`, owning fresh blocks of `tx` if any (a `PString` key allocates
-    /// its buffer here, before the map's snapshot, so an insert still costs 2 drains). The map
-    /// stores it by copying its bytes into the key slot; a key not stored must be released by
-    /// [`PValue::free_owned`].
+    /// A new key equal to `b`, **by value**, owning fresh blocks of `tx` if any (a `PString` key
+    /// allocates its buffer here, before the map's snapshot, so an insert still costs 2
+    /// drains). The map stores it by copying its bytes into the key slot.
+    ///
+    /// # Safety
+    ///
+    /// The returned value is a handle outside the pool: the caller copies its bytes into a
+    /// slot of a collection in the pool, or releases it with [`PValue::free_owned`], in this
+    /// transaction, and never uses the value itself afterwards (a kept copy would be a second
+    /// owner of the blocks, able to reach them after they are freed and reused).
     ///
     /// # Errors
     ///
     /// [`Error::OutOfSpace`](ptm::Error::OutOfSpace).
-    fn key_new(tx: &Transaction<'_>, b: &Self::Borrowed) -> Result<Self>;
+    unsafe fn key_new(tx: &Transaction<'_>, b: &Self::Borrowed) -> Result<Self>;
 
     /// The iteration form of this stored key.
     fn key_ref(&self) -> Self::Ref<'_>;
@@ -327,7 +336,7 @@ unsafe impl<T: Persistent + Copy> PKey for T {
         Ok(bytes_of(self) == bytes_of(b))
     }
 
-    fn key_new(_tx: &Transaction<'_>, b: &T) -> Result<T> {
+    unsafe fn key_new(_tx: &Transaction<'_>, b: &T) -> Result<T> {
         Ok(*b)
     }
 
@@ -354,7 +363,7 @@ unsafe impl<T: Persistent + Copy> PKey for PVec<T> {
         self.contents_eq(tx, raw::slice_bytes(b))
     }
 
-    fn key_new(tx: &Transaction<'_>, b: &[T]) -> Result<Self> {
+    unsafe fn key_new(tx: &Transaction<'_>, b: &[T]) -> Result<Self> {
         PVec::new_exact(tx, b)
     }
 
@@ -380,7 +389,7 @@ unsafe impl PKey for PString {
         self.as_bytes_vec().contents_eq(tx, b.as_bytes())
     }
 
-    fn key_new(tx: &Transaction<'_>, b: &str) -> Result<Self> {
+    unsafe fn key_new(tx: &Transaction<'_>, b: &str) -> Result<Self> {
         Ok(PString::from_bytes_vec(PVec::new_exact(tx, b.as_bytes())?))
     }
 
