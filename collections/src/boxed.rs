@@ -4,13 +4,20 @@ use std::fmt;
 
 use ptm::{PCell, PPtr, Persistent, Result, Transaction};
 
+use crate::{PHandle, PValue};
+
 /// An owning, nullable pointer to a `T` in the pool's heap (a pool's `Option<Box<T>>`): an
 /// 8-byte handle stored in the root or another persistent struct, like the other collections.
 /// It is neither `Copy` nor `Sync`, so the handle is the only way to reach its block, and a
 /// freed block can never be reached through a stale copy.
 ///
-/// Drains: [`set`](PBox::set) costs 2 (allocating on first use: allocate, then snapshot the
-/// pointer), [`free`](PBox::free) 2, [`get`](PBox::get) 0.
+/// The value is a `Copy` value ([`get`](PBox::get), [`set`](PBox::set), [`take`](PBox::take))
+/// or a nested collection handle ([`get_or_init_new`](PBox::get_or_init_new),
+/// [`get_ref`](PBox::get_ref)); [`free`](PBox::free) frees what it owns too.
+///
+/// Drains: [`set`](PBox::set) and [`get_or_init_new`](PBox::get_or_init_new) cost 2
+/// (allocating on first use: allocate, then snapshot the pointer), [`free`](PBox::free) and
+/// [`take`](PBox::take) 2, [`get`](PBox::get) and [`get_ref`](PBox::get_ref) 0.
 #[repr(transparent)]
 pub struct PBox<T> {
     ptr: PCell<PPtr<PCell<T>>>,
@@ -20,21 +27,81 @@ pub struct PBox<T> {
 // valid (checked by `Transaction::deref` before use), no padding, no virtual address.
 unsafe impl<T: Persistent> Persistent for PBox<T> {}
 
-impl<T: Persistent + Copy> PBox<T> {
-    fn cell<'t>(&self, tx: &'t Transaction<'_>) -> Result<Option<&'t PCell<T>>> {
+impl<T: Persistent> PBox<T> {
+    /// Whether the box holds no value.
+    pub fn is_null(&self, tx: &Transaction<'_>) -> bool {
+        self.ptr.get(tx).is_null()
+    }
+
+    /// The pool offset of the block, if any (for reachability checks).
+    pub fn offset(&self, tx: &Transaction<'_>) -> Option<u64> {
+        let p = self.ptr.get(tx);
+        (!p.is_null()).then(|| p.offset())
+    }
+
+    /// A reference to the boxed value, if any.
+    ///
+    /// # Safety
+    ///
+    /// `T` is all cells ([`PHandle`]), or the value is being discarded.
+    unsafe fn value<'t>(&self, tx: &'t Transaction<'_>) -> Result<Option<&'t T>> {
         let p = self.ptr.get(tx);
         if p.is_null() {
             return Ok(None);
         }
         // SAFETY: a non-null handle owns a live block holding a `T` (freed only by `free`, which
         // nulls the handle in the same transaction); the handle is `!Sync` and not `Copy`, so
-        // the block is reached only through it, by the thread running `tx`, through the cell.
-        unsafe { tx.deref(p) }.map(Some)
+        // the block is reached only through it, by the thread running `tx`; per this
+        // function's contract, through cells or not at all after this use.
+        unsafe { tx.deref(p.cast::<T>()) }.map(Some)
+    }
+}
+
+impl<T: PValue> PBox<T> {
+    /// Frees the block and everything the value owns (at commit) and empties the box; nothing
+    /// happens for an empty box. 2 drains, however deeply the value nests.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidFree`](ptm::Error::InvalidFree) for a corrupted pointer; logging errors.
+    pub fn free(&self, tx: &Transaction<'_>) -> Result<()> {
+        if self.ptr.get(tx).is_null() {
+            return Ok(());
+        }
+        // SAFETY: the handle is nulled just below, in this transaction.
+        unsafe { self.release(tx)? };
+        self.ptr.set(tx, PPtr::null())
     }
 
-    /// Whether the box holds no value.
-    pub fn is_null(&self, tx: &Transaction<'_>) -> bool {
-        self.ptr.get(tx).is_null()
+    /// Frees the block and what the value owns, without writing the handle.
+    ///
+    /// # Safety
+    ///
+    /// As [`PValue::free_owned`]: the box is being discarded.
+    pub(crate) unsafe fn release(&self, tx: &Transaction<'_>) -> Result<()> {
+        let p = self.ptr.get(tx);
+        if p.is_null() {
+            return Ok(());
+        }
+        if T::OWNS {
+            // SAFETY: the value is discarded with the box (this function's contract).
+            if let Some(v) = unsafe { self.value(tx)? } {
+                // SAFETY: as above.
+                unsafe { v.free_owned(tx)? };
+            }
+        }
+        tx.free(p)
+    }
+}
+
+impl<T: Persistent + Copy> PBox<T> {
+    fn cell<'t>(&self, tx: &'t Transaction<'_>) -> Result<Option<&'t PCell<T>>> {
+        let p = self.ptr.get(tx);
+        if p.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: as in `value`, through the cell.
+        unsafe { tx.deref(p) }.map(Some)
     }
 
     /// A copy of the value, or `None` for an empty box.
@@ -62,34 +129,6 @@ impl<T: Persistent + Copy> PBox<T> {
         }
     }
 
-    /// Frees the block (at commit) and empties the box; nothing happens for an empty box.
-    /// 2 drains.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidFree`](ptm::Error::InvalidFree) for a corrupted pointer; logging errors.
-    pub fn free(&self, tx: &Transaction<'_>) -> Result<()> {
-        if self.ptr.get(tx).is_null() {
-            return Ok(());
-        }
-        // SAFETY: the handle is nulled just below, in this transaction.
-        unsafe { self.release(tx)? };
-        self.ptr.set(tx, PPtr::null())
-    }
-
-    /// Frees the block without writing the handle.
-    ///
-    /// # Safety
-    ///
-    /// As [`PValue::free_owned`](crate::PValue::free_owned): the box is being discarded.
-    pub(crate) unsafe fn release(&self, tx: &Transaction<'_>) -> Result<()> {
-        let p = self.ptr.get(tx);
-        if !p.is_null() {
-            tx.free(p)?;
-        }
-        Ok(())
-    }
-
     /// Takes the value out and frees the block; `None` for an empty box. 2 drains.
     ///
     /// # Errors
@@ -100,11 +139,39 @@ impl<T: Persistent + Copy> PBox<T> {
         self.free(tx)?;
         Ok(v)
     }
+}
 
-    /// The pool offset of the block, if any (for reachability checks).
-    pub fn offset(&self, tx: &Transaction<'_>) -> Option<u64> {
-        let p = self.ptr.get(tx);
-        (!p.is_null()).then(|| p.offset())
+/// A box of a nested collection ([`PString`](crate::PString), [`PVec`](crate::PVec), your own
+/// [`PHandle`] struct): created empty in a fresh block by
+/// [`get_or_init_new`](PBox::get_or_init_new), reached by [`get_ref`](PBox::get_ref), and
+/// freed with everything it owns by [`free`](PBox::free). A reference taken before `free` is
+/// stale: freeing through it fails with [`Error::InvalidFree`](ptm::Error::InvalidFree).
+impl<T: PHandle> PBox<T> {
+    /// A reference to the boxed handle, or `None` for an empty box. 0 drains.
+    ///
+    /// # Errors
+    ///
+    /// Pointer checks, only for a corrupted handle.
+    pub fn get_ref<'t>(&'t self, tx: &'t Transaction<'_>) -> Result<Option<&'t T>> {
+        // SAFETY: `T` is all cells.
+        unsafe { self.value(tx) }
+    }
+
+    /// The boxed handle, allocating a block holding an empty one (all-zero bytes) first when
+    /// the box is empty. 2 drains when it allocates (the fresh block is new memory; only the
+    /// pointer is logged), 0 when not.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfSpace`](ptm::Error::OutOfSpace), logging errors, pointer checks.
+    pub fn get_or_init_new<'t>(&'t self, tx: &'t Transaction<'_>) -> Result<&'t T> {
+        if let Some(v) = self.get_ref(tx)? {
+            return Ok(v);
+        }
+        let p = tx.alloc_zeroed::<T>()?;
+        self.ptr.set(tx, p.cast())?;
+        // SAFETY: the block just allocated and linked; `T` is all cells.
+        Ok(unsafe { self.value(tx)? }.expect("just set"))
     }
 }
 

@@ -15,14 +15,35 @@
 //! | [`PConcurrentMap<K, V, SHARDS>`] | `Mutex<HashMap<K, V>>` × `SHARDS` | 64 × `SHARDS` bytes |
 //!
 //! Every handle except [`PConcurrentMap`] is a [`PHandle`], so it can be an element of a
-//! `PVec` or a value of a `PHashMap`.
+//! `PVec` or `PQueue`, a value of a `PHashMap`, or the content of a `PBox`.
 //!
 //! Elements are `Persistent + Copy` values (integers, `PPtr`s, your own derived structs),
-//! copied in and out, or, in a [`PVec`] and as [`PHashMap`] values, nested collections:
-//! `PVec<PString>`, `PHashMap<u64, PVec<u64>>`, `PVec<PHashMap<u64, PString>>`, or your own
-//! struct of handles (see [`PValue`] and [`PHandle`]). Nested handles are created in place
-//! ([`PVec::push_new`], [`PHashMap::get_or_insert_new`]) and reached by a reference that lives
-//! at most as long as the transaction borrow ([`PVec::get_ref`], [`PHashMap::get_ref`]).
+//! copied in and out, or, in a [`PVec`], a [`PQueue`], a [`PBox`] and as [`PHashMap`] values,
+//! nested collections: `PVec<PString>`, `PHashMap<u64, PVec<u64>>`,
+//! `PVec<PHashMap<u64, PString>>`, `PQueue<PString>`, `PBox<PVec<u64>>`, or your own struct of
+//! handles (see [`PValue`] and [`PHandle`]). Nested handles are created in place
+//! ([`PVec::push_new`], [`PHashMap::get_or_insert_new`], [`PQueue::push_new`],
+//! [`PBox::get_or_init_new`]) and reached by a reference that lives at most as long as the
+//! transaction borrow ([`PVec::get_ref`], [`PHashMap::get_ref`], [`PQueue::front_ref`],
+//! [`PBox::get_ref`]).
+//!
+//! ## Keys
+//!
+//! [`PHashMap`] keys are [`PKey`]s: any `Persistent + Copy` type (compared and hashed by its
+//! bytes), [`PString`] (by its UTF-8 contents) and `PVec<T>` of a `Copy` `T` (by its elements'
+//! bytes). `PHashMap<PString, V>` is the persistent string-keyed store: lookups take the
+//! borrowed form (`get(tx, "ada")`, `remove(tx, "ada")`, `contains_key`; `get(tx, &7)` for a
+//! `u64` key), inserting methods anything [`AsKey`] (`insert(tx, "ada", v)`, a `String`, or
+//! the key itself for `Copy` keys), and iteration hands out `&PString` keys. A string key is
+//! stored in its table slot as a `PString` handle owning a buffer of exactly its bytes,
+//! allocated when the key is inserted and freed when its entry is removed, cleared or the map
+//! freed, still at **2 drains** per insert or removal. The hash is the one byte hash
+//! `Copy` keys use, over the contents: part of the on-media format.
+//!
+//! [`PBTreeMap`] keys and values stay `Persistent + Copy`: its nodes are read and rewritten
+//! as copies (a node is copied whole when split, merged or rebalanced), which would
+//! duplicate the ownership of a handle. Store a handle per ordered key with a
+//! `PBTreeMap<K, u64>` of indices into a `PVec` of handles, or use a `PHashMap`.
 //!
 //! ## Transactions and drains
 //!
@@ -46,8 +67,9 @@
 //! memory is not dropped by Rust): call `free(tx)` (or `clear(tx)`) in the transaction that
 //! unlinks the collection, or the blocks leak. `clear` frees everything the collection owns,
 //! nested collections included: a collection of handles frees what each element owns when it
-//! discards it ([`PVec::pop_free`], [`PVec::truncate`], [`PHashMap::remove_free`], `clear`,
-//! `free`), still in **2 drains** however deep the nesting (nested blocks are freed without
+//! discards it ([`PVec::pop_free`], [`PVec::truncate`], [`PHashMap::remove_free`],
+//! [`PQueue::pop_free`], `clear`, `free`), and a map frees what its keys own when it discards
+//! an entry ([`PHashMap::remove`] too), still in **2 drains** however deep the nesting (nested blocks are freed without
 //! writing the discarded handles: [`PValue::free_owned`]). A nested handle is stored in place,
 //! and growth moves it by copying its bytes (zeroing and logging the old copy, so a stale
 //! reference sees an empty handle rather than a second owner): a reference taken before a
@@ -123,7 +145,7 @@ pub use boxed::PBox;
 pub use btree::{PBTreeMap, Range};
 pub use concurrent::PConcurrentMap;
 pub use map::{MapIter, MapRefs, PHashMap};
-pub use owned::{PHandle, PValue};
+pub use owned::{AsKey, PHandle, PKey, PValue};
 pub use queue::PQueue;
 pub use string::PString;
 pub use vec::{Iter, PVec};

@@ -8,7 +8,7 @@ use ptm::pmem_core::bytes_of;
 use ptm::{PCell, PPtr, Persistent, Result, Transaction};
 
 use crate::raw::{self, Span};
-use crate::{PHandle, PValue};
+use crate::{AsKey, PHandle, PKey, PValue};
 
 const EMPTY: u8 = 0;
 const FULL: u8 = 1;
@@ -21,20 +21,28 @@ const MIN_CAP: u64 = 8;
 /// purged when the table is rebuilt. The table grows (doubling) when live entries plus
 /// tombstones would exceed 3/4 of the capacity.
 ///
-/// **Keys are compared and hashed by their bytes** (they are `Persistent`, so they have no
-/// padding): two keys are equal exactly when their bytes are (for floats, `-0.0 != 0.0` and a NaN
-/// equals itself). The hash function is fixed and part of the on-media format, so any build and
-/// any process finds the keys again.
+/// **Keys** are [`PKey`]s. A `Copy` key is compared and hashed by its bytes (they are
+/// `Persistent`, so they have no padding): two keys are equal exactly when their bytes are
+/// (for floats, `-0.0 != 0.0` and a NaN equals itself). A [`PString`](crate::PString) key (or a
+/// `PVec<T>` key) is stored in its key slot as a handle owning a buffer of exactly its
+/// contents, compared and hashed by those contents, and looked up by `&str` (`&[T]`):
+/// `PHashMap<PString, u64>` is a persistent string-keyed store. The hash function is fixed and
+/// part of the on-media format, so any build and any process finds the keys again.
+///
+/// Lookups take the borrowed form of the key (`get(tx, &7)`, `get(tx, "ada")`); inserting
+/// methods take anything that is [`AsKey`] (`insert(tx, 7, x)`, `insert(tx, "ada", x)`).
 ///
 /// Values are `Copy` (read and written by copy: [`get`](PHashMap::get),
 /// [`insert`](PHashMap::insert), ...) or nested collection handles ([`PHandle`]s such as
 /// [`PString`](crate::PString) or `PVec<u64>`, created in place by
 /// [`get_or_insert_new`](PHashMap::get_or_insert_new) and reached by reference through
 /// [`get_ref`](PHashMap::get_ref)); [`remove_free`](PHashMap::remove_free) and
-/// [`clear`](PHashMap::clear) free what the values own. Keys are `Copy`.
+/// [`clear`](PHashMap::clear) free what the values own. Removing an entry ([`remove`](PHashMap::remove)
+/// too) frees what its key owns.
 ///
 /// Drains: `insert` (new key or update), `remove`, `remove_free`, `get_or_insert_with` and
-/// `get_or_insert_new` (when they insert) cost **2**, growth included; `get`, `get_ref`,
+/// `get_or_insert_new` (when they insert) cost **2**, growth and string keys included (a new
+/// key's buffer is fresh memory, allocated before the snapshot); `get`, `get_ref`,
 /// `contains_key`, `len` and iteration cost 0.
 ///
 /// `!Sync` like [`PCell`]: share it between threads under a [`PMutex`](ptm::PMutex).
@@ -86,7 +94,7 @@ enum Probe {
     Full,
 }
 
-impl<K: Persistent + Copy, V: Persistent> PHashMap<K, V> {
+impl<K: PKey, V: Persistent> PHashMap<K, V> {
     const SIZES_OK: () = assert!(
         size_of::<K>() > 0 && size_of::<V>() > 0,
         "PHashMap<K, V> needs non-zero-sized K and V (use u8 as a unit value)"
@@ -116,19 +124,25 @@ impl<K: Persistent + Copy, V: Persistent> PHashMap<K, V> {
         unsafe { raw::cell::<u8>(tx, t.block, i) }
     }
 
-    fn key<'t>(tx: &'t Transaction<'_>, t: Table, i: u64) -> Result<&'t PCell<K>> {
-        // SAFETY: see the contract above.
-        unsafe { raw::cell::<K>(tx, t.block, t.ko + raw::elem_off::<K>(i)?) }
+    /// Byte offset of slot `i`'s key in the table.
+    fn key_off(t: Table, i: u64) -> Result<u64> {
+        Ok(t.ko + raw::elem_off::<K>(i)?)
+    }
+
+    /// A reference to slot `i`'s key.
+    ///
+    /// # Safety
+    ///
+    /// The contract above, and the reference is used only while the map writes no key slot,
+    /// unless `K` is all cells (as [`PKey`] promises of a key whose `Ref` borrows it).
+    unsafe fn key_ref<'t>(tx: &'t Transaction<'_>, t: Table, i: u64) -> Result<&'t K> {
+        // SAFETY: see the contract above and this function's.
+        unsafe { raw::at::<K>(tx, t.block, Self::key_off(t, i)?) }
     }
 
     /// Byte offset of slot `i`'s value in the table.
     fn val_off(t: Table, i: u64) -> Result<u64> {
         Ok(t.vo + raw::elem_off::<V>(i)?)
-    }
-
-    fn val<'t>(tx: &'t Transaction<'_>, t: Table, i: u64) -> Result<&'t PCell<V>> {
-        // SAFETY: see the contract above.
-        unsafe { raw::cell::<V>(tx, t.block, Self::val_off(t, i)?) }
     }
 
     /// A reference to slot `i`'s value.
@@ -141,10 +155,10 @@ impl<K: Persistent + Copy, V: Persistent> PHashMap<K, V> {
         unsafe { raw::at::<V>(tx, t.block, Self::val_off(t, i)?) }
     }
 
-    fn probe(tx: &Transaction<'_>, t: Table, k: &K) -> Result<Probe> {
-        let kb = bytes_of(k);
+    /// Where `k` (of hash `h`) is in `t`, or where it would go.
+    fn probe(tx: &Transaction<'_>, t: Table, h: u64, k: &K::Borrowed) -> Result<Probe> {
         let mask = t.cap - 1;
-        let mut i = raw::hash_bytes(kb) & mask;
+        let mut i = h & mask;
         let mut tomb = None;
         for _ in 0..t.cap {
             match Self::ctrl(tx, t, i)?.get(tx) {
@@ -155,7 +169,8 @@ impl<K: Persistent + Copy, V: Persistent> PHashMap<K, V> {
                     })
                 }
                 FULL => {
-                    if bytes_of(&Self::key(tx, t, i)?.get(tx)) == kb {
+                    // SAFETY: a full slot; the reference is dropped before any write.
+                    if unsafe { Self::key_ref(tx, t, i)? }.key_eq(tx, k)? {
                         return Ok(Probe::Found(i));
                     }
                 }
@@ -172,11 +187,11 @@ impl<K: Persistent + Copy, V: Persistent> PHashMap<K, V> {
     }
 
     /// The slot holding `k`, if any.
-    fn find(&self, tx: &Transaction<'_>, k: &K) -> Result<Option<(Table, u64)>> {
+    fn find(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<Option<(Table, u64)>> {
         let Some(t) = self.current(tx)? else {
             return Ok(None);
         };
-        match Self::probe(tx, t, k)? {
+        match Self::probe(tx, t, K::borrowed_hash(k), k)? {
             Probe::Found(i) => Ok(Some((t, i))),
             _ => Ok(None),
         }
@@ -197,27 +212,34 @@ impl<K: Persistent + Copy, V: Persistent> PHashMap<K, V> {
         self.cap.get(tx)
     }
 
-    /// Whether `k` is present.
+    /// Whether `k` is present (`&7` for a `u64` key, `"ada"` for a `PString` key).
     ///
     /// # Errors
     ///
     /// Only for a corrupted handle (a table pointer outside the pool, a capacity that is not a
-    /// power of two).
-    pub fn contains_key(&self, tx: &Transaction<'_>, k: &K) -> Result<bool> {
+    /// power of two) or key.
+    pub fn contains_key(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<bool> {
         Ok(self.find(tx, k)?.is_some())
     }
 
-    /// The keys, in table order.
+    /// The keys, in table order: copies of `Copy` keys, references to `PString` (`PVec`) keys.
     ///
     /// # Errors
     ///
     /// As [`contains_key`](PHashMap::contains_key).
-    pub fn keys(&self, tx: &Transaction<'_>) -> Result<Vec<K>> {
+    pub fn keys<'a>(&'a self, tx: &'a Transaction<'_>) -> Result<Vec<K::Ref<'a>>> {
         let (mut out, mut from) = (Vec::new(), 0);
         while let Some((t, i)) = self.next_full(tx, &mut from)? {
-            out.push(Self::key(tx, t, i)?.get(tx));
+            out.push(Self::stored_key(tx, t, i)?);
         }
         Ok(out)
+    }
+
+    /// The iteration form of slot `i`'s key.
+    fn stored_key<'t>(tx: &'t Transaction<'_>, t: Table, i: u64) -> Result<K::Ref<'t>> {
+        // SAFETY: a full slot; `PKey` promises `K` is all cells when `Ref` borrows it, and a
+        // `Ref` that does not is a copy taken at once.
+        Ok(unsafe { Self::key_ref(tx, t, i)? }.key_ref())
     }
 
     /// The first full slot at or after `*from` in the current table (advancing `*from` past
@@ -242,8 +264,13 @@ impl<K: Persistent + Copy, V: Persistent> PHashMap<K, V> {
         (!b.is_null()).then(|| b.offset())
     }
 
-    /// Marks the full slot `i` of `t` vacant (the entry's value is dropped as is).
+    /// Marks the full slot `i` of `t` vacant, freeing (at commit) what its key owns (the value
+    /// is dropped as is).
     fn vacate(&self, tx: &Transaction<'_>, t: Table, i: u64) -> Result<()> {
+        if K::OWNS {
+            // SAFETY: the key is discarded below, in this transaction.
+            unsafe { Self::key_ref(tx, t, i)?.free_owned(tx)? };
+        }
         let ctrl = Self::ctrl(tx, t, i)?;
         // If the next slot is empty, no probe sequence runs through this one: mark it empty.
         let next_empty = Self::ctrl(tx, t, (i + 1) & (t.cap - 1))?.get(tx) == EMPTY;
@@ -262,14 +289,37 @@ impl<K: Persistent + Copy, V: Persistent> PHashMap<K, V> {
     }
 }
 
-impl<K: Persistent + Copy, V: PValue> PHashMap<K, V> {
-    /// Inserts a key known to be absent: grows if needed, logs the slot (unless the table is
-    /// fresh), lets `fill` write the value at the given byte offset of the table (logged or
-    /// fresh), then marks the slot full. One snapshot drain. Returns the table and the slot.
+impl<K: PKey, V: PValue> PHashMap<K, V> {
+    /// Inserts `k`, known to be absent: makes the key ([`PKey::key_new`]: a `PString` key's
+    /// buffer is allocated here, before any snapshot), grows if needed, logs the slot (unless
+    /// the table is fresh), stores the key's bytes, lets `fill` write the value at the given
+    /// byte offset of the table (logged or fresh), then marks the slot full. One snapshot
+    /// drain. Returns the table and the slot.
     fn insert_new(
         &self,
         tx: &Transaction<'_>,
-        k: K,
+        k: &K::Borrowed,
+        fill: impl FnOnce(PPtr<u8>, u64) -> Result<()>,
+    ) -> Result<(Table, u64)> {
+        // SAFETY: `key` is stored into a key slot by `place`, or freed below on failure, in
+        // this transaction, and not used afterwards.
+        let key = unsafe { K::key_new(tx, k)? };
+        let r = self.place(tx, k, &key, fill);
+        if r.is_err() && K::OWNS {
+            // SAFETY: `key` is not in the table (its slot, if written, was not marked full):
+            // it is discarded here. Freeing it keeps a caller that goes on after the error
+            // from leaking its blocks.
+            unsafe { key.free_owned(tx)? };
+        }
+        r
+    }
+
+    /// `insert_new` once the key is made.
+    fn place(
+        &self,
+        tx: &Transaction<'_>,
+        k: &K::Borrowed,
+        key: &K,
         fill: impl FnOnce(PPtr<u8>, u64) -> Result<()>,
     ) -> Result<(Table, u64)> {
         let (len, used, cap) = (self.len.get(tx), self.used.get(tx), self.cap.get(tx));
@@ -287,26 +337,28 @@ impl<K: Persistent + Copy, V: PValue> PHashMap<K, V> {
         } else {
             (self.current(tx)?.expect("checked above"), false)
         };
-        let (slot, was_tomb) = match Self::probe(tx, t, &k)? {
+        let (slot, was_tomb) = match Self::probe(tx, t, K::borrowed_hash(k), k)? {
             Probe::Vacant(i, tomb) => (i, tomb),
             Probe::Found(_) | Probe::Full => return Err(raw::out_of_bounds(t.block.offset(), t.cap)),
         };
-        let (ctrl, key, val) = (
-            Self::ctrl(tx, t, slot)?,
-            Self::key(tx, t, slot)?,
-            Self::val(tx, t, slot)?,
-        );
+        let ctrl = Self::ctrl(tx, t, slot)?;
+        let (ko, vo) = (Self::key_off(t, slot)?, Self::val_off(t, slot)?);
         if !rebuilt {
             tx.snapshot(|b| {
                 b.add(ctrl)?;
-                b.add(key)?;
-                b.add(val)?;
+                // SAFETY: the slot's key and value, in this map's live table, reached only
+                // through cells by this thread.
+                unsafe {
+                    b.add(&Span::new(tx, t.block, ko, size_of::<K>() as u64)?)?;
+                    b.add(&Span::new(tx, t.block, vo, size_of::<V>() as u64)?)?;
+                }
                 b.add(&self.len)?;
                 b.add(&self.used)
             })?;
         }
-        fill(t.block, Self::val_off(t, slot)?)?;
-        key.set(tx, k)?;
+        fill(t.block, vo)?;
+        // SAFETY: the slot's key, logged above or fresh, reached only through cells.
+        unsafe { raw::write_bytes(tx, t.block, ko, bytes_of(key))? };
         ctrl.set(tx, FULL)?;
         self.len.set(tx, self.len.get(tx).saturating_add(1))?;
         if !was_tomb {
@@ -316,10 +368,11 @@ impl<K: Persistent + Copy, V: PValue> PHashMap<K, V> {
     }
 
     /// Moves every entry into a fresh table of `new_cap` slots (freeing the old one at commit),
-    /// values by bytes. Logs the header in one batch; the fresh table is new memory, which ptm
-    /// never logs, so after the batch every store of the current operation is covered. When
-    /// values own blocks, the old table's value array is logged in the same batch and the moved
-    /// values' old copies are zeroed (a stale `&V` then sees an empty handle).
+    /// keys and values by bytes. Logs the header in one batch; the fresh table is new memory,
+    /// which ptm never logs, so after the batch every store of the current operation is
+    /// covered. When keys or values own blocks, the old table's key or value array is logged in
+    /// the same batch and the moved copies are zeroed (a stale reference then sees an empty
+    /// handle).
     fn rebuild(&self, tx: &Transaction<'_>, new_cap: u64) -> Result<Table> {
         let old = self.current(tx)?;
         let (ko, vo, size) = geometry::<K, V>(new_cap)?;
@@ -337,10 +390,17 @@ impl<K: Persistent + Copy, V: PValue> PHashMap<K, V> {
             b.add(&self.table)?;
             b.add(&self.cap)?;
             b.add(&self.len)?;
-            if let (Some(o), true) = (old, V::OWNS) {
-                // SAFETY: the old table's value array (freed at commit, readable until then),
-                // reached only through cells by this thread.
-                b.add(&unsafe { Span::new(tx, o.block, o.vo, raw::array_bytes::<V>(o.cap)?)? })?;
+            if let Some(o) = old {
+                // SAFETY: the old table's key and value arrays (freed at commit, readable until
+                // then), reached only through cells by this thread.
+                unsafe {
+                    if K::OWNS {
+                        b.add(&Span::new(tx, o.block, o.ko, raw::array_bytes::<K>(o.cap)?)?)?;
+                    }
+                    if V::OWNS {
+                        b.add(&Span::new(tx, o.block, o.vo, raw::array_bytes::<V>(o.cap)?)?)?;
+                    }
+                }
             }
             // The fresh table needs no snapshot: ptm logged it as new memory at allocation.
             b.add(&self.used)
@@ -351,28 +411,28 @@ impl<K: Persistent + Copy, V: PValue> PHashMap<K, V> {
             // 64-byte aligned); reached only through cells by this thread.
             unsafe { raw::write::<u64>(tx, block, w, 0)? };
         }
-        let vsize = size_of::<V>() as u64;
+        let (ksize, vsize) = (size_of::<K>() as u64, size_of::<V>() as u64);
         let mut n = 0;
         if let Some(o) = old {
             for i in 0..o.cap {
                 if Self::ctrl(tx, o, i)?.get(tx) != FULL {
                     continue;
                 }
-                let k = Self::key(tx, o, i)?.get(tx);
-                let Probe::Vacant(s, _) = Self::probe(tx, t, &k)? else {
-                    // A duplicate or no room: only in a corrupted table.
+                // SAFETY: a full slot of the old table; the reference is dropped at once.
+                let h = unsafe { Self::key_ref(tx, o, i)? }.key_hash(tx)?;
+                // The fresh table has no tombstone and holds distinct keys: the first free slot.
+                let Some(s) = Self::first_free(tx, t, h)? else {
+                    // No room: only in a corrupted table.
                     return Err(raw::out_of_bounds(o.block.offset(), o.cap));
                 };
                 Self::ctrl(tx, t, s)?.set(tx, FULL)?;
-                Self::key(tx, t, s)?.set(tx, k)?;
-                let (from, to) = (Self::val_off(o, i)?, Self::val_off(t, s)?);
-                // SAFETY: value slots of the old table (logged above when zeroed) and of the
-                // fresh one, reached only through cells by this thread.
+                let (kf, kt) = (Self::key_off(o, i)?, Self::key_off(t, s)?);
+                let (vf, vt) = (Self::val_off(o, i)?, Self::val_off(t, s)?);
+                // SAFETY: key and value slots of the old table (logged above when zeroed) and of
+                // the fresh one, reached only through cells by this thread.
                 unsafe {
-                    raw::copy_bytes(tx, (o.block, from), (block, to), vsize)?;
-                    if V::OWNS {
-                        raw::zero_bytes(tx, o.block, from, vsize)?;
-                    }
+                    raw::move_bytes(tx, (o.block, kf), (block, kt), ksize, K::OWNS)?;
+                    raw::move_bytes(tx, (o.block, vf), (block, vt), vsize, V::OWNS)?;
                 }
                 n += 1;
             }
@@ -384,13 +444,26 @@ impl<K: Persistent + Copy, V: PValue> PHashMap<K, V> {
         Ok(t)
     }
 
-    /// Removes `k`, freeing (at commit) everything its value owns; `false` when absent.
+    /// The first slot at or after hash `h`'s home in `t` that is not full.
+    fn first_free(tx: &Transaction<'_>, t: Table, h: u64) -> Result<Option<u64>> {
+        let mask = t.cap - 1;
+        let mut i = h & mask;
+        for _ in 0..t.cap {
+            if Self::ctrl(tx, t, i)?.get(tx) != FULL {
+                return Ok(Some(i));
+            }
+            i = (i + 1) & mask;
+        }
+        Ok(None)
+    }
+
+    /// Removes `k`, freeing (at commit) everything its key and value own; `false` when absent.
     /// 2 drains (0 when absent), whatever the value owns.
     ///
     /// # Errors
     ///
     /// As [`clear`](PHashMap::clear), and those of [`contains_key`](PHashMap::contains_key).
-    pub fn remove_free(&self, tx: &Transaction<'_>, k: &K) -> Result<bool> {
+    pub fn remove_free(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<bool> {
         let Some((t, i)) = self.find(tx, k)? else {
             return Ok(false);
         };
@@ -402,17 +475,20 @@ impl<K: Persistent + Copy, V: PValue> PHashMap<K, V> {
         Ok(true)
     }
 
-    /// Frees the table and everything the values own, without writing the handle.
+    /// Frees the table and everything the keys and values own, without writing the handle.
     ///
     /// # Safety
     ///
     /// As [`PValue::free_owned`]: the map is being discarded.
     pub(crate) unsafe fn release(&self, tx: &Transaction<'_>) -> Result<()> {
         let mut from = 0;
-        if V::OWNS {
+        if K::OWNS || V::OWNS {
             while let Some((t, i)) = self.next_full(tx, &mut from)? {
-                // SAFETY: the whole map, so this value, is being discarded.
-                unsafe { Self::val_ref(tx, t, i)?.free_owned(tx)? };
+                // SAFETY: the whole map, so this entry, is being discarded.
+                unsafe {
+                    Self::key_ref(tx, t, i)?.free_owned(tx)?;
+                    Self::val_ref(tx, t, i)?.free_owned(tx)?;
+                }
             }
         }
         let block = self.table.get(tx);
@@ -422,8 +498,8 @@ impl<K: Persistent + Copy, V: PValue> PHashMap<K, V> {
         Ok(())
     }
 
-    /// Removes every entry and frees the table and everything the values own (at commit).
-    /// 2 drains, however deeply the values nest.
+    /// Removes every entry and frees the table and everything the keys and values own (at
+    /// commit). 2 drains, however deeply the values nest.
     ///
     /// # Errors
     ///
@@ -454,22 +530,27 @@ impl<K: Persistent + Copy, V: PValue> PHashMap<K, V> {
     }
 }
 
-impl<K: Persistent + Copy, V: Persistent + Copy> PHashMap<K, V> {
-    /// A copy of the value for `k`.
+impl<K: PKey, V: Persistent + Copy> PHashMap<K, V> {
+    /// A copy of the value for `k` (`&7` for a `u64` key, `"ada"` for a `PString` key).
     ///
     /// # Errors
     ///
     /// Only for a corrupted handle (a table pointer outside the pool, a capacity that is not a
-    /// power of two).
-    pub fn get(&self, tx: &Transaction<'_>, k: &K) -> Result<Option<V>> {
+    /// power of two) or key.
+    pub fn get(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<Option<V>> {
         match self.find(tx, k)? {
             Some((t, i)) => Ok(Some(Self::val(tx, t, i)?.get(tx))),
             None => Ok(None),
         }
     }
 
+    fn val<'t>(tx: &'t Transaction<'_>, t: Table, i: u64) -> Result<&'t PCell<V>> {
+        // SAFETY: the accessors' contract.
+        unsafe { raw::cell::<V>(tx, t.block, Self::val_off(t, i)?) }
+    }
+
     /// Inserts `k`, known to be absent, with value `v`.
-    fn insert_copy(&self, tx: &Transaction<'_>, k: K, v: V) -> Result<()> {
+    fn insert_copy(&self, tx: &Transaction<'_>, k: &K::Borrowed, v: V) -> Result<()> {
         self.insert_new(tx, k, |block, off| {
             // SAFETY: the value slot `insert_new` hands to its `fill`: inside this map's table,
             // logged or fresh, reached only through cells by this thread.
@@ -478,14 +559,17 @@ impl<K: Persistent + Copy, V: Persistent + Copy> PHashMap<K, V> {
         Ok(())
     }
 
-    /// Inserts or updates `k`; returns the previous value. 2 drains, growth included.
+    /// Inserts or updates `k` (`7` for a `u64` key; `"ada"` or a `String` for a `PString` key,
+    /// whose buffer is allocated only when the key is new); returns the previous value.
+    /// 2 drains, growth included.
     ///
     /// # Errors
     ///
     /// [`Error::OutOfSpace`](ptm::Error::OutOfSpace), logging errors, and those of
     /// [`get`](PHashMap::get).
-    pub fn insert(&self, tx: &Transaction<'_>, k: K, v: V) -> Result<Option<V>> {
-        if let Some((t, i)) = self.find(tx, &k)? {
+    pub fn insert(&self, tx: &Transaction<'_>, k: impl AsKey<K>, v: V) -> Result<Option<V>> {
+        let k = k.as_key();
+        if let Some((t, i)) = self.find(tx, k)? {
             let cell = Self::val(tx, t, i)?;
             let old = cell.get(tx);
             cell.set(tx, v)?;
@@ -500,8 +584,14 @@ impl<K: Persistent + Copy, V: Persistent + Copy> PHashMap<K, V> {
     /// # Errors
     ///
     /// As [`insert`](PHashMap::insert).
-    pub fn get_or_insert_with(&self, tx: &Transaction<'_>, k: K, f: impl FnOnce() -> V) -> Result<V> {
-        if let Some(v) = self.get(tx, &k)? {
+    pub fn get_or_insert_with(
+        &self,
+        tx: &Transaction<'_>,
+        k: impl AsKey<K>,
+        f: impl FnOnce() -> V,
+    ) -> Result<V> {
+        let k = k.as_key();
+        if let Some(v) = self.get(tx, k)? {
             return Ok(v);
         }
         let v = f();
@@ -509,12 +599,12 @@ impl<K: Persistent + Copy, V: Persistent + Copy> PHashMap<K, V> {
         Ok(v)
     }
 
-    /// Removes `k` and returns its value. 2 drains (0 when absent).
+    /// Removes `k` and returns its value, freeing what the key owns. 2 drains (0 when absent).
     ///
     /// # Errors
     ///
     /// Logging errors, and those of [`get`](PHashMap::get).
-    pub fn remove(&self, tx: &Transaction<'_>, k: &K) -> Result<Option<V>> {
+    pub fn remove(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<Option<V>> {
         let Some((t, i)) = self.find(tx, k)? else {
             return Ok(None);
         };
@@ -523,8 +613,9 @@ impl<K: Persistent + Copy, V: Persistent + Copy> PHashMap<K, V> {
         Ok(Some(v))
     }
 
-    /// Iterates over copies of the entries, in table order. Each step rereads the table, so
-    /// changing the map while iterating is memory-safe (entries may then be missed or repeated).
+    /// Iterates over the entries as `(key, value copy)`, in table order (the key as
+    /// [`keys`](PHashMap::keys) gives it). Each step rereads the table, so changing the map
+    /// while iterating is memory-safe (entries may then be missed or repeated).
     pub fn iter<'a>(&'a self, tx: &'a Transaction<'a>) -> MapIter<'a, K, V> {
         MapIter { map: self, tx, i: 0 }
     }
@@ -533,21 +624,21 @@ impl<K: Persistent + Copy, V: Persistent + Copy> PHashMap<K, V> {
 /// Nested collections as values: a `PHashMap` whose values are handles
 /// ([`PString`](crate::PString), [`PVec`](crate::PVec), your own [`PHandle`] structs).
 ///
-/// References handed out (`&'t V`) live at most as long as the transaction borrow. An insert
-/// that rebuilds the table (growth, or purging tombstones) moves every value to a new table, and
-/// `remove_free` or `clear` discard them: a reference taken before then is **stale**, like a std
-/// iterator after an insert. Using a stale reference is a logic error, but never undefined
-/// behaviour: it points into memory that stays mapped and readable until commit; after a
-/// rebuild the old copy reads as an empty handle and changes through it are lost (blocks it
-/// allocates leak); after a removal, freeing through it fails with
-/// [`Error::InvalidFree`](ptm::Error::InvalidFree). Take the reference again instead.
-impl<K: Persistent + Copy, V: PHandle> PHashMap<K, V> {
+/// References handed out (`&'t V`, and `&'t K` for `PString` keys) live at most as long as the
+/// transaction borrow. An insert that rebuilds the table (growth, or purging tombstones) moves
+/// every entry to a new table, and `remove_free` or `clear` discard them: a reference taken
+/// before then is **stale**, like a std iterator after an insert. Using a stale reference is a
+/// logic error, but never undefined behaviour: it points into memory that stays mapped and
+/// readable until commit; after a rebuild the old copy reads as an empty handle and changes
+/// through it are lost (blocks it allocates leak); after a removal, freeing through it fails
+/// with [`Error::InvalidFree`](ptm::Error::InvalidFree). Take the reference again instead.
+impl<K: PKey, V: PHandle> PHashMap<K, V> {
     /// A reference to the value for `k`. 0 drains.
     ///
     /// # Errors
     ///
     /// As [`contains_key`](PHashMap::contains_key).
-    pub fn get_ref<'t>(&'t self, tx: &'t Transaction<'_>, k: &K) -> Result<Option<&'t V>> {
+    pub fn get_ref<'t>(&'t self, tx: &'t Transaction<'_>, k: &K::Borrowed) -> Result<Option<&'t V>> {
         match self.find(tx, k)? {
             // SAFETY: a full slot of the current table; `V` is all cells.
             Some((t, i)) => unsafe { Self::val_ref(tx, t, i) }.map(Some),
@@ -557,13 +648,15 @@ impl<K: Persistent + Copy, V: PHandle> PHashMap<K, V> {
 
     /// The value for `k`, inserting an empty handle (all-zero bytes) first if absent: the way to
     /// create a nested collection. 2 drains when it inserts (growth included: a rebuild moves the
-    /// values by bytes and zeroes and logs their old copies), 0 when not.
+    /// entries by bytes and zeroes and logs the old copies of owning keys and values), 0 when
+    /// not.
     ///
     /// # Errors
     ///
     /// As [`insert`](PHashMap::insert).
-    pub fn get_or_insert_new<'t>(&'t self, tx: &'t Transaction<'_>, k: K) -> Result<&'t V> {
-        if let Some(v) = self.get_ref(tx, &k)? {
+    pub fn get_or_insert_new<'t>(&'t self, tx: &'t Transaction<'_>, k: impl AsKey<K>) -> Result<&'t V> {
+        let k = k.as_key();
+        if let Some(v) = self.get_ref(tx, k)? {
             return Ok(v);
         }
         let (t, slot) = self.insert_new(tx, k, |block, off| {
@@ -574,8 +667,9 @@ impl<K: Persistent + Copy, V: PHandle> PHashMap<K, V> {
         unsafe { Self::val_ref(tx, t, slot) }
     }
 
-    /// Iterates over the entries as `(key copy, value reference)`, in table order; see
-    /// [`iter`](PHashMap::iter) for changes during iteration.
+    /// Iterates over the entries as `(key, value reference)`, in table order (the key as
+    /// [`keys`](PHashMap::keys) gives it); see [`iter`](PHashMap::iter) for changes during
+    /// iteration.
     pub fn iter_refs<'a>(&'a self, tx: &'a Transaction<'a>) -> MapRefs<'a, K, V> {
         MapRefs { map: self, tx, i: 0 }
     }
@@ -587,7 +681,7 @@ impl<K, V> fmt::Debug for PHashMap<K, V> {
     }
 }
 
-/// Iterator over copies of a [`PHashMap`]'s entries; see [`PHashMap::iter`]. Stops at the
+/// Iterator over a [`PHashMap`]'s entries as `(key, value copy)`; see [`PHashMap::iter`]. Stops at the
 /// first error (only possible on a corrupted map).
 pub struct MapIter<'a, K, V> {
     map: &'a PHashMap<K, V>,
@@ -595,12 +689,12 @@ pub struct MapIter<'a, K, V> {
     i: u64,
 }
 
-impl<K: Persistent + Copy, V: Persistent + Copy> Iterator for MapIter<'_, K, V> {
-    type Item = (K, V);
+impl<'a, K: PKey, V: Persistent + Copy> Iterator for MapIter<'a, K, V> {
+    type Item = (K::Ref<'a>, V);
 
-    fn next(&mut self) -> Option<(K, V)> {
+    fn next(&mut self) -> Option<Self::Item> {
         let (t, i) = self.map.next_full(self.tx, &mut self.i).ok().flatten()?;
-        let k = PHashMap::<K, V>::key(self.tx, t, i).ok()?.get(self.tx);
+        let k = PHashMap::<K, V>::stored_key(self.tx, t, i).ok()?;
         let v = PHashMap::<K, V>::val(self.tx, t, i).ok()?.get(self.tx);
         Some((k, v))
     }
@@ -612,7 +706,7 @@ impl<K, V> fmt::Debug for MapIter<'_, K, V> {
     }
 }
 
-/// Iterator over a [`PHashMap`]'s entries as `(key copy, value reference)`; see
+/// Iterator over a [`PHashMap`]'s entries as `(key, value reference)`; see
 /// [`PHashMap::iter_refs`]. Stops at the first error (only possible on a corrupted map).
 pub struct MapRefs<'a, K, V> {
     map: &'a PHashMap<K, V>,
@@ -620,12 +714,12 @@ pub struct MapRefs<'a, K, V> {
     i: u64,
 }
 
-impl<'a, K: Persistent + Copy, V: PHandle> Iterator for MapRefs<'a, K, V> {
-    type Item = (K, &'a V);
+impl<'a, K: PKey, V: PHandle> Iterator for MapRefs<'a, K, V> {
+    type Item = (K::Ref<'a>, &'a V);
 
-    fn next(&mut self) -> Option<(K, &'a V)> {
+    fn next(&mut self) -> Option<Self::Item> {
         let (t, i) = self.map.next_full(self.tx, &mut self.i).ok().flatten()?;
-        let k = PHashMap::<K, V>::key(self.tx, t, i).ok()?.get(self.tx);
+        let k = PHashMap::<K, V>::stored_key(self.tx, t, i).ok()?;
         // SAFETY: a full slot of the current table; `V` is all cells.
         let v = unsafe { PHashMap::<K, V>::val_ref(self.tx, t, i) }.ok()?;
         Some((k, v))

@@ -1,8 +1,12 @@
-//! Values a collection can hold: [`PValue`] (anything `Persistent`, and what it owns) and
-//! [`PHandle`] (a collection handle stored inside another collection).
+//! Values a collection can hold: [`PValue`] (anything `Persistent`, and what it owns),
+//! [`PHandle`] (a collection handle stored inside another collection), and the keys of a
+//! [`PHashMap`]: [`PKey`] (`Copy` values, [`PString`], `PVec<T>`) and [`AsKey`] (what an
+//! inserting method accepts as a key).
 
+use ptm::pmem_core::bytes_of;
 use ptm::{Persistent, Result, Transaction};
 
+use crate::raw;
 use crate::{PBTreeMap, PBox, PHashMap, PQueue, PString, PVec};
 
 /// A value a collection can hold: every `Persistent + Copy` type (owning nothing), and the
@@ -101,8 +105,10 @@ impl<T: Persistent + Copy> PValue for T {
 }
 
 /// A handle that a collection stores **in place**: [`PVec::push_new`], [`PVec::get_ref`],
-/// [`PHashMap::get_or_insert_new`] and [`PHashMap::get_ref`] hand out `&T` into the pool, and
-/// the collection moves it by copying its bytes (growth) and creates one by zeroing bytes.
+/// [`PHashMap::get_or_insert_new`], [`PHashMap::get_ref`], [`PQueue::push_new`],
+/// [`PQueue::front_ref`], [`PBox::get_or_init_new`] and [`PBox::get_ref`] hand out `&T` into
+/// the pool, and the collection moves it by copying its bytes (growth) and creates one by
+/// zeroing bytes.
 ///
 /// # Safety
 ///
@@ -147,7 +153,7 @@ impl<T: PValue> PValue for PVec<T> {
 // not point back at the handle.
 unsafe impl<T: PValue> PHandle for PVec<T> {}
 
-impl<K: Persistent + Copy, V: PValue> PValue for PHashMap<K, V> {
+impl<K: PKey, V: PValue> PValue for PHashMap<K, V> {
     const OWNS: bool = true;
 
     unsafe fn free_owned(&self, tx: &Transaction<'_>) -> Result<()> {
@@ -157,9 +163,9 @@ impl<K: Persistent + Copy, V: PValue> PValue for PHashMap<K, V> {
 }
 
 // SAFETY: four `PCell`s and a zero-sized marker; zero is the empty map (null table).
-unsafe impl<K: Persistent + Copy, V: PValue> PHandle for PHashMap<K, V> {}
+unsafe impl<K: PKey, V: PValue> PHandle for PHashMap<K, V> {}
 
-impl<T: Persistent + Copy> PValue for PQueue<T> {
+impl<T: PValue> PValue for PQueue<T> {
     const OWNS: bool = true;
 
     unsafe fn free_owned(&self, tx: &Transaction<'_>) -> Result<()> {
@@ -168,10 +174,11 @@ impl<T: Persistent + Copy> PValue for PQueue<T> {
     }
 }
 
-// SAFETY: four `PCell`s; zero is the empty queue (capacity 0).
-unsafe impl<T: Persistent + Copy> PHandle for PQueue<T> {}
+// SAFETY: four `PCell`s; zero is the empty queue (capacity 0); the buffer does not point back
+// at the handle.
+unsafe impl<T: PValue> PHandle for PQueue<T> {}
 
-impl<T: Persistent + Copy> PValue for PBox<T> {
+impl<T: PValue> PValue for PBox<T> {
     const OWNS: bool = true;
 
     unsafe fn free_owned(&self, tx: &Transaction<'_>) -> Result<()> {
@@ -180,8 +187,9 @@ impl<T: Persistent + Copy> PValue for PBox<T> {
     }
 }
 
-// SAFETY: one `PCell` of a pointer; zero is the empty box.
-unsafe impl<T: Persistent + Copy> PHandle for PBox<T> {}
+// SAFETY: one `PCell` of a pointer; zero is the empty box; the block does not point back at
+// the handle.
+unsafe impl<T: PValue> PHandle for PBox<T> {}
 
 impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PValue for PBTreeMap<K, V> {
     const OWNS: bool = true;
@@ -197,3 +205,245 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PValue for PBTreeMap<K, V
 
 // SAFETY: two `PCell`s and a zero-sized marker; zero is the empty tree (null root).
 unsafe impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PHandle for PBTreeMap<K, V> {}
+
+/// A key type of [`PHashMap`]: every `Persistent + Copy` type (compared and hashed by its
+/// bytes, looked up by `&K`), [`PString`] (by its UTF-8 contents, looked up by `&str`) and
+/// `PVec<T>` for a `Copy` `T` (by its elements' bytes, looked up by `&[T]`).
+///
+/// A key that owns memory (`PString`, `PVec`) is stored **in the table's key slot** as a
+/// handle owning its own buffer: inserting a new key allocates that buffer (fresh memory,
+/// never copied into the undo log), and removing the entry, `clear` and `free` free it, with
+/// no drain beyond the operation's usual 2.
+///
+/// The hash of a stored key is [`key_hash`](PKey::key_hash), which must equal the
+/// [`borrowed_hash`](PKey::borrowed_hash) of its borrowed form; both are part of the
+/// on-media format. For `Copy` keys it is the byte hash the map always used; for a `PString` or
+/// a `PVec<T>` it is the same function over the contents' bytes (so the string `"abc"` and
+/// the array `*b"abc"` hash alike, as the same bytes should).
+///
+/// ```
+/// use ptm::{Persistent, Pool};
+/// use ptm_collections::{PHashMap, PString, PVec};
+///
+/// #[derive(Persistent)]
+/// #[persistent(crate = "ptm::pmem_core")]
+/// #[repr(C)]
+/// struct Root {
+///     ages: PHashMap<PString, u64>,
+///     tags: PHashMap<PString, PVec<u64>>,
+/// }
+///
+/// # fn main() -> ptm::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let pool = Pool::<Root>::create(dir.path().join("k.pool"), 8 << 20, &Default::default())?;
+/// pool.transaction(|tx, r| {
+///     r.ages.insert(tx, "ada", 36)?;
+///     r.tags.get_or_insert_new(tx, "ada")?.push(tx, 7)?;
+///     assert_eq!(r.ages.get(tx, "ada")?, Some(36));
+///     assert_eq!(r.tags.get_ref(tx, "ada")?.map(|v| v.len(tx)), Some(1));
+///     for (name, age) in r.ages.iter(tx) {
+///         assert_eq!((name.as_string(tx)?.as_str(), age), ("ada", 36));
+///     }
+///     // Frees the key's buffer too.
+///     assert_eq!(r.ages.remove(tx, "ada")?, Some(36));
+///     Ok::<_, ptm::Error>(())
+/// })?;
+/// # Ok(()) }
+/// ```
+///
+/// # Safety
+///
+/// The map moves keys by copying their bytes (a rebuild) and reads them through `&Self`
+/// references to their slot in the table. Implement it only for a type where:
+/// - copying its bytes elsewhere is a valid move (no block it owns records where it is), and,
+///   when it owns blocks ([`PValue::OWNS`]), the all-zero bit pattern is a valid value owning
+///   nothing (the old copy is zeroed);
+/// - a `&Self` into a table may coexist with the map's writes to other slots, and, when
+///   [`Ref`](PKey::Ref) borrows the key or the key owns blocks, every byte of `Self` is inside a
+///   [`PCell`](ptm::PCell) (like a [`PHandle`]);
+/// - [`key_new`](PKey::key_new) returns a value owning only blocks allocated by `tx` for it, and
+///   [`key_hash`](PKey::key_hash) of a stored key equals [`borrowed_hash`](PKey::borrowed_hash)
+///   of every borrowed form it is [`key_eq`](PKey::key_eq) to (else entries are lost: a logic
+///   error, not a safety one).
+///
+/// `Copy` types get it from a blanket implementation; [`PString`] and `PVec<T>` implement it.
+pub unsafe trait PKey: PValue {
+    /// The form a lookup takes: `Self` for `Copy` keys, `str` for [`PString`], `[T]` for
+    /// `PVec<T>`.
+    type Borrowed: ?Sized;
+
+    /// What iteration hands out for a stored key: a copy for `Copy` keys, a reference to the
+    /// stored handle for `PString` and `PVec` (changing a key through it is a logic error, as
+    /// for a std `HashMap` key changed through a `Cell`: the entry is then not found by its
+    /// new contents; never undefined behaviour).
+    type Ref<'a>
+    where
+        Self: 'a;
+
+    /// The hash of a borrowed key (part of the on-media format).
+    fn borrowed_hash(b: &Self::Borrowed) -> u64;
+
+    /// The hash of this stored key: the [`borrowed_hash`](PKey::borrowed_hash) of its borrowed
+    /// form.
+    ///
+    /// # Errors
+    ///
+    /// Only for a corrupted key handle.
+    fn key_hash(&self, tx: &Transaction<'_>) -> Result<u64>;
+
+    /// Whether this stored key equals `b`.
+    ///
+    /// # Errors
+    ///
+    /// Only for a corrupted key handle.
+    fn key_eq(&self, tx: &Transaction<'_>, b: &Self::Borrowed) -> Result<bool>;
+
+    /// A new key equal to `b`, **by value**, owning fresh blocks of `tx` if any (a `PString` key
+    /// allocates its buffer here, before the map's snapshot, so an insert still costs 2
+    /// drains). The map stores it by copying its bytes into the key slot.
+    ///
+    /// # Safety
+    ///
+    /// The returned value is a handle outside the pool: the caller copies its bytes into a
+    /// slot of a collection in the pool, or releases it with [`PValue::free_owned`], in this
+    /// transaction, and never uses the value itself afterwards (a kept copy would be a second
+    /// owner of the blocks, able to reach them after they are freed and reused).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfSpace`](ptm::Error::OutOfSpace).
+    unsafe fn key_new(tx: &Transaction<'_>, b: &Self::Borrowed) -> Result<Self>;
+
+    /// The iteration form of this stored key.
+    fn key_ref(&self) -> Self::Ref<'_>;
+}
+
+// SAFETY: a `Copy` key owns nothing and is moved by its bytes; `Ref` is a copy, so `&Self` into
+// the table is only held while the map reads it, never across a write.
+unsafe impl<T: Persistent + Copy> PKey for T {
+    type Borrowed = T;
+    type Ref<'a> = T;
+
+    fn borrowed_hash(b: &T) -> u64 {
+        raw::hash_bytes(bytes_of(b))
+    }
+
+    fn key_hash(&self, _tx: &Transaction<'_>) -> Result<u64> {
+        Ok(Self::borrowed_hash(self))
+    }
+
+    fn key_eq(&self, _tx: &Transaction<'_>, b: &T) -> Result<bool> {
+        Ok(bytes_of(self) == bytes_of(b))
+    }
+
+    unsafe fn key_new(_tx: &Transaction<'_>, b: &T) -> Result<T> {
+        Ok(*b)
+    }
+
+    fn key_ref(&self) -> T {
+        *self
+    }
+}
+
+// SAFETY: three `PCell`s (all-zero is the empty vector owning nothing); the buffer does not
+// point back at the handle; `key_new` allocates the buffer in `tx`.
+unsafe impl<T: Persistent + Copy> PKey for PVec<T> {
+    type Borrowed = [T];
+    type Ref<'a> = &'a PVec<T>;
+
+    fn borrowed_hash(b: &[T]) -> u64 {
+        raw::hash_bytes(raw::slice_bytes(b))
+    }
+
+    fn key_hash(&self, tx: &Transaction<'_>) -> Result<u64> {
+        self.contents_hash(tx)
+    }
+
+    fn key_eq(&self, tx: &Transaction<'_>, b: &[T]) -> Result<bool> {
+        self.contents_eq(tx, raw::slice_bytes(b))
+    }
+
+    unsafe fn key_new(tx: &Transaction<'_>, b: &[T]) -> Result<Self> {
+        PVec::new_exact(tx, b)
+    }
+
+    fn key_ref(&self) -> &Self {
+        self
+    }
+}
+
+// SAFETY: `repr(transparent)` over a `PVec<u8>`, a key as above.
+unsafe impl PKey for PString {
+    type Borrowed = str;
+    type Ref<'a> = &'a PString;
+
+    fn borrowed_hash(b: &str) -> u64 {
+        raw::hash_bytes(b.as_bytes())
+    }
+
+    fn key_hash(&self, tx: &Transaction<'_>) -> Result<u64> {
+        self.as_bytes_vec().contents_hash(tx)
+    }
+
+    fn key_eq(&self, tx: &Transaction<'_>, b: &str) -> Result<bool> {
+        self.as_bytes_vec().contents_eq(tx, b.as_bytes())
+    }
+
+    unsafe fn key_new(tx: &Transaction<'_>, b: &str) -> Result<Self> {
+        Ok(PString::from_bytes_vec(PVec::new_exact(tx, b.as_bytes())?))
+    }
+
+    fn key_ref(&self) -> &Self {
+        self
+    }
+}
+
+/// What the inserting methods of a [`PHashMap<K, V>`](PHashMap) accept as a key: the key
+/// itself for a `Copy` key (`m.insert(tx, 7, x)`), `&str` or `String` for a [`PString`] key
+/// (`m.insert(tx, "ada", x)`), `&[T]` or `Vec<T>` for a `PVec<T>` key.
+pub trait AsKey<K: PKey> {
+    /// The borrowed form of the key.
+    fn as_key(&self) -> &K::Borrowed;
+}
+
+impl<K: Persistent + Copy> AsKey<K> for K {
+    fn as_key(&self) -> &K {
+        self
+    }
+}
+
+impl AsKey<PString> for &str {
+    fn as_key(&self) -> &str {
+        self
+    }
+}
+
+impl AsKey<PString> for String {
+    fn as_key(&self) -> &str {
+        self
+    }
+}
+
+impl AsKey<PString> for &String {
+    fn as_key(&self) -> &str {
+        self
+    }
+}
+
+impl<T: Persistent + Copy> AsKey<PVec<T>> for &[T] {
+    fn as_key(&self) -> &[T] {
+        self
+    }
+}
+
+impl<T: Persistent + Copy> AsKey<PVec<T>> for Vec<T> {
+    fn as_key(&self) -> &[T] {
+        self
+    }
+}
+
+impl<T: Persistent + Copy> AsKey<PVec<T>> for &Vec<T> {
+    fn as_key(&self) -> &[T] {
+        self
+    }
+}

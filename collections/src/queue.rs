@@ -5,13 +5,19 @@ use std::mem::size_of;
 
 use ptm::{PCell, PPtr, Persistent, Result, Transaction};
 
-use crate::raw;
+use crate::raw::{self, Span};
+use crate::{PHandle, PValue};
 
 /// A persistent FIFO queue (a pool's `VecDeque<T>` used as a queue): a ring buffer of `cap`
 /// elements starting at `head`. `push` appends at the back, `pop` takes from the front.
 ///
-/// Drains: `push` and `pop` cost **2**, growth included (the ring is copied in order into a
-/// buffer of twice the capacity); `peek`, `len` and iteration cost 0.
+/// Elements are `Copy` values ([`push`](PQueue::push), [`pop`](PQueue::pop), ...) or nested
+/// collection handles ([`push_new`](PQueue::push_new), [`front_ref`](PQueue::front_ref),
+/// [`pop_free`](PQueue::pop_free)); `clear` and `free` free what the elements own.
+///
+/// Drains: `push`, `push_new`, `pop` and `pop_free` cost **2**, growth included (the ring is
+/// moved in order, by bytes, into a buffer of twice the capacity); `peek`, `front_ref`, `len`
+/// and iteration cost 0.
 ///
 /// `!Sync`: share it under a [`PMutex`](ptm::PMutex).
 #[repr(C)]
@@ -29,7 +35,7 @@ const _: () = assert!(size_of::<PQueue<u64>>() == 32);
 // pointer checked by `Transaction::deref`); no virtual address.
 unsafe impl<T: Persistent> Persistent for PQueue<T> {}
 
-impl<T: Persistent + Copy> PQueue<T> {
+impl<T: Persistent> PQueue<T> {
     const ELEM_OK: () = assert!(size_of::<T>() > 0, "PQueue<T> needs a non-zero-sized T");
 
     fn block(&self, tx: &Transaction<'_>) -> PPtr<u8> {
@@ -45,14 +51,23 @@ impl<T: Persistent + Copy> PQueue<T> {
         (self.head.get(tx) % cap, self.len.get(tx).min(cap), cap)
     }
 
-    /// The cell of logical position `pos` (0 = front).
-    fn slot<'t>(&self, tx: &'t Transaction<'_>, pos: u64) -> Result<&'t PCell<T>> {
+    /// Byte offset in the buffer of logical position `pos < cap` (0 = front).
+    fn slot_off(&self, tx: &Transaction<'_>, pos: u64) -> Result<u64> {
         let (head, _, cap) = self.state(tx);
-        let i = ring_index(head, pos, cap);
+        raw::elem_off::<T>(ring_index(head, pos, cap))
+    }
+
+    /// A reference to the element at position `pos < len`.
+    ///
+    /// # Safety
+    ///
+    /// `T` is all cells ([`PHandle`]), or the element is being discarded.
+    unsafe fn elem<'t>(&self, tx: &'t Transaction<'_>, pos: u64) -> Result<&'t T> {
         // SAFETY: the buffer is this queue's live block of `cap` elements (freed only together
-        // with storing a new pointer into `buf`) and `i < cap`; the queue is `!Sync` (or guarded
-        // by the caller's lock), so it is reached only by this thread, through cells.
-        unsafe { raw::cell::<T>(tx, self.block(tx), raw::elem_off::<T>(i)?) }
+        // with storing a new pointer into `buf`) and the slot is below `cap`; the queue is
+        // `!Sync` (or guarded by the caller's lock), so it is reached only by this thread;
+        // through cells or not at all after this use (this function's contract).
+        unsafe { raw::at::<T>(tx, self.block(tx), self.slot_off(tx, pos)?) }
     }
 
     /// Number of elements.
@@ -63,6 +78,156 @@ impl<T: Persistent + Copy> PQueue<T> {
     /// Whether the queue is empty.
     pub fn is_empty(&self, tx: &Transaction<'_>) -> bool {
         self.len(tx) == 0
+    }
+
+    /// The pool offset of the buffer, if any (for reachability checks).
+    pub fn buffer_offset(&self, tx: &Transaction<'_>) -> Option<u64> {
+        let b = self.buf.get(tx);
+        (!b.is_null()).then(|| b.offset())
+    }
+
+    /// Drops the front element (as is): logs and moves `head` and `len`. One snapshot drain.
+    fn advance(&self, tx: &Transaction<'_>) -> Result<()> {
+        let (head, len, cap) = self.state(tx);
+        tx.snapshot(|b| {
+            b.add(&self.head)?;
+            b.add(&self.len)
+        })?;
+        self.head.set(tx, ring_index(head, 1, cap))?;
+        self.len.set(tx, len - 1)
+    }
+}
+
+impl<T: PValue> PQueue<T> {
+    /// Makes room for one element at the back and logs what the caller will write, in one
+    /// batch: the back slot and `len`, or, when the ring is full, a fresh buffer of twice the
+    /// capacity (at least 4) into which the ring is moved in order by bytes, the old one freed
+    /// (at commit) and the header logged (the fresh buffer is new memory: never logged). When
+    /// `T` owns blocks, the moved elements' old copies are zeroed (so logged in the same batch):
+    /// a stale `&T` then sees an empty handle. One snapshot drain. Returns the buffer, the byte
+    /// offset of the new back slot and the new length, which the caller stores after writing
+    /// the slot.
+    fn reserve_back(&self, tx: &Transaction<'_>) -> Result<(PPtr<u8>, u64, u64)> {
+        let () = Self::ELEM_OK;
+        let (head, len, cap) = self.state(tx);
+        let old = self.block(tx);
+        if len < cap {
+            let off = self.slot_off(tx, len)?;
+            tx.snapshot(|b| {
+                // SAFETY: the back slot of this queue's live buffer, reached only through cells
+                // by this thread.
+                b.add(&unsafe { Span::new(tx, old, off, size_of::<T>() as u64)? })?;
+                b.add(&self.len)
+            })?;
+            return Ok((old, off, len + 1));
+        }
+        let new_cap = cap.saturating_mul(2).max(4);
+        let new = raw::alloc_block(tx, raw::array_bytes::<T>(new_cap)?)?;
+        if !old.is_null() {
+            tx.free(old)?;
+        }
+        tx.snapshot(|b| {
+            b.add(&self.buf)?;
+            b.add(&self.head)?;
+            b.add(&self.len)?;
+            if T::OWNS && len > 0 {
+                // SAFETY: this queue's buffer (freed at commit), all `cap` slots live, reached
+                // only through cells by this thread.
+                b.add(&unsafe { Span::new(tx, old, 0, raw::array_bytes::<T>(cap)?)? })?;
+            }
+            // The fresh buffer needs no snapshot: ptm logged it as new memory at allocation.
+            b.add(&self.cap)
+        })?;
+        // The ring in order: positions `head..cap`, then `0..head`.
+        let first = len.min(cap - head);
+        let (first_bytes, rest_bytes) = (raw::array_bytes::<T>(first)?, raw::array_bytes::<T>(len - first)?);
+        // SAFETY: `old` is this queue's buffer of `cap` elements (its free takes effect at
+        // commit, so it is still readable; logged above when zeroed), `new` the fresh buffer of
+        // `new_cap > len` elements; both reached only through cells by this thread.
+        unsafe {
+            let at = raw::elem_off::<T>(head)?;
+            raw::move_bytes(tx, (old, at), (new, 0), first_bytes, T::OWNS)?;
+            raw::move_bytes(tx, (old, 0), (new, first_bytes), rest_bytes, T::OWNS)?;
+        }
+        self.buf.set(tx, new.cast())?;
+        self.head.set(tx, 0)?;
+        self.cap.set(tx, new_cap)?;
+        Ok((new, raw::elem_off::<T>(len)?, len + 1))
+    }
+
+    /// Removes the front element, freeing (at commit) everything it owns; `false` when empty.
+    /// 2 drains (0 when empty), whatever the element owns.
+    ///
+    /// # Errors
+    ///
+    /// As [`clear`](PQueue::clear).
+    pub fn pop_free(&self, tx: &Transaction<'_>) -> Result<bool> {
+        if self.is_empty(tx) {
+            return Ok(false);
+        }
+        if T::OWNS {
+            // SAFETY: the front element is removed just below, in this transaction.
+            unsafe { self.elem(tx, 0)?.free_owned(tx)? };
+        }
+        self.advance(tx)?;
+        Ok(true)
+    }
+
+    /// Removes every element and frees the buffer and everything the elements own (at commit).
+    /// 2 drains, however deeply the elements nest.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidFree`](ptm::Error::InvalidFree) for a corrupted pointer; logging errors.
+    pub fn clear(&self, tx: &Transaction<'_>) -> Result<()> {
+        // SAFETY: the handle is emptied below, in this transaction.
+        unsafe { self.release(tx)? };
+        tx.snapshot(|b| {
+            b.add(&self.buf)?;
+            b.add(&self.head)?;
+            b.add(&self.len)?;
+            b.add(&self.cap)
+        })?;
+        self.buf.set(tx, PPtr::null())?;
+        self.head.set(tx, 0)?;
+        self.len.set(tx, 0)?;
+        self.cap.set(tx, 0)
+    }
+
+    /// Frees the buffer and everything the elements own, without writing the handle.
+    ///
+    /// # Safety
+    ///
+    /// As [`PValue::free_owned`](crate::PValue::free_owned): the queue is being discarded.
+    pub(crate) unsafe fn release(&self, tx: &Transaction<'_>) -> Result<()> {
+        if T::OWNS {
+            for pos in 0..self.len(tx) {
+                // SAFETY: the whole queue, so this element, is being discarded.
+                unsafe { self.elem(tx, pos)?.free_owned(tx)? };
+            }
+        }
+        let buf = self.buf.get(tx);
+        if !buf.is_null() {
+            tx.free(buf)?;
+        }
+        Ok(())
+    }
+
+    /// Frees everything the queue owns (the same as [`clear`](PQueue::clear)).
+    ///
+    /// # Errors
+    ///
+    /// As [`clear`](PQueue::clear).
+    pub fn free(&self, tx: &Transaction<'_>) -> Result<()> {
+        self.clear(tx)
+    }
+}
+
+impl<T: Persistent + Copy> PQueue<T> {
+    /// The cell of logical position `pos < cap` (0 = front).
+    fn slot<'t>(&self, tx: &'t Transaction<'_>, pos: u64) -> Result<&'t PCell<T>> {
+        // SAFETY: as in `elem`; a `PCell` is a cell.
+        unsafe { raw::cell::<T>(tx, self.block(tx), self.slot_off(tx, pos)?) }
     }
 
     /// A copy of the front element.
@@ -92,44 +257,10 @@ impl<T: Persistent + Copy> PQueue<T> {
     ///
     /// [`Error::OutOfSpace`](ptm::Error::OutOfSpace) and logging errors.
     pub fn push(&self, tx: &Transaction<'_>, v: T) -> Result<()> {
-        let () = Self::ELEM_OK;
-        let (head, len, cap) = self.state(tx);
-        if len < cap {
-            let slot = self.slot(tx, len)?;
-            tx.snapshot(|b| {
-                b.add(slot)?;
-                b.add(&self.len)
-            })?;
-            slot.set(tx, v)?;
-            return self.len.set(tx, len + 1);
-        }
-        let new_cap = cap.saturating_mul(2).max(4);
-        let old = self.block(tx);
-        let size = raw::array_bytes::<T>(new_cap)?;
-        let new = raw::alloc_block(tx, size)?;
-        if !old.is_null() {
-            tx.free(old)?;
-        }
-        tx.snapshot(|b| {
-            b.add(&self.buf)?;
-            b.add(&self.head)?;
-            b.add(&self.len)?;
-            // The fresh buffer needs no snapshot: ptm logged it as new memory at allocation.
-            b.add(&self.cap)
-        })?;
-        for pos in 0..len {
-            let i = ring_index(head, pos, cap);
-            // SAFETY: `old` is this queue's buffer of `cap` elements (its free takes effect at
-            // commit) and `i < cap`; `new` is the fresh buffer of `new_cap > len` elements; both
-            // reached only through cells by this thread.
-            unsafe { raw::write::<T>(tx, new, pos, raw::read::<T>(tx, old, i)?)? };
-        }
-        // SAFETY: as above, `len < new_cap`.
-        unsafe { raw::write::<T>(tx, new, len, v)? };
-        self.buf.set(tx, new.cast())?;
-        self.head.set(tx, 0)?;
-        self.cap.set(tx, new_cap)?;
-        self.len.set(tx, len + 1)
+        let (buf, off, len) = self.reserve_back(tx)?;
+        // SAFETY: the back slot `reserve_back` logged (or fresh), reached only through cells.
+        unsafe { raw::cell::<T>(tx, buf, off)? }.set(tx, v)?;
+        self.len.set(tx, len)
     }
 
     /// Removes and returns the front element. 2 drains (0 when empty).
@@ -138,60 +269,11 @@ impl<T: Persistent + Copy> PQueue<T> {
     ///
     /// Logging errors; corrupted handles.
     pub fn pop(&self, tx: &Transaction<'_>) -> Result<Option<T>> {
-        let (head, len, cap) = self.state(tx);
-        if len == 0 {
+        let Some(v) = self.peek(tx)? else {
             return Ok(None);
-        }
-        let v = self.slot(tx, 0)?.get(tx);
-        tx.snapshot(|b| {
-            b.add(&self.head)?;
-            b.add(&self.len)
-        })?;
-        self.head.set(tx, ring_index(head, 1, cap))?;
-        self.len.set(tx, len - 1)?;
+        };
+        self.advance(tx)?;
         Ok(Some(v))
-    }
-
-    /// Removes every element and frees the buffer (at commit). 2 drains.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidFree`](ptm::Error::InvalidFree) for a corrupted pointer; logging errors.
-    pub fn clear(&self, tx: &Transaction<'_>) -> Result<()> {
-        // SAFETY: the handle is emptied below, in this transaction.
-        unsafe { self.release(tx)? };
-        tx.snapshot(|b| {
-            b.add(&self.buf)?;
-            b.add(&self.head)?;
-            b.add(&self.len)?;
-            b.add(&self.cap)
-        })?;
-        self.buf.set(tx, PPtr::null())?;
-        self.head.set(tx, 0)?;
-        self.len.set(tx, 0)?;
-        self.cap.set(tx, 0)
-    }
-
-    /// Frees the buffer without writing the handle.
-    ///
-    /// # Safety
-    ///
-    /// As [`PValue::free_owned`](crate::PValue::free_owned): the queue is being discarded.
-    pub(crate) unsafe fn release(&self, tx: &Transaction<'_>) -> Result<()> {
-        let buf = self.buf.get(tx);
-        if !buf.is_null() {
-            tx.free(buf)?;
-        }
-        Ok(())
-    }
-
-    /// Frees everything the queue owns (the same as [`clear`](PQueue::clear)).
-    ///
-    /// # Errors
-    ///
-    /// As [`clear`](PQueue::clear).
-    pub fn free(&self, tx: &Transaction<'_>) -> Result<()> {
-        self.clear(tx)
     }
 
     /// Copies the elements, front to back, into a `Vec`.
@@ -204,11 +286,54 @@ impl<T: Persistent + Copy> PQueue<T> {
             .map(|p| self.slot(tx, p).map(|c| c.get(tx)))
             .collect()
     }
+}
 
-    /// The pool offset of the buffer, if any (for reachability checks).
-    pub fn buffer_offset(&self, tx: &Transaction<'_>) -> Option<u64> {
-        let b = self.buf.get(tx);
-        (!b.is_null()).then(|| b.offset())
+/// A queue of nested collections ([`PString`](crate::PString), [`PVec`](crate::PVec), your
+/// own [`PHandle`] structs): created in place at the back by [`push_new`](PQueue::push_new),
+/// reached by [`front_ref`](PQueue::front_ref) and [`get_ref`](PQueue::get_ref), removed with
+/// everything they own by [`pop_free`](PQueue::pop_free) and [`clear`](PQueue::clear).
+///
+/// As for [`PVec`](crate::PVec)'s handle methods, a reference taken before a growth (by
+/// `push_new`) or a removal is **stale**: a logic error, never undefined behaviour (after a
+/// growth it reads an empty handle; after a removal, freeing through it fails with
+/// [`Error::InvalidFree`](ptm::Error::InvalidFree)).
+impl<T: PHandle> PQueue<T> {
+    /// Appends an empty handle (all-zero bytes) at the back and returns a reference to it.
+    /// 2 drains, growth included (growth moves the handles by bytes and zeroes and logs their
+    /// old copies).
+    ///
+    /// # Errors
+    ///
+    /// As [`push`](PQueue::push).
+    pub fn push_new<'t>(&'t self, tx: &'t Transaction<'_>) -> Result<&'t T> {
+        let (buf, off, len) = self.reserve_back(tx)?;
+        // SAFETY: the back slot `reserve_back` logged (or fresh); zero is the empty handle.
+        unsafe { raw::zero_bytes(tx, buf, off, size_of::<T>() as u64)? };
+        self.len.set(tx, len)?;
+        // SAFETY: the back element now; `T` is all cells.
+        unsafe { self.elem(tx, len - 1) }
+    }
+
+    /// A reference to the front element, if any. 0 drains.
+    ///
+    /// # Errors
+    ///
+    /// Only for a corrupted handle.
+    pub fn front_ref<'t>(&'t self, tx: &'t Transaction<'_>) -> Result<Option<&'t T>> {
+        self.get_ref(tx, 0)
+    }
+
+    /// A reference to the element at position `pos` from the front, if any. 0 drains.
+    ///
+    /// # Errors
+    ///
+    /// Only for a corrupted handle.
+    pub fn get_ref<'t>(&'t self, tx: &'t Transaction<'_>, pos: u64) -> Result<Option<&'t T>> {
+        if pos >= self.len(tx) {
+            return Ok(None);
+        }
+        // SAFETY: `pos < len`; `T` is all cells.
+        unsafe { self.elem(tx, pos) }.map(Some)
     }
 }
 

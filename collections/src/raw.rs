@@ -184,6 +184,109 @@ pub(crate) unsafe fn zero_bytes(
     Ok(())
 }
 
+/// Moves `len` bytes from `src` to `dst` by [`copy_bytes`], then, when `zero_src`, zeroes the
+/// source (so a stale reference to a moved handle sees an empty one, never a second owner).
+///
+/// # Safety
+///
+/// As [`copy_bytes`]; when `zero_src`, the source range must be logged already (or fresh) if
+/// its zeroing is to cost no drain.
+pub(crate) unsafe fn move_bytes(
+    tx: &Transaction<'_>,
+    src: (PPtr<u8>, u64),
+    dst: (PPtr<u8>, u64),
+    len: u64,
+    zero_src: bool,
+) -> Result<()> {
+    // SAFETY: forwarded contract.
+    unsafe {
+        copy_bytes(tx, src, dst, len)?;
+        if zero_src {
+            zero_bytes(tx, src.0, src.1, len)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `src` `byte_off` bytes into `block` through cells: `u64` words for the whole 8-byte
+/// chunks when the start is 8-aligned, bytes otherwise; logged first unless already covered.
+///
+/// # Safety
+///
+/// As [`cell`], for the whole range.
+pub(crate) unsafe fn write_bytes(
+    tx: &Transaction<'_>,
+    block: PPtr<u8>,
+    byte_off: u64,
+    src: &[u8],
+) -> Result<()> {
+    let aligned = block.offset().wrapping_add(byte_off).is_multiple_of(8);
+    let mut o = byte_off;
+    for chunk in src.chunks(8) {
+        // SAFETY: forwarded contract.
+        unsafe {
+            if let (true, Ok(w)) = (aligned, <[u8; 8]>::try_from(chunk)) {
+                cell::<u64>(tx, block, o)?.set(tx, u64::from_ne_bytes(w))?;
+            } else {
+                for (j, &b) in (0..).zip(chunk) {
+                    cell::<u8>(tx, block, o + j)?.set(tx, b)?;
+                }
+            }
+        }
+        o = o
+            .checked_add(8)
+            .ok_or_else(|| out_of_bounds(byte_off, src.len() as u64))?;
+    }
+    Ok(())
+}
+
+/// Reads the `len` bytes `byte_off` bytes into `block` through cells as 8-byte chunks, each
+/// passed to `f` as a little-endian word (the last one zero-padded, as [`hash_bytes`] reads a
+/// slice); stops early when `f` returns `false`. Whole words are read as `u64` cells when the
+/// start is 8-aligned.
+///
+/// # Safety
+///
+/// As [`cell`], for the whole range.
+pub(crate) unsafe fn read_chunks(
+    tx: &Transaction<'_>,
+    block: PPtr<u8>,
+    byte_off: u64,
+    len: u64,
+    mut f: impl FnMut(u64) -> bool,
+) -> Result<()> {
+    let aligned = block.offset().wrapping_add(byte_off).is_multiple_of(8);
+    for k in (0..len).step_by(8) {
+        let o = byte_off
+            .checked_add(k)
+            .ok_or_else(|| out_of_bounds(byte_off, len))?;
+        let n = (len - k).min(8);
+        let mut w = [0u8; 8];
+        // SAFETY: forwarded contract.
+        unsafe {
+            if aligned && n == 8 {
+                w = cell::<u64>(tx, block, o)?.get(tx).to_ne_bytes();
+            } else {
+                for j in 0..n {
+                    w[j as usize] = cell::<u8>(tx, block, o + j)?.get(tx);
+                }
+            }
+        }
+        if !f(u64::from_le_bytes(w)) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The bytes of a slice of `Persistent` values (which have no padding).
+pub(crate) fn slice_bytes<T: Persistent>(s: &[T]) -> &[u8] {
+    let () = T::__LAYOUT_CHECK;
+    // SAFETY: `T: Persistent` has no padding and a slice has none between elements, so all
+    // `size_of_val(s)` bytes are initialised; the result borrows `s`.
+    unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<u8>(), std::mem::size_of_val(s)) }
+}
+
 /// Reads element `i` of the `T` array at `block`.
 ///
 /// # Safety
@@ -212,19 +315,41 @@ pub(crate) unsafe fn write<T: Persistent + Copy>(
 /// A deterministic 64-bit hash of `bytes` (part of the on-media format of `PHashMap`: it must
 /// never change, and must not depend on the process or the Rust version).
 pub(crate) fn hash_bytes(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0x9e37_79b9_7f4a_7c15 ^ (bytes.len() as u64);
+    let mut h = ByteHash::new(bytes.len() as u64);
     for chunk in bytes.chunks(8) {
         let mut w = [0u8; 8];
         w[..chunk.len()].copy_from_slice(chunk);
-        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 32;
+        h.chunk(u64::from_le_bytes(w));
     }
-    // fmix64 (MurmurHash3's finaliser).
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
+    h.finish()
+}
+
+/// [`hash_bytes`] fed chunk by chunk: the byte count first, then each 8-byte chunk as a
+/// little-endian word (the last one zero-padded), so bytes read from the pool piecewise
+/// ([`read_chunks`]) hash exactly as the same bytes in one slice.
+pub(crate) struct ByteHash(u64);
+
+impl ByteHash {
+    /// The state before the first chunk of `len` bytes.
+    pub(crate) fn new(len: u64) -> Self {
+        ByteHash(0x9e37_79b9_7f4a_7c15 ^ len)
+    }
+
+    /// Mixes in the next chunk.
+    pub(crate) fn chunk(&mut self, w: u64) {
+        let h = (self.0 ^ w).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        self.0 = h ^ (h >> 32);
+    }
+
+    /// fmix64 (MurmurHash3's finaliser).
+    pub(crate) fn finish(self) -> u64 {
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
 }
 
 /// Allocates `size` bytes in `tx`'s pool and returns a pointer to them. The block is fresh

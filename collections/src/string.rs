@@ -99,6 +99,16 @@ impl PString {
         unsafe { self.bytes.release(tx) }
     }
 
+    /// The bytes, as the vector they are.
+    pub(crate) fn as_bytes_vec(&self) -> &PVec<u8> {
+        &self.bytes
+    }
+
+    /// The string whose bytes are `bytes` (which must hold UTF-8).
+    pub(crate) fn from_bytes_vec(bytes: PVec<u8>) -> Self {
+        PString { bytes }
+    }
+
     /// The pool offset of the buffer, if any (for reachability checks).
     pub fn buffer_offset(&self, tx: &Transaction<'_>) -> Option<u64> {
         self.bytes.buffer_offset(tx)

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::mem::size_of;
 
+use ptm::pmem_core::{bytes_of, read_from_bytes};
 use ptm::{PCell, PPtr, Persistent, Result, Transaction};
 
 use crate::raw::{self, Span};
@@ -142,12 +143,7 @@ impl<T: PValue> PVec<T> {
         // SAFETY: `old` is this vector's buffer (its free takes effect at commit, so it is still
         // readable) holding `keep <= len <= cap` elements; `new` is the fresh buffer of
         // `new_cap > keep` elements; both reached only through cells by this thread.
-        unsafe {
-            raw::copy_bytes(tx, (old, 0), (new, 0), moved)?;
-            if T::OWNS {
-                raw::zero_bytes(tx, old, 0, moved)?;
-            }
-        }
+        unsafe { raw::move_bytes(tx, (old, 0), (new, 0), moved, T::OWNS)? };
         self.buf.set(tx, new.cast())?;
         self.cap.set(tx, new_cap)?;
         Ok((new, keep, need))
@@ -404,6 +400,64 @@ impl<T: Persistent + Copy> PVec<T> {
         // SAFETY: as in `get`: `i < len <= cap` of this vector's live buffer.
         unsafe { raw::write(tx, self.block(tx), i, v)? };
         Ok(Some(old))
+    }
+
+    /// A vector holding exactly `items`, in a buffer freshly allocated by `tx` (none when
+    /// `items` is empty), returned **by value**: a handle not yet stored anywhere, which the
+    /// caller copies into a slot of its own (a [`PHashMap`](crate::PHashMap) key slot) or
+    /// releases.
+    pub(crate) fn new_exact(tx: &Transaction<'_>, items: &[T]) -> Result<Self> {
+        let () = Self::ELEM_OK;
+        let n = items.len() as u64;
+        let mut buf = PPtr::<u8>::null();
+        if n > 0 {
+            buf = raw::alloc_block(tx, raw::array_bytes::<T>(n)?)?;
+            // SAFETY: the fresh block of `n` elements just allocated by `tx` (new memory: no
+            // snapshot needed), reached only by this thread, through cells.
+            unsafe { raw::write_bytes(tx, buf, 0, raw::slice_bytes(items))? };
+        }
+        // The handle's bytes: buffer pointer, length, capacity (`repr(C)`, three words).
+        let words = [buf.to_raw(), n, n];
+        read_from_bytes::<Self>(bytes_of(&words)).ok_or_else(|| raw::out_of_bounds(0, 24))
+    }
+
+    /// The hash of the elements' bytes (as `hash_bytes` of them in one slice). 0 drains.
+    pub(crate) fn contents_hash(&self, tx: &Transaction<'_>) -> Result<u64> {
+        let bytes = raw::array_bytes::<T>(self.len(tx))?;
+        let mut h = raw::ByteHash::new(bytes);
+        if bytes > 0 {
+            // SAFETY: the first `len <= cap` elements of this vector's live buffer.
+            unsafe {
+                raw::read_chunks(tx, self.block(tx), 0, bytes, |w| {
+                    h.chunk(w);
+                    true
+                })?
+            };
+        }
+        Ok(h.finish())
+    }
+
+    /// Whether the elements' bytes are exactly `expected`. 0 drains; reads only the length when
+    /// the sizes differ, and stops at the first differing word.
+    pub(crate) fn contents_eq(&self, tx: &Transaction<'_>, expected: &[u8]) -> Result<bool> {
+        let bytes = raw::array_bytes::<T>(self.len(tx))?;
+        if bytes != expected.len() as u64 {
+            return Ok(false);
+        }
+        let (mut eq, mut want) = (true, expected.chunks(8));
+        if bytes > 0 {
+            // SAFETY: as in `contents_hash`.
+            unsafe {
+                raw::read_chunks(tx, self.block(tx), 0, bytes, |w| {
+                    let mut c = [0u8; 8];
+                    let chunk = want.next().unwrap_or_default();
+                    c[..chunk.len()].copy_from_slice(chunk);
+                    eq = w == u64::from_le_bytes(c);
+                    eq
+                })?
+            };
+        }
+        Ok(eq)
     }
 
     /// Iterates over copies of the elements. Each step reads the current length and buffer, so

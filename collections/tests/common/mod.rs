@@ -288,3 +288,162 @@ pub fn assert_allocated_exactly<R: Persistent>(pool: &mut Pool<R>, owned: &BTree
         "{what}: allocated blocks vs blocks reachable from the root"
     );
 }
+
+/// Adds `block` (if any) to `out`, asserting no block is reached twice (two owners).
+pub fn add_block(out: &mut BTreeSet<u64>, block: Option<u64>) {
+    if let Some(o) = block {
+        assert!(out.insert(o), "block {o} reached twice");
+    }
+}
+
+/// Adds the blocks a string-keyed map owns apart from its values: the table and every key's
+/// buffer.
+pub fn string_key_blocks<V: Persistent>(
+    tx: &Transaction<'_>,
+    m: &PHashMap<PString, V>,
+    out: &mut BTreeSet<u64>,
+) -> Result<(), Error> {
+    add_block(out, m.table_offset(tx));
+    for k in m.keys(tx)? {
+        add_block(out, k.buffer_offset(tx));
+    }
+    Ok(())
+}
+
+/// A root type with a std model, for the generic model, abort and crash-image checks below.
+pub trait ModelRoot: Persistent {
+    /// What the root must hold, in std types.
+    type Model: Clone + Default + PartialEq + std::fmt::Debug;
+    /// One operation on the root.
+    type Op: std::fmt::Debug;
+
+    /// Applies `op` inside `tx`, checking returned values against `m` (the model before `op`).
+    fn apply(tx: &Transaction<'_>, r: &Self, op: &Self::Op, m: &Self::Model) -> Result<(), Error>;
+
+    /// Applies `op` to the model.
+    fn apply_model(m: &mut Self::Model, op: &Self::Op);
+
+    /// Reads the whole root into a model (checking its consistency on the way).
+    fn read(pool: &Pool<Self>) -> Self::Model;
+
+    /// Every block reachable from the root (asserting none is reached twice).
+    fn reachable(pool: &Pool<Self>) -> BTreeSet<u64>;
+}
+
+/// Asserts the allocated blocks are exactly those reachable from the root.
+pub fn assert_reachable_only<R: ModelRoot>(pool: &mut Pool<R>, what: &str) {
+    let owned = R::reachable(pool);
+    assert_allocated_exactly(pool, &owned, what);
+}
+
+/// Runs `ops` in one transaction and advances `model`.
+pub fn run<R: ModelRoot>(pool: &Pool<R>, model: &mut R::Model, ops: &[R::Op]) {
+    let mut m = model.clone();
+    pool.transaction(|tx, r| {
+        for op in ops {
+            R::apply(tx, r, op, &m)?;
+            R::apply_model(&mut m, op);
+        }
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+    *model = m;
+}
+
+/// Runs each step's operations in one transaction on a new pool at `path` (reopening it after
+/// the steps marked `true`), checking the pool against the model and for leaks after each step.
+/// Returns the pool and the final model.
+pub fn check_steps<R: ModelRoot>(path: &Path, steps: &[(Vec<R::Op>, bool)]) -> (Pool<R>, R::Model) {
+    let mut pool = Pool::<R>::create(path, POOL_SIZE, &opts()).unwrap();
+    let mut model = R::Model::default();
+    for (ops, reopen) in steps {
+        run(&pool, &mut model, ops);
+        if *reopen {
+            drop(pool);
+            pool = Pool::open(path, &opts()).unwrap();
+        }
+        assert_eq!(R::read(&pool), model);
+        assert_reachable_only(&mut pool, &format!("after {ops:?}"));
+    }
+    (pool, model)
+}
+
+/// Runs `before` on a new pool at `path`, then `ops` in a transaction that fails: asserts it
+/// changed nothing (model, allocated blocks).
+pub fn check_abort<R: ModelRoot>(path: &Path, before: &[R::Op], ops: &[R::Op]) {
+    let mut pool = Pool::<R>::create(path, POOL_SIZE, &opts()).unwrap();
+    let mut model = R::Model::default();
+    run(&pool, &mut model, before);
+    let blocks = pool.allocated_blocks().unwrap();
+    let r = pool.transaction(|tx, r| {
+        let mut m = model.clone();
+        for op in ops {
+            R::apply(tx, r, op, &m)?;
+            R::apply_model(&mut m, op);
+        }
+        Err::<(), _>(Error::Aborted)
+    });
+    assert!(matches!(r, Err(Error::Aborted)));
+    assert_eq!(R::read(&pool), model);
+    assert_eq!(pool.allocated_blocks().unwrap(), blocks);
+    assert_reachable_only(&mut pool, "after an abort");
+}
+
+/// Opens the crash image `img`, asserts it was not closed cleanly, that it reads as `expected`
+/// and that its allocated blocks are exactly the reachable ones, then deletes it.
+pub fn check_image<R: ModelRoot>(img: &Path, expected: &R::Model, what: &str) {
+    let mut pool = Pool::<R>::open(img, &opts()).unwrap();
+    assert!(
+        !pool.recovery_report().was_clean,
+        "{what}: an image of an open pool is not clean"
+    );
+    assert_eq!(&R::read(&pool), expected, "{what}");
+    assert_reachable_only(&mut pool, what);
+    drop(pool);
+    std::fs::remove_file(img).unwrap();
+}
+
+/// Runs `ops` in one transaction of `pool` (the file at `path`, on tmpfs), copying the file (a
+/// crash image: it holds every store so far) after each operation, before the commit, and after
+/// the commit; checks every image recovers to the model before the transaction (images before
+/// the commit) or after it ([`check_image`]). Returns the pool, reopened.
+pub fn crash_step<R: ModelRoot>(pool: Pool<R>, path: &Path, model: &mut R::Model, ops: &[R::Op]) -> Pool<R> {
+    let mut m = model.clone();
+    let mut images = Vec::new();
+    pool.transaction(|tx, r| {
+        for op in ops {
+            R::apply(tx, r, op, &m)?;
+            R::apply_model(&mut m, op);
+            let img = path.with_extension(format!("mid{}", images.len()));
+            std::fs::copy(path, &img).unwrap();
+            images.push(img);
+        }
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+    let after = path.with_extension("after");
+    std::fs::copy(path, &after).unwrap();
+    drop(pool);
+    for (i, img) in images.iter().enumerate() {
+        check_image::<R>(
+            img,
+            model,
+            &format!("image after op {i} of {ops:?}, before the commit"),
+        );
+    }
+    *model = m;
+    check_image::<R>(&after, model, &format!("image after committing {ops:?}"));
+    Pool::open(path, &opts()).unwrap()
+}
+
+/// Runs each step's operations as one [`crash_step`] on a new pool at `path`, checking the pool
+/// against the model at the end. Returns the pool and the final model.
+pub fn check_crash_steps<R: ModelRoot>(path: &Path, steps: &[Vec<R::Op>]) -> (Pool<R>, R::Model) {
+    let mut pool = Pool::<R>::create(path, POOL_SIZE, &opts()).unwrap();
+    let mut model = R::Model::default();
+    for ops in steps {
+        pool = crash_step(pool, path, &mut model, ops);
+    }
+    assert_eq!(R::read(&pool), model);
+    (pool, model)
+}
