@@ -5,9 +5,8 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
-use common::{assert_allocated_exactly, drains, opts, shm_dir};
+use common::{assert_reachable_only, crash_step, drains, opts, run, shm_dir, ModelRoot, POOL_SIZE};
 use proptest::prelude::*;
 use ptm::{Error, Persistent, Pool, Transaction};
 use ptm_collections::{PHashMap, PString, PVec};
@@ -227,24 +226,25 @@ fn reachable(pool: &Pool<Root>) -> BTreeSet<u64> {
     .unwrap()
 }
 
-fn assert_no_leak(pool: &mut Pool<Root>, what: &str) {
-    let owned = reachable(pool);
-    assert_allocated_exactly(pool, &owned, what);
-}
+impl ModelRoot for Root {
+    type Model = Model;
+    type Op = Op;
 
-const SIZE: u64 = 8 << 20;
+    fn apply(tx: &Transaction<'_>, r: &Root, op: &Op, m: &Model) -> Result<(), Error> {
+        apply(tx, r, op, m)
+    }
 
-fn run(pool: &Pool<Root>, model: &mut Model, ops: &[Op]) {
-    let mut m = model.clone();
-    pool.transaction(|tx, r| {
-        for op in ops {
-            apply(tx, r, op, &m)?;
-            apply_model(&mut m, op);
-        }
-        Ok::<_, Error>(())
-    })
-    .unwrap();
-    *model = m;
+    fn apply_model(m: &mut Model, op: &Op) {
+        apply_model(m, op)
+    }
+
+    fn read(pool: &Pool<Root>) -> Model {
+        read(pool)
+    }
+
+    fn reachable(pool: &Pool<Root>) -> BTreeSet<u64> {
+        reachable(pool)
+    }
 }
 
 proptest! {
@@ -258,16 +258,16 @@ proptest! {
     ) {
         let dir = shm_dir();
         let path = dir.path().join("n.pool");
-        let mut pool = Pool::<Root>::create(&path, SIZE, &opts()).unwrap();
+        let mut pool = Pool::<Root>::create(&path, POOL_SIZE, &opts()).unwrap();
         let mut model = Model::default();
         for (ops, reopen) in &steps {
-            run(&pool, &mut model, ops);
+            run::<Root>(&pool, &mut model, ops);
             if *reopen {
                 drop(pool);
                 pool = Pool::open(&path, &opts()).unwrap();
             }
             prop_assert_eq!(&read(&pool), &model);
-            assert_no_leak(&mut pool, &format!("after {ops:?}"));
+            assert_reachable_only(&mut pool, &format!("after {ops:?}"));
         }
         // Freeing the outer collections frees everything nested.
         pool.transaction(|tx, r| {
@@ -288,9 +288,9 @@ proptest! {
     ) {
         let dir = shm_dir();
         let path = dir.path().join("a.pool");
-        let mut pool = Pool::<Root>::create(&path, SIZE, &opts()).unwrap();
+        let mut pool = Pool::<Root>::create(&path, POOL_SIZE, &opts()).unwrap();
         let mut model = Model::default();
-        run(&pool, &mut model, &before);
+        run::<Root>(&pool, &mut model, &before);
         let blocks = pool.allocated_blocks().unwrap();
         let r = pool.transaction(|tx, r| {
             let mut m = model.clone();
@@ -303,7 +303,7 @@ proptest! {
         prop_assert!(matches!(r, Err(Error::Aborted)));
         prop_assert_eq!(&read(&pool), &model);
         prop_assert_eq!(pool.allocated_blocks().unwrap(), blocks);
-        assert_no_leak(&mut pool, "after an abort");
+        assert_reachable_only(&mut pool, "after an abort");
     }
 }
 
@@ -317,7 +317,7 @@ fn tx_drains<T>(
 #[test]
 fn nested_drains() {
     let dir = shm_dir();
-    let mut pool = Pool::<Root>::create(dir.path().join("d.pool"), SIZE, &opts()).unwrap();
+    let mut pool = Pool::<Root>::create(dir.path().join("d.pool"), POOL_SIZE, &opts()).unwrap();
     for i in 0..40u64 {
         let grows = pool
             .transaction(|tx, r| Ok::<_, Error>(r.v.len(tx) == r.v.capacity(tx)))
@@ -431,7 +431,7 @@ fn nested_drains() {
             );
         }
     }
-    assert_no_leak(&mut pool, "before the clears");
+    assert_reachable_only(&mut pool, "before the clears");
     assert_eq!(
         tx_drains(&pool, |tx, r| r.d.pop_free(tx)),
         2,
@@ -451,58 +451,13 @@ fn nested_drains() {
     assert!(pool.allocated_blocks().unwrap().is_empty(), "everything freed");
 }
 
-/// Opens the crash image, checks it against `expected` and for leaks, then deletes it.
-fn check_image(img: &Path, expected: &Model, what: &str) {
-    let mut pool = Pool::<Root>::open(img, &opts()).unwrap();
-    assert!(
-        !pool.recovery_report().was_clean,
-        "{what}: an image of an open pool is not clean"
-    );
-    assert_eq!(&read(&pool), expected, "{what}");
-    assert_no_leak(&mut pool, what);
-    drop(pool);
-    std::fs::remove_file(img).unwrap();
-}
-
-/// Runs `ops` in one transaction, copying the pool file (a crash image: on tmpfs it holds every
-/// store so far) after each operation before the commit, and after the commit; checks every
-/// image recovers to the model before, or after, the transaction.
-fn crash_step(pool: Pool<Root>, path: &Path, model: &mut Model, ops: &[Op]) -> Pool<Root> {
-    let mut m = model.clone();
-    let mut images = Vec::new();
-    pool.transaction(|tx, r| {
-        for op in ops {
-            apply(tx, r, op, &m)?;
-            apply_model(&mut m, op);
-            let img = path.with_extension(format!("mid{}", images.len()));
-            std::fs::copy(path, &img).unwrap();
-            images.push(img);
-        }
-        Ok::<_, Error>(())
-    })
-    .unwrap();
-    let after = path.with_extension("after");
-    std::fs::copy(path, &after).unwrap();
-    drop(pool);
-    for (i, img) in images.iter().enumerate() {
-        check_image(
-            img,
-            model,
-            &format!("image after op {i} of {ops:?}, before the commit"),
-        );
-    }
-    *model = m;
-    check_image(&after, model, &format!("image after committing {ops:?}"));
-    Pool::open(path, &opts()).unwrap()
-}
-
 /// Growth of the outer collections with owning handles inside, and removals that free nested
 /// blocks, each crashed inside and after the transaction.
 #[test]
 fn crash_images_of_nested_growth_and_removal() {
     let dir = shm_dir();
     let path = dir.path().join("c.pool");
-    let mut pool = Pool::<Root>::create(&path, SIZE, &opts()).unwrap();
+    let mut pool = Pool::<Root>::create(&path, POOL_SIZE, &opts()).unwrap();
     let mut model = Model::default();
     for i in 0..20u64 {
         // Each transaction grows `v` or `m` at some point (capacities 4, 8, 16, ... and map
@@ -543,7 +498,7 @@ proptest! {
     ) {
         let dir = shm_dir();
         let path = dir.path().join("r.pool");
-        let mut pool = Pool::<Root>::create(&path, SIZE, &opts()).unwrap();
+        let mut pool = Pool::<Root>::create(&path, POOL_SIZE, &opts()).unwrap();
         let mut model = Model::default();
         for ops in &steps {
             pool = crash_step(pool, &path, &mut model, ops);
@@ -557,7 +512,7 @@ proptest! {
 #[test]
 fn stale_references_are_harmless() {
     let dir = shm_dir();
-    let mut pool = Pool::<Root>::create(dir.path().join("s.pool"), SIZE, &opts()).unwrap();
+    let mut pool = Pool::<Root>::create(dir.path().join("s.pool"), POOL_SIZE, &opts()).unwrap();
     pool.transaction(|tx, r| r.v.push_new(tx)?.push_str(tx, "first"))
         .unwrap();
     let mut model = read(&pool);
@@ -592,7 +547,7 @@ fn stale_references_are_harmless() {
         .map(|k| (k, if k == 1 { vec![7, 8] } else { vec![] }))
         .collect();
     assert_eq!(read(&pool), model);
-    assert_no_leak(&mut pool, "after growth");
+    assert_reachable_only(&mut pool, "after growth");
 
     let before = pool.allocated_blocks().unwrap();
     let r = pool.transaction(|tx, r| {
@@ -612,5 +567,5 @@ fn stale_references_are_harmless() {
     });
     assert!(matches!(r, Err(Error::InvalidFree { .. })), "{r:?}");
     assert_eq!(read(&pool), model, "rolled back");
-    assert_no_leak(&mut pool, "after the failed transactions");
+    assert_reachable_only(&mut pool, "after the failed transactions");
 }
