@@ -7,7 +7,9 @@
 //! [`std::env::temp_dir`] without forcing gets the msync domain of an ordinary file system.
 //!
 //! With the `pmdk` feature, the `pmdk` module binds PMDK's libpmemobj for side-by-side
-//! transaction benchmarks (`benches/tx.rs`).
+//! transaction and allocator benchmarks (`benches/tx.rs`, `benches/alloc.rs`), and the
+//! `pmdk_collections` module provides a hash map and a B+ tree written in C against libpmemobj
+//! for the collections benchmark (`benches/collections.rs`).
 
 use std::error::Error;
 use std::path::{Path, PathBuf};
@@ -16,6 +18,8 @@ use pmem_core::{Region, RegionOptions};
 
 #[cfg(feature = "pmdk")]
 pub mod pmdk;
+#[cfg(feature = "pmdk")]
+pub mod pmdk_collections;
 
 /// The RAM-backed directory preferred for emulated persistent-memory pools.
 pub const SHM_DIR: &str = "/dev/shm";
