@@ -1,51 +1,151 @@
-//! ptm-collections maps side by side with std's maps and SQLite.
+//! ptm-collections maps side by side with PMDK, std, LMDB and SQLite, on maps of 1 000 000
+//! `u64 -> u64` entries.
 //!
-//! Per-operation time of `insert`, `get` and `remove` of `u64 -> u64` entries, on maps holding
-//! up to [`N`] = 100 000 keys (kept modest so the whole run stays around three minutes):
+//! Systems (criterion group names), persistent ones all with their files in [`pmem_pool_dir`]
+//! (`/dev/shm`, tmpfs):
 //!
-//! - `PHashMap`, `PBTreeMap`: one durable ptm transaction per operation (2 drains per insert
-//!   and remove, 0 per get; printed at startup), pool on [`pmem_pool_dir`] (`/dev/shm`) forced
-//!   into the cache-flush domain (`force_pmem(true)`).
-//! - `std::collections::HashMap` / `BTreeMap`: the volatile bound (nothing durable).
-//! - SQLite (bundled, via `rusqlite`): one autocommit statement per operation, i.e. a durable
-//!   commit each, `journal_mode=WAL` and `synchronous=FULL`, table
-//!   `kv(k INTEGER PRIMARY KEY, v INTEGER)`, database file in the same directory as the ptm
-//!   pools. On tmpfs its `fsync` costs next to nothing, so this is SQLite's CPU cost of a durable
-//!   commit, as ptm's `clwb` + `sfence` on DRAM is ptm's.
-//! - `PConcurrentMap<u64, u64, 16>` with 1 and 2 threads (disjoint keys): wall time per
-//!   operation over all threads, so perfect scaling halves it.
+//! - `PHashMap`, `PBTreeMap`: one durable ptm transaction per operation (insert and remove 2
+//!   drains, get 0; printed at startup), pools forced into the cache-flush domain
+//!   (`force_pmem(true)`).
+//! - `PMDK_HashMap`, `PMDK_BTree`: a chained hash map and a B+ tree (15 keys per node, removal
+//!   without rebalancing, as `PBTreeMap`) written in C against libpmemobj in this crate
+//!   (`csrc/pmdk_collections.c`, feature `pmdk`; without it these rows are skipped): one
+//!   libpmemobj transaction per insert and remove, a plain read (no transaction) per get, as C
+//!   users write it. `PMEM_IS_PMEM_FORCE=1`, so PMDK flushes caches as ptm does.
+//! - `std_HashMap`, `std_BTreeMap`: the volatile bound (nothing durable).
+//! - `LMDB` (bundled, `heed`): default durable flags (every commit syncs), one write transaction
+//!   per insert and remove, one read transaction per get.
+//! - `SQLite` (bundled, `rusqlite`): `journal_mode=WAL`, `synchronous=FULL`, one autocommit
+//!   statement per operation (a durable commit each), table `kv(k INTEGER PRIMARY KEY, v)`.
+//!   On tmpfs `fsync` costs next to nothing, so LMDB and SQLite are lower bounds: their CPU cost
+//!   of a durable commit, as ptm's `clwb` + `sfence` on DRAM is ptm's.
+//! - `PConcurrentMap_insert`, `PConcurrentMap_get` (functions `1_thread`, `2_threads`):
+//!   `PConcurrentMap<u64, u64, 16>`, the operations split over 1 or 2 threads (disjoint key
+//!   ranges for inserts); the time is wall time / total operations, so perfect scaling halves it.
+//!   After the criterion runs, the 1- and 2-thread cases are also timed in interleaved rounds and
+//!   the median throughput ratio printed.
 //!
-//! Keys are `i * 0x9E37_79B9_7F4A_7C15` (a bijection on `u64`), so both hash and tree maps
-//! see them in scattered order. `insert` inserts fresh keys into a map that is cleared (untimed)
-//! whenever it reaches `N` keys; `get` reads keys of a full map (all hits); `remove` removes
-//! keys of a map refilled (untimed) when empty. LMDB and PMDK's hashmap example are not
-//! included.
+//! Method. The `i`-th key is `i * 0x9E37_79B9_7F4A_7C15` (a bijection on `u64`, so keys come in
+//! scattered order) with value `i`. Each map is prefilled with keys `0..N` (`N` = 1 000 000, or
+//! the environment variable `PTM_BENCH_KEYS`) in big transactions (1000 entries per ptm or PMDK
+//! transaction, 100 000 per LMDB or SQLite transaction), outside the timing. Then, with
+//! `C = N / 16` (at most `C` timed operations in a row):
 //!
-//! Run with `cargo bench -p ptm-benches --bench collections`.
+//! - `insert`: first an untimed settling round (insert `C` fresh keys, remove them), so growth
+//!   that the first excursion above `N` entries triggers (the PMDK hash map doubles its buckets
+//!   at 2^20 entries) is not charged to one sample. Then rounds of up to `C` timed inserts of
+//!   fresh keys (indices `N, N + 1, ...`, never reused), each followed by the untimed removal of
+//!   those keys (in big transactions), so the map holds between `N` and `N + C` entries. Costs a
+//!   map pays later for that churn (rebuilding `PHashMap`'s table to purge the tombstones of the
+//!   removals) fall into later timed inserts, as they would in use.
+//! - `get`: keys drawn uniformly at random from the `N` present ones (xorshift), all hits
+//!   (checked, outside the timing).
+//! - `remove`: rounds of up to `C` timed removals of present keys (indices cycling through
+//!   `0..N`), each followed by the untimed reinsertion of those entries, so the map holds
+//!   between `N - C` and `N` entries.
+//!
+//! Every round is checked (outside the timing): inserted keys were new, removed keys were
+//! present, the entry count is back to `N`. At the end a summary prints, for each system, the
+//! mean time per operation over all timed rounds (criterion's warm-up included) and its ratio to
+//! `PHashMap` and `PBTreeMap`.
+//!
+//! Run with `cargo bench -p ptm-benches --bench collections --features pmdk` (needs
+//! libpmemobj-dev); `PTM_BENCH_KEYS=100000` for a quicker run.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
+use heed::byteorder::{BigEndian, NativeEndian};
+use heed::types::U64;
+use heed::{CommitOrAbort, Database, Env, EnvOpenOptions};
 use ptm::{Error, Persistent, Pool, PoolOptions, Transaction};
-use ptm_benches::pmem_pool_dir;
+use ptm_benches::{pmem_pool_dir, SHM_DIR};
 use ptm_collections::{PBTreeMap, PConcurrentMap, PHashMap};
 use rusqlite::Connection;
 
-/// Keys per map.
-const N: u64 = 100_000;
-/// Entries written per transaction when (re)filling a ptm map outside the timed part.
-const FILL_CHUNK: u64 = 1000;
-/// Size of each ptm pool.
-const POOL_SIZE: u64 = 256 << 20;
+/// Default number of keys per map.
+const DEFAULT_KEYS: u64 = 1_000_000;
+/// Environment variable overriding [`DEFAULT_KEYS`].
+const KEYS_ENV: &str = "PTM_BENCH_KEYS";
+/// Entries per ptm / PMDK transaction when filling or emptying outside the timed part.
+const FILL_CHUNK: usize = 1000;
+/// Entries per LMDB / SQLite transaction when filling or emptying outside the timed part.
+const DB_CHUNK: usize = 100_000;
+/// Size of each ptm and PMDK pool (a sparse tmpfs file: only touched pages use memory).
+const POOL_SIZE: u64 = 2 << 30;
+/// Map size of the LMDB environment (sparse as well).
+const LMDB_MAP_SIZE: usize = 2 << 30;
 /// Shards of the concurrent map.
 const SHARDS: usize = 16;
+/// Interleaved rounds per thread count of the concurrent map's scaling summary.
+const SCALING_ROUNDS: usize = 7;
 
 /// The `i`-th key.
 fn key(i: u64) -> u64 {
     i.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// The entries of indices `lo..hi`: `(key(i), i)`.
+fn entries(lo: u64, hi: u64) -> Vec<(u64, u64)> {
+    (lo..hi).map(|i| (key(i), i)).collect()
+}
+
+/// xorshift64*: the random indices of `get`.
+struct Rng(u64);
+
+impl Rng {
+    #[inline]
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+}
+
+/// Map size and round length.
+#[derive(Clone, Copy)]
+struct Params {
+    /// Keys in a full map.
+    n: u64,
+    /// Most timed operations in a row before an untimed reset.
+    chunk: u64,
+}
+
+impl Params {
+    fn from_env() -> Params {
+        let n = match std::env::var(KEYS_ENV) {
+            Ok(s) => s
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|&n| n >= 16)
+                .unwrap_or_else(|| panic!("{KEYS_ENV}={s:?}: expected a whole number of keys >= 16")),
+            Err(_) => DEFAULT_KEYS,
+        };
+        Params { n, chunk: n / 16 }
+    }
+}
+
+// ---- The maps ----
+
+/// The maps under test, behind one interface: `insert`, `get`, `remove` of one key (durable
+/// for the persistent ones; timed), and untimed bulk operations and count.
+trait Map {
+    /// Inserts (or updates) `k -> v`.
+    fn insert(&mut self, k: u64, v: u64);
+    fn get(&mut self, k: u64) -> Option<u64>;
+    /// Removes `k`; whether it was present.
+    fn remove(&mut self, k: u64) -> bool;
+    /// Inserts all of `entries`, in big transactions.
+    fn insert_many(&mut self, entries: &[(u64, u64)]);
+    /// Removes all of `keys`, in big transactions.
+    fn remove_many(&mut self, keys: &[u64]);
+    fn len(&mut self) -> u64;
 }
 
 #[derive(Persistent)]
@@ -69,69 +169,38 @@ struct ConcRoot {
     m: PConcurrentMap<u64, u64, SHARDS>,
 }
 
-/// The maps under test, behind one interface: `insert`, `get`, `remove` of one key (durable
-/// for the persistent ones), and untimed `clear` / `fill`.
-trait Map {
-    fn insert(&mut self, k: u64, v: u64);
-    fn get(&mut self, k: u64) -> Option<u64>;
-    fn remove(&mut self, k: u64) -> Option<u64>;
-    fn clear(&mut self);
-    /// Inserts keys `key(0..n)`.
-    fn fill(&mut self, n: u64);
-}
-
 /// The ptm collection maps: one transaction per operation.
 trait PMap: Persistent {
     fn p_insert(&self, tx: &Transaction<'_>, k: u64, v: u64) -> ptm::Result<Option<u64>>;
     fn p_get(&self, tx: &Transaction<'_>, k: u64) -> ptm::Result<Option<u64>>;
     fn p_remove(&self, tx: &Transaction<'_>, k: u64) -> ptm::Result<Option<u64>>;
-    fn p_clear(&self, tx: &Transaction<'_>) -> ptm::Result<()>;
+    fn p_len(&self, tx: &Transaction<'_>) -> ptm::Result<u64>;
 }
 
-impl PMap for HashRoot {
-    fn p_insert(&self, tx: &Transaction<'_>, k: u64, v: u64) -> ptm::Result<Option<u64>> {
-        self.m.insert(tx, k, v)
-    }
-    fn p_get(&self, tx: &Transaction<'_>, k: u64) -> ptm::Result<Option<u64>> {
-        self.m.get(tx, &k)
-    }
-    fn p_remove(&self, tx: &Transaction<'_>, k: u64) -> ptm::Result<Option<u64>> {
-        self.m.remove(tx, &k)
-    }
-    fn p_clear(&self, tx: &Transaction<'_>) -> ptm::Result<()> {
-        self.m.clear(tx)
-    }
+/// Implements [`PMap`] for a root whose field `m` has the map methods.
+macro_rules! pmap {
+    ($root:ty, $len:expr) => {
+        impl PMap for $root {
+            fn p_insert(&self, tx: &Transaction<'_>, k: u64, v: u64) -> ptm::Result<Option<u64>> {
+                self.m.insert(tx, k, v)
+            }
+            fn p_get(&self, tx: &Transaction<'_>, k: u64) -> ptm::Result<Option<u64>> {
+                self.m.get(tx, &k)
+            }
+            fn p_remove(&self, tx: &Transaction<'_>, k: u64) -> ptm::Result<Option<u64>> {
+                self.m.remove(tx, &k)
+            }
+            fn p_len(&self, tx: &Transaction<'_>) -> ptm::Result<u64> {
+                #[allow(clippy::redundant_closure_call)]
+                ($len)(self, tx)
+            }
+        }
+    };
 }
 
-impl PMap for TreeRoot {
-    fn p_insert(&self, tx: &Transaction<'_>, k: u64, v: u64) -> ptm::Result<Option<u64>> {
-        self.m.insert(tx, k, v)
-    }
-    fn p_get(&self, tx: &Transaction<'_>, k: u64) -> ptm::Result<Option<u64>> {
-        self.m.get(tx, &k)
-    }
-    fn p_remove(&self, tx: &Transaction<'_>, k: u64) -> ptm::Result<Option<u64>> {
-        self.m.remove(tx, &k)
-    }
-    fn p_clear(&self, tx: &Transaction<'_>) -> ptm::Result<()> {
-        self.m.clear(tx)
-    }
-}
-
-impl PMap for ConcRoot {
-    fn p_insert(&self, tx: &Transaction<'_>, k: u64, v: u64) -> ptm::Result<Option<u64>> {
-        self.m.insert(tx, k, v)
-    }
-    fn p_get(&self, tx: &Transaction<'_>, k: u64) -> ptm::Result<Option<u64>> {
-        self.m.get(tx, &k)
-    }
-    fn p_remove(&self, tx: &Transaction<'_>, k: u64) -> ptm::Result<Option<u64>> {
-        self.m.remove(tx, &k)
-    }
-    fn p_clear(&self, tx: &Transaction<'_>) -> ptm::Result<()> {
-        self.m.clear(tx)
-    }
-}
+pmap!(HashRoot, |r: &HashRoot, tx| Ok(r.m.len(tx)));
+pmap!(TreeRoot, |r: &TreeRoot, tx| Ok(r.m.len(tx)));
+pmap!(ConcRoot, |r: &ConcRoot, tx| r.m.len(tx));
 
 /// A ptm pool in a fresh temporary directory (`pool` first: closed before the directory goes).
 struct PtmMap<R: Persistent> {
@@ -153,89 +222,159 @@ fn ptm_map<R: Persistent>(name: &str) -> PtmMap<R> {
     PtmMap { pool, _dir: dir }
 }
 
-/// Inserts `key(lo..hi)` into a ptm map, `FILL_CHUNK` per transaction.
-fn ptm_fill<R: PMap>(pool: &Pool<R>, lo: u64, hi: u64) {
-    let mut i = lo;
-    while i < hi {
-        let end = (i + FILL_CHUNK).min(hi);
+fn ptm_insert_many<R: PMap>(pool: &Pool<R>, entries: &[(u64, u64)]) {
+    for c in entries.chunks(FILL_CHUNK) {
         pool.transaction(|tx, r| {
-            for j in i..end {
-                r.p_insert(tx, key(j), j)?;
+            for &(k, v) in c {
+                r.p_insert(tx, k, v)?;
             }
             Ok::<_, Error>(())
         })
-        .expect("fill");
-        i = end;
+        .expect("ptm batch insert");
+    }
+}
+
+fn ptm_remove_many<R: PMap>(pool: &Pool<R>, keys: &[u64]) {
+    for c in keys.chunks(FILL_CHUNK) {
+        pool.transaction(|tx, r| {
+            for k in c {
+                r.p_remove(tx, *k)?;
+            }
+            Ok::<_, Error>(())
+        })
+        .expect("ptm batch remove");
     }
 }
 
 impl<R: PMap> Map for PtmMap<R> {
+    #[inline]
     fn insert(&mut self, k: u64, v: u64) {
         self.pool
             .transaction(|tx, r| r.p_insert(tx, k, v))
             .expect("insert");
     }
+    #[inline]
     fn get(&mut self, k: u64) -> Option<u64> {
         self.pool.transaction(|tx, r| r.p_get(tx, k)).expect("get")
     }
-    fn remove(&mut self, k: u64) -> Option<u64> {
-        self.pool.transaction(|tx, r| r.p_remove(tx, k)).expect("remove")
+    #[inline]
+    fn remove(&mut self, k: u64) -> bool {
+        self.pool
+            .transaction(|tx, r| r.p_remove(tx, k))
+            .expect("remove")
+            .is_some()
     }
-    fn clear(&mut self) {
-        self.pool.transaction(|tx, r| r.p_clear(tx)).expect("clear");
+    fn insert_many(&mut self, entries: &[(u64, u64)]) {
+        ptm_insert_many(&self.pool, entries);
     }
-    fn fill(&mut self, n: u64) {
-        ptm_fill(&self.pool, 0, n);
+    fn remove_many(&mut self, keys: &[u64]) {
+        ptm_remove_many(&self.pool, keys);
+    }
+    fn len(&mut self) -> u64 {
+        self.pool.transaction(|tx, r| r.p_len(tx)).expect("len")
+    }
+}
+
+#[cfg(feature = "pmdk")]
+use ptm_benches::pmdk_collections::{PmdkMap, PmdkMapKind};
+
+#[cfg(feature = "pmdk")]
+impl Map for PmdkMap {
+    #[inline]
+    fn insert(&mut self, k: u64, v: u64) {
+        PmdkMap::insert(self, k, v).expect("PMDK insert");
+    }
+    #[inline]
+    fn get(&mut self, k: u64) -> Option<u64> {
+        PmdkMap::get(self, k)
+    }
+    #[inline]
+    fn remove(&mut self, k: u64) -> bool {
+        PmdkMap::remove(self, k).expect("PMDK remove").is_some()
+    }
+    fn insert_many(&mut self, entries: &[(u64, u64)]) {
+        for c in entries.chunks(FILL_CHUNK) {
+            self.insert_batch(c).expect("PMDK batch insert");
+        }
+    }
+    fn remove_many(&mut self, keys: &[u64]) {
+        for c in keys.chunks(FILL_CHUNK) {
+            self.remove_batch(c).expect("PMDK batch remove");
+        }
+    }
+    fn len(&mut self) -> u64 {
+        PmdkMap::len(self)
     }
 }
 
 impl Map for HashMap<u64, u64> {
+    #[inline]
     fn insert(&mut self, k: u64, v: u64) {
         HashMap::insert(self, k, v);
     }
+    #[inline]
     fn get(&mut self, k: u64) -> Option<u64> {
         HashMap::get(self, &k).copied()
     }
-    fn remove(&mut self, k: u64) -> Option<u64> {
-        HashMap::remove(self, &k)
+    #[inline]
+    fn remove(&mut self, k: u64) -> bool {
+        HashMap::remove(self, &k).is_some()
     }
-    fn clear(&mut self) {
-        HashMap::clear(self);
+    fn insert_many(&mut self, entries: &[(u64, u64)]) {
+        self.extend(entries.iter().copied());
     }
-    fn fill(&mut self, n: u64) {
-        self.extend((0..n).map(|i| (key(i), i)));
+    fn remove_many(&mut self, keys: &[u64]) {
+        keys.iter().for_each(|k| {
+            HashMap::remove(self, k);
+        });
+    }
+    fn len(&mut self) -> u64 {
+        HashMap::len(self) as u64
     }
 }
 
 impl Map for BTreeMap<u64, u64> {
+    #[inline]
     fn insert(&mut self, k: u64, v: u64) {
         BTreeMap::insert(self, k, v);
     }
+    #[inline]
     fn get(&mut self, k: u64) -> Option<u64> {
         BTreeMap::get(self, &k).copied()
     }
-    fn remove(&mut self, k: u64) -> Option<u64> {
-        BTreeMap::remove(self, &k)
+    #[inline]
+    fn remove(&mut self, k: u64) -> bool {
+        BTreeMap::remove(self, &k).is_some()
     }
-    fn clear(&mut self) {
-        BTreeMap::clear(self);
+    fn insert_many(&mut self, entries: &[(u64, u64)]) {
+        self.extend(entries.iter().copied());
     }
-    fn fill(&mut self, n: u64) {
-        self.extend((0..n).map(|i| (key(i), i)));
+    fn remove_many(&mut self, keys: &[u64]) {
+        keys.iter().for_each(|k| {
+            BTreeMap::remove(self, k);
+        });
+    }
+    fn len(&mut self) -> u64 {
+        BTreeMap::len(self) as u64
     }
 }
 
-/// A SQLite database in a fresh temporary directory under [`pmem_pool_dir`].
+/// A fresh temporary directory under [`pmem_pool_dir`].
+fn db_dir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(pmem_pool_dir())
+        .expect("create a database directory")
+}
+
+/// A SQLite database in a fresh temporary directory.
 struct Sqlite {
     conn: Connection,
     _dir: tempfile::TempDir,
 }
 
 fn sqlite() -> Sqlite {
-    let dir = tempfile::Builder::new()
-        .prefix("ptm-bench-sqlite-")
-        .tempdir_in(pmem_pool_dir())
-        .expect("create the SQLite directory");
+    let dir = db_dir("ptm-bench-sqlite-");
     let conn = Connection::open(dir.path().join("kv.sqlite")).expect("open SQLite");
     let mode: String = conn
         .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
@@ -250,12 +389,14 @@ fn sqlite() -> Sqlite {
 }
 
 impl Map for Sqlite {
+    #[inline]
     fn insert(&mut self, k: u64, v: u64) {
         self.conn
             .prepare_cached("INSERT OR REPLACE INTO kv(k, v) VALUES (?1, ?2)")
             .and_then(|mut s| s.execute((k as i64, v as i64)))
             .expect("SQLite insert");
     }
+    #[inline]
     fn get(&mut self, k: u64) -> Option<u64> {
         let mut s = self
             .conn
@@ -266,58 +407,188 @@ impl Map for Sqlite {
             .expect("SQLite get")
             .map(|r| r.get::<_, i64>(0).expect("SQLite column") as u64)
     }
-    fn remove(&mut self, k: u64) -> Option<u64> {
-        let mut s = self
-            .conn
-            .prepare_cached("DELETE FROM kv WHERE k = ?1 RETURNING v")
-            .expect("SQLite prepare");
-        let mut rows = s.query([k as i64]).expect("SQLite remove");
-        rows.next()
+    #[inline]
+    fn remove(&mut self, k: u64) -> bool {
+        self.conn
+            .prepare_cached("DELETE FROM kv WHERE k = ?1")
+            .and_then(|mut s| s.execute([k as i64]))
             .expect("SQLite remove")
-            .map(|r| r.get::<_, i64>(0).expect("SQLite column") as u64)
+            == 1
     }
-    fn clear(&mut self) {
-        self.conn.execute("DELETE FROM kv", []).expect("SQLite clear");
-    }
-    fn fill(&mut self, n: u64) {
-        let tx = self.conn.transaction().expect("SQLite begin");
-        {
-            let mut s = tx
-                .prepare_cached("INSERT INTO kv(k, v) VALUES (?1, ?2)")
-                .expect("SQLite prepare");
-            for i in 0..n {
-                s.execute((key(i) as i64, i as i64)).expect("SQLite fill");
+    fn insert_many(&mut self, entries: &[(u64, u64)]) {
+        for c in entries.chunks(DB_CHUNK) {
+            let tx = self.conn.transaction().expect("SQLite begin");
+            {
+                let mut s = tx
+                    .prepare_cached("INSERT OR REPLACE INTO kv(k, v) VALUES (?1, ?2)")
+                    .expect("SQLite prepare");
+                for &(k, v) in c {
+                    s.execute((k as i64, v as i64)).expect("SQLite fill");
+                }
             }
+            tx.commit().expect("SQLite commit");
         }
-        tx.commit().expect("SQLite commit");
+    }
+    fn remove_many(&mut self, keys: &[u64]) {
+        for c in keys.chunks(DB_CHUNK) {
+            let tx = self.conn.transaction().expect("SQLite begin");
+            {
+                let mut s = tx
+                    .prepare_cached("DELETE FROM kv WHERE k = ?1")
+                    .expect("SQLite prepare");
+                for &k in c {
+                    s.execute([k as i64]).expect("SQLite delete");
+                }
+            }
+            tx.commit().expect("SQLite commit");
+        }
+    }
+    fn len(&mut self) -> u64 {
+        self.conn
+            .query_row("SELECT count(*) FROM kv", [], |r| r.get::<_, i64>(0))
+            .expect("SQLite count") as u64
     }
 }
 
-/// Runs `iters` timed operations on `m` in rounds of at most `N - *used` (operation indices
-/// `*used..N`), calling the untimed `reset` whenever `*used` reaches `N`.
+/// The LMDB table: `u64` keys (big-endian, so they sort as numbers) to `u64` values.
+type LmdbDb<'e> = Database<'e, U64<BigEndian>, U64<NativeEndian>>;
+
+/// An LMDB environment in a fresh temporary directory, default (durable) flags: every commit
+/// syncs. Drop the tables borrowing it first.
+struct LmdbEnv {
+    env: Env,
+    _dir: tempfile::TempDir,
+}
+
+fn lmdb_env() -> LmdbEnv {
+    let dir = db_dir("ptm-bench-lmdb-");
+    // SAFETY: the environment is in a fresh private directory that nothing else opens or
+    // modifies while it is mapped, and it is opened once.
+    let env = unsafe { EnvOpenOptions::new().map_size(LMDB_MAP_SIZE).open(dir.path()) }
+        .expect("open the LMDB environment");
+    LmdbEnv { env, _dir: dir }
+}
+
+/// LMDB's unnamed database of an environment.
+struct Lmdb<'e> {
+    env: &'e Env,
+    db: LmdbDb<'e>,
+}
+
+fn lmdb(e: &LmdbEnv) -> Lmdb<'_> {
+    let wtxn = e.env.write_txn().expect("LMDB write transaction");
+    let db = e
+        .env
+        .create_databases_and_commit(wtxn, |wdo, wtxn| -> heed::Result<_> {
+            let db: LmdbDb<'_> = wdo.create_database(wtxn, None)?;
+            Ok(CommitOrAbort::<_, ()>::Commit(db))
+        })
+        .map(CommitOrAbort::unwrap_commit)
+        .expect("LMDB setup");
+    Lmdb { env: &e.env, db }
+}
+
+impl Map for Lmdb<'_> {
+    #[inline]
+    fn insert(&mut self, k: u64, v: u64) {
+        let mut wtxn = self.env.write_txn().expect("LMDB begin");
+        self.db.put(&mut wtxn, &k, &v).expect("LMDB put");
+        wtxn.commit().expect("LMDB commit");
+    }
+    #[inline]
+    fn get(&mut self, k: u64) -> Option<u64> {
+        let rtxn = self.env.read_txn().expect("LMDB read transaction");
+        self.db.get(&rtxn, &k).expect("LMDB get")
+    }
+    #[inline]
+    fn remove(&mut self, k: u64) -> bool {
+        let mut wtxn = self.env.write_txn().expect("LMDB begin");
+        let found = self.db.delete(&mut wtxn, &k).expect("LMDB delete");
+        wtxn.commit().expect("LMDB commit");
+        found
+    }
+    fn insert_many(&mut self, entries: &[(u64, u64)]) {
+        for c in entries.chunks(DB_CHUNK) {
+            let mut wtxn = self.env.write_txn().expect("LMDB begin");
+            for (k, v) in c {
+                self.db.put(&mut wtxn, k, v).expect("LMDB put");
+            }
+            wtxn.commit().expect("LMDB commit");
+        }
+    }
+    fn remove_many(&mut self, keys: &[u64]) {
+        for c in keys.chunks(DB_CHUNK) {
+            let mut wtxn = self.env.write_txn().expect("LMDB begin");
+            for k in c {
+                self.db.delete(&mut wtxn, k).expect("LMDB delete");
+            }
+            wtxn.commit().expect("LMDB commit");
+        }
+    }
+    fn len(&mut self) -> u64 {
+        let rtxn = self.env.read_txn().expect("LMDB read transaction");
+        self.db.len(&rtxn).expect("LMDB len")
+    }
+}
+
+// ---- Timing ----
+
+/// Mean time per operation over every timed round of each benchmark (warm-up included), for
+/// the summary.
+#[derive(Default)]
+struct Tally {
+    /// (group, function, total time, operations), in run order.
+    rows: RefCell<Vec<(String, String, Duration, u64)>>,
+}
+
+impl Tally {
+    fn add(&self, group: &str, func: &str, time: Duration, ops: u64) {
+        let mut rows = self.rows.borrow_mut();
+        match rows.iter_mut().find(|r| r.0 == group && r.1 == func) {
+            Some(r) => {
+                r.2 += time;
+                r.3 += ops;
+            }
+            None => rows.push((group.to_owned(), func.to_owned(), time, ops)),
+        }
+    }
+
+    /// Mean nanoseconds per operation.
+    fn ns(&self, group: &str, func: &str) -> Option<f64> {
+        self.rows
+            .borrow()
+            .iter()
+            .find(|r| r.0 == group && r.1 == func && r.3 > 0)
+            .map(|r| r.2.as_nanos() as f64 / r.3 as f64)
+    }
+}
+
+/// Runs `iters` timed operations on `m` in rounds of at most `chunk`: `run(m, lo, n)` times
+/// operations `lo..lo + n` (indices from `*next`, which advances) and returns their time;
+/// `after(m, lo, n)` runs untimed after each round.
 fn rounds<M: ?Sized>(
     iters: u64,
-    used: &mut u64,
+    chunk: u64,
+    next: &mut u64,
     m: &mut M,
-    reset: impl Fn(&mut M),
-    run: impl Fn(&mut M, u64, u64) -> Duration,
+    mut run: impl FnMut(&mut M, u64, u64) -> Duration,
+    mut after: impl FnMut(&mut M, u64, u64),
 ) -> Duration {
     let mut left = iters;
     let mut total = Duration::ZERO;
     while left > 0 {
-        if *used == N {
-            reset(m);
-            *used = 0;
-        }
-        let n = left.min(N - *used);
-        total += run(m, *used, n);
-        *used += n;
+        let n = left.min(chunk);
+        let lo = *next;
+        total += run(m, lo, n);
+        after(m, lo, n);
+        *next += n;
         left -= n;
     }
     total
 }
 
 /// Timed loop over operation indices `lo..lo + n`.
+#[inline]
 fn timed(lo: u64, n: u64, mut op: impl FnMut(u64)) -> Duration {
     let start = Instant::now();
     for i in lo..lo + n {
@@ -326,148 +597,312 @@ fn timed(lo: u64, n: u64, mut op: impl FnMut(u64)) -> Duration {
     start.elapsed()
 }
 
-/// `insert`, `get`, `remove` benchmarks of one map: functions `insert`, `get`, `remove` in the
-/// group `name`.
-fn bench_map(c: &mut Criterion, name: &str, m: &mut dyn Map) {
+/// Fills `m` with keys `0..p.n` and checks the count; prints how long it took.
+fn prefill(name: &str, m: &mut impl Map, p: Params) {
+    let start = Instant::now();
+    for lo in (0..p.n).step_by(DB_CHUNK) {
+        m.insert_many(&entries(lo, (lo + DB_CHUNK as u64).min(p.n)));
+    }
+    assert_eq!(m.len(), p.n, "{name}: prefill count");
+    println!("{name:<15}: prefilled {} keys in {:.2?}", p.n, start.elapsed());
+}
+
+/// `insert`, `get`, `remove` benchmarks of one prefilled map: functions `insert`, `get`,
+/// `remove` in the group `name`.
+fn bench_map(c: &mut Criterion, tally: &Tally, name: &str, m: &mut impl Map, p: Params) {
     let mut g = c.benchmark_group(name);
-    let mut used = 0u64;
-    m.clear();
+    let n = p.n;
+
+    // Fresh indices above every key ever present.
+    let mut fresh = n;
+    let settle: Vec<(u64, u64)> = entries(fresh, fresh + p.chunk);
+    m.insert_many(&settle);
+    m.remove_many(&settle.iter().map(|e| e.0).collect::<Vec<_>>());
+    fresh += p.chunk;
+    assert_eq!(m.len(), n, "{name}: count after settling");
     g.bench_function("insert", |b| {
         b.iter_custom(|iters| {
-            rounds(
+            let t = rounds(
                 iters,
-                &mut used,
+                p.chunk,
+                &mut fresh,
                 m,
-                |m| m.clear(),
-                |m, lo, n| timed(lo, n, |i| m.insert(black_box(key(i)), i)),
-            )
+                |m, lo, k| timed(lo, k, |i| m.insert(black_box(key(i)), i)),
+                |m, lo, k| {
+                    assert_eq!(m.len(), n + k, "{name}: an inserted key was not new");
+                    m.remove_many(&(lo..lo + k).map(key).collect::<Vec<_>>());
+                    assert_eq!(m.len(), n, "{name}: count after a round");
+                },
+            );
+            tally.add(name, "insert", t, iters);
+            t
         })
     });
-    m.clear();
-    m.fill(N);
-    let mut used = 0u64;
+
+    let mut rng = Rng(0x853C_49E6_748F_EA9B);
+    let mut unused = 0u64;
     g.bench_function("get", |b| {
         b.iter_custom(|iters| {
-            rounds(
+            let mut hits = 0u64;
+            let t = rounds(
                 iters,
-                &mut used,
+                p.chunk,
+                &mut unused,
                 m,
-                |_| {},
-                |m, lo, n| {
-                    timed(lo, n, |i| {
-                        black_box(m.get(black_box(key(i))));
+                |m, lo, k| {
+                    timed(lo, k, |_| {
+                        let i = rng.below(n);
+                        hits += u64::from(black_box(m.get(black_box(key(i)))) == Some(i));
                     })
                 },
-            )
+                |_, _, _| {},
+            );
+            assert_eq!(hits, iters, "{name}: get missed a present key");
+            tally.add(name, "get", t, iters);
+            t
         })
     });
-    let mut used = 0u64;
+
+    let mut cursor = 0u64;
     g.bench_function("remove", |b| {
         b.iter_custom(|iters| {
-            rounds(
+            let mut found = 0u64;
+            let t = rounds(
                 iters,
-                &mut used,
+                p.chunk,
+                &mut cursor,
                 m,
-                |m| m.fill(N),
-                |m, lo, n| {
-                    timed(lo, n, |i| {
-                        black_box(m.remove(black_box(key(i))));
+                |m, lo, k| {
+                    timed(lo, k, |i| {
+                        found += u64::from(m.remove(black_box(key(i % n))));
                     })
                 },
-            )
+                |m, lo, k| {
+                    m.insert_many(&(lo..lo + k).map(|i| (key(i % n), i % n)).collect::<Vec<_>>());
+                    assert_eq!(m.len(), n, "{name}: count after refilling");
+                },
+            );
+            assert_eq!(found, iters, "{name}: remove missed a present key");
+            tally.add(name, "remove", t, iters);
+            t
         })
     });
     g.finish();
-    m.clear();
 }
 
-/// Runs operation indices `lo..lo + n` split into `threads` contiguous runs, one per thread;
-/// returns the wall time.
-fn parallel(threads: u64, lo: u64, n: u64, op: impl Fn(u64) + Sync) -> Duration {
+// ---- PConcurrentMap ----
+
+/// Runs operation indices `lo..lo + n` split into `threads` contiguous runs, one per thread
+/// (`op(thread, i)`); returns the wall time.
+fn parallel(threads: u64, lo: u64, n: u64, op: impl Fn(u64, u64) + Sync) -> Duration {
     let op = &op;
     let start = Instant::now();
     std::thread::scope(|s| {
         for t in 0..threads {
             let (a, b) = (lo + n * t / threads, lo + n * (t + 1) / threads);
-            s.spawn(move || (a..b).for_each(op));
+            s.spawn(move || (a..b).for_each(|i| op(t, i)));
         }
     });
     start.elapsed()
 }
 
-/// `PConcurrentMap` insert and get with `threads` threads: function `<threads>_threads` in
-/// groups `PConcurrentMap_insert`, `PConcurrentMap_get`.
-fn bench_concurrent(c: &mut Criterion, m: &PtmMap<ConcRoot>, threads: u64) {
-    let pool = &m.pool;
-    let clear = |p: &mut &Pool<ConcRoot>| p.transaction(|tx, r| r.m.clear(tx)).expect("clear");
-    let name = format!("{threads}_threads");
-    let mut p = pool;
-    clear(&mut p);
-    let mut used = 0u64;
-    let mut g = c.benchmark_group("PConcurrentMap_insert");
-    g.bench_function(&name, |b| {
-        b.iter_custom(|iters| {
-            rounds(iters, &mut used, &mut p, clear, |p, lo, n| {
-                let p = *p;
-                parallel(threads, lo, n, |i| {
-                    p.transaction(|tx, r| r.m.insert(tx, black_box(key(i)), i))
-                        .expect("insert");
-                })
-            })
-        })
+/// One round of `k` concurrent inserts of fresh indices `lo..lo + k` with `threads` threads:
+/// the wall time; then, untimed, their removal.
+fn conc_insert_round(pool: &Pool<ConcRoot>, threads: u64, lo: u64, k: u64, n: u64) -> Duration {
+    let t = parallel(threads, lo, k, |_, i| {
+        pool.transaction(|tx, r| r.m.insert(tx, black_box(key(i)), i))
+            .expect("insert");
     });
-    clear(&mut p);
-    ptm_fill(pool, 0, N);
-    let mut used = 0u64;
-    g.finish();
-    let mut g = c.benchmark_group("PConcurrentMap_get");
-    g.bench_function(&name, |b| {
-        b.iter_custom(|iters| {
-            rounds(
-                iters,
-                &mut used,
-                &mut p,
-                |_| {},
-                |p, lo, n| {
-                    let p = *p;
-                    parallel(threads, lo, n, |i| {
-                        black_box(
-                            p.transaction(|tx, r| r.m.get(tx, &black_box(key(i))))
-                                .expect("get"),
-                        );
-                    })
-                },
-            )
-        })
-    });
-    g.finish();
-    clear(&mut p);
+    let len = |pool: &Pool<ConcRoot>| pool.transaction(|tx, r| r.m.len(tx)).expect("len");
+    assert_eq!(len(pool), n + k, "PConcurrentMap: an inserted key was not new");
+    ptm_remove_many(pool, &(lo..lo + k).map(key).collect::<Vec<_>>());
+    assert_eq!(len(pool), n, "PConcurrentMap: count after a round");
+    t
 }
 
-/// Prints the drains per operation of each ptm map (and checks the values read back).
-fn print_drains(h: &mut PtmMap<HashRoot>, t: &mut PtmMap<TreeRoot>, c: &mut PtmMap<ConcRoot>) {
-    println!(
-        "ptm-collections maps, N = {N} u64 keys, pools in {}",
-        pmem_pool_dir().display()
-    );
-    const OPS: u64 = 1000;
-    let maps: [(&str, &mut dyn Map); 3] = [("PHashMap", h), ("PBTreeMap", t), ("PConcurrentMap", c)];
-    for (name, m) in maps {
-        m.clear();
-        let mut per_op = |f: &mut dyn FnMut(&mut dyn Map, u64)| {
-            let before = ptm::thread_stats();
-            for i in 0..OPS {
-                f(m, i);
-            }
-            ptm::thread_stats().since(&before).drains as f64 / OPS as f64
-        };
-        let ins = per_op(&mut |m, i| m.insert(key(i), i));
-        let get = per_op(&mut |m, i| assert_eq!(m.get(key(i)), Some(i)));
-        let rem = per_op(&mut |m, i| assert_eq!(m.remove(key(i)), Some(i)));
-        println!("{name:<15}: drains per op: insert {ins}, get {get}, remove {rem}");
-        m.clear();
+/// One round of `k` concurrent gets of random present keys with `threads` threads (seeded by
+/// `seed`): the wall time. Checks every get hit.
+fn conc_get_round(pool: &Pool<ConcRoot>, threads: u64, seed: u64, k: u64, n: u64) -> Duration {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let hits = AtomicU64::new(0);
+    let rngs: Vec<std::sync::Mutex<Rng>> = (0..threads)
+        .map(|t| std::sync::Mutex::new(Rng((seed + t + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)))
+        .collect();
+    let per_thread = |t: u64, a: u64, b: u64| {
+        let mut rng = rngs[t as usize].lock().expect("rng");
+        let mut h = 0;
+        for _ in a..b {
+            let i = rng.below(n);
+            let v = pool
+                .transaction(|tx, r| r.m.get(tx, &black_box(key(i))))
+                .expect("get");
+            h += u64::from(black_box(v) == Some(i));
+        }
+        hits.fetch_add(h, Ordering::Relaxed);
+    };
+    let per_thread = &per_thread;
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (a, b) = (k * t / threads, k * (t + 1) / threads);
+            s.spawn(move || per_thread(t, a, b));
+        }
+    });
+    let t = start.elapsed();
+    assert_eq!(hits.load(Ordering::Relaxed), k, "PConcurrentMap: get missed a present key");
+    t
+}
+
+/// The thread-count function name.
+fn threads_name(threads: u64) -> String {
+    if threads == 1 {
+        "1_thread".to_owned()
+    } else {
+        format!("{threads}_threads")
     }
-    println!();
+}
+
+/// `PConcurrentMap` insert and get with 1 and 2 threads: groups `PConcurrentMap_insert`,
+/// `PConcurrentMap_get`, functions `1_thread`, `2_threads`.
+fn bench_concurrent(c: &mut Criterion, tally: &Tally, pool: &Pool<ConcRoot>, p: Params, fresh: &mut u64) {
+    let mut g = c.benchmark_group("PConcurrentMap_insert");
+    for threads in [1, 2] {
+        let name = threads_name(threads);
+        g.bench_function(&name, |b| {
+            b.iter_custom(|iters| {
+                let t = rounds(
+                    iters,
+                    p.chunk,
+                    fresh,
+                    &mut (),
+                    |_, lo, k| conc_insert_round(pool, threads, lo, k, p.n),
+                    |_, _, _| {},
+                );
+                tally.add("PConcurrentMap_insert", &name, t, iters);
+                t
+            })
+        });
+    }
+    g.finish();
+    let mut g = c.benchmark_group("PConcurrentMap_get");
+    for threads in [1, 2] {
+        let name = threads_name(threads);
+        let mut seed = 0u64;
+        g.bench_function(&name, |b| {
+            b.iter_custom(|iters| {
+                let t = rounds(
+                    iters,
+                    p.chunk,
+                    &mut seed,
+                    &mut (),
+                    |_, s, k| conc_get_round(pool, threads, s, k, p.n),
+                    |_, _, _| {},
+                );
+                tally.add("PConcurrentMap_get", &name, t, iters);
+                t
+            })
+        });
+    }
+    g.finish();
+}
+
+/// Median of a non-empty list.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Times `PConcurrentMap` insert and get with 1 and 2 threads in interleaved rounds of `chunk`
+/// operations and prints the median time per operation and the throughput ratio.
+fn print_scaling(pool: &Pool<ConcRoot>, p: Params, fresh: &mut u64) {
+    println!(
+        "\nPConcurrentMap scaling: {SCALING_ROUNDS} interleaved rounds of {} operations per case, \
+         median wall time / operations",
+        p.chunk
+    );
+    let mut ins = [Vec::new(), Vec::new()];
+    let mut get = [Vec::new(), Vec::new()];
+    for round in 0..SCALING_ROUNDS as u64 {
+        for (slot, threads) in [1u64, 2].into_iter().enumerate() {
+            let t = conc_insert_round(pool, threads, *fresh, p.chunk, p.n);
+            *fresh += p.chunk;
+            ins[slot].push(t.as_nanos() as f64 / p.chunk as f64);
+            let t = conc_get_round(pool, threads, 1000 + round * 2 + slot as u64, p.chunk, p.n);
+            get[slot].push(t.as_nanos() as f64 / p.chunk as f64);
+        }
+    }
+    for (op, v) in [("insert", ins), ("get", get)] {
+        let [one, two] = v.map(median);
+        println!(
+            "PConcurrentMap {op:<6}: 1 thread {one:8.0} ns/op, 2 threads {two:8.0} ns/op, \
+             throughput 2 threads / 1 thread = {:.2}x",
+            one / two
+        );
+    }
+}
+
+// ---- Setup and summary ----
+
+/// Prints the drains per operation of a prefilled ptm map (1000 fresh inserts, 1000 gets, 1000
+/// removals of those keys; checks the values read back).
+fn print_drains<R: PMap>(name: &str, m: &mut PtmMap<R>, p: Params) {
+    const OPS: u64 = 1000;
+    let base = u64::MAX / 2;
+    let mut per_op = |f: &mut dyn FnMut(&mut PtmMap<R>, u64)| {
+        let before = ptm::thread_stats();
+        for i in base..base + OPS {
+            f(m, i);
+        }
+        ptm::thread_stats().since(&before).drains as f64 / OPS as f64
+    };
+    let ins = per_op(&mut |m, i| m.insert(key(i), i));
+    let get = per_op(&mut |m, i| assert_eq!(m.get(key(i)), Some(i)));
+    let rem = per_op(&mut |m, i| assert!(m.remove(key(i))));
+    assert_eq!(m.len(), p.n);
+    println!("{name:<15}: drains per op: insert {ins}, get {get}, remove {rem}");
+}
+
+/// The systems of the summary: criterion group and label.
+const SYSTEMS: [&str; 8] = [
+    "PHashMap",
+    "PMDK_HashMap",
+    "std_HashMap",
+    "PBTreeMap",
+    "PMDK_BTree",
+    "std_BTreeMap",
+    "LMDB",
+    "SQLite",
+];
+
+/// Prints mean time per operation and ratios to `PHashMap` and `PBTreeMap` for each system.
+fn print_summary(tally: &Tally) {
+    println!("\nsummary: mean ns/op over every timed round (warm-up included); ratio = system / ptm map");
+    println!(
+        "{:<8} {:<14} {:>10} {:>12} {:>12}",
+        "op", "system", "ns/op", "/ PHashMap", "/ PBTreeMap"
+    );
+    for op in ["insert", "get", "remove"] {
+        let h = tally.ns("PHashMap", op);
+        let t = tally.ns("PBTreeMap", op);
+        for sys in SYSTEMS {
+            let Some(ns) = tally.ns(sys, op) else { continue };
+            let ratio = |base: Option<f64>| base.map_or("-".to_owned(), |b| format!("{:.2}x", ns / b));
+            println!(
+                "{op:<8} {sys:<14} {ns:>10.1} {:>12} {:>12}",
+                ratio(h),
+                ratio(t)
+            );
+        }
+    }
+    for op in ["insert", "get"] {
+        let group = format!("PConcurrentMap_{op}");
+        if let (Some(one), Some(two)) = (tally.ns(&group, "1_thread"), tally.ns(&group, "2_threads")) {
+            println!(
+                "{group}: 1 thread {one:.1} ns/op, 2 threads {two:.1} ns/op, throughput ratio {:.2}x",
+                one / two
+            );
+        }
+    }
 }
 
 fn config() -> Criterion {
@@ -478,22 +913,91 @@ fn config() -> Criterion {
         .without_plots()
 }
 
+#[cfg(feature = "pmdk")]
+fn pmdk_map(kind: PmdkMapKind) -> PmdkMap {
+    let m = PmdkMap::create(kind, &pmem_pool_dir(), POOL_SIZE).expect("create the PMDK map");
+    m.print_info();
+    m
+}
+
 fn main() {
-    let mut h = ptm_map::<HashRoot>("phashmap");
-    let mut t = ptm_map::<TreeRoot>("pbtreemap");
-    let mut cm = ptm_map::<ConcRoot>("pconcurrentmap");
-    print_drains(&mut h, &mut t, &mut cm);
-    let mut sql = sqlite();
-    assert!(Path::new(&pmem_pool_dir()).is_dir());
+    // Before any libpmemobj call and while single-threaded (see `force_pmem_env`).
+    #[cfg(feature = "pmdk")]
+    ptm_benches::pmdk::force_pmem_env();
+    let p = Params::from_env();
+    let dir = pmem_pool_dir();
+    let note = if dir == Path::new(SHM_DIR) {
+        "tmpfs"
+    } else {
+        "FALLBACK: /dev/shm missing"
+    };
+    println!(
+        "collections: N = {} u64 keys ({KEYS_ENV}), timed rounds of <= {} ops, files in {} ({note})",
+        p.n,
+        p.chunk,
+        dir.display()
+    );
+    #[cfg(not(feature = "pmdk"))]
+    ptm_benches::print_pmdk_skipped();
+
+    let tally = Tally::default();
     // What `criterion_group!` + `criterion_main!` expand to, without the undocumented `pub fn`.
     let mut c = config().configure_from_args();
-    bench_map(&mut c, "PHashMap", &mut h);
-    bench_map(&mut c, "std_HashMap", &mut HashMap::new());
-    bench_map(&mut c, "PBTreeMap", &mut t);
-    bench_map(&mut c, "std_BTreeMap", &mut BTreeMap::new());
-    bench_map(&mut c, "SQLite", &mut sql);
-    for threads in [1, 2] {
-        bench_concurrent(&mut c, &cm, threads);
+
+    // One map alive at a time (besides its files), to bound memory.
+    {
+        let mut m = ptm_map::<HashRoot>("phashmap");
+        prefill("PHashMap", &mut m, p);
+        print_drains("PHashMap", &mut m, p);
+        bench_map(&mut c, &tally, "PHashMap", &mut m, p);
+    }
+    #[cfg(feature = "pmdk")]
+    {
+        let mut m = pmdk_map(PmdkMapKind::Hash);
+        prefill("PMDK_HashMap", &mut m, p);
+        bench_map(&mut c, &tally, "PMDK_HashMap", &mut m, p);
+    }
+    {
+        let mut m = HashMap::new();
+        prefill("std_HashMap", &mut m, p);
+        bench_map(&mut c, &tally, "std_HashMap", &mut m, p);
+    }
+    {
+        let mut m = ptm_map::<TreeRoot>("pbtreemap");
+        prefill("PBTreeMap", &mut m, p);
+        print_drains("PBTreeMap", &mut m, p);
+        bench_map(&mut c, &tally, "PBTreeMap", &mut m, p);
+    }
+    #[cfg(feature = "pmdk")]
+    {
+        let mut m = pmdk_map(PmdkMapKind::BTree);
+        prefill("PMDK_BTree", &mut m, p);
+        bench_map(&mut c, &tally, "PMDK_BTree", &mut m, p);
+    }
+    {
+        let mut m = BTreeMap::new();
+        prefill("std_BTreeMap", &mut m, p);
+        bench_map(&mut c, &tally, "std_BTreeMap", &mut m, p);
+    }
+    {
+        let env = lmdb_env();
+        let mut m = lmdb(&env);
+        prefill("LMDB", &mut m, p);
+        bench_map(&mut c, &tally, "LMDB", &mut m, p);
+    }
+    {
+        let mut m = sqlite();
+        prefill("SQLite", &mut m, p);
+        bench_map(&mut c, &tally, "SQLite", &mut m, p);
+    }
+    {
+        let mut m = ptm_map::<ConcRoot>("pconcurrentmap");
+        prefill("PConcurrentMap", &mut m, p);
+        print_drains("PConcurrentMap", &mut m, p);
+        let mut fresh = p.n;
+        bench_concurrent(&mut c, &tally, &m.pool, p, &mut fresh);
+        print_scaling(&m.pool, p, &mut fresh);
     }
     c.final_summary();
+    print_summary(&tally);
 }
