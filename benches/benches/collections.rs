@@ -75,10 +75,10 @@ const KEYS_ENV: &str = "PTM_BENCH_KEYS";
 const FILL_CHUNK: usize = 1000;
 /// Entries per LMDB / SQLite transaction when filling or emptying outside the timed part.
 const DB_CHUNK: usize = 100_000;
-/// Size of each ptm and PMDK pool (a sparse tmpfs file: only touched pages use memory).
-const POOL_SIZE: u64 = 2 << 30;
-/// Map size of the LMDB environment (sparse as well).
-const LMDB_MAP_SIZE: usize = 2 << 30;
+/// Size of each ptm and PMDK pool (allocated up front on tmpfs; 1M entries need under 200 MiB).
+const POOL_SIZE: u64 = 512 << 20;
+/// Map size of the LMDB environment (a sparse file).
+const LMDB_MAP_SIZE: usize = 1 << 30;
 /// Shards of the concurrent map.
 const SHARDS: usize = 16;
 /// Interleaved rounds per thread count of the concurrent map's scaling summary.
@@ -749,7 +749,11 @@ fn conc_get_round(pool: &Pool<ConcRoot>, threads: u64, seed: u64, k: u64, n: u64
         }
     });
     let t = start.elapsed();
-    assert_eq!(hits.load(Ordering::Relaxed), k, "PConcurrentMap: get missed a present key");
+    assert_eq!(
+        hits.load(Ordering::Relaxed),
+        k,
+        "PConcurrentMap: get missed a present key"
+    );
     t
 }
 
@@ -887,11 +891,7 @@ fn print_summary(tally: &Tally) {
         for sys in SYSTEMS {
             let Some(ns) = tally.ns(sys, op) else { continue };
             let ratio = |base: Option<f64>| base.map_or("-".to_owned(), |b| format!("{:.2}x", ns / b));
-            println!(
-                "{op:<8} {sys:<14} {ns:>10.1} {:>12} {:>12}",
-                ratio(h),
-                ratio(t)
-            );
+            println!("{op:<8} {sys:<14} {ns:>10.1} {:>12} {:>12}", ratio(h), ratio(t));
         }
     }
     for op in ["insert", "get"] {
