@@ -44,15 +44,18 @@
 //!   `0..N`), each followed by the untimed reinsertion of those entries, so the map holds
 //!   between `N - C` and `N` entries.
 //!
-//! Every round is checked (outside the timing): inserted keys were new, removed keys were
-//! present, the entry count is back to `N`. At the end a summary prints, for each system, the
-//! mean time per operation over all timed rounds (criterion's warm-up included) and its ratio to
-//! `PHashMap` and `PBTreeMap`.
+//! Every round is checked (outside the timing): inserted keys were new, gets and removals found
+//! their keys, the entry count is back to `N`.
+//!
+//! All eight maps stay alive through their criterion runs, which come one after another. On a
+//! shared machine load varies between them, so an interleaved pass follows: 15 timed rounds
+//! (after an untimed one) that each run a batch of 2000 operations of every operation on every
+//! map in turn, the same way as above; it prints each median time per operation and its ratio to
+//! `PHashMap` and to `PBTreeMap` (ratios within one run are what to compare across runs).
 //!
 //! Run with `cargo bench -p ptm-benches --bench collections --features pmdk` (needs
 //! libpmemobj-dev); `PTM_BENCH_KEYS=100000` for a quicker run.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::hint::black_box;
 use std::path::Path;
@@ -83,6 +86,10 @@ const LMDB_MAP_SIZE: usize = 1 << 30;
 const SHARDS: usize = 16;
 /// Interleaved rounds per thread count of the concurrent map's scaling summary.
 const SCALING_ROUNDS: usize = 7;
+/// Timed rounds per system and operation of the interleaved pass.
+const INTERLEAVED_ROUNDS: usize = 15;
+/// Operations per round of the interleaved pass.
+const INTERLEAVED_OPS: u64 = 2000;
 
 /// The `i`-th key.
 fn key(i: u64) -> u64 {
@@ -146,6 +153,10 @@ trait Map {
     /// Removes all of `keys`, in big transactions.
     fn remove_many(&mut self, keys: &[u64]);
     fn len(&mut self) -> u64;
+    /// Where the map's table is, for maps that rebuild it (`PHashMap`): changes on a rebuild.
+    fn table(&mut self) -> Option<u64> {
+        None
+    }
 }
 
 #[derive(Persistent)]
@@ -175,11 +186,14 @@ trait PMap: Persistent {
     fn p_get(&self, tx: &Transaction<'_>, k: u64) -> ptm::Result<Option<u64>>;
     fn p_remove(&self, tx: &Transaction<'_>, k: u64) -> ptm::Result<Option<u64>>;
     fn p_len(&self, tx: &Transaction<'_>) -> ptm::Result<u64>;
+    fn p_table(&self, _tx: &Transaction<'_>) -> Option<u64> {
+        None
+    }
 }
 
 /// Implements [`PMap`] for a root whose field `m` has the map methods.
 macro_rules! pmap {
-    ($root:ty, $len:expr) => {
+    ($root:ty, $len:expr $(, $table:expr)?) => {
         impl PMap for $root {
             fn p_insert(&self, tx: &Transaction<'_>, k: u64, v: u64) -> ptm::Result<Option<u64>> {
                 self.m.insert(tx, k, v)
@@ -194,11 +208,21 @@ macro_rules! pmap {
                 #[allow(clippy::redundant_closure_call)]
                 ($len)(self, tx)
             }
+            $(
+                fn p_table(&self, tx: &Transaction<'_>) -> Option<u64> {
+                    #[allow(clippy::redundant_closure_call)]
+                    ($table)(self, tx)
+                }
+            )?
         }
     };
 }
 
-pmap!(HashRoot, |r: &HashRoot, tx| Ok(r.m.len(tx)));
+pmap!(
+    HashRoot,
+    |r: &HashRoot, tx| Ok(r.m.len(tx)),
+    |r: &HashRoot, tx| r.m.table_offset(tx)
+);
 pmap!(TreeRoot, |r: &TreeRoot, tx| Ok(r.m.len(tx)));
 pmap!(ConcRoot, |r: &ConcRoot, tx| r.m.len(tx));
 
@@ -272,6 +296,11 @@ impl<R: PMap> Map for PtmMap<R> {
     }
     fn len(&mut self) -> u64 {
         self.pool.transaction(|tx, r| r.p_len(tx)).expect("len")
+    }
+    fn table(&mut self) -> Option<u64> {
+        self.pool
+            .transaction(|tx, r| Ok::<_, Error>(r.p_table(tx)))
+            .expect("table")
     }
 }
 
@@ -533,58 +562,24 @@ impl Map for Lmdb<'_> {
 
 // ---- Timing ----
 
-/// Mean time per operation over every timed round of each benchmark (warm-up included), for
-/// the summary.
-#[derive(Default)]
-struct Tally {
-    /// (group, function, total time, operations), in run order.
-    rows: RefCell<Vec<(String, String, Duration, u64)>>,
+/// The timed operations.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Insert,
+    Get,
+    Remove,
 }
 
-impl Tally {
-    fn add(&self, group: &str, func: &str, time: Duration, ops: u64) {
-        let mut rows = self.rows.borrow_mut();
-        match rows.iter_mut().find(|r| r.0 == group && r.1 == func) {
-            Some(r) => {
-                r.2 += time;
-                r.3 += ops;
-            }
-            None => rows.push((group.to_owned(), func.to_owned(), time, ops)),
+impl Op {
+    const ALL: [Op; 3] = [Op::Insert, Op::Get, Op::Remove];
+
+    fn name(self) -> &'static str {
+        match self {
+            Op::Insert => "insert",
+            Op::Get => "get",
+            Op::Remove => "remove",
         }
     }
-
-    /// Mean nanoseconds per operation.
-    fn ns(&self, group: &str, func: &str) -> Option<f64> {
-        self.rows
-            .borrow()
-            .iter()
-            .find(|r| r.0 == group && r.1 == func && r.3 > 0)
-            .map(|r| r.2.as_nanos() as f64 / r.3 as f64)
-    }
-}
-
-/// Runs `iters` timed operations on `m` in rounds of at most `chunk`: `run(m, lo, n)` times
-/// operations `lo..lo + n` (indices from `*next`, which advances) and returns their time;
-/// `after(m, lo, n)` runs untimed after each round.
-fn rounds<M: ?Sized>(
-    iters: u64,
-    chunk: u64,
-    next: &mut u64,
-    m: &mut M,
-    mut run: impl FnMut(&mut M, u64, u64) -> Duration,
-    mut after: impl FnMut(&mut M, u64, u64),
-) -> Duration {
-    let mut left = iters;
-    let mut total = Duration::ZERO;
-    while left > 0 {
-        let n = left.min(chunk);
-        let lo = *next;
-        total += run(m, lo, n);
-        after(m, lo, n);
-        *next += n;
-        left -= n;
-    }
-    total
 }
 
 /// Timed loop over operation indices `lo..lo + n`.
@@ -597,97 +592,169 @@ fn timed(lo: u64, n: u64, mut op: impl FnMut(u64)) -> Duration {
     start.elapsed()
 }
 
-/// Fills `m` with keys `0..p.n` and checks the count; prints how long it took.
-fn prefill(name: &str, m: &mut impl Map, p: Params) {
-    let start = Instant::now();
-    for lo in (0..p.n).step_by(DB_CHUNK) {
-        m.insert_many(&entries(lo, (lo + DB_CHUNK as u64).min(p.n)));
-    }
-    assert_eq!(m.len(), p.n, "{name}: prefill count");
-    println!("{name:<15}: prefilled {} keys in {:.2?}", p.n, start.elapsed());
+/// One system under test: its prefilled map and where its operations are in the key space.
+struct Subject<'a> {
+    /// Criterion group name.
+    name: &'static str,
+    map: Box<dyn Map + 'a>,
+    /// Next fresh index to insert (at or above `N`; never reused).
+    fresh: u64,
+    /// Next index (modulo `N`) to remove.
+    cursor: u64,
+    /// Source of the indices to get.
+    rng: Rng,
+    /// Table rebuilds (see [`Map::table`]) during timed insert rounds.
+    rebuilds: u64,
 }
 
-/// `insert`, `get`, `remove` benchmarks of one prefilled map: functions `insert`, `get`,
-/// `remove` in the group `name`.
-fn bench_map(c: &mut Criterion, tally: &Tally, name: &str, m: &mut impl Map, p: Params) {
-    let mut g = c.benchmark_group(name);
-    let n = p.n;
+impl<'a> Subject<'a> {
+    /// A subject for `map`, prefilled by [`prefill`].
+    fn new(name: &'static str, map: Box<dyn Map + 'a>, p: Params) -> Subject<'a> {
+        Subject {
+            name,
+            map,
+            fresh: p.n + p.chunk,
+            cursor: 0,
+            rng: Rng(0x853C_49E6_748F_EA9B),
+            rebuilds: 0,
+        }
+    }
 
-    // Fresh indices above every key ever present.
-    let mut fresh = n;
-    let settle: Vec<(u64, u64)> = entries(fresh, fresh + p.chunk);
-    m.insert_many(&settle);
-    m.remove_many(&settle.iter().map(|e| e.0).collect::<Vec<_>>());
-    fresh += p.chunk;
-    assert_eq!(m.len(), n, "{name}: count after settling");
-    g.bench_function("insert", |b| {
-        b.iter_custom(|iters| {
-            let t = rounds(
-                iters,
-                p.chunk,
-                &mut fresh,
-                m,
-                |m, lo, k| timed(lo, k, |i| m.insert(black_box(key(i)), i)),
-                |m, lo, k| {
-                    assert_eq!(m.len(), n + k, "{name}: an inserted key was not new");
-                    m.remove_many(&(lo..lo + k).map(key).collect::<Vec<_>>());
-                    assert_eq!(m.len(), n, "{name}: count after a round");
-                },
-            );
-            tally.add(name, "insert", t, iters);
-            t
-        })
-    });
+    /// `k` timed operations `op` (at most `p.chunk`), then the untimed reset and checks: the
+    /// time of the operations.
+    fn round(&mut self, op: Op, k: u64, p: Params) -> Duration {
+        let (name, n, m) = (self.name, p.n, &mut self.map);
+        match op {
+            Op::Insert => {
+                let lo = self.fresh;
+                self.fresh += k;
+                let table = m.table();
+                let t = timed(lo, k, |i| m.insert(black_box(key(i)), i));
+                self.rebuilds += u64::from(m.table() != table);
+                assert_eq!(m.len(), n + k, "{name}: an inserted key was not new");
+                m.remove_many(&(lo..lo + k).map(key).collect::<Vec<_>>());
+                assert_eq!(m.len(), n, "{name}: count after a round");
+                t
+            }
+            Op::Get => {
+                let (rng, mut hits) = (&mut self.rng, 0u64);
+                let t = timed(0, k, |_| {
+                    let i = rng.below(n);
+                    hits += u64::from(black_box(m.get(black_box(key(i)))) == Some(i));
+                });
+                assert_eq!(hits, k, "{name}: get missed a present key");
+                t
+            }
+            Op::Remove => {
+                let lo = self.cursor;
+                self.cursor += k;
+                let mut found = 0u64;
+                let t = timed(lo, k, |i| found += u64::from(m.remove(black_box(key(i % n)))));
+                assert_eq!(found, k, "{name}: remove missed a present key");
+                m.insert_many(&(lo..lo + k).map(|i| (key(i % n), i % n)).collect::<Vec<_>>());
+                assert_eq!(m.len(), n, "{name}: count after refilling");
+                t
+            }
+        }
+    }
+}
 
-    let mut rng = Rng(0x853C_49E6_748F_EA9B);
-    let mut unused = 0u64;
-    g.bench_function("get", |b| {
-        b.iter_custom(|iters| {
-            let mut hits = 0u64;
-            let t = rounds(
-                iters,
-                p.chunk,
-                &mut unused,
-                m,
-                |m, lo, k| {
-                    timed(lo, k, |_| {
-                        let i = rng.below(n);
-                        hits += u64::from(black_box(m.get(black_box(key(i)))) == Some(i));
-                    })
-                },
-                |_, _, _| {},
-            );
-            assert_eq!(hits, iters, "{name}: get missed a present key");
-            tally.add(name, "get", t, iters);
-            t
-        })
-    });
+/// Fills `map` with keys `0..p.n`, checks the count, prints how long it took, then runs the
+/// untimed settling round (insert `p.chunk` fresh indices `p.n..`, remove them).
+fn prefill(name: &str, map: &mut dyn Map, p: Params) {
+    let start = Instant::now();
+    for lo in (0..p.n).step_by(DB_CHUNK) {
+        map.insert_many(&entries(lo, (lo + DB_CHUNK as u64).min(p.n)));
+    }
+    assert_eq!(map.len(), p.n, "{name}: prefill count");
+    println!("{name:<15}: prefilled {} keys in {:.2?}", p.n, start.elapsed());
+    let settle = entries(p.n, p.n + p.chunk);
+    map.insert_many(&settle);
+    map.remove_many(&settle.iter().map(|e| e.0).collect::<Vec<_>>());
+    assert_eq!(map.len(), p.n, "{name}: count after settling");
+}
 
-    let mut cursor = 0u64;
-    g.bench_function("remove", |b| {
-        b.iter_custom(|iters| {
-            let mut found = 0u64;
-            let t = rounds(
-                iters,
-                p.chunk,
-                &mut cursor,
-                m,
-                |m, lo, k| {
-                    timed(lo, k, |i| {
-                        found += u64::from(m.remove(black_box(key(i % n))));
-                    })
-                },
-                |m, lo, k| {
-                    m.insert_many(&(lo..lo + k).map(|i| (key(i % n), i % n)).collect::<Vec<_>>());
-                    assert_eq!(m.len(), n, "{name}: count after refilling");
-                },
-            );
-            assert_eq!(found, iters, "{name}: remove missed a present key");
-            tally.add(name, "remove", t, iters);
-            t
-        })
-    });
+/// A prefilled subject.
+fn subject<'a>(name: &'static str, mut map: Box<dyn Map + 'a>, p: Params) -> Subject<'a> {
+    prefill(name, &mut *map, p);
+    Subject::new(name, map, p)
+}
+
+/// Splits `iters` operations into rounds of at most `chunk`; the sum of `round(k)`'s times.
+fn in_rounds(iters: u64, chunk: u64, mut round: impl FnMut(u64) -> Duration) -> Duration {
+    let mut left = iters;
+    let mut total = Duration::ZERO;
+    while left > 0 {
+        let k = left.min(chunk);
+        total += round(k);
+        left -= k;
+    }
+    total
+}
+
+/// The criterion benchmarks of one subject: functions `insert`, `get`, `remove` in its group.
+fn bench_map(c: &mut Criterion, s: &mut Subject<'_>, p: Params) {
+    let mut g = c.benchmark_group(s.name);
+    for op in Op::ALL {
+        g.bench_function(op.name(), |b| {
+            b.iter_custom(|iters| in_rounds(iters, p.chunk, |k| s.round(op, k, p)))
+        });
+    }
     g.finish();
+}
+
+/// Median of a non-empty list.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Times every subject and operation again in interleaved batches of [`INTERLEAVED_OPS`]
+/// operations (round-robin over operations and subjects, [`INTERLEAVED_ROUNDS`] timed rounds
+/// after an untimed one), so load from other processes spreads over all of them, and prints the
+/// median time per operation with its ratio to `PHashMap` and `PBTreeMap` of the same run.
+fn print_interleaved(subjects: &mut [Subject<'_>], p: Params) {
+    let k = INTERLEAVED_OPS.min(p.chunk);
+    let mut ns = vec![vec![Vec::new(); subjects.len()]; Op::ALL.len()];
+    for round in 0..=INTERLEAVED_ROUNDS {
+        for (o, op) in Op::ALL.into_iter().enumerate() {
+            for (i, s) in subjects.iter_mut().enumerate() {
+                let t = s.round(op, k, p);
+                if round > 0 {
+                    ns[o][i].push(t.as_nanos() as f64 / k as f64);
+                }
+            }
+        }
+    }
+    println!(
+        "\ninterleaved: median of {INTERLEAVED_ROUNDS} rounds of {k} operations per system and \
+         operation (round-robin); ratio = system time / ptm map time"
+    );
+    println!(
+        "{:<8} {:<14} {:>10} {:>12} {:>12}",
+        "op", "system", "ns/op", "/ PHashMap", "/ PBTreeMap"
+    );
+    for s in subjects.iter().filter(|s| s.rebuilds > 0) {
+        println!(
+            "{}: {} insert rounds (criterion's and this pass's) included a table rebuild",
+            s.name, s.rebuilds
+        );
+    }
+    for (o, op) in Op::ALL.into_iter().enumerate() {
+        let med: Vec<f64> = ns[o].iter().cloned().map(median).collect();
+        let of = |name: &str| subjects.iter().position(|s| s.name == name).map(|i| med[i]);
+        let (h, t) = (of("PHashMap"), of("PBTreeMap"));
+        for (s, &v) in subjects.iter().zip(&med) {
+            let ratio = |base: Option<f64>| base.map_or("-".to_owned(), |b| format!("{:.2}x", v / b));
+            println!(
+                "{:<8} {:<14} {v:>10.1} {:>12} {:>12}",
+                op.name(),
+                s.name,
+                ratio(h),
+                ratio(t)
+            );
+        }
+    }
 }
 
 // ---- PConcurrentMap ----
@@ -768,52 +835,33 @@ fn threads_name(threads: u64) -> String {
 
 /// `PConcurrentMap` insert and get with 1 and 2 threads: groups `PConcurrentMap_insert`,
 /// `PConcurrentMap_get`, functions `1_thread`, `2_threads`.
-fn bench_concurrent(c: &mut Criterion, tally: &Tally, pool: &Pool<ConcRoot>, p: Params, fresh: &mut u64) {
+fn bench_concurrent(c: &mut Criterion, pool: &Pool<ConcRoot>, p: Params, fresh: &mut u64) {
     let mut g = c.benchmark_group("PConcurrentMap_insert");
     for threads in [1, 2] {
-        let name = threads_name(threads);
-        g.bench_function(&name, |b| {
+        g.bench_function(threads_name(threads), |b| {
             b.iter_custom(|iters| {
-                let t = rounds(
-                    iters,
-                    p.chunk,
-                    fresh,
-                    &mut (),
-                    |_, lo, k| conc_insert_round(pool, threads, lo, k, p.n),
-                    |_, _, _| {},
-                );
-                tally.add("PConcurrentMap_insert", &name, t, iters);
-                t
+                in_rounds(iters, p.chunk, |k| {
+                    let lo = *fresh;
+                    *fresh += k;
+                    conc_insert_round(pool, threads, lo, k, p.n)
+                })
             })
         });
     }
     g.finish();
     let mut g = c.benchmark_group("PConcurrentMap_get");
     for threads in [1, 2] {
-        let name = threads_name(threads);
         let mut seed = 0u64;
-        g.bench_function(&name, |b| {
+        g.bench_function(threads_name(threads), |b| {
             b.iter_custom(|iters| {
-                let t = rounds(
-                    iters,
-                    p.chunk,
-                    &mut seed,
-                    &mut (),
-                    |_, s, k| conc_get_round(pool, threads, s, k, p.n),
-                    |_, _, _| {},
-                );
-                tally.add("PConcurrentMap_get", &name, t, iters);
-                t
+                in_rounds(iters, p.chunk, |k| {
+                    seed += 1;
+                    conc_get_round(pool, threads, seed * 1000, k, p.n)
+                })
             })
         });
     }
     g.finish();
-}
-
-/// Median of a non-empty list.
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Times `PConcurrentMap` insert and get with 1 and 2 threads in interleaved rounds of `chunk`
@@ -866,45 +914,6 @@ fn print_drains<R: PMap>(name: &str, m: &mut PtmMap<R>, p: Params) {
     println!("{name:<15}: drains per op: insert {ins}, get {get}, remove {rem}");
 }
 
-/// The systems of the summary: criterion group and label.
-const SYSTEMS: [&str; 8] = [
-    "PHashMap",
-    "PMDK_HashMap",
-    "std_HashMap",
-    "PBTreeMap",
-    "PMDK_BTree",
-    "std_BTreeMap",
-    "LMDB",
-    "SQLite",
-];
-
-/// Prints mean time per operation and ratios to `PHashMap` and `PBTreeMap` for each system.
-fn print_summary(tally: &Tally) {
-    println!("\nsummary: mean ns/op over every timed round (warm-up included); ratio = system / ptm map");
-    println!(
-        "{:<8} {:<14} {:>10} {:>12} {:>12}",
-        "op", "system", "ns/op", "/ PHashMap", "/ PBTreeMap"
-    );
-    for op in ["insert", "get", "remove"] {
-        let h = tally.ns("PHashMap", op);
-        let t = tally.ns("PBTreeMap", op);
-        for sys in SYSTEMS {
-            let Some(ns) = tally.ns(sys, op) else { continue };
-            let ratio = |base: Option<f64>| base.map_or("-".to_owned(), |b| format!("{:.2}x", ns / b));
-            println!("{op:<8} {sys:<14} {ns:>10.1} {:>12} {:>12}", ratio(h), ratio(t));
-        }
-    }
-    for op in ["insert", "get"] {
-        let group = format!("PConcurrentMap_{op}");
-        if let (Some(one), Some(two)) = (tally.ns(&group, "1_thread"), tally.ns(&group, "2_threads")) {
-            println!(
-                "{group}: 1 thread {one:.1} ns/op, 2 threads {two:.1} ns/op, throughput ratio {:.2}x",
-                one / two
-            );
-        }
-    }
-}
-
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(20)
@@ -914,10 +923,10 @@ fn config() -> Criterion {
 }
 
 #[cfg(feature = "pmdk")]
-fn pmdk_map(kind: PmdkMapKind) -> PmdkMap {
+fn pmdk_map<'a>(kind: PmdkMapKind) -> Box<dyn Map + 'a> {
     let m = PmdkMap::create(kind, &pmem_pool_dir(), POOL_SIZE).expect("create the PMDK map");
     m.print_info();
-    m
+    Box::new(m)
 }
 
 fn main() {
@@ -940,64 +949,40 @@ fn main() {
     #[cfg(not(feature = "pmdk"))]
     ptm_benches::print_pmdk_skipped();
 
-    let tally = Tally::default();
     // What `criterion_group!` + `criterion_main!` expand to, without the undocumented `pub fn`.
     let mut c = config().configure_from_args();
-
-    // One map alive at a time (besides its files), to bound memory.
     {
-        let mut m = ptm_map::<HashRoot>("phashmap");
-        prefill("PHashMap", &mut m, p);
-        print_drains("PHashMap", &mut m, p);
-        bench_map(&mut c, &tally, "PHashMap", &mut m, p);
-    }
-    #[cfg(feature = "pmdk")]
-    {
-        let mut m = pmdk_map(PmdkMapKind::Hash);
-        prefill("PMDK_HashMap", &mut m, p);
-        bench_map(&mut c, &tally, "PMDK_HashMap", &mut m, p);
-    }
-    {
-        let mut m = HashMap::new();
-        prefill("std_HashMap", &mut m, p);
-        bench_map(&mut c, &tally, "std_HashMap", &mut m, p);
-    }
-    {
-        let mut m = ptm_map::<TreeRoot>("pbtreemap");
-        prefill("PBTreeMap", &mut m, p);
-        print_drains("PBTreeMap", &mut m, p);
-        bench_map(&mut c, &tally, "PBTreeMap", &mut m, p);
-    }
-    #[cfg(feature = "pmdk")]
-    {
-        let mut m = pmdk_map(PmdkMapKind::BTree);
-        prefill("PMDK_BTree", &mut m, p);
-        bench_map(&mut c, &tally, "PMDK_BTree", &mut m, p);
-    }
-    {
-        let mut m = BTreeMap::new();
-        prefill("std_BTreeMap", &mut m, p);
-        bench_map(&mut c, &tally, "std_BTreeMap", &mut m, p);
-    }
-    {
-        let env = lmdb_env();
-        let mut m = lmdb(&env);
-        prefill("LMDB", &mut m, p);
-        bench_map(&mut c, &tally, "LMDB", &mut m, p);
-    }
-    {
-        let mut m = sqlite();
-        prefill("SQLite", &mut m, p);
-        bench_map(&mut c, &tally, "SQLite", &mut m, p);
+        // All maps stay alive until the interleaved pass; LMDB's table borrows its environment.
+        let lmdb_env = lmdb_env();
+        let mut subjects = Vec::new();
+        let mut h = ptm_map::<HashRoot>("phashmap");
+        prefill("PHashMap", &mut h, p);
+        print_drains("PHashMap", &mut h, p);
+        subjects.push(Subject::new("PHashMap", Box::new(h), p));
+        #[cfg(feature = "pmdk")]
+        subjects.push(subject("PMDK_HashMap", pmdk_map(PmdkMapKind::Hash), p));
+        subjects.push(subject("std_HashMap", Box::new(HashMap::new()), p));
+        let mut t = ptm_map::<TreeRoot>("pbtreemap");
+        prefill("PBTreeMap", &mut t, p);
+        print_drains("PBTreeMap", &mut t, p);
+        subjects.push(Subject::new("PBTreeMap", Box::new(t), p));
+        #[cfg(feature = "pmdk")]
+        subjects.push(subject("PMDK_BTree", pmdk_map(PmdkMapKind::BTree), p));
+        subjects.push(subject("std_BTreeMap", Box::new(BTreeMap::new()), p));
+        subjects.push(subject("LMDB", Box::new(lmdb(&lmdb_env)), p));
+        subjects.push(subject("SQLite", Box::new(sqlite()), p));
+        for s in &mut subjects {
+            bench_map(&mut c, s, p);
+        }
+        print_interleaved(&mut subjects, p);
     }
     {
         let mut m = ptm_map::<ConcRoot>("pconcurrentmap");
         prefill("PConcurrentMap", &mut m, p);
         print_drains("PConcurrentMap", &mut m, p);
-        let mut fresh = p.n;
-        bench_concurrent(&mut c, &tally, &m.pool, p, &mut fresh);
+        let mut fresh = p.n + p.chunk;
+        bench_concurrent(&mut c, &m.pool, p, &mut fresh);
         print_scaling(&m.pool, p, &mut fresh);
     }
     c.final_summary();
-    print_summary(&tally);
 }
