@@ -66,7 +66,7 @@ use heed::byteorder::{BigEndian, NativeEndian};
 use heed::types::U64;
 use heed::{CommitOrAbort, Database, Env, EnvOpenOptions};
 use ptm::{Error, Persistent, Pool, PoolOptions, Transaction};
-use ptm_benches::{pmem_pool_dir, SHM_DIR};
+use ptm_benches::{pmem_pool_dir, XorShift as Rng, SHM_DIR};
 use ptm_collections::{PBTreeMap, PConcurrentMap, PHashMap};
 use rusqlite::Connection;
 
@@ -99,19 +99,6 @@ fn key(i: u64) -> u64 {
 /// The entries of indices `lo..hi`: `(key(i), i)`.
 fn entries(lo: u64, hi: u64) -> Vec<(u64, u64)> {
     (lo..hi).map(|i| (key(i), i)).collect()
-}
-
-/// xorshift64*: the random indices of `get`.
-struct Rng(u64);
-
-impl Rng {
-    #[inline]
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-    }
 }
 
 /// Map size and round length.
@@ -336,57 +323,39 @@ impl Map for PmdkMap {
     }
 }
 
-impl Map for HashMap<u64, u64> {
-    #[inline]
-    fn insert(&mut self, k: u64, v: u64) {
-        HashMap::insert(self, k, v);
-    }
-    #[inline]
-    fn get(&mut self, k: u64) -> Option<u64> {
-        HashMap::get(self, &k).copied()
-    }
-    #[inline]
-    fn remove(&mut self, k: u64) -> bool {
-        HashMap::remove(self, &k).is_some()
-    }
-    fn insert_many(&mut self, entries: &[(u64, u64)]) {
-        self.extend(entries.iter().copied());
-    }
-    fn remove_many(&mut self, keys: &[u64]) {
-        keys.iter().for_each(|k| {
-            HashMap::remove(self, k);
-        });
-    }
-    fn len(&mut self) -> u64 {
-        HashMap::len(self) as u64
-    }
+/// Implements [`Map`] for a std map type.
+macro_rules! std_map {
+    ($map:ident) => {
+        impl Map for $map<u64, u64> {
+            #[inline]
+            fn insert(&mut self, k: u64, v: u64) {
+                $map::insert(self, k, v);
+            }
+            #[inline]
+            fn get(&mut self, k: u64) -> Option<u64> {
+                $map::get(self, &k).copied()
+            }
+            #[inline]
+            fn remove(&mut self, k: u64) -> bool {
+                $map::remove(self, &k).is_some()
+            }
+            fn insert_many(&mut self, entries: &[(u64, u64)]) {
+                self.extend(entries.iter().copied());
+            }
+            fn remove_many(&mut self, keys: &[u64]) {
+                keys.iter().for_each(|k| {
+                    $map::remove(self, k);
+                });
+            }
+            fn len(&mut self) -> u64 {
+                $map::len(self) as u64
+            }
+        }
+    };
 }
 
-impl Map for BTreeMap<u64, u64> {
-    #[inline]
-    fn insert(&mut self, k: u64, v: u64) {
-        BTreeMap::insert(self, k, v);
-    }
-    #[inline]
-    fn get(&mut self, k: u64) -> Option<u64> {
-        BTreeMap::get(self, &k).copied()
-    }
-    #[inline]
-    fn remove(&mut self, k: u64) -> bool {
-        BTreeMap::remove(self, &k).is_some()
-    }
-    fn insert_many(&mut self, entries: &[(u64, u64)]) {
-        self.extend(entries.iter().copied());
-    }
-    fn remove_many(&mut self, keys: &[u64]) {
-        keys.iter().for_each(|k| {
-            BTreeMap::remove(self, k);
-        });
-    }
-    fn len(&mut self) -> u64 {
-        BTreeMap::len(self) as u64
-    }
-}
+std_map!(HashMap);
+std_map!(BTreeMap);
 
 /// A fresh temporary directory under [`pmem_pool_dir`].
 fn db_dir(prefix: &str) -> tempfile::TempDir {
@@ -615,7 +584,7 @@ impl<'a> Subject<'a> {
             map,
             fresh: p.n + p.chunk,
             cursor: 0,
-            rng: Rng(0x853C_49E6_748F_EA9B),
+            rng: Rng::new(0x853C_49E6_748F_EA9B),
             rebuilds: 0,
         }
     }
@@ -793,7 +762,7 @@ fn conc_get_round(pool: &Pool<ConcRoot>, threads: u64, seed: u64, k: u64, n: u64
     use std::sync::atomic::{AtomicU64, Ordering};
     let hits = AtomicU64::new(0);
     let rngs: Vec<std::sync::Mutex<Rng>> = (0..threads)
-        .map(|t| std::sync::Mutex::new(Rng((seed + t + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)))
+        .map(|t| std::sync::Mutex::new(Rng::new((seed + t + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))))
         .collect();
     let per_thread = |t: u64, a: u64, b: u64| {
         let mut rng = rngs[t as usize].lock().expect("rng");

@@ -67,6 +67,50 @@ snap(const void *p, size_t len)
 	return pmemobj_tx_add_range_direct(p, len);
 }
 
+/* A map's insert or update of `key`, inside a running transaction, on its header `hdr`: sets
+ * `*found` (and `*old` when found); nonzero (transaction aborted) on failure. */
+typedef int (*insert_in_tx_fn)(void *hdr, uint64_t key, uint64_t val, uint64_t *old, int *found);
+/* A map's removal of `key`, likewise. */
+typedef int (*remove_in_tx_fn)(void *hdr, uint64_t key, uint64_t *old, int *found);
+
+/* One transaction running `insert_one` for `keys[i] -> vals[i]`, i < n, on the map whose header
+ * is `root`; `*old` and `*found` describe the last one. */
+static int
+tx_inserts(PMEMobjpool *pop, PMEMoid root, insert_in_tx_fn insert_one, const uint64_t *keys,
+	   const uint64_t *vals, uint64_t n, uint64_t *old, int *found)
+{
+	void *hdr = pmemobj_direct(root);
+	if (hdr == NULL)
+		return EINVAL;
+	if (pmemobj_tx_begin(pop, NULL, TX_PARAM_NONE) != 0)
+		return pmemobj_tx_end();
+	for (uint64_t i = 0; i < n; i++) {
+		if (insert_one(hdr, keys[i], vals[i], old, found) != 0)
+			return pmemobj_tx_end();
+	}
+	pmemobj_tx_commit();
+	return pmemobj_tx_end();
+}
+
+/* One transaction running `remove_one` for `keys[i]`, i < n; `*old` and `*found` describe the
+ * last one. */
+static int
+tx_removes(PMEMobjpool *pop, PMEMoid root, remove_in_tx_fn remove_one, const uint64_t *keys,
+	   uint64_t n, uint64_t *old, int *found)
+{
+	void *hdr = pmemobj_direct(root);
+	if (hdr == NULL)
+		return EINVAL;
+	if (pmemobj_tx_begin(pop, NULL, TX_PARAM_NONE) != 0)
+		return pmemobj_tx_end();
+	for (uint64_t i = 0; i < n; i++) {
+		if (remove_one(hdr, keys[i], old, found) != 0)
+			return pmemobj_tx_end();
+	}
+	pmemobj_tx_commit();
+	return pmemobj_tx_end();
+}
+
 /* ==== Chained hash map ==== */
 
 /* Initial number of buckets (a power of two). */
@@ -164,8 +208,9 @@ hm_resize(struct hm_root *r, uint64_t n)
 /* Inside a transaction: inserts or updates `key`; sets `*found` (and `*old` when found).
  * Nonzero (transaction aborted) on failure. */
 static int
-hm_insert_in_tx(struct hm_root *r, uint64_t key, uint64_t val, uint64_t *old, int *found)
+hm_insert_in_tx(void *hdr, uint64_t key, uint64_t val, uint64_t *old, int *found)
 {
+	struct hm_root *r = hdr;
 	if (r->nbuckets == 0 && hm_resize(r, HM_MIN_BUCKETS) != 0)
 		return 1;
 	PMEMoid *link = hm_find(r, key);
@@ -201,8 +246,9 @@ hm_insert_in_tx(struct hm_root *r, uint64_t key, uint64_t val, uint64_t *old, in
 /* Inside a transaction: removes `key`; sets `*found` (and `*old` when found). Nonzero
  * (transaction aborted) on failure. */
 static int
-hm_remove_in_tx(struct hm_root *r, uint64_t key, uint64_t *old, int *found)
+hm_remove_in_tx(void *hdr, uint64_t key, uint64_t *old, int *found)
 {
+	struct hm_root *r = hdr;
 	*found = 0;
 	if (r->nbuckets == 0)
 		return 0;
@@ -226,15 +272,7 @@ int
 pcol_hm_insert(PMEMobjpool *pop, PMEMoid root, uint64_t key, uint64_t val, uint64_t *old,
 	       int *found)
 {
-	struct hm_root *r = pmemobj_direct(root);
-	if (r == NULL)
-		return EINVAL;
-	if (pmemobj_tx_begin(pop, NULL, TX_PARAM_NONE) != 0)
-		return pmemobj_tx_end();
-	if (hm_insert_in_tx(r, key, val, old, found) != 0)
-		return pmemobj_tx_end();
-	pmemobj_tx_commit();
-	return pmemobj_tx_end();
+	return tx_inserts(pop, root, hm_insert_in_tx, &key, &val, 1, old, found);
 }
 
 /* One transaction: removes `key`. `*found` tells whether it was present, and then `*old` holds
@@ -242,15 +280,7 @@ pcol_hm_insert(PMEMobjpool *pop, PMEMoid root, uint64_t key, uint64_t val, uint6
 int
 pcol_hm_remove(PMEMobjpool *pop, PMEMoid root, uint64_t key, uint64_t *old, int *found)
 {
-	struct hm_root *r = pmemobj_direct(root);
-	if (r == NULL)
-		return EINVAL;
-	if (pmemobj_tx_begin(pop, NULL, TX_PARAM_NONE) != 0)
-		return pmemobj_tx_end();
-	if (hm_remove_in_tx(r, key, old, found) != 0)
-		return pmemobj_tx_end();
-	pmemobj_tx_commit();
-	return pmemobj_tx_end();
+	return tx_removes(pop, root, hm_remove_in_tx, &key, 1, old, found);
 }
 
 /* Looks `key` up without a transaction: 1 and `*val` set when present, else 0. */
@@ -272,38 +302,18 @@ int
 pcol_hm_insert_batch(PMEMobjpool *pop, PMEMoid root, const uint64_t *keys, const uint64_t *vals,
 		     uint64_t n)
 {
-	struct hm_root *r = pmemobj_direct(root);
-	if (r == NULL)
-		return EINVAL;
-	if (pmemobj_tx_begin(pop, NULL, TX_PARAM_NONE) != 0)
-		return pmemobj_tx_end();
-	for (uint64_t i = 0; i < n; i++) {
-		uint64_t old;
-		int found;
-		if (hm_insert_in_tx(r, keys[i], vals[i], &old, &found) != 0)
-			return pmemobj_tx_end();
-	}
-	pmemobj_tx_commit();
-	return pmemobj_tx_end();
+	uint64_t old;
+	int found;
+	return tx_inserts(pop, root, hm_insert_in_tx, keys, vals, n, &old, &found);
 }
 
 /* One transaction removing `keys[i]` for i < n (absent keys are skipped). */
 int
 pcol_hm_remove_batch(PMEMobjpool *pop, PMEMoid root, const uint64_t *keys, uint64_t n)
 {
-	struct hm_root *r = pmemobj_direct(root);
-	if (r == NULL)
-		return EINVAL;
-	if (pmemobj_tx_begin(pop, NULL, TX_PARAM_NONE) != 0)
-		return pmemobj_tx_end();
-	for (uint64_t i = 0; i < n; i++) {
-		uint64_t old;
-		int found;
-		if (hm_remove_in_tx(r, keys[i], &old, &found) != 0)
-			return pmemobj_tx_end();
-	}
-	pmemobj_tx_commit();
-	return pmemobj_tx_end();
+	uint64_t old;
+	int found;
+	return tx_removes(pop, root, hm_remove_in_tx, keys, n, &old, &found);
 }
 
 /*
@@ -468,8 +478,9 @@ bt_split_child(struct bt_node *p, uint64_t i)
 /* Inside a transaction: inserts or updates `key`; sets `*found` (and `*old` when found).
  * Nonzero (transaction aborted) on failure. */
 static int
-bt_insert_in_tx(struct bt_root *r, uint64_t key, uint64_t val, uint64_t *old, int *found)
+bt_insert_in_tx(void *hdr, uint64_t key, uint64_t val, uint64_t *old, int *found)
 {
+	struct bt_root *r = hdr;
 	*found = 0;
 	if (OID_IS_NULL(r->top)) {
 		PMEMoid oid;
@@ -540,8 +551,9 @@ bt_leaf(const struct bt_root *r, uint64_t key)
 /* Inside a transaction: removes `key` from its leaf (no rebalancing); sets `*found` (and `*old`
  * when found). Nonzero (transaction aborted) on failure. */
 static int
-bt_remove_in_tx(struct bt_root *r, uint64_t key, uint64_t *old, int *found)
+bt_remove_in_tx(void *hdr, uint64_t key, uint64_t *old, int *found)
 {
+	struct bt_root *r = hdr;
 	*found = 0;
 	struct bt_node *nd = bt_leaf(r, key);
 	if (nd == NULL)
@@ -569,15 +581,7 @@ int
 pcol_bt_insert(PMEMobjpool *pop, PMEMoid root, uint64_t key, uint64_t val, uint64_t *old,
 	       int *found)
 {
-	struct bt_root *r = pmemobj_direct(root);
-	if (r == NULL)
-		return EINVAL;
-	if (pmemobj_tx_begin(pop, NULL, TX_PARAM_NONE) != 0)
-		return pmemobj_tx_end();
-	if (bt_insert_in_tx(r, key, val, old, found) != 0)
-		return pmemobj_tx_end();
-	pmemobj_tx_commit();
-	return pmemobj_tx_end();
+	return tx_inserts(pop, root, bt_insert_in_tx, &key, &val, 1, old, found);
 }
 
 /* One transaction: removes `key`. `*found` tells whether it was present, and then `*old` holds
@@ -585,15 +589,7 @@ pcol_bt_insert(PMEMobjpool *pop, PMEMoid root, uint64_t key, uint64_t val, uint6
 int
 pcol_bt_remove(PMEMobjpool *pop, PMEMoid root, uint64_t key, uint64_t *old, int *found)
 {
-	struct bt_root *r = pmemobj_direct(root);
-	if (r == NULL)
-		return EINVAL;
-	if (pmemobj_tx_begin(pop, NULL, TX_PARAM_NONE) != 0)
-		return pmemobj_tx_end();
-	if (bt_remove_in_tx(r, key, old, found) != 0)
-		return pmemobj_tx_end();
-	pmemobj_tx_commit();
-	return pmemobj_tx_end();
+	return tx_removes(pop, root, bt_remove_in_tx, &key, 1, old, found);
 }
 
 /* Looks `key` up without a transaction: 1 and `*val` set when present, else 0. */
@@ -618,38 +614,18 @@ int
 pcol_bt_insert_batch(PMEMobjpool *pop, PMEMoid root, const uint64_t *keys, const uint64_t *vals,
 		     uint64_t n)
 {
-	struct bt_root *r = pmemobj_direct(root);
-	if (r == NULL)
-		return EINVAL;
-	if (pmemobj_tx_begin(pop, NULL, TX_PARAM_NONE) != 0)
-		return pmemobj_tx_end();
-	for (uint64_t i = 0; i < n; i++) {
-		uint64_t old;
-		int found;
-		if (bt_insert_in_tx(r, keys[i], vals[i], &old, &found) != 0)
-			return pmemobj_tx_end();
-	}
-	pmemobj_tx_commit();
-	return pmemobj_tx_end();
+	uint64_t old;
+	int found;
+	return tx_inserts(pop, root, bt_insert_in_tx, keys, vals, n, &old, &found);
 }
 
 /* One transaction removing `keys[i]` for i < n (absent keys are skipped). */
 int
 pcol_bt_remove_batch(PMEMobjpool *pop, PMEMoid root, const uint64_t *keys, uint64_t n)
 {
-	struct bt_root *r = pmemobj_direct(root);
-	if (r == NULL)
-		return EINVAL;
-	if (pmemobj_tx_begin(pop, NULL, TX_PARAM_NONE) != 0)
-		return pmemobj_tx_end();
-	for (uint64_t i = 0; i < n; i++) {
-		uint64_t old;
-		int found;
-		if (bt_remove_in_tx(r, keys[i], &old, &found) != 0)
-			return pmemobj_tx_end();
-	}
-	pmemobj_tx_commit();
-	return pmemobj_tx_end();
+	uint64_t old;
+	int found;
+	return tx_removes(pop, root, bt_remove_in_tx, keys, n, &old, &found);
 }
 
 /* State of the recursive check. */

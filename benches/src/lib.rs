@@ -98,6 +98,38 @@ impl Rotor {
     }
 }
 
+/// xorshift64*: a small deterministic pseudo-random sequence (for picking benchmark keys and
+/// test operations; not for anything that needs quality randomness).
+#[derive(Debug, Clone)]
+pub struct XorShift(u64);
+
+impl XorShift {
+    /// The sequence from `seed` (a zero seed, which xorshift cannot leave, is replaced by a fixed
+    /// non-zero one).
+    pub fn new(seed: u64) -> XorShift {
+        XorShift(if seed == 0 { 0x9E37_79B9_7F4A_7C15 } else { seed })
+    }
+
+    /// The next value.
+    #[inline]
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A value below `n` (modulo bias is negligible for the small `n` of the benchmarks).
+    ///
+    /// # Panics
+    ///
+    /// If `n` is 0.
+    #[inline]
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
 /// Prints that the PMDK side of a benchmark is off (the `pmdk` feature is not enabled).
 pub fn print_pmdk_skipped() {
     println!("pmdk          : SKIPPED (build with `--features pmdk` to compare with libpmemobj)");

@@ -12,28 +12,12 @@
 use std::collections::BTreeMap;
 
 use ptm_benches::pmdk_collections::{fail_at_snapshot, PmdkMap, PmdkMapKind};
-use ptm_benches::pmem_pool_dir;
+use ptm_benches::{pmem_pool_dir, XorShift as Rng};
 
 /// `ECANCELED` on Linux: the error of a transaction aborted by fault injection.
 const ECANCELED: i32 = 125;
 
 const KINDS: [PmdkMapKind; 2] = [PmdkMapKind::Hash, PmdkMapKind::BTree];
-
-/// xorshift64*: a deterministic pseudo-random sequence.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// Checks the map's structure and that its entries are exactly the model's.
 fn assert_same(m: &PmdkMap, model: &BTreeMap<u64, u64>) {
@@ -52,7 +36,7 @@ fn random_operations_match_a_std_model() {
     for kind in KINDS {
         let m = PmdkMap::create(kind, &pmem_pool_dir(), 64 << 20).expect("create the map");
         let mut model = BTreeMap::new();
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut rng = Rng::new(0x9E37_79B9_7F4A_7C15);
         // Keys spread over u64 (for the hash) but from a small set (so updates and removals of
         // present keys happen), with a few extreme keys.
         let space: Vec<u64> = (0..6000u64)
@@ -66,7 +50,7 @@ fn random_operations_match_a_std_model() {
             let r = rng.below(10);
             let insert_share = [7, 8, 2, 7][phase as usize];
             if r < insert_share {
-                let v = rng.next();
+                let v = rng.next_u64();
                 assert_eq!(m.insert(k, v).expect("insert"), model.insert(k, v), "insert {k}");
             } else if r < 9 {
                 assert_eq!(m.remove(k).expect("remove"), model.remove(&k), "remove {k}");
@@ -119,9 +103,9 @@ fn batches_match_a_std_model() {
     for kind in KINDS {
         let m = PmdkMap::create(kind, &pmem_pool_dir(), 64 << 20).expect("create the map");
         let mut model = BTreeMap::new();
-        let mut rng = Rng(42);
+        let mut rng = Rng::new(42);
         for round in 0..6u64 {
-            let entries: Vec<(u64, u64)> = (0..1500).map(|_| (rng.below(5000), rng.next())).collect();
+            let entries: Vec<(u64, u64)> = (0..1500).map(|_| (rng.below(5000), rng.next_u64())).collect();
             m.insert_batch(&entries).expect("batch insert");
             model.extend(entries.iter().copied());
             assert_same(&m, &model);
@@ -216,7 +200,7 @@ fn an_abort_at_any_snapshot_leaves_the_map_unchanged() {
     for kind in KINDS {
         let m = PmdkMap::create(kind, &pmem_pool_dir(), 64 << 20).expect("create the map");
         let mut model = BTreeMap::new();
-        let mut rng = Rng(7);
+        let mut rng = Rng::new(7);
         let mut most = 0u64;
         // Up to 1100 entries: the hash map resizes at 1025 (1024 entries relinked).
         for step in 0..1500u64 {
@@ -225,7 +209,7 @@ fn an_abort_at_any_snapshot_leaves_the_map_unchanged() {
             } else {
                 rng.below(1100) * 0x9E37_79B9
             };
-            let v = rng.next();
+            let v = rng.next_u64();
             let remove = step >= 1100 && step % 2 == 0;
             let before = (m.len(), m.get(k));
             let check = |m: &PmdkMap| {
