@@ -7,7 +7,9 @@
 //! [`std::env::temp_dir`] without forcing gets the msync domain of an ordinary file system.
 //!
 //! With the `pmdk` feature, the `pmdk` module binds PMDK's libpmemobj for side-by-side
-//! transaction benchmarks (`benches/tx.rs`).
+//! transaction and allocator benchmarks (`benches/tx.rs`, `benches/alloc.rs`), and the
+//! `pmdk_collections` module provides a hash map and a B+ tree written in C against libpmemobj
+//! for the collections benchmark (`benches/collections.rs`).
 
 use std::error::Error;
 use std::path::{Path, PathBuf};
@@ -16,6 +18,8 @@ use pmem_core::{Region, RegionOptions};
 
 #[cfg(feature = "pmdk")]
 pub mod pmdk;
+#[cfg(feature = "pmdk")]
+pub mod pmdk_collections;
 
 /// The RAM-backed directory preferred for emulated persistent-memory pools.
 pub const SHM_DIR: &str = "/dev/shm";
@@ -91,6 +95,38 @@ impl Rotor {
             self.next = 0;
         }
         off
+    }
+}
+
+/// xorshift64*: a small deterministic pseudo-random sequence (for picking benchmark keys and
+/// test operations; not for anything that needs quality randomness).
+#[derive(Debug, Clone)]
+pub struct XorShift(u64);
+
+impl XorShift {
+    /// The sequence from `seed` (a zero seed, which xorshift cannot leave, is replaced by a fixed
+    /// non-zero one).
+    pub fn new(seed: u64) -> XorShift {
+        XorShift(if seed == 0 { 0x9E37_79B9_7F4A_7C15 } else { seed })
+    }
+
+    /// The next value.
+    #[inline]
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A value below `n` (modulo bias is negligible for the small `n` of the benchmarks).
+    ///
+    /// # Panics
+    ///
+    /// If `n` is 0.
+    #[inline]
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
     }
 }
 

@@ -45,7 +45,7 @@ const LAYOUT: &CStr = c"ptm-bench";
 
 /// `PMEMobjpool`: opaque.
 #[repr(C)]
-struct PmemObjPool {
+pub(crate) struct PmemObjPool {
     _data: [u8; 0],
     _marker: PhantomData<(*mut u8, PhantomPinned)>,
 }
@@ -53,7 +53,7 @@ struct PmemObjPool {
 /// `PMEMoid`: a persistent object id (pool uuid, offset in the pool).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct PmemOid {
+pub(crate) struct PmemOid {
     pool_uuid_lo: u64,
     off: u64,
 }
@@ -112,7 +112,7 @@ pub struct PmdkError {
 }
 
 impl PmdkError {
-    fn last(op: &'static str, errno: i32) -> PmdkError {
+    pub(crate) fn last(op: &'static str, errno: i32) -> PmdkError {
         // SAFETY: `pmemobj_errormsg` takes no arguments and returns a pointer to a thread-local,
         // NUL-terminated buffer (never NULL in PMDK 1.x, checked anyway) that stays valid until
         // the next libpmemobj call on this thread; we copy it out at once.
@@ -136,33 +136,24 @@ impl fmt::Display for PmdkError {
 
 impl Error for PmdkError {}
 
-/// A libpmemobj pool in a fresh temporary directory, with a root object of [`ROOT_WORDS`]
-/// 64-byte-aligned `u64` words. Closed, then removed, on drop.
-///
-/// Not `Send`/`Sync`: libpmemobj transactions are per thread, and the benchmarks use one. The
-/// thread-safe allocation transactions are shared between threads through
-/// [`PmdkPool::alloc_handle`].
+/// An open libpmemobj pool, file `pmdk.pool` in a fresh temporary directory: closed, then the
+/// directory removed, on drop. Shared by [`PmdkPool`] and the maps of
+/// [`pmdk_collections`](crate::pmdk_collections).
 #[derive(Debug)]
-pub struct PmdkPool {
+pub(crate) struct OpenPool {
     pop: NonNull<PmemObjPool>,
-    root: PmemOid,
-    /// Address of word 0 (64-byte aligned, inside the root object).
-    words: NonNull<u64>,
-    /// Offset of word 0 from the start of the root object.
-    words_off: u64,
     path: PathBuf,
     _dir: tempfile::TempDir,
 }
 
-impl PmdkPool {
-    /// Creates a `size`-byte pool file `pmdk.pool` in a new temporary directory under `dir` and
-    /// allocates its root object (zeroed by PMDK).
+impl OpenPool {
+    /// Creates a `size`-byte pool file `pmdk.pool` in a new temporary directory under `dir`.
     ///
     /// # Errors
     ///
     /// The temporary directory cannot be created, the path is not a C string, or
-    /// `pmemobj_create`/`pmemobj_root` fail (e.g. `size` below PMDK's 8 MiB minimum).
-    pub fn create(dir: &Path, size: u64) -> Result<PmdkPool, Box<dyn Error>> {
+    /// `pmemobj_create` fails (e.g. `size` below PMDK's 8 MiB minimum).
+    pub(crate) fn create(dir: &Path, size: u64) -> Result<OpenPool, Box<dyn Error>> {
         let tmp = tempfile::Builder::new().prefix("pmdk-bench-").tempdir_in(dir)?;
         let path = tmp.path().join("pmdk.pool");
         let cpath = CString::new(path.as_os_str().as_bytes())?;
@@ -174,23 +165,94 @@ impl PmdkPool {
             let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
             return Err(PmdkError::last("pmemobj_create", errno).into());
         };
-        // Close the pool on every early return below.
-        struct Guard(NonNull<PmemObjPool>);
-        impl Drop for Guard {
-            fn drop(&mut self) {
-                // SAFETY: the pool is open and nothing else refers to it.
-                unsafe { pmemobj_close(self.0.as_ptr()) };
-            }
-        }
-        let guard = Guard(pop);
-        // SAFETY: `pop` is an open pool; the root is allocated (zeroed) on first call.
-        let root = unsafe { pmemobj_root(pop.as_ptr(), ROOT_ALLOC) };
+        Ok(OpenPool { pop, path, _dir: tmp })
+    }
+
+    /// The pool handle, for the C functions.
+    pub(crate) fn pop(&self) -> *mut PmemObjPool {
+        self.pop.as_ptr()
+    }
+
+    /// The pool file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The root object of `size` bytes (allocated zeroed on the first call) and its address.
+    ///
+    /// # Errors
+    ///
+    /// `pmemobj_root` fails (e.g. out of space).
+    pub(crate) fn root(&self, size: usize) -> Result<(PmemOid, NonNull<u8>), PmdkError> {
+        // SAFETY: the pool is open; the root is allocated (zeroed) on first call.
+        let root = unsafe { pmemobj_root(self.pop.as_ptr(), size) };
         // SAFETY: a by-value object id; returns NULL for OID_NULL or an unknown pool.
         let base = unsafe { shim_direct(root) }.cast::<u8>();
-        if root.off == 0 || base.is_null() {
-            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-            return Err(PmdkError::last("pmemobj_root", errno).into());
+        match NonNull::new(base) {
+            Some(base) if root.off != 0 => Ok((root, base)),
+            _ => {
+                let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+                Err(PmdkError::last("pmemobj_root", errno))
+            }
         }
+    }
+
+    /// Whether libpmem treats `len` bytes at `addr` as persistent memory (`pmem_is_pmem`).
+    pub(crate) fn is_pmem(&self, addr: NonNull<u8>, len: usize) -> bool {
+        // SAFETY: `pmem_is_pmem` only inspects the address range (callers pass a range of this
+        // open pool's mapping).
+        unsafe { shim_is_pmem(addr.as_ptr().cast(), len) != 0 }
+    }
+}
+
+impl Drop for OpenPool {
+    fn drop(&mut self) {
+        // SAFETY: the pool is open, and no reference into it outlives its owner (the users of
+        // the pool keep only addresses they dereference through `&self` methods). The directory
+        // is removed after this, with `_dir`.
+        unsafe { pmemobj_close(self.pop.as_ptr()) };
+    }
+}
+
+/// Prints a pool's file and whether PMDK took it for persistent memory (benchmark setup output).
+pub(crate) fn print_pool_info(path: &Path, is_pmem: bool) {
+    println!("pmdk pool     : {}", path.display());
+    if is_pmem {
+        println!("pmdk is_pmem  : 1 (cache flushes + fence)");
+    } else {
+        println!("pmdk is_pmem  : 0 -- WARNING: PMDK uses msync here, {FORCE_ENV}=1 was not honoured");
+    }
+}
+
+/// A libpmemobj pool in a fresh temporary directory, with a root object of [`ROOT_WORDS`]
+/// 64-byte-aligned `u64` words. Closed, then removed, on drop.
+///
+/// Not `Send`/`Sync`: libpmemobj transactions are per thread, and the benchmarks use one. The
+/// thread-safe allocation transactions are shared between threads through
+/// [`PmdkPool::alloc_handle`].
+#[derive(Debug)]
+pub struct PmdkPool {
+    root: PmemOid,
+    /// Address of word 0 (64-byte aligned, inside the root object).
+    words: NonNull<u64>,
+    /// Offset of word 0 from the start of the root object.
+    words_off: u64,
+    /// Declared last: closed after everything pointing into it.
+    pool: OpenPool,
+}
+
+impl PmdkPool {
+    /// Creates a `size`-byte pool file `pmdk.pool` in a new temporary directory under `dir` and
+    /// allocates its root object (zeroed by PMDK).
+    ///
+    /// # Errors
+    ///
+    /// The temporary directory cannot be created, the path is not a C string, or
+    /// `pmemobj_create`/`pmemobj_root` fail (e.g. `size` below PMDK's 8 MiB minimum).
+    pub fn create(dir: &Path, size: u64) -> Result<PmdkPool, Box<dyn Error>> {
+        let pool = OpenPool::create(dir, size)?;
+        let (root, base) = pool.root(ROOT_ALLOC)?;
+        let base = base.as_ptr();
         let words_off = (base as usize).next_multiple_of(64) - base as usize;
         // SAFETY: `words_off < 64`, and the root object has `ROOT_ALLOC` bytes, 64 more than
         // the words need, so the result is inside the object; it is non-null as `base` is.
@@ -202,39 +264,29 @@ impl PmdkPool {
             (MAX_BATCH, NODE_SIZE),
             "the shim disagrees with MAX_BATCH/NODE_SIZE"
         );
-        std::mem::forget(guard);
         Ok(PmdkPool {
-            pop,
             root,
             words,
             words_off: words_off as u64,
-            path,
-            _dir: tmp,
+            pool,
         })
     }
 
     /// The pool file.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.pool.path()
     }
 
     /// Prints where the pool lives and whether PMDK took it for persistent memory (benchmark
     /// setup output).
     pub fn print_info(&self) {
-        println!("pmdk pool     : {}", self.path().display());
-        if self.is_pmem() {
-            println!("pmdk is_pmem  : 1 (cache flushes + fence)");
-        } else {
-            println!("pmdk is_pmem  : 0 -- WARNING: PMDK uses msync here, {FORCE_ENV}=1 was not honoured");
-        }
+        print_pool_info(self.path(), self.is_pmem());
     }
 
     /// Whether libpmem treats the root object's memory as persistent memory (`pmem_is_pmem`):
     /// true means PMDK persists with cache flushes + fence, false means `msync`.
     pub fn is_pmem(&self) -> bool {
-        // SAFETY: the range is the words of the root object, mapped while the pool is open;
-        // `pmem_is_pmem` only inspects the address range.
-        unsafe { shim_is_pmem(self.words.as_ptr().cast(), ROOT_WORDS as usize * 8) != 0 }
+        self.pool.is_pmem(self.words.cast(), ROOT_WORDS as usize * 8)
     }
 
     /// One transaction that logs (`pmemobj_tx_add_range`, 8 bytes each) and then sets to `val`
@@ -256,8 +308,7 @@ impl PmdkPool {
         // SAFETY: the pool is open; every range `[words_off + 8 * i * stride, +8)` lies in the
         // root object (checked above); this thread has no transaction open (each shim call
         // opens and ends its own), and the words are only accessed through the shim.
-        let r =
-            unsafe { shim_tx_set_words(self.pop.as_ptr(), self.root, self.words_off, 8 * stride, n, val) };
+        let r = unsafe { shim_tx_set_words(self.pool.pop(), self.root, self.words_off, 8 * stride, n, val) };
         if r == 0 {
             Ok(())
         } else {
@@ -281,7 +332,7 @@ impl PmdkPool {
         // SAFETY: the pool is open; the word lies in the root object (checked above); `out` is
         // a valid `u64` destination; no transaction is open on this thread.
         let r =
-            unsafe { shim_tx_read_word(self.pop.as_ptr(), self.root, self.words_off + 8 * index, &mut out) };
+            unsafe { shim_tx_read_word(self.pool.pop(), self.root, self.words_off + 8 * index, &mut out) };
         if r == 0 {
             Ok(out)
         } else {
@@ -316,7 +367,7 @@ impl PmdkPool {
     /// any thread.
     pub fn alloc_handle(&self) -> PmdkAllocHandle<'_> {
         PmdkAllocHandle {
-            pop: self.pop,
+            pop: self.pool.pop,
             _pool: PhantomData,
         }
     }
@@ -333,7 +384,7 @@ impl PmdkPool {
         // SAFETY: the pool is open; the 16-byte head lies in the root's words (word 0 and 1, of
         // ROOT_WORDS); it holds OID_NULL or a node pushed by this method (the root is zeroed at
         // creation and only changed by push/pop); no transaction is open on this thread.
-        let r = unsafe { shim_tx_push(self.pop.as_ptr(), self.root, self.head_off(), val) };
+        let r = unsafe { shim_tx_push(self.pool.pop(), self.root, self.head_off(), val) };
         if r == 0 {
             Ok(())
         } else {
@@ -354,7 +405,7 @@ impl PmdkPool {
         let mut out = 0u64;
         // SAFETY: as in `tx_push`: the head is OID_NULL or a live node of this pool, whose next
         // pointer is OID_NULL or another live node; `out` is a valid destination.
-        let r = unsafe { shim_tx_pop(self.pop.as_ptr(), self.root, self.head_off(), &mut out) };
+        let r = unsafe { shim_tx_pop(self.pool.pop(), self.root, self.head_off(), &mut out) };
         match r {
             0 => Ok(Some(out)),
             EMPTY => Ok(None),
@@ -367,7 +418,7 @@ impl PmdkPool {
     /// allocated was freed again.
     pub fn count_alloc_objects(&self) -> u64 {
         // SAFETY: the pool is open and no transaction of this thread is running.
-        unsafe { shim_count_alloc_objects(self.pop.as_ptr()) }
+        unsafe { shim_count_alloc_objects(self.pool.pop()) }
     }
 }
 
@@ -410,13 +461,5 @@ impl PmdkAllocHandle<'_> {
         } else {
             Err(PmdkError::last("alloc/free transaction", r))
         }
-    }
-}
-
-impl Drop for PmdkPool {
-    fn drop(&mut self) {
-        // SAFETY: the pool is open, and no reference into it outlives `self` (`words` is only
-        // used by methods of `self`). The directory is removed after this, with `_dir`.
-        unsafe { pmemobj_close(self.pop.as_ptr()) };
     }
 }
