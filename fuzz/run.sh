@@ -17,7 +17,7 @@ seconds="${FUZZ_SECONDS:-60}"
 if [ "$#" -gt 0 ]; then
     targets=("$@")
 else
-    targets=(header_parse open_pool recover_log tx_sequence)
+    targets=(header_parse open_pool recover_log tx_sequence collections_image)
 fi
 
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
