@@ -11,8 +11,9 @@
 //! holds a `PVec<u64>`, a `PHashMap<u64, u64>` with tombstones, a 3-level `PBTreeMap<u64, u64>`
 //! (after merges), a multi-byte `PString`, a wrapped-around `PQueue<u64>`, a `PBox<u64>`, a
 //! `PVec<PString>` that popped (stale handles past its length) and a `PHashMap<u64, PVec<u64>>`
-//! with removed entries (stale handles in vacated slots). Two sentinel cells and a `guard`
-//! vector are never touched by the script nor (except by "anywhere" records) mutated.
+//! with removed entries (stale handles in vacated slots). Two sentinel cells and two guards (a
+//! string and a vector allocated after those removals, so they may reuse the stale handles'
+//! blocks) are never touched by the script nor (except by "anywhere" records) mutated.
 //!
 //! The mutation targets ([`Template::regions`]) are the 8 handles in the root (in field order
 //! `v m t s q b vs mv`), then every heap block the collections own (the blocks of `v m s q b vs
@@ -38,7 +39,8 @@
 //! [`Template::unchecked`]: pointers, capacities, B-tree leaf flags and child pointers, and the
 //! pointer and capacity words of nested handles, including stale ones) and no record went
 //! "anywhere", the image is *strict*: every open must succeed, and after the script and a
-//! reopen the sentinels and `guard` keep their values and `check_heap` passes — nothing
+//! reopen the sentinels and guards keep their values, the guards' buffers are still allocated,
+//! and `check_heap` passes — nothing
 //! committed outside the damaged collections is lost.
 
 use std::collections::BTreeSet;
@@ -72,11 +74,25 @@ pub struct Root {
     pub vs: PVec<PString>,
     /// Nested vectors, with stale handles in vacated slots.
     pub mv: PHashMap<u64, PVec<u64>>,
-    /// Never touched by the script.
-    pub guard: PVec<u64>,
+    /// Never touched by the script; allocated after `vs` popped, so it may reuse the buffer of
+    /// one of the stale strings.
+    pub guard_s: PString,
+    /// Never touched by the script; allocated after `mv` removed entries, so it may reuse the
+    /// buffer of one of the stale vectors.
+    pub guard_v: PVec<u64>,
     /// Never touched by the script.
     pub sentinel2: PCell<u64>,
 }
+
+/// Known bug 1, tolerated while true: a damaged length of a `PVec` of handles, or a damaged
+/// control byte of a `PHashMap` with handle values, exposes stale handles (popped or removed
+/// earlier, never zeroed: `pop_free`, `truncate` and `remove_free` free what a handle owns
+/// without writing it) whose blocks were freed and reused by other collections; `pop_free`,
+/// `remove_free`, `truncate` or `clear` then free another collection's live block. While true,
+/// records on [`Template::exposing`] make an image non-strict; the inputs in
+/// `fuzz/regressions/collections_image/` named `stale-*` show the bug. Set it to false once
+/// fixed.
+pub const TOLERATE_STALE_HANDLES: bool = true;
 
 /// Layout name of the template pool.
 pub const LAYOUT: &str = "fuzz-collections";
@@ -105,9 +121,12 @@ pub fn options() -> PoolOptions {
         .force_pmem(true)
 }
 
-/// What `guard` holds.
-pub fn guard_contents() -> Vec<u64> {
-    (1..=12).map(|i| i * 0x1111).collect()
+/// What `guard_s` holds (in the smallest block class, like the strings `vs` pops).
+pub const GUARD_S: &str = "guard: committed text €€€€";
+
+/// What `guard_v` holds (as long as the vector `mv` loses with key 7).
+pub fn guard_v_contents() -> Vec<u64> {
+    (1..=22).map(|i| i * 0x1111).collect()
 }
 
 /// The template image and where the collections live in it (pool offsets).
@@ -119,6 +138,9 @@ pub struct Template {
     pub regions: Vec<Range<usize>>,
     /// Offsets of 8-byte words whose corruption the collections cannot detect.
     pub unchecked: BTreeSet<usize>,
+    /// Bytes whose corruption exposes stale nested handles (known bug 1, see
+    /// [`TOLERATE_STALE_HANDLES`]): the length of `vs` and the control bytes of `mv`.
+    pub exposing: Vec<Range<usize>>,
     /// The root and the heap.
     pub area: Range<usize>,
 }
@@ -127,7 +149,6 @@ fn populate(pool: &Pool<Root>) -> Result<(), Error> {
     pool.transaction(|tx, r| {
         r.sentinel.set(tx, SENTINEL)?;
         r.sentinel2.set(tx, !SENTINEL)?;
-        r.guard.extend(tx, guard_contents())?;
         r.v.extend(tx, (0..40).map(|i| i * 7 + 1))?;
         for k in 0..40 {
             r.m.insert(tx, k, k * k + 1)?;
@@ -167,7 +188,7 @@ fn populate(pool: &Pool<Root>) -> Result<(), Error> {
             s.push_str(tx, &"ab€".repeat(i as usize + 1))?;
         }
         for k in 0..12u64 {
-            r.mv.get_or_insert_new(tx, k)?.extend(tx, (0..=k).map(|x| x * 100 + k))?;
+            r.mv.get_or_insert_new(tx, k)?.extend(tx, (0..=k * 3).map(|x| x * 100 + k))?;
         }
         Ok::<_, Error>(())
     })?;
@@ -177,6 +198,10 @@ fn populate(pool: &Pool<Root>) -> Result<(), Error> {
         r.mv.remove_free(tx, &3)?;
         r.mv.remove_free(tx, &7)?;
         Ok::<_, Error>(())
+    })?;
+    pool.transaction(|tx, r| {
+        r.guard_s.set(tx, GUARD_S)?;
+        r.guard_v.extend(tx, guard_v_contents())
     })?;
     // Later allocations may reuse the blocks freed above.
     pool.transaction(|tx, r| {
@@ -231,6 +256,7 @@ pub fn make_template(dir: &Path) -> Template {
         words(&mut unchecked, regions[i].start, ats.iter().copied());
     }
     let mut owned = Vec::new();
+    let mut exposing = vec![regions[6].start + 8..regions[6].start + 16];
     pool.transaction(|tx, r| {
         let tops = [
             r.v.buffer_offset(tx),
@@ -267,6 +293,7 @@ pub fn make_template(dir: &Path) -> Template {
         let cap = r.mv.capacity(tx) as usize;
         let table = r.mv.table_offset(tx).expect("mv table") as usize;
         let vo = cap.div_ceil(8) * 8 + cap * 8;
+        exposing.push(table..table + cap);
         for i in 0..cap {
             words(&mut unchecked, table + vo + i * 24, [0, 16]);
         }
@@ -278,9 +305,9 @@ pub fn make_template(dir: &Path) -> Template {
             owned.push(v.buffer_offset(tx).expect("a non-empty vector"));
         }
         assert!(r.q.len(tx) == 7, "queue length");
-        let guard = r.guard.buffer_offset(tx).expect("guard buffer");
         let mut all: Vec<u64> = owned.clone();
-        all.push(guard);
+        all.extend(r.guard_s.buffer_offset(tx));
+        all.extend(r.guard_v.buffer_offset(tx));
         all.sort_unstable();
         let want: Vec<u64> = live.keys().copied().collect();
         assert!(all == want, "the collections own exactly the live blocks");
@@ -300,13 +327,15 @@ pub fn make_template(dir: &Path) -> Template {
         image,
         regions,
         unchecked,
+        exposing,
         area,
     }
 }
 
 /// Applies the mutation records of `input` to a copy of the template. Returns the image, whether
-/// it is strict (see the module docs), and the rest of the input (the script).
-pub fn decode_image<'a>(t: &Template, input: &'a [u8]) -> (Vec<u8>, bool, &'a [u8]) {
+/// it is strict (see the module docs; with `tolerate`, records on [`Template::exposing`] make it
+/// non-strict too), and the rest of the input (the script).
+pub fn decode_image<'a>(t: &Template, input: &'a [u8], tolerate: bool) -> (Vec<u8>, bool, &'a [u8]) {
     let mut img = t.image.clone();
     let n = usize::from(input.first().copied().unwrap_or(0)) % (MAX_RECORDS + 1);
     let rest = input.get(1..).unwrap_or(&[]);
@@ -325,7 +354,8 @@ pub fn decode_image<'a>(t: &Template, input: &'a [u8]) -> (Vec<u8>, bool, &'a [u
             continue;
         }
         img[pos] ^= mask;
-        if sel >= 0xf0 || t.unchecked.contains(&(pos & !7)) {
+        let exposes = tolerate && t.exposing.iter().any(|r| r.contains(&pos));
+        if sel >= 0xf0 || t.unchecked.contains(&(pos & !7)) || exposes {
             strict = false;
         }
     }
@@ -391,7 +421,7 @@ pub fn run_op(tx: &Transaction<'_>, r: &Root, op: u8, a: u8) -> Result<(), Error
         2 => r.v.push(tx, x),
         3 => seen(r.v.pop(tx)),
         4 => seen(r.v.set(tx, k % 80, x)),
-        5 => r.v.extend(tx, [x, x + 1, x + 2]),
+        5 => r.v.extend(tx, [x, x ^ 1, x ^ 2]),
         6 => r.v.clear(tx),
         7 => seen(r.m.get(tx, &(k % 64))),
         8 => {
@@ -524,17 +554,33 @@ impl From<Error> for TxError {
     }
 }
 
-/// What must hold after the script on a strict image: the sentinels, `guard`, and the heap.
+/// What must hold after the script on a strict image: the sentinels and the guards keep their
+/// values, the guards' buffers are still allocated, and the heap checks.
 fn check_untouched(pool: &mut Pool<Root>, when: &str) {
-    let (s1, s2, guard) = pool
-        .transaction(|tx, r| Ok::<_, Error>((r.sentinel.get(tx), r.sentinel2.get(tx), r.guard.to_vec(tx))))
+    let (s1, s2, gs, gv, bufs) = pool
+        .transaction(|tx, r| {
+            Ok::<_, Error>((
+                r.sentinel.get(tx),
+                r.sentinel2.get(tx),
+                r.guard_s.as_string(tx),
+                r.guard_v.to_vec(tx),
+                [r.guard_s.buffer_offset(tx), r.guard_v.buffer_offset(tx)],
+            ))
+        })
         .unwrap_or_else(|e| panic!("{when}: read the root: {e:?}"));
     assert_eq!((s1, s2), (SENTINEL, !SENTINEL), "{when}: the sentinels changed");
-    assert_eq!(
-        guard.as_ref().ok(),
-        Some(&guard_contents()),
-        "{when}: guard changed"
-    );
+    assert_eq!(gs.ok().as_deref(), Some(GUARD_S), "{when}: guard_s changed");
+    assert_eq!(gv.ok(), Some(guard_v_contents()), "{when}: guard_v changed");
+    let live = pool
+        .allocated_blocks()
+        .unwrap_or_else(|e| panic!("{when}: allocated_blocks: {e:?}"));
+    for b in bufs {
+        let b = b.unwrap_or_else(|| panic!("{when}: a guard lost its buffer"));
+        assert!(
+            live.iter().any(|&(off, _)| off == b),
+            "{when}: the buffer of a guard ({b:#x}) was freed"
+        );
+    }
     if let Err(e) = pool.check_heap() {
         panic!("{when}: check_heap: {e:?}");
     }
@@ -552,9 +598,15 @@ fn open(path: &Path, strict: bool, when: &str) -> Option<Pool<Root>> {
     }
 }
 
-/// `collections_image`: see the module docs.
+/// `collections_image`: see the module docs. Tolerates the known bugs (see
+/// [`TOLERATE_STALE_HANDLES`]).
 pub fn check_collections_image(dir: &Path, t: &Template, input: &[u8]) {
-    let (img, strict, script) = decode_image(t, input);
+    check_collections_image_with(dir, t, input, TOLERATE_STALE_HANDLES);
+}
+
+/// [`check_collections_image`], tolerating stale handles or not.
+pub fn check_collections_image_with(dir: &Path, t: &Template, input: &[u8], tolerate: bool) {
+    let (img, strict, script) = decode_image(t, input, tolerate);
     let path = dir.join("collections.pool");
     std::fs::write(&path, &img).expect("write the image");
     let ops = decode_script(script);
