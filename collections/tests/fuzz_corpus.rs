@@ -108,6 +108,9 @@ fn unmutated_template_is_strict() {
     assert!(!strict(&[1, 0xf0, 0, 0, 0, 1], false));
     // The length of `vs` (handle 6) exposes stale handles: strict only when not tolerated.
     assert!(strict(&rec(6, 8), false) && !strict(&rec(6, 8), true));
-    assert_eq!(collections::decode_image(&t, &rec(0, 9), false).0[v + 9], t.image[v + 9] ^ 0x10);
+    assert_eq!(
+        collections::decode_image(&t, &rec(0, 9), false).0[v + 9],
+        t.image[v + 9] ^ 0x10
+    );
     std::fs::remove_dir(&dir).expect("remove the scratch directory");
 }

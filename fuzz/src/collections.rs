@@ -188,7 +188,8 @@ fn populate(pool: &Pool<Root>) -> Result<(), Error> {
             s.push_str(tx, &"ab€".repeat(i as usize + 1))?;
         }
         for k in 0..12u64 {
-            r.mv.get_or_insert_new(tx, k)?.extend(tx, (0..=k * 3).map(|x| x * 100 + k))?;
+            r.mv.get_or_insert_new(tx, k)?
+                .extend(tx, (0..=k * 3).map(|x| x * 100 + k))?;
         }
         Ok::<_, Error>(())
     })?;
@@ -621,7 +622,10 @@ fn run_script(path: &Path, strict: bool, ops: &[Op]) {
     let mut i = 0;
     while i <= ops.len() {
         // One transaction: the collection operations up to the next commit, abort or reopen.
-        let end = ops[i..].iter().position(|o| !matches!(o, Op::Coll(..))).map_or(ops.len(), |p| i + p);
+        let end = ops[i..]
+            .iter()
+            .position(|o| !matches!(o, Op::Coll(..)))
+            .map_or(ops.len(), |p| i + p);
         let body = &ops[i..end];
         let commit = !matches!(ops.get(end), Some(Op::Abort));
         if !body.is_empty() {
