@@ -257,7 +257,8 @@ pub fn make_template(dir: &Path) -> Template {
         words(&mut unchecked, regions[i].start, ats.iter().copied());
     }
     let mut owned = Vec::new();
-    let mut exposing = vec![regions[6].start + 8..regions[6].start + 16];
+    let mut exposing = Vec::new();
+    exposing.push(regions[6].start + 8..regions[6].start + 16);
     pool.transaction(|tx, r| {
         let tops = [
             r.v.buffer_offset(tx),
