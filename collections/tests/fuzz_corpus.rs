@@ -36,19 +36,6 @@ const KNOWN: &[(&str, &str)] = &[
     ),
 ];
 
-/// A scratch directory private to this test (tmpfs when available).
-fn scratch(name: &str) -> PathBuf {
-    let shm = Path::new("/dev/shm");
-    let base = if shm.is_dir() {
-        shm.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    };
-    let dir = base.join(format!("ptm-fuzz-replay-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("create the scratch directory");
-    dir
-}
-
 /// The committed inputs (seed corpus and regressions), with whether each is a known failure.
 fn inputs() -> Vec<(PathBuf, Vec<u8>, bool)> {
     let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
@@ -63,7 +50,7 @@ fn inputs() -> Vec<(PathBuf, Vec<u8>, bool)> {
 }
 
 fn replay(known: bool) {
-    let dir = scratch(if known { "coll-known" } else { "coll" });
+    let dir = corpus::scratch(if known { "coll-known" } else { "coll" });
     let template = collections::make_template(&dir);
     if !known {
         // The unmutated image with every operation once, each in its own transaction.
@@ -100,7 +87,7 @@ fn known_failures() {
 
 #[test]
 fn unmutated_template_is_strict() {
-    let dir = scratch("coll-template");
+    let dir = corpus::scratch("coll-template");
     let t = collections::make_template(&dir);
     let (img, strict, rest) = collections::decode_image(&t, &[], false);
     assert!(strict && rest.is_empty() && img == t.image);
