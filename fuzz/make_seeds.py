@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Writes the committed seed corpus: fuzz/corpus/{header_parse,open_pool}/.
+"""Writes the committed seed corpus: fuzz/corpus/{header_parse,open_pool,collections_image}/.
 
 header_parse seeds are raw 4096-byte header copies (layout: the table in
 pmem-core/src/header.rs): a valid one, one per kind of damage, a truncated one, random bytes.
 open_pool seeds are structured inputs decoded by fuzz/src/image.rs: control byte, u16 param,
-then (u32 position, u8 xor mask) records. Deterministic; rerun after changing either format.
+then (u32 position, u8 xor mask) records. collections_image seeds are decoded by
+fuzz/src/collections.rs: a record count, (u8 region, u24 position, u8 xor mask) records, then
+(op, arg) pairs. Deterministic; rerun after changing any of these formats.
 """
 
 import os
@@ -49,6 +51,32 @@ def pool_input(ctl=0, param=0, *records):
 
 BACKUP = 1 << 31  # record position counted from the backup slot
 COPY, FIT, FIX_P, FIX_B = 1 << 3, 1 << 4, 1 << 5, 1 << 6
+
+# collections_image: regions (fuzz/src/collections.rs): handles v m t s q b vs mv, then the
+# blocks of v m s q b vs mv, then the B-tree nodes (root first, pre-order), then nested buffers.
+R_V, R_M, R_T, R_S, R_Q, R_B, R_VS, R_MV = range(8)
+B_V, B_M, B_S, B_Q, B_B, B_VS, B_MV, B_ROOT, B_INNER = range(8, 17)
+B_LEAF = 17  # the first leaf (pre-order: root, first internal node, its first leaf)
+ANYWHERE = 0xF0
+NODE_KIDS = 16 + 15 * 8 * 2
+COMMIT, ABORT, REOPEN = 45, 46, 47
+READS = [0, 1, 7, 8, 12, 13, 14, 17, 19, 23, 26, 28, 31, 37, 40, 43, 44]
+WRITES = [2, 3, 4, 5, 9, 10, 15, 16, 20, 21, 24, 25, 29, 32, 33, 35, 38, 39, 42]
+CLEARS = [6, 11, 18, 22, 27, 30, 34, 36, 41]
+
+
+def coll_input(records, ops):
+    out = bytearray([len(records)])
+    for region, at, mask in records:
+        out += bytes([region]) + struct.pack("<I", at)[:3] + bytes([mask])
+    for op in ops:
+        out += bytes(op if isinstance(op, tuple) else (op, 5))
+    return bytes(out)
+
+
+def each(ops, arg=5):
+    return [(op, arg) for op in ops]
+
 
 rng = random.Random(20240601)
 SEEDS = {
@@ -102,6 +130,35 @@ SEEDS = {
         "backup-geometry-bad": pool_input(FIX_B, 0, (BACKUP | 56, 0x10)),
         "grown-backup-moved": pool_input(2 | COPY | FIX_B),
         "random": bytes(rng.randrange(256) for _ in range(48)),
+    },
+    "collections_image": {
+        "reads": coll_input([], each(READS)),
+        "writes-commit": coll_input([], each(WRITES) + [COMMIT] + each(READS, 9)),
+        "writes-abort-reopen": coll_input([], each(WRITES, 77) + [ABORT, REOPEN] + each(READS, 1)),
+        "clears-reopen": coll_input([], each(CLEARS) + [REOPEN] + each(WRITES, 200) + [REOPEN, (44, 0)]),
+        "vec-len": coll_input([(R_V, 8, 0x40)], each([1, 3, 2, 4, 6])),
+        "vec-buf-ptr": coll_input([(R_V, 1, 0x01)], each([0, 1, 2, 5, 6])),
+        "vec-cap": coll_input([(R_V, 17, 0x10)], each([1, 5, 5, 5, 2, 6])),
+        "map-ctrl": coll_input([(B_M, i, 0x03) for i in range(0, 64, 5)], each([8, 7, 9, 10, 9, 11], 6)),
+        "map-cap": coll_input([(R_M, 8, 0x01)], each([7, 8, 9, 11])),
+        "map-len-used": coll_input([(R_M, 16, 0xFF), (R_M, 24, 0x30)], [(9, k) for k in range(20)]),
+        "btree-child": coll_input([(B_ROOT, NODE_KIDS + 1, 0x01)], each([13, 14, 12, 15, 16, 17, 18])),
+        "btree-child-cycle": coll_input([(B_INNER, NODE_KIDS + 1, 0x02)], each([17, 13, 14, 16])),
+        "btree-len": coll_input([(B_LEAF, 0, 0x0F)], each([13, 12, 15, 16, 17])),
+        "btree-leaf-flag": coll_input([(B_LEAF, 8, 0x01)], each([13, 14, 16, 17, 18])),
+        "btree-keys": coll_input([(B_LEAF, 16 + 8 * i, 0x80) for i in range(4)], each([17, 12, 15, 16, 14])),
+        "string-bytes": coll_input([(B_S, 5, 0x80), (B_S, 6, 0x40)], each([19, 20, 19])),
+        "string-len": coll_input([(R_S, 9, 0x01)], each([19, 20, 21, 22])),
+        "queue-head": coll_input([(R_Q, 8, 0x07)], each([23, 24, 25, 26, 27])),
+        "queue-len-cap": coll_input([(R_Q, 16, 0x20), (R_Q, 24, 0x01)], each([23, 24, 25, 27])),
+        "box-ptr": coll_input([(R_B, 0, 0x08)], each([28, 29, 30])),
+        "vs-len": coll_input([(R_VS, 8, 0x0F)], each([31, 33, 33, 35, 34, 36])),
+        "vs-elem-len": coll_input([(B_VS, 8, 0x20), (B_VS, 32, 0x01)], each([31, 35, 33, 36], 0)),
+        "mv-ctrl": coll_input([(B_MV, i, 0x01) for i in range(16)], each([40, 37, 38, 39, 42, 41], 3)),
+        "mv-values": coll_input([(B_MV, 16 + 16 * 8 + 24 * i + 8, 0x04) for i in range(16)], each([40, 42, 39])),
+        "anywhere": coll_input([(ANYWHERE, rng.randrange(1 << 24), 1 << rng.randrange(8)) for _ in range(8)],
+                               each(READS + WRITES)),
+        "random": bytes(rng.randrange(256) for _ in range(96)),
     },
 }
 

@@ -5,11 +5,13 @@
 #   fuzz/run.sh                       # every target, 60 s each
 #   FUZZ_SECONDS=600 fuzz/run.sh open_pool
 #
+# An input running longer than FUZZ_TIMEOUT seconds (default 60) is reported as a hang.
 # New inputs go to fuzz/work-corpus/<target> (not committed); the committed seeds in
 # fuzz/corpus/<target> are read only. Builds with debug assertions and overflow checks. Crashes land in fuzz/artifacts/<target>/: minimise one
 # with `cargo +nightly fuzz tmin <target> <file>` and add it to fuzz/regressions/<target>/,
-# which pmem-core/tests/fuzz_corpus.rs (header_parse, open_pool) and
-# ptm/tests/fuzz_corpus.rs (recover_log, tx_sequence) replay on stable.
+# which pmem-core/tests/fuzz_corpus.rs (header_parse, open_pool),
+# ptm/tests/fuzz_corpus.rs (recover_log, tx_sequence) and collections/tests/fuzz_corpus.rs
+# (collections_image) replay on stable.
 set -euo pipefail
 
 cd "$(dirname "$0")"
@@ -17,7 +19,7 @@ seconds="${FUZZ_SECONDS:-60}"
 if [ "$#" -gt 0 ]; then
     targets=("$@")
 else
-    targets=(header_parse open_pool recover_log tx_sequence)
+    targets=(header_parse open_pool recover_log tx_sequence collections_image)
 fi
 
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
@@ -38,5 +40,5 @@ for target in "${targets[@]}"; do
     mkdir -p "work-corpus/$target"
     echo "== $target: ${seconds}s"
     cargo +nightly fuzz run --debug-assertions "$target" "work-corpus/$target" "corpus/$target" -- \
-        -max_total_time="$seconds" -max_len=4200 -print_final_stats=1
+        -max_total_time="$seconds" -timeout="${FUZZ_TIMEOUT:-60}" -max_len=4200 -print_final_stats=1
 done

@@ -11,7 +11,9 @@ use libfuzzer_sys::fuzz_target;
 use ptm_fuzz::{image, txn};
 
 /// This process's tmpfs scratch directory, the template image, its lane area and chunk table.
-static SETUP: OnceLock<(PathBuf, Vec<u8>, Range<usize>, Range<usize>)> = OnceLock::new();
+type Setup = (PathBuf, Vec<u8>, Range<usize>, Range<usize>);
+
+static SETUP: OnceLock<Setup> = OnceLock::new();
 
 fuzz_target!(|data: &[u8]| {
     let (dir, template, lanes, table) = SETUP.get_or_init(|| {

@@ -1,6 +1,6 @@
 //! Loading the committed inputs of a fuzz target (seed corpus and regressions), for the stable
-//! replay tests (`pmem-core/tests/fuzz_corpus.rs`, `ptm/tests/fuzz_corpus.rs`), which include
-//! this file by path.
+//! replay tests (`pmem-core/tests/fuzz_corpus.rs`, `ptm/tests/fuzz_corpus.rs`,
+//! `collections/tests/fuzz_corpus.rs`), which include this file by path.
 
 use std::path::{Path, PathBuf};
 
@@ -24,4 +24,18 @@ pub fn inputs(fuzz: &Path, target: &str) -> Vec<(PathBuf, Vec<u8>)> {
             (p, data)
         })
         .collect()
+}
+
+/// A scratch directory private to this test process (tmpfs when available).
+#[allow(dead_code)] // Not every replay test uses it.
+pub fn scratch(name: &str) -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    let base = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    let dir = base.join(format!("ptm-fuzz-replay-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create the scratch directory");
+    dir
 }

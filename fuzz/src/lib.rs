@@ -3,8 +3,10 @@
 //! `checks` and `image` are also compiled into the stable replay test
 //! `pmem-core/tests/fuzz_corpus.rs` through `#[path]`, so they use std and pmem-core only;
 //! `txn` (targets `recover_log` and `tx_sequence`) goes into `ptm/tests/fuzz_corpus.rs` and uses
-//! std, ptm and xxhash-rust only.
+//! std, ptm and xxhash-rust only; `collections` (target `collections_image`) goes into
+//! `collections/tests/fuzz_corpus.rs` and uses std, ptm and ptm-collections only.
 
 pub mod checks;
+pub mod collections;
 pub mod image;
 pub mod txn;

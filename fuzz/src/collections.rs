@@ -1,0 +1,684 @@
+//! The `collections_image` fuzz target: a pool whose root holds populated persistent collections
+//! (ptm-collections), its collection handles and heap blocks mutated as the input says, then a
+//! script of collection operations run in transactions on it, and reopens.
+//!
+//! Shared through `#[path]` with the stable replay test `collections/tests/fuzz_corpus.rs`, so it
+//! depends on std, ptm and ptm-collections only.
+//!
+//! ## The template
+//!
+//! [`make_template`] builds one pool per process (tmpfs scratch, `force_pmem`) whose [`Root`]
+//! holds a `PVec<u64>`, a `PHashMap<u64, u64>` with tombstones, a 3-level `PBTreeMap<u64, u64>`
+//! (after merges), a multi-byte `PString`, a wrapped-around `PQueue<u64>`, a `PBox<u64>`, a
+//! `PVec<PString>` that popped (stale handles past its length) and a `PHashMap<u64, PVec<u64>>`
+//! with removed entries (stale handles in vacated slots). Two sentinel cells and two guards (a
+//! string and a vector allocated after those removals, so they may reuse the stale handles'
+//! blocks) are never touched by the script nor (except by "anywhere" records) mutated.
+//!
+//! The mutation targets ([`Template::regions`]) are the 8 handles in the root (in field order
+//! `v m t s q b vs mv`), then every heap block the collections own (the blocks of `v m s q b vs
+//! mv` in that order, the B-tree nodes, the nested strings' and vectors' buffers).
+//!
+//! ## Input
+//!
+//! Every byte string is valid; missing bytes read as 0.
+//!
+//! | bytes | meaning |
+//! |-------|---------|
+//! | 0     | number of mutation records, modulo 33 |
+//! | 1..   | 5-byte records `(sel: u8, at: u24 LE, mask: u8)`: `sel < 0xf0` xors byte `at mod len` of region `sel mod regions` with `mask`; `sel >= 0xf0` xors byte `at mod len` of the root and heap (metadata included) |
+//! | then  | operations, 2 bytes each `(op, arg)`, decoded by [`decode_script`] (at most [`MAX_OPS`]) |
+//!
+//! ## Checks
+//!
+//! Always: no panic, no hang; every operation returns `Ok` or an `Err` whose message renders;
+//! opens fail only with a clean error; a read-only sweep of every collection after the script
+//! and after a final reopen terminates.
+//!
+//! When no record touched a word the collections cannot validate (an *unchecked* word, see
+//! [`Template::unchecked`]: pointers, capacities, B-tree leaf flags and child pointers, and the
+//! pointer and capacity words of nested handles, including stale ones) and no record went
+//! "anywhere", the image is *strict*: every open must succeed, and after the script and a
+//! reopen the sentinels and guards keep their values, the guards' buffers are still allocated,
+//! and `check_heap` passes — nothing
+//! committed outside the damaged collections is lost.
+
+use std::collections::BTreeSet;
+use std::mem::offset_of;
+use std::ops::Range;
+use std::path::Path;
+
+use ptm::{Error, PCell, Persistent, Pool, PoolOptions, Transaction};
+use ptm_collections::{PBTreeMap, PBox, PHashMap, PQueue, PString, PVec};
+
+/// The root of the template pool.
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+pub struct Root {
+    /// Never touched by the script.
+    pub sentinel: PCell<u64>,
+    /// A plain vector.
+    pub v: PVec<u64>,
+    /// A hash map with tombstones.
+    pub m: PHashMap<u64, u64>,
+    /// A B+ tree of 3 levels.
+    pub t: PBTreeMap<u64, u64>,
+    /// A string with multi-byte characters.
+    pub s: PString,
+    /// A queue wrapped around its ring.
+    pub q: PQueue<u64>,
+    /// A box.
+    pub b: PBox<u64>,
+    /// Nested strings, with stale handles past the length.
+    pub vs: PVec<PString>,
+    /// Nested vectors, with stale handles in vacated slots.
+    pub mv: PHashMap<u64, PVec<u64>>,
+    /// Never touched by the script; allocated after `vs` popped, so it may reuse the buffer of
+    /// one of the stale strings.
+    pub guard_s: PString,
+    /// Never touched by the script; allocated after `mv` removed entries, so it may reuse the
+    /// buffer of one of the stale vectors.
+    pub guard_v: PVec<u64>,
+    /// Never touched by the script.
+    pub sentinel2: PCell<u64>,
+}
+
+/// Known bug 1, tolerated while true: a damaged length of a `PVec` of handles, or a damaged
+/// control byte of a `PHashMap` with handle values, exposes stale handles (popped or removed
+/// earlier, never zeroed: `pop_free`, `truncate` and `remove_free` free what a handle owns
+/// without writing it) whose blocks were freed and reused by other collections; `pop_free`,
+/// `remove_free`, `truncate` or `clear` then free another collection's live block. While true,
+/// records on [`Template::exposing`] make an image non-strict; the inputs in
+/// `fuzz/regressions/collections_image/` named `stale-*` show the bug. Set it to false once
+/// fixed.
+pub const TOLERATE_STALE_HANDLES: bool = true;
+
+/// Layout name of the template pool.
+pub const LAYOUT: &str = "fuzz-collections";
+/// Size of the template pool.
+pub const POOL_SIZE: u64 = 2 << 20;
+/// Value of `sentinel` (`sentinel2` holds its complement).
+pub const SENTINEL: u64 = 0x5e47_1e11_c0ff_ee01;
+/// Most operations a script runs.
+pub const MAX_OPS: usize = 96;
+/// Most mutation records an input applies.
+pub const MAX_RECORDS: usize = 32;
+/// Number of handle regions (the first regions).
+pub const HANDLES: usize = 8;
+
+/// Bytes of a `PBTreeMap<u64, u64>` node: `[len][leaf][15 keys][15 values][16 children]`.
+const NODE_SIZE: usize = 16 + 15 * 8 + 15 * 8 + 16 * 8;
+/// Offset of the children in a node.
+const NODE_KIDS: usize = 16 + 15 * 8 + 15 * 8;
+
+/// Pool options of the target.
+pub fn options() -> PoolOptions {
+    PoolOptions::new()
+        .layout(LAYOUT)
+        .lanes(2)
+        .lane_size(16 << 10)
+        .force_pmem(true)
+}
+
+/// What `guard_s` holds (in the smallest block class, like the strings `vs` pops).
+pub const GUARD_S: &str = "guard: committed text €€€€";
+
+/// What `guard_v` holds (as long as the vector `mv` loses with key 7).
+pub fn guard_v_contents() -> Vec<u64> {
+    (1..=22).map(|i| i * 0x1111).collect()
+}
+
+/// The template image and where the collections live in it (pool offsets).
+#[derive(Debug, Clone)]
+pub struct Template {
+    /// The pool file.
+    pub image: Vec<u8>,
+    /// Mutation targets: the handles, then the heap blocks the collections own.
+    pub regions: Vec<Range<usize>>,
+    /// Offsets of 8-byte words whose corruption the collections cannot detect.
+    pub unchecked: BTreeSet<usize>,
+    /// Bytes whose corruption exposes stale nested handles (known bug 1, see
+    /// [`TOLERATE_STALE_HANDLES`]): the length of `vs` and the control bytes of `mv`.
+    pub exposing: Vec<Range<usize>>,
+    /// The root and the heap.
+    pub area: Range<usize>,
+}
+
+fn populate(pool: &Pool<Root>) -> Result<(), Error> {
+    pool.transaction(|tx, r| {
+        r.sentinel.set(tx, SENTINEL)?;
+        r.sentinel2.set(tx, !SENTINEL)?;
+        r.v.extend(tx, (0..40).map(|i| i * 7 + 1))?;
+        for k in 0..40 {
+            r.m.insert(tx, k, k * k + 1)?;
+        }
+        r.s.set(tx, "hello, persistent world — ✓ ü")?;
+        r.b.set(tx, 0xb0b)
+    })?;
+    for part in 0..4u64 {
+        pool.transaction(|tx, r| {
+            for k in part * 50..(part + 1) * 50 {
+                r.t.insert(tx, k * 3, k)?;
+            }
+            Ok::<_, Error>(())
+        })?;
+    }
+    pool.transaction(|tx, r| {
+        for k in 5..12 {
+            r.m.remove(tx, &k)?;
+        }
+        for k in 40..60 {
+            r.t.remove(tx, &(k * 3))?;
+        }
+        for i in 1..=6 {
+            r.q.push(tx, i)?;
+        }
+        for _ in 0..4 {
+            r.q.pop(tx)?;
+        }
+        for i in 7..=11 {
+            r.q.push(tx, i)?;
+        }
+        Ok::<_, Error>(())
+    })?;
+    pool.transaction(|tx, r| {
+        for i in 0..8u64 {
+            let s = r.vs.push_new(tx)?;
+            s.push_str(tx, &"ab€".repeat(i as usize + 1))?;
+        }
+        for k in 0..12u64 {
+            r.mv.get_or_insert_new(tx, k)?
+                .extend(tx, (0..=k * 3).map(|x| x * 100 + k))?;
+        }
+        Ok::<_, Error>(())
+    })?;
+    pool.transaction(|tx, r| {
+        r.vs.pop_free(tx)?;
+        r.vs.pop_free(tx)?;
+        r.mv.remove_free(tx, &3)?;
+        r.mv.remove_free(tx, &7)?;
+        Ok::<_, Error>(())
+    })?;
+    pool.transaction(|tx, r| {
+        r.guard_s.set(tx, GUARD_S)?;
+        r.guard_v.extend(tx, guard_v_contents())
+    })?;
+    // Later allocations may reuse the blocks freed above.
+    pool.transaction(|tx, r| {
+        r.v.extend(tx, 100..130)?;
+        r.s.push_str(tx, " and more text to grow it")?;
+        r.vs.get_ref(tx, 0)?.expect("vs[0]").push_str(tx, "xyz")?;
+        Ok::<_, Error>(())
+    })
+}
+
+/// Pushes the 8-byte words `off + at` for each `at` into `set`.
+fn words(set: &mut BTreeSet<usize>, off: usize, ats: impl IntoIterator<Item = usize>) {
+    set.extend(ats.into_iter().map(|a| off + a));
+}
+
+/// Builds the template pool in `dir` (see the module docs).
+pub fn make_template(dir: &Path) -> Template {
+    let path = dir.join("collections-template.pool");
+    let _ = std::fs::remove_file(&path);
+    let mut pool = Pool::<Root>::create(&path, POOL_SIZE, &options()).expect("create the template");
+    populate(&pool).expect("populate the template");
+    let g = pool.geometry();
+    let root = g.root_offset as usize;
+    let live: std::collections::BTreeMap<u64, u64> = pool
+        .allocated_blocks()
+        .expect("allocated blocks")
+        .into_iter()
+        .collect();
+    let handle = |field: usize, size: usize| root + field..root + field + size;
+    let mut regions = vec![
+        handle(offset_of!(Root, v), 24),
+        handle(offset_of!(Root, m), 32),
+        handle(offset_of!(Root, t), 16),
+        handle(offset_of!(Root, s), 24),
+        handle(offset_of!(Root, q), 32),
+        handle(offset_of!(Root, b), 8),
+        handle(offset_of!(Root, vs), 24),
+        handle(offset_of!(Root, mv), 32),
+    ];
+    let mut unchecked = BTreeSet::new();
+    // Pointer and capacity words of the handles in the root.
+    for (i, ats) in [
+        (0, &[0, 16][..]),
+        (1, &[0, 8]),
+        (2, &[0]),
+        (3, &[0, 16]),
+        (4, &[0, 24]),
+        (5, &[0]),
+        (6, &[0, 16]),
+        (7, &[0, 8]),
+    ] {
+        words(&mut unchecked, regions[i].start, ats.iter().copied());
+    }
+    let mut owned = Vec::new();
+    let mut exposing = Vec::new();
+    exposing.push(regions[6].start + 8..regions[6].start + 16);
+    pool.transaction(|tx, r| {
+        let tops = [
+            r.v.buffer_offset(tx),
+            r.m.table_offset(tx),
+            r.s.buffer_offset(tx),
+            r.q.buffer_offset(tx),
+            r.b.offset(tx),
+            r.vs.buffer_offset(tx),
+            r.mv.table_offset(tx),
+        ];
+        for off in tops {
+            owned.push(off.expect("every collection owns a block"));
+        }
+        let nodes = r.t.node_offsets(tx)?;
+        assert!(nodes.len() > 20, "a B-tree of many nodes");
+        let levels = r.t.check_invariants(tx).expect("B-tree invariants");
+        assert!(levels.len() == 3, "a 3-level B-tree");
+        for n in &nodes {
+            words(&mut unchecked, *n as usize, [8]);
+            words(&mut unchecked, *n as usize, (NODE_KIDS..NODE_SIZE).step_by(8));
+        }
+        owned.extend(nodes);
+        // Nested strings: every slot of the buffer (stale ones past the length too).
+        let vs_buf = r.vs.buffer_offset(tx).expect("vs buffer") as usize;
+        assert!(r.vs.len(tx) < r.vs.capacity(tx), "stale handles in vs");
+        for i in 0..r.vs.capacity(tx) as usize {
+            words(&mut unchecked, vs_buf + i * 24, [0, 16]);
+        }
+        for i in 0..r.vs.len(tx) {
+            let s = r.vs.get_ref(tx, i)?.expect("i < len");
+            owned.push(s.buffer_offset(tx).expect("a non-empty string"));
+        }
+        // Nested vectors: the value array of the table (keys are u64: ctrl, keys, values).
+        let cap = r.mv.capacity(tx) as usize;
+        let table = r.mv.table_offset(tx).expect("mv table") as usize;
+        let vo = cap.div_ceil(8) * 8 + cap * 8;
+        exposing.push(table..table + cap);
+        for i in 0..cap {
+            words(&mut unchecked, table + vo + i * 24, [0, 16]);
+        }
+        let mut keys: Vec<u64> = r.mv.keys(tx)?;
+        keys.sort_unstable();
+        assert!(keys.len() == 10, "10 nested vectors");
+        for k in keys {
+            let v = r.mv.get_ref(tx, &k)?.expect("present");
+            owned.push(v.buffer_offset(tx).expect("a non-empty vector"));
+        }
+        assert!(r.q.len(tx) == 7, "queue length");
+        let mut all: Vec<u64> = owned.clone();
+        all.extend(r.guard_s.buffer_offset(tx));
+        all.extend(r.guard_v.buffer_offset(tx));
+        all.sort_unstable();
+        let want: Vec<u64> = live.keys().copied().collect();
+        assert!(all == want, "the collections own exactly the live blocks");
+        Ok::<_, Error>(())
+    })
+    .expect("walk the template");
+    for off in owned {
+        let size = live[&off] as usize;
+        regions.push(off as usize..off as usize + size);
+    }
+    let area = root..(g.heap_offset + g.heap_size) as usize;
+    pool.close().expect("close the template");
+    let image = std::fs::read(&path).expect("read the template");
+    std::fs::remove_file(&path).expect("remove the template");
+    assert!(area.end <= image.len());
+    Template {
+        image,
+        regions,
+        unchecked,
+        exposing,
+        area,
+    }
+}
+
+/// Applies the mutation records of `input` to a copy of the template. Returns the image, whether
+/// it is strict (see the module docs; with `tolerate`, records on [`Template::exposing`] make it
+/// non-strict too), and the rest of the input (the script).
+pub fn decode_image<'a>(t: &Template, input: &'a [u8], tolerate: bool) -> (Vec<u8>, bool, &'a [u8]) {
+    let mut img = t.image.clone();
+    let n = usize::from(input.first().copied().unwrap_or(0)) % (MAX_RECORDS + 1);
+    let rest = input.get(1..).unwrap_or(&[]);
+    let recs = rest.len().min(n * 5);
+    let mut strict = true;
+    for rec in rest[..recs].chunks(5) {
+        let b = |i: usize| rec.get(i).copied().unwrap_or(0);
+        let (sel, at, mask) = (b(0), u32::from_le_bytes([b(1), b(2), b(3), 0]) as usize, b(4));
+        let region = if sel >= 0xf0 {
+            &t.area
+        } else {
+            &t.regions[usize::from(sel) % t.regions.len()]
+        };
+        let pos = region.start + at % region.len();
+        if mask == 0 {
+            continue;
+        }
+        img[pos] ^= mask;
+        let exposes = tolerate && t.exposing.iter().any(|r| r.contains(&pos));
+        if sel >= 0xf0 || t.unchecked.contains(&(pos & !7)) || exposes {
+            strict = false;
+        }
+    }
+    (img, strict, &rest[recs..])
+}
+
+/// An operation of the script. `a` is the argument byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// A collection operation (index into the table of [`run_op`]) with its argument.
+    Coll(u8, u8),
+    /// Commit the running transaction (and start another).
+    Commit,
+    /// Abort the running transaction.
+    Abort,
+    /// Close and reopen the pool (commits the running transaction first).
+    Reopen,
+}
+
+/// Number of collection operations ([`run_op`]).
+pub const COLL_OPS: u8 = 45;
+
+/// Decodes the script: pairs `(op, arg)`; `op % 48` below [`COLL_OPS`] is a collection
+/// operation, 45 commits, 46 aborts, 47 reopens.
+pub fn decode_script(bytes: &[u8]) -> Vec<Op> {
+    bytes
+        .chunks(2)
+        .take(MAX_OPS)
+        .map(|c| {
+            let (op, a) = (c[0] % 48, c.get(1).copied().unwrap_or(0));
+            match op {
+                45 => Op::Commit,
+                46 => Op::Abort,
+                47 => Op::Reopen,
+                _ => Op::Coll(op, a),
+            }
+        })
+        .collect()
+}
+
+/// Discards a result, making sure an error renders.
+fn seen<T>(r: Result<T, Error>) -> Result<(), Error> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            assert!(!e.to_string().is_empty(), "an error without a message: {e:?}");
+            Err(e)
+        }
+    }
+}
+
+/// Runs collection operation `op` with argument `a`.
+pub fn run_op(tx: &Transaction<'_>, r: &Root, op: u8, a: u8) -> Result<(), Error> {
+    let k = u64::from(a);
+    let x = k.wrapping_mul(0x0101_0101_0101_0101);
+    match op {
+        0 => seen(r.v.get(tx, k)),
+        1 => {
+            let n = r.v.iter(tx).count() as u64;
+            assert!(n <= r.v.len(tx), "iter yielded {n} of {}", r.v.len(tx));
+            seen(r.v.to_vec(tx))
+        }
+        2 => r.v.push(tx, x),
+        3 => seen(r.v.pop(tx)),
+        4 => seen(r.v.set(tx, k % 80, x)),
+        5 => r.v.extend(tx, [x, x ^ 1, x ^ 2]),
+        6 => r.v.clear(tx),
+        7 => seen(r.m.get(tx, &(k % 64))),
+        8 => {
+            let n = r.m.iter(tx).count() as u64;
+            assert!(n <= r.m.capacity(tx), "map iter yielded {n} entries");
+            seen(r.m.keys(tx))
+        }
+        9 => seen(r.m.insert(tx, k % 64, x)),
+        10 => seen(r.m.remove(tx, &(k % 64))),
+        11 => r.m.clear(tx),
+        12 => seen(r.t.get(tx, &(k * 3))),
+        13 => seen(r.t.to_vec(tx)),
+        14 => {
+            let lo = k * 3;
+            let mut it = r.t.range(tx, lo..)?;
+            // On a damaged tree the keys may be anything (out of order, out of the range).
+            let _ = it.by_ref().take(64).count();
+            if let Some(e) = it.error() {
+                assert!(!e.to_string().is_empty());
+            }
+            Ok(())
+        }
+        15 => seen(r.t.insert(tx, k * 3 + u64::from(a & 1), x)),
+        16 => seen(r.t.remove(tx, &(k * 3))),
+        17 => {
+            if let Err(e) = r.t.check_invariants(tx) {
+                assert!(!e.is_empty());
+            }
+            seen(r.t.node_offsets(tx))
+        }
+        18 => r.t.clear(tx),
+        19 => seen(r.s.as_string(tx)),
+        20 => r.s.push_str(tx, "é✓x"),
+        21 => r.s.set(tx, &"z".repeat(usize::from(a % 40))),
+        22 => r.s.clear(tx),
+        23 => seen(r.q.to_vec(tx)),
+        24 => r.q.push(tx, x),
+        25 => seen(r.q.pop(tx)),
+        26 => seen(r.q.get(tx, k % 16)),
+        27 => r.q.clear(tx),
+        28 => seen(r.b.get(tx)),
+        29 => r.b.set(tx, x),
+        30 => seen(r.b.take(tx)),
+        31 => match r.vs.get_ref(tx, k % 10)? {
+            Some(s) => seen(s.as_string(tx)),
+            None => Ok(()),
+        },
+        32 => r.vs.push_new(tx)?.push_str(tx, "new"),
+        33 => seen(r.vs.pop_free(tx)),
+        34 => r.vs.truncate(tx, k % 10),
+        35 => match r.vs.get_ref(tx, k % 10)? {
+            Some(s) => s.push_str(tx, "+"),
+            None => Ok(()),
+        },
+        36 => r.vs.clear(tx),
+        37 => match r.mv.get_ref(tx, &(k % 16))? {
+            Some(v) => seen(v.to_vec(tx)),
+            None => Ok(()),
+        },
+        38 => r.mv.get_or_insert_new(tx, k % 16)?.push(tx, x),
+        39 => seen(r.mv.remove_free(tx, &(k % 16))),
+        40 => {
+            let mut n = 0u64;
+            for (_, v) in r.mv.iter_refs(tx) {
+                n += 1;
+                seen(v.to_vec(tx))?;
+            }
+            assert!(n <= r.mv.capacity(tx), "iter_refs yielded {n} entries");
+            Ok(())
+        }
+        41 => r.mv.clear(tx),
+        42 => match r.mv.get_ref(tx, &(k % 16))? {
+            Some(v) => seen(v.pop(tx)),
+            None => Ok(()),
+        },
+        43 => {
+            let lens = [
+                r.v.len(tx),
+                r.m.len(tx),
+                r.t.len(tx),
+                r.s.len(tx),
+                r.q.len(tx),
+                r.vs.len(tx),
+                r.mv.len(tx),
+            ];
+            assert!(r.v.len(tx) <= r.v.capacity(tx), "{lens:?}");
+            assert!(r.vs.len(tx) <= r.vs.capacity(tx), "{lens:?}");
+            Ok(())
+        }
+        _ => {
+            // Everything read-only, in one go.
+            sweep(tx, r);
+            Ok(())
+        }
+    }
+}
+
+/// Reads every collection (results ignored): must terminate without panicking.
+pub fn sweep(tx: &Transaction<'_>, r: &Root) {
+    let _ = seen(r.v.to_vec(tx));
+    let _ = seen(r.m.keys(tx));
+    let _ = r.m.iter(tx).count();
+    let _ = seen(r.t.to_vec(tx));
+    let _ = r.t.check_invariants(tx);
+    if let Ok(it) = r.t.range(tx, ..) {
+        let _ = it.take(1000).count();
+    }
+    let _ = seen(r.s.as_string(tx));
+    let _ = seen(r.q.to_vec(tx));
+    let _ = seen(r.b.get(tx));
+    for i in 0..r.vs.len(tx).min(16) {
+        if let Ok(Some(s)) = r.vs.get_ref(tx, i) {
+            let _ = seen(s.as_string(tx));
+        }
+    }
+    for (_, v) in r.mv.iter_refs(tx).take(64) {
+        let _ = seen(v.to_vec(tx));
+    }
+}
+
+#[derive(Debug)]
+enum TxError {
+    Ptm(Error),
+    Abort,
+}
+
+impl From<Error> for TxError {
+    fn from(e: Error) -> Self {
+        TxError::Ptm(e)
+    }
+}
+
+/// What must hold after the script on a strict image: the sentinels and the guards keep their
+/// values, the guards' buffers are still allocated, and the heap checks.
+fn check_untouched(pool: &mut Pool<Root>, when: &str) {
+    let (s1, s2, gs, gv, bufs) = pool
+        .transaction(|tx, r| {
+            Ok::<_, Error>((
+                r.sentinel.get(tx),
+                r.sentinel2.get(tx),
+                r.guard_s.as_string(tx),
+                r.guard_v.to_vec(tx),
+                [r.guard_s.buffer_offset(tx), r.guard_v.buffer_offset(tx)],
+            ))
+        })
+        .unwrap_or_else(|e| panic!("{when}: read the root: {e:?}"));
+    assert_eq!((s1, s2), (SENTINEL, !SENTINEL), "{when}: the sentinels changed");
+    assert_eq!(gs.ok().as_deref(), Some(GUARD_S), "{when}: guard_s changed");
+    assert_eq!(gv.ok(), Some(guard_v_contents()), "{when}: guard_v changed");
+    let live = pool
+        .allocated_blocks()
+        .unwrap_or_else(|e| panic!("{when}: allocated_blocks: {e:?}"));
+    for b in bufs {
+        let b = b.unwrap_or_else(|| panic!("{when}: a guard lost its buffer"));
+        assert!(
+            live.iter().any(|&(off, _)| off == b),
+            "{when}: the buffer of a guard ({b:#x}) was freed"
+        );
+    }
+    if let Err(e) = pool.check_heap() {
+        panic!("{when}: check_heap: {e:?}");
+    }
+}
+
+/// Opens the image at `path`: strict images must open, others may fail cleanly.
+fn open(path: &Path, strict: bool, when: &str) -> Option<Pool<Root>> {
+    match Pool::<Root>::open(path, &options()) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            assert!(!strict, "{when}: a strict image does not open: {e:?}");
+            assert!(!e.to_string().is_empty());
+            None
+        }
+    }
+}
+
+/// `collections_image`: see the module docs. Tolerates the known bugs (see
+/// [`TOLERATE_STALE_HANDLES`]).
+pub fn check_collections_image(dir: &Path, t: &Template, input: &[u8]) {
+    check_collections_image_with(dir, t, input, TOLERATE_STALE_HANDLES);
+}
+
+/// [`check_collections_image`], tolerating stale handles or not.
+pub fn check_collections_image_with(dir: &Path, t: &Template, input: &[u8], tolerate: bool) {
+    let (img, strict, script) = decode_image(t, input, tolerate);
+    let path = dir.join("collections.pool");
+    std::fs::write(&path, &img).expect("write the image");
+    let ops = decode_script(script);
+    run_script(&path, strict, &ops);
+    std::fs::remove_file(&path).expect("remove the image");
+}
+
+fn run_script(path: &Path, strict: bool, ops: &[Op]) {
+    let Some(mut pool) = open(path, strict, "first open") else {
+        return;
+    };
+    let mut i = 0;
+    while i <= ops.len() {
+        // One transaction: the collection operations up to the next commit, abort or reopen.
+        let end = ops[i..]
+            .iter()
+            .position(|o| !matches!(o, Op::Coll(..)))
+            .map_or(ops.len(), |p| i + p);
+        let body = &ops[i..end];
+        let commit = !matches!(ops.get(end), Some(Op::Abort));
+        if !body.is_empty() {
+            let res: Result<(), TxError> = pool.transaction(|tx, r| {
+                for op in body {
+                    if let Op::Coll(o, a) = op {
+                        run_op(tx, r, *o, *a)?;
+                    }
+                }
+                if commit {
+                    Ok(())
+                } else {
+                    Err(TxError::Abort)
+                }
+            });
+            match res {
+                Ok(()) | Err(TxError::Abort) => {}
+                Err(TxError::Ptm(e)) => assert!(!e.to_string().is_empty()),
+            }
+        }
+        if matches!(ops.get(end), Some(Op::Reopen)) {
+            if let Err(e) = pool.close() {
+                assert!(!strict, "close: {e:?}");
+            }
+            pool = match open(path, strict, "reopen") {
+                Some(p) => p,
+                None => return,
+            };
+        }
+        i = end + 1;
+    }
+    let _ = pool.transaction(|tx, r| {
+        sweep(tx, r);
+        Ok::<_, Error>(())
+    });
+    if strict {
+        check_untouched(&mut pool, "after the script");
+    }
+    if let Err(e) = pool.close() {
+        assert!(!strict, "close: {e:?}");
+    }
+    let Some(mut pool) = open(path, strict, "final reopen") else {
+        return;
+    };
+    let _ = pool.transaction(|tx, r| {
+        sweep(tx, r);
+        Ok::<_, Error>(())
+    });
+    if strict {
+        check_untouched(&mut pool, "after a reopen");
+    } else if let Err(e) = pool.check_heap() {
+        assert!(!e.to_string().is_empty());
+    }
+    let _ = pool.close();
+}
