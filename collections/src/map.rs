@@ -266,7 +266,10 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
 
     /// Marks the full slot `i` of `t` vacant, freeing (at commit) what its key owns (the value
     /// is dropped as is).
-    fn vacate(&self, tx: &Transaction<'_>, t: Table, i: u64) -> Result<()> {
+    fn vacate(&self, tx: &Transaction<'_>, t: Table, i: u64) -> Result<()>
+    where
+        V: PValue,
+    {
         if K::OWNS {
             // SAFETY: the key is discarded below, in this transaction.
             unsafe { Self::key_ref(tx, t, i)?.free_owned(tx)? };
@@ -274,11 +277,34 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
         let ctrl = Self::ctrl(tx, t, i)?;
         // If the next slot is empty, no probe sequence runs through this one: mark it empty.
         let next_empty = Self::ctrl(tx, t, (i + 1) & (t.cap - 1))?.get(tx) == EMPTY;
+        let (ko, vo) = (Self::key_off(t, i)?, Self::val_off(t, i)?);
+        let (ks, vs) = (size_of::<K>() as u64, size_of::<V>() as u64);
         tx.snapshot(|b| {
+            // SAFETY: the key and value of slot `i` of this map's live table, reached only
+            // through cells by this thread.
+            unsafe {
+                if K::OWNS {
+                    b.add(&Span::new(tx, t.block, ko, ks)?)?;
+                }
+                if V::OWNS {
+                    b.add(&Span::new(tx, t.block, vo, vs)?)?;
+                }
+            }
             b.add(ctrl)?;
             b.add(&self.len)?;
             b.add(&self.used)
         })?;
+        // A discarded handle's blocks are freed: zero it, so that no damaged control byte can
+        // bring back a second owner of blocks reused later.
+        // SAFETY: as above; logged in the batch.
+        unsafe {
+            if K::OWNS {
+                raw::zero_bytes(tx, t.block, ko, ks)?;
+            }
+            if V::OWNS {
+                raw::zero_bytes(tx, t.block, vo, vs)?;
+            }
+        }
         self.len.set(tx, self.len.get(tx).saturating_sub(1))?;
         if next_empty {
             ctrl.set(tx, EMPTY)?;
@@ -405,6 +431,12 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
             // The fresh table needs no snapshot: ptm logged it as new memory at allocation.
             b.add(&self.used)
         })?;
+        if K::OWNS || V::OWNS {
+            // Spare slots of a fresh table hold old bytes; zero the key and value arrays so that
+            // they never read as a handle (fresh memory: no logging).
+            // SAFETY: the fresh table of `size` bytes, reached only by this thread.
+            unsafe { raw::zero_bytes(tx, block, ko, size - ko)? };
+        }
         // Control bytes: all empty (`new_cap` is a power of two >= 8, so whole u64 words).
         for w in 0..new_cap / 8 {
             // SAFETY: inside the fresh table (`ctrl` is its first `new_cap` bytes, and it starts
@@ -630,8 +662,8 @@ impl<K: PKey, V: Persistent + Copy> PHashMap<K, V> {
 /// before then is **stale**, like a std iterator after an insert. Using a stale reference is a
 /// logic error, but never undefined behaviour: it points into memory that stays mapped and
 /// readable until commit; after a rebuild the old copy reads as an empty handle and changes
-/// through it are lost (blocks it allocates leak); after a removal, freeing through it fails
-/// with [`Error::InvalidFree`](ptm::Error::InvalidFree). Take the reference again instead.
+/// through it are lost (blocks it allocates leak); after a removal it reads the zeroed slot
+/// (an empty handle), so freeing through it frees nothing. Take the reference again instead.
 impl<K: PKey, V: PHandle> PHashMap<K, V> {
     /// A reference to the value for `k`. 0 drains.
     ///

@@ -87,12 +87,28 @@ impl<T: Persistent> PQueue<T> {
     }
 
     /// Drops the front element (as is): logs and moves `head` and `len`. One snapshot drain.
-    fn advance(&self, tx: &Transaction<'_>) -> Result<()> {
+    fn advance(&self, tx: &Transaction<'_>) -> Result<()>
+    where
+        T: PValue,
+    {
         let (head, len, cap) = self.state(tx);
+        let (buf, front) = (self.block(tx), self.slot_off(tx, 0)?);
+        let size = size_of::<T>() as u64;
         tx.snapshot(|b| {
+            if T::OWNS {
+                // SAFETY: the front slot of this queue's live buffer, reached only through cells
+                // by this thread.
+                b.add(&unsafe { Span::new(tx, buf, front, size)? })?;
+            }
             b.add(&self.head)?;
             b.add(&self.len)
         })?;
+        if T::OWNS {
+            // The popped handle's blocks are freed: zero it, so that no damaged `head`/`len` can
+            // bring back a second owner of blocks reused later.
+            // SAFETY: as above; logged in the batch.
+            unsafe { raw::zero_bytes(tx, buf, front, size)? };
+        }
         self.head.set(tx, ring_index(head, 1, cap))?;
         self.len.set(tx, len - 1)
     }
@@ -123,6 +139,12 @@ impl<T: PValue> PQueue<T> {
         }
         let new_cap = cap.saturating_mul(2).max(4);
         let new = raw::alloc_block(tx, raw::array_bytes::<T>(new_cap)?)?;
+        if T::OWNS {
+            // Spare slots of a fresh buffer hold old bytes; zero them so that they never read
+            // as a handle (fresh memory: no logging).
+            // SAFETY: the fresh buffer of `new_cap` elements, reached only by this thread.
+            unsafe { raw::zero_bytes(tx, new, 0, raw::array_bytes::<T>(new_cap)?)? };
+        }
         if !old.is_null() {
             tx.free(old)?;
         }
@@ -295,8 +317,7 @@ impl<T: Persistent + Copy> PQueue<T> {
 ///
 /// As for [`PVec`](crate::PVec)'s handle methods, a reference taken before a growth (by
 /// `push_new`) or a removal is **stale**: a logic error, never undefined behaviour (after a
-/// growth it reads an empty handle; after a removal, freeing through it fails with
-/// [`Error::InvalidFree`](ptm::Error::InvalidFree)).
+/// growth it reads an empty handle; after a removal it reads the zeroed slot, an empty handle).
 impl<T: PHandle> PQueue<T> {
     /// Appends an empty handle (all-zero bytes) at the back and returns a reference to it.
     /// 2 drains, growth included (growth moves the handles by bytes and zeroes and logs their

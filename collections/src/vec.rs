@@ -126,6 +126,12 @@ impl<T: PValue> PVec<T> {
         let moved = raw::array_bytes::<T>(keep)?;
         // Allocate and free first: the batch's drain then makes their log records durable.
         let new = raw::alloc_block(tx, size)?;
+        if T::OWNS {
+            // Spare slots of a fresh buffer hold old bytes; zero them so that they never read
+            // as a handle (fresh memory: no logging).
+            // SAFETY: the fresh buffer of `new_cap` elements, reached only by this thread.
+            unsafe { raw::zero_bytes(tx, new, 0, size)? };
+        }
         if !old.is_null() {
             tx.free(old)?;
         }
@@ -181,6 +187,31 @@ impl<T: PValue> PVec<T> {
         Ok(())
     }
 
+    /// Removes elements `from..len` (`from < len`), freeing (at commit) what they own. When `T`
+    /// owns blocks the removed handles are zeroed, logged in the same batch as the length, so
+    /// that no damaged length can bring back a second owner of blocks reused later: one
+    /// snapshot drain.
+    fn discard_tail(&self, tx: &Transaction<'_>, from: u64) -> Result<()> {
+        let len = self.len(tx);
+        // SAFETY: elements `from..len` are removed below, in this transaction.
+        unsafe { self.release_range(tx, from, len)? };
+        let buf = self.block(tx);
+        let (off, bytes) = (raw::elem_off::<T>(from)?, raw::array_bytes::<T>(len - from)?);
+        tx.snapshot(|b| {
+            if T::OWNS {
+                // SAFETY: elements `from..len` of this vector's live buffer, reached only
+                // through cells by this thread.
+                b.add(&unsafe { Span::new(tx, buf, off, bytes)? })?;
+            }
+            b.add(&self.len)
+        })?;
+        if T::OWNS {
+            // SAFETY: as above; logged in the batch.
+            unsafe { raw::zero_bytes(tx, buf, off, bytes)? };
+        }
+        self.len.set(tx, from)
+    }
+
     /// Removes the last element, freeing (at commit) everything it owns; `false` when empty.
     /// 2 drains (0 when empty), whatever the element owns.
     ///
@@ -192,9 +223,7 @@ impl<T: PValue> PVec<T> {
         if len == 0 {
             return Ok(false);
         }
-        // SAFETY: element `len - 1` is removed below, in this transaction.
-        unsafe { self.release_range(tx, len - 1, len)? };
-        self.len.set(tx, len - 1)?;
+        self.discard_tail(tx, len - 1)?;
         Ok(true)
     }
 
@@ -207,9 +236,7 @@ impl<T: PValue> PVec<T> {
     pub fn truncate(&self, tx: &Transaction<'_>, new_len: u64) -> Result<()> {
         let len = self.len(tx);
         if new_len < len {
-            // SAFETY: elements `new_len..len` are removed below, in this transaction.
-            unsafe { self.release_range(tx, new_len, len)? };
-            self.len.set(tx, new_len)?;
+            self.discard_tail(tx, new_len)?;
         }
         Ok(())
     }
@@ -254,8 +281,8 @@ impl<T: PValue> PVec<T> {
 /// iterator after a `push`. Using a stale reference is a logic error, but never undefined
 /// behaviour: it points into memory that stays mapped and readable until commit; after growth
 /// the old copy reads as an empty handle and changes through it are lost (blocks it allocates
-/// leak); after a removal, freeing through it fails with
-/// [`Error::InvalidFree`](ptm::Error::InvalidFree). Take the reference again instead.
+/// leak); after a removal it reads the zeroed slot (an empty
+/// handle), so freeing through it frees nothing. Take the reference again instead.
 impl<T: PHandle> PVec<T> {
     /// Appends an empty handle (all-zero bytes) and returns a reference to it, through which the
     /// new nested collection is filled. 2 drains, growth included (growth moves the existing

@@ -84,16 +84,6 @@ pub struct Root {
     pub sentinel2: PCell<u64>,
 }
 
-/// Known bug 1, tolerated while true: a damaged length of a `PVec` of handles, or a damaged
-/// control byte of a `PHashMap` with handle values, exposes stale handles (popped or removed
-/// earlier, never zeroed: `pop_free`, `truncate` and `remove_free` free what a handle owns
-/// without writing it) whose blocks were freed and reused by other collections; `pop_free`,
-/// `remove_free`, `truncate` or `clear` then free another collection's live block. While true,
-/// records on [`Template::exposing`] make an image non-strict; the inputs in
-/// `fuzz/regressions/collections_image/` named `stale-*` show the bug. Set it to false once
-/// fixed.
-pub const TOLERATE_STALE_HANDLES: bool = true;
-
 /// Layout name of the template pool.
 pub const LAYOUT: &str = "fuzz-collections";
 /// Size of the template pool.
@@ -138,9 +128,6 @@ pub struct Template {
     pub regions: Vec<Range<usize>>,
     /// Offsets of 8-byte words whose corruption the collections cannot detect.
     pub unchecked: BTreeSet<usize>,
-    /// Bytes whose corruption exposes stale nested handles (known bug 1, see
-    /// [`TOLERATE_STALE_HANDLES`]): the length of `vs` and the control bytes of `mv`.
-    pub exposing: Vec<Range<usize>>,
     /// The root and the heap.
     pub area: Range<usize>,
 }
@@ -257,8 +244,6 @@ pub fn make_template(dir: &Path) -> Template {
         words(&mut unchecked, regions[i].start, ats.iter().copied());
     }
     let mut owned = Vec::new();
-    let mut exposing = Vec::new();
-    exposing.push(regions[6].start + 8..regions[6].start + 16);
     pool.transaction(|tx, r| {
         let tops = [
             r.v.buffer_offset(tx),
@@ -295,7 +280,6 @@ pub fn make_template(dir: &Path) -> Template {
         let cap = r.mv.capacity(tx) as usize;
         let table = r.mv.table_offset(tx).expect("mv table") as usize;
         let vo = cap.div_ceil(8) * 8 + cap * 8;
-        exposing.push(table..table + cap);
         for i in 0..cap {
             words(&mut unchecked, table + vo + i * 24, [0, 16]);
         }
@@ -329,15 +313,13 @@ pub fn make_template(dir: &Path) -> Template {
         image,
         regions,
         unchecked,
-        exposing,
         area,
     }
 }
 
 /// Applies the mutation records of `input` to a copy of the template. Returns the image, whether
-/// it is strict (see the module docs; with `tolerate`, records on [`Template::exposing`] make it
-/// non-strict too), and the rest of the input (the script).
-pub fn decode_image<'a>(t: &Template, input: &'a [u8], tolerate: bool) -> (Vec<u8>, bool, &'a [u8]) {
+/// it is strict (see the module docs), and the rest of the input (the script).
+pub fn decode_image<'a>(t: &Template, input: &'a [u8]) -> (Vec<u8>, bool, &'a [u8]) {
     let mut img = t.image.clone();
     let n = usize::from(input.first().copied().unwrap_or(0)) % (MAX_RECORDS + 1);
     let rest = input.get(1..).unwrap_or(&[]);
@@ -356,8 +338,7 @@ pub fn decode_image<'a>(t: &Template, input: &'a [u8], tolerate: bool) -> (Vec<u
             continue;
         }
         img[pos] ^= mask;
-        let exposes = tolerate && t.exposing.iter().any(|r| r.contains(&pos));
-        if sel >= 0xf0 || t.unchecked.contains(&(pos & !7)) || exposes {
+        if sel >= 0xf0 || t.unchecked.contains(&(pos & !7)) {
             strict = false;
         }
     }
@@ -600,15 +581,13 @@ fn open(path: &Path, strict: bool, when: &str) -> Option<Pool<Root>> {
     }
 }
 
-/// `collections_image`: see the module docs. Tolerates the known bugs (see
-/// [`TOLERATE_STALE_HANDLES`]).
+/// `collections_image`: see the module docs. The inputs named `stale-*` in
+/// `fuzz/regressions/collections_image/` are a fixed bug: a damaged length of a `PVec` of handles,
+/// or a damaged control byte of a `PHashMap` with handle values, exposed handles discarded earlier
+/// (never zeroed) whose blocks other collections had reused, and `pop_free`/`truncate`/
+/// `remove_free` then freed those live blocks. Discarded and spare handle slots are now zeroed.
 pub fn check_collections_image(dir: &Path, t: &Template, input: &[u8]) {
-    check_collections_image_with(dir, t, input, TOLERATE_STALE_HANDLES);
-}
-
-/// [`check_collections_image`], tolerating stale handles or not.
-pub fn check_collections_image_with(dir: &Path, t: &Template, input: &[u8], tolerate: bool) {
-    let (img, strict, script) = decode_image(t, input, tolerate);
+    let (img, strict, script) = decode_image(t, input);
     let path = dir.join("collections.pool");
     std::fs::write(&path, &img).expect("write the image");
     let ops = decode_script(script);
