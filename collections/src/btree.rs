@@ -1,5 +1,6 @@
 //! [`PBTreeMap`]: an ordered map in the pool (a B+ tree).
 
+use std::collections::HashSet;
 use std::fmt;
 use std::marker::PhantomData;
 use std::mem::size_of;
@@ -487,7 +488,21 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
         node_fn: &mut dyn FnMut(PPtr<u8>),
         entry_fn: &mut dyn FnMut(K, V),
     ) -> Result<()> {
-        if depth >= MAX_DEPTH {
+        Self::walk_seen(tx, n, depth, &mut HashSet::new(), node_fn, entry_fn)
+    }
+
+    /// [`walk`](Self::walk), refusing a node reached twice (only in a corrupted tree: without
+    /// this, nodes whose children all point to one shared node would be read exponentially often,
+    /// and `clear` would free a node twice).
+    fn walk_seen(
+        tx: &Transaction<'_>,
+        n: PPtr<u8>,
+        depth: usize,
+        seen: &mut HashSet<u64>,
+        node_fn: &mut dyn FnMut(PPtr<u8>),
+        entry_fn: &mut dyn FnMut(K, V),
+    ) -> Result<()> {
+        if depth >= MAX_DEPTH || !seen.insert(n.offset()) {
             return Err(raw::out_of_bounds(n.offset(), MAX_DEPTH as u64));
         }
         node_fn(n);
@@ -498,7 +513,7 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
             }
         } else {
             for c in node.kids {
-                Self::walk(tx, c, depth + 1, node_fn, entry_fn)?;
+                Self::walk_seen(tx, c, depth + 1, seen, node_fn, entry_fn)?;
             }
         }
         Ok(())
