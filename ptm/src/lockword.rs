@@ -6,7 +6,8 @@
 //! lock is reset on reopen without scanning the pool.
 //!
 //! Low 32 bits: mutex — owner lane + 1 (0 = free); rwlock — bit 31 set: writer (owner lane + 1
-//! in bits 0..31), else the number of readers.
+//! in bits 0..31), else the number of readers; shared/exclusive word — see [`sx_try_read`]'s
+//! section below (readers, a waiting-writer mark and a waiting upgrader).
 
 use crate::sync::Ordering;
 
@@ -153,5 +154,175 @@ pub fn rw_try_write(w: &impl LockWord, generation: u32, lane: u32, upgrade: bool
 
 /// Releases the write hold.
 pub fn rw_unlock_write(w: &impl LockWord, generation: u32) {
+    w.store(word(generation, 0), Ordering::Release);
+}
+
+// Shared/exclusive words ([`PSharedLock`](crate::PSharedLock)), low 32 bits:
+// - bit 31 set: held exclusively, by lane `(low & 0xFFFF) - 1`;
+// - else: bit 30 `SX_WAITING`: a writer without a shared hold waits; bits 16..30: lane + 1 of a
+//   shared holder waiting to upgrade (0: none); bits 0..16: the number of shared holds.
+// While a writer or an upgrader waits no new shared hold is granted, so a stream of readers
+// cannot starve writers. Lanes are at most `MAX_LANES` (1024), and a transaction holds a word at
+// most once, so both fields are wide enough.
+
+const SX_WAITING: u64 = 1 << 30;
+const SX_UPGRADER_SHIFT: u32 = 16;
+const SX_UPGRADER: u64 = 0x3FFF << SX_UPGRADER_SHIFT;
+const SX_READERS: u64 = 0xFFFF;
+
+/// Outcome of one attempt to upgrade a shared hold to the exclusive hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upgrade {
+    /// The exclusive hold is taken now.
+    Acquired,
+    /// Other shared holds remain; this lane is the registered upgrader (new shared holds are
+    /// refused): retry later.
+    Wait,
+    /// Another lane already waits to upgrade its own shared hold: the two would wait for each
+    /// other forever, so this one must give up (and drop its shared hold).
+    Conflict,
+}
+
+/// Tries to take a shared hold of a shared/exclusive word.
+pub fn sx_try_read(w: &impl LockWord, generation: u32) -> Attempt {
+    let mut cur = w.load(Ordering::Acquire);
+    loop {
+        let low = live_low(cur, generation);
+        if low & (WRITER | SX_WAITING | SX_UPGRADER) != 0 || low & SX_READERS == SX_READERS {
+            return Attempt::Busy;
+        }
+        match w.compare_exchange_weak(
+            cur,
+            word(generation, low + 1),
+            Ordering::Acquire,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => return Attempt::Acquired,
+            Err(c) => cur = c,
+        }
+    }
+}
+
+/// Drops a shared hold (keeping the waiting writer / upgrader marks).
+pub fn sx_unlock_read(w: &impl LockWord, generation: u32) {
+    let mut cur = w.load(Ordering::Relaxed);
+    loop {
+        let low = live_low(cur, generation);
+        debug_assert!(
+            low & WRITER == 0 && low & SX_READERS > 0,
+            "shared unlock of a word not shared-held: {cur:#x}"
+        );
+        let next = if low & SX_READERS > 0 { low - 1 } else { low };
+        match w.compare_exchange_weak(cur, word(generation, next), Ordering::Release, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(c) => cur = c,
+        }
+    }
+}
+
+/// Tries to take the exclusive hold for `lane`, which holds no shared hold of the word. When
+/// shared holds (or an upgrader) are in the way, marks the word so no new shared hold is granted
+/// until the writer gets in or [`sx_abandon_write`] clears the mark.
+pub fn sx_try_write(w: &impl LockWord, generation: u32, lane: u32) -> Attempt {
+    let me = WRITER | (u64::from(lane) + 1);
+    let mut cur = w.load(Ordering::Acquire);
+    loop {
+        let low = live_low(cur, generation);
+        if low == me {
+            return Attempt::AlreadyHeld;
+        }
+        let next = if low & !SX_WAITING == 0 {
+            me
+        } else if low & (WRITER | SX_WAITING) != 0 {
+            return Attempt::Busy;
+        } else {
+            low | SX_WAITING
+        };
+        match w.compare_exchange_weak(cur, word(generation, next), Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) if next == me => return Attempt::Acquired,
+            Ok(_) => return Attempt::Busy,
+            Err(c) => cur = c,
+        }
+    }
+}
+
+/// A writer that waited in [`sx_try_write`] and gives up (lock timeout): clears the waiting mark
+/// (another waiting writer sets it again on its next attempt).
+pub fn sx_abandon_write(w: &impl LockWord, generation: u32) {
+    let mut cur = w.load(Ordering::Relaxed);
+    loop {
+        let low = live_low(cur, generation);
+        if low & WRITER != 0 || low & SX_WAITING == 0 {
+            return;
+        }
+        match w.compare_exchange_weak(
+            cur,
+            word(generation, low & !SX_WAITING),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return,
+            Err(c) => cur = c,
+        }
+    }
+}
+
+/// Tries to turn `lane`'s shared hold (its only one on this word) into the exclusive hold: at
+/// once if it is the sole shared holder, else registers `lane` as the upgrader (refusing new
+/// shared holds) and reports [`Upgrade::Wait`], or [`Upgrade::Conflict`] if another lane is
+/// the upgrader already.
+pub fn sx_try_upgrade(w: &impl LockWord, generation: u32, lane: u32) -> Upgrade {
+    let me_up = (u64::from(lane) + 1) << SX_UPGRADER_SHIFT;
+    let me = WRITER | (u64::from(lane) + 1);
+    let mut cur = w.load(Ordering::Acquire);
+    loop {
+        let low = live_low(cur, generation);
+        debug_assert!(
+            low & WRITER == 0 && low & SX_READERS > 0,
+            "upgrade of a word not shared-held: {cur:#x}"
+        );
+        let up = low & SX_UPGRADER;
+        if up != 0 && up != me_up {
+            return Upgrade::Conflict;
+        }
+        let next = if low & SX_READERS == 1 {
+            me
+        } else if up == me_up {
+            return Upgrade::Wait;
+        } else {
+            low | me_up
+        };
+        match w.compare_exchange_weak(cur, word(generation, next), Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) if next == me => return Upgrade::Acquired,
+            Ok(_) => return Upgrade::Wait,
+            Err(c) => cur = c,
+        }
+    }
+}
+
+/// An upgrader that gives up (lock timeout) withdraws its registration; its shared hold stays
+/// until it is unlocked.
+pub fn sx_abandon_upgrade(w: &impl LockWord, generation: u32, lane: u32) {
+    let me_up = (u64::from(lane) + 1) << SX_UPGRADER_SHIFT;
+    let mut cur = w.load(Ordering::Relaxed);
+    loop {
+        let low = live_low(cur, generation);
+        if low & WRITER != 0 || low & SX_UPGRADER != me_up {
+            return;
+        }
+        match w.compare_exchange_weak(
+            cur,
+            word(generation, low & !SX_UPGRADER),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return,
+            Err(c) => cur = c,
+        }
+    }
+}
+
+/// Releases the exclusive hold of a shared/exclusive word (waiting writers mark it again).
+pub fn sx_unlock_write(w: &impl LockWord, generation: u32) {
     w.store(word(generation, 0), Ordering::Release);
 }
