@@ -183,41 +183,48 @@ pub enum Upgrade {
     Conflict,
 }
 
-/// Tries to take a shared hold of a shared/exclusive word.
-pub fn sx_try_read(w: &impl LockWord, generation: u32) -> Attempt {
+/// One state change of a live word by compare-exchange: `f(low)` either gives up with a
+/// result (`Err`), or names the next low bits and the result of installing them (`Ok`), retried
+/// on the current value until the compare-exchange succeeds (with ordering `ok`).
+fn transition<R>(
+    w: &impl LockWord,
+    generation: u32,
+    ok: Ordering,
+    f: impl Fn(u64) -> Result<(u64, R), R>,
+) -> R {
     let mut cur = w.load(Ordering::Acquire);
     loop {
-        let low = live_low(cur, generation);
-        if low & (WRITER | SX_WAITING | SX_UPGRADER) != 0 || low & SX_READERS == SX_READERS {
-            return Attempt::Busy;
-        }
-        match w.compare_exchange_weak(
-            cur,
-            word(generation, low + 1),
-            Ordering::Acquire,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => return Attempt::Acquired,
+        let (next, r) = match f(live_low(cur, generation)) {
+            Ok(step) => step,
+            Err(r) => return r,
+        };
+        match w.compare_exchange_weak(cur, word(generation, next), ok, Ordering::Acquire) {
+            Ok(_) => return r,
             Err(c) => cur = c,
         }
     }
 }
 
+/// Tries to take a shared hold of a shared/exclusive word.
+pub fn sx_try_read(w: &impl LockWord, generation: u32) -> Attempt {
+    transition(w, generation, Ordering::Acquire, |low| {
+        if low & (WRITER | SX_WAITING | SX_UPGRADER) != 0 || low & SX_READERS == SX_READERS {
+            Err(Attempt::Busy)
+        } else {
+            Ok((low + 1, Attempt::Acquired))
+        }
+    })
+}
+
 /// Drops a shared hold (keeping the waiting writer / upgrader marks).
 pub fn sx_unlock_read(w: &impl LockWord, generation: u32) {
-    let mut cur = w.load(Ordering::Relaxed);
-    loop {
-        let low = live_low(cur, generation);
+    transition(w, generation, Ordering::Release, |low| {
         debug_assert!(
             low & WRITER == 0 && low & SX_READERS > 0,
-            "shared unlock of a word not shared-held: {cur:#x}"
+            "shared unlock of a word not shared-held: {low:#x}"
         );
-        let next = if low & SX_READERS > 0 { low - 1 } else { low };
-        match w.compare_exchange_weak(cur, word(generation, next), Ordering::Release, Ordering::Relaxed) {
-            Ok(_) => return,
-            Err(c) => cur = c,
-        }
-    }
+        Ok((if low & SX_READERS > 0 { low - 1 } else { low }, ()))
+    })
 }
 
 /// Tries to take the exclusive hold for `lane`, which holds no shared hold of the word. When
@@ -225,46 +232,29 @@ pub fn sx_unlock_read(w: &impl LockWord, generation: u32) {
 /// until the writer gets in or [`sx_abandon_write`] clears the mark.
 pub fn sx_try_write(w: &impl LockWord, generation: u32, lane: u32) -> Attempt {
     let me = WRITER | (u64::from(lane) + 1);
-    let mut cur = w.load(Ordering::Acquire);
-    loop {
-        let low = live_low(cur, generation);
+    transition(w, generation, Ordering::AcqRel, |low| {
         if low == me {
-            return Attempt::AlreadyHeld;
-        }
-        let next = if low & !SX_WAITING == 0 {
-            me
+            Err(Attempt::AlreadyHeld)
+        } else if low & !SX_WAITING == 0 {
+            Ok((me, Attempt::Acquired))
         } else if low & (WRITER | SX_WAITING) != 0 {
-            return Attempt::Busy;
+            Err(Attempt::Busy)
         } else {
-            low | SX_WAITING
-        };
-        match w.compare_exchange_weak(cur, word(generation, next), Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) if next == me => return Attempt::Acquired,
-            Ok(_) => return Attempt::Busy,
-            Err(c) => cur = c,
+            Ok((low | SX_WAITING, Attempt::Busy))
         }
-    }
+    })
 }
 
 /// A writer that waited in [`sx_try_write`] and gives up (lock timeout): clears the waiting mark
 /// (another waiting writer sets it again on its next attempt).
 pub fn sx_abandon_write(w: &impl LockWord, generation: u32) {
-    let mut cur = w.load(Ordering::Relaxed);
-    loop {
-        let low = live_low(cur, generation);
-        if low & WRITER != 0 || low & SX_WAITING == 0 {
-            return;
+    transition(w, generation, Ordering::Relaxed, |low| {
+        if low & WRITER == 0 && low & SX_WAITING != 0 {
+            Ok((low & !SX_WAITING, ()))
+        } else {
+            Err(())
         }
-        match w.compare_exchange_weak(
-            cur,
-            word(generation, low & !SX_WAITING),
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        ) {
-            Ok(_) => return,
-            Err(c) => cur = c,
-        }
-    }
+    })
 }
 
 /// Tries to turn `lane`'s shared hold (its only one on this word) into the exclusive hold: at
@@ -274,52 +264,35 @@ pub fn sx_abandon_write(w: &impl LockWord, generation: u32) {
 pub fn sx_try_upgrade(w: &impl LockWord, generation: u32, lane: u32) -> Upgrade {
     let me_up = (u64::from(lane) + 1) << SX_UPGRADER_SHIFT;
     let me = WRITER | (u64::from(lane) + 1);
-    let mut cur = w.load(Ordering::Acquire);
-    loop {
-        let low = live_low(cur, generation);
+    transition(w, generation, Ordering::AcqRel, |low| {
         debug_assert!(
             low & WRITER == 0 && low & SX_READERS > 0,
-            "upgrade of a word not shared-held: {cur:#x}"
+            "upgrade of a word not shared-held: {low:#x}"
         );
         let up = low & SX_UPGRADER;
         if up != 0 && up != me_up {
-            return Upgrade::Conflict;
-        }
-        let next = if low & SX_READERS == 1 {
-            me
+            Err(Upgrade::Conflict)
+        } else if low & SX_READERS == 1 {
+            Ok((me, Upgrade::Acquired))
         } else if up == me_up {
-            return Upgrade::Wait;
+            Err(Upgrade::Wait)
         } else {
-            low | me_up
-        };
-        match w.compare_exchange_weak(cur, word(generation, next), Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) if next == me => return Upgrade::Acquired,
-            Ok(_) => return Upgrade::Wait,
-            Err(c) => cur = c,
+            Ok((low | me_up, Upgrade::Wait))
         }
-    }
+    })
 }
 
 /// An upgrader that gives up (lock timeout) withdraws its registration; its shared hold stays
 /// until it is unlocked.
 pub fn sx_abandon_upgrade(w: &impl LockWord, generation: u32, lane: u32) {
     let me_up = (u64::from(lane) + 1) << SX_UPGRADER_SHIFT;
-    let mut cur = w.load(Ordering::Relaxed);
-    loop {
-        let low = live_low(cur, generation);
-        if low & WRITER != 0 || low & SX_UPGRADER != me_up {
-            return;
+    transition(w, generation, Ordering::Relaxed, |low| {
+        if low & WRITER == 0 && low & SX_UPGRADER == me_up {
+            Ok((low & !SX_UPGRADER, ()))
+        } else {
+            Err(())
         }
-        match w.compare_exchange_weak(
-            cur,
-            word(generation, low & !SX_UPGRADER),
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        ) {
-            Ok(_) => return,
-            Err(c) => cur = c,
-        }
-    }
+    })
 }
 
 /// Releases the exclusive hold of a shared/exclusive word (waiting writers mark it again).

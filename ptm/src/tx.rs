@@ -433,10 +433,7 @@ impl<'p> Transaction<'p> {
             Some(HeldKind::Write) => Ok(()),
             Some(_) => match lockword::rw_try_write(w, generation, lane, true) {
                 Attempt::Acquired | Attempt::AlreadyHeld => {
-                    let mut st = self.st.borrow_mut();
-                    if let Some(l) = st.locks.iter_mut().find(|(_, p)| std::ptr::eq(*p, w)) {
-                        l.0 = HeldKind::Write;
-                    }
+                    self.set_held(w, HeldKind::Write);
                     Ok(())
                 }
                 Attempt::Busy => Err(Error::LockUpgrade),
@@ -446,6 +443,14 @@ impl<'p> Transaction<'p> {
                 w,
                 HeldKind::Write,
             ),
+        }
+    }
+
+    /// Records that this transaction's hold of `w` is now of kind `kind` (after an upgrade).
+    fn set_held(&self, w: &AtomicU64, kind: HeldKind) {
+        let mut st = self.st.borrow_mut();
+        if let Some(l) = st.locks.iter_mut().find(|(_, p)| std::ptr::eq(*p, w)) {
+            l.0 = kind;
         }
     }
 
@@ -483,10 +488,7 @@ impl<'p> Transaction<'p> {
                 });
                 match r {
                     Ok(()) => {
-                        let mut st = self.st.borrow_mut();
-                        if let Some(l) = st.locks.iter_mut().find(|(_, p)| std::ptr::eq(*p, w)) {
-                            l.0 = HeldKind::SxWrite;
-                        }
+                        self.set_held(w, HeldKind::SxWrite);
                         Ok(())
                     }
                     Err(e) => {

@@ -255,9 +255,10 @@ fn read_lock(w: &AtomicU64) {
     }
 }
 
-#[test]
-fn rwlock_readers_hold_concurrently() {
-    model(|| {
+/// Two readers take the word shared (`read` until `Acquired`) and are inside at the same time;
+/// `check` runs while both hold it; `unlock` drops each hold.
+fn readers_hold_concurrently(read: fn(&AtomicU64) -> Attempt, check: fn(&AtomicU64), unlock: fn(&AtomicU64)) {
+    model(move || {
         let w = Arc::new(AtomicU64::new(0));
         let data = Arc::new(UnsafeCell::new(()));
         let readers = Arc::new(AtomicUsize::new(0));
@@ -267,7 +268,9 @@ fn rwlock_readers_hold_concurrently() {
                 let (w, data, readers, checked) = (w.clone(), data.clone(), readers.clone(), checked.clone());
                 thread::spawn(move || {
                     let w: &AtomicU64 = &w;
-                    read_lock(w);
+                    while read(w) != Attempt::Acquired {
+                        thread::yield_now();
+                    }
                     data.with(|_| ());
                     readers.fetch_add(1, Ordering::SeqCst);
                     // Both readers are inside at once: if a read hold excluded the other reader,
@@ -275,14 +278,12 @@ fn rwlock_readers_hold_concurrently() {
                     while readers.load(Ordering::SeqCst) < 2 {
                         thread::yield_now();
                     }
-                    // A writer cannot get in while both hold it, not even as an upgrade.
-                    assert_eq!(rw_try_write(w, GEN, 9, false), Attempt::Busy);
-                    assert_eq!(rw_try_write(w, GEN, 9, true), Attempt::Busy);
+                    check(w);
                     checked.fetch_add(1, Ordering::SeqCst);
                     while checked.load(Ordering::SeqCst) < 2 {
                         thread::yield_now();
                     }
-                    rw_unlock_read(w, GEN);
+                    unlock(w);
                 })
             })
             .collect();
@@ -291,6 +292,32 @@ fn rwlock_readers_hold_concurrently() {
         }
         assert_eq!(w.load(Ordering::Relaxed), word(GEN, 0));
     });
+}
+
+#[test]
+fn rwlock_readers_hold_concurrently() {
+    readers_hold_concurrently(
+        |w| rw_try_read(w, GEN),
+        |w| {
+            // A writer cannot get in while both hold it, not even as an upgrade.
+            assert_eq!(rw_try_write(w, GEN, 9, false), Attempt::Busy);
+            assert_eq!(rw_try_write(w, GEN, 9, true), Attempt::Busy);
+        },
+        |w| rw_unlock_read(w, GEN),
+    );
+}
+
+#[test]
+fn sx_readers_hold_concurrently() {
+    readers_hold_concurrently(
+        |w| sx_try_read(w, GEN),
+        |w| {
+            // A writer cannot get in while both hold it; it marks the word, then withdraws.
+            assert_eq!(sx_try_write(w, GEN, 9), Attempt::Busy);
+            sx_abandon_write(w, GEN);
+        },
+        |w| sx_unlock_read(w, GEN),
+    );
 }
 
 /// Shared state of the writer-exclusion models.
@@ -612,41 +639,6 @@ fn sx_read_lock(w: &AtomicU64) {
     while sx_try_read(w, GEN) != Attempt::Acquired {
         thread::yield_now();
     }
-}
-
-#[test]
-fn sx_readers_hold_concurrently() {
-    model(|| {
-        let w = Arc::new(AtomicU64::new(0));
-        let data = Arc::new(UnsafeCell::new(()));
-        let readers = Arc::new(AtomicUsize::new(0));
-        let checked = Arc::new(AtomicUsize::new(0));
-        let handles: Vec<_> = (0..2)
-            .map(|_| {
-                let (w, data, readers, checked) = (w.clone(), data.clone(), readers.clone(), checked.clone());
-                thread::spawn(move || {
-                    let w: &AtomicU64 = &w;
-                    sx_read_lock(w);
-                    data.with(|_| ());
-                    readers.fetch_add(1, Ordering::SeqCst);
-                    // Both readers inside at once (a shared hold excluding the other reader would
-                    // never let this loop end).
-                    while readers.load(Ordering::SeqCst) < 2 {
-                        thread::yield_now();
-                    }
-                    checked.fetch_add(1, Ordering::SeqCst);
-                    while checked.load(Ordering::SeqCst) < 2 {
-                        thread::yield_now();
-                    }
-                    sx_unlock_read(w, GEN);
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().unwrap();
-        }
-        assert_eq!(w.load(Ordering::Relaxed), word(GEN, 0));
-    });
 }
 
 #[test]
