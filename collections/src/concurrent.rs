@@ -125,7 +125,8 @@ impl<K: Persistent + Copy, V: Persistent + Copy, const SHARDS: usize> PConcurren
     ///
     /// # Errors
     ///
-    /// [`Error::LockTimeout`](ptm::Error::LockTimeout).
+    /// [`Error::LockTimeout`](ptm::Error::LockTimeout), [`Error::LockUpgrade`](ptm::Error::LockUpgrade)
+    /// (this transaction read the shard and another one is upgrading too; see the type docs).
     pub fn lock_shard<'t>(&'t self, tx: &'t Transaction<'_>, i: usize) -> Result<&'t PHashMap<K, V>> {
         self.shards[i].map.lock(tx)
     }
@@ -234,7 +235,8 @@ impl<K: Persistent + Copy, V: Persistent + Copy, const SHARDS: usize> PConcurren
     ///
     /// # Errors
     ///
-    /// [`Error::LockTimeout`](ptm::Error::LockTimeout), and those of [`PHashMap::clear`].
+    /// [`Error::LockTimeout`](ptm::Error::LockTimeout), [`Error::LockUpgrade`](ptm::Error::LockUpgrade)
+    /// (see the type docs), and those of [`PHashMap::clear`].
     pub fn clear(&self, tx: &Transaction<'_>) -> Result<()> {
         for m in self.all(tx)? {
             if m.table_offset(tx).is_some() || !m.is_empty(tx) {
