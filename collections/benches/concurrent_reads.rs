@@ -11,12 +11,14 @@
 //!
 //! Each group has functions `1_thread` and `2_threads`; compare their ratio within one run.
 //!
-//! Before the criterion groups, a **paired** run prints, per workload, the median over rounds of
-//! the throughput ratio 2 threads / 1 thread, and of that ratio divided by the `control` ratio of
-//! the same round (1.0: scales as well as the machine allows right now), plus the CPU time per
-//! operation with 1 and 2 threads (CPU time grows with 2 threads only through contention:
-//! cache-line transfers, lock spinning; descheduling by other load does not count). Rounds are
-//! short and interleaved, so load from other processes hits all workloads alike.
+//! Before the criterion groups, a **paired** run (`PAIRED_ROUNDS`, default 40; 0 skips it)
+//! prints, per workload, the median over rounds of the throughput ratio 2 threads / 1 thread, and
+//! of that ratio divided by the `control` ratio of the same round (1.0: scales as well as the
+//! machine allows right now), plus the CPU time per operation with 1 and 2 threads (CPU time
+//! grows with 2 threads only through contention: cache-line transfers, lock spinning;
+//! descheduling by other load does not count). Rounds are short and interleaved, and only rounds
+//! in which no other process took the cores (CPU time / wall time near 1 with one thread and 2
+//! with two, for the workload and the control) count, so the figures hold on a shared machine.
 //! Pools live in `/dev/shm` (when present), treated as persistent memory.
 
 use std::hint::black_box;
@@ -104,43 +106,73 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// One workload in one round of the paired run.
+#[derive(Clone, Copy)]
+struct Round {
+    /// Throughput with 2 threads / with 1 thread.
+    ratio: f64,
+    /// CPU ns per operation with 1 and with 2 threads.
+    cpu1: f64,
+    cpu2: f64,
+    /// CPU time / wall time of the 1-thread and the 2-thread run: 1.0 and 2.0 when the threads
+    /// were never descheduled.
+    par1: f64,
+    par2: f64,
+}
+
+impl Round {
+    /// Whether nothing else took the cores during this run.
+    fn undisturbed(&self) -> bool {
+        self.par1 >= 0.9 && self.par2 >= 1.7
+    }
+}
+
 /// The paired run (see the crate docs): `rounds` rounds of every workload with 1 then 2 threads,
-/// `ops` operations each.
+/// `ops` operations each. The first workload is the control. Only rounds in which both the
+/// workload's and the control's runs were undisturbed count.
 fn paired(workloads: &[(&str, &(dyn Fn(u64) + Sync))], rounds: usize, ops: u64) {
     let per_op = |d: Duration| d.as_nanos() as f64 / ops as f64;
-    // Per workload: ratios, relative ratios, cpu ns/op with 1 and 2 threads, parallelism of
-    // the 2-thread run (CPU time / wall time: 2.0 when both threads ran all along).
-    let mut stats = vec![(vec![], vec![], vec![], vec![], vec![]); workloads.len()];
-    for _ in 0..rounds {
-        let mut control = 1.0;
-        for (w, (name, op)) in workloads.iter().enumerate() {
-            let (w1, c1) = parallel_cpu(1, ops, op);
-            let (w2, c2) = parallel_cpu(2, ops, op);
-            let ratio = w1.as_secs_f64() / w2.as_secs_f64();
-            if *name == "control" {
-                control = ratio;
-            }
-            let s = &mut stats[w];
-            s.0.push(ratio);
-            s.1.push(ratio / control);
-            s.2.push(per_op(c1));
-            s.3.push(per_op(c2));
-            s.4.push(c2.as_secs_f64() / w2.as_secs_f64());
-        }
-    }
-    println!("paired run: {rounds} rounds x {ops} ops, medians over rounds");
+    let all: Vec<Vec<Round>> = (0..rounds)
+        .map(|_| {
+            workloads
+                .iter()
+                .map(|(_, op)| {
+                    let (w1, c1) = parallel_cpu(1, ops, op);
+                    let (w2, c2) = parallel_cpu(2, ops, op);
+                    Round {
+                        ratio: w1.as_secs_f64() / w2.as_secs_f64(),
+                        cpu1: per_op(c1),
+                        cpu2: per_op(c2),
+                        par1: c1.as_secs_f64() / w1.as_secs_f64(),
+                        par2: c2.as_secs_f64() / w2.as_secs_f64(),
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    println!("paired run: {rounds} rounds x {ops} ops; medians over the undisturbed rounds (n)");
     println!(
-        "{:<15} {:>14} {:>16} {:>13} {:>13} {:>12}",
-        "workload", "2t/1t thruput", "rel. to control", "cpu ns/op 1t", "cpu ns/op 2t", "cpu/wall 2t"
+        "{:<15} {:>4} {:>14} {:>16} {:>13} {:>13}",
+        "workload", "n", "2t/1t thruput", "rel. to control", "cpu ns/op 1t", "cpu ns/op 2t"
     );
-    for ((name, _), s) in workloads.iter().zip(&mut stats) {
+    for (w, (name, _)) in workloads.iter().enumerate() {
+        let used: Vec<(Round, Round)> = all
+            .iter()
+            .map(|r| (r[w], r[0]))
+            .filter(|(x, c)| x.undisturbed() && c.undisturbed())
+            .collect();
+        if used.is_empty() {
+            println!("{name:<15} {:>4} (no undisturbed round: machine loaded)", 0);
+            continue;
+        }
+        let med = |f: &dyn Fn(&(Round, Round)) -> f64| median(&mut used.iter().map(f).collect::<Vec<_>>());
         println!(
-            "{name:<15} {:>14.2} {:>16.2} {:>13.1} {:>13.1} {:>12.2}",
-            median(&mut s.0),
-            median(&mut s.1),
-            median(&mut s.2),
-            median(&mut s.3),
-            median(&mut s.4)
+            "{name:<15} {:>4} {:>14.2} {:>16.2} {:>13.1} {:>13.1}",
+            used.len(),
+            med(&|(x, _)| x.ratio),
+            med(&|(x, c)| x.ratio / c.ratio),
+            med(&|(x, _)| x.cpu1),
+            med(&|(x, _)| x.cpu2),
         );
     }
     println!();
@@ -207,7 +239,7 @@ fn benches(c: &mut Criterion) {
         let v = pool.transaction(|tx, r| r.m.get(tx, black_box(&k))).expect("get");
         assert!(v.is_some());
     };
-    let rounds = std::env::var("PAIRED_ROUNDS").map_or(15, |v| v.parse().expect("PAIRED_ROUNDS"));
+    let rounds = std::env::var("PAIRED_ROUNDS").map_or(40, |v| v.parse().expect("PAIRED_ROUNDS"));
     if rounds > 0 {
         paired(
             &[
@@ -217,7 +249,7 @@ fn benches(c: &mut Criterion) {
                 ("get_one_shard", &get_one_shard),
             ],
             rounds,
-            100_000,
+            50_000,
         );
     }
     scaling(c, "control", control);
