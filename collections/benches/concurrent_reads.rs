@@ -162,7 +162,14 @@ fn paired(workloads: &[(&str, &(dyn Fn(u64) + Sync))], rounds: usize, ops: u64) 
             .filter(|(x, c)| x.undisturbed() && c.undisturbed())
             .collect();
         if used.is_empty() {
-            println!("{name:<15} {:>4} (no undisturbed round: machine loaded)", 0);
+            let par = |f: fn(&Round) -> f64| median(&mut all.iter().map(|r| f(&r[w])).collect::<Vec<_>>());
+            println!(
+                "{name:<15} {:>4} (no undisturbed round: machine loaded; median CPU/wall {:.2} with 1 \
+                 thread, {:.2} with 2)",
+                0,
+                par(|r| r.par1),
+                par(|r| r.par2)
+            );
             continue;
         }
         let med = |f: &dyn Fn(&(Round, Round)) -> f64| median(&mut used.iter().map(f).collect::<Vec<_>>());
