@@ -7,7 +7,9 @@
 //!   transaction alone;
 //! - `get`: one `PConcurrentMap::get` per transaction, keys over all shards;
 //! - `get_one_shard`: the same with every key in shard 0, so two threads always read the same
-//!   shard at once.
+//!   shard at once;
+//! - `get8_one_shard`: 8 gets of shard-0 keys per transaction (a longer read hold of one shard:
+//!   readers overlap only if the shard lock is shared). Its times are per transaction.
 //!
 //! Each group has functions `1_thread` and `2_threads`; compare their ratio within one run.
 //!
@@ -246,6 +248,19 @@ fn benches(c: &mut Criterion) {
         let v = pool.transaction(|tx, r| r.m.get(tx, black_box(&k))).expect("get");
         assert!(v.is_some());
     };
+    let get8_one_shard = |i: u64| {
+        let r = pool
+            .transaction(|tx, r| {
+                let mut n = 0;
+                for j in 0..8 {
+                    let k = shard0[((i * 8 + j) % shard0.len() as u64) as usize];
+                    n += u64::from(r.m.get(tx, black_box(&k))?.is_some());
+                }
+                Ok::<_, Error>(n)
+            })
+            .expect("get8");
+        assert_eq!(r, 8);
+    };
     let rounds = std::env::var("PAIRED_ROUNDS").map_or(40, |v| v.parse().expect("PAIRED_ROUNDS"));
     if rounds > 0 {
         paired(
@@ -254,6 +269,7 @@ fn benches(c: &mut Criterion) {
                 ("empty_tx", &empty_tx),
                 ("get", &get),
                 ("get_one_shard", &get_one_shard),
+                ("get8_one_shard", &get8_one_shard),
             ],
             rounds,
             50_000,
@@ -263,6 +279,7 @@ fn benches(c: &mut Criterion) {
     scaling(c, "empty_tx", empty_tx);
     scaling(c, "get", get);
     scaling(c, "get_one_shard", get_one_shard);
+    scaling(c, "get8_one_shard", get8_one_shard);
 }
 
 fn main() {
