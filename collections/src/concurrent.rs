@@ -4,30 +4,51 @@ use std::fmt;
 use std::mem::size_of;
 
 use ptm::pmem_core::bytes_of;
-use ptm::{PMutex, Persistent, Result, Transaction};
+use ptm::{PSharedLock, Persistent, Result, Transaction};
 
 use crate::map::PHashMap;
 use crate::raw;
 
 /// A persistent hash map for many threads: `SHARDS` [`PHashMap`]s, each under its own
-/// [`PMutex`], a key living in the shard chosen by its hash. Unlike a bare collection it is
-/// `Sync`, so it can sit directly in a shared root (`Pool<Root>: Sync`). Each shard takes one
-/// 64-byte cache line (the type is 64-byte aligned), so the map is `64 × SHARDS` bytes.
+/// reader-writer lock ([`PSharedLock`]), a key living in the shard chosen by its hash. Unlike a
+/// bare collection it is `Sync`, so it can sit directly in a shared root (`Pool<Root>: Sync`).
+/// Each shard takes one 64-byte cache line (the type is 64-byte aligned), so the map is
+/// `64 × SHARDS` bytes.
 ///
 /// **What scales.** Each operation locks only its key's shard, until the transaction ends
-/// (two-phase locking): transactions on keys of different shards — reads and writes alike —
-/// run in parallel; transactions on the same shard take turns, reads included. The shards are
-/// mutexes, not reader-writer locks, because [`ptm::PRwLock`] only holds `Copy` values (a read
-/// returns a copy, so it cannot hand out a `&PHashMap` shared by several readers). With the
-/// default 16 shards and uniformly hashed keys, `t` threads collide on a shard with probability
-/// about `t(t - 1) / 32` per operation pair.
+/// (two-phase locking). Reads ([`get`](PConcurrentMap::get),
+/// [`contains_key`](PConcurrentMap::contains_key), [`len`](PConcurrentMap::len),
+/// [`to_vec`](PConcurrentMap::to_vec)) take the shard **shared**: any number of transactions
+/// read one shard at once. Writes ([`insert`](PConcurrentMap::insert),
+/// [`remove`](PConcurrentMap::remove), [`get_or_insert_with`](PConcurrentMap::get_or_insert_with),
+/// [`clear`](PConcurrentMap::clear), [`lock_shard`](PConcurrentMap::lock_shard)) take it
+/// **exclusively**: transactions writing keys of different shards run in parallel, those on the
+/// same shard take turns, and readers of a shard wait for its writer (and, once a writer waits,
+/// new readers wait for it, so readers cannot starve writers). A shared hold writes the shard's
+/// lock word only (one compare-exchange to take it, one to drop it): readers of the same shard
+/// share that cache line, readers of different shards share nothing.
+///
+/// **Read, then write.** A transaction that reads a key and then writes to the same shard
+/// upgrades its shared hold to the exclusive one, waiting for the other readers to finish. Two
+/// transactions doing that on one shard at the same time would wait for each other forever, so
+/// the second fails at once with [`Error::LockUpgrade`](ptm::Error::LockUpgrade) and rolls back
+/// (retry it). Read-modify-write transactions that may run concurrently should read with
+/// [`get_for_update`](PConcurrentMap::get_for_update), which takes the shard exclusively from
+/// the start.
+///
+/// **Removed entries.** Memory is reclaimed under the locks, not by epochs: a shard's table is
+/// only replaced or freed (growth, [`clear`](PConcurrentMap::clear)) by a transaction holding the
+/// shard exclusively, and the freed block returns to the allocator when that transaction ends,
+/// after its locks are released — by then no reader can be inside: a reader's references into a
+/// shard live no longer than its transaction, whose shared hold kept the writer out. (`remove`
+/// itself only marks the entry's slot deleted; the slot is reused by later inserts.)
 ///
 /// Drains as [`PHashMap`]: `insert` and `remove` cost **2** (locks are volatile words: taking
 /// one costs no drain), reads cost 0.
 ///
 /// **Locking order.** A transaction touching several keys locks their shards in the order it
-/// touches them; two transactions locking two shards in opposite orders wait for each other
-/// until the pool's lock timeout, and one of them fails with
+/// touches them; two transactions locking two shards in opposite orders (one of them
+/// exclusively) wait for each other until the pool's lock timeout, and one of them fails with
 /// [`Error::LockTimeout`](ptm::Error::LockTimeout) and rolls back. Multi-key transactions should
 /// touch keys in ascending [`shard_index`](PConcurrentMap::shard_index) order. The whole-map
 /// methods ([`len`](PConcurrentMap::len), [`to_vec`](PConcurrentMap::to_vec),
@@ -35,7 +56,9 @@ use crate::raw;
 ///
 /// Keys are compared and hashed by their bytes, as in [`PHashMap`]. The shard function and
 /// `SHARDS` are part of the on-media format: open a pool with the same `SHARDS` it was created
-/// with (the root type fixes it).
+/// with (the root type fixes it). A shard's lock word is volatile state, reset on reopen; its
+/// layout is a [`PMutex`](ptm::PMutex)'s, so pools written when the shards were mutexes open
+/// unchanged.
 #[repr(transparent)]
 pub struct PConcurrentMap<K, V, const SHARDS: usize = 16> {
     shards: [Shard<K, V>; SHARDS],
@@ -45,19 +68,19 @@ pub struct PConcurrentMap<K, V, const SHARDS: usize = 16> {
 /// write to the same line (the lock word and the map's length change on every write).
 #[repr(C, align(64))]
 struct Shard<K, V> {
-    map: PMutex<PHashMap<K, V>>,
+    map: PSharedLock<PHashMap<K, V>>,
     _pad: [u64; 3],
 }
 
 const _: () = assert!(size_of::<Shard<u64, u64>>() == 64);
 const _: () = assert!(size_of::<PConcurrentMap<u64, u64, 16>>() == 16 * 64);
 
-// SAFETY: `repr(C)` of a `PMutex<PHashMap<K, V>>` (`Persistent`: an 8-byte lock word then a
+// SAFETY: `repr(C)` of a `PSharedLock<PHashMap<K, V>>` (`Persistent`: an 8-byte lock word then a
 // 32-byte handle of four 8-byte cells, whatever `K` and `V`) and 24 explicit pad bytes: 64 bytes
 // at alignment 64, so no implicit padding; every bit pattern valid; no virtual address.
 unsafe impl<K: Persistent, V: Persistent> Persistent for Shard<K, V> {
     const __LAYOUT_CHECK: () = {
-        let () = <PMutex<PHashMap<K, V>> as Persistent>::__LAYOUT_CHECK;
+        let () = <PSharedLock<PHashMap<K, V>> as Persistent>::__LAYOUT_CHECK;
         assert!(size_of::<Shard<K, V>>() == 64);
     };
 }
@@ -78,13 +101,23 @@ impl<K: Persistent + Copy, V: Persistent + Copy, const SHARDS: usize> PConcurren
         ((raw::hash_bytes(bytes_of(k)) >> 32) % SHARDS as u64) as usize
     }
 
-    /// Locks the shard of `k` for the rest of the transaction.
+    /// Locks the shard of `k` exclusively for the rest of the transaction.
     fn shard<'t>(&'t self, tx: &'t Transaction<'_>, k: &K) -> Result<&'t PHashMap<K, V>> {
         self.shards[Self::shard_index(k)].map.lock(tx)
     }
 
-    /// Locks shard `i` (`< SHARDS`) for the rest of the transaction and returns its map, for
-    /// batch work on one shard.
+    /// Runs the read-only `f` on shard `i` under a shared hold (kept to the end of the
+    /// transaction). `f` must only call reading methods of the map: the safety of concurrent
+    /// readers rests on that, which is why this is private.
+    fn read<T>(&self, tx: &Transaction<'_>, i: usize, f: impl FnOnce(&PHashMap<K, V>) -> T) -> Result<T> {
+        // SAFETY: every caller passes an `f` that only reads the map (`get`, `len`, `iter`,
+        // `table_offset`: loads through `PCell::get`), and the reference does not escape `f`.
+        let m = unsafe { self.shards[i].map.read_unchecked(tx)? };
+        Ok(f(m))
+    }
+
+    /// Locks shard `i` (`< SHARDS`) exclusively for the rest of the transaction and returns its
+    /// map, for batch work on one shard.
     ///
     /// # Panics
     ///
@@ -92,40 +125,55 @@ impl<K: Persistent + Copy, V: Persistent + Copy, const SHARDS: usize> PConcurren
     ///
     /// # Errors
     ///
-    /// [`Error::LockTimeout`](ptm::Error::LockTimeout).
+    /// [`Error::LockTimeout`](ptm::Error::LockTimeout), [`Error::LockUpgrade`](ptm::Error::LockUpgrade)
+    /// (this transaction read the shard and another one is upgrading too; see the type docs).
     pub fn lock_shard<'t>(&'t self, tx: &'t Transaction<'_>, i: usize) -> Result<&'t PHashMap<K, V>> {
         self.shards[i].map.lock(tx)
     }
 
-    /// A copy of the value for `k`. Locks `k`'s shard; 0 drains.
+    /// A copy of the value for `k`. Locks `k`'s shard shared; 0 drains.
     ///
     /// # Errors
     ///
     /// [`Error::LockTimeout`](ptm::Error::LockTimeout), and those of [`PHashMap::get`].
     pub fn get(&self, tx: &Transaction<'_>, k: &K) -> Result<Option<V>> {
+        self.read(tx, Self::shard_index(k), |m| m.get(tx, k))?
+    }
+
+    /// A copy of the value for `k`, locking `k`'s shard exclusively: for read-modify-write
+    /// transactions, which then never fail to upgrade (see the type docs). 0 drains.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LockTimeout`](ptm::Error::LockTimeout),
+    /// [`Error::LockUpgrade`](ptm::Error::LockUpgrade) if this transaction already read the
+    /// shard shared and another one is upgrading too, and those of [`PHashMap::get`].
+    pub fn get_for_update(&self, tx: &Transaction<'_>, k: &K) -> Result<Option<V>> {
         self.shard(tx, k)?.get(tx, k)
     }
 
-    /// Whether `k` is present. Locks `k`'s shard; 0 drains.
+    /// Whether `k` is present. Locks `k`'s shard shared; 0 drains.
     ///
     /// # Errors
     ///
     /// As [`get`](PConcurrentMap::get).
     pub fn contains_key(&self, tx: &Transaction<'_>, k: &K) -> Result<bool> {
-        self.shard(tx, k)?.contains_key(tx, k)
+        self.read(tx, Self::shard_index(k), |m| m.contains_key(tx, k))?
     }
 
-    /// Inserts or updates `k`; returns the previous value. Locks `k`'s shard; 2 drains.
+    /// Inserts or updates `k`; returns the previous value. Locks `k`'s shard exclusively; 2
+    /// drains.
     ///
     /// # Errors
     ///
-    /// [`Error::LockTimeout`](ptm::Error::LockTimeout), and those of [`PHashMap::insert`].
+    /// [`Error::LockTimeout`](ptm::Error::LockTimeout), [`Error::LockUpgrade`](ptm::Error::LockUpgrade)
+    /// (see the type docs), and those of [`PHashMap::insert`].
     pub fn insert(&self, tx: &Transaction<'_>, k: K, v: V) -> Result<Option<V>> {
         self.shard(tx, &k)?.insert(tx, k, v)
     }
 
-    /// The value for `k`, inserting `f()` first if absent. Locks `k`'s shard; 2 drains when it
-    /// inserts, 0 when not.
+    /// The value for `k`, inserting `f()` first if absent. Locks `k`'s shard exclusively; 2
+    /// drains when it inserts, 0 when not.
     ///
     /// # Errors
     ///
@@ -134,30 +182,37 @@ impl<K: Persistent + Copy, V: Persistent + Copy, const SHARDS: usize> PConcurren
         self.shard(tx, &k)?.get_or_insert_with(tx, k, f)
     }
 
-    /// Removes `k` and returns its value. Locks `k`'s shard; 2 drains (0 when absent).
+    /// Removes `k` and returns its value. Locks `k`'s shard exclusively; 2 drains (0 when
+    /// absent).
     ///
     /// # Errors
     ///
-    /// [`Error::LockTimeout`](ptm::Error::LockTimeout), and those of [`PHashMap::remove`].
+    /// [`Error::LockTimeout`](ptm::Error::LockTimeout), [`Error::LockUpgrade`](ptm::Error::LockUpgrade)
+    /// (see the type docs), and those of [`PHashMap::remove`].
     pub fn remove(&self, tx: &Transaction<'_>, k: &K) -> Result<Option<V>> {
         self.shard(tx, k)?.remove(tx, k)
     }
 
-    /// Locks every shard, in ascending order, for the rest of the transaction.
+    /// Locks every shard exclusively, in ascending order, for the rest of the transaction.
     fn all<'t>(&'t self, tx: &'t Transaction<'_>) -> Result<Vec<&'t PHashMap<K, V>>> {
         self.shards.iter().map(|s| s.map.lock(tx)).collect()
     }
 
-    /// Number of entries. Locks every shard; 0 drains.
+    /// Runs the read-only `f` on every shard in ascending order, each under a shared hold.
+    fn read_all<T>(&self, tx: &Transaction<'_>, mut f: impl FnMut(&PHashMap<K, V>) -> T) -> Result<Vec<T>> {
+        (0..SHARDS).map(|i| self.read(tx, i, &mut f)).collect()
+    }
+
+    /// Number of entries. Locks every shard shared; 0 drains.
     ///
     /// # Errors
     ///
     /// [`Error::LockTimeout`](ptm::Error::LockTimeout).
     pub fn len(&self, tx: &Transaction<'_>) -> Result<u64> {
-        Ok(self.all(tx)?.iter().map(|m| m.len(tx)).sum())
+        Ok(self.read_all(tx, |m| m.len(tx))?.into_iter().sum())
     }
 
-    /// Whether the map is empty. Locks every shard; 0 drains.
+    /// Whether the map is empty. Locks every shard shared; 0 drains.
     ///
     /// # Errors
     ///
@@ -166,21 +221,22 @@ impl<K: Persistent + Copy, V: Persistent + Copy, const SHARDS: usize> PConcurren
         Ok(self.len(tx)? == 0)
     }
 
-    /// Copies every entry (shard by shard, in table order). Locks every shard; 0 drains.
+    /// Copies every entry (shard by shard, in table order). Locks every shard shared; 0 drains.
     ///
     /// # Errors
     ///
     /// [`Error::LockTimeout`](ptm::Error::LockTimeout).
     pub fn to_vec(&self, tx: &Transaction<'_>) -> Result<Vec<(K, V)>> {
-        Ok(self.all(tx)?.iter().flat_map(|m| m.iter(tx)).collect())
+        Ok(self.read_all(tx, |m| m.iter(tx).collect::<Vec<_>>())?.concat())
     }
 
-    /// Removes every entry and frees every shard's table (at commit). Locks every shard; one
-    /// snapshot drain per non-empty shard plus the commit.
+    /// Removes every entry and frees every shard's table (at commit). Locks every shard
+    /// exclusively; one snapshot drain per non-empty shard plus the commit.
     ///
     /// # Errors
     ///
-    /// [`Error::LockTimeout`](ptm::Error::LockTimeout), and those of [`PHashMap::clear`].
+    /// [`Error::LockTimeout`](ptm::Error::LockTimeout), [`Error::LockUpgrade`](ptm::Error::LockUpgrade)
+    /// (see the type docs), and those of [`PHashMap::clear`].
     pub fn clear(&self, tx: &Transaction<'_>) -> Result<()> {
         for m in self.all(tx)? {
             if m.table_offset(tx).is_some() || !m.is_empty(tx) {
@@ -199,13 +255,18 @@ impl<K: Persistent + Copy, V: Persistent + Copy, const SHARDS: usize> PConcurren
         self.clear(tx)
     }
 
-    /// The pool offsets of the shards' tables (for reachability checks). Locks every shard.
+    /// The pool offsets of the shards' tables (for reachability checks). Locks every shard
+    /// shared.
     ///
     /// # Errors
     ///
     /// [`Error::LockTimeout`](ptm::Error::LockTimeout).
     pub fn table_offsets(&self, tx: &Transaction<'_>) -> Result<Vec<u64>> {
-        Ok(self.all(tx)?.iter().filter_map(|m| m.table_offset(tx)).collect())
+        Ok(self
+            .read_all(tx, |m| m.table_offset(tx))?
+            .into_iter()
+            .flatten()
+            .collect())
     }
 }
 

@@ -65,13 +65,14 @@ fn threads_disjoint_and_overlapping_keys() {
                     assert_eq!(v, Some(i));
                     assert_eq!(d, 2, "remove drains");
                 }
-                // Overlapping keys: read-modify-write counters (atomic under the shard lock),
-                // and a key every thread inserts then removes.
+                // Overlapping keys: read-modify-write counters (atomic under the exclusive shard
+                // lock, taken from the start by `get_for_update`, so no upgrade can fail), and a
+                // key every thread inserts then removes.
                 for b in 0..BUMPS {
                     let k = b % SHARED;
                     let d = drains(|| {
                         pool.transaction(|tx, r| {
-                            let n = r.m.get(tx, &k)?.unwrap_or(0);
+                            let n = r.m.get_for_update(tx, &k)?.unwrap_or(0);
                             r.m.insert(tx, k, n + 1)
                         })
                         .unwrap()

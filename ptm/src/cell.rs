@@ -1,5 +1,5 @@
-//! Mutable persistent state: [`PCell`] (single-threaded, like `Cell`), [`PMutex`] and
-//! [`PRwLock`] (held until the transaction ends, reset on reopen). Every mutation goes through a
+//! Mutable persistent state: [`PCell`] (single-threaded, like `Cell`), [`PMutex`], [`PRwLock`]
+//! and [`PSharedLock`] (held until the transaction ends, reset on reopen). Every mutation goes through a
 //! transaction, which logs the old bytes first.
 
 use std::cell::UnsafeCell;
@@ -219,5 +219,120 @@ impl<T: Persistent + Copy> PRwLock<T> {
 impl<T> std::fmt::Debug for PRwLock<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("PRwLock { .. }")
+    }
+}
+
+/// A persistent reader-writer lock over any persistent value, for concurrent collections: many
+/// transactions may hold it shared at once, or one exclusively. Holds are kept until the
+/// transaction ends and reset on reopen, like [`PMutex`]; the on-media layout is a [`PMutex`]'s
+/// (an 8-byte volatile lock word, then the value), so one can replace the other in a format.
+///
+/// Unlike [`PRwLock`] it hands out references, not copies: [`lock`](PSharedLock::lock) gives
+/// `&T` under the exclusive hold (as [`PMutex::lock`]); a shared hold gives `&T` safely only
+/// when `T: Sync` ([`read`](PSharedLock::read)). For a `!Sync` value such as a collection, whose
+/// reads go through [`PCell`]s, [`read_unchecked`](PSharedLock::read_unchecked) is `unsafe`:
+/// the caller promises to only read through the reference, so concurrent readers never race.
+///
+/// **Fairness.** While a transaction waits for the exclusive hold, no new shared hold is
+/// granted, so a stream of readers cannot starve writers.
+///
+/// **Upgrades.** [`lock`](PSharedLock::lock) in a transaction that holds the lock shared waits
+/// for the other readers to leave. If another transaction is already waiting to upgrade its own
+/// shared hold, the two would wait for each other, so the later one fails at once with
+/// [`Error::LockUpgrade`](crate::Error::LockUpgrade) (and rolls back, releasing its hold).
+/// Read-modify-write transactions that can run concurrently avoid that by taking the exclusive
+/// hold first.
+///
+/// Deadlock between different locks: lock in a consistent order; otherwise a waiting transaction
+/// fails with [`Error::LockTimeout`](crate::Error::LockTimeout) after the pool's lock timeout.
+#[repr(C)]
+pub struct PSharedLock<T> {
+    word: AtomicU64,
+    value: UnsafeCell<T>,
+}
+
+const _: () = assert!(size_of::<PSharedLock<u64>>() == 16);
+
+// SAFETY: as for `PMutex`: a `u64`-sized atomic (any bit pattern: a foreign generation means
+// unlocked, garbage holders only make holds time out) and `T: Persistent`, no padding (asserted).
+unsafe impl<T: Persistent> Persistent for PSharedLock<T> {
+    const __LAYOUT_CHECK: () = {
+        let () = T::__LAYOUT_CHECK;
+        assert!(
+            size_of::<PSharedLock<T>>() == 8 + size_of::<T>(),
+            "PSharedLock<T> needs size_of::<T>() to be a multiple of 8 (pad T explicitly)"
+        );
+    };
+}
+// SAFETY: the exclusive hold gives one transaction (one thread) at a time `&T`, as `PMutex`
+// (hence `T: Send`); shared holds give `&T` to several threads only through `read` (which needs
+// `T: Sync`) or the `unsafe` `read_unchecked`, whose callers promise to only read.
+unsafe impl<T: Send> Sync for PSharedLock<T> {}
+
+impl<T: Persistent> PSharedLock<T> {
+    fn check(&self, tx: &Transaction<'_>) -> Result<()> {
+        let () = <Self as Persistent>::__LAYOUT_CHECK;
+        tx.shared()
+            .offset_of(self as *const Self as usize, size_of::<Self>())
+            .map(|_| ())
+    }
+
+    /// Takes the exclusive hold for the rest of the transaction (upgrading this transaction's
+    /// shared hold if it has one) and returns the value. Again in the same transaction: returns
+    /// at once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LockTimeout`](crate::Error::LockTimeout),
+    /// [`Error::LockUpgrade`](crate::Error::LockUpgrade) (another transaction is upgrading its own
+    /// shared hold; see the type docs), [`Error::NotInPool`](crate::Error::NotInPool).
+    pub fn lock<'t>(&'t self, tx: &'t Transaction<'_>) -> Result<&'t T> {
+        self.check(tx)?;
+        tx.lock_exclusive(&self.word)?;
+        // SAFETY: the exclusive hold excludes every other transaction until this one ends, and
+        // the reference cannot outlive `'t` (bounded by the transaction).
+        Ok(unsafe { &*self.value.get() })
+    }
+
+    /// Takes a shared hold for the rest of the transaction (or keeps this transaction's
+    /// exclusive hold) and returns the value.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LockTimeout`](crate::Error::LockTimeout), [`Error::NotInPool`](crate::Error::NotInPool).
+    pub fn read<'t>(&'t self, tx: &'t Transaction<'_>) -> Result<&'t T>
+    where
+        T: Sync,
+    {
+        // SAFETY: `T: Sync`: sharing `&T` between the threads of the readers is sound by itself.
+        unsafe { self.read_unchecked(tx) }
+    }
+
+    /// [`read`](PSharedLock::read) for any `T`: a shared hold and `&T`, which other transactions
+    /// holding the lock shared read at the same time.
+    ///
+    /// # Safety
+    ///
+    /// Until the transaction ends, the returned reference (and everything reached through it)
+    /// must be used only to read: no store through an interior-mutable part ([`PCell::set`],
+    /// logging, freeing, any method that writes). To write, take the exclusive hold with
+    /// [`lock`](PSharedLock::lock) and write through the reference it returns.
+    ///
+    /// # Errors
+    ///
+    /// As [`read`](PSharedLock::read).
+    pub unsafe fn read_unchecked<'t>(&'t self, tx: &'t Transaction<'_>) -> Result<&'t T> {
+        self.check(tx)?;
+        tx.lock_shared(&self.word)?;
+        // SAFETY: the shared hold excludes writers of other transactions until this one ends;
+        // the caller only reads through the reference (concurrent reads do not race); writes
+        // of this transaction need `lock`, which waits until it is the only holder.
+        Ok(unsafe { &*self.value.get() })
+    }
+}
+
+impl<T> std::fmt::Debug for PSharedLock<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PSharedLock { .. }")
     }
 }

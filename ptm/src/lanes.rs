@@ -1,22 +1,31 @@
-//! Lane acquisition: a volatile bitmap of busy lanes, taken with one atomic read-modify-write and
-//! no global lock. Each thread starts at a preferred lane (spreading threads over the bitmap) and
+//! Lane acquisition: a volatile busy flag per lane, taken with one atomic read-modify-write and
+//! no global lock. Each thread starts at a preferred lane (spreading threads over the lanes) and
 //! scans onward. When every lane is busy the caller backs off (spin, then yield) and retries:
 //! lanes are held only while a transaction runs, so one frees as soon as any transaction ends.
+//!
+//! Each flag has its own 64-byte cache line: every transaction, read-only ones included, sets
+//! its lane's flag at begin and clears it at end, and with one shared bitmap word those two
+//! read-modify-writes moved the same line between the cores of every running thread.
 
 use crate::sync::{spin_hint, AtomicU64, Ordering};
 
-/// The busy bitmap of `n` lanes.
+/// One lane's busy flag (0 free, 1 busy), alone on its cache line.
+#[derive(Debug)]
+#[repr(align(64))]
+struct Flag(AtomicU64);
+
+/// The busy flags of `n` lanes.
 #[derive(Debug)]
 pub struct LaneMap {
-    words: Box<[AtomicU64]>,
+    flags: Box<[Flag]>,
     n: usize,
 }
 
 impl LaneMap {
     /// `n` free lanes.
     pub fn new(n: usize) -> Self {
-        let words = (0..n.div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
-        LaneMap { words, n }
+        let flags = (0..n).map(|_| Flag(AtomicU64::new(0))).collect();
+        LaneMap { flags, n }
     }
 
     /// Number of lanes.
@@ -33,13 +42,11 @@ impl LaneMap {
     pub fn try_acquire(&self, start: usize) -> Option<usize> {
         for k in 0..self.n {
             let lane = (start + k) % self.n;
-            let (w, bit) = (lane / 64, 1u64 << (lane % 64));
-            let word = &self.words[w];
-            let cur = word.load(Ordering::Relaxed);
-            if cur & bit != 0 {
+            let flag = &self.flags[lane].0;
+            if flag.load(Ordering::Relaxed) != 0 {
                 continue;
             }
-            if word.fetch_or(bit, Ordering::Acquire) & bit == 0 {
+            if flag.swap(1, Ordering::Acquire) == 0 {
                 return Some(lane);
             }
         }
@@ -67,14 +74,13 @@ impl LaneMap {
 
     /// Returns a lane taken by this caller.
     pub fn release(&self, lane: usize) {
-        let (w, bit) = (lane / 64, 1u64 << (lane % 64));
-        let prev = self.words[w].fetch_and(!bit, Ordering::Release);
-        debug_assert!(prev & bit != 0, "lane {lane} released twice");
+        let prev = self.flags[lane].0.swap(0, Ordering::Release);
+        debug_assert!(prev != 0, "lane {lane} released twice");
     }
 
     /// Whether `lane` is taken (diagnostics and tests).
     pub fn is_busy(&self, lane: usize) -> bool {
-        self.words[lane / 64].load(Ordering::Relaxed) & (1 << (lane % 64)) != 0
+        self.flags[lane].0.load(Ordering::Relaxed) != 0
     }
 }
 

@@ -8,8 +8,8 @@
 //!   pmem) with a typed root object `R`; recovery runs at open.
 //! - [`Pool::transaction`]: a closure transaction; `Ok` commits (2 drains: the undo log, then the
 //!   data and commit record), `Err` or a panic rolls back. Nested transactions join the outer one.
-//! - [`PCell`], [`PMutex`], [`PRwLock`]: the only ways to change pool data. They take the
-//!   transaction as a witness and log the old bytes before any store. Locks are held until the
+//! - [`PCell`], [`PMutex`], [`PRwLock`], [`PSharedLock`]: the only ways to change pool data. They
+//!   take the transaction as a witness and log the old bytes before any store. Locks are held until the
 //!   transaction ends and reset when the pool is reopened.
 //! - [`Transaction::snapshot`]: log many ranges behind one drain.
 //!
@@ -77,7 +77,7 @@ mod pool;
 mod sync;
 mod tx;
 
-pub use cell::{Loggable, PCell, PMutex, PRwLock};
+pub use cell::{Loggable, PCell, PMutex, PRwLock, PSharedLock};
 pub use error::{Error, Result};
 pub use heap::HeapStats;
 pub use inspect::{inspect, Summary};

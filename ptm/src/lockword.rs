@@ -6,7 +6,8 @@
 //! lock is reset on reopen without scanning the pool.
 //!
 //! Low 32 bits: mutex — owner lane + 1 (0 = free); rwlock — bit 31 set: writer (owner lane + 1
-//! in bits 0..31), else the number of readers.
+//! in bits 0..31), else the number of readers; shared/exclusive word — see [`sx_try_read`]'s
+//! section below (readers, a waiting-writer mark and a waiting upgrader).
 
 use crate::sync::Ordering;
 
@@ -153,5 +154,148 @@ pub fn rw_try_write(w: &impl LockWord, generation: u32, lane: u32, upgrade: bool
 
 /// Releases the write hold.
 pub fn rw_unlock_write(w: &impl LockWord, generation: u32) {
+    w.store(word(generation, 0), Ordering::Release);
+}
+
+// Shared/exclusive words ([`PSharedLock`](crate::PSharedLock)), low 32 bits:
+// - bit 31 set: held exclusively, by lane `(low & 0xFFFF) - 1`;
+// - else: bit 30 `SX_WAITING`: a writer without a shared hold waits; bits 16..30: lane + 1 of a
+//   shared holder waiting to upgrade (0: none); bits 0..16: the number of shared holds.
+// While a writer or an upgrader waits no new shared hold is granted, so a stream of readers
+// cannot starve writers. Lanes are at most `MAX_LANES` (1024), and a transaction holds a word at
+// most once, so both fields are wide enough.
+
+const SX_WAITING: u64 = 1 << 30;
+const SX_UPGRADER_SHIFT: u32 = 16;
+const SX_UPGRADER: u64 = 0x3FFF << SX_UPGRADER_SHIFT;
+const SX_READERS: u64 = 0xFFFF;
+
+/// Outcome of one attempt to upgrade a shared hold to the exclusive hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upgrade {
+    /// The exclusive hold is taken now.
+    Acquired,
+    /// Other shared holds remain; this lane is the registered upgrader (new shared holds are
+    /// refused): retry later.
+    Wait,
+    /// Another lane already waits to upgrade its own shared hold: the two would wait for each
+    /// other forever, so this one must give up (and drop its shared hold).
+    Conflict,
+}
+
+/// One state change of a live word by compare-exchange: `f(low)` either gives up with a
+/// result (`Err`), or names the next low bits and the result of installing them (`Ok`), retried
+/// on the current value until the compare-exchange succeeds (with ordering `ok`).
+fn transition<R>(
+    w: &impl LockWord,
+    generation: u32,
+    ok: Ordering,
+    f: impl Fn(u64) -> Result<(u64, R), R>,
+) -> R {
+    let mut cur = w.load(Ordering::Acquire);
+    loop {
+        let (next, r) = match f(live_low(cur, generation)) {
+            Ok(step) => step,
+            Err(r) => return r,
+        };
+        match w.compare_exchange_weak(cur, word(generation, next), ok, Ordering::Acquire) {
+            Ok(_) => return r,
+            Err(c) => cur = c,
+        }
+    }
+}
+
+/// Tries to take a shared hold of a shared/exclusive word.
+pub fn sx_try_read(w: &impl LockWord, generation: u32) -> Attempt {
+    transition(w, generation, Ordering::Acquire, |low| {
+        if low & (WRITER | SX_WAITING | SX_UPGRADER) != 0 || low & SX_READERS == SX_READERS {
+            Err(Attempt::Busy)
+        } else {
+            Ok((low + 1, Attempt::Acquired))
+        }
+    })
+}
+
+/// Drops a shared hold (keeping the waiting writer / upgrader marks).
+pub fn sx_unlock_read(w: &impl LockWord, generation: u32) {
+    transition(w, generation, Ordering::Release, |low| {
+        debug_assert!(
+            low & WRITER == 0 && low & SX_READERS > 0,
+            "shared unlock of a word not shared-held: {low:#x}"
+        );
+        Ok((if low & SX_READERS > 0 { low - 1 } else { low }, ()))
+    })
+}
+
+/// Tries to take the exclusive hold for `lane`, which holds no shared hold of the word. When
+/// shared holds (or an upgrader) are in the way, marks the word so no new shared hold is granted
+/// until the writer gets in or [`sx_abandon_write`] clears the mark.
+pub fn sx_try_write(w: &impl LockWord, generation: u32, lane: u32) -> Attempt {
+    let me = WRITER | (u64::from(lane) + 1);
+    transition(w, generation, Ordering::AcqRel, |low| {
+        if low == me {
+            Err(Attempt::AlreadyHeld)
+        } else if low & !SX_WAITING == 0 {
+            Ok((me, Attempt::Acquired))
+        } else if low & (WRITER | SX_WAITING) != 0 {
+            Err(Attempt::Busy)
+        } else {
+            Ok((low | SX_WAITING, Attempt::Busy))
+        }
+    })
+}
+
+/// A writer that waited in [`sx_try_write`] and gives up (lock timeout): clears the waiting mark
+/// (another waiting writer sets it again on its next attempt).
+pub fn sx_abandon_write(w: &impl LockWord, generation: u32) {
+    transition(w, generation, Ordering::Relaxed, |low| {
+        if low & WRITER == 0 && low & SX_WAITING != 0 {
+            Ok((low & !SX_WAITING, ()))
+        } else {
+            Err(())
+        }
+    })
+}
+
+/// Tries to turn `lane`'s shared hold (its only one on this word) into the exclusive hold: at
+/// once if it is the sole shared holder, else registers `lane` as the upgrader (refusing new
+/// shared holds) and reports [`Upgrade::Wait`], or [`Upgrade::Conflict`] if another lane is
+/// the upgrader already.
+pub fn sx_try_upgrade(w: &impl LockWord, generation: u32, lane: u32) -> Upgrade {
+    let me_up = (u64::from(lane) + 1) << SX_UPGRADER_SHIFT;
+    let me = WRITER | (u64::from(lane) + 1);
+    transition(w, generation, Ordering::AcqRel, |low| {
+        debug_assert!(
+            low & WRITER == 0 && low & SX_READERS > 0,
+            "upgrade of a word not shared-held: {low:#x}"
+        );
+        let up = low & SX_UPGRADER;
+        if up != 0 && up != me_up {
+            Err(Upgrade::Conflict)
+        } else if low & SX_READERS == 1 {
+            Ok((me, Upgrade::Acquired))
+        } else if up == me_up {
+            Err(Upgrade::Wait)
+        } else {
+            Ok((low | me_up, Upgrade::Wait))
+        }
+    })
+}
+
+/// An upgrader that gives up (lock timeout) withdraws its registration; its shared hold stays
+/// until it is unlocked.
+pub fn sx_abandon_upgrade(w: &impl LockWord, generation: u32, lane: u32) {
+    let me_up = (u64::from(lane) + 1) << SX_UPGRADER_SHIFT;
+    transition(w, generation, Ordering::Relaxed, |low| {
+        if low & WRITER == 0 && low & SX_UPGRADER == me_up {
+            Ok((low & !SX_UPGRADER, ()))
+        } else {
+            Err(())
+        }
+    })
+}
+
+/// Releases the exclusive hold of a shared/exclusive word (waiting writers mark it again).
+pub fn sx_unlock_write(w: &impl LockWord, generation: u32) {
     w.store(word(generation, 0), Ordering::Release);
 }

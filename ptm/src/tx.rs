@@ -45,10 +45,17 @@ pub(crate) enum HeldKind {
     Mutex,
     Read,
     Write,
+    /// Shared hold of a shared/exclusive word ([`PSharedLock`](crate::PSharedLock)).
+    SxRead,
+    /// Exclusive hold of a shared/exclusive word.
+    SxWrite,
 }
 
 /// Per-lane volatile state, reused across transactions so the steady state does not allocate.
+/// Cache-line aligned: every transaction, read-only ones included, moves it out of its lane slot
+/// and back, and neighbouring slots (used by other threads) must not share a line with it.
 #[derive(Debug, Default)]
+#[repr(align(64))]
 pub(crate) struct LaneVolatile {
     pub(crate) next_seq: u64,
     seq: u64,
@@ -426,10 +433,7 @@ impl<'p> Transaction<'p> {
             Some(HeldKind::Write) => Ok(()),
             Some(_) => match lockword::rw_try_write(w, generation, lane, true) {
                 Attempt::Acquired | Attempt::AlreadyHeld => {
-                    let mut st = self.st.borrow_mut();
-                    if let Some(l) = st.locks.iter_mut().find(|(_, p)| std::ptr::eq(*p, w)) {
-                        l.0 = HeldKind::Write;
-                    }
+                    self.set_held(w, HeldKind::Write);
                     Ok(())
                 }
                 Attempt::Busy => Err(Error::LockUpgrade),
@@ -442,6 +446,14 @@ impl<'p> Transaction<'p> {
         }
     }
 
+    /// Records that this transaction's hold of `w` is now of kind `kind` (after an upgrade).
+    fn set_held(&self, w: &AtomicU64, kind: HeldKind) {
+        let mut st = self.st.borrow_mut();
+        if let Some(l) = st.locks.iter_mut().find(|(_, p)| std::ptr::eq(*p, w)) {
+            l.0 = kind;
+        }
+    }
+
     fn holds(&self, w: &AtomicU64) -> Option<HeldKind> {
         self.st
             .borrow()
@@ -451,17 +463,74 @@ impl<'p> Transaction<'p> {
             .map(|(k, _)| *k)
     }
 
+    /// Takes a shared hold of shared/exclusive word `w` (no-op if this transaction holds it in
+    /// either mode).
+    pub(crate) fn lock_shared(&self, w: &AtomicU64) -> Result<()> {
+        if self.holds(w).is_some() {
+            return Ok(());
+        }
+        let generation = self.shared.generation;
+        self.wait_for(|| lockword::sx_try_read(w, generation), w, HeldKind::SxRead)
+    }
+
+    /// Takes the exclusive hold of shared/exclusive word `w`, upgrading this transaction's
+    /// shared hold if it has one.
+    pub(crate) fn lock_exclusive(&self, w: &AtomicU64) -> Result<()> {
+        let lane = self.lane as u32;
+        let generation = self.shared.generation;
+        match self.holds(w) {
+            Some(HeldKind::SxWrite) => Ok(()),
+            Some(_) => {
+                let r = self.backoff(|| match lockword::sx_try_upgrade(w, generation, lane) {
+                    lockword::Upgrade::Acquired => Some(Ok(())),
+                    lockword::Upgrade::Wait => None,
+                    lockword::Upgrade::Conflict => Some(Err(Error::LockUpgrade)),
+                });
+                match r {
+                    Ok(()) => {
+                        self.set_held(w, HeldKind::SxWrite);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        lockword::sx_abandon_upgrade(w, generation, lane);
+                        Err(e)
+                    }
+                }
+            }
+            None => {
+                let r = self.wait_for(
+                    || lockword::sx_try_write(w, generation, lane),
+                    w,
+                    HeldKind::SxWrite,
+                );
+                if r.is_err() {
+                    lockword::sx_abandon_write(w, generation);
+                }
+                r
+            }
+        }
+    }
+
     fn wait_for(&self, mut attempt: impl FnMut() -> Attempt, w: &AtomicU64, kind: HeldKind) -> Result<()> {
+        let took = self.backoff(|| match attempt() {
+            Attempt::Acquired => Some(Ok(true)),
+            Attempt::AlreadyHeld => Some(Ok(false)),
+            Attempt::Busy => None,
+        })?;
+        if took {
+            self.st.borrow_mut().locks.push((kind, w as *const AtomicU64));
+        }
+        Ok(())
+    }
+
+    /// Repeats `attempt` (spinning, then yielding, then sleeping) until it returns a result, or
+    /// fails with [`Error::LockTimeout`] after the pool's lock timeout.
+    fn backoff<T>(&self, mut attempt: impl FnMut() -> Option<Result<T>>) -> Result<T> {
         let mut spins = 0u32;
         let mut started: Option<Instant> = None;
         loop {
-            match attempt() {
-                Attempt::Acquired => {
-                    self.st.borrow_mut().locks.push((kind, w as *const AtomicU64));
-                    return Ok(());
-                }
-                Attempt::AlreadyHeld => return Ok(()),
-                Attempt::Busy => {}
+            if let Some(r) = attempt() {
+                return r;
             }
             spins += 1;
             if spins < 100 {
@@ -628,6 +697,8 @@ fn release_locks(shared: &Shared, st: &mut LaneVolatile) {
             HeldKind::Mutex => lockword::mutex_unlock(w, generation),
             HeldKind::Read => lockword::rw_unlock_read(w, generation),
             HeldKind::Write => lockword::rw_unlock_write(w, generation),
+            HeldKind::SxRead => lockword::sx_unlock_read(w, generation),
+            HeldKind::SxWrite => lockword::sx_unlock_write(w, generation),
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Loom models of ptm's lock-free parts: lane acquisition (`ptm::lanes`) and the persistent lock
 //! word algorithms (`ptm::lockword`): exclusivity, hand-over with happens-before, re-entrancy,
-//! generation reset, shared/exclusive holds and upgrades.
+//! generation reset, shared/exclusive holds and upgrades; for the shared/exclusive words of
+//! `PSharedLock` also writer preference (a waiting writer or upgrader stops new readers) and the
+//! detection of two upgraders waiting for each other.
 //!
 //! Compiled only with `--cfg ptm_loom` (then the crate's atomics are loom's):
 //!
@@ -25,7 +27,9 @@ use loom::thread;
 
 use ptm::lanes::LaneMap;
 use ptm::lockword::{
-    mutex_try_lock, mutex_unlock, rw_try_read, rw_try_write, rw_unlock_read, rw_unlock_write, Attempt,
+    mutex_try_lock, mutex_unlock, rw_try_read, rw_try_write, rw_unlock_read, rw_unlock_write,
+    sx_abandon_upgrade, sx_abandon_write, sx_try_read, sx_try_upgrade, sx_try_write, sx_unlock_read,
+    sx_unlock_write, Attempt, Upgrade,
 };
 
 /// Preemption bound when `LOOM_MAX_PREEMPTIONS` is not set: enough for every interleaving of
@@ -251,20 +255,10 @@ fn read_lock(w: &AtomicU64) {
     }
 }
 
-/// Spins on `rw_try_write` (no upgrade) until the exclusive hold is taken.
-fn write_lock(w: &AtomicU64, lane: u32) {
-    loop {
-        match rw_try_write(w, GEN, lane, false) {
-            Attempt::Acquired => return,
-            Attempt::AlreadyHeld => panic!("lane {lane}: AlreadyHeld before taking the lock"),
-            Attempt::Busy => thread::yield_now(),
-        }
-    }
-}
-
-#[test]
-fn rwlock_readers_hold_concurrently() {
-    model(|| {
+/// Two readers take the word shared (`read` until `Acquired`) and are inside at the same time;
+/// `check` runs while both hold it; `unlock` drops each hold.
+fn readers_hold_concurrently(read: fn(&AtomicU64) -> Attempt, check: fn(&AtomicU64), unlock: fn(&AtomicU64)) {
+    model(move || {
         let w = Arc::new(AtomicU64::new(0));
         let data = Arc::new(UnsafeCell::new(()));
         let readers = Arc::new(AtomicUsize::new(0));
@@ -274,7 +268,9 @@ fn rwlock_readers_hold_concurrently() {
                 let (w, data, readers, checked) = (w.clone(), data.clone(), readers.clone(), checked.clone());
                 thread::spawn(move || {
                     let w: &AtomicU64 = &w;
-                    read_lock(w);
+                    while read(w) != Attempt::Acquired {
+                        thread::yield_now();
+                    }
                     data.with(|_| ());
                     readers.fetch_add(1, Ordering::SeqCst);
                     // Both readers are inside at once: if a read hold excluded the other reader,
@@ -282,14 +278,12 @@ fn rwlock_readers_hold_concurrently() {
                     while readers.load(Ordering::SeqCst) < 2 {
                         thread::yield_now();
                     }
-                    // A writer cannot get in while both hold it, not even as an upgrade.
-                    assert_eq!(rw_try_write(w, GEN, 9, false), Attempt::Busy);
-                    assert_eq!(rw_try_write(w, GEN, 9, true), Attempt::Busy);
+                    check(w);
                     checked.fetch_add(1, Ordering::SeqCst);
                     while checked.load(Ordering::SeqCst) < 2 {
                         thread::yield_now();
                     }
-                    rw_unlock_read(w, GEN);
+                    unlock(w);
                 })
             })
             .collect();
@@ -300,6 +294,32 @@ fn rwlock_readers_hold_concurrently() {
     });
 }
 
+#[test]
+fn rwlock_readers_hold_concurrently() {
+    readers_hold_concurrently(
+        |w| rw_try_read(w, GEN),
+        |w| {
+            // A writer cannot get in while both hold it, not even as an upgrade.
+            assert_eq!(rw_try_write(w, GEN, 9, false), Attempt::Busy);
+            assert_eq!(rw_try_write(w, GEN, 9, true), Attempt::Busy);
+        },
+        |w| rw_unlock_read(w, GEN),
+    );
+}
+
+#[test]
+fn sx_readers_hold_concurrently() {
+    readers_hold_concurrently(
+        |w| sx_try_read(w, GEN),
+        |w| {
+            // A writer cannot get in while both hold it; it marks the word, then withdraws.
+            assert_eq!(sx_try_write(w, GEN, 9), Attempt::Busy);
+            sx_abandon_write(w, GEN);
+        },
+        |w| sx_unlock_read(w, GEN),
+    );
+}
+
 /// Shared state of the writer-exclusion models.
 #[derive(Clone)]
 struct RwState {
@@ -308,35 +328,69 @@ struct RwState {
     value: Arc<AtomicU64>,
     writers: Arc<AtomicUsize>,
     readers: Arc<AtomicUsize>,
+    /// Shared/exclusive word functions (`sx_*`) instead of the rwlock ones (`rw_*`).
+    sx: bool,
 }
 
 impl RwState {
-    fn new() -> Self {
+    fn with(sx: bool) -> Self {
         RwState {
             w: Arc::new(AtomicU64::new(0)),
             data: Arc::new(UnsafeCell::new(())),
             value: Arc::new(AtomicU64::new(0)),
             writers: Arc::new(AtomicUsize::new(0)),
             readers: Arc::new(AtomicUsize::new(0)),
+            sx,
+        }
+    }
+
+    fn try_read(&self) -> Attempt {
+        if self.sx {
+            sx_try_read(&*self.w, GEN)
+        } else {
+            rw_try_read(&*self.w, GEN)
+        }
+    }
+
+    fn try_write(&self, lane: u32) -> Attempt {
+        if self.sx {
+            sx_try_write(&*self.w, GEN, lane)
+        } else {
+            rw_try_write(&*self.w, GEN, lane, false)
+        }
+    }
+
+    fn unlock_read(&self) {
+        if self.sx {
+            sx_unlock_read(&*self.w, GEN)
+        } else {
+            rw_unlock_read(&*self.w, GEN)
+        }
+    }
+
+    fn unlock_write(&self) {
+        if self.sx {
+            sx_unlock_write(&*self.w, GEN)
+        } else {
+            rw_unlock_write(&*self.w, GEN)
         }
     }
 
     /// Critical section of a writer holding the word.
     fn write_held(&self, lane: u32) {
-        let w: &AtomicU64 = &self.w;
         assert_eq!(self.writers.fetch_add(1, Ordering::Relaxed), 0, "two writers");
         assert_eq!(
             self.readers.fetch_add(0, Ordering::Relaxed),
             0,
             "writer beside a reader"
         );
-        assert_eq!(rw_try_write(w, GEN, lane, false), Attempt::AlreadyHeld);
-        assert_eq!(rw_try_read(w, GEN), Attempt::Busy);
+        assert_eq!(self.try_write(lane), Attempt::AlreadyHeld);
+        assert_eq!(self.try_read(), Attempt::Busy);
         self.data.with_mut(|_| ());
         let v = self.value.load(Ordering::Relaxed);
         self.value.store(v + 1, Ordering::Relaxed);
         self.writers.fetch_sub(1, Ordering::Relaxed);
-        rw_unlock_write(w, GEN);
+        self.unlock_write();
     }
 
     /// Critical section of a reader holding the word; returns the value it saw.
@@ -350,14 +404,20 @@ impl RwState {
         self.data.with(|_| ());
         let v = self.value.load(Ordering::Relaxed);
         self.readers.fetch_sub(1, Ordering::Relaxed);
-        rw_unlock_read(&*self.w, GEN);
+        self.unlock_read();
         v
     }
 
     fn spawn_writer(&self, lane: u32) -> thread::JoinHandle<()> {
         let st = self.clone();
         thread::spawn(move || {
-            write_lock(&st.w, lane);
+            loop {
+                match st.try_write(lane) {
+                    Attempt::Acquired => break,
+                    Attempt::AlreadyHeld => panic!("lane {lane}: AlreadyHeld before taking the lock"),
+                    Attempt::Busy => thread::yield_now(),
+                }
+            }
             st.write_held(lane);
         })
     }
@@ -365,7 +425,9 @@ impl RwState {
     fn spawn_reader(&self) -> thread::JoinHandle<u64> {
         let st = self.clone();
         thread::spawn(move || {
-            read_lock(&st.w);
+            while st.try_read() != Attempt::Acquired {
+                thread::yield_now();
+            }
             st.read_held()
         })
     }
@@ -375,10 +437,9 @@ impl RwState {
     }
 }
 
-#[test]
-fn rwlock_writer_excludes_a_reader() {
-    model(|| {
-        let st = RwState::new();
+fn writer_excludes_a_reader(sx: bool) {
+    model(move || {
+        let st = RwState::with(sx);
         let writer = st.spawn_writer(0);
         let reader = st.spawn_reader();
         writer.join().unwrap();
@@ -391,9 +452,20 @@ fn rwlock_writer_excludes_a_reader() {
 }
 
 #[test]
-fn rwlock_writers_exclude_each_other() {
-    model(|| {
-        let st = RwState::new();
+fn rwlock_writer_excludes_a_reader() {
+    writer_excludes_a_reader(false);
+}
+
+#[test]
+fn sx_writer_excludes_a_reader() {
+    // Also: a reader inside makes the writer set the waiting mark, which the writer clears
+    // when it gets in (the word ends free).
+    writer_excludes_a_reader(true);
+}
+
+fn writers_exclude_each_other(sx: bool) {
+    model(move || {
+        let st = RwState::with(sx);
         let a = st.spawn_writer(0);
         let b = st.spawn_writer(1);
         a.join().unwrap();
@@ -408,15 +480,24 @@ fn rwlock_writers_exclude_each_other() {
 }
 
 #[test]
-fn rwlock_two_writers_and_a_reader_single_attempts() {
+fn rwlock_writers_exclude_each_other() {
+    writers_exclude_each_other(false);
+}
+
+#[test]
+fn sx_writers_exclude_each_other() {
+    writers_exclude_each_other(true);
+}
+
+fn two_writers_and_a_reader_single_attempts(sx: bool) {
     // Three threads spinning blow loom's branch budget; with one attempt each, every schedule
     // is explored and whatever holds were granted must still be exclusive.
-    model(|| {
-        let st = RwState::new();
+    model(move || {
+        let st = RwState::with(sx);
         let writers: Vec<_> = (0..2u32)
             .map(|lane| {
                 let st = st.clone();
-                thread::spawn(move || match rw_try_write(&*st.w, GEN, lane, false) {
+                thread::spawn(move || match st.try_write(lane) {
                     Attempt::Acquired => {
                         st.write_held(lane);
                         1
@@ -428,7 +509,7 @@ fn rwlock_two_writers_and_a_reader_single_attempts() {
             .collect();
         let reader = {
             let st = st.clone();
-            thread::spawn(move || match rw_try_read(&*st.w, GEN) {
+            thread::spawn(move || match st.try_read() {
                 Attempt::Acquired => Some(st.read_held()),
                 Attempt::Busy => None,
                 Attempt::AlreadyHeld => panic!("AlreadyHeld from a read"),
@@ -447,8 +528,23 @@ fn rwlock_two_writers_and_a_reader_single_attempts() {
             "a write under the lock was lost"
         );
         assert!(seen.is_none_or(|v| v <= wrote));
+        if sx {
+            // A writer that found the reader inside left its waiting mark (it gave up after
+            // one attempt): clear it as a timed-out writer does.
+            sx_abandon_write(&*st.w, GEN);
+        }
         st.assert_free();
     });
+}
+
+#[test]
+fn rwlock_two_writers_and_a_reader_single_attempts() {
+    two_writers_and_a_reader_single_attempts(false);
+}
+
+#[test]
+fn sx_two_writers_and_a_reader_single_attempts() {
+    two_writers_and_a_reader_single_attempts(true);
 }
 
 #[test]
@@ -532,6 +628,199 @@ fn rwlock_word_states() {
             assert_eq!(w.load(Ordering::Relaxed), word(GEN, 1));
             let w = &AtomicU64::new(stale);
             assert_eq!(rw_try_write(w, GEN, 0, false), Attempt::Acquired, "{stale:#x}");
+            assert_eq!(w.load(Ordering::Relaxed), word(GEN, WRITER | 1));
+        }
+    });
+}
+
+const SX_WAITING: u64 = 1 << 30;
+
+fn sx_read_lock(w: &AtomicU64) {
+    while sx_try_read(w, GEN) != Attempt::Acquired {
+        thread::yield_now();
+    }
+}
+
+#[test]
+fn sx_two_upgraders_one_gives_way() {
+    // Both hold the word shared, then both try to upgrade. Waiting for each other would never
+    // end: exactly one is told `Conflict` (and drops its shared hold), the other gets the
+    // exclusive hold once the first has left, and sees what the first did under its hold.
+    model(|| {
+        let w = Arc::new(AtomicU64::new(0));
+        let data = Arc::new(UnsafeCell::new(()));
+        let inside = Arc::new(AtomicUsize::new(0));
+        let readers = Arc::new(AtomicUsize::new(0));
+        let handles: Vec<_> = (0..2u32)
+            .map(|lane| {
+                let (w, data, inside, readers) = (w.clone(), data.clone(), inside.clone(), readers.clone());
+                thread::spawn(move || {
+                    let w: &AtomicU64 = &w;
+                    sx_read_lock(w);
+                    readers.fetch_add(1, Ordering::Relaxed);
+                    data.with(|_| ());
+                    inside.fetch_add(1, Ordering::SeqCst);
+                    while inside.load(Ordering::SeqCst) < 2 {
+                        thread::yield_now();
+                    }
+                    loop {
+                        match sx_try_upgrade(w, GEN, lane) {
+                            Upgrade::Acquired => {
+                                assert_eq!(
+                                    readers.fetch_sub(1, Ordering::Relaxed),
+                                    1,
+                                    "upgrade beside a reader"
+                                );
+                                assert_eq!(
+                                    w.load(Ordering::Relaxed),
+                                    word(GEN, WRITER | u64::from(lane + 1))
+                                );
+                                assert_eq!(sx_try_read(w, GEN), Attempt::Busy);
+                                data.with_mut(|_| ());
+                                sx_unlock_write(w, GEN);
+                                return true;
+                            }
+                            Upgrade::Wait => {
+                                // While an upgrader waits, no new reader gets in.
+                                assert_eq!(sx_try_read(w, GEN), Attempt::Busy);
+                                thread::yield_now();
+                            }
+                            Upgrade::Conflict => {
+                                readers.fetch_sub(1, Ordering::Relaxed);
+                                sx_unlock_read(w, GEN);
+                                return false;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        let won: Vec<bool> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(won.iter().filter(|&&b| b).count(), 1, "{won:?}");
+        assert_eq!(w.load(Ordering::Relaxed), word(GEN, 0));
+    });
+}
+
+#[test]
+fn sx_waiting_writer_gets_in_after_the_reader_and_sees_its_reads_done() {
+    // A reader holds the word; the writer marks it waiting and spins; the reader leaves (its
+    // read of the data must happen-before the writer's store). No new reader gets in while
+    // the writer waits.
+    model(|| {
+        let w = Arc::new(AtomicU64::new(0));
+        let data = Arc::new(UnsafeCell::new(()));
+        assert_eq!(sx_try_read(&*w, GEN), Attempt::Acquired);
+        let writer = {
+            let (w, data) = (w.clone(), data.clone());
+            thread::spawn(move || {
+                let w: &AtomicU64 = &w;
+                loop {
+                    match sx_try_write(w, GEN, 3) {
+                        Attempt::Acquired => break,
+                        Attempt::AlreadyHeld => panic!("AlreadyHeld before taking the lock"),
+                        Attempt::Busy => thread::yield_now(),
+                    }
+                }
+                data.with_mut(|_| ());
+                sx_unlock_write(w, GEN);
+            })
+        };
+        data.with(|_| ());
+        sx_unlock_read(&*w, GEN);
+        writer.join().unwrap();
+        assert_eq!(w.load(Ordering::Relaxed), word(GEN, 0));
+    });
+}
+
+#[test]
+fn sx_word_states() {
+    model(|| {
+        let w = &AtomicU64::new(0);
+        // Readers share; a writer beside them marks the word waiting, which stops new readers.
+        assert_eq!(sx_try_read(w, GEN), Attempt::Acquired);
+        assert_eq!(sx_try_read(w, GEN), Attempt::Acquired);
+        assert_eq!(w.load(Ordering::Relaxed), word(GEN, 2));
+        assert_eq!(sx_try_write(w, GEN, 4), Attempt::Busy);
+        assert_eq!(w.load(Ordering::Relaxed), word(GEN, SX_WAITING | 2));
+        assert_eq!(
+            sx_try_read(w, GEN),
+            Attempt::Busy,
+            "new reader beside a waiting writer"
+        );
+        assert_eq!(sx_try_write(w, GEN, 5), Attempt::Busy);
+        // A timed-out writer clears the mark: readers get in again.
+        sx_abandon_write(w, GEN);
+        assert_eq!(w.load(Ordering::Relaxed), word(GEN, 2));
+        assert_eq!(sx_try_read(w, GEN), Attempt::Acquired);
+        sx_unlock_read(w, GEN);
+        // The readers leave with the mark set (kept); then the writer gets in and clears it.
+        assert_eq!(sx_try_write(w, GEN, 4), Attempt::Busy);
+        sx_unlock_read(w, GEN);
+        sx_unlock_read(w, GEN);
+        assert_eq!(w.load(Ordering::Relaxed), word(GEN, SX_WAITING));
+        assert_eq!(sx_try_read(w, GEN), Attempt::Busy);
+        assert_eq!(sx_try_write(w, GEN, 4), Attempt::Acquired);
+        assert_eq!(w.load(Ordering::Relaxed), word(GEN, WRITER | 5));
+        assert_eq!(sx_try_write(w, GEN, 4), Attempt::AlreadyHeld);
+        assert_eq!(sx_try_write(w, GEN, 1), Attempt::Busy);
+        assert_eq!(sx_try_read(w, GEN), Attempt::Busy);
+        sx_abandon_write(w, GEN); // no effect on a held word
+        sx_abandon_upgrade(w, GEN, 4);
+        assert_eq!(w.load(Ordering::Relaxed), word(GEN, WRITER | 5));
+        sx_unlock_write(w, GEN);
+        assert_eq!(w.load(Ordering::Relaxed), word(GEN, 0));
+
+        // Upgrades: the sole reader upgrades at once.
+        assert_eq!(sx_try_read(w, GEN), Attempt::Acquired);
+        assert_eq!(sx_try_upgrade(w, GEN, 2), Upgrade::Acquired);
+        assert_eq!(w.load(Ordering::Relaxed), word(GEN, WRITER | 3));
+        sx_unlock_write(w, GEN);
+        // With another reader: registers and waits; new readers and plain writers stay out;
+        // a second upgrader is refused; once the other reader leaves the upgrade goes through.
+        assert_eq!(sx_try_read(w, GEN), Attempt::Acquired);
+        assert_eq!(sx_try_read(w, GEN), Attempt::Acquired);
+        assert_eq!(sx_try_upgrade(w, GEN, 2), Upgrade::Wait);
+        assert_eq!(sx_try_upgrade(w, GEN, 2), Upgrade::Wait);
+        assert_eq!(w.load(Ordering::Relaxed), word(GEN, (3 << 16) | 2));
+        assert_eq!(
+            sx_try_read(w, GEN),
+            Attempt::Busy,
+            "new reader beside an upgrader"
+        );
+        assert_eq!(sx_try_upgrade(w, GEN, 7), Upgrade::Conflict);
+        assert_eq!(sx_try_write(w, GEN, 6), Attempt::Busy);
+        assert_eq!(w.load(Ordering::Relaxed), word(GEN, SX_WAITING | (3 << 16) | 2));
+        sx_unlock_read(w, GEN); // lane 7 gave way
+        assert_eq!(sx_try_upgrade(w, GEN, 2), Upgrade::Acquired);
+        assert_eq!(w.load(Ordering::Relaxed), word(GEN, WRITER | 3));
+        sx_unlock_write(w, GEN);
+        // A timed-out upgrader withdraws (readers get in again), then drops its hold.
+        assert_eq!(sx_try_read(w, GEN), Attempt::Acquired);
+        assert_eq!(sx_try_read(w, GEN), Attempt::Acquired);
+        assert_eq!(sx_try_upgrade(w, GEN, 2), Upgrade::Wait);
+        sx_abandon_upgrade(w, GEN, 9); // not the upgrader: no effect
+        assert_eq!(sx_try_read(w, GEN), Attempt::Busy);
+        sx_abandon_upgrade(w, GEN, 2);
+        assert_eq!(w.load(Ordering::Relaxed), word(GEN, 2));
+        assert_eq!(sx_try_read(w, GEN), Attempt::Acquired);
+        for _ in 0..3 {
+            sx_unlock_read(w, GEN);
+        }
+        assert_eq!(w.load(Ordering::Relaxed), word(GEN, 0));
+
+        // Holds and marks left by an older generation (writer, readers, waiting writer,
+        // upgrader) are free.
+        for stale in [
+            word(GEN - 1, WRITER | 5),
+            word(GEN - 1, 3),
+            word(GEN - 1, SX_WAITING | 1),
+            word(GEN - 1, (4 << 16) | 2),
+        ] {
+            let w = &AtomicU64::new(stale);
+            assert_eq!(sx_try_read(w, GEN), Attempt::Acquired, "{stale:#x}");
+            assert_eq!(w.load(Ordering::Relaxed), word(GEN, 1));
+            let w = &AtomicU64::new(stale);
+            assert_eq!(sx_try_write(w, GEN, 0), Attempt::Acquired, "{stale:#x}");
             assert_eq!(w.load(Ordering::Relaxed), word(GEN, WRITER | 1));
         }
     });
