@@ -85,7 +85,7 @@ mod uffd;
 pub use error::{Error, Result};
 pub use handler::MAX_REGIONS;
 pub use pool::{pool_memory, pool_memory_with_mode, PoolMemory};
-pub use region::{FaultMode, PagedRegion, PagedStats};
+pub use region::{FaultMode, IoMode, PagedOptions, PagedRegion, PagedStats};
 
 /// Page size handled by the fault handler (the region requires a 4 KiB system page size).
 pub const PAGE_SIZE: usize = 4096;
