@@ -84,7 +84,7 @@ mod uffd;
 
 pub use error::{Error, Result};
 pub use handler::MAX_REGIONS;
-pub use pool::{pool_memory, pool_memory_with_mode, PoolMemory};
+pub use pool::{pool_memory, pool_memory_with_mode, pool_memory_with_options, PoolMemory};
 pub use region::{FaultMode, IoMode, PagedOptions, PagedRegion, PagedStats};
 
 /// Page size handled by the fault handler (the region requires a 4 KiB system page size).

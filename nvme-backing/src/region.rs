@@ -1279,6 +1279,35 @@ mod tests {
     }
 
     #[test]
+    fn write_spans_cover_the_units_holding_dirty_blocks_merged() {
+        for unit in [BLOCK_SIZE, 2 * BLOCK_SIZE, PAGE_SIZE] {
+            for mask in 0u32..1 << BLOCKS_PER_PAGE {
+                let dirty: [bool; BLOCKS_PER_PAGE] = std::array::from_fn(|b| mask & 1 << b != 0);
+                // The model: which units hold a dirty block, as maximal runs of units.
+                let per_unit = unit / BLOCK_SIZE;
+                let hit: Vec<bool> = (0..PAGE_SIZE / unit)
+                    .map(|u| dirty[u * per_unit..(u + 1) * per_unit].iter().any(|&d| d))
+                    .collect();
+                let mut expected = Vec::new();
+                let mut u = 0;
+                while u < hit.len() {
+                    if hit[u] {
+                        let start = u;
+                        while u < hit.len() && hit[u] {
+                            u += 1;
+                        }
+                        expected.push((start * unit, u * unit));
+                    } else {
+                        u += 1;
+                    }
+                }
+                let got: Vec<_> = write_spans(&dirty, unit).into_iter().flatten().collect();
+                assert_eq!(got, expected, "unit {unit}, dirty {dirty:?}");
+            }
+        }
+    }
+
+    #[test]
     fn eviction_frees_the_memory_of_evicted_pages() {
         let dir = tempfile::tempdir().unwrap();
         let r = PagedRegion::create(dir.path().join("f"), 64 * PAGE_SIZE, 64).unwrap();
