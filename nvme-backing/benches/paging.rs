@@ -18,8 +18,9 @@
 //!   disables read-around (`MADV_RANDOM`), so each fault reads one page like the paged region.
 //!   `paged_*_evict64`: a 64-page resident limit, so every fault also evicts a clean page.
 //!   After each case a count pass runs the sides' batches interleaved (same machine conditions)
-//!   and prints per page: time, time relative to the first side, minor and major faults, and
-//!   bytes read from storage (`read_bytes` of `/proc/self/io`: shows the kernel's read-around).
+//!   and prints per page: time, time relative to the first side and to `mmap`, minor and major
+//!   faults, and bytes read from storage (`read_bytes` of `/proc/self/io`: shows the kernel's
+//!   read-around).
 //! - `crc32c/…`: the crate's checksum of one 4 KiB page, as the four 1 KiB blocks the region
 //!   tracks and as one call.
 //! - `durable_write/…`: random writes over a 64 MiB file, each made durable: paged region with an
@@ -29,11 +30,18 @@
 //!   file. `mmap_msync`'s file was written in 1 MiB `write`s, so its page cache holds large folios
 //!   (as after readahead); `mmap_msync_4k_folios`' in 4 KiB `write`s. A store through a shared
 //!   mapping dirties its whole folio and `msync` writes all of it. The kernel mappings have no
-//!   resident limit, and the page cache holds every file, so the paged region's faults read from
-//!   the page cache. After each variant a count pass runs the sides' rounds interleaved (same
-//!   machine conditions) and prints per write: time, time relative to the first side, region
-//!   faults, evictions, 1 KiB blocks written, bytes `pwrite`n, and the bytes written to the block
-//!   device holding the files (its sysfs `stat`: all processes, so other I/O shows up too).
+//!   resident limit, and the page cache holds every file, so the buffered paged region's faults
+//!   read from the page cache; the direct one's file is dropped from the cache at setup and its
+//!   faults read the device. After each variant a count pass runs the sides' rounds interleaved
+//!   (same machine conditions) and prints per write: time, time relative to the first side and
+//!   to `mmap_msync`, region faults, evictions, changed 1 KiB blocks written, bytes `pwrite`n,
+//!   the bytes written to the block device holding the files (its sysfs `stat`: all processes,
+//!   so other I/O shows up too), and how much of the side's file the page cache then holds.
+//!
+//! Paged sides are named `paged_<fault mode>_<io mode>`. Direct I/O (`IoMode::Direct`) is
+//! measured, in the fault modes listed in [`DIRECT`], in the cold first-touch cases (no page cache
+//! helps either side) and the durable writes (where buffered write-back dirties page-cache
+//! folios). Every other paged side is buffered, so `warm` means a page-cache hit.
 //!
 //! Adding a fault mode: list it in [`MODES`] and construct it in [`paged`]; every paged
 //! measurement goes through those two.
@@ -53,18 +61,41 @@ use nvme_backing::{PagedRegion, BLOCK_SIZE, PAGE_SIZE};
 use proptest::prelude::Rng as _;
 use proptest::test_runner::{RngAlgorithm, TestRng};
 
-use nvme_backing::FaultMode as Mode;
+use nvme_backing::{FaultMode as Mode, IoMode as Io};
 
-/// Every fault mode measured; each paged measurement runs once per entry (named `paged_<mode>`).
+/// Every fault mode measured with buffered I/O; each paged measurement runs once per entry.
 const MODES: &[Mode] = &[Mode::Signal, Mode::Userfaultfd];
+/// The fault modes also measured with direct I/O where no page cache is involved (cold first
+/// touch, durable writes).
+const DIRECT: &[Mode] = &[Mode::Signal];
 
-/// Opens the paged region every measurement uses (`path` exists and holds at least `len` bytes).
-fn paged(mode: Mode, path: &Path, len: usize, limit: usize) -> PagedRegion {
-    PagedRegion::create_with_mode(path, len, limit, mode).expect("open the paged region")
+/// The paged sides of a measurement: every mode buffered, and with `direct` the [`DIRECT`] modes
+/// with direct I/O, each direct side right after its buffered twin.
+fn paged_sides(direct: bool) -> Vec<(Mode, Io)> {
+    let mut sides = Vec::new();
+    for &mode in MODES {
+        sides.push((mode, Io::Buffered));
+        if direct && DIRECT.contains(&mode) {
+            sides.push((mode, Io::Direct));
+        }
+    }
+    sides
 }
 
-fn mode_name(mode: Mode) -> String {
-    format!("paged_{mode:?}").to_lowercase()
+/// Opens the paged region every measurement uses (`path` exists and holds at least `len` bytes)
+/// with exactly the I/O mode asked for (direct fails if the file system cannot do it).
+fn paged(mode: Mode, io: Io, path: &Path, len: usize, limit: usize) -> PagedRegion {
+    let r = PagedRegion::options()
+        .fault_mode(mode)
+        .io_mode(io)
+        .open(path, len, limit)
+        .expect("open the paged region");
+    assert_eq!(r.io_mode(), io);
+    r
+}
+
+fn mode_name(mode: Mode, io: Io) -> String {
+    format!("paged_{mode:?}_{io:?}").to_lowercase()
 }
 
 /// Pages in the first-touch file (16 MiB).
@@ -401,10 +432,10 @@ fn first_touch(c: &mut Criterion) {
         if !case.cold && case.access == Access::Read {
             limits.push(("_evict64", EVICT_LIMIT));
         }
-        for &mode in MODES {
+        for (mode, io) in paged_sides(case.cold) {
             for &(suffix, limit) in &limits {
-                let name = format!("{}{suffix}", mode_name(mode));
-                sides.push((name, paged_batch(&b, case, mode, limit)));
+                let name = format!("{}{suffix}", mode_name(mode, io));
+                sides.push((name, paged_batch(&b, case, mode, io, limit)));
             }
         }
         sides.push(("mmap".to_owned(), kernel_batch(&b, case, None)));
@@ -431,9 +462,9 @@ fn first_touch(c: &mut Criterion) {
 /// One first-touch batch: set up, time touching the given pages, tear down; returns the time.
 type Batch<'a> = Box<dyn FnMut(&[usize]) -> Duration + 'a>;
 
-fn paged_batch<'a>(b: &'a Backing, case: &'a Case, mode: Mode, limit: usize) -> Batch<'a> {
+fn paged_batch<'a>(b: &'a Backing, case: &'a Case, mode: Mode, io: Io, limit: usize) -> Batch<'a> {
     Box::new(move |pages| {
-        let r = paged(mode, &b.path, b.len, limit);
+        let r = paged(mode, io, &b.path, b.len, limit);
         if case.cold {
             b.drop_cache();
         }
@@ -523,28 +554,39 @@ fn touch_pass(case: &Case, batches: &[Vec<usize>], sides: &mut [(String, Batch<'
         .sum::<usize>() as f64;
     println!(
         "\nfirst_touch/{} count pass: {n} pages per side, interleaved; per page:\n\
-         {:<24} {:>8} {:>8} {:>8} {:>8} {:>10}",
+         {:<24} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10}",
         case.name(),
         "",
         "us",
         "/ first",
+        "/ mmap",
         "minflt",
         "majflt",
         "read B",
     );
     let first = sums[0].0.as_secs_f64();
+    let mmap = sides
+        .iter()
+        .position(|(name, _)| name == "mmap")
+        .map(|i| sums[i].0.as_secs_f64());
     for ((name, _), (t, min, maj, rd)) in sides.iter().zip(&sums) {
         println!(
-            "{:<24} {:>8.2} {:>7.2}x {:>8.2} {:>8.3} {:>10.0}",
+            "{:<24} {:>8.2} {:>7.2}x {:>8} {:>8.2} {:>8.3} {:>10.0}",
             name,
             t.as_secs_f64() * 1e6 / n,
             t.as_secs_f64() / first,
+            ratio(t.as_secs_f64(), mmap),
             *min as f64 / n,
             *maj as f64 / n,
             *rd as f64 / n,
         );
     }
     println!();
+}
+
+/// `t / reference` formatted as a ratio, or `-` without a reference.
+fn ratio(t: f64, reference: Option<f64>) -> String {
+    reference.map_or("-".to_owned(), |r| format!("{:.2}x", t / r))
 }
 
 fn crc(c: &mut Criterion) {
@@ -633,10 +675,14 @@ struct Side {
 }
 
 impl Side {
-    fn paged(mode: Mode) -> Side {
-        let name = mode_name(mode);
+    fn paged(mode: Mode, io: Io) -> Side {
+        let name = mode_name(mode, io);
         let backing = Backing::new(&name, DURABLE_LEN, 1 << 20);
-        let r = paged(mode, &backing.path, DURABLE_LEN, DURABLE_LIMIT);
+        if io == Io::Direct {
+            // Writing the file filled the page cache; direct I/O never uses (or refills) it.
+            backing.drop_cache();
+        }
+        let r = paged(mode, io, &backing.path, DURABLE_LEN, DURABLE_LIMIT);
         // Start with a full resident set, so every measured fault also evicts.
         black_box(touch_read(r.as_ptr(), &(0..DURABLE_LIMIT).collect::<Vec<_>>()));
         Side {
@@ -689,7 +735,10 @@ impl Side {
 }
 
 fn durable_write(c: &mut Criterion) {
-    let mut sides: Vec<Side> = MODES.iter().map(|&m| Side::paged(m)).collect();
+    let mut sides: Vec<Side> = paged_sides(true)
+        .into_iter()
+        .map(|(m, io)| Side::paged(m, io))
+        .collect();
     sides.push(Side::kernel("mmap_msync", 1 << 20));
     sides.push(Side::kernel("mmap_msync_4k_folios", PAGE_SIZE));
     let variants = [
@@ -744,36 +793,47 @@ fn count_pass(sides: &mut [Side], v: Durable, counter: &mut u64) {
     let first = time[0].as_secs_f64();
     println!(
         "\ndurable_write/{} count pass: {} writes per side, interleaved; per write:\n\
-         {:<22} {:>8} {:>8} {:>7} {:>9} {:>7} {:>8} {:>9}",
+         {:<22} {:>8} {:>8} {:>8} {:>7} {:>9} {:>7} {:>8} {:>9} {:>9}",
         v.name(),
         rounds * v.k,
         "",
         "us",
         "/ first",
+        "/ mmap",
         "faults",
         "evictions",
         "blocks",
         "pwrite B",
         "device B",
+        "cache MiB",
     );
+    let mmap = sides
+        .iter()
+        .position(|side| side.name == "mmap_msync")
+        .map(|i| time[i].as_secs_f64());
     for (i, side) in sides.iter().enumerate() {
         let per = |f: fn(&nvme_backing::PagedStats) -> u64| match (&before[i], side.stats()) {
             (Some(a), Some(b)) => format!("{:.3}", (f(&b) - f(a)) as f64 / n),
             _ => "-".to_owned(),
         };
         println!(
-            "{:<22} {:>8.1} {:>7.2}x {:>7} {:>9} {:>7} {:>8} {:>9}",
+            "{:<22} {:>8.1} {:>7.2}x {:>8} {:>7} {:>9} {:>7} {:>8} {:>9} {:>9.1}",
             side.name,
             time[i].as_secs_f64() * 1e6 / n,
             time[i].as_secs_f64() / first,
+            ratio(time[i].as_secs_f64(), mmap),
             per(|s| s.pages_faulted),
             per(|s| s.evictions),
             per(|s| s.blocks_written),
             per(|s| s.writeback_bytes),
             device[i].map_or("-".to_owned(), |d| format!("{:.0}", d as f64 / n)),
+            (side.backing.cached_pages() * PAGE_SIZE) as f64 / (1 << 20) as f64,
         );
     }
-    println!("(device B: bytes written to the whole disk during the side's rounds, all processes)\n");
+    println!(
+        "(device B: bytes written to the whole disk during the side's rounds, all processes; \
+         cache MiB: the side's file in the page cache after the pass)\n"
+    );
 }
 
 /// Prints where the files live and checks that dropping the page cache works here.
@@ -807,7 +867,11 @@ fn print_setup() {
     }
     println!(
         "paged region modes: {}",
-        MODES.iter().map(|&m| mode_name(m)).collect::<Vec<_>>().join(", ")
+        paged_sides(true)
+            .into_iter()
+            .map(|(m, io)| mode_name(m, io))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
 }
 

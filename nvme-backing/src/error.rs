@@ -58,6 +58,16 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// [`IoMode::Direct`](crate::IoMode::Direct) was asked for, but the backing file cannot do
+    /// direct I/O of whole 4 KiB pages (see
+    /// [`PagedOptions::io_mode`](crate::PagedOptions::io_mode) for the conditions).
+    #[error("direct I/O unavailable for {}: {reason}", path.display())]
+    DirectIoUnsupported {
+        /// The backing file.
+        path: PathBuf,
+        /// Which condition failed.
+        reason: String,
+    },
     /// An argument is out of range (zero or unaligned length, zero resident limit, range outside
     /// the region, page size other than 4 KiB).
     #[error("invalid argument: {0}")]

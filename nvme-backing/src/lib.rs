@@ -4,9 +4,10 @@
 //! A [`PagedRegion`] reserves a virtual range `PROT_NONE`. The first access to a page raises
 //! SIGSEGV; a process-wide handler (installed once, `SA_SIGINFO | SA_ONSTACK`, all signals blocked
 //! while it runs, chaining to the previous handler for addresses that are not ours) reads the
-//! 4 KiB page from the backing file with plain `pread` (no `O_DIRECT`), records the CRC32C of its
-//! four 1 KiB blocks and makes it read-write. [`PagedRegion::persist`] writes back (`pwrite`) only
-//! the blocks whose CRC changed; [`PagedRegion::drain`] makes them durable (`fdatasync`).
+//! 4 KiB page from the backing file (`pread`, with `O_DIRECT` where the file allows it: see
+//! "I/O" below), records the CRC32C of its four 1 KiB blocks and makes it read-write.
+//! [`PagedRegion::persist`] writes back (`pwrite`) only the blocks whose CRC changed;
+//! [`PagedRegion::drain`] makes them durable (`fdatasync`).
 //!
 //! That is [`FaultMode::Signal`], the default, which the sections below describe. In
 //! [`FaultMode::Userfaultfd`] ([`PagedRegion::create_with_mode`], [`pool_memory_with_mode`]) the
@@ -19,6 +20,26 @@
 //! to the faulting thread instead of aborting. System calls given non-resident region memory work
 //! in that mode, and the region table limit ([`MAX_REGIONS`]) does not apply. See
 //! docs/design.md §12.2.
+//!
+//! # I/O
+//! [`IoMode::Auto`], the default of every constructor and of [`pool_memory`], opens the backing
+//! file with `O_DIRECT` when the kernel reports a direct-I/O alignment for it (`ioctl(BLKSSZGET)`
+//! for a block device, `statx` `STATX_DIOALIGN` for a regular file) of at most 4 KiB and a first
+//! direct 4 KiB read works; otherwise it uses buffered I/O. tmpfs reports none (its `O_DIRECT`
+//! is served from the page cache), so it is buffered. [`IoMode::Direct`] fails with
+//! [`Error::DirectIoUnsupported`] instead of falling back, [`IoMode::Buffered`] never tries;
+//! [`PagedRegion::options`] chooses ([`PagedOptions`]), [`PagedRegion::io_mode`] tells.
+//!
+//! With direct I/O a load reads the whole page straight into its frame (the memfd page in
+//! signal mode, the service thread's page-aligned staging page in userfaultfd mode), write-back
+//! writes from the page (eviction) or a page-aligned snapshot (persist), and the page cache holds
+//! nothing of the file: no second copy of resident pages, no dirtying of whole cached folios for
+//! a 1 KiB write. A dirty 1 KiB block is written alone when the alignment is at most 1 KiB (ext4
+//! on a 512-byte-sector device: 512); with a larger alignment (4 KiB-sector devices) each run of
+//! dirty blocks is widened to the aligned span holding it
+//! ([`PagedRegion::direct_io_alignment`], [`PagedStats::writeback_bytes`]). `drain` still
+//! `fdatasync`s: direct writes bypass the page cache but neither flush the device's write cache
+//! nor make allocation metadata durable.
 //!
 //! # Memory layout
 //! The pages live in an anonymous memfd mapped twice: the application's view (reserved with
@@ -84,8 +105,8 @@ mod uffd;
 
 pub use error::{Error, Result};
 pub use handler::MAX_REGIONS;
-pub use pool::{pool_memory, pool_memory_with_mode, PoolMemory};
-pub use region::{FaultMode, PagedRegion, PagedStats};
+pub use pool::{pool_memory, pool_memory_with_mode, pool_memory_with_options, PoolMemory};
+pub use region::{FaultMode, IoMode, PagedOptions, PagedRegion, PagedStats};
 
 /// Page size handled by the fault handler (the region requires a 4 KiB system page size).
 pub const PAGE_SIZE: usize = 4096;

@@ -1,7 +1,8 @@
 //! A paged region as the memory of a ptm pool: [`pool_memory`] gives the
 //! [`ExternalMemorySource`] that `ptm::PoolOptions::external_memory` (or
 //! `pmem_core::RegionOptions::external`) takes. Flushes write back the changed 1 KiB blocks of
-//! the flushed pages (`pwrite`), drains `fdatasync`; the pool's persistence domain is `Paged`.
+//! the flushed pages (`pwrite`, direct when the file allows it: [`IoMode::Auto`]), drains
+//! `fdatasync`; the pool's persistence domain is `Paged`.
 
 use std::io;
 use std::path::Path;
@@ -10,7 +11,9 @@ use std::sync::{Arc, Mutex};
 
 use pmem_core::{ExternalMemory, ExternalMemorySource};
 
-use crate::region::{FaultMode, PagedRegion};
+#[cfg(doc)]
+use crate::region::IoMode;
+use crate::region::{FaultMode, PagedOptions, PagedRegion};
 
 /// The memory of one pool: a paged region over the pool file.
 #[derive(Debug)]
@@ -57,17 +60,26 @@ unsafe impl ExternalMemory for PoolMemory {
 
 /// The memory source for pools on paged memory with at most `resident_limit` resident 4 KiB
 /// pages (at least 2): each pool opened with it gets its own [`PagedRegion`] over the pool file,
-/// with faults served in [`FaultMode::Signal`].
+/// with faults served in [`FaultMode::Signal`] and [`IoMode::Auto`] (direct I/O when the file
+/// allows it).
 pub fn pool_memory(resident_limit: usize) -> ExternalMemorySource {
-    pool_memory_with_mode(resident_limit, FaultMode::Signal)
+    pool_memory_with_options(resident_limit, PagedOptions::new())
 }
 
-/// [`pool_memory`] with the given fault mode (opening a pool fails with the region's error, e.g.
-/// [`Error::Userfaultfd`](crate::Error::Userfaultfd), as an `io::Error`).
+/// [`pool_memory`] with the given fault mode ([`IoMode::Auto`]; opening a pool fails with the
+/// region's error, e.g. [`Error::Userfaultfd`](crate::Error::Userfaultfd), as an `io::Error`).
 pub fn pool_memory_with_mode(resident_limit: usize, mode: FaultMode) -> ExternalMemorySource {
+    pool_memory_with_options(resident_limit, PagedOptions::new().fault_mode(mode))
+}
+
+/// [`pool_memory`] with the given fault and I/O modes (opening a pool fails with the region's
+/// error, e.g. [`Error::DirectIoUnsupported`](crate::Error::DirectIoUnsupported) for
+/// [`IoMode::Direct`] on tmpfs, as an `io::Error`).
+pub fn pool_memory_with_options(resident_limit: usize, options: PagedOptions) -> ExternalMemorySource {
     ExternalMemorySource(Arc::new(move |path: &Path, len: usize| {
-        let region =
-            PagedRegion::open_with_mode(path, len, resident_limit, mode).map_err(io::Error::other)?;
+        let region = options
+            .open(path, len, resident_limit)
+            .map_err(io::Error::other)?;
         Ok(Arc::new(PoolMemory {
             region,
             error: Mutex::new(None),

@@ -31,6 +31,113 @@ pub enum FaultMode {
     Userfaultfd,
 }
 
+/// How a [`PagedRegion`] reads and writes its backing file. [`PagedRegion::io_mode`] tells which
+/// of `Buffered` and `Direct` was chosen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IoMode {
+    /// `Direct` when the backing file allows it, else `Buffered`. The default.
+    #[default]
+    Auto,
+    /// Plain `pread`/`pwrite` through the page cache: the file's pages are cached by the kernel
+    /// as well as by the region, and a 1 KiB `pwrite` dirties (and later writes) whole cached
+    /// folios.
+    Buffered,
+    /// `O_DIRECT`: page loads read 4 KiB straight into the page frame, write-back writes the
+    /// changed 1 KiB blocks (widened to the device's alignment when that is larger) straight to
+    /// the device, and the page cache holds nothing of the file. Opening fails with
+    /// [`Error::DirectIoUnsupported`] if the file cannot do it: see [`PagedOptions::io_mode`].
+    Direct,
+}
+
+/// How to open a [`PagedRegion`]: its [`FaultMode`] and [`IoMode`] (both default). Made by
+/// [`PagedRegion::options`]:
+///
+/// ```no_run
+/// use nvme_backing::{FaultMode, IoMode, PagedRegion};
+/// let region = PagedRegion::options()
+///     .fault_mode(FaultMode::Userfaultfd)
+///     .io_mode(IoMode::Direct)
+///     .create("/var/tmp/data", 1 << 20, 64)?;
+/// assert_eq!(region.io_mode(), IoMode::Direct);
+/// # Ok::<(), nvme_backing::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct PagedOptions {
+    fault_mode: FaultMode,
+    io_mode: IoMode,
+}
+
+impl PagedOptions {
+    /// The defaults: [`FaultMode::Signal`], [`IoMode::Auto`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How faults are served.
+    pub fn fault_mode(mut self, mode: FaultMode) -> Self {
+        self.fault_mode = mode;
+        self
+    }
+
+    /// How the backing file is read and written.
+    ///
+    /// Direct I/O is used when the kernel reports the file's direct-I/O alignment (a block
+    /// device's logical block size, `ioctl(BLKSSZGET)`; a regular file's `statx`
+    /// `STATX_DIOALIGN`, Linux 6.1 or later, which file systems without a direct path such as
+    /// tmpfs leave at zero), that alignment is at most 4 KiB (in memory and on the file), the
+    /// file opens with `O_DIRECT`, and a first direct 4 KiB read works. Otherwise
+    /// [`IoMode::Auto`] uses buffered I/O and [`IoMode::Direct`] fails with
+    /// [`Error::DirectIoUnsupported`] saying which condition failed.
+    pub fn io_mode(mut self, mode: IoMode) -> Self {
+        self.io_mode = mode;
+        self
+    }
+
+    /// Opens `path` (a file or block device of at least `len` bytes) read-write and maps its
+    /// first `len` bytes as a paged region with at most `resident_limit` resident pages.
+    ///
+    /// `len` must be a non-zero multiple of 4 KiB; `resident_limit` must be at least 2 (an access
+    /// may straddle two pages) and is capped at the page count. Forward progress is guaranteed
+    /// when it is at least twice the number of threads faulting at once; below that, threads
+    /// still progress in practice but may evict each other's pages repeatedly.
+    ///
+    /// [`FaultMode::Userfaultfd`] fails with [`Error::Userfaultfd`] if the kernel has no
+    /// userfaultfd (`ENOSYS`), the process may not create one (`EPERM`), or it lacks
+    /// write-protect support for anonymous memory.
+    pub fn open(&self, path: impl AsRef<Path>, len: usize, resident_limit: usize) -> Result<PagedRegion> {
+        PagedRegion::open_impl(path.as_ref(), len, resident_limit, *self)
+    }
+
+    /// Creates (or extends) `path` to at least `len` bytes, then [`open`](Self::open)s it.
+    pub fn create(&self, path: impl AsRef<Path>, len: usize, resident_limit: usize) -> Result<PagedRegion> {
+        let path = path.as_ref();
+        let io_err = |op: &'static str, source: io::Error| Error::Io {
+            path: path.to_owned(),
+            op,
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| io_err("open", e))?;
+        let size = file.metadata().map_err(|e| io_err("stat", e))?.len();
+        if size < len as u64 {
+            file.set_len(len as u64).map_err(|e| io_err("ftruncate", e))?;
+        }
+        drop(file);
+        self.open(path, len, resident_limit)
+    }
+}
+
+/// A page-sized, page-aligned buffer: staging page of the userfaultfd service thread, snapshot of
+/// `persist`, direct-I/O probe (any direct-I/O alignment the region accepts divides 4 KiB).
+#[repr(C, align(4096))]
+pub(crate) struct PageBuf(pub(crate) [u8; PAGE_SIZE]);
+
 // Page state word: the state in the low byte, the clock reference bit above it.
 const ABSENT: u32 = 0;
 const LOADING: u32 = 1;
@@ -50,13 +157,14 @@ const FRAME_CLAIMED: usize = usize::MAX - 1;
 pub struct PagedStats {
     /// Pages read from the backing file by the fault handler.
     pub pages_faulted: u64,
-    /// 1 KiB blocks written back (by persist or eviction).
+    /// Changed 1 KiB blocks written back (by persist or eviction).
     pub blocks_written: u64,
     /// Pages with at least one block written back, counted once per write-back.
     pub pages_written: u64,
     /// Pages evicted (by the clock on a fault, or by [`PagedRegion::evict_to`]).
     pub evictions: u64,
-    /// Bytes written to the backing file.
+    /// Bytes written to the backing file: `blocks_written` × 1 KiB, more when direct writes are
+    /// widened to an alignment above 1 KiB ([`PagedRegion::direct_io_alignment`]).
     pub writeback_bytes: u64,
 }
 
@@ -72,6 +180,9 @@ pub(crate) struct Shared {
     alias: *mut u8,
     len: usize,
     fd: libc::c_int,
+    /// The span a write is aligned to: `BLOCK_SIZE`, or the direct-I/O alignment if larger (a
+    /// power of two, at most `PAGE_SIZE`).
+    write_unit: usize,
     /// The memfd behind both views (signal mode), or -1.
     memfd: libc::c_int,
     /// The userfaultfd (userfaultfd mode), or -1.
@@ -157,6 +268,102 @@ unsafe fn pwrite_exact(fd: libc::c_int, buf: *const u8, len: usize, off: u64) ->
 
 fn errno() -> i32 {
     io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// Opens `cpath` again with `O_DIRECT` if the file allows direct I/O of whole pages, returning
+/// the new descriptor and the alignment it needs (a power of two, at most `PAGE_SIZE`); `fd` is
+/// the file opened without it. The alignment is what the kernel reports: `BLKSSZGET` for a block
+/// device, `statx` `STATX_DIOALIGN` (offset and memory alignment) for a regular file. A first
+/// direct read of page 0 must succeed. On failure, says why.
+fn open_direct(fd: libc::c_int, cpath: &CString) -> Result<(libc::c_int, usize), String> {
+    // SAFETY: `st` is plain data filled by the call; fd is open.
+    let st = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(fd, &mut st) != 0 {
+            return Err(format!("fstat: {}", io::Error::last_os_error()));
+        }
+        st
+    };
+    let align = match st.st_mode & libc::S_IFMT {
+        libc::S_IFBLK => {
+            let mut size: libc::c_int = 0;
+            // SAFETY: BLKSSZGET writes one int.
+            if unsafe { libc::ioctl(fd, libc::BLKSSZGET, &mut size) } != 0 {
+                return Err(format!("ioctl(BLKSSZGET): {}", io::Error::last_os_error()));
+            }
+            size as usize
+        }
+        libc::S_IFREG => {
+            // SAFETY: `stx` is plain data filled by the call; an empty path with AT_EMPTY_PATH
+            // names `fd` itself.
+            let stx = unsafe {
+                let mut stx: libc::statx = std::mem::zeroed();
+                if libc::statx(
+                    fd,
+                    c"".as_ptr(),
+                    libc::AT_EMPTY_PATH,
+                    libc::STATX_DIOALIGN,
+                    &mut stx,
+                ) != 0
+                {
+                    return Err(format!("statx: {}", io::Error::last_os_error()));
+                }
+                stx
+            };
+            let (mem, off) = (stx.stx_dio_mem_align as usize, stx.stx_dio_offset_align as usize);
+            if stx.stx_mask & libc::STATX_DIOALIGN == 0 || mem == 0 || off == 0 {
+                return Err(
+                    "the file system reports no direct-I/O alignment (statx STATX_DIOALIGN: \
+                     no direct I/O, e.g. tmpfs, whose O_DIRECT is served from the page cache, or \
+                     a kernel older than 6.1)"
+                        .to_owned(),
+                );
+            }
+            mem.max(off)
+        }
+        _ => return Err("not a regular file or block device".to_owned()),
+    };
+    if !align.is_power_of_two() || align > PAGE_SIZE {
+        return Err(format!(
+            "direct I/O needs {align}-byte alignment; pages are {PAGE_SIZE} bytes"
+        ));
+    }
+    // SAFETY: valid C string.
+    let dfd = unsafe { libc::open(cpath.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC | libc::O_DIRECT) };
+    if dfd < 0 {
+        return Err(format!("open with O_DIRECT: {}", io::Error::last_os_error()));
+    }
+    let mut probe = Box::new(PageBuf([0; PAGE_SIZE]));
+    // SAFETY: `probe` is a writable, page-aligned page.
+    if let Err(e) = unsafe { pread_exact(dfd, probe.0.as_mut_ptr(), PAGE_SIZE, 0) } {
+        // SAFETY: ours, not handed out.
+        unsafe { libc::close(dfd) };
+        return Err(format!(
+            "a direct read of the first 4 KiB failed: {}",
+            io::Error::from_raw_os_error(e)
+        ));
+    }
+    Ok((dfd, align))
+}
+
+/// The byte spans `[lo, hi)` of a page to write for the blocks marked `dirty`: runs of dirty
+/// blocks widened to multiples of `unit` (a power of two from `BLOCK_SIZE` to `PAGE_SIZE`), runs
+/// whose widened spans touch or overlap merged. At most one span per block; no allocation.
+fn write_spans(dirty: &[bool; BLOCKS_PER_PAGE], unit: usize) -> [Option<(usize, usize)>; BLOCKS_PER_PAGE] {
+    let mut spans = [None; BLOCKS_PER_PAGE];
+    let mut n = 0;
+    for b in (0..BLOCKS_PER_PAGE).filter(|&b| dirty[b]) {
+        let lo = b * BLOCK_SIZE / unit * unit;
+        let hi = ((b + 1) * BLOCK_SIZE).next_multiple_of(unit);
+        match &mut spans[..n] {
+            [.., Some((_, last_hi))] if lo <= *last_hi => *last_hi = hi.max(*last_hi),
+            _ => {
+                spans[n] = Some((lo, hi));
+                n += 1;
+            }
+        }
+    }
+    spans
 }
 
 impl Shared {
@@ -402,11 +609,14 @@ impl Shared {
     }
 
     /// Writes the 1 KiB blocks of `page` whose CRC32C differs from the stored one, taking the
-    /// bytes from `src`, and updates the stored CRCs of the blocks written. Async-signal-safe.
+    /// bytes from `src`, and updates the stored CRCs of the blocks written. Adjacent dirty blocks
+    /// go in one `pwrite`. With a write unit above 1 KiB (direct I/O on a device that needs it)
+    /// each run is widened to whole units (clean blocks inside them are written too, with the
+    /// bytes the file already holds) and runs whose units touch are merged. Async-signal-safe.
     ///
     /// # Safety
-    /// `src` must be valid for `PAGE_SIZE` reads and not modified during the call; the caller
-    /// owns the page (state `WRITING` or `EVICTING`).
+    /// `src` must be valid for `PAGE_SIZE` reads, aligned to `write_unit`, and not modified
+    /// during the call; the caller owns the page (state `WRITING` or `EVICTING`).
     unsafe fn write_back(&self, page: usize, src: *const u8) -> Result<(), i32> {
         let mut crc = [0u32; BLOCKS_PER_PAGE];
         let mut dirty = [false; BLOCKS_PER_PAGE];
@@ -416,27 +626,20 @@ impl Shared {
             crc[b] = crc32c::crc32c(block);
             dirty[b] = crc[b] != self.crcs[page * BLOCKS_PER_PAGE + b].load(Ordering::Relaxed);
         }
-        let mut b = 0;
         let mut any = false;
-        while b < BLOCKS_PER_PAGE {
-            if !dirty[b] {
-                b += 1;
-                continue;
+        for (lo, hi) in write_spans(&dirty, self.write_unit).into_iter().flatten() {
+            // SAFETY: the span lies inside the `src` page; `lo` is a multiple of the write unit.
+            unsafe { pwrite_exact(self.fd, src.add(lo), hi - lo, (page * PAGE_SIZE + lo) as u64) }?;
+            let mut changed = 0;
+            for b in lo / BLOCK_SIZE..hi / BLOCK_SIZE {
+                if dirty[b] {
+                    self.crcs[page * BLOCKS_PER_PAGE + b].store(crc[b], Ordering::Relaxed);
+                    changed += 1;
+                }
             }
-            let start = b;
-            while b < BLOCKS_PER_PAGE && dirty[b] {
-                b += 1;
-            }
-            let bytes = (b - start) * BLOCK_SIZE;
-            let off = (page * PAGE_SIZE + start * BLOCK_SIZE) as u64;
-            // SAFETY: the run lies inside the `src` page.
-            unsafe { pwrite_exact(self.fd, src.add(start * BLOCK_SIZE), bytes, off) }?;
-            for (i, c) in crc.iter().enumerate().take(b).skip(start) {
-                self.crcs[page * BLOCKS_PER_PAGE + i].store(*c, Ordering::Relaxed);
-            }
-            self.blocks_written
-                .fetch_add((b - start) as u64, Ordering::Relaxed);
-            self.writeback_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+            self.blocks_written.fetch_add(changed, Ordering::Relaxed);
+            self.writeback_bytes
+                .fetch_add((hi - lo) as u64, Ordering::Relaxed);
             any = true;
         }
         if any {
@@ -462,15 +665,17 @@ impl Shared {
                     }
                     // Snapshot the page with word-sized atomic loads (other threads may keep
                     // writing it), so the CRC stored matches exactly the bytes written.
-                    let mut buf = [0u64; PAGE_SIZE / 8];
+                    // The buffer is page-aligned, as direct I/O needs.
+                    let mut buf = PageBuf([0; PAGE_SIZE]);
                     let src = self.alias_ptr(page).cast::<u64>();
-                    for (i, w) in buf.iter_mut().enumerate() {
+                    for (i, w) in buf.0.chunks_exact_mut(8).enumerate() {
                         // SAFETY: the alias page is mapped read-write and 8-byte aligned;
                         // `AtomicU64` has the layout of `u64`.
-                        *w = unsafe { AtomicU64::from_ptr(src.add(i)) }.load(Ordering::Relaxed);
+                        let word = unsafe { AtomicU64::from_ptr(src.add(i)) }.load(Ordering::Relaxed);
+                        w.copy_from_slice(&word.to_ne_bytes());
                     }
-                    // SAFETY: `buf` is a stable page-sized buffer; we own the page (WRITING).
-                    let r = unsafe { self.write_back(page, buf.as_ptr().cast()) };
+                    // SAFETY: `buf` is a stable, page-aligned page; we own the page (WRITING).
+                    let r = unsafe { self.write_back(page, buf.0.as_ptr()) };
                     // Nobody else changes a WRITING page's state word.
                     state.store(s, Ordering::Release);
                     return r;
@@ -500,6 +705,10 @@ pub struct PagedRegion {
     /// Userfaultfd mode: the fault-service thread.
     service: Option<uffd::Service>,
     mode: FaultMode,
+    /// `Buffered` or `Direct`, as chosen at open.
+    io: IoMode,
+    /// The direct-I/O alignment (`Direct` only).
+    dio_align: Option<usize>,
     path: PathBuf,
     len: usize,
     limit: usize,
@@ -550,6 +759,11 @@ impl Drop for SignalBlock {
 }
 
 impl PagedRegion {
+    /// Options to open a region with another [`FaultMode`] or [`IoMode`] than the defaults.
+    pub fn options() -> PagedOptions {
+        PagedOptions::new()
+    }
+
     /// Opens `path` (a file or block device of at least `len` bytes) read-write and maps its first
     /// `len` bytes as a paged region with at most `resident_limit` resident pages.
     ///
@@ -558,21 +772,28 @@ impl PagedRegion {
     /// when it is at least twice the number of threads faulting at once; below that, threads
     /// still progress in practice but may evict each other's pages repeatedly.
     ///
-    /// Faults are served in [`FaultMode::Signal`]; see [`open_with_mode`](Self::open_with_mode).
+    /// Faults are served in [`FaultMode::Signal`], I/O is [`IoMode::Auto`] (direct when the file
+    /// allows it); see [`options`](Self::options) for others.
     pub fn open(path: impl AsRef<Path>, len: usize, resident_limit: usize) -> Result<Self> {
-        Self::open_with_mode(path, len, resident_limit, FaultMode::Signal)
+        PagedOptions::new().open(path, len, resident_limit)
     }
 
-    /// [`open`](Self::open) with the given fault mode. [`FaultMode::Userfaultfd`] fails with
-    /// [`Error::Userfaultfd`] if the kernel has no userfaultfd (`ENOSYS`), the process may not
-    /// create one (`EPERM`), or it lacks write-protect support for anonymous memory.
+    /// [`open`](Self::open) with the given fault mode ([`IoMode::Auto`]). [`FaultMode::Userfaultfd`]
+    /// fails with [`Error::Userfaultfd`] if the kernel has no userfaultfd (`ENOSYS`), the process
+    /// may not create one (`EPERM`), or it lacks write-protect support for anonymous memory.
     pub fn open_with_mode(
         path: impl AsRef<Path>,
         len: usize,
         resident_limit: usize,
         mode: FaultMode,
     ) -> Result<Self> {
-        let path = path.as_ref();
+        PagedOptions::new()
+            .fault_mode(mode)
+            .open(path, len, resident_limit)
+    }
+
+    fn open_impl(path: &Path, len: usize, resident_limit: usize, options: PagedOptions) -> Result<Self> {
+        let mode = options.fault_mode;
         // SAFETY: sysconf has no preconditions.
         if unsafe { libc::sysconf(libc::_SC_PAGESIZE) } != PAGE_SIZE as libc::c_long {
             return Err(Error::InvalidArgument("the system page size is not 4 KiB"));
@@ -625,6 +846,27 @@ impl PagedRegion {
                 required: len as u64,
             });
         }
+
+        let (io, dio_align) = match options.io_mode {
+            IoMode::Buffered => (IoMode::Buffered, None),
+            wanted => match open_direct(fd, &cpath) {
+                Ok((direct_fd, align)) => {
+                    // From now on all I/O goes through the O_DIRECT descriptor.
+                    // SAFETY: the buffered descriptor is ours and replaced in the guard.
+                    unsafe { libc::close(guard.fd) };
+                    guard.fd = direct_fd;
+                    (IoMode::Direct, Some(align))
+                }
+                Err(_) if wanted == IoMode::Auto => (IoMode::Buffered, None),
+                Err(reason) => {
+                    return Err(Error::DirectIoUnsupported {
+                        path: path.to_owned(),
+                        reason,
+                    })
+                }
+            },
+        };
+        let fd = guard.fd;
 
         let addr_err = |source: io::Error| Error::AddressSpace { len, source };
         let uffd_mode = mode == FaultMode::Userfaultfd;
@@ -712,6 +954,7 @@ impl PagedRegion {
             alias: guard.alias,
             len,
             fd,
+            write_unit: dio_align.map_or(BLOCK_SIZE, |a| a.max(BLOCK_SIZE)),
             memfd: guard.memfd,
             uffd: guard.uffd,
             states: (0..npages).map(|_| AtomicU32::new(ABSENT)).collect(),
@@ -752,6 +995,8 @@ impl PagedRegion {
             slot,
             service,
             mode,
+            io,
+            dio_align,
             path: path.to_owned(),
             len,
             limit,
@@ -759,38 +1004,22 @@ impl PagedRegion {
     }
 
     /// Creates (or extends) `path` to at least `len` bytes, then [`open`](Self::open)s it
-    /// ([`FaultMode::Signal`]).
+    /// ([`FaultMode::Signal`], [`IoMode::Auto`]).
     pub fn create(path: impl AsRef<Path>, len: usize, resident_limit: usize) -> Result<Self> {
-        Self::create_with_mode(path, len, resident_limit, FaultMode::Signal)
+        PagedOptions::new().create(path, len, resident_limit)
     }
 
     /// Creates (or extends) `path` to at least `len` bytes, then
-    /// [`open_with_mode`](Self::open_with_mode)s it.
+    /// [`open_with_mode`](Self::open_with_mode)s it ([`IoMode::Auto`]).
     pub fn create_with_mode(
         path: impl AsRef<Path>,
         len: usize,
         resident_limit: usize,
         mode: FaultMode,
     ) -> Result<Self> {
-        let path = path.as_ref();
-        let io_err = |op: &'static str, source: io::Error| Error::Io {
-            path: path.to_owned(),
-            op,
-            source,
-        };
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| io_err("open", e))?;
-        let size = file.metadata().map_err(|e| io_err("stat", e))?.len();
-        if size < len as u64 {
-            file.set_len(len as u64).map_err(|e| io_err("ftruncate", e))?;
-        }
-        drop(file);
-        Self::open_with_mode(path, len, resident_limit, mode)
+        PagedOptions::new()
+            .fault_mode(mode)
+            .create(path, len, resident_limit)
     }
 
     fn shared(&self) -> &Shared {
@@ -821,6 +1050,20 @@ impl PagedRegion {
     /// How faults are served.
     pub fn fault_mode(&self) -> FaultMode {
         self.mode
+    }
+
+    /// How the backing file is read and written: [`IoMode::Direct`] or [`IoMode::Buffered`]
+    /// (what [`IoMode::Auto`] chose), never `Auto`.
+    pub fn io_mode(&self) -> IoMode {
+        self.io
+    }
+
+    /// With direct I/O, the alignment the backing file needs for buffer addresses, file offsets
+    /// and lengths (the larger of the two the kernel reports; at most 4 KiB). Write-back writes
+    /// the changed 1 KiB blocks alone when it is at most 1 KiB, else the aligned spans holding
+    /// them. `None` with buffered I/O.
+    pub fn direct_io_alignment(&self) -> Option<usize> {
+        self.dio_align
     }
 
     /// The resident-set limit in pages.
@@ -1032,6 +1275,35 @@ mod tests {
             let mut st: libc::stat = std::mem::zeroed();
             assert_eq!(libc::fstat(r.shared().memfd, &mut st), 0);
             st.st_blocks as u64 * 512
+        }
+    }
+
+    #[test]
+    fn write_spans_cover_the_units_holding_dirty_blocks_merged() {
+        for unit in [BLOCK_SIZE, 2 * BLOCK_SIZE, PAGE_SIZE] {
+            for mask in 0u32..1 << BLOCKS_PER_PAGE {
+                let dirty: [bool; BLOCKS_PER_PAGE] = std::array::from_fn(|b| mask & 1 << b != 0);
+                // The model: which units hold a dirty block, as maximal runs of units.
+                let per_unit = unit / BLOCK_SIZE;
+                let hit: Vec<bool> = (0..PAGE_SIZE / unit)
+                    .map(|u| dirty[u * per_unit..(u + 1) * per_unit].iter().any(|&d| d))
+                    .collect();
+                let mut expected = Vec::new();
+                let mut u = 0;
+                while u < hit.len() {
+                    if hit[u] {
+                        let start = u;
+                        while u < hit.len() && hit[u] {
+                            u += 1;
+                        }
+                        expected.push((start * unit, u * unit));
+                    } else {
+                        u += 1;
+                    }
+                }
+                let got: Vec<_> = write_spans(&dirty, unit).into_iter().flatten().collect();
+                assert_eq!(got, expected, "unit {unit}, dirty {dirty:?}");
+            }
         }
     }
 

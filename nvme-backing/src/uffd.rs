@@ -14,7 +14,7 @@ use std::io;
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::region::{fatal, Shared};
+use crate::region::{fatal, PageBuf, Shared};
 use crate::PAGE_SIZE;
 
 const UFFD_API: u64 = 0xAA;
@@ -242,10 +242,6 @@ pub(crate) fn open_registered(base: usize, len: usize) -> Result<libc::c_int> {
     Ok(uffd)
 }
 
-/// A staging page: loads are read into it, then copied in by `UFFDIO_COPY`.
-#[repr(C, align(4096))]
-struct PageBuf([u8; PAGE_SIZE]);
-
 /// The region's state as handed to the service thread.
 struct SharedPtr(*const Shared);
 
@@ -321,6 +317,8 @@ impl Service {
 
 /// The service loop: waits for messages on `uffd` until `stop` is signalled.
 fn serve(shared: &Shared, uffd: libc::c_int, stop: libc::c_int) {
+    // The staging page: loads are read into it (page-aligned, as direct I/O needs), then copied
+    // in by `UFFDIO_COPY`.
     let mut staging = Box::new(PageBuf([0; PAGE_SIZE]));
     let mut msgs = [UffdMsg {
         event: 0,

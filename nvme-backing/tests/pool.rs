@@ -1,13 +1,14 @@
 //! Guards a ptm pool living on a paged region: transactions and reopen (paged and plain), a
 //! working set larger than the resident limit, 2 drains per transaction, and crash images (the
-//! file holds only what was written back) recovered to the committed state.
+//! file holds only what was written back) recovered to the committed state. Each case runs on
+//! tmpfs (buffered I/O) and with direct I/O on the disk under `target/`.
 
 use std::path::Path;
 
 #[macro_use]
 mod common;
 
-use nvme_backing::{pool_memory_with_mode, FaultMode};
+use nvme_backing::{pool_memory_with_options, FaultMode, IoMode, PagedOptions};
 use ptm::{thread_stats, DomainKind, Error, PCell, Persistent, Pool, PoolOptions};
 
 #[derive(Persistent)]
@@ -22,18 +23,35 @@ struct Root {
 
 const RESIDENT: usize = 16;
 
-fn paged(mode: FaultMode) -> PoolOptions {
+/// Where the pool file lives, and the region's I/O mode there.
+#[derive(Clone, Copy)]
+enum Storage {
+    /// `/dev/shm` (else the default temporary directory), `IoMode::Auto`: buffered on tmpfs.
+    Tmpfs,
+    /// The disk under `target/`, `IoMode::Direct` (fails if the file system cannot do it).
+    DiskDirect,
+}
+
+fn paged(mode: FaultMode, storage: Storage) -> PoolOptions {
+    let io = match storage {
+        Storage::Tmpfs => IoMode::Auto,
+        Storage::DiskDirect => IoMode::Direct,
+    };
+    let options = PagedOptions::new().fault_mode(mode).io_mode(io);
     PoolOptions::new()
         .layout("paged")
         .lanes(4)
-        .external_memory(pool_memory_with_mode(RESIDENT, mode))
+        .external_memory(pool_memory_with_options(RESIDENT, options))
 }
 
 fn plain() -> PoolOptions {
     PoolOptions::new().layout("paged")
 }
 
-fn dir() -> tempfile::TempDir {
+fn dir(storage: Storage) -> tempfile::TempDir {
+    if let Storage::DiskDirect = storage {
+        return tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    }
     if Path::new("/dev/shm").is_dir() {
         tempfile::tempdir_in("/dev/shm").unwrap()
     } else {
@@ -66,10 +84,10 @@ fn check(pool: &Pool<Root>, k: u64) {
     .unwrap();
 }
 
-fn a_pool_on_paged_memory_commits_and_reopens(mode: FaultMode) {
-    let d = dir();
+fn commits_and_reopens(mode: FaultMode, storage: Storage) {
+    let d = dir(storage);
     let path = d.path().join("p.pool");
-    let pool = Pool::<Root>::create(&path, 8 << 20, &paged(mode)).unwrap();
+    let pool = Pool::<Root>::create(&path, 8 << 20, &paged(mode, storage)).unwrap();
     assert_eq!(pool.domain(), DomainKind::Paged);
     for k in 1..=3 {
         fill(&pool, k);
@@ -83,7 +101,7 @@ fn a_pool_on_paged_memory_commits_and_reopens(mode: FaultMode) {
         "1-word transaction on paged memory"
     );
     drop(pool);
-    let pool = Pool::<Root>::open(&path, &paged(mode)).unwrap();
+    let pool = Pool::<Root>::open(&path, &paged(mode, storage)).unwrap();
     assert!(pool.recovery_report().was_clean);
     assert_eq!(pool.transaction(|tx, r| Ok::<_, Error>(r.a.get(tx))).unwrap(), 4);
     drop(pool);
@@ -97,11 +115,11 @@ fn a_pool_on_paged_memory_commits_and_reopens(mode: FaultMode) {
     .unwrap();
 }
 
-fn crash_images_of_a_paged_pool_recover_to_the_committed_state(mode: FaultMode) {
-    let d = dir();
+fn crash_images_recover_to_the_committed_state(mode: FaultMode, storage: Storage) {
+    let d = dir(storage);
     let path = d.path().join("c.pool");
     let image = d.path().join("image.pool");
-    let pool = Pool::<Root>::create(&path, 8 << 20, &paged(mode)).unwrap();
+    let pool = Pool::<Root>::create(&path, 8 << 20, &paged(mode, storage)).unwrap();
     fill(&pool, 1);
     // Mid-transaction: the file holds the log (written back at the snapshot drain) and whatever
     // data pages eviction wrote back since; recovery must restore the committed state.
@@ -120,16 +138,34 @@ fn crash_images_of_a_paged_pool_recover_to_the_committed_state(mode: FaultMode) 
     check(&recovered, 1);
     drop(recovered);
     // After a commit the file holds it.
-    let pool = Pool::<Root>::open(&path, &paged(mode)).unwrap();
+    let pool = Pool::<Root>::open(&path, &paged(mode, storage)).unwrap();
     check(&pool, 1);
     fill(&pool, 2);
     std::fs::copy(&path, &image).unwrap();
     drop(pool);
-    let recovered = Pool::<Root>::open(&image, &paged(mode)).unwrap();
+    let recovered = Pool::<Root>::open(&image, &paged(mode, storage)).unwrap();
     check(&recovered, 2);
+}
+
+fn a_pool_on_paged_memory_commits_and_reopens(mode: FaultMode) {
+    commits_and_reopens(mode, Storage::Tmpfs)
+}
+
+fn a_pool_on_direct_io_paged_memory_commits_and_reopens(mode: FaultMode) {
+    commits_and_reopens(mode, Storage::DiskDirect)
+}
+
+fn crash_images_of_a_paged_pool_recover_to_the_committed_state(mode: FaultMode) {
+    crash_images_recover_to_the_committed_state(mode, Storage::Tmpfs)
+}
+
+fn crash_images_of_a_direct_io_paged_pool_recover_to_the_committed_state(mode: FaultMode) {
+    crash_images_recover_to_the_committed_state(mode, Storage::DiskDirect)
 }
 
 in_both_modes!(
     a_pool_on_paged_memory_commits_and_reopens,
-    crash_images_of_a_paged_pool_recover_to_the_committed_state
+    a_pool_on_direct_io_paged_memory_commits_and_reopens,
+    crash_images_of_a_paged_pool_recover_to_the_committed_state,
+    crash_images_of_a_direct_io_paged_pool_recover_to_the_committed_state
 );
