@@ -45,6 +45,12 @@
 //! duplicate the ownership of a handle. Store a handle per ordered key with a
 //! `PBTreeMap<K, u64>` of indices into a `PVec` of handles, or use a `PHashMap`.
 //!
+//! ## Entries
+//!
+//! [`PHashMap::entry`] and [`PBTreeMap::entry`] (`Copy` keys and values) return an [`Entry`]
+//! like std's: `m.entry(tx, k)?.and_modify(|n| *n += 1)?.or_insert(1)?` counts `k` in one
+//! lookup plus, when it stores, the usual 2 drains (`tests/entry.rs` checks it against std).
+//!
 //! ## Transactions and drains
 //!
 //! Every method takes the running [`Transaction`](ptm::Transaction); changes are failure-atomic
@@ -134,6 +140,7 @@
 mod boxed;
 mod btree;
 mod concurrent;
+mod entry;
 mod map;
 mod owned;
 mod queue;
@@ -144,6 +151,7 @@ mod vec;
 pub use boxed::PBox;
 pub use btree::{PBTreeMap, Range};
 pub use concurrent::PConcurrentMap;
+pub use entry::{Entry, EntryMap, OccupiedEntry, VacantEntry};
 pub use map::{MapIter, MapRefs, PHashMap};
 pub use owned::{AsKey, PHandle, PKey, PValue};
 pub use queue::PQueue;
