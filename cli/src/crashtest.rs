@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ptm::{PCell, Persistent, Pool, PoolOptions};
-use ptm_collections::{PHashMap, PVec};
+use ptm_collections::{PBTreeMap, PHashMap, PVec};
 use ptm_crashtest::{ensure, BoxError, CheckResult, Explorer, Report};
 use serde_json::json;
 
@@ -25,7 +25,8 @@ struct Row {
 /// the total number of failures.
 pub(crate) fn run(scale: u32, json: bool) -> Result<(String, u64), Failure> {
     let show = !json && std::io::stdout().is_terminal();
-    let workloads: [(&'static str, Workload); 2] = [("bank", bank), ("collections", collections)];
+    let workloads: [(&'static str, Workload); 3] =
+        [("bank", bank), ("collections", collections), ("btree", btree)];
     let mut rows = Vec::new();
     for (name, workload) in workloads {
         let bar = if show {
@@ -271,4 +272,85 @@ fn check_collections(pool: &mut Pool<Collections>, states: &[CollState], done: u
         "allocated {allocated:x?}, but the collections own {buffers:x?}"
     );
     Ok(())
+}
+
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Tree {
+    t: PBTreeMap<u64, u64>,
+}
+
+/// Keys the B-tree workload inserts (enough for two levels: leaves split, a root appears).
+const TREE_KEYS: u64 = 48;
+
+/// Operation `i` of the B-tree workload: inserts of keys `0..TREE_KEYS` in a scattered order,
+/// then removals in another scattered order down to empty (borrows, merges, root collapses).
+fn tree_op(i: u64) -> (bool, u64) {
+    if i < TREE_KEYS {
+        (true, (i * 29) % TREE_KEYS)
+    } else {
+        (false, ((i - TREE_KEYS) * 17) % TREE_KEYS)
+    }
+}
+
+/// A `PBTreeMap` through splits, then borrows, merges and root collapses down to empty, one
+/// key per transaction: after a crash it holds a prefix of the operations including every one
+/// that returned, its invariants hold (every node but the root at least half full, leaves at
+/// one depth), and the heap holds exactly its nodes.
+fn btree(explorer: &Explorer, bar: &ProgressBar) -> Result<Report, ptm_crashtest::Error> {
+    let mut states = vec![Vec::new()];
+    let mut model = std::collections::BTreeMap::new();
+    for i in 0..2 * TREE_KEYS {
+        match tree_op(i) {
+            (true, k) => model.insert(k, k * 3),
+            (false, k) => model.remove(&k),
+        };
+        states.push(model.iter().map(|(&k, &v)| (k, v)).collect::<Vec<_>>());
+    }
+    let done = Cell::new(0usize);
+    explorer
+        .clone()
+        .pool_size(4 << 20)
+        .pool_options(PoolOptions::new().layout("crashtest-btree").lanes(1))
+        .run::<Tree>(
+            |_| Ok(()),
+            |pool| {
+                for i in 0..2 * TREE_KEYS {
+                    pool.transaction(|tx, r| {
+                        match tree_op(i) {
+                            (true, k) => r.t.insert(tx, k, k * 3)?,
+                            (false, k) => r.t.remove(tx, &k)?,
+                        };
+                        Ok::<_, ptm::Error>(())
+                    })?;
+                    done.set(i as usize + 1);
+                }
+                Ok(())
+            },
+            |pool| {
+                bar.inc(1);
+                pool.check_heap()?;
+                let (state, nodes, shape) = pool.transaction(|tx, r| {
+                    let nodes: BTreeSet<u64> = r.t.node_offsets(tx)?.into_iter().collect();
+                    Ok::<_, ptm::Error>((r.t.to_vec(tx)?, nodes, r.t.check_invariants(tx)))
+                })?;
+                let d = done.get();
+                ensure!(
+                    shape.is_ok(),
+                    "after {d} operations the tree is malformed: {shape:?}"
+                );
+                ensure!(
+                    state == states[d] || states.get(d + 1) == Some(&state),
+                    "after {d} operations: {state:?}"
+                );
+                let allocated: BTreeSet<u64> =
+                    pool.allocated_blocks()?.into_iter().map(|(off, _)| off).collect();
+                ensure!(
+                    allocated == nodes,
+                    "allocated {allocated:x?}, but the tree owns {nodes:x?}"
+                );
+                Ok(())
+            },
+        )
 }

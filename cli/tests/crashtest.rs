@@ -28,8 +28,8 @@ fn crashtest_prints_a_table_and_exits_0() {
         ["workload", "crash", "points", "images", "failures", "images/s", "complete"]
     );
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split_whitespace().collect()).collect();
-    assert_eq!(rows.len(), 2, "{out}");
-    for (row, name) in rows.iter().zip(["bank", "collections"]) {
+    assert_eq!(rows.len(), 3, "{out}");
+    for (row, name) in rows.iter().zip(["bank", "collections", "btree"]) {
         assert_eq!(row[0], name, "{out}");
         let (explored, total) = row[1].split_once('/').expect("explored/total");
         assert_eq!(explored, total, "{out}");
@@ -55,7 +55,7 @@ fn crashtest_json_is_valid() {
     assert_eq!(v["failures"], 0);
     let w = v["workloads"].as_array().expect("workloads");
     let names: Vec<&str> = w.iter().map(|w| w["workload"].as_str().unwrap()).collect();
-    assert_eq!(names, ["bank", "collections"]);
+    assert_eq!(names, ["bank", "collections", "btree"]);
     for w in w {
         assert_eq!(w["failures"], 0);
         assert_eq!(w["complete"], true);
