@@ -10,7 +10,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ptm::{PCell, Persistent, Pool, PoolOptions};
 use ptm_collections::{PBTreeMap, PHashMap, PVec};
-use ptm_crashtest::{ensure, BoxError, CheckResult, Explorer, Report};
+use ptm_crashtest::{ensure, ensure_heap_owns, ensure_prefix, BoxError, CheckResult, Explorer, Report};
 use serde_json::json;
 
 use crate::Failure;
@@ -262,16 +262,8 @@ fn check_collections(pool: &mut Pool<Collections>, states: &[CollState], done: u
             .collect();
         Ok::<_, ptm::Error>(((r.v.to_vec(tx)?, m), buffers))
     })?;
-    ensure!(
-        state == states[done] || states.get(done + 1) == Some(&state),
-        "after {done} operations: {state:?}"
-    );
-    let allocated: BTreeSet<u64> = pool.allocated_blocks()?.into_iter().map(|(off, _)| off).collect();
-    ensure!(
-        allocated == buffers,
-        "allocated {allocated:x?}, but the collections own {buffers:x?}"
-    );
-    Ok(())
+    ensure_prefix(&state, states, done)?;
+    ensure_heap_owns(pool, &buffers)
 }
 
 #[derive(Persistent)]
@@ -340,17 +332,8 @@ fn btree(explorer: &Explorer, bar: &ProgressBar) -> Result<Report, ptm_crashtest
                     shape.is_ok(),
                     "after {d} operations the tree is malformed: {shape:?}"
                 );
-                ensure!(
-                    state == states[d] || states.get(d + 1) == Some(&state),
-                    "after {d} operations: {state:?}"
-                );
-                let allocated: BTreeSet<u64> =
-                    pool.allocated_blocks()?.into_iter().map(|(off, _)| off).collect();
-                ensure!(
-                    allocated == nodes,
-                    "allocated {allocated:x?}, but the tree owns {nodes:x?}"
-                );
-                Ok(())
+                ensure_prefix(&state, &states, d)?;
+                ensure_heap_owns(pool, &nodes)
             },
         )
 }

@@ -44,39 +44,30 @@ mod sealed {
     impl<K, V> Sealed for super::PBTreeMap<K, V> {}
 }
 
-impl<K: Persistent + Copy, V: Persistent + Copy> EntryMap for PHashMap<K, V> {
-    type Key = K;
-    type Value = V;
+/// `EntryMap` for a map type by its own `get`/`insert`/`remove` (the same for both maps).
+macro_rules! entry_map {
+    ($map:ident, $($bound:tt)+) => {
+        impl<K: $($bound)+, V: Persistent + Copy> EntryMap for $map<K, V> {
+            type Key = K;
+            type Value = V;
 
-    fn entry_get(&self, tx: &Transaction<'_>, k: &K) -> Result<Option<V>> {
-        self.get(tx, k)
-    }
+            fn entry_get(&self, tx: &Transaction<'_>, k: &K) -> Result<Option<V>> {
+                self.get(tx, k)
+            }
 
-    fn entry_insert(&self, tx: &Transaction<'_>, k: K, v: V) -> Result<Option<V>> {
-        self.insert(tx, k, v)
-    }
+            fn entry_insert(&self, tx: &Transaction<'_>, k: K, v: V) -> Result<Option<V>> {
+                self.insert(tx, k, v)
+            }
 
-    fn entry_remove(&self, tx: &Transaction<'_>, k: &K) -> Result<Option<V>> {
-        self.remove(tx, k)
-    }
+            fn entry_remove(&self, tx: &Transaction<'_>, k: &K) -> Result<Option<V>> {
+                self.remove(tx, k)
+            }
+        }
+    };
 }
 
-impl<K: Persistent + Copy + Ord, V: Persistent + Copy> EntryMap for PBTreeMap<K, V> {
-    type Key = K;
-    type Value = V;
-
-    fn entry_get(&self, tx: &Transaction<'_>, k: &K) -> Result<Option<V>> {
-        self.get(tx, k)
-    }
-
-    fn entry_insert(&self, tx: &Transaction<'_>, k: K, v: V) -> Result<Option<V>> {
-        self.insert(tx, k, v)
-    }
-
-    fn entry_remove(&self, tx: &Transaction<'_>, k: &K) -> Result<Option<V>> {
-        self.remove(tx, k)
-    }
-}
+entry_map!(PHashMap, Persistent + Copy);
+entry_map!(PBTreeMap, Persistent + Copy + Ord);
 
 /// One key of a map, present or absent, as std's `Entry`: made by [`PHashMap::entry`] or
 /// [`PBTreeMap::entry`] (one lookup, 0 drains), then read or changed through the transaction it

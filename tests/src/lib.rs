@@ -139,6 +139,39 @@ pub use images::{ImageId, ImageKind};
 pub use ptm::pmem_core::sim::{CrashPoint, FaultModel, Simulation, SubsetStrategy};
 pub use report::{Budget, CrashImage, Failure, Report, Stage};
 
+/// Checks the usual crash-consistency property of a sequence of transactions: `state`, read
+/// from a recovered image, is `states[done]` (the model after the `done` transactions that
+/// returned) or `states[done + 1]` (the one in flight committed too).
+///
+/// ```
+/// let states = [0, 1, 2];
+/// assert!(ptm_crashtest::ensure_prefix(&1, &states, 1).is_ok());
+/// assert!(ptm_crashtest::ensure_prefix(&2, &states, 1).is_ok());
+/// assert!(ptm_crashtest::ensure_prefix(&0, &states, 1).is_err());
+/// ```
+pub fn ensure_prefix<S: PartialEq + std::fmt::Debug>(state: &S, states: &[S], done: usize) -> CheckResult {
+    ensure!(
+        states.get(done) == Some(state) || states.get(done + 1) == Some(state),
+        "after {done} transactions: {state:?}"
+    );
+    Ok(())
+}
+
+/// Checks that the pool's allocated blocks (their offsets) are exactly `owned`, the blocks a
+/// structure reaches: no block leaked, none reachable freed.
+pub fn ensure_heap_owns<R: ptm::Persistent>(
+    pool: &mut ptm::Pool<R>,
+    owned: &std::collections::BTreeSet<u64>,
+) -> CheckResult {
+    let allocated: std::collections::BTreeSet<u64> =
+        pool.allocated_blocks()?.into_iter().map(|(off, _)| off).collect();
+    ensure!(
+        &allocated == owned,
+        "allocated {allocated:x?}, but the structure owns {owned:x?}"
+    );
+    Ok(())
+}
+
 /// Returns `Err(format!(...).into())` from the enclosing check unless `cond` holds.
 ///
 /// ```

@@ -7,7 +7,7 @@ use std::cell::Cell;
 use std::collections::BTreeSet;
 
 use ptm::{Error, PCell, PPtr, Persistent, Pool, PoolOptions};
-use ptm_crashtest::{ensure, BoxError, CheckResult, Explorer};
+use ptm_crashtest::{ensure, ensure_heap_owns, BoxError, CheckResult, Explorer};
 
 type Small = [u64; 8];
 type Large = [u64; 16384]; // 128 KiB: a chunk run
@@ -118,11 +118,7 @@ fn check(pool: &mut Pool<Root>, done: usize) -> CheckResult {
         used == expected(done) || (done < STEPS && used == expected(done + 1)),
         "slots {used:?} in use after {done} steps"
     );
-    let allocated: BTreeSet<u64> = pool.allocated_blocks()?.into_iter().map(|(off, _)| off).collect();
-    ensure!(
-        allocated == reachable,
-        "allocated blocks {allocated:x?} but the root reaches {reachable:x?}"
-    );
+    ensure_heap_owns(pool, &reachable)?;
     Ok(())
 }
 

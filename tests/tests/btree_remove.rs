@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ptm::{Persistent, Pool, PoolOptions};
 use ptm_collections::PBTreeMap;
-use ptm_crashtest::{ensure, BoxError, CheckResult, Explorer};
+use ptm_crashtest::{ensure, ensure_heap_owns, ensure_prefix, BoxError, CheckResult, Explorer};
 
 #[derive(Persistent)]
 #[persistent(crate = "ptm::pmem_core")]
@@ -152,17 +152,9 @@ fn check(pool: &mut Pool<Root>, expected: &[State], done: usize) -> CheckResult 
         nodes.extend(r.small.node_offsets(tx)?);
         Ok::<_, ptm::Error>((s, nodes))
     })?;
-    ensure!(
-        s == expected[done] || expected.get(done + 1) == Some(&s),
-        "after {done} transactions: {s:?}"
-    );
+    ensure_prefix(&s, expected, done)?;
     shapes(pool)?;
-    let allocated: BTreeSet<u64> = pool.allocated_blocks()?.into_iter().map(|(off, _)| off).collect();
-    ensure!(
-        allocated == nodes,
-        "allocated {allocated:x?}, but the trees own {nodes:x?}"
-    );
-    Ok(())
+    ensure_heap_owns(pool, &nodes)
 }
 
 #[test]

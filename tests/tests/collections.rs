@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ptm::{Persistent, Pool, PoolOptions};
 use ptm_collections::{PBTreeMap, PHashMap, PVec};
-use ptm_crashtest::{ensure, BoxError, CheckResult, Explorer};
+use ptm_crashtest::{ensure, ensure_heap_owns, ensure_prefix, BoxError, CheckResult, Explorer};
 
 #[derive(Persistent)]
 #[persistent(crate = "ptm::pmem_core")]
@@ -92,16 +92,8 @@ fn check(pool: &mut Pool<Root>, expected: &[State], done: usize) -> CheckResult 
         buffers.extend(r.t.node_offsets(tx)?);
         Ok::<_, ptm::Error>(((r.v.to_vec(tx)?, m, t), buffers))
     })?;
-    ensure!(
-        s == expected[done] || expected.get(done + 1) == Some(&s),
-        "after {done} operations: {s:?}"
-    );
-    let allocated: BTreeSet<u64> = pool.allocated_blocks()?.into_iter().map(|(off, _)| off).collect();
-    ensure!(
-        allocated == buffers,
-        "allocated {allocated:x?}, but the handles own {buffers:x?}"
-    );
-    Ok(())
+    ensure_prefix(&s, expected, done)?;
+    ensure_heap_owns(pool, &buffers)
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ptm::{Persistent, Pool, PoolOptions};
 use ptm_collections::PConcurrentMap;
-use ptm_crashtest::{ensure, BoxError, CheckResult, Explorer};
+use ptm_crashtest::{ensure, ensure_heap_owns, ensure_prefix, BoxError, CheckResult, Explorer};
 
 #[derive(Persistent)]
 #[persistent(crate = "ptm::pmem_core")]
@@ -107,19 +107,12 @@ fn check(pool: &mut Pool<Root>, expected: &[State], done: usize) -> CheckResult 
         let tables: BTreeSet<u64> = r.m.table_offsets(tx)?.into_iter().collect();
         Ok::<_, ptm::Error>((s, tables))
     })?;
-    ensure!(
-        s == expected[done] || expected.get(done + 1) == Some(&s),
-        "after {done} transactions: {s:?}"
-    );
+    ensure_prefix(&s, expected, done)?;
     if done >= 2 {
         let total: u64 = s.values().sum();
         ensure!(total == KEYS * VALUE, "total {total}, not {}", KEYS * VALUE);
     }
-    let allocated: BTreeSet<u64> = pool.allocated_blocks()?.into_iter().map(|(off, _)| off).collect();
-    ensure!(
-        allocated == tables,
-        "allocated {allocated:x?}, but the shards own {tables:x?}"
-    );
+    ensure_heap_owns(pool, &tables)?;
     // Every shard can be locked exclusively at once: recovery left no hold behind.
     pool.transaction(|tx, r| (0..16).try_for_each(|i| r.m.lock_shard(tx, i).map(drop)))?;
     Ok(())
