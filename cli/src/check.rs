@@ -214,16 +214,31 @@ fn no_magic(f: &HeaderFault) -> bool {
     )
 }
 
+/// The transaction layer of `region` ([`ptm::inspect`], read-only), or `None` for a bare
+/// pmem-core pool: one whose superblock area was never written (all zero). A superblock that is
+/// written but does not decode (a damaged magic included) is an error, not a bare pool.
+pub(crate) fn txn_layer(region: &pmem_core::Region) -> Result<Option<ptm::Summary>, ptm::Error> {
+    match ptm::inspect(region) {
+        Ok(s) => Ok(Some(s)),
+        Err(e @ ptm::Error::CorruptMetadata { .. }) => {
+            let mut sb = [0u8; 256];
+            region.read_at(region.data_range().start, &mut sb)?;
+            if sb.iter().all(|&b| b == 0) {
+                Ok(None)
+            } else {
+                Err(e)
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Opens the pool to prove it opens, and closes it again.
 fn try_open(path: &Path) -> Result<OpenSummary, String> {
     let r = RegionOptions::new().open(path).map_err(|e| e.to_string())?;
     // The transaction layer (superblock, chunk table, slab bitmaps) read without writing; a
     // bare pmem-core pool has none.
-    match ptm::inspect(&r) {
-        Ok(_) => {}
-        Err(ptm::Error::CorruptMetadata { what, .. }) if what.contains("magic") => {}
-        Err(e) => return Err(e.to_string()),
-    }
+    txn_layer(&r).map_err(|e| e.to_string())?;
     Ok(OpenSummary {
         domain: r.domain().name(),
         backing: backing_name(r.backing()),

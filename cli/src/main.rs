@@ -206,11 +206,7 @@ fn create(
 fn info(path: &Path, json: bool, force_pmem: bool) -> Result<(), Failure> {
     let region = options(force_pmem).open(path)?;
     // Read-only: no recovery runs. A bare pmem-core pool has no transaction layer.
-    let txn = match ptm::inspect(&region) {
-        Ok(s) => Some(s),
-        Err(ptm::Error::CorruptMetadata { what, .. }) if what.contains("magic") => None,
-        Err(e) => return Err(Failure(e.to_string())),
-    };
+    let txn = check::txn_layer(&region).map_err(|e| Failure(e.to_string()))?;
     if json {
         let mut v = report::info_json(&region);
         v["transactions"] = txn.as_ref().map_or(serde_json::Value::Null, report::txn_json);

@@ -470,3 +470,24 @@ fn usage_errors_exit_2_and_help_lists_the_subcommands() {
         assert!(help.contains(cmd), "{help}");
     }
 }
+
+/// A root size so large that laying out the pool overflows: a clean error, no panic, and no
+/// file left behind.
+#[test]
+fn create_with_an_overflowing_root_size_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big-root.pool");
+    let p = path.to_str().unwrap();
+    let line = fails(ptm(&[
+        "create",
+        p,
+        "--size",
+        "64M",
+        "--lanes",
+        "1",
+        "--root-size",
+        "18446744073709477877",
+    ]));
+    assert!(line.contains("too small"), "{line}");
+    assert!(!path.exists(), "the failed create left {p} behind");
+}

@@ -175,7 +175,7 @@ impl<'p> Transaction<'p> {
                 st.heap.freed_slabs.push((chunk, c));
                 Ok(())
             }
-            Desc::Run(n) => {
+            Desc::Run(n) if chunk.checked_add(n).is_some_and(|end| end <= layout.n_chunks) => {
                 if off != layout.chunk_off(chunk) {
                     return Err(invalid("not the start of a block"));
                 }
@@ -199,6 +199,7 @@ impl<'p> Transaction<'p> {
                 Ok(())
             }
             Desc::Free | Desc::Cont(_) => Err(invalid("not allocated")),
+            Desc::Run(_) => Err(Error::CorruptHeap("chunk run past the end of the heap")),
             Desc::Invalid(_) => Err(Error::CorruptHeap("invalid chunk descriptor")),
         }
     }

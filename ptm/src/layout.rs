@@ -116,7 +116,7 @@ impl Geometry {
     ) -> Option<Geometry> {
         let lanes_offset = data_start + SB_SIZE;
         let root_offset = lanes_offset.checked_add(u64::from(lane_count).checked_mul(lane_size)?)?;
-        let heap_offset = align_up(root_offset.checked_add(root_size.max(1))?, 4096);
+        let heap_offset = root_offset.checked_add(root_size.max(1))?.checked_add(4095)? & !4095;
         let heap_end = data_end & !4095;
         if heap_offset > heap_end {
             return None;

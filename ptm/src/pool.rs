@@ -368,6 +368,8 @@ impl Shared {
 /// single-threaded pools.
 pub struct Pool<R> {
     shared: Box<Shared>,
+    /// Set by [`close`](Pool::close), so that drop does not close a second time.
+    closed: bool,
     _root: PhantomData<R>,
 }
 
@@ -416,23 +418,10 @@ impl<R: Persistent> Pool<R> {
             region.write_at(geo.lane(i), &[0u8; LANE_LOG as usize + 64])?;
             region.flush(geo.lane(i), LANE_LOG + 64)?;
         }
-        let zeros = vec![0u8; 1 << 16];
-        let mut at = geo.root_offset;
-        while at < geo.root_offset + root_size {
-            let n = (geo.root_offset + root_size - at).min(zeros.len() as u64);
-            region.write_at(at, &zeros[..n as usize])?;
-            region.flush(at, n)?;
-            at += n;
-        }
+        zero_range(&mut region, geo.root_offset, geo.root_offset + root_size)?;
         // The chunk table: all chunks free.
         let heap = crate::heap::HeapLayout::new(geo.heap_offset, geo.heap_size);
-        let mut at = heap.table;
-        while at < heap.chunks {
-            let n = (heap.chunks - at).min(zeros.len() as u64);
-            region.write_at(at, &zeros[..n as usize])?;
-            region.flush(at, n)?;
-            at += n;
-        }
+        zero_range(&mut region, heap.table, heap.chunks)?;
         let mut sb = [0u8; 256];
         sb[..128].copy_from_slice(&geo.encode());
         sb[layout::SB_GENERATION as usize..][..8].copy_from_slice(&1u64.to_le_bytes());
@@ -521,6 +510,7 @@ impl<R: Persistent> Pool<R> {
         shared.recovery = recover(&shared, report)?;
         Ok(Pool {
             shared: Box::new(shared),
+            closed: false,
             _root: PhantomData,
         })
     }
@@ -657,22 +647,9 @@ impl<R: Persistent> Pool<R> {
     /// # Errors
     ///
     /// I/O errors of the msync domain.
-    pub fn close(self) -> Result<()> {
+    pub fn close(mut self) -> Result<()> {
+        self.closed = true;
         self.close_inner()
-    }
-
-    fn close_inner(&self) -> Result<()> {
-        let s = &*self.shared;
-        if s.poisoned.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        s.sync()?;
-        let at = s.region.data_range().start + layout::SB_CLEAN;
-        // SAFETY: the clean word lies in the superblock inside the mapping; no transaction is
-        // running (we hold the only handle), so nothing else accesses it.
-        unsafe { s.ptr(at).cast::<u64>().write(1) };
-        s.flush(at, 8);
-        s.drain()
     }
 
     /// The persistence domain of the pool.
@@ -821,20 +798,42 @@ impl Pool<()> {
     }
 }
 
-impl<R> Drop for Pool<R> {
-    fn drop(&mut self) {
+impl<R> Pool<R> {
+    /// Syncs relaxed commits, marks the pool clean and drains (at most once: see `closed`).
+    fn close_inner(&self) -> Result<()> {
         let s = &*self.shared;
         if s.poisoned.load(Ordering::Relaxed) {
-            return;
+            return Ok(());
         }
-        if s.sync().is_ok() {
-            let at = s.region.data_range().start + layout::SB_CLEAN;
-            // SAFETY: as in `close_inner`.
-            unsafe { s.ptr(at).cast::<u64>().write(1) };
-            s.flush(at, 8);
-            let _ = s.drain();
+        s.sync()?;
+        let at = s.region.data_range().start + layout::SB_CLEAN;
+        // SAFETY: the clean word lies in the superblock inside the mapping; no transaction is
+        // running (we hold the only handle), so nothing else accesses it.
+        unsafe { s.ptr(at).cast::<u64>().write(1) };
+        s.flush(at, 8);
+        s.drain()
+    }
+}
+
+impl<R> Drop for Pool<R> {
+    fn drop(&mut self) {
+        if !self.closed {
+            let _ = self.close_inner();
         }
     }
+}
+
+/// Writes zeros over `[from, to)` of `region` and flushes them (no drain), 64 KiB at a time.
+fn zero_range(region: &mut Region, from: u64, to: u64) -> Result<()> {
+    let zeros = vec![0u8; 1 << 16];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(zeros.len() as u64);
+        region.write_at(at, &zeros[..n as usize])?;
+        region.flush(at, n)?;
+        at += n;
+    }
+    Ok(())
 }
 
 /// Recovery at open (single-threaded, before the pool is shared): for each lane, decide the fate
@@ -845,7 +844,6 @@ fn recover(s: &Shared, mut report: RecoveryReport) -> Result<RecoveryReport> {
     // SAFETY: the clean word lies in the superblock inside the mapping; no transactions yet.
     unsafe { s.ptr(clean_at).cast::<u64>().write(0) };
     s.flush(clean_at, 8);
-    let mut completes = false;
     for lane in 0..s.geo.lane_count as usize {
         let completed = s.completed_word(lane).load(Ordering::Acquire);
         let scan = scan_lane(s, lane, None)?;
@@ -866,13 +864,20 @@ fn recover(s: &Shared, mut report: RecoveryReport) -> Result<RecoveryReport> {
             .unwrap_or(0)
             .max(completed)
             .max(commit.map_or(0, |c| c.seq));
+        if last > u64::MAX / 2 {
+            // Sequence numbers grow by `MAX_LANES` per transaction from 0: one this large is a
+            // corrupted word, and the next sequence number computed from it would overflow.
+            return Err(Error::CorruptLog {
+                lane,
+                what: "sequence number out of range",
+            });
+        }
         match verdict {
             Verdict::Clean => {}
             Verdict::Complete => {
                 s.completed_word(lane)
                     .store(scan.seq.unwrap_or(0), Ordering::Release);
                 s.flush(s.geo.lane(lane), 8);
-                completes = true;
                 report.completed += 1;
             }
             Verdict::RollBack => {
@@ -885,9 +890,7 @@ fn recover(s: &Shared, mut report: RecoveryReport) -> Result<RecoveryReport> {
         // SAFETY: single-threaded recovery: no lane is held yet.
         unsafe { (*s.slots[lane].0.get()).next_seq = crate::tx::next_seq_after(last, lane) };
     }
-    if completes {
-        s.drain()?;
-    }
+    // One drain makes every lane's completion mark and roll-back durable.
     s.drain()?;
     Ok(report)
 }
