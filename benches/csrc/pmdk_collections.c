@@ -13,8 +13,9 @@
  *   internal nodes BT_MAX + 1 children (PMEMoid). Inserts split full nodes on the way down
  *   (a full leaf keeps 8 entries and moves 7 to a new right sibling whose first key becomes the
  *   separator; a full internal node keeps 7 keys, moves 7 right and pushes its middle key up).
- *   Removal does NOT rebalance (as ptm's PBTreeMap): it only takes the entry out of its leaf,
- *   so leaves may become empty and stay in the tree; the separators stay valid bounds.
+ *   Removal does NOT rebalance (ptm's PBTreeMap does: borrows, merges, root collapse, so its
+ *   remove does more work): it only takes the entry out of its leaf, so leaves may become empty
+ *   and stay in the tree; the separators stay valid bounds.
  *
  * Every insert and remove is one libpmemobj transaction; each range a transaction changes in an
  * existing object is snapshotted (pmemobj_tx_add_range_direct) before the store; objects

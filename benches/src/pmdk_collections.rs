@@ -7,8 +7,9 @@
 //!   `PMEMoid` heads doubled (inside the inserting transaction, every entry relinked) when the
 //!   entries would exceed the buckets (load factor 1); never shrunk.
 //! - [`PmdkMapKind::BTree`]: a B+ tree of nodes with up to 15 keys (values in the leaves), full
-//!   nodes split on the way down. Removal does not rebalance (as ptm's `PBTreeMap`): emptied
-//!   leaves stay in the tree.
+//!   nodes split on the way down. Removal does not rebalance (ptm's `PBTreeMap` now does:
+//!   it borrows, merges and collapses the root, so its remove does more work than this one):
+//!   emptied leaves stay in the tree.
 //!
 //! [`PmdkMap::insert`] and [`PmdkMap::remove`] run one libpmemobj transaction each
 //! (`pmemobj_tx_begin` .. `pmemobj_tx_end`), snapshotting with `pmemobj_tx_add_range_direct`

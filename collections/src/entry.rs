@@ -70,7 +70,7 @@ entry_map!(PHashMap, Persistent + Copy);
 entry_map!(PBTreeMap, Persistent + Copy + Ord);
 
 /// One key of a map, present or absent, as std's `Entry`: made by [`PHashMap::entry`] or
-/// [`PBTreeMap::entry`] (one lookup, 0 drains), then read or changed through the transaction it
+/// [`PBTreeMap::entry`] (a lookup, 0 drains), then read or changed through the transaction it
 /// was made in. Values are copies (the maps hold `Copy` values), so a change is a store:
 /// [`and_modify`](Entry::and_modify), [`or_insert`](Entry::or_insert) on a vacant entry,
 /// [`OccupiedEntry::insert`] and [`OccupiedEntry::remove`] cost the map's usual **2 drains**.
@@ -229,7 +229,8 @@ impl<M: EntryMap> VacantEntry<'_, '_, M> {
 }
 
 impl<K: Persistent + Copy, V: Persistent + Copy> PHashMap<K, V> {
-    /// The [`Entry`] for `key` (one lookup, 0 drains), as `HashMap::entry`:
+    /// The [`Entry`] for `key` (a lookup, 0 drains), as `HashMap::entry`; a store through it
+    /// looks the key up again (it goes through [`insert`](PHashMap::insert)):
     /// `m.entry(tx, k)?.and_modify(|n| *n += 1)?.or_insert(1)?` counts `k`.
     ///
     /// # Errors
@@ -241,7 +242,8 @@ impl<K: Persistent + Copy, V: Persistent + Copy> PHashMap<K, V> {
 }
 
 impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
-    /// The [`Entry`] for `key` (one lookup, 0 drains), as `BTreeMap::entry`.
+    /// The [`Entry`] for `key` (a lookup, 0 drains), as `BTreeMap::entry`; a store through it
+    /// looks the key up again (it goes through [`insert`](PBTreeMap::insert)).
     ///
     /// # Errors
     ///

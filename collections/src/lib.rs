@@ -48,8 +48,9 @@
 //! ## Entries
 //!
 //! [`PHashMap::entry`] and [`PBTreeMap::entry`] (`Copy` keys and values) return an [`Entry`]
-//! like std's: `m.entry(tx, k)?.and_modify(|n| *n += 1)?.or_insert(1)?` counts `k` in one
-//! lookup plus, when it stores, the usual 2 drains (`tests/entry.rs` checks it against std).
+//! like std's: `m.entry(tx, k)?.and_modify(|n| *n += 1)?.or_insert(1)?` counts `k`: a lookup,
+//! then, when it stores, the map's `insert` (a second lookup) at the usual 2 drains
+//! (`tests/entry.rs` checks it against std).
 //!
 //! ## Transactions and drains
 //!

@@ -266,7 +266,8 @@ unsafe fn pwrite_exact(fd: libc::c_int, buf: *const u8, len: usize, off: u64) ->
     })
 }
 
-fn errno() -> i32 {
+/// The calling thread's `errno` (`EIO` if none is set).
+pub(crate) fn errno() -> i32 {
     io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
 }
 

@@ -14,7 +14,7 @@ use std::io;
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::region::{fatal, PageBuf, Shared};
+use crate::region::{errno, fatal, PageBuf, Shared};
 use crate::PAGE_SIZE;
 
 const UFFD_API: u64 = 0xAA;
@@ -89,10 +89,6 @@ struct UffdMsg {
 }
 
 const _: () = assert!(std::mem::size_of::<UffdMsg>() == 32);
-
-fn errno() -> i32 {
-    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
-}
 
 /// Runs an ioctl on the userfaultfd, retrying `EINTR` and `EAGAIN` (the address space is being
 /// changed by another thread).
