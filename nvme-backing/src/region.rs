@@ -271,12 +271,12 @@ pub(crate) fn errno() -> i32 {
     io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
 }
 
-/// Opens `cpath` again with `O_DIRECT` if the file allows direct I/O of whole pages, returning
-/// the new descriptor and the alignment it needs (a power of two, at most `PAGE_SIZE`); `fd` is
-/// the file opened without it. The alignment is what the kernel reports: `BLKSSZGET` for a block
+/// Switches `fd` (the backing file, opened without it) to `O_DIRECT` if the file allows direct
+/// I/O of whole pages, returning the alignment it needs (a power of two, at most `PAGE_SIZE`).
+/// The same descriptor is kept, so the file checked at open is the file used. The alignment is what the kernel reports: `BLKSSZGET` for a block
 /// device, `statx` `STATX_DIOALIGN` (offset and memory alignment) for a regular file. A first
-/// direct read of page 0 must succeed. On failure, says why.
-fn open_direct(fd: libc::c_int, cpath: &CString) -> Result<(libc::c_int, usize), String> {
+/// direct read of page 0 must succeed. On failure, says why and leaves `fd` buffered.
+fn enable_direct(fd: libc::c_int) -> Result<usize, String> {
     // SAFETY: `st` is plain data filled by the call; fd is open.
     let st = unsafe {
         let mut st: libc::stat = std::mem::zeroed();
@@ -329,22 +329,26 @@ fn open_direct(fd: libc::c_int, cpath: &CString) -> Result<(libc::c_int, usize),
             "direct I/O needs {align}-byte alignment; pages are {PAGE_SIZE} bytes"
         ));
     }
-    // SAFETY: valid C string.
-    let dfd = unsafe { libc::open(cpath.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC | libc::O_DIRECT) };
-    if dfd < 0 {
-        return Err(format!("open with O_DIRECT: {}", io::Error::last_os_error()));
+    // SAFETY: fcntl on an open descriptor; F_GETFL takes no argument.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(format!("fcntl(F_GETFL): {}", io::Error::last_os_error()));
+    }
+    // SAFETY: as above; F_SETFL takes the new status flags.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_DIRECT) } != 0 {
+        return Err(format!("fcntl(F_SETFL, O_DIRECT): {}", io::Error::last_os_error()));
     }
     let mut probe = Box::new(PageBuf([0; PAGE_SIZE]));
     // SAFETY: `probe` is a writable, page-aligned page.
-    if let Err(e) = unsafe { pread_exact(dfd, probe.0.as_mut_ptr(), PAGE_SIZE, 0) } {
-        // SAFETY: ours, not handed out.
-        unsafe { libc::close(dfd) };
+    if let Err(e) = unsafe { pread_exact(fd, probe.0.as_mut_ptr(), PAGE_SIZE, 0) } {
+        // SAFETY: as above: back to the flags the descriptor had.
+        unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
         return Err(format!(
             "a direct read of the first 4 KiB failed: {}",
             io::Error::from_raw_os_error(e)
         ));
     }
-    Ok((dfd, align))
+    Ok(align)
 }
 
 /// The byte spans `[lo, hi)` of a page to write for the blocks marked `dirty`: runs of dirty
@@ -850,14 +854,8 @@ impl PagedRegion {
 
         let (io, dio_align) = match options.io_mode {
             IoMode::Buffered => (IoMode::Buffered, None),
-            wanted => match open_direct(fd, &cpath) {
-                Ok((direct_fd, align)) => {
-                    // From now on all I/O goes through the O_DIRECT descriptor.
-                    // SAFETY: the buffered descriptor is ours and replaced in the guard.
-                    unsafe { libc::close(guard.fd) };
-                    guard.fd = direct_fd;
-                    (IoMode::Direct, Some(align))
-                }
+            wanted => match enable_direct(fd) {
+                Ok(align) => (IoMode::Direct, Some(align)),
                 Err(_) if wanted == IoMode::Auto => (IoMode::Buffered, None),
                 Err(reason) => {
                     return Err(Error::DirectIoUnsupported {
