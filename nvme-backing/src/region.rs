@@ -336,7 +336,10 @@ fn enable_direct(fd: libc::c_int) -> Result<usize, String> {
     }
     // SAFETY: as above; F_SETFL takes the new status flags.
     if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_DIRECT) } != 0 {
-        return Err(format!("fcntl(F_SETFL, O_DIRECT): {}", io::Error::last_os_error()));
+        return Err(format!(
+            "fcntl(F_SETFL, O_DIRECT): {}",
+            io::Error::last_os_error()
+        ));
     }
     let mut probe = Box::new(PageBuf([0; PAGE_SIZE]));
     // SAFETY: `probe` is a writable, page-aligned page.

@@ -106,6 +106,12 @@ pub(crate) fn get(b: &[u8], at: usize) -> u64 {
 }
 
 impl Geometry {
+    /// Whether `[off, off + len)` may be logged: inside the root and heap.
+    pub(crate) fn loggable(&self, off: u64, len: u64) -> bool {
+        let end = self.heap_offset + self.heap_size;
+        off >= self.root_offset && off.checked_add(len).is_some_and(|e| e <= end)
+    }
+
     /// Lays out a pool whose pmem-core data area is `[data_start, data_end)`.
     pub(crate) fn plan(
         data_start: u64,

@@ -54,12 +54,6 @@ pub(crate) fn scan_log(
 ) -> Result<Scan> {
     let lane_off = geo.lane(lane);
     let (mut pos, mut end) = (lane_off + LANE_LOG, lane_off + geo.lane_size);
-    let loggable = |off: u64, len: u64| {
-        off >= geo.root_offset
-            && off
-                .checked_add(len)
-                .is_some_and(|e| e <= geo.heap_offset + geo.heap_size)
-    };
     let mut data = Vec::new();
     let mut out = Scan {
         seq: want,
@@ -93,7 +87,7 @@ pub(crate) fn scan_log(
                 if !rec_hash_ok(&r, &data) {
                     return Ok(out);
                 }
-                if !loggable(r.target, r.len) {
+                if !geo.loggable(r.target, r.len) {
                     return Err(Error::CorruptLog {
                         lane,
                         what: "undo entry targets bytes outside the root and heap",
@@ -112,7 +106,7 @@ pub(crate) fn scan_log(
                 if r.len == 0 || !rec_hash_ok(&r, &[]) {
                     return Ok(out);
                 }
-                if !loggable(r.target, r.len) {
+                if !geo.loggable(r.target, r.len) {
                     return Err(Error::CorruptLog {
                         lane,
                         what: "new-memory record outside the heap",

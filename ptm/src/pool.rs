@@ -288,8 +288,7 @@ impl Shared {
     /// Whether `[off, off + len)` lies in the area transactions may log and modify: the root and
     /// the heap.
     pub(crate) fn loggable(&self, off: u64, len: u64) -> bool {
-        let end = self.geo.heap_offset + self.geo.heap_size;
-        off >= self.geo.root_offset && off.checked_add(len).is_some_and(|e| e <= end)
+        self.geo.loggable(off, len)
     }
 
     /// The pool offset of `addr` if `[addr, addr + len)` is loggable.

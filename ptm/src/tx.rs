@@ -275,17 +275,7 @@ impl<'p> Transaction<'p> {
             st.undrained = true;
             done += n;
         }
-        st.logical.push((off, len));
-        if st.logical.len() > LINEAR_RANGES {
-            if st.index.is_empty() {
-                let LaneVolatile { logical, index, .. } = st;
-                for &(o, l) in logical.iter() {
-                    index_insert(index, o, l);
-                }
-            } else {
-                index_insert(&mut st.index, off, len);
-            }
-        }
+        add_logical(st, off, len);
         Ok(())
     }
 
@@ -354,17 +344,7 @@ impl<'p> Transaction<'p> {
         st.ranges.push((off, len));
         st.undrained = true;
         // Fresh memory has no old contents to restore: stores into it need no undo record.
-        st.logical.push((off, len));
-        if !st.index.is_empty() || st.logical.len() > LINEAR_RANGES {
-            let LaneVolatile { logical, index, .. } = &mut *st;
-            if index.is_empty() {
-                for &(o, l) in logical.iter() {
-                    index_insert(index, o, l);
-                }
-            } else {
-                index_insert(index, off, len);
-            }
-        }
+        add_logical(&mut st, off, len);
         Ok(())
     }
 
@@ -925,6 +905,22 @@ fn index_insert(index: &mut BTreeMap<u64, u64>, off: u64, len: u64) {
 }
 
 /// Whether `[off, off + len)` lies inside one already-logged range.
+/// Records `[off, len)` as covered by the log (undo records or fresh memory), indexing the
+/// ranges once there are more than `LINEAR_RANGES`.
+fn add_logical(st: &mut LaneVolatile, off: u64, len: u64) {
+    st.logical.push((off, len));
+    if st.logical.len() > LINEAR_RANGES {
+        let LaneVolatile { logical, index, .. } = st;
+        if index.is_empty() {
+            for &(o, l) in logical.iter() {
+                index_insert(index, o, l);
+            }
+        } else {
+            index_insert(index, off, len);
+        }
+    }
+}
+
 fn covered(st: &LaneVolatile, off: u64, len: u64) -> bool {
     if st.index.is_empty() {
         st.logical.iter().any(|&(o, l)| o <= off && off + len <= o + l)
