@@ -606,6 +606,15 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
         }
     }
 
+    /// Frees every node (at commit) without writing the handle: the tree is being cleared or
+    /// discarded. Its values are `Copy`, so the nodes are everything it owns.
+    pub(crate) fn release(&self, tx: &Transaction<'_>) -> Result<()> {
+        for off in self.node_offsets(tx)? {
+            tx.free_bytes(off)?;
+        }
+        Ok(())
+    }
+
     /// The pool offsets of every node (for reachability checks).
     ///
     /// # Errors
@@ -717,14 +726,7 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
     /// Corrupted trees ([`Error::InvalidFree`](ptm::Error::InvalidFree) for a node reached
     /// twice), logging errors.
     pub fn clear(&self, tx: &Transaction<'_>) -> Result<()> {
-        let root = self.root.get(tx);
-        if !root.is_null() {
-            let mut nodes = Vec::new();
-            Self::walk(tx, root, 0, &mut |n| nodes.push(n), &mut |_, _| {})?;
-            for n in nodes {
-                tx.free(n)?;
-            }
-        }
+        self.release(tx)?;
         tx.snapshot(|b| {
             b.add(&self.root)?;
             b.add(&self.len)

@@ -431,18 +431,13 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
             // The fresh table needs no snapshot: ptm logged it as new memory at allocation.
             b.add(&self.used)
         })?;
-        if K::OWNS || V::OWNS {
-            // Spare slots of a fresh table hold old bytes; zero the key and value arrays so that
-            // they never read as a handle (fresh memory: no logging).
-            // SAFETY: the fresh table of `size` bytes, reached only by this thread.
-            unsafe { raw::zero_bytes(tx, block, ko, size - ko)? };
-        }
-        // Control bytes: all empty (`new_cap` is a power of two >= 8, so whole u64 words).
-        for w in 0..new_cap / 8 {
-            // SAFETY: inside the fresh table (`ctrl` is its first `new_cap` bytes, and it starts
-            // 64-byte aligned); reached only through cells by this thread.
-            unsafe { raw::write::<u64>(tx, block, w, 0)? };
-        }
+        // Control bytes: all empty. When keys or values own blocks, the key and value arrays too:
+        // spare slots of a fresh table hold old bytes, which must never read as a handle. Fresh
+        // memory: no logging.
+        let zeroed = if K::OWNS || V::OWNS { size } else { new_cap };
+        // SAFETY: the start of the fresh table of `size >= new_cap` bytes (`ctrl` is its first
+        // `new_cap` bytes), reached only through cells by this thread.
+        unsafe { raw::zero_bytes(tx, block, 0, zeroed)? };
         let (ksize, vsize) = (size_of::<K>() as u64, size_of::<V>() as u64);
         let mut n = 0;
         if let Some(o) = old {

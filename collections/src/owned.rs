@@ -195,11 +195,7 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PValue for PBTreeMap<K, V
     const OWNS: bool = true;
 
     unsafe fn free_owned(&self, tx: &Transaction<'_>) -> Result<()> {
-        // The tree's values are `Copy` (they own nothing): freeing its nodes frees everything.
-        for off in self.node_offsets(tx)? {
-            tx.free_bytes(off)?;
-        }
-        Ok(())
+        self.release(tx)
     }
 }
 
