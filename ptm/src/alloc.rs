@@ -289,14 +289,33 @@ impl<'p> Transaction<'p> {
                 return Ok(off);
             }
         }
-        // 2. Slabs of the class with room, from the index.
-        loop {
+        // 2. Slabs of the class with room, from the index. A slab whose metadata another
+        // transaction holds is skipped and given back to the index (it may still have room); a
+        // full one leaves the index until a free makes room in it.
+        let mut busy = Vec::new();
+        let found = loop {
             let next = s.heap_index(|idx| idx.partial[c].pop())?;
-            let Some(chunk) = next else { break };
+            let Some(chunk) = next else { break None };
+            if !self.hold_chunk(chunk) {
+                busy.push(chunk);
+                continue;
+            }
             if let Some(off) = self.take_block(chunk, c)? {
                 self.st_mut().heap.hint[c] = Some(chunk);
-                return Ok(off);
+                break Some(off);
             }
+        };
+        if !busy.is_empty() {
+            s.heap_index(|idx| {
+                for chunk in busy {
+                    if !idx.partial[c].contains(&chunk) {
+                        idx.partial[c].push(chunk);
+                    }
+                }
+            })?;
+        }
+        if let Some(off) = found {
+            return Ok(off);
         }
         // 3. A fresh chunk becomes a slab of the class.
         let chunk = s.heap_index(|idx| idx.take_run(1))?.ok_or(Error::OutOfSpace {
@@ -328,10 +347,8 @@ impl<'p> Transaction<'p> {
     fn take_block(&self, chunk: u64, c: usize) -> Result<Option<u64>> {
         let s = self.shared();
         let layout = s.heap.layout;
-        match s.heap.try_lock_chunk(chunk, self.lane()) {
-            Ok(true) => self.st_mut().heap.locked.push(chunk),
-            Ok(false) => {}
-            Err(()) => return Ok(None),
+        if !self.hold_chunk(chunk) {
+            return Ok(None);
         }
         if self.effective_desc(chunk) != Desc::Slab(c) {
             return Ok(None);
@@ -355,6 +372,19 @@ impl<'p> Transaction<'p> {
             }
         }
         Ok(None)
+    }
+
+    /// Takes chunk `chunk`'s metadata lock for this transaction (until it ends), without waiting;
+    /// `false` if another transaction holds it.
+    fn hold_chunk(&self, chunk: u64) -> bool {
+        match self.shared().heap.try_lock_chunk(chunk, self.lane()) {
+            Ok(true) => {
+                self.st_mut().heap.locked.push(chunk);
+                true
+            }
+            Ok(false) => true,
+            Err(()) => false,
+        }
     }
 
     /// Allocates a run of chunks for `size` bytes.
