@@ -52,16 +52,22 @@ def pool_input(ctl=0, param=0, *records):
 BACKUP = 1 << 31  # record position counted from the backup slot
 COPY, FIT, FIX_P, FIX_B = 1 << 3, 1 << 4, 1 << 5, 1 << 6
 
-# collections_image: regions (fuzz/src/collections.rs): handles v m t s q b vs mv, then the
-# blocks of v m s q b vs mv, then the B-tree nodes (root first, pre-order), then nested buffers.
-R_V, R_M, R_T, R_S, R_Q, R_B, R_VS, R_MV = range(8)
-B_V, B_M, B_S, B_Q, B_B, B_VS, B_MV, B_ROOT, B_INNER = range(8, 17)
-B_LEAF = 17  # the first leaf (pre-order: root, first internal node, its first leaf)
+# collections_image: regions (fuzz/src/collections.rs): handles v m t s q b vs mv big, then the
+# blocks of v m s q b vs mv, the directory and segments of big (BIG_BLOCKS), then the B-tree
+# nodes (root first, pre-order), then nested buffers. A map segment: a 32-byte header (capacity,
+# local depth, used, len), control bytes, keys, values.
+R_V, R_M, R_T, R_S, R_Q, R_B, R_VS, R_MV, R_BIG = range(9)
+B_V, B_M, B_S, B_Q, B_B, B_VS, B_MV = range(9, 16)
+BIG_BLOCKS = 5
+B_BIG_DIR, B_BIG_SEG = 16, 17
+B_ROOT, B_INNER = 16 + BIG_BLOCKS, 17 + BIG_BLOCKS
+B_LEAF = 18 + BIG_BLOCKS  # the first leaf (pre-order: root, first internal node, its first leaf)
+SEG_HDR = 32
 ANYWHERE = 0xF0
 NODE_KIDS = 16 + 15 * 8 * 2
-COMMIT, ABORT, REOPEN = 45, 46, 47
-READS = [0, 1, 7, 8, 12, 13, 14, 17, 19, 23, 26, 28, 31, 37, 40, 43, 44]
-WRITES = [2, 3, 4, 5, 9, 10, 15, 16, 20, 21, 24, 25, 29, 32, 33, 35, 38, 39, 42]
+COMMIT, ABORT, REOPEN = 48, 49, 50
+READS = [0, 1, 7, 8, 12, 13, 14, 17, 19, 23, 26, 28, 31, 37, 40, 43, 46, 47]
+WRITES = [2, 3, 4, 5, 9, 10, 15, 16, 20, 21, 24, 25, 29, 32, 33, 35, 38, 39, 42, 44, 45]
 CLEARS = [6, 11, 18, 22, 27, 30, 34, 36, 41]
 
 
@@ -135,13 +141,19 @@ SEEDS = {
         "reads": coll_input([], each(READS)),
         "writes-commit": coll_input([], each(WRITES) + [COMMIT] + each(READS, 9)),
         "writes-abort-reopen": coll_input([], each(WRITES, 77) + [ABORT, REOPEN] + each(READS, 1)),
-        "clears-reopen": coll_input([], each(CLEARS) + [REOPEN] + each(WRITES, 200) + [REOPEN, (44, 0)]),
+        "clears-reopen": coll_input([], each(CLEARS) + [REOPEN] + each(WRITES, 200) + [REOPEN, (47, 0)]),
         "vec-len": coll_input([(R_V, 8, 0x40)], each([1, 3, 2, 4, 6])),
         "vec-buf-ptr": coll_input([(R_V, 1, 0x01)], each([0, 1, 2, 5, 6])),
         "vec-cap": coll_input([(R_V, 17, 0x10)], each([1, 5, 5, 5, 2, 6])),
-        "map-ctrl": coll_input([(B_M, i, 0x03) for i in range(0, 64, 5)], each([8, 7, 9, 10, 9, 11], 6)),
-        "map-cap": coll_input([(R_M, 8, 0x01)], each([7, 8, 9, 11])),
-        "map-len-used": coll_input([(R_M, 16, 0xFF), (R_M, 24, 0x30)], [(9, k) for k in range(20)]),
+        "map-ctrl": coll_input([(B_M, SEG_HDR + i, 0x03) for i in range(0, 64, 5)], each([8, 7, 9, 10, 9, 11], 6)),
+        "map-depth": coll_input([(R_M, 8, 0x01)], each([7, 8, 9, 11])),
+        "map-seg-cap": coll_input([(B_M, 0, 0x01)], each([7, 8, 9, 11])),
+        "map-len-used": coll_input([(R_M, 16, 0xFF), (B_M, 16, 0x30), (B_M, 24, 0x07)], [(9, k) for k in range(20)]),
+        "big-dir": coll_input([(B_BIG_DIR, 8, 0x40)], each([46, 44, 45, 47], 9)),
+        "big-local-depth": coll_input([(B_BIG_SEG, 8, 0x01)], [(44, k) for k in range(30)] + each([46, 47])),
+        "big-seg-len": coll_input([(B_BIG_SEG, 24, 0x7F)], [(44, k) for k in range(30)] + [(45, 3), (47, 0)]),
+        "big-ctrl": coll_input([(B_BIG_SEG, SEG_HDR + i, 0x03) for i in range(0, 128, 9)],
+                               [(44, k) for k in range(20)] + [(45, 1), (46, 2), (47, 0)]),
         "btree-child": coll_input([(B_ROOT, NODE_KIDS + 1, 0x01)], each([13, 14, 12, 15, 16, 17, 18])),
         "btree-child-cycle": coll_input([(B_INNER, NODE_KIDS + 1, 0x02)], each([17, 13, 14, 16])),
         "btree-len": coll_input([(B_LEAF, 0, 0x0F)], each([13, 12, 15, 16, 17])),
@@ -154,8 +166,9 @@ SEEDS = {
         "box-ptr": coll_input([(R_B, 0, 0x08)], each([28, 29, 30])),
         "vs-len": coll_input([(R_VS, 8, 0x0F)], each([31, 33, 33, 35, 34, 36])),
         "vs-elem-len": coll_input([(B_VS, 8, 0x20), (B_VS, 32, 0x01)], each([31, 35, 33, 36], 0)),
-        "mv-ctrl": coll_input([(B_MV, i, 0x01) for i in range(16)], each([40, 37, 38, 39, 42, 41], 3)),
-        "mv-values": coll_input([(B_MV, 16 + 16 * 8 + 24 * i + 8, 0x04) for i in range(16)], each([40, 42, 39])),
+        "mv-ctrl": coll_input([(B_MV, SEG_HDR + i, 0x01) for i in range(16)], each([40, 37, 38, 39, 42, 41], 3)),
+        "mv-values": coll_input([(B_MV, SEG_HDR + 16 + 16 * 8 + 24 * i + 8, 0x04) for i in range(16)],
+                                each([40, 42, 39])),
         "anywhere": coll_input([(ANYWHERE, rng.randrange(1 << 24), 1 << rng.randrange(8)) for _ in range(8)],
                                each(READS + WRITES)),
         "random": bytes(rng.randrange(256) for _ in range(96)),

@@ -111,7 +111,7 @@ impl<K: Persistent + Copy, V: Persistent + Copy, const SHARDS: usize> PConcurren
     /// readers rests on that, which is why this is private.
     fn read<T>(&self, tx: &Transaction<'_>, i: usize, f: impl FnOnce(&PHashMap<K, V>) -> T) -> Result<T> {
         // SAFETY: every caller passes an `f` that only reads the map (`get`, `len`, `iter`,
-        // `table_offset`: loads through `PCell::get`), and the reference does not escape `f`.
+        // `block_offsets`: loads through `PCell::get`), and the reference does not escape `f`.
         let m = unsafe { self.shards[i].map.read_unchecked(tx)? };
         Ok(f(m))
     }
@@ -239,7 +239,7 @@ impl<K: Persistent + Copy, V: Persistent + Copy, const SHARDS: usize> PConcurren
     /// (see the type docs), and those of [`PHashMap::clear`].
     pub fn clear(&self, tx: &Transaction<'_>) -> Result<()> {
         for m in self.all(tx)? {
-            if m.table_offset(tx).is_some() || !m.is_empty(tx) {
+            if !m.block_offsets(tx)?.is_empty() || !m.is_empty(tx) {
                 m.clear(tx)?;
             }
         }
@@ -255,18 +255,19 @@ impl<K: Persistent + Copy, V: Persistent + Copy, const SHARDS: usize> PConcurren
         self.clear(tx)
     }
 
-    /// The pool offsets of the shards' tables (for reachability checks). Locks every shard
-    /// shared.
+    /// The pool offsets of every shard's blocks (directories and segments, see
+    /// [`PHashMap::block_offsets`]), for reachability checks. Locks every shard shared.
     ///
     /// # Errors
     ///
-    /// [`Error::LockTimeout`](ptm::Error::LockTimeout).
-    pub fn table_offsets(&self, tx: &Transaction<'_>) -> Result<Vec<u64>> {
+    /// [`Error::LockTimeout`](ptm::Error::LockTimeout), and those of
+    /// [`PHashMap::block_offsets`].
+    pub fn block_offsets(&self, tx: &Transaction<'_>) -> Result<Vec<u64>> {
         Ok(self
-            .read_all(tx, |m| m.table_offset(tx))?
+            .read_all(tx, |m| m.block_offsets(tx))?
             .into_iter()
-            .flatten()
-            .collect())
+            .collect::<Result<Vec<_>>>()?
+            .concat())
     }
 }
 

@@ -1,5 +1,7 @@
-//! [`PHashMap`]: an open-addressing hash table in the pool.
+//! [`PHashMap`]: an extendible hash table in the pool: a directory of segments, each a
+//! linear-probing table, grown one segment at a time.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::marker::PhantomData;
 use std::mem::size_of;
@@ -14,12 +16,44 @@ const EMPTY: u8 = 0;
 const FULL: u8 = 1;
 /// Any control byte other than `EMPTY` and `FULL` is a tombstone.
 const TOMB: u8 = 2;
+/// Slots of a map's first segment.
 const MIN_CAP: u64 = 8;
+/// Bytes of a segment's header: four `u64`s at the offsets below.
+const SEG_HDR: u64 = 32;
+/// Header field: slots of the segment (a power of two).
+const H_CAP: u64 = 0;
+/// Header field: local depth (the segment holds the keys whose hash starts with the top
+/// `depth` bits of its directory indices).
+const H_DEPTH: u64 = 8;
+/// Header field: full slots plus tombstones. `H_LEN` follows it: one 16-byte span logs both.
+const H_USED: u64 = 16;
+/// Header field: full slots.
+const H_LEN: u64 = 24;
+/// A segment grows by doubling up to this many bytes; a full segment of this size splits.
+const SEG_BYTES: u64 = 64 << 10;
+/// Deepest directory (`2^32` segment pointers); a segment as deep as this doubles instead.
+const MAX_DEPTH: u64 = 32;
 
-/// A persistent hash map (a pool's `HashMap<K, V>`): linear probing over one heap block that
-/// holds `cap` control bytes, then `cap` keys, then `cap` values; removals leave tombstones,
-/// purged when the table is rebuilt. The table grows (doubling) when live entries plus
-/// tombstones would exceed 3/4 of the capacity.
+/// Slots of a full-size segment for `slot` bytes per slot: the largest power of two (at least
+/// [`MIN_CAP`]) whose segment, with alignment slack, fits [`SEG_BYTES`].
+const fn seg_cap(slot: u64) -> u64 {
+    let mut c = MIN_CAP;
+    while SEG_HDR + 128 + 2 * c * slot <= SEG_BYTES {
+        c *= 2;
+    }
+    c
+}
+
+/// A persistent hash map (a pool's `HashMap<K, V>`): an **extendible hash table**. A directory
+/// of `2^depth` segment pointers is indexed by the top `depth` bits of a key's hash; each
+/// segment is a linear-probing table (control bytes, then keys, then values) of at most
+/// about 64 KiB, shared by `2^(depth - local depth)` consecutive directory entries. A segment
+/// that would pass 3/4 full is rebuilt alone: doubled while small, then **split** in two by
+/// the next hash bit (the directory doubles when the segment was as deep as it). So no insert
+/// ever moves more than one segment: growth costs a bounded pause whatever the map's size,
+/// where a table that doubles whole stops for longer and longer (a std `HashMap` too).
+/// Removals leave tombstones, purged when their segment is rebuilt. A map with one segment
+/// has no directory block: its handle points at the segment.
 ///
 /// **Keys** are [`PKey`]s. A `Copy` key is compared and hashed by its bytes (they are
 /// `Persistent`, so they have no padding): two keys are equal exactly when their bytes are
@@ -48,24 +82,28 @@ const MIN_CAP: u64 = 8;
 /// `!Sync` like [`PCell`]: share it between threads under a [`PMutex`](ptm::PMutex).
 #[repr(C)]
 pub struct PHashMap<K, V> {
-    table: PCell<PPtr<u8>>,
-    cap: PCell<u64>,
+    /// With `depth` 0, the only segment (null before the first insert); else the directory:
+    /// `2^depth` segment pointers.
+    root: PCell<PPtr<u8>>,
+    /// Global depth: the directory is indexed by the top `depth` bits of a key's hash.
+    depth: PCell<u64>,
     len: PCell<u64>,
-    /// Live entries plus tombstones.
-    used: PCell<u64>,
     _kv: PhantomData<(K, V)>,
 }
 
-const _: () = assert!(size_of::<PHashMap<u64, u64>>() == 32);
+const _: () = assert!(size_of::<PHashMap<u64, u64>>() == 24);
 
-// SAFETY: `repr(C)` of four 8-byte `PCell`s and a zero-sized marker: no padding whatever `K` and
-// `V` are; every bit pattern is a valid handle (the capacity is checked to be a power of two and
-// the table pointer is checked by `Transaction::deref` before any access); no virtual address.
+// SAFETY: `repr(C)` of three 8-byte `PCell`s and a zero-sized marker: no padding whatever `K` and
+// `V` are; every bit pattern is a valid handle (depths, capacities and pointers are checked
+// before any access, pointers by `Transaction::deref`); no virtual address.
 unsafe impl<K: Persistent, V: Persistent> Persistent for PHashMap<K, V> {}
 
-/// Byte offsets of the key and value arrays in a table of `cap` slots, and its total size.
+/// Byte offsets of the key and value arrays in a segment of `cap` slots, and its total size.
 fn geometry<K, V>(cap: u64) -> Result<(u64, u64, u64)> {
-    let ko = raw::align_for::<K>(cap);
+    let ctrl_end = SEG_HDR
+        .checked_add(cap)
+        .ok_or_else(|| raw::out_of_bounds(SEG_HDR, cap))?;
+    let ko = raw::align_for::<K>(ctrl_end);
     let vo = raw::align_for::<V>(
         ko.checked_add(raw::array_bytes::<K>(cap)?)
             .ok_or_else(|| raw::out_of_bounds(ko, cap))?,
@@ -76,9 +114,9 @@ fn geometry<K, V>(cap: u64) -> Result<(u64, u64, u64)> {
     Ok((ko, vo, end))
 }
 
-/// A table and the cells of one of its slots.
+/// A segment and the offsets of its arrays.
 #[derive(Clone, Copy)]
-struct Table {
+struct Seg {
     block: PPtr<u8>,
     cap: u64,
     ko: u64,
@@ -90,8 +128,37 @@ enum Probe {
     Found(u64),
     /// Not present; the slot to insert at and whether it was a tombstone.
     Vacant(u64, bool),
-    /// Not present and no free slot (only in a table full of tombstones or corrupted).
+    /// Not present and no free slot (only in a segment full of tombstones or corrupted).
     Full,
+}
+
+/// The outcome of looking a key up: found, or absent with its hash and where it would go.
+enum Search {
+    Found(Seg, u64),
+    Absent(u64, Option<(Seg, u64, bool)>),
+}
+
+/// A position of a walk over the entries: directory index of the segment, slot in it.
+#[derive(Clone, Copy, Debug, Default)]
+struct Cursor {
+    d: u64,
+    i: u64,
+}
+
+/// The directory index of hash `h` at global depth `g`: its top `g` bits.
+fn dir_index(h: u64, g: u64) -> u64 {
+    if g == 0 {
+        0
+    } else {
+        h >> (64 - g)
+    }
+}
+
+/// The directory range `[base, base + n)` shared by a segment of local depth `l` reached at
+/// index `d` of a directory of global depth `g >= l`.
+fn dir_range(g: u64, l: u64, d: u64) -> (u64, u64) {
+    let n = 1u64 << (g - l);
+    (d & !(n - 1), n)
 }
 
 impl<K: PKey, V: Persistent> PHashMap<K, V> {
@@ -100,33 +167,88 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
         "PHashMap<K, V> needs non-zero-sized K and V (use u8 as a unit value)"
     );
 
-    fn current(&self, tx: &Transaction<'_>) -> Result<Option<Table>> {
-        let () = Self::SIZES_OK;
-        let block = self.table.get(tx);
-        let cap = self.cap.get(tx);
-        if block.is_null() || cap == 0 {
-            return Ok(None);
+    /// Slots of a full-size segment.
+    const SEG_CAP: u64 = seg_cap(1 + size_of::<K>() as u64 + size_of::<V>() as u64);
+
+    // The accessors below share one contract: blocks are this map's directory or segments
+    // (live: freed only together with replacing every pointer to them, and then readable until
+    // commit), or fresh blocks of this transaction; indices are below the block's capacity; the
+    // map is `!Sync` (or guarded by a lock the transaction holds), so its blocks are reached only
+    // by this thread, through cells.
+
+    /// The global depth, checked.
+    fn global_depth(&self, tx: &Transaction<'_>) -> Result<u64> {
+        let g = self.depth.get(tx);
+        if g > MAX_DEPTH {
+            return Err(raw::out_of_bounds(g, MAX_DEPTH));
         }
+        Ok(g)
+    }
+
+    /// Entry `d` of the directory `dir`.
+    fn dir_cell<'t>(tx: &'t Transaction<'_>, dir: PPtr<u8>, d: u64) -> Result<&'t PCell<PPtr<u8>>> {
+        // SAFETY: see the contract above.
+        unsafe { raw::cell::<PPtr<u8>>(tx, dir, raw::elem_off::<u64>(d)?) }
+    }
+
+    /// The segment pointer at directory index `d` (at global depth `g`).
+    fn seg_ptr(&self, tx: &Transaction<'_>, g: u64, d: u64) -> Result<PPtr<u8>> {
+        let root = self.root.get(tx);
+        if g == 0 {
+            Ok(root)
+        } else {
+            Ok(Self::dir_cell(tx, root, d)?.get(tx))
+        }
+    }
+
+    /// Header field `f` of the segment `block`.
+    fn hdr<'t>(tx: &'t Transaction<'_>, block: PPtr<u8>, f: u64) -> Result<&'t PCell<u64>> {
+        // SAFETY: see the contract above.
+        unsafe { raw::cell::<u64>(tx, block, f) }
+    }
+
+    /// The segment at `block`, its capacity checked.
+    fn open(tx: &Transaction<'_>, block: PPtr<u8>) -> Result<Seg> {
+        let () = Self::SIZES_OK;
+        let cap = Self::hdr(tx, block, H_CAP)?.get(tx);
         if !cap.is_power_of_two() {
             return Err(raw::out_of_bounds(block.offset(), cap));
         }
         let (ko, vo, _) = geometry::<K, V>(cap)?;
-        Ok(Some(Table { block, cap, ko, vo }))
+        Ok(Seg { block, cap, ko, vo })
     }
 
-    // The accessors below share one contract: `t` is this map's current table (live: freed only
-    // together with storing a new pointer into `table`, and then readable until commit), or a
-    // fresh table of this transaction; `i < t.cap`; the map is `!Sync` (or guarded by a lock the
-    // transaction holds), so the table is reached only by this thread, through cells.
+    /// The local depth of `s`, checked against the global depth `g`.
+    fn local_depth(tx: &Transaction<'_>, s: Seg, g: u64) -> Result<u64> {
+        let l = Self::hdr(tx, s.block, H_DEPTH)?.get(tx);
+        if l > g {
+            return Err(raw::out_of_bounds(s.block.offset(), l));
+        }
+        Ok(l)
+    }
 
-    fn ctrl<'t>(tx: &'t Transaction<'_>, t: Table, i: u64) -> Result<&'t PCell<u8>> {
+    /// The segment for hash `h`, with the global depth; `None` before the first insert.
+    fn locate(&self, tx: &Transaction<'_>, h: u64) -> Result<Option<(Seg, u64)>> {
+        let g = self.global_depth(tx)?;
+        if self.root.get(tx).is_null() {
+            return if g == 0 {
+                Ok(None)
+            } else {
+                Err(raw::out_of_bounds(0, g))
+            };
+        }
+        let s = Self::open(tx, self.seg_ptr(tx, g, dir_index(h, g))?)?;
+        Ok(Some((s, g)))
+    }
+
+    fn ctrl<'t>(tx: &'t Transaction<'_>, s: Seg, i: u64) -> Result<&'t PCell<u8>> {
         // SAFETY: see the contract above.
-        unsafe { raw::cell::<u8>(tx, t.block, i) }
+        unsafe { raw::cell::<u8>(tx, s.block, SEG_HDR + i) }
     }
 
-    /// Byte offset of slot `i`'s key in the table.
-    fn key_off(t: Table, i: u64) -> Result<u64> {
-        Ok(t.ko + raw::elem_off::<K>(i)?)
+    /// Byte offset of slot `i`'s key in the segment.
+    fn key_off(s: Seg, i: u64) -> Result<u64> {
+        Ok(s.ko + raw::elem_off::<K>(i)?)
     }
 
     /// A reference to slot `i`'s key.
@@ -135,14 +257,14 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
     ///
     /// The contract above, and the reference is used only while the map writes no key slot,
     /// unless `K` is all cells (as [`PKey`] promises of a key whose `Ref` borrows it).
-    unsafe fn key_ref<'t>(tx: &'t Transaction<'_>, t: Table, i: u64) -> Result<&'t K> {
+    unsafe fn key_ref<'t>(tx: &'t Transaction<'_>, s: Seg, i: u64) -> Result<&'t K> {
         // SAFETY: see the contract above and this function's.
-        unsafe { raw::at::<K>(tx, t.block, Self::key_off(t, i)?) }
+        unsafe { raw::at::<K>(tx, s.block, Self::key_off(s, i)?) }
     }
 
-    /// Byte offset of slot `i`'s value in the table.
-    fn val_off(t: Table, i: u64) -> Result<u64> {
-        Ok(t.vo + raw::elem_off::<V>(i)?)
+    /// Byte offset of slot `i`'s value in the segment.
+    fn val_off(s: Seg, i: u64) -> Result<u64> {
+        Ok(s.vo + raw::elem_off::<V>(i)?)
     }
 
     /// A reference to slot `i`'s value.
@@ -150,27 +272,27 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
     /// # Safety
     ///
     /// The contract above, and `V` is a [`PHandle`] (all cells) or the value is being discarded.
-    unsafe fn val_ref<'t>(tx: &'t Transaction<'_>, t: Table, i: u64) -> Result<&'t V> {
+    unsafe fn val_ref<'t>(tx: &'t Transaction<'_>, s: Seg, i: u64) -> Result<&'t V> {
         // SAFETY: see the contract above and this function's.
-        unsafe { raw::at::<V>(tx, t.block, Self::val_off(t, i)?) }
+        unsafe { raw::at::<V>(tx, s.block, Self::val_off(s, i)?) }
     }
 
-    /// Where `k` (of hash `h`) is in `t`, or where it would go.
-    fn probe(tx: &Transaction<'_>, t: Table, h: u64, k: &K::Borrowed) -> Result<Probe> {
-        let mask = t.cap - 1;
+    /// Where `k` (of hash `h`) is in `s`, or where it would go.
+    fn probe(tx: &Transaction<'_>, s: Seg, h: u64, k: &K::Borrowed) -> Result<Probe> {
+        let mask = s.cap - 1;
         let mut i = h & mask;
         let mut tomb = None;
-        for _ in 0..t.cap {
-            match Self::ctrl(tx, t, i)?.get(tx) {
+        for _ in 0..s.cap {
+            match Self::ctrl(tx, s, i)?.get(tx) {
                 EMPTY => {
                     return Ok(match tomb {
-                        Some(s) => Probe::Vacant(s, true),
+                        Some(t) => Probe::Vacant(t, true),
                         None => Probe::Vacant(i, false),
                     })
                 }
                 FULL => {
                     // SAFETY: a full slot; the reference is dropped before any write.
-                    if unsafe { Self::key_ref(tx, t, i)? }.key_eq(tx, k)? {
+                    if unsafe { Self::key_ref(tx, s, i)? }.key_eq(tx, k)? {
                         return Ok(Probe::Found(i));
                     }
                 }
@@ -181,20 +303,30 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
             i = (i + 1) & mask;
         }
         Ok(match tomb {
-            Some(s) => Probe::Vacant(s, true),
+            Some(t) => Probe::Vacant(t, true),
             None => Probe::Full,
         })
     }
 
-    /// The slot holding `k`, if any.
-    fn find(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<Option<(Table, u64)>> {
-        let Some(t) = self.current(tx)? else {
-            return Ok(None);
+    /// Looks `k` up: its slot, or its hash and where it would go in its segment.
+    fn search(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<Search> {
+        let h = K::borrowed_hash(k);
+        let Some((s, _)) = self.locate(tx, h)? else {
+            return Ok(Search::Absent(h, None));
         };
-        match Self::probe(tx, t, K::borrowed_hash(k), k)? {
-            Probe::Found(i) => Ok(Some((t, i))),
-            _ => Ok(None),
-        }
+        Ok(match Self::probe(tx, s, h, k)? {
+            Probe::Found(i) => Search::Found(s, i),
+            Probe::Vacant(i, tomb) => Search::Absent(h, Some((s, i, tomb))),
+            Probe::Full => Search::Absent(h, None),
+        })
+    }
+
+    /// The slot holding `k`, if any.
+    fn find(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<Option<(Seg, u64)>> {
+        Ok(match self.search(tx, k)? {
+            Search::Found(s, i) => Some((s, i)),
+            Search::Absent(..) => None,
+        })
     }
 
     /// Number of entries.
@@ -207,17 +339,21 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
         self.len(tx) == 0
     }
 
-    /// Number of slots of the table (0 before the first insert).
-    pub fn capacity(&self, tx: &Transaction<'_>) -> u64 {
-        self.cap.get(tx)
+    /// Number of slots over all segments (0 before the first insert). Walks the directory.
+    ///
+    /// # Errors
+    ///
+    /// As [`block_offsets`](PHashMap::block_offsets).
+    pub fn capacity(&self, tx: &Transaction<'_>) -> Result<u64> {
+        Ok(self.segments(tx)?.iter().map(|s| s.cap).sum())
     }
 
     /// Whether `k` is present (`&7` for a `u64` key, `"ada"` for a `PString` key).
     ///
     /// # Errors
     ///
-    /// Only for a corrupted handle (a table pointer outside the pool, a capacity that is not a
-    /// power of two) or key.
+    /// Only for a corrupted handle (a block pointer outside the pool, a depth or capacity out of
+    /// range) or key.
     pub fn contains_key(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<bool> {
         Ok(self.find(tx, k)?.is_some())
     }
@@ -228,87 +364,186 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
     ///
     /// As [`contains_key`](PHashMap::contains_key).
     pub fn keys<'a>(&'a self, tx: &'a Transaction<'_>) -> Result<Vec<K::Ref<'a>>> {
-        let (mut out, mut from) = (Vec::new(), 0);
-        while let Some((t, i)) = self.next_full(tx, &mut from)? {
-            out.push(Self::stored_key(tx, t, i)?);
+        let (mut out, mut cur) = (Vec::new(), Cursor::default());
+        while let Some((s, i)) = self.next_full(tx, &mut cur)? {
+            out.push(Self::stored_key(tx, s, i)?);
         }
         Ok(out)
     }
 
     /// The iteration form of slot `i`'s key.
-    fn stored_key<'t>(tx: &'t Transaction<'_>, t: Table, i: u64) -> Result<K::Ref<'t>> {
+    fn stored_key<'t>(tx: &'t Transaction<'_>, s: Seg, i: u64) -> Result<K::Ref<'t>> {
         // SAFETY: a full slot; `PKey` promises `K` is all cells when `Ref` borrows it, and a
         // `Ref` that does not is a copy taken at once.
-        Ok(unsafe { Self::key_ref(tx, t, i)? }.key_ref())
+        Ok(unsafe { Self::key_ref(tx, s, i)? }.key_ref())
     }
 
-    /// The first full slot at or after `*from` in the current table (advancing `*from` past
-    /// it), with that table.
-    fn next_full(&self, tx: &Transaction<'_>, from: &mut u64) -> Result<Option<(Table, u64)>> {
-        let Some(t) = self.current(tx)? else {
+    /// The first full slot at or after `*cur` (advancing `*cur` past it), with its segment.
+    /// Segments are visited in directory order, each once, at the first index of its range.
+    fn next_full(&self, tx: &Transaction<'_>, cur: &mut Cursor) -> Result<Option<(Seg, u64)>> {
+        let g = self.global_depth(tx)?;
+        if self.root.get(tx).is_null() {
             return Ok(None);
-        };
-        while *from < t.cap {
-            let i = *from;
-            *from += 1;
-            if Self::ctrl(tx, t, i)?.get(tx) == FULL {
-                return Ok(Some((t, i)));
+        }
+        while cur.d >> g == 0 {
+            let s = Self::open(tx, self.seg_ptr(tx, g, cur.d)?)?;
+            while cur.i < s.cap {
+                let i = cur.i;
+                cur.i += 1;
+                if Self::ctrl(tx, s, i)?.get(tx) == FULL {
+                    return Ok(Some((s, i)));
+                }
             }
+            let (base, n) = dir_range(g, Self::local_depth(tx, s, g)?, cur.d);
+            *cur = Cursor { d: base + n, i: 0 };
         }
         Ok(None)
     }
 
-    /// The pool offset of the table, if any (for reachability checks).
-    pub fn table_offset(&self, tx: &Transaction<'_>) -> Option<u64> {
-        let b = self.table.get(tx);
-        (!b.is_null()).then(|| b.offset())
+    /// Every segment, once, in directory order. Checks the directory: each segment's range
+    /// holds only pointers to it, and no segment is reached from two ranges.
+    fn segments(&self, tx: &Transaction<'_>) -> Result<Vec<Seg>> {
+        let g = self.global_depth(tx)?;
+        let root = self.root.get(tx);
+        if root.is_null() {
+            return Ok(Vec::new());
+        }
+        let (mut out, mut seen, mut d) = (Vec::new(), HashSet::new(), 0u64);
+        while d >> g == 0 {
+            let block = self.seg_ptr(tx, g, d)?;
+            let s = Self::open(tx, block)?;
+            let (base, n) = dir_range(g, Self::local_depth(tx, s, g)?, d);
+            let split_range = base != d;
+            let foreign = || -> Result<bool> {
+                for e in d..d + n {
+                    if self.seg_ptr(tx, g, e)? != block {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            };
+            if split_range || !seen.insert(block.offset()) || foreign()? {
+                return Err(raw::out_of_bounds(block.offset(), d));
+            }
+            out.push(s);
+            d += n;
+        }
+        Ok(out)
     }
 
-    /// Marks the full slot `i` of `t` vacant, freeing (at commit) what its key owns (the value
+    /// The pool offsets of every block of the map: the directory (if any) first, then each
+    /// segment (for reachability checks). Not the blocks its keys and values own.
+    ///
+    /// # Errors
+    ///
+    /// For a corrupted handle or directory: a depth out of range, a segment whose directory
+    /// range holds another pointer or that two ranges share, a pointer outside the pool.
+    pub fn block_offsets(&self, tx: &Transaction<'_>) -> Result<Vec<u64>> {
+        let segs = self.segments(tx)?;
+        let dir = (self.global_depth(tx)? > 0).then(|| self.root.get(tx).offset());
+        Ok(dir.into_iter().chain(segs.iter().map(|s| s.block.offset())).collect())
+    }
+
+    /// Checks the map's structure: the directory (as [`block_offsets`](PHashMap::block_offsets)),
+    /// every full slot's key hashing into its segment's directory range and found by a lookup,
+    /// each segment's counts, and the total length. For tests and `ptm check`.
+    #[doc(hidden)]
+    pub fn check_invariants(&self, tx: &Transaction<'_>) -> std::result::Result<(), String> {
+        let e = |e: ptm::Error| e.to_string();
+        let g = self.global_depth(tx).map_err(e)?;
+        let mut total = 0;
+        let mut d = 0;
+        for s in self.segments(tx).map_err(e)? {
+            let l = Self::local_depth(tx, s, g).map_err(e)?;
+            let (base, n) = dir_range(g, l, d);
+            let (mut full, mut used) = (0, 0);
+            let mask = s.cap - 1;
+            for i in 0..s.cap {
+                match Self::ctrl(tx, s, i).map_err(e)?.get(tx) {
+                    EMPTY => continue,
+                    FULL => full += 1,
+                    _ => {
+                        used += 1;
+                        continue;
+                    }
+                }
+                used += 1;
+                // SAFETY: a full slot; the reference is dropped at once.
+                let h = unsafe { Self::key_ref(tx, s, i) }.map_err(e)?.key_hash(tx).map_err(e)?;
+                let di = dir_index(h, g);
+                if di < base || di >= base + n {
+                    return Err(format!("slot {i} of segment {d} holds a key of directory index {di}"));
+                }
+                // Linear probing: no empty slot between the key's home and its slot.
+                let mut j = h & mask;
+                while j != i {
+                    if Self::ctrl(tx, s, j).map_err(e)?.get(tx) == EMPTY {
+                        return Err(format!("segment {d}: slot {i} unreachable from its home {}", h & mask));
+                    }
+                    j = (j + 1) & mask;
+                }
+            }
+            let hl = Self::hdr(tx, s.block, H_LEN).map_err(e)?.get(tx);
+            let hu = Self::hdr(tx, s.block, H_USED).map_err(e)?.get(tx);
+            if (hl, hu) != (full, used) {
+                return Err(format!("segment {d}: header len/used {hl}/{hu}, counted {full}/{used}"));
+            }
+            total += full;
+            d = base + n;
+        }
+        if total != self.len(tx) {
+            return Err(format!("len {} but {total} entries", self.len(tx)));
+        }
+        Ok(())
+    }
+
+    /// Marks the full slot `i` of `s` vacant, freeing (at commit) what its key owns (the value
     /// is dropped as is).
-    fn vacate(&self, tx: &Transaction<'_>, t: Table, i: u64) -> Result<()>
+    fn vacate(&self, tx: &Transaction<'_>, s: Seg, i: u64) -> Result<()>
     where
         V: PValue,
     {
         if K::OWNS {
             // SAFETY: the key is discarded below, in this transaction.
-            unsafe { Self::key_ref(tx, t, i)?.free_owned(tx)? };
+            unsafe { Self::key_ref(tx, s, i)?.free_owned(tx)? };
         }
-        let ctrl = Self::ctrl(tx, t, i)?;
+        let ctrl = Self::ctrl(tx, s, i)?;
         // If the next slot is empty, no probe sequence runs through this one: mark it empty.
-        let next_empty = Self::ctrl(tx, t, (i + 1) & (t.cap - 1))?.get(tx) == EMPTY;
-        let (ko, vo) = (Self::key_off(t, i)?, Self::val_off(t, i)?);
+        let next_empty = Self::ctrl(tx, s, (i + 1) & (s.cap - 1))?.get(tx) == EMPTY;
+        let (ko, vo) = (Self::key_off(s, i)?, Self::val_off(s, i)?);
         let (ks, vs) = (size_of::<K>() as u64, size_of::<V>() as u64);
+        let (used, len) = (Self::hdr(tx, s.block, H_USED)?, Self::hdr(tx, s.block, H_LEN)?);
         tx.snapshot(|b| {
-            // SAFETY: the key and value of slot `i` of this map's live table, reached only
-            // through cells by this thread.
+            // SAFETY: the key and value of slot `i` and the counts of a live segment of this
+            // map, reached only through cells by this thread.
             unsafe {
                 if K::OWNS {
-                    b.add(&Span::new(tx, t.block, ko, ks)?)?;
+                    b.add(&Span::new(tx, s.block, ko, ks)?)?;
                 }
                 if V::OWNS {
-                    b.add(&Span::new(tx, t.block, vo, vs)?)?;
+                    b.add(&Span::new(tx, s.block, vo, vs)?)?;
                 }
+                b.add(&Span::new(tx, s.block, H_USED, 16)?)?;
             }
             b.add(ctrl)?;
-            b.add(&self.len)?;
-            b.add(&self.used)
+            b.add(&self.len)
         })?;
         // A discarded handle's blocks are freed: zero it, so that no damaged control byte can
         // bring back a second owner of blocks reused later.
         // SAFETY: as above; logged in the batch.
         unsafe {
             if K::OWNS {
-                raw::zero_bytes(tx, t.block, ko, ks)?;
+                raw::zero_bytes(tx, s.block, ko, ks)?;
             }
             if V::OWNS {
-                raw::zero_bytes(tx, t.block, vo, vs)?;
+                raw::zero_bytes(tx, s.block, vo, vs)?;
             }
         }
         self.len.set(tx, self.len.get(tx).saturating_sub(1))?;
+        len.set(tx, len.get(tx).saturating_sub(1))?;
         if next_empty {
             ctrl.set(tx, EMPTY)?;
-            self.used.set(tx, self.used.get(tx).saturating_sub(1))
+            used.set(tx, used.get(tx).saturating_sub(1))
         } else {
             ctrl.set(tx, TOMB)
         }
@@ -316,25 +551,27 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
 }
 
 impl<K: PKey, V: PValue> PHashMap<K, V> {
-    /// Inserts `k`, known to be absent: makes the key ([`PKey::key_new`]: a `PString` key's
-    /// buffer is allocated here, before any snapshot), grows if needed, logs the slot (unless
-    /// the table is fresh), stores the key's bytes, lets `fill` write the value at the given
-    /// byte offset of the table (logged or fresh), then marks the slot full. One snapshot
-    /// drain. Returns the table and the slot.
+    /// Inserts `k` (of hash `h`), known to be absent (`vacant`: where the lookup would put it,
+    /// if it found room): makes the key ([`PKey::key_new`]: a `PString` key's buffer is
+    /// allocated here, before any snapshot), makes room if needed, logs the slot (unless its
+    /// segment is fresh), stores the key's bytes, lets `fill` write the value at the given byte
+    /// offset of the segment (logged or fresh), then marks the slot full. One snapshot drain.
+    /// Returns the segment and the slot.
     fn insert_new(
         &self,
         tx: &Transaction<'_>,
         k: &K::Borrowed,
+        (h, vacant): (u64, Option<(Seg, u64, bool)>),
         fill: impl FnOnce(PPtr<u8>, u64) -> Result<()>,
-    ) -> Result<(Table, u64)> {
+    ) -> Result<(Seg, u64)> {
         // SAFETY: `key` is stored into a key slot by `place`, or freed below on failure, in
         // this transaction, and not used afterwards.
         let key = unsafe { K::key_new(tx, k)? };
-        let r = self.place(tx, k, &key, fill);
+        let r = self.place(tx, k, (h, vacant), &key, fill);
         if r.is_err() && K::OWNS {
-            // SAFETY: `key` is not in the table (its slot, if written, was not marked full):
-            // it is discarded here. Freeing it keeps a caller that goes on after the error
-            // from leaking its blocks.
+            // SAFETY: `key` is not in the map (its slot, if written, was not marked full): it
+            // is discarded here. Freeing it keeps a caller that goes on after the error from
+            // leaking its blocks.
             unsafe { key.free_owned(tx)? };
         }
         r
@@ -345,81 +582,155 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
         &self,
         tx: &Transaction<'_>,
         k: &K::Borrowed,
+        (h, vacant): (u64, Option<(Seg, u64, bool)>),
         key: &K,
         fill: impl FnOnce(PPtr<u8>, u64) -> Result<()>,
-    ) -> Result<(Table, u64)> {
-        let (len, used, cap) = (self.len.get(tx), self.used.get(tx), self.cap.get(tx));
-        let need_grow =
-            self.current(tx)?.is_none() || used.saturating_add(1).saturating_mul(4) > cap.saturating_mul(3);
-        let (t, rebuilt) = if need_grow {
-            // Purge tombstones in place when the live entries leave room, else double.
-            let mut new_cap = cap.max(MIN_CAP);
-            while len.saturating_add(1).saturating_mul(2) > new_cap {
-                new_cap = new_cap
-                    .checked_mul(2)
-                    .ok_or_else(|| raw::out_of_bounds(new_cap, 2))?;
-            }
-            (self.rebuild(tx, new_cap)?, true)
-        } else {
-            (self.current(tx)?.expect("checked above"), false)
+    ) -> Result<(Seg, u64)> {
+        let grown = self.make_room(tx, h)?;
+        let (s, slot, was_tomb) = match (grown, vacant) {
+            (None, Some(v)) => v,
+            // Room, but the lookup found no vacant slot: only in a corrupted segment.
+            (None, None) => return Err(raw::out_of_bounds(h, 0)),
+            (Some(s), _) => match Self::probe(tx, s, h, k)? {
+                Probe::Vacant(i, tomb) => (s, i, tomb),
+                Probe::Found(_) | Probe::Full => return Err(raw::out_of_bounds(s.block.offset(), s.cap)),
+            },
         };
-        let (slot, was_tomb) = match Self::probe(tx, t, K::borrowed_hash(k), k)? {
-            Probe::Vacant(i, tomb) => (i, tomb),
-            Probe::Found(_) | Probe::Full => return Err(raw::out_of_bounds(t.block.offset(), t.cap)),
-        };
-        let ctrl = Self::ctrl(tx, t, slot)?;
-        let (ko, vo) = (Self::key_off(t, slot)?, Self::val_off(t, slot)?);
-        if !rebuilt {
+        let ctrl = Self::ctrl(tx, s, slot)?;
+        let (ko, vo) = (Self::key_off(s, slot)?, Self::val_off(s, slot)?);
+        if grown.is_none() {
             tx.snapshot(|b| {
                 b.add(ctrl)?;
-                // SAFETY: the slot's key and value, in this map's live table, reached only
-                // through cells by this thread.
+                // SAFETY: the slot's key and value and the counts of a live segment of this
+                // map, reached only through cells by this thread.
                 unsafe {
-                    b.add(&Span::new(tx, t.block, ko, size_of::<K>() as u64)?)?;
-                    b.add(&Span::new(tx, t.block, vo, size_of::<V>() as u64)?)?;
+                    b.add(&Span::new(tx, s.block, ko, size_of::<K>() as u64)?)?;
+                    b.add(&Span::new(tx, s.block, vo, size_of::<V>() as u64)?)?;
+                    b.add(&Span::new(tx, s.block, H_USED, 16)?)?;
                 }
-                b.add(&self.len)?;
-                b.add(&self.used)
+                b.add(&self.len)
             })?;
         }
-        fill(t.block, vo)?;
+        fill(s.block, vo)?;
         // SAFETY: the slot's key, logged above or fresh, reached only through cells.
-        unsafe { raw::write_bytes(tx, t.block, ko, bytes_of(key))? };
+        unsafe { raw::write_bytes(tx, s.block, ko, bytes_of(key))? };
         ctrl.set(tx, FULL)?;
         self.len.set(tx, self.len.get(tx).saturating_add(1))?;
+        let len = Self::hdr(tx, s.block, H_LEN)?;
+        len.set(tx, len.get(tx).saturating_add(1))?;
         if !was_tomb {
-            self.used.set(tx, self.used.get(tx).saturating_add(1))?;
+            let used = Self::hdr(tx, s.block, H_USED)?;
+            used.set(tx, used.get(tx).saturating_add(1))?;
         }
-        Ok((t, slot))
+        Ok((s, slot))
     }
 
-    /// Moves every entry into a fresh table of `new_cap` slots (freeing the old one at commit),
-    /// keys and values by bytes. Logs the header in one batch; the fresh table is new memory,
-    /// which ptm never logs, so after the batch every store of the current operation is
-    /// covered. When keys or values own blocks, the old table's key or value array is logged in
-    /// the same batch and the moved copies are zeroed (a stale reference then sees an empty
-    /// handle).
-    fn rebuild(&self, tx: &Transaction<'_>, new_cap: u64) -> Result<Table> {
-        let old = self.current(tx)?;
-        let (ko, vo, size) = geometry::<K, V>(new_cap)?;
-        let block = raw::alloc_block(tx, size)?;
-        if let Some(o) = old {
-            tx.free(o.block)?;
-        }
-        let t = Table {
-            block,
-            cap: new_cap,
-            ko,
-            vo,
+    /// Makes room for one more key of hash `h`. `None` when its segment has room (nothing
+    /// written); else the fresh segment that now holds `h`'s keys, after one growth step logged
+    /// in one batch (the handle, the directory range or root, and the old segment's key and
+    /// value arrays when they own blocks):
+    /// - the first insert makes a segment of [`MIN_CAP`] slots;
+    /// - a segment with many tombstones, or below full size, is rebuilt alone with room for
+    ///   twice its live keys;
+    /// - a full-size segment splits in two by hash bit `63 - local depth` (the directory doubles
+    ///   first if the segment is as deep as it).
+    fn make_room(&self, tx: &Transaction<'_>, h: u64) -> Result<Option<Seg>> {
+        let Some((s, g)) = self.locate(tx, h)? else {
+            let s = Self::new_seg(tx, MIN_CAP, 0)?;
+            self.log_growth(tx, None, None)?;
+            self.root.set(tx, s.block)?;
+            self.depth.set(tx, 0)?;
+            return Ok(Some(s));
         };
+        let used = Self::hdr(tx, s.block, H_USED)?.get(tx);
+        if used.saturating_add(1).saturating_mul(4) <= s.cap.saturating_mul(3) {
+            return Ok(None);
+        }
+        let n = Self::hdr(tx, s.block, H_LEN)?.get(tx);
+        let l = Self::local_depth(tx, s, g)?;
+        let d = dir_index(h, g);
+        let (base, span) = dir_range(g, l, d);
+        self.check_range(tx, g, (base, span), s.block)?;
+        let roomy = n.saturating_add(1).saturating_mul(2) <= s.cap;
+        if roomy || s.cap < Self::SEG_CAP || l == MAX_DEPTH {
+            // Rebuild alone, with room for twice the live keys (and at least MIN_CAP slots).
+            let want = n.saturating_add(1).saturating_mul(2).max(MIN_CAP);
+            let cap = want
+                .checked_next_power_of_two()
+                .ok_or_else(|| raw::out_of_bounds(want, 2))?;
+            let ns = Self::new_seg(tx, cap, l)?;
+            tx.free(s.block)?;
+            self.log_growth(tx, Some(s), (g > 0).then_some((self.root.get(tx), base, span)))?;
+            Self::redistribute(tx, s, &[ns], |_| 0)?;
+            self.point(tx, g, base, span, ns.block)?;
+            return Ok(Some(ns));
+        }
+        // Split. Directory entries `[base, base + span)` point at `s`; after a doubling (when
+        // `l == g`) its range is `[2 base, 2 base + 2)` of the new directory.
+        let (g2, dir, fresh_dir) = if l == g {
+            let size = raw::elem_off::<u64>(2u64 << g)?;
+            let nd = raw::alloc_block(tx, size)?;
+            for i in 0..2u64 << g {
+                Self::dir_cell(tx, nd, i)?.set(tx, self.seg_ptr(tx, g, i >> 1)?)?;
+            }
+            (g + 1, nd, true)
+        } else {
+            (g, self.root.get(tx), false)
+        };
+        let (base2, span2) = if fresh_dir { (base * 2, span * 2) } else { (base, span) };
+        let half = span2 / 2;
+        let a = Self::new_seg(tx, s.cap, l + 1)?;
+        let b = Self::new_seg(tx, s.cap, l + 1)?;
+        tx.free(s.block)?;
+        if fresh_dir && g > 0 {
+            tx.free(self.root.get(tx))?;
+        }
+        self.log_growth(tx, Some(s), (!fresh_dir).then_some((dir, base2, span2)))?;
+        let bit = 63 - l;
+        Self::redistribute(tx, s, &[a, b], |h| ((h >> bit) & 1) as usize)?;
+        for i in 0..span2 {
+            let seg = if i < half { a.block } else { b.block };
+            Self::dir_cell(tx, dir, base2 + i)?.set(tx, seg)?;
+        }
+        if fresh_dir {
+            self.root.set(tx, dir)?;
+            self.depth.set(tx, g2)?;
+        }
+        Ok(Some(if (h >> bit) & 1 == 0 { a } else { b }))
+    }
+
+    /// Checks that the directory entries pointing at `seg` are exactly `[base, base + n)` (the
+    /// range its local depth gives), before a growth step rewrites them: a damaged local depth
+    /// would otherwise drop other segments from the directory or leave pointers to the freed
+    /// one.
+    fn check_range(&self, tx: &Transaction<'_>, g: u64, (base, n): (u64, u64), seg: PPtr<u8>) -> Result<()> {
+        if g == 0 {
+            return Ok(());
+        }
+        let inside = (base..base + n).try_fold(true, |ok, d| Ok::<_, ptm::Error>(ok && self.seg_ptr(tx, g, d)? == seg))?;
+        let before = base > 0 && self.seg_ptr(tx, g, base - 1)? == seg;
+        let after = (base + n) >> g == 0 && self.seg_ptr(tx, g, base + n)? == seg;
+        if !inside || before || after {
+            return Err(raw::out_of_bounds(seg.offset(), base));
+        }
+        Ok(())
+    }
+
+    /// Logs, in one batch, what a growth step writes outside fresh memory: the handle, the
+    /// directory entries `[base, base + n)` of `dir` when given, and the old segment's key and
+    /// value arrays when they own blocks (the moved copies are zeroed).
+    fn log_growth(&self, tx: &Transaction<'_>, old: Option<Seg>, dir: Option<(PPtr<u8>, u64, u64)>) -> Result<()> {
         tx.snapshot(|b| {
-            b.add(&self.table)?;
-            b.add(&self.cap)?;
+            b.add(&self.root)?;
+            b.add(&self.depth)?;
             b.add(&self.len)?;
-            if let Some(o) = old {
-                // SAFETY: the old table's key and value arrays (freed at commit, readable until
-                // then), reached only through cells by this thread.
-                unsafe {
+            // SAFETY: the directory range and the old segment's arrays (the segment is freed at
+            // commit, readable until then), reached only through cells by this thread.
+            unsafe {
+                if let Some((dir, base, n)) = dir {
+                    b.add(&Span::new(tx, dir, raw::elem_off::<u64>(base)?, raw::elem_off::<u64>(n)?)?)?;
+                }
+                if let Some(o) = old {
                     if K::OWNS {
                         b.add(&Span::new(tx, o.block, o.ko, raw::array_bytes::<K>(o.cap)?)?)?;
                     }
@@ -428,55 +739,82 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
                     }
                 }
             }
-            // The fresh table needs no snapshot: ptm logged it as new memory at allocation.
-            b.add(&self.used)
-        })?;
-        // Control bytes: all empty. When keys or values own blocks, the key and value arrays too:
-        // spare slots of a fresh table hold old bytes, which must never read as a handle. Fresh
-        // memory: no logging.
-        let zeroed = if K::OWNS || V::OWNS { size } else { new_cap };
-        // SAFETY: the start of the fresh table of `size >= new_cap` bytes (`ctrl` is its first
-        // `new_cap` bytes), reached only through cells by this thread.
-        unsafe { raw::zero_bytes(tx, block, 0, zeroed)? };
-        let (ksize, vsize) = (size_of::<K>() as u64, size_of::<V>() as u64);
-        let mut n = 0;
-        if let Some(o) = old {
-            for i in 0..o.cap {
-                if Self::ctrl(tx, o, i)?.get(tx) != FULL {
-                    continue;
-                }
-                // SAFETY: a full slot of the old table; the reference is dropped at once.
-                let h = unsafe { Self::key_ref(tx, o, i)? }.key_hash(tx)?;
-                // The fresh table has no tombstone and holds distinct keys: the first free slot.
-                let Some(s) = Self::first_free(tx, t, h)? else {
-                    // No room: only in a corrupted table.
-                    return Err(raw::out_of_bounds(o.block.offset(), o.cap));
-                };
-                Self::ctrl(tx, t, s)?.set(tx, FULL)?;
-                let (kf, kt) = (Self::key_off(o, i)?, Self::key_off(t, s)?);
-                let (vf, vt) = (Self::val_off(o, i)?, Self::val_off(t, s)?);
-                // SAFETY: key and value slots of the old table (logged above when zeroed) and of
-                // the fresh one, reached only through cells by this thread.
-                unsafe {
-                    raw::move_bytes(tx, (o.block, kf), (block, kt), ksize, K::OWNS)?;
-                    raw::move_bytes(tx, (o.block, vf), (block, vt), vsize, V::OWNS)?;
-                }
-                n += 1;
-            }
-        }
-        self.table.set(tx, block)?;
-        self.cap.set(tx, new_cap)?;
-        self.len.set(tx, n)?;
-        self.used.set(tx, n)?;
-        Ok(t)
+            Ok(())
+        })
     }
 
-    /// The first slot at or after hash `h`'s home in `t` that is not full.
-    fn first_free(tx: &Transaction<'_>, t: Table, h: u64) -> Result<Option<u64>> {
-        let mask = t.cap - 1;
+    /// Points the directory entries `[base, base + n)` (or the root, at depth 0) at `seg`.
+    fn point(&self, tx: &Transaction<'_>, g: u64, base: u64, n: u64, seg: PPtr<u8>) -> Result<()> {
+        if g == 0 {
+            return self.root.set(tx, seg);
+        }
+        let dir = self.root.get(tx);
+        for d in base..base + n {
+            Self::dir_cell(tx, dir, d)?.set(tx, seg)?;
+        }
+        Ok(())
+    }
+
+    /// A fresh, empty segment of `cap` slots and local depth `l`: its header written, control
+    /// bytes zeroed (and, when keys or values own blocks, the key and value arrays too: spare
+    /// slots of a fresh block hold old bytes, which must never read as a handle). Fresh memory:
+    /// no logging.
+    fn new_seg(tx: &Transaction<'_>, cap: u64, l: u64) -> Result<Seg> {
+        let (ko, vo, size) = geometry::<K, V>(cap)?;
+        let block = raw::alloc_block(tx, size)?;
+        Self::hdr(tx, block, H_CAP)?.set(tx, cap)?;
+        Self::hdr(tx, block, H_DEPTH)?.set(tx, l)?;
+        Self::hdr(tx, block, H_USED)?.set(tx, 0)?;
+        Self::hdr(tx, block, H_LEN)?.set(tx, 0)?;
+        let zeroed = if K::OWNS || V::OWNS { size - SEG_HDR } else { cap };
+        // SAFETY: the fresh block of `size` bytes, reached only through cells by this thread.
+        unsafe { raw::zero_bytes(tx, block, SEG_HDR, zeroed)? };
+        Ok(Seg { block, cap, ko, vo })
+    }
+
+    /// Moves every entry of `old` into the fresh segment `to[pick(hash)]`, keys and values by
+    /// bytes (zeroing the old copies of owning keys and values, logged by `log_growth`), and
+    /// sets the fresh segments' counts.
+    fn redistribute(tx: &Transaction<'_>, old: Seg, to: &[Seg], pick: impl Fn(u64) -> usize) -> Result<()> {
+        let (ksize, vsize) = (size_of::<K>() as u64, size_of::<V>() as u64);
+        let mut counts = vec![0u64; to.len()];
+        for i in 0..old.cap {
+            if Self::ctrl(tx, old, i)?.get(tx) != FULL {
+                continue;
+            }
+            // SAFETY: a full slot of the old segment; the reference is dropped at once.
+            let h = unsafe { Self::key_ref(tx, old, i)? }.key_hash(tx)?;
+            let j = pick(h);
+            let t = to[j];
+            // The fresh segment has no tombstone and holds distinct keys: the first free slot.
+            let Some(s) = Self::first_free(tx, t, h)? else {
+                // No room: only in a corrupted segment.
+                return Err(raw::out_of_bounds(old.block.offset(), old.cap));
+            };
+            Self::ctrl(tx, t, s)?.set(tx, FULL)?;
+            let (kf, kt) = (Self::key_off(old, i)?, Self::key_off(t, s)?);
+            let (vf, vt) = (Self::val_off(old, i)?, Self::val_off(t, s)?);
+            // SAFETY: key and value slots of the old segment (logged when zeroed) and of the
+            // fresh one, reached only through cells by this thread.
+            unsafe {
+                raw::move_bytes(tx, (old.block, kf), (t.block, kt), ksize, K::OWNS)?;
+                raw::move_bytes(tx, (old.block, vf), (t.block, vt), vsize, V::OWNS)?;
+            }
+            counts[j] += 1;
+        }
+        for (t, n) in to.iter().zip(counts) {
+            Self::hdr(tx, t.block, H_USED)?.set(tx, n)?;
+            Self::hdr(tx, t.block, H_LEN)?.set(tx, n)?;
+        }
+        Ok(())
+    }
+
+    /// The first slot at or after hash `h`'s home in `s` that is not full.
+    fn first_free(tx: &Transaction<'_>, s: Seg, h: u64) -> Result<Option<u64>> {
+        let mask = s.cap - 1;
         let mut i = h & mask;
-        for _ in 0..t.cap {
-            if Self::ctrl(tx, t, i)?.get(tx) != FULL {
+        for _ in 0..s.cap {
+            if Self::ctrl(tx, s, i)?.get(tx) != FULL {
                 return Ok(Some(i));
             }
             i = (i + 1) & mask;
@@ -491,60 +829,63 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
     ///
     /// As [`clear`](PHashMap::clear), and those of [`contains_key`](PHashMap::contains_key).
     pub fn remove_free(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<bool> {
-        let Some((t, i)) = self.find(tx, k)? else {
+        let Some((s, i)) = self.find(tx, k)? else {
             return Ok(false);
         };
         if V::OWNS {
             // SAFETY: the slot's value is discarded just below, in this transaction.
-            unsafe { Self::val_ref(tx, t, i)?.free_owned(tx)? };
+            unsafe { Self::val_ref(tx, s, i)?.free_owned(tx)? };
         }
-        self.vacate(tx, t, i)?;
+        self.vacate(tx, s, i)?;
         Ok(true)
     }
 
-    /// Frees the table and everything the keys and values own, without writing the handle.
+    /// Frees the directory, the segments and everything the keys and values own, without
+    /// writing the handle.
     ///
     /// # Safety
     ///
     /// As [`PValue::free_owned`]: the map is being discarded.
     pub(crate) unsafe fn release(&self, tx: &Transaction<'_>) -> Result<()> {
-        let mut from = 0;
-        if K::OWNS || V::OWNS {
-            while let Some((t, i)) = self.next_full(tx, &mut from)? {
-                // SAFETY: the whole map, so this entry, is being discarded.
-                unsafe {
-                    Self::key_ref(tx, t, i)?.free_owned(tx)?;
-                    Self::val_ref(tx, t, i)?.free_owned(tx)?;
+        let segs = self.segments(tx)?;
+        for &s in &segs {
+            if K::OWNS || V::OWNS {
+                for i in 0..s.cap {
+                    if Self::ctrl(tx, s, i)?.get(tx) == FULL {
+                        // SAFETY: the whole map, so this entry, is being discarded.
+                        unsafe {
+                            Self::key_ref(tx, s, i)?.free_owned(tx)?;
+                            Self::val_ref(tx, s, i)?.free_owned(tx)?;
+                        }
+                    }
                 }
             }
+            tx.free(s.block)?;
         }
-        let block = self.table.get(tx);
-        if !block.is_null() {
-            tx.free(block)?;
+        if self.global_depth(tx)? > 0 {
+            tx.free(self.root.get(tx))?;
         }
         Ok(())
     }
 
-    /// Removes every entry and frees the table and everything the keys and values own (at
-    /// commit). 2 drains, however deeply the values nest.
+    /// Removes every entry and frees the directory, the segments and everything the keys and
+    /// values own (at commit). 2 drains, however deeply the values nest.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidFree`](ptm::Error::InvalidFree) for a corrupted table pointer, and
-    /// logging errors.
+    /// [`Error::InvalidFree`](ptm::Error::InvalidFree) for a corrupted block pointer, those of
+    /// [`block_offsets`](PHashMap::block_offsets), and logging errors.
     pub fn clear(&self, tx: &Transaction<'_>) -> Result<()> {
         // SAFETY: the handle is emptied below, in this transaction.
         unsafe { self.release(tx)? };
         tx.snapshot(|b| {
-            b.add(&self.table)?;
-            b.add(&self.cap)?;
-            b.add(&self.len)?;
-            b.add(&self.used)
+            b.add(&self.root)?;
+            b.add(&self.depth)?;
+            b.add(&self.len)
         })?;
-        self.table.set(tx, PPtr::null())?;
-        self.cap.set(tx, 0)?;
-        self.len.set(tx, 0)?;
-        self.used.set(tx, 0)
+        self.root.set(tx, PPtr::null())?;
+        self.depth.set(tx, 0)?;
+        self.len.set(tx, 0)
     }
 
     /// Frees everything the map owns (the same as [`clear`](PHashMap::clear)).
@@ -562,24 +903,30 @@ impl<K: PKey, V: Persistent + Copy> PHashMap<K, V> {
     ///
     /// # Errors
     ///
-    /// Only for a corrupted handle (a table pointer outside the pool, a capacity that is not a
-    /// power of two) or key.
+    /// Only for a corrupted handle (a block pointer outside the pool, a depth or capacity out of
+    /// range) or key.
     pub fn get(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<Option<V>> {
         match self.find(tx, k)? {
-            Some((t, i)) => Ok(Some(Self::val(tx, t, i)?.get(tx))),
+            Some((s, i)) => Ok(Some(Self::val(tx, s, i)?.get(tx))),
             None => Ok(None),
         }
     }
 
-    fn val<'t>(tx: &'t Transaction<'_>, t: Table, i: u64) -> Result<&'t PCell<V>> {
+    fn val<'t>(tx: &'t Transaction<'_>, s: Seg, i: u64) -> Result<&'t PCell<V>> {
         // SAFETY: the accessors' contract.
-        unsafe { raw::cell::<V>(tx, t.block, Self::val_off(t, i)?) }
+        unsafe { raw::cell::<V>(tx, s.block, Self::val_off(s, i)?) }
     }
 
     /// Inserts `k`, known to be absent, with value `v`.
-    fn insert_copy(&self, tx: &Transaction<'_>, k: &K::Borrowed, v: V) -> Result<()> {
-        self.insert_new(tx, k, |block, off| {
-            // SAFETY: the value slot `insert_new` hands to its `fill`: inside this map's table,
+    fn insert_copy(
+        &self,
+        tx: &Transaction<'_>,
+        k: &K::Borrowed,
+        at: (u64, Option<(Seg, u64, bool)>),
+        v: V,
+    ) -> Result<()> {
+        self.insert_new(tx, k, at, |block, off| {
+            // SAFETY: the value slot `insert_new` hands to its `fill`: inside a segment of this map,
             // logged or fresh, reached only through cells by this thread.
             unsafe { raw::cell::<V>(tx, block, off)? }.set(tx, v)
         })?;
@@ -596,14 +943,18 @@ impl<K: PKey, V: Persistent + Copy> PHashMap<K, V> {
     /// [`get`](PHashMap::get).
     pub fn insert(&self, tx: &Transaction<'_>, k: impl AsKey<K>, v: V) -> Result<Option<V>> {
         let k = k.as_key();
-        if let Some((t, i)) = self.find(tx, k)? {
-            let cell = Self::val(tx, t, i)?;
-            let old = cell.get(tx);
-            cell.set(tx, v)?;
-            return Ok(Some(old));
+        match self.search(tx, k)? {
+            Search::Found(s, i) => {
+                let cell = Self::val(tx, s, i)?;
+                let old = cell.get(tx);
+                cell.set(tx, v)?;
+                Ok(Some(old))
+            }
+            Search::Absent(h, vacant) => {
+                self.insert_copy(tx, k, (h, vacant), v)?;
+                Ok(None)
+            }
         }
-        self.insert_copy(tx, k, v)?;
-        Ok(None)
     }
 
     /// The value for `k`, inserting `f()` first if absent (2 drains when it inserts, 0 when not).
@@ -618,12 +969,14 @@ impl<K: PKey, V: Persistent + Copy> PHashMap<K, V> {
         f: impl FnOnce() -> V,
     ) -> Result<V> {
         let k = k.as_key();
-        if let Some(v) = self.get(tx, k)? {
-            return Ok(v);
+        match self.search(tx, k)? {
+            Search::Found(s, i) => Ok(Self::val(tx, s, i)?.get(tx)),
+            Search::Absent(h, vacant) => {
+                let v = f();
+                self.insert_copy(tx, k, (h, vacant), v)?;
+                Ok(v)
+            }
         }
-        let v = f();
-        self.insert_copy(tx, k, v)?;
-        Ok(v)
     }
 
     /// Removes `k` and returns its value, freeing what the key owns. 2 drains (0 when absent).
@@ -632,11 +985,11 @@ impl<K: PKey, V: Persistent + Copy> PHashMap<K, V> {
     ///
     /// Logging errors, and those of [`get`](PHashMap::get).
     pub fn remove(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<Option<V>> {
-        let Some((t, i)) = self.find(tx, k)? else {
+        let Some((s, i)) = self.find(tx, k)? else {
             return Ok(None);
         };
-        let v = Self::val(tx, t, i)?.get(tx);
-        self.vacate(tx, t, i)?;
+        let v = Self::val(tx, s, i)?.get(tx);
+        self.vacate(tx, s, i)?;
         Ok(Some(v))
     }
 
@@ -644,7 +997,11 @@ impl<K: PKey, V: Persistent + Copy> PHashMap<K, V> {
     /// [`keys`](PHashMap::keys) gives it). Each step rereads the table, so changing the map
     /// while iterating is memory-safe (entries may then be missed or repeated).
     pub fn iter<'a>(&'a self, tx: &'a Transaction<'a>) -> MapIter<'a, K, V> {
-        MapIter { map: self, tx, i: 0 }
+        MapIter {
+            map: self,
+            tx,
+            cur: Cursor::default(),
+        }
     }
 }
 
@@ -652,8 +1009,8 @@ impl<K: PKey, V: Persistent + Copy> PHashMap<K, V> {
 /// ([`PString`](crate::PString), [`PVec`](crate::PVec), your own [`PHandle`] structs).
 ///
 /// References handed out (`&'t V`, and `&'t K` for `PString` keys) live at most as long as the
-/// transaction borrow. An insert that rebuilds the table (growth, or purging tombstones) moves
-/// every entry to a new table, and `remove_free` or `clear` discard them: a reference taken
+/// transaction borrow. An insert that rebuilds a segment (growth, or purging tombstones) moves
+/// every entry of that segment to a new block, and `remove_free` or `clear` discard them: a reference taken
 /// before then is **stale**, like a std iterator after an insert. Using a stale reference is a
 /// logic error, but never undefined behaviour: it points into memory that stays mapped and
 /// readable until commit; after a rebuild the old copy reads as an empty handle and changes
@@ -667,8 +1024,8 @@ impl<K: PKey, V: PHandle> PHashMap<K, V> {
     /// As [`contains_key`](PHashMap::contains_key).
     pub fn get_ref<'t>(&'t self, tx: &'t Transaction<'_>, k: &K::Borrowed) -> Result<Option<&'t V>> {
         match self.find(tx, k)? {
-            // SAFETY: a full slot of the current table; `V` is all cells.
-            Some((t, i)) => unsafe { Self::val_ref(tx, t, i) }.map(Some),
+            // SAFETY: a full slot of a live segment; `V` is all cells.
+            Some((s, i)) => unsafe { Self::val_ref(tx, s, i) }.map(Some),
             None => Ok(None),
         }
     }
@@ -683,22 +1040,28 @@ impl<K: PKey, V: PHandle> PHashMap<K, V> {
     /// As [`insert`](PHashMap::insert).
     pub fn get_or_insert_new<'t>(&'t self, tx: &'t Transaction<'_>, k: impl AsKey<K>) -> Result<&'t V> {
         let k = k.as_key();
-        if let Some(v) = self.get_ref(tx, k)? {
-            return Ok(v);
-        }
-        let (t, slot) = self.insert_new(tx, k, |block, off| {
+        let at = match self.search(tx, k)? {
+            // SAFETY: a full slot of a live segment; `V` is all cells.
+            Search::Found(s, i) => return unsafe { Self::val_ref(tx, s, i) },
+            Search::Absent(h, vacant) => (h, vacant),
+        };
+        let (s, slot) = self.insert_new(tx, k, at, |block, off| {
             // SAFETY: the value slot handed to `fill`: logged or fresh; zero is the empty handle.
             unsafe { raw::zero_bytes(tx, block, off, size_of::<V>() as u64) }
         })?;
-        // SAFETY: the slot just filled, in the current table; `V` is all cells.
-        unsafe { Self::val_ref(tx, t, slot) }
+        // SAFETY: the slot just filled, in a live segment; `V` is all cells.
+        unsafe { Self::val_ref(tx, s, slot) }
     }
 
     /// Iterates over the entries as `(key, value reference)`, in table order (the key as
     /// [`keys`](PHashMap::keys) gives it); see [`iter`](PHashMap::iter) for changes during
     /// iteration.
     pub fn iter_refs<'a>(&'a self, tx: &'a Transaction<'a>) -> MapRefs<'a, K, V> {
-        MapRefs { map: self, tx, i: 0 }
+        MapRefs {
+            map: self,
+            tx,
+            cur: Cursor::default(),
+        }
     }
 }
 
@@ -713,23 +1076,23 @@ impl<K, V> fmt::Debug for PHashMap<K, V> {
 pub struct MapIter<'a, K, V> {
     map: &'a PHashMap<K, V>,
     tx: &'a Transaction<'a>,
-    i: u64,
+    cur: Cursor,
 }
 
 impl<'a, K: PKey, V: Persistent + Copy> Iterator for MapIter<'a, K, V> {
     type Item = (K::Ref<'a>, V);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let (t, i) = self.map.next_full(self.tx, &mut self.i).ok().flatten()?;
-        let k = PHashMap::<K, V>::stored_key(self.tx, t, i).ok()?;
-        let v = PHashMap::<K, V>::val(self.tx, t, i).ok()?.get(self.tx);
+        let (s, i) = self.map.next_full(self.tx, &mut self.cur).ok().flatten()?;
+        let k = PHashMap::<K, V>::stored_key(self.tx, s, i).ok()?;
+        let v = PHashMap::<K, V>::val(self.tx, s, i).ok()?.get(self.tx);
         Some((k, v))
     }
 }
 
 impl<K, V> fmt::Debug for MapIter<'_, K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MapIter").field("slot", &self.i).finish()
+        f.debug_struct("MapIter").field("at", &self.cur).finish()
     }
 }
 
@@ -738,23 +1101,23 @@ impl<K, V> fmt::Debug for MapIter<'_, K, V> {
 pub struct MapRefs<'a, K, V> {
     map: &'a PHashMap<K, V>,
     tx: &'a Transaction<'a>,
-    i: u64,
+    cur: Cursor,
 }
 
 impl<'a, K: PKey, V: PHandle> Iterator for MapRefs<'a, K, V> {
     type Item = (K::Ref<'a>, &'a V);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let (t, i) = self.map.next_full(self.tx, &mut self.i).ok().flatten()?;
-        let k = PHashMap::<K, V>::stored_key(self.tx, t, i).ok()?;
-        // SAFETY: a full slot of the current table; `V` is all cells.
-        let v = unsafe { PHashMap::<K, V>::val_ref(self.tx, t, i) }.ok()?;
+        let (s, i) = self.map.next_full(self.tx, &mut self.cur).ok().flatten()?;
+        let k = PHashMap::<K, V>::stored_key(self.tx, s, i).ok()?;
+        // SAFETY: a full slot of a live segment; `V` is all cells.
+        let v = unsafe { PHashMap::<K, V>::val_ref(self.tx, s, i) }.ok()?;
         Some((k, v))
     }
 }
 
 impl<K, V> fmt::Debug for MapRefs<'_, K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MapRefs").field("slot", &self.i).finish()
+        f.debug_struct("MapRefs").field("at", &self.cur).finish()
     }
 }

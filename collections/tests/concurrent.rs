@@ -99,7 +99,7 @@ fn threads_disjoint_and_overlapping_keys() {
     }
     // Nothing allocated outside the shards' tables.
     let tables: BTreeSet<u64> = pool
-        .transaction(|tx, r| r.m.table_offsets(tx))
+        .transaction(|tx, r| r.m.block_offsets(tx))
         .unwrap()
         .into_iter()
         .collect();

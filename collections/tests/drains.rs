@@ -56,7 +56,7 @@ fn map_drains() {
     let mut growths = 0;
     for k in 0..200u64 {
         let cap = pool
-            .transaction(|tx, r| Ok::<_, Error>(r.m.capacity(tx)))
+            .transaction(|tx, r| r.m.capacity(tx))
             .unwrap();
         assert_eq!(
             tx_drains(&pool, |tx, r| r.m.insert(tx, k, k)),
@@ -64,7 +64,7 @@ fn map_drains() {
             "insert {k} (capacity {cap})"
         );
         growths += u64::from(
-            pool.transaction(|tx, r| Ok::<_, Error>(r.m.capacity(tx)))
+            pool.transaction(|tx, r| r.m.capacity(tx))
                 .unwrap()
                 != cap,
         );

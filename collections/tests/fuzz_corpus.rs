@@ -20,7 +20,7 @@ fn replay() {
     // The unmutated image with every operation once, each in its own transaction.
     let mut all = vec![0u8];
     for op in 0..collections::COLL_OPS {
-        all.extend([op, 3 + op, 45, 0]);
+        all.extend([op, 3 + op, collections::COLL_OPS, 0]);
     }
     collections::check_collections_image(&dir, &template, &all);
     let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");

@@ -78,7 +78,7 @@ fn map_rebuild_flushes_the_new_table_once() {
     let mut rebuilds = 0;
     while rebuilds < 2 {
         let cap = |pool: &Pool<Root>| {
-            pool.transaction(|tx, r| Ok::<_, Error>(r.m.capacity(tx)))
+            pool.transaction(|tx, r| r.m.capacity(tx))
                 .unwrap()
         };
         let before = cap(&pool);

@@ -11,13 +11,14 @@
 //! holds a `PVec<u64>`, a `PHashMap<u64, u64>` with tombstones, a 3-level `PBTreeMap<u64, u64>`
 //! (after merges), a multi-byte `PString`, a wrapped-around `PQueue<u64>`, a `PBox<u64>`, a
 //! `PVec<PString>` that popped (stale handles past its length) and a `PHashMap<u64, PVec<u64>>`
-//! with removed entries (stale handles in vacated slots). Two sentinel cells and two guards (a
+//! with removed entries (stale handles in vacated slots), and a `PHashMap<u16, [u64; 32]>` of
+//! several segments under a directory, with tombstones. Two sentinel cells and two guards (a
 //! string and a vector allocated after those removals, so they may reuse the stale handles'
 //! blocks) are never touched by the script nor (except by "anywhere" records) mutated.
 //!
-//! The mutation targets ([`Template::regions`]) are the 8 handles in the root (in field order
-//! `v m t s q b vs mv`), then every heap block the collections own (the blocks of `v m s q b vs
-//! mv` in that order, the B-tree nodes, the nested strings' and vectors' buffers).
+//! The mutation targets ([`Template::regions`]) are the 9 handles in the root (in field order
+//! `v m t s q b vs mv big`), then every heap block the collections own (the blocks of `v m s q b
+//! vs mv big` in that order, the B-tree nodes, the nested strings' and vectors' buffers).
 //!
 //! ## Input
 //!
@@ -36,8 +37,9 @@
 //! and after a final reopen terminates.
 //!
 //! When no record touched a word the collections cannot validate (an *unchecked* word, see
-//! [`Template::unchecked`]: pointers, capacities, B-tree leaf flags and child pointers, and the
-//! pointer and capacity words of nested handles, including stale ones) and no record went
+//! [`Template::unchecked`]: pointers, capacities, depths of map handles, map directories and
+//! segment capacities, B-tree leaf flags and child pointers, and the pointer and capacity words
+//! of nested handles, including stale ones) and no record went
 //! "anywhere", the image is *strict*: every open must succeed, and after the script and a
 //! reopen the sentinels and guards keep their values, the guards' buffers are still allocated,
 //! and `check_heap` passes — nothing
@@ -74,6 +76,9 @@ pub struct Root {
     pub vs: PVec<PString>,
     /// Nested vectors, with stale handles in vacated slots.
     pub mv: PHashMap<u64, PVec<u64>>,
+    /// A map of several segments (128-slot segments: big values) under a directory, with
+    /// tombstones.
+    pub big: PHashMap<u16, [u64; 32]>,
     /// Never touched by the script; allocated after `vs` popped, so it may reuse the buffer of
     /// one of the stale strings.
     pub guard_s: PString,
@@ -87,7 +92,7 @@ pub struct Root {
 /// Layout name of the template pool.
 pub const LAYOUT: &str = "fuzz-collections";
 /// Size of the template pool.
-pub const POOL_SIZE: u64 = 2 << 20;
+pub const POOL_SIZE: u64 = 4 << 20;
 /// Value of `sentinel` (`sentinel2` holds its complement).
 pub const SENTINEL: u64 = 0x5e47_1e11_c0ff_ee01;
 /// Most operations a script runs.
@@ -95,7 +100,10 @@ pub const MAX_OPS: usize = 96;
 /// Most mutation records an input applies.
 pub const MAX_RECORDS: usize = 32;
 /// Number of handle regions (the first regions).
-pub const HANDLES: usize = 8;
+pub const HANDLES: usize = 9;
+/// Blocks of `big`: its directory and segments (regions `HANDLES + 7 ..`; `make_seeds.py`
+/// counts on it).
+pub const BIG_BLOCKS: usize = 5;
 
 /// Bytes of a `PBTreeMap<u64, u64>` node: `[len][leaf][15 keys][15 values][16 children]`.
 const NODE_SIZE: usize = 16 + 15 * 8 + 15 * 8 + 16 * 8;
@@ -187,6 +195,17 @@ fn populate(pool: &Pool<Root>) -> Result<(), Error> {
         r.mv.remove_free(tx, &7)?;
         Ok::<_, Error>(())
     })?;
+    for part in 0..20u16 {
+        pool.transaction(|tx, r| {
+            for k in part * 20..(part + 1) * 20 {
+                r.big.insert(tx, k, [u64::from(k); 32])?;
+            }
+            for k in (part * 20..(part + 1) * 20).filter(|k| k % 7 == 0) {
+                r.big.remove(tx, &k)?;
+            }
+            Ok::<_, Error>(())
+        })?;
+    }
     pool.transaction(|tx, r| {
         r.guard_s.set(tx, GUARD_S)?;
         r.guard_v.extend(tx, guard_v_contents())
@@ -221,13 +240,14 @@ pub fn make_template(dir: &Path) -> Template {
     let handle = |field: usize, size: usize| root + field..root + field + size;
     let mut regions = vec![
         handle(offset_of!(Root, v), 24),
-        handle(offset_of!(Root, m), 32),
+        handle(offset_of!(Root, m), 24),
         handle(offset_of!(Root, t), 16),
         handle(offset_of!(Root, s), 24),
         handle(offset_of!(Root, q), 32),
         handle(offset_of!(Root, b), 8),
         handle(offset_of!(Root, vs), 24),
-        handle(offset_of!(Root, mv), 32),
+        handle(offset_of!(Root, mv), 24),
+        handle(offset_of!(Root, big), 24),
     ];
     let mut unchecked = BTreeSet::new();
     // Pointer and capacity words of the handles in the root.
@@ -240,6 +260,7 @@ pub fn make_template(dir: &Path) -> Template {
         (5, &[0]),
         (6, &[0, 16]),
         (7, &[0, 8]),
+        (8, &[0, 8]),
     ] {
         words(&mut unchecked, regions[i].start, ats.iter().copied());
     }
@@ -247,16 +268,29 @@ pub fn make_template(dir: &Path) -> Template {
     pool.transaction(|tx, r| {
         let tops = [
             r.v.buffer_offset(tx),
-            r.m.table_offset(tx),
+            r.m.block_offsets(tx)?.first().copied(),
             r.s.buffer_offset(tx),
             r.q.buffer_offset(tx),
             r.b.offset(tx),
             r.vs.buffer_offset(tx),
-            r.mv.table_offset(tx),
+            r.mv.block_offsets(tx)?.first().copied(),
         ];
         for off in tops {
             owned.push(off.expect("every collection owns a block"));
         }
+        // Map segments start with their capacity word; `m` and `mv` have one segment each.
+        assert!(r.m.block_offsets(tx)?.len() == 1 && r.mv.block_offsets(tx)?.len() == 1);
+        words(&mut unchecked, owned[1] as usize, [0]);
+        words(&mut unchecked, owned[6] as usize, [0]);
+        // `big`: a directory (every word a pointer), then its segments.
+        let big = r.big.block_offsets(tx)?;
+        assert!(big.len() == BIG_BLOCKS, "a directory and {} segments", big.len() - 1);
+        let dir = big[0] as usize;
+        words(&mut unchecked, dir, (0..live[&big[0]] as usize).step_by(8));
+        for &seg in &big[1..] {
+            words(&mut unchecked, seg as usize, [0]);
+        }
+        owned.extend(big);
         let nodes = r.t.node_offsets(tx)?;
         assert!(nodes.len() > 20, "a B-tree of many nodes");
         let levels = r.t.check_invariants(tx).expect("B-tree invariants");
@@ -276,10 +310,11 @@ pub fn make_template(dir: &Path) -> Template {
             let s = r.vs.get_ref(tx, i)?.expect("i < len");
             owned.push(s.buffer_offset(tx).expect("a non-empty string"));
         }
-        // Nested vectors: the value array of the table (keys are u64: ctrl, keys, values).
-        let cap = r.mv.capacity(tx) as usize;
-        let table = r.mv.table_offset(tx).expect("mv table") as usize;
-        let vo = cap.div_ceil(8) * 8 + cap * 8;
+        // Nested vectors: the value array of the segment (a 32-byte header, control bytes, u64
+        // keys, values).
+        let cap = r.mv.capacity(tx)? as usize;
+        let table = owned[6] as usize;
+        let vo = (32 + cap).div_ceil(8) * 8 + cap * 8;
         for i in 0..cap {
             words(&mut unchecked, table + vo + i * 24, [0, 16]);
         }
@@ -359,20 +394,20 @@ pub enum Op {
 }
 
 /// Number of collection operations ([`run_op`]).
-pub const COLL_OPS: u8 = 45;
+pub const COLL_OPS: u8 = 48;
 
-/// Decodes the script: pairs `(op, arg)`; `op % 48` below [`COLL_OPS`] is a collection
-/// operation, 45 commits, 46 aborts, 47 reopens.
+/// Decodes the script: pairs `(op, arg)`; `op % 51` below [`COLL_OPS`] is a collection
+/// operation, 48 commits, 49 aborts, 50 reopens.
 pub fn decode_script(bytes: &[u8]) -> Vec<Op> {
     bytes
         .chunks(2)
         .take(MAX_OPS)
         .map(|c| {
-            let (op, a) = (c[0] % 48, c.get(1).copied().unwrap_or(0));
+            let (op, a) = (c[0] % 51, c.get(1).copied().unwrap_or(0));
             match op {
-                45 => Op::Commit,
-                46 => Op::Abort,
-                47 => Op::Reopen,
+                48 => Op::Commit,
+                49 => Op::Abort,
+                50 => Op::Reopen,
                 _ => Op::Coll(op, a),
             }
         })
@@ -409,7 +444,9 @@ pub fn run_op(tx: &Transaction<'_>, r: &Root, op: u8, a: u8) -> Result<(), Error
         7 => seen(r.m.get(tx, &(k % 64))),
         8 => {
             let n = r.m.iter(tx).count() as u64;
-            assert!(n <= r.m.capacity(tx), "map iter yielded {n} entries");
+            if let Ok(cap) = r.m.capacity(tx) {
+                assert!(n <= cap, "map iter yielded {n} entries");
+            }
             seen(r.m.keys(tx))
         }
         9 => seen(r.m.insert(tx, k % 64, x)),
@@ -472,7 +509,9 @@ pub fn run_op(tx: &Transaction<'_>, r: &Root, op: u8, a: u8) -> Result<(), Error
                 n += 1;
                 seen(v.to_vec(tx))?;
             }
-            assert!(n <= r.mv.capacity(tx), "iter_refs yielded {n} entries");
+            if let Ok(cap) = r.mv.capacity(tx) {
+                assert!(n <= cap, "iter_refs yielded {n} entries");
+            }
             Ok(())
         }
         41 => r.mv.clear(tx),
@@ -493,6 +532,16 @@ pub fn run_op(tx: &Transaction<'_>, r: &Root, op: u8, a: u8) -> Result<(), Error
             assert!(r.v.len(tx) <= r.v.capacity(tx), "{lens:?}");
             assert!(r.vs.len(tx) <= r.vs.capacity(tx), "{lens:?}");
             Ok(())
+        }
+        // Enough keys to split segments and double the directory.
+        44 => (0..8u16).try_for_each(|i| seen(r.big.insert(tx, u16::from(a) * 8 + i, [x; 32]))),
+        45 => (0..8u16).try_for_each(|i| seen(r.big.remove(tx, &(u16::from(a) * 8 + i)))),
+        46 => {
+            let n = r.big.iter(tx).count() as u64;
+            if let Ok(cap) = r.big.capacity(tx) {
+                assert!(n <= cap, "big iter yielded {n} entries");
+            }
+            seen(r.big.get(tx, &u16::from(a)))
         }
         _ => {
             // Everything read-only, in one go.
@@ -523,6 +572,8 @@ pub fn sweep(tx: &Transaction<'_>, r: &Root) {
     for (_, v) in r.mv.iter_refs(tx).take(64) {
         let _ = seen(v.to_vec(tx));
     }
+    let _ = r.big.iter(tx).count();
+    let _ = seen(r.big.block_offsets(tx));
 }
 
 #[derive(Debug)]

@@ -185,6 +185,9 @@ pub fn read(pool: &Pool<Root>) -> Model {
         assert_eq!(r.v.len(tx), v.len() as u64);
         let m: BTreeMap<u64, u64> = r.m.iter(tx).collect();
         assert_eq!(m.len() as u64, r.m.len(tx), "map len vs entries");
+        if let Err(e) = r.m.check_invariants(tx).and(r.m2.check_invariants(tx)) {
+            panic!("map structure: {e}");
+        }
         for (k, x) in &m {
             assert_eq!(r.m.get(tx, k)?, Some(*x));
         }
@@ -220,18 +223,18 @@ pub fn assert_no_leak(pool: &mut Pool<Root>) {
     let owned: BTreeSet<u64> = pool
         .transaction(|tx, r| {
             let nodes = r.t.node_offsets(tx)?;
+            let maps = [r.m.block_offsets(tx)?, r.m2.block_offsets(tx)?].concat();
             Ok::<_, Error>(
                 [
                     r.v.buffer_offset(tx),
-                    r.m.table_offset(tx),
                     r.s.buffer_offset(tx),
                     r.q.buffer_offset(tx),
                     r.b.offset(tx),
-                    r.m2.table_offset(tx),
                 ]
                 .into_iter()
                 .flatten()
                 .chain(nodes)
+                .chain(maps)
                 .collect(),
             )
         })
@@ -296,14 +299,16 @@ pub fn add_block(out: &mut BTreeSet<u64>, block: Option<u64>) {
     }
 }
 
-/// Adds the blocks a string-keyed map owns apart from its values: the table and every key's
-/// buffer.
+/// Adds the blocks a string-keyed map owns apart from its values: its directory and segments
+/// and every key's buffer.
 pub fn string_key_blocks<V: Persistent>(
     tx: &Transaction<'_>,
     m: &PHashMap<PString, V>,
     out: &mut BTreeSet<u64>,
 ) -> Result<(), Error> {
-    add_block(out, m.table_offset(tx));
+    for b in m.block_offsets(tx)? {
+        add_block(out, Some(b));
+    }
     for k in m.keys(tx)? {
         add_block(out, k.buffer_offset(tx));
     }
