@@ -252,10 +252,11 @@ fn check_collections(pool: &mut Pool<Collections>, states: &[CollState], done: u
     let (state, buffers) = pool.transaction(|tx, r| {
         let mut m: Vec<(u64, u64)> = r.m.iter(tx).collect();
         m.sort_unstable();
-        let buffers: BTreeSet<u64> = [r.v.buffer_offset(tx), r.m.table_offset(tx)]
-            .into_iter()
-            .flatten()
-            .collect();
+        let buffers: BTreeSet<u64> =
+            r.v.buffer_offset(tx)
+                .into_iter()
+                .chain(r.m.block_offsets(tx)?)
+                .collect();
         Ok::<_, ptm::Error>(((r.v.to_vec(tx)?, m), buffers))
     })?;
     ensure_prefix(&state, states, done)?;

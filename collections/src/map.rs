@@ -441,7 +441,10 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
     pub fn block_offsets(&self, tx: &Transaction<'_>) -> Result<Vec<u64>> {
         let segs = self.segments(tx)?;
         let dir = (self.global_depth(tx)? > 0).then(|| self.root.get(tx).offset());
-        Ok(dir.into_iter().chain(segs.iter().map(|s| s.block.offset())).collect())
+        Ok(dir
+            .into_iter()
+            .chain(segs.iter().map(|s| s.block.offset()))
+            .collect())
     }
 
     /// Checks the map's structure: the directory (as [`block_offsets`](PHashMap::block_offsets)),
@@ -469,16 +472,24 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
                 }
                 used += 1;
                 // SAFETY: a full slot; the reference is dropped at once.
-                let h = unsafe { Self::key_ref(tx, s, i) }.map_err(e)?.key_hash(tx).map_err(e)?;
+                let h = unsafe { Self::key_ref(tx, s, i) }
+                    .map_err(e)?
+                    .key_hash(tx)
+                    .map_err(e)?;
                 let di = dir_index(h, g);
                 if di < base || di >= base + n {
-                    return Err(format!("slot {i} of segment {d} holds a key of directory index {di}"));
+                    return Err(format!(
+                        "slot {i} of segment {d} holds a key of directory index {di}"
+                    ));
                 }
                 // Linear probing: no empty slot between the key's home and its slot.
                 let mut j = h & mask;
                 while j != i {
                     if Self::ctrl(tx, s, j).map_err(e)?.get(tx) == EMPTY {
-                        return Err(format!("segment {d}: slot {i} unreachable from its home {}", h & mask));
+                        return Err(format!(
+                            "segment {d}: slot {i} unreachable from its home {}",
+                            h & mask
+                        ));
                     }
                     j = (j + 1) & mask;
                 }
@@ -486,7 +497,9 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
             let hl = Self::hdr(tx, s.block, H_LEN).map_err(e)?.get(tx);
             let hu = Self::hdr(tx, s.block, H_USED).map_err(e)?.get(tx);
             if (hl, hu) != (full, used) {
-                return Err(format!("segment {d}: header len/used {hl}/{hu}, counted {full}/{used}"));
+                return Err(format!(
+                    "segment {d}: header len/used {hl}/{hu}, counted {full}/{used}"
+                ));
             }
             total += full;
             d = base + n;
@@ -677,7 +690,11 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
         } else {
             (g, self.root.get(tx), false)
         };
-        let (base2, span2) = if fresh_dir { (base * 2, span * 2) } else { (base, span) };
+        let (base2, span2) = if fresh_dir {
+            (base * 2, span * 2)
+        } else {
+            (base, span)
+        };
         let half = span2 / 2;
         let a = Self::new_seg(tx, s.cap, l + 1)?;
         let b = Self::new_seg(tx, s.cap, l + 1)?;
@@ -707,7 +724,9 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
         if g == 0 {
             return Ok(());
         }
-        let inside = (base..base + n).try_fold(true, |ok, d| Ok::<_, ptm::Error>(ok && self.seg_ptr(tx, g, d)? == seg))?;
+        let inside = (base..base + n).try_fold(true, |ok, d| {
+            Ok::<_, ptm::Error>(ok && self.seg_ptr(tx, g, d)? == seg)
+        })?;
         let before = base > 0 && self.seg_ptr(tx, g, base - 1)? == seg;
         let after = (base + n) >> g == 0 && self.seg_ptr(tx, g, base + n)? == seg;
         if !inside || before || after {
@@ -719,7 +738,12 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
     /// Logs, in one batch, what a growth step writes outside fresh memory: the handle, the
     /// directory entries `[base, base + n)` of `dir` when given, and the old segment's key and
     /// value arrays when they own blocks (the moved copies are zeroed).
-    fn log_growth(&self, tx: &Transaction<'_>, old: Option<Seg>, dir: Option<(PPtr<u8>, u64, u64)>) -> Result<()> {
+    fn log_growth(
+        &self,
+        tx: &Transaction<'_>,
+        old: Option<Seg>,
+        dir: Option<(PPtr<u8>, u64, u64)>,
+    ) -> Result<()> {
         tx.snapshot(|b| {
             b.add(&self.root)?;
             b.add(&self.depth)?;
@@ -728,7 +752,12 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
             // commit, readable until then), reached only through cells by this thread.
             unsafe {
                 if let Some((dir, base, n)) = dir {
-                    b.add(&Span::new(tx, dir, raw::elem_off::<u64>(base)?, raw::elem_off::<u64>(n)?)?)?;
+                    b.add(&Span::new(
+                        tx,
+                        dir,
+                        raw::elem_off::<u64>(base)?,
+                        raw::elem_off::<u64>(n)?,
+                    )?)?;
                 }
                 if let Some(o) = old {
                     if K::OWNS {

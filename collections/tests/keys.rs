@@ -360,8 +360,7 @@ fn tx_drains<T>(
 }
 
 fn capacity(pool: &Pool<Root>) -> u64 {
-    pool.transaction(|tx, r| r.s.capacity(tx))
-        .unwrap()
+    pool.transaction(|tx, r| r.s.capacity(tx)).unwrap()
 }
 
 #[test]

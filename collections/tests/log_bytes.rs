@@ -68,30 +68,42 @@ fn queue_growth_flushes_the_new_buffer_once() {
     );
 }
 
+/// Bytes of a full-size `PHashMap<u64, u64>` segment: a 32-byte header, then 2048 control
+/// bytes and 2048 16-byte entries.
+const SEGMENT: u64 = 32 + 2048 + 2048 * 16;
+
+/// A map's growth is bounded by its segment size, not its size: no insert of 40,000 flushes
+/// more than two fresh segments and a directory, while the map grows to many times that (a
+/// table doubling whole would flush all of it in one insert).
 #[test]
-fn map_rebuild_flushes_the_new_table_once() {
+fn map_growth_flushes_at_most_two_segments() {
     let dir = shm_dir();
     let (pool, _) = create(&dir, "m.pool");
-    let mut k = 0u64;
-    let mut worst = (0, 0);
-    // Insert until at least two rebuilds happened; check each rebuild's flushed lines.
-    let mut rebuilds = 0;
-    while rebuilds < 2 {
-        let cap = |pool: &Pool<Root>| {
-            pool.transaction(|tx, r| r.m.capacity(tx))
-                .unwrap()
-        };
+    let (mut worst, mut growths) = ((0, 0), 0);
+    let cap = |pool: &Pool<Root>| pool.transaction(|tx, r| r.m.capacity(tx)).unwrap();
+    for k in 0..40_000u64 {
         let before = cap(&pool);
         let lines = tx_lines(&pool, |tx, r| r.m.insert(tx, k, k));
-        let after = cap(&pool);
-        k += 1;
-        if after > before && before >= 1024 {
-            rebuilds += 1;
-            // Control bytes (1 per slot) plus 16-byte entries.
-            let table = after * 17;
-            assert!(lines <= bound(table), "{lines} lines for a {table}-byte table");
-            worst = worst.max((lines, table));
-        }
+        growths += u64::from(cap(&pool) != before);
+        worst = worst.max((lines, k));
     }
-    assert!(worst.0 > 0);
+    let (blocks, total) = pool
+        .transaction(|tx, r| Ok::<_, Error>((r.m.block_offsets(tx)?.len() as u64, r.m.capacity(tx)? * 17)))
+        .unwrap();
+    // Two fresh segments and the directory (8 bytes per segment pointer, at most 2 per segment).
+    let limit = bound(2 * SEGMENT + 16 * blocks);
+    assert!(
+        worst.0 <= limit,
+        "insert {} flushed {} lines (limit {limit})",
+        worst.1,
+        worst.0
+    );
+    assert!(
+        blocks > 16 && growths > 16,
+        "{blocks} blocks, {growths} growth steps"
+    );
+    assert!(
+        total / 64 > 10 * limit,
+        "the map ({total} bytes) is many times the bound"
+    );
 }

@@ -284,7 +284,11 @@ pub fn make_template(dir: &Path) -> Template {
         words(&mut unchecked, owned[6] as usize, [0]);
         // `big`: a directory (every word a pointer), then its segments.
         let big = r.big.block_offsets(tx)?;
-        assert!(big.len() == BIG_BLOCKS, "a directory and {} segments", big.len() - 1);
+        assert!(
+            big.len() == BIG_BLOCKS,
+            "a directory and {} segments",
+            big.len() - 1
+        );
         let dir = big[0] as usize;
         words(&mut unchecked, dir, (0..live[&big[0]] as usize).step_by(8));
         for &seg in &big[1..] {

@@ -85,10 +85,11 @@ fn check(pool: &mut Pool<Root>, expected: &[State], done: usize) -> CheckResult 
     let (s, buffers) = pool.transaction(|tx, r| {
         let m: BTreeMap<u64, u64> = r.m.iter(tx).collect();
         let t: BTreeMap<u64, u64> = r.t.iter(tx)?.collect();
-        let mut buffers: BTreeSet<u64> = [r.v.buffer_offset(tx), r.m.table_offset(tx)]
-            .into_iter()
-            .flatten()
-            .collect();
+        let mut buffers: BTreeSet<u64> =
+            r.v.buffer_offset(tx)
+                .into_iter()
+                .chain(r.m.block_offsets(tx)?)
+                .collect();
         buffers.extend(r.t.node_offsets(tx)?);
         Ok::<_, ptm::Error>(((r.v.to_vec(tx)?, m, t), buffers))
     })?;

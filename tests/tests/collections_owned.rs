@@ -663,7 +663,7 @@ fn n_apply(pool: &Pool<NRoot>, op: NOp, _: &NState) -> CheckResult {
         NOp::Capacities(v, m) => {
             let caps = pool.transaction(|tx, r| {
                 let inner = live(tx, r)?;
-                Ok::<_, ptm::Error>((inner.v.capacity(tx), inner.m.capacity(tx)))
+                Ok::<_, ptm::Error>((inner.v.capacity(tx), inner.m.capacity(tx)?))
             })?;
             ensure!(
                 caps == (v, m),
@@ -709,7 +709,9 @@ fn n_read(tx: &Transaction<'_>, r: &NRoot, owned: &mut Owned) -> Result<NState, 
         return Ok(None);
     };
     owned.reach("vector buffer", inner.v.buffer_offset(tx), inner.v.len(tx) * 8)?;
-    owned.reach("map table", inner.m.table_offset(tx), inner.m.len(tx) * 16)?;
+    for b in inner.m.block_offsets(tx)? {
+        owned.reach("map directory or segment", Some(b), 8)?;
+    }
     let v = inner.v.iter(tx).collect::<Vec<_>>();
     ensure!(
         v.len() as u64 == inner.v.len(tx),

@@ -104,7 +104,7 @@ fn check(pool: &mut Pool<Root>, expected: &[State], done: usize) -> CheckResult 
     pool.check_heap()?;
     let (s, tables) = pool.transaction(|tx, r| {
         let s: State = r.m.to_vec(tx)?.into_iter().collect();
-        let tables: BTreeSet<u64> = r.m.table_offsets(tx)?.into_iter().collect();
+        let tables: BTreeSet<u64> = r.m.block_offsets(tx)?.into_iter().collect();
         Ok::<_, ptm::Error>((s, tables))
     })?;
     ensure_prefix(&s, expected, done)?;
