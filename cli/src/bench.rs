@@ -21,6 +21,9 @@
 //! interleaved (round-robin) so that noise on a shared machine spreads over all of them, and
 //! each case reports the median batch. On tmpfs `fsync` is nearly free (there is no device), so
 //! SQLite, LMDB and write+fsync are lower bounds there.
+//!
+//! `ptm bench --pauses` measures something else, the tail latency of inserts into growing
+//! collections: see [`crate::pause`].
 
 use std::fmt::Write as _;
 use std::fs::File;

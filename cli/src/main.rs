@@ -115,7 +115,8 @@ enum Command {
         json: bool,
     },
     /// Measure durable 1-word and 8-word updates side by side: ptm, PMDK (with the `pmdk`
-    /// feature), SQLite (WAL, synchronous=FULL) and write+fsync, plus ptm's drains per update.
+    /// feature), SQLite (WAL, synchronous=FULL) and write+fsync, plus ptm's drains per update;
+    /// or, with --pauses, the latency distribution of inserts into growing collections.
     Bench {
         /// Fewer iterations (a few seconds; for tests and CI).
         #[arg(long)]

@@ -66,18 +66,24 @@ fn key(i: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// One structure's measurements.
-struct Run {
-    name: &'static str,
-    operation: &'static str,
-    peer: &'static str,
-    durable: bool,
+/// What [`measure`] records.
+struct Measured {
     /// Latency of each insert, ns (saturated at `u32::MAX`, 4.3 s).
     lat: Vec<u32>,
     /// Sum of the (unsaturated) latencies, ns.
     total_ns: u128,
     /// Indices of the inserts after which the capacity changed, when it is visible.
     growth_at: Option<Vec<u64>>,
+}
+
+/// One structure's measurements.
+struct Run {
+    name: &'static str,
+    operation: &'static str,
+    /// The std structure its ratios are against.
+    peer: &'static str,
+    durable: bool,
+    m: Measured,
 }
 
 /// The distribution of one [`Run`].
@@ -93,17 +99,18 @@ struct Stats {
 
 impl Run {
     fn stats(&self) -> Stats {
-        let mut sorted = self.lat.clone();
+        let mut sorted = self.m.lat.clone();
         sorted.sort_unstable();
         // Nearest rank: the smallest latency with at least a fraction `q` of them at or below it.
         let rank = |q: f64| sorted[((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1];
-        let (max_at, max) = self
-            .lat
-            .iter()
-            .enumerate()
-            .fold((0, 0), |(ai, am), (i, &l)| if l > am { (i, l) } else { (ai, am) });
+        let (max_at, max) =
+            self.m
+                .lat
+                .iter()
+                .enumerate()
+                .fold((0, 0), |(ai, am), (i, &l)| if l > am { (i, l) } else { (ai, am) });
         Stats {
-            mean: self.total_ns as f64 / self.lat.len() as f64,
+            mean: self.m.total_ns as f64 / self.m.lat.len() as f64,
             p50: rank(0.50),
             p99: rank(0.99),
             p999: rank(0.999),
@@ -121,7 +128,7 @@ fn measure(
     ops: u64,
     bar: &ProgressBar,
     mut insert: impl FnMut(u64) -> Result<Option<u64>, String>,
-) -> Result<(Vec<u32>, u128, Option<Vec<u64>>), Failure> {
+) -> Result<Measured, Failure> {
     bar.set_message(name);
     let mut lat = Vec::with_capacity(ops as usize);
     let mut total = 0u128;
@@ -148,7 +155,11 @@ fn measure(
         }
     }
     bar.inc(ops % PROGRESS_STEP);
-    Ok((lat, total, tracked.then_some(growth_at)))
+    Ok(Measured {
+        lat,
+        total_ns: total,
+        growth_at: tracked.then_some(growth_at),
+    })
 }
 
 #[derive(Persistent)]
@@ -196,7 +207,7 @@ impl Setup<'_> {
         &self,
         name: &'static str,
         insert: impl for<'t> Fn(&'t Transaction<'t>, &'t R, u64) -> ptm::Result<(Option<u64>, Option<u64>)>,
-    ) -> Result<(Vec<u32>, u128, Option<Vec<u64>>, String), Failure> {
+    ) -> Result<(Measured, String), Failure> {
         let path = self.dir.join("pauses.pool");
         let pool = Pool::<R>::create(
             &path,
@@ -205,7 +216,7 @@ impl Setup<'_> {
         )
         .map_err(|e| Failure(format!("{name}: ptm pool of {} bytes: {e}", self.pool_size)))?;
         let domain = pool.domain().name().to_owned();
-        let (lat, total, growth_at) = measure(name, self.ops, self.bar, |i| {
+        let m = measure(name, self.ops, self.bar, |i| {
             let k = key(i);
             match pool.transaction(|tx, root| insert(tx, root, k)) {
                 Ok((None, cap)) => Ok(cap),
@@ -215,7 +226,7 @@ impl Setup<'_> {
         })?;
         drop(pool);
         std::fs::remove_file(&path).map_err(|e| Failure(format!("removing {}: {e}", path.display())))?;
-        Ok((lat, total, growth_at, domain))
+        Ok((m, domain))
     }
 }
 
@@ -225,7 +236,7 @@ fn pmdk_hash_map(s: &Setup<'_>) -> Result<Option<(Run, bool)>, Failure> {
     let name = "PMDK hash map";
     let m = PmdkMap::create(PmdkMapKind::Hash, s.dir, s.pool_size)
         .map_err(|e| Failure(format!("{name}: pool of {} bytes: {e}", s.pool_size)))?;
-    let (lat, total_ns, growth_at) = measure(name, s.ops, s.bar, |i| {
+    let measured = measure(name, s.ops, s.bar, |i| {
         let k = key(i);
         match m.insert(k, k) {
             Ok(None) => Ok(None),
@@ -240,9 +251,7 @@ fn pmdk_hash_map(s: &Setup<'_>) -> Result<Option<(Run, bool)>, Failure> {
             operation: "insert",
             peer: STD_HASHMAP,
             durable: true,
-            lat,
-            total_ns,
-            growth_at,
+            m: measured,
         },
         is_pmem,
     )))
@@ -280,22 +289,20 @@ pub(crate) fn run(a: &BenchArgs) -> Result<String, Failure> {
         ops,
         bar: &bar,
     };
-    let run = |name, operation, peer, durable, (lat, total_ns, growth_at)| Run {
+    let run = |name, operation, peer, durable, m| Run {
         name,
         operation,
         peer,
         durable,
-        lat,
-        total_ns,
-        growth_at,
+        m,
     };
     let mut runs = Vec::new();
 
     // Hash maps.
-    let (lat, total, growth, ptm_domain) = s.ptm("PHashMap", |tx, r: &HashRoot, k| {
+    let (m, ptm_domain) = s.ptm("PHashMap", |tx, r: &HashRoot, k| {
         Ok((r.m.insert(tx, k, k)?, Some(r.m.capacity(tx))))
     })?;
-    runs.push(run("PHashMap", "insert", STD_HASHMAP, true, (lat, total, growth)));
+    runs.push(run("PHashMap", "insert", STD_HASHMAP, true, m));
     let pmdk = pmdk_hash_map(&s)?;
     let pmdk_is_pmem = pmdk.as_ref().map(|(_, p)| *p);
     runs.extend(pmdk.map(|(r, _)| r));
@@ -311,16 +318,10 @@ pub(crate) fn run(a: &BenchArgs) -> Result<String, Failure> {
     runs.push(run(STD_HASHMAP, "insert", STD_HASHMAP, false, m));
 
     // Ordered maps (no doubling: node splits).
-    let (lat, total, growth, _) = s.ptm("PBTreeMap", |tx, r: &TreeRoot, k| {
+    let (m, _) = s.ptm("PBTreeMap", |tx, r: &TreeRoot, k| {
         Ok((r.m.insert(tx, k, k)?, None))
     })?;
-    runs.push(run(
-        "PBTreeMap",
-        "insert",
-        STD_BTREEMAP,
-        true,
-        (lat, total, growth),
-    ));
+    runs.push(run("PBTreeMap", "insert", STD_BTREEMAP, true, m));
     let mut bt = BTreeMap::new();
     let m = measure(STD_BTREEMAP, ops, &bar, |i| {
         let k = key(i);
@@ -333,17 +334,17 @@ pub(crate) fn run(a: &BenchArgs) -> Result<String, Failure> {
     runs.push(run(STD_BTREEMAP, "insert", STD_BTREEMAP, false, m));
 
     // Arrays.
-    let (lat, total, growth, _) = s.ptm("PVec", |tx, r: &VecRoot, k| {
+    let (m, _) = s.ptm("PVec", |tx, r: &VecRoot, k| {
         r.v.push(tx, k)?;
         Ok((None, Some(r.v.capacity(tx))))
     })?;
-    runs.push(run("PVec", "push", STD_VEC, true, (lat, total, growth)));
-    let (lat, total, growth, _) = s.ptm("PQueue", |tx, r: &QueueRoot, k| {
+    runs.push(run("PVec", "push", STD_VEC, true, m));
+    let (m, _) = s.ptm("PQueue", |tx, r: &QueueRoot, k| {
         r.q.push(tx, k)?;
         // A grown ring is a new block: its offset differs from the old one, freed only now.
         Ok((None, Some(r.q.buffer_offset(tx).unwrap_or(0))))
     })?;
-    runs.push(run("PQueue", "push", STD_VEC, true, (lat, total, growth)));
+    runs.push(run("PQueue", "push", STD_VEC, true, m));
     let mut v = Vec::new();
     let m = measure(STD_VEC, ops, &bar, |i| {
         v.push(key(i));
@@ -428,16 +429,16 @@ fn json_text(ops: u64, pool_size: u64, m: &Machine, rows: &[Row<'_>]) -> Result<
             "operation": r.run.operation,
             "durable": r.run.durable,
             "peer": r.run.peer,
-            "ops": r.run.lat.len(),
-            "total_ns": u64::try_from(r.run.total_ns).unwrap_or(u64::MAX),
+            "ops": r.run.m.lat.len(),
+            "total_ns": u64::try_from(r.run.m.total_ns).unwrap_or(u64::MAX),
             "mean_ns": r.st.mean,
             "p50_ns": r.st.p50,
             "p99_ns": r.st.p99,
             "p999_ns": r.st.p999,
             "max_ns": r.st.max,
             "max_at": r.st.max_at,
-            "growths": r.run.growth_at.as_ref().map(Vec::len),
-            "growth_at": r.run.growth_at,
+            "growths": r.run.m.growth_at.as_ref().map(Vec::len),
+            "growth_at": r.run.m.growth_at,
             "max_to_p50": r.max_to_p50,
             "max_to_peer": r.max_to_peer,
             "p99_to_peer": r.p99_to_peer,
@@ -482,8 +483,8 @@ fn table(ops: u64, m: &Machine, rows: &[Row<'_>]) -> String {
             s,
             "{:<14} {:>9} {:>9.1} {:>8.0} {:>8} {:>8} {:>9} {:>11} {:>9} {:>7} {:>8.0}x {:>12} {:>8.2}x {:>8.2}x",
             r.run.name,
-            r.run.lat.len(),
-            r.run.total_ns as f64 / 1e6,
+            r.run.m.lat.len(),
+            r.run.m.total_ns as f64 / 1e6,
             r.st.mean,
             r.st.p50,
             r.st.p99,
@@ -491,6 +492,7 @@ fn table(ops: u64, m: &Machine, rows: &[Row<'_>]) -> String {
             r.st.max,
             r.st.max_at,
             r.run
+                .m
                 .growth_at
                 .as_ref()
                 .map_or_else(|| "-".to_owned(), |g| g.len().to_string()),
