@@ -293,6 +293,24 @@ pub(crate) fn work_dir(dir: Option<&Path>) -> Result<(PathBuf, tempfile::TempDir
     Ok((base, tmp))
 }
 
+/// A progress bar of `len` steps drawn with `template` on a terminal (stdout), unless the
+/// output is JSON; hidden otherwise.
+pub(crate) fn progress(json: bool, len: u64, template: &str) -> Result<ProgressBar, Failure> {
+    let show = !json && std::io::stdout().is_terminal();
+    let bar = if show {
+        ProgressBar::new(len)
+    } else {
+        ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
+    };
+    bar.set_style(
+        ProgressStyle::with_template(template).map_err(|e| Failure(format!("progress style: {e}")))?,
+    );
+    if show {
+        bar.enable_steady_tick(Duration::from_millis(100));
+    }
+    Ok(bar)
+}
+
 /// Runs the benchmark and renders the table (or JSON).
 pub(crate) fn run(a: &BenchArgs) -> Result<String, Failure> {
     // libpmem reads PMEM_IS_PMEM_FORCE once, on first use; the process has one thread here.
@@ -359,19 +377,11 @@ pub(crate) fn run(a: &BenchArgs) -> Result<String, Failure> {
         }));
     }
 
-    let show = !a.json && std::io::stdout().is_terminal();
-    let bar = if show {
-        ProgressBar::new((cases.len() * (batches + 1)) as u64)
-    } else {
-        ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} benchmarking {msg}: batch {pos}/{len} {elapsed}")
-            .map_err(|e| Failure(format!("progress style: {e}")))?,
-    );
-    if show {
-        bar.enable_steady_tick(Duration::from_millis(100));
-    }
+    let bar = progress(
+        a.json,
+        (cases.len() * (batches + 1)) as u64,
+        "{spinner} benchmarking {msg}: batch {pos}/{len} {elapsed}",
+    )?;
 
     // Round 0 warms up (caches, SQLite's WAL, LMDB's free pages, ptm's pending completion mark) and is not timed.
     let mut val = 0u64;

@@ -23,16 +23,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::io::IsTerminal;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use ptm::{Persistent, Pool, PoolOptions, Transaction};
 use ptm_collections::{PBTreeMap, PHashMap, PQueue, PVec};
 use serde_json::json;
 
-use crate::bench::{cpu_model, fs_type, work_dir, BenchArgs};
+use crate::bench::{cpu_model, fs_type, progress, work_dir, BenchArgs};
 use crate::Failure;
 
 /// Inserts per structure by default.
@@ -269,20 +268,12 @@ pub(crate) fn run(a: &BenchArgs) -> Result<String, Failure> {
     let (base, tmp) = work_dir(a.dir.as_deref())?;
     let dir = tmp.path();
 
-    let show = !a.json && std::io::stdout().is_terminal();
     let structures = if cfg!(feature = "pmdk") { 8 } else { 7 };
-    let bar = if show {
-        ProgressBar::new(ops * structures)
-    } else {
-        ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} growth pauses: {msg} {pos}/{len} {elapsed}")
-            .map_err(|e| Failure(format!("progress style: {e}")))?,
-    );
-    if show {
-        bar.enable_steady_tick(Duration::from_millis(100));
-    }
+    let bar = progress(
+        a.json,
+        ops * structures,
+        "{spinner} growth pauses: {msg} {pos}/{len} {elapsed}",
+    )?;
     let s = Setup {
         dir,
         pool_size,
