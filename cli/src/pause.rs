@@ -94,6 +94,8 @@ struct Stats {
     p999: u32,
     max: u32,
     max_at: u64,
+    /// The slowest insert that grew the structure, and its index (when growth is visible).
+    growth_max: Option<(u32, u64)>,
 }
 
 impl Run {
@@ -102,19 +104,28 @@ impl Run {
         sorted.sort_unstable();
         // Nearest rank: the smallest latency with at least a fraction `q` of them at or below it.
         let rank = |q: f64| sorted[((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1];
-        let (max_at, max) =
-            self.m
-                .lat
-                .iter()
-                .enumerate()
-                .fold((0, 0), |(ai, am), (i, &l)| if l > am { (i, l) } else { (ai, am) });
+        // The first of the slowest, by index.
+        let slowest =
+            |at: &mut dyn Iterator<Item = u64>| {
+                at.map(|i| (self.m.lat[i as usize], i))
+                    .fold(None, |best: Option<(u32, u64)>, (l, i)| match best {
+                        Some((bl, _)) if bl >= l => best,
+                        _ => Some((l, i)),
+                    })
+            };
+        let (max, max_at) = slowest(&mut (0..self.m.lat.len() as u64)).unwrap_or((0, 0));
         Stats {
             mean: self.m.total_ns as f64 / self.m.lat.len() as f64,
             p50: rank(0.50),
             p99: rank(0.99),
             p999: rank(0.999),
             max,
-            max_at: max_at as u64,
+            max_at,
+            growth_max: self
+                .m
+                .growth_at
+                .as_ref()
+                .and_then(|g| slowest(&mut g.iter().copied())),
         }
     }
 }
@@ -238,7 +249,7 @@ fn pmdk_hash_map(s: &Setup<'_>) -> Result<Option<(Run, bool)>, Failure> {
     let measured = measure(name, s.ops, s.bar, |i| {
         let k = key(i);
         match m.insert(k, k) {
-            Ok(None) => Ok(None),
+            Ok(None) => Ok(m.buckets()),
             Ok(Some(_)) => Err(format!("key {k} was already present")),
             Err(e) => Err(e.to_string()),
         }
@@ -428,6 +439,8 @@ fn json_text(ops: u64, pool_size: u64, m: &Machine, rows: &[Row<'_>]) -> Result<
             "p999_ns": r.st.p999,
             "max_ns": r.st.max,
             "max_at": r.st.max_at,
+            "growth_max_ns": r.st.growth_max.map(|(l, _)| l),
+            "growth_max_at": r.st.growth_max.map(|(_, i)| i),
             "growths": r.run.m.growth_at.as_ref().map(Vec::len),
             "growth_at": r.run.m.growth_at,
             "max_to_p50": r.max_to_p50,
@@ -453,7 +466,7 @@ fn table(ops: u64, m: &Machine, rows: &[Row<'_>]) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<14} {:>9} {:>9} {:>8} {:>8} {:>8} {:>9} {:>11} {:>9} {:>7} {:>9} {:>12} {:>9} {:>9}",
+        "{:<14} {:>9} {:>9} {:>8} {:>8} {:>8} {:>9} {:>11} {:>9} {:>7} {:>11} {:>9} {:>9} {:>12} {:>9} {:>9}",
         "structure",
         "ops",
         "total ms",
@@ -464,6 +477,8 @@ fn table(ops: u64, m: &Machine, rows: &[Row<'_>]) -> String {
         "max",
         "max at",
         "growths",
+        "grow max",
+        "grow at",
         "max/p50",
         "peer",
         "max/peer",
@@ -472,7 +487,7 @@ fn table(ops: u64, m: &Machine, rows: &[Row<'_>]) -> String {
     for r in rows {
         let _ = writeln!(
             s,
-            "{:<14} {:>9} {:>9.1} {:>8.0} {:>8} {:>8} {:>9} {:>11} {:>9} {:>7} {:>8.0}x {:>12} {:>8.2}x {:>8.2}x",
+            "{:<14} {:>9} {:>9.1} {:>8.0} {:>8} {:>8} {:>9} {:>11} {:>9} {:>7} {:>11} {:>9} {:>8.0}x {:>12} {:>8.2}x {:>8.2}x",
             r.run.name,
             r.run.m.lat.len(),
             r.run.m.total_ns as f64 / 1e6,
@@ -487,6 +502,8 @@ fn table(ops: u64, m: &Machine, rows: &[Row<'_>]) -> String {
                 .growth_at
                 .as_ref()
                 .map_or_else(|| "-".to_owned(), |g| g.len().to_string()),
+            r.st.growth_max.map_or_else(|| "-".to_owned(), |(l, _)| l.to_string()),
+            r.st.growth_max.map_or_else(|| "-".to_owned(), |(_, i)| i.to_string()),
             r.max_to_p50,
             r.run.peer,
             r.max_to_peer,
@@ -496,6 +513,10 @@ fn table(ops: u64, m: &Machine, rows: &[Row<'_>]) -> String {
     let _ = writeln!(
         s,
         "(max at: index of the slowest insert; growths: inserts after which the capacity changed, - where not visible;"
+    );
+    let _ = writeln!(
+        s,
+        " grow max, grow at: the slowest of those growing inserts and its index: a max elsewhere is not a growth pause;"
     );
     let _ = writeln!(
         s,
