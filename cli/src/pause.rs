@@ -38,7 +38,7 @@ use crate::Failure;
 pub(crate) const DEFAULT_OPS: u64 = 2_000_000;
 /// Inserts per structure with `--quick`.
 const QUICK_OPS: u64 = 20_000;
-/// Most inserts per structure accepted by `--ops` (the latencies alone take 4 bytes each).
+/// Most inserts per structure accepted by `--ops` (the latencies of a run take 8 bytes each).
 pub(crate) const MAX_OPS: u64 = 100_000_000;
 /// Pool size: a fixed part plus this many bytes per insert. The largest need is `PHashMap`'s:
 /// a table of at most `8/3 * ops` slots of 17 bytes (control byte, key, value), plus the
@@ -65,14 +65,14 @@ fn key(i: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// What [`measure`] records.
+/// What [`measure`] keeps of one structure's run.
 struct Measured {
-    /// Latency of each insert, ns (saturated at `u32::MAX`, 4.3 s).
-    lat: Vec<u32>,
-    /// Sum of the (unsaturated) latencies, ns.
+    ops: u64,
+    /// Sum of the latencies, ns.
     total_ns: u128,
     /// Indices of the inserts after which the capacity changed, when it is visible.
     growth_at: Option<Vec<u64>>,
+    st: Stats,
 }
 
 /// One structure's measurements.
@@ -85,48 +85,43 @@ struct Run {
     m: Measured,
 }
 
-/// The distribution of one [`Run`].
+/// A latency distribution, ns.
 #[derive(Clone, Copy)]
 struct Stats {
     mean: f64,
-    p50: u32,
-    p99: u32,
-    p999: u32,
-    max: u32,
+    p50: u64,
+    p99: u64,
+    p999: u64,
+    max: u64,
     max_at: u64,
     /// The slowest insert that grew the structure, and its index (when growth is visible).
-    growth_max: Option<(u32, u64)>,
+    growth_max: Option<(u64, u64)>,
 }
 
-impl Run {
-    fn stats(&self) -> Stats {
-        let mut sorted = self.m.lat.clone();
-        sorted.sort_unstable();
-        // Nearest rank: the smallest latency with at least a fraction `q` of them at or below it.
-        let rank = |q: f64| sorted[((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1];
-        // The first of the slowest, by index.
-        let slowest =
-            |at: &mut dyn Iterator<Item = u64>| {
-                at.map(|i| (self.m.lat[i as usize], i))
-                    .fold(None, |best: Option<(u32, u64)>, (l, i)| match best {
-                        Some((bl, _)) if bl >= l => best,
-                        _ => Some((l, i)),
-                    })
-            };
-        let (max, max_at) = slowest(&mut (0..self.m.lat.len() as u64)).unwrap_or((0, 0));
-        Stats {
-            mean: self.m.total_ns as f64 / self.m.lat.len() as f64,
-            p50: rank(0.50),
-            p99: rank(0.99),
-            p999: rank(0.999),
-            max,
-            max_at,
-            growth_max: self
-                .m
-                .growth_at
-                .as_ref()
-                .and_then(|g| slowest(&mut g.iter().copied())),
-        }
+/// The distribution of the latencies `lat` (non-empty; sorted in place), whose sum is
+/// `total_ns`; `growth_at` are indices into `lat`.
+fn stats(lat: &mut [u64], total_ns: u128, growth_at: Option<&[u64]>) -> Stats {
+    // The first of the slowest, by index.
+    let slowest = |lat: &[u64], at: &mut dyn Iterator<Item = u64>| {
+        at.map(|i| (lat[i as usize], i))
+            .fold(None, |best: Option<(u64, u64)>, (l, i)| match best {
+                Some((bl, _)) if bl >= l => best,
+                _ => Some((l, i)),
+            })
+    };
+    let (max, max_at) = slowest(lat, &mut (0..lat.len() as u64)).unwrap_or((0, 0));
+    let growth_max = growth_at.and_then(|g| slowest(lat, &mut g.iter().copied()));
+    lat.sort_unstable();
+    // Nearest rank: the smallest latency with at least a fraction `q` of them at or below it.
+    let rank = |q: f64| lat[((q * lat.len() as f64).ceil() as usize).clamp(1, lat.len()) - 1];
+    Stats {
+        mean: total_ns as f64 / lat.len() as f64,
+        p50: rank(0.50),
+        p99: rank(0.99),
+        p999: rank(0.999),
+        max,
+        max_at,
+        growth_max,
     }
 }
 
@@ -140,7 +135,7 @@ fn measure(
     mut insert: impl FnMut(u64) -> Result<Option<u64>, String>,
 ) -> Result<Measured, Failure> {
     bar.set_message(name);
-    let mut lat = Vec::with_capacity(ops as usize);
+    let mut lat: Vec<u64> = Vec::with_capacity(ops as usize);
     let mut total = 0u128;
     let mut growth_at = Vec::new();
     let mut tracked = true;
@@ -150,7 +145,7 @@ fn measure(
         let start = Instant::now();
         let cap = insert(i).map_err(|e| Failure(format!("{name}: insert {i}: {e}")))?;
         let ns = start.elapsed().as_nanos();
-        lat.push(u32::try_from(ns).unwrap_or(u32::MAX));
+        lat.push(u64::try_from(ns).unwrap_or(u64::MAX));
         total += ns;
         match cap {
             Some(c) if c != capacity => {
@@ -165,10 +160,12 @@ fn measure(
         }
     }
     bar.inc(ops % PROGRESS_STEP);
+    let growth_at = tracked.then_some(growth_at);
     Ok(Measured {
-        lat,
+        ops,
         total_ns: total,
-        growth_at: tracked.then_some(growth_at),
+        st: stats(&mut lat, total, growth_at.as_deref()),
+        growth_at,
     })
 }
 
@@ -386,25 +383,22 @@ struct Machine {
 /// One output row: a run, its statistics and its ratios.
 struct Row<'a> {
     run: &'a Run,
-    st: Stats,
     max_to_p50: f64,
     max_to_peer: f64,
     p99_to_peer: f64,
 }
 
 fn rows(runs: &[Run]) -> Vec<Row<'_>> {
-    let stats: Vec<Stats> = runs.iter().map(Run::stats).collect();
     runs.iter()
-        .zip(stats.iter())
-        .map(|(run, st)| {
-            let peer = runs.iter().position(|p| p.name == run.peer).map(|i| &stats[i]);
-            let ratio = |a: u32, b: Option<u32>| b.map_or(f64::NAN, |b| f64::from(a) / f64::from(b));
+        .map(|run| {
+            let st = run.m.st;
+            let peer = runs.iter().find(|p| p.name == run.peer).map(|p| p.m.st);
+            let ratio = |a: u64, b: Option<u64>| b.map_or(f64::NAN, |b| a as f64 / b as f64);
             Row {
                 run,
                 max_to_p50: ratio(st.max, Some(st.p50)),
                 max_to_peer: ratio(st.max, peer.map(|p| p.max)),
                 p99_to_peer: ratio(st.p99, peer.map(|p| p.p99)),
-                st: *st,
             }
         })
         .collect()
@@ -431,16 +425,16 @@ fn json_text(ops: u64, pool_size: u64, m: &Machine, rows: &[Row<'_>]) -> Result<
             "operation": r.run.operation,
             "durable": r.run.durable,
             "peer": r.run.peer,
-            "ops": r.run.m.lat.len(),
+            "ops": r.run.m.ops,
             "total_ns": u64::try_from(r.run.m.total_ns).unwrap_or(u64::MAX),
-            "mean_ns": r.st.mean,
-            "p50_ns": r.st.p50,
-            "p99_ns": r.st.p99,
-            "p999_ns": r.st.p999,
-            "max_ns": r.st.max,
-            "max_at": r.st.max_at,
-            "growth_max_ns": r.st.growth_max.map(|(l, _)| l),
-            "growth_max_at": r.st.growth_max.map(|(_, i)| i),
+            "mean_ns": r.run.m.st.mean,
+            "p50_ns": r.run.m.st.p50,
+            "p99_ns": r.run.m.st.p99,
+            "p999_ns": r.run.m.st.p999,
+            "max_ns": r.run.m.st.max,
+            "max_at": r.run.m.st.max_at,
+            "growth_max_ns": r.run.m.st.growth_max.map(|(l, _)| l),
+            "growth_max_at": r.run.m.st.growth_max.map(|(_, i)| i),
             "growths": r.run.m.growth_at.as_ref().map(Vec::len),
             "growth_at": r.run.m.growth_at,
             "max_to_p50": r.max_to_p50,
@@ -489,21 +483,21 @@ fn table(ops: u64, m: &Machine, rows: &[Row<'_>]) -> String {
             s,
             "{:<14} {:>9} {:>9.1} {:>8.0} {:>8} {:>8} {:>9} {:>11} {:>9} {:>7} {:>11} {:>9} {:>8.0}x {:>12} {:>8.2}x {:>8.2}x",
             r.run.name,
-            r.run.m.lat.len(),
+            r.run.m.ops,
             r.run.m.total_ns as f64 / 1e6,
-            r.st.mean,
-            r.st.p50,
-            r.st.p99,
-            r.st.p999,
-            r.st.max,
-            r.st.max_at,
+            r.run.m.st.mean,
+            r.run.m.st.p50,
+            r.run.m.st.p99,
+            r.run.m.st.p999,
+            r.run.m.st.max,
+            r.run.m.st.max_at,
             r.run
                 .m
                 .growth_at
                 .as_ref()
                 .map_or_else(|| "-".to_owned(), |g| g.len().to_string()),
-            r.st.growth_max.map_or_else(|| "-".to_owned(), |(l, _)| l.to_string()),
-            r.st.growth_max.map_or_else(|| "-".to_owned(), |(_, i)| i.to_string()),
+            r.run.m.st.growth_max.map_or_else(|| "-".to_owned(), |(l, _)| l.to_string()),
+            r.run.m.st.growth_max.map_or_else(|| "-".to_owned(), |(_, i)| i.to_string()),
             r.max_to_p50,
             r.run.peer,
             r.max_to_peer,
