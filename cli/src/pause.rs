@@ -47,7 +47,8 @@ pub(crate) const MAX_OPS: u64 = 100_000_000;
 /// Pool size: a fixed part plus this many bytes per insert. The largest need is `PHashMap`'s:
 /// a table of at most `8/3 * ops` slots of 17 bytes (control byte, key, value), plus the
 /// previous tables (half, a quarter, ...) while they are rebuilt or not yet reused; PMDK's
-/// hash map needs 16-byte buckets, 48 bytes per entry and an undo log entry per relinked entry.
+/// hash map needs 16-byte buckets, a 32-byte object per entry and an undo log entry per entry
+/// it relinks.
 /// 2,000,000 inserts: 576 MiB pools (tmpfs pages are only used where touched).
 const POOL_BASE: u64 = 64 << 20;
 /// See [`POOL_BASE`].
