@@ -156,6 +156,14 @@ pcol_hm_count(PMEMoid root)
 	return r == NULL ? 0 : r->count;
 }
 
+/* Number of buckets: 0 before the first insert, then a power of two (for growth reports). */
+uint64_t
+pcol_hm_buckets(PMEMoid root)
+{
+	const struct hm_root *r = pmemobj_direct(root);
+	return r == NULL ? 0 : r->nbuckets;
+}
+
 /* Points `*slot` at the link (a bucket head or an entry's `next`) that holds `key`'s entry, or
  * at the null link ending its chain. */
 static PMEMoid *

@@ -32,6 +32,7 @@ extern "C" {
 
     fn pcol_hm_root_size() -> usize;
     fn pcol_hm_count(root: PmemOid) -> u64;
+    fn pcol_hm_buckets(root: PmemOid) -> u64;
     fn pcol_hm_insert(
         pop: *mut PmemObjPool,
         root: PmemOid,
@@ -232,6 +233,14 @@ impl PmdkMap {
     /// Whether the map is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The hash map's number of buckets (0 before the first insert; doubled when the entries
+    /// would exceed it), or `None` for the B+ tree. Changes exactly when the table grows.
+    pub fn buckets(&self) -> Option<u64> {
+        // SAFETY: the root is this open pool's hash-map header (checked kind), written only by
+        // the C code, which no other thread runs on this map (`!Sync`).
+        (self.kind == PmdkMapKind::Hash).then(|| unsafe { pcol_hm_buckets(self.root) })
     }
 
     /// One transaction inserting `key -> val`; returns the previous value of `key`.

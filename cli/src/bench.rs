@@ -21,6 +21,9 @@
 //! interleaved (round-robin) so that noise on a shared machine spreads over all of them, and
 //! each case reports the median batch. On tmpfs `fsync` is nearly free (there is no device), so
 //! SQLite, LMDB and write+fsync are lower bounds there.
+//!
+//! `ptm bench --pauses` measures something else, the tail latency of inserts into growing
+//! collections: see [`crate::pause`].
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -56,6 +59,10 @@ pub(crate) struct BenchArgs {
     pub(crate) quick: bool,
     pub(crate) json: bool,
     pub(crate) dir: Option<PathBuf>,
+    /// Measure growth pauses instead (see [`crate::pause`]).
+    pub(crate) pauses: bool,
+    /// Operations per structure of `--pauses` (default: [`crate::pause::DEFAULT_OPS`]).
+    pub(crate) ops: Option<u64>,
 }
 
 #[derive(Persistent)]
@@ -230,7 +237,7 @@ fn pmdk_is_pmem(_p: Option<&Pmdk>) -> Option<bool> {
 }
 
 /// The first `model name` of /proc/cpuinfo.
-fn cpu_model() -> String {
+pub(crate) fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -243,7 +250,7 @@ fn cpu_model() -> String {
 }
 
 /// The file system type of `dir`: the longest mount point of /proc/mounts containing it.
-fn fs_type(dir: &Path) -> String {
+pub(crate) fn fs_type(dir: &Path) -> String {
     let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
     let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else {
         return "unknown".to_owned();
@@ -271,15 +278,11 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-/// Runs the benchmark and renders the table (or JSON).
-pub(crate) fn run(a: &BenchArgs) -> Result<String, Failure> {
-    // libpmem reads PMEM_IS_PMEM_FORCE once, on first use; the process has one thread here.
-    #[cfg(feature = "pmdk")]
-    ptm_benches::pmdk::force_pmem_env();
-
-    let (batches, per_batch) = if a.quick { (7usize, 300u64) } else { (15, 2000) };
-    let base = match &a.dir {
-        Some(d) => d.clone(),
+/// The base directory of the benchmark files (`dir`, else `/dev/shm` when present, else the
+/// system temp dir) and a fresh temporary directory in it, removed on drop.
+pub(crate) fn work_dir(dir: Option<&Path>) -> Result<(PathBuf, tempfile::TempDir), Failure> {
+    let base = match dir {
+        Some(d) => d.to_path_buf(),
         None if Path::new("/dev/shm").is_dir() => PathBuf::from("/dev/shm"),
         None => std::env::temp_dir(),
     };
@@ -287,6 +290,38 @@ pub(crate) fn run(a: &BenchArgs) -> Result<String, Failure> {
         .prefix("ptm-bench.")
         .tempdir_in(&base)
         .map_err(|e| Failure(format!("temporary directory in {}: {e}", base.display())))?;
+    Ok((base, tmp))
+}
+
+/// A progress bar of `len` steps drawn with `template` on a terminal (stdout), unless the
+/// output is JSON; hidden otherwise.
+pub(crate) fn progress(json: bool, len: u64, template: &str) -> Result<ProgressBar, Failure> {
+    let show = !json && std::io::stdout().is_terminal();
+    let bar = if show {
+        ProgressBar::new(len)
+    } else {
+        ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
+    };
+    bar.set_style(
+        ProgressStyle::with_template(template).map_err(|e| Failure(format!("progress style: {e}")))?,
+    );
+    if show {
+        bar.enable_steady_tick(Duration::from_millis(100));
+    }
+    Ok(bar)
+}
+
+/// Runs the benchmark and renders the table (or JSON).
+pub(crate) fn run(a: &BenchArgs) -> Result<String, Failure> {
+    // libpmem reads PMEM_IS_PMEM_FORCE once, on first use; the process has one thread here.
+    #[cfg(feature = "pmdk")]
+    ptm_benches::pmdk::force_pmem_env();
+
+    if a.pauses {
+        return crate::pause::run(a);
+    }
+    let (batches, per_batch) = if a.quick { (7usize, 300u64) } else { (15, 2000) };
+    let (base, tmp) = work_dir(a.dir.as_deref())?;
     let dir = tmp.path();
 
     let pool = Pool::<Root>::create(
@@ -342,19 +377,11 @@ pub(crate) fn run(a: &BenchArgs) -> Result<String, Failure> {
         }));
     }
 
-    let show = !a.json && std::io::stdout().is_terminal();
-    let bar = if show {
-        ProgressBar::new((cases.len() * (batches + 1)) as u64)
-    } else {
-        ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} benchmarking {msg}: batch {pos}/{len} {elapsed}")
-            .map_err(|e| Failure(format!("progress style: {e}")))?,
-    );
-    if show {
-        bar.enable_steady_tick(Duration::from_millis(100));
-    }
+    let bar = progress(
+        a.json,
+        (cases.len() * (batches + 1)) as u64,
+        "{spinner} benchmarking {msg}: batch {pos}/{len} {elapsed}",
+    )?;
 
     // Round 0 warms up (caches, SQLite's WAL, LMDB's free pages, ptm's pending completion mark) and is not timed.
     let mut val = 0u64;

@@ -9,6 +9,7 @@ mod bench;
 mod check;
 mod crashtest;
 mod demo;
+mod pause;
 mod report;
 mod size;
 
@@ -114,7 +115,8 @@ enum Command {
         json: bool,
     },
     /// Measure durable 1-word and 8-word updates side by side: ptm, PMDK (with the `pmdk`
-    /// feature), SQLite (WAL, synchronous=FULL) and write+fsync, plus ptm's drains per update.
+    /// feature), SQLite (WAL, synchronous=FULL) and write+fsync, plus ptm's drains per update;
+    /// or, with --pauses, the latency distribution of inserts into growing collections.
     Bench {
         /// Fewer iterations (a few seconds; for tests and CI).
         #[arg(long)]
@@ -126,6 +128,16 @@ enum Command {
         /// temp dir); pools are treated as persistent memory.
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+        /// Measure growth pauses instead: the latency of every insert (each its own durable
+        /// transaction) into ptm's PHashMap, PBTreeMap, PVec and PQueue, PMDK's hash map (with
+        /// the `pmdk` feature) and std's HashMap, BTreeMap and Vec; percentiles, the worst
+        /// operation and when it happened, and how many inserts grew the structure.
+        #[arg(long)]
+        pauses: bool,
+        /// Inserts per structure for --pauses (default 2000000; 20000 with --quick).
+        #[arg(long, value_name = "N", requires = "pauses",
+              value_parser = clap::value_parser!(u64).range(1..=pause::MAX_OPS))]
+        ops: Option<u64>,
     },
     /// The demo's child process (internal).
     #[command(hide = true)]
@@ -269,7 +281,19 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Bench { quick, json, dir } => emit(&bench::run(&bench::BenchArgs { quick, json, dir })?),
+        Command::Bench {
+            quick,
+            json,
+            dir,
+            pauses,
+            ops,
+        } => emit(&bench::run(&bench::BenchArgs {
+            quick,
+            json,
+            dir,
+            pauses,
+            ops,
+        })?),
         Command::DemoChild {
             path,
             seed,
