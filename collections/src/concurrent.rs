@@ -69,15 +69,15 @@ pub struct PConcurrentMap<K, V, const SHARDS: usize = 16> {
 #[repr(C, align(64))]
 struct Shard<K, V> {
     map: PSharedLock<PHashMap<K, V>>,
-    _pad: [u64; 4],
+    _pad: [u64; 3],
 }
 
 const _: () = assert!(size_of::<Shard<u64, u64>>() == 64);
-const _: () = assert!(size_of::<PSharedLock<PHashMap<u64, u64>>>() + size_of::<[u64; 4]>() == 64);
+const _: () = assert!(size_of::<PSharedLock<PHashMap<u64, u64>>>() + size_of::<[u64; 3]>() == 64);
 const _: () = assert!(size_of::<PConcurrentMap<u64, u64, 16>>() == 16 * 64);
 
 // SAFETY: `repr(C)` of a `PSharedLock<PHashMap<K, V>>` (`Persistent`: an 8-byte lock word then a
-// 24-byte handle of three 8-byte cells, whatever `K` and `V`) and 32 explicit pad bytes: 64 bytes
+// 32-byte handle of four 8-byte cells, whatever `K` and `V`) and 24 explicit pad bytes: 64 bytes
 // at alignment 64, so no implicit padding; every bit pattern valid; no virtual address.
 unsafe impl<K: Persistent, V: Persistent> Persistent for Shard<K, V> {
     const __LAYOUT_CHECK: () = {

@@ -7,7 +7,7 @@
 //! | type | std twin | handle |
 //! |---|---|---|
 //! | [`PVec<T>`] | `Vec<T>` | 24 bytes |
-//! | [`PHashMap<K, V>`] | `HashMap<K, V>` | 24 bytes |
+//! | [`PHashMap<K, V>`] | `HashMap<K, V>` | 32 bytes |
 //! | [`PString`] | `String` | 24 bytes |
 //! | [`PQueue<T>`] | `VecDeque<T>` (FIFO) | 32 bytes |
 //! | [`PBox<T>`] | `Option<Box<T>>` | 8 bytes |

@@ -88,12 +88,14 @@ pub struct PHashMap<K, V> {
     /// Global depth: the directory is indexed by the top `depth` bits of a key's hash.
     depth: PCell<u64>,
     len: PCell<u64>,
+    /// Slots over all segments.
+    cap: PCell<u64>,
     _kv: PhantomData<(K, V)>,
 }
 
-const _: () = assert!(size_of::<PHashMap<u64, u64>>() == 24);
+const _: () = assert!(size_of::<PHashMap<u64, u64>>() == 32);
 
-// SAFETY: `repr(C)` of three 8-byte `PCell`s and a zero-sized marker: no padding whatever `K` and
+// SAFETY: `repr(C)` of four 8-byte `PCell`s and a zero-sized marker: no padding whatever `K` and
 // `V` are; every bit pattern is a valid handle (depths, capacities and pointers are checked
 // before any access, pointers by `Transaction::deref`); no virtual address.
 unsafe impl<K: Persistent, V: Persistent> Persistent for PHashMap<K, V> {}
@@ -339,13 +341,9 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
         self.len(tx) == 0
     }
 
-    /// Number of slots over all segments (0 before the first insert). Walks the directory.
-    ///
-    /// # Errors
-    ///
-    /// As [`block_offsets`](PHashMap::block_offsets).
-    pub fn capacity(&self, tx: &Transaction<'_>) -> Result<u64> {
-        Ok(self.segments(tx)?.iter().map(|s| s.cap).sum())
+    /// Number of slots over all segments (0 before the first insert).
+    pub fn capacity(&self, tx: &Transaction<'_>) -> u64 {
+        self.cap.get(tx)
     }
 
     /// Whether `k` is present (`&7` for a `u64` key, `"ada"` for a `PString` key).
@@ -454,9 +452,10 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
     pub fn check_invariants(&self, tx: &Transaction<'_>) -> std::result::Result<(), String> {
         let e = |e: ptm::Error| e.to_string();
         let g = self.global_depth(tx).map_err(e)?;
-        let mut total = 0;
+        let (mut total, mut slots) = (0, 0);
         let mut d = 0;
         for s in self.segments(tx).map_err(e)? {
+            slots += s.cap;
             let l = Self::local_depth(tx, s, g).map_err(e)?;
             let (base, n) = dir_range(g, l, d);
             let (mut full, mut used) = (0, 0);
@@ -506,6 +505,9 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
         }
         if total != self.len(tx) {
             return Err(format!("len {} but {total} entries", self.len(tx)));
+        }
+        if slots != self.capacity(tx) {
+            return Err(format!("capacity {} but {slots} slots", self.capacity(tx)));
         }
         Ok(())
     }
@@ -653,6 +655,7 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
             self.log_growth(tx, None, None)?;
             self.root.set(tx, s.block)?;
             self.depth.set(tx, 0)?;
+            self.cap.set(tx, MIN_CAP)?;
             return Ok(Some(s));
         };
         let used = Self::hdr(tx, s.block, H_USED)?.get(tx);
@@ -676,6 +679,7 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
             self.log_growth(tx, Some(s), (g > 0).then_some((self.root.get(tx), base, span)))?;
             Self::redistribute(tx, s, &[ns], |_| 0)?;
             self.point(tx, g, base, span, ns.block)?;
+            self.cap.set(tx, self.cap.get(tx).saturating_sub(s.cap).saturating_add(cap))?;
             return Ok(Some(ns));
         }
         // Split. Directory entries `[base, base + span)` point at `s`; after a doubling (when
@@ -713,6 +717,7 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
             self.root.set(tx, dir)?;
             self.depth.set(tx, g2)?;
         }
+        self.cap.set(tx, self.cap.get(tx).saturating_add(s.cap))?;
         Ok(Some(if (h >> bit) & 1 == 0 { a } else { b }))
     }
 
@@ -748,6 +753,7 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
             b.add(&self.root)?;
             b.add(&self.depth)?;
             b.add(&self.len)?;
+            b.add(&self.cap)?;
             // SAFETY: the directory range and the old segment's arrays (the segment is freed at
             // commit, readable until then), reached only through cells by this thread.
             unsafe {
@@ -910,11 +916,13 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
         tx.snapshot(|b| {
             b.add(&self.root)?;
             b.add(&self.depth)?;
-            b.add(&self.len)
+            b.add(&self.len)?;
+            b.add(&self.cap)
         })?;
         self.root.set(tx, PPtr::null())?;
         self.depth.set(tx, 0)?;
-        self.len.set(tx, 0)
+        self.len.set(tx, 0)?;
+        self.cap.set(tx, 0)
     }
 
     /// Frees everything the map owns (the same as [`clear`](PHashMap::clear)).

@@ -80,7 +80,7 @@ fn map_growth_flushes_at_most_two_segments() {
     let dir = shm_dir();
     let (pool, _) = create(&dir, "m.pool");
     let (mut worst, mut growths) = ((0, 0), 0);
-    let cap = |pool: &Pool<Root>| pool.transaction(|tx, r| r.m.capacity(tx)).unwrap();
+    let cap = |pool: &Pool<Root>| pool.transaction(|tx, r| Ok::<_, Error>(r.m.capacity(tx))).unwrap();
     for k in 0..40_000u64 {
         let before = cap(&pool);
         let lines = tx_lines(&pool, |tx, r| r.m.insert(tx, k, k));
@@ -88,7 +88,7 @@ fn map_growth_flushes_at_most_two_segments() {
         worst = worst.max((lines, k));
     }
     let (blocks, total) = pool
-        .transaction(|tx, r| Ok::<_, Error>((r.m.block_offsets(tx)?.len() as u64, r.m.capacity(tx)? * 17)))
+        .transaction(|tx, r| Ok::<_, Error>((r.m.block_offsets(tx)?.len() as u64, r.m.capacity(tx) * 17)))
         .unwrap();
     // Two fresh segments and the directory (8 bytes per segment pointer, at most 2 per segment).
     let limit = bound(2 * SEGMENT + 16 * blocks);

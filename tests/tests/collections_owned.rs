@@ -663,7 +663,7 @@ fn n_apply(pool: &Pool<NRoot>, op: NOp, _: &NState) -> CheckResult {
         NOp::Capacities(v, m) => {
             let caps = pool.transaction(|tx, r| {
                 let inner = live(tx, r)?;
-                Ok::<_, ptm::Error>((inner.v.capacity(tx), inner.m.capacity(tx)?))
+                Ok::<_, ptm::Error>((inner.v.capacity(tx), inner.m.capacity(tx)))
             })?;
             ensure!(
                 caps == (v, m),
