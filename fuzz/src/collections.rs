@@ -16,8 +16,9 @@
 //! blocks) are never touched by the script nor (except by "anywhere" records) mutated.
 //!
 //! The mutation targets ([`Template::regions`]) are the 8 handles in the root (in field order
-//! `v m t s q b vs mv`), then every heap block the collections own (the blocks of `v m s q b vs
-//! mv` in that order, the B-tree nodes, the nested strings' and vectors' buffers).
+//! `v m t s q b vs mv`), then every heap block the collections own (the blocks of `v m s b vs
+//! mv` in that order, the queue's directory and chunk, the B-tree nodes, the nested strings' and
+//! vectors' buffers).
 //!
 //! ## Input
 //!
@@ -224,7 +225,7 @@ pub fn make_template(dir: &Path) -> Template {
         handle(offset_of!(Root, m), 32),
         handle(offset_of!(Root, t), 16),
         handle(offset_of!(Root, s), 24),
-        handle(offset_of!(Root, q), 32),
+        handle(offset_of!(Root, q), 48),
         handle(offset_of!(Root, b), 8),
         handle(offset_of!(Root, vs), 24),
         handle(offset_of!(Root, mv), 32),
@@ -236,7 +237,7 @@ pub fn make_template(dir: &Path) -> Template {
         (1, &[0, 8]),
         (2, &[0]),
         (3, &[0, 16]),
-        (4, &[0, 24]),
+        (4, &[0, 8, 24]),
         (5, &[0]),
         (6, &[0, 16]),
         (7, &[0, 8]),
@@ -249,7 +250,6 @@ pub fn make_template(dir: &Path) -> Template {
             r.v.buffer_offset(tx),
             r.m.table_offset(tx),
             r.s.buffer_offset(tx),
-            r.q.buffer_offset(tx),
             r.b.offset(tx),
             r.vs.buffer_offset(tx),
             r.mv.table_offset(tx),
@@ -257,6 +257,11 @@ pub fn make_template(dir: &Path) -> Template {
         for off in tops {
             owned.push(off.expect("every collection owns a block"));
         }
+        // The queue's directory (its chunk pointers are unchecked words) and its one chunk.
+        let q_blocks = r.q.block_offsets(tx)?;
+        assert!(q_blocks.len() == 2, "a queue of one chunk");
+        words(&mut unchecked, q_blocks[0] as usize, [0]);
+        owned.extend(q_blocks);
         let nodes = r.t.node_offsets(tx)?;
         assert!(nodes.len() > 20, "a B-tree of many nodes");
         let levels = r.t.check_invariants(tx).expect("B-tree invariants");

@@ -192,13 +192,13 @@ fn q_apply(pool: &Pool<QRoot>, op: QOp, before: &VecDeque<u64>) -> CheckResult {
     match op {
         QOp::Push(v, grows) => {
             let (old, new) = pool.transaction(|tx, r| {
-                let old = r.q.buffer_offset(tx);
+                let old = r.q.block_offsets(tx)?;
                 r.q.push(tx, v)?;
-                Ok::<_, ptm::Error>((old, r.q.buffer_offset(tx)))
+                Ok::<_, ptm::Error>((old, r.q.block_offsets(tx)?))
             })?;
             ensure!(
                 (old != new) == grows,
-                "buffer {old:x?} -> {new:x?}, expected growth: {grows}"
+                "blocks {old:x?} -> {new:x?}, expected growth: {grows}"
             );
         }
         QOp::Pop => {
@@ -226,7 +226,11 @@ fn q_apply(pool: &Pool<QRoot>, op: QOp, before: &VecDeque<u64>) -> CheckResult {
 
 fn q_read(tx: &Transaction<'_>, r: &QRoot, owned: &mut Owned) -> Result<VecDeque<u64>, BoxError> {
     let len = r.q.len(tx);
-    owned.reach("queue buffer", r.q.buffer_offset(tx), len * 8)?;
+    // The directory, then the chunks (one here: the ring of at most 8 elements).
+    for (i, b) in r.q.block_offsets(tx)?.into_iter().enumerate() {
+        let (what, min) = if i == 0 { ("queue directory", 8) } else { ("queue chunk", len * 8) };
+        owned.reach(what, Some(b), min)?;
+    }
     let v = r.q.to_vec(tx)?;
     ensure!(r.q.peek(tx)? == v.first().copied(), "peek disagrees with {v:?}");
     Ok(v.into())

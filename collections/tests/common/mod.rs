@@ -220,18 +220,19 @@ pub fn assert_no_leak(pool: &mut Pool<Root>) {
     let owned: BTreeSet<u64> = pool
         .transaction(|tx, r| {
             let nodes = r.t.node_offsets(tx)?;
+            let queue = r.q.block_offsets(tx)?;
             Ok::<_, Error>(
                 [
                     r.v.buffer_offset(tx),
                     r.m.table_offset(tx),
                     r.s.buffer_offset(tx),
-                    r.q.buffer_offset(tx),
                     r.b.offset(tx),
                     r.m2.table_offset(tx),
                 ]
                 .into_iter()
                 .flatten()
                 .chain(nodes)
+                .chain(queue)
                 .collect(),
             )
         })
