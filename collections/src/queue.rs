@@ -342,10 +342,7 @@ impl<T: PValue> PQueue<T> {
     fn reserve_back(&self, tx: &Transaction<'_>) -> Result<(PPtr<u8>, u64, u64)> {
         let () = Self::ELEM_OK;
         let s = self.shape(tx)?;
-        let len = s
-            .len
-            .checked_add(1)
-            .ok_or_else(|| raw::out_of_bounds(s.len, 1))?;
+        let len = s.len.checked_add(1).ok_or_else(|| raw::out_of_bounds(s.len, 1))?;
         if s.chunks == 0 {
             return self.first_chunk(tx);
         }

@@ -12,12 +12,13 @@ use ptm::{Error, Pool, PoolOptions};
 use queue_common::*;
 
 /// Drains and the queue's blocks (directory first) around one transaction.
-fn step(pool: &Pool<QRoot>, f: impl FnOnce(&ptm::Transaction<'_>, &QRoot) -> Result<(), Error>) -> (u64, Vec<u64>) {
+fn step(
+    pool: &Pool<QRoot>,
+    f: impl FnOnce(&ptm::Transaction<'_>, &QRoot) -> Result<(), Error>,
+) -> (u64, Vec<u64>) {
     let (r, d) = drains(|| pool.transaction(f));
     r.unwrap();
-    let blocks = pool
-        .transaction(|tx, r| r.pages.block_offsets(tx))
-        .unwrap();
+    let blocks = pool.transaction(|tx, r| r.pages.block_offsets(tx)).unwrap();
     (d, blocks)
 }
 
@@ -41,13 +42,13 @@ fn every_push_and_pop_costs_two_drains() {
     assert_eq!(
         events,
         [
-            (0, 2, true),    // directory of 1 and a chunk of 4
-            (4, 2, false),   // the ring doubles to 8
-            (8, 2, false),   // to 16: a full chunk
-            (16, 3, true),   // a second chunk: directory of 2
-            (32, 4, true),   // a third: directory of 4
-            (48, 5, false),  // a fourth
-            (64, 6, true),   // a fifth: directory of 8
+            (0, 2, true),   // directory of 1 and a chunk of 4
+            (4, 2, false),  // the ring doubles to 8
+            (8, 2, false),  // to 16: a full chunk
+            (16, 3, true),  // a second chunk: directory of 2
+            (32, 4, true),  // a third: directory of 4
+            (48, 5, false), // a fourth
+            (64, 6, true),  // a fifth: directory of 8
             (80, 7, false),
             (96, 8, false),
         ]
@@ -88,7 +89,10 @@ fn every_push_and_pop_costs_two_drains() {
 }
 
 /// Cache lines flushed by one transaction on this thread.
-fn lines<R: ptm::Persistent>(pool: &Pool<R>, f: impl FnOnce(&ptm::Transaction<'_>, &R) -> Result<(), Error>) -> u64 {
+fn lines<R: ptm::Persistent>(
+    pool: &Pool<R>,
+    f: impl FnOnce(&ptm::Transaction<'_>, &R) -> Result<(), Error>,
+) -> u64 {
     let before = ptm::thread_stats();
     pool.transaction(f).unwrap();
     ptm::thread_stats().since(&before).lines_flushed
@@ -141,5 +145,8 @@ fn push_flushes_are_bounded_by_one_chunk() {
     );
     assert!(q_max >= 1024, "some push allocated a full chunk: {q_max}");
     assert!(q_max <= bound, "a push flushed {q_max} lines, bound {bound}");
-    assert!(v_max > bound * 8, "the doubling buffer's last growth flushed {v_max} lines");
+    assert!(
+        v_max > bound * 8,
+        "the doubling buffer's last growth flushed {v_max} lines"
+    );
 }

@@ -42,16 +42,17 @@ fn pages_cross_every_boundary() {
         (vec![PPop(200), PPush(200, 1), PPop(1)], true), // emptied, one chunk kept
         (vec![Clear(1), PPush(300, 2)], true),           // cleared, regrown from 4
         (vec![NPush("a".into()); 20], false),
-        (vec![NAppend(17, "b".into()), NPopFree(16), NPush("c".into())], true),
+        (
+            vec![NAppend(17, "b".into()), NPopFree(16), NPush("c".into())],
+            true,
+        ),
         (vec![NPopFree(3), Clear(2)], true),
     ];
     let dir = shm_dir();
     let (mut pool, model) = check_steps::<QRoot>(&dir.path().join("q.pool"), &steps);
     assert_eq!(model.pages, [300, 301]);
     assert_eq!(
-        pool.transaction(|tx, r| r.pages.block_offsets(tx))
-            .unwrap()
-            .len(),
+        pool.transaction(|tx, r| r.pages.block_offsets(tx)).unwrap().len(),
         2,
         "a directory and one chunk"
     );
@@ -65,7 +66,10 @@ fn u64s_cross_many_chunks() {
     use QOp::*;
     let mut steps = Vec::new();
     for round in 0..6u64 {
-        steps.push((vec![SPush(round * 10_000, 10_000), SGet(round * 977)], round % 2 == 0));
+        steps.push((
+            vec![SPush(round * 10_000, 10_000), SGet(round * 977)],
+            round % 2 == 0,
+        ));
         steps.push((vec![SPop(7_000), SGet(round)], false));
     }
     steps.push((vec![SPop(100_000)], true));

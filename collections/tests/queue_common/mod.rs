@@ -18,7 +18,11 @@ pub type Page = [u64; 512];
 pub fn page(seed: u64) -> Page {
     let mut p = [0u64; 512];
     for (i, w) in (0u64..).zip(p.iter_mut()) {
-        *w = if i == 0 { seed } else { seed.wrapping_mul(0x9e37_79b9).wrapping_add(i) };
+        *w = if i == 0 {
+            seed
+        } else {
+            seed.wrapping_mul(0x9e37_79b9).wrapping_add(i)
+        };
     }
     p
 }
@@ -120,7 +124,11 @@ impl ModelRoot for QRoot {
             QOp::SGet(i) => {
                 let n = m.small.len() as u64;
                 let at = if n == 0 { *i } else { i % n };
-                assert_eq!(r.small.get(tx, at)?, m.small.get(at as usize).copied(), "small[{at}]");
+                assert_eq!(
+                    r.small.get(tx, at)?,
+                    m.small.get(at as usize).copied(),
+                    "small[{at}]"
+                );
             }
             QOp::PPush(s, n) => (*s..s + n).try_for_each(|x| r.pages.push(tx, page(x)))?,
             QOp::PPop(n) => {
@@ -138,7 +146,11 @@ impl ModelRoot for QRoot {
             QOp::NAppend(i, s) => {
                 let n = m.named.len() as u64;
                 if n > 0 {
-                    r.named.get_ref(tx, i % n)?.expect("i < len").name.push_str(tx, s)?;
+                    r.named
+                        .get_ref(tx, i % n)?
+                        .expect("i < len")
+                        .name
+                        .push_str(tx, s)?;
                 }
             }
             QOp::NPopFree(n) => {
@@ -202,7 +214,11 @@ impl ModelRoot for QRoot {
                 named.push_back(r.named.get_ref(tx, i)?.expect("i < len").name.as_string(tx)?);
             }
             assert_eq!(
-                r.named.front_ref(tx)?.map(|n| n.name.as_string(tx)).transpose()?.as_ref(),
+                r.named
+                    .front_ref(tx)?
+                    .map(|n| n.name.as_string(tx))
+                    .transpose()?
+                    .as_ref(),
                 named.front()
             );
             Ok::<_, Error>(QModel {
@@ -226,7 +242,10 @@ impl ModelRoot for QRoot {
                 add_block(&mut out, Some(b));
             }
             for i in 0..r.named.len(tx) {
-                add_block(&mut out, r.named.get_ref(tx, i)?.expect("i < len").name.buffer_offset(tx));
+                add_block(
+                    &mut out,
+                    r.named.get_ref(tx, i)?.expect("i < len").name.buffer_offset(tx),
+                );
             }
             Ok::<_, Error>(out)
         })
