@@ -39,9 +39,9 @@ const fn chunk_elems(size: usize) -> u64 {
 /// full size; from then on a push that finds the last chunk full allocates one new chunk (and,
 /// rarely, a directory of twice the slots, 8 bytes per chunk), and a pop that empties the front
 /// chunk frees it. So the work and the cache lines flushed by any one push are bounded by one
-/// chunk and the directory, independent of the queue's length (a queue of a million `u64`s
-/// flushes at most ~1 100 lines per push, where a single doubling ring flushed 131 000 at its
-/// last growth: `tests/queue_growth.rs`).
+/// chunk and the directory, independent of the queue's length (over a million `u64` pushes,
+/// at most 1 053 cache lines flushed by one push, where a single doubling buffer flushes 131 097
+/// at its last growth: `tests/queue_growth.rs`).
 ///
 /// Elements are `Copy` values ([`push`](PQueue::push), [`pop`](PQueue::pop), ...) or nested
 /// collection handles ([`push_new`](PQueue::push_new), [`front_ref`](PQueue::front_ref),

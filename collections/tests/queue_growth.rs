@@ -106,6 +106,24 @@ fn pushes() -> u64 {
         .unwrap_or(300_000)
 }
 
+/// Runs `push(i)` for `i` in `0..n`, each in its own transaction: the most lines one flushed,
+/// at which `i`, and the time of all.
+fn worst_push(
+    pool: &Pool<Root>,
+    n: u64,
+    push: impl Fn(&ptm::Transaction<'_>, &Root, u64) -> Result<(), Error>,
+) -> (u64, u64, std::time::Duration) {
+    let (mut max, mut at) = (0, 0);
+    let t = std::time::Instant::now();
+    for i in 0..n {
+        let l = lines(pool, |tx, r| push(tx, r, i));
+        if l > max {
+            (max, at) = (l, i);
+        }
+    }
+    (max, at, t.elapsed())
+}
+
 #[test]
 fn push_flushes_are_bounded_by_one_chunk() {
     let n = pushes();
@@ -113,14 +131,8 @@ fn push_flushes_are_bounded_by_one_chunk() {
     let opts = PoolOptions::new().layout("collections").force_pmem(true).lanes(2);
     let size = (n * 8 * 4).max(8 << 20).next_power_of_two();
     let pool = Pool::<Root>::create(dir.path().join("g.pool"), size, &opts).unwrap();
-    // The queue: the worst push, and how many pushes allocated (flushed a chunk or more).
-    let (mut q_max, mut q_at) = (0, 0);
-    for i in 0..n {
-        let l = lines(&pool, |tx, r| r.q.push(tx, i));
-        if l > q_max {
-            (q_max, q_at) = (l, i);
-        }
-    }
+    // The queue: the worst push.
+    let (q_max, q_at, q_time) = worst_push(&pool, n, |tx, r, i| r.q.push(tx, i));
     let (len, blocks) = pool
         .transaction(|tx, r| Ok::<_, Error>((r.q.len(tx), r.q.block_offsets(tx)?.len() as u64)))
         .unwrap();
@@ -131,17 +143,13 @@ fn push_flushes_are_bounded_by_one_chunk() {
     let bound = 1024 + dir_lines + 64;
     // The peer: a contiguous buffer that doubles (what the queue did before chunks).
     pool.transaction(|tx, r| r.q.clear(tx)).unwrap();
-    let (mut v_max, mut v_at) = (0, 0);
-    for i in 0..n {
-        let l = lines(&pool, |tx, r| r.v.push(tx, i));
-        if l > v_max {
-            (v_max, v_at) = (l, i);
-        }
-    }
+    let (v_max, v_at, v_time) = worst_push(&pool, n, |tx, r, i| r.v.push(tx, i));
     println!(
         "{n} pushes: PQueue max {q_max} lines (push {q_at}, {blocks} blocks, bound {bound}); \
-         doubling buffer max {v_max} lines (push {v_at}): {:.1}x the bound",
-        v_max as f64 / bound as f64
+         doubling buffer max {v_max} lines (push {v_at}): {:.1}x the bound; \
+         time of the pushes, queue / doubling buffer: {:.2}",
+        v_max as f64 / bound as f64,
+        q_time.as_secs_f64() / v_time.as_secs_f64()
     );
     assert!(q_max >= 1024, "some push allocated a full chunk: {q_max}");
     assert!(q_max <= bound, "a push flushed {q_max} lines, bound {bound}");
