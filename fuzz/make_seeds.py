@@ -53,15 +53,15 @@ BACKUP = 1 << 31  # record position counted from the backup slot
 COPY, FIT, FIX_P, FIX_B = 1 << 3, 1 << 4, 1 << 5, 1 << 6
 
 # collections_image: regions (fuzz/src/collections.rs): handles v m t s q b vs mv big, then the
-# blocks of v m s q b vs mv, the directory and segments of big (BIG_BLOCKS), then the B-tree
-# nodes (root first, pre-order), then nested buffers. A map segment: a 32-byte header (capacity,
-# local depth, used, len), control bytes, keys, values.
+# blocks of v m s b vs mv, the queue's directory and chunk, the directory and segments of big
+# (BIG_BLOCKS), then the B-tree nodes (root first, pre-order), then nested buffers. A map segment:
+# a 32-byte header (capacity, local depth, used, len), control bytes, keys, values.
 R_V, R_M, R_T, R_S, R_Q, R_B, R_VS, R_MV, R_BIG = range(9)
-B_V, B_M, B_S, B_Q, B_B, B_VS, B_MV = range(9, 16)
+B_V, B_M, B_S, B_B, B_VS, B_MV, B_QDIR, B_QCHUNK = range(9, 17)
 BIG_BLOCKS = 5
-B_BIG_DIR, B_BIG_SEG = 16, 17
-B_ROOT, B_INNER = 16 + BIG_BLOCKS, 17 + BIG_BLOCKS
-B_LEAF = 18 + BIG_BLOCKS  # the first leaf (pre-order: root, first internal node, its first leaf)
+B_BIG_DIR, B_BIG_SEG = 17, 18
+B_ROOT, B_INNER = 17 + BIG_BLOCKS, 18 + BIG_BLOCKS
+B_LEAF = 19 + BIG_BLOCKS  # the first leaf (pre-order: root, first internal node, its first leaf)
 SEG_HDR = 32
 ANYWHERE = 0xF0
 NODE_KIDS = 16 + 15 * 8 * 2
@@ -163,6 +163,8 @@ SEEDS = {
         "string-len": coll_input([(R_S, 9, 0x01)], each([19, 20, 21, 22])),
         "queue-head": coll_input([(R_Q, 8, 0x07)], each([23, 24, 25, 26, 27])),
         "queue-len-cap": coll_input([(R_Q, 16, 0x20), (R_Q, 24, 0x01)], each([23, 24, 25, 27])),
+        "queue-dir": coll_input([(B_QDIR, 0, 0x40)], each([23, 24, 25, 26, 27])),
+        "queue-chunk": coll_input([(B_QCHUNK, 8 * i, 0x11) for i in range(4)], each([23, 24, 26])),
         "box-ptr": coll_input([(R_B, 0, 0x08)], each([28, 29, 30])),
         "vs-len": coll_input([(R_VS, 8, 0x0F)], each([31, 33, 33, 35, 34, 36])),
         "vs-elem-len": coll_input([(B_VS, 8, 0x20), (B_VS, 32, 0x01)], each([31, 35, 33, 36], 0)),

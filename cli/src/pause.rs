@@ -17,13 +17,15 @@
 //! Structures run one after the other in this process. Each reports its latency distribution
 //! (mean, p50, p99, p99.9, max and the index of the slowest insert), the ratio of its max to
 //! its own p50, and the ratios of its max and p99 to its std peer's in the same run. Where the
-//! capacity is visible (`PHashMap::capacity`, `PVec::capacity`, `PQueue`'s buffer offset,
+//! capacity is visible (`PHashMap::capacity`, `PVec::capacity`, `PQueue`'s block count,
 //! PMDK's bucket count, std's `capacity`), it also counts the inserts after which it changed
 //! ("growths", with their indices: deterministic, so tests can check that growth happened
 //! without timing anything) and reports the slowest of them ("grow max"): on a shared machine
 //! a preempted ordinary insert can be the overall max, the growing inserts are the pauses the
-//! structure itself causes. Latencies are kept per run only (8 bytes each) and reduced to the
-//! statistics before the next structure runs.
+//! structure itself causes. For ptm it also reports the most cache lines one insert flushed
+//! ("max lines", `ptm::thread_stats`): the deterministic size of the largest pause's work,
+//! whatever the machine's load. Latencies are kept per run only (8 bytes each) and reduced to
+//! the statistics before the next structure runs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -80,7 +82,24 @@ struct Measured {
     total_ns: u128,
     /// Indices of the inserts after which the capacity changed, when it is visible.
     growth_at: Option<Vec<u64>>,
+    /// The most cache lines one insert flushed, and its index (ptm only).
+    max_lines: Option<(u64, u64)>,
     st: Stats,
+}
+
+/// One timed insert: its latency, the capacity after it (or another value that changes exactly
+/// when the structure grows; `None` when not visible) and, for ptm, the cache lines it flushed.
+struct Sample {
+    ns: u128,
+    cap: Option<u64>,
+    lines: Option<u64>,
+}
+
+/// Runs `f`, returning its result and how long it took, ns.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, u128) {
+    let start = Instant::now();
+    let t = f();
+    (t, start.elapsed().as_nanos())
 }
 
 /// One structure's measurements.
@@ -133,28 +152,31 @@ fn stats(lat: &mut [u64], total_ns: u128, growth_at: Option<&[u64]>) -> Stats {
     }
 }
 
-/// Times `ops` calls of `insert(i)`. `insert` returns the structure's capacity (or another
-/// value that changes exactly when it grows) after the insert, or `None` when not visible;
-/// it is read inside the timed call (for ptm, in the insert's own transaction: a few loads).
+/// Runs `ops` calls of `insert(i)`, each timing its insert alone ([`timed`]) and returning a
+/// [`Sample`].
 fn measure(
     name: &'static str,
     ops: u64,
     bar: &ProgressBar,
-    mut insert: impl FnMut(u64) -> Result<Option<u64>, String>,
+    mut insert: impl FnMut(u64) -> Result<Sample, String>,
 ) -> Result<Measured, Failure> {
     bar.set_message(name);
     let mut lat: Vec<u64> = Vec::with_capacity(ops as usize);
     let mut total = 0u128;
     let mut growth_at = Vec::new();
     let mut tracked = true;
+    let mut max_lines: Option<(u64, u64)> = None;
     // Every structure starts empty, with no storage.
     let mut capacity = 0u64;
     for i in 0..ops {
-        let start = Instant::now();
-        let cap = insert(i).map_err(|e| Failure(format!("{name}: insert {i}: {e}")))?;
-        let ns = start.elapsed().as_nanos();
+        let Sample { ns, cap, lines } = insert(i).map_err(|e| Failure(format!("{name}: insert {i}: {e}")))?;
         lat.push(u64::try_from(ns).unwrap_or(u64::MAX));
         total += ns;
+        if let Some(l) = lines {
+            if max_lines.is_none_or(|(m, _)| l > m) {
+                max_lines = Some((l, i));
+            }
+        }
         match cap {
             Some(c) if c != capacity => {
                 growth_at.push(i);
@@ -174,6 +196,7 @@ fn measure(
         total_ns: total,
         st: stats(&mut lat, total, growth_at.as_deref()),
         growth_at,
+        max_lines,
     })
 }
 
@@ -216,12 +239,13 @@ struct Setup<'a> {
 impl Setup<'_> {
     /// Runs `ops` transactions of `insert` on a fresh ptm pool (removed afterwards); also
     /// returns the pool's persistence domain. `insert(tx, root, key)` returns the previous
-    /// value of `key` (maps; an error if any: the keys are distinct) and the capacity (as
-    /// [`measure`]).
+    /// value of `key` (maps; an error if any: the keys are distinct); it alone is timed. Then
+    /// `cap(tx, root)`, in a transaction of its own, gives the capacity (see [`Sample`]).
     fn ptm<R: Persistent>(
         &self,
         name: &'static str,
-        insert: impl for<'t> Fn(&'t Transaction<'t>, &'t R, u64) -> ptm::Result<(Option<u64>, Option<u64>)>,
+        insert: impl for<'t> Fn(&'t Transaction<'t>, &'t R, u64) -> ptm::Result<Option<u64>>,
+        cap: impl for<'t> Fn(&'t Transaction<'t>, &'t R) -> ptm::Result<Option<u64>>,
     ) -> Result<(Measured, String), Failure> {
         let path = self.dir.join("pauses.pool");
         let pool = Pool::<R>::create(
@@ -233,11 +257,22 @@ impl Setup<'_> {
         let domain = pool.domain().name().to_owned();
         let m = measure(name, self.ops, self.bar, |i| {
             let k = key(i);
-            match pool.transaction(|tx, root| insert(tx, root, k)) {
-                Ok((None, cap)) => Ok(cap),
-                Ok((Some(_), _)) => Err(format!("key {k} was already present")),
-                Err(e) => Err(e.to_string()),
+            let before = ptm::thread_stats();
+            let (r, ns) = timed(|| pool.transaction(|tx, root| insert(tx, root, k)));
+            let lines = ptm::thread_stats().since(&before).lines_flushed;
+            match r {
+                Ok(None) => {}
+                Ok(Some(_)) => return Err(format!("key {k} was already present")),
+                Err(e) => return Err(e.to_string()),
             }
+            let cap = pool
+                .transaction(|tx, root| cap(tx, root))
+                .map_err(|e| e.to_string())?;
+            Ok(Sample {
+                ns,
+                cap,
+                lines: Some(lines),
+            })
         })?;
         drop(pool);
         std::fs::remove_file(&path).map_err(|e| Failure(format!("removing {}: {e}", path.display())))?;
@@ -253,8 +288,13 @@ fn pmdk_hash_map(s: &Setup<'_>) -> Result<Option<(Run, bool)>, Failure> {
         .map_err(|e| Failure(format!("{name}: pool of {} bytes: {e}", s.pool_size)))?;
     let measured = measure(name, s.ops, s.bar, |i| {
         let k = key(i);
-        match m.insert(k, k) {
-            Ok(None) => Ok(m.buckets()),
+        let (r, ns) = timed(|| m.insert(k, k));
+        match r {
+            Ok(None) => Ok(Sample {
+                ns,
+                cap: m.buckets(),
+                lines: None,
+            }),
             Ok(Some(_)) => Err(format!("key {k} was already present")),
             Err(e) => Err(e.to_string()),
         }
@@ -306,9 +346,11 @@ pub(crate) fn run(a: &BenchArgs) -> Result<String, Failure> {
     let mut runs = Vec::new();
 
     // Hash maps.
-    let (m, ptm_domain) = s.ptm("PHashMap", |tx, r: &HashRoot, k| {
-        Ok((r.m.insert(tx, k, k)?, Some(r.m.capacity(tx))))
-    })?;
+    let (m, ptm_domain) = s.ptm(
+        "PHashMap",
+        |tx, r: &HashRoot, k| r.m.insert(tx, k, k),
+        |tx, r| Ok(Some(r.m.capacity(tx))),
+    )?;
     runs.push(run("PHashMap", "insert", STD_HASHMAP, true, m));
     let pmdk = pmdk_hash_map(&s)?;
     let pmdk_is_pmem = pmdk.as_ref().map(|(_, p)| *p);
@@ -316,46 +358,65 @@ pub(crate) fn run(a: &BenchArgs) -> Result<String, Failure> {
     let mut hm = HashMap::new();
     let m = measure(STD_HASHMAP, ops, &bar, |i| {
         let k = key(i);
-        match hm.insert(k, k) {
-            None => Ok(Some(hm.capacity() as u64)),
-            Some(_) => Err(format!("key {k} was already present")),
+        match timed(|| hm.insert(k, k)) {
+            (None, ns) => Ok(Sample {
+                ns,
+                cap: Some(hm.capacity() as u64),
+                lines: None,
+            }),
+            (Some(_), _) => Err(format!("key {k} was already present")),
         }
     })?;
     drop(hm);
     runs.push(run(STD_HASHMAP, "insert", STD_HASHMAP, false, m));
 
     // Ordered maps (no doubling: node splits).
-    let (m, _) = s.ptm("PBTreeMap", |tx, r: &TreeRoot, k| {
-        Ok((r.m.insert(tx, k, k)?, None))
-    })?;
+    let (m, _) = s.ptm(
+        "PBTreeMap",
+        |tx, r: &TreeRoot, k| r.m.insert(tx, k, k),
+        |_, _| Ok(None),
+    )?;
     runs.push(run("PBTreeMap", "insert", STD_BTREEMAP, true, m));
     let mut bt = BTreeMap::new();
     let m = measure(STD_BTREEMAP, ops, &bar, |i| {
         let k = key(i);
-        match bt.insert(k, k) {
-            None => Ok(None),
-            Some(_) => Err(format!("key {k} was already present")),
+        match timed(|| bt.insert(k, k)) {
+            (None, ns) => Ok(Sample {
+                ns,
+                cap: None,
+                lines: None,
+            }),
+            (Some(_), _) => Err(format!("key {k} was already present")),
         }
     })?;
     drop(bt);
     runs.push(run(STD_BTREEMAP, "insert", STD_BTREEMAP, false, m));
 
     // Arrays.
-    let (m, _) = s.ptm("PVec", |tx, r: &VecRoot, k| {
-        r.v.push(tx, k)?;
-        Ok((None, Some(r.v.capacity(tx))))
-    })?;
+    let (m, _) = s.ptm(
+        "PVec",
+        |tx, r: &VecRoot, k| r.v.push(tx, k).map(|()| None),
+        |tx, r| Ok(Some(r.v.capacity(tx))),
+    )?;
     runs.push(run("PVec", "push", STD_VEC, true, m));
-    let (m, _) = s.ptm("PQueue", |tx, r: &QueueRoot, k| {
-        r.q.push(tx, k)?;
-        // A grown ring is a new block: its offset differs from the old one, freed only now.
-        Ok((None, Some(r.q.buffer_offset(tx).unwrap_or(0))))
-    })?;
+    let (m, _) = s.ptm(
+        "PQueue",
+        |tx, r: &QueueRoot, k| r.q.push(tx, k).map(|()| None),
+        // A grown small ring is a new block, a full-size queue gains a chunk: the blocks change.
+        |tx, r| {
+            let b = r.q.block_offsets(tx)?;
+            Ok(Some(b.iter().fold(b.len() as u64, |h, &o| h.rotate_left(7) ^ o)))
+        },
+    )?;
     runs.push(run("PQueue", "push", STD_VEC, true, m));
     let mut v = Vec::new();
     let m = measure(STD_VEC, ops, &bar, |i| {
-        v.push(key(i));
-        Ok(Some(v.capacity() as u64))
+        let ((), ns) = timed(|| v.push(key(i)));
+        Ok(Sample {
+            ns,
+            cap: Some(v.capacity() as u64),
+            lines: None,
+        })
     })?;
     drop(v);
     runs.push(run(STD_VEC, "push", STD_VEC, false, m));
@@ -444,6 +505,8 @@ fn json_text(ops: u64, pool_size: u64, m: &Machine, rows: &[Row<'_>]) -> Result<
             "growth_max_ns": r.run.m.st.growth_max.map(|(l, _)| l),
             "growth_max_at": r.run.m.st.growth_max.map(|(_, i)| i),
             "growths": r.run.m.growth_at.as_ref().map(Vec::len),
+            "max_lines": r.run.m.max_lines.map(|(l, _)| l),
+            "max_lines_at": r.run.m.max_lines.map(|(_, i)| i),
             "growth_at": r.run.m.growth_at,
             "max_to_p50": r.max_to_p50,
             "max_to_peer": r.max_to_peer,
@@ -468,7 +531,7 @@ fn table(ops: u64, m: &Machine, rows: &[Row<'_>]) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<14} {:>9} {:>9} {:>8} {:>8} {:>8} {:>9} {:>11} {:>9} {:>7} {:>11} {:>9} {:>9} {:>12} {:>9} {:>9}",
+        "{:<14} {:>9} {:>9} {:>8} {:>8} {:>8} {:>9} {:>11} {:>9} {:>7} {:>11} {:>9} {:>9} {:>9} {:>12} {:>9} {:>9}",
         "structure",
         "ops",
         "total ms",
@@ -481,6 +544,7 @@ fn table(ops: u64, m: &Machine, rows: &[Row<'_>]) -> String {
         "growths",
         "grow max",
         "grow at",
+        "max lines",
         "max/p50",
         "peer",
         "max/peer",
@@ -489,7 +553,7 @@ fn table(ops: u64, m: &Machine, rows: &[Row<'_>]) -> String {
     for r in rows {
         let _ = writeln!(
             s,
-            "{:<14} {:>9} {:>9.1} {:>8.0} {:>8} {:>8} {:>9} {:>11} {:>9} {:>7} {:>11} {:>9} {:>8.0}x {:>12} {:>8.2}x {:>8.2}x",
+            "{:<14} {:>9} {:>9.1} {:>8.0} {:>8} {:>8} {:>9} {:>11} {:>9} {:>7} {:>11} {:>9} {:>9} {:>8.0}x {:>12} {:>8.2}x {:>8.2}x",
             r.run.name,
             r.run.m.ops,
             r.run.m.total_ns as f64 / 1e6,
@@ -506,6 +570,7 @@ fn table(ops: u64, m: &Machine, rows: &[Row<'_>]) -> String {
                 .map_or_else(|| "-".to_owned(), |g| g.len().to_string()),
             r.run.m.st.growth_max.map_or_else(|| "-".to_owned(), |(l, _)| l.to_string()),
             r.run.m.st.growth_max.map_or_else(|| "-".to_owned(), |(_, i)| i.to_string()),
+            r.run.m.max_lines.map_or_else(|| "-".to_owned(), |(l, _)| l.to_string()),
             r.max_to_p50,
             r.run.peer,
             r.max_to_peer,
@@ -518,7 +583,7 @@ fn table(ops: u64, m: &Machine, rows: &[Row<'_>]) -> String {
     );
     let _ = writeln!(
         s,
-        " grow max, grow at: the slowest of those growing inserts and its index: a max elsewhere is not a growth pause;"
+        " grow max, grow at: the slowest of those growing inserts and its index: a max elsewhere is not a growth pause;\n max lines: the most cache lines one insert flushed (ptm; deterministic);"
     );
     let _ = writeln!(
         s,

@@ -9,7 +9,7 @@
 //! | [`PVec<T>`] | `Vec<T>` | 24 bytes |
 //! | [`PHashMap<K, V>`] | `HashMap<K, V>` | 32 bytes |
 //! | [`PString`] | `String` | 24 bytes |
-//! | [`PQueue<T>`] | `VecDeque<T>` (FIFO) | 32 bytes |
+//! | [`PQueue<T>`] | `VecDeque<T>` (FIFO) | 48 bytes |
 //! | [`PBox<T>`] | `Option<Box<T>>` | 8 bytes |
 //! | [`PBTreeMap<K, V>`] | `BTreeMap<K, V>` | 16 bytes |
 //! | [`PConcurrentMap<K, V, SHARDS>`] | `Mutex<HashMap<K, V>>` × `SHARDS` | 64 × `SHARDS` bytes |

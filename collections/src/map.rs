@@ -679,7 +679,8 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
             self.log_growth(tx, Some(s), (g > 0).then_some((self.root.get(tx), base, span)))?;
             Self::redistribute(tx, s, &[ns], |_| 0)?;
             self.point(tx, g, base, span, ns.block)?;
-            self.cap.set(tx, self.cap.get(tx).saturating_sub(s.cap).saturating_add(cap))?;
+            self.cap
+                .set(tx, self.cap.get(tx).saturating_sub(s.cap).saturating_add(cap))?;
             return Ok(Some(ns));
         }
         // Split. Directory entries `[base, base + span)` point at `s`; after a doubling (when

@@ -174,8 +174,8 @@ impl<T: PValue> PValue for PQueue<T> {
     }
 }
 
-// SAFETY: four `PCell`s; zero is the empty queue (capacity 0); the buffer does not point back
-// at the handle.
+// SAFETY: six `PCell`s; zero is the empty queue (no directory); neither the directory nor the
+// chunks point back at the handle.
 unsafe impl<T: PValue> PHandle for PQueue<T> {}
 
 impl<T: PValue> PValue for PBox<T> {

@@ -24,7 +24,9 @@ use crate::{PHandle, PValue};
 /// `push_new`, `pop`, `pop_free`, `set`, `extend`, `clear` and `free` cost **2** per
 /// transaction, growth included (allocate and free first, then one batched snapshot of every
 /// range changed, then the stores); reads cost 0. Growth doubles the capacity; the new buffer is
-/// never copied into the undo log (see the crate docs).
+/// never copied into the undo log (see the crate docs). The buffer is contiguous like std's
+/// `Vec`, so a growth copies every element in one transaction: [`reserve`](PVec::reserve) a
+/// known size ahead of time to avoid that pause at a busy moment.
 ///
 /// Like [`PCell`], a `PVec` is `!Sync`: share it between threads by putting it under a
 /// [`PMutex`](ptm::PMutex).
@@ -153,6 +155,33 @@ impl<T: PValue> PVec<T> {
         self.buf.set(tx, new.cast())?;
         self.cap.set(tx, new_cap)?;
         Ok((new, keep, need))
+    }
+
+    /// Makes room for at least `additional` more elements, so that the next `additional`
+    /// elements pushed (or extended) never grow the buffer: one growth, to the larger of twice
+    /// the capacity and what is needed (like `Vec::reserve`). 2 drains when it grows; nothing
+    /// (0 drains) when they already fit.
+    ///
+    /// A `PVec` stays one contiguous buffer like std's `Vec`, so a push that finds it full
+    /// copies every element into a buffer of twice the capacity, and that one transaction
+    /// flushes the whole new buffer (a pause proportional to the length: ~14 ms at a million
+    /// `u64`s). When the final size is known, `reserve` it up front (in a transaction of its
+    /// own, at a quiet moment) and no later push pauses; for a FIFO of unbounded length use
+    /// [`PQueue`](crate::PQueue), whose growth is one fixed-size chunk at a time.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfSpace`](ptm::Error::OutOfSpace), a length overflow, and logging errors.
+    pub fn reserve(&self, tx: &Transaction<'_>, additional: u64) -> Result<()> {
+        let len = self.len(tx);
+        let need = len
+            .checked_add(additional)
+            .ok_or_else(|| raw::out_of_bounds(len, additional))?;
+        if need > self.cap.get(tx) {
+            // Grows (moving the elements) and logs the header; the length is left as it is.
+            self.reserve_tail(tx, len, additional)?;
+        }
+        Ok(())
     }
 
     /// Frees what elements `from..to` own (nothing unless `T` owns blocks), without writing them.

@@ -55,13 +55,19 @@ fn map_drains() {
     let (pool, _) = create(&dir, "d.pool");
     let mut growths = 0;
     for k in 0..200u64 {
-        let cap = pool.transaction(|tx, r| Ok::<_, Error>(r.m.capacity(tx))).unwrap();
+        let cap = pool
+            .transaction(|tx, r| Ok::<_, Error>(r.m.capacity(tx)))
+            .unwrap();
         assert_eq!(
             tx_drains(&pool, |tx, r| r.m.insert(tx, k, k)),
             2,
             "insert {k} (capacity {cap})"
         );
-        growths += u64::from(pool.transaction(|tx, r| Ok::<_, Error>(r.m.capacity(tx))).unwrap() != cap);
+        growths += u64::from(
+            pool.transaction(|tx, r| Ok::<_, Error>(r.m.capacity(tx)))
+                .unwrap()
+                != cap,
+        );
     }
     assert!(growths >= 5, "{growths} growth steps measured");
     assert_eq!(tx_drains(&pool, |tx, r| r.m.get(tx, &5)), 0, "get hit");

@@ -294,7 +294,9 @@ impl ModelRoot for Root {
             for k in r.v.keys(tx)? {
                 add_block(&mut out, k.buffer_offset(tx));
             }
-            add_block(&mut out, r.q.buffer_offset(tx));
+            for b in r.q.block_offsets(tx)? {
+                add_block(&mut out, Some(b));
+            }
             for i in 0..r.q.len(tx) {
                 add_block(&mut out, r.q.get_ref(tx, i)?.expect("i < len").buffer_offset(tx));
             }
@@ -360,7 +362,8 @@ fn tx_drains<T>(
 }
 
 fn capacity(pool: &Pool<Root>) -> u64 {
-    pool.transaction(|tx, r| Ok::<_, Error>(r.s.capacity(tx))).unwrap()
+    pool.transaction(|tx, r| Ok::<_, Error>(r.s.capacity(tx)))
+        .unwrap()
 }
 
 #[test]

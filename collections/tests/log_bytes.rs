@@ -80,7 +80,10 @@ fn map_growth_flushes_at_most_two_segments() {
     let dir = shm_dir();
     let (pool, _) = create(&dir, "m.pool");
     let (mut worst, mut growths) = ((0, 0), 0);
-    let cap = |pool: &Pool<Root>| pool.transaction(|tx, r| Ok::<_, Error>(r.m.capacity(tx))).unwrap();
+    let cap = |pool: &Pool<Root>| {
+        pool.transaction(|tx, r| Ok::<_, Error>(r.m.capacity(tx)))
+            .unwrap()
+    };
     for k in 0..40_000u64 {
         let before = cap(&pool);
         let lines = tx_lines(&pool, |tx, r| r.m.insert(tx, k, k));

@@ -348,13 +348,19 @@ fn nested_drains() {
 
     let mut growths = 0;
     for k in 0..100u64 {
-        let cap = pool.transaction(|tx, r| Ok::<_, Error>(r.m.capacity(tx))).unwrap();
+        let cap = pool
+            .transaction(|tx, r| Ok::<_, Error>(r.m.capacity(tx)))
+            .unwrap();
         assert_eq!(
             tx_drains(&pool, |tx, r| r.m.get_or_insert_new(tx, k).map(|_| ())),
             2,
             "get_or_insert_new {k} (capacity {cap})"
         );
-        growths += u64::from(pool.transaction(|tx, r| Ok::<_, Error>(r.m.capacity(tx))).unwrap() != cap);
+        growths += u64::from(
+            pool.transaction(|tx, r| Ok::<_, Error>(r.m.capacity(tx)))
+                .unwrap()
+                != cap,
+        );
         for x in 0..3 {
             assert_eq!(
                 tx_drains(&pool, |tx, r| r.m.get_ref(tx, &k)?.expect("inserted").push(tx, x)),

@@ -17,8 +17,9 @@
 //! blocks) are never touched by the script nor (except by "anywhere" records) mutated.
 //!
 //! The mutation targets ([`Template::regions`]) are the 9 handles in the root (in field order
-//! `v m t s q b vs mv big`), then every heap block the collections own (the blocks of `v m s q b
-//! vs mv big` in that order, the B-tree nodes, the nested strings' and vectors' buffers).
+//! `v m t s q b vs mv big`), then every heap block the collections own (the blocks of `v m s b vs
+//! mv` in that order, the queue's directory and chunk, the directory and segments of `big`, the
+//! B-tree nodes, the nested strings' and vectors' buffers).
 //!
 //! ## Input
 //!
@@ -101,7 +102,7 @@ pub const MAX_OPS: usize = 96;
 pub const MAX_RECORDS: usize = 32;
 /// Number of handle regions (the first regions).
 pub const HANDLES: usize = 9;
-/// Blocks of `big`: its directory and segments (regions `HANDLES + 7 ..`; `make_seeds.py`
+/// Blocks of `big`: its directory and segments (regions `HANDLES + 8 ..`; `make_seeds.py`
 /// counts on it).
 pub const BIG_BLOCKS: usize = 5;
 
@@ -243,7 +244,7 @@ pub fn make_template(dir: &Path) -> Template {
         handle(offset_of!(Root, m), 32),
         handle(offset_of!(Root, t), 16),
         handle(offset_of!(Root, s), 24),
-        handle(offset_of!(Root, q), 32),
+        handle(offset_of!(Root, q), 48),
         handle(offset_of!(Root, b), 8),
         handle(offset_of!(Root, vs), 24),
         handle(offset_of!(Root, mv), 32),
@@ -256,7 +257,7 @@ pub fn make_template(dir: &Path) -> Template {
         (1, &[0, 8]),
         (2, &[0]),
         (3, &[0, 16]),
-        (4, &[0, 24]),
+        (4, &[0, 8, 24]),
         (5, &[0]),
         (6, &[0, 16]),
         (7, &[0, 8]),
@@ -270,7 +271,6 @@ pub fn make_template(dir: &Path) -> Template {
             r.v.buffer_offset(tx),
             r.m.block_offsets(tx)?.first().copied(),
             r.s.buffer_offset(tx),
-            r.q.buffer_offset(tx),
             r.b.offset(tx),
             r.vs.buffer_offset(tx),
             r.mv.block_offsets(tx)?.first().copied(),
@@ -281,7 +281,12 @@ pub fn make_template(dir: &Path) -> Template {
         // Map segments start with their capacity word; `m` and `mv` have one segment each.
         assert!(r.m.block_offsets(tx)?.len() == 1 && r.mv.block_offsets(tx)?.len() == 1);
         words(&mut unchecked, owned[1] as usize, [0]);
-        words(&mut unchecked, owned[6] as usize, [0]);
+        words(&mut unchecked, owned[5] as usize, [0]);
+        // The queue's directory (its chunk pointers are unchecked words) and its one chunk.
+        let q_blocks = r.q.block_offsets(tx)?;
+        assert!(q_blocks.len() == 2, "a queue of one chunk");
+        words(&mut unchecked, q_blocks[0] as usize, [0]);
+        owned.extend(q_blocks);
         // `big`: a directory (every word a pointer), then its segments.
         let big = r.big.block_offsets(tx)?;
         assert!(
@@ -317,7 +322,7 @@ pub fn make_template(dir: &Path) -> Template {
         // Nested vectors: the value array of the segment (a 32-byte header, control bytes, u64
         // keys, values).
         let cap = r.mv.capacity(tx) as usize;
-        let table = owned[6] as usize;
+        let table = owned[5] as usize;
         let vo = (32 + cap).div_ceil(8) * 8 + cap * 8;
         for i in 0..cap {
             words(&mut unchecked, table + vo + i * 24, [0, 16]);

@@ -192,13 +192,13 @@ fn q_apply(pool: &Pool<QRoot>, op: QOp, before: &VecDeque<u64>) -> CheckResult {
     match op {
         QOp::Push(v, grows) => {
             let (old, new) = pool.transaction(|tx, r| {
-                let old = r.q.buffer_offset(tx);
+                let old = r.q.block_offsets(tx)?;
                 r.q.push(tx, v)?;
-                Ok::<_, ptm::Error>((old, r.q.buffer_offset(tx)))
+                Ok::<_, ptm::Error>((old, r.q.block_offsets(tx)?))
             })?;
             ensure!(
                 (old != new) == grows,
-                "buffer {old:x?} -> {new:x?}, expected growth: {grows}"
+                "blocks {old:x?} -> {new:x?}, expected growth: {grows}"
             );
         }
         QOp::Pop => {
@@ -226,7 +226,15 @@ fn q_apply(pool: &Pool<QRoot>, op: QOp, before: &VecDeque<u64>) -> CheckResult {
 
 fn q_read(tx: &Transaction<'_>, r: &QRoot, owned: &mut Owned) -> Result<VecDeque<u64>, BoxError> {
     let len = r.q.len(tx);
-    owned.reach("queue buffer", r.q.buffer_offset(tx), len * 8)?;
+    // The directory, then the chunks (one here: the ring of at most 8 elements).
+    for (i, b) in r.q.block_offsets(tx)?.into_iter().enumerate() {
+        let (what, min) = if i == 0 {
+            ("queue directory", 8)
+        } else {
+            ("queue chunk", len * 8)
+        };
+        owned.reach(what, Some(b), min)?;
+    }
     let v = r.q.to_vec(tx)?;
     ensure!(r.q.peek(tx)? == v.first().copied(), "peek disagrees with {v:?}");
     Ok(v.into())
@@ -266,6 +274,108 @@ fn queue_wraps_grows_and_clears_through_every_crash() {
         Clear,
     ];
     assert_passes(61, 1 << 20, &ops, q_model, q_apply, q_read);
+}
+
+// ---------------------------------------------------------------------------------------------
+// PQueue of 4 KiB pages: full chunks of 16, so a few dozen pushes cross chunk boundaries. The
+// ring doubles to a full chunk, chunks are added (the directory doubling from 1 slot to 8, once
+// while wrapped around) and freed by pops, an aborted push adds a chunk that must not leak.
+
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct PagesRoot {
+    q: PQueue<[u64; 512]>,
+}
+
+/// The page of `seed`.
+fn page(seed: u64) -> [u64; 512] {
+    let mut p = [seed; 512];
+    p[511] = !seed;
+    p
+}
+
+#[derive(Debug, Clone, Copy)]
+enum PgOp {
+    /// Push the pages `from..to`, one transaction.
+    Push(u64, u64),
+    /// Pop this many, one transaction.
+    Pop(u64),
+    /// Push this many pages in a transaction that aborts.
+    AbortedPushes(u64),
+    Clear,
+}
+
+fn pg_model(s: &mut VecDeque<u64>, op: PgOp) {
+    match op {
+        PgOp::Push(a, b) => s.extend(a..b),
+        PgOp::Pop(n) => {
+            s.drain(..(n as usize).min(s.len()));
+        }
+        PgOp::AbortedPushes(_) => {}
+        PgOp::Clear => s.clear(),
+    }
+}
+
+fn pg_apply(pool: &Pool<PagesRoot>, op: PgOp, before: &VecDeque<u64>) -> CheckResult {
+    match op {
+        PgOp::Push(a, b) => pool.transaction(|tx, r| (a..b).try_for_each(|i| r.q.push(tx, page(i))))?,
+        PgOp::Pop(n) => {
+            let got =
+                pool.transaction(|tx, r| (0..n).map(|_| r.q.pop(tx)).collect::<ptm::Result<Vec<_>>>())?;
+            for (i, g) in got.iter().enumerate() {
+                let want = before.get(i).map(|&s| page(s));
+                ensure!(*g == want, "pop {i} of {before:?}: {:?}", g.map(|p| p[0]));
+            }
+        }
+        PgOp::AbortedPushes(n) => {
+            aborted(pool, |tx, r| (0..n).try_for_each(|i| r.q.push(tx, page(900 + i))))?
+        }
+        PgOp::Clear => pool.transaction(|tx, r| r.q.clear(tx))?,
+    }
+    Ok(())
+}
+
+fn pg_read(tx: &Transaction<'_>, r: &PagesRoot, owned: &mut Owned) -> Result<VecDeque<u64>, BoxError> {
+    for (i, b) in r.q.block_offsets(tx)?.into_iter().enumerate() {
+        let (what, min) = if i == 0 {
+            ("directory", 8)
+        } else {
+            ("chunk", 4 * 4096)
+        };
+        owned.reach(what, Some(b), min)?;
+    }
+    let mut out = VecDeque::new();
+    for p in r.q.to_vec(tx)? {
+        ensure!(p == page(p[0]), "a torn page {}", p[0]);
+        out.push_back(p[0]);
+    }
+    ensure!(
+        r.q.peek(tx)?.map(|p| p[0]) == out.front().copied(),
+        "peek disagrees"
+    );
+    Ok(out)
+}
+
+#[test]
+fn queue_chunks_through_every_crash() {
+    use PgOp::*;
+    let ops = [
+        Push(0, 4), // the first chunk: a ring of 4
+        Pop(2),
+        Push(4, 7),   // wraps around, then doubles to 8 while wrapped
+        Push(7, 17),  // doubles to 16 (a full chunk)
+        Push(17, 20), // a second chunk: the directory doubles to 2
+        Push(20, 34), // a third: 4 slots
+        Pop(14),      // frees the front chunk
+        Push(34, 66), // two more chunks: the directory wraps around
+        AbortedPushes(20),
+        Push(66, 67), // the directory doubles while wrapped
+        Pop(100),     // empties it: the last chunk stays
+        Push(67, 68),
+        Clear,
+    ];
+    assert_passes(62, 2 << 20, &ops, pg_model, pg_apply, pg_read);
 }
 
 // ---------------------------------------------------------------------------------------------

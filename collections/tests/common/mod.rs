@@ -224,18 +224,15 @@ pub fn assert_no_leak(pool: &mut Pool<Root>) {
         .transaction(|tx, r| {
             let nodes = r.t.node_offsets(tx)?;
             let maps = [r.m.block_offsets(tx)?, r.m2.block_offsets(tx)?].concat();
+            let queue = r.q.block_offsets(tx)?;
             Ok::<_, Error>(
-                [
-                    r.v.buffer_offset(tx),
-                    r.s.buffer_offset(tx),
-                    r.q.buffer_offset(tx),
-                    r.b.offset(tx),
-                ]
-                .into_iter()
-                .flatten()
-                .chain(nodes)
-                .chain(maps)
-                .collect(),
+                [r.v.buffer_offset(tx), r.s.buffer_offset(tx), r.b.offset(tx)]
+                    .into_iter()
+                    .flatten()
+                    .chain(nodes)
+                    .chain(maps)
+                    .chain(queue)
+                    .collect(),
             )
         })
         .unwrap();
