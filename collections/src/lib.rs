@@ -150,11 +150,11 @@ mod string;
 mod vec;
 
 pub use boxed::PBox;
-pub use btree::{PBTreeMap, Range};
+pub use btree::{PBTreeMap, Range, RangeRefs};
 pub use concurrent::PConcurrentMap;
 pub use entry::{Entry, EntryMap, OccupiedEntry, VacantEntry};
 pub use map::{MapIter, MapRefs, PHashMap};
-pub use owned::{AsKey, PHandle, PKey, PValue};
+pub use owned::{AsKey, PHandle, PKey, POrdKey, PValue};
 pub use queue::PQueue;
 pub use string::PString;
 pub use vec::{Iter, PVec};
