@@ -104,6 +104,19 @@ struct Node<K, V> {
 /// A root-to-leaf path: `(node, its contents, index of the child taken)`.
 type Path<K, V> = Vec<(PPtr<u8>, Node<K, V>, usize)>;
 
+/// Nodes to store, with their new contents.
+type Writes<K, V> = Vec<(PPtr<u8>, Node<K, V>)>;
+
+/// What [`PBTreeMap::walk`] calls for every node.
+type Visit<'f, K, V> = dyn FnMut(PPtr<u8>, &Node<K, V>) -> Result<()> + 'f;
+
+/// A node with the bounds `[lo, hi)` its parent gives its keys (`None`: unbounded).
+type Bounded<K> = (
+    PPtr<u8>,
+    Option<<K as POrdKey>::Owned>,
+    Option<<K as POrdKey>::Owned>,
+);
+
 /// Byte layout of a node: `[len: u64][leaf: u64][keys: K; CAP][vals: V; CAP][kids: u64; CAP+1]`.
 #[derive(Clone, Copy)]
 struct Geo {
@@ -133,12 +146,7 @@ fn bits<T: Persistent>(t: &T) -> T {
 
 /// The first index of `keys` whose key is not `below` `k` (`below`: `Less`, the lower bound;
 /// `Less` or `Equal`, the upper bound), by binary search.
-fn search<K: POrdKey>(
-    tx: &Transaction<'_>,
-    keys: &[K],
-    k: &K::Borrowed,
-    upper: bool,
-) -> Result<usize> {
+fn search<K: POrdKey>(tx: &Transaction<'_>, keys: &[K], k: &K::Borrowed, upper: bool) -> Result<usize> {
     partition_point(keys.len(), |i| {
         let o = keys[i].key_cmp(tx, k)?;
         Ok(o == Ordering::Less || (upper && o == Ordering::Equal))
@@ -402,7 +410,7 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
         if K::OWNS {
             fresh.keys.push(bits(&key));
         }
-        let (writes, root) = match self.plan_insert(tx, path, pos, key, v, &mut fresh) {
+        let InsertPlan { writes, root } = match self.plan_insert(tx, path, pos, key, v, &mut fresh) {
             Ok(plan) => plan,
             Err(e) => {
                 // The error that matters is the first; freeing what was made is best effort.
@@ -423,7 +431,6 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
     /// The nodes an insert of `key` at `pos` of the last node of `path` (none: an empty tree)
     /// writes, and the new root if any; allocates the fresh nodes and separator copies (recorded
     /// in `fresh`) and logs the rest, one batch.
-    #[allow(clippy::type_complexity)]
     fn plan_insert(
         &self,
         tx: &Transaction<'_>,
@@ -432,7 +439,7 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
         key: K,
         v: V,
         fresh: &mut Fresh<K>,
-    ) -> Result<(Vec<(PPtr<u8>, Node<K, V>)>, Option<PPtr<u8>>)> {
+    ) -> Result<InsertPlan<K, V>> {
         let g = geo::<K, V>();
         let mut writes = Vec::new();
         let mut root = None;
@@ -505,7 +512,7 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
             }
             Ok(())
         })?;
-        Ok((writes, root))
+        Ok(InsertPlan { writes, root })
     }
 
     /// Removes `k`: returns a bitwise copy of its value (freed first when `free_value`), or
@@ -715,11 +722,7 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
     /// a corrupted tree: without this, nodes whose children all point to one shared node would
     /// be read exponentially often, and `clear` would free a node twice) and a path deeper than
     /// [`MAX_DEPTH`].
-    fn walk(
-        &self,
-        tx: &Transaction<'_>,
-        f: &mut dyn FnMut(PPtr<u8>, &Node<K, V>) -> Result<()>,
-    ) -> Result<()> {
+    fn walk(&self, tx: &Transaction<'_>, f: &mut Visit<'_, K, V>) -> Result<()> {
         let root = self.root.get(tx);
         if root.is_null() {
             return Ok(());
@@ -843,7 +846,7 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
         let mut levels = Vec::new();
         let mut entries = 0u64;
         // The nodes of one level, each with the bounds `[lo, hi)` of its keys.
-        let mut level: Vec<(PPtr<u8>, Option<K::Owned>, Option<K::Owned>)> = vec![(root, None, None)];
+        let mut level: Vec<Bounded<K>> = vec![(root, None, None)];
         while !level.is_empty() {
             let depth = levels.len();
             if depth >= MAX_DEPTH {
@@ -922,7 +925,11 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
                     entries += node.keys.len() as u64;
                 } else {
                     for (i, &c) in node.kids.iter().enumerate() {
-                        let clo = if i == 0 { lo.clone() } else { Some(keys[i - 1].clone()) };
+                        let clo = if i == 0 {
+                            lo.clone()
+                        } else {
+                            Some(keys[i - 1].clone())
+                        };
                         let chi = keys.get(i).cloned().or_else(|| hi.clone());
                         next.push((c, clo, chi));
                     }
@@ -1178,7 +1185,10 @@ impl<K: POrdKey, V: PHandle> PBTreeMap<K, V> {
     /// # Errors
     ///
     /// Corrupted trees.
-    pub fn iter_refs<'a>(&'a self, tx: &'a Transaction<'_>) -> Result<std::vec::IntoIter<(K::Ref<'a>, &'a V)>> {
+    pub fn iter_refs<'a>(
+        &'a self,
+        tx: &'a Transaction<'_>,
+    ) -> Result<std::vec::IntoIter<(K::Ref<'a>, &'a V)>> {
         let mut out = Vec::new();
         self.walk(tx, &mut |n, node| {
             for (i, k) in node.keys.iter().enumerate().take(node.vals.len()) {
@@ -1221,10 +1231,18 @@ fn partition_point(len: usize, mut pred: impl FnMut(usize) -> Result<bool>) -> R
     Ok(lo)
 }
 
+/// What an insert changes (computed, allocated and logged before anything is stored).
+struct InsertPlan<K, V> {
+    /// Nodes to store, with their new contents.
+    writes: Writes<K, V>,
+    /// The new root, when the tree had none or the root split.
+    root: Option<PPtr<u8>>,
+}
+
 /// What a removal changes, computed before anything is logged.
 struct RemovePlan<K, V> {
     /// Nodes to store, with their new contents.
-    writes: Vec<(PPtr<u8>, Node<K, V>)>,
+    writes: Writes<K, V>,
     /// Nodes to free (merged away, or an emptied root).
     freed: Vec<PPtr<u8>>,
     /// The new root pointer, when the root goes.
@@ -1370,7 +1388,9 @@ impl<K: POrdKey, V: PValue> Range<'_, K, V> {
 
     /// The next position, or `None` at the end or on an error (kept for [`error`](Range::error)).
     fn step<T>(&mut self, item: impl FnOnce(&Self, PPtr<u8>, usize) -> Result<T>) -> Option<T> {
-        let r = self.advance().and_then(|at| at.map(|(n, i)| item(self, n, i)).transpose());
+        let r = self
+            .advance()
+            .and_then(|at| at.map(|(n, i)| item(self, n, i)).transpose());
         match r {
             Ok(x) => x,
             Err(e) => {

@@ -558,7 +558,7 @@ impl<T: Persistent + Copy + Ord> POrdKey for T {
     type Owned = T;
 
     #[inline]
-    fn range_key<'b>(b: &'b T) -> &'b T {
+    fn range_key(b: &T) -> &T {
         b
     }
 

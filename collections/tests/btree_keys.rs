@@ -190,7 +190,10 @@ impl ModelRoot for Root {
             }
             Op::SRange(a, b, mode) => {
                 let (lo, hi) = bounds(&key(*a), &key(*b), *mode);
-                let want: Vec<(String, u64)> = m.s.range((lo.clone(), hi.clone())).map(|(k, v)| (k.clone(), *v)).collect();
+                let want: Vec<(String, u64)> =
+                    m.s.range((lo.clone(), hi.clone()))
+                        .map(|(k, v)| (k.clone(), *v))
+                        .collect();
                 let mut it = r.s.range(tx, (as_str(&lo), as_str(&hi)))?;
                 let got = it
                     .by_ref()
@@ -224,16 +227,22 @@ impl ModelRoot for Root {
             Op::BRemoveFree(i) => assert_eq!(r.b.remove_free(tx, &bkey(*i))?, m.b.contains_key(&bkey(*i))),
             Op::BRange(a, b) => {
                 let (lo, hi) = (bkey(*a).min(bkey(*b)), bkey(*a).max(bkey(*b)));
-                let want: Vec<(Vec<u8>, String)> = m.b.range(lo.clone()..=hi.clone()).map(|(k, v)| (k.clone(), v.clone())).collect();
-                let got = r
-                    .b
-                    .range_refs(tx, lo.as_slice()..=hi.as_slice())?
-                    .map(|(k, v)| Ok((k.to_vec(tx)?, v.as_string(tx)?)))
-                    .collect::<Result<Vec<_>, Error>>()?;
+                let want: Vec<(Vec<u8>, String)> =
+                    m.b.range(lo.clone()..=hi.clone())
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                let got =
+                    r.b.range_refs(tx, lo.as_slice()..=hi.as_slice())?
+                        .map(|(k, v)| Ok((k.to_vec(tx)?, v.as_string(tx)?)))
+                        .collect::<Result<Vec<_>, Error>>()?;
                 assert_eq!(got, want, "byte range");
             }
             Op::BClear => r.b.clear(tx)?,
-            Op::DPush(k, i, x) => r.d.get_or_insert_new(tx, *k)?.get_or_insert_new(tx, key(*i))?.push(tx, *x)?,
+            Op::DPush(k, i, x) => {
+                r.d.get_or_insert_new(tx, *k)?
+                    .get_or_insert_new(tx, key(*i))?
+                    .push(tx, *x)?
+            }
             Op::DInnerRemove(k, i) => {
                 let removed = match r.d.get_ref(tx, k)? {
                     Some(inner) => inner.remove_free(tx, &key(*i))?,
@@ -300,7 +309,10 @@ impl ModelRoot for Root {
             check_all(tx, r)?;
             let s: BTreeMap<String, u64> = r.s.to_vec(tx)?.into_iter().collect();
             assert_eq!(s.len() as u64, r.s.len(tx));
-            let it = r.s.iter(tx)?.map(|(k, v)| Ok((text(tx, k)?, v))).collect::<Result<Vec<_>, Error>>()?;
+            let it =
+                r.s.iter(tx)?
+                    .map(|(k, v)| Ok((text(tx, k)?, v)))
+                    .collect::<Result<Vec<_>, Error>>()?;
             assert_eq!(it, s.clone().into_iter().collect::<Vec<_>>(), "iter in key order");
             for (k, v) in &s {
                 assert_eq!(r.s.get(tx, k)?, Some(*v));
@@ -335,10 +347,20 @@ impl ModelRoot for Root {
             for n in r.s.node_offsets(tx)? {
                 add_block(&mut out, Some(n));
             }
-            for k in r.s.separators(tx)?.into_iter().chain(r.s.iter(tx)?.map(|(k, _)| k)) {
+            for k in
+                r.s.separators(tx)?
+                    .into_iter()
+                    .chain(r.s.iter(tx)?.map(|(k, _)| k))
+            {
                 add_block(&mut out, k.buffer_offset(tx));
             }
-            tree_blocks(tx, &r.n, &mut out, |_, _| {}, |v, out| add_block(out, v.buffer_offset(tx)))?;
+            tree_blocks(
+                tx,
+                &r.n,
+                &mut out,
+                |_, _| {},
+                |v, out| add_block(out, v.buffer_offset(tx)),
+            )?;
             tree_blocks(
                 tx,
                 &r.b,
@@ -423,7 +445,10 @@ proptest! {
 
 /// Keys inserted in index order (not key order), so splits happen all over the tree.
 fn fill_ops(from: u16, to: u16) -> Vec<Op> {
-    vec![Op::SFill(from, to - from), Op::NFill(u64::from(from), u64::from(to - from))]
+    vec![
+        Op::SFill(from, to - from),
+        Op::NFill(u64::from(from), u64::from(to - from)),
+    ]
 }
 
 /// Three levels of string keys and of nested vectors, emptied from the middle out and from the
@@ -434,7 +459,10 @@ fn deep_trees_collapse_and_free_everything() {
     let path = dir.path().join("deep.pool");
     let mut steps: Vec<(Vec<Op>, bool)> = vec![(fill_ops(0, KEYS), true)];
     for (i, j) in [(150, 100), (0, 60), (300, 100), (60, 90), (250, 50)] {
-        steps.push((vec![Op::SRemoveMany(i, j), Op::NRemoveMany(u64::from(i), u64::from(j))], i == 300));
+        steps.push((
+            vec![Op::SRemoveMany(i, j), Op::NRemoveMany(u64::from(i), u64::from(j))],
+            i == 300,
+        ));
     }
     let (mut pool, model) = check_steps::<Root>(&path, &steps);
     assert!(model.s.is_empty() && model.n.is_empty(), "emptied");
@@ -450,7 +478,10 @@ fn deep_trees_collapse_and_free_everything() {
         Ok::<_, Error>(())
     })
     .unwrap();
-    let depth = |pool: &Pool<Root>| pool.transaction(|tx, r| Ok::<_, Error>(r.s.check_invariants(tx).unwrap().len())).unwrap();
+    let depth = |pool: &Pool<Root>| {
+        pool.transaction(|tx, r| Ok::<_, Error>(r.s.check_invariants(tx).unwrap().len()))
+            .unwrap()
+    };
     let mut depths = vec![depth(&pool)];
     assert_eq!(depths, [3], "400 keys make 3 levels");
     let mut order: Vec<u16> = (0..KEYS).collect();
@@ -507,10 +538,15 @@ fn handle_key_drains() {
                 // Present: no insert.
                 r.n.get_or_insert_new(tx, u64::from(i))?;
             }
-            assert_eq!(r.s.range(tx, "1".."8")?.count(), r.s.iter(tx)?.filter(|(k, _)| {
-                let k = k.as_string(tx).unwrap();
-                ("1".."8").contains(&k.as_str())
-            }).count());
+            assert_eq!(
+                r.s.range(tx, "1".."8")?.count(),
+                r.s.iter(tx)?
+                    .filter(|(k, _)| {
+                        let k = k.as_string(tx).unwrap();
+                        ("1".."8").contains(&k.as_str())
+                    })
+                    .count()
+            );
             assert_eq!(r.n.range_refs(tx, 10..20)?.count(), 10);
             Ok::<_, Error>(())
         })
@@ -522,7 +558,10 @@ fn handle_key_drains() {
         let before = nodes(&pool);
         let (_, d) = drains(|| pool.transaction(|tx, r| r.s.remove(tx, key(i).as_str())).unwrap());
         assert_eq!(d, 2, "remove {i}");
-        let (_, d) = drains(|| pool.transaction(|tx, r| r.n.remove_free(tx, &u64::from(i))).unwrap());
+        let (_, d) = drains(|| {
+            pool.transaction(|tx, r| r.n.remove_free(tx, &u64::from(i)))
+                .unwrap()
+        });
         assert_eq!(d, 2, "remove_free {i}");
         shrank += usize::from(nodes(&pool) != before);
     }
@@ -534,13 +573,19 @@ fn handle_key_drains() {
     // commit; clearing the whole outer tree is 2.
     for k in 0..30 {
         let (_, d) = drains(|| {
-            pool.transaction(|tx, r| r.d.get_or_insert_new(tx, k).map(drop)).unwrap()
+            pool.transaction(|tx, r| r.d.get_or_insert_new(tx, k).map(drop))
+                .unwrap()
         });
         assert_eq!(d, 2, "outer get_or_insert_new");
         for i in 0..40 {
             let (_, d) = drains(|| {
-                pool.transaction(|tx, r| r.d.get_ref(tx, &k)?.expect("made").get_or_insert_new(tx, key(i)).map(drop))
-                    .unwrap()
+                pool.transaction(|tx, r| {
+                    r.d.get_ref(tx, &k)?
+                        .expect("made")
+                        .get_or_insert_new(tx, key(i))
+                        .map(drop)
+                })
+                .unwrap()
             });
             assert_eq!(d, 2, "inner get_or_insert_new");
         }
@@ -643,7 +688,10 @@ fn stale_references_read_empty_handles() {
         assert!(r.n.remove_free(tx, &0)?);
         assert!(r.n.remove_free(tx, &1)?);
         assert_eq!(r.n.check_invariants(tx).unwrap(), [vec![13]]);
-        assert!(right.is_empty(tx), "a reference into the merged-away leaf reads empty");
+        assert!(
+            right.is_empty(tx),
+            "a reference into the merged-away leaf reads empty"
+        );
         assert_eq!(r.n.get_ref(tx, &12)?.expect("moved").to_vec(tx)?, [12]);
         Ok::<_, Error>(())
     })

@@ -73,14 +73,19 @@ fn wild_key_pointer_gives_errors() {
     assert!(r.is_err(), "remove_free: {r:?}");
     let r = pool.transaction(|tx, r| r.t.get_or_insert_new(tx, key(0)).map(drop));
     assert!(r.is_err(), "get_or_insert_new: {r:?}");
-    let r = pool.transaction(|tx, r| r.t.range_refs(tx, ..)?.map(|(k, _)| k.as_string(tx)).collect::<Result<Vec<_>, _>>());
+    let r = pool.transaction(|tx, r| {
+        r.t.range_refs(tx, ..)?
+            .map(|(k, _)| k.as_string(tx))
+            .collect::<Result<Vec<_>, _>>()
+    });
     assert!(r.is_err(), "range: {r:?}");
     let r = pool.transaction(|tx, r| Ok::<_, Error>(r.t.check_invariants(tx)));
     assert!(r.unwrap().is_err(), "check_invariants");
     let r = pool.transaction(|tx, r| r.t.clear(tx));
     assert!(r.is_err(), "clear frees the wild buffer: {r:?}");
     // Keys in the other leaf are still found.
-    let r = pool.transaction(|tx, r| Ok::<_, Error>(r.t.get_ref(tx, key(39).as_str())?.map(|v| v.to_vec(tx))));
+    let r =
+        pool.transaction(|tx, r| Ok::<_, Error>(r.t.get_ref(tx, key(39).as_str())?.map(|v| v.to_vec(tx))));
     assert_eq!(r.unwrap().map(Result::unwrap), Some(vec![39, 40]));
 }
 

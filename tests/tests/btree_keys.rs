@@ -138,13 +138,18 @@ fn read(tx: &Transaction<'_>, r: &Root) -> Result<(State, BTreeSet<u64>), BoxErr
         reach(v.buffer_offset(tx))?;
         ensure!(s.insert(k.as_string(tx)?, v.to_vec(tx)?).is_none(), "a key twice");
     }
-    ensure!(s.len() as u64 == r.t.len(tx), "{} entries, len {}", s.len(), r.t.len(tx));
+    ensure!(
+        s.len() as u64 == r.t.len(tx),
+        "{} entries, len {}",
+        s.len(),
+        r.t.len(tx)
+    );
     Ok((s, owned))
 }
 
 fn check(pool: &mut Pool<Root>, expected: &[State], done: usize) -> CheckResult {
     pool.check_heap()?;
-    let (s, owned) = pool.transaction(|tx, r| read(tx, r))?;
+    let (s, owned) = pool.transaction(read)?;
     ensure_prefix(&s, expected, done)?;
     shape(pool)?;
     ensure_heap_owns(pool, &owned)
@@ -170,16 +175,19 @@ fn string_keyed_tree_of_vectors_survives_every_crash() {
                 Ok(())
             },
             |pool| {
-                let (got, _) = pool.transaction(|tx, r| read(tx, r))?;
+                let (got, _) = pool.transaction(read)?;
                 ensure!(got == expected[0], "setup left {got:?}");
                 for (i, (steps, want)) in txns.iter().enumerate() {
                     pool.transaction(|tx, r| steps.iter().try_for_each(|&st| apply(tx, r, st)))?;
                     done.set(i + 1);
                     let s = shape(pool)?;
                     if let Some(w) = want {
-                        ensure!(s == *w, "transaction {i} ({steps:?}) left the shape {s:?}, not {w:?}");
+                        ensure!(
+                            s == *w,
+                            "transaction {i} ({steps:?}) left the shape {s:?}, not {w:?}"
+                        );
                     }
-                    let (got, _) = pool.transaction(|tx, r| read(tx, r))?;
+                    let (got, _) = pool.transaction(read)?;
                     ensure!(got == expected[i + 1], "transaction {i}: {got:?}");
                 }
                 Ok(())
