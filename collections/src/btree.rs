@@ -388,9 +388,10 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
     }
 
     /// Inserts `k` with value `v` unless present; returns where `k` already was (then nothing
-    /// changed). Makes the key first ([`PKey::key_new`](crate::PKey::key_new): a `PString` key's buffer), then plans
-    /// the splits (allocating their nodes, and a separator copy per leaf split when keys own
-    /// blocks), logs every existing node that changes in one batch, and stores. 2 drains.
+    /// changed). Makes the key first ([`PKey::key_new`](crate::PKey::key_new): a `PString`
+    /// key's buffer), then plans the splits (allocating their nodes, and a separator copy per
+    /// leaf split when keys own blocks), logs every existing node that changes in one batch, and
+    /// stores. 2 drains.
     fn insert_entry(&self, tx: &Transaction<'_>, k: &K::Borrowed, v: V) -> Result<Option<(PPtr<u8>, u64)>> {
         let path = self.path(tx, k)?;
         let pos = match path.last() {
@@ -1098,7 +1099,8 @@ impl<K: POrdKey, V: Persistent + Copy> PBTreeMap<K, V> {
     }
 
     /// Iterates over the entries in key order (a snapshot taken now): keys as
-    /// [`PKey::Ref`](crate::PKey::Ref) (copies of `Copy` keys, `&PString` for string keys), copies of the values.
+    /// [`PKey::Ref`](crate::PKey::Ref) (copies of `Copy` keys, `&PString` for string keys),
+    /// copies of the values.
     ///
     /// # Errors
     ///
@@ -1116,10 +1118,11 @@ impl<K: POrdKey, V: Persistent + Copy> PBTreeMap<K, V> {
 
     /// Iterates over the entries whose keys lie in `range` (`3..7` for `u64` keys, `"a".."m"`
     /// for `PString` keys), in key order, like
-    /// [`BTreeMap::range`](std::collections::BTreeMap::range): keys as [`PKey::Ref`](crate::PKey::Ref), copies of
-    /// the values. Lazy: it descends once to the first leaf that can hold the start bound, then
-    /// walks the following leaves (reading one node at a time, never a node whose keys all lie
-    /// past the end bound), so `range(..).take(n)` reads about `n / 15 + depth` nodes. 0 drains.
+    /// [`BTreeMap::range`](std::collections::BTreeMap::range): keys as
+    /// [`PKey::Ref`](crate::PKey::Ref), copies of the values. Lazy: it descends once to the
+    /// first leaf that can hold the start bound, then walks the following leaves (reading one
+    /// node at a time, never a node whose keys all lie past the end bound), so
+    /// `range(..).take(n)` reads about `n / 15 + depth` nodes. 0 drains.
     ///
     /// Unlike `BTreeMap::range`, an empty range (start after end, or equal excluded bounds)
     /// yields nothing instead of panicking. The iterator reads the tree as it is at each step:

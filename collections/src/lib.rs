@@ -81,7 +81,8 @@
 //! nested collections included: a collection of handles frees what each element owns when it
 //! discards it ([`PVec::pop_free`], [`PVec::truncate`], [`PHashMap::remove_free`],
 //! [`PQueue::pop_free`], [`PBTreeMap::remove_free`], `clear`, `free`), and a map frees what its
-//! keys own when it discards an entry ([`PHashMap::remove`], [`PBTreeMap::remove`] too), still in **2 drains** however deep the nesting (nested blocks are freed without
+//! keys own when it discards an entry ([`PHashMap::remove`], [`PBTreeMap::remove`] too),
+//! still in **2 drains** however deep the nesting (nested blocks are freed without
 //! writing the discarded handles: [`PValue::free_owned`]). A nested handle is stored in place,
 //! and growth moves it by copying its bytes (zeroing and logging the old copy, so a stale
 //! reference sees an empty handle rather than a second owner): a reference taken before a
