@@ -144,8 +144,8 @@ fn bits<T: Persistent>(t: &T) -> T {
     read_from_bytes(bytes_of(t)).expect("a value's own bytes")
 }
 
-/// The first index of `keys` whose key is not `below` `k` (`below`: `Less`, the lower bound;
-/// `Less` or `Equal`, the upper bound), by binary search.
+/// By binary search, the first index of `keys` whose key is at least `k` (the lower bound) or,
+/// when `upper`, greater than `k` (the upper bound).
 fn search<K: POrdKey>(tx: &Transaction<'_>, keys: &[K], k: &K::Borrowed, upper: bool) -> Result<usize> {
     partition_point(keys.len(), |i| {
         let o = keys[i].key_cmp(tx, k)?;
