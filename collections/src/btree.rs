@@ -1,14 +1,18 @@
 //! [`PBTreeMap`]: an ordered map in the pool (a B+ tree).
 
+use std::borrow::Borrow;
+use std::cmp::Ordering;
 use std::collections::HashSet;
 use std::fmt;
 use std::marker::PhantomData;
 use std::mem::size_of;
 use std::ops::{Bound, RangeBounds};
 
+use ptm::pmem_core::{bytes_of, read_from_bytes};
 use ptm::{Error, PCell, PPtr, Persistent, Result, Transaction};
 
 use crate::raw::{self, Span};
+use crate::{AsKey, PHandle, POrdKey, PValue};
 
 /// Keys per node.
 const CAP: usize = 15;
@@ -22,17 +26,52 @@ const MIN: usize = CAP / 2;
 const MAX_DEPTH: usize = 48;
 
 /// A persistent ordered map (a pool's `BTreeMap<K, V>`): a B+ tree whose nodes hold up to 15
-/// keys; values live in the leaves, internal nodes hold separator keys. Keys are ordered by
-/// `K`'s [`Ord`], which must be the same in every build that opens the pool.
+/// keys; values live in the leaves, internal nodes hold separator keys.
+///
+/// **Keys** are [`POrdKey`]s: any `Persistent + Copy + Ord` type, ordered by its [`Ord`] (which
+/// must be the same in every build that opens the pool), [`PString`](crate::PString) (ordered as
+/// `str`, looked up by `&str`: `get(tx, "ada")`, `range(tx, "a".."m")`) and `PVec<u8>` (as
+/// `[u8]`, by `&[u8]`). A string key is stored in its leaf slot as a handle owning a buffer of
+/// exactly its bytes; an internal node's separator is a **separate copy owning its own
+/// buffer**, made when a leaf split or borrow sets it and freed when a merge or borrow drops it
+/// (so removing a key does not touch the separators equal to it, and no buffer is reached
+/// twice). Inserting methods take anything [`AsKey`] (`insert(tx, 7, x)`, `insert(tx, "ada",
+/// x)`).
+///
+/// **Values** are `Copy` (read and written by copy: [`get`](PBTreeMap::get),
+/// [`insert`](PBTreeMap::insert), [`range`](PBTreeMap::range)) or nested collection handles
+/// ([`PHandle`]s such as `PVec<u64>`, created in place by
+/// [`get_or_insert_new`](PBTreeMap::get_or_insert_new) and reached by reference through
+/// [`get_ref`](PBTreeMap::get_ref), [`iter_refs`](PBTreeMap::iter_refs) and
+/// [`range_refs`](PBTreeMap::range_refs)); [`remove_free`](PBTreeMap::remove_free),
+/// [`clear`](PBTreeMap::clear) and [`free`](PBTreeMap::free) free what the values own, at any
+/// depth. Removing an entry ([`remove`](PBTreeMap::remove) too) frees what its key owns.
 ///
 /// Every node but the root holds at least 7 keys: a removal that leaves a node with fewer
 /// borrows keys from a sibling or merges with it (merges may climb to the root); a root left
 /// with one child is replaced by it, and the tree of a map emptied by removals has no node at
 /// all. Merged and emptied nodes are freed in the removing transaction.
 ///
-/// Drains: `insert` (new key or update) and `remove` cost **2**, node splits, borrows, merges
-/// and root collapses included (nodes are allocated or freed first, then every node the
-/// operation changes is logged in one batch, then the commit); reads cost 0.
+/// Splits, borrows and merges move keys and values between nodes **by bytes**. When keys or
+/// values own blocks, every slot of a logged node that loses its handle (the spare slots past a
+/// node's length, and every slot of a node freed by a merge) is zeroed in the same batch, and a
+/// fresh node's spare slots are zeroed too: each handle's bytes are in exactly one slot of the
+/// tree, and no damaged length can bring back a second owner.
+///
+/// Drains: `insert` (new key or update), `remove`, `remove_free` and `get_or_insert_new` (when
+/// it inserts) cost **2**, node splits, borrows, merges, root collapses and string keys
+/// included (nodes, key buffers and separator copies are allocated, and nodes and buffers
+/// freed, first; then every node the operation changes is logged in one batch; then the
+/// commit); `clear` and `free` cost 2 however deeply the values nest; reads cost 0.
+///
+/// References handed out (`&'t V` from `get_ref`, `&'t PString` keys from iteration) live at
+/// most as long as the transaction borrow and point at a slot of a node. A later insert or
+/// removal in the same transaction may move entries between slots: a reference taken before
+/// then is **stale**, a logic error like a std iterator used after an insert, but never
+/// undefined behaviour nor a second owner: the slot then holds an empty (zeroed) handle, or the
+/// handle of whichever entry moved there (changes through it go to that entry), and a slot of
+/// a node freed by a merge stays readable, zeroed, until commit. Take the reference again
+/// instead.
 ///
 /// `!Sync`: share it under a [`PMutex`](ptm::PMutex).
 #[repr(C)]
@@ -49,8 +88,10 @@ const _: () = assert!(size_of::<PBTreeMap<u64, u64>>() == 16);
 // lengths clamped, depth bounded); no virtual address.
 unsafe impl<K: Persistent, V: Persistent> Persistent for PBTreeMap<K, V> {}
 
-/// A node copied out of the pool.
-#[derive(Clone, Debug)]
+/// A node copied out of the pool. Keys and values are **bitwise copies** of the slots: for
+/// handle types they are not owners (nothing is dropped or freed through them unless the
+/// operation discards that entry); the tree moves a handle by storing its bytes into its new
+/// slot and zeroing the old one.
 struct Node<K, V> {
     leaf: bool,
     keys: Vec<K>,
@@ -62,6 +103,19 @@ struct Node<K, V> {
 
 /// A root-to-leaf path: `(node, its contents, index of the child taken)`.
 type Path<K, V> = Vec<(PPtr<u8>, Node<K, V>, usize)>;
+
+/// Nodes to store, with their new contents.
+type Writes<K, V> = Vec<(PPtr<u8>, Node<K, V>)>;
+
+/// What [`PBTreeMap::walk`] calls for every node.
+type Visit<'f, K, V> = dyn FnMut(PPtr<u8>, &Node<K, V>) -> Result<()> + 'f;
+
+/// A node with the bounds `[lo, hi)` its parent gives its keys (`None`: unbounded).
+type Bounded<K> = (
+    PPtr<u8>,
+    Option<<K as POrdKey>::Owned>,
+    Option<<K as POrdKey>::Owned>,
+);
 
 /// Byte layout of a node: `[len: u64][leaf: u64][keys: K; CAP][vals: V; CAP][kids: u64; CAP+1]`.
 #[derive(Clone, Copy)]
@@ -85,7 +139,52 @@ fn geo<K, V>() -> Geo {
     }
 }
 
-impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
+/// A bitwise copy of `t` (not an owner of what a handle owns: see [`Node`]).
+fn bits<T: Persistent>(t: &T) -> T {
+    read_from_bytes(bytes_of(t)).expect("a value's own bytes")
+}
+
+/// By binary search, the first index of `keys` whose key is at least `k` (the lower bound) or,
+/// when `upper`, greater than `k` (the upper bound).
+fn search<K: POrdKey>(tx: &Transaction<'_>, keys: &[K], k: &K::Borrowed, upper: bool) -> Result<usize> {
+    partition_point(keys.len(), |i| {
+        let o = keys[i].key_cmp(tx, k)?;
+        Ok(o == Ordering::Less || (upper && o == Ordering::Equal))
+    })
+}
+
+/// Blocks allocated by an operation before its snapshot, freed again when it fails before its
+/// first store (so a caller that goes on after the error leaks nothing).
+struct Fresh<K> {
+    keys: Vec<K>,
+    nodes: Vec<PPtr<u8>>,
+}
+
+impl<K: PValue> Fresh<K> {
+    fn new() -> Self {
+        Fresh {
+            keys: Vec::new(),
+            nodes: Vec::new(),
+        }
+    }
+
+    /// Frees everything recorded (the first error, if any, is returned after trying all).
+    fn release(self, tx: &Transaction<'_>) -> Result<()> {
+        let mut first = Ok(());
+        for k in &self.keys {
+            // SAFETY: a key made by this operation and not stored (the operation failed before
+            // its first store): discarded here.
+            let r = unsafe { k.free_owned(tx) };
+            first = first.and(r);
+        }
+        for n in self.nodes {
+            first = first.and(tx.free(n));
+        }
+        first
+    }
+}
+
+impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
     const SIZES_OK: () = assert!(
         size_of::<K>() > 0 && size_of::<V>() > 0,
         "PBTreeMap<K, V> needs non-zero-sized K and V (use u8 as a unit value)"
@@ -97,11 +196,23 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
     // freed by a transaction stays readable, and is not handed out again, until that
     // transaction commits (a `Range` that still holds a pointer to it cannot outlive the
     // transaction). The tree is `!Sync` (or guarded by a lock the transaction holds), so its
-    // nodes are reached only by this thread, through cells.
+    // nodes are reached only by this thread, through cells (keys and values that are handles
+    // are all cells; `Copy` ones are read by copy, through a reference used for that read only).
+
+    /// A bitwise copy of the `T` `off` bytes into node `n`.
+    ///
+    /// # Safety
+    ///
+    /// The accessor contract, and a `T` slot lies at `off` inside the node.
+    unsafe fn copy_at<T: Persistent>(tx: &Transaction<'_>, n: PPtr<u8>, off: u64) -> Result<T> {
+        // SAFETY: forwarded contract; the reference is only read from, at once; any bit pattern
+        // is a `T` (`Persistent`).
+        Ok(unsafe { std::ptr::read(raw::at::<T>(tx, n, off)?) })
+    }
 
     fn read_node(tx: &Transaction<'_>, n: PPtr<u8>) -> Result<Node<K, V>> {
         let g = geo::<K, V>();
-        // SAFETY: see the contract above; offsets lie inside the node (`geo`).
+        // SAFETY: see the contract above; offsets lie inside the node (`geo`, `len <= CAP`).
         unsafe {
             let len = (raw::cell::<u64>(tx, n, 0)?.get(tx) as usize).min(CAP);
             let leaf = raw::cell::<u64>(tx, n, 8)?.get(tx) != 0;
@@ -113,14 +224,16 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
             };
             for i in 0..len as u64 {
                 node.keys
-                    .push(raw::cell::<K>(tx, n, g.ko + raw::elem_off::<K>(i)?)?.get(tx));
+                    .push(Self::copy_at::<K>(tx, n, g.ko + raw::elem_off::<K>(i)?)?);
             }
             if leaf {
+                node.vals.reserve(len + 1);
                 for i in 0..len as u64 {
                     node.vals
-                        .push(raw::cell::<V>(tx, n, g.vo + raw::elem_off::<V>(i)?)?.get(tx));
+                        .push(Self::copy_at::<V>(tx, n, g.vo + raw::elem_off::<V>(i)?)?);
                 }
             } else {
+                node.kids.reserve(len + 2);
                 for i in 0..=len as u64 {
                     node.kids
                         .push(raw::cell::<PPtr<u8>>(tx, n, g.co + i * 8)?.get(tx));
@@ -130,25 +243,40 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
         }
     }
 
-    /// Stores `node` into `n`, whose whole span this transaction has logged.
+    /// Stores `node` into `n`, whose whole span this transaction has logged (or which is
+    /// fresh), by bytes. When keys (values) own blocks, the key (value) slots past the node's
+    /// entries are zeroed: they may hold handles moved out of this node, or old bytes of a
+    /// fresh block, which must never read as a second owner.
     fn write_node(tx: &Transaction<'_>, n: PPtr<u8>, node: &Node<K, V>) -> Result<()> {
-        debug_assert!(node.keys.len() <= CAP);
+        debug_assert!(node.keys.len() <= CAP && node.vals.len() <= CAP);
         let g = geo::<K, V>();
-        // SAFETY: see the contract above; offsets lie inside the node (`geo`, `len <= CAP`).
+        let (len, vlen) = (node.keys.len() as u64, node.vals.len() as u64);
+        let (ks, vs) = (size_of::<K>() as u64, size_of::<V>() as u64);
+        // SAFETY: see the contract above; the arrays lie inside the node (`geo`, at most `CAP`
+        // keys and values, `CAP + 1` children).
         unsafe {
-            raw::cell::<u64>(tx, n, 0)?.set(tx, node.keys.len() as u64)?;
+            raw::cell::<u64>(tx, n, 0)?.set(tx, len)?;
             raw::cell::<u64>(tx, n, 8)?.set(tx, u64::from(node.leaf))?;
-            for (i, k) in node.keys.iter().enumerate() {
-                raw::cell::<K>(tx, n, g.ko + raw::elem_off::<K>(i as u64)?)?.set(tx, *k)?;
+            raw::write_bytes(tx, n, g.ko, raw::slice_bytes(&node.keys))?;
+            raw::write_bytes(tx, n, g.vo, raw::slice_bytes(&node.vals))?;
+            raw::write_bytes(tx, n, g.co, raw::slice_bytes(&node.kids))?;
+            if K::OWNS {
+                raw::zero_bytes(tx, n, g.ko + len * ks, (CAP as u64 - len) * ks)?;
             }
-            for (i, v) in node.vals.iter().enumerate() {
-                raw::cell::<V>(tx, n, g.vo + raw::elem_off::<V>(i as u64)?)?.set(tx, *v)?;
-            }
-            for (i, c) in node.kids.iter().enumerate() {
-                raw::cell::<PPtr<u8>>(tx, n, g.co + i as u64 * 8)?.set(tx, *c)?;
+            if V::OWNS {
+                raw::zero_bytes(tx, n, g.vo + vlen * vs, (CAP as u64 - vlen) * vs)?;
             }
         }
         Ok(())
+    }
+
+    /// Zeroes every key and value slot of `n`, a node being freed whose span is logged (when
+    /// keys or values own blocks: a reference into it then reads empty handles).
+    fn zero_slots(tx: &Transaction<'_>, n: PPtr<u8>) -> Result<()> {
+        let g = geo::<K, V>();
+        // SAFETY: see the contract above (freed nodes stay readable until commit); the key and
+        // value arrays lie in `ko..co`.
+        unsafe { raw::zero_bytes(tx, n, g.ko, g.co - g.ko) }
     }
 
     /// The whole node `n` as one loggable range.
@@ -157,9 +285,28 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
         unsafe { Span::new(tx, n, 0, geo::<K, V>().size) }
     }
 
+    /// A reference to value `i` of leaf `n`.
+    ///
+    /// # Safety
+    ///
+    /// The accessor contract, `i < CAP`, and `V` is a [`PHandle`] (all cells).
+    unsafe fn val_ref<'t>(tx: &'t Transaction<'_>, n: PPtr<u8>, i: u64) -> Result<&'t V> {
+        // SAFETY: forwarded contract.
+        unsafe { raw::at::<V>(tx, n, geo::<K, V>().vo + raw::elem_off::<V>(i)?) }
+    }
+
+    /// The iteration form of key `i` of node `n`, whose copy is `copy`.
+    fn key_ref<'t>(tx: &'t Transaction<'_>, n: PPtr<u8>, i: usize, copy: &K) -> Result<K::Ref<'t>> {
+        K::ref_from(copy, || {
+            // SAFETY: the accessor contract; `i < len <= CAP`; a key whose `Ref` borrows it is
+            // all cells (`PKey`).
+            unsafe { raw::at::<K>(tx, n, geo::<K, V>().ko + raw::elem_off::<K>(i as u64)?) }
+        })
+    }
+
     /// The path from the root to the leaf where `k` belongs: `(node, node contents, index of
     /// the child taken)`, the leaf last (its index unused).
-    fn path(&self, tx: &Transaction<'_>, k: &K) -> Result<Path<K, V>> {
+    fn path(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<Path<K, V>> {
         let () = Self::SIZES_OK;
         let mut out = Vec::new();
         let mut n = self.root.get(tx);
@@ -175,31 +322,17 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
                 out.push((n, node, 0));
                 return Ok(out);
             }
-            let i = node.keys.partition_point(|x| x <= k);
+            let i = search(tx, &node.keys, k, true)?;
             let child = node.kids[i];
             out.push((n, node, i));
             n = child;
         }
     }
 
-    /// Number of entries.
-    pub fn len(&self, tx: &Transaction<'_>) -> u64 {
-        self.len.get(tx)
-    }
-
-    /// Whether the map is empty.
-    pub fn is_empty(&self, tx: &Transaction<'_>) -> bool {
-        self.len(tx) == 0
-    }
-
-    /// A copy of the value for `k`. Reads in place: the length and leaf flag of each node on
-    /// the way, the keys a binary search visits (about 4 per node), one child pointer per
-    /// internal node and the value; no node is copied out.
-    ///
-    /// # Errors
-    ///
-    /// Only for a corrupted tree (bad node pointers, too deep).
-    pub fn get(&self, tx: &Transaction<'_>, k: &K) -> Result<Option<V>> {
+    /// The leaf holding `k` and its index there. Reads in place: the length and leaf flag of
+    /// each node on the way, the keys a binary search visits (about 4 per node) and one child
+    /// pointer per internal node; no node is copied out.
+    fn find(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<Option<(PPtr<u8>, u64)>> {
         let () = Self::SIZES_OK;
         let g = geo::<K, V>();
         let mut n = self.root.get(tx);
@@ -215,165 +348,243 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
                     raw::cell::<u64>(tx, n, 8)?.get(tx) != 0,
                 )
             };
-            let key = |i: usize| -> Result<K> {
-                // SAFETY: as above, `i < len <= CAP`.
-                Ok(unsafe { raw::cell::<K>(tx, n, g.ko + raw::elem_off::<K>(i as u64)?)? }.get(tx))
+            let cmp = |i: usize| -> Result<Ordering> {
+                // SAFETY: as above, `i < len <= CAP`; the reference is used for this comparison
+                // only.
+                unsafe { raw::at::<K>(tx, n, g.ko + raw::elem_off::<K>(i as u64)?)? }.key_cmp(tx, k)
             };
             if leaf {
-                let i = partition_point(len, |i| Ok(key(i)? < *k))?;
-                if i == len || key(i)? != *k {
+                let i = partition_point(len, |i| Ok(cmp(i)? == Ordering::Less))?;
+                if i == len || cmp(i)? != Ordering::Equal {
                     return Ok(None);
                 }
-                // SAFETY: as above, `i < len`.
-                let v = unsafe { raw::cell::<V>(tx, n, g.vo + raw::elem_off::<V>(i as u64)?)? };
-                return Ok(Some(v.get(tx)));
+                return Ok(Some((n, i as u64)));
             }
             // Child `i` holds the keys in `[keys[i - 1], keys[i])`.
-            let i = partition_point(len, |i| Ok(key(i)? <= *k))?;
+            let i = partition_point(len, |i| Ok(cmp(i)? != Ordering::Greater))?;
             // SAFETY: as above, `i <= len`: one of the `len + 1` children.
             n = unsafe { raw::cell::<PPtr<u8>>(tx, n, g.co + i as u64 * 8)? }.get(tx);
         }
         Err(raw::out_of_bounds(n.offset(), MAX_DEPTH as u64))
     }
 
-    /// Whether `k` is present.
-    ///
-    /// # Errors
-    ///
-    /// As [`get`](PBTreeMap::get).
-    pub fn contains_key(&self, tx: &Transaction<'_>, k: &K) -> Result<bool> {
-        Ok(self.get(tx, k)?.is_some())
+    /// Number of entries.
+    pub fn len(&self, tx: &Transaction<'_>) -> u64 {
+        self.len.get(tx)
     }
 
-    /// Inserts or updates `k`; returns the previous value. 2 drains, splits included.
+    /// Whether the map is empty.
+    pub fn is_empty(&self, tx: &Transaction<'_>) -> bool {
+        self.len(tx) == 0
+    }
+
+    /// Whether `k` is present (`&7` for a `u64` key, `"ada"` for a `PString` key). 0 drains.
     ///
     /// # Errors
     ///
-    /// [`Error::OutOfSpace`](ptm::Error::OutOfSpace), logging errors, corrupted trees.
-    pub fn insert(&self, tx: &Transaction<'_>, k: K, v: V) -> Result<Option<V>> {
-        let g = geo::<K, V>();
-        let mut path = self.path(tx, &k)?;
-        let Some((leaf_ptr, leaf, _)) = path.last() else {
-            // Empty tree: a single leaf.
-            let n = raw::alloc_block(tx, g.size)?;
-            tx.snapshot(|b| {
-                b.add(&self.root)?;
-                // The fresh leaf needs no snapshot: ptm logged it as new memory at allocation.
-                b.add(&self.len)
-            })?;
-            let node = Node {
-                leaf: true,
-                keys: vec![k],
-                vals: vec![v],
-                kids: vec![],
-            };
-            Self::write_node(tx, n, &node)?;
-            self.root.set(tx, n)?;
-            self.len.set(tx, 1)?;
-            return Ok(None);
+    /// Only for a corrupted tree (bad node pointers, too deep) or key.
+    pub fn contains_key(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<bool> {
+        Ok(self.find(tx, k)?.is_some())
+    }
+
+    /// Inserts `k` with value `v` unless present; returns where `k` already was (then nothing
+    /// changed). Makes the key first ([`PKey::key_new`](crate::PKey::key_new): a `PString`
+    /// key's buffer), then plans the splits (allocating their nodes, and a separator copy per
+    /// leaf split when keys own blocks), logs every existing node that changes in one batch, and
+    /// stores. 2 drains.
+    fn insert_entry(&self, tx: &Transaction<'_>, k: &K::Borrowed, v: V) -> Result<Option<(PPtr<u8>, u64)>> {
+        let path = self.path(tx, k)?;
+        let pos = match path.last() {
+            Some((lp, leaf, _)) => {
+                let i = search(tx, &leaf.keys, k, false)?;
+                if i < leaf.keys.len() && leaf.keys[i].key_cmp(tx, k)? == Ordering::Equal {
+                    return Ok(Some((*lp, i as u64)));
+                }
+                i
+            }
+            None => 0,
         };
-        if let Ok(i) = leaf.keys.binary_search(&k) {
-            let old = leaf.vals.get(i).copied();
-            // SAFETY: `leaf_ptr` is a node of this tree (see the accessor contract); `i < len`.
-            unsafe { raw::cell::<V>(tx, *leaf_ptr, g.vo + raw::elem_off::<V>(i as u64)?)? }.set(tx, v)?;
-            return Ok(old);
+        let mut fresh = Fresh::new();
+        // SAFETY: the key is stored below into a leaf by its bytes, or freed by
+        // `fresh.release` if the insert fails before its first store; never used otherwise.
+        let key = unsafe { K::key_new(tx, k)? };
+        if K::OWNS {
+            fresh.keys.push(bits(&key));
         }
-        // Full nodes from the leaf up split; the first non-full one absorbs the separator.
-        let splits = path
-            .iter()
-            .rev()
-            .take_while(|(_, n, _)| n.keys.len() >= CAP)
-            .count();
-        let new_root = splits == path.len();
-        let mut fresh = Vec::new();
-        for _ in 0..splits + usize::from(new_root) {
-            fresh.push(raw::alloc_block(tx, g.size)?);
+        let InsertPlan { writes, root } = match self.plan_insert(tx, path, pos, key, v, &mut fresh) {
+            Ok(plan) => plan,
+            Err(e) => {
+                // The error that matters is the first; freeing what was made is best effort.
+                let _ = fresh.release(tx);
+                return Err(e);
+            }
+        };
+        for (n, node) in &writes {
+            Self::write_node(tx, *n, node)?;
         }
-        let touched = &path[path.len() - (splits + 1).min(path.len())..];
-        tx.snapshot(|b| {
-            b.add(&self.root)?;
-            b.add(&self.len)?;
-            for (n, _, _) in touched {
-                b.add(&Self::span(tx, *n)?)?;
-            }
-            // The fresh nodes need no snapshot: ptm logged them as new memory at allocation.
-            Ok(())
-        })?;
-        // Insert into the leaf, then split upward while a node overflows.
-        let (mut ptr, mut node, _) = path.pop().expect("non-empty path");
-        let pos = node.keys.partition_point(|x| *x < k);
-        node.keys.insert(pos, k);
-        node.vals.insert(pos, v);
-        loop {
-            if node.keys.len() <= CAP {
-                Self::write_node(tx, ptr, &node)?;
-                break;
-            }
-            let right_ptr = fresh.pop().expect("allocated one node per split");
-            let (left, sep, right) = split_half(node);
-            Self::write_node(tx, ptr, &left)?;
-            Self::write_node(tx, right_ptr, &right)?;
-            match path.pop() {
-                Some((pptr, mut parent, i)) => {
-                    parent.keys.insert(i, sep);
-                    parent.kids.insert(i + 1, right_ptr);
-                    ptr = pptr;
-                    node = parent;
-                }
-                None => {
-                    let root_ptr = fresh.pop().expect("allocated a new root");
-                    let root = Node {
-                        leaf: false,
-                        keys: vec![sep],
-                        vals: vec![],
-                        kids: vec![ptr, right_ptr],
-                    };
-                    Self::write_node(tx, root_ptr, &root)?;
-                    self.root.set(tx, root_ptr)?;
-                    break;
-                }
-            }
+        if let Some(r) = root {
+            self.root.set(tx, r)?;
         }
         self.len.set(tx, self.len.get(tx).saturating_add(1))?;
         Ok(None)
     }
 
-    /// Removes `k` and returns its value. 2 drains (0 when absent), rebalancing included.
-    ///
-    /// # Errors
-    ///
-    /// Logging errors, corrupted trees.
-    pub fn remove(&self, tx: &Transaction<'_>, k: &K) -> Result<Option<V>> {
-        let mut path = self.path(tx, k)?;
-        let Some((ptr, mut leaf, _)) = path.pop() else {
-            return Ok(None);
-        };
-        let Ok(i) = leaf.keys.binary_search(k) else {
-            return Ok(None);
-        };
-        let Some(&v) = leaf.vals.get(i) else {
-            return Ok(None);
-        };
-        leaf.keys.remove(i);
-        leaf.vals.remove(i);
-        // Every change is computed first (reads only), then nodes are freed, then everything
-        // changed is logged in one batch (one drain), then stored.
-        let plan = Self::rebalance(tx, path, ptr, leaf)?;
-        for n in &plan.freed {
-            tx.free(*n)?;
+    /// The nodes an insert of `key` at `pos` of the last node of `path` (none: an empty tree)
+    /// writes, and the new root if any; allocates the fresh nodes and separator copies (recorded
+    /// in `fresh`) and logs the rest, one batch.
+    fn plan_insert(
+        &self,
+        tx: &Transaction<'_>,
+        mut path: Path<K, V>,
+        pos: usize,
+        key: K,
+        v: V,
+        fresh: &mut Fresh<K>,
+    ) -> Result<InsertPlan<K, V>> {
+        let g = geo::<K, V>();
+        let mut writes = Vec::new();
+        let mut root = None;
+        match path.pop() {
+            None => {
+                // Empty tree: a single leaf.
+                let n = raw::alloc_block(tx, g.size)?;
+                fresh.nodes.push(n);
+                let node = Node {
+                    leaf: true,
+                    keys: vec![key],
+                    vals: vec![v],
+                    kids: vec![],
+                };
+                writes.push((n, node));
+                root = Some(n);
+            }
+            Some((mut ptr, mut node, _)) => {
+                node.keys.insert(pos, key);
+                node.vals.insert(pos, v);
+                // Split upward while a node overflows; the first one that does not absorbs the
+                // last separator.
+                loop {
+                    if node.keys.len() <= CAP {
+                        writes.push((ptr, node));
+                        break;
+                    }
+                    let right_ptr = raw::alloc_block(tx, g.size)?;
+                    fresh.nodes.push(right_ptr);
+                    let (left, mut sep, right) = split_half(node);
+                    if left.leaf && K::OWNS {
+                        // The separator is a copy of the right leaf's first key, owning its own
+                        // blocks. SAFETY: stored below into the parent (or the new root), or
+                        // freed by `fresh.release` on failure.
+                        sep = unsafe { sep.key_dup(tx)? };
+                        fresh.keys.push(bits(&sep));
+                    }
+                    writes.push((ptr, left));
+                    writes.push((right_ptr, right));
+                    match path.pop() {
+                        Some((pptr, mut parent, i)) => {
+                            parent.keys.insert(i, sep);
+                            parent.kids.insert(i + 1, right_ptr);
+                            ptr = pptr;
+                            node = parent;
+                        }
+                        None => {
+                            let root_ptr = raw::alloc_block(tx, g.size)?;
+                            fresh.nodes.push(root_ptr);
+                            let top = Node {
+                                leaf: false,
+                                keys: vec![sep],
+                                vals: vec![],
+                                kids: vec![ptr, right_ptr],
+                            };
+                            writes.push((root_ptr, top));
+                            root = Some(root_ptr);
+                            break;
+                        }
+                    }
+                }
+            }
         }
         tx.snapshot(|b| {
+            b.add(&self.root)?;
             b.add(&self.len)?;
-            if plan.root.is_some() {
-                b.add(&self.root)?;
-            }
-            for (n, _) in &plan.writes {
+            // The fresh nodes need no snapshot: ptm logged them as new memory at allocation.
+            for (n, _) in writes.iter().filter(|(n, _)| !fresh.nodes.contains(n)) {
                 b.add(&Self::span(tx, *n)?)?;
             }
             Ok(())
         })?;
+        Ok(InsertPlan { writes, root })
+    }
+
+    /// Removes `k`: returns a bitwise copy of its value (freed first when `free_value`), or
+    /// `None` when absent. 2 drains (0 when absent), rebalancing included.
+    fn remove_entry(&self, tx: &Transaction<'_>, k: &K::Borrowed, free_value: bool) -> Result<Option<V>> {
+        let mut path = self.path(tx, k)?;
+        let Some((ptr, mut leaf, _)) = path.pop() else {
+            return Ok(None);
+        };
+        let i = search(tx, &leaf.keys, k, false)?;
+        if i >= leaf.vals.len() || leaf.keys[i].key_cmp(tx, k)? != Ordering::Equal {
+            return Ok(None);
+        }
+        let key = leaf.keys.remove(i);
+        let v = leaf.vals.remove(i);
+        // Every change is computed first (reads, and separator copies when keys own blocks),
+        // then blocks are freed, then everything changed is logged in one batch (one drain),
+        // then stored.
+        let mut fresh = Fresh::new();
+        let plan = match Self::rebalance(tx, path, ptr, leaf, &mut fresh) {
+            Ok(plan) => plan,
+            Err(e) => {
+                let _ = fresh.release(tx);
+                return Err(e);
+            }
+        };
+        let owns = K::OWNS || V::OWNS;
+        let logged = (|| {
+            // SAFETY: the removed key and value, and the separators the plan drops, are
+            // discarded in this transaction: the stores below overwrite or zero their slots.
+            unsafe {
+                if K::OWNS {
+                    key.free_owned(tx)?;
+                    for s in &plan.dropped {
+                        s.free_owned(tx)?;
+                    }
+                }
+                if free_value && V::OWNS {
+                    v.free_owned(tx)?;
+                }
+            }
+            for n in &plan.freed {
+                tx.free(*n)?;
+            }
+            tx.snapshot(|b| {
+                b.add(&self.len)?;
+                if plan.root.is_some() {
+                    b.add(&self.root)?;
+                }
+                for (n, _) in &plan.writes {
+                    b.add(&Self::span(tx, *n)?)?;
+                }
+                if owns {
+                    for n in &plan.freed {
+                        b.add(&Self::span(tx, *n)?)?;
+                    }
+                }
+                Ok(())
+            })
+        })();
+        if let Err(e) = logged {
+            let _ = fresh.release(tx);
+            return Err(e);
+        }
         for (n, node) in &plan.writes {
             Self::write_node(tx, *n, node)?;
+        }
+        if owns {
+            for n in &plan.freed {
+                Self::zero_slots(tx, *n)?;
+            }
         }
         if let Some(root) = plan.root {
             self.root.set(tx, root)?;
@@ -382,22 +593,36 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
         Ok(Some(v))
     }
 
+    /// Removes `k`, freeing (at commit) everything its key and value own; `false` when absent.
+    /// 2 drains (0 when absent), rebalancing included, however deeply the value nests.
+    ///
+    /// # Errors
+    ///
+    /// Logging errors, corrupted trees.
+    pub fn remove_free(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<bool> {
+        Ok(self.remove_entry(tx, k, true)?.is_some())
+    }
+
     /// Plans the repair of the tree after `node` (at `ptr`, at the end of `path`) lost a key:
     /// climbing while a node is under [`MIN`] keys, it borrows from a sibling that has more than
     /// `MIN` (the two share their keys evenly; the parent's separator changes, the climb stops)
     /// or else merges with one (the right node of the pair is freed, the parent loses a key and
     /// the climb goes on). A root left without keys is freed: an internal one is replaced by
-    /// its only child, a leaf by nothing. Reads only.
+    /// its only child, a leaf by nothing. Reads only, but for the separator copy a leaf borrow
+    /// makes when keys own blocks (recorded in `fresh`); the separators a leaf merge or borrow
+    /// drops are listed in the plan, for the caller to free.
     fn rebalance(
         tx: &Transaction<'_>,
         mut path: Path<K, V>,
         mut ptr: PPtr<u8>,
         mut node: Node<K, V>,
+        fresh: &mut Fresh<K>,
     ) -> Result<RemovePlan<K, V>> {
         let mut plan = RemovePlan {
             writes: Vec::new(),
             freed: Vec::new(),
             root: None,
+            dropped: Vec::new(),
         };
         loop {
             let Some((pptr, mut parent, i)) = path.pop() else {
@@ -436,20 +661,34 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
                     }
                 }
             };
-            let both = concat(l.1, parent.keys[j], r.1);
+            let leaves = l.1.leaf;
+            // Internal nodes take the separator down between them (it moves: same owner);
+            // leaves drop it.
+            let both = concat(l.1, bits(&parent.keys[j]), r.1);
             if merge {
                 // At most (MIN - 1) + MIN (+ 1 separator) keys: fits in one node.
                 plan.writes.push((l.0, both));
                 plan.freed.push(r.0);
-                parent.keys.remove(j);
+                let sep = parent.keys.remove(j);
+                if leaves && K::OWNS {
+                    plan.dropped.push(sep);
+                }
                 parent.kids.remove(j + 1);
                 ptr = pptr;
                 node = parent;
                 continue;
             }
             // Share evenly: at least 2 * MIN keys between the two, so each keeps MIN or more.
-            let (left_node, new_sep, right_node) = split_half(both);
-            parent.keys[j] = new_sep;
+            let (left_node, mut new_sep, right_node) = split_half(both);
+            if leaves && K::OWNS {
+                // A copy of the right leaf's new first key replaces the old separator.
+                // SAFETY: stored into the parent by the caller, or freed by `fresh.release`.
+                new_sep = unsafe { new_sep.key_dup(tx)? };
+                fresh.keys.push(bits(&new_sep));
+                plan.dropped.push(std::mem::replace(&mut parent.keys[j], new_sep));
+            } else {
+                parent.keys[j] = new_sep;
+            }
             plan.writes.push((l.0, left_node));
             plan.writes.push((r.0, right_node));
             plan.writes.push((pptr, parent));
@@ -480,137 +719,62 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
         Ok((p, n))
     }
 
-    /// Visits every node (pre-order) and, in leaves, every entry in key order.
-    fn walk(
-        tx: &Transaction<'_>,
-        n: PPtr<u8>,
-        depth: usize,
-        node_fn: &mut dyn FnMut(PPtr<u8>),
-        entry_fn: &mut dyn FnMut(K, V),
-    ) -> Result<()> {
-        Self::walk_seen(tx, n, depth, &mut HashSet::new(), node_fn, entry_fn)
-    }
-
-    /// [`walk`](Self::walk), refusing a node reached twice (only in a corrupted tree: without
-    /// this, nodes whose children all point to one shared node would be read exponentially often,
-    /// and `clear` would free a node twice).
-    fn walk_seen(
-        tx: &Transaction<'_>,
-        n: PPtr<u8>,
-        depth: usize,
-        seen: &mut HashSet<u64>,
-        node_fn: &mut dyn FnMut(PPtr<u8>),
-        entry_fn: &mut dyn FnMut(K, V),
-    ) -> Result<()> {
-        if depth >= MAX_DEPTH || !seen.insert(n.offset()) {
-            return Err(raw::out_of_bounds(n.offset(), MAX_DEPTH as u64));
+    /// Visits every node (pre-order) with its contents, refusing a node reached twice (only in
+    /// a corrupted tree: without this, nodes whose children all point to one shared node would
+    /// be read exponentially often, and `clear` would free a node twice) and a path deeper than
+    /// [`MAX_DEPTH`].
+    fn walk(&self, tx: &Transaction<'_>, f: &mut Visit<'_, K, V>) -> Result<()> {
+        let root = self.root.get(tx);
+        if root.is_null() {
+            return Ok(());
         }
-        node_fn(n);
-        let node = Self::read_node(tx, n)?;
-        if node.leaf {
-            for (k, v) in node.keys.into_iter().zip(node.vals) {
-                entry_fn(k, v);
+        let mut seen = HashSet::new();
+        let mut stack = vec![(root, 0usize)];
+        while let Some((n, depth)) = stack.pop() {
+            if depth >= MAX_DEPTH || !seen.insert(n.offset()) {
+                return Err(raw::out_of_bounds(n.offset(), MAX_DEPTH as u64));
             }
-        } else {
-            for c in node.kids {
-                Self::walk_seen(tx, c, depth + 1, seen, node_fn, entry_fn)?;
-            }
+            let node = Self::read_node(tx, n)?;
+            f(n, &node)?;
+            // Children in reverse, so that they pop left to right (key order).
+            stack.extend(node.kids.iter().rev().map(|&c| (c, depth + 1)));
         }
         Ok(())
     }
 
-    /// Copies every entry, in key order.
+    /// Frees every node, key and value (at commit) without writing the handle.
     ///
-    /// # Errors
+    /// # Safety
     ///
-    /// Corrupted trees.
-    pub fn to_vec(&self, tx: &Transaction<'_>) -> Result<Vec<(K, V)>> {
-        let mut out = Vec::new();
-        let root = self.root.get(tx);
-        if !root.is_null() {
-            Self::walk(tx, root, 0, &mut |_| {}, &mut |k, v| out.push((k, v)))?;
-        }
-        Ok(out)
-    }
-
-    /// Iterates over copies of the entries in key order (a snapshot taken now).
-    ///
-    /// # Errors
-    ///
-    /// Corrupted trees.
-    pub fn iter(&self, tx: &Transaction<'_>) -> Result<std::vec::IntoIter<(K, V)>> {
-        Ok(self.to_vec(tx)?.into_iter())
-    }
-
-    /// Iterates over copies of the entries whose keys lie in `range`, in key order, like
-    /// [`BTreeMap::range`](std::collections::BTreeMap::range). Lazy: it descends once to the
-    /// first leaf that can hold the start bound, then walks the following leaves (reading one
-    /// node at a time, never a node whose keys all lie past the end bound), so
-    /// `range(..).take(n)` reads about `n / 15 + depth` nodes. 0 drains.
-    ///
-    /// Unlike `BTreeMap::range`, an empty range (start after end, or equal excluded bounds)
-    /// yields nothing instead of panicking. The iterator reads the tree as it is at each step:
-    /// do not change the map while iterating (memory-safe, but entries may be missed or
-    /// repeated). A corrupted node met after the first leaf ends the iteration; see
-    /// [`Range::error`].
-    ///
-    /// # Errors
-    ///
-    /// Corrupted trees (bad node pointers, too deep) met on the way to the first leaf.
-    pub fn range<'a, R: RangeBounds<K>>(
-        &'a self,
-        tx: &'a Transaction<'a>,
-        range: R,
-    ) -> Result<Range<'a, K, V>> {
-        let () = Self::SIZES_OK;
-        let start = range.start_bound().cloned();
-        let end = range.end_bound().cloned();
-        let mut it = Range {
-            tx,
-            stack: Vec::new(),
-            leaf: None,
-            pos: 0,
-            end,
-            done: false,
-            error: None,
-        };
-        let mut n = self.root.get(tx);
-        if n.is_null() {
-            it.done = true;
-            return Ok(it);
-        }
-        loop {
-            if it.stack.len() >= MAX_DEPTH {
-                return Err(raw::out_of_bounds(n.offset(), MAX_DEPTH as u64));
+    /// As [`PValue::free_owned`]: the tree is being cleared or discarded.
+    pub(crate) unsafe fn release(&self, tx: &Transaction<'_>) -> Result<()> {
+        // The whole tree is walked (and so checked) before anything is freed.
+        let mut nodes = Vec::new();
+        self.walk(tx, &mut |n, _| {
+            nodes.push(n);
+            Ok(())
+        })?;
+        if K::OWNS || V::OWNS {
+            for &n in &nodes {
+                let node = Self::read_node(tx, n)?;
+                // SAFETY: the whole tree is being discarded (this function's contract): every
+                // key (separators own their own copies) and value once.
+                unsafe {
+                    if K::OWNS {
+                        for k in &node.keys {
+                            k.free_owned(tx)?;
+                        }
+                    }
+                    if V::OWNS {
+                        for v in &node.vals {
+                            v.free_owned(tx)?;
+                        }
+                    }
+                }
             }
-            let node = Self::read_node(tx, n)?;
-            if node.leaf {
-                it.pos = match &start {
-                    Bound::Included(lo) => node.keys.partition_point(|x| x < lo),
-                    Bound::Excluded(lo) => node.keys.partition_point(|x| x <= lo),
-                    Bound::Unbounded => 0,
-                };
-                it.leaf = Some(node);
-                return Ok(it);
-            }
-            // Child `i` holds the keys in `[keys[i - 1], keys[i])`.
-            let i = match &start {
-                Bound::Included(lo) | Bound::Excluded(lo) => node.keys.partition_point(|x| x <= lo),
-                Bound::Unbounded => 0,
-            };
-            let Some(&child) = node.kids.get(i) else {
-                return Err(raw::out_of_bounds(n.offset(), i as u64));
-            };
-            it.stack.push((node, i + 1));
-            n = child;
         }
-    }
-
-    /// Frees every node (at commit) without writing the handle: the tree is being cleared or
-    /// discarded. Its values are `Copy`, so the nodes are everything it owns.
-    pub(crate) fn release(&self, tx: &Transaction<'_>) -> Result<()> {
-        for off in self.node_offsets(tx)? {
-            tx.free_bytes(off)?;
+        for n in nodes {
+            tx.free(n)?;
         }
         Ok(())
     }
@@ -622,10 +786,30 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
     /// Corrupted trees.
     pub fn node_offsets(&self, tx: &Transaction<'_>) -> Result<Vec<u64>> {
         let mut out = Vec::new();
-        let root = self.root.get(tx);
-        if !root.is_null() {
-            Self::walk(tx, root, 0, &mut |n| out.push(n.offset()), &mut |_, _| {})?;
-        }
+        self.walk(tx, &mut |n, _| {
+            out.push(n.offset());
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// The separator keys of the internal nodes, in pre-order (a test hook for reachability
+    /// checks: with `PString` keys, each owns a buffer of its own).
+    ///
+    /// # Errors
+    ///
+    /// Corrupted trees.
+    #[doc(hidden)]
+    pub fn separators<'a>(&'a self, tx: &'a Transaction<'_>) -> Result<Vec<K::Ref<'a>>> {
+        let mut out = Vec::new();
+        self.walk(tx, &mut |n, node| {
+            if !node.leaf {
+                for (i, k) in node.keys.iter().enumerate() {
+                    out.push(Self::key_ref(tx, n, i, k)?);
+                }
+            }
+            Ok(())
+        })?;
         Ok(out)
     }
 
@@ -635,7 +819,8 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
     /// the same depth; at least 1 key in the root and 7 in every other node; keys strictly
     /// increasing in each node; each node's keys inside the range its parent's separators give
     /// it (child `i` holds keys `k` with `keys[i - 1] <= k < keys[i]`); as many entries as
-    /// `len`; no root exactly when `len` is 0. (There is no leaf chain: `range` walks down from
+    /// `len`; no root exactly when `len` is 0; when keys (values) own blocks, every key (value)
+    /// slot past a node's entries is zero. (There is no leaf chain: `range` walks down from
     /// the parents.)
     ///
     /// A test hook: a tree built by this version passes, but one whose removals were made by
@@ -654,11 +839,15 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
                 _ => Err(format!("no root, but len {len}")),
             };
         }
+        fn b<K: POrdKey>(o: &K::Owned) -> &K::Borrowed {
+            o.borrow()
+        }
+        let g = geo::<K, V>();
         let mut seen = std::collections::HashSet::new();
         let mut levels = Vec::new();
         let mut entries = 0u64;
         // The nodes of one level, each with the bounds `[lo, hi)` of its keys.
-        let mut level: Vec<(PPtr<u8>, Option<K>, Option<K>)> = vec![(root, None, None)];
+        let mut level: Vec<Bounded<K>> = vec![(root, None, None)];
         while !level.is_empty() {
             let depth = levels.len();
             if depth >= MAX_DEPTH {
@@ -692,20 +881,57 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
                 if node.keys.len() < min {
                     return Err(format!("{at}: {} keys, fewer than {min}", node.keys.len()));
                 }
-                if !node.keys.windows(2).all(|w| w[0] < w[1]) {
+                let keys = node
+                    .keys
+                    .iter()
+                    .map(|k| k.key_owned(tx))
+                    .collect::<Result<Vec<_>>>()
+                    .map_err(|e| format!("{at}: {e}"))?;
+                if !keys.windows(2).all(|w| b::<K>(&w[0]) < b::<K>(&w[1])) {
                     return Err(format!("{at}: keys not strictly increasing"));
                 }
-                let inside = |k: &K| lo.is_none_or(|lo| lo <= *k) && hi.is_none_or(|hi| *k < hi);
-                if let Some(i) = node.keys.iter().position(|k| !inside(k)) {
+                let inside = |k: &K::Owned| {
+                    lo.as_ref().is_none_or(|lo| b::<K>(lo) <= b::<K>(k))
+                        && hi.as_ref().is_none_or(|hi| b::<K>(k) < b::<K>(hi))
+                };
+                if let Some(i) = keys.iter().position(|k| !inside(k)) {
                     return Err(format!("{at}: key {i} outside the range its parent gives"));
+                }
+                let spare = |what: &str, off: u64, bytes: u64| -> std::result::Result<(), String> {
+                    let mut zero = true;
+                    // SAFETY: as `read` above; the range lies inside the node's key or value
+                    // array (`geo`).
+                    unsafe {
+                        raw::read_chunks(tx, n, off, bytes, |w| {
+                            zero = w == 0;
+                            zero
+                        })
+                    }
+                    .map_err(|e| format!("{at}: {e}"))?;
+                    match zero {
+                        true => Ok(()),
+                        false => Err(format!("{at}: a spare {what} slot is not zero")),
+                    }
+                };
+                let (ks, vs) = (size_of::<K>() as u64, size_of::<V>() as u64);
+                let (nk, nv) = (node.keys.len() as u64, node.vals.len() as u64);
+                if K::OWNS {
+                    spare("key", g.ko + nk * ks, (CAP as u64 - nk) * ks)?;
+                }
+                if V::OWNS {
+                    spare("value", g.vo + nv * vs, (CAP as u64 - nv) * vs)?;
                 }
                 counts.push(node.keys.len());
                 if node.leaf {
                     entries += node.keys.len() as u64;
                 } else {
                     for (i, &c) in node.kids.iter().enumerate() {
-                        let clo = if i == 0 { lo } else { Some(node.keys[i - 1]) };
-                        let chi = node.keys.get(i).copied().or(hi);
+                        let clo = if i == 0 {
+                            lo.clone()
+                        } else {
+                            Some(keys[i - 1].clone())
+                        };
+                        let chi = keys.get(i).cloned().or_else(|| hi.clone());
                         next.push((c, clo, chi));
                     }
                 }
@@ -719,14 +945,16 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
         Ok(levels)
     }
 
-    /// Removes every entry and frees every node (at commit). 2 drains.
+    /// Removes every entry and frees every node and everything the keys and values own (at
+    /// commit). 2 drains, however deeply the values nest.
     ///
     /// # Errors
     ///
     /// Corrupted trees ([`Error::InvalidFree`](ptm::Error::InvalidFree) for a node reached
     /// twice), logging errors.
     pub fn clear(&self, tx: &Transaction<'_>) -> Result<()> {
-        self.release(tx)?;
+        // SAFETY: the handle is emptied below, in this transaction.
+        unsafe { self.release(tx)? };
         tx.snapshot(|b| {
             b.add(&self.root)?;
             b.add(&self.len)
@@ -742,6 +970,251 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
     /// As [`clear`](PBTreeMap::clear).
     pub fn free(&self, tx: &Transaction<'_>) -> Result<()> {
         self.clear(tx)
+    }
+
+    /// The cursor of a range (see [`range`](PBTreeMap::range)).
+    fn cursor<'a, 'q, R: RangeBounds<K::RangeKey<'q>>>(
+        &'a self,
+        tx: &'a Transaction<'a>,
+        range: R,
+    ) -> Result<Range<'a, K, V>> {
+        let () = Self::SIZES_OK;
+        let start = match range.start_bound() {
+            Bound::Included(b) => Bound::Included(K::range_key(b)),
+            Bound::Excluded(b) => Bound::Excluded(K::range_key(b)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(b) => Bound::Included(K::to_owned_key(K::range_key(b))),
+            Bound::Excluded(b) => Bound::Excluded(K::to_owned_key(K::range_key(b))),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let mut it = Range {
+            tx,
+            stack: Vec::new(),
+            leaf: None,
+            pos: 0,
+            end,
+            done: false,
+            error: None,
+        };
+        let mut n = self.root.get(tx);
+        if n.is_null() {
+            it.done = true;
+            return Ok(it);
+        }
+        loop {
+            if it.stack.len() >= MAX_DEPTH {
+                return Err(raw::out_of_bounds(n.offset(), MAX_DEPTH as u64));
+            }
+            let node = Self::read_node(tx, n)?;
+            if node.leaf {
+                it.pos = match start {
+                    Bound::Included(lo) => search(tx, &node.keys, lo, false)?,
+                    Bound::Excluded(lo) => search(tx, &node.keys, lo, true)?,
+                    Bound::Unbounded => 0,
+                };
+                it.leaf = Some((n, node));
+                return Ok(it);
+            }
+            // Child `i` holds the keys in `[keys[i - 1], keys[i])`.
+            let i = match start {
+                Bound::Included(lo) | Bound::Excluded(lo) => search(tx, &node.keys, lo, true)?,
+                Bound::Unbounded => 0,
+            };
+            let Some(&child) = node.kids.get(i) else {
+                return Err(raw::out_of_bounds(n.offset(), i as u64));
+            };
+            it.stack.push((node, i + 1));
+            n = child;
+        }
+    }
+}
+
+impl<K: POrdKey, V: Persistent + Copy> PBTreeMap<K, V> {
+    /// A copy of the value for `k` (`&7` for a `u64` key, `"ada"` for a `PString` key). Reads
+    /// in place: the length and leaf flag of each node on the way, the keys a binary search
+    /// visits (about 4 per node), one child pointer per internal node and the value; no node is
+    /// copied out.
+    ///
+    /// # Errors
+    ///
+    /// Only for a corrupted tree (bad node pointers, too deep) or key.
+    pub fn get(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<Option<V>> {
+        match self.find(tx, k)? {
+            Some((n, i)) => Ok(Some(Self::val_cell(tx, n, i)?.get(tx))),
+            None => Ok(None),
+        }
+    }
+
+    /// The cell of value `i` of leaf `n`.
+    fn val_cell<'t>(tx: &'t Transaction<'_>, n: PPtr<u8>, i: u64) -> Result<&'t PCell<V>> {
+        // SAFETY: the accessor contract; `n` is a leaf of this tree and `i` under its length.
+        unsafe { raw::cell::<V>(tx, n, geo::<K, V>().vo + raw::elem_off::<V>(i)?) }
+    }
+
+    /// Inserts or updates `k` (`7` for a `u64` key; `"ada"` or a `String` for a `PString` key,
+    /// whose buffer is allocated only when the key is new); returns the previous value.
+    /// 2 drains, splits included.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfSpace`](ptm::Error::OutOfSpace), logging errors, corrupted trees.
+    pub fn insert(&self, tx: &Transaction<'_>, k: impl AsKey<K>, v: V) -> Result<Option<V>> {
+        match self.insert_entry(tx, k.as_key(), v)? {
+            Some((n, i)) => {
+                let cell = Self::val_cell(tx, n, i)?;
+                let old = cell.get(tx);
+                cell.set(tx, v)?;
+                Ok(Some(old))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Removes `k` and returns its value, freeing what the key owns. 2 drains (0 when absent),
+    /// rebalancing included.
+    ///
+    /// # Errors
+    ///
+    /// Logging errors, corrupted trees.
+    pub fn remove(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<Option<V>> {
+        self.remove_entry(tx, k, false)
+    }
+
+    /// Copies every entry, in key order, keys as owned copies (`String` for a `PString` key).
+    ///
+    /// # Errors
+    ///
+    /// Corrupted trees.
+    pub fn to_vec(&self, tx: &Transaction<'_>) -> Result<Vec<(K::Owned, V)>> {
+        let mut out = Vec::new();
+        self.walk(tx, &mut |_, node| {
+            for (k, v) in node.keys.iter().zip(&node.vals) {
+                out.push((k.key_owned(tx)?, *v));
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Iterates over the entries in key order (a snapshot taken now): keys as
+    /// [`PKey::Ref`](crate::PKey::Ref) (copies of `Copy` keys, `&PString` for string keys),
+    /// copies of the values.
+    ///
+    /// # Errors
+    ///
+    /// Corrupted trees.
+    pub fn iter<'a>(&'a self, tx: &'a Transaction<'_>) -> Result<std::vec::IntoIter<(K::Ref<'a>, V)>> {
+        let mut out = Vec::new();
+        self.walk(tx, &mut |n, node| {
+            for (i, (k, v)) in node.keys.iter().zip(&node.vals).enumerate() {
+                out.push((Self::key_ref(tx, n, i, k)?, *v));
+            }
+            Ok(())
+        })?;
+        Ok(out.into_iter())
+    }
+
+    /// Iterates over the entries whose keys lie in `range` (`3..7` for `u64` keys, `"a".."m"`
+    /// for `PString` keys), in key order, like
+    /// [`BTreeMap::range`](std::collections::BTreeMap::range): keys as
+    /// [`PKey::Ref`](crate::PKey::Ref), copies of the values. Lazy: it descends once to the
+    /// first leaf that can hold the start bound, then walks the following leaves (reading one
+    /// node at a time, never a node whose keys all lie past the end bound), so
+    /// `range(..).take(n)` reads about `n / 15 + depth` nodes. 0 drains.
+    ///
+    /// Unlike `BTreeMap::range`, an empty range (start after end, or equal excluded bounds)
+    /// yields nothing instead of panicking. The iterator reads the tree as it is at each step:
+    /// do not change the map while iterating (memory-safe, but entries may be missed or
+    /// repeated). A corrupted node met after the first leaf ends the iteration; see
+    /// [`Range::error`].
+    ///
+    /// # Errors
+    ///
+    /// Corrupted trees (bad node pointers, too deep) met on the way to the first leaf.
+    pub fn range<'a, 'q, R: RangeBounds<K::RangeKey<'q>>>(
+        &'a self,
+        tx: &'a Transaction<'a>,
+        range: R,
+    ) -> Result<Range<'a, K, V>> {
+        self.cursor(tx, range)
+    }
+}
+
+/// Nested collections as values: a `PBTreeMap` whose values are handles
+/// ([`PString`](crate::PString), [`PVec`](crate::PVec), [`PHashMap`](crate::PHashMap), your own
+/// [`PHandle`] structs). See the type's documentation for stale references.
+impl<K: POrdKey, V: PHandle> PBTreeMap<K, V> {
+    /// A reference to the value for `k`. 0 drains.
+    ///
+    /// # Errors
+    ///
+    /// As [`contains_key`](PBTreeMap::contains_key).
+    pub fn get_ref<'t>(&'t self, tx: &'t Transaction<'_>, k: &K::Borrowed) -> Result<Option<&'t V>> {
+        match self.find(tx, k)? {
+            // SAFETY: value `i` of a leaf of this tree; `V` is all cells.
+            Some((n, i)) => unsafe { Self::val_ref(tx, n, i) }.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The value for `k`, inserting an empty handle (all-zero bytes) first if absent: the way to
+    /// create a nested collection. 2 drains when it inserts (splits included: they move handles
+    /// by bytes, zeroing the slots they leave), 0 when not.
+    ///
+    /// # Errors
+    ///
+    /// As [`insert`](PBTreeMap::insert).
+    pub fn get_or_insert_new<'t>(&'t self, tx: &'t Transaction<'_>, k: impl AsKey<K>) -> Result<&'t V> {
+        let k = k.as_key();
+        let at = match self.find(tx, k)? {
+            Some(at) => at,
+            None => {
+                let zero = read_from_bytes::<V>(&vec![0u8; size_of::<V>()]).expect("size_of::<V>() bytes");
+                self.insert_entry(tx, k, zero)?;
+                // Just inserted: found unless the tree is corrupted.
+                self.find(tx, k)?
+                    .ok_or_else(|| raw::out_of_bounds(self.root.get(tx).offset(), 0))?
+            }
+        };
+        // SAFETY: value `at.1` of a leaf of this tree; `V` is all cells.
+        unsafe { Self::val_ref(tx, at.0, at.1) }
+    }
+
+    /// Iterates over the entries in key order (a snapshot of the positions taken now) as
+    /// `(key, value reference)`, the key as [`PKey::Ref`](crate::PKey::Ref).
+    ///
+    /// # Errors
+    ///
+    /// Corrupted trees.
+    pub fn iter_refs<'a>(
+        &'a self,
+        tx: &'a Transaction<'_>,
+    ) -> Result<std::vec::IntoIter<(K::Ref<'a>, &'a V)>> {
+        let mut out = Vec::new();
+        self.walk(tx, &mut |n, node| {
+            for (i, k) in node.keys.iter().enumerate().take(node.vals.len()) {
+                // SAFETY: value `i` of a leaf of this tree; `V` is all cells.
+                let v = unsafe { Self::val_ref(tx, n, i as u64)? };
+                out.push((Self::key_ref(tx, n, i, k)?, v));
+            }
+            Ok(())
+        })?;
+        Ok(out.into_iter())
+    }
+
+    /// As [`range`](PBTreeMap::range), yielding `(key, value reference)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`range`](PBTreeMap::range).
+    pub fn range_refs<'a, 'q, R: RangeBounds<K::RangeKey<'q>>>(
+        &'a self,
+        tx: &'a Transaction<'a>,
+        range: R,
+    ) -> Result<RangeRefs<'a, K, V>> {
+        Ok(RangeRefs(self.cursor(tx, range)?))
     }
 }
 
@@ -761,14 +1234,24 @@ fn partition_point(len: usize, mut pred: impl FnMut(usize) -> Result<bool>) -> R
     Ok(lo)
 }
 
+/// What an insert changes (computed, allocated and logged before anything is stored).
+struct InsertPlan<K, V> {
+    /// Nodes to store, with their new contents.
+    writes: Writes<K, V>,
+    /// The new root, when the tree had none or the root split.
+    root: Option<PPtr<u8>>,
+}
+
 /// What a removal changes, computed before anything is logged.
 struct RemovePlan<K, V> {
     /// Nodes to store, with their new contents.
-    writes: Vec<(PPtr<u8>, Node<K, V>)>,
+    writes: Writes<K, V>,
     /// Nodes to free (merged away, or an emptied root).
     freed: Vec<PPtr<u8>>,
     /// The new root pointer, when the root goes.
     root: Option<PPtr<u8>>,
+    /// Separators that leave the tree (leaf merges and borrows), to free when keys own blocks.
+    dropped: Vec<K>,
 }
 
 /// Nodes `l` and `r` (siblings, `l` first) as one node, which may hold more than [`CAP`] keys:
@@ -784,10 +1267,10 @@ fn concat<K, V>(mut l: Node<K, V>, sep: K, r: Node<K, V>) -> Node<K, V> {
 }
 
 /// Splits `node` in two halves around its middle: `(left, separator, right)`. A leaf keeps every
-/// key (the separator is the right half's first key); an internal node gives its middle key to
-/// the parent. From 2 × [`MIN`] keys (leaf) or 2 × `MIN` + 1 (internal) up, both halves hold at
-/// least `MIN`.
-fn split_half<K: Copy, V>(mut node: Node<K, V>) -> (Node<K, V>, K, Node<K, V>) {
+/// key (the separator is a bitwise copy of the right half's first key); an internal node gives
+/// its middle key to the parent. From 2 × [`MIN`] keys (leaf) or 2 × `MIN` + 1 (internal) up,
+/// both halves hold at least `MIN`.
+fn split_half<K: Persistent, V>(mut node: Node<K, V>) -> (Node<K, V>, K, Node<K, V>) {
     let mid = node.keys.len() / 2;
     if node.leaf {
         let right = Node {
@@ -796,7 +1279,7 @@ fn split_half<K: Copy, V>(mut node: Node<K, V>) -> (Node<K, V>, K, Node<K, V>) {
             vals: node.vals.split_off(mid),
             kids: vec![],
         };
-        let sep = right.keys[0];
+        let sep = bits(&right.keys[0]);
         (node, sep, right)
     } else {
         let mut rk = node.keys.split_off(mid);
@@ -817,30 +1300,30 @@ impl<K, V> fmt::Debug for PBTreeMap<K, V> {
     }
 }
 
-/// Whether `k` lies past the end bound `end`.
-fn past_end<K: Ord>(end: &Bound<K>, k: &K) -> bool {
-    match end {
-        Bound::Included(hi) => k > hi,
-        Bound::Excluded(hi) => k >= hi,
+/// Whether the stored key `k` lies past the end bound `end`.
+fn past_end<K: POrdKey>(tx: &Transaction<'_>, end: &Bound<K::Owned>, k: &K) -> Result<bool> {
+    Ok(match end {
+        Bound::Included(hi) => k.key_cmp(tx, hi.borrow())? == Ordering::Greater,
+        Bound::Excluded(hi) => k.key_cmp(tx, hi.borrow())? != Ordering::Less,
         Bound::Unbounded => false,
-    }
+    })
 }
 
-/// Iterator over copies of the entries of a [`PBTreeMap`] in a key range; see
+/// Iterator over the entries of a [`PBTreeMap`] in a key range, as `(key, value copy)`; see
 /// [`PBTreeMap::range`].
-pub struct Range<'a, K, V> {
+pub struct Range<'a, K: POrdKey, V> {
     tx: &'a Transaction<'a>,
     /// Internal nodes above the current leaf, with the index of the next child to visit.
     stack: Vec<(Node<K, V>, usize)>,
-    leaf: Option<Node<K, V>>,
+    leaf: Option<(PPtr<u8>, Node<K, V>)>,
     /// Next entry of `leaf`.
     pos: usize,
-    end: Bound<K>,
+    end: Bound<K::Owned>,
     done: bool,
     error: Option<Error>,
 }
 
-impl<K: Persistent + Copy + Ord, V: Persistent + Copy> Range<'_, K, V> {
+impl<K: POrdKey, V: PValue> Range<'_, K, V> {
     /// Moves to the next leaf in key order; `Ok(false)` when there is none left in range.
     fn next_leaf(&mut self) -> Result<bool> {
         // Climb to the nearest ancestor with a child left to visit.
@@ -850,8 +1333,10 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> Range<'_, K, V> {
             };
             if *i < node.kids.len() {
                 // Child `i` holds keys >= `keys[i - 1]` (`i >= 1` here).
-                if node.keys.get(*i - 1).is_some_and(|sep| past_end(&self.end, sep)) {
-                    return Ok(false);
+                if let Some(sep) = node.keys.get(*i - 1) {
+                    if past_end(self.tx, &self.end, sep)? {
+                        return Ok(false);
+                    }
                 }
                 let child = node.kids[*i];
                 *i += 1;
@@ -866,7 +1351,7 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> Range<'_, K, V> {
             }
             let node = PBTreeMap::<K, V>::read_node(self.tx, n)?;
             if node.leaf {
-                self.leaf = Some(node);
+                self.leaf = Some((n, node));
                 self.pos = 0;
                 return Ok(true);
             }
@@ -878,48 +1363,106 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> Range<'_, K, V> {
         }
     }
 
+    /// The leaf and index of the next entry in range, if any (advancing past it).
+    fn advance(&mut self) -> Result<Option<(PPtr<u8>, usize)>> {
+        while !self.done {
+            if let Some((n, leaf)) = &self.leaf {
+                if let (Some(k), true) = (leaf.keys.get(self.pos), self.pos < leaf.vals.len()) {
+                    if past_end(self.tx, &self.end, k)? {
+                        break;
+                    }
+                    self.pos += 1;
+                    return Ok(Some((*n, self.pos - 1)));
+                }
+            }
+            if !self.next_leaf()? {
+                break;
+            }
+        }
+        self.finish();
+        Ok(None)
+    }
+
+    fn finish(&mut self) {
+        self.done = true;
+        self.leaf = None;
+        self.stack.clear();
+    }
+
+    /// The next position, or `None` at the end or on an error (kept for [`error`](Range::error)).
+    fn step<T>(&mut self, item: impl FnOnce(&Self, PPtr<u8>, usize) -> Result<T>) -> Option<T> {
+        let r = self
+            .advance()
+            .and_then(|at| at.map(|(n, i)| item(self, n, i)).transpose());
+        match r {
+            Ok(x) => x,
+            Err(e) => {
+                self.error = Some(e);
+                self.finish();
+                None
+            }
+        }
+    }
+
     /// The error that ended the iteration early, if any (only on a corrupted tree).
     pub fn error(&self) -> Option<&Error> {
         self.error.as_ref()
     }
 }
 
-impl<K: Persistent + Copy + Ord, V: Persistent + Copy> Iterator for Range<'_, K, V> {
-    type Item = (K, V);
+impl<'a, K: POrdKey, V: Persistent + Copy> Iterator for Range<'a, K, V> {
+    type Item = (K::Ref<'a>, V);
 
-    fn next(&mut self) -> Option<(K, V)> {
-        while !self.done {
-            if let Some(leaf) = &self.leaf {
-                if let (Some(&k), Some(&v)) = (leaf.keys.get(self.pos), leaf.vals.get(self.pos)) {
-                    if past_end(&self.end, &k) {
-                        break;
-                    }
-                    self.pos += 1;
-                    return Some((k, v));
-                }
-            }
-            match self.next_leaf() {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(e) => {
-                    self.error = Some(e);
-                    break;
-                }
-            }
-        }
-        self.done = true;
-        self.leaf = None;
-        self.stack.clear();
-        None
+    fn next(&mut self) -> Option<Self::Item> {
+        self.step(|it, n, i| {
+            let Some((_, leaf)) = &it.leaf else {
+                return Err(raw::out_of_bounds(n.offset(), i as u64));
+            };
+            let k = PBTreeMap::<K, V>::key_ref(it.tx, n, i, &leaf.keys[i])?;
+            Ok((k, leaf.vals[i]))
+        })
     }
 }
 
-impl<K, V> fmt::Debug for Range<'_, K, V> {
+impl<K: POrdKey, V> fmt::Debug for Range<'_, K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Range")
             .field("depth", &self.stack.len())
             .field("pos", &self.pos)
             .field("done", &self.done)
             .finish()
+    }
+}
+
+/// Iterator over the entries of a [`PBTreeMap`] of handles in a key range, as `(key, value
+/// reference)`; see [`PBTreeMap::range_refs`].
+pub struct RangeRefs<'a, K: POrdKey, V>(Range<'a, K, V>);
+
+impl<K: POrdKey, V: PValue> RangeRefs<'_, K, V> {
+    /// The error that ended the iteration early, if any (only on a corrupted tree).
+    pub fn error(&self) -> Option<&Error> {
+        self.0.error()
+    }
+}
+
+impl<'a, K: POrdKey, V: PHandle> Iterator for RangeRefs<'a, K, V> {
+    type Item = (K::Ref<'a>, &'a V);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.step(|it, n, i| {
+            let Some((_, leaf)) = &it.leaf else {
+                return Err(raw::out_of_bounds(n.offset(), i as u64));
+            };
+            let k = PBTreeMap::<K, V>::key_ref(it.tx, n, i, &leaf.keys[i])?;
+            // SAFETY: value `i` of a leaf of this tree; `V` is all cells.
+            let v = unsafe { PBTreeMap::<K, V>::val_ref(it.tx, n, i as u64)? };
+            Ok((k, v))
+        })
+    }
+}
+
+impl<K: POrdKey, V> fmt::Debug for RangeRefs<'_, K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("RangeRefs").field(&self.0).finish()
     }
 }

@@ -15,16 +15,17 @@
 //! | [`PConcurrentMap<K, V, SHARDS>`] | `Mutex<HashMap<K, V>>` × `SHARDS` | 64 × `SHARDS` bytes |
 //!
 //! Every handle except [`PConcurrentMap`] is a [`PHandle`], so it can be an element of a
-//! `PVec` or `PQueue`, a value of a `PHashMap`, or the content of a `PBox`.
+//! `PVec` or `PQueue`, a value of a `PHashMap` or a `PBTreeMap`, or the content of a `PBox`.
 //!
 //! Elements are `Persistent + Copy` values (integers, `PPtr`s, your own derived structs),
-//! copied in and out, or, in a [`PVec`], a [`PQueue`], a [`PBox`] and as [`PHashMap`] values,
-//! nested collections: `PVec<PString>`, `PHashMap<u64, PVec<u64>>`,
-//! `PVec<PHashMap<u64, PString>>`, `PQueue<PString>`, `PBox<PVec<u64>>`, or your own struct of
-//! handles (see [`PValue`] and [`PHandle`]). Nested handles are created in place
-//! ([`PVec::push_new`], [`PHashMap::get_or_insert_new`], [`PQueue::push_new`],
-//! [`PBox::get_or_init_new`]) and reached by a reference that lives at most as long as the
-//! transaction borrow ([`PVec::get_ref`], [`PHashMap::get_ref`], [`PQueue::front_ref`],
+//! copied in and out, or, in a [`PVec`], a [`PQueue`], a [`PBox`] and as [`PHashMap`] and
+//! [`PBTreeMap`] values, nested collections: `PVec<PString>`, `PHashMap<u64, PVec<u64>>`,
+//! `PBTreeMap<PString, PVec<u64>>`, `PVec<PHashMap<u64, PString>>`, `PQueue<PString>`,
+//! `PBox<PVec<u64>>`, or your own struct of handles (see [`PValue`] and [`PHandle`]). Nested
+//! handles are created in place ([`PVec::push_new`], [`PHashMap::get_or_insert_new`],
+//! [`PBTreeMap::get_or_insert_new`], [`PQueue::push_new`], [`PBox::get_or_init_new`]) and
+//! reached by a reference that lives at most as long as the transaction borrow
+//! ([`PVec::get_ref`], [`PHashMap::get_ref`], [`PBTreeMap::get_ref`], [`PQueue::front_ref`],
 //! [`PBox::get_ref`]).
 //!
 //! ## Keys
@@ -40,14 +41,18 @@
 //! freed, still at **2 drains** per insert or removal. The hash is the one byte hash
 //! `Copy` keys use, over the contents: part of the on-media format.
 //!
-//! [`PBTreeMap`] keys and values stay `Persistent + Copy`: its nodes are read and rewritten
-//! as copies (a node is copied whole when split, merged or rebalanced), which would
-//! duplicate the ownership of a handle. Store a handle per ordered key with a
-//! `PBTreeMap<K, u64>` of indices into a `PVec` of handles, or use a `PHashMap`.
+//! [`PBTreeMap`] keys are [`POrdKey`]s: any `Persistent + Copy + Ord` type (ordered by its
+//! `Ord`), [`PString`] (ordered as `str`) and `PVec<u8>` (as `[u8]`). `PBTreeMap<PString, V>` is
+//! the persistent ordered string-keyed store: `get(tx, "ada")`, `insert(tx, "ada", v)`,
+//! `range(tx, "a".."m")`, iteration in key order with `&PString` keys. Leaf keys own a buffer
+//! of exactly their bytes; separators in internal nodes are copies owning their own buffer
+//! (made by leaf splits and borrows, freed by leaf merges and borrows), so a key buffer is never
+//! shared; splits, borrows and merges move key and value handles by bytes and zero the slots
+//! they leave, still at **2 drains** per insert or removal.
 //!
 //! ## Entries
 //!
-//! [`PHashMap::entry`] and [`PBTreeMap::entry`] (`Copy` keys and values) return an [`Entry`]
+//! [`PHashMap::entry`] and [`PBTreeMap::entry`] (`Copy` keys and values only) return an [`Entry`]
 //! like std's: `m.entry(tx, k)?.and_modify(|n| *n += 1)?.or_insert(1)?` counts `k`: a lookup,
 //! then, when it stores, the map's `insert` (a second lookup) at the usual 2 drains
 //! (`tests/entry.rs` checks it against std).
@@ -75,8 +80,9 @@
 //! unlinks the collection, or the blocks leak. `clear` frees everything the collection owns,
 //! nested collections included: a collection of handles frees what each element owns when it
 //! discards it ([`PVec::pop_free`], [`PVec::truncate`], [`PHashMap::remove_free`],
-//! [`PQueue::pop_free`], `clear`, `free`), and a map frees what its keys own when it discards
-//! an entry ([`PHashMap::remove`] too), still in **2 drains** however deep the nesting (nested blocks are freed without
+//! [`PQueue::pop_free`], [`PBTreeMap::remove_free`], `clear`, `free`), and a map frees what its
+//! keys own when it discards an entry ([`PHashMap::remove`], [`PBTreeMap::remove`] too),
+//! still in **2 drains** however deep the nesting (nested blocks are freed without
 //! writing the discarded handles: [`PValue::free_owned`]). A nested handle is stored in place,
 //! and growth moves it by copying its bytes (zeroing and logging the old copy, so a stale
 //! reference sees an empty handle rather than a second owner): a reference taken before a
@@ -150,11 +156,11 @@ mod string;
 mod vec;
 
 pub use boxed::PBox;
-pub use btree::{PBTreeMap, Range};
+pub use btree::{PBTreeMap, Range, RangeRefs};
 pub use concurrent::PConcurrentMap;
 pub use entry::{Entry, EntryMap, OccupiedEntry, VacantEntry};
 pub use map::{MapIter, MapRefs, PHashMap};
-pub use owned::{AsKey, PHandle, PKey, PValue};
+pub use owned::{AsKey, PHandle, PKey, POrdKey, PValue};
 pub use queue::PQueue;
 pub use string::PString;
 pub use vec::{Iter, PVec};

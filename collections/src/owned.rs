@@ -1,7 +1,10 @@
 //! Values a collection can hold: [`PValue`] (anything `Persistent`, and what it owns),
-//! [`PHandle`] (a collection handle stored inside another collection), and the keys of a
+//! [`PHandle`] (a collection handle stored inside another collection), the keys of a
 //! [`PHashMap`]: [`PKey`] (`Copy` values, [`PString`], `PVec<T>`) and [`AsKey`] (what an
-//! inserting method accepts as a key).
+//! inserting method accepts as a key), and the ordered keys of a [`PBTreeMap`]: [`POrdKey`].
+
+use std::borrow::Borrow;
+use std::cmp::Ordering;
 
 use ptm::pmem_core::bytes_of;
 use ptm::{Persistent, Result, Transaction};
@@ -191,16 +194,18 @@ impl<T: PValue> PValue for PBox<T> {
 // the handle.
 unsafe impl<T: PValue> PHandle for PBox<T> {}
 
-impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PValue for PBTreeMap<K, V> {
+impl<K: POrdKey, V: PValue> PValue for PBTreeMap<K, V> {
     const OWNS: bool = true;
 
     unsafe fn free_owned(&self, tx: &Transaction<'_>) -> Result<()> {
-        self.release(tx)
+        // SAFETY: forwarded contract.
+        unsafe { self.release(tx) }
     }
 }
 
-// SAFETY: two `PCell`s and a zero-sized marker; zero is the empty tree (null root).
-unsafe impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PHandle for PBTreeMap<K, V> {}
+// SAFETY: two `PCell`s and a zero-sized marker; zero is the empty tree (null root); no node
+// points back at the handle.
+unsafe impl<K: POrdKey, V: PValue> PHandle for PBTreeMap<K, V> {}
 
 /// A key type of [`PHashMap`]: every `Persistent + Copy` type (compared and hashed by its
 /// bytes, looked up by `&K`), [`PString`] (by its UTF-8 contents, looked up by `&str`) and
@@ -441,5 +446,207 @@ impl<T: Persistent + Copy> AsKey<PVec<T>> for Vec<T> {
 impl<T: Persistent + Copy> AsKey<PVec<T>> for &Vec<T> {
     fn as_key(&self) -> &[T] {
         self
+    }
+}
+
+/// A key type of [`PBTreeMap`]: a [`PKey`] whose borrowed form is ordered. Implemented by every
+/// `Persistent + Copy + Ord` type (compared by its [`Ord`], as before: a comparison is the
+/// type's own, with no pool read), [`PString`] (by its UTF-8 bytes, which is `str`'s order;
+/// looked up and ranged by `&str`) and `PVec<u8>` (byte-lexicographic, `[u8]`'s order; by
+/// `&[u8]`).
+///
+/// A [`PString`] or `PVec<u8>` key is stored in its node slot as a handle owning a buffer of
+/// exactly its bytes. Separator keys of internal nodes are **copies that own their own
+/// buffer** (made when a leaf split or a leaf borrow sets a separator, freed when a merge or
+/// borrow drops it), so no buffer is reached twice (see the B-tree section of
+/// `docs/design.md`).
+///
+/// The order must be the same in every build that opens the pool (it is part of the tree's
+/// on-media invariants); an order that is not total, or that disagrees between
+/// [`key_cmp`](POrdKey::key_cmp) and the borrowed form's [`Ord`], loses entries (a logic error,
+/// not a safety one).
+///
+/// ```
+/// use ptm::{Persistent, Pool};
+/// use ptm_collections::{PBTreeMap, PString, PVec};
+///
+/// #[derive(Persistent)]
+/// #[persistent(crate = "ptm::pmem_core")]
+/// #[repr(C)]
+/// struct Root {
+///     ages: PBTreeMap<PString, u64>,
+///     tags: PBTreeMap<PString, PVec<u64>>,
+/// }
+///
+/// # fn main() -> ptm::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let pool = Pool::<Root>::create(dir.path().join("b.pool"), 8 << 20, &Default::default())?;
+/// pool.transaction(|tx, r| {
+///     for (name, age) in [("bob", 41), ("ada", 36), ("cy", 7)] {
+///         r.ages.insert(tx, name, age)?;
+///     }
+///     r.tags.get_or_insert_new(tx, "ada")?.push(tx, 7)?;
+///     assert_eq!(r.ages.get(tx, "bob")?, Some(41));
+///     let names: Vec<String> = r
+///         .ages
+///         .range(tx, "ada".."cy")?
+///         .map(|(k, _)| k.as_string(tx))
+///         .collect::<ptm::Result<_>>()?;
+///     assert_eq!(names, ["ada", "bob"]);
+///     assert_eq!(r.tags.get_ref(tx, "ada")?.map(|v| v.len(tx)), Some(1));
+///     // Frees the key's buffer, the vector's buffer and the nodes.
+///     r.tags.clear(tx)?;
+///     Ok::<_, ptm::Error>(())
+/// })?;
+/// # Ok(()) }
+/// ```
+pub trait POrdKey: PKey<Borrowed: Ord> {
+    /// What the bounds of a [`PBTreeMap::range`] are: `Self` for `Copy` keys (`range(tx, 3..7)`),
+    /// `&str` for [`PString`] (`range(tx, "a".."m")`), `&[u8]` for `PVec<u8>`.
+    type RangeKey<'b>;
+
+    /// An owned copy of a key's contents: `Self` for `Copy` keys, `String` for [`PString`],
+    /// `Vec<u8>` for `PVec<u8>` (what [`PBTreeMap::to_vec`] returns).
+    type Owned: Borrow<Self::Borrowed> + Clone;
+
+    /// The borrowed form of a range bound.
+    fn range_key<'b>(b: &'b Self::RangeKey<'_>) -> &'b Self::Borrowed;
+
+    /// An owned copy of a borrowed key.
+    fn to_owned_key(b: &Self::Borrowed) -> Self::Owned;
+
+    /// How this stored key compares with `b`.
+    ///
+    /// # Errors
+    ///
+    /// Only for a corrupted key handle.
+    fn key_cmp(&self, tx: &Transaction<'_>, b: &Self::Borrowed) -> Result<Ordering>;
+
+    /// An owned copy of this stored key's contents.
+    ///
+    /// # Errors
+    ///
+    /// Only for a corrupted key handle.
+    fn key_owned(&self, tx: &Transaction<'_>) -> Result<Self::Owned>;
+
+    /// A new key equal to this stored one, **by value**, owning fresh blocks of `tx` if any
+    /// (a separator copy: the B-tree stores it by bytes into an internal node).
+    ///
+    /// # Safety
+    ///
+    /// As [`PKey::key_new`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfSpace`](ptm::Error::OutOfSpace), and a corrupted key handle.
+    unsafe fn key_dup(&self, tx: &Transaction<'_>) -> Result<Self>;
+
+    /// The iteration form of a key stored in a node, given `copy`, a copy of its bytes, and
+    /// `stored`, which reaches the stored key in the pool: a `Copy` key returns the copy (no
+    /// pool read), a handle key the reference.
+    ///
+    /// # Errors
+    ///
+    /// Those of `stored`.
+    fn ref_from<'t>(copy: &Self, stored: impl FnOnce() -> Result<&'t Self>) -> Result<Self::Ref<'t>>
+    where
+        Self: 't;
+}
+
+impl<T: Persistent + Copy + Ord> POrdKey for T {
+    type RangeKey<'b> = T;
+    type Owned = T;
+
+    #[inline]
+    fn range_key(b: &T) -> &T {
+        b
+    }
+
+    #[inline]
+    fn to_owned_key(b: &T) -> T {
+        *b
+    }
+
+    #[inline]
+    fn key_cmp(&self, _tx: &Transaction<'_>, b: &T) -> Result<Ordering> {
+        Ok(self.cmp(b))
+    }
+
+    #[inline]
+    fn key_owned(&self, _tx: &Transaction<'_>) -> Result<T> {
+        Ok(*self)
+    }
+
+    #[inline]
+    unsafe fn key_dup(&self, _tx: &Transaction<'_>) -> Result<T> {
+        Ok(*self)
+    }
+
+    #[inline]
+    fn ref_from<'t>(copy: &T, _stored: impl FnOnce() -> Result<&'t T>) -> Result<T>
+    where
+        T: 't,
+    {
+        Ok(*copy)
+    }
+}
+
+impl POrdKey for PVec<u8> {
+    type RangeKey<'b> = &'b [u8];
+    type Owned = Vec<u8>;
+
+    fn range_key<'b>(b: &'b &[u8]) -> &'b [u8] {
+        b
+    }
+
+    fn to_owned_key(b: &[u8]) -> Vec<u8> {
+        b.to_vec()
+    }
+
+    fn key_cmp(&self, tx: &Transaction<'_>, b: &[u8]) -> Result<Ordering> {
+        self.contents_cmp(tx, b)
+    }
+
+    fn key_owned(&self, tx: &Transaction<'_>) -> Result<Vec<u8>> {
+        self.to_vec(tx)
+    }
+
+    unsafe fn key_dup(&self, tx: &Transaction<'_>) -> Result<Self> {
+        PVec::new_exact(tx, &self.to_vec(tx)?)
+    }
+
+    fn ref_from<'t>(_copy: &Self, stored: impl FnOnce() -> Result<&'t Self>) -> Result<&'t Self> {
+        stored()
+    }
+}
+
+impl POrdKey for PString {
+    type RangeKey<'b> = &'b str;
+    type Owned = String;
+
+    fn range_key<'b>(b: &'b &str) -> &'b str {
+        b
+    }
+
+    fn to_owned_key(b: &str) -> String {
+        b.to_owned()
+    }
+
+    fn key_cmp(&self, tx: &Transaction<'_>, b: &str) -> Result<Ordering> {
+        self.as_bytes_vec().contents_cmp(tx, b.as_bytes())
+    }
+
+    fn key_owned(&self, tx: &Transaction<'_>) -> Result<String> {
+        self.as_string(tx)
+    }
+
+    unsafe fn key_dup(&self, tx: &Transaction<'_>) -> Result<Self> {
+        // The bytes as stored (not through `as_string`, which would replace invalid UTF-8).
+        let bytes = self.as_bytes_vec().to_vec(tx)?;
+        Ok(PString::from_bytes_vec(PVec::new_exact(tx, &bytes)?))
+    }
+
+    fn ref_from<'t>(_copy: &Self, stored: impl FnOnce() -> Result<&'t Self>) -> Result<&'t Self> {
+        stored()
     }
 }

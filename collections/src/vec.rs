@@ -516,6 +516,29 @@ impl<T: Persistent + Copy> PVec<T> {
         Ok(eq)
     }
 
+    /// How the elements' bytes compare with `other` (byte-lexicographic, a prefix first, as
+    /// `[u8]` and `str` order). 0 drains; stops at the first differing word.
+    pub(crate) fn contents_cmp(&self, tx: &Transaction<'_>, other: &[u8]) -> Result<std::cmp::Ordering> {
+        let bytes = raw::array_bytes::<T>(self.len(tx))?;
+        let (mut ord, mut theirs) = (std::cmp::Ordering::Equal, other.chunks(8));
+        if bytes > 0 {
+            // SAFETY: as in `contents_hash`.
+            unsafe {
+                raw::read_chunks(tx, self.block(tx), 0, bytes, |w| {
+                    // Both sides zero-padded: the first differing padded word orders the
+                    // contents (a padding zero only meets a real byte that is greater, or
+                    // the words would not differ there), equal words leave it to the lengths.
+                    let mut c = [0u8; 8];
+                    let chunk = theirs.next().unwrap_or_default();
+                    c[..chunk.len()].copy_from_slice(chunk);
+                    ord = w.swap_bytes().cmp(&u64::from_be_bytes(c));
+                    ord.is_eq()
+                })?
+            };
+        }
+        Ok(ord.then(bytes.cmp(&(other.len() as u64))))
+    }
+
     /// Iterates over copies of the elements. Each step reads the current length and buffer, so
     /// changing the vector while iterating is allowed (and seen).
     pub fn iter<'a>(&'a self, tx: &'a Transaction<'a>) -> Iter<'a, T> {
