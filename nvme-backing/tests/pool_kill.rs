@@ -61,26 +61,31 @@ fn child(path: &str, mode: FaultMode) {
     }
 }
 
-#[test]
-fn sigkill_on_a_paged_pool_keeps_the_total() {
-    kills(FaultMode::Signal, "sigkill_on_a_paged_pool_keeps_the_total");
-}
+const TEST: &str = "sigkill_on_a_paged_pool_keeps_the_total_in_both_fault_modes";
 
+/// One test for both modes, run one after the other: two tests of one binary run on parallel
+/// threads, and a child forked by one of them holds the other's pool lock (shared `flock`
+/// description) until it execs, which can make the other's child fail with `PoolLocked`.
 #[test]
-fn sigkill_on_a_userfaultfd_paged_pool_keeps_the_total() {
-    kills(
-        FaultMode::Userfaultfd,
-        "sigkill_on_a_userfaultfd_paged_pool_keeps_the_total",
-    );
-}
-
-/// Kills a child transacting on a pool opened in `mode`; `test` is the calling test's name (the
-/// child re-runs it).
-fn kills(mode: FaultMode, test: &str) {
+fn sigkill_on_a_paged_pool_keeps_the_total_in_both_fault_modes() {
     if let Ok(path) = std::env::var("NVME_KILL_CHILD") {
+        let mode = match std::env::var("NVME_KILL_MODE").as_deref() {
+            Ok("userfaultfd") => FaultMode::Userfaultfd,
+            _ => FaultMode::Signal,
+        };
         child(&path, mode);
         return;
     }
+    kills(FaultMode::Signal);
+    kills(FaultMode::Userfaultfd);
+}
+
+/// Kills a child transacting on a pool opened in `mode` (the child re-runs [`TEST`]).
+fn kills(mode: FaultMode) {
+    let mode_name = match mode {
+        FaultMode::Userfaultfd => "userfaultfd",
+        _ => "signal",
+    };
     let dir = tempfile::tempdir().unwrap(); // disk: the paged region writes back with pwrite
     let path = dir.path().join("k.pool");
     let pool = Pool::<Root>::create(&path, 4 << 20, &opts(mode)).unwrap();
@@ -94,8 +99,9 @@ fn kills(mode: FaultMode, test: &str) {
     let mut rolled_back = 0;
     for round in 0..rounds {
         let mut c = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", test, "--nocapture"])
+            .args(["--exact", TEST, "--nocapture"])
             .env("NVME_KILL_CHILD", &path)
+            .env("NVME_KILL_MODE", mode_name)
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(150 + round * 37 % 200));
