@@ -3,11 +3,10 @@
 use std::fmt;
 use std::mem::size_of;
 
-use ptm::pmem_core::bytes_of;
 use ptm::{PSharedLock, Persistent, Result, Transaction};
 
 use crate::map::PHashMap;
-use crate::raw;
+use crate::{AsKey, PHandle, PKey, PValue};
 
 /// A persistent hash map for many threads: `SHARDS` [`PHashMap`]s, each under its own
 /// reader-writer lock ([`PSharedLock`]), a key living in the shard chosen by its hash. Unlike a
@@ -54,7 +53,13 @@ use crate::raw;
 /// methods ([`len`](PConcurrentMap::len), [`to_vec`](PConcurrentMap::to_vec),
 /// [`clear`](PConcurrentMap::clear)) lock every shard in ascending order.
 ///
-/// Keys are compared and hashed by their bytes, as in [`PHashMap`]. The shard function and
+/// Keys and values are those of [`PHashMap`]: any [`PKey`] (`Copy` keys by their bytes,
+/// [`PString`](crate::PString) keys looked up by `&str`) and `Copy` values or nested handles
+/// ([`get_or_insert_new`](PConcurrentMap::get_or_insert_new), [`get_ref`](PConcurrentMap::get_ref)
+/// and [`remove_free`](PConcurrentMap::remove_free), under the exclusive hold). Shared reads
+/// never hand out a reference into a shard (a `&PString` or a nested handle could be written
+/// through by a reader while others read it): `get` copies the value out, `to_vec` is for
+/// `Copy` keys. The shard function and
 /// `SHARDS` are part of the on-media format: open a pool with the same `SHARDS` it was created
 /// with (the root type fixes it). A shard's lock word is volatile state, reset on reopen; its
 /// layout is a [`PMutex`](ptm::PMutex)'s, so pools written when the shards were mutexes open
@@ -92,27 +97,30 @@ unsafe impl<K: Persistent, V: Persistent, const SHARDS: usize> Persistent for PC
     const __LAYOUT_CHECK: () = <[Shard<K, V>; SHARDS] as Persistent>::__LAYOUT_CHECK;
 }
 
-impl<K: Persistent + Copy, V: Persistent + Copy, const SHARDS: usize> PConcurrentMap<K, V, SHARDS> {
+impl<K: PKey, V: PValue, const SHARDS: usize> PConcurrentMap<K, V, SHARDS> {
     const SHARDS_OK: () = assert!(SHARDS > 0, "PConcurrentMap needs at least one shard");
 
-    /// The shard holding `k` (`0..SHARDS`): the high half of the key's hash (the shard's table
-    /// uses the low bits).
-    pub fn shard_index(k: &K) -> usize {
+    /// The shard holding `k` (`0..SHARDS`; `&7` for a `u64` key, `"ada"` for a `PString` key):
+    /// the high half of the key's hash (the shard's directory uses the top bits, its segments
+    /// the low ones).
+    pub fn shard_index(k: &K::Borrowed) -> usize {
         let () = Self::SHARDS_OK;
-        ((raw::hash_bytes(bytes_of(k)) >> 32) % SHARDS as u64) as usize
+        ((K::borrowed_hash(k) >> 32) % SHARDS as u64) as usize
     }
 
     /// Locks the shard of `k` exclusively for the rest of the transaction.
-    fn shard<'t>(&'t self, tx: &'t Transaction<'_>, k: &K) -> Result<&'t PHashMap<K, V>> {
+    fn shard<'t>(&'t self, tx: &'t Transaction<'_>, k: &K::Borrowed) -> Result<&'t PHashMap<K, V>> {
         self.shards[Self::shard_index(k)].map.lock(tx)
     }
 
     /// Runs the read-only `f` on shard `i` under a shared hold (kept to the end of the
-    /// transaction). `f` must only call reading methods of the map: the safety of concurrent
-    /// readers rests on that, which is why this is private.
+    /// transaction). `f` must only call reading methods of the map and must not let a reference
+    /// into it escape (a `&PString` key or a `&V` handle could be written through): the safety
+    /// of concurrent readers rests on that, which is why this is private.
     fn read<T>(&self, tx: &Transaction<'_>, i: usize, f: impl FnOnce(&PHashMap<K, V>) -> T) -> Result<T> {
-        // SAFETY: every caller passes an `f` that only reads the map (`get`, `len`, `iter`,
-        // `block_offsets`: loads through `PCell::get`), and the reference does not escape `f`.
+        // SAFETY: every caller passes an `f` that only reads the map (`get`, `contains_key`,
+        // `len`, `iter` of `Copy` entries, `block_offsets`: loads through `PCell::get`, string
+        // keys compared by reading their buffers), and no reference into the map escapes `f`.
         let m = unsafe { self.shards[i].map.read_unchecked(tx)? };
         Ok(f(m))
     }
@@ -132,66 +140,24 @@ impl<K: Persistent + Copy, V: Persistent + Copy, const SHARDS: usize> PConcurren
         self.shards[i].map.lock(tx)
     }
 
-    /// A copy of the value for `k`. Locks `k`'s shard shared; 0 drains.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::LockTimeout`](ptm::Error::LockTimeout), and those of [`PHashMap::get`].
-    pub fn get(&self, tx: &Transaction<'_>, k: &K) -> Result<Option<V>> {
-        self.read(tx, Self::shard_index(k), |m| m.get(tx, k))?
-    }
-
-    /// A copy of the value for `k`, locking `k`'s shard exclusively: for read-modify-write
-    /// transactions, which then never fail to upgrade (see the type docs). 0 drains.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::LockTimeout`](ptm::Error::LockTimeout),
-    /// [`Error::LockUpgrade`](ptm::Error::LockUpgrade) if this transaction already read the
-    /// shard shared and another one is upgrading too, and those of [`PHashMap::get`].
-    pub fn get_for_update(&self, tx: &Transaction<'_>, k: &K) -> Result<Option<V>> {
-        self.shard(tx, k)?.get(tx, k)
-    }
-
     /// Whether `k` is present. Locks `k`'s shard shared; 0 drains.
     ///
     /// # Errors
     ///
-    /// As [`get`](PConcurrentMap::get).
-    pub fn contains_key(&self, tx: &Transaction<'_>, k: &K) -> Result<bool> {
+    /// [`Error::LockTimeout`](ptm::Error::LockTimeout), and those of [`PHashMap::contains_key`].
+    pub fn contains_key(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<bool> {
         self.read(tx, Self::shard_index(k), |m| m.contains_key(tx, k))?
     }
 
-    /// Inserts or updates `k`; returns the previous value. Locks `k`'s shard exclusively; 2
-    /// drains.
+    /// Removes `k`, freeing (at commit) everything its key and value own; `false` when absent.
+    /// Locks `k`'s shard exclusively; 2 drains (0 when absent).
     ///
     /// # Errors
     ///
     /// [`Error::LockTimeout`](ptm::Error::LockTimeout), [`Error::LockUpgrade`](ptm::Error::LockUpgrade)
-    /// (see the type docs), and those of [`PHashMap::insert`].
-    pub fn insert(&self, tx: &Transaction<'_>, k: K, v: V) -> Result<Option<V>> {
-        self.shard(tx, &k)?.insert(tx, k, v)
-    }
-
-    /// The value for `k`, inserting `f()` first if absent. Locks `k`'s shard exclusively; 2
-    /// drains when it inserts, 0 when not.
-    ///
-    /// # Errors
-    ///
-    /// As [`insert`](PConcurrentMap::insert).
-    pub fn get_or_insert_with(&self, tx: &Transaction<'_>, k: K, f: impl FnOnce() -> V) -> Result<V> {
-        self.shard(tx, &k)?.get_or_insert_with(tx, k, f)
-    }
-
-    /// Removes `k` and returns its value. Locks `k`'s shard exclusively; 2 drains (0 when
-    /// absent).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::LockTimeout`](ptm::Error::LockTimeout), [`Error::LockUpgrade`](ptm::Error::LockUpgrade)
-    /// (see the type docs), and those of [`PHashMap::remove`].
-    pub fn remove(&self, tx: &Transaction<'_>, k: &K) -> Result<Option<V>> {
-        self.shard(tx, k)?.remove(tx, k)
+    /// (see the type docs), and those of [`PHashMap::remove_free`].
+    pub fn remove_free(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<bool> {
+        self.shard(tx, k)?.remove_free(tx, k)
     }
 
     /// Locks every shard exclusively, in ascending order, for the rest of the transaction.
@@ -222,17 +188,9 @@ impl<K: Persistent + Copy, V: Persistent + Copy, const SHARDS: usize> PConcurren
         Ok(self.len(tx)? == 0)
     }
 
-    /// Copies every entry (shard by shard, in table order). Locks every shard shared; 0 drains.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::LockTimeout`](ptm::Error::LockTimeout).
-    pub fn to_vec(&self, tx: &Transaction<'_>) -> Result<Vec<(K, V)>> {
-        Ok(self.read_all(tx, |m| m.iter(tx).collect::<Vec<_>>())?.concat())
-    }
-
-    /// Removes every entry and frees every shard's table (at commit). Locks every shard
-    /// exclusively; one snapshot drain per non-empty shard plus the commit.
+    /// Removes every entry and frees every shard's blocks and everything the keys and values
+    /// own (at commit). Locks every shard exclusively; one snapshot drain per non-empty shard
+    /// plus the commit.
     ///
     /// # Errors
     ///
@@ -240,7 +198,7 @@ impl<K: Persistent + Copy, V: Persistent + Copy, const SHARDS: usize> PConcurren
     /// (see the type docs), and those of [`PHashMap::clear`].
     pub fn clear(&self, tx: &Transaction<'_>) -> Result<()> {
         for m in self.all(tx)? {
-            if !m.block_offsets(tx)?.is_empty() || !m.is_empty(tx) {
+            if m.capacity(tx) > 0 || !m.is_empty(tx) {
                 m.clear(tx)?;
             }
         }
@@ -257,7 +215,8 @@ impl<K: Persistent + Copy, V: Persistent + Copy, const SHARDS: usize> PConcurren
     }
 
     /// The pool offsets of every shard's blocks (directories and segments, see
-    /// [`PHashMap::block_offsets`]), for reachability checks. Locks every shard shared.
+    /// [`PHashMap::block_offsets`]), for reachability checks; not the blocks the keys and values
+    /// own. Locks every shard shared.
     ///
     /// # Errors
     ///
@@ -269,6 +228,102 @@ impl<K: Persistent + Copy, V: Persistent + Copy, const SHARDS: usize> PConcurren
             .into_iter()
             .collect::<Result<Vec<_>>>()?
             .concat())
+    }
+}
+
+impl<K: PKey, V: Persistent + Copy, const SHARDS: usize> PConcurrentMap<K, V, SHARDS> {
+    /// A copy of the value for `k` (`&7`, `"ada"`). Locks `k`'s shard shared; 0 drains.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LockTimeout`](ptm::Error::LockTimeout), and those of [`PHashMap::get`].
+    pub fn get(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<Option<V>> {
+        self.read(tx, Self::shard_index(k), |m| m.get(tx, k))?
+    }
+
+    /// A copy of the value for `k`, locking `k`'s shard exclusively: for read-modify-write
+    /// transactions, which then never fail to upgrade (see the type docs). 0 drains.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LockTimeout`](ptm::Error::LockTimeout),
+    /// [`Error::LockUpgrade`](ptm::Error::LockUpgrade) if this transaction already read the
+    /// shard shared and another one is upgrading too, and those of [`PHashMap::get`].
+    pub fn get_for_update(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<Option<V>> {
+        self.shard(tx, k)?.get(tx, k)
+    }
+
+    /// Inserts or updates `k` (`7`; `"ada"` or a `String` for a `PString` key, whose buffer is
+    /// allocated only when the key is new); returns the previous value. Locks `k`'s shard
+    /// exclusively; 2 drains.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LockTimeout`](ptm::Error::LockTimeout), [`Error::LockUpgrade`](ptm::Error::LockUpgrade)
+    /// (see the type docs), and those of [`PHashMap::insert`].
+    pub fn insert(&self, tx: &Transaction<'_>, k: impl AsKey<K>, v: V) -> Result<Option<V>> {
+        self.shard(tx, k.as_key())?.insert(tx, k, v)
+    }
+
+    /// The value for `k`, inserting `f()` first if absent. Locks `k`'s shard exclusively; 2
+    /// drains when it inserts, 0 when not.
+    ///
+    /// # Errors
+    ///
+    /// As [`insert`](PConcurrentMap::insert).
+    pub fn get_or_insert_with(
+        &self,
+        tx: &Transaction<'_>,
+        k: impl AsKey<K>,
+        f: impl FnOnce() -> V,
+    ) -> Result<V> {
+        self.shard(tx, k.as_key())?.get_or_insert_with(tx, k, f)
+    }
+
+    /// Removes `k` and returns its value, freeing what the key owns. Locks `k`'s shard
+    /// exclusively; 2 drains (0 when absent).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LockTimeout`](ptm::Error::LockTimeout), [`Error::LockUpgrade`](ptm::Error::LockUpgrade)
+    /// (see the type docs), and those of [`PHashMap::remove`].
+    pub fn remove(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<Option<V>> {
+        self.shard(tx, k)?.remove(tx, k)
+    }
+}
+
+impl<K: Persistent + Copy, V: Persistent + Copy, const SHARDS: usize> PConcurrentMap<K, V, SHARDS> {
+    /// Copies every entry (shard by shard, in table order). Locks every shard shared; 0 drains.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LockTimeout`](ptm::Error::LockTimeout).
+    pub fn to_vec(&self, tx: &Transaction<'_>) -> Result<Vec<(K, V)>> {
+        Ok(self.read_all(tx, |m| m.iter(tx).collect::<Vec<_>>())?.concat())
+    }
+}
+
+/// Nested collections as values (`PConcurrentMap<PString, PVec<u64>>`): a reference to a
+/// handle could be written through, so it is handed out only under the shard's **exclusive**
+/// hold, kept to the end of the transaction; no other transaction reaches the shard meanwhile.
+impl<K: PKey, V: PHandle, const SHARDS: usize> PConcurrentMap<K, V, SHARDS> {
+    /// A reference to the value for `k`. Locks `k`'s shard exclusively; 0 drains.
+    ///
+    /// # Errors
+    ///
+    /// As [`get_for_update`](PConcurrentMap::get_for_update).
+    pub fn get_ref<'t>(&'t self, tx: &'t Transaction<'_>, k: &K::Borrowed) -> Result<Option<&'t V>> {
+        self.shard(tx, k)?.get_ref(tx, k)
+    }
+
+    /// The value for `k`, inserting an empty handle first if absent: the way to create a nested
+    /// collection. Locks `k`'s shard exclusively; 2 drains when it inserts, 0 when not.
+    ///
+    /// # Errors
+    ///
+    /// As [`insert`](PConcurrentMap::insert).
+    pub fn get_or_insert_new<'t>(&'t self, tx: &'t Transaction<'_>, k: impl AsKey<K>) -> Result<&'t V> {
+        self.shard(tx, k.as_key())?.get_or_insert_new(tx, k)
     }
 }
 
