@@ -189,20 +189,15 @@ impl<K: PKey, V: PValue, const SHARDS: usize> PConcurrentMap<K, V, SHARDS> {
     }
 
     /// Removes every entry and frees every shard's blocks and everything the keys and values
-    /// own (at commit). Locks every shard exclusively; one snapshot drain per non-empty shard
-    /// plus the commit.
+    /// own (at commit). Locks every shard exclusively; 2 drains (every shard's handle in one
+    /// snapshot batch).
     ///
     /// # Errors
     ///
     /// [`Error::LockTimeout`](ptm::Error::LockTimeout), [`Error::LockUpgrade`](ptm::Error::LockUpgrade)
     /// (see the type docs), and those of [`PHashMap::clear`].
     pub fn clear(&self, tx: &Transaction<'_>) -> Result<()> {
-        for m in self.all(tx)? {
-            if m.capacity(tx) > 0 || !m.is_empty(tx) {
-                m.clear(tx)?;
-            }
-        }
-        Ok(())
+        PHashMap::clear_all(tx, &self.all(tx)?)
     }
 
     /// Frees everything the map owns (the same as [`clear`](PConcurrentMap::clear)).

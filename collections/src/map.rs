@@ -912,18 +912,31 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
     /// [`Error::InvalidFree`](ptm::Error::InvalidFree) for a corrupted block pointer, those of
     /// [`block_offsets`](PHashMap::block_offsets), and logging errors.
     pub fn clear(&self, tx: &Transaction<'_>) -> Result<()> {
-        // SAFETY: the handle is emptied below, in this transaction.
-        unsafe { self.release(tx)? };
+        Self::clear_all(tx, &[self])
+    }
+
+    /// [`clear`](PHashMap::clear) of several maps (a [`PConcurrentMap`](crate::PConcurrentMap)'s
+    /// shards) in one snapshot batch: 2 drains in all.
+    pub(crate) fn clear_all(tx: &Transaction<'_>, maps: &[&Self]) -> Result<()> {
+        for m in maps {
+            // SAFETY: the handle is emptied below, in this transaction.
+            unsafe { m.release(tx)? };
+        }
         tx.snapshot(|b| {
-            b.add(&self.root)?;
-            b.add(&self.depth)?;
-            b.add(&self.len)?;
-            b.add(&self.cap)
+            maps.iter().try_for_each(|m| {
+                b.add(&m.root)?;
+                b.add(&m.depth)?;
+                b.add(&m.len)?;
+                b.add(&m.cap)
+            })
         })?;
-        self.root.set(tx, PPtr::null())?;
-        self.depth.set(tx, 0)?;
-        self.len.set(tx, 0)?;
-        self.cap.set(tx, 0)
+        for m in maps {
+            m.root.set(tx, PPtr::null())?;
+            m.depth.set(tx, 0)?;
+            m.len.set(tx, 0)?;
+            m.cap.set(tx, 0)?;
+        }
+        Ok(())
     }
 
     /// Frees everything the map owns (the same as [`clear`](PHashMap::clear)).

@@ -183,4 +183,8 @@ fn string_key_operations_cost_two_drains() {
     assert_eq!((v, d), (true, 2), "remove_free");
     let len = pool.transaction(|tx, r| r.ages.len(tx)).unwrap();
     assert_eq!(len, 299);
+    // Every shard at once, nested vectors and key buffers freed: one snapshot batch.
+    let (_, d) = drains(|| pool.transaction(|tx, r| r.tags.clear(tx)).unwrap());
+    assert_eq!(d, 2, "clear");
+    assert_eq!(pool.transaction(|tx, r| r.tags.len(tx)).unwrap(), 0);
 }
