@@ -8,7 +8,6 @@
 //! Frees take effect at commit; a freed block is reusable only after that.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use pmem_core::{PPtr, Persistent};
 
@@ -252,30 +251,14 @@ impl<'p> Transaction<'p> {
     /// Takes chunk `i`'s metadata lock until the transaction ends.
     fn lock_chunk(&self, i: u64) -> Result<()> {
         let s = self.shared();
-        let mut spins = 0u32;
-        let mut t0: Option<Instant> = None;
-        loop {
-            match s.heap.try_lock_chunk(i, self.lane()) {
-                Ok(true) => {
-                    self.st_mut().heap.locked.push(i);
-                    return Ok(());
-                }
-                Ok(false) => return Ok(()),
-                Err(()) => {}
+        self.backoff(|| match s.heap.try_lock_chunk(i, self.lane()) {
+            Ok(true) => {
+                self.st_mut().heap.locked.push(i);
+                Some(Ok(()))
             }
-            spins += 1;
-            if spins < 100 {
-                std::hint::spin_loop();
-                continue;
-            }
-            let waited = t0.get_or_insert_with(Instant::now).elapsed();
-            if waited >= s.lock_timeout {
-                return Err(Error::LockTimeout {
-                    waited_ms: waited.as_millis() as u64,
-                });
-            }
-            std::thread::yield_now();
-        }
+            Ok(false) => Some(Ok(())),
+            Err(()) => None,
+        })
     }
 
     /// Allocates one block of class `c`.

@@ -505,7 +505,7 @@ impl<'p> Transaction<'p> {
 
     /// Repeats `attempt` (spinning, then yielding, then sleeping) until it returns a result, or
     /// fails with [`Error::LockTimeout`] after the pool's lock timeout.
-    fn backoff<T>(&self, mut attempt: impl FnMut() -> Option<Result<T>>) -> Result<T> {
+    pub(crate) fn backoff<T>(&self, mut attempt: impl FnMut() -> Option<Result<T>>) -> Result<T> {
         let mut spins = 0u32;
         let mut started: Option<Instant> = None;
         loop {
