@@ -59,8 +59,9 @@ fn push_on_a_handle_whose_room_overflows_is_an_error() {
     let pool = Pool::<R>::open(&path, &opts()).unwrap();
     let r = pool.transaction(|tx, r| r.q.push(tx, 7));
     assert!(r.is_err(), "push on a damaged handle: {r:?}");
-    let r = pool.transaction(|tx, r| r.q.get(tx, 1));
-    assert!(r.is_ok(), "a read inside the first chunk: {r:?}");
+    let r = pool.transaction(|tx, r| r.q.pop(tx));
+    assert!(r.is_err(), "pop on a damaged handle: {r:?}");
+    assert_eq!(pool.transaction(|tx, r| Ok::<_, Error>(r.q.len(tx))).unwrap(), 0);
     // The rest of the pool still works.
     let v = pool.transaction(|tx, r| r.v.to_vec(tx)).unwrap();
     assert_eq!(v, [0, 1, 2]);
