@@ -156,6 +156,11 @@ impl<T: Persistent> PQueue<T> {
         if chunks > dcap {
             return Err(raw::out_of_bounds(chunks, dcap));
         }
+        // The slots of the chunks in use must be countable (`reserve_back` computes the room
+        // as `chunks × ccap`): only a damaged `dcap` lets `chunks` come near 2^64 / `ccap`.
+        if chunks.checked_mul(ccap).is_none() {
+            return Err(raw::out_of_bounds(chunks, ccap));
+        }
         Ok(Shape {
             dir,
             dcap,

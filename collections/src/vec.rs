@@ -178,8 +178,11 @@ impl<T: PValue> PVec<T> {
             .checked_add(additional)
             .ok_or_else(|| raw::out_of_bounds(len, additional))?;
         if need > self.cap.get(tx) {
-            // Grows (moving the elements) and logs the header; the length is left as it is.
+            // Grows (moving the elements) and logs the header. The length is stored as read
+            // (clamped to the old capacity; its cell is in the batch, so no drain): a damaged
+            // length word above the capacity must not reach into the new buffer's spare slots.
             self.reserve_tail(tx, len, additional)?;
+            self.len.set(tx, len)?;
         }
         Ok(())
     }
