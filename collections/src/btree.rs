@@ -688,6 +688,13 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
             // leaves drop it.
             let both = concat(l.1, bits(&parent.keys[j]), r.1);
             if merge {
+                // The right node is freed: refuse when it is still linked from the parent (a
+                // corrupted node linking one child twice) or is an ancestor (a cycle), which
+                // the commit would leave pointing at a free block.
+                let links = parent.kids.iter().filter(|&&c| c == r.0).count();
+                if links > 1 || r.0 == pptr || path.iter().any(|(a, _, _)| *a == r.0) {
+                    return Err(raw::out_of_bounds(r.0.offset(), 0));
+                }
                 // At most (MIN - 1) + MIN (+ 1 separator) keys: fits in one node.
                 plan.writes.push((l.0, both));
                 plan.freed.push(r.0);
