@@ -266,8 +266,31 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
             if V::OWNS {
                 raw::zero_bytes(tx, n, g.vo + vlen * vs, (CAP as u64 - vlen) * vs)?;
             }
+            if !node.leaf {
+                // Child pointers own nodes: the slots past `len + 1` may hold a child that moved
+                // to another node (a split's right half) or was freed (a merge), which a damaged
+                // length must not bring back.
+                let kids = node.kids.len() as u64;
+                raw::zero_bytes(tx, n, g.co + kids * 8, (CAP as u64 + 1).saturating_sub(kids) * 8)?;
+            }
         }
         Ok(())
+    }
+
+    /// A fresh node block whose child array is zeroed (fresh memory: no log), so that a leaf,
+    /// which never writes it, holds no old bytes there that a damaged leaf flag could read as
+    /// child pointers.
+    fn alloc_node(tx: &Transaction<'_>) -> Result<PPtr<u8>> {
+        let g = geo::<K, V>();
+        let n = raw::alloc_block(tx, g.size)?;
+        // SAFETY: the fresh block of `g.size` bytes just allocated by `tx`, reached only by this
+        // thread, through cells; the child array lies in `co..size`. (Zeroing fresh memory
+        // cannot fail; should it, the block is given back.)
+        if let Err(e) = unsafe { raw::zero_bytes(tx, n, g.co, g.size - g.co) } {
+            let _ = tx.free(n);
+            return Err(e);
+        }
+        Ok(n)
     }
 
     /// Zeroes every key and value slot of `n`, a node being freed whose span is logged (when
@@ -441,13 +464,12 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
         v: V,
         fresh: &mut Fresh<K>,
     ) -> Result<InsertPlan<K, V>> {
-        let g = geo::<K, V>();
         let mut writes = Vec::new();
         let mut root = None;
         match path.pop() {
             None => {
                 // Empty tree: a single leaf.
-                let n = raw::alloc_block(tx, g.size)?;
+                let n = Self::alloc_node(tx)?;
                 fresh.nodes.push(n);
                 let node = Node {
                     leaf: true,
@@ -468,7 +490,7 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
                         writes.push((ptr, node));
                         break;
                     }
-                    let right_ptr = raw::alloc_block(tx, g.size)?;
+                    let right_ptr = Self::alloc_node(tx)?;
                     fresh.nodes.push(right_ptr);
                     let (left, mut sep, right) = split_half(node);
                     if left.leaf && K::OWNS {
@@ -488,7 +510,7 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
                             node = parent;
                         }
                         None => {
-                            let root_ptr = raw::alloc_block(tx, g.size)?;
+                            let root_ptr = Self::alloc_node(tx)?;
                             fresh.nodes.push(root_ptr);
                             let top = Node {
                                 leaf: false,
@@ -666,6 +688,13 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
             // leaves drop it.
             let both = concat(l.1, bits(&parent.keys[j]), r.1);
             if merge {
+                // The right node is freed: refuse when it is still linked from the parent (a
+                // corrupted node linking one child twice) or is an ancestor (a cycle), which
+                // the commit would leave pointing at a free block.
+                let links = parent.kids.iter().filter(|&&c| c == r.0).count();
+                if links > 1 || r.0 == pptr || path.iter().any(|(a, _, _)| *a == r.0) {
+                    return Err(raw::out_of_bounds(r.0.offset(), 0));
+                }
                 // At most (MIN - 1) + MIN (+ 1 separator) keys: fits in one node.
                 plan.writes.push((l.0, both));
                 plan.freed.push(r.0);
@@ -820,7 +849,8 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
     /// increasing in each node; each node's keys inside the range its parent's separators give
     /// it (child `i` holds keys `k` with `keys[i - 1] <= k < keys[i]`); as many entries as
     /// `len`; no root exactly when `len` is 0; when keys (values) own blocks, every key (value)
-    /// slot past a node's entries is zero. (There is no leaf chain: `range` walks down from
+    /// slot past a node's entries is zero; every child slot past an internal node's `len + 1`
+    /// children, and a leaf's whole child array, is zero. (There is no leaf chain: `range` walks down from
     /// the parents.)
     ///
     /// A test hook: a tree built by this version passes, but one whose removals were made by
@@ -921,6 +951,8 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
                 if V::OWNS {
                     spare("value", g.vo + nv * vs, (CAP as u64 - nv) * vs)?;
                 }
+                let nc = node.kids.len() as u64;
+                spare("child", g.co + nc * 8, (CAP as u64 + 1 - nc) * 8)?;
                 counts.push(node.keys.len());
                 if node.leaf {
                     entries += node.keys.len() as u64;
