@@ -43,6 +43,15 @@ struct Root {
     s: PHashMap<PString, u64>,
 }
 
+/// The allocated blocks of `pool`'s heap.
+fn live<R: Persistent>(pool: &mut Pool<R>) -> BTreeSet<u64> {
+    pool.allocated_blocks()
+        .unwrap()
+        .into_iter()
+        .map(|(o, _)| o)
+        .collect()
+}
+
 /// Blocks reachable from `s`: its segments and its keys' buffers.
 fn string_map_blocks(pool: &Pool<Root>) -> BTreeSet<u64> {
     pool.transaction(|tx, r| {
@@ -153,11 +162,8 @@ fn get_or_insert_with_closure_takes_the_slot() {
     let m_blocks: BTreeSet<u64> = pool
         .transaction(|tx, r| Ok::<_, Error>(r.m.block_offsets(tx)?.into_iter().collect()))
         .unwrap();
-    let allocated: BTreeSet<u64> = pool
-        .allocated_blocks()
-        .unwrap()
+    let allocated: BTreeSet<u64> = live(&mut pool)
         .into_iter()
-        .map(|(o, _)| o)
         .filter(|o| !m_blocks.contains(o))
         .collect();
     assert_eq!(allocated, owned, "no key buffer leaked");
@@ -180,12 +186,7 @@ fn assert_maps_allocated(pool: &mut Pool<GRoot>, what: &str) {
             Ok::<_, Error>(b)
         })
         .unwrap();
-    let live: BTreeSet<u64> = pool
-        .allocated_blocks()
-        .unwrap()
-        .into_iter()
-        .map(|(o, _)| o)
-        .collect();
+    let live = live(pool);
     for b in blocks {
         assert!(
             live.contains(&b),
@@ -481,12 +482,7 @@ fn removal_out_of_log_space_then_commit() {
                 Ok::<_, Error>(out)
             })
             .unwrap();
-        let live: BTreeSet<u64> = pool
-            .allocated_blocks()
-            .unwrap()
-            .into_iter()
-            .map(|(o, _)| o)
-            .collect();
+        let live = live(&mut pool);
         for b in reached {
             assert!(live.contains(&b), "trial {j}: block {b:#x} reached but freed");
         }
@@ -494,5 +490,30 @@ fn removal_out_of_log_space_then_commit() {
     assert!(
         failed > 0,
         "no removal ran out of log space: the test does not test"
+    );
+}
+
+/// docs/design.md §13.4 says full segments of a `u64 → PVec<u64>` map have 512 slots; the rule
+/// it gives (the largest power of two whose segment fits 64 KiB with 128 bytes of slack) gives
+/// 1024 (33-byte slots: 33 824 bytes), and the map grows one segment to 1024 slots before it
+/// first splits.
+#[test]
+fn full_segment_of_vector_values() {
+    let dir = shm_dir();
+    let pool = Pool::<GRoot>::create(dir.path().join("s.pool"), 8 << 20, &opts()).unwrap();
+    let shape = |n: u64| {
+        pool.transaction(|tx, r| {
+            for k in 0..n {
+                r.m.get_or_insert_new(tx, k)?;
+            }
+            Ok::<_, Error>((r.m.capacity(tx), r.m.block_offsets(tx)?.len()))
+        })
+        .unwrap()
+    };
+    assert_eq!(shape(385), (1024, 1), "one segment of 1024 slots");
+    assert_eq!(
+        shape(769),
+        (2048, 3),
+        "split: a directory and two 1024-slot segments"
     );
 }
