@@ -176,7 +176,11 @@ impl<K: PKey, V: PValue, const SHARDS: usize> PConcurrentMap<K, V, SHARDS> {
     ///
     /// [`Error::LockTimeout`](ptm::Error::LockTimeout).
     pub fn len(&self, tx: &Transaction<'_>) -> Result<u64> {
-        Ok(self.read_all(tx, |m| m.len(tx))?.into_iter().sum())
+        // Saturating: a damaged shard length must not overflow (every handle bit pattern is valid).
+        Ok(self
+            .read_all(tx, |m| m.len(tx))?
+            .into_iter()
+            .fold(0, u64::saturating_add))
     }
 
     /// Whether the map is empty. Locks every shard shared; 0 drains.

@@ -512,16 +512,12 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
         Ok(())
     }
 
-    /// Marks the full slot `i` of `s` vacant, freeing (at commit) what its key owns (the value
-    /// is dropped as is).
-    fn vacate(&self, tx: &Transaction<'_>, s: Seg, i: u64) -> Result<()>
+    /// Marks the full slot `i` of `s` vacant, freeing (at commit) what its key owns and, when
+    /// `free_value`, what its value owns (else the value is dropped as is).
+    fn vacate(&self, tx: &Transaction<'_>, s: Seg, i: u64, free_value: bool) -> Result<()>
     where
         V: PValue,
     {
-        if K::OWNS {
-            // SAFETY: the key is discarded below, in this transaction.
-            unsafe { Self::key_ref(tx, s, i)?.free_owned(tx)? };
-        }
         let ctrl = Self::ctrl(tx, s, i)?;
         // If the next slot is empty, no probe sequence runs through this one: mark it empty.
         let next_empty = Self::ctrl(tx, s, (i + 1) & (s.cap - 1))?.get(tx) == EMPTY;
@@ -541,7 +537,20 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
                 b.add(&Span::new(tx, s.block, H_USED, 16)?)?;
             }
             b.add(ctrl)?;
-            b.add(&self.len)
+            b.add(&self.len)?;
+            // Last, once the slot is logged: the frees' allocator records drain with the batch
+            // (no extra drain), and a batch that failed above (e.g. `OutOfSpace` growing the
+            // log) freed nothing, so a caller that goes on and commits keeps a whole entry.
+            // SAFETY: the key and value are discarded below, in this transaction.
+            unsafe {
+                if K::OWNS {
+                    Self::key_ref(tx, s, i)?.free_owned(tx)?;
+                }
+                if free_value && V::OWNS {
+                    Self::val_ref(tx, s, i)?.free_owned(tx)?;
+                }
+            }
+            Ok(())
         })?;
         // A discarded handle's blocks are freed: zero it, so that no damaged control byte can
         // bring back a second owner of blocks reused later.
@@ -649,10 +658,16 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
     ///   twice its live keys;
     /// - a full-size segment splits in two by hash bit `63 - local depth` (the directory doubles
     ///   first if the segment is as deep as it).
+    ///
+    /// Failure-atomic: the entries are read (and their keys hashed) before anything is
+    /// allocated, the replaced blocks are freed inside the logging batch, after everything it
+    /// logs (so a batch that fails, e.g. `OutOfSpace` growing the log, frees nothing), and the
+    /// fresh blocks are freed again on any error. A caller that goes on after an error and
+    /// commits finds the map as it was.
     fn make_room(&self, tx: &Transaction<'_>, h: u64) -> Result<Option<Seg>> {
         let Some((s, g)) = self.locate(tx, h)? else {
             let s = Self::new_seg(tx, MIN_CAP, 0)?;
-            self.log_growth(tx, None, None)?;
+            Self::or_free(tx, &[s.block], self.log_growth(tx, None, None, &[]))?;
             self.root.set(tx, s.block)?;
             self.depth.set(tx, 0)?;
             self.cap.set(tx, MIN_CAP)?;
@@ -662,11 +677,14 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
         if used.saturating_add(1).saturating_mul(4) <= s.cap.saturating_mul(3) {
             return Ok(None);
         }
-        let n = Self::hdr(tx, s.block, H_LEN)?.get(tx);
         let l = Self::local_depth(tx, s, g)?;
         let d = dir_index(h, g);
         let (base, span) = dir_range(g, l, d);
         self.check_range(tx, g, (base, span), s.block)?;
+        // The live entries, counted (not taken from the header) so that a rebuild always holds
+        // them.
+        let moves = Self::entries(tx, s)?;
+        let n = moves.len() as u64;
         let roomy = n.saturating_add(1).saturating_mul(2) <= s.cap;
         if roomy || s.cap < Self::SEG_CAP || l == MAX_DEPTH {
             // Rebuild alone, with room for twice the live keys (and at least MIN_CAP slots).
@@ -675,9 +693,9 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
                 .checked_next_power_of_two()
                 .ok_or_else(|| raw::out_of_bounds(want, 2))?;
             let ns = Self::new_seg(tx, cap, l)?;
-            tx.free(s.block)?;
-            self.log_growth(tx, Some(s), (g > 0).then_some((self.root.get(tx), base, span)))?;
-            Self::redistribute(tx, s, &[ns], |_| 0)?;
+            let dir = (g > 0).then_some((self.root.get(tx), base, span));
+            Self::or_free(tx, &[ns.block], self.log_growth(tx, Some(s), dir, &[s.block]))?;
+            Self::redistribute(tx, s, &moves, &[ns], |_| 0)?;
             self.point(tx, g, base, span, ns.block)?;
             self.cap
                 .set(tx, self.cap.get(tx).saturating_sub(s.cap).saturating_add(cap))?;
@@ -685,41 +703,75 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
         }
         // Split. Directory entries `[base, base + span)` point at `s`; after a doubling (when
         // `l == g`) its range is `[2 base, 2 base + 2)` of the new directory.
-        let (g2, dir, fresh_dir) = if l == g {
-            let size = raw::elem_off::<u64>(2u64 << g)?;
-            let nd = raw::alloc_block(tx, size)?;
-            for i in 0..2u64 << g {
-                Self::dir_cell(tx, nd, i)?.set(tx, self.seg_ptr(tx, g, i >> 1)?)?;
-            }
-            (g + 1, nd, true)
-        } else {
-            (g, self.root.get(tx), false)
-        };
+        let fresh_dir = l == g;
         let (base2, span2) = if fresh_dir {
             (base * 2, span * 2)
         } else {
             (base, span)
         };
-        let half = span2 / 2;
-        let a = Self::new_seg(tx, s.cap, l + 1)?;
-        let b = Self::new_seg(tx, s.cap, l + 1)?;
-        tx.free(s.block)?;
-        if fresh_dir && g > 0 {
-            tx.free(self.root.get(tx))?;
-        }
-        self.log_growth(tx, Some(s), (!fresh_dir).then_some((dir, base2, span2)))?;
+        let old_root = self.root.get(tx);
+        let mut fresh = Vec::with_capacity(3);
+        let made = (|| {
+            let dir = if fresh_dir {
+                let nd = raw::alloc_block(tx, raw::elem_off::<u64>(2u64 << g)?)?;
+                fresh.push(nd);
+                for i in 0..2u64 << g {
+                    Self::dir_cell(tx, nd, i)?.set(tx, self.seg_ptr(tx, g, i >> 1)?)?;
+                }
+                nd
+            } else {
+                old_root
+            };
+            let a = Self::new_seg(tx, s.cap, l + 1)?;
+            fresh.push(a.block);
+            let b = Self::new_seg(tx, s.cap, l + 1)?;
+            fresh.push(b.block);
+            let old: &[PPtr<u8>] = if fresh_dir && g > 0 {
+                &[s.block, old_root]
+            } else {
+                &[s.block]
+            };
+            self.log_growth(tx, Some(s), (!fresh_dir).then_some((dir, base2, span2)), old)?;
+            Ok((dir, a, b))
+        })();
+        let (dir, a, b) = Self::or_free(tx, &fresh, made)?;
         let bit = 63 - l;
-        Self::redistribute(tx, s, &[a, b], |h| ((h >> bit) & 1) as usize)?;
+        Self::redistribute(tx, s, &moves, &[a, b], |h| ((h >> bit) & 1) as usize)?;
+        let half = span2 / 2;
         for i in 0..span2 {
             let seg = if i < half { a.block } else { b.block };
             Self::dir_cell(tx, dir, base2 + i)?.set(tx, seg)?;
         }
         if fresh_dir {
             self.root.set(tx, dir)?;
-            self.depth.set(tx, g2)?;
+            self.depth.set(tx, g + 1)?;
         }
         self.cap.set(tx, self.cap.get(tx).saturating_add(s.cap))?;
         Ok(Some(if (h >> bit) & 1 == 0 { a } else { b }))
+    }
+
+    /// `r`, freeing the fresh blocks `fresh` of a growth step first when it is an error.
+    fn or_free<T>(tx: &Transaction<'_>, fresh: &[PPtr<u8>], r: Result<T>) -> Result<T> {
+        if r.is_err() {
+            for &b in fresh {
+                // Blocks of this transaction: freeing them logs nothing and cannot fail unless
+                // the allocator's state is broken, which the error below already reports.
+                let _ = tx.free(b);
+            }
+        }
+        r
+    }
+
+    /// The full slots of `s` with their keys' hashes, in slot order.
+    fn entries(tx: &Transaction<'_>, s: Seg) -> Result<Vec<(u64, u64)>> {
+        let mut out = Vec::new();
+        for i in 0..s.cap {
+            if Self::ctrl(tx, s, i)?.get(tx) == FULL {
+                // SAFETY: a full slot of a live segment; the reference is dropped at once.
+                out.push((i, unsafe { Self::key_ref(tx, s, i)? }.key_hash(tx)?));
+            }
+        }
+        Ok(out)
     }
 
     /// Checks that the directory entries pointing at `seg` are exactly `[base, base + n)` (the
@@ -743,12 +795,14 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
 
     /// Logs, in one batch, what a growth step writes outside fresh memory: the handle, the
     /// directory entries `[base, base + n)` of `dir` when given, and the old segment's key and
-    /// value arrays when they own blocks (the moved copies are zeroed).
+    /// value arrays when they own blocks (the moved copies are zeroed); then frees (at commit)
+    /// the blocks `free` it replaces.
     fn log_growth(
         &self,
         tx: &Transaction<'_>,
         old: Option<Seg>,
         dir: Option<(PPtr<u8>, u64, u64)>,
+        free: &[PPtr<u8>],
     ) -> Result<()> {
         tx.snapshot(|b| {
             b.add(&self.root)?;
@@ -775,7 +829,9 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
                     }
                 }
             }
-            Ok(())
+            // Last, once everything is logged: the frees' allocator records are drained with
+            // the batch (no extra drain), and a batch that failed above freed nothing.
+            free.iter().try_for_each(|&blk| tx.free(blk))
         })
     }
 
@@ -808,18 +864,19 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
         Ok(Seg { block, cap, ko, vo })
     }
 
-    /// Moves every entry of `old` into the fresh segment `to[pick(hash)]`, keys and values by
-    /// bytes (zeroing the old copies of owning keys and values, logged by `log_growth`), and
-    /// sets the fresh segments' counts.
-    fn redistribute(tx: &Transaction<'_>, old: Seg, to: &[Seg], pick: impl Fn(u64) -> usize) -> Result<()> {
+    /// Moves the entries `moves` (slot, hash) of `old` into the fresh segment `to[pick(hash)]`,
+    /// keys and values by bytes (zeroing the old copies of owning keys and values, logged by
+    /// `log_growth`), and sets the fresh segments' counts.
+    fn redistribute(
+        tx: &Transaction<'_>,
+        old: Seg,
+        moves: &[(u64, u64)],
+        to: &[Seg],
+        pick: impl Fn(u64) -> usize,
+    ) -> Result<()> {
         let (ksize, vsize) = (size_of::<K>() as u64, size_of::<V>() as u64);
         let mut counts = vec![0u64; to.len()];
-        for i in 0..old.cap {
-            if Self::ctrl(tx, old, i)?.get(tx) != FULL {
-                continue;
-            }
-            // SAFETY: a full slot of the old segment; the reference is dropped at once.
-            let h = unsafe { Self::key_ref(tx, old, i)? }.key_hash(tx)?;
+        for &(i, h) in moves {
             let j = pick(h);
             let t = to[j];
             // The fresh segment has no tombstone and holds distinct keys: the first free slot.
@@ -868,11 +925,7 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
         let Some((s, i)) = self.find(tx, k)? else {
             return Ok(false);
         };
-        if V::OWNS {
-            // SAFETY: the slot's value is discarded just below, in this transaction.
-            unsafe { Self::val_ref(tx, s, i)?.free_owned(tx)? };
-        }
-        self.vacate(tx, s, i)?;
+        self.vacate(tx, s, i, true)?;
         Ok(true)
     }
 
@@ -918,16 +971,17 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
     /// [`clear`](PHashMap::clear) of several maps (a [`PConcurrentMap`](crate::PConcurrentMap)'s
     /// shards) in one snapshot batch: 2 drains in all.
     pub(crate) fn clear_all(tx: &Transaction<'_>, maps: &[&Self]) -> Result<()> {
-        for m in maps {
-            // SAFETY: the handle is emptied below, in this transaction.
-            unsafe { m.release(tx)? };
-        }
         tx.snapshot(|b| {
             maps.iter().try_for_each(|m| {
                 b.add(&m.root)?;
                 b.add(&m.depth)?;
                 b.add(&m.len)?;
                 b.add(&m.cap)
+            })?;
+            // Last, once every handle is logged (as in `vacate`): a failed batch frees nothing.
+            maps.iter().try_for_each(|m| {
+                // SAFETY: the handle is emptied below, in this transaction.
+                unsafe { m.release(tx) }
             })
         })?;
         for m in maps {
@@ -1009,6 +1063,8 @@ impl<K: PKey, V: Persistent + Copy> PHashMap<K, V> {
     }
 
     /// The value for `k`, inserting `f()` first if absent (2 drains when it inserts, 0 when not).
+    /// `f` may itself use the map; if it inserts `k`, the value it stored is returned and `f()`'s
+    /// is dropped.
     ///
     /// # Errors
     ///
@@ -1022,10 +1078,17 @@ impl<K: PKey, V: Persistent + Copy> PHashMap<K, V> {
         let k = k.as_key();
         match self.search(tx, k)? {
             Search::Found(s, i) => Ok(Self::val(tx, s, i)?.get(tx)),
-            Search::Absent(h, vacant) => {
+            Search::Absent(..) => {
                 let v = f();
-                self.insert_copy(tx, k, (h, vacant), v)?;
-                Ok(v)
+                // `f` may have changed the map (it is shared, `&self`): where the key would go,
+                // and even its absence, are looked up again.
+                match self.search(tx, k)? {
+                    Search::Found(s, i) => Ok(Self::val(tx, s, i)?.get(tx)),
+                    Search::Absent(h, vacant) => {
+                        self.insert_copy(tx, k, (h, vacant), v)?;
+                        Ok(v)
+                    }
+                }
             }
         }
     }
@@ -1040,7 +1103,7 @@ impl<K: PKey, V: Persistent + Copy> PHashMap<K, V> {
             return Ok(None);
         };
         let v = Self::val(tx, s, i)?.get(tx);
-        self.vacate(tx, s, i)?;
+        self.vacate(tx, s, i, false)?;
         Ok(Some(v))
     }
 
