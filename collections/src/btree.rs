@@ -988,7 +988,8 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
     /// # Errors
     ///
     /// Corrupted trees ([`Error::InvalidFree`](ptm::Error::InvalidFree) for a node reached
-    /// twice), logging errors.
+    /// twice), logging errors. An error after part of a damaged structure was freed
+    /// dooms the transaction (see the crate docs).
     pub fn clear(&self, tx: &Transaction<'_>) -> Result<()> {
         tx.snapshot(|b| {
             b.add(&self.root)?;

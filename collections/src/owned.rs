@@ -92,7 +92,7 @@ pub trait PValue: Persistent {
     /// its bytes are never used as a value again (they lie past a collection's length, in a
     /// vacated map slot, or in a freed block), because they still designate the freed blocks.
     ///
-    /// Frees are recorded, not done: call it as the **last** step of the operation's snapshot
+    /// The collections call it as the **last** step of the discarding operation's snapshot
     /// batch, after every range is added, so that a batch that fails (e.g.
     /// [`Error::OutOfSpace`](ptm::Error::OutOfSpace) when the undo log cannot grow) has freed
     /// nothing while the value is still linked.

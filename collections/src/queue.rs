@@ -49,7 +49,7 @@ const fn chunk_elems(size: usize) -> u64 {
 /// [`pop_free`](PQueue::pop_free)); `clear` and `free` free what the elements own.
 ///
 /// Drains: `push`, `push_new`, `pop`, `pop_free` and `clear` cost **2**, growth included
-/// (allocations and frees first, then one snapshot batch, then the stores: a fresh chunk or
+/// (allocations first, then one snapshot batch that records the frees last, then the stores: a fresh chunk or
 /// directory is new memory of the transaction, never logged); `peek`, `get`, `front_ref`,
 /// `len` and `to_vec` cost 0.
 ///
@@ -583,7 +583,8 @@ impl<T: PValue> PQueue<T> {
     ///
     /// For a corrupted handle or directory (an error before anything is freed when the shape
     /// or a chunk pointer is wrong; [`Error::InvalidFree`](ptm::Error::InvalidFree) for a block
-    /// reached twice or not allocated); logging errors.
+    /// reached twice or not allocated); logging errors. An error after part of a damaged structure was freed
+    /// dooms the transaction (see the crate docs).
     pub fn clear(&self, tx: &Transaction<'_>) -> Result<()> {
         tx.snapshot(|b| {
             b.add(&Header(self))?;

@@ -23,8 +23,8 @@ use crate::{PHandle, PValue};
 ///
 /// Every change happens inside a transaction and is failure-atomic. Cost in drains: `push`,
 /// `push_new`, `pop`, `pop_free`, `set`, `extend`, `clear` and `free` cost **2** per
-/// transaction, growth included (allocate and free first, then one batched snapshot of every
-/// range changed, then the stores); reads cost 0. Growth doubles the capacity; the new buffer is
+/// transaction, growth included (allocate first, then one batched snapshot of every range
+/// changed that records the frees last, then the stores); reads cost 0. Growth doubles the capacity; the new buffer is
 /// never copied into the undo log (see the crate docs). The buffer is contiguous like std's
 /// `Vec`, so a growth copies every element in one transaction: [`reserve`](PVec::reserve) a
 /// known size ahead of time to avoid that pause at a busy moment.
@@ -311,7 +311,8 @@ impl<T: PValue> PVec<T> {
     /// # Errors
     ///
     /// [`Error::InvalidFree`](ptm::Error::InvalidFree) for a corrupted buffer pointer, and
-    /// logging errors.
+    /// logging errors. An error after part of a damaged structure was freed
+    /// dooms the transaction (see the crate docs).
     pub fn clear(&self, tx: &Transaction<'_>) -> Result<()> {
         tx.snapshot(|b| {
             b.add(&self.buf)?;

@@ -330,8 +330,8 @@ fn string_growth_and_clear() {
 fn queue_first_push_ring_doubling_and_clear() {
     let dir = shm_dir();
     let mut pool = pool(&dir, |tx, r| {
-        for i in 0..8 {
-            r.qs.push_new(tx)?.set(tx, &text(SIZES[i], 'q'))?;
+        for &n in &SIZES {
+            r.qs.push_new(tx)?.set(tx, &text(n, 'q'))?;
         }
         Ok(())
     });
