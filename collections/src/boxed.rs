@@ -4,6 +4,7 @@ use std::fmt;
 
 use ptm::{PCell, PPtr, Persistent, Result, Transaction};
 
+use crate::owned::{or_free_fresh, Frees};
 use crate::{PHandle, PValue};
 
 /// An owning, nullable pointer to a `T` in the pool's heap (a pool's `Option<Box<T>>`): an
@@ -64,12 +65,18 @@ impl<T: PValue> PBox<T> {
     /// # Errors
     ///
     /// [`Error::InvalidFree`](ptm::Error::InvalidFree) for a corrupted pointer; logging errors.
+    /// An error after part of a damaged value was freed dooms the transaction.
     pub fn free(&self, tx: &Transaction<'_>) -> Result<()> {
         if self.ptr.get(tx).is_null() {
             return Ok(());
         }
-        // SAFETY: the handle is nulled just below, in this transaction.
-        unsafe { self.release(tx)? };
+        tx.snapshot(|b| {
+            b.add(&self.ptr)?;
+            // Last, once the pointer is logged: a failed batch frees nothing.
+            // SAFETY: the handle is nulled just below, in this transaction.
+            unsafe { self.release(tx) }
+        })?;
+        // Logged in the batch: this store cannot fail.
         self.ptr.set(tx, PPtr::null())
     }
 
@@ -83,14 +90,16 @@ impl<T: PValue> PBox<T> {
         if p.is_null() {
             return Ok(());
         }
-        if T::OWNS {
-            // SAFETY: the value is discarded with the box (this function's contract).
-            if let Some(v) = unsafe { self.value(tx)? } {
-                // SAFETY: as above.
-                unsafe { v.free_owned(tx)? };
+        Frees::walk(tx, |f| {
+            if T::OWNS {
+                // SAFETY: the value is discarded with the box (this function's contract).
+                if let Some(v) = unsafe { self.value(tx)? } {
+                    // SAFETY: as above.
+                    unsafe { f.value(v)? };
+                }
             }
-        }
-        tx.free(p)
+            f.block(p)
+        })
     }
 }
 
@@ -124,7 +133,8 @@ impl<T: Persistent + Copy> PBox<T> {
             Some(c) => c.set(tx, v),
             None => {
                 let p = tx.alloc(v)?;
-                self.ptr.set(tx, p.cast())
+                // A pointer that cannot be logged (`OutOfSpace`) leaves the fresh block unused.
+                or_free_fresh(tx, &[p.cast()], self.ptr.set(tx, p.cast()))
             }
         }
     }
@@ -169,7 +179,8 @@ impl<T: PHandle> PBox<T> {
             return Ok(v);
         }
         let p = tx.alloc_zeroed::<T>()?;
-        self.ptr.set(tx, p.cast())?;
+        // A pointer that cannot be logged (`OutOfSpace`) leaves the fresh block unused.
+        or_free_fresh(tx, &[p.cast()], self.ptr.set(tx, p.cast()))?;
         // SAFETY: the block just allocated and linked; `T` is all cells.
         Ok(unsafe { self.value(tx)? }.expect("just set"))
     }

@@ -11,6 +11,7 @@ use std::ops::{Bound, RangeBounds};
 use ptm::pmem_core::{bytes_of, read_from_bytes};
 use ptm::{Error, PCell, PPtr, Persistent, Result, Transaction};
 
+use crate::owned::{doom_on_err, Frees};
 use crate::raw::{self, Span};
 use crate::{AsKey, PHandle, POrdKey, PValue};
 
@@ -552,8 +553,9 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
         let key = leaf.keys.remove(i);
         let v = leaf.vals.remove(i);
         // Every change is computed first (reads, and separator copies when keys own blocks),
-        // then blocks are freed, then everything changed is logged in one batch (one drain),
-        // then stored.
+        // then everything changed is logged in one batch (one drain) whose last step frees the
+        // blocks (so a batch that fails, e.g. `OutOfSpace` growing the log, frees nothing),
+        // then stored. An error once a free is recorded dooms the transaction.
         let mut fresh = Fresh::new();
         let plan = match Self::rebalance(tx, path, ptr, leaf, &mut fresh) {
             Ok(plan) => plan,
@@ -563,55 +565,63 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
             }
         };
         let owns = K::OWNS || V::OWNS;
-        let logged = (|| {
-            // SAFETY: the removed key and value, and the separators the plan drops, are
-            // discarded in this transaction: the stores below overwrite or zero their slots.
-            unsafe {
-                if K::OWNS {
-                    key.free_owned(tx)?;
-                    for s in &plan.dropped {
-                        s.free_owned(tx)?;
-                    }
-                }
-                if free_value && V::OWNS {
-                    v.free_owned(tx)?;
-                }
+        let logged = tx.snapshot(|b| {
+            b.add(&self.len)?;
+            if plan.root.is_some() {
+                b.add(&self.root)?;
             }
-            for n in &plan.freed {
-                tx.free(*n)?;
+            for (n, _) in &plan.writes {
+                b.add(&Self::span(tx, *n)?)?;
             }
-            tx.snapshot(|b| {
-                b.add(&self.len)?;
-                if plan.root.is_some() {
-                    b.add(&self.root)?;
-                }
-                for (n, _) in &plan.writes {
+            if owns {
+                for n in &plan.freed {
                     b.add(&Self::span(tx, *n)?)?;
                 }
-                if owns {
-                    for n in &plan.freed {
-                        b.add(&Self::span(tx, *n)?)?;
+            }
+            // Last, once everything is logged: the frees' allocator records drain with the
+            // batch (no extra drain), and a batch that failed above freed nothing.
+            Frees::walk(tx, |f| {
+                // SAFETY: the removed key and value, and the separators the plan drops, are
+                // discarded in this transaction: the stores below overwrite or zero their
+                // slots.
+                unsafe {
+                    if K::OWNS {
+                        f.value(&key)?;
+                        for s in &plan.dropped {
+                            f.value(s)?;
+                        }
+                    }
+                    if free_value {
+                        f.value(&v)?;
                     }
                 }
-                Ok(())
+                plan.freed.iter().try_for_each(|&n| f.block(n))
             })
-        })();
+        });
         if let Err(e) = logged {
             let _ = fresh.release(tx);
             return Err(e);
         }
-        for (n, node) in &plan.writes {
-            Self::write_node(tx, *n, node)?;
-        }
-        if owns {
-            for n in &plan.freed {
-                Self::zero_slots(tx, *n)?;
+        let stored = (|| {
+            for (n, node) in &plan.writes {
+                Self::write_node(tx, *n, node)?;
             }
+            if owns {
+                for n in &plan.freed {
+                    Self::zero_slots(tx, *n)?;
+                }
+            }
+            if let Some(root) = plan.root {
+                self.root.set(tx, root)?;
+            }
+            self.len.set(tx, self.len.get(tx).saturating_sub(1))
+        })();
+        if K::OWNS || (free_value && V::OWNS) || !plan.freed.is_empty() {
+            // Frees are recorded: a failure now must not commit.
+            doom_on_err(tx, stored)?;
+        } else {
+            stored?;
         }
-        if let Some(root) = plan.root {
-            self.root.set(tx, root)?;
-        }
-        self.len.set(tx, self.len.get(tx).saturating_sub(1))?;
         Ok(Some(v))
     }
 
@@ -783,29 +793,24 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
             nodes.push(n);
             Ok(())
         })?;
-        if K::OWNS || V::OWNS {
-            for &n in &nodes {
-                let node = Self::read_node(tx, n)?;
-                // SAFETY: the whole tree is being discarded (this function's contract): every
-                // key (separators own their own copies) and value once.
-                unsafe {
-                    if K::OWNS {
+        Frees::walk(tx, |f| {
+            if K::OWNS || V::OWNS {
+                for &n in &nodes {
+                    let node = Self::read_node(tx, n)?;
+                    // SAFETY: the whole tree is being discarded (this function's contract):
+                    // every key (separators own their own copies) and value once.
+                    unsafe {
                         for k in &node.keys {
-                            k.free_owned(tx)?;
+                            f.value(k)?;
                         }
-                    }
-                    if V::OWNS {
                         for v in &node.vals {
-                            v.free_owned(tx)?;
+                            f.value(v)?;
                         }
                     }
                 }
             }
-        }
-        for n in nodes {
-            tx.free(n)?;
-        }
-        Ok(())
+            nodes.iter().try_for_each(|&n| f.block(n))
+        })
     }
 
     /// The pool offsets of every node (for reachability checks).
@@ -983,14 +988,17 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
     /// # Errors
     ///
     /// Corrupted trees ([`Error::InvalidFree`](ptm::Error::InvalidFree) for a node reached
-    /// twice), logging errors.
+    /// twice), logging errors. An error after part of a damaged structure was freed
+    /// dooms the transaction (see the crate docs).
     pub fn clear(&self, tx: &Transaction<'_>) -> Result<()> {
-        // SAFETY: the handle is emptied below, in this transaction.
-        unsafe { self.release(tx)? };
         tx.snapshot(|b| {
             b.add(&self.root)?;
-            b.add(&self.len)
+            b.add(&self.len)?;
+            // Last, once the handle is logged: a failed batch frees nothing.
+            // SAFETY: the handle is emptied below, in this transaction.
+            unsafe { self.release(tx) }
         })?;
+        // Logged in the batch: these stores cannot fail.
         self.root.set(tx, PPtr::null())?;
         self.len.set(tx, 0)
     }

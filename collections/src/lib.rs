@@ -61,8 +61,8 @@
 //!
 //! Every method takes the running [`Transaction`](ptm::Transaction); changes are failure-atomic
 //! with everything else the transaction does. Each change follows ptm's 2-drain pattern:
-//! allocate (and free) first, then one batched snapshot of every range the operation changes
-//! (one drain), then the stores; the commit is the second drain. So an insert, update, push,
+//! allocate first, then one batched snapshot of every range the operation changes whose last
+//! step records the frees (one drain), then the stores; the commit is the second drain. So an insert, update, push,
 //! pop or remove alone costs **2 drains**, reads cost **0**, and growth (a bigger buffer or
 //! table, B-tree node splits) also costs 2: the fresh blocks are new memory of the
 //! transaction, which ptm flushes at commit and never copies into the undo log, so only the
@@ -90,6 +90,23 @@
 //! push (see [`PVec`]'s handle methods).
 //! [`PBTreeMap::remove`] merges underfull nodes and frees the nodes it empties, in the same 2
 //! drains (a map emptied by removals owns no block).
+//!
+//! ## Failed operations
+//!
+//! An operation that returns an error has changed nothing the caller can commit by mistake: a
+//! caller may go on after an error (an insert's or a push's
+//! [`Error::OutOfSpace`](ptm::Error::OutOfSpace) when the heap or the undo log is full, for
+//! instance) and commit, without leaking and without dangling pointers. Frees (at commit) are
+//! recorded as the last step of the operation's snapshot batch, so a batch that fails frees
+//! nothing; blocks the operation allocated are freed again when it fails.
+//!
+//! One exception: **an error from a removal or clear that had already freed part of a damaged
+//! structure dooms the transaction** ([`Transaction::doom`](ptm::Transaction::doom)): a
+//! corrupted nested handle failing with [`Error::InvalidFree`](ptm::Error::InvalidFree) in
+//! the middle of a recursive release, or the log running out between two of the frees. The
+//! transaction then rolls back at its end even if the closure returns `Ok`
+//! ([`Error::Aborted`](ptm::Error::Aborted)), since committing would free blocks the
+//! structure still links. Every [`PValue::free_owned`] that fails dooms the transaction.
 //!
 //! ## Threads
 //!

@@ -92,11 +92,87 @@ pub trait PValue: Persistent {
     /// its bytes are never used as a value again (they lie past a collection's length, in a
     /// vacated map slot, or in a freed block), because they still designate the freed blocks.
     ///
+    /// The collections call it as the **last** step of the discarding operation's snapshot
+    /// batch, after every range is added, so that a batch that fails (e.g.
+    /// [`Error::OutOfSpace`](ptm::Error::OutOfSpace) when the undo log cannot grow) has freed
+    /// nothing while the value is still linked.
+    ///
     /// # Errors
     ///
     /// [`Error::InvalidFree`](ptm::Error::InvalidFree) for a corrupted pointer, and the errors
-    /// of walking corrupted collections.
+    /// of walking corrupted collections. An error may arrive after part of the value was freed
+    /// (a damaged nested collection): the implementations of this crate then
+    /// [doom](ptm::Transaction::doom) the transaction, so that it cannot commit frees of
+    /// blocks that stay linked. An implementation for your own struct that frees several fields
+    /// gets this from the fields' own `free_owned`.
     unsafe fn free_owned(&self, tx: &Transaction<'_>) -> Result<()>;
+}
+
+/// `r`, dooming `tx` first when it is an error: for the frees of a removal or clear (or a
+/// nested value's [`PValue::free_owned`]) that may have recorded some frees before failing on
+/// a damaged structure. Committing then would free blocks the data still links, so the
+/// transaction must roll back ([`Error::Aborted`](ptm::Error::Aborted) at its end).
+pub(crate) fn doom_on_err<T>(tx: &Transaction<'_>, r: Result<T>) -> Result<T> {
+    if r.is_err() {
+        tx.doom();
+    }
+    r
+}
+
+/// The frees of one removal, clear or release: see [`Frees::walk`].
+pub(crate) struct Frees<'a, 'p> {
+    tx: &'a Transaction<'p>,
+    any: bool,
+}
+
+impl<'a, 'p> Frees<'a, 'p> {
+    /// Runs `body`, which frees blocks and values through the given `Frees` (and reads the
+    /// structure it walks): an error after a free was recorded (or from a nested value's free,
+    /// which may have freed part of the value) dooms the transaction; an error before any free
+    /// recorded nothing and does not.
+    pub(crate) fn walk(tx: &'a Transaction<'p>, body: impl FnOnce(&mut Self) -> Result<()>) -> Result<()> {
+        let mut f = Frees { tx, any: false };
+        let r = body(&mut f);
+        if r.is_err() && f.any {
+            tx.doom();
+        }
+        r
+    }
+
+    /// Frees `p` (at commit).
+    pub(crate) fn block<T>(&mut self, p: ptm::PPtr<T>) -> Result<()> {
+        self.tx.free(p)?;
+        self.any = true;
+        Ok(())
+    }
+
+    /// Frees what `v` owns (at commit).
+    ///
+    /// # Safety
+    ///
+    /// As [`PValue::free_owned`].
+    pub(crate) unsafe fn value<V: PValue>(&mut self, v: &V) -> Result<()> {
+        if !V::OWNS {
+            return Ok(());
+        }
+        self.any = true;
+        // SAFETY: forwarded contract.
+        unsafe { v.free_owned(self.tx) }
+    }
+}
+
+/// `r`, freeing first, when it is an error, the blocks `fresh` that the failed operation
+/// allocated in this transaction (so that a caller that goes on after the error leaks
+/// nothing).
+pub(crate) fn or_free_fresh<T>(tx: &Transaction<'_>, fresh: &[ptm::PPtr<u8>], r: Result<T>) -> Result<T> {
+    if r.is_err() {
+        for &b in fresh {
+            // Blocks of this transaction: freeing them logs nothing and cannot fail unless the
+            // allocator's state is broken, which the error returned already reports.
+            let _ = tx.free(b);
+        }
+    }
+    r
 }
 
 impl<T: Persistent + Copy> PValue for T {
@@ -136,7 +212,7 @@ impl PValue for PString {
 
     unsafe fn free_owned(&self, tx: &Transaction<'_>) -> Result<()> {
         // SAFETY: forwarded contract.
-        unsafe { self.release(tx) }
+        doom_on_err(tx, unsafe { self.release(tx) })
     }
 }
 
@@ -148,7 +224,7 @@ impl<T: PValue> PValue for PVec<T> {
 
     unsafe fn free_owned(&self, tx: &Transaction<'_>) -> Result<()> {
         // SAFETY: forwarded contract.
-        unsafe { self.release(tx) }
+        doom_on_err(tx, unsafe { self.release(tx) })
     }
 }
 
@@ -161,7 +237,7 @@ impl<K: PKey, V: PValue> PValue for PHashMap<K, V> {
 
     unsafe fn free_owned(&self, tx: &Transaction<'_>) -> Result<()> {
         // SAFETY: forwarded contract.
-        unsafe { self.release(tx) }
+        doom_on_err(tx, unsafe { self.release(tx) })
     }
 }
 
@@ -173,7 +249,7 @@ impl<T: PValue> PValue for PQueue<T> {
 
     unsafe fn free_owned(&self, tx: &Transaction<'_>) -> Result<()> {
         // SAFETY: forwarded contract.
-        unsafe { self.release(tx) }
+        doom_on_err(tx, unsafe { self.release(tx) })
     }
 }
 
@@ -186,7 +262,7 @@ impl<T: PValue> PValue for PBox<T> {
 
     unsafe fn free_owned(&self, tx: &Transaction<'_>) -> Result<()> {
         // SAFETY: forwarded contract.
-        unsafe { self.release(tx) }
+        doom_on_err(tx, unsafe { self.release(tx) })
     }
 }
 
@@ -199,7 +275,7 @@ impl<K: POrdKey, V: PValue> PValue for PBTreeMap<K, V> {
 
     unsafe fn free_owned(&self, tx: &Transaction<'_>) -> Result<()> {
         // SAFETY: forwarded contract.
-        unsafe { self.release(tx) }
+        doom_on_err(tx, unsafe { self.release(tx) })
     }
 }
 

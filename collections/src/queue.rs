@@ -7,6 +7,7 @@ use std::mem::size_of;
 
 use ptm::{Loggable, PCell, PPtr, Persistent, Result, Transaction};
 
+use crate::owned::{doom_on_err, or_free_fresh, Frees};
 use crate::raw::{self, Span};
 use crate::{PHandle, PValue};
 
@@ -48,7 +49,7 @@ const fn chunk_elems(size: usize) -> u64 {
 /// [`pop_free`](PQueue::pop_free)); `clear` and `free` free what the elements own.
 ///
 /// Drains: `push`, `push_new`, `pop`, `pop_free` and `clear` cost **2**, growth included
-/// (allocations and frees first, then one snapshot batch, then the stores: a fresh chunk or
+/// (allocations first, then one snapshot batch that records the frees last, then the stores: a fresh chunk or
 /// directory is new memory of the transaction, never logged); `peek`, `get`, `front_ref`,
 /// `len` and `to_vec` cost 0.
 ///
@@ -271,10 +272,11 @@ impl<T: Persistent> PQueue<T> {
         Ok(Self::blocks(tx, &s)?.iter().map(|b| b.offset()).collect())
     }
 
-    /// Drops the front element (as is) of a non-empty queue: moves `head` and `len`, and frees
-    /// the front chunk when the front leaves it (clearing its directory slot). One snapshot
-    /// drain.
-    fn advance(&self, tx: &Transaction<'_>) -> Result<()>
+    /// Drops the front element of a non-empty queue (freeing what it owns when `free_elem`,
+    /// else as is): moves `head` and `len`, and frees the front chunk when the front leaves it
+    /// (clearing its directory slot). One snapshot drain; the frees are its last step (a failed
+    /// batch frees nothing), and an error after one was recorded dooms the transaction.
+    fn advance(&self, tx: &Transaction<'_>, free_elem: bool) -> Result<()>
     where
         T: PValue,
     {
@@ -294,9 +296,6 @@ impl<T: Persistent> PQueue<T> {
         } else {
             (s.head + 1, false)
         };
-        if free_front {
-            tx.free(c)?;
-        }
         let slot = Self::slot_off(&s, 0)?;
         tx.snapshot(|b| {
             if T::OWNS {
@@ -308,8 +307,41 @@ impl<T: Persistent> PQueue<T> {
                 // SAFETY: the front chunk's slot of this queue's live directory.
                 b.add(&unsafe { Span::new(tx, s.dir, slot, 8)? })?;
             }
-            b.add(&Header(self))
+            b.add(&Header(self))?;
+            // Last, once everything is logged: the frees' allocator records drain with the
+            // batch, and a batch that failed above freed nothing.
+            Frees::walk(tx, |f| {
+                if free_elem {
+                    // SAFETY: the front element of a live chunk, discarded below.
+                    unsafe { f.value(raw::at::<T>(tx, c, front)?)? };
+                }
+                if free_front {
+                    f.block(c)?;
+                }
+                Ok(())
+            })
         })?;
+        let stored = self.advance_store(tx, &s, (c, front), head, free_front);
+        if (free_elem && T::OWNS) || free_front {
+            doom_on_err(tx, stored)
+        } else {
+            stored
+        }
+    }
+
+    /// The stores of [`advance`](PQueue::advance), once logged.
+    fn advance_store(
+        &self,
+        tx: &Transaction<'_>,
+        s: &Shape,
+        (c, front): (PPtr<u8>, u64),
+        head: u64,
+        free_front: bool,
+    ) -> Result<()>
+    where
+        T: PValue,
+    {
+        let (size, len, s) = (size_of::<T>() as u64, s.len - 1, *s);
         if T::OWNS {
             // The popped handle's blocks are freed: zero it, so that no damaged `head`/`len` can
             // bring back a second owner of blocks reused later.
@@ -377,10 +409,13 @@ impl<T: PValue> PQueue<T> {
     /// [`FIRST_CHUNK`] elements, both fresh.
     fn first_chunk(&self, tx: &Transaction<'_>) -> Result<(PPtr<u8>, u64, u64)> {
         let dir = raw::alloc_block(tx, 8)?;
-        let c = Self::new_chunk(tx, FIRST_CHUNK)?;
-        tx.snapshot(|b| b.add(&Header(self)))?;
-        // SAFETY: the fresh directory of one slot, reached only by this thread.
-        unsafe { raw::cell::<PPtr<u8>>(tx, dir, 0)? }.set(tx, c)?;
+        let c = or_free_fresh(tx, &[dir], Self::new_chunk(tx, FIRST_CHUNK))?;
+        let logged = (|| {
+            tx.snapshot(|b| b.add(&Header(self)))?;
+            // SAFETY: the fresh directory of one slot, reached only by this thread.
+            unsafe { raw::cell::<PPtr<u8>>(tx, dir, 0)? }.set(tx, c)
+        })();
+        or_free_fresh(tx, &[dir, c], logged)?;
         self.dir.set(tx, dir.cast())?;
         self.dcap.set(tx, 1)?;
         self.dhead.set(tx, 0)?;
@@ -397,19 +432,37 @@ impl<T: PValue> PQueue<T> {
         let (old, cap, len) = (Self::chunk(tx, s, 0)?, s.ccap, s.len);
         let new_cap = cap * 2;
         let new = Self::new_chunk(tx, new_cap)?;
-        tx.free(old)?;
-        let slot = Self::slot_off(s, 0)?;
-        tx.snapshot(|b| {
-            if T::OWNS && len > 0 {
-                // SAFETY: this queue's chunk (freed at commit), all `cap` slots live, reached
-                // only through cells by this thread.
-                b.add(&unsafe { Span::new(tx, old, 0, raw::array_bytes::<T>(cap)?)? })?;
-            }
-            // SAFETY: the chunk's slot of this queue's live directory.
-            b.add(&unsafe { Span::new(tx, s.dir, slot, 8)? })?;
-            // The fresh chunk needs no snapshot: ptm logged it as new memory at allocation.
-            b.add(&Header(self))
-        })?;
+        let logged = Self::slot_off(s, 0).and_then(|slot| {
+            tx.snapshot(|b| {
+                if T::OWNS && len > 0 {
+                    // SAFETY: this queue's chunk (freed at commit), all `cap` slots live,
+                    // reached only through cells by this thread.
+                    b.add(&unsafe { Span::new(tx, old, 0, raw::array_bytes::<T>(cap)?)? })?;
+                }
+                // SAFETY: the chunk's slot of this queue's live directory.
+                b.add(&unsafe { Span::new(tx, s.dir, slot, 8)? })?;
+                // The fresh chunk needs no snapshot: ptm logged it as new memory at allocation.
+                b.add(&Header(self))?;
+                // Last, once everything is logged (a failed batch frees nothing).
+                tx.free(old)
+            })
+        });
+        or_free_fresh(tx, &[new], logged)?;
+        // The old chunk's free is recorded: a failure now must not commit.
+        doom_on_err(tx, self.ring_store(tx, s, old, new))
+    }
+
+    /// The stores of [`grow_ring`](PQueue::grow_ring), once logged: the ring `old`, in order,
+    /// into `new`.
+    fn ring_store(
+        &self,
+        tx: &Transaction<'_>,
+        s: &Shape,
+        old: PPtr<u8>,
+        new: PPtr<u8>,
+    ) -> Result<(PPtr<u8>, u64, u64)> {
+        let (cap, len) = (s.ccap, s.len);
+        let new_cap = cap * 2;
         // The ring in order: positions `head..cap`, then `0..head`.
         let first = len.min(cap - s.head);
         let (first_bytes, rest_bytes) = (raw::array_bytes::<T>(first)?, raw::array_bytes::<T>(len - first)?);
@@ -443,24 +496,54 @@ impl<T: PValue> PQueue<T> {
             let d = raw::alloc_block(tx, raw::array_bytes::<u64>(new_dcap)?)?;
             // Slots past the chunks in use are null (fresh memory: no logging).
             // SAFETY: the fresh directory of `new_dcap` slots, reached only by this thread.
-            unsafe { raw::zero_bytes(tx, d, 0, raw::array_bytes::<u64>(new_dcap)?)? };
+            let zeroed =
+                raw::array_bytes::<u64>(new_dcap).and_then(|n| unsafe { raw::zero_bytes(tx, d, 0, n) });
+            or_free_fresh(tx, &[d], zeroed)?;
             d
         } else {
             s.dir
         };
-        let c = Self::new_chunk(tx, s.ccap)?;
+        let fresh_dir: &[PPtr<u8>] = if grow { &[new_dir] } else { &[] };
+        let c = or_free_fresh(tx, fresh_dir, Self::new_chunk(tx, s.ccap))?;
+        let logged = (|| {
+            let back = if grow { 0 } else { Self::slot_off(s, s.chunks)? };
+            tx.snapshot(|b| {
+                if !grow {
+                    // SAFETY: the first unused slot of this queue's live directory.
+                    b.add(&unsafe { Span::new(tx, s.dir, back, 8)? })?;
+                }
+                // A fresh directory needs no snapshot: ptm logged it as new memory at
+                // allocation.
+                b.add(&Header(self))?;
+                // Last, once everything is logged (a failed batch frees nothing).
+                if grow {
+                    tx.free(s.dir)?;
+                }
+                Ok(())
+            })?;
+            Ok(back)
+        })();
+        let back = or_free_fresh(tx, &[fresh_dir, &[c]].concat(), logged)?;
+        let stored = self.chunk_store(tx, s, (new_dir, new_dcap), back, c);
         if grow {
-            tx.free(s.dir)?;
+            // The old directory's free is recorded: a failure now must not commit.
+            doom_on_err(tx, stored)
+        } else {
+            stored
         }
-        let back = if grow { 0 } else { Self::slot_off(s, s.chunks)? };
-        tx.snapshot(|b| {
-            if !grow {
-                // SAFETY: the first unused slot of this queue's live directory.
-                b.add(&unsafe { Span::new(tx, s.dir, back, 8)? })?;
-            }
-            // A fresh directory needs no snapshot: ptm logged it as new memory at allocation.
-            b.add(&Header(self))
-        })?;
+    }
+
+    /// The stores of [`add_chunk`](PQueue::add_chunk), once logged: the chunk pointers copied
+    /// into a fresh directory when it grew, and the new chunk `c` after the last.
+    fn chunk_store(
+        &self,
+        tx: &Transaction<'_>,
+        s: &Shape,
+        (new_dir, new_dcap): (PPtr<u8>, u64),
+        back: u64,
+        c: PPtr<u8>,
+    ) -> Result<(PPtr<u8>, u64, u64)> {
+        let grow = new_dir != s.dir;
         let at = if grow {
             for k in 0..s.chunks {
                 let p = Self::dir_slot(tx, s, k)?.get(tx);
@@ -489,11 +572,7 @@ impl<T: PValue> PQueue<T> {
         if self.shape(tx)?.len == 0 {
             return Ok(false);
         }
-        if T::OWNS {
-            // SAFETY: the front element is removed just below, in this transaction.
-            unsafe { self.elem(tx, 0)?.free_owned(tx)? };
-        }
-        self.advance(tx)?;
+        self.advance(tx, true)?;
         Ok(true)
     }
 
@@ -504,11 +583,16 @@ impl<T: PValue> PQueue<T> {
     ///
     /// For a corrupted handle or directory (an error before anything is freed when the shape
     /// or a chunk pointer is wrong; [`Error::InvalidFree`](ptm::Error::InvalidFree) for a block
-    /// reached twice or not allocated); logging errors.
+    /// reached twice or not allocated); logging errors. An error after part of a damaged structure was freed
+    /// dooms the transaction (see the crate docs).
     pub fn clear(&self, tx: &Transaction<'_>) -> Result<()> {
-        // SAFETY: the handle is emptied below, in this transaction.
-        unsafe { self.release(tx)? };
-        tx.snapshot(|b| b.add(&Header(self)))?;
+        tx.snapshot(|b| {
+            b.add(&Header(self))?;
+            // Last, once the handle is logged: a failed batch frees nothing.
+            // SAFETY: the handle is emptied below, in this transaction.
+            unsafe { self.release(tx) }
+        })?;
+        // Logged in the batch: these stores cannot fail.
         self.dir.set(tx, PPtr::null())?;
         self.dcap.set(tx, 0)?;
         self.dhead.set(tx, 0)?;
@@ -530,16 +614,15 @@ impl<T: PValue> PQueue<T> {
         }
         let s = self.shape(tx)?;
         let blocks = Self::blocks(tx, &s)?;
-        if T::OWNS {
-            for pos in 0..s.len {
-                // SAFETY: the whole queue, so this element, is being discarded.
-                unsafe { self.elem(tx, pos)?.free_owned(tx)? };
+        Frees::walk(tx, |f| {
+            if T::OWNS {
+                for pos in 0..s.len {
+                    // SAFETY: the whole queue, so this element, is being discarded.
+                    unsafe { f.value(self.elem(tx, pos)?)? };
+                }
             }
-        }
-        for b in blocks {
-            tx.free(b)?;
-        }
-        Ok(())
+            blocks.into_iter().try_for_each(|b| f.block(b))
+        })
     }
 
     /// Frees everything the queue owns (the same as [`clear`](PQueue::clear)).
@@ -598,7 +681,7 @@ impl<T: Persistent + Copy> PQueue<T> {
         let Some(v) = self.peek(tx)? else {
             return Ok(None);
         };
-        self.advance(tx)?;
+        self.advance(tx, false)?;
         Ok(Some(v))
     }
 

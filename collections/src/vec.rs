@@ -6,6 +6,7 @@ use std::mem::size_of;
 use ptm::pmem_core::{bytes_of, read_from_bytes};
 use ptm::{PCell, PPtr, Persistent, Result, Transaction};
 
+use crate::owned::{doom_on_err, or_free_fresh, Frees};
 use crate::raw::{self, Span};
 use crate::{PHandle, PValue};
 
@@ -22,8 +23,8 @@ use crate::{PHandle, PValue};
 ///
 /// Every change happens inside a transaction and is failure-atomic. Cost in drains: `push`,
 /// `push_new`, `pop`, `pop_free`, `set`, `extend`, `clear` and `free` cost **2** per
-/// transaction, growth included (allocate and free first, then one batched snapshot of every
-/// range changed, then the stores); reads cost 0. Growth doubles the capacity; the new buffer is
+/// transaction, growth included (allocate first, then one batched snapshot of every range
+/// changed that records the frees last, then the stores); reads cost 0. Growth doubles the capacity; the new buffer is
 /// never copied into the undo log (see the crate docs). The buffer is contiguous like std's
 /// `Vec`, so a growth copies every element in one transaction: [`reserve`](PVec::reserve) a
 /// known size ahead of time to avoid that pause at a busy moment.
@@ -88,9 +89,13 @@ impl<T: Persistent> PVec<T> {
 impl<T: PValue> PVec<T> {
     /// Makes room for `n` elements after the first `keep` (clamped to `len`) and logs what the
     /// caller will write, in one batch: when the buffer is too small, allocates one of twice the
-    /// capacity (at least 4 and at least what is needed), frees the old one (at commit), moves
-    /// the kept elements over by bytes, and logs the header in the same batch (the fresh buffer
-    /// is new memory: never logged). One snapshot drain.
+    /// capacity (at least 4 and at least what is needed), logs the header in one batch (the
+    /// fresh buffer is new memory: never logged) which frees the old buffer (at commit) as its
+    /// last step, then moves the kept elements over by bytes. One snapshot drain.
+    ///
+    /// Failure-atomic: a batch that fails (e.g. `OutOfSpace` growing the log) frees nothing,
+    /// and the fresh buffer is freed again; an error after the old buffer's free was recorded
+    /// (only in a corrupted pool) dooms the transaction.
     ///
     /// When `T` owns blocks, the moved elements' old copies are zeroed (and so logged in the
     /// same batch): a stale `&T` into the old buffer then sees an empty handle, never a second
@@ -126,34 +131,44 @@ impl<T: PValue> PVec<T> {
         let new_cap = need.max(cap.saturating_mul(2)).max(4);
         let size = raw::array_bytes::<T>(new_cap)?;
         let moved = raw::array_bytes::<T>(keep)?;
-        // Allocate and free first: the batch's drain then makes their log records durable.
+        // Allocate first; the batch's drain then makes its log records durable.
         let new = raw::alloc_block(tx, size)?;
-        if T::OWNS {
-            // Spare slots of a fresh buffer hold old bytes; zero them so that they never read
-            // as a handle (fresh memory: no logging).
-            // SAFETY: the fresh buffer of `new_cap` elements, reached only by this thread.
-            unsafe { raw::zero_bytes(tx, new, 0, size)? };
-        }
-        if !old.is_null() {
-            tx.free(old)?;
-        }
-        tx.snapshot(|b| {
-            b.add(&self.buf)?;
-            b.add(&self.len)?;
-            if T::OWNS && moved > 0 {
-                // SAFETY: `old` is this vector's buffer (freed at commit) of `cap > keep`
-                // elements, reached only through cells by this thread.
-                b.add(&unsafe { Span::new(tx, old, 0, moved)? })?;
+        let logged = (|| {
+            if T::OWNS {
+                // Spare slots of a fresh buffer hold old bytes; zero them so that they never
+                // read as a handle (fresh memory: no logging).
+                // SAFETY: the fresh buffer of `new_cap` elements, reached only by this thread.
+                unsafe { raw::zero_bytes(tx, new, 0, size)? };
             }
-            // The fresh block needs no snapshot: ptm logged it as new memory at allocation.
-            b.add(&self.cap)
-        })?;
-        // SAFETY: `old` is this vector's buffer (its free takes effect at commit, so it is still
-        // readable) holding `keep <= len <= cap` elements; `new` is the fresh buffer of
-        // `new_cap > keep` elements; both reached only through cells by this thread.
-        unsafe { raw::move_bytes(tx, (old, 0), (new, 0), moved, T::OWNS)? };
-        self.buf.set(tx, new.cast())?;
-        self.cap.set(tx, new_cap)?;
+            tx.snapshot(|b| {
+                b.add(&self.buf)?;
+                b.add(&self.len)?;
+                if T::OWNS && moved > 0 {
+                    // SAFETY: `old` is this vector's buffer (freed at commit) of `cap > keep`
+                    // elements, reached only through cells by this thread.
+                    b.add(&unsafe { Span::new(tx, old, 0, moved)? })?;
+                }
+                // The fresh block needs no snapshot: ptm logged it as new memory at allocation.
+                b.add(&self.cap)?;
+                // Last, once everything is logged: the free's allocator record drains with the
+                // batch (no extra drain), and a batch that failed above freed nothing.
+                if !old.is_null() {
+                    tx.free(old)?;
+                }
+                Ok(())
+            })
+        })();
+        or_free_fresh(tx, &[new], logged)?;
+        let moved_over = (|| {
+            // SAFETY: `old` is this vector's buffer (its free takes effect at commit, so it is
+            // still readable) holding `keep <= len <= cap` elements; `new` is the fresh buffer
+            // of `new_cap > keep` elements; both reached only through cells by this thread.
+            unsafe { raw::move_bytes(tx, (old, 0), (new, 0), moved, T::OWNS)? };
+            self.buf.set(tx, new.cast())?;
+            self.cap.set(tx, new_cap)
+        })();
+        // The old buffer's free is recorded: a failure now must not commit.
+        doom_on_err(tx, moved_over)?;
         Ok((new, keep, need))
     }
 
@@ -192,41 +207,49 @@ impl<T: PValue> PVec<T> {
     /// # Safety
     ///
     /// `from <= to <= len`, and the caller discards those elements in this transaction.
-    unsafe fn release_range(&self, tx: &Transaction<'_>, from: u64, to: u64) -> Result<()> {
+    unsafe fn release_range(
+        &self,
+        f: &mut Frees<'_, '_>,
+        tx: &Transaction<'_>,
+        from: u64,
+        to: u64,
+    ) -> Result<()> {
         if T::OWNS {
             let buf = self.block(tx);
             for i in from..to {
                 // SAFETY: `i < len <= cap` of this vector's live buffer; the element is being
                 // discarded (this function's contract), so nothing else uses it.
-                unsafe { Self::elem(tx, buf, i)?.free_owned(tx)? };
+                unsafe { f.value(Self::elem(tx, buf, i)?)? };
             }
         }
         Ok(())
     }
 
-    /// Frees the buffer and everything the elements own, without writing the handle.
+    /// Frees the buffer and everything the elements own, without writing the handle. An error
+    /// after a free was recorded dooms the transaction.
     ///
     /// # Safety
     ///
     /// As [`PValue::free_owned`]: the vector is being discarded.
     pub(crate) unsafe fn release(&self, tx: &Transaction<'_>) -> Result<()> {
-        // SAFETY: the whole vector is being discarded.
-        unsafe { self.release_range(tx, 0, self.len(tx))? };
-        let buf = self.buf.get(tx);
-        if !buf.is_null() {
-            tx.free(buf)?;
-        }
-        Ok(())
+        Frees::walk(tx, |f| {
+            // SAFETY: the whole vector is being discarded.
+            unsafe { self.release_range(f, tx, 0, self.len(tx))? };
+            let buf = self.buf.get(tx);
+            if !buf.is_null() {
+                f.block(buf)?;
+            }
+            Ok(())
+        })
     }
 
     /// Removes elements `from..len` (`from < len`), freeing (at commit) what they own. When `T`
     /// owns blocks the removed handles are zeroed, logged in the same batch as the length, so
     /// that no damaged length can bring back a second owner of blocks reused later: one
-    /// snapshot drain.
+    /// snapshot drain. The frees are the batch's last step (a failed batch frees nothing); an
+    /// error after one was recorded dooms the transaction.
     fn discard_tail(&self, tx: &Transaction<'_>, from: u64) -> Result<()> {
         let len = self.len(tx);
-        // SAFETY: elements `from..len` are removed below, in this transaction.
-        unsafe { self.release_range(tx, from, len)? };
         let buf = self.block(tx);
         let (off, bytes) = (raw::elem_off::<T>(from)?, raw::array_bytes::<T>(len - from)?);
         tx.snapshot(|b| {
@@ -235,13 +258,22 @@ impl<T: PValue> PVec<T> {
                 // through cells by this thread.
                 b.add(&unsafe { Span::new(tx, buf, off, bytes)? })?;
             }
-            b.add(&self.len)
+            b.add(&self.len)?;
+            // SAFETY: elements `from..len` are removed below, in this transaction.
+            Frees::walk(tx, |f| unsafe { self.release_range(f, tx, from, len) })
         })?;
+        let stored = (|| {
+            if T::OWNS {
+                // SAFETY: as above; logged in the batch.
+                unsafe { raw::zero_bytes(tx, buf, off, bytes)? };
+            }
+            self.len.set(tx, from)
+        })();
         if T::OWNS {
-            // SAFETY: as above; logged in the batch.
-            unsafe { raw::zero_bytes(tx, buf, off, bytes)? };
+            doom_on_err(tx, stored)
+        } else {
+            stored
         }
-        self.len.set(tx, from)
     }
 
     /// Removes the last element, freeing (at commit) everything it owns; `false` when empty.
@@ -279,15 +311,18 @@ impl<T: PValue> PVec<T> {
     /// # Errors
     ///
     /// [`Error::InvalidFree`](ptm::Error::InvalidFree) for a corrupted buffer pointer, and
-    /// logging errors.
+    /// logging errors. An error after part of a damaged structure was freed
+    /// dooms the transaction (see the crate docs).
     pub fn clear(&self, tx: &Transaction<'_>) -> Result<()> {
-        // SAFETY: the handle is emptied below, in this transaction.
-        unsafe { self.release(tx)? };
         tx.snapshot(|b| {
             b.add(&self.buf)?;
             b.add(&self.len)?;
-            b.add(&self.cap)
+            b.add(&self.cap)?;
+            // Last, once the handle is logged: a failed batch frees nothing.
+            // SAFETY: the handle is emptied below, in this transaction.
+            unsafe { self.release(tx) }
         })?;
+        // Logged in the batch: these stores cannot fail.
         self.buf.set(tx, PPtr::null())?;
         self.len.set(tx, 0)?;
         self.cap.set(tx, 0)

@@ -106,7 +106,13 @@ impl<'p> Transaction<'p> {
             Some(c) => self.alloc_small(c)?,
             None => self.alloc_run(size)?,
         };
-        self.record_new(off, size)?;
+        if let Err(e) = self.record_new(off, size) {
+            // `OutOfSpace` when the log cannot grow: give the block back, or a caller that goes
+            // on after the error and commits leaks it. Freeing a block of this transaction logs
+            // nothing.
+            let _ = self.free_bytes(off);
+            return Err(e);
+        }
         Ok(off)
     }
 

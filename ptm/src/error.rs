@@ -74,9 +74,12 @@ pub enum Error {
         /// Why it is refused.
         what: &'static str,
     },
-    /// An inner (nested) transaction failed, so the whole transaction was rolled back even
-    /// though the outer closure returned `Ok`.
-    #[error("an inner transaction failed; the whole transaction was rolled back")]
+    /// The transaction was doomed, so it was rolled back even though its closure returned `Ok`:
+    /// an inner (nested) transaction failed, or something called
+    /// [`Transaction::doom`](crate::Transaction::doom).
+    #[error(
+        "the transaction was doomed (an inner transaction failed, or doom was called); it was rolled back"
+    )]
     Aborted,
     /// A rollback could not be made durable (I/O error): the pool refuses further transactions
     /// in this process; reopening it runs recovery.

@@ -521,8 +521,8 @@ impl<R: Persistent> Pool<R> {
     ///
     /// # Errors
     ///
-    /// `f`'s error; [`Error::Aborted`] (converted into `E`) when an inner transaction failed but
-    /// `f` returned `Ok`; commit errors (I/O in the msync domain), [`Error::Poisoned`].
+    /// `f`'s error; [`Error::Aborted`] (converted into `E`) when an inner transaction failed, or
+    /// the transaction was [doomed](crate::Transaction::doom), but `f` returned `Ok`; commit errors (I/O in the msync domain), [`Error::Poisoned`].
     ///
     /// # Examples
     ///

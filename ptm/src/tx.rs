@@ -169,7 +169,35 @@ impl<'p> Transaction<'p> {
         self.shared
     }
 
-    pub(crate) fn doom(&self) {
+    /// Dooms the transaction: it rolls back when it ends, even if its closure returns `Ok`
+    /// (then [`Pool::transaction`](crate::Pool::transaction) returns [`Error::Aborted`]); an
+    /// inner transaction joined to it dooms the outer one. There is no way back: call it when
+    /// the transaction's changes so far must never be committed, e.g. a library operation that
+    /// failed after recording some of its frees (which would otherwise take effect at commit
+    /// while the data still links the blocks). Stores and logging go on working until the end,
+    /// and are undone then.
+    ///
+    /// ```
+    /// # use ptm::{Error, PCell, Persistent, Pool};
+    /// # #[derive(Persistent)]
+    /// # #[persistent(crate = "ptm::pmem_core")]
+    /// # #[repr(C)]
+    /// # struct Root { n: PCell<u64> }
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let pool = Pool::<Root>::create(dir.path().join("d.pool"), 8 << 20, &Default::default())?;
+    /// let r = pool.transaction(|tx, root| {
+    ///     root.n.set(tx, 7)?;
+    ///     tx.doom();
+    ///     Ok::<_, Error>(())
+    /// });
+    /// assert!(matches!(r, Err(Error::Aborted)));
+    /// pool.transaction(|tx, root| {
+    ///     assert_eq!(root.n.get(tx), 0);
+    ///     Ok::<_, Error>(())
+    /// })?;
+    /// # Ok::<_, Error>(())
+    /// ```
+    pub fn doom(&self) {
         self.doomed.set(true);
     }
 
