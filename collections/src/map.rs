@@ -9,6 +9,7 @@ use std::mem::size_of;
 use ptm::pmem_core::bytes_of;
 use ptm::{PCell, PPtr, Persistent, Result, Transaction};
 
+use crate::owned::Frees;
 use crate::raw::{self, Span};
 use crate::{AsKey, PHandle, PKey, PValue};
 
@@ -830,8 +831,9 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
                 }
             }
             // Last, once everything is logged: the frees' allocator records are drained with
-            // the batch (no extra drain), and a batch that failed above freed nothing.
-            free.iter().try_for_each(|&blk| tx.free(blk))
+            // the batch (no extra drain), and a batch that failed above freed nothing (a free
+            // failing after another, on a damaged map, dooms the transaction).
+            Frees::walk(tx, |f| free.iter().try_for_each(|&blk| f.block(blk)))
         })
     }
 
@@ -936,6 +938,17 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
     ///
     /// As [`PValue::free_owned`]: the map is being discarded.
     pub(crate) unsafe fn release(&self, tx: &Transaction<'_>) -> Result<()> {
+        // SAFETY: forwarded contract.
+        Frees::walk(tx, |f| unsafe { self.release_into(tx, f) })
+    }
+
+    /// [`release`](PHashMap::release) through `f`, so that an error after a free dooms the
+    /// transaction.
+    ///
+    /// # Safety
+    ///
+    /// As [`release`](PHashMap::release).
+    unsafe fn release_into(&self, tx: &Transaction<'_>, f: &mut Frees<'_, '_>) -> Result<()> {
         let segs = self.segments(tx)?;
         for &s in &segs {
             if K::OWNS || V::OWNS {
@@ -943,16 +956,16 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
                     if Self::ctrl(tx, s, i)?.get(tx) == FULL {
                         // SAFETY: the whole map, so this entry, is being discarded.
                         unsafe {
-                            Self::key_ref(tx, s, i)?.free_owned(tx)?;
-                            Self::val_ref(tx, s, i)?.free_owned(tx)?;
+                            f.value(Self::key_ref(tx, s, i)?)?;
+                            f.value(Self::val_ref(tx, s, i)?)?;
                         }
                     }
                 }
             }
-            tx.free(s.block)?;
+            f.block(s.block)?;
         }
         if self.global_depth(tx)? > 0 {
-            tx.free(self.root.get(tx))?;
+            f.block(self.root.get(tx))?;
         }
         Ok(())
     }
@@ -978,10 +991,13 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
                 b.add(&m.len)?;
                 b.add(&m.cap)
             })?;
-            // Last, once every handle is logged (as in `vacate`): a failed batch frees nothing.
-            maps.iter().try_for_each(|m| {
-                // SAFETY: the handle is emptied below, in this transaction.
-                unsafe { m.release(tx) }
+            // Last, once every handle is logged (as in `vacate`): a failed batch frees nothing,
+            // and an error after a free (a damaged map) dooms the transaction.
+            Frees::walk(tx, |f| {
+                maps.iter().try_for_each(|m| {
+                    // SAFETY: the handle is emptied below, in this transaction.
+                    unsafe { m.release_into(tx, f) }
+                })
             })
         })?;
         for m in maps {
