@@ -341,7 +341,10 @@ unsafe impl<K: POrdKey, V: PValue> PHandle for PBTreeMap<K, V> {}
 /// - [`key_new`](PKey::key_new) returns a value owning only blocks allocated by `tx` for it, and
 ///   [`key_hash`](PKey::key_hash) of a stored key equals [`borrowed_hash`](PKey::borrowed_hash)
 ///   of every borrowed form it is [`key_eq`](PKey::key_eq) to (else entries are lost: a logic
-///   error, not a safety one).
+///   error, not a safety one);
+/// - [`key_hash`](PKey::key_hash) and [`key_eq`](PKey::key_eq) only read (through
+///   [`PCell::get`](ptm::PCell::get)): [`PConcurrentMap`](crate::PConcurrentMap) calls them
+///   under a shared lock, from several threads at once.
 ///
 /// `Copy` types get it from a blanket implementation; [`PString`] and `PVec<T>` implement it.
 pub unsafe trait PKey: PValue {
