@@ -9,7 +9,7 @@ use std::mem::size_of;
 use ptm::pmem_core::bytes_of;
 use ptm::{PCell, PPtr, Persistent, Result, Transaction};
 
-use crate::owned::Frees;
+use crate::owned::{or_free_fresh, Frees};
 use crate::raw::{self, Span};
 use crate::{AsKey, PHandle, PKey, PValue};
 
@@ -668,7 +668,7 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
     fn make_room(&self, tx: &Transaction<'_>, h: u64) -> Result<Option<Seg>> {
         let Some((s, g)) = self.locate(tx, h)? else {
             let s = Self::new_seg(tx, MIN_CAP, 0)?;
-            Self::or_free(tx, &[s.block], self.log_growth(tx, None, None, &[]))?;
+            or_free_fresh(tx, &[s.block], self.log_growth(tx, None, None, &[]))?;
             self.root.set(tx, s.block)?;
             self.depth.set(tx, 0)?;
             self.cap.set(tx, MIN_CAP)?;
@@ -695,7 +695,7 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
                 .ok_or_else(|| raw::out_of_bounds(want, 2))?;
             let ns = Self::new_seg(tx, cap, l)?;
             let dir = (g > 0).then_some((self.root.get(tx), base, span));
-            Self::or_free(tx, &[ns.block], self.log_growth(tx, Some(s), dir, &[s.block]))?;
+            or_free_fresh(tx, &[ns.block], self.log_growth(tx, Some(s), dir, &[s.block]))?;
             Self::redistribute(tx, s, &moves, &[ns], |_| 0)?;
             self.point(tx, g, base, span, ns.block)?;
             self.cap
@@ -735,7 +735,7 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
             self.log_growth(tx, Some(s), (!fresh_dir).then_some((dir, base2, span2)), old)?;
             Ok((dir, a, b))
         })();
-        let (dir, a, b) = Self::or_free(tx, &fresh, made)?;
+        let (dir, a, b) = or_free_fresh(tx, &fresh, made)?;
         let bit = 63 - l;
         Self::redistribute(tx, s, &moves, &[a, b], |h| ((h >> bit) & 1) as usize)?;
         let half = span2 / 2;
@@ -749,18 +749,6 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
         }
         self.cap.set(tx, self.cap.get(tx).saturating_add(s.cap))?;
         Ok(Some(if (h >> bit) & 1 == 0 { a } else { b }))
-    }
-
-    /// `r`, freeing the fresh blocks `fresh` of a growth step first when it is an error.
-    fn or_free<T>(tx: &Transaction<'_>, fresh: &[PPtr<u8>], r: Result<T>) -> Result<T> {
-        if r.is_err() {
-            for &b in fresh {
-                // Blocks of this transaction: freeing them logs nothing and cannot fail unless
-                // the allocator's state is broken, which the error below already reports.
-                let _ = tx.free(b);
-            }
-        }
-        r
     }
 
     /// The full slots of `s` with their keys' hashes, in slot order.
