@@ -611,7 +611,7 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
         key: &K,
         fill: impl FnOnce(PPtr<u8>, u64) -> Result<()>,
     ) -> Result<(Seg, u64)> {
-        let grown = self.make_room(tx, h)?;
+        let grown = self.make_room(tx, h, vacant.map(|(s, _, _)| s))?;
         let (s, slot, was_tomb) = match (grown, vacant) {
             (None, Some(v)) => v,
             // Room, but the lookup found no vacant slot: only in a corrupted segment.
@@ -650,8 +650,8 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
         Ok((s, slot))
     }
 
-    /// Makes room for one more key of hash `h`. `None` when its segment has room (nothing
-    /// written); else the fresh segment that now holds `h`'s keys, after one growth step logged
+    /// Makes room for one more key of hash `h` (`looked_up`: its segment, when the caller's
+    /// lookup already found it). `None` when that segment has room (nothing written); else the fresh segment that now holds `h`'s keys, after one growth step logged
     /// in one batch (the handle, the directory range or root, and the old segment's key and
     /// value arrays when they own blocks):
     /// - the first insert makes a segment of [`MIN_CAP`] slots;
@@ -665,7 +665,13 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
     /// logs (so a batch that fails, e.g. `OutOfSpace` growing the log, frees nothing), and the
     /// fresh blocks are freed again on any error. A caller that goes on after an error and
     /// commits finds the map as it was.
-    fn make_room(&self, tx: &Transaction<'_>, h: u64) -> Result<Option<Seg>> {
+    fn make_room(&self, tx: &Transaction<'_>, h: u64, looked_up: Option<Seg>) -> Result<Option<Seg>> {
+        // The usual case: the lookup's segment has room (no second walk of the directory).
+        if let Some(s) = looked_up {
+            if Self::has_room(tx, s)? {
+                return Ok(None);
+            }
+        }
         let Some((s, g)) = self.locate(tx, h)? else {
             let s = Self::new_seg(tx, MIN_CAP, 0)?;
             or_free_fresh(tx, &[s.block], self.log_growth(tx, None, None, &[]))?;
@@ -674,8 +680,7 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
             self.cap.set(tx, MIN_CAP)?;
             return Ok(Some(s));
         };
-        let used = Self::hdr(tx, s.block, H_USED)?.get(tx);
-        if used.saturating_add(1).saturating_mul(4) <= s.cap.saturating_mul(3) {
+        if Self::has_room(tx, s)? {
             return Ok(None);
         }
         let l = Self::local_depth(tx, s, g)?;
@@ -749,6 +754,12 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
         }
         self.cap.set(tx, self.cap.get(tx).saturating_add(s.cap))?;
         Ok(Some(if (h >> bit) & 1 == 0 { a } else { b }))
+    }
+
+    /// Whether one more key fits in `s` without passing 3/4 full (full slots plus tombstones).
+    fn has_room(tx: &Transaction<'_>, s: Seg) -> Result<bool> {
+        let used = Self::hdr(tx, s.block, H_USED)?.get(tx);
+        Ok(used.saturating_add(1).saturating_mul(4) <= s.cap.saturating_mul(3))
     }
 
     /// The full slots of `s` with their keys' hashes, in slot order.
