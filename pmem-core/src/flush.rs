@@ -136,12 +136,18 @@ pub unsafe fn copy_nontemporal(dst: *mut u8, src: *const u8, len: usize, insn: O
 pub struct PersistStats {
     /// Cache lines written back with clwb/clflushopt/clflush.
     pub lines_flushed: u64,
-    /// Drains (store fences, or msync rounds in the msync domain).
+    /// Drains: ordering points ([`Region::order`](crate::Region::order)) and durability
+    /// points ([`Region::drain`](crate::Region::drain)) alike — store fences, msync rounds in
+    /// the msync domain, crash points in the simulated domain.
     pub drains: u64,
     /// Pages passed to `msync` (msync domain).
     pub pages_synced: u64,
     /// Bytes written with non-temporal stores.
     pub nt_bytes: u64,
+    /// File syncs issued for durability: one per order/drain round of the msync domain that
+    /// called `msync` at least once, and one per `fdatasync`/`fsync` (nvme-backing's drain,
+    /// header repair, the directory sync at create).
+    pub fsyncs: u64,
 }
 
 impl PersistStats {
@@ -152,12 +158,15 @@ impl PersistStats {
             drains: self.drains - earlier.drains,
             pages_synced: self.pages_synced - earlier.pages_synced,
             nt_bytes: self.nt_bytes - earlier.nt_bytes,
+            fsyncs: self.fsyncs - earlier.fsyncs,
         }
     }
 }
 
 thread_local! {
-    static STATS: Cell<PersistStats> = const { Cell::new(PersistStats { lines_flushed: 0, drains: 0, pages_synced: 0, nt_bytes: 0 }) };
+    static STATS: Cell<PersistStats> = const {
+        Cell::new(PersistStats { lines_flushed: 0, drains: 0, pages_synced: 0, nt_bytes: 0, fsyncs: 0 })
+    };
 }
 
 #[inline]
@@ -167,6 +176,15 @@ pub(crate) fn count(f: impl FnOnce(&mut PersistStats)) {
         f(&mut s);
         c.set(s);
     });
+}
+
+/// Counts one file sync ([`PersistStats::fsyncs`]) on this thread: for code outside pmem-core
+/// that calls `fdatasync`/`fsync` to make a pool durable (nvme-backing's drain). Not a stable
+/// API.
+#[doc(hidden)]
+#[inline]
+pub fn count_fsync() {
+    count(|s| s.fsyncs += 1);
 }
 
 /// This thread's persistence counters since it started (or since [`reset_thread_stats`]).

@@ -1,0 +1,426 @@
+//! The memory side of a region: the shared mapping of the pool (device-DAX geometry, the
+//! `MAP_SYNC` probe, 2 MiB alignment), opening and locking the pool file, and the registry of
+//! pointer tags of the pools open in this process.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+use std::sync::Mutex;
+
+use super::{HUGE_ALIGN, PAGE};
+use crate::error::{Error, Result};
+use crate::persistent::Persistent;
+
+/// What the pool lives on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Backing {
+    /// A regular file (on any file system).
+    File,
+    /// A device-DAX character device.
+    DeviceDax,
+}
+
+impl Backing {
+    /// `file` or `devdax`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backing::File => "file",
+            Backing::DeviceDax => "devdax",
+        }
+    }
+}
+
+/// Opens (with `create`: creates if missing) the pool file read-write and takes its `flock`.
+pub(super) fn open_locked(path: &Path, create: bool) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| Error::io("open", path, e))?;
+    // SAFETY: `file` is an open descriptor owned by this function; flock has no memory effects.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(Error::PoolLocked {
+                path: path.to_owned(),
+            });
+        }
+        return Err(Error::io("lock", path, e));
+    }
+    Ok(file)
+}
+
+/// Makes a newly created pool file's directory entry durable.
+pub(super) fn sync_parent_dir(path: &Path) -> Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("sync directory", parent, e))?;
+    crate::flush::count_fsync();
+    Ok(())
+}
+
+/// `N` random bytes from `/dev/urandom` (time and address entropy if it cannot be read).
+pub(super) fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    let filled = File::open("/dev/urandom")
+        .and_then(|f| f.read_exact_at(&mut b, 0))
+        .is_ok();
+    if !filled {
+        // Fall back to time and address entropy: identity, not secrecy, is what is needed.
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+            ^ (&b as *const _ as usize as u128);
+        let mut x = seed as u64 | 1;
+        for byte in &mut b {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *byte = x as u8;
+        }
+    }
+    b
+}
+
+/// Reads `(size, align)` of a device-DAX node from sysfs under `sysfs_root` (normally `/sys`):
+/// `dev/char/MAJ:MIN/size` and `dev/char/MAJ:MIN/device/align` (falling back to 2 MiB).
+pub(super) fn devdax_geometry(sysfs_root: &Path, rdev: u64) -> io::Result<(u64, usize)> {
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    let dir = sysfs_root.join(format!("dev/char/{major}:{minor}"));
+    let subsystem = std::fs::read_link(dir.join("subsystem"))?;
+    if subsystem.file_name().is_none_or(|n| n != "dax") {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "character device is not a device-DAX node",
+        ));
+    }
+    let read_num = |p: PathBuf| -> io::Result<u64> {
+        let s = std::fs::read_to_string(&p)?;
+        s.trim().parse::<u64>().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: not a number: {s:?}", p.display()),
+            )
+        })
+    };
+    let size = read_num(dir.join("size"))?;
+    let align = match read_num(dir.join("device/align")) {
+        Ok(a) if a.is_power_of_two() && a >= PAGE as u64 => a as usize,
+        Ok(a) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad device-DAX alignment {a}"),
+            ))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => HUGE_ALIGN,
+        Err(e) => return Err(e),
+    };
+    Ok((size, align))
+}
+
+/// Whether the kernel accepts `MAP_SHARED_VALIDATE | MAP_SYNC` for `fd` (a file on a DAX file
+/// system), tried on one page at a kernel-chosen address and unmapped again.
+fn probe_map_sync(fd: libc::c_int) -> bool {
+    // SAFETY: a fresh mapping at an address the kernel chooses (no MAP_FIXED), of one page of an
+    // open, read-write file; nothing else refers to it and it is unmapped right away.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED_VALIDATE | libc::MAP_SYNC,
+            fd,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return false;
+        }
+        libc::munmap(p, PAGE);
+        true
+    }
+}
+
+/// The pool's memory: a shared mapping of the whole pool, unmapped on drop, or memory owned by an
+/// external provider (see [`ExternalMemory`](super::ExternalMemory)), which the provider keeps
+/// alive through the region's domain and which is not unmapped here.
+#[derive(Debug)]
+pub(super) struct Mapping {
+    pub(super) base: NonNull<u8>,
+    pub(super) len: usize,
+    /// Whether `base..base + len` is our own mapping, unmapped on drop.
+    owned: bool,
+}
+
+// SAFETY: the mapping is plain shared memory; who may access which bytes is governed by `Region`
+// (reads through `&self`, writes through `&mut self`, raw access under the caller's contract).
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps `len` bytes of `file` at an `align`-aligned address. For regular files
+    /// `MAP_SHARED_VALIDATE | MAP_SYNC` is tried first; returns whether it was accepted.
+    pub(super) fn new(
+        file: &File,
+        path: &Path,
+        len: usize,
+        align: usize,
+        backing: Backing,
+    ) -> Result<(Mapping, bool)> {
+        let fd = file.as_raw_fd();
+        let reserve = len + align;
+        // SAFETY: an anonymous PROT_NONE reservation at a kernel-chosen address; no memory is
+        // accessed.
+        let res = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                reserve,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if res == libc::MAP_FAILED {
+            return Err(Error::io(
+                "reserve address space for",
+                path,
+                io::Error::last_os_error(),
+            ));
+        }
+        let res_addr = res as usize;
+        let aligned = (res_addr + align - 1) & !(align - 1);
+        // SAFETY: `aligned..aligned+len` lies inside the reservation we own (aligned - res_addr < align).
+        let want = unsafe { res.cast::<u8>().add(aligned - res_addr) }.cast::<libc::c_void>();
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        // Probe MAP_SYNC with a one-page mapping at an address of the kernel's choosing. A
+        // refused MAP_FIXED attempt inside the reservation can leave a hole there (the kernel
+        // may unmap the range before it checks the flags), which another thread's mmap could
+        // take and our retry would then clobber.
+        let map_sync = backing == Backing::File && probe_map_sync(fd);
+        let flags = if map_sync {
+            libc::MAP_SHARED_VALIDATE | libc::MAP_SYNC | libc::MAP_FIXED
+        } else {
+            libc::MAP_SHARED | libc::MAP_FIXED
+        };
+        // SAFETY: MAP_FIXED over our own reservation; the fd is open read-write.
+        let addr = unsafe { libc::mmap(want, len, prot, flags, fd, 0) };
+        if addr == libc::MAP_FAILED {
+            let e = io::Error::last_os_error();
+            // SAFETY: unmapping the reservation we created above.
+            unsafe { libc::munmap(res, reserve) };
+            return Err(Error::io("mmap", path, e));
+        }
+        // Trim the unused ends of the reservation.
+        let head = aligned - res_addr;
+        let tail = reserve - head - len;
+        // SAFETY: both ranges are parts of our reservation outside the file mapping.
+        unsafe {
+            if head > 0 {
+                libc::munmap(res, head);
+            }
+            if tail > 0 {
+                libc::munmap(want.cast::<u8>().add(len).cast(), tail);
+            }
+        }
+        let base = NonNull::new(addr.cast::<u8>())
+            .ok_or_else(|| Error::io("mmap", path, io::Error::other("null mapping")))?;
+        Ok((
+            Mapping {
+                base,
+                len,
+                owned: true,
+            },
+            map_sync,
+        ))
+    }
+
+    /// Memory of `len` bytes at `base` owned by someone else (an external provider): never
+    /// unmapped here.
+    pub(super) fn borrowed(base: NonNull<u8>, len: usize) -> Mapping {
+        Mapping {
+            base,
+            len,
+            owned: false,
+        }
+    }
+
+    /// Copies `buf.len()` bytes at `off` out of the mapping.
+    ///
+    /// # Safety
+    ///
+    /// `off + buf.len() <= self.len`, and no other thread writes those bytes concurrently.
+    pub(super) unsafe fn read_bytes(&self, off: u64, buf: &mut [u8]) {
+        // SAFETY: in bounds per the caller; `buf` is a distinct Rust allocation.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.base.as_ptr().add(off as usize), buf.as_mut_ptr(), buf.len())
+        }
+    }
+
+    /// Reads a `T` at `off` (any alignment).
+    ///
+    /// # Safety
+    ///
+    /// `off + size_of::<T>() <= self.len`, and no other thread writes those bytes concurrently.
+    pub(super) unsafe fn read_struct<T: Persistent>(&self, off: usize) -> T {
+        // SAFETY: in bounds per the caller; `T: Persistent` accepts every bit pattern.
+        unsafe { std::ptr::read_unaligned(self.base.as_ptr().add(off).cast::<T>()) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        if !self.owned {
+            return; // the provider owns (and writes back) its memory
+        }
+        // SAFETY: unmapping exactly the range mapped in `new`; the `Region` that owned the
+        // mapping is being dropped, so no reference into it remains.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+/// Pointer tags of the pools open in this process (so no two of them share a tag).
+static OPEN_TAGS: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+
+#[derive(Debug)]
+pub(super) struct TagRegistration {
+    pub(super) tag: u16,
+    /// False for a simulated region's tag, which is not entered in `OPEN_TAGS`.
+    registered: bool,
+}
+
+impl TagRegistration {
+    pub(super) fn claim(tag: u16) -> Result<Self> {
+        let mut open = OPEN_TAGS.lock().unwrap_or_else(|p| p.into_inner());
+        if open.contains(&tag) {
+            return Err(Error::TagCollision { tag });
+        }
+        open.push(tag);
+        Ok(TagRegistration {
+            tag,
+            registered: true,
+        })
+    }
+
+    /// A tag not entered in the registry (simulated regions).
+    pub(super) fn unregistered(tag: u16) -> Self {
+        TagRegistration {
+            tag,
+            registered: false,
+        }
+    }
+
+    pub(super) fn new_random() -> Result<Self> {
+        let mut open = OPEN_TAGS.lock().unwrap_or_else(|p| p.into_inner());
+        for _ in 0..64 {
+            let tag = u16::from_le_bytes(random_bytes());
+            if tag != 0 && !open.contains(&tag) {
+                open.push(tag);
+                return Ok(TagRegistration {
+                    tag,
+                    registered: true,
+                });
+            }
+        }
+        Err(Error::Unsupported {
+            what: "no free pointer tag (too many pools open in this process)",
+        })
+    }
+}
+
+impl Drop for TagRegistration {
+    fn drop(&mut self) {
+        if !self.registered {
+            return;
+        }
+        let mut open = OPEN_TAGS.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = open.iter().position(|&t| t == self.tag) {
+            open.swap_remove(i);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds `root/dev/char/MAJ:MIN/{size, device/align, subsystem -> .../dax}`.
+    fn fake_sysfs(
+        root: &Path,
+        major: u32,
+        minor: u32,
+        subsystem: &str,
+        size: &str,
+        align: Option<&str>,
+    ) -> u64 {
+        let dir = root.join(format!("dev/char/{major}:{minor}"));
+        std::fs::create_dir_all(dir.join("device")).unwrap();
+        std::fs::create_dir_all(root.join("class").join(subsystem)).unwrap();
+        std::os::unix::fs::symlink(root.join("class").join(subsystem), dir.join("subsystem")).unwrap();
+        std::fs::write(dir.join("size"), size).unwrap();
+        if let Some(a) = align {
+            std::fs::write(dir.join("device/align"), a).unwrap();
+        }
+        libc::makedev(major, minor)
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "file system access")]
+    fn devdax_geometry_reads_size_and_alignment_from_sysfs() {
+        let root = tempfile::tempdir().unwrap();
+        let rdev = fake_sysfs(root.path(), 251, 3, "dax", "17179869184\n", Some("1073741824\n"));
+        assert_eq!(
+            devdax_geometry(root.path(), rdev).unwrap(),
+            (17_179_869_184, 1 << 30)
+        );
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "file system access")]
+    fn devdax_geometry_defaults_to_2mib_alignment() {
+        let root = tempfile::tempdir().unwrap();
+        let rdev = fake_sysfs(root.path(), 251, 4, "dax", "4294967296", None);
+        assert_eq!(
+            devdax_geometry(root.path(), rdev).unwrap(),
+            (4_294_967_296, 2 << 20)
+        );
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "file system access")]
+    fn devdax_geometry_rejects_other_devices_and_bad_values() {
+        let root = tempfile::tempdir().unwrap();
+        let tty = fake_sysfs(root.path(), 4, 1, "tty", "0", None);
+        assert_eq!(
+            devdax_geometry(root.path(), tty).unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
+        let bad = fake_sysfs(root.path(), 251, 5, "dax", "lots", None);
+        assert_eq!(
+            devdax_geometry(root.path(), bad).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        let odd = fake_sysfs(root.path(), 251, 6, "dax", "4096", Some("3000"));
+        assert_eq!(
+            devdax_geometry(root.path(), odd).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        let missing = libc::makedev(251, 99);
+        assert_eq!(
+            devdax_geometry(root.path(), missing).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+    }
+}

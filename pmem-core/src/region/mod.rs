@@ -1,0 +1,393 @@
+//! A mapped pool region: create/open a pool file or device-DAX node, lock it, validate its
+//! header, map it and pick its persistence domain.
+//!
+//! Domain selection at open (visible as [`Region::domain`]):
+//!
+//! | backing                                   | mapping                           | domain                 |
+//! |-------------------------------------------|-----------------------------------|------------------------|
+//! | device-DAX node (`/dev/daxX.Y`)           | `MAP_SHARED`, size/align from sysfs | cache flush (or eADR) |
+//! | file on a DAX file system                 | `MAP_SHARED_VALIDATE \| MAP_SYNC`   | cache flush (or eADR) |
+//! | any other file, forced (option or `PTM_FORCE_PMEM=1`) | `MAP_SHARED` (MAP_SYNC refused) | cache flush (or eADR) |
+//! | any other file                            | `MAP_SHARED`                      | msync                  |
+//! | any file, with [`RegionOptions::simulate`] (feature `simulate`) | as above        | simulated              |
+
+//! Ordering and durability: [`Region::flush`] starts making a range durable;
+//! [`Region::order`] is an *ordering point* (ranges this thread flushed before it reach the
+//! persistence domain before any flushed after it) and [`Region::drain`] a *durability point*
+//! (everything flushed so far is durable when it returns). On persistent memory both are one
+//! `sfence`; they differ where durability costs I/O (see the table in `domain.rs`).
+//!
+//! The module is split by concern: `options` (the builder, create and open, the choice of
+//! domain), `headers` (validating, inspecting and repairing the two header copies), `mapping`
+//! (the memory, device-DAX geometry, file locking, pointer tags) and `domain` (the persistence
+//! domain, which owns its state).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+
+use crate::error::{Error, Result};
+use crate::header::PoolHeader;
+use crate::persistent::Persistent;
+use crate::pptr::PPtr;
+
+mod domain;
+mod headers;
+mod mapping;
+mod options;
+
+use domain::Domain;
+use mapping::{Mapping, TagRegistration};
+
+pub use domain::{DomainKind, ExternalMemory};
+pub use headers::{inspect_headers, repair_headers, HeaderFault, HeaderRepair, HeaderReport};
+pub use mapping::Backing;
+pub use options::{ExternalFactory, ExternalMemorySource, RegionOptions, ENV_EADR, ENV_FORCE_PMEM};
+
+const PAGE: usize = 4096;
+const HUGE_ALIGN: usize = 2 << 20;
+
+/// An open, locked, mapped pool.
+///
+/// The region is the raw layer: it hands out offsets, [`PPtr`]s resolved to raw pointers, and
+/// byte copies, and makes ranges durable with [`flush`](Region::flush) +
+/// [`drain`](Region::drain). Byte access through `&self` only reads and through `&mut self`
+/// writes; code that writes through [`base`](Region::base) must itself rule out concurrent access
+/// to the same bytes. Dropping the region unmaps and unlocks the pool; it does not drain.
+#[derive(Debug)]
+pub struct Region {
+    /// The pool's memory (an external provider's is kept alive by `domain`).
+    map: Mapping,
+    /// The persistence domain chosen at open, with its state.
+    domain: Domain,
+    path: PathBuf,
+    header: PoolHeader,
+    backing: Backing,
+    map_sync: bool,
+    backup_rewritten: bool,
+    _tag: TagRegistration,
+    // Declared last: dropped (closing the descriptor, releasing the lock) after the unmap.
+    _file: File,
+}
+
+impl Region {
+    /// Puts a region together from what `RegionOptions::create`/`open` prepared.
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        file: File,
+        path: &Path,
+        map: Mapping,
+        domain: Domain,
+        map_sync: bool,
+        backing: Backing,
+        header: PoolHeader,
+        tag: TagRegistration,
+    ) -> Region {
+        Region {
+            map,
+            domain,
+            path: path.to_owned(),
+            header,
+            backing,
+            map_sync,
+            backup_rewritten: false,
+            _tag: tag,
+            _file: file,
+        }
+    }
+
+    /// Creates a pool with default options (see [`RegionOptions::create`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`RegionOptions::create`].
+    pub fn create(path: impl AsRef<Path>, size: u64) -> Result<Region> {
+        RegionOptions::new().create(path, size)
+    }
+
+    /// Opens a pool with default options (see [`RegionOptions::open`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`RegionOptions::open`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Region> {
+        RegionOptions::new().open(path)
+    }
+
+    /// The persistence domain chosen at open.
+    pub fn domain(&self) -> DomainKind {
+        self.domain.kind()
+    }
+
+    /// What the pool lives on.
+    pub fn backing(&self) -> Backing {
+        self.backing
+    }
+
+    /// Whether the kernel accepted `MAP_SYNC` (the file is on a DAX file system).
+    pub fn map_sync(&self) -> bool {
+        self.map_sync
+    }
+
+    /// Whether open found the backup header differing from the valid primary and rewrote it.
+    pub fn backup_rewritten(&self) -> bool {
+        self.backup_rewritten
+    }
+
+    /// The pool file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The pool header as validated at open.
+    pub fn header(&self) -> &PoolHeader {
+        &self.header
+    }
+
+    /// Total mapped bytes (the pool size).
+    pub fn len(&self) -> u64 {
+        self.map.len as u64
+    }
+
+    /// Always false: a pool is at least 16 KiB.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The data area `[start, end)` available to upper layers (between the two header copies).
+    pub fn data_range(&self) -> std::ops::Range<u64> {
+        self.header.data_offset..self.header.data_offset + self.header.data_size
+    }
+
+    /// Base address of the mapping.
+    ///
+    /// Writing through it is the caller's responsibility: no other access to the same bytes
+    /// may run concurrently, and the bytes of both header copies must not be written.
+    pub fn base(&self) -> NonNull<u8> {
+        self.map.base
+    }
+
+    /// Checks that `[offset, offset + len)` lies in the data area.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfBounds`].
+    pub fn check_range(&self, offset: u64, len: u64) -> Result<()> {
+        let r = self.data_range();
+        match offset.checked_add(len) {
+            Some(end) if offset >= r.start && end <= r.end => Ok(()),
+            _ => Err(Error::OutOfBounds {
+                offset,
+                len,
+                start: r.start,
+                end: r.end,
+            }),
+        }
+    }
+
+    /// A [`PPtr`] to the `T` at `offset`, checked for bounds and alignment.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfBounds`], [`Error::Misaligned`].
+    pub fn pptr_at<T: Persistent>(&self, offset: u64) -> Result<PPtr<T>> {
+        let () = T::__LAYOUT_CHECK;
+        self.check_range(offset, core::mem::size_of::<T>() as u64)?;
+        let align = core::mem::align_of::<T>() as u64;
+        if !offset.is_multiple_of(align) {
+            return Err(Error::Misaligned { offset, align });
+        }
+        Ok(PPtr::from_parts(self.header.pptr_tag, offset))
+    }
+
+    /// Turns a [`PPtr`] into an address in this mapping, checking null, the pool tag, bounds
+    /// and alignment.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NullPointer`], [`Error::WrongPool`], [`Error::OutOfBounds`], [`Error::Misaligned`].
+    pub fn resolve<T: Persistent>(&self, p: PPtr<T>) -> Result<NonNull<T>> {
+        if p.is_null() {
+            return Err(Error::NullPointer);
+        }
+        if p.tag() != self.header.pptr_tag {
+            return Err(Error::WrongPool {
+                expected: self.header.pptr_tag,
+                found: p.tag(),
+            });
+        }
+        let offset = p.offset();
+        self.pptr_at::<T>(offset)?;
+        // SAFETY: `offset + size_of::<T>()` lies within the mapping (checked just above).
+        Ok(unsafe { self.resolve_unchecked(p) })
+    }
+
+    /// Turns a [`PPtr`] into an address without any check.
+    ///
+    /// # Safety
+    ///
+    /// `p` must belong to this pool and `p.offset() + size_of::<T>()` must not exceed
+    /// [`len`](Region::len); the result is only as aligned as the offset.
+    pub unsafe fn resolve_unchecked<T>(&self, p: PPtr<T>) -> NonNull<T> {
+        // SAFETY: the caller guarantees the offset lies inside the mapping, so the sum stays
+        // within the mapped allocation and is non-null.
+        unsafe { self.map.base.add(p.offset() as usize).cast() }
+    }
+
+    fn check_mapped(&self, offset: u64, len: u64) -> Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len() => Ok(()),
+            _ => Err(Error::OutOfBounds {
+                offset,
+                len,
+                start: 0,
+                end: self.len(),
+            }),
+        }
+    }
+
+    /// Copies bytes at `offset` (anywhere in the pool, headers included) into `buf`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfBounds`].
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.check_mapped(offset, buf.len() as u64)?;
+        // SAFETY: in bounds (checked); writers need `&mut self` or uphold `base`'s contract.
+        unsafe { self.map.read_bytes(offset, buf) };
+        Ok(())
+    }
+
+    /// Copies `data` into the data area at `offset` (not yet durable: flush and drain).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfBounds`].
+    pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        self.check_range(offset, data.len() as u64)?;
+        // SAFETY: in bounds of the data area (checked); `&mut self` excludes other access.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                self.map.base.as_ptr().add(offset as usize),
+                data.len(),
+            )
+        };
+        Ok(())
+    }
+
+    /// Copies `data` into the data area at `offset` with non-temporal stores and flushes its
+    /// partial head and tail lines: durable after the next [`drain`](Region::drain).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfBounds`].
+    pub fn write_nontemporal_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        self.check_range(offset, data.len() as u64)?;
+        // SAFETY: in bounds of the data area (checked); `&mut self` excludes other access, and
+        // `data` is a distinct allocation.
+        unsafe {
+            self.copy_nontemporal_ptr(
+                self.map.base.as_ptr().add(offset as usize),
+                data.as_ptr(),
+                data.len(),
+            )
+        };
+        Ok(())
+    }
+
+    /// Copies `len` bytes from `src` to `dst` inside the mapping the way the domain wants bulk
+    /// writes: non-temporal stores with partial head/tail lines flushed (cache-flush, eADR), or
+    /// a plain copy with the range flushed (msync, paged, simulated). Durable after the next
+    /// [`drain`](Region::drain).
+    ///
+    /// # Safety
+    ///
+    /// - `[dst, dst + len)` lies inside this region's mapping and `src` is valid for `len` reads;
+    /// - the ranges do not overlap and no other thread accesses `[dst, dst + len)` meanwhile.
+    pub unsafe fn copy_nontemporal_ptr(&self, dst: *mut u8, src: *const u8, len: usize) {
+        // SAFETY: forwarded caller contract; `map.base` is the start of the memory the domain
+        // was chosen for.
+        unsafe { self.domain.copy_nontemporal(self.map.base, dst, src, len) }
+    }
+
+    /// Starts making `[offset, offset + len)` durable: writes back its cache lines (cache-flush
+    /// domain), nothing (eADR), records its pages (msync) or hands it to the external memory
+    /// (paged). Durable after [`drain`](Region::drain); ordered by [`order`](Region::order).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfBounds`] if the range leaves the mapping.
+    #[inline]
+    pub fn flush(&self, offset: u64, len: u64) -> Result<()> {
+        self.check_mapped(offset, len)?;
+        // SAFETY: the range lies inside the mapping (checked).
+        unsafe { self.flush_ptr(self.map.base.as_ptr().add(offset as usize), len as usize) };
+        Ok(())
+    }
+
+    /// [`flush`](Region::flush) by address, without the bounds check.
+    ///
+    /// # Safety
+    ///
+    /// `[ptr, ptr + len)` lies inside this region's mapping.
+    #[inline]
+    pub unsafe fn flush_ptr(&self, ptr: *const u8, len: usize) {
+        // SAFETY: the caller guarantees the range is mapped; `map.base` is the start of the
+        // memory the domain was chosen for; the simulated domain's single-thread rule (see
+        // `RegionOptions::simulate`) excludes concurrent writers.
+        unsafe { self.domain.flush(self.map.base, ptr, len) }
+    }
+
+    /// An **ordering point**: every range this thread flushed before the call reaches the
+    /// persistence domain before any range flushed after it. It need not wait for the device,
+    /// so nothing is known durable when it returns; a crash leaves the pool as if some prefix
+    /// of this thread's ordering points had completed, plus any subset of the flushes after
+    /// the last of them. Use it where only the order matters (an undo log before the in-place
+    /// stores it protects) and [`drain`](Region::drain) where durability is promised.
+    ///
+    /// Cache-flush and eADR domains: one `sfence`, as [`drain`](Region::drain). Msync domain:
+    /// as `drain` (a shared file mapping offers no cheaper ordering than `msync`). Paged domain:
+    /// [`ExternalMemory::order`]. Simulated domain: a crash point, as `drain`. Counted as one
+    /// drain in [`PersistStats::drains`](crate::PersistStats::drains).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if `msync` or the external memory fails (msync and paged domains only).
+    #[inline]
+    pub fn order(&self) -> Result<()> {
+        // SAFETY: `map.base` is the start of the memory the domain was chosen for; the
+        // simulated domain's single-thread rule excludes concurrent writers.
+        unsafe { self.domain.order(self.map.base, &self.path) }
+    }
+
+    /// A **durability point**: waits until every range flushed so far by this thread (msync
+    /// and paged: by any thread) is durable.
+    ///
+    /// Cache-flush and eADR domains: one `sfence`. Msync domain: `msync(MS_SYNC)` of the
+    /// recorded pages, coalesced; drains are serialized so a drain never returns while another
+    /// thread's msync of the same pages is still in flight. Paged domain:
+    /// [`ExternalMemory::drain`]. Simulated domain: a crash point, then the recorded lines
+    /// become durable. Counted as one drain in
+    /// [`PersistStats::drains`](crate::PersistStats::drains).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if `msync` or the external memory fails (msync and paged domains only).
+    #[inline]
+    pub fn drain(&self) -> Result<()> {
+        // SAFETY: `map.base` is the start of the memory the domain was chosen for; the
+        // simulated domain's single-thread rule excludes concurrent writers.
+        unsafe { self.domain.drain(self.map.base, &self.path) }
+    }
+
+    /// [`flush`](Region::flush) then [`drain`](Region::drain).
+    ///
+    /// # Errors
+    ///
+    /// As both.
+    pub fn persist(&self, offset: u64, len: u64) -> Result<()> {
+        self.flush(offset, len)?;
+        self.drain()
+    }
+}
