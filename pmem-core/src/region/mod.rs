@@ -391,3 +391,232 @@ impl Region {
         self.drain()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flush::{detected_flush_instruction, thread_stats};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    /// A directory on the disk the tests are built on (under `target/`), not tmpfs.
+    fn disk_dir() -> tempfile::TempDir {
+        let exe = std::env::current_exe().unwrap();
+        tempfile::tempdir_in(exe.parent().unwrap()).unwrap()
+    }
+
+    fn forced(dir: &tempfile::TempDir, name: &str) -> Region {
+        RegionOptions::new()
+            .force_pmem(true)
+            .eadr(false)
+            .create(dir.path().join(name), 1 << 16)
+            .unwrap()
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "file system access")]
+    fn order_and_drain_each_count_one_drain() {
+        let dir = tempfile::tempdir().unwrap();
+        let on_disk = disk_dir();
+        let msync = RegionOptions::new()
+            .force_pmem(false)
+            .create(on_disk.path().join("m"), 1 << 16)
+            .unwrap();
+        for r in [forced(&dir, "f"), msync] {
+            let off = r.data_range().start;
+            r.flush(off, 8).unwrap();
+            let before = thread_stats();
+            r.order().unwrap();
+            assert_eq!(
+                thread_stats().since(&before).drains,
+                1,
+                "order in {:?}",
+                r.domain()
+            );
+            r.flush(off, 8).unwrap();
+            let before = thread_stats();
+            r.drain().unwrap();
+            assert_eq!(
+                thread_stats().since(&before).drains,
+                1,
+                "drain in {:?}",
+                r.domain()
+            );
+        }
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "file system access")]
+    fn msync_persist_counts_one_fsync() {
+        let dir = disk_dir();
+        let mut r = RegionOptions::new()
+            .force_pmem(false)
+            .eadr(false)
+            .create(dir.path().join("p"), 1 << 20)
+            .unwrap();
+        if r.map_sync() {
+            return; // a DAX file system: no msync domain here
+        }
+        assert_eq!(r.domain(), DomainKind::Msync);
+        let off = r.data_range().start;
+        r.write_at(off, &[7; 100]).unwrap();
+        r.write_at(off + 3 * PAGE as u64, &[8; 100]).unwrap();
+        let before = thread_stats();
+        r.flush(off, 100).unwrap();
+        r.persist(off + 3 * PAGE as u64, 100).unwrap();
+        let d = thread_stats().since(&before);
+        assert_eq!((d.fsyncs, d.drains, d.pages_synced), (1, 1, 2));
+        // A round with nothing recorded issues no msync.
+        let before = thread_stats();
+        r.order().unwrap();
+        r.drain().unwrap();
+        let d = thread_stats().since(&before);
+        assert_eq!((d.fsyncs, d.drains), (0, 2));
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "file system access")]
+    fn cache_flush_persist_counts_no_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = forced(&dir, "p");
+        let Some(insn) = detected_flush_instruction() else {
+            return; // no flush instruction: msync fallback
+        };
+        assert_eq!(r.domain(), DomainKind::CacheFlush(insn));
+        assert!(r.domain().fence_is_drain());
+        let off = r.data_range().start;
+        let before = thread_stats();
+        r.persist(off, 200).unwrap();
+        r.order().unwrap();
+        let d = thread_stats().since(&before);
+        assert_eq!((d.fsyncs, d.drains, d.lines_flushed), (0, 2, 4));
+    }
+
+    /// Page-aligned heap memory showing a pool file, counting flushes and drains.
+    #[derive(Debug)]
+    struct HeapMemory {
+        base: NonNull<u8>,
+        len: usize,
+        flushes: AtomicU64,
+        drains: AtomicU64,
+    }
+
+    impl HeapMemory {
+        fn layout(len: usize) -> std::alloc::Layout {
+            std::alloc::Layout::from_size_align(len, PAGE).unwrap()
+        }
+
+        fn load(path: &Path, len: usize) -> std::io::Result<HeapMemory> {
+            use std::os::unix::fs::FileExt;
+            // SAFETY: the layout has a non-zero size (a pool is at least 16 KiB).
+            let p = unsafe { std::alloc::alloc_zeroed(Self::layout(len)) };
+            let base = NonNull::new(p).expect("allocation failed");
+            // SAFETY: `base` was just allocated with `len` bytes and is used by nothing else.
+            let buf = unsafe { std::slice::from_raw_parts_mut(base.as_ptr(), len) };
+            File::open(path)?.read_exact_at(buf, 0)?;
+            Ok(HeapMemory {
+                base,
+                len,
+                flushes: AtomicU64::new(0),
+                drains: AtomicU64::new(0),
+            })
+        }
+    }
+
+    impl Drop for HeapMemory {
+        fn drop(&mut self) {
+            // SAFETY: allocated in `load` with this layout; the region using it is gone (it
+            // held the last `Arc`).
+            unsafe { std::alloc::dealloc(self.base.as_ptr(), Self::layout(self.len)) };
+        }
+    }
+
+    // SAFETY: the heap memory is plain memory; access is governed by the region using it.
+    unsafe impl Send for HeapMemory {}
+    // SAFETY: as above; the counters are atomic.
+    unsafe impl Sync for HeapMemory {}
+
+    // SAFETY: `base` is valid for `len` bytes until drop and shows the file as loaded. It never
+    // writes anything back, which the tests below accept: they check only the delegation.
+    unsafe impl ExternalMemory for HeapMemory {
+        fn base(&self) -> NonNull<u8> {
+            self.base
+        }
+        fn len(&self) -> usize {
+            self.len
+        }
+        fn flush(&self, _offset: usize, _len: usize) {
+            self.flushes.fetch_add(1, Ordering::Relaxed);
+        }
+        fn drain(&self) -> std::io::Result<()> {
+            self.drains.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "file system access")]
+    fn external_order_defaults_to_its_drain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p");
+        drop(Region::create(&path, 1 << 16).unwrap());
+        let memory: Arc<std::sync::Mutex<Option<Arc<HeapMemory>>>> = Arc::default();
+        let keep = memory.clone();
+        let source = ExternalMemorySource(Arc::new(move |path: &Path, len| {
+            let m = Arc::new(HeapMemory::load(path, len)?);
+            *keep.lock().unwrap() = Some(m.clone());
+            Ok(m as Arc<dyn ExternalMemory>)
+        }));
+        let r = RegionOptions::new().external(source).open(&path).unwrap();
+        assert_eq!(r.domain(), DomainKind::Paged);
+        assert!(!r.domain().fence_is_drain());
+        let m = memory.lock().unwrap().clone().unwrap();
+        let off = r.data_range().start;
+        let before = thread_stats();
+        r.flush(off, 8).unwrap();
+        r.order().unwrap();
+        r.persist(off, 8).unwrap();
+        let d = thread_stats().since(&before);
+        assert_eq!(d.drains, 2);
+        assert_eq!(m.flushes.load(Ordering::Relaxed), 2);
+        assert_eq!(m.drains.load(Ordering::Relaxed), 2, "order delegated to drain");
+    }
+
+    #[cfg(feature = "simulate")]
+    #[test]
+    #[cfg_attr(miri, ignore = "file system access")]
+    fn simulated_order_is_a_crash_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = crate::sim::Simulation::new();
+        let mut r = RegionOptions::new()
+            .simulate(sim.clone())
+            .create(dir.path().join("p"), 1 << 16)
+            .unwrap();
+        assert!(r.domain().fence_is_drain());
+        let off = r.data_range().start;
+        r.write_at(off, &5u64.to_le_bytes()).unwrap();
+        r.flush(off, 8).unwrap();
+        let (drains, before) = (sim.drains(), thread_stats());
+        let mut points = 0;
+        sim.with_hook(&mut |_| points += 1, || r.order()).unwrap();
+        assert_eq!((points, sim.drains() - drains), (1, 1));
+        assert_eq!(thread_stats().since(&before).drains, 1);
+        assert_eq!(sim.durable_image()[off as usize], 5);
+    }
+
+    #[cfg(feature = "simulate")]
+    #[test]
+    #[cfg_attr(miri, ignore = "file system access")]
+    fn a_simulation_over_external_memory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p");
+        drop(Region::create(&path, 1 << 16).unwrap());
+        let source = ExternalMemorySource(Arc::new(|_: &Path, _| Err(std::io::Error::other("unused"))));
+        let e = RegionOptions::new()
+            .simulate(crate::sim::Simulation::new())
+            .external(source)
+            .open(&path)
+            .unwrap_err();
+        assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+    }
+}
