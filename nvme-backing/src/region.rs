@@ -1148,6 +1148,7 @@ impl PagedRegion {
                 source: io::Error::last_os_error(),
             });
         }
+        pmem_core::flush::count_fsync();
         Ok(())
     }
 

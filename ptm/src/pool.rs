@@ -220,6 +220,15 @@ impl Shared {
         unsafe { self.region.flush_ptr(self.ptr(off), len as usize) };
     }
 
+    /// An ordering point (see [`Region::order`]): what this thread flushed before reaches the
+    /// persistence domain before anything it flushes after. For drain 1 and later snapshot
+    /// drains, which only order the undo log before the in-place stores.
+    pub(crate) fn order(&self) -> Result<()> {
+        Ok(self.region.order()?)
+    }
+
+    /// A durability point (see [`Region::drain`]): everything flushed so far is durable. For
+    /// commits (drain 2), completing relaxed commits, `Pool::sync`, roll-back and recovery.
     pub(crate) fn drain(&self) -> Result<()> {
         Ok(self.region.drain()?)
     }

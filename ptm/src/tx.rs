@@ -399,12 +399,15 @@ impl<'p> Transaction<'p> {
         Ok(())
     }
 
-    /// Drain 1 (or a later snapshot drain): makes appended records and other lanes' completion
-    /// marks durable before any in-place store.
+    /// Drain 1 (or a later snapshot drain): an ordering point that puts appended records and
+    /// other lanes' completion marks before any in-place store that follows. It need not make
+    /// them durable: a crash that loses them also loses every store flushed after them (the
+    /// commit record, and a later transaction's writes into a freed or completed range), which
+    /// is all the undo protocol and the completion marks need.
     fn drain_log(&self, st: &mut LaneVolatile) -> Result<()> {
         let mut completions = std::mem::take(&mut st.completions);
         self.shared.flush_pending_completions(&mut completions);
-        let r = self.shared.drain();
+        let r = self.shared.order();
         if r.is_ok() {
             self.shared.settle_completions(&completions);
             st.undrained = false;
@@ -819,12 +822,10 @@ thread_local! {
 /// Whether a drain is still needed to make flushes issued when this thread's drain counter was
 /// `drains_at` durable.
 fn needs_drain(s: &Shared, drains_at: u64) -> bool {
-    // An earlier sfence of this thread covers cache flushes only: msync and paged drains are
-    // syscalls that must run for these flushes.
-    matches!(
-        s.region.domain(),
-        pmem_core::DomainKind::Msync | pmem_core::DomainKind::Paged
-    ) || crate::thread_stats().drains <= drains_at
+    // A later drain (or ordering point) of this thread covers these flushes only where it is a
+    // fence over everything the thread flushed before; elsewhere (msync, paged) it is I/O on
+    // what was recorded at the time and must run again.
+    !s.region.domain().fence_is_drain() || crate::thread_stats().drains <= drains_at
 }
 
 /// Makes this thread's pending relaxed commits on pool `s` durable (at most one drain for all of
