@@ -9,8 +9,9 @@
 //! | file on a DAX file system                 | `MAP_SHARED_VALIDATE \| MAP_SYNC`   | cache flush (or eADR) |
 //! | any other file, forced (option or `PTM_FORCE_PMEM=1`) | `MAP_SHARED` (MAP_SYNC refused) | cache flush (or eADR) |
 //! | any other file                            | `MAP_SHARED`                      | msync                  |
+//! | regular file, with [`RegionOptions::external`] | the provider's memory (not mapped) | paged      |
 //! | any file, with [`RegionOptions::simulate`] (feature `simulate`) | as above        | simulated              |
-
+//!
 //! Ordering and durability: [`Region::flush`] starts making a range durable;
 //! [`Region::order`] is an *ordering point* (ranges this thread flushed before it reach the
 //! persistence domain before any flushed after it) and [`Region::drain`] a *durability point*
@@ -51,7 +52,7 @@ const HUGE_ALIGN: usize = 2 << 20;
 ///
 /// The region is the raw layer: it hands out offsets, [`PPtr`]s resolved to raw pointers, and
 /// byte copies, and makes ranges durable with [`flush`](Region::flush) +
-/// [`drain`](Region::drain). Byte access through `&self` only reads and through `&mut self`
+/// [`drain`](Region::drain) (or ordered with [`order`](Region::order)). Byte access through `&self` only reads and through `&mut self`
 /// writes; code that writes through [`base`](Region::base) must itself rule out concurrent access
 /// to the same bytes. Dropping the region unmaps and unlocks the pool; it does not drain.
 #[derive(Debug)]
