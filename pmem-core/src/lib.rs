@@ -57,6 +57,7 @@ extern crate self as pmem_core;
 pub mod error;
 pub mod flush;
 pub mod header;
+pub mod journal;
 pub mod persistent;
 pub mod pptr;
 pub mod region;

@@ -1,0 +1,889 @@
+//! The journal of the journaled persistence domain: flushed ranges become checksummed records
+//! appended to a file; durability points share one `fdatasync` (group commit); checkpoints
+//! write changed pages home and reclaim the journal.
+//!
+//! The protocol (docs/design.md has the whole of it):
+//! - **flush** records a line-aligned range as pending (no I/O);
+//! - **order** (an ordering point) turns the pending ranges into one record holding their
+//!   current bytes, appended to an in-memory buffer under the append lock: no device wait.
+//!   Records are numbered; the journal is a log, so a crash keeps a prefix of them;
+//! - **drain** (a durability point) orders, then waits until a `fdatasync` covers its record. The
+//!   thread that finds no sync in progress becomes the leader: it writes the whole buffer
+//!   (its own and every other thread's records) and syncs once; threads whose records it covered
+//!   return without a sync of their own;
+//! - **checkpoint**, when the journal passes its bound (and at close): with appends held, make
+//!   the journal durable, write every page changed since the last checkpoint home, `fdatasync`
+//!   the home file, then start a new epoch (records of older epochs are stale);
+//! - **replay**, at open: apply the valid prefix of records to the home file, `fdatasync` it,
+//!   then start a new epoch. A crash during replay replays again (records hold absolute bytes).
+//!
+//! Home pages are never written while their records may not be durable (the write-ahead rule):
+//! the home file is written only by a checkpoint, after the journal is synced, while no record
+//! can be appended; every store in memory then follows (in its thread) the ordering point that
+//! appended the record of its undo entry.
+
+pub mod file;
+pub mod format;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use file::{read_all, JournalFile};
+use format::{
+    begin_record, finish_record, parse_ranges, pick_header, push_range_header, JournalHeader, RecordHeader,
+    SlotProblem, RECORDS_OFFSET, RECORD_HEADER, SLOT_OFFSETS, SLOT_SIZE,
+};
+
+/// Default bound on journal bytes before a checkpoint (64 MiB).
+pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
+/// The journal file grows in steps of this many zero bytes, so that appends overwrite
+/// allocated blocks and `fdatasync` has no size change to write.
+const GROW_STEP: u64 = 4 << 20;
+/// Records buffered beyond this are written out (without a sync) by the thread that ordered.
+const WRITE_OUT_AT: usize = 16 << 20;
+const PAGE: u64 = 4096;
+/// Bytes per line: flushed ranges are widened to whole lines, as a CPU cache writes them back.
+const LINE: u64 = 64;
+
+/// Options of the journaled persistence domain (builder).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JournalOptions {
+    path: Option<PathBuf>,
+    max_bytes: Option<u64>,
+    buffered: Option<Duration>,
+}
+
+impl JournalOptions {
+    /// Defaults: the journal beside the pool (`<pool>.journal`), a 64 MiB bound, durable
+    /// commits.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Puts the journal at `path` (for example on another device). A pool whose journal is
+    /// elsewhere must be opened with the same path; opening it without one fails with
+    /// [`Error::JournalMissing`](crate::Error::JournalMissing) while the journal holds changes.
+    pub fn path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.path = Some(path.into());
+        self
+    }
+
+    /// Checkpoints when the journal holds more than `bytes` (at least 64 KiB is used).
+    pub fn max_bytes(mut self, bytes: u64) -> Self {
+        self.max_bytes = Some(bytes);
+        self
+    }
+
+    /// **Buffered durability**: a durability point returns once its records are in the journal
+    /// buffer; a background thread syncs every `period`, and `Region::sync` syncs at once.
+    /// After a crash the pool holds a prefix of the commit order (never a hole), possibly
+    /// missing the commits of the last `period`.
+    pub fn buffered(mut self, period: Duration) -> Self {
+        self.buffered = Some(period);
+        self
+    }
+
+    /// The journal path for a pool at `pool`: the configured one, or `<pool>.journal`.
+    pub fn journal_path(&self, pool: &Path) -> PathBuf {
+        self.path.clone().unwrap_or_else(|| default_journal_path(pool))
+    }
+
+    /// The bound on journal bytes.
+    pub fn bound(&self) -> u64 {
+        self.max_bytes.unwrap_or(DEFAULT_MAX_BYTES).max(64 << 10)
+    }
+
+    /// The buffered-mode sync period, if buffered.
+    pub fn buffered_period(&self) -> Option<Duration> {
+        self.buffered
+    }
+}
+
+/// `<pool>.journal`, beside the pool file.
+pub fn default_journal_path(pool: &Path) -> PathBuf {
+    let mut name = pool.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".journal");
+    pool.with_file_name(name)
+}
+
+/// Why a journal could not be replayed.
+#[derive(Debug)]
+pub enum ReplayError {
+    /// I/O on the journal (`journal: true`) or the home file failed.
+    Io {
+        /// Which file.
+        journal: bool,
+        /// The error.
+        source: io::Error,
+    },
+    /// The journal belongs to another pool.
+    Mismatch,
+    /// Neither header slot is valid but the file is not empty.
+    BadHeader([SlotProblem; 2]),
+    /// A record inside the synced range is damaged.
+    Corrupt {
+        /// File offset of the damaged record.
+        offset: u64,
+        /// Its expected sequence number.
+        seq: u64,
+        /// Records after it that were valid (lost if the journal is repaired).
+        later_records: u64,
+    },
+}
+
+/// What a scan of a journal found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JournalScan {
+    /// The active header, if any slot was valid.
+    pub header: Option<JournalHeader>,
+    /// Valid records of the current epoch, in order: `(file offset, record length)`.
+    pub records: Vec<(u64, u64)>,
+    /// File offset just past the valid prefix.
+    pub end: u64,
+    /// The sequence number the next record would take.
+    pub next_seq: u64,
+    /// Bytes of the valid records.
+    pub bytes: u64,
+    /// Whether bytes past the valid prefix looked like a torn record of this epoch.
+    pub torn_tail: bool,
+}
+
+/// Reads a journal: its header and the valid prefix of its records. `data` is the pool's data
+/// area (ranges outside it make a record invalid).
+///
+/// # Errors
+///
+/// [`ReplayError::Mismatch`], [`ReplayError::BadHeader`], [`ReplayError::Corrupt`] (a synced
+/// record is damaged).
+pub fn scan(bytes: &[u8], uuid: &[u8; 16], data: std::ops::Range<u64>) -> Result<JournalScan, ReplayError> {
+    if bytes.len() < RECORDS_OFFSET as usize {
+        // Never got past creation: nothing to replay, unless the slots hold something.
+        if bytes.iter().all(|&b| b == 0) {
+            return Ok(JournalScan::default());
+        }
+    }
+    let slot = |i: usize| -> [u8; SLOT_SIZE] {
+        let at = SLOT_OFFSETS[i] as usize;
+        let mut s = [0u8; SLOT_SIZE];
+        if bytes.len() >= at + SLOT_SIZE {
+            s.copy_from_slice(&bytes[at..at + SLOT_SIZE]);
+        }
+        s
+    };
+    let (s0, s1) = (slot(0), slot(1));
+    let header = match pick_header([&s0, &s1]) {
+        Ok(h) => h,
+        Err([SlotProblem::Empty, SlotProblem::Empty]) => return Ok(JournalScan::default()),
+        Err(p) => return Err(ReplayError::BadHeader(p)),
+    };
+    if &header.pool_uuid != uuid {
+        return Err(ReplayError::Mismatch);
+    }
+    let mut out = JournalScan {
+        header: Some(header),
+        end: RECORDS_OFFSET,
+        next_seq: header.start_seq,
+        ..Default::default()
+    };
+    let mut pos = RECORDS_OFFSET as usize;
+    loop {
+        match valid_record_at(bytes, pos, &header, out.next_seq, &data) {
+            Some(len) => {
+                out.records.push((pos as u64, len as u64));
+                out.bytes += len as u64;
+                pos += len;
+                out.next_seq += 1;
+            }
+            None => break,
+        }
+    }
+    out.end = pos as u64;
+    // Past the prefix: a valid record of this epoch that had seen the failed one synced means
+    // the failed one was damaged after it reached the disk.
+    let mut later = 0u64;
+    let mut corrupt = false;
+    let mut at = pos + 8;
+    while at + RECORD_HEADER <= bytes.len() {
+        if let Some(h) = RecordHeader::decode(&bytes[at..]) {
+            if h.epoch == header.epoch && h.seq > out.next_seq {
+                let end = at as u64 + RECORD_HEADER as u64 + h.payload_len;
+                if end <= bytes.len() as u64 && h.checksum_ok(&bytes[at..end as usize]) {
+                    out.torn_tail = true;
+                    later += 1;
+                    if h.durable_seq >= out.next_seq {
+                        corrupt = true;
+                    }
+                    at = end as usize;
+                    continue;
+                }
+            }
+        }
+        at += 8;
+    }
+    if RecordHeader::decode(&bytes[pos.min(bytes.len())..]).is_some_and(|h| h.epoch == header.epoch) {
+        out.torn_tail = true;
+    }
+    if corrupt {
+        return Err(ReplayError::Corrupt {
+            offset: pos as u64,
+            seq: out.next_seq,
+            later_records: later,
+        });
+    }
+    Ok(out)
+}
+
+/// The length of the record at `pos` if it is the valid record `seq` of `header`'s epoch.
+fn valid_record_at(
+    bytes: &[u8],
+    pos: usize,
+    header: &JournalHeader,
+    seq: u64,
+    data: &std::ops::Range<u64>,
+) -> Option<usize> {
+    let h = RecordHeader::decode(bytes.get(pos..)?)?;
+    if h.epoch != header.epoch || h.seq != seq {
+        return None;
+    }
+    let len = RECORD_HEADER + h.payload_len as usize;
+    let rec = bytes.get(pos..pos + len)?;
+    if !h.checksum_ok(rec) {
+        return None;
+    }
+    parse_ranges(&rec[RECORD_HEADER..], h.n_ranges, data.start, data.end)?;
+    Some(len)
+}
+
+/// Applies the scanned records of `bytes` to `home` and syncs it. Pages are gathered in memory
+/// and written in runs, so a journal of many small records costs few writes.
+///
+/// # Errors
+///
+/// I/O errors on the home file.
+pub fn apply(bytes: &[u8], scan: &JournalScan, home: &dyn JournalFile, data: std::ops::Range<u64>) -> io::Result<()> {
+    if scan.records.is_empty() {
+        return Ok(());
+    }
+    let mut pages: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    for &(off, len) in &scan.records {
+        let rec = &bytes[off as usize..(off + len) as usize];
+        let h = RecordHeader::decode(rec).expect("scanned record");
+        let ranges = parse_ranges(&rec[RECORD_HEADER..], h.n_ranges, data.start, data.end).expect("scanned record");
+        for r in ranges {
+            let mut at = r.offset;
+            let end = r.offset + r.bytes.len() as u64;
+            while at < end {
+                let page = at / PAGE;
+                let buf = match pages.entry(page) {
+                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        let mut p = vec![0u8; PAGE as usize];
+                        home.read_at(&mut p, page * PAGE)?;
+                        v.insert(p)
+                    }
+                };
+                let piece_end = ((page + 1) * PAGE).min(end);
+                let src = &r.bytes[(at - r.offset) as usize..(piece_end - r.offset) as usize];
+                buf[(at - page * PAGE) as usize..(piece_end - page * PAGE) as usize].copy_from_slice(src);
+                at = piece_end;
+            }
+        }
+    }
+    let mut run: Vec<u8> = Vec::new();
+    let mut run_start = 0u64;
+    let mut next = u64::MAX;
+    for (page, bytes) in pages {
+        if page != next && !run.is_empty() {
+            home.write_all_at(&run, run_start * PAGE)?;
+            run.clear();
+        }
+        if run.is_empty() {
+            run_start = page;
+        }
+        run.extend_from_slice(&bytes);
+        next = page + 1;
+        if run.len() >= 8 << 20 {
+            home.write_all_at(&run, run_start * PAGE)?;
+            run.clear();
+            next = u64::MAX;
+        }
+    }
+    if !run.is_empty() {
+        home.write_all_at(&run, run_start * PAGE)?;
+    }
+    counted_sync(home)
+}
+
+/// What replay did at open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReplayReport {
+    /// Records applied to the home file.
+    pub records: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Whether a torn record was ignored at the end.
+    pub torn_tail: bool,
+}
+
+/// Replays the journal in `jfile` onto `home` (a no-op for an empty journal) and returns the
+/// header to continue from: `(epoch, next sequence number)` of the replayed journal, or `None`
+/// if it had no valid header.
+///
+/// # Errors
+///
+/// As [`scan`], and I/O errors.
+pub fn replay(
+    jfile: &dyn JournalFile,
+    home: &dyn JournalFile,
+    uuid: &[u8; 16],
+    data: std::ops::Range<u64>,
+) -> Result<(Option<JournalHeader>, u64, ReplayReport), ReplayError> {
+    let bytes = read_all(jfile).map_err(|source| ReplayError::Io { journal: true, source })?;
+    let s = scan(&bytes, uuid, data.clone())?;
+    apply(&bytes, &s, home, data).map_err(|source| ReplayError::Io { journal: false, source })?;
+    let report = ReplayReport {
+        records: s.records.len() as u64,
+        bytes: s.bytes,
+        torn_tail: s.torn_tail,
+    };
+    Ok((s.header, s.next_seq.max(1), report))
+}
+
+/// Drops the damaged record and everything after it: replays the valid prefix onto `home`, then
+/// starts a new epoch. Returns the records dropped (the damaged one and later valid ones).
+///
+/// # Errors
+///
+/// I/O errors, [`ReplayError::Mismatch`] and [`ReplayError::BadHeader`].
+pub fn repair(
+    jfile: &dyn JournalFile,
+    home: &dyn JournalFile,
+    uuid: &[u8; 16],
+    data: std::ops::Range<u64>,
+) -> Result<u64, ReplayError> {
+    let bytes = read_all(jfile).map_err(|source| ReplayError::Io { journal: true, source })?;
+    let (s, dropped) = match scan(&bytes, uuid, data.clone()) {
+        Ok(s) => (s, 0),
+        Err(ReplayError::Corrupt { later_records, .. }) => {
+            // Rescan without the corruption check: the valid prefix is what survives.
+            let s = scan_prefix(&bytes, uuid, &data)?;
+            (s, later_records + 1)
+        }
+        Err(e) => return Err(e),
+    };
+    apply(&bytes, &s, home, data).map_err(|source| ReplayError::Io { journal: false, source })?;
+    if let Some(h) = s.header {
+        write_header(
+            jfile,
+            &JournalHeader {
+                pool_uuid: *uuid,
+                epoch: h.epoch + 1,
+                start_seq: s.next_seq,
+            },
+        )
+        .map_err(|source| ReplayError::Io { journal: true, source })?;
+    }
+    Ok(dropped)
+}
+
+fn scan_prefix(bytes: &[u8], uuid: &[u8; 16], data: &std::ops::Range<u64>) -> Result<JournalScan, ReplayError> {
+    let slot = |i: usize| -> [u8; SLOT_SIZE] {
+        let at = SLOT_OFFSETS[i] as usize;
+        bytes[at..at + SLOT_SIZE].try_into().expect("slot")
+    };
+    let header = pick_header([&slot(0), &slot(1)]).map_err(ReplayError::BadHeader)?;
+    if &header.pool_uuid != uuid {
+        return Err(ReplayError::Mismatch);
+    }
+    let mut out = JournalScan {
+        header: Some(header),
+        next_seq: header.start_seq,
+        ..Default::default()
+    };
+    let mut pos = RECORDS_OFFSET as usize;
+    while let Some(len) = valid_record_at(bytes, pos, &header, out.next_seq, data) {
+        out.records.push((pos as u64, len as u64));
+        out.bytes += len as u64;
+        pos += len;
+        out.next_seq += 1;
+    }
+    out.end = pos as u64;
+    Ok(out)
+}
+
+/// Writes `h` to its slot and syncs the journal.
+pub(crate) fn write_header(jfile: &dyn JournalFile, h: &JournalHeader) -> io::Result<()> {
+    jfile.write_all_at(&h.encode(), SLOT_OFFSETS[h.slot_index()])?;
+    counted_sync(jfile)
+}
+
+/// `sync_data`, counted in this thread's [`PersistStats::fsyncs`](crate::PersistStats).
+fn counted_sync(f: &dyn JournalFile) -> io::Result<()> {
+    crate::flush::count_fsync();
+    f.sync_data()
+}
+
+/// Counters of a journal since open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JournalStats {
+    /// Records appended.
+    pub records: u64,
+    /// Bytes appended (record headers included).
+    pub bytes: u64,
+    /// `fdatasync`s of the journal for durability points.
+    pub syncs: u64,
+    /// Checkpoints completed.
+    pub checkpoints: u64,
+    /// Bytes in the journal now (since the last checkpoint).
+    pub live_bytes: u64,
+    /// Current epoch.
+    pub epoch: u64,
+    /// Highest sequence number known durable.
+    pub durable_seq: u64,
+}
+
+#[derive(Debug)]
+struct Appender {
+    /// Encoded records not yet written to the file.
+    buf: Vec<u8>,
+    /// File offset where `buf[0]` goes.
+    buf_offset: u64,
+    next_seq: u64,
+    epoch: u64,
+    /// Scratch for the ranges of the record being built.
+    ranges: Vec<(u64, u64)>,
+}
+
+#[derive(Debug)]
+struct IoState {
+    /// The journal file is zero-filled up to here.
+    allocated: u64,
+    /// A spare buffer, so the appender's buffer keeps its capacity across write-outs.
+    spare: Vec<u8>,
+}
+
+/// A journal attached to a region's memory.
+#[derive(Debug)]
+pub(crate) struct Journal {
+    file: Box<dyn JournalFile>,
+    home: Box<dyn JournalFile>,
+    path: PathBuf,
+    uuid: [u8; 16],
+    /// The region's memory: `len` bytes at `base`.
+    base: usize,
+    len: u64,
+    data: std::ops::Range<u64>,
+    bound: u64,
+    buffered: bool,
+    /// Line-aligned ranges flushed since the last ordering point.
+    pending: Mutex<Vec<(u64, u64)>>,
+    appender: Mutex<Appender>,
+    io: Mutex<IoState>,
+    durable: AtomicU64,
+    failed: AtomicBool,
+    /// Pages changed by records since the last checkpoint, one bit each.
+    dirty: Box<[AtomicU64]>,
+    stats: Mutex<JournalStats>,
+    /// Buffered mode: wakes the sync thread to stop.
+    stop: (Mutex<bool>, Condvar),
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Journal {
+    /// Starts a journal over memory `[base, base + len)`: writes a fresh header (epoch after
+    /// `previous`, sequence numbers continuing at `next_seq`) and syncs it. The home file must
+    /// already hold every replayed record.
+    ///
+    /// # Safety
+    ///
+    /// - `[base, base + len)` is mapped readable for the journal's whole life;
+    /// - it holds the pool whose home file is `home`, with the data area `data`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn start(
+        file: Box<dyn JournalFile>,
+        home: Box<dyn JournalFile>,
+        path: &Path,
+        uuid: [u8; 16],
+        base: *mut u8,
+        len: u64,
+        data: std::ops::Range<u64>,
+        previous: Option<JournalHeader>,
+        next_seq: u64,
+        opts: &JournalOptions,
+    ) -> io::Result<Journal> {
+        let epoch = previous.map_or(1, |h| h.epoch + 1);
+        let header = JournalHeader {
+            pool_uuid: uuid,
+            epoch,
+            start_seq: next_seq,
+        };
+        let allocated = file.len()?.max(RECORDS_OFFSET);
+        write_header(&*file, &header)?;
+        let pages = len.div_ceil(PAGE);
+        Ok(Journal {
+            file,
+            home,
+            path: path.to_owned(),
+            uuid,
+            base: base as usize,
+            len,
+            data,
+            bound: opts.bound(),
+            buffered: opts.buffered.is_some(),
+            pending: Mutex::new(Vec::new()),
+            appender: Mutex::new(Appender {
+                buf: Vec::with_capacity(64 << 10),
+                buf_offset: RECORDS_OFFSET,
+                next_seq,
+                epoch,
+                ranges: Vec::new(),
+            }),
+            io: Mutex::new(IoState {
+                allocated,
+                spare: Vec::new(),
+            }),
+            durable: AtomicU64::new(next_seq.saturating_sub(1)),
+            failed: AtomicBool::new(false),
+            dirty: (0..pages.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            stats: Mutex::new(JournalStats {
+                epoch,
+                durable_seq: next_seq.saturating_sub(1),
+                ..Default::default()
+            }),
+            stop: (Mutex::new(false), Condvar::new()),
+        })
+    }
+
+    /// The journal file's path.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether durability points only order (buffered mode).
+    pub(crate) fn is_buffered(&self) -> bool {
+        self.buffered
+    }
+
+    fn check_failed(&self) -> io::Result<()> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(io::Error::other(
+                "the journal failed earlier (an I/O error at write or sync); reopen the pool to recover",
+            ));
+        }
+        Ok(())
+    }
+
+    fn fail(&self, e: io::Error) -> io::Error {
+        self.failed.store(true, Ordering::Release);
+        e
+    }
+
+    /// Records `[offset, offset + len)` (widened to whole lines) for the next ordering point.
+    pub(crate) fn flush(&self, offset: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        let start = offset & !(LINE - 1);
+        let end = (offset + len).div_ceil(LINE) * LINE;
+        let end = end.min(self.len);
+        lock(&self.pending).push((start, end - start));
+    }
+
+    /// An ordering point: appends one record with the current bytes of every pending range.
+    /// Returns the sequence number a durability point must wait for (the last record appended
+    /// so far).
+    pub(crate) fn order(&self) -> io::Result<u64> {
+        self.check_failed()?;
+        let mut a = lock(&self.appender);
+        {
+            let mut p = lock(&self.pending);
+            std::mem::swap(&mut *p, &mut a.ranges);
+        }
+        if a.ranges.is_empty() {
+            return Ok(a.next_seq - 1);
+        }
+        let a = &mut *a;
+        a.ranges.sort_unstable();
+        // Coalesce overlapping and adjacent ranges in place.
+        let mut w = 0;
+        for i in 1..a.ranges.len() {
+            let (s, l) = a.ranges[i];
+            let (ws, wl) = a.ranges[w];
+            if s <= ws + wl {
+                a.ranges[w].1 = (s + l).max(ws + wl) - ws;
+            } else {
+                w += 1;
+                a.ranges[w] = (s, l);
+            }
+        }
+        a.ranges.truncate(w + 1);
+        let seq = a.next_seq;
+        let start = begin_record(&mut a.buf, a.epoch, seq, self.durable.load(Ordering::Acquire));
+        let mut n = 0u32;
+        for &(off, len) in &a.ranges {
+            // Ranges outside the data area (header copies) are never journaled: the region
+            // writes headers to the home file directly.
+            let s = off.max(self.data.start);
+            let e = (off + len).min(self.data.end);
+            if s >= e {
+                continue;
+            }
+            push_range_header(&mut a.buf, s, e - s);
+            let at = a.buf.len();
+            a.buf.resize(at + (e - s) as usize, 0);
+            // SAFETY: `[s, e)` lies inside the data area, inside the mapping of `len` bytes at
+            // `base` (contract of `start`); `a.buf[at..]` is a distinct allocation of that many
+            // bytes. Bytes another thread is storing concurrently may be copied old or new, as a
+            // CPU cache may write back a line at any moment; the undo protocol above makes
+            // either outcome correct.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    (self.base as *const u8).add(s as usize),
+                    a.buf.as_mut_ptr().add(at),
+                    (e - s) as usize,
+                );
+            }
+            self.mark_dirty(s, e);
+            n += 1;
+        }
+        a.ranges.clear();
+        finish_record(&mut a.buf, start, n);
+        a.next_seq += 1;
+        let big = a.buf.len() >= WRITE_OUT_AT;
+        {
+            let mut st = lock(&self.stats);
+            st.records += 1;
+            st.bytes += (a.buf.len() - start) as u64;
+        }
+        drop(a);
+        if big {
+            // Keep memory bounded for huge transactions: write (without syncing) what is buffered.
+            let mut io = lock(&self.io);
+            self.write_out(&mut io, false)?;
+        }
+        Ok(seq)
+    }
+
+    fn mark_dirty(&self, start: u64, end: u64) {
+        for page in start / PAGE..end.div_ceil(PAGE) {
+            let bit = 1u64 << (page % 64);
+            let word = &self.dirty[(page / 64) as usize];
+            if word.load(Ordering::Relaxed) & bit == 0 {
+                word.fetch_or(bit, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A durability point: orders, then waits for a sync covering the record (in buffered mode,
+    /// only orders).
+    pub(crate) fn drain(&self) -> io::Result<()> {
+        let seq = self.order()?;
+        if self.buffered {
+            return Ok(());
+        }
+        self.sync_to(seq)
+    }
+
+    /// Makes every record appended so far durable (whatever the mode).
+    pub(crate) fn sync(&self) -> io::Result<()> {
+        let seq = self.order()?;
+        self.sync_to(seq)
+    }
+
+    /// Waits until record `seq` is durable, syncing as the leader if no one else is.
+    pub(crate) fn sync_to(&self, seq: u64) -> io::Result<()> {
+        if self.durable.load(Ordering::Acquire) >= seq {
+            return self.check_failed();
+        }
+        // Whoever holds `io` is the leader; the others wait here and usually find their record
+        // covered by its sync when they get the lock.
+        let mut io = lock(&self.io);
+        self.check_failed()?;
+        if self.durable.load(Ordering::Acquire) >= seq {
+            return Ok(());
+        }
+        self.write_out(&mut io, true)?;
+        if self.used() > self.bound {
+            self.checkpoint_locked(&mut io)?;
+        }
+        Ok(())
+    }
+
+    /// Journal bytes in use (since the last checkpoint).
+    fn used(&self) -> u64 {
+        let a = lock(&self.appender);
+        a.buf_offset + a.buf.len() as u64 - RECORDS_OFFSET
+    }
+
+    /// Writes the buffered records to the file, and syncs if `sync`.
+    fn write_out(&self, io: &mut IoState, sync: bool) -> io::Result<()> {
+        let (buf, offset, last) = {
+            let mut a = lock(&self.appender);
+            let mut spare = std::mem::take(&mut io.spare);
+            spare.clear();
+            let buf = std::mem::replace(&mut a.buf, spare);
+            let offset = a.buf_offset;
+            a.buf_offset += buf.len() as u64;
+            (buf, offset, a.next_seq - 1)
+        };
+        let r = self.write_buf(io, &buf, offset, sync);
+        io.spare = buf;
+        r?;
+        if sync {
+            self.durable.fetch_max(last, Ordering::AcqRel);
+            let mut st = lock(&self.stats);
+            st.syncs += 1;
+            st.durable_seq = last;
+        }
+        Ok(())
+    }
+
+    fn write_buf(&self, io: &mut IoState, buf: &[u8], offset: u64, sync: bool) -> io::Result<()> {
+        if !buf.is_empty() {
+            let end = offset + buf.len() as u64;
+            self.file.write_all_at(buf, offset).map_err(|e| self.fail(e))?;
+            if end > io.allocated {
+                // Grow with zeros so later appends overwrite allocated blocks; the sync below
+                // (or the next one) writes the new size once.
+                let step = GROW_STEP.min(self.bound / 4).max(PAGE);
+                let new_end = (end + step).div_ceil(step) * step;
+                let zeros = vec![0u8; (new_end - end) as usize];
+                self.file.write_all_at(&zeros, end).map_err(|e| self.fail(e))?;
+                io.allocated = new_end;
+            }
+        }
+        if sync {
+            counted_sync(&*self.file).map_err(|e| self.fail(e))?;
+        }
+        Ok(())
+    }
+
+    /// Checkpoints now: makes the journal durable, writes changed pages home, syncs home and
+    /// starts a new epoch.
+    pub(crate) fn checkpoint(&self) -> io::Result<()> {
+        self.check_failed()?;
+        self.order()?;
+        let mut io = lock(&self.io);
+        self.check_failed()?;
+        self.checkpoint_locked(&mut io)
+    }
+
+    fn checkpoint_locked(&self, io: &mut IoState) -> io::Result<()> {
+        // Hold appends for the whole checkpoint (see the module docs for why this is enough).
+        let mut a = lock(&self.appender);
+        let buf = std::mem::take(&mut a.buf);
+        self.write_buf(io, &buf, a.buf_offset, true)?;
+        a.buf_offset += buf.len() as u64;
+        self.durable.fetch_max(a.next_seq - 1, Ordering::AcqRel);
+        a.buf = buf;
+        a.buf.clear();
+        self.write_home().map_err(|e| self.fail(e))?;
+        let header = JournalHeader {
+            pool_uuid: self.uuid,
+            epoch: a.epoch + 1,
+            start_seq: a.next_seq,
+        };
+        write_header(&*self.file, &header).map_err(|e| self.fail(e))?;
+        a.epoch += 1;
+        a.buf_offset = RECORDS_OFFSET;
+        for w in self.dirty.iter() {
+            w.store(0, Ordering::Relaxed);
+        }
+        let mut st = lock(&self.stats);
+        st.checkpoints += 1;
+        st.syncs += 1;
+        st.epoch = a.epoch;
+        st.durable_seq = a.next_seq - 1;
+        Ok(())
+    }
+
+    /// Writes every dirty page home (in runs of contiguous pages) and syncs the home file.
+    fn write_home(&self) -> io::Result<()> {
+        let mut bounce: Vec<u8> = Vec::new();
+        let mut run_start = 0u64;
+        let mut run_len = 0u64;
+        let flush_run = |bounce: &mut Vec<u8>, start: u64, len: u64| -> io::Result<()> {
+            if len == 0 {
+                return Ok(());
+            }
+            let from = start * PAGE;
+            let bytes = (len * PAGE).min(self.len - from);
+            bounce.resize(bytes as usize, 0);
+            // SAFETY: `[from, from + bytes)` lies inside the mapping (contract of `start`);
+            // `bounce` is a distinct allocation. Concurrent stores may be copied old or new (see
+            // `order`).
+            unsafe {
+                std::ptr::copy_nonoverlapping((self.base as *const u8).add(from as usize), bounce.as_mut_ptr(), bytes as usize)
+            };
+            self.home.write_all_at(bounce, from)
+        };
+        for (wi, w) in self.dirty.iter().enumerate() {
+            let mut bits = w.load(Ordering::Relaxed);
+            if bits == 0 {
+                continue;
+            }
+            while bits != 0 {
+                let b = bits.trailing_zeros() as u64;
+                bits &= bits - 1;
+                let page = wi as u64 * 64 + b;
+                if run_len > 0 && page == run_start + run_len && run_len < 2048 {
+                    run_len += 1;
+                } else {
+                    flush_run(&mut bounce, run_start, run_len)?;
+                    run_start = page;
+                    run_len = 1;
+                }
+            }
+        }
+        flush_run(&mut bounce, run_start, run_len)?;
+        counted_sync(&*self.home)
+    }
+
+    /// Counters since open.
+    pub(crate) fn stats(&self) -> JournalStats {
+        let mut s = *lock(&self.stats);
+        s.live_bytes = self.used();
+        s
+    }
+
+    /// Buffered mode: syncs every `period` until [`stop_syncer`](Self::stop_syncer).
+    pub(crate) fn run_syncer(self: &Arc<Self>, period: Duration) -> std::thread::JoinHandle<()> {
+        let j = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("ptm-journal-sync".into())
+            .spawn(move || loop {
+                {
+                    let stop = lock(&j.stop.0);
+                    let (stop, _) = j
+                        .stop
+                        .1
+                        .wait_timeout_while(stop, period, |s| !*s)
+                        .unwrap_or_else(|p| p.into_inner());
+                    if *stop {
+                        return;
+                    }
+                }
+                // An error is sticky in the journal: the next durability point reports it.
+                let _ = j.sync();
+            })
+            .expect("spawn the journal sync thread")
+    }
+
+    /// Stops the buffered-mode sync thread.
+    pub(crate) fn stop_syncer(&self) {
+        *lock(&self.stop.0) = true;
+        self.stop.1.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,379 @@
+//! Journal tests over simulated files: round trips, every I/O call as a crash point with torn
+//! sector subsets, crashes during replay, checkpoints, corruption in the middle, group commit.
+
+use super::file::sim::SimFile;
+use super::*;
+
+const POOL: u64 = 64 * 1024;
+const DATA: std::ops::Range<u64> = 4096..POOL - 4096;
+const UUID: [u8; 16] = [0x5a; 16];
+
+/// Pool memory for tests: 8-byte aligned.
+struct Mem(Vec<u64>);
+
+impl Mem {
+    fn new(init: &[u8]) -> Mem {
+        let mut m = Mem(vec![0u64; POOL as usize / 8]);
+        m.bytes_mut().copy_from_slice(init);
+        m
+    }
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: a Vec<u64> of POOL / 8 words is POOL initialized bytes.
+        unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast(), POOL as usize) }
+    }
+    fn bytes(&self) -> Vec<u8> {
+        self.0.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+}
+
+fn start(jf: &SimFile, home: &SimFile, mem: &mut Mem, opts: &JournalOptions) -> Result<Journal, ReplayError> {
+    let (prev, next, _) = replay(jf, home, &UUID, DATA)?;
+    // SAFETY: `mem` outlives the journal in every test (dropped after it).
+    unsafe {
+        Journal::start(
+            Box::new(jf.clone()),
+            Box::new(home.clone()),
+            Path::new("test.journal"),
+            UUID,
+            mem.0.as_mut_ptr().cast(),
+            POOL,
+            DATA,
+            prev,
+            next,
+            opts,
+        )
+    }
+    .map_err(|source| ReplayError::Io { journal: true, source })
+}
+
+/// A deterministic xorshift.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Replays crash images of `(jf, home)` and returns the resulting home contents.
+fn recovered(jf: &SimFile, home: &SimFile) -> Result<Vec<u8>, ReplayError> {
+    replay(jf, home, &UUID, DATA)?;
+    Ok(home.contents())
+}
+
+/// Runs `ops` steps of a workload (random 8-byte stores, flushes, then an ordering or a
+/// durability point, sometimes a checkpoint), stopping at the first I/O error. Returns the
+/// images after each record (index = seq - 1 .. ), the highest seq made durable, and whether it
+/// stopped on an error.
+struct Run {
+    /// `images[k]` = memory after record k+1 was appended (all stores were flushed).
+    images: Vec<Vec<u8>>,
+    initial: Vec<u8>,
+    durable: u64,
+    failed: bool,
+}
+
+fn workload(jf: &SimFile, home: &SimFile, seed: u64, ops: usize, bound: u64) -> Run {
+    let initial = home.contents();
+    let mut mem = Mem::new(&initial);
+    let mut rng = Rng(seed | 1);
+    let mut run = Run {
+        images: Vec::new(),
+        initial,
+        durable: 0,
+        failed: false,
+    };
+    let Ok(j) = start(jf, home, &mut mem, &JournalOptions::new().max_bytes(bound)) else {
+        // The crash came while the journal started (its header write or sync).
+        run.failed = true;
+        return run;
+    };
+    for _ in 0..ops {
+        let stores = 1 + rng.below(6);
+        for _ in 0..stores {
+            let off = DATA.start + rng.below((DATA.end - DATA.start) / 8) * 8;
+            let v = rng.next();
+            mem.bytes_mut()[off as usize..off as usize + 8].copy_from_slice(&v.to_le_bytes());
+            j.flush(off, 8);
+        }
+        let r = match rng.below(8) {
+            0..=3 => j.order().map(|_| ()),
+            4..=6 => j.drain(),
+            _ => j.checkpoint(),
+        };
+        // The step's record was appended before any I/O of the step could fail.
+        run.images.push(mem.bytes());
+        if r.is_err() {
+            run.failed = true;
+            break;
+        }
+        if j.durable.load(Ordering::Acquire) > run.durable {
+            run.durable = j.durable.load(Ordering::Acquire);
+        }
+    }
+    drop(j);
+    run
+}
+
+fn fresh_files() -> (SimFile, SimFile) {
+    (SimFile::new(), SimFile::with_contents(vec![0u8; POOL as usize]))
+}
+
+#[test]
+fn records_replay_onto_home() {
+    let (jf, home) = fresh_files();
+    let run = workload(&jf, &home, 7, 50, DEFAULT_MAX_BYTES);
+    assert!(!run.failed);
+    // Everything appended but perhaps not synced: a crash keeping all writes recovers the last
+    // image; keeping none recovers at least the durable prefix.
+    let img = recovered(&jf.crash_image(|_, _| true), &home.crash_image(|_, _| true)).unwrap();
+    assert_eq!(&img, run.images.last().unwrap());
+}
+
+#[test]
+fn every_io_call_is_a_crash_point() {
+    // First count the I/O calls of the whole run.
+    let seeds = [3u64, 29];
+    for seed in seeds {
+        for bound in [1 << 20, 64 << 10] {
+            let mut n = 1;
+            loop {
+                let (jf, home) = fresh_files();
+                // Fail the n-th I/O call of either file: that call and everything after it
+                // never happen, as if the machine stopped there.
+                jf.fail_in(n);
+                home.fail_in(n);
+                let run = workload(&jf, &home, seed, 40, bound);
+                let mut rng = Rng(seed ^ n);
+                for variant in 0..4 {
+                    let keep = |rng: &mut Rng| -> Box<dyn FnMut(usize, usize) -> bool> {
+                        match variant {
+                            0 => Box::new(|_, _| false),
+                            1 => Box::new(|_, _| true),
+                            _ => {
+                                let s = rng.next();
+                                Box::new(move |w, sec| (s >> ((w * 7 + sec) % 61)) & 1 == 1)
+                            }
+                        }
+                    };
+                    let jimg = jf.crash_image(keep(&mut rng));
+                    let himg = home.crash_image(keep(&mut rng));
+                    let got = recovered(&jimg, &himg).unwrap_or_else(|e| panic!("seed {seed} call {n}: {e:?}"));
+                    check_prefix(&run, &got, seed, n);
+                    // A second crash inside replay (home writes of the replay partly lost), then
+                    // a full replay: the same outcome.
+                    let jimg2 = jf.crash_image(keep(&mut rng));
+                    let himg2 = home.crash_image(keep(&mut rng));
+                    let bytes = read_all(&jimg2).unwrap();
+                    if let Ok(s) = scan(&bytes, &UUID, DATA) {
+                        let _ = apply(&bytes, &s, &himg2, DATA);
+                        let torn_home = himg2.crash_image(|w, sec| (w + sec) % 2 == 0);
+                        let again = recovered(&jimg2, &torn_home).unwrap();
+                        let once = recovered(&jimg2.crash_image(|_, _| true), &himg2).unwrap();
+                        assert_eq!(again, once, "seed {seed} call {n}: replay after a crash in replay");
+                    }
+                }
+                if !run.failed {
+                    break;
+                }
+                n += 1;
+            }
+            assert!(n > 20, "the run made {n} I/O calls: too few to be a real exploration");
+        }
+    }
+}
+
+/// The recovered image must be the state after some record k with k at least the durable one.
+fn check_prefix(run: &Run, got: &[u8], seed: u64, n: u64) {
+    if got == run.initial.as_slice() && run.durable == 0 {
+        return;
+    }
+    let ok = run
+        .images
+        .iter()
+        .enumerate()
+        .any(|(k, img)| img.as_slice() == got && (k as u64 + 1) >= run.durable.min(run.images.len() as u64));
+    // Records appended after the last image (none: images are taken after every step) or an
+    // empty prefix when nothing was durable.
+    let initial_ok = run.durable == 0 && got == run.initial.as_slice();
+    assert!(
+        ok || initial_ok,
+        "seed {seed} call {n}: recovered image is not a prefix state at or after the durable record {}",
+        run.durable
+    );
+}
+
+#[test]
+fn one_sync_per_durability_point_and_none_per_ordering_point() {
+    let (jf, home) = fresh_files();
+    let mut mem = Mem::new(&home.contents());
+    let j = start(&jf, &home, &mut mem, &JournalOptions::new()).unwrap();
+    let before = jf.syncs();
+    for i in 0..10u64 {
+        mem.bytes_mut()[8192 + i as usize * 8] = i as u8;
+        j.flush(8192 + i * 8, 8);
+        j.order().unwrap();
+        j.flush(8192 + i * 8, 8);
+        j.drain().unwrap();
+    }
+    assert_eq!(jf.syncs() - before, 10);
+    // A drain with nothing new and everything durable does not sync.
+    j.drain().unwrap();
+    assert_eq!(jf.syncs() - before, 10);
+    drop(j);
+}
+
+#[test]
+fn corruption_inside_the_synced_range_is_named() {
+    let (jf, home) = fresh_files();
+    let mut mem = Mem::new(&home.contents());
+    let j = start(&jf, &home, &mut mem, &JournalOptions::new()).unwrap();
+    for i in 0..5u64 {
+        mem.bytes_mut()[8192 + i as usize * 64] = 1 + i as u8;
+        j.flush(8192 + i * 64, 8);
+        j.drain().unwrap();
+    }
+    drop(j);
+    let mut bytes = jf.contents();
+    // Damage the payload of the second record.
+    let s = scan(&bytes, &UUID, DATA).unwrap();
+    assert_eq!(s.records.len(), 5);
+    let (off, _) = s.records[1];
+    bytes[off as usize + RECORD_HEADER + 20] ^= 0xff;
+    match scan(&bytes, &UUID, DATA) {
+        Err(ReplayError::Corrupt { seq, later_records, .. }) => {
+            assert_eq!(seq, s.records.len() as u64 - 3);
+            assert_eq!(later_records, 3);
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    // Repair keeps the valid prefix and drops the rest.
+    let damaged = SimFile::with_contents(bytes);
+    let home2 = SimFile::with_contents(vec![0u8; POOL as usize]);
+    assert_eq!(repair(&damaged, &home2, &UUID, DATA).unwrap(), 4);
+    let h = home2.contents();
+    assert_eq!(h[8192], 1);
+    assert_eq!(h[8192 + 64], 0);
+    // After the repair the journal replays cleanly (a new epoch, nothing to apply).
+    assert!(replay(&damaged, &home2, &UUID, DATA).is_ok());
+}
+
+#[test]
+fn a_torn_tail_is_ignored() {
+    let (jf, home) = fresh_files();
+    let mut mem = Mem::new(&home.contents());
+    let j = start(&jf, &home, &mut mem, &JournalOptions::new()).unwrap();
+    for i in 0..5u64 {
+        mem.bytes_mut()[8192 + i as usize * 64] = 1 + i as u8;
+        j.flush(8192 + i * 64, 8);
+        j.order().unwrap();
+    }
+    j.sync_to(3).unwrap();
+    drop(j);
+    let mut bytes = jf.contents();
+    let s = scan(&bytes, &UUID, DATA).unwrap();
+    let (off, _) = s.records[3];
+    bytes[off as usize + RECORD_HEADER + 20] ^= 0xff;
+    let s2 = scan(&bytes, &UUID, DATA).unwrap();
+    assert_eq!(s2.records.len(), 3);
+    assert!(s2.torn_tail);
+}
+
+#[test]
+fn a_journal_of_another_pool_is_refused() {
+    let (jf, home) = fresh_files();
+    let mut mem = Mem::new(&home.contents());
+    drop(start(&jf, &home, &mut mem, &JournalOptions::new()).unwrap());
+    assert!(matches!(replay(&jf, &home, &[1; 16], DATA), Err(ReplayError::Mismatch)));
+    let mut bytes = jf.contents();
+    bytes[5] ^= 1;
+    bytes[2048 + 5] ^= 1;
+    assert!(matches!(
+        replay(&SimFile::with_contents(bytes), &home, &UUID, DATA),
+        Err(ReplayError::BadHeader(_))
+    ));
+}
+
+#[test]
+fn an_io_error_is_sticky_and_keeps_the_durable_prefix() {
+    let (jf, home) = fresh_files();
+    let mut mem = Mem::new(&home.contents());
+    let j = start(&jf, &home, &mut mem, &JournalOptions::new()).unwrap();
+    mem.bytes_mut()[8192] = 7;
+    j.flush(8192, 8);
+    j.drain().unwrap();
+    jf.fail_in(1);
+    mem.bytes_mut()[8192] = 8;
+    j.flush(8192, 8);
+    assert!(j.drain().is_err());
+    j.flush(8192, 8);
+    assert!(j.drain().is_err(), "a failed journal refuses later durability points");
+    drop(j);
+    let got = recovered(&jf.crash_image(|_, _| false), &home.crash_image(|_, _| false)).unwrap();
+    assert_eq!(got[8192], 7);
+}
+
+#[test]
+fn checkpoints_reclaim_the_journal() {
+    let (jf, home) = fresh_files();
+    let mut mem = Mem::new(&home.contents());
+    let j = start(&jf, &home, &mut mem, &JournalOptions::new().max_bytes(64 << 10)).unwrap();
+    for i in 0..3000u64 {
+        let off = DATA.start + (i * 4104) % (DATA.end - DATA.start - 8);
+        let off = off & !7;
+        mem.bytes_mut()[off as usize..off as usize + 8].copy_from_slice(&i.to_le_bytes());
+        j.flush(off, 8);
+        j.drain().unwrap();
+    }
+    let st = j.stats();
+    assert!(st.checkpoints >= 1, "{st:?}");
+    assert!(st.live_bytes <= 64 << 10, "{st:?}");
+    j.checkpoint().unwrap();
+    assert_eq!(j.stats().live_bytes, 0);
+    let expect = mem.bytes();
+    drop(j);
+    // After a checkpoint the home file alone holds the data, and the journal replays nothing.
+    assert_eq!(&home.contents()[DATA.start as usize..DATA.end as usize], &expect[DATA.start as usize..DATA.end as usize]);
+    let (_, _, report) = replay(&jf, &home, &UUID, DATA).unwrap();
+    assert_eq!(report.records, 0);
+}
+
+#[test]
+fn concurrent_durability_points_share_syncs() {
+    let (jf, home) = fresh_files();
+    let mut mem = Mem::new(&home.contents());
+    let base = mem.0.as_mut_ptr() as usize;
+    let j = Arc::new(start(&jf, &home, &mut mem, &JournalOptions::new()).unwrap());
+    let before = jf.syncs();
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let j = Arc::clone(&j);
+            std::thread::spawn(move || {
+                for i in 0..200u64 {
+                    let off = 8192 + t * 4096 + (i % 64) * 8;
+                    // SAFETY: each thread writes its own page of the test memory, which outlives
+                    // the threads (joined below).
+                    unsafe { *((base + off as usize) as *mut u64) = i };
+                    j.flush(off, 8);
+                    j.drain().unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let syncs = jf.syncs() - before;
+    // Never more than one sync per durability point; usually far fewer (not asserted: it
+    // depends on scheduling).
+    assert!(syncs <= 800, "{syncs}");
+    let expect = mem.bytes();
+    drop(j);
+    let got = recovered(&jf.crash_image(|_, _| false), &home.crash_image(|_, _| false)).unwrap();
+    assert_eq!(got, expect);
+}
