@@ -86,7 +86,8 @@ pub(crate) fn prime() {
     });
 }
 
-/// The stack `crc-fast` needs in a signal handler, if measured (see [`prime`]).
+/// The stack `crc-fast` needs in a signal handler, if measured (see [`prime`]); for tests.
+#[cfg(test)]
 pub(crate) fn fast_stack_room() -> Option<usize> {
     match FAST_STACK_ROOM.load(Ordering::Relaxed) {
         usize::MAX => None,
