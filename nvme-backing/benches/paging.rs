@@ -21,8 +21,9 @@
 //!   and prints per page: time, time relative to the first side and to `mmap`, minor and major
 //!   faults, and bytes read from storage (`read_bytes` of `/proc/self/io`: shows the kernel's
 //!   read-around).
-//! - `crc32c/…`: the crate's checksum of one 4 KiB page, as the four 1 KiB blocks the region
-//!   tracks and as one call.
+//! - `crc32c/…`: CRC32C of one 4 KiB page, as the four 1 KiB blocks the region tracks and as one
+//!   call: the `crc32c` crate (`page_as_…`) and `crc-fast` (`crc_fast_page_as_…`), which the
+//!   region uses where the stack allows (see `src/checksum.rs`).
 //! - `durable_write/…`: random writes over a 64 MiB file, each made durable: paged region with an
 //!   8 MiB resident limit (`persist` of the written range, then `drain`) against a kernel
 //!   mapping (`msync(MS_SYNC)` of the touched page). `x16`: 16 writes, then one drain / one
@@ -605,6 +606,17 @@ fn crc(c: &mut Criterion) {
     });
     g.bench_function("page_as_one_call", |bench| {
         bench.iter(|| black_box(crc32c::crc32c(black_box(&page[..]))))
+    });
+    // `crc-fast`, which the region uses where the stack allows (same values bit for bit).
+    g.bench_function("crc_fast_page_as_4x1KiB_blocks", |bench| {
+        bench.iter(|| {
+            for block in black_box(&page[..]).chunks_exact(BLOCK_SIZE) {
+                black_box(crc_fast::crc32_iscsi(block));
+            }
+        })
+    });
+    g.bench_function("crc_fast_page_as_one_call", |bench| {
+        bench.iter(|| black_box(crc_fast::crc32_iscsi(black_box(&page[..]))))
     });
     g.finish();
 }

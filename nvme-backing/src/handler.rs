@@ -11,6 +11,7 @@ use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Once;
 
+use crate::checksum::StackRoom;
 use crate::region::Shared;
 
 /// Maximum number of paged regions open at once in one process.
@@ -138,7 +139,7 @@ extern "C" fn on_sigsegv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut
             if addr >= base && addr - base < len && !shared.is_null() {
                 // SAFETY: the slot is active and we are counted in `users`, so `unregister` has
                 // not returned and `shared` is alive.
-                unsafe { (*shared).handle_fault((addr - base) / crate::PAGE_SIZE) };
+                unsafe { (*shared).handle_fault((addr - base) / crate::PAGE_SIZE, stack_room(ctx)) };
                 slot.users.fetch_sub(1, Ordering::SeqCst);
                 // SAFETY: as above.
                 unsafe { *libc::__errno_location() = errno };
@@ -151,6 +152,28 @@ extern "C" fn on_sigsegv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut
     unsafe { chain(sig, info, ctx) };
     // SAFETY: as above.
     unsafe { *libc::__errno_location() = errno };
+}
+
+/// The stack left below the handler's frame: on the alternate signal stack (`SA_ONSTACK`) the
+/// bytes between here and its bottom; otherwise (the thread has none, so the handler runs on the
+/// stack of the code it interrupted) [`StackRoom::Ample`]. Read from the `uc_stack` the kernel
+/// saved in the signal frame (the thread's `sigaltstack` settings at delivery): no system call.
+fn stack_room(ctx: *mut libc::c_void) -> StackRoom {
+    // SAFETY: the kernel passes a valid `ucontext_t` as the third argument of an SA_SIGINFO
+    // handler; only its `uc_stack` field is read.
+    let alt = unsafe { (*ctx.cast::<libc::ucontext_t>()).uc_stack };
+    if alt.ss_flags & libc::SS_DISABLE != 0 || alt.ss_size == 0 {
+        return StackRoom::Ample;
+    }
+    let here = &alt as *const libc::stack_t as usize;
+    let bottom = alt.ss_sp as usize;
+    match here.checked_sub(bottom) {
+        // The stack grows down from `bottom + ss_size`.
+        Some(room) if room < alt.ss_size => StackRoom::Bytes(room),
+        // Not on the alternate stack after all (it was changed meanwhile): unknown, so assume the
+        // least.
+        _ => StackRoom::Bytes(0),
+    }
 }
 
 /// Passes a fault that is not ours to the previously installed handler.

@@ -97,6 +97,7 @@
 //!   threads still access the region is a bug in the caller.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod checksum;
 mod error;
 mod handler;
 mod pool;

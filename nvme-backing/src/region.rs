@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
+use crate::checksum::{self, StackRoom};
 use crate::error::{Error, Result};
 use crate::handler;
 use crate::uffd;
@@ -388,10 +389,10 @@ impl Shared {
         self.base as usize
     }
 
-    /// Serves a fault on `page` in the SIGSEGV handler: async-signal-safe; aborts with a message
-    /// if the page cannot be loaded.
-    pub(crate) fn handle_fault(&self, page: usize) {
-        if let Err(msg) = self.serve_fault(page, self.alias_ptr(page)) {
+    /// Serves a fault on `page` in the SIGSEGV handler, with `room` bytes of stack left:
+    /// async-signal-safe; aborts with a message if the page cannot be loaded.
+    pub(crate) fn handle_fault(&self, page: usize, room: StackRoom) {
+        if let Err(msg) = self.serve_fault(page, self.alias_ptr(page), room) {
             fatal(msg);
         }
     }
@@ -399,8 +400,14 @@ impl Shared {
     /// Makes `page` resident if it is `ABSENT` (loading it through `staging`, a writable page:
     /// the alias of the page in signal mode, the service thread's buffer in userfaultfd mode),
     /// or waits while another thread owns it (a fault on a page already present raced with its
-    /// load and returns at once). On error the page is left `ABSENT`. Async-signal-safe.
-    pub(crate) fn serve_fault(&self, page: usize, staging: *mut u8) -> Result<(), &'static str> {
+    /// load and returns at once). On error the page is left `ABSENT`. Async-signal-safe; `room`
+    /// is the caller's stack left (it chooses the CRC32C implementation).
+    pub(crate) fn serve_fault(
+        &self,
+        page: usize,
+        staging: *mut u8,
+        room: StackRoom,
+    ) -> Result<(), &'static str> {
         let Some(state) = self.states.get(page) else {
             return Err("nvme-backing: fault outside the page table\n");
         };
@@ -412,7 +419,7 @@ impl Shared {
                         .compare_exchange(s, LOADING, Ordering::Acquire, Ordering::Relaxed)
                         .is_ok()
                     {
-                        return self.load_page(page, staging);
+                        return self.load_page(page, staging, room);
                     }
                 }
                 // Mapped already (a spurious or raced fault): retry the access.
@@ -439,8 +446,8 @@ impl Shared {
 
     /// Loads `page` (state `LOADING`, owned by the caller) through `staging` and makes it
     /// accessible; on error releases its frame and leaves it `ABSENT`.
-    fn load_page(&self, page: usize, staging: *mut u8) -> Result<(), &'static str> {
-        let frame = match self.acquire_frame() {
+    fn load_page(&self, page: usize, staging: *mut u8, room: StackRoom) -> Result<(), &'static str> {
+        let frame = match self.acquire_frame(room) {
             Ok(f) => f,
             Err(msg) => {
                 self.states[page].store(ABSENT, Ordering::Release);
@@ -461,7 +468,7 @@ impl Shared {
         for b in 0..BLOCKS_PER_PAGE {
             // SAFETY: the block lies inside the page just read; nobody else writes it.
             let block = unsafe { std::slice::from_raw_parts(staging.add(b * BLOCK_SIZE), BLOCK_SIZE) };
-            self.crcs[page * BLOCKS_PER_PAGE + b].store(crc32c::crc32c(block), Ordering::Relaxed);
+            self.crcs[page * BLOCKS_PER_PAGE + b].store(checksum::crc32c(block, room), Ordering::Relaxed);
         }
         if self.uffd >= 0 {
             // Maps the page atomically; the service thread wakes the waiters once it is RESIDENT.
@@ -529,7 +536,7 @@ impl Shared {
 
     /// Claims a frame for a page being loaded: an empty one, or the clock's victim (written back
     /// and unmapped first). Async-signal-safe; spins (yielding) while every frame is busy.
-    fn acquire_frame(&self) -> Result<usize, &'static str> {
+    fn acquire_frame(&self, room: StackRoom) -> Result<usize, &'static str> {
         let n = self.frames.len();
         let mut scanned = 0;
         loop {
@@ -544,7 +551,7 @@ impl Shared {
                     return Ok(f);
                 }
             } else if v != FRAME_CLAIMED {
-                match self.try_evict(f, v, true) {
+                match self.try_evict(f, v, true, room) {
                     Ok(true) => {
                         // The frame is ours (CLAIMED); the resident count is unchanged.
                         return Ok(f);
@@ -568,8 +575,8 @@ impl Shared {
 
     /// Tries to evict page `page` seen in frame `f`. With `clock`, a referenced page gets a second
     /// chance (its reference bit is cleared) instead. On success the frame is left `CLAIMED` and
-    /// the page `ABSENT`. Async-signal-safe.
-    fn try_evict(&self, f: usize, page: usize, clock: bool) -> Result<bool, i32> {
+    /// the page `ABSENT`. Async-signal-safe; `room` is the caller's stack left.
+    fn try_evict(&self, f: usize, page: usize, clock: bool, room: StackRoom) -> Result<bool, i32> {
         let Some(state) = self.states.get(page) else {
             return Ok(false);
         };
@@ -600,7 +607,7 @@ impl Shared {
             return Err(e);
         }
         // SAFETY: the alias page is mapped and stable (sealed, and we own the page).
-        let written = unsafe { self.write_back(page, self.alias_ptr(page)) };
+        let written = unsafe { self.write_back(page, self.alias_ptr(page), room) };
         if let Err(e) = written.and_then(|()| self.discard(page)) {
             self.unseal(page);
             state.store(s, Ordering::Release);
@@ -620,18 +627,19 @@ impl Shared {
     /// bytes from `src`, and updates the stored CRCs of the blocks written. Adjacent dirty blocks
     /// go in one `pwrite`. With a write unit above 1 KiB (direct I/O on a device that needs it)
     /// each run is widened to whole units (clean blocks inside them are written too, with the
-    /// bytes the file already holds) and runs whose units touch are merged. Async-signal-safe.
+    /// bytes the file already holds) and runs whose units touch are merged. Async-signal-safe;
+    /// `room` is the caller's stack left.
     ///
     /// # Safety
     /// `src` must be valid for `PAGE_SIZE` reads, aligned to `write_unit`, and not modified
     /// during the call; the caller owns the page (state `WRITING` or `EVICTING`).
-    unsafe fn write_back(&self, page: usize, src: *const u8) -> Result<(), i32> {
+    unsafe fn write_back(&self, page: usize, src: *const u8, room: StackRoom) -> Result<(), i32> {
         let mut crc = [0u32; BLOCKS_PER_PAGE];
         let mut dirty = [false; BLOCKS_PER_PAGE];
         for b in 0..BLOCKS_PER_PAGE {
             // SAFETY: inside the `src` page per the contract.
             let block = unsafe { std::slice::from_raw_parts(src.add(b * BLOCK_SIZE), BLOCK_SIZE) };
-            crc[b] = crc32c::crc32c(block);
+            crc[b] = checksum::crc32c(block, room);
             dirty[b] = crc[b] != self.crcs[page * BLOCKS_PER_PAGE + b].load(Ordering::Relaxed);
         }
         let mut any = false;
@@ -683,7 +691,7 @@ impl Shared {
                         w.copy_from_slice(&word.to_ne_bytes());
                     }
                     // SAFETY: `buf` is a stable, page-aligned page; we own the page (WRITING).
-                    let r = unsafe { self.write_back(page, buf.0.as_ptr()) };
+                    let r = unsafe { self.write_back(page, buf.0.as_ptr(), StackRoom::Ample) };
                     // Nobody else changes a WRITING page's state word.
                     state.store(s, Ordering::Release);
                     return r;
@@ -948,8 +956,9 @@ impl PagedRegion {
             guard.alias = alias.cast();
         }
 
-        // Prime the CPU-feature detection of crc32c outside the signal handler.
-        let _ = crc32c::crc32c(&[0u8; 8]);
+        // Choose the CRC32C implementation and prime its CPU-feature detection outside the
+        // signal handler.
+        checksum::prime();
 
         let shared = Box::new(Shared {
             base: guard.base,
@@ -1168,7 +1177,7 @@ impl PagedRegion {
             if v == FRAME_EMPTY || v == FRAME_CLAIMED {
                 continue;
             }
-            match s.try_evict(f, v, false) {
+            match s.try_evict(f, v, false, StackRoom::Ample) {
                 Ok(true) => {
                     s.resident.fetch_sub(1, Ordering::Relaxed);
                     s.frames[f].store(FRAME_EMPTY, Ordering::Release);
@@ -1310,12 +1319,60 @@ mod tests {
         }
     }
 
+    /// Stack the fault handler uses on an alternate signal stack, above the kernel's signal
+    /// frame: a painted 64 KiB alternate stack, faults that load (CRC of four blocks) and evict
+    /// dirty pages (CRC again, `pwrite`), then the deepest byte changed. The room the handler
+    /// requires before it uses `crc-fast` must cover it.
+    #[test]
+    fn handler_stack_use_is_small() {
+        const ALT: usize = 64 << 10;
+        const PAINT: u8 = 0xa5;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let used = std::thread::spawn(move || {
+            let r = PagedRegion::create(&path, 64 * PAGE_SIZE, 4).unwrap();
+            let mut alt = vec![PAINT; ALT];
+            // SAFETY: `alt` outlives its use as the alternate stack (restored below); the
+            // structs are plain data.
+            let old = unsafe {
+                let new = libc::stack_t {
+                    ss_sp: alt.as_mut_ptr().cast(),
+                    ss_flags: 0,
+                    ss_size: ALT,
+                };
+                let mut old: libc::stack_t = std::mem::zeroed();
+                assert_eq!(libc::sigaltstack(&new, &mut old), 0);
+                old
+            };
+            for p in 0..64 {
+                // SAFETY: inside the region; every fault runs the handler on `alt`.
+                unsafe { r.as_ptr().add(p * PAGE_SIZE).write_volatile(p as u8 + 1) };
+            }
+            // SAFETY: restores the thread's previous alternate stack before `alt` is freed.
+            assert_eq!(unsafe { libc::sigaltstack(&old, std::ptr::null_mut()) }, 0);
+            assert!(r.stats().evictions >= 60 && r.stats().blocks_written >= 60);
+            ALT - alt.iter().position(|&b| b != PAINT).unwrap()
+        })
+        .join()
+        .unwrap();
+        // SAFETY: getauxval has no preconditions; 0 if the kernel does not say.
+        let frame = unsafe { libc::getauxval(libc::AT_MINSIGSTKSZ) } as usize;
+        eprintln!("handler stack use: {used} bytes in all, kernel signal frame about {frame}");
+        // The handler, crc-fast included, fits the room it requires before choosing crc-fast.
+        if let Some(room) = checksum::fast_stack_room() {
+            eprintln!("room required for crc-fast in the handler: {room} bytes");
+            assert!(used.saturating_sub(frame) <= room, "{used} - {frame} > {room}");
+        }
+    }
+
     #[test]
     fn eviction_frees_the_memory_of_evicted_pages() {
         let dir = tempfile::tempdir().unwrap();
         let r = PagedRegion::create(dir.path().join("f"), 64 * PAGE_SIZE, 64).unwrap();
         let mut buf = vec![0u8; 64 * PAGE_SIZE];
         r.read_at(0, &mut buf).unwrap();
+        // Keeps the copy (optimised builds may drop a copy into a buffer nobody reads).
+        std::hint::black_box(&buf);
         assert_eq!(r.resident_pages(), 64);
         assert_eq!(memfd_bytes(&r), 64 * PAGE_SIZE as u64);
         assert_eq!(r.evict_to(4).unwrap(), 60);

@@ -13,6 +13,7 @@
 use std::io;
 use std::thread::JoinHandle;
 
+use crate::checksum::StackRoom;
 use crate::error::{Error, Result};
 use crate::region::{errno, fatal, PageBuf, Shared};
 use crate::PAGE_SIZE;
@@ -380,7 +381,8 @@ fn serve(shared: &Shared, uffd: libc::c_int, stop: libc::c_int) {
             }
             // Loaded now, or present already (a stale message for a page loaded meanwhile):
             // either way the page is RESIDENT, so the woken threads see it as in signal mode.
-            match shared.serve_fault(page, staging.0.as_mut_ptr()) {
+            // The service thread's own stack: ample for either CRC32C implementation.
+            match shared.serve_fault(page, staging.0.as_mut_ptr(), StackRoom::Ample) {
                 Ok(()) => wake(uffd, addr, PAGE_SIZE),
                 Err(text) => fail_thread(text, msg.ptid),
             }
