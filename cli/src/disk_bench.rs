@@ -193,8 +193,7 @@ impl Store for SqliteStore {
     }
 
     fn describe(&self) -> String {
-        "WAL, synchronous=FULL, one connection per thread; BEGIN IMMEDIATE, UPDATE per key, COMMIT"
-            .to_owned()
+        "WAL, synchronous=FULL, one connection per thread; BEGIN IMMEDIATE, UPDATE per key, COMMIT".to_owned()
     }
 }
 
@@ -209,9 +208,7 @@ impl Session for Connection {
                 .prepare_cached("UPDATE kv SET v = ?1 WHERE k = ?2")
                 .map_err(|e| e.to_string())?;
             for k in keys {
-                let changed = st
-                    .execute([val as i64, k as i64])
-                    .map_err(|e| e.to_string())?;
+                let changed = st.execute([val as i64, k as i64]).map_err(|e| e.to_string())?;
                 if changed != 1 {
                     return Err(format!("SQLite updated {changed} rows of key {k}"));
                 }
@@ -314,9 +311,7 @@ impl Session for &RedbStore {
         {
             let mut table = wtxn.open_table(REDB_TABLE).map_err(|e| e.to_string())?;
             for k in keys {
-                table
-                    .insert(k as u64, val)
-                    .map_err(|e| e.to_string())?;
+                table.insert(k as u64, val).map_err(|e| e.to_string())?;
             }
         }
         wtxn.commit().map_err(|e| e.to_string())
@@ -343,12 +338,7 @@ struct Case {
 
 /// Runs the transactions of one round of `workload` on `engine`: `ops` in all (the threads
 /// share them out). Returns the wall time.
-fn run_round(
-    engine: &mut Engine<'_>,
-    workload: Workload,
-    ops: u64,
-    val: &mut u64,
-) -> Result<f64, String> {
+fn run_round(engine: &mut Engine<'_>, workload: Workload, ops: u64, val: &mut u64) -> Result<f64, String> {
     let start = Instant::now();
     match workload {
         Workload::OneWord | Workload::EightWord => {
@@ -580,7 +570,8 @@ fn table(
             r.engine,
             r.workload.name(),
             r.us,
-            r.syncs_per_tx.map_or_else(|| "n/a".to_owned(), |n| format!("{n:.2}")),
+            r.syncs_per_tx
+                .map_or_else(|| "n/a".to_owned(), |n| format!("{n:.2}")),
             r.vs_sqlite,
             r.vs_one_thread.map_or_else(String::new, |x| format!("{x:.2}x"))
         );

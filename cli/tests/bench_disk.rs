@@ -34,9 +34,16 @@ fn disk_json_has_every_engine_and_workload_with_sync_counts() {
     assert_eq!(v["rounds"], 1, "{out}");
     assert_eq!(v["ops_per_round"], 20, "{out}");
     assert_eq!(v["sync_counting"], true, "{out}");
-    assert!(v["machine"]["fs"].as_str().is_some_and(|s| !s.is_empty()), "{out}");
+    assert!(
+        v["machine"]["fs"].as_str().is_some_and(|s| !s.is_empty()),
+        "{out}"
+    );
     // The bench cleans up after itself.
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "left files behind");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "left files behind"
+    );
 
     let rows = v["results"].as_array().expect("results");
     assert_eq!(rows.len(), ENGINES.len() * WORKLOADS.len(), "{out}");
@@ -46,8 +53,14 @@ fn disk_json_has_every_engine_and_workload_with_sync_counts() {
                 .iter()
                 .find(|r| r["engine"] == engine && r["workload"] == workload)
                 .unwrap_or_else(|| panic!("no {engine} {workload} row: {out}"));
-            assert!(row["us_per_tx"].as_f64().unwrap() > 0.0, "{engine} {workload}: {out}");
-            assert!(row["ratio_to_sqlite"].as_f64().unwrap() > 0.0, "{engine} {workload}: {out}");
+            assert!(
+                row["us_per_tx"].as_f64().unwrap() > 0.0,
+                "{engine} {workload}: {out}"
+            );
+            assert!(
+                row["ratio_to_sqlite"].as_f64().unwrap() > 0.0,
+                "{engine} {workload}: {out}"
+            );
             assert_eq!(
                 row["throughput_vs_one_thread"].is_null(),
                 workload != "4 threads",
@@ -80,7 +93,10 @@ fn disk_json_has_every_engine_and_workload_with_sync_counts() {
     assert!(calls("ptm-paged", "fdatasync") > 0, "{out}");
     assert!(calls("SQLite", "fsync") > 0, "SQLite syncs with fsync: {out}");
     assert!(calls("LMDB", "fdatasync") > 0, "{out}");
-    assert!(calls("redb", "fdatasync") > 0, "redb syncs with File::sync_data: {out}");
+    assert!(
+        calls("redb", "fdatasync") > 0,
+        "redb syncs with File::sync_data: {out}"
+    );
 }
 
 #[test]
