@@ -23,7 +23,8 @@
 //! SQLite, LMDB and write+fsync are lower bounds there.
 //!
 //! `ptm bench --pauses` measures something else, the tail latency of inserts into growing
-//! collections: see [`crate::pause`].
+//! collections: see [`crate::pause`]; `ptm bench --disk DIR` compares ptm's disk engines with
+//! SQLite, LMDB and redb on a real disk: see [`crate::disk_bench`].
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -61,8 +62,13 @@ pub(crate) struct BenchArgs {
     pub(crate) dir: Option<PathBuf>,
     /// Measure growth pauses instead (see [`crate::pause`]).
     pub(crate) pauses: bool,
-    /// Operations per structure of `--pauses` (default: [`crate::pause::DEFAULT_OPS`]).
+    /// Operations per structure of `--pauses` (default: [`crate::pause::DEFAULT_OPS`]), or
+    /// transactions per round of `--disk` (default: [`crate::disk_bench::DEFAULT_OPS`]).
     pub(crate) ops: Option<u64>,
+    /// Run the disk engines' comparison in this directory instead (see [`crate::disk_bench`]).
+    pub(crate) disk: Option<PathBuf>,
+    /// Rounds of `--disk` (default: [`crate::disk_bench::DEFAULT_ROUNDS`]).
+    pub(crate) rounds: Option<usize>,
 }
 
 #[derive(Persistent)]
@@ -268,7 +274,7 @@ pub(crate) fn fs_type(dir: &Path) -> String {
         .map_or_else(|| "unknown".to_owned(), |(_, kind)| kind)
 }
 
-fn median(v: &[f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     match s.len() {
@@ -319,6 +325,14 @@ pub(crate) fn run(a: &BenchArgs) -> Result<String, Failure> {
 
     if a.pauses {
         return crate::pause::run(a);
+    }
+    if let Some(dir) = &a.disk {
+        return crate::disk_bench::run(&crate::disk_bench::DiskBenchArgs {
+            dir,
+            ops: a.ops.unwrap_or(crate::disk_bench::DEFAULT_OPS),
+            rounds: a.rounds.unwrap_or(crate::disk_bench::DEFAULT_ROUNDS),
+            json: a.json,
+        });
     }
     let (batches, per_batch) = if a.quick { (7usize, 300u64) } else { (15, 2000) };
     let (base, tmp) = work_dir(a.dir.as_deref())?;

@@ -9,9 +9,11 @@ mod bench;
 mod check;
 mod crashtest;
 mod demo;
+mod disk_bench;
 mod pause;
 mod report;
 mod size;
+mod sync_count;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -116,7 +118,8 @@ enum Command {
     },
     /// Measure durable 1-word and 8-word updates side by side: ptm, PMDK (with the `pmdk`
     /// feature), SQLite (WAL, synchronous=FULL) and write+fsync, plus ptm's drains per update;
-    /// or, with --pauses, the latency distribution of inserts into growing collections.
+    /// or, with --pauses, the latency distribution of inserts into growing collections; or,
+    /// with --disk DIR, ptm's disk engines against SQLite, LMDB and redb on a real disk.
     Bench {
         /// Fewer iterations (a few seconds; for tests and CI).
         #[arg(long)]
@@ -132,12 +135,23 @@ enum Command {
         /// transaction) into ptm's PHashMap, PBTreeMap, PVec and PQueue, PMDK's hash map (with
         /// the `pmdk` feature) and std's HashMap, BTreeMap and Vec; percentiles, the worst
         /// operation and when it happened, and how many inserts grew the structure.
-        #[arg(long)]
+        #[arg(long, group = "mode")]
         pauses: bool,
-        /// Inserts per structure for --pauses (default 2000000; 20000 with --quick).
-        #[arg(long, value_name = "N", requires = "pauses",
+        /// Compare ptm's disk engines (plain file with msync, nvme-backing's paged memory) with
+        /// SQLite, LMDB and redb: durable 1-word, 8-word and 4-thread updates, with the fsync,
+        /// fdatasync and msync calls per transaction, in a fresh directory inside DIR (which must
+        /// exist, on a real disk rather than tmpfs).
+        #[arg(long, value_name = "DIR", group = "mode", conflicts_with_all = ["dir", "quick"])]
+        disk: Option<PathBuf>,
+        /// Inserts per structure for --pauses (default 2000000; 20000 with --quick), or
+        /// transactions per round for --disk (default 300).
+        #[arg(long, value_name = "N", requires = "mode",
               value_parser = clap::value_parser!(u64).range(1..=pause::MAX_OPS))]
         ops: Option<u64>,
+        /// Timed rounds for --disk (default 9); each case reports its median round.
+        #[arg(long, value_name = "N", requires = "disk",
+              value_parser = clap::value_parser!(u64).range(1..=1000))]
+        rounds: Option<u64>,
     },
     /// The demo's child process (internal).
     #[command(hide = true)]
@@ -286,13 +300,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
             json,
             dir,
             pauses,
+            disk,
             ops,
+            rounds,
         } => emit(&bench::run(&bench::BenchArgs {
             quick,
             json,
             dir,
             pauses,
             ops,
+            disk,
+            rounds: rounds.map(|r| r as usize),
         })?),
         Command::DemoChild {
             path,
