@@ -89,7 +89,8 @@ pub fn expected_parse(b: &[u8]) -> Result<(), ParseFailure> {
             checksum_ok,
         });
     }
-    if u64_at(64) != 0 {
+    // Bit 0 is the journal flag; every other bit is unknown.
+    if u64_at(64) & !1 != 0 {
         return Err(ParseFailure::Problem(HeaderProblem::UnknownFlags {
             flags: u64_at(64),
         }));
@@ -145,7 +146,7 @@ pub fn assert_well_formed(h: &PoolHeader) {
     assert_eq!(h.magic, MAGIC);
     assert_eq!(h.version, FORMAT_VERSION);
     assert_eq!(h.header_size, HS as u32);
-    assert_eq!(h.flags, 0);
+    assert_eq!(h.flags & !pmem_core::header::FLAG_JOURNAL, 0);
     assert_eq!(h.checksum, h.compute_checksum());
     assert!(
         (MIN_POOL_SIZE..=MAX_POOL_SIZE).contains(&h.pool_size) && h.pool_size & (HS - 1) == 0,
@@ -173,7 +174,10 @@ pub fn check_open_pool(dir: &Path, template: &[u8], input: &[u8]) {
     std::fs::write(&path, &img).expect("write the pool image");
     let len = img.len() as u64;
     let slot = image::backup_slot(img.len());
-    let opts = RegionOptions::new().layout(image::TEMPLATE_LAYOUT);
+    // The msync engine opens without touching the header (the journaled one sets its flag).
+    let opts = RegionOptions::new()
+        .layout(image::TEMPLATE_LAYOUT)
+        .engine(pmem_core::Engine::Msync);
 
     let report = inspect_headers(&path).expect("inspect_headers on an unlocked, readable file");
     assert_eq!(report.file_len, len);
@@ -273,6 +277,13 @@ pub fn check_open_pool(dir: &Path, template: &[u8], input: &[u8]) {
                     assert_ne!(expected, found);
                     assert!(primary.is_ok_and(|h| h.pool_size == len && h.layout_name() == *found));
                 }
+                Error::JournalMissing { .. } => {
+                    // The header says a journal may hold changes, and there is none beside it.
+                    assert!(
+                        primary.is_ok_and(|h| h.flags & pmem_core::header::FLAG_JOURNAL != 0),
+                        "{e}"
+                    );
+                }
                 _ => panic!("unexpected error from open: {e:?}"),
             }
         }
@@ -280,10 +291,16 @@ pub fn check_open_pool(dir: &Path, template: &[u8], input: &[u8]) {
 
     // Repair acts exactly where open (without a layout check) reports a damaged primary with an
     // intact backup; everywhere else it returns open's own error, or does nothing harmful.
-    let verdict = RegionOptions::new().open(&path).map(drop);
+    let verdict = RegionOptions::new()
+        .engine(pmem_core::Engine::Msync)
+        .open(&path)
+        .map(drop);
     let repaired = repair_headers(&path);
     match (&verdict, &repaired) {
         (Ok(()), Ok(HeaderRepair::NothingToDo | HeaderRepair::RestoredBackup)) => {}
+        // Headers are fine; the journal they point to is missing (not a header repair's job).
+        (Err(Error::JournalMissing { .. }), Ok(HeaderRepair::NothingToDo | HeaderRepair::RestoredBackup)) => {
+        }
         (
             Err(Error::CorruptHeader {
                 backup_intact: true, ..
@@ -334,7 +351,11 @@ pub fn check_open_pool(dir: &Path, template: &[u8], input: &[u8]) {
             let fits = after
                 .primary
                 .is_ok_and(|h| h.pool_size == len && h.layout_name() == image::TEMPLATE_LAYOUT);
-            assert!(!fits, "intact pool failed to open after repair: {e:?}");
+            let journal_missing = matches!(e, Error::JournalMissing { .. });
+            assert!(
+                !fits || journal_missing,
+                "intact pool failed to open after repair: {e:?}"
+            );
         }
     }
     std::fs::remove_file(&path).expect("remove the pool image");

@@ -62,6 +62,7 @@ pub fn make_template(dir: &Path) -> Vec<u8> {
     let _ = std::fs::remove_file(&path);
     let region = RegionOptions::new()
         .layout(TEMPLATE_LAYOUT)
+        .engine(pmem_core::Engine::Msync)
         .create(&path, TEMPLATE_SIZE as u64)
         .expect("create the template pool");
     drop(region);

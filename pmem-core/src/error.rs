@@ -197,9 +197,70 @@ pub enum Error {
         /// What is missing.
         what: &'static str,
     },
+    /// The pool was last used with a journal (its header says so) and the journal is not where
+    /// it was looked for: opening without it would lose committed changes.
+    #[error(
+        "{}: the pool's journal may hold committed changes but {} does not exist (pass the journal's path with the journal options)",
+        pool.display(),
+        journal.display()
+    )]
+    JournalMissing {
+        /// The pool file.
+        pool: PathBuf,
+        /// Where the journal was looked for.
+        journal: PathBuf,
+    },
+    /// The journal beside the pool belongs to another pool.
+    #[error("{}: journal belongs to another pool (UUID mismatch)", journal.display())]
+    JournalMismatch {
+        /// The journal file.
+        journal: PathBuf,
+    },
+    /// The journal is damaged where it cannot be a torn tail: a synced record or both header
+    /// slots.
+    #[error("{}: journal is corrupt at offset {offset} (record {seq}): {what}", journal.display())]
+    CorruptJournal {
+        /// The journal file.
+        journal: PathBuf,
+        /// File offset of the damage.
+        offset: u64,
+        /// Sequence number of the damaged record (0 for the header).
+        seq: u64,
+        /// What is wrong.
+        what: String,
+    },
 }
 
 impl Error {
+    pub(crate) fn from_replay(journal: &std::path::Path, e: crate::journal::ReplayError) -> Self {
+        use crate::journal::ReplayError;
+        match e {
+            ReplayError::Io { journal: true, source } => Error::io("replay journal", journal, source),
+            ReplayError::Io { journal: false, source } => Error::io("apply journal to the pool file of", journal, source),
+            ReplayError::Mismatch => Error::JournalMismatch {
+                journal: journal.to_owned(),
+            },
+            ReplayError::BadHeader(_) => Error::CorruptJournal {
+                journal: journal.to_owned(),
+                offset: 0,
+                seq: 0,
+                what: "both header slots are damaged".into(),
+            },
+            ReplayError::Corrupt {
+                offset,
+                seq,
+                later_records,
+            } => Error::CorruptJournal {
+                journal: journal.to_owned(),
+                offset,
+                seq,
+                what: format!(
+                    "record {seq} was synced but is damaged ({later_records} valid records follow it; `ptm check --repair` drops them)"
+                ),
+            },
+        }
+    }
+
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io {
             op,

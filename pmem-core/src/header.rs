@@ -12,7 +12,7 @@
 //! |     40 |    8 | `data_offset`   | start of the data area: 4096                              |
 //! |     48 |    8 | `data_size`     | bytes in the data area: `pool_size - 8192`                |
 //! |     56 |    8 | `backup_offset` | offset of the backup header: `pool_size - 4096`           |
-//! |     64 |    8 | `flags`         | must be 0 in version 1                                    |
+//! |     64 |    8 | `flags`         | bit 0 [`FLAG_JOURNAL`]: a journal may hold changes; others 0 |
 //! |     72 |    2 | `pptr_tag`      | non-zero tag carried in the high 16 bits of every `PPtr`  |
 //! |     74 |    6 | `_pad`          | zero                                                      |
 //! |     80 |    8 | `created_secs`  | creation time, seconds since the Unix epoch (informative) |
@@ -35,6 +35,11 @@ pub const MAX_LAYOUT_LEN: usize = 63;
 pub const MIN_POOL_SIZE: u64 = 4 * HEADER_SIZE as u64;
 /// Largest pool: offsets in a `PPtr` have 48 bits.
 pub const MAX_POOL_SIZE: u64 = 1 << 48;
+
+/// Header flag: the pool was opened with the journaled engine and not closed cleanly since, so
+/// its journal may hold committed changes the file does not. Opening such a pool without its
+/// journal fails ([`Error::JournalMissing`](crate::Error::JournalMissing)).
+pub const FLAG_JOURNAL: u64 = 1;
 
 /// Offset of the checksum field.
 const CHECKSUM_OFFSET: usize = HEADER_SIZE - 4;
@@ -59,7 +64,7 @@ pub struct PoolHeader {
     pub data_size: u64,
     /// Offset of the backup header copy.
     pub backup_offset: u64,
-    /// Feature flags (0 in version 1).
+    /// Feature flags: [`FLAG_JOURNAL`] or 0.
     pub flags: u64,
     /// Tag carried by every `PPtr` into this pool.
     pub pptr_tag: u16,
@@ -198,7 +203,7 @@ impl PoolHeader {
                 checksum_ok: true,
             });
         }
-        if h.flags != 0 {
+        if h.flags & !FLAG_JOURNAL != 0 {
             return Err(ParseFailure::Problem(HeaderProblem::UnknownFlags {
                 flags: h.flags,
             }));

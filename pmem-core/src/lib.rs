@@ -69,11 +69,12 @@ pub use flush::{
     detected_flush_instruction, reset_thread_stats, thread_stats, FlushInstruction, PersistStats, CACHE_LINE,
 };
 pub use header::{PoolHeader, FORMAT_VERSION, HEADER_SIZE, MIN_POOL_SIZE};
+pub use journal::{JournalOptions, JournalStats, ReplayReport};
 pub use persistent::{bytes_of, read_from_bytes, Persistent};
 pub use pmem_derive::Persistent;
 pub use pptr::PPtr;
 pub use region::{
-    inspect_headers, repair_headers, Backing, DomainKind, ExternalFactory, ExternalMemory,
+    inspect_headers, repair_headers, Backing, DomainKind, Engine, ExternalFactory, ExternalMemory,
     ExternalMemorySource, HeaderFault, HeaderRepair, HeaderReport, Region, RegionOptions, ENV_EADR,
     ENV_FORCE_PMEM,
 };

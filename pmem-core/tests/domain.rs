@@ -1,12 +1,12 @@
 //! Guards persistence-domain selection for each kind of file this machine can have, and the
-//! persist → close → remap round trip in the msync and cache-flush domains.
+//! persist → close → remap round trip in the journaled, msync and cache-flush domains.
 
 mod common;
 
-use pmem_core::{detected_flush_instruction, Backing, DomainKind, PPtr, RegionOptions};
+use pmem_core::{detected_flush_instruction, Backing, DomainKind, Engine, PPtr, RegionOptions};
 
 #[test]
-fn plain_file_on_disk_is_msync() {
+fn plain_file_on_disk_is_journaled_by_default() {
     let dir = common::disk_dir();
     let fs = common::fs_type(dir.path());
     let r = RegionOptions::new()
@@ -14,24 +14,52 @@ fn plain_file_on_disk_is_msync() {
         .create(common::pool_path(&dir, "disk.pool"), 1 << 20)
         .unwrap();
     assert_eq!(r.backing(), Backing::File);
+    assert!(
+        !r.map_sync(),
+        "MAP_SYNC accepted on {fs}: the journaled engine maps privately"
+    );
+    let dax = {
+        let probe = RegionOptions::new()
+            .engine(Engine::Msync)
+            .create(common::pool_path(&dir, "probe.pool"), 1 << 20)
+            .unwrap();
+        probe.map_sync()
+    };
     if fs != "tmpfs" {
         // ext4/xfs without -o dax: the kernel refuses MAP_SYNC.
-        assert!(!r.map_sync(), "MAP_SYNC accepted on {fs}");
+        assert!(!dax, "MAP_SYNC accepted on {fs}");
     }
-    if !r.map_sync() {
-        assert_eq!(r.domain(), DomainKind::Msync, "on {fs}");
+    if !dax {
+        assert_eq!(r.domain(), DomainKind::Journaled, "on {fs}");
+        assert_eq!(
+            r.journal_path(),
+            Some(common::pool_path(&dir, "disk.pool.journal").as_path())
+        );
     }
 }
 
 #[test]
-fn tmpfs_file_is_msync_unless_forced() {
+fn the_msync_engine_is_chosen_by_name() {
+    let dir = common::disk_dir();
+    let r = RegionOptions::new()
+        .engine(Engine::Msync)
+        .create(common::pool_path(&dir, "m.pool"), 1 << 20)
+        .unwrap();
+    if !r.map_sync() {
+        assert_eq!(r.domain(), DomainKind::Msync);
+    }
+    assert_eq!(r.journal_path(), None);
+}
+
+#[test]
+fn tmpfs_file_is_journaled_unless_forced() {
     let dir = common::shm_dir();
     let r = RegionOptions::new()
         .force_pmem(false)
         .create(common::pool_path(&dir, "shm.pool"), 1 << 20)
         .unwrap();
     assert!(!r.map_sync(), "tmpfs does not support MAP_SYNC");
-    assert_eq!(r.domain(), DomainKind::Msync);
+    assert_eq!(r.domain(), DomainKind::Journaled);
     drop(r);
     let r = RegionOptions::new()
         .force_pmem(true)
@@ -57,7 +85,7 @@ fn eadr_alone_does_not_make_a_plain_file_persistent_memory() {
         .create(common::pool_path(&dir, "eadr.pool"), 1 << 20)
         .unwrap();
     if !r.map_sync() {
-        assert_eq!(r.domain(), DomainKind::Msync);
+        assert_eq!(r.domain(), DomainKind::Journaled);
     }
 }
 
@@ -82,11 +110,11 @@ fn the_best_flush_instruction_is_chosen() {
 
 /// Writes a value, persists it, closes, reopens (a new mapping, usually at a new address) and
 /// reads it back, through a `PPtr` stored in the pool itself.
-fn round_trip(dir: &tempfile::TempDir, force: bool, expect_msync: bool) {
+fn round_trip(dir: &tempfile::TempDir, engine: Engine, expect: fn(DomainKind) -> bool) {
     let path = common::pool_path(dir, "rt.pool");
-    let opts = RegionOptions::new().layout("rt").force_pmem(force);
+    let opts = RegionOptions::new().layout("rt").engine(engine);
     let mut r = opts.create(&path, 4 << 20).unwrap();
-    assert_eq!(r.domain() == DomainKind::Msync, expect_msync);
+    assert!(expect(r.domain()), "{:?}", r.domain());
     let root_off = r.data_range().start;
     let value_off = root_off + 3 * 4096 + 24;
     let value: [u64; 4] = [1, 2, 3, 0xdead_beef];
@@ -97,7 +125,7 @@ fn round_trip(dir: &tempfile::TempDir, force: bool, expect_msync: bool) {
     r.persist(root_off, 8).unwrap();
     // Keep an unrelated mapping alive at the old address so the next map lands elsewhere.
     let squatter = RegionOptions::new()
-        .force_pmem(force)
+        .engine(engine)
         .create(common::pool_path(dir, "squat.pool"), 4 << 20)
         .unwrap();
     drop(r);
@@ -118,12 +146,21 @@ fn round_trip(dir: &tempfile::TempDir, force: bool, expect_msync: bool) {
 
 #[test]
 fn persist_and_remap_round_trip_in_the_msync_domain() {
-    round_trip(&common::disk_dir(), false, true);
+    round_trip(&common::disk_dir(), Engine::Msync, |k| k == DomainKind::Msync);
+}
+
+#[test]
+fn persist_and_remap_round_trip_in_the_journaled_domain() {
+    round_trip(&common::disk_dir(), Engine::Journaled, |k| {
+        k == DomainKind::Journaled
+    });
 }
 
 #[test]
 fn persist_and_remap_round_trip_in_the_cache_flush_domain() {
-    round_trip(&common::shm_dir(), true, false);
+    round_trip(&common::shm_dir(), Engine::Pmem, |k| {
+        matches!(k, DomainKind::CacheFlush(_))
+    });
 }
 
 #[test]
@@ -132,7 +169,7 @@ fn data_persisted_in_the_msync_domain_is_in_the_file() {
     let dir = common::disk_dir();
     let path = common::pool_path(&dir, "file.pool");
     let mut r = RegionOptions::new()
-        .force_pmem(false)
+        .engine(Engine::Msync)
         .create(&path, 1 << 20)
         .unwrap();
     let off = r.data_range().start + 5000;

@@ -39,8 +39,8 @@ fn opening_with_defaults_reads_the_environment_override() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    assert!(run(None).contains("domain=msync"));
-    assert!(run(Some("0")).contains("domain=msync"));
+    assert!(run(None).contains("domain=journaled"));
+    assert!(run(Some("0")).contains("domain=journaled"));
     let insn = detected_flush_instruction().unwrap().name();
     assert!(run(Some("1")).contains(&format!("domain={insn}")));
 }

@@ -101,7 +101,7 @@ fn eadr_flushes_nothing_but_still_drains() {
 fn msync_domain_counts_pages_and_drains() {
     let dir = common::disk_dir();
     let region = RegionOptions::new()
-        .force_pmem(false)
+        .engine(pmem_core::Engine::Msync)
         .create(common::pool_path(&dir, "msync.pool"), 1 << 20)
         .unwrap();
     assert_eq!(region.domain(), DomainKind::Msync);

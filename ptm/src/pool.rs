@@ -37,6 +37,8 @@ pub struct PoolOptions {
     #[cfg(feature = "simulate")]
     simulation: Option<pmem_core::Simulation>,
     external: Option<pmem_core::ExternalMemorySource>,
+    engine: pmem_core::Engine,
+    journal: pmem_core::JournalOptions,
 }
 
 impl Default for PoolOptions {
@@ -51,6 +53,8 @@ impl Default for PoolOptions {
             #[cfg(feature = "simulate")]
             simulation: None,
             external: None,
+            engine: pmem_core::Engine::Auto,
+            journal: pmem_core::JournalOptions::new(),
         }
     }
 }
@@ -122,7 +126,47 @@ impl PoolOptions {
         if let Some(ext) = &self.external {
             o = o.external(ext.clone());
         }
-        o
+        o.engine(self.engine).journal(self.journal.clone())
+    }
+
+    /// The persistence engine for a pool on a regular file (default
+    /// [`Engine::Auto`](pmem_core::Engine::Auto): persistent memory where the file is, or was
+    /// forced; the journaled disk engine on any other file). See [`Engine`](pmem_core::Engine).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ptm::{Engine, JournalOptions, PCell, Persistent, Pool, PoolOptions};
+    ///
+    /// #[derive(Persistent)]
+    /// #[persistent(crate = "ptm::pmem_core")]
+    /// #[repr(C)]
+    /// struct Root {
+    ///     n: PCell<u64>,
+    /// }
+    ///
+    /// # fn main() -> Result<(), ptm::Error> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let opts = PoolOptions::new().engine(Engine::Journaled);
+    /// let pool = Pool::<Root>::create(dir.path().join("j.pool"), 8 << 20, &opts)?;
+    /// let before = ptm::thread_stats();
+    /// pool.transaction(|tx, root| root.n.set(tx, 1))?;
+    /// assert_eq!(ptm::thread_stats().since(&before).fsyncs, 1); // one fdatasync per commit
+    /// # Ok(()) }
+    /// ```
+    pub fn engine(mut self, engine: pmem_core::Engine) -> Self {
+        self.engine = engine;
+        self
+    }
+
+    /// Options of the journaled engine: where the journal lives (default `<pool>.journal`),
+    /// its bound before a checkpoint (64 MiB), and buffered durability
+    /// ([`JournalOptions::buffered`](pmem_core::JournalOptions::buffered): commits return once
+    /// journaled in memory; a sync every period or [`Pool::sync`] makes a prefix of them
+    /// durable).
+    pub fn journal(mut self, opts: pmem_core::JournalOptions) -> Self {
+        self.journal = opts;
+        self
     }
 
     /// Backs the pool with memory from another crate instead of a file mapping — e.g.
@@ -289,7 +333,8 @@ impl Shared {
     pub(crate) fn sync(&self) -> Result<()> {
         let mut flushed = Vec::new();
         self.flush_pending_completions(&mut flushed);
-        self.drain()?;
+        // `Region::sync`: durable even in the journaled engine's buffered mode.
+        self.region.sync()?;
         self.settle_completions(&flushed);
         Ok(())
     }

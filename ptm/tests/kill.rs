@@ -6,8 +6,9 @@
 //! Alone in its binary: it re-executes itself, and a spawned child shares every open descriptor
 //! (pool locks included) until it execs (docs/design.md §4).
 //!
-//! Defaults: 30 kills on a `/dev/shm` pool (cache-flush domain, `force_pmem`) and 10 on a pool in
-//! the disk temp dir (msync domain). `PTM_KILL_ROUNDS=N` runs N kills on each instead;
+//! Defaults: 30 kills on a `/dev/shm` pool (cache-flush domain, `force_pmem`) and 10 on each of
+//! two pools in the disk temp dir (msync domain, journaled engine). `PTM_KILL_ROUNDS=N` runs N
+//! kills on each instead;
 //! `PTM_KILL_SEED=S` replays the random choices (delays and workloads) of a printed seed.
 
 use std::io::{BufRead, BufReader, Write};
@@ -18,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ptm::{DomainKind, PCell, PMutex, Persistent, Pool, PoolOptions};
+use ptm::{DomainKind, Engine, PCell, PMutex, Persistent, Pool, PoolOptions};
 
 const TEST_NAME: &str = "sigkill_mid_transaction_keeps_the_bank_consistent";
 const ACCOUNTS: usize = 16;
@@ -29,7 +30,7 @@ const TOTAL: u64 = INITIAL_BALANCE * ACCOUNTS as u64;
 const LAYOUT: &str = "kill-bank";
 
 const ENV_CHILD: &str = "PTM_KILL_CHILD_POOL";
-const ENV_CHILD_FORCE: &str = "PTM_KILL_CHILD_FORCE_PMEM";
+const ENV_CHILD_FORCE: &str = "PTM_KILL_CHILD_ENGINE";
 const ENV_CHILD_SEED: &str = "PTM_KILL_CHILD_SEED";
 const ENV_CHILD_PROGRESS: &str = "PTM_KILL_CHILD_PROGRESS";
 
@@ -83,10 +84,10 @@ impl Rng {
     }
 }
 
-fn opts(force_pmem: bool) -> PoolOptions {
+fn opts(engine: Engine) -> PoolOptions {
     PoolOptions::new()
         .layout(LAYOUT)
-        .force_pmem(force_pmem)
+        .engine(engine)
         .lock_timeout(Duration::from_secs(20))
 }
 
@@ -163,13 +164,13 @@ fn child(path: &str) {
         default_hook(info);
         std::process::exit(101);
     }));
-    let force = std::env::var(ENV_CHILD_FORCE).unwrap() == "1";
+    let engine = Engine::from_name(&std::env::var(ENV_CHILD_FORCE).unwrap()).unwrap();
     let seed: u64 = std::env::var(ENV_CHILD_SEED).unwrap().parse().unwrap();
     let progress = std::fs::OpenOptions::new()
         .write(true)
         .open(std::env::var(ENV_CHILD_PROGRESS).unwrap())
         .unwrap();
-    let pool = Pool::<Bank>::open(path, &opts(force)).unwrap();
+    let pool = Pool::<Bank>::open(path, &opts(engine)).unwrap();
     // On a line of its own: libtest may have printed "test <name> ... " without a newline.
     let mut out = std::io::stdout();
     out.write_all(b"\nKILLCHILD ready\n").unwrap();
@@ -240,7 +241,7 @@ fn check_bank(bal: &[u64; ACCOUNTS], ctx: &str) {
 struct Variant {
     name: &'static str,
     dir: PathBuf,
-    force_pmem: bool,
+    engine: Engine,
     rounds: usize,
     /// Upper bound of the random time the child runs after it reported ready.
     max_delay: Duration,
@@ -258,14 +259,14 @@ struct Tally {
 fn run_variant(v: &Variant, rng: &mut Rng) -> Tally {
     let path = v.dir.join("bank.pool");
     {
-        let pool = Pool::<Bank>::create(&path, 16 << 20, &opts(v.force_pmem)).unwrap();
-        if !v.force_pmem {
-            assert_eq!(
-                pool.domain(),
-                DomainKind::Msync,
-                "{}: expected the msync domain",
-                v.name
-            );
+        let pool = Pool::<Bank>::create(&path, 16 << 20, &opts(v.engine)).unwrap();
+        let expected = match v.engine {
+            Engine::Msync => Some(DomainKind::Msync),
+            Engine::Journaled => Some(DomainKind::Journaled),
+            _ => None,
+        };
+        if let Some(k) = expected {
+            assert_eq!(pool.domain(), k, "{}: expected the {} domain", v.name, k.name());
         }
         pool.transaction(|tx, bank| {
             for m in &bank.accounts {
@@ -286,7 +287,7 @@ fn run_variant(v: &Variant, rng: &mut Rng) -> Tally {
         let mut cmd = Command::new(std::env::current_exe().unwrap());
         cmd.args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
             .env(ENV_CHILD, &path)
-            .env(ENV_CHILD_FORCE, if v.force_pmem { "1" } else { "0" })
+            .env(ENV_CHILD_FORCE, v.engine.name())
             .env(ENV_CHILD_SEED, child_seed.to_string())
             .env(ENV_CHILD_PROGRESS, &progress_path)
             .env_remove("PTM_FORCE_PMEM")
@@ -310,7 +311,7 @@ fn run_variant(v: &Variant, rng: &mut Rng) -> Tally {
         assert_eq!(status.signal(), Some(9), "{ctx}: child ended by itself: {status}");
 
         let started = Instant::now();
-        let pool = Pool::<Bank>::open(&path, &opts(v.force_pmem))
+        let pool = Pool::<Bank>::open(&path, &opts(v.engine))
             .unwrap_or_else(|e| panic!("{ctx}: reopen failed: {e}"));
         let recovery_time = started.elapsed();
         let report = pool.recovery_report();
@@ -354,7 +355,7 @@ fn run_variant(v: &Variant, rng: &mut Rng) -> Tally {
         drop(pool);
 
         // Recovery finished for good: a second open finds a clean pool and the same state.
-        let pool = Pool::<Bank>::open(&path, &opts(v.force_pmem)).unwrap();
+        let pool = Pool::<Bank>::open(&path, &opts(v.engine)).unwrap();
         let report = pool.recovery_report();
         assert!(
             report.was_clean && report.rolled_back == 0 && report.completed == 0,
@@ -403,20 +404,28 @@ fn sigkill_mid_transaction_keeps_the_bank_consistent() {
         Variant {
             name: "shm/force_pmem",
             dir: shm.path().to_owned(),
-            force_pmem: true,
+            engine: Engine::Pmem,
             rounds: rounds.unwrap_or(30),
             max_delay: Duration::from_millis(60),
         },
         Variant {
             name: "disk/msync",
-            dir: disk.path().to_owned(),
-            force_pmem: false,
+            dir: disk.path().join("msync"),
+            engine: Engine::Msync,
+            rounds: rounds.unwrap_or(10),
+            max_delay: Duration::from_millis(300),
+        },
+        Variant {
+            name: "disk/journaled",
+            dir: disk.path().join("journaled"),
+            engine: Engine::Journaled,
             rounds: rounds.unwrap_or(10),
             max_delay: Duration::from_millis(300),
         },
     ];
     let mut rollbacks = 0;
     for v in &variants {
+        std::fs::create_dir_all(&v.dir).unwrap();
         let started = Instant::now();
         let tally = run_variant(v, &mut rng);
         println!(

@@ -168,7 +168,11 @@ pub mod sim {
                     let next = ((at / SECTOR) + 1) * SECTOR;
                     let piece_end = next.min(end);
                     if keep(w, sector) {
-                        put(&mut img, at as u64, &bytes[at - *offset as usize..piece_end - *offset as usize]);
+                        put(
+                            &mut img,
+                            at as u64,
+                            &bytes[at - *offset as usize..piece_end - *offset as usize],
+                        );
                     } else if img.len() < piece_end {
                         img.resize(piece_end, 0);
                     }

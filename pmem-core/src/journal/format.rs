@@ -161,9 +161,7 @@ impl JournalHeader {
 /// # Errors
 ///
 /// Both slots' problems when neither is valid.
-pub fn pick_header(
-    slots: [&[u8; SLOT_SIZE]; 2],
-) -> Result<JournalHeader, [SlotProblem; 2]> {
+pub fn pick_header(slots: [&[u8; SLOT_SIZE]; 2]) -> Result<JournalHeader, [SlotProblem; 2]> {
     match (JournalHeader::decode(slots[0]), JournalHeader::decode(slots[1])) {
         (Ok(a), Ok(b)) => Ok(if b.epoch > a.epoch { b } else { a }),
         (Ok(a), Err(_)) => Ok(a),
@@ -213,7 +211,8 @@ impl RecordHeader {
     /// Whether `record` (header and payload, exactly `RECORD_HEADER + payload_len` bytes) carries
     /// a matching checksum.
     pub fn checksum_ok(&self, record: &[u8]) -> bool {
-        record.len() as u64 == RECORD_HEADER as u64 + self.payload_len && record_checksum(record) == self.checksum
+        record.len() as u64 == RECORD_HEADER as u64 + self.payload_len
+            && record_checksum(record) == self.checksum
     }
 }
 
@@ -265,7 +264,12 @@ pub struct RangeRef<'a> {
 
 /// Splits a checksum-verified payload into its ranges, each checked to lie inside
 /// `[data_start, data_end)`; `None` if the payload does not parse or a range leaves the area.
-pub fn parse_ranges(payload: &[u8], n_ranges: u32, data_start: u64, data_end: u64) -> Option<Vec<RangeRef<'_>>> {
+pub fn parse_ranges(
+    payload: &[u8],
+    n_ranges: u32,
+    data_start: u64,
+    data_end: u64,
+) -> Option<Vec<RangeRef<'_>>> {
     let mut out = Vec::with_capacity(n_ranges.min(4096) as usize);
     let mut at = 0usize;
     for _ in 0..n_ranges {
@@ -314,8 +318,18 @@ mod tests {
 
     #[test]
     fn newer_valid_slot_wins() {
-        let a = JournalHeader { pool_uuid: [1; 16], epoch: 4, start_seq: 10 }.encode();
-        let b = JournalHeader { pool_uuid: [1; 16], epoch: 5, start_seq: 20 }.encode();
+        let a = JournalHeader {
+            pool_uuid: [1; 16],
+            epoch: 4,
+            start_seq: 10,
+        }
+        .encode();
+        let b = JournalHeader {
+            pool_uuid: [1; 16],
+            epoch: 5,
+            start_seq: 20,
+        }
+        .encode();
         assert_eq!(pick_header([&a, &b]).unwrap().epoch, 5);
         let mut torn = b;
         torn[40] ^= 1;

@@ -160,50 +160,13 @@ pub struct JournalScan {
 /// [`ReplayError::Mismatch`], [`ReplayError::BadHeader`], [`ReplayError::Corrupt`] (a synced
 /// record is damaged).
 pub fn scan(bytes: &[u8], uuid: &[u8; 16], data: std::ops::Range<u64>) -> Result<JournalScan, ReplayError> {
-    if bytes.len() < RECORDS_OFFSET as usize {
-        // Never got past creation: nothing to replay, unless the slots hold something.
-        if bytes.iter().all(|&b| b == 0) {
-            return Ok(JournalScan::default());
-        }
-    }
-    let slot = |i: usize| -> [u8; SLOT_SIZE] {
-        let at = SLOT_OFFSETS[i] as usize;
-        let mut s = [0u8; SLOT_SIZE];
-        if bytes.len() >= at + SLOT_SIZE {
-            s.copy_from_slice(&bytes[at..at + SLOT_SIZE]);
-        }
-        s
+    let mut out = scan_prefix(bytes, uuid, &data)?;
+    let Some(header) = out.header else {
+        return Ok(out);
     };
-    let (s0, s1) = (slot(0), slot(1));
-    let header = match pick_header([&s0, &s1]) {
-        Ok(h) => h,
-        Err([SlotProblem::Empty, SlotProblem::Empty]) => return Ok(JournalScan::default()),
-        Err(p) => return Err(ReplayError::BadHeader(p)),
-    };
-    if &header.pool_uuid != uuid {
-        return Err(ReplayError::Mismatch);
-    }
-    let mut out = JournalScan {
-        header: Some(header),
-        end: RECORDS_OFFSET,
-        next_seq: header.start_seq,
-        ..Default::default()
-    };
-    let mut pos = RECORDS_OFFSET as usize;
-    loop {
-        match valid_record_at(bytes, pos, &header, out.next_seq, &data) {
-            Some(len) => {
-                out.records.push((pos as u64, len as u64));
-                out.bytes += len as u64;
-                pos += len;
-                out.next_seq += 1;
-            }
-            None => break,
-        }
-    }
-    out.end = pos as u64;
     // Past the prefix: a valid record of this epoch that had seen the failed one synced means
     // the failed one was damaged after it reached the disk.
+    let pos = out.end as usize;
     let mut later = 0u64;
     let mut corrupt = false;
     let mut at = pos + 8;
@@ -237,6 +200,46 @@ pub fn scan(bytes: &[u8], uuid: &[u8; 16], data: std::ops::Range<u64>) -> Result
     Ok(out)
 }
 
+/// The header and the valid prefix of records, without looking past it.
+fn scan_prefix(
+    bytes: &[u8],
+    uuid: &[u8; 16],
+    data: &std::ops::Range<u64>,
+) -> Result<JournalScan, ReplayError> {
+    let slot = |i: usize| -> [u8; SLOT_SIZE] {
+        let at = SLOT_OFFSETS[i] as usize;
+        let mut s = [0u8; SLOT_SIZE];
+        if bytes.len() >= at + SLOT_SIZE {
+            s.copy_from_slice(&bytes[at..at + SLOT_SIZE]);
+        }
+        s
+    };
+    let header = match pick_header([&slot(0), &slot(1)]) {
+        Ok(h) => h,
+        // Never got past creation: nothing to replay.
+        Err([SlotProblem::Empty, SlotProblem::Empty]) => return Ok(JournalScan::default()),
+        Err(p) => return Err(ReplayError::BadHeader(p)),
+    };
+    if &header.pool_uuid != uuid {
+        return Err(ReplayError::Mismatch);
+    }
+    let mut out = JournalScan {
+        header: Some(header),
+        end: RECORDS_OFFSET,
+        next_seq: header.start_seq,
+        ..Default::default()
+    };
+    let mut pos = RECORDS_OFFSET as usize;
+    while let Some(len) = valid_record_at(bytes, pos, &header, out.next_seq, data) {
+        out.records.push((pos as u64, len as u64));
+        out.bytes += len as u64;
+        pos += len;
+        out.next_seq += 1;
+    }
+    out.end = pos as u64;
+    Ok(out)
+}
+
 /// The length of the record at `pos` if it is the valid record `seq` of `header`'s epoch.
 fn valid_record_at(
     bytes: &[u8],
@@ -264,7 +267,12 @@ fn valid_record_at(
 /// # Errors
 ///
 /// I/O errors on the home file.
-pub fn apply(bytes: &[u8], scan: &JournalScan, home: &dyn JournalFile, data: std::ops::Range<u64>) -> io::Result<()> {
+pub fn apply(
+    bytes: &[u8],
+    scan: &JournalScan,
+    home: &dyn JournalFile,
+    data: std::ops::Range<u64>,
+) -> io::Result<()> {
     if scan.records.is_empty() {
         return Ok(());
     }
@@ -272,7 +280,8 @@ pub fn apply(bytes: &[u8], scan: &JournalScan, home: &dyn JournalFile, data: std
     for &(off, len) in &scan.records {
         let rec = &bytes[off as usize..(off + len) as usize];
         let h = RecordHeader::decode(rec).expect("scanned record");
-        let ranges = parse_ranges(&rec[RECORD_HEADER..], h.n_ranges, data.start, data.end).expect("scanned record");
+        let ranges =
+            parse_ranges(&rec[RECORD_HEADER..], h.n_ranges, data.start, data.end).expect("scanned record");
         for r in ranges {
             let mut at = r.offset;
             let end = r.offset + r.bytes.len() as u64;
@@ -343,9 +352,15 @@ pub fn replay(
     uuid: &[u8; 16],
     data: std::ops::Range<u64>,
 ) -> Result<(Option<JournalHeader>, u64, ReplayReport), ReplayError> {
-    let bytes = read_all(jfile).map_err(|source| ReplayError::Io { journal: true, source })?;
+    let bytes = read_all(jfile).map_err(|source| ReplayError::Io {
+        journal: true,
+        source,
+    })?;
     let s = scan(&bytes, uuid, data.clone())?;
-    apply(&bytes, &s, home, data).map_err(|source| ReplayError::Io { journal: false, source })?;
+    apply(&bytes, &s, home, data).map_err(|source| ReplayError::Io {
+        journal: false,
+        source,
+    })?;
     let report = ReplayReport {
         records: s.records.len() as u64,
         bytes: s.bytes,
@@ -366,7 +381,10 @@ pub fn repair(
     uuid: &[u8; 16],
     data: std::ops::Range<u64>,
 ) -> Result<u64, ReplayError> {
-    let bytes = read_all(jfile).map_err(|source| ReplayError::Io { journal: true, source })?;
+    let bytes = read_all(jfile).map_err(|source| ReplayError::Io {
+        journal: true,
+        source,
+    })?;
     let (s, dropped) = match scan(&bytes, uuid, data.clone()) {
         Ok(s) => (s, 0),
         Err(ReplayError::Corrupt { later_records, .. }) => {
@@ -376,7 +394,10 @@ pub fn repair(
         }
         Err(e) => return Err(e),
     };
-    apply(&bytes, &s, home, data).map_err(|source| ReplayError::Io { journal: false, source })?;
+    apply(&bytes, &s, home, data).map_err(|source| ReplayError::Io {
+        journal: false,
+        source,
+    })?;
     if let Some(h) = s.header {
         write_header(
             jfile,
@@ -386,34 +407,12 @@ pub fn repair(
                 start_seq: s.next_seq,
             },
         )
-        .map_err(|source| ReplayError::Io { journal: true, source })?;
+        .map_err(|source| ReplayError::Io {
+            journal: true,
+            source,
+        })?;
     }
     Ok(dropped)
-}
-
-fn scan_prefix(bytes: &[u8], uuid: &[u8; 16], data: &std::ops::Range<u64>) -> Result<JournalScan, ReplayError> {
-    let slot = |i: usize| -> [u8; SLOT_SIZE] {
-        let at = SLOT_OFFSETS[i] as usize;
-        bytes[at..at + SLOT_SIZE].try_into().expect("slot")
-    };
-    let header = pick_header([&slot(0), &slot(1)]).map_err(ReplayError::BadHeader)?;
-    if &header.pool_uuid != uuid {
-        return Err(ReplayError::Mismatch);
-    }
-    let mut out = JournalScan {
-        header: Some(header),
-        next_seq: header.start_seq,
-        ..Default::default()
-    };
-    let mut pos = RECORDS_OFFSET as usize;
-    while let Some(len) = valid_record_at(bytes, pos, &header, out.next_seq, data) {
-        out.records.push((pos as u64, len as u64));
-        out.bytes += len as u64;
-        pos += len;
-        out.next_seq += 1;
-    }
-    out.end = pos as u64;
-    Ok(out)
 }
 
 /// Writes `h` to its slot and syncs the journal.
@@ -568,11 +567,6 @@ impl Journal {
         &self.path
     }
 
-    /// Whether durability points only order (buffered mode).
-    pub(crate) fn is_buffered(&self) -> bool {
-        self.buffered
-    }
-
     fn check_failed(&self) -> io::Result<()> {
         if self.failed.load(Ordering::Acquire) {
             return Err(io::Error::other(
@@ -603,15 +597,15 @@ impl Journal {
     /// so far).
     pub(crate) fn order(&self) -> io::Result<u64> {
         self.check_failed()?;
-        let mut a = lock(&self.appender);
+        let mut guard = lock(&self.appender);
         {
             let mut p = lock(&self.pending);
-            std::mem::swap(&mut *p, &mut a.ranges);
+            std::mem::swap(&mut *p, &mut guard.ranges);
         }
-        if a.ranges.is_empty() {
-            return Ok(a.next_seq - 1);
+        if guard.ranges.is_empty() {
+            return Ok(guard.next_seq - 1);
         }
-        let a = &mut *a;
+        let a = &mut *guard;
         a.ranges.sort_unstable();
         // Coalesce overlapping and adjacent ranges in place.
         let mut w = 0;
@@ -664,7 +658,7 @@ impl Journal {
             st.records += 1;
             st.bytes += (a.buf.len() - start) as u64;
         }
-        drop(a);
+        drop(guard);
         if big {
             // Keep memory bounded for huge transactions: write (without syncing) what is buffered.
             let mut io = lock(&self.io);
@@ -822,7 +816,11 @@ impl Journal {
             // `bounce` is a distinct allocation. Concurrent stores may be copied old or new (see
             // `order`).
             unsafe {
-                std::ptr::copy_nonoverlapping((self.base as *const u8).add(from as usize), bounce.as_mut_ptr(), bytes as usize)
+                std::ptr::copy_nonoverlapping(
+                    (self.base as *const u8).add(from as usize),
+                    bounce.as_mut_ptr(),
+                    bytes as usize,
+                )
             };
             self.home.write_all_at(bounce, from)
         };

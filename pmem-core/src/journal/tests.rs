@@ -43,7 +43,10 @@ fn start(jf: &SimFile, home: &SimFile, mem: &mut Mem, opts: &JournalOptions) -> 
             opts,
         )
     }
-    .map_err(|source| ReplayError::Io { journal: true, source })
+    .map_err(|source| ReplayError::Io {
+        journal: true,
+        source,
+    })
 }
 
 /// A deterministic xorshift.
@@ -163,7 +166,8 @@ fn every_io_call_is_a_crash_point() {
                     };
                     let jimg = jf.crash_image(keep(&mut rng));
                     let himg = home.crash_image(keep(&mut rng));
-                    let got = recovered(&jimg, &himg).unwrap_or_else(|e| panic!("seed {seed} call {n}: {e:?}"));
+                    let got =
+                        recovered(&jimg, &himg).unwrap_or_else(|e| panic!("seed {seed} call {n}: {e:?}"));
                     check_prefix(&run, &got, seed, n);
                     // A second crash inside replay (home writes of the replay partly lost), then
                     // a full replay: the same outcome.
@@ -175,7 +179,10 @@ fn every_io_call_is_a_crash_point() {
                         let torn_home = himg2.crash_image(|w, sec| (w + sec) % 2 == 0);
                         let again = recovered(&jimg2, &torn_home).unwrap();
                         let once = recovered(&jimg2.crash_image(|_, _| true), &himg2).unwrap();
-                        assert_eq!(again, once, "seed {seed} call {n}: replay after a crash in replay");
+                        assert_eq!(
+                            again, once,
+                            "seed {seed} call {n}: replay after a crash in replay"
+                        );
                     }
                 }
                 if !run.failed {
@@ -183,7 +190,10 @@ fn every_io_call_is_a_crash_point() {
                 }
                 n += 1;
             }
-            assert!(n > 20, "the run made {n} I/O calls: too few to be a real exploration");
+            assert!(
+                n > 20,
+                "the run made {n} I/O calls: too few to be a real exploration"
+            );
         }
     }
 }
@@ -193,11 +203,10 @@ fn check_prefix(run: &Run, got: &[u8], seed: u64, n: u64) {
     if got == run.initial.as_slice() && run.durable == 0 {
         return;
     }
-    let ok = run
-        .images
-        .iter()
-        .enumerate()
-        .any(|(k, img)| img.as_slice() == got && (k as u64 + 1) >= run.durable.min(run.images.len() as u64));
+    let ok =
+        run.images.iter().enumerate().any(|(k, img)| {
+            img.as_slice() == got && (k as u64 + 1) >= run.durable.min(run.images.len() as u64)
+        });
     // Records appended after the last image (none: images are taken after every step) or an
     // empty prefix when nothing was durable.
     let initial_ok = run.durable == 0 && got == run.initial.as_slice();
@@ -246,7 +255,9 @@ fn corruption_inside_the_synced_range_is_named() {
     let (off, _) = s.records[1];
     bytes[off as usize + RECORD_HEADER + 20] ^= 0xff;
     match scan(&bytes, &UUID, DATA) {
-        Err(ReplayError::Corrupt { seq, later_records, .. }) => {
+        Err(ReplayError::Corrupt {
+            seq, later_records, ..
+        }) => {
             assert_eq!(seq, s.records.len() as u64 - 3);
             assert_eq!(later_records, 3);
         }
@@ -289,7 +300,10 @@ fn a_journal_of_another_pool_is_refused() {
     let (jf, home) = fresh_files();
     let mut mem = Mem::new(&home.contents());
     drop(start(&jf, &home, &mut mem, &JournalOptions::new()).unwrap());
-    assert!(matches!(replay(&jf, &home, &[1; 16], DATA), Err(ReplayError::Mismatch)));
+    assert!(matches!(
+        replay(&jf, &home, &[1; 16], DATA),
+        Err(ReplayError::Mismatch)
+    ));
     let mut bytes = jf.contents();
     bytes[5] ^= 1;
     bytes[2048 + 5] ^= 1;
@@ -312,7 +326,10 @@ fn an_io_error_is_sticky_and_keeps_the_durable_prefix() {
     j.flush(8192, 8);
     assert!(j.drain().is_err());
     j.flush(8192, 8);
-    assert!(j.drain().is_err(), "a failed journal refuses later durability points");
+    assert!(
+        j.drain().is_err(),
+        "a failed journal refuses later durability points"
+    );
     drop(j);
     let got = recovered(&jf.crash_image(|_, _| false), &home.crash_image(|_, _| false)).unwrap();
     assert_eq!(got[8192], 7);
@@ -338,7 +355,10 @@ fn checkpoints_reclaim_the_journal() {
     let expect = mem.bytes();
     drop(j);
     // After a checkpoint the home file alone holds the data, and the journal replays nothing.
-    assert_eq!(&home.contents()[DATA.start as usize..DATA.end as usize], &expect[DATA.start as usize..DATA.end as usize]);
+    assert_eq!(
+        &home.contents()[DATA.start as usize..DATA.end as usize],
+        &expect[DATA.start as usize..DATA.end as usize]
+    );
     let (_, _, report) = replay(&jf, &home, &UUID, DATA).unwrap();
     assert_eq!(report.records, 0);
 }

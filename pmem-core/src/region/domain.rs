@@ -18,6 +18,7 @@
 //! | msync       | record the pages            | as drain              | `msync(MS_SYNC)` of the recorded pages   |
 //! | external    | [`ExternalMemory::flush`]   | [`ExternalMemory::order`] | [`ExternalMemory::drain`]           |
 //! | simulated   | record the lines            | as drain (a crash point) | crash point, then lines durable      |
+//! | journaled   | record the lines            | append a journal record (no I/O) | append, then one shared `fdatasync` (group commit) |
 //!
 //! A shared file mapping offers no ordering cheaper than `msync`: the kernel writes dirty pages
 //! back in any order, so the msync domain's ordering point is its durability point.
@@ -30,6 +31,7 @@ use std::sync::{Arc, Mutex};
 use super::PAGE;
 use crate::error::{Error, Result};
 use crate::flush::{self, FlushInstruction};
+use crate::journal::Journal;
 
 /// How stores reach durability in a region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -44,6 +46,11 @@ pub enum DomainKind {
     /// Memory supplied by an [`ExternalMemory`] (e.g. nvme-backing's paged region): flush,
     /// order and drain are delegated to it.
     Paged,
+    /// A plain file mapped copy-on-write, made durable by a journal beside it (see
+    /// [`crate::journal`]): flush records lines, an ordering point appends a record (no I/O), a
+    /// durability point waits for one `fdatasync` shared by concurrent committers; checkpoints
+    /// write changed pages home.
+    Journaled,
     /// The crash-recovery harness's simulated domain (feature `simulate`): flush records lines,
     /// drain calls the crash-point hook and then makes the recorded lines durable in the
     /// simulation's durable image (see [`crate::sim`]).
@@ -59,6 +66,7 @@ impl DomainKind {
             DomainKind::Eadr => "eadr",
             DomainKind::Msync => "msync",
             DomainKind::Paged => "paged",
+            DomainKind::Journaled => "journaled",
             #[cfg(feature = "simulate")]
             DomainKind::Simulated => "simulated",
         }
@@ -77,7 +85,7 @@ impl DomainKind {
     pub fn fence_is_drain(self) -> bool {
         match self {
             DomainKind::CacheFlush(_) | DomainKind::Eadr => true,
-            DomainKind::Msync | DomainKind::Paged => false,
+            DomainKind::Msync | DomainKind::Paged | DomainKind::Journaled => false,
             #[cfg(feature = "simulate")]
             DomainKind::Simulated => true,
         }
@@ -148,6 +156,39 @@ pub(super) enum Domain {
     /// Record flushed lines in the simulation; order and drain are crash points.
     #[cfg(feature = "simulate")]
     Simulated(crate::sim::Attachment),
+    /// Record flushed lines; order appends a journal record, drain also syncs the journal.
+    Journaled(JournalDomain),
+}
+
+/// The journaled domain's state: the journal and, in buffered mode, its sync thread.
+#[derive(Debug)]
+pub(super) struct JournalDomain {
+    pub(super) journal: Arc<Journal>,
+    syncer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl JournalDomain {
+    /// Wraps a started journal; starts the sync thread if `buffered` has a period.
+    pub(super) fn new(journal: Journal, buffered: Option<std::time::Duration>) -> JournalDomain {
+        let journal = Arc::new(journal);
+        let syncer = buffered.map(|p| journal.run_syncer(p));
+        JournalDomain { journal, syncer }
+    }
+
+    /// Stops the sync thread, then checkpoints: afterwards the home file holds everything and
+    /// the journal is empty.
+    ///
+    /// # Errors
+    ///
+    /// The checkpoint's I/O error (the journal then still holds the changes: the next open
+    /// replays them).
+    pub(super) fn close(&mut self) -> io::Result<()> {
+        if let Some(t) = self.syncer.take() {
+            self.journal.stop_syncer();
+            let _ = t.join();
+        }
+        self.journal.checkpoint()
+    }
 }
 
 impl Domain {
@@ -158,6 +199,7 @@ impl Domain {
             Domain::Eadr => DomainKind::Eadr,
             Domain::Msync(_) => DomainKind::Msync,
             Domain::External(_) => DomainKind::Paged,
+            Domain::Journaled(_) => DomainKind::Journaled,
             #[cfg(feature = "simulate")]
             Domain::Simulated(_) => DomainKind::Simulated,
         }
@@ -180,6 +222,9 @@ impl Domain {
             Domain::Eadr => {}
             Domain::Msync(pages) => pages.record(ptr as usize - base.as_ptr() as usize, len),
             Domain::External(ext) => ext.flush(ptr as usize - base.as_ptr() as usize, len),
+            Domain::Journaled(j) => j
+                .journal
+                .flush((ptr as usize - base.as_ptr() as usize) as u64, len as u64),
             #[cfg(feature = "simulate")]
             Domain::Simulated(att) => {
                 let offset = ptr as usize - base.as_ptr() as usize;
@@ -212,7 +257,7 @@ impl Domain {
             Domain::CacheFlush(insn) => unsafe { flush::copy_nontemporal(dst, src, len, Some(*insn)) },
             // SAFETY: forwarded caller contract; eADR needs no flush, the drain orders the stores.
             Domain::Eadr => unsafe { flush::copy_nontemporal(dst, src, len, None) },
-            Domain::Msync(_) | Domain::External(_) => {
+            Domain::Msync(_) | Domain::External(_) | Domain::Journaled(_) => {
                 // SAFETY: forwarded caller contract.
                 unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
                 // SAFETY: the range lies in the domain's memory (caller).
@@ -254,6 +299,13 @@ impl Domain {
                 flush::count(|s| s.drains += 1);
                 ext.order().map_err(|e| Error::io("order", path, e))
             }
+            Domain::Journaled(j) => {
+                flush::count(|s| s.drains += 1);
+                j.journal
+                    .order()
+                    .map(|_| ())
+                    .map_err(|e| Error::io("append to journal", j.journal.path(), e))
+            }
             #[cfg(feature = "simulate")]
             Domain::Simulated(att) => {
                 // SAFETY: the simulation was attached to this memory at open (`base`, caller);
@@ -286,6 +338,12 @@ impl Domain {
             Domain::External(ext) => {
                 flush::count(|s| s.drains += 1);
                 ext.drain().map_err(|e| Error::io("drain", path, e))
+            }
+            Domain::Journaled(j) => {
+                flush::count(|s| s.drains += 1);
+                j.journal
+                    .drain()
+                    .map_err(|e| Error::io("sync journal", j.journal.path(), e))
             }
             #[cfg(feature = "simulate")]
             Domain::Simulated(att) => {

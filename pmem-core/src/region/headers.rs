@@ -287,6 +287,26 @@ impl Region {
                 HEADER_SIZE,
             )
         };
+        if self.domain.kind() == super::DomainKind::Journaled {
+            // The mapping is copy-on-write and the journal carries only the data area: header
+            // copies go to the file directly.
+            self._file
+                .write_all_at(h.as_bytes(), offset)
+                .and_then(|()| self._file.sync_data())
+                .map_err(|e| Error::io("write pool header of", &self.path, e))?;
+            crate::flush::count_fsync();
+            return Ok(());
+        }
         self.persist(offset, HEADER_SIZE as u64)
     }
+}
+
+/// Writes both header copies of `h` to `file` (the backup first), then syncs it.
+pub(super) fn write_headers_to_file(file: &File, path: &Path, h: &PoolHeader) -> Result<()> {
+    file.write_all_at(h.as_bytes(), h.backup_offset)
+        .and_then(|()| file.write_all_at(h.as_bytes(), 0))
+        .and_then(|()| file.sync_data())
+        .map_err(|e| Error::io("write pool header of", path, e))?;
+    crate::flush::count_fsync();
+    Ok(())
 }

@@ -132,7 +132,7 @@ pub(super) fn devdax_geometry(sysfs_root: &Path, rdev: u64) -> io::Result<(u64, 
 
 /// Whether the kernel accepts `MAP_SHARED_VALIDATE | MAP_SYNC` for `fd` (a file on a DAX file
 /// system), tried on one page at a kernel-chosen address and unmapped again.
-fn probe_map_sync(fd: libc::c_int) -> bool {
+pub(super) fn probe_map_sync(fd: libc::c_int) -> bool {
     // SAFETY: a fresh mapping at an address the kernel chooses (no MAP_FIXED), of one page of an
     // open, read-write file; nothing else refers to it and it is unmapped right away.
     unsafe {
@@ -171,13 +171,16 @@ unsafe impl Sync for Mapping {}
 
 impl Mapping {
     /// Maps `len` bytes of `file` at an `align`-aligned address. For regular files
-    /// `MAP_SHARED_VALIDATE | MAP_SYNC` is tried first; returns whether it was accepted.
+    /// `MAP_SHARED_VALIDATE | MAP_SYNC` is tried first; returns whether it was accepted. With
+    /// `private`, the mapping is `MAP_PRIVATE` (copy-on-write: stores never reach the file; the
+    /// journaled domain writes pages home itself) and MAP_SYNC is not tried.
     pub(super) fn new(
         file: &File,
         path: &Path,
         len: usize,
         align: usize,
         backing: Backing,
+        private: bool,
     ) -> Result<(Mapping, bool)> {
         let fd = file.as_raw_fd();
         let reserve = len + align;
@@ -209,8 +212,10 @@ impl Mapping {
         // refused MAP_FIXED attempt inside the reservation can leave a hole there (the kernel
         // may unmap the range before it checks the flags), which another thread's mmap could
         // take and our retry would then clobber.
-        let map_sync = backing == Backing::File && probe_map_sync(fd);
-        let flags = if map_sync {
+        let map_sync = !private && backing == Backing::File && probe_map_sync(fd);
+        let flags = if private {
+            libc::MAP_PRIVATE | libc::MAP_NORESERVE | libc::MAP_FIXED
+        } else if map_sync {
             libc::MAP_SHARED_VALIDATE | libc::MAP_SYNC | libc::MAP_FIXED
         } else {
             libc::MAP_SHARED | libc::MAP_FIXED

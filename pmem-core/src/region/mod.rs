@@ -43,6 +43,7 @@ use mapping::{Mapping, TagRegistration};
 pub use domain::{DomainKind, ExternalMemory};
 pub use headers::{inspect_headers, repair_headers, HeaderFault, HeaderRepair, HeaderReport};
 pub use mapping::Backing;
+pub use options::Engine;
 pub use options::{ExternalFactory, ExternalMemorySource, RegionOptions, ENV_EADR, ENV_FORCE_PMEM};
 
 const PAGE: usize = 4096;
@@ -66,6 +67,8 @@ pub struct Region {
     backing: Backing,
     map_sync: bool,
     backup_rewritten: bool,
+    /// What replaying a journal did at open.
+    replay: crate::journal::ReplayReport,
     _tag: TagRegistration,
     // Declared last: dropped (closing the descriptor, releasing the lock) after the unmap.
     _file: File,
@@ -92,6 +95,7 @@ impl Region {
             backing,
             map_sync,
             backup_rewritten: false,
+            replay: Default::default(),
             _tag: tag,
             _file: file,
         }
@@ -391,6 +395,79 @@ impl Region {
         self.flush(offset, len)?;
         self.drain()
     }
+
+    /// Makes everything flushed so far durable, whatever the durability mode: in the journaled
+    /// engine's buffered mode a [`drain`](Region::drain) only appends, and this syncs the
+    /// journal. Elsewhere the same as `drain`.
+    ///
+    /// # Errors
+    ///
+    /// As [`drain`](Region::drain).
+    pub fn sync(&self) -> Result<()> {
+        match &self.domain {
+            Domain::Journaled(j) => {
+                crate::flush::count(|s| s.drains += 1);
+                j.journal
+                    .sync()
+                    .map_err(|e| Error::io("sync journal", j.journal.path(), e))
+            }
+            _ => self.drain(),
+        }
+    }
+
+    /// Journaled engine: writes every page changed since the last checkpoint home, syncs the
+    /// pool file and empties the journal (as when the journal passes its bound, and at close).
+    /// Other engines: nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] on the journal or the pool file.
+    pub fn checkpoint(&self) -> Result<()> {
+        match &self.domain {
+            Domain::Journaled(j) => j
+                .journal
+                .checkpoint()
+                .map_err(|e| Error::io("checkpoint", j.journal.path(), e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Journaled engine: the journal's counters and state since open.
+    pub fn journal_stats(&self) -> Option<crate::journal::JournalStats> {
+        match &self.domain {
+            Domain::Journaled(j) => Some(j.journal.stats()),
+            _ => None,
+        }
+    }
+
+    /// Journaled engine: the journal file's path.
+    pub fn journal_path(&self) -> Option<&Path> {
+        match &self.domain {
+            Domain::Journaled(j) => Some(j.journal.path()),
+            _ => None,
+        }
+    }
+
+    /// What replaying a journal at open did (all zero if there was none).
+    pub fn replay_report(&self) -> crate::journal::ReplayReport {
+        self.replay
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        if let Domain::Journaled(j) = &mut self.domain {
+            // A clean close leaves the pool file holding everything and an empty journal; if the
+            // checkpoint fails, the journal keeps the changes and the flag stays for the next
+            // open to replay them.
+            if j.close().is_ok() {
+                let mut h = self.header;
+                h.flags &= !crate::header::FLAG_JOURNAL;
+                h.checksum = h.compute_checksum();
+                let _ = headers::write_headers_to_file(&self._file, &self.path, &h);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -451,7 +528,7 @@ mod tests {
     fn msync_persist_counts_one_fsync() {
         let dir = disk_dir();
         let mut r = RegionOptions::new()
-            .force_pmem(false)
+            .engine(super::Engine::Msync)
             .eadr(false)
             .create(dir.path().join("p"), 1 << 20)
             .unwrap();

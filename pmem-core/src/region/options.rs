@@ -3,19 +3,64 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
-use super::domain::{DirtyPages, Domain, ExternalMemory};
-use super::headers::validate_headers;
+use super::domain::{DirtyPages, Domain, ExternalMemory, JournalDomain};
+use super::headers::{validate_headers, write_headers_to_file};
 use super::mapping::{
-    devdax_geometry, open_locked, random_bytes, sync_parent_dir, Backing, Mapping, TagRegistration,
+    devdax_geometry, open_locked, probe_map_sync, random_bytes, sync_parent_dir, Backing, Mapping,
+    TagRegistration,
 };
 use super::{Region, HUGE_ALIGN, PAGE};
 use crate::error::{Error, Result};
 use crate::flush;
-use crate::header::{self, PoolHeader, MAX_POOL_SIZE, MIN_POOL_SIZE};
+use crate::header::{self, PoolHeader, FLAG_JOURNAL, MAX_POOL_SIZE, MIN_POOL_SIZE};
+use crate::journal::{self, format::JournalHeader, Journal, JournalOptions, ReplayReport};
+
+/// Which persistence engine a pool on a regular file runs on (see the table in the
+/// [module docs](super)). Device-DAX nodes and DAX files accepting `MAP_SYNC` are persistent
+/// memory whatever is asked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Engine {
+    /// Persistent memory where the file is (DAX with `MAP_SYNC`, device-DAX, or forced with
+    /// [`RegionOptions::force_pmem`] / `PTM_FORCE_PMEM=1`); on any other file, the journaled
+    /// engine. The default.
+    #[default]
+    Auto,
+    /// The file is persistent memory (cache-flush or eADR domain), as
+    /// [`force_pmem(true)`](RegionOptions::force_pmem): for tmpfs emulation.
+    Pmem,
+    /// The journaled disk engine: memory mapped copy-on-write, every ordering point a record
+    /// appended to a journal, one `fdatasync` per durability point shared by concurrent
+    /// committers, changed pages written home by checkpoints (see [`crate::journal`]).
+    Journaled,
+    /// A shared file mapping made durable by `msync(MS_SYNC)` at every ordering and durability
+    /// point (two or more device flushes per transaction). Kept for comparison.
+    Msync,
+}
+
+impl Engine {
+    /// `auto`, `pmem`, `journaled` or `msync`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Auto => "auto",
+            Engine::Pmem => "pmem",
+            Engine::Journaled => "journaled",
+            Engine::Msync => "msync",
+        }
+    }
+
+    /// Parses [`name`](Engine::name)'s output.
+    pub fn from_name(s: &str) -> Option<Engine> {
+        [Engine::Auto, Engine::Pmem, Engine::Journaled, Engine::Msync]
+            .into_iter()
+            .find(|e| e.name() == s)
+    }
+}
 
 /// Environment variable that, set to `1`, treats every pool as persistent memory (cache-flush
 /// domain), as on tmpfs `/dev/shm` emulation. `0` disables it. An explicit
@@ -49,9 +94,35 @@ pub struct RegionOptions {
     #[cfg(feature = "simulate")]
     simulation: Option<crate::sim::Simulation>,
     external: Option<ExternalMemorySource>,
+    engine: Engine,
+    journal: JournalOptions,
 }
 
 impl RegionOptions {
+    /// The persistence engine for a pool on a regular file (default [`Engine::Auto`]).
+    pub fn engine(mut self, engine: Engine) -> Self {
+        self.engine = engine;
+        self
+    }
+
+    /// Options of the journaled engine (journal path, bound, buffered durability). The journal
+    /// options are also used by other engines to find a journal to replay at open.
+    pub fn journal(mut self, opts: JournalOptions) -> Self {
+        self.journal = opts;
+        self
+    }
+
+    /// Whether a regular file opened with these options runs on the journaled engine.
+    fn journaled(&self, file: &File) -> bool {
+        if self.external.is_some() || self.simulated() {
+            return false;
+        }
+        match self.engine {
+            Engine::Journaled => true,
+            Engine::Pmem | Engine::Msync => false,
+            Engine::Auto => !self.forced() && !probe_map_sync(file.as_raw_fd()),
+        }
+    }
     /// Backs the pool with memory from `source` instead of mapping the file (a regular file
     /// only): the domain becomes [`DomainKind::Paged`](super::DomainKind::Paged).
     pub fn external(mut self, source: ExternalMemorySource) -> Self {
@@ -81,12 +152,18 @@ impl RegionOptions {
                     map: Mapping::borrowed(ext.base(), len),
                     map_sync: false,
                     external: Some(ext),
+                    private: false,
                 })
             }
             (Some(_), Backing::DeviceDax) => Err(Error::Unsupported {
                 what: "external memory for a device-DAX pool",
             }),
-            (None, _) => Ok(Mapped::own(Mapping::new(file, path, len, align, backing)?)),
+            (None, _) => {
+                let private = backing == Backing::File && self.journaled(file);
+                let mut m = Mapped::own(Mapping::new(file, path, len, align, backing, private)?);
+                m.private = private;
+                Ok(m)
+            }
         }
     }
 
@@ -94,25 +171,107 @@ impl RegionOptions {
     /// table in the [module docs](super)): simulated if a simulation is set, external if the
     /// memory came from a provider, else cache flush / eADR for persistent memory and msync
     /// for the rest.
-    fn choose_domain(&self, mapped: &mut Mapped, backing: Backing) -> Domain {
+    fn choose_domain(
+        &self,
+        mapped: &mut Mapped,
+        backing: Backing,
+        journal: Option<StartJournal<'_>>,
+    ) -> Result<Domain> {
         #[cfg(feature = "simulate")]
         if let Some(sim) = &self.simulation {
             let map = &mapped.map;
-            return Domain::Simulated(sim.attach(map.len, |buf| {
+            return Ok(Domain::Simulated(sim.attach(map.len, |buf| {
                 // SAFETY: the mapping is `map.len` bytes, just created; nothing else uses it yet.
                 unsafe { map.read_bytes(0, buf) }
-            }));
+            })));
         }
         if let Some(ext) = mapped.external.take() {
-            return Domain::External(ext);
+            return Ok(Domain::External(ext));
         }
-        let pmem = mapped.map_sync || backing == Backing::DeviceDax || self.forced();
-        match (pmem, flush::detected_flush_instruction()) {
+        if mapped.private {
+            let j = journal.ok_or(Error::Unsupported {
+                what: "a journaled pool without its journal",
+            })?;
+            let jfile = j.jfile;
+            let home = j
+                .home
+                .try_clone()
+                .map_err(|e| Error::io("duplicate the descriptor of", j.jpath, e))?;
+            // SAFETY: the mapping is `map.len` bytes at `map.base`, owned by the region this
+            // domain goes into, which drops the domain (and so the journal) before the mapping
+            // (`Region`'s field order and its `Drop`); it maps the pool file `home` whose data
+            // area is `data`.
+            let journal = unsafe {
+                Journal::start(
+                    Box::new(jfile),
+                    Box::new(home),
+                    j.jpath,
+                    j.uuid,
+                    mapped.map.base.as_ptr(),
+                    mapped.map.len as u64,
+                    j.data,
+                    j.previous,
+                    j.next_seq,
+                    &self.journal,
+                )
+            }
+            .map_err(|e| Error::io("start journal", j.jpath, e))?;
+            return Ok(Domain::Journaled(JournalDomain::new(
+                journal,
+                self.journal.buffered_period(),
+            )));
+        }
+        let pmem = mapped.map_sync
+            || backing == Backing::DeviceDax
+            || match self.engine {
+                Engine::Pmem => true,
+                Engine::Msync | Engine::Journaled => false,
+                Engine::Auto => self.forced(),
+            };
+        Ok(match (pmem, flush::detected_flush_instruction()) {
             (true, _) if self.eadr_on() => Domain::Eadr,
             (true, Some(insn)) => Domain::CacheFlush(insn),
             // No flush instruction known: fall back to msync, which is always correct for files.
             _ => Domain::Msync(DirtyPages::default()),
+        })
+    }
+
+    /// Open (or, at create, truncate) the journal file at `jpath`.
+    fn open_journal_file(jpath: &Path, truncate: bool) -> Result<File> {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(truncate)
+            .truncate(truncate)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(jpath)
+            .map_err(|e| Error::io("open journal", jpath, e))
+    }
+
+    /// At open: replays the journal of the pool at `path` (header `hdr`) onto the pool file if
+    /// there is one. Returns the journal file and where its sequence continues, or `None`.
+    fn replay_journal(&self, file: &File, path: &Path, hdr: &PoolHeader) -> Result<Option<Replayed>> {
+        let jpath = self.journal.journal_path(path);
+        if !jpath.exists() {
+            if hdr.flags & FLAG_JOURNAL != 0 {
+                return Err(Error::JournalMissing {
+                    pool: path.to_owned(),
+                    journal: jpath,
+                });
+            }
+            return Ok(None);
         }
+        let jfile = Self::open_journal_file(&jpath, false)?;
+        let data = hdr.data_offset..hdr.data_offset + hdr.data_size;
+        let (previous, next_seq, report) =
+            journal::replay(&jfile, file, &hdr.uuid, data).map_err(|e| Error::from_replay(&jpath, e))?;
+        Ok(Some(Replayed {
+            jfile,
+            jpath,
+            previous,
+            next_seq,
+            report,
+        }))
     }
     /// Default options: layout unchecked (empty at create), domain from the file kind and the
     /// environment.
@@ -273,8 +432,25 @@ impl RegionOptions {
         if self.simulated() {
             tag = TagRegistration::unregistered(tag.tag);
         }
-        let hdr = PoolHeader::new(pool_size, layout, random_uuid(), tag.tag, unix_now());
-        let domain = self.choose_domain(&mut mapped, backing);
+        let mut hdr = PoolHeader::new(pool_size, layout, random_uuid(), tag.tag, unix_now());
+        let jpath = self.journal.journal_path(path);
+        let start = if mapped.private {
+            // A journal left by an earlier pool at this path is not ours: start from empty.
+            hdr.flags |= FLAG_JOURNAL;
+            hdr.checksum = hdr.compute_checksum();
+            Some(StartJournal {
+                jfile: Self::open_journal_file(&jpath, true)?,
+                home: &file,
+                jpath: &jpath,
+                uuid: hdr.uuid,
+                data: hdr.data_offset..hdr.data_offset + hdr.data_size,
+                previous: None,
+                next_seq: 1,
+            })
+        } else {
+            None
+        };
+        let domain = self.choose_domain(&mut mapped, backing, start)?;
         let mut region = Region::assemble(file, path, mapped.map, domain, mapped.map_sync, backing, hdr, tag);
         // The backup first, the primary last: a crash mid-create leaves no valid primary.
         region.write_header_copy(hdr.backup_offset, &hdr)?;
@@ -299,7 +475,8 @@ impl RegionOptions {
         self.check_simulation()?;
         let file = open_locked(path, false)?;
         let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
-        let (backing, hdr, mut mapped) = if meta.file_type().is_char_device() {
+        let mut replayed = None;
+        let (backing, mut hdr, mut mapped) = if meta.file_type().is_char_device() {
             // device-DAX supports no read(): validate through the mapping.
             let (dev_size, align) = devdax_geometry(Path::new("/sys"), meta.rdev())
                 .map_err(|e| Error::io("read device-DAX geometry of", path, e))?;
@@ -317,6 +494,7 @@ impl RegionOptions {
                 len as usize,
                 align,
                 Backing::DeviceDax,
+                false,
             )?);
             let hdr = validate_headers(path, len, |off, buf| {
                 // SAFETY: `validate_headers` reads only within `[0, len)`, the mapped length.
@@ -327,6 +505,8 @@ impl RegionOptions {
         } else if meta.file_type().is_file() {
             let len = meta.len();
             let hdr = validate_headers(path, len, |off, buf| file.read_exact_at(buf, off))?;
+            self.check_layout(path, &hdr)?;
+            replayed = self.replay_journal(&file, path, &hdr)?;
             let mapped = self.map_pool(
                 &file,
                 path,
@@ -340,6 +520,74 @@ impl RegionOptions {
                 path: path.to_owned(),
             });
         };
+        self.check_layout(path, &hdr)?;
+        let tag = self.claim_tag(hdr.pptr_tag)?;
+        let report = replayed.as_ref().map(|r| r.report).unwrap_or_default();
+        let start = match replayed {
+            Some(r) if mapped.private => Some((r.jfile, r.jpath, r.previous, r.next_seq)),
+            Some(r) => {
+                // Another engine: the pool file now holds everything; the journal goes.
+                drop(r.jfile);
+                std::fs::remove_file(&r.jpath)
+                    .map_err(|e| Error::io("remove replayed journal", &r.jpath, e))?;
+                None
+            }
+            None if mapped.private => {
+                let jpath = self.journal.journal_path(path);
+                Some((Self::open_journal_file(&jpath, true)?, jpath, None, 1))
+            }
+            None => None,
+        };
+        let want_flag = if mapped.private { FLAG_JOURNAL } else { 0 };
+        let domain = match &start {
+            Some((jfile, jpath, previous, next_seq)) => {
+                let jfile = jfile
+                    .try_clone()
+                    .map_err(|e| Error::io("duplicate the descriptor of", jpath, e))?;
+                self.choose_domain(
+                    &mut mapped,
+                    backing,
+                    Some(StartJournal {
+                        jfile,
+                        home: &file,
+                        jpath,
+                        uuid: hdr.uuid,
+                        data: hdr.data_offset..hdr.data_offset + hdr.data_size,
+                        previous: *previous,
+                        next_seq: *next_seq,
+                    }),
+                )?
+            }
+            None => self.choose_domain(&mut mapped, backing, None)?,
+        };
+        let mut flag_rewrote_backup = false;
+        if backing == Backing::File && hdr.flags & FLAG_JOURNAL != want_flag {
+            // Set once the journal exists (a crash before leaves a flag-less pool beside an
+            // empty journal); cleared once another engine has taken everything home. Both
+            // copies are written, so a differing backup is rewritten here.
+            let mut old_backup = [0u8; header::HEADER_SIZE];
+            flag_rewrote_backup = file.read_exact_at(&mut old_backup, hdr.backup_offset).is_err()
+                || old_backup != hdr.as_bytes();
+            hdr.flags = (hdr.flags & !FLAG_JOURNAL) | want_flag;
+            hdr.checksum = hdr.compute_checksum();
+            write_headers_to_file(&file, path, &hdr)?;
+        }
+        let mut region = Region::assemble(file, path, mapped.map, domain, mapped.map_sync, backing, hdr, tag);
+        region.replay = report;
+        // SAFETY: the backup offset was validated against the pool size (geometry check), and
+        // the mapping covers the whole pool.
+        let backup: PoolHeader = unsafe { region.map.read_struct(hdr.backup_offset as usize) };
+        if backup.as_bytes() != hdr.as_bytes() {
+            region.write_header_copy(hdr.backup_offset, &hdr)?;
+            region.backup_rewritten = true;
+        }
+        region.backup_rewritten |= flag_rewrote_backup;
+        Ok(region)
+    }
+}
+
+impl RegionOptions {
+    fn check_layout(&self, path: &Path, hdr: &PoolHeader) -> Result<()> {
         if let Some(expected) = &self.layout {
             let found = hdr.layout_name();
             if &found != expected {
@@ -350,18 +598,28 @@ impl RegionOptions {
                 });
             }
         }
-        let tag = self.claim_tag(hdr.pptr_tag)?;
-        let domain = self.choose_domain(&mut mapped, backing);
-        let mut region = Region::assemble(file, path, mapped.map, domain, mapped.map_sync, backing, hdr, tag);
-        // SAFETY: the backup offset was validated against the pool size (geometry check), and
-        // the mapping covers the whole pool.
-        let backup: PoolHeader = unsafe { region.map.read_struct(hdr.backup_offset as usize) };
-        if backup.as_bytes() != hdr.as_bytes() {
-            region.write_header_copy(hdr.backup_offset, &hdr)?;
-            region.backup_rewritten = true;
-        }
-        Ok(region)
+        Ok(())
     }
+}
+
+/// What [`RegionOptions::choose_domain`] needs to start a journal.
+struct StartJournal<'a> {
+    jfile: File,
+    home: &'a File,
+    jpath: &'a Path,
+    uuid: [u8; 16],
+    data: std::ops::Range<u64>,
+    previous: Option<JournalHeader>,
+    next_seq: u64,
+}
+
+/// A journal replayed at open.
+struct Replayed {
+    jfile: File,
+    jpath: std::path::PathBuf,
+    previous: Option<JournalHeader>,
+    next_seq: u64,
+    report: ReplayReport,
 }
 
 fn env_flag(name: &str) -> bool {
@@ -419,6 +677,8 @@ struct Mapped {
     map_sync: bool,
     /// The provider of the memory, if it is external (moved into the domain).
     external: Option<Arc<dyn ExternalMemory>>,
+    /// A copy-on-write mapping for the journaled domain.
+    private: bool,
 }
 
 impl Mapped {
@@ -428,6 +688,7 @@ impl Mapped {
             map,
             map_sync,
             external: None,
+            private: false,
         }
     }
 }
