@@ -3,7 +3,10 @@
 //! not tmpfs, where `fsync` is nearly free).
 //!
 //! Engines ([`ptm_engines`] lists ptm's: one more is one more line there):
-//! - **ptm-msync**: a pool on a plain file (`PoolOptions::new()`), msync persistence domain;
+//! - **ptm-journaled**: a pool on a plain file, the journaled engine (the default for plain files):
+//!   one `fdatasync` per durable transaction, shared by concurrent committers;
+//! - **ptm-buffered**: the journaled engine with buffered durability (a sync every 10 ms);
+//! - **ptm-msync**: a pool on a plain file, msync persistence domain;
 //! - **ptm-paged**: a pool on nvme-backing's paged memory (`nvme_backing::pool_memory`);
 //! - **SQLite** (bundled): WAL, `synchronous=FULL`, one connection per thread;
 //! - **LMDB** (bundled, through heed): default durable flags;
@@ -64,7 +67,14 @@ const BASELINE: &str = "SQLite";
 /// is one line here.
 fn ptm_engines() -> Vec<(&'static str, PoolOptions)> {
     vec![
-        ("ptm-msync", PoolOptions::new()),
+        ("ptm-journaled", PoolOptions::new().engine(ptm::Engine::Journaled)),
+        (
+            "ptm-buffered",
+            PoolOptions::new()
+                .engine(ptm::Engine::Journaled)
+                .journal(ptm::JournalOptions::new().buffered(std::time::Duration::from_millis(10))),
+        ),
+        ("ptm-msync", PoolOptions::new().engine(ptm::Engine::Msync)),
         (
             "ptm-paged",
             PoolOptions::new().external_memory(nvme_backing::pool_memory(PAGED_RESIDENT_PAGES)),
