@@ -455,6 +455,39 @@ fn damaged_synced_record_is_named_corruption() {
     }
 }
 
+/// Every record that a later record saw synced (all but the last transaction's), damaged in its
+/// header or in its payload, is named corruption, never a silently shorter prefix.
+#[test]
+fn any_damaged_synced_record_is_named_corruption() {
+    let _g = serial();
+    let dir = disk_dir();
+    let pristine = tempfile::tempdir_in(dir.path()).unwrap();
+    let (copy, uuid, data) = crashed_pool(dir.path(), "every.pool", 5, pristine.path());
+    let recs = records(&journal_of(&copy), &uuid, data);
+    // The last transaction's records (at most 3 here) are not covered by a later durable_seq.
+    let covered = recs.len().saturating_sub(4);
+    assert!(covered >= 6, "too few records: {recs:?}");
+    for (j, &(off, len)) in recs[..covered].iter().enumerate() {
+        for (what, at) in [("seq byte", off + 16), ("last payload byte", off + len - 1)] {
+            let trial = tempfile::tempdir_in(dir.path()).unwrap();
+            let t = crash_copy(&copy, trial.path());
+            flip_byte(&journal_of(&t), at);
+            match Pool::<Root>::open(&t, &journaled()) {
+                Err(e) if matches!(core_error(&e), Some(ptm::pmem_core::Error::CorruptJournal { .. })) => {}
+                Err(e) => panic!(
+                    "record {j} of {}, {what} flipped: expected CorruptJournal, got {e}",
+                    recs.len()
+                ),
+                Ok(p) => panic!(
+                    "record {j} of {}, {what} flipped: open succeeded with {:?}",
+                    recs.len(),
+                    state(&p).0
+                ),
+            }
+        }
+    }
+}
+
 #[test]
 fn damaged_last_record_is_a_torn_tail() {
     let _g = serial();
