@@ -45,8 +45,14 @@ enum Command {
         /// Layout name recorded in the header (at most 63 bytes).
         #[arg(long, value_name = "NAME", default_value = "")]
         layout: String,
-        /// Treat the file as persistent memory (cache-flush domain) even if it is not on DAX
-        /// (overrides PTM_FORCE_PMEM).
+        /// Persistence engine for a pool on a regular file: `journaled` (copy-on-write mapping,
+        /// changes appended to `<path>.journal`, one fdatasync per commit), `msync` (shared
+        /// mapping, msync at every ordering point), `pmem` (treat the file as persistent memory:
+        /// cache-flush domain, for tmpfs emulation) or `auto` (persistent memory on DAX or when
+        /// PTM_FORCE_PMEM=1, journaled otherwise).
+        #[arg(long, value_parser = parse_engine, value_name = "ENGINE", default_value = "auto")]
+        engine: pmem_core::Engine,
+        /// Alias of `--engine pmem` (overrides PTM_FORCE_PMEM).
         #[arg(long)]
         force_pmem: bool,
         /// Size of the root object (bytes) of the transactional pool: an application opens the
@@ -200,10 +206,17 @@ fn options(force_pmem: bool) -> RegionOptions {
     }
 }
 
+/// Parses `--engine`: `auto`, `pmem`, `journaled` or `msync`.
+fn parse_engine(s: &str) -> Result<pmem_core::Engine, String> {
+    pmem_core::Engine::from_name(s)
+        .ok_or_else(|| format!("unknown engine {s:?} (expected auto, pmem, journaled or msync)"))
+}
+
 fn create(
     path: &Path,
     size: u64,
     layout: &str,
+    engine: pmem_core::Engine,
     force_pmem: bool,
     root_size: u64,
     lanes: Option<u32>,
@@ -219,8 +232,16 @@ fn create(
         .layout(layout)
         .lanes(lanes)
         .lane_size(lane_size);
-    if force_pmem {
-        opts = opts.force_pmem(true);
+    if force_pmem && !matches!(engine, pmem_core::Engine::Auto | pmem_core::Engine::Pmem) {
+        return Err(Failure(format!(
+            "--force-pmem is an alias of --engine pmem and contradicts --engine {}",
+            engine.name()
+        )));
+    }
+    if force_pmem || engine == pmem_core::Engine::Pmem {
+        opts = opts.force_pmem(true).engine(pmem_core::Engine::Pmem);
+    } else {
+        opts = opts.engine(engine);
     }
     // pmem-core validates before it touches the file and removes what it made on failure.
     let pool =
@@ -266,10 +287,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
             path,
             size,
             layout,
+            engine,
             force_pmem,
             root_size,
             lanes,
-        } => create(&path, size, &layout, force_pmem, root_size, lanes),
+        } => create(&path, size, &layout, engine, force_pmem, root_size, lanes),
         Command::Info {
             path,
             json,

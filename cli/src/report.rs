@@ -45,6 +45,8 @@ fn domain_meaning(d: DomainKind) -> &'static str {
         DomainKind::CacheFlush(_) => "cache-line flush + sfence",
         DomainKind::Eadr => "eADR: no flush, sfence",
         DomainKind::Msync => "msync(MS_SYNC) of dirty pages",
+        DomainKind::Journaled => "copy-on-write mapping, records appended to a journal, fdatasync per commit",
+        DomainKind::Paged => "paged memory of an external backing",
         _ => "unknown",
     }
 }
@@ -122,6 +124,9 @@ fn mapping_rows(t: &mut Table, r: &Region) {
         "domain",
         format!("{} ({})", r.domain().name(), domain_meaning(r.domain())),
     );
+    if let Some(j) = r.journal_path() {
+        t.row("journal file", j.display());
+    }
 }
 
 /// `ptm create` output.

@@ -491,3 +491,55 @@ fn create_with_an_overflowing_root_size_fails_cleanly() {
     assert!(line.contains("too small"), "{line}");
     assert!(!path.exists(), "the failed create left {p} behind");
 }
+
+#[test]
+fn create_engine_flag_chooses_the_domain() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        ("journaled", Some("journaled")),
+        ("msync", Some("msync")),
+        ("auto", None),
+    ];
+    for (engine, domain) in cases {
+        let path = dir.path().join(format!("{engine}.pool"));
+        let out = ok(ptm(&["create", s(&path), "--size", "1M", "--engine", engine]));
+        if let Some(d) = domain {
+            assert!(out.contains(&format!("domain          {d} (")), "{engine}: {out}");
+        }
+        let journal = pmem_core::journal::default_journal_path(&path);
+        assert_eq!(
+            journal.exists(),
+            out.contains("domain          journaled"),
+            "{engine}: journal file beside a journaled pool only\n{out}"
+        );
+    }
+    if let Some(insn) = pmem_core::detected_flush_instruction() {
+        for flag in [&["--engine", "pmem"][..], &["--force-pmem"][..]] {
+            let path = dir.path().join(format!("pmem{}.pool", flag.len()));
+            let mut args = vec!["create", s(&path), "--size", "1M"];
+            args.extend_from_slice(flag);
+            let out = ok(ptm(&args));
+            assert!(out.contains(&format!("domain          {}", insn.name())), "{out}");
+        }
+    }
+    let bad = ptm(&[
+        "create",
+        s(&dir.path().join("x.pool")),
+        "--size",
+        "1M",
+        "--engine",
+        "tape",
+    ]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("unknown engine"), "{}", stderr(&bad));
+    let both = ptm(&[
+        "create",
+        s(&dir.path().join("y.pool")),
+        "--size",
+        "1M",
+        "--engine",
+        "msync",
+        "--force-pmem",
+    ]);
+    assert!(fails(both).contains("--force-pmem"));
+}
