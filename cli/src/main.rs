@@ -10,6 +10,7 @@ mod check;
 mod crashtest;
 mod demo;
 mod disk_bench;
+mod journal;
 mod pause;
 mod report;
 mod size;
@@ -251,15 +252,46 @@ fn create(
 }
 
 fn info(path: &Path, json: bool, force_pmem: bool) -> Result<(), Failure> {
-    let region = options(force_pmem).open(path)?;
+    // The journal first: opening replays it and starts a new epoch.
+    let jinfo = journal::inspect(path)?;
+    let region = match options(force_pmem).open(path) {
+        Ok(r) => r,
+        Err(e) => {
+            // Show what the journal holds when it is why the pool does not open.
+            if let Some(j) = jinfo.as_ref().filter(|j| j.is_damaged()) {
+                if json {
+                    emit_json(&serde_json::json!({
+                        "path": path.to_string_lossy(),
+                        "journal": j.json(),
+                        "open_error": e.to_string(),
+                    }))?;
+                } else {
+                    let mut t = report::Table::default();
+                    t.row("pool", path.display());
+                    j.rows(&mut t);
+                    emit(&t.into_string())?;
+                }
+            }
+            return Err(e.into());
+        }
+    };
     // Read-only: no recovery runs. A bare pmem-core pool has no transaction layer.
     let txn = check::txn_layer(&region).map_err(|e| Failure(e.to_string()))?;
     if json {
         let mut v = report::info_json(&region);
         v["transactions"] = txn.as_ref().map_or(serde_json::Value::Null, report::txn_json);
+        v["journal"] = jinfo
+            .as_ref()
+            .map_or(serde_json::Value::Null, journal::JournalInfo::json);
         emit_json(&v)
     } else {
-        let extra = txn.as_ref().map_or_else(
+        let mut extra = String::new();
+        if let Some(j) = &jinfo {
+            let mut t = report::Table::default();
+            j.rows(&mut t);
+            extra.push_str(&t.into_string());
+        }
+        extra += &txn.as_ref().map_or_else(
             || "transactions    none (bare pmem-core pool)\n".to_owned(),
             report::txn_text,
         );

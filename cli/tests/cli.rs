@@ -543,3 +543,60 @@ fn create_engine_flag_chooses_the_domain() {
     ]);
     assert!(fails(both).contains("--force-pmem"));
 }
+
+/// The root of the journaled test pools.
+#[derive(ptm::Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Counter {
+    n: ptm::PCell<u64>,
+}
+
+/// Creates a journaled pool through the library, commits 3 transactions and, while it is still
+/// open (its changes only in the journal), copies pool and journal to `<name>.pool` and
+/// `<name>.pool.journal` for each of `names`: the files a crash would leave.
+fn crashed_journaled_pools(dir: &Path, names: &[&str]) -> Vec<PathBuf> {
+    let live = dir.join("live.pool");
+    let opts = ptm::PoolOptions::new().engine(pmem_core::Engine::Journaled);
+    let pool = ptm::Pool::<Counter>::create(&live, 8 << 20, &opts).expect("create journaled pool");
+    for i in 1..=3u64 {
+        pool.transaction(|tx, root| root.n.set(tx, i)).expect("commit");
+    }
+    let copies = names
+        .iter()
+        .map(|name| {
+            let copy = dir.join(format!("{name}.pool"));
+            std::fs::copy(&live, &copy).expect("copy pool");
+            std::fs::copy(
+                pmem_core::journal::default_journal_path(&live),
+                pmem_core::journal::default_journal_path(&copy),
+            )
+            .expect("copy journal");
+            copy
+        })
+        .collect();
+    drop(pool);
+    copies
+}
+
+#[test]
+fn info_reports_the_journal_before_replaying_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let [text_copy, json_copy] =
+        <[PathBuf; 2]>::try_from(crashed_journaled_pools(dir.path(), &["t", "j"])).expect("two copies");
+    let text = ok(ptm(&["info", s(&text_copy)]));
+    assert!(text.contains("journal flag    set"), "{text}");
+    assert!(text.contains("journal state   epoch "), "{text}");
+    assert!(text.contains("torn tail no"), "{text}");
+    let v = json(&ok(ptm(&["info", s(&json_copy), "--json"])));
+    let j = &v["journal"];
+    assert_eq!(j["status"], "ok", "{v}");
+    assert_eq!(j["flag"], true, "{v}");
+    assert_eq!(j["torn_tail"], false, "{v}");
+    assert!(j["records"].as_u64().expect("records") >= 3, "{v}");
+    assert!(j["bytes"].as_u64().expect("bytes") > 0, "{v}");
+    assert!(j["epoch"].as_u64().expect("epoch") >= 1, "{v}");
+    // Opening replayed it: the journal now starts a new epoch with nothing to replay.
+    let after = json(&ok(ptm(&["info", s(&json_copy), "--json"])));
+    assert_eq!(after["journal"]["records"], 0, "{after}");
+}
