@@ -150,16 +150,22 @@ fn create_then_info_text_and_json() {
     assert_eq!(h["data_offset"], 4096);
     assert_eq!(h["data_size"], POOL - 8192);
     assert_eq!(h["backup_offset"], POOL - 4096);
-    assert_eq!(h["flags"], 0);
     assert_eq!(v["backing"], "file");
     let map_sync = v["map_sync"].as_bool().expect("map_sync is a bool");
     let domain = v["domain"].as_str().expect("domain is a string");
     if !map_sync {
         assert_eq!(
-            domain, "msync",
-            "a non-DAX file without forcing is in the msync domain"
+            domain, "journaled",
+            "a non-DAX file without forcing runs on the journaled engine"
         );
     }
+    // The journal flag is set while a journaled engine has the pool open (as `info` does).
+    let journal_flag = if domain == "journaled" {
+        pmem_core::header::FLAG_JOURNAL
+    } else {
+        0
+    };
+    assert_eq!(h["flags"], journal_flag);
 
     // The JSON agrees with what pmem-core reads (after the subprocess closed the pool).
     let region = pmem_core::Region::open(&path).unwrap();
@@ -599,4 +605,68 @@ fn info_reports_the_journal_before_replaying_it() {
     // Opening replayed it: the journal now starts a new epoch with nothing to replay.
     let after = json(&ok(ptm(&["info", s(&json_copy), "--json"])));
     assert_eq!(after["journal"]["records"], 0, "{after}");
+}
+
+#[test]
+fn corrupt_journal_is_found_and_repaired() {
+    use pmem_core::journal::{default_journal_path, format::RECORD_HEADER, scan};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let [pool, info_copy] =
+        <[PathBuf; 2]>::try_from(crashed_journaled_pools(dir.path(), &["c", "i"])).expect("two copies");
+    // Damage the second record of each copy (inside its payload: the checksum no longer holds).
+    let headers = pmem_core::inspect_headers(&pool).expect("headers");
+    let h = headers.primary.expect("intact primary");
+    let data = h.data_offset..h.data_offset + h.data_size;
+    let journal = default_journal_path(&pool);
+    let bytes = std::fs::read(&journal).expect("read journal");
+    let found = scan(&bytes, &h.uuid, data).expect("the copied journal scans");
+    assert!(found.records.len() >= 3, "{found:?}");
+    let (second, len) = found.records[1];
+    assert!(len > RECORD_HEADER as u64);
+    for copy in [&pool, &info_copy] {
+        flip_byte(&default_journal_path(copy), second + RECORD_HEADER as u64);
+    }
+
+    // `info` shows the damage and fails with the named error.
+    let o = ptm(&["info", s(&info_copy)]);
+    let out = stdout(&o);
+    let err = fails(o);
+    assert!(out.contains("journal state   corrupt at offset"), "{out}");
+    assert!(err.contains("journal is corrupt"), "{err}");
+    let o = ptm(&["info", s(&info_copy), "--json"]);
+    let v = json(&stdout(&o));
+    fails(o);
+    assert_eq!(v["journal"]["status"], "corrupt", "{v}");
+    assert_eq!(v["journal"]["offset"], second, "{v}");
+
+    // `check` reports it, changes nothing, exits non-zero.
+    let o = ptm(&["check", s(&pool)]);
+    let out = stdout(&o);
+    let err = fails(o);
+    assert!(out.contains("journal state   corrupt"), "{out}");
+    assert!(out.contains("open            not tried"), "{out}");
+    assert!(err.contains("--repair"), "{err}");
+    assert_eq!(std::fs::read(&journal).expect("journal"), {
+        let mut b = bytes.clone();
+        b[(second as usize) + RECORD_HEADER] ^= 0xff;
+        b
+    });
+    let v = json(&stdout(&ptm(&["check", s(&pool), "--json"])));
+    assert_eq!(v["damage_found"], true, "{v}");
+    assert_eq!(v["journal"]["status"], "corrupt", "{v}");
+
+    // `check --repair` drops the damaged record and the later ones, and the pool opens.
+    let out = ok(ptm(&["check", s(&pool), "--repair"]));
+    let dropped = found.records.len() - 1;
+    assert!(out.contains(&format!("dropped {dropped} records")), "{out}");
+    assert!(out.contains("ok (repaired)"), "{out}");
+    let v = json(&ok(ptm(&["check", s(&pool), "--json"])));
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["damage_found"], false, "{v}");
+    let opts = ptm::PoolOptions::new().engine(pmem_core::Engine::Journaled);
+    let reopened = ptm::Pool::<Counter>::open(&pool, &opts).expect("the repaired pool opens");
+    let n = reopened
+        .transaction(|tx, root| Ok::<_, ptm::Error>(root.n.get(tx)))
+        .expect("read");
+    assert!(n <= 3, "{n}");
 }
