@@ -65,7 +65,8 @@ enum Command {
         #[arg(long, value_name = "N")]
         lanes: Option<u32>,
     },
-    /// Open a pool and print its header, mapping and persistence domain.
+    /// Open a pool and print its header, mapping and persistence domain, and what its journal
+    /// held before the open replayed it (epoch, records, torn tail, or the damage).
     ///
     /// Opening takes the pool's lock, and rewrites a damaged backup header from an intact
     /// primary (as every open does); use `ptm check` to inspect without changing anything.
@@ -80,14 +81,17 @@ enum Command {
         #[arg(long)]
         force_pmem: bool,
     },
-    /// Check both header copies of a pool, optionally repair one from the other, then open it.
+    /// Check both header copies of a pool and its journal, optionally repair them, then open it.
     ///
-    /// Exits 0 when the pool is intact (or was repaired) and opens, 1 when damage is found
+    /// A journal is damaged when a record that had been synced no longer checks out (a torn
+    /// record at its end is a crash, not damage). Exits 0 when the pool is intact (or was repaired) and opens, 1 when damage is found
     /// and not repaired.
     Check {
         /// The pool.
         path: PathBuf,
-        /// Restore a damaged header copy from the intact one.
+        /// Restore a damaged header copy from the intact one; replay a corrupt journal's valid
+        /// prefix and drop the damaged record and every record after it (their transactions
+        /// are lost).
         #[arg(long)]
         repair: bool,
         /// Print one JSON object instead of text.
