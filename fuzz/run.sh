@@ -9,7 +9,7 @@
 # New inputs go to fuzz/work-corpus/<target> (not committed); the committed seeds in
 # fuzz/corpus/<target> are read only. Builds with debug assertions and overflow checks. Crashes land in fuzz/artifacts/<target>/: minimise one
 # with `cargo +nightly fuzz tmin <target> <file>` and add it to fuzz/regressions/<target>/,
-# which pmem-core/tests/fuzz_corpus.rs (header_parse, open_pool),
+# which pmem-core/tests/fuzz_corpus.rs (header_parse, open_pool, journal_scan),
 # ptm/tests/fuzz_corpus.rs (recover_log, tx_sequence) and collections/tests/fuzz_corpus.rs
 # (collections_image) replay on stable.
 set -euo pipefail
@@ -19,7 +19,7 @@ seconds="${FUZZ_SECONDS:-60}"
 if [ "$#" -gt 0 ]; then
     targets=("$@")
 else
-    targets=(header_parse open_pool recover_log tx_sequence collections_image)
+    targets=(header_parse open_pool recover_log tx_sequence collections_image journal_scan)
 fi
 
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then

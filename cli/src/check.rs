@@ -4,10 +4,11 @@
 use std::path::Path;
 
 use pmem_core::{
-    inspect_headers, repair_headers, HeaderFault, HeaderProblem, HeaderRepair, HeaderReport, PoolHeader,
-    RegionOptions, FORMAT_VERSION,
+    inspect_headers, repair_headers, repair_journal, HeaderFault, HeaderProblem, HeaderRepair, HeaderReport,
+    JournalOptions, PoolHeader, RegionOptions, FORMAT_VERSION,
 };
 
+use crate::journal::{JournalInfo, JournalState};
 use crate::report::backing_name;
 
 /// One header copy: intact, or what is wrong with it.
@@ -81,6 +82,10 @@ pub(crate) struct CheckOutcome {
     pub(crate) unrepairable: Option<String>,
     /// What `--repair` did, if it ran.
     pub(crate) repair: Option<RepairDone>,
+    /// The pool's journal as found (before any repair), when a header copy is intact.
+    pub(crate) journal: Option<JournalInfo>,
+    /// Records `--repair` dropped from a corrupt journal, if it repaired one.
+    pub(crate) journal_dropped: Option<u64>,
     /// The trial open after the check (or repair); `None` if not attempted because of damage.
     pub(crate) open: Option<Result<OpenSummary, String>>,
 }
@@ -88,7 +93,17 @@ pub(crate) struct CheckOutcome {
 impl CheckOutcome {
     /// Whether anything was wrong before any repair.
     pub(crate) fn damage_found(&self) -> bool {
+        self.header_damage() || self.journal_damaged()
+    }
+
+    /// Whether a header copy or the file length is wrong.
+    fn header_damage(&self) -> bool {
         self.primary.is_err() || self.backup.is_err() || self.copies_differ || self.size_problem.is_some()
+    }
+
+    /// Whether the journal stops the pool from opening.
+    pub(crate) fn journal_damaged(&self) -> bool {
+        self.journal.as_ref().is_some_and(JournalInfo::is_damaged)
     }
 
     /// Whether the pool is now intact and opens.
@@ -98,7 +113,9 @@ impl CheckOutcome {
 
     /// Which copy a repair would restore (for advice).
     fn repair_target(&self) -> &'static str {
-        if self.primary.is_err() {
+        if !self.header_damage() && self.journal_damaged() {
+            "journal's valid prefix (dropping the damaged record and every record after it)"
+        } else if self.primary.is_err() {
             "primary header from the backup"
         } else {
             "backup header from the primary"
@@ -111,6 +128,7 @@ impl CheckOutcome {
             (Some(Ok(_)), Some(RepairDone::RestoredPrimary | RepairDone::RestoredBackup)) => {
                 "ok (repaired)".into()
             }
+            (Some(Ok(_)), _) if self.journal_dropped.is_some() => "ok (repaired)".into(),
             (Some(Ok(_)), _) => "ok".into(),
             (Some(Err(_)), _) => "the pool does not open".into(),
             (None, _) => match &self.unrepairable {
@@ -134,9 +152,12 @@ impl CheckOutcome {
         if let Some(reason) = &self.unrepairable {
             return Some(format!("{}: {reason}", path.display()));
         }
-        let what = match (&self.primary, &self.backup) {
-            (Err(f), _) => format!("primary header {}", fault_phrase(f)),
-            (_, Err(f)) => format!("backup header {}", fault_phrase(f)),
+        let what = match (&self.primary, &self.backup, &self.journal) {
+            (Err(f), _, _) => format!("primary header {}", fault_phrase(f)),
+            (_, Err(f), _) => format!("backup header {}", fault_phrase(f)),
+            (_, _, Some(j)) if !self.copies_differ && j.is_damaged() => {
+                format!("journal {}", j.state_text())
+            }
             _ => "the header copies differ".into(),
         };
         Some(format!(
@@ -203,7 +224,28 @@ fn assess(report: HeaderReport) -> CheckOutcome {
         size_problem,
         unrepairable,
         repair: None,
+        journal: None,
+        journal_dropped: None,
         open: None,
+    }
+}
+
+/// Why `--repair` cannot fix the journal, if it cannot: only a damaged record is repairable
+/// (by dropping it and what follows), not a journal of another pool, a missing or unreadable
+/// one, or one whose both header slots are damaged.
+fn journal_unrepairable(j: &JournalInfo) -> Option<String> {
+    let p = j.path.display();
+    match &j.state {
+        JournalState::Corrupt { seq: 0, .. } | JournalState::Mismatch | JournalState::Unreadable(_) => {
+            Some(format!(
+                "journal {p}: {}; `ptm check --repair` cannot fix it",
+                j.state_text()
+            ))
+        }
+        JournalState::Absent if j.flag => Some(format!(
+            "journal {p} is missing and the pool header says it may hold committed changes"
+        )),
+        _ => None,
     }
 }
 
@@ -273,12 +315,22 @@ pub(crate) fn run(path: &Path, repair: bool, progress: bool) -> Result<CheckOutc
     };
     stage("reading both header copies");
     let mut o = assess(inspect_headers(path)?);
+    if o.unrepairable.is_none() {
+        stage("reading the journal");
+        let reference = o.primary.as_ref().or(o.backup.as_ref()).ok();
+        o.journal = reference.map(|h| JournalInfo::read(path, h));
+        o.unrepairable = o.journal.as_ref().and_then(journal_unrepairable);
+    }
     if o.unrepairable.is_some() || (o.damage_found() && !repair) {
         return Ok(o);
     }
     if repair {
         stage("repairing the header");
         o.repair = Some(RepairDone::from_core(repair_headers(path)?));
+        if o.journal_damaged() {
+            stage("repairing the journal");
+            o.journal_dropped = Some(repair_journal(path, &JournalOptions::new())?);
+        }
     }
     stage("checking the transaction layer (superblock, undo logs, chunk table, bitmaps)");
     o.open = Some(try_open(path));

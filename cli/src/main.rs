@@ -10,6 +10,7 @@ mod check;
 mod crashtest;
 mod demo;
 mod disk_bench;
+mod journal;
 mod pause;
 mod report;
 mod size;
@@ -45,8 +46,14 @@ enum Command {
         /// Layout name recorded in the header (at most 63 bytes).
         #[arg(long, value_name = "NAME", default_value = "")]
         layout: String,
-        /// Treat the file as persistent memory (cache-flush domain) even if it is not on DAX
-        /// (overrides PTM_FORCE_PMEM).
+        /// Persistence engine for a pool on a regular file: `journaled` (copy-on-write mapping,
+        /// changes appended to `<path>.journal`, one fdatasync per commit), `msync` (shared
+        /// mapping, msync at every ordering point), `pmem` (treat the file as persistent memory:
+        /// cache-flush domain, for tmpfs emulation) or `auto` (persistent memory on DAX or when
+        /// PTM_FORCE_PMEM=1, journaled otherwise).
+        #[arg(long, value_parser = parse_engine, value_name = "ENGINE", default_value = "auto")]
+        engine: pmem_core::Engine,
+        /// Alias of `--engine pmem` (overrides PTM_FORCE_PMEM).
         #[arg(long)]
         force_pmem: bool,
         /// Size of the root object (bytes) of the transactional pool: an application opens the
@@ -58,7 +65,8 @@ enum Command {
         #[arg(long, value_name = "N")]
         lanes: Option<u32>,
     },
-    /// Open a pool and print its header, mapping and persistence domain.
+    /// Open a pool and print its header, mapping and persistence domain, and what its journal
+    /// held before the open replayed it (epoch, records, torn tail, or the damage).
     ///
     /// Opening takes the pool's lock, and rewrites a damaged backup header from an intact
     /// primary (as every open does); use `ptm check` to inspect without changing anything.
@@ -73,14 +81,17 @@ enum Command {
         #[arg(long)]
         force_pmem: bool,
     },
-    /// Check both header copies of a pool, optionally repair one from the other, then open it.
+    /// Check both header copies of a pool and its journal, optionally repair them, then open it.
     ///
-    /// Exits 0 when the pool is intact (or was repaired) and opens, 1 when damage is found
+    /// A journal is damaged when a record that had been synced no longer checks out (a torn
+    /// record at its end is a crash, not damage). Exits 0 when the pool is intact (or was repaired) and opens, 1 when damage is found
     /// and not repaired.
     Check {
         /// The pool.
         path: PathBuf,
-        /// Restore a damaged header copy from the intact one.
+        /// Restore a damaged header copy from the intact one; replay a corrupt journal's valid
+        /// prefix and drop the damaged record and every record after it (their transactions
+        /// are lost).
         #[arg(long)]
         repair: bool,
         /// Print one JSON object instead of text.
@@ -200,10 +211,17 @@ fn options(force_pmem: bool) -> RegionOptions {
     }
 }
 
+/// Parses `--engine`: `auto`, `pmem`, `journaled` or `msync`.
+fn parse_engine(s: &str) -> Result<pmem_core::Engine, String> {
+    pmem_core::Engine::from_name(s)
+        .ok_or_else(|| format!("unknown engine {s:?} (expected auto, pmem, journaled or msync)"))
+}
+
 fn create(
     path: &Path,
     size: u64,
     layout: &str,
+    engine: pmem_core::Engine,
     force_pmem: bool,
     root_size: u64,
     lanes: Option<u32>,
@@ -219,8 +237,16 @@ fn create(
         .layout(layout)
         .lanes(lanes)
         .lane_size(lane_size);
-    if force_pmem {
-        opts = opts.force_pmem(true);
+    if force_pmem && !matches!(engine, pmem_core::Engine::Auto | pmem_core::Engine::Pmem) {
+        return Err(Failure(format!(
+            "--force-pmem is an alias of --engine pmem and contradicts --engine {}",
+            engine.name()
+        )));
+    }
+    if force_pmem || engine == pmem_core::Engine::Pmem {
+        opts = opts.force_pmem(true).engine(pmem_core::Engine::Pmem);
+    } else {
+        opts = opts.engine(engine);
     }
     // pmem-core validates before it touches the file and removes what it made on failure.
     let pool =
@@ -230,15 +256,46 @@ fn create(
 }
 
 fn info(path: &Path, json: bool, force_pmem: bool) -> Result<(), Failure> {
-    let region = options(force_pmem).open(path)?;
+    // The journal first: opening replays it and starts a new epoch.
+    let jinfo = journal::inspect(path)?;
+    let region = match options(force_pmem).open(path) {
+        Ok(r) => r,
+        Err(e) => {
+            // Show what the journal holds when it is why the pool does not open.
+            if let Some(j) = jinfo.as_ref().filter(|j| j.is_damaged()) {
+                if json {
+                    emit_json(&serde_json::json!({
+                        "path": path.to_string_lossy(),
+                        "journal": j.json(),
+                        "open_error": e.to_string(),
+                    }))?;
+                } else {
+                    let mut t = report::Table::default();
+                    t.row("pool", path.display());
+                    j.rows(&mut t);
+                    emit(&t.into_string())?;
+                }
+            }
+            return Err(e.into());
+        }
+    };
     // Read-only: no recovery runs. A bare pmem-core pool has no transaction layer.
     let txn = check::txn_layer(&region).map_err(|e| Failure(e.to_string()))?;
     if json {
         let mut v = report::info_json(&region);
         v["transactions"] = txn.as_ref().map_or(serde_json::Value::Null, report::txn_json);
+        v["journal"] = jinfo
+            .as_ref()
+            .map_or(serde_json::Value::Null, journal::JournalInfo::json);
         emit_json(&v)
     } else {
-        let extra = txn.as_ref().map_or_else(
+        let mut extra = String::new();
+        if let Some(j) = &jinfo {
+            let mut t = report::Table::default();
+            j.rows(&mut t);
+            extra.push_str(&t.into_string());
+        }
+        extra += &txn.as_ref().map_or_else(
             || "transactions    none (bare pmem-core pool)\n".to_owned(),
             report::txn_text,
         );
@@ -266,10 +323,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
             path,
             size,
             layout,
+            engine,
             force_pmem,
             root_size,
             lanes,
-        } => create(&path, size, &layout, force_pmem, root_size, lanes),
+        } => create(&path, size, &layout, engine, force_pmem, root_size, lanes),
         Command::Info {
             path,
             json,

@@ -45,6 +45,8 @@ fn domain_meaning(d: DomainKind) -> &'static str {
         DomainKind::CacheFlush(_) => "cache-line flush + sfence",
         DomainKind::Eadr => "eADR: no flush, sfence",
         DomainKind::Msync => "msync(MS_SYNC) of dirty pages",
+        DomainKind::Journaled => "copy-on-write mapping, records appended to a journal, fdatasync per commit",
+        DomainKind::Paged => "paged memory of an external backing",
         _ => "unknown",
     }
 }
@@ -122,6 +124,9 @@ fn mapping_rows(t: &mut Table, r: &Region) {
         "domain",
         format!("{} ({})", r.domain().name(), domain_meaning(r.domain())),
     );
+    if let Some(j) = r.journal_path() {
+        t.row("journal file", j.display());
+    }
 }
 
 /// `ptm create` output.
@@ -214,8 +219,17 @@ pub(crate) fn check_text(path: &Path, o: &CheckOutcome) -> String {
     if let Some(p) = &o.size_problem {
         t.row("size", p);
     }
+    if let Some(j) = &o.journal {
+        j.rows(&mut t);
+    }
     if let Some(r) = o.repair {
         t.row("repair", r.describe());
+    }
+    if let Some(n) = o.journal_dropped {
+        t.row(
+            "journal repair",
+            format!("replayed the valid prefix, dropped {n} records (the damaged one and those after it)"),
+        );
     }
     match &o.open {
         Some(Ok(open)) => t.row(
@@ -250,6 +264,8 @@ pub(crate) fn check_json(path: &Path, o: &CheckOutcome) -> Value {
         "size_problem": o.size_problem,
         "damage_found": o.damage_found(),
         "repair": o.repair.map(|r| r.key()),
+        "journal": o.journal.as_ref().map(crate::journal::JournalInfo::json),
+        "journal_records_dropped": o.journal_dropped,
         "opens": opens,
         "open_error": open_error,
         "domain": domain,

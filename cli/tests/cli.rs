@@ -150,16 +150,22 @@ fn create_then_info_text_and_json() {
     assert_eq!(h["data_offset"], 4096);
     assert_eq!(h["data_size"], POOL - 8192);
     assert_eq!(h["backup_offset"], POOL - 4096);
-    assert_eq!(h["flags"], 0);
     assert_eq!(v["backing"], "file");
     let map_sync = v["map_sync"].as_bool().expect("map_sync is a bool");
     let domain = v["domain"].as_str().expect("domain is a string");
     if !map_sync {
         assert_eq!(
-            domain, "msync",
-            "a non-DAX file without forcing is in the msync domain"
+            domain, "journaled",
+            "a non-DAX file without forcing runs on the journaled engine"
         );
     }
+    // The journal flag is set while a journaled engine has the pool open (as `info` does).
+    let journal_flag = if domain == "journaled" {
+        pmem_core::header::FLAG_JOURNAL
+    } else {
+        0
+    };
+    assert_eq!(h["flags"], journal_flag);
 
     // The JSON agrees with what pmem-core reads (after the subprocess closed the pool).
     let region = pmem_core::Region::open(&path).unwrap();
@@ -490,4 +496,177 @@ fn create_with_an_overflowing_root_size_fails_cleanly() {
     ]));
     assert!(line.contains("too small"), "{line}");
     assert!(!path.exists(), "the failed create left {p} behind");
+}
+
+#[test]
+fn create_engine_flag_chooses_the_domain() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        ("journaled", Some("journaled")),
+        ("msync", Some("msync")),
+        ("auto", None),
+    ];
+    for (engine, domain) in cases {
+        let path = dir.path().join(format!("{engine}.pool"));
+        let out = ok(ptm(&["create", s(&path), "--size", "1M", "--engine", engine]));
+        if let Some(d) = domain {
+            assert!(out.contains(&format!("domain          {d} (")), "{engine}: {out}");
+        }
+        let journal = pmem_core::journal::default_journal_path(&path);
+        assert_eq!(
+            journal.exists(),
+            out.contains("domain          journaled"),
+            "{engine}: journal file beside a journaled pool only\n{out}"
+        );
+    }
+    if let Some(insn) = pmem_core::detected_flush_instruction() {
+        for flag in [&["--engine", "pmem"][..], &["--force-pmem"][..]] {
+            let path = dir.path().join(format!("pmem{}.pool", flag.len()));
+            let mut args = vec!["create", s(&path), "--size", "1M"];
+            args.extend_from_slice(flag);
+            let out = ok(ptm(&args));
+            assert!(out.contains(&format!("domain          {}", insn.name())), "{out}");
+        }
+    }
+    let bad = ptm(&[
+        "create",
+        s(&dir.path().join("x.pool")),
+        "--size",
+        "1M",
+        "--engine",
+        "tape",
+    ]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("unknown engine"), "{}", stderr(&bad));
+    let both = ptm(&[
+        "create",
+        s(&dir.path().join("y.pool")),
+        "--size",
+        "1M",
+        "--engine",
+        "msync",
+        "--force-pmem",
+    ]);
+    assert!(fails(both).contains("--force-pmem"));
+}
+
+/// The root of the journaled test pools.
+#[derive(ptm::Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Counter {
+    n: ptm::PCell<u64>,
+}
+
+/// Creates a journaled pool through the library, commits 3 transactions and, while it is still
+/// open (its changes only in the journal), copies pool and journal to `<name>.pool` and
+/// `<name>.pool.journal` for each of `names`: the files a crash would leave.
+fn crashed_journaled_pools(dir: &Path, names: &[&str]) -> Vec<PathBuf> {
+    let live = dir.join("live.pool");
+    let opts = ptm::PoolOptions::new().engine(pmem_core::Engine::Journaled);
+    let pool = ptm::Pool::<Counter>::create(&live, 8 << 20, &opts).expect("create journaled pool");
+    for i in 1..=3u64 {
+        pool.transaction(|tx, root| root.n.set(tx, i)).expect("commit");
+    }
+    let copies = names
+        .iter()
+        .map(|name| {
+            let copy = dir.join(format!("{name}.pool"));
+            std::fs::copy(&live, &copy).expect("copy pool");
+            std::fs::copy(
+                pmem_core::journal::default_journal_path(&live),
+                pmem_core::journal::default_journal_path(&copy),
+            )
+            .expect("copy journal");
+            copy
+        })
+        .collect();
+    drop(pool);
+    copies
+}
+
+#[test]
+fn info_reports_the_journal_before_replaying_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let [text_copy, json_copy] =
+        <[PathBuf; 2]>::try_from(crashed_journaled_pools(dir.path(), &["t", "j"])).expect("two copies");
+    let text = ok(ptm(&["info", s(&text_copy)]));
+    assert!(text.contains("journal flag    set"), "{text}");
+    assert!(text.contains("journal state   epoch "), "{text}");
+    assert!(text.contains("torn tail no"), "{text}");
+    let v = json(&ok(ptm(&["info", s(&json_copy), "--json"])));
+    let j = &v["journal"];
+    assert_eq!(j["status"], "ok", "{v}");
+    assert_eq!(j["flag"], true, "{v}");
+    assert_eq!(j["torn_tail"], false, "{v}");
+    assert!(j["records"].as_u64().expect("records") >= 3, "{v}");
+    assert!(j["bytes"].as_u64().expect("bytes") > 0, "{v}");
+    assert!(j["epoch"].as_u64().expect("epoch") >= 1, "{v}");
+    // Opening replayed it: the journal now starts a new epoch with nothing to replay.
+    let after = json(&ok(ptm(&["info", s(&json_copy), "--json"])));
+    assert_eq!(after["journal"]["records"], 0, "{after}");
+}
+
+#[test]
+fn corrupt_journal_is_found_and_repaired() {
+    use pmem_core::journal::{default_journal_path, format::RECORD_HEADER, scan};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let [pool, info_copy] =
+        <[PathBuf; 2]>::try_from(crashed_journaled_pools(dir.path(), &["c", "i"])).expect("two copies");
+    // Damage the second record of each copy (inside its payload: the checksum no longer holds).
+    let headers = pmem_core::inspect_headers(&pool).expect("headers");
+    let h = headers.primary.expect("intact primary");
+    let data = h.data_offset..h.data_offset + h.data_size;
+    let journal = default_journal_path(&pool);
+    let bytes = std::fs::read(&journal).expect("read journal");
+    let found = scan(&bytes, &h.uuid, data).expect("the copied journal scans");
+    assert!(found.records.len() >= 3, "{found:?}");
+    let (second, len) = found.records[1];
+    assert!(len > RECORD_HEADER as u64);
+    for copy in [&pool, &info_copy] {
+        flip_byte(&default_journal_path(copy), second + RECORD_HEADER as u64);
+    }
+
+    // `info` shows the damage and fails with the named error.
+    let o = ptm(&["info", s(&info_copy)]);
+    let out = stdout(&o);
+    let err = fails(o);
+    assert!(out.contains("journal state   corrupt at offset"), "{out}");
+    assert!(err.contains("journal is corrupt"), "{err}");
+    let o = ptm(&["info", s(&info_copy), "--json"]);
+    let v = json(&stdout(&o));
+    fails(o);
+    assert_eq!(v["journal"]["status"], "corrupt", "{v}");
+    assert_eq!(v["journal"]["offset"], second, "{v}");
+
+    // `check` reports it, changes nothing, exits non-zero.
+    let o = ptm(&["check", s(&pool)]);
+    let out = stdout(&o);
+    let err = fails(o);
+    assert!(out.contains("journal state   corrupt"), "{out}");
+    assert!(out.contains("open            not tried"), "{out}");
+    assert!(err.contains("--repair"), "{err}");
+    assert_eq!(std::fs::read(&journal).expect("journal"), {
+        let mut b = bytes.clone();
+        b[(second as usize) + RECORD_HEADER] ^= 0xff;
+        b
+    });
+    let v = json(&stdout(&ptm(&["check", s(&pool), "--json"])));
+    assert_eq!(v["damage_found"], true, "{v}");
+    assert_eq!(v["journal"]["status"], "corrupt", "{v}");
+
+    // `check --repair` drops the damaged record and the later ones, and the pool opens.
+    let out = ok(ptm(&["check", s(&pool), "--repair"]));
+    let dropped = found.records.len() - 1;
+    assert!(out.contains(&format!("dropped {dropped} records")), "{out}");
+    assert!(out.contains("ok (repaired)"), "{out}");
+    let v = json(&ok(ptm(&["check", s(&pool), "--json"])));
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["damage_found"], false, "{v}");
+    let opts = ptm::PoolOptions::new().engine(pmem_core::Engine::Journaled);
+    let reopened = ptm::Pool::<Counter>::open(&pool, &opts).expect("the repaired pool opens");
+    let n = reopened
+        .transaction(|tx, root| Ok::<_, ptm::Error>(root.n.get(tx)))
+        .expect("read");
+    assert!(n <= 3, "{n}");
 }

@@ -373,3 +373,171 @@ fn assert_backup_equals(path: &Path, len: u64, h: &PoolHeader) {
         .expect("read the backup copy");
     assert_eq!(buf, h.as_bytes(), "backup copy differs from the primary");
 }
+
+/// The data area `journal_scan` checks records against: that of a 1 MiB pool (the seeds are
+/// journals of such pools).
+pub const JOURNAL_DATA: std::ops::Range<u64> = 4096..(1 << 20) - 4096;
+
+/// `journal_scan`: [`pmem_core::journal::scan`] on arbitrary bytes, with the pool UUID of either
+/// header slot (so that seeds from real pools get past the UUID check) and with one no slot
+/// holds. It must not panic; what it accepts must be a contiguous run of whole, checksummed
+/// records of the active epoch with consecutive sequence numbers, inside the file, whose ranges
+/// parse and lie inside [`JOURNAL_DATA`]; and [`pmem_core::journal::apply`] of the scan must
+/// write only inside the data area and leave the home file as applying the ranges in order does.
+pub fn check_journal_scan(bytes: &[u8]) {
+    use pmem_core::journal::format::SLOT_OFFSETS;
+    let mut uuids = vec![[0xa5u8; 16]];
+    for at in SLOT_OFFSETS {
+        let at = at as usize + 16;
+        if let Some(u) = bytes.get(at..at + 16) {
+            let u: [u8; 16] = u.try_into().expect("16 bytes");
+            if !uuids.contains(&u) {
+                uuids.push(u);
+            }
+        }
+    }
+    for uuid in uuids {
+        check_scan_with(bytes, &uuid);
+    }
+}
+
+fn check_scan_with(bytes: &[u8], uuid: &[u8; 16]) {
+    use pmem_core::journal::format::{parse_ranges, RecordHeader, RECORDS_OFFSET, RECORD_HEADER};
+    use pmem_core::journal::{scan, ReplayError};
+    let data = JOURNAL_DATA;
+    let s = match scan(bytes, uuid, data.clone()) {
+        Ok(s) => s,
+        Err(ReplayError::Corrupt { offset, .. }) => {
+            assert!(
+                offset >= RECORDS_OFFSET,
+                "corruption reported in the header area: {offset}"
+            );
+            assert!(
+                offset <= bytes.len() as u64,
+                "corruption reported past the file: {offset}"
+            );
+            return;
+        }
+        Err(ReplayError::Io { source, .. }) => panic!("scan of bytes in memory did I/O: {source}"),
+        Err(ReplayError::Mismatch | ReplayError::BadHeader(_)) => return,
+    };
+    let Some(header) = s.header else {
+        assert!(s.records.is_empty(), "records without a header: {s:?}");
+        assert_eq!(s.bytes, 0, "bytes without a header");
+        return;
+    };
+    assert_eq!(&header.pool_uuid, uuid, "accepted a journal of another pool");
+    let mut pos = RECORDS_OFFSET;
+    let mut seq = header.start_seq;
+    let mut total = 0u64;
+    for &(off, len) in &s.records {
+        assert_eq!(off, pos, "records must follow each other from {RECORDS_OFFSET}");
+        let end = off.checked_add(len).expect("record end overflows");
+        assert!(
+            end <= bytes.len() as u64,
+            "record {off}+{len} past the file ({})",
+            bytes.len()
+        );
+        let rec = &bytes[off as usize..end as usize];
+        let h = RecordHeader::decode(rec).expect("an accepted record decodes");
+        assert_eq!(len, RECORD_HEADER as u64 + h.payload_len, "record length");
+        assert!(h.checksum_ok(rec), "accepted a record with a bad checksum");
+        assert_eq!(h.epoch, header.epoch, "accepted a record of another epoch");
+        assert_eq!(h.seq, seq, "sequence numbers must be consecutive");
+        let ranges = parse_ranges(&rec[RECORD_HEADER..], h.n_ranges, data.start, data.end)
+            .expect("an accepted record's ranges parse");
+        for r in &ranges {
+            assert!(
+                r.offset >= data.start && r.offset + r.bytes.len() as u64 <= data.end,
+                "range outside the data area"
+            );
+        }
+        pos = end;
+        seq += 1;
+        total += len;
+    }
+    assert_eq!(s.end, pos, "end of the valid prefix");
+    assert_eq!(s.next_seq, seq, "next sequence number");
+    assert_eq!(s.bytes, total, "bytes of the valid records");
+    check_apply(bytes, &s);
+}
+
+/// Applies `s` to an in-memory home file and compares with applying the ranges in order.
+fn check_apply(bytes: &[u8], s: &pmem_core::journal::JournalScan) {
+    use pmem_core::journal::format::{parse_ranges, RecordHeader, RECORD_HEADER};
+    let data = JOURNAL_DATA;
+    if s.records.is_empty() {
+        return;
+    }
+    let initial = vec![0x5au8; (data.end + 4096) as usize];
+    let home = MemFile::new(initial.clone());
+    pmem_core::journal::apply(bytes, s, &home, data.clone()).expect("apply to memory");
+    let mut want = initial;
+    for &(off, len) in &s.records {
+        let rec = &bytes[off as usize..(off + len) as usize];
+        let h = RecordHeader::decode(rec).expect("scanned record");
+        for r in parse_ranges(&rec[RECORD_HEADER..], h.n_ranges, data.start, data.end).expect("ranges") {
+            want[r.offset as usize..r.offset as usize + r.bytes.len()].copy_from_slice(r.bytes);
+        }
+    }
+    let inner = home.0.lock().expect("lock");
+    for &(off, len) in &inner.writes {
+        assert!(
+            off >= data.start && off + len <= data.end,
+            "apply wrote {off}+{len}, outside the data area {data:?}"
+        );
+    }
+    assert!(
+        inner.bytes == want,
+        "apply left the home file differing from the records"
+    );
+}
+
+#[derive(Debug)]
+struct MemInner {
+    bytes: Vec<u8>,
+    writes: Vec<(u64, u64)>,
+}
+
+/// An in-memory [`pmem_core::journal::file::JournalFile`] that records where it was written.
+/// (pmem-core's `SimFile` needs its `simulate` feature, which the stable replay test lacks.)
+#[derive(Debug)]
+struct MemFile(std::sync::Mutex<MemInner>);
+
+impl MemFile {
+    fn new(bytes: Vec<u8>) -> Self {
+        MemFile(std::sync::Mutex::new(MemInner {
+            bytes,
+            writes: Vec::new(),
+        }))
+    }
+}
+
+impl pmem_core::journal::file::JournalFile for MemFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        let inner = self.0.lock().expect("lock");
+        let start = (offset as usize).min(inner.bytes.len());
+        let n = buf.len().min(inner.bytes.len() - start);
+        buf[..n].copy_from_slice(&inner.bytes[start..start + n]);
+        Ok(n)
+    }
+
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        let mut inner = self.0.lock().expect("lock");
+        inner.writes.push((offset, buf.len() as u64));
+        let end = offset as usize + buf.len();
+        if inner.bytes.len() < end {
+            inner.bytes.resize(end, 0);
+        }
+        inner.bytes[offset as usize..end].copy_from_slice(buf);
+        Ok(())
+    }
+
+    fn sync_data(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn len(&self) -> std::io::Result<u64> {
+        Ok(self.0.lock().expect("lock").bytes.len() as u64)
+    }
+}

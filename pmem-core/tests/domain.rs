@@ -179,3 +179,57 @@ fn data_persisted_in_the_msync_domain_is_in_the_file() {
     assert_eq!(&bytes[off as usize..off as usize + 13], b"durable bytes");
     drop(r);
 }
+
+#[test]
+fn repair_journal_drops_a_damaged_synced_record_and_the_pool_opens() {
+    use pmem_core::journal::{default_journal_path, format::RECORD_HEADER, scan};
+    use pmem_core::{repair_journal, Error, JournalOptions};
+    let dir = common::disk_dir();
+    let live = common::pool_path(&dir, "live.pool");
+    let copy = common::pool_path(&dir, "copy.pool");
+    let opts = RegionOptions::new().engine(Engine::Journaled);
+    let mut r = opts.create(&live, 1 << 20).unwrap();
+    let base = r.data_range().start;
+    for i in 0..3u64 {
+        r.write_at(base + i * 4096, &[i as u8 + 1; 64]).unwrap();
+        r.persist(base + i * 4096, 64).unwrap();
+    }
+    // A crash: the pool file and its journal as they are while the region is open.
+    std::fs::copy(&live, &copy).unwrap();
+    std::fs::copy(default_journal_path(&live), default_journal_path(&copy)).unwrap();
+    let (uuid, data) = (r.header().uuid, r.data_range());
+    drop(r);
+    // Nothing to repair in an intact journal (its prefix is replayed, as an open would).
+    let intact = common::pool_path(&dir, "intact.pool");
+    std::fs::copy(&copy, &intact).unwrap();
+    std::fs::copy(default_journal_path(&copy), default_journal_path(&intact)).unwrap();
+    assert_eq!(repair_journal(&intact, &JournalOptions::new()).unwrap(), 0);
+
+    let jpath = default_journal_path(&copy);
+    let mut bytes = std::fs::read(&jpath).unwrap();
+    let s = scan(&bytes, &uuid, data.clone()).unwrap();
+    assert!(s.records.len() >= 3, "{s:?}");
+    bytes[s.records[1].0 as usize + RECORD_HEADER] ^= 0xff;
+    std::fs::write(&jpath, &bytes).unwrap();
+    assert!(matches!(
+        opts.open(&copy),
+        Err(Error::CorruptJournal { seq, .. }) if seq > 0
+    ));
+    let dropped = repair_journal(&copy, &JournalOptions::new()).unwrap();
+    assert_eq!(dropped, s.records.len() as u64 - 1);
+    let r = opts.open(&copy).unwrap();
+    let mut first = [0u8; 64];
+    r.read_at(base, &mut first).unwrap();
+    // The first record survives only if it is the first write's.
+    assert!(first == [1; 64] || first == [0; 64], "{first:?}");
+    drop(r);
+
+    // Another pool's journal is not repaired.
+    let other = common::pool_path(&dir, "other.pool");
+    drop(opts.create(&other, 1 << 20).unwrap());
+    std::fs::copy(default_journal_path(&live), default_journal_path(&other)).unwrap();
+    assert!(matches!(
+        repair_journal(&other, &JournalOptions::new()),
+        Err(Error::JournalMismatch { .. })
+    ));
+}

@@ -11,6 +11,7 @@ use super::Region;
 use crate::error::{Error, HeaderProblem, Result};
 use crate::flush;
 use crate::header::{self, ParseFailure, PoolHeader, FORMAT_VERSION, HEADER_SIZE, MIN_POOL_SIZE};
+use crate::journal::{self, JournalOptions};
 use crate::persistent::read_from_bytes;
 
 /// Reads and validates the header copies of a pool of `len` bytes through `read(offset, buf)`.
@@ -273,6 +274,49 @@ pub fn repair_headers(path: impl AsRef<Path>) -> Result<HeaderRepair> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// Resolves a corrupt journal of a pool file ([`Error::CorruptJournal`] at open): applies the
+/// valid prefix of its records to the pool file, drops the damaged record and every record after
+/// it, and starts a new journal epoch, so that the pool opens again. Returns how many records
+/// were dropped: 0 when the journal was intact (its valid prefix is then replayed, as an open
+/// would) or when there is no journal and the pool header does not ask for one.
+///
+/// The journal is looked for where `opts` puts it ([`JournalOptions::journal_path`]). The pool
+/// file is locked as by an open for the whole repair. The dropped records held committed
+/// changes: the pool is consistent afterwards (recovery rolls back any transaction the prefix
+/// ends inside) but loses the transactions they carried.
+///
+/// # Errors
+///
+/// The errors of validating the pool headers at open ([`Error::NotAPool`],
+/// [`Error::Truncated`], [`Error::SizeMismatch`], [`Error::UnsupportedVersion`],
+/// [`Error::CorruptHeader`]), [`Error::PoolLocked`], [`Error::JournalMissing`] (the header says
+/// the journal may hold changes and there is no file), [`Error::JournalMismatch`],
+/// [`Error::CorruptJournal`] when both journal header slots are damaged (there is no epoch to
+/// continue from), and [`Error::Io`].
+pub fn repair_journal(pool_path: impl AsRef<Path>, opts: &JournalOptions) -> Result<u64> {
+    let path = pool_path.as_ref();
+    let file = open_locked(path, false)?;
+    let file_len = file.metadata().map_err(|e| Error::io("stat", path, e))?.len();
+    let hdr = validate_headers(path, file_len, |off, buf| file.read_exact_at(buf, off))?;
+    let jpath = opts.journal_path(path);
+    if !jpath.exists() {
+        if hdr.flags & header::FLAG_JOURNAL != 0 {
+            return Err(Error::JournalMissing {
+                pool: path.to_owned(),
+                journal: jpath,
+            });
+        }
+        return Ok(0);
+    }
+    let jfile = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&jpath)
+        .map_err(|e| Error::io("open journal", &jpath, e))?;
+    let data = hdr.data_offset..hdr.data_offset + hdr.data_size;
+    journal::repair(&jfile, &file, &hdr.uuid, data).map_err(|e| Error::from_replay(&jpath, e))
 }
 
 impl Region {

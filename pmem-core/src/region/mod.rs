@@ -41,7 +41,7 @@ use domain::Domain;
 use mapping::{Mapping, TagRegistration};
 
 pub use domain::{DomainKind, ExternalMemory};
-pub use headers::{inspect_headers, repair_headers, HeaderFault, HeaderRepair, HeaderReport};
+pub use headers::{inspect_headers, repair_headers, repair_journal, HeaderFault, HeaderRepair, HeaderReport};
 pub use mapping::Backing;
 pub use options::Engine;
 pub use options::{ExternalFactory, ExternalMemorySource, RegionOptions, ENV_EADR, ENV_FORCE_PMEM};
