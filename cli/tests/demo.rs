@@ -34,7 +34,7 @@ fn demo_survives_kills_on_tmpfs_and_on_a_plain_file() {
     let (ok, out, err) = demo(&["--disk", "--kills", "2", "--dir", disk.path().to_str().unwrap()]);
     assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
     assert!(out.contains("invariant checks passed     2/2"), "{out}");
-    assert!(out.contains("(msync)"), "{out}");
+    assert!(out.contains("(journaled)"), "{out}");
 }
 
 #[test]
