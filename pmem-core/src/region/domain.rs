@@ -288,36 +288,13 @@ impl Domain {
     /// [`Error::Io`] (naming `path`) if the msync or the external provider fails.
     #[inline]
     pub(super) unsafe fn order(&self, base: NonNull<u8>, path: &Path) -> Result<()> {
-        match self {
-            Domain::CacheFlush(_) | Domain::Eadr => {
-                flush::drain_fence();
-                Ok(())
-            }
-            // SAFETY: forwarded caller contract.
-            Domain::Msync(pages) => unsafe { pages.sync(base, path) },
-            Domain::External(ext) => {
-                flush::count(|s| s.drains += 1);
-                ext.order().map_err(|e| Error::io("order", path, e))
-            }
-            Domain::Journaled(j) => {
-                flush::count(|s| s.drains += 1);
-                j.journal
-                    .order()
-                    .map(|_| ())
-                    .map_err(|e| Error::io("append to journal", j.journal.path(), e))
-            }
-            #[cfg(feature = "simulate")]
-            Domain::Simulated(att) => {
-                // SAFETY: the simulation was attached to this memory at open (`base`, caller);
-                // the caller excludes concurrent writers.
-                unsafe { att.sim().drain(base.as_ptr()) };
-                Ok(())
-            }
-        }
+        // SAFETY: forwarded caller contract.
+        unsafe { self.point(base, path, Point::Order) }
     }
 
     /// The durability point: every range flushed so far (msync and external domains: by any
-    /// thread; otherwise by this thread) is durable when it returns. Counts one drain.
+    /// thread; otherwise by this thread) is durable when it returns (the journaled engine's
+    /// buffered mode: appended; see [`Point::Sync`]). Counts one drain.
     ///
     /// # Safety
     ///
@@ -328,6 +305,21 @@ impl Domain {
     /// As [`order`](Domain::order).
     #[inline]
     pub(super) unsafe fn drain(&self, base: NonNull<u8>, path: &Path) -> Result<()> {
+        // SAFETY: forwarded caller contract.
+        unsafe { self.point(base, path, Point::Drain) }
+    }
+
+    /// An ordering, durability or sync point (one body for all three). Counts one drain.
+    ///
+    /// # Safety
+    ///
+    /// As [`order`](Domain::order).
+    ///
+    /// # Errors
+    ///
+    /// As [`order`](Domain::order).
+    #[inline]
+    pub(super) unsafe fn point(&self, base: NonNull<u8>, path: &Path, point: Point) -> Result<()> {
         match self {
             Domain::CacheFlush(_) | Domain::Eadr => {
                 flush::drain_fence();
@@ -337,13 +329,20 @@ impl Domain {
             Domain::Msync(pages) => unsafe { pages.sync(base, path) },
             Domain::External(ext) => {
                 flush::count(|s| s.drains += 1);
-                ext.drain().map_err(|e| Error::io("drain", path, e))
+                match point {
+                    Point::Order => ext.order().map_err(|e| Error::io("order", path, e)),
+                    Point::Drain | Point::Sync => ext.drain().map_err(|e| Error::io("drain", path, e)),
+                }
             }
             Domain::Journaled(j) => {
                 flush::count(|s| s.drains += 1);
-                j.journal
-                    .drain()
-                    .map_err(|e| Error::io("sync journal", j.journal.path(), e))
+                let journal = &j.journal;
+                match point {
+                    Point::Order => journal.order().map(|_| ()),
+                    Point::Drain => journal.drain(),
+                    Point::Sync => journal.sync(),
+                }
+                .map_err(|e| Error::io("sync journal", journal.path(), e))
             }
             #[cfg(feature = "simulate")]
             Domain::Simulated(att) => {
@@ -354,6 +353,17 @@ impl Domain {
             }
         }
     }
+}
+
+/// Which point [`Domain::point`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Point {
+    /// Ordering point.
+    Order,
+    /// Durability point (the journaled engine's buffered mode only appends).
+    Drain,
+    /// Durable whatever the mode (`Region::sync`).
+    Sync,
 }
 
 /// The msync domain's state: page ranges `[start, end)` (byte offsets) flushed but not yet
