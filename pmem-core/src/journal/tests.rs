@@ -7,6 +7,13 @@ use super::*;
 const POOL: u64 = 64 * 1024;
 const DATA: std::ops::Range<u64> = 4096..POOL - 4096;
 const UUID: [u8; 16] = [0x5a; 16];
+/// The bound of most tests: small, so the journal file grows in small zero-filled steps (Miri
+/// runs these tests, and megabytes of simulated file are slow there).
+const TEST_BOUND: u64 = 256 << 10;
+
+fn opts() -> JournalOptions {
+    JournalOptions::new().max_bytes(TEST_BOUND)
+}
 
 /// Pool memory for tests: 8-byte aligned.
 struct Mem(Vec<u64>);
@@ -128,9 +135,10 @@ fn fresh_files() -> (SimFile, SimFile) {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "simulated files of 64 KiB and more are too slow under Miri: see small_memory_for_miri")]
 fn records_replay_onto_home() {
     let (jf, home) = fresh_files();
-    let run = workload(&jf, &home, 7, 50, DEFAULT_MAX_BYTES);
+    let run = workload(&jf, &home, 7, 50, TEST_BOUND);
     assert!(!run.failed);
     // Everything appended but perhaps not synced: a crash keeping all writes recovers the last
     // image; keeping none recovers at least the durable prefix.
@@ -139,6 +147,7 @@ fn records_replay_onto_home() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "thousands of replays of 64 KiB images: hours under Miri; logic, not unsafe code")]
 fn every_io_call_is_a_crash_point() {
     // First count the I/O calls of the whole run.
     let seeds = [3u64, 29];
@@ -218,10 +227,11 @@ fn check_prefix(run: &Run, got: &[u8], seed: u64, n: u64) {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "simulated files of 64 KiB and more are too slow under Miri: see small_memory_for_miri")]
 fn one_sync_per_durability_point_and_none_per_ordering_point() {
     let (jf, home) = fresh_files();
     let mut mem = Mem::new(&home.contents());
-    let j = start(&jf, &home, &mut mem, &JournalOptions::new()).unwrap();
+    let j = start(&jf, &home, &mut mem, &opts()).unwrap();
     let before = jf.syncs();
     for i in 0..10u64 {
         mem.bytes_mut()[8192 + i as usize * 8] = i as u8;
@@ -238,10 +248,11 @@ fn one_sync_per_durability_point_and_none_per_ordering_point() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "simulated files of 64 KiB and more are too slow under Miri: see small_memory_for_miri")]
 fn corruption_inside_the_synced_range_is_named() {
     let (jf, home) = fresh_files();
     let mut mem = Mem::new(&home.contents());
-    let j = start(&jf, &home, &mut mem, &JournalOptions::new()).unwrap();
+    let j = start(&jf, &home, &mut mem, &opts()).unwrap();
     for i in 0..5u64 {
         mem.bytes_mut()[8192 + i as usize * 64] = 1 + i as u8;
         j.flush(8192 + i * 64, 8);
@@ -275,10 +286,11 @@ fn corruption_inside_the_synced_range_is_named() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "simulated files of 64 KiB and more are too slow under Miri: see small_memory_for_miri")]
 fn a_torn_tail_is_ignored() {
     let (jf, home) = fresh_files();
     let mut mem = Mem::new(&home.contents());
-    let j = start(&jf, &home, &mut mem, &JournalOptions::new()).unwrap();
+    let j = start(&jf, &home, &mut mem, &opts()).unwrap();
     for i in 0..5u64 {
         mem.bytes_mut()[8192 + i as usize * 64] = 1 + i as u8;
         j.flush(8192 + i * 64, 8);
@@ -296,10 +308,11 @@ fn a_torn_tail_is_ignored() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "simulated files of 64 KiB and more are too slow under Miri: see small_memory_for_miri")]
 fn a_journal_of_another_pool_is_refused() {
     let (jf, home) = fresh_files();
     let mut mem = Mem::new(&home.contents());
-    drop(start(&jf, &home, &mut mem, &JournalOptions::new()).unwrap());
+    drop(start(&jf, &home, &mut mem, &opts()).unwrap());
     assert!(matches!(
         replay(&jf, &home, &[1; 16], DATA),
         Err(ReplayError::Mismatch)
@@ -314,10 +327,11 @@ fn a_journal_of_another_pool_is_refused() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "simulated files of 64 KiB and more are too slow under Miri: see small_memory_for_miri")]
 fn an_io_error_is_sticky_and_keeps_the_durable_prefix() {
     let (jf, home) = fresh_files();
     let mut mem = Mem::new(&home.contents());
-    let j = start(&jf, &home, &mut mem, &JournalOptions::new()).unwrap();
+    let j = start(&jf, &home, &mut mem, &opts()).unwrap();
     mem.bytes_mut()[8192] = 7;
     j.flush(8192, 8);
     j.drain().unwrap();
@@ -336,6 +350,7 @@ fn an_io_error_is_sticky_and_keeps_the_durable_prefix() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "3,000 durable points with checkpoints: too slow under Miri")]
 fn checkpoints_reclaim_the_journal() {
     let (jf, home) = fresh_files();
     let mut mem = Mem::new(&home.contents());
@@ -364,11 +379,12 @@ fn checkpoints_reclaim_the_journal() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "800 durable points over 4 threads: too slow under Miri")]
 fn concurrent_durability_points_share_syncs() {
     let (jf, home) = fresh_files();
     let mut mem = Mem::new(&home.contents());
     let base = mem.0.as_mut_ptr() as usize;
-    let j = Arc::new(start(&jf, &home, &mut mem, &JournalOptions::new()).unwrap());
+    let j = Arc::new(start(&jf, &home, &mut mem, &opts()).unwrap());
     let before = jf.syncs();
     let threads: Vec<_> = (0..4u64)
         .map(|t| {
@@ -396,4 +412,53 @@ fn concurrent_durability_points_share_syncs() {
     drop(j);
     let got = recovered(&jf.crash_image(|_, _| false), &home.crash_image(|_, _| false)).unwrap();
     assert_eq!(got, expect);
+}
+
+/// The journal's unsafe copies (memory into records at an ordering point, memory into home pages
+/// at a checkpoint) over a memory small enough for Miri, which runs this test in CI.
+#[test]
+fn small_memory_for_miri() {
+    const SMALL: u64 = 16 << 10;
+    let data = 4096..SMALL - 4096;
+    let jf = SimFile::new();
+    let home = SimFile::with_contents(vec![0u8; SMALL as usize]);
+    let mut mem = vec![0u64; SMALL as usize / 8];
+    let base: *mut u8 = mem.as_mut_ptr().cast();
+    let (prev, next, _) = replay(&jf, &home, &UUID, data.clone()).unwrap();
+    // SAFETY: `mem` outlives the journal (dropped after it) and is SMALL bytes.
+    let j = unsafe {
+        Journal::start(
+            Box::new(jf.clone()),
+            Box::new(home.clone()),
+            Path::new("small.journal"),
+            UUID,
+            base,
+            SMALL,
+            data.clone(),
+            prev,
+            next,
+            &JournalOptions::new().max_bytes(64 << 10),
+        )
+    }
+    .unwrap();
+    for i in 0..4u64 {
+        // A store straddling two lines, then its flush.
+        let off = 4096 + i * 1000 + 60;
+        // SAFETY: `off + 8 <= SMALL`; the journal only reads this memory.
+        unsafe { base.add(off as usize).cast::<[u8; 8]>().write_unaligned((i + 1).to_le_bytes()) };
+        j.flush(off, 8);
+        if i % 2 == 0 {
+            j.order().unwrap();
+        } else {
+            j.drain().unwrap();
+        }
+    }
+    j.checkpoint().unwrap();
+    drop(j);
+    let got = home.contents();
+    for i in 0..4u64 {
+        let off = (4096 + i * 1000 + 60) as usize;
+        assert_eq!(got[off..off + 8], (i + 1).to_le_bytes());
+    }
+    drop(mem);
 }
