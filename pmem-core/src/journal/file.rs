@@ -102,6 +102,10 @@ pub mod sim {
         fail_after: u64,
         calls: u64,
         syncs: u64,
+        /// While set, `sync_data` waits (see [`SimFile::hold_syncs`]).
+        hold: bool,
+        /// `sync_data` calls waiting because of `hold`.
+        held: u64,
     }
 
     /// A shared handle to one simulated file (clones see the same file).
@@ -146,6 +150,22 @@ pub mod sim {
         /// `sync_data` calls so far.
         pub fn syncs(&self) -> u64 {
             self.0.lock().unwrap().syncs
+        }
+
+        /// Makes `sync_data` wait until [`release_syncs`](Self::release_syncs): a sync that
+        /// takes as long as a test needs.
+        pub fn hold_syncs(&self) {
+            self.0.lock().unwrap().hold = true;
+        }
+
+        /// Lets held and later syncs complete.
+        pub fn release_syncs(&self) {
+            self.0.lock().unwrap().hold = false;
+        }
+
+        /// `sync_data` calls waiting now because syncs are held.
+        pub fn held_syncs(&self) -> u64 {
+            self.0.lock().unwrap().held
         }
 
         /// Makes the I/O call `n` calls from now (1: the next) fail with EIO; 0 disables.
@@ -211,6 +231,15 @@ pub mod sim {
 
         fn sync_data(&self) -> io::Result<()> {
             let mut s = self.0.lock().unwrap();
+            if s.hold {
+                s.held += 1;
+                while s.hold {
+                    drop(s);
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    s = self.0.lock().unwrap();
+                }
+                s.held -= 1;
+            }
             SimFile::fail_now(&mut s)?;
             s.durable = s.current.clone();
             s.unsynced.clear();

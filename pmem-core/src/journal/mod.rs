@@ -9,8 +9,12 @@
 //!   Records are numbered; the journal is a log, so a crash keeps a prefix of them;
 //! - **drain** (a durability point) orders, then waits until a `fdatasync` covers its record. The
 //!   thread that finds no sync in progress becomes the leader: it writes the whole buffer
-//!   (its own and every other thread's records) and syncs once; threads whose records it covered
-//!   return without a sync of their own;
+//!   (its own and every other thread's records) and syncs once; the others wait on a condition
+//!   variable (not on the I/O lock, so a thread whose record the sync covered leaves as soon as
+//!   it ends). Before writing, the leader waits briefly (at most half its last sync's time, and
+//!   never when one thread commits alone) until as many durability points as threads recently
+//!   waited at once have appended: threads released by the previous sync are about to append,
+//!   and without the wait they would form a second, smaller group that syncs separately;
 //! - **checkpoint**, when the journal passes its bound (and at close): with appends held, make
 //!   the journal durable, write every page changed since the last checkpoint home, `fdatasync`
 //!   the home file, then start a new epoch (records of older epochs are stale);
@@ -28,9 +32,9 @@ pub mod format;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use file::{read_all, JournalFile};
 use format::{
@@ -486,12 +490,28 @@ pub(crate) struct Journal {
     io: Mutex<IoState>,
     durable: AtomicU64,
     failed: AtomicBool,
+    /// Durability points whose records were appended since the buffer was last written out
+    /// (changed only under the `appender` lock, read without it): the group forming for the
+    /// next sync.
+    arrivals: AtomicU32,
+    /// Whether a thread leads a sync now; followers wait on the condition variable until it
+    /// ends, then find their record durable or lead the next sync.
+    leader: (Mutex<bool>, Condvar),
+    /// Threads inside [`sync_to`](Self::sync_to): waiting for a sync, or syncing.
+    inside: AtomicU32,
+    /// How many threads recently waited for syncs at once: the group a leader waits for.
+    group: AtomicU32,
+    /// Nanoseconds the last journal sync took: bounds a leader's wait for its group.
+    last_sync_ns: AtomicU64,
     /// Pages changed by records since the last checkpoint, one bit each.
     dirty: Box<[AtomicU64]>,
     stats: Mutex<JournalStats>,
     /// Buffered mode: wakes the sync thread to stop.
     stop: (Mutex<bool>, Condvar),
 }
+
+/// The longest a group-commit leader waits for its group.
+const MAX_GATHER: Duration = Duration::from_micros(200);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -552,6 +572,11 @@ impl Journal {
             }),
             durable: AtomicU64::new(next_seq.saturating_sub(1)),
             failed: AtomicBool::new(false),
+            arrivals: AtomicU32::new(0),
+            inside: AtomicU32::new(0),
+            leader: (Mutex::new(false), Condvar::new()),
+            group: AtomicU32::new(1),
+            last_sync_ns: AtomicU64::new(0),
             dirty: (0..pages.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
             stats: Mutex::new(JournalStats {
                 epoch,
@@ -596,6 +621,12 @@ impl Journal {
     /// Returns the sequence number a durability point must wait for (the last record appended
     /// so far).
     pub(crate) fn order(&self) -> io::Result<u64> {
+        self.append(false)
+    }
+
+    /// [`order`](Self::order); `arrive`: for a durability point, which joins the group forming
+    /// for the next sync if its record is not durable yet.
+    fn append(&self, arrive: bool) -> io::Result<u64> {
         self.check_failed()?;
         let mut guard = lock(&self.appender);
         {
@@ -603,7 +634,11 @@ impl Journal {
             std::mem::swap(&mut *p, &mut guard.ranges);
         }
         if guard.ranges.is_empty() {
-            return Ok(guard.next_seq - 1);
+            let seq = guard.next_seq - 1;
+            if arrive && self.durable.load(Ordering::Acquire) < seq {
+                self.arrive();
+            }
+            return Ok(seq);
         }
         let a = &mut *guard;
         a.ranges.sort_unstable();
@@ -652,6 +687,9 @@ impl Journal {
         a.ranges.clear();
         finish_record(&mut a.buf, start, n);
         a.next_seq += 1;
+        if arrive {
+            self.arrive();
+        }
         let big = a.buf.len() >= WRITE_OUT_AT;
         {
             let mut st = lock(&self.stats);
@@ -680,7 +718,7 @@ impl Journal {
     /// A durability point: orders, then waits for a sync covering the record (in buffered mode,
     /// only orders).
     pub(crate) fn drain(&self) -> io::Result<()> {
-        let seq = self.order()?;
+        let seq = self.append(!self.buffered)?;
         if self.buffered {
             return Ok(());
         }
@@ -689,7 +727,7 @@ impl Journal {
 
     /// Makes every record appended so far durable (whatever the mode).
     pub(crate) fn sync(&self) -> io::Result<()> {
-        let seq = self.order()?;
+        let seq = self.append(true)?;
         self.sync_to(seq)
     }
 
@@ -698,18 +736,80 @@ impl Journal {
         if self.durable.load(Ordering::Acquire) >= seq {
             return self.check_failed();
         }
-        // Whoever holds `io` is the leader; the others wait here and usually find their record
-        // covered by its sync when they get the lock.
+        let inside = self.inside.fetch_add(1, Ordering::AcqRel) + 1;
+        self.group.fetch_max(inside, Ordering::Relaxed);
+        let r = self.lead_or_follow(seq);
+        self.inside.fetch_sub(1, Ordering::AcqRel);
+        r
+    }
+
+    /// Returns once record `seq` is durable: waits while another thread leads a sync, and leads
+    /// one itself when none is running and its record is not yet covered.
+    fn lead_or_follow(&self, seq: u64) -> io::Result<()> {
+        {
+            let mut leading = lock(&self.leader.0);
+            loop {
+                self.check_failed()?;
+                if self.durable.load(Ordering::Acquire) >= seq {
+                    return Ok(());
+                }
+                if !*leading {
+                    *leading = true;
+                    break;
+                }
+                leading = self.leader.1.wait(leading).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+        let r = self.lead();
+        *lock(&self.leader.0) = false;
+        self.leader.1.notify_all();
+        r
+    }
+
+    /// The leader's part: gathers its group, writes every buffered record, syncs once, and
+    /// checkpoints when the journal passed its bound.
+    fn lead(&self) -> io::Result<()> {
+        self.gather();
         let mut io = lock(&self.io);
         self.check_failed()?;
-        if self.durable.load(Ordering::Acquire) >= seq {
-            return Ok(());
-        }
+        let started = Instant::now();
         self.write_out(&mut io, true)?;
+        let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last_sync_ns.store(took, Ordering::Relaxed);
         if self.used() > self.bound {
             self.checkpoint_locked(&mut io)?;
         }
         Ok(())
+    }
+
+    /// One more durability point in the group forming for the next sync (appender lock held).
+    fn arrive(&self) {
+        let n = self.arrivals.load(Ordering::Relaxed) + 1;
+        self.arrivals.store(n, Ordering::Release);
+    }
+
+    /// The leader's wait for its group: until as many durability points as threads recently
+    /// waited for syncs at once have appended their records since the last write-out, or half
+    /// the last sync's time (at most [`MAX_GATHER`]) has passed. A wait that runs out shrinks the group to the points that
+    /// came, so a thread that stopped committing costs one bounded wait.
+    fn gather(&self) {
+        let want = self.group.load(Ordering::Relaxed);
+        if want <= 1 || self.arrivals.load(Ordering::Acquire) >= want {
+            return;
+        }
+        let limit = Duration::from_nanos(self.last_sync_ns.load(Ordering::Relaxed) / 2).min(MAX_GATHER);
+        let start = Instant::now();
+        loop {
+            std::thread::yield_now();
+            let came = self.arrivals.load(Ordering::Acquire);
+            if came >= want {
+                return;
+            }
+            if start.elapsed() >= limit {
+                self.group.store(came.max(1), Ordering::Relaxed);
+                return;
+            }
+        }
     }
 
     /// Journal bytes in use (since the last checkpoint).
@@ -725,6 +825,7 @@ impl Journal {
             let mut spare = std::mem::take(&mut io.spare);
             spare.clear();
             let buf = std::mem::replace(&mut a.buf, spare);
+            self.arrivals.store(0, Ordering::Release);
             let offset = a.buf_offset;
             a.buf_offset += buf.len() as u64;
             (buf, offset, a.next_seq - 1)
@@ -775,6 +876,7 @@ impl Journal {
         // Hold appends for the whole checkpoint (see the module docs for why this is enough).
         let mut a = lock(&self.appender);
         let buf = std::mem::take(&mut a.buf);
+        self.arrivals.store(0, Ordering::Release);
         self.write_buf(io, &buf, a.buf_offset, true)?;
         a.buf_offset += buf.len() as u64;
         self.durable.fetch_max(a.next_seq - 1, Ordering::AcqRel);

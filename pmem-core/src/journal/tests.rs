@@ -135,7 +135,10 @@ fn fresh_files() -> (SimFile, SimFile) {
 }
 
 #[test]
-#[cfg_attr(miri, ignore = "simulated files of 64 KiB and more are too slow under Miri: see small_memory_for_miri")]
+#[cfg_attr(
+    miri,
+    ignore = "simulated files of 64 KiB and more are too slow under Miri: see small_memory_for_miri"
+)]
 fn records_replay_onto_home() {
     let (jf, home) = fresh_files();
     let run = workload(&jf, &home, 7, 50, TEST_BOUND);
@@ -147,7 +150,10 @@ fn records_replay_onto_home() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore = "thousands of replays of 64 KiB images: hours under Miri; logic, not unsafe code")]
+#[cfg_attr(
+    miri,
+    ignore = "thousands of replays of 64 KiB images: hours under Miri; logic, not unsafe code"
+)]
 fn every_io_call_is_a_crash_point() {
     // First count the I/O calls of the whole run.
     let seeds = [3u64, 29];
@@ -227,7 +233,10 @@ fn check_prefix(run: &Run, got: &[u8], seed: u64, n: u64) {
 }
 
 #[test]
-#[cfg_attr(miri, ignore = "simulated files of 64 KiB and more are too slow under Miri: see small_memory_for_miri")]
+#[cfg_attr(
+    miri,
+    ignore = "simulated files of 64 KiB and more are too slow under Miri: see small_memory_for_miri"
+)]
 fn one_sync_per_durability_point_and_none_per_ordering_point() {
     let (jf, home) = fresh_files();
     let mut mem = Mem::new(&home.contents());
@@ -248,7 +257,10 @@ fn one_sync_per_durability_point_and_none_per_ordering_point() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore = "simulated files of 64 KiB and more are too slow under Miri: see small_memory_for_miri")]
+#[cfg_attr(
+    miri,
+    ignore = "simulated files of 64 KiB and more are too slow under Miri: see small_memory_for_miri"
+)]
 fn corruption_inside_the_synced_range_is_named() {
     let (jf, home) = fresh_files();
     let mut mem = Mem::new(&home.contents());
@@ -286,7 +298,10 @@ fn corruption_inside_the_synced_range_is_named() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore = "simulated files of 64 KiB and more are too slow under Miri: see small_memory_for_miri")]
+#[cfg_attr(
+    miri,
+    ignore = "simulated files of 64 KiB and more are too slow under Miri: see small_memory_for_miri"
+)]
 fn a_torn_tail_is_ignored() {
     let (jf, home) = fresh_files();
     let mut mem = Mem::new(&home.contents());
@@ -308,7 +323,10 @@ fn a_torn_tail_is_ignored() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore = "simulated files of 64 KiB and more are too slow under Miri: see small_memory_for_miri")]
+#[cfg_attr(
+    miri,
+    ignore = "simulated files of 64 KiB and more are too slow under Miri: see small_memory_for_miri"
+)]
 fn a_journal_of_another_pool_is_refused() {
     let (jf, home) = fresh_files();
     let mut mem = Mem::new(&home.contents());
@@ -327,7 +345,10 @@ fn a_journal_of_another_pool_is_refused() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore = "simulated files of 64 KiB and more are too slow under Miri: see small_memory_for_miri")]
+#[cfg_attr(
+    miri,
+    ignore = "simulated files of 64 KiB and more are too slow under Miri: see small_memory_for_miri"
+)]
 fn an_io_error_is_sticky_and_keeps_the_durable_prefix() {
     let (jf, home) = fresh_files();
     let mut mem = Mem::new(&home.contents());
@@ -445,7 +466,11 @@ fn small_memory_for_miri() {
         // A store straddling two lines, then its flush.
         let off = 4096 + i * 1000 + 60;
         // SAFETY: `off + 8 <= SMALL`; the journal only reads this memory.
-        unsafe { base.add(off as usize).cast::<[u8; 8]>().write_unaligned((i + 1).to_le_bytes()) };
+        unsafe {
+            base.add(off as usize)
+                .cast::<[u8; 8]>()
+                .write_unaligned((i + 1).to_le_bytes())
+        };
         j.flush(off, 8);
         if i % 2 == 0 {
             j.order().unwrap();
@@ -461,4 +486,47 @@ fn small_memory_for_miri() {
         assert_eq!(got[off..off + 8], (i + 1).to_le_bytes());
     }
     drop(mem);
+}
+
+/// Group commit: durability points that arrive while a sync runs share the next one. Thread 0
+/// leads a sync that is held; threads 1..4 append their records and wait; once the held sync
+/// ends, one more sync covers all three (each thread syncing for itself would make 4 syncs).
+#[test]
+#[cfg_attr(miri, ignore = "simulated files of 64 KiB and more are too slow under Miri: see small_memory_for_miri")]
+fn durability_points_arriving_during_a_sync_share_the_next_one() {
+    let (jf, home) = fresh_files();
+    let mut mem = Mem::new(&home.contents());
+    let base = mem.0.as_mut_ptr() as usize;
+    let j = Arc::new(start(&jf, &home, &mut mem, &opts()).unwrap());
+    let before = jf.syncs();
+    let store = move |j: &Journal, t: u64| {
+        let off = 8192 + t * 4096;
+        // SAFETY: each thread writes its own word of the test memory, which outlives the
+        // threads (joined below).
+        unsafe { *((base + off as usize) as *mut u64) = t + 1 };
+        j.flush(off, 8);
+        j.drain().unwrap();
+    };
+    jf.hold_syncs();
+    std::thread::scope(|s| {
+        let j0 = Arc::clone(&j);
+        s.spawn(move || store(&j0, 0));
+        while jf.held_syncs() == 0 {
+            std::thread::yield_now();
+        }
+        for t in 1..4u64 {
+            let jt = Arc::clone(&j);
+            s.spawn(move || store(&jt, t));
+        }
+        // All three are waiting for durability (their records appended) behind the held sync.
+        while j.inside.load(Ordering::Acquire) < 4 {
+            std::thread::yield_now();
+        }
+        jf.release_syncs();
+    });
+    assert_eq!(jf.syncs() - before, 2, "the three waiting durability points shared one sync");
+    let expect = mem.bytes();
+    drop(j);
+    let got = recovered(&jf.crash_image(|_, _| false), &home.crash_image(|_, _| false)).unwrap();
+    assert_eq!(got, expect);
 }
