@@ -68,15 +68,16 @@ pub use error::{Error, HeaderProblem, Result};
 pub use flush::{
     detected_flush_instruction, reset_thread_stats, thread_stats, FlushInstruction, PersistStats, CACHE_LINE,
 };
+pub use header::ShutdownRecord;
 pub use header::{PoolHeader, FORMAT_VERSION, HEADER_SIZE, MIN_POOL_SIZE};
 pub use journal::{JournalOptions, JournalStats, ReplayReport};
 pub use persistent::{bytes_of, read_from_bytes, Persistent};
 pub use pmem_derive::Persistent;
 pub use pptr::PPtr;
 pub use region::{
-    inspect_headers, repair_headers, repair_journal, Backing, DomainKind, Engine, ExternalFactory,
-    ExternalMemory, ExternalMemorySource, HeaderFault, HeaderRepair, HeaderReport, Region, RegionOptions,
-    ENV_EADR, ENV_FORCE_PMEM,
+    accept_unsafe_shutdown, inspect_headers, repair_headers, repair_journal, Backing, DomainKind, Durability,
+    Engine, ExternalFactory, ExternalMemory, ExternalMemorySource, HeaderFault, HeaderRepair, HeaderReport,
+    NvdimmRegion, PlatformDomain, Region, RegionOptions, ENV_EADR, ENV_FORCE_PMEM, ENV_SYSFS_ROOT,
 };
 #[cfg(feature = "simulate")]
 pub use sim::{CrashPoint, FaultModel, Simulation};
