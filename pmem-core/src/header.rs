@@ -363,6 +363,41 @@ mod tests {
     }
 
     #[test]
+    fn the_shutdown_record_round_trips_and_unknown_shutdown_flags_are_refused() {
+        let mut h = PoolHeader::new(1 << 20, "", [1; 16], 7, 0);
+        assert_eq!(
+            h.shutdown_record(),
+            ShutdownRecord::default(),
+            "a new pool records nothing"
+        );
+        let r = ShutdownRecord {
+            count: Some(u64::MAX),
+            device_id: 0xfeed,
+            dirty: true,
+        };
+        h.set_shutdown_record(r);
+        let p = PoolHeader::parse(h.as_bytes()).unwrap();
+        assert_eq!(p.shutdown_record(), r);
+        assert_eq!(&h.as_bytes()[152..160], &u64::MAX.to_le_bytes());
+        assert_eq!(&h.as_bytes()[160..168], &0xfeed_u64.to_le_bytes());
+        assert_eq!(&h.as_bytes()[168..172], &3u32.to_le_bytes());
+        // No count: the device id is not kept either.
+        h.set_shutdown_record(ShutdownRecord { count: None, ..r });
+        assert_eq!(
+            (h.shutdown_count, h.shutdown_device, h.shutdown_flags),
+            (0, 0, SHUTDOWN_DIRTY)
+        );
+        h.shutdown_flags = 4;
+        h.checksum = h.compute_checksum();
+        assert_eq!(
+            PoolHeader::parse(h.as_bytes()).unwrap_err(),
+            ParseFailure::Problem(HeaderProblem::BadGeometry {
+                field: "shutdown_flags"
+            })
+        );
+    }
+
+    #[test]
     fn layout_names_are_validated() {
         assert!(validate_layout("ok").is_ok());
         assert!(validate_layout(&"x".repeat(64)).is_err());

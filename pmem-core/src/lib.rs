@@ -10,6 +10,11 @@
 //! - Persistence domains ([`DomainKind`]): cache-line flush with the best instruction the CPU
 //!   has (clwb > clflushopt > clflush, chosen once by CPUID) and an `sfence` drain; eADR (no
 //!   flush); msync. `persist = flush + drain`; non-temporal copies for bulk writes.
+//! - The hardware as sysfs describes it ([`NvdimmRegion`]): a libnvdimm region whose
+//!   `persistence_domain` is `cpu_cache` runs eADR; the DIMMs' unsafe-shutdown count is recorded
+//!   in the pool header ([`ShutdownRecord`]) and a count that moved while the pool was in use
+//!   refuses it ([`Error::UnsafeShutdown`], [`accept_unsafe_shutdown`]). [`Durability`] says
+//!   whether a region's durable data survives power loss or only the death of the process.
 //! - With the `simulate` feature, a simulated domain for the crash-recovery harness
 //!   ([`sim`]): a durable image beside the mapping, changed only by flush + drain, and a hook
 //!   called at every drain (a crash point) that can build the images a crash could leave.
