@@ -8,8 +8,9 @@
 //! 1. `<root>/dev/{block,char}/MAJ:MIN` is a symlink into the device tree, e.g.
 //!    `devices/…/ndbus0/region0/namespace0.0/block/pmem0` (fsdax, a partition adds
 //!    `/pmem0p1`) or `devices/…/ndbus0/region0/dax0.0/dax0.0` (device-DAX). Its nearest
-//!    ancestor named `region<digits>` is the region. A device that is not on libnvdimm (a SATA
-//!    or NVMe disk, tmpfs's anonymous device, device-mapper) has no such ancestor: no region.
+//!    ancestor named `region<digits>` whose parent is a bus `ndbus<digits>` is the region. A
+//!    device that is not on libnvdimm (a SATA or NVMe disk, tmpfs's anonymous device,
+//!    device-mapper, device-DAX on a CXL RAM region) has no such ancestor: no region.
 //! 2. `<region>/persistence_domain` holds `cpu_cache` (the CPU caches are inside the
 //!    persistence domain: eADR), `memory_controller` (ADR: flushed lines are safe) or nothing
 //!    (the kernel hides the file when the platform does not say).
@@ -114,16 +115,13 @@ pub(super) fn find_region(root: &Path, device: DeviceNumber) -> Option<NvdimmReg
     let (major, minor) = (libc::major(dev), libc::minor(dev));
     let root = std::fs::canonicalize(root).ok()?;
     let mut dir = std::fs::canonicalize(root.join(format!("dev/{kind}/{major}:{minor}"))).ok()?;
-    // The nearest ancestor named `regionN`, staying inside the tree.
+    // The nearest ancestor that is a libnvdimm region (`regionN` on a bus `ndbusM`), staying
+    // inside the tree.
     loop {
         if !dir.starts_with(&root) || dir == root {
             return None;
         }
-        if dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(is_region_name)
-        {
+        if is_nd_region(&dir) {
             break;
         }
         if !dir.pop() {
@@ -191,16 +189,28 @@ fn provider_attr(dimm: &Path, attr: &str) -> Option<String> {
     PROVIDERS.iter().find_map(|p| read_attr(&dimm.join(p).join(attr)))
 }
 
-/// `regionN` with N decimal.
-fn is_region_name(s: &str) -> bool {
-    s.strip_prefix("region")
+/// Whether `dir` is a libnvdimm region: named `regionN` and a child of a bus `ndbusM`. (A CXL
+/// region is named `regionN` too but sits under a decoder; its persistent memory is exposed as
+/// an nd region on the CXL bridge's `ndbusM`, which is found instead.)
+fn is_nd_region(dir: &Path) -> bool {
+    let name = |p: Option<&Path>| {
+        p.and_then(Path::file_name)
+            .and_then(|n| n.to_str())
+            .map(str::to_owned)
+    };
+    name(Some(dir)).is_some_and(|n| is_numbered(&n, "region"))
+        && name(dir.parent()).is_some_and(|n| is_numbered(&n, "ndbus"))
+}
+
+/// `<prefix>N` with N decimal.
+fn is_numbered(s: &str, prefix: &str) -> bool {
+    s.strip_prefix(prefix)
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// `nmemN` with N decimal (so a garbage mapping cannot name a path outside the bus directory).
 fn is_dimm_name(s: &str) -> bool {
-    s.strip_prefix("nmem")
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    is_numbered(s, "nmem")
 }
 
 /// A count as the kernel prints it: decimal, or hexadecimal with `0x`; anything else (empty,
@@ -358,7 +368,8 @@ mod tests {
         for junk in ["", "-1", "18446744073709551616", "12abc", "0x", "many", "4 2"] {
             assert_eq!(parse_count(junk), None, "{junk:?}");
         }
-        assert!(is_region_name("region12") && !is_region_name("region") && !is_region_name("regionx"));
+        assert!(is_numbered("region12", "region") && !is_numbered("region", "region"));
+        assert!(!is_numbered("regionx", "region") && !is_numbered("region1 ", "region"));
         assert!(is_dimm_name("nmem0") && !is_dimm_name("../../etc") && !is_dimm_name("nmem"));
     }
 
@@ -463,6 +474,17 @@ mod tests {
         std::fs::create_dir_all(root.path().join("dev/block")).unwrap();
         std::os::unix::fs::symlink(&disk, root.path().join("dev/block/259:3")).unwrap();
         assert_eq!(find_region(root.path(), DeviceNumber::Block(dev())), None);
+        // Device-DAX on a CXL RAM region: a `region0`, but a CXL one under a decoder (volatile
+        // memory, no persistence domain), not a libnvdimm region.
+        let cxl = root
+            .path()
+            .join("devices/platform/ACPI0017:00/root0/decoder0.0/region0");
+        let dax = cxl.join("dax_region0/dax0.0");
+        std::fs::create_dir_all(&dax).unwrap();
+        std::fs::write(cxl.join("mode"), "ram\n").unwrap();
+        std::fs::create_dir_all(root.path().join("dev/char")).unwrap();
+        std::os::unix::fs::symlink(&dax, root.path().join("dev/char/259:3")).unwrap();
+        assert_eq!(find_region(root.path(), DeviceNumber::Char(dev())), None);
         // A link leaving the tree is not followed out of it.
         let outside = tempfile::tempdir().unwrap();
         let escaped = outside.path().join("region0/namespace0.0");
