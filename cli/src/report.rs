@@ -306,6 +306,12 @@ pub(crate) fn check_text(path: &Path, o: &CheckOutcome) -> String {
             format!("replayed the valid prefix, dropped {n} records (the damaged one and those after it)"),
         );
     }
+    if let Ok(h) = &o.primary {
+        let record = h.shutdown_record();
+        if record.count.is_some() {
+            t.row("shutdown", shutdown_text(record, false));
+        }
+    }
     if let Some(u) = &o.unsafe_shutdown {
         t.row(
             "unsafe shutdown",

@@ -731,6 +731,10 @@ fn unsafe_shutdown_is_reported_refused_and_accepted_by_check() {
     let err = fails(out);
     assert!(err.contains("--accept-unsafe-shutdown"), "{err}");
     assert!(text.contains("(count 5 at open, 6 now)"), "{text}");
+    assert!(
+        text.contains("unsafe-shutdown count 5 recorded; in use (open, or not closed cleanly)"),
+        "{text}"
+    );
     let v = json(&stdout(&ptm_env(&["check", "--json", s(&crashed)], &env)));
     assert_eq!(v["unsafe_shutdown"]["recorded"], 5);
     assert_eq!(v["unsafe_shutdown"]["now"], 6);
