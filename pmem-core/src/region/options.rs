@@ -68,8 +68,9 @@ impl Engine {
 /// [`RegionOptions::force_pmem`] wins over the variable.
 pub const ENV_FORCE_PMEM: &str = "PTM_FORCE_PMEM";
 /// Environment variable that, set to `1`, declares the platform eADR (caches inside the
-/// persistence domain): flushes become no-ops, drains stay. An explicit [`RegionOptions::eadr`]
-/// wins over the variable, and the variable (`1` or `0`) over what sysfs reports.
+/// persistence domain): flushes become no-ops, drains stay; set to `0`, declares it absent. An
+/// explicit [`RegionOptions::eadr`] wins over the variable, and the variable over what sysfs
+/// reports (`persistence_domain`).
 pub const ENV_EADR: &str = "PTM_EADR";
 /// Environment variable naming the sysfs root read at open instead of `/sys` (for tests of
 /// the hardware detection on fake trees). [`RegionOptions::sysfs_root`] wins over it.
