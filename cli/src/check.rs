@@ -1,11 +1,12 @@
 //! `ptm check`: both header copies, the file length against them, an optional repair from the
-//! intact copy, then a trial open.
+//! intact copy, then a trial open; an unsafe shutdown of the device while the pool was in use is
+//! reported, and accepted with `--accept-unsafe-shutdown` once the pool's metadata verifies.
 
 use std::path::Path;
 
 use pmem_core::{
-    inspect_headers, repair_headers, repair_journal, HeaderFault, HeaderProblem, HeaderRepair, HeaderReport,
-    JournalOptions, PoolHeader, RegionOptions, FORMAT_VERSION,
+    accept_unsafe_shutdown, inspect_headers, repair_headers, repair_journal, HeaderFault, HeaderProblem,
+    HeaderRepair, HeaderReport, JournalOptions, PoolHeader, RegionOptions, ShutdownRecord, FORMAT_VERSION,
 };
 
 use crate::journal::{JournalInfo, JournalState};
@@ -65,6 +66,17 @@ pub(crate) struct OpenSummary {
     pub(crate) map_sync: bool,
 }
 
+/// An unsafe shutdown the device counted while the pool was in use (the trial open refused it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct UnsafeShutdown {
+    /// The count recorded in the pool when it was opened.
+    pub(crate) recorded: u64,
+    /// The count the device reports now.
+    pub(crate) now: u64,
+    /// Whether the pool is on other DIMMs than those the count was recorded on.
+    pub(crate) device_changed: bool,
+}
+
 /// Everything `ptm check` found and did.
 #[derive(Debug)]
 pub(crate) struct CheckOutcome {
@@ -88,12 +100,16 @@ pub(crate) struct CheckOutcome {
     pub(crate) journal_dropped: Option<u64>,
     /// The trial open after the check (or repair); `None` if not attempted because of damage.
     pub(crate) open: Option<Result<OpenSummary, String>>,
+    /// The unsafe shutdown the first trial open refused the pool for, if it did.
+    pub(crate) unsafe_shutdown: Option<UnsafeShutdown>,
+    /// The clean state `--accept-unsafe-shutdown` recorded after the pool verified, if it did.
+    pub(crate) shutdown_accepted: Option<ShutdownRecord>,
 }
 
 impl CheckOutcome {
     /// Whether anything was wrong before any repair.
     pub(crate) fn damage_found(&self) -> bool {
-        self.header_damage() || self.journal_damaged()
+        self.header_damage() || self.journal_damaged() || self.unsafe_shutdown.is_some()
     }
 
     /// Whether a header copy or the file length is wrong.
@@ -129,6 +145,14 @@ impl CheckOutcome {
                 "ok (repaired)".into()
             }
             (Some(Ok(_)), _) if self.journal_dropped.is_some() => "ok (repaired)".into(),
+            (Some(Ok(_)), _) if self.shutdown_accepted.is_some() => {
+                "ok (unsafe shutdown accepted; the pool's metadata verified)".into()
+            }
+            (Some(Err(_)), _) if self.unsafe_shutdown.is_some() => {
+                "refused: unsafe shutdown while in use; once the data is verified, \
+                 `ptm check --accept-unsafe-shutdown` accepts it"
+                    .into()
+            }
             (Some(Ok(_)), _) => "ok".into(),
             (Some(Err(_)), _) => "the pool does not open".into(),
             (None, _) => match &self.unrepairable {
@@ -227,6 +251,8 @@ fn assess(report: HeaderReport) -> CheckOutcome {
         journal: None,
         journal_dropped: None,
         open: None,
+        unsafe_shutdown: None,
+        shutdown_accepted: None,
     }
 }
 
@@ -275,12 +301,13 @@ pub(crate) fn txn_layer(region: &pmem_core::Region) -> Result<Option<ptm::Summar
     }
 }
 
-/// Opens the pool to prove it opens, and closes it again.
-fn try_open(path: &Path) -> Result<OpenSummary, String> {
-    let r = RegionOptions::new().open(path).map_err(|e| e.to_string())?;
+/// Opens the pool with `opts` to prove it opens and its transaction layer reads, and closes it
+/// again.
+fn try_open(path: &Path, opts: &RegionOptions) -> Result<OpenSummary, ptm::Error> {
+    let r = opts.open(path)?;
     // The transaction layer (superblock, chunk table, slab bitmaps) read without writing; a
     // bare pmem-core pool has none.
-    txn_layer(&r).map_err(|e| e.to_string())?;
+    txn_layer(&r)?;
     Ok(OpenSummary {
         domain: r.domain().name(),
         backing: backing_name(r.backing()),
@@ -288,7 +315,48 @@ fn try_open(path: &Path) -> Result<OpenSummary, String> {
     })
 }
 
-/// Runs the check (and the repair if asked and possible).
+/// The unsafe shutdown `e` reports, if it is one.
+fn unsafe_shutdown_of(e: &ptm::Error) -> Option<UnsafeShutdown> {
+    match e {
+        ptm::Error::Core(pmem_core::Error::UnsafeShutdown {
+            recorded,
+            now,
+            device_changed,
+            ..
+        }) => Some(UnsafeShutdown {
+            recorded: *recorded,
+            now: *now,
+            device_changed: *device_changed,
+        }),
+        _ => None,
+    }
+}
+
+/// The trial open, and with `accept` the handling of an unsafe shutdown it is refused for:
+/// open ignoring it, verify the transaction layer, record the device's current count as the
+/// clean state, and open again.
+fn open_and_settle(o: &mut CheckOutcome, path: &Path, accept: bool) {
+    let opts = RegionOptions::new();
+    let first = try_open(path, &opts);
+    o.unsafe_shutdown = first.as_ref().err().and_then(unsafe_shutdown_of);
+    if o.unsafe_shutdown.is_none() || !accept {
+        o.open = Some(first.map_err(|e| e.to_string()));
+        return;
+    }
+    let verified = try_open(path, &opts.clone().ignore_unsafe_shutdown(true))
+        .map_err(|e| e.to_string())
+        .and_then(|_| accept_unsafe_shutdown(path, &opts).map_err(|e| e.to_string()));
+    o.open = Some(match verified {
+        Ok(record) => {
+            o.shutdown_accepted = Some(record);
+            try_open(path, &opts).map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e),
+    });
+}
+
+/// Runs the check (and the repair if asked and possible; with `accept_unsafe`, the acceptance
+/// of an unsafe shutdown once the transaction layer verifies).
 ///
 /// Damage found without `repair`, or damage a header restore cannot fix, skips the trial open:
 /// opening would fail, or (for a damaged backup) silently rewrite the backup.
@@ -296,7 +364,12 @@ fn try_open(path: &Path) -> Result<OpenSummary, String> {
 /// # Errors
 ///
 /// The pool cannot be read or locked, or the repair's write fails.
-pub(crate) fn run(path: &Path, repair: bool, progress: bool) -> Result<CheckOutcome, pmem_core::Error> {
+pub(crate) fn run(
+    path: &Path,
+    repair: bool,
+    accept_unsafe: bool,
+    progress: bool,
+) -> Result<CheckOutcome, pmem_core::Error> {
     // A spinner naming the stage on a terminal (stderr), so a long check of a large pool shows
     // that it is working; nothing when output is piped or `--json`.
     let spinner = progress.then(|| {
@@ -333,7 +406,7 @@ pub(crate) fn run(path: &Path, repair: bool, progress: bool) -> Result<CheckOutc
         }
     }
     stage("checking the transaction layer (superblock, undo logs, chunk table, bitmaps)");
-    o.open = Some(try_open(path));
+    open_and_settle(&mut o, path, accept_unsafe);
     if let Some(pb) = spinner {
         pb.finish_and_clear();
     }

@@ -65,8 +65,10 @@ enum Command {
         #[arg(long, value_name = "N")]
         lanes: Option<u32>,
     },
-    /// Open a pool and print its header, mapping and persistence domain, and what its journal
-    /// held before the open replayed it (epoch, records, torn tail, or the damage).
+    /// Open a pool and print its header, mapping and persistence domain, what the domain
+    /// promises (survives power loss, or only process death), the NVDIMM/CXL region under it
+    /// with its unsafe-shutdown count, and what its journal held before the open replayed it
+    /// (epoch, records, torn tail, or the damage).
     ///
     /// Opening takes the pool's lock, and rewrites a damaged backup header from an intact
     /// primary (as every open does); use `ptm check` to inspect without changing anything.
@@ -84,8 +86,10 @@ enum Command {
     /// Check both header copies of a pool and its journal, optionally repair them, then open it.
     ///
     /// A journal is damaged when a record that had been synced no longer checks out (a torn
-    /// record at its end is a crash, not damage). Exits 0 when the pool is intact (or was repaired) and opens, 1 when damage is found
-    /// and not repaired.
+    /// record at its end is a crash, not damage). A pool on persistent memory whose device
+    /// counted an unsafe shutdown while the pool was in use is refused until
+    /// `--accept-unsafe-shutdown`. Exits 0 when the pool is intact (or was repaired) and opens,
+    /// 1 when damage is found and not repaired.
     Check {
         /// The pool.
         path: PathBuf,
@@ -94,6 +98,13 @@ enum Command {
         /// are lost).
         #[arg(long)]
         repair: bool,
+        /// When the pool is refused because its device (NVDIMM, CXL memory) counted an unsafe
+        /// shutdown while the pool was in use: open it anyway, verify the transaction layer
+        /// (superblock, undo logs, heap metadata), and if it verifies record the device's
+        /// current count as the pool's clean state so that it opens again. ptm cannot verify
+        /// the application's own data; check that first.
+        #[arg(long)]
+        accept_unsafe_shutdown: bool,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -303,9 +314,9 @@ fn info(path: &Path, json: bool, force_pmem: bool) -> Result<(), Failure> {
     }
 }
 
-fn check(path: &Path, repair: bool, json: bool) -> Result<(), Failure> {
+fn check(path: &Path, repair: bool, accept_unsafe_shutdown: bool, json: bool) -> Result<(), Failure> {
     let progress = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let outcome = check::run(path, repair, progress)?;
+    let outcome = check::run(path, repair, accept_unsafe_shutdown, progress)?;
     if json {
         emit_json(&report::check_json(path, &outcome))?;
     } else {
@@ -333,7 +344,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
             json,
             force_pmem,
         } => info(&path, json, force_pmem),
-        Command::Check { path, repair, json } => check(&path, repair, json),
+        Command::Check {
+            path,
+            repair,
+            accept_unsafe_shutdown,
+            json,
+        } => check(&path, repair, accept_unsafe_shutdown, json),
         Command::Demo {
             dir,
             disk,

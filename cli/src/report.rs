@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use pmem_core::header::format_uuid;
-use pmem_core::{Backing, DomainKind, HeaderFault, PoolHeader, Region};
+use pmem_core::{
+    Backing, DomainKind, Durability, HeaderFault, NvdimmRegion, PoolHeader, Region, ShutdownRecord,
+};
 use serde_json::{json, Value};
 
 use crate::check::{CheckOutcome, CopyStatus};
@@ -51,6 +53,70 @@ fn domain_meaning(d: DomainKind) -> &'static str {
     }
 }
 
+/// What a durability promise means, for the text output.
+fn durability_text(d: Durability) -> &'static str {
+    match d {
+        Durability::PowerLoss => "survives power loss",
+        Durability::ProcessCrash => {
+            "survives process death only, not power loss: tmpfs/ramfs, or a file only treated as \
+             persistent memory"
+        }
+        _ => "unknown",
+    }
+}
+
+/// The libnvdimm region under a pool, for the text output.
+fn nvdimm_text(n: Option<&NvdimmRegion>) -> String {
+    match n {
+        None => "none (not on NVDIMM or CXL persistent memory, or sysfs does not say)".into(),
+        Some(n) => format!(
+            "{}: persistence_domain {}, DIMMs {}, unsafe shutdowns {}",
+            n.name,
+            n.domain.name(),
+            if n.dimms.is_empty() {
+                "none listed".to_owned()
+            } else {
+                n.dimms.join(" ")
+            },
+            n.unsafe_shutdowns
+                .map_or_else(|| "unknown".to_owned(), |c| c.to_string())
+        ),
+    }
+}
+
+/// The libnvdimm region under a pool, as JSON (`null` if none).
+fn nvdimm_json(n: Option<&NvdimmRegion>) -> Value {
+    n.map_or(Value::Null, |n| {
+        json!({
+            "region": n.name,
+            "persistence_domain": n.domain.name(),
+            "dimms": n.dimms,
+            "unsafe_shutdowns": n.unsafe_shutdowns,
+        })
+    })
+}
+
+/// A header's unsafe-shutdown record, for the text output; `ours`: the dirty mark is this
+/// process's open.
+fn shutdown_text(r: ShutdownRecord, ours: bool) -> String {
+    match r.count {
+        None => "no unsafe-shutdown count recorded".into(),
+        Some(c) => format!(
+            "unsafe-shutdown count {c} recorded; {}",
+            match (r.dirty, ours) {
+                (true, true) => "marked in use by this open (cleared when it closes)",
+                (true, false) => "in use (open, or not closed cleanly)",
+                (false, _) => "closed cleanly",
+            }
+        ),
+    }
+}
+
+/// A header's unsafe-shutdown record, as JSON.
+fn shutdown_json(r: ShutdownRecord) -> Value {
+    json!({ "count": r.count, "device_id": r.device_id, "dirty": r.dirty })
+}
+
 fn yes_no(b: bool) -> &'static str {
     if b {
         "yes"
@@ -92,7 +158,7 @@ pub(crate) fn format_utc(secs: u64) -> String {
 }
 
 /// Rows describing a header copy's fields.
-fn header_rows(t: &mut Table, h: &PoolHeader) {
+fn header_rows(t: &mut Table, h: &PoolHeader, shutdown_ours: bool) {
     t.row("layout", format!("{:?}", h.layout_name()));
     t.row("uuid", format_uuid(&h.uuid));
     t.row("version", h.version);
@@ -109,6 +175,7 @@ fn header_rows(t: &mut Table, h: &PoolHeader) {
     t.row("backup header", format!("at {:#x}", h.backup_offset));
     t.row("flags", format!("{:#x}", h.flags));
     t.row("pointer tag", format!("{:#06x}", h.pptr_tag));
+    t.row("shutdown", shutdown_text(h.shutdown_record(), shutdown_ours));
     t.row(
         "created",
         format!("{} (unix {})", format_utc(h.created_secs), h.created_secs),
@@ -124,6 +191,11 @@ fn mapping_rows(t: &mut Table, r: &Region) {
         "domain",
         format!("{} ({})", r.domain().name(), domain_meaning(r.domain())),
     );
+    t.row(
+        "durability",
+        format!("{}: {}", r.durability().name(), durability_text(r.durability())),
+    );
+    t.row("nvdimm region", nvdimm_text(r.nvdimm_region()));
     if let Some(j) = r.journal_path() {
         t.row("journal file", j.display());
     }
@@ -146,7 +218,7 @@ pub(crate) fn created_text(r: &Region) -> String {
 pub(crate) fn info_text(r: &Region) -> String {
     let mut t = Table::default();
     t.row("pool", r.path().display());
-    header_rows(&mut t, r.header());
+    header_rows(&mut t, r.header(), r.shutdown_tracked());
     mapping_rows(&mut t, r);
     t.into_string()
 }
@@ -163,6 +235,7 @@ fn header_json(h: &PoolHeader) -> Value {
         "backup_offset": h.backup_offset,
         "flags": h.flags,
         "pptr_tag": h.pptr_tag,
+        "shutdown": shutdown_json(h.shutdown_record()),
         "created_secs": h.created_secs,
         "checksum": h.checksum,
     })
@@ -176,6 +249,8 @@ pub(crate) fn info_json(r: &Region) -> Value {
         "backing": backing_name(r.backing()),
         "map_sync": r.map_sync(),
         "domain": r.domain().name(),
+        "durability": r.durability().name(),
+        "nvdimm_region": nvdimm_json(r.nvdimm_region()),
     })
 }
 
@@ -231,6 +306,29 @@ pub(crate) fn check_text(path: &Path, o: &CheckOutcome) -> String {
             format!("replayed the valid prefix, dropped {n} records (the damaged one and those after it)"),
         );
     }
+    if let Ok(h) = &o.primary {
+        let record = h.shutdown_record();
+        if record.count.is_some() {
+            t.row("shutdown", shutdown_text(record, false));
+        }
+    }
+    if let Some(u) = &o.unsafe_shutdown {
+        t.row(
+            "unsafe shutdown",
+            format!(
+                "the device{} counted an unsafe shutdown while the pool was in use (count {} at open, {} now)",
+                if u.device_changed { " (other DIMMs)" } else { "" },
+                u.recorded,
+                u.now
+            ),
+        );
+    }
+    if let Some(r) = o.shutdown_accepted {
+        t.row(
+            "accepted",
+            format!("transaction metadata verified; {}", shutdown_text(r, false)),
+        );
+    }
     match &o.open {
         Some(Ok(open)) => t.row(
             "open",
@@ -266,6 +364,12 @@ pub(crate) fn check_json(path: &Path, o: &CheckOutcome) -> Value {
         "repair": o.repair.map(|r| r.key()),
         "journal": o.journal.as_ref().map(crate::journal::JournalInfo::json),
         "journal_records_dropped": o.journal_dropped,
+        "unsafe_shutdown": o.unsafe_shutdown.map(|u| json!({
+            "recorded": u.recorded,
+            "now": u.now,
+            "device_changed": u.device_changed,
+        })),
+        "unsafe_shutdown_accepted": o.shutdown_accepted.map(shutdown_json),
         "opens": opens,
         "open_error": open_error,
         "domain": domain,

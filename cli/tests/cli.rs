@@ -21,6 +21,7 @@ fn ptm_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.args(args)
         .env_remove(pmem_core::ENV_FORCE_PMEM)
         .env_remove(pmem_core::ENV_EADR)
+        .env_remove(pmem_core::ENV_SYSFS_ROOT)
         .env("RUST_BACKTRACE", "1");
     for (k, v) in env {
         cmd.env(k, v);
@@ -669,4 +670,86 @@ fn corrupt_journal_is_found_and_repaired() {
         .transaction(|tx, root| Ok::<_, ptm::Error>(root.n.get(tx)))
         .expect("read");
     assert!(n <= 3, "{n}");
+}
+
+/// A fake sysfs tree in which the file system holding `dir` is a namespace of libnvdimm
+/// `region0` (`memory_controller`) on DIMM `nmem0` whose unsafe-shutdown count is `count`.
+fn fake_nvdimm(sysfs: &Path, dir: &Path, count: u64) {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(dir).expect("stat").dev();
+    let region = sysfs.join("devices/ndbus0/region0");
+    let ns = region.join("namespace0.0/block/pmem0");
+    std::fs::create_dir_all(&ns).expect("mkdir");
+    std::fs::write(region.join("persistence_domain"), "memory_controller\n").expect("write");
+    std::fs::write(region.join("mapping0"), "nmem0,0,1073741824,0\n").expect("write");
+    let nfit = sysfs.join("bus/nd/devices/nmem0/nfit");
+    std::fs::create_dir_all(&nfit).expect("mkdir");
+    std::fs::write(nfit.join("dirty_shutdown"), format!("{count}\n")).expect("write");
+    let links = sysfs.join("dev/block");
+    std::fs::create_dir_all(&links).expect("mkdir");
+    let link = links.join(format!("{}:{}", libc::major(dev), libc::minor(dev)));
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&ns, link).expect("symlink");
+}
+
+#[test]
+fn unsafe_shutdown_is_reported_refused_and_accepted_by_check() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sysfs = tempfile::tempdir().expect("tempdir");
+    fake_nvdimm(sysfs.path(), dir.path(), 5);
+    let env = [(pmem_core::ENV_SYSFS_ROOT, s(sysfs.path()))];
+    let (path, crashed) = (dir.path().join("p.pool"), dir.path().join("crashed.pool"));
+    // A pool on the (fake) NVDIMM, and the image a power loss leaves while it is open.
+    let opts = pmem_core::RegionOptions::new()
+        .force_pmem(true)
+        .sysfs_root(sysfs.path());
+    let region = opts.create(&path, POOL).expect("create");
+    std::fs::copy(&path, &crashed).expect("copy");
+    drop(region);
+
+    let info = ok(ptm_env(&["info", s(&path)], &env));
+    assert!(
+        info.contains("region0: persistence_domain memory_controller, DIMMs nmem0, unsafe shutdowns 5"),
+        "{info}"
+    );
+    assert!(
+        info.contains("unsafe-shutdown count 5 recorded; marked in use by this open"),
+        "{info}"
+    );
+    assert!(info.contains("durability      power-loss"), "{info}");
+    let v = json(&ok(ptm_env(&["info", "--json", s(&path)], &env)));
+    assert_eq!(v["nvdimm_region"]["unsafe_shutdowns"], 5);
+    assert_eq!(v["header"]["shutdown"]["count"], 5);
+    assert_eq!(v["durability"], "power-loss");
+
+    // The platform failed to drain at that power loss: the device counted it.
+    fake_nvdimm(sysfs.path(), dir.path(), 6);
+    let err = fails(ptm_env(&["info", s(&crashed)], &env));
+    assert!(err.contains("unsafe shutdown while the pool was in use"), "{err}");
+    let out = ptm_env(&["check", s(&crashed)], &env);
+    let text = stdout(&out);
+    let err = fails(out);
+    assert!(err.contains("--accept-unsafe-shutdown"), "{err}");
+    assert!(text.contains("(count 5 at open, 6 now)"), "{text}");
+    assert!(
+        text.contains("unsafe-shutdown count 5 recorded; in use (open, or not closed cleanly)"),
+        "{text}"
+    );
+    let v = json(&stdout(&ptm_env(&["check", "--json", s(&crashed)], &env)));
+    assert_eq!(v["unsafe_shutdown"]["recorded"], 5);
+    assert_eq!(v["unsafe_shutdown"]["now"], 6);
+    assert_eq!(v["ok"], false);
+    // `--repair` does not accept it: only the explicit flag does.
+    fails(ptm_env(&["check", "--repair", s(&crashed)], &env));
+
+    let text = ok(ptm_env(&["check", "--accept-unsafe-shutdown", s(&crashed)], &env));
+    assert!(
+        text.contains("unsafe-shutdown count 6 recorded; closed cleanly"),
+        "{text}"
+    );
+    assert!(text.contains("unsafe shutdown accepted"), "{text}");
+    let info = ok(ptm_env(&["info", s(&crashed)], &env));
+    assert!(info.contains("unsafe shutdowns 6"), "{info}");
+    // The pool that was closed before the count moved opens without a word.
+    ok(ptm_env(&["check", s(&path)], &env));
 }

@@ -109,6 +109,8 @@ pub fn expected_parse(b: &[u8]) -> Result<(), ParseFailure> {
         || u64_at(56) != pool - HS
         || b[72..74] == [0, 0]
         || !name_ok
+        // Shutdown flags (bytes 168..172): bit 0 count known, bit 1 dirty; others refused.
+        || u32_at(168) & !3 != 0
     {
         return geometry("any");
     }

@@ -210,6 +210,26 @@ pub enum Error {
         /// Where the journal was looked for.
         journal: PathBuf,
     },
+    /// The device under the pool counted an unsafe shutdown (the platform failed to make
+    /// flushed data durable at a power loss) while the pool was open or not closed cleanly since:
+    /// stores the pool had made durable may be lost. The pool stays refused until
+    /// `ptm check --accept-unsafe-shutdown` (or [`accept_unsafe_shutdown`](crate::accept_unsafe_shutdown)
+    /// after the application's own verification) records the new count.
+    #[error(
+        "{}: unsafe shutdown while the pool was in use: the device's unsafe-shutdown count is {now}, {recorded} when the pool was opened{}; data it made durable may be lost (verify the pool, then `ptm check --accept-unsafe-shutdown`)",
+        path.display(),
+        if *device_changed { " on other DIMMs" } else { "" }
+    )]
+    UnsafeShutdown {
+        /// The pool file.
+        path: PathBuf,
+        /// The count recorded in the pool header when the pool was opened.
+        recorded: u64,
+        /// The count the device reports now.
+        now: u64,
+        /// Whether the DIMMs under the pool are not those the count was recorded on.
+        device_changed: bool,
+    },
     /// The journal beside the pool belongs to another pool.
     #[error("{}: journal belongs to another pool (UUID mismatch)", journal.display())]
     JournalMismatch {

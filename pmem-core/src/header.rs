@@ -17,7 +17,11 @@
 //! |     74 |    6 | `_pad`          | zero                                                      |
 //! |     80 |    8 | `created_secs`  | creation time, seconds since the Unix epoch (informative) |
 //! |     88 |   64 | `layout`        | layout name, UTF-8, NUL-padded, at most 63 bytes          |
-//! |    152 | 3940 | `reserved`      | zero                                                      |
+//! |    152 |    8 | `shutdown_count`| device's unsafe-shutdown count when recorded ([`ShutdownRecord`]) |
+//! |    160 |    8 | `shutdown_device`| digest of the ids of the DIMMs the count was read from (0: none) |
+//! |    168 |    4 | `shutdown_flags`| bit 0 [`SHUTDOWN_COUNT_KNOWN`], bit 1 [`SHUTDOWN_DIRTY`]; others 0 |
+//! |    172 |    4 | `_pad2`         | zero                                                      |
+//! |    176 | 3916 | `reserved`      | zero                                                      |
 //! |   4092 |    4 | `checksum`      | CRC32C of bytes 0..4092                                   |
 
 use crate::error::HeaderProblem;
@@ -40,6 +44,13 @@ pub const MAX_POOL_SIZE: u64 = 1 << 48;
 /// its journal may hold committed changes the file does not. Opening such a pool without its
 /// journal fails ([`Error::JournalMissing`](crate::Error::JournalMissing)).
 pub const FLAG_JOURNAL: u64 = 1;
+
+/// Shutdown flag: `shutdown_count` and `shutdown_device` hold a recorded count. Zero in pools
+/// created before the field existed (and on devices that report no count): nothing recorded.
+pub const SHUTDOWN_COUNT_KNOWN: u32 = 1;
+/// Shutdown flag: the pool is open (or was, and was not closed cleanly) since the count was
+/// recorded. Set at open before anything is written, cleared at a clean close.
+pub const SHUTDOWN_DIRTY: u32 = 2;
 
 /// Offset of the checksum field.
 const CHECKSUM_OFFSET: usize = HEADER_SIZE - 4;
@@ -73,7 +84,14 @@ pub struct PoolHeader {
     pub created_secs: u64,
     /// Layout name, NUL-padded.
     pub layout: [u8; 64],
-    reserved: [u8; 3940],
+    /// Unsafe-shutdown count of the device when recorded (see [`ShutdownRecord`]).
+    pub shutdown_count: u64,
+    /// Digest of the ids of the DIMMs the count was read from (0: they report none).
+    pub shutdown_device: u64,
+    /// [`SHUTDOWN_COUNT_KNOWN`], [`SHUTDOWN_DIRTY`] or 0.
+    pub shutdown_flags: u32,
+    _pad2: [u8; 4],
+    reserved: [u8; 3916],
     /// CRC32C of bytes 0..4092.
     pub checksum: u32,
 }
@@ -82,6 +100,9 @@ const _: () = assert!(core::mem::size_of::<PoolHeader>() == HEADER_SIZE);
 const _: () = assert!(core::mem::offset_of!(PoolHeader, pool_size) == 32);
 const _: () = assert!(core::mem::offset_of!(PoolHeader, pptr_tag) == 72);
 const _: () = assert!(core::mem::offset_of!(PoolHeader, layout) == 88);
+const _: () = assert!(core::mem::offset_of!(PoolHeader, shutdown_count) == 152);
+const _: () = assert!(core::mem::offset_of!(PoolHeader, shutdown_device) == 160);
+const _: () = assert!(core::mem::offset_of!(PoolHeader, shutdown_flags) == 168);
 const _: () = assert!(core::mem::offset_of!(PoolHeader, checksum) == CHECKSUM_OFFSET);
 #[cfg(not(target_endian = "little"))]
 compile_error!("ptm pools are little-endian; big-endian targets are not supported");
@@ -102,6 +123,7 @@ impl core::fmt::Debug for PoolHeader {
             .field("flags", &self.flags)
             .field("pptr_tag", &self.pptr_tag)
             .field("layout", &self.layout_name())
+            .field("shutdown", &self.shutdown_record())
             .field("checksum", &self.checksum)
             .finish()
     }
@@ -145,7 +167,11 @@ impl PoolHeader {
             _pad: [0; 6],
             created_secs,
             layout: name,
-            reserved: [0; 3940],
+            shutdown_count: 0,
+            shutdown_device: 0,
+            shutdown_flags: 0,
+            _pad2: [0; 4],
+            reserved: [0; 3916],
             checksum: 0,
         };
         h.checksum = h.compute_checksum();
@@ -170,6 +196,27 @@ impl PoolHeader {
             .position(|&b| b == 0)
             .unwrap_or(self.layout.len());
         String::from_utf8_lossy(&self.layout[..end]).into_owned()
+    }
+
+    /// The unsafe-shutdown state recorded in this header.
+    pub fn shutdown_record(&self) -> ShutdownRecord {
+        ShutdownRecord {
+            count: (self.shutdown_flags & SHUTDOWN_COUNT_KNOWN != 0).then_some(self.shutdown_count),
+            device_id: self.shutdown_device,
+            dirty: self.shutdown_flags & SHUTDOWN_DIRTY != 0,
+        }
+    }
+
+    /// Stores `r` in the shutdown fields and recomputes the checksum.
+    pub(crate) fn set_shutdown_record(&mut self, r: ShutdownRecord) {
+        self.shutdown_count = r.count.unwrap_or(0);
+        self.shutdown_device = if r.count.is_some() { r.device_id } else { 0 };
+        self.shutdown_flags = if r.count.is_some() {
+            SHUTDOWN_COUNT_KNOWN
+        } else {
+            0
+        } | if r.dirty { SHUTDOWN_DIRTY } else { 0 };
+        self.checksum = self.compute_checksum();
     }
 
     /// Parses and validates one header copy from `bytes` (at least 4096 of them).
@@ -208,6 +255,11 @@ impl PoolHeader {
                 flags: h.flags,
             }));
         }
+        if h.shutdown_flags & !(SHUTDOWN_COUNT_KNOWN | SHUTDOWN_DIRTY) != 0 {
+            return Err(ParseFailure::Problem(HeaderProblem::BadGeometry {
+                field: "shutdown_flags",
+            }));
+        }
         h.check_geometry().map_err(ParseFailure::Problem)?;
         Ok(h)
     }
@@ -244,6 +296,23 @@ impl PoolHeader {
         }
         Ok(())
     }
+}
+
+/// The unsafe-shutdown state a pool header records (bytes 152..176): the device's unsafe-shutdown
+/// count when the pool was last opened on it, and whether the pool has been open since.
+///
+/// A pool on persistent memory relies on the platform to drain the memory controller (ADR) or
+/// the caches (eADR) at power loss. When that fails, the device counts an *unsafe shutdown*.
+/// If the count moved while the pool was dirty, stores the pool made durable may be lost, and
+/// the pool refuses to open ([`Error::UnsafeShutdown`](crate::Error::UnsafeShutdown)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ShutdownRecord {
+    /// The recorded count (the sum over the region's DIMMs), or `None` if nothing is recorded.
+    pub count: Option<u64>,
+    /// Digest of the DIMM ids the count was read from (0: unknown).
+    pub device_id: u64,
+    /// Set from open to clean close: the pool may have been in use at the last shutdown.
+    pub dirty: bool,
 }
 
 /// Why a header copy did not parse.
@@ -291,6 +360,41 @@ mod tests {
             assert!(PoolHeader::parse(&b).is_err(), "byte {i}");
         }
         assert!(PoolHeader::parse(&bytes[..100]).is_err());
+    }
+
+    #[test]
+    fn the_shutdown_record_round_trips_and_unknown_shutdown_flags_are_refused() {
+        let mut h = PoolHeader::new(1 << 20, "", [1; 16], 7, 0);
+        assert_eq!(
+            h.shutdown_record(),
+            ShutdownRecord::default(),
+            "a new pool records nothing"
+        );
+        let r = ShutdownRecord {
+            count: Some(u64::MAX),
+            device_id: 0xfeed,
+            dirty: true,
+        };
+        h.set_shutdown_record(r);
+        let p = PoolHeader::parse(h.as_bytes()).unwrap();
+        assert_eq!(p.shutdown_record(), r);
+        assert_eq!(&h.as_bytes()[152..160], &u64::MAX.to_le_bytes());
+        assert_eq!(&h.as_bytes()[160..168], &0xfeed_u64.to_le_bytes());
+        assert_eq!(&h.as_bytes()[168..172], &3u32.to_le_bytes());
+        // No count: the device id is not kept either.
+        h.set_shutdown_record(ShutdownRecord { count: None, ..r });
+        assert_eq!(
+            (h.shutdown_count, h.shutdown_device, h.shutdown_flags),
+            (0, 0, SHUTDOWN_DIRTY)
+        );
+        h.shutdown_flags = 4;
+        h.checksum = h.compute_checksum();
+        assert_eq!(
+            PoolHeader::parse(h.as_bytes()).unwrap_err(),
+            ParseFailure::Problem(HeaderProblem::BadGeometry {
+                field: "shutdown_flags"
+            })
+        );
     }
 
     #[test]

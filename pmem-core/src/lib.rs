@@ -10,6 +10,11 @@
 //! - Persistence domains ([`DomainKind`]): cache-line flush with the best instruction the CPU
 //!   has (clwb > clflushopt > clflush, chosen once by CPUID) and an `sfence` drain; eADR (no
 //!   flush); msync. `persist = flush + drain`; non-temporal copies for bulk writes.
+//! - The hardware as sysfs describes it ([`NvdimmRegion`]): a libnvdimm region whose
+//!   `persistence_domain` is `cpu_cache` runs eADR; the DIMMs' unsafe-shutdown count is recorded
+//!   in the pool header ([`ShutdownRecord`]) and a count that moved while the pool was in use
+//!   refuses it ([`Error::UnsafeShutdown`], [`accept_unsafe_shutdown`]). [`Durability`] says
+//!   whether a region's durable data survives power loss or only the death of the process.
 //! - With the `simulate` feature, a simulated domain for the crash-recovery harness
 //!   ([`sim`]): a durable image beside the mapping, changed only by flush + drain, and a hook
 //!   called at every drain (a crash point) that can build the images a crash could leave.
@@ -68,15 +73,16 @@ pub use error::{Error, HeaderProblem, Result};
 pub use flush::{
     detected_flush_instruction, reset_thread_stats, thread_stats, FlushInstruction, PersistStats, CACHE_LINE,
 };
+pub use header::ShutdownRecord;
 pub use header::{PoolHeader, FORMAT_VERSION, HEADER_SIZE, MIN_POOL_SIZE};
 pub use journal::{JournalOptions, JournalStats, ReplayReport};
 pub use persistent::{bytes_of, read_from_bytes, Persistent};
 pub use pmem_derive::Persistent;
 pub use pptr::PPtr;
 pub use region::{
-    inspect_headers, repair_headers, repair_journal, Backing, DomainKind, Engine, ExternalFactory,
-    ExternalMemory, ExternalMemorySource, HeaderFault, HeaderRepair, HeaderReport, Region, RegionOptions,
-    ENV_EADR, ENV_FORCE_PMEM,
+    accept_unsafe_shutdown, inspect_headers, repair_headers, repair_journal, Backing, DomainKind, Durability,
+    Engine, ExternalFactory, ExternalMemory, ExternalMemorySource, HeaderFault, HeaderRepair, HeaderReport,
+    NvdimmRegion, PlatformDomain, Region, RegionOptions, ENV_EADR, ENV_FORCE_PMEM, ENV_SYSFS_ROOT,
 };
 #[cfg(feature = "simulate")]
 pub use sim::{CrashPoint, FaultModel, Simulation};

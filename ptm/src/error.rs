@@ -9,7 +9,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// An error of the mapping / header layer (locked, not a pool, corrupt header, I/O, ...).
+    /// An error of the mapping / header layer (locked, not a pool, corrupt header, I/O, an
+    /// unsafe shutdown of the device while the pool was in use, ...).
     #[error(transparent)]
     Core(#[from] pmem_core::Error),
     /// The pool's transaction metadata (superblock) is damaged or not ptm's.

@@ -83,7 +83,9 @@ pub use heap::HeapStats;
 pub use inspect::{inspect, Summary};
 pub use layout::Geometry;
 pub use pmem_core;
-pub use pmem_core::{thread_stats, DomainKind, Engine, JournalOptions, PPtr, PersistStats, Persistent};
+pub use pmem_core::{
+    thread_stats, DomainKind, Durability, Engine, JournalOptions, PPtr, PersistStats, Persistent,
+};
 pub use pool::{Pool, PoolOptions, RecoveryReport, DEFAULT_LANES, DEFAULT_LANE_SIZE, DEFAULT_LOCK_TIMEOUT};
 pub use tx::{PendingCommit, SnapshotBatch, Transaction};
 

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use pmem_core::{DomainKind, PPtr, Persistent, Region, RegionOptions};
+use pmem_core::{DomainKind, Durability, PPtr, Persistent, Region, RegionOptions};
 
 use crate::heap::{slab_geom, Desc, HeapStats, CHUNK};
 
@@ -39,6 +39,8 @@ pub struct PoolOptions {
     external: Option<pmem_core::ExternalMemorySource>,
     engine: pmem_core::Engine,
     journal: pmem_core::JournalOptions,
+    sysfs_root: Option<std::path::PathBuf>,
+    ignore_unsafe_shutdown: bool,
 }
 
 impl Default for PoolOptions {
@@ -55,6 +57,8 @@ impl Default for PoolOptions {
             external: None,
             engine: pmem_core::Engine::Auto,
             journal: pmem_core::JournalOptions::new(),
+            sysfs_root: None,
+            ignore_unsafe_shutdown: false,
         }
     }
 }
@@ -90,7 +94,9 @@ impl PoolOptions {
         self
     }
 
-    /// Declare the platform eADR (no cache flushes, drains stay).
+    /// Declare the platform eADR (`true`: no cache flushes, drains stay) or not (`false`).
+    /// Without it, `PTM_EADR` decides, and without that the platform's `persistence_domain`
+    /// in sysfs (see [`RegionOptions::eadr`]).
     pub fn eadr(mut self, yes: bool) -> Self {
         self.eadr = Some(yes);
         self
@@ -111,8 +117,31 @@ impl PoolOptions {
         self
     }
 
+    /// Opens the pool even though its device counted an unsafe shutdown while the pool was in
+    /// use ([`pmem_core::Error::UnsafeShutdown`]), so the application can verify its data; the
+    /// refusal stands for later opens until
+    /// [`accept_unsafe_shutdown`](pmem_core::accept_unsafe_shutdown) (or
+    /// `ptm check --accept-unsafe-shutdown`). See
+    /// [`RegionOptions::ignore_unsafe_shutdown`].
+    pub fn ignore_unsafe_shutdown(mut self, yes: bool) -> Self {
+        self.ignore_unsafe_shutdown = yes;
+        self
+    }
+
+    /// Reads the hardware description under `root` instead of `/sys` (tests with fake trees).
+    #[doc(hidden)]
+    pub fn sysfs_root(mut self, root: impl Into<std::path::PathBuf>) -> Self {
+        self.sysfs_root = Some(root.into());
+        self
+    }
+
     fn region_options(&self) -> RegionOptions {
-        let mut o = RegionOptions::new().layout(&self.layout);
+        let mut o = RegionOptions::new()
+            .layout(&self.layout)
+            .ignore_unsafe_shutdown(self.ignore_unsafe_shutdown);
+        if let Some(root) = &self.sysfs_root {
+            o = o.sysfs_root(root);
+        }
         if let Some(f) = self.force_pmem {
             o = o.force_pmem(f);
         }
@@ -708,6 +737,37 @@ impl<R: Persistent> Pool<R> {
     /// The persistence domain of the pool.
     pub fn domain(&self) -> DomainKind {
         self.shared.region.domain()
+    }
+
+    /// What the pool's persistence domain promises about committed transactions: that they
+    /// survive power loss ([`Durability::PowerLoss`]: persistent memory mapped directly, or a
+    /// file on a disk made durable by the journal, msync or a paged provider), or only the
+    /// death of the process ([`Durability::ProcessCrash`]: a pool on tmpfs such as `/dev/shm`,
+    /// a file merely treated as persistent memory with `force_pmem`, the crash harness's
+    /// simulation). See [`Region::durability`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ptm::{Durability, PCell, Persistent, Pool, PoolOptions};
+    ///
+    /// #[derive(Persistent)]
+    /// #[persistent(crate = "ptm::pmem_core")]
+    /// #[repr(C)]
+    /// struct Root {
+    ///     n: PCell<u64>,
+    /// }
+    ///
+    /// # fn main() -> Result<(), ptm::Error> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// // Emulated persistent memory: the flushes reach the page cache, not a device.
+    /// let opts = PoolOptions::new().force_pmem(true);
+    /// let pool = Pool::<Root>::create(dir.path().join("p.pool"), 8 << 20, &opts)?;
+    /// assert_eq!(pool.durability(), Durability::ProcessCrash);
+    /// # Ok(()) }
+    /// ```
+    pub fn durability(&self) -> Durability {
+        self.shared.region.durability()
     }
 
     /// The pool's transaction-layer geometry.

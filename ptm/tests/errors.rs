@@ -145,3 +145,75 @@ fn any_root_opens_for_tools() {
     drop(pool);
     Pool::<Root>::open(&p, &common::pmem()).unwrap();
 }
+
+/// A fake sysfs tree in which the file system holding `dir` is a namespace of a libnvdimm
+/// region on one DIMM whose unsafe-shutdown count is `count`.
+fn fake_nvdimm(sysfs: &std::path::Path, dir: &std::path::Path, count: u64) {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(dir).unwrap().dev();
+    let region = sysfs.join("devices/ndbus0/region0");
+    let ns = region.join("namespace0.0/block/pmem0");
+    std::fs::create_dir_all(&ns).unwrap();
+    std::fs::write(region.join("persistence_domain"), "memory_controller\n").unwrap();
+    std::fs::write(region.join("mapping0"), "nmem0,0,1073741824,0\n").unwrap();
+    let nfit = sysfs.join("bus/nd/devices/nmem0/nfit");
+    std::fs::create_dir_all(&nfit).unwrap();
+    std::fs::write(nfit.join("dirty_shutdown"), format!("{count}\n")).unwrap();
+    let links = sysfs.join("dev/block");
+    std::fs::create_dir_all(&links).unwrap();
+    let link = links.join(format!("{}:{}", libc_major(dev), libc_minor(dev)));
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&ns, link).unwrap();
+}
+
+/// `major(dev)` as glibc computes it.
+fn libc_major(dev: u64) -> u64 {
+    ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0x0000_0fff)
+}
+
+/// `minor(dev)` as glibc computes it.
+fn libc_minor(dev: u64) -> u64 {
+    ((dev >> 12) & 0xffff_ff00) | (dev & 0x0000_00ff)
+}
+
+#[test]
+fn an_unsafe_shutdown_while_the_pool_was_in_use_is_refused_by_name() {
+    let dir = common::shm_dir();
+    let sysfs = tempfile::tempdir().unwrap();
+    fake_nvdimm(sysfs.path(), dir.path(), 5);
+    let opts = common::pmem().sysfs_root(sysfs.path());
+    let p = common::path(&dir, "usc.pool");
+    let crashed = common::path(&dir, "crashed.pool");
+    let pool = Pool::<Root>::create(&p, 8 << 20, &opts).unwrap();
+    pool.transaction(|tx, r| r.a.set(tx, 9)).unwrap();
+    // The image a power loss leaves while the pool is open (dirty, count 5 recorded).
+    common::crash_image(&p, &crashed);
+    drop(pool);
+    // The platform failed to drain: the device counted it.
+    fake_nvdimm(sysfs.path(), dir.path(), 6);
+    let e = Pool::<Root>::open(&crashed, &opts).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Core(ptm::pmem_core::Error::UnsafeShutdown {
+                recorded: 5,
+                now: 6,
+                ..
+            })
+        ),
+        "{e:?}"
+    );
+    // The application may open it to verify its data; the refusal stands until accepted.
+    let pool = Pool::<Root>::open(&crashed, &opts.clone().ignore_unsafe_shutdown(true)).unwrap();
+    let a = pool.transaction(|tx, r| Ok::<_, Error>(r.a.get(tx))).unwrap();
+    assert_eq!(a, 9);
+    drop(pool);
+    assert!(Pool::<Root>::open(&crashed, &opts).is_err());
+    let region_opts = ptm::pmem_core::RegionOptions::new()
+        .force_pmem(true)
+        .sysfs_root(sysfs.path());
+    ptm::pmem_core::accept_unsafe_shutdown(&crashed, &region_opts).unwrap();
+    drop(Pool::<Root>::open(&crashed, &opts).unwrap());
+    // The pool closed cleanly before the count moved opens without a word.
+    drop(Pool::<Root>::open(&p, &opts).unwrap());
+}

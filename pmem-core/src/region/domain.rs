@@ -92,6 +92,67 @@ impl DomainKind {
     }
 }
 
+/// What a region's persistence domain promises about data made durable (flushed and drained,
+/// or committed by a transaction on top): which failures it survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Survives power loss and the crash of the operating system, not only of the process:
+    /// persistent memory mapped directly (a file with `MAP_SYNC` on a DAX file system, or a
+    /// device-DAX node), or a file on a disk-backed file system made durable by `msync`, a
+    /// journal's `fdatasync` or an external provider's write-back.
+    PowerLoss,
+    /// Survives the death of the process (`kill -9`, a panic) but not power loss or an
+    /// operating-system crash: the pool (or its journal) lives on tmpfs or ramfs, which is
+    /// memory (e.g. `/dev/shm` treated as persistent memory), or a file is only *treated* as
+    /// persistent memory (`force_pmem` / `PTM_FORCE_PMEM=1` on a file that is not DAX: flushed
+    /// lines reach the page cache, which nothing writes back in order), or the domain is the
+    /// crash harness's simulation.
+    ProcessCrash,
+}
+
+impl Durability {
+    /// `power-loss` or `process-crash`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Durability::PowerLoss => "power-loss",
+            Durability::ProcessCrash => "process-crash",
+        }
+    }
+
+    /// What a domain promises, from its kind, whether the memory is persistent memory mapped
+    /// directly (`MAP_SYNC` or device-DAX), and whether a file the pool's durable state lives in
+    /// (the pool file, its journal) is on a memory file system (tmpfs, ramfs).
+    pub(super) fn of(kind: DomainKind, direct: bool, on_memory_fs: bool) -> Durability {
+        match kind {
+            #[cfg(feature = "simulate")]
+            DomainKind::Simulated => Durability::ProcessCrash,
+            _ if on_memory_fs => Durability::ProcessCrash,
+            DomainKind::CacheFlush(_) | DomainKind::Eadr if !direct => Durability::ProcessCrash,
+            _ => Durability::PowerLoss,
+        }
+    }
+}
+
+/// Whether the file open at `fd` lives on a memory file system (tmpfs, ramfs), by `fstatfs`;
+/// false if the call fails.
+pub(super) fn on_memory_fs(fd: std::os::fd::RawFd) -> bool {
+    const TMPFS_MAGIC: u32 = 0x0102_1994;
+    const RAMFS_MAGIC: u32 = 0x8584_58f6;
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: `st` is writable memory of the size `fstatfs` fills; an invalid descriptor makes
+    // it return -1 without writing.
+    let rc = unsafe { libc::fstatfs(fd, st.as_mut_ptr()) };
+    if rc != 0 {
+        return false;
+    }
+    // SAFETY: `fstatfs` returned 0, so it initialised `st`.
+    let st = unsafe { st.assume_init() };
+    // `f_type` is a signed word of platform width; the magics are 32-bit values.
+    let magic = st.f_type as u64 as u32;
+    magic == TMPFS_MAGIC || magic == RAMFS_MAGIC
+}
+
 /// Memory for a pool supplied by another crate instead of a file mapping — for example
 /// nvme-backing's paged region over the pool file. The region still opens, locks, sizes and
 /// validates the pool file itself; the memory must present the file's contents.
@@ -192,6 +253,14 @@ impl JournalDomain {
 }
 
 impl Domain {
+    /// The journal file's path (journaled domain only).
+    pub(super) fn journal_path(&self) -> Option<&Path> {
+        match self {
+            Domain::Journaled(j) => Some(j.journal.path()),
+            _ => None,
+        }
+    }
+
     /// The public name of this domain.
     pub(super) fn kind(&self) -> DomainKind {
         match self {

@@ -7,10 +7,13 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::mapping::open_locked;
-use super::Region;
+use super::sysfs::NvdimmRegion;
+use super::{Region, RegionOptions};
 use crate::error::{Error, HeaderProblem, Result};
 use crate::flush;
-use crate::header::{self, ParseFailure, PoolHeader, FORMAT_VERSION, HEADER_SIZE, MIN_POOL_SIZE};
+use crate::header::{
+    self, ParseFailure, PoolHeader, ShutdownRecord, FORMAT_VERSION, HEADER_SIZE, MIN_POOL_SIZE,
+};
 use crate::journal::{self, JournalOptions};
 use crate::persistent::read_from_bytes;
 
@@ -319,7 +322,80 @@ pub fn repair_journal(pool_path: impl AsRef<Path>, opts: &JournalOptions) -> Res
     journal::repair(&jfile, &file, &hdr.uuid, data).map_err(|e| Error::from_replay(&jpath, e))
 }
 
+/// Decides, at open or create, what a pool's unsafe-shutdown record becomes, given what it
+/// records (`recorded`) and the region the device belongs to now (`platform`):
+///
+/// - the device reports no count (no region, or a DIMM without a readable count): `None`, the
+///   record is left as it is (a dirty mark from an earlier crash stays for a later open that
+///   can read the count again);
+/// - the pool was dirty (in use at the last shutdown) and the count moved, or the count was
+///   recorded on other DIMMs: [`Error::UnsafeShutdown`];
+/// - otherwise (count unchanged, or moved while the pool was closed, or nothing recorded yet):
+///   the current count, marked dirty — the pool is about to be in use.
+pub(super) fn judge_shutdown(
+    path: &Path,
+    recorded: ShutdownRecord,
+    platform: Option<&NvdimmRegion>,
+) -> Result<Option<ShutdownRecord>> {
+    let Some((now, device_id)) = platform.and_then(|p| Some((p.unsafe_shutdowns?, p.device_id))) else {
+        return Ok(None);
+    };
+    if let (Some(before), true) = (recorded.count, recorded.dirty) {
+        let device_changed = recorded.device_id != 0 && device_id != 0 && recorded.device_id != device_id;
+        if before != now || device_changed {
+            return Err(Error::UnsafeShutdown {
+                path: path.to_owned(),
+                recorded: before,
+                now,
+                device_changed,
+            });
+        }
+    }
+    Ok(Some(ShutdownRecord {
+        count: Some(now),
+        device_id,
+        dirty: true,
+    }))
+}
+
+/// Accepts an unsafe shutdown of the pool at `path` ([`Error::UnsafeShutdown`] at open) after
+/// its contents were verified: records the count its device reports now (or nothing, if it
+/// reports none) as the pool's clean state, so that it opens again. Returns the record written.
+///
+/// The pool is opened with `opts` and [`RegionOptions::ignore_unsafe_shutdown`] (its journal,
+/// if any, is replayed as at every open) and closed again. What to verify first is the
+/// caller's business: `ptm check --accept-unsafe-shutdown` checks the transaction layer's
+/// metadata; only the application can tell whether its own data is whole.
+///
+/// # Errors
+///
+/// The errors of [`RegionOptions::open`] (other than [`Error::UnsafeShutdown`]), and
+/// [`Error::Io`] writing the header.
+pub fn accept_unsafe_shutdown(path: impl AsRef<Path>, opts: &RegionOptions) -> Result<ShutdownRecord> {
+    let mut region = opts.clone().ignore_unsafe_shutdown(true).open(path)?;
+    let record = ShutdownRecord {
+        count: region.nvdimm_region().and_then(|p| p.unsafe_shutdowns),
+        device_id: region.nvdimm_region().map_or(0, |p| p.device_id),
+        dirty: false,
+    };
+    region.set_shutdown_record(record)?;
+    Ok(region.header.shutdown_record())
+}
+
 impl Region {
+    /// Stores `record` in both header copies (backup first) unless the header holds it already.
+    pub(super) fn set_shutdown_record(&mut self, record: ShutdownRecord) -> Result<()> {
+        let mut h = self.header;
+        h.set_shutdown_record(record);
+        if h.as_bytes() == self.header.as_bytes() {
+            return Ok(());
+        }
+        self.write_header_copy(h.backup_offset, &h)?;
+        self.write_header_copy(0, &h)?;
+        self.header = h;
+        Ok(())
+    }
+
     /// Writes header copy `h` at `offset` (0 or the backup offset) and persists it.
     pub(super) fn write_header_copy(&mut self, offset: u64, h: &PoolHeader) -> Result<()> {
         self.check_mapped(offset, HEADER_SIZE as u64)?;

@@ -24,6 +24,7 @@
 //! domain, which owns its state).
 
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 
@@ -36,15 +37,22 @@ mod domain;
 mod headers;
 mod mapping;
 mod options;
+mod sysfs;
 
 use domain::Domain;
 use mapping::{Mapping, TagRegistration};
 
-pub use domain::{DomainKind, ExternalMemory};
-pub use headers::{inspect_headers, repair_headers, repair_journal, HeaderFault, HeaderRepair, HeaderReport};
+pub use domain::{DomainKind, Durability, ExternalMemory};
+pub use headers::{
+    accept_unsafe_shutdown, inspect_headers, repair_headers, repair_journal, HeaderFault, HeaderRepair,
+    HeaderReport,
+};
 pub use mapping::Backing;
 pub use options::Engine;
-pub use options::{ExternalFactory, ExternalMemorySource, RegionOptions, ENV_EADR, ENV_FORCE_PMEM};
+pub use options::{
+    ExternalFactory, ExternalMemorySource, RegionOptions, ENV_EADR, ENV_FORCE_PMEM, ENV_SYSFS_ROOT,
+};
+pub use sysfs::{NvdimmRegion, PlatformDomain};
 
 const PAGE: usize = 4096;
 const HUGE_ALIGN: usize = 2 << 20;
@@ -69,6 +77,12 @@ pub struct Region {
     backup_rewritten: bool,
     /// What replaying a journal did at open.
     replay: crate::journal::ReplayReport,
+    /// The libnvdimm region under the pool, as sysfs described it at open.
+    platform: Option<sysfs::NvdimmRegion>,
+    /// What the domain promises (decided at open).
+    durability: Durability,
+    /// Whether this open marked the pool dirty in its shutdown record (cleared at drop).
+    shutdown_armed: bool,
     _tag: TagRegistration,
     // Declared last: dropped (closing the descriptor, releasing the lock) after the unmap.
     _file: File,
@@ -87,6 +101,22 @@ impl Region {
         header: PoolHeader,
         tag: TagRegistration,
     ) -> Region {
+        let direct = map_sync || backing == Backing::DeviceDax;
+        #[cfg(feature = "simulate")]
+        let simulated = matches!(domain, Domain::Simulated(_));
+        #[cfg(not(feature = "simulate"))]
+        let simulated = false;
+        // A device-DAX node sits on devtmpfs, but its memory is the device's. (A simulated
+        // region promises process death only whatever the file: the harness opens thousands,
+        // so it skips the system calls.)
+        let memory_fs = backing == Backing::File
+            && !simulated
+            && (domain::on_memory_fs(file.as_raw_fd())
+                || domain
+                    .journal_path()
+                    .and_then(|j| File::open(j).ok())
+                    .is_some_and(|j| domain::on_memory_fs(j.as_raw_fd())));
+        let durability = Durability::of(domain.kind(), direct, memory_fs);
         Region {
             map,
             domain,
@@ -96,6 +126,9 @@ impl Region {
             map_sync,
             backup_rewritten: false,
             replay: Default::default(),
+            platform: None,
+            durability,
+            shutdown_armed: false,
             _tag: tag,
             _file: file,
         }
@@ -122,6 +155,41 @@ impl Region {
     /// The persistence domain chosen at open.
     pub fn domain(&self) -> DomainKind {
         self.domain.kind()
+    }
+
+    /// What the persistence domain promises about durable data: that it survives power loss,
+    /// or only the death of the process (a pool on tmpfs or ramfs, a file merely treated as
+    /// persistent memory, the crash harness's simulation). See [`Durability`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pmem_core::{Durability, RegionOptions};
+    ///
+    /// # fn main() -> Result<(), pmem_core::Error> {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// // A plain file treated as persistent memory: flushes reach only the page cache.
+    /// let region = RegionOptions::new().force_pmem(true).create(dir.path().join("p"), 1 << 20)?;
+    /// assert_eq!(region.durability(), Durability::ProcessCrash);
+    /// # Ok(()) }
+    /// ```
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// The libnvdimm region (NVDIMM or CXL persistent memory) the pool's device belongs to, as
+    /// sysfs described it at open: its persistence domain (which chose eADR unless overridden)
+    /// and its DIMMs' unsafe-shutdown count. `None` when the pool is not on one.
+    pub fn nvdimm_region(&self) -> Option<&NvdimmRegion> {
+        self.platform.as_ref()
+    }
+
+    /// Whether this open recorded the device's unsafe-shutdown count in the pool header and
+    /// marked the pool in use (cleared at a clean close; see
+    /// [`ShutdownRecord`](crate::header::ShutdownRecord)). False when the device reports no
+    /// count, or with [`RegionOptions::ignore_unsafe_shutdown`].
+    pub fn shutdown_tracked(&self) -> bool {
+        self.shutdown_armed
     }
 
     /// What the pool lives on.
@@ -436,10 +504,7 @@ impl Region {
 
     /// Journaled engine: the journal file's path.
     pub fn journal_path(&self) -> Option<&Path> {
-        match &self.domain {
-            Domain::Journaled(j) => Some(j.journal.path()),
-            _ => None,
-        }
+        self.domain.journal_path()
     }
 
     /// What replaying a journal at open did (all zero if there was none).
@@ -450,19 +515,40 @@ impl Region {
 
 impl Drop for Region {
     fn drop(&mut self) {
+        let mut h = self.header;
         if let Domain::Journaled(j) = &mut self.domain {
             // A clean close leaves the pool file holding everything and an empty journal; if the
-            // checkpoint fails, the journal keeps the changes and the flag stays for the next
-            // open to replay them.
-            if j.close().is_ok() {
-                let mut h = self.header;
-                h.flags &= !crate::header::FLAG_JOURNAL;
-                h.checksum = h.compute_checksum();
-                let _ = headers::write_headers_to_file(&self._file, &self.path, &h);
+            // checkpoint fails, the journal keeps the changes and the flag (and the dirty mark)
+            // stay for the next open to replay them.
+            if j.close().is_err() {
+                return;
             }
+            h.flags &= !crate::header::FLAG_JOURNAL;
+        }
+        if self.shutdown_armed {
+            // Everything committed is durable (drained) by now: the pool is no longer in use.
+            h.set_shutdown_record(crate::header::ShutdownRecord {
+                dirty: false,
+                ..h.shutdown_record()
+            });
+        }
+        h.checksum = h.compute_checksum();
+        if h.as_bytes() == self.header.as_bytes() {
+            return;
+        }
+        if matches!(self.domain, Domain::Journaled(_)) {
+            let _ = headers::write_headers_to_file(&self._file, &self.path, &h);
+        } else {
+            // Backup first: a crash between the two leaves the primary, still dirty, in charge.
+            let _ = self
+                .write_header_copy(h.backup_offset, &h)
+                .and_then(|()| self.write_header_copy(0, &h));
         }
     }
 }
+
+#[cfg(test)]
+mod platform_tests;
 
 #[cfg(test)]
 mod tests {

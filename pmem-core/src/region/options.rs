@@ -5,19 +5,20 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::domain::{DirtyPages, Domain, ExternalMemory, JournalDomain};
-use super::headers::{validate_headers, write_headers_to_file};
+use super::headers::{judge_shutdown, validate_headers, write_headers_to_file};
 use super::mapping::{
     devdax_geometry, open_locked, probe_map_sync, random_bytes, sync_parent_dir, Backing, Mapping,
     TagRegistration,
 };
+use super::sysfs::{self, DeviceNumber, NvdimmRegion, PlatformDomain};
 use super::{Region, HUGE_ALIGN, PAGE};
 use crate::error::{Error, Result};
 use crate::flush;
-use crate::header::{self, PoolHeader, FLAG_JOURNAL, MAX_POOL_SIZE, MIN_POOL_SIZE};
+use crate::header::{self, PoolHeader, ShutdownRecord, FLAG_JOURNAL, MAX_POOL_SIZE, MIN_POOL_SIZE};
 use crate::journal::{self, format::JournalHeader, Journal, JournalOptions, ReplayReport};
 
 /// Which persistence engine a pool on a regular file runs on (see the table in the
@@ -67,9 +68,13 @@ impl Engine {
 /// [`RegionOptions::force_pmem`] wins over the variable.
 pub const ENV_FORCE_PMEM: &str = "PTM_FORCE_PMEM";
 /// Environment variable that, set to `1`, declares the platform eADR (caches inside the
-/// persistence domain): flushes become no-ops, drains stay. An explicit [`RegionOptions::eadr`]
-/// wins over the variable.
+/// persistence domain): flushes become no-ops, drains stay; set to `0`, declares it absent. An
+/// explicit [`RegionOptions::eadr`] wins over the variable, and the variable over what sysfs
+/// reports (`persistence_domain`).
 pub const ENV_EADR: &str = "PTM_EADR";
+/// Environment variable naming the sysfs root read at open instead of `/sys` (for tests of
+/// the hardware detection on fake trees). [`RegionOptions::sysfs_root`] wins over it.
+pub const ENV_SYSFS_ROOT: &str = "PTM_SYSFS_ROOT";
 
 /// Builds the [`ExternalMemory`] of a pool from its path and size, once the region has opened,
 /// locked, sized and validated the file.
@@ -96,6 +101,8 @@ pub struct RegionOptions {
     external: Option<ExternalMemorySource>,
     engine: Engine,
     journal: JournalOptions,
+    sysfs_root: Option<PathBuf>,
+    ignore_unsafe_shutdown: bool,
 }
 
 impl RegionOptions {
@@ -110,6 +117,57 @@ impl RegionOptions {
     pub fn journal(mut self, opts: JournalOptions) -> Self {
         self.journal = opts;
         self
+    }
+
+    /// Reads the platform's description of the pool's device (libnvdimm region, persistence
+    /// domain, unsafe-shutdown counts) under `root` instead of `/sys`. For tests, which build
+    /// fake sysfs trees; overrides `PTM_SYSFS_ROOT`.
+    #[doc(hidden)]
+    pub fn sysfs_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.sysfs_root = Some(root.into());
+        self
+    }
+
+    /// Opens the pool even if its device counted an unsafe shutdown while the pool was in use
+    /// ([`Error::UnsafeShutdown`]), to verify it. The pool's recorded shutdown state is left as
+    /// it was: the next open without this option refuses again, until
+    /// [`accept_unsafe_shutdown`](super::accept_unsafe_shutdown) records the new count. Has no
+    /// effect on `create`.
+    pub fn ignore_unsafe_shutdown(mut self, yes: bool) -> Self {
+        self.ignore_unsafe_shutdown = yes;
+        self
+    }
+
+    /// The libnvdimm region under a pool of `backing` with metadata `meta`, from sysfs; `None`
+    /// for simulated regions (the harness models the hardware itself) or when there is none.
+    fn platform(&self, meta: &std::fs::Metadata, backing: Backing) -> Option<NvdimmRegion> {
+        if self.simulated() {
+            return None;
+        }
+        let device = match backing {
+            Backing::DeviceDax => DeviceNumber::Char(meta.rdev()),
+            Backing::File => DeviceNumber::Block(meta.dev()),
+        };
+        sysfs::find_region(&self.sysfs(), device)
+    }
+
+    /// The sysfs root: the option, else `PTM_SYSFS_ROOT`, else `/sys`.
+    fn sysfs(&self) -> PathBuf {
+        sysfs::sysfs_root(self.sysfs_root.as_deref())
+    }
+
+    /// At open: what the pool's shutdown record should become (`None`: leave it), or
+    /// [`Error::UnsafeShutdown`]. See [`judge_shutdown`].
+    fn shutdown_on_open(
+        &self,
+        path: &Path,
+        hdr: &PoolHeader,
+        platform: Option<&NvdimmRegion>,
+    ) -> Result<Option<ShutdownRecord>> {
+        if self.ignore_unsafe_shutdown {
+            return Ok(None);
+        }
+        judge_shutdown(path, hdr.shutdown_record(), platform)
     }
 
     /// Whether a regular file opened with these options runs on the journaled engine.
@@ -175,6 +233,7 @@ impl RegionOptions {
         &self,
         mapped: &mut Mapped,
         backing: Backing,
+        platform: Option<&NvdimmRegion>,
         journal: Option<StartJournal<'_>>,
     ) -> Result<Domain> {
         #[cfg(feature = "simulate")]
@@ -229,7 +288,7 @@ impl RegionOptions {
                 Engine::Auto => self.forced(),
             };
         Ok(match (pmem, flush::detected_flush_instruction()) {
-            (true, _) if self.eadr_on() => Domain::Eadr,
+            (true, _) if self.eadr_on(platform) => Domain::Eadr,
             (true, Some(insn)) => Domain::CacheFlush(insn),
             // No flush instruction known: fall back to msync, which is always correct for files.
             _ => Domain::Msync(DirtyPages::default()),
@@ -292,8 +351,11 @@ impl RegionOptions {
         self
     }
 
-    /// Declare the platform eADR: flushes are skipped in the cache-flush domain. Overrides
-    /// `PTM_EADR`. Has no effect in the msync domain.
+    /// Declare the platform eADR (`true`) or not (`false`): with eADR flushes are skipped in
+    /// the cache-flush domain. Without this option, `PTM_EADR` (`1` or `0`) decides, and
+    /// without that, sysfs: a pool on a libnvdimm region whose `persistence_domain` is
+    /// `cpu_cache` runs eADR, any other (or none found) flushes. Has no effect on the other
+    /// domains.
     pub fn eadr(mut self, yes: bool) -> Self {
         self.eadr = Some(yes);
         self
@@ -356,8 +418,10 @@ impl RegionOptions {
         self.force_pmem.unwrap_or_else(|| env_flag(ENV_FORCE_PMEM))
     }
 
-    fn eadr_on(&self) -> bool {
-        self.eadr.unwrap_or_else(|| env_flag(ENV_EADR))
+    fn eadr_on(&self, platform: Option<&NvdimmRegion>) -> bool {
+        self.eadr
+            .or_else(|| env_switch(ENV_EADR))
+            .unwrap_or_else(|| platform.is_some_and(|p| p.domain == PlatformDomain::CpuCache))
     }
 
     /// Creates a pool of `size` bytes at `path` and maps it.
@@ -392,7 +456,7 @@ impl RegionOptions {
         let file = open_locked(path, true)?;
         let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
         let (backing, pool_size, align) = if meta.file_type().is_char_device() {
-            let (dev_size, align) = devdax_geometry(Path::new("/sys"), meta.rdev())
+            let (dev_size, align) = devdax_geometry(&self.sysfs(), meta.rdev())
                 .map_err(|e| Error::io("read device-DAX geometry of", path, e))?;
             let pool_size = dev_size & !(PAGE as u64 - 1);
             if size != 0 && size != pool_size {
@@ -418,6 +482,7 @@ impl RegionOptions {
             });
         };
         check_size(pool_size)?;
+        let platform = self.platform(&meta, backing);
         let mut mapped = self.map_pool(&file, path, pool_size as usize, align, backing)?;
         if backing == Backing::DeviceDax {
             // SAFETY: the mapping is `pool_size >= MIN_POOL_SIZE` bytes; we hold the pool lock.
@@ -433,6 +498,15 @@ impl RegionOptions {
             tag = TagRegistration::unregistered(tag.tag);
         }
         let mut hdr = PoolHeader::new(pool_size, layout, random_uuid(), tag.tag, unix_now());
+        // On a device that counts unsafe shutdowns, the pool starts with the count recorded and
+        // marked in use (cleared at a clean close).
+        let armed = match judge_shutdown(path, ShutdownRecord::default(), platform.as_ref())? {
+            Some(record) => {
+                hdr.set_shutdown_record(record);
+                true
+            }
+            None => false,
+        };
         let jpath = self.journal.journal_path(path);
         let start = if mapped.private {
             // A journal left by an earlier pool at this path is not ours: start from empty.
@@ -450,8 +524,10 @@ impl RegionOptions {
         } else {
             None
         };
-        let domain = self.choose_domain(&mut mapped, backing, start)?;
+        let domain = self.choose_domain(&mut mapped, backing, platform.as_ref(), start)?;
         let mut region = Region::assemble(file, path, mapped.map, domain, mapped.map_sync, backing, hdr, tag);
+        region.platform = platform;
+        region.shutdown_armed = armed;
         // The backup first, the primary last: a crash mid-create leaves no valid primary.
         region.write_header_copy(hdr.backup_offset, &hdr)?;
         region.write_header_copy(0, &hdr)?;
@@ -476,9 +552,18 @@ impl RegionOptions {
         let file = open_locked(path, false)?;
         let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
         let mut replayed = None;
+        let platform = self.platform(
+            &meta,
+            if meta.file_type().is_char_device() {
+                Backing::DeviceDax
+            } else {
+                Backing::File
+            },
+        );
+        let arm;
         let (backing, mut hdr, mut mapped) = if meta.file_type().is_char_device() {
             // device-DAX supports no read(): validate through the mapping.
-            let (dev_size, align) = devdax_geometry(Path::new("/sys"), meta.rdev())
+            let (dev_size, align) = devdax_geometry(&self.sysfs(), meta.rdev())
                 .map_err(|e| Error::io("read device-DAX geometry of", path, e))?;
             let len = dev_size & !(PAGE as u64 - 1);
             if len < MIN_POOL_SIZE {
@@ -501,11 +586,15 @@ impl RegionOptions {
                 unsafe { mapped.map.read_bytes(off, buf) };
                 Ok(())
             })?;
+            self.check_layout(path, &hdr)?;
+            arm = self.shutdown_on_open(path, &hdr, platform.as_ref())?;
             (Backing::DeviceDax, hdr, mapped)
         } else if meta.file_type().is_file() {
             let len = meta.len();
             let hdr = validate_headers(path, len, |off, buf| file.read_exact_at(buf, off))?;
             self.check_layout(path, &hdr)?;
+            // Before anything writes the pool: a refused pool stays as the crash left it.
+            arm = self.shutdown_on_open(path, &hdr, platform.as_ref())?;
             replayed = self.replay_journal(&file, path, &hdr)?;
             let mapped = self.map_pool(
                 &file,
@@ -520,7 +609,6 @@ impl RegionOptions {
                 path: path.to_owned(),
             });
         };
-        self.check_layout(path, &hdr)?;
         let tag = self.claim_tag(hdr.pptr_tag)?;
         let report = replayed.as_ref().map(|r| r.report).unwrap_or_default();
         let start = match replayed {
@@ -547,6 +635,7 @@ impl RegionOptions {
                 self.choose_domain(
                     &mut mapped,
                     backing,
+                    platform.as_ref(),
                     Some(StartJournal {
                         jfile,
                         home: &file,
@@ -558,7 +647,7 @@ impl RegionOptions {
                     }),
                 )?
             }
-            None => self.choose_domain(&mut mapped, backing, None)?,
+            None => self.choose_domain(&mut mapped, backing, platform.as_ref(), None)?,
         };
         let mut flag_rewrote_backup = false;
         if backing == Backing::File && hdr.flags & FLAG_JOURNAL != want_flag {
@@ -582,6 +671,12 @@ impl RegionOptions {
             region.backup_rewritten = true;
         }
         region.backup_rewritten |= flag_rewrote_backup;
+        region.platform = platform;
+        if let Some(record) = arm {
+            // Marked in use before the caller can write anything; cleared at a clean close.
+            region.set_shutdown_record(record)?;
+            region.shutdown_armed = true;
+        }
         Ok(region)
     }
 }
@@ -624,6 +719,15 @@ struct Replayed {
 
 fn env_flag(name: &str) -> bool {
     std::env::var_os(name).is_some_and(|v| v == "1")
+}
+
+/// `Some(true)` for `1`, `Some(false)` for `0`, else `None`.
+fn env_switch(name: &str) -> Option<bool> {
+    match std::env::var_os(name) {
+        Some(v) if v == "1" => Some(true),
+        Some(v) if v == "0" => Some(false),
+        _ => None,
+    }
 }
 
 fn check_size(size: u64) -> Result<()> {
