@@ -497,6 +497,8 @@ pub(crate) struct Journal {
     /// Whether a thread leads a sync now; followers wait on the condition variable until it
     /// ends, then find their record durable or lead the next sync.
     leader: (Mutex<bool>, Condvar),
+    /// The leader flag, readable without the mutex (for followers spinning through a sync).
+    syncing: AtomicBool,
     /// Threads inside [`sync_to`](Self::sync_to): waiting for a sync, or syncing.
     inside: AtomicU32,
     /// How many threads recently waited for syncs at once: the group a leader waits for.
@@ -510,6 +512,8 @@ pub(crate) struct Journal {
     stop: (Mutex<bool>, Condvar),
 }
 
+/// The longest a follower spins through a running sync before sleeping.
+const MAX_SPIN: Duration = Duration::from_millis(1);
 /// The longest a group-commit leader waits for its group.
 const MAX_GATHER: Duration = Duration::from_micros(200);
 
@@ -575,6 +579,7 @@ impl Journal {
             arrivals: AtomicU32::new(0),
             inside: AtomicU32::new(0),
             leader: (Mutex::new(false), Condvar::new()),
+            syncing: AtomicBool::new(false),
             group: AtomicU32::new(1),
             last_sync_ns: AtomicU64::new(0),
             dirty: (0..pages.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
@@ -746,6 +751,16 @@ impl Journal {
     /// Returns once record `seq` is durable: waits while another thread leads a sync, and leads
     /// one itself when none is running and its record is not yet covered.
     fn lead_or_follow(&self, seq: u64) -> io::Result<()> {
+        // Spin (yielding) through a running sync first: a sleeping follower wakes tens of
+        // microseconds after the sync ends, which would stretch every group's cycle.
+        let limit = Duration::from_nanos(self.last_sync_ns.load(Ordering::Relaxed) * 2).min(MAX_SPIN);
+        let start = Instant::now();
+        while self.syncing.load(Ordering::Acquire)
+            && self.durable.load(Ordering::Acquire) < seq
+            && start.elapsed() < limit
+        {
+            std::thread::yield_now();
+        }
         {
             let mut leading = lock(&self.leader.0);
             loop {
@@ -755,12 +770,14 @@ impl Journal {
                 }
                 if !*leading {
                     *leading = true;
+                    self.syncing.store(true, Ordering::Release);
                     break;
                 }
                 leading = self.leader.1.wait(leading).unwrap_or_else(|p| p.into_inner());
             }
         }
         let r = self.lead();
+        self.syncing.store(false, Ordering::Release);
         *lock(&self.leader.0) = false;
         self.leader.1.notify_all();
         r

@@ -492,7 +492,10 @@ fn small_memory_for_miri() {
 /// leads a sync that is held; threads 1..4 append their records and wait; once the held sync
 /// ends, one more sync covers all three (each thread syncing for itself would make 4 syncs).
 #[test]
-#[cfg_attr(miri, ignore = "simulated files of 64 KiB and more are too slow under Miri: see small_memory_for_miri")]
+#[cfg_attr(
+    miri,
+    ignore = "simulated files of 64 KiB and more are too slow under Miri: see small_memory_for_miri"
+)]
 fn durability_points_arriving_during_a_sync_share_the_next_one() {
     let (jf, home) = fresh_files();
     let mut mem = Mem::new(&home.contents());
@@ -524,7 +527,11 @@ fn durability_points_arriving_during_a_sync_share_the_next_one() {
         }
         jf.release_syncs();
     });
-    assert_eq!(jf.syncs() - before, 2, "the three waiting durability points shared one sync");
+    assert_eq!(
+        jf.syncs() - before,
+        2,
+        "the three waiting durability points shared one sync"
+    );
     let expect = mem.bytes();
     drop(j);
     let got = recovered(&jf.crash_image(|_, _| false), &home.crash_image(|_, _| false)).unwrap();
