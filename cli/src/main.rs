@@ -12,6 +12,7 @@ mod demo;
 mod disk_bench;
 mod journal;
 mod pause;
+mod recovery_bench;
 mod report;
 mod size;
 mod sync_count;

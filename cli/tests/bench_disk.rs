@@ -53,6 +53,16 @@ fn disk_json_has_every_engine_and_workload_with_sync_counts() {
         "left files behind"
     );
 
+    // Recovery: a full journal (near the 64 MiB default bound) replayed at open, for small and
+    // large transactions.
+    let recovery = v["recovery"].as_array().expect("recovery rows");
+    assert_eq!(recovery.len(), 2, "{out}");
+    for r in recovery {
+        assert!(r["journal_bytes"].as_u64().unwrap() >= 48 << 20, "{out}");
+        assert!(r["records"].as_u64().unwrap() > 0, "{out}");
+        assert!(r["open_ms"].as_f64().unwrap() > 0.0, "{out}");
+    }
+
     let rows = v["results"].as_array().expect("results");
     assert_eq!(rows.len(), ENGINES.len() * WORKLOADS.len(), "{out}");
     for engine in ENGINES {
