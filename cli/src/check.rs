@@ -336,7 +336,7 @@ fn unsafe_shutdown_of(e: &ptm::Error) -> Option<UnsafeShutdown> {
 /// open ignoring it, verify the transaction layer, record the device's current count as the
 /// clean state, and open again.
 fn open_and_settle(o: &mut CheckOutcome, path: &Path, accept: bool) {
-    let opts = RegionOptions::new();
+    let opts = crate::tool_options(path, false);
     let first = try_open(path, &opts);
     o.unsafe_shutdown = first.as_ref().err().and_then(unsafe_shutdown_of);
     if o.unsafe_shutdown.is_none() || !accept {

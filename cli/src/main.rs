@@ -213,13 +213,21 @@ fn emit_json(v: &serde_json::Value) -> Result<(), Failure> {
     emit(&(text + "\n"))
 }
 
-fn options(force_pmem: bool) -> RegionOptions {
+/// Options for the tools that open a pool to look at it (`info`, `check`). With `force_pmem`
+/// (or `PTM_FORCE_PMEM=1`), or when the pool has a journal file, the pool opens as usual (the
+/// journal is replayed and stays the pool's journal); otherwise on the msync engine, so looking
+/// at a pool never leaves a journal file beside it. (A pool on DAX persistent memory opens on the
+/// pmem engine either way.)
+pub(crate) fn tool_options(path: &Path, force_pmem: bool) -> RegionOptions {
     let opts = RegionOptions::new();
-    // Without the flag, PTM_FORCE_PMEM decides (pmem-core reads it).
     if force_pmem {
-        opts.force_pmem(true)
-    } else {
+        return opts.force_pmem(true);
+    }
+    let forced_by_env = std::env::var(pmem_core::ENV_FORCE_PMEM).is_ok_and(|v| v == "1");
+    if forced_by_env || pmem_core::journal::default_journal_path(path).exists() {
         opts
+    } else {
+        opts.engine(pmem_core::Engine::Msync)
     }
 }
 
@@ -270,7 +278,7 @@ fn create(
 fn info(path: &Path, json: bool, force_pmem: bool) -> Result<(), Failure> {
     // The journal first: opening replays it and starts a new epoch.
     let jinfo = journal::inspect(path)?;
-    let region = match options(force_pmem).open(path) {
+    let region = match tool_options(path, force_pmem).open(path) {
         Ok(r) => r,
         Err(e) => {
             // Show what the journal holds when it is why the pool does not open.
