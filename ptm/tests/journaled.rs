@@ -399,6 +399,94 @@ fn durable_mode_keeps_every_reported_commit_after_sigkill() {
     );
 }
 
+const KILL_REPLAY: &str = "replay_killed_part_way_runs_again_at_the_next_open";
+
+/// The replay child: say it is opening, open (replaying the journal), say it opened, then wait
+/// to be killed.
+fn replay_child(path: &str) {
+    let mut out = std::io::stdout();
+    out.write_all(b"\nJCHILD opening\n").unwrap();
+    out.flush().unwrap();
+    let pool = Pool::<Root>::open(path, &journaled()).unwrap();
+    out.write_all(b"\nJCHILD opened\n").unwrap();
+    out.flush().unwrap();
+    std::thread::sleep(Duration::from_secs(600));
+    drop(pool);
+}
+
+/// Recovery that is killed part-way is re-run at the next open: a crash copy with a large
+/// journal is opened by child processes killed at random moments of their open (many inside
+/// replay, which writes the home file), then opened here: every transaction is there. Whether a
+/// kill landed inside replay depends on timing and is only reported; the check holds either way.
+#[test]
+fn replay_killed_part_way_runs_again_at_the_next_open() {
+    if let Ok(p) = std::env::var(ENV_CHILD) {
+        replay_child(&p);
+        return;
+    }
+    let _g = serial();
+    let seed = kill_seed();
+    let mut rng = Rng::new(seed);
+    let dir = disk_dir();
+    let crash = disk_dir();
+    let path = dir.path().join("replay.pool");
+    // Buffered, so that filling a journal of some megabytes takes no sync per transaction.
+    let fill = journaled().journal(JournalOptions::new().buffered(Duration::from_secs(3600)));
+    let pool = create(&path, &fill);
+    let n = 30_000u64;
+    for i in 1..=n {
+        step(&pool, i);
+    }
+    pool.sync().unwrap();
+    let live = pool.region().journal_stats().unwrap().live_bytes;
+    assert!(
+        live > 1 << 20,
+        "a journal of {live} bytes is too small to be killed in"
+    );
+    let copy = crash_copy(&path, crash.path());
+    drop(pool);
+    let rounds = 6;
+    let mut inside = 0;
+    for round in 0..rounds {
+        let delay = Duration::from_micros(rng.next() % 60_000);
+        let ctx = format!("replay kill round {round} (seed {seed}, delay {delay:?})");
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", KILL_REPLAY, "--nocapture", "--test-threads=1"])
+            .env(ENV_CHILD, &copy)
+            .env_remove("PTM_FORCE_PMEM")
+            .env_remove("PTM_EADR")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let watcher = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(what) = line.trim().strip_prefix("JCHILD ") {
+                    let _ = tx.send(what.to_owned());
+                }
+            }
+        });
+        // Wait until it starts opening, then kill it `delay` later.
+        let first = rx.recv_timeout(Duration::from_secs(60));
+        assert_eq!(first.as_deref(), Ok("opening"), "{ctx}");
+        std::thread::sleep(delay);
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        watcher.join().unwrap();
+        let opened = rx.try_iter().any(|w| w == "opened");
+        if !opened {
+            inside += 1;
+        }
+        assert_eq!(status.signal(), Some(9), "{ctx}: child ended by itself: {status}");
+    }
+    println!("replay kills: {inside} of {rounds} landed before the open finished (seed {seed})");
+    let pool = Pool::<Root>::open(&copy, &journaled()).unwrap();
+    assert_eq!(check_prefix(&pool, "after the killed replays"), n);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4. Bad journals
 
