@@ -55,7 +55,8 @@ impl<T: Persistent + Copy> PCell<T> {
     }
 
     /// Replaces the value: logs the old one (one drain unless already logged in this
-    /// transaction or inside a [`snapshot`](Transaction::snapshot) batch), then stores.
+    /// transaction; inside a [`snapshot`](Transaction::snapshot) closure that drain also covers
+    /// what the batch has added so far, so the store never precedes its undo entry), then stores.
     ///
     /// # Errors
     ///
@@ -63,8 +64,8 @@ impl<T: Persistent + Copy> PCell<T> {
     /// [`Error::OutOfSpace`](crate::Error::OutOfSpace) when the log cannot grow.
     pub fn set(&self, tx: &Transaction<'_>, value: T) -> Result<()> {
         tx.log_addr(self.value.get() as usize, size_of::<T>())?;
-        // SAFETY: logged and durable (or batched: drained before the batch returns... see
-        // `snapshot`); `!Sync` excludes other threads; no reference into the cell exists.
+        // SAFETY: logged and ordered (`log_addr` drains even inside a batch); `!Sync` excludes
+        // other threads; no reference into the cell exists.
         unsafe { self.value.get().write(value) };
         Ok(())
     }

@@ -205,24 +205,32 @@ impl<'p> Transaction<'p> {
         self.doomed.get()
     }
 
-    /// Makes sure the old contents of `[addr, addr + len)` are in the undo log and durable
-    /// before the caller stores there. Costs one drain unless the range is already logged or a
-    /// [`snapshot`](Transaction::snapshot) batch is open (then the batch's drain covers it).
+    /// Makes sure the old contents of `[addr, addr + len)` are in the undo log and ordered
+    /// before the caller stores there. Costs one drain unless the range is already logged and
+    /// drained. Inside a [`snapshot`](Transaction::snapshot) batch too: the caller stores right after, so an entry the batch appended (this
+    /// one or an earlier one) must not wait for the batch's drain.
     pub(crate) fn log_addr(&self, addr: usize, len: usize) -> Result<()> {
         let off = self.shared.offset_of(addr, len)?;
-        self.log_range(off, len as u64)
+        self.log(off, len as u64, true)
     }
 
+    /// Logs `[off, off + len)` for a [`snapshot`](Transaction::snapshot) batch: inside one, the
+    /// drain waits for the batch to close (the batch's caller stores only after that).
     pub(crate) fn log_range(&self, off: u64, len: u64) -> Result<()> {
+        self.log(off, len, false)
+    }
+
+    /// Appends an undo entry for the range unless it is logged already; drains when no batch is
+    /// open, or when `store_next` (the caller stores as soon as this returns).
+    fn log(&self, off: u64, len: u64, store_next: bool) -> Result<()> {
         if len == 0 {
             return Ok(());
         }
         let mut st = self.st.borrow_mut();
-        if covered(&st, off, len) {
-            return Ok(());
+        if !covered(&st, off, len) {
+            self.append_undo(&mut st, off, len)?;
         }
-        self.append_undo(&mut st, off, len)?;
-        if st.batch_depth == 0 {
+        if st.undrained && (st.batch_depth == 0 || store_next) {
             self.drain_log(&mut st)?;
         }
         Ok(())
