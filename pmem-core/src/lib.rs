@@ -16,7 +16,7 @@
 //!   refuses it ([`Error::UnsafeShutdown`], [`accept_unsafe_shutdown`]). [`Durability`] says
 //!   whether a region's durable data survives power loss or only the death of the process.
 //! - With the `simulate` feature, a simulated domain for the crash-recovery harness
-//!   ([`sim`]): a durable image beside the mapping, changed only by flush + drain, and a hook
+//!   (module `sim`, feature `simulate`): a durable image beside the mapping, changed only by flush + drain, and a hook
 //!   called at every drain (a crash point) that can build the images a crash could leave.
 //! - Per-thread counters of lines flushed and drains issued ([`thread_stats`]): the drain count
 //!   per operation is a deterministic performance figure.

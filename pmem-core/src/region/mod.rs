@@ -10,7 +10,7 @@
 //! | any other file, forced (option or `PTM_FORCE_PMEM=1`) | `MAP_SHARED` (MAP_SYNC refused) | cache flush (or eADR) |
 //! | any other file                            | `MAP_SHARED`                      | msync                  |
 //! | regular file, with [`RegionOptions::external`] | the provider's memory (not mapped) | paged      |
-//! | any file, with [`RegionOptions::simulate`] (feature `simulate`) | as above        | simulated              |
+//! | any file, with `RegionOptions::simulate` (feature `simulate`) | as above        | simulated              |
 //!
 //! Ordering and durability: [`Region::flush`] starts making a range durable;
 //! [`Region::order`] is an *ordering point* (ranges this thread flushed before it reach the
