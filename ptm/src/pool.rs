@@ -226,6 +226,13 @@ pub(crate) struct LaneSlot(pub(crate) UnsafeCell<LaneVolatile>);
 // SAFETY: a slot is only touched by the thread that holds its lane in `LaneMap` (acquire/release
 // give the happens-before edges), or by `Shared::new`/recovery before the pool is shared.
 unsafe impl Sync for LaneSlot {}
+// SAFETY: a slot's only non-`Send` parts are the pointers to the persistent lock words its
+// transaction holds: `AtomicU64`s (which are `Sync`) inside the pool's own mapping, which lives
+// as long as the `Shared` that owns the slots; nothing in a slot is tied to the thread that filled
+// it (no thread-local data, no `Rc`). So moving the pool (and its slots) to another thread is
+// sound; whether the *root* may be shared is still decided by `R` (`Pool<R>` is `Sync` only if
+// `R` is: a root of `PCell`s, which are `!Sync`, keeps its pool on one thread at a time).
+unsafe impl Send for LaneSlot {}
 
 /// Process-unique pool ids (to find a thread's open transaction on this pool).
 static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
@@ -447,7 +454,8 @@ impl Shared {
 ///
 /// `Pool<R>` is `Sync` (usable from many threads) exactly when `R` is: put shared mutable state
 /// under [`PMutex`](crate::PMutex) / [`PRwLock`](crate::PRwLock); [`PCell`](crate::PCell) is for
-/// single-threaded pools.
+/// single-threaded pools. It is `Send` when `R` is, so an `Arc<Pool<R>>` of such a root goes to
+/// `std::thread::spawn` and a `Pool<R>` into a `static OnceLock`.
 pub struct Pool<R> {
     shared: Box<Shared>,
     /// Set by [`close`](Pool::close), so that drop does not close a second time.
