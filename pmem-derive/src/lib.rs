@@ -43,8 +43,10 @@ use syn::{
 ///   `Persistent` manually); generic `#[repr(transparent)]` structs are accepted, with a
 ///   `Field: Persistent` bound for every field.
 ///
-/// The path of the crate that defines the trait defaults to `::pmem_core`; override it with
-/// `#[persistent(crate = "some::path")]` when the trait is re-exported elsewhere.
+/// The path of the crate that defines the trait is found from the using crate's Cargo.toml:
+/// pmem-core under whatever name it has there, or, for a crate that depends on `ptm` only,
+/// `ptm::pmem_core`. Override it with `#[persistent(crate = "some::path")]` when the trait is
+/// re-exported elsewhere.
 ///
 /// # Examples
 ///
@@ -102,7 +104,7 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
     errors.check(check_generics(input, repr));
     errors.finish()?;
 
-    let krate = krate.unwrap_or_else(|| parse_quote!(::pmem_core));
+    let krate = krate.unwrap_or_else(default_crate_path);
     let repr = repr.expect("a missing repr is reported as an error");
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
 
@@ -179,6 +181,29 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
                 };
             }
         })
+    }
+}
+
+/// The path of pmem-core as the crate being compiled sees it, from its Cargo.toml: `pmem-core`
+/// under the name it is given there, else `ptm`'s re-export `::ptm::pmem_core`, else
+/// `::pmem_core`. (Inside pmem-core itself, including its doctests and tests, `::pmem_core`:
+/// the library declares `extern crate self as pmem_core`.)
+fn default_crate_path() -> syn::Path {
+    use proc_macro_crate::{crate_name, FoundCrate};
+    match crate_name("pmem-core") {
+        Ok(FoundCrate::Name(name)) => {
+            let ident = proc_macro2::Ident::new(&name, proc_macro2::Span::call_site());
+            parse_quote!(::#ident)
+        }
+        Ok(FoundCrate::Itself) => parse_quote!(::pmem_core),
+        Err(_) => match crate_name("ptm") {
+            Ok(FoundCrate::Name(name)) => {
+                let ident = proc_macro2::Ident::new(&name, proc_macro2::Span::call_site());
+                parse_quote!(::#ident::pmem_core)
+            }
+            Ok(FoundCrate::Itself) => parse_quote!(::ptm::pmem_core),
+            Err(_) => parse_quote!(::pmem_core),
+        },
     }
 }
 
