@@ -79,4 +79,4 @@ pub use region::{
     ENV_EADR, ENV_FORCE_PMEM,
 };
 #[cfg(feature = "simulate")]
-pub use sim::{CrashPoint, FaultModel, Simulation};
+pub use sim::{CrashPoint, FaultModel, RedundantPersistence, Simulation};

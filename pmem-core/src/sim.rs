@@ -303,9 +303,48 @@ struct HookSlot {
 // its `with_hook` frame (which owns the borrow) is live; other threads only move the slot around.
 unsafe impl Send for HookSlot {}
 
+/// Persistence work that made nothing durable, counted by a [`Simulation`] while a region is
+/// open with it ([`Simulation::redundancy`]): a performance finding, as every flush costs a
+/// write-back and every drain a fence (or a sync on a disk engine).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedundantPersistence {
+    /// Cache lines flushed ([`Region::flush`](crate::Region::flush), the head and tail of
+    /// non-temporal copies).
+    pub line_flushes: u64,
+    /// Flushes of a line whose contents equal what the next drain would make durable without
+    /// that flush: no store changed the line since it was last flushed or made durable.
+    pub redundant_line_flushes: u64,
+    /// Drains (ordering and durability points).
+    pub drains: u64,
+    /// Drains with nothing flushed or streamed since the previous drain.
+    pub empty_drains: u64,
+}
+
+impl RedundantPersistence {
+    /// Whether no redundant flush or empty drain was seen.
+    pub fn is_none(&self) -> bool {
+        self.redundant_line_flushes == 0 && self.empty_drains == 0
+    }
+}
+
+impl fmt::Display for RedundantPersistence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} of {} line flushes redundant, {} of {} drains with nothing pending",
+            self.redundant_line_flushes, self.line_flushes, self.empty_drains, self.drains
+        )
+    }
+}
+
 #[derive(Default)]
 struct State {
     durable: Vec<u8>,
+    /// What `durable` becomes at the next drain: `durable` with every span recorded since the
+    /// last drain applied, in order (to tell a redundant flush).
+    next: Vec<u8>,
+    redundancy: RedundantPersistence,
     /// Offsets of lines flushed since the last drain, in flush order (repeats allowed).
     lines: Vec<u64>,
     /// What the next drain makes durable, in the order it was recorded: `(offset, len)` of
@@ -450,6 +489,12 @@ impl Simulation {
         self.state().durable.clone()
     }
 
+    /// Redundant persistence counted since a region was last opened with this simulation:
+    /// flushes of lines no store had changed, drains with nothing pending.
+    pub fn redundancy(&self) -> RedundantPersistence {
+        self.state().redundancy
+    }
+
     /// Whether a region is open with this simulation.
     pub fn is_attached(&self) -> bool {
         self.state().attached
@@ -471,6 +516,10 @@ impl Simulation {
             st.durable = vec![0; len];
         }
         fill(&mut st.durable);
+        let State { durable, next, .. } = &mut *st;
+        next.clear();
+        next.extend_from_slice(durable);
+        st.redundancy = RedundantPersistence::default();
         st.lines.clear();
         st.spans.clear();
         st.snaps.clear();
@@ -499,6 +548,12 @@ impl Simulation {
         let mut line = start;
         while line < end {
             st.lines.push(line as u64);
+            // SAFETY: the line lies in the mapping (caller), which no other thread writes.
+            let now = unsafe { std::slice::from_raw_parts(base.add(line), CACHE_LINE) };
+            if st.next[line..line + CACHE_LINE] == *now {
+                st.redundancy.redundant_line_flushes += 1;
+            }
+            st.redundancy.line_flushes += 1;
             line += CACHE_LINE;
         }
         // SAFETY: `[start, end)` lies in the mapping (caller), which no other thread writes.
@@ -587,6 +642,10 @@ impl Simulation {
             unsafe { (*hook)(&cp) };
             drop(leave);
         }
+        st.redundancy.drains += 1;
+        if st.spans.is_empty() {
+            st.redundancy.empty_drains += 1;
+        }
         let State {
             durable,
             lines,
@@ -620,6 +679,8 @@ unsafe fn snap(st: &mut State, base: *const u8, offset: usize, len: usize) {
     // SAFETY: `[offset, offset + len)` lies in the mapping (caller) and `snaps[at..]` was just
     // sized to `len` bytes; the mapping and the Vec are distinct allocations.
     unsafe { std::ptr::copy_nonoverlapping(base.add(offset), st.snaps.as_mut_ptr().add(at), len) };
+    let State { next, snaps, .. } = st;
+    next[offset..offset + len].copy_from_slice(&snaps[at..at + len]);
 }
 
 /// Keeps a simulation attached while its region is open (detaches on drop).

@@ -60,10 +60,12 @@ fn assert_durable(sim: &Simulation, region: &Region, before: &[u8], off: usize, 
     );
 }
 
-#[test]
-fn flush_then_drain_makes_every_byte_durable_for_every_alignment() {
+/// For every head alignment and length: `write` stores `data` at `off` and starts making it
+/// durable (`drains`: nothing may be durable before the drain that follows) or makes it durable
+/// itself; then every byte of it must be durable, its lines whole, and nothing beyond them.
+fn check_every_alignment(name: &str, drains: bool, write: impl Fn(&mut Region, usize, &[u8])) {
     let dir = common::shm_dir();
-    let (mut region, sim) = region(&dir, "flush.pool");
+    let (mut region, sim) = region(&dir, "primitive.pool");
     let base = region.data_range().start as usize;
     let mut round = 0;
     for head in HEADS {
@@ -71,115 +73,51 @@ fn flush_then_drain_makes_every_byte_durable_for_every_alignment() {
             round += 1;
             let off = base + 4096 + head;
             let data = pattern(round, len);
+            let what = format!("{name}({head}, {len})");
             let before = sim.durable_image();
-            region.write_at(off as u64, &data).unwrap();
-            region.flush(off as u64, len as u64).unwrap();
-            assert_eq!(
-                sim.durable_image(),
-                before,
-                "flush({head}, {len}): durable before the drain"
-            );
-            region.drain().unwrap();
-            assert_durable(
-                &sim,
-                &region,
-                &before,
-                off,
-                &data,
-                &format!("flush({head}, {len})"),
-            );
+            write(&mut region, off, &data);
+            if drains {
+                assert_eq!(sim.durable_image(), before, "{what}: durable before the drain");
+                region.drain().unwrap();
+            }
+            assert_durable(&sim, &region, &before, off, &data, &what);
         }
     }
+}
+
+#[test]
+fn flush_then_drain_makes_every_byte_durable_for_every_alignment() {
+    check_every_alignment("flush", true, |region, off, data| {
+        region.write_at(off as u64, data).unwrap();
+        region.flush(off as u64, data.len() as u64).unwrap();
+    });
 }
 
 #[test]
 fn persist_makes_every_byte_durable_for_every_alignment() {
-    let dir = common::shm_dir();
-    let (mut region, sim) = region(&dir, "persist.pool");
-    let base = region.data_range().start as usize;
-    let mut round = 0;
-    for head in HEADS {
-        for len in LENS {
-            round += 1;
-            let off = base + 8192 + head;
-            let data = pattern(round, len);
-            let before = sim.durable_image();
-            region.write_at(off as u64, &data).unwrap();
-            region.persist(off as u64, len as u64).unwrap();
-            assert_durable(
-                &sim,
-                &region,
-                &before,
-                off,
-                &data,
-                &format!("persist({head}, {len})"),
-            );
-        }
-    }
+    check_every_alignment("persist", false, |region, off, data| {
+        region.write_at(off as u64, data).unwrap();
+        region.persist(off as u64, data.len() as u64).unwrap();
+    });
 }
 
 #[test]
 fn nontemporal_copy_then_drain_makes_every_byte_durable_for_every_alignment() {
-    let dir = common::shm_dir();
-    let (mut region, sim) = region(&dir, "nt.pool");
-    let base = region.data_range().start as usize;
-    let mut round = 0;
-    for head in HEADS {
-        for len in LENS {
-            round += 1;
-            let off = base + 4096 + head;
-            let data = pattern(round, len);
-            let before = sim.durable_image();
-            region.write_nontemporal_at(off as u64, &data).unwrap();
-            assert_eq!(
-                sim.durable_image(),
-                before,
-                "copy({head}, {len}): durable before the drain"
-            );
-            region.drain().unwrap();
-            let durable = sim.durable_image();
-            assert_eq!(
-                &durable[off..off + len],
-                &data[..],
-                "copy({head}, {len}): not durable"
-            );
-            // Nothing beyond the copy's lines became durable.
-            let (start, end) = line_span(off, len);
-            let around = start - 64..start;
-            assert_eq!(&durable[around.clone()], &before[around], "copy({head}, {len})");
-            assert_eq!(
-                &durable[end..end + 64],
-                &before[end..end + 64],
-                "copy({head}, {len})"
-            );
-        }
-    }
+    check_every_alignment("write_nontemporal_at", true, |region, off, data| {
+        region.write_nontemporal_at(off as u64, data).unwrap();
+    });
 }
 
 #[test]
 fn nontemporal_copy_by_pointer_makes_every_byte_durable_for_every_alignment() {
-    let dir = common::shm_dir();
-    let (region, sim) = region(&dir, "ntptr.pool");
-    let base = region.data_range().start as usize;
-    let mut round = 0;
-    for head in HEADS {
-        for len in LENS {
-            round += 1;
-            let off = base + 12288 + head;
-            let data = pattern(round, len);
-            // SAFETY: `off` is below 4096 + 12288 + 64, inside the 64 KiB mapping.
-            let dst = unsafe { region.base().as_ptr().add(off) };
-            // SAFETY: `[off, off + len)` lies inside the region's data area (64 KiB; offsets below
-            // 4096 + 12288 + 264); `data` is a separate allocation; this thread is the only one.
-            unsafe { region.copy_nontemporal_ptr(dst, data.as_ptr(), len) };
-            region.drain().unwrap();
-            assert_eq!(
-                &sim.durable_image()[off..off + len],
-                &data[..],
-                "copy_ptr({head}, {len})"
-            );
+    check_every_alignment("copy_nontemporal_ptr", true, |region, off, data| {
+        // SAFETY: `off` is below 4096 + 4096 + 64 and `off + len` below that + 200, inside the
+        // 64 KiB mapping; `data` is a separate allocation; this thread is the only one.
+        unsafe {
+            let dst = region.base().as_ptr().add(off);
+            region.copy_nontemporal_ptr(dst, data.as_ptr(), data.len());
         }
-    }
+    });
 }
 
 /// The CPU path (streaming stores, the detected flush instruction) writes exactly the source
@@ -209,4 +147,51 @@ fn nontemporal_copy_on_the_cpu_writes_exactly_its_bytes_for_every_alignment() {
             }
         }
     }
+}
+
+/// Redundant persistence is counted exactly: a flush of a line no store changed since its last
+/// flush (or since it became durable), and a drain with nothing flushed or streamed since the
+/// previous one.
+#[test]
+fn redundant_flushes_and_empty_drains_are_counted() {
+    let dir = common::shm_dir();
+    let (mut region, sim) = region(&dir, "redundant.pool");
+    let off = region.data_range().start + 4096;
+    let at_create = sim.redundancy();
+    region.write_at(off, &[1; 8]).unwrap();
+    region.flush(off, 8).unwrap(); // needed
+    region.flush(off + 8, 8).unwrap(); // same line, no store since: redundant
+    region.drain().unwrap();
+    region.drain().unwrap(); // nothing pending
+    region.flush(off, 64).unwrap(); // durable already: redundant
+    region.write_at(off + 64, &[2; 8]).unwrap();
+    region.flush(off, 128).unwrap(); // first line redundant, second needed
+    region.drain().unwrap();
+    region.write_at(off, &[1; 8]).unwrap(); // the same bytes again: nothing to make durable
+    region.flush(off, 8).unwrap(); // redundant (judged by contents)
+    region.drain().unwrap();
+    let r = sim.redundancy();
+    let c = at_create;
+    assert_eq!(
+        (
+            r.line_flushes - c.line_flushes,
+            r.redundant_line_flushes - c.redundant_line_flushes
+        ),
+        (6, 4),
+        "{r} (at create: {c})"
+    );
+    assert_eq!(
+        (r.drains - c.drains, r.empty_drains - c.empty_drains),
+        (4, 1),
+        "{r} (at create: {c})"
+    );
+    assert!(!r.is_none());
+    println!("region create: {c}");
+    // A non-temporal copy's streamed body needs no flush; its head and tail flushes are needed.
+    let before = sim.redundancy();
+    region.write_nontemporal_at(off + 1000, &[7; 100]).unwrap();
+    region.drain().unwrap();
+    let d = sim.redundancy();
+    assert_eq!(d.redundant_line_flushes, before.redundant_line_flushes, "{d}");
+    assert_eq!(d.empty_drains, before.empty_drains, "{d}");
 }

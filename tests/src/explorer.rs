@@ -367,6 +367,7 @@ impl Explorer {
     ) -> Result<Report, Error> {
         let engine = Engine::new(self, subject, dir, start)?;
         sim.with_hook(&mut |cp| engine.on_point(cp), body)?;
+        engine.st.borrow_mut().report.redundant = sim.redundancy();
         // The crash after the last drain: whatever was stored but never made durable.
         let durable = sim.durable_image();
         let working = std::fs::read(base).map_err(|source| Error::Io {
