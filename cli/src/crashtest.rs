@@ -64,6 +64,10 @@ pub(crate) fn run(scale: u32, json: bool) -> Result<(String, u64), Failure> {
                 "images_per_second": r.report.images_per_second(),
                 "elapsed_seconds": r.report.elapsed.as_secs_f64(),
                 "complete": r.report.is_complete(),
+                "line_flushes": r.report.redundant.line_flushes,
+                "redundant_line_flushes": r.report.redundant.redundant_line_flushes,
+                "drains": r.report.redundant.drains,
+                "empty_drains": r.report.redundant.empty_drains,
                 "failure_reports": r.report.failures.iter().map(|f| f.to_string()).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
         });

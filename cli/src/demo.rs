@@ -1,17 +1,30 @@
 //! `ptm demo`: a persistent hash map that survives `kill -9`.
 //!
-//! The parent creates a pool (tmpfs treated as persistent memory, or a plain file on disk with
+//! The parent creates a pool (tmpfs treated as persistent memory, or a file on disk with
 //! `--disk`), then repeatedly starts a child process (this binary, `ptm demo-child`) that runs
 //! hash-map transactions as fast as it can, kills it with SIGKILL after a random delay, reopens
 //! the pool (recovery runs) and checks the invariants:
 //! - the sum of the map's values equals the `sum` recorded in the same transactions;
 //! - the number of committed operations in the pool is at least what the child reported as
-//!   committed (nothing committed is lost) and at most one more (the one in flight at the kill).
+//!   committed (nothing committed is lost) and at most one more (the one in flight at the kill),
+//!   and exactly that when the kill landed between transactions.
+//!
+//! The child reports its progress through a shared mapping of a small file ([`Progress`]): two
+//! counters it stores to before and after each transaction, with no system call, so a kill
+//! lands wherever the child spends its time, which is inside transactions. (Writing the counts
+//! with a system call after each commit, as the demo once did, put most kills in that call.)
+//! After the kill the parent reads the counters and classifies the kill: mid-transaction (the
+//! transaction was rolled back at reopen, or had already committed when the kill landed) or
+//! between transactions.
 
 use std::fmt::Write as _;
+use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ptm::{PCell, Persistent, Pool, PoolOptions};
@@ -53,13 +66,127 @@ fn progress_path(pool: &Path) -> PathBuf {
     pool.with_extension("progress")
 }
 
+/// Word indices of the progress file (little-endian `u64`s).
+const BEGUN: usize = 0;
+/// Transactions that returned `Ok` (the pool's `ops` after the last commit).
+const COMMITTED: usize = 1;
+/// Set to 1 once the child has opened the pool and set the counters.
+const READY: usize = 2;
+/// Length of the progress file: one page.
+const PROGRESS_LEN: usize = 4096;
+
+/// The child's end of the progress file: a shared mapping, so a count is reported with a plain
+/// store, no system call. A store is in the file's page as soon as it executes: the parent reads
+/// it after the child is killed.
+struct Progress {
+    words: *const AtomicU64,
+}
+
+impl Progress {
+    /// Maps the progress file `path` (created by the parent, [`PROGRESS_LEN`] bytes).
+    fn map(path: &Path) -> Result<Progress, Failure> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| Failure(format!("progress file {}: {e}", path.display())))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Failure(format!("progress file: {e}")))?
+            .len();
+        if len < PROGRESS_LEN as u64 {
+            return Err(Failure(format!("progress file: {len} bytes, not {PROGRESS_LEN}")));
+        }
+        // SAFETY: a new shared read-write mapping of the first PROGRESS_LEN bytes of an open file
+        // at least that long; no existing memory is affected. The mapping outlives `file` (the
+        // kernel keeps its own reference).
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                PROGRESS_LEN,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(Failure(format!(
+                "progress file: mmap: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        Ok(Progress {
+            words: p.cast::<AtomicU64>(),
+        })
+    }
+
+    /// Word `i` of the mapping.
+    fn word(&self, i: usize) -> &AtomicU64 {
+        assert!(i < READY + 1);
+        // SAFETY: `words` is a live, page-aligned mapping of PROGRESS_LEN bytes (unmapped only in
+        // drop, and the reference is tied to `&self`), so word `i < 3` is in bounds and aligned;
+        // every bit pattern is a valid AtomicU64. The other party changing it (the parent, which
+        // only writes the file while no child runs) goes through the file, never while this
+        // process is alive, so atomic access is all that is needed.
+        unsafe { &*self.words.add(i) }
+    }
+
+    fn set(&self, i: usize, v: u64) {
+        // SeqCst: in program order with the transaction's own stores and fences, so a count the
+        // parent reads tells where the child was.
+        self.word(i).store(v, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `map`; no reference into it outlives
+        // `&self`.
+        unsafe {
+            libc::munmap(self.words.cast_mut().cast(), PROGRESS_LEN);
+        }
+    }
+}
+
+/// The parent's end: creates (or resets) the progress file and reads it with `pread`.
+fn progress_reset(path: &Path) -> Result<File, Failure> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .read(true)
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|e| Failure(format!("progress file {}: {e}", path.display())))?;
+    f.set_len(PROGRESS_LEN as u64)
+        .map_err(|e| Failure(format!("progress file: {e}")))?;
+    Ok(f)
+}
+
+fn progress_read(f: &File, i: usize) -> Result<u64, Failure> {
+    let mut b = [0u8; 8];
+    f.read_exact_at(&mut b, (i * 8) as u64)
+        .map_err(|e| Failure(format!("progress file: {e}")))?;
+    Ok(u64::from_le_bytes(b))
+}
+
 /// One transaction of the workload: 1 to 8 inserts/updates/removes, keeping `sum` and `ops`.
-fn step(pool: &Pool<DemoRoot>, rng: &mut Rng) -> ptm::Result<u64> {
+/// Reports the transaction as begun (after drawing its operations, before it starts) and as
+/// committed (once it returned) in `progress`. With `kill_self`, the process sends itself
+/// SIGKILL after the transaction's stores, before its commit.
+fn step(
+    pool: &Pool<DemoRoot>,
+    rng: &mut Rng,
+    progress: &Progress,
+    committed: u64,
+    kill_self: bool,
+) -> ptm::Result<u64> {
     let n = 1 + rng.next() % 8;
     let ops: Vec<(u64, bool, u64)> = (0..n)
         .map(|_| (rng.next() % KEYS, rng.next().is_multiple_of(4), rng.next() % 1000))
         .collect();
-    pool.transaction(|tx, r| {
+    progress.set(BEGUN, committed + 1);
+    let ops = pool.transaction(|tx, r| {
         let mut sum = r.sum.get(tx);
         for &(k, remove, v) in &ops {
             let old = if remove {
@@ -70,36 +197,72 @@ fn step(pool: &Pool<DemoRoot>, rng: &mut Rng) -> ptm::Result<u64> {
             sum = sum - old.unwrap_or(0) + if remove { 0 } else { v };
         }
         r.sum.set(tx, sum)?;
-        r.ops.update(tx, |n| n + 1)
-    })
+        r.ops.update(tx, |n| n + 1)?;
+        if kill_self {
+            // SAFETY: raise(2) with a valid signal number; no memory is passed.
+            unsafe {
+                libc::raise(libc::SIGKILL);
+            }
+        }
+        Ok::<_, ptm::Error>(r.ops.get(tx))
+    })?;
+    progress.set(COMMITTED, ops);
+    Ok(ops)
 }
 
-/// The child: runs transactions until killed, writing the committed count after each commit.
-pub(crate) fn child(path: &Path, seed: u64, force_pmem: bool) -> Result<(), Failure> {
+/// The child: runs transactions until killed, counting them in the progress mapping; with
+/// `kill_self_after`, kills itself inside the transaction after that many.
+pub(crate) fn child(
+    path: &Path,
+    seed: u64,
+    force_pmem: bool,
+    kill_self_after: Option<u64>,
+) -> Result<(), Failure> {
     let pool = Pool::<DemoRoot>::open(path, &opts(force_pmem)).map_err(|e| Failure(e.to_string()))?;
-    let progress = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(false)
-        .open(progress_path(path))
-        .map_err(|e| Failure(format!("progress file: {e}")))?;
+    let progress = Progress::map(&progress_path(path))?;
+    let mut committed = pool
+        .transaction(|tx, r| Ok::<_, ptm::Error>(r.ops.get(tx)))
+        .map_err(|e| Failure(e.to_string()))?;
+    progress.set(BEGUN, committed);
+    progress.set(COMMITTED, committed);
+    progress.set(READY, 1);
     let mut rng = Rng(seed | 1);
-    loop {
-        let ops = step(&pool, &mut rng).map_err(|e| Failure(e.to_string()))?;
-        progress
-            .write_all_at(&ops.to_le_bytes(), 0)
-            .map_err(|e| Failure(format!("progress file: {e}")))?;
+    for done in 0.. {
+        let kill_self = kill_self_after == Some(done);
+        committed =
+            step(&pool, &mut rng, &progress, committed, kill_self).map_err(|e| Failure(e.to_string()))?;
     }
+    Ok(())
+}
+
+/// Where a kill landed, as the child's counters and the reopened pool tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Landed {
+    /// Between two transactions: the pool holds exactly the reported ones.
+    Between,
+    /// Inside a transaction that recovery rolled back.
+    RolledBack,
+    /// Inside a transaction none of whose writes had reached the pool (killed before its first
+    /// undo entry was written; on the disk engine, before its first drain journaled one): it
+    /// vanished with nothing to roll back.
+    NothingToUndo,
+    /// Inside a transaction whose commit was durable before the kill took effect (it had not
+    /// yet returned to the child).
+    Committed,
 }
 
 /// What one reopen found.
 struct Check {
     ops: u64,
     keys: u64,
+    landed: Landed,
     report: ptm::RecoveryReport,
 }
 
-fn verify(path: &Path, force_pmem: bool, reported: u64) -> Result<Check, String> {
+/// Reopens the pool after a kill and checks it against the child's counters: `committed`
+/// transactions had returned, `begun` had started (equal, or one more when the kill landed
+/// inside a transaction).
+fn verify(path: &Path, force_pmem: bool, begun: u64, committed: u64) -> Result<Check, String> {
     let pool = Pool::<DemoRoot>::open(path, &opts(force_pmem)).map_err(|e| format!("reopen failed: {e}"))?;
     let report = pool.recovery_report();
     let (sum, total, ops, keys) = pool
@@ -111,12 +274,67 @@ fn verify(path: &Path, force_pmem: bool, reported: u64) -> Result<Check, String>
     if sum != total {
         return Err(format!("sum of values {total} != recorded sum {sum}"));
     }
-    if ops < reported || ops > reported + 1 {
+    if begun != committed && begun != committed + 1 {
         return Err(format!(
-            "{ops} operations in the pool, but the child reported {reported} committed"
+            "the child's counters are inconsistent: {begun} begun, {committed} committed"
         ));
     }
-    Ok(Check { ops, keys, report })
+    let landed = match (begun == committed, ops) {
+        (true, o) if o == committed => Landed::Between,
+        (false, o) if o == committed && report.rolled_back > 0 => Landed::RolledBack,
+        (false, o) if o == committed => Landed::NothingToUndo,
+        (false, o) if o == committed + 1 => Landed::Committed,
+        _ => {
+            return Err(format!(
+                "{ops} operations in the pool, but the child had {committed} committed and \
+                 {} in flight",
+                begun - committed
+            ))
+        }
+    };
+    if landed == Landed::Between && report.rolled_back > 0 {
+        return Err(format!(
+            "killed between transactions, yet recovery rolled back {} lanes",
+            report.rolled_back
+        ));
+    }
+    Ok(Check {
+        ops,
+        keys,
+        landed,
+        report,
+    })
+}
+
+/// Starts a child and waits until it has opened the pool and set its counters (so the kill
+/// lands in the workload, not in process start-up or recovery).
+fn start_child(
+    exe: &Path,
+    path: &Path,
+    seed: u64,
+    force_pmem: bool,
+    kill_self_after: Option<u64>,
+    progress: &File,
+) -> Result<Child, Failure> {
+    let mut child = Command::new(exe)
+        .arg("demo-child")
+        .arg(path)
+        .arg("--seed")
+        .arg(seed.to_string())
+        .args(force_pmem.then_some("--force-pmem"))
+        .args(kill_self_after.map(|n| format!("--kill-self-after={n}")))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| Failure(format!("starting the child: {e}")))?;
+    while progress_read(progress, READY)? == 0 {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(Failure(format!("the child stopped before it started ({status})")));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(child)
 }
 
 /// Options of `ptm demo`.
@@ -125,6 +343,8 @@ pub(crate) struct DemoArgs {
     pub(crate) kills: u32,
     pub(crate) seed: Option<u64>,
     pub(crate) disk: bool,
+    /// Children kill themselves mid-transaction instead of being killed at random moments.
+    pub(crate) kill_self: bool,
 }
 
 /// Runs the demo and prints its table.
@@ -153,38 +373,51 @@ pub(crate) fn run(a: DemoArgs) -> Result<String, Failure> {
     let mut rng = Rng(seed | 1);
     let exe = std::env::current_exe().map_err(|e| Failure(format!("own executable: {e}")))?;
     let started = Instant::now();
-    let (mut total_ops, mut recoveries, mut checks, mut last) = (0u64, 0usize, 0u32, None);
+    let progress = progress_reset(&progress_path(&path))?;
+    let (mut total_ops, mut checks, mut last) = (0u64, 0u32, None);
+    let (mut between, mut rolled_back, mut nothing_to_undo, mut committed_at_kill) = (0u32, 0u32, 0u32, 0u32);
+    let mut entries_undone = 0u64;
     for round in 0..a.kills {
-        let mut child = Command::new(&exe)
-            .arg("demo-child")
-            .arg(&path)
-            .arg("--seed")
-            .arg(rng.next().to_string())
-            .args(force_pmem.then_some("--force-pmem"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| Failure(format!("starting the child: {e}")))?;
-        std::thread::sleep(Duration::from_millis(100 + rng.next() % 300));
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(Failure(format!(
-                "round {round}: the child stopped by itself ({status})"
-            )));
+        let kill_self_after = a.kill_self.then(|| rng.next() % 100);
+        let mut child = start_child(&exe, &path, rng.next(), force_pmem, kill_self_after, &progress)?;
+        if a.kill_self {
+            let status = child
+                .wait()
+                .map_err(|e| Failure(format!("waiting for the child: {e}")))?;
+            if status.signal() != Some(libc::SIGKILL) {
+                return Err(Failure(format!(
+                    "round {round}: the child was to kill itself, but ended with {status}"
+                )));
+            }
+        } else {
+            std::thread::sleep(Duration::from_millis(50 + rng.next() % 200));
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(Failure(format!(
+                    "round {round}: the child stopped by itself ({status})"
+                )));
+            }
+            child
+                .kill()
+                .map_err(|e| Failure(format!("killing the child: {e}")))?; // SIGKILL
+            let _ = child.wait();
         }
-        child
-            .kill()
-            .map_err(|e| Failure(format!("killing the child: {e}")))?; // SIGKILL
-        let _ = child.wait();
-        let mut b = [0u8; 8];
-        let reported = std::fs::File::open(progress_path(&path))
-            .and_then(|f| f.read_exact_at(&mut b, 0))
-            .map(|()| u64::from_le_bytes(b))
-            .unwrap_or(0);
-        let c = verify(&path, force_pmem, reported)
+        let (begun, committed) = (
+            progress_read(&progress, BEGUN)?,
+            progress_read(&progress, COMMITTED)?,
+        );
+        progress
+            .write_all_at(&[0u8; 8], (READY * 8) as u64)
+            .map_err(|e| Failure(format!("progress file: {e}")))?;
+        let c = verify(&path, force_pmem, begun, committed)
             .map_err(|e| Failure(format!("round {round} (seed {seed}): {e}")))?;
+        match c.landed {
+            Landed::Between => between += 1,
+            Landed::RolledBack => rolled_back += 1,
+            Landed::NothingToUndo => nothing_to_undo += 1,
+            Landed::Committed => committed_at_kill += 1,
+        }
+        entries_undone += c.report.entries_undone;
         total_ops = c.ops;
-        recoveries += c.report.rolled_back;
         checks += 1;
         last = Some(c.keys);
     }
@@ -199,8 +432,21 @@ pub(crate) fn run(a: DemoArgs) -> Result<String, Failure> {
     row("reopens with recovery", a.kills.to_string());
     row(
         "kills mid-transaction",
-        format!("{recoveries} (rolled back at reopen)"),
+        (rolled_back + nothing_to_undo + committed_at_kill).to_string(),
     );
+    row(
+        "  rolled back at reopen",
+        format!("{rolled_back} ({entries_undone} undo entries applied)"),
+    );
+    row(
+        "  nothing to undo",
+        format!("{nothing_to_undo} (killed before its first write reached the pool)"),
+    );
+    row(
+        "  committed before the kill",
+        format!("{committed_at_kill} (durable, not yet returned)"),
+    );
+    row("kills between transactions", between.to_string());
     row("invariant checks passed", format!("{checks}/{}", a.kills));
     row("keys in the map", last.unwrap_or(0).to_string());
     row("time", format!("{:.1} s", started.elapsed().as_secs_f64()));

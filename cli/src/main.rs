@@ -118,7 +118,7 @@ enum Command {
         /// when present, else the system temp dir).
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
-        /// Use a plain file on the disk temp dir (msync domain) instead of tmpfs.
+        /// Use a file in the disk temp dir (journaled engine) instead of tmpfs.
         #[arg(long)]
         disk: bool,
         /// How many times to kill the child.
@@ -127,6 +127,11 @@ enum Command {
         /// Seed of the workload and kill delays (printed; replays a run).
         #[arg(long, value_name = "S")]
         seed: Option<u64>,
+        /// The child kills itself inside a transaction, after its stores and before its
+        /// commit, instead of being killed at a random moment (tests the mid-transaction path
+        /// deterministically).
+        #[arg(long, hide = true)]
+        kill_self: bool,
     },
     /// Run the crash-recovery harness on built-in workloads (bank transfers, a persistent
     /// vector and hash map): every drain is a possible power failure, and the pool images it
@@ -187,6 +192,10 @@ enum Command {
         /// Open as persistent memory.
         #[arg(long)]
         force_pmem: bool,
+        /// Send itself SIGKILL inside transaction N + 1 (counting from the open), after its
+        /// stores and before its commit.
+        #[arg(long, value_name = "N")]
+        kill_self_after: Option<u64>,
     },
 }
 
@@ -364,11 +373,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
             disk,
             kills,
             seed,
+            kill_self,
         } => emit(&demo::run(demo::DemoArgs {
             dir,
             kills,
             seed,
             disk,
+            kill_self,
         })?),
         Command::Crashtest { scale, json } => {
             let (text, failures) = crashtest::run(scale, json)?;
@@ -399,7 +410,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             path,
             seed,
             force_pmem,
-        } => demo::child(&path, seed, force_pmem),
+            kill_self_after,
+        } => demo::child(&path, seed, force_pmem, kill_self_after),
     }
 }
 

@@ -1,6 +1,8 @@
 //! End-to-end tests of `ptm crashtest`, run as a subprocess: at the smallest scale it explores
 //! the built-in workloads without a failure, exits 0, and prints the table (text) or one JSON
 //! object whose numbers agree with each other; no progress output when stdout is not a terminal.
+//! Completeness is asserted by count: the explorer has no time budget, so a loaded machine only
+//! makes the run slower.
 
 use std::process::{Command, Output};
 
@@ -64,6 +66,18 @@ fn crashtest_json_is_valid() {
         assert!(w["recovery_images_checked"].as_u64().unwrap() > 0);
         assert!(w["images_per_second"].as_f64().unwrap() > 0.0);
         assert_eq!(w["failure_reports"].as_array().map(Vec::len), Some(0));
+        // Redundant persistence of the workload run: no drain with nothing pending; redundant
+        // line flushes are findings (see tests/tests/simulated_domain.rs), counted.
+        assert_eq!(w["empty_drains"], 0, "{w}");
+        assert_eq!(
+            w["drains"].as_u64(),
+            w["crash_points"].as_u64().map(|c| c - 1),
+            "{w}"
+        );
+        assert!(
+            w["redundant_line_flushes"].as_u64() <= w["line_flushes"].as_u64(),
+            "{w}"
+        );
     }
 }
 

@@ -103,25 +103,83 @@ pub fn drain_fence() {
 /// - when `insn` is `Some`, the lines spanning `dst..dst + len` are mapped and `insn` is
 ///   supported by this CPU.
 pub unsafe fn copy_nontemporal(dst: *mut u8, src: *const u8, len: usize, insn: Option<FlushInstruction>) {
-    let head = ((16 - (dst as usize & 15)) & 15).min(len);
+    /// The CPU's own streaming stores and flush instruction.
+    struct Cpu(Option<FlushInstruction>);
+    impl NontemporalSink for Cpu {
+        unsafe fn stream(&mut self, dst: *mut u8, src: *const u8, len: usize) {
+            // SAFETY: forwarded contract of `stream`.
+            unsafe { arch::stream_copy_16(dst, src, len) }
+        }
+        unsafe fn flush(&mut self, ptr: *const u8, len: usize) {
+            if let Some(insn) = self.0 {
+                // SAFETY: the range lies inside the destination, whose lines the caller of
+                // `copy_nontemporal` vouched are mapped; `insn` is supported (same caller).
+                unsafe { flush_range(insn, ptr, len) }
+            }
+        }
+    }
+    // SAFETY: forwarded caller contract; `Cpu` streams and flushes as the trait requires.
+    unsafe { copy_nontemporal_via(dst, src, len, &mut Cpu(insn)) }
+}
+
+/// Where the two kinds of store of a non-temporal copy go: streaming stores for the aligned
+/// body, write-backs of the cached head and tail. The CPU (in [`copy_nontemporal`]) and the
+/// simulated domain (which records what each makes durable, byte by byte) implement it, so both
+/// run the one split in [`copy_nontemporal_via`].
+pub(crate) trait NontemporalSink {
+    /// Copies `len` bytes with streaming stores (durable at the next drain, without a flush).
+    ///
+    /// # Safety
+    ///
+    /// `dst` is 16-aligned and valid for `len` bytes of writes, `src` for `len` reads, no
+    /// overlap; `len` is a multiple of 16.
+    unsafe fn stream(&mut self, dst: *mut u8, src: *const u8, len: usize);
+
+    /// Writes back the cache lines of `[ptr, ptr + len)` (durable at the next drain).
+    ///
+    /// # Safety
+    ///
+    /// `[ptr, ptr + len)` lies inside the destination of the copy being made.
+    unsafe fn flush(&mut self, ptr: *const u8, len: usize);
+}
+
+/// The split of a non-temporal copy of `len` bytes to `dst`: `(head, body, tail)` lengths, the
+/// body 16-aligned and a multiple of 16 bytes, head and tail plain (cached) stores.
+#[inline]
+pub(crate) fn nontemporal_split(dst: usize, len: usize) -> (usize, usize, usize) {
+    let head = ((16 - (dst & 15)) & 15).min(len);
     let body = (len - head) & !15;
-    let tail = len - head - body;
+    (head, body, len - head - body)
+}
+
+/// [`copy_nontemporal`] through `sink`: plain copies of the head and tail, the body streamed,
+/// then the head and tail flushed. Counts the streamed bytes.
+///
+/// # Safety
+///
+/// `src` is valid for `len` bytes of reads, `dst` for `len` bytes of writes, no overlap; and
+/// what `sink`'s methods require of the ranges they are given.
+pub(crate) unsafe fn copy_nontemporal_via(
+    dst: *mut u8,
+    src: *const u8,
+    len: usize,
+    sink: &mut impl NontemporalSink,
+) {
+    let (head, body, tail) = nontemporal_split(dst as usize, len);
     // SAFETY: all three pieces lie within `[0, len)` of both buffers, which the caller vouched
     // for; the body starts 16-aligned at `dst + head` and its length is a multiple of 16.
     unsafe {
         core::ptr::copy_nonoverlapping(src, dst, head);
-        arch::stream_copy_16(dst.add(head), src.add(head), body);
+        sink.stream(dst.add(head), src.add(head), body);
         core::ptr::copy_nonoverlapping(src.add(head + body), dst.add(head + body), tail);
     }
-    if let Some(insn) = insn {
-        // SAFETY: head and tail lie inside the destination, whose lines the caller vouched for.
-        unsafe {
-            if head > 0 {
-                flush_range(insn, dst, head);
-            }
-            if tail > 0 {
-                flush_range(insn, dst.add(head + body), tail);
-            }
+    // SAFETY: head and tail lie inside the destination.
+    unsafe {
+        if head > 0 {
+            sink.flush(dst, head);
+        }
+        if tail > 0 {
+            sink.flush(dst.add(head + body), tail);
         }
     }
     count(|s| s.nt_bytes += body as u64);

@@ -85,4 +85,4 @@ pub use region::{
     NvdimmRegion, PlatformDomain, Region, RegionOptions, ENV_EADR, ENV_FORCE_PMEM, ENV_SYSFS_ROOT,
 };
 #[cfg(feature = "simulate")]
-pub use sim::{CrashPoint, FaultModel, Simulation};
+pub use sim::{CrashPoint, FaultModel, RedundantPersistence, Simulation};

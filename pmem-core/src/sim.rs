@@ -303,12 +303,55 @@ struct HookSlot {
 // its `with_hook` frame (which owns the borrow) is live; other threads only move the slot around.
 unsafe impl Send for HookSlot {}
 
+/// Persistence work that made nothing durable, counted by a [`Simulation`] while a region is
+/// open with it ([`Simulation::redundancy`]): a performance finding, as every flush costs a
+/// write-back and every drain a fence (or a sync on a disk engine).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedundantPersistence {
+    /// Cache lines flushed ([`Region::flush`](crate::Region::flush), the head and tail of
+    /// non-temporal copies).
+    pub line_flushes: u64,
+    /// Flushes of a line whose contents equal what the next drain would make durable without
+    /// that flush: no store changed the line since it was last flushed or made durable.
+    pub redundant_line_flushes: u64,
+    /// Drains (ordering and durability points).
+    pub drains: u64,
+    /// Drains with nothing flushed or streamed since the previous drain.
+    pub empty_drains: u64,
+}
+
+impl RedundantPersistence {
+    /// Whether no redundant flush or empty drain was seen.
+    pub fn is_none(&self) -> bool {
+        self.redundant_line_flushes == 0 && self.empty_drains == 0
+    }
+}
+
+impl fmt::Display for RedundantPersistence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} of {} line flushes redundant, {} of {} drains with nothing pending",
+            self.redundant_line_flushes, self.line_flushes, self.empty_drains, self.drains
+        )
+    }
+}
+
 #[derive(Default)]
 struct State {
     durable: Vec<u8>,
+    /// What `durable` becomes at the next drain: `durable` with every span recorded since the
+    /// last drain applied, in order (to tell a redundant flush).
+    next: Vec<u8>,
+    redundancy: RedundantPersistence,
     /// Offsets of lines flushed since the last drain, in flush order (repeats allowed).
     lines: Vec<u64>,
-    /// `CACHE_LINE` bytes per entry of `lines`: the line's contents at its flush.
+    /// What the next drain makes durable, in the order it was recorded: `(offset, len)` of
+    /// each flushed span of whole lines and each span of streaming (non-temporal) stores, byte
+    /// exact; their contents at that moment are `snaps`, one after the other.
+    spans: Vec<(usize, usize)>,
+    /// The contents of `spans`, concatenated.
     snaps: Vec<u8>,
     drains: u64,
     attached: bool,
@@ -446,6 +489,12 @@ impl Simulation {
         self.state().durable.clone()
     }
 
+    /// Redundant persistence counted since a region was last opened with this simulation:
+    /// flushes of lines no store had changed, drains with nothing pending.
+    pub fn redundancy(&self) -> RedundantPersistence {
+        self.state().redundancy
+    }
+
     /// Whether a region is open with this simulation.
     pub fn is_attached(&self) -> bool {
         self.state().attached
@@ -467,7 +516,12 @@ impl Simulation {
             st.durable = vec![0; len];
         }
         fill(&mut st.durable);
+        let State { durable, next, .. } = &mut *st;
+        next.clear();
+        next.extend_from_slice(durable);
+        st.redundancy = RedundantPersistence::default();
         st.lines.clear();
+        st.spans.clear();
         st.snaps.clear();
         st.drains = 0;
         st.attached = true;
@@ -494,14 +548,57 @@ impl Simulation {
         let mut line = start;
         while line < end {
             st.lines.push(line as u64);
+            // SAFETY: the line lies in the mapping (caller), which no other thread writes.
+            let now = unsafe { std::slice::from_raw_parts(base.add(line), CACHE_LINE) };
+            if st.next[line..line + CACHE_LINE] == *now {
+                st.redundancy.redundant_line_flushes += 1;
+            }
+            st.redundancy.line_flushes += 1;
             line += CACHE_LINE;
         }
-        let at = st.snaps.len();
-        st.snaps.resize(at + (end - start), 0);
-        // SAFETY: `[start, end)` lies in the mapping (caller) and `snaps[at..]` was just sized to
-        // `end - start` bytes; the mapping and the Vec are distinct allocations.
-        unsafe { std::ptr::copy_nonoverlapping(base.add(start), st.snaps.as_mut_ptr().add(at), end - start) };
+        // SAFETY: `[start, end)` lies in the mapping (caller), which no other thread writes.
+        unsafe { snap(&mut st, base, start, end - start) };
         flush::count(|s| s.lines_flushed += ((end - start) / CACHE_LINE) as u64);
+    }
+
+    /// Copies `len` bytes from `src` to `dst` in the mapping at `base` as the cache-flush domain
+    /// does ([`flush::copy_nontemporal`], the same split): the streamed body becomes durable at
+    /// the next drain byte for byte, the head and tail only through the lines their flushes
+    /// record. So a copy that left a head or tail unflushed leaves those bytes not durable here.
+    ///
+    /// # Safety
+    ///
+    /// - `base` is the start of a mapping of the attached region's length, and
+    ///   `[dst, dst + len)` lies inside it; `src` is valid for `len` reads, no overlap;
+    /// - no other thread accesses `[dst, dst + len)` or writes its lines meanwhile.
+    pub(crate) unsafe fn copy_nontemporal(&self, base: *const u8, dst: *mut u8, src: *const u8, len: usize) {
+        /// Records into the simulation instead of streaming and flushing.
+        struct Recorder<'s> {
+            sim: &'s Simulation,
+            base: *const u8,
+        }
+        impl flush::NontemporalSink for Recorder<'_> {
+            unsafe fn stream(&mut self, dst: *mut u8, src: *const u8, len: usize) {
+                // SAFETY: forwarded contract of `stream`.
+                unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
+                if len == 0 {
+                    return;
+                }
+                self.sim.check_not_in_hook();
+                let offset = dst as usize - self.base as usize;
+                let mut st = self.sim.state();
+                // SAFETY: `dst` lies in the mapping at `base` (the caller of `copy_nontemporal`),
+                // which no other thread writes meanwhile.
+                unsafe { snap(&mut st, self.base, offset, len) };
+            }
+            unsafe fn flush(&mut self, ptr: *const u8, len: usize) {
+                // SAFETY: the range lies in the copy's destination, inside the mapping at
+                // `base`; no other thread writes its lines (caller of `copy_nontemporal`).
+                unsafe { self.sim.record(self.base, ptr as usize - self.base as usize, len) }
+            }
+        }
+        // SAFETY: forwarded caller contract; the recorder copies and records within it.
+        unsafe { flush::copy_nontemporal_via(dst, src, len, &mut Recorder { sim: self, base }) }
     }
 
     /// A drain: calls this thread's hook (if any) with the crash point, then makes the recorded
@@ -545,22 +642,45 @@ impl Simulation {
             unsafe { (*hook)(&cp) };
             drop(leave);
         }
+        st.redundancy.drains += 1;
+        if st.spans.is_empty() {
+            st.redundancy.empty_drains += 1;
+        }
         let State {
             durable,
             lines,
+            spans,
             snaps,
             ..
         } = &mut *st;
-        for (i, &line) in lines.iter().enumerate() {
-            let line = line as usize;
-            durable[line..line + CACHE_LINE].copy_from_slice(&snaps[i * CACHE_LINE..(i + 1) * CACHE_LINE]);
+        let mut at = 0;
+        for &(offset, len) in spans.iter() {
+            durable[offset..offset + len].copy_from_slice(&snaps[at..at + len]);
+            at += len;
         }
         lines.clear();
+        spans.clear();
         snaps.clear();
         st.drains += 1;
         drop(st);
         flush::count(|s| s.drains += 1);
     }
+}
+
+/// Appends `len` bytes at `offset` of the mapping at `base` to what the next drain makes durable.
+///
+/// # Safety
+///
+/// `[offset, offset + len)` lies in the mapping at `base`, which no other thread writes meanwhile.
+unsafe fn snap(st: &mut State, base: *const u8, offset: usize, len: usize) {
+    let at = st.snaps.len();
+    st.snaps.resize(at + len, 0);
+    st.spans.push((offset, len));
+    // SAFETY: `[offset, offset + len)` lies in the mapping (caller) and `snaps[at..]` was just
+    // sized to `len` bytes; the mapping and the Vec are distinct allocations.
+    unsafe { std::ptr::copy_nonoverlapping(base.add(offset), st.snaps.as_mut_ptr().add(at), len) };
+    let State { next, snaps, .. } = st;
+    next[offset..offset + len].copy_from_slice(&snaps[at..at + len]);
 }
 
 /// Keeps a simulation attached while its region is open (detaches on drop).
@@ -583,6 +703,7 @@ impl Drop for Attachment {
         let mut st = self.0.state();
         st.attached = false;
         st.lines.clear();
+        st.spans.clear();
         st.snaps.clear();
     }
 }

@@ -1,6 +1,7 @@
 //! Guards concurrency: threads transacting on disjoint data and on shared data under `PMutex`
 //! (bank transfers keep the total), more threads than lanes, deadlock ending in `LockTimeout`,
-//! and `PRwLock` readers sharing and upgrades.
+//! `PRwLock` readers sharing and upgrades, and no lane ever held by two threads at once (an
+//! in-process race test beside the loom models).
 
 mod common;
 
@@ -214,4 +215,117 @@ fn rwlock_readers_share_writers_exclude_and_upgrades_need_sole_readership() {
     })
     .unwrap();
     assert_eq!(pool.transaction(|tx, b| b.rw.read(tx)).unwrap(), 6);
+}
+
+/// Per lane: how many threads hold it now; how many takes; how many found it already held.
+struct LaneOwners {
+    now: Vec<std::sync::atomic::AtomicUsize>,
+    taken: std::sync::atomic::AtomicUsize,
+    shared: std::sync::atomic::AtomicUsize,
+}
+
+impl LaneOwners {
+    fn new(lanes: usize) -> Self {
+        LaneOwners {
+            now: (0..lanes)
+                .map(|_| std::sync::atomic::AtomicUsize::new(0))
+                .collect(),
+            taken: std::sync::atomic::AtomicUsize::new(0),
+            shared: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Marks `lane` held by the caller for a moment, counting it when another thread holds it
+    /// too (counted, not asserted: a panicking holder would never release its lane, and the
+    /// other threads would wait for it forever).
+    fn hold(&self, lane: usize) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.now[lane].fetch_add(1, SeqCst) != 0 {
+            self.shared.fetch_add(1, SeqCst);
+        }
+        // Stay a little, so an overlapping holder has time to show.
+        for _ in 0..8 {
+            std::hint::spin_loop();
+        }
+        self.now[lane].fetch_sub(1, SeqCst);
+        self.taken.fetch_add(1, SeqCst);
+    }
+
+    /// Whether a sharing was seen (the threads stop early then).
+    fn failed(&self) -> bool {
+        self.shared.load(std::sync::atomic::Ordering::SeqCst) != 0
+    }
+}
+
+/// The bug class "lane races" in-process, beside the loom models (which run only in their own
+/// CI step): threads hammer lane acquisition, directly on a one-lane `LaneMap` (every take
+/// contends) and through transactions of a pool with fewer lanes than threads; no lane is ever
+/// held by two threads at once. A lane taken with a load and a plain store instead of one
+/// read-modify-write fails this (see docs/mutation-notes.md). What is asserted is a count of
+/// overlaps, zero, whatever the machine's speed; a faster or less loaded machine only makes a
+/// broken build fail sooner.
+#[test]
+fn lane_race_two_threads_never_share_a_lane() {
+    const THREADS: usize = 4;
+    const ROUNDS: usize = 200_000;
+    let map = ptm::lanes::LaneMap::new(1);
+    let owners = LaneOwners::new(1);
+    let start = Barrier::new(THREADS);
+    std::thread::scope(|s| {
+        for _ in 0..THREADS {
+            let (map, owners, start) = (&map, &owners, &start);
+            s.spawn(move || {
+                start.wait();
+                for _ in 0..ROUNDS {
+                    if owners.failed() {
+                        break;
+                    }
+                    let lane = map.acquire(0);
+                    owners.hold(lane);
+                    map.release(lane);
+                    // Let the waiters see the free lane together (the releaser would otherwise
+                    // often take it straight back, its cache line still hot).
+                    for _ in 0..32 {
+                        std::hint::spin_loop();
+                    }
+                }
+            });
+        }
+    });
+    let (taken, shared) = (owners.taken.into_inner(), owners.shared.into_inner());
+    assert_eq!(
+        shared, 0,
+        "a lane was held by two threads at once {shared} times in {taken} takes"
+    );
+    assert_eq!(taken, THREADS * ROUNDS);
+    assert!(!map.is_busy(0));
+
+    // The same through the pool: read-only transactions take and release a lane each.
+    let dir = common::shm_dir();
+    let pool = bank(&dir, 2);
+    let owners = LaneOwners::new(2);
+    std::thread::scope(|s| {
+        for _ in 0..THREADS {
+            let (pool, owners, start) = (&pool, &owners, &start);
+            s.spawn(move || {
+                start.wait();
+                for _ in 0..ROUNDS / 20 {
+                    if owners.failed() {
+                        break;
+                    }
+                    pool.transaction(|tx, _| {
+                        owners.hold(tx.lane());
+                        Ok::<_, Error>(())
+                    })
+                    .unwrap();
+                }
+            });
+        }
+    });
+    let (taken, shared) = (owners.taken.into_inner(), owners.shared.into_inner());
+    assert_eq!(
+        shared, 0,
+        "a pool lane was held by two transactions at once {shared} times in {taken}"
+    );
+    assert_eq!(taken, THREADS * ROUNDS / 20);
 }

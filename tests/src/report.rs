@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use ptm::pmem_core::sim::FaultModel;
+use ptm::pmem_core::sim::{FaultModel, RedundantPersistence};
 
 use crate::images::{ImageId, ImageKind};
 
@@ -181,6 +181,10 @@ pub struct Report {
     /// Failures of images taken inside the recovery of a workload image that failed itself
     /// (double crash): not in `failures` nor `failures_total`, as they add nothing to it.
     pub failures_in_failed_recoveries: u64,
+    /// Redundant persistence of the workload run (from its open to its close): flushes of lines
+    /// no store had changed, drains with nothing pending. A performance finding, not a
+    /// failure.
+    pub redundant: RedundantPersistence,
 }
 
 impl Report {
@@ -222,6 +226,7 @@ impl fmt::Display for Report {
             self.elapsed.as_secs_f64(),
             self.images_per_second()
         )?;
+        writeln!(f, "workload: {}", self.redundant)?;
         if let Some(b) = self.truncated {
             writeln!(f, "stopped early by the {b}")?;
         }

@@ -64,3 +64,45 @@ fn drains_and_crash_points_match_the_cache_flush_domain() {
     // Every extra transaction adds exactly its drains as crash points.
     assert_eq!(more.crash_points - few.crash_points, 2 * 3, "{few}\n{more}");
 }
+
+/// Redundant persistence as a finding: the explorer reports the workload's flushes of lines no
+/// store had changed and its drains with nothing pending. Bank transfers (two accounts in one
+/// cache line per transaction) today cost one redundant line flush per transaction: the commit
+/// flushes each logged range on its own, so the line holding both accounts is written back
+/// twice (ptm/src/tx.rs `write_commit_record`); and one per open: recovery stores and flushes
+/// the superblock's clean word, already 0 here (ptm/src/pool.rs `recover`). No drain is empty.
+/// The bounds are those findings: a fix lowers them to 0, a new redundancy fails the test.
+#[test]
+fn redundant_persistence_is_reported_for_a_workload() {
+    const TRANSFERS: u64 = 6;
+    let report = Explorer::new()
+        .max_points(1)
+        .run::<Root>(
+            |pool| {
+                pool.transaction(|tx, r| r.cells.iter().try_for_each(|c| c.set(tx, 100)))?;
+                Ok(())
+            },
+            |pool| {
+                for k in 0..TRANSFERS as usize {
+                    pool.transaction(|tx, r| {
+                        let (from, to) = (&r.cells[k % 4], &r.cells[(k + 1) % 4]);
+                        from.set(tx, from.get(tx) - 1)?;
+                        to.set(tx, to.get(tx) + 1)
+                    })?;
+                }
+                Ok(())
+            },
+            |_| Ok(()),
+        )
+        .unwrap();
+    let r = report.redundant;
+    println!("bank transfers: {r}");
+    assert_eq!(r.empty_drains, 0, "{r}");
+    assert_eq!(r.drains, report.crash_points - 1, "{r}");
+    assert!(
+        r.redundant_line_flushes <= TRANSFERS + 1,
+        "new redundant flushes: {r}"
+    );
+    assert!(r.line_flushes > r.redundant_line_flushes, "{r}");
+    assert!(report.to_string().contains("line flushes redundant"), "{report}");
+}

@@ -306,8 +306,9 @@ impl Domain {
     }
 
     /// Copies `len` bytes from `src` to `dst` the way the domain wants bulk writes:
-    /// non-temporal stores with partial head/tail lines flushed (cache flush, eADR), or a plain
-    /// copy followed by a flush of the range (other domains). Durable after the next drain.
+    /// non-temporal stores with partial head/tail lines flushed (cache flush, eADR, and the
+    /// simulated domain, which models them), or a plain copy followed by a flush of the range
+    /// (other domains). Durable after the next drain.
     ///
     /// # Safety
     ///
@@ -332,15 +333,12 @@ impl Domain {
                 // SAFETY: the range lies in the domain's memory (caller).
                 unsafe { self.flush(base, dst, len) };
             }
+            // SAFETY: forwarded caller contract; `base` is the mapping the simulation was
+            // attached to at open, and the caller excludes other threads' access to the range.
+            // The simulation runs the cache-flush domain's split (streamed body, flushed head and
+            // tail) and tracks what each piece makes durable.
             #[cfg(feature = "simulate")]
-            Domain::Simulated(_) => {
-                // SAFETY: forwarded caller contract.
-                unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
-                // SAFETY: the range lies in the domain's memory (caller), and the caller
-                // excludes other threads' access to it.
-                unsafe { self.flush(base, dst, len) };
-                flush::count(|s| s.nt_bytes += len as u64);
-            }
+            Domain::Simulated(att) => unsafe { att.sim().copy_nontemporal(base.as_ptr(), dst, src, len) },
         }
     }
 

@@ -370,8 +370,9 @@ impl Region {
     }
 
     /// Copies `len` bytes from `src` to `dst` inside the mapping the way the domain wants bulk
-    /// writes: non-temporal stores with partial head/tail lines flushed (cache-flush, eADR), or
-    /// a plain copy with the range flushed (msync, paged, simulated). Durable after the next
+    /// writes: non-temporal stores with partial head/tail lines flushed (cache-flush, eADR; the
+    /// simulated domain models them, byte exact), or a plain copy with the range flushed (msync,
+    /// paged, journaled). Durable after the next
     /// [`drain`](Region::drain).
     ///
     /// # Safety
