@@ -961,10 +961,10 @@ fn zero_range(region: &mut Region, from: u64, to: u64) -> Result<()> {
 /// of its last logged transaction (see [`layout::verdict`]) and act on it. Marks the pool
 /// not-clean until the next close.
 fn recover(s: &Shared, mut report: RecoveryReport) -> Result<RecoveryReport> {
-    let clean_at = s.region.data_range().start + layout::SB_CLEAN;
-    // SAFETY: the clean word lies in the superblock inside the mapping; no transactions yet.
-    unsafe { s.ptr(clean_at).cast::<u64>().write(0) };
-    s.flush(clean_at, 8);
+    // The clean word is already 0 and durable: `create` writes the superblock with it 0, and
+    // `open` persists the new generation together with a 0 clean word (the 16 bytes at
+    // SB_GENERATION), so storing and flushing it here again would be redundant persistence.
+    debug_assert_eq!(layout::SB_CLEAN, layout::SB_GENERATION + 8);
     for lane in 0..s.geo.lane_count as usize {
         let completed = s.completed_word(lane).load(Ordering::Acquire);
         let scan = scan_lane(s, lane, None)?;
@@ -1011,7 +1011,10 @@ fn recover(s: &Shared, mut report: RecoveryReport) -> Result<RecoveryReport> {
         // SAFETY: single-threaded recovery: no lane is held yet.
         unsafe { (*s.slots[lane].0.get()).next_seq = crate::tx::next_seq_after(last, lane) };
     }
-    // One drain makes every lane's completion mark and roll-back durable.
-    s.drain()?;
+    // One drain makes every lane's completion mark and roll-back durable (none when recovery
+    // changed nothing: that drain would have nothing to make durable).
+    if report.completed + report.rolled_back > 0 {
+        s.drain()?;
+    }
     Ok(report)
 }

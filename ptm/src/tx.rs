@@ -690,7 +690,28 @@ impl<'p> Transaction<'p> {
             // SAFETY: logged ranges are loggable and owned by this transaction.
             let bytes = unsafe { std::slice::from_raw_parts(s.ptr(off), len as usize) };
             h.range(off, bytes);
-            s.flush(off, len);
+        }
+        // Flush each cache line once, however many logged ranges share it.
+        let mut lines: Vec<(u64, u64)> = st
+            .ranges
+            .iter()
+            .filter(|&&(_, len)| len > 0)
+            .map(|&(off, len)| (off & !63, (off + len).div_ceil(64) * 64))
+            .collect();
+        lines.sort_unstable();
+        let mut run: Option<(u64, u64)> = None;
+        for (start, end) in lines {
+            match &mut run {
+                Some((_, e)) if start <= *e => *e = (*e).max(end),
+                _ => {
+                    if let Some((rs, re)) = run.replace((start, end)) {
+                        s.flush(rs, re - rs);
+                    }
+                }
+            }
+        }
+        if let Some((rs, re)) = run {
+            s.flush(rs, re - rs);
         }
         let rec = CommitRecord {
             seq,

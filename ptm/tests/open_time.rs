@@ -35,8 +35,41 @@ fn open_faults(path: &std::path::Path) -> u64 {
     faults
 }
 
+const ENV_MEASURE: &str = "PTM_OPEN_TIME_MEASURE";
+const TEST: &str = "a_64_gib_pool_opens_with_as_few_page_faults_as_a_64_mib_pool";
+
+/// Runs this test binary as a child that opens both pools and prints their open faults.
+fn measure_in_child(small: &std::path::Path, large: &std::path::Path) -> (u64, u64) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
+        .env(ENV_MEASURE, format!("{}\n{}", small.display(), large.display()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("OPEN_FAULTS "))
+        .unwrap_or_else(|| panic!("child printed no measurement: {text}"));
+    let mut n = line.split(' ').map(|x| x.parse::<u64>().unwrap());
+    (n.next().unwrap(), n.next().unwrap())
+}
+
+/// The child: a first open warms up what any open faults in once per process (code, allocator
+/// arenas); then the large pool's first open, then the small one's.
+fn measure(paths: &str) {
+    let (small, large) = paths.split_once('\n').unwrap();
+    open_faults(std::path::Path::new(small));
+    let large_faults = open_faults(std::path::Path::new(large));
+    let small_faults = open_faults(std::path::Path::new(small));
+    println!("\nOPEN_FAULTS {small_faults} {large_faults}");
+}
+
 #[test]
 fn a_64_gib_pool_opens_with_as_few_page_faults_as_a_64_mib_pool() {
+    if let Ok(paths) = std::env::var(ENV_MEASURE) {
+        measure(&paths);
+        return;
+    }
     let dir = common::shm_dir();
     let small = common::path(&dir, "small.pool");
     let large = common::path(&dir, "large.pool");
@@ -49,20 +82,22 @@ fn a_64_gib_pool_opens_with_as_few_page_faults_as_a_64_mib_pool() {
         })
         .unwrap();
     }
-    // A first open warms up what any open faults in once per process (code, allocator arenas);
-    // then the large pool's first open, before the allocator has cached its memory.
-    open_faults(&small);
-    let large_faults = open_faults(&large);
-    let small_faults = open_faults(&small);
-    println!("page faults opening 64 MiB: {small_faults}, 64 GiB: {large_faults}");
-    // The 64 GiB heap has 262 144 chunks of 256 KiB, the 64 MiB one 256: reading the chunk
-    // descriptors (2 MiB) faults in at least 32 more pages (the kernel maps 16 cached pages per
-    // fault), touching a per-chunk volatile table of 4-byte words 256. A few pages of slack
-    // cover tables that grow by a page or two with the pool.
-    assert!(
-        large_faults <= small_faults + 8,
-        "64 MiB: {small_faults} faults, 64 GiB: {large_faults} faults"
-    );
+    // Measured in fresh processes (the first open of the large pool, before the allocator has
+    // cached memory, is the one that shows a table built at open). A regression costs every
+    // attempt; transient faults (code pages the kernel dropped under memory pressure) may spoil
+    // one, so up to three attempts are made.
+    let mut seen = Vec::new();
+    let ok = (0..3).any(|_| {
+        let (small_faults, large_faults) = measure_in_child(&small, &large);
+        println!("page faults opening 64 MiB: {small_faults}, 64 GiB: {large_faults}");
+        seen.push((small_faults, large_faults));
+        // The 64 GiB heap has 262 144 chunks of 256 KiB, the 64 MiB one 256: reading the chunk
+        // descriptors (2 MiB) faults in at least 32 more pages (the kernel maps 16 cached pages
+        // per fault), touching a per-chunk volatile table of 4-byte words 256. A few pages of
+        // slack cover tables that grow by a page or two with the pool.
+        large_faults <= small_faults + 8
+    });
+    assert!(ok, "(64 MiB, 64 GiB) open faults in three processes: {seen:?}");
     // The lazily built index still finds the existing allocation and all free space.
     let pool = Pool::<Root>::open(&large, &common::pmem()).unwrap();
     let v = pool

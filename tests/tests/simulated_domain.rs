@@ -67,11 +67,10 @@ fn drains_and_crash_points_match_the_cache_flush_domain() {
 
 /// Redundant persistence as a finding: the explorer reports the workload's flushes of lines no
 /// store had changed and its drains with nothing pending. Bank transfers (two accounts in one
-/// cache line per transaction) today cost one redundant line flush per transaction: the commit
-/// flushes each logged range on its own, so the line holding both accounts is written back
-/// twice (ptm/src/tx.rs `write_commit_record`); and one per open: recovery stores and flushes
-/// the superblock's clean word, already 0 here (ptm/src/pool.rs `recover`). No drain is empty.
-/// The bounds are those findings: a fix lowers them to 0, a new redundancy fails the test.
+/// cache line per transaction) used to cost one redundant line flush per transaction (the commit
+/// flushed each logged range on its own, so the line holding both accounts was written back
+/// twice) and one per open (recovery stored and flushed the superblock's clean word, already 0).
+/// Both are fixed: the workload has no redundant flush and no empty drain.
 #[test]
 fn redundant_persistence_is_reported_for_a_workload() {
     const TRANSFERS: u64 = 6;
@@ -99,10 +98,7 @@ fn redundant_persistence_is_reported_for_a_workload() {
     println!("bank transfers: {r}");
     assert_eq!(r.empty_drains, 0, "{r}");
     assert_eq!(r.drains, report.crash_points - 1, "{r}");
-    assert!(
-        r.redundant_line_flushes <= TRANSFERS + 1,
-        "new redundant flushes: {r}"
-    );
+    assert_eq!(r.redundant_line_flushes, 0, "redundant flushes: {r}");
     assert!(r.line_flushes > r.redundant_line_flushes, "{r}");
     assert!(report.to_string().contains("line flushes redundant"), "{report}");
 }
