@@ -73,6 +73,9 @@ pub(crate) struct LaneVolatile {
     next_extent: u64,
     /// Records appended since the last drain.
     undrained: bool,
+    /// Ranges of undo entries appended since the last drain (inside a snapshot batch): a store
+    /// into one of them must drain first.
+    unordered_undo: Vec<(u64, u64)>,
     batch_depth: u32,
     locks: Vec<(HeldKind, *const AtomicU64)>,
     completions: Vec<(usize, u64)>,
@@ -148,6 +151,7 @@ impl<'p> Transaction<'p> {
         st.extents.clear();
         st.next_extent = MIN_EXTENT;
         st.undrained = false;
+        st.unordered_undo.clear();
         st.batch_depth = 0;
         st.locks.clear();
         st.heap.begin();
@@ -220,17 +224,30 @@ impl<'p> Transaction<'p> {
         self.log(off, len, false)
     }
 
-    /// Appends an undo entry for the range unless it is logged already; drains when no batch is
-    /// open, or when `store_next` (the caller stores as soon as this returns).
+    /// Appends an undo entry for the range unless it is logged already; drains when it appended
+    /// one and no batch is open, or, inside a batch, when `store_next` (the caller stores as soon
+    /// as this returns) and the range overlaps an undo entry not yet ordered.
     fn log(&self, off: u64, len: u64, store_next: bool) -> Result<()> {
         if len == 0 {
             return Ok(());
         }
         let mut st = self.st.borrow_mut();
-        if !covered(&st, off, len) {
+        let appended = !covered(&st, off, len);
+        if appended {
             self.append_undo(&mut st, off, len)?;
         }
-        if st.undrained && (st.batch_depth == 0 || store_next) {
+        let must_order = if st.batch_depth == 0 {
+            appended
+        } else {
+            // Inside a batch: only a store into a range whose undo entry is not yet ordered
+            // (fresh memory and ranges logged before the batch need nothing).
+            store_next
+                && st
+                    .unordered_undo
+                    .iter()
+                    .any(|&(o, l)| o < off + len && off < o + l)
+        };
+        if must_order {
             self.drain_log(&mut st)?;
         }
         Ok(())
@@ -312,6 +329,7 @@ impl<'p> Transaction<'p> {
             done += n;
         }
         add_logical(st, off, len);
+        st.unordered_undo.push((off, len));
         Ok(())
     }
 
@@ -419,6 +437,7 @@ impl<'p> Transaction<'p> {
         if r.is_ok() {
             self.shared.settle_completions(&completions);
             st.undrained = false;
+            st.unordered_undo.clear();
         }
         st.completions = completions;
         r

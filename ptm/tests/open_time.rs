@@ -93,9 +93,10 @@ fn a_64_gib_pool_opens_with_as_few_page_faults_as_a_64_mib_pool() {
         seen.push((small_faults, large_faults));
         // The 64 GiB heap has 262 144 chunks of 256 KiB, the 64 MiB one 256: reading the chunk
         // descriptors (2 MiB) faults in at least 32 more pages (the kernel maps 16 cached pages
-        // per fault), touching a per-chunk volatile table of 4-byte words 256. A few pages of
-        // slack cover tables that grow by a page or two with the pool.
-        large_faults <= small_faults + 8
+        // per fault), touching a per-chunk volatile table of 4-byte words 256. Up to 16 pages
+        // of slack cover per-open tables sized by the lanes and the pool (the large pool's open
+        // is the process's first to allocate them fresh), well below either regression.
+        large_faults <= small_faults + 16
     });
     assert!(ok, "(64 MiB, 64 GiB) open faults in three processes: {seen:?}");
     // The lazily built index still finds the existing allocation and all free space.
