@@ -9,6 +9,7 @@ use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 
+use pmem_core::journal::WriteAheadGate;
 use pmem_core::{ExternalMemory, ExternalMemorySource};
 
 #[cfg(doc)]
@@ -33,7 +34,10 @@ impl PoolMemory {
 // SAFETY: `PagedRegion` maps `len()` bytes at `as_ptr()` for its whole life, showing the backing
 // file's contents (pages are loaded on first touch); `persist` writes the flushed range's changed
 // blocks back with `pwrite` before returning, and `drain` `fdatasync`s, so flushed bytes are in
-// the file once `drain` returns `Ok`; both are safe from any thread (`PagedRegion: Sync`).
+// the file once `drain` returns `Ok`; both are safe from any thread (`PagedRegion: Sync`). Once
+// a gate is installed, every write of changed blocks (`Shared::write_back`, the only place the
+// region writes the file) waits at it after the bytes are sealed or snapshotted and before the
+// first `pwrite`, and writes nothing if it refuses.
 unsafe impl ExternalMemory for PoolMemory {
     fn base(&self) -> NonNull<u8> {
         NonNull::new(self.region.as_ptr()).expect("a mapped region is never at address 0")
@@ -55,6 +59,10 @@ unsafe impl ExternalMemory for PoolMemory {
             return Err(e);
         }
         self.region.drain().map_err(io::Error::other)
+    }
+
+    fn install_write_ahead(&self, gate: &Arc<WriteAheadGate>) -> bool {
+        self.region.hold_write_back_for(Arc::clone(gate))
     }
 }
 

@@ -507,6 +507,16 @@ impl Region {
         self.domain.journal_path()
     }
 
+    /// The write-ahead gate of a journaled pool on external memory (see
+    /// [`RegionOptions::external`]): its counters tell how many write-backs of changed data
+    /// were checked and how many waited for a journal sync. `None` for other domains.
+    pub fn write_ahead_gate(&self) -> Option<&std::sync::Arc<crate::journal::WriteAheadGate>> {
+        match &self.domain {
+            Domain::Journaled(j) => j.gate(),
+            _ => None,
+        }
+    }
+
     /// What replaying a journal at open did (all zero if there was none).
     pub fn replay_report(&self) -> crate::journal::ReplayReport {
         self.replay
@@ -536,9 +546,11 @@ impl Drop for Region {
         if h.as_bytes() == self.header.as_bytes() {
             return;
         }
-        if matches!(self.domain, Domain::Journaled(_)) {
+        if matches!(&self.domain, Domain::Journaled(j) if j.gate().is_none()) {
             let _ = headers::write_headers_to_file(&self._file, &self.path, &h);
         } else {
+            // (Journaled external memory too: the header is written to its memory as well as
+            // to the file, or the memory's write-back at close would put the old one back.)
             // Backup first: a crash between the two leaves the primary, still dirty, in charge.
             let _ = self
                 .write_header_copy(h.backup_offset, &h)
