@@ -30,7 +30,8 @@
 //! [`OVERSIZE_CELLS`] cells (8 MiB, one word changed per transaction at a random cell) with the
 //! same rounds, on: the journaled engine over nvme-backing's paged memory limited to
 //! [`OVERSIZE_RESIDENT`] pages (1 MiB: the updated data is 8× it) with a journal bound of
-//! [`OVERSIZE_JOURNAL_BOUND`] (so checkpoints run during the measurement); the write-through
+//! [`OVERSIZE_JOURNAL_BOUND`] (so checkpoints run during the measurement), with direct I/O (the
+//! default where the file allows it) and with buffered I/O; the write-through
 //! paged engine with the same limit; and the msync engine on a plain file (`mmap` + `msync`,
 //! the page cache holding the whole pool). It reports µs and syncs per transaction, the ratio
 //! to msync, and for the journaled one the journal's live bytes (largest seen at the end of a
@@ -698,14 +699,18 @@ struct OversizeRow {
 /// Runs the "pool 8× its resident limit" section in `dir`: random durable 1-word updates,
 /// rounds interleaved across the engines as in the main table.
 fn oversize(dir: &Path, a: &DiskBenchArgs<'_>) -> Result<Vec<OversizeRow>, Failure> {
-    let engines: [(&'static str, PoolOptions); 3] = [
-        (
-            "ptm-journaled-paged",
-            PoolOptions::new()
-                .engine(ptm::Engine::Journaled)
-                .journal(ptm::JournalOptions::new().max_bytes(OVERSIZE_JOURNAL_BOUND))
-                .external_memory(nvme_backing::pool_memory(OVERSIZE_RESIDENT)),
-        ),
+    let journaled_paged = |io| {
+        PoolOptions::new()
+            .engine(ptm::Engine::Journaled)
+            .journal(ptm::JournalOptions::new().max_bytes(OVERSIZE_JOURNAL_BOUND))
+            .external_memory(nvme_backing::pool_memory_with_options(
+                OVERSIZE_RESIDENT,
+                nvme_backing::PagedOptions::new().io_mode(io),
+            ))
+    };
+    let engines: [(&'static str, PoolOptions); 4] = [
+        ("ptm-journaled-paged", journaled_paged(nvme_backing::IoMode::Auto)),
+        ("  buffered I/O", journaled_paged(nvme_backing::IoMode::Buffered)),
         (
             "ptm-paged",
             PoolOptions::new().external_memory(nvme_backing::pool_memory(OVERSIZE_RESIDENT)),
@@ -730,8 +735,8 @@ fn oversize(dir: &Path, a: &DiskBenchArgs<'_>) -> Result<Vec<OversizeRow>, Failu
     )?;
     let mut rounds: Vec<Vec<f64>> = vec![Vec::new(); pools.len()];
     let mut syncs = vec![0u64; pools.len()];
-    let mut max_live = 0u64;
-    let mut journal_before = None;
+    let mut max_live = vec![0u64; pools.len()];
+    let mut journal_before = vec![None; pools.len()];
     // The same random cells for every engine (a xorshift stream per engine, one seed).
     let mut rngs = vec![0x9E37_79B9_7F4A_7C15u64; pools.len()];
     for round in 0..=a.rounds {
@@ -741,7 +746,7 @@ fn oversize(dir: &Path, a: &DiskBenchArgs<'_>) -> Result<Vec<OversizeRow>, Failu
                 // Counted from the first timed round.
                 if let (Some(st), Some(g)) = (pool.region().journal_stats(), pool.region().write_ahead_gate())
                 {
-                    journal_before = Some((st.checkpoints, g.waits()));
+                    journal_before[i] = Some((st.checkpoints, g.waits()));
                 }
             }
             let before = SyncCounts::now();
@@ -761,7 +766,7 @@ fn oversize(dir: &Path, a: &DiskBenchArgs<'_>) -> Result<Vec<OversizeRow>, Failu
                 rounds[i].push(us);
                 syncs[i] += SyncCounts::now().since(&before).total();
                 if let Some(st) = pool.region().journal_stats() {
-                    max_live = max_live.max(st.live_bytes);
+                    max_live[i] = max_live[i].max(st.live_bytes);
                 }
             }
             bar.inc(1);
@@ -777,10 +782,10 @@ fn oversize(dir: &Path, a: &DiskBenchArgs<'_>) -> Result<Vec<OversizeRow>, Failu
             let journal = match (
                 pool.region().journal_stats(),
                 pool.region().write_ahead_gate(),
-                journal_before,
+                journal_before[i],
             ) {
                 (Some(st), Some(g), Some((checkpoints, waits))) => Some(OversizeJournal {
-                    max_live,
+                    max_live: max_live[i],
                     checkpoints: st.checkpoints - checkpoints,
                     waits_per_tx: (g.waits() - waits) as f64 / txs,
                 }),
@@ -833,7 +838,8 @@ fn oversize_table(s: &mut String, rows: &[OversizeRow]) {
     let _ = writeln!(
         s,
         "(ptm-journaled-paged: Engine::Journaled on nvme_backing::pool_memory, a dirty page is evicted only \
-         after a journal sync; ptm-paged: write-through paged memory; ptm-msync: mmap + msync of a plain \
+         after a journal sync, direct I/O where the file allows it (faults read and evictions write the \
+         device); buffered I/O: the same through the page cache (which then holds the file too); ptm-paged: write-through paged memory; ptm-msync: mmap + msync of a plain \
          file, no resident limit; journal live: largest at the end of a round; WAL waits: evictions that \
          waited for a journal sync)"
     );

@@ -1,8 +1,29 @@
 //! A paged region as the memory of a ptm pool: [`pool_memory`] gives the
 //! [`ExternalMemorySource`] that `ptm::PoolOptions::external_memory` (or
-//! `pmem_core::RegionOptions::external`) takes. Flushes write back the changed 1 KiB blocks of
-//! the flushed pages (`pwrite`, direct when the file allows it: [`IoMode::Auto`]), drains
-//! `fdatasync`; the pool's persistence domain is `Paged`.
+//! `pmem_core::RegionOptions::external`) takes. By default flushes write back the changed 1 KiB
+//! blocks of the flushed pages (`pwrite`, direct when the file allows it: [`IoMode::Auto`]),
+//! drains `fdatasync`; the pool's persistence domain is `Paged` (two syncs per transaction).
+//!
+//! With `Engine::Journaled` (`ptm::PoolOptions::engine`) the pool runs the journaled engine over
+//! this memory instead: flushes and ordering points go to a journal beside the pool, a durable
+//! transaction costs one `fdatasync`, and the region holds back the write-back of a changed page
+//! (eviction) until the journal is durable ([`PagedRegion::hold_write_back_for`]); checkpoints
+//! write the changed blocks of resident pages home. See docs/design.md §3.1.
+//!
+//! ```no_run
+//! use ptm::pmem_core::Engine;
+//! use ptm::{PCell, Pool, PoolOptions};
+//! # #[derive(ptm::Persistent)]
+//! # #[persistent(crate = "ptm::pmem_core")]
+//! # #[repr(C)]
+//! # struct Root { counter: PCell<u64> }
+//! let opts = PoolOptions::new()
+//!     .engine(Engine::Journaled)
+//!     .external_memory(nvme_backing::pool_memory(256)); // at most 1 MiB resident
+//! let pool = Pool::<Root>::create("/var/tmp/big.pool", 64 << 20, &opts)?;
+//! pool.transaction(|tx, r| r.counter.set(tx, 1))?; // one fdatasync (of the journal)
+//! # Ok::<(), ptm::Error>(())
+//! ```
 
 use std::io;
 use std::path::Path;

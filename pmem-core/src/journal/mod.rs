@@ -22,9 +22,15 @@
 //!   then start a new epoch. A crash during replay replays again (records hold absolute bytes).
 //!
 //! Home pages are never written while their records may not be durable (the write-ahead rule):
-//! the home file is written only by a checkpoint, after the journal is synced, while no record
-//! can be appended; every store in memory then follows (in its thread) the ordering point that
-//! appended the record of its undo entry.
+//! over the copy-on-write mapping the home file is written only by a checkpoint, after the
+//! journal is synced, while no record can be appended; every store in memory then follows (in
+//! its thread) the ordering point that appended the record of its undo entry. Over external
+//! (paged) memory, which also writes pages home when it evicts them, each such write first waits
+//! at a [`WriteAheadGate`] until every record appended so far is durable; a write-ahead thread
+//! serves those waits. Because the waiting thread may hold the appender lock (it faulted while
+//! an ordering point copied pool memory), completed records sit in an *outbox* with its own
+//! lock, and making them durable never takes the appender lock. Lock order: appender, I/O,
+//! outbox.
 
 pub mod file;
 pub mod format;

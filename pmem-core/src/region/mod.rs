@@ -10,6 +10,7 @@
 //! | any other file, forced (option or `PTM_FORCE_PMEM=1`) | `MAP_SHARED` (MAP_SYNC refused) | cache flush (or eADR) |
 //! | any other file                            | `MAP_SHARED`                      | msync                  |
 //! | regular file, with [`RegionOptions::external`] | the provider's memory (not mapped) | paged      |
+//! | regular file, with [`RegionOptions::external`] and [`Engine::Journaled`] | the provider's memory | journaled (eviction held back until the journal is durable) |
 //! | any file, with [`RegionOptions::simulate`] (feature `simulate`) | as above        | simulated              |
 //!
 //! Ordering and durability: [`Region::flush`] starts making a range durable;

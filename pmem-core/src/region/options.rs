@@ -37,7 +37,11 @@ pub enum Engine {
     Pmem,
     /// The journaled disk engine: memory mapped copy-on-write, every ordering point a record
     /// appended to a journal, one `fdatasync` per durability point shared by concurrent
-    /// committers, changed pages written home by checkpoints (see [`crate::journal`]).
+    /// committers, changed pages written home by checkpoints (see [`crate::journal`]). With
+    /// [`RegionOptions::external`] memory (nvme-backing's paged region) the same journal runs
+    /// over that memory, whose eviction of a changed page waits until the journal is durable
+    /// ([`crate::journal::WriteAheadGate`]); without this engine, external memory runs its own
+    /// write-through domain.
     Journaled,
     /// A shared file mapping made durable by `msync(MS_SYNC)` at every ordering and durability
     /// point (two or more device flushes per transaction). Kept for comparison.
