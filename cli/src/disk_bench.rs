@@ -718,10 +718,10 @@ fn oversize(dir: &Path, a: &DiskBenchArgs<'_>) -> Result<Vec<OversizeRow>, Failu
         ("ptm-msync", PoolOptions::new().engine(ptm::Engine::Msync)),
     ];
     let mut pools = Vec::new();
-    for (name, opts) in engines {
+    for (i, (name, opts)) in engines.into_iter().enumerate() {
         let opts = opts.layout("ptm-oversize-bench").lanes(2);
         let pool = Pool::<Oversize>::create(
-            dir.join(format!("oversize-{name}.pool")),
+            dir.join(format!("oversize-{i}.pool")),
             OVERSIZE_POOL_SIZE,
             &opts,
         )
