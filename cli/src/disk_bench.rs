@@ -720,12 +720,9 @@ fn oversize(dir: &Path, a: &DiskBenchArgs<'_>) -> Result<Vec<OversizeRow>, Failu
     let mut pools = Vec::new();
     for (i, (name, opts)) in engines.into_iter().enumerate() {
         let opts = opts.layout("ptm-oversize-bench").lanes(2);
-        let pool = Pool::<Oversize>::create(
-            dir.join(format!("oversize-{i}.pool")),
-            OVERSIZE_POOL_SIZE,
-            &opts,
-        )
-        .map_err(|e| Failure(format!("{name} pool (8x resident): {e}")))?;
+        let pool =
+            Pool::<Oversize>::create(dir.join(format!("oversize-{i}.pool")), OVERSIZE_POOL_SIZE, &opts)
+                .map_err(|e| Failure(format!("{name} pool (8x resident): {e}")))?;
         pools.push((name, pool));
     }
     let bar = progress(
@@ -810,9 +807,9 @@ fn oversize_table(s: &mut String, rows: &[OversizeRow]) {
         s,
         "pool 8x its resident limit: random durable 1-word updates over {} MiB of cells; paged pools \
          resident-limited to {} pages ({} MiB); journal bound {} KiB",
-        OVERSIZE_CELLS * 8 >> 20,
+        (OVERSIZE_CELLS * 8) >> 20,
         OVERSIZE_RESIDENT,
-        OVERSIZE_RESIDENT * 4096 >> 20,
+        (OVERSIZE_RESIDENT * 4096) >> 20,
         OVERSIZE_JOURNAL_BOUND >> 10
     );
     let _ = writeln!(
