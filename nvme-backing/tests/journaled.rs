@@ -13,7 +13,7 @@ mod common;
 
 use nvme_backing::{pool_memory_with_options, FaultMode, IoMode, PagedOptions};
 use ptm::pmem_core::{Engine, JournalOptions};
-use ptm::{thread_stats, DomainKind, Error, PCell, Persistent, Pool, PoolOptions};
+use ptm::{thread_stats, DomainKind, Error, PCell, PMutex, Persistent, Pool, PoolOptions};
 
 /// Pages of updated data.
 const DATA_PAGES: usize = 128;
@@ -29,6 +29,23 @@ struct Root {
     pad: [u64; 511],
     /// One 4 KiB page per row.
     pages: [[PCell<u64>; WORDS]; DATA_PAGES],
+}
+
+const THREADS: usize = 4;
+
+/// The same data split into one stripe per thread, each behind a lock.
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Striped {
+    stripes: [PMutex<Stripe>; THREADS],
+}
+
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Stripe {
+    pages: [[PCell<u64>; WORDS]; DATA_PAGES / THREADS],
 }
 
 #[derive(Clone, Copy)]
@@ -234,8 +251,73 @@ fn pool_eight_times_its_resident_limit(mode: FaultMode) {
     }
 }
 
+/// Four threads transact at once on their own stripes of the data (8× the resident limit) with
+/// a 64 KiB journal bound: faults (and evictions waiting at the gate) happen while other threads
+/// append records, lead syncs and checkpoint. Guards against a deadlock between a thread that
+/// faults while holding the journal's appender lock and the write-ahead sync it waits for (a
+/// deadlock hangs this test), and checks every thread's last values after a reopen.
+fn threads_with_evictions_and_checkpoints(mode: FaultMode) {
+    const PER_THREAD: usize = 300;
+    let d = dir(Storage::Tmpfs);
+    let path = d.path().join("threads.pool");
+    let opts = journaled(mode, Storage::Tmpfs, 64 << 10).lanes(THREADS as u32);
+    let pool = Pool::<Striped>::create(&path, 4 << 20, &opts).unwrap();
+    let stripe = DATA_PAGES * WORDS / THREADS;
+    let models: Vec<Vec<(usize, u64)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let pool = &pool;
+                s.spawn(move || {
+                    let mut rng = Rng(0x2545_F491_4F6C_DD1D ^ (t as u64 + 1) << 32);
+                    let mut writes = Vec::new();
+                    for _ in 0..PER_THREAD {
+                        // Two cells on two random pages of this thread's stripe per transaction.
+                        let a = (rng.next() % stripe as u64) as usize;
+                        let b = (rng.next() % stripe as u64) as usize;
+                        let v = rng.next() | 1;
+                        pool.transaction(|tx, r| {
+                            let mine = r.stripes[t].lock(tx)?;
+                            mine.pages[a / WORDS][a % WORDS].set(tx, v)?;
+                            mine.pages[b / WORDS][b % WORDS].set(tx, v + 1)
+                        })
+                        .unwrap();
+                        writes.push((t * stripe + a, v));
+                        writes.push((t * stripe + b, v + 1));
+                    }
+                    writes
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let st = pool.region().journal_stats().unwrap();
+    assert!(st.checkpoints > 0, "checkpoints ran during the run: {st:?}");
+    let mut model = vec![0u64; DATA_PAGES * WORDS];
+    for writes in &models {
+        for &(cell, v) in writes {
+            model[cell] = v;
+        }
+    }
+    let check = |pool: &Pool<Striped>, what: &str| {
+        pool.transaction(|tx, r| {
+            for (i, want) in model.iter().enumerate() {
+                let (t, cell) = (i / stripe, i % stripe);
+                let got = r.stripes[t].lock(tx)?.pages[cell / WORDS][cell % WORDS].get(tx);
+                assert_eq!(got, *want, "{what}: thread {t} cell {cell}");
+            }
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+    };
+    check(&pool, "after the threads");
+    drop(pool);
+    let pool = Pool::<Striped>::open(&path, &opts).unwrap();
+    check(&pool, "reopened");
+}
+
 in_both_modes!(
     one_fdatasync_per_durable_transaction,
     eviction_waits_for_the_journal_and_crash_copies_recover,
     pool_eight_times_its_resident_limit,
+    threads_with_evictions_and_checkpoints,
 );
