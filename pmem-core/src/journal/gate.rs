@@ -158,3 +158,46 @@ impl WriteAheadGate {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    #[cfg_attr(miri, ignore = "eventfd")]
+    fn a_durable_gate_passes_and_a_failed_one_refuses_what_is_not_durable() {
+        let g = WriteAheadGate::new(5).unwrap();
+        assert!(g.wait_durable());
+        g.set_appended(6);
+        g.fail();
+        assert!(!g.wait_durable(), "not durable, and nobody will sync");
+        g.set_durable(6);
+        assert!(g.wait_durable(), "durable: passes whatever the state");
+        assert_eq!((g.checks(), g.waits()), (3, 0));
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "eventfd")]
+    fn a_waiting_write_back_is_served_by_the_write_ahead_thread() {
+        let g = Arc::new(WriteAheadGate::new(0).unwrap());
+        let server = {
+            let g = Arc::clone(&g);
+            std::thread::spawn(move || {
+                let mut served = 0;
+                while g.next_request() {
+                    g.set_durable(g.appended_seq());
+                    served += 1;
+                }
+                served
+            })
+        };
+        g.set_appended(3);
+        assert!(g.wait_durable());
+        assert_eq!((g.waits(), g.durable_seq()), (1, 3));
+        g.close();
+        assert!(server.join().unwrap() >= 1);
+        g.set_appended(4);
+        assert!(!g.wait_durable(), "closed: nobody syncs record 4");
+    }
+}

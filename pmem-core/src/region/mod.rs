@@ -753,6 +753,130 @@ mod tests {
         assert_eq!(m.drains.load(Ordering::Relaxed), 2, "order delegated to drain");
     }
 
+    #[test]
+    #[cfg_attr(miri, ignore = "file system access")]
+    fn journaled_external_memory_must_accept_the_write_ahead_gate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p");
+        drop(Region::create(&path, 1 << 16).unwrap());
+        let source = ExternalMemorySource(Arc::new(|path: &Path, len| {
+            Ok(Arc::new(HeapMemory::load(path, len)?) as Arc<dyn ExternalMemory>)
+        }));
+        let e = RegionOptions::new()
+            .engine(Engine::Journaled)
+            .external(source)
+            .open(&path)
+            .unwrap_err();
+        assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+    }
+
+    /// Heap memory that writes flushed ranges home, each only after the write-ahead gate allows.
+    #[derive(Debug)]
+    struct GatedHeap {
+        heap: HeapMemory,
+        file: File,
+        gate: std::sync::OnceLock<Arc<crate::journal::WriteAheadGate>>,
+        /// Journal records known durable at each write home.
+        durable_at_writes: std::sync::Mutex<Vec<u64>>,
+    }
+
+    impl GatedHeap {
+        /// Writes `[offset, offset + len)` home, as an eviction would (after the gate).
+        fn write_home(&self, offset: usize, len: usize) -> std::io::Result<()> {
+            use std::os::unix::fs::FileExt;
+            if let Some(g) = self.gate.get() {
+                if !g.wait_durable() {
+                    return Err(std::io::Error::other("refused by the gate"));
+                }
+                self.durable_at_writes.lock().unwrap().push(g.durable_seq());
+            }
+            // SAFETY: the range lies inside the heap memory (callers pass pool ranges).
+            let bytes = unsafe { std::slice::from_raw_parts(self.heap.base.as_ptr().add(offset), len) };
+            self.file.write_all_at(bytes, offset as u64)
+        }
+    }
+
+    // SAFETY: as `HeapMemory`; every write to the file waits at the gate once installed (after
+    // the caller stopped changing the range: the tests are single-threaded).
+    unsafe impl ExternalMemory for GatedHeap {
+        fn base(&self) -> NonNull<u8> {
+            self.heap.base
+        }
+        fn len(&self) -> usize {
+            self.heap.len
+        }
+        fn flush(&self, offset: usize, len: usize) {
+            self.heap.flushes.fetch_add(1, Ordering::Relaxed);
+            self.write_home(offset, len).unwrap();
+        }
+        fn drain(&self) -> std::io::Result<()> {
+            self.heap.drains.fetch_add(1, Ordering::Relaxed);
+            self.file.sync_data()
+        }
+        fn install_write_ahead(&self, gate: &Arc<crate::journal::WriteAheadGate>) -> bool {
+            self.gate.set(gate.clone()).is_ok()
+        }
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "file system access")]
+    fn journaled_external_memory_writes_home_only_after_the_journal_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p");
+        drop(Region::create(&path, 1 << 16).unwrap());
+        let memory: Arc<std::sync::Mutex<Option<Arc<GatedHeap>>>> = Arc::default();
+        let keep = memory.clone();
+        let source = ExternalMemorySource(Arc::new(move |path: &Path, len| {
+            let m = Arc::new(GatedHeap {
+                heap: HeapMemory::load(path, len)?,
+                file: std::fs::OpenOptions::new().write(true).open(path)?,
+                gate: Default::default(),
+                durable_at_writes: Default::default(),
+            });
+            *keep.lock().unwrap() = Some(m.clone());
+            Ok(m as Arc<dyn ExternalMemory>)
+        }));
+        let mut r = RegionOptions::new()
+            .engine(Engine::Journaled)
+            .external(source)
+            .open(&path)
+            .unwrap();
+        assert_eq!(r.domain(), DomainKind::Journaled);
+        let m = memory.lock().unwrap().clone().unwrap();
+        let gate = r.write_ahead_gate().unwrap().clone();
+        let off = r.data_range().start;
+        r.write_at(off, &7u64.to_le_bytes()).unwrap();
+        r.flush(off, 8).unwrap();
+        r.order().unwrap();
+        // Appended, not durable: an eviction now must wait for a sync.
+        let appended = gate.appended_seq();
+        assert!(gate.durable_seq() < appended);
+        let syncs = r.journal_stats().unwrap().syncs;
+        let flushes = m.heap.flushes.load(Ordering::Relaxed);
+        m.write_home(off as usize & !(PAGE - 1), PAGE).unwrap();
+        assert_eq!(gate.waits(), 1);
+        assert_eq!(
+            r.journal_stats().unwrap().syncs,
+            syncs + 1,
+            "the write-ahead thread synced"
+        );
+        assert!(m.durable_at_writes.lock().unwrap()[0] >= appended);
+        // A write when everything is durable does not wait.
+        m.write_home(off as usize & !(PAGE - 1), PAGE).unwrap();
+        assert_eq!(gate.waits(), 1);
+        // A checkpoint writes the journal's dirty pages through the memory, then drains it.
+        r.checkpoint().unwrap();
+        assert!(m.heap.flushes.load(Ordering::Relaxed) > flushes);
+        assert!(m.heap.drains.load(Ordering::Relaxed) >= 1);
+        assert_eq!(r.journal_stats().unwrap().live_bytes, 0);
+        drop(r);
+        let mut word = [0u8; 8];
+        std::os::unix::fs::FileExt::read_exact_at(&File::open(&path).unwrap(), &mut word, off).unwrap();
+        assert_eq!(u64::from_le_bytes(word), 7);
+        // Closed: a write of changed data is refused unless the journal is durable (it is).
+        assert!(m.write_home(off as usize & !(PAGE - 1), PAGE).is_ok());
+    }
+
     #[cfg(feature = "simulate")]
     #[test]
     #[cfg_attr(miri, ignore = "file system access")]
