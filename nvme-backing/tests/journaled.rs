@@ -3,8 +3,10 @@
 //! the file only once the journal records before it are durable: crash copies taken right after
 //! such evictions recover to the committed state), and a pool whose updated data is 8× its
 //! resident limit taking random durable updates, with the journal inside its bound, reopened
-//! from crash copies and after a clean close with every committed value present. Each case runs
-//! in both fault modes, on tmpfs (buffered) and with direct I/O on the disk under `target/`.
+//! from crash copies and after a clean close with every committed value present, and four
+//! threads doing so at once (no deadlock between a fault under the journal's appender lock and
+//! the sync it waits for). Each case runs in both fault modes, on tmpfs (buffered) and, except
+//! the threads, with direct I/O on the disk under `target/`.
 
 use std::path::{Path, PathBuf};
 
