@@ -25,6 +25,17 @@
 //! (round-robin) after one untimed warm-up round, and each case reports its median round.
 //! Sync calls (`fsync`, `fdatasync`, `msync(MS_SYNC)`) are counted by [`crate::sync_count`]
 //! over the timed rounds.
+//!
+//! A second section, **pool 8× its resident limit**, runs random durable 1-word updates over
+//! [`OVERSIZE_CELLS`] cells (8 MiB, one word changed per transaction at a random cell) with the
+//! same rounds, on: the journaled engine over nvme-backing's paged memory limited to
+//! [`OVERSIZE_RESIDENT`] pages (1 MiB: the updated data is 8× it) with a journal bound of
+//! [`OVERSIZE_JOURNAL_BOUND`] (so checkpoints run during the measurement), with direct I/O (the
+//! default where the file allows it) and with buffered I/O; the write-through
+//! paged engine with the same limit; and the msync engine on a plain file (`mmap` + `msync`,
+//! the page cache holding the whole pool). It reports µs and syncs per transaction, the ratio
+//! to msync, and for the journaled one the journal's live bytes (largest seen at the end of a
+//! round), its checkpoints and the write-backs that waited for a journal sync.
 
 use std::fmt::Write as _;
 use std::ops::Range;
@@ -55,6 +66,14 @@ const PAGED_RESIDENT_PAGES: usize = 4096;
 const LMDB_MAP_SIZE: usize = 64 << 20;
 /// Threads of the concurrent workload.
 const THREADS: usize = 4;
+/// Cells (`u64`) updated by the "pool 8× its resident limit" section: 8 MiB.
+const OVERSIZE_CELLS: usize = 1 << 20;
+/// Resident pages of that section's paged pools: 1 MiB, an eighth of the updated cells.
+const OVERSIZE_RESIDENT: usize = (OVERSIZE_CELLS * 8 / 4096) / 8;
+/// Size of that section's pools (the cells and ptm's own areas).
+const OVERSIZE_POOL_SIZE: u64 = 16 << 20;
+/// Journal bound of that section's journaled pool: small enough that checkpoints run.
+const OVERSIZE_JOURNAL_BOUND: u64 = 256 << 10;
 /// Default rounds (`--rounds`).
 pub(crate) const DEFAULT_ROUNDS: usize = 9;
 /// Default transactions per round (`--ops`).
@@ -471,6 +490,7 @@ pub(crate) fn run(a: &DiskBenchArgs<'_>) -> Result<String, Failure> {
         }
     }
     bar.finish_and_clear();
+    let oversize = oversize(dir, a)?;
     let recovery = crate::recovery_bench::WINDOWS
         .iter()
         .map(|&w| crate::recovery_bench::measure(dir, w))
@@ -509,6 +529,22 @@ pub(crate) fn run(a: &DiskBenchArgs<'_>) -> Result<String, Failure> {
                 "ratio_to_sqlite": r.vs_sqlite,
                 "throughput_vs_one_thread": r.vs_one_thread,
             })).collect::<Vec<_>>(),
+            "oversize": {
+                "what": "random durable 1-word updates over 8 MiB of cells; paged pools resident-limited to 1 MiB",
+                "cells": OVERSIZE_CELLS,
+                "resident_pages": OVERSIZE_RESIDENT,
+                "journal_bound": OVERSIZE_JOURNAL_BOUND,
+                "results": oversize.iter().map(|r| json!({
+                    "engine": r.name,
+                    "us_per_tx": r.us,
+                    "round_us_per_tx": r.rounds,
+                    "syncs_per_tx": r.syncs_per_tx,
+                    "ratio_to_msync": r.vs_msync,
+                    "journal_max_live_bytes": r.journal.map(|j| j.max_live),
+                    "journal_checkpoints": r.journal.map(|j| j.checkpoints),
+                    "write_backs_waiting_per_tx": r.journal.map(|j| j.waits_per_tx),
+                })).collect::<Vec<_>>(),
+            },
             "recovery": recovery.iter().map(|r| json!({
                 "what": "Pool::open of a crash copy whose journal is full (just under the 64 MiB default bound), page cache dropped",
                 "cells_per_tx": r.window,
@@ -522,6 +558,7 @@ pub(crate) fn run(a: &DiskBenchArgs<'_>) -> Result<String, Failure> {
             .map_err(|e| Failure(format!("encoding JSON: {e}")));
     }
     let mut out = table(a, &base, &fs, counting, &rows, &notes);
+    oversize_table(&mut out, &oversize);
     for r in &recovery {
         let _ = writeln!(
             out,
@@ -627,4 +664,180 @@ fn table(
         );
     }
     s
+}
+
+/// The cells of the "pool 8× its resident limit" section.
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Oversize {
+    cells: [PCell<u64>; OVERSIZE_CELLS],
+}
+
+/// Journal figures of the journaled engine in that section.
+#[derive(Debug, Clone, Copy)]
+struct OversizeJournal {
+    /// Largest journal live bytes seen at the end of a round.
+    max_live: u64,
+    /// Checkpoints during the timed rounds.
+    checkpoints: u64,
+    /// Write-backs of dirty pages that waited for a journal sync, per transaction.
+    waits_per_tx: f64,
+}
+
+/// One engine's result in that section.
+#[derive(Debug)]
+struct OversizeRow {
+    name: &'static str,
+    us: f64,
+    rounds: Vec<f64>,
+    syncs_per_tx: Option<f64>,
+    vs_msync: f64,
+    journal: Option<OversizeJournal>,
+}
+
+/// Runs the "pool 8× its resident limit" section in `dir`: random durable 1-word updates,
+/// rounds interleaved across the engines as in the main table.
+fn oversize(dir: &Path, a: &DiskBenchArgs<'_>) -> Result<Vec<OversizeRow>, Failure> {
+    let journaled_paged = |io| {
+        PoolOptions::new()
+            .engine(ptm::Engine::Journaled)
+            .journal(ptm::JournalOptions::new().max_bytes(OVERSIZE_JOURNAL_BOUND))
+            .external_memory(nvme_backing::pool_memory_with_options(
+                OVERSIZE_RESIDENT,
+                nvme_backing::PagedOptions::new().io_mode(io),
+            ))
+    };
+    let engines: [(&'static str, PoolOptions); 4] = [
+        ("ptm-journaled-paged", journaled_paged(nvme_backing::IoMode::Auto)),
+        ("  buffered I/O", journaled_paged(nvme_backing::IoMode::Buffered)),
+        (
+            "ptm-paged",
+            PoolOptions::new().external_memory(nvme_backing::pool_memory(OVERSIZE_RESIDENT)),
+        ),
+        ("ptm-msync", PoolOptions::new().engine(ptm::Engine::Msync)),
+    ];
+    let mut pools = Vec::new();
+    for (i, (name, opts)) in engines.into_iter().enumerate() {
+        let opts = opts.layout("ptm-oversize-bench").lanes(2);
+        let pool =
+            Pool::<Oversize>::create(dir.join(format!("oversize-{i}.pool")), OVERSIZE_POOL_SIZE, &opts)
+                .map_err(|e| Failure(format!("{name} pool (8x resident): {e}")))?;
+        pools.push((name, pool));
+    }
+    let bar = progress(
+        a.json,
+        (pools.len() * (a.rounds + 1)) as u64,
+        "{spinner} pool 8x its resident limit: {msg}: round {pos}/{len} {elapsed}",
+    )?;
+    let mut rounds: Vec<Vec<f64>> = vec![Vec::new(); pools.len()];
+    let mut syncs = vec![0u64; pools.len()];
+    let mut max_live = vec![0u64; pools.len()];
+    let mut journal_before = vec![None; pools.len()];
+    // The same random cells for every engine (a xorshift stream per engine, one seed).
+    let mut rngs = vec![0x9E37_79B9_7F4A_7C15u64; pools.len()];
+    for round in 0..=a.rounds {
+        for (i, (name, pool)) in pools.iter().enumerate() {
+            bar.set_message(*name);
+            if round == 1 {
+                // Counted from the first timed round.
+                if let (Some(st), Some(g)) = (pool.region().journal_stats(), pool.region().write_ahead_gate())
+                {
+                    journal_before[i] = Some((st.checkpoints, g.waits()));
+                }
+            }
+            let before = SyncCounts::now();
+            let start = Instant::now();
+            for _ in 0..a.ops {
+                let x = &mut rngs[i];
+                *x ^= *x << 13;
+                *x ^= *x >> 7;
+                *x ^= *x << 17;
+                let cell = (*x % OVERSIZE_CELLS as u64) as usize;
+                let v = *x;
+                pool.transaction(|tx, r| r.cells[cell].set(tx, v))
+                    .map_err(|e| Failure(format!("{name} (8x resident): {e}")))?;
+            }
+            let us = start.elapsed().as_secs_f64() * 1e6 / a.ops as f64;
+            if round > 0 {
+                rounds[i].push(us);
+                syncs[i] += SyncCounts::now().since(&before).total();
+                if let Some(st) = pool.region().journal_stats() {
+                    max_live[i] = max_live[i].max(st.live_bytes);
+                }
+            }
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    let txs = (a.ops * a.rounds as u64) as f64;
+    let msync_us = median(&rounds[pools.len() - 1]);
+    Ok(pools
+        .iter()
+        .enumerate()
+        .map(|(i, (name, pool))| {
+            let journal = match (
+                pool.region().journal_stats(),
+                pool.region().write_ahead_gate(),
+                journal_before[i],
+            ) {
+                (Some(st), Some(g), Some((checkpoints, waits))) => Some(OversizeJournal {
+                    max_live: max_live[i],
+                    checkpoints: st.checkpoints - checkpoints,
+                    waits_per_tx: (g.waits() - waits) as f64 / txs,
+                }),
+                _ => None,
+            };
+            let us = median(&rounds[i]);
+            OversizeRow {
+                name,
+                us,
+                rounds: rounds[i].clone(),
+                syncs_per_tx: (syncs[i] > 0).then(|| syncs[i] as f64 / txs),
+                vs_msync: us / msync_us,
+                journal,
+            }
+        })
+        .collect())
+}
+
+/// Appends the "pool 8× its resident limit" section to the text report.
+fn oversize_table(s: &mut String, rows: &[OversizeRow]) {
+    let _ = writeln!(
+        s,
+        "pool 8x its resident limit: random durable 1-word updates over {} MiB of cells; paged pools \
+         resident-limited to {} pages ({} MiB); journal bound {} KiB",
+        (OVERSIZE_CELLS * 8) >> 20,
+        OVERSIZE_RESIDENT,
+        (OVERSIZE_RESIDENT * 4096) >> 20,
+        OVERSIZE_JOURNAL_BOUND >> 10
+    );
+    let _ = writeln!(
+        s,
+        "{:<20} {:>10} {:>9} {:>9} {:>14} {:>12} {:>13}",
+        "engine", "µs/tx", "syncs/tx", "vs msync", "journal live", "checkpoints", "WAL waits/tx"
+    );
+    for r in rows {
+        let j = r.journal;
+        let _ = writeln!(
+            s,
+            "{:<20} {:>10.1} {:>9} {:>8.2}x {:>14} {:>12} {:>13}",
+            r.name,
+            r.us,
+            r.syncs_per_tx
+                .map_or_else(|| "n/a".to_owned(), |n| format!("{n:.2}")),
+            r.vs_msync,
+            j.map_or_else(String::new, |j| format!("{:.0} KiB", j.max_live as f64 / 1024.0)),
+            j.map_or_else(String::new, |j| j.checkpoints.to_string()),
+            j.map_or_else(String::new, |j| format!("{:.2}", j.waits_per_tx)),
+        );
+    }
+    let _ = writeln!(
+        s,
+        "(ptm-journaled-paged: Engine::Journaled on nvme_backing::pool_memory, a dirty page is evicted only \
+         after a journal sync, direct I/O where the file allows it (faults read and evictions write the \
+         device); buffered I/O: the same through the page cache (which then holds the file too); ptm-paged: write-through paged memory; ptm-msync: mmap + msync of a plain \
+         file, no resident limit; journal live: largest at the end of a round; WAL waits: evictions that \
+         waited for a journal sync)"
+    );
 }

@@ -41,6 +41,13 @@
 //! `fdatasync`s: direct writes bypass the page cache but neither flush the device's write cache
 //! nor make allocation metadata durable.
 //!
+//! # Under a journal
+//! A journaled pool on this memory (`Engine::Journaled` with [`pool_memory`]) installs a
+//! write-ahead gate ([`PagedRegion::hold_write_back_for`]): every write-back of changed blocks
+//! (eviction in the fault handler or by [`PagedRegion::evict_to`], `persist`, the write-back at
+//! drop) waits at it, after the page is sealed or snapshotted and before its first `pwrite`,
+//! until the journal is durable. The wait is async-signal-safe. Clean pages still go without I/O.
+//!
 //! # Memory layout
 //! The pages live in an anonymous memfd mapped twice: the application's view (reserved with
 //! `mmap(PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE)`, then the memfd mapped over it

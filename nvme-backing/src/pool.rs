@@ -1,14 +1,36 @@
 //! A paged region as the memory of a ptm pool: [`pool_memory`] gives the
 //! [`ExternalMemorySource`] that `ptm::PoolOptions::external_memory` (or
-//! `pmem_core::RegionOptions::external`) takes. Flushes write back the changed 1 KiB blocks of
-//! the flushed pages (`pwrite`, direct when the file allows it: [`IoMode::Auto`]), drains
-//! `fdatasync`; the pool's persistence domain is `Paged`.
+//! `pmem_core::RegionOptions::external`) takes. By default flushes write back the changed 1 KiB
+//! blocks of the flushed pages (`pwrite`, direct when the file allows it: [`IoMode::Auto`]),
+//! drains `fdatasync`; the pool's persistence domain is `Paged` (two syncs per transaction).
+//!
+//! With `Engine::Journaled` (`ptm::PoolOptions::engine`) the pool runs the journaled engine over
+//! this memory instead: flushes and ordering points go to a journal beside the pool, a durable
+//! transaction costs one `fdatasync`, and the region holds back the write-back of a changed page
+//! (eviction) until the journal is durable ([`PagedRegion::hold_write_back_for`]); checkpoints
+//! write the changed blocks of resident pages home. See docs/design.md §3.1.
+//!
+//! ```no_run
+//! use ptm::pmem_core::Engine;
+//! use ptm::{PCell, Pool, PoolOptions};
+//! # #[derive(ptm::Persistent)]
+//! # #[persistent(crate = "ptm::pmem_core")]
+//! # #[repr(C)]
+//! # struct Root { counter: PCell<u64> }
+//! let opts = PoolOptions::new()
+//!     .engine(Engine::Journaled)
+//!     .external_memory(nvme_backing::pool_memory(256)); // at most 1 MiB resident
+//! let pool = Pool::<Root>::create("/var/tmp/big.pool", 64 << 20, &opts)?;
+//! pool.transaction(|tx, r| r.counter.set(tx, 1))?; // one fdatasync (of the journal)
+//! # Ok::<(), ptm::Error>(())
+//! ```
 
 use std::io;
 use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 
+use pmem_core::journal::WriteAheadGate;
 use pmem_core::{ExternalMemory, ExternalMemorySource};
 
 #[cfg(doc)]
@@ -33,7 +55,10 @@ impl PoolMemory {
 // SAFETY: `PagedRegion` maps `len()` bytes at `as_ptr()` for its whole life, showing the backing
 // file's contents (pages are loaded on first touch); `persist` writes the flushed range's changed
 // blocks back with `pwrite` before returning, and `drain` `fdatasync`s, so flushed bytes are in
-// the file once `drain` returns `Ok`; both are safe from any thread (`PagedRegion: Sync`).
+// the file once `drain` returns `Ok`; both are safe from any thread (`PagedRegion: Sync`). Once
+// a gate is installed, every write of changed blocks (`Shared::write_back`, the only place the
+// region writes the file) waits at it after the bytes are sealed or snapshotted and before the
+// first `pwrite`, and writes nothing if it refuses.
 unsafe impl ExternalMemory for PoolMemory {
     fn base(&self) -> NonNull<u8> {
         NonNull::new(self.region.as_ptr()).expect("a mapped region is never at address 0")
@@ -55,6 +80,10 @@ unsafe impl ExternalMemory for PoolMemory {
             return Err(e);
         }
         self.region.drain().map_err(io::Error::other)
+    }
+
+    fn install_write_ahead(&self, gate: &Arc<WriteAheadGate>) -> bool {
+        self.region.hold_write_back_for(Arc::clone(gate))
     }
 }
 

@@ -5,7 +5,10 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use pmem_core::journal::WriteAheadGate;
 
 use crate::checksum::{self, StackRoom};
 use crate::error::{Error, Result};
@@ -198,6 +201,10 @@ pub(crate) struct Shared {
     pages_written: AtomicU64,
     evictions: AtomicU64,
     writeback_bytes: AtomicU64,
+    /// A journal's write-ahead gate, or null: when set, a write-back of changed blocks first
+    /// waits there until the journal is durable. Points into the `Arc` the owning
+    /// [`PagedRegion`] keeps for its whole life (set once, never cleared).
+    gate: AtomicPtr<WriteAheadGate>,
 }
 
 /// Writes `msg` to stderr and aborts: the handler cannot report an error to the faulting code.
@@ -642,6 +649,16 @@ impl Shared {
             crc[b] = checksum::crc32c(block, room);
             dirty[b] = crc[b] != self.crcs[page * BLOCKS_PER_PAGE + b].load(Ordering::Relaxed);
         }
+        if dirty.contains(&true) {
+            let gate = self.gate.load(Ordering::Acquire);
+            // SAFETY: a non-null gate points into the `Arc` the owning region holds until after
+            // the last write-back (see `gate`). `wait_durable` is async-signal-safe.
+            if !gate.is_null() && !unsafe { &*gate }.wait_durable() {
+                // The journal cannot be made durable: writing the page home would break the
+                // write-ahead rule. The page stays as it is; the journal keeps its records.
+                return Err(libc::EIO);
+            }
+        }
         let mut any = false;
         for (lo, hi) in write_spans(&dirty, self.write_unit).into_iter().flatten() {
             // SAFETY: the span lies inside the `src` page; `lo` is a multiple of the write unit.
@@ -728,6 +745,9 @@ pub struct PagedRegion {
     path: PathBuf,
     len: usize,
     limit: usize,
+    /// The write-ahead gate installed by [`hold_write_back_for`](Self::hold_write_back_for),
+    /// kept alive for `Shared::gate`.
+    write_ahead: OnceLock<Arc<WriteAheadGate>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -978,6 +998,7 @@ impl PagedRegion {
             pages_written: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
             writeback_bytes: AtomicU64::new(0),
+            gate: AtomicPtr::new(std::ptr::null_mut()),
         });
         let shared = NonNull::from(Box::leak(shared));
         let (slot, service) = if uffd_mode {
@@ -1011,6 +1032,7 @@ impl PagedRegion {
             path: path.to_owned(),
             len,
             limit,
+            write_ahead: OnceLock::new(),
         })
     }
 
@@ -1196,6 +1218,26 @@ impl PagedRegion {
         Ok(evicted)
     }
 
+    /// Makes every later write-back of changed blocks (eviction, [`persist`](Self::persist),
+    /// the write-back at drop) first wait until `gate` says the journal is durable
+    /// ([`WriteAheadGate::wait_durable`]); a write-back it refuses fails with `EIO` and writes
+    /// nothing (in the fault handler: the process aborts, as for any write-back error).
+    /// Clean pages are still dropped without I/O or waiting. Returns `false` if a gate was
+    /// installed already (the first one stays).
+    pub fn hold_write_back_for(&self, gate: Arc<WriteAheadGate>) -> bool {
+        let ptr = Arc::as_ptr(&gate).cast_mut();
+        if self.write_ahead.set(gate).is_err() {
+            return false;
+        }
+        self.shared().gate.store(ptr, Ordering::Release);
+        true
+    }
+
+    /// The write-ahead gate, if one was installed.
+    pub fn write_ahead_gate(&self) -> Option<&Arc<WriteAheadGate>> {
+        self.write_ahead.get()
+    }
+
     /// Closes the region without writing anything back (as if the process had crashed): data not
     /// yet persisted is lost. Dropping the region writes everything back instead.
     pub fn abandon(self) {
@@ -1205,6 +1247,7 @@ impl PagedRegion {
         unsafe {
             std::ptr::drop_in_place(&mut this.path);
             std::ptr::drop_in_place(&mut this.service);
+            std::ptr::drop_in_place(&mut this.write_ahead);
         }
     }
 

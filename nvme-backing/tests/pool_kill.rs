@@ -1,15 +1,17 @@
 //! Guards crash consistency of a ptm pool on paged memory under real process kills: a child
 //! transfers between balances spread over more pages than may be resident (so eviction writes
 //! pages back mid-transaction) and is SIGKILLed; the reopened pool keeps the total and every
-//! transaction the child reported committed, in both fault modes. (Alone in its binary: it spawns
-//! processes.)
+//! transaction the child reported committed, in both fault modes, on the write-through paged
+//! domain and on the journaled engine over paged memory (where eviction waits for the journal).
+//! (Alone in its binary: it spawns processes.)
 
 use std::os::unix::fs::FileExt;
 use std::process::Command;
 use std::time::Duration;
 
 use nvme_backing::{pool_memory_with_mode, FaultMode};
-use ptm::{Error, PCell, Persistent, Pool, PoolOptions};
+use ptm::pmem_core::Engine;
+use ptm::{DomainKind, Error, PCell, Persistent, Pool, PoolOptions};
 
 #[derive(Persistent)]
 #[persistent(crate = "ptm::pmem_core")]
@@ -23,15 +25,16 @@ struct Root {
 
 const TOTAL: u64 = 64 * 1000;
 
-fn opts(mode: FaultMode) -> PoolOptions {
+fn opts(mode: FaultMode, engine: Engine) -> PoolOptions {
     PoolOptions::new()
         .layout("paged-kill")
         .lanes(2)
+        .engine(engine)
         .external_memory(pool_memory_with_mode(8, mode))
 }
 
-fn child(path: &str, mode: FaultMode) {
-    let pool = Pool::<Root>::open(path, &opts(mode)).unwrap();
+fn child(path: &str, mode: FaultMode, engine: Engine) {
+    let pool = Pool::<Root>::open(path, &opts(mode, engine)).unwrap();
     let progress = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -73,22 +76,35 @@ fn sigkill_on_a_paged_pool_keeps_the_total_in_both_fault_modes() {
             Ok("userfaultfd") => FaultMode::Userfaultfd,
             _ => FaultMode::Signal,
         };
-        child(&path, mode);
+        let engine = match std::env::var("NVME_KILL_ENGINE").as_deref() {
+            Ok("journaled") => Engine::Journaled,
+            _ => Engine::Auto,
+        };
+        child(&path, mode, engine);
         return;
     }
-    kills(FaultMode::Signal);
-    kills(FaultMode::Userfaultfd);
+    for engine in [Engine::Auto, Engine::Journaled] {
+        kills(FaultMode::Signal, engine);
+        kills(FaultMode::Userfaultfd, engine);
+    }
 }
 
-/// Kills a child transacting on a pool opened in `mode` (the child re-runs [`TEST`]).
-fn kills(mode: FaultMode) {
+/// Kills a child transacting on a pool opened in `mode` on `engine` (the child re-runs
+/// [`TEST`]).
+fn kills(mode: FaultMode, engine: Engine) {
     let mode_name = match mode {
         FaultMode::Userfaultfd => "userfaultfd",
         _ => "signal",
     };
+    let opts = |mode| opts(mode, engine);
     let dir = tempfile::tempdir().unwrap(); // disk: the paged region writes back with pwrite
     let path = dir.path().join("k.pool");
     let pool = Pool::<Root>::create(&path, 4 << 20, &opts(mode)).unwrap();
+    let domain = match engine {
+        Engine::Journaled => DomainKind::Journaled,
+        _ => DomainKind::Paged,
+    };
+    assert_eq!(pool.domain(), domain);
     pool.transaction(|tx, r| r.pages.iter().try_for_each(|p| p.set(tx, [1000; 512])))
         .unwrap();
     drop(pool);
@@ -102,6 +118,7 @@ fn kills(mode: FaultMode) {
             .args(["--exact", TEST, "--nocapture"])
             .env("NVME_KILL_CHILD", &path)
             .env("NVME_KILL_MODE", mode_name)
+            .env("NVME_KILL_ENGINE", engine.name())
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(150 + round * 37 % 200));
@@ -130,5 +147,8 @@ fn kills(mode: FaultMode) {
         );
         assert!(ops > 0, "round {round}: no transaction committed");
     }
-    println!("{mode:?}: {rounds} kills, {rolled_back} rolled back at reopen");
+    println!(
+        "{mode:?}, {}: {rounds} kills, {rolled_back} rolled back at reopen",
+        engine.name()
+    );
 }

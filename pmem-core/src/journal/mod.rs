@@ -22,12 +22,21 @@
 //!   then start a new epoch. A crash during replay replays again (records hold absolute bytes).
 //!
 //! Home pages are never written while their records may not be durable (the write-ahead rule):
-//! the home file is written only by a checkpoint, after the journal is synced, while no record
-//! can be appended; every store in memory then follows (in its thread) the ordering point that
-//! appended the record of its undo entry.
+//! over the copy-on-write mapping the home file is written only by a checkpoint, after the
+//! journal is synced, while no record can be appended; every store in memory then follows (in
+//! its thread) the ordering point that appended the record of its undo entry. Over external
+//! (paged) memory, which also writes pages home when it evicts them, each such write first waits
+//! at a [`WriteAheadGate`] until every record appended so far is durable; a write-ahead thread
+//! serves those waits. Because the waiting thread may hold the appender lock (it faulted while
+//! an ordering point copied pool memory), completed records sit in an *outbox* with its own
+//! lock, and making them durable never takes the appender lock. Lock order: appender, I/O,
+//! outbox.
 
 pub mod file;
 pub mod format;
+mod gate;
+
+pub use gate::WriteAheadGate;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -451,16 +460,36 @@ pub struct JournalStats {
     pub durable_seq: u64,
 }
 
+/// The append side: sequence numbers and the record being built. Held while a record's bytes
+/// are copied from pool memory (which may fault, and on paged memory evict: see
+/// [`WriteAheadGate`]), so nothing that makes records durable may need it.
 #[derive(Debug)]
 struct Appender {
-    /// Encoded records not yet written to the file.
-    buf: Vec<u8>,
-    /// File offset where `buf[0]` goes.
-    buf_offset: u64,
     next_seq: u64,
     epoch: u64,
     /// Scratch for the ranges of the record being built.
     ranges: Vec<(u64, u64)>,
+    /// The record being built.
+    record: Vec<u8>,
+}
+
+/// Completed records not yet written to the file. Never held while pool memory is touched.
+#[derive(Debug)]
+struct Outbox {
+    /// Encoded records not yet written to the file.
+    buf: Vec<u8>,
+    /// File offset where `buf[0]` goes.
+    buf_offset: u64,
+    /// Sequence number of the last record in (or written from) `buf`.
+    last_seq: u64,
+}
+
+/// Where a checkpoint writes changed pages: the pool file (from the copy-on-write mapping), or
+/// through the external memory itself (its own write-back of changed blocks, then its drain).
+#[derive(Debug)]
+enum Home {
+    File(Box<dyn JournalFile>),
+    Memory(Arc<dyn crate::region::ExternalMemory>),
 }
 
 #[derive(Debug)]
@@ -475,7 +504,9 @@ struct IoState {
 #[derive(Debug)]
 pub(crate) struct Journal {
     file: Box<dyn JournalFile>,
-    home: Box<dyn JournalFile>,
+    home: Home,
+    /// External memory: the gate its write-back waits at (the write-ahead rule).
+    gate: Option<Arc<WriteAheadGate>>,
     path: PathBuf,
     uuid: [u8; 16],
     /// The region's memory: `len` bytes at `base`.
@@ -487,11 +518,12 @@ pub(crate) struct Journal {
     /// Line-aligned ranges flushed since the last ordering point.
     pending: Mutex<Vec<(u64, u64)>>,
     appender: Mutex<Appender>,
+    outbox: Mutex<Outbox>,
     io: Mutex<IoState>,
     durable: AtomicU64,
     failed: AtomicBool,
     /// Durability points whose records were appended since the buffer was last written out
-    /// (changed only under the `appender` lock, read without it): the group forming for the
+    /// (changed only under the `outbox` lock, read without it): the group forming for the
     /// next sync.
     arrivals: AtomicU32,
     /// Whether a thread leads a sync now; followers wait on the condition variable until it
@@ -554,7 +586,8 @@ impl Journal {
         let pages = len.div_ceil(PAGE);
         Ok(Journal {
             file,
-            home,
+            home: Home::File(home),
+            gate: None,
             path: path.to_owned(),
             uuid,
             base: base as usize,
@@ -564,11 +597,15 @@ impl Journal {
             buffered: opts.buffered.is_some(),
             pending: Mutex::new(Vec::new()),
             appender: Mutex::new(Appender {
-                buf: Vec::with_capacity(64 << 10),
-                buf_offset: RECORDS_OFFSET,
                 next_seq,
                 epoch,
                 ranges: Vec::new(),
+                record: Vec::new(),
+            }),
+            outbox: Mutex::new(Outbox {
+                buf: Vec::with_capacity(64 << 10),
+                buf_offset: RECORDS_OFFSET,
+                last_seq: next_seq.saturating_sub(1),
             }),
             io: Mutex::new(IoState {
                 allocated,
@@ -592,6 +629,37 @@ impl Journal {
         })
     }
 
+    /// Makes this journal the one of external memory `memory` (the memory at `base` given to
+    /// [`start`](Self::start)): checkpoints write changed pages home through the memory's own
+    /// write-back (`flush` of the changed pages, then `drain`) instead of from the mapping to
+    /// the file, and `gate` learns of every append and sync. The caller installs `gate` in
+    /// `memory` and runs [`serve_write_ahead`](Self::serve_write_ahead) on a thread.
+    pub(crate) fn over_external(
+        mut self,
+        memory: Arc<dyn crate::region::ExternalMemory>,
+        gate: Arc<WriteAheadGate>,
+    ) -> Journal {
+        self.home = Home::Memory(memory);
+        self.gate = Some(gate);
+        self
+    }
+
+    /// The write-ahead thread's loop: on each request from a write-back waiting at the gate,
+    /// makes every record appended so far durable. Never takes the appender lock (a thread
+    /// holding it may be the one waiting) and never checkpoints. Returns when the gate closes
+    /// or fails.
+    pub(crate) fn serve_write_ahead(&self) {
+        let Some(gate) = &self.gate else {
+            return;
+        };
+        while gate.next_request() {
+            if self.lead_or_follow(gate.appended_seq()).is_err() {
+                gate.fail();
+                return;
+            }
+        }
+    }
+
     /// The journal file's path.
     pub(crate) fn path(&self) -> &Path {
         &self.path
@@ -608,6 +676,9 @@ impl Journal {
 
     fn fail(&self, e: io::Error) -> io::Error {
         self.failed.store(true, Ordering::Release);
+        if let Some(g) = &self.gate {
+            g.fail();
+        }
         e
     }
 
@@ -641,6 +712,7 @@ impl Journal {
         if guard.ranges.is_empty() {
             let seq = guard.next_seq - 1;
             if arrive && self.durable.load(Ordering::Acquire) < seq {
+                let _outbox = lock(&self.outbox);
                 self.arrive();
             }
             return Ok(seq);
@@ -661,7 +733,8 @@ impl Journal {
         }
         a.ranges.truncate(w + 1);
         let seq = a.next_seq;
-        let start = begin_record(&mut a.buf, a.epoch, seq, self.durable.load(Ordering::Acquire));
+        a.record.clear();
+        let start = begin_record(&mut a.record, a.epoch, seq, self.durable.load(Ordering::Acquire));
         let mut n = 0u32;
         for &(off, len) in &a.ranges {
             // Ranges outside the data area (header copies) are never journaled: the region
@@ -671,18 +744,18 @@ impl Journal {
             if s >= e {
                 continue;
             }
-            push_range_header(&mut a.buf, s, e - s);
-            let at = a.buf.len();
-            a.buf.resize(at + (e - s) as usize, 0);
+            push_range_header(&mut a.record, s, e - s);
+            let at = a.record.len();
+            a.record.resize(at + (e - s) as usize, 0);
             // SAFETY: `[s, e)` lies inside the data area, inside the mapping of `len` bytes at
-            // `base` (contract of `start`); `a.buf[at..]` is a distinct allocation of that many
+            // `base` (contract of `start`); `a.record[at..]` is a distinct allocation of that many
             // bytes. Bytes another thread is storing concurrently may be copied old or new, as a
             // CPU cache may write back a line at any moment; the undo protocol above makes
             // either outcome correct.
             unsafe {
                 std::ptr::copy_nonoverlapping(
                     (self.base as *const u8).add(s as usize),
-                    a.buf.as_mut_ptr().add(at),
+                    a.record.as_mut_ptr().add(at),
                     (e - s) as usize,
                 );
             }
@@ -690,16 +763,29 @@ impl Journal {
             n += 1;
         }
         a.ranges.clear();
-        finish_record(&mut a.buf, start, n);
+        finish_record(&mut a.record, start, n);
         a.next_seq += 1;
-        if arrive {
-            self.arrive();
+        let big = {
+            let mut outbox = lock(&self.outbox);
+            outbox.buf.extend_from_slice(&a.record);
+            outbox.last_seq = seq;
+            if arrive {
+                self.arrive();
+            }
+            outbox.buf.len() >= WRITE_OUT_AT
+        };
+        if let Some(g) = &self.gate {
+            // Before the appender lock is released and before this thread's next store: every
+            // store a write-back may carry that depends on this record follows this.
+            g.set_appended(seq);
         }
-        let big = a.buf.len() >= WRITE_OUT_AT;
         {
             let mut st = lock(&self.stats);
             st.records += 1;
-            st.bytes += (a.buf.len() - start) as u64;
+            st.bytes += (a.record.len() - start) as u64;
+        }
+        if a.record.capacity() > WRITE_OUT_AT {
+            a.record = Vec::new();
         }
         drop(guard);
         if big {
@@ -727,13 +813,31 @@ impl Journal {
         if self.buffered {
             return Ok(());
         }
-        self.sync_to(seq)
+        self.sync_to(seq)?;
+        self.checkpoint_if_full()
     }
 
     /// Makes every record appended so far durable (whatever the mode).
     pub(crate) fn sync(&self) -> io::Result<()> {
         let seq = self.append(true)?;
-        self.sync_to(seq)
+        self.sync_to(seq)?;
+        self.checkpoint_if_full()
+    }
+
+    /// Checkpoints if the journal holds more than its bound. Called after a sync, outside the
+    /// leader role and without the I/O lock: a checkpoint takes the appender lock first, and a
+    /// thread holding that lock may be waiting (at the write-ahead gate) for a sync.
+    fn checkpoint_if_full(&self) -> io::Result<()> {
+        if self.used() <= self.bound {
+            return Ok(());
+        }
+        let mut appender = lock(&self.appender);
+        if self.used() <= self.bound {
+            return Ok(());
+        }
+        let mut io = lock(&self.io);
+        self.check_failed()?;
+        self.checkpoint_locked(&mut appender, &mut io)
     }
 
     /// Waits until record `seq` is durable, syncing as the leader if no one else is.
@@ -783,8 +887,7 @@ impl Journal {
         r
     }
 
-    /// The leader's part: gathers its group, writes every buffered record, syncs once, and
-    /// checkpoints when the journal passed its bound.
+    /// The leader's part: gathers its group, writes every buffered record and syncs once.
     fn lead(&self) -> io::Result<()> {
         self.gather();
         let mut io = lock(&self.io);
@@ -793,13 +896,10 @@ impl Journal {
         self.write_out(&mut io, true)?;
         let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.last_sync_ns.store(took, Ordering::Relaxed);
-        if self.used() > self.bound {
-            self.checkpoint_locked(&mut io)?;
-        }
         Ok(())
     }
 
-    /// One more durability point in the group forming for the next sync (appender lock held).
+    /// One more durability point in the group forming for the next sync (outbox lock held).
     fn arrive(&self) {
         let n = self.arrivals.load(Ordering::Relaxed) + 1;
         self.arrivals.store(n, Ordering::Release);
@@ -831,27 +931,30 @@ impl Journal {
 
     /// Journal bytes in use (since the last checkpoint).
     fn used(&self) -> u64 {
-        let a = lock(&self.appender);
-        a.buf_offset + a.buf.len() as u64 - RECORDS_OFFSET
+        let outbox = lock(&self.outbox);
+        outbox.buf_offset + outbox.buf.len() as u64 - RECORDS_OFFSET
     }
 
     /// Writes the buffered records to the file, and syncs if `sync`.
     fn write_out(&self, io: &mut IoState, sync: bool) -> io::Result<()> {
         let (buf, offset, last) = {
-            let mut a = lock(&self.appender);
+            let mut outbox = lock(&self.outbox);
             let mut spare = std::mem::take(&mut io.spare);
             spare.clear();
-            let buf = std::mem::replace(&mut a.buf, spare);
+            let buf = std::mem::replace(&mut outbox.buf, spare);
             self.arrivals.store(0, Ordering::Release);
-            let offset = a.buf_offset;
-            a.buf_offset += buf.len() as u64;
-            (buf, offset, a.next_seq - 1)
+            let offset = outbox.buf_offset;
+            outbox.buf_offset += buf.len() as u64;
+            (buf, offset, outbox.last_seq)
         };
         let r = self.write_buf(io, &buf, offset, sync);
         io.spare = buf;
         r?;
         if sync {
             self.durable.fetch_max(last, Ordering::AcqRel);
+            if let Some(g) = &self.gate {
+                g.set_durable(last);
+            }
             let mut st = lock(&self.stats);
             st.syncs += 1;
             st.durable_seq = last;
@@ -884,21 +987,18 @@ impl Journal {
     pub(crate) fn checkpoint(&self) -> io::Result<()> {
         self.check_failed()?;
         self.order()?;
+        let mut appender = lock(&self.appender);
         let mut io = lock(&self.io);
         self.check_failed()?;
-        self.checkpoint_locked(&mut io)
+        self.checkpoint_locked(&mut appender, &mut io)
     }
 
-    fn checkpoint_locked(&self, io: &mut IoState) -> io::Result<()> {
-        // Hold appends for the whole checkpoint (see the module docs for why this is enough).
-        let mut a = lock(&self.appender);
-        let buf = std::mem::take(&mut a.buf);
-        self.arrivals.store(0, Ordering::Release);
-        self.write_buf(io, &buf, a.buf_offset, true)?;
-        a.buf_offset += buf.len() as u64;
-        self.durable.fetch_max(a.next_seq - 1, Ordering::AcqRel);
-        a.buf = buf;
-        a.buf.clear();
+    /// The checkpoint, with appends held for its whole length (see the module docs for why
+    /// this is enough). Lock order: appender, then I/O, then outbox. With appends held, every
+    /// record is durable once the buffer is synced, so a write-back reaching the write-ahead
+    /// gate meanwhile (the pages written home below, on external memory) passes at once.
+    fn checkpoint_locked(&self, a: &mut Appender, io: &mut IoState) -> io::Result<()> {
+        self.write_out(io, true)?;
         self.write_home().map_err(|e| self.fail(e))?;
         let header = JournalHeader {
             pool_uuid: self.uuid,
@@ -907,19 +1007,20 @@ impl Journal {
         };
         write_header(&*self.file, &header).map_err(|e| self.fail(e))?;
         a.epoch += 1;
-        a.buf_offset = RECORDS_OFFSET;
+        lock(&self.outbox).buf_offset = RECORDS_OFFSET;
         for w in self.dirty.iter() {
             w.store(0, Ordering::Relaxed);
         }
         let mut st = lock(&self.stats);
         st.checkpoints += 1;
-        st.syncs += 1;
         st.epoch = a.epoch;
         st.durable_seq = a.next_seq - 1;
         Ok(())
     }
 
     /// Writes every dirty page home (in runs of contiguous pages) and syncs the home file.
+    /// External memory writes the runs itself: only its resident pages' changed blocks (an
+    /// evicted page was written home when it left), then it syncs.
     fn write_home(&self) -> io::Result<()> {
         let mut bounce: Vec<u8> = Vec::new();
         let mut run_start = 0u64;
@@ -930,6 +1031,13 @@ impl Journal {
             }
             let from = start * PAGE;
             let bytes = (len * PAGE).min(self.len - from);
+            let home = match &self.home {
+                Home::File(f) => f,
+                Home::Memory(m) => {
+                    m.flush(from as usize, bytes as usize);
+                    return Ok(());
+                }
+            };
             bounce.resize(bytes as usize, 0);
             // SAFETY: `[from, from + bytes)` lies inside the mapping (contract of `start`);
             // `bounce` is a distinct allocation. Concurrent stores may be copied old or new (see
@@ -941,7 +1049,7 @@ impl Journal {
                     bytes as usize,
                 )
             };
-            self.home.write_all_at(bounce, from)
+            home.write_all_at(bounce, from)
         };
         for (wi, w) in self.dirty.iter().enumerate() {
             let mut bits = w.load(Ordering::Relaxed);
@@ -962,7 +1070,11 @@ impl Journal {
             }
         }
         flush_run(&mut bounce, run_start, run_len)?;
-        counted_sync(&*self.home)
+        match &self.home {
+            Home::File(f) => counted_sync(&**f),
+            // Reports the first error of the flushes above too.
+            Home::Memory(m) => m.drain(),
+        }
     }
 
     /// Counters since open.

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use super::PAGE;
 use crate::error::{Error, Result};
 use crate::flush::{self, FlushInstruction};
-use crate::journal::Journal;
+use crate::journal::{Journal, WriteAheadGate};
 
 /// How stores reach durability in a region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -167,7 +167,11 @@ pub(super) fn on_memory_fs(fd: std::os::fd::RawFd) -> bool {
 /// - ranges passed to `flush` before an `order` call returns `Ok` reach the file before any
 ///   range passed to `flush` after it (a crash leaves the file as of a prefix of the ordering
 ///   points, plus any subset of what was flushed since the last one);
-/// - `flush`, `order` and `drain` may be called from any thread at once.
+/// - `flush`, `order` and `drain` may be called from any thread at once;
+/// - once [`install_write_ahead`](ExternalMemory::install_write_ahead) has returned `true`, no
+///   byte that differs from the file's is written to the file (by eviction, by `flush`, or at
+///   close) unless [`WriteAheadGate::wait_durable`] returned `true` after the bytes written
+///   could no longer change and before the write was issued.
 pub unsafe trait ExternalMemory: Send + Sync + std::fmt::Debug {
     /// Start of the memory.
     fn base(&self) -> NonNull<u8>;
@@ -196,6 +200,14 @@ pub unsafe trait ExternalMemory: Send + Sync + std::fmt::Debug {
     ///
     /// The first error of the flushes or of the drain itself.
     fn drain(&self) -> io::Result<()>;
+    /// Asks the memory to obey the write-ahead rule of a journal from now on: every write of
+    /// changed bytes to the file first waits at `gate` (see the trait's safety contract).
+    /// Returns whether it will; the provided method returns `false` (such memory cannot carry
+    /// the journaled engine). Called once, at open, before the pool's memory is written.
+    fn install_write_ahead(&self, gate: &Arc<WriteAheadGate>) -> bool {
+        let _ = gate;
+        false
+    }
 }
 
 /// The persistence domain of one region, owning the state its flushes and drains need.
@@ -221,11 +233,14 @@ pub(super) enum Domain {
     Journaled(JournalDomain),
 }
 
-/// The journaled domain's state: the journal and, in buffered mode, its sync thread.
+/// The journaled domain's state: the journal, in buffered mode its sync thread, and over
+/// external memory the write-ahead gate and the thread that serves it.
 #[derive(Debug)]
 pub(super) struct JournalDomain {
     pub(super) journal: Arc<Journal>,
     syncer: Option<std::thread::JoinHandle<()>>,
+    /// External memory: the gate its write-back waits at, and the thread syncing for it.
+    write_ahead: Option<(Arc<WriteAheadGate>, std::thread::JoinHandle<()>)>,
 }
 
 impl JournalDomain {
@@ -233,11 +248,46 @@ impl JournalDomain {
     pub(super) fn new(journal: Journal, buffered: Option<std::time::Duration>) -> JournalDomain {
         let journal = Arc::new(journal);
         let syncer = buffered.map(|p| journal.run_syncer(p));
-        JournalDomain { journal, syncer }
+        JournalDomain {
+            journal,
+            syncer,
+            write_ahead: None,
+        }
+    }
+
+    /// Wraps a journal over external memory whose write-back waits at `gate` (installed in
+    /// the memory already): starts the write-ahead thread, which syncs the journal whenever a
+    /// write-back asks, and the sync thread if `buffered` has a period.
+    ///
+    /// # Errors
+    ///
+    /// The thread could not be started.
+    pub(super) fn over_external(
+        journal: Journal,
+        gate: Arc<WriteAheadGate>,
+        buffered: Option<std::time::Duration>,
+    ) -> io::Result<JournalDomain> {
+        let mut domain = JournalDomain::new(journal, buffered);
+        let journal = Arc::clone(&domain.journal);
+        let thread = std::thread::Builder::new()
+            .name("ptm-write-ahead".into())
+            .spawn(move || journal.serve_write_ahead());
+        match thread {
+            Ok(t) => {
+                domain.write_ahead = Some((gate, t));
+                Ok(domain)
+            }
+            Err(e) => {
+                gate.fail();
+                Err(e)
+            }
+        }
     }
 
     /// Stops the sync thread, then checkpoints: afterwards the home file holds everything and
-    /// the journal is empty.
+    /// the journal is empty. Then stops the write-ahead thread: a later write-back of changed
+    /// data passes the gate only if the journal is durable (after a failed checkpoint it is
+    /// refused, and the journal keeps the changes).
     ///
     /// # Errors
     ///
@@ -248,7 +298,31 @@ impl JournalDomain {
             self.journal.stop_syncer();
             let _ = t.join();
         }
-        self.journal.checkpoint()
+        let r = self.journal.checkpoint();
+        self.stop_write_ahead();
+        r
+    }
+
+    fn stop_write_ahead(&mut self) {
+        if let Some((gate, t)) = self.write_ahead.take() {
+            gate.close();
+            let _ = t.join();
+        }
+    }
+
+    /// The write-ahead gate (journaled external memory only).
+    pub(super) fn gate(&self) -> Option<&Arc<WriteAheadGate>> {
+        self.write_ahead.as_ref().map(|(g, _)| g)
+    }
+}
+
+impl Drop for JournalDomain {
+    fn drop(&mut self) {
+        self.stop_write_ahead();
+        if let Some(t) = self.syncer.take() {
+            self.journal.stop_syncer();
+            let _ = t.join();
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 //! | any other file, forced (option or `PTM_FORCE_PMEM=1`) | `MAP_SHARED` (MAP_SYNC refused) | cache flush (or eADR) |
 //! | any other file                            | `MAP_SHARED`                      | msync                  |
 //! | regular file, with [`RegionOptions::external`] | the provider's memory (not mapped) | paged      |
+//! | regular file, with [`RegionOptions::external`] and [`Engine::Journaled`] | the provider's memory | journaled (eviction held back until the journal is durable) |
 //! | any file, with `RegionOptions::simulate` (feature `simulate`) | as above        | simulated              |
 //!
 //! Ordering and durability: [`Region::flush`] starts making a range durable;
@@ -508,6 +509,16 @@ impl Region {
         self.domain.journal_path()
     }
 
+    /// The write-ahead gate of a journaled pool on external memory (see
+    /// [`RegionOptions::external`]): its counters tell how many write-backs of changed data
+    /// were checked and how many waited for a journal sync. `None` for other domains.
+    pub fn write_ahead_gate(&self) -> Option<&std::sync::Arc<crate::journal::WriteAheadGate>> {
+        match &self.domain {
+            Domain::Journaled(j) => j.gate(),
+            _ => None,
+        }
+    }
+
     /// What replaying a journal at open did (all zero if there was none).
     pub fn replay_report(&self) -> crate::journal::ReplayReport {
         self.replay
@@ -537,9 +548,11 @@ impl Drop for Region {
         if h.as_bytes() == self.header.as_bytes() {
             return;
         }
-        if matches!(self.domain, Domain::Journaled(_)) {
+        if matches!(&self.domain, Domain::Journaled(j) if j.gate().is_none()) {
             let _ = headers::write_headers_to_file(&self._file, &self.path, &h);
         } else {
+            // (Journaled external memory too: the header is written to its memory as well as
+            // to the file, or the memory's write-back at close would put the old one back.)
             // Backup first: a crash between the two leaves the primary, still dirty, in charge.
             let _ = self
                 .write_header_copy(h.backup_offset, &h)
@@ -739,6 +752,130 @@ mod tests {
         assert_eq!(d.drains, 2);
         assert_eq!(m.flushes.load(Ordering::Relaxed), 2);
         assert_eq!(m.drains.load(Ordering::Relaxed), 2, "order delegated to drain");
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "file system access")]
+    fn journaled_external_memory_must_accept_the_write_ahead_gate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p");
+        drop(Region::create(&path, 1 << 16).unwrap());
+        let source = ExternalMemorySource(Arc::new(|path: &Path, len| {
+            Ok(Arc::new(HeapMemory::load(path, len)?) as Arc<dyn ExternalMemory>)
+        }));
+        let e = RegionOptions::new()
+            .engine(Engine::Journaled)
+            .external(source)
+            .open(&path)
+            .unwrap_err();
+        assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+    }
+
+    /// Heap memory that writes flushed ranges home, each only after the write-ahead gate allows.
+    #[derive(Debug)]
+    struct GatedHeap {
+        heap: HeapMemory,
+        file: File,
+        gate: std::sync::OnceLock<Arc<crate::journal::WriteAheadGate>>,
+        /// Journal records known durable at each write home.
+        durable_at_writes: std::sync::Mutex<Vec<u64>>,
+    }
+
+    impl GatedHeap {
+        /// Writes `[offset, offset + len)` home, as an eviction would (after the gate).
+        fn write_home(&self, offset: usize, len: usize) -> std::io::Result<()> {
+            use std::os::unix::fs::FileExt;
+            if let Some(g) = self.gate.get() {
+                if !g.wait_durable() {
+                    return Err(std::io::Error::other("refused by the gate"));
+                }
+                self.durable_at_writes.lock().unwrap().push(g.durable_seq());
+            }
+            // SAFETY: the range lies inside the heap memory (callers pass pool ranges).
+            let bytes = unsafe { std::slice::from_raw_parts(self.heap.base.as_ptr().add(offset), len) };
+            self.file.write_all_at(bytes, offset as u64)
+        }
+    }
+
+    // SAFETY: as `HeapMemory`; every write to the file waits at the gate once installed (after
+    // the caller stopped changing the range: the tests are single-threaded).
+    unsafe impl ExternalMemory for GatedHeap {
+        fn base(&self) -> NonNull<u8> {
+            self.heap.base
+        }
+        fn len(&self) -> usize {
+            self.heap.len
+        }
+        fn flush(&self, offset: usize, len: usize) {
+            self.heap.flushes.fetch_add(1, Ordering::Relaxed);
+            self.write_home(offset, len).unwrap();
+        }
+        fn drain(&self) -> std::io::Result<()> {
+            self.heap.drains.fetch_add(1, Ordering::Relaxed);
+            self.file.sync_data()
+        }
+        fn install_write_ahead(&self, gate: &Arc<crate::journal::WriteAheadGate>) -> bool {
+            self.gate.set(gate.clone()).is_ok()
+        }
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "file system access")]
+    fn journaled_external_memory_writes_home_only_after_the_journal_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p");
+        drop(Region::create(&path, 1 << 16).unwrap());
+        let memory: Arc<std::sync::Mutex<Option<Arc<GatedHeap>>>> = Arc::default();
+        let keep = memory.clone();
+        let source = ExternalMemorySource(Arc::new(move |path: &Path, len| {
+            let m = Arc::new(GatedHeap {
+                heap: HeapMemory::load(path, len)?,
+                file: std::fs::OpenOptions::new().write(true).open(path)?,
+                gate: Default::default(),
+                durable_at_writes: Default::default(),
+            });
+            *keep.lock().unwrap() = Some(m.clone());
+            Ok(m as Arc<dyn ExternalMemory>)
+        }));
+        let mut r = RegionOptions::new()
+            .engine(Engine::Journaled)
+            .external(source)
+            .open(&path)
+            .unwrap();
+        assert_eq!(r.domain(), DomainKind::Journaled);
+        let m = memory.lock().unwrap().clone().unwrap();
+        let gate = r.write_ahead_gate().unwrap().clone();
+        let off = r.data_range().start;
+        r.write_at(off, &7u64.to_le_bytes()).unwrap();
+        r.flush(off, 8).unwrap();
+        r.order().unwrap();
+        // Appended, not durable: an eviction now must wait for a sync.
+        let appended = gate.appended_seq();
+        assert!(gate.durable_seq() < appended);
+        let syncs = r.journal_stats().unwrap().syncs;
+        let flushes = m.heap.flushes.load(Ordering::Relaxed);
+        m.write_home(off as usize & !(PAGE - 1), PAGE).unwrap();
+        assert_eq!(gate.waits(), 1);
+        assert_eq!(
+            r.journal_stats().unwrap().syncs,
+            syncs + 1,
+            "the write-ahead thread synced"
+        );
+        assert!(m.durable_at_writes.lock().unwrap()[0] >= appended);
+        // A write when everything is durable does not wait.
+        m.write_home(off as usize & !(PAGE - 1), PAGE).unwrap();
+        assert_eq!(gate.waits(), 1);
+        // A checkpoint writes the journal's dirty pages through the memory, then drains it.
+        r.checkpoint().unwrap();
+        assert!(m.heap.flushes.load(Ordering::Relaxed) > flushes);
+        assert!(m.heap.drains.load(Ordering::Relaxed) >= 1);
+        assert_eq!(r.journal_stats().unwrap().live_bytes, 0);
+        drop(r);
+        let mut word = [0u8; 8];
+        std::os::unix::fs::FileExt::read_exact_at(&File::open(&path).unwrap(), &mut word, off).unwrap();
+        assert_eq!(u64::from_le_bytes(word), 7);
+        // Closed: a write of changed data is refused unless the journal is durable (it is).
+        assert!(m.write_home(off as usize & !(PAGE - 1), PAGE).is_ok());
     }
 
     #[cfg(feature = "simulate")]

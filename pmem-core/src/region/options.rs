@@ -19,7 +19,7 @@ use super::{Region, HUGE_ALIGN, PAGE};
 use crate::error::{Error, Result};
 use crate::flush;
 use crate::header::{self, PoolHeader, ShutdownRecord, FLAG_JOURNAL, MAX_POOL_SIZE, MIN_POOL_SIZE};
-use crate::journal::{self, format::JournalHeader, Journal, JournalOptions, ReplayReport};
+use crate::journal::{self, format::JournalHeader, Journal, JournalOptions, ReplayReport, WriteAheadGate};
 
 /// Which persistence engine a pool on a regular file runs on (see the table in the
 /// [module docs](super)). Device-DAX nodes and DAX files accepting `MAP_SYNC` are persistent
@@ -37,7 +37,11 @@ pub enum Engine {
     Pmem,
     /// The journaled disk engine: memory mapped copy-on-write, every ordering point a record
     /// appended to a journal, one `fdatasync` per durability point shared by concurrent
-    /// committers, changed pages written home by checkpoints (see [`crate::journal`]).
+    /// committers, changed pages written home by checkpoints (see [`crate::journal`]). With
+    /// [`RegionOptions::external`] memory (nvme-backing's paged region) the same journal runs
+    /// over that memory, whose eviction of a changed page waits until the journal is durable
+    /// ([`crate::journal::WriteAheadGate`]); without this engine, external memory runs its own
+    /// write-through domain.
     Journaled,
     /// A shared file mapping made durable by `msync(MS_SYNC)` at every ordering and durability
     /// point (two or more device flushes per transaction). Kept for comparison.
@@ -170,10 +174,15 @@ impl RegionOptions {
         judge_shutdown(path, hdr.shutdown_record(), platform)
     }
 
-    /// Whether a regular file opened with these options runs on the journaled engine.
+    /// Whether a regular file opened with these options runs on the journaled engine. With
+    /// external memory only when asked for ([`Engine::Journaled`]); otherwise the memory's own
+    /// write-through domain ([`DomainKind::Paged`](super::DomainKind::Paged)).
     fn journaled(&self, file: &File) -> bool {
-        if self.external.is_some() || self.simulated() {
+        if self.simulated() {
             return false;
+        }
+        if self.external.is_some() {
+            return self.engine == Engine::Journaled;
         }
         match self.engine {
             Engine::Journaled => true,
@@ -182,7 +191,14 @@ impl RegionOptions {
         }
     }
     /// Backs the pool with memory from `source` instead of mapping the file (a regular file
-    /// only): the domain becomes [`DomainKind::Paged`](super::DomainKind::Paged).
+    /// only). The domain becomes [`DomainKind::Paged`](super::DomainKind::Paged) (the memory's
+    /// own flush and drain), or with [`Engine::Journaled`] the journaled engine over that
+    /// memory: ordering points append journal records, a durability point is one shared
+    /// `fdatasync`, the memory writes a changed page home (eviction) only once the journal is
+    /// durable ([`crate::journal::WriteAheadGate`]), and checkpoints write changed pages home
+    /// through the memory. The memory must accept the gate
+    /// ([`ExternalMemory::install_write_ahead`]), else opening fails with
+    /// [`Error::Unsupported`].
     pub fn external(mut self, source: ExternalMemorySource) -> Self {
         self.external = Some(source);
         self
@@ -211,6 +227,7 @@ impl RegionOptions {
                     map_sync: false,
                     external: Some(ext),
                     private: false,
+                    journaled: self.journaled(file),
                 })
             }
             (Some(_), Backing::DeviceDax) => Err(Error::Unsupported {
@@ -220,6 +237,7 @@ impl RegionOptions {
                 let private = backing == Backing::File && self.journaled(file);
                 let mut m = Mapped::own(Mapping::new(file, path, len, align, backing, private)?);
                 m.private = private;
+                m.journaled = private;
                 Ok(m)
             }
         }
@@ -244,10 +262,12 @@ impl RegionOptions {
                 unsafe { map.read_bytes(0, buf) }
             })));
         }
-        if let Some(ext) = mapped.external.take() {
-            return Ok(Domain::External(ext));
+        if !mapped.journaled {
+            if let Some(ext) = mapped.external.take() {
+                return Ok(Domain::External(ext));
+            }
         }
-        if mapped.private {
+        if mapped.journaled {
             let j = journal.ok_or(Error::Unsupported {
                 what: "a journaled pool without its journal",
             })?;
@@ -258,7 +278,8 @@ impl RegionOptions {
                 .map_err(|e| Error::io("duplicate the descriptor of", j.jpath, e))?;
             // SAFETY: the mapping is `map.len` bytes at `map.base`, owned by the region this
             // domain goes into, which drops the domain (and so the journal) before the mapping
-            // (`Region`'s field order and its `Drop`); it maps the pool file `home` whose data
+            // (`Region`'s field order and its `Drop`) — or external memory, which the journal
+            // keeps alive itself (`over_external` below); it maps the pool file `home` whose data
             // area is `data`.
             let journal = unsafe {
                 Journal::start(
@@ -275,10 +296,27 @@ impl RegionOptions {
                 )
             }
             .map_err(|e| Error::io("start journal", j.jpath, e))?;
-            return Ok(Domain::Journaled(JournalDomain::new(
-                journal,
-                self.journal.buffered_period(),
-            )));
+            let Some(ext) = mapped.external.take() else {
+                return Ok(Domain::Journaled(JournalDomain::new(
+                    journal,
+                    self.journal.buffered_period(),
+                )));
+            };
+            // Journaled external memory: its write-back waits for the journal from now on
+            // (nothing has been written to the memory yet).
+            let gate = Arc::new(
+                WriteAheadGate::new(j.next_seq.saturating_sub(1))
+                    .map_err(|e| Error::io("create the write-ahead gate of", j.jpath, e))?,
+            );
+            if !ext.install_write_ahead(&gate) {
+                return Err(Error::Unsupported {
+                    what: "the journaled engine on external memory that cannot hold back its write-back",
+                });
+            }
+            let journal = journal.over_external(ext, Arc::clone(&gate));
+            return JournalDomain::over_external(journal, gate, self.journal.buffered_period())
+                .map(Domain::Journaled)
+                .map_err(|e| Error::io("start the write-ahead thread of", j.jpath, e));
         }
         let pmem = mapped.map_sync
             || backing == Backing::DeviceDax
@@ -508,7 +546,7 @@ impl RegionOptions {
             None => false,
         };
         let jpath = self.journal.journal_path(path);
-        let start = if mapped.private {
+        let start = if mapped.journaled {
             // A journal left by an earlier pool at this path is not ours: start from empty.
             hdr.flags |= FLAG_JOURNAL;
             hdr.checksum = hdr.compute_checksum();
@@ -612,7 +650,7 @@ impl RegionOptions {
         let tag = self.claim_tag(hdr.pptr_tag)?;
         let report = replayed.as_ref().map(|r| r.report).unwrap_or_default();
         let start = match replayed {
-            Some(r) if mapped.private => Some((r.jfile, r.jpath, r.previous, r.next_seq)),
+            Some(r) if mapped.journaled => Some((r.jfile, r.jpath, r.previous, r.next_seq)),
             Some(r) => {
                 // Another engine: the pool file now holds everything; the journal goes.
                 drop(r.jfile);
@@ -620,13 +658,13 @@ impl RegionOptions {
                     .map_err(|e| Error::io("remove replayed journal", &r.jpath, e))?;
                 None
             }
-            None if mapped.private => {
+            None if mapped.journaled => {
                 let jpath = self.journal.journal_path(path);
                 Some((Self::open_journal_file(&jpath, true)?, jpath, None, 1))
             }
             None => None,
         };
-        let want_flag = if mapped.private { FLAG_JOURNAL } else { 0 };
+        let want_flag = if mapped.journaled { FLAG_JOURNAL } else { 0 };
         let domain = match &start {
             Some((jfile, jpath, previous, next_seq)) => {
                 let jfile = jfile
@@ -783,6 +821,8 @@ struct Mapped {
     external: Option<Arc<dyn ExternalMemory>>,
     /// A copy-on-write mapping for the journaled domain.
     private: bool,
+    /// The journaled domain: over the copy-on-write mapping or over external memory.
+    journaled: bool,
 }
 
 impl Mapped {
@@ -793,6 +833,7 @@ impl Mapped {
             map_sync,
             external: None,
             private: false,
+            journaled: false,
         }
     }
 }
