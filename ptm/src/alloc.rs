@@ -37,6 +37,10 @@ pub(crate) struct TxHeap {
     pub(crate) freed_new_blocks: Vec<(u64, u64)>,
     /// Slab chunks with blocks freed (chunk, class): offered again after commit.
     pub(crate) freed_slabs: Vec<(u64, usize)>,
+    /// Slab chunks (chunk, class) this transaction empties and turns into free chunks at commit
+    /// (their descriptors are logged and stored with the other deferred metadata); quarantined
+    /// after commit, since their bitmap words are in the commit's data hash.
+    pub(crate) returned_slabs: Vec<(u64, usize)>,
     /// Per class: the slab chunk this lane allocated from last (kept across transactions).
     pub(crate) hint: Vec<Option<u64>>,
 }
@@ -52,6 +56,7 @@ impl TxHeap {
         self.freed_new.clear();
         self.freed_new_blocks.clear();
         self.freed_slabs.clear();
+        self.returned_slabs.clear();
         if self.hint.len() != CLASSES.len() {
             self.hint = vec![None; CLASSES.len()];
         }
@@ -274,7 +279,7 @@ impl<'p> Transaction<'p> {
         // 1. This lane's current slab of the class.
         let hint = self.st_mut().heap.hint[c];
         if let Some(chunk) = hint {
-            if let Some(off) = self.take_block(chunk, c)? {
+            if let Take::Block(off) = self.take_block(chunk, c)? {
                 return Ok(off);
             }
         }
@@ -285,13 +290,13 @@ impl<'p> Transaction<'p> {
         let found = loop {
             let next = s.heap_index(|idx| idx.partial[c].pop())?;
             let Some(chunk) = next else { break None };
-            if !self.hold_chunk(chunk) {
-                busy.push(chunk);
-                continue;
-            }
-            if let Some(off) = self.take_block(chunk, c)? {
-                self.st_mut().heap.hint[c] = Some(chunk);
-                break Some(off);
+            match self.take_block(chunk, c)? {
+                Take::Busy => busy.push(chunk),
+                Take::Full => {}
+                Take::Block(off) => {
+                    self.st_mut().heap.hint[c] = Some(chunk);
+                    break Some(off);
+                }
             }
         };
         if !busy.is_empty() {
@@ -307,9 +312,9 @@ impl<'p> Transaction<'p> {
             return Ok(off);
         }
         // 3. A fresh chunk becomes a slab of the class.
-        let chunk = s.heap_index(|idx| idx.take_run(1))?.ok_or(Error::OutOfSpace {
-            requested: CLASSES[c],
-        })?;
+        let chunk = self
+            .take_chunks(1)?
+            .ok_or_else(|| self.out_of_space(CLASSES[c]))?;
         let layout = s.heap.layout;
         self.st_mut().heap.reserved.push((chunk, 1));
         self.lock_chunk(chunk)?;
@@ -327,20 +332,30 @@ impl<'p> Transaction<'p> {
             st.heap.new_slabs.push((chunk, c));
             st.heap.hint[c] = Some(chunk);
         }
-        self.take_block(chunk, c)?
-            .ok_or(Error::CorruptHeap("fresh slab has no free block"))
+        match self.take_block(chunk, c)? {
+            Take::Block(off) => Ok(off),
+            _ => Err(Error::CorruptHeap("fresh slab has no free block")),
+        }
     }
 
-    /// Takes a free block of slab `chunk` (class `c`), or `None` if it is full, of another class,
-    /// or locked by another transaction.
-    fn take_block(&self, chunk: u64, c: usize) -> Result<Option<u64>> {
+    /// Takes a free block of slab `chunk` (class `c`).
+    fn take_block(&self, chunk: u64, c: usize) -> Result<Take> {
         let s = self.shared();
         let layout = s.heap.layout;
-        if !self.hold_chunk(chunk) {
-            return Ok(None);
-        }
+        let fresh = match s.heap.try_lock_chunk(chunk, self.lane()) {
+            Ok(fresh) => fresh,
+            Err(()) => return Ok(Take::Busy),
+        };
         if self.effective_desc(chunk) != Desc::Slab(c) {
-            return Ok(None);
+            // A stale hint or index entry: the chunk was returned to the free chunks (and may be
+            // reserved by someone else now). Nothing was changed: let it go at once.
+            if fresh {
+                s.heap.unlock_chunk(chunk);
+            }
+            return Ok(Take::Full);
+        }
+        if fresh {
+            self.st_mut().heap.locked.push(chunk);
         }
         let mut st = self.st_mut();
         let g = slab_geom(c);
@@ -357,23 +372,12 @@ impl<'p> Transaction<'p> {
                 let b = free.trailing_zeros() as u64;
                 self.log_deferred(&mut st, word, 8)?;
                 st.heap.bits.insert(word, (set | 1 << b, clear));
-                return Ok(Some(layout.chunk_off(chunk) + g.first + (w * 64 + b) * g.block));
+                return Ok(Take::Block(
+                    layout.chunk_off(chunk) + g.first + (w * 64 + b) * g.block,
+                ));
             }
         }
-        Ok(None)
-    }
-
-    /// Takes chunk `chunk`'s metadata lock for this transaction (until it ends), without waiting;
-    /// `false` if another transaction holds it.
-    fn hold_chunk(&self, chunk: u64) -> bool {
-        match self.shared().heap.try_lock_chunk(chunk, self.lane()) {
-            Ok(true) => {
-                self.st_mut().heap.locked.push(chunk);
-                true
-            }
-            Ok(false) => true,
-            Err(()) => false,
-        }
+        Ok(Take::Full)
     }
 
     /// Allocates a run of chunks for `size` bytes.
@@ -382,9 +386,7 @@ impl<'p> Transaction<'p> {
         s.release_quarantine();
         let layout = s.heap.layout;
         let n = size.div_ceil(CHUNK);
-        let start = s
-            .heap_index(|idx| idx.take_run(n))?
-            .ok_or(Error::OutOfSpace { requested: size })?;
+        let start = self.take_chunks(n)?.ok_or_else(|| self.out_of_space(size))?;
         let mut st = self.st_mut();
         st.heap.reserved.push((start, n));
         drop(st);
@@ -400,5 +402,82 @@ impl<'p> Transaction<'p> {
                 .push((layout.desc_off(start + k), Desc::Cont(k).encode()));
         }
         Ok(layout.chunk_off(start))
+    }
+}
+
+/// What [`Transaction::take_block`] found.
+enum Take {
+    /// A block, now allocated by this transaction.
+    Block(u64),
+    /// No free block (or the chunk is no longer a slab of the class).
+    Full,
+    /// Another transaction holds the chunk's metadata.
+    Busy,
+}
+
+impl Transaction<'_> {
+    /// Reserves `n` contiguous free chunks in the volatile index (for a new slab, a large block
+    /// or a log extent). When none is free but some are quarantined, first makes the pending
+    /// completion marks durable (one ordering point, only on this near-full path) so the
+    /// quarantine can release them.
+    pub(crate) fn take_chunks(&self, n: u64) -> Result<Option<u64>> {
+        let s = self.shared();
+        s.release_quarantine();
+        if let Some(start) = s.heap_index(|idx| idx.take_run(n))? {
+            return Ok(Some(start));
+        }
+        if s.heap.quarantined.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            return Ok(None);
+        }
+        let mut flushed = Vec::new();
+        s.flush_pending_completions(&mut flushed);
+        s.order()?;
+        s.settle_completions(&flushed);
+        s.release_quarantine();
+        s.heap_index(|idx| idx.take_run(n))
+    }
+
+    /// Before the commit's drain: every slab this transaction freed blocks in and that holds no
+    /// allocated block once its bitmap changes are applied becomes a free chunk. Its descriptor
+    /// is logged like any metadata word (the caller's drain makes the record durable before the
+    /// store) and set to free with the other deferred stores. A slab created by this
+    /// transaction, or one with blocks another transaction quarantined, stays a slab. If the
+    /// log cannot grow, the slab simply stays (nothing is lost but the chunk's reuse).
+    pub(crate) fn return_empty_slabs(&self, st: &mut crate::tx::LaneVolatile) {
+        if st.heap.freed_slabs.is_empty() {
+            return;
+        }
+        let s = self.shared();
+        let layout = s.heap.layout;
+        let mut candidates = st.heap.freed_slabs.clone();
+        candidates.sort_unstable();
+        candidates.dedup();
+        for (chunk, c) in candidates {
+            if st.heap.new_slabs.iter().any(|&(a, _)| a == chunk) {
+                continue;
+            }
+            // The chunk's metadata lock is held (taken by the free), so nobody else changes its
+            // descriptor or bitmap.
+            if Desc::decode(s.read_u64(layout.desc_off(chunk))) != Desc::Slab(c) {
+                continue;
+            }
+            let g = slab_geom(c);
+            let empty = (0..g.words).all(|w| {
+                let word = layout.chunk_off(chunk) + w * 8;
+                let (set, clear) = st.heap.bits.get(&word).copied().unwrap_or((0, 0));
+                (s.read_u64(word) | set) & !clear == 0 && s.quarantined_bits(word) == 0
+            });
+            if !empty || self.log_deferred(st, layout.desc_off(chunk), 8).is_err() {
+                continue;
+            }
+            st.heap.descs.push((layout.desc_off(chunk), Desc::Free.encode()));
+            st.heap.returned_slabs.push((chunk, c));
+        }
+    }
+
+    /// The `OutOfSpace` error for a request of `requested` bytes, with the heap's free bytes and
+    /// longest free run as the volatile index sees them.
+    pub(crate) fn out_of_space(&self, requested: u64) -> Error {
+        Error::OutOfSpace { requested }
     }
 }

@@ -213,14 +213,30 @@ pub(crate) struct HeapIndex {
 }
 
 impl HeapIndex {
-    /// First-fit reservation of `n` contiguous chunks.
+    /// Best-fit reservation of `n` contiguous chunks: the shortest free run that holds them
+    /// (the lowest such run on a tie), so single chunks for new slabs and log extents are cut
+    /// from small gaps and long runs stay whole for large blocks.
     pub(crate) fn take_run(&mut self, n: u64) -> Option<u64> {
-        let (&start, &len) = self.free.iter().find(|(_, &len)| len >= n)?;
+        let mut best: Option<(u64, u64)> = None;
+        for (&start, &len) in &self.free {
+            if len >= n && best.is_none_or(|(_, b)| len < b) {
+                best = Some((start, len));
+                if len == n {
+                    break;
+                }
+            }
+        }
+        let (start, len) = best?;
         self.free.remove(&start);
         if len > n {
             self.free.insert(start + n, len - n);
         }
         Some(start)
+    }
+
+    /// Forgets slab `chunk` of class `c` (it was returned to the free chunks).
+    pub(crate) fn drop_partial(&mut self, c: usize, chunk: u64) {
+        self.partial[c].retain(|&a| a != chunk);
     }
 
     /// Returns `[start, start + n)` to the free runs, coalescing.

@@ -311,11 +311,10 @@ impl<'p> Transaction<'p> {
     fn jump(&self, st: &mut LaneVolatile) -> Result<()> {
         // The preferred size, or smaller ones down to one chunk when the heap is fragmented.
         // Extents are volatile reservations of free heap chunks (never marked in the chunk table).
-        self.shared.release_quarantine();
         let mut size = st.next_extent;
         let ext = loop {
             let n = size / crate::heap::CHUNK;
-            if let Some(start) = self.shared.heap_index(|idx| idx.take_run(n))? {
+            if let Some(start) = self.take_chunks(n)? {
                 break self.shared.heap.layout.chunk_off(start);
             }
             if size <= crate::heap::CHUNK {
@@ -382,6 +381,7 @@ impl<'p> Transaction<'p> {
     /// in the log. The stored words are logged ranges, so commit flushes and hashes them.
     fn apply_deferred(&self) -> Result<()> {
         let mut st = self.st.borrow_mut();
+        self.return_empty_slabs(&mut st);
         if !st.heap.has_deferred() && !st.undrained {
             return Ok(());
         }
@@ -747,9 +747,12 @@ fn release_lane(shared: &Shared, lane: usize, mut st: LaneVolatile, committed: b
                     idx.give_run(a, n);
                 }
                 for &(a, c) in h.new_slabs.iter().chain(&h.freed_slabs) {
-                    if !idx.partial[c].contains(&a) {
+                    if !idx.partial[c].contains(&a) && !h.returned_slabs.contains(&(a, c)) {
                         idx.partial[c].push(a);
                     }
+                }
+                for &(a, c) in &h.returned_slabs {
+                    idx.drop_partial(c, a);
                 }
             } else {
                 for &(a, n) in &h.reserved {
@@ -763,7 +766,16 @@ fn release_lane(shared: &Shared, lane: usize, mut st: LaneVolatile, committed: b
             }
         })
     });
-    if committed && (!h.freed_new.is_empty() || !h.freed_new_blocks.is_empty()) {
+    if committed {
+        for c in h.hint.iter_mut() {
+            if c.is_some_and(|a| h.returned_slabs.iter().any(|&(r, _)| r == a)) {
+                *c = None;
+            }
+        }
+    }
+    if committed
+        && (!h.freed_new.is_empty() || !h.freed_new_blocks.is_empty() || !h.returned_slabs.is_empty())
+    {
         use crate::heap::{QuarantineKind, Quarantined};
         let mut q = shared.heap.quarantine.lock().unwrap_or_else(|p| p.into_inner());
         for &(start, n) in &h.freed_new {
@@ -771,6 +783,15 @@ fn release_lane(shared: &Shared, lane: usize, mut st: LaneVolatile, committed: b
                 lane,
                 seq: st.seq,
                 kind: QuarantineKind::Run { start, n },
+            });
+        }
+        // A returned slab's bitmap words are in this commit's data hash: no fresh store may
+        // land there before the completion mark is durable.
+        for &(start, _) in &h.returned_slabs {
+            q.push(Quarantined {
+                lane,
+                seq: st.seq,
+                kind: QuarantineKind::Run { start, n: 1 },
             });
         }
         for &(word, mask) in &h.freed_new_blocks {
