@@ -37,10 +37,19 @@ pub(crate) struct TxHeap {
     pub(crate) freed_new_blocks: Vec<(u64, u64)>,
     /// Slab chunks with blocks freed (chunk, class): offered again after commit.
     pub(crate) freed_slabs: Vec<(u64, usize)>,
-    /// Slab chunks (chunk, class) this transaction empties and turns into free chunks at commit
-    /// (their descriptors are logged and stored with the other deferred metadata); quarantined
-    /// after commit, since their bitmap words are in the commit's data hash.
+    /// Slab chunks (chunk, class) whose last block this transaction freed: their descriptor is
+    /// logged (at that free, so before the drain that covers the free), to be set free at commit
+    /// if the slab is still empty then.
+    pub(crate) emptied_slabs: Vec<(u64, usize)>,
+    /// Slab chunks (chunk, class) this transaction turns into free chunks at commit;
+    /// quarantined after commit, since their bitmap words are in the commit's data hash.
     pub(crate) returned_slabs: Vec<(u64, usize)>,
+    /// Whether this transaction allocated anything (it is then no longer removal-only, and its
+    /// log extents no longer come from the metadata reserve).
+    pub(crate) allocated: bool,
+    /// Whether this transaction may use the application's reserve
+    /// ([`Transaction::use_reserve`]).
+    pub(crate) use_reserve: bool,
     /// Per class: the slab chunk this lane allocated from last (kept across transactions).
     pub(crate) hint: Vec<Option<u64>>,
 }
@@ -56,7 +65,10 @@ impl TxHeap {
         self.freed_new.clear();
         self.freed_new_blocks.clear();
         self.freed_slabs.clear();
+        self.emptied_slabs.clear();
         self.returned_slabs.clear();
+        self.allocated = false;
+        self.use_reserve = false;
         if self.hint.len() != CLASSES.len() {
             self.hint = vec![None; CLASSES.len()];
         }
@@ -107,6 +119,7 @@ impl<'p> Transaction<'p> {
     /// As [`alloc`](Transaction::alloc).
     pub fn alloc_bytes(&self, size: u64) -> Result<u64> {
         let size = size.max(1);
+        self.st_mut().heap.allocated = true;
         let off = match class_of(size) {
             Some(c) => self.alloc_small(c)?,
             None => self.alloc_run(size)?,
@@ -151,6 +164,10 @@ impl<'p> Transaction<'p> {
         let layout = s.heap.layout;
         let invalid = |what| Error::InvalidFree { offset: off, what };
         let chunk = layout.chunk_of(off).ok_or(invalid("not in the heap"))?;
+        // The volatile index is built from the chunk table: build it before this transaction
+        // changes a descriptor, or a chunk this free returns would be found free in the table
+        // and given back to the index a second time at commit.
+        s.ensure_heap_index()?;
         self.lock_chunk(chunk)?;
         match self.effective_desc(chunk) {
             Desc::Slab(c) => {
@@ -183,6 +200,7 @@ impl<'p> Transaction<'p> {
                 self.log_deferred(&mut st, word, 8)?;
                 st.heap.bits.insert(word, (set, clear | bit));
                 st.heap.freed_slabs.push((chunk, c));
+                self.log_if_emptied(&mut st, chunk, c);
                 Ok(())
             }
             Desc::Run(n) if chunk.checked_add(n).is_some_and(|end| end <= layout.n_chunks) => {
@@ -312,8 +330,9 @@ impl<'p> Transaction<'p> {
             return Ok(off);
         }
         // 3. A fresh chunk becomes a slab of the class.
+        let keep = self.chunks_to_keep(&self.st_mut().heap, false);
         let chunk = self
-            .take_chunks(1)?
+            .take_chunks(1, keep)?
             .ok_or_else(|| self.out_of_space(CLASSES[c]))?;
         let layout = s.heap.layout;
         self.st_mut().heap.reserved.push((chunk, 1));
@@ -362,11 +381,7 @@ impl<'p> Transaction<'p> {
         for w in 0..g.words {
             let word = layout.chunk_off(chunk) + w * 8;
             let (set, clear) = st.heap.bits.get(&word).copied().unwrap_or((0, 0));
-            let valid = if (w + 1) * 64 <= g.blocks {
-                u64::MAX
-            } else {
-                (1u64 << (g.blocks % 64)) - 1
-            };
+            let valid = g.valid_mask(w);
             let free = !(s.read_u64(word) | set | clear | s.quarantined_bits(word)) & valid;
             if free != 0 {
                 let b = free.trailing_zeros() as u64;
@@ -386,7 +401,10 @@ impl<'p> Transaction<'p> {
         s.release_quarantine();
         let layout = s.heap.layout;
         let n = size.div_ceil(CHUNK);
-        let start = self.take_chunks(n)?.ok_or_else(|| self.out_of_space(size))?;
+        let keep = self.chunks_to_keep(&self.st_mut().heap, false);
+        let start = self
+            .take_chunks(n, keep)?
+            .ok_or_else(|| self.out_of_space(size))?;
         let mut st = self.st_mut();
         st.heap.reserved.push((start, n));
         drop(st);
@@ -405,6 +423,16 @@ impl<'p> Transaction<'p> {
     }
 }
 
+impl crate::pool::Shared {
+    /// Builds the heap's volatile index if it is not built yet (a load on the fast path).
+    pub(crate) fn ensure_heap_index(&self) -> Result<()> {
+        if self.heap.index_built.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
+        self.heap_index(|_| ())
+    }
+}
+
 /// What [`Transaction::take_block`] found.
 enum Take {
     /// A block, now allocated by this transaction.
@@ -420,10 +448,10 @@ impl Transaction<'_> {
     /// or a log extent). When none is free but some are quarantined, first makes the pending
     /// completion marks durable (one ordering point, only on this near-full path) so the
     /// quarantine can release them.
-    pub(crate) fn take_chunks(&self, n: u64) -> Result<Option<u64>> {
+    pub(crate) fn take_chunks(&self, n: u64, keep: u64) -> Result<Option<u64>> {
         let s = self.shared();
         s.release_quarantine();
-        if let Some(start) = s.heap_index(|idx| idx.take_run(n))? {
+        if let Some(start) = s.heap_index(|idx| idx.take_run(n, keep))? {
             return Ok(Some(start));
         }
         if s.heap.quarantined.load(std::sync::atomic::Ordering::Acquire) == 0 {
@@ -434,50 +462,128 @@ impl Transaction<'_> {
         s.order()?;
         s.settle_completions(&flushed);
         s.release_quarantine();
-        s.heap_index(|idx| idx.take_run(n))
+        s.heap_index(|idx| idx.take_run(n, keep))
     }
 
-    /// Before the commit's drain: every slab this transaction freed blocks in and that holds no
-    /// allocated block once its bitmap changes are applied becomes a free chunk. Its descriptor
-    /// is logged like any metadata word (the caller's drain makes the record durable before the
-    /// store) and set to free with the other deferred stores. A slab created by this
-    /// transaction, or one with blocks another transaction quarantined, stays a slab. If the
-    /// log cannot grow, the slab simply stays (nothing is lost but the chunk's reuse).
-    pub(crate) fn return_empty_slabs(&self, st: &mut crate::tx::LaneVolatile) {
-        if st.heap.freed_slabs.is_empty() {
-            return;
+    /// How many free chunks a reservation of this transaction must leave free: the log of a
+    /// removal-only transaction may use every free chunk; a transaction that called
+    /// [`use_reserve`](Transaction::use_reserve) leaves the metadata reserve; any other one
+    /// both reserves.
+    pub(crate) fn chunks_to_keep(&self, heap: &TxHeap, for_log: bool) -> u64 {
+        let r = self.shared().heap.reserve;
+        if for_log && !heap.allocated {
+            0
+        } else if heap.use_reserve {
+            r.metadata
+        } else {
+            r.metadata + r.app
         }
+    }
+
+    /// Lets this transaction allocate from the room kept by
+    /// [`PoolOptions::reserve`](crate::PoolOptions::reserve), for the rest of it. Call it in
+    /// the transactions that must succeed on a full pool (a move between collections, a cleanup
+    /// job's bookkeeping). Transactions that only free never need it: their undo log has a
+    /// reserve of its own.
+    pub fn use_reserve(&self) {
+        self.st_mut().heap.use_reserve = true;
+    }
+
+    /// Whether slab `chunk` (class `c`, metadata lock held) has no allocated block once this
+    /// transaction's bitmap changes apply, and no block quarantined by another transaction.
+    fn slab_is_empty(&self, st: &crate::tx::LaneVolatile, chunk: u64, c: usize) -> bool {
         let s = self.shared();
         let layout = s.heap.layout;
-        let mut candidates = st.heap.freed_slabs.clone();
-        candidates.sort_unstable();
-        candidates.dedup();
-        for (chunk, c) in candidates {
-            if st.heap.new_slabs.iter().any(|&(a, _)| a == chunk) {
-                continue;
+        (0..slab_geom(c).words).all(|w| {
+            let word = layout.chunk_off(chunk) + w * 8;
+            let (set, clear) = st.heap.bits.get(&word).copied().unwrap_or((0, 0));
+            (s.read_u64(word) | set) & !clear == 0 && s.quarantined_bits(word) == 0
+        })
+    }
+
+    /// After a free in slab `chunk`: if that emptied the slab (one this transaction did not
+    /// create), logs its descriptor now, without a drain, so the drain that covers the free
+    /// covers it too and returning the slab at commit costs no extra drain. If the log cannot
+    /// grow, the slab simply stays a slab (nothing is lost but the chunk's reuse).
+    fn log_if_emptied(&self, st: &mut crate::tx::LaneVolatile, chunk: u64, c: usize) {
+        if st.heap.emptied_slabs.contains(&(chunk, c))
+            || st.heap.new_slabs.iter().any(|&(a, _)| a == chunk)
+            || !self.slab_is_empty(st, chunk, c)
+        {
+            return;
+        }
+        let desc = self.shared().heap.layout.desc_off(chunk);
+        if self.log_deferred(st, desc, 8).is_ok() {
+            st.heap.emptied_slabs.push((chunk, c));
+        }
+    }
+
+    /// At commit, before the deferred stores: every slab emptied by this transaction and still
+    /// empty (an allocation later in the transaction may have taken a block again) becomes a free
+    /// chunk: its descriptor, logged at the free that emptied it, is set to free with the other
+    /// deferred stores (docs/design.md §10.3).
+    pub(crate) fn return_empty_slabs(&self, st: &mut crate::tx::LaneVolatile) {
+        let layout = self.shared().heap.layout;
+        for i in 0..st.heap.emptied_slabs.len() {
+            let (chunk, c) = st.heap.emptied_slabs[i];
+            if self.slab_is_empty(st, chunk, c) {
+                st.heap.descs.push((layout.desc_off(chunk), Desc::Free.encode()));
+                st.heap.returned_slabs.push((chunk, c));
             }
-            // The chunk's metadata lock is held (taken by the free), so nobody else changes its
-            // descriptor or bitmap.
-            if Desc::decode(s.read_u64(layout.desc_off(chunk))) != Desc::Slab(c) {
-                continue;
-            }
-            let g = slab_geom(c);
-            let empty = (0..g.words).all(|w| {
-                let word = layout.chunk_off(chunk) + w * 8;
-                let (set, clear) = st.heap.bits.get(&word).copied().unwrap_or((0, 0));
-                (s.read_u64(word) | set) & !clear == 0 && s.quarantined_bits(word) == 0
-            });
-            if !empty || self.log_deferred(st, layout.desc_off(chunk), 8).is_err() {
-                continue;
-            }
-            st.heap.descs.push((layout.desc_off(chunk), Desc::Free.encode()));
-            st.heap.returned_slabs.push((chunk, c));
         }
     }
 
     /// The `OutOfSpace` error for a request of `requested` bytes, with the heap's free bytes and
     /// longest free run as the volatile index sees them.
     pub(crate) fn out_of_space(&self, requested: u64) -> Error {
-        Error::OutOfSpace { requested }
+        let st = self.st_mut();
+        let keep = self.chunks_to_keep(&st.heap, false);
+        self.out_of_space_with(requested, &st.heap.bits, keep)
+    }
+
+    /// [`out_of_space`](Self::out_of_space) with this transaction's pending bitmap changes
+    /// passed in (for callers that hold the lane state borrowed). `keep` free chunks are
+    /// reserves this request may not use: they are not counted.
+    pub(crate) fn out_of_space_with(
+        &self,
+        requested: u64,
+        bits: &BTreeMap<u64, (u64, u64)>,
+        keep: u64,
+    ) -> Error {
+        let s = self.shared();
+        let (free_chunks, largest) = s
+            .heap_index(|idx| {
+                let usable = idx.free_total.saturating_sub(keep);
+                (usable, idx.largest_run().min(usable))
+            })
+            .unwrap_or((0, 0));
+        let layout = s.heap.layout;
+        let mut slab_free = 0;
+        for chunk in 0..layout.n_chunks {
+            // Only chunks whose metadata nobody else is changing are read.
+            let Ok(fresh) = s.heap.try_lock_chunk(chunk, self.lane()) else {
+                continue;
+            };
+            if let Desc::Slab(c) = Desc::decode(s.read_u64(layout.desc_off(chunk))) {
+                let g = slab_geom(c);
+                for w in 0..g.words {
+                    let word = layout.chunk_off(chunk) + w * 8;
+                    let (set, clear) = bits.get(&word).copied().unwrap_or((0, 0));
+                    let valid = g.valid_mask(w);
+                    let used = s.read_u64(word) | set | clear | s.quarantined_bits(word);
+                    slab_free += u64::from((!used & valid).count_ones()) * g.block;
+                }
+            }
+            if fresh {
+                s.heap.unlock_chunk(chunk);
+            }
+        }
+        let free_bytes = free_chunks * CHUNK + slab_free;
+        Error::OutOfSpace {
+            requested,
+            free_bytes,
+            largest_free_run: largest * CHUNK,
+            fragmented: free_bytes >= requested,
+        }
     }
 }

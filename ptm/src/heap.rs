@@ -101,6 +101,17 @@ pub struct SlabGeom {
     pub words: u64,
 }
 
+impl SlabGeom {
+    /// The bits of bitmap word `w` that stand for blocks (all but the tail of the last word).
+    pub fn valid_mask(&self, w: u64) -> u64 {
+        if (w + 1) * 64 <= self.blocks {
+            u64::MAX
+        } else {
+            (1u64 << (self.blocks % 64)) - 1
+        }
+    }
+}
+
 /// The slab geometry of class `c`.
 pub fn slab_geom(c: usize) -> SlabGeom {
     let block = CLASSES[c];
@@ -186,6 +197,10 @@ pub struct HeapStats {
     pub free_bytes: u64,
     /// Allocated blocks per class (index as [`CLASSES`]).
     pub per_class: Vec<u64>,
+    /// Slab chunks per class (index as [`CLASSES`]).
+    pub per_class_slabs: Vec<u64>,
+    /// Bytes in free blocks of slabs (usable only by their own class).
+    pub slab_free_bytes: u64,
     /// Number of separate free chunk runs.
     pub free_runs: u64,
     /// Largest free run, in chunks.
@@ -193,6 +208,24 @@ pub struct HeapStats {
 }
 
 impl HeapStats {
+    /// Blocks of class `c` that its slabs hold (used or free).
+    pub fn class_capacity(&self, c: usize) -> u64 {
+        self.per_class_slabs
+            .get(c)
+            .map_or(0, |&n| n * slab_geom(c).blocks)
+    }
+
+    /// Share of the free bytes that a request for the largest free run could not use:
+    /// 1 - largest free run / free bytes (0 when all free space is one run of chunks; free slab
+    /// blocks count as fragmented, since they serve only their own class).
+    pub fn free_space_fragmentation(&self) -> f64 {
+        if self.free_bytes == 0 {
+            0.0
+        } else {
+            1.0 - (self.largest_free_run * CHUNK) as f64 / self.free_bytes as f64
+        }
+    }
+
     /// External fragmentation of free chunks: 1 - largest free run / free chunks (0 = one run).
     pub fn fragmentation(&self) -> f64 {
         if self.free_chunks == 0 {
@@ -210,13 +243,21 @@ pub(crate) struct HeapIndex {
     pub(crate) free: BTreeMap<u64, u64>,
     /// Per class: slab chunks that may have free blocks.
     pub(crate) partial: Vec<Vec<u64>>,
+    /// Chunks in `free` (the sum of its lengths).
+    pub(crate) free_total: u64,
 }
 
 impl HeapIndex {
     /// Best-fit reservation of `n` contiguous chunks: the shortest free run that holds them
     /// (the lowest such run on a tie), so single chunks for new slabs and log extents are cut
     /// from small gaps and long runs stay whole for large blocks.
-    pub(crate) fn take_run(&mut self, n: u64) -> Option<u64> {
+    ///
+    /// `keep` chunks must stay free afterwards (the reserves of [`Reserve`]): `None` if taking
+    /// `n` would leave fewer.
+    pub(crate) fn take_run(&mut self, n: u64, keep: u64) -> Option<u64> {
+        if self.free_total < n.saturating_add(keep) {
+            return None;
+        }
         let mut best: Option<(u64, u64)> = None;
         for (&start, &len) in &self.free {
             if len >= n && best.is_none_or(|(_, b)| len < b) {
@@ -228,6 +269,7 @@ impl HeapIndex {
         }
         let (start, len) = best?;
         self.free.remove(&start);
+        self.free_total -= n;
         if len > n {
             self.free.insert(start + n, len - n);
         }
@@ -239,8 +281,14 @@ impl HeapIndex {
         self.partial[c].retain(|&a| a != chunk);
     }
 
+    /// The longest free run, in chunks.
+    pub(crate) fn largest_run(&self) -> u64 {
+        self.free.values().copied().max().unwrap_or(0)
+    }
+
     /// Returns `[start, start + n)` to the free runs, coalescing.
     pub(crate) fn give_run(&mut self, mut start: u64, mut n: u64) {
+        self.free_total += n;
         if let Some((&p, &plen)) = self.free.range(..start).next_back() {
             if p + plen == start {
                 self.free.remove(&p);
@@ -277,14 +325,37 @@ pub(crate) struct Quarantined {
     pub(crate) kind: QuarantineKind,
 }
 
+/// Free chunks kept out of ordinary allocation (volatile: counts, not particular chunks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Reserve {
+    /// For the undo log of removal-only transactions: enough log extents to record every
+    /// bitmap word and chunk descriptor of the heap, so freeing any set of blocks fits
+    /// ([`metadata_reserve`]).
+    pub(crate) metadata: u64,
+    /// [`PoolOptions::reserve`](crate::PoolOptions::reserve): for transactions that call
+    /// [`Transaction::use_reserve`](crate::Transaction::use_reserve).
+    pub(crate) app: u64,
+}
+
+/// Chunks of log extent that record every bitmap word and descriptor of a heap of `n_chunks`
+/// (one 64-byte undo record per 8-byte word at worst: a slab of 64-byte blocks has 64 bitmap
+/// words, plus a record for its descriptor and one for its jump), with the lanes' own logs not
+/// counted. 1 chunk per 62 chunks of heap, at least 1 (0 for an empty heap).
+pub fn metadata_reserve(n_chunks: u64) -> u64 {
+    (n_chunks * (64 * 64 + 2 * 64)).div_ceil(CHUNK)
+}
+
 /// Heap state shared by all transactions of a pool.
 #[derive(Debug)]
 pub(crate) struct Heap {
     pub(crate) layout: HeapLayout,
+    pub(crate) reserve: Reserve,
     /// Per chunk: lane + 1 of the transaction changing its metadata (volatile; held to the end
     /// of that transaction).
     pub(crate) locks: Box<[AtomicU32]>,
     pub(crate) index: Mutex<Option<HeapIndex>>,
+    /// `index` is built (set once, under its lock).
+    pub(crate) index_built: std::sync::atomic::AtomicBool,
     /// See [`Quarantined`]; lock order: quarantine before index.
     pub(crate) quarantine: Mutex<Vec<Quarantined>>,
     /// Entries in `quarantine` (checked without the lock on fast paths).
@@ -292,11 +363,20 @@ pub(crate) struct Heap {
 }
 
 impl Heap {
-    pub(crate) fn new(layout: HeapLayout) -> Heap {
+    /// A heap keeping the metadata reserve and `app_reserve` bytes (whole chunks, rounded up)
+    /// free for the transactions entitled to them; reserves are capped so that ordinary
+    /// allocation keeps at least half of the heap.
+    pub(crate) fn new(layout: HeapLayout, app_reserve: u64) -> Heap {
+        let metadata = metadata_reserve(layout.n_chunks).min(layout.n_chunks / 2);
+        let app = app_reserve
+            .div_ceil(CHUNK)
+            .min((layout.n_chunks / 2).saturating_sub(metadata));
         Heap {
             layout,
+            reserve: Reserve { metadata, app },
             locks: zeroed_atomics(layout.n_chunks as usize),
             index: Mutex::new(None),
+            index_built: std::sync::atomic::AtomicBool::new(false),
             quarantine: Mutex::new(Vec::new()),
             quarantined: std::sync::atomic::AtomicUsize::new(0),
         }
@@ -332,6 +412,7 @@ impl Heap {
         let mut guard = self.index.lock().unwrap_or_else(|p| p.into_inner());
         if guard.is_none() {
             *guard = Some(build_index(&self.layout, desc)?);
+            self.index_built.store(true, Ordering::Release);
         }
         Ok(f(guard.as_mut().expect("built above")))
     }
@@ -342,6 +423,7 @@ pub(crate) fn scan_stats(l: &HeapLayout, read: impl Fn(u64) -> u64) -> Result<He
     let mut st = HeapStats {
         chunks: l.n_chunks,
         per_class: vec![0; CLASSES.len()],
+        per_class_slabs: vec![0; CLASSES.len()],
         ..Default::default()
     };
     let mut run = 0u64;
@@ -369,8 +451,10 @@ pub(crate) fn scan_stats(l: &HeapLayout, read: impl Fn(u64) -> u64) -> Result<He
                     .sum();
                 st.slab_chunks += 1;
                 st.per_class[c] += used;
+                st.per_class_slabs[c] += 1;
                 st.used_bytes += used * g.block;
                 st.free_bytes += (g.blocks - used.min(g.blocks)) * g.block;
+                st.slab_free_bytes += (g.blocks - used.min(g.blocks)) * g.block;
                 i += 1;
             }
             Desc::Run(n) if i + n <= l.n_chunks => {
@@ -400,6 +484,7 @@ pub(crate) fn build_index(layout: &HeapLayout, desc: impl Fn(u64) -> u64) -> Res
     let mut idx = HeapIndex {
         free: BTreeMap::new(),
         partial: vec![Vec::new(); CLASSES.len()],
+        free_total: 0,
     };
     let mut i = 0;
     while i < layout.n_chunks {
@@ -410,6 +495,7 @@ pub(crate) fn build_index(layout: &HeapLayout, desc: impl Fn(u64) -> u64) -> Res
                     i += 1;
                 }
                 idx.free.insert(start, i - start);
+                idx.free_total += i - start;
                 continue;
             }
             Desc::Slab(c) => idx.partial[c].push(i),
@@ -508,9 +594,13 @@ mod tests {
             [(0, 1), (3, 2), (6, 2)]
         );
         assert_eq!(idx.partial[3], [5]);
-        assert_eq!(idx.take_run(2), Some(3));
+        assert_eq!(idx.free_total, 5);
+        assert_eq!(idx.take_run(2, 3), Some(3)); // best fit: the run of 2, not the first
+        assert_eq!(idx.take_run(1, 3), None); // would leave 2 free of the 3 to keep
         idx.give_run(3, 2);
-        assert_eq!(idx.take_run(3), None);
+        assert_eq!(idx.take_run(3, 0), None);
+        assert_eq!(idx.take_run(1, 0), Some(0));
+        assert_eq!(idx.free_total, 4);
         let bad = [Desc::Cont(1).encode(), 0, 0, 0, 0, 0, 0, 0];
         assert!(build_index(&layout, |i| bad[i as usize]).is_err());
         let short = [0, 0, 0, 0, 0, 0, 0, Desc::Run(2).encode()];

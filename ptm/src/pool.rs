@@ -39,6 +39,7 @@ pub struct PoolOptions {
     external: Option<pmem_core::ExternalMemorySource>,
     engine: pmem_core::Engine,
     journal: pmem_core::JournalOptions,
+    reserve: u64,
 }
 
 impl Default for PoolOptions {
@@ -55,6 +56,7 @@ impl Default for PoolOptions {
             external: None,
             engine: pmem_core::Engine::Auto,
             journal: pmem_core::JournalOptions::new(),
+            reserve: 0,
         }
     }
 }
@@ -108,6 +110,48 @@ impl PoolOptions {
     #[cfg(feature = "simulate")]
     pub fn simulation(mut self, sim: pmem_core::Simulation) -> Self {
         self.simulation = Some(sim);
+        self
+    }
+
+    /// Keeps `bytes` of the heap (rounded up to whole 256 KiB chunks, at most half the heap
+    /// with the metadata reserve) free for the operations the application names: ordinary
+    /// allocations fail with [`Error::OutOfSpace`] before they touch it, and a transaction
+    /// that calls [`Transaction::use_reserve`] may allocate from it (say, the node a move
+    /// between two collections needs, or the bookkeeping of a cleanup job on a full pool).
+    /// Default 0. Volatile: given at each open, not stored in the pool.
+    ///
+    /// Independently of it, removal-only transactions (no allocation) always find room for
+    /// their undo log: a metadata reserve of 1 chunk per 62 (at least one) is kept for their
+    /// log extents, enough to record every bitmap word and descriptor of the heap, so freeing
+    /// blocks never fails for lack of space (see `docs/design.md` §10.4).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ptm::{Error, PCell, Persistent, Pool, PoolOptions};
+    ///
+    /// #[derive(Persistent)]
+    /// #[persistent(crate = "ptm::pmem_core")]
+    /// #[repr(C)]
+    /// struct Root {
+    ///     n: PCell<u64>,
+    /// }
+    ///
+    /// # fn main() -> Result<(), Error> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let opts = PoolOptions::new().reserve(256 << 10);
+    /// let pool = Pool::<Root>::create(dir.path().join("r.pool"), 8 << 20, &opts)?;
+    /// // Fill the heap with ordinary allocations.
+    /// while pool.transaction(|tx, _| tx.alloc_bytes(64 << 10)).is_ok() {}
+    /// // A transaction entitled to the reserve still gets space.
+    /// pool.transaction(|tx, _| {
+    ///     tx.use_reserve();
+    ///     tx.alloc_bytes(64 << 10)
+    /// })?;
+    /// # Ok(()) }
+    /// ```
+    pub fn reserve(mut self, bytes: u64) -> Self {
+        self.reserve = bytes;
         self
     }
 
@@ -555,7 +599,10 @@ impl<R: Persistent> Pool<R> {
             pending_seq: (0..n).map(|_| AtomicU64::new(0)).collect(),
             pending_bits: (0..n.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
             durable_completed: (0..n).map(|_| AtomicU64::new(0)).collect(),
-            heap: crate::heap::Heap::new(crate::heap::HeapLayout::new(geo.heap_offset, geo.heap_size)),
+            heap: crate::heap::Heap::new(
+                crate::heap::HeapLayout::new(geo.heap_offset, geo.heap_size),
+                opts.reserve,
+            ),
             lock_timeout: opts.lock_timeout,
             poisoned: AtomicBool::new(false),
             recovery: report,

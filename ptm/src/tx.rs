@@ -312,15 +312,14 @@ impl<'p> Transaction<'p> {
         // The preferred size, or smaller ones down to one chunk when the heap is fragmented.
         // Extents are volatile reservations of free heap chunks (never marked in the chunk table).
         let mut size = st.next_extent;
+        let keep = self.chunks_to_keep(&st.heap, true);
         let ext = loop {
             let n = size / crate::heap::CHUNK;
-            if let Some(start) = self.take_chunks(n)? {
+            if let Some(start) = self.take_chunks(n, keep)? {
                 break self.shared.heap.layout.chunk_off(start);
             }
             if size <= crate::heap::CHUNK {
-                return Err(Error::OutOfSpace {
-                    requested: st.next_extent,
-                });
+                return Err(self.out_of_space_with(crate::heap::CHUNK, &st.heap.bits, keep));
             }
             size /= 2;
         };
