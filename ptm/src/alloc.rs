@@ -301,39 +301,23 @@ impl<'p> Transaction<'p> {
                 return Ok(off);
             }
         }
-        // 2. Slabs of the class with room, from the index. A slab whose metadata another
-        // transaction holds is skipped and given back to the index (it may still have room); a
-        // full one leaves the index until a free makes room in it.
-        let mut busy = Vec::new();
-        let found = loop {
-            let next = s.heap_index(|idx| idx.partial[c].pop())?;
-            let Some(chunk) = next else { break None };
-            match self.take_block(chunk, c)? {
-                Take::Busy => busy.push(chunk),
-                Take::Full => {}
-                Take::Block(off) => {
-                    self.st_mut().heap.hint[c] = Some(chunk);
-                    break Some(off);
-                }
-            }
-        };
-        if !busy.is_empty() {
-            s.heap_index(|idx| {
-                for chunk in busy {
-                    if !idx.partial[c].contains(&chunk) {
-                        idx.partial[c].push(chunk);
-                    }
-                }
-            })?;
-        }
-        if let Some(off) = found {
+        // 2. Slabs of the class with room, from the index.
+        if let Some(off) = self.take_from_slabs(c, true)? {
             return Ok(off);
         }
         // 3. A fresh chunk becomes a slab of the class.
         let keep = self.chunks_to_keep(&self.st_mut().heap, false);
-        let chunk = self
-            .take_chunks(1, keep)?
-            .ok_or_else(|| self.out_of_space(CLASSES[c]))?;
+        let Some(chunk) = self.take_chunks(1, keep)? else {
+            // 4. No free chunk: a block of the smallest larger class that has one, rather
+            // than a failure (the difference is internal fragmentation until it is freed; a
+            // free finds the block's class from its slab's descriptor).
+            for larger in c + 1..CLASSES.len() {
+                if let Some(off) = self.take_from_slabs(larger, false)? {
+                    return Ok(off);
+                }
+            }
+            return Err(self.out_of_space(CLASSES[c]));
+        };
         let layout = s.heap.layout;
         self.st_mut().heap.reserved.push((chunk, 1));
         self.lock_chunk(chunk)?;
@@ -355,6 +339,41 @@ impl<'p> Transaction<'p> {
             Take::Block(off) => Ok(off),
             _ => Err(Error::CorruptHeap("fresh slab has no free block")),
         }
+    }
+
+    /// Takes a block from a slab of class `c` with room, from the index. A slab whose metadata
+    /// another transaction holds is skipped and given back to the index (it may still have
+    /// room); a full one leaves the index until a free makes room in it. With `hint`, the slab
+    /// found becomes this lane's current slab of the class; without, it goes back to the index.
+    fn take_from_slabs(&self, c: usize, hint: bool) -> Result<Option<u64>> {
+        let s = self.shared();
+        let mut back = Vec::new();
+        let found = loop {
+            let next = s.heap_index(|idx| idx.partial[c].pop())?;
+            let Some(chunk) = next else { break None };
+            match self.take_block(chunk, c)? {
+                Take::Busy => back.push(chunk),
+                Take::Full => {}
+                Take::Block(off) => {
+                    if hint {
+                        self.st_mut().heap.hint[c] = Some(chunk);
+                    } else {
+                        back.push(chunk);
+                    }
+                    break Some(off);
+                }
+            }
+        };
+        if !back.is_empty() {
+            s.heap_index(|idx| {
+                for chunk in back {
+                    if !idx.partial[c].contains(&chunk) {
+                        idx.partial[c].push(chunk);
+                    }
+                }
+            })?;
+        }
+        Ok(found)
     }
 
     /// Takes a free block of slab `chunk` (class `c`).
@@ -490,14 +509,20 @@ impl Transaction<'_> {
     }
 
     /// Whether slab `chunk` (class `c`, metadata lock held) has no allocated block once this
-    /// transaction's bitmap changes apply, and no block quarantined by another transaction.
+    /// transaction's bitmap changes apply.
+    ///
+    /// Blocks quarantined by an earlier transaction T1 (allocated and freed in it) count as
+    /// free: T1 released the chunk's lock before this transaction took it, so T1's completion
+    /// mark was pending then and this transaction's first drain makes it durable; the chunk's
+    /// own quarantine (this transaction's mark) therefore ends no earlier than T1's, and one
+    /// pass of `release_quarantine` drops T1's entries no later than it frees the chunk.
     fn slab_is_empty(&self, st: &crate::tx::LaneVolatile, chunk: u64, c: usize) -> bool {
         let s = self.shared();
         let layout = s.heap.layout;
         (0..slab_geom(c).words).all(|w| {
             let word = layout.chunk_off(chunk) + w * 8;
             let (set, clear) = st.heap.bits.get(&word).copied().unwrap_or((0, 0));
-            (s.read_u64(word) | set) & !clear == 0 && s.quarantined_bits(word) == 0
+            (s.read_u64(word) | set) & !clear == 0
         })
     }
 
@@ -507,7 +532,7 @@ impl Transaction<'_> {
     /// grow, the slab simply stays a slab (nothing is lost but the chunk's reuse).
     fn log_if_emptied(&self, st: &mut crate::tx::LaneVolatile, chunk: u64, c: usize) {
         if st.heap.emptied_slabs.contains(&(chunk, c))
-            || st.heap.new_slabs.iter().any(|&(a, _)| a == chunk)
+            || st.heap.new_slabs.contains(&(chunk, c))
             || !self.slab_is_empty(st, chunk, c)
         {
             return;
@@ -522,12 +547,26 @@ impl Transaction<'_> {
     /// empty (an allocation later in the transaction may have taken a block again) becomes a free
     /// chunk: its descriptor, logged at the free that emptied it, is set to free with the other
     /// deferred stores (docs/design.md §10.3).
+    ///
+    /// A slab this transaction created and left empty (its blocks allocated and freed again)
+    /// is not created after all: its pending descriptor store becomes 0 (the descriptor was
+    /// logged when the slab was made), and it is quarantined like a returned slab.
     pub(crate) fn return_empty_slabs(&self, st: &mut crate::tx::LaneVolatile) {
         let layout = self.shared().heap.layout;
         for i in 0..st.heap.emptied_slabs.len() {
             let (chunk, c) = st.heap.emptied_slabs[i];
             if self.slab_is_empty(st, chunk, c) {
                 st.heap.descs.push((layout.desc_off(chunk), Desc::Free.encode()));
+                st.heap.returned_slabs.push((chunk, c));
+            }
+        }
+        for i in 0..st.heap.new_slabs.len() {
+            let (chunk, c) = st.heap.new_slabs[i];
+            if self.slab_is_empty(st, chunk, c) {
+                let desc = layout.desc_off(chunk);
+                for d in st.heap.descs.iter_mut().filter(|d| d.0 == desc) {
+                    d.1 = Desc::Free.encode();
+                }
                 st.heap.returned_slabs.push((chunk, c));
             }
         }

@@ -288,6 +288,15 @@ impl HeapIndex {
 
     /// Returns `[start, start + n)` to the free runs, coalescing.
     pub(crate) fn give_run(&mut self, mut start: u64, mut n: u64) {
+        debug_assert!(
+            self.free
+                .range(..start + n)
+                .next_back()
+                .is_none_or(|(&a, &l)| a + l <= start),
+            "chunks {start}..{} given back while free: {:?}",
+            start + n,
+            self.free
+        );
         self.free_total += n;
         if let Some((&p, &plen)) = self.free.range(..start).next_back() {
             if p + plen == start {
