@@ -166,11 +166,11 @@ fn a_returned_slab_is_reused_by_the_next_large_block() {
     let big = pool
         .transaction(|tx, r| {
             let off = tx.alloc_bytes(CHUNK)?;
-            let p = tx.pptr::<[u8; CHUNK as usize]>(off);
+            let p = tx.pptr::<[PCell<u64>; (CHUNK / 8) as usize]>(off);
             // SAFETY: a fresh block of CHUNK bytes owned by this transaction.
             let block = unsafe { tx.deref(p)? };
-            // SAFETY: fresh memory of this transaction: nobody else reads or writes it.
-            unsafe { std::ptr::write_bytes(block.as_ptr().cast_mut(), 0xFF, CHUNK as usize) };
+            // Fresh memory: the stores log nothing.
+            block.iter().try_for_each(|c| c.set(tx, u64::MAX))?;
             r.slots[2].set(tx, tx.pptr(off))?;
             common::crash_image(&common::path(&dir, "cap.pool"), &image);
             Ok::<_, Error>(off)
