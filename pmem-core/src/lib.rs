@@ -74,9 +74,9 @@ pub use persistent::{bytes_of, read_from_bytes, Persistent};
 pub use pmem_derive::Persistent;
 pub use pptr::PPtr;
 pub use region::{
-    inspect_headers, repair_headers, repair_journal, Backing, DomainKind, Engine, ExternalFactory,
-    ExternalMemory, ExternalMemorySource, HeaderFault, HeaderRepair, HeaderReport, Region, RegionOptions,
-    ENV_EADR, ENV_FORCE_PMEM,
+    grow_file, inspect_headers, repair_headers, repair_journal, Backing, DomainKind, Engine, ExternalFactory,
+    ExternalMemory, ExternalMemorySource, GrowReport, HeaderFault, HeaderRepair, HeaderReport, Region,
+    RegionOptions, ENV_EADR, ENV_FORCE_PMEM,
 };
 #[cfg(feature = "simulate")]
 pub use sim::{CrashPoint, FaultModel, Simulation};

@@ -143,7 +143,8 @@ pub struct HeapLayout {
 }
 
 impl HeapLayout {
-    /// The layout of a heap at `[offset, offset + size)`.
+    /// The layout of a heap at `[offset, offset + size)` whose chunk table is as large as the
+    /// heap needs, rounded up to a page (format 1, and the least a new pool gets).
     pub fn new(offset: u64, size: u64) -> HeapLayout {
         let mut n = size / (CHUNK + 8);
         loop {
@@ -157,6 +158,24 @@ impl HeapLayout {
             }
             n -= 1;
         }
+    }
+
+    /// The layout of a heap at `[offset, offset + size)` with a chunk table of `entries`
+    /// descriptors (rounded up to a page): chunks start after the table, and the heap has as
+    /// many as fit, at most `entries`.
+    pub fn with_table(offset: u64, size: u64, entries: u64) -> HeapLayout {
+        let table_bytes = align_up(entries.saturating_mul(8), 4096);
+        let n = (size.saturating_sub(table_bytes) / CHUNK).min(entries);
+        HeapLayout {
+            table: offset,
+            n_chunks: n,
+            chunks: offset + table_bytes,
+        }
+    }
+
+    /// Descriptors the chunk table has room for.
+    pub fn table_entries(&self) -> u64 {
+        (self.chunks - self.table) / 8
     }
 
     /// Pool offset of chunk `i`'s descriptor.
@@ -578,6 +597,16 @@ mod tests {
             assert!(l.n_chunks * 8 <= l.chunks - l.table);
         }
         assert_eq!(HeapLayout::new(0, 4096 + 10 * CHUNK).n_chunks, 10);
+        // A table with room for growth: the same chunks at first, more as the heap grows,
+        // never past the table's capacity.
+        let small = HeapLayout::with_table(0, 16384 + 10 * CHUNK, 2000);
+        assert_eq!(
+            (small.n_chunks, small.chunks, small.table_entries()),
+            (10, 16384, 2048)
+        );
+        let grown = HeapLayout::with_table(0, 16384 + 100 * CHUNK, 2000);
+        assert_eq!((grown.n_chunks, grown.chunks), (100, 16384));
+        assert_eq!(HeapLayout::with_table(0, 1 << 40, 2000).n_chunks, 2000);
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub struct PoolOptions {
     engine: pmem_core::Engine,
     journal: pmem_core::JournalOptions,
     reserve: u64,
+    max_size: Option<u64>,
 }
 
 impl Default for PoolOptions {
@@ -57,6 +58,7 @@ impl Default for PoolOptions {
             engine: pmem_core::Engine::Auto,
             journal: pmem_core::JournalOptions::new(),
             reserve: 0,
+            max_size: None,
         }
     }
 }
@@ -153,6 +155,20 @@ impl PoolOptions {
     pub fn reserve(mut self, bytes: u64) -> Self {
         self.reserve = bytes;
         self
+    }
+
+    /// The size the pool should be able to grow to (create only): its chunk table gets room
+    /// for a heap that large, at most 1/16 of the heap at creation (8 bytes per 256 KiB
+    /// chunk). Default: 64 times the size at creation, at least 1 GiB.
+    pub fn max_size(mut self, bytes: u64) -> Self {
+        self.max_size = Some(bytes);
+        self
+    }
+
+    fn max_size_for(&self, size: u64) -> u64 {
+        self.max_size
+            .unwrap_or_else(|| size.saturating_mul(64).max(1 << 30))
+            .min(1 << 48)
     }
 
     fn region_options(&self) -> RegionOptions {
@@ -502,7 +518,8 @@ impl<R: Persistent> Pool<R> {
         }
         let mut region = opts.region_options().create(path, size)?;
         let data = region.data_range();
-        let Some(geo) = Geometry::plan(data.start, data.end, opts.lanes, opts.lane_size, root_size) else {
+        let planned = Geometry::plan(data.start, data.end, opts.lanes, opts.lane_size, root_size);
+        let Some(geo) = planned.map(|g| g.with_room_to_grow(opts.max_size_for(size))) else {
             drop(region);
             let _ = std::fs::remove_file(path);
             return Err(Error::InvalidOptions(
@@ -517,7 +534,7 @@ impl<R: Persistent> Pool<R> {
         }
         zero_range(&mut region, geo.root_offset, geo.root_offset + root_size)?;
         // The chunk table: all chunks free.
-        let heap = crate::heap::HeapLayout::new(geo.heap_offset, geo.heap_size);
+        let heap = geo.heap_layout();
         zero_range(&mut region, heap.table, heap.chunks)?;
         let mut sb = [0u8; 256];
         sb[..128].copy_from_slice(&geo.encode());
@@ -599,10 +616,7 @@ impl<R: Persistent> Pool<R> {
             pending_seq: (0..n).map(|_| AtomicU64::new(0)).collect(),
             pending_bits: (0..n.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
             durable_completed: (0..n).map(|_| AtomicU64::new(0)).collect(),
-            heap: crate::heap::Heap::new(
-                crate::heap::HeapLayout::new(geo.heap_offset, geo.heap_size),
-                opts.reserve,
-            ),
+            heap: crate::heap::Heap::new(geo.heap_layout(), opts.reserve),
             lock_timeout: opts.lock_timeout,
             poisoned: AtomicBool::new(false),
             recovery: report,

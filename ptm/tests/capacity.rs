@@ -283,7 +283,7 @@ fn a_damaged_chunk_table_is_corrupt_heap() {
     let layout = {
         let p = Pool::<Root>::open(&path, &common::pmem()).unwrap();
         let geo = p.geometry();
-        ptm::heap::HeapLayout::new(geo.heap_offset, geo.heap_size)
+        geo.heap_layout()
     };
     damage(layout.chunk_off(0) + (g.words - 1) * 8, u64::MAX);
     drop(f);

@@ -33,6 +33,7 @@ use crate::persistent::Persistent;
 use crate::pptr::PPtr;
 
 mod domain;
+mod grow;
 mod headers;
 mod mapping;
 mod options;
@@ -41,6 +42,7 @@ use domain::Domain;
 use mapping::{Mapping, TagRegistration};
 
 pub use domain::{DomainKind, ExternalMemory};
+pub use grow::{grow_file, GrowReport};
 pub use headers::{inspect_headers, repair_headers, repair_journal, HeaderFault, HeaderRepair, HeaderReport};
 pub use mapping::Backing;
 pub use options::Engine;

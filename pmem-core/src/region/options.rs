@@ -503,7 +503,8 @@ impl RegionOptions {
             })?;
             (Backing::DeviceDax, hdr, mapped)
         } else if meta.file_type().is_file() {
-            let len = meta.len();
+            // A grow a crash interrupted is finished (or undone) first.
+            let (_, len) = super::grow::finish_interrupted_grow(&file, path, meta.len())?;
             let hdr = validate_headers(path, len, |off, buf| file.read_exact_at(buf, off))?;
             self.check_layout(path, &hdr)?;
             replayed = self.replay_journal(&file, path, &hdr)?;
@@ -626,7 +627,7 @@ fn env_flag(name: &str) -> bool {
     std::env::var_os(name).is_some_and(|v| v == "1")
 }
 
-fn check_size(size: u64) -> Result<()> {
+pub(super) fn check_size(size: u64) -> Result<()> {
     if size < MIN_POOL_SIZE {
         return Err(Error::InvalidSize {
             size,

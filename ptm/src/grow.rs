@@ -1,0 +1,78 @@
+//! Growing a pool: more heap at the end of the data area, every offset unchanged.
+//!
+//! The heap's chunk table is made at creation with room for the chunks of a pool of
+//! [`PoolOptions::max_size`](crate::PoolOptions::max_size) (format 2; a format 1 pool has the
+//! room its table's last page leaves). Growing adds chunks after the last one: they are free
+//! (their descriptors were zeroed with the table), and no block moves.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::heap::CHUNK;
+use crate::layout::Geometry;
+use crate::pool::{Pool, PoolOptions};
+
+/// The largest pool (bytes) the chunk table of a pool with geometry `geo` can describe.
+pub fn max_pool_size(geo: &Geometry) -> u64 {
+    let layout = geo.heap_layout();
+    // The backup header follows the data area.
+    (layout.chunks + geo.table_entries * CHUNK + pmem_core::HEADER_SIZE as u64).min(1 << 48)
+}
+
+/// Grows the closed pool at `path` to `new_size` bytes: opens it (recovery runs, a journal is
+/// replayed), closes it cleanly, then extends the file and rewrites both headers (the crash-safe
+/// protocol of [`pmem_core::grow_file`]: a crash leaves the old or the new size). The new bytes
+/// are free heap chunks. `opts` are those the pool is opened with (layout, engine).
+///
+/// # Errors
+///
+/// The errors of [`Pool::open`]; [`pmem_core::Error::CannotGrow`] (through [`Error::Core`]) for
+/// a device-DAX pool, a size not larger than the pool's, or one beyond what its chunk table can
+/// describe ([`max_pool_size`]); [`pmem_core::Error::InvalidSize`]; an I/O error if the file
+/// system refuses the space, the pool unchanged.
+///
+/// # Examples
+///
+/// ```
+/// use ptm::{PCell, Persistent, Pool, PoolOptions};
+///
+/// #[derive(Persistent)]
+/// #[persistent(crate = "ptm::pmem_core")]
+/// #[repr(C)]
+/// struct Root {
+///     n: PCell<u64>,
+/// }
+///
+/// # fn main() -> Result<(), ptm::Error> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("g.pool");
+/// let opts = PoolOptions::new();
+/// Pool::<Root>::create(&path, 8 << 20, &opts)?.close()?;
+/// ptm::grow_pool(&path, 64 << 20, &opts)?;
+/// let pool = Pool::<Root>::open(&path, &opts)?;
+/// assert_eq!(pool.region().len(), 64 << 20);
+/// # Ok(()) }
+/// ```
+pub fn grow_pool(path: impl AsRef<Path>, new_size: u64, opts: &PoolOptions) -> Result<pmem_core::GrowReport> {
+    let path = path.as_ref();
+    let pool = Pool::<()>::open_any(path, opts)?;
+    let geo = pool.geometry();
+    let device_dax = pool.region().backing() == pmem_core::Backing::DeviceDax;
+    pool.close()?;
+    let refuse = |why| {
+        Error::Core(pmem_core::Error::CannotGrow {
+            path: path.into(),
+            why,
+        })
+    };
+    if device_dax {
+        return Err(refuse("a device-DAX pool is as large as its device"));
+    }
+    if new_size > max_pool_size(&geo) {
+        return Err(refuse(
+            "its chunk table has no room for a heap that large (see ptm::max_pool_size; \
+             create pools with PoolOptions::max_size)",
+        ));
+    }
+    Ok(pmem_core::grow_file(path, new_size)?)
+}
