@@ -161,7 +161,7 @@ impl<'p> Transaction<'p> {
     /// As [`free`](Transaction::free).
     pub fn free_bytes(&self, off: u64) -> Result<()> {
         let s = self.shared();
-        let layout = s.heap.layout;
+        let layout = s.heap.layout();
         let invalid = |what| Error::InvalidFree { offset: off, what };
         let chunk = layout.chunk_of(off).ok_or(invalid("not in the heap"))?;
         // The volatile index is built from the chunk table: build it before this transaction
@@ -243,7 +243,7 @@ impl<'p> Transaction<'p> {
         }
         drop(st);
         let s = self.shared();
-        Desc::decode(s.read_u64(s.heap.layout.desc_off(i)))
+        Desc::decode(s.read_u64(s.heap.layout().desc_off(i)))
     }
 
     /// The tag carried by every [`PPtr`] into this pool (to build pointers from offsets, e.g.
@@ -318,7 +318,7 @@ impl<'p> Transaction<'p> {
             }
             return Err(self.out_of_space(CLASSES[c]));
         };
-        let layout = s.heap.layout;
+        let layout = s.heap.layout();
         self.st_mut().heap.reserved.push((chunk, 1));
         self.lock_chunk(chunk)?;
         let g = slab_geom(c);
@@ -379,7 +379,7 @@ impl<'p> Transaction<'p> {
     /// Takes a free block of slab `chunk` (class `c`).
     fn take_block(&self, chunk: u64, c: usize) -> Result<Take> {
         let s = self.shared();
-        let layout = s.heap.layout;
+        let layout = s.heap.layout();
         let fresh = match s.heap.try_lock_chunk(chunk, self.lane()) {
             Ok(fresh) => fresh,
             Err(()) => return Ok(Take::Busy),
@@ -418,7 +418,7 @@ impl<'p> Transaction<'p> {
     fn alloc_run(&self, size: u64) -> Result<u64> {
         let s = self.shared();
         s.release_quarantine();
-        let layout = s.heap.layout;
+        let layout = s.heap.layout();
         let n = size.div_ceil(CHUNK);
         let keep = self.chunks_to_keep(&self.st_mut().heap, false);
         let start = self
@@ -518,7 +518,7 @@ impl Transaction<'_> {
     /// pass of `release_quarantine` drops T1's entries no later than it frees the chunk.
     fn slab_is_empty(&self, st: &crate::tx::LaneVolatile, chunk: u64, c: usize) -> bool {
         let s = self.shared();
-        let layout = s.heap.layout;
+        let layout = s.heap.layout();
         (0..slab_geom(c).words).all(|w| {
             let word = layout.chunk_off(chunk) + w * 8;
             let (set, clear) = st.heap.bits.get(&word).copied().unwrap_or((0, 0));
@@ -537,7 +537,7 @@ impl Transaction<'_> {
         {
             return;
         }
-        let desc = self.shared().heap.layout.desc_off(chunk);
+        let desc = self.shared().heap.layout().desc_off(chunk);
         if self.log_deferred(st, desc, 8).is_ok() {
             st.heap.emptied_slabs.push((chunk, c));
         }
@@ -552,7 +552,7 @@ impl Transaction<'_> {
     /// is not created after all: its pending descriptor store becomes 0 (the descriptor was
     /// logged when the slab was made), and it is quarantined like a returned slab.
     pub(crate) fn return_empty_slabs(&self, st: &mut crate::tx::LaneVolatile) {
-        let layout = self.shared().heap.layout;
+        let layout = self.shared().heap.layout();
         for i in 0..st.heap.emptied_slabs.len() {
             let (chunk, c) = st.heap.emptied_slabs[i];
             if self.slab_is_empty(st, chunk, c) {
@@ -596,7 +596,7 @@ impl Transaction<'_> {
                 (usable, idx.largest_run().min(usable))
             })
             .unwrap_or((0, 0));
-        let layout = s.heap.layout;
+        let layout = s.heap.layout();
         let mut slab_free = 0;
         for chunk in 0..layout.n_chunks {
             // Only chunks whose metadata nobody else is changing are read.

@@ -76,3 +76,57 @@ pub fn grow_pool(path: impl AsRef<Path>, new_size: u64, opts: &PoolOptions) -> R
     }
     Ok(pmem_core::grow_file(path, new_size)?)
 }
+
+impl<R> Pool<R> {
+    /// Grows the pool to `new_size` bytes while it is open: the file is extended and the new
+    /// part mapped in place after the old one (address space for it was reserved at open), so
+    /// the base address, every `PPtr`, reference and guard stay valid and other threads' transactions go on
+    /// meanwhile. The new bytes are free heap chunks, available to allocations as soon as this
+    /// returns. Crash-safe: a crash leaves the old or the new size (see
+    /// [`pmem_core::Region::grow`]).
+    ///
+    /// # Errors
+    ///
+    /// [`pmem_core::Error::CannotGrow`] (through [`Error::Core`]): device-DAX, paged or simulated
+    /// pools; a size not larger than the pool's; one beyond the address space reserved at open
+    /// ([`Region::grow_room`](pmem_core::Region::grow_room): reopen the pool, or grow it closed
+    /// with [`grow_pool`]) or beyond the chunk table ([`max_pool_size`]).
+    /// [`pmem_core::Error::InvalidSize`]; an I/O error if the file system refuses the space (the
+    /// pool unchanged).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ptm::{PCell, Persistent, Pool, PoolOptions};
+    ///
+    /// #[derive(Persistent)]
+    /// #[persistent(crate = "ptm::pmem_core")]
+    /// #[repr(C)]
+    /// struct Root {
+    ///     n: PCell<u64>,
+    /// }
+    ///
+    /// # fn main() -> Result<(), ptm::Error> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let pool = Pool::<Root>::create(dir.path().join("g.pool"), 8 << 20, &PoolOptions::new())?;
+    /// let base = pool.region().base();
+    /// pool.grow(64 << 20)?;
+    /// assert_eq!(pool.region().base(), base); // in place
+    /// let big = pool.transaction(|tx, _| tx.alloc_bytes(32 << 20))?;
+    /// assert!(big > 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn grow(&self, new_size: u64) -> Result<()> {
+        let s = &*self.shared;
+        if new_size > max_pool_size(&s.geo) {
+            return Err(Error::Core(pmem_core::Error::CannotGrow {
+                path: s.region.path().into(),
+                why: "its chunk table has no room for a heap that large (see ptm::max_pool_size; \
+                      create pools with PoolOptions::max_size)",
+            }));
+        }
+        s.region.grow(new_size)?;
+        s.heap.grow_to(s.geometry().heap_layout().n_chunks);
+        Ok(())
+    }
+}

@@ -376,10 +376,13 @@ pub fn metadata_reserve(n_chunks: u64) -> u64 {
 /// Heap state shared by all transactions of a pool.
 #[derive(Debug)]
 pub(crate) struct Heap {
-    pub(crate) layout: HeapLayout,
+    /// The layout at open; the number of chunks is `n_chunks` (it grows with the pool).
+    base: HeapLayout,
+    /// Chunks in the heap now (at most the table's entries).
+    n_chunks: std::sync::atomic::AtomicU64,
     pub(crate) reserve: Reserve,
-    /// Per chunk: lane + 1 of the transaction changing its metadata (volatile; held to the end
-    /// of that transaction).
+    /// Per chunk of the table's capacity: lane + 1 of the transaction changing its metadata
+    /// (volatile; held to the end of that transaction).
     pub(crate) locks: Box<[AtomicU32]>,
     pub(crate) index: Mutex<Option<HeapIndex>>,
     /// `index` is built (set once, under its lock).
@@ -400,13 +403,38 @@ impl Heap {
             .div_ceil(CHUNK)
             .min((layout.n_chunks / 2).saturating_sub(metadata));
         Heap {
-            layout,
+            base: layout,
+            n_chunks: std::sync::atomic::AtomicU64::new(layout.n_chunks),
             reserve: Reserve { metadata, app },
-            locks: zeroed_atomics(layout.n_chunks as usize),
+            locks: zeroed_atomics(layout.table_entries() as usize),
             index: Mutex::new(None),
             index_built: std::sync::atomic::AtomicBool::new(false),
             quarantine: Mutex::new(Vec::new()),
             quarantined: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Where the chunk table and the chunks are, with the number of chunks now.
+    pub(crate) fn layout(&self) -> HeapLayout {
+        HeapLayout {
+            n_chunks: self.n_chunks.load(Ordering::Acquire),
+            ..self.base
+        }
+    }
+
+    /// The pool grew: the heap has `n` chunks now (at most the table's entries). The new ones
+    /// (free: their descriptors were zeroed with the table) join the index if it is built;
+    /// else its build finds them.
+    pub(crate) fn grow_to(&self, n: u64) {
+        let n = n.min(self.base.table_entries());
+        let mut guard = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self.n_chunks.load(Ordering::Acquire);
+        if n <= old {
+            return;
+        }
+        self.n_chunks.store(n, Ordering::Release);
+        if let Some(idx) = guard.as_mut() {
+            idx.give_run(old, n - old);
         }
     }
 
@@ -439,7 +467,7 @@ impl Heap {
     ) -> Result<T> {
         let mut guard = self.index.lock().unwrap_or_else(|p| p.into_inner());
         if guard.is_none() {
-            *guard = Some(build_index(&self.layout, desc)?);
+            *guard = Some(build_index(&self.layout(), desc)?);
             self.index_built.store(true, Ordering::Release);
         }
         Ok(f(guard.as_mut().expect("built above")))

@@ -157,9 +157,10 @@ impl PoolOptions {
         self
     }
 
-    /// The size the pool should be able to grow to (create only): its chunk table gets room
-    /// for a heap that large, at most 1/16 of the heap at creation (8 bytes per 256 KiB
-    /// chunk). Default: 64 times the size at creation, at least 1 GiB.
+    /// The size the pool should be able to grow to. At create, its chunk table gets room for a
+    /// heap that large (at most 1/16 of the heap at creation; 8 bytes per 256 KiB chunk); at
+    /// every open, that much address space is reserved for [`Pool::grow`] while open. Default:
+    /// 64 times the size (at creation, at open), at least 1 GiB.
     pub fn max_size(mut self, bytes: u64) -> Self {
         self.max_size = Some(bytes);
         self
@@ -185,6 +186,9 @@ impl PoolOptions {
         }
         if let Some(ext) = &self.external {
             o = o.external(ext.clone());
+        }
+        if let Some(max) = self.max_size {
+            o = o.grow_room(max);
         }
         o.engine(self.engine).journal(self.journal.clone())
     }
@@ -307,7 +311,7 @@ impl Shared {
     /// Runs `f` on the heap's volatile index (built from the chunk table on first use).
     pub(crate) fn heap_index<T>(&self, f: impl FnOnce(&mut crate::heap::HeapIndex) -> T) -> Result<T> {
         self.heap
-            .with_index(|i| self.read_u64(self.heap.layout.desc_off(i)), f)
+            .with_index(|i| self.read_u64(self.heap.layout().desc_off(i)), f)
     }
 
     /// Address of pool offset `off` (no check: callers validated it).
@@ -402,7 +406,14 @@ impl Shared {
     /// Whether `[off, off + len)` lies in the area transactions may log and modify: the root and
     /// the heap.
     pub(crate) fn loggable(&self, off: u64, len: u64) -> bool {
-        self.geo.loggable(off, len)
+        self.geometry().loggable(off, len)
+    }
+
+    /// The geometry with the heap as large as the pool is now (it grows with `Pool::grow`).
+    pub(crate) fn geometry(&self) -> Geometry {
+        let mut g = self.geo;
+        g.heap_size = (self.region.data_range().end & !4095) - g.heap_offset;
+        g
     }
 
     /// The pool offset of `addr` if `[addr, addr + len)` is loggable.
@@ -480,7 +491,7 @@ impl Shared {
 /// under [`PMutex`](crate::PMutex) / [`PRwLock`](crate::PRwLock); [`PCell`](crate::PCell) is for
 /// single-threaded pools.
 pub struct Pool<R> {
-    shared: Box<Shared>,
+    pub(crate) shared: Box<Shared>,
     /// Set by [`close`](Pool::close), so that drop does not close a second time.
     closed: bool,
     _root: PhantomData<R>,
@@ -773,7 +784,7 @@ impl<R: Persistent> Pool<R> {
 
     /// The pool's transaction-layer geometry.
     pub fn geometry(&self) -> Geometry {
-        self.shared.geo
+        self.shared.geometry()
     }
 
     /// What recovery did when the pool was opened.
@@ -807,7 +818,7 @@ impl<R: Persistent> Pool<R> {
     /// [`Error::CorruptHeap`] if the metadata is malformed.
     pub fn heap_stats(&mut self) -> Result<HeapStats> {
         let s = &*self.shared;
-        crate::heap::scan_stats(&s.heap.layout, |off| s.read_u64(off))
+        crate::heap::scan_stats(&s.heap.layout(), |off| s.read_u64(off))
     }
 
     /// Every allocated block as `(pool offset, block size)`, from the persistent metadata: for
@@ -818,7 +829,7 @@ impl<R: Persistent> Pool<R> {
     /// [`Error::CorruptHeap`] if the metadata is malformed.
     pub fn allocated_blocks(&mut self) -> Result<Vec<(u64, u64)>> {
         let s = &*self.shared;
-        let l = s.heap.layout;
+        let l = s.heap.layout();
         let mut out = Vec::new();
         let mut i = 0;
         while i < l.n_chunks {
@@ -850,7 +861,7 @@ impl<R: Persistent> Pool<R> {
     ///
     /// [`Error::CorruptHeap`] naming the first problem found.
     pub fn check_heap(&mut self) -> Result<HeapStats> {
-        let l = self.shared.heap.layout;
+        let l = self.shared.heap.layout();
         crate::heap::build_index(&l, |i| self.shared.read_u64(l.desc_off(i)))?;
         for i in 0..l.n_chunks {
             if let Desc::Slab(c) = Desc::decode(self.shared.read_u64(l.desc_off(i))) {

@@ -316,7 +316,7 @@ impl<'p> Transaction<'p> {
         let ext = loop {
             let n = size / crate::heap::CHUNK;
             if let Some(start) = self.take_chunks(n, keep)? {
-                break self.shared.heap.layout.chunk_off(start);
+                break self.shared.heap.layout().chunk_off(start);
             }
             if size <= crate::heap::CHUNK {
                 return Err(self.out_of_space_with(crate::heap::CHUNK, &st.heap.bits, keep));
@@ -719,7 +719,7 @@ fn release_lane(shared: &Shared, lane: usize, mut st: LaneVolatile, committed: b
     let h = &mut st.heap;
     let extents = std::mem::take(&mut st.extents);
     let chunk = crate::heap::CHUNK;
-    let layout = shared.heap.layout;
+    let layout = shared.heap.layout();
     // Volatile index updates: extents always go back; a commit frees what it freed and offers
     // its new and emptied slabs; an abort returns what it reserved. Most transactions touch
     // none of this and skip the index lock.

@@ -198,3 +198,168 @@ fn impossible_grows_are_named_errors_and_change_nothing() {
     let st = pool.check_heap().unwrap();
     assert!(st.chunks * CHUNK > 56 << 20);
 }
+
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Blob {
+    next: PCell<PPtr<Blob>>,
+    n: PCell<u64>,
+    fill: [u64; 8190],
+}
+
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Chain {
+    head: PCell<PPtr<Blob>>,
+    count: PCell<u64>,
+}
+
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct ChainRoot {
+    chain: ptm::PMutex<Chain>,
+}
+
+/// Pushes blob `n` (64 KiB) onto the chain; `OutOfSpace` if it does not fit (yet).
+fn push_blob(pool: &Pool<ChainRoot>, n: u64) -> Result<(), Error> {
+    pool.transaction(|tx, r| {
+        let chain = r.chain.lock(tx)?;
+        let p = tx.alloc_zeroed::<Blob>()?;
+        // SAFETY: a fresh block of this transaction.
+        let b = unsafe { tx.deref(p)? };
+        b.n.set(tx, n)?;
+        b.next.set(tx, chain.head.get(tx))?;
+        chain.head.set(tx, p)?;
+        chain.count.set(tx, n + 1)
+    })
+}
+
+/// Blob numbers along the chain, newest first.
+fn chain(pool: &Pool<ChainRoot>) -> Vec<u64> {
+    pool.transaction(|tx, r| {
+        let chain = r.chain.lock(tx)?;
+        let mut out = Vec::new();
+        let mut p = chain.head.get(tx);
+        while !p.is_null() {
+            // SAFETY: chain blobs are live; the chain's lock is held.
+            let b = unsafe { tx.deref(p)? };
+            out.push(b.n.get(tx));
+            p = b.next.get(tx);
+        }
+        Ok::<_, Error>(out)
+    })
+    .unwrap()
+}
+
+/// One thread keeps inserting 64 KiB blobs while another grows the pool 8 MiB -> 1 GiB in
+/// steps, and a third holds a reference into the pool across the first grow: the base address
+/// never moves, the reference reads the same value after the grow, the inserter ends up with
+/// far more than the first 8 MiB could hold, and the chain and heap check out, also after a
+/// reopen. (No timing: the inserter retries `OutOfSpace` until the grower is done.)
+#[test]
+fn one_thread_inserts_while_another_grows_the_pool_to_1_gib() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Barrier;
+    const BLOBS: u64 = 2000; // 125 MiB of blobs
+    let dir = common::shm_dir();
+    let path = common::path(&dir, "load.pool");
+    let pool = Pool::<ChainRoot>::create(&path, 8 << 20, &common::pmem()).unwrap();
+    push_blob(&pool, 0).unwrap();
+    let p0 = pool
+        .transaction(|tx, r| Ok::<_, Error>(r.chain.lock(tx)?.head.get(tx)))
+        .unwrap();
+    let base = pool.region().base().as_ptr() as usize;
+    let grown = AtomicBool::new(false);
+    let first_grow = Barrier::new(2);
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            let mut n = 1;
+            while n < BLOBS {
+                match push_blob(&pool, n) {
+                    Ok(()) => n += 1,
+                    Err(Error::OutOfSpace { .. }) if !grown.load(Ordering::Acquire) => {
+                        std::thread::yield_now()
+                    }
+                    Err(e) => panic!("blob {n}: {e}"),
+                }
+            }
+        });
+        sc.spawn(|| {
+            pool.transaction(|tx, _| {
+                // SAFETY: blob 0 stays live, and nobody writes it after its insertion.
+                let first = unsafe { tx.deref(p0)? };
+                let before = first as *const Blob;
+                first_grow.wait(); // the pool grows now
+                first_grow.wait(); // it has grown
+                assert_eq!(first as *const Blob, before);
+                assert_eq!(first.n.get(tx), 0);
+                Ok::<_, Error>(())
+            })
+            .unwrap();
+        });
+        sc.spawn(|| {
+            let mut size = 8u64 << 20;
+            first_grow.wait();
+            while size < 1 << 30 {
+                size *= 2;
+                pool.grow(size).unwrap();
+                assert_eq!(pool.region().base().as_ptr() as usize, base, "the pool moved");
+                if size == 16 << 20 {
+                    first_grow.wait();
+                }
+            }
+            grown.store(true, Ordering::Release);
+        });
+    });
+    assert_eq!(pool.region().len(), 1 << 30);
+    let got = chain(&pool);
+    assert_eq!(got, (0..BLOBS).rev().collect::<Vec<_>>());
+    drop(pool);
+    let mut pool = Pool::<ChainRoot>::open(&path, &common::pmem()).unwrap();
+    assert_eq!(pool.region().len(), 1 << 30);
+    assert_eq!(chain(&pool).len() as u64, BLOBS);
+    let st = pool.check_heap().unwrap();
+    assert!(st.used_bytes >= BLOBS * 65536, "{st:?}");
+}
+
+/// Growing while open on the disk engines, then a reopen: the new space holds data.
+#[test]
+fn the_disk_engines_grow_while_open() {
+    for engine in [Engine::Journaled, Engine::Msync] {
+        let dir = common::shm_dir();
+        let path = common::path(&dir, "disk.pool");
+        let opts = PoolOptions::new().layout("test").engine(engine);
+        let pool = Pool::<ChainRoot>::create(&path, 8 << 20, &opts).unwrap();
+        pool.grow(32 << 20).unwrap();
+        for n in 0..200 {
+            push_blob(&pool, n).unwrap_or_else(|e| panic!("{engine:?} blob {n}: {e}"));
+        }
+        drop(pool);
+        let mut pool = Pool::<ChainRoot>::open(&path, &opts).unwrap();
+        assert_eq!(pool.region().len(), 32 << 20, "{engine:?}");
+        assert_eq!(chain(&pool), (0..200).rev().collect::<Vec<_>>(), "{engine:?}");
+        pool.check_heap().unwrap();
+    }
+}
+
+/// Growing while open is refused beyond the address space reserved at open, and beyond the
+/// chunk table, with the pool unchanged and usable.
+#[test]
+fn growing_while_open_has_limits() {
+    let dir = common::shm_dir();
+    let path = common::path(&dir, "lim.pool");
+    let opts = common::pmem().max_size(32 << 20);
+    let pool = Pool::<ChainRoot>::create(&path, 8 << 20, &opts).unwrap();
+    let cannot =
+        |r: Result<(), Error>| matches!(r, Err(Error::Core(ptm::pmem_core::Error::CannotGrow { .. })));
+    assert!(cannot(pool.grow(8 << 20)));
+    assert!(cannot(pool.grow(1 << 30)));
+    assert!(pool.region().grow_room() >= 32 << 20);
+    pool.grow(32 << 20).unwrap();
+    assert!(cannot(pool.grow(64 << 20)));
+    assert_eq!(pool.region().len(), 32 << 20);
+    push_blob(&pool, 0).unwrap();
+}

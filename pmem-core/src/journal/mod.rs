@@ -474,10 +474,13 @@ pub(crate) struct Journal {
     home: Box<dyn JournalFile>,
     path: PathBuf,
     uuid: [u8; 16],
-    /// The region's memory: `len` bytes at `base`.
+    /// The region's memory: `len` bytes at `base` (both grow with the pool, see
+    /// [`Journal::grow`]).
     base: usize,
-    len: u64,
+    len: AtomicU64,
     data: std::ops::Range<u64>,
+    /// The end of the data area now (`data.end` at start).
+    data_end: AtomicU64,
     bound: u64,
     buffered: bool,
     /// Line-aligned ranges flushed since the last ordering point.
@@ -534,7 +537,8 @@ impl Journal {
             path: path.to_owned(),
             uuid,
             base: base as usize,
-            len,
+            len: AtomicU64::new(len),
+            data_end: AtomicU64::new(data.end),
             data,
             bound: opts.bound(),
             buffered: opts.buffered.is_some(),
@@ -581,6 +585,30 @@ impl Journal {
         e
     }
 
+    /// Room for the pool to grow to `capacity` bytes: the dirty-page bitmap covers that many
+    /// (the region calls it right after [`start`](Journal::start), before any record).
+    pub(crate) fn reserve_growth(mut self, capacity: u64) -> Journal {
+        let pages = capacity.div_ceil(PAGE);
+        if pages.div_ceil(64) as usize > self.dirty.len() {
+            self.dirty = (0..pages.div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
+        }
+        self
+    }
+
+    /// The pool grew: the memory is `len` bytes at the same base now, the data area ends at
+    /// `data_end`.
+    ///
+    /// # Safety
+    ///
+    /// `[base, base + len)` is mapped readable for the journal's whole life and holds the pool
+    /// (as the contract of [`start`](Journal::start)), and `len` is within the capacity given
+    /// to [`reserve_growth`](Journal::reserve_growth).
+    pub(crate) unsafe fn grow(&self, len: u64, data_end: u64) {
+        debug_assert!(len.div_ceil(PAGE).div_ceil(64) as usize <= self.dirty.len());
+        self.len.store(len, Ordering::Release);
+        self.data_end.store(data_end, Ordering::Release);
+    }
+
     /// Records `[offset, offset + len)` (widened to whole lines) for the next ordering point.
     pub(crate) fn flush(&self, offset: u64, len: u64) {
         if len == 0 {
@@ -588,7 +616,7 @@ impl Journal {
         }
         let start = offset & !(LINE - 1);
         let end = (offset + len).div_ceil(LINE) * LINE;
-        let end = end.min(self.len);
+        let end = end.min(self.len.load(Ordering::Acquire));
         lock(&self.pending).push((start, end - start));
     }
 
@@ -627,7 +655,7 @@ impl Journal {
             // Ranges outside the data area (header copies) are never journaled: the region
             // writes headers to the home file directly.
             let s = off.max(self.data.start);
-            let e = (off + len).min(self.data.end);
+            let e = (off + len).min(self.data_end.load(Ordering::Acquire));
             if s >= e {
                 continue;
             }
@@ -810,7 +838,7 @@ impl Journal {
                 return Ok(());
             }
             let from = start * PAGE;
-            let bytes = (len * PAGE).min(self.len - from);
+            let bytes = (len * PAGE).min(self.len.load(Ordering::Acquire) - from);
             bounce.resize(bytes as usize, 0);
             // SAFETY: `[from, from + bytes)` lies inside the mapping (contract of `start`);
             // `bounce` is a distinct allocation. Concurrent stores may be copied old or new (see

@@ -130,20 +130,44 @@ pub fn grow_file(path: impl AsRef<Path>, new_size: u64) -> Result<GrowReport> {
             why: "the new size is not larger than the pool",
         });
     }
+    grow_locked(&file, path, &hdr, new_size, |_| Ok(()))?;
+    Ok(GrowReport {
+        old_size: hdr.pool_size,
+        new_size,
+    })
+}
+
+/// The grow protocol on the locked pool file `file` whose current header is `hdr`: mark,
+/// extend, `map(new_size)` (the region maps the new part here; an error undoes the grow),
+/// new backup, new primary. Returns the new header.
+pub(super) fn grow_locked(
+    file: &File,
+    path: &Path,
+    hdr: &PoolHeader,
+    new_size: u64,
+    map: impl FnOnce(u64) -> Result<()>,
+) -> Result<PoolHeader> {
+    super::options::check_size(new_size)?;
+    if new_size <= hdr.pool_size {
+        return Err(Error::CannotGrow {
+            path: path.into(),
+            why: "the new size is not larger than the pool",
+        });
+    }
     let old = hdr.pool_size;
     let hs = HEADER_SIZE as u64;
     let write = |h: &PoolHeader, off: u64, what: &'static str| -> Result<()> {
         file.write_all_at(h.as_bytes(), off)
             .map_err(|e| Error::io(what, path, e))?;
-        sync(&file, path)
+        sync(file, path)
     };
     // 1. The mark.
-    let mut marked = hdr;
+    let mut marked = *hdr;
     marked.set_grow_target(Some(new_size));
     write(&marked, 0, "mark the grow of")?;
     let undo = |e: Error| -> Error {
         let _ = file.set_len(old);
-        let _ = write(&hdr, 0, "undo the grow of");
+        let _ = write(hdr, 0, "undo the grow of");
         e
     };
     // 2. The space, or a clean refusal.
@@ -158,16 +182,14 @@ pub fn grow_file(path: impl AsRef<Path>, new_size: u64) -> Result<GrowReport> {
     if rc != 0 {
         return Err(undo(Error::io("grow", path, io::Error::from_raw_os_error(rc))));
     }
+    map(new_size).map_err(undo)?;
     // 3. The new header as the backup at the new end; 4. as the primary.
-    let mut new = hdr;
+    let mut new = *hdr;
     new.pool_size = new_size;
     new.data_size = new_size - 2 * hs;
     new.backup_offset = new_size - hs;
     new.set_grow_target(None);
     write(&new, new_size - hs, "write the grown header of").map_err(undo)?;
     write(&new, 0, "write the grown header of")?;
-    Ok(GrowReport {
-        old_size: old,
-        new_size,
-    })
+    Ok(new)
 }

@@ -71,6 +71,8 @@ pub struct Region {
     backup_rewritten: bool,
     /// What replaying a journal did at open.
     replay: crate::journal::ReplayReport,
+    /// Serializes [`Region::grow`].
+    grow_lock: std::sync::Mutex<()>,
     _tag: TagRegistration,
     // Declared last: dropped (closing the descriptor, releasing the lock) after the unmap.
     _file: File,
@@ -98,6 +100,7 @@ impl Region {
             map_sync,
             backup_rewritten: false,
             replay: Default::default(),
+            grow_lock: std::sync::Mutex::new(()),
             _tag: tag,
             _file: file,
         }
@@ -146,14 +149,94 @@ impl Region {
         &self.path
     }
 
-    /// The pool header as validated at open.
+    /// The pool header as validated at open (its size fields are the size at open; after a
+    /// [`grow`](Region::grow) the pool is [`len`](Region::len) bytes).
     pub fn header(&self) -> &PoolHeader {
         &self.header
     }
 
-    /// Total mapped bytes (the pool size).
+    /// Total mapped bytes (the pool size, which [`grow`](Region::grow) raises).
     pub fn len(&self) -> u64 {
-        self.map.len as u64
+        self.map.len() as u64
+    }
+
+    /// The header as it is in the file now: the one read at open with the current size.
+    fn current_header(&self) -> PoolHeader {
+        let mut h = self.header;
+        let len = self.len();
+        if h.pool_size != len {
+            let hs = crate::header::HEADER_SIZE as u64;
+            h.pool_size = len;
+            h.data_size = len - 2 * hs;
+            h.backup_offset = len - hs;
+            h.checksum = h.compute_checksum();
+        }
+        h
+    }
+
+    /// The largest size [`grow`](Region::grow) can reach while the pool is open: the address
+    /// space reserved after the mapping at open (see
+    /// [`RegionOptions::grow_room`](RegionOptions::grow_room)); the pool size if it cannot grow
+    /// in place.
+    pub fn grow_room(&self) -> u64 {
+        if self.grows_in_place() {
+            self.map.reserved() as u64
+        } else {
+            self.len()
+        }
+    }
+
+    /// Whether the pool is a file mapped by this region (not device-DAX, paged or simulated).
+    fn grows_in_place(&self) -> bool {
+        self.backing == Backing::File
+            && matches!(
+                self.domain.kind(),
+                DomainKind::CacheFlush(_) | DomainKind::Eadr | DomainKind::Msync | DomainKind::Journaled
+            )
+    }
+
+    /// Grows the open pool to `new_size` bytes in place: the file is extended and the new part
+    /// mapped right after the old one, so the base address, every offset, pointer and reference
+    /// stay valid, and other threads go on using the pool meanwhile (they see the new size only
+    /// once it is mapped and durable). Crash-safe: a crash leaves the old or the new size (the
+    /// protocol of [`grow_file`], finished or undone at the next open). The new bytes are zero.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CannotGrow`] for a device-DAX pool, a paged (external) or simulated region, a
+    /// size not larger than the pool's, or one beyond [`grow_room`](Region::grow_room);
+    /// [`Error::InvalidSize`]; [`Error::Io`] if the file system refuses the space (the pool is
+    /// unchanged then).
+    pub fn grow(&self, new_size: u64) -> Result<()> {
+        let _serial = self.grow_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let refuse = |why| Error::CannotGrow {
+            path: self.path.clone(),
+            why,
+        };
+        if self.backing == Backing::DeviceDax {
+            return Err(refuse("a device-DAX pool is as large as its device"));
+        }
+        if !self.grows_in_place() {
+            return Err(refuse("paged and simulated regions cannot grow while open"));
+        }
+        if new_size > self.grow_room() {
+            return Err(refuse(
+                "beyond the address space reserved at open (reopen it, or grow it while closed)",
+            ));
+        }
+        let hdr = self.current_header();
+        grow::grow_locked(&self._file, &self.path, &hdr, new_size, |len| {
+            self.map.extend(&self._file, &self.path, len as usize)
+        })?;
+        self.map.publish(new_size as usize);
+        if let Domain::Journaled(j) = &self.domain {
+            let hs = crate::header::HEADER_SIZE as u64;
+            // SAFETY: the mapping now has `new_size` bytes at the same base, kept for the
+            // journal's life (the region drops the domain before the mapping), within the
+            // capacity given at start (`grow_room`).
+            unsafe { j.journal.grow(new_size, new_size - hs) };
+        }
+        Ok(())
     }
 
     /// Always false: a pool is at least 16 KiB.
@@ -163,7 +246,7 @@ impl Region {
 
     /// The data area `[start, end)` available to upper layers (between the two header copies).
     pub fn data_range(&self) -> std::ops::Range<u64> {
-        self.header.data_offset..self.header.data_offset + self.header.data_size
+        self.header.data_offset..self.len() - crate::header::HEADER_SIZE as u64
     }
 
     /// Base address of the mapping.
@@ -457,7 +540,7 @@ impl Drop for Region {
             // checkpoint fails, the journal keeps the changes and the flag stays for the next
             // open to replay them.
             if j.close().is_ok() {
-                let mut h = self.header;
+                let mut h = self.current_header();
                 h.flags &= !crate::header::FLAG_JOURNAL;
                 h.checksum = h.compute_checksum();
                 let _ = headers::write_headers_to_file(&self._file, &self.path, &h);
