@@ -188,9 +188,21 @@ impl<'p> Transaction<'p> {
                     return Err(invalid("freed twice"));
                 }
                 if set & bit != 0 {
-                    // Allocated in this transaction: not allocated after all, but its bytes are
-                    // in this transaction's data hash, so it is quarantined after commit.
+                    // Allocated in this transaction: not allocated after all.
                     st.heap.bits.insert(word, (set & !bit, clear));
+                    // Like a cancelled reservation when its records are the log's newest and
+                    // not yet ordered by a drain: they are taken back, the block was never
+                    // covered by this transaction's data hash, and it is free at once.
+                    if self.take_back(&mut st, crate::layout::KIND_NEW, off) {
+                        if set & !bit == 0 && clear == 0 {
+                            // The bitmap word changes no more: its undo record goes too.
+                            st.heap.bits.remove(&word);
+                            self.take_back(&mut st, crate::layout::KIND_UNDO, word);
+                        }
+                        return Ok(());
+                    }
+                    // Otherwise its bytes are in this transaction's data hash: it is
+                    // quarantined after commit.
                     st.heap.freed_new_blocks.push((word, bit));
                     return Ok(());
                 }

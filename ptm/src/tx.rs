@@ -73,6 +73,15 @@ pub(crate) struct LaneVolatile {
     next_extent: u64,
     /// Records appended since the last drain.
     undrained: bool,
+    /// Start of the current log area (the lane's log or an extent).
+    area_start: u64,
+    /// `pos` and `end` at the last drain: records after `ordered_pos` in the area ending at
+    /// `ordered_end` (or anywhere in a later area) are not ordered yet, so they may be taken
+    /// back ([`Transaction::take_back`]).
+    ordered_pos: u64,
+    ordered_end: u64,
+    /// Records were taken back: the log may hold stale copies of them with this seq.
+    took_back: bool,
     batch_depth: u32,
     locks: Vec<(HeldKind, *const AtomicU64)>,
     completions: Vec<(usize, u64)>,
@@ -148,6 +157,10 @@ impl<'p> Transaction<'p> {
         st.extents.clear();
         st.next_extent = MIN_EXTENT;
         st.undrained = false;
+        st.area_start = st.pos;
+        st.ordered_pos = st.pos;
+        st.ordered_end = st.end;
+        st.took_back = false;
         st.batch_depth = 0;
         st.locks.clear();
         st.heap.begin();
@@ -334,6 +347,7 @@ impl<'p> Transaction<'p> {
         self.shared.flush(st.pos, REC_HEADER);
         st.pos = ext;
         st.end = ext + size;
+        st.area_start = ext;
         st.undrained = true;
         Ok(())
     }
@@ -350,6 +364,53 @@ impl<'p> Transaction<'p> {
             return Ok(());
         }
         self.append_undo(st, off, len)
+    }
+
+    /// Takes back the newest log record if it is a record of `kind` for `target` appended since
+    /// the last drain (so not ordered before any in-place store, and not covered by a commit):
+    /// its header is zeroed and flushed, and it no longer counts. Returns whether it did.
+    ///
+    /// A stale copy of the record may still reach the media. With other records left, the
+    /// caller's commit runs the pre-commit drain (`undrained` is set), which orders the zeroed
+    /// header before the commit record; with none left, the lane's completion mark is set at
+    /// the end (`took_back`), which every later drainer makes durable before its in-place
+    /// stores (§8.3), so recovery never replays the stale copy over newer data.
+    pub(crate) fn take_back(&self, st: &mut LaneVolatile, kind: u8, target: u64) -> bool {
+        let Some(at) = st.pos.checked_sub(REC_ALIGN) else {
+            return false;
+        };
+        let unordered = st.end != st.ordered_end || at >= st.ordered_pos;
+        if at < st.area_start || !unordered || !st.index.is_empty() {
+            return false;
+        }
+        // SAFETY: `[at, at + 64)` is the newest record of this lane's current area, which only
+        // this transaction writes.
+        let header = unsafe { std::slice::from_raw_parts(self.shared.ptr(at), REC_HEADER as usize) };
+        let r = layout::decode_rec(header);
+        let len = r.len;
+        let fits = match kind {
+            KIND_NEW => true,
+            _ => rec_total(len) == REC_ALIGN,
+        };
+        if r.seq != st.seq
+            || r.kind != kind
+            || r.target != target
+            || !fits
+            || st.ranges.last() != Some(&(target, len))
+            || st.logical.last() != Some(&(target, len))
+        {
+            return false;
+        }
+        // SAFETY: as above.
+        unsafe { std::ptr::write_bytes(self.shared.ptr(at), 0, REC_HEADER as usize) };
+        self.shared.flush(at, REC_HEADER);
+        st.pos = at;
+        st.entries -= 1;
+        st.ranges.pop();
+        st.logical.pop();
+        st.undrained = true;
+        st.took_back = true;
+        true
     }
 
     /// Appends a new-range record for fresh memory `[off, off + len)`: no old bytes, but the
@@ -410,6 +471,8 @@ impl<'p> Transaction<'p> {
         if r.is_ok() {
             self.shared.settle_completions(&completions);
             st.undrained = false;
+            st.ordered_pos = st.pos;
+            st.ordered_end = st.end;
         }
         st.completions = completions;
         r
@@ -623,6 +686,14 @@ impl<'p> Transaction<'p> {
 
     /// Returns extents, releases locks, stores the lane state back and frees the lane.
     fn finish(&self, committed: bool) {
+        {
+            let st = self.st.borrow();
+            if st.took_back && st.entries == 0 {
+                // Stale copies of taken-back records may be in the log with this seq: the
+                // completion mark retires them (see `take_back`).
+                self.shared.mark_complete(self.lane, st.seq);
+            }
+        }
         release_lane(self.shared, self.lane, self.st.take(), committed);
     }
 
