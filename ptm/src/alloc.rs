@@ -485,15 +485,23 @@ impl Transaction<'_> {
         if let Some(start) = s.heap_index(|idx| idx.take_run(n, keep))? {
             return Ok(Some(start));
         }
-        if s.heap.quarantined.load(std::sync::atomic::Ordering::Acquire) == 0 {
-            return Ok(None);
+        if s.heap.quarantined.load(std::sync::atomic::Ordering::Acquire) != 0 {
+            let mut flushed = Vec::new();
+            s.flush_pending_completions(&mut flushed);
+            s.order()?;
+            s.settle_completions(&flushed);
+            s.release_quarantine();
+            if let Some(start) = s.heap_index(|idx| idx.take_run(n, keep))? {
+                return Ok(Some(start));
+            }
         }
-        let mut flushed = Vec::new();
-        s.flush_pending_completions(&mut flushed);
-        s.order()?;
-        s.settle_completions(&flushed);
-        s.release_quarantine();
-        s.heap_index(|idx| idx.take_run(n, keep))
+        // `PoolOptions::auto_grow`: more heap, then once more.
+        while s.auto_grow(n + keep) {
+            if let Some(start) = s.heap_index(|idx| idx.take_run(n, keep))? {
+                return Ok(Some(start));
+            }
+        }
+        Ok(None)
     }
 
     /// How many free chunks a reservation of this transaction must leave free: the log of a

@@ -125,8 +125,29 @@ impl<R> Pool<R> {
                       create pools with PoolOptions::max_size)",
             }));
         }
-        s.region.grow(new_size)?;
-        s.heap.grow_to(s.geometry().heap_layout().n_chunks);
+        s.grow(new_size)
+    }
+}
+
+impl crate::pool::Shared {
+    /// Grows the open pool to `new_size` (see [`Pool::grow`]); the caller checked the table.
+    pub(crate) fn grow(&self, new_size: u64) -> Result<()> {
+        self.region.grow(new_size)?;
+        self.heap.grow_to(self.geometry().heap_layout().n_chunks);
         Ok(())
+    }
+
+    /// `PoolOptions::auto_grow`: grows the pool so that `chunks` more chunks are free (to twice
+    /// its size at least, at most the configured maximum, the address space reserved at open
+    /// and what the chunk table describes). Returns whether it grew.
+    pub(crate) fn auto_grow(&self, chunks: u64) -> bool {
+        let Some(max) = self.auto_grow else {
+            return false;
+        };
+        let len = self.region.len();
+        let limit = max.min(self.region.grow_room()).min(max_pool_size(&self.geo)) & !4095;
+        let want = len.saturating_mul(2).max(len + (chunks + 1) * CHUNK);
+        let target = want.min(limit);
+        target > len && self.grow(target).is_ok()
     }
 }

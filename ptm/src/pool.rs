@@ -41,6 +41,7 @@ pub struct PoolOptions {
     journal: pmem_core::JournalOptions,
     reserve: u64,
     max_size: Option<u64>,
+    auto_grow: Option<u64>,
 }
 
 impl Default for PoolOptions {
@@ -59,6 +60,7 @@ impl Default for PoolOptions {
             journal: pmem_core::JournalOptions::new(),
             reserve: 0,
             max_size: None,
+            auto_grow: None,
         }
     }
 }
@@ -163,6 +165,15 @@ impl PoolOptions {
     /// 64 times the size (at creation, at open), at least 1 GiB.
     pub fn max_size(mut self, bytes: u64) -> Self {
         self.max_size = Some(bytes);
+        self
+    }
+
+    /// When the heap has no room for a request, grow the pool (while open, in place: see
+    /// [`Pool::grow`]) instead of failing: to twice its size or what the request needs, at most
+    /// `max` bytes (and at most what [`max_size`](PoolOptions::max_size) reserved). Only then
+    /// does an allocation fail with [`Error::OutOfSpace`]. Default: off.
+    pub fn auto_grow(mut self, max: u64) -> Self {
+        self.auto_grow = Some(max);
         self
     }
 
@@ -281,6 +292,8 @@ pub(crate) struct Shared {
     pub(crate) durable_completed: Box<[AtomicU64]>,
     pub(crate) heap: crate::heap::Heap,
     pub(crate) lock_timeout: Duration,
+    /// `PoolOptions::auto_grow`: grow up to this size instead of failing with `OutOfSpace`.
+    pub(crate) auto_grow: Option<u64>,
     pub(crate) poisoned: AtomicBool,
     pub(crate) recovery: RecoveryReport,
 }
@@ -629,6 +642,7 @@ impl<R: Persistent> Pool<R> {
             durable_completed: (0..n).map(|_| AtomicU64::new(0)).collect(),
             heap: crate::heap::Heap::new(geo.heap_layout(), opts.reserve),
             lock_timeout: opts.lock_timeout,
+            auto_grow: opts.auto_grow,
             poisoned: AtomicBool::new(false),
             recovery: report,
         };

@@ -363,3 +363,26 @@ fn growing_while_open_has_limits() {
     assert_eq!(pool.region().len(), 32 << 20);
     push_blob(&pool, 0).unwrap();
 }
+
+/// `PoolOptions::auto_grow` grows the pool when the heap is full instead of failing, up to its
+/// maximum; then `OutOfSpace`.
+#[test]
+fn auto_grow_grows_on_out_of_space_up_to_its_maximum() {
+    let dir = common::shm_dir();
+    let path = common::path(&dir, "auto.pool");
+    let opts = common::pmem().auto_grow(48 << 20);
+    let pool = Pool::<ChainRoot>::create(&path, 8 << 20, &opts).unwrap();
+    let mut n = 0;
+    let err = loop {
+        match push_blob(&pool, n) {
+            Ok(()) => n += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, Error::OutOfSpace { .. }), "{err}");
+    assert_eq!(pool.region().len(), 48 << 20);
+    assert!(n > 500, "only {n} blobs of 64 KiB fit");
+    drop(pool);
+    let pool = Pool::<ChainRoot>::open(&path, &common::pmem()).unwrap();
+    assert_eq!(chain(&pool).len() as u64, n);
+}
