@@ -601,3 +601,24 @@ fn alloc_and_free_before_a_drain_is_cancelled() {
     );
     assert_no_leak(&mut recovered);
 }
+
+/// On a heap with no slab of the class, an alloc + free in one transaction makes no slab at all
+/// (the slab's making is taken back with the block): no drain, no chunk taken, every time.
+#[test]
+fn a_cancelled_allocation_does_not_make_a_slab() {
+    let dir = common::shm_dir();
+    let mut pool = pool(&dir, 16 << 20);
+    let free = pool.heap_stats().unwrap().free_chunks;
+    for _ in 0..3 {
+        let before = thread_stats();
+        pool.transaction(|tx, _| {
+            let o = tx.alloc_bytes(64)?;
+            tx.free_bytes(o)
+        })
+        .unwrap();
+        assert_eq!(thread_stats().since(&before).drains, 0);
+        let st = pool.check_heap().unwrap();
+        assert_eq!((st.slab_chunks, st.free_chunks), (0, free), "{st:?}");
+    }
+    assert_no_leak(&mut pool);
+}
