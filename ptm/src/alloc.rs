@@ -41,6 +41,9 @@ pub(crate) struct TxHeap {
     /// logged (at that free, so before the drain that covers the free), to be set free at commit
     /// if the slab is still empty then.
     pub(crate) emptied_slabs: Vec<(u64, usize)>,
+    /// Chunks this transaction reserved and then gave up (a slab made and cancelled): free
+    /// again when the transaction ends, committed or not.
+    pub(crate) cancelled_chunks: Vec<u64>,
     /// Slab chunks (chunk, class) this transaction turns into free chunks at commit;
     /// quarantined after commit, since their bitmap words are in the commit's data hash.
     pub(crate) returned_slabs: Vec<(u64, usize)>,
@@ -67,6 +70,7 @@ impl TxHeap {
         self.freed_slabs.clear();
         self.emptied_slabs.clear();
         self.returned_slabs.clear();
+        self.cancelled_chunks.clear();
         self.allocated = false;
         self.use_reserve = false;
         if self.hint.len() != CLASSES.len() {
@@ -199,6 +203,7 @@ impl<'p> Transaction<'p> {
                             st.heap.bits.remove(&word);
                             self.take_back(&mut st, crate::layout::KIND_UNDO, word);
                         }
+                        self.cancel_new_slab(&mut st, chunk, c);
                         return Ok(());
                     }
                     // Otherwise its bytes are in this transaction's data hash: it is
@@ -561,6 +566,46 @@ impl Transaction<'_> {
         if self.log_deferred(st, desc, 8).is_ok() {
             st.heap.emptied_slabs.push((chunk, c));
         }
+    }
+
+    /// After a cancelled allocation: if slab `chunk` (class `c`) was made by this transaction,
+    /// holds no block now, and its making's records (the descriptor's undo record, newest, then
+    /// the bitmap area's new-range record) are the log's newest, they are taken back too and the
+    /// chunk goes straight back to the free chunks: the slab was never made. (Otherwise an
+    /// alloc + free on a heap without a slab of the class would make and return a slab at every
+    /// commit.)
+    fn cancel_new_slab(&self, st: &mut crate::tx::LaneVolatile, chunk: u64, c: usize) {
+        if !st.heap.new_slabs.contains(&(chunk, c)) || !self.slab_is_empty(st, chunk, c) {
+            return;
+        }
+        let s = self.shared();
+        let layout = s.heap.layout();
+        let desc = layout.desc_off(chunk);
+        if !self.take_back(st, crate::layout::KIND_UNDO, desc) {
+            return;
+        }
+        if !self.take_back(st, crate::layout::KIND_NEW, layout.chunk_off(chunk)) {
+            // The slab stays made after all: its descriptor needs its undo record again (the
+            // old value is still in place: descriptors are stored at commit).
+            if self.log_deferred(st, desc, 8).is_err() {
+                self.doom();
+            }
+            return;
+        }
+        let h = &mut st.heap;
+        h.new_slabs.retain(|&x| x != (chunk, c));
+        h.descs.retain(|&(d, _)| d != desc);
+        h.reserved.retain(|&(a, _)| a != chunk);
+        for w in 0..slab_geom(c).words {
+            h.bits.remove(&(layout.chunk_off(chunk) + w * 8));
+        }
+        if h.hint[c] == Some(chunk) {
+            h.hint[c] = None;
+        }
+        // Free again when this transaction ends, not before: until then a stale copy of the
+        // taken-back descriptor record could be replayed by a recovery of this transaction,
+        // and nobody else may have changed the descriptor meanwhile (the chunk stays locked).
+        h.cancelled_chunks.push(chunk);
     }
 
     /// At commit, before the deferred stores: every slab emptied by this transaction and still

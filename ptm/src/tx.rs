@@ -799,13 +799,17 @@ fn release_lane(shared: &Shared, lane: usize, mut st: LaneVolatile, committed: b
         || !h.freed_runs.is_empty()
         || !h.new_slabs.is_empty()
         || !h.freed_slabs.is_empty()
-        || !h.reserved.is_empty();
+        || !h.reserved.is_empty()
+        || !h.cancelled_chunks.is_empty();
     let _ = touched.then(|| {
         shared.heap_index(|idx| {
             for &(off, size) in &extents {
                 if let Some(start) = layout.chunk_of(off) {
                     idx.give_run(start, size / chunk);
                 }
+            }
+            for &a in &h.cancelled_chunks {
+                idx.give_run(a, 1);
             }
             if !committed {
                 for &(a, n) in &h.freed_new {

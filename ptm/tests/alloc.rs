@@ -609,14 +609,14 @@ fn a_cancelled_allocation_does_not_make_a_slab() {
     let dir = common::shm_dir();
     let mut pool = pool(&dir, 16 << 20);
     let free = pool.heap_stats().unwrap().free_chunks;
-    for _ in 0..3 {
+    for i in 0..3 {
         let before = thread_stats();
         pool.transaction(|tx, _| {
             let o = tx.alloc_bytes(64)?;
             tx.free_bytes(o)
         })
         .unwrap();
-        assert_eq!(thread_stats().since(&before).drains, 0);
+        assert_eq!(thread_stats().since(&before).drains, 0, "round {i}");
         let st = pool.check_heap().unwrap();
         assert_eq!((st.slab_chunks, st.free_chunks), (0, free), "{st:?}");
     }
