@@ -10,6 +10,7 @@ mod check;
 mod crashtest;
 mod demo;
 mod disk_bench;
+mod grow;
 mod journal;
 mod pause;
 mod recovery_bench;
@@ -79,6 +80,24 @@ enum Command {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// Treat the file as persistent memory (cache-flush domain) even if it is not on DAX
+        /// (overrides PTM_FORCE_PMEM).
+        #[arg(long)]
+        force_pmem: bool,
+    },
+    /// Grow a closed pool in place to a larger size: data and offsets stay, the new space is
+    /// free heap.
+    ///
+    /// Opens the pool first (recovery runs, a journal is replayed) and closes it cleanly; a
+    /// crash during the grow leaves the old or the new size. Refused for device-DAX nodes, and
+    /// beyond the size the pool's chunk table was made for (64 times the size at creation, at
+    /// least 1 GiB).
+    Grow {
+        /// The pool.
+        path: PathBuf,
+        /// The new size (larger than the pool), e.g. 64M, 1G.
+        #[arg(long, short, value_parser = size::parse_size, value_name = "SIZE")]
+        size: u64,
         /// Treat the file as persistent memory (cache-flush domain) even if it is not on DAX
         /// (overrides PTM_FORCE_PMEM).
         #[arg(long)]
@@ -368,6 +387,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
             accept_unsafe_shutdown,
             json,
         } => check(&path, repair, accept_unsafe_shutdown, json),
+        Command::Grow {
+            path,
+            size,
+            force_pmem,
+        } => emit(&grow::run(&path, size, force_pmem)?),
         Command::Demo {
             dir,
             disk,

@@ -408,12 +408,37 @@ pub(crate) fn txn_text(s: &ptm::Summary) -> String {
     t.row(
         "heap free",
         format!(
-            "{} (largest run {} chunks, fragmentation {:.2})",
+            "{} ({} in free chunks, largest run {} chunks; {} in slab blocks of their class)",
             format_size(h.free_bytes),
+            format_size(h.free_chunks * ptm::heap::CHUNK),
             h.largest_free_run,
+            format_size(h.slab_free_bytes),
+        ),
+    );
+    t.row(
+        "fragmentation",
+        format!(
+            "{:.2} of free bytes outside the largest free run ({:.2} among free chunks)",
+            h.free_space_fragmentation(),
             h.fragmentation()
         ),
     );
+    for (c, &block) in ptm::heap::CLASSES.iter().enumerate() {
+        let slabs = h.per_class_slabs.get(c).copied().unwrap_or(0);
+        if slabs == 0 {
+            continue;
+        }
+        let used = h.per_class.get(c).copied().unwrap_or(0);
+        let cap = h.class_capacity(c);
+        t.row(
+            &format!("class {block}"),
+            format!(
+                "{used}/{cap} blocks used ({:.0}%) in {slabs} slab chunk{}",
+                100.0 * used as f64 / cap.max(1) as f64,
+                if slabs == 1 { "" } else { "s" }
+            ),
+        );
+    }
     t.row("generation", s.generation);
     t.row(
         "clean shutdown",
@@ -449,9 +474,12 @@ pub(crate) fn txn_json(s: &ptm::Summary) -> Value {
             "used_bytes": h.used_bytes,
             "free_bytes": h.free_bytes,
             "per_class": h.per_class,
+            "per_class_slabs": h.per_class_slabs,
+            "slab_free_bytes": h.slab_free_bytes,
             "free_runs": h.free_runs,
             "largest_free_run": h.largest_free_run,
             "fragmentation": h.fragmentation(),
+            "free_space_fragmentation": h.free_space_fragmentation(),
         },
     })
 }

@@ -1,7 +1,8 @@
 //! Operations that fail, then a caller that goes on and commits (the crate promises such a
 //! caller leaks nothing and keeps its data whole). Each operation is run after a growing number
 //! of one-record log fillers, in a pool whose heap has no free chunk left (so the undo log
-//! cannot grow past its 8 KiB lane), until the operation itself runs out of log space
+//! cannot grow past its 8 KiB lane: each transaction first tries to allocate, so it may not use
+//! the reserve kept for the logs of removal-only transactions), until the operation itself runs out of log space
 //! (`OutOfSpace`) at every record of its snapshot batch in turn; every failure is committed.
 //! After each: every block the collections reach is still allocated (no free of a block still
 //! linked), nothing else was freed or leaked, and the contents are as before. A failure in the
@@ -199,6 +200,11 @@ fn sweep(
         let outcome = Cell::new(Outcome::None);
         let err = Cell::new(None);
         let r = pool.transaction(|tx, r| {
+            // A transaction that has not allocated may take log extents from the heap's
+            // metadata reserve (removals never run out of space): an allocation attempt, which
+            // fails on this full heap, makes this one an ordinary transaction whose log cannot
+            // grow past its lane.
+            assert!(matches!(tx.alloc_bytes(1 << 30), Err(Error::OutOfSpace { .. })));
             for k in 0..j {
                 if r.fill.set(tx, k, j).is_err() {
                     outcome.set(Outcome::FillerRanOut);

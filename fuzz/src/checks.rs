@@ -89,8 +89,8 @@ pub fn expected_parse(b: &[u8]) -> Result<(), ParseFailure> {
             checksum_ok,
         });
     }
-    // Bit 0 is the journal flag; every other bit is unknown.
-    if u64_at(64) & !1 != 0 {
+    // Bit 0 is the journal flag, bit 1 the grow mark; every other bit is unknown.
+    if u64_at(64) & !3 != 0 {
         return Err(ParseFailure::Problem(HeaderProblem::UnknownFlags {
             flags: u64_at(64),
         }));
@@ -148,7 +148,10 @@ pub fn assert_well_formed(h: &PoolHeader) {
     assert_eq!(h.magic, MAGIC);
     assert_eq!(h.version, FORMAT_VERSION);
     assert_eq!(h.header_size, HS as u32);
-    assert_eq!(h.flags & !pmem_core::header::FLAG_JOURNAL, 0);
+    assert_eq!(
+        h.flags & !(pmem_core::header::FLAG_JOURNAL | pmem_core::header::FLAG_GROWING),
+        0
+    );
     assert_eq!(h.checksum, h.compute_checksum());
     assert!(
         (MIN_POOL_SIZE..=MAX_POOL_SIZE).contains(&h.pool_size) && h.pool_size & (HS - 1) == 0,
@@ -209,16 +212,36 @@ pub fn check_open_pool(dir: &Path, template: &[u8], input: &[u8]) {
         Ok(region) => {
             let h = *region.header();
             assert_well_formed(&h);
+            // A primary marked as growing is an interrupted grow: finished (a header at the
+            // file's end naming its length and the pool's UUID became the primary) or undone
+            // (the file cut back to the primary's size, the mark cleared).
+            let len_now = std::fs::metadata(&path).expect("stat the pool").len();
+            let growing = primary
+                .as_ref()
+                .is_ok_and(|p| p.flags & pmem_core::header::FLAG_GROWING != 0);
+            if growing {
+                assert_eq!(h.flags & pmem_core::header::FLAG_GROWING, 0, "still growing");
+                assert_eq!(
+                    primary.map(|p| p.uuid),
+                    Ok(h.uuid),
+                    "finished another pool's grow"
+                );
+            } else {
+                assert_eq!(h.as_bytes(), &img[..HEADER_SIZE]);
+                assert_eq!(len_now, len, "the open changed the file's length");
+            }
+            let len = len_now;
             assert_eq!(
                 h.pool_size, len,
                 "opened a pool whose size is not the file length"
             );
             assert_eq!(region.len(), len);
             assert_eq!(region.data_range(), HS..len - HS);
-            assert_eq!(h.as_bytes(), &img[..HEADER_SIZE]);
             assert_eq!(h.layout_name(), image::TEMPLATE_LAYOUT);
-            let old_backup = slot.map(|b| &img[b..b + HEADER_SIZE]);
-            assert_eq!(region.backup_rewritten(), old_backup != Some(h.as_bytes()));
+            if !growing {
+                let old_backup = slot.map(|b| &img[b..b + HEADER_SIZE]);
+                assert_eq!(region.backup_rewritten(), old_backup != Some(h.as_bytes()));
+            }
             let mut first = vec![0u8; HEADER_SIZE];
             region.read_at(0, &mut first).expect("read the mapped primary");
             assert_eq!(first, h.as_bytes());
@@ -291,6 +314,8 @@ pub fn check_open_pool(dir: &Path, template: &[u8], input: &[u8]) {
         }
     }
 
+    // The open may have finished or undone an interrupted grow: the file's length now.
+    let len = std::fs::metadata(&path).expect("stat the pool").len();
     // Repair acts exactly where open (without a layout check) reports a damaged primary with an
     // intact backup; everywhere else it returns open's own error, or does nothing harmful.
     let verdict = RegionOptions::new()

@@ -22,7 +22,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use ptm::heap::HeapLayout;
 use ptm::{Error, PCell, Persistent, Pool, PoolOptions};
 
 /// Cells in the root (the first [`MODEL_VALS`] are used by `tx_sequence`).
@@ -112,7 +111,7 @@ pub fn make_recover_template(dir: &Path) -> (Vec<u8>, std::ops::Range<usize>, st
     pool.close().expect("close the template");
     std::fs::remove_file(&path).expect("remove the template");
     let lanes = g.lanes_offset as usize..(g.lanes_offset + u64::from(g.lane_count) * g.lane_size) as usize;
-    let heap = HeapLayout::new(g.heap_offset, g.heap_size);
+    let heap = g.heap_layout();
     let table = g.heap_offset as usize..heap.chunk_off(0) as usize;
     assert!(!table.is_empty() && table.end <= copy.as_ref().unwrap().len());
     (copy.unwrap(), lanes, table)

@@ -135,6 +135,14 @@ pub enum Error {
         /// Layout recorded in the pool.
         found: String,
     },
+    /// A pool cannot grow as asked (names why).
+    #[error("{}: cannot grow the pool: {why}", path.display())]
+    CannotGrow {
+        /// The pool.
+        path: PathBuf,
+        /// Why not.
+        why: &'static str,
+    },
     /// A requested pool size is impossible.
     #[error("invalid pool size {size}: {reason}")]
     InvalidSize {

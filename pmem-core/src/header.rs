@@ -12,7 +12,7 @@
 //! |     40 |    8 | `data_offset`   | start of the data area: 4096                              |
 //! |     48 |    8 | `data_size`     | bytes in the data area: `pool_size - 8192`                |
 //! |     56 |    8 | `backup_offset` | offset of the backup header: `pool_size - 4096`           |
-//! |     64 |    8 | `flags`         | bit 0 [`FLAG_JOURNAL`]: a journal may hold changes; others 0 |
+//! |     64 |    8 | `flags`         | bit 0 [`FLAG_JOURNAL`]: a journal may hold changes; bit 1 [`FLAG_GROWING`]: a grow is under way; others 0 |
 //! |     72 |    2 | `pptr_tag`      | non-zero tag carried in the high 16 bits of every `PPtr`  |
 //! |     74 |    6 | `_pad`          | zero                                                      |
 //! |     80 |    8 | `created_secs`  | creation time, seconds since the Unix epoch (informative) |
@@ -21,7 +21,8 @@
 //! |    160 |    8 | `shutdown_device`| digest of the ids of the DIMMs the count was read from (0: none) |
 //! |    168 |    4 | `shutdown_flags`| bit 0 [`SHUTDOWN_COUNT_KNOWN`], bit 1 [`SHUTDOWN_DIRTY`]; others 0 |
 //! |    172 |    4 | `_pad2`         | zero                                                      |
-//! |    176 | 3916 | `reserved`      | zero                                                      |
+//! |    176 |    8 | `grow_target`   | with [`FLAG_GROWING`]: the size being grown to; else 0 (first 8 bytes of `reserved`) |
+//! |    184 | 3908 | `reserved`      | zero                                                      |
 //! |   4092 |    4 | `checksum`      | CRC32C of bytes 0..4092                                   |
 
 use crate::error::HeaderProblem;
@@ -51,6 +52,11 @@ pub const SHUTDOWN_COUNT_KNOWN: u32 = 1;
 /// Shutdown flag: the pool is open (or was, and was not closed cleanly) since the count was
 /// recorded. Set at open before anything is written, cleared at a clean close.
 pub const SHUTDOWN_DIRTY: u32 = 2;
+
+/// Header flag (primary copy only): a grow to [`PoolHeader::grow_target`] is under way. The
+/// next open finishes it (the file has the target length and a new backup header at its end)
+/// or undoes it (cuts the file back to `pool_size`), then clears the flag.
+pub const FLAG_GROWING: u64 = 2;
 
 /// Offset of the checksum field.
 const CHECKSUM_OFFSET: usize = HEADER_SIZE - 4;
@@ -143,6 +149,29 @@ pub fn format_uuid(u: &[u8; 16]) -> String {
 }
 
 impl PoolHeader {
+    /// With [`FLAG_GROWING`], the size a grow under way goes to (0 otherwise).
+    pub fn grow_target(&self) -> u64 {
+        if self.flags & FLAG_GROWING == 0 {
+            return 0;
+        }
+        u64::from_le_bytes(self.reserved[..8].try_into().expect("8 bytes"))
+    }
+
+    /// Marks a grow to `target` under way (`Some`) or none (`None`), and updates the checksum.
+    pub(crate) fn set_grow_target(&mut self, target: Option<u64>) {
+        match target {
+            Some(t) => {
+                self.flags |= FLAG_GROWING;
+                self.reserved[..8].copy_from_slice(&t.to_le_bytes());
+            }
+            None => {
+                self.flags &= !FLAG_GROWING;
+                self.reserved[..8].fill(0);
+            }
+        }
+        self.checksum = self.compute_checksum();
+    }
+
     /// A fresh header for a pool of `pool_size` bytes (caller validated size and layout).
     pub(crate) fn new(
         pool_size: u64,
@@ -250,7 +279,7 @@ impl PoolHeader {
                 checksum_ok: true,
             });
         }
-        if h.flags & !FLAG_JOURNAL != 0 {
+        if h.flags & !(FLAG_JOURNAL | FLAG_GROWING) != 0 {
             return Err(ParseFailure::Problem(HeaderProblem::UnknownFlags {
                 flags: h.flags,
             }));

@@ -80,9 +80,10 @@ pub use persistent::{bytes_of, read_from_bytes, Persistent};
 pub use pmem_derive::Persistent;
 pub use pptr::PPtr;
 pub use region::{
-    accept_unsafe_shutdown, inspect_headers, repair_headers, repair_journal, Backing, DomainKind, Durability,
-    Engine, ExternalFactory, ExternalMemory, ExternalMemorySource, HeaderFault, HeaderRepair, HeaderReport,
-    NvdimmRegion, PlatformDomain, Region, RegionOptions, ENV_EADR, ENV_FORCE_PMEM, ENV_SYSFS_ROOT,
+    accept_unsafe_shutdown, grow_file, inspect_headers, repair_headers, repair_journal, Backing, DomainKind,
+    Durability, Engine, ExternalFactory, ExternalMemory, ExternalMemorySource, GrowReport, HeaderFault,
+    HeaderRepair, HeaderReport, NvdimmRegion, PlatformDomain, Region, RegionOptions, ENV_EADR, ENV_FORCE_PMEM,
+    ENV_SYSFS_ROOT,
 };
 #[cfg(feature = "simulate")]
 pub use sim::{CrashPoint, FaultModel, RedundantPersistence, Simulation};

@@ -37,6 +37,22 @@ pub(crate) struct TxHeap {
     pub(crate) freed_new_blocks: Vec<(u64, u64)>,
     /// Slab chunks with blocks freed (chunk, class): offered again after commit.
     pub(crate) freed_slabs: Vec<(u64, usize)>,
+    /// Slab chunks (chunk, class) whose last block this transaction freed: their descriptor is
+    /// logged (at that free, so before the drain that covers the free), to be set free at commit
+    /// if the slab is still empty then.
+    pub(crate) emptied_slabs: Vec<(u64, usize)>,
+    /// Chunks this transaction reserved and then gave up (a slab made and cancelled): free
+    /// again when the transaction ends, committed or not.
+    pub(crate) cancelled_chunks: Vec<u64>,
+    /// Slab chunks (chunk, class) this transaction turns into free chunks at commit;
+    /// quarantined after commit, since their bitmap words are in the commit's data hash.
+    pub(crate) returned_slabs: Vec<(u64, usize)>,
+    /// Whether this transaction allocated anything (it is then no longer removal-only, and its
+    /// log extents no longer come from the metadata reserve).
+    pub(crate) allocated: bool,
+    /// Whether this transaction may use the application's reserve
+    /// ([`Transaction::use_reserve`]).
+    pub(crate) use_reserve: bool,
     /// Per class: the slab chunk this lane allocated from last (kept across transactions).
     pub(crate) hint: Vec<Option<u64>>,
 }
@@ -52,6 +68,11 @@ impl TxHeap {
         self.freed_new.clear();
         self.freed_new_blocks.clear();
         self.freed_slabs.clear();
+        self.emptied_slabs.clear();
+        self.returned_slabs.clear();
+        self.cancelled_chunks.clear();
+        self.allocated = false;
+        self.use_reserve = false;
         if self.hint.len() != CLASSES.len() {
             self.hint = vec![None; CLASSES.len()];
         }
@@ -102,6 +123,7 @@ impl<'p> Transaction<'p> {
     /// As [`alloc`](Transaction::alloc).
     pub fn alloc_bytes(&self, size: u64) -> Result<u64> {
         let size = size.max(1);
+        self.st_mut().heap.allocated = true;
         let off = match class_of(size) {
             Some(c) => self.alloc_small(c)?,
             None => self.alloc_run(size)?,
@@ -143,9 +165,13 @@ impl<'p> Transaction<'p> {
     /// As [`free`](Transaction::free).
     pub fn free_bytes(&self, off: u64) -> Result<()> {
         let s = self.shared();
-        let layout = s.heap.layout;
+        let layout = s.heap.layout();
         let invalid = |what| Error::InvalidFree { offset: off, what };
         let chunk = layout.chunk_of(off).ok_or(invalid("not in the heap"))?;
+        // The volatile index is built from the chunk table: build it before this transaction
+        // changes a descriptor, or a chunk this free returns would be found free in the table
+        // and given back to the index a second time at commit.
+        s.ensure_heap_index()?;
         self.lock_chunk(chunk)?;
         match self.effective_desc(chunk) {
             Desc::Slab(c) => {
@@ -166,9 +192,22 @@ impl<'p> Transaction<'p> {
                     return Err(invalid("freed twice"));
                 }
                 if set & bit != 0 {
-                    // Allocated in this transaction: not allocated after all, but its bytes are
-                    // in this transaction's data hash, so it is quarantined after commit.
+                    // Allocated in this transaction: not allocated after all.
                     st.heap.bits.insert(word, (set & !bit, clear));
+                    // Like a cancelled reservation when its records are the log's newest and
+                    // not yet ordered by a drain: they are taken back, the block was never
+                    // covered by this transaction's data hash, and it is free at once.
+                    if self.take_back(&mut st, crate::layout::KIND_NEW, off) {
+                        if set & !bit == 0 && clear == 0 {
+                            // The bitmap word changes no more: its undo record goes too.
+                            st.heap.bits.remove(&word);
+                            self.take_back(&mut st, crate::layout::KIND_UNDO, word);
+                        }
+                        self.cancel_new_slab(&mut st, chunk, c);
+                        return Ok(());
+                    }
+                    // Otherwise its bytes are in this transaction's data hash: it is
+                    // quarantined after commit.
                     st.heap.freed_new_blocks.push((word, bit));
                     return Ok(());
                 }
@@ -178,6 +217,7 @@ impl<'p> Transaction<'p> {
                 self.log_deferred(&mut st, word, 8)?;
                 st.heap.bits.insert(word, (set, clear | bit));
                 st.heap.freed_slabs.push((chunk, c));
+                self.log_if_emptied(&mut st, chunk, c);
                 Ok(())
             }
             Desc::Run(n) if chunk.checked_add(n).is_some_and(|end| end <= layout.n_chunks) => {
@@ -220,7 +260,7 @@ impl<'p> Transaction<'p> {
         }
         drop(st);
         let s = self.shared();
-        Desc::decode(s.read_u64(s.heap.layout.desc_off(i)))
+        Desc::decode(s.read_u64(s.heap.layout().desc_off(i)))
     }
 
     /// The tag carried by every [`PPtr`] into this pool (to build pointers from offsets, e.g.
@@ -274,43 +314,28 @@ impl<'p> Transaction<'p> {
         // 1. This lane's current slab of the class.
         let hint = self.st_mut().heap.hint[c];
         if let Some(chunk) = hint {
-            if let Some(off) = self.take_block(chunk, c)? {
+            if let Take::Block(off) = self.take_block(chunk, c)? {
                 return Ok(off);
             }
         }
-        // 2. Slabs of the class with room, from the index. A slab whose metadata another
-        // transaction holds is skipped and given back to the index (it may still have room); a
-        // full one leaves the index until a free makes room in it.
-        let mut busy = Vec::new();
-        let found = loop {
-            let next = s.heap_index(|idx| idx.partial[c].pop())?;
-            let Some(chunk) = next else { break None };
-            if !self.hold_chunk(chunk) {
-                busy.push(chunk);
-                continue;
-            }
-            if let Some(off) = self.take_block(chunk, c)? {
-                self.st_mut().heap.hint[c] = Some(chunk);
-                break Some(off);
-            }
-        };
-        if !busy.is_empty() {
-            s.heap_index(|idx| {
-                for chunk in busy {
-                    if !idx.partial[c].contains(&chunk) {
-                        idx.partial[c].push(chunk);
-                    }
-                }
-            })?;
-        }
-        if let Some(off) = found {
+        // 2. Slabs of the class with room, from the index.
+        if let Some(off) = self.take_from_slabs(c, true)? {
             return Ok(off);
         }
         // 3. A fresh chunk becomes a slab of the class.
-        let chunk = s.heap_index(|idx| idx.take_run(1))?.ok_or(Error::OutOfSpace {
-            requested: CLASSES[c],
-        })?;
-        let layout = s.heap.layout;
+        let keep = self.chunks_to_keep(&self.st_mut().heap, false);
+        let Some(chunk) = self.take_chunks(1, keep)? else {
+            // 4. No free chunk: a block of the smallest larger class that has one, rather
+            // than a failure (the difference is internal fragmentation until it is freed; a
+            // free finds the block's class from its slab's descriptor).
+            for larger in c + 1..CLASSES.len() {
+                if let Some(off) = self.take_from_slabs(larger, false)? {
+                    return Ok(off);
+                }
+            }
+            return Err(self.out_of_space(CLASSES[c]));
+        };
+        let layout = s.heap.layout();
         self.st_mut().heap.reserved.push((chunk, 1));
         self.lock_chunk(chunk)?;
         let g = slab_geom(c);
@@ -327,64 +352,95 @@ impl<'p> Transaction<'p> {
             st.heap.new_slabs.push((chunk, c));
             st.heap.hint[c] = Some(chunk);
         }
-        self.take_block(chunk, c)?
-            .ok_or(Error::CorruptHeap("fresh slab has no free block"))
+        match self.take_block(chunk, c)? {
+            Take::Block(off) => Ok(off),
+            _ => Err(Error::CorruptHeap("fresh slab has no free block")),
+        }
     }
 
-    /// Takes a free block of slab `chunk` (class `c`), or `None` if it is full, of another class,
-    /// or locked by another transaction.
-    fn take_block(&self, chunk: u64, c: usize) -> Result<Option<u64>> {
+    /// Takes a block from a slab of class `c` with room, from the index. A slab whose metadata
+    /// another transaction holds is skipped and given back to the index (it may still have
+    /// room); a full one leaves the index until a free makes room in it. With `hint`, the slab
+    /// found becomes this lane's current slab of the class; without, it goes back to the index.
+    fn take_from_slabs(&self, c: usize, hint: bool) -> Result<Option<u64>> {
         let s = self.shared();
-        let layout = s.heap.layout;
-        if !self.hold_chunk(chunk) {
-            return Ok(None);
+        let mut back = Vec::new();
+        let found = loop {
+            let next = s.heap_index(|idx| idx.partial[c].pop())?;
+            let Some(chunk) = next else { break None };
+            match self.take_block(chunk, c)? {
+                Take::Busy => back.push(chunk),
+                Take::Full => {}
+                Take::Block(off) => {
+                    if hint {
+                        self.st_mut().heap.hint[c] = Some(chunk);
+                    } else {
+                        back.push(chunk);
+                    }
+                    break Some(off);
+                }
+            }
+        };
+        if !back.is_empty() {
+            s.heap_index(|idx| {
+                for chunk in back {
+                    if !idx.partial[c].contains(&chunk) {
+                        idx.partial[c].push(chunk);
+                    }
+                }
+            })?;
         }
+        Ok(found)
+    }
+
+    /// Takes a free block of slab `chunk` (class `c`).
+    fn take_block(&self, chunk: u64, c: usize) -> Result<Take> {
+        let s = self.shared();
+        let layout = s.heap.layout();
+        let fresh = match s.heap.try_lock_chunk(chunk, self.lane()) {
+            Ok(fresh) => fresh,
+            Err(()) => return Ok(Take::Busy),
+        };
         if self.effective_desc(chunk) != Desc::Slab(c) {
-            return Ok(None);
+            // A stale hint or index entry: the chunk was returned to the free chunks (and may be
+            // reserved by someone else now). Nothing was changed: let it go at once.
+            if fresh {
+                s.heap.unlock_chunk(chunk);
+            }
+            return Ok(Take::Full);
+        }
+        if fresh {
+            self.st_mut().heap.locked.push(chunk);
         }
         let mut st = self.st_mut();
         let g = slab_geom(c);
         for w in 0..g.words {
             let word = layout.chunk_off(chunk) + w * 8;
             let (set, clear) = st.heap.bits.get(&word).copied().unwrap_or((0, 0));
-            let valid = if (w + 1) * 64 <= g.blocks {
-                u64::MAX
-            } else {
-                (1u64 << (g.blocks % 64)) - 1
-            };
+            let valid = g.valid_mask(w);
             let free = !(s.read_u64(word) | set | clear | s.quarantined_bits(word)) & valid;
             if free != 0 {
                 let b = free.trailing_zeros() as u64;
                 self.log_deferred(&mut st, word, 8)?;
                 st.heap.bits.insert(word, (set | 1 << b, clear));
-                return Ok(Some(layout.chunk_off(chunk) + g.first + (w * 64 + b) * g.block));
+                return Ok(Take::Block(
+                    layout.chunk_off(chunk) + g.first + (w * 64 + b) * g.block,
+                ));
             }
         }
-        Ok(None)
-    }
-
-    /// Takes chunk `chunk`'s metadata lock for this transaction (until it ends), without waiting;
-    /// `false` if another transaction holds it.
-    fn hold_chunk(&self, chunk: u64) -> bool {
-        match self.shared().heap.try_lock_chunk(chunk, self.lane()) {
-            Ok(true) => {
-                self.st_mut().heap.locked.push(chunk);
-                true
-            }
-            Ok(false) => true,
-            Err(()) => false,
-        }
+        Ok(Take::Full)
     }
 
     /// Allocates a run of chunks for `size` bytes.
     fn alloc_run(&self, size: u64) -> Result<u64> {
         let s = self.shared();
         s.release_quarantine();
-        let layout = s.heap.layout;
+        let layout = s.heap.layout();
         let n = size.div_ceil(CHUNK);
-        let start = s
-            .heap_index(|idx| idx.take_run(n))?
-            .ok_or(Error::OutOfSpace { requested: size })?;
+        let keep = self.chunks_to_keep(&self.st_mut().heap, false);
+        let start = self
+            .take_chunks(n, keep)?
+            .ok_or_else(|| self.out_of_space(size))?;
         let mut st = self.st_mut();
         st.heap.reserved.push((start, n));
         drop(st);
@@ -400,5 +456,238 @@ impl<'p> Transaction<'p> {
                 .push((layout.desc_off(start + k), Desc::Cont(k).encode()));
         }
         Ok(layout.chunk_off(start))
+    }
+}
+
+impl crate::pool::Shared {
+    /// Builds the heap's volatile index if it is not built yet (a load on the fast path).
+    pub(crate) fn ensure_heap_index(&self) -> Result<()> {
+        if self.heap.index_built.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
+        self.heap_index(|_| ())
+    }
+}
+
+/// What [`Transaction::take_block`] found.
+enum Take {
+    /// A block, now allocated by this transaction.
+    Block(u64),
+    /// No free block (or the chunk is no longer a slab of the class).
+    Full,
+    /// Another transaction holds the chunk's metadata.
+    Busy,
+}
+
+impl Transaction<'_> {
+    /// Reserves `n` contiguous free chunks in the volatile index (for a new slab, a large block
+    /// or a log extent). When none is free but some are quarantined, first makes the pending
+    /// completion marks durable (one ordering point, only on this near-full path) so the
+    /// quarantine can release them.
+    pub(crate) fn take_chunks(&self, n: u64, keep: u64) -> Result<Option<u64>> {
+        let s = self.shared();
+        s.release_quarantine();
+        if let Some(start) = s.heap_index(|idx| idx.take_run(n, keep))? {
+            return Ok(Some(start));
+        }
+        if s.heap.quarantined.load(std::sync::atomic::Ordering::Acquire) != 0 {
+            let mut flushed = Vec::new();
+            s.flush_pending_completions(&mut flushed);
+            s.order()?;
+            s.settle_completions(&flushed);
+            s.release_quarantine();
+            if let Some(start) = s.heap_index(|idx| idx.take_run(n, keep))? {
+                return Ok(Some(start));
+            }
+        }
+        // `PoolOptions::auto_grow`: more heap, then once more.
+        while s.auto_grow(n + keep) {
+            if let Some(start) = s.heap_index(|idx| idx.take_run(n, keep))? {
+                return Ok(Some(start));
+            }
+        }
+        Ok(None)
+    }
+
+    /// How many free chunks a reservation of this transaction must leave free: the log of a
+    /// removal-only transaction may use every free chunk; a transaction that called
+    /// [`use_reserve`](Transaction::use_reserve) leaves the metadata reserve; any other one
+    /// both reserves.
+    pub(crate) fn chunks_to_keep(&self, heap: &TxHeap, for_log: bool) -> u64 {
+        let r = self.shared().heap.reserve;
+        if for_log && !heap.allocated {
+            0
+        } else if heap.use_reserve {
+            r.metadata
+        } else {
+            r.metadata + r.app
+        }
+    }
+
+    /// Lets this transaction allocate from the room kept by
+    /// [`PoolOptions::reserve`](crate::PoolOptions::reserve), for the rest of it. Call it in
+    /// the transactions that must succeed on a full pool (a move between collections, a cleanup
+    /// job's bookkeeping). Transactions that only free never need it: their undo log has a
+    /// reserve of its own.
+    pub fn use_reserve(&self) {
+        self.st_mut().heap.use_reserve = true;
+    }
+
+    /// Whether slab `chunk` (class `c`, metadata lock held) has no allocated block once this
+    /// transaction's bitmap changes apply.
+    ///
+    /// Blocks quarantined by an earlier transaction T1 (allocated and freed in it) count as
+    /// free: T1 released the chunk's lock before this transaction took it, so T1's completion
+    /// mark was pending then and this transaction's first drain makes it durable; the chunk's
+    /// own quarantine (this transaction's mark) therefore ends no earlier than T1's, and one
+    /// pass of `release_quarantine` drops T1's entries no later than it frees the chunk.
+    fn slab_is_empty(&self, st: &crate::tx::LaneVolatile, chunk: u64, c: usize) -> bool {
+        let s = self.shared();
+        let layout = s.heap.layout();
+        (0..slab_geom(c).words).all(|w| {
+            let word = layout.chunk_off(chunk) + w * 8;
+            let (set, clear) = st.heap.bits.get(&word).copied().unwrap_or((0, 0));
+            (s.read_u64(word) | set) & !clear == 0
+        })
+    }
+
+    /// After a free in slab `chunk`: if that emptied the slab (one this transaction did not
+    /// create), logs its descriptor now, without a drain, so the drain that covers the free
+    /// covers it too and returning the slab at commit costs no extra drain. If the log cannot
+    /// grow, the slab simply stays a slab (nothing is lost but the chunk's reuse).
+    fn log_if_emptied(&self, st: &mut crate::tx::LaneVolatile, chunk: u64, c: usize) {
+        if st.heap.emptied_slabs.contains(&(chunk, c))
+            || st.heap.new_slabs.contains(&(chunk, c))
+            || !self.slab_is_empty(st, chunk, c)
+        {
+            return;
+        }
+        let desc = self.shared().heap.layout().desc_off(chunk);
+        if self.log_deferred(st, desc, 8).is_ok() {
+            st.heap.emptied_slabs.push((chunk, c));
+        }
+    }
+
+    /// After a cancelled allocation: if slab `chunk` (class `c`) was made by this transaction,
+    /// holds no block now, and its making's records (the descriptor's undo record, newest, then
+    /// the bitmap area's new-range record) are the log's newest, they are taken back too and the
+    /// chunk goes straight back to the free chunks: the slab was never made. (Otherwise an
+    /// alloc + free on a heap without a slab of the class would make and return a slab at every
+    /// commit.)
+    fn cancel_new_slab(&self, st: &mut crate::tx::LaneVolatile, chunk: u64, c: usize) {
+        if !st.heap.new_slabs.contains(&(chunk, c)) || !self.slab_is_empty(st, chunk, c) {
+            return;
+        }
+        let s = self.shared();
+        let layout = s.heap.layout();
+        let desc = layout.desc_off(chunk);
+        if !self.take_back(st, crate::layout::KIND_UNDO, desc) {
+            return;
+        }
+        if !self.take_back(st, crate::layout::KIND_NEW, layout.chunk_off(chunk)) {
+            // The slab stays made after all: its descriptor needs its undo record again (the
+            // old value is still in place: descriptors are stored at commit).
+            if self.log_deferred(st, desc, 8).is_err() {
+                self.doom();
+            }
+            return;
+        }
+        let h = &mut st.heap;
+        h.new_slabs.retain(|&x| x != (chunk, c));
+        h.descs.retain(|&(d, _)| d != desc);
+        h.reserved.retain(|&(a, _)| a != chunk);
+        for w in 0..slab_geom(c).words {
+            h.bits.remove(&(layout.chunk_off(chunk) + w * 8));
+        }
+        if h.hint[c] == Some(chunk) {
+            h.hint[c] = None;
+        }
+        // Free again when this transaction ends, not before: until then a stale copy of the
+        // taken-back descriptor record could be replayed by a recovery of this transaction,
+        // and nobody else may have changed the descriptor meanwhile (the chunk stays locked).
+        h.cancelled_chunks.push(chunk);
+    }
+
+    /// At commit, before the deferred stores: every slab emptied by this transaction and still
+    /// empty (an allocation later in the transaction may have taken a block again) becomes a free
+    /// chunk: its descriptor, logged at the free that emptied it, is set to free with the other
+    /// deferred stores (docs/design.md §10.3).
+    ///
+    /// A slab this transaction created and left empty (its blocks allocated and freed again)
+    /// is not created after all: its pending descriptor store becomes 0 (the descriptor was
+    /// logged when the slab was made), and it is quarantined like a returned slab.
+    pub(crate) fn return_empty_slabs(&self, st: &mut crate::tx::LaneVolatile) {
+        let layout = self.shared().heap.layout();
+        for i in 0..st.heap.emptied_slabs.len() {
+            let (chunk, c) = st.heap.emptied_slabs[i];
+            if self.slab_is_empty(st, chunk, c) {
+                st.heap.descs.push((layout.desc_off(chunk), Desc::Free.encode()));
+                st.heap.returned_slabs.push((chunk, c));
+            }
+        }
+        for i in 0..st.heap.new_slabs.len() {
+            let (chunk, c) = st.heap.new_slabs[i];
+            if self.slab_is_empty(st, chunk, c) {
+                let desc = layout.desc_off(chunk);
+                for d in st.heap.descs.iter_mut().filter(|d| d.0 == desc) {
+                    d.1 = Desc::Free.encode();
+                }
+                st.heap.returned_slabs.push((chunk, c));
+            }
+        }
+    }
+
+    /// The `OutOfSpace` error for a request of `requested` bytes, with the heap's free bytes and
+    /// longest free run as the volatile index sees them.
+    pub(crate) fn out_of_space(&self, requested: u64) -> Error {
+        let st = self.st_mut();
+        let keep = self.chunks_to_keep(&st.heap, false);
+        self.out_of_space_with(requested, &st.heap.bits, keep)
+    }
+
+    /// [`out_of_space`](Self::out_of_space) with this transaction's pending bitmap changes
+    /// passed in (for callers that hold the lane state borrowed). `keep` free chunks are
+    /// reserves this request may not use: they are not counted.
+    pub(crate) fn out_of_space_with(
+        &self,
+        requested: u64,
+        bits: &BTreeMap<u64, (u64, u64)>,
+        keep: u64,
+    ) -> Error {
+        let s = self.shared();
+        let (free_chunks, largest) = s
+            .heap_index(|idx| {
+                let usable = idx.free_total.saturating_sub(keep);
+                (usable, idx.largest_run().min(usable))
+            })
+            .unwrap_or((0, 0));
+        let layout = s.heap.layout();
+        let mut slab_free = 0;
+        for chunk in 0..layout.n_chunks {
+            // Only chunks whose metadata nobody else is changing are read.
+            let Ok(fresh) = s.heap.try_lock_chunk(chunk, self.lane()) else {
+                continue;
+            };
+            if let Desc::Slab(c) = Desc::decode(s.read_u64(layout.desc_off(chunk))) {
+                let g = slab_geom(c);
+                for w in 0..g.words {
+                    let word = layout.chunk_off(chunk) + w * 8;
+                    let (set, clear) = bits.get(&word).copied().unwrap_or((0, 0));
+                    let valid = g.valid_mask(w);
+                    let used = s.read_u64(word) | set | clear | s.quarantined_bits(word);
+                    slab_free += u64::from((!used & valid).count_ones()) * g.block;
+                }
+            }
+            if fresh {
+                s.heap.unlock_chunk(chunk);
+            }
+        }
+        let free_bytes = free_chunks * CHUNK + slab_free;
+        Error::OutOfSpace {
+            requested,
+            free_bytes,
+            largest_free_run: largest * CHUNK,
+            fragmented: free_bytes >= requested,
+        }
     }
 }

@@ -40,11 +40,32 @@ pub enum Error {
     /// Creation options are impossible (names which).
     #[error("invalid pool options: {0}")]
     InvalidOptions(&'static str),
-    /// The heap has no room for what was asked (the transaction is rolled back).
-    #[error("out of pool space: {requested} bytes requested")]
+    /// The heap has no room for what was asked (the transaction is rolled back, unless the
+    /// caller goes on after the error). [`fragmented`](Error::OutOfSpace::fragmented) tells a
+    /// full pool (free space in total below the request) from a fragmented one (enough free
+    /// bytes, but no free run of chunks long enough, and free slab blocks serve only their own
+    /// size class).
+    #[error(
+        "out of pool space: {} requested, {} free in total, largest free run {}: {}",
+        fmt_bytes(*requested),
+        fmt_bytes(*free_bytes),
+        fmt_bytes(*largest_free_run),
+        if *fragmented {
+            "the heap is fragmented (enough bytes are free, but not in one piece this request can use)"
+        } else {
+            "the pool is full (free some data or grow the pool)"
+        }
+    )]
     OutOfSpace {
-        /// Bytes requested.
+        /// Bytes requested (for a log extent: one chunk, the smallest extent).
         requested: u64,
+        /// Bytes free in the heap when the request failed: free chunks and free slab blocks
+        /// (slabs another transaction was changing at that moment are not counted).
+        free_bytes: u64,
+        /// Bytes in the longest run of free chunks (the largest block that could be allocated).
+        largest_free_run: u64,
+        /// True if `free_bytes >= requested`: the space exists but not in a usable shape.
+        fragmented: bool,
     },
     /// A persistent lock was not acquired within the pool's lock timeout (possible deadlock).
     #[error("lock not acquired within {waited_ms} ms (deadlock?); the transaction is rolled back")]
@@ -86,4 +107,62 @@ pub enum Error {
     /// in this process; reopening it runs recovery.
     #[error("pool poisoned by a failed rollback; reopen it to recover")]
     Poisoned,
+}
+
+/// `n` bytes in the largest binary unit that keeps a readable number (`16 KiB`, `3.5 MiB`).
+pub(crate) fn fmt_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} bytes")
+    } else if v.fract() == 0.0 {
+        format!("{v} {}", UNITS[u])
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_space_says_full_or_fragmented() {
+        let full = Error::OutOfSpace {
+            requested: 16384,
+            free_bytes: 4096,
+            largest_free_run: 0,
+            fragmented: false,
+        };
+        assert_eq!(
+            full.to_string(),
+            "out of pool space: 16 KiB requested, 4 KiB free in total, largest free run 0 bytes: \
+             the pool is full (free some data or grow the pool)"
+        );
+        let frag = Error::OutOfSpace {
+            requested: 3 << 20,
+            free_bytes: 5 << 19,
+            largest_free_run: 1 << 20,
+            fragmented: false,
+        };
+        assert!(frag
+            .to_string()
+            .contains("2.5 MiB free in total, largest free run 1 MiB: the pool is full"));
+        let frag = Error::OutOfSpace {
+            requested: 65536,
+            free_bytes: 3 << 20,
+            largest_free_run: 0,
+            fragmented: true,
+        };
+        assert!(frag.to_string().ends_with(
+            "64 KiB requested, 3 MiB free in total, largest free run 0 bytes: the heap is fragmented \
+             (enough bytes are free, but not in one piece this request can use)"
+        ));
+        assert_eq!(fmt_bytes(100), "100 bytes");
+    }
 }

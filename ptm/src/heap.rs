@@ -101,6 +101,17 @@ pub struct SlabGeom {
     pub words: u64,
 }
 
+impl SlabGeom {
+    /// The bits of bitmap word `w` that stand for blocks (all but the tail of the last word).
+    pub fn valid_mask(&self, w: u64) -> u64 {
+        if (w + 1) * 64 <= self.blocks {
+            u64::MAX
+        } else {
+            (1u64 << (self.blocks % 64)) - 1
+        }
+    }
+}
+
 /// The slab geometry of class `c`.
 pub fn slab_geom(c: usize) -> SlabGeom {
     let block = CLASSES[c];
@@ -132,7 +143,8 @@ pub struct HeapLayout {
 }
 
 impl HeapLayout {
-    /// The layout of a heap at `[offset, offset + size)`.
+    /// The layout of a heap at `[offset, offset + size)` whose chunk table is as large as the
+    /// heap needs, rounded up to a page (format 1, and the least a new pool gets).
     pub fn new(offset: u64, size: u64) -> HeapLayout {
         let mut n = size / (CHUNK + 8);
         loop {
@@ -146,6 +158,24 @@ impl HeapLayout {
             }
             n -= 1;
         }
+    }
+
+    /// The layout of a heap at `[offset, offset + size)` with a chunk table of `entries`
+    /// descriptors (rounded up to a page): chunks start after the table, and the heap has as
+    /// many as fit, at most `entries`.
+    pub fn with_table(offset: u64, size: u64, entries: u64) -> HeapLayout {
+        let table_bytes = align_up(entries.saturating_mul(8), 4096);
+        let n = (size.saturating_sub(table_bytes) / CHUNK).min(entries);
+        HeapLayout {
+            table: offset,
+            n_chunks: n,
+            chunks: offset + table_bytes,
+        }
+    }
+
+    /// Descriptors the chunk table has room for.
+    pub fn table_entries(&self) -> u64 {
+        (self.chunks - self.table) / 8
     }
 
     /// Pool offset of chunk `i`'s descriptor.
@@ -186,6 +216,10 @@ pub struct HeapStats {
     pub free_bytes: u64,
     /// Allocated blocks per class (index as [`CLASSES`]).
     pub per_class: Vec<u64>,
+    /// Slab chunks per class (index as [`CLASSES`]).
+    pub per_class_slabs: Vec<u64>,
+    /// Bytes in free blocks of slabs (usable only by their own class).
+    pub slab_free_bytes: u64,
     /// Number of separate free chunk runs.
     pub free_runs: u64,
     /// Largest free run, in chunks.
@@ -193,6 +227,24 @@ pub struct HeapStats {
 }
 
 impl HeapStats {
+    /// Blocks of class `c` that its slabs hold (used or free).
+    pub fn class_capacity(&self, c: usize) -> u64 {
+        self.per_class_slabs
+            .get(c)
+            .map_or(0, |&n| n * slab_geom(c).blocks)
+    }
+
+    /// Share of the free bytes that a request for the largest free run could not use:
+    /// 1 - largest free run / free bytes (0 when all free space is one run of chunks; free slab
+    /// blocks count as fragmented, since they serve only their own class).
+    pub fn free_space_fragmentation(&self) -> f64 {
+        if self.free_bytes == 0 {
+            0.0
+        } else {
+            1.0 - (self.largest_free_run * CHUNK) as f64 / self.free_bytes as f64
+        }
+    }
+
     /// External fragmentation of free chunks: 1 - largest free run / free chunks (0 = one run).
     pub fn fragmentation(&self) -> f64 {
         if self.free_chunks == 0 {
@@ -210,21 +262,61 @@ pub(crate) struct HeapIndex {
     pub(crate) free: BTreeMap<u64, u64>,
     /// Per class: slab chunks that may have free blocks.
     pub(crate) partial: Vec<Vec<u64>>,
+    /// Chunks in `free` (the sum of its lengths).
+    pub(crate) free_total: u64,
 }
 
 impl HeapIndex {
-    /// First-fit reservation of `n` contiguous chunks.
-    pub(crate) fn take_run(&mut self, n: u64) -> Option<u64> {
-        let (&start, &len) = self.free.iter().find(|(_, &len)| len >= n)?;
+    /// Best-fit reservation of `n` contiguous chunks: the shortest free run that holds them
+    /// (the lowest such run on a tie), so single chunks for new slabs and log extents are cut
+    /// from small gaps and long runs stay whole for large blocks.
+    ///
+    /// `keep` chunks must stay free afterwards (the reserves of [`Reserve`]): `None` if taking
+    /// `n` would leave fewer.
+    pub(crate) fn take_run(&mut self, n: u64, keep: u64) -> Option<u64> {
+        if self.free_total < n.saturating_add(keep) {
+            return None;
+        }
+        let mut best: Option<(u64, u64)> = None;
+        for (&start, &len) in &self.free {
+            if len >= n && best.is_none_or(|(_, b)| len < b) {
+                best = Some((start, len));
+                if len == n {
+                    break;
+                }
+            }
+        }
+        let (start, len) = best?;
         self.free.remove(&start);
+        self.free_total -= n;
         if len > n {
             self.free.insert(start + n, len - n);
         }
         Some(start)
     }
 
+    /// Forgets slab `chunk` of class `c` (it was returned to the free chunks).
+    pub(crate) fn drop_partial(&mut self, c: usize, chunk: u64) {
+        self.partial[c].retain(|&a| a != chunk);
+    }
+
+    /// The longest free run, in chunks.
+    pub(crate) fn largest_run(&self) -> u64 {
+        self.free.values().copied().max().unwrap_or(0)
+    }
+
     /// Returns `[start, start + n)` to the free runs, coalescing.
     pub(crate) fn give_run(&mut self, mut start: u64, mut n: u64) {
+        debug_assert!(
+            self.free
+                .range(..start + n)
+                .next_back()
+                .is_none_or(|(&a, &l)| a + l <= start),
+            "chunks {start}..{} given back while free: {:?}",
+            start + n,
+            self.free
+        );
+        self.free_total += n;
         if let Some((&p, &plen)) = self.free.range(..start).next_back() {
             if p + plen == start {
                 self.free.remove(&p);
@@ -261,14 +353,40 @@ pub(crate) struct Quarantined {
     pub(crate) kind: QuarantineKind,
 }
 
+/// Free chunks kept out of ordinary allocation (volatile: counts, not particular chunks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Reserve {
+    /// For the undo log of removal-only transactions: enough log extents to record every
+    /// bitmap word and chunk descriptor of the heap, so freeing any set of blocks fits
+    /// ([`metadata_reserve`]).
+    pub(crate) metadata: u64,
+    /// [`PoolOptions::reserve`](crate::PoolOptions::reserve): for transactions that call
+    /// [`Transaction::use_reserve`](crate::Transaction::use_reserve).
+    pub(crate) app: u64,
+}
+
+/// Chunks of log extent that record every bitmap word and descriptor of a heap of `n_chunks`
+/// (one 64-byte undo record per 8-byte word at worst: a slab of 64-byte blocks has 64 bitmap
+/// words, plus a record for its descriptor and one for its jump), with the lanes' own logs not
+/// counted. 1 chunk per 62 chunks of heap, at least 1 (0 for an empty heap).
+pub fn metadata_reserve(n_chunks: u64) -> u64 {
+    (n_chunks * (64 * 64 + 2 * 64)).div_ceil(CHUNK)
+}
+
 /// Heap state shared by all transactions of a pool.
 #[derive(Debug)]
 pub(crate) struct Heap {
-    pub(crate) layout: HeapLayout,
-    /// Per chunk: lane + 1 of the transaction changing its metadata (volatile; held to the end
-    /// of that transaction).
+    /// The layout at open; the number of chunks is `n_chunks` (it grows with the pool).
+    base: HeapLayout,
+    /// Chunks in the heap now (at most the table's entries).
+    n_chunks: std::sync::atomic::AtomicU64,
+    pub(crate) reserve: Reserve,
+    /// Per chunk of the table's capacity: lane + 1 of the transaction changing its metadata
+    /// (volatile; held to the end of that transaction).
     pub(crate) locks: Box<[AtomicU32]>,
     pub(crate) index: Mutex<Option<HeapIndex>>,
+    /// `index` is built (set once, under its lock).
+    pub(crate) index_built: std::sync::atomic::AtomicBool,
     /// See [`Quarantined`]; lock order: quarantine before index.
     pub(crate) quarantine: Mutex<Vec<Quarantined>>,
     /// Entries in `quarantine` (checked without the lock on fast paths).
@@ -276,13 +394,47 @@ pub(crate) struct Heap {
 }
 
 impl Heap {
-    pub(crate) fn new(layout: HeapLayout) -> Heap {
+    /// A heap keeping the metadata reserve and `app_reserve` bytes (whole chunks, rounded up)
+    /// free for the transactions entitled to them; reserves are capped so that ordinary
+    /// allocation keeps at least half of the heap.
+    pub(crate) fn new(layout: HeapLayout, app_reserve: u64) -> Heap {
+        let metadata = metadata_reserve(layout.n_chunks).min(layout.n_chunks / 2);
+        let app = app_reserve
+            .div_ceil(CHUNK)
+            .min((layout.n_chunks / 2).saturating_sub(metadata));
         Heap {
-            layout,
-            locks: zeroed_atomics(layout.n_chunks as usize),
+            base: layout,
+            n_chunks: std::sync::atomic::AtomicU64::new(layout.n_chunks),
+            reserve: Reserve { metadata, app },
+            locks: zeroed_atomics(layout.table_entries() as usize),
             index: Mutex::new(None),
+            index_built: std::sync::atomic::AtomicBool::new(false),
             quarantine: Mutex::new(Vec::new()),
             quarantined: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Where the chunk table and the chunks are, with the number of chunks now.
+    pub(crate) fn layout(&self) -> HeapLayout {
+        HeapLayout {
+            n_chunks: self.n_chunks.load(Ordering::Acquire),
+            ..self.base
+        }
+    }
+
+    /// The pool grew: the heap has `n` chunks now (at most the table's entries). The new ones
+    /// (free: their descriptors were zeroed with the table) join the index if it is built;
+    /// else its build finds them.
+    pub(crate) fn grow_to(&self, n: u64) {
+        let n = n.min(self.base.table_entries());
+        let mut guard = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self.n_chunks.load(Ordering::Acquire);
+        if n <= old {
+            return;
+        }
+        self.n_chunks.store(n, Ordering::Release);
+        if let Some(idx) = guard.as_mut() {
+            idx.give_run(old, n - old);
         }
     }
 
@@ -315,7 +467,8 @@ impl Heap {
     ) -> Result<T> {
         let mut guard = self.index.lock().unwrap_or_else(|p| p.into_inner());
         if guard.is_none() {
-            *guard = Some(build_index(&self.layout, desc)?);
+            *guard = Some(build_index(&self.layout(), desc)?);
+            self.index_built.store(true, Ordering::Release);
         }
         Ok(f(guard.as_mut().expect("built above")))
     }
@@ -326,6 +479,7 @@ pub(crate) fn scan_stats(l: &HeapLayout, read: impl Fn(u64) -> u64) -> Result<He
     let mut st = HeapStats {
         chunks: l.n_chunks,
         per_class: vec![0; CLASSES.len()],
+        per_class_slabs: vec![0; CLASSES.len()],
         ..Default::default()
     };
     let mut run = 0u64;
@@ -353,8 +507,10 @@ pub(crate) fn scan_stats(l: &HeapLayout, read: impl Fn(u64) -> u64) -> Result<He
                     .sum();
                 st.slab_chunks += 1;
                 st.per_class[c] += used;
+                st.per_class_slabs[c] += 1;
                 st.used_bytes += used * g.block;
                 st.free_bytes += (g.blocks - used.min(g.blocks)) * g.block;
+                st.slab_free_bytes += (g.blocks - used.min(g.blocks)) * g.block;
                 i += 1;
             }
             Desc::Run(n) if i + n <= l.n_chunks => {
@@ -384,6 +540,7 @@ pub(crate) fn build_index(layout: &HeapLayout, desc: impl Fn(u64) -> u64) -> Res
     let mut idx = HeapIndex {
         free: BTreeMap::new(),
         partial: vec![Vec::new(); CLASSES.len()],
+        free_total: 0,
     };
     let mut i = 0;
     while i < layout.n_chunks {
@@ -394,6 +551,7 @@ pub(crate) fn build_index(layout: &HeapLayout, desc: impl Fn(u64) -> u64) -> Res
                     i += 1;
                 }
                 idx.free.insert(start, i - start);
+                idx.free_total += i - start;
                 continue;
             }
             Desc::Slab(c) => idx.partial[c].push(i),
@@ -467,6 +625,16 @@ mod tests {
             assert!(l.n_chunks * 8 <= l.chunks - l.table);
         }
         assert_eq!(HeapLayout::new(0, 4096 + 10 * CHUNK).n_chunks, 10);
+        // A table with room for growth: the same chunks at first, more as the heap grows,
+        // never past the table's capacity.
+        let small = HeapLayout::with_table(0, 16384 + 10 * CHUNK, 2000);
+        assert_eq!(
+            (small.n_chunks, small.chunks, small.table_entries()),
+            (10, 16384, 2048)
+        );
+        let grown = HeapLayout::with_table(0, 16384 + 100 * CHUNK, 2000);
+        assert_eq!((grown.n_chunks, grown.chunks), (100, 16384));
+        assert_eq!(HeapLayout::with_table(0, 1 << 40, 2000).n_chunks, 2000);
     }
 
     #[test]
@@ -492,9 +660,13 @@ mod tests {
             [(0, 1), (3, 2), (6, 2)]
         );
         assert_eq!(idx.partial[3], [5]);
-        assert_eq!(idx.take_run(2), Some(3));
+        assert_eq!(idx.free_total, 5);
+        assert_eq!(idx.take_run(2, 3), Some(3)); // best fit: the run of 2, not the first
+        assert_eq!(idx.take_run(1, 3), None); // would leave 2 free of the 3 to keep
         idx.give_run(3, 2);
-        assert_eq!(idx.take_run(3), None);
+        assert_eq!(idx.take_run(3, 0), None);
+        assert_eq!(idx.take_run(1, 0), Some(0));
+        assert_eq!(idx.free_total, 4);
         let bad = [Desc::Cont(1).encode(), 0, 0, 0, 0, 0, 0, 0];
         assert!(build_index(&layout, |i| bad[i as usize]).is_err());
         let short = [0, 0, 0, 0, 0, 0, 0, Desc::Run(2).encode()];

@@ -4,7 +4,7 @@
 use pmem_core::Region;
 
 use crate::error::{Error, Result};
-use crate::heap::{scan_stats, HeapLayout, HeapStats};
+use crate::heap::{scan_stats, HeapStats};
 use crate::layout::{self, Geometry};
 
 /// What a transactional pool holds, read without changing it.
@@ -54,7 +54,7 @@ pub fn inspect(region: &Region) -> Result<Summary> {
             lanes_with_log += 1;
         }
     }
-    let heap = scan_stats(&HeapLayout::new(geometry.heap_offset, geometry.heap_size), read)?;
+    let heap = scan_stats(&geometry.heap_layout(), read)?;
     Ok(Summary {
         geometry,
         generation: layout::get(&sb, layout::SB_GENERATION as usize),

@@ -14,7 +14,7 @@
 //!
 //! | offset | size | field          |                                                    |
 //! |-------:|-----:|----------------|----------------------------------------------------|
-//! |      0 |    8 | `magic`        | `b"PTMTXN1\0"`                                     |
+//! |      0 |    8 | `magic`        | `b"PTMTXN2\0"` (`b"PTMTXN1\0"`: format 1, below)   |
 //! |      8 |    4 | `lane_count`   | 1..=1024                                           |
 //! |     12 |    4 | `_pad`         | 0                                                  |
 //! |     16 |    8 | `lane_size`    | bytes per lane, multiple of 4096, >= 8192          |
@@ -22,8 +22,9 @@
 //! |     32 |    8 | `root_offset`  | 4096-aligned                                       |
 //! |     40 |    8 | `root_size`    | `size_of` of the root type                         |
 //! |     48 |    8 | `heap_offset`  | 4096-aligned                                       |
-//! |     56 |    8 | `heap_size`    | multiple of 4096                                   |
-//! |     64 |   56 | `_reserved`    | 0                                                  |
+//! |     56 |    8 | `heap_size`    | heap bytes at creation, multiple of 4096           |
+//! |     64 |    8 | `table_entries`| chunk table capacity (format 2; 0 in format 1)     |
+//! |     72 |   48 | `_reserved`    | 0                                                  |
 //! |    120 |    8 | `meta_hash`    | xxh3-64 of bytes 0..120                            |
 //! |    128 |    8 | `generation`   | incremented at every open (mutable; lock words)    |
 //! |    136 |    8 | `clean`        | 1 after a clean close, 0 while open (mutable)      |
@@ -48,8 +49,11 @@
 
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
-/// Superblock magic.
-pub(crate) const SB_MAGIC: [u8; 8] = *b"PTMTXN1\0";
+/// Superblock magic (format 2: the chunk table capacity is stored, so the heap can grow).
+pub(crate) const SB_MAGIC: [u8; 8] = *b"PTMTXN2\0";
+/// Superblock magic of format 1 (the chunk table is as large as the heap at creation needs,
+/// rounded up to a page: growth is limited to the entries that page holds). Opened as before.
+pub(crate) const SB_MAGIC_V1: [u8; 8] = *b"PTMTXN1\0";
 /// Bytes of the superblock hashed by `meta_hash`.
 pub(crate) const SB_HASHED: usize = 120;
 pub(crate) const SB_GENERATION: u64 = 128;
@@ -93,8 +97,11 @@ pub struct Geometry {
     pub root_size: u64,
     /// Pool offset of the heap.
     pub heap_offset: u64,
-    /// Bytes in the heap.
+    /// Bytes in the heap: to the end of the data area (which grows with the pool).
     pub heap_size: u64,
+    /// Entries of the chunk table (its capacity in chunks: the heap can grow until it has that
+    /// many chunks without moving any of them).
+    pub table_entries: u64,
 }
 
 fn put(b: &mut [u8], at: usize, v: u64) {
@@ -127,6 +134,7 @@ impl Geometry {
         if heap_offset > heap_end {
             return None;
         }
+        let heap_size = heap_end - heap_offset;
         Some(Geometry {
             lane_count,
             lane_size,
@@ -134,8 +142,24 @@ impl Geometry {
             root_offset,
             root_size,
             heap_offset,
-            heap_size: heap_end - heap_offset,
+            heap_size,
+            table_entries: crate::heap::HeapLayout::new(heap_offset, heap_size).table_entries(),
         })
+    }
+
+    /// This geometry with a chunk table of room for a heap of up to `max_heap` bytes (never
+    /// less than the heap needs now; at most 1/16 of the heap at creation, so small pools do
+    /// not spend their space on it).
+    pub(crate) fn with_room_to_grow(mut self, max_heap: u64) -> Geometry {
+        let want = max_heap / crate::heap::CHUNK + 1;
+        let cap = (self.heap_size / 16 / 8).max(self.table_entries);
+        self.table_entries = want.clamp(self.table_entries, cap);
+        self
+    }
+
+    /// Where the chunk table and the chunks are, for the heap as it is now.
+    pub fn heap_layout(&self) -> crate::heap::HeapLayout {
+        crate::heap::HeapLayout::with_table(self.heap_offset, self.heap_size, self.table_entries)
     }
 
     /// Encodes the immutable part of the superblock (bytes 0..128).
@@ -149,18 +173,21 @@ impl Geometry {
         put(&mut b, 40, self.root_size);
         put(&mut b, 48, self.heap_offset);
         put(&mut b, 56, self.heap_size);
+        put(&mut b, 64, self.table_entries);
         let h = xxh3_64(&b[..SB_HASHED]);
         put(&mut b, SB_HASHED, h);
         b
     }
 
     /// Decodes and validates a superblock against the data area `[data_start, data_end)`.
-    /// Returns what is wrong as a static description.
+    /// Returns what is wrong as a static description. The heap extends to the end of the data
+    /// area (which is larger than at creation if the pool grew).
     pub(crate) fn decode(b: &[u8], data_start: u64, data_end: u64) -> Result<Geometry, &'static str> {
         if b.len() < 128 {
             return Err("superblock truncated");
         }
-        if b[0..8] != SB_MAGIC {
+        let v1 = b[0..8] == SB_MAGIC_V1;
+        if b[0..8] != SB_MAGIC && !v1 {
             return Err("bad superblock magic (not a ptm transaction pool)");
         }
         if xxh3_64(&b[..SB_HASHED]) != get(b, SB_HASHED) {
@@ -174,6 +201,7 @@ impl Geometry {
             root_size: get(b, 40),
             heap_offset: get(b, 48),
             heap_size: get(b, 56),
+            table_entries: get(b, 64),
         };
         let lanes_end = u64::from(g.lane_count)
             .checked_mul(g.lane_size)
@@ -193,6 +221,20 @@ impl Geometry {
         if !ok {
             return Err("superblock geometry is impossible");
         }
+        let mut g = g;
+        let created = crate::heap::HeapLayout::new(g.heap_offset, g.heap_size).table_entries();
+        if v1 {
+            if g.table_entries != 0 {
+                return Err("format 1 superblock with a chunk table capacity");
+            }
+            g.table_entries = created;
+        } else if g.table_entries < created
+            || g.table_entries > (1 << 48) / crate::heap::CHUNK
+            || align_up(g.table_entries * 8, 4096) > g.heap_size
+        {
+            return Err("superblock chunk table capacity is impossible");
+        }
+        g.heap_size = (data_end & !4095) - g.heap_offset;
         Ok(g)
     }
 
@@ -359,6 +401,38 @@ pub(crate) fn verdict(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn format_1_superblocks_open_with_the_table_they_were_made_with() {
+        let g = Geometry::plan(4096, 8 << 20, 4, 8192, 64).unwrap();
+        let mut b = g.encode();
+        b[0..8].copy_from_slice(&SB_MAGIC_V1);
+        b[64..72].fill(0);
+        let h = xxh3_64(&b[..SB_HASHED]);
+        put(&mut b, SB_HASHED, h);
+        let v1 = Geometry::decode(&b, 4096, 8 << 20).unwrap();
+        assert_eq!(v1, g);
+        // Grown: the heap reaches the new end of the data area, the table stays.
+        let grown = Geometry::decode(&b, 4096, 64 << 20).unwrap();
+        assert_eq!(grown.table_entries, g.table_entries);
+        assert_eq!(grown.heap_size, (64 << 20) - g.heap_offset);
+        assert_eq!(grown.heap_layout().chunks, g.heap_layout().chunks);
+        // Format 2 with room to grow.
+        let v2 = g.with_room_to_grow(1 << 30);
+        assert!(v2.table_entries > g.table_entries);
+        let d = Geometry::decode(&v2.encode(), 4096, 8 << 20).unwrap();
+        assert_eq!(d, v2);
+        assert!(d.heap_layout().chunks > g.heap_layout().chunks);
+        // A capacity a format 1 superblock cannot have, or one beyond the heap, is refused.
+        let mut bad = b;
+        put(&mut bad, 64, 9);
+        let h = xxh3_64(&bad[..SB_HASHED]);
+        put(&mut bad, SB_HASHED, h);
+        assert!(Geometry::decode(&bad, 4096, 8 << 20).is_err());
+        let mut huge = v2;
+        huge.table_entries = 1 << 30;
+        assert!(Geometry::decode(&huge.encode(), 4096, 8 << 20).is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -67,6 +67,7 @@
 mod alloc;
 mod cell;
 mod error;
+mod grow;
 pub mod heap;
 mod inspect;
 pub mod lanes;
@@ -79,6 +80,7 @@ mod tx;
 
 pub use cell::{Loggable, PCell, PMutex, PRwLock, PSharedLock};
 pub use error::{Error, Result};
+pub use grow::{grow_pool, max_pool_size};
 pub use heap::HeapStats;
 pub use inspect::{inspect, Summary};
 pub use layout::Geometry;

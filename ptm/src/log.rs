@@ -40,7 +40,7 @@ pub(crate) struct Scan {
 /// transaction); with `None` the first record must be newer than the lane's `completed`.
 pub(crate) fn scan_lane(s: &Shared, lane: usize, want: Option<u64>) -> Result<Scan> {
     let completed = s.completed_word(lane).load(Ordering::Acquire);
-    scan_log(&s.region, &s.geo, lane, completed, want)
+    scan_log(&s.region, &s.geometry(), lane, completed, want)
 }
 
 /// [`scan_lane`] over any region with the given geometry and completion mark, reading only

@@ -41,6 +41,9 @@ pub struct PoolOptions {
     journal: pmem_core::JournalOptions,
     sysfs_root: Option<std::path::PathBuf>,
     ignore_unsafe_shutdown: bool,
+    reserve: u64,
+    max_size: Option<u64>,
+    auto_grow: Option<u64>,
 }
 
 impl Default for PoolOptions {
@@ -59,6 +62,9 @@ impl Default for PoolOptions {
             journal: pmem_core::JournalOptions::new(),
             sysfs_root: None,
             ignore_unsafe_shutdown: false,
+            reserve: 0,
+            max_size: None,
+            auto_grow: None,
         }
     }
 }
@@ -135,6 +141,72 @@ impl PoolOptions {
         self
     }
 
+    /// Keeps `bytes` of the heap (rounded up to whole 256 KiB chunks, at most half the heap
+    /// with the metadata reserve) free for the operations the application names: ordinary
+    /// allocations fail with [`Error::OutOfSpace`] before they touch it, and a transaction
+    /// that calls [`Transaction::use_reserve`] may allocate from it (say, the node a move
+    /// between two collections needs, or the bookkeeping of a cleanup job on a full pool).
+    /// Default 0. Volatile: given at each open, not stored in the pool.
+    ///
+    /// Independently of it, removal-only transactions (no allocation) always find room for
+    /// their undo log: a metadata reserve of 1 chunk per 62 (at least one) is kept for their
+    /// log extents, enough to record every bitmap word and descriptor of the heap, so freeing
+    /// blocks never fails for lack of space (see `docs/design.md` §10.4).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ptm::{Error, PCell, Persistent, Pool, PoolOptions};
+    ///
+    /// #[derive(Persistent)]
+    /// #[persistent(crate = "ptm::pmem_core")]
+    /// #[repr(C)]
+    /// struct Root {
+    ///     n: PCell<u64>,
+    /// }
+    ///
+    /// # fn main() -> Result<(), Error> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let opts = PoolOptions::new().reserve(256 << 10);
+    /// let pool = Pool::<Root>::create(dir.path().join("r.pool"), 8 << 20, &opts)?;
+    /// // Fill the heap with ordinary allocations.
+    /// while pool.transaction(|tx, _| tx.alloc_bytes(64 << 10)).is_ok() {}
+    /// // A transaction entitled to the reserve still gets space.
+    /// pool.transaction(|tx, _| {
+    ///     tx.use_reserve();
+    ///     tx.alloc_bytes(64 << 10)
+    /// })?;
+    /// # Ok(()) }
+    /// ```
+    pub fn reserve(mut self, bytes: u64) -> Self {
+        self.reserve = bytes;
+        self
+    }
+
+    /// The size the pool should be able to grow to. At create, its chunk table gets room for a
+    /// heap that large (at most 1/16 of the heap at creation; 8 bytes per 256 KiB chunk); at
+    /// every open, that much address space is reserved for [`Pool::grow`] while open. Default:
+    /// 64 times the size (at creation, at open), at least 1 GiB.
+    pub fn max_size(mut self, bytes: u64) -> Self {
+        self.max_size = Some(bytes);
+        self
+    }
+
+    /// When the heap has no room for a request, grow the pool (while open, in place: see
+    /// [`Pool::grow`]) instead of failing: to twice its size or what the request needs, at most
+    /// `max` bytes (and at most what [`max_size`](PoolOptions::max_size) reserved). Only then
+    /// does an allocation fail with [`Error::OutOfSpace`]. Default: off.
+    pub fn auto_grow(mut self, max: u64) -> Self {
+        self.auto_grow = Some(max);
+        self
+    }
+
+    fn max_size_for(&self, size: u64) -> u64 {
+        self.max_size
+            .unwrap_or_else(|| size.saturating_mul(64).max(1 << 30))
+            .min(1 << 48)
+    }
+
     fn region_options(&self) -> RegionOptions {
         let mut o = RegionOptions::new()
             .layout(&self.layout)
@@ -154,6 +226,9 @@ impl PoolOptions {
         }
         if let Some(ext) = &self.external {
             o = o.external(ext.clone());
+        }
+        if let Some(max) = self.max_size {
+            o = o.grow_room(max);
         }
         o.engine(self.engine).journal(self.journal.clone())
     }
@@ -253,6 +328,8 @@ pub(crate) struct Shared {
     pub(crate) durable_completed: Box<[AtomicU64]>,
     pub(crate) heap: crate::heap::Heap,
     pub(crate) lock_timeout: Duration,
+    /// `PoolOptions::auto_grow`: grow up to this size instead of failing with `OutOfSpace`.
+    pub(crate) auto_grow: Option<u64>,
     pub(crate) poisoned: AtomicBool,
     pub(crate) recovery: RecoveryReport,
 }
@@ -283,7 +360,7 @@ impl Shared {
     /// Runs `f` on the heap's volatile index (built from the chunk table on first use).
     pub(crate) fn heap_index<T>(&self, f: impl FnOnce(&mut crate::heap::HeapIndex) -> T) -> Result<T> {
         self.heap
-            .with_index(|i| self.read_u64(self.heap.layout.desc_off(i)), f)
+            .with_index(|i| self.read_u64(self.heap.layout().desc_off(i)), f)
     }
 
     /// Address of pool offset `off` (no check: callers validated it).
@@ -378,7 +455,14 @@ impl Shared {
     /// Whether `[off, off + len)` lies in the area transactions may log and modify: the root and
     /// the heap.
     pub(crate) fn loggable(&self, off: u64, len: u64) -> bool {
-        self.geo.loggable(off, len)
+        self.geometry().loggable(off, len)
+    }
+
+    /// The geometry with the heap as large as the pool is now (it grows with `Pool::grow`).
+    pub(crate) fn geometry(&self) -> Geometry {
+        let mut g = self.geo;
+        g.heap_size = (self.region.data_range().end & !4095) - g.heap_offset;
+        g
     }
 
     /// The pool offset of `addr` if `[addr, addr + len)` is loggable.
@@ -457,7 +541,7 @@ impl Shared {
 /// single-threaded pools. It is `Send` when `R` is, so an `Arc<Pool<R>>` of such a root goes to
 /// `std::thread::spawn` and a `Pool<R>` into a `static OnceLock`.
 pub struct Pool<R> {
-    shared: Box<Shared>,
+    pub(crate) shared: Box<Shared>,
     /// Set by [`close`](Pool::close), so that drop does not close a second time.
     closed: bool,
     _root: PhantomData<R>,
@@ -495,7 +579,8 @@ impl<R: Persistent> Pool<R> {
         }
         let mut region = opts.region_options().create(path, size)?;
         let data = region.data_range();
-        let Some(geo) = Geometry::plan(data.start, data.end, opts.lanes, opts.lane_size, root_size) else {
+        let planned = Geometry::plan(data.start, data.end, opts.lanes, opts.lane_size, root_size);
+        let Some(geo) = planned.map(|g| g.with_room_to_grow(opts.max_size_for(size))) else {
             drop(region);
             let _ = std::fs::remove_file(path);
             return Err(Error::InvalidOptions(
@@ -510,7 +595,7 @@ impl<R: Persistent> Pool<R> {
         }
         zero_range(&mut region, geo.root_offset, geo.root_offset + root_size)?;
         // The chunk table: all chunks free.
-        let heap = crate::heap::HeapLayout::new(geo.heap_offset, geo.heap_size);
+        let heap = geo.heap_layout();
         zero_range(&mut region, heap.table, heap.chunks)?;
         let mut sb = [0u8; 256];
         sb[..128].copy_from_slice(&geo.encode());
@@ -592,8 +677,9 @@ impl<R: Persistent> Pool<R> {
             pending_seq: (0..n).map(|_| AtomicU64::new(0)).collect(),
             pending_bits: (0..n.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
             durable_completed: (0..n).map(|_| AtomicU64::new(0)).collect(),
-            heap: crate::heap::Heap::new(crate::heap::HeapLayout::new(geo.heap_offset, geo.heap_size)),
+            heap: crate::heap::Heap::new(geo.heap_layout(), opts.reserve),
             lock_timeout: opts.lock_timeout,
+            auto_grow: opts.auto_grow,
             poisoned: AtomicBool::new(false),
             recovery: report,
         };
@@ -780,7 +866,7 @@ impl<R: Persistent> Pool<R> {
 
     /// The pool's transaction-layer geometry.
     pub fn geometry(&self) -> Geometry {
-        self.shared.geo
+        self.shared.geometry()
     }
 
     /// What recovery did when the pool was opened.
@@ -814,7 +900,7 @@ impl<R: Persistent> Pool<R> {
     /// [`Error::CorruptHeap`] if the metadata is malformed.
     pub fn heap_stats(&mut self) -> Result<HeapStats> {
         let s = &*self.shared;
-        crate::heap::scan_stats(&s.heap.layout, |off| s.read_u64(off))
+        crate::heap::scan_stats(&s.heap.layout(), |off| s.read_u64(off))
     }
 
     /// Every allocated block as `(pool offset, block size)`, from the persistent metadata: for
@@ -825,7 +911,7 @@ impl<R: Persistent> Pool<R> {
     /// [`Error::CorruptHeap`] if the metadata is malformed.
     pub fn allocated_blocks(&mut self) -> Result<Vec<(u64, u64)>> {
         let s = &*self.shared;
-        let l = s.heap.layout;
+        let l = s.heap.layout();
         let mut out = Vec::new();
         let mut i = 0;
         while i < l.n_chunks {
@@ -857,7 +943,7 @@ impl<R: Persistent> Pool<R> {
     ///
     /// [`Error::CorruptHeap`] naming the first problem found.
     pub fn check_heap(&mut self) -> Result<HeapStats> {
-        let l = self.shared.heap.layout;
+        let l = self.shared.heap.layout();
         crate::heap::build_index(&l, |i| self.shared.read_u64(l.desc_off(i)))?;
         for i in 0..l.n_chunks {
             if let Desc::Slab(c) = Desc::decode(self.shared.read_u64(l.desc_off(i))) {

@@ -76,6 +76,15 @@ pub(crate) struct LaneVolatile {
     /// Ranges of undo entries appended since the last drain (inside a snapshot batch): a store
     /// into one of them must drain first.
     unordered_undo: Vec<(u64, u64)>,
+    /// Start of the current log area (the lane's log or an extent).
+    area_start: u64,
+    /// `pos` and `end` at the last drain: records after `ordered_pos` in the area ending at
+    /// `ordered_end` (or anywhere in a later area) are not ordered yet, so they may be taken
+    /// back ([`Transaction::take_back`]).
+    ordered_pos: u64,
+    ordered_end: u64,
+    /// Records were taken back: the log may hold stale copies of them with this seq.
+    took_back: bool,
     batch_depth: u32,
     locks: Vec<(HeldKind, *const AtomicU64)>,
     completions: Vec<(usize, u64)>,
@@ -152,6 +161,10 @@ impl<'p> Transaction<'p> {
         st.next_extent = MIN_EXTENT;
         st.undrained = false;
         st.unordered_undo.clear();
+        st.area_start = st.pos;
+        st.ordered_pos = st.pos;
+        st.ordered_end = st.end;
+        st.took_back = false;
         st.batch_depth = 0;
         st.locks.clear();
         st.heap.begin();
@@ -337,17 +350,15 @@ impl<'p> Transaction<'p> {
     fn jump(&self, st: &mut LaneVolatile) -> Result<()> {
         // The preferred size, or smaller ones down to one chunk when the heap is fragmented.
         // Extents are volatile reservations of free heap chunks (never marked in the chunk table).
-        self.shared.release_quarantine();
         let mut size = st.next_extent;
+        let keep = self.chunks_to_keep(&st.heap, true);
         let ext = loop {
             let n = size / crate::heap::CHUNK;
-            if let Some(start) = self.shared.heap_index(|idx| idx.take_run(n))? {
-                break self.shared.heap.layout.chunk_off(start);
+            if let Some(start) = self.take_chunks(n, keep)? {
+                break self.shared.heap.layout().chunk_off(start);
             }
             if size <= crate::heap::CHUNK {
-                return Err(Error::OutOfSpace {
-                    requested: st.next_extent,
-                });
+                return Err(self.out_of_space_with(crate::heap::CHUNK, &st.heap.bits, keep));
             }
             size /= 2;
         };
@@ -362,6 +373,7 @@ impl<'p> Transaction<'p> {
         self.shared.flush(st.pos, REC_HEADER);
         st.pos = ext;
         st.end = ext + size;
+        st.area_start = ext;
         st.undrained = true;
         Ok(())
     }
@@ -378,6 +390,53 @@ impl<'p> Transaction<'p> {
             return Ok(());
         }
         self.append_undo(st, off, len)
+    }
+
+    /// Takes back the newest log record if it is a record of `kind` for `target` appended since
+    /// the last drain (so not ordered before any in-place store, and not covered by a commit):
+    /// its header is zeroed and flushed, and it no longer counts. Returns whether it did.
+    ///
+    /// A stale copy of the record may still reach the media. With other records left, the
+    /// caller's commit runs the pre-commit drain (`undrained` is set), which orders the zeroed
+    /// header before the commit record; with none left, the lane's completion mark is set at
+    /// the end (`took_back`), which every later drainer makes durable before its in-place
+    /// stores (§8.3), so recovery never replays the stale copy over newer data.
+    pub(crate) fn take_back(&self, st: &mut LaneVolatile, kind: u8, target: u64) -> bool {
+        let Some(at) = st.pos.checked_sub(REC_ALIGN) else {
+            return false;
+        };
+        let unordered = st.end != st.ordered_end || at >= st.ordered_pos;
+        if at < st.area_start || !unordered || !st.index.is_empty() {
+            return false;
+        }
+        // SAFETY: `[at, at + 64)` is the newest record of this lane's current area, which only
+        // this transaction writes.
+        let header = unsafe { std::slice::from_raw_parts(self.shared.ptr(at), REC_HEADER as usize) };
+        let r = layout::decode_rec(header);
+        let len = r.len;
+        let fits = match kind {
+            KIND_NEW => true,
+            _ => rec_total(len) == REC_ALIGN,
+        };
+        if r.seq != st.seq
+            || r.kind != kind
+            || r.target != target
+            || !fits
+            || st.ranges.last() != Some(&(target, len))
+            || st.logical.last() != Some(&(target, len))
+        {
+            return false;
+        }
+        // SAFETY: as above.
+        unsafe { std::ptr::write_bytes(self.shared.ptr(at), 0, REC_HEADER as usize) };
+        self.shared.flush(at, REC_HEADER);
+        st.pos = at;
+        st.entries -= 1;
+        st.ranges.pop();
+        st.logical.pop();
+        st.undrained = true;
+        st.took_back = true;
+        true
     }
 
     /// Appends a new-range record for fresh memory `[off, off + len)`: no old bytes, but the
@@ -408,6 +467,7 @@ impl<'p> Transaction<'p> {
     /// in the log. The stored words are logged ranges, so commit flushes and hashes them.
     fn apply_deferred(&self) -> Result<()> {
         let mut st = self.st.borrow_mut();
+        self.return_empty_slabs(&mut st);
         if !st.heap.has_deferred() && !st.undrained {
             return Ok(());
         }
@@ -438,6 +498,8 @@ impl<'p> Transaction<'p> {
             self.shared.settle_completions(&completions);
             st.undrained = false;
             st.unordered_undo.clear();
+            st.ordered_pos = st.pos;
+            st.ordered_end = st.end;
         }
         st.completions = completions;
         r
@@ -651,6 +713,14 @@ impl<'p> Transaction<'p> {
 
     /// Returns extents, releases locks, stores the lane state back and frees the lane.
     fn finish(&self, committed: bool) {
+        {
+            let st = self.st.borrow();
+            if st.took_back && st.entries == 0 {
+                // Stale copies of taken-back records may be in the log with this seq: the
+                // completion mark retires them (see `take_back`).
+                self.shared.mark_complete(self.lane, st.seq);
+            }
+        }
         release_lane(self.shared, self.lane, self.st.take(), committed);
     }
 
@@ -768,7 +838,7 @@ fn release_lane(shared: &Shared, lane: usize, mut st: LaneVolatile, committed: b
     let h = &mut st.heap;
     let extents = std::mem::take(&mut st.extents);
     let chunk = crate::heap::CHUNK;
-    let layout = shared.heap.layout;
+    let layout = shared.heap.layout();
     // Volatile index updates: extents always go back; a commit frees what it freed and offers
     // its new and emptied slabs; an abort returns what it reserved. Most transactions touch
     // none of this and skip the index lock.
@@ -777,13 +847,17 @@ fn release_lane(shared: &Shared, lane: usize, mut st: LaneVolatile, committed: b
         || !h.freed_runs.is_empty()
         || !h.new_slabs.is_empty()
         || !h.freed_slabs.is_empty()
-        || !h.reserved.is_empty();
+        || !h.reserved.is_empty()
+        || !h.cancelled_chunks.is_empty();
     let _ = touched.then(|| {
         shared.heap_index(|idx| {
             for &(off, size) in &extents {
                 if let Some(start) = layout.chunk_of(off) {
                     idx.give_run(start, size / chunk);
                 }
+            }
+            for &a in &h.cancelled_chunks {
+                idx.give_run(a, 1);
             }
             if !committed {
                 for &(a, n) in &h.freed_new {
@@ -795,9 +869,12 @@ fn release_lane(shared: &Shared, lane: usize, mut st: LaneVolatile, committed: b
                     idx.give_run(a, n);
                 }
                 for &(a, c) in h.new_slabs.iter().chain(&h.freed_slabs) {
-                    if !idx.partial[c].contains(&a) {
+                    if !idx.partial[c].contains(&a) && !h.returned_slabs.contains(&(a, c)) {
                         idx.partial[c].push(a);
                     }
+                }
+                for &(a, c) in &h.returned_slabs {
+                    idx.drop_partial(c, a);
                 }
             } else {
                 for &(a, n) in &h.reserved {
@@ -811,7 +888,16 @@ fn release_lane(shared: &Shared, lane: usize, mut st: LaneVolatile, committed: b
             }
         })
     });
-    if committed && (!h.freed_new.is_empty() || !h.freed_new_blocks.is_empty()) {
+    if committed {
+        for c in h.hint.iter_mut() {
+            if c.is_some_and(|a| h.returned_slabs.iter().any(|&(r, _)| r == a)) {
+                *c = None;
+            }
+        }
+    }
+    if committed
+        && (!h.freed_new.is_empty() || !h.freed_new_blocks.is_empty() || !h.returned_slabs.is_empty())
+    {
         use crate::heap::{QuarantineKind, Quarantined};
         let mut q = shared.heap.quarantine.lock().unwrap_or_else(|p| p.into_inner());
         for &(start, n) in &h.freed_new {
@@ -819,6 +905,15 @@ fn release_lane(shared: &Shared, lane: usize, mut st: LaneVolatile, committed: b
                 lane,
                 seq: st.seq,
                 kind: QuarantineKind::Run { start, n },
+            });
+        }
+        // A returned slab's bitmap words are in this commit's data hash: no fresh store may
+        // land there before the completion mark is durable.
+        for &(start, _) in &h.returned_slabs {
+            q.push(Quarantined {
+                lane,
+                seq: st.seq,
+                kind: QuarantineKind::Run { start, n: 1 },
             });
         }
         for &(word, mask) in &h.freed_new_blocks {

@@ -194,6 +194,8 @@ fn a_committed_allocation_survives_a_crash() {
 fn frees_take_effect_at_commit() {
     let dir = common::shm_dir();
     let mut pool = pool(&dir, 16 << 20);
+    // A second node keeps the slab in use (an emptied slab returns to the free chunks).
+    let keep = push(&pool, 0).unwrap();
     let a = push(&pool, 1).unwrap();
     pool.transaction(|tx, r| {
         // SAFETY: the head node is live (pushed above) and only this thread uses the pool.
@@ -207,7 +209,7 @@ fn frees_take_effect_at_commit() {
         Ok::<_, Error>(())
     })
     .unwrap();
-    assert_eq!(pool.allocated_blocks().unwrap(), []);
+    assert_eq!(pool.allocated_blocks().unwrap(), [(keep.offset(), 64)]);
     // Reusable after commit.
     let c = push(&pool, 2).unwrap();
     assert_eq!(c.offset(), a.offset());
@@ -217,7 +219,7 @@ fn frees_take_effect_at_commit() {
         Err(Error::InvalidOptions("abort"))
     });
     assert!(r.is_err());
-    assert_eq!(pool.allocated_blocks().unwrap().len(), 1);
+    assert_eq!(pool.allocated_blocks().unwrap().len(), 2);
 }
 
 #[test]
@@ -446,6 +448,9 @@ fn a_block_freed_in_its_allocating_transaction_is_not_reused_too_early() {
                 value: 0xAAAA,
                 next: PPtr::null(),
             })?;
+            // A drain between the allocation and the free: its records are ordered, so they
+            // cannot be taken back, and the block's bytes stay in the data hash.
+            r.len.set(tx, 41)?;
             tx.free(x)?;
             r.len.set(tx, 42)?;
             Ok::<_, Error>((x, tx.lane()))
@@ -498,8 +503,9 @@ fn quarantined_blocks_become_reusable_after_a_drain() {
     let dir = common::shm_dir();
     let mut pool = pool(&dir, 16 << 20);
     let x = pool
-        .transaction(|tx, _| {
+        .transaction(|tx, r| {
             let x = tx.alloc(5u64)?;
+            r.len.set(tx, 1)?; // orders the allocation's records: quarantined, not taken back
             tx.free(x)?;
             Ok::<_, Error>(x)
         })
@@ -538,4 +544,81 @@ fn alloc_into_publishes_the_block_in_one_step() {
     let mut recovered = Pool::<Root>::open(&image, &common::pmem()).unwrap();
     assert_eq!(list(&recovered), [9]);
     assert_no_leak(&mut recovered);
+}
+
+/// An allocation freed before any drain ordered its records is cancelled like a reservation:
+/// its records are taken back, so the transaction logs nothing, drains nothing, and the block
+/// is free at once (no quarantine); a crash image taken after it recovers to the same state.
+#[test]
+fn alloc_and_free_before_a_drain_is_cancelled() {
+    let dir = common::shm_dir();
+    let mut pool = pool(&dir, 16 << 20);
+    push(&pool, 1).unwrap(); // the slab exists
+    let before = thread_stats();
+    let x = pool
+        .transaction(|tx, _| {
+            let x = tx.alloc(Node {
+                value: 7,
+                next: PPtr::null(),
+            })?;
+            tx.free(x)?;
+            Ok::<_, Error>(x)
+        })
+        .unwrap();
+    assert_eq!(thread_stats().since(&before).drains, 0);
+    // Free at once: the next allocation gets the same block.
+    let y = pool
+        .transaction(|tx, _| {
+            let y = tx.alloc(8u64)?;
+            tx.free(y)?;
+            let z = tx.alloc(9u64)?;
+            tx.free(z)?;
+            assert_eq!(y.offset(), z.offset());
+            Ok::<_, Error>(y)
+        })
+        .unwrap();
+    assert_eq!(x.offset(), y.offset());
+    // With a snapshot after it, the cancelled allocation still costs nothing extra.
+    let before = thread_stats();
+    pool.transaction(|tx, r| {
+        let x = tx.alloc(5u64)?;
+        tx.free(x)?;
+        r.len.set(tx, 77)
+    })
+    .unwrap();
+    assert_eq!(thread_stats().since(&before).drains, 2);
+    assert_no_leak(&mut pool);
+    let image = common::path(&dir, "image.pool");
+    common::crash_image(&common::path(&dir, "alloc.pool"), &image);
+    drop(pool);
+    let mut recovered = Pool::<Root>::open(&image, &common::pmem()).unwrap();
+    assert_eq!(list(&recovered), [1]);
+    assert_eq!(
+        recovered
+            .transaction(|tx, r| Ok::<_, Error>(r.len.get(tx)))
+            .unwrap(),
+        77
+    );
+    assert_no_leak(&mut recovered);
+}
+
+/// On a heap with no slab of the class, an alloc + free in one transaction makes no slab at all
+/// (the slab's making is taken back with the block): no drain, no chunk taken, every time.
+#[test]
+fn a_cancelled_allocation_does_not_make_a_slab() {
+    let dir = common::shm_dir();
+    let mut pool = pool(&dir, 16 << 20);
+    let free = pool.heap_stats().unwrap().free_chunks;
+    for i in 0..3 {
+        let before = thread_stats();
+        pool.transaction(|tx, _| {
+            let o = tx.alloc_bytes(64)?;
+            tx.free_bytes(o)
+        })
+        .unwrap();
+        assert_eq!(thread_stats().since(&before).drains, 0, "round {i}");
+        let st = pool.check_heap().unwrap();
+        assert_eq!((st.slab_chunks, st.free_chunks), (0, free), "{st:?}");
+    }
+    assert_no_leak(&mut pool);
 }

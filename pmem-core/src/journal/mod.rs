@@ -509,10 +509,13 @@ pub(crate) struct Journal {
     gate: Option<Arc<WriteAheadGate>>,
     path: PathBuf,
     uuid: [u8; 16],
-    /// The region's memory: `len` bytes at `base`.
+    /// The region's memory: `len` bytes at `base` (both grow with the pool, see
+    /// [`Journal::grow`]).
     base: usize,
-    len: u64,
+    len: AtomicU64,
     data: std::ops::Range<u64>,
+    /// The end of the data area now (`data.end` at start).
+    data_end: AtomicU64,
     bound: u64,
     buffered: bool,
     /// Line-aligned ranges flushed since the last ordering point.
@@ -591,7 +594,8 @@ impl Journal {
             path: path.to_owned(),
             uuid,
             base: base as usize,
-            len,
+            len: AtomicU64::new(len),
+            data_end: AtomicU64::new(data.end),
             data,
             bound: opts.bound(),
             buffered: opts.buffered.is_some(),
@@ -682,6 +686,30 @@ impl Journal {
         e
     }
 
+    /// Room for the pool to grow to `capacity` bytes: the dirty-page bitmap covers that many
+    /// (the region calls it right after [`start`](Journal::start), before any record).
+    pub(crate) fn reserve_growth(mut self, capacity: u64) -> Journal {
+        let pages = capacity.div_ceil(PAGE);
+        if pages.div_ceil(64) as usize > self.dirty.len() {
+            self.dirty = (0..pages.div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
+        }
+        self
+    }
+
+    /// The pool grew: the memory is `len` bytes at the same base now, the data area ends at
+    /// `data_end`.
+    ///
+    /// # Safety
+    ///
+    /// `[base, base + len)` is mapped readable for the journal's whole life and holds the pool
+    /// (as the contract of [`start`](Journal::start)), and `len` is within the capacity given
+    /// to [`reserve_growth`](Journal::reserve_growth).
+    pub(crate) unsafe fn grow(&self, len: u64, data_end: u64) {
+        debug_assert!(len.div_ceil(PAGE).div_ceil(64) as usize <= self.dirty.len());
+        self.len.store(len, Ordering::Release);
+        self.data_end.store(data_end, Ordering::Release);
+    }
+
     /// Records `[offset, offset + len)` (widened to whole lines) for the next ordering point.
     pub(crate) fn flush(&self, offset: u64, len: u64) {
         if len == 0 {
@@ -689,7 +717,7 @@ impl Journal {
         }
         let start = offset & !(LINE - 1);
         let end = (offset + len).div_ceil(LINE) * LINE;
-        let end = end.min(self.len);
+        let end = end.min(self.len.load(Ordering::Acquire));
         lock(&self.pending).push((start, end - start));
     }
 
@@ -740,7 +768,7 @@ impl Journal {
             // Ranges outside the data area (header copies) are never journaled: the region
             // writes headers to the home file directly.
             let s = off.max(self.data.start);
-            let e = (off + len).min(self.data.end);
+            let e = (off + len).min(self.data_end.load(Ordering::Acquire));
             if s >= e {
                 continue;
             }
@@ -1030,7 +1058,7 @@ impl Journal {
                 return Ok(());
             }
             let from = start * PAGE;
-            let bytes = (len * PAGE).min(self.len - from);
+            let bytes = (len * PAGE).min(self.len.load(Ordering::Acquire) - from);
             let home = match &self.home {
                 Home::File(f) => f,
                 Home::Memory(m) => {

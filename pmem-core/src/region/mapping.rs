@@ -158,8 +158,14 @@ pub(super) fn probe_map_sync(fd: libc::c_int) -> bool {
 #[derive(Debug)]
 pub(super) struct Mapping {
     pub(super) base: NonNull<u8>,
-    pub(super) len: usize,
-    /// Whether `base..base + len` is our own mapping, unmapped on drop.
+    /// Bytes mapped (grows with [`Mapping::extend`]).
+    len: std::sync::atomic::AtomicUsize,
+    /// Bytes of address space owned from `base`: the mapping, then a `PROT_NONE` reservation
+    /// the pool can grow into in place.
+    reserved: usize,
+    /// The `mmap` flags of the file mapping (for its extensions); 0 if not ours.
+    flags: libc::c_int,
+    /// Whether `base..base + reserved` is our own mapping, unmapped on drop.
     owned: bool,
 }
 
@@ -174,6 +180,10 @@ impl Mapping {
     /// `MAP_SHARED_VALIDATE | MAP_SYNC` is tried first; returns whether it was accepted. With
     /// `private`, the mapping is `MAP_PRIVATE` (copy-on-write: stores never reach the file; the
     /// journaled domain writes pages home itself) and MAP_SYNC is not tried.
+    ///
+    /// The address space up to `reserve_to` bytes from the base (at least `len`) stays reserved
+    /// (`PROT_NONE`, `MAP_NORESERVE`: no memory, no swap), so the pool can grow in place
+    /// ([`Mapping::extend`]).
     pub(super) fn new(
         file: &File,
         path: &Path,
@@ -181,9 +191,11 @@ impl Mapping {
         align: usize,
         backing: Backing,
         private: bool,
+        reserve_to: usize,
     ) -> Result<(Mapping, bool)> {
         let fd = file.as_raw_fd();
-        let reserve = len + align;
+        let reserve_to = reserve_to.max(len);
+        let reserve = reserve_to + align;
         // SAFETY: an anonymous PROT_NONE reservation at a kernel-chosen address; no memory is
         // accessed.
         let res = unsafe {
@@ -228,16 +240,17 @@ impl Mapping {
             unsafe { libc::munmap(res, reserve) };
             return Err(Error::io("mmap", path, e));
         }
-        // Trim the unused ends of the reservation.
+        // Trim the unused ends of the reservation (keeping room to grow after the mapping).
         let head = aligned - res_addr;
-        let tail = reserve - head - len;
-        // SAFETY: both ranges are parts of our reservation outside the file mapping.
+        let tail = reserve - head - reserve_to;
+        // SAFETY: both ranges are parts of our reservation outside the file mapping and the
+        // room kept after it.
         unsafe {
             if head > 0 {
                 libc::munmap(res, head);
             }
             if tail > 0 {
-                libc::munmap(want.cast::<u8>().add(len).cast(), tail);
+                libc::munmap(want.cast::<u8>().add(reserve_to).cast(), tail);
             }
         }
         let base = NonNull::new(addr.cast::<u8>())
@@ -245,11 +258,65 @@ impl Mapping {
         Ok((
             Mapping {
                 base,
-                len,
+                len: len.into(),
+                reserved: reserve_to,
+                flags,
                 owned: true,
             },
             map_sync,
         ))
+    }
+
+    /// Bytes mapped.
+    pub(super) fn len(&self) -> usize {
+        self.len.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Bytes of address space the mapping may grow into in place.
+    pub(super) fn reserved(&self) -> usize {
+        self.reserved
+    }
+
+    /// Maps `[len, new_len)` of `file` (the file this mapping maps, already that long) in place
+    /// after the current mapping, inside the reservation, with the same flags. The length does
+    /// not change until [`publish`](Mapping::publish). The caller serializes extensions.
+    pub(super) fn extend(&self, file: &File, path: &Path, new_len: usize) -> Result<()> {
+        let old = self.len();
+        if !self.owned || new_len > self.reserved || new_len < old {
+            return Err(Error::Unsupported {
+                what: "growing this mapping in place",
+            });
+        }
+        if new_len == old {
+            return Ok(());
+        }
+        // SAFETY: `[base + old, base + new_len)` lies in the reservation we own (checked
+        // `new_len <= reserved`), still `PROT_NONE`: nothing refers to it. MAP_FIXED replaces
+        // exactly that part of the reservation with the file's pages at the same offsets.
+        let addr = unsafe {
+            libc::mmap(
+                self.base.as_ptr().add(old).cast(),
+                new_len - old,
+                libc::PROT_READ | libc::PROT_WRITE,
+                self.flags,
+                file.as_raw_fd(),
+                old as libc::off_t,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(Error::io(
+                "map the grown part of",
+                path,
+                io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Makes `[0, new_len)` (mapped by [`extend`](Mapping::extend)) the mapping's length.
+    pub(super) fn publish(&self, new_len: usize) {
+        debug_assert!(new_len <= self.reserved);
+        self.len.store(new_len, std::sync::atomic::Ordering::Release);
     }
 
     /// Memory of `len` bytes at `base` owned by someone else (an external provider): never
@@ -257,7 +324,9 @@ impl Mapping {
     pub(super) fn borrowed(base: NonNull<u8>, len: usize) -> Mapping {
         Mapping {
             base,
-            len,
+            len: len.into(),
+            reserved: len,
+            flags: 0,
             owned: false,
         }
     }
@@ -266,7 +335,7 @@ impl Mapping {
     ///
     /// # Safety
     ///
-    /// `off + buf.len() <= self.len`, and no other thread writes those bytes concurrently.
+    /// `off + buf.len() <= self.len()`, and no other thread writes those bytes concurrently.
     pub(super) unsafe fn read_bytes(&self, off: u64, buf: &mut [u8]) {
         // SAFETY: in bounds per the caller; `buf` is a distinct Rust allocation.
         unsafe {
@@ -278,7 +347,8 @@ impl Mapping {
     ///
     /// # Safety
     ///
-    /// `off + size_of::<T>() <= self.len`, and no other thread writes those bytes concurrently.
+    /// `off + size_of::<T>() <= self.len()`, and no other thread writes those bytes
+    /// concurrently.
     pub(super) unsafe fn read_struct<T: Persistent>(&self, off: usize) -> T {
         // SAFETY: in bounds per the caller; `T: Persistent` accepts every bit pattern.
         unsafe { std::ptr::read_unaligned(self.base.as_ptr().add(off).cast::<T>()) }
@@ -290,9 +360,10 @@ impl Drop for Mapping {
         if !self.owned {
             return; // the provider owns (and writes back) its memory
         }
-        // SAFETY: unmapping exactly the range mapped in `new`; the `Region` that owned the
-        // mapping is being dropped, so no reference into it remains.
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+        // SAFETY: unmapping exactly the range owned since `new` (the file mapping, its
+        // extensions and the reservation after them); the `Region` that owned the mapping is
+        // being dropped, so no reference into it remains.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.reserved) };
     }
 }
 

@@ -35,6 +35,7 @@ use crate::persistent::Persistent;
 use crate::pptr::PPtr;
 
 mod domain;
+mod grow;
 mod headers;
 mod mapping;
 mod options;
@@ -44,6 +45,7 @@ use domain::Domain;
 use mapping::{Mapping, TagRegistration};
 
 pub use domain::{DomainKind, Durability, ExternalMemory};
+pub use grow::{grow_file, GrowReport};
 pub use headers::{
     accept_unsafe_shutdown, inspect_headers, repair_headers, repair_journal, HeaderFault, HeaderRepair,
     HeaderReport,
@@ -84,6 +86,8 @@ pub struct Region {
     durability: Durability,
     /// Whether this open marked the pool dirty in its shutdown record (cleared at drop).
     shutdown_armed: bool,
+    /// Serializes [`Region::grow`].
+    grow_lock: std::sync::Mutex<()>,
     _tag: TagRegistration,
     // Declared last: dropped (closing the descriptor, releasing the lock) after the unmap.
     _file: File,
@@ -130,6 +134,7 @@ impl Region {
             platform: None,
             durability,
             shutdown_armed: false,
+            grow_lock: std::sync::Mutex::new(()),
             _tag: tag,
             _file: file,
         }
@@ -213,14 +218,94 @@ impl Region {
         &self.path
     }
 
-    /// The pool header as validated at open.
+    /// The pool header as validated at open (its size fields are the size at open; after a
+    /// [`grow`](Region::grow) the pool is [`len`](Region::len) bytes).
     pub fn header(&self) -> &PoolHeader {
         &self.header
     }
 
-    /// Total mapped bytes (the pool size).
+    /// Total mapped bytes (the pool size, which [`grow`](Region::grow) raises).
     pub fn len(&self) -> u64 {
-        self.map.len as u64
+        self.map.len() as u64
+    }
+
+    /// The header as it is in the file now: the one read at open with the current size.
+    fn current_header(&self) -> PoolHeader {
+        let mut h = self.header;
+        let len = self.len();
+        if h.pool_size != len {
+            let hs = crate::header::HEADER_SIZE as u64;
+            h.pool_size = len;
+            h.data_size = len - 2 * hs;
+            h.backup_offset = len - hs;
+            h.checksum = h.compute_checksum();
+        }
+        h
+    }
+
+    /// The largest size [`grow`](Region::grow) can reach while the pool is open: the address
+    /// space reserved after the mapping at open (see
+    /// [`RegionOptions::grow_room`](RegionOptions::grow_room)); the pool size if it cannot grow
+    /// in place.
+    pub fn grow_room(&self) -> u64 {
+        if self.grows_in_place() {
+            self.map.reserved() as u64
+        } else {
+            self.len()
+        }
+    }
+
+    /// Whether the pool is a file mapped by this region (not device-DAX, paged or simulated).
+    fn grows_in_place(&self) -> bool {
+        self.backing == Backing::File
+            && matches!(
+                self.domain.kind(),
+                DomainKind::CacheFlush(_) | DomainKind::Eadr | DomainKind::Msync | DomainKind::Journaled
+            )
+    }
+
+    /// Grows the open pool to `new_size` bytes in place: the file is extended and the new part
+    /// mapped right after the old one, so the base address, every offset, pointer and reference
+    /// stay valid, and other threads go on using the pool meanwhile (they see the new size only
+    /// once it is mapped and durable). Crash-safe: a crash leaves the old or the new size (the
+    /// protocol of [`grow_file`], finished or undone at the next open). The new bytes are zero.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CannotGrow`] for a device-DAX pool, a paged (external) or simulated region, a
+    /// size not larger than the pool's, or one beyond [`grow_room`](Region::grow_room);
+    /// [`Error::InvalidSize`]; [`Error::Io`] if the file system refuses the space (the pool is
+    /// unchanged then).
+    pub fn grow(&self, new_size: u64) -> Result<()> {
+        let _serial = self.grow_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let refuse = |why| Error::CannotGrow {
+            path: self.path.clone(),
+            why,
+        };
+        if self.backing == Backing::DeviceDax {
+            return Err(refuse("a device-DAX pool is as large as its device"));
+        }
+        if !self.grows_in_place() {
+            return Err(refuse("paged and simulated regions cannot grow while open"));
+        }
+        if new_size > self.grow_room() {
+            return Err(refuse(
+                "beyond the address space reserved at open (reopen it, or grow it while closed)",
+            ));
+        }
+        let hdr = self.current_header();
+        grow::grow_locked(&self._file, &self.path, &hdr, new_size, |len| {
+            self.map.extend(&self._file, &self.path, len as usize)
+        })?;
+        self.map.publish(new_size as usize);
+        if let Domain::Journaled(j) = &self.domain {
+            let hs = crate::header::HEADER_SIZE as u64;
+            // SAFETY: the mapping now has `new_size` bytes at the same base, kept for the
+            // journal's life (the region drops the domain before the mapping), within the
+            // capacity given at start (`grow_room`).
+            unsafe { j.journal.grow(new_size, new_size - hs) };
+        }
+        Ok(())
     }
 
     /// Always false: a pool is at least 16 KiB.
@@ -230,7 +315,7 @@ impl Region {
 
     /// The data area `[start, end)` available to upper layers (between the two header copies).
     pub fn data_range(&self) -> std::ops::Range<u64> {
-        self.header.data_offset..self.header.data_offset + self.header.data_size
+        self.header.data_offset..self.len() - crate::header::HEADER_SIZE as u64
     }
 
     /// Base address of the mapping.
@@ -527,7 +612,8 @@ impl Region {
 
 impl Drop for Region {
     fn drop(&mut self) {
-        let mut h = self.header;
+        // The header as of now (a pool grown while open has a new size).
+        let mut h = self.current_header();
         if let Domain::Journaled(j) = &mut self.domain {
             // A clean close leaves the pool file holding everything and an empty journal; if the
             // checkpoint fails, the journal keeps the changes and the flag (and the dirty mark)

@@ -107,9 +107,27 @@ pub struct RegionOptions {
     journal: JournalOptions,
     sysfs_root: Option<PathBuf>,
     ignore_unsafe_shutdown: bool,
+    grow_room: Option<u64>,
 }
 
 impl RegionOptions {
+    /// Address space reserved at open for the pool to grow into while open
+    /// ([`Region::grow`](super::Region::grow)): a pool file is mapped at an address with
+    /// `bytes` (at least its size) free after it, `PROT_NONE` and `MAP_NORESERVE` (no memory,
+    /// no swap). Default: 64 times the pool size, at least 1 GiB, at most 256 TiB.
+    pub fn grow_room(mut self, bytes: u64) -> Self {
+        self.grow_room = Some(bytes);
+        self
+    }
+
+    fn grow_room_for(&self, len: usize) -> usize {
+        let default = (len as u64).saturating_mul(64).max(1 << 30);
+        self.grow_room
+            .unwrap_or(default)
+            .min(MAX_POOL_SIZE)
+            .max(len as u64) as usize
+    }
+
     /// The persistence engine for a pool on a regular file (default [`Engine::Auto`]).
     pub fn engine(mut self, engine: Engine) -> Self {
         self.engine = engine;
@@ -235,7 +253,12 @@ impl RegionOptions {
             }),
             (None, _) => {
                 let private = backing == Backing::File && self.journaled(file);
-                let mut m = Mapped::own(Mapping::new(file, path, len, align, backing, private)?);
+                let room = if backing == Backing::File {
+                    self.grow_room_for(len)
+                } else {
+                    len
+                };
+                let mut m = Mapped::own(Mapping::new(file, path, len, align, backing, private, room)?);
                 m.private = private;
                 m.journaled = private;
                 Ok(m)
@@ -257,8 +280,8 @@ impl RegionOptions {
         #[cfg(feature = "simulate")]
         if let Some(sim) = &self.simulation {
             let map = &mapped.map;
-            return Ok(Domain::Simulated(sim.attach(map.len, |buf| {
-                // SAFETY: the mapping is `map.len` bytes, just created; nothing else uses it yet.
+            return Ok(Domain::Simulated(sim.attach(map.len(), |buf| {
+                // SAFETY: the mapping is `map.len()` bytes, just created; nothing else uses it yet.
                 unsafe { map.read_bytes(0, buf) }
             })));
         }
@@ -276,7 +299,7 @@ impl RegionOptions {
                 .home
                 .try_clone()
                 .map_err(|e| Error::io("duplicate the descriptor of", j.jpath, e))?;
-            // SAFETY: the mapping is `map.len` bytes at `map.base`, owned by the region this
+            // SAFETY: the mapping is `map.len()` bytes at `map.base`, owned by the region this
             // domain goes into, which drops the domain (and so the journal) before the mapping
             // (`Region`'s field order and its `Drop`) — or external memory, which the journal
             // keeps alive itself (`over_external` below); it maps the pool file `home` whose data
@@ -288,14 +311,15 @@ impl RegionOptions {
                     j.jpath,
                     j.uuid,
                     mapped.map.base.as_ptr(),
-                    mapped.map.len as u64,
+                    mapped.map.len() as u64,
                     j.data,
                     j.previous,
                     j.next_seq,
                     &self.journal,
                 )
             }
-            .map_err(|e| Error::io("start journal", j.jpath, e))?;
+            .map_err(|e| Error::io("start journal", j.jpath, e))?
+            .reserve_growth(mapped.map.reserved() as u64);
             let Some(ext) = mapped.external.take() else {
                 return Ok(Domain::Journaled(JournalDomain::new(
                     journal,
@@ -618,6 +642,7 @@ impl RegionOptions {
                 align,
                 Backing::DeviceDax,
                 false,
+                len as usize,
             )?);
             let hdr = validate_headers(path, len, |off, buf| {
                 // SAFETY: `validate_headers` reads only within `[0, len)`, the mapped length.
@@ -628,7 +653,8 @@ impl RegionOptions {
             arm = self.shutdown_on_open(path, &hdr, platform.as_ref())?;
             (Backing::DeviceDax, hdr, mapped)
         } else if meta.file_type().is_file() {
-            let len = meta.len();
+            // A grow a crash interrupted is finished (or undone) first.
+            let (_, len) = super::grow::finish_interrupted_grow(&file, path, meta.len())?;
             let hdr = validate_headers(path, len, |off, buf| file.read_exact_at(buf, off))?;
             self.check_layout(path, &hdr)?;
             // Before anything writes the pool: a refused pool stays as the crash left it.
@@ -768,7 +794,7 @@ fn env_switch(name: &str) -> Option<bool> {
     }
 }
 
-fn check_size(size: u64) -> Result<()> {
+pub(super) fn check_size(size: u64) -> Result<()> {
     if size < MIN_POOL_SIZE {
         return Err(Error::InvalidSize {
             size,
