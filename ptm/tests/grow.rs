@@ -81,7 +81,7 @@ fn marked(primary: &[u8], target: u64) -> Vec<u8> {
     let mut b = primary.to_vec();
     let flags = u64::from_le_bytes(b[64..72].try_into().unwrap()) | ptm::pmem_core::header::FLAG_GROWING;
     b[64..72].copy_from_slice(&flags.to_le_bytes());
-    b[152..160].copy_from_slice(&target.to_le_bytes());
+    b[176..184].copy_from_slice(&target.to_le_bytes()); // `grow_target` (design §2.1)
     let h: ptm::pmem_core::PoolHeader = ptm::pmem_core::read_from_bytes(&b).unwrap();
     b[4092..].copy_from_slice(&h.compute_checksum().to_le_bytes());
     b
