@@ -82,8 +82,8 @@ pub use pptr::PPtr;
 pub use region::{
     accept_unsafe_shutdown, grow_file, inspect_headers, repair_headers, repair_journal, Backing, DomainKind,
     Durability, Engine, ExternalFactory, ExternalMemory, ExternalMemorySource, GrowReport, HeaderFault,
-    HeaderRepair, HeaderReport, NvdimmRegion, PlatformDomain, Region, RegionOptions, ENV_EADR, ENV_FORCE_PMEM,
-    ENV_SYSFS_ROOT,
+    HeaderRepair, HeaderReport, NvdimmRegion, PlatformDomain, Region, RegionOptions, ENV_EADR,
+    ENV_FORCE_PMEM, ENV_SYSFS_ROOT,
 };
 #[cfg(feature = "simulate")]
 pub use sim::{CrashPoint, FaultModel, RedundantPersistence, Simulation};
