@@ -275,7 +275,11 @@ impl PoolOptions {
 
     /// Backs the pool with memory from another crate instead of a file mapping — e.g.
     /// `nvme_backing::pool_memory(resident_pages)`, paged memory with CRC dirty tracking. The
-    /// domain is then [`DomainKind::Paged`](pmem_core::DomainKind::Paged).
+    /// domain is then [`DomainKind::Paged`](pmem_core::DomainKind::Paged) (write-through: each
+    /// drain writes changed blocks home and syncs), or, with
+    /// [`engine`](PoolOptions::engine)`(Engine::Journaled)`, the journaled engine on that memory
+    /// (one `fdatasync` per durable transaction; a dirty page is written home only after the
+    /// journal is durable).
     pub fn external_memory(mut self, source: pmem_core::ExternalMemorySource) -> Self {
         self.external = Some(source);
         self
