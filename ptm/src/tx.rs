@@ -85,6 +85,8 @@ pub(crate) struct LaneVolatile {
     ordered_end: u64,
     /// Records were taken back: the log may hold stale copies of them with this seq.
     took_back: bool,
+    /// Scratch for the commit: the logged ranges' cache lines (kept for its capacity).
+    commit_lines: Vec<(u64, u64)>,
     batch_depth: u32,
     locks: Vec<(HeldKind, *const AtomicU64)>,
     completions: Vec<(usize, u64)>,
@@ -224,8 +226,9 @@ impl<'p> Transaction<'p> {
 
     /// Makes sure the old contents of `[addr, addr + len)` are in the undo log and ordered
     /// before the caller stores there. Costs one drain unless the range is already logged and
-    /// drained. Inside a [`snapshot`](Transaction::snapshot) batch too: the caller stores right after, so an entry the batch appended (this
-    /// one or an earlier one) must not wait for the batch's drain.
+    /// drained. Inside a [`snapshot`](Transaction::snapshot) batch too: the caller stores right
+    /// after, so an entry the batch appended (this one or an earlier one) must not wait for the
+    /// batch's drain.
     pub(crate) fn log_addr(&self, addr: usize, len: usize) -> Result<()> {
         let off = self.shared.offset_of(addr, len)?;
         self.log(off, len as u64, true)
@@ -773,7 +776,8 @@ impl<'p> Transaction<'p> {
     /// Flushes every logged range and writes + flushes the commit record (no drain).
     fn write_commit_record(&self, seq: u64, entries: u64) {
         let s = self.shared;
-        let st = self.st.borrow();
+        let mut guard = self.st.borrow_mut();
+        let st = &mut *guard;
         let mut h = DataHasher::default();
         for &(off, len) in &st.ranges {
             // SAFETY: logged ranges are loggable and owned by this transaction.
@@ -781,15 +785,15 @@ impl<'p> Transaction<'p> {
             h.range(off, bytes);
         }
         // Flush each cache line once, however many logged ranges share it.
-        let mut lines: Vec<(u64, u64)> = st
-            .ranges
-            .iter()
-            .filter(|&&(_, len)| len > 0)
-            .map(|&(off, len)| (off & !63, (off + len).div_ceil(64) * 64))
-            .collect();
+        let lines = &mut st.commit_lines;
+        lines.clear();
+        lines.extend(st.ranges.iter().filter(|&&(_, len)| len > 0).map(|&(off, len)| {
+            let (start, end) = pmem_core::flush::line_span(off as usize, len as usize);
+            (start as u64, end as u64)
+        }));
         lines.sort_unstable();
         let mut run: Option<(u64, u64)> = None;
-        for (start, end) in lines {
+        for &(start, end) in lines.iter() {
             match &mut run {
                 Some((_, e)) if start <= *e => *e = (*e).max(end),
                 _ => {

@@ -885,13 +885,15 @@ impl Journal {
     fn lead_or_follow(&self, seq: u64) -> io::Result<()> {
         // Spin (yielding) through a running sync first: a sleeping follower wakes tens of
         // microseconds after the sync ends, which would stretch every group's cycle.
-        let limit = Duration::from_nanos(self.last_sync_ns.load(Ordering::Relaxed) * 2).min(MAX_SPIN);
-        let start = Instant::now();
-        while self.syncing.load(Ordering::Acquire)
-            && self.durable.load(Ordering::Acquire) < seq
-            && start.elapsed() < limit
-        {
-            std::thread::yield_now();
+        if self.syncing.load(Ordering::Acquire) {
+            let limit = Duration::from_nanos(self.last_sync_ns.load(Ordering::Relaxed) * 2).min(MAX_SPIN);
+            let start = Instant::now();
+            while self.syncing.load(Ordering::Acquire)
+                && self.durable.load(Ordering::Acquire) < seq
+                && start.elapsed() < limit
+            {
+                std::thread::yield_now();
+            }
         }
         {
             let mut leading = lock(&self.leader.0);
@@ -935,8 +937,9 @@ impl Journal {
 
     /// The leader's wait for its group: until as many durability points as threads recently
     /// waited for syncs at once have appended their records since the last write-out, or half
-    /// the last sync's time (at most [`MAX_GATHER`]) has passed. A wait that runs out shrinks the group to the points that
-    /// came, so a thread that stopped committing costs one bounded wait.
+    /// the last sync's time (at most [`MAX_GATHER`]) has passed. A wait that runs out shrinks
+    /// the group to the points that came, so a thread that stopped committing costs one bounded
+    /// wait.
     fn gather(&self) {
         let want = self.group.load(Ordering::Relaxed);
         if want <= 1 || self.arrivals.load(Ordering::Acquire) >= want {
