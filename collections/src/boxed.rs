@@ -2,10 +2,10 @@
 
 use std::fmt;
 
-use ptm::{PCell, PPtr, Persistent, Result, Transaction};
+use ptm::{Nested, PCell, PPtr, Persistent, Result, Transaction};
 
 use crate::owned::{or_free_fresh, Frees};
-use crate::{PHandle, PValue};
+use crate::{raw, PHandle, PValue};
 
 /// An owning, nullable pointer to a `T` in the pool's heap (a pool's `Option<Box<T>>`): an
 /// 8-byte handle stored in the root or another persistent struct, like the other collections.
@@ -67,6 +67,7 @@ impl<T: PValue> PBox<T> {
     /// [`Error::InvalidFree`](ptm::Error::InvalidFree) for a corrupted pointer; logging errors.
     /// An error after part of a damaged value was freed dooms the transaction.
     pub fn free(&self, tx: &Transaction<'_>) -> Result<()> {
+        raw::mutating(tx, self)?;
         if self.ptr.get(tx).is_null() {
             return Ok(());
         }
@@ -119,6 +120,7 @@ impl<T: Persistent + Copy> PBox<T> {
     ///
     /// Pointer checks, only for a corrupted handle.
     pub fn get(&self, tx: &Transaction<'_>) -> Result<Option<T>> {
+        tx.check_live(self)?;
         Ok(self.cell(tx)?.map(|c| c.get(tx)))
     }
 
@@ -129,6 +131,7 @@ impl<T: Persistent + Copy> PBox<T> {
     ///
     /// [`Error::OutOfSpace`](ptm::Error::OutOfSpace), logging errors, pointer checks.
     pub fn set(&self, tx: &Transaction<'_>, v: T) -> Result<()> {
+        raw::mutating(tx, self)?;
         match self.cell(tx)? {
             Some(c) => c.set(tx, v),
             None => {
@@ -145,6 +148,7 @@ impl<T: Persistent + Copy> PBox<T> {
     ///
     /// As [`free`](PBox::free).
     pub fn take(&self, tx: &Transaction<'_>) -> Result<Option<T>> {
+        raw::mutating(tx, self)?;
         let v = self.get(tx)?;
         self.free(tx)?;
         Ok(v)
@@ -154,17 +158,19 @@ impl<T: Persistent + Copy> PBox<T> {
 /// A box of a nested collection ([`PString`](crate::PString), [`PVec`](crate::PVec), your own
 /// [`PHandle`] struct): created empty in a fresh block by
 /// [`get_or_init_new`](PBox::get_or_init_new), reached by [`get_ref`](PBox::get_ref), and
-/// freed with everything it owns by [`free`](PBox::free). A reference taken before `free` is
-/// stale: freeing through it fails with [`Error::InvalidFree`](ptm::Error::InvalidFree).
+/// freed with everything it owns by [`free`](PBox::free). A reference taken before `free` (or
+/// any other change of the box) is stale: writes through it fail with
+/// [`Error::StaleReference`](ptm::Error::StaleReference).
 impl<T: PHandle> PBox<T> {
     /// A reference to the boxed handle, or `None` for an empty box. 0 drains.
     ///
     /// # Errors
     ///
     /// Pointer checks, only for a corrupted handle.
-    pub fn get_ref<'t>(&'t self, tx: &'t Transaction<'_>) -> Result<Option<&'t T>> {
+    pub fn get_ref<'t>(&'t self, tx: &'t Transaction<'_>) -> Result<Option<Nested<'t, T>>> {
+        tx.check_live(self)?;
         // SAFETY: `T` is all cells.
-        unsafe { self.value(tx) }
+        Ok(unsafe { self.value(tx) }?.map(|v| tx.nested(self, v)))
     }
 
     /// The boxed handle, allocating a block holding an empty one (all-zero bytes) first when
@@ -174,15 +180,19 @@ impl<T: PHandle> PBox<T> {
     /// # Errors
     ///
     /// [`Error::OutOfSpace`](ptm::Error::OutOfSpace), logging errors, pointer checks.
-    pub fn get_or_init_new<'t>(&'t self, tx: &'t Transaction<'_>) -> Result<&'t T> {
+    pub fn get_or_init_new<'t>(&'t self, tx: &'t Transaction<'_>) -> Result<Nested<'t, T>> {
         if let Some(v) = self.get_ref(tx)? {
             return Ok(v);
         }
+        raw::mutating(tx, self)?;
         let p = tx.alloc_zeroed::<T>()?;
         // A pointer that cannot be logged (`OutOfSpace`) leaves the fresh block unused.
         or_free_fresh(tx, &[p.cast()], self.ptr.set(tx, p.cast()))?;
         // SAFETY: the block just allocated and linked; `T` is all cells.
-        Ok(unsafe { self.value(tx)? }.expect("just set"))
+        match unsafe { self.value(tx)? } {
+            Some(v) => Ok(tx.nested(self, v)),
+            None => Err(raw::out_of_bounds(p.offset(), std::mem::size_of::<T>() as u64)),
+        }
     }
 }
 

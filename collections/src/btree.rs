@@ -9,7 +9,7 @@ use std::mem::size_of;
 use std::ops::{Bound, RangeBounds};
 
 use ptm::pmem_core::{bytes_of, read_from_bytes};
-use ptm::{Error, PCell, PPtr, Persistent, Result, Transaction};
+use ptm::{Error, Nested, PCell, PPtr, Persistent, Result, Transaction};
 
 use crate::owned::{doom_on_err, Frees};
 use crate::raw::{self, Span};
@@ -65,14 +65,14 @@ const MAX_DEPTH: usize = 48;
 /// freed, first; then every node the operation changes is logged in one batch; then the
 /// commit); `clear` and `free` cost 2 however deeply the values nest; reads cost 0.
 ///
-/// References handed out (`&'t V` from `get_ref`, `&'t PString` keys from iteration) live at
-/// most as long as the transaction borrow and point at a slot of a node. A later insert or
+/// Value references handed out ([`Nested`](ptm::Nested) guards from `get_ref`,
+/// `get_or_insert_new`, `iter_refs`, `range_refs`) point at a slot of a node. A later insert or
 /// removal in the same transaction may move entries between slots: a reference taken before
-/// then is **stale**, a logic error like a std iterator used after an insert, but never
-/// undefined behaviour nor a second owner: the slot then holds an empty (zeroed) handle, or the
-/// handle of whichever entry moved there (changes through it go to that entry), and a slot of
-/// a node freed by a merge stays readable, zeroed, until commit. Take the reference again
-/// instead.
+/// then is **stale**, and writes through it fail with
+/// [`Error::StaleReference`](ptm::Error::StaleReference) (see the crate docs, "Nested
+/// references"). Key references (`&'t PString` from iteration) are not tracked: one kept across
+/// a change reads an empty (zeroed) key or the key that moved into its slot; never write
+/// through a key reference.
 ///
 /// `!Sync`: share it under a [`PMutex`](ptm::PMutex).
 #[repr(C)]
@@ -408,6 +408,7 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
     ///
     /// Only for a corrupted tree (bad node pointers, too deep) or key.
     pub fn contains_key(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<bool> {
+        tx.check_live(self)?;
         Ok(self.find(tx, k)?.is_some())
     }
 
@@ -632,6 +633,7 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
     ///
     /// Logging errors, corrupted trees.
     pub fn remove_free(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<bool> {
+        raw::mutating(tx, self)?;
         Ok(self.remove_entry(tx, k, true)?.is_some())
     }
 
@@ -819,6 +821,7 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
     ///
     /// Corrupted trees.
     pub fn node_offsets(&self, tx: &Transaction<'_>) -> Result<Vec<u64>> {
+        tx.check_live(self)?;
         let mut out = Vec::new();
         self.walk(tx, &mut |n, _| {
             out.push(n.offset());
@@ -835,6 +838,7 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
     /// Corrupted trees.
     #[doc(hidden)]
     pub fn separators<'a>(&'a self, tx: &'a Transaction<'_>) -> Result<Vec<K::Ref<'a>>> {
+        tx.check_live(self)?;
         let mut out = Vec::new();
         self.walk(tx, &mut |n, node| {
             if !node.leaf {
@@ -991,6 +995,7 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
     /// twice), logging errors. An error after part of a damaged structure was freed
     /// dooms the transaction (see the crate docs).
     pub fn clear(&self, tx: &Transaction<'_>) -> Result<()> {
+        raw::mutating(tx, self)?;
         tx.snapshot(|b| {
             b.add(&self.root)?;
             b.add(&self.len)?;
@@ -1009,6 +1014,7 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
     ///
     /// As [`clear`](PBTreeMap::clear).
     pub fn free(&self, tx: &Transaction<'_>) -> Result<()> {
+        raw::mutating(tx, self)?;
         self.clear(tx)
     }
 
@@ -1081,6 +1087,7 @@ impl<K: POrdKey, V: Persistent + Copy> PBTreeMap<K, V> {
     ///
     /// Only for a corrupted tree (bad node pointers, too deep) or key.
     pub fn get(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<Option<V>> {
+        tx.check_live(self)?;
         match self.find(tx, k)? {
             Some((n, i)) => Ok(Some(Self::val_cell(tx, n, i)?.get(tx))),
             None => Ok(None),
@@ -1101,6 +1108,7 @@ impl<K: POrdKey, V: Persistent + Copy> PBTreeMap<K, V> {
     ///
     /// [`Error::OutOfSpace`](ptm::Error::OutOfSpace), logging errors, corrupted trees.
     pub fn insert(&self, tx: &Transaction<'_>, k: impl AsKey<K>, v: V) -> Result<Option<V>> {
+        raw::mutating(tx, self)?;
         match self.insert_entry(tx, k.as_key(), v)? {
             Some((n, i)) => {
                 let cell = Self::val_cell(tx, n, i)?;
@@ -1119,6 +1127,7 @@ impl<K: POrdKey, V: Persistent + Copy> PBTreeMap<K, V> {
     ///
     /// Logging errors, corrupted trees.
     pub fn remove(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<Option<V>> {
+        raw::mutating(tx, self)?;
         self.remove_entry(tx, k, false)
     }
 
@@ -1128,6 +1137,7 @@ impl<K: POrdKey, V: Persistent + Copy> PBTreeMap<K, V> {
     ///
     /// Corrupted trees.
     pub fn to_vec(&self, tx: &Transaction<'_>) -> Result<Vec<(K::Owned, V)>> {
+        tx.check_live(self)?;
         let mut out = Vec::new();
         self.walk(tx, &mut |_, node| {
             for (k, v) in node.keys.iter().zip(&node.vals) {
@@ -1146,6 +1156,7 @@ impl<K: POrdKey, V: Persistent + Copy> PBTreeMap<K, V> {
     ///
     /// Corrupted trees.
     pub fn iter<'a>(&'a self, tx: &'a Transaction<'_>) -> Result<std::vec::IntoIter<(K::Ref<'a>, V)>> {
+        tx.check_live(self)?;
         let mut out = Vec::new();
         self.walk(tx, &mut |n, node| {
             for (i, (k, v)) in node.keys.iter().zip(&node.vals).enumerate() {
@@ -1191,10 +1202,11 @@ impl<K: POrdKey, V: PHandle> PBTreeMap<K, V> {
     /// # Errors
     ///
     /// As [`contains_key`](PBTreeMap::contains_key).
-    pub fn get_ref<'t>(&'t self, tx: &'t Transaction<'_>, k: &K::Borrowed) -> Result<Option<&'t V>> {
+    pub fn get_ref<'t>(&'t self, tx: &'t Transaction<'_>, k: &K::Borrowed) -> Result<Option<Nested<'t, V>>> {
+        tx.check_live(self)?;
         match self.find(tx, k)? {
             // SAFETY: value `i` of a leaf of this tree; `V` is all cells.
-            Some((n, i)) => unsafe { Self::val_ref(tx, n, i) }.map(Some),
+            Some((n, i)) => unsafe { Self::val_ref(tx, n, i) }.map(|v| Some(tx.nested(self, v))),
             None => Ok(None),
         }
     }
@@ -1206,11 +1218,18 @@ impl<K: POrdKey, V: PHandle> PBTreeMap<K, V> {
     /// # Errors
     ///
     /// As [`insert`](PBTreeMap::insert).
-    pub fn get_or_insert_new<'t>(&'t self, tx: &'t Transaction<'_>, k: impl AsKey<K>) -> Result<&'t V> {
+    pub fn get_or_insert_new<'t>(
+        &'t self,
+        tx: &'t Transaction<'_>,
+        k: impl AsKey<K>,
+    ) -> Result<Nested<'t, V>> {
+        tx.check_live(self)?;
         let k = k.as_key();
         let at = match self.find(tx, k)? {
             Some(at) => at,
             None => {
+                // The insert shifts values inside a leaf and may split it: references go stale.
+                tx.invalidate_nested(self);
                 let zero = read_from_bytes::<V>(&vec![0u8; size_of::<V>()]).expect("size_of::<V>() bytes");
                 self.insert_entry(tx, k, zero)?;
                 // Just inserted: found unless the tree is corrupted.
@@ -1219,7 +1238,7 @@ impl<K: POrdKey, V: PHandle> PBTreeMap<K, V> {
             }
         };
         // SAFETY: value `at.1` of a leaf of this tree; `V` is all cells.
-        unsafe { Self::val_ref(tx, at.0, at.1) }
+        unsafe { Self::val_ref(tx, at.0, at.1) }.map(|v| tx.nested(self, v))
     }
 
     /// Iterates over the entries in key order (a snapshot of the positions taken now) as
@@ -1231,13 +1250,14 @@ impl<K: POrdKey, V: PHandle> PBTreeMap<K, V> {
     pub fn iter_refs<'a>(
         &'a self,
         tx: &'a Transaction<'_>,
-    ) -> Result<std::vec::IntoIter<(K::Ref<'a>, &'a V)>> {
+    ) -> Result<std::vec::IntoIter<(K::Ref<'a>, Nested<'a, V>)>> {
+        tx.check_live(self)?;
         let mut out = Vec::new();
         self.walk(tx, &mut |n, node| {
             for (i, k) in node.keys.iter().enumerate().take(node.vals.len()) {
                 // SAFETY: value `i` of a leaf of this tree; `V` is all cells.
                 let v = unsafe { Self::val_ref(tx, n, i as u64)? };
-                out.push((Self::key_ref(tx, n, i, k)?, v));
+                out.push((Self::key_ref(tx, n, i, k)?, tx.nested(self, v)));
             }
             Ok(())
         })?;
@@ -1254,7 +1274,11 @@ impl<K: POrdKey, V: PHandle> PBTreeMap<K, V> {
         tx: &'a Transaction<'a>,
         range: R,
     ) -> Result<RangeRefs<'a, K, V>> {
-        Ok(RangeRefs(self.cursor(tx, range)?))
+        tx.check_live(self)?;
+        Ok(RangeRefs {
+            range: self.cursor(tx, range)?,
+            map: self,
+        })
     }
 }
 
@@ -1476,33 +1500,37 @@ impl<K: POrdKey, V> fmt::Debug for Range<'_, K, V> {
 
 /// Iterator over the entries of a [`PBTreeMap`] of handles in a key range, as `(key, value
 /// reference)`; see [`PBTreeMap::range_refs`].
-pub struct RangeRefs<'a, K: POrdKey, V>(Range<'a, K, V>);
+pub struct RangeRefs<'a, K: POrdKey, V> {
+    range: Range<'a, K, V>,
+    map: &'a PBTreeMap<K, V>,
+}
 
 impl<K: POrdKey, V: PValue> RangeRefs<'_, K, V> {
     /// The error that ended the iteration early, if any (only on a corrupted tree).
     pub fn error(&self) -> Option<&Error> {
-        self.0.error()
+        self.range.error()
     }
 }
 
 impl<'a, K: POrdKey, V: PHandle> Iterator for RangeRefs<'a, K, V> {
-    type Item = (K::Ref<'a>, &'a V);
+    type Item = (K::Ref<'a>, Nested<'a, V>);
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.0.step(|it, n, i| {
+        let map = self.map;
+        self.range.step(|it, n, i| {
             let Some((_, leaf)) = &it.leaf else {
                 return Err(raw::out_of_bounds(n.offset(), i as u64));
             };
             let k = PBTreeMap::<K, V>::key_ref(it.tx, n, i, &leaf.keys[i])?;
             // SAFETY: value `i` of a leaf of this tree; `V` is all cells.
             let v = unsafe { PBTreeMap::<K, V>::val_ref(it.tx, n, i as u64)? };
-            Ok((k, v))
+            Ok((k, it.tx.nested(map, v)))
         })
     }
 }
 
 impl<K: POrdKey, V> fmt::Debug for RangeRefs<'_, K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("RangeRefs").field(&self.0).finish()
+        f.debug_struct("RangeRefs").field("range", &self.range).finish()
     }
 }

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::mem::size_of;
 
-use ptm::{PSharedLock, Persistent, Result, Transaction};
+use ptm::{Nested, PSharedLock, Persistent, Result, Transaction};
 
 use crate::map::PHashMap;
 use crate::{AsKey, PHandle, PKey, PValue};
@@ -311,7 +311,7 @@ impl<K: PKey, V: PHandle, const SHARDS: usize> PConcurrentMap<K, V, SHARDS> {
     /// # Errors
     ///
     /// As [`get_for_update`](PConcurrentMap::get_for_update).
-    pub fn get_ref<'t>(&'t self, tx: &'t Transaction<'_>, k: &K::Borrowed) -> Result<Option<&'t V>> {
+    pub fn get_ref<'t>(&'t self, tx: &'t Transaction<'_>, k: &K::Borrowed) -> Result<Option<Nested<'t, V>>> {
         self.shard(tx, k)?.get_ref(tx, k)
     }
 
@@ -321,7 +321,11 @@ impl<K: PKey, V: PHandle, const SHARDS: usize> PConcurrentMap<K, V, SHARDS> {
     /// # Errors
     ///
     /// As [`insert`](PConcurrentMap::insert).
-    pub fn get_or_insert_new<'t>(&'t self, tx: &'t Transaction<'_>, k: impl AsKey<K>) -> Result<&'t V> {
+    pub fn get_or_insert_new<'t>(
+        &'t self,
+        tx: &'t Transaction<'_>,
+        k: impl AsKey<K>,
+    ) -> Result<Nested<'t, V>> {
         self.shard(tx, k.as_key())?.get_or_insert_new(tx, k)
     }
 }

@@ -83,11 +83,48 @@
 //! [`PQueue::pop_free`], [`PBTreeMap::remove_free`], `clear`, `free`), and a map frees what its
 //! keys own when it discards an entry ([`PHashMap::remove`], [`PBTreeMap::remove`] too),
 //! still in **2 drains** however deep the nesting (nested blocks are freed without
-//! writing the discarded handles: [`PValue::free_owned`]). A nested handle is stored in place,
-//! and growth moves it by copying its bytes (zeroing and logging the old copy, so a stale
-//! reference sees an empty handle rather than a second owner): a reference taken before a
-//! growth or removal of its collection is stale, a logic error like a std iterator used after a
-//! push (see [`PVec`]'s handle methods).
+//! writing the discarded handles: [`PValue::free_owned`]).
+//!
+//! ## Nested references
+//!
+//! A nested handle is stored in place, and changes of its collection move it (growth copies
+//! the handles to a new buffer, a B-tree insert shifts them inside a leaf, a removal zeroes the
+//! slot). So a reference to one ([`PVec::get_ref`], [`PHashMap::get_or_insert_new`], map and
+//! range iteration by reference, ...) is a [`Nested`](ptm::Nested) guard, not a plain `&T`:
+//! it dereferences to the handle, and is registered in the transaction. Any change of the
+//! collection it came from makes it **stale**, and every write through a stale reference (a
+//! method of the handle, a `PCell::set` on a field of your struct, and references taken
+//! through it) fails with [`Error::StaleReference`](ptm::Error::StaleReference): it never
+//! returns `Ok` with the write lost. Take the reference again after the change:
+//!
+//! ```
+//! # use ptm::{Error, Persistent, Pool};
+//! # use ptm_collections::{PHashMap, PVec};
+//! # #[derive(Persistent)]
+//! # #[repr(C)]
+//! # struct Root { m: PHashMap<u64, PVec<u64>> }
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let pool = Pool::<Root>::create(dir.path().join("n.pool"), 8 << 20, &Default::default())?;
+//! pool.transaction(|tx, r| {
+//!     let v = r.m.get_or_insert_new(tx, 1)?;
+//!     v.push(tx, 7)?; // fine: the map has not changed since
+//!     for k in 2..100 {
+//!         r.m.get_or_insert_new(tx, k)?; // may move `v`'s handle (a table rebuild)
+//!     }
+//!     assert!(matches!(v.push(tx, 8), Err(Error::StaleReference)));
+//!     drop(v);
+//!     r.m.get_ref(tx, &1)?.expect("present").push(tx, 8)?; // taken again: fine
+//!     Ok::<_, Error>(())
+//! })?;
+//! # Ok::<_, Error>(())
+//! ```
+//!
+//! This is std's borrow rule (no reference into a collection across a change of it), checked
+//! when the transaction runs instead of by rustc, since every method takes `&self`. It is
+//! conservative in one way: while a stale reference is alive, writes to a handle that now sits
+//! at the same address are refused too, so drop old references (or keep them in a narrow
+//! scope) before taking new ones. With no nested reference alive the checks cost one `Cell`
+//! read.
 //! [`PBTreeMap::remove`] merges underfull nodes and frees the nodes it empties, in the same 2
 //! drains (a map emptied by removals owns no block).
 //!

@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 use std::mem::size_of;
 
 use ptm::pmem_core::bytes_of;
-use ptm::{PCell, PPtr, Persistent, Result, Transaction};
+use ptm::{Nested, PCell, PPtr, Persistent, Result, Transaction};
 
 use crate::owned::{or_free_fresh, Frees};
 use crate::raw::{self, Span};
@@ -354,6 +354,7 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
     /// Only for a corrupted handle (a block pointer outside the pool, a depth or capacity out of
     /// range) or key.
     pub fn contains_key(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<bool> {
+        tx.check_live(self)?;
         Ok(self.find(tx, k)?.is_some())
     }
 
@@ -363,6 +364,7 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
     ///
     /// As [`contains_key`](PHashMap::contains_key).
     pub fn keys<'a>(&'a self, tx: &'a Transaction<'_>) -> Result<Vec<K::Ref<'a>>> {
+        tx.check_live(self)?;
         let (mut out, mut cur) = (Vec::new(), Cursor::default());
         while let Some((s, i)) = self.next_full(tx, &mut cur)? {
             out.push(Self::stored_key(tx, s, i)?);
@@ -438,6 +440,7 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
     /// For a corrupted handle or directory: a depth out of range, a segment whose directory
     /// range holds another pointer or that two ranges share, a pointer outside the pool.
     pub fn block_offsets(&self, tx: &Transaction<'_>) -> Result<Vec<u64>> {
+        tx.check_live(self)?;
         let segs = self.segments(tx)?;
         let dir = (self.global_depth(tx)? > 0).then(|| self.root.get(tx).offset());
         Ok(dir
@@ -923,6 +926,7 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
     ///
     /// As [`clear`](PHashMap::clear), and those of [`contains_key`](PHashMap::contains_key).
     pub fn remove_free(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<bool> {
+        raw::mutating(tx, self)?;
         let Some((s, i)) = self.find(tx, k)? else {
             return Ok(false);
         };
@@ -977,6 +981,7 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
     /// [`Error::InvalidFree`](ptm::Error::InvalidFree) for a corrupted block pointer, those of
     /// [`block_offsets`](PHashMap::block_offsets), and logging errors.
     pub fn clear(&self, tx: &Transaction<'_>) -> Result<()> {
+        raw::mutating(tx, self)?;
         Self::clear_all(tx, &[self])
     }
 
@@ -1014,6 +1019,7 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
     ///
     /// As [`clear`](PHashMap::clear).
     pub fn free(&self, tx: &Transaction<'_>) -> Result<()> {
+        raw::mutating(tx, self)?;
         self.clear(tx)
     }
 }
@@ -1026,6 +1032,7 @@ impl<K: PKey, V: Persistent + Copy> PHashMap<K, V> {
     /// Only for a corrupted handle (a block pointer outside the pool, a depth or capacity out of
     /// range) or key.
     pub fn get(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<Option<V>> {
+        tx.check_live(self)?;
         match self.find(tx, k)? {
             Some((s, i)) => Ok(Some(Self::val(tx, s, i)?.get(tx))),
             None => Ok(None),
@@ -1062,6 +1069,7 @@ impl<K: PKey, V: Persistent + Copy> PHashMap<K, V> {
     /// [`Error::OutOfSpace`](ptm::Error::OutOfSpace), logging errors, and those of
     /// [`get`](PHashMap::get).
     pub fn insert(&self, tx: &Transaction<'_>, k: impl AsKey<K>, v: V) -> Result<Option<V>> {
+        raw::mutating(tx, self)?;
         let k = k.as_key();
         match self.search(tx, k)? {
             Search::Found(s, i) => {
@@ -1090,6 +1098,7 @@ impl<K: PKey, V: Persistent + Copy> PHashMap<K, V> {
         k: impl AsKey<K>,
         f: impl FnOnce() -> V,
     ) -> Result<V> {
+        raw::mutating(tx, self)?;
         let k = k.as_key();
         match self.search(tx, k)? {
             Search::Found(s, i) => Ok(Self::val(tx, s, i)?.get(tx)),
@@ -1114,6 +1123,7 @@ impl<K: PKey, V: Persistent + Copy> PHashMap<K, V> {
     ///
     /// Logging errors, and those of [`get`](PHashMap::get).
     pub fn remove(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<Option<V>> {
+        raw::mutating(tx, self)?;
         let Some((s, i)) = self.find(tx, k)? else {
             return Ok(None);
         };
@@ -1137,24 +1147,24 @@ impl<K: PKey, V: Persistent + Copy> PHashMap<K, V> {
 /// Nested collections as values: a `PHashMap` whose values are handles
 /// ([`PString`](crate::PString), [`PVec`](crate::PVec), your own [`PHandle`] structs).
 ///
-/// References handed out (`&'t V`, and `&'t K` for `PString` keys) live at most as long as the
-/// transaction borrow. An insert that rebuilds a segment (growth, or purging tombstones) moves
-/// every entry of that segment to a new block, and `remove_free` or `clear` discard them: a reference taken
-/// before then is **stale**, like a std iterator after an insert. Using a stale reference is a
-/// logic error, but never undefined behaviour: it points into memory that stays mapped and
-/// readable until commit; after a rebuild the old copy reads as an empty handle and changes
-/// through it are lost (blocks it allocates leak); after a removal it reads the zeroed slot
-/// (an empty handle), so freeing through it frees nothing. Take the reference again instead.
+/// Value references handed out are [`Nested`](ptm::Nested) guards. An insert that rebuilds a
+/// segment (growth, or purging tombstones) moves every entry of that segment to a new block,
+/// and `remove_free` or `clear` discard them: a reference taken before any change of the map is
+/// **stale**, and writes through it fail with
+/// [`Error::StaleReference`](ptm::Error::StaleReference) (see the crate docs, "Nested
+/// references"). Key references (`&'t PString`) are not tracked: one kept across a rebuild
+/// reads an empty (zeroed) key; never write through a key reference.
 impl<K: PKey, V: PHandle> PHashMap<K, V> {
     /// A reference to the value for `k`. 0 drains.
     ///
     /// # Errors
     ///
     /// As [`contains_key`](PHashMap::contains_key).
-    pub fn get_ref<'t>(&'t self, tx: &'t Transaction<'_>, k: &K::Borrowed) -> Result<Option<&'t V>> {
+    pub fn get_ref<'t>(&'t self, tx: &'t Transaction<'_>, k: &K::Borrowed) -> Result<Option<Nested<'t, V>>> {
+        tx.check_live(self)?;
         match self.find(tx, k)? {
             // SAFETY: a full slot of a live segment; `V` is all cells.
-            Some((s, i)) => unsafe { Self::val_ref(tx, s, i) }.map(Some),
+            Some((s, i)) => unsafe { Self::val_ref(tx, s, i) }.map(|v| Some(tx.nested(self, v))),
             None => Ok(None),
         }
     }
@@ -1167,19 +1177,26 @@ impl<K: PKey, V: PHandle> PHashMap<K, V> {
     /// # Errors
     ///
     /// As [`insert`](PHashMap::insert).
-    pub fn get_or_insert_new<'t>(&'t self, tx: &'t Transaction<'_>, k: impl AsKey<K>) -> Result<&'t V> {
+    pub fn get_or_insert_new<'t>(
+        &'t self,
+        tx: &'t Transaction<'_>,
+        k: impl AsKey<K>,
+    ) -> Result<Nested<'t, V>> {
+        tx.check_live(self)?;
         let k = k.as_key();
         let at = match self.search(tx, k)? {
             // SAFETY: a full slot of a live segment; `V` is all cells.
-            Search::Found(s, i) => return unsafe { Self::val_ref(tx, s, i) },
+            Search::Found(s, i) => return unsafe { Self::val_ref(tx, s, i) }.map(|v| tx.nested(self, v)),
             Search::Absent(h, vacant) => (h, vacant),
         };
+        // The insert may move the other values (a segment split): references to them go stale.
+        tx.invalidate_nested(self);
         let (s, slot) = self.insert_new(tx, k, at, |block, off| {
             // SAFETY: the value slot handed to `fill`: logged or fresh; zero is the empty handle.
             unsafe { raw::zero_bytes(tx, block, off, size_of::<V>() as u64) }
         })?;
         // SAFETY: the slot just filled, in a live segment; `V` is all cells.
-        unsafe { Self::val_ref(tx, s, slot) }
+        unsafe { Self::val_ref(tx, s, slot) }.map(|v| tx.nested(self, v))
     }
 
     /// Iterates over the entries as `(key, value reference)`, in table order (the key as
@@ -1234,14 +1251,14 @@ pub struct MapRefs<'a, K, V> {
 }
 
 impl<'a, K: PKey, V: PHandle> Iterator for MapRefs<'a, K, V> {
-    type Item = (K::Ref<'a>, &'a V);
+    type Item = (K::Ref<'a>, Nested<'a, V>);
 
     fn next(&mut self) -> Option<Self::Item> {
         let (s, i) = self.map.next_full(self.tx, &mut self.cur).ok().flatten()?;
         let k = PHashMap::<K, V>::stored_key(self.tx, s, i).ok()?;
         // SAFETY: a full slot of a live segment; `V` is all cells.
         let v = unsafe { PHashMap::<K, V>::val_ref(self.tx, s, i) }.ok()?;
-        Some((k, v))
+        Some((k, self.tx.nested(self.map, v)))
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::mem::size_of;
 
-use ptm::{Loggable, PCell, PPtr, Persistent, Result, Transaction};
+use ptm::{Loggable, Nested, PCell, PPtr, Persistent, Result, Transaction};
 
 use crate::owned::{doom_on_err, or_free_fresh, Frees};
 use crate::raw::{self, Span};
@@ -268,6 +268,7 @@ impl<T: Persistent> PQueue<T> {
     ///
     /// For a corrupted handle or directory (a block reached twice, a null chunk pointer).
     pub fn block_offsets(&self, tx: &Transaction<'_>) -> Result<Vec<u64>> {
+        tx.check_live(self)?;
         let s = self.shape(tx)?;
         Ok(Self::blocks(tx, &s)?.iter().map(|b| b.offset()).collect())
     }
@@ -569,6 +570,7 @@ impl<T: PValue> PQueue<T> {
     ///
     /// As [`clear`](PQueue::clear).
     pub fn pop_free(&self, tx: &Transaction<'_>) -> Result<bool> {
+        raw::mutating(tx, self)?;
         if self.shape(tx)?.len == 0 {
             return Ok(false);
         }
@@ -586,6 +588,7 @@ impl<T: PValue> PQueue<T> {
     /// reached twice or not allocated); logging errors. An error after part of a damaged structure was freed
     /// dooms the transaction (see the crate docs).
     pub fn clear(&self, tx: &Transaction<'_>) -> Result<()> {
+        raw::mutating(tx, self)?;
         tx.snapshot(|b| {
             b.add(&Header(self))?;
             // Last, once the handle is logged: a failed batch frees nothing.
@@ -631,6 +634,7 @@ impl<T: PValue> PQueue<T> {
     ///
     /// As [`clear`](PQueue::clear).
     pub fn free(&self, tx: &Transaction<'_>) -> Result<()> {
+        raw::mutating(tx, self)?;
         self.clear(tx)
     }
 }
@@ -642,6 +646,7 @@ impl<T: Persistent + Copy> PQueue<T> {
     ///
     /// Only for a corrupted handle.
     pub fn peek(&self, tx: &Transaction<'_>) -> Result<Option<T>> {
+        tx.check_live(self)?;
         self.get(tx, 0)
     }
 
@@ -651,6 +656,7 @@ impl<T: Persistent + Copy> PQueue<T> {
     ///
     /// Only for a corrupted handle.
     pub fn get(&self, tx: &Transaction<'_>, pos: u64) -> Result<Option<T>> {
+        tx.check_live(self)?;
         let s = self.shape(tx)?;
         if pos >= s.len {
             return Ok(None);
@@ -666,6 +672,7 @@ impl<T: Persistent + Copy> PQueue<T> {
     ///
     /// [`Error::OutOfSpace`](ptm::Error::OutOfSpace) and logging errors; corrupted handles.
     pub fn push(&self, tx: &Transaction<'_>, v: T) -> Result<()> {
+        raw::mutating(tx, self)?;
         let (c, off, len) = self.reserve_back(tx)?;
         // SAFETY: the back slot `reserve_back` logged (or fresh), reached only through cells.
         unsafe { raw::cell::<T>(tx, c, off)? }.set(tx, v)?;
@@ -678,6 +685,7 @@ impl<T: Persistent + Copy> PQueue<T> {
     ///
     /// Logging errors; corrupted handles.
     pub fn pop(&self, tx: &Transaction<'_>) -> Result<Option<T>> {
+        raw::mutating(tx, self)?;
         let Some(v) = self.peek(tx)? else {
             return Ok(None);
         };
@@ -691,6 +699,7 @@ impl<T: Persistent + Copy> PQueue<T> {
     ///
     /// Only for a corrupted handle.
     pub fn to_vec(&self, tx: &Transaction<'_>) -> Result<Vec<T>> {
+        tx.check_live(self)?;
         let s = self.shape(tx)?;
         let mut out = Vec::with_capacity(usize::try_from(s.len.min(1 << 20)).unwrap_or(0));
         for pos in 0..s.len {
@@ -707,10 +716,10 @@ impl<T: Persistent + Copy> PQueue<T> {
 /// reached by [`front_ref`](PQueue::front_ref) and [`get_ref`](PQueue::get_ref), removed with
 /// everything they own by [`pop_free`](PQueue::pop_free) and [`clear`](PQueue::clear).
 ///
-/// As for [`PVec`](crate::PVec)'s handle methods, a reference taken before a removal, or before
-/// a `push_new` that doubles a small queue's ring, is **stale**: a logic error, never undefined
-/// behaviour (after the ring moved it reads an empty handle; after a removal it reads the
-/// zeroed slot, an empty handle). Pushes that add a chunk move nothing.
+/// As for [`PVec`](crate::PVec)'s handle methods, references are [`Nested`](ptm::Nested) guards,
+/// and one taken before any change of the queue (a `push_new`, which may double a small ring,
+/// a removal) is **stale**: writes through it fail with
+/// [`Error::StaleReference`](ptm::Error::StaleReference).
 impl<T: PHandle> PQueue<T> {
     /// Appends an empty handle (all-zero bytes) at the back and returns a reference to it.
     /// 2 drains, growth included (a ring's doubling moves the handles by bytes and zeroes and
@@ -719,13 +728,14 @@ impl<T: PHandle> PQueue<T> {
     /// # Errors
     ///
     /// As [`push`](PQueue::push).
-    pub fn push_new<'t>(&'t self, tx: &'t Transaction<'_>) -> Result<&'t T> {
+    pub fn push_new<'t>(&'t self, tx: &'t Transaction<'_>) -> Result<Nested<'t, T>> {
+        raw::mutating(tx, self)?;
         let (c, off, len) = self.reserve_back(tx)?;
         // SAFETY: the back slot `reserve_back` logged (or fresh); zero is the empty handle.
         unsafe { raw::zero_bytes(tx, c, off, size_of::<T>() as u64)? };
         self.len.set(tx, len)?;
         // SAFETY: the back element now; `T` is all cells.
-        unsafe { self.elem(tx, len - 1) }
+        unsafe { self.elem(tx, len - 1) }.map(|v| tx.nested(self, v))
     }
 
     /// A reference to the front element, if any. 0 drains.
@@ -733,7 +743,8 @@ impl<T: PHandle> PQueue<T> {
     /// # Errors
     ///
     /// Only for a corrupted handle.
-    pub fn front_ref<'t>(&'t self, tx: &'t Transaction<'_>) -> Result<Option<&'t T>> {
+    pub fn front_ref<'t>(&'t self, tx: &'t Transaction<'_>) -> Result<Option<Nested<'t, T>>> {
+        tx.check_live(self)?;
         self.get_ref(tx, 0)
     }
 
@@ -742,12 +753,13 @@ impl<T: PHandle> PQueue<T> {
     /// # Errors
     ///
     /// Only for a corrupted handle.
-    pub fn get_ref<'t>(&'t self, tx: &'t Transaction<'_>, pos: u64) -> Result<Option<&'t T>> {
+    pub fn get_ref<'t>(&'t self, tx: &'t Transaction<'_>, pos: u64) -> Result<Option<Nested<'t, T>>> {
+        tx.check_live(self)?;
         if pos >= self.shape(tx)?.len {
             return Ok(None);
         }
         // SAFETY: `pos < len`; `T` is all cells.
-        unsafe { self.elem(tx, pos) }.map(Some)
+        unsafe { self.elem(tx, pos) }.map(|v| Some(tx.nested(self, v)))
     }
 }
 

@@ -142,9 +142,9 @@ pub(crate) unsafe fn copy_bytes(
         // SAFETY: forwarded contract: both ranges are cells of live blocks of the caller.
         unsafe {
             if step == 8 {
-                cell::<u64>(tx, dst, d)?.set(tx, cell::<u64>(tx, src, s)?.get(tx))?;
+                cell::<u64>(tx, dst, d)?.set_unchecked(tx, cell::<u64>(tx, src, s)?.get(tx))?;
             } else {
-                cell::<u8>(tx, dst, d)?.set(tx, cell::<u8>(tx, src, s)?.get(tx))?;
+                cell::<u8>(tx, dst, d)?.set_unchecked(tx, cell::<u8>(tx, src, s)?.get(tx))?;
             }
         }
     }
@@ -175,9 +175,9 @@ pub(crate) unsafe fn zero_bytes(
         // SAFETY: forwarded contract.
         unsafe {
             if step == 8 {
-                cell::<u64>(tx, block, o)?.set(tx, 0)?;
+                cell::<u64>(tx, block, o)?.set_unchecked(tx, 0)?;
             } else {
-                cell::<u8>(tx, block, o)?.set(tx, 0)?;
+                cell::<u8>(tx, block, o)?.set_unchecked(tx, 0)?;
             }
         }
     }
@@ -226,10 +226,10 @@ pub(crate) unsafe fn write_bytes(
         // SAFETY: forwarded contract.
         unsafe {
             if let (true, Ok(w)) = (aligned, <[u8; 8]>::try_from(chunk)) {
-                cell::<u64>(tx, block, o)?.set(tx, u64::from_ne_bytes(w))?;
+                cell::<u64>(tx, block, o)?.set_unchecked(tx, u64::from_ne_bytes(w))?;
             } else {
                 for (j, &b) in (0..).zip(chunk) {
-                    cell::<u8>(tx, block, o + j)?.set(tx, b)?;
+                    cell::<u8>(tx, block, o + j)?.set_unchecked(tx, b)?;
                 }
             }
         }
@@ -357,6 +357,21 @@ impl ByteHash {
 /// into it need no snapshot.
 pub(crate) fn alloc_block(tx: &Transaction<'_>, size: u64) -> Result<PPtr<u8>> {
     Ok(tx.pptr(tx.alloc_bytes(size)?))
+}
+
+/// The start of every method that changes collection `c`: refuses the change if `c` is reached
+/// through a stale [`Nested`](ptm::Nested) reference ([`Error::StaleReference`](ptm::Error)),
+/// then marks stale the nested references taken from `c`, since the change may move or discard
+/// the handles `c` stores.
+///
+/// # Errors
+///
+/// [`Error::StaleReference`](ptm::Error::StaleReference).
+#[inline]
+pub(crate) fn mutating<C: ?Sized>(tx: &Transaction<'_>, c: &C) -> Result<()> {
+    tx.check_live(c)?;
+    tx.invalidate_nested(c);
+    Ok(())
 }
 
 #[cfg(test)]

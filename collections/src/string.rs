@@ -4,7 +4,7 @@ use std::fmt;
 
 use ptm::{Persistent, Result, Transaction};
 
-use crate::PVec;
+use crate::{raw, PVec};
 
 /// A persistent string (a pool's `String`): a [`PVec<u8>`] that only ever receives whole UTF-8
 /// strings. Same costs as [`PVec`]: 2 drains per change, growth included; reads 0.
@@ -36,6 +36,7 @@ impl PString {
     ///
     /// As [`PVec::extend`].
     pub fn push_str(&self, tx: &Transaction<'_>, s: &str) -> Result<()> {
+        raw::mutating(tx, self)?;
         self.bytes.extend(tx, s.bytes())
     }
 
@@ -45,6 +46,7 @@ impl PString {
     ///
     /// As [`PVec::extend`].
     pub fn push(&self, tx: &Transaction<'_>, c: char) -> Result<()> {
+        raw::mutating(tx, self)?;
         self.push_str(tx, c.encode_utf8(&mut [0; 4]))
     }
 
@@ -54,6 +56,7 @@ impl PString {
     ///
     /// As [`PVec::extend`].
     pub fn set(&self, tx: &Transaction<'_>, s: &str) -> Result<()> {
+        raw::mutating(tx, self)?;
         self.bytes.assign(tx, s.bytes())
     }
 
@@ -64,6 +67,7 @@ impl PString {
     ///
     /// As [`PVec::get`].
     pub fn as_string(&self, tx: &Transaction<'_>) -> Result<String> {
+        tx.check_live(self)?;
         let v = self.bytes.to_vec(tx)?;
         Ok(match String::from_utf8(v) {
             Ok(s) => s,
@@ -77,6 +81,7 @@ impl PString {
     ///
     /// As [`PVec::clear`].
     pub fn clear(&self, tx: &Transaction<'_>) -> Result<()> {
+        raw::mutating(tx, self)?;
         self.bytes.clear(tx)
     }
 
@@ -86,6 +91,7 @@ impl PString {
     ///
     /// As [`PVec::clear`].
     pub fn free(&self, tx: &Transaction<'_>) -> Result<()> {
+        raw::mutating(tx, self)?;
         self.bytes.clear(tx)
     }
 

@@ -4,7 +4,7 @@ use std::fmt;
 use std::mem::size_of;
 
 use ptm::pmem_core::{bytes_of, read_from_bytes};
-use ptm::{PCell, PPtr, Persistent, Result, Transaction};
+use ptm::{Nested, PCell, PPtr, Persistent, Result, Transaction};
 
 use crate::owned::{doom_on_err, or_free_fresh, Frees};
 use crate::raw::{self, Span};
@@ -188,6 +188,7 @@ impl<T: PValue> PVec<T> {
     ///
     /// [`Error::OutOfSpace`](ptm::Error::OutOfSpace), a length overflow, and logging errors.
     pub fn reserve(&self, tx: &Transaction<'_>, additional: u64) -> Result<()> {
+        raw::mutating(tx, self)?;
         let len = self.len(tx);
         let need = len
             .checked_add(additional)
@@ -283,6 +284,7 @@ impl<T: PValue> PVec<T> {
     ///
     /// As [`clear`](PVec::clear).
     pub fn pop_free(&self, tx: &Transaction<'_>) -> Result<bool> {
+        raw::mutating(tx, self)?;
         let len = self.len(tx);
         if len == 0 {
             return Ok(false);
@@ -298,6 +300,7 @@ impl<T: PValue> PVec<T> {
     ///
     /// As [`clear`](PVec::clear).
     pub fn truncate(&self, tx: &Transaction<'_>, new_len: u64) -> Result<()> {
+        raw::mutating(tx, self)?;
         let len = self.len(tx);
         if new_len < len {
             self.discard_tail(tx, new_len)?;
@@ -314,6 +317,7 @@ impl<T: PValue> PVec<T> {
     /// logging errors. An error after part of a damaged structure was freed
     /// dooms the transaction (see the crate docs).
     pub fn clear(&self, tx: &Transaction<'_>) -> Result<()> {
+        raw::mutating(tx, self)?;
         tx.snapshot(|b| {
             b.add(&self.buf)?;
             b.add(&self.len)?;
@@ -335,6 +339,7 @@ impl<T: PValue> PVec<T> {
     ///
     /// As [`clear`](PVec::clear).
     pub fn free(&self, tx: &Transaction<'_>) -> Result<()> {
+        raw::mutating(tx, self)?;
         self.clear(tx)
     }
 }
@@ -342,14 +347,12 @@ impl<T: PValue> PVec<T> {
 /// Nested collections: a `PVec` of handles ([`PString`](crate::PString), `PVec`,
 /// [`PHashMap`](crate::PHashMap), your own [`PHandle`] structs).
 ///
-/// References handed out (`&'t T`) live at most as long as the transaction borrow. A later
-/// growth of this vector (by `push_new`) moves the handles to a new buffer, and `pop_free`,
-/// `truncate` or `clear` discard them: a reference taken before then is **stale**, like a std
-/// iterator after a `push`. Using a stale reference is a logic error, but never undefined
-/// behaviour: it points into memory that stays mapped and readable until commit; after growth
-/// the old copy reads as an empty handle and changes through it are lost (blocks it allocates
-/// leak); after a removal it reads the zeroed slot (an empty
-/// handle), so freeing through it frees nothing. Take the reference again instead.
+/// References handed out are [`Nested`](ptm::Nested) guards that live at most as long as the
+/// transaction borrow. A growth of this vector (by `push_new`) moves the handles to a new
+/// buffer, and `pop_free`, `truncate` or `clear` discard them: a reference taken before any
+/// change of the vector is **stale**, like a std reference across a `push`, and every write
+/// through it fails with [`Error::StaleReference`](ptm::Error::StaleReference) (see the crate
+/// docs, "Nested references"). Take the reference again after the change.
 impl<T: PHandle> PVec<T> {
     /// Appends an empty handle (all-zero bytes) and returns a reference to it, through which the
     /// new nested collection is filled. 2 drains, growth included (growth moves the existing
@@ -359,7 +362,8 @@ impl<T: PHandle> PVec<T> {
     /// # Errors
     ///
     /// As [`push`](PVec::push).
-    pub fn push_new<'t>(&'t self, tx: &'t Transaction<'_>) -> Result<&'t T> {
+    pub fn push_new<'t>(&'t self, tx: &'t Transaction<'_>) -> Result<Nested<'t, T>> {
+        raw::mutating(tx, self)?;
         let (buf, at, need) = self.reserve_tail(tx, self.len(tx), 1)?;
         let off = raw::elem_off::<T>(at)?;
         // SAFETY: element `at < need <= cap` of this vector's live buffer, logged in the batch
@@ -368,7 +372,7 @@ impl<T: PHandle> PVec<T> {
         self.len.set(tx, need)?;
         // SAFETY: as above; `T` is all cells, so a shared reference may coexist with writes
         // through cells.
-        unsafe { Self::elem(tx, buf, at) }
+        unsafe { Self::elem(tx, buf, at) }.map(|v| tx.nested(self, v))
     }
 
     /// A reference to element `i`, or `None` if `i >= len`. 0 drains.
@@ -376,12 +380,13 @@ impl<T: PHandle> PVec<T> {
     /// # Errors
     ///
     /// Only for a corrupted handle (a buffer pointer outside the pool).
-    pub fn get_ref<'t>(&'t self, tx: &'t Transaction<'_>, i: u64) -> Result<Option<&'t T>> {
+    pub fn get_ref<'t>(&'t self, tx: &'t Transaction<'_>, i: u64) -> Result<Option<Nested<'t, T>>> {
+        tx.check_live(self)?;
         if i >= self.len(tx) {
             return Ok(None);
         }
         // SAFETY: `i < len <= cap` of this vector's live buffer; `T` is all cells.
-        unsafe { Self::elem(tx, self.block(tx), i) }.map(Some)
+        unsafe { Self::elem(tx, self.block(tx), i) }.map(|v| Some(tx.nested(self, v)))
     }
 
     /// A reference to the last element, if any.
@@ -389,7 +394,8 @@ impl<T: PHandle> PVec<T> {
     /// # Errors
     ///
     /// As [`get_ref`](PVec::get_ref).
-    pub fn last_ref<'t>(&'t self, tx: &'t Transaction<'_>) -> Result<Option<&'t T>> {
+    pub fn last_ref<'t>(&'t self, tx: &'t Transaction<'_>) -> Result<Option<Nested<'t, T>>> {
+        tx.check_live(self)?;
         match self.len(tx) {
             0 => Ok(None),
             n => self.get_ref(tx, n - 1),
@@ -404,6 +410,7 @@ impl<T: Persistent + Copy> PVec<T> {
     ///
     /// Only for a corrupted handle (a buffer pointer outside the pool).
     pub fn get(&self, tx: &Transaction<'_>, i: u64) -> Result<Option<T>> {
+        tx.check_live(self)?;
         if i >= self.len(tx) {
             return Ok(None);
         }
@@ -419,6 +426,7 @@ impl<T: Persistent + Copy> PVec<T> {
     ///
     /// As [`get`](PVec::get).
     pub fn last(&self, tx: &Transaction<'_>) -> Result<Option<T>> {
+        tx.check_live(self)?;
         match self.len(tx) {
             0 => Ok(None),
             n => self.get(tx, n - 1),
@@ -444,6 +452,7 @@ impl<T: Persistent + Copy> PVec<T> {
     /// [`Error::OutOfSpace`](ptm::Error::OutOfSpace) and the other errors of allocation and
     /// logging; the transaction then rolls back if the closure returns the error.
     pub fn push(&self, tx: &Transaction<'_>, v: T) -> Result<()> {
+        raw::mutating(tx, self)?;
         self.write_tail(tx, self.len(tx), vec![v])
     }
 
@@ -453,6 +462,7 @@ impl<T: Persistent + Copy> PVec<T> {
     ///
     /// As [`push`](PVec::push).
     pub fn extend(&self, tx: &Transaction<'_>, items: impl IntoIterator<Item = T>) -> Result<()> {
+        raw::mutating(tx, self)?;
         self.write_tail(tx, self.len(tx), items.into_iter().collect())
     }
 
@@ -463,6 +473,7 @@ impl<T: Persistent + Copy> PVec<T> {
     ///
     /// As [`push`](PVec::push).
     pub fn assign(&self, tx: &Transaction<'_>, items: impl IntoIterator<Item = T>) -> Result<()> {
+        raw::mutating(tx, self)?;
         self.write_tail(tx, 0, items.into_iter().collect())
     }
 
@@ -472,6 +483,7 @@ impl<T: Persistent + Copy> PVec<T> {
     ///
     /// As [`get`](PVec::get), and logging errors.
     pub fn pop(&self, tx: &Transaction<'_>) -> Result<Option<T>> {
+        raw::mutating(tx, self)?;
         let len = self.len(tx);
         if len == 0 {
             return Ok(None);
@@ -488,6 +500,7 @@ impl<T: Persistent + Copy> PVec<T> {
     ///
     /// As [`get`](PVec::get), and logging errors.
     pub fn set(&self, tx: &Transaction<'_>, i: u64, v: T) -> Result<Option<T>> {
+        raw::mutating(tx, self)?;
         let Some(old) = self.get(tx, i)? else {
             return Ok(None);
         };
@@ -589,6 +602,7 @@ impl<T: Persistent + Copy> PVec<T> {
     ///
     /// As [`get`](PVec::get).
     pub fn to_vec(&self, tx: &Transaction<'_>) -> Result<Vec<T>> {
+        tx.check_live(self)?;
         (0..self.len(tx))
             .map(|i| self.get(tx, i).map(|v| v.expect("i < len")))
             .collect()

@@ -370,10 +370,10 @@ impl ModelRoot for Root {
             )?;
             let mut inner = Vec::new();
             tree_blocks(tx, &r.d, &mut out, |_, _| {}, |v, _| inner.push(v))?;
-            for t in inner {
+            for t in &inner {
                 tree_blocks(
                     tx,
-                    t,
+                    &**t,
                     &mut out,
                     |k, out| add_block(out, k.buffer_offset(tx)),
                     |v, out| add_block(out, v.buffer_offset(tx)),
@@ -392,7 +392,7 @@ fn tree_blocks<'a, K: POrdKey + 'a, V: PHandle>(
     t: &'a PBTreeMap<K, V>,
     out: &mut BTreeSet<u64>,
     mut key: impl FnMut(K::Ref<'a>, &mut BTreeSet<u64>),
-    mut val: impl FnMut(&'a V, &mut BTreeSet<u64>),
+    mut val: impl FnMut(ptm::Nested<'a, V>, &mut BTreeSet<u64>),
 ) -> Result<(), Error> {
     for n in t.node_offsets(tx)? {
         add_block(out, Some(n));
@@ -657,11 +657,11 @@ proptest! {
     }
 }
 
-/// References kept across a split or a merge that moves their entry: memory-safe, never a second
-/// owner. A value moved to the new right leaf by a split leaves a zeroed slot behind; one in a
-/// leaf freed by a merge reads empty until commit; the moved entries are found intact.
+/// References kept across a split or a merge that moves their entry are stale: writes (and
+/// checked reads) through them fail with `StaleReference`, never reaching the moved entry or a
+/// freed leaf; the moved entries are found intact through fresh references.
 #[test]
-fn stale_references_read_empty_handles() {
+fn stale_references_across_splits_and_merges_are_refused() {
     let dir = shm_dir();
     let mut pool = Pool::<Root>::create(dir.path().join("s.pool"), POOL_SIZE, &opts()).unwrap();
     pool.transaction(|tx, r| {
@@ -674,7 +674,9 @@ fn stale_references_read_empty_handles() {
         // The 16th key splits the leaf 8 + 8: slot 14 of the left leaf is vacated.
         r.n.get_or_insert_new(tx, 15)?;
         assert_eq!(r.n.check_invariants(tx).unwrap(), [vec![1], vec![8, 8]]);
-        assert!(last.is_empty(tx), "the stale reference reads an empty vector");
+        assert!(matches!(last.push(tx, 99), Err(Error::StaleReference)));
+        assert!(matches!(last.to_vec(tx), Err(Error::StaleReference)));
+        drop(last);
         assert_eq!(r.n.get_ref(tx, &14)?.expect("moved").to_vec(tx)?, [14]);
         Ok::<_, Error>(())
     })
@@ -688,10 +690,9 @@ fn stale_references_read_empty_handles() {
         assert!(r.n.remove_free(tx, &0)?);
         assert!(r.n.remove_free(tx, &1)?);
         assert_eq!(r.n.check_invariants(tx).unwrap(), [vec![13]]);
-        assert!(
-            right.is_empty(tx),
-            "a reference into the merged-away leaf reads empty"
-        );
+        assert!(matches!(right.push(tx, 99), Err(Error::StaleReference)));
+        assert!(matches!(right.free(tx), Err(Error::StaleReference)));
+        drop(right);
         assert_eq!(r.n.get_ref(tx, &12)?.expect("moved").to_vec(tx)?, [12]);
         Ok::<_, Error>(())
     })

@@ -98,10 +98,10 @@ fn contents(tx: &Transaction<'_>, r: &Root) -> Result<String, Error> {
     r.ts.check_invariants(tx).unwrap();
     r.m.check_invariants(tx).unwrap();
     let vs = (0..r.vs.len(tx))
-        .map(|i| strings(tx, r.vs.get_ref(tx, i)?.unwrap()))
+        .map(|i| strings(tx, &r.vs.get_ref(tx, i)?.unwrap()))
         .collect::<Result<Vec<_>, _>>()?;
     let qs = (0..r.qs.len(tx))
-        .map(|i| strings(tx, r.qs.get_ref(tx, i)?.unwrap()))
+        .map(|i| strings(tx, &r.qs.get_ref(tx, i)?.unwrap()))
         .collect::<Result<Vec<_>, _>>()?;
     let mut ts = Vec::new();
     for (k, v) in r.ts.iter_refs(tx)? {
@@ -110,7 +110,7 @@ fn contents(tx: &Transaction<'_>, r: &Root) -> Result<String, Error> {
     let bs = match r.bs.get_ref(tx)? {
         Some(v) => Some(
             (0..v.len(tx))
-                .map(|i| strings(tx, v.get_ref(tx, i)?.unwrap()))
+                .map(|i| strings(tx, &v.get_ref(tx, i)?.unwrap()))
                 .collect::<Result<Vec<_>, _>>()?,
         ),
         None => None,

@@ -507,30 +507,45 @@ proptest! {
     }
 }
 
-/// A reference kept across a growth of its vector points at the old copy, which reads as an
-/// empty handle; one kept across a removal reads the zeroed slot, so it cannot free the removed
-/// blocks a second time.
+fn is_stale<T: std::fmt::Debug>(r: Result<T, Error>) -> bool {
+    matches!(r, Err(Error::StaleReference))
+}
+
+/// A reference kept across a change of its collection (a growth that moves the handles, a
+/// rebuild of a map's table, a removal) is stale: every write through it fails with
+/// `StaleReference` (none returns `Ok` with the write lost), and so does a read that checks; a
+/// reference taken again after the change works, and nothing is lost or leaked.
 #[test]
-fn stale_references_are_harmless() {
+fn stale_references_are_refused() {
     let dir = shm_dir();
     let mut pool = Pool::<Root>::create(dir.path().join("s.pool"), POOL_SIZE, &opts()).unwrap();
     pool.transaction(|tx, r| r.v.push_new(tx)?.push_str(tx, "first"))
         .unwrap();
     let mut model = read(&pool);
-    let r = pool.transaction(|tx, r| {
+    pool.transaction(|tx, r| {
         let a = r.v.get_ref(tx, 0)?.expect("pushed");
         assert_eq!(r.v.capacity(tx), 4);
         for _ in 0..4 {
             r.v.push_new(tx)?;
         }
         assert!(r.v.capacity(tx) > 4, "grew");
-        assert_eq!(a.as_string(tx)?, "", "the stale copy is empty");
-        assert_eq!(r.v.get_ref(tx, 0)?.expect("moved").as_string(tx)?, "first");
+        assert!(
+            is_stale(a.push_str(tx, " lost?")),
+            "a write through the stale copy"
+        );
+        assert!(is_stale(a.as_string(tx)), "a read through the stale copy");
+        drop(a);
+        let a = r.v.get_ref(tx, 0)?.expect("moved");
+        assert_eq!(a.as_string(tx)?, "first");
+        a.push_str(tx, "!")?;
         Ok::<_, Error>(())
-    });
-    r.unwrap();
+    })
+    .unwrap();
+    model.v[0].push('!');
     model.v.extend(std::iter::repeat_n(String::new(), 4));
-    // The same for a map value across a rebuild of the table.
+    assert_eq!(read(&pool), model);
+    // The same for a map value across a rebuild of the table (the scenario: a
+    // `get_or_insert_new` reference, more inserts, then a push through the old reference).
     pool.transaction(|tx, r| {
         let e = r.m.get_or_insert_new(tx, 1)?;
         e.extend(tx, [7, 8])?;
@@ -539,7 +554,9 @@ fn stale_references_are_harmless() {
             r.m.get_or_insert_new(tx, k)?;
         }
         assert!(r.m.capacity(tx) > cap, "rebuilt");
-        assert!(e.is_empty(tx), "the stale copy is empty");
+        assert!(is_stale(e.push(tx, 9)), "the push must not return Ok");
+        assert!(is_stale(e.to_vec(tx)));
+        drop(e);
         assert_eq!(r.m.get_ref(tx, &1)?.expect("moved").to_vec(tx)?, [7, 8]);
         Ok::<_, Error>(())
     })
@@ -550,13 +567,13 @@ fn stale_references_are_harmless() {
     assert_eq!(read(&pool), model);
     assert_reachable_only(&mut pool, "after growth");
 
-    // Removal zeroes the discarded handles: a stale reference reads an empty handle, and freeing
-    // through it frees nothing (the removed blocks are freed once, by the removal).
+    // Removal: freeing through a stale reference is refused too (the removal freed the blocks
+    // once), and a stale reference inside a transaction that commits changes nothing.
     pool.transaction(|tx, r| {
         let a = r.v.get_ref(tx, 0)?.expect("present");
         r.v.truncate(tx, 0)?;
-        assert_eq!(a.as_string(tx)?, "", "the removed handle is zeroed");
-        a.free(tx)
+        assert!(is_stale(a.free(tx)));
+        Ok::<_, Error>(())
     })
     .unwrap();
     model.v.clear();
@@ -564,11 +581,107 @@ fn stale_references_are_harmless() {
         let e = r.m.get_or_insert_new(tx, 1)?;
         e.extend(tx, 0..10)?;
         r.m.remove_free(tx, &1)?;
-        assert!(e.is_empty(tx), "the removed value is zeroed");
-        e.clear(tx)
+        assert!(is_stale(e.clear(tx)));
+        assert!(is_stale(e.push(tx, 1)));
+        Ok::<_, Error>(())
     })
     .unwrap();
     model.m.remove(&1);
     assert_eq!(read(&pool), model);
-    assert_reachable_only(&mut pool, "after the removals through stale references");
+    assert_reachable_only(&mut pool, "after the removals");
+}
+
+/// References that stay valid: a change of *another* collection, or of the nested collection
+/// itself, leaves a reference live; a change of the container after the reference is dropped
+/// does not affect the next one.
+#[test]
+fn references_stay_live_across_unrelated_changes() {
+    let dir = shm_dir();
+    let pool = Pool::<Root>::create(dir.path().join("l.pool"), POOL_SIZE, &opts()).unwrap();
+    pool.transaction(|tx, r| {
+        let e = r.m.get_or_insert_new(tx, 1)?;
+        for i in 0..100 {
+            e.push(tx, i)?; // grows e's own buffer: e itself does not move
+            r.v.push_new(tx)?.push_str(tx, "x")?; // another collection
+        }
+        assert_eq!(e.len(tx), 100);
+        // Taken through a live reference, and the inner collection changed: still live.
+        let v0 = r.v.get_ref(tx, 0)?.expect("pushed");
+        v0.push_str(tx, "y")?;
+        assert_eq!(v0.as_string(tx)?, "xy");
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+}
+
+/// A user struct of handles and cells, stored as a map value.
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Task {
+    title: PString,
+    prio: ptm::PCell<u64>,
+}
+
+impl ptm_collections::PValue for Task {
+    const OWNS: bool = true;
+
+    unsafe fn free_owned(&self, tx: &Transaction<'_>) -> ptm::Result<()> {
+        // SAFETY: `self` is being discarded, so is its title.
+        unsafe { self.title.free_owned(tx) }
+    }
+}
+
+// SAFETY: a string handle and a cell: every byte is inside `PCell`s, all-zero is an empty title
+// and priority 0, `!Sync` (cells), position-independent.
+unsafe impl ptm_collections::PHandle for Task {}
+
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Tasks {
+    by_id: PHashMap<u64, Task>,
+    by_name: ptm_collections::PBTreeMap<u64, Task>,
+}
+
+/// The fields of a user struct reached through a stale reference: the cell's `set` and the
+/// string's methods fail with `StaleReference` for a hash map value moved by a table rebuild and
+/// for a B-tree value shifted by an insert into its leaf, and nothing is written anywhere.
+#[test]
+fn stale_struct_fields_are_refused() {
+    let dir = shm_dir();
+    let pool = Pool::<Tasks>::create(dir.path().join("t.pool"), POOL_SIZE, &opts()).unwrap();
+    pool.transaction(|tx, r| {
+        let t = r.by_id.get_or_insert_new(tx, 1)?;
+        t.title.push_str(tx, "one")?;
+        t.prio.set(tx, 1)?;
+        let cap = r.by_id.capacity(tx);
+        let mut k = 2;
+        while r.by_id.capacity(tx) == cap {
+            r.by_id.get_or_insert_new(tx, k)?.prio.set(tx, k)?;
+            k += 1;
+        }
+        assert!(matches!(t.prio.set(tx, 99), Err(Error::StaleReference)));
+        assert!(matches!(t.title.push_str(tx, "!"), Err(Error::StaleReference)));
+        drop(t);
+        for i in 1..k {
+            let t = r.by_id.get_ref(tx, &i)?.expect("present");
+            assert_eq!(t.prio.get(tx), i, "no write landed on another entry");
+        }
+        assert_eq!(
+            r.by_id.get_ref(tx, &1)?.expect("present").title.as_string(tx)?,
+            "one"
+        );
+
+        // B-tree: key 10's value, then key 5 is inserted before it in the same leaf.
+        r.by_name.get_or_insert_new(tx, 10)?.prio.set(tx, 10)?;
+        let ten = r.by_name.get_ref(tx, &10)?.expect("present");
+        r.by_name.get_or_insert_new(tx, 5)?;
+        assert!(matches!(ten.prio.set(tx, 99), Err(Error::StaleReference)));
+        drop(ten);
+        assert_eq!(r.by_name.get_ref(tx, &5)?.expect("present").prio.get(tx), 0);
+        assert_eq!(r.by_name.get_ref(tx, &10)?.expect("present").prio.get(tx), 10);
+        Ok::<_, Error>(())
+    })
+    .unwrap();
 }

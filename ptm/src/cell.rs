@@ -61,8 +61,27 @@ impl<T: Persistent + Copy> PCell<T> {
     /// # Errors
     ///
     /// [`Error::NotInPool`](crate::Error::NotInPool) if the cell is not in `tx`'s pool;
-    /// [`Error::OutOfSpace`](crate::Error::OutOfSpace) when the log cannot grow.
+    /// [`Error::OutOfSpace`](crate::Error::OutOfSpace) when the log cannot grow;
+    /// [`Error::StaleReference`](crate::Error::StaleReference) if the cell is reached through a
+    /// stale [`Nested`](crate::Nested) reference (a field of a handle its collection moved).
     pub fn set(&self, tx: &Transaction<'_>, value: T) -> Result<()> {
+        tx.check_live_addr(self.value.get() as usize)?;
+        tx.log_addr(self.value.get() as usize, size_of::<T>())?;
+        // SAFETY: logged and ordered (`log_addr` drains even inside a batch); `!Sync` excludes
+        // other threads; no reference into the cell exists.
+        unsafe { self.value.get().write(value) };
+        Ok(())
+    }
+
+    /// As [`set`](PCell::set), without the stale-reference check: for a collection moving the
+    /// handles it stores, whose bytes may still be covered by a stale [`Nested`](crate::Nested)
+    /// reference it has just invalidated (the collection checked itself, at the start of the
+    /// operation, with [`Transaction::check_live`]). Everything else uses `set`.
+    ///
+    /// # Errors
+    ///
+    /// As [`set`](PCell::set), except `StaleReference`.
+    pub fn set_unchecked(&self, tx: &Transaction<'_>, value: T) -> Result<()> {
         tx.log_addr(self.value.get() as usize, size_of::<T>())?;
         // SAFETY: logged and ordered (`log_addr` drains even inside a batch); `!Sync` excludes
         // other threads; no reference into the cell exists.

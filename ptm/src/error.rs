@@ -96,6 +96,14 @@ pub enum Error {
         /// Why it is refused.
         what: &'static str,
     },
+    /// A write through a reference to a nested handle ([`Nested`](crate::Nested)) taken before
+    /// its collection changed: the change may have moved or discarded the handle, so the write
+    /// is refused rather than lost. Take the reference again after the change.
+    #[error(
+        "stale reference: the collection this nested handle was taken from has changed since \
+         (take the reference again after the change)"
+    )]
+    StaleReference,
     /// The transaction was doomed, so it was rolled back even though its closure returned `Ok`:
     /// an inner (nested) transaction failed, or something called
     /// [`Transaction::doom`](crate::Transaction::doom).

@@ -74,6 +74,7 @@ pub mod lanes;
 pub mod layout;
 pub mod lockword;
 mod log;
+mod nested;
 mod pool;
 mod sync;
 mod tx;
@@ -84,6 +85,7 @@ pub use grow::{grow_pool, max_pool_size};
 pub use heap::HeapStats;
 pub use inspect::{inspect, Summary};
 pub use layout::Geometry;
+pub use nested::Nested;
 pub use pmem_core;
 pub use pmem_core::{
     thread_stats, DomainKind, Durability, Engine, JournalOptions, PPtr, PersistStats, Persistent,

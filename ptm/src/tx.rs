@@ -22,6 +22,7 @@ use crate::layout::{
 };
 use crate::lockword::{self, Attempt};
 use crate::log::scan_lane;
+use crate::nested::NestedRefs;
 use crate::pool::Shared;
 
 /// Smallest log extent taken from the heap when a lane's log is full.
@@ -101,6 +102,7 @@ pub struct Transaction<'p> {
     lane: usize,
     st: RefCell<LaneVolatile>,
     doomed: Cell<bool>,
+    nested: NestedRefs,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -175,8 +177,13 @@ impl<'p> Transaction<'p> {
             lane,
             st: RefCell::new(st),
             doomed: Cell::new(false),
+            nested: NestedRefs::default(),
             _not_send: PhantomData,
         }
+    }
+
+    pub(crate) fn nested_refs(&self) -> &NestedRefs {
+        &self.nested
     }
 
     /// The lane this transaction runs on.
