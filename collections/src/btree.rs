@@ -1462,13 +1462,15 @@ impl<K: POrdKey, V: PValue> Range<'_, K, V> {
             Ok(x) => x,
             Err(e) => {
                 self.error = Some(e);
+                self.tx.doom();
                 self.finish();
                 None
             }
         }
     }
 
-    /// The error that ended the iteration early, if any (only on a corrupted tree).
+    /// The error that ended the iteration early, if any (only on a corrupted tree). Such an
+    /// error also dooms the transaction (see the crate docs, "Iteration errors").
     pub fn error(&self) -> Option<&Error> {
         self.error.as_ref()
     }

@@ -128,6 +128,39 @@
 //! [`PBTreeMap::remove`] merges underfull nodes and frees the nodes it empties, in the same 2
 //! drains (a map emptied by removals owns no block).
 //!
+//! ## Iteration errors
+//!
+//! Every iterator here ([`Iter`], [`MapIter`], [`MapRefs`], [`Range`], [`RangeRefs`]) yields
+//! plain items, and follows one pattern for the errors only a corrupted pool can produce (a
+//! pointer outside the pool, a damaged node): the iterator stops, keeps the error for its
+//! `error()` method, and **dooms the transaction**. So a shortened iteration can never pass
+//! for a complete one: unless the closure returns an error of its own, `Pool::transaction`
+//! returns [`Error::Aborted`](ptm::Error::Aborted) and nothing the transaction did is
+//! committed. Check `error()` to report the cause:
+//!
+//! ```
+//! # use ptm::{Error, Persistent, Pool};
+//! # use ptm_collections::PHashMap;
+//! # #[derive(Persistent)]
+//! # #[repr(C)]
+//! # struct Root { m: PHashMap<u64, u64> }
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let pool = Pool::<Root>::create(dir.path().join("i.pool"), 8 << 20, &Default::default())?;
+//! let sum = pool.transaction(|tx, r| {
+//!     let mut it = r.m.iter(tx);
+//!     let sum: u64 = it.by_ref().map(|(_, v)| v).sum();
+//!     if let Some(e) = it.error() {
+//!         eprintln!("the map is damaged: {e}"); // and the transaction returns Error::Aborted
+//!     }
+//!     Ok::<_, Error>(sum)
+//! })?;
+//! # assert_eq!(sum, 0);
+//! # Ok::<_, Error>(())
+//! ```
+//!
+//! Methods that return a whole result at once (`to_vec`, `keys`, `PBTreeMap::iter`) return
+//! the error directly.
+//!
 //! ## Failed operations
 //!
 //! An operation that returns an error has changed nothing the caller can commit by mistake: a

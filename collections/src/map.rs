@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 use std::mem::size_of;
 
 use ptm::pmem_core::bytes_of;
-use ptm::{Nested, PCell, PPtr, Persistent, Result, Transaction};
+use ptm::{Error, Nested, PCell, PPtr, Persistent, Result, Transaction};
 
 use crate::owned::{or_free_fresh, Frees};
 use crate::raw::{self, Span};
@@ -1140,6 +1140,7 @@ impl<K: PKey, V: Persistent + Copy> PHashMap<K, V> {
             map: self,
             tx,
             cur: Cursor::default(),
+            error: None,
         }
     }
 }
@@ -1207,6 +1208,7 @@ impl<K: PKey, V: PHandle> PHashMap<K, V> {
             map: self,
             tx,
             cur: Cursor::default(),
+            error: None,
         }
     }
 }
@@ -1223,16 +1225,33 @@ pub struct MapIter<'a, K, V> {
     map: &'a PHashMap<K, V>,
     tx: &'a Transaction<'a>,
     cur: Cursor,
+    error: Option<Error>,
+}
+
+impl<K, V> MapIter<'_, K, V> {
+    /// The error that ended the iteration early, if any (only on a corrupted map). Such an
+    /// error also dooms the transaction (see the crate docs, "Iteration errors").
+    pub fn error(&self) -> Option<&Error> {
+        self.error.as_ref()
+    }
 }
 
 impl<'a, K: PKey, V: Persistent + Copy> Iterator for MapIter<'a, K, V> {
     type Item = (K::Ref<'a>, V);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let (s, i) = self.map.next_full(self.tx, &mut self.cur).ok().flatten()?;
-        let k = PHashMap::<K, V>::stored_key(self.tx, s, i).ok()?;
-        let v = PHashMap::<K, V>::val(self.tx, s, i).ok()?.get(self.tx);
-        Some((k, v))
+        if self.error.is_some() {
+            return None;
+        }
+        let (map, tx) = (self.map, self.tx);
+        let r = map.next_full(tx, &mut self.cur).and_then(|at| {
+            at.map(|(s, i)| {
+                let k = PHashMap::<K, V>::stored_key(tx, s, i)?;
+                Ok((k, PHashMap::<K, V>::val(tx, s, i)?.get(tx)))
+            })
+            .transpose()
+        });
+        raw::iteration(tx, r, &mut self.error)
     }
 }
 
@@ -1248,17 +1267,35 @@ pub struct MapRefs<'a, K, V> {
     map: &'a PHashMap<K, V>,
     tx: &'a Transaction<'a>,
     cur: Cursor,
+    error: Option<Error>,
+}
+
+impl<K, V> MapRefs<'_, K, V> {
+    /// The error that ended the iteration early, if any (only on a corrupted map). Such an
+    /// error also dooms the transaction (see the crate docs, "Iteration errors").
+    pub fn error(&self) -> Option<&Error> {
+        self.error.as_ref()
+    }
 }
 
 impl<'a, K: PKey, V: PHandle> Iterator for MapRefs<'a, K, V> {
     type Item = (K::Ref<'a>, Nested<'a, V>);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let (s, i) = self.map.next_full(self.tx, &mut self.cur).ok().flatten()?;
-        let k = PHashMap::<K, V>::stored_key(self.tx, s, i).ok()?;
-        // SAFETY: a full slot of a live segment; `V` is all cells.
-        let v = unsafe { PHashMap::<K, V>::val_ref(self.tx, s, i) }.ok()?;
-        Some((k, self.tx.nested(self.map, v)))
+        if self.error.is_some() {
+            return None;
+        }
+        let (map, tx) = (self.map, self.tx);
+        let r = map.next_full(tx, &mut self.cur).and_then(|at| {
+            at.map(|(s, i)| {
+                let k = PHashMap::<K, V>::stored_key(tx, s, i)?;
+                // SAFETY: a full slot of a live segment; `V` is all cells.
+                let v = unsafe { PHashMap::<K, V>::val_ref(tx, s, i) }?;
+                Ok((k, tx.nested(map, v)))
+            })
+            .transpose()
+        });
+        raw::iteration(tx, r, &mut self.error)
     }
 }
 

@@ -374,6 +374,25 @@ pub(crate) fn mutating<C: ?Sized>(tx: &Transaction<'_>, c: &C) -> Result<()> {
     Ok(())
 }
 
+/// One step of an iterator over a collection: `Ok(item)` passes through; an error (a corrupted
+/// collection) is kept in `slot` for the iterator's `error()`, dooms the transaction (so it
+/// cannot commit, or return `Ok` from `Pool::transaction`, on a silently shortened
+/// iteration), and ends the iteration.
+pub(crate) fn iteration<T>(
+    tx: &Transaction<'_>,
+    r: Result<Option<T>>,
+    slot: &mut Option<ptm::Error>,
+) -> Option<T> {
+    match r {
+        Ok(x) => x,
+        Err(e) => {
+            tx.doom();
+            *slot = Some(e);
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

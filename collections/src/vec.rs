@@ -4,7 +4,7 @@ use std::fmt;
 use std::mem::size_of;
 
 use ptm::pmem_core::{bytes_of, read_from_bytes};
-use ptm::{Nested, PCell, PPtr, Persistent, Result, Transaction};
+use ptm::{Error, Nested, PCell, PPtr, Persistent, Result, Transaction};
 
 use crate::owned::{doom_on_err, or_free_fresh, Frees};
 use crate::raw::{self, Span};
@@ -593,7 +593,12 @@ impl<T: Persistent + Copy> PVec<T> {
     /// Iterates over copies of the elements. Each step reads the current length and buffer, so
     /// changing the vector while iterating is allowed (and seen).
     pub fn iter<'a>(&'a self, tx: &'a Transaction<'a>) -> Iter<'a, T> {
-        Iter { vec: self, tx, i: 0 }
+        Iter {
+            vec: self,
+            tx,
+            i: 0,
+            error: None,
+        }
     }
 
     /// Copies the elements into a `Vec`.
@@ -621,13 +626,26 @@ pub struct Iter<'a, T> {
     vec: &'a PVec<T>,
     tx: &'a Transaction<'a>,
     i: u64,
+    error: Option<Error>,
+}
+
+impl<T> Iter<'_, T> {
+    /// The error that ended the iteration early, if any (only on a corrupted vector). Such an
+    /// error also dooms the transaction (see the crate docs, "Iteration errors").
+    pub fn error(&self) -> Option<&Error> {
+        self.error.as_ref()
+    }
 }
 
 impl<T: Persistent + Copy> Iterator for Iter<'_, T> {
     type Item = T;
 
     fn next(&mut self) -> Option<T> {
-        let v = self.vec.get(self.tx, self.i).ok().flatten()?;
+        if self.error.is_some() {
+            return None;
+        }
+        let r = self.vec.get(self.tx, self.i);
+        let v = raw::iteration(self.tx, r, &mut self.error)?;
         self.i += 1;
         Some(v)
     }

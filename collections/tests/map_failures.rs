@@ -521,3 +521,36 @@ fn full_segment_of_vector_values() {
         "split: a directory and two 1024-slot segments"
     );
 }
+
+/// Iteration over a damaged map (a table pointer into another pool) stops, reports the error
+/// through `error()`, and dooms the transaction: `Pool::transaction` cannot return `Ok` with a
+/// silently shortened iteration, and nothing the transaction did commits.
+#[test]
+fn iteration_errors_doom_the_transaction() {
+    let dir = shm_dir();
+    let pool = Pool::<Root>::create(dir.path().join("i.pool"), 4 << 20, &opts()).unwrap();
+    pool.transaction(|tx, r| {
+        for k in 0..10 {
+            r.m.insert(tx, k, k)?;
+        }
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+    let sum = pool.transaction(|tx, r| Ok::<_, Error>(r.m.iter(tx).map(|(_, v)| v).sum::<u64>()));
+    assert_eq!(sum.unwrap(), 45, "an intact map iterates fully");
+    pool.transaction(|tx, r| handle_cells(&r.m)[0].set(tx, 0xbeef_0000_0000_1000))
+        .unwrap();
+    let r = pool.transaction(|tx, r| {
+        r.s.insert(tx, "written before the iteration", 1)?;
+        let mut it = r.m.iter(tx);
+        assert_eq!(it.by_ref().count(), 0);
+        assert!(it.error().is_some(), "the cause is kept");
+        assert!(it.next().is_none(), "and the iterator stays finished");
+        let mut refs = r.m.iter(tx);
+        assert!(refs.next().is_none() && refs.error().is_some());
+        Ok::<_, Error>(())
+    });
+    assert!(matches!(r, Err(Error::Aborted)), "{r:?}");
+    let n = pool.transaction(|tx, r| Ok::<_, Error>(r.s.len(tx))).unwrap();
+    assert_eq!(n, 0, "the doomed transaction's insert was rolled back");
+}
