@@ -393,6 +393,22 @@ pub(crate) fn iteration<T>(
     }
 }
 
+/// `range` as `from..to` clamped to `0..len`; a reversed range comes out empty (`from >= to`).
+pub(crate) fn clamp_range(range: &impl std::ops::RangeBounds<u64>, len: u64) -> (u64, u64) {
+    use std::ops::Bound::{Excluded, Included, Unbounded};
+    let from = match range.start_bound() {
+        Included(&a) => a,
+        Excluded(&a) => a.saturating_add(1),
+        Unbounded => 0,
+    };
+    let to = match range.end_bound() {
+        Included(&b) => b.saturating_add(1),
+        Excluded(&b) => b,
+        Unbounded => len,
+    };
+    (from.min(len), to.min(len))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -60,6 +60,125 @@ impl PString {
         self.bytes.assign(tx, s.bytes())
     }
 
+    /// Number of bytes the buffer holds without growing.
+    pub fn capacity(&self, tx: &Transaction<'_>) -> u64 {
+        self.bytes.capacity(tx)
+    }
+
+    /// Makes room for at least `additional` more bytes (`String::reserve`). 2 drains when it
+    /// grows, 0 when not.
+    ///
+    /// # Errors
+    ///
+    /// As [`PVec::reserve`].
+    pub fn reserve(&self, tx: &Transaction<'_>, additional: u64) -> Result<()> {
+        raw::mutating(tx, self)?;
+        self.bytes.reserve(tx, additional)
+    }
+
+    /// The contents and whether `at` is a char boundary of them (`at <= len`).
+    fn at_boundary(&self, tx: &Transaction<'_>, at: u64) -> Result<(String, bool)> {
+        let s = self.as_string(tx)?;
+        let ok = usize::try_from(at).is_ok_and(|a| s.is_char_boundary(a));
+        Ok((s, ok))
+    }
+
+    /// Removes the last char and returns it (`String::pop`). 2 drains (0 when empty).
+    ///
+    /// # Errors
+    ///
+    /// As [`PVec::truncate`].
+    pub fn pop(&self, tx: &Transaction<'_>) -> Result<Option<char>> {
+        raw::mutating(tx, self)?;
+        let s = self.as_string(tx)?;
+        let Some(c) = s.chars().next_back() else {
+            return Ok(None);
+        };
+        self.bytes.truncate(tx, (s.len() - c.len_utf8()) as u64)?;
+        Ok(Some(c))
+    }
+
+    /// Shortens the string to `new_len` bytes (`String::truncate`; nothing happens if it is not
+    /// longer). Returns `false` and changes nothing if `new_len` is not on a char boundary
+    /// (where std panics). 2 drains.
+    ///
+    /// # Errors
+    ///
+    /// As [`PVec::truncate`].
+    pub fn truncate(&self, tx: &Transaction<'_>, new_len: u64) -> Result<bool> {
+        raw::mutating(tx, self)?;
+        if new_len >= self.len(tx) {
+            return Ok(true);
+        }
+        if !self.at_boundary(tx, new_len)?.1 {
+            return Ok(false);
+        }
+        self.bytes.truncate(tx, new_len)?;
+        Ok(true)
+    }
+
+    /// Inserts `s` at byte position `at` (`String::insert_str`). Returns `false` and changes
+    /// nothing if `at` is past the end or not on a char boundary (where std panics). 2 drains;
+    /// the bytes after `at` are logged.
+    ///
+    /// # Errors
+    ///
+    /// As [`PVec::insert`].
+    pub fn insert_str(&self, tx: &Transaction<'_>, at: u64, s: &str) -> Result<bool> {
+        raw::mutating(tx, self)?;
+        if at > self.len(tx) || !self.at_boundary(tx, at)?.1 {
+            return Ok(false);
+        }
+        let tail = self.bytes.copy_range(tx, at, self.len(tx))?;
+        self.bytes.write_tail(tx, at, s.bytes().chain(tail).collect())?;
+        Ok(true)
+    }
+
+    /// Inserts `c` at byte position `at` (`String::insert`); `false` as for
+    /// [`insert_str`](PString::insert_str).
+    ///
+    /// # Errors
+    ///
+    /// As [`PVec::insert`].
+    pub fn insert(&self, tx: &Transaction<'_>, at: u64, c: char) -> Result<bool> {
+        self.insert_str(tx, at, c.encode_utf8(&mut [0; 4]))
+    }
+
+    /// Removes the char at byte position `at` and returns it (`String::remove`); `None` if
+    /// `at` is not the start of a char (where std panics). 2 drains; the bytes after it are
+    /// logged.
+    ///
+    /// # Errors
+    ///
+    /// As [`PVec::remove`].
+    pub fn remove(&self, tx: &Transaction<'_>, at: u64) -> Result<Option<char>> {
+        raw::mutating(tx, self)?;
+        let (s, ok) = self.at_boundary(tx, at)?;
+        let Some(c) = s.get(at as usize..).and_then(|t| t.chars().next()).filter(|_| ok) else {
+            return Ok(None);
+        };
+        self.bytes.drain(tx, at..at + c.len_utf8() as u64)?;
+        Ok(Some(c))
+    }
+
+    /// Keeps only the chars for which `keep` returns `true` (`String::retain`; called once per
+    /// char, in order). 2 drains (0 when it keeps everything).
+    ///
+    /// # Errors
+    ///
+    /// As [`PVec::retain`].
+    pub fn retain(&self, tx: &Transaction<'_>, mut keep: impl FnMut(char) -> bool) -> Result<()> {
+        raw::mutating(tx, self)?;
+        let s = self.as_string(tx)?;
+        let kept: String = s.chars().filter(|&c| keep(c)).collect();
+        if kept.len() == s.len() {
+            return Ok(());
+        }
+        let common = s.bytes().zip(kept.bytes()).take_while(|(a, b)| a == b).count();
+        self.bytes
+            .write_tail(tx, common as u64, kept.bytes().skip(common).collect())
+    }
+
     /// A copy of the contents (invalid UTF-8, only possible in a corrupted pool, is replaced by
     /// U+FFFD).
     ///

@@ -435,7 +435,7 @@ impl<T: Persistent + Copy> PVec<T> {
 
     /// Replaces everything after the first `keep` elements with `items`, in one batch (see
     /// `reserve_tail`). One snapshot drain.
-    fn write_tail(&self, tx: &Transaction<'_>, keep: u64, items: Vec<T>) -> Result<()> {
+    pub(crate) fn write_tail(&self, tx: &Transaction<'_>, keep: u64, items: Vec<T>) -> Result<()> {
         let (buf, keep, need) = self.reserve_tail(tx, keep, items.len() as u64)?;
         for (k, v) in (keep..).zip(items) {
             // SAFETY: `buf` is this vector's live buffer of at least `keep + n` elements; the
@@ -507,6 +507,241 @@ impl<T: Persistent + Copy> PVec<T> {
         // SAFETY: as in `get`: `i < len <= cap` of this vector's live buffer.
         unsafe { raw::write(tx, self.block(tx), i, v)? };
         Ok(Some(old))
+    }
+
+    /// Writes `slots` (each `(index < len, value)`) and stores the length `new_len <= len`, in
+    /// one batch: one snapshot drain.
+    fn write_slots(&self, tx: &Transaction<'_>, slots: &[(u64, T)], new_len: u64) -> Result<()> {
+        let buf = self.block(tx);
+        tx.snapshot(|b| {
+            b.add(&self.len)?;
+            for &(i, _) in slots {
+                // SAFETY: `i < len <= cap` of this vector's live buffer (the caller's contract),
+                // reached only through cells by this thread.
+                b.add(&unsafe { Span::new(tx, buf, raw::elem_off::<T>(i)?, size_of::<T>() as u64)? })?;
+            }
+            Ok(())
+        })?;
+        for &(i, v) in slots {
+            // SAFETY: as above; logged in the batch.
+            unsafe { raw::write(tx, buf, i, v)? };
+        }
+        self.len.set(tx, new_len)
+    }
+
+    /// Copies of elements `from..to` (clamped to `len`).
+    pub(crate) fn copy_range(&self, tx: &Transaction<'_>, from: u64, to: u64) -> Result<Vec<T>> {
+        (from..to.min(self.len(tx)))
+            .map(|i| self.get(tx, i).map(|v| v.expect("i < len")))
+            .collect()
+    }
+
+    /// Inserts `v` at position `i`, shifting the elements after it up by one (`Vec::insert`);
+    /// returns `false` and changes nothing if `i > len` (where std panics). 2 drains, growth
+    /// included; the shifted elements are logged (`(len - i) × size_of::<T>()` bytes).
+    ///
+    /// # Errors
+    ///
+    /// As [`push`](PVec::push).
+    pub fn insert(&self, tx: &Transaction<'_>, i: u64, v: T) -> Result<bool> {
+        raw::mutating(tx, self)?;
+        let len = self.len(tx);
+        if i > len {
+            return Ok(false);
+        }
+        let mut tail = vec![v];
+        tail.extend(self.copy_range(tx, i, len)?);
+        self.write_tail(tx, i, tail)?;
+        Ok(true)
+    }
+
+    /// Removes and returns element `i`, shifting the elements after it down by one
+    /// (`Vec::remove`); `None` if `i >= len` (where std panics). 2 drains; the shifted elements
+    /// are logged.
+    ///
+    /// # Errors
+    ///
+    /// As [`pop`](PVec::pop).
+    pub fn remove(&self, tx: &Transaction<'_>, i: u64) -> Result<Option<T>> {
+        raw::mutating(tx, self)?;
+        let len = self.len(tx);
+        if i >= len {
+            return Ok(None);
+        }
+        let mut tail = self.copy_range(tx, i, len)?;
+        let v = tail.remove(0);
+        self.write_tail(tx, i, tail)?;
+        Ok(Some(v))
+    }
+
+    /// Removes and returns element `i`, moving the last element into its place
+    /// (`Vec::swap_remove`, O(1)); `None` if `i >= len`. 2 drains.
+    ///
+    /// # Errors
+    ///
+    /// As [`pop`](PVec::pop).
+    pub fn swap_remove(&self, tx: &Transaction<'_>, i: u64) -> Result<Option<T>> {
+        raw::mutating(tx, self)?;
+        let len = self.len(tx);
+        let (Some(v), Some(last)) = (self.get(tx, i)?, self.last(tx)?) else {
+            return Ok(None);
+        };
+        let slots = if i + 1 < len { vec![(i, last)] } else { Vec::new() };
+        self.write_slots(tx, &slots, len - 1)?;
+        Ok(Some(v))
+    }
+
+    /// Swaps elements `a` and `b` (`slice::swap`); returns `false` and changes nothing if either
+    /// is out of bounds. 2 drains (0 when `a == b`).
+    ///
+    /// # Errors
+    ///
+    /// As [`set`](PVec::set).
+    pub fn swap(&self, tx: &Transaction<'_>, a: u64, b: u64) -> Result<bool> {
+        raw::mutating(tx, self)?;
+        let (Some(va), Some(vb)) = (self.get(tx, a)?, self.get(tx, b)?) else {
+            return Ok(false);
+        };
+        if a != b {
+            self.write_slots(tx, &[(a, vb), (b, va)], self.len(tx))?;
+        }
+        Ok(true)
+    }
+
+    /// Keeps only the elements for which `keep` returns `true`, in order (`Vec::retain`; `keep`
+    /// is called once per element, in order). 2 drains (0 when it keeps everything); the
+    /// elements from the first one removed onwards are logged.
+    ///
+    /// # Errors
+    ///
+    /// As [`pop`](PVec::pop).
+    pub fn retain(&self, tx: &Transaction<'_>, mut keep: impl FnMut(&T) -> bool) -> Result<()> {
+        raw::mutating(tx, self)?;
+        let all = self.to_vec(tx)?;
+        let flags: Vec<bool> = all.iter().map(&mut keep).collect();
+        let Some(first) = flags.iter().position(|k| !k) else {
+            return Ok(());
+        };
+        let kept = all
+            .into_iter()
+            .zip(flags)
+            .skip(first)
+            .filter_map(|(v, k)| k.then_some(v));
+        self.write_tail(tx, first as u64, kept.collect())
+    }
+
+    /// Removes the elements in `range` and returns them (`Vec::drain`, eagerly: the removal is
+    /// done when this returns). Bounds past the end are clamped and a reversed range removes
+    /// nothing (where std panics). 2 drains (0 when nothing is removed); the elements after
+    /// the range are logged.
+    ///
+    /// # Errors
+    ///
+    /// As [`pop`](PVec::pop).
+    pub fn drain(&self, tx: &Transaction<'_>, range: impl std::ops::RangeBounds<u64>) -> Result<Vec<T>> {
+        raw::mutating(tx, self)?;
+        let len = self.len(tx);
+        let (from, to) = raw::clamp_range(&range, len);
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let mut tail = self.copy_range(tx, from, len)?;
+        let rest = tail.split_off((to - from) as usize);
+        self.write_tail(tx, from, rest)?;
+        Ok(tail)
+    }
+
+    /// Removes the elements from `at` on and returns them (`Vec::split_off`, returning a
+    /// volatile `Vec`: a new persistent vector needs a home in the pool; `extend` one with the
+    /// result); `None` if `at > len` (where std panics). 2 drains (0 when `at == len`); the
+    /// buffer is kept.
+    ///
+    /// # Errors
+    ///
+    /// As [`pop`](PVec::pop).
+    pub fn split_off(&self, tx: &Transaction<'_>, at: u64) -> Result<Option<Vec<T>>> {
+        raw::mutating(tx, self)?;
+        let len = self.len(tx);
+        if at > len {
+            return Ok(None);
+        }
+        let tail = self.copy_range(tx, at, len)?;
+        if at < len {
+            self.len.set(tx, at)?;
+        }
+        Ok(Some(tail))
+    }
+
+    /// Moves every element of `other` to the end of this vector, leaving `other` empty with its
+    /// buffer freed (`Vec::append`). 3 drains: one snapshot per vector, then the commit.
+    ///
+    /// # Errors
+    ///
+    /// As [`push`](PVec::push) and [`clear`](PVec::clear).
+    pub fn append(&self, tx: &Transaction<'_>, other: &PVec<T>) -> Result<()> {
+        raw::mutating(tx, self)?;
+        if std::ptr::eq(self, other) {
+            return Ok(());
+        }
+        let items = other.to_vec(tx)?;
+        if items.is_empty() {
+            return Ok(());
+        }
+        self.extend(tx, items)?;
+        other.clear(tx)
+    }
+
+    /// Resizes to `new_len` elements (`Vec::resize`): truncates, or appends copies of `v`.
+    /// 2 drains (0 when the length is already `new_len`).
+    ///
+    /// # Errors
+    ///
+    /// As [`push`](PVec::push).
+    pub fn resize(&self, tx: &Transaction<'_>, new_len: u64, v: T) -> Result<()> {
+        raw::mutating(tx, self)?;
+        let len = self.len(tx);
+        match new_len.cmp(&len) {
+            std::cmp::Ordering::Less => self.truncate(tx, new_len),
+            std::cmp::Ordering::Equal => Ok(()),
+            std::cmp::Ordering::Greater => {
+                let n = usize::try_from(new_len - len).map_err(|_| raw::out_of_bounds(len, new_len))?;
+                self.write_tail(tx, len, vec![v; n])
+            }
+        }
+    }
+
+    /// Whether some element equals `x` (`slice::contains`). 0 drains.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](PVec::get).
+    pub fn contains(&self, tx: &Transaction<'_>, x: &T) -> Result<bool>
+    where
+        T: PartialEq,
+    {
+        tx.check_live(self)?;
+        let mut it = self.iter(tx);
+        let found = it.any(|v| v == *x);
+        match it.error {
+            Some(e) => Err(e),
+            None => Ok(found),
+        }
+    }
+
+    /// Changes element `i` in place through `f` (the persistent `get_mut`: `f` gets a copy,
+    /// which is stored back) and returns the new value; `None` if `i >= len`. 2 drains.
+    ///
+    /// # Errors
+    ///
+    /// As [`set`](PVec::set).
+    pub fn update(&self, tx: &Transaction<'_>, i: u64, f: impl FnOnce(&mut T)) -> Result<Option<T>> {
+        raw::mutating(tx, self)?;
+        let Some(mut v) = self.get(tx, i)? else {
+            return Ok(None);
+        };
+        f(&mut v);
+        self.set(tx, i, v)?;
+        Ok(Some(v))
     }
 
     /// A vector holding exactly `items`, in a buffer freshly allocated by `tx` (none when
@@ -590,13 +825,16 @@ impl<T: Persistent + Copy> PVec<T> {
         Ok(ord.then(bytes.cmp(&(other.len() as u64))))
     }
 
-    /// Iterates over copies of the elements. Each step reads the current length and buffer, so
-    /// changing the vector while iterating is allowed (and seen).
+    /// Iterates over copies of the elements, from either end (`rev()` works). The length is
+    /// taken now; each step reads the current buffer, so changing the vector while iterating is
+    /// allowed: changed elements are seen, elements pushed later are not, and a shortened vector
+    /// ends the iteration early.
     pub fn iter<'a>(&'a self, tx: &'a Transaction<'a>) -> Iter<'a, T> {
         Iter {
             vec: self,
             tx,
             i: 0,
+            end: self.len(tx),
             error: None,
         }
     }
@@ -626,6 +864,8 @@ pub struct Iter<'a, T> {
     vec: &'a PVec<T>,
     tx: &'a Transaction<'a>,
     i: u64,
+    /// One past the last element not yet returned from the back.
+    end: u64,
     error: Option<Error>,
 }
 
@@ -641,7 +881,7 @@ impl<T: Persistent + Copy> Iterator for Iter<'_, T> {
     type Item = T;
 
     fn next(&mut self) -> Option<T> {
-        if self.error.is_some() {
+        if self.error.is_some() || self.i >= self.end {
             return None;
         }
         let r = self.vec.get(self.tx, self.i);
@@ -649,7 +889,28 @@ impl<T: Persistent + Copy> Iterator for Iter<'_, T> {
         self.i += 1;
         Some(v)
     }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = usize::try_from(self.end.saturating_sub(self.i)).unwrap_or(usize::MAX);
+        (n, Some(n))
+    }
 }
+
+impl<T: Persistent + Copy> DoubleEndedIterator for Iter<'_, T> {
+    fn next_back(&mut self) -> Option<T> {
+        if self.error.is_some() || self.end <= self.i {
+            return None;
+        }
+        let r = self.vec.get(self.tx, self.end - 1);
+        let v = raw::iteration(self.tx, r, &mut self.error)?;
+        self.end -= 1;
+        Some(v)
+    }
+}
+
+/// Exact as long as the vector is not shortened during the iteration (the length is taken when
+/// the iterator is made; a shortened vector ends the iteration early).
+impl<T: Persistent + Copy> ExactSizeIterator for Iter<'_, T> {}
 
 impl<T> fmt::Debug for Iter<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
