@@ -105,6 +105,9 @@ struct Node<K, V> {
 /// A root-to-leaf path: `(node, its contents, index of the child taken)`.
 type Path<K, V> = Vec<(PPtr<u8>, Node<K, V>, usize)>;
 
+/// An entry at one end of the tree: the key as a reference and as an owned copy, the value.
+type EdgeEntry<'t, K, V> = (<K as crate::PKey>::Ref<'t>, <K as POrdKey>::Owned, V);
+
 /// Nodes to store, with their new contents.
 type Writes<K, V> = Vec<(PPtr<u8>, Node<K, V>)>;
 
@@ -390,6 +393,61 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
             n = unsafe { raw::cell::<PPtr<u8>>(tx, n, g.co + i as u64 * 8)? }.get(tx);
         }
         Err(raw::out_of_bounds(n.offset(), MAX_DEPTH as u64))
+    }
+
+    /// The leaf holding the smallest (`last == false`) or largest key and that key's index,
+    /// `None` for an empty tree. Reads one length, flag and child pointer per level.
+    fn edge(&self, tx: &Transaction<'_>, last: bool) -> Result<Option<(PPtr<u8>, u64)>> {
+        let () = Self::SIZES_OK;
+        let g = geo::<K, V>();
+        let mut n = self.root.get(tx);
+        if n.is_null() {
+            return Ok(None);
+        }
+        for _ in 0..MAX_DEPTH {
+            // SAFETY: the accessor contract; `n` is a node of this tree, offsets inside it
+            // (`geo`, indexes under the clamped `len`).
+            let (len, leaf) = unsafe {
+                (
+                    (raw::cell::<u64>(tx, n, 0)?.get(tx) as usize).min(CAP) as u64,
+                    raw::cell::<u64>(tx, n, 8)?.get(tx) != 0,
+                )
+            };
+            if leaf {
+                return Ok((len > 0).then(|| (n, if last { len - 1 } else { 0 })));
+            }
+            let i = if last { len } else { 0 };
+            // SAFETY: as above, `i <= len`: one of the `len + 1` children.
+            n = unsafe { raw::cell::<PPtr<u8>>(tx, n, g.co + i * 8)? }.get(tx);
+        }
+        Err(raw::out_of_bounds(n.offset(), MAX_DEPTH as u64))
+    }
+
+    /// The key at `(leaf, i)` as a reference and as an owned copy.
+    fn key_at<'t>(tx: &'t Transaction<'_>, n: PPtr<u8>, i: u64) -> Result<(K::Ref<'t>, K::Owned)> {
+        // SAFETY: the accessor contract; `i` is under the leaf's length.
+        let copy = unsafe { Self::copy_at::<K>(tx, n, geo::<K, V>().ko + raw::elem_off::<K>(i)?)? };
+        let owned = copy.key_owned(tx)?;
+        Ok((Self::key_ref(tx, n, i as usize, &copy)?, owned))
+    }
+
+    /// The keys in order (`BTreeMap::keys`, eagerly), as [`PKey::Ref`](crate::PKey::Ref)
+    /// (copies of `Copy` keys, `&PString` for string keys), like
+    /// [`PHashMap::keys`](crate::PHashMap::keys). 0 drains.
+    ///
+    /// # Errors
+    ///
+    /// Corrupted trees.
+    pub fn keys<'a>(&'a self, tx: &'a Transaction<'_>) -> Result<Vec<K::Ref<'a>>> {
+        tx.check_live(self)?;
+        let mut out = Vec::new();
+        self.walk(tx, &mut |n, node| {
+            for (i, k) in node.keys.iter().enumerate().take(node.vals.len()) {
+                out.push(Self::key_ref(tx, n, i, k)?);
+            }
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     /// Number of entries.
@@ -1129,6 +1187,137 @@ impl<K: POrdKey, V: Persistent + Copy> PBTreeMap<K, V> {
     pub fn remove(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<Option<V>> {
         raw::mutating(tx, self)?;
         self.remove_entry(tx, k, false)
+    }
+
+    /// The entry with the smallest key (`BTreeMap::first_key_value`), the key as
+    /// [`PKey::Ref`](crate::PKey::Ref). 0 drains.
+    ///
+    /// # Errors
+    ///
+    /// Corrupted trees.
+    pub fn first_key_value<'t>(&'t self, tx: &'t Transaction<'_>) -> Result<Option<(K::Ref<'t>, V)>> {
+        tx.check_live(self)?;
+        self.edge_entry(tx, false).map(|e| e.map(|(k, _, v)| (k, v)))
+    }
+
+    /// The entry with the largest key (`BTreeMap::last_key_value`). 0 drains.
+    ///
+    /// # Errors
+    ///
+    /// Corrupted trees.
+    pub fn last_key_value<'t>(&'t self, tx: &'t Transaction<'_>) -> Result<Option<(K::Ref<'t>, V)>> {
+        tx.check_live(self)?;
+        self.edge_entry(tx, true).map(|e| e.map(|(k, _, v)| (k, v)))
+    }
+
+    fn edge_entry<'t>(&'t self, tx: &'t Transaction<'_>, last: bool) -> Result<Option<EdgeEntry<'t, K, V>>> {
+        let Some((n, i)) = self.edge(tx, last)? else {
+            return Ok(None);
+        };
+        let (r, owned) = Self::key_at(tx, n, i)?;
+        Ok(Some((r, owned, Self::val_cell(tx, n, i)?.get(tx))))
+    }
+
+    /// Removes and returns the entry with the smallest key (`BTreeMap::pop_first`), the key as
+    /// an owned copy (its buffer, for a `PString` key, is freed). 2 drains (0 when empty).
+    ///
+    /// # Errors
+    ///
+    /// As [`remove`](PBTreeMap::remove).
+    pub fn pop_first(&self, tx: &Transaction<'_>) -> Result<Option<(K::Owned, V)>> {
+        self.pop_edge(tx, false)
+    }
+
+    /// Removes and returns the entry with the largest key (`BTreeMap::pop_last`). 2 drains (0
+    /// when empty).
+    ///
+    /// # Errors
+    ///
+    /// As [`remove`](PBTreeMap::remove).
+    pub fn pop_last(&self, tx: &Transaction<'_>) -> Result<Option<(K::Owned, V)>> {
+        self.pop_edge(tx, true)
+    }
+
+    fn pop_edge(&self, tx: &Transaction<'_>, last: bool) -> Result<Option<(K::Owned, V)>> {
+        raw::mutating(tx, self)?;
+        let Some((_, k, v)) = self.edge_entry(tx, last)? else {
+            return Ok(None);
+        };
+        self.remove_entry(tx, k.borrow(), false)?;
+        Ok(Some((k, v)))
+    }
+
+    /// Copies of the values, in key order (`BTreeMap::values`, eagerly). 0 drains.
+    ///
+    /// # Errors
+    ///
+    /// Corrupted trees.
+    pub fn values(&self, tx: &Transaction<'_>) -> Result<Vec<V>> {
+        tx.check_live(self)?;
+        let mut out = Vec::new();
+        self.walk(tx, &mut |_, node| {
+            out.extend_from_slice(&node.vals);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Changes the value for `k` in place through `f` (the persistent `get_mut`: `f` gets a
+    /// copy, which is stored back) and returns the new value; `None` if `k` is absent.
+    /// 2 drains.
+    ///
+    /// # Errors
+    ///
+    /// Logging errors, corrupted trees.
+    pub fn update(&self, tx: &Transaction<'_>, k: &K::Borrowed, f: impl FnOnce(&mut V)) -> Result<Option<V>> {
+        raw::mutating(tx, self)?;
+        let Some((n, i)) = self.find(tx, k)? else {
+            return Ok(None);
+        };
+        let cell = Self::val_cell(tx, n, i)?;
+        let mut v = cell.get(tx);
+        f(&mut v);
+        cell.set(tx, v)?;
+        Ok(Some(v))
+    }
+
+    /// Keeps only the entries for which `keep` returns `true` (`BTreeMap::retain`; called once
+    /// per entry, in key order). One removal per entry dropped: a snapshot drain each, plus
+    /// the commit.
+    ///
+    /// # Errors
+    ///
+    /// As [`remove`](PBTreeMap::remove).
+    pub fn retain(&self, tx: &Transaction<'_>, mut keep: impl FnMut(&K::Borrowed, &V) -> bool) -> Result<()> {
+        raw::mutating(tx, self)?;
+        let drop: Vec<K::Owned> = self
+            .to_vec(tx)?
+            .into_iter()
+            .filter(|(k, v)| !keep(k.borrow(), v))
+            .map(|(k, _)| k)
+            .collect();
+        for k in &drop {
+            self.remove_entry(tx, k.borrow(), false)?;
+        }
+        Ok(())
+    }
+
+    /// Inserts every entry of `items` (`Extend`): one insert each (a snapshot drain each, plus
+    /// the commit).
+    ///
+    /// # Errors
+    ///
+    /// As [`insert`](PBTreeMap::insert).
+    pub fn extend<A: AsKey<K>>(
+        &self,
+        tx: &Transaction<'_>,
+        items: impl IntoIterator<Item = (A, V)>,
+    ) -> Result<()> {
+        raw::mutating(tx, self)?;
+        for (k, v) in items {
+            self.insert(tx, k, v)?;
+        }
+        Ok(())
     }
 
     /// Copies every entry, in key order, keys as owned copies (`String` for a `PString` key).

@@ -128,6 +128,24 @@
 //! [`PBTreeMap::remove`] merges underfull nodes and frees the nodes it empties, in the same 2
 //! drains (a map emptied by removals owns no block).
 //!
+//! ## Differences from std
+//!
+//! The collections use std's method names and semantics where they apply. Where persistence
+//! forces a difference, it is one of these:
+//!
+//! | std | here | why |
+//! |---|---|---|
+//! | `&mut self` methods; the borrow checker forbids a reference into a collection across a change of it | every method takes `&self` and the transaction; references to nested handles are [`Nested`](ptm::Nested) guards, and a write through one taken before a change fails with `StaleReference` | pool data is reached through shared references from the root; see "Nested references" |
+//! | an index or position out of range panics (`Vec::insert`, `remove`, `swap`, `split_off`, `String::insert`, `truncate` off a char boundary) | returns `None` or `false` and changes nothing | a panic inside a transaction rolls it back but still unwinds the caller; a checkable result fits a storage API |
+//! | a reversed range panics (`Vec::drain`, `BTreeMap::range`) | yields or removes nothing | as above |
+//! | `clear` keeps the capacity | `clear` frees the buffer (and everything nested) | pool memory is shared by every collection of the pool; `reserve` again if needed |
+//! | `drain`, `keys`, `values` are lazy | `drain` removes at once and returns a `Vec`; `keys` and `values` return `Vec`s | a lazy drain would hold a half-changed collection across other calls of the transaction |
+//! | `split_off` returns a new collection | returns a `Vec` of the removed elements | a new persistent collection needs a home in the pool: `extend` one with the result |
+//! | `get_mut`, `entry().and_modify` | `update(tx, key_or_index, f)`: `f` changes a copy, which is stored back | stores must go through the undo log |
+//! | iteration cannot fail | an iterator that meets a corrupted structure stops and dooms the transaction | see "Iteration errors" |
+//! | `String` keys borrow as `&str` | `PString` keys are handed out as `&PString` (copy with `as_string`) | the bytes live in the pool; a `&str` into them could alias a later write |
+//! | `Vec::append`, `retain` and `extend` of a `BTreeMap` | `PVec::append` costs 3 drains (one snapshot per vector); `PBTreeMap::retain` and `extend` one snapshot per entry removed or inserted, plus the commit | each changes several structures or entries, each logged before its stores |
+//!
 //! ## Iteration errors
 //!
 //! Every iterator here ([`Iter`], [`MapIter`], [`MapRefs`], [`Range`], [`RangeRefs`]) yields

@@ -1,16 +1,17 @@
-//! `PVec` and `PString` against their std twins, for the std methods they gained (insert,
-//! remove, swap_remove, swap, retain, drain, split_off, append, resize, contains, update, a
-//! double-ended exact-size iterator; pop, truncate, insert/insert_str, remove, retain, reserve):
+//! `PVec`, `PString` and `PBTreeMap` against their std twins, for the std methods they gained
+//! (insert, remove, swap_remove, swap, retain, drain, split_off, append, resize, contains,
+//! update, a double-ended exact-size iterator; pop, truncate, insert/insert_str, remove, retain,
+//! reserve; first/last_key_value, pop_first/pop_last, keys, values, update, retain, extend):
 //! random transactions with reopens, aborts and crash images, and 2 drains per operation.
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use common::{add_block, check_abort, check_crash_steps, check_steps, drains, shm_dir, ModelRoot};
 use proptest::prelude::*;
 use ptm::{Error, Persistent, Pool, Transaction};
-use ptm_collections::{PString, PVec};
+use ptm_collections::{PBTreeMap, PString, PVec};
 
 #[derive(Persistent)]
 #[repr(C)]
@@ -18,6 +19,8 @@ struct Root {
     v: PVec<u64>,
     w: PVec<u64>,
     s: PString,
+    t: PBTreeMap<u64, u64>,
+    ts: PBTreeMap<PString, u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -25,6 +28,8 @@ struct Model {
     v: Vec<u64>,
     w: Vec<u64>,
     s: String,
+    t: BTreeMap<u64, u64>,
+    ts: BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -54,6 +59,16 @@ enum Op {
     /// Drops every char whose code is divisible by the argument (at least 2).
     SRetain(u32),
     SReserve(u64),
+    TInsert(u64, u64),
+    TRemove(u64),
+    /// Inserts into both trees (the string tree under the key's decimal digits).
+    TExtend(Vec<(u64, u64)>),
+    TEnds,
+    TPopFirst,
+    TPopLast,
+    TUpdate(u64, u64),
+    /// Keeps the entries whose value is not divisible by the argument (at least 2).
+    TRetain(u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -81,6 +96,14 @@ fn op() -> impl Strategy<Value = Op> {
         (0..16u64).prop_map(Op::SRemove),
         (2..4u32).prop_map(Op::SRetain),
         (0..40u64).prop_map(Op::SReserve),
+        (0..64u64, 0..100u64).prop_map(|(k, v)| Op::TInsert(k, v)),
+        (0..64u64).prop_map(Op::TRemove),
+        prop::collection::vec((0..64u64, 0..100u64), 0..40).prop_map(Op::TExtend),
+        Just(Op::TEnds),
+        Just(Op::TPopFirst),
+        Just(Op::TPopLast),
+        (0..64u64, 0..100u64).prop_map(|(k, d)| Op::TUpdate(k, d)),
+        (2..5u64).prop_map(Op::TRetain),
     ]
 }
 
@@ -173,6 +196,58 @@ impl ModelRoot for Root {
                 r.s.reserve(tx, *n)?;
                 assert!(r.s.capacity(tx) >= s.len() as u64 + n);
             }
+            Op::TInsert(k, v) => assert_eq!(r.t.insert(tx, *k, *v)?, m.t.get(k).copied()),
+            Op::TRemove(k) => assert_eq!(r.t.remove(tx, k)?, m.t.get(k).copied()),
+            Op::TExtend(items) => {
+                r.t.extend(tx, items.iter().copied())?;
+                r.ts.extend(tx, items.iter().map(|&(k, v)| (k.to_string(), v)))?;
+            }
+            Op::TEnds => {
+                assert_eq!(
+                    r.t.first_key_value(tx)?,
+                    m.t.first_key_value().map(|(k, v)| (*k, *v))
+                );
+                assert_eq!(
+                    r.t.last_key_value(tx)?,
+                    m.t.last_key_value().map(|(k, v)| (*k, *v))
+                );
+                let first =
+                    r.ts.first_key_value(tx)?
+                        .map(|(k, v)| (k.as_string(tx).unwrap(), v));
+                assert_eq!(first, m.ts.first_key_value().map(|(k, v)| (k.clone(), *v)));
+                let last =
+                    r.ts.last_key_value(tx)?
+                        .map(|(k, v)| (k.as_string(tx).unwrap(), v));
+                assert_eq!(last, m.ts.last_key_value().map(|(k, v)| (k.clone(), *v)));
+                assert!(r.t.keys(tx)?.into_iter().eq(m.t.keys().copied()));
+                assert!(r.t.values(tx)?.into_iter().eq(m.t.values().copied()));
+                let keys: Vec<String> = r.ts.keys(tx)?.iter().map(|k| k.as_string(tx).unwrap()).collect();
+                assert!(keys.iter().eq(m.ts.keys()));
+            }
+            Op::TPopFirst => {
+                assert_eq!(r.t.pop_first(tx)?, m.t.first_key_value().map(|(k, v)| (*k, *v)));
+                assert_eq!(
+                    r.ts.pop_first(tx)?,
+                    m.ts.first_key_value().map(|(k, v)| (k.clone(), *v))
+                );
+            }
+            Op::TPopLast => {
+                assert_eq!(r.t.pop_last(tx)?, m.t.last_key_value().map(|(k, v)| (*k, *v)));
+                assert_eq!(
+                    r.ts.pop_last(tx)?,
+                    m.ts.last_key_value().map(|(k, v)| (k.clone(), *v))
+                );
+            }
+            Op::TUpdate(k, d) => assert_eq!(r.t.update(tx, k, |v| *v += d)?, m.t.get(k).map(|v| v + d)),
+            Op::TRetain(d) => {
+                let mut seen = Vec::new();
+                r.t.retain(tx, |k, v| {
+                    seen.push(*k);
+                    v % d != 0
+                })?;
+                assert!(seen.iter().eq(m.t.keys()), "called once per entry, in key order");
+                r.ts.retain(tx, |_, v| v % d != 0)?;
+            }
         }
         Ok(())
     }
@@ -224,16 +299,43 @@ impl ModelRoot for Root {
                 s.remove(*at as usize);
             }
             Op::SRetain(k) => s.retain(|c| u32::from(c) % k != 0),
+            Op::TInsert(k, v) => drop(m.t.insert(*k, *v)),
+            Op::TRemove(k) => drop(m.t.remove(k)),
+            Op::TExtend(items) => {
+                m.t.extend(items.iter().copied());
+                m.ts.extend(items.iter().map(|&(k, v)| (k.to_string(), v)));
+            }
+            Op::TPopFirst => {
+                m.t.pop_first();
+                m.ts.pop_first();
+            }
+            Op::TPopLast => {
+                m.t.pop_last();
+                m.ts.pop_last();
+            }
+            Op::TUpdate(k, d) => {
+                if let Some(v) = m.t.get_mut(k) {
+                    *v += d;
+                }
+            }
+            Op::TRetain(d) => {
+                m.t.retain(|_, v| *v % d != 0);
+                m.ts.retain(|_, v| *v % d != 0);
+            }
             _ => {}
         }
     }
 
     fn read(pool: &Pool<Root>) -> Model {
         pool.transaction(|tx, r| {
+            r.t.check_invariants(tx).unwrap();
+            r.ts.check_invariants(tx).unwrap();
             Ok::<_, Error>(Model {
                 v: r.v.to_vec(tx)?,
                 w: r.w.to_vec(tx)?,
                 s: r.s.as_string(tx)?,
+                t: r.t.to_vec(tx)?.into_iter().collect(),
+                ts: r.ts.to_vec(tx)?.into_iter().collect(),
             })
         })
         .unwrap()
@@ -245,6 +347,12 @@ impl ModelRoot for Root {
             add_block(&mut out, r.v.buffer_offset(tx));
             add_block(&mut out, r.w.buffer_offset(tx));
             add_block(&mut out, r.s.buffer_offset(tx));
+            for n in r.t.node_offsets(tx)?.into_iter().chain(r.ts.node_offsets(tx)?) {
+                add_block(&mut out, Some(n));
+            }
+            for k in r.ts.separators(tx)?.into_iter().chain(r.ts.keys(tx)?) {
+                add_block(&mut out, k.buffer_offset(tx));
+            }
             Ok::<_, Error>(out)
         })
         .unwrap()
@@ -299,6 +407,8 @@ fn two_drains_per_operation() {
     pool.transaction(|tx, r| {
         r.v.extend(tx, 0..40)?;
         r.w.extend(tx, [1, 2])?;
+        r.t.extend(tx, (0..100).map(|k| (k, k)))?;
+        r.ts.extend(tx, (0..100).map(|k| (format!("k{k}"), k)))?;
         r.s.push_str(tx, "héllo wörld")
     })
     .unwrap();
@@ -332,6 +442,22 @@ fn two_drains_per_operation() {
         ),
         ("remove char", 2, Box::new(|tx, r| r.s.remove(tx, 0).map(drop))),
         ("retain chars", 2, Box::new(|tx, r| r.s.retain(tx, |c| c != 'l'))),
+        ("pop_first", 2, Box::new(|tx, r| r.t.pop_first(tx).map(drop))),
+        (
+            "pop_last of a string key",
+            2,
+            Box::new(|tx, r| r.ts.pop_last(tx).map(drop)),
+        ),
+        (
+            "update",
+            2,
+            Box::new(|tx, r| r.t.update(tx, &20, |v| *v += 1).map(drop)),
+        ),
+        (
+            "first and last",
+            0,
+            Box::new(|tx, r| r.t.first_key_value(tx).and(r.t.last_key_value(tx)).map(drop)),
+        ),
     ];
     for (name, want, f) in cases {
         let ((), n) = drains(|| pool.transaction(|tx, r| f(tx, r)).unwrap());
