@@ -87,7 +87,14 @@ const _: () = assert!(size_of::<PBTreeMap<u64, u64>>() == 16);
 // SAFETY: `repr(C)` of two 8-byte `PCell`s and a zero-sized marker: no padding whatever `K` and
 // `V` are; every bit pattern is valid (node pointers are checked by `Transaction::deref`, node
 // lengths clamped, depth bounded); no virtual address.
-unsafe impl<K: Persistent, V: Persistent> Persistent for PBTreeMap<K, V> {}
+// The layout check rejects zero-sized keys and values at `cargo check` (a root deriving
+// `Persistent` evaluates its fields' checks): use a `PBTreeSet` for a set.
+unsafe impl<K: Persistent, V: Persistent> Persistent for PBTreeMap<K, V> {
+    const __LAYOUT_CHECK: () = assert!(
+        size_of::<K>() > 0 && size_of::<V>() > 0,
+        "PBTreeMap<K, V> needs non-zero-sized K and V (use PBTreeSet<K> for a set)"
+    );
+}
 
 /// A node copied out of the pool. Keys and values are **bitwise copies** of the slots: for
 /// handle types they are not owners (nothing is dropped or freed through them unless the

@@ -13,6 +13,8 @@
 //! | [`PBox<T>`] | `Option<Box<T>>` | 8 bytes |
 //! | [`PBTreeMap<K, V>`] | `BTreeMap<K, V>` | 16 bytes |
 //! | [`PConcurrentMap<K, V, SHARDS>`] | `Mutex<HashMap<K, V>>` × `SHARDS` | 64 × `SHARDS` bytes |
+//! | [`PHashSet<K>`] | `HashSet<K>` | 32 bytes (a `PHashMap<K, u8>`) |
+//! | [`PBTreeSet<K>`] | `BTreeSet<K>` | 16 bytes (a `PBTreeMap<K, u8>`) |
 //!
 //! Every handle except [`PConcurrentMap`] is a [`PHandle`], so it can be an element of a
 //! `PVec` or `PQueue`, a value of a `PHashMap` or a `PBTreeMap`, or the content of a `PBox`.
@@ -257,6 +259,7 @@ mod map;
 mod owned;
 mod queue;
 mod raw;
+mod set;
 mod string;
 mod vec;
 
@@ -267,5 +270,6 @@ pub use entry::{Entry, EntryMap, OccupiedEntry, VacantEntry};
 pub use map::{MapIter, MapRefs, PHashMap};
 pub use owned::{AsKey, PHandle, PKey, POrdKey, PValue};
 pub use queue::PQueue;
+pub use set::{PBTreeSet, PHashSet, SetIter, SetRange};
 pub use string::PString;
 pub use vec::{Iter, PVec};

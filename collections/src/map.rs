@@ -34,6 +34,27 @@ const H_LEN: u64 = 24;
 const SEG_BYTES: u64 = 64 << 10;
 /// Deepest directory (`2^32` segment pointers); a segment as deep as this doubles instead.
 const MAX_DEPTH: u64 = 32;
+/// The handle's `depth` word holds the global depth in its low 8 bits and the map's hash seed
+/// above them (56 bits; 0 in maps written before seeds: the fixed hash).
+const SEED_SHIFT: u32 = 8;
+/// The global-depth bits of the handle's `depth` word.
+const DEPTH_MASK: u64 = (1 << SEED_SHIFT) - 1;
+/// What corruption errors name.
+const SEGMENT: &str = "PHashMap segment";
+/// What corruption errors name for the handle and the directory.
+const HANDLE: &str = "PHashMap handle or directory";
+
+/// A fresh hash seed, never 0 (which selects the fixed hash of maps written before seeds):
+/// 56 bits from std's randomly keyed `RandomState` (seeded from the operating system's
+/// randomness once per thread), over a process-wide counter and the handle's address.
+fn fresh_seed(at: usize) -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static DRAWN: AtomicU64 = AtomicU64::new(0);
+    let n = DRAWN.fetch_add(1, Ordering::Relaxed);
+    let s = RandomState::new().hash_one((n, at)) >> SEED_SHIFT;
+    s.max(1)
+}
 
 /// Slots of a full-size segment for `slot` bytes per slot: the largest power of two (at least
 /// [`MIN_CAP`]) whose segment, with alignment slack, fits [`SEG_BYTES`].
@@ -86,7 +107,8 @@ pub struct PHashMap<K, V> {
     /// With `depth` 0, the only segment (null before the first insert); else the directory:
     /// `2^depth` segment pointers.
     root: PCell<PPtr<u8>>,
-    /// Global depth: the directory is indexed by the top `depth` bits of a key's hash.
+    /// Low 8 bits: the global depth (the directory is indexed by the top `depth` bits of a
+    /// key's hash); above: the hash seed (0: the fixed hash of maps written before seeds).
     depth: PCell<u64>,
     len: PCell<u64>,
     /// Slots over all segments.
@@ -99,7 +121,14 @@ const _: () = assert!(size_of::<PHashMap<u64, u64>>() == 32);
 // SAFETY: `repr(C)` of four 8-byte `PCell`s and a zero-sized marker: no padding whatever `K` and
 // `V` are; every bit pattern is a valid handle (depths, capacities and pointers are checked
 // before any access, pointers by `Transaction::deref`); no virtual address.
-unsafe impl<K: Persistent, V: Persistent> Persistent for PHashMap<K, V> {}
+// The layout check rejects zero-sized keys and values at `cargo check` (a root deriving
+// `Persistent` evaluates its fields' checks): use a `PHashSet` for a set.
+unsafe impl<K: Persistent, V: Persistent> Persistent for PHashMap<K, V> {
+    const __LAYOUT_CHECK: () = assert!(
+        size_of::<K>() > 0 && size_of::<V>() > 0,
+        "PHashMap<K, V> needs non-zero-sized K and V (use PHashSet<K> for a set)"
+    );
+}
 
 /// Byte offsets of the key and value arrays in a segment of `cap` slots, and its total size.
 fn geometry<K, V>(cap: u64) -> Result<(u64, u64, u64)> {
@@ -181,11 +210,50 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
 
     /// The global depth, checked.
     fn global_depth(&self, tx: &Transaction<'_>) -> Result<u64> {
-        let g = self.depth.get(tx);
+        let g = self.depth.get(tx) & DEPTH_MASK;
         if g > MAX_DEPTH {
-            return Err(raw::out_of_bounds(g, MAX_DEPTH));
+            return Err(raw::corrupt(
+                HANDLE,
+                0,
+                format!("global depth {g} above {MAX_DEPTH}"),
+            ));
         }
         Ok(g)
+    }
+
+    /// The map's hash seed (0: the fixed hash of maps written before seeds).
+    fn seed(&self, tx: &Transaction<'_>) -> u64 {
+        self.depth.get(tx) >> SEED_SHIFT
+    }
+
+    /// The hash of a borrowed key under seed `seed`.
+    fn hash(seed: u64, k: &K::Borrowed) -> u64 {
+        K::seeded_borrowed_hash(k, seed)
+    }
+
+    /// The map's hash seed: 0 for a map written before seeds (hashed with the fixed hash of
+    /// §13.3), else the 56-bit seed drawn at its first insert. For tests and tools.
+    #[doc(hidden)]
+    pub fn hash_seed(&self, tx: &Transaction<'_>) -> u64 {
+        self.seed(tx)
+    }
+
+    /// Sets the hash seed of an **empty** map (no block yet), which its first insert then keeps
+    /// instead of drawing one: for tests that need two maps hashed alike. `seed` must be
+    /// nonzero and below `2^56`. One drain (the handle's word is logged).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOptions`](ptm::Error::InvalidOptions) for a map that holds blocks or a
+    /// seed out of range; logging errors.
+    #[doc(hidden)]
+    pub fn set_hash_seed(&self, tx: &Transaction<'_>, seed: u64) -> Result<()> {
+        if !self.root.get(tx).is_null() || seed == 0 || seed >> (64 - SEED_SHIFT) != 0 {
+            return Err(ptm::Error::InvalidOptions(
+                "set_hash_seed needs an empty map and a seed in 1..2^56",
+            ));
+        }
+        self.depth.set(tx, seed << SEED_SHIFT)
     }
 
     /// Entry `d` of the directory `dir`.
@@ -215,7 +283,11 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
         let () = Self::SIZES_OK;
         let cap = Self::hdr(tx, block, H_CAP)?.get(tx);
         if !cap.is_power_of_two() {
-            return Err(raw::out_of_bounds(block.offset(), cap));
+            return Err(raw::corrupt(
+                SEGMENT,
+                block.offset(),
+                format!("capacity {cap} is not a power of two"),
+            ));
         }
         let (ko, vo, _) = geometry::<K, V>(cap)?;
         Ok(Seg { block, cap, ko, vo })
@@ -225,7 +297,11 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
     fn local_depth(tx: &Transaction<'_>, s: Seg, g: u64) -> Result<u64> {
         let l = Self::hdr(tx, s.block, H_DEPTH)?.get(tx);
         if l > g {
-            return Err(raw::out_of_bounds(s.block.offset(), l));
+            return Err(raw::corrupt(
+                SEGMENT,
+                s.block.offset(),
+                format!("local depth {l} above the global depth {g}"),
+            ));
         }
         Ok(l)
     }
@@ -237,7 +313,7 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
             return if g == 0 {
                 Ok(None)
             } else {
-                Err(raw::out_of_bounds(0, g))
+                Err(raw::corrupt(HANDLE, 0, format!("no segment at global depth {g}")))
             };
         }
         let s = Self::open(tx, self.seg_ptr(tx, g, dir_index(h, g))?)?;
@@ -313,7 +389,7 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
 
     /// Looks `k` up: its slot, or its hash and where it would go in its segment.
     fn search(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<Search> {
-        let h = K::borrowed_hash(k);
+        let h = Self::hash(self.seed(tx), k);
         let Some((s, _)) = self.locate(tx, h)? else {
             return Ok(Search::Absent(h, None));
         };
@@ -424,7 +500,11 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
                 Ok(false)
             };
             if split_range || !seen.insert(block.offset()) || foreign()? {
-                return Err(raw::out_of_bounds(block.offset(), d));
+                return Err(raw::corrupt(
+                    HANDLE,
+                    block.offset(),
+                    format!("the segment at directory index {d} does not own exactly its range"),
+                ));
             }
             out.push(s);
             d += n;
@@ -449,23 +529,31 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
             .collect())
     }
 
-    /// Checks the map's structure: the directory (as [`block_offsets`](PHashMap::block_offsets)),
-    /// every full slot's key hashing into its segment's directory range and found by a lookup,
-    /// each segment's counts, and the total length. For tests and `ptm check`.
-    #[doc(hidden)]
-    pub fn check_invariants(&self, tx: &Transaction<'_>) -> std::result::Result<(), String> {
-        let e = |e: ptm::Error| e.to_string();
-        let g = self.global_depth(tx).map_err(e)?;
-        let (mut total, mut slots) = (0, 0);
+    /// Verifies the map's structure: the handle and directory (as
+    /// [`block_offsets`](PHashMap::block_offsets)), every full slot's key hashing (under the
+    /// map's seed) into its segment's directory range and reachable by linear probing from its
+    /// home slot, each segment's counts, the total length and the capacity. 0 drains; reads
+    /// every segment and hashes every key. For tests, fuzzers and `ptm check`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CorruptCollection`](ptm::Error::CorruptCollection) naming the damaged segment or
+    /// handle and what is wrong, and the errors of reading a damaged key
+    /// ([`contains_key`](PHashMap::contains_key)).
+    pub fn check_invariants(&self, tx: &Transaction<'_>) -> Result<()> {
+        let g = self.global_depth(tx)?;
+        let seed = self.seed(tx);
+        let (mut total, mut slots) = (0u64, 0u64);
         let mut d = 0;
-        for s in self.segments(tx).map_err(e)? {
-            slots += s.cap;
-            let l = Self::local_depth(tx, s, g).map_err(e)?;
+        for s in self.segments(tx)? {
+            let at = s.block.offset();
+            slots = slots.saturating_add(s.cap);
+            let l = Self::local_depth(tx, s, g)?;
             let (base, n) = dir_range(g, l, d);
             let (mut full, mut used) = (0, 0);
             let mask = s.cap - 1;
             for i in 0..s.cap {
-                match Self::ctrl(tx, s, i).map_err(e)?.get(tx) {
+                match Self::ctrl(tx, s, i)?.get(tx) {
                     EMPTY => continue,
                     FULL => full += 1,
                     _ => {
@@ -475,43 +563,56 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
                 }
                 used += 1;
                 // SAFETY: a full slot; the reference is dropped at once.
-                let h = unsafe { Self::key_ref(tx, s, i) }
-                    .map_err(e)?
-                    .key_hash(tx)
-                    .map_err(e)?;
+                let h = unsafe { Self::key_ref(tx, s, i) }?.seeded_key_hash(tx, seed)?;
                 let di = dir_index(h, g);
                 if di < base || di >= base + n {
-                    return Err(format!(
-                        "slot {i} of segment {d} holds a key of directory index {di}"
+                    return Err(raw::corrupt(
+                        SEGMENT,
+                        at,
+                        format!(
+                            "slot {i} holds a key of directory index {di}, outside {base}..{}",
+                            base + n
+                        ),
                     ));
                 }
                 // Linear probing: no empty slot between the key's home and its slot.
                 let mut j = h & mask;
                 while j != i {
-                    if Self::ctrl(tx, s, j).map_err(e)?.get(tx) == EMPTY {
-                        return Err(format!(
-                            "segment {d}: slot {i} unreachable from its home {}",
-                            h & mask
+                    if Self::ctrl(tx, s, j)?.get(tx) == EMPTY {
+                        return Err(raw::corrupt(
+                            SEGMENT,
+                            at,
+                            format!("slot {i} unreachable from its home slot {}", h & mask),
                         ));
                     }
                     j = (j + 1) & mask;
                 }
             }
-            let hl = Self::hdr(tx, s.block, H_LEN).map_err(e)?.get(tx);
-            let hu = Self::hdr(tx, s.block, H_USED).map_err(e)?.get(tx);
+            let hl = Self::hdr(tx, s.block, H_LEN)?.get(tx);
+            let hu = Self::hdr(tx, s.block, H_USED)?.get(tx);
             if (hl, hu) != (full, used) {
-                return Err(format!(
-                    "segment {d}: header len/used {hl}/{hu}, counted {full}/{used}"
+                return Err(raw::corrupt(
+                    SEGMENT,
+                    at,
+                    format!("header len/used {hl}/{hu}, counted {full}/{used}"),
                 ));
             }
             total += full;
             d = base + n;
         }
         if total != self.len(tx) {
-            return Err(format!("len {} but {total} entries", self.len(tx)));
+            return Err(raw::corrupt(
+                HANDLE,
+                0,
+                format!("len {} but {total} entries", self.len(tx)),
+            ));
         }
         if slots != self.capacity(tx) {
-            return Err(format!("capacity {} but {slots} slots", self.capacity(tx)));
+            return Err(raw::corrupt(
+                HANDLE,
+                0,
+                format!("capacity {} but {slots} slots", self.capacity(tx)),
+            ));
         }
         Ok(())
     }
@@ -614,14 +715,31 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
         key: &K,
         fill: impl FnOnce(PPtr<u8>, u64) -> Result<()>,
     ) -> Result<(Seg, u64)> {
-        let grown = self.make_room(tx, h, vacant.map(|(s, _, _)| s))?;
+        // The first insert (no block yet) keeps a seed set by `set_hash_seed`, or draws one;
+        // the key is hashed again under it. Written with the growth step's handle.
+        let (h, seed) = if self.root.get(tx).is_null() {
+            let seed = match self.seed(tx) {
+                0 => fresh_seed(self as *const Self as usize),
+                s => s,
+            };
+            (Self::hash(seed, k), seed)
+        } else {
+            (h, self.seed(tx))
+        };
+        let grown = self.make_room(tx, h, seed, vacant.map(|(s, _, _)| s))?;
         let (s, slot, was_tomb) = match (grown, vacant) {
             (None, Some(v)) => v,
             // Room, but the lookup found no vacant slot: only in a corrupted segment.
-            (None, None) => return Err(raw::out_of_bounds(h, 0)),
+            (None, None) => return Err(raw::corrupt(SEGMENT, 0, "a segment with room has no vacant slot")),
             (Some(s), _) => match Self::probe(tx, s, h, k)? {
                 Probe::Vacant(i, tomb) => (s, i, tomb),
-                Probe::Found(_) | Probe::Full => return Err(raw::out_of_bounds(s.block.offset(), s.cap)),
+                Probe::Found(_) | Probe::Full => {
+                    return Err(raw::corrupt(
+                        SEGMENT,
+                        s.block.offset(),
+                        "a rebuilt segment has no vacant slot",
+                    ))
+                }
             },
         };
         let ctrl = Self::ctrl(tx, s, slot)?;
@@ -668,7 +786,13 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
     /// logs (so a batch that fails, e.g. `OutOfSpace` growing the log, frees nothing), and the
     /// fresh blocks are freed again on any error. A caller that goes on after an error and
     /// commits finds the map as it was.
-    fn make_room(&self, tx: &Transaction<'_>, h: u64, looked_up: Option<Seg>) -> Result<Option<Seg>> {
+    fn make_room(
+        &self,
+        tx: &Transaction<'_>,
+        h: u64,
+        seed: u64,
+        looked_up: Option<Seg>,
+    ) -> Result<Option<Seg>> {
         // The usual case: the lookup's segment has room (no second walk of the directory).
         if let Some(s) = looked_up {
             if Self::has_room(tx, s)? {
@@ -679,7 +803,7 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
             let s = Self::new_seg(tx, MIN_CAP, 0)?;
             or_free_fresh(tx, &[s.block], self.log_growth(tx, None, None, &[]))?;
             self.root.set(tx, s.block)?;
-            self.depth.set(tx, 0)?;
+            self.depth.set(tx, seed << SEED_SHIFT)?;
             self.cap.set(tx, MIN_CAP)?;
             return Ok(Some(s));
         };
@@ -692,10 +816,21 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
         self.check_range(tx, g, (base, span), s.block)?;
         // The live entries, counted (not taken from the header) so that a rebuild always holds
         // them.
-        let moves = Self::entries(tx, s)?;
+        let moves = Self::entries(tx, s, seed)?;
         let n = moves.len() as u64;
         let roomy = n.saturating_add(1).saturating_mul(2) <= s.cap;
-        if roomy || s.cap < Self::SEG_CAP || l == MAX_DEPTH {
+        // A split by hash bit `63 - l` is useful only when each side gets at least 1/8 of the
+        // entries (the new key counted) and, when the directory must double, it stays within
+        // 8 entries per full-size segment's worth of slots. Otherwise (keys whose hashes share
+        // many leading bits, or collide fully) the segment **overflows**: it is rebuilt alone,
+        // bigger than a full-size segment, so memory stays proportional to the entries and the
+        // directory never doubles for nothing (§13.4).
+        let bit = 63 - l.min(63);
+        let ones = moves.iter().filter(|&&(_, mh)| (mh >> bit) & 1 == 1).count() as u64 + ((h >> bit) & 1);
+        let zeros = (n + 1).saturating_sub(ones);
+        let balanced = zeros.min(ones).saturating_mul(8) >= n + 1;
+        let dir_ok = l < g || (2u64 << g) <= 8 * (self.cap.get(tx) / Self::SEG_CAP).max(1);
+        if roomy || s.cap < Self::SEG_CAP || l == MAX_DEPTH || !balanced || !dir_ok {
             // Rebuild alone, with room for twice the live keys (and at least MIN_CAP slots).
             let want = n.saturating_add(1).saturating_mul(2).max(MIN_CAP);
             let cap = want
@@ -731,9 +866,9 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
             } else {
                 old_root
             };
-            let a = Self::new_seg(tx, s.cap, l + 1)?;
+            let a = Self::new_seg(tx, Self::split_cap(zeros)?, l + 1)?;
             fresh.push(a.block);
-            let b = Self::new_seg(tx, s.cap, l + 1)?;
+            let b = Self::new_seg(tx, Self::split_cap(ones)?, l + 1)?;
             fresh.push(b.block);
             let old: &[PPtr<u8>] = if fresh_dir && g > 0 {
                 &[s.block, old_root]
@@ -744,7 +879,6 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
             Ok((dir, a, b))
         })();
         let (dir, a, b) = or_free_fresh(tx, &fresh, made)?;
-        let bit = 63 - l;
         Self::redistribute(tx, s, &moves, &[a, b], |h| ((h >> bit) & 1) as usize)?;
         let half = span2 / 2;
         for i in 0..span2 {
@@ -753,10 +887,29 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
         }
         if fresh_dir {
             self.root.set(tx, dir)?;
-            self.depth.set(tx, g + 1)?;
+            self.depth.set(tx, (seed << SEED_SHIFT) | (g + 1))?;
         }
-        self.cap.set(tx, self.cap.get(tx).saturating_add(s.cap))?;
+        self.cap.set(
+            tx,
+            self.cap
+                .get(tx)
+                .saturating_sub(s.cap)
+                .saturating_add(a.cap)
+                .saturating_add(b.cap),
+        )?;
         Ok(Some(if (h >> bit) & 1 == 0 { a } else { b }))
+    }
+
+    /// Slots of one half of a split that takes `n` entries (the new key counted): a full-size
+    /// segment when they fit in 3/4 of one (always, splitting a full-size segment), else (an
+    /// overflowed segment splitting) room for twice them.
+    fn split_cap(n: u64) -> Result<u64> {
+        if n.saturating_add(1).saturating_mul(4) <= Self::SEG_CAP.saturating_mul(3) {
+            return Ok(Self::SEG_CAP);
+        }
+        n.saturating_mul(2)
+            .checked_next_power_of_two()
+            .ok_or_else(|| raw::corrupt(SEGMENT, 0, format!("{n} entries")))
     }
 
     /// Whether one more key fits in `s` without passing 3/4 full (full slots plus tombstones).
@@ -765,13 +918,13 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
         Ok(used.saturating_add(1).saturating_mul(4) <= s.cap.saturating_mul(3))
     }
 
-    /// The full slots of `s` with their keys' hashes, in slot order.
-    fn entries(tx: &Transaction<'_>, s: Seg) -> Result<Vec<(u64, u64)>> {
+    /// The full slots of `s` with their keys' hashes under `seed`, in slot order.
+    fn entries(tx: &Transaction<'_>, s: Seg, seed: u64) -> Result<Vec<(u64, u64)>> {
         let mut out = Vec::new();
         for i in 0..s.cap {
             if Self::ctrl(tx, s, i)?.get(tx) == FULL {
                 // SAFETY: a full slot of a live segment; the reference is dropped at once.
-                out.push((i, unsafe { Self::key_ref(tx, s, i)? }.key_hash(tx)?));
+                out.push((i, unsafe { Self::key_ref(tx, s, i)? }.seeded_key_hash(tx, seed)?));
             }
         }
         Ok(out)
@@ -791,7 +944,11 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
         let before = base > 0 && self.seg_ptr(tx, g, base - 1)? == seg;
         let after = (base + n) >> g == 0 && self.seg_ptr(tx, g, base + n)? == seg;
         if !inside || before || after {
-            return Err(raw::out_of_bounds(seg.offset(), base));
+            return Err(raw::corrupt(
+                HANDLE,
+                seg.offset(),
+                format!("the directory range of the segment at index {base} does not match its local depth"),
+            ));
         }
         Ok(())
     }
@@ -886,7 +1043,11 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
             // The fresh segment has no tombstone and holds distinct keys: the first free slot.
             let Some(s) = Self::first_free(tx, t, h)? else {
                 // No room: only in a corrupted segment.
-                return Err(raw::out_of_bounds(old.block.offset(), old.cap));
+                return Err(raw::corrupt(
+                    SEGMENT,
+                    old.block.offset(),
+                    "more entries than slots",
+                ));
             };
             Self::ctrl(tx, t, s)?.set(tx, FULL)?;
             let (kf, kt) = (Self::key_off(old, i)?, Self::key_off(t, s)?);

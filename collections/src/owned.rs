@@ -298,6 +298,16 @@ unsafe impl<K: POrdKey, V: PValue> PHandle for PBTreeMap<K, V> {}
 /// a `PVec<T>` it is the same function over the contents' bytes (so the string `"abc"` and
 /// the array `*b"abc"` hash alike, as the same bytes should).
 ///
+/// **Seeded hashing.** A map created by this build draws a random 56-bit seed at its first
+/// insert (again after `clear`) and hashes keys with
+/// [`seeded_borrowed_hash`](PKey::seeded_borrowed_hash) /
+/// [`seeded_key_hash`](PKey::seeded_key_hash): SipHash-1-3 keyed by the seed over the same
+/// bytes, so that nobody who does not know the seed can choose keys that collide. Seed 0 is
+/// the fixed hash above (maps written before seeds). A key type implementing `PKey` itself gets
+/// default seeded methods that key-hash its fixed 64-bit hash: keys whose fixed hashes collide
+/// still collide, which the map survives (at a linear cost per operation, see [`PHashMap`])
+/// but does not prevent; override both to hash the key's contents.
+///
 /// ```
 /// use ptm::{Persistent, Pool};
 /// use ptm_collections::{PHashMap, PString, PVec};
@@ -371,6 +381,33 @@ pub unsafe trait PKey: PValue {
     /// Only for a corrupted key handle.
     fn key_hash(&self, tx: &Transaction<'_>) -> Result<u64>;
 
+    /// The hash of a borrowed key under a map's hash `seed` (part of the on-media format): the
+    /// fixed [`borrowed_hash`](PKey::borrowed_hash) for seed 0; by default, for any other seed,
+    /// SipHash-1-3 keyed by the seed over the 8 bytes of the fixed hash. The keys of this crate
+    /// hash their bytes instead.
+    fn seeded_borrowed_hash(b: &Self::Borrowed, seed: u64) -> u64 {
+        if seed == 0 {
+            Self::borrowed_hash(b)
+        } else {
+            raw::hash_bytes_seeded(seed, &Self::borrowed_hash(b).to_le_bytes())
+        }
+    }
+
+    /// The hash of this stored key under a map's hash `seed`: the
+    /// [`seeded_borrowed_hash`](PKey::seeded_borrowed_hash) of its borrowed form.
+    ///
+    /// # Errors
+    ///
+    /// Only for a corrupted key handle.
+    fn seeded_key_hash(&self, tx: &Transaction<'_>, seed: u64) -> Result<u64> {
+        let h = self.key_hash(tx)?;
+        Ok(if seed == 0 {
+            h
+        } else {
+            raw::hash_bytes_seeded(seed, &h.to_le_bytes())
+        })
+    }
+
     /// Whether this stored key equals `b`.
     ///
     /// # Errors
@@ -412,6 +449,14 @@ unsafe impl<T: Persistent + Copy> PKey for T {
         Ok(Self::borrowed_hash(self))
     }
 
+    fn seeded_borrowed_hash(b: &T, seed: u64) -> u64 {
+        raw::hash_bytes_seeded(seed, bytes_of(b))
+    }
+
+    fn seeded_key_hash(&self, _tx: &Transaction<'_>, seed: u64) -> Result<u64> {
+        Ok(Self::seeded_borrowed_hash(self, seed))
+    }
+
     fn key_eq(&self, _tx: &Transaction<'_>, b: &T) -> Result<bool> {
         Ok(bytes_of(self) == bytes_of(b))
     }
@@ -436,7 +481,15 @@ unsafe impl<T: Persistent + Copy> PKey for PVec<T> {
     }
 
     fn key_hash(&self, tx: &Transaction<'_>) -> Result<u64> {
-        self.contents_hash(tx)
+        self.contents_hash(tx, 0)
+    }
+
+    fn seeded_borrowed_hash(b: &[T], seed: u64) -> u64 {
+        raw::hash_bytes_seeded(seed, raw::slice_bytes(b))
+    }
+
+    fn seeded_key_hash(&self, tx: &Transaction<'_>, seed: u64) -> Result<u64> {
+        self.contents_hash(tx, seed)
     }
 
     fn key_eq(&self, tx: &Transaction<'_>, b: &[T]) -> Result<bool> {
@@ -462,7 +515,15 @@ unsafe impl PKey for PString {
     }
 
     fn key_hash(&self, tx: &Transaction<'_>) -> Result<u64> {
-        self.as_bytes_vec().contents_hash(tx)
+        self.as_bytes_vec().contents_hash(tx, 0)
+    }
+
+    fn seeded_borrowed_hash(b: &str, seed: u64) -> u64 {
+        raw::hash_bytes_seeded(seed, b.as_bytes())
+    }
+
+    fn seeded_key_hash(&self, tx: &Transaction<'_>, seed: u64) -> Result<u64> {
+        self.as_bytes_vec().contents_hash(tx, seed)
     }
 
     fn key_eq(&self, tx: &Transaction<'_>, b: &str) -> Result<bool> {

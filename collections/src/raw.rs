@@ -1,6 +1,7 @@
 //! Element access inside heap blocks owned by a collection: every element is viewed as a
 //! [`PCell`], so reads copy and writes log first, exactly like a cell in the root.
 
+use std::borrow::Cow;
 use std::mem::{align_of, size_of};
 
 use ptm::{Loggable, PCell, PPtr, Persistent, Result, Transaction};
@@ -39,15 +40,28 @@ unsafe impl Loggable for Span {
     }
 }
 
-/// The error for sizes and offsets that do not fit (only on a corrupted collection header).
-pub(crate) fn out_of_bounds(offset: u64, len: u64) -> ptm::Error {
-    ptm::pmem_core::Error::OutOfBounds {
+/// The error for a damaged collection: [`ptm::Error::CorruptCollection`] naming the structure,
+/// the pool offset of the damaged block (0 when unknown) and what is wrong.
+pub(crate) fn corrupt(
+    structure: &'static str,
+    offset: u64,
+    what: impl Into<Cow<'static, str>>,
+) -> ptm::Error {
+    ptm::Error::CorruptCollection {
+        structure,
         offset,
-        len,
-        start: 0,
-        end: 0,
+        what: what.into(),
     }
-    .into()
+}
+
+/// The error for sizes and offsets that do not fit (only on a corrupted collection header): a
+/// [`corrupt`] "collection" whose `what` carries the value out of range.
+pub(crate) fn out_of_bounds(offset: u64, len: u64) -> ptm::Error {
+    corrupt(
+        "collection",
+        offset,
+        format!("a size, count or offset out of range (value {len:#x})"),
+    )
 }
 
 /// `i * size_of::<T>()`, checked.
@@ -352,6 +366,143 @@ impl ByteHash {
     }
 }
 
+/// A map's hash seed: 0 selects the fixed hash of pools written before seeds
+/// ([`hash_bytes`]), any other value SipHash-1-3 keyed by it ([`SipHash13`]).
+pub(crate) fn hash_bytes_seeded(seed: u64, bytes: &[u8]) -> u64 {
+    let mut h = KeyHasher::new(seed, bytes.len() as u64);
+    for chunk in bytes.chunks(8) {
+        let mut w = [0u8; 8];
+        w[..chunk.len()].copy_from_slice(chunk);
+        h.chunk(u64::from_le_bytes(w));
+    }
+    h.finish()
+}
+
+/// The hash of a key's bytes under a map's seed, fed chunk by chunk as [`ByteHash`] is: the
+/// fixed hash for seed 0 (maps of pools written before seeds), SipHash-1-3 otherwise.
+pub(crate) enum KeyHasher {
+    /// Seed 0: [`ByteHash`].
+    Fixed(ByteHash),
+    /// Any other seed.
+    Sip(SipHash13),
+}
+
+impl KeyHasher {
+    /// The state before the first chunk of `len` bytes, for a map of hash seed `seed`.
+    pub(crate) fn new(seed: u64, len: u64) -> Self {
+        if seed == 0 {
+            KeyHasher::Fixed(ByteHash::new(len))
+        } else {
+            KeyHasher::Sip(SipHash13::new(seed, len))
+        }
+    }
+
+    /// Mixes in the next chunk (8 bytes little-endian, the last one zero-padded).
+    pub(crate) fn chunk(&mut self, w: u64) {
+        match self {
+            KeyHasher::Fixed(h) => h.chunk(w),
+            KeyHasher::Sip(h) => h.chunk(w),
+        }
+    }
+
+    /// The hash.
+    pub(crate) fn finish(self) -> u64 {
+        match self {
+            KeyHasher::Fixed(h) => h.finish(),
+            KeyHasher::Sip(h) => h.finish(),
+        }
+    }
+}
+
+/// SipHash-1-3 (Aumasson and Bernstein; the keyed hash of Rust's std `HashMap`): one
+/// compression round per 8-byte word, three finalisation rounds, keyed by the 128 bits
+/// `(k0, k1) = (seed, seed ^ 0x9e37_79b9_7f4a_7c15)`. Fed as [`ByteHash`] is (the byte count
+/// first, then 8-byte little-endian chunks, the last one zero-padded), it computes exactly the
+/// reference SipHash-1-3 of the bytes: the last word carries the byte count in its top byte.
+pub(crate) struct SipHash13 {
+    v: [u64; 4],
+    /// Bytes not yet received.
+    left: u64,
+    /// The byte count mod 256, placed in the top byte of the last word.
+    len_byte: u64,
+    /// Whether the last word (holding the byte count) was compressed already.
+    ended: bool,
+}
+
+impl SipHash13 {
+    /// The state before the first chunk of `len` bytes.
+    pub(crate) fn new(seed: u64, len: u64) -> Self {
+        let (k0, k1) = (seed, seed ^ 0x9e37_79b9_7f4a_7c15);
+        SipHash13 {
+            v: [
+                k0 ^ 0x736f_6d65_7073_6575,
+                k1 ^ 0x646f_7261_6e64_6f6d,
+                k0 ^ 0x6c79_6765_6e65_7261,
+                k1 ^ 0x7465_6462_7974_6573,
+            ],
+            left: len,
+            len_byte: (len & 0xff) << 56,
+            ended: false,
+        }
+    }
+
+    #[inline]
+    fn round(&mut self) {
+        let [mut v0, mut v1, mut v2, mut v3] = self.v;
+        v0 = v0.wrapping_add(v1);
+        v1 = v1.rotate_left(13);
+        v1 ^= v0;
+        v0 = v0.rotate_left(32);
+        v2 = v2.wrapping_add(v3);
+        v3 = v3.rotate_left(16);
+        v3 ^= v2;
+        v0 = v0.wrapping_add(v3);
+        v3 = v3.rotate_left(21);
+        v3 ^= v0;
+        v2 = v2.wrapping_add(v1);
+        v1 = v1.rotate_left(17);
+        v1 ^= v2;
+        v2 = v2.rotate_left(32);
+        self.v = [v0, v1, v2, v3];
+    }
+
+    #[inline]
+    fn compress(&mut self, m: u64) {
+        self.v[3] ^= m;
+        self.round();
+        self.v[0] ^= m;
+    }
+
+    /// Mixes in the next chunk. The chunk holding the last `len mod 8 > 0` bytes is the last
+    /// word: the byte count goes into its (zero) top byte.
+    #[inline]
+    pub(crate) fn chunk(&mut self, w: u64) {
+        if self.left >= 8 {
+            self.left -= 8;
+            self.compress(w);
+        } else if !self.ended {
+            self.left = 0;
+            self.ended = true;
+            self.compress(w | self.len_byte);
+        }
+    }
+
+    /// The hash: the last word (the byte count alone when `len` is a multiple of 8), then the
+    /// finalisation.
+    #[inline]
+    pub(crate) fn finish(mut self) -> u64 {
+        if !self.ended {
+            self.compress(self.len_byte);
+        }
+        self.v[2] ^= 0xff;
+        self.round();
+        self.round();
+        self.round();
+        let [v0, v1, v2, v3] = self.v;
+        v0 ^ v1 ^ v2 ^ v3
+    }
+}
+
 /// Allocates `size` bytes in `tx`'s pool and returns a pointer to them. The block is fresh
 /// memory of this transaction: ptm already treats it as logged (a new-range record), so stores
 /// into it need no snapshot.
@@ -431,5 +582,33 @@ mod tests {
         );
         assert_ne!(hash_bytes(&1u64.to_le_bytes()), hash_bytes(&2u64.to_le_bytes()));
         assert_ne!(hash_bytes(&[0]), hash_bytes(&[0, 0]));
+    }
+
+    #[test]
+    fn seed_zero_is_the_fixed_hash() {
+        for n in 0..40u8 {
+            let bytes: Vec<u8> = (0..n).map(|i| i.wrapping_mul(37)).collect();
+            assert_eq!(hash_bytes_seeded(0, &bytes), hash_bytes(&bytes), "{n} bytes");
+        }
+    }
+
+    /// The seeded hash is the reference SipHash-1-3 (the `siphasher` crate) of the bytes, for
+    /// every length around the word boundaries, whichever way the bytes are chunked.
+    #[test]
+    fn seeded_hash_is_siphash13() {
+        use std::hash::Hasher;
+        for seed in [1u64, 0x5eed, (1 << 56) - 1] {
+            for n in 0..40u8 {
+                let bytes: Vec<u8> = (0..n).map(|i| i.wrapping_mul(101) ^ 0x5a).collect();
+                let mut r = siphasher::sip::SipHasher13::new_with_keys(seed, seed ^ 0x9e37_79b9_7f4a_7c15);
+                r.write(&bytes);
+                assert_eq!(
+                    hash_bytes_seeded(seed, &bytes),
+                    r.finish(),
+                    "seed {seed:#x}, {n} bytes"
+                );
+            }
+        }
+        assert_ne!(hash_bytes_seeded(1, b"k"), hash_bytes_seeded(2, b"k"));
     }
 }

@@ -763,10 +763,11 @@ impl<T: Persistent + Copy> PVec<T> {
         read_from_bytes::<Self>(bytes_of(&words)).ok_or_else(|| raw::out_of_bounds(0, 24))
     }
 
-    /// The hash of the elements' bytes (as `hash_bytes` of them in one slice). 0 drains.
-    pub(crate) fn contents_hash(&self, tx: &Transaction<'_>) -> Result<u64> {
+    /// The hash of the elements' bytes under a map's hash seed (as `hash_bytes_seeded` of them
+    /// in one slice). 0 drains.
+    pub(crate) fn contents_hash(&self, tx: &Transaction<'_>, seed: u64) -> Result<u64> {
         let bytes = raw::array_bytes::<T>(self.len(tx))?;
-        let mut h = raw::ByteHash::new(bytes);
+        let mut h = raw::KeyHasher::new(seed, bytes);
         if bytes > 0 {
             // SAFETY: the first `len <= cap` elements of this vector's live buffer.
             unsafe {

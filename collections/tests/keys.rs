@@ -610,14 +610,19 @@ struct Bytes3 {
 }
 
 /// The hash of a string (or byte-vector) key is the byte hash of its contents, the one a `Copy`
-/// key of the same bytes has (part of the on-media format): maps fed the same 3-byte keys in the
-/// same order lay them out in the same slots, through growth and tombstones.
+/// key of the same bytes has (part of the on-media format): maps of the same hash seed fed the
+/// same 3-byte keys in the same order lay them out in the same slots, through growth and
+/// tombstones.
 #[test]
 fn string_keys_hash_as_their_bytes() {
     let dir = shm_dir();
     let pool = Pool::<Bytes3>::create(dir.path().join("h.pool"), SIZE, &opts()).unwrap();
     let k = |i: u64| <[u8; 3]>::try_from(format!("{:03}", i * 37 % 1000).as_bytes()).unwrap();
     pool.transaction(|tx, r| {
+        let seed = 0x5eed_0f_a11;
+        r.a.set_hash_seed(tx, seed)?;
+        r.s.set_hash_seed(tx, seed)?;
+        r.v.set_hash_seed(tx, seed)?;
         for i in 0..200u64 {
             let b = k(i);
             r.a.insert(tx, b, i)?;
@@ -644,6 +649,11 @@ fn string_keys_hash_as_their_bytes() {
         assert!(a.len() > 100, "{} keys", a.len());
         assert_eq!(s, a, "string keys in the slots of the array keys");
         assert_eq!(v, a, "byte-vector keys in the slots of the array keys");
+        assert_eq!(
+            [r.a.hash_seed(tx), r.s.hash_seed(tx), r.v.hash_seed(tx)],
+            [seed; 3],
+            "the seed set before the first insert is kept"
+        );
         Ok::<_, Error>(())
     })
     .unwrap();

@@ -141,8 +141,16 @@ pub struct Template {
     pub area: Range<usize>,
 }
 
+/// Hash seeds of the template's maps (`m`, `mv`, `big`): fixed, so that every process builds
+/// the same template (a fresh map draws a random seed); `big`'s gives it 4 segments
+/// ([`BIG_BLOCKS`]).
+pub const SEEDS: [u64; 3] = [0x5eed_0001, 0x5eed_0002, 0x5eed_0004];
+
 fn populate(pool: &Pool<Root>) -> Result<(), Error> {
     pool.transaction(|tx, r| {
+        r.m.set_hash_seed(tx, SEEDS[0])?;
+        r.mv.set_hash_seed(tx, SEEDS[1])?;
+        r.big.set_hash_seed(tx, SEEDS[2])?;
         r.sentinel.set(tx, SENTINEL)?;
         r.sentinel2.set(tx, !SENTINEL)?;
         r.v.extend(tx, (0..40).map(|i| i * 7 + 1))?;

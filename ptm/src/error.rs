@@ -88,6 +88,19 @@ pub enum Error {
     /// The heap's metadata (chunk table, bitmaps) is malformed.
     #[error("corrupt heap metadata: {0}")]
     CorruptHeap(&'static str),
+    /// A collection's handle or blocks in the pool are damaged (a size, depth or count out of
+    /// range, a directory or node that does not match its structure): reported by the
+    /// collections of `ptm-collections` when they find it, and by their `check_invariants`.
+    #[error("corrupt {structure} at pool offset {offset:#x}: {what}")]
+    CorruptCollection {
+        /// The damaged structure (`"PHashMap segment"`, `"collection"`, ...).
+        structure: &'static str,
+        /// The pool offset of the damaged block, or of the handle or value found wrong (0 when
+        /// unknown).
+        offset: u64,
+        /// What is wrong.
+        what: std::borrow::Cow<'static, str>,
+    },
     /// `free` of something that is not an allocated block of this pool (or freed twice).
     #[error("invalid free of offset {offset:#x}: {what}")]
     InvalidFree {

@@ -78,6 +78,11 @@ fn states() -> Vec<State> {
 fn apply(pool: &Pool<Root>, i: u16) -> std::result::Result<(), BoxError> {
     let (add, del) = keys(i);
     pool.transaction(|tx, r| {
+        if i == 0 {
+            // Fixed hash seeds: the same splits, so the same crash points, in every run.
+            r.big.set_hash_seed(tx, 0x5eed_0021)?;
+            r.recs.set_hash_seed(tx, 0x5eed_0022)?;
+        }
         for &k in &add {
             r.big.insert(tx, k, [u64::from(i); 64])?;
             r.recs.get_or_insert_new(tx, k)?.tags.push(tx, u64::from(k))?;
