@@ -828,7 +828,7 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
         let bit = 63 - l.min(63);
         let ones = moves.iter().filter(|&&(_, mh)| (mh >> bit) & 1 == 1).count() as u64 + ((h >> bit) & 1);
         let zeros = (n + 1).saturating_sub(ones);
-        let balanced = zeros.min(ones).saturating_mul(8) >= n + 1;
+        let balanced = zeros.min(ones).saturating_mul(8) > n;
         let dir_ok = l < g || (2u64 << g) <= 8 * (self.cap.get(tx) / Self::SEG_CAP).max(1);
         if roomy || s.cap < Self::SEG_CAP || l == MAX_DEPTH || !balanced || !dir_ok {
             // Rebuild alone, with room for twice the live keys (and at least MIN_CAP slots).
@@ -1293,6 +1293,56 @@ impl<K: PKey, V: Persistent + Copy> PHashMap<K, V> {
         Ok(Some(v))
     }
 
+    /// The key as stored and a copy of the value for `k` (`HashMap::get_key_value`). 0 drains.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](PHashMap::get).
+    pub fn get_key_value<'t>(
+        &'t self,
+        tx: &'t Transaction<'_>,
+        k: &K::Borrowed,
+    ) -> Result<Option<(K::Ref<'t>, V)>> {
+        tx.check_live(self)?;
+        match self.find(tx, k)? {
+            Some((s, i)) => Ok(Some((Self::stored_key(tx, s, i)?, Self::val(tx, s, i)?.get(tx)))),
+            None => Ok(None),
+        }
+    }
+
+    /// Changes the value for `k` in place through `f` (the persistent `get_mut`: `f` gets a
+    /// copy, which is stored back) and returns the new value; `None` if `k` is absent. 2 drains.
+    ///
+    /// # Errors
+    ///
+    /// Logging errors, and those of [`get`](PHashMap::get).
+    pub fn update(&self, tx: &Transaction<'_>, k: &K::Borrowed, f: impl FnOnce(&mut V)) -> Result<Option<V>> {
+        raw::mutating(tx, self)?;
+        let Some((s, i)) = self.find(tx, k)? else {
+            return Ok(None);
+        };
+        let cell = Self::val(tx, s, i)?;
+        let mut v = cell.get(tx);
+        f(&mut v);
+        cell.set(tx, v)?;
+        Ok(Some(v))
+    }
+
+    /// Copies of the values, in table order (`HashMap::values`, eagerly). 0 drains.
+    ///
+    /// # Errors
+    ///
+    /// Corrupted maps (the error an iteration meets).
+    pub fn values(&self, tx: &Transaction<'_>) -> Result<Vec<V>> {
+        tx.check_live(self)?;
+        let mut it = self.iter(tx);
+        let out: Vec<V> = it.by_ref().map(|(_, v)| v).collect();
+        match it.error {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
     /// Iterates over the entries as `(key, value copy)`, in table order (the key as
     /// [`keys`](PHashMap::keys) gives it). Each step rereads the table, so changing the map
     /// while iterating is memory-safe (entries may then be missed or repeated).
@@ -1302,7 +1352,81 @@ impl<K: PKey, V: Persistent + Copy> PHashMap<K, V> {
             tx,
             cur: Cursor::default(),
             error: None,
+            yielded: 0,
         }
+    }
+}
+
+/// Methods for maps of `Copy` keys and values, whose keys can be handed back by value.
+impl<K: Persistent + Copy, V: Persistent + Copy> PHashMap<K, V> {
+    /// Removes `k` and returns the stored key and its value (`HashMap::remove_entry`). 2 drains
+    /// (0 when absent).
+    ///
+    /// # Errors
+    ///
+    /// As [`remove`](PHashMap::remove).
+    pub fn remove_entry(&self, tx: &Transaction<'_>, k: &K) -> Result<Option<(K, V)>> {
+        raw::mutating(tx, self)?;
+        let Some((s, i)) = self.find(tx, k)? else {
+            return Ok(None);
+        };
+        let stored = Self::stored_key(tx, s, i)?;
+        let v = Self::val(tx, s, i)?.get(tx);
+        self.vacate(tx, s, i, false)?;
+        Ok(Some((stored, v)))
+    }
+
+    /// Keeps only the entries for which `keep` returns `true` (`HashMap::retain`; called once
+    /// per entry, in table order). One removal per entry dropped: a snapshot drain each, plus
+    /// the commit.
+    ///
+    /// # Errors
+    ///
+    /// As [`remove`](PHashMap::remove), and corrupted maps.
+    pub fn retain(&self, tx: &Transaction<'_>, mut keep: impl FnMut(&K, &V) -> bool) -> Result<()> {
+        raw::mutating(tx, self)?;
+        let mut it = self.iter(tx);
+        let drop: Vec<K> = it.by_ref().filter(|(k, v)| !keep(k, v)).map(|(k, _)| k).collect();
+        if let Some(e) = it.error {
+            return Err(e);
+        }
+        for k in &drop {
+            self.remove(tx, k)?;
+        }
+        Ok(())
+    }
+
+    /// Removes every entry and returns them (`HashMap::drain`, eagerly), in table order; the
+    /// map's blocks are freed as by [`clear`](PHashMap::clear). 2 drains (0 when empty).
+    ///
+    /// # Errors
+    ///
+    /// As [`clear`](PHashMap::clear), and corrupted maps.
+    pub fn drain(&self, tx: &Transaction<'_>) -> Result<Vec<(K, V)>> {
+        raw::mutating(tx, self)?;
+        let mut it = self.iter(tx);
+        let out: Vec<(K, V)> = it.by_ref().collect();
+        if let Some(e) = it.error {
+            return Err(e);
+        }
+        if !out.is_empty() {
+            self.clear(tx)?;
+        }
+        Ok(out)
+    }
+
+    /// Inserts every entry of `items` (`Extend`): one insert each (a snapshot drain each, plus
+    /// the commit).
+    ///
+    /// # Errors
+    ///
+    /// As [`insert`](PHashMap::insert).
+    pub fn extend(&self, tx: &Transaction<'_>, items: impl IntoIterator<Item = (K, V)>) -> Result<()> {
+        raw::mutating(tx, self)?;
+        for (k, v) in items {
+            self.insert(tx, k, v)?;
+        }
+        Ok(())
     }
 }
 
@@ -1387,6 +1511,8 @@ pub struct MapIter<'a, K, V> {
     tx: &'a Transaction<'a>,
     cur: Cursor,
     error: Option<Error>,
+    /// Entries handed out so far (for `size_hint`).
+    yielded: u64,
 }
 
 impl<K, V> MapIter<'_, K, V> {
@@ -1400,10 +1526,17 @@ impl<K, V> MapIter<'_, K, V> {
 impl<'a, K: PKey, V: Persistent + Copy> Iterator for MapIter<'a, K, V> {
     type Item = (K::Ref<'a>, V);
 
+    /// Exact unless the map changes during the iteration.
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = usize::try_from(self.map.len(self.tx).saturating_sub(self.yielded)).unwrap_or(usize::MAX);
+        (n, Some(n))
+    }
+
     fn next(&mut self) -> Option<Self::Item> {
         if self.error.is_some() {
             return None;
         }
+        self.yielded += 1;
         let (map, tx) = (self.map, self.tx);
         let r = map.next_full(tx, &mut self.cur).and_then(|at| {
             at.map(|(s, i)| {

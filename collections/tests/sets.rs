@@ -62,9 +62,15 @@ fn check(pool: &Pool<Root>, m: &Model) {
         assert_eq!(r.hs.len(tx), m.hs.len() as u64);
         let h: HashSet<u64> = r.h.iter(tx).collect();
         assert_eq!(h, m.h, "PHashSet<u64>");
-        let hs = r.hs.iter(tx).map(|k| k.as_string(tx)).collect::<Result<HashSet<_>, _>>()?;
+        let hs =
+            r.hs.iter(tx)
+                .map(|k| k.as_string(tx))
+                .collect::<Result<HashSet<_>, _>>()?;
         assert_eq!(hs, m.hs, "PHashSet<PString>");
-        assert_eq!(r.b.iter(tx)?.collect::<Vec<_>>(), m.b.iter().copied().collect::<Vec<_>>());
+        assert_eq!(
+            r.b.iter(tx)?.collect::<Vec<_>>(),
+            m.b.iter().copied().collect::<Vec<_>>()
+        );
         assert_eq!(r.bs.to_vec(tx)?, m.bs.iter().cloned().collect::<Vec<_>>());
         assert_eq!(
             r.b.range(tx, 100..200)?.collect::<Vec<_>>(),

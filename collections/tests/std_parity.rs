@@ -6,12 +6,12 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use common::{add_block, check_abort, check_crash_steps, check_steps, drains, shm_dir, ModelRoot};
 use proptest::prelude::*;
 use ptm::{Error, Persistent, Pool, Transaction};
-use ptm_collections::{PBTreeMap, PString, PVec};
+use ptm_collections::{PBTreeMap, PHashMap, PString, PVec};
 
 #[derive(Persistent)]
 #[repr(C)]
@@ -21,6 +21,7 @@ struct Root {
     s: PString,
     t: PBTreeMap<u64, u64>,
     ts: PBTreeMap<PString, u64>,
+    h: PHashMap<u64, u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -30,6 +31,7 @@ struct Model {
     s: String,
     t: BTreeMap<u64, u64>,
     ts: BTreeMap<String, u64>,
+    h: HashMap<u64, u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -69,6 +71,12 @@ enum Op {
     TUpdate(u64, u64),
     /// Keeps the entries whose value is not divisible by the argument (at least 2).
     TRetain(u64),
+    HExtend(Vec<(u64, u64)>),
+    HRemoveEntry(u64),
+    HUpdate(u64, u64),
+    HRetain(u64),
+    HDrain,
+    HReads(u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -104,6 +112,12 @@ fn op() -> impl Strategy<Value = Op> {
         Just(Op::TPopLast),
         (0..64u64, 0..100u64).prop_map(|(k, d)| Op::TUpdate(k, d)),
         (2..5u64).prop_map(Op::TRetain),
+        prop::collection::vec((0..64u64, 0..100u64), 0..40).prop_map(Op::HExtend),
+        (0..64u64).prop_map(Op::HRemoveEntry),
+        (0..64u64, 0..100u64).prop_map(|(k, d)| Op::HUpdate(k, d)),
+        (2..5u64).prop_map(Op::HRetain),
+        Just(Op::HDrain),
+        (0..64u64).prop_map(Op::HReads),
     ]
 }
 
@@ -248,6 +262,40 @@ impl ModelRoot for Root {
                 assert!(seen.iter().eq(m.t.keys()), "called once per entry, in key order");
                 r.ts.retain(tx, |_, v| v % d != 0)?;
             }
+            Op::HExtend(items) => r.h.extend(tx, items.iter().copied())?,
+            Op::HRemoveEntry(k) => assert_eq!(r.h.remove_entry(tx, k)?, m.h.get(k).map(|v| (*k, *v))),
+            Op::HUpdate(k, d) => assert_eq!(r.h.update(tx, k, |v| *v += d)?, m.h.get(k).map(|v| v + d)),
+            Op::HRetain(d) => {
+                let mut seen = BTreeSet::new();
+                r.h.retain(tx, |k, v| {
+                    assert!(seen.insert(*k), "once per entry");
+                    v % d != 0
+                })?;
+                assert!(seen.iter().eq(m.h.keys().collect::<BTreeSet<_>>()));
+            }
+            Op::HDrain => {
+                let mut got = r.h.drain(tx)?;
+                got.sort_unstable();
+                let mut want: Vec<(u64, u64)> = m.h.iter().map(|(k, v)| (*k, *v)).collect();
+                want.sort_unstable();
+                assert_eq!(got, want);
+                assert_eq!(
+                    r.h.block_offsets(tx)?,
+                    Vec::<u64>::new(),
+                    "drain frees the blocks"
+                );
+            }
+            Op::HReads(k) => {
+                assert_eq!(r.h.get_key_value(tx, k)?, m.h.get(k).map(|v| (*k, *v)));
+                let mut vals = r.h.values(tx)?;
+                vals.sort_unstable();
+                let mut want: Vec<u64> = m.h.values().copied().collect();
+                want.sort_unstable();
+                assert_eq!(vals, want);
+                let it = r.h.iter(tx);
+                assert_eq!(it.size_hint(), (m.h.len(), Some(m.h.len())));
+                assert_eq!(it.count(), m.h.len());
+            }
         }
         Ok(())
     }
@@ -322,6 +370,15 @@ impl ModelRoot for Root {
                 m.t.retain(|_, v| *v % d != 0);
                 m.ts.retain(|_, v| *v % d != 0);
             }
+            Op::HExtend(items) => m.h.extend(items.iter().copied()),
+            Op::HRemoveEntry(k) => drop(m.h.remove(k)),
+            Op::HUpdate(k, d) => {
+                if let Some(v) = m.h.get_mut(k) {
+                    *v += d;
+                }
+            }
+            Op::HRetain(d) => m.h.retain(|_, v| *v % d != 0),
+            Op::HDrain => m.h.clear(),
             _ => {}
         }
     }
@@ -336,6 +393,7 @@ impl ModelRoot for Root {
                 s: r.s.as_string(tx)?,
                 t: r.t.to_vec(tx)?.into_iter().collect(),
                 ts: r.ts.to_vec(tx)?.into_iter().collect(),
+                h: r.h.iter(tx).collect(),
             })
         })
         .unwrap()
@@ -347,6 +405,9 @@ impl ModelRoot for Root {
             add_block(&mut out, r.v.buffer_offset(tx));
             add_block(&mut out, r.w.buffer_offset(tx));
             add_block(&mut out, r.s.buffer_offset(tx));
+            for b in r.h.block_offsets(tx)? {
+                add_block(&mut out, Some(b));
+            }
             for n in r.t.node_offsets(tx)?.into_iter().chain(r.ts.node_offsets(tx)?) {
                 add_block(&mut out, Some(n));
             }
