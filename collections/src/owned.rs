@@ -729,3 +729,40 @@ impl POrdKey for PString {
         stored()
     }
 }
+
+// Schemas (see `ptm::pmem_core::schema`): each collection handle is named with its element,
+// key and value types, so that a pool is not opened with another element type.
+
+use ptm::pmem_core::schema::{Describer, Schema, TypeSchema};
+
+impl Schema for PString {
+    fn describe(_: &mut Describer) -> TypeSchema {
+        TypeSchema::scalar("PString", size_of::<Self>())
+    }
+}
+
+macro_rules! handle_schemas {
+    ($($t:ident<$($p:ident),+>),* $(,)?) => {$(
+        impl<$($p: Persistent),+> Schema for $t<$($p),+> {
+            fn describe(d: &mut Describer) -> TypeSchema {
+                TypeSchema::generic(
+                    stringify!($t),
+                    size_of::<Self>(),
+                    vec![$((stringify!($p), d.of::<$p>())),+],
+                )
+            }
+        }
+    )*};
+}
+
+handle_schemas!(PVec<T>, PQueue<T>, PBox<T>, PHashMap<K, V>, PBTreeMap<K, V>);
+
+impl<K: Persistent, V: Persistent, const SHARDS: usize> Schema for crate::PConcurrentMap<K, V, SHARDS> {
+    fn describe(d: &mut Describer) -> TypeSchema {
+        TypeSchema::generic(
+            "PConcurrentMap",
+            size_of::<Self>(),
+            vec![("K", d.of::<K>()), ("V", d.of::<V>())],
+        )
+    }
+}

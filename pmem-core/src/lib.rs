@@ -59,6 +59,7 @@
 
 extern crate self as pmem_core;
 
+pub mod checked;
 pub mod error;
 pub mod flush;
 pub mod header;
@@ -66,9 +67,11 @@ pub mod journal;
 pub mod persistent;
 pub mod pptr;
 pub mod region;
+pub mod schema;
 #[cfg(feature = "simulate")]
 pub mod sim;
 
+pub use checked::{Checked, Encoded, InvalidValue, PBool, POption};
 pub use error::{Error, HeaderProblem, Result};
 pub use flush::{
     detected_flush_instruction, reset_thread_stats, thread_stats, FlushInstruction, PersistStats, CACHE_LINE,
@@ -85,5 +88,6 @@ pub use region::{
     HeaderRepair, HeaderReport, NvdimmRegion, PlatformDomain, Region, RegionOptions, ENV_EADR,
     ENV_FORCE_PMEM, ENV_SYSFS_ROOT,
 };
+pub use schema::Schema;
 #[cfg(feature = "simulate")]
 pub use sim::{CrashPoint, FaultModel, RedundantPersistence, Simulation};

@@ -75,6 +75,7 @@ pub mod layout;
 pub mod lockword;
 mod log;
 mod pool;
+mod schema;
 mod sync;
 mod tx;
 
@@ -83,11 +84,12 @@ pub use error::{Error, Result};
 pub use grow::{grow_pool, max_pool_size};
 pub use heap::HeapStats;
 pub use inspect::{inspect, Summary};
-pub use layout::Geometry;
+pub use layout::{read_root_schema, Geometry, RootSchema};
 pub use pmem_core;
 pub use pmem_core::{
     thread_stats, DomainKind, Durability, Engine, JournalOptions, PPtr, PersistStats, Persistent,
 };
+pub use pmem_core::{Checked, Encoded, PBool, POption, Schema};
 pub use pool::{Pool, PoolOptions, RecoveryReport, DEFAULT_LANES, DEFAULT_LANE_SIZE, DEFAULT_LOCK_TIMEOUT};
 pub use tx::{PendingCommit, SnapshotBatch, Transaction};
 
