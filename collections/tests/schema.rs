@@ -282,6 +282,34 @@ fn a_pool_without_a_recorded_schema_opens_and_records_the_first_type() {
 }
 
 #[test]
+fn a_recording_cut_short_before_the_fingerprint_counts_as_not_recorded() {
+    let d = dir();
+    let path = d.path().join("torn.pool");
+    create_v1(&path);
+    // What a crash between the two persists of the first open's recording leaves: the
+    // fingerprint still 0, the other bytes (here of another schema, and torn) written.
+    let other = ptm::pmem_core::schema::schema_of::<element_changed::Root>().encode();
+    let mut torn = vec![0u8; 24];
+    torn[8..12].copy_from_slice(&(other.len() as u32).to_le_bytes());
+    torn[12] = 1;
+    torn.extend_from_slice(&other.as_bytes()[..other.len() / 2]);
+    patch(&path, RECORD, &torn);
+    let pool = Pool::<()>::open_any(&path, &opts()).unwrap();
+    assert_eq!(
+        ptm::read_root_schema(pool.region()).unwrap(),
+        RootSchema::NotRecorded
+    );
+    drop(pool);
+    // The next open records its type in full.
+    drop(Pool::<v1::Root>::open(&path, &opts()).unwrap());
+    let pool = Pool::<()>::open_any(&path, &opts()).unwrap();
+    assert_eq!(
+        ptm::read_root_schema(pool.region()).unwrap(),
+        RootSchema::Described(schema_of::<v1::Root>())
+    );
+}
+
+#[test]
 fn created_by_a_tool_the_first_open_records_the_schema() {
     let d = dir();
     let path = d.path().join("tool.pool");

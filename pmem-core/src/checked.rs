@@ -14,7 +14,7 @@
 //! | `bool` ([`PBool`])  | `u8`: 0 false, 1 true             | any other byte                          |
 //! | `char`              | `u32`: the scalar value           | a surrogate or above `0x10FFFF`         |
 //! | `#[derive(Persistent)] #[repr(uN)] enum E` | `uN`: the discriminant | no variant has it        |
-//! | `Option<T>` ([`POption<T>`]) | [`OptionRaw<T::Raw>`]: a tag the size of `T::Raw`, then `T::Raw` | the tag is neither all-zero (None) nor `1, 0, 0, ...` (Some), or a Some's `T` is invalid |
+//! | `Option<T>` ([`POption<T>`]) | [`OptionRaw<T::Raw>`]: a tag the size of `T::Raw`, then `T::Raw` | not all-zero (None) and the tag not `1, 0, 0, ...` (Some), or a Some's `T` is invalid |
 //! | any `T: Persistent + Copy` | `T` itself                 | never                                   |
 //!
 //! ```
@@ -122,8 +122,8 @@ impl Encoded for char {
     }
 }
 
-/// The stored form of an `Option<T>`: a tag of the size of `R` (all zero: `None`; first byte
-/// 1, the rest zero: `Some`), then the value. Making the tag as large as the value keeps the
+/// The stored form of an `Option<T>`: a tag of the size of `R`, then the value. `None` is all
+/// zero (tag and value); `Some` has a tag of first byte 1, the rest zero. Making the tag as large as the value keeps the
 /// `repr(C)` struct free of padding whatever `R` is.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -201,9 +201,11 @@ impl<T: Encoded> Encoded for Option<T> {
     }
 
     fn decode(raw: OptionRaw<T::Raw>) -> Option<Option<T>> {
+        let zero = |b: &[u8]| b.iter().all(|&x| x == 0);
         match bytes_of(&raw.tag).split_first() {
-            Some((0, rest)) if rest.iter().all(|&b| b == 0) => Some(None),
-            Some((1, rest)) if rest.iter().all(|&b| b == 0) => T::decode(raw.value).map(Some),
+            // `None` is stored all-zero, value included: other bytes there are damage.
+            Some((0, rest)) if zero(rest) && zero(bytes_of(&raw.value)) => Some(None),
+            Some((1, rest)) if zero(rest) => T::decode(raw.value).map(Some),
             _ => None,
         }
     }

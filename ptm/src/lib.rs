@@ -66,6 +66,7 @@
 
 mod alloc;
 mod cell;
+mod checked;
 mod error;
 mod grow;
 pub mod heap;
