@@ -20,36 +20,18 @@ fn dir() -> tempfile::TempDir {
 
 const SIZE: u64 = 8 << 20;
 
-/// Ownership of a task (three handles) so that it can be a map value.
-macro_rules! task_handle {
-    ($($field:ident),*) => {
-        impl ptm_collections::PValue for Task {
-            const OWNS: bool = true;
-            unsafe fn free_owned(&self, tx: &ptm::Transaction<'_>) -> ptm::Result<()> {
-                // SAFETY: `self` is being discarded, so are its fields.
-                unsafe { $(self.$field.free_owned(tx)?;)* }
-                Ok(())
-            }
-        }
-        // SAFETY: handles and `PCell`s only: every byte in a cell, zero is empty, `!Sync`,
-        // position-independent.
-        unsafe impl ptm_collections::PHandle for Task {}
-    };
-}
-
 /// The schema the pool was created with.
 mod v1 {
     use ptm::{PCell, Persistent};
-    use ptm_collections::{PHashMap, PString, PVec};
+    use ptm_collections::{PHashMap, PString, PValue, PVec};
 
-    #[derive(Persistent)]
+    #[derive(Persistent, PValue)]
     #[repr(C)]
     pub(crate) struct Task {
         pub(crate) title: PString,
         pub(crate) tags: PVec<PString>,
         pub(crate) priority: PCell<u64>,
     }
-    task_handle!(title, tags);
 
     #[derive(Persistent)]
     #[repr(C)]
@@ -62,9 +44,9 @@ mod v1 {
 /// A field added to the nested struct.
 mod field_added {
     use ptm::{PCell, Persistent};
-    use ptm_collections::{PHashMap, PString, PVec};
+    use ptm_collections::{PHashMap, PString, PValue, PVec};
 
-    #[derive(Persistent)]
+    #[derive(Persistent, PValue)]
     #[repr(C)]
     pub(crate) struct Task {
         pub(crate) title: PString,
@@ -72,7 +54,6 @@ mod field_added {
         pub(crate) priority: PCell<u64>,
         pub(crate) due: PCell<u64>,
     }
-    task_handle!(title, tags);
 
     #[derive(Persistent)]
     #[repr(C)]
@@ -85,16 +66,15 @@ mod field_added {
 /// A field's type changed, keeping every size (so the old size check could not see it).
 mod field_retyped {
     use ptm::{PCell, Persistent};
-    use ptm_collections::{PHashMap, PString, PVec};
+    use ptm_collections::{PHashMap, PString, PValue, PVec};
 
-    #[derive(Persistent)]
+    #[derive(Persistent, PValue)]
     #[repr(C)]
     pub(crate) struct Task {
         pub(crate) title: PString,
         pub(crate) tags: PVec<PString>,
         pub(crate) priority: PCell<f64>,
     }
-    task_handle!(title, tags);
 
     #[derive(Persistent)]
     #[repr(C)]
@@ -107,16 +87,15 @@ mod field_retyped {
 /// The element type of a nested collection changed (same sizes again).
 mod element_changed {
     use ptm::{PCell, Persistent};
-    use ptm_collections::{PHashMap, PString, PVec};
+    use ptm_collections::{PHashMap, PString, PValue, PVec};
 
-    #[derive(Persistent)]
+    #[derive(Persistent, PValue)]
     #[repr(C)]
     pub(crate) struct Task {
         pub(crate) title: PString,
         pub(crate) tags: PVec<u64>,
         pub(crate) priority: PCell<u64>,
     }
-    task_handle!(title, tags);
 
     #[derive(Persistent)]
     #[repr(C)]

@@ -80,6 +80,9 @@ pub use header::ShutdownRecord;
 pub use header::{PoolHeader, FORMAT_VERSION, HEADER_SIZE, MIN_POOL_SIZE};
 pub use journal::{JournalOptions, JournalStats, ReplayReport};
 pub use persistent::{bytes_of, read_from_bytes, Persistent};
+/// `#[derive(PValue)]`, re-exported by `ptm_collections` next to its trait.
+#[doc(hidden)]
+pub use pmem_derive::PValue;
 pub use pmem_derive::Persistent;
 pub use pptr::PPtr;
 pub use region::{

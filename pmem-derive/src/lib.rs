@@ -89,6 +89,139 @@ pub fn derive_persistent(input: TokenStream) -> TokenStream {
         .into()
 }
 
+/// Derives `ptm_collections::PValue` and `ptm_collections::PHandle` for a `Persistent` struct
+/// of collection handles and cells, so that it can be stored **in place** as a `PVec` or
+/// `PQueue` element, a `PHashMap` or `PBTreeMap` value or a `PBox` content, with no `unsafe` in
+/// user code: freeing the struct frees every field (`free_owned` calls each field's in
+/// declaration order), so no field can be forgotten.
+///
+/// Every field must be a handle (`PString`, `PVec<T>`, `PHashMap<K, V>`, `PQueue<T>`,
+/// `PBox<T>`, `PBTreeMap<K, V>`, or another struct deriving `PValue`) or a `PCell<T>` of a
+/// `Copy` value (scalars, `Checked<E>` enums, `PBool`, `POption<T>`, `PPtr<T>`, which is not
+/// followed). A plain scalar field (`u64` outside a cell) is refused: a handle's bytes are
+/// moved and zeroed by its collection while references to it may exist, which only cells allow.
+/// (A struct of plain `Copy` scalars needs no derive: every `Persistent + Copy` type is a
+/// `PValue` stored by value.) The struct needs at least one field. Use it together with
+/// `#[derive(Persistent)]`.
+///
+/// The path of ptm-collections is found from the using crate's Cargo.toml (under whatever name
+/// it has there).
+///
+/// ```text
+/// #[derive(Persistent, PValue)]
+/// #[repr(C)]
+/// struct Task {
+///     title: PString,
+///     tags: PVec<PString>,
+///     priority: PCell<u64>,
+/// }
+/// ```
+#[proc_macro_derive(PValue)]
+pub fn derive_pvalue(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    expand_pvalue(&input)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+fn expand_pvalue(input: &DeriveInput) -> syn::Result<TokenStream2> {
+    let name = &input.ident;
+    let fields = match &input.data {
+        Data::Struct(data) => &data.fields,
+        _ => {
+            return Err(syn::Error::new_spanned(
+                name,
+                "`#[derive(PValue)]` applies to structs of collection handles and cells; an enum \
+                 or `Copy` value is already a `PValue` (stored by value)",
+            ))
+        }
+    };
+    if fields.is_empty() {
+        return Err(syn::Error::new_spanned(
+            name,
+            "`#[derive(PValue)]` needs at least one field (a handle struct must not be `Sync`, \
+             and its cells make sure of that)",
+        ));
+    }
+    let krate = collections_path();
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    let mut where_clause = where_clause.cloned().unwrap_or_else(|| parse_quote!(where));
+    let mut field_checks = TokenStream2::new();
+    for field in fields {
+        let ty = &field.ty;
+        if input.generics.params.is_empty() {
+            // A concrete field type: checked by a call spanned at the field, so that the error
+            // points at it (a bound on a concrete type would be reported at the derive).
+            field_checks.extend(quote_spanned! {ty.span()=>
+                __field::<#ty>();
+            });
+        } else {
+            where_clause
+                .predicates
+                .push(parse_quote_spanned!(ty.span()=> #ty: #krate::__derive::HandleField));
+        }
+    }
+    let field_checks = (!field_checks.is_empty()).then(|| {
+        quote! {
+            const _: () = {
+                fn __field<T: #krate::__derive::HandleField + ?::core::marker::Sized>() {}
+                fn __fields() {
+                    #field_checks
+                }
+            };
+        }
+    });
+    let members: Vec<syn::Member> = fields
+        .iter()
+        .enumerate()
+        .map(|(i, f)| match &f.ident {
+            Some(ident) => syn::Member::Named(ident.clone()),
+            None => syn::Member::Unnamed(syn::Index::from(i)),
+        })
+        .collect();
+    let tys: Vec<&Type> = fields.iter().map(|f| &f.ty).collect();
+    Ok(quote! {
+        impl #impl_generics #krate::PValue for #name #ty_generics #where_clause {
+            const OWNS: bool = false #(|| <#tys as #krate::__derive::HandleField>::OWNS)*;
+
+            unsafe fn free_owned(
+                &self,
+                tx: &#krate::__derive::Transaction<'_>,
+            ) -> #krate::__derive::Result<()> {
+                #(
+                    // SAFETY: the caller discards `self` in this transaction, and with it
+                    // every field.
+                    unsafe { <#tys as #krate::__derive::HandleField>::free_field(&self.#members, tx)? };
+                )*
+                ::core::result::Result::Ok(())
+            }
+        }
+
+        // SAFETY: every field is a `HandleField` (a handle or a `PCell` of a `Copy` value):
+        // every byte of each is inside a `PCell`, and `#[derive(Persistent)]` rules out padding,
+        // so every byte of the struct is; all-zero fields are empty and own nothing; the
+        // struct has a field, and every field is `!Sync`, so it is `!Sync`; no field's blocks
+        // record where the field is, so the struct moves by copying its bytes.
+        unsafe impl #impl_generics #krate::PHandle for #name #ty_generics #where_clause {}
+
+        #field_checks
+    })
+}
+
+/// The path of ptm-collections as the crate being compiled sees it.
+fn collections_path() -> syn::Path {
+    use proc_macro_crate::{crate_name, FoundCrate};
+    match crate_name("ptm-collections") {
+        Ok(FoundCrate::Name(name)) => {
+            let ident = proc_macro2::Ident::new(&name, proc_macro2::Span::call_site());
+            parse_quote!(::#ident)
+        }
+        // Inside ptm-collections (its tests and doctests too): `extern crate self as
+        // ptm_collections` makes the absolute path work.
+        Ok(FoundCrate::Itself) | Err(_) => parse_quote!(::ptm_collections),
+    }
+}
+
 /// The layout requested by the struct's `#[repr(...)]` attributes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Repr {
