@@ -22,13 +22,16 @@
 //!   per operation is a deterministic performance figure.
 //! - [`PPtr<T>`]: 8-byte offset pointers, bounds- and pool-checked at resolution.
 //! - [`Persistent`] and `#[derive(Persistent)]`: what may be stored in a pool.
+//! - [`schema`]: every stored type's shape ([`Schema`]), which pools record and check at open;
+//!   [`Checked<T>`]: checked storage for `bool`, `char`, enums and `Option`.
 //!
 //! ## Bugs the types prevent
 //!
 //! | bug                                                    | prevented by                                   |
 //! |--------------------------------------------------------|------------------------------------------------|
 //! | a volatile pointer (`&T`, `Box`, `Vec`, `Rc`) stored in a pool | `Persistent` bound, checked by the derive at compile time |
-//! | UB from reading a corrupted pool (`bool` = 7, bad enum) | `Persistent` types accept every bit pattern    |
+//! | UB from reading a corrupted pool (`bool` = 7, bad enum) | `Persistent` types accept every bit pattern; `bool`, enums and `Option` are read through [`Checked<T>`], which returns an error |
+//! | a pool read as another type than it was written with | the root's [`schema`] fingerprint, recorded and checked by ptm |
 //! | a pointer into pool A dereferenced in pool B           | the pool tag in every `PPtr`, checked at resolve |
 //! | a pointer past the end of the pool                     | bounds check at resolve                        |
 //! | two processes writing one pool                         | `flock` at open ([`Error::PoolLocked`])        |
