@@ -329,11 +329,11 @@ fn info(path: &Path, json: bool, force_pmem: bool) -> Result<(), Failure> {
     };
     // Read-only: no recovery runs. A bare pmem-core pool has no transaction layer.
     let txn = check::txn_layer(&region).map_err(|e| Failure(e.to_string()))?;
-    // The root type's schema as the pool records it (only with a transaction layer).
-    let schema = match &txn {
-        Some(_) => Some(ptm::read_root_schema(&region).map_err(|e| Failure(e.to_string()))?),
-        None => None,
-    };
+    // The root type's schema as the pool records it (only with a transaction layer). A damaged
+    // record is shown, not fatal: `info` is how one looks at a damaged pool.
+    let schema = txn
+        .as_ref()
+        .map(|_| ptm::read_root_schema(&region).map_err(|e| e.to_string()));
     if json {
         let mut v = report::info_json(&region);
         v["transactions"] = txn.as_ref().map_or(serde_json::Value::Null, report::txn_json);
@@ -361,7 +361,11 @@ fn info(path: &Path, json: bool, force_pmem: bool) -> Result<(), Failure> {
 }
 
 /// `ptm info`'s lines on the recorded root schema: its fingerprint, then one line per field.
-fn schema_text(schema: &ptm::RootSchema) -> String {
+fn schema_text(schema: &Result<ptm::RootSchema, String>) -> String {
+    let schema = match schema {
+        Ok(s) => s,
+        Err(e) => return format!("root schema     damaged: {e}\n"),
+    };
     match schema {
         ptm::RootSchema::NotRecorded => {
             "root schema     not recorded (recorded at the next open by a program)\n".to_owned()
@@ -380,7 +384,11 @@ fn schema_text(schema: &ptm::RootSchema) -> String {
 }
 
 /// `ptm info --json`'s `schema` object.
-fn schema_json(schema: &ptm::RootSchema) -> serde_json::Value {
+fn schema_json(schema: &Result<ptm::RootSchema, String>) -> serde_json::Value {
+    let schema = match schema {
+        Ok(s) => s,
+        Err(e) => return serde_json::json!({ "recorded": true, "damaged": e }),
+    };
     match schema {
         ptm::RootSchema::NotRecorded => serde_json::json!({ "recorded": false }),
         ptm::RootSchema::Fingerprint(f) => serde_json::json!({

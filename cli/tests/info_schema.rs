@@ -49,6 +49,19 @@ fn info_prints_the_recorded_schema() {
     assert_eq!(v["schema"]["fingerprint"], fingerprint);
     assert_eq!(v["schema"]["encoding"], expected.encode());
 
+    // A damaged record is reported, and the rest of `info` still printed.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(b"?", 4096 + 1024 + 24).unwrap();
+    }
+    let text = info(&path, false);
+    assert!(
+        text.contains("root schema     damaged:") && text.contains("schema record checksum mismatch"),
+        "{text}"
+    );
+    assert!(text.contains("lanes") && text.contains("root"), "{text}");
+
     // Created by a tool: nothing recorded yet.
     let bare = dir.path().join("bare.pool");
     drop(Pool::<()>::create_any(&bare, 8 << 20, 64, &opts).unwrap());
