@@ -332,3 +332,28 @@ impl<T: Encoded> From<T> for Checked<T> {
         Checked::new(value)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn option_encodings_are_the_documented_bytes() {
+        let some = Checked::new(Some(0x0102_u16));
+        assert_eq!(bytes_of(&some), [1, 0, 2, 1]);
+        assert_eq!(bytes_of(&Checked::<Option<u16>>::new(None)), [0; 4]);
+        assert_eq!(some.get(), Ok(Some(0x0102)));
+        // A None with bytes in its value, a tag of 2 or a tag with a second byte: damage.
+        for raw in [[0u8, 0, 0, 1], [2, 0, 0, 0], [1, 1, 0, 0]] {
+            let bad = Checked::<Option<u16>>::from_raw(crate::read_from_bytes(&raw).unwrap());
+            assert_eq!(bad.get().unwrap_err().bytes, raw);
+        }
+        let nested = Checked::new(Some(Some(true)));
+        assert_eq!(bytes_of(&nested), [1, 0, 1, 1]);
+        assert_eq!(nested.get(), Ok(Some(Some(true))));
+        assert_eq!(
+            Checked::<bool>::from_raw(2).get().unwrap_err().to_string(),
+            "corrupt data: stored bytes 02 are not a valid `bool`"
+        );
+    }
+}
