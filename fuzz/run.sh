@@ -11,7 +11,7 @@
 # with `cargo +nightly fuzz tmin <target> <file>` and add it to fuzz/regressions/<target>/,
 # which pmem-core/tests/fuzz_corpus.rs (header_parse, open_pool, journal_scan),
 # ptm/tests/fuzz_corpus.rs (recover_log, tx_sequence) and collections/tests/fuzz_corpus.rs
-# (collections_image) replay on stable.
+# (collections_image) replay on stable; ptm/tests/checked.rs replays checked_values.
 set -euo pipefail
 
 cd "$(dirname "$0")"
@@ -19,7 +19,7 @@ seconds="${FUZZ_SECONDS:-60}"
 if [ "$#" -gt 0 ]; then
     targets=("$@")
 else
-    targets=(header_parse open_pool recover_log tx_sequence collections_image journal_scan)
+    targets=(header_parse open_pool recover_log tx_sequence collections_image journal_scan checked_values)
 fi
 
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then

@@ -329,9 +329,15 @@ fn info(path: &Path, json: bool, force_pmem: bool) -> Result<(), Failure> {
     };
     // Read-only: no recovery runs. A bare pmem-core pool has no transaction layer.
     let txn = check::txn_layer(&region).map_err(|e| Failure(e.to_string()))?;
+    // The root type's schema as the pool records it (only with a transaction layer). A damaged
+    // record is shown, not fatal: `info` is how one looks at a damaged pool.
+    let schema = txn
+        .as_ref()
+        .map(|_| ptm::read_root_schema(&region).map_err(|e| e.to_string()));
     if json {
         let mut v = report::info_json(&region);
         v["transactions"] = txn.as_ref().map_or(serde_json::Value::Null, report::txn_json);
+        v["schema"] = schema.as_ref().map_or(serde_json::Value::Null, schema_json);
         v["journal"] = jinfo
             .as_ref()
             .map_or(serde_json::Value::Null, journal::JournalInfo::json);
@@ -347,7 +353,54 @@ fn info(path: &Path, json: bool, force_pmem: bool) -> Result<(), Failure> {
             || "transactions    none (bare pmem-core pool)\n".to_owned(),
             report::txn_text,
         );
+        if let Some(schema) = &schema {
+            extra += &schema_text(schema);
+        }
         emit(&(report::info_text(&region) + &extra))
+    }
+}
+
+/// `ptm info`'s lines on the recorded root schema: its fingerprint, then one line per field.
+fn schema_text(schema: &Result<ptm::RootSchema, String>) -> String {
+    let schema = match schema {
+        Ok(s) => s,
+        Err(e) => return format!("root schema     damaged: {e}\n"),
+    };
+    match schema {
+        ptm::RootSchema::NotRecorded => {
+            "root schema     not recorded (recorded at the next open by a program)\n".to_owned()
+        }
+        ptm::RootSchema::Fingerprint(f) => {
+            format!("root schema     fingerprint {f:#018x} (too long to keep the description)\n")
+        }
+        ptm::RootSchema::Described(s) => {
+            let mut out = format!("root schema     fingerprint {:#018x}\n", s.fingerprint());
+            for line in s.render().lines() {
+                out += &format!("  {line}\n");
+            }
+            out
+        }
+    }
+}
+
+/// `ptm info --json`'s `schema` object.
+fn schema_json(schema: &Result<ptm::RootSchema, String>) -> serde_json::Value {
+    let schema = match schema {
+        Ok(s) => s,
+        Err(e) => return serde_json::json!({ "recorded": true, "damaged": e }),
+    };
+    match schema {
+        ptm::RootSchema::NotRecorded => serde_json::json!({ "recorded": false }),
+        ptm::RootSchema::Fingerprint(f) => serde_json::json!({
+            "recorded": true,
+            "fingerprint": format!("{f:#018x}"),
+            "encoding": serde_json::Value::Null,
+        }),
+        ptm::RootSchema::Described(s) => serde_json::json!({
+            "recorded": true,
+            "fingerprint": format!("{:#018x}", s.fingerprint()),
+            "encoding": s.encode(),
+        }),
     }
 }
 

@@ -335,3 +335,13 @@ impl<K, V, const SHARDS: usize> fmt::Debug for PConcurrentMap<K, V, SHARDS> {
         write!(f, "PConcurrentMap {{ shards: {SHARDS}, .. }}")
     }
 }
+
+impl<K: Persistent, V: Persistent> ptm::pmem_core::schema::Schema for Shard<K, V> {
+    fn describe(d: &mut ptm::pmem_core::schema::Describer) -> ptm::pmem_core::schema::TypeSchema {
+        ptm::pmem_core::schema::TypeSchema::generic(
+            "Shard",
+            size_of::<Self>(),
+            vec![("K", d.of::<K>()), ("V", d.of::<V>())],
+        )
+    }
+}

@@ -251,6 +251,9 @@
 //! ```
 #![deny(unsafe_op_in_unsafe_fn)]
 
+// `#[derive(PValue)]` names this crate `::ptm_collections`, in its own tests and doctests too.
+extern crate self as ptm_collections;
+
 mod boxed;
 mod btree;
 mod concurrent;
@@ -268,7 +271,12 @@ pub use btree::{PBTreeMap, Range, RangeRefs};
 pub use concurrent::PConcurrentMap;
 pub use entry::{Entry, EntryMap, OccupiedEntry, VacantEntry};
 pub use map::{MapIter, MapRefs, PHashMap};
+#[doc(hidden)]
+pub use owned::__derive;
 pub use owned::{AsKey, PHandle, PKey, POrdKey, PValue};
+/// `#[derive(PValue)]`: ownership (and in-place storage) for a struct of handles and cells,
+/// with no `unsafe` in user code. See [`PValue`](trait@PValue).
+pub use ptm::pmem_core::PValue;
 pub use queue::PQueue;
 pub use set::{PBTreeSet, PHashSet, SetIter, SetRange};
 pub use string::PString;

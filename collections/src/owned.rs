@@ -10,7 +10,7 @@ use ptm::pmem_core::bytes_of;
 use ptm::{Persistent, Result, Transaction};
 
 use crate::raw;
-use crate::{PBTreeMap, PBox, PHashMap, PQueue, PString, PVec};
+use crate::{PBTreeMap, PBTreeSet, PBox, PHashMap, PHashSet, PQueue, PString, PVec};
 
 /// A value a collection can hold: every `Persistent + Copy` type (owning nothing), and the
 /// collection handles of this crate ([`PString`], [`PVec`], [`PHashMap`], [`PQueue`],
@@ -20,60 +20,59 @@ use crate::{PBTreeMap, PBox, PHashMap, PQueue, PString, PVec};
 /// calls [`free_owned`](PValue::free_owned) on it first when [`OWNS`](PValue::OWNS) is true, so
 /// dropping a `PVec<PString>` frees every string's buffer too.
 ///
-/// Implement it for your own persistent struct of handles (and [`PHandle`] as well, to store it
-/// in a `PVec` or as a `PHashMap` value):
+/// For your own persistent struct of handles and cells, derive it (with [`PHandle`], so that
+/// the struct can be stored in place as a `PVec` element or a `PHashMap` value): freeing the
+/// struct frees every field, with no `unsafe` in your code. Every field must be a handle or a
+/// `PCell<T>` of a `Copy` value (see the derive's documentation for why a plain `u64` cannot be);
+/// a struct of plain `Copy` values needs no derive.
 ///
 /// ```
-/// use ptm::{Persistent, Result, Transaction};
-/// use ptm_collections::{PHandle, PString, PVec, PValue};
+/// use ptm::{Checked, PCell, Persistent};
+/// use ptm_collections::{PString, PVec, PValue};
 ///
-/// #[derive(Persistent)]
-/// #[persistent(crate = "ptm::pmem_core")]
+/// #[derive(Persistent, Clone, Copy, Debug, PartialEq)]
+/// #[repr(u8)]
+/// enum Level {
+///     Guest,
+///     Admin,
+/// }
+///
+/// #[derive(Persistent, PValue)]
 /// #[repr(C)]
 /// struct User {
 ///     name: PString,
 ///     scores: PVec<u64>,
+///     level: PCell<Checked<Level>>,
+///     _pad: PCell<[u8; 7]>,
 /// }
-///
-/// impl PValue for User {
-///     const OWNS: bool = true;
-///     unsafe fn free_owned(&self, tx: &Transaction<'_>) -> Result<()> {
-///         // SAFETY: `self` is being discarded, so are its fields.
-///         unsafe {
-///             self.name.free_owned(tx)?;
-///             self.scores.free_owned(tx)
-///         }
-///     }
-/// }
-///
-/// // SAFETY: two handles: every byte is inside `PCell`s, all-zero is two empty handles
-/// // owning nothing, `!Sync` (cells), and no block records where the handles are.
-/// unsafe impl PHandle for User {}
 ///
 /// #[derive(Persistent)]
-/// #[persistent(crate = "ptm::pmem_core")]
 /// #[repr(C)]
 /// struct Root {
 ///     users: PVec<User>,
 /// }
 ///
-/// # fn main() -> Result<()> {
+/// # fn main() -> ptm::Result<()> {
 /// # let dir = tempfile::tempdir().unwrap();
 /// let pool = ptm::Pool::<Root>::create(dir.path().join("u.pool"), 8 << 20, &Default::default())?;
 /// pool.transaction(|tx, r| {
 ///     let u = r.users.push_new(tx)?;
 ///     u.name.set(tx, "ada")?;
 ///     u.scores.extend(tx, [3, 1, 4])?;
-///     Ok::<_, ptm::Error>(())
+///     u.level.store(tx, Level::Admin)
 /// })?;
 /// pool.transaction(|tx, r| {
 ///     let u = r.users.get_ref(tx, 0)?.expect("pushed");
 ///     assert_eq!(u.name.as_string(tx)?, "ada");
+///     assert_eq!(u.level.load(tx)?, Level::Admin);
 ///     // Frees the string's and the vector's buffers too.
 ///     r.users.pop_free(tx)
 /// })?;
 /// # Ok(()) }
 /// ```
+///
+/// Implementing it by hand is `unsafe` (`free_owned` must free exactly what the value owns,
+/// and `PHandle` has a contract of its own); the derive writes both from the fields.
 pub trait PValue: Persistent {
     /// Whether values of this type may own heap blocks (when false, `free_owned` is a no-op and
     /// collections skip it).
@@ -788,5 +787,102 @@ impl POrdKey for PString {
 
     fn ref_from<'t>(_copy: &Self, stored: impl FnOnce() -> Result<&'t Self>) -> Result<&'t Self> {
         stored()
+    }
+}
+
+// Schemas (see `ptm::pmem_core::schema`): each collection handle is named with its element,
+// key and value types, so that a pool is not opened with another element type.
+
+use ptm::pmem_core::schema::{Describer, Schema, TypeSchema};
+
+impl Schema for PString {
+    fn describe(_: &mut Describer) -> TypeSchema {
+        TypeSchema::scalar("PString", size_of::<Self>())
+    }
+}
+
+macro_rules! handle_schemas {
+    ($($t:ident<$($p:ident),+>),* $(,)?) => {$(
+        impl<$($p: Persistent),+> Schema for $t<$($p),+> {
+            fn describe(d: &mut Describer) -> TypeSchema {
+                TypeSchema::generic(
+                    stringify!($t),
+                    size_of::<Self>(),
+                    vec![$((stringify!($p), d.of::<$p>())),+],
+                )
+            }
+        }
+    )*};
+}
+
+handle_schemas!(PVec<T>, PQueue<T>, PBox<T>, PHashMap<K, V>, PBTreeMap<K, V>, PHashSet<K>, PBTreeSet<K>);
+
+impl<K: Persistent, V: Persistent, const SHARDS: usize> Schema for crate::PConcurrentMap<K, V, SHARDS> {
+    fn describe(d: &mut Describer) -> TypeSchema {
+        TypeSchema::generic(
+            "PConcurrentMap",
+            size_of::<Self>(),
+            vec![("K", d.of::<K>()), ("V", d.of::<V>())],
+        )
+    }
+}
+
+/// Support for `#[derive(PValue)]`; not part of the public API.
+#[doc(hidden)]
+pub mod __derive {
+    pub use ptm::{Result, Transaction};
+
+    use super::PHandle;
+    use ptm::{PCell, Persistent};
+
+    /// A field `#[derive(PValue)]` accepts: a handle, or a `PCell` of a `Copy` value.
+    ///
+    /// # Safety
+    ///
+    /// Implement it only for types that meet [`PHandle`]'s contract (every byte inside a
+    /// `PCell`, all-zero empty and owning nothing, `!Sync`, position-independent), with
+    /// `free_field` freeing exactly what the field owns.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot be a field of a `#[derive(PValue)]` struct",
+        label = "not a collection handle or a `PCell`",
+        note = "a struct stored in place inside a collection is moved and zeroed by it while references \
+                to it may exist, so every byte must be inside a cell: use a handle (`PString`, `PVec<T>`, \
+                `PHashMap<K, V>`, `PQueue<T>`, `PBox<T>`, `PBTreeMap<K, V>`, a `#[derive(PValue)]` struct) \
+                or `PCell<T>` for a `Copy` value"
+    )]
+    pub unsafe trait HandleField {
+        /// Whether the field may own heap blocks.
+        const OWNS: bool;
+
+        /// Frees what the field owns (as [`PValue::free_owned`](super::PValue::free_owned)).
+        ///
+        /// # Safety
+        ///
+        /// As [`PValue::free_owned`](super::PValue::free_owned): the field is being discarded.
+        unsafe fn free_field(&self, tx: &Transaction<'_>) -> Result<()>;
+    }
+
+    // SAFETY: a `PHandle` meets the contract by its own; `free_field` is its `free_owned`.
+    unsafe impl<T: PHandle> HandleField for T {
+        const OWNS: bool = T::OWNS;
+
+        unsafe fn free_field(&self, tx: &Transaction<'_>) -> Result<()> {
+            if !T::OWNS {
+                return Ok(());
+            }
+            // SAFETY: forwarded contract.
+            unsafe { self.free_owned(tx) }
+        }
+    }
+
+    // SAFETY: a `PCell` holds its value inside its `UnsafeCell` (every byte), is `!Sync`, owns
+    // nothing (a `PPtr` in it is not followed), and all-zero is a valid `Copy` value of a
+    // `Persistent` type; copying the bytes moves it.
+    unsafe impl<T: Persistent + Copy> HandleField for PCell<T> {
+        const OWNS: bool = false;
+
+        unsafe fn free_field(&self, _tx: &Transaction<'_>) -> Result<()> {
+            Ok(())
+        }
     }
 }

@@ -4,8 +4,10 @@
 //! `pmem-core/tests/fuzz_corpus.rs` through `#[path]`, so they use std and pmem-core only;
 //! `txn` (targets `recover_log` and `tx_sequence`) goes into `ptm/tests/fuzz_corpus.rs` and uses
 //! std, ptm and xxhash-rust only; `collections` (target `collections_image`) goes into
-//! `collections/tests/fuzz_corpus.rs` and uses std, ptm and ptm-collections only.
+//! `collections/tests/fuzz_corpus.rs` and uses std, ptm and ptm-collections only; `checked`
+//! (target `checked_values`) goes into `ptm/tests/checked.rs` and uses std and ptm only.
 
+pub mod checked;
 pub mod checks;
 pub mod collections;
 pub mod image;

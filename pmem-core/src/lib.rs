@@ -22,13 +22,16 @@
 //!   per operation is a deterministic performance figure.
 //! - [`PPtr<T>`]: 8-byte offset pointers, bounds- and pool-checked at resolution.
 //! - [`Persistent`] and `#[derive(Persistent)]`: what may be stored in a pool.
+//! - [`schema`]: every stored type's shape ([`Schema`]), which pools record and check at open;
+//!   [`Checked<T>`]: checked storage for `bool`, `char`, enums and `Option`.
 //!
 //! ## Bugs the types prevent
 //!
 //! | bug                                                    | prevented by                                   |
 //! |--------------------------------------------------------|------------------------------------------------|
 //! | a volatile pointer (`&T`, `Box`, `Vec`, `Rc`) stored in a pool | `Persistent` bound, checked by the derive at compile time |
-//! | UB from reading a corrupted pool (`bool` = 7, bad enum) | `Persistent` types accept every bit pattern    |
+//! | UB from reading a corrupted pool (`bool` = 7, bad enum) | `Persistent` types accept every bit pattern; `bool`, enums and `Option` are read through [`Checked<T>`], which returns an error |
+//! | a pool read as another type than it was written with | the root's [`schema`] fingerprint, recorded and checked by ptm |
 //! | a pointer into pool A dereferenced in pool B           | the pool tag in every `PPtr`, checked at resolve |
 //! | a pointer past the end of the pool                     | bounds check at resolve                        |
 //! | two processes writing one pool                         | `flock` at open ([`Error::PoolLocked`])        |
@@ -59,6 +62,7 @@
 
 extern crate self as pmem_core;
 
+pub mod checked;
 pub mod error;
 pub mod flush;
 pub mod header;
@@ -66,9 +70,11 @@ pub mod journal;
 pub mod persistent;
 pub mod pptr;
 pub mod region;
+pub mod schema;
 #[cfg(feature = "simulate")]
 pub mod sim;
 
+pub use checked::{Checked, Encoded, InvalidValue, PBool, POption};
 pub use error::{Error, HeaderProblem, Result};
 pub use flush::{
     detected_flush_instruction, reset_thread_stats, thread_stats, FlushInstruction, PersistStats, CACHE_LINE,
@@ -77,6 +83,9 @@ pub use header::ShutdownRecord;
 pub use header::{PoolHeader, FORMAT_VERSION, HEADER_SIZE, MIN_POOL_SIZE};
 pub use journal::{JournalOptions, JournalStats, ReplayReport};
 pub use persistent::{bytes_of, read_from_bytes, Persistent};
+/// `#[derive(PValue)]`, re-exported by `ptm_collections` next to its trait.
+#[doc(hidden)]
+pub use pmem_derive::PValue;
 pub use pmem_derive::Persistent;
 pub use pptr::PPtr;
 pub use region::{
@@ -85,5 +94,6 @@ pub use region::{
     HeaderRepair, HeaderReport, NvdimmRegion, PlatformDomain, Region, RegionOptions, ENV_EADR,
     ENV_FORCE_PMEM, ENV_SYSFS_ROOT,
 };
+pub use schema::Schema;
 #[cfg(feature = "simulate")]
 pub use sim::{CrashPoint, FaultModel, RedundantPersistence, Simulation};

@@ -8,7 +8,7 @@
 //! | `&T`, `&mut T`, `*const T`, `*mut T` | a virtual address, meaningless after remap (cross-heap pollution) |
 //! | `Box`, `Vec`, `String`, `Rc`, `Arc`   | owns volatile heap memory                          |
 //! | `File`, sockets, guards | a handle to a volatile resource                                |
-//! | `bool`, `char`, enums, `Option<T>` | not every bit pattern is a valid value: a corrupt pool would be UB |
+//! | `bool`, `char`, enums, `Option<T>` | not every bit pattern is a valid value: a corrupt pool would be UB; store them as [`Checked<T>`](crate::Checked), decoded checked |
 //! | structs with padding   | padding bytes are uninitialised: logging or checksumming them is UB |
 //!
 //! Use [`PPtr`](crate::PPtr) for links inside a pool and `#[derive(Persistent)]` for your own
@@ -20,7 +20,10 @@ use core::num::Wrapping;
 /// A type whose values may be stored in persistent memory.
 ///
 /// Implement it with `#[derive(Persistent)]` on a `#[repr(C)]` or `#[repr(transparent)]` struct
-/// whose fields are all `Persistent`; the derive rejects anything else at compile time.
+/// whose fields are all `Persistent`; the derive rejects anything else at compile time. The
+/// derive also implements the supertrait [`Schema`](crate::schema::Schema), the description of
+/// the stored shape that pools check at open; a manual `unsafe impl Persistent` needs a manual
+/// `Schema` impl beside it.
 ///
 /// # Safety
 ///
@@ -37,9 +40,10 @@ use core::num::Wrapping;
     label = "`{Self}` is not `Persistent`",
     note = "pool data must be valid for every bit pattern and hold no virtual addresses or volatile resources: \
             use `PPtr<T>` instead of references, pointers, `Box`, `Vec`, `String`, `Rc` or `Arc`, \
-            and integers instead of `bool`, `char` or enums"
+            and `Checked<T>` (`PBool`, `POption<T>`, a derived `#[repr(u8)]` enum) for `bool`, `char`, \
+            enums and `Option`: they are checked when read"
 )]
-pub unsafe trait Persistent: Sized + 'static {
+pub unsafe trait Persistent: crate::schema::Schema + Sized + 'static {
     /// Compile-time layout check, evaluated (as a post-monomorphization assertion) wherever a
     /// value is viewed as bytes. Generic wrappers whose layout depends on their parameters
     /// (`PMutex<T>`) assert here that they have no padding; the derive and the array impl

@@ -12,7 +12,9 @@
 //!   `Persistent`; the error points at the offending field and carries the trait's explanation;
 //! - **no padding**: for `#[repr(C)]` a `const` assertion checks that the size of the struct is
 //!   the sum of the sizes of its fields;
-//! - enums, unions and structs with lifetime parameters are rejected outright; generic structs are
+//! - a fieldless `#[repr(uN)]` enum gets checked storage instead (`Encoded`, stored through
+//!   `Checked<E>`), since not every bit pattern is one of its variants;
+//! - unions and structs with lifetime parameters are rejected outright; generic structs are
 //!   accepted only when `#[repr(transparent)]` (their layout is that of their one non-zero-sized
 //!   field, so no padding check is needed), with a `Field: Persistent` bound for every field.
 //!
@@ -22,18 +24,20 @@
 use proc_macro::TokenStream;
 use proc_macro2::TokenStream as TokenStream2;
 use quote::{quote, quote_spanned, ToTokens};
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::visit_mut::VisitMut;
 use syn::{
     parse_macro_input, parse_quote, parse_quote_spanned, Data, DeriveInput, Fields, LitStr, Path, Type,
 };
 
-/// Derives `pmem_core::Persistent` for a `#[repr(C)]` or `#[repr(transparent)]` struct.
+/// Derives `pmem_core::Persistent` for a `#[repr(C)]` or `#[repr(transparent)]` struct, and
+/// checked storage for a fieldless `#[repr(uN)]` enum (see **Enums** below).
 ///
 /// The derive accepts named, tuple and unit structs whose fields are all `Persistent`, and
 /// rejects at compile time, with an error pointing at the cause:
 ///
-/// - enums (not every bit pattern is a valid discriminant) and unions;
+/// - enums with fields or without a fixed-width integer `repr`, and unions;
 /// - a missing `#[repr(C)]` / `#[repr(transparent)]`, and `repr(packed)` or `repr(align(N))`;
 /// - any field whose type is not `Persistent` (references, raw pointers, `Box`, `Vec`, `String`,
 ///   `Rc`, `Arc`, `File`, `bool`, `char`, `Option<T>`, tuples, non-derived structs, ...);
@@ -45,8 +49,19 @@ use syn::{
 ///
 /// The path of the crate that defines the trait is found from the using crate's Cargo.toml:
 /// pmem-core under whatever name it has there, or, for a crate that depends on `ptm` only,
-/// `ptm::pmem_core`. Override it with `#[persistent(crate = "some::path")]` when the trait is
-/// re-exported elsewhere.
+/// `ptm::pmem_core`. Override it with `#[persistent(crate = "some::path")]` when pmem-core is
+/// re-exported elsewhere: the path must name `Persistent` and the modules `schema` and `checked`
+/// (pmem-core itself, or a module re-exporting those three).
+///
+/// Every derive also implements `pmem_core::schema::Schema` (the stored shape that pools record
+/// and check at open): a struct as a record of its named fields, each described by its type.
+///
+/// **Enums.** A fieldless enum with one fixed-width integer `repr` (`#[repr(u8)]`, `u16`, `u32`,
+/// `u64`, `i8`, `i16`, `i32`, `i64`) and `Clone + Copy` gets `pmem_core::Encoded` (stored as that
+/// integer) and `Schema` (its variants and values), but **not** `Persistent`: a corrupted byte
+/// may be no variant. Store it as a `pmem_core::Checked<E>` field, whose `get` decodes it and
+/// returns an error for a value no variant has. Generic enums and variants with fields are
+/// rejected.
 ///
 /// # Examples
 ///
@@ -74,6 +89,139 @@ pub fn derive_persistent(input: TokenStream) -> TokenStream {
         .into()
 }
 
+/// Derives `ptm_collections::PValue` and `ptm_collections::PHandle` for a `Persistent` struct
+/// of collection handles and cells, so that it can be stored **in place** as a `PVec` or
+/// `PQueue` element, a `PHashMap` or `PBTreeMap` value or a `PBox` content, with no `unsafe` in
+/// user code: freeing the struct frees every field (`free_owned` calls each field's in
+/// declaration order), so no field can be forgotten.
+///
+/// Every field must be a handle (`PString`, `PVec<T>`, `PHashMap<K, V>`, `PQueue<T>`,
+/// `PBox<T>`, `PBTreeMap<K, V>`, or another struct deriving `PValue`) or a `PCell<T>` of a
+/// `Copy` value (scalars, `Checked<E>` enums, `PBool`, `POption<T>`, `PPtr<T>`, which is not
+/// followed). A plain scalar field (`u64` outside a cell) is refused: a handle's bytes are
+/// moved and zeroed by its collection while references to it may exist, which only cells allow.
+/// (A struct of plain `Copy` scalars needs no derive: every `Persistent + Copy` type is a
+/// `PValue` stored by value.) The struct needs at least one field. Use it together with
+/// `#[derive(Persistent)]`.
+///
+/// The path of ptm-collections is found from the using crate's Cargo.toml (under whatever name
+/// it has there).
+///
+/// ```text
+/// #[derive(Persistent, PValue)]
+/// #[repr(C)]
+/// struct Task {
+///     title: PString,
+///     tags: PVec<PString>,
+///     priority: PCell<u64>,
+/// }
+/// ```
+#[proc_macro_derive(PValue)]
+pub fn derive_pvalue(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    expand_pvalue(&input)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+fn expand_pvalue(input: &DeriveInput) -> syn::Result<TokenStream2> {
+    let name = &input.ident;
+    let fields = match &input.data {
+        Data::Struct(data) => &data.fields,
+        _ => {
+            return Err(syn::Error::new_spanned(
+                name,
+                "`#[derive(PValue)]` applies to structs of collection handles and cells; an enum \
+                 or `Copy` value is already a `PValue` (stored by value)",
+            ))
+        }
+    };
+    if fields.is_empty() {
+        return Err(syn::Error::new_spanned(
+            name,
+            "`#[derive(PValue)]` needs at least one field (a handle struct must not be `Sync`, \
+             and its cells make sure of that)",
+        ));
+    }
+    let krate = collections_path();
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    let mut where_clause = where_clause.cloned().unwrap_or_else(|| parse_quote!(where));
+    let mut field_checks = TokenStream2::new();
+    for field in fields {
+        let ty = &field.ty;
+        if input.generics.params.is_empty() {
+            // A concrete field type: checked by a call spanned at the field, so that the error
+            // points at it (a bound on a concrete type would be reported at the derive).
+            field_checks.extend(quote_spanned! {ty.span()=>
+                __field::<#ty>();
+            });
+        } else {
+            where_clause
+                .predicates
+                .push(parse_quote_spanned!(ty.span()=> #ty: #krate::__derive::HandleField));
+        }
+    }
+    let field_checks = (!field_checks.is_empty()).then(|| {
+        quote! {
+            const _: () = {
+                fn __field<T: #krate::__derive::HandleField + ?::core::marker::Sized>() {}
+                fn __fields() {
+                    #field_checks
+                }
+            };
+        }
+    });
+    let members: Vec<syn::Member> = fields
+        .iter()
+        .enumerate()
+        .map(|(i, f)| match &f.ident {
+            Some(ident) => syn::Member::Named(ident.clone()),
+            None => syn::Member::Unnamed(syn::Index::from(i)),
+        })
+        .collect();
+    let tys: Vec<&Type> = fields.iter().map(|f| &f.ty).collect();
+    Ok(quote! {
+        impl #impl_generics #krate::PValue for #name #ty_generics #where_clause {
+            const OWNS: bool = false #(|| <#tys as #krate::__derive::HandleField>::OWNS)*;
+
+            unsafe fn free_owned(
+                &self,
+                tx: &#krate::__derive::Transaction<'_>,
+            ) -> #krate::__derive::Result<()> {
+                #(
+                    // SAFETY: the caller discards `self` in this transaction, and with it
+                    // every field.
+                    unsafe { <#tys as #krate::__derive::HandleField>::free_field(&self.#members, tx)? };
+                )*
+                ::core::result::Result::Ok(())
+            }
+        }
+
+        // SAFETY: every field is a `HandleField` (a handle or a `PCell` of a `Copy` value):
+        // every byte of each is inside a `PCell`, and `#[derive(Persistent)]` rules out padding,
+        // so every byte of the struct is; all-zero fields are empty and own nothing; the
+        // struct has a field, and every field is `!Sync`, so it is `!Sync`; no field's blocks
+        // record where the field is, so the struct moves by copying its bytes.
+        unsafe impl #impl_generics #krate::PHandle for #name #ty_generics #where_clause {}
+
+        #field_checks
+    })
+}
+
+/// The path of ptm-collections as the crate being compiled sees it.
+fn collections_path() -> syn::Path {
+    use proc_macro_crate::{crate_name, FoundCrate};
+    match crate_name("ptm-collections") {
+        Ok(FoundCrate::Name(name)) => {
+            let ident = proc_macro2::Ident::new(&name, proc_macro2::Span::call_site());
+            parse_quote!(::#ident)
+        }
+        // Inside ptm-collections (its tests and doctests too): `extern crate self as
+        // ptm_collections` makes the absolute path work.
+        Ok(FoundCrate::Itself) | Err(_) => parse_quote!(::ptm_collections),
+    }
+}
+
 /// The layout requested by the struct's `#[repr(...)]` attributes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Repr {
@@ -81,9 +229,9 @@ enum Repr {
     Transparent,
 }
 
-const ENUM_ERROR: &str = "`#[derive(Persistent)]` cannot be used on an enum: not every bit \
-    pattern is a valid discriminant, so a corrupt pool would be undefined behaviour; store the \
-    discriminant as an integer field of a `#[repr(C)]` struct instead";
+const ENUM_REPR_ERROR: &str = "`#[derive(Persistent)]` on an enum requires exactly one \
+    fixed-width integer representation (`#[repr(u8)]`, `u16`, `u32`, `u64`, `i8`, `i16`, `i32` or \
+    `i64`): the enum is stored as that integer, whose size must not depend on the platform";
 
 const UNION_ERROR: &str = "`#[derive(Persistent)]` cannot be used on a union: which field is \
     valid, and whether the other bytes are padding, is not known at compile time; use a \
@@ -93,7 +241,7 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
     let name = &input.ident;
     let fields = match &input.data {
         Data::Struct(data) => &data.fields,
-        Data::Enum(_) => return Err(syn::Error::new_spanned(name, ENUM_ERROR)),
+        Data::Enum(data) => return expand_enum(input, data),
         Data::Union(_) => return Err(syn::Error::new_spanned(name, UNION_ERROR)),
     };
 
@@ -152,12 +300,15 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
                 })
             }
         };
+        let schema = schema_impl(&krate, input, fields, &field_tys, None);
         Ok(quote! {
             unsafe impl #krate::Persistent for #name {
                 const __LAYOUT_CHECK: () = {
                     #(#field_checks)*
                 };
             }
+
+            #schema
 
             const _: () = <#name as #krate::Persistent>::__LAYOUT_CHECK;
 
@@ -173,14 +324,147 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
                 .predicates
                 .push(parse_quote_spanned!(ty.span()=> #ty: #krate::Persistent));
         }
-        let field_tys: Vec<&Type> = fields.iter().map(|f| &f.ty).collect();
+        let field_tys: Vec<Type> = fields.iter().map(|f| f.ty.clone()).collect();
+        let schema = schema_impl(&krate, input, fields, &field_tys, Some(&where_clause));
         Ok(quote! {
             unsafe impl #impl_generics #krate::Persistent for #name #ty_generics #where_clause {
                 const __LAYOUT_CHECK: () = {
                     #(let () = <#field_tys as #krate::Persistent>::__LAYOUT_CHECK;)*
                 };
             }
+
+            #schema
         })
+    }
+}
+
+/// `impl Schema` for a struct: a record of its fields, named as declared (`0`, `1`, ... for a
+/// tuple struct), each described by its own `Schema`.
+fn schema_impl(
+    krate: &Path,
+    input: &DeriveInput,
+    fields: &Fields,
+    field_tys: &[Type],
+    where_clause: Option<&syn::WhereClause>,
+) -> TokenStream2 {
+    let name = &input.ident;
+    let name_str = LitStr::new(&name.to_string(), name.span());
+    let (impl_generics, ty_generics, _) = input.generics.split_for_impl();
+    let labels = fields.iter().enumerate().map(|(i, f)| match &f.ident {
+        Some(ident) => LitStr::new(&ident.unraw().to_string(), ident.span()),
+        None => LitStr::new(&i.to_string(), f.ty.span()),
+    });
+    quote! {
+        impl #impl_generics #krate::schema::Schema for #name #ty_generics #where_clause {
+            fn describe(
+                d: &mut #krate::schema::Describer,
+            ) -> #krate::schema::TypeSchema {
+                #[allow(unused_imports)]
+                use #krate::schema::__derive::{DescribeField as _, DescribeOther as _};
+                d.record::<Self>(#name_str, ::core::mem::size_of::<Self>(), |d| {
+                    ::std::vec![#((
+                        ::std::string::String::from(#labels),
+                        (&&#krate::schema::__derive::FieldSchema::<#field_tys>::new()).describe_field(d),
+                    )),*]
+                })
+            }
+        }
+    }
+}
+
+/// A fieldless enum with a fixed-width integer `repr`: stored as that integer through
+/// `Checked<E>` (`Encoded`, whose `decode` refuses a value that is no variant), and described as
+/// an enum schema. It is *not* `Persistent`: not every bit pattern is a variant.
+fn expand_enum(input: &DeriveInput, data: &syn::DataEnum) -> syn::Result<TokenStream2> {
+    let name = &input.ident;
+    let mut errors = Errors::default();
+    let krate = errors.check(crate_path(input)).flatten();
+    let repr = errors.check(enum_repr(input));
+    if !input.generics.params.is_empty() {
+        errors.push(syn::Error::new_spanned(
+            &input.generics,
+            "`#[derive(Persistent)]` does not accept generic enums",
+        ));
+    }
+    for variant in &data.variants {
+        if !matches!(variant.fields, Fields::Unit) {
+            errors.push(syn::Error::new_spanned(
+                variant,
+                "`#[derive(Persistent)]` accepts only fieldless enums (stored as their \
+                 discriminant); store data of a variant in struct fields beside it",
+            ));
+        }
+        for attr in variant.attrs.iter().filter(|a| a.path().is_ident("persistent")) {
+            errors.push(syn::Error::new_spanned(
+                attr,
+                "`#[persistent(...)]` is not supported on variants",
+            ));
+        }
+    }
+    errors.finish()?;
+    let krate = krate.unwrap_or_else(default_crate_path);
+    let repr = repr.expect("a bad repr is reported as an error");
+    let name_str = LitStr::new(&name.to_string(), name.span());
+    let variants: Vec<&syn::Ident> = data.variants.iter().map(|v| &v.ident).collect();
+    let labels = variants
+        .iter()
+        .map(|v| LitStr::new(&v.unraw().to_string(), v.span()));
+    Ok(quote! {
+        impl #krate::schema::Schema for #name {
+            fn describe(
+                _: &mut #krate::schema::Describer,
+            ) -> #krate::schema::TypeSchema {
+                #krate::schema::TypeSchema::enumeration(
+                    #name_str,
+                    ::core::mem::size_of::<#repr>(),
+                    ::std::vec![#((#labels, #name::#variants as #repr as i128)),*],
+                )
+            }
+        }
+
+        impl #krate::checked::Encoded for #name {
+            type Raw = #repr;
+
+            fn encode(self) -> #repr {
+                self as #repr
+            }
+
+            fn decode(raw: #repr) -> ::core::option::Option<Self> {
+                #(
+                    if raw == #name::#variants as #repr {
+                        return ::core::option::Option::Some(#name::#variants);
+                    }
+                )*
+                ::core::option::Option::None
+            }
+        }
+    })
+}
+
+/// The integer type of an enum's `#[repr(uN)]`.
+fn enum_repr(input: &DeriveInput) -> syn::Result<Type> {
+    let mut found: Vec<syn::Ident> = Vec::new();
+    let mut other = false;
+    for attr in input.attrs.iter().filter(|a| a.path().is_ident("repr")) {
+        attr.parse_nested_meta(|meta| {
+            match meta.path.get_ident() {
+                Some(id)
+                    if ["u8", "u16", "u32", "u64", "i8", "i16", "i32", "i64"]
+                        .contains(&id.to_string().as_str()) =>
+                {
+                    found.push(id.clone())
+                }
+                _ => {
+                    skip_args(&meta)?;
+                    other = true;
+                }
+            }
+            Ok(())
+        })?;
+    }
+    match found.as_slice() {
+        [one] if !other => Ok(parse_quote!(#one)),
+        _ => Err(syn::Error::new_spanned(&input.ident, ENUM_REPR_ERROR)),
     }
 }
 

@@ -37,6 +37,35 @@ pub enum Error {
         /// Root size recorded in the pool.
         found: u64,
     },
+    /// The pool was created for a root type with another schema (a field added, removed,
+    /// renamed or retyped, an element type changed, ...): reading it as this type would misread
+    /// it. `at` names the first difference. To change a pool's schema, see "Migrating a pool"
+    /// in the crate documentation.
+    #[error(
+        "{}: schema mismatch at `{at}`: the pool stores {stored}, the program expects {expected} \
+         (schema fingerprints {stored_fingerprint:#018x} and {expected_fingerprint:#018x}; to \
+         change a pool's schema, migrate it)",
+        path.display()
+    )]
+    SchemaMismatch {
+        /// The pool file.
+        path: PathBuf,
+        /// Where the schemas first differ, from the root type: `Root.tasks<V>.title`.
+        at: String,
+        /// What the pool's recorded schema has there.
+        stored: String,
+        /// What the root type given to `open` has there.
+        expected: String,
+        /// The recorded fingerprint.
+        stored_fingerprint: u64,
+        /// The fingerprint of the root type given to `open`.
+        expected_fingerprint: u64,
+    },
+    /// A stored value is not a valid value of its type (an enum discriminant no variant has, a
+    /// `bool` byte other than 0 and 1, a bad `Option` tag): damaged data, read through
+    /// [`Checked`](pmem_core::Checked).
+    #[error(transparent)]
+    CorruptData(#[from] pmem_core::InvalidValue),
     /// Creation options are impossible (names which).
     #[error("invalid pool options: {0}")]
     InvalidOptions(&'static str),

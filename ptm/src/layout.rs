@@ -28,6 +28,18 @@
 //! |    120 |    8 | `meta_hash`    | xxh3-64 of bytes 0..120                            |
 //! |    128 |    8 | `generation`   | incremented at every open (mutable; lock words)    |
 //! |    136 |    8 | `clean`        | 1 after a clean close, 0 while open (mutable)      |
+//! |   1024 | 3072 | schema record  | the root type's schema (below)                     |
+//!
+//! Schema record (at superblock offset 1024; all zero in pools made before schemas were
+//! recorded):
+//!
+//! | offset | size | field            |                                                  |
+//! |-------:|-----:|------------------|--------------------------------------------------|
+//! |   1024 |    8 | `fingerprint`    | `TypeSchema::fingerprint` of the root; 0: none recorded (the rest is then ignored) |
+//! |   1032 |    4 | `text_len`       | bytes of the encoding at 1048; 0: too long to keep (fingerprint only) |
+//! |   1036 |    4 | `format`         | 1                                                |
+//! |   1040 |    8 | `check`          | xxh3-64 of bytes 1024..1040 and the text         |
+//! |   1048 | `text_len` (≤ 3048) | `text` | `TypeSchema::encode` of the root type, UTF-8 |
 //!
 //! Lane (`lane_size` bytes at `lanes_offset + i * lane_size`):
 //!
@@ -59,6 +71,113 @@ pub(crate) const SB_HASHED: usize = 120;
 pub(crate) const SB_GENERATION: u64 = 128;
 pub(crate) const SB_CLEAN: u64 = 136;
 pub(crate) const SB_SIZE: u64 = 4096;
+
+/// Superblock offset of the schema record.
+pub(crate) const SB_SCHEMA: u64 = 1024;
+/// Bytes of the schema record before its text.
+const SCHEMA_HEADER: usize = 24;
+/// Longest schema encoding kept in the superblock; a longer one is recorded as its fingerprint.
+pub const SCHEMA_MAX_TEXT: usize = (SB_SIZE as usize) - (SB_SCHEMA as usize) - SCHEMA_HEADER;
+const SCHEMA_FORMAT: u32 = 1;
+
+/// The root type's schema as a pool records it (superblock offset 1024, see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootSchema {
+    /// Nothing recorded: a pool made before schemas were recorded, or by `Pool::create_any`
+    /// (the first `Pool::<R>::open` records `R`'s).
+    NotRecorded,
+    /// Only the fingerprint: the encoding was longer than [`SCHEMA_MAX_TEXT`].
+    Fingerprint(u64),
+    /// The full description.
+    Described(pmem_core::schema::TypeSchema),
+}
+
+impl RootSchema {
+    /// The recorded fingerprint, if any.
+    pub fn fingerprint(&self) -> Option<u64> {
+        match self {
+            RootSchema::NotRecorded => None,
+            RootSchema::Fingerprint(f) => Some(*f),
+            RootSchema::Described(s) => Some(s.fingerprint()),
+        }
+    }
+}
+
+/// The schema record for `schema`: the bytes from superblock offset 1024 (the fingerprint at
+/// 0..8, the rest from 8).
+pub(crate) fn encode_schema(schema: &pmem_core::schema::TypeSchema) -> Vec<u8> {
+    let text = schema.encode();
+    let fingerprint = pmem_core::schema::fingerprint_of(&text);
+    let text = if text.len() <= SCHEMA_MAX_TEXT {
+        text
+    } else {
+        String::new()
+    };
+    let mut b = vec![0u8; SCHEMA_HEADER + text.len()];
+    put(&mut b, 0, fingerprint);
+    b[8..12].copy_from_slice(&(text.len() as u32).to_le_bytes());
+    b[12..16].copy_from_slice(&SCHEMA_FORMAT.to_le_bytes());
+    b[SCHEMA_HEADER..].copy_from_slice(text.as_bytes());
+    let check = schema_check(&b[..16], text.as_bytes());
+    put(&mut b, 16, check);
+    b
+}
+
+fn schema_check(head: &[u8], text: &[u8]) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(head);
+    h.update(text);
+    h.digest()
+}
+
+/// Decodes the schema record `b` (the superblock from offset 1024 to its end).
+pub(crate) fn decode_schema(b: &[u8]) -> Result<RootSchema, &'static str> {
+    if b.len() < SCHEMA_HEADER {
+        return Err("schema record truncated");
+    }
+    let fingerprint = get(b, 0);
+    if fingerprint == 0 {
+        return Ok(RootSchema::NotRecorded);
+    }
+    let len = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes")) as usize;
+    let format = u32::from_le_bytes(b[12..16].try_into().expect("4 bytes"));
+    if format != SCHEMA_FORMAT {
+        return Err("unknown schema record format");
+    }
+    if len > SCHEMA_MAX_TEXT || SCHEMA_HEADER + len > b.len() {
+        return Err("schema record length is impossible");
+    }
+    let text = &b[SCHEMA_HEADER..SCHEMA_HEADER + len];
+    if schema_check(&b[..16], text) != get(b, 16) {
+        return Err("schema record checksum mismatch");
+    }
+    if len == 0 {
+        return Ok(RootSchema::Fingerprint(fingerprint));
+    }
+    let text = std::str::from_utf8(text).map_err(|_| "schema record is not UTF-8")?;
+    if pmem_core::schema::fingerprint_of(text) != fingerprint {
+        return Err("schema record fingerprint does not match its text");
+    }
+    pmem_core::schema::TypeSchema::decode(text)
+        .map(RootSchema::Described)
+        .map_err(|_| "schema record text is not a schema")
+}
+
+/// Reads the root schema recorded in the pool `region` (for tools such as `ptm info`; needs no
+/// open `Pool`).
+///
+/// # Errors
+///
+/// [`Error::CorruptMetadata`](crate::Error::CorruptMetadata) for a damaged record,
+/// [`Error::Core`](crate::Error::Core) for read errors.
+pub fn read_root_schema(region: &pmem_core::Region) -> crate::Result<RootSchema> {
+    let mut b = vec![0u8; SB_SIZE as usize - SB_SCHEMA as usize];
+    region.read_at(region.data_range().start + SB_SCHEMA, &mut b)?;
+    decode_schema(&b).map_err(|what| crate::Error::CorruptMetadata {
+        path: region.path().to_owned(),
+        what,
+    })
+}
 
 /// Offset of the commit record within a lane.
 pub const LANE_COMMIT: u64 = 64;
@@ -446,6 +565,31 @@ mod tests {
             assert!(Geometry::decode(&d, 4096, 64 << 20).is_err(), "byte {i}");
         }
         assert!(Geometry::decode(&b, 4096, 32 << 20).is_err() || g.heap_offset + g.heap_size <= 32 << 20);
+    }
+
+    #[test]
+    fn schema_records_round_trip_and_detect_damage() {
+        use pmem_core::schema::{schema_of, TypeSchema};
+        let schema = schema_of::<[u64; 3]>();
+        let b = encode_schema(&schema);
+        assert_eq!(decode_schema(&b), Ok(RootSchema::Described(schema.clone())));
+        assert_eq!(decode_schema(&[0u8; 64]), Ok(RootSchema::NotRecorded));
+        for i in 0..b.len() {
+            let mut d = b.clone();
+            d[i] ^= 0x04;
+            let r = decode_schema(&d);
+            // Flipping a fingerprint bit to leave it 0 is "not recorded"; everything else is
+            // caught.
+            assert!(
+                r.is_err() || (i < 8 && r == Ok(RootSchema::NotRecorded)),
+                "byte {i}: {r:?}"
+            );
+        }
+        // Too long to keep: the fingerprint alone.
+        let long = TypeSchema::generic("Long", 8, (0..400).map(|_| ("T", schema_of::<u64>())).collect());
+        let b = encode_schema(&long);
+        assert_eq!(b.len(), SCHEMA_HEADER);
+        assert_eq!(decode_schema(&b), Ok(RootSchema::Fingerprint(long.fingerprint())));
     }
 
     #[test]

@@ -62,10 +62,91 @@
 //! assert_eq!(total, 100);
 //! # Ok(()) }
 //! ```
+//!
+//! ## Schemas
+//!
+//! A pool records its root type's schema when it is created: every field's name and type,
+//! recursively through nested structs, cells, locks, `PPtr`s and the element, key and value
+//! types of collections ([`pmem_core::schema`]; `#[derive(Persistent)]` writes the description).
+//! [`Pool::open`] with a root type of another schema fails with [`Error::SchemaMismatch`],
+//! naming the first difference (`Root.tasks<V>.due: the pool stores nothing (the field is new)`);
+//! `ptm info` prints the recorded schema. Renaming a field or a type is a schema change too.
+//! A pool created before schemas were recorded (or by [`Pool::create_any`]) opens as any root of
+//! the right size and records that type's schema: later opens are checked.
+//!
+//! Enums, `bool` and `Option` are stored through [`Checked<T>`] (`PCell<Checked<State>>`,
+//! [`PBool`], [`POption<T>`]): a stored value that is not a valid `T` reads as
+//! [`Error::CorruptData`], never as an invalid value.
+//!
+//! ## Migrating a pool
+//!
+//! A pool never changes schema in place. To move data to a new schema, open the old pool with
+//! the old type, create a new pool with the new type, copy inside a transaction of the new pool
+//! (which commits durably as a whole), close both, and replace the old file with the new one
+//! (a `rename` is atomic: a crash leaves either file whole). Keep the old type in a module of
+//! its own (`mod v1`), as below; types and fields keep their names, so the schemas differ
+//! exactly where the types do. On the journaled engine (a plain file on a disk) close both pools
+//! first and remove their `<pool>.journal` files before the rename: a cleanly closed pool's file
+//! holds everything.
+//!
+//! ```
+//! use ptm::{PCell, Persistent, Pool, PoolOptions};
+//!
+//! mod v1 {
+//!     #[derive(ptm::Persistent)]
+//!     #[repr(C)]
+//!     pub struct Root {
+//!         pub count: ptm::PCell<u64>,
+//!     }
+//! }
+//!
+//! /// Version 2 adds a field.
+//! #[derive(Persistent)]
+//! #[repr(C)]
+//! struct Root {
+//!     count: PCell<u64>,
+//!     limit: PCell<u64>,
+//! }
+//!
+//! # fn main() -> Result<(), ptm::Error> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! let path = dir.path().join("app.pool");
+//! let opts = PoolOptions::new();
+//! # Pool::<v1::Root>::create(&path, 8 << 20, &opts)?.transaction(|tx, r| r.count.set(tx, 41))?;
+//! // The new program sees the old pool ...
+//! assert!(matches!(Pool::<Root>::open(&path, &opts), Err(ptm::Error::SchemaMismatch { .. })));
+//!
+//! // ... and migrates it: read with the old type, write a new pool with the new one.
+//! let old = Pool::<v1::Root>::open(&path, &opts)?;
+//! let count = old.transaction(|tx, r| Ok::<_, ptm::Error>(r.count.get(tx)))?;
+//! let next = dir.path().join("app.pool.v2");
+//! let new = Pool::<Root>::create(&next, 8 << 20, &opts)?;
+//! new.transaction(|tx, r| {
+//!     r.count.set(tx, count)?;
+//!     r.limit.set(tx, 100)
+//! })?;
+//! new.close()?;
+//! old.close()?;
+//! // A cleanly closed pool's file holds all of it: the journals of the journaled engine (on a
+//! // plain file) are not needed any more, and would not match the renamed pool.
+//! for p in [&path, &next] {
+//!     let _ = std::fs::remove_file(p.with_extension(format!("{}.journal", p.extension().unwrap().to_str().unwrap())));
+//! }
+//! std::fs::rename(&next, &path).expect("rename");
+//!
+//! let pool = Pool::<Root>::open(&path, &opts)?;
+//! assert_eq!(pool.transaction(|tx, r| Ok::<_, ptm::Error>((r.count.get(tx), r.limit.get(tx))))?, (41, 100));
+//! # Ok(()) }
+//! ```
+//!
+//! For large pools copy in several transactions of the new pool (each durable), and rename only
+//! after the last; collections copy element by element (`iter` on the old, `push`/`insert` on
+//! the new).
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod alloc;
 mod cell;
+mod checked;
 mod error;
 mod grow;
 pub mod heap;
@@ -76,6 +157,7 @@ pub mod lockword;
 mod log;
 mod nested;
 mod pool;
+mod schema;
 mod sync;
 mod tx;
 
@@ -84,12 +166,13 @@ pub use error::{Error, Result};
 pub use grow::{grow_pool, max_pool_size};
 pub use heap::HeapStats;
 pub use inspect::{inspect, Summary};
-pub use layout::Geometry;
+pub use layout::{read_root_schema, Geometry, RootSchema};
 pub use nested::Nested;
 pub use pmem_core;
 pub use pmem_core::{
     thread_stats, DomainKind, Durability, Engine, JournalOptions, PPtr, PersistStats, Persistent,
 };
+pub use pmem_core::{Checked, Encoded, PBool, POption, Schema};
 pub use pool::{Pool, PoolOptions, RecoveryReport, DEFAULT_LANES, DEFAULT_LANE_SIZE, DEFAULT_LOCK_TIMEOUT};
 pub use tx::{PendingCommit, SnapshotBatch, Transaction};
 

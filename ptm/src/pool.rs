@@ -14,6 +14,7 @@ use crate::heap::{slab_geom, Desc, HeapStats, CHUNK};
 
 use crate::error::{Error, Result};
 use crate::lanes::{preferred_lane, LaneMap};
+use crate::layout::RootSchema;
 use crate::layout::{self, CommitRecord, DataHasher, Geometry, Verdict, LANE_COMMIT, LANE_LOG};
 use crate::log::{scan_lane, LogEntry};
 use crate::tx::{LaneVolatile, PendingCommit, Transaction};
@@ -569,10 +570,23 @@ impl<R: Persistent> Pool<R> {
     /// [`Error::InvalidOptions`] (lanes/lane size out of range, pool too small for lanes + root),
     /// and the pmem-core errors of [`RegionOptions::create`].
     pub fn create(path: impl AsRef<Path>, size: u64, opts: &PoolOptions) -> Result<Self> {
-        Self::create_inner(path.as_ref(), size, opts, std::mem::size_of::<R>() as u64)
+        let schema = pmem_core::schema::schema_of::<R>();
+        Self::create_inner(
+            path.as_ref(),
+            size,
+            opts,
+            std::mem::size_of::<R>() as u64,
+            Some(&schema),
+        )
     }
 
-    fn create_inner(path: &Path, size: u64, opts: &PoolOptions, root_size: u64) -> Result<Self> {
+    fn create_inner(
+        path: &Path,
+        size: u64,
+        opts: &PoolOptions,
+        root_size: u64,
+        schema: Option<&pmem_core::schema::TypeSchema>,
+    ) -> Result<Self> {
         if !(1..=layout::MAX_LANES).contains(&opts.lanes) {
             return Err(Error::InvalidOptions("lanes must be 1..=1024"));
         }
@@ -605,6 +619,11 @@ impl<R: Persistent> Pool<R> {
         sb[..128].copy_from_slice(&geo.encode());
         sb[layout::SB_GENERATION as usize..][..8].copy_from_slice(&1u64.to_le_bytes());
         region.write_at(data.start, &sb)?;
+        // The root's schema record (all zero for `create_any`: nothing recorded). A device-DAX
+        // node may hold old bytes there, so it is written either way.
+        let record = schema.map(layout::encode_schema).unwrap_or_else(|| vec![0u8; 8]);
+        region.write_at(data.start + layout::SB_SCHEMA, &record)?;
+        region.flush(data.start + layout::SB_SCHEMA, record.len() as u64)?;
         region.persist(data.start, sb.len() as u64)?;
         Self::assemble(
             region,
@@ -618,13 +637,21 @@ impl<R: Persistent> Pool<R> {
         )
     }
 
-    /// Opens a pool, checks its layout name and root type size, and runs recovery: committed
-    /// transactions stay, uncommitted ones are rolled back.
+    /// Opens a pool, checks its layout name and root type (its recorded schema, else its size),
+    /// and runs recovery: committed transactions stay, uncommitted ones are rolled back.
+    ///
+    /// The pool records its root type's [schema](pmem_core::schema) when it is created; a root
+    /// type with another schema (a field added, removed, renamed or retyped, an element type
+    /// of a nested collection changed) is refused with [`Error::SchemaMismatch`], naming the
+    /// first difference. A pool with no schema recorded (made before schemas were recorded, or
+    /// by [`create_any`](Pool::create_any)) opens if the root size matches, and records `R`'s
+    /// schema: later opens are checked.
     ///
     /// # Errors
     ///
-    /// [`Error::CorruptMetadata`], [`Error::RootMismatch`], [`Error::CorruptLog`], and the
-    /// pmem-core errors of [`RegionOptions::open`] (`PoolLocked`, `LayoutMismatch`, ...).
+    /// [`Error::SchemaMismatch`], [`Error::CorruptMetadata`] (also for a damaged schema
+    /// record), [`Error::RootMismatch`], [`Error::CorruptLog`], and the pmem-core errors of
+    /// [`RegionOptions::open`] (`PoolLocked`, `LayoutMismatch`, ...).
     pub fn open(path: impl AsRef<Path>, opts: &PoolOptions) -> Result<Self> {
         Self::open_inner(path, opts, false)
     }
@@ -638,6 +665,11 @@ impl<R: Persistent> Pool<R> {
             path: path.as_ref().to_owned(),
             what,
         })?;
+        let recorded = layout::read_root_schema(&region)?;
+        let schema = (!any_root).then(pmem_core::schema::schema_of::<R>);
+        if let Some(schema) = &schema {
+            check_schema(path.as_ref(), &recorded, schema)?;
+        }
         let expected = std::mem::size_of::<R>() as u64;
         if geo.root_size != expected && !(any_root && expected == 0) {
             return Err(Error::RootMismatch {
@@ -649,6 +681,17 @@ impl<R: Persistent> Pool<R> {
         let was_clean = layout::get(&sb, layout::SB_CLEAN as usize) == 1;
         let generation = (old_gen as u32).wrapping_add(1).max(1);
         let mut region = region;
+        if let (RootSchema::NotRecorded, Some(schema)) = (&recorded, &schema) {
+            // Record the schema of the type this pool is first opened as: everything but the
+            // fingerprint, persisted; then the fingerprint word, persisted. A crash in between
+            // leaves the fingerprint 0, "not recorded", whatever the other bytes hold.
+            let record = layout::encode_schema(schema);
+            let at = data.start + layout::SB_SCHEMA;
+            region.write_at(at + 8, &record[8..])?;
+            region.persist(at + 8, record.len() as u64 - 8)?;
+            region.write_at(at, &record[..8])?;
+            region.persist(at, 8)?;
+        }
         let mut mutable = [0u8; 16];
         mutable[..8].copy_from_slice(&u64::from(generation).to_le_bytes());
         region.write_at(data.start + layout::SB_GENERATION, &mutable)?;
@@ -1005,7 +1048,36 @@ impl Pool<()> {
     ///
     /// As [`Pool::create`].
     pub fn create_any(path: impl AsRef<Path>, size: u64, root_size: u64, opts: &PoolOptions) -> Result<Self> {
-        Self::create_inner(path.as_ref(), size, opts, root_size)
+        Self::create_inner(path.as_ref(), size, opts, root_size, None)
+    }
+}
+
+/// Refuses to open a pool whose recorded root schema is not `expected`.
+fn check_schema(path: &Path, recorded: &RootSchema, expected: &pmem_core::schema::TypeSchema) -> Result<()> {
+    let expected_fingerprint = expected.fingerprint();
+    let mismatch = |at: String, stored: String, expected: String, stored_fingerprint: u64| {
+        Err(Error::SchemaMismatch {
+            path: path.to_owned(),
+            at,
+            stored,
+            expected,
+            stored_fingerprint,
+            expected_fingerprint,
+        })
+    };
+    match recorded {
+        RootSchema::NotRecorded => Ok(()),
+        RootSchema::Fingerprint(f) if *f == expected_fingerprint => Ok(()),
+        RootSchema::Fingerprint(f) => mismatch(
+            expected.name.clone(),
+            format!("another schema (too long to keep in the pool, fingerprint {f:#018x})"),
+            expected.short(),
+            *f,
+        ),
+        RootSchema::Described(stored) => match expected.first_difference(stored) {
+            None => Ok(()),
+            Some(d) => mismatch(d.at, d.stored, d.expected, stored.fingerprint()),
+        },
     }
 }
 

@@ -36,6 +36,16 @@ fn wrong_layout() {
 fn wrong_root_type() {
     let dir = common::shm_dir();
     let p = make(&dir);
+    // The pool records its root's schema: another root type is named.
+    let e = Pool::<[u64; 4]>::open(&p, &common::pmem()).unwrap_err();
+    assert!(
+        matches!(&e, Error::SchemaMismatch { at, stored, .. } if at == "[u64; 4]" && stored == "Root (8 bytes)"),
+        "{e:?}"
+    );
+    // A pool with no schema recorded (made before schemas were) is checked by size.
+    let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+    f.write_all_at(&[0u8; 8], 4096 + 1024).unwrap();
+    drop(f);
     let e = Pool::<[u64; 4]>::open(&p, &common::pmem()).unwrap_err();
     assert!(
         matches!(

@@ -9,9 +9,10 @@ struct Explicit {
     a: u64,
 }
 
-/// The trait reached through a re-export, as `ptm` will do.
+/// The crate reached through a re-export of what the derive names: the trait, and the
+/// `schema` and `checked` modules.
 mod reexport {
-    pub use pmem_core::Persistent;
+    pub use pmem_core::{checked, schema, Persistent};
 }
 
 #[derive(Persistent)]
