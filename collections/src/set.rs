@@ -164,6 +164,16 @@ impl<K: PKey> PHashSet<K> {
     pub fn hash_seed(&self, tx: &Transaction<'_>) -> u64 {
         self.map.hash_seed(tx)
     }
+
+    /// Sets the hash seed of an empty set, as [`PHashMap::set_hash_seed`].
+    ///
+    /// # Errors
+    ///
+    /// As [`PHashMap::set_hash_seed`].
+    #[doc(hidden)]
+    pub fn set_hash_seed(&self, tx: &Transaction<'_>, seed: u64) -> Result<()> {
+        self.map.set_hash_seed(tx, seed)
+    }
 }
 
 impl<K: PKey> PValue for PHashSet<K> {

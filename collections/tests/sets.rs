@@ -62,16 +62,23 @@ fn check(pool: &Pool<Root>, m: &Model) {
         assert_eq!(r.hs.len(tx), m.hs.len() as u64);
         let h: HashSet<u64> = r.h.iter(tx).collect();
         assert_eq!(h, m.h, "PHashSet<u64>");
-        let hs = r.hs.iter(tx).map(|k| k.as_string(tx)).collect::<Result<HashSet<_>, _>>()?;
+        let hs =
+            r.hs.iter(tx)
+                .map(|k| k.as_string(tx))
+                .collect::<Result<HashSet<_>, _>>()?;
         assert_eq!(hs, m.hs, "PHashSet<PString>");
-        assert_eq!(r.b.iter(tx)?.collect::<Vec<_>>(), m.b.iter().copied().collect::<Vec<_>>());
+        assert_eq!(
+            r.b.iter(tx)?.collect::<Vec<_>>(),
+            m.b.iter().copied().collect::<Vec<_>>()
+        );
         assert_eq!(r.bs.to_vec(tx)?, m.bs.iter().cloned().collect::<Vec<_>>());
         assert_eq!(
             r.b.range(tx, 100..200)?.collect::<Vec<_>>(),
             m.b.range(100..200).copied().collect::<Vec<_>>(),
             "range"
         );
-        let reversed: Vec<u64> = r.b.range(tx, 200..100)?.collect();
+        let (hi, lo) = (200, 100);
+        let reversed: Vec<u64> = r.b.range(tx, hi..lo)?.collect();
         assert!(reversed.is_empty(), "a reversed range is empty");
         r.h.check_invariants(tx)?;
         r.hs.check_invariants(tx)?;
