@@ -203,6 +203,9 @@ fn crafted_flood(kind: Kind) {
     let (random_bytes, random_blocks, ..) = fill(kind, false, &random_keys(n), &crafted_keys(50));
     let crafted = crafted_keys(n);
     let (bytes, blocks, ..) = fill(kind, false, &crafted, &random_keys(50));
+    println!(
+        "{kind:?}: {n} crafted keys: {bytes} heap bytes in {blocks} blocks; random: {random_bytes} in {random_blocks}"
+    );
     assert!(
         bytes <= 2 * random_bytes,
         "{kind:?}: crafted keys use {bytes} bytes, random ones {random_bytes}"
@@ -245,6 +248,7 @@ fn constant_hash(kind: Kind) {
     // With 5,000 keys that rounding alone can pass the bound, so debug builds allow one chunk
     // more; with 20,000 it is amortised and the bound is strict.
     let slack = if n < 20_000 { ptm::heap::CHUNK } else { 0 };
+    println!("{kind:?}: {n} constant-hash keys: {bytes} heap bytes; random: {random_bytes}");
     assert!(
         bytes <= 2 * random_bytes + slack,
         "{kind:?}: constant-hash keys use {bytes} bytes, random ones {random_bytes}"
