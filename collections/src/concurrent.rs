@@ -101,8 +101,13 @@ impl<K: PKey, V: PValue, const SHARDS: usize> PConcurrentMap<K, V, SHARDS> {
     const SHARDS_OK: () = assert!(SHARDS > 0, "PConcurrentMap needs at least one shard");
 
     /// The shard holding `k` (`0..SHARDS`; `&7` for a `u64` key, `"ada"` for a `PString` key):
-    /// the high half of the key's hash (the shard's directory uses the top bits, its segments
-    /// the low ones).
+    /// the high half of the key's fixed (unseeded) hash.
+    ///
+    /// The shard function is not seeded (a map-wide seed would have to be read before any
+    /// shard lock is taken, and set once by whichever transaction comes first, which the
+    /// shards' locks cannot order): keys crafted against the fixed hash can all land in one
+    /// shard. Each shard is a seeded [`PHashMap`], so such keys stay correct and within
+    /// proportional memory there; they only lose the parallelism of distinct shards.
     pub fn shard_index(k: &K::Borrowed) -> usize {
         let () = Self::SHARDS_OK;
         ((K::borrowed_hash(k) >> 32) % SHARDS as u64) as usize

@@ -212,7 +212,9 @@
 //!
 //! Every bit pattern of a handle is a valid handle: lengths are clamped to capacities and
 //! pointers are checked (`Transaction::deref`: null, foreign, out of bounds, misaligned) before
-//! use. What cannot be checked with ptm's public API is that a buffer pointer designates a live
+//! use. Damage found is reported as [`Error::CorruptCollection`](ptm::Error::CorruptCollection)
+//! (the structure, the pool offset of the damaged block when known, and what is wrong);
+//! [`PHashMap::check_invariants`] verifies a whole map. What cannot be checked with ptm's public API is that a buffer pointer designates a live
 //! block of the right size owned by this handle alone: a corrupted pool in which two handles share
 //! a block, or a handle points at freed memory, breaks the contract of `Transaction::deref`.
 //!

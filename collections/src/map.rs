@@ -17,8 +17,11 @@ const EMPTY: u8 = 0;
 const FULL: u8 = 1;
 /// Any control byte other than `EMPTY` and `FULL` is a tombstone.
 const TOMB: u8 = 2;
-/// Slots of a map's first segment.
+/// Slots of a map's first segment, and the fewest of any segment.
 const MIN_CAP: u64 = 8;
+/// Slots per probe group (see `probe`): a segment has at least this many.
+const GROUP: u64 = 8;
+const _: () = assert!(MIN_CAP >= GROUP && GROUP.is_power_of_two());
 /// Bytes of a segment's header: four `u64`s at the offsets below.
 const SEG_HDR: u64 = 32;
 /// Header field: slots of the segment (a power of two).
@@ -82,8 +85,21 @@ const fn seg_cap(slot: u64) -> u64 {
 /// (for floats, `-0.0 != 0.0` and a NaN equals itself). A [`PString`](crate::PString) key (or a
 /// `PVec<T>` key) is stored in its key slot as a handle owning a buffer of exactly its
 /// contents, compared and hashed by those contents, and looked up by `&str` (`&[T]`):
-/// `PHashMap<PString, u64>` is a persistent string-keyed store. The hash function is fixed and
-/// part of the on-media format, so any build and any process finds the keys again.
+/// `PHashMap<PString, u64>` is a persistent string-keyed store.
+///
+/// **Hashing.** Each map draws a random 56-bit seed when it gets its first block (at its first
+/// insert, and again after [`clear`](PHashMap::clear)), kept in its handle, and hashes keys
+/// with SipHash-1-3 keyed by it (the hash of std's `HashMap`): nobody who does not know the
+/// seed can choose keys that collide. The seed and the hash are part of the on-media format,
+/// so any build and any process finds the keys again. Maps written before seeds (seed 0) keep
+/// the fixed hash they were written with (design §13.3).
+///
+/// **Collisions.** Keys that a segment cannot split apart (a key type whose own hash collides,
+/// or keys crafted against the fixed hash of seed-0 maps) **overflow**: their segment grows past
+/// the normal size instead of splitting, so the map stays correct and its memory proportional
+/// to its entries whatever the keys. The cost is the one any hash table pays for full
+/// collisions: with `n` keys of one hash, a lookup, insert or removal among them probes O(n)
+/// slots, and the segment's rebuilds copy O(n) entries (amortised O(1) per insert).
 ///
 /// Lookups take the borrowed form of the key (`get(tx, &7)`, `get(tx, "ada")`); inserting
 /// methods take anything that is [`AsKey`] (`insert(tx, 7, x)`, `insert(tx, "ada", x)`).
@@ -282,11 +298,11 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
     fn open(tx: &Transaction<'_>, block: PPtr<u8>) -> Result<Seg> {
         let () = Self::SIZES_OK;
         let cap = Self::hdr(tx, block, H_CAP)?.get(tx);
-        if !cap.is_power_of_two() {
+        if !cap.is_power_of_two() || cap < MIN_CAP {
             return Err(raw::corrupt(
                 SEGMENT,
                 block.offset(),
-                format!("capacity {cap} is not a power of two"),
+                format!("capacity {cap} is not a power of two of at least {MIN_CAP}"),
             ));
         }
         let (ko, vo, _) = geometry::<K, V>(cap)?;
@@ -356,30 +372,45 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
         unsafe { raw::at::<V>(tx, s.block, Self::val_off(s, i)?) }
     }
 
-    /// Where `k` (of hash `h`) is in `s`, or where it would go.
+    /// Where `k` (of hash `h`) is in `s`, or where it would go. Linear probing from the home
+    /// slot `h mod cap`, reading the control bytes and the keys a group of [`GROUP`] slots at a
+    /// time (one access each per group instead of one per slot: long probe sequences, as among
+    /// colliding keys, cost a fraction of the checks).
     fn probe(tx: &Transaction<'_>, s: Seg, h: u64, k: &K::Borrowed) -> Result<Probe> {
         let mask = s.cap - 1;
         let mut i = h & mask;
         let mut tomb = None;
-        for _ in 0..s.cap {
-            match Self::ctrl(tx, s, i)?.get(tx) {
-                EMPTY => {
-                    return Ok(match tomb {
-                        Some(t) => Probe::Vacant(t, true),
-                        None => Probe::Vacant(i, false),
-                    })
-                }
-                FULL => {
-                    // SAFETY: a full slot; the reference is dropped before any write.
-                    if unsafe { Self::key_ref(tx, s, i)? }.key_eq(tx, k)? {
-                        return Ok(Probe::Found(i));
+        let mut seen = 0;
+        while seen < s.cap {
+            // `cap` is a power of two of at least `GROUP` (checked by `open`): the group
+            // `base..base + GROUP` lies inside the segment.
+            let base = i & !(GROUP - 1);
+            // SAFETY: the contract above: control bytes of a live segment, below `cap`.
+            let ctrl = unsafe { raw::cell::<[u8; GROUP as usize]>(tx, s.block, SEG_HDR + base)? }.get(tx);
+            // SAFETY: the contract above: key slots of a live segment, below `cap`; `probe`
+            // only reads, so the reference is dropped before any write.
+            let keys = unsafe { raw::at::<[K; GROUP as usize]>(tx, s.block, Self::key_off(s, base)?)? };
+            for j in i - base..GROUP {
+                let slot = base + j;
+                match ctrl[j as usize] {
+                    EMPTY => {
+                        return Ok(match tomb {
+                            Some(t) => Probe::Vacant(t, true),
+                            None => Probe::Vacant(slot, false),
+                        })
+                    }
+                    FULL => {
+                        if keys[j as usize].key_eq(tx, k)? {
+                            return Ok(Probe::Found(slot));
+                        }
+                    }
+                    _ => {
+                        tomb.get_or_insert(slot);
                     }
                 }
-                _ => {
-                    tomb.get_or_insert(i);
-                }
             }
-            i = (i + 1) & mask;
+            seen += GROUP - (i - base);
+            i = (base + GROUP) & mask;
         }
         Ok(match tomb {
             Some(t) => Probe::Vacant(t, true),

@@ -47,6 +47,21 @@ type Unit = u8;
 /// })?;
 /// # Ok(()) }
 /// ```
+///
+/// A map with a zero-sized value (`PHashMap<K, ()>`) is rejected when the root type is
+/// checked (`cargo check` already fails, naming this type):
+///
+/// ```compile_fail
+/// use ptm::Persistent;
+/// use ptm_collections::PHashMap;
+///
+/// #[derive(Persistent)]
+/// #[persistent(crate = "ptm::pmem_core")]
+/// #[repr(C)]
+/// struct Root {
+///     seen: PHashMap<u64, ()>,
+/// }
+/// ```
 #[repr(transparent)]
 pub struct PHashSet<K> {
     map: PHashMap<K, Unit>,
@@ -164,6 +179,16 @@ impl<K: PKey> PHashSet<K> {
     pub fn hash_seed(&self, tx: &Transaction<'_>) -> u64 {
         self.map.hash_seed(tx)
     }
+
+    /// Sets the hash seed of an empty set, as [`PHashMap::set_hash_seed`].
+    ///
+    /// # Errors
+    ///
+    /// As [`PHashMap::set_hash_seed`].
+    #[doc(hidden)]
+    pub fn set_hash_seed(&self, tx: &Transaction<'_>, seed: u64) -> Result<()> {
+        self.map.set_hash_seed(tx, seed)
+    }
 }
 
 impl<K: PKey> PValue for PHashSet<K> {
@@ -232,6 +257,21 @@ impl<K> fmt::Debug for SetIter<'_, K> {
 ///     Ok::<_, ptm::Error>(())
 /// })?;
 /// # Ok(()) }
+/// ```
+///
+/// A map with a zero-sized value (the set a std user would write as `BTreeMap<K, ()>`) is
+/// rejected when the root type is checked (`cargo check` already fails, naming this type):
+///
+/// ```compile_fail
+/// use ptm::Persistent;
+/// use ptm_collections::PBTreeMap;
+///
+/// #[derive(Persistent)]
+/// #[persistent(crate = "ptm::pmem_core")]
+/// #[repr(C)]
+/// struct Root {
+///     ids: PBTreeMap<u64, ()>,
+/// }
 /// ```
 #[repr(transparent)]
 pub struct PBTreeSet<K> {

@@ -619,7 +619,7 @@ fn string_keys_hash_as_their_bytes() {
     let pool = Pool::<Bytes3>::create(dir.path().join("h.pool"), SIZE, &opts()).unwrap();
     let k = |i: u64| <[u8; 3]>::try_from(format!("{:03}", i * 37 % 1000).as_bytes()).unwrap();
     pool.transaction(|tx, r| {
-        let seed = 0x5eed_0f_a11;
+        let seed = 0x5eed_0fa1;
         r.a.set_hash_seed(tx, seed)?;
         r.s.set_hash_seed(tx, seed)?;
         r.v.set_hash_seed(tx, seed)?;

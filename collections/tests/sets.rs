@@ -77,7 +77,8 @@ fn check(pool: &Pool<Root>, m: &Model) {
             m.b.range(100..200).copied().collect::<Vec<_>>(),
             "range"
         );
-        let reversed: Vec<u64> = r.b.range(tx, 200..100)?.collect();
+        let (hi, lo) = (200, 100);
+        let reversed: Vec<u64> = r.b.range(tx, hi..lo)?.collect();
         assert!(reversed.is_empty(), "a reversed range is empty");
         r.h.check_invariants(tx)?;
         r.hs.check_invariants(tx)?;

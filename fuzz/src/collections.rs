@@ -19,7 +19,9 @@
 //! The mutation targets ([`Template::regions`]) are the 9 handles in the root (in field order
 //! `v m t s q b vs mv big`), then every heap block the collections own (the blocks of `v m s b vs
 //! mv` in that order, the queue's directory and chunk, the directory and segments of `big`, the
-//! B-tree nodes, the nested strings' and vectors' buffers).
+//! B-tree nodes, the nested strings' and vectors' buffers), then the segment of the hash set
+//! `hs` and the leaf of the ordered set `bs`, then those two sets' handles (added last, so the
+//! earlier regions keep their indices). The maps' hash seeds are fixed ([`SEEDS`]).
 //!
 //! ## Input
 //!
@@ -52,7 +54,7 @@ use std::ops::Range;
 use std::path::Path;
 
 use ptm::{Error, PCell, Persistent, Pool, PoolOptions, Transaction};
-use ptm_collections::{PBTreeMap, PBox, PHashMap, PQueue, PString, PVec};
+use ptm_collections::{PBTreeMap, PBTreeSet, PBox, PHashMap, PHashSet, PQueue, PString, PVec};
 
 /// The root of the template pool.
 #[derive(Persistent)]
@@ -88,6 +90,10 @@ pub struct Root {
     pub guard_v: PVec<u64>,
     /// Never touched by the script.
     pub sentinel2: PCell<u64>,
+    /// A hash set of one segment.
+    pub hs: PHashSet<u64>,
+    /// An ordered set of one leaf.
+    pub bs: PBTreeSet<u64>,
 }
 
 /// Layout name of the template pool.
@@ -151,6 +157,13 @@ fn populate(pool: &Pool<Root>) -> Result<(), Error> {
         r.m.set_hash_seed(tx, SEEDS[0])?;
         r.mv.set_hash_seed(tx, SEEDS[1])?;
         r.big.set_hash_seed(tx, SEEDS[2])?;
+        r.hs.set_hash_seed(tx, SEEDS[0])?;
+        for k in 0..12 {
+            r.hs.insert(tx, k * 5)?;
+            r.bs.insert(tx, k * 5)?;
+        }
+        r.hs.remove(tx, &10)?;
+        r.bs.remove(tx, &10)?;
         r.sentinel.set(tx, SENTINEL)?;
         r.sentinel2.set(tx, !SENTINEL)?;
         r.v.extend(tx, (0..40).map(|i| i * 7 + 1))?;
@@ -343,6 +356,15 @@ pub fn make_template(dir: &Path) -> Template {
             owned.push(v.buffer_offset(tx).expect("a non-empty vector"));
         }
         assert!(r.q.len(tx) == 7, "queue length");
+        // The sets (regions after all the above): the hash set's one segment (its capacity
+        // word unchecked) and the B-tree set's one leaf (its leaf flag unchecked).
+        let hs = r.hs.block_offsets(tx)?;
+        let bs = r.bs.node_offsets(tx)?;
+        assert!(hs.len() == 1 && bs.len() == 1, "one block per set");
+        words(&mut unchecked, hs[0] as usize, [0]);
+        words(&mut unchecked, bs[0] as usize, [8]);
+        owned.extend(hs);
+        owned.extend(bs);
         let mut all: Vec<u64> = owned.clone();
         all.extend(r.guard_s.buffer_offset(tx));
         all.extend(r.guard_v.buffer_offset(tx));
@@ -355,6 +377,14 @@ pub fn make_template(dir: &Path) -> Template {
     for off in owned {
         let size = live[&off] as usize;
         regions.push(off as usize..off as usize + size);
+    }
+    // The sets' handles last, so that the regions above keep their indices.
+    for (field, size, ats) in [
+        (offset_of!(Root, hs), 32, &[0, 8][..]),
+        (offset_of!(Root, bs), 16, &[0][..]),
+    ] {
+        regions.push(handle(field, size));
+        words(&mut unchecked, root + field, ats.iter().copied());
     }
     let area = root..(g.heap_offset + g.heap_size) as usize;
     pool.close().expect("close the template");
@@ -414,7 +444,9 @@ pub enum Op {
 pub const COLL_OPS: u8 = 48;
 
 /// Decodes the script: pairs `(op, arg)`; `op % 51` below [`COLL_OPS`] is a collection
-/// operation, 48 commits, 49 aborts, 50 reopens.
+/// operation, 48 commits, 49 aborts, 50 reopens. Operation 47 is the read-only sweep for an
+/// argument below 128, else a set operation (argument bits 0..2: insert into or remove from
+/// `hs` or `bs`; bits 2..7: the key).
 pub fn decode_script(bytes: &[u8]) -> Vec<Op> {
     bytes
         .chunks(2)
@@ -560,6 +592,27 @@ pub fn run_op(tx: &Transaction<'_>, r: &Root, op: u8, a: u8) -> Result<(), Error
             }
             seen(r.big.get(tx, &u16::from(a)))
         }
+        // The sets: argument bits 0..2 pick the operation, bits 2..7 the key.
+        _ if a >= 128 => {
+            let k = u64::from(a >> 2 & 31);
+            match a & 3 {
+                0 => seen(r.hs.insert(tx, k)),
+                1 => seen(r.hs.remove(tx, &k)),
+                2 => seen(r.bs.insert(tx, k)),
+                _ => seen(r.bs.remove(tx, &k)),
+            }?;
+            let n = r.hs.iter(tx).count() as u64;
+            if r.hs.check_invariants(tx).is_ok() {
+                assert!(n == r.hs.len(tx), "hash set iter yielded {n} keys");
+            }
+            let _ = seen(r.hs.contains(tx, &k));
+            let _ = seen(r.bs.contains(tx, &k));
+            if r.bs.check_invariants(tx).is_ok() {
+                let keys: Vec<u64> = r.bs.iter(tx)?.collect();
+                assert!(keys.windows(2).all(|w| w[0] < w[1]), "B-tree set order: {keys:?}");
+            }
+            Ok(())
+        }
         _ => {
             // Everything read-only, in one go.
             sweep(tx, r);
@@ -591,6 +644,12 @@ pub fn sweep(tx: &Transaction<'_>, r: &Root) {
     }
     let _ = r.big.iter(tx).count();
     let _ = seen(r.big.block_offsets(tx));
+    let _ = r.hs.iter(tx).take(1000).count();
+    let _ = r.hs.check_invariants(tx);
+    if let Ok(it) = r.bs.range(tx, ..) {
+        let _ = it.take(1000).count();
+    }
+    let _ = r.bs.check_invariants(tx);
 }
 
 #[derive(Debug)]
