@@ -15,6 +15,10 @@ use crate::error::{Error, Result};
 use crate::heap::{class_of, slab_geom, Desc, CHUNK, CLASSES};
 use crate::tx::Transaction;
 
+/// Below this many free chunks (beyond the reserves), a block whose class has no slab with room
+/// may come from a slab of a larger class (at most twice the size) instead of a new slab.
+const SCARCE_CHUNKS: u64 = 20;
+
 /// Allocator state of one transaction, kept in its lane (buffers reused).
 #[derive(Debug, Default)]
 pub(crate) struct TxHeap {
@@ -322,8 +326,20 @@ impl<'p> Transaction<'p> {
         if let Some(off) = self.take_from_slabs(c, true)? {
             return Ok(off);
         }
-        // 3. A fresh chunk becomes a slab of the class.
         let keep = self.chunks_to_keep(&self.st_mut().heap, false);
+        // 2b. Few free chunks left: a block of a larger class, at most twice the size, from a
+        // slab with room, rather than a whole chunk for this class.
+        if s.heap_index(|idx| idx.free_total)? < keep + SCARCE_CHUNKS {
+            for larger in c + 1..CLASSES.len() {
+                if CLASSES[larger] > 2 * CLASSES[c] {
+                    break;
+                }
+                if let Some(off) = self.take_from_slabs(larger, false)? {
+                    return Ok(off);
+                }
+            }
+        }
+        // 3. A fresh chunk becomes a slab of the class.
         let Some(chunk) = self.take_chunks(1, keep)? else {
             // 4. No free chunk: a block of the smallest larger class that has one, rather
             // than a failure (the difference is internal fragmentation until it is freed; a
@@ -559,6 +575,7 @@ impl Transaction<'_> {
         if st.heap.emptied_slabs.contains(&(chunk, c))
             || st.heap.new_slabs.contains(&(chunk, c))
             || !self.slab_is_empty(st, chunk, c)
+            || self.keep_empty_slab(st, chunk, c)
         {
             return;
         }
@@ -575,7 +592,10 @@ impl Transaction<'_> {
     /// alloc + free on a heap without a slab of the class would make and return a slab at every
     /// commit.)
     fn cancel_new_slab(&self, st: &mut crate::tx::LaneVolatile, chunk: u64, c: usize) {
-        if !st.heap.new_slabs.contains(&(chunk, c)) || !self.slab_is_empty(st, chunk, c) {
+        if !st.heap.new_slabs.contains(&(chunk, c))
+            || !self.slab_is_empty(st, chunk, c)
+            || self.keep_empty_slab(st, chunk, c)
+        {
             return;
         }
         let s = self.shared();
@@ -617,6 +637,9 @@ impl Transaction<'_> {
     /// is not created after all: its pending descriptor store becomes 0 (the descriptor was
     /// logged when the slab was made), and it is quarantined like a returned slab.
     pub(crate) fn return_empty_slabs(&self, st: &mut crate::tx::LaneVolatile) {
+        if st.heap.allocated {
+            self.return_kept_slabs(st);
+        }
         let layout = self.shared().heap.layout();
         for i in 0..st.heap.emptied_slabs.len() {
             let (chunk, c) = st.heap.emptied_slabs[i];
@@ -627,13 +650,113 @@ impl Transaction<'_> {
         }
         for i in 0..st.heap.new_slabs.len() {
             let (chunk, c) = st.heap.new_slabs[i];
-            if self.slab_is_empty(st, chunk, c) {
+            let kept = || {
+                self.shared()
+                    .heap_index(|idx| idx.kept[c] == Some(chunk))
+                    .unwrap_or(false)
+            };
+            if self.slab_is_empty(st, chunk, c) && !kept() {
                 let desc = layout.desc_off(chunk);
                 for d in st.heap.descs.iter_mut().filter(|d| d.0 == desc) {
                     d.1 = Desc::Free.encode();
                 }
                 st.heap.returned_slabs.push((chunk, c));
             }
+        }
+    }
+
+    /// Whether slab `chunk` (class `c`, emptied or made empty by this transaction) is kept as
+    /// its class's empty slab instead of going back to the free chunks: only while free chunks
+    /// are plentiful (at least [`SCARCE_CHUNKS`] beyond the reserves) and the class has no other
+    /// empty slab kept. Then an allocation freed again in its own transaction (or a queue that
+    /// empties and fills) finds the slab, rather than making and returning one each time.
+    fn keep_empty_slab(&self, st: &crate::tx::LaneVolatile, chunk: u64, c: usize) -> bool {
+        let s = self.shared();
+        let keep = self.chunks_to_keep(&st.heap, false);
+        let Ok(Some(prev)) =
+            s.heap_index(|idx| (idx.free_total >= keep + SCARCE_CHUNKS).then_some(idx.kept[c]))
+        else {
+            return false;
+        };
+        if prev.is_some_and(|p| p != chunk && self.still_kept(st, p, c)) {
+            return false;
+        }
+        s.heap_index(|idx| idx.kept[c] = Some(chunk)).is_ok()
+    }
+
+    /// Whether chunk `p`, kept as class `c`'s empty slab, still is one. A chunk another
+    /// transaction holds counts as kept (it is checked again later).
+    fn still_kept(&self, st: &crate::tx::LaneVolatile, p: u64, c: usize) -> bool {
+        let s = self.shared();
+        let layout = s.heap.layout();
+        let is_empty_slab = |st: &crate::tx::LaneVolatile| {
+            (st.heap.new_slabs.contains(&(p, c))
+                || Desc::decode(s.read_u64(layout.desc_off(p))) == Desc::Slab(c))
+                && self.slab_is_empty(st, p, c)
+        };
+        match s.heap.try_lock_chunk(p, self.lane()) {
+            Err(()) => true,
+            Ok(false) => is_empty_slab(st),
+            Ok(true) => {
+                let kept = is_empty_slab(st);
+                s.heap.unlock_chunk(p);
+                kept
+            }
+        }
+    }
+
+    /// At commit of a transaction that allocated: once free chunks are scarce (fewer than
+    /// [`SCARCE_CHUNKS`] beyond the reserves), the empty slabs kept for their classes go back
+    /// to the free chunks, like slabs this transaction emptied: descriptor logged, stored free
+    /// at commit, quarantined after it. A kept slab that is in use again, or that another
+    /// transaction holds, is skipped (the latter stays kept, for a later commit).
+    fn return_kept_slabs(&self, st: &mut crate::tx::LaneVolatile) {
+        let s = self.shared();
+        let keep = self.chunks_to_keep(&st.heap, false);
+        let Ok(kept) = s.heap_index(|idx| {
+            if idx.free_total >= keep + SCARCE_CHUNKS || idx.kept.iter().all(Option::is_none) {
+                return Vec::new();
+            }
+            idx.kept
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(c, k)| k.take().map(|chunk| (chunk, c)))
+                .collect()
+        }) else {
+            return;
+        };
+        let layout = s.heap.layout();
+        let mut again = Vec::new();
+        for (chunk, c) in kept {
+            if st.heap.locked.contains(&chunk) {
+                again.push((chunk, c));
+                continue;
+            }
+            match s.heap.try_lock_chunk(chunk, self.lane()) {
+                Ok(true) => {}
+                _ => {
+                    again.push((chunk, c));
+                    continue;
+                }
+            }
+            let desc = layout.desc_off(chunk);
+            if Desc::decode(s.read_u64(desc)) == Desc::Slab(c)
+                && self.slab_is_empty(st, chunk, c)
+                && self.log_deferred(st, desc, 8).is_ok()
+            {
+                st.heap.locked.push(chunk);
+                st.heap.descs.push((desc, Desc::Free.encode()));
+                st.heap.returned_slabs.push((chunk, c));
+            } else {
+                s.heap.unlock_chunk(chunk);
+            }
+        }
+        if !again.is_empty() {
+            let _ = s.heap_index(|idx| {
+                for (chunk, c) in again {
+                    idx.kept[c].get_or_insert(chunk);
+                }
+            });
         }
     }
 

@@ -264,6 +264,10 @@ pub(crate) struct HeapIndex {
     pub(crate) partial: Vec<Vec<u64>>,
     /// Chunks in `free` (the sum of its lengths).
     pub(crate) free_total: u64,
+    /// Per class: an empty slab kept for the class while free chunks are plentiful, so an
+    /// allocation that is freed again does not make and return a slab each time (a hint,
+    /// checked under the chunk's lock before use; docs/design.md §10.3).
+    pub(crate) kept: Vec<Option<u64>>,
 }
 
 impl HeapIndex {
@@ -541,6 +545,7 @@ pub(crate) fn build_index(layout: &HeapLayout, desc: impl Fn(u64) -> u64) -> Res
         free: BTreeMap::new(),
         partial: vec![Vec::new(); CLASSES.len()],
         free_total: 0,
+        kept: vec![None; CLASSES.len()],
     };
     let mut i = 0;
     while i < layout.n_chunks {
