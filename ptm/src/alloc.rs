@@ -59,6 +59,11 @@ pub(crate) struct TxHeap {
     pub(crate) use_reserve: bool,
     /// Per class: the slab chunk this lane allocated from last (kept across transactions).
     pub(crate) hint: Vec<Option<u64>>,
+    /// Slab blocks allocated since the last drain whose log records are not written yet
+    /// (bitmap word, block offset, requested bytes): written by
+    /// [`Transaction::log_pending_allocations`] before the next drain or at commit. A block
+    /// freed again before then is simply forgotten (a cancelled reservation).
+    pub(crate) pending: Vec<(u64, u64, u64)>,
 }
 
 impl TxHeap {
@@ -75,6 +80,7 @@ impl TxHeap {
         self.emptied_slabs.clear();
         self.returned_slabs.clear();
         self.cancelled_chunks.clear();
+        self.pending.clear();
         self.allocated = false;
         self.use_reserve = false;
         if self.hint.len() != CLASSES.len() {
@@ -129,7 +135,17 @@ impl<'p> Transaction<'p> {
         let size = size.max(1);
         self.st_mut().heap.allocated = true;
         let off = match class_of(size) {
-            Some(c) => self.alloc_small(c)?,
+            Some(c) => {
+                let off = self.alloc_small(c)?;
+                // Its records wait for the next drain or the commit (`pending`); fresh memory
+                // needs no undo record for stores into it.
+                let mut st = self.st_mut();
+                if let Some(p) = st.heap.pending.last_mut().filter(|p| p.1 == off) {
+                    p.2 = size;
+                }
+                crate::tx::add_logical(&mut st, off, size);
+                return Ok(off);
+            }
             None => self.alloc_run(size)?,
         };
         if let Err(e) = self.record_new(off, size) {
@@ -196,6 +212,19 @@ impl<'p> Transaction<'p> {
                     return Err(invalid("freed twice"));
                 }
                 if set & bit != 0 {
+                    if let Some(i) = st.heap.pending.iter().rposition(|p| p.1 == off) {
+                        // Allocated since the last drain, records not written: forgotten, as
+                        // a cancelled reservation. Free at once, never in a data hash.
+                        let (_, _, size) = st.heap.pending.remove(i);
+                        crate::tx::forget_newest_logical(&mut st, off, size);
+                        if set & !bit == 0 && clear == 0 {
+                            st.heap.bits.remove(&word);
+                        } else {
+                            st.heap.bits.insert(word, (set & !bit, clear));
+                        }
+                        self.cancel_new_slab(&mut st, chunk, c);
+                        return Ok(());
+                    }
                     // Allocated in this transaction: not allocated after all.
                     st.heap.bits.insert(word, (set & !bit, clear));
                     // Like a cancelled reservation when its records are the log's newest and
@@ -437,11 +466,12 @@ impl<'p> Transaction<'p> {
             let free = !(s.read_u64(word) | set | clear | s.quarantined_bits(word)) & valid;
             if free != 0 {
                 let b = free.trailing_zeros() as u64;
-                self.log_deferred(&mut st, word, 8)?;
+                let off = layout.chunk_off(chunk) + g.first + (w * 64 + b) * g.block;
+                // The word's undo record is written with the block's new-range record, before
+                // the next drain (`log_pending_allocations`).
                 st.heap.bits.insert(word, (set | 1 << b, clear));
-                return Ok(Take::Block(
-                    layout.chunk_off(chunk) + g.first + (w * 64 + b) * g.block,
-                ));
+                st.heap.pending.push((word, off, g.block));
+                return Ok(Take::Block(off));
             }
         }
         Ok(Take::Full)
@@ -663,6 +693,32 @@ impl Transaction<'_> {
                 st.heap.returned_slabs.push((chunk, c));
             }
         }
+    }
+
+    /// Writes the log records of the slab blocks allocated since the last drain (the bitmap
+    /// word's undo record, unless logged already, and the block's new-range record), so the
+    /// drain that follows orders them before the word's store at commit, and the commit's data
+    /// hash covers the blocks. Called before every drain of the transaction and at commit.
+    /// Records written stay written if a later one fails (the log cannot grow): the error
+    /// aborts the transaction, or a retry goes on from there.
+    pub(crate) fn log_pending_allocations(&self, st: &mut crate::tx::LaneVolatile) -> Result<()> {
+        if st.heap.pending.is_empty() {
+            return Ok(());
+        }
+        let mut done = 0;
+        let mut result = Ok(());
+        while done < st.heap.pending.len() {
+            let (word, off, size) = st.heap.pending[done];
+            result = self
+                .log_deferred(st, word, 8)
+                .and_then(|()| self.record_new_in(st, off, size));
+            if result.is_err() {
+                break;
+            }
+            done += 1;
+        }
+        st.heap.pending.drain(..done);
+        result
     }
 
     /// Whether slab `chunk` (class `c`, emptied or made empty by this transaction) is kept as

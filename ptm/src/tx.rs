@@ -445,9 +445,13 @@ impl<'p> Transaction<'p> {
     /// Appends a new-range record for fresh memory `[off, off + len)`: no old bytes, but the
     /// commit flushes the range and includes it in its data hash.
     pub(crate) fn record_new(&self, off: u64, len: u64) -> Result<()> {
-        let mut st = self.st.borrow_mut();
+        self.record_new_in(&mut self.st.borrow_mut(), off, len)
+    }
+
+    /// [`record_new`](Self::record_new) with the lane state borrowed by the caller.
+    pub(crate) fn record_new_in(&self, st: &mut LaneVolatile, off: u64, len: u64) -> Result<()> {
         if st.end - st.pos < 2 * REC_ALIGN {
-            self.jump(&mut st)?;
+            self.jump(st)?;
         }
         let header = encode_rec(st.seq, KIND_NEW, len, off, &[]);
         // SAFETY: room for this record and a later jump was checked; the area is this lane's.
@@ -460,7 +464,7 @@ impl<'p> Transaction<'p> {
         st.ranges.push((off, len));
         st.undrained = true;
         // Fresh memory has no old contents to restore: stores into it need no undo record.
-        add_logical(&mut st, off, len);
+        add_logical(st, off, len);
         Ok(())
     }
 
@@ -471,6 +475,7 @@ impl<'p> Transaction<'p> {
     fn apply_deferred(&self) -> Result<()> {
         let mut st = self.st.borrow_mut();
         self.return_empty_slabs(&mut st);
+        self.log_pending_allocations(&mut st)?;
         if !st.heap.has_deferred() && !st.undrained {
             return Ok(());
         }
@@ -494,6 +499,8 @@ impl<'p> Transaction<'p> {
     /// commit record, and a later transaction's writes into a freed or completed range), which
     /// is all the undo protocol and the completion marks need.
     fn drain_log(&self, st: &mut LaneVolatile) -> Result<()> {
+        // Blocks allocated since the last drain get their log records now (alloc.rs).
+        self.log_pending_allocations(st)?;
         let mut completions = std::mem::take(&mut st.completions);
         self.shared.flush_pending_completions(&mut completions);
         let r = self.shared.order();
@@ -660,13 +667,15 @@ impl<'p> Transaction<'p> {
         let s = self.shared;
         let (seq, entries) = {
             let st = self.st.borrow();
-            (st.seq, st.entries)
+            (st.seq, st.entries + st.heap.pending.len() as u64)
         };
         if entries == 0 {
             self.finish(true);
             return Ok(());
         }
         let result = self.apply_deferred().and_then(|()| {
+            // `apply_deferred` may have appended records (pending allocations, kept slabs).
+            let entries = self.st.borrow().entries;
             self.write_commit_record(seq, entries);
             s.drain()
         });
@@ -740,7 +749,7 @@ impl<'p> Transaction<'p> {
         let s = self.shared;
         let (seq, entries) = {
             let st = self.st.borrow();
-            (st.seq, st.entries)
+            (st.seq, st.entries + st.heap.pending.len() as u64)
         };
         if entries == 0 {
             self.finish(true);
@@ -750,6 +759,8 @@ impl<'p> Transaction<'p> {
             let _ = self.abort_inner();
             return Err(e);
         }
+        // `apply_deferred` may have appended records (pending allocations, kept slabs).
+        let entries = self.st.borrow().entries;
         self.write_commit_record(seq, entries);
         self.park();
         let drains_at_commit = crate::thread_stats().drains;
@@ -1083,7 +1094,15 @@ fn index_insert(index: &mut BTreeMap<u64, u64>, off: u64, len: u64) {
 /// Whether `[off, off + len)` lies inside one already-logged range.
 /// Records `[off, len)` as covered by the log (undo records or fresh memory), indexing the
 /// ranges once there are more than `LINEAR_RANGES`.
-fn add_logical(st: &mut LaneVolatile, off: u64, len: u64) {
+/// Undoes the newest [`add_logical`] if it was `[off, off + len)` and the ranges are not
+/// indexed yet (a cancelled allocation, so an older record can still be taken back).
+pub(crate) fn forget_newest_logical(st: &mut LaneVolatile, off: u64, len: u64) {
+    if st.index.is_empty() && st.logical.last() == Some(&(off, len)) {
+        st.logical.pop();
+    }
+}
+
+pub(crate) fn add_logical(st: &mut LaneVolatile, off: u64, len: u64) {
     st.logical.push((off, len));
     if st.logical.len() > LINEAR_RANGES {
         let LaneVolatile { logical, index, .. } = st;
