@@ -456,3 +456,42 @@ fn frees_right_after_reopen_hand_out_each_chunk_once() {
     assert_eq!(chunks.len() as u64, usable, "a chunk was handed out twice");
     pool.check_heap().unwrap();
 }
+
+/// On a heap with few free chunks, a class whose slabs are full (or that has none) takes a
+/// block of a larger class, at most twice its size, from a slab with room, rather than a whole
+/// chunk; with free chunks plentiful it gets a slab of its own. The block is freed through the
+/// slab it came from either way.
+#[test]
+fn a_small_heap_borrows_a_block_of_a_class_at_most_twice_the_size() {
+    let class = |size: u64| CLASSES.iter().position(|&c| c == size).unwrap();
+    for (size, borrowed) in [(8u64 << 20, true), (32 << 20, false)] {
+        let dir = common::shm_dir();
+        let mut pool = pool(&dir, size);
+        alloc_into(&pool, 0, 3072).unwrap();
+        alloc_into(&pool, 1, 1536).unwrap(); // twice: borrowed from the 3072 slab
+        alloc_into(&pool, 2, 1000).unwrap(); // 1024: the 3072 slab is three times larger
+        let st = pool.check_heap().unwrap();
+        let (c1536, c3072, c1024) = (class(1536), class(3072), class(1024));
+        if borrowed {
+            assert_eq!(
+                (st.per_class[c3072], st.per_class[c1536], st.slab_chunks),
+                (2, 0, 2),
+                "{st:?}"
+            );
+        } else {
+            assert_eq!(
+                (st.per_class[c3072], st.per_class[c1536], st.slab_chunks),
+                (1, 1, 3),
+                "{st:?}"
+            );
+        }
+        assert_eq!(st.per_class[c1024], 1, "{st:?}");
+        for slot in 0..3 {
+            free_slot(&pool, slot).unwrap();
+        }
+        pool.sync().unwrap();
+        let st = pool.check_heap().unwrap();
+        assert_eq!(st.used_bytes, 0, "{st:?}");
+        assert!(pool.allocated_blocks().unwrap().is_empty());
+    }
+}
