@@ -19,11 +19,70 @@ use crate::tx::Transaction;
 /// may come from a slab of a larger class (at most twice the size) instead of a new slab.
 const SCARCE_CHUNKS: u64 = 20;
 
+/// Bitmap word offset -> (bits to set, bits to clear) at commit: a vector searched linearly
+/// while small (most transactions touch a word or two, and a cleared vector keeps its memory,
+/// where a map allocates a node in every transaction), a map beyond [`WordMasks::SMALL`].
+#[derive(Debug, Default)]
+pub(crate) struct WordMasks {
+    small: Vec<(u64, (u64, u64))>,
+    large: BTreeMap<u64, (u64, u64)>,
+}
+
+impl WordMasks {
+    /// Most entries kept in the vector.
+    const SMALL: usize = 32;
+
+    pub(crate) fn get(&self, word: &u64) -> Option<&(u64, u64)> {
+        if self.large.is_empty() {
+            self.small.iter().find(|e| e.0 == *word).map(|e| &e.1)
+        } else {
+            self.large.get(word)
+        }
+    }
+
+    pub(crate) fn insert(&mut self, word: u64, masks: (u64, u64)) {
+        if !self.large.is_empty() {
+            self.large.insert(word, masks);
+        } else if let Some(e) = self.small.iter_mut().find(|e| e.0 == word) {
+            e.1 = masks;
+        } else if self.small.len() < Self::SMALL {
+            self.small.push((word, masks));
+        } else {
+            self.large.extend(self.small.drain(..));
+            self.large.insert(word, masks);
+        }
+    }
+
+    pub(crate) fn remove(&mut self, word: &u64) {
+        if self.large.is_empty() {
+            if let Some(i) = self.small.iter().position(|e| e.0 == *word) {
+                self.small.swap_remove(i);
+            }
+        } else {
+            self.large.remove(word);
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.small.is_empty() && self.large.is_empty()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.small.clear();
+        self.large.clear();
+    }
+
+    /// Every entry (in no particular order).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&u64, &(u64, u64))> {
+        self.small.iter().map(|(w, m)| (w, m)).chain(self.large.iter())
+    }
+}
+
 /// Allocator state of one transaction, kept in its lane (buffers reused).
 #[derive(Debug, Default)]
 pub(crate) struct TxHeap {
     /// Bitmap word offset -> (bits to set, bits to clear) at commit.
-    pub(crate) bits: BTreeMap<u64, (u64, u64)>,
+    pub(crate) bits: WordMasks,
     /// Descriptor offset -> value to store at commit (in order).
     pub(crate) descs: Vec<(u64, u64)>,
     /// Chunks whose metadata lock this transaction holds.
@@ -827,12 +886,7 @@ impl Transaction<'_> {
     /// [`out_of_space`](Self::out_of_space) with this transaction's pending bitmap changes
     /// passed in (for callers that hold the lane state borrowed). `keep` free chunks are
     /// reserves this request may not use: they are not counted.
-    pub(crate) fn out_of_space_with(
-        &self,
-        requested: u64,
-        bits: &BTreeMap<u64, (u64, u64)>,
-        keep: u64,
-    ) -> Error {
+    pub(crate) fn out_of_space_with(&self, requested: u64, bits: &WordMasks, keep: u64) -> Error {
         let s = self.shared();
         let (free_chunks, largest) = s
             .heap_index(|idx| {
@@ -867,6 +921,41 @@ impl Transaction<'_> {
             free_bytes,
             largest_free_run: largest * CHUNK,
             fragmented: free_bytes >= requested,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WordMasks;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    proptest! {
+        /// `WordMasks` behaves as a `BTreeMap`, below and beyond its vector's size.
+        #[test]
+        fn word_masks_match_a_map(ops in prop::collection::vec((0u8..3, 0u64..80, any::<u64>()), 0..300)) {
+            let mut masks = WordMasks::default();
+            let mut model = BTreeMap::new();
+            for (op, word, v) in ops {
+                match op {
+                    0 | 1 => {
+                        masks.insert(word, (v, !v));
+                        model.insert(word, (v, !v));
+                    }
+                    _ => {
+                        masks.remove(&word);
+                        model.remove(&word);
+                    }
+                }
+                prop_assert_eq!(masks.get(&word), model.get(&word));
+                prop_assert_eq!(masks.is_empty(), model.is_empty());
+            }
+            let mut all: Vec<_> = masks.iter().map(|(&w, &m)| (w, m)).collect();
+            all.sort_unstable();
+            prop_assert_eq!(all, model.into_iter().collect::<Vec<_>>());
+            masks.clear();
+            prop_assert!(masks.is_empty());
         }
     }
 }

@@ -113,12 +113,33 @@ impl SlabGeom {
 }
 
 /// The slab geometry of class `c`.
+#[inline]
 pub fn slab_geom(c: usize) -> SlabGeom {
-    let block = CLASSES[c];
+    GEOMETRIES[c]
+}
+
+/// [`slab_geom`] of every class, computed at compile time (the allocator's hot path reads it).
+const GEOMETRIES: [SlabGeom; CLASSES.len()] = {
+    let mut all = [SlabGeom {
+        block: 0,
+        blocks: 0,
+        first: 0,
+        words: 0,
+    }; CLASSES.len()];
+    let mut c = 0;
+    while c < CLASSES.len() {
+        all[c] = compute_geom(CLASSES[c]);
+        c += 1;
+    }
+    all
+};
+
+/// The most blocks of `block` bytes that fit a chunk after their bitmap (padded to 64 bytes).
+const fn compute_geom(block: u64) -> SlabGeom {
     let mut blocks = CHUNK / block;
     loop {
         let words = blocks.div_ceil(64);
-        let first = align_up(words * 8, 64);
+        let first = (words * 8).div_ceil(64) * 64;
         if first + blocks * block <= CHUNK {
             return SlabGeom {
                 block,

@@ -483,7 +483,7 @@ impl<'p> Transaction<'p> {
             self.drain_log(&mut st)?;
         }
         let s = self.shared;
-        for (&word, &(set, clear)) in &st.heap.bits {
+        for (&word, &(set, clear)) in st.heap.bits.iter() {
             let v = (s.read_u64(word) | set) & !clear;
             s.write_u64(word, v);
         }
