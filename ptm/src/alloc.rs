@@ -78,15 +78,11 @@ impl WordMasks {
     }
 }
 
-/// Allocator state of one transaction, kept in its lane (buffers reused).
+/// Chunk and descriptor lists of one transaction ([`TxHeap::lists`]).
 #[derive(Debug, Default)]
-pub(crate) struct TxHeap {
-    /// Bitmap word offset -> (bits to set, bits to clear) at commit.
-    pub(crate) bits: WordMasks,
+pub(crate) struct ChunkLists {
     /// Descriptor offset -> value to store at commit (in order).
     pub(crate) descs: Vec<(u64, u64)>,
-    /// Chunks whose metadata lock this transaction holds.
-    pub(crate) locked: Vec<u64>,
     /// Chunk runs taken from the index by this transaction (new slabs and large blocks).
     pub(crate) reserved: Vec<(u64, u64)>,
     /// New slab chunks (chunk, class): offered to others after commit.
@@ -110,6 +106,66 @@ pub(crate) struct TxHeap {
     /// Slab chunks (chunk, class) this transaction turns into free chunks at commit;
     /// quarantined after commit, since their bitmap words are in the commit's data hash.
     pub(crate) returned_slabs: Vec<(u64, usize)>,
+}
+
+impl ChunkLists {
+    fn clear(&mut self) {
+        self.descs.clear();
+        self.reserved.clear();
+        self.new_slabs.clear();
+        self.freed_runs.clear();
+        self.freed_new.clear();
+        self.freed_new_blocks.clear();
+        self.freed_slabs.clear();
+        self.emptied_slabs.clear();
+        self.cancelled_chunks.clear();
+        self.returned_slabs.clear();
+    }
+}
+
+/// What an unused [`Lists`] reads as.
+static NO_LISTS: ChunkLists = ChunkLists {
+    descs: Vec::new(),
+    reserved: Vec::new(),
+    new_slabs: Vec::new(),
+    freed_runs: Vec::new(),
+    freed_new: Vec::new(),
+    freed_new_blocks: Vec::new(),
+    freed_slabs: Vec::new(),
+    emptied_slabs: Vec::new(),
+    cancelled_chunks: Vec::new(),
+    returned_slabs: Vec::new(),
+};
+
+/// [`ChunkLists`], allocated by the lane's first transaction that changes one (then kept with
+/// the lane state, cleared at each begin); reads as empty until then.
+#[derive(Debug, Default)]
+pub(crate) struct Lists(Option<Box<ChunkLists>>);
+
+impl std::ops::Deref for Lists {
+    type Target = ChunkLists;
+
+    fn deref(&self) -> &ChunkLists {
+        self.0.as_deref().unwrap_or(&NO_LISTS)
+    }
+}
+
+impl std::ops::DerefMut for Lists {
+    fn deref_mut(&mut self) -> &mut ChunkLists {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+/// Allocator state of one transaction, kept in its lane (buffers reused).
+#[derive(Debug, Default)]
+pub(crate) struct TxHeap {
+    /// Bitmap word offset -> (bits to set, bits to clear) at commit.
+    pub(crate) bits: WordMasks,
+    /// The lists of chunks and descriptors the transaction changes (rarely used: boxed, so
+    /// the lane state a transaction moves in and out stays small).
+    pub(crate) lists: Lists,
+    /// Chunks whose metadata lock this transaction holds.
+    pub(crate) locked: Vec<u64>,
     /// Whether this transaction allocated anything (it is then no longer removal-only, and its
     /// log extents no longer come from the metadata reserve).
     pub(crate) allocated: bool,
@@ -128,18 +184,11 @@ pub(crate) struct TxHeap {
 impl TxHeap {
     pub(crate) fn begin(&mut self) {
         self.bits.clear();
-        self.descs.clear();
         self.locked.clear();
-        self.reserved.clear();
-        self.new_slabs.clear();
-        self.freed_runs.clear();
-        self.freed_new.clear();
-        self.freed_new_blocks.clear();
-        self.freed_slabs.clear();
-        self.emptied_slabs.clear();
-        self.returned_slabs.clear();
-        self.cancelled_chunks.clear();
         self.pending.clear();
+        if let Some(l) = self.lists.0.as_deref_mut() {
+            l.clear();
+        }
         self.allocated = false;
         self.use_reserve = false;
         if self.hint.len() != CLASSES.len() {
@@ -149,7 +198,7 @@ impl TxHeap {
 
     /// Whether commit has metadata to store.
     pub(crate) fn has_deferred(&self) -> bool {
-        !self.bits.is_empty() || !self.descs.is_empty()
+        !self.bits.is_empty() || !self.lists.descs.is_empty()
     }
 }
 
@@ -300,7 +349,7 @@ impl<'p> Transaction<'p> {
                     }
                     // Otherwise its bytes are in this transaction's data hash: it is
                     // quarantined after commit.
-                    st.heap.freed_new_blocks.push((word, bit));
+                    st.heap.lists.freed_new_blocks.push((word, bit));
                     return Ok(());
                 }
                 if cur & bit == 0 {
@@ -308,7 +357,7 @@ impl<'p> Transaction<'p> {
                 }
                 self.log_deferred(&mut st, word, 8)?;
                 st.heap.bits.insert(word, (set, clear | bit));
-                st.heap.freed_slabs.push((chunk, c));
+                st.heap.lists.freed_slabs.push((chunk, c));
                 self.log_if_emptied(&mut st, chunk, c);
                 Ok(())
             }
@@ -317,22 +366,22 @@ impl<'p> Transaction<'p> {
                     return Err(invalid("not the start of a block"));
                 }
                 let mut st = self.st_mut();
-                if let Some(i) = st.heap.reserved.iter().position(|&(a, _)| a == chunk) {
+                if let Some(i) = st.heap.lists.reserved.iter().position(|&(a, _)| a == chunk) {
                     // Allocated in this transaction: drop its descriptors, return the run at the end.
-                    let (a, n) = st.heap.reserved.remove(i);
+                    let (a, n) = st.heap.lists.reserved.remove(i);
                     let (lo, hi) = (layout.desc_off(a), layout.desc_off(a + n));
-                    st.heap.descs.retain(|&(d, _)| d < lo || d >= hi);
-                    st.heap.freed_new.push((a, n));
+                    st.heap.lists.descs.retain(|&(d, _)| d < lo || d >= hi);
+                    st.heap.lists.freed_new.push((a, n));
                     return Ok(());
                 }
-                if st.heap.freed_runs.iter().any(|&(a, _)| a == chunk) {
+                if st.heap.lists.freed_runs.iter().any(|&(a, _)| a == chunk) {
                     return Err(invalid("freed twice"));
                 }
                 self.log_deferred(&mut st, layout.desc_off(chunk), n * 8)?;
                 for k in 0..n {
-                    st.heap.descs.push((layout.desc_off(chunk + k), 0));
+                    st.heap.lists.descs.push((layout.desc_off(chunk + k), 0));
                 }
-                st.heap.freed_runs.push((chunk, n));
+                st.heap.lists.freed_runs.push((chunk, n));
                 Ok(())
             }
             Desc::Free | Desc::Cont(_) => Err(invalid("not allocated")),
@@ -344,10 +393,10 @@ impl<'p> Transaction<'p> {
     /// The descriptor chunk `i` has in this transaction (its own uncommitted changes included).
     fn effective_desc(&self, i: u64) -> Desc {
         let st = self.st_mut();
-        if let Some(&(_, c)) = st.heap.new_slabs.iter().find(|&&(a, _)| a == i) {
+        if let Some(&(_, c)) = st.heap.lists.new_slabs.iter().find(|&&(a, _)| a == i) {
             return Desc::Slab(c);
         }
-        if let Some(&(_, n)) = st.heap.reserved.iter().find(|&&(a, _)| a == i) {
+        if let Some(&(_, n)) = st.heap.lists.reserved.iter().find(|&&(a, _)| a == i) {
             return Desc::Run(n);
         }
         drop(st);
@@ -440,7 +489,7 @@ impl<'p> Transaction<'p> {
             return Err(self.out_of_space(CLASSES[c]));
         };
         let layout = s.heap.layout();
-        self.st_mut().heap.reserved.push((chunk, 1));
+        self.st_mut().heap.lists.reserved.push((chunk, 1));
         self.lock_chunk(chunk)?;
         let g = slab_geom(c);
         // The bitmap area is fresh memory: zero it, and cover it with a new-range record.
@@ -451,9 +500,10 @@ impl<'p> Transaction<'p> {
             let mut st = self.st_mut();
             self.log_deferred(&mut st, layout.desc_off(chunk), 8)?;
             st.heap
+                .lists
                 .descs
                 .push((layout.desc_off(chunk), Desc::Slab(c).encode()));
-            st.heap.new_slabs.push((chunk, c));
+            st.heap.lists.new_slabs.push((chunk, c));
             st.heap.hint[c] = Some(chunk);
         }
         match self.take_block(chunk, c)? {
@@ -547,16 +597,18 @@ impl<'p> Transaction<'p> {
             .take_chunks(n, keep)?
             .ok_or_else(|| self.out_of_space(size))?;
         let mut st = self.st_mut();
-        st.heap.reserved.push((start, n));
+        st.heap.lists.reserved.push((start, n));
         drop(st);
         self.lock_chunk(start)?;
         let mut st = self.st_mut();
         self.log_deferred(&mut st, layout.desc_off(start), n * 8)?;
         st.heap
+            .lists
             .descs
             .push((layout.desc_off(start), Desc::Run(n).encode()));
         for k in 1..n {
             st.heap
+                .lists
                 .descs
                 .push((layout.desc_off(start + k), Desc::Cont(k).encode()));
         }
@@ -661,8 +713,8 @@ impl Transaction<'_> {
     /// covers it too and returning the slab at commit costs no extra drain. If the log cannot
     /// grow, the slab simply stays a slab (nothing is lost but the chunk's reuse).
     fn log_if_emptied(&self, st: &mut crate::tx::LaneVolatile, chunk: u64, c: usize) {
-        if st.heap.emptied_slabs.contains(&(chunk, c))
-            || st.heap.new_slabs.contains(&(chunk, c))
+        if st.heap.lists.emptied_slabs.contains(&(chunk, c))
+            || st.heap.lists.new_slabs.contains(&(chunk, c))
             || !self.slab_is_empty(st, chunk, c)
             || self.keep_empty_slab(st, chunk, c)
         {
@@ -670,7 +722,7 @@ impl Transaction<'_> {
         }
         let desc = self.shared().heap.layout().desc_off(chunk);
         if self.log_deferred(st, desc, 8).is_ok() {
-            st.heap.emptied_slabs.push((chunk, c));
+            st.heap.lists.emptied_slabs.push((chunk, c));
         }
     }
 
@@ -681,7 +733,7 @@ impl Transaction<'_> {
     /// alloc + free on a heap without a slab of the class would make and return a slab at every
     /// commit.)
     fn cancel_new_slab(&self, st: &mut crate::tx::LaneVolatile, chunk: u64, c: usize) {
-        if !st.heap.new_slabs.contains(&(chunk, c))
+        if !st.heap.lists.new_slabs.contains(&(chunk, c))
             || !self.slab_is_empty(st, chunk, c)
             || self.keep_empty_slab(st, chunk, c)
         {
@@ -702,9 +754,9 @@ impl Transaction<'_> {
             return;
         }
         let h = &mut st.heap;
-        h.new_slabs.retain(|&x| x != (chunk, c));
-        h.descs.retain(|&(d, _)| d != desc);
-        h.reserved.retain(|&(a, _)| a != chunk);
+        h.lists.new_slabs.retain(|&x| x != (chunk, c));
+        h.lists.descs.retain(|&(d, _)| d != desc);
+        h.lists.reserved.retain(|&(a, _)| a != chunk);
         for w in 0..slab_geom(c).words {
             h.bits.remove(&(layout.chunk_off(chunk) + w * 8));
         }
@@ -714,7 +766,7 @@ impl Transaction<'_> {
         // Free again when this transaction ends, not before: until then a stale copy of the
         // taken-back descriptor record could be replayed by a recovery of this transaction,
         // and nobody else may have changed the descriptor meanwhile (the chunk stays locked).
-        h.cancelled_chunks.push(chunk);
+        h.lists.cancelled_chunks.push(chunk);
     }
 
     /// At commit, before the deferred stores: every slab emptied by this transaction and still
@@ -730,15 +782,18 @@ impl Transaction<'_> {
             self.return_kept_slabs(st);
         }
         let layout = self.shared().heap.layout();
-        for i in 0..st.heap.emptied_slabs.len() {
-            let (chunk, c) = st.heap.emptied_slabs[i];
+        for i in 0..st.heap.lists.emptied_slabs.len() {
+            let (chunk, c) = st.heap.lists.emptied_slabs[i];
             if self.slab_is_empty(st, chunk, c) {
-                st.heap.descs.push((layout.desc_off(chunk), Desc::Free.encode()));
-                st.heap.returned_slabs.push((chunk, c));
+                st.heap
+                    .lists
+                    .descs
+                    .push((layout.desc_off(chunk), Desc::Free.encode()));
+                st.heap.lists.returned_slabs.push((chunk, c));
             }
         }
-        for i in 0..st.heap.new_slabs.len() {
-            let (chunk, c) = st.heap.new_slabs[i];
+        for i in 0..st.heap.lists.new_slabs.len() {
+            let (chunk, c) = st.heap.lists.new_slabs[i];
             let kept = || {
                 self.shared()
                     .heap_index(|idx| idx.kept[c] == Some(chunk))
@@ -746,10 +801,10 @@ impl Transaction<'_> {
             };
             if self.slab_is_empty(st, chunk, c) && !kept() {
                 let desc = layout.desc_off(chunk);
-                for d in st.heap.descs.iter_mut().filter(|d| d.0 == desc) {
+                for d in st.heap.lists.descs.iter_mut().filter(|d| d.0 == desc) {
                     d.1 = Desc::Free.encode();
                 }
-                st.heap.returned_slabs.push((chunk, c));
+                st.heap.lists.returned_slabs.push((chunk, c));
             }
         }
     }
@@ -805,7 +860,7 @@ impl Transaction<'_> {
         let s = self.shared();
         let layout = s.heap.layout();
         let is_empty_slab = |st: &crate::tx::LaneVolatile| {
-            (st.heap.new_slabs.contains(&(p, c))
+            (st.heap.lists.new_slabs.contains(&(p, c))
                 || Desc::decode(s.read_u64(layout.desc_off(p))) == Desc::Slab(c))
                 && self.slab_is_empty(st, p, c)
         };
@@ -860,8 +915,8 @@ impl Transaction<'_> {
                 && self.log_deferred(st, desc, 8).is_ok()
             {
                 st.heap.locked.push(chunk);
-                st.heap.descs.push((desc, Desc::Free.encode()));
-                st.heap.returned_slabs.push((chunk, c));
+                st.heap.lists.descs.push((desc, Desc::Free.encode()));
+                st.heap.lists.returned_slabs.push((chunk, c));
             } else {
                 s.heap.unlock_chunk(chunk);
             }

@@ -487,7 +487,7 @@ impl<'p> Transaction<'p> {
             let v = (s.read_u64(word) | set) & !clear;
             s.write_u64(word, v);
         }
-        for &(off, v) in &st.heap.descs {
+        for &(off, v) in &st.heap.lists.descs {
             s.write_u64(off, v);
         }
         Ok(())
@@ -858,12 +858,12 @@ fn release_lane(shared: &Shared, lane: usize, mut st: LaneVolatile, committed: b
     // its new and emptied slabs; an abort returns what it reserved. Most transactions touch
     // none of this and skip the index lock.
     let touched = !extents.is_empty()
-        || !h.freed_new.is_empty()
-        || !h.freed_runs.is_empty()
-        || !h.new_slabs.is_empty()
-        || !h.freed_slabs.is_empty()
-        || !h.reserved.is_empty()
-        || !h.cancelled_chunks.is_empty();
+        || !h.lists.freed_new.is_empty()
+        || !h.lists.freed_runs.is_empty()
+        || !h.lists.new_slabs.is_empty()
+        || !h.lists.freed_slabs.is_empty()
+        || !h.lists.reserved.is_empty()
+        || !h.lists.cancelled_chunks.is_empty();
     let _ = touched.then(|| {
         shared.heap_index(|idx| {
             for &(off, size) in &extents {
@@ -871,32 +871,32 @@ fn release_lane(shared: &Shared, lane: usize, mut st: LaneVolatile, committed: b
                     idx.give_run(start, size / chunk);
                 }
             }
-            for &a in &h.cancelled_chunks {
+            for &a in &h.lists.cancelled_chunks {
                 idx.give_run(a, 1);
             }
             if !committed {
-                for &(a, n) in &h.freed_new {
+                for &(a, n) in &h.lists.freed_new {
                     idx.give_run(a, n);
                 }
             }
             if committed {
-                for &(a, n) in &h.freed_runs {
+                for &(a, n) in &h.lists.freed_runs {
                     idx.give_run(a, n);
                 }
-                for &(a, c) in h.new_slabs.iter().chain(&h.freed_slabs) {
-                    if !idx.partial[c].contains(&a) && !h.returned_slabs.contains(&(a, c)) {
+                for &(a, c) in h.lists.new_slabs.iter().chain(&h.lists.freed_slabs) {
+                    if !idx.partial[c].contains(&a) && !h.lists.returned_slabs.contains(&(a, c)) {
                         idx.partial[c].push(a);
                     }
                 }
-                for &(a, c) in &h.returned_slabs {
+                for &(a, c) in &h.lists.returned_slabs {
                     idx.drop_partial(c, a);
                 }
             } else {
-                for &(a, n) in &h.reserved {
+                for &(a, n) in &h.lists.reserved {
                     idx.give_run(a, n);
                 }
                 for c in h.hint.iter_mut() {
-                    if c.is_some_and(|a| h.reserved.iter().any(|&(r, _)| r == a)) {
+                    if c.is_some_and(|a| h.lists.reserved.iter().any(|&(r, _)| r == a)) {
                         *c = None;
                     }
                 }
@@ -905,17 +905,19 @@ fn release_lane(shared: &Shared, lane: usize, mut st: LaneVolatile, committed: b
     });
     if committed {
         for c in h.hint.iter_mut() {
-            if c.is_some_and(|a| h.returned_slabs.iter().any(|&(r, _)| r == a)) {
+            if c.is_some_and(|a| h.lists.returned_slabs.iter().any(|&(r, _)| r == a)) {
                 *c = None;
             }
         }
     }
     if committed
-        && (!h.freed_new.is_empty() || !h.freed_new_blocks.is_empty() || !h.returned_slabs.is_empty())
+        && (!h.lists.freed_new.is_empty()
+            || !h.lists.freed_new_blocks.is_empty()
+            || !h.lists.returned_slabs.is_empty())
     {
         use crate::heap::{QuarantineKind, Quarantined};
         let mut q = shared.heap.quarantine.lock().unwrap_or_else(|p| p.into_inner());
-        for &(start, n) in &h.freed_new {
+        for &(start, n) in &h.lists.freed_new {
             q.push(Quarantined {
                 lane,
                 seq: st.seq,
@@ -924,14 +926,14 @@ fn release_lane(shared: &Shared, lane: usize, mut st: LaneVolatile, committed: b
         }
         // A returned slab's bitmap words are in this commit's data hash: no fresh store may
         // land there before the completion mark is durable.
-        for &(start, _) in &h.returned_slabs {
+        for &(start, _) in &h.lists.returned_slabs {
             q.push(Quarantined {
                 lane,
                 seq: st.seq,
                 kind: QuarantineKind::Run { start, n: 1 },
             });
         }
-        for &(word, mask) in &h.freed_new_blocks {
+        for &(word, mask) in &h.lists.freed_new_blocks {
             q.push(Quarantined {
                 lane,
                 seq: st.seq,
