@@ -467,10 +467,11 @@ impl<'p> Transaction<'p> {
         // 2b. Few free chunks left: a block of a larger class, at most twice the size, from a
         // slab with room, rather than a whole chunk for this class.
         if s.heap_index(|idx| idx.free_total)? < keep + SCARCE_CHUNKS {
-            for larger in c + 1..CLASSES.len() {
-                if CLASSES[larger] > 2 * CLASSES[c] {
-                    break;
-                }
+            let within_twice = CLASSES[c + 1..]
+                .iter()
+                .take_while(|&&block| block <= 2 * CLASSES[c])
+                .count();
+            for larger in c + 1..=c + within_twice {
                 if let Some(off) = self.take_from_slabs(larger, false)? {
                     return Ok(off);
                 }
