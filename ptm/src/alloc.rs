@@ -779,9 +779,6 @@ impl Transaction<'_> {
     /// is not created after all: its pending descriptor store becomes 0 (the descriptor was
     /// logged when the slab was made), and it is quarantined like a returned slab.
     pub(crate) fn return_empty_slabs(&self, st: &mut crate::tx::LaneVolatile) {
-        if st.heap.allocated {
-            self.return_kept_slabs(st);
-        }
         let layout = self.shared().heap.layout();
         for i in 0..st.heap.lists.emptied_slabs.len() {
             let (chunk, c) = st.heap.lists.emptied_slabs[i];
@@ -817,6 +814,10 @@ impl Transaction<'_> {
     /// Records written stay written if a later one fails (the log cannot grow): the error
     /// aborts the transaction, or a retry goes on from there.
     pub(crate) fn log_pending_allocations(&self, st: &mut crate::tx::LaneVolatile) -> Result<()> {
+        if st.heap.allocated && (st.undrained || !st.heap.pending.is_empty()) {
+            // A drain follows: the kept slabs' descriptors ride on it (no extra drain).
+            self.return_kept_slabs(st);
+        }
         if st.heap.pending.is_empty() {
             return Ok(());
         }
@@ -876,11 +877,13 @@ impl Transaction<'_> {
         }
     }
 
-    /// At commit of a transaction that allocated: once free chunks are scarce (fewer than
-    /// [`SCARCE_CHUNKS`] beyond the reserves), the empty slabs kept for their classes go back
-    /// to the free chunks, like slabs this transaction emptied: descriptor logged, stored free
-    /// at commit, quarantined after it. A kept slab that is in use again, or that another
-    /// transaction holds, is skipped (the latter stays kept, for a later commit).
+    /// Before a drain of a transaction that allocated (with the pending allocations' records):
+    /// once free chunks are scarce (fewer than [`SCARCE_CHUNKS`] beyond the reserves), the
+    /// empty slabs kept for their classes go back to the free chunks like slabs this
+    /// transaction emptied: descriptor logged now (so the drain that follows covers it, at no
+    /// extra drain), stored free at commit if the slab is still empty then, quarantined after
+    /// it. A kept slab that is in use again is dropped from the kept ones; one that another
+    /// transaction holds stays kept, for a later transaction.
     fn return_kept_slabs(&self, st: &mut crate::tx::LaneVolatile) {
         let s = self.shared();
         let keep = self.chunks_to_keep(&st.heap, false);
@@ -916,8 +919,7 @@ impl Transaction<'_> {
                 && self.log_deferred(st, desc, 8).is_ok()
             {
                 st.heap.locked.push(chunk);
-                st.heap.lists.descs.push((desc, Desc::Free.encode()));
-                st.heap.lists.returned_slabs.push((chunk, c));
+                st.heap.lists.emptied_slabs.push((chunk, c));
             } else {
                 s.heap.unlock_chunk(chunk);
             }

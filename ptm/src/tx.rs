@@ -72,7 +72,7 @@ pub(crate) struct LaneVolatile {
     extents: Vec<(u64, u64)>,
     next_extent: u64,
     /// Records appended since the last drain.
-    undrained: bool,
+    pub(crate) undrained: bool,
     /// Ranges of undo entries appended since the last drain (inside a snapshot batch): a store
     /// into one of them must drain first.
     unordered_undo: Vec<(u64, u64)>,
@@ -474,8 +474,10 @@ impl<'p> Transaction<'p> {
     /// in the log. The stored words are logged ranges, so commit flushes and hashes them.
     fn apply_deferred(&self) -> Result<()> {
         let mut st = self.st.borrow_mut();
-        self.return_empty_slabs(&mut st);
+        // Pending allocations' records (and kept slabs going back) first: the slabs they
+        // empty are returned below.
         self.log_pending_allocations(&mut st)?;
+        self.return_empty_slabs(&mut st);
         if !st.heap.has_deferred() && !st.undrained {
             return Ok(());
         }

@@ -664,3 +664,30 @@ fn kept_empty_slabs_go_back_when_chunks_run_short() {
     assert_eq!(st.slab_chunks, 0, "{st:?}");
     assert_eq!(runs, chunks - ptm::heap::metadata_reserve(chunks), "{st:?}");
 }
+
+/// A kept empty slab goes back on the drain the transaction takes anyway: the transaction that
+/// makes free chunks scarce (a large block, then its link snapshotted) still costs 2 drains,
+/// and the kept slab is a free chunk after its commit.
+#[test]
+fn returning_a_kept_slab_costs_no_extra_drain() {
+    let dir = common::shm_dir();
+    let mut pool = pool(&dir, 32 << 20);
+    pool.transaction(|tx, _| {
+        let o = tx.alloc_bytes(64)?;
+        tx.free_bytes(o)
+    })
+    .unwrap();
+    let st = pool.check_heap().unwrap();
+    assert_eq!(st.slab_chunks, 1, "{st:?}");
+    // Leave 10 free chunks beyond the metadata reserve: scarce.
+    let big = (st.free_chunks - ptm::heap::metadata_reserve(st.chunks) - 10) * ptm::heap::CHUNK;
+    let before = thread_stats();
+    pool.transaction(|tx, r| {
+        let off = tx.alloc_bytes(big)?;
+        r.slots[0].set(tx, tx.pptr(off))
+    })
+    .unwrap();
+    assert_eq!(thread_stats().since(&before).drains, 2);
+    let st = pool.check_heap().unwrap();
+    assert_eq!(st.slab_chunks, 0, "{st:?}");
+}
