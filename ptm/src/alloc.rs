@@ -887,6 +887,11 @@ impl Transaction<'_> {
     fn return_kept_slabs(&self, st: &mut crate::tx::LaneVolatile) {
         let s = self.shared();
         let keep = self.chunks_to_keep(&st.heap, false);
+        // Plentiful as last seen: nothing to do, without taking the index lock (the next
+        // index use that makes chunks scarce updates what is seen).
+        if s.heap.free_chunks_seen.load(std::sync::atomic::Ordering::Relaxed) >= keep + SCARCE_CHUNKS {
+            return;
+        }
         let Ok(kept) = s.heap_index(|idx| {
             if idx.free_total >= keep + SCARCE_CHUNKS || idx.kept.iter().all(Option::is_none) {
                 return Vec::new();

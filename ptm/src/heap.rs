@@ -412,6 +412,9 @@ pub(crate) struct Heap {
     pub(crate) index: Mutex<Option<HeapIndex>>,
     /// `index` is built (set once, under its lock).
     pub(crate) index_built: std::sync::atomic::AtomicBool,
+    /// The index's `free_total` as of its last use (read without the lock by checks that
+    /// only need an estimate, e.g. whether free chunks are scarce).
+    pub(crate) free_chunks_seen: std::sync::atomic::AtomicU64,
     /// See [`Quarantined`]; lock order: quarantine before index.
     pub(crate) quarantine: Mutex<Vec<Quarantined>>,
     /// Entries in `quarantine` (checked without the lock on fast paths).
@@ -434,6 +437,7 @@ impl Heap {
             locks: zeroed_atomics(layout.table_entries() as usize),
             index: Mutex::new(None),
             index_built: std::sync::atomic::AtomicBool::new(false),
+            free_chunks_seen: std::sync::atomic::AtomicU64::new(0),
             quarantine: Mutex::new(Vec::new()),
             quarantined: std::sync::atomic::AtomicUsize::new(0),
         }
@@ -495,7 +499,10 @@ impl Heap {
             *guard = Some(build_index(&self.layout(), desc)?);
             self.index_built.store(true, Ordering::Release);
         }
-        Ok(f(guard.as_mut().expect("built above")))
+        let idx = guard.as_mut().expect("built above");
+        let r = f(idx);
+        self.free_chunks_seen.store(idx.free_total, Ordering::Relaxed);
+        Ok(r)
     }
 }
 
