@@ -252,6 +252,18 @@ impl<'p> Transaction<'p> {
                     p.2 = size;
                 }
                 crate::tx::add_logical(&mut st, off, size);
+                // When the log area could not hold the pending records (two per block), they
+                // are written now: growing the log may fail, and that failure belongs to this
+                // allocation (`OutOfSpace` here, not at a later snapshot's drain).
+                let needed = (st.heap.pending.len() as u64 + 1) * 2 * crate::layout::REC_ALIGN;
+                if crate::tx::log_room(&st) < needed {
+                    if let Err(e) = self.log_pending_allocations(&mut st) {
+                        drop(st);
+                        // Still pending, so forgotten: the block goes back at once.
+                        let _ = self.free_bytes(off);
+                        return Err(e);
+                    }
+                }
                 return Ok(off);
             }
             None => self.alloc_run(size)?,

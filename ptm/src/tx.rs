@@ -1098,6 +1098,11 @@ fn index_insert(index: &mut BTreeMap<u64, u64>, off: u64, len: u64) {
 /// Whether `[off, off + len)` lies inside one already-logged range.
 /// Records `[off, len)` as covered by the log (undo records or fresh memory), indexing the
 /// ranges once there are more than `LINEAR_RANGES`.
+/// Bytes left in the lane's current log area (before it would jump to a new extent).
+pub(crate) fn log_room(st: &LaneVolatile) -> u64 {
+    st.end - st.pos
+}
+
 /// Undoes the newest [`add_logical`] if it was `[off, off + len)` and the ranges are not
 /// indexed yet (a cancelled allocation, so an older record can still be taken back).
 pub(crate) fn forget_newest_logical(st: &mut LaneVolatile, off: u64, len: u64) {

@@ -495,3 +495,33 @@ fn a_small_heap_borrows_a_block_of_a_class_at_most_twice_the_size() {
         assert!(pool.allocated_blocks().unwrap().is_empty());
     }
 }
+
+/// Allocation records wait for the next drain, but not past what the log can hold: on a full
+/// heap (no chunk left for a log extent) with a small lane, a transaction allocating small
+/// blocks gets `OutOfSpace` from the allocation that the log cannot record, long before the
+/// slab is full, and nothing leaks.
+#[test]
+fn allocations_the_log_cannot_record_fail_at_the_allocation() {
+    let dir = common::shm_dir();
+    let opts = common::pmem().lanes(2).lane_size(8192);
+    let mut pool = Pool::<Root>::create(common::path(&dir, "small-lane.pool"), 8 << 20, &opts).unwrap();
+    alloc_into(&pool, 0, 64).unwrap();
+    let mut slot = 1;
+    while alloc_into(&pool, slot, CHUNK).is_ok() {
+        slot += 1;
+    }
+    let before = pool.allocated_blocks().unwrap();
+    let mut made = 0u64;
+    let r: Result<(), Error> = pool.transaction(|tx, _| loop {
+        tx.alloc_bytes(64)?;
+        made += 1;
+    });
+    assert!(matches!(r, Err(Error::OutOfSpace { .. })), "{r:?}");
+    let slab_blocks = ptm::heap::slab_geom(0).blocks;
+    assert!(
+        made < slab_blocks / 4,
+        "{made} allocations before the log ran out"
+    );
+    pool.check_heap().unwrap();
+    assert_eq!(pool.allocated_blocks().unwrap(), before);
+}
