@@ -904,29 +904,47 @@ impl Transaction<'_> {
         if s.heap.free_chunks_seen.load(std::sync::atomic::Ordering::Relaxed) >= keep + SCARCE_CHUNKS {
             return;
         }
-        let Ok(kept) = s.heap_index(|idx| {
-            if idx.free_total >= keep + SCARCE_CHUNKS || idx.kept.iter().all(Option::is_none) {
-                return Vec::new();
+        let Ok((kept, sweep)) = s.heap_index(|idx| {
+            if idx.free_total >= keep + SCARCE_CHUNKS {
+                return (Vec::new(), Vec::new());
             }
-            idx.kept
+            let kept: Vec<(u64, usize)> = idx
+                .kept
                 .iter_mut()
                 .enumerate()
                 .filter_map(|(c, k)| k.take().map(|chunk| (chunk, c)))
-                .collect()
+                .collect();
+            // Once per index (so once after open): every slab is a candidate, since the kept
+            // slabs of the process that wrote the pool are empty slabs nobody tracks now.
+            let mut sweep = Vec::new();
+            if !idx.swept {
+                idx.swept = true;
+                for (c, chunks) in idx.partial.iter().enumerate() {
+                    sweep.extend(chunks.iter().map(|&chunk| (chunk, c)));
+                }
+                sweep.retain(|x| !kept.contains(x));
+            }
+            (kept, sweep)
         }) else {
             return;
         };
         let layout = s.heap.layout();
         let mut again = Vec::new();
-        for (chunk, c) in kept {
+        let n_kept = kept.len();
+        for (i, (chunk, c)) in kept.into_iter().chain(sweep).enumerate() {
+            let is_kept = i < n_kept;
             if st.heap.locked.contains(&chunk) {
-                again.push((chunk, c));
+                if is_kept {
+                    again.push((chunk, c));
+                }
                 continue;
             }
             match s.heap.try_lock_chunk(chunk, self.lane()) {
                 Ok(true) => {}
                 _ => {
-                    again.push((chunk, c));
+                    if is_kept {
+                        again.push((chunk, c));
+                    }
                     continue;
                 }
             }

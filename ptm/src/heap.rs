@@ -289,6 +289,9 @@ pub(crate) struct HeapIndex {
     /// allocation that is freed again does not make and return a slab each time (a hint,
     /// checked under the chunk's lock before use; docs/design.md §10.3).
     pub(crate) kept: Vec<Option<u64>>,
+    /// The slabs were searched for empty ones (kept by the process that wrote the pool, before
+    /// it closed) the first time free chunks were scarce since this index was built.
+    pub(crate) swept: bool,
 }
 
 impl HeapIndex {
@@ -574,6 +577,7 @@ pub(crate) fn build_index(layout: &HeapLayout, desc: impl Fn(u64) -> u64) -> Res
         partial: vec![Vec::new(); CLASSES.len()],
         free_total: 0,
         kept: vec![None; CLASSES.len()],
+        swept: false,
     };
     let mut i = 0;
     while i < layout.n_chunks {

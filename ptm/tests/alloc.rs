@@ -638,20 +638,32 @@ fn a_cancelled_allocation_makes_a_slab_only_when_chunks_are_plentiful() {
 
 /// The empty slabs kept for their classes go back to the free chunks once free chunks are
 /// scarce: after alloc + free of five classes on a heap with plentiful chunks, allocations of
-/// whole chunks fill every chunk ordinary allocations may use, kept slabs included.
+/// whole chunks fill every chunk ordinary allocations may use, kept slabs included, in the
+/// same process or after a reopen (which forgot which slabs were kept).
 #[test]
 fn kept_empty_slabs_go_back_when_chunks_run_short() {
-    let dir = common::shm_dir();
-    let mut pool = pool(&dir, 32 << 20);
-    let chunks = pool.heap_stats().unwrap().chunks;
-    for size in [64u64, 256, 1024, 4096, 16384] {
-        pool.transaction(|tx, _| {
-            let o = tx.alloc_bytes(size)?;
-            tx.free_bytes(o)
-        })
-        .unwrap();
+    for reopen in [false, true] {
+        let dir = common::shm_dir();
+        let mut pool = pool(&dir, 32 << 20);
+        for size in [64u64, 256, 1024, 4096, 16384] {
+            pool.transaction(|tx, _| {
+                let o = tx.alloc_bytes(size)?;
+                tx.free_bytes(o)
+            })
+            .unwrap();
+        }
+        assert_eq!(pool.check_heap().unwrap().slab_chunks, 5);
+        if reopen {
+            drop(pool);
+            pool = Pool::<Root>::open(common::path(&dir, "alloc.pool"), &common::pmem()).unwrap();
+        }
+        fill_with_chunks(&mut pool);
     }
-    assert_eq!(pool.check_heap().unwrap().slab_chunks, 5);
+}
+
+/// Allocates whole chunks until none fits; checks every chunk but the metadata reserve went.
+fn fill_with_chunks(pool: &mut Pool<Root>) {
+    let chunks = pool.heap_stats().unwrap().chunks;
     let mut runs = 0;
     loop {
         match pool.transaction(|tx, _| tx.alloc_bytes(ptm::heap::CHUNK)) {
