@@ -83,9 +83,12 @@ fn drifting_size(rng: &mut Rng, cycle: u64) -> u64 {
 /// flight), then everything finished, then tasks of mixed sizes added until none fits. Before
 /// empty slabs returned to the free chunks, `add`/`finish` failed with `OutOfSpace` while most
 /// of the heap was free; now the churned pool fills to at least 85% of what a fresh pool
-/// holds (measured: 59.3% of heap bytes live after churn, 64.1% on a fresh pool: on this
-/// 15-chunk heap one slab per size class in use, the metadata reserve and the collections'
-/// growth steps bound both).
+/// holds. Measured: 70.4% of heap bytes live after churn, 69.2% on a fresh pool (59.3% and
+/// 64.1% before a class without room could borrow a block of a class at most twice its size
+/// on a heap with few free chunks). The goal of 85% is not reached: on this 15-chunk
+/// heap the slabs of the 64-, 128- and 1024-byte classes hold a few blocks each in a 256 KiB
+/// chunk, the metadata reserve keeps one chunk, and the fill ends when the payload map's next
+/// 48 KiB segment finds no free chunk.
 #[test]
 fn task_queue_churn_then_fills_like_a_fresh_pool() {
     let dir = shm_dir();
@@ -113,6 +116,11 @@ fn task_queue_churn_then_fills_like_a_fresh_pool() {
     let mut fresh = Pool::<Tasks>::create(fresh_dir.path().join("fresh.pool"), 8 << 20, &opts()).unwrap();
     let reference = fill(&mut fresh, &mut Rng(11));
     eprintln!("task queue after churn: {churned:.3} of heap bytes live; a fresh pool: {reference:.3}");
+    // Without borrowing both were below 0.65.
+    assert!(
+        reference >= 0.65 && churned >= 0.65,
+        "{churned:.3} / {reference:.3}"
+    );
     assert!(
         churned >= 0.85 * reference,
         "after churn {churned:.3} of heap bytes live, a fresh pool {reference:.3}"

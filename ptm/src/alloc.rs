@@ -15,15 +15,74 @@ use crate::error::{Error, Result};
 use crate::heap::{class_of, slab_geom, Desc, CHUNK, CLASSES};
 use crate::tx::Transaction;
 
-/// Allocator state of one transaction, kept in its lane (buffers reused).
+/// Below this many free chunks (beyond the reserves), a block whose class has no slab with room
+/// may come from a slab of a larger class (at most twice the size) instead of a new slab.
+const SCARCE_CHUNKS: u64 = 20;
+
+/// Bitmap word offset -> (bits to set, bits to clear) at commit: a vector searched linearly
+/// while small (most transactions touch a word or two, and a cleared vector keeps its memory,
+/// where a map allocates a node in every transaction), a map beyond [`WordMasks::SMALL`].
 #[derive(Debug, Default)]
-pub(crate) struct TxHeap {
-    /// Bitmap word offset -> (bits to set, bits to clear) at commit.
-    pub(crate) bits: BTreeMap<u64, (u64, u64)>,
+pub(crate) struct WordMasks {
+    small: Vec<(u64, (u64, u64))>,
+    large: BTreeMap<u64, (u64, u64)>,
+}
+
+impl WordMasks {
+    /// Most entries kept in the vector.
+    const SMALL: usize = 32;
+
+    pub(crate) fn get(&self, word: &u64) -> Option<&(u64, u64)> {
+        if self.large.is_empty() {
+            self.small.iter().find(|e| e.0 == *word).map(|e| &e.1)
+        } else {
+            self.large.get(word)
+        }
+    }
+
+    pub(crate) fn insert(&mut self, word: u64, masks: (u64, u64)) {
+        if !self.large.is_empty() {
+            self.large.insert(word, masks);
+        } else if let Some(e) = self.small.iter_mut().find(|e| e.0 == word) {
+            e.1 = masks;
+        } else if self.small.len() < Self::SMALL {
+            self.small.push((word, masks));
+        } else {
+            self.large.extend(self.small.drain(..));
+            self.large.insert(word, masks);
+        }
+    }
+
+    pub(crate) fn remove(&mut self, word: &u64) {
+        if self.large.is_empty() {
+            if let Some(i) = self.small.iter().position(|e| e.0 == *word) {
+                self.small.swap_remove(i);
+            }
+        } else {
+            self.large.remove(word);
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.small.is_empty() && self.large.is_empty()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.small.clear();
+        self.large.clear();
+    }
+
+    /// Every entry (in no particular order).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&u64, &(u64, u64))> {
+        self.small.iter().map(|(w, m)| (w, m)).chain(self.large.iter())
+    }
+}
+
+/// Chunk and descriptor lists of one transaction ([`TxHeap::lists`]).
+#[derive(Debug, Default)]
+pub(crate) struct ChunkLists {
     /// Descriptor offset -> value to store at commit (in order).
     pub(crate) descs: Vec<(u64, u64)>,
-    /// Chunks whose metadata lock this transaction holds.
-    pub(crate) locked: Vec<u64>,
     /// Chunk runs taken from the index by this transaction (new slabs and large blocks).
     pub(crate) reserved: Vec<(u64, u64)>,
     /// New slab chunks (chunk, class): offered to others after commit.
@@ -47,6 +106,66 @@ pub(crate) struct TxHeap {
     /// Slab chunks (chunk, class) this transaction turns into free chunks at commit;
     /// quarantined after commit, since their bitmap words are in the commit's data hash.
     pub(crate) returned_slabs: Vec<(u64, usize)>,
+}
+
+impl ChunkLists {
+    fn clear(&mut self) {
+        self.descs.clear();
+        self.reserved.clear();
+        self.new_slabs.clear();
+        self.freed_runs.clear();
+        self.freed_new.clear();
+        self.freed_new_blocks.clear();
+        self.freed_slabs.clear();
+        self.emptied_slabs.clear();
+        self.cancelled_chunks.clear();
+        self.returned_slabs.clear();
+    }
+}
+
+/// What an unused [`Lists`] reads as.
+static NO_LISTS: ChunkLists = ChunkLists {
+    descs: Vec::new(),
+    reserved: Vec::new(),
+    new_slabs: Vec::new(),
+    freed_runs: Vec::new(),
+    freed_new: Vec::new(),
+    freed_new_blocks: Vec::new(),
+    freed_slabs: Vec::new(),
+    emptied_slabs: Vec::new(),
+    cancelled_chunks: Vec::new(),
+    returned_slabs: Vec::new(),
+};
+
+/// [`ChunkLists`], allocated by the lane's first transaction that changes one (then kept with
+/// the lane state, cleared at each begin); reads as empty until then.
+#[derive(Debug, Default)]
+pub(crate) struct Lists(Option<Box<ChunkLists>>);
+
+impl std::ops::Deref for Lists {
+    type Target = ChunkLists;
+
+    fn deref(&self) -> &ChunkLists {
+        self.0.as_deref().unwrap_or(&NO_LISTS)
+    }
+}
+
+impl std::ops::DerefMut for Lists {
+    fn deref_mut(&mut self) -> &mut ChunkLists {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+/// Allocator state of one transaction, kept in its lane (buffers reused).
+#[derive(Debug, Default)]
+pub(crate) struct TxHeap {
+    /// Bitmap word offset -> (bits to set, bits to clear) at commit.
+    pub(crate) bits: WordMasks,
+    /// The lists of chunks and descriptors the transaction changes (rarely used: boxed, so
+    /// the lane state a transaction moves in and out stays small).
+    pub(crate) lists: Lists,
+    /// Chunks whose metadata lock this transaction holds.
+    pub(crate) locked: Vec<u64>,
     /// Whether this transaction allocated anything (it is then no longer removal-only, and its
     /// log extents no longer come from the metadata reserve).
     pub(crate) allocated: bool,
@@ -55,22 +174,21 @@ pub(crate) struct TxHeap {
     pub(crate) use_reserve: bool,
     /// Per class: the slab chunk this lane allocated from last (kept across transactions).
     pub(crate) hint: Vec<Option<u64>>,
+    /// Slab blocks allocated since the last drain whose log records are not written yet
+    /// (bitmap word, block offset, requested bytes): written by
+    /// [`Transaction::log_pending_allocations`] before the next drain or at commit. A block
+    /// freed again before then is simply forgotten (a cancelled reservation).
+    pub(crate) pending: Vec<(u64, u64, u64)>,
 }
 
 impl TxHeap {
     pub(crate) fn begin(&mut self) {
         self.bits.clear();
-        self.descs.clear();
         self.locked.clear();
-        self.reserved.clear();
-        self.new_slabs.clear();
-        self.freed_runs.clear();
-        self.freed_new.clear();
-        self.freed_new_blocks.clear();
-        self.freed_slabs.clear();
-        self.emptied_slabs.clear();
-        self.returned_slabs.clear();
-        self.cancelled_chunks.clear();
+        self.pending.clear();
+        if let Some(l) = self.lists.0.as_deref_mut() {
+            l.clear();
+        }
         self.allocated = false;
         self.use_reserve = false;
         if self.hint.len() != CLASSES.len() {
@@ -80,7 +198,7 @@ impl TxHeap {
 
     /// Whether commit has metadata to store.
     pub(crate) fn has_deferred(&self) -> bool {
-        !self.bits.is_empty() || !self.descs.is_empty()
+        !self.bits.is_empty() || !self.lists.descs.is_empty()
     }
 }
 
@@ -125,7 +243,29 @@ impl<'p> Transaction<'p> {
         let size = size.max(1);
         self.st_mut().heap.allocated = true;
         let off = match class_of(size) {
-            Some(c) => self.alloc_small(c)?,
+            Some(c) => {
+                let off = self.alloc_small(c)?;
+                // Its records wait for the next drain or the commit (`pending`); fresh memory
+                // needs no undo record for stores into it.
+                let mut st = self.st_mut();
+                if let Some(p) = st.heap.pending.last_mut().filter(|p| p.1 == off) {
+                    p.2 = size;
+                }
+                crate::tx::add_logical(&mut st, off, size);
+                // When the log area could not hold the pending records (two per block), they
+                // are written now: growing the log may fail, and that failure belongs to this
+                // allocation (`OutOfSpace` here, not at a later snapshot's drain).
+                let needed = (st.heap.pending.len() as u64 + 1) * 2 * crate::layout::REC_ALIGN;
+                if crate::tx::log_room(&st) < needed {
+                    if let Err(e) = self.log_pending_allocations(&mut st) {
+                        drop(st);
+                        // Still pending, so forgotten: the block goes back at once.
+                        let _ = self.free_bytes(off);
+                        return Err(e);
+                    }
+                }
+                return Ok(off);
+            }
             None => self.alloc_run(size)?,
         };
         if let Err(e) = self.record_new(off, size) {
@@ -192,6 +332,19 @@ impl<'p> Transaction<'p> {
                     return Err(invalid("freed twice"));
                 }
                 if set & bit != 0 {
+                    if let Some(i) = st.heap.pending.iter().rposition(|p| p.1 == off) {
+                        // Allocated since the last drain, records not written: forgotten, as
+                        // a cancelled reservation. Free at once, never in a data hash.
+                        let (_, _, size) = st.heap.pending.remove(i);
+                        crate::tx::forget_newest_logical(&mut st, off, size);
+                        if set & !bit == 0 && clear == 0 {
+                            st.heap.bits.remove(&word);
+                        } else {
+                            st.heap.bits.insert(word, (set & !bit, clear));
+                        }
+                        self.cancel_new_slab(&mut st, chunk, c);
+                        return Ok(());
+                    }
                     // Allocated in this transaction: not allocated after all.
                     st.heap.bits.insert(word, (set & !bit, clear));
                     // Like a cancelled reservation when its records are the log's newest and
@@ -208,7 +361,7 @@ impl<'p> Transaction<'p> {
                     }
                     // Otherwise its bytes are in this transaction's data hash: it is
                     // quarantined after commit.
-                    st.heap.freed_new_blocks.push((word, bit));
+                    st.heap.lists.freed_new_blocks.push((word, bit));
                     return Ok(());
                 }
                 if cur & bit == 0 {
@@ -216,7 +369,7 @@ impl<'p> Transaction<'p> {
                 }
                 self.log_deferred(&mut st, word, 8)?;
                 st.heap.bits.insert(word, (set, clear | bit));
-                st.heap.freed_slabs.push((chunk, c));
+                st.heap.lists.freed_slabs.push((chunk, c));
                 self.log_if_emptied(&mut st, chunk, c);
                 Ok(())
             }
@@ -225,22 +378,22 @@ impl<'p> Transaction<'p> {
                     return Err(invalid("not the start of a block"));
                 }
                 let mut st = self.st_mut();
-                if let Some(i) = st.heap.reserved.iter().position(|&(a, _)| a == chunk) {
+                if let Some(i) = st.heap.lists.reserved.iter().position(|&(a, _)| a == chunk) {
                     // Allocated in this transaction: drop its descriptors, return the run at the end.
-                    let (a, n) = st.heap.reserved.remove(i);
+                    let (a, n) = st.heap.lists.reserved.remove(i);
                     let (lo, hi) = (layout.desc_off(a), layout.desc_off(a + n));
-                    st.heap.descs.retain(|&(d, _)| d < lo || d >= hi);
-                    st.heap.freed_new.push((a, n));
+                    st.heap.lists.descs.retain(|&(d, _)| d < lo || d >= hi);
+                    st.heap.lists.freed_new.push((a, n));
                     return Ok(());
                 }
-                if st.heap.freed_runs.iter().any(|&(a, _)| a == chunk) {
+                if st.heap.lists.freed_runs.iter().any(|&(a, _)| a == chunk) {
                     return Err(invalid("freed twice"));
                 }
                 self.log_deferred(&mut st, layout.desc_off(chunk), n * 8)?;
                 for k in 0..n {
-                    st.heap.descs.push((layout.desc_off(chunk + k), 0));
+                    st.heap.lists.descs.push((layout.desc_off(chunk + k), 0));
                 }
-                st.heap.freed_runs.push((chunk, n));
+                st.heap.lists.freed_runs.push((chunk, n));
                 Ok(())
             }
             Desc::Free | Desc::Cont(_) => Err(invalid("not allocated")),
@@ -252,10 +405,10 @@ impl<'p> Transaction<'p> {
     /// The descriptor chunk `i` has in this transaction (its own uncommitted changes included).
     fn effective_desc(&self, i: u64) -> Desc {
         let st = self.st_mut();
-        if let Some(&(_, c)) = st.heap.new_slabs.iter().find(|&&(a, _)| a == i) {
+        if let Some(&(_, c)) = st.heap.lists.new_slabs.iter().find(|&&(a, _)| a == i) {
             return Desc::Slab(c);
         }
-        if let Some(&(_, n)) = st.heap.reserved.iter().find(|&&(a, _)| a == i) {
+        if let Some(&(_, n)) = st.heap.lists.reserved.iter().find(|&&(a, _)| a == i) {
             return Desc::Run(n);
         }
         drop(st);
@@ -322,8 +475,21 @@ impl<'p> Transaction<'p> {
         if let Some(off) = self.take_from_slabs(c, true)? {
             return Ok(off);
         }
-        // 3. A fresh chunk becomes a slab of the class.
         let keep = self.chunks_to_keep(&self.st_mut().heap, false);
+        // 2b. Few free chunks left: a block of a larger class, at most twice the size, from a
+        // slab with room, rather than a whole chunk for this class.
+        if s.heap_index(|idx| idx.free_total)? < keep + SCARCE_CHUNKS {
+            let within_twice = CLASSES[c + 1..]
+                .iter()
+                .take_while(|&&block| block <= 2 * CLASSES[c])
+                .count();
+            for larger in c + 1..=c + within_twice {
+                if let Some(off) = self.take_from_slabs(larger, false)? {
+                    return Ok(off);
+                }
+            }
+        }
+        // 3. A fresh chunk becomes a slab of the class.
         let Some(chunk) = self.take_chunks(1, keep)? else {
             // 4. No free chunk: a block of the smallest larger class that has one, rather
             // than a failure (the difference is internal fragmentation until it is freed; a
@@ -336,7 +502,7 @@ impl<'p> Transaction<'p> {
             return Err(self.out_of_space(CLASSES[c]));
         };
         let layout = s.heap.layout();
-        self.st_mut().heap.reserved.push((chunk, 1));
+        self.st_mut().heap.lists.reserved.push((chunk, 1));
         self.lock_chunk(chunk)?;
         let g = slab_geom(c);
         // The bitmap area is fresh memory: zero it, and cover it with a new-range record.
@@ -347,9 +513,10 @@ impl<'p> Transaction<'p> {
             let mut st = self.st_mut();
             self.log_deferred(&mut st, layout.desc_off(chunk), 8)?;
             st.heap
+                .lists
                 .descs
                 .push((layout.desc_off(chunk), Desc::Slab(c).encode()));
-            st.heap.new_slabs.push((chunk, c));
+            st.heap.lists.new_slabs.push((chunk, c));
             st.heap.hint[c] = Some(chunk);
         }
         match self.take_block(chunk, c)? {
@@ -421,11 +588,12 @@ impl<'p> Transaction<'p> {
             let free = !(s.read_u64(word) | set | clear | s.quarantined_bits(word)) & valid;
             if free != 0 {
                 let b = free.trailing_zeros() as u64;
-                self.log_deferred(&mut st, word, 8)?;
+                let off = layout.chunk_off(chunk) + g.first + (w * 64 + b) * g.block;
+                // The word's undo record is written with the block's new-range record, before
+                // the next drain (`log_pending_allocations`).
                 st.heap.bits.insert(word, (set | 1 << b, clear));
-                return Ok(Take::Block(
-                    layout.chunk_off(chunk) + g.first + (w * 64 + b) * g.block,
-                ));
+                st.heap.pending.push((word, off, g.block));
+                return Ok(Take::Block(off));
             }
         }
         Ok(Take::Full)
@@ -442,16 +610,18 @@ impl<'p> Transaction<'p> {
             .take_chunks(n, keep)?
             .ok_or_else(|| self.out_of_space(size))?;
         let mut st = self.st_mut();
-        st.heap.reserved.push((start, n));
+        st.heap.lists.reserved.push((start, n));
         drop(st);
         self.lock_chunk(start)?;
         let mut st = self.st_mut();
         self.log_deferred(&mut st, layout.desc_off(start), n * 8)?;
         st.heap
+            .lists
             .descs
             .push((layout.desc_off(start), Desc::Run(n).encode()));
         for k in 1..n {
             st.heap
+                .lists
                 .descs
                 .push((layout.desc_off(start + k), Desc::Cont(k).encode()));
         }
@@ -556,15 +726,16 @@ impl Transaction<'_> {
     /// covers it too and returning the slab at commit costs no extra drain. If the log cannot
     /// grow, the slab simply stays a slab (nothing is lost but the chunk's reuse).
     fn log_if_emptied(&self, st: &mut crate::tx::LaneVolatile, chunk: u64, c: usize) {
-        if st.heap.emptied_slabs.contains(&(chunk, c))
-            || st.heap.new_slabs.contains(&(chunk, c))
+        if st.heap.lists.emptied_slabs.contains(&(chunk, c))
+            || st.heap.lists.new_slabs.contains(&(chunk, c))
             || !self.slab_is_empty(st, chunk, c)
+            || self.keep_empty_slab(st, chunk, c)
         {
             return;
         }
         let desc = self.shared().heap.layout().desc_off(chunk);
         if self.log_deferred(st, desc, 8).is_ok() {
-            st.heap.emptied_slabs.push((chunk, c));
+            st.heap.lists.emptied_slabs.push((chunk, c));
         }
     }
 
@@ -575,7 +746,10 @@ impl Transaction<'_> {
     /// alloc + free on a heap without a slab of the class would make and return a slab at every
     /// commit.)
     fn cancel_new_slab(&self, st: &mut crate::tx::LaneVolatile, chunk: u64, c: usize) {
-        if !st.heap.new_slabs.contains(&(chunk, c)) || !self.slab_is_empty(st, chunk, c) {
+        if !st.heap.lists.new_slabs.contains(&(chunk, c))
+            || !self.slab_is_empty(st, chunk, c)
+            || self.keep_empty_slab(st, chunk, c)
+        {
             return;
         }
         let s = self.shared();
@@ -593,9 +767,9 @@ impl Transaction<'_> {
             return;
         }
         let h = &mut st.heap;
-        h.new_slabs.retain(|&x| x != (chunk, c));
-        h.descs.retain(|&(d, _)| d != desc);
-        h.reserved.retain(|&(a, _)| a != chunk);
+        h.lists.new_slabs.retain(|&x| x != (chunk, c));
+        h.lists.descs.retain(|&(d, _)| d != desc);
+        h.lists.reserved.retain(|&(a, _)| a != chunk);
         for w in 0..slab_geom(c).words {
             h.bits.remove(&(layout.chunk_off(chunk) + w * 8));
         }
@@ -605,7 +779,7 @@ impl Transaction<'_> {
         // Free again when this transaction ends, not before: until then a stale copy of the
         // taken-back descriptor record could be replayed by a recovery of this transaction,
         // and nobody else may have changed the descriptor meanwhile (the chunk stays locked).
-        h.cancelled_chunks.push(chunk);
+        h.lists.cancelled_chunks.push(chunk);
     }
 
     /// At commit, before the deferred stores: every slab emptied by this transaction and still
@@ -618,22 +792,179 @@ impl Transaction<'_> {
     /// logged when the slab was made), and it is quarantined like a returned slab.
     pub(crate) fn return_empty_slabs(&self, st: &mut crate::tx::LaneVolatile) {
         let layout = self.shared().heap.layout();
-        for i in 0..st.heap.emptied_slabs.len() {
-            let (chunk, c) = st.heap.emptied_slabs[i];
+        for i in 0..st.heap.lists.emptied_slabs.len() {
+            let (chunk, c) = st.heap.lists.emptied_slabs[i];
             if self.slab_is_empty(st, chunk, c) {
-                st.heap.descs.push((layout.desc_off(chunk), Desc::Free.encode()));
-                st.heap.returned_slabs.push((chunk, c));
+                st.heap
+                    .lists
+                    .descs
+                    .push((layout.desc_off(chunk), Desc::Free.encode()));
+                st.heap.lists.returned_slabs.push((chunk, c));
             }
         }
-        for i in 0..st.heap.new_slabs.len() {
-            let (chunk, c) = st.heap.new_slabs[i];
-            if self.slab_is_empty(st, chunk, c) {
+        for i in 0..st.heap.lists.new_slabs.len() {
+            let (chunk, c) = st.heap.lists.new_slabs[i];
+            let kept = || {
+                self.shared()
+                    .heap_index(|idx| idx.kept[c] == Some(chunk))
+                    .unwrap_or(false)
+            };
+            if self.slab_is_empty(st, chunk, c) && !kept() {
                 let desc = layout.desc_off(chunk);
-                for d in st.heap.descs.iter_mut().filter(|d| d.0 == desc) {
+                for d in st.heap.lists.descs.iter_mut().filter(|d| d.0 == desc) {
                     d.1 = Desc::Free.encode();
                 }
-                st.heap.returned_slabs.push((chunk, c));
+                st.heap.lists.returned_slabs.push((chunk, c));
             }
+        }
+    }
+
+    /// Writes the log records of the slab blocks allocated since the last drain (the bitmap
+    /// word's undo record, unless logged already, and the block's new-range record), so the
+    /// drain that follows orders them before the word's store at commit, and the commit's data
+    /// hash covers the blocks. Called before every drain of the transaction and at commit.
+    /// Records written stay written if a later one fails (the log cannot grow): the error
+    /// aborts the transaction, or a retry goes on from there.
+    pub(crate) fn log_pending_allocations(&self, st: &mut crate::tx::LaneVolatile) -> Result<()> {
+        if st.heap.allocated && (st.undrained || !st.heap.pending.is_empty()) {
+            // A drain follows: the kept slabs' descriptors ride on it (no extra drain).
+            self.return_kept_slabs(st);
+        }
+        if st.heap.pending.is_empty() {
+            return Ok(());
+        }
+        let mut done = 0;
+        let mut result = Ok(());
+        while done < st.heap.pending.len() {
+            let (word, off, size) = st.heap.pending[done];
+            result = self
+                .log_deferred(st, word, 8)
+                .and_then(|()| self.record_new_in(st, off, size));
+            if result.is_err() {
+                break;
+            }
+            done += 1;
+        }
+        st.heap.pending.drain(..done);
+        result
+    }
+
+    /// Whether slab `chunk` (class `c`, emptied or made empty by this transaction) is kept as
+    /// its class's empty slab instead of going back to the free chunks: only while free chunks
+    /// are plentiful (at least [`SCARCE_CHUNKS`] beyond the reserves) and the class has no other
+    /// empty slab kept. Then an allocation freed again in its own transaction (or a queue that
+    /// empties and fills) finds the slab, rather than making and returning one each time.
+    fn keep_empty_slab(&self, st: &crate::tx::LaneVolatile, chunk: u64, c: usize) -> bool {
+        let s = self.shared();
+        let keep = self.chunks_to_keep(&st.heap, false);
+        let Ok(Some(prev)) =
+            s.heap_index(|idx| (idx.free_total >= keep + SCARCE_CHUNKS).then_some(idx.kept[c]))
+        else {
+            return false;
+        };
+        if prev.is_some_and(|p| p != chunk && self.still_kept(st, p, c)) {
+            return false;
+        }
+        s.heap_index(|idx| idx.kept[c] = Some(chunk)).is_ok()
+    }
+
+    /// Whether chunk `p`, kept as class `c`'s empty slab, still is one. A chunk another
+    /// transaction holds counts as kept (it is checked again later).
+    fn still_kept(&self, st: &crate::tx::LaneVolatile, p: u64, c: usize) -> bool {
+        let s = self.shared();
+        let layout = s.heap.layout();
+        let is_empty_slab = |st: &crate::tx::LaneVolatile| {
+            (st.heap.lists.new_slabs.contains(&(p, c))
+                || Desc::decode(s.read_u64(layout.desc_off(p))) == Desc::Slab(c))
+                && self.slab_is_empty(st, p, c)
+        };
+        match s.heap.try_lock_chunk(p, self.lane()) {
+            Err(()) => true,
+            Ok(false) => is_empty_slab(st),
+            Ok(true) => {
+                let kept = is_empty_slab(st);
+                s.heap.unlock_chunk(p);
+                kept
+            }
+        }
+    }
+
+    /// Before a drain of a transaction that allocated (with the pending allocations' records):
+    /// once free chunks are scarce (fewer than [`SCARCE_CHUNKS`] beyond the reserves), the
+    /// empty slabs kept for their classes go back to the free chunks like slabs this
+    /// transaction emptied: descriptor logged now (so the drain that follows covers it, at no
+    /// extra drain), stored free at commit if the slab is still empty then, quarantined after
+    /// it. A kept slab that is in use again is dropped from the kept ones; one that another
+    /// transaction holds stays kept, for a later transaction.
+    fn return_kept_slabs(&self, st: &mut crate::tx::LaneVolatile) {
+        let s = self.shared();
+        let keep = self.chunks_to_keep(&st.heap, false);
+        // Plentiful as last seen: nothing to do, without taking the index lock (the next
+        // index use that makes chunks scarce updates what is seen).
+        if s.heap.free_chunks_seen.load(std::sync::atomic::Ordering::Relaxed) >= keep + SCARCE_CHUNKS {
+            return;
+        }
+        let Ok((kept, sweep)) = s.heap_index(|idx| {
+            if idx.free_total >= keep + SCARCE_CHUNKS {
+                return (Vec::new(), Vec::new());
+            }
+            let kept: Vec<(u64, usize)> = idx
+                .kept
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(c, k)| k.take().map(|chunk| (chunk, c)))
+                .collect();
+            // Once per index (so once after open): every slab is a candidate, since the kept
+            // slabs of the process that wrote the pool are empty slabs nobody tracks now.
+            let mut sweep = Vec::new();
+            if !idx.swept {
+                idx.swept = true;
+                for (c, chunks) in idx.partial.iter().enumerate() {
+                    sweep.extend(chunks.iter().map(|&chunk| (chunk, c)));
+                }
+                sweep.retain(|x| !kept.contains(x));
+            }
+            (kept, sweep)
+        }) else {
+            return;
+        };
+        let layout = s.heap.layout();
+        let mut again = Vec::new();
+        let n_kept = kept.len();
+        for (i, (chunk, c)) in kept.into_iter().chain(sweep).enumerate() {
+            let is_kept = i < n_kept;
+            if st.heap.locked.contains(&chunk) {
+                if is_kept {
+                    again.push((chunk, c));
+                }
+                continue;
+            }
+            match s.heap.try_lock_chunk(chunk, self.lane()) {
+                Ok(true) => {}
+                _ => {
+                    if is_kept {
+                        again.push((chunk, c));
+                    }
+                    continue;
+                }
+            }
+            let desc = layout.desc_off(chunk);
+            if Desc::decode(s.read_u64(desc)) == Desc::Slab(c)
+                && self.slab_is_empty(st, chunk, c)
+                && self.log_deferred(st, desc, 8).is_ok()
+            {
+                st.heap.locked.push(chunk);
+                st.heap.lists.emptied_slabs.push((chunk, c));
+            } else {
+                s.heap.unlock_chunk(chunk);
+            }
+        }
+        if !again.is_empty() {
+            let _ = s.heap_index(|idx| {
+                for (chunk, c) in again {
+                    idx.kept[c].get_or_insert(chunk);
+                }
+            });
         }
     }
 
@@ -648,12 +979,7 @@ impl Transaction<'_> {
     /// [`out_of_space`](Self::out_of_space) with this transaction's pending bitmap changes
     /// passed in (for callers that hold the lane state borrowed). `keep` free chunks are
     /// reserves this request may not use: they are not counted.
-    pub(crate) fn out_of_space_with(
-        &self,
-        requested: u64,
-        bits: &BTreeMap<u64, (u64, u64)>,
-        keep: u64,
-    ) -> Error {
+    pub(crate) fn out_of_space_with(&self, requested: u64, bits: &WordMasks, keep: u64) -> Error {
         let s = self.shared();
         let (free_chunks, largest) = s
             .heap_index(|idx| {
@@ -688,6 +1014,41 @@ impl Transaction<'_> {
             free_bytes,
             largest_free_run: largest * CHUNK,
             fragmented: free_bytes >= requested,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WordMasks;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    proptest! {
+        /// `WordMasks` behaves as a `BTreeMap`, below and beyond its vector's size.
+        #[test]
+        fn word_masks_match_a_map(ops in prop::collection::vec((0u8..3, 0u64..80, any::<u64>()), 0..300)) {
+            let mut masks = WordMasks::default();
+            let mut model = BTreeMap::new();
+            for (op, word, v) in ops {
+                match op {
+                    0 | 1 => {
+                        masks.insert(word, (v, !v));
+                        model.insert(word, (v, !v));
+                    }
+                    _ => {
+                        masks.remove(&word);
+                        model.remove(&word);
+                    }
+                }
+                prop_assert_eq!(masks.get(&word), model.get(&word));
+                prop_assert_eq!(masks.is_empty(), model.is_empty());
+            }
+            let mut all: Vec<_> = masks.iter().map(|(&w, &m)| (w, m)).collect();
+            all.sort_unstable();
+            prop_assert_eq!(all, model.into_iter().collect::<Vec<_>>());
+            masks.clear();
+            prop_assert!(masks.is_empty());
         }
     }
 }

@@ -113,12 +113,33 @@ impl SlabGeom {
 }
 
 /// The slab geometry of class `c`.
+#[inline]
 pub fn slab_geom(c: usize) -> SlabGeom {
-    let block = CLASSES[c];
+    GEOMETRIES[c]
+}
+
+/// [`slab_geom`] of every class, computed at compile time (the allocator's hot path reads it).
+const GEOMETRIES: [SlabGeom; CLASSES.len()] = {
+    let mut all = [SlabGeom {
+        block: 0,
+        blocks: 0,
+        first: 0,
+        words: 0,
+    }; CLASSES.len()];
+    let mut c = 0;
+    while c < CLASSES.len() {
+        all[c] = compute_geom(CLASSES[c]);
+        c += 1;
+    }
+    all
+};
+
+/// The most blocks of `block` bytes that fit a chunk after their bitmap (padded to 64 bytes).
+const fn compute_geom(block: u64) -> SlabGeom {
     let mut blocks = CHUNK / block;
     loop {
         let words = blocks.div_ceil(64);
-        let first = align_up(words * 8, 64);
+        let first = (words * 8).div_ceil(64) * 64;
         if first + blocks * block <= CHUNK {
             return SlabGeom {
                 block,
@@ -264,6 +285,13 @@ pub(crate) struct HeapIndex {
     pub(crate) partial: Vec<Vec<u64>>,
     /// Chunks in `free` (the sum of its lengths).
     pub(crate) free_total: u64,
+    /// Per class: an empty slab kept for the class while free chunks are plentiful, so an
+    /// allocation that is freed again does not make and return a slab each time (a hint,
+    /// checked under the chunk's lock before use; docs/design.md §10.3).
+    pub(crate) kept: Vec<Option<u64>>,
+    /// The slabs were searched for empty ones (kept by the process that wrote the pool, before
+    /// it closed) the first time free chunks were scarce since this index was built.
+    pub(crate) swept: bool,
 }
 
 impl HeapIndex {
@@ -387,6 +415,9 @@ pub(crate) struct Heap {
     pub(crate) index: Mutex<Option<HeapIndex>>,
     /// `index` is built (set once, under its lock).
     pub(crate) index_built: std::sync::atomic::AtomicBool,
+    /// The index's `free_total` as of its last use (read without the lock by checks that
+    /// only need an estimate, e.g. whether free chunks are scarce).
+    pub(crate) free_chunks_seen: std::sync::atomic::AtomicU64,
     /// See [`Quarantined`]; lock order: quarantine before index.
     pub(crate) quarantine: Mutex<Vec<Quarantined>>,
     /// Entries in `quarantine` (checked without the lock on fast paths).
@@ -409,6 +440,7 @@ impl Heap {
             locks: zeroed_atomics(layout.table_entries() as usize),
             index: Mutex::new(None),
             index_built: std::sync::atomic::AtomicBool::new(false),
+            free_chunks_seen: std::sync::atomic::AtomicU64::new(0),
             quarantine: Mutex::new(Vec::new()),
             quarantined: std::sync::atomic::AtomicUsize::new(0),
         }
@@ -470,7 +502,10 @@ impl Heap {
             *guard = Some(build_index(&self.layout(), desc)?);
             self.index_built.store(true, Ordering::Release);
         }
-        Ok(f(guard.as_mut().expect("built above")))
+        let idx = guard.as_mut().expect("built above");
+        let r = f(idx);
+        self.free_chunks_seen.store(idx.free_total, Ordering::Relaxed);
+        Ok(r)
     }
 }
 
@@ -541,6 +576,8 @@ pub(crate) fn build_index(layout: &HeapLayout, desc: impl Fn(u64) -> u64) -> Res
         free: BTreeMap::new(),
         partial: vec![Vec::new(); CLASSES.len()],
         free_total: 0,
+        kept: vec![None; CLASSES.len()],
+        swept: false,
     };
     let mut i = 0;
     while i < layout.n_chunks {

@@ -73,7 +73,7 @@ pub(crate) struct LaneVolatile {
     extents: Vec<(u64, u64)>,
     next_extent: u64,
     /// Records appended since the last drain.
-    undrained: bool,
+    pub(crate) undrained: bool,
     /// Ranges of undo entries appended since the last drain (inside a snapshot batch): a store
     /// into one of them must drain first.
     unordered_undo: Vec<(u64, u64)>,
@@ -452,9 +452,13 @@ impl<'p> Transaction<'p> {
     /// Appends a new-range record for fresh memory `[off, off + len)`: no old bytes, but the
     /// commit flushes the range and includes it in its data hash.
     pub(crate) fn record_new(&self, off: u64, len: u64) -> Result<()> {
-        let mut st = self.st.borrow_mut();
+        self.record_new_in(&mut self.st.borrow_mut(), off, len)
+    }
+
+    /// [`record_new`](Self::record_new) with the lane state borrowed by the caller.
+    pub(crate) fn record_new_in(&self, st: &mut LaneVolatile, off: u64, len: u64) -> Result<()> {
         if st.end - st.pos < 2 * REC_ALIGN {
-            self.jump(&mut st)?;
+            self.jump(st)?;
         }
         let header = encode_rec(st.seq, KIND_NEW, len, off, &[]);
         // SAFETY: room for this record and a later jump was checked; the area is this lane's.
@@ -467,7 +471,7 @@ impl<'p> Transaction<'p> {
         st.ranges.push((off, len));
         st.undrained = true;
         // Fresh memory has no old contents to restore: stores into it need no undo record.
-        add_logical(&mut st, off, len);
+        add_logical(st, off, len);
         Ok(())
     }
 
@@ -477,6 +481,9 @@ impl<'p> Transaction<'p> {
     /// in the log. The stored words are logged ranges, so commit flushes and hashes them.
     fn apply_deferred(&self) -> Result<()> {
         let mut st = self.st.borrow_mut();
+        // Pending allocations' records (and kept slabs going back) first: the slabs they
+        // empty are returned below.
+        self.log_pending_allocations(&mut st)?;
         self.return_empty_slabs(&mut st);
         if !st.heap.has_deferred() && !st.undrained {
             return Ok(());
@@ -485,11 +492,11 @@ impl<'p> Transaction<'p> {
             self.drain_log(&mut st)?;
         }
         let s = self.shared;
-        for (&word, &(set, clear)) in &st.heap.bits {
+        for (&word, &(set, clear)) in st.heap.bits.iter() {
             let v = (s.read_u64(word) | set) & !clear;
             s.write_u64(word, v);
         }
-        for &(off, v) in &st.heap.descs {
+        for &(off, v) in &st.heap.lists.descs {
             s.write_u64(off, v);
         }
         Ok(())
@@ -501,6 +508,8 @@ impl<'p> Transaction<'p> {
     /// commit record, and a later transaction's writes into a freed or completed range), which
     /// is all the undo protocol and the completion marks need.
     fn drain_log(&self, st: &mut LaneVolatile) -> Result<()> {
+        // Blocks allocated since the last drain get their log records now (alloc.rs).
+        self.log_pending_allocations(st)?;
         let mut completions = std::mem::take(&mut st.completions);
         self.shared.flush_pending_completions(&mut completions);
         let r = self.shared.order();
@@ -667,13 +676,15 @@ impl<'p> Transaction<'p> {
         let s = self.shared;
         let (seq, entries) = {
             let st = self.st.borrow();
-            (st.seq, st.entries)
+            (st.seq, st.entries + st.heap.pending.len() as u64)
         };
         if entries == 0 {
             self.finish(true);
             return Ok(());
         }
         let result = self.apply_deferred().and_then(|()| {
+            // `apply_deferred` may have appended records (pending allocations, kept slabs).
+            let entries = self.st.borrow().entries;
             self.write_commit_record(seq, entries);
             s.drain()
         });
@@ -747,7 +758,7 @@ impl<'p> Transaction<'p> {
         let s = self.shared;
         let (seq, entries) = {
             let st = self.st.borrow();
-            (st.seq, st.entries)
+            (st.seq, st.entries + st.heap.pending.len() as u64)
         };
         if entries == 0 {
             self.finish(true);
@@ -757,6 +768,8 @@ impl<'p> Transaction<'p> {
             let _ = self.abort_inner();
             return Err(e);
         }
+        // `apply_deferred` may have appended records (pending allocations, kept slabs).
+        let entries = self.st.borrow().entries;
         self.write_commit_record(seq, entries);
         self.park();
         let drains_at_commit = crate::thread_stats().drains;
@@ -854,12 +867,12 @@ fn release_lane(shared: &Shared, lane: usize, mut st: LaneVolatile, committed: b
     // its new and emptied slabs; an abort returns what it reserved. Most transactions touch
     // none of this and skip the index lock.
     let touched = !extents.is_empty()
-        || !h.freed_new.is_empty()
-        || !h.freed_runs.is_empty()
-        || !h.new_slabs.is_empty()
-        || !h.freed_slabs.is_empty()
-        || !h.reserved.is_empty()
-        || !h.cancelled_chunks.is_empty();
+        || !h.lists.freed_new.is_empty()
+        || !h.lists.freed_runs.is_empty()
+        || !h.lists.new_slabs.is_empty()
+        || !h.lists.freed_slabs.is_empty()
+        || !h.lists.reserved.is_empty()
+        || !h.lists.cancelled_chunks.is_empty();
     let _ = touched.then(|| {
         shared.heap_index(|idx| {
             for &(off, size) in &extents {
@@ -867,32 +880,32 @@ fn release_lane(shared: &Shared, lane: usize, mut st: LaneVolatile, committed: b
                     idx.give_run(start, size / chunk);
                 }
             }
-            for &a in &h.cancelled_chunks {
+            for &a in &h.lists.cancelled_chunks {
                 idx.give_run(a, 1);
             }
             if !committed {
-                for &(a, n) in &h.freed_new {
+                for &(a, n) in &h.lists.freed_new {
                     idx.give_run(a, n);
                 }
             }
             if committed {
-                for &(a, n) in &h.freed_runs {
+                for &(a, n) in &h.lists.freed_runs {
                     idx.give_run(a, n);
                 }
-                for &(a, c) in h.new_slabs.iter().chain(&h.freed_slabs) {
-                    if !idx.partial[c].contains(&a) && !h.returned_slabs.contains(&(a, c)) {
+                for &(a, c) in h.lists.new_slabs.iter().chain(&h.lists.freed_slabs) {
+                    if !idx.partial[c].contains(&a) && !h.lists.returned_slabs.contains(&(a, c)) {
                         idx.partial[c].push(a);
                     }
                 }
-                for &(a, c) in &h.returned_slabs {
+                for &(a, c) in &h.lists.returned_slabs {
                     idx.drop_partial(c, a);
                 }
             } else {
-                for &(a, n) in &h.reserved {
+                for &(a, n) in &h.lists.reserved {
                     idx.give_run(a, n);
                 }
                 for c in h.hint.iter_mut() {
-                    if c.is_some_and(|a| h.reserved.iter().any(|&(r, _)| r == a)) {
+                    if c.is_some_and(|a| h.lists.reserved.iter().any(|&(r, _)| r == a)) {
                         *c = None;
                     }
                 }
@@ -901,17 +914,19 @@ fn release_lane(shared: &Shared, lane: usize, mut st: LaneVolatile, committed: b
     });
     if committed {
         for c in h.hint.iter_mut() {
-            if c.is_some_and(|a| h.returned_slabs.iter().any(|&(r, _)| r == a)) {
+            if c.is_some_and(|a| h.lists.returned_slabs.iter().any(|&(r, _)| r == a)) {
                 *c = None;
             }
         }
     }
     if committed
-        && (!h.freed_new.is_empty() || !h.freed_new_blocks.is_empty() || !h.returned_slabs.is_empty())
+        && (!h.lists.freed_new.is_empty()
+            || !h.lists.freed_new_blocks.is_empty()
+            || !h.lists.returned_slabs.is_empty())
     {
         use crate::heap::{QuarantineKind, Quarantined};
         let mut q = shared.heap.quarantine.lock().unwrap_or_else(|p| p.into_inner());
-        for &(start, n) in &h.freed_new {
+        for &(start, n) in &h.lists.freed_new {
             q.push(Quarantined {
                 lane,
                 seq: st.seq,
@@ -920,14 +935,14 @@ fn release_lane(shared: &Shared, lane: usize, mut st: LaneVolatile, committed: b
         }
         // A returned slab's bitmap words are in this commit's data hash: no fresh store may
         // land there before the completion mark is durable.
-        for &(start, _) in &h.returned_slabs {
+        for &(start, _) in &h.lists.returned_slabs {
             q.push(Quarantined {
                 lane,
                 seq: st.seq,
                 kind: QuarantineKind::Run { start, n: 1 },
             });
         }
-        for &(word, mask) in &h.freed_new_blocks {
+        for &(word, mask) in &h.lists.freed_new_blocks {
             q.push(Quarantined {
                 lane,
                 seq: st.seq,
@@ -1090,7 +1105,20 @@ fn index_insert(index: &mut BTreeMap<u64, u64>, off: u64, len: u64) {
 /// Whether `[off, off + len)` lies inside one already-logged range.
 /// Records `[off, len)` as covered by the log (undo records or fresh memory), indexing the
 /// ranges once there are more than `LINEAR_RANGES`.
-fn add_logical(st: &mut LaneVolatile, off: u64, len: u64) {
+/// Bytes left in the lane's current log area (before it would jump to a new extent).
+pub(crate) fn log_room(st: &LaneVolatile) -> u64 {
+    st.end - st.pos
+}
+
+/// Undoes the newest [`add_logical`] if it was `[off, off + len)` and the ranges are not
+/// indexed yet (a cancelled allocation, so an older record can still be taken back).
+pub(crate) fn forget_newest_logical(st: &mut LaneVolatile, off: u64, len: u64) {
+    if st.index.is_empty() && st.logical.last() == Some(&(off, len)) {
+        st.logical.pop();
+    }
+}
+
+pub(crate) fn add_logical(st: &mut LaneVolatile, off: u64, len: u64) {
     st.logical.push((off, len));
     if st.logical.len() > LINEAR_RANGES {
         let LaneVolatile { logical, index, .. } = st;

@@ -602,23 +602,104 @@ fn alloc_and_free_before_a_drain_is_cancelled() {
     assert_no_leak(&mut recovered);
 }
 
-/// On a heap with no slab of the class, an alloc + free in one transaction makes no slab at all
-/// (the slab's making is taken back with the block): no drain, no chunk taken, every time.
+/// On a heap with few free chunks and no slab of the class, an alloc + free in one transaction
+/// makes no slab at all (the slab's making is taken back with the block): no drain, no chunk
+/// taken, every time. With free chunks plentiful, the first such transaction keeps the slab it
+/// made (empty, 2 drains), and every later one uses it: no drain, no further chunk.
 #[test]
-fn a_cancelled_allocation_does_not_make_a_slab() {
+fn a_cancelled_allocation_makes_a_slab_only_when_chunks_are_plentiful() {
     let dir = common::shm_dir();
-    let mut pool = pool(&dir, 16 << 20);
-    let free = pool.heap_stats().unwrap().free_chunks;
-    for i in 0..3 {
-        let before = thread_stats();
-        pool.transaction(|tx, _| {
-            let o = tx.alloc_bytes(64)?;
-            tx.free_bytes(o)
-        })
-        .unwrap();
-        assert_eq!(thread_stats().since(&before).drains, 0, "round {i}");
-        let st = pool.check_heap().unwrap();
-        assert_eq!((st.slab_chunks, st.free_chunks), (0, free), "{st:?}");
+    for (size, kept) in [(8u64 << 20, false), (32 << 20, true)] {
+        let mut pool = pool(&dir, size);
+        let free = pool.heap_stats().unwrap().free_chunks;
+        for i in 0..4 {
+            let before = thread_stats();
+            pool.transaction(|tx, _| {
+                let o = tx.alloc_bytes(64)?;
+                tx.free_bytes(o)
+            })
+            .unwrap();
+            let drains = thread_stats().since(&before).drains;
+            let st = pool.check_heap().unwrap();
+            let first_keeps = kept && i == 0;
+            assert_eq!(drains, if first_keeps { 2 } else { 0 }, "{size}: round {i}");
+            let slabs = u64::from(kept);
+            assert_eq!(
+                (st.slab_chunks, st.free_chunks, st.used_bytes),
+                (slabs, free - slabs, 0),
+                "{size}: {st:?}"
+            );
+        }
+        assert_no_leak(&mut pool);
+        drop(pool);
+        std::fs::remove_file(common::path(&dir, "alloc.pool")).unwrap();
     }
-    assert_no_leak(&mut pool);
+}
+
+/// The empty slabs kept for their classes go back to the free chunks once free chunks are
+/// scarce: after alloc + free of five classes on a heap with plentiful chunks, allocations of
+/// whole chunks fill every chunk ordinary allocations may use, kept slabs included, in the
+/// same process or after a reopen (which forgot which slabs were kept).
+#[test]
+fn kept_empty_slabs_go_back_when_chunks_run_short() {
+    for reopen in [false, true] {
+        let dir = common::shm_dir();
+        let mut pool = pool(&dir, 32 << 20);
+        for size in [64u64, 256, 1024, 4096, 16384] {
+            pool.transaction(|tx, _| {
+                let o = tx.alloc_bytes(size)?;
+                tx.free_bytes(o)
+            })
+            .unwrap();
+        }
+        assert_eq!(pool.check_heap().unwrap().slab_chunks, 5);
+        if reopen {
+            drop(pool);
+            pool = Pool::<Root>::open(common::path(&dir, "alloc.pool"), &common::pmem()).unwrap();
+        }
+        fill_with_chunks(&mut pool);
+    }
+}
+
+/// Allocates whole chunks until none fits; checks every chunk but the metadata reserve went.
+fn fill_with_chunks(pool: &mut Pool<Root>) {
+    let chunks = pool.heap_stats().unwrap().chunks;
+    let mut runs = 0;
+    loop {
+        match pool.transaction(|tx, _| tx.alloc_bytes(ptm::heap::CHUNK)) {
+            Ok(_) => runs += 1,
+            Err(Error::OutOfSpace { .. }) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let st = pool.check_heap().unwrap();
+    assert_eq!(st.slab_chunks, 0, "{st:?}");
+    assert_eq!(runs, chunks - ptm::heap::metadata_reserve(chunks), "{st:?}");
+}
+
+/// A kept empty slab goes back on the drain the transaction takes anyway: the transaction that
+/// makes free chunks scarce (a large block, then its link snapshotted) still costs 2 drains,
+/// and the kept slab is a free chunk after its commit.
+#[test]
+fn returning_a_kept_slab_costs_no_extra_drain() {
+    let dir = common::shm_dir();
+    let mut pool = pool(&dir, 32 << 20);
+    pool.transaction(|tx, _| {
+        let o = tx.alloc_bytes(64)?;
+        tx.free_bytes(o)
+    })
+    .unwrap();
+    let st = pool.check_heap().unwrap();
+    assert_eq!(st.slab_chunks, 1, "{st:?}");
+    // Leave 10 free chunks beyond the metadata reserve: scarce.
+    let big = (st.free_chunks - ptm::heap::metadata_reserve(st.chunks) - 10) * ptm::heap::CHUNK;
+    let before = thread_stats();
+    pool.transaction(|tx, r| {
+        let off = tx.alloc_bytes(big)?;
+        r.slots[0].set(tx, tx.pptr(off))
+    })
+    .unwrap();
+    assert_eq!(thread_stats().since(&before).drains, 2);
+    let st = pool.check_heap().unwrap();
+    assert_eq!(st.slab_chunks, 0, "{st:?}");
 }

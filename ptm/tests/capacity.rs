@@ -456,3 +456,72 @@ fn frees_right_after_reopen_hand_out_each_chunk_once() {
     assert_eq!(chunks.len() as u64, usable, "a chunk was handed out twice");
     pool.check_heap().unwrap();
 }
+
+/// On a heap with few free chunks, a class whose slabs are full (or that has none) takes a
+/// block of a larger class, at most twice its size, from a slab with room, rather than a whole
+/// chunk; with free chunks plentiful it gets a slab of its own. The block is freed through the
+/// slab it came from either way.
+#[test]
+fn a_small_heap_borrows_a_block_of_a_class_at_most_twice_the_size() {
+    let class = |size: u64| CLASSES.iter().position(|&c| c == size).unwrap();
+    for (size, borrowed) in [(8u64 << 20, true), (32 << 20, false)] {
+        let dir = common::shm_dir();
+        let mut pool = pool(&dir, size);
+        alloc_into(&pool, 0, 3072).unwrap();
+        alloc_into(&pool, 1, 1536).unwrap(); // twice: borrowed from the 3072 slab
+        alloc_into(&pool, 2, 1000).unwrap(); // 1024: the 3072 slab is three times larger
+        let st = pool.check_heap().unwrap();
+        let (c1536, c3072, c1024) = (class(1536), class(3072), class(1024));
+        if borrowed {
+            assert_eq!(
+                (st.per_class[c3072], st.per_class[c1536], st.slab_chunks),
+                (2, 0, 2),
+                "{st:?}"
+            );
+        } else {
+            assert_eq!(
+                (st.per_class[c3072], st.per_class[c1536], st.slab_chunks),
+                (1, 1, 3),
+                "{st:?}"
+            );
+        }
+        assert_eq!(st.per_class[c1024], 1, "{st:?}");
+        for slot in 0..3 {
+            free_slot(&pool, slot).unwrap();
+        }
+        pool.sync().unwrap();
+        let st = pool.check_heap().unwrap();
+        assert_eq!(st.used_bytes, 0, "{st:?}");
+        assert!(pool.allocated_blocks().unwrap().is_empty());
+    }
+}
+
+/// Allocation records wait for the next drain, but not past what the log can hold: on a full
+/// heap (no chunk left for a log extent) with a small lane, a transaction allocating small
+/// blocks gets `OutOfSpace` from the allocation that the log cannot record, long before the
+/// slab is full, and nothing leaks.
+#[test]
+fn allocations_the_log_cannot_record_fail_at_the_allocation() {
+    let dir = common::shm_dir();
+    let opts = common::pmem().lanes(2).lane_size(8192);
+    let mut pool = Pool::<Root>::create(common::path(&dir, "small-lane.pool"), 8 << 20, &opts).unwrap();
+    alloc_into(&pool, 0, 64).unwrap();
+    let mut slot = 1;
+    while alloc_into(&pool, slot, CHUNK).is_ok() {
+        slot += 1;
+    }
+    let before = pool.allocated_blocks().unwrap();
+    let mut made = 0u64;
+    let r: Result<(), Error> = pool.transaction(|tx, _| loop {
+        tx.alloc_bytes(64)?;
+        made += 1;
+    });
+    assert!(matches!(r, Err(Error::OutOfSpace { .. })), "{r:?}");
+    let slab_blocks = ptm::heap::slab_geom(0).blocks;
+    assert!(
+        made < slab_blocks / 4,
+        "{made} allocations before the log ran out"
+    );
+    pool.check_heap().unwrap();
+    assert_eq!(pool.allocated_blocks().unwrap(), before);
+}
