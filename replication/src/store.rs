@@ -13,7 +13,7 @@ use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
@@ -236,6 +236,8 @@ struct Inner<A: Application> {
     pool: Pool<RaftRoot<A::State>>,
     app: A,
     snapshots_installed: AtomicU64,
+    log_gate: Mutex<()>,
+    machine_gate: Mutex<()>,
 }
 
 /// A replicated pool: one ptm pool holding a Raft log and a state machine. Hand
@@ -336,6 +338,8 @@ impl<A: Application> RaftStore<A> {
                 pool,
                 app,
                 snapshots_installed: AtomicU64::new(0),
+                log_gate: Mutex::new(()),
+                machine_gate: Mutex::new(()),
             }),
         })
     }
@@ -376,7 +380,7 @@ impl<A: Application> RaftStore<A> {
         T: Send + 'static,
         F: for<'t> FnOnce(&'t Transaction<'t>, &'t A::State) -> Result<T> + Send + 'static,
     {
-        run(&self.inner, move |inner| {
+        run(&self.inner, Area::Machine, move |inner| {
             inner.pool.transaction(|tx, root| {
                 let m = root.machine.lock(tx)?;
                 f(tx, &m.state)
@@ -407,14 +411,33 @@ impl<A: Application> RaftStore<A> {
     }
 }
 
-async fn run<A, T, F>(inner: &Arc<Inner<A>>, f: F) -> Result<T>
+/// Which half of the root a transaction works on.
+#[derive(Clone, Copy)]
+enum Area {
+    Log,
+    Machine,
+}
+
+/// Runs `f` (one transaction on `area`) on tokio's blocking pool, after the area's gate: one
+/// transaction per area at a time, so the root's persistent locks are never contended and a
+/// long transaction (a large snapshot install, a long purge) makes the next one wait rather
+/// than fail with `LockTimeout`.
+async fn run<A, T, F>(inner: &Arc<Inner<A>>, area: Area, f: F) -> Result<T>
 where
     A: Application,
     T: Send + 'static,
     F: FnOnce(&Inner<A>) -> Result<T> + Send + 'static,
 {
     let inner = inner.clone();
-    tokio::task::spawn_blocking(move || f(&inner)).await?
+    tokio::task::spawn_blocking(move || {
+        let gate = match area {
+            Area::Log => &inner.log_gate,
+            Area::Machine => &inner.machine_gate,
+        };
+        let _turn = gate.lock().unwrap_or_else(|p| p.into_inner());
+        f(&inner)
+    })
+    .await?
 }
 
 /// Checks every log record: vote, committed, purged, and each entry (checksum, decoding, its
@@ -526,7 +549,7 @@ impl<A: Application> RaftLogReader<Conf<A>> for LogStore<A> {
             Bound::Excluded(&b) => b,
             Bound::Unbounded => u64::MAX,
         };
-        run(&self.inner, move |inner| {
+        run(&self.inner, Area::Log, move |inner| {
             inner.pool.transaction(|tx, root| {
                 let log = root.log.lock(tx)?;
                 let (lo, hi) = (start.max(log.first.get(tx)), stop.min(log.end.get(tx)));
@@ -548,7 +571,7 @@ impl<A: Application> RaftLogStorage<Conf<A>> for LogStore<A> {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<Conf<A>>, StorageError<u64>> {
-        run(&self.inner, |inner| {
+        run(&self.inner, Area::Log, |inner| {
             inner.pool.transaction(|tx, root| {
                 let log = root.log.lock(tx)?;
                 let purged = read_record::<LogId<u64>>(tx, &log.purged, "purged log id")?;
@@ -574,7 +597,7 @@ impl<A: Application> RaftLogStorage<Conf<A>> for LogStore<A> {
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
         let bytes = encode("vote", vote).map_err(|e| e.into_storage(ErrorSubject::Vote, ErrorVerb::Write))?;
-        run(&self.inner, move |inner| {
+        run(&self.inner, Area::Log, move |inner| {
             inner.pool.transaction(|tx, root| {
                 root.log.lock(tx)?.vote.assign(tx, bytes)?;
                 Ok(())
@@ -585,7 +608,7 @@ impl<A: Application> RaftLogStorage<Conf<A>> for LogStore<A> {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
-        run(&self.inner, |inner| {
+        run(&self.inner, Area::Log, |inner| {
             inner
                 .pool
                 .transaction(|tx, root| read_record(tx, &root.log.lock(tx)?.vote, "vote"))
@@ -595,7 +618,7 @@ impl<A: Application> RaftLogStorage<Conf<A>> for LogStore<A> {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError<u64>> {
-        run(&self.inner, move |inner| {
+        run(&self.inner, Area::Log, move |inner| {
             inner.pool.transaction(|tx, root| {
                 write_record(
                     tx,
@@ -610,7 +633,7 @@ impl<A: Application> RaftLogStorage<Conf<A>> for LogStore<A> {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
-        run(&self.inner, |inner| {
+        run(&self.inner, Area::Log, |inner| {
             inner
                 .pool
                 .transaction(|tx, root| read_record(tx, &root.log.lock(tx)?.committed, "committed log id"))
@@ -636,7 +659,7 @@ impl<A: Application> RaftLogStorage<Conf<A>> for LogStore<A> {
         }
         // One transaction for the whole batch; it returns once durable (strict commit), so
         // the flushed callback below follows durability.
-        run(&self.inner, move |inner| {
+        run(&self.inner, Area::Log, move |inner| {
             inner.pool.transaction(|tx, root| {
                 let log = root.log.lock(tx)?;
                 let (mut first, mut end) = (log.first.get(tx), log.end.get(tx));
@@ -669,7 +692,7 @@ impl<A: Application> RaftLogStorage<Conf<A>> for LogStore<A> {
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
-        run(&self.inner, move |inner| {
+        run(&self.inner, Area::Log, move |inner| {
             inner.pool.transaction(|tx, root| {
                 let log = root.log.lock(tx)?;
                 let (first, end) = (log.first.get(tx), log.end.get(tx));
@@ -690,7 +713,7 @@ impl<A: Application> RaftLogStorage<Conf<A>> for LogStore<A> {
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
-        run(&self.inner, move |inner| {
+        run(&self.inner, Area::Log, move |inner| {
             inner.pool.transaction(|tx, root| {
                 let log = root.log.lock(tx)?;
                 let (first, end) = (log.first.get(tx), log.end.get(tx));
@@ -734,7 +757,7 @@ type Meta = SnapshotMeta<u64, BasicNode>;
 
 impl<A: Application> RaftSnapshotBuilder<Conf<A>> for StateMachine<A> {
     async fn build_snapshot(&mut self) -> Result<Snapshot<Conf<A>>, StorageError<u64>> {
-        run(&self.inner, |inner| {
+        run(&self.inner, Area::Machine, |inner| {
             inner.pool.transaction(|tx, root| {
                 let m = root.machine.lock(tx)?;
                 let last_log_id =
@@ -771,7 +794,7 @@ impl<A: Application> RaftStateMachine<Conf<A>> for StateMachine<A> {
     async fn applied_state(
         &mut self,
     ) -> Result<(Option<LogId<u64>>, StoredMembership<u64, BasicNode>), StorageError<u64>> {
-        run(&self.inner, |inner| {
+        run(&self.inner, Area::Machine, |inner| {
             inner.pool.transaction(|tx, root| {
                 let m = root.machine.lock(tx)?;
                 let applied = read_record::<Option<LogId<u64>>>(tx, &m.applied, "applied log id")?.flatten();
@@ -793,7 +816,7 @@ impl<A: Application> RaftStateMachine<Conf<A>> for StateMachine<A> {
             return Ok(Vec::new());
         }
         // One transaction: the requests' effects, the applied log id and the membership.
-        run(&self.inner, move |inner| {
+        run(&self.inner, Area::Machine, move |inner| {
             inner.pool.transaction(|tx, root| {
                 let m = root.machine.lock(tx)?;
                 let mut out = Vec::with_capacity(entries.len());
@@ -839,7 +862,7 @@ impl<A: Application> RaftStateMachine<Conf<A>> for StateMachine<A> {
         let signature = Some(meta.signature());
         let data = snapshot.into_inner();
         // One transaction: the state replaced, applied log id, membership, current snapshot.
-        run(&self.inner, move |inner| {
+        run(&self.inner, Area::Machine, move |inner| {
             inner.pool.transaction(|tx, root| {
                 let m = root.machine.lock(tx)?;
                 inner.app.restore(tx, &m.state, &data)?;
@@ -857,7 +880,7 @@ impl<A: Application> RaftStateMachine<Conf<A>> for StateMachine<A> {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<Conf<A>>>, StorageError<u64>> {
-        run(&self.inner, |inner| {
+        run(&self.inner, Area::Machine, |inner| {
             inner.pool.transaction(|tx, root| {
                 let m = root.machine.lock(tx)?;
                 let Some(meta) = read_record::<Meta>(tx, &m.snapshot_meta, "snapshot metadata")? else {

@@ -146,6 +146,8 @@ pub struct NodeStatus {
     pub last_applied: Option<u64>,
     /// Snapshots it installed from a leader since it started.
     pub snapshots_installed: u64,
+    /// Why its Raft stopped (a storage error, ...), when it did.
+    pub stopped: Option<String>,
 }
 
 /// A failed client request.

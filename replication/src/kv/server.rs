@@ -127,6 +127,9 @@ impl Node {
             election_timeout_max: opts.heartbeat_ms * 8,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.snapshot_every),
             max_in_snapshot_log_to_keep: 100,
+            // A follower installs a snapshot in one transaction before it answers the last
+            // chunk: on a large state that is seconds, not openraft's default 200 ms.
+            install_snapshot_timeout: 60_000,
             ..Default::default()
         }
         .validate()?;
@@ -282,6 +285,7 @@ impl Node {
                     learners: membership.learner_ids().collect(),
                     last_applied: m.last_applied.map(|l| l.index),
                     snapshots_installed: self.store.snapshots_installed(),
+                    stopped: m.running_state.as_ref().err().map(|e| e.to_string()),
                 }))
             }
         }
