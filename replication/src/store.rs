@@ -4,15 +4,15 @@
 //!
 //! Every operation openraft asks for is one ptm transaction, run on tokio's blocking pool so that
 //! a durability point (an `fdatasync` on the journaled disk engine) never stalls the runtime.
-//! The log and the state machine sit under two [`PMutex`]es of the root, so an append (log) and
-//! an apply (state machine) run at the same time, in different transactions, and on the journaled
-//! engine share one `fdatasync` (group commit).
+//! The log and the state machine sit under two [`PMutex`]es of the root (which makes the pool
+//! `Sync`); the store admits one transaction at a time (see `run` for why), so the appends,
+//! applies and reads of one node do not overlap and do not share an `fdatasync`.
 
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
@@ -137,7 +137,13 @@ struct MachineArea<S> {
     state: S,
 }
 
+// The byte offsets of docs/design.md §14 (root offsets: the log area starts at 8, after its
+// lock word; the machine area at 136).
 const _: () = assert!(size_of::<LogArea>() == 120);
+const _: () = assert!(std::mem::offset_of!(LogArea, vote) == 32);
+const _: () = assert!(std::mem::offset_of!(LogArea, entries) == 104);
+const _: () = assert!(std::mem::offset_of!(MachineArea<u64>, snapshot_seq) == 96);
+const _: () = assert!(std::mem::offset_of!(MachineArea<u64>, state) == 104);
 const _: () = assert!(size_of::<PMutex<LogArea>>() == 128);
 
 // SAFETY: `repr(C)` of four `PVec<u8>` handles, a `PCell<u64>` and an `S`, all `Persistent`
@@ -236,8 +242,12 @@ struct Inner<A: Application> {
     pool: Pool<RaftRoot<A::State>>,
     app: A,
     snapshots_installed: AtomicU64,
-    log_gate: Mutex<()>,
-    machine_gate: Mutex<()>,
+    /// Admits one transaction at a time (see [`run`]).
+    gate: Mutex<()>,
+    /// A snapshot is being received (`begin_receiving_snapshot` until its install committed).
+    receiving: AtomicBool,
+    /// The part of a purge held back until the incoming snapshot is installed (see `purge`).
+    deferred_purge: Mutex<Option<LogId<u64>>>,
 }
 
 /// A replicated pool: one ptm pool holding a Raft log and a state machine. Hand
@@ -325,9 +335,24 @@ impl<A: Application> RaftStore<A> {
             }
             check_log::<Conf<A>>(tx, log)?;
             let m = root.machine.lock(tx)?;
-            read_record::<Option<LogId<u64>>>(tx, &m.applied, "applied log id")?;
+            let applied = read_record::<Option<LogId<u64>>>(tx, &m.applied, "applied log id")?.flatten();
             read_record::<StoredMembership<u64, BasicNode>>(tx, &m.membership, "membership")?;
-            read_record::<SnapshotMeta<u64, BasicNode>>(tx, &m.snapshot_meta, "snapshot metadata")?;
+            let snapshot = read_record::<Meta>(tx, &m.snapshot_meta, "snapshot metadata")?;
+            // openraft restarts only if the purged entries are held by the current snapshot
+            // (it checks this at startup and panics otherwise): refuse with a named error.
+            let purged = read_record::<LogId<u64>>(tx, &log.purged, "purged log id")?;
+            if let Some(s) = &snapshot {
+                if purged > s.last_log_id {
+                    return Err(Error::Corrupt {
+                        what: "log shape",
+                        detail: format!(
+                            "entries purged up to {purged:?}, but the snapshot holds only up to {:?} \
+                             (applied: {applied:?})",
+                            s.last_log_id
+                        ),
+                    });
+                }
+            }
             if !m.snapshot_data.is_empty(tx) {
                 unseal("snapshot data", &m.snapshot_data.to_vec(tx)?)?;
             }
@@ -338,8 +363,9 @@ impl<A: Application> RaftStore<A> {
                 pool,
                 app,
                 snapshots_installed: AtomicU64::new(0),
-                log_gate: Mutex::new(()),
-                machine_gate: Mutex::new(()),
+                gate: Mutex::new(()),
+                receiving: AtomicBool::new(false),
+                deferred_purge: Mutex::new(None),
             }),
         })
     }
@@ -380,7 +406,7 @@ impl<A: Application> RaftStore<A> {
         T: Send + 'static,
         F: for<'t> FnOnce(&'t Transaction<'t>, &'t A::State) -> Result<T> + Send + 'static,
     {
-        run(&self.inner, Area::Machine, move |inner| {
+        run(&self.inner, move |inner| {
             inner.pool.transaction(|tx, root| {
                 let m = root.machine.lock(tx)?;
                 f(tx, &m.state)
@@ -411,18 +437,13 @@ impl<A: Application> RaftStore<A> {
     }
 }
 
-/// Which half of the root a transaction works on.
-#[derive(Clone, Copy)]
-enum Area {
-    Log,
-    Machine,
-}
-
-/// Runs `f` (one transaction on `area`) on tokio's blocking pool, after the area's gate: one
-/// transaction per area at a time, so the root's persistent locks are never contended and a
-/// long transaction (a large snapshot install, a long purge) makes the next one wait rather
-/// than fail with `LockTimeout`.
-async fn run<A, T, F>(inner: &Arc<Inner<A>>, area: Area, f: F) -> Result<T>
+/// Runs `f` (one transaction) on tokio's blocking pool, after the store's gate: one transaction
+/// at a time. ptm's allocator holds a chunk's metadata lock until the transaction that allocated
+/// or freed in it ends, so a long state-machine transaction (installing a large snapshot) made a
+/// concurrent purge of the log fail with `LockTimeout` (seen in the cluster test: the node
+/// stopped), and two transactions freeing into each other's chunks could wait on each other
+/// until the timeout. Serialized, a long transaction only delays the next one.
+async fn run<A, T, F>(inner: &Arc<Inner<A>>, f: F) -> Result<T>
 where
     A: Application,
     T: Send + 'static,
@@ -430,11 +451,7 @@ where
 {
     let inner = inner.clone();
     tokio::task::spawn_blocking(move || {
-        let gate = match area {
-            Area::Log => &inner.log_gate,
-            Area::Machine => &inner.machine_gate,
-        };
-        let _turn = gate.lock().unwrap_or_else(|p| p.into_inner());
+        let _turn = inner.gate.lock().unwrap_or_else(|p| p.into_inner());
         f(&inner)
     })
     .await?
@@ -549,7 +566,7 @@ impl<A: Application> RaftLogReader<Conf<A>> for LogStore<A> {
             Bound::Excluded(&b) => b,
             Bound::Unbounded => u64::MAX,
         };
-        run(&self.inner, Area::Log, move |inner| {
+        run(&self.inner, move |inner| {
             inner.pool.transaction(|tx, root| {
                 let log = root.log.lock(tx)?;
                 let (lo, hi) = (start.max(log.first.get(tx)), stop.min(log.end.get(tx)));
@@ -571,7 +588,7 @@ impl<A: Application> RaftLogStorage<Conf<A>> for LogStore<A> {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<Conf<A>>, StorageError<u64>> {
-        run(&self.inner, Area::Log, |inner| {
+        run(&self.inner, |inner| {
             inner.pool.transaction(|tx, root| {
                 let log = root.log.lock(tx)?;
                 let purged = read_record::<LogId<u64>>(tx, &log.purged, "purged log id")?;
@@ -597,7 +614,7 @@ impl<A: Application> RaftLogStorage<Conf<A>> for LogStore<A> {
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
         let bytes = encode("vote", vote).map_err(|e| e.into_storage(ErrorSubject::Vote, ErrorVerb::Write))?;
-        run(&self.inner, Area::Log, move |inner| {
+        run(&self.inner, move |inner| {
             inner.pool.transaction(|tx, root| {
                 root.log.lock(tx)?.vote.assign(tx, bytes)?;
                 Ok(())
@@ -608,7 +625,7 @@ impl<A: Application> RaftLogStorage<Conf<A>> for LogStore<A> {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
-        run(&self.inner, Area::Log, |inner| {
+        run(&self.inner, |inner| {
             inner
                 .pool
                 .transaction(|tx, root| read_record(tx, &root.log.lock(tx)?.vote, "vote"))
@@ -618,7 +635,7 @@ impl<A: Application> RaftLogStorage<Conf<A>> for LogStore<A> {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError<u64>> {
-        run(&self.inner, Area::Log, move |inner| {
+        run(&self.inner, move |inner| {
             inner.pool.transaction(|tx, root| {
                 write_record(
                     tx,
@@ -633,7 +650,7 @@ impl<A: Application> RaftLogStorage<Conf<A>> for LogStore<A> {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
-        run(&self.inner, Area::Log, |inner| {
+        run(&self.inner, |inner| {
             inner
                 .pool
                 .transaction(|tx, root| read_record(tx, &root.log.lock(tx)?.committed, "committed log id"))
@@ -659,7 +676,7 @@ impl<A: Application> RaftLogStorage<Conf<A>> for LogStore<A> {
         }
         // One transaction for the whole batch; it returns once durable (strict commit), so
         // the flushed callback below follows durability.
-        run(&self.inner, Area::Log, move |inner| {
+        run(&self.inner, move |inner| {
             inner.pool.transaction(|tx, root| {
                 let log = root.log.lock(tx)?;
                 let (mut first, mut end) = (log.first.get(tx), log.end.get(tx));
@@ -692,7 +709,7 @@ impl<A: Application> RaftLogStorage<Conf<A>> for LogStore<A> {
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
-        run(&self.inner, Area::Log, move |inner| {
+        run(&self.inner, move |inner| {
             inner.pool.transaction(|tx, root| {
                 let log = root.log.lock(tx)?;
                 let (first, end) = (log.first.get(tx), log.end.get(tx));
@@ -713,23 +730,50 @@ impl<A: Application> RaftLogStorage<Conf<A>> for LogStore<A> {
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
-        run(&self.inner, Area::Log, move |inner| {
+        run(&self.inner, move |inner| {
             inner.pool.transaction(|tx, root| {
                 let log = root.log.lock(tx)?;
-                let (first, end) = (log.first.get(tx), log.end.get(tx));
-                let upto = log_id.index.saturating_add(1);
-                if first < end {
-                    remove_entries(tx, log, first, upto.min(end))?;
+                let m = root.machine.lock(tx)?;
+                let snapshot = read_record::<Meta>(tx, &m.snapshot_meta, "snapshot metadata")?;
+                let covered = snapshot.and_then(|s| s.last_log_id);
+                let mut upto = log_id;
+                if inner.receiving.load(Ordering::Acquire) && covered < Some(log_id) {
+                    // openraft purges the log a follower's incoming snapshot covers as soon as it
+                    // queues the install, before the install is durable: a crash in between
+                    // would leave entries purged that no snapshot or state holds (openraft then
+                    // refuses to start). Purge what the durable snapshot covers now; the install
+                    // transaction purges the rest.
+                    let mut deferred = inner.deferred_purge.lock().unwrap_or_else(|p| p.into_inner());
+                    *deferred = (*deferred).max(Some(log_id));
+                    match covered {
+                        Some(c) => upto = c,
+                        None => return Ok(()),
+                    }
                 }
-                let new_first = first.max(upto);
-                log.first.set(tx, new_first)?;
-                log.end.set(tx, end.max(new_first))?;
-                write_record(tx, &log.purged, "purged log id", Some(&log_id))
+                purge_log(tx, log, upto)
             })
         })
         .await
         .map_err(|e| e.into_storage(ErrorSubject::Logs, ErrorVerb::Delete))
     }
+}
+
+/// Removes the entries up to `upto` (inclusive) and records it as purged; never moves the purged
+/// log id back.
+fn purge_log(tx: &Transaction<'_>, log: &LogArea, upto: LogId<u64>) -> Result<()> {
+    let purged = read_record::<LogId<u64>>(tx, &log.purged, "purged log id")?;
+    if purged >= Some(upto) {
+        return Ok(());
+    }
+    let (first, end) = (log.first.get(tx), log.end.get(tx));
+    let past = upto.index.saturating_add(1);
+    if first < end {
+        remove_entries(tx, log, first, past.min(end))?;
+    }
+    let new_first = first.max(past);
+    log.first.set(tx, new_first)?;
+    log.end.set(tx, end.max(new_first))?;
+    write_record(tx, &log.purged, "purged log id", Some(&upto))
 }
 
 // ---- the state machine -----------------------------------------------------------------------
@@ -757,7 +801,7 @@ type Meta = SnapshotMeta<u64, BasicNode>;
 
 impl<A: Application> RaftSnapshotBuilder<Conf<A>> for StateMachine<A> {
     async fn build_snapshot(&mut self) -> Result<Snapshot<Conf<A>>, StorageError<u64>> {
-        run(&self.inner, Area::Machine, |inner| {
+        run(&self.inner, |inner| {
             inner.pool.transaction(|tx, root| {
                 let m = root.machine.lock(tx)?;
                 let last_log_id =
@@ -794,7 +838,7 @@ impl<A: Application> RaftStateMachine<Conf<A>> for StateMachine<A> {
     async fn applied_state(
         &mut self,
     ) -> Result<(Option<LogId<u64>>, StoredMembership<u64, BasicNode>), StorageError<u64>> {
-        run(&self.inner, Area::Machine, |inner| {
+        run(&self.inner, |inner| {
             inner.pool.transaction(|tx, root| {
                 let m = root.machine.lock(tx)?;
                 let applied = read_record::<Option<LogId<u64>>>(tx, &m.applied, "applied log id")?.flatten();
@@ -816,7 +860,7 @@ impl<A: Application> RaftStateMachine<Conf<A>> for StateMachine<A> {
             return Ok(Vec::new());
         }
         // One transaction: the requests' effects, the applied log id and the membership.
-        run(&self.inner, Area::Machine, move |inner| {
+        run(&self.inner, move |inner| {
             inner.pool.transaction(|tx, root| {
                 let m = root.machine.lock(tx)?;
                 let mut out = Vec::with_capacity(entries.len());
@@ -850,6 +894,7 @@ impl<A: Application> RaftStateMachine<Conf<A>> for StateMachine<A> {
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
+        self.inner.receiving.store(true, Ordering::Release);
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
@@ -861,17 +906,31 @@ impl<A: Application> RaftStateMachine<Conf<A>> for StateMachine<A> {
         let meta = meta.clone();
         let signature = Some(meta.signature());
         let data = snapshot.into_inner();
-        // One transaction: the state replaced, applied log id, membership, current snapshot.
-        run(&self.inner, Area::Machine, move |inner| {
+        // One transaction: the state replaced, applied log id, membership, current snapshot,
+        // and the purge of the log it covers that `purge` deferred.
+        run(&self.inner, move |inner| {
+            let mut deferred = inner.deferred_purge.lock().unwrap_or_else(|p| p.into_inner());
+            let purge_now = match (*deferred, meta.last_log_id) {
+                (Some(d), Some(last)) => Some(d.min(last)),
+                _ => None,
+            };
             inner.pool.transaction(|tx, root| {
+                let log = root.log.lock(tx)?;
                 let m = root.machine.lock(tx)?;
                 inner.app.restore(tx, &m.state, &data)?;
                 write_record(tx, &m.applied, "applied log id", Some(&meta.last_log_id))?;
                 write_record(tx, &m.membership, "membership", Some(&meta.last_membership))?;
                 write_record(tx, &m.snapshot_meta, "snapshot metadata", Some(&meta))?;
                 m.snapshot_data.assign(tx, seal(&data))?;
+                if let Some(upto) = purge_now {
+                    purge_log(tx, log, upto)?;
+                }
                 Ok::<_, Error>(())
             })?;
+            if *deferred <= meta.last_log_id {
+                *deferred = None;
+            }
+            inner.receiving.store(false, Ordering::Release);
             inner.snapshots_installed.fetch_add(1, Ordering::Relaxed);
             Ok(())
         })
@@ -880,7 +939,7 @@ impl<A: Application> RaftStateMachine<Conf<A>> for StateMachine<A> {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<Conf<A>>>, StorageError<u64>> {
-        run(&self.inner, Area::Machine, |inner| {
+        run(&self.inner, |inner| {
             inner.pool.transaction(|tx, root| {
                 let m = root.machine.lock(tx)?;
                 let Some(meta) = read_record::<Meta>(tx, &m.snapshot_meta, "snapshot metadata")? else {

@@ -161,13 +161,16 @@ impl Cluster {
     /// The leader as seen by the running nodes, once they agree (bounded wait).
     async fn leader(&self) -> u64 {
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut statuses = Vec::new();
         while Instant::now() < deadline {
-            let mut seen = Vec::new();
+            statuses.clear();
             for &id in self.procs.keys() {
-                if let Some(s) = self.status(id).await {
-                    seen.push(s.leader);
-                }
+                statuses.push((id, self.status(id).await));
             }
+            let seen: Vec<Option<u64>> = statuses
+                .iter()
+                .map(|(_, s)| s.as_ref().and_then(|s| s.leader))
+                .collect();
             if let Some(Some(l)) = seen.first().copied() {
                 if self.procs.contains_key(&l) && seen.iter().all(|s| *s == Some(l)) {
                     return l;
@@ -175,7 +178,12 @@ impl Cluster {
             }
             sleep(Duration::from_millis(100)).await;
         }
-        panic!("no agreed leader within 30 s");
+        let logs: Vec<String> = self
+            .procs
+            .keys()
+            .map(|&id| format!("node {id}: {}", self.log(id)))
+            .collect();
+        panic!("no agreed leader within 30 s: {statuses:?}; logs: {logs:?}");
     }
 
     async fn call(&self, req: ClientRequest) -> Result<ClientReply, ClientFailure> {

@@ -43,6 +43,9 @@ struct Cli {
     /// Leader heartbeat in milliseconds (elections after 4 to 8 missed heartbeats).
     #[arg(long, default_value_t = 150)]
     heartbeat_ms: u64,
+    /// openraft's log messages on stderr from this level up (error, warn, info, debug, trace).
+    #[arg(long, default_value = "warn")]
+    log_level: tracing_subscriber::filter::LevelFilter,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -143,6 +146,11 @@ async fn serve(cli: &Cli) -> ExitCode {
         eprintln!("ptm-kv: a node needs --id, --addr and --pool (or give a subcommand: see --help)");
         return ExitCode::from(2);
     };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_max_level(cli.log_level)
+        .init();
     if id == 0 {
         eprintln!("ptm-kv: --id must not be 0");
         return ExitCode::from(2);
