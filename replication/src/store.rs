@@ -342,7 +342,7 @@ impl<A: Application> RaftStore<A> {
             // (it checks this at startup and panics otherwise): refuse with a named error.
             let purged = read_record::<LogId<u64>>(tx, &log.purged, "purged log id")?;
             if let Some(s) = &snapshot {
-                if purged > s.last_log_id {
+                if purged.map(|p| p.index) > s.last_log_id.map(|l| l.index) {
                     return Err(Error::Corrupt {
                         what: "log shape",
                         detail: format!(
@@ -737,14 +737,16 @@ impl<A: Application> RaftLogStorage<Conf<A>> for LogStore<A> {
                 let snapshot = read_record::<Meta>(tx, &m.snapshot_meta, "snapshot metadata")?;
                 let covered = snapshot.and_then(|s| s.last_log_id);
                 let mut upto = log_id;
-                if inner.receiving.load(Ordering::Acquire) && covered < Some(log_id) {
+                if inner.receiving.load(Ordering::Acquire) && covered.map(|c| c.index) < Some(log_id.index) {
                     // openraft purges the log a follower's incoming snapshot covers as soon as it
                     // queues the install, before the install is durable: a crash in between
                     // would leave entries purged that no snapshot or state holds (openraft then
                     // refuses to start). Purge what the durable snapshot covers now; the install
                     // transaction purges the rest.
                     let mut deferred = inner.deferred_purge.lock().unwrap_or_else(|p| p.into_inner());
-                    *deferred = (*deferred).max(Some(log_id));
+                    if deferred.is_none_or(|d| d.index < log_id.index) {
+                        *deferred = Some(log_id);
+                    }
                     match covered {
                         Some(c) => upto = c,
                         None => return Ok(()),
@@ -758,13 +760,10 @@ impl<A: Application> RaftLogStorage<Conf<A>> for LogStore<A> {
     }
 }
 
-/// Removes the entries up to `upto` (inclusive) and records it as purged; never moves the purged
-/// log id back.
+/// Removes the entries up to `upto` (inclusive) and records it as purged (the purged log id never
+/// moves back).
 fn purge_log(tx: &Transaction<'_>, log: &LogArea, upto: LogId<u64>) -> Result<()> {
     let purged = read_record::<LogId<u64>>(tx, &log.purged, "purged log id")?;
-    if purged >= Some(upto) {
-        return Ok(());
-    }
     let (first, end) = (log.first.get(tx), log.end.get(tx));
     let past = upto.index.saturating_add(1);
     if first < end {
@@ -773,6 +772,9 @@ fn purge_log(tx: &Transaction<'_>, log: &LogArea, upto: LogId<u64>) -> Result<()
     let new_first = first.max(past);
     log.first.set(tx, new_first)?;
     log.end.set(tx, end.max(new_first))?;
+    if purged.is_some_and(|p| p.index >= upto.index) {
+        return Ok(());
+    }
     write_record(tx, &log.purged, "purged log id", Some(&upto))
 }
 
@@ -911,7 +913,7 @@ impl<A: Application> RaftStateMachine<Conf<A>> for StateMachine<A> {
         run(&self.inner, move |inner| {
             let mut deferred = inner.deferred_purge.lock().unwrap_or_else(|p| p.into_inner());
             let purge_now = match (*deferred, meta.last_log_id) {
-                (Some(d), Some(last)) => Some(d.min(last)),
+                (Some(d), Some(last)) => Some(if d.index <= last.index { d } else { last }),
                 _ => None,
             };
             inner.pool.transaction(|tx, root| {
@@ -927,7 +929,7 @@ impl<A: Application> RaftStateMachine<Conf<A>> for StateMachine<A> {
                 }
                 Ok::<_, Error>(())
             })?;
-            if *deferred <= meta.last_log_id {
+            if deferred.map(|d| d.index) <= meta.last_log_id.map(|l| l.index) {
                 *deferred = None;
             }
             inner.receiving.store(false, Ordering::Release);
