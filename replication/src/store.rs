@@ -384,6 +384,11 @@ impl<A: Application> RaftStore<A> {
         }
     }
 
+    /// The persistence domain of the pool (`Journaled` for a plain file, `CacheFlush` for pmem).
+    pub fn domain(&self) -> ptm::DomainKind {
+        self.inner.pool.domain()
+    }
+
     /// The application.
     pub fn app(&self) -> &A {
         &self.inner.app
