@@ -251,20 +251,38 @@ impl EtcdConn {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        let mut len = 0usize;
+        let (mut len, mut chunked) = (0usize, false);
         loop {
             line.clear();
             self.r.read_line(&mut line).await?;
-            let l = line.trim_end();
+            let l = line.trim_end().to_ascii_lowercase();
             if l.is_empty() {
                 break;
             }
-            if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
+            if let Some(v) = l.strip_prefix("content-length:") {
                 len = v.trim().parse().unwrap_or(0);
             }
+            if l.starts_with("transfer-encoding:") && l.contains("chunked") {
+                chunked = true;
+            }
         }
-        let mut body = vec![0u8; len];
-        self.r.read_exact(&mut body).await?;
+        let mut body = Vec::new();
+        if chunked {
+            loop {
+                line.clear();
+                self.r.read_line(&mut line).await?;
+                let n = usize::from_str_radix(line.trim(), 16).unwrap_or(0);
+                let mut chunk = vec![0u8; n + 2]; // data and its CRLF
+                self.r.read_exact(&mut chunk).await?;
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..n]);
+            }
+        } else {
+            body.resize(len, 0);
+            self.r.read_exact(&mut body).await?;
+        }
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
     }
 }
@@ -294,9 +312,9 @@ async fn etcd(dir: &Path, runs: &[(usize, usize)]) -> Option<Vec<Figures>> {
                     &format!("http://127.0.0.1:{peer}"),
                 ])
                 .args(["--initial-cluster", &cluster.join(",")])
-                .args(["--initial-cluster-state", "new", "--log-level", "error"])
+                .args(["--initial-cluster-state", "new"])
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(std::fs::File::create(dir.join(format!("etcd{i}.log"))).ok()?)
                 .spawn()
                 .ok()?,
         );
@@ -321,7 +339,14 @@ async fn etcd(dir: &Path, runs: &[(usize, usize)]) -> Option<Vec<Figures>> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let leader = leader?;
+    let Some(leader) = leader else {
+        for i in 0..3 {
+            let log = std::fs::read_to_string(dir.join(format!("etcd{i}.log"))).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            println!("etcd member {i} found no leader; last log lines: {tail:?}");
+        }
+        return None;
+    };
     let mut out = Vec::new();
     for &(clients, puts) in runs {
         let per = puts / clients;

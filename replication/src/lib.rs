@@ -19,7 +19,7 @@
 //! | openraft asks | ptm does |
 //! |---|---|
 //! | `append(entries, flushed)` | one transaction inserting the batch into a `PBTreeMap<u64, PVec<u8>>` keyed by index; the callback fires after the commit returned (durable) |
-//! | `truncate`, `purge` | one transaction each (entries removed, bounds and purged log id updated) |
+//! | `truncate`, `purge` | one transaction each (entries removed, bounds and purged log id updated); a purge that runs ahead of a snapshot still being installed is finished by the install's transaction |
 //! | `save_vote`, `save_committed` | one transaction each (a record in the log area) |
 //! | `apply(entries)` | one transaction: [`Application::apply`] for each request, the applied log id and the membership |
 //! | `build_snapshot` | one transaction under the state machine's lock (a consistent read), kept as the current snapshot |
@@ -40,6 +40,8 @@
 //! | entry applied twice or skipped after a crash | apply and applied log id in one transaction |
 //! | flushed callback before the entries are durable | the callback runs after the strict commit returned |
 //! | half-installed snapshot | restore and metadata in one transaction |
+//! | log purged past a snapshot whose install a crash cut short (openraft then cannot restart) | the purge beyond the durable snapshot waits for the install's transaction |
+//! | long transaction times out a concurrent one on allocator locks | one transaction per store at a time |
 //! | a damaged record read as valid state | CRC32C per record, checked at open and at each read |
 //! | storage error ignored | every ptm error becomes openraft's `StorageError` |
 //!

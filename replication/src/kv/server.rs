@@ -130,6 +130,9 @@ impl Node {
             // A follower installs a snapshot in one transaction before it answers the last
             // chunk: on a large state that is seconds, not openraft's default 200 ms.
             install_snapshot_timeout: 60_000,
+            // Entries per AppendEntries: a follower stores a batch in one transaction, which
+            // must finish within the RPC's deadline (openraft's default is 300).
+            max_payload_entries: 64,
             ..Default::default()
         }
         .validate()?;
