@@ -43,6 +43,8 @@ struct Cluster {
     snapshot_every: usize,
     addrs: BTreeMap<u64, String>,
     procs: BTreeMap<u64, Child>,
+    /// Pool sizes in MiB other than the default 64.
+    pool_mib: BTreeMap<u64, u64>,
 }
 
 impl Drop for Cluster {
@@ -68,6 +70,7 @@ impl Cluster {
             snapshot_every,
             addrs: BTreeMap::new(),
             procs: BTreeMap::new(),
+            pool_mib: BTreeMap::new(),
         }
     }
 
@@ -96,10 +99,9 @@ impl Cluster {
             .arg(self.pool(id))
             .args([
                 "--pool-size-mib",
-                "64",
-                "--snapshot-every",
-                &self.snapshot_every.to_string(),
+                &self.pool_mib.get(&id).unwrap_or(&64).to_string(),
             ])
+            .args(["--snapshot-every", &self.snapshot_every.to_string()])
             .stdout(Stdio::null())
             .stderr(log);
         if !self.disk {
@@ -418,4 +420,77 @@ async fn three_nodes_survive_kills_joins_and_removals() {
         "cluster: {} acknowledged writes, leader {first_leader} killed, follower kills {victims:?}",
         acked.len()
     );
+}
+
+/// A follower whose pool fills up reports it to openraft as a storage error: its Raft stops
+/// (and says why), the two others go on, and every acknowledged write is on them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_pool_stops_its_node_and_the_others_go_on() {
+    // No snapshots: the log and the state both grow until node 3's 8 MiB pool is full.
+    let mut cluster = Cluster::new(1_000_000);
+    cluster.pool_mib.insert(3, 8);
+    for id in 1..=3 {
+        cluster.start(id).await;
+    }
+    let members: BTreeMap<u64, String> = (1..=3).map(|id| (id, cluster.addrs[&id].clone())).collect();
+    let init = cluster
+        .raw(1, Message::Client(ClientRequest::Init { members }))
+        .await;
+    assert!(
+        matches!(init, Some(Reply::Client(Ok(ClientReply::Done)))),
+        "init: {init:?}"
+    );
+    cluster.leader().await;
+    let big = "x".repeat(4 << 10);
+    let mut client = cluster.client();
+    client.timeout = Duration::from_secs(20);
+    let mut acked = BTreeMap::new();
+    let mut stopped = None;
+    for i in 0..600 {
+        let key = format!("big{i:04}");
+        let r = client
+            .call(ClientRequest::Put {
+                key: key.clone(),
+                value: big.clone(),
+            })
+            .await;
+        if let Ok(ClientReply::Written { .. }) = r {
+            acked.insert(key, big.clone());
+        }
+        if i % 10 == 9 {
+            if let Some(reason) = cluster.status(3).await.and_then(|s| s.stopped) {
+                stopped = Some(reason);
+                break;
+            }
+        }
+    }
+    let Some(reason) = stopped else {
+        panic!(
+            "node 3 (8 MiB pool) did not stop after 600 puts of 4 KiB ({} acknowledged): {:?}",
+            acked.len(),
+            cluster.status(3).await
+        );
+    };
+    assert!(
+        reason.contains("out of pool space"),
+        "node 3 stopped for another reason: {reason}"
+    );
+    // The others go on: more writes, and everything acknowledged is on both.
+    for i in 0..20 {
+        let key = format!("after{i}");
+        let r = client
+            .call(ClientRequest::Put {
+                key: key.clone(),
+                value: "v".into(),
+            })
+            .await;
+        assert!(
+            matches!(r, Ok(ClientReply::Written { .. })),
+            "write after node 3 stopped: {r:?}"
+        );
+        acked.insert(key, "v".into());
+    }
+    for id in [1, 2] {
+        cluster.wait_has_all(id, &acked).await;
+    }
 }
