@@ -171,6 +171,8 @@ impl Node {
         let node = Arc::new(self);
         loop {
             let Ok((stream, _)) = listener.accept().await else {
+                // Out of file descriptors, a connection reset before accept: wait, go on.
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             };
             let node = node.clone();
