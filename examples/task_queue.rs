@@ -16,32 +16,27 @@
 
 use std::{env, path::Path, process::ExitCode};
 
-use ptm::{PCell, Persistent, Pool, PoolOptions, Transaction};
-use ptm_collections::{PBTreeMap, PHandle, PHashMap, PString, PValue, PVec};
+use ptm::{Checked, PCell, Persistent, Pool, PoolOptions, Transaction};
+use ptm_collections::{PBTreeMap, PHashMap, PString, PValue, PVec};
 
-const PENDING: u64 = 0;
-const CLAIMED: u64 = 1;
-const DONE: u64 = 2;
-const STATES: [&str; 3] = ["pending", "claimed", "done"];
+/// Stored as its discriminant; a damaged value reads as `Error::CorruptData`, never as a state.
+#[derive(Persistent, Clone, Copy, Debug, PartialEq)]
+#[repr(u64)]
+enum State {
+    Pending,
+    Claimed,
+    Done,
+}
 
-#[derive(Persistent)]
+/// `PValue`: removing a task from its map frees its title and tags.
+#[derive(Persistent, PValue)]
 #[repr(C)]
 struct Task {
     title: PString,
     tags: PVec<PString>,
-    state: PCell<u64>,
+    state: PCell<Checked<State>>,
     prio: PCell<u64>,
 }
-
-impl PValue for Task {
-    const OWNS: bool = true;
-    unsafe fn free_owned(&self, tx: &Transaction<'_>) -> ptm::Result<()> {
-        // SAFETY: the task is being discarded, and its strings with it.
-        unsafe { self.title.free_owned(tx).and(self.tags.free_owned(tx)) }
-    }
-}
-// SAFETY: handles and cells only: all bytes in cells, all-zero is an empty task, position-free.
-unsafe impl PHandle for Task {}
 
 #[derive(Persistent)]
 #[repr(C)]
@@ -80,27 +75,26 @@ fn run(pool: &Pool<Root>, args: &[String]) -> Res<()> {
             Ok(())
         }
         "claim" => {
-            let Some((key, id)) = r.pending.range(tx, ..)?.next() else {
+            let Some((_, id)) = r.pending.pop_first(tx)? else {
                 println!("nothing pending");
                 return Ok(());
             };
-            r.pending.remove(tx, &key)?;
             let t = r.tasks.get_ref(tx, &id)?.ok_or("dangling id")?;
-            t.state.set(tx, CLAIMED)?;
+            t.state.store(tx, State::Claimed)?;
             println!("{id} {}", t.title.as_string(tx)?);
             Ok(())
         }
         "finish" => {
             let t = r.tasks.get_ref(tx, &num(1)?)?.ok_or("no such task")?;
-            if t.state.get(tx) == PENDING {
+            if t.state.load(tx)? == State::Pending {
                 r.pending.remove(tx, &queue_key(t.prio.get(tx), num(1)?))?;
             }
-            Ok(t.state.set(tx, DONE)?)
+            Ok(t.state.store(tx, State::Done)?)
         }
         "list" => {
             for (id, t) in r.tasks.iter_refs(tx)? {
                 let tags: Vec<String> = t.tags.iter_strings(tx)?;
-                let state = STATES.get(t.state.get(tx) as usize).unwrap_or(&"?");
+                let state = format!("{:?}", t.state.load(tx)?).to_lowercase();
                 println!(
                     "{id} [{state}] p{} {} {tags:?}",
                     t.prio.get(tx),
@@ -122,10 +116,12 @@ fn run(pool: &Pool<Root>, args: &[String]) -> Res<()> {
             Ok(())
         }
         "purge" => {
-            let done: Vec<u64> = (r.tasks.iter_refs(tx)?)
-                .filter(|(_, t)| t.state.get(tx) == DONE)
-                .map(|(id, _)| id)
-                .collect();
+            let mut done = Vec::new();
+            for (id, t) in r.tasks.iter_refs(tx)? {
+                if t.state.load(tx)? == State::Done {
+                    done.push(id);
+                }
+            }
             for id in &done {
                 let tags = r
                     .tasks
@@ -136,8 +132,7 @@ fn run(pool: &Pool<Root>, args: &[String]) -> Res<()> {
                     let Some(ids) = r.by_tag.get_ref(tx, tag.as_str())? else {
                         continue;
                     };
-                    let kept: Vec<u64> = ids.iter(tx).filter(|i| i != id).collect();
-                    ids.assign(tx, kept)?;
+                    ids.retain(tx, |i| i != id)?;
                 }
                 r.tasks.remove_free(tx, id)?;
             }

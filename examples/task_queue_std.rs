@@ -5,15 +5,17 @@
 use std::collections::{BTreeMap, HashMap};
 use std::{env, fs, process::ExitCode};
 
-const PENDING: u64 = 0;
-const CLAIMED: u64 = 1;
-const DONE: u64 = 2;
-const STATES: [&str; 3] = ["pending", "claimed", "done"];
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum State {
+    Pending,
+    Claimed,
+    Done,
+}
 
 struct Task {
     title: String,
     tags: Vec<String>,
-    state: u64,
+    state: State,
     prio: u64,
 }
 
@@ -47,7 +49,7 @@ fn run(r: &mut Root, args: &[String]) -> Res<()> {
                 Task {
                     title: arg(2)?.to_owned(),
                     tags,
-                    state: PENDING,
+                    state: State::Pending,
                     prio,
                 },
             );
@@ -61,21 +63,21 @@ fn run(r: &mut Root, args: &[String]) -> Res<()> {
                 return Ok(());
             };
             let t = r.tasks.get_mut(&id).ok_or("dangling id")?;
-            t.state = CLAIMED;
+            t.state = State::Claimed;
             println!("{id} {}", t.title);
             Ok(())
         }
         "finish" => {
             let t = r.tasks.get_mut(&num(1)?).ok_or("no such task")?;
-            if t.state == PENDING {
+            if t.state == State::Pending {
                 r.pending.remove(&queue_key(t.prio, num(1)?));
             }
-            t.state = DONE;
+            t.state = State::Done;
             Ok(())
         }
         "list" => {
             for (id, t) in &r.tasks {
-                let state = STATES.get(t.state as usize).unwrap_or(&"?");
+                let state = format!("{:?}", t.state).to_lowercase();
                 println!("{id} [{state}] p{} {} {:?}", t.prio, t.title, t.tags);
             }
             Ok(())
@@ -92,7 +94,7 @@ fn run(r: &mut Root, args: &[String]) -> Res<()> {
             let done: Vec<u64> = r
                 .tasks
                 .iter()
-                .filter(|(_, t)| t.state == DONE)
+                .filter(|(_, t)| t.state == State::Done)
                 .map(|(id, _)| *id)
                 .collect();
             for id in &done {
@@ -122,7 +124,13 @@ fn load(path: &str) -> Res<Root> {
         let [id, state, prio, title, tags] = f[..] else {
             return Err("bad line".into());
         };
-        let (id, state, prio) = (id.parse()?, state.parse()?, prio.parse()?);
+        let (id, prio) = (id.parse()?, prio.parse()?);
+        let state = match state {
+            "0" => State::Pending,
+            "1" => State::Claimed,
+            "2" => State::Done,
+            _ => return Err("bad state".into()),
+        };
         let tags: Vec<String> = tags
             .split(',')
             .filter(|t| !t.is_empty())
@@ -131,7 +139,7 @@ fn load(path: &str) -> Res<Root> {
         for tag in &tags {
             r.by_tag.entry(tag.clone()).or_default().push(id);
         }
-        if state == PENDING {
+        if state == State::Pending {
             r.pending.insert(queue_key(prio, id), id);
         }
         r.tasks.insert(
@@ -152,7 +160,7 @@ fn save(r: &Root, path: &str) -> Res<()> {
     for (id, t) in &r.tasks {
         out += &format!(
             "{id}\t{}\t{}\t{}\t{}\n",
-            t.state,
+            t.state as u8,
             t.prio,
             t.title,
             t.tags.join(",")
