@@ -150,7 +150,8 @@
 //!
 //! ## Iteration errors
 //!
-//! Every iterator here ([`Iter`], [`MapIter`], [`MapRefs`], [`Range`], [`RangeRefs`]) yields
+//! Every iterator here ([`Iter`], [`MapIter`], [`MapRefs`], [`Range`], [`RangeRefs`],
+//! [`QueueIter`], and the sets') yields
 //! plain items, and follows one pattern for the errors only a corrupted pool can produce (a
 //! pointer outside the pool, a damaged node): the iterator stops, keeps the error for its
 //! `error()` method, and **dooms the transaction**. So a shortened iteration can never pass
@@ -279,7 +280,7 @@ pub use owned::{AsKey, PHandle, PKey, POrdKey, PValue};
 /// `#[derive(PValue)]`: ownership (and in-place storage) for a struct of handles and cells,
 /// with no `unsafe` in user code. See [`PValue`](trait@PValue).
 pub use ptm::pmem_core::PValue;
-pub use queue::PQueue;
+pub use queue::{PQueue, QueueIter};
 pub use set::{PBTreeSet, PHashSet, SetIter, SetRange};
 pub use string::PString;
 pub use vec::{Iter, PVec};

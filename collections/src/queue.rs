@@ -693,6 +693,65 @@ impl<T: Persistent + Copy> PQueue<T> {
         Ok(Some(v))
     }
 
+    /// The back (most recently pushed) element (`VecDeque::back`). 0 drains.
+    ///
+    /// # Errors
+    ///
+    /// Only for a corrupted handle.
+    pub fn back(&self, tx: &Transaction<'_>) -> Result<Option<T>> {
+        tx.check_live(self)?;
+        match self.shape(tx)?.len {
+            0 => Ok(None),
+            n => self.get(tx, n - 1),
+        }
+    }
+
+    /// Changes the element at position `pos` in place through `f` (the persistent `get_mut`:
+    /// `f` gets a copy, which is stored back) and returns the new value; `None` if
+    /// `pos >= len`. 2 drains.
+    ///
+    /// # Errors
+    ///
+    /// Logging errors; corrupted handles.
+    pub fn update(&self, tx: &Transaction<'_>, pos: u64, f: impl FnOnce(&mut T)) -> Result<Option<T>> {
+        raw::mutating(tx, self)?;
+        let s = self.shape(tx)?;
+        if pos >= s.len {
+            return Ok(None);
+        }
+        let (c, off) = Self::locate(tx, &s, pos)?;
+        // SAFETY: as in `get`: a live slot of this queue, reached through its cell.
+        let cell = unsafe { raw::cell::<T>(tx, c, off)? };
+        let mut v = cell.get(tx);
+        f(&mut v);
+        cell.set(tx, v)?;
+        Ok(Some(v))
+    }
+
+    /// Appends every element of `items` at the back (`Extend`): one push each (a snapshot
+    /// drain each, plus the commit).
+    ///
+    /// # Errors
+    ///
+    /// As [`push`](PQueue::push).
+    pub fn extend(&self, tx: &Transaction<'_>, items: impl IntoIterator<Item = T>) -> Result<()> {
+        raw::mutating(tx, self)?;
+        items.into_iter().try_for_each(|v| self.push(tx, v))
+    }
+
+    /// Iterates over copies of the elements, front to back (`VecDeque::iter`); the length is
+    /// taken now. An error (a corrupted queue) ends the iteration and dooms the transaction
+    /// (see the crate docs, "Iteration errors"); the iterator keeps it for `error()`.
+    pub fn iter<'a>(&'a self, tx: &'a Transaction<'a>) -> QueueIter<'a, T> {
+        QueueIter {
+            queue: self,
+            tx,
+            pos: 0,
+            end: self.len(tx),
+            error: None,
+        }
+    }
+
     /// Copies the elements, front to back, into a `Vec`.
     ///
     /// # Errors
@@ -775,5 +834,50 @@ fn ring_index(head: u64, pos: u64, cap: u64) -> u64 {
 impl<T> fmt::Debug for PQueue<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("PQueue { .. }")
+    }
+}
+
+/// Iterator over copies of a [`PQueue`]'s elements, front to back; see [`PQueue::iter`].
+pub struct QueueIter<'a, T> {
+    queue: &'a PQueue<T>,
+    tx: &'a Transaction<'a>,
+    pos: u64,
+    end: u64,
+    error: Option<ptm::Error>,
+}
+
+impl<T> QueueIter<'_, T> {
+    /// The error that ended the iteration early, if any (only on a corrupted queue). Such an
+    /// error also dooms the transaction.
+    pub fn error(&self) -> Option<&ptm::Error> {
+        self.error.as_ref()
+    }
+}
+
+impl<T: Persistent + Copy> Iterator for QueueIter<'_, T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        if self.error.is_some() || self.pos >= self.end {
+            return None;
+        }
+        let r = self.queue.get(self.tx, self.pos);
+        let v = raw::iteration(self.tx, r, &mut self.error)?;
+        self.pos += 1;
+        Some(v)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = usize::try_from(self.end.saturating_sub(self.pos)).unwrap_or(usize::MAX);
+        (n, Some(n))
+    }
+}
+
+impl<T> fmt::Debug for QueueIter<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueueIter")
+            .field("pos", &self.pos)
+            .field("end", &self.end)
+            .finish()
     }
 }

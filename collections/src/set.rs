@@ -210,8 +210,16 @@ impl<K> fmt::Debug for PHashSet<K> {
 }
 
 /// Iterator over a [`PHashSet`]'s keys; see [`PHashSet::iter`]. Stops at the first error (only
-/// possible on a corrupted set).
+/// possible on a corrupted set), which dooms the transaction (see the crate docs, "Iteration
+/// errors").
 pub struct SetIter<'a, K>(MapIter<'a, K, Unit>);
+
+impl<K> SetIter<'_, K> {
+    /// The error that ended the iteration early, if any (only on a corrupted set).
+    pub fn error(&self) -> Option<&ptm::Error> {
+        self.0.error()
+    }
+}
 
 impl<'a, K: PKey> Iterator for SetIter<'a, K> {
     type Item = K::Ref<'a>;

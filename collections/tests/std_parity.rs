@@ -6,12 +6,12 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use common::{add_block, check_abort, check_crash_steps, check_steps, drains, shm_dir, ModelRoot};
 use proptest::prelude::*;
 use ptm::{Error, Persistent, Pool, Transaction};
-use ptm_collections::{PBTreeMap, PHashMap, PString, PVec};
+use ptm_collections::{PBTreeMap, PHashMap, PQueue, PString, PVec};
 
 #[derive(Persistent)]
 #[repr(C)]
@@ -22,6 +22,7 @@ struct Root {
     t: PBTreeMap<u64, u64>,
     ts: PBTreeMap<PString, u64>,
     h: PHashMap<u64, u64>,
+    q: PQueue<u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -32,6 +33,7 @@ struct Model {
     t: BTreeMap<u64, u64>,
     ts: BTreeMap<String, u64>,
     h: HashMap<u64, u64>,
+    q: VecDeque<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -77,6 +79,10 @@ enum Op {
     HRetain(u64),
     HDrain,
     HReads(u64),
+    QExtend(Vec<u64>),
+    QPop,
+    QUpdate(u64, u64),
+    QReads,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -118,6 +124,10 @@ fn op() -> impl Strategy<Value = Op> {
         (2..5u64).prop_map(Op::HRetain),
         Just(Op::HDrain),
         (0..64u64).prop_map(Op::HReads),
+        prop::collection::vec(0..100u64, 0..20).prop_map(Op::QExtend),
+        Just(Op::QPop),
+        (0..24u64, 0..100u64).prop_map(|(i, d)| Op::QUpdate(i, d)),
+        Just(Op::QReads),
     ]
 }
 
@@ -296,6 +306,20 @@ impl ModelRoot for Root {
                 assert_eq!(it.size_hint(), (m.h.len(), Some(m.h.len())));
                 assert_eq!(it.count(), m.h.len());
             }
+            Op::QExtend(items) => r.q.extend(tx, items.iter().copied())?,
+            Op::QPop => assert_eq!(r.q.pop(tx)?, m.q.front().copied()),
+            Op::QUpdate(i, d) => {
+                assert_eq!(
+                    r.q.update(tx, *i, |v| *v += d)?,
+                    m.q.get(*i as usize).map(|v| v + d)
+                );
+            }
+            Op::QReads => {
+                assert_eq!(r.q.back(tx)?, m.q.back().copied());
+                let it = r.q.iter(tx);
+                assert_eq!(it.size_hint(), (m.q.len(), Some(m.q.len())));
+                assert!(it.eq(m.q.iter().copied()));
+            }
         }
         Ok(())
     }
@@ -379,6 +403,13 @@ impl ModelRoot for Root {
             }
             Op::HRetain(d) => m.h.retain(|_, v| *v % d != 0),
             Op::HDrain => m.h.clear(),
+            Op::QExtend(items) => m.q.extend(items),
+            Op::QPop => drop(m.q.pop_front()),
+            Op::QUpdate(i, d) => {
+                if let Some(v) = m.q.get_mut(*i as usize) {
+                    *v += d;
+                }
+            }
             _ => {}
         }
     }
@@ -394,6 +425,7 @@ impl ModelRoot for Root {
                 t: r.t.to_vec(tx)?.into_iter().collect(),
                 ts: r.ts.to_vec(tx)?.into_iter().collect(),
                 h: r.h.iter(tx).collect(),
+                q: r.q.to_vec(tx)?.into(),
             })
         })
         .unwrap()
@@ -405,7 +437,7 @@ impl ModelRoot for Root {
             add_block(&mut out, r.v.buffer_offset(tx));
             add_block(&mut out, r.w.buffer_offset(tx));
             add_block(&mut out, r.s.buffer_offset(tx));
-            for b in r.h.block_offsets(tx)? {
+            for b in r.h.block_offsets(tx)?.into_iter().chain(r.q.block_offsets(tx)?) {
                 add_block(&mut out, Some(b));
             }
             for n in r.t.node_offsets(tx)?.into_iter().chain(r.ts.node_offsets(tx)?) {
