@@ -1281,11 +1281,7 @@ impl<K: POrdKey, V: Persistent + Copy> PBTreeMap<K, V> {
         let Some((n, i)) = self.find(tx, k)? else {
             return Ok(None);
         };
-        let cell = Self::val_cell(tx, n, i)?;
-        let mut v = cell.get(tx);
-        f(&mut v);
-        cell.set(tx, v)?;
-        Ok(Some(v))
+        raw::update_cell(tx, Self::val_cell(tx, n, i)?, f).map(Some)
     }
 
     /// Keeps only the entries for which `keep` returns `true` (`BTreeMap::retain`; called once

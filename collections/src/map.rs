@@ -1352,11 +1352,7 @@ impl<K: PKey, V: Persistent + Copy> PHashMap<K, V> {
         let Some((s, i)) = self.find(tx, k)? else {
             return Ok(None);
         };
-        let cell = Self::val(tx, s, i)?;
-        let mut v = cell.get(tx);
-        f(&mut v);
-        cell.set(tx, v)?;
-        Ok(Some(v))
+        raw::update_cell(tx, Self::val(tx, s, i)?, f).map(Some)
     }
 
     /// Copies of the values, in table order (`HashMap::values`, eagerly). 0 drains.

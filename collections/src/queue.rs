@@ -721,11 +721,7 @@ impl<T: Persistent + Copy> PQueue<T> {
         }
         let (c, off) = Self::locate(tx, &s, pos)?;
         // SAFETY: as in `get`: a live slot of this queue, reached through its cell.
-        let cell = unsafe { raw::cell::<T>(tx, c, off)? };
-        let mut v = cell.get(tx);
-        f(&mut v);
-        cell.set(tx, v)?;
-        Ok(Some(v))
+        raw::update_cell(tx, unsafe { raw::cell::<T>(tx, c, off)? }, f).map(Some)
     }
 
     /// Appends every element of `items` at the back (`Extend`): one push each (a snapshot

@@ -560,6 +560,23 @@ pub(crate) fn clamp_range(range: &impl std::ops::RangeBounds<u64>, len: u64) -> 
     (from.min(len), to.min(len))
 }
 
+/// Changes the value in `cell` through `f` (which gets a copy) and stores it back; returns the
+/// new value. The `update` methods' one step: a logged store.
+///
+/// # Errors
+///
+/// Those of `PCell::set`.
+pub(crate) fn update_cell<T: Persistent + Copy>(
+    tx: &Transaction<'_>,
+    cell: &PCell<T>,
+    f: impl FnOnce(&mut T),
+) -> Result<T> {
+    let mut v = cell.get(tx);
+    f(&mut v);
+    cell.set(tx, v)?;
+    Ok(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
