@@ -190,6 +190,13 @@ struct Foreign {
     words: [PCell<u64>; 32],
 }
 
+/// Zeroes the pool's recorded schema fingerprint, as in a pool written before schemas.
+fn forget_schema(path: &Path) {
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.seek(SeekFrom::Start(5120)).unwrap();
+    f.write_all(&[0; 8]).unwrap();
+}
+
 #[test]
 fn a_foreign_pool_is_refused() {
     assert_eq!(size_of::<Foreign>(), 256);
@@ -199,10 +206,19 @@ fn a_foreign_pool_is_refused() {
     // Word 1 is where a raft pool keeps its magic (after the log lock's word).
     pool.transaction(|tx, r| r.words[1].set(tx, 0xdead_beef)).unwrap();
     drop(pool);
+    // ptm records the root's schema: another root type is refused before the store looks.
+    match RaftStore::open(&path, &opts(), KvApp) {
+        Err(Error::Pool(ptm::Error::SchemaMismatch { .. })) => {}
+        other => panic!("{other:?}"),
+    }
+    // A pool that records no schema (written before ptm recorded them: fingerprint word at
+    // pool offset 5120 zero, design §8.1) is checked by the store's own magic and version.
+    forget_schema(&path);
     match RaftStore::open(&path, &opts(), KvApp) {
         Err(Error::NotRaftPool { found, .. }) => assert_eq!(found, 0xdead_beef),
         other => panic!("{other:?}"),
     }
+    forget_schema(&path);
     let pool = Pool::<Foreign>::open(&path, &opts()).unwrap();
     pool.transaction(|tx, r| {
         r.words[1].set(tx, ptm_raft::store::MAGIC)?;
@@ -210,14 +226,21 @@ fn a_foreign_pool_is_refused() {
     })
     .unwrap();
     drop(pool);
+    forget_schema(&path);
     match RaftStore::open(&path, &opts(), KvApp) {
         Err(Error::UnsupportedVersion { found: 99, .. }) => {}
         other => panic!("{other:?}"),
     }
-    // A root of another size is ptm's own named error.
+    // A root of another size is ptm's own named error: the schema when one is recorded, the
+    // root size when none is.
     let dir2 = shm_dir();
     let path2 = dir2.path().join("g.pool");
     drop(Pool::<PCell<u64>>::create(&path2, 16 << 20, &opts()).unwrap());
+    assert!(matches!(
+        RaftStore::open(&path2, &opts(), KvApp),
+        Err(Error::Pool(ptm::Error::SchemaMismatch { .. }))
+    ));
+    forget_schema(&path2);
     assert!(matches!(
         RaftStore::open(&path2, &opts(), KvApp),
         Err(Error::Pool(ptm::Error::RootMismatch { .. }))
