@@ -1027,6 +1027,7 @@ mod tests {
     proptest! {
         /// `WordMasks` behaves as a `BTreeMap`, below and beyond its vector's size.
         #[test]
+        #[cfg_attr(miri, ignore = "proptest persists failures through the file system")]
         fn word_masks_match_a_map(ops in prop::collection::vec((0u8..3, 0u64..80, any::<u64>()), 0..300)) {
             let mut masks = WordMasks::default();
             let mut model = BTreeMap::new();
