@@ -437,10 +437,11 @@ impl<T: Persistent + Copy> PVec<T> {
     /// `reserve_tail`). One snapshot drain.
     pub(crate) fn write_tail(&self, tx: &Transaction<'_>, keep: u64, items: Vec<T>) -> Result<()> {
         let (buf, keep, need) = self.reserve_tail(tx, keep, items.len() as u64)?;
-        for (k, v) in (keep..).zip(items) {
+        if !items.is_empty() {
+            // One pass over the bytes (a word per store where aligned), not a store per element.
             // SAFETY: `buf` is this vector's live buffer of at least `keep + n` elements; the
-            // range was logged in the batch (or is fresh).
-            unsafe { raw::write(tx, buf, k, v)? };
+            // range was logged in the batch (or is fresh), and `mutating` checked this vector.
+            unsafe { raw::write_bytes(tx, buf, raw::elem_off::<T>(keep)?, raw::slice_bytes(&items))? };
         }
         self.len.set(tx, need)
     }
