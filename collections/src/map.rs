@@ -1362,8 +1362,14 @@ impl<K: PKey, V: Persistent + Copy> PHashMap<K, V> {
     /// Corrupted maps (the error an iteration meets).
     pub fn values(&self, tx: &Transaction<'_>) -> Result<Vec<V>> {
         tx.check_live(self)?;
+        Ok(self.all_entries(tx)?.into_iter().map(|(_, v)| v).collect())
+    }
+
+    /// Every entry, in table order, as [`iter`](PHashMap::iter) yields them, or the error that
+    /// stopped the iteration.
+    fn all_entries<'a>(&'a self, tx: &'a Transaction<'a>) -> Result<Vec<(K::Ref<'a>, V)>> {
         let mut it = self.iter(tx);
-        let out: Vec<V> = it.by_ref().map(|(_, v)| v).collect();
+        let out = it.by_ref().collect();
         match it.error {
             Some(e) => Err(e),
             None => Ok(out),
@@ -1412,11 +1418,12 @@ impl<K: Persistent + Copy, V: Persistent + Copy> PHashMap<K, V> {
     /// As [`remove`](PHashMap::remove), and corrupted maps.
     pub fn retain(&self, tx: &Transaction<'_>, mut keep: impl FnMut(&K, &V) -> bool) -> Result<()> {
         raw::mutating(tx, self)?;
-        let mut it = self.iter(tx);
-        let drop: Vec<K> = it.by_ref().filter(|(k, v)| !keep(k, v)).map(|(k, _)| k).collect();
-        if let Some(e) = it.error {
-            return Err(e);
-        }
+        let drop: Vec<K> = self
+            .all_entries(tx)?
+            .into_iter()
+            .filter(|(k, v)| !keep(k, v))
+            .map(|(k, _)| k)
+            .collect();
         for k in &drop {
             self.remove(tx, k)?;
         }
@@ -1431,11 +1438,7 @@ impl<K: Persistent + Copy, V: Persistent + Copy> PHashMap<K, V> {
     /// As [`clear`](PHashMap::clear), and corrupted maps.
     pub fn drain(&self, tx: &Transaction<'_>) -> Result<Vec<(K, V)>> {
         raw::mutating(tx, self)?;
-        let mut it = self.iter(tx);
-        let out: Vec<(K, V)> = it.by_ref().collect();
-        if let Some(e) = it.error {
-            return Err(e);
-        }
+        let out = self.all_entries(tx)?;
         if !out.is_empty() {
             self.clear(tx)?;
         }

@@ -848,9 +848,7 @@ impl<T: Persistent + Copy> PVec<T> {
     /// As [`get`](PVec::get).
     pub fn to_vec(&self, tx: &Transaction<'_>) -> Result<Vec<T>> {
         tx.check_live(self)?;
-        (0..self.len(tx))
-            .map(|i| self.get(tx, i).map(|v| v.expect("i < len")))
-            .collect()
+        self.copy_range(tx, 0, u64::MAX)
     }
 }
 

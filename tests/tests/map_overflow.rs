@@ -9,7 +9,7 @@ use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 
 use ptm::{PCell, Persistent, Pool, PoolOptions, Result, Transaction};
-use ptm_collections::{AsKey, PHandle, PHashMap, PKey, PValue, PVec};
+use ptm_collections::{AsKey, PHashMap, PKey, PValue, PVec};
 use ptm_crashtest::{ensure, ensure_heap_owns, ensure_prefix, BoxError, CheckResult, Explorer};
 
 /// A `u16` key whose hash is always 7: every key collides with every other.
@@ -61,27 +61,14 @@ impl AsKey<Same> for u16 {
     }
 }
 
-/// A 512-byte value owning a vector: 64-slot segments.
-#[derive(Persistent)]
+/// A 512-byte value owning a vector: 64-slot segments. `PValue` (derived) frees the vector.
+#[derive(Persistent, PValue)]
 #[persistent(crate = "ptm::pmem_core")]
 #[repr(C)]
 struct Rec {
     tags: PVec<u64>,
-    pad: [PCell<u64>; 61],
+    pad: PCell<[u64; 61]>,
 }
-
-impl PValue for Rec {
-    const OWNS: bool = true;
-
-    unsafe fn free_owned(&self, tx: &Transaction<'_>) -> Result<()> {
-        // SAFETY: `self` is being discarded, so is its vector.
-        unsafe { self.tags.free_owned(tx) }
-    }
-}
-
-// SAFETY: a vector handle and cells: every byte is inside `PCell`s, all-zero is an empty
-// vector owning nothing, `!Sync` (cells), position-independent.
-unsafe impl PHandle for Rec {}
 
 #[derive(Persistent)]
 #[persistent(crate = "ptm::pmem_core")]
