@@ -1431,7 +1431,7 @@ impl<K: Persistent + Copy, V: Persistent + Copy> PHashMap<K, V> {
     }
 
     /// Removes every entry and returns them (`HashMap::drain`, eagerly), in table order; the
-    /// map's blocks are freed as by [`clear`](PHashMap::clear). 2 drains (0 when empty).
+    /// map's blocks are freed as by [`clear`](PHashMap::clear). 2 drains (0 when the map holds no block).
     ///
     /// # Errors
     ///
@@ -1439,7 +1439,8 @@ impl<K: Persistent + Copy, V: Persistent + Copy> PHashMap<K, V> {
     pub fn drain(&self, tx: &Transaction<'_>) -> Result<Vec<(K, V)>> {
         raw::mutating(tx, self)?;
         let out = self.all_entries(tx)?;
-        if !out.is_empty() {
+        // Also when no entry is left: the blocks of a map emptied by removals are freed too.
+        if !self.root.get(tx).is_null() {
             self.clear(tx)?;
         }
         Ok(out)
