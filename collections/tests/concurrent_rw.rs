@@ -323,8 +323,9 @@ fn holds_in_a_crash_image_are_free_after_reopen() {
     drop(pool);
     let recovered = Pool::<Root>::open(&image, &opts(Duration::from_millis(300))).unwrap();
     assert!(recovered.generation() > generation);
-    let t0 = Instant::now();
-    // Shared, exclusive and upgraded holds on the formerly held shards, none waits.
+    // Shared, exclusive and upgraded holds on the formerly held shards: a stale hold waited for
+    // would fail the transaction with `LockTimeout` (this pool's timeout is 300 ms), so the
+    // `unwrap` is the check (no wall-clock bound, which a loaded machine could break).
     recovered
         .transaction(|tx, r| {
             assert_eq!(r.m.get(tx, &read_k)?, Some(1));
@@ -333,10 +334,6 @@ fn holds_in_a_crash_image_are_free_after_reopen() {
             r.m.insert(tx, write_k, 7)
         })
         .unwrap();
-    assert!(
-        t0.elapsed() < Duration::from_millis(300),
-        "a stale hold was waited for"
-    );
     std::thread::scope(|s| {
         s.spawn(|| {
             let v = recovered.transaction(|tx, r| r.m.to_vec(tx)).unwrap();
