@@ -95,12 +95,52 @@ pub(crate) struct LaneVolatile {
     pub(crate) heap: crate::alloc::TxHeap,
 }
 
+/// The state of the lane a transaction holds, used in place in its slot (moving it in and out
+/// of the slot cost a read-only transaction a third of its time).
+/// No lifetime: a `RefCell` is invariant in its contents, and `Transaction<'p>` must stay
+/// covariant in `'p`; the transaction's `&'p Shared` keeps the slot alive.
+pub(crate) struct LaneState {
+    st: std::ptr::NonNull<LaneVolatile>,
+}
+
+impl LaneState {
+    /// # Safety
+    ///
+    /// - The caller holds `lane` in `shared`'s lane map, and keeps holding it for as long as the
+    ///   returned value is dereferenced: no other thread touches the slot meanwhile.
+    /// - No other reference to the slot's state is used while this one is.
+    ///   It is dereferenced only while `shared` lives.
+    unsafe fn new(shared: &Shared, lane: usize) -> Self {
+        LaneState {
+            st: std::ptr::NonNull::from(&shared.slots[lane].0).cast(),
+        }
+    }
+}
+
+impl std::ops::Deref for LaneState {
+    type Target = LaneVolatile;
+
+    fn deref(&self) -> &LaneVolatile {
+        // SAFETY: `new`'s contract: the lane (and so the slot) is held by this transaction while
+        // it dereferences its state; the `RefCell` around this value orders its borrows.
+        unsafe { self.st.as_ref() }
+    }
+}
+
+impl std::ops::DerefMut for LaneState {
+    fn deref_mut(&mut self) -> &mut LaneVolatile {
+        // SAFETY: as in `deref`; `&mut self` comes from the `RefCell`'s exclusive borrow.
+        unsafe { self.st.as_mut() }
+    }
+}
+
 /// A running transaction. Obtained from [`Pool::transaction`](crate::Pool::transaction); lives
 /// until the closure returns, is tied to its thread (`!Send`, `!Sync`).
 pub struct Transaction<'p> {
     shared: &'p Shared,
     lane: usize,
-    st: RefCell<LaneVolatile>,
+    /// The lane's state, in its slot. Not dereferenced after `finish` or `park` hand the lane on.
+    st: RefCell<LaneState>,
     doomed: Cell<bool>,
     nested: NestedRefs,
     _not_send: PhantomData<*const ()>,
@@ -150,9 +190,10 @@ impl Drop for Registration {
 
 impl<'p> Transaction<'p> {
     pub(crate) fn begin(shared: &'p Shared, lane: usize) -> Self {
-        // SAFETY: we hold `lane` in the lane map, so no other thread touches its slot; the
-        // state is moved out here and moved back in `finish`.
-        let mut st = std::mem::take(unsafe { &mut *shared.slots[lane].0.get() });
+        // SAFETY: the caller took `lane` in the lane map for this transaction, which keeps it
+        // until `finish` releases it or `park` hands it to a pending commit; after those the
+        // transaction ends without touching its state again.
+        let mut st = unsafe { LaneState::new(shared, lane) };
         st.seq = st.next_seq;
         st.next_seq = next_seq_after(st.seq, lane);
         st.pos = shared.geo.lane(lane) + LANE_LOG;
@@ -160,7 +201,9 @@ impl<'p> Transaction<'p> {
         st.entries = 0;
         st.ranges.clear();
         st.logical.clear();
-        st.index.clear();
+        if !st.index.is_empty() {
+            st.index.clear();
+        }
         st.extents.clear();
         st.next_extent = MIN_EXTENT;
         st.undrained = false;
@@ -389,7 +432,7 @@ impl<'p> Transaction<'p> {
     }
 
     /// This transaction's lane state.
-    pub(crate) fn st_mut(&self) -> std::cell::RefMut<'_, LaneVolatile> {
+    pub(crate) fn st_mut(&self) -> std::cell::RefMut<'_, LaneState> {
         self.st.borrow_mut()
     }
 
@@ -742,15 +785,12 @@ impl<'p> Transaction<'p> {
                 self.shared.mark_complete(self.lane, st.seq);
             }
         }
-        release_lane(self.shared, self.lane, self.st.take(), committed);
+        release_lane(self.shared, self.lane, &mut self.st.borrow_mut(), committed);
     }
 
-    /// Parks the state in the lane slot and keeps the lane and its locks (relaxed commit).
-    fn park(&self) {
-        // SAFETY: we hold the lane, so the slot is ours; it stays held until the pending commit
-        // completes.
-        unsafe { *self.shared.slots[self.lane].0.get() = self.st.take() };
-    }
+    /// Leaves the state in the lane slot and keeps the lane and its locks (relaxed commit): the
+    /// pending commit takes the lane over, and this transaction no longer touches the state.
+    fn park(&self) {}
 
     /// Relaxed commit: everything of [`commit`](Self::commit) except drain 2. The lane and the
     /// locks stay held by the returned [`PendingCommit`] until it completes.
@@ -797,7 +837,7 @@ impl<'p> Transaction<'p> {
     fn write_commit_record(&self, seq: u64, entries: u64) {
         let s = self.shared;
         let mut guard = self.st.borrow_mut();
-        let st = &mut *guard;
+        let st: &mut LaneVolatile = &mut guard;
         let mut h = DataHasher::default();
         for &(off, len) in &st.ranges {
             // SAFETY: logged ranges are loggable and owned by this transaction.
@@ -857,8 +897,8 @@ fn release_locks(shared: &Shared, st: &mut LaneVolatile) {
 }
 
 /// Releases locks, returns log extents, stores the lane state back and frees the lane.
-fn release_lane(shared: &Shared, lane: usize, mut st: LaneVolatile, committed: bool) {
-    release_locks(shared, &mut st);
+fn release_lane(shared: &Shared, lane: usize, st: &mut LaneVolatile, committed: bool) {
+    release_locks(shared, st);
     let h = &mut st.heap;
     let extents = std::mem::take(&mut st.extents);
     let chunk = crate::heap::CHUNK;
@@ -954,8 +994,6 @@ fn release_lane(shared: &Shared, lane: usize, mut st: LaneVolatile, committed: b
     for &i in &h.locked {
         shared.heap.unlock_chunk(i);
     }
-    // SAFETY: the caller holds `lane`, so the slot is its own.
-    unsafe { *shared.slots[lane].0.get() = st };
     shared.lanes.release(lane);
 }
 
@@ -1084,8 +1122,9 @@ impl<'p> PendingCommit<'p> {
             }
             self.settled.set(true);
         }
-        // SAFETY: the lane is still held by this pending commit, so its slot is ours.
-        let st = std::mem::take(unsafe { &mut *s.slots[lane].0.get() });
+        // SAFETY: the lane is still held by this pending commit (the transaction that parked
+        // its state there ended), so its slot is ours until `release_lane` frees the lane.
+        let st = unsafe { &mut *s.slots[lane].0.get() };
         release_lane(s, lane, st, r.is_ok());
         r
     }
