@@ -69,7 +69,9 @@ impl WordMasks {
 
     pub(crate) fn clear(&mut self) {
         self.small.clear();
-        self.large.clear();
+        if !self.large.is_empty() {
+            self.large.clear();
+        }
     }
 
     /// Every entry (in no particular order).

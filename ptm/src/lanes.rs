@@ -74,8 +74,9 @@ impl LaneMap {
 
     /// Returns a lane taken by this caller.
     pub fn release(&self, lane: usize) {
-        let prev = self.flags[lane].0.swap(0, Ordering::Release);
-        debug_assert!(prev != 0, "lane {lane} released twice");
+        // Only the holder writes a busy flag, so a release store (no read-modify-write) frees it.
+        debug_assert!(self.flags[lane].0.load(Ordering::Relaxed) != 0, "lane {lane} released twice");
+        self.flags[lane].0.store(0, Ordering::Release);
     }
 
     /// Whether `lane` is taken (diagnostics and tests).

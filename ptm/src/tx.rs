@@ -952,7 +952,7 @@ fn release_lane(shared: &Shared, lane: usize, st: &mut LaneVolatile, committed: 
             }
         })
     });
-    if committed {
+    if committed && !h.lists.returned_slabs.is_empty() {
         for c in h.hint.iter_mut() {
             if c.is_some_and(|a| h.lists.returned_slabs.iter().any(|&(r, _)| r == a)) {
                 *c = None;
