@@ -374,6 +374,9 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
             return Ok(None);
         }
         for _ in 0..MAX_DEPTH {
+            // The node's lines are read next (header, keys, then values or children): load them
+            // together.
+            raw::prefetch(tx, n, 0, g.size);
             // SAFETY: see the accessor contract; `n` is a node of this tree, and the offsets lie
             // inside it (`geo`; below, indexes are under the clamped `len`).
             let (len, leaf) = unsafe {

@@ -332,8 +332,32 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
                 Err(raw::corrupt(HANDLE, 0, format!("no segment at global depth {g}")))
             };
         }
-        let s = Self::open(tx, self.seg_ptr(tx, g, dir_index(h, g))?)?;
+        let block = self.seg_ptr(tx, g, dir_index(h, g))?;
+        Self::prefetch_slot(tx, block, h);
+        let s = Self::open(tx, block)?;
         Ok(Some((s, g)))
+    }
+
+    /// Starts loading the lines a lookup of hash `h` in segment `block` reads next (header,
+    /// control group, key group, value), assuming a full-size segment (what every segment of a
+    /// large map is), so their cache misses overlap instead of following one another. A hint:
+    /// `open` and `probe` still read and check everything.
+    fn prefetch_slot(tx: &Transaction<'_>, block: PPtr<u8>, h: u64) {
+        let cap = Self::SEG_CAP;
+        let Ok((ko, vo, _)) = geometry::<K, V>(cap) else {
+            return;
+        };
+        let i = h & (cap - 1);
+        let base = i & !(GROUP - 1);
+        raw::prefetch(tx, block, 0, 1);
+        raw::prefetch(tx, block, SEG_HDR + base, GROUP);
+        raw::prefetch(
+            tx,
+            block,
+            ko + base * size_of::<K>() as u64,
+            GROUP * size_of::<K>() as u64,
+        );
+        raw::prefetch(tx, block, vo + i * size_of::<V>() as u64, size_of::<V>() as u64);
     }
 
     fn ctrl<'t>(tx: &'t Transaction<'_>, s: Seg, i: u64) -> Result<&'t PCell<u8>> {

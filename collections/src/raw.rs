@@ -81,6 +81,19 @@ pub(crate) fn align_for<T>(x: u64) -> u64 {
     x.div_ceil(a) * a
 }
 
+/// Starts loading every cache line of `block[byte_off..byte_off + len]` (a hint, see
+/// [`Transaction::prefetch`]): a lookup that will read several lines of a node or segment pays
+/// their misses at once instead of one after another.
+/// At most the first 8 lines are loaded.
+pub(crate) fn prefetch(tx: &Transaction<'_>, block: PPtr<u8>, byte_off: u64, len: u64) {
+    let start = block.offset().wrapping_add(byte_off);
+    let first = start & !63;
+    let lines = (start % 64 + len).div_ceil(64).min(8);
+    for k in 0..lines {
+        tx.prefetch(PPtr::<u8>::from_parts(block.tag(), first.wrapping_add(k * 64)));
+    }
+}
+
 /// The `T` cell `byte_off` bytes into `block`.
 ///
 /// # Safety
@@ -128,8 +141,8 @@ pub(crate) unsafe fn at<'t, U: Persistent>(
 }
 
 /// Copies `len` bytes from `byte_off_src` bytes into `src` to `byte_off_dst` bytes into `dst`,
-/// through cells: `u64` words when both ends and `len` are 8-aligned, else bytes. The
-/// destination is logged first unless already covered (a fresh block, or a batch snapshot).
+/// in one pass ([`Transaction::copy_bytes`]): the destination is logged first (one record for
+/// the whole range) unless already covered (a fresh block, or a batch snapshot).
 ///
 /// # Safety
 ///
@@ -140,33 +153,27 @@ pub(crate) unsafe fn copy_bytes(
     (dst, dst_off): (PPtr<u8>, u64),
     len: u64,
 ) -> Result<()> {
-    let aligned = |b: PPtr<u8>, o: u64| b.offset().wrapping_add(o).is_multiple_of(8);
-    let step = if aligned(src, src_off) && aligned(dst, dst_off) && len.is_multiple_of(8) {
-        8
-    } else {
-        1
-    };
-    for k in (0..len).step_by(step) {
-        let s = src_off
-            .checked_add(k)
-            .ok_or_else(|| out_of_bounds(src_off, len))?;
-        let d = dst_off
-            .checked_add(k)
-            .ok_or_else(|| out_of_bounds(dst_off, len))?;
-        // SAFETY: forwarded contract: both ranges are cells of live blocks of the caller.
-        unsafe {
-            if step == 8 {
-                cell::<u64>(tx, dst, d)?.set_unchecked(tx, cell::<u64>(tx, src, s)?.get(tx))?;
-            } else {
-                cell::<u8>(tx, dst, d)?.set_unchecked(tx, cell::<u8>(tx, src, s)?.get(tx))?;
-            }
-        }
-    }
-    Ok(())
+    // SAFETY: forwarded contract: both ranges lie in live blocks of the caller, reached only
+    // through cells by this thread.
+    unsafe { tx.copy_bytes(byte_ptr(src, src_off, len)?, byte_ptr(dst, dst_off, len)?, len) }
 }
 
-/// Zeroes `len` bytes `byte_off` bytes into `block` through cells (words when 8-aligned), logging
-/// them first unless already covered.
+/// `block + byte_off` as a byte pointer, checked so that the `len` bytes there fit the offset
+/// space (the pool checks the rest when it resolves the pointer).
+fn byte_ptr(block: PPtr<u8>, byte_off: u64, len: u64) -> Result<PPtr<u8>> {
+    let off = block
+        .offset()
+        .checked_add(byte_off)
+        .filter(|&o| {
+            o.checked_add(len)
+                .is_some_and(|e| e <= 1 << ptm::pmem_core::pptr::OFFSET_BITS)
+        })
+        .ok_or_else(|| out_of_bounds(block.offset(), byte_off))?;
+    Ok(PPtr::from_parts(block.tag(), off))
+}
+
+/// Zeroes `len` bytes `byte_off` bytes into `block` in one pass ([`Transaction::fill_bytes`]),
+/// logging them first unless already covered.
 ///
 /// # Safety
 ///
@@ -177,25 +184,8 @@ pub(crate) unsafe fn zero_bytes(
     byte_off: u64,
     len: u64,
 ) -> Result<()> {
-    let step = if block.offset().wrapping_add(byte_off).is_multiple_of(8) && len.is_multiple_of(8) {
-        8
-    } else {
-        1
-    };
-    for k in (0..len).step_by(step) {
-        let o = byte_off
-            .checked_add(k)
-            .ok_or_else(|| out_of_bounds(byte_off, len))?;
-        // SAFETY: forwarded contract.
-        unsafe {
-            if step == 8 {
-                cell::<u64>(tx, block, o)?.set_unchecked(tx, 0)?;
-            } else {
-                cell::<u8>(tx, block, o)?.set_unchecked(tx, 0)?;
-            }
-        }
-    }
-    Ok(())
+    // SAFETY: forwarded contract.
+    unsafe { tx.fill_bytes(byte_ptr(block, byte_off, len)?, 0, len) }
 }
 
 /// Moves `len` bytes from `src` to `dst` by [`copy_bytes`], then, when `zero_src`, zeroes the
@@ -222,8 +212,8 @@ pub(crate) unsafe fn move_bytes(
     Ok(())
 }
 
-/// Writes `src` `byte_off` bytes into `block` through cells: `u64` words for the whole 8-byte
-/// chunks when the start is 8-aligned, bytes otherwise; logged first unless already covered.
+/// Writes `src` `byte_off` bytes into `block` in one pass ([`Transaction::store_bytes`]),
+/// logged first (one record for the whole range) unless already covered.
 ///
 /// # Safety
 ///
@@ -234,24 +224,8 @@ pub(crate) unsafe fn write_bytes(
     byte_off: u64,
     src: &[u8],
 ) -> Result<()> {
-    let aligned = block.offset().wrapping_add(byte_off).is_multiple_of(8);
-    let mut o = byte_off;
-    for chunk in src.chunks(8) {
-        // SAFETY: forwarded contract.
-        unsafe {
-            if let (true, Ok(w)) = (aligned, <[u8; 8]>::try_from(chunk)) {
-                cell::<u64>(tx, block, o)?.set_unchecked(tx, u64::from_ne_bytes(w))?;
-            } else {
-                for (j, &b) in (0..).zip(chunk) {
-                    cell::<u8>(tx, block, o + j)?.set_unchecked(tx, b)?;
-                }
-            }
-        }
-        o = o
-            .checked_add(8)
-            .ok_or_else(|| out_of_bounds(byte_off, src.len() as u64))?;
-    }
-    Ok(())
+    // SAFETY: forwarded contract.
+    unsafe { tx.store_bytes(byte_ptr(block, byte_off, src.len() as u64)?, src) }
 }
 
 /// Reads the `len` bytes `byte_off` bytes into `block` through cells as 8-byte chunks, each

@@ -93,6 +93,13 @@ pub fn drain_fence() {
     count(|s| s.drains += 1);
 }
 
+/// Asks the CPU to start loading the cache line holding `p`, so a later read of it overlaps
+/// with other work. A hint: it reads nothing, cannot fault, and any address may be given.
+#[inline]
+pub fn prefetch(p: *const u8) {
+    arch::prefetch(p);
+}
+
 /// Copies `len` bytes from `src` to `dst`, using non-temporal stores for the 16-byte-aligned
 /// middle and flushing the (cached) head and tail lines with `insn`, if any. The copy is durable
 /// after the next [`drain_fence`].

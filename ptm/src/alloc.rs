@@ -449,6 +449,111 @@ impl<'p> Transaction<'p> {
         Ok(unsafe { &*ptr.as_ptr() })
     }
 
+    /// The address of the `len` bytes at `p`, checked: not null, this pool's, inside the area
+    /// transactions may change (the root and the heap).
+    fn bytes_at(&self, p: PPtr<u8>, len: u64) -> Result<*mut u8> {
+        let ptr = self.shared().region.resolve(p)?.as_ptr();
+        let len = usize::try_from(len).map_err(|_| Error::NotInPool {
+            addr: ptr as usize,
+            len: usize::MAX,
+        })?;
+        self.shared().offset_of(ptr as usize, len)?;
+        Ok(ptr)
+    }
+
+    /// Stores `src` at `dst` in one pass, logging the old bytes first unless the whole range is
+    /// already covered (fresh memory of this transaction, or ranges logged earlier): one undo
+    /// record and at most one drain for the whole range, where storing it through `PCell`s costs
+    /// a check per word (and a record and a drain per word not yet logged). For collections that
+    /// move keys, values and handles by bytes.
+    ///
+    /// # Safety
+    ///
+    /// - `[dst, dst + src.len())` lies inside one live block of this pool (not freed by this or
+    ///   any committed transaction) that the caller owns, or inside the root;
+    /// - every access to those bytes during this transaction goes through cells (or these
+    ///   methods) by this thread: no reference to them is held across the call, and no other
+    ///   thread reaches them (the structure is `!Sync`, or guarded by a lock this transaction
+    ///   holds);
+    /// - any bit pattern written there is valid for the types stored in that range.
+    ///
+    /// # Errors
+    ///
+    /// Null, foreign or out-of-bounds `dst` ([`Error::NullPointer`], [`Error::WrongPool`],
+    /// [`Error::OutOfBounds`], [`Error::NotInPool`]), and logging errors
+    /// ([`Error::OutOfSpace`] when the log cannot grow).
+    pub unsafe fn store_bytes(&self, dst: PPtr<u8>, src: &[u8]) -> Result<()> {
+        if src.is_empty() {
+            return Ok(());
+        }
+        let p = self.bytes_at(dst, src.len() as u64)?;
+        self.log_addr(p as usize, src.len())?;
+        // SAFETY: `p` is valid for `src.len()` bytes (checked by `bytes_at`), logged and ordered
+        // (`log_addr` drains even inside a batch); the caller's contract excludes other
+        // accesses; `copy` allows `src` to overlap (it may be read from the pool).
+        unsafe { std::ptr::copy(src.as_ptr(), p, src.len()) };
+        Ok(())
+    }
+
+    /// Stores `len` copies of `byte` at `dst`, logged as [`store_bytes`](Self::store_bytes) is.
+    ///
+    /// # Safety
+    ///
+    /// As [`store_bytes`](Self::store_bytes), for `[dst, dst + len)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`store_bytes`](Self::store_bytes).
+    pub unsafe fn fill_bytes(&self, dst: PPtr<u8>, byte: u8, len: u64) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        let p = self.bytes_at(dst, len)?;
+        self.log_addr(p as usize, len as usize)?;
+        // SAFETY: as in `store_bytes`.
+        unsafe { std::ptr::write_bytes(p, byte, len as usize) };
+        Ok(())
+    }
+
+    /// Copies `len` bytes from `src` to `dst` (the ranges may overlap, as in `memmove`), logging
+    /// the destination as [`store_bytes`](Self::store_bytes) does.
+    ///
+    /// # Safety
+    ///
+    /// As [`store_bytes`](Self::store_bytes) for `[dst, dst + len)`, and `[src, src + len)`
+    /// lies in a live block of this pool that no other thread writes meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// As [`store_bytes`](Self::store_bytes), for either range.
+    pub unsafe fn copy_bytes(&self, src: PPtr<u8>, dst: PPtr<u8>, len: u64) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        let from = self.bytes_at(src, len)?;
+        let to = self.bytes_at(dst, len)?;
+        self.log_addr(to as usize, len as usize)?;
+        // SAFETY: both ranges checked by `bytes_at`; the destination is logged and ordered; the
+        // caller's contract excludes other writers; `copy` allows overlap.
+        unsafe { std::ptr::copy(from, to, len as usize) };
+        Ok(())
+    }
+
+    /// Asks the CPU to start loading the cache line `p` points into, so that a later read of it
+    /// (typically one of several independent reads of a lookup) overlaps with others instead of
+    /// waiting alone. A hint only: nothing is read or checked beyond the pool's bounds, and a
+    /// pointer outside this pool (or a platform without a prefetch instruction) does nothing.
+    #[inline]
+    pub fn prefetch<T>(&self, p: PPtr<T>) {
+        if let Ok(ptr) = self
+            .shared()
+            .region
+            .resolve(PPtr::<u8>::from_parts(p.tag(), p.offset()))
+        {
+            pmem_core::flush::prefetch(ptr.as_ptr());
+        }
+    }
+
     /// Takes chunk `i`'s metadata lock until the transaction ends.
     fn lock_chunk(&self, i: u64) -> Result<()> {
         let s = self.shared();

@@ -75,7 +75,10 @@ impl LaneMap {
     /// Returns a lane taken by this caller.
     pub fn release(&self, lane: usize) {
         // Only the holder writes a busy flag, so a release store (no read-modify-write) frees it.
-        debug_assert!(self.flags[lane].0.load(Ordering::Relaxed) != 0, "lane {lane} released twice");
+        debug_assert!(
+            self.flags[lane].0.load(Ordering::Relaxed) != 0,
+            "lane {lane} released twice"
+        );
         self.flags[lane].0.store(0, Ordering::Release);
     }
 

@@ -1171,16 +1171,35 @@ pub(crate) fn add_logical(st: &mut LaneVolatile, off: u64, len: u64) {
     }
 }
 
+/// Whether every byte of `[off, off + len)` lies in some already-logged range (one range, or
+/// several that overlap or touch: a bulk store over a fresh part and a logged part needs no new
+/// record).
 fn covered(st: &LaneVolatile, off: u64, len: u64) -> bool {
-    if st.index.is_empty() {
-        st.logical.iter().any(|&(o, l)| o <= off && off + len <= o + l)
-    } else {
-        st.index
-            .range(..=off)
-            .rev()
-            .take(8)
-            .any(|(&o, &l)| off + len <= o + l)
+    let end = off.saturating_add(len);
+    let mut at = off;
+    while at < end {
+        // The farthest end of a logged range holding byte `at`.
+        let reach = if st.index.is_empty() {
+            st.logical
+                .iter()
+                .filter(|&&(o, l)| o <= at && at < o + l)
+                .map(|&(o, l)| o + l)
+                .max()
+        } else {
+            st.index
+                .range(..=at)
+                .rev()
+                .take(8)
+                .filter(|&(&o, &l)| at < o + l)
+                .map(|(&o, &l)| o + l)
+                .max()
+        };
+        match reach {
+            Some(r) => at = r,
+            None => return false,
+        }
     }
+    true
 }
 
 /// Collects ranges to log behind one drain; see [`Transaction::snapshot`].

@@ -21,6 +21,10 @@ pub(crate) fn store_fence() {
     std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
 }
 
+/// No prefetch instruction is used on this architecture (or under Miri).
+#[inline]
+pub(crate) fn prefetch(_p: *const u8) {}
+
 /// Plain copy (no non-temporal stores on this architecture).
 ///
 /// # Safety

@@ -65,6 +65,14 @@ pub(crate) fn store_fence() {
     unsafe { asm!("sfence", options(nostack, preserves_flags)) };
 }
 
+/// Starts loading the cache line holding `p` into every cache level (`prefetcht0`).
+#[inline]
+pub(crate) fn prefetch(p: *const u8) {
+    // SAFETY: a prefetch is a hint: it never faults (not even on an unmapped address), reads
+    // nothing architecturally and changes no register or flag.
+    unsafe { asm!("prefetcht0 [{}]", in(reg) p, options(nostack, preserves_flags, readonly)) };
+}
+
 /// Copies `len` bytes with non-temporal 16-byte stores.
 ///
 /// # Safety
