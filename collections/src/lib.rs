@@ -9,7 +9,7 @@
 //! | [`PVec<T>`] | `Vec<T>` | 24 bytes |
 //! | [`PHashMap<K, V>`] | `HashMap<K, V>` | 32 bytes |
 //! | [`PString`] | `String` | 24 bytes |
-//! | [`PQueue<T>`] | `VecDeque<T>` (FIFO) | 48 bytes |
+//! | [`PQueue<T>`] | `VecDeque<T>` | 48 bytes |
 //! | [`PBox<T>`] | `Option<Box<T>>` | 8 bytes |
 //! | [`PBTreeMap<K, V>`] | `BTreeMap<K, V>` | 16 bytes |
 //! | [`PConcurrentMap<K, V, SHARDS>`] | `Mutex<HashMap<K, V>>` × `SHARDS` | 64 × `SHARDS` bytes |
@@ -146,6 +146,8 @@
 //! | `get_mut`, `entry().and_modify` | `update(tx, key_or_index, f)`: `f` changes a copy, which is stored back | stores must go through the undo log |
 //! | iteration cannot fail | an iterator that meets a corrupted structure stops and dooms the transaction | see "Iteration errors" |
 //! | `String` keys borrow as `&str` | `PString` keys are handed out as `&PString` (copy with `as_string`) | the bytes live in the pool; a `&str` into them could alias a later write |
+//! | `VecDeque::rotate_left`/`rotate_right` move `min(n, len - n)` elements | [`PQueue::rotate_left`] rewrites (and logs) every element, still 2 drains | the chunks are not one ring whose start can move |
+//! | `VecDeque::reserve` guarantees `capacity() >= len + additional` | [`PQueue::reserve`] grows a queue's first, ring-shaped chunk up to the full chunk size and no further; a queue of full chunks allocates one chunk per chunk's worth of pushes | chunks past the last element are not part of the format (their number follows from `head + len`) |
 //! | `Vec::append`, `retain` and `extend` of a `BTreeMap` | `PVec::append` costs 3 drains (one snapshot per vector); `PBTreeMap::retain` and `extend` one snapshot per entry removed or inserted, plus the commit | each changes several structures or entries, each logged before its stores |
 //!
 //! ## Iteration errors
