@@ -54,10 +54,13 @@
 //!
 //! ## Entries
 //!
-//! [`PHashMap::entry`] and [`PBTreeMap::entry`] (`Copy` keys and values only) return an [`Entry`]
+//! [`PHashMap::entry`] and [`PBTreeMap::entry`] (`Copy` values; `Copy` keys, or [`PString`]
+//! keys, whose entry holds the key as a `String`: `m.entry(tx, "ada")?`) return an [`Entry`]
 //! like std's: `m.entry(tx, k)?.and_modify(|n| *n += 1)?.or_insert(1)?` counts `k`: a lookup,
 //! then, when it stores, the map's `insert` (a second lookup) at the usual 2 drains
-//! (`tests/entry.rs` checks it against std).
+//! (`tests/entry.rs` and `tests/btree_parity.rs` check it against std).
+//! [`PBTreeMap::first_entry`] and [`PBTreeMap::last_entry`] return the [`OccupiedEntry`] of
+//! either end.
 //!
 //! ## Transactions and drains
 //!
@@ -145,10 +148,10 @@
 //! | `split_off` returns a new collection | returns a `Vec` of the removed elements | a new persistent collection needs a home in the pool: `extend` one with the result |
 //! | `get_mut`, `entry().and_modify` | `update(tx, key_or_index, f)`: `f` changes a copy, which is stored back | stores must go through the undo log |
 //! | iteration cannot fail | an iterator that meets a corrupted structure stops and dooms the transaction | see "Iteration errors" |
-//! | `String` keys borrow as `&str` | `PString` keys are handed out as `&PString` (copy with `as_string`) | the bytes live in the pool; a `&str` into them could alias a later write |
+//! | `String::as_str`; `String` keys borrow as `&str` | [`PString::with_str`] lends a `&str` to a closure (a copy of the bytes, on the stack up to 256 bytes); `PString` keys are handed out as `&PString` | the bytes live in the pool; a `&str` into them could alias a later write of the same transaction |
 //! | `VecDeque::rotate_left`/`rotate_right` move `min(n, len - n)` elements | [`PQueue::rotate_left`] rewrites (and logs) every element, still 2 drains | the chunks are not one ring whose start can move |
 //! | `VecDeque::reserve` guarantees `capacity() >= len + additional` | [`PQueue::reserve`] grows a queue's first, ring-shaped chunk up to the full chunk size and no further; a queue of full chunks allocates one chunk per chunk's worth of pushes | chunks past the last element are not part of the format (their number follows from `head + len`) |
-//! | `Vec::append`, `retain` and `extend` of a `BTreeMap` | `PVec::append` costs 3 drains (one snapshot per vector); `PBTreeMap::retain` and `extend` one snapshot per entry removed or inserted, plus the commit | each changes several structures or entries, each logged before its stores |
+//! | `Vec::append`; `retain`, `extend`, `append` and `split_off` of a `BTreeMap` | `PVec::append` costs 3 drains (one snapshot per vector); `PBTreeMap::retain`, `extend`, `append` and `split_off` at most one snapshot per entry removed or inserted (none for an entry whose leaf this transaction logged already), plus the commit | each changes several structures or entries, each logged before its stores |
 //!
 //! ## Iteration errors
 //!
@@ -181,8 +184,9 @@
 //! # Ok::<_, Error>(())
 //! ```
 //!
-//! Methods that return a whole result at once (`to_vec`, `keys`, `PBTreeMap::iter`) return
-//! the error directly.
+//! Methods that return a whole result at once (`to_vec`, `keys`) return the error directly,
+//! and so do [`PBTreeMap::iter`] and [`PBTreeMap::range`] for damage met on the way to their
+//! first leaf (they are lazy [`Range`]s, double-ended, from there on).
 //!
 //! ## Failed operations
 //!
