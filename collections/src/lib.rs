@@ -213,7 +213,10 @@
 //! collections under one `PMutex`); [`PMutex::lock`](ptm::PMutex::lock) returns `&PVec<T>` for
 //! the rest of the transaction, and every method then runs under that lock.
 //! [`PConcurrentMap`] is the map that does this for you, one lock per shard: it is `Sync`, and
-//! transactions on keys of different shards proceed in parallel.
+//! transactions on keys of different shards proceed in parallel. Its shared reads never lend a
+//! reference into a shard; [`PConcurrentMap::to_vec_owned`] (and [`PHashMap::to_vec_owned`])
+//! read a whole map of any keys and values out as owned copies ([`PToOwned`]: `PString`s as
+//! `String`s, `PVec`s as `Vec`s).
 //!
 //! ## Corrupted pools
 //!
@@ -282,7 +285,7 @@ pub use entry::{Entry, EntryMap, OccupiedEntry, VacantEntry};
 pub use map::{MapIter, MapRefs, PHashMap};
 #[doc(hidden)]
 pub use owned::__derive;
-pub use owned::{AsKey, PHandle, PKey, POrdKey, PValue};
+pub use owned::{AsKey, PHandle, PKey, POrdKey, PToOwned, PValue};
 /// `#[derive(PValue)]`: ownership (and in-place storage) for a struct of handles and cells,
 /// with no `unsafe` in user code. See [`PValue`](trait@PValue).
 pub use ptm::pmem_core::PValue;

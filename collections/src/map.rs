@@ -11,7 +11,7 @@ use ptm::{Error, Nested, PCell, PPtr, Persistent, Result, Transaction};
 
 use crate::owned::{or_free_fresh, Frees};
 use crate::raw::{self, Span};
-use crate::{AsKey, PHandle, PKey, PValue};
+use crate::{AsKey, PHandle, PKey, PToOwned, PValue};
 
 const EMPTY: u8 = 0;
 const FULL: u8 = 1;
@@ -484,6 +484,33 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
         // SAFETY: a full slot; `PKey` promises `K` is all cells when `Ref` borrows it, and a
         // `Ref` that does not is a copy taken at once.
         Ok(unsafe { Self::key_ref(tx, s, i)? }.key_ref())
+    }
+
+    /// Owned copies of every entry, in table order (keys and values by [`PToOwned`]: a `String`
+    /// for a `PString`, a `Vec` for a `PVec`, the value itself for `Copy` types): the whole
+    /// map read out without a reference into it, whatever its key and value types. 0 drains.
+    ///
+    /// # Errors
+    ///
+    /// Only for a corrupted map, key or value.
+    pub fn to_vec_owned(
+        &self,
+        tx: &Transaction<'_>,
+    ) -> Result<Vec<(<K as PToOwned>::Owned, <V as PToOwned>::Owned)>>
+    where
+        K: PToOwned,
+        V: PToOwned,
+    {
+        tx.check_live(self)?;
+        let (mut cur, mut out) = (Cursor::default(), Vec::new());
+        while let Some((s, i)) = self.next_full(tx, &mut cur)? {
+            // SAFETY: slot `i` of a live segment of this map holds an entry; the references
+            // are only read, and this function stores nothing while they live (nor can another
+            // thread: the map is `!Sync`, or held by a lock the transaction holds).
+            let (k, v) = unsafe { (Self::key_ref(tx, s, i)?, Self::val_ref(tx, s, i)?) };
+            out.push((k.to_owned_value(tx)?, v.to_owned_value(tx)?));
+        }
+        Ok(out)
     }
 
     /// The first full slot at or after `*cur` (advancing `*cur` past it), with its segment.
