@@ -927,7 +927,8 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
     /// children, and a leaf's whole child array, is zero. (There is no leaf chain: `range` walks down from
     /// the parents.)
     ///
-    /// A test hook: a tree built by this version passes, but one whose removals were made by
+    /// A test hook (see [`check`](PBTreeMap::check) for the typed verifier): a tree built by
+    /// this version passes, but one whose removals were made by
     /// an older version (which left empty leaves in place) need not.
     ///
     /// # Errors
@@ -935,6 +936,29 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
     /// A description of the first violation found (or of a node that could not be read).
     #[doc(hidden)]
     pub fn check_invariants(&self, tx: &Transaction<'_>) -> std::result::Result<Vec<Vec<usize>>, String> {
+        self.fill_levels(tx)
+    }
+
+    /// Verifies the whole tree: key order within nodes and against the separators above them,
+    /// node fill (every node but the root at least half full), equal leaf depth, child counts,
+    /// no node reached twice, the entry count against `len`, zeroed spare slots. 0 drains;
+    /// reads every node. For tests, fuzzers and your own `check` program (see
+    /// [`Verify`](crate::Verify)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CorruptCollection`](ptm::Error::CorruptCollection) (`structure` "PBTreeMap",
+    /// the root's offset) naming the first violation found.
+    pub fn check(&self, tx: &Transaction<'_>) -> Result<()> {
+        tx.check_live(self)?;
+        self.fill_levels(tx)
+            .map(drop)
+            .map_err(|what| raw::corrupt("PBTreeMap", self.root.get(tx).offset(), what))
+    }
+
+    /// The fill of every node, level by level, after checking the invariants of
+    /// [`check`](PBTreeMap::check); a description of the first violation otherwise.
+    fn fill_levels(&self, tx: &Transaction<'_>) -> std::result::Result<Vec<Vec<usize>>, String> {
         let root = self.root.get(tx);
         let len = self.len.get(tx);
         if root.is_null() {

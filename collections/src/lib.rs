@@ -224,7 +224,11 @@
 //! pointers are checked (`Transaction::deref`: null, foreign, out of bounds, misaligned) before
 //! use. Damage found is reported as [`Error::CorruptCollection`](ptm::Error::CorruptCollection)
 //! (the structure, the pool offset of the damaged block when known, and what is wrong);
-//! [`PHashMap::check_invariants`] verifies a whole map. What cannot be checked with ptm's public API is that a buffer pointer designates a live
+//! every collection implements [`Verify`] (a typed check of the whole structure:
+//! [`PHashMap::check_invariants`], [`PBTreeMap::check`], [`PQueue::check`], ...), and
+//! [`verify`] runs it over a root you implement `Verify` for, from a `check` program of your
+//! own (`ptm check` verifies the format, logs and allocator of any pool, but cannot know your
+//! root type). What cannot be checked with ptm's public API is that a buffer pointer designates a live
 //! block of the right size owned by this handle alone: a corrupted pool in which two handles share
 //! a block, or a handle points at freed memory, breaks the contract of `Transaction::deref`.
 //!
@@ -277,6 +281,7 @@ mod raw;
 mod set;
 mod string;
 mod vec;
+mod verify;
 
 pub use boxed::PBox;
 pub use btree::{PBTreeMap, Range, RangeRefs};
@@ -293,3 +298,4 @@ pub use queue::{PQueue, QueueIter};
 pub use set::{PBTreeSet, PHashSet, SetIter, SetRange};
 pub use string::PString;
 pub use vec::{Iter, PVec};
+pub use verify::{verify, Report, Verify};

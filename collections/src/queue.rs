@@ -464,6 +464,40 @@ impl<T: Persistent> PQueue<T> {
         doom_on_err(tx, stored)
     }
 
+    /// Verifies the queue: its shape (`dhead < dcap`, `ccap` a power of two in range,
+    /// `head < ccap`, the elements fitting the chunks in use, which fit the directory), every
+    /// chunk in use non-null and distinct, and every other directory slot null (a push at
+    /// either end stores a new chunk into the slot after the last or before the first). 0
+    /// drains; reads the directory. For tests, fuzzers and your own `check` program (see
+    /// [`Verify`](crate::Verify)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CorruptCollection`](ptm::Error::CorruptCollection) (`structure` "PQueue", the
+    /// directory's offset) naming the first violation, or another error of reading a damaged
+    /// directory.
+    pub fn check(&self, tx: &Transaction<'_>) -> Result<()> {
+        tx.check_live(self)?;
+        let bad = |offset: u64, what: String| raw::corrupt("PQueue", offset, what);
+        let dir = self.dir.get(tx).cast::<u8>().offset();
+        let s = self
+            .shape(tx)
+            .map_err(|e| bad(dir, format!("a damaged handle: {e}")))?;
+        Self::blocks(tx, &s).map_err(|e| bad(dir, format!("a damaged directory: {e}")))?;
+        for k in s.chunks..s.dcap {
+            if !Self::dir_slot(tx, &s, k)?.get(tx).is_null() {
+                return Err(bad(
+                    dir,
+                    format!(
+                        "directory slot {k} past the {} chunks in use is not null",
+                        s.chunks
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Drops the front element of a non-empty queue, freeing what it owns when `free_elem`.
     /// 2 drains with the commit (see [`shrink`](PQueue::shrink)).
     fn advance(&self, tx: &Transaction<'_>, free_elem: bool) -> Result<()>

@@ -301,8 +301,9 @@ impl ModelRoot for BRoot {
 
     fn read(pool: &Pool<Self>) -> BModel {
         pool.transaction(|tx, r| {
-            r.t.check_invariants(tx).unwrap();
-            r.ts.check_invariants(tx).unwrap();
+            r.t.check(tx)?;
+            r.ts.check(tx)?;
+            r.set.check_invariants(tx)?;
             let t: BTreeMap<u64, u64> = r.t.iter(tx)?.collect();
             assert_eq!(r.t.to_vec(tx)?.len(), t.len());
             Ok::<_, Error>(BModel {

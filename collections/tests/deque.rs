@@ -293,6 +293,9 @@ impl ModelRoot for DRoot {
 
     fn read(pool: &Pool<Self>) -> DModel {
         pool.transaction(|tx, r| {
+            r.small.check(tx)?;
+            r.pages.check(tx)?;
+            r.named.check(tx)?;
             let small = r.small.to_vec(tx)?;
             assert!(r.small.iter(tx).eq(small.iter().copied()));
             assert!(r.small.capacity(tx) >= small.len() as u64);
