@@ -174,6 +174,17 @@ SEEDS = {
         "anywhere": coll_input([(ANYWHERE, rng.randrange(1 << 24), 1 << rng.randrange(8)) for _ in range(8)],
                                each(READS + WRITES)),
         "random": bytes(rng.randrange(256) for _ in range(96)),
+        # Deque operations on q (op 46, argument 128 + 8 * position + kind) and B-tree ranges
+        # walked from both ends (op 13, argument 128 + bounds and next/next_back pattern).
+        "deque-ops": coll_input([], [(46, 128 + 8 * p + kind) for p in range(0, 16, 3) for kind in range(8)]
+                                + [COMMIT, REOPEN] + [(46, 128 + 8 * p) for p in range(12)] + [(47, 0)]),
+        "deque-abort": coll_input([], [(46, 128 + 8 * p + kind) for kind in (0, 2, 4, 6) for p in range(4)]
+                                  + [ABORT, (23, 0), (46, 129), (46, 131)]),
+        "deque-dir": coll_input([(B_QDIR, 0, 0x40)], [(46, 128 + kind) for kind in range(8)] + [(23, 0)]),
+        "deque-head": coll_input([(R_Q, 32, 0x03)], [(46, 128 + 8 * 5 + kind) for kind in range(8)]),
+        "btree-rev": coll_input([], [(13, 128 + a) for a in range(0, 128, 5)] + [COMMIT] + each([16, 17], 9)
+                                + [(13, 133), (13, 250)]),
+        "btree-rev-leaf": coll_input([(B_LEAF, 0, 0x0F)], [(13, 128 + a) for a in range(8)]),
     },
 }
 

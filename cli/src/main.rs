@@ -110,6 +110,10 @@ enum Command {
     /// counted an unsafe shutdown while the pool was in use is refused until
     /// `--accept-unsafe-shutdown`. Exits 0 when the pool is intact (or was repaired) and opens,
     /// 1 when damage is found and not repaired.
+    ///
+    /// The collections inside your root are not checked here (the tool cannot know your root
+    /// type): implement `ptm_collections::Verify` for the root and call
+    /// `ptm_collections::verify(&pool)` from a check program of your own.
     Check {
         /// The pool.
         path: PathBuf,

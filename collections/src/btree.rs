@@ -930,7 +930,8 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
     /// children, and a leaf's whole child array, is zero. (There is no leaf chain: `range` walks down from
     /// the parents.)
     ///
-    /// A test hook: a tree built by this version passes, but one whose removals were made by
+    /// A test hook (see [`check`](PBTreeMap::check) for the typed verifier): a tree built by
+    /// this version passes, but one whose removals were made by
     /// an older version (which left empty leaves in place) need not.
     ///
     /// # Errors
@@ -938,6 +939,29 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
     /// A description of the first violation found (or of a node that could not be read).
     #[doc(hidden)]
     pub fn check_invariants(&self, tx: &Transaction<'_>) -> std::result::Result<Vec<Vec<usize>>, String> {
+        self.fill_levels(tx)
+    }
+
+    /// Verifies the whole tree: key order within nodes and against the separators above them,
+    /// node fill (every node but the root at least half full), equal leaf depth, child counts,
+    /// no node reached twice, the entry count against `len`, zeroed spare slots. 0 drains;
+    /// reads every node. For tests, fuzzers and your own `check` program (see
+    /// [`Verify`](crate::Verify)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CorruptCollection`](ptm::Error::CorruptCollection) (`structure` "PBTreeMap",
+    /// the root's offset) naming the first violation found.
+    pub fn check(&self, tx: &Transaction<'_>) -> Result<()> {
+        tx.check_live(self)?;
+        self.fill_levels(tx)
+            .map(drop)
+            .map_err(|what| raw::corrupt("PBTreeMap", self.root.get(tx).offset(), what))
+    }
+
+    /// The fill of every node, level by level, after checking the invariants of
+    /// [`check`](PBTreeMap::check); a description of the first violation otherwise.
+    fn fill_levels(&self, tx: &Transaction<'_>) -> std::result::Result<Vec<Vec<usize>>, String> {
         let root = self.root.get(tx);
         let len = self.len.get(tx);
         if root.is_null() {
@@ -1098,21 +1122,26 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
             Bound::Excluded(b) => Bound::Excluded(K::range_key(b)),
             Bound::Unbounded => Bound::Unbounded,
         };
-        let end = match range.end_bound() {
+        let owned = |b: Bound<&K::RangeKey<'q>>| match b {
             Bound::Included(b) => Bound::Included(K::to_owned_key(K::range_key(b))),
             Bound::Excluded(b) => Bound::Excluded(K::to_owned_key(K::range_key(b))),
             Bound::Unbounded => Bound::Unbounded,
         };
         let mut it = Range {
             tx,
+            root: self.root.get(tx),
             stack: Vec::new(),
             leaf: None,
             pos: 0,
-            end,
+            start_bound: owned(range.start_bound()),
+            end: owned(range.end_bound()),
+            back: None,
+            front_at: None,
+            back_at: None,
             done: false,
             error: None,
         };
-        let mut n = self.root.get(tx);
+        let mut n = it.root;
         if n.is_null() {
             it.done = true;
             return Ok(it);
@@ -1220,7 +1249,11 @@ impl<K: POrdKey, V: Persistent + Copy> PBTreeMap<K, V> {
         self.edge_entry(tx, true).map(|e| e.map(|(k, _, v)| (k, v)))
     }
 
-    fn edge_entry<'t>(&'t self, tx: &'t Transaction<'_>, last: bool) -> Result<Option<EdgeEntry<'t, K, V>>> {
+    pub(crate) fn edge_entry<'t>(
+        &'t self,
+        tx: &'t Transaction<'_>,
+        last: bool,
+    ) -> Result<Option<EdgeEntry<'t, K, V>>> {
         let Some((n, i)) = self.edge(tx, last)? else {
             return Ok(None);
         };
@@ -1326,6 +1359,53 @@ impl<K: POrdKey, V: Persistent + Copy> PBTreeMap<K, V> {
         Ok(())
     }
 
+    /// Removes the entries whose keys are at least `at` and returns them in key order
+    /// (`BTreeMap::split_off`, returning a `Vec`: a new persistent map needs a home in the
+    /// pool; [`extend`](PBTreeMap::extend) one with the result). One snapshot drain per entry
+    /// removed, plus the commit (0 when none is); nothing is allocated.
+    ///
+    /// # Errors
+    ///
+    /// As [`remove`](PBTreeMap::remove).
+    pub fn split_off(&self, tx: &Transaction<'_>, at: &K::Borrowed) -> Result<Vec<(K::Owned, V)>> {
+        raw::mutating(tx, self)?;
+        let tail: Vec<(K::Owned, V)> = self
+            .to_vec(tx)?
+            .into_iter()
+            .filter(|(k, _)| k.borrow() >= at)
+            .collect();
+        for (k, _) in tail.iter().rev() {
+            self.remove_entry(tx, k.borrow(), false)?;
+        }
+        Ok(tail)
+    }
+
+    /// Moves every entry of `other` into this map, leaving `other` empty with its nodes (and
+    /// key buffers) freed (`BTreeMap::append`: on equal keys, `other`'s value wins). One
+    /// snapshot drain per entry moved and one for emptying `other`, plus the commit.
+    ///
+    /// # Errors
+    ///
+    /// As [`insert`](PBTreeMap::insert) and [`clear`](PBTreeMap::clear).
+    pub fn append(&self, tx: &Transaction<'_>, other: &PBTreeMap<K, V>) -> Result<()>
+    where
+        K::Owned: AsKey<K>,
+    {
+        raw::mutating(tx, self)?;
+        raw::mutating(tx, other)?;
+        if std::ptr::eq(self, other) {
+            return Ok(());
+        }
+        let items = other.to_vec(tx)?;
+        if items.is_empty() {
+            return Ok(());
+        }
+        for (k, v) in items {
+            self.insert(tx, k, v)?;
+        }
+        other.clear(tx)
+    }
+
     /// Copies every entry, in key order, keys as owned copies (`String` for a `PString` key).
     ///
     /// # Errors
@@ -1343,23 +1423,18 @@ impl<K: POrdKey, V: Persistent + Copy> PBTreeMap<K, V> {
         Ok(out)
     }
 
-    /// Iterates over the entries in key order (a snapshot taken now): keys as
+    /// Iterates over the entries in key order (`BTreeMap::iter`): keys as
     /// [`PKey::Ref`](crate::PKey::Ref) (copies of `Copy` keys, `&PString` for string keys),
-    /// copies of the values.
+    /// copies of the values. Lazy and double-ended: [`range`](PBTreeMap::range)`(..)`, reading
+    /// one leaf at a time from either end. 0 drains.
     ///
     /// # Errors
     ///
-    /// Corrupted trees.
-    pub fn iter<'a>(&'a self, tx: &'a Transaction<'_>) -> Result<std::vec::IntoIter<(K::Ref<'a>, V)>> {
+    /// Corrupted trees met on the way to the first leaf; later ones end the iteration (see
+    /// [`Range::error`]).
+    pub fn iter<'a>(&'a self, tx: &'a Transaction<'a>) -> Result<Range<'a, K, V>> {
         tx.check_live(self)?;
-        let mut out = Vec::new();
-        self.walk(tx, &mut |n, node| {
-            for (i, (k, v)) in node.keys.iter().zip(&node.vals).enumerate() {
-                out.push((Self::key_ref(tx, n, i, k)?, *v));
-            }
-            Ok(())
-        })?;
-        Ok(out.into_iter())
+        self.cursor(tx, ..)
     }
 
     /// Iterates over the entries whose keys lie in `range` (`3..7` for `u64` keys, `"a".."m"`
@@ -1568,18 +1643,44 @@ fn past_end<K: POrdKey>(tx: &Transaction<'_>, end: &Bound<K::Owned>, k: &K) -> R
     })
 }
 
+/// Whether the stored key `k` lies before the start bound `start`.
+fn before_start<K: POrdKey>(tx: &Transaction<'_>, start: &Bound<K::Owned>, k: &K) -> Result<bool> {
+    Ok(match start {
+        Bound::Included(lo) => k.key_cmp(tx, lo.borrow())? == Ordering::Less,
+        Bound::Excluded(lo) => k.key_cmp(tx, lo.borrow())? != Ordering::Greater,
+        Bound::Unbounded => false,
+    })
+}
+
 /// Iterator over the entries of a [`PBTreeMap`] in a key range, as `(key, value copy)`; see
-/// [`PBTreeMap::range`].
+/// [`PBTreeMap::range`]. Double-ended: `.rev()` and `next_back` walk the leaves from the end
+/// bound backwards, lazily too; the two ends stop where they meet.
 pub struct Range<'a, K: POrdKey, V> {
     tx: &'a Transaction<'a>,
+    /// The root when the iterator was made (the back end descends from it on first use).
+    root: PPtr<u8>,
     /// Internal nodes above the current leaf, with the index of the next child to visit.
     stack: Vec<(Node<K, V>, usize)>,
     leaf: Option<(PPtr<u8>, Node<K, V>)>,
     /// Next entry of `leaf`.
     pos: usize,
+    start_bound: Bound<K::Owned>,
     end: Bound<K::Owned>,
+    /// The back end, once `next_back` was called.
+    back: Option<BackCursor<K, V>>,
+    /// The last entries yielded by each end: the other end stops there.
+    front_at: Option<(PPtr<u8>, usize)>,
+    back_at: Option<(PPtr<u8>, usize)>,
     done: bool,
     error: Option<Error>,
+}
+
+/// The back end of a [`Range`]: internal nodes above its leaf, each with the number of children
+/// left to visit (those before the one taken); the leaf; the entries of the leaf left (`..pos`).
+struct BackCursor<K, V> {
+    stack: Vec<(Node<K, V>, usize)>,
+    leaf: Option<(PPtr<u8>, Node<K, V>)>,
+    pos: usize,
 }
 
 impl<K: POrdKey, V: PValue> Range<'_, K, V> {
@@ -1627,10 +1728,11 @@ impl<K: POrdKey, V: PValue> Range<'_, K, V> {
         while !self.done {
             if let Some((n, leaf)) = &self.leaf {
                 if let (Some(k), true) = (leaf.keys.get(self.pos), self.pos < leaf.vals.len()) {
-                    if past_end(self.tx, &self.end, k)? {
+                    if past_end(self.tx, &self.end, k)? || self.back_at == Some((*n, self.pos)) {
                         break;
                     }
                     self.pos += 1;
+                    self.front_at = Some((*n, self.pos - 1));
                     return Ok(Some((*n, self.pos - 1)));
                 }
             }
@@ -1642,17 +1744,141 @@ impl<K: POrdKey, V: PValue> Range<'_, K, V> {
         Ok(None)
     }
 
+    /// The back end, descending from the root to the leaf that holds the last key within the
+    /// end bound on first use.
+    fn back_cursor(&mut self) -> Result<()> {
+        if self.back.is_none() {
+            let mut back = BackCursor {
+                stack: Vec::new(),
+                leaf: None,
+                pos: 0,
+            };
+            let mut n = self.root;
+            while !n.is_null() {
+                if back.stack.len() >= MAX_DEPTH {
+                    return Err(raw::out_of_bounds(n.offset(), MAX_DEPTH as u64));
+                }
+                let node = PBTreeMap::<K, V>::read_node(self.tx, n)?;
+                // Keys within the end bound: `..i` of a leaf; in children `..=i` of a node.
+                let i = match &self.end {
+                    Bound::Included(hi) => search(self.tx, &node.keys, hi.borrow(), true)?,
+                    Bound::Excluded(hi) => search(self.tx, &node.keys, hi.borrow(), false)?,
+                    Bound::Unbounded => node.keys.len(),
+                };
+                if node.leaf {
+                    back.pos = i;
+                    back.leaf = Some((n, node));
+                    break;
+                }
+                let Some(&child) = node.kids.get(i) else {
+                    return Err(raw::out_of_bounds(n.offset(), i as u64));
+                };
+                back.stack.push((node, i));
+                n = child;
+            }
+            self.back = Some(back);
+        }
+        Ok(())
+    }
+
+    /// Moves the back end to the previous leaf in key order; `Ok(false)` when there is none
+    /// left in range.
+    fn prev_leaf(&mut self) -> Result<bool> {
+        let (tx, start) = (self.tx, &self.start_bound);
+        let back = self.back.as_mut().expect("the back end is made first");
+        // Climb to the nearest ancestor with a child left to visit before the one taken.
+        let mut n = loop {
+            let Some((node, i)) = back.stack.last_mut() else {
+                return Ok(false);
+            };
+            if *i > 0 {
+                // Child `i - 1` holds keys below `keys[i - 1]`: none in range if that
+                // separator is at or before the start bound.
+                if let (Some(sep), Bound::Included(lo) | Bound::Excluded(lo)) = (node.keys.get(*i - 1), start)
+                {
+                    if sep.key_cmp(tx, lo.borrow())? != Ordering::Greater {
+                        return Ok(false);
+                    }
+                }
+                *i -= 1;
+                break node.kids[*i];
+            }
+            back.stack.pop();
+        };
+        // Descend to its rightmost leaf.
+        loop {
+            if back.stack.len() >= MAX_DEPTH {
+                return Err(raw::out_of_bounds(n.offset(), MAX_DEPTH as u64));
+            }
+            let node = PBTreeMap::<K, V>::read_node(tx, n)?;
+            if node.leaf {
+                back.pos = node.keys.len().min(node.vals.len());
+                back.leaf = Some((n, node));
+                return Ok(true);
+            }
+            let Some(&child) = node.kids.last() else {
+                return Err(raw::out_of_bounds(n.offset(), 0));
+            };
+            let i = node.kids.len() - 1;
+            back.stack.push((node, i));
+            n = child;
+        }
+    }
+
+    /// The leaf and index of the next entry in range from the back, if any (moving past it).
+    fn advance_back(&mut self) -> Result<Option<(PPtr<u8>, usize)>> {
+        while !self.done {
+            self.back_cursor()?;
+            let (tx, start, front_at) = (self.tx, &self.start_bound, self.front_at);
+            let back = self.back.as_mut().expect("made above");
+            if let Some((n, leaf)) = &back.leaf {
+                let pos = back.pos.min(leaf.keys.len()).min(leaf.vals.len());
+                if pos > 0 {
+                    let at = (*n, pos - 1);
+                    if before_start(tx, start, &leaf.keys[pos - 1])? || front_at == Some(at) {
+                        break;
+                    }
+                    back.pos = pos - 1;
+                    self.back_at = Some(at);
+                    return Ok(Some(at));
+                }
+            }
+            if !self.prev_leaf()? {
+                break;
+            }
+        }
+        self.finish();
+        Ok(None)
+    }
+
     fn finish(&mut self) {
         self.done = true;
         self.leaf = None;
         self.stack.clear();
+        self.back = None;
     }
 
-    /// The next position, or `None` at the end or on an error (kept for [`error`](Range::error)).
-    fn step<T>(&mut self, item: impl FnOnce(&Self, PPtr<u8>, usize) -> Result<T>) -> Option<T> {
-        let r = self
-            .advance()
-            .and_then(|at| at.map(|(n, i)| item(self, n, i)).transpose());
+    /// The next position from the front (from the back when `back`) with its leaf, or `None` at
+    /// the end or on an error (kept for [`error`](Range::error)).
+    fn step<T>(
+        &mut self,
+        back: bool,
+        item: impl FnOnce(&Self, PPtr<u8>, usize, &Node<K, V>) -> Result<T>,
+    ) -> Option<T> {
+        let r = if back { self.advance_back() } else { self.advance() }.and_then(|at| {
+            at.map(|(n, i)| {
+                let leaf = if back {
+                    self.back.as_ref().and_then(|b| b.leaf.as_ref())
+                } else {
+                    self.leaf.as_ref()
+                };
+                match leaf {
+                    Some((_, node)) => item(self, n, i, node),
+                    None => Err(raw::out_of_bounds(n.offset(), i as u64)),
+                }
+            })
+            .transpose()
+        });
         match r {
             Ok(x) => x,
             Err(e) => {
@@ -1671,17 +1897,25 @@ impl<K: POrdKey, V: PValue> Range<'_, K, V> {
     }
 }
 
+impl<'a, K: POrdKey, V: Persistent + Copy> Range<'a, K, V> {
+    /// The entry at `(n, i)` of `leaf`.
+    fn entry(&self, n: PPtr<u8>, i: usize, leaf: &Node<K, V>) -> Result<(K::Ref<'a>, V)> {
+        let k = PBTreeMap::<K, V>::key_ref(self.tx, n, i, &leaf.keys[i])?;
+        Ok((k, leaf.vals[i]))
+    }
+}
+
 impl<'a, K: POrdKey, V: Persistent + Copy> Iterator for Range<'a, K, V> {
     type Item = (K::Ref<'a>, V);
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.step(|it, n, i| {
-            let Some((_, leaf)) = &it.leaf else {
-                return Err(raw::out_of_bounds(n.offset(), i as u64));
-            };
-            let k = PBTreeMap::<K, V>::key_ref(it.tx, n, i, &leaf.keys[i])?;
-            Ok((k, leaf.vals[i]))
-        })
+        self.step(false, |it, n, i, leaf| it.entry(n, i, leaf))
+    }
+}
+
+impl<K: POrdKey, V: Persistent + Copy> DoubleEndedIterator for Range<'_, K, V> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.step(true, |it, n, i, leaf| it.entry(n, i, leaf))
     }
 }
 
@@ -1713,11 +1947,21 @@ impl<'a, K: POrdKey, V: PHandle> Iterator for RangeRefs<'a, K, V> {
     type Item = (K::Ref<'a>, Nested<'a, V>);
 
     fn next(&mut self) -> Option<Self::Item> {
+        self.step(false)
+    }
+}
+
+impl<K: POrdKey, V: PHandle> DoubleEndedIterator for RangeRefs<'_, K, V> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.step(true)
+    }
+}
+
+impl<'a, K: POrdKey, V: PHandle> RangeRefs<'a, K, V> {
+    /// The next entry from the front (from the back when `back`).
+    fn step(&mut self, back: bool) -> Option<(K::Ref<'a>, Nested<'a, V>)> {
         let map = self.map;
-        self.range.step(|it, n, i| {
-            let Some((_, leaf)) = &it.leaf else {
-                return Err(raw::out_of_bounds(n.offset(), i as u64));
-            };
+        self.range.step(back, |it, n, i, leaf| {
             let k = PBTreeMap::<K, V>::key_ref(it.tx, n, i, &leaf.keys[i])?;
             // SAFETY: value `i` of a leaf of this tree; `V` is all cells.
             let v = unsafe { PBTreeMap::<K, V>::val_ref(it.tx, n, i as u64)? };

@@ -6,7 +6,7 @@ use std::mem::size_of;
 use ptm::{Nested, PSharedLock, Persistent, Result, Transaction};
 
 use crate::map::PHashMap;
-use crate::{AsKey, PHandle, PKey, PValue};
+use crate::{AsKey, PHandle, PKey, PToOwned, PValue};
 
 /// A persistent hash map for many threads: `SHARDS` [`PHashMap`]s, each under its own
 /// reader-writer lock ([`PSharedLock`]), a key living in the shard chosen by its hash. Unlike a
@@ -59,7 +59,8 @@ use crate::{AsKey, PHandle, PKey, PValue};
 /// and [`remove_free`](PConcurrentMap::remove_free), under the exclusive hold). Shared reads
 /// never hand out a reference into a shard (a `&PString` or a nested handle could be written
 /// through by a reader while others read it): `get` copies the value out, `to_vec` is for
-/// `Copy` keys. The shard function and
+/// `Copy` keys, and [`to_vec_owned`](PConcurrentMap::to_vec_owned) copies out any keys and
+/// values ([`PToOwned`](crate::PToOwned): `PString`s as `String`s). The shard function and
 /// `SHARDS` are part of the on-media format: open a pool with the same `SHARDS` it was created
 /// with (the root type fixes it). A shard's lock word is volatile state, reset on reopen; its
 /// layout is a [`PMutex`](ptm::PMutex)'s, so pools written when the shards were mutexes open
@@ -304,6 +305,28 @@ impl<K: Persistent + Copy, V: Persistent + Copy, const SHARDS: usize> PConcurren
     /// [`Error::LockTimeout`](ptm::Error::LockTimeout).
     pub fn to_vec(&self, tx: &Transaction<'_>) -> Result<Vec<(K, V)>> {
         Ok(self.read_all(tx, |m| m.iter(tx).collect::<Vec<_>>())?.concat())
+    }
+}
+
+impl<K: PKey + PToOwned, V: PToOwned, const SHARDS: usize> PConcurrentMap<K, V, SHARDS> {
+    /// Owned copies of every entry (shard by shard, in table order), whatever the key and
+    /// value types: `PString` keys and values as `String`s, `PVec<T>` values as `Vec<T>`s,
+    /// `Copy` ones as themselves ([`PToOwned`]). Locks every shard shared (no reference into a
+    /// shard is handed out, so concurrent readers stay sound); 0 drains.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LockTimeout`](ptm::Error::LockTimeout); a corrupted shard.
+    pub fn to_vec_owned(
+        &self,
+        tx: &Transaction<'_>,
+    ) -> Result<Vec<(<K as PToOwned>::Owned, <V as PToOwned>::Owned)>> {
+        let parts = self.read_all(tx, |m| m.to_vec_owned(tx))?;
+        let mut out = Vec::new();
+        for part in parts {
+            out.extend(part?);
+        }
+        Ok(out)
     }
 }
 

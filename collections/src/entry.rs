@@ -1,4 +1,5 @@
-//! [`Entry`]: std's entry API for [`PHashMap`] and [`PBTreeMap`] with `Copy` keys and values.
+//! [`Entry`]: std's entry API for [`PHashMap`] and [`PBTreeMap`] with `Copy` values and `Copy`
+//! or [`PString`] keys.
 
 use std::fmt;
 
@@ -6,12 +7,14 @@ use ptm::{Persistent, Result, Transaction};
 
 use crate::btree::PBTreeMap;
 use crate::map::PHashMap;
+use crate::{POrdKey, PString};
 
 /// The operations an [`Entry`] needs from its map (implemented by [`PHashMap`] and
-/// [`PBTreeMap`] for `Copy` keys and values; sealed).
+/// [`PBTreeMap`] for `Copy` values, with `Copy` keys or [`PString`] keys, whose entries hold
+/// the key as a `String`; sealed).
 pub trait EntryMap: sealed::Sealed {
-    /// The key type.
-    type Key: Copy;
+    /// The key an entry holds: the key itself for `Copy` keys, a `String` for `PString` keys.
+    type Key;
     /// The value type.
     type Value: Copy;
 
@@ -27,8 +30,12 @@ pub trait EntryMap: sealed::Sealed {
     /// # Errors
     ///
     /// As the map's `insert`.
-    fn entry_insert(&self, tx: &Transaction<'_>, k: Self::Key, v: Self::Value)
-        -> Result<Option<Self::Value>>;
+    fn entry_insert(
+        &self,
+        tx: &Transaction<'_>,
+        k: &Self::Key,
+        v: Self::Value,
+    ) -> Result<Option<Self::Value>>;
 
     /// Removes `k`.
     ///
@@ -55,8 +62,8 @@ macro_rules! entry_map {
                 self.get(tx, k)
             }
 
-            fn entry_insert(&self, tx: &Transaction<'_>, k: K, v: V) -> Result<Option<V>> {
-                self.insert(tx, k, v)
+            fn entry_insert(&self, tx: &Transaction<'_>, k: &K, v: V) -> Result<Option<V>> {
+                self.insert(tx, *k, v)
             }
 
             fn entry_remove(&self, tx: &Transaction<'_>, k: &K) -> Result<Option<V>> {
@@ -68,6 +75,31 @@ macro_rules! entry_map {
 
 entry_map!(PHashMap, Persistent + Copy);
 entry_map!(PBTreeMap, Persistent + Copy + Ord);
+
+/// `EntryMap` for a map with `PString` keys: the entry holds the key as a `String`.
+macro_rules! string_entry_map {
+    ($map:ident) => {
+        impl<V: Persistent + Copy> EntryMap for $map<PString, V> {
+            type Key = String;
+            type Value = V;
+
+            fn entry_get(&self, tx: &Transaction<'_>, k: &String) -> Result<Option<V>> {
+                self.get(tx, k.as_str())
+            }
+
+            fn entry_insert(&self, tx: &Transaction<'_>, k: &String, v: V) -> Result<Option<V>> {
+                self.insert(tx, k.as_str(), v)
+            }
+
+            fn entry_remove(&self, tx: &Transaction<'_>, k: &String) -> Result<Option<V>> {
+                self.remove(tx, k.as_str())
+            }
+        }
+    };
+}
+
+string_entry_map!(PHashMap);
+string_entry_map!(PBTreeMap);
 
 /// One key of a map, present or absent, as std's `Entry`: made by [`PHashMap::entry`] or
 /// [`PBTreeMap::entry`] (a lookup, 0 drains), then read or changed through the transaction it
@@ -171,7 +203,7 @@ impl<'a, 't, M: EntryMap> Entry<'a, 't, M> {
         Ok(match self {
             Entry::Occupied(mut e) => {
                 f(&mut e.value);
-                e.map.entry_insert(e.tx, e.key, e.value)?;
+                e.map.entry_insert(e.tx, &e.key, e.value)?;
                 Entry::Occupied(e)
             }
             vacant => vacant,
@@ -196,7 +228,7 @@ impl<M: EntryMap> OccupiedEntry<'_, '_, M> {
     ///
     /// As the map's `insert`.
     pub fn insert(&mut self, v: M::Value) -> Result<M::Value> {
-        self.map.entry_insert(self.tx, self.key, v)?;
+        self.map.entry_insert(self.tx, &self.key, v)?;
         Ok(std::mem::replace(&mut self.value, v))
     }
 
@@ -223,8 +255,13 @@ impl<M: EntryMap> VacantEntry<'_, '_, M> {
     ///
     /// As the map's `insert`.
     pub fn insert(self, v: M::Value) -> Result<M::Value> {
-        self.map.entry_insert(self.tx, self.key, v)?;
+        self.map.entry_insert(self.tx, &self.key, v)?;
         Ok(v)
+    }
+
+    /// The key, taken back without inserting.
+    pub fn into_key(self) -> M::Key {
+        self.key
     }
 }
 
@@ -250,6 +287,87 @@ impl<K: Persistent + Copy + Ord, V: Persistent + Copy> PBTreeMap<K, V> {
     /// As [`get`](PBTreeMap::get).
     pub fn entry<'a, 't>(&'a self, tx: &'a Transaction<'t>, key: K) -> Result<Entry<'a, 't, Self>> {
         Entry::new(self, tx, key)
+    }
+}
+
+impl<V: Persistent + Copy> PHashMap<PString, V> {
+    /// The [`Entry`] for a string key (a lookup, 0 drains), as `HashMap::entry`; the entry
+    /// holds the key as a `String`, and a store through it goes through
+    /// [`insert`](PHashMap::insert) (which allocates the key's buffer when the key is new).
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](PHashMap::get).
+    pub fn entry<'a, 't>(
+        &'a self,
+        tx: &'a Transaction<'t>,
+        key: impl Into<String>,
+    ) -> Result<Entry<'a, 't, Self>> {
+        Entry::new(self, tx, key.into())
+    }
+}
+
+impl<V: Persistent + Copy> PBTreeMap<PString, V> {
+    /// The [`Entry`] for a string key (a lookup, 0 drains), as `BTreeMap::entry`; the entry
+    /// holds the key as a `String`, and a store through it goes through
+    /// [`insert`](PBTreeMap::insert).
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](PBTreeMap::get).
+    pub fn entry<'a, 't>(
+        &'a self,
+        tx: &'a Transaction<'t>,
+        key: impl Into<String>,
+    ) -> Result<Entry<'a, 't, Self>> {
+        Entry::new(self, tx, key.into())
+    }
+}
+
+impl<K: POrdKey, V: Persistent + Copy> PBTreeMap<K, V>
+where
+    Self: EntryMap<Key = K::Owned, Value = V>,
+{
+    /// The entry with the smallest key, if any (`BTreeMap::first_entry`): an
+    /// [`OccupiedEntry`] holding a copy of the key and of the value, through which the value
+    /// is changed ([`OccupiedEntry::insert`], 2 drains) or the entry removed
+    /// ([`OccupiedEntry::remove`], 2 drains). 0 drains to make.
+    ///
+    /// # Errors
+    ///
+    /// Corrupted trees.
+    pub fn first_entry<'a, 't>(
+        &'a self,
+        tx: &'a Transaction<'t>,
+    ) -> Result<Option<OccupiedEntry<'a, 't, Self>>> {
+        self.edge_occupied(tx, false)
+    }
+
+    /// The entry with the largest key, if any (`BTreeMap::last_entry`); as
+    /// [`first_entry`](PBTreeMap::first_entry).
+    ///
+    /// # Errors
+    ///
+    /// Corrupted trees.
+    pub fn last_entry<'a, 't>(
+        &'a self,
+        tx: &'a Transaction<'t>,
+    ) -> Result<Option<OccupiedEntry<'a, 't, Self>>> {
+        self.edge_occupied(tx, true)
+    }
+
+    fn edge_occupied<'a, 't>(
+        &'a self,
+        tx: &'a Transaction<'t>,
+        last: bool,
+    ) -> Result<Option<OccupiedEntry<'a, 't, Self>>> {
+        tx.check_live(self)?;
+        Ok(self.edge_entry(tx, last)?.map(|(_, key, value)| OccupiedEntry {
+            map: self,
+            tx,
+            key,
+            value,
+        }))
     }
 }
 

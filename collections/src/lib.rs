@@ -9,7 +9,7 @@
 //! | [`PVec<T>`] | `Vec<T>` | 24 bytes |
 //! | [`PHashMap<K, V>`] | `HashMap<K, V>` | 32 bytes |
 //! | [`PString`] | `String` | 24 bytes |
-//! | [`PQueue<T>`] | `VecDeque<T>` (FIFO) | 48 bytes |
+//! | [`PQueue<T>`] | `VecDeque<T>` | 48 bytes |
 //! | [`PBox<T>`] | `Option<Box<T>>` | 8 bytes |
 //! | [`PBTreeMap<K, V>`] | `BTreeMap<K, V>` | 16 bytes |
 //! | [`PConcurrentMap<K, V, SHARDS>`] | `Mutex<HashMap<K, V>>` × `SHARDS` | 64 × `SHARDS` bytes |
@@ -54,10 +54,13 @@
 //!
 //! ## Entries
 //!
-//! [`PHashMap::entry`] and [`PBTreeMap::entry`] (`Copy` keys and values only) return an [`Entry`]
+//! [`PHashMap::entry`] and [`PBTreeMap::entry`] (`Copy` values; `Copy` keys, or [`PString`]
+//! keys, whose entry holds the key as a `String`: `m.entry(tx, "ada")?`) return an [`Entry`]
 //! like std's: `m.entry(tx, k)?.and_modify(|n| *n += 1)?.or_insert(1)?` counts `k`: a lookup,
 //! then, when it stores, the map's `insert` (a second lookup) at the usual 2 drains
-//! (`tests/entry.rs` checks it against std).
+//! (`tests/entry.rs` and `tests/btree_parity.rs` check it against std).
+//! [`PBTreeMap::first_entry`] and [`PBTreeMap::last_entry`] return the [`OccupiedEntry`] of
+//! either end.
 //!
 //! ## Transactions and drains
 //!
@@ -145,8 +148,10 @@
 //! | `split_off` returns a new collection | returns a `Vec` of the removed elements | a new persistent collection needs a home in the pool: `extend` one with the result |
 //! | `get_mut`, `entry().and_modify` | `update(tx, key_or_index, f)`: `f` changes a copy, which is stored back | stores must go through the undo log |
 //! | iteration cannot fail | an iterator that meets a corrupted structure stops and dooms the transaction | see "Iteration errors" |
-//! | `String` keys borrow as `&str` | `PString` keys are handed out as `&PString` (copy with `as_string`) | the bytes live in the pool; a `&str` into them could alias a later write |
-//! | `Vec::append`, `retain` and `extend` of a `BTreeMap` | `PVec::append` costs 3 drains (one snapshot per vector); `PBTreeMap::retain` and `extend` one snapshot per entry removed or inserted, plus the commit | each changes several structures or entries, each logged before its stores |
+//! | `String::as_str`; `String` keys borrow as `&str` | [`PString::with_str`] lends a `&str` to a closure (a copy of the bytes, on the stack up to 256 bytes); `PString` keys are handed out as `&PString` | the bytes live in the pool; a `&str` into them could alias a later write of the same transaction |
+//! | `VecDeque::rotate_left`/`rotate_right` move `min(n, len - n)` elements | [`PQueue::rotate_left`] rewrites (and logs) every element, still 2 drains | the chunks are not one ring whose start can move |
+//! | `VecDeque::reserve` and `HashMap::reserve` guarantee room for `len + additional` | [`PQueue::reserve`] grows a queue's first, ring-shaped chunk up to the full chunk size, [`PHashMap::reserve`] a map's lone segment up to the full segment size, and no further; past that both grow one chunk or segment at a time | growth is bounded per operation by design; chunks past a queue's last element are not part of its format (their number follows from `head + len`), and a map's segments split by the hashes of the keys they hold |
+//! | `Vec::append`; `retain`, `extend`, `append` and `split_off` of a `BTreeMap` | `PVec::append` costs 3 drains (one snapshot per vector); `PBTreeMap::retain`, `extend`, `append` and `split_off` at most one snapshot per entry removed or inserted (none for an entry whose leaf this transaction logged already), plus the commit | each changes several structures or entries, each logged before its stores |
 //!
 //! ## Iteration errors
 //!
@@ -179,8 +184,9 @@
 //! # Ok::<_, Error>(())
 //! ```
 //!
-//! Methods that return a whole result at once (`to_vec`, `keys`, `PBTreeMap::iter`) return
-//! the error directly.
+//! Methods that return a whole result at once (`to_vec`, `keys`) return the error directly,
+//! and so do [`PBTreeMap::iter`] and [`PBTreeMap::range`] for damage met on the way to their
+//! first leaf (they are lazy [`Range`]s, double-ended, from there on).
 //!
 //! ## Failed operations
 //!
@@ -207,7 +213,10 @@
 //! collections under one `PMutex`); [`PMutex::lock`](ptm::PMutex::lock) returns `&PVec<T>` for
 //! the rest of the transaction, and every method then runs under that lock.
 //! [`PConcurrentMap`] is the map that does this for you, one lock per shard: it is `Sync`, and
-//! transactions on keys of different shards proceed in parallel.
+//! transactions on keys of different shards proceed in parallel. Its shared reads never lend a
+//! reference into a shard; [`PConcurrentMap::to_vec_owned`] (and [`PHashMap::to_vec_owned`])
+//! read a whole map of any keys and values out as owned copies ([`PToOwned`]: `PString`s as
+//! `String`s, `PVec`s as `Vec`s).
 //!
 //! ## Corrupted pools
 //!
@@ -215,7 +224,11 @@
 //! pointers are checked (`Transaction::deref`: null, foreign, out of bounds, misaligned) before
 //! use. Damage found is reported as [`Error::CorruptCollection`](ptm::Error::CorruptCollection)
 //! (the structure, the pool offset of the damaged block when known, and what is wrong);
-//! [`PHashMap::check_invariants`] verifies a whole map. What cannot be checked with ptm's public API is that a buffer pointer designates a live
+//! every collection implements [`Verify`] (a typed check of the whole structure:
+//! [`PHashMap::check_invariants`], [`PBTreeMap::check`], [`PQueue::check`], ...), and
+//! [`verify`] runs it over a root you implement `Verify` for, from a `check` program of your
+//! own (`ptm check` verifies the format, logs and allocator of any pool, but cannot know your
+//! root type). What cannot be checked with ptm's public API is that a buffer pointer designates a live
 //! block of the right size owned by this handle alone: a corrupted pool in which two handles share
 //! a block, or a handle points at freed memory, breaks the contract of `Transaction::deref`.
 //!
@@ -268,6 +281,7 @@ mod raw;
 mod set;
 mod string;
 mod vec;
+mod verify;
 
 pub use boxed::PBox;
 pub use btree::{PBTreeMap, Range, RangeRefs};
@@ -276,7 +290,7 @@ pub use entry::{Entry, EntryMap, OccupiedEntry, VacantEntry};
 pub use map::{MapIter, MapRefs, PHashMap};
 #[doc(hidden)]
 pub use owned::__derive;
-pub use owned::{AsKey, PHandle, PKey, POrdKey, PValue};
+pub use owned::{AsKey, PHandle, PKey, POrdKey, PToOwned, PValue};
 /// `#[derive(PValue)]`: ownership (and in-place storage) for a struct of handles and cells,
 /// with no `unsafe` in user code. See [`PValue`](trait@PValue).
 pub use ptm::pmem_core::PValue;
@@ -284,3 +298,4 @@ pub use queue::{PQueue, QueueIter};
 pub use set::{PBTreeSet, PHashSet, SetIter, SetRange};
 pub use string::PString;
 pub use vec::{Iter, PVec};
+pub use verify::{verify, Report, Verify};

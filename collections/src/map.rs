@@ -9,9 +9,9 @@ use std::mem::size_of;
 use ptm::pmem_core::bytes_of;
 use ptm::{Error, Nested, PCell, PPtr, Persistent, Result, Transaction};
 
-use crate::owned::{or_free_fresh, Frees};
+use crate::owned::{doom_on_err, or_free_fresh, Frees};
 use crate::raw::{self, Span};
-use crate::{AsKey, PHandle, PKey, PValue};
+use crate::{AsKey, PHandle, PKey, PToOwned, PValue};
 
 const EMPTY: u8 = 0;
 const FULL: u8 = 1;
@@ -510,6 +510,33 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
         Ok(unsafe { Self::key_ref(tx, s, i)? }.key_ref())
     }
 
+    /// Owned copies of every entry, in table order (keys and values by [`PToOwned`]: a `String`
+    /// for a `PString`, a `Vec` for a `PVec`, the value itself for `Copy` types): the whole
+    /// map read out without a reference into it, whatever its key and value types. 0 drains.
+    ///
+    /// # Errors
+    ///
+    /// Only for a corrupted map, key or value.
+    pub fn to_vec_owned(
+        &self,
+        tx: &Transaction<'_>,
+    ) -> Result<Vec<(<K as PToOwned>::Owned, <V as PToOwned>::Owned)>>
+    where
+        K: PToOwned,
+        V: PToOwned,
+    {
+        tx.check_live(self)?;
+        let (mut cur, mut out) = (Cursor::default(), Vec::new());
+        while let Some((s, i)) = self.next_full(tx, &mut cur)? {
+            // SAFETY: slot `i` of a live segment of this map holds an entry; the references
+            // are only read, and this function stores nothing while they live (nor can another
+            // thread: the map is `!Sync`, or held by a lock the transaction holds).
+            let (k, v) = unsafe { (Self::key_ref(tx, s, i)?, Self::val_ref(tx, s, i)?) };
+            out.push((k.to_owned_value(tx)?, v.to_owned_value(tx)?));
+        }
+        Ok(out)
+    }
+
     /// The first full slot at or after `*cur` (advancing `*cur` past it), with its segment.
     /// Segments are visited in directory order, each once, at the first index of its range.
     fn next_full(&self, tx: &Transaction<'_>, cur: &mut Cursor) -> Result<Option<(Seg, u64)>> {
@@ -824,6 +851,58 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
             used.set(tx, used.get(tx).saturating_add(1))?;
         }
         Ok((s, slot))
+    }
+
+    /// Makes room for `additional` more entries without a rebuild, as far as one segment goes
+    /// (`HashMap::reserve`): a map whose entries fit one full-size segment (no directory yet)
+    /// gets a segment with enough slots to keep `len + additional` entries under 3/4 full, up
+    /// to the full size (a rebuild that moves the entries: 2 drains; an empty map draws its
+    /// hash seed here). A map of several segments already grows one segment at a time (no
+    /// insert moves more than one) and is left as is, as is one with room already (0 drains):
+    /// so [`capacity`](PHashMap::capacity) may stay below what std guarantees.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfSpace`](ptm::Error::OutOfSpace), logging errors; corrupted maps.
+    pub fn reserve(&self, tx: &Transaction<'_>, additional: u64) -> Result<()> {
+        raw::mutating(tx, self)?;
+        if additional == 0 || self.global_depth(tx)? > 0 {
+            return Ok(());
+        }
+        let want = self.len(tx).saturating_add(additional);
+        let slots = want
+            .saturating_mul(4)
+            .div_ceil(3)
+            .saturating_add(1)
+            .max(MIN_CAP)
+            .min(Self::SEG_CAP)
+            .next_power_of_two();
+        let root = self.root.get(tx);
+        if root.is_null() {
+            let seed = match self.seed(tx) {
+                0 => fresh_seed(self as *const Self as usize),
+                s => s,
+            };
+            let s = Self::new_seg(tx, slots, 0)?;
+            or_free_fresh(tx, &[s.block], self.log_growth(tx, None, None, &[]))?;
+            self.root.set(tx, s.block)?;
+            self.depth.set(tx, seed << SEED_SHIFT)?;
+            return self.cap.set(tx, slots);
+        }
+        let s = Self::open(tx, root)?;
+        if s.cap >= slots {
+            return Ok(());
+        }
+        let moves = Self::entries(tx, s, self.seed(tx))?;
+        let ns = Self::new_seg(tx, slots, Self::local_depth(tx, s, 0)?)?;
+        or_free_fresh(tx, &[ns.block], self.log_growth(tx, Some(s), None, &[s.block]))?;
+        // The old segment's free is recorded: a failure now must not commit.
+        let stored = (|| {
+            Self::redistribute(tx, s, &moves, &[ns], |_| 0)?;
+            self.point(tx, 0, 0, 1, ns.block)?;
+            self.cap.set(tx, slots)
+        })();
+        doom_on_err(tx, stored)
     }
 
     /// Makes room for one more key of hash `h` (`looked_up`: its segment, when the caller's

@@ -886,3 +886,43 @@ pub mod __derive {
         }
     }
 }
+
+/// A stored value that can be copied out of the pool into an owned Rust value, for reads that
+/// must not hand out references into a collection (the shared reads of a
+/// [`PConcurrentMap`](crate::PConcurrentMap)): `Copy` types (as themselves), [`PString`] (as a
+/// `String`) and `PVec<T>` of `Copy` elements (as a `Vec<T>`).
+pub trait PToOwned: PValue {
+    /// The owned copy.
+    type Owned;
+
+    /// An owned copy of this stored value. 0 drains.
+    ///
+    /// # Errors
+    ///
+    /// Only for a corrupted value (a damaged handle).
+    fn to_owned_value(&self, tx: &Transaction<'_>) -> Result<Self::Owned>;
+}
+
+impl<T: Persistent + Copy> PToOwned for T {
+    type Owned = T;
+
+    fn to_owned_value(&self, _tx: &Transaction<'_>) -> Result<T> {
+        Ok(*self)
+    }
+}
+
+impl PToOwned for PString {
+    type Owned = String;
+
+    fn to_owned_value(&self, tx: &Transaction<'_>) -> Result<String> {
+        self.as_string(tx)
+    }
+}
+
+impl<T: Persistent + Copy> PToOwned for PVec<T> {
+    type Owned = Vec<T>;
+
+    fn to_owned_value(&self, tx: &Transaction<'_>) -> Result<Vec<T>> {
+        self.to_vec(tx)
+    }
+}

@@ -1,11 +1,11 @@
-//! [`PQueue`]: a FIFO queue in the pool, stored in fixed-size chunks reached through a
-//! directory, so that growth costs at most one chunk however long the queue is.
+//! [`PQueue`]: a double-ended queue in the pool, stored in fixed-size chunks reached through a
+//! directory, so that growth at either end costs at most one chunk however long the queue is.
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::mem::size_of;
 
-use ptm::{Loggable, Nested, PCell, PPtr, Persistent, Result, Transaction};
+use ptm::{Loggable, Nested, PCell, PPtr, Persistent, Result, SnapshotBatch, Transaction};
 
 use crate::owned::{doom_on_err, or_free_fresh, Frees};
 use crate::raw::{self, Span};
@@ -30,8 +30,14 @@ const fn chunk_elems(size: usize) -> u64 {
     }
 }
 
-/// A persistent FIFO queue (a pool's `VecDeque<T>` used as a queue). `push` appends at the
-/// back, `pop` takes from the front, `get(pos)` reads any position in O(1).
+/// A persistent double-ended queue (a pool's `VecDeque<T>`). `push` appends at the back, `pop`
+/// takes from the front, [`push_front`](PQueue::push_front) and [`pop_back`](PQueue::pop_back)
+/// work the other ends, `get(pos)` reads any position in O(1); [`insert`](PQueue::insert),
+/// [`remove`](PQueue::remove), [`retain`](PQueue::retain), [`truncate`](PQueue::truncate),
+/// [`rotate_left`](PQueue::rotate_left) / [`rotate_right`](PQueue::rotate_right),
+/// [`range`](PQueue::range) (double-ended) and [`reserve`](PQueue::reserve) /
+/// [`capacity`](PQueue::capacity) follow `VecDeque`, returning `false` or `None` where std
+/// panics (a position past the end).
 ///
 /// The elements live in **chunks** reached through a **directory** (a ring of chunk pointers),
 /// so that no operation ever copies the queue: a full chunk holds the largest power-of-two
@@ -48,10 +54,20 @@ const fn chunk_elems(size: usize) -> u64 {
 /// collection handles ([`push_new`](PQueue::push_new), [`front_ref`](PQueue::front_ref),
 /// [`pop_free`](PQueue::pop_free)); `clear` and `free` free what the elements own.
 ///
-/// Drains: `push`, `push_new`, `pop`, `pop_free` and `clear` cost **2**, growth included
-/// (allocations first, then one snapshot batch that records the frees last, then the stores: a fresh chunk or
-/// directory is new memory of the transaction, never logged); `peek`, `get`, `front_ref`,
-/// `len` and `to_vec` cost 0.
+/// A push at the front that finds the front chunk full allocates a chunk *before* it (a
+/// directory slot before the front one; the directory is a ring), and a small ring full at a
+/// push at the front doubles with its elements in the back half of the new chunk. Removals
+/// (`pop_back`, `remove`, `retain`, `truncate`) free the chunks they empty and allocate
+/// nothing, so they never fail for lack of pool space.
+///
+/// Drains: every change costs **2** on its own, growth included (allocations first, then one
+/// snapshot batch that records the frees last, then the stores: a fresh chunk or directory is
+/// new memory of the transaction, never logged): `push`, `push_front`, `push_new`,
+/// `push_front_new`, `pop`, `pop_back`, `pop_free`, `pop_back_free`, `insert`, `remove`
+/// (the shorter side's elements are logged), `retain`, `truncate`, `rotate_left`/`right`
+/// (every element logged), `reserve` (when it grows) and `clear`; `peek`, `front`, `back`,
+/// `get`, `front_ref`, `back_ref`, `len`, `capacity`, `iter`, `range` and `to_vec` cost 0
+/// (asserted in `tests/deque.rs` and `tests/drains.rs`).
 ///
 /// `!Sync`: share it under a [`PMutex`](ptm::PMutex).
 #[repr(C)]
@@ -239,6 +255,13 @@ impl<T: Persistent> PQueue<T> {
         self.len(tx) == 0
     }
 
+    /// Slots of the chunks in use (`VecDeque::capacity`): the elements, plus the free slots at
+    /// either end that pushes fill without allocating (0 without a chunk; a corrupted handle
+    /// reads as 0).
+    pub fn capacity(&self, tx: &Transaction<'_>) -> u64 {
+        self.shape(tx).map_or(0, |s| s.chunks.saturating_mul(s.ccap))
+    }
+
     /// The blocks the queue owns: the directory, then every chunk from the front, checked to
     /// be distinct.
     fn blocks(tx: &Transaction<'_>, s: &Shape) -> Result<Vec<PPtr<u8>>> {
@@ -273,90 +296,257 @@ impl<T: Persistent> PQueue<T> {
         Ok(Self::blocks(tx, &s)?.iter().map(|b| b.offset()).collect())
     }
 
-    /// Drops the front element of a non-empty queue (freeing what it owns when `free_elem`,
-    /// else as is): moves `head` and `len`, and frees the front chunk when the front leaves it
-    /// (clearing its directory slot). One snapshot drain; the frees are its last step (a failed
-    /// batch frees nothing), and an error after one was recorded dooms the transaction.
-    fn advance(&self, tx: &Transaction<'_>, free_elem: bool) -> Result<()>
+    /// The contiguous pieces of positions `from..to` (below the room of the chunks in use):
+    /// for each, the chunk index (0 = front), the chunk, the byte offset in it and the bytes.
+    fn runs(tx: &Transaction<'_>, s: &Shape, from: u64, to: u64) -> Result<Vec<Run>> {
+        let mut out = Vec::new();
+        let mut pos = from;
+        while pos < to {
+            let (k, at) = if s.ring {
+                (0, ring_index(s.head, pos % s.ccap, s.ccap))
+            } else {
+                let g = s
+                    .head
+                    .checked_add(pos)
+                    .ok_or_else(|| raw::out_of_bounds(s.head, pos))?;
+                (g / s.ccap, g % s.ccap)
+            };
+            if k >= s.chunks {
+                return Err(raw::out_of_bounds(k, s.chunks));
+            }
+            let n = (s.ccap - at).min(to - pos);
+            out.push(Run {
+                chunk_index: k,
+                chunk: Self::chunk(tx, s, k)?,
+                byte_off: raw::elem_off::<T>(at)?,
+                bytes: raw::array_bytes::<T>(n)?,
+            });
+            pos += n;
+        }
+        Ok(out)
+    }
+
+    /// Logs the slots of positions `from..to` in a snapshot batch.
+    fn log_positions(
+        tx: &Transaction<'_>,
+        b: &mut SnapshotBatch<'_, '_>,
+        s: &Shape,
+        from: u64,
+        to: u64,
+    ) -> Result<()> {
+        for r in Self::runs(tx, s, from, to)? {
+            // SAFETY: slots of a live chunk of this queue (`runs` stays below the room of the
+            // chunks in use), reached only through cells by this thread.
+            b.add(&unsafe { Span::new(tx, r.chunk, r.byte_off, r.bytes)? })?;
+        }
+        Ok(())
+    }
+
+    /// The bytes of the elements at positions `from..to`, in order.
+    fn read_positions(tx: &Transaction<'_>, s: &Shape, from: u64, to: u64) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        for r in Self::runs(tx, s, from, to)? {
+            let start = out.len();
+            // SAFETY: as in `log_positions`; read through cells.
+            unsafe {
+                raw::read_chunks(tx, r.chunk, r.byte_off, r.bytes, |w| {
+                    out.extend_from_slice(&w.to_le_bytes());
+                    true
+                })?;
+            }
+            out.truncate(
+                start + usize::try_from(r.bytes).map_err(|_| raw::out_of_bounds(r.byte_off, r.bytes))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Writes `bytes` (whole elements) at positions `from..`, which the caller logged (or which
+    /// are fresh).
+    fn write_positions(tx: &Transaction<'_>, s: &Shape, from: u64, bytes: &[u8]) -> Result<()> {
+        let n = bytes.len() as u64 / size_of::<T>() as u64;
+        let mut rest = bytes;
+        for r in Self::runs(tx, s, from, from + n)? {
+            let (piece, tail) = rest.split_at(r.bytes as usize);
+            // SAFETY: as in `log_positions`; logged by the caller.
+            unsafe { raw::write_bytes(tx, r.chunk, r.byte_off, piece)? };
+            rest = tail;
+        }
+        Ok(())
+    }
+
+    /// Applies one in-place change that keeps or shortens the queue: writes `e.bytes` (whole
+    /// elements) at positions `e.at..`, frees what the elements at `e.free` own, drops
+    /// `e.front` elements at the front and `e.back` at the back, and frees the chunks left
+    /// without an element (clearing their directory slots; an emptied queue keeps its front
+    /// chunk). Positions are numbered before the change; the written ones must be kept.
+    ///
+    /// One snapshot drain: the written slots, the dropped slots of kept chunks (zeroed when `T`
+    /// owns blocks, so that no damaged `head`/`len` can bring back a second owner), the freed
+    /// directory slots and the header, then the frees, last (a failed batch frees nothing).
+    /// An error after the batch dooms the transaction. Allocates nothing, so it never fails
+    /// for lack of pool space.
+    fn shrink(&self, tx: &Transaction<'_>, e: Shrink<'_>) -> Result<()>
     where
         T: PValue,
     {
         let s = self.shape(tx)?;
-        if s.len == 0 {
-            return Ok(());
-        }
-        let (c, front) = Self::locate(tx, &s, 0)?;
         let size = size_of::<T>() as u64;
-        let len = s.len - 1;
-        let (head, free_front) = if len == 0 {
-            (0, false)
-        } else if s.ring {
-            (ring_index(s.head, 1, s.ccap), false)
-        } else if s.head + 1 == s.ccap {
-            (0, true)
-        } else {
-            (s.head + 1, false)
+        let written = e.bytes.len() as u64 / size;
+        let kept_to = s.len.checked_sub(e.back).filter(|&t| t >= e.front);
+        let Some(kept_to) = kept_to.filter(|&t| written == 0 || (e.at >= e.front && e.at + written <= t))
+        else {
+            return Err(raw::out_of_bounds(e.front, s.len));
         };
-        let slot = Self::slot_off(&s, 0)?;
+        let remaining = kept_to - e.front;
+        // The chunks kept: `first..=last` (the front one of an emptied queue; a ring's only one).
+        let (first, last) = if s.ring || remaining == 0 {
+            (0, 0)
+        } else {
+            ((s.head + e.front) / s.ccap, (s.head + kept_to - 1) / s.ccap)
+        };
+        let freed: Vec<u64> = (0..s.chunks).filter(|&k| k < first || k > last).collect();
+        let head = if remaining == 0 {
+            0
+        } else if s.ring {
+            ring_index(s.head, e.front, s.ccap)
+        } else {
+            s.head + e.front - first * s.ccap
+        };
+        let dhead = ring_index(s.dhead, first, s.dcap.max(1));
+        let mut dropped = Self::runs(tx, &s, 0, e.front)?;
+        dropped.extend(Self::runs(tx, &s, kept_to, s.len)?);
+        dropped.retain(|r| T::OWNS && (first..=last).contains(&r.chunk_index));
+        let free_chunks: Vec<PPtr<u8>> = freed
+            .iter()
+            .map(|&k| Self::chunk(tx, &s, k))
+            .collect::<Result<_>>()?;
         tx.snapshot(|b| {
-            if T::OWNS {
-                // SAFETY: the front slot of a live chunk of this queue, reached only through
+            Self::log_positions(tx, b, &s, e.at, e.at + written)?;
+            for r in &dropped {
+                // SAFETY: dropped slots of a kept chunk of this queue, reached only through
                 // cells by this thread.
-                b.add(&unsafe { Span::new(tx, c, front, size)? })?;
+                b.add(&unsafe { Span::new(tx, r.chunk, r.byte_off, r.bytes)? })?;
             }
-            if free_front {
-                // SAFETY: the front chunk's slot of this queue's live directory.
-                b.add(&unsafe { Span::new(tx, s.dir, slot, 8)? })?;
+            for &k in &freed {
+                // SAFETY: the chunk's slot of this queue's live directory.
+                b.add(&unsafe { Span::new(tx, s.dir, Self::slot_off(&s, k)?, 8)? })?;
             }
             b.add(&Header(self))?;
             // Last, once everything is logged: the frees' allocator records drain with the
             // batch, and a batch that failed above freed nothing.
             Frees::walk(tx, |f| {
-                if free_elem {
-                    // SAFETY: the front element of a live chunk, discarded below.
-                    unsafe { f.value(raw::at::<T>(tx, c, front)?)? };
+                if T::OWNS {
+                    for pos in e.free.clone() {
+                        // SAFETY: an element removed by this change (its chunk is freed at
+                        // commit at the earliest), discarded below.
+                        unsafe { f.value(self.elem(tx, pos)?)? };
+                    }
                 }
-                if free_front {
-                    f.block(c)?;
-                }
-                Ok(())
+                free_chunks.iter().try_for_each(|&c| f.block(c))
             })
         })?;
-        let stored = self.advance_store(tx, &s, (c, front), head, free_front);
-        if (free_elem && T::OWNS) || free_front {
-            doom_on_err(tx, stored)
-        } else {
-            stored
-        }
+        let stored = (|| {
+            Self::write_positions(tx, &s, e.at, e.bytes)?;
+            for r in &dropped {
+                // SAFETY: as above; logged in the batch.
+                unsafe { raw::zero_bytes(tx, r.chunk, r.byte_off, r.bytes)? };
+            }
+            for &k in &freed {
+                // A freed chunk never stays in the directory, where a damaged `dhead` could
+                // reach it.
+                Self::dir_slot(tx, &s, k)?.set(tx, PPtr::null())?;
+            }
+            self.dhead.set(tx, dhead)?;
+            self.head.set(tx, head)?;
+            self.len.set(tx, remaining)
+        })();
+        doom_on_err(tx, stored)
     }
 
-    /// The stores of [`advance`](PQueue::advance), once logged.
-    fn advance_store(
-        &self,
-        tx: &Transaction<'_>,
-        s: &Shape,
-        (c, front): (PPtr<u8>, u64),
-        head: u64,
-        free_front: bool,
-    ) -> Result<()>
+    /// Verifies the queue: its shape (`dhead < dcap`, `ccap` a power of two in range,
+    /// `head < ccap`, the elements fitting the chunks in use, which fit the directory), every
+    /// chunk in use non-null and distinct, and every other directory slot null (a push at
+    /// either end stores a new chunk into the slot after the last or before the first). 0
+    /// drains; reads the directory. For tests, fuzzers and your own `check` program (see
+    /// [`Verify`](crate::Verify)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CorruptCollection`](ptm::Error::CorruptCollection) (`structure` "PQueue", the
+    /// directory's offset) naming the first violation, or another error of reading a damaged
+    /// directory.
+    pub fn check(&self, tx: &Transaction<'_>) -> Result<()> {
+        tx.check_live(self)?;
+        let bad = |offset: u64, what: String| raw::corrupt("PQueue", offset, what);
+        let dir = self.dir.get(tx).cast::<u8>().offset();
+        let s = self
+            .shape(tx)
+            .map_err(|e| bad(dir, format!("a damaged handle: {e}")))?;
+        Self::blocks(tx, &s).map_err(|e| bad(dir, format!("a damaged directory: {e}")))?;
+        for k in s.chunks..s.dcap {
+            if !Self::dir_slot(tx, &s, k)?.get(tx).is_null() {
+                return Err(bad(
+                    dir,
+                    format!(
+                        "directory slot {k} past the {} chunks in use is not null",
+                        s.chunks
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the front element of a non-empty queue, freeing what it owns when `free_elem`.
+    /// 2 drains with the commit (see [`shrink`](PQueue::shrink)).
+    fn advance(&self, tx: &Transaction<'_>, free_elem: bool) -> Result<()>
     where
         T: PValue,
     {
-        let (size, len, s) = (size_of::<T>() as u64, s.len - 1, *s);
-        if T::OWNS {
-            // The popped handle's blocks are freed: zero it, so that no damaged `head`/`len` can
-            // bring back a second owner of blocks reused later.
-            // SAFETY: as above; logged in the batch.
-            unsafe { raw::zero_bytes(tx, c, front, size)? };
-        }
-        if free_front {
-            // A freed chunk never stays in the directory, where a damaged `dhead` could reach it.
-            Self::dir_slot(tx, &s, 0)?.set(tx, PPtr::null())?;
-            self.dhead.set(tx, ring_index(s.dhead, 1, s.dcap))?;
-        }
-        self.head.set(tx, head)?;
-        self.len.set(tx, len)
+        self.shrink(
+            tx,
+            Shrink {
+                front: 1,
+                free: if free_elem { 0..1 } else { 0..0 },
+                ..Shrink::default()
+            },
+        )
     }
+}
+
+/// A contiguous piece of positions inside one chunk (see `PQueue::runs`).
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    /// Index of the chunk from the front (0 for a ring).
+    chunk_index: u64,
+    chunk: PPtr<u8>,
+    byte_off: u64,
+    bytes: u64,
+}
+
+/// One in-place change that keeps or shortens a queue (see `PQueue::shrink`).
+#[derive(Debug, Default)]
+struct Shrink<'a> {
+    /// Elements dropped at the front.
+    front: u64,
+    /// Elements dropped at the back.
+    back: u64,
+    /// Position of the first element written.
+    at: u64,
+    /// Whole elements written from `at` on.
+    bytes: &'a [u8],
+    /// Positions whose elements' blocks are freed.
+    free: std::ops::Range<u64>,
+}
+
+/// Ranges an operation adds to the snapshot batch of a reservation at either end: the slots of
+/// the elements it will shift, as positions of the queue before the reservation.
+type Extra<'e> = &'e dyn Fn(&mut SnapshotBatch<'_, '_>) -> Result<()>;
+
+/// No extra range.
+fn no_extra(_: &mut SnapshotBatch<'_, '_>) -> Result<()> {
+    Ok(())
 }
 
 impl<T: PValue> PQueue<T> {
@@ -373,16 +563,17 @@ impl<T: PValue> PQueue<T> {
     }
 
     /// Makes room for one element at the back and logs what the caller will write, in one
-    /// batch (one snapshot drain); returns the chunk, the byte offset of the new back slot and
-    /// the new length, which the caller stores after writing the slot. See [`PQueue`] for the
-    /// cases: a free slot (the slot and the header are logged), the first chunk, a ring that
-    /// doubles, a new chunk (with, rarely, a new directory).
-    fn reserve_back(&self, tx: &Transaction<'_>) -> Result<(PPtr<u8>, u64, u64)> {
+    /// batch (one snapshot drain, which also logs `extra` unless the elements move to a fresh
+    /// chunk); returns the chunk, the byte offset of the new back slot and the new length,
+    /// which the caller stores after writing the slot. See [`PQueue`] for the cases: a free
+    /// slot (the slot and the header are logged), the first chunk, a ring that doubles, a new
+    /// chunk (with, rarely, a new directory).
+    fn reserve_back(&self, tx: &Transaction<'_>, extra: Extra<'_>) -> Result<(PPtr<u8>, u64, u64)> {
         let () = Self::ELEM_OK;
         let s = self.shape(tx)?;
         let len = s.len.checked_add(1).ok_or_else(|| raw::out_of_bounds(s.len, 1))?;
         if s.chunks == 0 {
-            return self.first_chunk(tx);
+            return self.first_chunk(tx, FIRST_CHUNK);
         }
         let room = if s.ring {
             s.ccap
@@ -395,22 +586,66 @@ impl<T: PValue> PQueue<T> {
                 // SAFETY: the back slot of a live chunk of this queue, reached only through
                 // cells by this thread.
                 b.add(&unsafe { Span::new(tx, c, off, size_of::<T>() as u64)? })?;
-                b.add(&self.len)
+                b.add(&self.len)?;
+                extra(b)
             })?;
             return Ok((c, off, len));
         }
         if s.ring {
-            self.grow_ring(tx, &s)
+            self.grow_ring(tx, &s, false)
         } else {
-            self.add_chunk(tx, &s)
+            self.add_chunk(tx, &s, false, extra)
         }
     }
 
-    /// The first push of a queue without a directory: a directory of one slot and a chunk of
-    /// [`FIRST_CHUNK`] elements, both fresh.
-    fn first_chunk(&self, tx: &Transaction<'_>) -> Result<(PPtr<u8>, u64, u64)> {
+    /// Makes room for one element at the front, as [`reserve_back`](PQueue::reserve_back) at
+    /// the back: a free slot before the front in a ring or the front chunk, the first chunk, a
+    /// ring that doubles (its elements moved to the back half of the new chunk), or a new
+    /// chunk before the front one. `head` (and the directory) are stored; the caller writes
+    /// the returned slot, then stores the returned length.
+    fn reserve_front(&self, tx: &Transaction<'_>, extra: Extra<'_>) -> Result<(PPtr<u8>, u64, u64)> {
+        let () = Self::ELEM_OK;
+        let s = self.shape(tx)?;
+        let len = s.len.checked_add(1).ok_or_else(|| raw::out_of_bounds(s.len, 1))?;
+        if s.chunks == 0 {
+            return self.first_chunk(tx, FIRST_CHUNK);
+        }
+        let head = if s.ring && s.len < s.ccap {
+            Some(ring_index(s.head, s.ccap - 1, s.ccap))
+        } else if !s.ring && s.head > 0 {
+            Some(s.head - 1)
+        } else if !s.ring && s.len == 0 {
+            // An empty chunk: its last slot (the number of chunks follows from `head + len`,
+            // so an empty chunk can never stay behind a new front one).
+            Some(s.ccap - 1)
+        } else {
+            None
+        };
+        if let Some(head) = head {
+            let (c, off) = (Self::chunk(tx, &s, 0)?, raw::elem_off::<T>(head)?);
+            tx.snapshot(|b| {
+                // SAFETY: the free slot before the front, in this queue's live front chunk,
+                // reached only through cells by this thread.
+                b.add(&unsafe { Span::new(tx, c, off, size_of::<T>() as u64)? })?;
+                b.add(&Header(self))?;
+                extra(b)
+            })?;
+            self.head.set(tx, head)?;
+            return Ok((c, off, len));
+        }
+        if s.ring {
+            self.grow_ring(tx, &s, true)
+        } else {
+            self.add_chunk(tx, &s, true, extra)
+        }
+    }
+
+    /// The first chunk of a queue without a directory: a directory of one slot and a chunk of
+    /// `n` elements (a power of two, at least [`FIRST_CHUNK`]), both fresh. Returns the slot
+    /// of position 0 and the length 1, as [`reserve_back`](PQueue::reserve_back).
+    fn first_chunk(&self, tx: &Transaction<'_>, n: u64) -> Result<(PPtr<u8>, u64, u64)> {
         let dir = raw::alloc_block(tx, 8)?;
-        let c = or_free_fresh(tx, &[dir], Self::new_chunk(tx, FIRST_CHUNK))?;
+        let c = or_free_fresh(tx, &[dir], Self::new_chunk(tx, n))?;
         let logged = (|| {
             tx.snapshot(|b| b.add(&Header(self)))?;
             // SAFETY: the fresh directory of one slot, reached only by this thread.
@@ -420,18 +655,37 @@ impl<T: PValue> PQueue<T> {
         self.dir.set(tx, dir.cast())?;
         self.dcap.set(tx, 1)?;
         self.dhead.set(tx, 0)?;
-        self.ccap.set(tx, FIRST_CHUNK)?;
+        self.ccap.set(tx, n)?;
         self.head.set(tx, 0)?;
         Ok((c, 0, 1))
     }
 
-    /// A full ring below the full chunk size: moves it, in order, into a fresh chunk of twice
-    /// the elements, frees the old one (at commit) and stores the new one in the same
-    /// directory slot. When `T` owns blocks the moved elements' old copies are zeroed (so the
-    /// old chunk is logged in the batch): a stale `&T` then sees an empty handle.
-    fn grow_ring(&self, tx: &Transaction<'_>, s: &Shape) -> Result<(PPtr<u8>, u64, u64)> {
+    /// A full ring below the full chunk size: moved to a chunk of twice the elements (see
+    /// [`move_ring`](PQueue::move_ring)), with the free slot after the elements (`front`
+    /// false) or before them (`front`: the elements fill the back half, and `head` is the slot
+    /// before them). Returns the free slot and the new length, as
+    /// [`reserve_back`](PQueue::reserve_back).
+    fn grow_ring(&self, tx: &Transaction<'_>, s: &Shape, front: bool) -> Result<(PPtr<u8>, u64, u64)> {
+        let new_cap = s.ccap * 2;
+        let at = if front { new_cap - s.len } else { 0 };
+        let new = self.move_ring(tx, s, new_cap, at)?;
+        let slot = if front {
+            // Logged with the header by `move_ring`.
+            doom_on_err(tx, self.head.set(tx, at - 1))?;
+            at - 1
+        } else {
+            s.len
+        };
+        Ok((new, raw::elem_off::<T>(slot)?, s.len + 1))
+    }
+
+    /// Moves a ring, in order, into a fresh chunk of `new_cap >= len` elements (a power of
+    /// two, at most the full chunk size), from slot `at` on (`at + len <= new_cap`), frees the
+    /// old chunk (at commit) and stores the new one in the same directory slot, with `head =
+    /// at`. One snapshot drain. When `T` owns blocks the moved elements' old copies are zeroed
+    /// (so the old chunk is logged in the batch): a stale `&T` then sees an empty handle.
+    fn move_ring(&self, tx: &Transaction<'_>, s: &Shape, new_cap: u64, at: u64) -> Result<PPtr<u8>> {
         let (old, cap, len) = (Self::chunk(tx, s, 0)?, s.ccap, s.len);
-        let new_cap = cap * 2;
         let new = Self::new_chunk(tx, new_cap)?;
         let logged = Self::slot_off(s, 0).and_then(|slot| {
             tx.snapshot(|b| {
@@ -450,41 +704,50 @@ impl<T: PValue> PQueue<T> {
         });
         or_free_fresh(tx, &[new], logged)?;
         // The old chunk's free is recorded: a failure now must not commit.
-        doom_on_err(tx, self.ring_store(tx, s, old, new))
+        doom_on_err(tx, self.ring_store(tx, s, (old, new), new_cap, at))?;
+        Ok(new)
     }
 
-    /// The stores of [`grow_ring`](PQueue::grow_ring), once logged: the ring `old`, in order,
-    /// into `new`.
+    /// The stores of [`move_ring`](PQueue::move_ring), once logged: the ring `old`, in order,
+    /// into `new` from slot `at`.
     fn ring_store(
         &self,
         tx: &Transaction<'_>,
         s: &Shape,
-        old: PPtr<u8>,
-        new: PPtr<u8>,
-    ) -> Result<(PPtr<u8>, u64, u64)> {
+        (old, new): (PPtr<u8>, PPtr<u8>),
+        new_cap: u64,
+        at: u64,
+    ) -> Result<()> {
         let (cap, len) = (s.ccap, s.len);
-        let new_cap = cap * 2;
         // The ring in order: positions `head..cap`, then `0..head`.
         let first = len.min(cap - s.head);
         let (first_bytes, rest_bytes) = (raw::array_bytes::<T>(first)?, raw::array_bytes::<T>(len - first)?);
+        let dst = raw::elem_off::<T>(at)?;
         // SAFETY: `old` is this queue's chunk of `cap` elements (its free takes effect at
         // commit, so it is still readable; logged above when zeroed), `new` the fresh chunk of
-        // `new_cap > len` elements; both reached only through cells by this thread.
+        // `new_cap >= at + len` elements; both reached only through cells by this thread.
         unsafe {
-            let at = raw::elem_off::<T>(s.head)?;
-            raw::move_bytes(tx, (old, at), (new, 0), first_bytes, T::OWNS)?;
-            raw::move_bytes(tx, (old, 0), (new, first_bytes), rest_bytes, T::OWNS)?;
+            let src = raw::elem_off::<T>(s.head)?;
+            raw::move_bytes(tx, (old, src), (new, dst), first_bytes, T::OWNS)?;
+            raw::move_bytes(tx, (old, 0), (new, dst + first_bytes), rest_bytes, T::OWNS)?;
         }
         Self::dir_slot(tx, s, 0)?.set(tx, new)?;
-        self.head.set(tx, 0)?;
-        self.ccap.set(tx, new_cap)?;
-        Ok((new, raw::elem_off::<T>(len)?, len + 1))
+        self.head.set(tx, at)?;
+        self.ccap.set(tx, new_cap)
     }
 
-    /// Full chunks of the full size: a fresh chunk after the last one. When every directory
+    /// Full chunks of the full size: a fresh chunk after the last one (`front` false) or
+    /// before the first one (`front`: `head` becomes its last slot). When every directory
     /// slot is in use, a fresh directory of twice the slots first, into which the chunk
     /// pointers are copied in order (the old directory is freed at commit): no element moves.
-    fn add_chunk(&self, tx: &Transaction<'_>, s: &Shape) -> Result<(PPtr<u8>, u64, u64)> {
+    /// The batch also logs `extra`.
+    fn add_chunk(
+        &self,
+        tx: &Transaction<'_>,
+        s: &Shape,
+        front: bool,
+        extra: Extra<'_>,
+    ) -> Result<(PPtr<u8>, u64, u64)> {
         let grow = s.chunks >= s.dcap;
         let new_dcap = if grow {
             s.dcap
@@ -507,25 +770,31 @@ impl<T: PValue> PQueue<T> {
         let fresh_dir: &[PPtr<u8>] = if grow { &[new_dir] } else { &[] };
         let c = or_free_fresh(tx, fresh_dir, Self::new_chunk(tx, s.ccap))?;
         let logged = (|| {
-            let back = if grow { 0 } else { Self::slot_off(s, s.chunks)? };
+            // The free slot: after the last chunk, or before the first (`dcap - 1` slots on).
+            let slot = match (grow, front) {
+                (true, _) => 0,
+                (false, false) => Self::slot_off(s, s.chunks)?,
+                (false, true) => Self::slot_off(s, s.dcap - 1)?,
+            };
             tx.snapshot(|b| {
                 if !grow {
-                    // SAFETY: the first unused slot of this queue's live directory.
-                    b.add(&unsafe { Span::new(tx, s.dir, back, 8)? })?;
+                    // SAFETY: an unused slot of this queue's live directory.
+                    b.add(&unsafe { Span::new(tx, s.dir, slot, 8)? })?;
                 }
                 // A fresh directory needs no snapshot: ptm logged it as new memory at
                 // allocation.
                 b.add(&Header(self))?;
+                extra(b)?;
                 // Last, once everything is logged (a failed batch frees nothing).
                 if grow {
                     tx.free(s.dir)?;
                 }
                 Ok(())
             })?;
-            Ok(back)
+            Ok(slot)
         })();
-        let back = or_free_fresh(tx, &[fresh_dir, &[c]].concat(), logged)?;
-        let stored = self.chunk_store(tx, s, (new_dir, new_dcap), back, c);
+        let slot = or_free_fresh(tx, &[fresh_dir, &[c]].concat(), logged)?;
+        let stored = self.chunk_store(tx, s, (new_dir, new_dcap), (slot, front), c);
         if grow {
             // The old directory's free is recorded: a failure now must not commit.
             doom_on_err(tx, stored)
@@ -535,32 +804,47 @@ impl<T: PValue> PQueue<T> {
     }
 
     /// The stores of [`add_chunk`](PQueue::add_chunk), once logged: the chunk pointers copied
-    /// into a fresh directory when it grew, and the new chunk `c` after the last.
+    /// into a fresh directory when it grew (from slot 1 when the new chunk goes in front), and
+    /// the new chunk `c` after the last or before the first.
     fn chunk_store(
         &self,
         tx: &Transaction<'_>,
         s: &Shape,
         (new_dir, new_dcap): (PPtr<u8>, u64),
-        back: u64,
+        (slot, front): (u64, bool),
         c: PPtr<u8>,
     ) -> Result<(PPtr<u8>, u64, u64)> {
         let grow = new_dir != s.dir;
         let at = if grow {
+            let shift = u64::from(front);
             for k in 0..s.chunks {
                 let p = Self::dir_slot(tx, s, k)?.get(tx);
-                // SAFETY: slot `k < chunks < new_dcap` of the fresh directory.
-                unsafe { raw::cell::<PPtr<u8>>(tx, new_dir, raw::elem_off::<u64>(k)?)? }.set(tx, p)?;
+                // SAFETY: slot `k + shift <= chunks < new_dcap` of the fresh directory.
+                unsafe { raw::cell::<PPtr<u8>>(tx, new_dir, raw::elem_off::<u64>(k + shift)?)? }
+                    .set(tx, p)?;
             }
             self.dir.set(tx, new_dir.cast())?;
             self.dcap.set(tx, new_dcap)?;
             self.dhead.set(tx, 0)?;
-            raw::elem_off::<u64>(s.chunks)?
+            if front {
+                0
+            } else {
+                raw::elem_off::<u64>(s.chunks)?
+            }
         } else {
-            back
+            if front {
+                self.dhead.set(tx, ring_index(s.dhead, s.dcap - 1, s.dcap))?;
+            }
+            slot
         };
-        // SAFETY: slot `chunks` of the directory now in use (fresh, or logged above).
+        // SAFETY: the free slot of the directory now in use (fresh, or logged above).
         unsafe { raw::cell::<PPtr<u8>>(tx, new_dir, at)? }.set(tx, c)?;
-        Ok((c, 0, s.len + 1))
+        if front {
+            self.head.set(tx, s.ccap - 1)?;
+            Ok((c, raw::elem_off::<T>(s.ccap - 1)?, s.len + 1))
+        } else {
+            Ok((c, 0, s.len + 1))
+        }
     }
 
     /// Removes the front element, freeing (at commit) everything it owns; `false` when empty.
@@ -576,6 +860,134 @@ impl<T: PValue> PQueue<T> {
         }
         self.advance(tx, true)?;
         Ok(true)
+    }
+
+    /// Removes the back element, freeing (at commit) everything it owns; `false` when empty
+    /// (`VecDeque::pop_back` for handles). 2 drains (0 when empty).
+    ///
+    /// # Errors
+    ///
+    /// As [`clear`](PQueue::clear).
+    pub fn pop_back_free(&self, tx: &Transaction<'_>) -> Result<bool> {
+        raw::mutating(tx, self)?;
+        let len = self.shape(tx)?.len;
+        if len == 0 {
+            return Ok(false);
+        }
+        self.shrink(
+            tx,
+            Shrink {
+                back: 1,
+                free: len - 1..len,
+                ..Shrink::default()
+            },
+        )?;
+        Ok(true)
+    }
+
+    /// Keeps the first `new_len` elements and drops the rest, freeing (at commit) what they
+    /// own and the chunks left empty (`VecDeque::truncate`); nothing when `new_len >= len`.
+    /// 2 drains (0 when nothing is dropped); allocates nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`clear`](PQueue::clear).
+    pub fn truncate(&self, tx: &Transaction<'_>, new_len: u64) -> Result<()> {
+        raw::mutating(tx, self)?;
+        let len = self.shape(tx)?.len;
+        if new_len >= len {
+            return Ok(());
+        }
+        self.shrink(
+            tx,
+            Shrink {
+                back: len - new_len,
+                free: new_len..len,
+                ..Shrink::default()
+            },
+        )
+    }
+
+    /// Rotates the queue `n` places to the left: the element at position `n` becomes the front
+    /// and the first `n` go to the back (`VecDeque::rotate_left`); returns `false` and changes
+    /// nothing if `n > len` (where std panics). 2 drains (0 when `n` is 0 or `len`); every
+    /// element is rewritten and logged (O(len), where std moves `min(n, len - n)`: the chunks
+    /// are not a single ring), nothing is allocated.
+    ///
+    /// # Errors
+    ///
+    /// Logging errors; corrupted handles.
+    pub fn rotate_left(&self, tx: &Transaction<'_>, n: u64) -> Result<bool> {
+        raw::mutating(tx, self)?;
+        let s = self.shape(tx)?;
+        if n > s.len {
+            return Ok(false);
+        }
+        if n == 0 || n == s.len {
+            return Ok(true);
+        }
+        let mut bytes = Self::read_positions(tx, &s, n, s.len)?;
+        bytes.extend(Self::read_positions(tx, &s, 0, n)?);
+        self.shrink(
+            tx,
+            Shrink {
+                bytes: &bytes,
+                ..Shrink::default()
+            },
+        )?;
+        Ok(true)
+    }
+
+    /// Rotates the queue `n` places to the right: the last `n` elements come to the front
+    /// (`VecDeque::rotate_right`); returns `false` and changes nothing if `n > len`. As
+    /// [`rotate_left`](PQueue::rotate_left)`(len - n)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`rotate_left`](PQueue::rotate_left).
+    pub fn rotate_right(&self, tx: &Transaction<'_>, n: u64) -> Result<bool> {
+        raw::mutating(tx, self)?;
+        let len = self.shape(tx)?.len;
+        if n > len {
+            return Ok(false);
+        }
+        self.rotate_left(tx, len - n)
+    }
+
+    /// Makes room for at least `additional` more elements without allocation, as far as one
+    /// chunk goes (`VecDeque::reserve`): a queue still in its first, ring-shaped chunk grows it
+    /// to the power of two that holds `len + additional` elements, up to the full chunk size
+    /// (moving its elements, 2 drains); a queue of full chunks already allocates one chunk
+    /// per chunk's worth of pushes, never copying, and is left as is (0 drains). So
+    /// [`capacity`](PQueue::capacity) may stay below `len + additional` where std guarantees
+    /// it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfSpace`](ptm::Error::OutOfSpace), logging errors; corrupted handles.
+    pub fn reserve(&self, tx: &Transaction<'_>, additional: u64) -> Result<()> {
+        raw::mutating(tx, self)?;
+        let () = Self::ELEM_OK;
+        let s = self.shape(tx)?;
+        let want = s
+            .len
+            .checked_add(additional)
+            .ok_or_else(|| raw::out_of_bounds(s.len, additional))?;
+        let cap = want
+            .clamp(FIRST_CHUNK, Self::CHUNK)
+            .next_power_of_two()
+            .min(Self::CHUNK);
+        if s.chunks == 0 {
+            if additional > 0 {
+                // The slot `first_chunk` returns stays unused: `len` is not stored.
+                self.first_chunk(tx, cap)?;
+            }
+            return Ok(());
+        }
+        if s.ring && cap > s.ccap {
+            self.move_ring(tx, &s, cap, 0)?;
+        }
+        Ok(())
     }
 
     /// Removes every element and frees the directory, the chunks and everything the elements
@@ -650,6 +1062,196 @@ impl<T: Persistent + Copy> PQueue<T> {
         self.get(tx, 0)
     }
 
+    /// A copy of the front element (`VecDeque::front`; the same as [`peek`](PQueue::peek)).
+    /// 0 drains.
+    ///
+    /// # Errors
+    ///
+    /// Only for a corrupted handle.
+    pub fn front(&self, tx: &Transaction<'_>) -> Result<Option<T>> {
+        self.peek(tx)
+    }
+
+    /// Inserts `v` at the front (`VecDeque::push_front`). 2 drains, growth included (a new
+    /// chunk before the front one, or a ring doubled with its elements in the back half).
+    ///
+    /// # Errors
+    ///
+    /// As [`push`](PQueue::push).
+    pub fn push_front(&self, tx: &Transaction<'_>, v: T) -> Result<()> {
+        raw::mutating(tx, self)?;
+        let (c, off, len) = self.reserve_front(tx, &no_extra)?;
+        let stored = (|| {
+            // SAFETY: the front slot `reserve_front` logged (or fresh), reached only through
+            // cells.
+            unsafe { raw::cell::<T>(tx, c, off)? }.set(tx, v)?;
+            self.len.set(tx, len)
+        })();
+        // `head` is stored already: a failure now must not commit.
+        doom_on_err(tx, stored)
+    }
+
+    /// Removes and returns the back element (`VecDeque::pop_back`), freeing the back chunk
+    /// when it empties. 2 drains (0 when empty); allocates nothing.
+    ///
+    /// # Errors
+    ///
+    /// Logging errors; corrupted handles.
+    pub fn pop_back(&self, tx: &Transaction<'_>) -> Result<Option<T>> {
+        raw::mutating(tx, self)?;
+        let Some(v) = self.back(tx)? else {
+            return Ok(None);
+        };
+        self.shrink(
+            tx,
+            Shrink {
+                back: 1,
+                ..Shrink::default()
+            },
+        )?;
+        Ok(Some(v))
+    }
+
+    /// Inserts `v` at position `pos`, shifting the elements on the shorter side by one
+    /// (`VecDeque::insert`); returns `false` and changes nothing if `pos > len` (where std
+    /// panics). 2 drains, growth included; the shifted elements are logged
+    /// (`min(pos, len - pos)` of them).
+    ///
+    /// # Errors
+    ///
+    /// As [`push`](PQueue::push).
+    pub fn insert(&self, tx: &Transaction<'_>, pos: u64, v: T) -> Result<bool> {
+        raw::mutating(tx, self)?;
+        let s = self.shape(tx)?;
+        if pos > s.len {
+            return Ok(false);
+        }
+        let value = raw::slice_bytes(std::slice::from_ref(&v)).to_vec();
+        if pos < s.len - pos {
+            // The front `pos` elements move one slot towards the front.
+            let mut bytes = Self::read_positions(tx, &s, 0, pos)?;
+            bytes.extend(value);
+            let log = |b: &mut SnapshotBatch<'_, '_>| Self::log_positions(tx, b, &s, 0, pos);
+            let (_, _, len) = self.reserve_front(tx, &log)?;
+            doom_on_err(
+                tx,
+                self.len.set(tx, len).and_then(|()| self.write_at(tx, 0, &bytes)),
+            )?;
+        } else {
+            // The back `len - pos` elements move one slot towards the back.
+            let mut bytes = value;
+            bytes.extend(Self::read_positions(tx, &s, pos, s.len)?);
+            let log = |b: &mut SnapshotBatch<'_, '_>| Self::log_positions(tx, b, &s, pos, s.len);
+            let (_, _, len) = self.reserve_back(tx, &log)?;
+            doom_on_err(
+                tx,
+                self.len
+                    .set(tx, len)
+                    .and_then(|()| self.write_at(tx, pos, &bytes)),
+            )?;
+        }
+        Ok(true)
+    }
+
+    /// Writes whole elements' `bytes` at positions `from..` of the queue as it is now (slots
+    /// the caller logged).
+    fn write_at(&self, tx: &Transaction<'_>, from: u64, bytes: &[u8]) -> Result<()> {
+        let s = self.shape(tx)?;
+        Self::write_positions(tx, &s, from, bytes)
+    }
+
+    /// Removes and returns the element at position `pos`, shifting the elements on the shorter
+    /// side by one (`VecDeque::remove`); `None` if `pos >= len`. 2 drains; the shifted
+    /// elements are logged; allocates nothing.
+    ///
+    /// # Errors
+    ///
+    /// Logging errors; corrupted handles.
+    pub fn remove(&self, tx: &Transaction<'_>, pos: u64) -> Result<Option<T>> {
+        raw::mutating(tx, self)?;
+        let s = self.shape(tx)?;
+        let Some(v) = self.get(tx, pos)? else {
+            return Ok(None);
+        };
+        if pos < s.len - 1 - pos {
+            // The front `pos` elements move one slot towards the back.
+            let bytes = Self::read_positions(tx, &s, 0, pos)?;
+            self.shrink(
+                tx,
+                Shrink {
+                    front: 1,
+                    at: 1,
+                    bytes: &bytes,
+                    ..Shrink::default()
+                },
+            )?;
+        } else {
+            let bytes = Self::read_positions(tx, &s, pos + 1, s.len)?;
+            self.shrink(
+                tx,
+                Shrink {
+                    back: 1,
+                    at: pos,
+                    bytes: &bytes,
+                    ..Shrink::default()
+                },
+            )?;
+        }
+        Ok(Some(v))
+    }
+
+    /// Keeps only the elements for which `keep` returns `true`, in order (`VecDeque::retain`;
+    /// `keep` is called once per element, front to back). 2 drains (0 when it keeps
+    /// everything); the elements from the first one removed onwards are logged; chunks left
+    /// empty are freed; allocates nothing.
+    ///
+    /// # Errors
+    ///
+    /// Logging errors; corrupted handles.
+    pub fn retain(&self, tx: &Transaction<'_>, mut keep: impl FnMut(&T) -> bool) -> Result<()> {
+        raw::mutating(tx, self)?;
+        let all = self.to_vec(tx)?;
+        let flags: Vec<bool> = all.iter().map(&mut keep).collect();
+        let Some(first) = flags.iter().position(|k| !k) else {
+            return Ok(());
+        };
+        let kept: Vec<T> = all
+            .into_iter()
+            .zip(&flags)
+            .skip(first)
+            .filter_map(|(v, &k)| k.then_some(v))
+            .collect();
+        let len = flags.len() as u64;
+        let remaining = first as u64 + kept.len() as u64;
+        self.shrink(
+            tx,
+            Shrink {
+                back: len - remaining,
+                at: first as u64,
+                bytes: raw::slice_bytes(&kept),
+                ..Shrink::default()
+            },
+        )
+    }
+
+    /// Iterates over copies of the elements at positions in `range`, in order
+    /// (`VecDeque::range`; double-ended, so `.rev()` runs from the back). Bounds past the end
+    /// are clamped and a reversed range is empty (where std panics). 0 drains.
+    pub fn range<'a>(
+        &'a self,
+        tx: &'a Transaction<'a>,
+        range: impl std::ops::RangeBounds<u64>,
+    ) -> QueueIter<'a, T> {
+        let (pos, end) = raw::clamp_range(&range, self.len(tx));
+        QueueIter {
+            queue: self,
+            tx,
+            pos,
+            end: end.max(pos),
+            error: None,
+        }
+    }
+
     /// A copy of the element at position `pos` from the front (O(1)).
     ///
     /// # Errors
@@ -673,7 +1275,7 @@ impl<T: Persistent + Copy> PQueue<T> {
     /// [`Error::OutOfSpace`](ptm::Error::OutOfSpace) and logging errors; corrupted handles.
     pub fn push(&self, tx: &Transaction<'_>, v: T) -> Result<()> {
         raw::mutating(tx, self)?;
-        let (c, off, len) = self.reserve_back(tx)?;
+        let (c, off, len) = self.reserve_back(tx, &no_extra)?;
         // SAFETY: the back slot `reserve_back` logged (or fresh), reached only through cells.
         unsafe { raw::cell::<T>(tx, c, off)? }.set(tx, v)?;
         self.len.set(tx, len)
@@ -785,7 +1387,7 @@ impl<T: PHandle> PQueue<T> {
     /// As [`push`](PQueue::push).
     pub fn push_new<'t>(&'t self, tx: &'t Transaction<'_>) -> Result<Nested<'t, T>> {
         raw::mutating(tx, self)?;
-        let (c, off, len) = self.reserve_back(tx)?;
+        let (c, off, len) = self.reserve_back(tx, &no_extra)?;
         // SAFETY: the back slot `reserve_back` logged (or fresh); zero is the empty handle.
         unsafe { raw::zero_bytes(tx, c, off, size_of::<T>() as u64)? };
         self.len.set(tx, len)?;
@@ -815,6 +1417,39 @@ impl<T: PHandle> PQueue<T> {
         }
         // SAFETY: `pos < len`; `T` is all cells.
         unsafe { self.elem(tx, pos) }.map(|v| Some(tx.nested(self, v)))
+    }
+
+    /// Inserts an empty handle (all-zero bytes) at the front and returns a reference to it
+    /// (`push_front` for nested collections). 2 drains, growth included.
+    ///
+    /// # Errors
+    ///
+    /// As [`push`](PQueue::push).
+    pub fn push_front_new<'t>(&'t self, tx: &'t Transaction<'_>) -> Result<Nested<'t, T>> {
+        raw::mutating(tx, self)?;
+        let (c, off, len) = self.reserve_front(tx, &no_extra)?;
+        let stored = (|| {
+            // SAFETY: the front slot `reserve_front` logged (or fresh); zero is the empty
+            // handle.
+            unsafe { raw::zero_bytes(tx, c, off, size_of::<T>() as u64)? };
+            self.len.set(tx, len)
+        })();
+        doom_on_err(tx, stored)?;
+        // SAFETY: the front element now; `T` is all cells.
+        unsafe { self.elem(tx, 0) }.map(|v| tx.nested(self, v))
+    }
+
+    /// A reference to the back element, if any. 0 drains.
+    ///
+    /// # Errors
+    ///
+    /// Only for a corrupted handle.
+    pub fn back_ref<'t>(&'t self, tx: &'t Transaction<'_>) -> Result<Option<Nested<'t, T>>> {
+        tx.check_live(self)?;
+        match self.shape(tx)?.len {
+            0 => Ok(None),
+            n => self.get_ref(tx, n - 1),
+        }
     }
 }
 
@@ -868,6 +1503,20 @@ impl<T: Persistent + Copy> Iterator for QueueIter<'_, T> {
         (n, Some(n))
     }
 }
+
+impl<T: Persistent + Copy> DoubleEndedIterator for QueueIter<'_, T> {
+    fn next_back(&mut self) -> Option<T> {
+        if self.error.is_some() || self.pos >= self.end {
+            return None;
+        }
+        let r = self.queue.get(self.tx, self.end - 1);
+        let v = raw::iteration(self.tx, r, &mut self.error)?;
+        self.end -= 1;
+        Some(v)
+    }
+}
+
+impl<T: Persistent + Copy> ExactSizeIterator for QueueIter<'_, T> {}
 
 impl<T> fmt::Debug for QueueIter<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

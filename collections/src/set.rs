@@ -346,13 +346,13 @@ impl<K: POrdKey> PBTreeSet<K> {
         Ok(self.map.to_vec(tx)?.into_iter().map(|(k, _)| k).collect())
     }
 
-    /// Iterates over the keys in order (a snapshot taken now, as [`PBTreeMap::iter`]).
+    /// Iterates lazily over the keys in order, from either end (as [`PBTreeMap::iter`]).
     ///
     /// # Errors
     ///
     /// As [`PBTreeMap::iter`].
-    pub fn iter<'a>(&'a self, tx: &'a Transaction<'_>) -> Result<impl Iterator<Item = K::Ref<'a>> + 'a> {
-        Ok(self.map.iter(tx)?.map(|(k, _)| k))
+    pub fn iter<'a>(&'a self, tx: &'a Transaction<'a>) -> Result<SetRange<'a, K>> {
+        Ok(SetRange(self.map.iter(tx)?))
     }
 
     /// Iterates lazily over the keys in `range`, in order, as [`PBTreeMap::range`] (an empty
@@ -443,6 +443,12 @@ impl<'a, K: POrdKey> Iterator for SetRange<'a, K> {
 
     fn next(&mut self) -> Option<Self::Item> {
         self.0.next().map(|(k, _)| k)
+    }
+}
+
+impl<K: POrdKey> DoubleEndedIterator for SetRange<'_, K> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.0.next_back().map(|(k, _)| k)
     }
 }
 

@@ -194,6 +194,53 @@ impl PString {
         })
     }
 
+    /// Calls `f` with the contents as a `&str` (a scoped `String::as_str`) and returns what it
+    /// returns. 0 drains. The `&str` is a **copy** of the bytes, never a view of pool memory
+    /// (which a store of this transaction, made from `f` itself, could change while it is
+    /// borrowed): up to 256 bytes are read into a buffer on the stack, so a short string is
+    /// read without allocating; longer ones into one heap buffer. Bytes that are not UTF-8 (only
+    /// in a damaged pool) are replaced as by [`as_string`](PString::as_string).
+    ///
+    /// ```
+    /// # use ptm::{Error, Persistent, Pool};
+    /// # use ptm_collections::PString;
+    /// # #[derive(Persistent)]
+    /// # #[repr(C)]
+    /// # struct Root { name: PString }
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let pool = Pool::<Root>::create(dir.path().join("s.pool"), 8 << 20, &Default::default())?;
+    /// pool.transaction(|tx, r| {
+    ///     r.name.push_str(tx, "ada lovelace")?;
+    ///     assert!(r.name.with_str(tx, |s| s.starts_with("ada"))?);
+    ///     Ok::<_, Error>(())
+    /// })?;
+    /// # Ok::<_, Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Only for a corrupted handle.
+    pub fn with_str<R>(&self, tx: &Transaction<'_>, f: impl FnOnce(&str) -> R) -> Result<R> {
+        tx.check_live(self)?;
+        let len = self.bytes.len(tx);
+        let mut stack = [0u8; 256];
+        let heap;
+        let bytes: &[u8] = match usize::try_from(len) {
+            Ok(n) if n <= stack.len() => {
+                self.bytes.contents_into(tx, &mut stack[..n])?;
+                &stack[..n]
+            }
+            _ => {
+                heap = self.bytes.to_vec(tx)?;
+                &heap
+            }
+        };
+        Ok(match std::str::from_utf8(bytes) {
+            Ok(s) => f(s),
+            Err(_) => f(&String::from_utf8_lossy(bytes)),
+        })
+    }
+
     /// Empties the string and frees its buffer (at commit). 2 drains.
     ///
     /// # Errors

@@ -781,6 +781,28 @@ impl<T: Persistent + Copy> PVec<T> {
         Ok(h.finish())
     }
 
+    /// Copies the elements' bytes into `out`, which must hold exactly as many. 0 drains.
+    pub(crate) fn contents_into(&self, tx: &Transaction<'_>, out: &mut [u8]) -> Result<()> {
+        let bytes = raw::array_bytes::<T>(self.len(tx))?;
+        if bytes != out.len() as u64 {
+            return Err(raw::out_of_bounds(bytes, out.len() as u64));
+        }
+        let mut pieces = out.chunks_mut(8);
+        if bytes > 0 {
+            // SAFETY: as in `contents_hash`.
+            unsafe {
+                raw::read_chunks(tx, self.block(tx), 0, bytes, |w| {
+                    if let Some(piece) = pieces.next() {
+                        let n = piece.len();
+                        piece.copy_from_slice(&w.to_le_bytes()[..n]);
+                    }
+                    true
+                })?
+            };
+        }
+        Ok(())
+    }
+
     /// Whether the elements' bytes are exactly `expected`. 0 drains; reads only the length when
     /// the sizes differ, and stops at the first differing word.
     pub(crate) fn contents_eq(&self, tx: &Transaction<'_>, expected: &[u8]) -> Result<bool> {

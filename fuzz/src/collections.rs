@@ -446,7 +446,9 @@ pub const COLL_OPS: u8 = 48;
 /// Decodes the script: pairs `(op, arg)`; `op % 51` below [`COLL_OPS`] is a collection
 /// operation, 48 commits, 49 aborts, 50 reopens. Operation 47 is the read-only sweep for an
 /// argument below 128, else a set operation (argument bits 0..2: insert into or remove from
-/// `hs` or `bs`; bits 2..7: the key).
+/// `hs` or `bs`; bits 2..7: the key). With an argument of 128 or more, operation 13 walks a
+/// range of `t` from both ends and operation 46 is a deque operation on `q` (argument bits
+/// 0..3: push_front, pop_back, insert, remove, rotate_left, truncate, retain, rotate_right).
 pub fn decode_script(bytes: &[u8]) -> Vec<Op> {
     bytes
         .chunks(2)
@@ -502,7 +504,39 @@ pub fn run_op(tx: &Transaction<'_>, r: &Root, op: u8, a: u8) -> Result<(), Error
         10 => seen(r.m.remove(tx, &(k % 64))),
         11 => r.m.clear(tx),
         12 => seen(r.t.get(tx, &(k * 3))),
-        13 => seen(r.t.to_vec(tx)),
+        13 if a < 128 => seen(r.t.to_vec(tx)),
+        // A range of the B-tree walked from both ends (argument bits 0..3 pick the bounds and
+        // the order of `next`/`next_back`): keys come out in order from each end, never twice.
+        13 => {
+            let lo = u64::from(a & 7) * 40;
+            let mut it = r.t.range(tx, lo..lo + 200)?;
+            let mut got = Vec::new();
+            for step in 0..400u32 {
+                let from_back = (step >> (a & 3)) & 1 == 1;
+                match if from_back { it.next_back() } else { it.next() } {
+                    Some((k, _)) => got.push(k),
+                    None => break,
+                }
+            }
+            if let Some(e) = it.error() {
+                // The transaction is doomed; the error must render.
+                assert!(!e.to_string().is_empty(), "an error without a message: {e:?}");
+                return Ok(());
+            }
+            if r.t.check_invariants(tx).is_ok() {
+                let back: Vec<u64> = r.t.range(tx, lo..lo + 200)?.rev().map(|(k, _)| k).collect();
+                assert!(
+                    back.windows(2).all(|w| w[0] > w[1]),
+                    "B-tree range rev order: {back:?}"
+                );
+                got.sort_unstable();
+                assert!(
+                    got.iter().eq(back.iter().rev()),
+                    "the two ends yield each key once: {got:?}"
+                );
+            }
+            Ok(())
+        }
         14 => {
             let lo = k * 3;
             let mut it = r.t.range(tx, lo..)?;
@@ -585,6 +619,32 @@ pub fn run_op(tx: &Transaction<'_>, r: &Root, op: u8, a: u8) -> Result<(), Error
         // Enough keys to split segments and double the directory.
         44 => (0..8u16).try_for_each(|i| seen(r.big.insert(tx, u16::from(a) * 8 + i, [x; 32]))),
         45 => (0..8u16).try_for_each(|i| seen(r.big.remove(tx, &(u16::from(a) * 8 + i)))),
+        // The deque operations on `q` (argument bits 0..3 pick one, the rest the position).
+        46 if a >= 128 => {
+            let (pos, x) = (k >> 3 & 15, x);
+            let len = r.q.len(tx);
+            match a & 7 {
+                0 => r.q.push_front(tx, x)?,
+                1 => seen(r.q.pop_back(tx))?,
+                2 => seen(r.q.insert(tx, pos, x))?,
+                3 => seen(r.q.remove(tx, pos))?,
+                4 => seen(r.q.rotate_left(tx, pos % 8))?,
+                5 => r.q.truncate(tx, pos)?,
+                6 => r.q.retain(tx, |v| v % 3 != 0)?,
+                _ => seen(r.q.rotate_right(tx, pos % 8))?,
+            }
+            if r.q.check(tx).is_ok() {
+                let fwd: Vec<u64> = r.q.range(tx, ..).collect();
+                let mut back: Vec<u64> = r.q.iter(tx).rev().collect();
+                back.reverse();
+                assert_eq!(fwd, back, "deque iteration from both ends");
+                assert!(
+                    r.q.len(tx) <= len + 1,
+                    "a deque operation grew the queue by more than one"
+                );
+            }
+            Ok(())
+        }
         46 => {
             let n = r.big.iter(tx).count() as u64;
             if r.big.check_invariants(tx).is_ok() {
@@ -633,6 +693,11 @@ pub fn sweep(tx: &Transaction<'_>, r: &Root) {
     }
     let _ = seen(r.s.as_string(tx));
     let _ = seen(r.q.to_vec(tx));
+    let _ = r.q.iter(tx).rev().take(1000).count();
+    let _ = seen(r.q.check(tx));
+    if let Ok(it) = r.t.range(tx, ..) {
+        let _ = it.rev().take(1000).count();
+    }
     let _ = seen(r.b.get(tx));
     for i in 0..r.vs.len(tx).min(16) {
         if let Ok(Some(s)) = r.vs.get_ref(tx, i) {
