@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 
 use pmem_core::{PPtr, Persistent};
 
+use crate::engine::heap::{class_of, slab_geom, Desc, CHUNK, CLASSES};
 use crate::error::{Error, Result};
-use crate::heap::{class_of, slab_geom, Desc, CHUNK, CLASSES};
 use crate::tx::Transaction;
 
 /// Below this many free chunks (beyond the reserves), a block whose class has no slab with room
@@ -255,7 +255,7 @@ impl<'p> Transaction<'p> {
                 // When the log area could not hold the pending records (two per block), they
                 // are written now: growing the log may fail, and that failure belongs to this
                 // allocation (`OutOfSpace` here, not at a later snapshot's drain).
-                let needed = (st.heap.pending.len() as u64 + 1) * 2 * crate::layout::REC_ALIGN;
+                let needed = (st.heap.pending.len() as u64 + 1) * 2 * crate::engine::layout::REC_ALIGN;
                 if crate::tx::log_room(&st) < needed {
                     if let Err(e) = self.log_pending_allocations(&mut st) {
                         drop(st);
@@ -350,11 +350,11 @@ impl<'p> Transaction<'p> {
                     // Like a cancelled reservation when its records are the log's newest and
                     // not yet ordered by a drain: they are taken back, the block was never
                     // covered by this transaction's data hash, and it is free at once.
-                    if self.take_back(&mut st, crate::layout::KIND_NEW, off) {
+                    if self.take_back(&mut st, crate::engine::layout::KIND_NEW, off) {
                         if set & !bit == 0 && clear == 0 {
                             // The bitmap word changes no more: its undo record goes too.
                             st.heap.bits.remove(&word);
-                            self.take_back(&mut st, crate::layout::KIND_UNDO, word);
+                            self.take_back(&mut st, crate::engine::layout::KIND_UNDO, word);
                         }
                         self.cancel_new_slab(&mut st, chunk, c);
                         return Ok(());
@@ -755,10 +755,10 @@ impl Transaction<'_> {
         let s = self.shared();
         let layout = s.heap.layout();
         let desc = layout.desc_off(chunk);
-        if !self.take_back(st, crate::layout::KIND_UNDO, desc) {
+        if !self.take_back(st, crate::engine::layout::KIND_UNDO, desc) {
             return;
         }
-        if !self.take_back(st, crate::layout::KIND_NEW, layout.chunk_off(chunk)) {
+        if !self.take_back(st, crate::engine::layout::KIND_NEW, layout.chunk_off(chunk)) {
             // The slab stays made after all: its descriptor needs its undo record again (the
             // old value is still in place: descriptors are stored at commit).
             if self.log_deferred(st, desc, 8).is_err() {

@@ -7,9 +7,9 @@
 
 use std::path::Path;
 
+use crate::engine::heap::CHUNK;
+use crate::engine::layout::Geometry;
 use crate::error::{Error, Result};
-use crate::heap::CHUNK;
-use crate::layout::Geometry;
 use crate::pool::{Pool, PoolOptions};
 
 /// The largest pool (bytes) the chunk table of a pool with geometry `geo` can describe.

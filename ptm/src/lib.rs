@@ -147,14 +147,10 @@
 mod alloc;
 mod cell;
 mod checked;
+mod engine;
 mod error;
 mod grow;
-pub mod heap;
 mod inspect;
-pub mod lanes;
-pub mod layout;
-pub mod lockword;
-mod log;
 mod nested;
 mod pool;
 mod schema;
@@ -162,11 +158,12 @@ mod sync;
 mod tx;
 
 pub use cell::{Loggable, PCell, PMutex, PRwLock, PSharedLock};
+pub use engine::heap::HeapStats;
+pub use engine::layout::{read_root_schema, Geometry, RootSchema};
+pub use engine::{heap, lanes, layout, lockword};
 pub use error::{Error, Result};
 pub use grow::{grow_pool, max_pool_size};
-pub use heap::HeapStats;
 pub use inspect::{inspect, Summary};
-pub use layout::{read_root_schema, Geometry, RootSchema};
 pub use nested::Nested;
 pub use pmem_core;
 pub use pmem_core::{

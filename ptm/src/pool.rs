@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use pmem_core::{DomainKind, Durability, PPtr, Persistent, Region, RegionOptions};
 
-use crate::heap::{slab_geom, Desc, HeapStats, CHUNK};
+use crate::engine::heap::{slab_geom, Desc, HeapStats, CHUNK};
 
+use crate::engine::lanes::{preferred_lane, LaneMap};
+use crate::engine::layout::RootSchema;
+use crate::engine::layout::{self, CommitRecord, DataHasher, Geometry, Verdict, LANE_COMMIT, LANE_LOG};
+use crate::engine::log::{scan_lane, LogEntry};
 use crate::error::{Error, Result};
-use crate::lanes::{preferred_lane, LaneMap};
-use crate::layout::RootSchema;
-use crate::layout::{self, CommitRecord, DataHasher, Geometry, Verdict, LANE_COMMIT, LANE_LOG};
-use crate::log::{scan_lane, LogEntry};
 use crate::tx::{LaneVolatile, PendingCommit, Transaction};
 
 /// Default number of lanes (concurrent transactions).
@@ -331,7 +331,7 @@ pub(crate) struct Shared {
     pub(crate) pending_bits: Box<[AtomicU64]>,
     /// Per lane: the highest seq whose completion mark is known durable.
     pub(crate) durable_completed: Box<[AtomicU64]>,
-    pub(crate) heap: crate::heap::Heap,
+    pub(crate) heap: crate::engine::heap::Heap,
     pub(crate) lock_timeout: Duration,
     /// `PoolOptions::auto_grow`: grow up to this size instead of failing with `OutOfSpace`.
     pub(crate) auto_grow: Option<u64>,
@@ -363,7 +363,10 @@ impl Shared {
     }
 
     /// Runs `f` on the heap's volatile index (built from the chunk table on first use).
-    pub(crate) fn heap_index<T>(&self, f: impl FnOnce(&mut crate::heap::HeapIndex) -> T) -> Result<T> {
+    pub(crate) fn heap_index<T>(
+        &self,
+        f: impl FnOnce(&mut crate::engine::heap::HeapIndex) -> T,
+    ) -> Result<T> {
         self.heap
             .with_index(|i| self.read_u64(self.heap.layout().desc_off(i)), f)
     }
@@ -511,7 +514,7 @@ impl Shared {
         q.retain(|e| {
             let durable = self.durable_completed[e.lane].load(Ordering::SeqCst) >= e.seq;
             if durable {
-                if let crate::heap::QuarantineKind::Run { start, n } = e.kind {
+                if let crate::engine::heap::QuarantineKind::Run { start, n } = e.kind {
                     runs.push((start, n));
                 }
             }
@@ -532,7 +535,7 @@ impl Shared {
         let q = self.heap.quarantine.lock().unwrap_or_else(|p| p.into_inner());
         q.iter()
             .filter_map(|e| match e.kind {
-                crate::heap::QuarantineKind::Block { word: w, mask } if w == word => Some(mask),
+                crate::engine::heap::QuarantineKind::Block { word: w, mask } if w == word => Some(mask),
                 _ => None,
             })
             .fold(0, |a, m| a | m)
@@ -724,7 +727,7 @@ impl<R: Persistent> Pool<R> {
             pending_seq: (0..n).map(|_| AtomicU64::new(0)).collect(),
             pending_bits: (0..n.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
             durable_completed: (0..n).map(|_| AtomicU64::new(0)).collect(),
-            heap: crate::heap::Heap::new(geo.heap_layout(), opts.reserve),
+            heap: crate::engine::heap::Heap::new(geo.heap_layout(), opts.reserve),
             lock_timeout: opts.lock_timeout,
             auto_grow: opts.auto_grow,
             poisoned: AtomicBool::new(false),
@@ -935,7 +938,7 @@ impl<R: Persistent> Pool<R> {
     /// Heap bytes currently free for log extents.
     pub fn heap_free(&self) -> u64 {
         self.shared
-            .heap_index(|idx| idx.free.values().sum::<u64>() * crate::heap::CHUNK)
+            .heap_index(|idx| idx.free.values().sum::<u64>() * crate::engine::heap::CHUNK)
             .unwrap_or(0)
     }
 
@@ -947,7 +950,7 @@ impl<R: Persistent> Pool<R> {
     /// [`Error::CorruptHeap`] if the metadata is malformed.
     pub fn heap_stats(&mut self) -> Result<HeapStats> {
         let s = &*self.shared;
-        crate::heap::scan_stats(&s.heap.layout(), |off| s.read_u64(off))
+        crate::engine::heap::scan_stats(&s.heap.layout(), |off| s.read_u64(off))
     }
 
     /// Every allocated block as `(pool offset, block size)`, from the persistent metadata: for
@@ -991,7 +994,7 @@ impl<R: Persistent> Pool<R> {
     /// [`Error::CorruptHeap`] naming the first problem found.
     pub fn check_heap(&mut self) -> Result<HeapStats> {
         let l = self.shared.heap.layout();
-        crate::heap::build_index(&l, |i| self.shared.read_u64(l.desc_off(i)))?;
+        crate::engine::heap::build_index(&l, |i| self.shared.read_u64(l.desc_off(i)))?;
         for i in 0..l.n_chunks {
             if let Desc::Slab(c) = Desc::decode(self.shared.read_u64(l.desc_off(i))) {
                 let g = slab_geom(c);

@@ -15,13 +15,13 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use crate::error::{Error, Result};
-use crate::layout::{
+use crate::engine::layout::{
     self, encode_rec, rec_total, CommitRecord, DataHasher, KIND_JUMP, KIND_NEW, KIND_UNDO, LANE_COMMIT,
     LANE_LOG, REC_ALIGN, REC_HEADER,
 };
-use crate::lockword::{self, Attempt};
-use crate::log::scan_lane;
+use crate::engine::lockword::{self, Attempt};
+use crate::engine::log::scan_lane;
+use crate::error::{Error, Result};
 use crate::nested::NestedRefs;
 use crate::pool::Shared;
 
@@ -363,12 +363,12 @@ impl<'p> Transaction<'p> {
         let mut size = st.next_extent;
         let keep = self.chunks_to_keep(&st.heap, true);
         let ext = loop {
-            let n = size / crate::heap::CHUNK;
+            let n = size / crate::engine::heap::CHUNK;
             if let Some(start) = self.take_chunks(n, keep)? {
                 break self.shared.heap.layout().chunk_off(start);
             }
-            if size <= crate::heap::CHUNK {
-                return Err(self.out_of_space_with(crate::heap::CHUNK, &st.heap.bits, keep));
+            if size <= crate::engine::heap::CHUNK {
+                return Err(self.out_of_space_with(crate::engine::heap::CHUNK, &st.heap.bits, keep));
             }
             size /= 2;
         };
@@ -861,7 +861,7 @@ fn release_lane(shared: &Shared, lane: usize, mut st: LaneVolatile, committed: b
     release_locks(shared, &mut st);
     let h = &mut st.heap;
     let extents = std::mem::take(&mut st.extents);
-    let chunk = crate::heap::CHUNK;
+    let chunk = crate::engine::heap::CHUNK;
     let layout = shared.heap.layout();
     // Volatile index updates: extents always go back; a commit frees what it freed and offers
     // its new and emptied slabs; an abort returns what it reserved. Most transactions touch
@@ -924,7 +924,7 @@ fn release_lane(shared: &Shared, lane: usize, mut st: LaneVolatile, committed: b
             || !h.lists.freed_new_blocks.is_empty()
             || !h.lists.returned_slabs.is_empty())
     {
-        use crate::heap::{QuarantineKind, Quarantined};
+        use crate::engine::heap::{QuarantineKind, Quarantined};
         let mut q = shared.heap.quarantine.lock().unwrap_or_else(|p| p.into_inner());
         for &(start, n) in &h.lists.freed_new {
             q.push(Quarantined {

@@ -262,7 +262,7 @@ impl Geometry {
             root_size,
             heap_offset,
             heap_size,
-            table_entries: crate::heap::HeapLayout::new(heap_offset, heap_size).table_entries(),
+            table_entries: crate::engine::heap::HeapLayout::new(heap_offset, heap_size).table_entries(),
         })
     }
 
@@ -270,15 +270,15 @@ impl Geometry {
     /// less than the heap needs now; at most 1/16 of the heap at creation, so small pools do
     /// not spend their space on it).
     pub(crate) fn with_room_to_grow(mut self, max_heap: u64) -> Geometry {
-        let want = max_heap / crate::heap::CHUNK + 1;
+        let want = max_heap / crate::engine::heap::CHUNK + 1;
         let cap = (self.heap_size / 16 / 8).max(self.table_entries);
         self.table_entries = want.clamp(self.table_entries, cap);
         self
     }
 
     /// Where the chunk table and the chunks are, for the heap as it is now.
-    pub fn heap_layout(&self) -> crate::heap::HeapLayout {
-        crate::heap::HeapLayout::with_table(self.heap_offset, self.heap_size, self.table_entries)
+    pub fn heap_layout(&self) -> crate::engine::heap::HeapLayout {
+        crate::engine::heap::HeapLayout::with_table(self.heap_offset, self.heap_size, self.table_entries)
     }
 
     /// Encodes the immutable part of the superblock (bytes 0..128).
@@ -341,14 +341,14 @@ impl Geometry {
             return Err("superblock geometry is impossible");
         }
         let mut g = g;
-        let created = crate::heap::HeapLayout::new(g.heap_offset, g.heap_size).table_entries();
+        let created = crate::engine::heap::HeapLayout::new(g.heap_offset, g.heap_size).table_entries();
         if v1 {
             if g.table_entries != 0 {
                 return Err("format 1 superblock with a chunk table capacity");
             }
             g.table_entries = created;
         } else if g.table_entries < created
-            || g.table_entries > (1 << 48) / crate::heap::CHUNK
+            || g.table_entries > (1 << 48) / crate::engine::heap::CHUNK
             || align_up(g.table_entries * 8, 4096) > g.heap_size
         {
             return Err("superblock chunk table capacity is impossible");

@@ -8,10 +8,10 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::error::{Error, Result};
-use crate::layout::{
+use crate::engine::layout::{
     self, decode_rec, rec_hash_ok, rec_total, KIND_JUMP, KIND_NEW, KIND_UNDO, LANE_LOG, REC_ALIGN, REC_HEADER,
 };
+use crate::error::{Error, Result};
 use crate::pool::Shared;
 
 /// One undo entry found in a log.

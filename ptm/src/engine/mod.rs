@@ -1,0 +1,15 @@
+//! The transaction engine: everything below the public front (`Pool`, `Transaction`, the cells
+//! and locks). Its modules import only each other and the crate's leaves (`error`, `sync`),
+//! never the front.
+//!
+//! - [`layout`]: the on-media format (pool geometry, lane headers, log records, commit records);
+//! - [`heap`]: the persistent heap's chunk table, slab geometry and volatile index;
+//! - [`lanes`]: lane acquisition;
+//! - [`lockword`]: the persistent lock words' protocol;
+//! - [`log`]: reading a lane's undo log back (recovery, abort, inspection).
+
+pub mod heap;
+pub mod lanes;
+pub mod layout;
+pub mod lockword;
+pub(crate) mod log;
