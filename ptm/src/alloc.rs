@@ -629,7 +629,7 @@ impl<'p> Transaction<'p> {
     }
 }
 
-impl crate::pool::Shared {
+impl crate::engine::shared::Shared {
     /// Builds the heap's volatile index if it is not built yet (a load on the fast path).
     pub(crate) fn ensure_heap_index(&self) -> Result<()> {
         if self.heap.index_built.load(std::sync::atomic::Ordering::Acquire) {

@@ -129,7 +129,7 @@ impl<R> Pool<R> {
     }
 }
 
-impl crate::pool::Shared {
+impl crate::engine::shared::Shared {
     /// Grows the open pool to `new_size` (see [`Pool::grow`]); the caller checked the table.
     pub(crate) fn grow(&self, new_size: u64) -> Result<()> {
         self.region.grow(new_size)?;

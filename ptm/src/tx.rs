@@ -21,9 +21,9 @@ use crate::engine::layout::{
 };
 use crate::engine::lockword::{self, Attempt};
 use crate::engine::log::scan_lane;
+use crate::engine::shared::Shared;
 use crate::error::{Error, Result};
 use crate::nested::NestedRefs;
-use crate::pool::Shared;
 
 /// Smallest log extent taken from the heap when a lane's log is full.
 const MIN_EXTENT: u64 = 256 * 1024;

@@ -11,8 +11,8 @@ use std::sync::atomic::Ordering;
 use crate::engine::layout::{
     self, decode_rec, rec_hash_ok, rec_total, KIND_JUMP, KIND_NEW, KIND_UNDO, LANE_LOG, REC_ALIGN, REC_HEADER,
 };
+use crate::engine::shared::Shared;
 use crate::error::{Error, Result};
-use crate::pool::Shared;
 
 /// One undo entry found in a log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

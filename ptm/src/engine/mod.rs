@@ -13,3 +13,4 @@ pub mod lanes;
 pub mod layout;
 pub mod lockword;
 pub(crate) mod log;
+pub(crate) mod shared;
