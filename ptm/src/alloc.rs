@@ -711,7 +711,7 @@ impl Transaction<'_> {
     /// mark was pending then and this transaction's first drain makes it durable; the chunk's
     /// own quarantine (this transaction's mark) therefore ends no earlier than T1's, and one
     /// pass of `release_quarantine` drops T1's entries no later than it frees the chunk.
-    fn slab_is_empty(&self, st: &crate::tx::LaneVolatile, chunk: u64, c: usize) -> bool {
+    fn slab_is_empty(&self, st: &crate::engine::lane_state::LaneVolatile, chunk: u64, c: usize) -> bool {
         let s = self.shared();
         let layout = s.heap.layout();
         (0..slab_geom(c).words).all(|w| {
@@ -725,7 +725,7 @@ impl Transaction<'_> {
     /// create), logs its descriptor now, without a drain, so the drain that covers the free
     /// covers it too and returning the slab at commit costs no extra drain. If the log cannot
     /// grow, the slab simply stays a slab (nothing is lost but the chunk's reuse).
-    fn log_if_emptied(&self, st: &mut crate::tx::LaneVolatile, chunk: u64, c: usize) {
+    fn log_if_emptied(&self, st: &mut crate::engine::lane_state::LaneVolatile, chunk: u64, c: usize) {
         if st.heap.lists.emptied_slabs.contains(&(chunk, c))
             || st.heap.lists.new_slabs.contains(&(chunk, c))
             || !self.slab_is_empty(st, chunk, c)
@@ -745,7 +745,7 @@ impl Transaction<'_> {
     /// chunk goes straight back to the free chunks: the slab was never made. (Otherwise an
     /// alloc + free on a heap without a slab of the class would make and return a slab at every
     /// commit.)
-    fn cancel_new_slab(&self, st: &mut crate::tx::LaneVolatile, chunk: u64, c: usize) {
+    fn cancel_new_slab(&self, st: &mut crate::engine::lane_state::LaneVolatile, chunk: u64, c: usize) {
         if !st.heap.lists.new_slabs.contains(&(chunk, c))
             || !self.slab_is_empty(st, chunk, c)
             || self.keep_empty_slab(st, chunk, c)
@@ -790,7 +790,7 @@ impl Transaction<'_> {
     /// A slab this transaction created and left empty (its blocks allocated and freed again)
     /// is not created after all: its pending descriptor store becomes 0 (the descriptor was
     /// logged when the slab was made), and it is quarantined like a returned slab.
-    pub(crate) fn return_empty_slabs(&self, st: &mut crate::tx::LaneVolatile) {
+    pub(crate) fn return_empty_slabs(&self, st: &mut crate::engine::lane_state::LaneVolatile) {
         let layout = self.shared().heap.layout();
         for i in 0..st.heap.lists.emptied_slabs.len() {
             let (chunk, c) = st.heap.lists.emptied_slabs[i];
@@ -825,7 +825,10 @@ impl Transaction<'_> {
     /// hash covers the blocks. Called before every drain of the transaction and at commit.
     /// Records written stay written if a later one fails (the log cannot grow): the error
     /// aborts the transaction, or a retry goes on from there.
-    pub(crate) fn log_pending_allocations(&self, st: &mut crate::tx::LaneVolatile) -> Result<()> {
+    pub(crate) fn log_pending_allocations(
+        &self,
+        st: &mut crate::engine::lane_state::LaneVolatile,
+    ) -> Result<()> {
         if st.heap.allocated && (st.undrained || !st.heap.pending.is_empty()) {
             // A drain follows: the kept slabs' descriptors ride on it (no extra drain).
             self.return_kept_slabs(st);
@@ -854,7 +857,7 @@ impl Transaction<'_> {
     /// are plentiful (at least [`SCARCE_CHUNKS`] beyond the reserves) and the class has no other
     /// empty slab kept. Then an allocation freed again in its own transaction (or a queue that
     /// empties and fills) finds the slab, rather than making and returning one each time.
-    fn keep_empty_slab(&self, st: &crate::tx::LaneVolatile, chunk: u64, c: usize) -> bool {
+    fn keep_empty_slab(&self, st: &crate::engine::lane_state::LaneVolatile, chunk: u64, c: usize) -> bool {
         let s = self.shared();
         let keep = self.chunks_to_keep(&st.heap, false);
         let Ok(Some(prev)) =
@@ -870,10 +873,10 @@ impl Transaction<'_> {
 
     /// Whether chunk `p`, kept as class `c`'s empty slab, still is one. A chunk another
     /// transaction holds counts as kept (it is checked again later).
-    fn still_kept(&self, st: &crate::tx::LaneVolatile, p: u64, c: usize) -> bool {
+    fn still_kept(&self, st: &crate::engine::lane_state::LaneVolatile, p: u64, c: usize) -> bool {
         let s = self.shared();
         let layout = s.heap.layout();
-        let is_empty_slab = |st: &crate::tx::LaneVolatile| {
+        let is_empty_slab = |st: &crate::engine::lane_state::LaneVolatile| {
             (st.heap.lists.new_slabs.contains(&(p, c))
                 || Desc::decode(s.read_u64(layout.desc_off(p))) == Desc::Slab(c))
                 && self.slab_is_empty(st, p, c)
@@ -896,7 +899,7 @@ impl Transaction<'_> {
     /// extra drain), stored free at commit if the slab is still empty then, quarantined after
     /// it. A kept slab that is in use again is dropped from the kept ones; one that another
     /// transaction holds stays kept, for a later transaction.
-    fn return_kept_slabs(&self, st: &mut crate::tx::LaneVolatile) {
+    fn return_kept_slabs(&self, st: &mut crate::engine::lane_state::LaneVolatile) {
         let s = self.shared();
         let keep = self.chunks_to_keep(&st.heap, false);
         // Plentiful as last seen: nothing to do, without taking the index lock (the next

@@ -12,13 +12,14 @@ use pmem_core::{DomainKind, Durability, PPtr, Persistent, Region, RegionOptions}
 
 use crate::engine::heap::{slab_geom, Desc, HeapStats, CHUNK};
 
+use crate::engine::lane_state::LaneVolatile;
 use crate::engine::lanes::{preferred_lane, LaneMap};
 use crate::engine::layout::RootSchema;
 use crate::engine::layout::{self, CommitRecord, DataHasher, Geometry, Verdict, LANE_COMMIT, LANE_LOG};
 use crate::engine::log::scan_lane;
 use crate::engine::shared::{LaneSlot, Shared};
 use crate::error::{Error, Result};
-use crate::tx::{LaneVolatile, PendingCommit, Transaction};
+use crate::tx::{PendingCommit, Transaction};
 
 pub use crate::engine::shared::RecoveryReport;
 

@@ -15,6 +15,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use crate::engine::lane_state::{HeldKind, LaneVolatile};
 use crate::engine::layout::{
     self, encode_rec, rec_total, CommitRecord, DataHasher, KIND_JUMP, KIND_NEW, KIND_UNDO, LANE_COMMIT,
     LANE_LOG, REC_ALIGN, REC_HEADER,
@@ -39,60 +40,6 @@ const LINEAR_RANGES: usize = 16;
 pub(crate) fn next_seq_after(last: u64, lane: usize) -> u64 {
     let m = u64::from(layout::MAX_LANES);
     (last / m + 1) * m + lane as u64
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum HeldKind {
-    Mutex,
-    Read,
-    Write,
-    /// Shared hold of a shared/exclusive word ([`PSharedLock`](crate::PSharedLock)).
-    SxRead,
-    /// Exclusive hold of a shared/exclusive word.
-    SxWrite,
-}
-
-/// Per-lane volatile state, reused across transactions so the steady state does not allocate.
-/// Cache-line aligned: every transaction, read-only ones included, moves it out of its lane slot
-/// and back, and neighbouring slots (used by other threads) must not share a line with it.
-#[derive(Debug, Default)]
-#[repr(align(64))]
-pub(crate) struct LaneVolatile {
-    pub(crate) next_seq: u64,
-    seq: u64,
-    pos: u64,
-    end: u64,
-    entries: u64,
-    /// Logged pieces in log order (offset, len): one per undo record, for commit.
-    ranges: Vec<(u64, u64)>,
-    /// The ranges callers asked to log (a range may be split into several records), for the
-    /// "already logged?" check.
-    logical: Vec<(u64, u64)>,
-    /// Index of `logical` by start, built once there are many.
-    index: BTreeMap<u64, u64>,
-    extents: Vec<(u64, u64)>,
-    next_extent: u64,
-    /// Records appended since the last drain.
-    pub(crate) undrained: bool,
-    /// Ranges of undo entries appended since the last drain (inside a snapshot batch): a store
-    /// into one of them must drain first.
-    unordered_undo: Vec<(u64, u64)>,
-    /// Start of the current log area (the lane's log or an extent).
-    area_start: u64,
-    /// `pos` and `end` at the last drain: records after `ordered_pos` in the area ending at
-    /// `ordered_end` (or anywhere in a later area) are not ordered yet, so they may be taken
-    /// back ([`Transaction::take_back`]).
-    ordered_pos: u64,
-    ordered_end: u64,
-    /// Records were taken back: the log may hold stale copies of them with this seq.
-    took_back: bool,
-    /// Scratch for the commit: the logged ranges' cache lines (kept for its capacity).
-    commit_lines: Vec<(u64, u64)>,
-    batch_depth: u32,
-    locks: Vec<(HeldKind, *const AtomicU64)>,
-    completions: Vec<(usize, u64)>,
-    /// Allocator state of the running transaction (see `alloc.rs`).
-    pub(crate) heap: crate::alloc::TxHeap,
 }
 
 /// A running transaction. Obtained from [`Pool::transaction`](crate::Pool::transaction); lives

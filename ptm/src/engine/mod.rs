@@ -9,6 +9,7 @@
 //! - [`log`]: reading a lane's undo log back (recovery, abort, inspection).
 
 pub mod heap;
+pub(crate) mod lane_state;
 pub mod lanes;
 pub mod layout;
 pub mod lockword;

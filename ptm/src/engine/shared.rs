@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use pmem_core::Region;
 
+use crate::engine::lane_state::LaneVolatile;
 use crate::engine::lanes::LaneMap;
 use crate::engine::layout::Geometry;
 use crate::engine::log::LogEntry;
 use crate::error::{Error, Result};
-use crate::tx::LaneVolatile;
 
 /// What recovery did when a pool was opened.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
