@@ -57,5 +57,5 @@ pub(crate) struct LaneVolatile {
     pub(crate) locks: Vec<(HeldKind, *const AtomicU64)>,
     pub(crate) completions: Vec<(usize, u64)>,
     /// Allocator state of the running transaction (see `alloc.rs`).
-    pub(crate) heap: crate::alloc::TxHeap,
+    pub(crate) heap: crate::engine::tx_heap::TxHeap,
 }

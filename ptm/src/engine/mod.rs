@@ -15,3 +15,4 @@ pub mod layout;
 pub mod lockword;
 pub(crate) mod log;
 pub(crate) mod shared;
+pub(crate) mod tx_heap;
