@@ -22,9 +22,9 @@ use crate::engine::layout::{
 };
 use crate::engine::lockword::{self, Attempt};
 use crate::engine::log::scan_lane;
+use crate::engine::nested_refs::NestedRefs;
 use crate::engine::shared::Shared;
 use crate::error::{Error, Result};
-use crate::nested::NestedRefs;
 
 /// Smallest log extent taken from the heap when a lane's log is full.
 const MIN_EXTENT: u64 = 256 * 1024;

@@ -14,5 +14,6 @@ pub mod lanes;
 pub mod layout;
 pub mod lockword;
 pub(crate) mod log;
+pub(crate) mod nested_refs;
 pub(crate) mod shared;
 pub(crate) mod tx_heap;
