@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
-use crate::engine::layout::align_up;
+use crate::engine::align_up;
 use crate::error::{Error, Result};
 
 /// Bytes per chunk.

@@ -61,6 +61,8 @@
 
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
+use crate::engine::align_up;
+
 /// Superblock magic (format 2: the chunk table capacity is stored, so the heap can grow).
 pub(crate) const SB_MAGIC: [u8; 8] = *b"PTMTXN2\0";
 /// Superblock magic of format 1 (the chunk table is as large as the heap at creation needs,
@@ -195,11 +197,6 @@ pub const KIND_JUMP: u8 = 2;
 /// are part of the commit's data hash.
 pub const KIND_NEW: u8 = 3;
 const LEN_MASK: u64 = (1 << 56) - 1;
-
-/// Rounds `x` up to a multiple of `a` (a power of two).
-pub(crate) const fn align_up(x: u64, a: u64) -> u64 {
-    (x + a - 1) & !(a - 1)
-}
 
 /// Geometry of a pool's transaction layer, as stored in the superblock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,3 +17,8 @@ pub(crate) mod log;
 pub(crate) mod nested_refs;
 pub(crate) mod shared;
 pub(crate) mod tx_heap;
+
+/// Rounds `x` up to a multiple of `a` (a power of two).
+pub(crate) const fn align_up(x: u64, a: u64) -> u64 {
+    (x + a - 1) & !(a - 1)
+}
