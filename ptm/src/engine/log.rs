@@ -151,3 +151,24 @@ pub(crate) fn scan_log(
         }
     }
 }
+
+impl Shared {
+    /// Restores `entries` (newest first) and makes the lane's transaction `seq` complete:
+    /// restore + flush, drain, mark `completed`, flush, drain. Idempotent.
+    pub(crate) fn roll_back(&self, lane: usize, seq: u64, entries: &[LogEntry]) -> Result<()> {
+        for e in entries.iter().rev().filter(|e| e.restore) {
+            // SAFETY: `scan_lane` validated both ranges against the pool geometry; the lane's
+            // transaction owns the target ranges (its locks are still held, or we are in
+            // single-threaded recovery), and log and target never overlap (log areas lie in the
+            // lanes or in extents, targets in root/heap outside any live extent).
+            unsafe { std::ptr::copy(self.ptr(e.data_off), self.ptr(e.target), e.len as usize) };
+            self.flush(e.target, e.len);
+        }
+        self.drain()?;
+        self.completed_word(lane).store(seq, Ordering::Release);
+        self.flush(self.geo.lane(lane), 8);
+        self.drain()?;
+        self.durable_completed[lane].fetch_max(seq, Ordering::SeqCst);
+        Ok(())
+    }
+}
