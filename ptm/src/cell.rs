@@ -9,20 +9,7 @@ use std::sync::atomic::AtomicU64;
 use pmem_core::Persistent;
 
 use crate::error::Result;
-use crate::tx::Transaction;
-
-/// An object whose bytes a transaction may log and then change.
-///
-/// # Safety
-///
-/// `log_range` returns the address and length of bytes inside `self` that are interior-mutable
-/// (inside an `UnsafeCell`) and that only the thread holding `&self` can reach while its
-/// transaction runs (the type is `!Sync`, or access is guarded by a lock held by that
-/// transaction): rolling them back must not race with any other thread.
-pub unsafe trait Loggable {
-    /// `(address, length)` of the bytes to log.
-    fn log_range(&self) -> (usize, usize);
-}
+use crate::tx::{Loggable, Transaction};
 
 /// A persistent `Cell`: a `Copy` value read and replaced inside transactions.
 ///

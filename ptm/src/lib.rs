@@ -157,7 +157,7 @@ mod schema;
 mod sync;
 mod tx;
 
-pub use cell::{Loggable, PCell, PMutex, PRwLock, PSharedLock};
+pub use cell::{PCell, PMutex, PRwLock, PSharedLock};
 pub use engine::heap::HeapStats;
 pub use engine::layout::{read_root_schema, Geometry, RootSchema};
 pub use engine::{heap, lanes, layout, lockword};
@@ -171,7 +171,7 @@ pub use pmem_core::{
 };
 pub use pmem_core::{Checked, Encoded, PBool, POption, Schema};
 pub use pool::{Pool, PoolOptions, RecoveryReport, DEFAULT_LANES, DEFAULT_LANE_SIZE, DEFAULT_LOCK_TIMEOUT};
-pub use tx::{PendingCommit, SnapshotBatch, Transaction};
+pub use tx::{Loggable, PendingCommit, SnapshotBatch, Transaction};
 
 /// The README's code examples, compiled and run as doctests so the README stays true.
 #[cfg(doctest)]

@@ -42,6 +42,19 @@ pub(crate) fn next_seq_after(last: u64, lane: usize) -> u64 {
     (last / m + 1) * m + lane as u64
 }
 
+/// An object whose bytes a transaction may log and then change.
+///
+/// # Safety
+///
+/// `log_range` returns the address and length of bytes inside `self` that are interior-mutable
+/// (inside an `UnsafeCell`) and that only the thread holding `&self` can reach while its
+/// transaction runs (the type is `!Sync`, or access is guarded by a lock held by that
+/// transaction): rolling them back must not race with any other thread.
+pub unsafe trait Loggable {
+    /// `(address, length)` of the bytes to log.
+    fn log_range(&self) -> (usize, usize);
+}
+
 /// A running transaction. Obtained from [`Pool::transaction`](crate::Pool::transaction); lives
 /// until the closure returns, is tied to its thread (`!Send`, `!Sync`).
 pub struct Transaction<'p> {
@@ -719,7 +732,7 @@ impl<'p> Transaction<'p> {
         let entries = self.st.borrow().entries;
         self.write_commit_record(seq, entries);
         self.park();
-        let drains_at_commit = crate::thread_stats().drains;
+        let drains_at_commit = pmem_core::thread_stats().drains;
         let settled = Rc::new(Cell::new(false));
         PENDING.with(|p| {
             p.borrow_mut().push(PendingEntry {
@@ -941,7 +954,7 @@ fn needs_drain(s: &Shared, drains_at: u64) -> bool {
     // A later drain (or ordering point) of this thread covers these flushes only where it is a
     // fence over everything the thread flushed before; elsewhere (msync, paged) it is I/O on
     // what was recorded at the time and must run again.
-    !s.region.domain().fence_is_drain() || crate::thread_stats().drains <= drains_at
+    !s.region.domain().fence_is_drain() || pmem_core::thread_stats().drains <= drains_at
 }
 
 /// Makes this thread's pending relaxed commits on pool `s` durable (at most one drain for all of
@@ -1105,7 +1118,7 @@ impl SnapshotBatch<'_, '_> {
     ///
     /// [`Error::NotInPool`] if the object is not in this transaction's pool,
     /// [`Error::OutOfSpace`] when the log cannot grow.
-    pub fn add<T: crate::Loggable + ?Sized>(&mut self, obj: &T) -> Result<()> {
+    pub fn add<T: Loggable + ?Sized>(&mut self, obj: &T) -> Result<()> {
         let (addr, len) = obj.log_range();
         let off = self.tx.shared.offset_of(addr, len)?;
         self.tx.log_range(off, len as u64)
