@@ -29,8 +29,8 @@ impl<'p> Transaction<'p> {
     pub fn alloc<T: Persistent>(&self, value: T) -> Result<PPtr<T>> {
         let off = self.alloc_bytes(std::mem::size_of::<T>() as u64)?;
         let bytes = pmem_core::bytes_of(&value);
-        // SAFETY: `off` is a fresh block of at least `size_of::<T>()` bytes reserved by this
-        // transaction: nobody else reads or writes it.
+        // SAFETY: `off` is a fresh block of at least `size_of::<T>()` bytes inside the heap (so
+        // inside the mapping) reserved by this transaction: nobody else reads or writes it.
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.shared().ptr(off), bytes.len()) };
         Ok(self.pptr(off))
     }
@@ -44,7 +44,7 @@ impl<'p> Transaction<'p> {
         let () = T::__LAYOUT_CHECK;
         let len = std::mem::size_of::<T>();
         let off = self.alloc_bytes(len as u64)?;
-        // SAFETY: fresh block of `len` bytes owned by this transaction.
+        // SAFETY: a fresh block of `len` bytes inside the heap, owned by this transaction.
         unsafe { std::ptr::write_bytes(self.shared().ptr(off), 0, len) };
         Ok(self.pptr(off))
     }
@@ -141,7 +141,9 @@ impl<'p> Transaction<'p> {
                 let b = rel / g.block;
                 let word = layout.chunk_off(chunk) + (b / 64) * 8;
                 let bit = 1u64 << (b % 64);
-                let cur = s.read_u64(word);
+                // SAFETY: `word` is a bitmap word of slab `chunk` (`b < g.blocks`): 8-aligned, inside the
+                // heap; this transaction holds the chunk's metadata lock (`lock_chunk` above).
+                let cur = unsafe { s.read_u64(word) };
                 let mut st = self.st_mut();
                 let (set, clear) = st.heap.bits.get(&word).copied().unwrap_or((0, 0));
                 if clear & bit != 0 {
@@ -229,7 +231,9 @@ impl<'p> Transaction<'p> {
         }
         drop(st);
         let s = self.shared();
-        Desc::decode(s.read_u64(s.heap.layout().desc_off(i)))
+        // SAFETY: `i` is a chunk of the heap (from `chunk_of` or the index), its descriptor a word of
+        // the chunk table; every caller holds the chunk's metadata lock first.
+        Desc::decode(unsafe { s.read_u64(s.heap.layout().desc_off(i)) })
     }
 
     /// The tag carried by every [`PPtr`] into this pool (to build pointers from offsets, e.g.
@@ -322,7 +326,8 @@ impl<'p> Transaction<'p> {
         self.lock_chunk(chunk)?;
         let g = slab_geom(c);
         // The bitmap area is fresh memory: zero it, and cover it with a new-range record.
-        // SAFETY: the chunk was free and is reserved by this transaction.
+        // SAFETY: the bitmap area of heap chunk `chunk` (inside the mapping); the chunk was free
+        // and is reserved by this transaction.
         unsafe { std::ptr::write_bytes(s.ptr(layout.chunk_off(chunk)), 0, g.first as usize) };
         self.record_new(layout.chunk_off(chunk), g.first)?;
         {
@@ -401,7 +406,9 @@ impl<'p> Transaction<'p> {
             let word = layout.chunk_off(chunk) + w * 8;
             let (set, clear) = st.heap.bits.get(&word).copied().unwrap_or((0, 0));
             let valid = g.valid_mask(w);
-            let free = !(s.read_u64(word) | set | clear | s.quarantined_bits(word)) & valid;
+            // SAFETY: `word` is a bitmap word of slab `chunk` (`w < g.words`), inside the heap; this
+            // transaction holds the chunk's metadata lock (`try_lock_chunk` above).
+            let free = !(unsafe { s.read_u64(word) } | set | clear | s.quarantined_bits(word)) & valid;
             if free != 0 {
                 let b = free.trailing_zeros() as u64;
                 let off = layout.chunk_off(chunk) + g.first + (w * 64 + b) * g.block;
@@ -533,7 +540,9 @@ impl Transaction<'_> {
         (0..slab_geom(c).words).all(|w| {
             let word = layout.chunk_off(chunk) + w * 8;
             let (set, clear) = st.heap.bits.get(&word).copied().unwrap_or((0, 0));
-            (s.read_u64(word) | set) & !clear == 0
+            // SAFETY: `word` is a bitmap word of slab `chunk` (`w < words`), inside the heap; the caller
+            // holds the chunk's metadata lock (see above).
+            (unsafe { s.read_u64(word) } | set) & !clear == 0
         })
     }
 
@@ -694,7 +703,9 @@ impl Transaction<'_> {
         let layout = s.heap.layout();
         let is_empty_slab = |st: &crate::engine::lane_state::LaneVolatile| {
             (st.heap.lists.new_slabs.contains(&(p, c))
-                || Desc::decode(s.read_u64(layout.desc_off(p))) == Desc::Slab(c))
+                // SAFETY: `p` is a chunk of the heap (kept in the index); the closure runs only with its
+                // metadata lock held (the `Ok` arms below).
+                || Desc::decode(unsafe { s.read_u64(layout.desc_off(p)) }) == Desc::Slab(c))
                 && self.slab_is_empty(st, p, c)
         };
         match s.heap.try_lock_chunk(p, self.lane()) {
@@ -768,7 +779,9 @@ impl Transaction<'_> {
                 }
             }
             let desc = layout.desc_off(chunk);
-            if Desc::decode(s.read_u64(desc)) == Desc::Slab(c)
+            // SAFETY: `desc` is the chunk table word of heap chunk `chunk`, whose metadata lock this
+            // transaction holds (`try_lock_chunk` above).
+            if Desc::decode(unsafe { s.read_u64(desc) }) == Desc::Slab(c)
                 && self.slab_is_empty(st, chunk, c)
                 && self.log_deferred(st, desc, 8).is_ok()
             {
@@ -813,13 +826,17 @@ impl Transaction<'_> {
             let Ok(fresh) = s.heap.try_lock_chunk(chunk, self.lane()) else {
                 continue;
             };
-            if let Desc::Slab(c) = Desc::decode(s.read_u64(layout.desc_off(chunk))) {
+            // SAFETY: the chunk table word of heap chunk `chunk`, whose metadata lock is held
+            // (`try_lock_chunk` above).
+            if let Desc::Slab(c) = Desc::decode(unsafe { s.read_u64(layout.desc_off(chunk)) }) {
                 let g = slab_geom(c);
                 for w in 0..g.words {
                     let word = layout.chunk_off(chunk) + w * 8;
                     let (set, clear) = bits.get(&word).copied().unwrap_or((0, 0));
                     let valid = g.valid_mask(w);
-                    let used = s.read_u64(word) | set | clear | s.quarantined_bits(word);
+                    // SAFETY: a bitmap word of slab `chunk` (`w < g.words`), inside the heap; its metadata
+                    // lock is held (above).
+                    let used = unsafe { s.read_u64(word) } | set | clear | s.quarantined_bits(word);
                     slab_free += u64::from((!used & valid).count_ones()) * g.block;
                 }
             }

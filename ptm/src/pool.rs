@@ -702,7 +702,9 @@ impl<R: Persistent> Pool<R> {
     /// [`Error::CorruptHeap`] if the metadata is malformed.
     pub fn heap_stats(&mut self) -> Result<HeapStats> {
         let s = &*self.shared;
-        crate::engine::heap::scan_stats(&s.heap.layout(), |off| s.read_u64(off))
+        // SAFETY: `scan_stats` reads only chunk table words and bitmap words of slab chunks of
+        // `layout`, 8-aligned and inside the heap; `&mut self`: no transaction runs.
+        crate::engine::heap::scan_stats(&s.heap.layout(), |off| unsafe { s.read_u64(off) })
     }
 
     /// Every allocated block as `(pool offset, block size)`, from the persistent metadata: for
@@ -717,12 +719,16 @@ impl<R: Persistent> Pool<R> {
         let mut out = Vec::new();
         let mut i = 0;
         while i < l.n_chunks {
-            match Desc::decode(s.read_u64(l.desc_off(i))) {
+            // SAFETY: the chunk table word of chunk `i < n_chunks`, inside the heap; `&mut self`: no
+            // transaction runs.
+            match Desc::decode(unsafe { s.read_u64(l.desc_off(i)) }) {
                 Desc::Free => i += 1,
                 Desc::Slab(c) => {
                     let g = slab_geom(c);
                     for b in 0..g.blocks {
-                        if s.read_u64(l.chunk_off(i) + (b / 64) * 8) & (1 << (b % 64)) != 0 {
+                        // SAFETY: a bitmap word of slab chunk `i` (`b < g.blocks`), inside the heap; `&mut self`:
+                        // no transaction runs.
+                        if unsafe { s.read_u64(l.chunk_off(i) + (b / 64) * 8) } & (1 << (b % 64)) != 0 {
                             out.push((l.chunk_off(i) + g.first + b * g.block, g.block));
                         }
                     }
@@ -746,11 +752,16 @@ impl<R: Persistent> Pool<R> {
     /// [`Error::CorruptHeap`] naming the first problem found.
     pub fn check_heap(&mut self) -> Result<HeapStats> {
         let l = self.shared.heap.layout();
-        crate::engine::heap::build_index(&l, |i| self.shared.read_u64(l.desc_off(i)))?;
+        // SAFETY: `build_index` reads chunk table words of chunks `i < n_chunks`, inside the heap;
+        // `&mut self`: no transaction runs.
+        crate::engine::heap::build_index(&l, |i| unsafe { self.shared.read_u64(l.desc_off(i)) })?;
         for i in 0..l.n_chunks {
-            if let Desc::Slab(c) = Desc::decode(self.shared.read_u64(l.desc_off(i))) {
+            // SAFETY: the chunk table word of chunk `i < n_chunks`; `&mut self`: no transaction runs.
+            if let Desc::Slab(c) = Desc::decode(unsafe { self.shared.read_u64(l.desc_off(i)) }) {
                 let g = slab_geom(c);
-                let last = self.shared.read_u64(l.chunk_off(i) + (g.words - 1) * 8);
+                // SAFETY: the last bitmap word of slab chunk `i`, inside the chunk; `&mut self`: no
+                // transaction runs.
+                let last = unsafe { self.shared.read_u64(l.chunk_off(i) + (g.words - 1) * 8) };
                 let valid = if g.blocks.is_multiple_of(64) {
                     u64::MAX
                 } else {

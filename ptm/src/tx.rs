@@ -453,11 +453,18 @@ impl<'p> Transaction<'p> {
         }
         let s = self.shared;
         for (&word, &(set, clear)) in st.heap.bits.iter() {
-            let v = (s.read_u64(word) | set) & !clear;
-            s.write_u64(word, v);
+            // SAFETY: `word` is a bitmap word of a slab whose metadata lock this transaction holds
+            // (taken before the block was allocated or freed), 8-aligned inside the heap; its old value
+            // is durable in the log.
+            let v = (unsafe { s.read_u64(word) } | set) & !clear;
+            // SAFETY: as above.
+            unsafe { s.write_u64(word, v) };
         }
         for &(off, v) in &st.heap.lists.descs {
-            s.write_u64(off, v);
+            // SAFETY: `off` is the chunk table word of a chunk whose metadata lock this transaction
+            // holds (taken before it changed the descriptor), inside the heap; its old value is durable
+            // in the log.
+            unsafe { s.write_u64(off, v) };
         }
         Ok(())
     }

@@ -72,16 +72,37 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    /// Reads the u64 at pool offset `off` (8-aligned, inside the mapping; callers hold the lock
-    /// that guards it).
-    pub(crate) fn read_u64(&self, off: u64) -> u64 {
-        // SAFETY: callers pass aligned in-bounds metadata offsets whose writers they exclude.
+    /// Reads the u64 at pool offset `off`.
+    ///
+    /// # Safety
+    ///
+    /// - `off` is 8-aligned and `[off, off + 8)` lies inside the mapping;
+    /// - no other thread stores to the word meanwhile: the caller holds the lock that guards it
+    ///   (a chunk's metadata lock for descriptor and bitmap words) or the pool is not shared yet
+    ///   (open, recovery, `&mut Pool`).
+    pub(crate) unsafe fn read_u64(&self, off: u64) -> u64 {
+        debug_assert!(off.is_multiple_of(8), "unaligned pool word {off:#x}");
+        debug_assert!(
+            off + 8 <= self.region.len(),
+            "pool word {off:#x} past the mapping"
+        );
+        // SAFETY: the caller's contract: aligned, in bounds, no concurrent store.
         unsafe { self.ptr(off).cast::<u64>().read() }
     }
 
-    /// Writes the u64 at pool offset `off` (same contract as `read_u64`).
-    pub(crate) fn write_u64(&self, off: u64, v: u64) {
-        // SAFETY: as `read_u64`; the caller holds the metadata lock and logged the old value.
+    /// Writes the u64 at pool offset `off`.
+    ///
+    /// # Safety
+    ///
+    /// As [`read_u64`](Self::read_u64), and no other thread reads the word meanwhile either; in a
+    /// transaction the old value is logged (or the word is fresh memory of this transaction).
+    pub(crate) unsafe fn write_u64(&self, off: u64, v: u64) {
+        debug_assert!(off.is_multiple_of(8), "unaligned pool word {off:#x}");
+        debug_assert!(
+            off + 8 <= self.region.len(),
+            "pool word {off:#x} past the mapping"
+        );
+        // SAFETY: the caller's contract: aligned, in bounds, the word is the caller's alone.
         unsafe { self.ptr(off).cast::<u64>().write(v) }
     }
 
@@ -91,13 +112,26 @@ impl Shared {
         f: impl FnOnce(&mut crate::engine::heap::HeapIndex) -> T,
     ) -> Result<T> {
         self.heap
-            .with_index(|i| self.read_u64(self.heap.layout().desc_off(i)), f)
+            // SAFETY: `desc_off(i)` of a chunk `i < n_chunks` is a word of the chunk table,
+            // 8-aligned and inside the heap, which lies inside the mapping. The index is built
+            // once, under the index lock; a transaction that holds a chunk's metadata lock may
+            // store that chunk's descriptor at commit meanwhile: this read is not excluded from
+            // such a store (a known gap: descriptor words are not atomics).
+            .with_index(|i| unsafe { self.read_u64(self.heap.layout().desc_off(i)) }, f)
     }
 
-    /// Address of pool offset `off` (no check: callers validated it).
+    /// Address of pool offset `off`.
+    ///
+    /// # Safety
+    ///
+    /// - `off` is at most the mapping's length (the pointer stays inside the mapping or one past
+    ///   its end); what the caller then reads or writes through it must lie inside the mapping
+    ///   too, and be data the caller may access (see [`read_u64`](Self::read_u64)).
     #[inline]
-    pub(crate) fn ptr(&self, off: u64) -> *mut u8 {
-        // SAFETY: callers pass offsets inside the mapping, so the sum stays in the allocation.
+    pub(crate) unsafe fn ptr(&self, off: u64) -> *mut u8 {
+        debug_assert!(off <= self.region.len(), "pool offset {off:#x} past the mapping");
+        // SAFETY: the caller's contract: `off` is inside the mapping (or one past its end), so
+        // the sum stays in the mapped allocation.
         unsafe { self.region.base().as_ptr().add(off as usize) }
     }
 
