@@ -157,7 +157,7 @@ mod schema;
 mod sync;
 mod tx;
 
-pub use cell::{PCell, PMutex, PRwLock, PSharedLock};
+pub use cell::{MutexWord, PCell, PLock, PMutex, PRwLock, PSharedLock, RawLock, RwWord, SxWord};
 pub use engine::heap::HeapStats;
 pub use engine::layout::{read_root_schema, Geometry, RootSchema};
 pub use engine::{heap, lanes, layout, lockword};
