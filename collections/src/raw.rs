@@ -120,7 +120,7 @@ pub(crate) unsafe fn at<'t, U: Persistent>(
     let off = block
         .offset()
         .checked_add(byte_off)
-        .filter(|&o| o < 1 << ptm::pmem_core::pptr::OFFSET_BITS)
+        .filter(|&o| o < 1 << ptm::pmem_core::internals::pptr::OFFSET_BITS)
         .ok_or_else(|| out_of_bounds(block.offset(), byte_off))?;
     let p = PPtr::<U>::from_parts(block.tag(), off);
     // SAFETY: per this function's contract: live, and only reached through cells by this thread.

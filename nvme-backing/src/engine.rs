@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use pmem_core::journal::WriteAheadGate;
+use pmem_core::WriteAheadGate;
 
 use crate::checksum::{self, StackRoom};
 use crate::error::Result;

@@ -8,7 +8,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use pmem_core::journal::WriteAheadGate;
+use pmem_core::WriteAheadGate;
 
 use crate::checksum::{self, StackRoom};
 use crate::engine::{pread_exact, PageBuf, Shared, ABSENT, FRAME_CLAIMED, FRAME_EMPTY};
@@ -659,7 +659,7 @@ impl PagedRegion {
                 source: io::Error::last_os_error(),
             });
         }
-        pmem_core::flush::count_fsync();
+        pmem_core::internals::flush::count_fsync();
         Ok(())
     }
 

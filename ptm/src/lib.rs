@@ -160,18 +160,26 @@ mod tx;
 pub use cell::{MutexWord, PCell, PLock, PMutex, PRwLock, PSharedLock, RawLock, RwWord, SxWord};
 pub use engine::heap::HeapStats;
 pub use engine::layout::{read_root_schema, Geometry, RootSchema};
-pub use engine::{heap, lanes, layout, lockword};
 pub use error::{Error, Result};
 pub use grow::{grow_pool, max_pool_size};
 pub use inspect::{inspect, Summary};
 pub use nested::Nested;
 pub use pmem_core;
+pub use pmem_core::schema::Schema;
 pub use pmem_core::{
     thread_stats, DomainKind, Durability, Engine, JournalOptions, PPtr, PersistStats, Persistent,
 };
-pub use pmem_core::{Checked, Encoded, PBool, POption, Schema};
+pub use pmem_core::{Checked, Encoded, PBool, POption};
 pub use pool::{Pool, PoolOptions, RecoveryReport, DEFAULT_LANES, DEFAULT_LANE_SIZE, DEFAULT_LOCK_TIMEOUT};
 pub use tx::{Loggable, PendingCommit, SnapshotBatch, Transaction};
+
+/// What the workspace's tools reach below the public API (the `ptm` CLI, the fuzzers, the
+/// crash-recovery harness, the loom models, white-box tests): the engine's on-media layout, heap,
+/// lanes and lock words. **Not covered by semver**: it changes with the engine, in any release.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::engine::{heap, lanes, layout, lockword};
+}
 
 /// The README's code examples, compiled and run as doctests so the README stays true.
 #[cfg(doctest)]

@@ -775,7 +775,7 @@ impl<'p> Transaction<'p> {
         let lines = &mut st.commit_lines;
         lines.clear();
         lines.extend(st.ranges.iter().filter(|&&(_, len)| len > 0).map(|&(off, len)| {
-            let (start, end) = pmem_core::flush::line_span(off as usize, len as usize);
+            let (start, end) = pmem_core::internals::flush::line_span(off as usize, len as usize);
             (start as u64, end as u64)
         }));
         lines.sort_unstable();
