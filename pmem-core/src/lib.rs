@@ -22,7 +22,7 @@
 //!   per operation is a deterministic performance figure.
 //! - [`PPtr<T>`]: 8-byte offset pointers, bounds- and pool-checked at resolution.
 //! - [`Persistent`] and `#[derive(Persistent)]`: what may be stored in a pool.
-//! - [`schema`]: every stored type's shape ([`Schema`]), which pools record and check at open;
+//! - [`schema`]: every stored type's shape ([`Schema`](schema::Schema)), which pools record and check at open;
 //!   [`Checked<T>`]: checked storage for `bool`, `char`, enums and `Option`.
 //!
 //! ## Bugs the types prevent
@@ -58,6 +58,13 @@
 //! assert_eq!(&buf, b"hello, persistent world");
 //! # Ok(()) }
 //! ```
+//!
+//! ## One path per item
+//!
+//! Every public item is re-exported here at the crate root; the modules are private, except
+//! [`schema`] (the schema model that `#[derive(Persistent)]` writes). The workspace's tools reach
+//! the journal format, header flags, flush helpers and the crash model's subset generators
+//! through the hidden `pmem_core::internals` module, which is **not covered by semver**.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 extern crate self as pmem_core;
@@ -74,7 +81,7 @@ pub mod schema;
 #[cfg(feature = "simulate")]
 mod sim;
 
-pub use checked::{Checked, Encoded, InvalidValue, PBool, POption};
+pub use checked::{Checked, Encoded, InvalidValue, OptionRaw, PBool, POption};
 pub use error::{Error, HeaderProblem, Result};
 pub use flush::{
     detected_flush_instruction, reset_thread_stats, thread_stats, FlushInstruction, PersistStats, CACHE_LINE,

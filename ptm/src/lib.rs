@@ -142,6 +142,19 @@
 //! For large pools copy in several transactions of the new pool (each durable), and rename only
 //! after the last; collections copy element by element (`iter` on the old, `push`/`insert` on
 //! the new).
+//!
+//! ## Where things live
+//!
+//! The public front is what this page lists: [`Pool`], [`Transaction`], the cells and locks
+//! ([`PLock`] with its aliases), errors and statistics. Below it, in a private `engine` module,
+//! sits the transaction engine: the state of an open pool (`Shared`, the lanes and their
+//! volatile state), the on-media layout, the heap, the lock words and the log. The engine never
+//! imports the front (a test checks the layering; see docs/design.md §1).
+//!
+//! The workspace's tools (the `ptm` CLI, the fuzzers, the crash harness, white-box tests) reach
+//! the engine's `heap`, `lanes`, `layout` and `lockword` modules through the hidden
+//! `ptm::internals` module. **`internals` is not covered by semver**: it changes with the engine,
+//! in any release; applications should not use it.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod alloc;
