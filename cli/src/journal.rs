@@ -1,11 +1,11 @@
 //! The journal of a pool as `ptm info` and `ptm check` see it: read from the file with
-//! [`pmem_core::journal::scan`] before the pool is opened (opening replays the journal and starts
+//! [`pmem_core::internals::journal::scan`] before the pool is opened (opening replays the journal and starts
 //! a new epoch, so afterwards there is nothing left to show).
 
 use std::path::{Path, PathBuf};
 
-use pmem_core::header::FLAG_JOURNAL;
-use pmem_core::journal::{default_journal_path, scan, ReplayError};
+use pmem_core::internals::header::FLAG_JOURNAL;
+use pmem_core::internals::journal::{default_journal_path, scan, ReplayError};
 use pmem_core::PoolHeader;
 use serde_json::{json, Value};
 

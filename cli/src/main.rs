@@ -256,7 +256,7 @@ pub(crate) fn tool_options(path: &Path, force_pmem: bool) -> RegionOptions {
         return opts.force_pmem(true);
     }
     let forced_by_env = std::env::var(pmem_core::ENV_FORCE_PMEM).is_ok_and(|v| v == "1");
-    if forced_by_env || pmem_core::journal::default_journal_path(path).exists() {
+    if forced_by_env || pmem_core::internals::journal::default_journal_path(path).exists() {
         opts
     } else {
         opts.engine(pmem_core::Engine::Msync)

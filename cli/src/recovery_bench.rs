@@ -74,8 +74,8 @@ pub(crate) fn measure(dir: &Path, window: usize) -> Result<Recovery, Failure> {
     // The crash: copy both files while the pool is open (its home file holds only what a
     // checkpoint wrote), then drop the pool normally (its own files, not the copies).
     let crash = dir.join(format!("recovery-{window}-crash.pool"));
-    let journal = pmem_core::journal::default_journal_path(&path);
-    let crash_journal = pmem_core::journal::default_journal_path(&crash);
+    let journal = pmem_core::internals::journal::default_journal_path(&path);
+    let crash_journal = pmem_core::internals::journal::default_journal_path(&crash);
     for (from, to) in [(&path, &crash), (&journal, &crash_journal)] {
         std::fs::copy(from, to).map_err(|e| Failure(format!("copying {}: {e}", from.display())))?;
         evict(to)?;

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use pmem_core::header::format_uuid;
+use pmem_core::internals::header::format_uuid;
 use pmem_core::{
     Backing, DomainKind, Durability, HeaderFault, NvdimmRegion, PoolHeader, Region, ShutdownRecord,
 };
@@ -410,7 +410,7 @@ pub(crate) fn txn_text(s: &ptm::Summary) -> String {
         format!(
             "{} ({} in free chunks, largest run {} chunks; {} in slab blocks of their class)",
             format_size(h.free_bytes),
-            format_size(h.free_chunks * ptm::heap::CHUNK),
+            format_size(h.free_chunks * ptm::internals::heap::CHUNK),
             h.largest_free_run,
             format_size(h.slab_free_bytes),
         ),
@@ -423,7 +423,7 @@ pub(crate) fn txn_text(s: &ptm::Summary) -> String {
             h.fragmentation()
         ),
     );
-    for (c, &block) in ptm::heap::CLASSES.iter().enumerate() {
+    for (c, &block) in ptm::internals::heap::CLASSES.iter().enumerate() {
         let slabs = h.per_class_slabs.get(c).copied().unwrap_or(0);
         if slabs == 0 {
             continue;

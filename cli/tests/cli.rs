@@ -162,7 +162,7 @@ fn create_then_info_text_and_json() {
     }
     // The journal flag is set while a journaled engine has the pool open (as `info` does).
     let journal_flag = if domain == "journaled" {
-        pmem_core::header::FLAG_JOURNAL
+        pmem_core::internals::header::FLAG_JOURNAL
     } else {
         0
     };
@@ -171,11 +171,11 @@ fn create_then_info_text_and_json() {
     // The JSON agrees with what pmem-core reads (after the subprocess closed the pool).
     let region = pmem_core::Region::open(&path).unwrap();
     let rh = region.header();
-    assert_eq!(h["uuid"], pmem_core::header::format_uuid(&rh.uuid));
+    assert_eq!(h["uuid"], pmem_core::internals::header::format_uuid(&rh.uuid));
     assert_eq!(h["pptr_tag"], rh.pptr_tag);
     assert_eq!(h["checksum"], rh.checksum);
     assert_eq!(h["created_secs"], rh.created_secs);
-    assert!(text.contains(&pmem_core::header::format_uuid(&rh.uuid)));
+    assert!(text.contains(&pmem_core::internals::header::format_uuid(&rh.uuid)));
 }
 
 #[test]
@@ -513,7 +513,7 @@ fn create_engine_flag_chooses_the_domain() {
         if let Some(d) = domain {
             assert!(out.contains(&format!("domain          {d} (")), "{engine}: {out}");
         }
-        let journal = pmem_core::journal::default_journal_path(&path);
+        let journal = pmem_core::internals::journal::default_journal_path(&path);
         assert_eq!(
             journal.exists(),
             out.contains("domain          journaled"),
@@ -575,8 +575,8 @@ fn crashed_journaled_pools(dir: &Path, names: &[&str]) -> Vec<PathBuf> {
             let copy = dir.join(format!("{name}.pool"));
             std::fs::copy(&live, &copy).expect("copy pool");
             std::fs::copy(
-                pmem_core::journal::default_journal_path(&live),
-                pmem_core::journal::default_journal_path(&copy),
+                pmem_core::internals::journal::default_journal_path(&live),
+                pmem_core::internals::journal::default_journal_path(&copy),
             )
             .expect("copy journal");
             copy
@@ -610,7 +610,7 @@ fn info_reports_the_journal_before_replaying_it() {
 
 #[test]
 fn corrupt_journal_is_found_and_repaired() {
-    use pmem_core::journal::{default_journal_path, format::RECORD_HEADER, scan};
+    use pmem_core::internals::journal::{default_journal_path, format::RECORD_HEADER, scan};
     let dir = tempfile::tempdir().expect("tempdir");
     let [pool, info_copy] =
         <[PathBuf; 2]>::try_from(crashed_journaled_pools(dir.path(), &["c", "i"])).expect("two copies");

@@ -4,7 +4,7 @@
 use std::os::unix::fs::FileExt;
 use std::process::Command;
 
-use ptm::layout::{encode_rec, KIND_UNDO, LANE_LOG, MAX_LANES};
+use ptm::internals::layout::{encode_rec, KIND_UNDO, LANE_LOG, MAX_LANES};
 
 /// The tests of this file run one at a time: a child spawned by one test holds copies of the
 /// other test's open descriptors until it execs, and with them the other pool's lock (design

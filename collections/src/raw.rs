@@ -133,7 +133,7 @@ pub(crate) unsafe fn at<'t, U: Persistent>(
     let off = block
         .offset()
         .checked_add(byte_off)
-        .filter(|&o| o < 1 << ptm::pmem_core::pptr::OFFSET_BITS)
+        .filter(|&o| o < 1 << ptm::pmem_core::internals::pptr::OFFSET_BITS)
         .ok_or_else(|| out_of_bounds(block.offset(), byte_off))?;
     let p = PPtr::<U>::from_parts(block.tag(), off);
     // SAFETY: per this function's contract: live, and only reached through cells by this thread.
@@ -166,7 +166,7 @@ fn byte_ptr(block: PPtr<u8>, byte_off: u64, len: u64) -> Result<PPtr<u8>> {
         .checked_add(byte_off)
         .filter(|&o| {
             o.checked_add(len)
-                .is_some_and(|e| e <= 1 << ptm::pmem_core::pptr::OFFSET_BITS)
+                .is_some_and(|e| e <= 1 << ptm::pmem_core::internals::pptr::OFFSET_BITS)
         })
         .ok_or_else(|| out_of_bounds(block.offset(), byte_off))?;
     Ok(PPtr::from_parts(block.tag(), off))

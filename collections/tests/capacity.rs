@@ -2,7 +2,7 @@
 //! through drifting payload sizes and then fills as far as a fresh pool does (within 85%); a
 //! `PVec` of 100k `u64`s fits after mixed-size churn.
 
-use ptm::heap::CHUNK;
+use ptm::internals::heap::CHUNK;
 use ptm::{Error, PCell, Persistent, Pool, PoolOptions};
 use ptm_collections::{PHashMap, PQueue, PString, PVec};
 

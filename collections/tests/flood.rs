@@ -247,7 +247,11 @@ fn constant_hash(kind: Kind) {
     // The colliding keys share one segment past 64 KiB: a run of whole 256 KiB heap chunks.
     // With 5,000 keys that rounding alone can pass the bound, so debug builds allow one chunk
     // more; with 20,000 it is amortised and the bound is strict.
-    let slack = if n < 20_000 { ptm::heap::CHUNK } else { 0 };
+    let slack = if n < 20_000 {
+        ptm::internals::heap::CHUNK
+    } else {
+        0
+    };
     println!("{kind:?}: {n} constant-hash keys: {bytes} heap bytes; random: {random_bytes}");
     assert!(
         bytes <= 2 * random_bytes + slack,

@@ -1,4 +1,4 @@
-//! `pmem_core::journal::scan` on arbitrary journal bytes: no panic; accepted records whole,
+//! `pmem_core::internals::journal::scan` on arbitrary journal bytes: no panic; accepted records whole,
 //! checksummed, consecutive and inside the pool's data area; `apply` writes only there (see
 //! `ptm_fuzz::checks::check_journal_scan`).
 #![no_main]

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use pmem_core::header::{ParseFailure, MAGIC, MAX_POOL_SIZE};
+use pmem_core::internals::header::{ParseFailure, MAGIC, MAX_POOL_SIZE};
 use pmem_core::{
     inspect_headers, read_from_bytes, repair_headers, Error, HeaderFault, HeaderProblem, HeaderRepair,
     PoolHeader, RegionOptions, FORMAT_VERSION, HEADER_SIZE, MIN_POOL_SIZE,
@@ -149,7 +149,7 @@ pub fn assert_well_formed(h: &PoolHeader) {
     assert_eq!(h.version, FORMAT_VERSION);
     assert_eq!(h.header_size, HS as u32);
     assert_eq!(
-        h.flags & !(pmem_core::header::FLAG_JOURNAL | pmem_core::header::FLAG_GROWING),
+        h.flags & !(pmem_core::internals::header::FLAG_JOURNAL | pmem_core::internals::header::FLAG_GROWING),
         0
     );
     assert_eq!(h.checksum, h.compute_checksum());
@@ -218,9 +218,13 @@ pub fn check_open_pool(dir: &Path, template: &[u8], input: &[u8]) {
             let len_now = std::fs::metadata(&path).expect("stat the pool").len();
             let growing = primary
                 .as_ref()
-                .is_ok_and(|p| p.flags & pmem_core::header::FLAG_GROWING != 0);
+                .is_ok_and(|p| p.flags & pmem_core::internals::header::FLAG_GROWING != 0);
             if growing {
-                assert_eq!(h.flags & pmem_core::header::FLAG_GROWING, 0, "still growing");
+                assert_eq!(
+                    h.flags & pmem_core::internals::header::FLAG_GROWING,
+                    0,
+                    "still growing"
+                );
                 assert_eq!(
                     primary.map(|p| p.uuid),
                     Ok(h.uuid),
@@ -305,7 +309,7 @@ pub fn check_open_pool(dir: &Path, template: &[u8], input: &[u8]) {
                 Error::JournalMissing { .. } => {
                     // The header says a journal may hold changes, and there is none beside it.
                     assert!(
-                        primary.is_ok_and(|h| h.flags & pmem_core::header::FLAG_JOURNAL != 0),
+                        primary.is_ok_and(|h| h.flags & pmem_core::internals::header::FLAG_JOURNAL != 0),
                         "{e}"
                     );
                 }
@@ -405,14 +409,14 @@ fn assert_backup_equals(path: &Path, len: u64, h: &PoolHeader) {
 /// journals of such pools).
 pub const JOURNAL_DATA: std::ops::Range<u64> = 4096..(1 << 20) - 4096;
 
-/// `journal_scan`: [`pmem_core::journal::scan`] on arbitrary bytes, with the pool UUID of either
+/// `journal_scan`: [`pmem_core::internals::journal::scan`] on arbitrary bytes, with the pool UUID of either
 /// header slot (so that seeds from real pools get past the UUID check) and with one no slot
 /// holds. It must not panic; what it accepts must be a contiguous run of whole, checksummed
 /// records of the active epoch with consecutive sequence numbers, inside the file, whose ranges
-/// parse and lie inside [`JOURNAL_DATA`]; and [`pmem_core::journal::apply`] of the scan must
+/// parse and lie inside [`JOURNAL_DATA`]; and [`pmem_core::internals::journal::apply`] of the scan must
 /// write only inside the data area and leave the home file as applying the ranges in order does.
 pub fn check_journal_scan(bytes: &[u8]) {
-    use pmem_core::journal::format::SLOT_OFFSETS;
+    use pmem_core::internals::journal::format::SLOT_OFFSETS;
     let mut uuids = vec![[0xa5u8; 16]];
     for at in SLOT_OFFSETS {
         let at = at as usize + 16;
@@ -429,8 +433,8 @@ pub fn check_journal_scan(bytes: &[u8]) {
 }
 
 fn check_scan_with(bytes: &[u8], uuid: &[u8; 16]) {
-    use pmem_core::journal::format::{parse_ranges, RecordHeader, RECORDS_OFFSET, RECORD_HEADER};
-    use pmem_core::journal::{scan, ReplayError};
+    use pmem_core::internals::journal::format::{parse_ranges, RecordHeader, RECORDS_OFFSET, RECORD_HEADER};
+    use pmem_core::internals::journal::{scan, ReplayError};
     let data = JOURNAL_DATA;
     let s = match scan(bytes, uuid, data.clone()) {
         Ok(s) => s,
@@ -490,15 +494,15 @@ fn check_scan_with(bytes: &[u8], uuid: &[u8; 16]) {
 }
 
 /// Applies `s` to an in-memory home file and compares with applying the ranges in order.
-fn check_apply(bytes: &[u8], s: &pmem_core::journal::JournalScan) {
-    use pmem_core::journal::format::{parse_ranges, RecordHeader, RECORD_HEADER};
+fn check_apply(bytes: &[u8], s: &pmem_core::internals::journal::JournalScan) {
+    use pmem_core::internals::journal::format::{parse_ranges, RecordHeader, RECORD_HEADER};
     let data = JOURNAL_DATA;
     if s.records.is_empty() {
         return;
     }
     let initial = vec![0x5au8; (data.end + 4096) as usize];
     let home = MemFile::new(initial.clone());
-    pmem_core::journal::apply(bytes, s, &home, data.clone()).expect("apply to memory");
+    pmem_core::internals::journal::apply(bytes, s, &home, data.clone()).expect("apply to memory");
     let mut want = initial;
     for &(off, len) in &s.records {
         let rec = &bytes[off as usize..(off + len) as usize];
@@ -526,7 +530,7 @@ struct MemInner {
     writes: Vec<(u64, u64)>,
 }
 
-/// An in-memory [`pmem_core::journal::file::JournalFile`] that records where it was written.
+/// An in-memory [`pmem_core::internals::journal::file::JournalFile`] that records where it was written.
 /// (pmem-core's `SimFile` needs its `simulate` feature, which the stable replay test lacks.)
 #[derive(Debug)]
 struct MemFile(std::sync::Mutex<MemInner>);
@@ -540,7 +544,7 @@ impl MemFile {
     }
 }
 
-impl pmem_core::journal::file::JournalFile for MemFile {
+impl pmem_core::internals::journal::file::JournalFile for MemFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
         let inner = self.0.lock().expect("lock");
         let start = (offset as usize).min(inner.bytes.len());

@@ -143,7 +143,7 @@ pub fn decode_recover(
         }
         if ctl & 2 != 0 {
             let c = &mut img[lane + LANE_COMMIT..lane + LANE_COMMIT + 64];
-            let h = ptm::layout::commit_hash(c);
+            let h = ptm::internals::layout::commit_hash(c);
             c[56..64].copy_from_slice(&h.to_le_bytes());
         }
     }
@@ -167,7 +167,7 @@ fn rehash_log(lane: &mut [u8]) {
             _ => return,
         };
         let data = &lane[pos + REC_HEADER..pos + REC_HEADER + data_len];
-        let h = ptm::layout::encode_rec(seq, kind, len, target, data);
+        let h = ptm::internals::layout::encode_rec(seq, kind, len, target, data);
         lane[pos + 24..pos + 32].copy_from_slice(&h[24..32]);
         if kind == KIND_JUMP {
             return;

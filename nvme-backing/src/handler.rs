@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Once;
 
 use crate::checksum::StackRoom;
-use crate::region::Shared;
+use crate::engine::Shared;
 
 /// Maximum number of paged regions open at once in one process.
 pub const MAX_REGIONS: usize = 64;

@@ -105,10 +105,13 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod checksum;
+mod engine;
 mod error;
 mod handler;
 mod pool;
 mod region;
+mod service;
+mod sys;
 mod uffd;
 
 pub use error::{Error, Result};

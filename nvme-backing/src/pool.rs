@@ -30,7 +30,7 @@ use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 
-use pmem_core::journal::WriteAheadGate;
+use pmem_core::WriteAheadGate;
 use pmem_core::{ExternalMemory, ExternalMemorySource};
 
 #[cfg(doc)]

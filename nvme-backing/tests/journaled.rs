@@ -87,7 +87,7 @@ fn crash_copy(path: &Path, to: &Path) {
 }
 
 fn journal_of(path: &Path) -> PathBuf {
-    ptm::pmem_core::journal::default_journal_path(path)
+    ptm::pmem_core::internals::journal::default_journal_path(path)
 }
 
 /// A small deterministic generator (xorshift).

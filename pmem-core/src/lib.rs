@@ -22,7 +22,7 @@
 //!   per operation is a deterministic performance figure.
 //! - [`PPtr<T>`]: 8-byte offset pointers, bounds- and pool-checked at resolution.
 //! - [`Persistent`] and `#[derive(Persistent)]`: what may be stored in a pool.
-//! - [`schema`]: every stored type's shape ([`Schema`]), which pools record and check at open;
+//! - [`schema`]: every stored type's shape ([`Schema`](schema::Schema)), which pools record and check at open;
 //!   [`Checked<T>`]: checked storage for `bool`, `char`, enums and `Option`.
 //!
 //! ## Bugs the types prevent
@@ -58,30 +58,37 @@
 //! assert_eq!(&buf, b"hello, persistent world");
 //! # Ok(()) }
 //! ```
+//!
+//! ## One path per item
+//!
+//! Every public item is re-exported here at the crate root; the modules are private, except
+//! [`schema`] (the schema model that `#[derive(Persistent)]` writes). The workspace's tools reach
+//! the journal format, header flags, flush helpers and the crash model's subset generators
+//! through the hidden `pmem_core::internals` module, which is **not covered by semver**.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 extern crate self as pmem_core;
 
-pub mod checked;
-pub mod error;
-pub mod flush;
-pub mod header;
-pub mod journal;
-pub mod persistent;
-pub mod pptr;
-pub mod region;
+mod checked;
+mod error;
+mod flush;
+mod header;
+mod journal;
+mod persistent;
+mod pptr;
+mod region;
 pub mod schema;
 #[cfg(feature = "simulate")]
-pub mod sim;
+mod sim;
 
-pub use checked::{Checked, Encoded, InvalidValue, PBool, POption};
+pub use checked::{Checked, Encoded, InvalidValue, OptionRaw, PBool, POption};
 pub use error::{Error, HeaderProblem, Result};
 pub use flush::{
     detected_flush_instruction, reset_thread_stats, thread_stats, FlushInstruction, PersistStats, CACHE_LINE,
 };
 pub use header::ShutdownRecord;
 pub use header::{PoolHeader, FORMAT_VERSION, HEADER_SIZE, MIN_POOL_SIZE};
-pub use journal::{JournalOptions, JournalStats, ReplayReport};
+pub use journal::{JournalOptions, JournalStats, ReplayReport, WriteAheadGate};
 pub use persistent::{bytes_of, read_from_bytes, Persistent};
 /// `#[derive(PValue)]`, re-exported by `ptm_collections` next to its trait.
 #[doc(hidden)]
@@ -94,6 +101,34 @@ pub use region::{
     HeaderRepair, HeaderReport, NvdimmRegion, PlatformDomain, Region, RegionOptions, ENV_EADR,
     ENV_FORCE_PMEM, ENV_SYSFS_ROOT,
 };
-pub use schema::Schema;
 #[cfg(feature = "simulate")]
-pub use sim::{CrashPoint, FaultModel, RedundantPersistence, Simulation};
+pub use sim::{CrashPoint, FaultModel, RedundantPersistence, Simulation, SubsetStrategy};
+
+/// What the workspace's tools reach below the public API: the journal's format and scan (the
+/// `ptm` CLI, the fuzzers), header flags, flush helpers and the crash model's subset
+/// generators (the crash-recovery harness). **Not covered by semver**: it changes with the
+/// tools, in any release.
+#[doc(hidden)]
+pub mod internals {
+    /// The pool header's format (`header.rs`).
+    pub mod header {
+        pub use crate::header::*;
+    }
+    /// The write-ahead journal of the journaled engine (`journal/`).
+    pub mod journal {
+        pub use crate::journal::*;
+    }
+    /// Cache-line flushes, fences and their counters (`flush.rs`).
+    pub mod flush {
+        pub use crate::flush::*;
+    }
+    /// Offset pointers (`pptr.rs`).
+    pub mod pptr {
+        pub use crate::pptr::*;
+    }
+    /// The simulated persistence domain and the crash model (`sim.rs`).
+    #[cfg(feature = "simulate")]
+    pub mod sim {
+        pub use crate::sim::*;
+    }
+}

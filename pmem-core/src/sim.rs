@@ -374,7 +374,7 @@ struct Inner {
 /// # Examples
 ///
 /// ```
-/// use pmem_core::sim::{FaultModel, Simulation};
+/// use pmem_core::{FaultModel, Simulation};
 /// use pmem_core::{DomainKind, RegionOptions};
 ///
 /// # fn main() -> Result<(), pmem_core::Error> {

@@ -182,7 +182,7 @@ fn data_persisted_in_the_msync_domain_is_in_the_file() {
 
 #[test]
 fn repair_journal_drops_a_damaged_synced_record_and_the_pool_opens() {
-    use pmem_core::journal::{default_journal_path, format::RECORD_HEADER, scan};
+    use pmem_core::internals::journal::{default_journal_path, format::RECORD_HEADER, scan};
     use pmem_core::{repair_journal, Error, JournalOptions};
     let dir = common::disk_dir();
     let live = common::pool_path(&dir, "live.pool");

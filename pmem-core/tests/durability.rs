@@ -10,8 +10,8 @@
 
 mod common;
 
-use pmem_core::flush::{copy_nontemporal, detected_flush_instruction, line_span};
-use pmem_core::sim::Simulation;
+use pmem_core::internals::flush::{copy_nontemporal, detected_flush_instruction, line_span};
+use pmem_core::Simulation;
 use pmem_core::{Region, RegionOptions};
 
 /// Offsets of the destination inside a line: every head alignment.
@@ -134,7 +134,7 @@ fn nontemporal_copy_on_the_cpu_writes_exactly_its_bytes_for_every_alignment() {
                 // lines around it lie in `buf`; `src` is a separate allocation; the instruction
                 // (if any) was detected on this CPU.
                 unsafe { copy_nontemporal(buf.as_mut_ptr().add(start), src.as_ptr(), len, insn) };
-                pmem_core::flush::drain_fence();
+                pmem_core::internals::flush::drain_fence();
                 assert_eq!(&buf[start..start + len], &src[..len], "({insn:?}, {head}, {len})");
                 assert!(
                     buf[..start].iter().all(|&b| b == 0xAA),

@@ -3,7 +3,7 @@
 
 mod common;
 
-use pmem_core::flush::{line_span, lines_in};
+use pmem_core::internals::flush::{line_span, lines_in};
 use pmem_core::{thread_stats, DomainKind, RegionOptions};
 
 #[test]

@@ -66,8 +66,9 @@ fn journal_scan_corpus() {
             continue;
         };
         let slot = |at: usize| -> [u8; 64] { data[at..at + 64].try_into().expect("64 bytes") };
-        let header = pmem_core::journal::format::pick_header([&slot(0), &slot(2048)]).expect("seed header");
-        let got = pmem_core::journal::scan(&data, &header.pool_uuid, checks::JOURNAL_DATA);
+        let header =
+            pmem_core::internals::journal::format::pick_header([&slot(0), &slot(2048)]).expect("seed header");
+        let got = pmem_core::internals::journal::scan(&data, &header.pool_uuid, checks::JOURNAL_DATA);
         seeds += 1;
         match kind.as_str() {
             "valid" => {
@@ -86,7 +87,7 @@ fn journal_scan_corpus() {
             "truncated" => assert!(got.is_ok_and(|s| s.records.len() >= 2 && s.torn_tail)),
             "flipped-second-record" => assert!(matches!(
                 got,
-                Err(pmem_core::journal::ReplayError::Corrupt { .. })
+                Err(pmem_core::internals::journal::ReplayError::Corrupt { .. })
             )),
             _ => seeds -= 1,
         }
@@ -105,7 +106,7 @@ fn fuzz_dir() -> PathBuf {
 #[test]
 #[ignore = "writes the committed seeds"]
 fn make_journal_seeds() {
-    use pmem_core::journal::{default_journal_path, format::RECORD_HEADER, scan};
+    use pmem_core::internals::journal::{default_journal_path, format::RECORD_HEADER, scan};
     let dir = tempfile::tempdir().expect("tempdir");
     let pool = dir.path().join("seed.pool");
     let mut region = pmem_core::RegionOptions::new()

@@ -8,8 +8,8 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use pmem_core::header::{PoolHeader, HEADER_SIZE};
 use pmem_core::{repair_headers, Error, HeaderProblem, HeaderRepair, Region, RegionOptions};
+use pmem_core::{PoolHeader, HEADER_SIZE};
 use proptest::prelude::*;
 
 const SIZE: u64 = 64 * 1024;

@@ -50,7 +50,7 @@ use syn::{
 /// The path of the crate that defines the trait is found from the using crate's Cargo.toml:
 /// pmem-core under whatever name it has there, or, for a crate that depends on `ptm` only,
 /// `ptm::pmem_core`. Override it with `#[persistent(crate = "some::path")]` when pmem-core is
-/// re-exported elsewhere: the path must name `Persistent` and the modules `schema` and `checked`
+/// re-exported elsewhere: the path must name `Persistent`, `Encoded` and the module `schema`
 /// (pmem-core itself, or a module re-exporting those three).
 ///
 /// Every derive also implements `pmem_core::schema::Schema` (the stored shape that pools record
@@ -422,7 +422,7 @@ fn expand_enum(input: &DeriveInput, data: &syn::DataEnum) -> syn::Result<TokenSt
             }
         }
 
-        impl #krate::checked::Encoded for #name {
+        impl #krate::Encoded for #name {
             type Raw = #repr;
 
             fn encode(self) -> #repr {

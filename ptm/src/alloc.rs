@@ -7,202 +7,16 @@
 //! the link's snapshot drain also makes the allocation's records durable: 2 drains in all.
 //! Frees take effect at commit; a freed block is reusable only after that.
 
-use std::collections::BTreeMap;
-
 use pmem_core::{PPtr, Persistent};
 
+use crate::engine::heap::{class_of, slab_geom, Desc, CHUNK, CLASSES};
+use crate::engine::tx_heap::{TxHeap, WordMasks};
 use crate::error::{Error, Result};
-use crate::heap::{class_of, slab_geom, Desc, CHUNK, CLASSES};
 use crate::tx::Transaction;
 
 /// Below this many free chunks (beyond the reserves), a block whose class has no slab with room
 /// may come from a slab of a larger class (at most twice the size) instead of a new slab.
 const SCARCE_CHUNKS: u64 = 20;
-
-/// Bitmap word offset -> (bits to set, bits to clear) at commit: a vector searched linearly
-/// while small (most transactions touch a word or two, and a cleared vector keeps its memory,
-/// where a map allocates a node in every transaction), a map beyond [`WordMasks::SMALL`].
-#[derive(Debug, Default)]
-pub(crate) struct WordMasks {
-    small: Vec<(u64, (u64, u64))>,
-    large: BTreeMap<u64, (u64, u64)>,
-}
-
-impl WordMasks {
-    /// Most entries kept in the vector.
-    const SMALL: usize = 32;
-
-    pub(crate) fn get(&self, word: &u64) -> Option<&(u64, u64)> {
-        if self.large.is_empty() {
-            self.small.iter().find(|e| e.0 == *word).map(|e| &e.1)
-        } else {
-            self.large.get(word)
-        }
-    }
-
-    pub(crate) fn insert(&mut self, word: u64, masks: (u64, u64)) {
-        if !self.large.is_empty() {
-            self.large.insert(word, masks);
-        } else if let Some(e) = self.small.iter_mut().find(|e| e.0 == word) {
-            e.1 = masks;
-        } else if self.small.len() < Self::SMALL {
-            self.small.push((word, masks));
-        } else {
-            self.large.extend(self.small.drain(..));
-            self.large.insert(word, masks);
-        }
-    }
-
-    pub(crate) fn remove(&mut self, word: &u64) {
-        if self.large.is_empty() {
-            if let Some(i) = self.small.iter().position(|e| e.0 == *word) {
-                self.small.swap_remove(i);
-            }
-        } else {
-            self.large.remove(word);
-        }
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.small.is_empty() && self.large.is_empty()
-    }
-
-    pub(crate) fn clear(&mut self) {
-        self.small.clear();
-        if !self.large.is_empty() {
-            self.large.clear();
-        }
-    }
-
-    /// Every entry (in no particular order).
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&u64, &(u64, u64))> {
-        self.small.iter().map(|(w, m)| (w, m)).chain(self.large.iter())
-    }
-}
-
-/// Chunk and descriptor lists of one transaction ([`TxHeap::lists`]).
-#[derive(Debug, Default)]
-pub(crate) struct ChunkLists {
-    /// Descriptor offset -> value to store at commit (in order).
-    pub(crate) descs: Vec<(u64, u64)>,
-    /// Chunk runs taken from the index by this transaction (new slabs and large blocks).
-    pub(crate) reserved: Vec<(u64, u64)>,
-    /// New slab chunks (chunk, class): offered to others after commit.
-    pub(crate) new_slabs: Vec<(u64, usize)>,
-    /// Runs freed by this transaction: free again after commit.
-    pub(crate) freed_runs: Vec<(u64, u64)>,
-    /// Runs allocated and freed by this transaction: quarantined after commit, free after abort.
-    pub(crate) freed_new: Vec<(u64, u64)>,
-    /// Slab blocks allocated and freed by this transaction (bitmap word, bit): quarantined after
-    /// commit.
-    pub(crate) freed_new_blocks: Vec<(u64, u64)>,
-    /// Slab chunks with blocks freed (chunk, class): offered again after commit.
-    pub(crate) freed_slabs: Vec<(u64, usize)>,
-    /// Slab chunks (chunk, class) whose last block this transaction freed: their descriptor is
-    /// logged (at that free, so before the drain that covers the free), to be set free at commit
-    /// if the slab is still empty then.
-    pub(crate) emptied_slabs: Vec<(u64, usize)>,
-    /// Chunks this transaction reserved and then gave up (a slab made and cancelled): free
-    /// again when the transaction ends, committed or not.
-    pub(crate) cancelled_chunks: Vec<u64>,
-    /// Slab chunks (chunk, class) this transaction turns into free chunks at commit;
-    /// quarantined after commit, since their bitmap words are in the commit's data hash.
-    pub(crate) returned_slabs: Vec<(u64, usize)>,
-}
-
-impl ChunkLists {
-    fn clear(&mut self) {
-        self.descs.clear();
-        self.reserved.clear();
-        self.new_slabs.clear();
-        self.freed_runs.clear();
-        self.freed_new.clear();
-        self.freed_new_blocks.clear();
-        self.freed_slabs.clear();
-        self.emptied_slabs.clear();
-        self.cancelled_chunks.clear();
-        self.returned_slabs.clear();
-    }
-}
-
-/// What an unused [`Lists`] reads as.
-static NO_LISTS: ChunkLists = ChunkLists {
-    descs: Vec::new(),
-    reserved: Vec::new(),
-    new_slabs: Vec::new(),
-    freed_runs: Vec::new(),
-    freed_new: Vec::new(),
-    freed_new_blocks: Vec::new(),
-    freed_slabs: Vec::new(),
-    emptied_slabs: Vec::new(),
-    cancelled_chunks: Vec::new(),
-    returned_slabs: Vec::new(),
-};
-
-/// [`ChunkLists`], allocated by the lane's first transaction that changes one (then kept with
-/// the lane state, cleared at each begin); reads as empty until then.
-#[derive(Debug, Default)]
-pub(crate) struct Lists(Option<Box<ChunkLists>>);
-
-impl std::ops::Deref for Lists {
-    type Target = ChunkLists;
-
-    fn deref(&self) -> &ChunkLists {
-        self.0.as_deref().unwrap_or(&NO_LISTS)
-    }
-}
-
-impl std::ops::DerefMut for Lists {
-    fn deref_mut(&mut self) -> &mut ChunkLists {
-        self.0.get_or_insert_with(Box::default)
-    }
-}
-
-/// Allocator state of one transaction, kept in its lane (buffers reused).
-#[derive(Debug, Default)]
-pub(crate) struct TxHeap {
-    /// Bitmap word offset -> (bits to set, bits to clear) at commit.
-    pub(crate) bits: WordMasks,
-    /// The lists of chunks and descriptors the transaction changes (rarely used: boxed, so
-    /// the lane state a transaction moves in and out stays small).
-    pub(crate) lists: Lists,
-    /// Chunks whose metadata lock this transaction holds.
-    pub(crate) locked: Vec<u64>,
-    /// Whether this transaction allocated anything (it is then no longer removal-only, and its
-    /// log extents no longer come from the metadata reserve).
-    pub(crate) allocated: bool,
-    /// Whether this transaction may use the application's reserve
-    /// ([`Transaction::use_reserve`]).
-    pub(crate) use_reserve: bool,
-    /// Per class: the slab chunk this lane allocated from last (kept across transactions).
-    pub(crate) hint: Vec<Option<u64>>,
-    /// Slab blocks allocated since the last drain whose log records are not written yet
-    /// (bitmap word, block offset, requested bytes): written by
-    /// [`Transaction::log_pending_allocations`] before the next drain or at commit. A block
-    /// freed again before then is simply forgotten (a cancelled reservation).
-    pub(crate) pending: Vec<(u64, u64, u64)>,
-}
-
-impl TxHeap {
-    pub(crate) fn begin(&mut self) {
-        self.bits.clear();
-        self.locked.clear();
-        self.pending.clear();
-        if let Some(l) = self.lists.0.as_deref_mut() {
-            l.clear();
-        }
-        self.allocated = false;
-        self.use_reserve = false;
-        if self.hint.len() != CLASSES.len() {
-            self.hint = vec![None; CLASSES.len()];
-        }
-    }
-
-    /// Whether commit has metadata to store.
-    pub(crate) fn has_deferred(&self) -> bool {
-        !self.bits.is_empty() || !self.lists.descs.is_empty()
-    }
-}
 
 impl<'p> Transaction<'p> {
     /// Allocates a block for `value`, writes it there and returns a pointer to it. Undone by
@@ -215,8 +29,8 @@ impl<'p> Transaction<'p> {
     pub fn alloc<T: Persistent>(&self, value: T) -> Result<PPtr<T>> {
         let off = self.alloc_bytes(std::mem::size_of::<T>() as u64)?;
         let bytes = pmem_core::bytes_of(&value);
-        // SAFETY: `off` is a fresh block of at least `size_of::<T>()` bytes reserved by this
-        // transaction: nobody else reads or writes it.
+        // SAFETY: `off` is a fresh block of at least `size_of::<T>()` bytes inside the heap (so
+        // inside the mapping) reserved by this transaction: nobody else reads or writes it.
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.shared().ptr(off), bytes.len()) };
         Ok(self.pptr(off))
     }
@@ -230,7 +44,7 @@ impl<'p> Transaction<'p> {
         let () = T::__LAYOUT_CHECK;
         let len = std::mem::size_of::<T>();
         let off = self.alloc_bytes(len as u64)?;
-        // SAFETY: fresh block of `len` bytes owned by this transaction.
+        // SAFETY: a fresh block of `len` bytes inside the heap, owned by this transaction.
         unsafe { std::ptr::write_bytes(self.shared().ptr(off), 0, len) };
         Ok(self.pptr(off))
     }
@@ -257,7 +71,7 @@ impl<'p> Transaction<'p> {
                 // When the log area could not hold the pending records (two per block), they
                 // are written now: growing the log may fail, and that failure belongs to this
                 // allocation (`OutOfSpace` here, not at a later snapshot's drain).
-                let needed = (st.heap.pending.len() as u64 + 1) * 2 * crate::layout::REC_ALIGN;
+                let needed = (st.heap.pending.len() as u64 + 1) * 2 * crate::engine::layout::REC_ALIGN;
                 if crate::tx::log_room(&st) < needed {
                     if let Err(e) = self.log_pending_allocations(&mut st) {
                         drop(st);
@@ -327,7 +141,9 @@ impl<'p> Transaction<'p> {
                 let b = rel / g.block;
                 let word = layout.chunk_off(chunk) + (b / 64) * 8;
                 let bit = 1u64 << (b % 64);
-                let cur = s.read_u64(word);
+                // SAFETY: `word` is a bitmap word of slab `chunk` (`b < g.blocks`): 8-aligned, inside the
+                // heap; this transaction holds the chunk's metadata lock (`lock_chunk` above).
+                let cur = unsafe { s.read_u64(word) };
                 let mut st = self.st_mut();
                 let (set, clear) = st.heap.bits.get(&word).copied().unwrap_or((0, 0));
                 if clear & bit != 0 {
@@ -352,11 +168,11 @@ impl<'p> Transaction<'p> {
                     // Like a cancelled reservation when its records are the log's newest and
                     // not yet ordered by a drain: they are taken back, the block was never
                     // covered by this transaction's data hash, and it is free at once.
-                    if self.take_back(&mut st, crate::layout::KIND_NEW, off) {
+                    if self.take_back(&mut st, crate::engine::layout::KIND_NEW, off) {
                         if set & !bit == 0 && clear == 0 {
                             // The bitmap word changes no more: its undo record goes too.
                             st.heap.bits.remove(&word);
-                            self.take_back(&mut st, crate::layout::KIND_UNDO, word);
+                            self.take_back(&mut st, crate::engine::layout::KIND_UNDO, word);
                         }
                         self.cancel_new_slab(&mut st, chunk, c);
                         return Ok(());
@@ -415,7 +231,9 @@ impl<'p> Transaction<'p> {
         }
         drop(st);
         let s = self.shared();
-        Desc::decode(s.read_u64(s.heap.layout().desc_off(i)))
+        // SAFETY: `i` is a chunk of the heap (from `chunk_of` or the index), its descriptor a word of
+        // the chunk table; every caller holds the chunk's metadata lock first.
+        Desc::decode(unsafe { s.read_u64(s.heap.layout().desc_off(i)) })
     }
 
     /// The tag carried by every [`PPtr`] into this pool (to build pointers from offsets, e.g.
@@ -550,7 +368,7 @@ impl<'p> Transaction<'p> {
             .region
             .resolve(PPtr::<u8>::from_parts(p.tag(), p.offset()))
         {
-            pmem_core::flush::prefetch(ptr.as_ptr());
+            pmem_core::internals::flush::prefetch(ptr.as_ptr());
         }
     }
 
@@ -613,7 +431,8 @@ impl<'p> Transaction<'p> {
         self.lock_chunk(chunk)?;
         let g = slab_geom(c);
         // The bitmap area is fresh memory: zero it, and cover it with a new-range record.
-        // SAFETY: the chunk was free and is reserved by this transaction.
+        // SAFETY: the bitmap area of heap chunk `chunk` (inside the mapping); the chunk was free
+        // and is reserved by this transaction.
         unsafe { std::ptr::write_bytes(s.ptr(layout.chunk_off(chunk)), 0, g.first as usize) };
         self.record_new(layout.chunk_off(chunk), g.first)?;
         {
@@ -692,7 +511,9 @@ impl<'p> Transaction<'p> {
             let word = layout.chunk_off(chunk) + w * 8;
             let (set, clear) = st.heap.bits.get(&word).copied().unwrap_or((0, 0));
             let valid = g.valid_mask(w);
-            let free = !(s.read_u64(word) | set | clear | s.quarantined_bits(word)) & valid;
+            // SAFETY: `word` is a bitmap word of slab `chunk` (`w < g.words`), inside the heap; this
+            // transaction holds the chunk's metadata lock (`try_lock_chunk` above).
+            let free = !(unsafe { s.read_u64(word) } | set | clear | s.quarantined_bits(word)) & valid;
             if free != 0 {
                 let b = free.trailing_zeros() as u64;
                 let off = layout.chunk_off(chunk) + g.first + (w * 64 + b) * g.block;
@@ -736,7 +557,7 @@ impl<'p> Transaction<'p> {
     }
 }
 
-impl crate::pool::Shared {
+impl crate::engine::shared::Shared {
     /// Builds the heap's volatile index if it is not built yet (a load on the fast path).
     pub(crate) fn ensure_heap_index(&self) -> Result<()> {
         if self.heap.index_built.load(std::sync::atomic::Ordering::Acquire) {
@@ -818,13 +639,15 @@ impl Transaction<'_> {
     /// mark was pending then and this transaction's first drain makes it durable; the chunk's
     /// own quarantine (this transaction's mark) therefore ends no earlier than T1's, and one
     /// pass of `release_quarantine` drops T1's entries no later than it frees the chunk.
-    fn slab_is_empty(&self, st: &crate::tx::LaneVolatile, chunk: u64, c: usize) -> bool {
+    fn slab_is_empty(&self, st: &crate::engine::lane_state::LaneVolatile, chunk: u64, c: usize) -> bool {
         let s = self.shared();
         let layout = s.heap.layout();
         (0..slab_geom(c).words).all(|w| {
             let word = layout.chunk_off(chunk) + w * 8;
             let (set, clear) = st.heap.bits.get(&word).copied().unwrap_or((0, 0));
-            (s.read_u64(word) | set) & !clear == 0
+            // SAFETY: `word` is a bitmap word of slab `chunk` (`w < words`), inside the heap; the caller
+            // holds the chunk's metadata lock (see above).
+            (unsafe { s.read_u64(word) } | set) & !clear == 0
         })
     }
 
@@ -832,7 +655,7 @@ impl Transaction<'_> {
     /// create), logs its descriptor now, without a drain, so the drain that covers the free
     /// covers it too and returning the slab at commit costs no extra drain. If the log cannot
     /// grow, the slab simply stays a slab (nothing is lost but the chunk's reuse).
-    fn log_if_emptied(&self, st: &mut crate::tx::LaneVolatile, chunk: u64, c: usize) {
+    fn log_if_emptied(&self, st: &mut crate::engine::lane_state::LaneVolatile, chunk: u64, c: usize) {
         if st.heap.lists.emptied_slabs.contains(&(chunk, c))
             || st.heap.lists.new_slabs.contains(&(chunk, c))
             || !self.slab_is_empty(st, chunk, c)
@@ -852,7 +675,7 @@ impl Transaction<'_> {
     /// chunk goes straight back to the free chunks: the slab was never made. (Otherwise an
     /// alloc + free on a heap without a slab of the class would make and return a slab at every
     /// commit.)
-    fn cancel_new_slab(&self, st: &mut crate::tx::LaneVolatile, chunk: u64, c: usize) {
+    fn cancel_new_slab(&self, st: &mut crate::engine::lane_state::LaneVolatile, chunk: u64, c: usize) {
         if !st.heap.lists.new_slabs.contains(&(chunk, c))
             || !self.slab_is_empty(st, chunk, c)
             || self.keep_empty_slab(st, chunk, c)
@@ -862,10 +685,10 @@ impl Transaction<'_> {
         let s = self.shared();
         let layout = s.heap.layout();
         let desc = layout.desc_off(chunk);
-        if !self.take_back(st, crate::layout::KIND_UNDO, desc) {
+        if !self.take_back(st, crate::engine::layout::KIND_UNDO, desc) {
             return;
         }
-        if !self.take_back(st, crate::layout::KIND_NEW, layout.chunk_off(chunk)) {
+        if !self.take_back(st, crate::engine::layout::KIND_NEW, layout.chunk_off(chunk)) {
             // The slab stays made after all: its descriptor needs its undo record again (the
             // old value is still in place: descriptors are stored at commit).
             if self.log_deferred(st, desc, 8).is_err() {
@@ -897,7 +720,7 @@ impl Transaction<'_> {
     /// A slab this transaction created and left empty (its blocks allocated and freed again)
     /// is not created after all: its pending descriptor store becomes 0 (the descriptor was
     /// logged when the slab was made), and it is quarantined like a returned slab.
-    pub(crate) fn return_empty_slabs(&self, st: &mut crate::tx::LaneVolatile) {
+    pub(crate) fn return_empty_slabs(&self, st: &mut crate::engine::lane_state::LaneVolatile) {
         let layout = self.shared().heap.layout();
         for i in 0..st.heap.lists.emptied_slabs.len() {
             let (chunk, c) = st.heap.lists.emptied_slabs[i];
@@ -932,7 +755,10 @@ impl Transaction<'_> {
     /// hash covers the blocks. Called before every drain of the transaction and at commit.
     /// Records written stay written if a later one fails (the log cannot grow): the error
     /// aborts the transaction, or a retry goes on from there.
-    pub(crate) fn log_pending_allocations(&self, st: &mut crate::tx::LaneVolatile) -> Result<()> {
+    pub(crate) fn log_pending_allocations(
+        &self,
+        st: &mut crate::engine::lane_state::LaneVolatile,
+    ) -> Result<()> {
         if st.heap.allocated && (st.undrained || !st.heap.pending.is_empty()) {
             // A drain follows: the kept slabs' descriptors ride on it (no extra drain).
             self.return_kept_slabs(st);
@@ -961,7 +787,7 @@ impl Transaction<'_> {
     /// are plentiful (at least [`SCARCE_CHUNKS`] beyond the reserves) and the class has no other
     /// empty slab kept. Then an allocation freed again in its own transaction (or a queue that
     /// empties and fills) finds the slab, rather than making and returning one each time.
-    fn keep_empty_slab(&self, st: &crate::tx::LaneVolatile, chunk: u64, c: usize) -> bool {
+    fn keep_empty_slab(&self, st: &crate::engine::lane_state::LaneVolatile, chunk: u64, c: usize) -> bool {
         let s = self.shared();
         let keep = self.chunks_to_keep(&st.heap, false);
         let Ok(Some(prev)) =
@@ -977,12 +803,14 @@ impl Transaction<'_> {
 
     /// Whether chunk `p`, kept as class `c`'s empty slab, still is one. A chunk another
     /// transaction holds counts as kept (it is checked again later).
-    fn still_kept(&self, st: &crate::tx::LaneVolatile, p: u64, c: usize) -> bool {
+    fn still_kept(&self, st: &crate::engine::lane_state::LaneVolatile, p: u64, c: usize) -> bool {
         let s = self.shared();
         let layout = s.heap.layout();
-        let is_empty_slab = |st: &crate::tx::LaneVolatile| {
+        let is_empty_slab = |st: &crate::engine::lane_state::LaneVolatile| {
             (st.heap.lists.new_slabs.contains(&(p, c))
-                || Desc::decode(s.read_u64(layout.desc_off(p))) == Desc::Slab(c))
+                // SAFETY: `p` is a chunk of the heap (kept in the index); the closure runs only with its
+                // metadata lock held (the `Ok` arms below).
+                || Desc::decode(unsafe { s.read_u64(layout.desc_off(p)) }) == Desc::Slab(c))
                 && self.slab_is_empty(st, p, c)
         };
         match s.heap.try_lock_chunk(p, self.lane()) {
@@ -1003,7 +831,7 @@ impl Transaction<'_> {
     /// extra drain), stored free at commit if the slab is still empty then, quarantined after
     /// it. A kept slab that is in use again is dropped from the kept ones; one that another
     /// transaction holds stays kept, for a later transaction.
-    fn return_kept_slabs(&self, st: &mut crate::tx::LaneVolatile) {
+    fn return_kept_slabs(&self, st: &mut crate::engine::lane_state::LaneVolatile) {
         let s = self.shared();
         let keep = self.chunks_to_keep(&st.heap, false);
         // Plentiful as last seen: nothing to do, without taking the index lock (the next
@@ -1056,7 +884,9 @@ impl Transaction<'_> {
                 }
             }
             let desc = layout.desc_off(chunk);
-            if Desc::decode(s.read_u64(desc)) == Desc::Slab(c)
+            // SAFETY: `desc` is the chunk table word of heap chunk `chunk`, whose metadata lock this
+            // transaction holds (`try_lock_chunk` above).
+            if Desc::decode(unsafe { s.read_u64(desc) }) == Desc::Slab(c)
                 && self.slab_is_empty(st, chunk, c)
                 && self.log_deferred(st, desc, 8).is_ok()
             {
@@ -1101,13 +931,17 @@ impl Transaction<'_> {
             let Ok(fresh) = s.heap.try_lock_chunk(chunk, self.lane()) else {
                 continue;
             };
-            if let Desc::Slab(c) = Desc::decode(s.read_u64(layout.desc_off(chunk))) {
+            // SAFETY: the chunk table word of heap chunk `chunk`, whose metadata lock is held
+            // (`try_lock_chunk` above).
+            if let Desc::Slab(c) = Desc::decode(unsafe { s.read_u64(layout.desc_off(chunk)) }) {
                 let g = slab_geom(c);
                 for w in 0..g.words {
                     let word = layout.chunk_off(chunk) + w * 8;
                     let (set, clear) = bits.get(&word).copied().unwrap_or((0, 0));
                     let valid = g.valid_mask(w);
-                    let used = s.read_u64(word) | set | clear | s.quarantined_bits(word);
+                    // SAFETY: a bitmap word of slab `chunk` (`w < g.words`), inside the heap; its metadata
+                    // lock is held (above).
+                    let used = unsafe { s.read_u64(word) } | set | clear | s.quarantined_bits(word);
                     slab_free += u64::from((!used & valid).count_ones()) * g.block;
                 }
             }

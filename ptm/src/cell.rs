@@ -3,26 +3,14 @@
 //! transaction, which logs the old bytes first.
 
 use std::cell::UnsafeCell;
+use std::marker::PhantomData;
 use std::mem::size_of;
 use std::sync::atomic::AtomicU64;
 
 use pmem_core::Persistent;
 
 use crate::error::Result;
-use crate::tx::Transaction;
-
-/// An object whose bytes a transaction may log and then change.
-///
-/// # Safety
-///
-/// `log_range` returns the address and length of bytes inside `self` that are interior-mutable
-/// (inside an `UnsafeCell`) and that only the thread holding `&self` can reach while its
-/// transaction runs (the type is `!Sync`, or access is guarded by a lock held by that
-/// transaction): rolling them back must not race with any other thread.
-pub unsafe trait Loggable {
-    /// `(address, length)` of the bytes to log.
-    fn log_range(&self) -> (usize, usize);
-}
+use crate::tx::{Loggable, Transaction};
 
 /// A persistent `Cell`: a `Copy` value read and replaced inside transactions.
 ///
@@ -107,33 +95,189 @@ impl<T> std::fmt::Debug for PCell<T> {
     }
 }
 
-/// A persistent mutex. [`lock`](PMutex::lock) holds it until the transaction ends (two-phase
+/// A persistent lock over a `T`, generic over its lock word's protocol `R` (lock_api's pattern:
+/// one lock algorithm, the word's protocol as a parameter). Use it through its three aliases:
+/// [`PMutex`] (exclusive holds), [`PRwLock`] (shared reads of a copy, exclusive writes) and
+/// [`PSharedLock`] (shared or exclusive holds handing out references).
+///
+/// Every hold lasts until the transaction ends (two-phase locking), so no other transaction sees
+/// uncommitted changes. The lock word is volatile state: every reopen of the pool frees all locks
+/// (the word carries the open generation). On media it is 8 bytes of lock word followed by the
+/// value, whatever `R` is.
+#[repr(C)]
+pub struct PLock<R: RawLock, T> {
+    word: AtomicU64,
+    value: UnsafeCell<T>,
+    _raw: PhantomData<R>,
+}
+
+mod sealed {
+    use std::sync::atomic::AtomicU64;
+
+    use crate::error::Result;
+    use crate::tx::Transaction;
+
+    /// The lock word operations behind [`RawLock`](super::RawLock) (sealed: only ptm's lock
+    /// words implement it).
+    pub trait Sealed {
+        /// The alias's name, for `Debug` and layout errors.
+        const NAME: &'static str;
+        /// The layout check's message when `T` would leave padding.
+        const PADDING: &'static str;
+        /// Takes the exclusive hold of `word` for the rest of `tx`.
+        fn lock_exclusive(tx: &Transaction<'_>, word: &AtomicU64) -> Result<()>;
+        /// Takes a shared hold of `word` (or a stronger one) for the rest of `tx`.
+        fn lock_shared(tx: &Transaction<'_>, word: &AtomicU64) -> Result<()>;
+    }
+}
+
+/// The protocol of a persistent lock word: what [`PLock`] is generic over. Sealed: the
+/// implementations are [`MutexWord`], [`RwWord`] and [`SxWord`].
+///
+/// # Safety
+///
+/// - an exclusive hold, once granted, excludes every hold of other transactions until the
+///   holding transaction ends;
+/// - a shared hold excludes exclusive holds of other transactions until the holding transaction
+///   ends;
+/// - any bit pattern of the word is a valid state (a foreign generation means unlocked; a garbage
+///   holder only makes holds time out), so the word may be read from an untrusted pool image.
+pub unsafe trait RawLock: sealed::Sealed + Send + Sync + 'static {}
+
+/// The lock word of a [`PMutex`]: exclusive holds only.
+#[derive(Debug)]
+pub enum MutexWord {}
+
+/// The lock word of a [`PRwLock`]: shared holds for reads, an exclusive hold for writes.
+#[derive(Debug)]
+pub enum RwWord {}
+
+/// The lock word of a [`PSharedLock`]: shared/exclusive holds, writer-preferring (see
+/// [`PSharedLock`]).
+#[derive(Debug)]
+pub enum SxWord {}
+
+impl sealed::Sealed for MutexWord {
+    const NAME: &'static str = "PMutex";
+    const PADDING: &'static str = "PMutex<T> needs size_of::<T>() to be a multiple of 8 (pad T explicitly)";
+    fn lock_exclusive(tx: &Transaction<'_>, word: &AtomicU64) -> Result<()> {
+        tx.lock_mutex(word)
+    }
+    fn lock_shared(tx: &Transaction<'_>, word: &AtomicU64) -> Result<()> {
+        tx.lock_mutex(word)
+    }
+}
+// SAFETY: `lock_mutex` grants exclusive holds only, kept until the transaction ends (released
+// at commit or abort); a word of another generation reads as unlocked.
+unsafe impl RawLock for MutexWord {}
+
+impl sealed::Sealed for RwWord {
+    const NAME: &'static str = "PRwLock";
+    const PADDING: &'static str = "PRwLock<T> needs size_of::<T>() to be a multiple of 8 (pad T explicitly)";
+    fn lock_exclusive(tx: &Transaction<'_>, word: &AtomicU64) -> Result<()> {
+        tx.lock_write(word)
+    }
+    fn lock_shared(tx: &Transaction<'_>, word: &AtomicU64) -> Result<()> {
+        tx.lock_read(word)
+    }
+}
+// SAFETY: `lock_write` grants a hold that excludes all others, `lock_read` one that excludes
+// writers, both kept until the transaction ends; a word of another generation reads as unlocked.
+unsafe impl RawLock for RwWord {}
+
+impl sealed::Sealed for SxWord {
+    const NAME: &'static str = "PSharedLock";
+    const PADDING: &'static str =
+        "PSharedLock<T> needs size_of::<T>() to be a multiple of 8 (pad T explicitly)";
+    fn lock_exclusive(tx: &Transaction<'_>, word: &AtomicU64) -> Result<()> {
+        tx.lock_exclusive(word)
+    }
+    fn lock_shared(tx: &Transaction<'_>, word: &AtomicU64) -> Result<()> {
+        tx.lock_shared(word)
+    }
+}
+// SAFETY: `lock_exclusive` grants a hold that excludes all others, `lock_shared` one that
+// excludes exclusive holds, both kept until the transaction ends; a word of another generation
+// reads as unlocked.
+unsafe impl RawLock for SxWord {}
+
+// SAFETY: `repr(C)` of a `u64`-sized atomic (any bit pattern: see `RawLock`'s contract), then
+// `T: Persistent` (a zero-sized marker adds nothing); the word is 8-byte aligned, and `T`'s size
+// is asserted (on use) to keep the struct free of padding.
+unsafe impl<R: RawLock, T: Persistent> Persistent for PLock<R, T> {
+    const __LAYOUT_CHECK: () = {
+        let () = T::__LAYOUT_CHECK;
+        if size_of::<PLock<R, T>>() != 8 + size_of::<T>() {
+            panic!("{}", R::PADDING);
+        }
+    };
+}
+
+impl<R: RawLock, T: Persistent> PLock<R, T> {
+    /// Checks `T`'s layout and that the lock lies in `tx`'s pool.
+    fn check(&self, tx: &Transaction<'_>) -> Result<()> {
+        let () = <Self as Persistent>::__LAYOUT_CHECK;
+        tx.shared()
+            .offset_of(self as *const Self as usize, size_of::<Self>())
+            .map(|_| ())
+    }
+
+    /// Takes the exclusive hold for the rest of the transaction and returns the value.
+    fn exclusive<'t>(&'t self, tx: &'t Transaction<'_>) -> Result<&'t T> {
+        self.check(tx)?;
+        R::lock_exclusive(tx, &self.word)?;
+        // SAFETY: the exclusive hold excludes every other transaction until this one ends
+        // (`RawLock`'s contract), and the reference cannot outlive `'t` (bounded by the
+        // transaction).
+        Ok(unsafe { self.value_unchecked() })
+    }
+
+    /// Takes a shared hold for the rest of the transaction and returns the value.
+    ///
+    /// # Safety
+    ///
+    /// Other transactions may hold the lock shared at the same time: until the transaction ends,
+    /// the reference must be used only to read (or `T` must be `Sync` and read only through
+    /// `&T`), and writes of this transaction need the exclusive hold first.
+    unsafe fn shared<'t>(&'t self, tx: &'t Transaction<'_>) -> Result<&'t T> {
+        self.check(tx)?;
+        R::lock_shared(tx, &self.word)?;
+        // SAFETY: the shared hold excludes writers of other transactions until this one ends
+        // (`RawLock`'s contract); the caller only reads through the reference.
+        Ok(unsafe { self.value_unchecked() })
+    }
+
+    /// The value, without taking a hold.
+    ///
+    /// # Safety
+    ///
+    /// - this transaction holds the lock (shared or exclusive) until the reference's lifetime
+    ///   ends, and
+    /// - under a shared hold, the caller only reads through the reference.
+    unsafe fn value_unchecked(&self) -> &T {
+        // SAFETY: the caller holds the lock as the contract above says, so no other
+        // transaction writes the value while the reference lives.
+        unsafe { &*self.value.get() }
+    }
+}
+
+impl<R: RawLock, T> std::fmt::Debug for PLock<R, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {{ .. }}", R::NAME)
+    }
+}
+
+/// A persistent mutex. [`lock`](PLock::lock) holds it until the transaction ends (two-phase
 /// locking), so no other transaction sees uncommitted changes. Its lock word is volatile state:
 /// every reopen of the pool frees all locks (the word carries the open generation).
 ///
 /// Deadlock: lock in a consistent order (e.g. ascending address); otherwise a waiting
 /// transaction fails with [`Error::LockTimeout`](crate::Error::LockTimeout) after the pool's lock
 /// timeout and rolls back.
-#[repr(C)]
-pub struct PMutex<T> {
-    word: AtomicU64,
-    value: UnsafeCell<T>,
-}
+pub type PMutex<T> = PLock<MutexWord, T>;
 
 const _: () = assert!(size_of::<PMutex<u64>>() == 16);
 
-// SAFETY: `repr(C)` of a `u64`-sized atomic (any bit pattern: a foreign generation means
-// unlocked, a garbage owner only makes `lock` time out) and `T: Persistent`; the word is 8-byte
-// aligned, and `T`'s size is asserted (on use) to keep the struct free of padding.
-unsafe impl<T: Persistent> Persistent for PMutex<T> {
-    const __LAYOUT_CHECK: () = {
-        let () = T::__LAYOUT_CHECK;
-        assert!(
-            size_of::<PMutex<T>>() == 8 + size_of::<T>(),
-            "PMutex<T> needs size_of::<T>() to be a multiple of 8 (pad T explicitly)"
-        );
-    };
-}
 // SAFETY: the lock gives one transaction (one thread) at a time access to `T`, as `std::Mutex`.
 unsafe impl<T: Send> Sync for PMutex<T> {}
 
@@ -146,63 +290,28 @@ impl<T: Persistent> PMutex<T> {
     /// [`Error::LockTimeout`](crate::Error::LockTimeout),
     /// [`Error::NotInPool`](crate::Error::NotInPool) for a mutex outside `tx`'s pool.
     pub fn lock<'t>(&'t self, tx: &'t Transaction<'_>) -> Result<&'t T> {
-        let () = <Self as Persistent>::__LAYOUT_CHECK;
-        tx.shared()
-            .offset_of(self as *const Self as usize, size_of::<Self>())?;
-        tx.lock_mutex(&self.word)?;
-        // SAFETY: this transaction holds the lock until it ends, and the reference cannot
-        // outlive `'t` (bounded by the transaction); other transactions wait for the lock.
-        Ok(unsafe { &*self.value.get() })
-    }
-}
-
-impl<T> std::fmt::Debug for PMutex<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PMutex { .. }")
+        self.exclusive(tx)
     }
 }
 
 /// A persistent reader-writer lock over a `Copy` value: many transactions may read it at once,
 /// one may write. Holds are kept until the transaction ends and reset on reopen, like
 /// [`PMutex`]. Reads return copies, so no reference can alias a write.
-#[repr(C)]
-pub struct PRwLock<T> {
-    word: AtomicU64,
-    value: UnsafeCell<T>,
-}
+pub type PRwLock<T> = PLock<RwWord, T>;
 
-// SAFETY: as for `PMutex`.
-unsafe impl<T: Persistent> Persistent for PRwLock<T> {
-    const __LAYOUT_CHECK: () = {
-        let () = T::__LAYOUT_CHECK;
-        assert!(
-            size_of::<PRwLock<T>>() == 8 + size_of::<T>(),
-            "PRwLock<T> needs size_of::<T>() to be a multiple of 8 (pad T explicitly)"
-        );
-    };
-}
 // SAFETY: readers only copy `T` out under a shared hold, writers store under the exclusive hold.
 unsafe impl<T: Send + Sync> Sync for PRwLock<T> {}
 
 impl<T: Persistent + Copy> PRwLock<T> {
-    fn check(&self, tx: &Transaction<'_>) -> Result<()> {
-        let () = <Self as Persistent>::__LAYOUT_CHECK;
-        tx.shared()
-            .offset_of(self as *const Self as usize, size_of::<Self>())
-            .map(|_| ())
-    }
-
     /// Takes a shared hold (until the transaction ends) and returns a copy of the value.
     ///
     /// # Errors
     ///
     /// [`Error::LockTimeout`](crate::Error::LockTimeout), [`Error::NotInPool`](crate::Error::NotInPool).
     pub fn read(&self, tx: &Transaction<'_>) -> Result<T> {
-        self.check(tx)?;
-        tx.lock_read(&self.word)?;
-        // SAFETY: a shared or exclusive hold of this transaction excludes writers of other
-        // transactions; this transaction's own writes happen only inside `write`.
-        Ok(unsafe { self.value.get().read() })
+        // SAFETY: only read (copied out) here; this transaction's own writes happen only inside
+        // `write`, under the exclusive hold.
+        Ok(*unsafe { self.shared(tx) }?)
     }
 
     /// Takes the exclusive hold (upgrading this transaction's shared hold if it has one),
@@ -213,8 +322,7 @@ impl<T: Persistent + Copy> PRwLock<T> {
     /// [`Error::LockTimeout`](crate::Error::LockTimeout), [`Error::LockUpgrade`](crate::Error::LockUpgrade),
     /// [`Error::NotInPool`](crate::Error::NotInPool), [`Error::OutOfSpace`](crate::Error::OutOfSpace).
     pub fn write(&self, tx: &Transaction<'_>, value: T) -> Result<()> {
-        self.check(tx)?;
-        tx.lock_write(&self.word)?;
+        self.exclusive(tx)?;
         tx.log_addr(self.value.get() as usize, size_of::<T>())?;
         // SAFETY: the exclusive hold excludes every other transaction; logged first.
         unsafe { self.value.get().write(value) };
@@ -225,20 +333,11 @@ impl<T: Persistent + Copy> PRwLock<T> {
     ///
     /// # Errors
     ///
-    /// As [`write`](PRwLock::write).
+    /// As [`write`](PLock::write).
     pub fn update(&self, tx: &Transaction<'_>, f: impl FnOnce(T) -> T) -> Result<T> {
-        self.check(tx)?;
-        tx.lock_write(&self.word)?;
-        // SAFETY: exclusive hold.
-        let v = f(unsafe { self.value.get().read() });
+        let v = f(*self.exclusive(tx)?);
         self.write(tx, v)?;
         Ok(v)
-    }
-}
-
-impl<T> std::fmt::Debug for PRwLock<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PRwLock { .. }")
     }
 }
 
@@ -247,16 +346,16 @@ impl<T> std::fmt::Debug for PRwLock<T> {
 /// transaction ends and reset on reopen, like [`PMutex`]; the on-media layout is a [`PMutex`]'s
 /// (an 8-byte volatile lock word, then the value), so one can replace the other in a format.
 ///
-/// Unlike [`PRwLock`] it hands out references, not copies: [`lock`](PSharedLock::lock) gives
-/// `&T` under the exclusive hold (as [`PMutex::lock`]); a shared hold gives `&T` safely only
-/// when `T: Sync` ([`read`](PSharedLock::read)). For a `!Sync` value such as a collection, whose
-/// reads go through [`PCell`]s, [`read_unchecked`](PSharedLock::read_unchecked) is `unsafe`:
+/// Unlike [`PRwLock`] it hands out references, not copies: [`lock`](PLock::lock) gives
+/// `&T` under the exclusive hold (as a [`PMutex`]'s); a shared hold gives `&T` safely only
+/// when `T: Sync` ([`read`](PLock::read)). For a `!Sync` value such as a collection, whose
+/// reads go through [`PCell`]s, [`read_unchecked`](PLock::read_unchecked) is `unsafe`:
 /// the caller promises to only read through the reference, so concurrent readers never race.
 ///
 /// **Fairness.** While a transaction waits for the exclusive hold, no new shared hold is
 /// granted, so a stream of readers cannot starve writers.
 ///
-/// **Upgrades.** [`lock`](PSharedLock::lock) in a transaction that holds the lock shared waits
+/// **Upgrades.** [`lock`](PLock::lock) in a transaction that holds the lock shared waits
 /// for the other readers to leave. If another transaction is already waiting to upgrade its own
 /// shared hold, the two would wait for each other, so the later one fails at once with
 /// [`Error::LockUpgrade`](crate::Error::LockUpgrade) (and rolls back, releasing its hold).
@@ -265,38 +364,16 @@ impl<T> std::fmt::Debug for PRwLock<T> {
 ///
 /// Deadlock between different locks: lock in a consistent order; otherwise a waiting transaction
 /// fails with [`Error::LockTimeout`](crate::Error::LockTimeout) after the pool's lock timeout.
-#[repr(C)]
-pub struct PSharedLock<T> {
-    word: AtomicU64,
-    value: UnsafeCell<T>,
-}
+pub type PSharedLock<T> = PLock<SxWord, T>;
 
 const _: () = assert!(size_of::<PSharedLock<u64>>() == 16);
 
-// SAFETY: as for `PMutex`: a `u64`-sized atomic (any bit pattern: a foreign generation means
-// unlocked, garbage holders only make holds time out) and `T: Persistent`, no padding (asserted).
-unsafe impl<T: Persistent> Persistent for PSharedLock<T> {
-    const __LAYOUT_CHECK: () = {
-        let () = T::__LAYOUT_CHECK;
-        assert!(
-            size_of::<PSharedLock<T>>() == 8 + size_of::<T>(),
-            "PSharedLock<T> needs size_of::<T>() to be a multiple of 8 (pad T explicitly)"
-        );
-    };
-}
 // SAFETY: the exclusive hold gives one transaction (one thread) at a time `&T`, as `PMutex`
 // (hence `T: Send`); shared holds give `&T` to several threads only through `read` (which needs
 // `T: Sync`) or the `unsafe` `read_unchecked`, whose callers promise to only read.
 unsafe impl<T: Send> Sync for PSharedLock<T> {}
 
 impl<T: Persistent> PSharedLock<T> {
-    fn check(&self, tx: &Transaction<'_>) -> Result<()> {
-        let () = <Self as Persistent>::__LAYOUT_CHECK;
-        tx.shared()
-            .offset_of(self as *const Self as usize, size_of::<Self>())
-            .map(|_| ())
-    }
-
     /// Takes the exclusive hold for the rest of the transaction (upgrading this transaction's
     /// shared hold if it has one) and returns the value. Again in the same transaction: returns
     /// at once.
@@ -307,11 +384,7 @@ impl<T: Persistent> PSharedLock<T> {
     /// [`Error::LockUpgrade`](crate::Error::LockUpgrade) (another transaction is upgrading its own
     /// shared hold; see the type docs), [`Error::NotInPool`](crate::Error::NotInPool).
     pub fn lock<'t>(&'t self, tx: &'t Transaction<'_>) -> Result<&'t T> {
-        self.check(tx)?;
-        tx.lock_exclusive(&self.word)?;
-        // SAFETY: the exclusive hold excludes every other transaction until this one ends, and
-        // the reference cannot outlive `'t` (bounded by the transaction).
-        Ok(unsafe { &*self.value.get() })
+        self.exclusive(tx)
     }
 
     /// Takes a shared hold for the rest of the transaction (or keeps this transaction's
@@ -328,7 +401,7 @@ impl<T: Persistent> PSharedLock<T> {
         unsafe { self.read_unchecked(tx) }
     }
 
-    /// [`read`](PSharedLock::read) for any `T`: a shared hold and `&T`, which other transactions
+    /// [`read`](PLock::read) for any `T`: a shared hold and `&T`, which other transactions
     /// holding the lock shared read at the same time.
     ///
     /// # Safety
@@ -336,23 +409,14 @@ impl<T: Persistent> PSharedLock<T> {
     /// Until the transaction ends, the returned reference (and everything reached through it)
     /// must be used only to read: no store through an interior-mutable part ([`PCell::set`],
     /// logging, freeing, any method that writes). To write, take the exclusive hold with
-    /// [`lock`](PSharedLock::lock) and write through the reference it returns.
+    /// [`lock`](PLock::lock) and write through the reference it returns.
     ///
     /// # Errors
     ///
-    /// As [`read`](PSharedLock::read).
+    /// As [`read`](PLock::read).
     pub unsafe fn read_unchecked<'t>(&'t self, tx: &'t Transaction<'_>) -> Result<&'t T> {
-        self.check(tx)?;
-        tx.lock_shared(&self.word)?;
-        // SAFETY: the shared hold excludes writers of other transactions until this one ends;
-        // the caller only reads through the reference (concurrent reads do not race); writes
-        // of this transaction need `lock`, which waits until it is the only holder.
-        Ok(unsafe { &*self.value.get() })
-    }
-}
-
-impl<T> std::fmt::Debug for PSharedLock<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PSharedLock { .. }")
+        // SAFETY: the caller only reads through the reference (concurrent reads do not race);
+        // writes of this transaction need `lock`, which waits until it is the only holder.
+        unsafe { self.shared(tx) }
     }
 }

@@ -7,9 +7,9 @@
 
 use std::path::Path;
 
+use crate::engine::heap::CHUNK;
+use crate::engine::layout::Geometry;
 use crate::error::{Error, Result};
-use crate::heap::CHUNK;
-use crate::layout::Geometry;
 use crate::pool::{Pool, PoolOptions};
 
 /// The largest pool (bytes) the chunk table of a pool with geometry `geo` can describe.
@@ -129,7 +129,7 @@ impl<R> Pool<R> {
     }
 }
 
-impl crate::pool::Shared {
+impl crate::engine::shared::Shared {
     /// Grows the open pool to `new_size` (see [`Pool::grow`]); the caller checked the table.
     pub(crate) fn grow(&self, new_size: u64) -> Result<()> {
         self.region.grow(new_size)?;

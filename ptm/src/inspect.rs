@@ -3,9 +3,9 @@
 
 use pmem_core::Region;
 
+use crate::engine::heap::{scan_stats, HeapStats};
+use crate::engine::layout::{self, Geometry};
 use crate::error::{Error, Result};
-use crate::heap::{scan_stats, HeapStats};
-use crate::layout::{self, Geometry};
 
 /// What a transactional pool holds, read without changing it.
 #[derive(Debug, Clone)]
@@ -49,7 +49,7 @@ pub fn inspect(region: &Region) -> Result<Summary> {
     for lane in 0..geometry.lane_count as usize {
         // The same scan recovery runs, read-only: a verified record pointing outside the pool
         // is `CorruptLog`; a torn tail simply ends the log.
-        let scan = crate::log::scan_log(region, &geometry, lane, read(geometry.lane(lane)), None)?;
+        let scan = crate::engine::log::scan_log(region, &geometry, lane, read(geometry.lane(lane)), None)?;
         if scan.seq.is_some() {
             lanes_with_log += 1;
         }

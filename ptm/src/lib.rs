@@ -142,39 +142,57 @@
 //! For large pools copy in several transactions of the new pool (each durable), and rename only
 //! after the last; collections copy element by element (`iter` on the old, `push`/`insert` on
 //! the new).
+//!
+//! ## Where things live
+//!
+//! The public front is what this page lists: [`Pool`], [`Transaction`], the cells and locks
+//! ([`PLock`] with its aliases), errors and statistics. Below it, in a private `engine` module,
+//! sits the transaction engine: the state of an open pool (`Shared`, the lanes and their
+//! volatile state), the on-media layout, the heap, the lock words and the log. The engine never
+//! imports the front (a test checks the layering; see docs/design.md §1).
+//!
+//! The workspace's tools (the `ptm` CLI, the fuzzers, the crash harness, white-box tests) reach
+//! the engine's `heap`, `lanes`, `layout` and `lockword` modules through the hidden
+//! `ptm::internals` module. **`internals` is not covered by semver**: it changes with the engine,
+//! in any release; applications should not use it.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod alloc;
 mod cell;
 mod checked;
+mod engine;
 mod error;
 mod grow;
-pub mod heap;
 mod inspect;
-pub mod lanes;
-pub mod layout;
-pub mod lockword;
-mod log;
 mod nested;
 mod pool;
 mod schema;
 mod sync;
 mod tx;
 
-pub use cell::{Loggable, PCell, PMutex, PRwLock, PSharedLock};
+pub use cell::{MutexWord, PCell, PLock, PMutex, PRwLock, PSharedLock, RawLock, RwWord, SxWord};
+pub use engine::heap::HeapStats;
+pub use engine::layout::{read_root_schema, Geometry, RootSchema};
 pub use error::{Error, Result};
 pub use grow::{grow_pool, max_pool_size};
-pub use heap::HeapStats;
 pub use inspect::{inspect, Summary};
-pub use layout::{read_root_schema, Geometry, RootSchema};
 pub use nested::Nested;
 pub use pmem_core;
+pub use pmem_core::schema::Schema;
 pub use pmem_core::{
     thread_stats, DomainKind, Durability, Engine, JournalOptions, PPtr, PersistStats, Persistent,
 };
-pub use pmem_core::{Checked, Encoded, PBool, POption, Schema};
+pub use pmem_core::{Checked, Encoded, PBool, POption};
 pub use pool::{Pool, PoolOptions, RecoveryReport, DEFAULT_LANES, DEFAULT_LANE_SIZE, DEFAULT_LOCK_TIMEOUT};
-pub use tx::{PendingCommit, SnapshotBatch, Transaction};
+pub use tx::{Loggable, PendingCommit, SnapshotBatch, Transaction};
+
+/// What the workspace's tools reach below the public API (the `ptm` CLI, the fuzzers, the
+/// crash-recovery harness, the loom models, white-box tests): the engine's on-media layout, heap,
+/// lanes and lock words. **Not covered by semver**: it changes with the engine, in any release.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::engine::{heap, lanes, layout, lockword};
+}
 
 /// The README's code examples, compiled and run as doctests so the README stays true.
 #[cfg(doctest)]

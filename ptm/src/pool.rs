@@ -10,14 +10,18 @@ use std::time::Duration;
 
 use pmem_core::{DomainKind, Durability, PPtr, Persistent, Region, RegionOptions};
 
-use crate::heap::{slab_geom, Desc, HeapStats, CHUNK};
+use crate::engine::heap::{slab_geom, Desc, HeapStats, CHUNK};
 
+use crate::engine::lane_state::LaneVolatile;
+use crate::engine::lanes::{preferred_lane, LaneMap};
+use crate::engine::layout::RootSchema;
+use crate::engine::layout::{self, CommitRecord, DataHasher, Geometry, Verdict, LANE_COMMIT, LANE_LOG};
+use crate::engine::log::scan_lane;
+use crate::engine::shared::{LaneSlot, Shared};
 use crate::error::{Error, Result};
-use crate::lanes::{preferred_lane, LaneMap};
-use crate::layout::RootSchema;
-use crate::layout::{self, CommitRecord, DataHasher, Geometry, Verdict, LANE_COMMIT, LANE_LOG};
-use crate::log::{scan_lane, LogEntry};
-use crate::tx::{LaneVolatile, PendingCommit, Transaction};
+use crate::tx::{PendingCommit, Transaction};
+
+pub use crate::engine::shared::RecoveryReport;
 
 /// Default number of lanes (concurrent transactions).
 pub const DEFAULT_LANES: u32 = 64;
@@ -287,257 +291,8 @@ impl PoolOptions {
     }
 }
 
-/// What recovery did when a pool was opened.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RecoveryReport {
-    /// Whether the pool had been closed cleanly.
-    pub was_clean: bool,
-    /// Lanes whose last transaction had committed but was not yet marked complete.
-    pub completed: usize,
-    /// Lanes whose last transaction was rolled back.
-    pub rolled_back: usize,
-    /// Undo entries applied by the rollbacks.
-    pub entries_undone: u64,
-}
-
-pub(crate) struct LaneSlot(pub(crate) UnsafeCell<LaneVolatile>);
-
-// SAFETY: a slot is only touched by the thread that holds its lane in `LaneMap` (acquire/release
-// give the happens-before edges), or by `Shared::new`/recovery before the pool is shared.
-unsafe impl Sync for LaneSlot {}
-// SAFETY: a slot's only non-`Send` parts are the pointers to the persistent lock words its
-// transaction holds: `AtomicU64`s (which are `Sync`) inside the pool's own mapping, which lives
-// as long as the `Shared` that owns the slots; nothing in a slot is tied to the thread that filled
-// it (no thread-local data, no `Rc`). So moving the pool (and its slots) to another thread is
-// sound; whether the *root* may be shared is still decided by `R` (`Pool<R>` is `Sync` only if
-// `R` is: a root of `PCell`s, which are `!Sync`, keeps its pool on one thread at a time).
-unsafe impl Send for LaneSlot {}
-
 /// Process-unique pool ids (to find a thread's open transaction on this pool).
 static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
-
-/// State shared by every handle and transaction of one open pool.
-pub(crate) struct Shared {
-    pub(crate) region: Region,
-    pub(crate) geo: Geometry,
-    pub(crate) generation: u32,
-    pub(crate) id: u64,
-    pub(crate) lanes: LaneMap,
-    pub(crate) slots: Box<[LaneSlot]>,
-    /// Per lane: a completed seq whose `completed` word still needs a flush by some drainer.
-    pub(crate) pending_seq: Box<[AtomicU64]>,
-    /// Bit per lane: `pending_seq` is non-zero.
-    pub(crate) pending_bits: Box<[AtomicU64]>,
-    /// Per lane: the highest seq whose completion mark is known durable.
-    pub(crate) durable_completed: Box<[AtomicU64]>,
-    pub(crate) heap: crate::heap::Heap,
-    pub(crate) lock_timeout: Duration,
-    /// `PoolOptions::auto_grow`: grow up to this size instead of failing with `OutOfSpace`.
-    pub(crate) auto_grow: Option<u64>,
-    pub(crate) poisoned: AtomicBool,
-    pub(crate) recovery: RecoveryReport,
-}
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
-            .field("path", &self.region.path())
-            .field("geo", &self.geo)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Shared {
-    /// Reads the u64 at pool offset `off` (8-aligned, inside the mapping; callers hold the lock
-    /// that guards it).
-    pub(crate) fn read_u64(&self, off: u64) -> u64 {
-        // SAFETY: callers pass aligned in-bounds metadata offsets whose writers they exclude.
-        unsafe { self.ptr(off).cast::<u64>().read() }
-    }
-
-    /// Writes the u64 at pool offset `off` (same contract as `read_u64`).
-    pub(crate) fn write_u64(&self, off: u64, v: u64) {
-        // SAFETY: as `read_u64`; the caller holds the metadata lock and logged the old value.
-        unsafe { self.ptr(off).cast::<u64>().write(v) }
-    }
-
-    /// Runs `f` on the heap's volatile index (built from the chunk table on first use).
-    pub(crate) fn heap_index<T>(&self, f: impl FnOnce(&mut crate::heap::HeapIndex) -> T) -> Result<T> {
-        self.heap
-            .with_index(|i| self.read_u64(self.heap.layout().desc_off(i)), f)
-    }
-
-    /// Address of pool offset `off` (no check: callers validated it).
-    #[inline]
-    pub(crate) fn ptr(&self, off: u64) -> *mut u8 {
-        // SAFETY: callers pass offsets inside the mapping, so the sum stays in the allocation.
-        unsafe { self.region.base().as_ptr().add(off as usize) }
-    }
-
-    /// Flushes `[off, off + len)` (inside the mapping).
-    #[inline]
-    pub(crate) fn flush(&self, off: u64, len: u64) {
-        // SAFETY: callers pass ranges inside the mapping.
-        unsafe { self.region.flush_ptr(self.ptr(off), len as usize) };
-    }
-
-    /// An ordering point (see [`Region::order`]): what this thread flushed before reaches the
-    /// persistence domain before anything it flushes after. For drain 1 and later snapshot
-    /// drains, which only order the undo log before the in-place stores.
-    pub(crate) fn order(&self) -> Result<()> {
-        Ok(self.region.order()?)
-    }
-
-    /// A durability point (see [`Region::drain`]): everything flushed so far is durable. For
-    /// commits (drain 2), completing relaxed commits, `Pool::sync`, roll-back and recovery.
-    pub(crate) fn drain(&self) -> Result<()> {
-        Ok(self.region.drain()?)
-    }
-
-    /// The `completed` word of lane `i`.
-    pub(crate) fn completed_word(&self, lane: usize) -> &AtomicU64 {
-        // SAFETY: the lane header is 8-byte aligned (lanes are 4 KiB-aligned) and inside the
-        // mapping, which outlives `self`; it is only accessed atomically.
-        unsafe { &*self.ptr(self.geo.lane(lane)).cast::<AtomicU64>() }
-    }
-
-    /// Records that lane `lane` completed `seq`: its `completed` word must reach the media
-    /// before any later transaction overwrites that transaction's data (see docs/design.md).
-    pub(crate) fn mark_complete(&self, lane: usize, seq: u64) {
-        self.completed_word(lane).store(seq, Ordering::Release);
-        self.pending_seq[lane].store(seq, Ordering::SeqCst);
-        self.pending_bits[lane / 64].fetch_or(1 << (lane % 64), Ordering::SeqCst);
-    }
-
-    /// Flushes the `completed` line of every lane with a pending completion; returns what was
-    /// flushed, for [`Shared::settle_completions`] after the caller's drain.
-    pub(crate) fn flush_pending_completions(&self, out: &mut Vec<(usize, u64)>) {
-        out.clear();
-        for (w, word) in self.pending_bits.iter().enumerate() {
-            let mut bits = word.load(Ordering::SeqCst);
-            while bits != 0 {
-                let lane = w * 64 + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                let seq = self.pending_seq[lane].load(Ordering::SeqCst);
-                if seq != 0 {
-                    self.flush(self.geo.lane(lane), 8);
-                    out.push((lane, seq));
-                }
-            }
-        }
-    }
-
-    /// After a drain: clears the pending marks that were made durable.
-    pub(crate) fn settle_completions(&self, flushed: &[(usize, u64)]) {
-        for &(lane, seq) in flushed {
-            // The flushed line held `completed >= seq`, and the caller has drained since.
-            self.durable_completed[lane].fetch_max(seq, Ordering::SeqCst);
-            if self.pending_seq[lane]
-                .compare_exchange(seq, 0, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
-            {
-                let bit = 1u64 << (lane % 64);
-                self.pending_bits[lane / 64].fetch_and(!bit, Ordering::SeqCst);
-                // A completion recorded between the exchange and the clear keeps its bit.
-                if self.pending_seq[lane].load(Ordering::SeqCst) != 0 {
-                    self.pending_bits[lane / 64].fetch_or(bit, Ordering::SeqCst);
-                }
-            }
-        }
-    }
-
-    /// Makes every pending completion durable (clean close, `Pool::sync`).
-    pub(crate) fn sync(&self) -> Result<()> {
-        let mut flushed = Vec::new();
-        self.flush_pending_completions(&mut flushed);
-        // `Region::sync`: durable even in the journaled engine's buffered mode.
-        self.region.sync()?;
-        self.settle_completions(&flushed);
-        Ok(())
-    }
-
-    /// Whether `[off, off + len)` lies in the area transactions may log and modify: the root and
-    /// the heap.
-    pub(crate) fn loggable(&self, off: u64, len: u64) -> bool {
-        self.geometry().loggable(off, len)
-    }
-
-    /// The geometry with the heap as large as the pool is now (it grows with `Pool::grow`).
-    pub(crate) fn geometry(&self) -> Geometry {
-        let mut g = self.geo;
-        g.heap_size = (self.region.data_range().end & !4095) - g.heap_offset;
-        g
-    }
-
-    /// The pool offset of `addr` if `[addr, addr + len)` is loggable.
-    pub(crate) fn offset_of(&self, addr: usize, len: usize) -> Result<u64> {
-        let base = self.region.base().as_ptr() as usize;
-        let off = addr.wrapping_sub(base) as u64;
-        if addr >= base && self.loggable(off, len as u64) {
-            Ok(off)
-        } else {
-            Err(Error::NotInPool { addr, len })
-        }
-    }
-
-    /// Restores `entries` (newest first) and makes the lane's transaction `seq` complete:
-    /// restore + flush, drain, mark `completed`, flush, drain. Idempotent.
-    pub(crate) fn roll_back(&self, lane: usize, seq: u64, entries: &[LogEntry]) -> Result<()> {
-        for e in entries.iter().rev().filter(|e| e.restore) {
-            // SAFETY: `scan_lane` validated both ranges against the pool geometry; the lane's
-            // transaction owns the target ranges (its locks are still held, or we are in
-            // single-threaded recovery), and log and target never overlap (log areas lie in the
-            // lanes or in extents, targets in root/heap outside any live extent).
-            unsafe { std::ptr::copy(self.ptr(e.data_off), self.ptr(e.target), e.len as usize) };
-            self.flush(e.target, e.len);
-        }
-        self.drain()?;
-        self.completed_word(lane).store(seq, Ordering::Release);
-        self.flush(self.geo.lane(lane), 8);
-        self.drain()?;
-        self.durable_completed[lane].fetch_max(seq, Ordering::SeqCst);
-        Ok(())
-    }
-
-    /// Returns to the allocator the quarantined blocks and runs whose transaction's completion
-    /// mark is now durable (see `heap::Quarantined`).
-    pub(crate) fn release_quarantine(&self) {
-        if self.heap.quarantined.load(Ordering::Acquire) == 0 {
-            return;
-        }
-        let mut q = self.heap.quarantine.lock().unwrap_or_else(|p| p.into_inner());
-        let mut runs = Vec::new();
-        q.retain(|e| {
-            let durable = self.durable_completed[e.lane].load(Ordering::SeqCst) >= e.seq;
-            if durable {
-                if let crate::heap::QuarantineKind::Run { start, n } = e.kind {
-                    runs.push((start, n));
-                }
-            }
-            !durable
-        });
-        self.heap.quarantined.store(q.len(), Ordering::Release);
-        drop(q);
-        if !runs.is_empty() {
-            let _ = self.heap_index(|idx| runs.iter().for_each(|&(a, n)| idx.give_run(a, n)));
-        }
-    }
-
-    /// Bits of bitmap word `word` that are quarantined (free in the bitmap, not yet reusable).
-    pub(crate) fn quarantined_bits(&self, word: u64) -> u64 {
-        if self.heap.quarantined.load(Ordering::Acquire) == 0 {
-            return 0;
-        }
-        let q = self.heap.quarantine.lock().unwrap_or_else(|p| p.into_inner());
-        q.iter()
-            .filter_map(|e| match e.kind {
-                crate::heap::QuarantineKind::Block { word: w, mask } if w == word => Some(mask),
-                _ => None,
-            })
-            .fold(0, |a, m| a | m)
-    }
-}
 
 /// An open transactional pool whose root object is an `R`.
 ///
@@ -724,7 +479,7 @@ impl<R: Persistent> Pool<R> {
             pending_seq: (0..n).map(|_| AtomicU64::new(0)).collect(),
             pending_bits: (0..n.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
             durable_completed: (0..n).map(|_| AtomicU64::new(0)).collect(),
-            heap: crate::heap::Heap::new(geo.heap_layout(), opts.reserve),
+            heap: crate::engine::heap::Heap::new(geo.heap_layout(), opts.reserve),
             lock_timeout: opts.lock_timeout,
             auto_grow: opts.auto_grow,
             poisoned: AtomicBool::new(false),
@@ -935,7 +690,7 @@ impl<R: Persistent> Pool<R> {
     /// Heap bytes currently free for log extents.
     pub fn heap_free(&self) -> u64 {
         self.shared
-            .heap_index(|idx| idx.free.values().sum::<u64>() * crate::heap::CHUNK)
+            .heap_index(|idx| idx.free.values().sum::<u64>() * crate::engine::heap::CHUNK)
             .unwrap_or(0)
     }
 
@@ -947,7 +702,9 @@ impl<R: Persistent> Pool<R> {
     /// [`Error::CorruptHeap`] if the metadata is malformed.
     pub fn heap_stats(&mut self) -> Result<HeapStats> {
         let s = &*self.shared;
-        crate::heap::scan_stats(&s.heap.layout(), |off| s.read_u64(off))
+        // SAFETY: `scan_stats` reads only chunk table words and bitmap words of slab chunks of
+        // `layout`, 8-aligned and inside the heap; `&mut self`: no transaction runs.
+        crate::engine::heap::scan_stats(&s.heap.layout(), |off| unsafe { s.read_u64(off) })
     }
 
     /// Every allocated block as `(pool offset, block size)`, from the persistent metadata: for
@@ -962,12 +719,16 @@ impl<R: Persistent> Pool<R> {
         let mut out = Vec::new();
         let mut i = 0;
         while i < l.n_chunks {
-            match Desc::decode(s.read_u64(l.desc_off(i))) {
+            // SAFETY: the chunk table word of chunk `i < n_chunks`, inside the heap; `&mut self`: no
+            // transaction runs.
+            match Desc::decode(unsafe { s.read_u64(l.desc_off(i)) }) {
                 Desc::Free => i += 1,
                 Desc::Slab(c) => {
                     let g = slab_geom(c);
                     for b in 0..g.blocks {
-                        if s.read_u64(l.chunk_off(i) + (b / 64) * 8) & (1 << (b % 64)) != 0 {
+                        // SAFETY: a bitmap word of slab chunk `i` (`b < g.blocks`), inside the heap; `&mut self`:
+                        // no transaction runs.
+                        if unsafe { s.read_u64(l.chunk_off(i) + (b / 64) * 8) } & (1 << (b % 64)) != 0 {
                             out.push((l.chunk_off(i) + g.first + b * g.block, g.block));
                         }
                     }
@@ -991,11 +752,16 @@ impl<R: Persistent> Pool<R> {
     /// [`Error::CorruptHeap`] naming the first problem found.
     pub fn check_heap(&mut self) -> Result<HeapStats> {
         let l = self.shared.heap.layout();
-        crate::heap::build_index(&l, |i| self.shared.read_u64(l.desc_off(i)))?;
+        // SAFETY: `build_index` reads chunk table words of chunks `i < n_chunks`, inside the heap;
+        // `&mut self`: no transaction runs.
+        crate::engine::heap::build_index(&l, |i| unsafe { self.shared.read_u64(l.desc_off(i)) })?;
         for i in 0..l.n_chunks {
-            if let Desc::Slab(c) = Desc::decode(self.shared.read_u64(l.desc_off(i))) {
+            // SAFETY: the chunk table word of chunk `i < n_chunks`; `&mut self`: no transaction runs.
+            if let Desc::Slab(c) = Desc::decode(unsafe { self.shared.read_u64(l.desc_off(i)) }) {
                 let g = slab_geom(c);
-                let last = self.shared.read_u64(l.chunk_off(i) + (g.words - 1) * 8);
+                // SAFETY: the last bitmap word of slab chunk `i`, inside the chunk; `&mut self`: no
+                // transaction runs.
+                let last = unsafe { self.shared.read_u64(l.chunk_off(i) + (g.words - 1) * 8) };
                 let valid = if g.blocks.is_multiple_of(64) {
                     u64::MAX
                 } else {

@@ -4,7 +4,7 @@
 use pmem_core::schema::{Describer, Schema, TypeSchema};
 use pmem_core::Persistent;
 
-use crate::cell::{PCell, PMutex, PRwLock, PSharedLock};
+use crate::cell::{PCell, PLock, RawLock};
 
 macro_rules! wrapper_schemas {
     ($($t:ident),* $(,)?) => {$(
@@ -16,4 +16,11 @@ macro_rules! wrapper_schemas {
     )*};
 }
 
-wrapper_schemas!(PCell, PMutex, PRwLock, PSharedLock);
+wrapper_schemas!(PCell);
+
+/// A lock describes itself by its alias's name (`PMutex`, `PRwLock`, `PSharedLock`).
+impl<R: RawLock, T: Persistent> Schema for PLock<R, T> {
+    fn describe(d: &mut Describer) -> TypeSchema {
+        TypeSchema::generic(R::NAME, core::mem::size_of::<Self>(), vec![("T", d.of::<T>())])
+    }
+}

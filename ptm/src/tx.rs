@@ -15,15 +15,16 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use crate::error::{Error, Result};
-use crate::layout::{
+use crate::engine::lane_state::{HeldKind, LaneVolatile};
+use crate::engine::layout::{
     self, encode_rec, rec_total, CommitRecord, DataHasher, KIND_JUMP, KIND_NEW, KIND_UNDO, LANE_COMMIT,
     LANE_LOG, REC_ALIGN, REC_HEADER,
 };
-use crate::lockword::{self, Attempt};
-use crate::log::scan_lane;
-use crate::nested::NestedRefs;
-use crate::pool::Shared;
+use crate::engine::lockword::{self, Attempt};
+use crate::engine::log::scan_lane;
+use crate::engine::nested_refs::NestedRefs;
+use crate::engine::shared::Shared;
+use crate::error::{Error, Result};
 
 /// Smallest log extent taken from the heap when a lane's log is full.
 const MIN_EXTENT: u64 = 256 * 1024;
@@ -41,58 +42,17 @@ pub(crate) fn next_seq_after(last: u64, lane: usize) -> u64 {
     (last / m + 1) * m + lane as u64
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum HeldKind {
-    Mutex,
-    Read,
-    Write,
-    /// Shared hold of a shared/exclusive word ([`PSharedLock`](crate::PSharedLock)).
-    SxRead,
-    /// Exclusive hold of a shared/exclusive word.
-    SxWrite,
-}
-
-/// Per-lane volatile state, reused across transactions so the steady state does not allocate.
-/// Cache-line aligned: every transaction, read-only ones included, moves it out of its lane slot
-/// and back, and neighbouring slots (used by other threads) must not share a line with it.
-#[derive(Debug, Default)]
-#[repr(align(64))]
-pub(crate) struct LaneVolatile {
-    pub(crate) next_seq: u64,
-    seq: u64,
-    pos: u64,
-    end: u64,
-    entries: u64,
-    /// Logged pieces in log order (offset, len): one per undo record, for commit.
-    ranges: Vec<(u64, u64)>,
-    /// The ranges callers asked to log (a range may be split into several records), for the
-    /// "already logged?" check.
-    logical: Vec<(u64, u64)>,
-    /// Index of `logical` by start, built once there are many.
-    index: BTreeMap<u64, u64>,
-    extents: Vec<(u64, u64)>,
-    next_extent: u64,
-    /// Records appended since the last drain.
-    pub(crate) undrained: bool,
-    /// Ranges of undo entries appended since the last drain (inside a snapshot batch): a store
-    /// into one of them must drain first.
-    unordered_undo: Vec<(u64, u64)>,
-    /// Start of the current log area (the lane's log or an extent).
-    area_start: u64,
-    /// `pos` and `end` at the last drain: records after `ordered_pos` in the area ending at
-    /// `ordered_end` (or anywhere in a later area) are not ordered yet, so they may be taken
-    /// back ([`Transaction::take_back`]).
-    ordered_pos: u64,
-    ordered_end: u64,
-    /// Records were taken back: the log may hold stale copies of them with this seq.
-    took_back: bool,
-    /// Scratch for the commit: the logged ranges' cache lines (kept for its capacity).
-    commit_lines: Vec<(u64, u64)>,
-    batch_depth: u32,
-    locks: Vec<(HeldKind, *const AtomicU64)>,
-    completions: Vec<(usize, u64)>,
-    /// Allocator state of the running transaction (see `alloc.rs`).
-    pub(crate) heap: crate::alloc::TxHeap,
+/// An object whose bytes a transaction may log and then change.
+///
+/// # Safety
+///
+/// `log_range` returns the address and length of bytes inside `self` that are interior-mutable
+/// (inside an `UnsafeCell`) and that only the thread holding `&self` can reach while its
+/// transaction runs (the type is `!Sync`, or access is guarded by a lock held by that
+/// transaction): rolling them back must not race with any other thread.
+pub unsafe trait Loggable {
+    /// `(address, length)` of the bytes to log.
+    fn log_range(&self) -> (usize, usize);
 }
 
 /// The state of the lane a transaction holds, used in place in its slot (moving it in and out
@@ -406,12 +366,12 @@ impl<'p> Transaction<'p> {
         let mut size = st.next_extent;
         let keep = self.chunks_to_keep(&st.heap, true);
         let ext = loop {
-            let n = size / crate::heap::CHUNK;
+            let n = size / crate::engine::heap::CHUNK;
             if let Some(start) = self.take_chunks(n, keep)? {
                 break self.shared.heap.layout().chunk_off(start);
             }
-            if size <= crate::heap::CHUNK {
-                return Err(self.out_of_space_with(crate::heap::CHUNK, &st.heap.bits, keep));
+            if size <= crate::engine::heap::CHUNK {
+                return Err(self.out_of_space_with(crate::engine::heap::CHUNK, &st.heap.bits, keep));
             }
             size /= 2;
         };
@@ -536,11 +496,18 @@ impl<'p> Transaction<'p> {
         }
         let s = self.shared;
         for (&word, &(set, clear)) in st.heap.bits.iter() {
-            let v = (s.read_u64(word) | set) & !clear;
-            s.write_u64(word, v);
+            // SAFETY: `word` is a bitmap word of a slab whose metadata lock this transaction holds
+            // (taken before the block was allocated or freed), 8-aligned inside the heap; its old value
+            // is durable in the log.
+            let v = (unsafe { s.read_u64(word) } | set) & !clear;
+            // SAFETY: as above.
+            unsafe { s.write_u64(word, v) };
         }
         for &(off, v) in &st.heap.lists.descs {
-            s.write_u64(off, v);
+            // SAFETY: `off` is the chunk table word of a chunk whose metadata lock this transaction
+            // holds (taken before it changed the descriptor), inside the heap; its old value is durable
+            // in the log.
+            unsafe { s.write_u64(off, v) };
         }
         Ok(())
     }
@@ -812,7 +779,7 @@ impl<'p> Transaction<'p> {
         let entries = self.st.borrow().entries;
         self.write_commit_record(seq, entries);
         self.park();
-        let drains_at_commit = crate::thread_stats().drains;
+        let drains_at_commit = pmem_core::thread_stats().drains;
         let settled = Rc::new(Cell::new(false));
         PENDING.with(|p| {
             p.borrow_mut().push(PendingEntry {
@@ -848,7 +815,7 @@ impl<'p> Transaction<'p> {
         let lines = &mut st.commit_lines;
         lines.clear();
         lines.extend(st.ranges.iter().filter(|&&(_, len)| len > 0).map(|&(off, len)| {
-            let (start, end) = pmem_core::flush::line_span(off as usize, len as usize);
+            let (start, end) = pmem_core::internals::flush::line_span(off as usize, len as usize);
             (start as u64, end as u64)
         }));
         lines.sort_unstable();
@@ -901,7 +868,7 @@ fn release_lane(shared: &Shared, lane: usize, st: &mut LaneVolatile, committed: 
     release_locks(shared, st);
     let h = &mut st.heap;
     let extents = std::mem::take(&mut st.extents);
-    let chunk = crate::heap::CHUNK;
+    let chunk = crate::engine::heap::CHUNK;
     let layout = shared.heap.layout();
     // Volatile index updates: extents always go back; a commit frees what it freed and offers
     // its new and emptied slabs; an abort returns what it reserved. Most transactions touch
@@ -964,7 +931,7 @@ fn release_lane(shared: &Shared, lane: usize, st: &mut LaneVolatile, committed: 
             || !h.lists.freed_new_blocks.is_empty()
             || !h.lists.returned_slabs.is_empty())
     {
-        use crate::heap::{QuarantineKind, Quarantined};
+        use crate::engine::heap::{QuarantineKind, Quarantined};
         let mut q = shared.heap.quarantine.lock().unwrap_or_else(|p| p.into_inner());
         for &(start, n) in &h.lists.freed_new {
             q.push(Quarantined {
@@ -1032,7 +999,7 @@ fn needs_drain(s: &Shared, drains_at: u64) -> bool {
     // A later drain (or ordering point) of this thread covers these flushes only where it is a
     // fence over everything the thread flushed before; elsewhere (msync, paged) it is I/O on
     // what was recorded at the time and must run again.
-    !s.region.domain().fence_is_drain() || crate::thread_stats().drains <= drains_at
+    !s.region.domain().fence_is_drain() || pmem_core::thread_stats().drains <= drains_at
 }
 
 /// Makes this thread's pending relaxed commits on pool `s` durable (at most one drain for all of
@@ -1216,7 +1183,7 @@ impl SnapshotBatch<'_, '_> {
     ///
     /// [`Error::NotInPool`] if the object is not in this transaction's pool,
     /// [`Error::OutOfSpace`] when the log cannot grow.
-    pub fn add<T: crate::Loggable + ?Sized>(&mut self, obj: &T) -> Result<()> {
+    pub fn add<T: Loggable + ?Sized>(&mut self, obj: &T) -> Result<()> {
         let (addr, len) = obj.log_range();
         let off = self.tx.shared.offset_of(addr, len)?;
         self.tx.log_range(off, len as u64)

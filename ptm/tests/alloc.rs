@@ -480,7 +480,7 @@ fn a_block_freed_in_its_allocating_transaction_is_not_reused_too_early() {
     f.read_exact_at(&mut b, completed_at).unwrap();
     let seq = u64::from_le_bytes(b);
     f.write_all_at(
-        &seq.saturating_sub(u64::from(ptm::layout::MAX_LANES))
+        &seq.saturating_sub(u64::from(ptm::internals::layout::MAX_LANES))
             .to_le_bytes(),
         completed_at,
     )
@@ -666,7 +666,7 @@ fn fill_with_chunks(pool: &mut Pool<Root>) {
     let chunks = pool.heap_stats().unwrap().chunks;
     let mut runs = 0;
     loop {
-        match pool.transaction(|tx, _| tx.alloc_bytes(ptm::heap::CHUNK)) {
+        match pool.transaction(|tx, _| tx.alloc_bytes(ptm::internals::heap::CHUNK)) {
             Ok(_) => runs += 1,
             Err(Error::OutOfSpace { .. }) => break,
             Err(e) => panic!("{e}"),
@@ -674,7 +674,11 @@ fn fill_with_chunks(pool: &mut Pool<Root>) {
     }
     let st = pool.check_heap().unwrap();
     assert_eq!(st.slab_chunks, 0, "{st:?}");
-    assert_eq!(runs, chunks - ptm::heap::metadata_reserve(chunks), "{st:?}");
+    assert_eq!(
+        runs,
+        chunks - ptm::internals::heap::metadata_reserve(chunks),
+        "{st:?}"
+    );
 }
 
 /// A kept empty slab goes back on the drain the transaction takes anyway: the transaction that
@@ -692,7 +696,8 @@ fn returning_a_kept_slab_costs_no_extra_drain() {
     let st = pool.check_heap().unwrap();
     assert_eq!(st.slab_chunks, 1, "{st:?}");
     // Leave 10 free chunks beyond the metadata reserve: scarce.
-    let big = (st.free_chunks - ptm::heap::metadata_reserve(st.chunks) - 10) * ptm::heap::CHUNK;
+    let big = (st.free_chunks - ptm::internals::heap::metadata_reserve(st.chunks) - 10)
+        * ptm::internals::heap::CHUNK;
     let before = thread_stats();
     pool.transaction(|tx, r| {
         let off = tx.alloc_bytes(big)?;

@@ -4,7 +4,7 @@
 
 mod common;
 
-use ptm::heap::{CHUNK, CLASSES};
+use ptm::internals::heap::{CHUNK, CLASSES};
 use ptm::{Error, PCell, PPtr, Persistent, Pool};
 
 #[derive(Persistent)]
@@ -22,7 +22,7 @@ fn pool(dir: &tempfile::TempDir, size: u64) -> Pool<Root> {
 /// removal-only transactions.
 fn usable_chunks(pool: &mut Pool<Root>) -> u64 {
     let chunks = pool.heap_stats().unwrap().chunks;
-    chunks - ptm::heap::metadata_reserve(chunks)
+    chunks - ptm::internals::heap::metadata_reserve(chunks)
 }
 
 fn alloc_into(pool: &Pool<Root>, slot: usize, size: u64) -> Result<u64, Error> {
@@ -90,7 +90,11 @@ fn freed_slabs_coalesce_into_one_run() {
         }
     }
     let st = pool.heap_stats().unwrap();
-    assert_eq!(st.free_chunks, ptm::heap::metadata_reserve(chunks), "{st:?}");
+    assert_eq!(
+        st.free_chunks,
+        ptm::internals::heap::metadata_reserve(chunks),
+        "{st:?}"
+    );
     // Free in a scattered order, a few blocks per transaction.
     live.sort_by_key(|&o| o.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     for part in live.chunks(37) {
@@ -278,8 +282,11 @@ fn a_damaged_chunk_table_is_corrupt_heap() {
         drop(p);
     }
     // A bitmap bit beyond the slab's last block.
-    let g = ptm::heap::slab_geom(ptm::heap::class_of(100).unwrap());
-    damage(table, (1u64 << 56) | ptm::heap::class_of(100).unwrap() as u64);
+    let g = ptm::internals::heap::slab_geom(ptm::internals::heap::class_of(100).unwrap());
+    damage(
+        table,
+        (1u64 << 56) | ptm::internals::heap::class_of(100).unwrap() as u64,
+    );
     let layout = {
         let p = Pool::<Root>::open(&path, &common::pmem()).unwrap();
         let geo = p.geometry();
@@ -517,7 +524,7 @@ fn allocations_the_log_cannot_record_fail_at_the_allocation() {
         made += 1;
     });
     assert!(matches!(r, Err(Error::OutOfSpace { .. })), "{r:?}");
-    let slab_blocks = ptm::heap::slab_geom(0).blocks;
+    let slab_blocks = ptm::internals::heap::slab_geom(0).blocks;
     assert!(
         made < slab_blocks / 4,
         "{made} allocations before the log ran out"

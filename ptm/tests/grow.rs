@@ -6,7 +6,7 @@ mod common;
 
 use std::os::unix::fs::FileExt;
 
-use ptm::heap::CHUNK;
+use ptm::internals::heap::CHUNK;
 use ptm::{Engine, Error, PCell, PPtr, Persistent, Pool, PoolOptions};
 
 #[derive(Persistent)]
@@ -79,7 +79,8 @@ fn an_msync_pool_grows_in_place() {
 /// `primary` (a header's bytes) marked as growing to `target`, checksum updated.
 fn marked(primary: &[u8], target: u64) -> Vec<u8> {
     let mut b = primary.to_vec();
-    let flags = u64::from_le_bytes(b[64..72].try_into().unwrap()) | ptm::pmem_core::header::FLAG_GROWING;
+    let flags =
+        u64::from_le_bytes(b[64..72].try_into().unwrap()) | ptm::pmem_core::internals::header::FLAG_GROWING;
     b[64..72].copy_from_slice(&flags.to_le_bytes());
     b[176..184].copy_from_slice(&target.to_le_bytes()); // `grow_target` (design §2.1)
     let h: ptm::pmem_core::PoolHeader = ptm::pmem_core::read_from_bytes(&b).unwrap();
@@ -116,7 +117,7 @@ fn a_crash_mid_grow_leaves_the_old_or_the_new_size() {
         let mut pool = Pool::<Root>::open(p, &common::pmem()).unwrap();
         assert_eq!(pool.region().len(), size, "{}", p.display());
         assert_eq!(
-            pool.region().header().flags & ptm::pmem_core::header::FLAG_GROWING,
+            pool.region().header().flags & ptm::pmem_core::internals::header::FLAG_GROWING,
             0
         );
         assert_blocks(&pool, &offsets);

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ptm::pmem_core::journal::{self, format::RECORD_HEADER};
+use ptm::pmem_core::internals::journal::{self, format::RECORD_HEADER};
 use ptm::{thread_stats, DomainKind, Engine, JournalOptions, PCell, PMutex, Persistent, Pool, PoolOptions};
 
 const SLOTS: usize = 64;

@@ -1,5 +1,5 @@
-//! Loom models of ptm's lock-free parts: lane acquisition (`ptm::lanes`) and the persistent lock
-//! word algorithms (`ptm::lockword`): exclusivity, hand-over with happens-before, re-entrancy,
+//! Loom models of ptm's lock-free parts: lane acquisition (`ptm::internals::lanes`) and the persistent lock
+//! word algorithms (`ptm::internals::lockword`): exclusivity, hand-over with happens-before, re-entrancy,
 //! generation reset, shared/exclusive holds and upgrades; for the shared/exclusive words of
 //! `PSharedLock` also writer preference (a waiting writer or upgrader stops new readers) and the
 //! detection of two upgraders waiting for each other.
@@ -25,8 +25,8 @@ use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 
-use ptm::lanes::LaneMap;
-use ptm::lockword::{
+use ptm::internals::lanes::LaneMap;
+use ptm::internals::lockword::{
     mutex_try_lock, mutex_unlock, rw_try_read, rw_try_write, rw_unlock_read, rw_unlock_write,
     sx_abandon_upgrade, sx_abandon_write, sx_try_read, sx_try_upgrade, sx_try_write, sx_unlock_read,
     sx_unlock_write, Attempt, Upgrade,

@@ -112,7 +112,7 @@ fn image_with_lost_completion(dir: &tempfile::TempDir) -> (std::path::PathBuf, u
     write_u64(
         &image,
         completed_at,
-        seq.saturating_sub(u64::from(ptm::layout::MAX_LANES)),
+        seq.saturating_sub(u64::from(ptm::internals::layout::MAX_LANES)),
     );
     (image, root, seq)
 }

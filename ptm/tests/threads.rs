@@ -268,7 +268,7 @@ impl LaneOwners {
 fn lane_race_two_threads_never_share_a_lane() {
     const THREADS: usize = 4;
     const ROUNDS: usize = 200_000;
-    let map = ptm::lanes::LaneMap::new(1);
+    let map = ptm::internals::lanes::LaneMap::new(1);
     let owners = LaneOwners::new(1);
     let start = Barrier::new(THREADS);
     std::thread::scope(|s| {

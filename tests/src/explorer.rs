@@ -8,7 +8,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ptm::pmem_core::sim::{CrashPoint, FaultModel, Simulation};
+use ptm::pmem_core::{CrashPoint, FaultModel, Simulation};
 use ptm::pmem_core::{Region, RegionOptions};
 use ptm::{Persistent, Pool, PoolOptions};
 

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use ptm::pmem_core::sim::{
+use ptm::pmem_core::internals::sim::{
     apply_units, mask_subset, mix, random_subset, subset_strategy, FaultModel, SubsetStrategy,
 };
 use xxhash_rust::xxh3::xxh3_128;
@@ -194,7 +194,7 @@ mod tests {
         working[8] = 1;
         working[5000] = 2;
         working[3 * 4096 + 96] = 3;
-        let units = ptm::pmem_core::sim::diff_units(&durable, &working, FaultModel::Words);
+        let units = ptm::pmem_core::internals::sim::diff_units(&durable, &working, FaultModel::Words);
         let mut b = ImageBuffer::default();
         b.load(&durable);
         let nothing = b.key(&[]);

@@ -137,7 +137,7 @@ pub use explorer::{
     DEFAULT_RECOVERY_IMAGES_PER_POINT, ENV_SCALE,
 };
 pub use images::{ImageId, ImageKind};
-pub use ptm::pmem_core::sim::{CrashPoint, FaultModel, Simulation, SubsetStrategy};
+pub use ptm::pmem_core::{CrashPoint, FaultModel, Simulation, SubsetStrategy};
 pub use report::{Budget, CrashImage, Failure, Report, Stage};
 
 /// Checks the usual crash-consistency property of a sequence of transactions: `state`, read

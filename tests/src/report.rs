@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use ptm::pmem_core::sim::{FaultModel, RedundantPersistence};
+use ptm::pmem_core::{FaultModel, RedundantPersistence};
 
 use crate::images::{ImageId, ImageKind};
 

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use proptest::prelude::*;
-use ptm::heap::CHUNK;
-use ptm::pmem_core::sim::{random_subset, FaultModel, Simulation};
+use ptm::internals::heap::CHUNK;
+use ptm::pmem_core::internals::sim::{random_subset, FaultModel, Simulation};
 use ptm::{Error, PCell, PPtr, Persistent, Pool, PoolOptions};
 
 const SLOTS: usize = 24;

@@ -84,7 +84,7 @@ fn recording_a_schema_at_open_survives_a_crash_at_every_drain() {
             let mut subsets: Vec<Vec<u64>> = vec![Vec::new(), pending.clone()];
             subsets.extend(pending.iter().take(64).map(|&u| vec![u]));
             for seed in 0..8u64 {
-                let pick = ptm::pmem_core::sim::random_subset(pending.len(), seed);
+                let pick = ptm::pmem_core::internals::sim::random_subset(pending.len(), seed);
                 subsets.push(pick.into_iter().map(|i| pending[i]).collect());
             }
             seen.borrow_mut().0 += 1;

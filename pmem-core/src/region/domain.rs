@@ -47,13 +47,13 @@ pub enum DomainKind {
     /// order and drain are delegated to it.
     Paged,
     /// A plain file mapped copy-on-write, made durable by a journal beside it (see
-    /// [`crate::journal`]): flush records lines, an ordering point appends a record (no I/O), a
+    /// [`JournalOptions`](crate::JournalOptions), docs/design.md §3.1): flush records lines, an ordering point appends a record (no I/O), a
     /// durability point waits for one `fdatasync` shared by concurrent committers; checkpoints
     /// write changed pages home.
     Journaled,
     /// The crash-recovery harness's simulated domain (feature `simulate`): flush records lines,
     /// drain calls the crash-point hook and then makes the recorded lines durable in the
-    /// simulation's durable image (see [`crate::sim`]).
+    /// simulation's durable image (see docs/design.md §11.2).
     #[cfg(feature = "simulate")]
     Simulated,
 }

@@ -21,8 +21,8 @@ use crate::flush;
 use crate::header::{self, PoolHeader, ShutdownRecord, FLAG_JOURNAL, MAX_POOL_SIZE, MIN_POOL_SIZE};
 use crate::journal::{self, format::JournalHeader, Journal, JournalOptions, ReplayReport, WriteAheadGate};
 
-/// Which persistence engine a pool on a regular file runs on (see the table in the
-/// [module docs](super)). Device-DAX nodes and DAX files accepting `MAP_SYNC` are persistent
+/// Which persistence engine a pool on a regular file runs on (see the table in
+/// docs/design.md §3). Device-DAX nodes and DAX files accepting `MAP_SYNC` are persistent
 /// memory whatever is asked.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -37,7 +37,7 @@ pub enum Engine {
     Pmem,
     /// The journaled disk engine: memory mapped copy-on-write, every ordering point a record
     /// appended to a journal, one `fdatasync` per durability point shared by concurrent
-    /// committers, changed pages written home by checkpoints (see [`crate::journal`]). With
+    /// committers, changed pages written home by checkpoints (see [`JournalOptions`](crate::JournalOptions)). With
     /// [`RegionOptions::external`] memory (nvme-backing's paged region) the same journal runs
     /// over that memory, whose eviction of a changed page waits until the journal is durable
     /// ([`crate::journal::WriteAheadGate`]); without this engine, external memory runs its own
@@ -424,13 +424,13 @@ impl RegionOptions {
     }
 
     /// Opens or creates the region in the simulated persistence domain driven by `sim` (feature
-    /// `simulate`; see [`crate::sim`]): the file is mapped as usual, and `sim` keeps a durable
+    /// `simulate`; see [`Simulation`](crate::Simulation)): the file is mapped as usual, and `sim` keeps a durable
     /// image (the file's contents at open) that only flush + drain change. Overrides
     /// `force_pmem` and `eadr`.
     ///
     /// A simulated region does not claim its pointer tag in the process's registry of open
     /// pools: the harness opens crash images of a pool (same tag) while the pool is open.
-    /// Use a simulated region from one thread at a time (see [`crate::sim`]).
+    /// Use a simulated region from one thread at a time (see [`Simulation`](crate::Simulation)).
     #[cfg(feature = "simulate")]
     pub fn simulate(mut self, sim: crate::sim::Simulation) -> Self {
         self.simulation = Some(sim);

@@ -10,9 +10,9 @@ struct Explicit {
 }
 
 /// The crate reached through a re-export of what the derive names: the trait, and the
-/// `schema` and `checked` modules.
+/// `schema` module and `Encoded`.
 mod reexport {
-    pub use pmem_core::{checked, schema, Persistent};
+    pub use pmem_core::{schema, Encoded, Persistent};
 }
 
 #[derive(Persistent)]

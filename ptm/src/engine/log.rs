@@ -8,11 +8,11 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::error::{Error, Result};
-use crate::layout::{
+use crate::engine::layout::{
     self, decode_rec, rec_hash_ok, rec_total, KIND_JUMP, KIND_NEW, KIND_UNDO, LANE_LOG, REC_ALIGN, REC_HEADER,
 };
-use crate::pool::Shared;
+use crate::engine::shared::Shared;
+use crate::error::{Error, Result};
 
 /// One undo entry found in a log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,5 +149,26 @@ pub(crate) fn scan_log(
             }
             _ => return Ok(out),
         }
+    }
+}
+
+impl Shared {
+    /// Restores `entries` (newest first) and makes the lane's transaction `seq` complete:
+    /// restore + flush, drain, mark `completed`, flush, drain. Idempotent.
+    pub(crate) fn roll_back(&self, lane: usize, seq: u64, entries: &[LogEntry]) -> Result<()> {
+        for e in entries.iter().rev().filter(|e| e.restore) {
+            // SAFETY: `scan_lane` validated both ranges against the pool geometry; the lane's
+            // transaction owns the target ranges (its locks are still held, or we are in
+            // single-threaded recovery), and log and target never overlap (log areas lie in the
+            // lanes or in extents, targets in root/heap outside any live extent).
+            unsafe { std::ptr::copy(self.ptr(e.data_off), self.ptr(e.target), e.len as usize) };
+            self.flush(e.target, e.len);
+        }
+        self.drain()?;
+        self.completed_word(lane).store(seq, Ordering::Release);
+        self.flush(self.geo.lane(lane), 8);
+        self.drain()?;
+        self.durable_completed[lane].fetch_max(seq, Ordering::SeqCst);
+        Ok(())
     }
 }

@@ -61,6 +61,8 @@
 
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
+use crate::engine::align_up;
+
 /// Superblock magic (format 2: the chunk table capacity is stored, so the heap can grow).
 pub(crate) const SB_MAGIC: [u8; 8] = *b"PTMTXN2\0";
 /// Superblock magic of format 1 (the chunk table is as large as the heap at creation needs,
@@ -196,11 +198,6 @@ pub const KIND_JUMP: u8 = 2;
 pub const KIND_NEW: u8 = 3;
 const LEN_MASK: u64 = (1 << 56) - 1;
 
-/// Rounds `x` up to a multiple of `a` (a power of two).
-pub(crate) const fn align_up(x: u64, a: u64) -> u64 {
-    (x + a - 1) & !(a - 1)
-}
-
 /// Geometry of a pool's transaction layer, as stored in the superblock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Geometry {
@@ -262,7 +259,7 @@ impl Geometry {
             root_size,
             heap_offset,
             heap_size,
-            table_entries: crate::heap::HeapLayout::new(heap_offset, heap_size).table_entries(),
+            table_entries: crate::engine::heap::HeapLayout::new(heap_offset, heap_size).table_entries(),
         })
     }
 
@@ -270,15 +267,15 @@ impl Geometry {
     /// less than the heap needs now; at most 1/16 of the heap at creation, so small pools do
     /// not spend their space on it).
     pub(crate) fn with_room_to_grow(mut self, max_heap: u64) -> Geometry {
-        let want = max_heap / crate::heap::CHUNK + 1;
+        let want = max_heap / crate::engine::heap::CHUNK + 1;
         let cap = (self.heap_size / 16 / 8).max(self.table_entries);
         self.table_entries = want.clamp(self.table_entries, cap);
         self
     }
 
     /// Where the chunk table and the chunks are, for the heap as it is now.
-    pub fn heap_layout(&self) -> crate::heap::HeapLayout {
-        crate::heap::HeapLayout::with_table(self.heap_offset, self.heap_size, self.table_entries)
+    pub fn heap_layout(&self) -> crate::engine::heap::HeapLayout {
+        crate::engine::heap::HeapLayout::with_table(self.heap_offset, self.heap_size, self.table_entries)
     }
 
     /// Encodes the immutable part of the superblock (bytes 0..128).
@@ -341,14 +338,14 @@ impl Geometry {
             return Err("superblock geometry is impossible");
         }
         let mut g = g;
-        let created = crate::heap::HeapLayout::new(g.heap_offset, g.heap_size).table_entries();
+        let created = crate::engine::heap::HeapLayout::new(g.heap_offset, g.heap_size).table_entries();
         if v1 {
             if g.table_entries != 0 {
                 return Err("format 1 superblock with a chunk table capacity");
             }
             g.table_entries = created;
         } else if g.table_entries < created
-            || g.table_entries > (1 << 48) / crate::heap::CHUNK
+            || g.table_entries > (1 << 48) / crate::engine::heap::CHUNK
             || align_up(g.table_entries * 8, 4096) > g.heap_size
         {
             return Err("superblock chunk table capacity is impossible");

@@ -22,8 +22,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
+use crate::engine::align_up;
 use crate::error::{Error, Result};
-use crate::layout::align_up;
 
 /// Bytes per chunk.
 pub const CHUNK: u64 = 256 * 1024;

@@ -1,0 +1,61 @@
+//! The volatile state of a lane's running transaction ([`LaneVolatile`]): where its log stands,
+//! the ranges it logged, the locks it holds and its allocator state. It lives in the lane's slot
+//! in [`Shared`](crate::engine::shared::Shared) between transactions, so the steady state does
+//! not allocate.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HeldKind {
+    Mutex,
+    Read,
+    Write,
+    /// Shared hold of a shared/exclusive word ([`PSharedLock`](crate::PSharedLock)).
+    SxRead,
+    /// Exclusive hold of a shared/exclusive word.
+    SxWrite,
+}
+
+/// Per-lane volatile state, reused across transactions so the steady state does not allocate.
+/// Cache-line aligned: every transaction, read-only ones included, moves it out of its lane slot
+/// and back, and neighbouring slots (used by other threads) must not share a line with it.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub(crate) struct LaneVolatile {
+    pub(crate) next_seq: u64,
+    pub(crate) seq: u64,
+    pub(crate) pos: u64,
+    pub(crate) end: u64,
+    pub(crate) entries: u64,
+    /// Logged pieces in log order (offset, len): one per undo record, for commit.
+    pub(crate) ranges: Vec<(u64, u64)>,
+    /// The ranges callers asked to log (a range may be split into several records), for the
+    /// "already logged?" check.
+    pub(crate) logical: Vec<(u64, u64)>,
+    /// Index of `logical` by start, built once there are many.
+    pub(crate) index: BTreeMap<u64, u64>,
+    pub(crate) extents: Vec<(u64, u64)>,
+    pub(crate) next_extent: u64,
+    /// Records appended since the last drain.
+    pub(crate) undrained: bool,
+    /// Ranges of undo entries appended since the last drain (inside a snapshot batch): a store
+    /// into one of them must drain first.
+    pub(crate) unordered_undo: Vec<(u64, u64)>,
+    /// Start of the current log area (the lane's log or an extent).
+    pub(crate) area_start: u64,
+    /// `pos` and `end` at the last drain: records after `ordered_pos` in the area ending at
+    /// `ordered_end` (or anywhere in a later area) are not ordered yet, so they may be taken
+    /// back ([`Transaction::take_back`]).
+    pub(crate) ordered_pos: u64,
+    pub(crate) ordered_end: u64,
+    /// Records were taken back: the log may hold stale copies of them with this seq.
+    pub(crate) took_back: bool,
+    /// Scratch for the commit: the logged ranges' cache lines (kept for its capacity).
+    pub(crate) commit_lines: Vec<(u64, u64)>,
+    pub(crate) batch_depth: u32,
+    pub(crate) locks: Vec<(HeldKind, *const AtomicU64)>,
+    pub(crate) completions: Vec<(usize, u64)>,
+    /// Allocator state of the running transaction (see `alloc.rs`).
+    pub(crate) heap: crate::engine::tx_heap::TxHeap,
+}
