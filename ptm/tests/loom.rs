@@ -977,8 +977,16 @@ fn completion_marks_are_durable_before_quarantine_release_and_never_lost() {
         }
         // A later transaction's snapshot drain.
         m.drain_pass();
-        assert_eq!(m.media[0].load(Ordering::SeqCst), 2 * SEQ_STRIDE, "lane 0's newest mark lost");
-        assert_eq!(m.media[1].load(Ordering::SeqCst), SEQ_STRIDE + 1, "lane 1's mark lost");
+        assert_eq!(
+            m.media[0].load(Ordering::SeqCst),
+            2 * SEQ_STRIDE,
+            "lane 0's newest mark lost"
+        );
+        assert_eq!(
+            m.media[1].load(Ordering::SeqCst),
+            SEQ_STRIDE + 1,
+            "lane 1's mark lost"
+        );
         assert!(m.quarantine.lock().unwrap().is_empty(), "blocks never released");
         assert_eq!(m.pending_bits.load(Ordering::SeqCst), 0);
     });
