@@ -337,3 +337,41 @@ fn the_allocator_after_recovery_reuses_freed_blocks_safely() {
     assert_clean(&report);
     assert!(report.followup_images_checked > 0, "{report}");
 }
+
+/// Allocation in the same process right after an aborted free: a transaction frees a linked
+/// run and a linked small block and aborts; the next one allocates a run and a block. They
+/// must not be the aborted frees' (still linked) blocks, at every crash point and in the end.
+#[test]
+fn blocks_whose_free_was_aborted_are_not_reused() {
+    let done = Cell::new(0usize);
+    let before = vec![Some(1), Some(1), None, None];
+    let states = [
+        (0, 0, before.clone()),
+        (0, 0, before),                                   // T7, aborted
+        (0, 0, vec![Some(1), Some(1), Some(8), Some(8)]), // T8
+    ];
+    let report = explorer()
+        .run::<Root>(
+            |pool| Ok(pool.transaction(|tx, r| alloc_and_link(tx, r, 1, 0))?),
+            |pool| {
+                let aborted: Result<(), Error> = pool.transaction(|tx, r| {
+                    for i in 0..2 {
+                        tx.free(r.blocks[i].get(tx))?;
+                        r.blocks[i].set(tx, PPtr::null())?;
+                    }
+                    Err(Error::InvalidOptions("abort"))
+                });
+                ensure!(aborted.is_err(), "the free was not aborted");
+                done.set(1);
+                pool.transaction(|tx, r| alloc_and_link(tx, r, 8, 2))?;
+                done.set(2);
+                Ok(())
+            },
+            |pool| {
+                let state = links(pool)?;
+                ensure_prefix(&state, &states, done.get())
+            },
+        )
+        .unwrap();
+    assert_clean(&report);
+}
