@@ -3,7 +3,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashSet;
-use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -13,7 +12,7 @@ use ptm::pmem_core::{Region, RegionOptions};
 use ptm::{Persistent, Pool, PoolOptions};
 
 use crate::image_file::ImageFile;
-use crate::images::{point_seed, recovery_seed, ImageBuffer, ImageId, Plan};
+use crate::images::{followup_seed, point_seed, recovery_seed, ImageBuffer, ImageId, Plan};
 use crate::report::{Budget, CrashImage, Failure, Report, Stage};
 use crate::Error;
 
@@ -63,6 +62,7 @@ pub struct Explorer {
     only_point: Option<u64>,
     only_image: Option<u32>,
     only_recovery: Option<(u64, u32)>,
+    only_followup: Option<(u64, u32)>,
     pool_size: u64,
     pool_options: PoolOptions,
     layout: String,
@@ -86,6 +86,7 @@ impl Default for Explorer {
             only_point: None,
             only_image: None,
             only_recovery: None,
+            only_followup: None,
             pool_size: DEFAULT_POOL_SIZE,
             pool_options: PoolOptions::new().layout("crashtest").lanes(1),
             layout: "crashtest".to_owned(),
@@ -192,6 +193,13 @@ impl Explorer {
         self
     }
 
+    /// Check only image `image` of crash point `point` of the follow-up workload
+    /// ([`run_then`](Explorer::run_then); for reproduction).
+    pub fn only_followup(mut self, point: u64, image: u32) -> Self {
+        self.only_followup = Some((point, image));
+        self
+    }
+
     /// Size of the pool the workload runs on (default 1 MiB).
     pub fn pool_size(mut self, bytes: u64) -> Self {
         self.pool_size = bytes;
@@ -246,7 +254,9 @@ impl Explorer {
         if self.exhaustive_units != DEFAULT_EXHAUSTIVE_UNITS {
             s.push_str(&format!(".exhaustive_units({})", self.exhaustive_units));
         }
-        if id.recovery.is_some() && self.recovery_images_per_point != DEFAULT_RECOVERY_IMAGES_PER_POINT {
+        if (id.recovery.is_some() || id.followup.is_some())
+            && self.recovery_images_per_point != DEFAULT_RECOVERY_IMAGES_PER_POINT
+        {
             s.push_str(&format!(
                 ".recovery_images_per_point({})",
                 self.recovery_images_per_point
@@ -255,6 +265,9 @@ impl Explorer {
         s.push_str(&format!(".only_point({}).only_image({})", id.point, id.image));
         if let Some((p, i)) = id.recovery {
             s.push_str(&format!(".only_recovery({p}, {i})"));
+        }
+        if let Some((p, i)) = id.followup {
+            s.push_str(&format!(".only_followup({p}, {i})"));
         }
         s
     }
@@ -285,6 +298,58 @@ impl Explorer {
         workload: impl FnOnce(&Pool<R>) -> CheckResult,
         check: impl Fn(&mut Pool<R>) -> CheckResult,
     ) -> Result<Report, Error> {
+        self.run_pool(setup, workload, None, &check)
+    }
+
+    /// Explores a workload and, on every crash image once recovered, a *follow-up* workload:
+    /// a crash, a recovery, more work in the same process, and a crash again.
+    ///
+    /// Like [`run`](Explorer::run), except that each workload image is opened on a simulated
+    /// domain (recovery's own writes are then only as durable as its flushes and drains make
+    /// them), checked, and then `followup` runs on that recovered pool, which is closed after
+    /// it. Every drain of the follow-up (and of that close), and the state after its last
+    /// drain, is a crash point: its images (nothing, everything, and
+    /// [`recovery_images_per_point`](Explorer::recovery_images_per_point) random subsets, or
+    /// every subset when there are at most that many + 2) are recovered normally and checked
+    /// with `check`. With [`double_crash`](Explorer::double_crash), recovery's drains are crash
+    /// points too, before the follow-up runs.
+    ///
+    /// What this finds that [`run`](Explorer::run) cannot: a recovery that writes something
+    /// (a completion mark) and does not make it durable, which only matters once later work
+    /// depends on it; in-memory state of the reopened pool (the allocator's free lists and
+    /// quarantine) exercised by new transactions rather than rebuilt by another open; and
+    /// protocols between lanes, when the follow-up changes, on another lane, what the
+    /// workload's last transaction changed (hold a lane with a relaxed commit, see
+    /// [`Pool::transaction_relaxed`], so the next transaction of the thread takes another).
+    ///
+    /// Images of the workload's crash points are checked with `check` (before the follow-up
+    /// runs on them), images of the follow-up's crash points with `check_followup`. All of
+    /// these run many times, synchronously inside the drains: state shared with them (`Cell`s)
+    /// tells `check_followup` what the follow-up had returned at the crash (reset it at the
+    /// follow-up's start) and what the recovered image held before it.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Explorer::run). A follow-up that fails on a recovered image is a
+    /// [`Failure`] of [`Stage::Followup`].
+    pub fn run_then<R: Persistent>(
+        &self,
+        setup: impl FnOnce(&Pool<R>) -> CheckResult,
+        workload: impl FnOnce(&Pool<R>) -> CheckResult,
+        followup: impl Fn(&Pool<R>) -> CheckResult,
+        check: impl Fn(&mut Pool<R>) -> CheckResult,
+        check_followup: impl Fn(&mut Pool<R>) -> CheckResult,
+    ) -> Result<Report, Error> {
+        self.run_pool(setup, workload, Some((&followup, &check_followup)), &check)
+    }
+
+    fn run_pool<R: Persistent>(
+        &self,
+        setup: impl FnOnce(&Pool<R>) -> CheckResult,
+        workload: impl FnOnce(&Pool<R>) -> CheckResult,
+        followup: Option<Followup<'_, R>>,
+        check: &dyn Fn(&mut Pool<R>) -> CheckResult,
+    ) -> Result<Report, Error> {
         let start = Instant::now();
         let dir = self.tempdir()?;
         let base = dir.path().join("workload.pool");
@@ -294,8 +359,8 @@ impl Explorer {
         pool.close()?;
         let subject = PoolSubject {
             opts: opts.clone(),
-            check: &check,
-            _root: PhantomData,
+            check,
+            followup,
         };
         let sim = Simulation::new();
         let sim_opts = opts.simulation(sim.clone());
@@ -394,6 +459,28 @@ trait Subject {
         sim: &Simulation,
         hook: &mut dyn FnMut(&CrashPoint<'_>),
     ) -> Result<(), Problem>;
+    /// Whether a follow-up workload runs on each recovered image.
+    fn has_followup(&self) -> bool {
+        false
+    }
+    /// Opens an image of a follow-up crash point normally and checks it.
+    fn verify_followup(&self, path: &Path) -> Result<(), Problem> {
+        self.verify(path)
+    }
+    /// Opens the image at `path` on simulation `sim` (with `recovery_hook`, if any, called at
+    /// the drains of its recovery), checks it, then runs the follow-up workload on the
+    /// recovered pool and closes it, with `followup_hook` called at each of those drains and
+    /// once more for the state after the last one.
+    fn verify_then(
+        &self,
+        path: &Path,
+        sim: &Simulation,
+        recovery_hook: Option<&mut dyn FnMut(&CrashPoint<'_>)>,
+        followup_hook: &mut dyn FnMut(&CrashPoint<'_>),
+    ) -> Result<(), Problem> {
+        let _ = (path, sim, recovery_hook, followup_hook);
+        unreachable!("no follow-up workload")
+    }
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -414,6 +501,7 @@ fn guarded<T, E: std::fmt::Display>(stage: Stage, f: impl FnOnce() -> Result<T, 
         Err(p) => {
             let stage = match stage {
                 Stage::Recovery => Stage::RecoveryPanic,
+                Stage::Followup => Stage::Followup,
                 _ => Stage::CheckPanic,
             };
             Err((stage, panic_message(&*p)))
@@ -421,13 +509,19 @@ fn guarded<T, E: std::fmt::Display>(stage: Stage, f: impl FnOnce() -> Result<T, 
     }
 }
 
-struct PoolSubject<'c, R, C> {
+/// A follow-up workload and the check of its crash images ([`Explorer::run_then`]).
+type Followup<'c, R> = (
+    &'c dyn Fn(&Pool<R>) -> CheckResult,
+    &'c dyn Fn(&mut Pool<R>) -> CheckResult,
+);
+
+struct PoolSubject<'c, R> {
     opts: PoolOptions,
-    check: &'c C,
-    _root: PhantomData<fn() -> R>,
+    check: &'c dyn Fn(&mut Pool<R>) -> CheckResult,
+    followup: Option<Followup<'c, R>>,
 }
 
-impl<R: Persistent, C: Fn(&mut Pool<R>) -> CheckResult> Subject for PoolSubject<'_, R, C> {
+impl<R: Persistent> Subject for PoolSubject<'_, R> {
     fn verify(&self, path: &Path) -> Result<(), Problem> {
         let mut pool = guarded(Stage::Recovery, || Pool::<R>::open(path, &self.opts))?;
         guarded(Stage::Check, || (self.check)(&mut pool))
@@ -442,6 +536,48 @@ impl<R: Persistent, C: Fn(&mut Pool<R>) -> CheckResult> Subject for PoolSubject<
         let opts = self.opts.clone().simulation(sim.clone());
         let mut pool = sim.with_hook(hook, || guarded(Stage::Recovery, || Pool::<R>::open(path, &opts)))?;
         guarded(Stage::Check, || (self.check)(&mut pool))
+    }
+
+    fn has_followup(&self) -> bool {
+        self.followup.is_some()
+    }
+
+    fn verify_followup(&self, path: &Path) -> Result<(), Problem> {
+        let Some((_, check)) = self.followup else {
+            return self.verify(path);
+        };
+        let mut pool = guarded(Stage::Recovery, || Pool::<R>::open(path, &self.opts))?;
+        guarded(Stage::Check, || check(&mut pool))
+    }
+
+    fn verify_then(
+        &self,
+        path: &Path,
+        sim: &Simulation,
+        recovery_hook: Option<&mut dyn FnMut(&CrashPoint<'_>)>,
+        followup_hook: &mut dyn FnMut(&CrashPoint<'_>),
+    ) -> Result<(), Problem> {
+        let opts = self.opts.clone().simulation(sim.clone());
+        let open = || guarded(Stage::Recovery, || Pool::<R>::open(path, &opts));
+        let mut pool = match recovery_hook {
+            Some(hook) => sim.with_hook(hook, open)?,
+            None => open()?,
+        };
+        guarded(Stage::Check, || (self.check)(&mut pool))?;
+        let Some((followup, _)) = self.followup else {
+            return Ok(());
+        };
+        sim.with_hook(followup_hook, || {
+            guarded(Stage::Followup, || {
+                followup(&pool)?;
+                pool.close().map_err(BoxError::from)
+            })
+        })?;
+        // The crash after the follow-up's last drain.
+        let durable = sim.durable_image();
+        let working = guarded(Stage::Followup, || std::fs::read(path))?;
+        followup_hook(&CrashPoint::new(&durable, &working, &[], sim.drains()));
+        Ok(())
     }
 }
 
@@ -468,18 +604,31 @@ impl<C: Fn(&mut Region) -> CheckResult> Subject for RawSubject<'_, C> {
     }
 }
 
+/// A failure found inside the recovery or the follow-up of a workload image: its id, the
+/// workload crash, the crash in recovery, the crash in the follow-up, and what failed.
+type InnerFailure = (
+    ImageId,
+    CrashImage,
+    Option<CrashImage>,
+    Option<CrashImage>,
+    Problem,
+);
+
 /// Mutable state of an exploration (the hooks get `&Engine`).
 struct EngineState {
     report: Report,
     seen: HashSet<u128>,
     seen_recovery: HashSet<u128>,
+    seen_followup: HashSet<u128>,
     buf: ImageBuffer,
     rbuf: ImageBuffer,
+    fbuf: ImageBuffer,
     crash_file: ImageFile,
     recovery_file: ImageFile,
-    /// Failures found in the recovery of the workload image being checked (double crash):
-    /// reported if that image itself passes (else only counted).
-    inner_failures: Vec<(ImageId, CrashImage, Option<CrashImage>, Problem)>,
+    followup_file: ImageFile,
+    /// Failures found in the recovery of the workload image being checked (double crash) or
+    /// in its follow-up: reported if that image itself passes (else only counted).
+    inner_failures: Vec<InnerFailure>,
     error: Option<Error>,
 }
 
@@ -490,6 +639,7 @@ struct Engine<'e, S> {
     start: Instant,
     crash_path: PathBuf,
     recovery_path: PathBuf,
+    followup_path: PathBuf,
     /// Reused for every double-crash recovery (keeps its durable-image buffer).
     recovery_sim: Simulation,
     /// Pending units up to which a recovery crash point gets every subset.
@@ -507,16 +657,20 @@ impl<'e, S: Subject> Engine<'e, S> {
             start,
             crash_path: dir.join("crash.pool"),
             recovery_path: dir.join("recovery.pool"),
+            followup_path: dir.join("followup.pool"),
             recovery_sim: Simulation::new(),
             recovery_exhaustive: 63 - k2.leading_zeros(),
             st: RefCell::new(EngineState {
                 report: Report::default(),
                 seen: HashSet::new(),
                 seen_recovery: HashSet::new(),
+                seen_followup: HashSet::new(),
                 buf: ImageBuffer::default(),
                 rbuf: ImageBuffer::default(),
+                fbuf: ImageBuffer::default(),
                 crash_file: ImageFile::create(dir.join("crash.pool"))?,
                 recovery_file: ImageFile::create(dir.join("recovery.pool"))?,
+                followup_file: ImageFile::create(dir.join("followup.pool"))?,
                 inner_failures: Vec::new(),
                 error: None,
             }),
@@ -610,7 +764,17 @@ impl<'e, S: Subject> Engine<'e, S> {
                 pending: units.clone(),
                 persisted,
             };
-            let outcome = if self.x.double_crash {
+            let outcome = if self.subject.has_followup() {
+                let mut rhook = |rcp: &CrashPoint<'_>| self.on_recovery_point(rcp, &crash);
+                let mut fhook = |fcp: &CrashPoint<'_>| self.on_followup_point(fcp, &crash);
+                let rhook: Option<&mut dyn FnMut(&CrashPoint<'_>)> = if self.x.double_crash {
+                    Some(&mut rhook)
+                } else {
+                    None
+                };
+                self.subject
+                    .verify_then(&self.crash_path, &self.recovery_sim, rhook, &mut fhook)
+            } else if self.x.double_crash {
                 let mut hook = |rcp: &CrashPoint<'_>| self.on_recovery_point(rcp, &crash);
                 self.subject
                     .verify_sim(&self.crash_path, &self.recovery_sim, &mut hook)
@@ -618,23 +782,24 @@ impl<'e, S: Subject> Engine<'e, S> {
                 self.subject.verify(&self.crash_path)
             };
             let inner = std::mem::take(&mut self.st.borrow_mut().inner_failures);
-            // When reproducing a recovery image, the outer image is not the subject.
-            if self.x.only_recovery.is_none() {
+            // When reproducing a recovery or follow-up image, the outer image is not the subject.
+            if self.x.only_recovery.is_none() && self.x.only_followup.is_none() {
                 self.st.borrow_mut().report.images_checked += 1;
                 if let Err(problem) = outcome {
                     let id = ImageId {
                         point,
                         image,
                         recovery: None,
+                        followup: None,
                     };
-                    self.fail(id, crash, None, problem);
+                    self.fail(id, crash, None, None, problem);
                     // Crashes inside the recovery of an image that fails anyway add nothing.
                     self.st.borrow_mut().report.failures_in_failed_recoveries += inner.len() as u64;
                     continue;
                 }
             }
-            for (id, crash, recovery_crash, problem) in inner {
-                self.fail(id, crash, recovery_crash, problem);
+            for (id, crash, recovery_crash, followup_crash, problem) in inner {
+                self.fail(id, crash, recovery_crash, followup_crash, problem);
             }
         }
     }
@@ -684,6 +849,7 @@ impl<'e, S: Subject> Engine<'e, S> {
                     point: outer.point,
                     image: outer.image,
                     recovery: Some((rpoint, image)),
+                    followup: None,
                 };
                 let inner = CrashImage {
                     point: rpoint,
@@ -692,8 +858,96 @@ impl<'e, S: Subject> Engine<'e, S> {
                     pending: units.clone(),
                     persisted,
                 };
-                let failure = (id, outer.clone(), Some(inner), problem);
+                let failure = (id, outer.clone(), Some(inner), None, problem);
                 self.st.borrow_mut().inner_failures.push(failure);
+            }
+        }
+    }
+
+    /// A crash point of the follow-up workload run on the recovered workload image `outer`
+    /// ([`Explorer::run_then`]).
+    fn on_followup_point(&self, cp: &CrashPoint<'_>, outer: &CrashImage) {
+        let fpoint = cp.drain_seq();
+        let model = self.x.fault_model;
+        let units;
+        let plan;
+        {
+            let mut st = self.st.borrow_mut();
+            if self.x.only_followup.is_some_and(|(p, _)| p != fpoint) || self.out_of_budget(&mut st) {
+                return;
+            }
+            st.report.followup_points += 1;
+            units = cp.pending(model);
+            st.report.max_pending = st.report.max_pending.max(units.len());
+            plan = Plan::new(
+                units.len(),
+                self.recovery_exhaustive,
+                self.x.recovery_images_per_point.saturating_mul(self.scale),
+                followup_seed(self.x.seed, outer.point, outer.image, fpoint),
+            );
+            st.fbuf.load(cp.durable());
+            // As at workload crash points: the check may expect another state now.
+            st.seen_followup.clear();
+        }
+        let images: Vec<u32> = match self.x.only_followup {
+            Some((_, i)) => vec![i],
+            None => (0..plan.len()).collect(),
+        };
+        for image in images {
+            let (kind, subset) = plan.image(image);
+            let persisted: Vec<u64> = subset.iter().map(|&i| units[i]).collect();
+            match self.stage_followup_image(cp, &persisted) {
+                Staged::Fresh => {}
+                Staged::Duplicate => continue,
+                Staged::Stop => return,
+            }
+            let outcome = self.subject.verify_followup(&self.followup_path);
+            {
+                let mut st = self.st.borrow_mut();
+                st.report.images_checked += 1;
+                st.report.followup_images_checked += 1;
+            }
+            if let Err(problem) = outcome {
+                let id = ImageId {
+                    point: outer.point,
+                    image: outer.image,
+                    recovery: None,
+                    followup: Some((fpoint, image)),
+                };
+                let inner = CrashImage {
+                    point: fpoint,
+                    image,
+                    kind,
+                    pending: units.clone(),
+                    persisted,
+                };
+                let failure = (id, outer.clone(), None, Some(inner), problem);
+                self.st.borrow_mut().inner_failures.push(failure);
+            }
+        }
+    }
+
+    /// [`stage_image`](Self::stage_image) for a follow-up crash point.
+    fn stage_followup_image(&self, cp: &CrashPoint<'_>, persisted: &[u64]) -> Staged {
+        let mut st = self.st.borrow_mut();
+        if self.out_of_budget(&mut st) {
+            return Staged::Stop;
+        }
+        let EngineState {
+            fbuf,
+            seen_followup,
+            followup_file,
+            ..
+        } = &mut *st;
+        match self.prepare(fbuf, cp, persisted, seen_followup, followup_file) {
+            Ok(true) => Staged::Fresh,
+            Ok(false) => {
+                st.report.duplicates += 1;
+                Staged::Duplicate
+            }
+            Err(e) => {
+                st.error = Some(e);
+                Staged::Stop
             }
         }
     }
@@ -738,6 +992,7 @@ impl<'e, S: Subject> Engine<'e, S> {
         id: ImageId,
         crash: CrashImage,
         recovery_crash: Option<CrashImage>,
+        followup_crash: Option<CrashImage>,
         (stage, message): Problem,
     ) {
         let mut st = self.st.borrow_mut();
@@ -747,6 +1002,7 @@ impl<'e, S: Subject> Engine<'e, S> {
                 id,
                 crash,
                 recovery_crash,
+                followup_crash,
                 fault_model: self.x.fault_model,
                 stage,
                 message,

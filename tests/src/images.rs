@@ -121,6 +121,10 @@ pub struct ImageId {
     pub image: u32,
     /// For a crash inside the recovery of that image: the recovery's drain and the image there.
     pub recovery: Option<(u64, u32)>,
+    /// For a crash in the follow-up workload run on that image once recovered
+    /// ([`Explorer::run_then`](crate::Explorer::run_then)): the follow-up's drain and the
+    /// image there.
+    pub followup: Option<(u64, u32)>,
 }
 
 impl fmt::Display for ImageId {
@@ -128,6 +132,9 @@ impl fmt::Display for ImageId {
         write!(f, "crash point {}, image {}", self.point, self.image)?;
         if let Some((p, i)) = self.recovery {
             write!(f, "; recovery crash point {p}, image {i}")?;
+        }
+        if let Some((p, i)) = self.followup {
+            write!(f, "; after recovery, follow-up crash point {p}, image {i}")?;
         }
         Ok(())
     }
@@ -144,6 +151,15 @@ pub(crate) fn recovery_seed(seed: u64, point: u64, image: u32, rpoint: u64) -> u
     mix(
         mix(mix(seed ^ 0x2ec0_5e27_d0b1_e000, point), u64::from(image)),
         rpoint,
+    )
+}
+
+/// The seed of follow-up crash point `fpoint` in the follow-up run on the recovered image
+/// `image` of workload crash point `point`.
+pub(crate) fn followup_seed(seed: u64, point: u64, image: u32, fpoint: u64) -> u64 {
+    mix(
+        mix(mix(seed ^ 0xf011_0a09_5eed_0000, point), u64::from(image)),
+        fpoint,
     )
 }
 

@@ -121,7 +121,12 @@
 //!   points, and the simulated domain must not be stored into by other threads while it drains.
 //! - Images are whole pool files: throughput falls with the pool size (see the `throughput` test).
 //! - What a workload does not do is not explored: protocols between lanes (ptm's completion marks)
-//!   need a workload that holds several lanes at once, e.g. with relaxed commits outstanding.
+//!   need a workload that holds several lanes at once, e.g. with relaxed commits outstanding
+//!   (each keeps its lane, so the thread's next transaction takes the next one).
+//! - A crash image is reopened, which rebuilds ptm's in-memory state; to exercise that state
+//!   after recovery, and recovery's own writes, give [`Explorer::run_then`] a follow-up
+//!   workload: it runs on each recovered image in the same process, and its drains are crash
+//!   points in turn.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod error;

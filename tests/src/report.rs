@@ -41,6 +41,9 @@ pub enum Stage {
     Check,
     /// The invariant check panicked.
     CheckPanic,
+    /// The follow-up workload ([`Explorer::run_then`](crate::Explorer::run_then)) failed or
+    /// panicked on the recovered image.
+    Followup,
 }
 
 impl fmt::Display for Stage {
@@ -50,6 +53,7 @@ impl fmt::Display for Stage {
             Stage::RecoveryPanic => "recovery panicked",
             Stage::Check => "check failed",
             Stage::CheckPanic => "check panicked",
+            Stage::Followup => "follow-up workload failed",
         })
     }
 }
@@ -81,6 +85,9 @@ pub struct Failure {
     pub crash: CrashImage,
     /// The crash during recovery of `crash` (double crash), if any.
     pub recovery_crash: Option<CrashImage>,
+    /// The crash in the follow-up workload run on `crash` once recovered
+    /// ([`Explorer::run_then`](crate::Explorer::run_then)), if any.
+    pub followup_crash: Option<CrashImage>,
     /// The fault model of the units.
     pub fault_model: FaultModel,
     /// What failed.
@@ -147,6 +154,9 @@ impl fmt::Display for Failure {
         if let Some(r) = &self.recovery_crash {
             r.describe(f, "then, in its recovery, crash point", unit)?;
         }
+        if let Some(r) = &self.followup_crash {
+            r.describe(f, "then, recovered, in the follow-up workload, crash point", unit)?;
+        }
         writeln!(f, "    reproduce: {}", self.reproduction)
     }
 }
@@ -166,6 +176,11 @@ pub struct Report {
     pub images_checked: u64,
     /// Of those, images taken during a recovery (double crash).
     pub recovery_images_checked: u64,
+    /// Crash points in follow-up workloads ([`Explorer::run_then`](crate::Explorer::run_then))
+    /// for which images were built.
+    pub followup_points: u64,
+    /// Of the images checked, those taken during a follow-up workload.
+    pub followup_images_checked: u64,
     /// Images skipped because an identical image had been checked already.
     pub duplicates: u64,
     /// The most units pending at one crash point.
@@ -217,6 +232,13 @@ impl fmt::Display for Report {
         write!(f, "; {} images checked", self.images_checked)?;
         if self.recovery_images_checked > 0 {
             write!(f, " ({} after a crash in recovery)", self.recovery_images_checked)?;
+        }
+        if self.followup_images_checked > 0 {
+            write!(
+                f,
+                " ({} at {} crash points of follow-up workloads)",
+                self.followup_images_checked, self.followup_points
+            )?;
         }
         writeln!(
             f,
