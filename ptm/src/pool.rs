@@ -649,6 +649,7 @@ impl<R: Persistent> Pool<R> {
     ///
     /// # Errors
     ///
+    /// [`Error::UnsupportedFormat`] (a pool made by a ptm with 256 KiB heap chunks),
     /// [`Error::SchemaMismatch`], [`Error::CorruptMetadata`] (also for a damaged schema
     /// record), [`Error::RootMismatch`], [`Error::CorruptLog`], and the pmem-core errors of
     /// [`RegionOptions::open`] (`PoolLocked`, `LayoutMismatch`, ...).
@@ -661,6 +662,13 @@ impl<R: Persistent> Pool<R> {
         let data = region.data_range();
         let mut sb = [0u8; 256];
         region.read_at(data.start, &mut sb)?;
+        if let Some(found) = crate::layout::old_format(&sb) {
+            return Err(Error::UnsupportedFormat {
+                path: path.as_ref().to_owned(),
+                found,
+                supported: crate::layout::SB_FORMAT,
+            });
+        }
         let geo = Geometry::decode(&sb, data.start, data.end).map_err(|what| Error::CorruptMetadata {
             path: path.as_ref().to_owned(),
             what,
@@ -966,12 +974,15 @@ impl<R: Persistent> Pool<R> {
                 Desc::Free => i += 1,
                 Desc::Slab(c) => {
                     let g = slab_geom(c);
+                    if i + g.chunks > l.n_chunks {
+                        return Err(Error::CorruptHeap("slab past the end of the heap"));
+                    }
                     for b in 0..g.blocks {
                         if s.read_u64(l.chunk_off(i) + (b / 64) * 8) & (1 << (b % 64)) != 0 {
                             out.push((l.chunk_off(i) + g.first + b * g.block, g.block));
                         }
                     }
-                    i += 1;
+                    i += g.chunks;
                 }
                 Desc::Run(n) if i + n <= l.n_chunks => {
                     out.push((l.chunk_off(i), n * CHUNK));
