@@ -142,7 +142,7 @@ impl PoolOptions {
         self
     }
 
-    /// Keeps `bytes` of the heap (rounded up to whole 256 KiB chunks, at most half the heap
+    /// Keeps `bytes` of the heap (rounded up to whole 64 KiB chunks, at most half the heap
     /// with the metadata reserve) free for the operations the application names: ordinary
     /// allocations fail with [`Error::OutOfSpace`] before they touch it, and a transaction
     /// that calls [`Transaction::use_reserve`] may allocate from it (say, the node a move
@@ -185,7 +185,7 @@ impl PoolOptions {
     }
 
     /// The size the pool should be able to grow to. At create, its chunk table gets room for a
-    /// heap that large (at most 1/16 of the heap at creation; 8 bytes per 256 KiB chunk); at
+    /// heap that large (at most 1/16 of the heap at creation; 8 bytes per 64 KiB chunk); at
     /// every open, that much address space is reserved for [`Pool::grow`] while open. Default:
     /// 64 times the size (at creation, at open), at least 1 GiB.
     pub fn max_size(mut self, bytes: u64) -> Self {
