@@ -760,5 +760,46 @@ mod tests {
         assert!(build_index(&layout, |i| bad[i as usize]).is_err());
         let short = [0, 0, 0, 0, 0, 0, 0, Desc::Run(2).encode()];
         assert!(build_index(&layout, |i| short[i as usize]).is_err());
+        // A slab of 16 KiB blocks spans 4 chunks: its first chunk is listed, its continuations
+        // are neither free nor listed; a slab whose continuations are missing, or that passes
+        // the heap's end, is corrupt.
+        let c16k = class_of(16384).unwrap();
+        assert_eq!(slab_geom(c16k).chunks, 4);
+        let multi = [
+            0,
+            Desc::Slab(c16k).encode(),
+            Desc::Cont(1).encode(),
+            Desc::Cont(2).encode(),
+            Desc::Cont(3).encode(),
+            0,
+            0,
+            0,
+        ];
+        let idx = build_index(&layout, |i| multi[i as usize]).unwrap();
+        assert_eq!(idx.partial[c16k], [1]);
+        assert_eq!(idx.free_total, 4);
+        let stats = scan_stats(&layout, |off| {
+            if off < layout.chunks {
+                multi[(off / 8) as usize]
+            } else {
+                0
+            }
+        })
+        .unwrap();
+        assert_eq!((stats.slab_chunks, stats.free_chunks), (4, 4));
+        let mut torn = multi;
+        torn[3] = 0;
+        assert!(matches!(
+            build_index(&layout, |i| torn[i as usize]),
+            Err(Error::CorruptHeap(_))
+        ));
+        let past_end = [0, 0, 0, 0, 0, 0, Desc::Slab(c16k).encode(), Desc::Cont(1).encode()];
+        assert!(build_index(&layout, |i| past_end[i as usize]).is_err());
+        assert!(scan_stats(&layout, |off| if off < layout.chunks {
+            past_end[(off / 8) as usize]
+        } else {
+            0
+        })
+        .is_err());
     }
 }
