@@ -793,7 +793,16 @@ mod tests {
             build_index(&layout, |i| torn[i as usize]),
             Err(Error::CorruptHeap(_))
         ));
-        let past_end = [0, 0, 0, 0, 0, 0, Desc::Slab(c16k).encode(), Desc::Cont(1).encode()];
+        let past_end = [
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            Desc::Slab(c16k).encode(),
+            Desc::Cont(1).encode(),
+        ];
         assert!(build_index(&layout, |i| past_end[i as usize]).is_err());
         assert!(scan_stats(&layout, |off| if off < layout.chunks {
             past_end[(off / 8) as usize]

@@ -50,7 +50,8 @@ fn pools_of_formats_1_and_2_are_refused_by_name_and_left_unchanged() {
         }
         let e = Pool::open_any(&path, &common::pmem()).map(drop).unwrap_err();
         assert!(
-            e.to_string().contains(&format!("superblock format {format} is not supported")),
+            e.to_string()
+                .contains(&format!("superblock format {format} is not supported")),
             "{e}"
         );
         let region = ptm::pmem_core::RegionOptions::new().open(&path).unwrap();
@@ -59,10 +60,16 @@ fn pools_of_formats_1_and_2_are_refused_by_name_and_left_unchanged() {
             Err(Error::UnsupportedFormat { .. })
         ));
         drop(region);
-        assert!(std::fs::read(&path).unwrap() == bytes, "format {format}: the file changed");
+        assert!(
+            std::fs::read(&path).unwrap() == bytes,
+            "format {format}: the file changed"
+        );
     }
     // Back to format 3: it opens, with its data.
     f.write_all_at(&sb, SUPERBLOCK).unwrap();
     let pool = Pool::<Root>::open(&path, &common::pmem()).unwrap();
-    assert_eq!(pool.transaction(|tx, r| Ok::<_, Error>(r.value.get(tx))).unwrap(), 7);
+    assert_eq!(
+        pool.transaction(|tx, r| Ok::<_, Error>(r.value.get(tx))).unwrap(),
+        7
+    );
 }
