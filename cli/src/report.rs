@@ -436,7 +436,7 @@ pub(crate) fn txn_text(s: &ptm::Summary) -> String {
                 "{used}/{cap} blocks used ({:.0}%) in {slabs} slab{} of {} KiB",
                 100.0 * used as f64 / cap.max(1) as f64,
                 if slabs == 1 { "" } else { "s" },
-                ptm::heap::slab_geom(c).chunks * ptm::heap::CHUNK >> 10
+                (ptm::heap::slab_geom(c).chunks * ptm::heap::CHUNK) >> 10
             ),
         );
     }

@@ -115,7 +115,7 @@ fn task_queue_churn_then_fills_like_a_fresh_pool() {
         mid.free_bytes >> 10,
         mid.free_space_fragmentation(),
         mid.free_runs,
-        mid.largest_free_run * CHUNK >> 10
+        (mid.largest_free_run * CHUNK) >> 10
     );
     for id in in_flight.drain(..) {
         finish(&pool, id).unwrap();
