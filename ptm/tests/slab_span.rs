@@ -1,0 +1,99 @@
+//! Guards slabs that span several 64 KiB chunks (heap format 3, design §10.1): blocks in a
+//! slab's continuation chunks are allocated, freed (also by an aborted transaction and after a
+//! reopen) and checked through the slab's first chunk; the emptied slab goes back whole; a
+//! damaged continuation descriptor is `CorruptHeap`.
+
+mod common;
+
+use std::os::unix::fs::FileExt;
+
+use ptm::heap::{class_of, slab_geom, CHUNK};
+use ptm::{Error, PCell, Persistent, Pool};
+
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Root {
+    unused: PCell<u64>,
+}
+
+#[test]
+fn blocks_in_continuation_chunks_free_through_the_first_chunk() {
+    let dir = common::shm_dir();
+    let path = common::path(&dir, "span.pool");
+    let mut pool = Pool::<Root>::create(&path, 8 << 20, &common::pmem()).unwrap();
+    let c = class_of(16384).unwrap();
+    let g = slab_geom(c);
+    assert_eq!((g.chunks, g.blocks), (4, 15));
+    let chunks = pool.heap_stats().unwrap().chunks;
+    let blocks = pool
+        .transaction(|tx, _| {
+            (0..g.blocks)
+                .map(|_| tx.alloc_bytes(16384))
+                .collect::<Result<Vec<u64>, Error>>()
+        })
+        .unwrap();
+    let st = pool.check_heap().unwrap();
+    assert_eq!(
+        (st.slab_chunks, st.per_class_slabs[c], st.per_class[c]),
+        (4, 1, 15)
+    );
+    let first = blocks[0];
+    let last = *blocks.last().unwrap();
+    assert!(
+        last - first >= 3 * CHUNK,
+        "the slab spans 4 chunks: {first:#x}..{last:#x}"
+    );
+    // Not a block start, inside a continuation chunk.
+    let err = pool.transaction(|tx, _| tx.free_bytes(last + 64)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidFree {
+                what: "not the start of a block",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // Aborted: still allocated.
+    let r: Result<(), Error> = pool.transaction(|tx, _| {
+        tx.free_bytes(last)?;
+        Err(Error::Aborted)
+    });
+    assert!(r.is_err());
+    assert_eq!(pool.allocated_blocks().unwrap().len(), 15);
+    // Committed, then the rest after a reopen: the slab goes back whole.
+    pool.transaction(|tx, _| tx.free_bytes(last)).unwrap();
+    assert!(!pool.allocated_blocks().unwrap().contains(&(last, 16384)));
+    drop(pool);
+    let mut pool = Pool::<Root>::open(&path, &common::pmem()).unwrap();
+    let err = pool.transaction(|tx, _| tx.free_bytes(last)).unwrap_err();
+    assert!(matches!(err, Error::InvalidFree { .. }), "{err:?}");
+    pool.transaction(|tx, _| blocks[..14].iter().try_for_each(|&o| tx.free_bytes(o)))
+        .unwrap();
+    pool.sync().unwrap();
+    let st = pool.check_heap().unwrap();
+    assert_eq!(
+        (st.slab_chunks, st.free_chunks, st.largest_free_run),
+        (0, chunks, chunks),
+        "{st:?}"
+    );
+    // A slab again, then one of its continuation descriptors damaged.
+    let off = pool.transaction(|tx, _| tx.alloc_bytes(16384)).unwrap();
+    let table = pool.geometry().heap_layout();
+    let chunk = table.chunk_of(off).unwrap();
+    drop(pool);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    f.write_all_at(&0u64.to_le_bytes(), table.desc_off(chunk + 2))
+        .unwrap();
+    drop(f);
+    let mut pool = Pool::<Root>::open(&path, &common::pmem()).unwrap();
+    assert!(matches!(pool.check_heap(), Err(Error::CorruptHeap(_))));
+    let err = pool.transaction(|tx, _| tx.alloc_bytes(64)).unwrap_err();
+    assert!(matches!(err, Error::CorruptHeap(_)), "{err:?}");
+}
