@@ -309,21 +309,34 @@ impl<'p> Transaction<'p> {
         let layout = s.heap.layout();
         let invalid = |what| Error::InvalidFree { offset: off, what };
         let mut chunk = layout.chunk_of(off).ok_or(invalid("not in the heap"))?;
-        // A block in a slab's second (third, fourth) chunk: the slab, its lock and its bitmap
-        // are those of its first chunk. (Checked again under that chunk's lock below: a slab
-        // start's continuations change only with it.)
-        if let Desc::Cont(d) = self.effective_desc(chunk) {
-            if d <= chunk
-                && matches!(self.effective_desc(chunk - d), Desc::Slab(c) if d < slab_geom(c).chunks)
-            {
-                chunk -= d;
-            }
-        }
         // The volatile index is built from the chunk table: build it before this transaction
         // changes a descriptor, or a chunk this free returns would be found free in the table
         // and given back to the index a second time at commit.
         s.ensure_heap_index()?;
+        let held = self.st_mut().heap.locked.contains(&chunk);
         self.lock_chunk(chunk)?;
+        // A block in a slab's second (third, fourth) chunk: the slab, its lock and its bitmap
+        // are those of its first chunk, whose lock is taken and whose descriptor is read under
+        // it (a slab's continuations change only with its first chunk, by that lock's holder).
+        // The continuation chunk's own lock guards nothing then: it is let go at once, so two
+        // transactions freeing blocks of one slab never wait for each other's locks.
+        if let Desc::Cont(d) = self.effective_desc(chunk) {
+            if d <= chunk {
+                let start = chunk - d;
+                if !held {
+                    self.st_mut().heap.locked.retain(|&l| l != chunk);
+                    s.heap.unlock_chunk(chunk);
+                }
+                self.lock_chunk(start)?;
+                if matches!(self.effective_desc(start), Desc::Slab(c) if d < slab_geom(c).chunks) {
+                    chunk = start;
+                } else {
+                    // Not a slab's continuation after all (a run's): the match below reads it
+                    // as such, under its lock again.
+                    self.lock_chunk(chunk)?;
+                }
+            }
+        }
         match self.effective_desc(chunk) {
             Desc::Slab(c) => {
                 let g = slab_geom(c);
