@@ -97,3 +97,49 @@ fn blocks_in_continuation_chunks_free_through_the_first_chunk() {
     let err = pool.transaction(|tx, _| tx.alloc_bytes(64)).unwrap_err();
     assert!(matches!(err, Error::CorruptHeap(_)), "{err:?}");
 }
+
+/// Two threads free blocks of one 4-chunk slab at once, each transaction a pair in opposite
+/// orders (a continuation chunk's block then the first chunk's, and the reverse): every
+/// transaction commits, whatever the interleaving (a free in a continuation chunk waits only
+/// for the first chunk's lock, never holding the continuation's meanwhile, so the two never
+/// wait for each other), and the slab goes back whole.
+#[test]
+fn frees_in_one_slab_from_two_threads_never_wait_for_each_other() {
+    /// A root that threads may share (no cells).
+    #[derive(Persistent)]
+    #[persistent(crate = "ptm::pmem_core")]
+    #[repr(C)]
+    struct Shared {
+        unused: u64,
+    }
+    let dir = common::shm_dir();
+    let pool = Pool::<Shared>::create(common::path(&dir, "threads.pool"), 8 << 20, &common::pmem()).unwrap();
+    for round in 0..40 {
+        let blocks = pool
+            .transaction(|tx, _| {
+                (0..slab_geom(class_of(16384).unwrap()).blocks)
+                    .map(|_| tx.alloc_bytes(16384))
+                    .collect::<Result<Vec<u64>, Error>>()
+            })
+            .unwrap();
+        assert!(blocks[14] - blocks[0] >= 3 * CHUNK);
+        // Blocks 0..=2 lie in the slab's first chunk, 5..=14 in its continuations.
+        let free = |order: &[[usize; 2]]| {
+            for pair in order {
+                pool.transaction(|tx, _| pair.iter().try_for_each(|&i| tx.free_bytes(blocks[i])))
+                    .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            }
+        };
+        std::thread::scope(|s| {
+            let continuation_first = s.spawn(|| free(&[[5, 0], [10, 2]]));
+            free(&[[1, 6], [11, 7]]);
+            continuation_first.join().unwrap();
+        });
+        free(&[[3, 4], [8, 9], [12, 13]]);
+        pool.transaction(|tx, _| tx.free_bytes(blocks[14])).unwrap();
+    }
+    let mut pool = pool;
+    pool.sync().unwrap();
+    let st = pool.check_heap().unwrap();
+    assert_eq!((st.used_bytes, st.slab_chunks), (0, 0), "{st:?}");
+}
