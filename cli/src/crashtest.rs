@@ -218,7 +218,7 @@ fn collections(explorer: &Explorer, bar: &ProgressBar) -> Result<Report, ptm_cra
     let done = Cell::new(0usize);
     explorer
         .clone()
-        // Every size class in use takes a 256 KiB chunk.
+        // Every size class in use takes a slab of 64-256 KiB.
         .pool_size(4 << 20)
         .pool_options(PoolOptions::new().layout("crashtest-collections").lanes(1))
         .run::<Collections>(

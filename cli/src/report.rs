@@ -390,7 +390,7 @@ pub(crate) fn txn_text(s: &ptm::Summary) -> String {
     t.row(
         "heap",
         format!(
-            "{} at {:#x} ({} chunks of 256 KiB)",
+            "{} at {:#x} ({} chunks of 64 KiB)",
             format_size(g.heap_size),
             g.heap_offset,
             h.chunks
@@ -433,9 +433,10 @@ pub(crate) fn txn_text(s: &ptm::Summary) -> String {
         t.row(
             &format!("class {block}"),
             format!(
-                "{used}/{cap} blocks used ({:.0}%) in {slabs} slab chunk{}",
+                "{used}/{cap} blocks used ({:.0}%) in {slabs} slab{} of {} KiB",
                 100.0 * used as f64 / cap.max(1) as f64,
-                if slabs == 1 { "" } else { "s" }
+                if slabs == 1 { "" } else { "s" },
+                (ptm::internals::heap::slab_geom(c).chunks * ptm::internals::heap::CHUNK) >> 10
             ),
         );
     }

@@ -749,8 +749,11 @@ fn failed_insert_frees_the_new_key() {
     let fillers = pool
         .transaction(|tx, _| {
             let mut out = Vec::new();
-            while let Ok(off) = tx.alloc_bytes(256 << 10) {
-                out.push(off);
+            // Runs of 4 chunks, then of 2: at most one chunk is left, too few for the table.
+            for size in [256 << 10, 128 << 10] {
+                while let Ok(off) = tx.alloc_bytes(size) {
+                    out.push(off);
+                }
             }
             Ok::<_, Error>(out)
         })

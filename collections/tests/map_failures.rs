@@ -222,7 +222,10 @@ fn growth_out_of_log_space_then_commit() {
     // taken: the segment can be allocated, but the log cannot grow.
     pool.transaction(|tx, _| {
         tx.alloc_bytes(40_000)?;
-        while tx.alloc_bytes(256 << 10).is_ok() {}
+        // Runs of 4 and 2 chunks, then 12 KiB blocks (one-chunk slabs): no chunk is left.
+        for size in [256 << 10, 128 << 10, 12288] {
+            while tx.alloc_bytes(size).is_ok() {}
+        }
         Ok::<_, Error>(())
     })
     .unwrap();
@@ -439,7 +442,10 @@ fn removal_out_of_log_space_then_commit() {
     })
     .unwrap();
     pool.transaction(|tx, _| {
-        while tx.alloc_bytes(256 << 10).is_ok() {}
+        // Runs of 4 and 2 chunks, then 12 KiB blocks (one-chunk slabs): no chunk is left.
+        for size in [256 << 10, 128 << 10, 12288] {
+            while tx.alloc_bytes(size).is_ok() {}
+        }
         Ok::<_, Error>(())
     })
     .unwrap();

@@ -2,7 +2,7 @@
 //! cargo-mutants survivors of `flush.rs`: `count_fsync` and `reset_thread_stats` replaced by
 //! no-ops, or the fsync count multiplied instead of added).
 
-use pmem_core::flush::count_fsync;
+use pmem_core::internals::flush::count_fsync;
 use pmem_core::{reset_thread_stats, thread_stats, PersistStats};
 
 #[test]

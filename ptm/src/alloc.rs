@@ -15,8 +15,9 @@ use crate::error::{Error, Result};
 use crate::tx::Transaction;
 
 /// Below this many free chunks (beyond the reserves), a block whose class has no slab with room
-/// may come from a slab of a larger class (at most twice the size) instead of a new slab.
-const SCARCE_CHUNKS: u64 = 20;
+/// may come from a slab of a larger class (at most twice the size) instead of a new slab
+/// (80 chunks of 64 KiB: 5 MiB).
+const SCARCE_CHUNKS: u64 = 80;
 
 impl<'p> Transaction<'p> {
     /// Allocates a block for `value`, writes it there and returns a pointer to it. Undone by
@@ -123,12 +124,35 @@ impl<'p> Transaction<'p> {
         let s = self.shared();
         let layout = s.heap.layout();
         let invalid = |what| Error::InvalidFree { offset: off, what };
-        let chunk = layout.chunk_of(off).ok_or(invalid("not in the heap"))?;
+        let mut chunk = layout.chunk_of(off).ok_or(invalid("not in the heap"))?;
         // The volatile index is built from the chunk table: build it before this transaction
         // changes a descriptor, or a chunk this free returns would be found free in the table
         // and given back to the index a second time at commit.
         s.ensure_heap_index()?;
+        let held = self.st_mut().heap.locked.contains(&chunk);
         self.lock_chunk(chunk)?;
+        // A block in a slab's second (third, fourth) chunk: the slab, its lock and its bitmap
+        // are those of its first chunk, whose lock is taken and whose descriptor is read under
+        // it (a slab's continuations change only with its first chunk, by that lock's holder).
+        // The continuation chunk's own lock guards nothing then: it is let go at once, so two
+        // transactions freeing blocks of one slab never wait for each other's locks.
+        if let Desc::Cont(d) = self.effective_desc(chunk) {
+            if d <= chunk {
+                let start = chunk - d;
+                if !held {
+                    self.st_mut().heap.locked.retain(|&l| l != chunk);
+                    s.heap.unlock_chunk(chunk);
+                }
+                self.lock_chunk(start)?;
+                if matches!(self.effective_desc(start), Desc::Slab(c) if d < slab_geom(c).chunks) {
+                    chunk = start;
+                } else {
+                    // Not a slab's continuation after all (a run's): the match below reads it
+                    // as such, under its lock again.
+                    self.lock_chunk(chunk)?;
+                }
+            }
+        }
         match self.effective_desc(chunk) {
             Desc::Slab(c) => {
                 let g = slab_geom(c);
@@ -223,8 +247,14 @@ impl<'p> Transaction<'p> {
     /// The descriptor chunk `i` has in this transaction (its own uncommitted changes included).
     fn effective_desc(&self, i: u64) -> Desc {
         let st = self.st_mut();
-        if let Some(&(_, c)) = st.heap.lists.new_slabs.iter().find(|&&(a, _)| a == i) {
-            return Desc::Slab(c);
+        if let Some(&(a, c)) = st
+            .heap
+            .lists
+            .new_slabs
+            .iter()
+            .find(|&&(a, c)| (a..a + slab_geom(c).chunks).contains(&i))
+        {
+            return if a == i { Desc::Slab(c) } else { Desc::Cont(i - a) };
         }
         if let Some(&(_, n)) = st.heap.lists.reserved.iter().find(|&&(a, _)| a == i) {
             return Desc::Run(n);
@@ -414,8 +444,9 @@ impl<'p> Transaction<'p> {
                 }
             }
         }
-        // 3. A fresh chunk becomes a slab of the class.
-        let Some(chunk) = self.take_chunks(1, keep)? else {
+        // 3. Fresh chunks (1, 2 or 4, as the class needs) become a slab of the class.
+        let g = slab_geom(c);
+        let Some(chunk) = self.take_chunks(g.chunks, keep)? else {
             // 4. No free chunk: a block of the smallest larger class that has one, rather
             // than a failure (the difference is internal fragmentation until it is freed; a
             // free finds the block's class from its slab's descriptor).
@@ -427,9 +458,8 @@ impl<'p> Transaction<'p> {
             return Err(self.out_of_space(CLASSES[c]));
         };
         let layout = s.heap.layout();
-        self.st_mut().heap.lists.reserved.push((chunk, 1));
+        self.st_mut().heap.lists.reserved.push((chunk, g.chunks));
         self.lock_chunk(chunk)?;
-        let g = slab_geom(c);
         // The bitmap area is fresh memory: zero it, and cover it with a new-range record.
         // SAFETY: the bitmap area of heap chunk `chunk` (inside the mapping); the chunk was free
         // and is reserved by this transaction.
@@ -437,11 +467,18 @@ impl<'p> Transaction<'p> {
         self.record_new(layout.chunk_off(chunk), g.first)?;
         {
             let mut st = self.st_mut();
-            self.log_deferred(&mut st, layout.desc_off(chunk), 8)?;
+            // One undo record for the slab's descriptors (adjacent words).
+            self.log_deferred(&mut st, layout.desc_off(chunk), 8 * g.chunks)?;
             st.heap
                 .lists
                 .descs
                 .push((layout.desc_off(chunk), Desc::Slab(c).encode()));
+            for k in 1..g.chunks {
+                st.heap
+                    .lists
+                    .descs
+                    .push((layout.desc_off(chunk + k), Desc::Cont(k).encode()));
+            }
             st.heap.lists.new_slabs.push((chunk, c));
             st.heap.hint[c] = Some(chunk);
         }
@@ -664,7 +701,7 @@ impl Transaction<'_> {
             return;
         }
         let desc = self.shared().heap.layout().desc_off(chunk);
-        if self.log_deferred(st, desc, 8).is_ok() {
+        if self.log_deferred(st, desc, 8 * slab_geom(c).chunks).is_ok() {
             st.heap.lists.emptied_slabs.push((chunk, c));
         }
     }
@@ -691,14 +728,15 @@ impl Transaction<'_> {
         if !self.take_back(st, crate::engine::layout::KIND_NEW, layout.chunk_off(chunk)) {
             // The slab stays made after all: its descriptor needs its undo record again (the
             // old value is still in place: descriptors are stored at commit).
-            if self.log_deferred(st, desc, 8).is_err() {
+            if self.log_deferred(st, desc, 8 * slab_geom(c).chunks).is_err() {
                 self.doom();
             }
             return;
         }
         let h = &mut st.heap;
+        let n = slab_geom(c).chunks;
         h.lists.new_slabs.retain(|&x| x != (chunk, c));
-        h.lists.descs.retain(|&(d, _)| d != desc);
+        h.lists.descs.retain(|&(d, _)| !(desc..desc + 8 * n).contains(&d));
         h.lists.reserved.retain(|&(a, _)| a != chunk);
         for w in 0..slab_geom(c).words {
             h.bits.remove(&(layout.chunk_off(chunk) + w * 8));
@@ -709,7 +747,7 @@ impl Transaction<'_> {
         // Free again when this transaction ends, not before: until then a stale copy of the
         // taken-back descriptor record could be replayed by a recovery of this transaction,
         // and nobody else may have changed the descriptor meanwhile (the chunk stays locked).
-        h.lists.cancelled_chunks.push(chunk);
+        h.lists.cancelled_chunks.push((chunk, n));
     }
 
     /// At commit, before the deferred stores: every slab emptied by this transaction and still
@@ -725,10 +763,12 @@ impl Transaction<'_> {
         for i in 0..st.heap.lists.emptied_slabs.len() {
             let (chunk, c) = st.heap.lists.emptied_slabs[i];
             if self.slab_is_empty(st, chunk, c) {
-                st.heap
-                    .lists
-                    .descs
-                    .push((layout.desc_off(chunk), Desc::Free.encode()));
+                for k in 0..slab_geom(c).chunks {
+                    st.heap
+                        .lists
+                        .descs
+                        .push((layout.desc_off(chunk + k), Desc::Free.encode()));
+                }
                 st.heap.lists.returned_slabs.push((chunk, c));
             }
         }
@@ -740,8 +780,8 @@ impl Transaction<'_> {
                     .unwrap_or(false)
             };
             if self.slab_is_empty(st, chunk, c) && !kept() {
-                let desc = layout.desc_off(chunk);
-                for d in st.heap.lists.descs.iter_mut().filter(|d| d.0 == desc) {
+                let descs = layout.desc_off(chunk)..layout.desc_off(chunk + slab_geom(c).chunks);
+                for d in st.heap.lists.descs.iter_mut().filter(|d| descs.contains(&d.0)) {
                     d.1 = Desc::Free.encode();
                 }
                 st.heap.lists.returned_slabs.push((chunk, c));
@@ -888,7 +928,7 @@ impl Transaction<'_> {
             // transaction holds (`try_lock_chunk` above).
             if Desc::decode(unsafe { s.read_u64(desc) }) == Desc::Slab(c)
                 && self.slab_is_empty(st, chunk, c)
-                && self.log_deferred(st, desc, 8).is_ok()
+                && self.log_deferred(st, desc, 8 * slab_geom(c).chunks).is_ok()
             {
                 st.heap.locked.push(chunk);
                 st.heap.lists.emptied_slabs.push((chunk, c));

@@ -21,6 +21,24 @@ pub enum Error {
         /// What is wrong.
         what: &'static str,
     },
+    /// The pool was made by an older ptm whose heap format this build does not read
+    /// (superblock format 1 or 2: 256 KiB heap chunks; this build writes and reads format 3,
+    /// 64 KiB chunks). Nothing was read past the superblock's magic, and nothing was written.
+    /// To move its data, open it with the older ptm and copy it into a pool made by this one
+    /// (as in "Migrating a pool" in the crate documentation).
+    #[error(
+        "{}: pool superblock format {found} is not supported (this build reads format {supported}); \
+         copy its data with the ptm that made it into a new pool",
+        path.display()
+    )]
+    UnsupportedFormat {
+        /// The pool file.
+        path: PathBuf,
+        /// The superblock format found.
+        found: u32,
+        /// The format this build reads.
+        supported: u32,
+    },
     /// A lane's undo log holds a record that cannot have been written by ptm.
     #[error("corrupt undo log in lane {lane}: {what}")]
     CorruptLog {

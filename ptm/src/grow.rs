@@ -1,8 +1,8 @@
 //! Growing a pool: more heap at the end of the data area, every offset unchanged.
 //!
 //! The heap's chunk table is made at creation with room for the chunks of a pool of
-//! [`PoolOptions::max_size`](crate::PoolOptions::max_size) (format 2; a format 1 pool has the
-//! room its table's last page leaves). Growing adds chunks after the last one: they are free
+//! [`PoolOptions::max_size`](crate::PoolOptions::max_size) (stored in the superblock since
+//! format 2). Growing adds chunks after the last one: they are free
 //! (their descriptors were zeroed with the table), and no block moves.
 
 use std::path::Path;

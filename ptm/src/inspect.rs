@@ -28,12 +28,20 @@ pub struct Summary {
 ///
 /// # Errors
 ///
+/// [`Error::UnsupportedFormat`] for a pool of an older superblock format,
 /// [`Error::CorruptMetadata`] if the superblock is damaged or missing (a bare pmem-core pool),
 /// [`Error::CorruptHeap`] if the chunk table is malformed, [`Error::Core`] for read errors.
 pub fn inspect(region: &Region) -> Result<Summary> {
     let data = region.data_range();
     let mut sb = [0u8; 256];
     region.read_at(data.start, &mut sb)?;
+    if let Some(found) = crate::engine::layout::old_format(&sb) {
+        return Err(Error::UnsupportedFormat {
+            path: region.path().to_owned(),
+            found,
+            supported: crate::engine::layout::SB_FORMAT,
+        });
+    }
     let geometry = Geometry::decode(&sb, data.start, data.end).map_err(|what| Error::CorruptMetadata {
         path: region.path().to_owned(),
         what,

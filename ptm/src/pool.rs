@@ -146,7 +146,7 @@ impl PoolOptions {
         self
     }
 
-    /// Keeps `bytes` of the heap (rounded up to whole 256 KiB chunks, at most half the heap
+    /// Keeps `bytes` of the heap (rounded up to whole 64 KiB chunks, at most half the heap
     /// with the metadata reserve) free for the operations the application names: ordinary
     /// allocations fail with [`Error::OutOfSpace`] before they touch it, and a transaction
     /// that calls [`Transaction::use_reserve`] may allocate from it (say, the node a move
@@ -189,7 +189,7 @@ impl PoolOptions {
     }
 
     /// The size the pool should be able to grow to. At create, its chunk table gets room for a
-    /// heap that large (at most 1/16 of the heap at creation; 8 bytes per 256 KiB chunk); at
+    /// heap that large (at most 1/16 of the heap at creation; 8 bytes per 64 KiB chunk); at
     /// every open, that much address space is reserved for [`Pool::grow`] while open. Default:
     /// 64 times the size (at creation, at open), at least 1 GiB.
     pub fn max_size(mut self, bytes: u64) -> Self {
@@ -404,6 +404,7 @@ impl<R: Persistent> Pool<R> {
     ///
     /// # Errors
     ///
+    /// [`Error::UnsupportedFormat`] (a pool made by a ptm with 256 KiB heap chunks),
     /// [`Error::SchemaMismatch`], [`Error::CorruptMetadata`] (also for a damaged schema
     /// record), [`Error::RootMismatch`], [`Error::CorruptLog`], and the pmem-core errors of
     /// [`RegionOptions::open`] (`PoolLocked`, `LayoutMismatch`, ...).
@@ -416,6 +417,13 @@ impl<R: Persistent> Pool<R> {
         let data = region.data_range();
         let mut sb = [0u8; 256];
         region.read_at(data.start, &mut sb)?;
+        if let Some(found) = crate::engine::layout::old_format(&sb) {
+            return Err(Error::UnsupportedFormat {
+                path: path.as_ref().to_owned(),
+                found,
+                supported: crate::engine::layout::SB_FORMAT,
+            });
+        }
         let geo = Geometry::decode(&sb, data.start, data.end).map_err(|what| Error::CorruptMetadata {
             path: path.as_ref().to_owned(),
             what,
@@ -725,6 +733,9 @@ impl<R: Persistent> Pool<R> {
                 Desc::Free => i += 1,
                 Desc::Slab(c) => {
                     let g = slab_geom(c);
+                    if i + g.chunks > l.n_chunks {
+                        return Err(Error::CorruptHeap("slab past the end of the heap"));
+                    }
                     for b in 0..g.blocks {
                         // SAFETY: a bitmap word of slab chunk `i` (`b < g.blocks`), inside the heap; `&mut self`:
                         // no transaction runs.
@@ -732,7 +743,7 @@ impl<R: Persistent> Pool<R> {
                             out.push((l.chunk_off(i) + g.first + b * g.block, g.block));
                         }
                     }
-                    i += 1;
+                    i += g.chunks;
                 }
                 Desc::Run(n) if i + n <= l.n_chunks => {
                     out.push((l.chunk_off(i), n * CHUNK));

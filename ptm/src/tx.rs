@@ -887,8 +887,8 @@ fn release_lane(shared: &Shared, lane: usize, st: &mut LaneVolatile, committed: 
                     idx.give_run(start, size / chunk);
                 }
             }
-            for &a in &h.lists.cancelled_chunks {
-                idx.give_run(a, 1);
+            for &(a, n) in &h.lists.cancelled_chunks {
+                idx.give_run(a, n);
             }
             if !committed {
                 for &(a, n) in &h.lists.freed_new {
@@ -942,11 +942,14 @@ fn release_lane(shared: &Shared, lane: usize, st: &mut LaneVolatile, committed: 
         }
         // A returned slab's bitmap words are in this commit's data hash: no fresh store may
         // land there before the completion mark is durable.
-        for &(start, _) in &h.lists.returned_slabs {
+        for &(start, c) in &h.lists.returned_slabs {
             q.push(Quarantined {
                 lane,
                 seq: st.seq,
-                kind: QuarantineKind::Run { start, n: 1 },
+                kind: QuarantineKind::Run {
+                    start,
+                    n: crate::engine::heap::slab_geom(c).chunks,
+                },
             });
         }
         for &(word, mask) in &h.lists.freed_new_blocks {

@@ -91,9 +91,9 @@ fn a_64_gib_pool_opens_with_as_few_page_faults_as_a_64_mib_pool() {
         let (small_faults, large_faults) = measure_in_child(&small, &large);
         println!("page faults opening 64 MiB: {small_faults}, 64 GiB: {large_faults}");
         seen.push((small_faults, large_faults));
-        // The 64 GiB heap has 262 144 chunks of 256 KiB, the 64 MiB one 256: reading the chunk
-        // descriptors (2 MiB) faults in at least 32 more pages (the kernel maps 16 cached pages
-        // per fault), touching a per-chunk volatile table of 4-byte words 256. Up to 16 pages
+        // The 64 GiB heap has 1 048 576 chunks of 64 KiB, the 64 MiB one 1024: reading the
+        // chunk descriptors (8 MiB) faults in at least 128 more pages (the kernel maps 16 cached
+        // pages per fault), touching a per-chunk volatile table of 4-byte words 1024. Up to 16 pages
         // of slack cover per-open tables sized by the lanes and the pool (the large pool's open
         // is the process's first to allocate them fresh), well below either regression.
         large_faults <= small_faults + 16

@@ -105,7 +105,7 @@ fn growing_collections_survive_every_crash() {
     let report = Explorer::new()
         .seed(12)
         .double_crash(true)
-        // Every size class in use takes a 256 KiB chunk.
+        // Every size class in use takes a slab of 64-256 KiB.
         .pool_size(4 << 20)
         .pool_options(PoolOptions::new().layout("collections").lanes(1))
         .run::<Root>(

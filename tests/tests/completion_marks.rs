@@ -17,7 +17,7 @@
 use std::cell::Cell;
 use std::collections::BTreeSet;
 
-use ptm::heap::CHUNK;
+use ptm::internals::heap::CHUNK;
 use ptm::{Error, PCell, PPtr, Persistent, Pool, PoolOptions, Transaction};
 use ptm_crashtest::{ensure, ensure_heap_owns, ensure_prefix, CheckResult, Explorer, Report};
 

@@ -18,7 +18,8 @@ use ptm::{Error, PCell, PPtr, Persistent, Pool, PoolOptions};
 
 const SLOTS: usize = 24;
 const POOL: u64 = 4 << 20;
-/// A pool with plentiful free chunks (46), where each class keeps an empty slab (design §10.3).
+/// A pool with plentiful free chunks (about 180 of 64 KiB), where each class keeps an empty
+/// slab (design §10.3).
 const LARGE_POOL: u64 = 12 << 20;
 
 #[derive(Persistent)]

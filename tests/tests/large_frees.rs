@@ -20,7 +20,7 @@ use std::sync::Barrier;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use ptm::heap::CHUNK;
+use ptm::internals::heap::CHUNK;
 use ptm::{Error, PCell, PMutex, PPtr, Persistent, Pool, PoolOptions, Transaction};
 
 /// Slots per thread.

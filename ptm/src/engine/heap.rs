@@ -1,17 +1,18 @@
-//! The persistent heap: 256 KiB chunks described by a persistent table; small objects in
-//! size-class slabs with persistent bitmaps, large ones in runs of chunks.
+//! The persistent heap: 64 KiB chunks described by a persistent table; small objects in
+//! size-class slabs of 1, 2 or 4 chunks with persistent bitmaps, large ones in runs of chunks.
 //!
-//! Heap layout (from the superblock's `heap_offset`):
+//! Heap layout (from the superblock's `heap_offset`; superblock format 3):
 //!
 //! ```text
-//! heap_offset   align_up(n_chunks * 8, 4096)   chunk table: one u64 descriptor per chunk
-//! chunks        n_chunks * 256 KiB             chunks
+//! heap_offset   align_up(table_entries * 8, 4096)  chunk table: one u64 descriptor per chunk
+//! chunks        n_chunks * 64 KiB                  chunks
 //! ```
 //!
-//! Descriptor (u64): bits 56..64 kind — 0 free, 1 slab (bits 0..8: class index), 2 run start
-//! (bits 0..32: length in chunks), 3 run continuation (bits 0..32: distance to the start).
-//! A slab chunk starts with its bitmap (one bit per block, 1 = allocated), padded to 64 bytes,
-//! followed by the blocks.
+//! Descriptor (u64): bits 56..64 kind — 0 free, 1 slab start (bits 0..8: class index), 2 run
+//! start (bits 0..32: length in chunks), 3 continuation of a run or of a slab (bits 0..32:
+//! distance back to its start). A slab spans [`SlabGeom::chunks`] chunks (fixed per class,
+//! [`slab_geom`]); it starts with its bitmap (one bit per block, 1 = allocated), padded to 64
+//! bytes, followed by the blocks, which may cross chunk boundaries inside the slab.
 //!
 //! Metadata changes are transactional through the undo log (docs/design.md §10): the old value of
 //! every descriptor or bitmap word a transaction changes is logged; the new value is stored at
@@ -25,8 +26,8 @@ use std::sync::Mutex;
 use crate::engine::align_up;
 use crate::error::{Error, Result};
 
-/// Bytes per chunk.
-pub const CHUNK: u64 = 256 * 1024;
+/// Bytes per chunk (format 3; formats 1 and 2 had 256 KiB chunks and are refused).
+pub const CHUNK: u64 = 64 * 1024;
 /// Block sizes of the slab classes (64-byte multiples, so every block is cache-line aligned).
 pub const CLASSES: [u64; 20] = [
     64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192, 12288, 16384, 24576, 32768,
@@ -99,6 +100,9 @@ pub struct SlabGeom {
     pub first: u64,
     /// Bitmap words.
     pub words: u64,
+    /// Chunks the slab spans (1, 2 or 4: the fewest whose tail left over is at most 1/16 of
+    /// the slab, at most 4).
+    pub chunks: u64,
 }
 
 impl SlabGeom {
@@ -125,27 +129,45 @@ const GEOMETRIES: [SlabGeom; CLASSES.len()] = {
         blocks: 0,
         first: 0,
         words: 0,
+        chunks: 0,
     }; CLASSES.len()];
     let mut c = 0;
     while c < CLASSES.len() {
-        all[c] = compute_geom(CLASSES[c]);
+        all[c] = class_geom(CLASSES[c]);
         c += 1;
     }
     all
 };
 
-/// The most blocks of `block` bytes that fit a chunk after their bitmap (padded to 64 bytes).
-const fn compute_geom(block: u64) -> SlabGeom {
-    let mut blocks = CHUNK / block;
+/// The slab of `block`-byte blocks: the fewest chunks (1, 2 or 4) whose space left over after
+/// the bitmap and the blocks is at most 1/16 of the slab, 4 if none is. Small classes thus
+/// take one 64 KiB chunk, so a class with a few live blocks holds little of the heap.
+const fn class_geom(block: u64) -> SlabGeom {
+    let mut chunks = 1;
+    loop {
+        let g = compute_geom(block, chunks);
+        if chunks == 4 || 16 * g.blocks * block >= 15 * chunks * CHUNK {
+            return g;
+        }
+        chunks *= 2;
+    }
+}
+
+/// The most blocks of `block` bytes that fit `chunks` chunks after their bitmap (padded to 64
+/// bytes).
+const fn compute_geom(block: u64, chunks: u64) -> SlabGeom {
+    let bytes = chunks * CHUNK;
+    let mut blocks = bytes / block;
     loop {
         let words = blocks.div_ceil(64);
         let first = (words * 8).div_ceil(64) * 64;
-        if first + blocks * block <= CHUNK {
+        if first + blocks * block <= bytes {
             return SlabGeom {
                 block,
                 blocks,
                 first,
                 words,
+                chunks,
             };
         }
         blocks -= 1;
@@ -237,7 +259,7 @@ pub struct HeapStats {
     pub free_bytes: u64,
     /// Allocated blocks per class (index as [`CLASSES`]).
     pub per_class: Vec<u64>,
-    /// Slab chunks per class (index as [`CLASSES`]).
+    /// Slabs per class (index as [`CLASSES`]; each spans [`SlabGeom::chunks`] chunks).
     pub per_class_slabs: Vec<u64>,
     /// Bytes in free blocks of slabs (usable only by their own class).
     pub slab_free_bytes: u64,
@@ -394,12 +416,29 @@ pub(crate) struct Reserve {
 }
 
 /// Chunks of log extent that record every bitmap word and descriptor of a heap of `n_chunks`
-/// (one 64-byte undo record per 8-byte word at worst: a slab of 64-byte blocks has 64 bitmap
-/// words, plus a record for its descriptor and one for its jump), with the lanes' own logs not
-/// counted. 1 chunk per 62 chunks of heap, at least 1 (0 for an empty heap).
+/// (one 64-byte undo record per 8-byte word at worst: a one-chunk slab of 64-byte blocks has
+/// 16 bitmap words, plus a record for its descriptors and one for a jump), with the lanes' own
+/// logs not counted. 1 chunk per 56 chunks of heap, at least 1 (0 for an empty heap).
 pub fn metadata_reserve(n_chunks: u64) -> u64 {
-    (n_chunks * (64 * 64 + 2 * 64)).div_ceil(CHUNK)
+    (n_chunks * METADATA_PER_CHUNK).div_ceil(CHUNK)
 }
+
+/// Log bytes that record the metadata of one chunk at worst ([`metadata_reserve`]): for each
+/// class, a 64-byte record per bitmap word and one for the slab's descriptors, spread over the
+/// slab's chunks, and a jump record per chunk.
+const METADATA_PER_CHUNK: u64 = {
+    let mut most = 0;
+    let mut c = 0;
+    while c < CLASSES.len() {
+        let g = GEOMETRIES[c];
+        let per = ((g.words + 1) * 64).div_ceil(g.chunks);
+        if per > most {
+            most = per;
+        }
+        c += 1;
+    }
+    most + 64
+};
 
 /// Heap state shared by all transactions of a pool.
 #[derive(Debug)]
@@ -540,13 +579,16 @@ pub(crate) fn scan_stats(l: &HeapLayout, read: impl Fn(u64) -> u64) -> Result<He
                 let used: u64 = (0..g.words)
                     .map(|w| u64::from(read(l.chunk_off(i) + w * 8).count_ones()))
                     .sum();
-                st.slab_chunks += 1;
+                if i + g.chunks > l.n_chunks {
+                    return Err(Error::CorruptHeap("slab past the end of the heap"));
+                }
+                st.slab_chunks += g.chunks;
                 st.per_class[c] += used;
                 st.per_class_slabs[c] += 1;
                 st.used_bytes += used * g.block;
                 st.free_bytes += (g.blocks - used.min(g.blocks)) * g.block;
                 st.slab_free_bytes += (g.blocks - used.min(g.blocks)) * g.block;
-                i += 1;
+                i += g.chunks;
             }
             Desc::Run(n) if i + n <= l.n_chunks => {
                 st.run_chunks += n;
@@ -589,9 +631,15 @@ pub(crate) fn build_index(layout: &HeapLayout, desc: impl Fn(u64) -> u64) -> Res
                 }
                 idx.free.insert(start, i - start);
                 idx.free_total += i - start;
-                continue;
             }
-            Desc::Slab(c) => idx.partial[c].push(i),
+            Desc::Slab(c) => {
+                let n = slab_geom(c).chunks;
+                if i + n > layout.n_chunks || (1..n).any(|k| Desc::decode(desc(i + k)) != Desc::Cont(k)) {
+                    return Err(Error::CorruptHeap("slab without its continuation chunks"));
+                }
+                idx.partial[c].push(i);
+                i += n;
+            }
             Desc::Run(n) => {
                 if i + n > layout.n_chunks {
                     return Err(corrupt());
@@ -602,11 +650,9 @@ pub(crate) fn build_index(layout: &HeapLayout, desc: impl Fn(u64) -> u64) -> Res
                     }
                 }
                 i += n;
-                continue;
             }
             Desc::Cont(_) | Desc::Invalid(_) => return Err(corrupt()),
         }
-        i += 1;
     }
     Ok(idx)
 }
@@ -639,7 +685,13 @@ mod tests {
     fn slab_geometry_fits_every_class() {
         for c in 0..CLASSES.len() {
             let g = slab_geom(c);
-            assert!(g.first + g.blocks * g.block <= CHUNK, "class {c}");
+            assert!(g.first + g.blocks * g.block <= g.chunks * CHUNK, "class {c}");
+            assert!([1, 2, 4].contains(&g.chunks), "class {c}");
+            // The tail left over is at most 1/16 of the slab, but for the largest classes.
+            assert!(
+                16 * g.blocks * g.block >= 15 * g.chunks * CHUNK || g.chunks == 4,
+                "class {c}"
+            );
             assert!(g.words * 64 >= g.blocks);
             assert_eq!(g.first % 64, 0);
             assert!(g.blocks >= 3, "class {c} has {} blocks", g.blocks);
@@ -708,5 +760,55 @@ mod tests {
         assert!(build_index(&layout, |i| bad[i as usize]).is_err());
         let short = [0, 0, 0, 0, 0, 0, 0, Desc::Run(2).encode()];
         assert!(build_index(&layout, |i| short[i as usize]).is_err());
+        // A slab of 16 KiB blocks spans 4 chunks: its first chunk is listed, its continuations
+        // are neither free nor listed; a slab whose continuations are missing, or that passes
+        // the heap's end, is corrupt.
+        let c16k = class_of(16384).unwrap();
+        assert_eq!(slab_geom(c16k).chunks, 4);
+        let multi = [
+            0,
+            Desc::Slab(c16k).encode(),
+            Desc::Cont(1).encode(),
+            Desc::Cont(2).encode(),
+            Desc::Cont(3).encode(),
+            0,
+            0,
+            0,
+        ];
+        let idx = build_index(&layout, |i| multi[i as usize]).unwrap();
+        assert_eq!(idx.partial[c16k], [1]);
+        assert_eq!(idx.free_total, 4);
+        let stats = scan_stats(&layout, |off| {
+            if off < layout.chunks {
+                multi[(off / 8) as usize]
+            } else {
+                0
+            }
+        })
+        .unwrap();
+        assert_eq!((stats.slab_chunks, stats.free_chunks), (4, 4));
+        let mut torn = multi;
+        torn[3] = 0;
+        assert!(matches!(
+            build_index(&layout, |i| torn[i as usize]),
+            Err(Error::CorruptHeap(_))
+        ));
+        let past_end = [
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            Desc::Slab(c16k).encode(),
+            Desc::Cont(1).encode(),
+        ];
+        assert!(build_index(&layout, |i| past_end[i as usize]).is_err());
+        assert!(scan_stats(&layout, |off| if off < layout.chunks {
+            past_end[(off / 8) as usize]
+        } else {
+            0
+        })
+        .is_err());
     }
 }

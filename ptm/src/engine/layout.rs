@@ -14,7 +14,7 @@
 //!
 //! | offset | size | field          |                                                    |
 //! |-------:|-----:|----------------|----------------------------------------------------|
-//! |      0 |    8 | `magic`        | `b"PTMTXN2\0"` (`b"PTMTXN1\0"`: format 1, below)   |
+//! |      0 |    8 | `magic`        | `b"PTMTXN3\0"` (format 3; formats 1 and 2 refused) |
 //! |      8 |    4 | `lane_count`   | 1..=1024                                           |
 //! |     12 |    4 | `_pad`         | 0                                                  |
 //! |     16 |    8 | `lane_size`    | bytes per lane, multiple of 4096, >= 8192          |
@@ -23,7 +23,7 @@
 //! |     40 |    8 | `root_size`    | `size_of` of the root type                         |
 //! |     48 |    8 | `heap_offset`  | 4096-aligned                                       |
 //! |     56 |    8 | `heap_size`    | heap bytes at creation, multiple of 4096           |
-//! |     64 |    8 | `table_entries`| chunk table capacity (format 2; 0 in format 1)     |
+//! |     64 |    8 | `table_entries`| chunk table capacity, in 64 KiB chunks             |
 //! |     72 |   48 | `_reserved`    | 0                                                  |
 //! |    120 |    8 | `meta_hash`    | xxh3-64 of bytes 0..120                            |
 //! |    128 |    8 | `generation`   | incremented at every open (mutable; lock words)    |
@@ -63,11 +63,25 @@ use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 use crate::engine::align_up;
 
-/// Superblock magic (format 2: the chunk table capacity is stored, so the heap can grow).
-pub(crate) const SB_MAGIC: [u8; 8] = *b"PTMTXN2\0";
-/// Superblock magic of format 1 (the chunk table is as large as the heap at creation needs,
-/// rounded up to a page: growth is limited to the entries that page holds). Opened as before.
-pub(crate) const SB_MAGIC_V1: [u8; 8] = *b"PTMTXN1\0";
+/// Superblock magic (format 3: 64 KiB heap chunks, slabs of 1, 2 or 4 chunks; the chunk table
+/// capacity is stored, so the heap can grow).
+pub(crate) const SB_MAGIC: [u8; 8] = *b"PTMTXN3\0";
+/// The superblock format this build writes and reads.
+pub const SB_FORMAT: u32 = 3;
+/// Superblock magics of the formats this build refuses: format 1 (`PTMTXN1`, a chunk table
+/// as large as the heap at creation needed) and format 2 (`PTMTXN2`, a stored table capacity),
+/// both with 256 KiB chunks, which this build's heap cannot read.
+const SB_MAGIC_OLD: [([u8; 8], u32); 2] = [(*b"PTMTXN1\0", 1), (*b"PTMTXN2\0", 2)];
+
+/// The format of a superblock this build does not read (1 or 2: 256 KiB heap chunks), from its
+/// magic; `None` for anything else (format 3, or not a ptm superblock, which
+/// [`Geometry::decode`] reports).
+pub(crate) fn old_format(b: &[u8]) -> Option<u32> {
+    SB_MAGIC_OLD
+        .iter()
+        .find(|(magic, _)| b.get(0..8) == Some(&magic[..]))
+        .map(|&(_, format)| format)
+}
 /// Bytes of the superblock hashed by `meta_hash`.
 pub(crate) const SB_HASHED: usize = 120;
 pub(crate) const SB_GENERATION: u64 = 128;
@@ -302,8 +316,10 @@ impl Geometry {
         if b.len() < 128 {
             return Err("superblock truncated");
         }
-        let v1 = b[0..8] == SB_MAGIC_V1;
-        if b[0..8] != SB_MAGIC && !v1 {
+        if old_format(b).is_some() {
+            return Err("superblock of an older format (256 KiB heap chunks)");
+        }
+        if b[0..8] != SB_MAGIC {
             return Err("bad superblock magic (not a ptm transaction pool)");
         }
         if xxh3_64(&b[..SB_HASHED]) != get(b, SB_HASHED) {
@@ -339,12 +355,7 @@ impl Geometry {
         }
         let mut g = g;
         let created = crate::engine::heap::HeapLayout::new(g.heap_offset, g.heap_size).table_entries();
-        if v1 {
-            if g.table_entries != 0 {
-                return Err("format 1 superblock with a chunk table capacity");
-            }
-            g.table_entries = created;
-        } else if g.table_entries < created
+        if g.table_entries < created
             || g.table_entries > (1 << 48) / crate::engine::heap::CHUNK
             || align_up(g.table_entries * 8, 4096) > g.heap_size
         {
@@ -518,35 +529,33 @@ pub(crate) fn verdict(
 #[cfg(test)]
 mod tests {
     #[test]
-    fn format_1_superblocks_open_with_the_table_they_were_made_with() {
+    fn superblocks_of_formats_1_and_2_are_refused_by_name() {
         let g = Geometry::plan(4096, 8 << 20, 4, 8192, 64).unwrap();
-        let mut b = g.encode();
-        b[0..8].copy_from_slice(&SB_MAGIC_V1);
-        b[64..72].fill(0);
-        let h = xxh3_64(&b[..SB_HASHED]);
-        put(&mut b, SB_HASHED, h);
-        let v1 = Geometry::decode(&b, 4096, 8 << 20).unwrap();
-        assert_eq!(v1, g);
         // Grown: the heap reaches the new end of the data area, the table stays.
-        let grown = Geometry::decode(&b, 4096, 64 << 20).unwrap();
+        let grown = Geometry::decode(&g.encode(), 4096, 64 << 20).unwrap();
         assert_eq!(grown.table_entries, g.table_entries);
         assert_eq!(grown.heap_size, (64 << 20) - g.heap_offset);
         assert_eq!(grown.heap_layout().chunks, g.heap_layout().chunks);
-        // Format 2 with room to grow.
-        let v2 = g.with_room_to_grow(1 << 30);
-        assert!(v2.table_entries > g.table_entries);
-        let d = Geometry::decode(&v2.encode(), 4096, 8 << 20).unwrap();
-        assert_eq!(d, v2);
+        // With room to grow.
+        let roomy = g.with_room_to_grow(1 << 30);
+        assert!(roomy.table_entries > g.table_entries);
+        let d = Geometry::decode(&roomy.encode(), 4096, 8 << 20).unwrap();
+        assert_eq!(d, roomy);
         assert!(d.heap_layout().chunks > g.heap_layout().chunks);
-        // A capacity a format 1 superblock cannot have, or one beyond the heap, is refused.
-        let mut bad = b;
-        put(&mut bad, 64, 9);
-        let h = xxh3_64(&bad[..SB_HASHED]);
-        put(&mut bad, SB_HASHED, h);
-        assert!(Geometry::decode(&bad, 4096, 8 << 20).is_err());
-        let mut huge = v2;
+        // A capacity beyond the heap is refused.
+        let mut huge = roomy;
         huge.table_entries = 1 << 30;
         assert!(Geometry::decode(&huge.encode(), 4096, 8 << 20).is_err());
+        // Superblocks of the older formats (256 KiB chunks), checksum intact: named, never read.
+        for (magic, format) in [(*b"PTMTXN1\0", 1), (*b"PTMTXN2\0", 2)] {
+            let mut b = g.encode();
+            b[0..8].copy_from_slice(&magic);
+            let h = xxh3_64(&b[..SB_HASHED]);
+            put(&mut b, SB_HASHED, h);
+            assert_eq!(old_format(&b), Some(format));
+            assert!(Geometry::decode(&b, 4096, 8 << 20).is_err());
+        }
+        assert_eq!(old_format(&g.encode()), None);
     }
 
     use super::*;

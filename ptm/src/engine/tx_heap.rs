@@ -91,9 +91,9 @@ pub(crate) struct ChunkLists {
     /// logged (at that free, so before the drain that covers the free), to be set free at commit
     /// if the slab is still empty then.
     pub(crate) emptied_slabs: Vec<(u64, usize)>,
-    /// Chunks this transaction reserved and then gave up (a slab made and cancelled): free
-    /// again when the transaction ends, committed or not.
-    pub(crate) cancelled_chunks: Vec<u64>,
+    /// Chunk runs (start, chunks) this transaction reserved and then gave up (a slab made and
+    /// cancelled): free again when the transaction ends, committed or not.
+    pub(crate) cancelled_chunks: Vec<(u64, u64)>,
     /// Slab chunks (chunk, class) this transaction turns into free chunks at commit;
     /// quarantined after commit, since their bitmap words are in the commit's data hash.
     pub(crate) returned_slabs: Vec<(u64, usize)>,
