@@ -11,7 +11,8 @@ use pmem_core::{
     PoolHeader, RegionOptions, FORMAT_VERSION, HEADER_SIZE, MIN_POOL_SIZE,
 };
 
-use crate::image;
+// `super`, not `crate`: pmem-core's `fuzz_corpus` test module includes this file too.
+use super::image;
 
 const HS: u64 = HEADER_SIZE as u64;
 

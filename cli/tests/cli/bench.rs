@@ -16,6 +16,7 @@ fn ptm(args: &[&str]) -> Output {
 
 #[test]
 fn bench_quick_json_has_ptm_sqlite_and_lmdb_rows() {
+    let _pools = crate::shared();
     let o = ptm(&["bench", "--quick", "--json"]);
     let out = String::from_utf8_lossy(&o.stdout);
     let err = String::from_utf8_lossy(&o.stderr);
@@ -67,6 +68,7 @@ fn bench_quick_json_has_ptm_sqlite_and_lmdb_rows() {
 
 #[test]
 fn bench_quick_prints_the_table() {
+    let _pools = crate::shared();
     let o = ptm(&["bench", "--quick"]);
     let out = String::from_utf8_lossy(&o.stdout);
     let err = String::from_utf8_lossy(&o.stderr);
@@ -109,6 +111,7 @@ fn bench_quick_prints_the_table() {
 
 #[test]
 fn bench_reports_a_bad_directory_in_one_line() {
+    let _pools = crate::shared();
     let o = ptm(&["bench", "--quick", "--dir", "/nonexistent/ptm-bench-dir"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());

@@ -29,6 +29,7 @@ fn ptm(args: &[&str]) -> Output {
 
 #[test]
 fn disk_json_has_every_engine_and_workload_with_sync_counts() {
+    let _pools = crate::shared();
     // Under target/ (a real disk here), not the system temp dir, which may be tmpfs.
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
     let path = dir.path().to_str().expect("utf-8 path");
@@ -137,6 +138,7 @@ fn disk_json_has_every_engine_and_workload_with_sync_counts() {
 
 #[test]
 fn disk_reports_a_missing_directory_in_one_line() {
+    let _pools = crate::shared();
     let o = ptm(&["bench", "--disk", "/nonexistent/ptm-disk-bench", "--ops", "1"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
@@ -147,6 +149,7 @@ fn disk_reports_a_missing_directory_in_one_line() {
 
 #[test]
 fn disk_rejects_option_mixes() {
+    let _pools = crate::shared();
     for args in [
         &["bench", "--disk"][..],
         &["bench", "--rounds", "3"],

@@ -30,6 +30,7 @@ const ALWAYS: [(&str, bool); 7] = [
 
 #[test]
 fn pauses_json_has_every_structure_with_ordered_statistics_and_growth() {
+    let _pools = crate::shared();
     let ops = OPS.to_string();
     let o = ptm(&["bench", "--pauses", "--ops", &ops, "--json"]);
     let out = String::from_utf8_lossy(&o.stdout);
@@ -144,6 +145,7 @@ fn pauses_json_has_every_structure_with_ordered_statistics_and_growth() {
 
 #[test]
 fn pauses_prints_the_table() {
+    let _pools = crate::shared();
     let o = ptm(&["bench", "--pauses", "--ops", "2000"]);
     let out = String::from_utf8_lossy(&o.stdout);
     let err = String::from_utf8_lossy(&o.stderr);
@@ -202,6 +204,7 @@ fn pauses_prints_the_table() {
 
 #[test]
 fn pauses_rejects_bad_ops() {
+    let _pools = crate::shared();
     for args in [
         &["bench", "--ops", "10"][..],
         &["bench", "--pauses", "--ops", "0"],

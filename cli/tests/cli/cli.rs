@@ -105,6 +105,7 @@ fn json(out: &str) -> Value {
 
 #[test]
 fn create_then_info_text_and_json() {
+    let _pools = crate::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a.pool");
     let out = ok(ptm(&[
@@ -180,6 +181,7 @@ fn create_then_info_text_and_json() {
 
 #[test]
 fn force_pmem_flag_and_env_choose_the_flush_domain() {
+    let _pools = crate::shared();
     let (_dir, path) = fresh_pool("");
     let Some(insn) = pmem_core::detected_flush_instruction() else {
         return; // no flush instruction: forcing falls back to msync, nothing to compare
@@ -200,6 +202,7 @@ fn force_pmem_flag_and_env_choose_the_flush_domain() {
 
 #[test]
 fn create_refuses_an_existing_non_empty_file() {
+    let _pools = crate::shared();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("precious.txt");
     std::fs::write(&path, b"do not overwrite me").unwrap();
@@ -210,6 +213,7 @@ fn create_refuses_an_existing_non_empty_file() {
 
 #[test]
 fn create_formats_an_existing_empty_file() {
+    let _pools = crate::shared();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("empty.pool");
     std::fs::write(&path, b"").unwrap();
@@ -220,6 +224,7 @@ fn create_formats_an_existing_empty_file() {
 
 #[test]
 fn bad_size_strings_are_usage_errors() {
+    let _pools = crate::shared();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("never.pool");
     for (size, why) in [
@@ -247,6 +252,7 @@ fn bad_size_strings_are_usage_errors() {
 
 #[test]
 fn impossible_pool_sizes_fail_and_leave_nothing_behind() {
+    let _pools = crate::shared();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("never.pool");
     for (size, why) in [
@@ -269,6 +275,7 @@ fn impossible_pool_sizes_fail_and_leave_nothing_behind() {
 
 #[test]
 fn not_a_pool() {
+    let _pools = crate::shared();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("random.bin");
     // Deterministic noise that does not start with the pool magic.
@@ -301,6 +308,7 @@ fn not_a_pool() {
 
 #[test]
 fn empty_file() {
+    let _pools = crate::shared();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("empty");
     std::fs::write(&path, b"").unwrap();
@@ -315,6 +323,7 @@ fn empty_file() {
 
 #[test]
 fn truncated_pool() {
+    let _pools = crate::shared();
     let (_dir, path) = fresh_pool("");
     let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     f.set_len(POOL / 2).unwrap();
@@ -343,6 +352,7 @@ fn truncated_pool() {
 
 #[test]
 fn locked_pool() {
+    let _pools = crate::exclusive();
     let (_dir, path) = fresh_pool("locked");
     let held = pmem_core::Region::open(&path).unwrap();
     let err = fails(ptm(&["info", s(&path)]));
@@ -367,6 +377,7 @@ fn locked_pool() {
 
 #[test]
 fn corrupted_primary_header_is_found_and_repaired() {
+    let _pools = crate::shared();
     let (_dir, path) = fresh_pool("corrupt");
     flip_byte(&path, 100);
 
@@ -410,6 +421,7 @@ fn corrupted_primary_header_is_found_and_repaired() {
 
 #[test]
 fn corrupted_backup_header_is_found_and_repaired() {
+    let _pools = crate::shared();
     let (_dir, path) = fresh_pool("");
     flip_byte(&path, POOL - 4096 + 100);
     let o = ptm(&["check", s(&path)]);
@@ -425,6 +437,7 @@ fn corrupted_backup_header_is_found_and_repaired() {
 
 #[test]
 fn check_of_an_intact_pool() {
+    let _pools = crate::shared();
     let (_dir, path) = fresh_pool("");
     let out = ok(ptm(&["check", s(&path)]));
     assert!(out.contains("primary header  ok"), "{out}");
@@ -439,6 +452,7 @@ fn check_of_an_intact_pool() {
 
 #[test]
 fn missing_file() {
+    let _pools = crate::shared();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nope.pool");
     for args in [
@@ -466,6 +480,7 @@ fn missing_file() {
 
 #[test]
 fn usage_errors_exit_2_and_help_lists_the_subcommands() {
+    let _pools = crate::shared();
     let o = ptm(&["frobnicate"]);
     assert_eq!(o.status.code(), Some(2));
     assert_no_panic(&stderr(&o));
@@ -482,6 +497,7 @@ fn usage_errors_exit_2_and_help_lists_the_subcommands() {
 /// file left behind.
 #[test]
 fn create_with_an_overflowing_root_size_fails_cleanly() {
+    let _pools = crate::shared();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("big-root.pool");
     let p = path.to_str().unwrap();
@@ -501,6 +517,7 @@ fn create_with_an_overflowing_root_size_fails_cleanly() {
 
 #[test]
 fn create_engine_flag_chooses_the_domain() {
+    let _pools = crate::shared();
     let dir = tempfile::tempdir().expect("tempdir");
     let cases = [
         ("journaled", Some("journaled")),
@@ -588,6 +605,7 @@ fn crashed_journaled_pools(dir: &Path, names: &[&str]) -> Vec<PathBuf> {
 
 #[test]
 fn info_reports_the_journal_before_replaying_it() {
+    let _pools = crate::exclusive();
     let dir = tempfile::tempdir().expect("tempdir");
     let [text_copy, json_copy] =
         <[PathBuf; 2]>::try_from(crashed_journaled_pools(dir.path(), &["t", "j"])).expect("two copies");
@@ -610,6 +628,7 @@ fn info_reports_the_journal_before_replaying_it() {
 
 #[test]
 fn corrupt_journal_is_found_and_repaired() {
+    let _pools = crate::exclusive();
     use pmem_core::journal::{default_journal_path, format::RECORD_HEADER, scan};
     let dir = tempfile::tempdir().expect("tempdir");
     let [pool, info_copy] =
@@ -694,6 +713,7 @@ fn fake_nvdimm(sysfs: &Path, dir: &Path, count: u64) {
 
 #[test]
 fn unsafe_shutdown_is_reported_refused_and_accepted_by_check() {
+    let _pools = crate::exclusive();
     let dir = tempfile::tempdir().expect("tempdir");
     let sysfs = tempfile::tempdir().expect("tempdir");
     fake_nvdimm(sysfs.path(), dir.path(), 5);

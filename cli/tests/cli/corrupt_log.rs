@@ -6,18 +6,9 @@ use std::process::Command;
 
 use ptm::layout::{encode_rec, KIND_UNDO, LANE_LOG, MAX_LANES};
 
-/// The tests of this file run one at a time: a child spawned by one test holds copies of the
-/// other test's open descriptors until it execs, and with them the other pool's lock (design
-/// §4), so the other test's next `ptm` could find its own, already closed, pool locked.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 #[test]
 fn a_corrupt_undo_log_is_reported_in_one_line() {
-    let _serial = serial();
+    let _pools = crate::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("log.pool");
     let pool = ptm::Pool::<()>::create_any(&path, 8 << 20, 64, &ptm::PoolOptions::new().lanes(2)).unwrap();
@@ -57,7 +48,7 @@ fn a_corrupt_undo_log_is_reported_in_one_line() {
 /// a bare pool's `info` still succeeds.
 #[test]
 fn a_damaged_superblock_is_not_a_bare_pool() {
-    let _serial = serial();
+    let _pools = crate::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sb.pool");
     let pool = ptm::Pool::<()>::create_any(&path, 8 << 20, 64, &ptm::PoolOptions::new().lanes(2)).unwrap();

@@ -18,6 +18,7 @@ fn ptm(args: &[&str]) -> Output {
 
 #[test]
 fn crashtest_prints_a_table_and_exits_0() {
+    let _pools = crate::shared();
     let o = ptm(&["crashtest", "--scale", "1"]);
     let out = String::from_utf8_lossy(&o.stdout);
     let err = String::from_utf8_lossy(&o.stderr);
@@ -45,6 +46,7 @@ fn crashtest_prints_a_table_and_exits_0() {
 
 #[test]
 fn crashtest_json_is_valid() {
+    let _pools = crate::shared();
     let o = ptm(&["crashtest", "--json"]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
@@ -83,6 +85,7 @@ fn crashtest_json_is_valid() {
 
 #[test]
 fn crashtest_rejects_scale_0() {
+    let _pools = crate::shared();
     let o = ptm(&["crashtest", "--scale", "0"]);
     assert_eq!(o.status.code(), Some(2));
 }

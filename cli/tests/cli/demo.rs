@@ -54,6 +54,7 @@ fn assert_kills_add_up(out: &str, kills: u64) {
 
 #[test]
 fn demo_survives_kills_on_tmpfs_and_on_a_plain_file() {
+    let _pools = crate::shared();
     let (ok, out, err) = demo(&["--kills", "4", "--seed", "7"]);
     assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
     assert_kills_add_up(&out, 4);
@@ -78,6 +79,7 @@ fn demo_survives_kills_on_tmpfs_and_on_a_plain_file() {
 /// engine journals nothing before the commit, so there nothing survived to undo.
 #[test]
 fn demo_kills_inside_transactions_are_rolled_back() {
+    let _pools = crate::shared();
     let (ok, out, err) = demo(&["--kills", "3", "--seed", "11", "--kill-self"]);
     assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
     assert_kills_add_up(&out, 3);
@@ -114,6 +116,7 @@ fn demo_kills_inside_transactions_are_rolled_back() {
 
 #[test]
 fn demo_reports_a_bad_directory_in_one_line() {
+    let _pools = crate::shared();
     let (ok, out, err) = demo(&["--dir", "/nonexistent/ptm-demo-dir", "--kills", "1"]);
     assert!(!ok, "{out}");
     assert_eq!(err.lines().count(), 1, "{err}");

@@ -40,6 +40,7 @@ fn text(o: &Output) -> String {
 
 #[test]
 fn grow_then_info_and_a_refused_grow() {
+    let _pools = crate::shared();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p.pool");
     let p = path.to_str().unwrap();

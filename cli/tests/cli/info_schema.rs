@@ -27,6 +27,7 @@ fn info(path: &std::path::Path, json: bool) -> String {
 
 #[test]
 fn info_prints_the_recorded_schema() {
+    let _pools = crate::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.pool");
     let opts = PoolOptions::new().force_pmem(true);

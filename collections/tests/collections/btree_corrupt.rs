@@ -3,7 +3,7 @@
 //! without the check, such sharing multiplies node reads exponentially with depth, and `clear`
 //! would free the shared node twice.
 
-mod common;
+use crate::common;
 
 use common::*;
 use ptm::{Error, Pool};

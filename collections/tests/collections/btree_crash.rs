@@ -4,7 +4,7 @@
 //! commit, with the tree after it. Either way the tree's invariants hold and the heap holds
 //! exactly its nodes (merged nodes are neither leaked nor freed while still linked).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

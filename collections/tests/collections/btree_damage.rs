@@ -1,7 +1,7 @@
 //! Review findings on `PBTreeMap`: the tests of damaged trees failed before their fix;
 //! `byte_keys_order_like_slices` is a check of the byte order that passed as it was.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -7,7 +7,7 @@
 //! exactly the reachable blocks (nodes, leaf key buffers, separator copies, nested values) after
 //! every step; drain counts; crash images; stale references; corrupted key handles.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;

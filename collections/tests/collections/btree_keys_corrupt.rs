@@ -2,7 +2,7 @@
 //! outside the pool, one whose length is absurd, a vector value with a bad buffer) give clean
 //! errors from every operation that reads them, never a panic, and leave the rest usable.
 
-mod common;
+use crate::common;
 
 use common::{opts, shm_dir, POOL_SIZE};
 use ptm::{Error, Persistent, Pool};

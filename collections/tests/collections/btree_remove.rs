@@ -3,7 +3,7 @@
 //! transactions and reopens; after every step the tree's structural invariants hold and the heap
 //! holds exactly its nodes, and removing everything leaves the heap empty.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::ops::Bound;

@@ -1,7 +1,7 @@
 //! `PConcurrentMap` from several threads: disjoint and overlapping keys, inserts and removes,
 //! then a model check after reopening the pool; 2 drains per insert/remove, 0 per read.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;

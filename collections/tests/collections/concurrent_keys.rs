@@ -2,7 +2,7 @@
 //! nested vectors under shared keys, drains, reopen, and exact block ownership after removals
 //! and `clear`.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 

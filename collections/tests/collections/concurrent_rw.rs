@@ -4,7 +4,7 @@
 //! and holds (shared, exclusive, a waiting writer's mark) left in a crash image are free after
 //! reopening.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};

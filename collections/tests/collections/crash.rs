@@ -3,7 +3,7 @@
 //! model before the transaction; copied after the commit, equal to the model after. Either way,
 //! no block leaks: every allocated block is owned by a collection.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

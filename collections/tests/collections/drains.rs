@@ -1,7 +1,7 @@
 //! Drain counts per operation (the DESIGN goal: 2 per insert/update/remove, growth included;
 //! 0 per read), measured with `ptm::thread_stats()`.
 
-mod common;
+use crate::common;
 
 use common::*;
 use ptm::{Error, Pool};

@@ -1,6 +1,6 @@
 //! The entry API of `PHashMap` and `PBTreeMap` against std's, and its drain counts.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -9,7 +9,7 @@
 //! middle of several frees may instead doom the transaction (`Error::Aborted`, nothing
 //! committed).
 
-mod common;
+use crate::common;
 
 use std::cell::Cell;
 use std::collections::BTreeSet;

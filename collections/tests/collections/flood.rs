@@ -5,7 +5,7 @@
 //! use 20,000 keys in release builds (`cargo test --release -p ptm-collections --test flood`),
 //! 5,000 in debug builds.
 
-mod common;
+use crate::common;
 
 use common::{opts, shm_dir};
 use ptm::{Error, Persistent, Pool, Result, Transaction};

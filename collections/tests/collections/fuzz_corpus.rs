@@ -7,11 +7,11 @@
 use std::path::Path;
 
 #[allow(dead_code, unreachable_pub)]
-#[path = "../../fuzz/src/collections.rs"]
+#[path = "../../../fuzz/src/collections.rs"]
 mod collections;
 
 #[allow(unreachable_pub)]
-#[path = "../../fuzz/src/corpus.rs"]
+#[path = "../../../fuzz/src/corpus.rs"]
 mod corpus;
 
 fn replay() {

@@ -4,7 +4,7 @@
 //! key buffers and nested handles, drain counts, crash images, the key hash format, and stale
 //! references.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 

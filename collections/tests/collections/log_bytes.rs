@@ -2,7 +2,7 @@
 //! transaction (ptm flushes it at commit) and is never copied into the undo log. Measured as
 //! cache lines flushed by the growth transaction, against the size of the new buffer.
 
-mod common;
+use crate::common;
 
 use common::*;
 use ptm::{Error, Pool};

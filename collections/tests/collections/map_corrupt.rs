@@ -2,7 +2,7 @@
 //! `Error::CorruptCollection` naming the structure, the damaged block and what is wrong, from
 //! lookups and from `check_invariants`; an undamaged map passes `check_invariants`.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

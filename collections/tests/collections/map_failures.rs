@@ -3,7 +3,7 @@
 //! freeing the old segment, a damaged shard length summed with overflow) and checks of paths the
 //! other tests do not single out (tombstone purges of deep segments, tombstone reuse).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

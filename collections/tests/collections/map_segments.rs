@@ -3,7 +3,7 @@
 //! against std's `HashMap` across reopens and aborts, for leaks, for drains (2 per insert and
 //! remove, splits and directory doublings included) and with crash images inside splits.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeSet, HashMap};
 

@@ -2,7 +2,7 @@
 //! (`Vec`, `HashMap`, `String`, `VecDeque`, `Option<Box>`), with batches of operations in one
 //! transaction, aborted transactions, and drop + reopen of the pool; no leak at the end.
 
-mod common;
+use crate::common;
 
 use common::*;
 use proptest::prelude::*;

@@ -2,7 +2,7 @@
 //! `PVec<PHashMap<u64, PString>>` against std models (across reopen), exact leak checks with
 //! reachability through the nested handles, drain counts, crash images, and stale references.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -1,8 +1,8 @@
 //! A `PQueue` whose handle or directory was damaged: every method returns a clear error (or, for
 //! `len`, 0), never panics, and `clear` frees nothing twice.
 
-mod common;
-mod queue_common;
+use crate::common;
+use crate::queue_common;
 
 use std::path::Path;
 

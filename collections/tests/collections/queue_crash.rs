@@ -4,8 +4,8 @@
 //! 4 KiB structs. Each image recovers to the model before or after, with exactly the
 //! reachable blocks allocated.
 
-mod common;
-mod queue_common;
+use crate::common;
+use crate::queue_common;
 
 use common::*;
 use queue_common::*;

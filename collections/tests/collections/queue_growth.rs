@@ -4,8 +4,8 @@
 //! queue's length, where a contiguous doubling buffer (`PVec`, like the queue before chunks)
 //! flushes its whole new buffer.
 
-mod common;
-mod queue_common;
+use crate::common;
+use crate::queue_common;
 
 use common::*;
 use ptm::{Error, Pool, PoolOptions};

@@ -3,8 +3,8 @@
 //! and on queues of 4 KiB elements (chunks of 16: many chunk boundaries, directory growth and
 //! wrap-around), across reopens, with no leak after each step.
 
-mod common;
-mod queue_common;
+use crate::common;
+use crate::queue_common;
 
 use common::*;
 use proptest::prelude::*;

@@ -1,7 +1,7 @@
 //! Review findings on `PQueue` and `PVec::reserve`, each a damaged pool that must give a clean
 //! error or keep its visible contents, never a panic.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

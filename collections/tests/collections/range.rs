@@ -2,7 +2,7 @@
 //! removals) and random bounds (included, excluded, unbounded); range reads cost 0
 //! drains.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::ops::Bound;

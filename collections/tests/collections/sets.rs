@@ -2,7 +2,7 @@
 //! lookups, clears and aborted transactions, with `u64` and `PString` keys, across reopens of
 //! the pool; the B-tree set's iteration and range order checked; drains 2 per change.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeSet, HashSet};
 

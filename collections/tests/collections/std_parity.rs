@@ -4,7 +4,7 @@
 //! reserve; first/last_key_value, pop_first/pop_last, keys, values, update, retain, extend):
 //! random transactions with reopens, aborts and crash images, and 2 drains per operation.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 

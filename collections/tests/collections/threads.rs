@@ -1,7 +1,7 @@
 //! Sharing collections between threads: under a `PMutex` the pool is `Sync`, and concurrent
 //! transactions on the same collection serialise.
 
-mod common;
+use crate::common;
 
 use common::shm_dir;
 use ptm::{Error, PMutex, Persistent, Pool, PoolOptions};

@@ -1,7 +1,7 @@
 //! `PVec::reserve`: one growth (2 drains) makes room for `additional` more elements, after
 //! which that many pushes never grow the buffer; nothing (0 drains) when they already fit.
 
-mod common;
+use crate::common;
 
 use common::*;
 use ptm::Error;

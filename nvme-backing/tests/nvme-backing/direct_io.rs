@@ -7,9 +7,6 @@
 //! may be destroyed (as root: `truncate -s 8M img; losetup --sector-size 4096 -f --show img`) to
 //! also check writes widened to the device's alignment.
 
-#[macro_use]
-mod common;
-
 use std::fs::File;
 use std::io::Write as _;
 use std::os::unix::io::AsRawFd as _;

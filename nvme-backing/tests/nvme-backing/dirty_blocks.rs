@@ -1,8 +1,5 @@
 //! Write-back is per 1 KiB block: clean pages are never written, one dirty block writes one block.
 
-#[macro_use]
-mod common;
-
 use nvme_backing::{FaultMode, PagedRegion, BLOCK_SIZE, PAGE_SIZE};
 use std::io::Write;
 

@@ -1,8 +1,5 @@
 //! Opening fails cleanly: backing file too small, nonexistent file, bad arguments.
 
-#[macro_use]
-mod common;
-
 use nvme_backing::{Error, FaultMode, PagedRegion, PAGE_SIZE};
 
 fn backing_file_too_small(mode: FaultMode) {

@@ -10,9 +10,6 @@
 
 use std::path::{Path, PathBuf};
 
-#[macro_use]
-mod common;
-
 use nvme_backing::{pool_memory_with_options, FaultMode, IoMode, PagedOptions};
 use ptm::pmem_core::{Engine, JournalOptions};
 use ptm::{thread_stats, DomainKind, Error, PCell, PMutex, Persistent, Pool, PoolOptions};

@@ -1,8 +1,5 @@
 //! Data written through a paged region survives persist + drop + reopen, and reaches the file.
 
-#[macro_use]
-mod common;
-
 use nvme_backing::{FaultMode, PagedRegion, PAGE_SIZE};
 
 const PAGES: usize = 16;

@@ -5,9 +5,6 @@
 
 use std::path::Path;
 
-#[macro_use]
-mod common;
-
 use nvme_backing::{pool_memory_with_options, FaultMode, IoMode, PagedOptions};
 use ptm::{thread_stats, DomainKind, Error, PCell, Persistent, Pool, PoolOptions};
 

@@ -1,8 +1,5 @@
 //! Several threads fault and write different pages at once, with clock eviction active.
 
-#[macro_use]
-mod common;
-
 use nvme_backing::{FaultMode, PagedRegion, PAGE_SIZE};
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -1,8 +1,5 @@
 //! A working set 8x the resident limit: eviction writes dirty pages back and reloads them intact.
 
-#[macro_use]
-mod common;
-
 use nvme_backing::{FaultMode, PagedRegion, PAGE_SIZE};
 
 const LIMIT: usize = 8;

@@ -3,7 +3,7 @@
 //! pages back mid-transaction) and is SIGKILLed; the reopened pool keeps the total and every
 //! transaction the child reported committed, in both fault modes, on the write-through paged
 //! domain and on the journaled engine over paged memory (where eviction waits for the journal).
-//! (Alone in its binary: it spawns processes.)
+//! (In the `serial` binary: it spawns processes.)
 
 use std::os::unix::fs::FileExt;
 use std::process::Command;
@@ -64,13 +64,14 @@ fn child(path: &str, mode: FaultMode, engine: Engine) {
     }
 }
 
-const TEST: &str = "sigkill_on_a_paged_pool_keeps_the_total_in_both_fault_modes";
+const TEST: &str = "pool_kill::sigkill_on_a_paged_pool_keeps_the_total_in_both_fault_modes";
 
 /// One test for both modes, run one after the other: two tests of one binary run on parallel
 /// threads, and a child forked by one of them holds the other's pool lock (shared `flock`
 /// description) until it execs, which can make the other's child fail with `PoolLocked`.
 #[test]
 fn sigkill_on_a_paged_pool_keeps_the_total_in_both_fault_modes() {
+    let _serial = crate::serial();
     if let Ok(path) = std::env::var("NVME_KILL_CHILD") {
         let mode = match std::env::var("NVME_KILL_MODE").as_deref() {
             Ok("userfaultfd") => FaultMode::Userfaultfd,

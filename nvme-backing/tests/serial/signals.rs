@@ -11,9 +11,15 @@ use std::process::Command;
 
 const CHILD: &str = "NVME_BACKING_SIGNAL_CHILD";
 
+/// Re-runs test `test` of this module (its name in the binary: `signals::test`) as a child.
 fn run_child(test: &str, case: &str) -> std::process::Output {
     Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            &format!("signals::{test}"),
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD, case)
         .output()
         .unwrap()
@@ -25,6 +31,7 @@ fn child_case() -> Option<String> {
 
 #[test]
 fn foreign_fault_still_kills_the_process() {
+    let _serial = crate::serial();
     if child_case().as_deref() == Some("foreign") {
         let dir = tempfile::tempdir().unwrap();
         let r = PagedRegion::create(dir.path().join("f"), 4 * PAGE_SIZE, 2).unwrap();
@@ -60,6 +67,7 @@ fn touch_past_the_shrunk_file(mode: FaultMode) {
 
 #[test]
 fn read_error_in_the_handler_aborts_with_a_message() {
+    let _serial = crate::serial();
     if child_case().as_deref() == Some("shrunk") {
         touch_past_the_shrunk_file(FaultMode::Signal);
     }
@@ -71,6 +79,7 @@ fn read_error_in_the_handler_aborts_with_a_message() {
 
 #[test]
 fn read_error_in_the_userfaultfd_service_sends_sigbus_with_a_message() {
+    let _serial = crate::serial();
     let test = "read_error_in_the_userfaultfd_service_sends_sigbus_with_a_message";
     if child_case().as_deref() == Some("shrunk-uffd") {
         touch_past_the_shrunk_file(FaultMode::Userfaultfd);

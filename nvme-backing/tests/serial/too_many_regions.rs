@@ -4,6 +4,7 @@ use nvme_backing::{Error, PagedRegion, MAX_REGIONS, PAGE_SIZE};
 
 #[test]
 fn region_table_is_bounded_and_slots_are_reused() {
+    let _serial = crate::serial();
     let dir = tempfile::tempdir().unwrap();
     let file = |i: usize| dir.path().join(format!("f{i}"));
     let mut open = Vec::new();

@@ -1,5 +1,6 @@
 //! Each userfaultfd-mode region has one fault-service thread, stopped when the region is dropped
-//! or abandoned. (Alone in its binary: it counts this process's threads by name.)
+//! or abandoned. (In the `serial` binary: it counts this
+//! process's threads by name.)
 
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,7 @@ fn expect_service_threads(n: usize) {
 
 #[test]
 fn service_threads_stop_on_drop_and_abandon() {
+    let _serial = crate::serial();
     let dir = tempfile::tempdir().unwrap();
     expect_service_threads(0);
     let regions: Vec<_> = (0..3)

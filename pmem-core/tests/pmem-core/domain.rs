@@ -1,7 +1,7 @@
 //! Guards persistence-domain selection for each kind of file this machine can have, and the
 //! persist → close → remap round trip in the journaled, msync and cache-flush domains.
 
-mod common;
+use crate::common;
 
 use pmem_core::{detected_flush_instruction, Backing, DomainKind, Engine, PPtr, RegionOptions};
 

@@ -8,7 +8,7 @@
 //! `cargo test -p pmem-core --features simulate --test durability`).
 #![cfg(feature = "simulate")]
 
-mod common;
+use crate::common;
 
 use pmem_core::flush::{copy_nontemporal, detected_flush_instruction, line_span};
 use pmem_core::sim::Simulation;

@@ -1,7 +1,7 @@
 //! Guards the cache-line arithmetic of flushes, the per-thread flush/drain counters and the
 //! non-temporal copy.
 
-mod common;
+use crate::common;
 
 use pmem_core::flush::{line_span, lines_in};
 use pmem_core::{thread_stats, DomainKind, RegionOptions};

@@ -7,14 +7,14 @@
 use std::path::{Path, PathBuf};
 
 #[allow(dead_code, unreachable_pub)]
-#[path = "../../fuzz/src/checks.rs"]
+#[path = "../../../fuzz/src/checks.rs"]
 mod checks;
 #[allow(dead_code, unreachable_pub)]
-#[path = "../../fuzz/src/image.rs"]
+#[path = "../../../fuzz/src/image.rs"]
 mod image;
 
 #[allow(unreachable_pub)]
-#[path = "../../fuzz/src/corpus.rs"]
+#[path = "../../../fuzz/src/corpus.rs"]
 mod corpus;
 
 /// The committed inputs of `target` (seed corpus and regressions).

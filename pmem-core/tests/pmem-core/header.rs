@@ -2,7 +2,7 @@
 //! truncation, a random non-pool file) gives its own error, the backup copy is found and used for
 //! repair, and no byte flip is ever accepted silently or causes a panic.
 
-mod common;
+use crate::common;
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;

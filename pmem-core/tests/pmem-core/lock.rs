@@ -1,7 +1,7 @@
 //! Guards the pool lock: a second opener, in this process or another, gets `PoolLocked`, and
 //! closing releases the lock.
 
-mod common;
+use crate::common;
 
 use pmem_core::{Error, Region, RegionOptions};
 

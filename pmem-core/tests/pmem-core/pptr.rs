@@ -1,7 +1,7 @@
 //! Guards `PPtr<T>`: 8 bytes, null, bit layout, bounds and alignment checks at resolve, and
 //! cross-pool misuse (pointer tags; no two open pools share one).
 
-mod common;
+use crate::common;
 
 use pmem_core::{Error, PPtr, Persistent, Region, RegionOptions};
 

@@ -10,6 +10,7 @@ use pmem_core::{bytes_of, read_from_bytes, Persistent};
 
 #[test]
 fn ui() {
+    let _serial = crate::serial();
     let t = trybuild::TestCases::new();
     t.compile_fail("tests/ui/fail_*.rs");
     t.pass("tests/ui/pass_*.rs");
@@ -88,6 +89,7 @@ fn sample() -> Record {
 
 #[test]
 fn sizes_are_the_sum_of_the_fields() {
+    let _serial = crate::serial();
     assert_eq!(size_of::<Header>(), 8);
     assert_eq!(size_of::<Offset>(), 8);
     assert_eq!(size_of::<Typed<u64, Header>>(), 8);
@@ -98,6 +100,7 @@ fn sizes_are_the_sum_of_the_fields() {
 
 #[test]
 fn nested_struct_round_trips_through_bytes() {
+    let _serial = crate::serial();
     let record = sample();
     let bytes = bytes_of(&record);
     assert_eq!(bytes.len(), size_of::<Record>());
@@ -107,6 +110,7 @@ fn nested_struct_round_trips_through_bytes() {
 
 #[test]
 fn round_trips_from_unaligned_bytes() {
+    let _serial = crate::serial();
     let record = sample();
     let mut buffer = vec![0xA5u8; size_of::<Record>() + 1];
     buffer[1..].copy_from_slice(bytes_of(&record));
@@ -116,6 +120,7 @@ fn round_trips_from_unaligned_bytes() {
 
 #[test]
 fn bytes_follow_the_declared_layout() {
+    let _serial = crate::serial();
     let header = Header {
         magic: 0x0403_0201,
         version: 0x0605,
@@ -134,6 +139,7 @@ fn bytes_follow_the_declared_layout() {
 
 #[test]
 fn every_bit_pattern_reads_back() {
+    let _serial = crate::serial();
     let bytes = [0xFFu8; size_of::<Record>()];
     let record: Record = read_from_bytes(&bytes).expect("enough bytes");
     assert_eq!(record.header.magic, u32::MAX);
@@ -144,6 +150,7 @@ fn every_bit_pattern_reads_back() {
 
 #[test]
 fn short_input_is_rejected() {
+    let _serial = crate::serial();
     let header = Header {
         magic: 1,
         version: 2,

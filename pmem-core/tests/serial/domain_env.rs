@@ -1,12 +1,14 @@
-//! Guards the `PTM_FORCE_PMEM` environment override of domain selection. (Alone in its binary:
-//! it re-executes itself, and a child briefly shares every open descriptor, pool locks included.)
+//! Guards the `PTM_FORCE_PMEM` environment override of domain selection. (In the `serial`
+//! binary: it re-executes itself, and a child briefly shares every open descriptor, pool locks
+//! included.)
 
-mod common;
+use crate::common;
 
 use pmem_core::{detected_flush_instruction, Region, RegionOptions};
 
 #[test]
 fn opening_with_defaults_reads_the_environment_override() {
+    let _serial = crate::serial();
     // Run in a child process so the variable does not leak into other tests' threads.
     if std::env::var_os("PTM_DOMAIN_CHILD").is_some() {
         let path = std::env::var("PTM_DOMAIN_CHILD").unwrap();
@@ -26,7 +28,7 @@ fn opening_with_defaults_reads_the_environment_override() {
         let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
         cmd.args([
             "--exact",
-            "opening_with_defaults_reads_the_environment_override",
+            "domain_env::opening_with_defaults_reads_the_environment_override",
             "--nocapture",
         ]);
         cmd.env("PTM_DOMAIN_CHILD", &path)

@@ -1,13 +1,14 @@
 //! Guards the pool lock across processes: while a pool is open, another process cannot take it.
-//! (Alone in its binary: spawning a child copies every open descriptor of this process until the
+//! (In the `serial` binary: spawning a child copies every open descriptor of this process until the
 //! child execs, which would briefly hold other tests' pool locks.)
 
-mod common;
+use crate::common;
 
 use pmem_core::RegionOptions;
 
 #[test]
 fn another_process_cannot_lock_an_open_pool() {
+    let _serial = crate::serial();
     let dir = common::shm_dir();
     let path = common::pool_path(&dir, "lock3.pool");
     let r = RegionOptions::new().create(&path, 1 << 20).unwrap();

@@ -3,7 +3,7 @@
 //! invalid frees refused, large blocks, out of space, concurrency, and a model-based proptest
 //! across reopen.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

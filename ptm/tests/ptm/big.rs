@@ -1,7 +1,7 @@
 //! Guards transactions far larger than a lane's log: a 64 MiB transaction overflows into heap
 //! extents, commits, aborts, recovers from a crash image, and returns its extents.
 
-mod common;
+use crate::common;
 
 use ptm::{thread_stats, Error, PCell, Persistent, Pool};
 

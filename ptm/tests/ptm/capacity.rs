@@ -2,7 +2,7 @@
 //! chunks coalesce, crash-safely, so the heap holds the peak of the total live bytes rather than
 //! the sum of each size class's peak.
 
-mod common;
+use crate::common;
 
 use ptm::heap::{CHUNK, CLASSES};
 use ptm::{Error, PCell, PPtr, Persistent, Pool};

@@ -9,13 +9,11 @@ use proptest::prelude::*;
 use ptm::{Checked, Error, PBool, PCell, POption, Persistent, Pool, PoolOptions};
 
 #[allow(dead_code, unreachable_pub)]
-#[path = "../../fuzz/src/checked.rs"]
-mod checked;
-#[allow(unreachable_pub)]
-#[path = "../../fuzz/src/corpus.rs"]
-mod corpus;
+#[path = "../../../fuzz/src/checked.rs"]
+mod fuzz_checked;
+use crate::fuzz_corpus::corpus;
 
-use checked::{Level, State};
+use fuzz_checked::{Level, State};
 
 #[derive(Persistent)]
 #[repr(C)]
@@ -151,7 +149,7 @@ fn checked_values_corpus() {
     let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
     for (path, data) in corpus::inputs(&fuzz, "checked_values") {
         eprintln!("checked_values {}", path.display());
-        checked::check_checked_values(&data);
+        fuzz_checked::check_checked_values(&data);
     }
 }
 
@@ -159,13 +157,13 @@ proptest! {
     /// Any stored bytes: decoded exactly as the format says (the fuzz target's check).
     #[test]
     fn arbitrary_bytes_decode_as_the_format_says(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
-        checked::check_checked_values(&bytes);
+        fuzz_checked::check_checked_values(&bytes);
     }
 
     /// Bytes near valid encodings (mostly zeros, small tags) reach the valid branches too.
     #[test]
     fn sparse_bytes_decode_as_the_format_says(bytes in proptest::collection::vec(prop_oneof![Just(0u8), Just(1u8), Just(2u8), Just(5u8), any::<u8>()], 0..40)) {
-        checked::check_checked_values(&bytes);
+        fuzz_checked::check_checked_values(&bytes);
     }
 
     /// Every value of the std types round-trips through its stored form.

@@ -2,7 +2,7 @@
 //! closure returns `Ok` (stores, allocations and frees all undone), and says so with
 //! `Error::Aborted`.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

@@ -1,7 +1,7 @@
 //! Guards the deterministic persistence cost of transactions: 2 drains for a 1-word and for an
 //! 8-range batched transaction, 0 for a read-only one, one more per unbatched snapshot.
 
-mod common;
+use crate::common;
 
 use ptm::{thread_stats, PCell, Persistent, Pool, Transaction};
 

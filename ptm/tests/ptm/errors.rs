@@ -1,7 +1,7 @@
 //! Guards the errors of opening pools: wrong layout, wrong root type, damaged or missing
 //! transaction metadata, bad options, a locked pool — each clear, none a panic.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::FileExt;
 

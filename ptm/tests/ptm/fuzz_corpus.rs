@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 #[allow(dead_code, unreachable_pub)]
-#[path = "../../fuzz/src/txn.rs"]
+#[path = "../../../fuzz/src/txn.rs"]
 mod txn;
 
 /// A scratch directory private to this test (tmpfs when available).
@@ -23,9 +23,10 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// The corpus reader of the fuzz crate (also used by `checked.rs`).
 #[allow(unreachable_pub)]
-#[path = "../../fuzz/src/corpus.rs"]
-mod corpus;
+#[path = "../../../fuzz/src/corpus.rs"]
+pub(crate) mod corpus;
 
 /// The committed inputs of `target` (seed corpus and regressions).
 fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {

@@ -2,7 +2,7 @@
 //! new space is free heap), on every engine; a crash at any step of the grow leaves the old or
 //! the new size; sizes the pool cannot take are named errors and leave it unchanged.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::FileExt;
 

@@ -3,7 +3,7 @@
 //! commits roll back, recovery is idempotent, locks are free after reopen, and the clean-shutdown
 //! flag is reported.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::FileExt;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! thread's next drain (completion, its next transaction, `sync`), keeps its locks until it
 //! completes, and survives a crash once settled.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

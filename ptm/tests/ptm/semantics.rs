@@ -1,7 +1,7 @@
 //! Guards transaction semantics: commit on Ok, rollback on Err and on panic (which continues),
 //! nested transactions flattening (an inner failure aborts the whole), values after reopen.
 
-mod common;
+use crate::common;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 

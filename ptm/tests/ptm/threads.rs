@@ -3,7 +3,7 @@
 //! `PRwLock` readers sharing and upgrades, and no lane ever held by two threads at once (an
 //! in-process race test beside the loom models).
 
-mod common;
+use crate::common;
 
 use std::sync::Barrier;
 use std::time::Duration;

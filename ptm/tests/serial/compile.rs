@@ -3,6 +3,7 @@
 
 #[test]
 fn ui() {
+    let _serial = crate::serial();
     let t = trybuild::TestCases::new();
     t.compile_fail("tests/ui/fail_*.rs");
     t.pass("tests/ui/pass_*.rs");

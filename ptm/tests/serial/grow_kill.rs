@@ -3,7 +3,7 @@
 //! finds the pool at one of the sizes it passed through (the old or the new size of the grow it
 //! was killed in), its data intact and its heap consistent.
 //!
-//! Alone in its binary: it re-executes itself (see `kill.rs`). `PTM_GROW_KILL_SEED=S` replays
+//! In the `serial` binary: it re-executes itself (see `../kill.rs`). `PTM_GROW_KILL_SEED=S` replays
 //! the delays of a printed seed.
 
 use std::io::{BufRead, BufReader};
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ptm::{Error, PCell, PPtr, Persistent, Pool, PoolOptions};
 
-const TEST_NAME: &str = "sigkill_mid_grow_leaves_the_old_or_the_new_size";
+const TEST_NAME: &str = "grow_kill::sigkill_mid_grow_leaves_the_old_or_the_new_size";
 const ENV_CHILD: &str = "PTM_GROW_KILL_CHILD_POOL";
 const START: u64 = 8 << 20;
 const STEP: u64 = 4 << 20;
@@ -111,6 +111,7 @@ fn check(path: &std::path::Path) -> u64 {
 
 #[test]
 fn sigkill_mid_grow_leaves_the_old_or_the_new_size() {
+    let _serial = crate::serial();
     if let Ok(path) = std::env::var(ENV_CHILD) {
         child(&path);
         return;

@@ -3,9 +3,9 @@
 //! every commit, a prefix (no hole) after SIGKILL in buffered mode, named errors for damaged or
 //! foreign journals, an empty journal after a clean close, the checkpoint bound, and 4 threads.
 //!
-//! Pools live on the disk the tests are built on (under `target/`), not tmpfs. The tests of this
-//! file run one at a time (a process-wide lock): two of them re-execute this binary, and a
-//! spawned child shares every open descriptor (pool locks included) until it execs.
+//! Pools live on the disk the tests are built on (under `target/`), not tmpfs. They are in the
+//! `serial` binary (one test at a time): three of them re-execute this binary, and a spawned
+//! child shares every open descriptor (pool locks included) until it execs.
 //!
 //! `PTM_KILL_ROUNDS=N` sets the buffered-mode SIGKILL rounds (default 5); `PTM_KILL_SEED=S`
 //! replays the random delays of a printed seed.
@@ -15,9 +15,10 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::serial;
 use ptm::pmem_core::journal::{self, format::RECORD_HEADER};
 use ptm::{thread_stats, DomainKind, Engine, JournalOptions, PCell, PMutex, Persistent, Pool, PoolOptions};
 
@@ -44,12 +45,6 @@ struct Root {
 #[repr(C)]
 struct Keys {
     keys: [PMutex<PCell<u64>>; THREADS],
-}
-
-/// Serializes the tests of this binary (see the module docs).
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A fresh directory on the disk the tests are built on (under `target/`).
@@ -238,8 +233,8 @@ fn copy_while_open_recovers_every_commit_only_with_its_journal() {
 // ---------------------------------------------------------------------------------------------
 // 3. SIGKILL
 
-const KILL_BUFFERED: &str = "buffered_mode_keeps_a_prefix_after_sigkill";
-const KILL_DURABLE: &str = "durable_mode_keeps_every_reported_commit_after_sigkill";
+const KILL_BUFFERED: &str = "journaled::buffered_mode_keeps_a_prefix_after_sigkill";
+const KILL_DURABLE: &str = "journaled::durable_mode_keeps_every_reported_commit_after_sigkill";
 
 struct Rng(u64);
 
@@ -399,7 +394,7 @@ fn durable_mode_keeps_every_reported_commit_after_sigkill() {
     );
 }
 
-const KILL_REPLAY: &str = "replay_killed_part_way_runs_again_at_the_next_open";
+const KILL_REPLAY: &str = "journaled::replay_killed_part_way_runs_again_at_the_next_open";
 
 /// The replay child: say it is opening, open (replaying the journal), say it opened, then wait
 /// to be killed.

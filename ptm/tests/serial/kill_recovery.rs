@@ -3,7 +3,7 @@
 //! (mid-rollback included), again and again; the final open must find exactly the last committed
 //! contents, and a committed transaction of the same size must survive.
 //!
-//! Alone in its binary: it re-executes itself, and a spawned child shares every open descriptor
+//! In the `serial` binary: it re-executes itself, and a spawned child shares every open descriptor
 //! (pool locks included) until it execs (docs/design.md §4).
 //!
 //! Each episode restarts from the crash image and kills up to `PTM_KILL_ROUNDS` (default 8) opens,
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use ptm::{PCell, Persistent, Pool, PoolOptions};
 
-const TEST_NAME: &str = "recovery_killed_at_any_point_converges";
+const TEST_NAME: &str = "kill_recovery::recovery_killed_at_any_point_converges";
 const CELLS: usize = 4096;
 const WORDS: usize = 512;
 const CELL_BYTES: usize = WORDS * 8;
@@ -216,6 +216,7 @@ fn env_u64(name: &str) -> Option<u64> {
 
 #[test]
 fn recovery_killed_at_any_point_converges() {
+    let _serial = crate::serial();
     if let Ok(mode) = std::env::var(ENV_MODE) {
         let path = std::env::var(ENV_POOL).unwrap();
         match mode.as_str() {

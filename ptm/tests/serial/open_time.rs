@@ -5,7 +5,7 @@
 //! catches: an index built at open, 32 pages of chunk descriptors read with fault-around; a
 //! per-chunk lock table initialised at open, 256 pages.)
 
-mod common;
+use crate::common;
 
 use ptm::{PCell, PPtr, Persistent, Pool};
 
@@ -36,7 +36,7 @@ fn open_faults(path: &std::path::Path) -> u64 {
 }
 
 const ENV_MEASURE: &str = "PTM_OPEN_TIME_MEASURE";
-const TEST: &str = "a_64_gib_pool_opens_with_as_few_page_faults_as_a_64_mib_pool";
+const TEST: &str = "open_time::a_64_gib_pool_opens_with_as_few_page_faults_as_a_64_mib_pool";
 
 /// Runs this test binary as a child that opens both pools and prints their open faults.
 fn measure_in_child(small: &std::path::Path, large: &std::path::Path) -> (u64, u64) {
@@ -66,6 +66,7 @@ fn measure(paths: &str) {
 
 #[test]
 fn a_64_gib_pool_opens_with_as_few_page_faults_as_a_64_mib_pool() {
+    let _serial = crate::serial();
     if let Ok(paths) = std::env::var(ENV_MEASURE) {
         measure(&paths);
         return;
