@@ -114,7 +114,16 @@ fn kills(mode: FaultMode, engine: Engine) {
         .and_then(|v| v.parse().ok())
         .unwrap_or(8);
     let mut rolled_back = 0;
+    // The count of transactions the children reported committed (0 before the first).
+    let progress = || {
+        let mut b = [0u8; 8];
+        std::fs::File::open(format!("{}.progress", path.display()))
+            .and_then(|f| f.read_exact_at(&mut b, 0))
+            .map(|()| u64::from_le_bytes(b))
+            .unwrap_or(0)
+    };
     for round in 0..rounds {
+        let before = progress();
         let mut c = Command::new(std::env::current_exe().unwrap())
             .args(["--exact", TEST, "--nocapture"])
             .env("NVME_KILL_CHILD", &path)
@@ -122,18 +131,23 @@ fn kills(mode: FaultMode, engine: Engine) {
             .env("NVME_KILL_ENGINE", engine.name())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(150 + round * 37 % 200));
+        // Kill only after the child's first commit (however slow the machine), at a varying
+        // moment after it.
+        while progress() == before {
+            assert!(
+                c.try_wait().unwrap().is_none(),
+                "round {round}: the child stopped by itself"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(round * 37 % 200));
         assert!(
             c.try_wait().unwrap().is_none(),
             "round {round}: the child stopped by itself"
         );
         c.kill().unwrap();
         c.wait().unwrap();
-        let mut b = [0u8; 8];
-        let reported = std::fs::File::open(format!("{}.progress", path.display()))
-            .and_then(|f| f.read_exact_at(&mut b, 0))
-            .map(|()| u64::from_le_bytes(b))
-            .unwrap_or(0);
+        let reported = progress();
         let pool = Pool::<Root>::open(&path, &opts(mode)).unwrap();
         rolled_back += pool.recovery_report().rolled_back;
         let (total, ops) = pool
