@@ -1,5 +1,5 @@
 //! The per-input checks of the fuzz targets, shared through `#[path]` with the stable replay
-//! test `pmem-core/tests/fuzz_corpus.rs` (std and pmem-core only). Each panics on a finding.
+//! test `pmem-core/tests/pmem-core/fuzz_corpus.rs` (std and pmem-core only). Each panics on a finding.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;

@@ -69,7 +69,7 @@ fn crashtest_json_is_valid() {
         assert!(w["images_per_second"].as_f64().unwrap() > 0.0);
         assert_eq!(w["failure_reports"].as_array().map(Vec::len), Some(0));
         // Redundant persistence of the workload run: no drain with nothing pending; redundant
-        // line flushes are findings (see tests/tests/simulated_domain.rs), counted.
+        // line flushes are findings (see tests/tests/crashtest/simulated_domain.rs), counted.
         assert_eq!(w["empty_drains"], 0, "{w}");
         assert_eq!(
             w["drains"].as_u64(),

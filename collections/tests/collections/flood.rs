@@ -2,7 +2,7 @@
 //! type whose hash is constant, inserted into `PHashMap`, `PConcurrentMap` and `PHashSet`. They
 //! must insert without error, be found and removed, and use at most twice the heap of as many
 //! random keys. (No timing: the costs are documented in design §13.4.) The constant-hash tests
-//! use 20,000 keys in release builds (`cargo test --release -p ptm-collections --test flood`),
+//! use 20,000 keys in release builds (`cargo test --release -p ptm-collections --test collections flood::`),
 //! 5,000 in debug builds.
 
 use crate::common;

@@ -10,8 +10,8 @@ mod signals;
 mod too_many_regions;
 mod uffd_service;
 
-/// Runs the calling test alone among this binary's tests (each test takes it first): returned
-/// guard held for the test's whole body. A poisoned lock (a test that failed) is still a lock.
+/// The lock every test of this binary takes first and holds to its end, so they run one at a
+/// time. A poisoned lock (a test that failed) still serializes.
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())

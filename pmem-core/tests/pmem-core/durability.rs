@@ -5,7 +5,7 @@
 //! tail is not flushed, or a flush that misses a partial last line, fails here.
 //!
 //! Needs the `simulate` feature (on in `cargo test --workspace`; alone:
-//! `cargo test -p pmem-core --features simulate --test durability`).
+//! `cargo test -p pmem-core --features simulate --test pmem-core durability::`).
 #![cfg(feature = "simulate")]
 
 use crate::common;

@@ -101,7 +101,7 @@ fn fuzz_dir() -> PathBuf {
 /// Regenerates the journal seeds in `fuzz/corpus/journal_scan`: the journal of a 1 MiB pool on
 /// the journaled engine holding 3 persisted writes (cut after its valid prefix), the same cut
 /// inside its last record, and the same with a byte of its second record flipped.
-/// `cargo test -p pmem-core --test fuzz_corpus -- --ignored make_journal_seeds`
+/// `cargo test -p pmem-core --test pmem-core -- --ignored fuzz_corpus::make_journal_seeds`
 #[test]
 #[ignore = "writes the committed seeds"]
 fn make_journal_seeds() {

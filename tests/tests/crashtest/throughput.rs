@@ -3,7 +3,7 @@
 //! the figures (the README quotes the release build):
 //!
 //! ```text
-//! cargo test -p ptm-crashtest --release --test throughput -- --nocapture
+//! cargo test -p ptm-crashtest --release --test crashtest throughput:: -- --nocapture
 //! ```
 
 use std::cell::Cell;
