@@ -58,7 +58,7 @@
 //! keys, whose entry holds the key as a `String`: `m.entry(tx, "ada")?`) return an [`Entry`]
 //! like std's: `m.entry(tx, k)?.and_modify(|n| *n += 1)?.or_insert(1)?` counts `k`: a lookup,
 //! then, when it stores, the map's `insert` (a second lookup) at the usual 2 drains
-//! (`tests/entry.rs` and `tests/btree_parity.rs` check it against std).
+//! (`tests/collections/entry.rs` and `tests/collections/btree_parity.rs` check it against std).
 //! [`PBTreeMap::first_entry`] and [`PBTreeMap::last_entry`] return the [`OccupiedEntry`] of
 //! either end.
 //!
@@ -71,11 +71,12 @@
 //! pop or remove alone costs **2 drains**, reads cost **0**, and growth (a bigger buffer or
 //! table, B-tree node splits) also costs 2: the fresh blocks are new memory of the
 //! transaction, which ptm flushes at commit and never copies into the undo log, so only the
-//! handle's few words are logged (asserted in `tests/log_bytes.rs`).
+//! handle's few words are logged (asserted in `tests/collections/log_bytes.rs`).
 //! Several operations in one transaction share the commit drain but each adds its own snapshot
-//! drain. These counts are asserted in `tests/drains.rs` (and, for [`PConcurrentMap`], in
-//! `tests/concurrent.rs`). Ordered reads go through [`PBTreeMap::range`], a lazy walk over the
-//! leaves like `BTreeMap::range` (0 drains, asserted in `tests/range.rs`).
+//! drain. These counts are asserted in `tests/collections/drains.rs` (and, for
+//! [`PConcurrentMap`], in `tests/collections/concurrent.rs`). Ordered reads go through
+//! [`PBTreeMap::range`], a lazy walk over the leaves like `BTreeMap::range` (0 drains, asserted
+//! in `tests/collections/range.rs`).
 //!
 //! ## Ownership
 //!

@@ -48,7 +48,7 @@ const fn chunk_elems(size: usize) -> u64 {
 /// chunk frees it. So the work and the cache lines flushed by any one push are bounded by one
 /// chunk and the directory, independent of the queue's length (over a million `u64` pushes,
 /// at most 1 053 cache lines flushed by one push, where a single doubling buffer flushes 131 097
-/// at its last growth: `tests/queue_growth.rs`).
+/// at its last growth: `tests/collections/queue_growth.rs`).
 ///
 /// Elements are `Copy` values ([`push`](PQueue::push), [`pop`](PQueue::pop), ...) or nested
 /// collection handles ([`push_new`](PQueue::push_new), [`front_ref`](PQueue::front_ref),

@@ -5,7 +5,7 @@
 //! naming the bytes, which converts to `ptm::Error::CorruptData`; a decoded value encodes back
 //! to the same bytes.
 //!
-//! Also compiled into `ptm/tests/checked.rs` through `#[path]`: std and ptm only.
+//! Also compiled into `ptm/tests/ptm/checked.rs` through `#[path]`: std and ptm only.
 
 use std::fmt::Debug;
 

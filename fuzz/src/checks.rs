@@ -1,5 +1,5 @@
 //! The per-input checks of the fuzz targets, shared through `#[path]` with the stable replay
-//! test `pmem-core/tests/fuzz_corpus.rs` (std and pmem-core only). Each panics on a finding.
+//! test `pmem-core/tests/pmem-core/fuzz_corpus.rs` (std and pmem-core only). Each panics on a finding.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -11,7 +11,8 @@ use pmem_core::{
     PoolHeader, RegionOptions, FORMAT_VERSION, HEADER_SIZE, MIN_POOL_SIZE,
 };
 
-use crate::image;
+// `super`, not `crate`: pmem-core's `fuzz_corpus` test module includes this file too.
+use super::image;
 
 const HS: u64 = HEADER_SIZE as u64;
 

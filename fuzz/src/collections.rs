@@ -2,7 +2,7 @@
 //! (ptm-collections), its collection handles and heap blocks mutated as the input says, then a
 //! script of collection operations run in transactions on it, and reopens.
 //!
-//! Shared through `#[path]` with the stable replay test `collections/tests/fuzz_corpus.rs`, so it
+//! Shared through `#[path]` with the stable replay test `collections/tests/collections/fuzz_corpus.rs`, so it
 //! depends on std, ptm and ptm-collections only.
 //!
 //! ## The template

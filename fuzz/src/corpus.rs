@@ -1,6 +1,6 @@
 //! Loading the committed inputs of a fuzz target (seed corpus and regressions), for the stable
-//! replay tests (`pmem-core/tests/fuzz_corpus.rs`, `ptm/tests/fuzz_corpus.rs`,
-//! `collections/tests/fuzz_corpus.rs`), which include this file by path.
+//! replay tests (`pmem-core/tests/pmem-core/fuzz_corpus.rs`, `ptm/tests/ptm/fuzz_corpus.rs`,
+//! `collections/tests/collections/fuzz_corpus.rs`), which include this file by path.
 
 use std::path::{Path, PathBuf};
 

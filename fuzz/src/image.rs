@@ -1,7 +1,7 @@
 //! Turns an `open_pool` fuzz input into a whole pool image.
 //!
 //! Shared through `#[path]` by the fuzz crate and the stable replay test
-//! `pmem-core/tests/fuzz_corpus.rs`, so a corpus file decodes to the same image in both; it
+//! `pmem-core/tests/pmem-core/fuzz_corpus.rs`, so a corpus file decodes to the same image in both; it
 //! depends on std and pmem-core only.
 //!
 //! The image starts from a valid 16 KiB pool ([`make_template`]: made by `create`, then its

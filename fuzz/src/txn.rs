@@ -1,7 +1,7 @@
 //! The transaction-layer fuzz targets `recover_log` and `tx_sequence`: image building, input
 //! decoding and the per-input checks (each panics on a finding).
 //!
-//! Shared through `#[path]` with the stable replay test `ptm/tests/fuzz_corpus.rs`, so it
+//! Shared through `#[path]` with the stable replay test `ptm/tests/ptm/fuzz_corpus.rs`, so it
 //! depends on std, ptm and xxhash-rust only (all of them dependencies of ptm).
 //!
 //! ## `recover_log` input

@@ -11,8 +11,8 @@
 //! line (the one Databend's meta service ships); 0.10 is still published as `0.10.0-alpha.N`,
 //! and its storage traits and type-config macro change between alphas. The pin is exact because
 //! openraft's storage traits are sealed behind the `storage-v2` feature and its conformance
-//! suite ([`openraft::testing::Suite`]) is what `tests/conformance.rs` runs: a minor release
-//! that changes either must be taken on purpose.
+//! suite ([`openraft::testing::Suite`]) is what `tests/replication/conformance.rs` runs: a minor
+//! release that changes either must be taken on purpose.
 //!
 //! ## Model
 //!

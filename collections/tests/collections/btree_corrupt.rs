@@ -1,0 +1,51 @@
+//! A corrupted B-tree whose internal node names one child several times (a DAG, not a tree) is
+//! refused by every whole-tree walk (`to_vec`, `node_offsets`, `clear`) with a clean error:
+//! without the check, such sharing multiplies node reads exponentially with depth, and `clear`
+//! would free the shared node twice.
+
+use crate::common;
+
+use common::*;
+use ptm::{Error, Pool};
+
+#[test]
+fn shared_child_is_refused() {
+    let dir = shm_dir();
+    let (pool, path) = create(&dir, "c.pool");
+    // Two levels: a root and a few leaves.
+    pool.transaction(|tx, r| (0..40).try_for_each(|k| r.t.insert(tx, k, k as u64).map(drop)))
+        .unwrap();
+    let (root, nodes) = pool
+        .transaction(|tx, r| {
+            let nodes = r.t.node_offsets(tx)?;
+            Ok::<_, Error>((nodes[0], nodes))
+        })
+        .unwrap();
+    assert!(nodes.len() > 2, "a root and several leaves: {nodes:?}");
+    drop(pool);
+
+    // Point every child word of the root at its first child.
+    let mut img = std::fs::read(&path).unwrap();
+    let at = root as usize;
+    let mut first = None;
+    let mut replaced = 0;
+    for w in (at..at + 1024).step_by(8) {
+        let v = u64::from_le_bytes(img[w..w + 8].try_into().unwrap());
+        let off = v & ((1 << 48) - 1);
+        if v != 0 && nodes[1..].contains(&off) {
+            let f = *first.get_or_insert(v);
+            img[w..w + 8].copy_from_slice(&f.to_le_bytes());
+            replaced += 1;
+        }
+    }
+    assert!(replaced > 2, "found the root's child words");
+    std::fs::write(&path, &img).unwrap();
+
+    let pool = Pool::<Root>::open(&path, &opts()).unwrap();
+    let r = pool.transaction(|tx, r| r.t.to_vec(tx));
+    assert!(r.is_err(), "to_vec of a tree with a shared child: {r:?}");
+    let r = pool.transaction(|tx, r| r.t.node_offsets(tx));
+    assert!(r.is_err(), "node_offsets: {r:?}");
+    let r = pool.transaction(|tx, r| r.t.clear(tx));
+    assert!(r.is_err(), "clear must not free the shared leaf twice: {r:?}");
+}

@@ -1,0 +1,264 @@
+//! Review findings on `PBTreeMap`: the tests of damaged trees failed before their fix;
+//! `byte_keys_order_like_slices` is a check of the byte order that passed as it was.
+
+use crate::common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::{assert_allocated_exactly, opts, shm_dir, POOL_SIZE};
+use ptm::{Error, Persistent, Pool, Transaction};
+use ptm_collections::{PBTreeMap, PVec};
+
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Root {
+    t: PBTreeMap<u64, u64>,
+    u: PBTreeMap<u64, u64>,
+    w: PBTreeMap<u64, u64>,
+    b: PBTreeMap<PVec<u8>, u64>,
+}
+
+/// Every node of the three `u64` trees.
+fn nodes(tx: &Transaction<'_>, r: &Root) -> Result<BTreeSet<u64>, Error> {
+    let mut out = BTreeSet::new();
+    for t in [&r.t, &r.u, &r.w] {
+        for n in t.node_offsets(tx)? {
+            assert!(out.insert(n), "node {n:#x} reached twice");
+        }
+    }
+    Ok(out)
+}
+
+/// Child pointers left behind in a node's child array (past `len + 1`) by a merge or a split
+/// are links to nodes that were freed or now belong to another parent. A damaged node length
+/// revives them: here the root's last child slot still pointed at the leaf a merge freed, whose
+/// block another tree then reused, and `clear` of the damaged tree freed that tree's live node
+/// (the same class of bug as a revived value handle, §13.1 "Discarded and spare slots are
+/// zero"). Child slots past `len + 1` must be zero, so a revived one is a null child: an error.
+#[test]
+fn stale_child_pointer_is_not_revived_by_a_damaged_length() {
+    let dir = shm_dir();
+    let path = dir.path().join("kids.pool");
+    let pool = Pool::<Root>::create(&path, POOL_SIZE, &opts()).unwrap();
+    pool.transaction(|tx, r| {
+        for k in 0..40u64 {
+            r.t.insert(tx, k, k)?;
+        }
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+    // Remove the largest keys one by one until the root loses a child (a merge of its last two
+    // leaves, freeing the right one).
+    let (root, freed, root_len) = pool
+        .transaction(|tx, r| {
+            let shape = r.t.check_invariants(tx).unwrap();
+            assert_eq!(shape.len(), 2, "{shape:?}");
+            let kids = shape[0][0] + 1;
+            assert!(kids >= 3, "{shape:?}");
+            let before: BTreeSet<u64> = r.t.node_offsets(tx)?.into_iter().collect();
+            let mut k = 39;
+            loop {
+                r.t.remove(tx, &k)?;
+                let shape = r.t.check_invariants(tx).unwrap();
+                if shape[0][0] + 1 < kids {
+                    break;
+                }
+                k -= 1;
+            }
+            let after: BTreeSet<u64> = r.t.node_offsets(tx)?.into_iter().collect();
+            let freed: Vec<u64> = before.difference(&after).copied().collect();
+            assert_eq!(freed.len(), 1);
+            let shape = r.t.check_invariants(tx).unwrap();
+            Ok::<_, Error>((r.t.node_offsets(tx)?[0], freed[0], shape[0][0] as u64))
+        })
+        .unwrap();
+    // Another tree takes blocks until it holds the freed node's block.
+    let mut expect_u = BTreeMap::new();
+    let mut k = 0u64;
+    loop {
+        let reused = pool
+            .transaction(|tx, r| {
+                r.u.insert(tx, k, k * 3)?;
+                Ok::<_, Error>(r.u.node_offsets(tx)?.contains(&freed))
+            })
+            .unwrap();
+        expect_u.insert(k, k * 3);
+        k += 1;
+        if reused {
+            break;
+        }
+        assert!(k < 5000, "the freed node's block was never reused");
+    }
+    let owned = pool.transaction(nodes).unwrap();
+    drop(pool);
+    // Damage: the root's length one higher.
+    let mut img = std::fs::read(&path).unwrap();
+    let at = root as usize;
+    img[at..at + 8].copy_from_slice(&(root_len + 1).to_le_bytes());
+    std::fs::write(&path, &img).unwrap();
+    let mut pool = Pool::<Root>::open(&path, &opts()).unwrap();
+    let cleared = pool.transaction(|tx, r| r.t.clear(tx));
+    assert!(
+        cleared.is_err(),
+        "clear of the damaged tree reached a stale child (now a node of another tree) and freed it"
+    );
+    assert_allocated_exactly(&mut pool, &owned, "after the refused clear");
+    // The other tree is intact, also after more allocations.
+    pool.transaction(|tx, r| {
+        for k in 0..200u64 {
+            r.w.insert(tx, k, k)?;
+        }
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+    pool.transaction(|tx, r| {
+        r.u.check_invariants(tx).unwrap();
+        assert_eq!(r.u.to_vec(tx)?, expect_u.into_iter().collect::<Vec<_>>());
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+}
+
+/// Byte keys over `{0x00, 0x01, 0xff}`, lengths 0 to 6 and some of 7 to 17: many prefixes of
+/// one another, zero bytes at and across 8-byte word boundaries (the padding `contents_cmp`
+/// adds), the empty key (an all-zero handle). Order, lookups, ranges with borrowed bounds that
+/// are not keys, and removals match `BTreeMap<Vec<u8>, u64>`.
+#[test]
+fn byte_keys_order_like_slices() {
+    let mut keys: Vec<Vec<u8>> = vec![vec![]];
+    let mut frontier = vec![vec![]];
+    for _ in 0..6 {
+        let mut next = Vec::new();
+        for k in &frontier {
+            for b in [0x00u8, 0x01, 0xff] {
+                let mut k2: Vec<u8> = k.clone();
+                k2.push(b);
+                next.push(k2);
+            }
+        }
+        keys.extend(next.iter().cloned());
+        frontier = next;
+    }
+    for (i, k) in frontier.iter().enumerate().step_by(37) {
+        let mut long = k.clone();
+        long.extend(std::iter::repeat_n(if i % 2 == 0 { 0 } else { 0xff }, 1 + i % 11));
+        keys.push(long);
+    }
+    // A fixed pseudo-random order.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for i in (1..keys.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        keys.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    let dir = shm_dir();
+    let pool = Pool::<Root>::create(dir.path().join("bytes.pool"), POOL_SIZE, &opts()).unwrap();
+    let mut model = BTreeMap::new();
+    let bounds: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0],
+        vec![0, 0, 0, 0, 0, 0, 0, 0],
+        vec![0, 0, 0, 0, 0, 0, 0, 0, 0],
+        vec![1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+        vec![0xff, 0],
+        vec![0xff; 20],
+        vec![2],
+    ];
+    let check = |tx: &Transaction<'_>, r: &Root, model: &BTreeMap<Vec<u8>, u64>| -> Result<(), Error> {
+        r.b.check_invariants(tx).unwrap();
+        let got = r.b.to_vec(tx)?;
+        assert_eq!(
+            got,
+            model.iter().map(|(k, v)| (k.clone(), *v)).collect::<Vec<_>>()
+        );
+        for lo in &bounds {
+            for hi in &bounds {
+                let got: Vec<Vec<u8>> =
+                    r.b.range(tx, lo.as_slice()..=hi.as_slice())?
+                        .map(|(k, _)| k.to_vec(tx))
+                        .collect::<Result<_, _>>()?;
+                let want: Vec<Vec<u8>> = if lo <= hi {
+                    model
+                        .range(lo.clone()..=hi.clone())
+                        .map(|(k, _)| k.clone())
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                assert_eq!(got, want, "range {lo:?}..={hi:?}");
+                assert_eq!(r.b.get(tx, lo)?, model.get(lo).copied(), "get {lo:?}");
+            }
+        }
+        Ok(())
+    };
+    pool.transaction(|tx, r| {
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(r.b.insert(tx, k.as_slice(), i as u64)?, None);
+            model.insert(k.clone(), i as u64);
+        }
+        check(tx, r, &model)?;
+        for k in keys.iter().step_by(2) {
+            assert_eq!(r.b.remove(tx, k)?, model.remove(k));
+        }
+        check(tx, r, &model)
+    })
+    .unwrap();
+}
+
+/// A damaged internal node linking one child twice (`kids[1] == kids[2]`): a merge of its
+/// first two children freed the second while the duplicate link stayed in the parent, so the
+/// committed tree reached a free block (the check refused only a sibling equal to the node
+/// itself). A merge must refuse to free a node still linked from the parent or above.
+#[test]
+fn merge_refuses_to_free_a_node_linked_twice() {
+    let dir = shm_dir();
+    let path = dir.path().join("dup.pool");
+    let pool = Pool::<Root>::create(&path, POOL_SIZE, &opts()).unwrap();
+    let (root, kid1) = pool
+        .transaction(|tx, r| {
+            for k in 0..40u64 {
+                r.t.insert(tx, k, k)?;
+            }
+            let shape = r.t.check_invariants(tx).unwrap();
+            assert_eq!(shape.len(), 2, "{shape:?}");
+            assert!(shape[0][0] >= 2 && shape[1][1] <= 8, "{shape:?}");
+            let n = r.t.node_offsets(tx)?;
+            Ok::<_, Error>((n[0], n[2]))
+        })
+        .unwrap();
+    drop(pool);
+    // Damage: the root's third child pointer replaced by its second (same tag).
+    let mut img = std::fs::read(&path).unwrap();
+    let co = 256 + root as usize;
+    let second = u64::from_le_bytes(img[co + 8..co + 16].try_into().unwrap());
+    assert_eq!(second & ((1 << 48) - 1), kid1);
+    img[co + 16..co + 24].copy_from_slice(&second.to_le_bytes());
+    std::fs::write(&path, &img).unwrap();
+    let mut pool = Pool::<Root>::open(&path, &opts()).unwrap();
+    // Empty the first leaf: it borrows from the second, then merges with it.
+    let r = pool.transaction(|tx, r| {
+        for k in 0..8u64 {
+            r.t.remove(tx, &k)?;
+        }
+        Ok::<_, Error>(())
+    });
+    // Either refused, or whatever committed links no free block.
+    let linked = pool.transaction(|tx, r| r.t.node_offsets(tx));
+    let allocated: BTreeSet<u64> = pool
+        .allocated_blocks()
+        .unwrap()
+        .into_iter()
+        .map(|(o, _)| o)
+        .collect();
+    if let Ok(linked) = linked {
+        for n in linked {
+            assert!(
+                allocated.contains(&n),
+                "node {n:#x} is linked but free (removal: {r:?})"
+            );
+        }
+    }
+    assert!(r.is_err(), "the merge freed a node still linked");
+}

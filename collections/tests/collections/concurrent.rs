@@ -1,0 +1,169 @@
+//! `PConcurrentMap` from several threads: disjoint and overlapping keys, inserts and removes,
+//! then a model check after reopening the pool; 2 drains per insert/remove, 0 per read.
+
+use crate::common;
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+
+use common::{drains, shm_dir};
+use ptm::{Error, Persistent, Pool, PoolOptions};
+use ptm_collections::PConcurrentMap;
+
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Root {
+    m: PConcurrentMap<u64, u64, 8>,
+}
+
+fn assert_sync<T: Sync>(_: &T) {}
+
+const THREADS: u64 = 4;
+const OWN: u64 = 150;
+const SHARED: u64 = 12;
+const BUMPS: u64 = 60;
+
+/// Keys owned by thread `t`: `(t + 1) << 32 | i`.
+fn own_key(t: u64, i: u64) -> u64 {
+    ((t + 1) << 32) | i
+}
+
+fn opts() -> PoolOptions {
+    PoolOptions::new().layout("concurrent").force_pmem(true).lanes(4)
+}
+
+#[test]
+fn threads_disjoint_and_overlapping_keys() {
+    let dir = shm_dir();
+    let path = dir.path().join("cm.pool");
+    let mut pool = Pool::<Root>::create(&path, 8 << 20, &opts()).unwrap();
+    assert_sync(&pool);
+    // One cache line per shard.
+    assert_eq!(std::mem::size_of::<PConcurrentMap<u64, u64, 8>>(), 8 * 64);
+    assert_eq!(std::mem::align_of::<PConcurrentMap<u64, u64, 8>>(), 64);
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let pool = &pool;
+            s.spawn(move || {
+                // Disjoint keys: insert, read, then remove the odd ones.
+                for i in 0..OWN {
+                    let (prev, d) = drains(|| {
+                        pool.transaction(|tx, r| r.m.insert(tx, own_key(t, i), i))
+                            .unwrap()
+                    });
+                    assert_eq!(prev, None);
+                    assert_eq!(d, 2, "insert drains");
+                }
+                for i in 0..OWN {
+                    let (v, d) = drains(|| pool.transaction(|tx, r| r.m.get(tx, &own_key(t, i))).unwrap());
+                    assert_eq!(v, Some(i));
+                    assert_eq!(d, 0, "get drains");
+                }
+                for i in (1..OWN).step_by(2) {
+                    let (v, d) = drains(|| pool.transaction(|tx, r| r.m.remove(tx, &own_key(t, i))).unwrap());
+                    assert_eq!(v, Some(i));
+                    assert_eq!(d, 2, "remove drains");
+                }
+                // Overlapping keys: read-modify-write counters (atomic under the exclusive shard
+                // lock, taken from the start by `get_for_update`, so no upgrade can fail), and a
+                // key every thread inserts then removes.
+                for b in 0..BUMPS {
+                    let k = b % SHARED;
+                    let d = drains(|| {
+                        pool.transaction(|tx, r| {
+                            let n = r.m.get_for_update(tx, &k)?.unwrap_or(0);
+                            r.m.insert(tx, k, n + 1)
+                        })
+                        .unwrap()
+                    })
+                    .1;
+                    assert_eq!(d, 2, "counter bump drains");
+                    pool.transaction(|tx, r| {
+                        r.m.insert(tx, 999, t)?;
+                        r.m.remove(tx, &999)
+                    })
+                    .unwrap();
+                }
+            });
+        }
+    });
+    let mut model = BTreeMap::new();
+    for t in 0..THREADS {
+        for i in (0..OWN).step_by(2) {
+            model.insert(own_key(t, i), i);
+        }
+    }
+    for k in 0..SHARED {
+        model.insert(k, THREADS * BUMPS / SHARED);
+    }
+    // Nothing allocated outside the shards' tables.
+    let tables: BTreeSet<u64> = pool
+        .transaction(|tx, r| r.m.block_offsets(tx))
+        .unwrap()
+        .into_iter()
+        .collect();
+    let allocated: BTreeSet<u64> = pool
+        .allocated_blocks()
+        .unwrap()
+        .into_iter()
+        .map(|(o, _)| o)
+        .collect();
+    assert_eq!(allocated, tables);
+    drop(pool);
+
+    let mut pool = Pool::<Root>::open(&path, &opts()).unwrap();
+    let (got, d) = drains(|| {
+        pool.transaction(|tx, r| {
+            assert_eq!(r.m.len(tx)?, model.len() as u64);
+            for (k, v) in &model {
+                assert_eq!(r.m.get(tx, k)?, Some(*v), "key {k:#x}");
+            }
+            assert!(!r.m.contains_key(tx, &999)?);
+            Ok::<_, Error>(r.m.to_vec(tx)?.into_iter().collect::<BTreeMap<_, _>>())
+        })
+        .unwrap()
+    });
+    assert_eq!(got, model);
+    assert_eq!(d, 0, "reads drain nothing");
+    // Keys spread over every shard.
+    let shards: BTreeSet<usize> = model
+        .keys()
+        .map(PConcurrentMap::<u64, u64, 8>::shard_index)
+        .collect();
+    assert_eq!(shards.len(), 8);
+
+    pool.transaction(|tx, r| r.m.clear(tx)).unwrap();
+    pool.transaction(|tx, r| {
+        assert!(r.m.is_empty(tx)?);
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+    assert!(pool.allocated_blocks().unwrap().is_empty());
+}
+
+#[test]
+fn aborted_transaction_rolls_back_and_unlocks() {
+    let dir = shm_dir();
+    let path = dir.path().join("abort.pool");
+    let pool = Pool::<Root>::create(&path, 8 << 20, &opts()).unwrap();
+    pool.transaction(|tx, r| r.m.insert(tx, 1, 10)).unwrap();
+    let res = pool.transaction(|tx, r| {
+        r.m.insert(tx, 1, 11)?;
+        r.m.insert(tx, 2, 20)?;
+        Err::<(), _>(Error::Aborted)
+    });
+    assert!(res.is_err());
+    // Another thread can take the shard locks again and sees the old state.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            pool.transaction(|tx, r| {
+                assert_eq!(r.m.get(tx, &1)?, Some(10));
+                assert_eq!(r.m.get(tx, &2)?, None);
+                assert_eq!(r.m.len(tx)?, 1);
+                Ok::<_, Error>(())
+            })
+            .unwrap();
+        });
+    });
+}

@@ -1,0 +1,49 @@
+//! ptm-collections' integration tests, as one test binary (one to link instead of one per file).
+//! One file per concern, each a module opening with a `//!` line on what it guards: a new concern
+//! is a new file here and a `mod` line below (helpers shared by several files live in `common/`
+//! and `queue_common/`). `../compile.rs`, the trybuild UI tests, stays a binary of its own: it
+//! spawns cargo, and a spawned child holds copies of this process's pool locks until it execs.
+
+mod common;
+mod queue_common;
+
+mod btree_corrupt;
+mod btree_crash;
+mod btree_damage;
+mod btree_keys;
+mod btree_keys_corrupt;
+mod btree_parity;
+mod btree_remove;
+mod capacity;
+mod concurrent;
+mod concurrent_keys;
+mod concurrent_owned;
+mod concurrent_rw;
+mod crash;
+mod deque;
+mod derived_value;
+mod drains;
+mod entry;
+mod failed_ops;
+mod flood;
+mod fuzz_corpus;
+mod keys;
+mod log_bytes;
+mod map_corrupt;
+mod map_failures;
+mod map_reserve;
+mod map_segments;
+mod model;
+mod nested;
+mod queue_corrupt;
+mod queue_crash;
+mod queue_growth;
+mod queue_model;
+mod queue_positions_and_damage;
+mod range;
+mod schema;
+mod sets;
+mod std_parity;
+mod threads;
+mod vec_reserve;
+mod verify;

@@ -1,0 +1,235 @@
+//! Guards persistence-domain selection for each kind of file this machine can have, and the
+//! persist → close → remap round trip in the journaled, msync and cache-flush domains.
+
+use crate::common;
+
+use pmem_core::{detected_flush_instruction, Backing, DomainKind, Engine, PPtr, RegionOptions};
+
+#[test]
+fn plain_file_on_disk_is_journaled_by_default() {
+    let dir = common::disk_dir();
+    let fs = common::fs_type(dir.path());
+    let r = RegionOptions::new()
+        .force_pmem(false)
+        .create(common::pool_path(&dir, "disk.pool"), 1 << 20)
+        .unwrap();
+    assert_eq!(r.backing(), Backing::File);
+    assert!(
+        !r.map_sync(),
+        "MAP_SYNC accepted on {fs}: the journaled engine maps privately"
+    );
+    let dax = {
+        let probe = RegionOptions::new()
+            .engine(Engine::Msync)
+            .create(common::pool_path(&dir, "probe.pool"), 1 << 20)
+            .unwrap();
+        probe.map_sync()
+    };
+    if fs != "tmpfs" {
+        // ext4/xfs without -o dax: the kernel refuses MAP_SYNC.
+        assert!(!dax, "MAP_SYNC accepted on {fs}");
+    }
+    if !dax {
+        assert_eq!(r.domain(), DomainKind::Journaled, "on {fs}");
+        assert_eq!(
+            r.journal_path(),
+            Some(common::pool_path(&dir, "disk.pool.journal").as_path())
+        );
+    }
+}
+
+#[test]
+fn the_msync_engine_is_chosen_by_name() {
+    let dir = common::disk_dir();
+    let r = RegionOptions::new()
+        .engine(Engine::Msync)
+        .create(common::pool_path(&dir, "m.pool"), 1 << 20)
+        .unwrap();
+    if !r.map_sync() {
+        assert_eq!(r.domain(), DomainKind::Msync);
+    }
+    assert_eq!(r.journal_path(), None);
+}
+
+#[test]
+fn tmpfs_file_is_journaled_unless_forced() {
+    let dir = common::shm_dir();
+    let r = RegionOptions::new()
+        .force_pmem(false)
+        .create(common::pool_path(&dir, "shm.pool"), 1 << 20)
+        .unwrap();
+    assert!(!r.map_sync(), "tmpfs does not support MAP_SYNC");
+    assert_eq!(r.domain(), DomainKind::Journaled);
+    drop(r);
+    let r = RegionOptions::new()
+        .force_pmem(true)
+        .open(common::pool_path(&dir, "shm.pool"))
+        .unwrap();
+    let insn = detected_flush_instruction().expect("x86-64 always has clflush");
+    assert_eq!(r.domain(), DomainKind::CacheFlush(insn));
+    drop(r);
+    let r = RegionOptions::new()
+        .force_pmem(true)
+        .eadr(true)
+        .open(common::pool_path(&dir, "shm.pool"))
+        .unwrap();
+    assert_eq!(r.domain(), DomainKind::Eadr);
+}
+
+#[test]
+fn eadr_alone_does_not_make_a_plain_file_persistent_memory() {
+    let dir = common::disk_dir();
+    let r = RegionOptions::new()
+        .force_pmem(false)
+        .eadr(true)
+        .create(common::pool_path(&dir, "eadr.pool"), 1 << 20)
+        .unwrap();
+    if !r.map_sync() {
+        assert_eq!(r.domain(), DomainKind::Journaled);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn the_best_flush_instruction_is_chosen() {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags: Vec<&str> = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    let expected = if flags.contains(&"clwb") {
+        "clwb"
+    } else if flags.contains(&"clflushopt") {
+        "clflushopt"
+    } else {
+        "clflush"
+    };
+    assert_eq!(detected_flush_instruction().unwrap().name(), expected);
+}
+
+/// Writes a value, persists it, closes, reopens (a new mapping, usually at a new address) and
+/// reads it back, through a `PPtr` stored in the pool itself.
+fn round_trip(dir: &tempfile::TempDir, engine: Engine, expect: fn(DomainKind) -> bool) {
+    let path = common::pool_path(dir, "rt.pool");
+    let opts = RegionOptions::new().layout("rt").engine(engine);
+    let mut r = opts.create(&path, 4 << 20).unwrap();
+    assert!(expect(r.domain()), "{:?}", r.domain());
+    let root_off = r.data_range().start;
+    let value_off = root_off + 3 * 4096 + 24;
+    let value: [u64; 4] = [1, 2, 3, 0xdead_beef];
+    r.write_at(value_off, pmem_core::bytes_of(&value)).unwrap();
+    let ptr: PPtr<[u64; 4]> = r.pptr_at(value_off).unwrap();
+    r.write_at(root_off, pmem_core::bytes_of(&ptr)).unwrap();
+    r.persist(value_off, 32).unwrap();
+    r.persist(root_off, 8).unwrap();
+    // Keep an unrelated mapping alive at the old address so the next map lands elsewhere.
+    let squatter = RegionOptions::new()
+        .engine(engine)
+        .create(common::pool_path(dir, "squat.pool"), 4 << 20)
+        .unwrap();
+    drop(r);
+    let r = opts.open(&path).unwrap();
+    let mut raw = [0u8; 8];
+    r.read_at(root_off, &mut raw).unwrap();
+    let ptr: PPtr<[u64; 4]> = pmem_core::read_from_bytes(&raw).unwrap();
+    let addr = r.resolve(ptr).unwrap();
+    let mut back = [0u8; 32];
+    r.read_at(ptr.offset(), &mut back).unwrap();
+    assert_eq!(pmem_core::read_from_bytes::<[u64; 4]>(&back).unwrap(), value);
+    assert_eq!(
+        addr.as_ptr() as usize - r.base().as_ptr() as usize,
+        value_off as usize
+    );
+    drop(squatter);
+}
+
+#[test]
+fn persist_and_remap_round_trip_in_the_msync_domain() {
+    round_trip(&common::disk_dir(), Engine::Msync, |k| k == DomainKind::Msync);
+}
+
+#[test]
+fn persist_and_remap_round_trip_in_the_journaled_domain() {
+    round_trip(&common::disk_dir(), Engine::Journaled, |k| {
+        k == DomainKind::Journaled
+    });
+}
+
+#[test]
+fn persist_and_remap_round_trip_in_the_cache_flush_domain() {
+    round_trip(&common::shm_dir(), Engine::Pmem, |k| {
+        matches!(k, DomainKind::CacheFlush(_))
+    });
+}
+
+#[test]
+fn data_persisted_in_the_msync_domain_is_in_the_file() {
+    // msync writes through the page cache to the file: a plain read() sees the bytes.
+    let dir = common::disk_dir();
+    let path = common::pool_path(&dir, "file.pool");
+    let mut r = RegionOptions::new()
+        .engine(Engine::Msync)
+        .create(&path, 1 << 20)
+        .unwrap();
+    let off = r.data_range().start + 5000;
+    r.write_at(off, b"durable bytes").unwrap();
+    r.persist(off, 13).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(&bytes[off as usize..off as usize + 13], b"durable bytes");
+    drop(r);
+}
+
+#[test]
+fn repair_journal_drops_a_damaged_synced_record_and_the_pool_opens() {
+    use pmem_core::internals::journal::{default_journal_path, format::RECORD_HEADER, scan};
+    use pmem_core::{repair_journal, Error, JournalOptions};
+    let dir = common::disk_dir();
+    let live = common::pool_path(&dir, "live.pool");
+    let copy = common::pool_path(&dir, "copy.pool");
+    let opts = RegionOptions::new().engine(Engine::Journaled);
+    let mut r = opts.create(&live, 1 << 20).unwrap();
+    let base = r.data_range().start;
+    for i in 0..3u64 {
+        r.write_at(base + i * 4096, &[i as u8 + 1; 64]).unwrap();
+        r.persist(base + i * 4096, 64).unwrap();
+    }
+    // A crash: the pool file and its journal as they are while the region is open.
+    std::fs::copy(&live, &copy).unwrap();
+    std::fs::copy(default_journal_path(&live), default_journal_path(&copy)).unwrap();
+    let (uuid, data) = (r.header().uuid, r.data_range());
+    drop(r);
+    // Nothing to repair in an intact journal (its prefix is replayed, as an open would).
+    let intact = common::pool_path(&dir, "intact.pool");
+    std::fs::copy(&copy, &intact).unwrap();
+    std::fs::copy(default_journal_path(&copy), default_journal_path(&intact)).unwrap();
+    assert_eq!(repair_journal(&intact, &JournalOptions::new()).unwrap(), 0);
+
+    let jpath = default_journal_path(&copy);
+    let mut bytes = std::fs::read(&jpath).unwrap();
+    let s = scan(&bytes, &uuid, data.clone()).unwrap();
+    assert!(s.records.len() >= 3, "{s:?}");
+    bytes[s.records[1].0 as usize + RECORD_HEADER] ^= 0xff;
+    std::fs::write(&jpath, &bytes).unwrap();
+    assert!(matches!(
+        opts.open(&copy),
+        Err(Error::CorruptJournal { seq, .. }) if seq > 0
+    ));
+    let dropped = repair_journal(&copy, &JournalOptions::new()).unwrap();
+    assert_eq!(dropped, s.records.len() as u64 - 1);
+    let r = opts.open(&copy).unwrap();
+    let mut first = [0u8; 64];
+    r.read_at(base, &mut first).unwrap();
+    // The first record survives only if it is the first write's.
+    assert!(first == [1; 64] || first == [0; 64], "{first:?}");
+    drop(r);
+
+    // Another pool's journal is not repaired.
+    let other = common::pool_path(&dir, "other.pool");
+    drop(opts.create(&other, 1 << 20).unwrap());
+    std::fs::copy(default_journal_path(&live), default_journal_path(&other)).unwrap();
+    assert!(matches!(
+        repair_journal(&other, &JournalOptions::new()),
+        Err(Error::JournalMismatch { .. })
+    ));
+}

@@ -1,0 +1,136 @@
+//! Guards the deterministic persistence cost of transactions: 2 drains for a 1-word and for an
+//! 8-range batched transaction, 0 for a read-only one, one more per unbatched snapshot.
+
+use crate::common;
+
+use ptm::{thread_stats, PCell, Persistent, Pool, Transaction};
+
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Root {
+    /// One cache line per element.
+    lines: [PCell<[u64; 8]>; 64],
+    word: PCell<u64>,
+}
+
+fn drains_of(pool: &Pool<Root>, f: impl FnOnce(&Transaction<'_>, &Root) -> ptm::Result<()>) -> (u64, u64) {
+    let before = thread_stats();
+    pool.transaction(|tx, root| f(tx, root)).unwrap();
+    let d = thread_stats().since(&before);
+    (d.drains, d.lines_flushed)
+}
+
+fn pool(dir: &tempfile::TempDir) -> Pool<Root> {
+    Pool::<Root>::create(common::path(dir, "drains.pool"), 8 << 20, &common::pmem()).unwrap()
+}
+
+#[test]
+fn one_word_transaction_costs_two_drains() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir);
+    for i in 0..10 {
+        let (drains, _) = drains_of(&pool, |tx, r| r.word.set(tx, i));
+        assert_eq!(drains, 2, "transaction {i}");
+    }
+}
+
+#[test]
+fn eight_range_batched_transaction_costs_two_drains() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir);
+    for round in 0..5u64 {
+        let (drains, lines) = drains_of(&pool, |tx, r| {
+            tx.snapshot(|b| {
+                for l in &r.lines[..8] {
+                    b.add(l)?;
+                }
+                Ok(())
+            })?;
+            for (i, l) in r.lines[..8].iter().enumerate() {
+                l.set(tx, [round * 100 + i as u64; 8])?;
+            }
+            Ok(())
+        });
+        assert_eq!(drains, 2, "round {round}");
+        // 8 undo records of 2 lines each, 8 data lines, 1 commit line (+ pending marks).
+        assert!((25..=30).contains(&lines), "lines flushed: {lines}");
+    }
+}
+
+#[test]
+fn sixty_four_range_batched_transaction_costs_two_drains() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir);
+    let (drains, _) = drains_of(&pool, |tx, r| {
+        tx.snapshot(|b| r.lines.iter().try_for_each(|l| b.add(l)))?;
+        r.lines.iter().try_for_each(|l| l.set(tx, [9; 8]))
+    });
+    assert_eq!(drains, 2);
+}
+
+#[test]
+fn read_only_transaction_costs_no_drain() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir);
+    pool.transaction(|tx, r| r.word.set(tx, 5)).unwrap();
+    let before = thread_stats();
+    let v = pool
+        .transaction(|tx, r| Ok::<_, ptm::Error>(r.word.get(tx) + r.lines[3].get(tx)[0]))
+        .unwrap();
+    let d = thread_stats().since(&before);
+    assert_eq!(v, 5);
+    assert_eq!((d.drains, d.lines_flushed), (0, 0));
+}
+
+#[test]
+fn unbatched_snapshots_cost_one_drain_each_plus_commit() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir);
+    let (drains, _) = drains_of(&pool, |tx, r| {
+        r.lines[..8].iter().try_for_each(|l| l.set(tx, [1; 8]))
+    });
+    assert_eq!(drains, 9);
+}
+
+#[test]
+fn rewriting_a_logged_range_costs_nothing_more() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir);
+    let (drains, _) = drains_of(&pool, |tx, r| {
+        for i in 0..100 {
+            r.word.set(tx, i)?;
+        }
+        Ok(())
+    });
+    assert_eq!(drains, 2);
+}
+
+#[test]
+fn nested_transactions_share_the_outer_drains() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir);
+    let before = thread_stats();
+    pool.transaction(|tx, r| {
+        r.word.set(tx, 1)?;
+        pool.transaction(|tx2, r2| {
+            assert_eq!(tx2.lane(), tx.lane());
+            r2.word.set(tx2, 2)
+        })
+    })
+    .unwrap();
+    assert_eq!(thread_stats().since(&before).drains, 2);
+}
+
+#[test]
+fn an_aborted_transaction_costs_its_snapshot_and_two_rollback_drains() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir);
+    let before = thread_stats();
+    let r: Result<(), ptm::Error> = pool.transaction(|tx, r| {
+        r.word.set(tx, 77)?;
+        Err(ptm::Error::InvalidOptions("abort on purpose"))
+    });
+    assert!(r.is_err());
+    assert_eq!(thread_stats().since(&before).drains, 3);
+}

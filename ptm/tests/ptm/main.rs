@@ -1,0 +1,25 @@
+//! ptm's integration tests that run inside this process, as one test binary (one to link
+//! instead of one per file). One file per concern, each a module opening with a `//!` line on what
+//! it guards: a new concern is a new file here and a `mod` line below. Tests that spawn processes
+//! belong in `../serial/`; `../kill.rs` and `../loom.rs` stay binaries of their own (CI runs them by
+//! name: `--test kill` with `PTM_KILL_ROUNDS`, `--test loom` under `--cfg ptm_loom`).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod alloc;
+mod big;
+mod capacity;
+mod checked;
+mod doom;
+mod drains;
+mod errors;
+mod format;
+mod fuzz_corpus;
+mod grow;
+mod pool_send;
+mod recovery;
+mod relaxed;
+mod semantics;
+mod slab_span;
+mod threads;
