@@ -327,9 +327,10 @@ impl<'p> Transaction<'p> {
     ///
     /// # Errors
     ///
-    /// Null, foreign or out-of-bounds `dst` ([`Error::NullPointer`], [`Error::WrongPool`],
-    /// [`Error::OutOfBounds`], [`Error::NotInPool`]), and logging errors
-    /// ([`Error::OutOfSpace`] when the log cannot grow).
+    /// A null, foreign or out-of-bounds `dst` (the checks of
+    /// [`Region::resolve`](pmem_core::Region::resolve)), a range outside the root and the heap
+    /// ([`Error::NotInPool`]), and logging errors ([`Error::OutOfSpace`] when the log cannot
+    /// grow).
     pub unsafe fn store_bytes(&self, dst: PPtr<u8>, src: &[u8]) -> Result<()> {
         if src.is_empty() {
             return Ok(());
