@@ -164,6 +164,7 @@ impl<'p> Transaction<'p> {
         if !st.index.is_empty() {
             st.index.clear();
         }
+        st.last_cover.set((0, 0));
         st.extents.clear();
         st.next_extent = MIN_EXTENT;
         st.undrained = false;
@@ -1138,6 +1139,7 @@ pub(crate) fn add_logical(st: &mut LaneVolatile, off: u64, len: u64) {
         } else {
             index_insert(index, off, len);
         }
+        st.last_cover.set((off, len));
     }
 }
 
@@ -1156,13 +1158,22 @@ fn covered(st: &LaneVolatile, off: u64, len: u64) -> bool {
                 .map(|&(o, l)| o + l)
                 .max()
         } else {
-            st.index
-                .range(..=at)
-                .rev()
-                .take(8)
-                .filter(|&(&o, &l)| at < o + l)
-                .map(|(&o, &l)| o + l)
-                .max()
+            let (o, l) = st.last_cover.get();
+            if o <= at && at < o + l {
+                Some(o + l)
+            } else {
+                let hit = st
+                    .index
+                    .range(..=at)
+                    .rev()
+                    .take(8)
+                    .filter(|&(&o, &l)| at < o + l)
+                    .max_by_key(|&(&o, &l)| o + l);
+                hit.map(|(&o, &l)| {
+                    st.last_cover.set((o, l));
+                    o + l
+                })
+            }
         };
         match reach {
             Some(r) => at = r,

@@ -35,6 +35,11 @@ pub(crate) struct LaneVolatile {
     pub(crate) logical: Vec<(u64, u64)>,
     /// Index of `logical` by start, built once there are many.
     pub(crate) index: BTreeMap<u64, u64>,
+    /// With the index built: the logged range that last covered a lookup (or was last added), a
+    /// range of `logical` checked before the index. Stores come in runs into one block, and a
+    /// large transaction's index lookup costs a descent of a big map. Ranges leave `logical`
+    /// only while there is no index, so the cached one stays logged.
+    pub(crate) last_cover: std::cell::Cell<(u64, u64)>,
     pub(crate) extents: Vec<(u64, u64)>,
     pub(crate) next_extent: u64,
     /// Records appended since the last drain.

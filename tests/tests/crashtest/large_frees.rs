@@ -20,8 +20,13 @@ use std::sync::Barrier;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use ptm::internals::heap::CHUNK;
+use ptm::internals::heap::{CHUNK, CLASSES};
 use ptm::{Error, PCell, PMutex, PPtr, Persistent, Pool, PoolOptions, Transaction};
+
+/// The largest slab class: a block above it is a run of whole chunks.
+const SLAB_MAX: u64 = CLASSES[CLASSES.len() - 1];
+/// The smallest run (one byte over the largest slab class: two chunks).
+const RUN: u64 = SLAB_MAX + 1;
 
 /// Slots per thread.
 const SLOTS: usize = 10;
@@ -54,7 +59,7 @@ enum Op {
     /// Free the slot's block (if any). The taker frees only runs (a slab chunk's metadata
     /// lock may be held by the parked freer, and waiting for it would only time out).
     Free(usize),
-    /// Allocate one-chunk blocks into every empty slot until the heap is full.
+    /// Allocate the smallest runs ([`RUN`] bytes) into every empty slot until the heap is full.
     Fill,
 }
 
@@ -80,7 +85,7 @@ fn size() -> impl Strategy<Value = u64> {
     prop_oneof![
         3 => 1u64..=4096,
         1 => 4097u64..=65536,
-        4 => (CHUNK / 2)..=(3 * CHUNK),
+        4 => RUN..=(3 * CHUNK).max(3 * RUN),
     ]
 }
 
@@ -200,8 +205,8 @@ fn apply(
             Op::Alloc(slot, size) if !state.contains_key(&slot) => {
                 alloc_into(tx, s, t, slot, size, state)?;
             }
-            Op::Free(slot) if state.get(&slot).is_some_and(|&n| !taker || n > CHUNK / 4) => {
-                // (A block over a quarter chunk is a run: the largest slab class is 64 KiB.)
+            Op::Free(slot) if state.get(&slot).is_some_and(|&n| !taker || n > SLAB_MAX) => {
+                // (A block over the largest slab class is a run.)
                 tx.free(s.blocks[slot].get(tx))?;
                 s.blocks[slot].set(tx, PPtr::null())?;
                 s.sizes[slot].set(tx, 0)?;
@@ -209,7 +214,7 @@ fn apply(
             }
             Op::Fill => {
                 for slot in 0..SLOTS {
-                    if !state.contains_key(&slot) && !alloc_into(tx, s, t, slot, CHUNK, state)? {
+                    if !state.contains_key(&slot) && !alloc_into(tx, s, t, slot, RUN, state)? {
                         break;
                     }
                 }
@@ -396,7 +401,7 @@ fn large_frees_fixed_walk() {
             0,
             vec![Alloc(0, 2 * CHUNK), Alloc(1, 3 * CHUNK), Alloc(2, 100)],
             true,
-            vec![Alloc(0, CHUNK)],
+            vec![Alloc(0, RUN)],
         ),
         // Thread 0 frees a 2-chunk run, thread 1 fills the heap meanwhile; 0 aborts.
         pair(0, vec![Free(0)], false, vec![Fill]),
