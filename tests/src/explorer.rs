@@ -806,122 +806,111 @@ impl<'e, S: Subject> Engine<'e, S> {
 
     /// A crash point inside the recovery of workload image `outer` (double crash).
     fn on_recovery_point(&self, cp: &CrashPoint<'_>, outer: &CrashImage) {
-        let rpoint = cp.drain_seq();
-        let model = self.x.fault_model;
-        let units;
-        let plan;
-        {
-            let mut st = self.st.borrow_mut();
-            if self.x.only_recovery.is_some_and(|(p, _)| p != rpoint) || self.out_of_budget(&mut st) {
-                return;
-            }
-            st.report.recovery_points += 1;
-            units = cp.pending(model);
-            st.report.max_pending = st.report.max_pending.max(units.len());
-            plan = Plan::new(
-                units.len(),
-                self.recovery_exhaustive,
-                self.x.recovery_images_per_point.saturating_mul(self.scale),
-                recovery_seed(self.x.seed, outer.point, outer.image, rpoint),
-            );
-            st.rbuf.load(cp.durable());
-        }
-        let images: Vec<u32> = match self.x.only_recovery {
-            Some((_, i)) => vec![i],
-            None => (0..plan.len()).collect(),
-        };
-        for image in images {
-            let (kind, subset) = plan.image(image);
-            let persisted: Vec<u64> = subset.iter().map(|&i| units[i]).collect();
-            match self.stage_image(true, cp, &persisted) {
-                Staged::Fresh => {}
-                Staged::Duplicate => continue,
-                Staged::Stop => return,
-            }
-            let outcome = self.subject.verify(&self.recovery_path);
-            {
-                let mut st = self.st.borrow_mut();
-                st.report.images_checked += 1;
-                st.report.recovery_images_checked += 1;
-            }
-            if let Err(problem) = outcome {
-                let id = ImageId {
-                    point: outer.point,
-                    image: outer.image,
-                    recovery: Some((rpoint, image)),
-                    followup: None,
-                };
-                let inner = CrashImage {
-                    point: rpoint,
-                    image,
-                    kind,
-                    pending: units.clone(),
-                    persisted,
-                };
-                let failure = (id, outer.clone(), Some(inner), None, problem);
-                self.st.borrow_mut().inner_failures.push(failure);
-            }
-        }
+        self.on_nested_point(Nested::Recovery, cp, outer);
     }
 
     /// A crash point of the follow-up workload run on the recovered workload image `outer`
     /// ([`Explorer::run_then`]).
     fn on_followup_point(&self, cp: &CrashPoint<'_>, outer: &CrashImage) {
-        let fpoint = cp.drain_seq();
+        self.on_nested_point(Nested::Followup, cp, outer);
+    }
+
+    /// A crash point met while running on the recovered workload image `outer` (inside its
+    /// recovery, or in the follow-up workload): its images are staged, checked and, when a
+    /// check fails, recorded as failures of `outer`.
+    fn on_nested_point(&self, stage: Nested, cp: &CrashPoint<'_>, outer: &CrashImage) {
+        let point = cp.drain_seq();
         let model = self.x.fault_model;
+        let only = match stage {
+            Nested::Recovery => self.x.only_recovery,
+            Nested::Followup => self.x.only_followup,
+        };
         let units;
         let plan;
         {
             let mut st = self.st.borrow_mut();
-            if self.x.only_followup.is_some_and(|(p, _)| p != fpoint) || self.out_of_budget(&mut st) {
+            if only.is_some_and(|(p, _)| p != point) || self.out_of_budget(&mut st) {
                 return;
             }
-            st.report.followup_points += 1;
+            let seed = match stage {
+                Nested::Recovery => {
+                    st.report.recovery_points += 1;
+                    recovery_seed(self.x.seed, outer.point, outer.image, point)
+                }
+                Nested::Followup => {
+                    st.report.followup_points += 1;
+                    followup_seed(self.x.seed, outer.point, outer.image, point)
+                }
+            };
             units = cp.pending(model);
             st.report.max_pending = st.report.max_pending.max(units.len());
             plan = Plan::new(
                 units.len(),
                 self.recovery_exhaustive,
                 self.x.recovery_images_per_point.saturating_mul(self.scale),
-                followup_seed(self.x.seed, outer.point, outer.image, fpoint),
+                seed,
             );
-            st.fbuf.load(cp.durable());
-            // As at workload crash points: the check may expect another state now.
-            st.seen_followup.clear();
+            match stage {
+                Nested::Recovery => st.rbuf.load(cp.durable()),
+                Nested::Followup => {
+                    st.fbuf.load(cp.durable());
+                    // As at workload crash points: the check may expect another state now.
+                    st.seen_followup.clear();
+                }
+            }
         }
-        let images: Vec<u32> = match self.x.only_followup {
+        let images: Vec<u32> = match only {
             Some((_, i)) => vec![i],
             None => (0..plan.len()).collect(),
         };
         for image in images {
             let (kind, subset) = plan.image(image);
             let persisted: Vec<u64> = subset.iter().map(|&i| units[i]).collect();
-            match self.stage_followup_image(cp, &persisted) {
+            let staged = match stage {
+                Nested::Recovery => self.stage_image(true, cp, &persisted),
+                Nested::Followup => self.stage_followup_image(cp, &persisted),
+            };
+            match staged {
                 Staged::Fresh => {}
                 Staged::Duplicate => continue,
                 Staged::Stop => return,
             }
-            let outcome = self.subject.verify_followup(&self.followup_path);
+            let outcome = match stage {
+                Nested::Recovery => self.subject.verify(&self.recovery_path),
+                Nested::Followup => self.subject.verify_followup(&self.followup_path),
+            };
             {
                 let mut st = self.st.borrow_mut();
                 st.report.images_checked += 1;
-                st.report.followup_images_checked += 1;
+                match stage {
+                    Nested::Recovery => st.report.recovery_images_checked += 1,
+                    Nested::Followup => st.report.followup_images_checked += 1,
+                }
             }
             if let Err(problem) = outcome {
-                let id = ImageId {
-                    point: outer.point,
-                    image: outer.image,
-                    recovery: None,
-                    followup: Some((fpoint, image)),
-                };
                 let inner = CrashImage {
-                    point: fpoint,
+                    point,
                     image,
                     kind,
                     pending: units.clone(),
                     persisted,
                 };
-                let failure = (id, outer.clone(), None, Some(inner), problem);
+                let mut id = ImageId {
+                    point: outer.point,
+                    image: outer.image,
+                    recovery: None,
+                    followup: None,
+                };
+                let failure = match stage {
+                    Nested::Recovery => {
+                        id.recovery = Some((point, image));
+                        (id, outer.clone(), Some(inner), None, problem)
+                    }
+                    Nested::Followup => {
+                        id.followup = Some((point, image));
+                        (id, outer.clone(), None, Some(inner), problem)
+                    }
+                };
                 self.st.borrow_mut().inner_failures.push(failure);
             }
         }
@@ -1019,6 +1008,14 @@ impl<'e, S: Subject> Engine<'e, S> {
         st.report.elapsed = self.start.elapsed();
         Ok(st.report)
     }
+}
+
+/// Where a nested crash point was met: inside the recovery of a workload image, or in the
+/// follow-up workload run on the recovered image.
+#[derive(Clone, Copy)]
+enum Nested {
+    Recovery,
+    Followup,
 }
 
 /// What [`Engine::stage_image`] did with an image.
