@@ -74,12 +74,12 @@ impl LaneMap {
 
     /// Returns a lane taken by this caller.
     pub fn release(&self, lane: usize) {
-        // Only the holder writes a busy flag, so a release store (no read-modify-write) frees it.
-        debug_assert!(
-            self.flags[lane].0.load(Ordering::Relaxed) != 0,
-            "lane {lane} released twice"
-        );
-        self.flags[lane].0.store(0, Ordering::Release);
+        // A swap, not a plain release store: a taker's failed `swap(1)` on a busy flag is a
+        // read-modify-write, which no store can split in the memory model, but loom (0.7,
+        // tokio-rs/loom#254) lets a plain store land between its read and write, leaving a free
+        // lane marked busy; the loom models check this code as it is.
+        let prev = self.flags[lane].0.swap(0, Ordering::Release);
+        debug_assert!(prev != 0, "lane {lane} released twice");
     }
 
     /// Whether `lane` is taken (diagnostics and tests).
