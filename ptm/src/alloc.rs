@@ -297,16 +297,16 @@ impl<'p> Transaction<'p> {
         Ok(unsafe { &*ptr.as_ptr() })
     }
 
-    /// The address of the `len` bytes at `p`, checked: not null, this pool's, inside the area
-    /// transactions may change (the root and the heap).
-    fn bytes_at(&self, p: PPtr<u8>, len: u64) -> Result<*mut u8> {
+    /// The address and pool offset of the `len` bytes at `p`, checked: not null, this pool's,
+    /// inside the area transactions may change (the root and the heap).
+    fn bytes_at(&self, p: PPtr<u8>, len: u64) -> Result<(*mut u8, u64)> {
         let ptr = self.shared().region.resolve(p)?.as_ptr();
         let len = usize::try_from(len).map_err(|_| Error::NotInPool {
             addr: ptr as usize,
             len: usize::MAX,
         })?;
-        self.shared().offset_of(ptr as usize, len)?;
-        Ok(ptr)
+        let off = self.shared().offset_of(ptr as usize, len)?;
+        Ok((ptr, off))
     }
 
     /// Stores `src` at `dst` in one pass, logging the old bytes first unless the whole range is
@@ -335,10 +335,10 @@ impl<'p> Transaction<'p> {
         if src.is_empty() {
             return Ok(());
         }
-        let p = self.bytes_at(dst, src.len() as u64)?;
-        self.log_addr(p as usize, src.len())?;
+        let (p, off) = self.bytes_at(dst, src.len() as u64)?;
+        self.log_before_store(off, src.len() as u64)?;
         // SAFETY: `p` is valid for `src.len()` bytes (checked by `bytes_at`), logged and ordered
-        // (`log_addr` drains even inside a batch); the caller's contract excludes other
+        // (`log_before_store` drains even inside a batch); the caller's contract excludes other
         // accesses; `copy` allows `src` to overlap (it may be read from the pool).
         unsafe { std::ptr::copy(src.as_ptr(), p, src.len()) };
         Ok(())
@@ -357,8 +357,8 @@ impl<'p> Transaction<'p> {
         if len == 0 {
             return Ok(());
         }
-        let p = self.bytes_at(dst, len)?;
-        self.log_addr(p as usize, len as usize)?;
+        let (p, off) = self.bytes_at(dst, len)?;
+        self.log_before_store(off, len)?;
         // SAFETY: as in `store_bytes`.
         unsafe { std::ptr::write_bytes(p, byte, len as usize) };
         Ok(())
@@ -379,9 +379,9 @@ impl<'p> Transaction<'p> {
         if len == 0 {
             return Ok(());
         }
-        let from = self.bytes_at(src, len)?;
-        let to = self.bytes_at(dst, len)?;
-        self.log_addr(to as usize, len as usize)?;
+        let (from, _) = self.bytes_at(src, len)?;
+        let (to, off) = self.bytes_at(dst, len)?;
+        self.log_before_store(off, len)?;
         // SAFETY: both ranges checked by `bytes_at`; the destination is logged and ordered; the
         // caller's contract excludes other writers; `copy` allows overlap.
         unsafe { std::ptr::copy(from, to, len as usize) };

@@ -67,9 +67,9 @@ impl LaneState {
     /// # Safety
     ///
     /// - The caller holds `lane` in `shared`'s lane map, and keeps holding it for as long as the
-    ///   returned value is dereferenced: no other thread touches the slot meanwhile.
+    ///   returned value is dereferenced, and only while `shared` lives: no other thread touches
+    ///   the slot meanwhile.
     /// - No other reference to the slot's state is used while this one is.
-    ///   It is dereferenced only while `shared` lives.
     unsafe fn new(shared: &Shared, lane: usize) -> Self {
         LaneState {
             st: std::ptr::NonNull::from(&shared.slots[lane].0).cast(),
@@ -99,7 +99,8 @@ impl std::ops::DerefMut for LaneState {
 pub struct Transaction<'p> {
     shared: &'p Shared,
     lane: usize,
-    /// The lane's state, in its slot. Not dereferenced after `finish` or `park` hand the lane on.
+    /// The lane's state, in its slot. Not dereferenced after `finish` frees the lane or a relaxed
+    /// commit hands it to its `PendingCommit`.
     st: RefCell<LaneState>,
     doomed: Cell<bool>,
     nested: NestedRefs,
@@ -151,7 +152,7 @@ impl Drop for Registration {
 impl<'p> Transaction<'p> {
     pub(crate) fn begin(shared: &'p Shared, lane: usize) -> Self {
         // SAFETY: the caller took `lane` in the lane map for this transaction, which keeps it
-        // until `finish` releases it or `park` hands it to a pending commit; after those the
+        // until `finish` releases it or a relaxed commit hands it to its pending commit; after those the
         // transaction ends without touching its state again.
         let mut st = unsafe { LaneState::new(shared, lane) };
         st.seq = st.next_seq;
@@ -242,7 +243,12 @@ impl<'p> Transaction<'p> {
     /// batch's drain.
     pub(crate) fn log_addr(&self, addr: usize, len: usize) -> Result<()> {
         let off = self.shared.offset_of(addr, len)?;
-        self.log(off, len as u64, true)
+        self.log_before_store(off, len as u64)
+    }
+
+    /// [`log_addr`](Self::log_addr) for a pool offset already checked by `Shared::offset_of`.
+    pub(crate) fn log_before_store(&self, off: u64, len: u64) -> Result<()> {
+        self.log(off, len, true)
     }
 
     /// Logs `[off, off + len)` for a [`snapshot`](Transaction::snapshot) batch: inside one, the
@@ -756,10 +762,6 @@ impl<'p> Transaction<'p> {
         release_lane(self.shared, self.lane, &mut self.st.borrow_mut(), committed);
     }
 
-    /// Leaves the state in the lane slot and keeps the lane and its locks (relaxed commit): the
-    /// pending commit takes the lane over, and this transaction no longer touches the state.
-    fn park(&self) {}
-
     /// Relaxed commit: everything of [`commit`](Self::commit) except drain 2. The lane and the
     /// locks stay held by the returned [`PendingCommit`] until it completes.
     pub(crate) fn commit_relaxed(self) -> Result<PendingCommit<'p>> {
@@ -779,7 +781,8 @@ impl<'p> Transaction<'p> {
         // `apply_deferred` may have appended records (pending allocations, kept slabs).
         let entries = self.st.borrow().entries;
         self.write_commit_record(seq, entries);
-        self.park();
+        // The state stays in the lane slot, and the lane and its locks stay held: the pending
+        // commit takes them over, and this transaction no longer touches the state.
         let drains_at_commit = pmem_core::thread_stats().drains;
         let settled = Rc::new(Cell::new(false));
         PENDING.with(|p| {
@@ -864,7 +867,8 @@ fn release_locks(shared: &Shared, st: &mut LaneVolatile) {
     }
 }
 
-/// Releases locks, returns log extents, stores the lane state back and frees the lane.
+/// Releases locks, returns log extents, settles the allocator's lists and frees the lane (the
+/// state stays in the lane's slot for its next transaction).
 fn release_lane(shared: &Shared, lane: usize, st: &mut LaneVolatile, committed: bool) {
     release_locks(shared, st);
     let h = &mut st.heap;
@@ -1112,9 +1116,6 @@ fn index_insert(index: &mut BTreeMap<u64, u64>, off: u64, len: u64) {
     *e = (*e).max(len);
 }
 
-/// Whether `[off, off + len)` lies inside one already-logged range.
-/// Records `[off, len)` as covered by the log (undo records or fresh memory), indexing the
-/// ranges once there are more than `LINEAR_RANGES`.
 /// Bytes left in the lane's current log area (before it would jump to a new extent).
 pub(crate) fn log_room(st: &LaneVolatile) -> u64 {
     st.end - st.pos
@@ -1128,6 +1129,8 @@ pub(crate) fn forget_newest_logical(st: &mut LaneVolatile, off: u64, len: u64) {
     }
 }
 
+/// Records `[off, len)` as covered by the log (undo records or fresh memory), indexing the
+/// ranges once there are more than `LINEAR_RANGES`.
 pub(crate) fn add_logical(st: &mut LaneVolatile, off: u64, len: u64) {
     st.logical.push((off, len));
     if st.logical.len() > LINEAR_RANGES {
