@@ -54,7 +54,8 @@
 //! `PHashMap` and to `PBTreeMap` (ratios within one run are what to compare across runs).
 //!
 //! Run with `cargo bench -p ptm-benches --bench collections --features pmdk` (needs
-//! libpmemobj-dev); `PTM_BENCH_KEYS=100000` for a quicker run.
+//! libpmemobj-dev); `PTM_BENCH_KEYS=100000` for a quicker run, and `PTM_BENCH_ONLY=PBTreeMap,PMDK_BTree`
+//! (comma-separated group names) to build and time only those systems.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hint::black_box;
@@ -74,6 +75,8 @@ use rusqlite::Connection;
 const DEFAULT_KEYS: u64 = 1_000_000;
 /// Environment variable overriding [`DEFAULT_KEYS`].
 const KEYS_ENV: &str = "PTM_BENCH_KEYS";
+/// Environment variable restricting the systems benchmarked (see [`wanted`]).
+const ONLY_ENV: &str = "PTM_BENCH_ONLY";
 /// Entries per ptm / PMDK transaction when filling or emptying outside the timed part.
 const FILL_CHUNK: usize = 1000;
 /// Entries per LMDB / SQLite transaction when filling or emptying outside the timed part.
@@ -904,6 +907,12 @@ fn pmdk_map<'a>(kind: PmdkMapKind) -> Box<dyn Map + 'a> {
     Box::new(m)
 }
 
+/// Whether the system (criterion group) `name` is benchmarked: all of them, unless
+/// [`ONLY_ENV`] lists some (comma-separated group names, e.g. `PBTreeMap,PMDK_BTree`).
+fn wanted(name: &str) -> bool {
+    std::env::var(ONLY_ENV).map_or(true, |only| only.split(',').any(|s| s.trim() == name))
+}
+
 fn main() {
     // Before any libpmemobj call and while single-threaded (see `force_pmem_env`).
     #[cfg(feature = "pmdk")]
@@ -930,28 +939,44 @@ fn main() {
         // All maps stay alive until the interleaved pass; LMDB's table borrows its environment.
         let lmdb_env = lmdb_env();
         let mut subjects = Vec::new();
-        let mut h = ptm_map::<HashRoot>("phashmap");
-        prefill("PHashMap", &mut h, p);
-        print_drains("PHashMap", &mut h, p);
-        subjects.push(Subject::new("PHashMap", Box::new(h), p));
+        if wanted("PHashMap") {
+            let mut h = ptm_map::<HashRoot>("phashmap");
+            prefill("PHashMap", &mut h, p);
+            print_drains("PHashMap", &mut h, p);
+            subjects.push(Subject::new("PHashMap", Box::new(h), p));
+        }
         #[cfg(feature = "pmdk")]
-        subjects.push(subject("PMDK_HashMap", pmdk_map(PmdkMapKind::Hash), p));
-        subjects.push(subject("std_HashMap", Box::new(HashMap::new()), p));
-        let mut t = ptm_map::<TreeRoot>("pbtreemap");
-        prefill("PBTreeMap", &mut t, p);
-        print_drains("PBTreeMap", &mut t, p);
-        subjects.push(Subject::new("PBTreeMap", Box::new(t), p));
+        if wanted("PMDK_HashMap") {
+            subjects.push(subject("PMDK_HashMap", pmdk_map(PmdkMapKind::Hash), p));
+        }
+        if wanted("std_HashMap") {
+            subjects.push(subject("std_HashMap", Box::new(HashMap::new()), p));
+        }
+        if wanted("PBTreeMap") {
+            let mut t = ptm_map::<TreeRoot>("pbtreemap");
+            prefill("PBTreeMap", &mut t, p);
+            print_drains("PBTreeMap", &mut t, p);
+            subjects.push(Subject::new("PBTreeMap", Box::new(t), p));
+        }
         #[cfg(feature = "pmdk")]
-        subjects.push(subject("PMDK_BTree", pmdk_map(PmdkMapKind::BTree), p));
-        subjects.push(subject("std_BTreeMap", Box::new(BTreeMap::new()), p));
-        subjects.push(subject("LMDB", Box::new(lmdb(&lmdb_env)), p));
-        subjects.push(subject("SQLite", Box::new(sqlite()), p));
+        if wanted("PMDK_BTree") {
+            subjects.push(subject("PMDK_BTree", pmdk_map(PmdkMapKind::BTree), p));
+        }
+        if wanted("std_BTreeMap") {
+            subjects.push(subject("std_BTreeMap", Box::new(BTreeMap::new()), p));
+        }
+        if wanted("LMDB") {
+            subjects.push(subject("LMDB", Box::new(lmdb(&lmdb_env)), p));
+        }
+        if wanted("SQLite") {
+            subjects.push(subject("SQLite", Box::new(sqlite()), p));
+        }
         for s in &mut subjects {
             bench_map(&mut c, s, p);
         }
         print_interleaved(&mut subjects, p);
     }
-    {
+    if wanted("PConcurrentMap") {
         let mut m = ptm_map::<ConcRoot>("pconcurrentmap");
         prefill("PConcurrentMap", &mut m, p);
         print_drains("PConcurrentMap", &mut m, p);

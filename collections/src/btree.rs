@@ -223,35 +223,39 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
 
     fn read_node(tx: &Transaction<'_>, n: PPtr<u8>) -> Result<Node<K, V>> {
         let g = geo::<K, V>();
-        // SAFETY: see the contract above; offsets lie inside the node (`geo`, `len <= CAP`).
+        // SAFETY: see the contract above; `n` is a node, `g.size` bytes.
+        let b = unsafe { raw::Block::new(tx, n, g.size)? };
+        b.prefetch(0, g.size);
+        let len = (b.cell::<u64>(0)?.get(tx) as usize).min(CAP);
+        let leaf = b.cell::<u64>(8)?.get(tx) != 0;
+        let mut node = Node {
+            leaf,
+            keys: Vec::with_capacity(len + 1),
+            vals: Vec::new(),
+            kids: Vec::new(),
+        };
+        // SAFETY: see the contract above; offsets lie inside the node (`geo`, `len <= CAP`);
+        // each reference is only read from, at once; any bit pattern is a `K` or `V`
+        // (`Persistent`).
         unsafe {
-            let len = (raw::cell::<u64>(tx, n, 0)?.get(tx) as usize).min(CAP);
-            let leaf = raw::cell::<u64>(tx, n, 8)?.get(tx) != 0;
-            let mut node = Node {
-                leaf,
-                keys: Vec::with_capacity(len + 1),
-                vals: Vec::new(),
-                kids: Vec::new(),
-            };
             for i in 0..len as u64 {
                 node.keys
-                    .push(Self::copy_at::<K>(tx, n, g.ko + raw::elem_off::<K>(i)?)?);
+                    .push(std::ptr::read(b.at::<K>(g.ko + raw::elem_off::<K>(i)?)?));
             }
             if leaf {
                 node.vals.reserve(len + 1);
                 for i in 0..len as u64 {
                     node.vals
-                        .push(Self::copy_at::<V>(tx, n, g.vo + raw::elem_off::<V>(i)?)?);
+                        .push(std::ptr::read(b.at::<V>(g.vo + raw::elem_off::<V>(i)?)?));
                 }
             } else {
                 node.kids.reserve(len + 2);
                 for i in 0..=len as u64 {
-                    node.kids
-                        .push(raw::cell::<PPtr<u8>>(tx, n, g.co + i * 8)?.get(tx));
+                    node.kids.push(b.cell::<PPtr<u8>>(g.co + i * 8)?.get(tx));
                 }
             }
-            Ok(node)
         }
+        Ok(node)
     }
 
     /// Stores `node` into `n`, whose whole span this transaction has logged (or which is
@@ -374,21 +378,17 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
             return Ok(None);
         }
         for _ in 0..MAX_DEPTH {
+            // SAFETY: see the accessor contract; `n` is a node of this tree, `g.size` bytes.
+            let node = unsafe { raw::Block::new(tx, n, g.size)? };
             // The node's lines are read next (header, keys, then values or children): load them
             // together.
-            raw::prefetch(tx, n, 0, g.size);
-            // SAFETY: see the accessor contract; `n` is a node of this tree, and the offsets lie
-            // inside it (`geo`; below, indexes are under the clamped `len`).
-            let (len, leaf) = unsafe {
-                (
-                    (raw::cell::<u64>(tx, n, 0)?.get(tx) as usize).min(CAP),
-                    raw::cell::<u64>(tx, n, 8)?.get(tx) != 0,
-                )
-            };
+            node.prefetch(0, g.size);
+            let len = (node.cell::<u64>(0)?.get(tx) as usize).min(CAP);
+            let leaf = node.cell::<u64>(8)?.get(tx) != 0;
             let cmp = |i: usize| -> Result<Ordering> {
                 // SAFETY: as above, `i < len <= CAP`; the reference is used for this comparison
                 // only.
-                unsafe { raw::at::<K>(tx, n, g.ko + raw::elem_off::<K>(i as u64)?)? }.key_cmp(tx, k)
+                unsafe { node.at::<K>(g.ko + raw::elem_off::<K>(i as u64)?)? }.key_cmp(tx, k)
             };
             if leaf {
                 let i = partition_point(len, |i| Ok(cmp(i)? == Ordering::Less))?;
@@ -399,8 +399,7 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
             }
             // Child `i` holds the keys in `[keys[i - 1], keys[i])`.
             let i = partition_point(len, |i| Ok(cmp(i)? != Ordering::Greater))?;
-            // SAFETY: as above, `i <= len`: one of the `len + 1` children.
-            n = unsafe { raw::cell::<PPtr<u8>>(tx, n, g.co + i as u64 * 8)? }.get(tx);
+            n = node.cell::<PPtr<u8>>(g.co + i as u64 * 8)?.get(tx);
         }
         Err(raw::out_of_bounds(n.offset(), MAX_DEPTH as u64))
     }

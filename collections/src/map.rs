@@ -169,6 +169,8 @@ struct Seg {
     cap: u64,
     ko: u64,
     vo: u64,
+    /// Bytes of the segment (the end of its value array).
+    size: u64,
 }
 
 /// Where a key is, or where it would go.
@@ -305,8 +307,14 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
                 format!("capacity {cap} is not a power of two of at least {MIN_CAP}"),
             ));
         }
-        let (ko, vo, _) = geometry::<K, V>(cap)?;
-        Ok(Seg { block, cap, ko, vo })
+        let (ko, vo, size) = geometry::<K, V>(cap)?;
+        Ok(Seg {
+            block,
+            cap,
+            ko,
+            vo,
+            size,
+        })
     }
 
     /// The local depth of `s`, checked against the global depth `g`.
@@ -344,20 +352,20 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
     /// `open` and `probe` still read and check everything.
     fn prefetch_slot(tx: &Transaction<'_>, block: PPtr<u8>, h: u64) {
         let cap = Self::SEG_CAP;
-        let Ok((ko, vo, _)) = geometry::<K, V>(cap) else {
+        let Ok((ko, vo, size)) = geometry::<K, V>(cap) else {
+            return;
+        };
+        // SAFETY: the contract above (a hint: if `block` is a smaller segment near the pool's
+        // end, resolving fails and nothing is loaded; the lines are only prefetched, not read).
+        let Ok(b) = (unsafe { raw::Block::new(tx, block, size) }) else {
             return;
         };
         let i = h & (cap - 1);
         let base = i & !(GROUP - 1);
-        raw::prefetch(tx, block, 0, 1);
-        raw::prefetch(tx, block, SEG_HDR + base, GROUP);
-        raw::prefetch(
-            tx,
-            block,
-            ko + base * size_of::<K>() as u64,
-            GROUP * size_of::<K>() as u64,
-        );
-        raw::prefetch(tx, block, vo + i * size_of::<V>() as u64, size_of::<V>() as u64);
+        b.prefetch(0, 1);
+        b.prefetch(SEG_HDR + base, GROUP);
+        b.prefetch(ko + base * size_of::<K>() as u64, GROUP * size_of::<K>() as u64);
+        b.prefetch(vo + i * size_of::<V>() as u64, size_of::<V>() as u64);
     }
 
     fn ctrl<'t>(tx: &'t Transaction<'_>, s: Seg, i: u64) -> Result<&'t PCell<u8>> {
@@ -405,15 +413,16 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
         let mut i = h & mask;
         let mut tomb = None;
         let mut seen = 0;
+        // SAFETY: the contract above: a live segment of `s.size` bytes.
+        let b = unsafe { raw::Block::new(tx, s.block, s.size)? };
         while seen < s.cap {
             // `cap` is a power of two of at least `GROUP` (checked by `open`): the group
             // `base..base + GROUP` lies inside the segment.
             let base = i & !(GROUP - 1);
-            // SAFETY: the contract above: control bytes of a live segment, below `cap`.
-            let ctrl = unsafe { raw::cell::<[u8; GROUP as usize]>(tx, s.block, SEG_HDR + base)? }.get(tx);
+            let ctrl = b.cell::<[u8; GROUP as usize]>(SEG_HDR + base)?.get(tx);
             // SAFETY: the contract above: key slots of a live segment, below `cap`; `probe`
             // only reads, so the reference is dropped before any write.
-            let keys = unsafe { raw::at::<[K; GROUP as usize]>(tx, s.block, Self::key_off(s, base)?)? };
+            let keys = unsafe { b.at::<[K; GROUP as usize]>(Self::key_off(s, base)?)? };
             for j in i - base..GROUP {
                 let slot = base + j;
                 match ctrl[j as usize] {
@@ -1156,7 +1165,13 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
         let zeroed = if K::OWNS || V::OWNS { size - SEG_HDR } else { cap };
         // SAFETY: the fresh block of `size` bytes, reached only through cells by this thread.
         unsafe { raw::zero_bytes(tx, block, SEG_HDR, zeroed)? };
-        Ok(Seg { block, cap, ko, vo })
+        Ok(Seg {
+            block,
+            cap,
+            ko,
+            vo,
+            size,
+        })
     }
 
     /// Moves the entries `moves` (slot, hash) of `old` into the fresh segment `to[pick(hash)]`,

@@ -2,7 +2,9 @@
 //! [`PCell`], so reads copy and writes log first, exactly like a cell in the root.
 
 use std::borrow::Cow;
+use std::marker::PhantomData;
 use std::mem::{align_of, size_of};
+use std::ptr::NonNull;
 
 use ptm::{Loggable, PCell, PPtr, Persistent, Result, Transaction};
 
@@ -81,16 +83,91 @@ pub(crate) fn align_for<T>(x: u64) -> u64 {
     x.div_ceil(a) * a
 }
 
-/// Starts loading every cache line of `block[byte_off..byte_off + len]` (a hint, see
-/// [`Transaction::prefetch`]): a lookup that will read several lines of a node or segment pays
-/// their misses at once instead of one after another.
-/// At most the first 8 lines are loaded.
-pub(crate) fn prefetch(tx: &Transaction<'_>, block: PPtr<u8>, byte_off: u64, len: u64) {
-    let start = block.offset().wrapping_add(byte_off);
-    let first = start & !63;
-    let lines = (start % 64 + len).div_ceil(64).min(8);
-    for k in 0..lines {
-        tx.prefetch(PPtr::<u8>::from_parts(block.tag(), first.wrapping_add(k * 64)));
+/// A block of the pool resolved once ([`Transaction::resolve_bytes`]): its fields are then
+/// reached with a bounds and alignment check against the block's length only, instead of the
+/// pool's checks per field. For lookups that read several fields of one node or segment.
+#[derive(Clone, Copy)]
+pub(crate) struct Block<'t> {
+    block: PPtr<u8>,
+    base: NonNull<u8>,
+    len: u64,
+    _tx: PhantomData<&'t ()>,
+}
+
+impl<'t> Block<'t> {
+    /// The `len` bytes at `block` (at least 8).
+    ///
+    /// # Safety
+    ///
+    /// As [`cell`], for every byte of `block[..len]`: a live block owned by the calling
+    /// collection, at least `len` bytes long, whose bytes are accessed only as [`PCell`]s by the
+    /// thread running `tx`.
+    ///
+    /// # Errors
+    ///
+    /// As [`cell`].
+    #[inline]
+    pub(crate) unsafe fn new(tx: &'t Transaction<'_>, block: PPtr<u8>, len: u64) -> Result<Self> {
+        Ok(Block {
+            block,
+            base: tx.resolve_bytes(block, len)?,
+            len,
+            _tx: PhantomData,
+        })
+    }
+
+    /// A reference to the `U` `byte_off` bytes into the block.
+    ///
+    /// # Safety
+    ///
+    /// As [`at`].
+    ///
+    /// # Errors
+    ///
+    /// A `U` that does not lie inside the block or is misaligned (only on a damaged length or
+    /// offset read from the pool).
+    #[inline]
+    pub(crate) unsafe fn at<U: Persistent>(&self, byte_off: u64) -> Result<&'t U> {
+        let fits = byte_off
+            .checked_add(size_of::<U>() as u64)
+            .is_some_and(|end| end <= self.len);
+        let addr = (self.base.as_ptr() as usize).wrapping_add(byte_off as usize);
+        if !fits || !addr.is_multiple_of(align_of::<U>()) {
+            return Err(out_of_bounds(self.block.offset(), byte_off));
+        }
+        // SAFETY: `[addr, addr + size_of::<U>())` lies inside the block, which `new` resolved
+        // inside the mapping, and is aligned; liveness and the access rule per `new`'s and this
+        // function's contracts; any bit pattern is a `U` (`Persistent`).
+        Ok(unsafe { &*(addr as *const U) })
+    }
+
+    /// The `T` cell `byte_off` bytes into the block.
+    ///
+    /// # Errors
+    ///
+    /// As [`at`](Self::at).
+    #[inline]
+    pub(crate) fn cell<T: Persistent>(&self, byte_off: u64) -> Result<&'t PCell<T>> {
+        // SAFETY: `new`'s contract: every byte of the block is accessed only as cells, by this
+        // thread (`PCell<T>` is `repr(transparent)` over `T`).
+        unsafe { self.at::<PCell<T>>(byte_off) }
+    }
+
+    /// Starts loading the cache lines of `[byte_off, byte_off + len)` clamped to the block, at
+    /// most 8 (a hint, see [`Transaction::prefetch`]).
+    #[inline]
+    pub(crate) fn prefetch(&self, byte_off: u64, len: u64) {
+        let end = byte_off.saturating_add(len).min(self.len);
+        let start = (self.base.as_ptr() as usize).wrapping_add(byte_off.min(end) as usize);
+        let stop = (self.base.as_ptr() as usize).wrapping_add(end as usize);
+        let mut line = start & !63;
+        for _ in 0..8 {
+            if line >= stop {
+                break;
+            }
+            ptm::pmem_core::internals::flush::prefetch(line as *const u8);
+            line += 64;
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! Frees take effect at commit; a freed block is reusable only after that.
 
 use pmem_core::{PPtr, Persistent};
+use std::ptr::NonNull;
 
 use crate::engine::heap::{class_of, slab_geom, Desc, CHUNK, CLASSES};
 use crate::engine::tx_heap::{TxHeap, WordMasks};
@@ -295,6 +296,24 @@ impl<'p> Transaction<'p> {
         // SAFETY: resolved inside the mapping, aligned, any bit pattern valid; liveness and
         // synchronisation per the caller's contract.
         Ok(unsafe { &*ptr.as_ptr() })
+    }
+
+    /// The address of the `len` bytes at `p`, checked once as [`deref`](Self::deref) checks a
+    /// `T`: not null, this pool's, inside the pool's data area, and 8-byte aligned. For a
+    /// structure that reads several fields of one block (a B-tree node, a hash segment): one
+    /// check for the block instead of one per field. Using the address is the caller's unsafe
+    /// business, under `deref`'s contract for every byte it reads.
+    ///
+    /// # Errors
+    ///
+    /// As [`deref`](Self::deref).
+    #[inline]
+    pub fn resolve_bytes(&self, p: PPtr<u8>, len: u64) -> Result<NonNull<u8>> {
+        let region = &self.shared().region;
+        region.resolve(PPtr::<u64>::from_parts(p.tag(), p.offset()))?;
+        region.check_range(p.offset(), len)?;
+        // SAFETY: `[p, p + len)` lies inside the mapping (checked just above).
+        Ok(unsafe { region.resolve_unchecked(p) })
     }
 
     /// The address and pool offset of the `len` bytes at `p`, checked: not null, this pool's,

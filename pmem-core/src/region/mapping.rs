@@ -268,6 +268,7 @@ impl Mapping {
     }
 
     /// Bytes mapped.
+    #[inline]
     pub(super) fn len(&self) -> usize {
         self.len.load(std::sync::atomic::Ordering::Acquire)
     }

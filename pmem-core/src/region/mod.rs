@@ -220,11 +220,13 @@ impl Region {
 
     /// The pool header as validated at open (its size fields are the size at open; after a
     /// [`grow`](Region::grow) the pool is [`len`](Region::len) bytes).
+    #[inline]
     pub fn header(&self) -> &PoolHeader {
         &self.header
     }
 
     /// Total mapped bytes (the pool size, which [`grow`](Region::grow) raises).
+    #[inline]
     pub fn len(&self) -> u64 {
         self.map.len() as u64
     }
@@ -314,6 +316,7 @@ impl Region {
     }
 
     /// The data area `[start, end)` available to upper layers (between the two header copies).
+    #[inline]
     pub fn data_range(&self) -> std::ops::Range<u64> {
         self.header.data_offset..self.len() - crate::header::HEADER_SIZE as u64
     }
@@ -331,6 +334,7 @@ impl Region {
     /// # Errors
     ///
     /// [`Error::OutOfBounds`].
+    #[inline]
     pub fn check_range(&self, offset: u64, len: u64) -> Result<()> {
         let r = self.data_range();
         match offset.checked_add(len) {
@@ -349,6 +353,7 @@ impl Region {
     /// # Errors
     ///
     /// [`Error::OutOfBounds`], [`Error::Misaligned`].
+    #[inline]
     pub fn pptr_at<T: Persistent>(&self, offset: u64) -> Result<PPtr<T>> {
         let () = T::__LAYOUT_CHECK;
         self.check_range(offset, core::mem::size_of::<T>() as u64)?;
@@ -365,6 +370,7 @@ impl Region {
     /// # Errors
     ///
     /// [`Error::NullPointer`], [`Error::WrongPool`], [`Error::OutOfBounds`], [`Error::Misaligned`].
+    #[inline]
     pub fn resolve<T: Persistent>(&self, p: PPtr<T>) -> Result<NonNull<T>> {
         if p.is_null() {
             return Err(Error::NullPointer);
@@ -387,6 +393,7 @@ impl Region {
     ///
     /// `p` must belong to this pool and `p.offset() + size_of::<T>()` must not exceed
     /// [`len`](Region::len); the result is only as aligned as the offset.
+    #[inline]
     pub unsafe fn resolve_unchecked<T>(&self, p: PPtr<T>) -> NonNull<T> {
         // SAFETY: the caller guarantees the offset lies inside the mapping, so the sum stays
         // within the mapped allocation and is non-null.
