@@ -86,8 +86,10 @@ impl Shared {
             off + 8 <= self.region.len(),
             "pool word {off:#x} past the mapping"
         );
-        // SAFETY: the caller's contract: aligned, in bounds, no concurrent store.
-        unsafe { self.ptr(off).cast::<u64>().read() }
+        // SAFETY: the caller's contract: aligned, in bounds. The load is atomic (relaxed: a
+        // plain load on every supported target), so a reader that the caller's lock does not
+        // exclude (the heap index build, below) races no `write_u64` store.
+        unsafe { AtomicU64::from_ptr(self.ptr(off).cast::<u64>()).load(Ordering::Relaxed) }
     }
 
     /// Writes the u64 at pool offset `off`.
@@ -102,8 +104,9 @@ impl Shared {
             off + 8 <= self.region.len(),
             "pool word {off:#x} past the mapping"
         );
-        // SAFETY: the caller's contract: aligned, in bounds, the word is the caller's alone.
-        unsafe { self.ptr(off).cast::<u64>().write(v) }
+        // SAFETY: the caller's contract: aligned, in bounds, the word is the caller's alone among
+        // writers; the store is atomic (relaxed), like `read_u64`'s load.
+        unsafe { AtomicU64::from_ptr(self.ptr(off).cast::<u64>()).store(v, Ordering::Relaxed) }
     }
 
     /// Runs `f` on the heap's volatile index (built from the chunk table on first use).
@@ -114,9 +117,10 @@ impl Shared {
         self.heap
             // SAFETY: `desc_off(i)` of a chunk `i < n_chunks` is a word of the chunk table,
             // 8-aligned and inside the heap, which lies inside the mapping. The index is built
-            // once, under the index lock; a transaction that holds a chunk's metadata lock may
-            // store that chunk's descriptor at commit meanwhile: this read is not excluded from
-            // such a store (a known gap: descriptor words are not atomics).
+            // once, under the index lock, and every path that changes a descriptor builds it
+            // first (allocation goes through the index; a free calls `ensure_heap_index`), so
+            // no committing transaction stores a descriptor during the build. Descriptor words
+            // are read and written atomically (`read_u64`, `write_u64`) in any case.
             .with_index(|i| unsafe { self.read_u64(self.heap.layout().desc_off(i)) }, f)
     }
 
