@@ -200,6 +200,29 @@ impl<'p> Transaction<'p> {
         self.shared
     }
 
+    /// For `ptm-collections` (not covered by semver): the pool's 128-bit routing secret
+    /// (superblock offset 72, drawn at creation, design §8.1) and the pool offset of `obj`, so a
+    /// structure can place keys by a hash keyed by both, which nobody outside the pool can
+    /// predict and which never changes while `obj` stays where it is. `Ok(None)` for a pool
+    /// without a secret (superblock format 3, made before it existed): such a structure keeps
+    /// its fixed placement. The secret must not be printed, logged or stored anywhere else.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotInPool`](crate::Error::NotInPool) when `obj` is not in this pool's root or
+    /// heap.
+    #[doc(hidden)]
+    pub fn placement_secret<T>(&self, obj: &T) -> Result<Option<([u64; 2], u64)>> {
+        let secret = self.shared.routing_secret;
+        if secret == [0, 0] {
+            return Ok(None);
+        }
+        let off = self
+            .shared
+            .offset_of(obj as *const T as usize, std::mem::size_of::<T>())?;
+        Ok(Some((secret, off)))
+    }
+
     /// Dooms the transaction: it rolls back when it ends, even if its closure returns `Ok`
     /// (then [`Pool::transaction`](crate::Pool::transaction) returns [`Error::Aborted`]); an
     /// inner transaction joined to it dooms the outer one. There is no way back: call it when

@@ -14,7 +14,7 @@
 //!
 //! | offset | size | field          |                                                    |
 //! |-------:|-----:|----------------|----------------------------------------------------|
-//! |      0 |    8 | `magic`        | `b"PTMTXN3\0"` (format 3; formats 1 and 2 refused) |
+//! |      0 |    8 | `magic`        | `b"PTMTXN4\0"` (format 4; format 3 read; 1 and 2 refused) |
 //! |      8 |    4 | `lane_count`   | 1..=1024                                           |
 //! |     12 |    4 | `_pad`         | 0                                                  |
 //! |     16 |    8 | `lane_size`    | bytes per lane, multiple of 4096, >= 8192          |
@@ -24,7 +24,8 @@
 //! |     48 |    8 | `heap_offset`  | 4096-aligned                                       |
 //! |     56 |    8 | `heap_size`    | heap bytes at creation, multiple of 4096           |
 //! |     64 |    8 | `table_entries`| chunk table capacity, in 64 KiB chunks             |
-//! |     72 |   48 | `_reserved`    | 0                                                  |
+//! |     72 |   16 | `routing_secret` | format 4: 128 random bits drawn at creation (two u64); format 3: ignored, read as 0 |
+//! |     88 |   32 | `_reserved`    | 0                                                  |
 //! |    120 |    8 | `meta_hash`    | xxh3-64 of bytes 0..120                            |
 //! |    128 |    8 | `generation`   | incremented at every open (mutable; lock words)    |
 //! |    136 |    8 | `clean`        | 1 after a clean close, 0 while open (mutable)      |
@@ -63,11 +64,39 @@ use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 use crate::engine::align_up;
 
-/// Superblock magic (format 3: 64 KiB heap chunks, slabs of 1, 2 or 4 chunks; the chunk table
-/// capacity is stored, so the heap can grow).
-pub(crate) const SB_MAGIC: [u8; 8] = *b"PTMTXN3\0";
-/// The superblock format this build writes and reads.
-pub const SB_FORMAT: u32 = 3;
+/// Superblock magic (format 4: format 3 and the pool's routing secret at offset 72).
+pub(crate) const SB_MAGIC: [u8; 8] = *b"PTMTXN4\0";
+/// Superblock magic of format 3 (64 KiB heap chunks, slabs of 1, 2 or 4 chunks; the chunk
+/// table capacity is stored, so the heap can grow), still read: the same layout as format 4
+/// with no routing secret (bytes 72..88 zero).
+const SB_MAGIC_V3: [u8; 8] = *b"PTMTXN3\0";
+/// The superblock format this build writes (it reads this one and format 3).
+pub const SB_FORMAT: u32 = 4;
+/// Superblock offset of the routing secret (format 4; 16 bytes).
+const SB_ROUTING_SECRET: usize = 72;
+
+/// The pool's routing secret (superblock bytes 72..88 as two little-endian words) from a
+/// superblock that [`Geometry::decode`] accepted: `[0, 0]` for a format 3 pool (made before
+/// the secret existed) and for a format 4 pool whose field was zeroed.
+pub(crate) fn routing_secret(b: &[u8]) -> [u64; 2] {
+    if b.get(0..8) != Some(&SB_MAGIC[..]) || b.len() < SB_ROUTING_SECRET + 16 {
+        return [0, 0];
+    }
+    [get(b, SB_ROUTING_SECRET), get(b, SB_ROUTING_SECRET + 8)]
+}
+
+/// A fresh routing secret for a new pool: 128 bits from std's `RandomState` (keyed from the
+/// operating system's randomness), never all zero (which means "no secret").
+pub(crate) fn fresh_routing_secret() -> [u64; 2] {
+    use std::hash::{BuildHasher, RandomState};
+    let word = |i: u64| RandomState::new().hash_one((i, std::time::SystemTime::now()));
+    let s = [word(0), word(1)];
+    if s == [0, 0] {
+        [1, 0]
+    } else {
+        s
+    }
+}
 /// Superblock magics of the formats this build refuses: format 1 (`PTMTXN1`, a chunk table
 /// as large as the heap at creation needed) and format 2 (`PTMTXN2`, a stored table capacity),
 /// both with 256 KiB chunks, which this build's heap cannot read.
@@ -292,8 +321,9 @@ impl Geometry {
         crate::engine::heap::HeapLayout::with_table(self.heap_offset, self.heap_size, self.table_entries)
     }
 
-    /// Encodes the immutable part of the superblock (bytes 0..128).
-    pub(crate) fn encode(&self) -> [u8; 128] {
+    /// Encodes the immutable part of the superblock (bytes 0..128), with the pool's routing
+    /// `secret`.
+    pub(crate) fn encode(&self, secret: [u64; 2]) -> [u8; 128] {
         let mut b = [0u8; 128];
         b[0..8].copy_from_slice(&SB_MAGIC);
         b[8..12].copy_from_slice(&self.lane_count.to_le_bytes());
@@ -304,6 +334,8 @@ impl Geometry {
         put(&mut b, 48, self.heap_offset);
         put(&mut b, 56, self.heap_size);
         put(&mut b, 64, self.table_entries);
+        put(&mut b, SB_ROUTING_SECRET, secret[0]);
+        put(&mut b, SB_ROUTING_SECRET + 8, secret[1]);
         let h = xxh3_64(&b[..SB_HASHED]);
         put(&mut b, SB_HASHED, h);
         b
@@ -319,7 +351,7 @@ impl Geometry {
         if old_format(b).is_some() {
             return Err("superblock of an older format (256 KiB heap chunks)");
         }
-        if b[0..8] != SB_MAGIC {
+        if b[0..8] != SB_MAGIC && b[0..8] != SB_MAGIC_V3 {
             return Err("bad superblock magic (not a ptm transaction pool)");
         }
         if xxh3_64(&b[..SB_HASHED]) != get(b, SB_HASHED) {
@@ -569,30 +601,30 @@ mod tests {
     fn superblocks_of_formats_1_and_2_are_refused_by_name() {
         let g = Geometry::plan(4096, 8 << 20, 4, 8192, 64).unwrap();
         // Grown: the heap reaches the new end of the data area, the table stays.
-        let grown = Geometry::decode(&g.encode(), 4096, 64 << 20).unwrap();
+        let grown = Geometry::decode(&g.encode([0, 0]), 4096, 64 << 20).unwrap();
         assert_eq!(grown.table_entries, g.table_entries);
         assert_eq!(grown.heap_size, (64 << 20) - g.heap_offset);
         assert_eq!(grown.heap_layout().chunks, g.heap_layout().chunks);
         // With room to grow.
         let roomy = g.with_room_to_grow(1 << 30);
         assert!(roomy.table_entries > g.table_entries);
-        let d = Geometry::decode(&roomy.encode(), 4096, 8 << 20).unwrap();
+        let d = Geometry::decode(&roomy.encode([0, 0]), 4096, 8 << 20).unwrap();
         assert_eq!(d, roomy);
         assert!(d.heap_layout().chunks > g.heap_layout().chunks);
         // A capacity beyond the heap is refused.
         let mut huge = roomy;
         huge.table_entries = 1 << 30;
-        assert!(Geometry::decode(&huge.encode(), 4096, 8 << 20).is_err());
+        assert!(Geometry::decode(&huge.encode([0, 0]), 4096, 8 << 20).is_err());
         // Superblocks of the older formats (256 KiB chunks), checksum intact: named, never read.
         for (magic, format) in [(*b"PTMTXN1\0", 1), (*b"PTMTXN2\0", 2)] {
-            let mut b = g.encode();
+            let mut b = g.encode([0, 0]);
             b[0..8].copy_from_slice(&magic);
             let h = xxh3_64(&b[..SB_HASHED]);
             put(&mut b, SB_HASHED, h);
             assert_eq!(old_format(&b), Some(format));
             assert!(Geometry::decode(&b, 4096, 8 << 20).is_err());
         }
-        assert_eq!(old_format(&g.encode()), None);
+        assert_eq!(old_format(&g.encode([0, 0])), None);
     }
 
     use super::*;
@@ -626,8 +658,18 @@ mod tests {
     #[test]
     fn superblock_round_trips_and_detects_damage() {
         let g = Geometry::plan(4096, 64 << 20, 8, 65536, 100).unwrap();
-        let b = g.encode();
+        let secret = [0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210];
+        let b = g.encode(secret);
         assert_eq!(Geometry::decode(&b, 4096, 64 << 20), Ok(g));
+        assert_eq!(routing_secret(&b), secret);
+        // Format 3 (its magic, checksum intact): read, and its secret bytes are never used.
+        let mut v3 = b;
+        v3[0..8].copy_from_slice(&SB_MAGIC_V3);
+        let h = xxh3_64(&v3[..SB_HASHED]);
+        put(&mut v3, SB_HASHED, h);
+        assert_eq!(Geometry::decode(&v3, 4096, 64 << 20), Ok(g));
+        assert_eq!(routing_secret(&v3), [0, 0]);
+        // The secret is covered by the checksum like the rest of the immutable part.
         for i in 0..SB_HASHED + 8 {
             let mut d = b;
             d[i] ^= 0x10;

@@ -44,6 +44,9 @@ unsafe impl Send for LaneSlot {}
 pub(crate) struct Shared {
     pub(crate) region: Region,
     pub(crate) geo: Geometry,
+    /// The pool's routing secret (superblock offset 72, format 4; `[0, 0]`: none). Never
+    /// printed (not in `Debug`).
+    pub(crate) routing_secret: [u64; 2],
     pub(crate) generation: u32,
     pub(crate) id: u64,
     pub(crate) lanes: LaneMap,
