@@ -483,6 +483,7 @@ impl<R: Persistent> Pool<R> {
             region,
             geo,
             routing_secret,
+            log_key: layout::log_key(routing_secret),
             generation,
             id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
             lanes: LaneMap::new(n),

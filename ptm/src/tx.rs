@@ -362,7 +362,7 @@ impl<'p> Transaction<'p> {
             // SAFETY: `[target, target + n)` is loggable (checked above) and owned by this
             // transaction (cell / lock contract), so nothing writes it concurrently.
             let old = unsafe { std::slice::from_raw_parts(s.ptr(target), n as usize) };
-            let header = encode_rec(st.seq, KIND_UNDO, n, target, old);
+            let header = encode_rec(s.log_key, st.seq, KIND_UNDO, n, target, old);
             let at = st.pos;
             // SAFETY: `[at, at + rec_total(n))` lies in this lane's current log area (fits
             // checked), which only this transaction writes; it does not overlap the target
@@ -407,7 +407,7 @@ impl<'p> Transaction<'p> {
         };
         st.extents.push((ext, size));
         st.next_extent = (size * 2).min(MAX_EXTENT);
-        let header = encode_rec(st.seq, KIND_JUMP, size, ext, &[]);
+        let header = encode_rec(self.shared.log_key, st.seq, KIND_JUMP, size, ext, &[]);
         // SAFETY: every append keeps REC_ALIGN bytes free at the end of the area for this
         // record; the area belongs to this lane.
         unsafe {
@@ -493,7 +493,7 @@ impl<'p> Transaction<'p> {
         if st.end - st.pos < 2 * REC_ALIGN {
             self.jump(st)?;
         }
-        let header = encode_rec(st.seq, KIND_NEW, len, off, &[]);
+        let header = encode_rec(self.shared.log_key, st.seq, KIND_NEW, len, off, &[]);
         // SAFETY: room for this record and a later jump was checked; the area is this lane's.
         unsafe {
             std::ptr::copy_nonoverlapping(header.as_ptr(), self.shared.ptr(st.pos), REC_HEADER as usize)

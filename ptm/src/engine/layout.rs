@@ -57,7 +57,7 @@
 //! |      0 |    8 | `seq`                                                             |
 //! |      8 |    8 | `kind_len`: kind in bits 56..64 (1 undo, 2 jump, 3 new), length in 0..56 |
 //! |     16 |    8 | `target`: undo: pool offset of the range; jump: extent offset     |
-//! |     24 |    8 | `hash`: xxh3-64 of the data, seeded with seq, kind_len and target |
+//! |     24 |    8 | `hash`: xxh3-64 of the data, seeded with seq, kind_len, target and the pool's log key (below) |
 //! |     32 |  len | undo: the old bytes of the range; jump: nothing (len = extent size) |
 
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
@@ -418,11 +418,33 @@ pub(crate) struct RecHeader {
     pub(crate) hash: u64,
 }
 
-fn rec_seed(seq: u64, kind_len: u64, target: u64) -> u64 {
+fn rec_seed(key: u64, seq: u64, kind_len: u64, target: u64) -> u64 {
     seq.wrapping_mul(0x9E37_79B9_7F4A_7C15)
         ^ kind_len.rotate_left(17)
         ^ target.rotate_left(41)
         ^ 0x5054_4D4C_4F47
+        ^ key
+}
+
+/// The key of a pool's log record hashes (§8.1): derived from the pool's secret (superblock
+/// offset 72, format 4), so that bytes a user stored, which end up in the log as undo data and
+/// in freed heap chunks that later hold log extents, can never pass for a record: forging one
+/// needs the secret. `0` (records hashed unkeyed, as in format 3) for a pool without a secret.
+pub fn log_key(secret: [u64; 2]) -> u64 {
+    if secret == [0, 0] {
+        return 0;
+    }
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&secret[0].to_le_bytes());
+    b[8..].copy_from_slice(&secret[1].to_le_bytes());
+    // Domain-separated from the routing seeds (SipHash of a map's offset under the secret).
+    xxh3_64_with_seed(&b, 0x6C6F_676B_6579).max(1)
+}
+
+/// [`log_key`] of the pool whose superblock bytes are `sb` (for tools that craft or check log
+/// records in a pool file).
+pub fn superblock_log_key(sb: &[u8]) -> u64 {
+    log_key(routing_secret(sb))
 }
 
 /// Bytes a record with `data_len` bytes of data occupies in the log.
@@ -430,10 +452,11 @@ pub(crate) const fn rec_total(data_len: u64) -> u64 {
     align_up(REC_HEADER + data_len, REC_ALIGN)
 }
 
-/// Encodes a record header for `data` (undo: the old bytes; jump: empty with `len` = extent size).
-pub fn encode_rec(seq: u64, kind: u8, len: u64, target: u64, data: &[u8]) -> [u8; 32] {
+/// Encodes a record header for `data` (undo: the old bytes; jump: empty with `len` = extent size),
+/// its hash keyed with the pool's [`log_key`].
+pub fn encode_rec(key: u64, seq: u64, kind: u8, len: u64, target: u64, data: &[u8]) -> [u8; 32] {
     let kind_len = (u64::from(kind) << 56) | (len & LEN_MASK);
-    let hash = xxh3_64_with_seed(data, rec_seed(seq, kind_len, target));
+    let hash = xxh3_64_with_seed(data, rec_seed(key, seq, kind_len, target));
     let mut h = [0u8; 32];
     put(&mut h, 0, seq);
     put(&mut h, 8, kind_len);
@@ -455,9 +478,9 @@ pub(crate) fn decode_rec(h: &[u8]) -> RecHeader {
 }
 
 /// Whether `data` matches the record's hash.
-pub(crate) fn rec_hash_ok(r: &RecHeader, data: &[u8]) -> bool {
+pub(crate) fn rec_hash_ok(key: u64, r: &RecHeader, data: &[u8]) -> bool {
     let kind_len = (u64::from(r.kind) << 56) | (r.len & LEN_MASK);
-    xxh3_64_with_seed(data, rec_seed(r.seq, kind_len, r.target)) == r.hash
+    xxh3_64_with_seed(data, rec_seed(key, r.seq, kind_len, r.target)) == r.hash
 }
 
 /// The `record_hash` stored at byte 56 of a commit line whose first 56 bytes are `b[..56]`
@@ -711,13 +734,19 @@ mod tests {
     #[test]
     fn records_round_trip_and_detect_tears() {
         let data = [7u8; 40];
-        let h = encode_rec(9, KIND_UNDO, 40, 12345, &data);
+        let key = log_key([3, 4]);
+        let h = encode_rec(key, 9, KIND_UNDO, 40, 12345, &data);
         let r = decode_rec(&h);
         assert_eq!((r.seq, r.kind, r.len, r.target), (9, KIND_UNDO, 40, 12345));
-        assert!(rec_hash_ok(&r, &data));
+        assert!(rec_hash_ok(key, &r, &data));
         let mut torn = data;
         torn[39] = 0;
-        assert!(!rec_hash_ok(&r, &torn));
+        assert!(!rec_hash_ok(key, &r, &torn));
+        // A record made without the pool's key (or with another pool's) does not verify.
+        assert!(!rec_hash_ok(0, &r, &data));
+        assert!(!rec_hash_ok(log_key([3, 5]), &r, &data));
+        assert_eq!(log_key([0, 0]), 0);
+        assert_ne!(log_key([3, 4]), log_key([4, 3]));
         assert_eq!(rec_total(0), 64);
         assert_eq!(rec_total(32), 64);
         assert_eq!(rec_total(33), 128);
