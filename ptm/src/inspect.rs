@@ -58,7 +58,8 @@ pub fn inspect(region: &Region) -> Result<Summary> {
     for lane in 0..geometry.lane_count as usize {
         // The same scan recovery runs, read-only: a verified record pointing outside the pool
         // is `CorruptLog`; a torn tail simply ends the log.
-        let scan = crate::engine::log::scan_log(region, &geometry, key, lane, read(geometry.lane(lane)), None)?;
+        let scan =
+            crate::engine::log::scan_log(region, &geometry, key, lane, read(geometry.lane(lane)), None)?;
         if scan.seq.is_some() {
             lanes_with_log += 1;
         }

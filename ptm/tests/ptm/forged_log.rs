@@ -70,7 +70,11 @@ fn victim_after_recovery(plant_key: impl FnOnce(&[u8]) -> u64) -> u64 {
     // file as it is: every store reached it, nothing after).
     let r = pool.transaction(|tx, r| {
         r.other.set(tx, 99)?;
-        assert_eq!(completed(&path, geo.lanes_offset) + m, crashed_seq, "seq prediction");
+        assert_eq!(
+            completed(&path, geo.lanes_offset) + m,
+            crashed_seq,
+            "seq prediction"
+        );
         crate::common::crash_image(&path, &image);
         Err::<(), _>(ptm::Error::Aborted)
     });
