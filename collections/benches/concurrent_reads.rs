@@ -230,7 +230,17 @@ fn benches(c: &mut Criterion) {
         })
         .expect("fill");
     }
-    let shard0: Vec<u64> = (0..N).map(key).filter(|k| Map::shard_index(k) == 0).collect();
+    let shard0: Vec<u64> = pool
+        .transaction(|tx, r| {
+            let mut keys = Vec::new();
+            for k in (0..N).map(key) {
+                if r.m.shard_index(tx, &k)? == 0 {
+                    keys.push(k);
+                }
+            }
+            Ok::<_, Error>(keys)
+        })
+        .expect("shard 0's keys");
 
     let control = |i| {
         black_box(spin(black_box(i)));

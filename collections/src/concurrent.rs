@@ -60,9 +60,16 @@ use crate::{AsKey, PHandle, PKey, PToOwned, PValue};
 /// never hand out a reference into a shard (a `&PString` or a nested handle could be written
 /// through by a reader while others read it): `get` copies the value out, `to_vec` is for
 /// `Copy` keys, and [`to_vec_owned`](PConcurrentMap::to_vec_owned) copies out any keys and
-/// values ([`PToOwned`](crate::PToOwned): `PString`s as `String`s). The shard function and
-/// `SHARDS` are part of the on-media format: open a pool with the same `SHARDS` it was created
-/// with (the root type fixes it). A shard's lock word is volatile state, reset on reopen; its
+/// values ([`PToOwned`](crate::PToOwned): `PString`s as `String`s).
+///
+/// **Shard routing.** A key's shard comes from a hash keyed by a secret of the pool and the
+/// map's place in it ([`shard_index`](PConcurrentMap::shard_index)), so keys cannot be chosen
+/// to all land in one shard by anyone who does not have the pool file. Maps in pools made
+/// before pools had a routing secret keep the fixed hash they were written with. The shard
+/// function and `SHARDS` are part of the on-media format (design §13.5): open a pool with the
+/// same `SHARDS` it was created with (the root type fixes it). A map stays where it was
+/// created (it is not a [`PHandle`]: no collection moves it); copying its bytes elsewhere is
+/// not supported (its keys would be looked for in other shards). A shard's lock word is volatile state, reset on reopen; its
 /// layout is a [`PMutex`](ptm::PMutex)'s, so pools written when the shards were mutexes open
 /// unchanged.
 #[repr(transparent)]
@@ -102,21 +109,43 @@ impl<K: PKey, V: PValue, const SHARDS: usize> PConcurrentMap<K, V, SHARDS> {
     const SHARDS_OK: () = assert!(SHARDS > 0, "PConcurrentMap needs at least one shard");
 
     /// The shard holding `k` (`0..SHARDS`; `&7` for a `u64` key, `"ada"` for a `PString` key):
-    /// the high half of the key's fixed (unseeded) hash.
+    /// the high half of the key's hash under this map's routing seed
+    /// ([`PKey::seeded_borrowed_hash`]), modulo `SHARDS`. 0 drains, no lock.
     ///
-    /// The shard function is not seeded (a map-wide seed would have to be read before any
-    /// shard lock is taken, and set once by whichever transaction comes first, which the
-    /// shards' locks cannot order): keys crafted against the fixed hash can all land in one
-    /// shard. Each shard is a seeded [`PHashMap`], so such keys stay correct and within
-    /// proportional memory there; they only lose the parallelism of distinct shards.
-    pub fn shard_index(k: &K::Borrowed) -> usize {
+    /// The seed is SipHash-1-3, keyed by the pool's 128-bit routing secret (drawn when the pool
+    /// was created, kept in its superblock), of the map's pool offset: computed without any
+    /// write or lock, the same for the map's whole life, different for every map and every
+    /// pool, and unknown to anyone without the pool file, so keys cannot be crafted to share
+    /// a shard. In a pool made before pools had a secret the seed is 0, the fixed hash the map
+    /// was written with (keys crafted against it can all land in one shard; each shard is a
+    /// seeded [`PHashMap`], so they stay correct and within proportional memory there, and
+    /// only lose the parallelism of distinct shards).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotInPool`](ptm::Error::NotInPool) if the map is not in `tx`'s pool.
+    pub fn shard_index(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<usize> {
+        Ok(Self::shard_of(self.routing_seed(tx)?, k))
+    }
+
+    /// The map's routing seed (see [`shard_index`](PConcurrentMap::shard_index)): 0 in a pool
+    /// without a routing secret, else never 0.
+    fn routing_seed(&self, tx: &Transaction<'_>) -> Result<u64> {
+        Ok(match tx.placement_secret(self)? {
+            None => 0,
+            Some((secret, offset)) => crate::raw::hash_word_keyed(secret, offset).max(1),
+        })
+    }
+
+    /// The shard of `k` under routing seed `seed`.
+    fn shard_of(seed: u64, k: &K::Borrowed) -> usize {
         let () = Self::SHARDS_OK;
-        ((K::borrowed_hash(k) >> 32) % SHARDS as u64) as usize
+        ((K::seeded_borrowed_hash(k, seed) >> 32) % SHARDS as u64) as usize
     }
 
     /// Locks the shard of `k` exclusively for the rest of the transaction.
     fn shard<'t>(&'t self, tx: &'t Transaction<'_>, k: &K::Borrowed) -> Result<&'t PHashMap<K, V>> {
-        self.shards[Self::shard_index(k)].map.lock(tx)
+        self.shards[self.shard_index(tx, k)?].map.lock(tx)
     }
 
     /// Runs the read-only `f` on shard `i` under a shared hold (kept to the end of the
@@ -152,7 +181,7 @@ impl<K: PKey, V: PValue, const SHARDS: usize> PConcurrentMap<K, V, SHARDS> {
     ///
     /// [`Error::LockTimeout`](ptm::Error::LockTimeout), and those of [`PHashMap::contains_key`].
     pub fn contains_key(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<bool> {
-        self.read(tx, Self::shard_index(k), |m| m.contains_key(tx, k))?
+        self.read(tx, self.shard_index(tx, k)?, |m| m.contains_key(tx, k))?
     }
 
     /// Removes `k`, freeing (at commit) everything its key and value own; `false` when absent.
@@ -243,7 +272,7 @@ impl<K: PKey, V: Persistent + Copy, const SHARDS: usize> PConcurrentMap<K, V, SH
     ///
     /// [`Error::LockTimeout`](ptm::Error::LockTimeout), and those of [`PHashMap::get`].
     pub fn get(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<Option<V>> {
-        self.read(tx, Self::shard_index(k), |m| m.get(tx, k))?
+        self.read(tx, self.shard_index(tx, k)?, |m| m.get(tx, k))?
     }
 
     /// A copy of the value for `k`, locking `k`'s shard exclusively: for read-modify-write

@@ -429,6 +429,14 @@ pub(crate) fn hash_bytes_seeded(seed: u64, bytes: &[u8]) -> u64 {
     h.finish()
 }
 
+/// SipHash-1-3 of the 8 little-endian bytes of `w`, keyed by the 128 bits `keys` (the
+/// reference function: `siphasher`'s `SipHasher13::new_with_keys(keys[0], keys[1])` over them).
+pub(crate) fn hash_word_keyed(keys: [u64; 2], w: u64) -> u64 {
+    let mut h = SipHash13::with_keys(keys, 8);
+    h.chunk(w);
+    h.finish()
+}
+
 /// The hash of a key's bytes under a map's seed, fed chunk by chunk as [`ByteHash`] is: the
 /// fixed hash for seed 0 (maps of pools written before seeds), SipHash-1-3 otherwise.
 pub(crate) enum KeyHasher {
@@ -483,7 +491,11 @@ pub(crate) struct SipHash13 {
 impl SipHash13 {
     /// The state before the first chunk of `len` bytes.
     pub(crate) fn new(seed: u64, len: u64) -> Self {
-        let (k0, k1) = (seed, seed ^ 0x9e37_79b9_7f4a_7c15);
+        Self::with_keys([seed, seed ^ 0x9e37_79b9_7f4a_7c15], len)
+    }
+
+    /// The state before the first chunk of `len` bytes, keyed by the 128 bits `[k0, k1]`.
+    pub(crate) fn with_keys([k0, k1]: [u64; 2], len: u64) -> Self {
         SipHash13 {
             v: [
                 k0 ^ 0x736f_6d65_7073_6575,
@@ -678,5 +690,12 @@ mod tests {
             }
         }
         assert_ne!(hash_bytes_seeded(1, b"k"), hash_bytes_seeded(2, b"k"));
+        for keys in [[1u64, 2], [u64::MAX, 0x5eed]] {
+            for w in [0u64, 1, 0x0123_4567_89ab_cdef, u64::MAX] {
+                let mut r = siphasher::sip::SipHasher13::new_with_keys(keys[0], keys[1]);
+                r.write(&w.to_le_bytes());
+                assert_eq!(hash_word_keyed(keys, w), r.finish(), "keys {keys:?}, word {w:#x}");
+            }
+        }
     }
 }

@@ -137,9 +137,11 @@ pub fn decode_recover(
         img[pos] ^= rec[4];
     }
     let lane_size = lanes.len() / 2;
+    // The superblock is the 4 KiB page before the lanes; records are hashed with its key.
+    let key = ptm::internals::layout::superblock_log_key(&template[lanes.start - 4096..lanes.start]);
     for lane in [lanes.start, lanes.start + lane_size] {
         if ctl & 1 != 0 {
-            rehash_log(&mut img[lane..lane + lane_size]);
+            rehash_log(key, &mut img[lane..lane + lane_size]);
         }
         if ctl & 2 != 0 {
             let c = &mut img[lane + LANE_COMMIT..lane + LANE_COMMIT + 64];
@@ -156,7 +158,7 @@ fn get(b: &[u8], at: usize) -> u64 {
 
 /// Recomputes the hash of every record in a lane's own log area, from its start to the first
 /// record of an unknown kind or one that does not fit (a jump ends the lane's part).
-fn rehash_log(lane: &mut [u8]) {
+fn rehash_log(key: u64, lane: &mut [u8]) {
     let mut pos = LANE_LOG;
     while pos + 64 <= lane.len() {
         let (seq, kind_len, target) = (get(lane, pos), get(lane, pos + 8), get(lane, pos + 16));
@@ -167,7 +169,7 @@ fn rehash_log(lane: &mut [u8]) {
             _ => return,
         };
         let data = &lane[pos + REC_HEADER..pos + REC_HEADER + data_len];
-        let h = ptm::internals::layout::encode_rec(seq, kind, len, target, data);
+        let h = ptm::internals::layout::encode_rec(key, seq, kind, len, target, data);
         lane[pos + 24..pos + 32].copy_from_slice(&h[24..32]);
         if kind == KIND_JUMP {
             return;

@@ -53,11 +53,13 @@ pub fn inspect(region: &Region) -> Result<Summary> {
             .map(|()| u64::from_le_bytes(b))
             .unwrap_or(u64::MAX)
     };
+    let key = crate::engine::layout::superblock_log_key(&sb);
     let mut lanes_with_log = 0;
     for lane in 0..geometry.lane_count as usize {
         // The same scan recovery runs, read-only: a verified record pointing outside the pool
         // is `CorruptLog`; a torn tail simply ends the log.
-        let scan = crate::engine::log::scan_log(region, &geometry, lane, read(geometry.lane(lane)), None)?;
+        let scan =
+            crate::engine::log::scan_log(region, &geometry, key, lane, read(geometry.lane(lane)), None)?;
         if scan.seq.is_some() {
             lanes_with_log += 1;
         }

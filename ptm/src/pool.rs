@@ -371,7 +371,8 @@ impl<R: Persistent> Pool<R> {
         let heap = geo.heap_layout();
         zero_range(&mut region, heap.table, heap.chunks)?;
         let mut sb = [0u8; 256];
-        sb[..128].copy_from_slice(&geo.encode());
+        let secret = layout::fresh_routing_secret();
+        sb[..128].copy_from_slice(&geo.encode(secret));
         sb[layout::SB_GENERATION as usize..][..8].copy_from_slice(&1u64.to_le_bytes());
         region.write_at(data.start, &sb)?;
         // The root's schema record (all zero for `create_any`: nothing recorded). A device-DAX
@@ -383,6 +384,7 @@ impl<R: Persistent> Pool<R> {
         Self::assemble(
             region,
             geo,
+            secret,
             1,
             RecoveryReport {
                 was_clean: true,
@@ -463,13 +465,15 @@ impl<R: Persistent> Pool<R> {
             was_clean,
             ..Default::default()
         };
-        let pool = Self::assemble(region, geo, generation, report, opts)?;
+        let secret = layout::routing_secret(&sb);
+        let pool = Self::assemble(region, geo, secret, generation, report, opts)?;
         Ok(pool)
     }
 
     fn assemble(
         region: Region,
         geo: Geometry,
+        routing_secret: [u64; 2],
         generation: u32,
         report: RecoveryReport,
         opts: &PoolOptions,
@@ -478,6 +482,8 @@ impl<R: Persistent> Pool<R> {
         let mut shared = Shared {
             region,
             geo,
+            routing_secret,
+            log_key: layout::log_key(routing_secret),
             generation,
             id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
             lanes: LaneMap::new(n),

@@ -200,6 +200,29 @@ impl<'p> Transaction<'p> {
         self.shared
     }
 
+    /// For `ptm-collections` (not covered by semver): the pool's 128-bit routing secret
+    /// (superblock offset 72, drawn at creation, design §8.1) and the pool offset of `obj`, so a
+    /// structure can place keys by a hash keyed by both, which nobody outside the pool can
+    /// predict and which never changes while `obj` stays where it is. `Ok(None)` for a pool
+    /// without a secret (superblock format 3, made before it existed): such a structure keeps
+    /// its fixed placement. The secret must not be printed, logged or stored anywhere else.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotInPool`](crate::Error::NotInPool) when `obj` is not in this pool's root or
+    /// heap.
+    #[doc(hidden)]
+    pub fn placement_secret<T>(&self, obj: &T) -> Result<Option<([u64; 2], u64)>> {
+        let secret = self.shared.routing_secret;
+        if secret == [0, 0] {
+            return Ok(None);
+        }
+        let off = self
+            .shared
+            .offset_of(obj as *const T as usize, std::mem::size_of::<T>())?;
+        Ok(Some((secret, off)))
+    }
+
     /// Dooms the transaction: it rolls back when it ends, even if its closure returns `Ok`
     /// (then [`Pool::transaction`](crate::Pool::transaction) returns [`Error::Aborted`]); an
     /// inner transaction joined to it dooms the outer one. There is no way back: call it when
@@ -339,7 +362,7 @@ impl<'p> Transaction<'p> {
             // SAFETY: `[target, target + n)` is loggable (checked above) and owned by this
             // transaction (cell / lock contract), so nothing writes it concurrently.
             let old = unsafe { std::slice::from_raw_parts(s.ptr(target), n as usize) };
-            let header = encode_rec(st.seq, KIND_UNDO, n, target, old);
+            let header = encode_rec(s.log_key, st.seq, KIND_UNDO, n, target, old);
             let at = st.pos;
             // SAFETY: `[at, at + rec_total(n))` lies in this lane's current log area (fits
             // checked), which only this transaction writes; it does not overlap the target
@@ -384,7 +407,7 @@ impl<'p> Transaction<'p> {
         };
         st.extents.push((ext, size));
         st.next_extent = (size * 2).min(MAX_EXTENT);
-        let header = encode_rec(st.seq, KIND_JUMP, size, ext, &[]);
+        let header = encode_rec(self.shared.log_key, st.seq, KIND_JUMP, size, ext, &[]);
         // SAFETY: every append keeps REC_ALIGN bytes free at the end of the area for this
         // record; the area belongs to this lane.
         unsafe {
@@ -470,7 +493,7 @@ impl<'p> Transaction<'p> {
         if st.end - st.pos < 2 * REC_ALIGN {
             self.jump(st)?;
         }
-        let header = encode_rec(st.seq, KIND_NEW, len, off, &[]);
+        let header = encode_rec(self.shared.log_key, st.seq, KIND_NEW, len, off, &[]);
         // SAFETY: room for this record and a later jump was checked; the area is this lane's.
         unsafe {
             std::ptr::copy_nonoverlapping(header.as_ptr(), self.shared.ptr(st.pos), REC_HEADER as usize)

@@ -4,7 +4,7 @@
 use std::os::unix::fs::FileExt;
 use std::process::Command;
 
-use ptm::internals::layout::{encode_rec, KIND_UNDO, LANE_LOG, MAX_LANES};
+use ptm::internals::layout::{encode_rec, superblock_log_key, KIND_UNDO, LANE_LOG, MAX_LANES};
 
 #[test]
 fn a_corrupt_undo_log_is_reported_in_one_line() {
@@ -16,9 +16,25 @@ fn a_corrupt_undo_log_is_reported_in_one_line() {
     drop(pool);
     // Lane 0: a record with a valid hash and a seq beyond `completed`, whose target lies in the
     // lanes area (never a valid undo target).
+    // Hashed with the pool's log key (read from the superblock, the page before the lanes), as
+    // the pool's own records are: a record without it would not verify at all (see
+    // `ptm/tests/ptm/forged_log.rs`).
     let data = [0u8; 8];
-    let rec = encode_rec(u64::from(MAX_LANES), KIND_UNDO, 8, geo.lanes_offset, &data);
-    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let mut sb = [0u8; 256];
+    f.read_exact_at(&mut sb, geo.lanes_offset - 4096).unwrap();
+    let rec = encode_rec(
+        superblock_log_key(&sb),
+        u64::from(MAX_LANES),
+        KIND_UNDO,
+        8,
+        geo.lanes_offset,
+        &data,
+    );
     let at = geo.lanes_offset + LANE_LOG;
     f.write_all_at(&rec, at).unwrap();
     f.write_all_at(&data, at + 32).unwrap();

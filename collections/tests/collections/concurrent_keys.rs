@@ -35,11 +35,7 @@ fn contents(pool: &Pool<Root>) -> (BTreeMap<String, Vec<u64>>, BTreeMap<String, 
         for i in 0..SHARDS {
             for (k, v) in r.tags.lock_shard(tx, i)?.iter_refs(tx) {
                 let k = k.as_string(tx)?;
-                assert_eq!(
-                    PConcurrentMap::<PString, PVec<u64>, SHARDS>::shard_index(&k),
-                    i,
-                    "{k}"
-                );
+                assert_eq!(r.tags.shard_index(tx, &k)?, i, "{k}");
                 tags.insert(k, v.to_vec(tx)?);
             }
             for (k, v) in r.ages.lock_shard(tx, i)?.iter(tx) {

@@ -174,7 +174,7 @@ fn whole_reads_from_many_threads_see_committed_states() {
         .collect();
     // The writer locks the shards in ascending order, as the readers do: no lock-order wait.
     let mut keys: Vec<String> = (0..12).map(key).collect();
-    keys.sort_by_key(|k| PConcurrentMap::<PString, PString, 4>::shard_index(k));
+    keys.sort_by_key(|k| pool.transaction(|tx, r| r.names.shard_index(tx, k)).unwrap());
     for _ in 0..20 {
         pool.transaction(|tx, r| {
             keys.iter()

@@ -35,9 +35,14 @@ fn create(dir: &tempfile::TempDir, timeout: Duration) -> Pool<Root> {
     Pool::<Root>::create(dir.path().join("rw.pool"), 8 << 20, &opts(timeout)).unwrap()
 }
 
-/// The first `n` keys (from 1 up) that live in shard `shard`.
-fn keys_in(shard: usize, n: usize) -> Vec<u64> {
-    (1..).filter(|k| Map::shard_index(k) == shard).take(n).collect()
+/// The shard of `k` in `pool`'s map (its routing depends on the pool and the map).
+fn shard_of(pool: &Pool<Root>, k: u64) -> usize {
+    pool.transaction(|tx, r| r.m.shard_index(tx, &k)).unwrap()
+}
+
+/// The first `n` keys (from 1 up) that live in shard `shard` of `pool`'s map.
+fn keys_in(pool: &Pool<Root>, shard: usize, n: usize) -> Vec<u64> {
+    (1..).filter(|&k| shard_of(pool, k) == shard).take(n).collect()
 }
 
 /// Waits until `count` reaches `n`, failing the test after 20 s (instead of hanging).
@@ -56,7 +61,7 @@ fn two_readers_hold_one_shard_at_once() {
     // A short timeout: with exclusive reads the second reader would fail with LockTimeout
     // while the first waits for it at the rendezvous (which then fails too).
     let pool = create(&dir, Duration::from_millis(500));
-    let ks = keys_in(3, 2);
+    let ks = keys_in(&pool, 3, 2);
     pool.transaction(|tx, r| {
         r.m.insert(tx, ks[0], 10)?;
         r.m.insert(tx, ks[1], 11)
@@ -85,8 +90,8 @@ fn two_readers_hold_one_shard_at_once() {
 fn writer_waits_while_a_reader_holds_the_shard() {
     let dir = shm_dir();
     let pool = create(&dir, Duration::from_millis(200));
-    let ks = keys_in(5, 2);
-    let other = keys_in(6, 1)[0];
+    let ks = keys_in(&pool, 5, 2);
+    let other = keys_in(&pool, 6, 1)[0];
     pool.transaction(|tx, r| r.m.insert(tx, ks[0], 1)).unwrap();
     let holding = AtomicUsize::new(0);
     let done = AtomicBool::new(false);
@@ -127,7 +132,7 @@ fn writer_waits_while_a_reader_holds_the_shard() {
 fn concurrent_upgrades_of_one_shard_let_exactly_one_through() {
     let dir = shm_dir();
     let pool = create(&dir, Duration::from_secs(10));
-    let k = keys_in(2, 1)[0];
+    let k = keys_in(&pool, 2, 1)[0];
     pool.transaction(|tx, r| r.m.insert(tx, k, 0)).unwrap();
     let met = AtomicUsize::new(0);
     let results: Vec<Result<(), Error>> = std::thread::scope(|s| {
@@ -202,7 +207,7 @@ fn readers_and_writers_at_once_see_consistent_states() {
                         continue;
                     }
                     // Lock the two shards in ascending order (exclusively, so no upgrade).
-                    let (first, second) = if Map::shard_index(&a) <= Map::shard_index(&b) {
+                    let (first, second) = if shard_of(pool, a) <= shard_of(pool, b) {
                         (a, b)
                     } else {
                         (b, a)
@@ -231,10 +236,12 @@ fn readers_and_writers_at_once_see_consistent_states() {
                                 Ok::<_, Error>(r.m.to_vec(tx)?.iter().map(|&(_, v)| v).sum())
                             } else {
                                 // Key by key, in ascending shard order.
-                                let mut ks: Vec<u64> = (0..ACCOUNTS).collect();
-                                ks.sort_by_key(Map::shard_index);
+                                let mut ks = (0..ACCOUNTS)
+                                    .map(|k| Ok((r.m.shard_index(tx, &k)?, k)))
+                                    .collect::<Result<Vec<_>, Error>>()?;
+                                ks.sort();
                                 let mut t = 0;
-                                for k in ks {
+                                for (_, k) in ks {
                                     t += r.m.get(tx, &k)?.unwrap();
                                 }
                                 Ok(t)
@@ -267,7 +274,7 @@ fn holds_in_a_crash_image_are_free_after_reopen() {
     let path = dir.path().join("rw.pool");
     let image = dir.path().join("image.pool");
     let pool = create(&dir, Duration::from_secs(10));
-    let (read_k, write_k) = (keys_in(1, 1)[0], keys_in(4, 1)[0]);
+    let (read_k, write_k) = (keys_in(&pool, 1, 1)[0], keys_in(&pool, 4, 1)[0]);
     pool.transaction(|tx, r| {
         r.m.insert(tx, read_k, 1)?;
         r.m.insert(tx, write_k, 2)

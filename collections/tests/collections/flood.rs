@@ -1,14 +1,20 @@
 //! Hash flooding: keys crafted to collide under the fixed hash of earlier builds, and keys of a
 //! type whose hash is constant, inserted into `PHashMap`, `PConcurrentMap` and `PHashSet`. They
 //! must insert without error, be found and removed, and use at most twice the heap of as many
-//! random keys. (No timing: the costs are documented in design §13.4.) The constant-hash tests
+//! random keys. `PConcurrentMap`'s shard routing: crafted keys spread over the shards of a new
+//! pool (routing keyed by the pool's secret and the map's offset, stable across reopen and
+//! grow), while a pool made before the secret (format 3, secret zero) keeps the fixed routing
+//! and finds the data placed by it. (No timing: the costs are documented in design §13.4.) The constant-hash tests
 //! use 20,000 keys in release builds (`cargo test --release -p ptm-collections --test collections flood::`),
 //! 5,000 in debug builds.
 
 use crate::common;
 
 use common::{opts, shm_dir};
-use ptm::{Error, Persistent, Pool, Result, Transaction};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use ptm::{Error, Persistent, Pool, PoolOptions, Result, Transaction};
 use ptm_collections::{AsKey, PConcurrentMap, PHashMap, PHashSet, PKey, PValue};
 
 const POOL: u64 = 96 << 20;
@@ -112,6 +118,8 @@ impl AsKey<Same> for u64 {
 #[repr(C)]
 struct Root {
     conc: PConcurrentMap<u64, u64, 4>,
+    /// A second map of the same type: its routing must differ from `conc`'s.
+    conc2: PConcurrentMap<u64, u64, 4>,
     same_conc: PConcurrentMap<Same, u64, 4>,
     map: PHashMap<u64, u64>,
     set: PHashSet<u64>,
@@ -311,4 +319,199 @@ fn constant_hash_concurrent_map() {
 #[test]
 fn constant_hash_set() {
     constant_hash(Kind::Set);
+}
+
+// ---- PConcurrentMap shard routing ----
+
+/// Shards of the routing tests' maps.
+const SHARDS: usize = 4;
+
+/// The shard the fixed routing (pools without a routing secret) gives `k`.
+fn fixed_shard(k: u64) -> usize {
+    ((<u64 as PKey>::borrowed_hash(&k) >> 32) % SHARDS as u64) as usize
+}
+
+/// Keys per shard of `keys` in `pool`'s `conc` (or `conc2`) map, by `shard_index`.
+fn per_shard(pool: &Pool<Root>, second: bool, keys: &[u64]) -> [usize; SHARDS] {
+    pool.transaction(|tx, r| {
+        let m = if second { &r.conc2 } else { &r.conc };
+        let mut counts = [0; SHARDS];
+        for k in keys {
+            counts[m.shard_index(tx, k)?] += 1;
+        }
+        Ok::<_, Error>(counts)
+    })
+    .unwrap()
+}
+
+/// Entries held by each shard of `conc` (read through the shards themselves, not the routing).
+fn shard_lens(pool: &Pool<Root>) -> [u64; SHARDS] {
+    pool.transaction(|tx, r| {
+        let mut lens = [0; SHARDS];
+        for (i, len) in lens.iter_mut().enumerate() {
+            *len = r.conc.lock_shard(tx, i)?.len(tx);
+        }
+        Ok::<_, Error>(lens)
+    })
+    .unwrap()
+}
+
+/// Makes the closed pool at `path` a pool as a build before the routing secret wrote it:
+/// superblock magic `PTMTXN3`, the secret's bytes (superblock 72..88) zero, checksum redone.
+fn make_format_3(path: &Path) {
+    const SUPERBLOCK: u64 = 4096;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut sb = [0u8; 128];
+    f.read_exact_at(&mut sb, SUPERBLOCK).unwrap();
+    assert_eq!(&sb[..8], b"PTMTXN4\0");
+    assert_ne!(sb[72..88], [0u8; 16], "a new pool has a routing secret");
+    sb[..8].copy_from_slice(b"PTMTXN3\0");
+    sb[72..88].fill(0);
+    let hash = xxhash_rust::xxh3::xxh3_64(&sb[..120]);
+    sb[120..128].copy_from_slice(&hash.to_le_bytes());
+    f.write_all_at(&sb, SUPERBLOCK).unwrap();
+}
+
+/// On a new pool, keys that all share one shard under the fixed routing spread over every
+/// shard, in the routing and in the data; two maps of one pool, and the same map in two
+/// pools, route differently.
+#[test]
+fn crafted_keys_spread_over_shards_on_a_new_pool() {
+    let n = 4000;
+    let keys = crafted_keys(n as u64);
+    assert!(keys.iter().all(|&k| fixed_shard(k) == 0), "crafted for shard 0");
+    let dir = shm_dir();
+    let pool = Pool::<Root>::create(dir.path().join("r.pool"), POOL, &opts()).unwrap();
+    let counts = per_shard(&pool, false, &keys);
+    // A fair split is n/4 = 1000 per shard (standard deviation about 27).
+    assert!(
+        counts.iter().all(|&c| c >= n / 8),
+        "crafted keys not spread: {counts:?}"
+    );
+    pool.transaction(|tx, r| {
+        for &k in &keys {
+            r.conc.insert(tx, k, !k)?;
+        }
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+    let lens = shard_lens(&pool);
+    assert_eq!(lens, counts.map(|c| c as u64), "the data follows the routing");
+    // Another map of the pool, and this map in another pool: other routings.
+    let sample = &keys[..64];
+    let route = |pool: &Pool<Root>, second: bool| -> Vec<usize> {
+        pool.transaction(|tx, r| {
+            let m = if second { &r.conc2 } else { &r.conc };
+            sample
+                .iter()
+                .map(|k| m.shard_index(tx, k))
+                .collect::<Result<Vec<_>>>()
+        })
+        .unwrap()
+    };
+    let here = route(&pool, false);
+    assert_ne!(here, route(&pool, true), "two maps of one pool route alike");
+    let other = Pool::<Root>::create(dir.path().join("r2.pool"), POOL, &opts()).unwrap();
+    assert_ne!(here, route(&other, false), "one map in two pools routes alike");
+}
+
+/// The routing of a map survives reopen and `ptm grow` (the secret is in the superblock, the
+/// map's offset does not change), on the msync and the journaled engine: its keys are found.
+#[test]
+fn routing_survives_reopen_and_grow() {
+    use ptm::pmem_core::Engine;
+    for engine in [Engine::Msync, Engine::Journaled] {
+        let dir = shm_dir();
+        let path = dir.path().join("g.pool");
+        let options = PoolOptions::new().layout("test").engine(engine);
+        let keys = crafted_keys(500);
+        let pool = Pool::<Root>::create(&path, 16 << 20, &options).unwrap();
+        let before = pool
+            .transaction(|tx, r| {
+                let mut shards = Vec::new();
+                for &k in &keys {
+                    r.conc.insert(tx, k, !k)?;
+                    shards.push(r.conc.shard_index(tx, &k)?);
+                }
+                Ok::<_, Error>(shards)
+            })
+            .unwrap();
+        assert!(before.iter().any(|&s| s != 0), "{engine:?}: seeded routing");
+        pool.close().unwrap();
+        ptm::grow_pool(&path, 32 << 20, &options).unwrap();
+        let pool = Pool::<Root>::open(&path, &options).unwrap();
+        pool.transaction(|tx, r| {
+            for (&k, &shard) in keys.iter().zip(&before) {
+                assert_eq!(r.conc.shard_index(tx, &k)?, shard, "{engine:?}: key {k:#x}");
+                assert_eq!(r.conc.get(tx, &k)?, Some(!k), "{engine:?}: key {k:#x}");
+            }
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+        pool.close().unwrap();
+    }
+}
+
+/// A pool made before the routing secret (format 3: the field zero) keeps the fixed routing:
+/// entries placed in the shards the way earlier builds placed them are found, updated and
+/// removed, and new keys go where the fixed hash says, across reopens.
+#[test]
+fn pools_without_a_secret_keep_the_fixed_routing() {
+    let dir = shm_dir();
+    let path = dir.path().join("old.pool");
+    Pool::<Root>::create(&path, POOL, &opts())
+        .unwrap()
+        .close()
+        .unwrap();
+    make_format_3(&path);
+    let keys = crafted_keys(300);
+    let random = random_keys(300);
+    // Old data: each key put straight into the shard the fixed routing names, as an earlier
+    // build did.
+    let pool = Pool::<Root>::open(&path, &opts()).unwrap();
+    pool.transaction(|tx, r| {
+        for &k in keys.iter().chain(&random) {
+            r.conc.lock_shard(tx, fixed_shard(k))?.insert(tx, k, !k)?;
+        }
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+    pool.close().unwrap();
+    let pool = Pool::<Root>::open(&path, &opts()).unwrap();
+    pool.transaction(|tx, r| {
+        for &k in keys.iter().chain(&random) {
+            assert_eq!(r.conc.shard_index(tx, &k)?, fixed_shard(k), "key {k:#x}");
+            assert_eq!(r.conc.get(tx, &k)?, Some(!k), "old key {k:#x}");
+        }
+        for &k in &random[..100] {
+            assert_eq!(r.conc.insert(tx, k, 1)?, Some(!k), "update {k:#x}");
+        }
+        for &k in &random[100..200] {
+            assert_eq!(r.conc.remove(tx, &k)?, Some(!k), "remove {k:#x}");
+        }
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+    // The crafted keys all sit in shard 0, as the fixed hash puts them.
+    assert!(shard_lens(&pool)[0] >= keys.len() as u64);
+    pool.close().unwrap();
+    let pool = Pool::<Root>::open(&path, &opts()).unwrap();
+    let len = pool.transaction(|tx, r| r.conc.len(tx)).unwrap();
+    assert_eq!(len, (keys.len() + random.len() - 100) as u64);
+    pool.transaction(|tx, r| {
+        for (i, &k) in random.iter().enumerate() {
+            let want = match i {
+                0..100 => Some(1),
+                100..200 => None,
+                _ => Some(!k),
+            };
+            assert_eq!(r.conc.get(tx, &k)?, want, "key {k:#x}");
+        }
+        Ok::<_, Error>(())
+    })
+    .unwrap();
 }

@@ -14,7 +14,7 @@
 //!
 //! | offset | size | field          |                                                    |
 //! |-------:|-----:|----------------|----------------------------------------------------|
-//! |      0 |    8 | `magic`        | `b"PTMTXN3\0"` (format 3; formats 1 and 2 refused) |
+//! |      0 |    8 | `magic`        | `b"PTMTXN4\0"` (format 4; format 3 read; 1 and 2 refused) |
 //! |      8 |    4 | `lane_count`   | 1..=1024                                           |
 //! |     12 |    4 | `_pad`         | 0                                                  |
 //! |     16 |    8 | `lane_size`    | bytes per lane, multiple of 4096, >= 8192          |
@@ -24,7 +24,8 @@
 //! |     48 |    8 | `heap_offset`  | 4096-aligned                                       |
 //! |     56 |    8 | `heap_size`    | heap bytes at creation, multiple of 4096           |
 //! |     64 |    8 | `table_entries`| chunk table capacity, in 64 KiB chunks             |
-//! |     72 |   48 | `_reserved`    | 0                                                  |
+//! |     72 |   16 | `routing_secret` | format 4: 128 random bits drawn at creation (two u64); format 3: ignored, read as 0 |
+//! |     88 |   32 | `_reserved`    | 0                                                  |
 //! |    120 |    8 | `meta_hash`    | xxh3-64 of bytes 0..120                            |
 //! |    128 |    8 | `generation`   | incremented at every open (mutable; lock words)    |
 //! |    136 |    8 | `clean`        | 1 after a clean close, 0 while open (mutable)      |
@@ -56,18 +57,46 @@
 //! |      0 |    8 | `seq`                                                             |
 //! |      8 |    8 | `kind_len`: kind in bits 56..64 (1 undo, 2 jump, 3 new), length in 0..56 |
 //! |     16 |    8 | `target`: undo: pool offset of the range; jump: extent offset     |
-//! |     24 |    8 | `hash`: xxh3-64 of the data, seeded with seq, kind_len and target |
+//! |     24 |    8 | `hash`: xxh3-64 of the data, seeded with seq, kind_len, target and the pool's log key (below) |
 //! |     32 |  len | undo: the old bytes of the range; jump: nothing (len = extent size) |
 
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 use crate::engine::align_up;
 
-/// Superblock magic (format 3: 64 KiB heap chunks, slabs of 1, 2 or 4 chunks; the chunk table
-/// capacity is stored, so the heap can grow).
-pub(crate) const SB_MAGIC: [u8; 8] = *b"PTMTXN3\0";
-/// The superblock format this build writes and reads.
-pub const SB_FORMAT: u32 = 3;
+/// Superblock magic (format 4: format 3 and the pool's routing secret at offset 72).
+pub(crate) const SB_MAGIC: [u8; 8] = *b"PTMTXN4\0";
+/// Superblock magic of format 3 (64 KiB heap chunks, slabs of 1, 2 or 4 chunks; the chunk
+/// table capacity is stored, so the heap can grow), still read: the same layout as format 4
+/// with no routing secret (bytes 72..88 zero).
+const SB_MAGIC_V3: [u8; 8] = *b"PTMTXN3\0";
+/// The superblock format this build writes (it reads this one and format 3).
+pub const SB_FORMAT: u32 = 4;
+/// Superblock offset of the routing secret (format 4; 16 bytes).
+const SB_ROUTING_SECRET: usize = 72;
+
+/// The pool's routing secret (superblock bytes 72..88 as two little-endian words) from a
+/// superblock that [`Geometry::decode`] accepted: `[0, 0]` for a format 3 pool (made before
+/// the secret existed) and for a format 4 pool whose field was zeroed.
+pub(crate) fn routing_secret(b: &[u8]) -> [u64; 2] {
+    if b.get(0..8) != Some(&SB_MAGIC[..]) || b.len() < SB_ROUTING_SECRET + 16 {
+        return [0, 0];
+    }
+    [get(b, SB_ROUTING_SECRET), get(b, SB_ROUTING_SECRET + 8)]
+}
+
+/// A fresh routing secret for a new pool: 128 bits from std's `RandomState` (keyed from the
+/// operating system's randomness), never all zero (which means "no secret").
+pub(crate) fn fresh_routing_secret() -> [u64; 2] {
+    use std::hash::{BuildHasher, RandomState};
+    let word = |i: u64| RandomState::new().hash_one((i, std::time::SystemTime::now()));
+    let s = [word(0), word(1)];
+    if s == [0, 0] {
+        [1, 0]
+    } else {
+        s
+    }
+}
 /// Superblock magics of the formats this build refuses: format 1 (`PTMTXN1`, a chunk table
 /// as large as the heap at creation needed) and format 2 (`PTMTXN2`, a stored table capacity),
 /// both with 256 KiB chunks, which this build's heap cannot read.
@@ -292,8 +321,9 @@ impl Geometry {
         crate::engine::heap::HeapLayout::with_table(self.heap_offset, self.heap_size, self.table_entries)
     }
 
-    /// Encodes the immutable part of the superblock (bytes 0..128).
-    pub(crate) fn encode(&self) -> [u8; 128] {
+    /// Encodes the immutable part of the superblock (bytes 0..128), with the pool's routing
+    /// `secret`.
+    pub(crate) fn encode(&self, secret: [u64; 2]) -> [u8; 128] {
         let mut b = [0u8; 128];
         b[0..8].copy_from_slice(&SB_MAGIC);
         b[8..12].copy_from_slice(&self.lane_count.to_le_bytes());
@@ -304,6 +334,8 @@ impl Geometry {
         put(&mut b, 48, self.heap_offset);
         put(&mut b, 56, self.heap_size);
         put(&mut b, 64, self.table_entries);
+        put(&mut b, SB_ROUTING_SECRET, secret[0]);
+        put(&mut b, SB_ROUTING_SECRET + 8, secret[1]);
         let h = xxh3_64(&b[..SB_HASHED]);
         put(&mut b, SB_HASHED, h);
         b
@@ -319,7 +351,7 @@ impl Geometry {
         if old_format(b).is_some() {
             return Err("superblock of an older format (256 KiB heap chunks)");
         }
-        if b[0..8] != SB_MAGIC {
+        if b[0..8] != SB_MAGIC && b[0..8] != SB_MAGIC_V3 {
             return Err("bad superblock magic (not a ptm transaction pool)");
         }
         if xxh3_64(&b[..SB_HASHED]) != get(b, SB_HASHED) {
@@ -386,11 +418,33 @@ pub(crate) struct RecHeader {
     pub(crate) hash: u64,
 }
 
-fn rec_seed(seq: u64, kind_len: u64, target: u64) -> u64 {
+fn rec_seed(key: u64, seq: u64, kind_len: u64, target: u64) -> u64 {
     seq.wrapping_mul(0x9E37_79B9_7F4A_7C15)
         ^ kind_len.rotate_left(17)
         ^ target.rotate_left(41)
         ^ 0x5054_4D4C_4F47
+        ^ key
+}
+
+/// The key of a pool's log record hashes (§8.1): derived from the pool's secret (superblock
+/// offset 72, format 4), so that bytes a user stored, which end up in the log as undo data and
+/// in freed heap chunks that later hold log extents, can never pass for a record: forging one
+/// needs the secret. `0` (records hashed unkeyed, as in format 3) for a pool without a secret.
+pub fn log_key(secret: [u64; 2]) -> u64 {
+    if secret == [0, 0] {
+        return 0;
+    }
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&secret[0].to_le_bytes());
+    b[8..].copy_from_slice(&secret[1].to_le_bytes());
+    // Domain-separated from the routing seeds (SipHash of a map's offset under the secret).
+    xxh3_64_with_seed(&b, 0x6C6F_676B_6579).max(1)
+}
+
+/// [`log_key`] of the pool whose superblock bytes are `sb` (for tools that craft or check log
+/// records in a pool file).
+pub fn superblock_log_key(sb: &[u8]) -> u64 {
+    log_key(routing_secret(sb))
 }
 
 /// Bytes a record with `data_len` bytes of data occupies in the log.
@@ -398,10 +452,11 @@ pub(crate) const fn rec_total(data_len: u64) -> u64 {
     align_up(REC_HEADER + data_len, REC_ALIGN)
 }
 
-/// Encodes a record header for `data` (undo: the old bytes; jump: empty with `len` = extent size).
-pub fn encode_rec(seq: u64, kind: u8, len: u64, target: u64, data: &[u8]) -> [u8; 32] {
+/// Encodes a record header for `data` (undo: the old bytes; jump: empty with `len` = extent size),
+/// its hash keyed with the pool's [`log_key`].
+pub fn encode_rec(key: u64, seq: u64, kind: u8, len: u64, target: u64, data: &[u8]) -> [u8; 32] {
     let kind_len = (u64::from(kind) << 56) | (len & LEN_MASK);
-    let hash = xxh3_64_with_seed(data, rec_seed(seq, kind_len, target));
+    let hash = xxh3_64_with_seed(data, rec_seed(key, seq, kind_len, target));
     let mut h = [0u8; 32];
     put(&mut h, 0, seq);
     put(&mut h, 8, kind_len);
@@ -423,9 +478,9 @@ pub(crate) fn decode_rec(h: &[u8]) -> RecHeader {
 }
 
 /// Whether `data` matches the record's hash.
-pub(crate) fn rec_hash_ok(r: &RecHeader, data: &[u8]) -> bool {
+pub(crate) fn rec_hash_ok(key: u64, r: &RecHeader, data: &[u8]) -> bool {
     let kind_len = (u64::from(r.kind) << 56) | (r.len & LEN_MASK);
-    xxh3_64_with_seed(data, rec_seed(r.seq, kind_len, r.target)) == r.hash
+    xxh3_64_with_seed(data, rec_seed(key, r.seq, kind_len, r.target)) == r.hash
 }
 
 /// The `record_hash` stored at byte 56 of a commit line whose first 56 bytes are `b[..56]`
@@ -569,30 +624,30 @@ mod tests {
     fn superblocks_of_formats_1_and_2_are_refused_by_name() {
         let g = Geometry::plan(4096, 8 << 20, 4, 8192, 64).unwrap();
         // Grown: the heap reaches the new end of the data area, the table stays.
-        let grown = Geometry::decode(&g.encode(), 4096, 64 << 20).unwrap();
+        let grown = Geometry::decode(&g.encode([0, 0]), 4096, 64 << 20).unwrap();
         assert_eq!(grown.table_entries, g.table_entries);
         assert_eq!(grown.heap_size, (64 << 20) - g.heap_offset);
         assert_eq!(grown.heap_layout().chunks, g.heap_layout().chunks);
         // With room to grow.
         let roomy = g.with_room_to_grow(1 << 30);
         assert!(roomy.table_entries > g.table_entries);
-        let d = Geometry::decode(&roomy.encode(), 4096, 8 << 20).unwrap();
+        let d = Geometry::decode(&roomy.encode([0, 0]), 4096, 8 << 20).unwrap();
         assert_eq!(d, roomy);
         assert!(d.heap_layout().chunks > g.heap_layout().chunks);
         // A capacity beyond the heap is refused.
         let mut huge = roomy;
         huge.table_entries = 1 << 30;
-        assert!(Geometry::decode(&huge.encode(), 4096, 8 << 20).is_err());
+        assert!(Geometry::decode(&huge.encode([0, 0]), 4096, 8 << 20).is_err());
         // Superblocks of the older formats (256 KiB chunks), checksum intact: named, never read.
         for (magic, format) in [(*b"PTMTXN1\0", 1), (*b"PTMTXN2\0", 2)] {
-            let mut b = g.encode();
+            let mut b = g.encode([0, 0]);
             b[0..8].copy_from_slice(&magic);
             let h = xxh3_64(&b[..SB_HASHED]);
             put(&mut b, SB_HASHED, h);
             assert_eq!(old_format(&b), Some(format));
             assert!(Geometry::decode(&b, 4096, 8 << 20).is_err());
         }
-        assert_eq!(old_format(&g.encode()), None);
+        assert_eq!(old_format(&g.encode([0, 0])), None);
     }
 
     use super::*;
@@ -626,8 +681,18 @@ mod tests {
     #[test]
     fn superblock_round_trips_and_detects_damage() {
         let g = Geometry::plan(4096, 64 << 20, 8, 65536, 100).unwrap();
-        let b = g.encode();
+        let secret = [0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210];
+        let b = g.encode(secret);
         assert_eq!(Geometry::decode(&b, 4096, 64 << 20), Ok(g));
+        assert_eq!(routing_secret(&b), secret);
+        // Format 3 (its magic, checksum intact): read, and its secret bytes are never used.
+        let mut v3 = b;
+        v3[0..8].copy_from_slice(&SB_MAGIC_V3);
+        let h = xxh3_64(&v3[..SB_HASHED]);
+        put(&mut v3, SB_HASHED, h);
+        assert_eq!(Geometry::decode(&v3, 4096, 64 << 20), Ok(g));
+        assert_eq!(routing_secret(&v3), [0, 0]);
+        // The secret is covered by the checksum like the rest of the immutable part.
         for i in 0..SB_HASHED + 8 {
             let mut d = b;
             d[i] ^= 0x10;
@@ -669,13 +734,19 @@ mod tests {
     #[test]
     fn records_round_trip_and_detect_tears() {
         let data = [7u8; 40];
-        let h = encode_rec(9, KIND_UNDO, 40, 12345, &data);
+        let key = log_key([3, 4]);
+        let h = encode_rec(key, 9, KIND_UNDO, 40, 12345, &data);
         let r = decode_rec(&h);
         assert_eq!((r.seq, r.kind, r.len, r.target), (9, KIND_UNDO, 40, 12345));
-        assert!(rec_hash_ok(&r, &data));
+        assert!(rec_hash_ok(key, &r, &data));
         let mut torn = data;
         torn[39] = 0;
-        assert!(!rec_hash_ok(&r, &torn));
+        assert!(!rec_hash_ok(key, &r, &torn));
+        // A record made without the pool's key (or with another pool's) does not verify.
+        assert!(!rec_hash_ok(0, &r, &data));
+        assert!(!rec_hash_ok(log_key([3, 5]), &r, &data));
+        assert_eq!(log_key([0, 0]), 0);
+        assert_ne!(log_key([3, 4]), log_key([4, 3]));
         assert_eq!(rec_total(0), 64);
         assert_eq!(rec_total(32), 64);
         assert_eq!(rec_total(33), 128);

@@ -40,7 +40,7 @@ pub(crate) struct Scan {
 /// transaction); with `None` the first record must be newer than the lane's `completed`.
 pub(crate) fn scan_lane(s: &Shared, lane: usize, want: Option<u64>) -> Result<Scan> {
     let completed = s.completed_word(lane).load(Ordering::Acquire);
-    scan_log(&s.region, &s.geometry(), lane, completed, want)
+    scan_log(&s.region, &s.geometry(), s.log_key, lane, completed, want)
 }
 
 /// [`scan_lane`] over any region with the given geometry and completion mark, reading only
@@ -48,6 +48,7 @@ pub(crate) fn scan_lane(s: &Shared, lane: usize, want: Option<u64>) -> Result<Sc
 pub(crate) fn scan_log(
     region: &pmem_core::Region,
     geo: &layout::Geometry,
+    key: u64,
     lane: usize,
     completed: u64,
     want: Option<u64>,
@@ -84,7 +85,7 @@ pub(crate) fn scan_log(
                 let data_off = pos + REC_HEADER;
                 data.resize(r.len as usize, 0);
                 region.read_at(data_off, &mut data)?;
-                if !rec_hash_ok(&r, &data) {
+                if !rec_hash_ok(key, &r, &data) {
                     return Ok(out);
                 }
                 if !geo.loggable(r.target, r.len) {
@@ -103,7 +104,7 @@ pub(crate) fn scan_log(
                 pos += total;
             }
             KIND_NEW => {
-                if r.len == 0 || !rec_hash_ok(&r, &[]) {
+                if r.len == 0 || !rec_hash_ok(key, &r, &[]) {
                     return Ok(out);
                 }
                 if !geo.loggable(r.target, r.len) {
@@ -122,7 +123,7 @@ pub(crate) fn scan_log(
                 pos += REC_ALIGN;
             }
             KIND_JUMP => {
-                if !rec_hash_ok(&r, &[]) {
+                if !rec_hash_ok(key, &r, &[]) {
                     return Ok(out);
                 }
                 let ext_end = r.target.checked_add(r.len);

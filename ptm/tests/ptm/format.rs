@@ -1,6 +1,7 @@
 //! Guards the superblock format bump of heap format 3 (design §2.3): pools of formats 1 and 2
 //! (256 KiB heap chunks) are refused with `UnsupportedFormat` before anything else is read,
-//! and the file is left byte for byte as it was; new pools are format 3.
+//! and the file is left byte for byte as it was; new pools are format 4 (format 3 and the
+//! routing secret), and format 3 pools still open.
 
 use crate::common;
 
@@ -32,7 +33,7 @@ fn pools_of_formats_1_and_2_are_refused_by_name_and_left_unchanged() {
         .unwrap();
     let mut sb = [0u8; 128];
     f.read_exact_at(&mut sb, SUPERBLOCK).unwrap();
-    assert_eq!(&sb[..8], b"PTMTXN3\0", "new pools are format 3");
+    assert_eq!(&sb[..8], b"PTMTXN4\0", "new pools are format 4");
     for (magic, format) in [(b"PTMTXN1\0", 1u32), (b"PTMTXN2\0", 2)] {
         // The superblock as an older build wrote it: its magic, its checksum intact.
         let mut old = sb;
@@ -43,7 +44,7 @@ fn pools_of_formats_1_and_2_are_refused_by_name_and_left_unchanged() {
         let bytes = std::fs::read(&path).unwrap();
         match Pool::<Root>::open(&path, &common::pmem()) {
             Err(Error::UnsupportedFormat {
-                found, supported: 3, ..
+                found, supported: 4, ..
             }) => assert_eq!(found, format),
             Err(e) => panic!("format {format}: {e}"),
             Ok(_) => panic!("format {format}: opened"),
@@ -65,7 +66,22 @@ fn pools_of_formats_1_and_2_are_refused_by_name_and_left_unchanged() {
             "format {format}: the file changed"
         );
     }
-    // Back to format 3: it opens, with its data.
+    // As a format 3 pool (made before the routing secret: magic 3, bytes 72..88 zero): it
+    // opens, with its data.
+    let mut v3 = sb;
+    v3[..8].copy_from_slice(b"PTMTXN3\0");
+    v3[72..88].fill(0);
+    let hash = xxhash_rust::xxh3::xxh3_64(&v3[..120]);
+    v3[120..128].copy_from_slice(&hash.to_le_bytes());
+    f.write_all_at(&v3, SUPERBLOCK).unwrap();
+    let pool = Pool::<Root>::open(&path, &common::pmem()).unwrap();
+    assert_eq!(
+        pool.transaction(|tx, r| Ok::<_, Error>(r.value.get(tx))).unwrap(),
+        7
+    );
+    drop(pool);
+    assert_ne!(sb[72..88], [0u8; 16], "a new pool has a routing secret");
+    // Back to format 4: it opens, with its data.
     f.write_all_at(&sb, SUPERBLOCK).unwrap();
     let pool = Pool::<Root>::open(&path, &common::pmem()).unwrap();
     assert_eq!(

@@ -14,6 +14,7 @@ mod checked;
 mod doom;
 mod drains;
 mod errors;
+mod forged_log;
 mod format;
 mod fuzz_corpus;
 mod grow;
