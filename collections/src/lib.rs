@@ -283,6 +283,7 @@ mod set;
 mod string;
 mod vec;
 mod verify;
+mod walk;
 
 pub use boxed::PBox;
 pub use btree::{PBTreeMap, Range, RangeRefs};
@@ -300,3 +301,4 @@ pub use set::{PBTreeSet, PHashSet, SetIter, SetRange};
 pub use string::PString;
 pub use vec::{Iter, PVec};
 pub use verify::{verify, Report, Verify};
+pub use walk::{walk_pool, walk_schema, WalkReport};
