@@ -561,8 +561,11 @@ impl<'s> Walker<'_, 's> {
                 }
                 Ok(())
             }
-            "PConcurrentMap" if ty.size % 64 == 0 && second.is_some() => {
-                let value = second.expect("checked");
+            "PConcurrentMap" if ty.size.is_multiple_of(64) => {
+                let Some(value) = second else {
+                    self.skip(ty, path, "no value type");
+                    return Ok(());
+                };
                 let mut all = Tally::default();
                 for shard in 0..ty.size / 64 {
                     let s = (shard * 64) as usize;
