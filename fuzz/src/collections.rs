@@ -798,7 +798,11 @@ fn walk(pool: &mut Pool<Root>, pristine: bool) {
     match ptm_collections::walk_pool(pool) {
         Ok(report) => {
             if pristine {
-                assert!(report.unreachable.is_empty(), "unreachable {:x?}", report.unreachable);
+                assert!(
+                    report.unreachable.is_empty(),
+                    "unreachable {:x?}",
+                    report.unreachable
+                );
                 assert!(report.not_walked.is_empty(), "not walked {:?}", report.not_walked);
                 assert!(report.structures > 0);
             }
