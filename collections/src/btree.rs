@@ -84,6 +84,12 @@ pub struct PBTreeMap<K, V> {
 
 const _: () = assert!(size_of::<PBTreeMap<u64, u64>>() == 16);
 
+/// Byte offsets of a handle's `root` and `len` words (for the schema-driven walk, `walk.rs`).
+pub(crate) const FIELDS: [usize; 2] = [
+    std::mem::offset_of!(PBTreeMap<u8, u8>, root),
+    std::mem::offset_of!(PBTreeMap<u8, u8>, len),
+];
+
 // SAFETY: `repr(C)` of two 8-byte `PCell`s and a zero-sized marker: no padding whatever `K` and
 // `V` are; every bit pattern is valid (node pointers are checked by `Transaction::deref`, node
 // lengths clamped, depth bounded); no virtual address.

@@ -134,6 +134,15 @@ pub struct PHashMap<K, V> {
 
 const _: () = assert!(size_of::<PHashMap<u64, u64>>() == 32);
 
+/// Byte offsets of a handle's `root`, `depth`, `len` and `cap` words (for the schema-driven
+/// walk, `walk.rs`).
+pub(crate) const FIELDS: [usize; 4] = [
+    std::mem::offset_of!(PHashMap<u8, u8>, root),
+    std::mem::offset_of!(PHashMap<u8, u8>, depth),
+    std::mem::offset_of!(PHashMap<u8, u8>, len),
+    std::mem::offset_of!(PHashMap<u8, u8>, cap),
+];
+
 // SAFETY: `repr(C)` of four 8-byte `PCell`s and a zero-sized marker: no padding whatever `K` and
 // `V` are; every bit pattern is a valid handle (depths, capacities and pointers are checked
 // before any access, pointers by `Transaction::deref`); no virtual address.

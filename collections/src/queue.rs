@@ -88,6 +88,17 @@ pub struct PQueue<T> {
 
 const _: () = assert!(size_of::<PQueue<u64>>() == 48);
 
+/// Byte offsets of a handle's `dir`, `dcap`, `dhead`, `ccap`, `head` and `len` words (for the
+/// schema-driven walk, `walk.rs`).
+pub(crate) const FIELDS: [usize; 6] = [
+    std::mem::offset_of!(PQueue<u8>, dir),
+    std::mem::offset_of!(PQueue<u8>, dcap),
+    std::mem::offset_of!(PQueue<u8>, dhead),
+    std::mem::offset_of!(PQueue<u8>, ccap),
+    std::mem::offset_of!(PQueue<u8>, head),
+    std::mem::offset_of!(PQueue<u8>, len),
+];
+
 // SAFETY: `repr(C)` of six 8-byte `PCell`s: no padding whatever `T` is; every bit pattern is
 // valid (the shape is checked by `PQueue::shape` before use, pointers by `Transaction::deref`);
 // no virtual address.

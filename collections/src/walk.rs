@@ -13,12 +13,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use ptm::pmem_core::schema::{SchemaKind, TypeSchema};
 use ptm::pmem_core::{PPtr, Region};
-use ptm::{Error, Persistent, Pool, Result};
+use ptm::{Error, PSharedLock, Persistent, Pool, Result};
+
+use std::mem::size_of;
 
 use crate::btree::{self, Geo};
 use crate::map;
 use crate::queue;
 use crate::raw::{self, Slot};
+use crate::vec;
+use crate::{PBTreeMap, PConcurrentMap, PHashMap, PQueue, PVec};
 
 /// What [`walk_schema`] found: totals over the structures it walked, the heap blocks the root
 /// reaches, and the allocated blocks it does not.
@@ -163,6 +167,19 @@ pub fn walk_pool<R: Persistent>(pool: &mut Pool<R>) -> Result<WalkReport> {
     walk_schema(pool.region(), &ptm::pmem_core::schema::schema_of::<R>())
 }
 
+/// Sizes of the handles and pointers (each also its alignment, except `SHARD`'s 64), from the
+/// types.
+const PTR: u64 = size_of::<PPtr<u8>>() as u64;
+const VEC: u64 = size_of::<PVec<u8>>() as u64;
+const QUEUE: u64 = size_of::<PQueue<u8>>() as u64;
+const MAP: u64 = size_of::<PHashMap<u8, u8>>() as u64;
+const TREE: u64 = size_of::<PBTreeMap<u8, u8>>() as u64;
+/// One shard of a `PConcurrentMap`: a lock word, then the shard's `PHashMap`.
+const SHARD: u64 = size_of::<PConcurrentMap<u8, u8, 1>>() as u64;
+/// Bytes of a lock's word, before the value it guards.
+const LOCK_WORD: u64 = (size_of::<PSharedLock<u64>>() - size_of::<u64>()) as u64;
+const _: () = assert!(std::mem::align_of::<PConcurrentMap<u8, u8, 1>>() as u64 == SHARD);
+
 /// The value type of the sets (a `PHashSet<K>` is a `PHashMap<K, u8>`).
 static SET_VALUE: std::sync::LazyLock<TypeSchema> = std::sync::LazyLock::new(|| TypeSchema::scalar("u8", 1));
 
@@ -184,12 +201,23 @@ fn at_path(e: Error, structure: &'static str, offset: u64, path: &str) -> Error 
     }
 }
 
-fn word(b: &[u8], i: usize) -> u64 {
+/// The little-endian `u64` at byte `at` of `b` (0 past its end: callers check sizes first).
+fn field(b: &[u8], at: usize) -> u64 {
     let mut w = [0u8; 8];
-    if let Some(s) = b.get(i * 8..i * 8 + 8) {
+    if let Some(s) = b.get(at..at + 8) {
         w.copy_from_slice(s);
     }
     u64::from_le_bytes(w)
+}
+
+/// The `u64` word `i` of `b` (a directory slot, a node's child).
+fn word(b: &[u8], i: usize) -> u64 {
+    field(b, i * 8)
+}
+
+/// The words of a handle at the byte offsets `fields` (its module's `FIELDS`).
+fn handle<const N: usize>(b: &[u8], fields: [usize; N]) -> [u64; N] {
+    fields.map(|at| field(b, at))
 }
 
 /// The pool, read through its region.
@@ -342,9 +370,11 @@ impl<'s> Walker<'_, 's> {
                 .try_fold(1, |a, (_, f)| self.slot(f, depth + 1).map(|s| s.align.max(a)))?,
             (SchemaKind::Generic(args), name) => match name {
                 "PCell" | "Wrapping" => self.slot(&args.first()?.1, depth + 1)?.align,
-                "PMutex" | "PRwLock" | "PSharedLock" => self.slot(&args.first()?.1, depth + 1)?.align.max(8),
-                "PConcurrentMap" => 64,
-                _ if is_handle(name) || name == "PPtr" => 8,
+                "PMutex" | "PRwLock" | "PSharedLock" => {
+                    self.slot(&args.first()?.1, depth + 1)?.align.max(LOCK_WORD)
+                }
+                "PConcurrentMap" => SHARD,
+                _ if is_handle(name) || name == "PPtr" => PTR,
                 _ if array_len(name).is_some() => self.slot(&args.first()?.1, depth + 1)?.align,
                 _ => return None,
             },
@@ -501,8 +531,8 @@ impl<'s> Walker<'_, 's> {
         };
         match name {
             "PCell" | "Wrapping" if first.size == ty.size => self.value(first, b, at, path, depth + 1),
-            "PMutex" | "PRwLock" | "PSharedLock" if first.size.checked_add(8) == Some(ty.size) => {
-                self.value(first, &b[8..], at + 8, path, depth + 1)
+            "PMutex" | "PRwLock" | "PSharedLock" if first.size.checked_add(LOCK_WORD) == Some(ty.size) => {
+                self.value(first, &b[LOCK_WORD as usize..], at + LOCK_WORD, path, depth + 1)
             }
             _ if array_len(name).is_some_and(|n| n.checked_mul(first.size) == Some(ty.size)) => {
                 if first.size > 0 && self.needs_walk(first, 0) {
@@ -515,9 +545,9 @@ impl<'s> Walker<'_, 's> {
                 }
                 Ok(())
             }
-            "PPtr" if ty.size == 8 => self.pointer(first, word(b, 0), &inner("T")),
-            "PBox" if ty.size == 8 => {
-                let Some(block) = self.mem.pointer(word(b, 0), "PBox", path)? else {
+            "PPtr" if ty.size == PTR => self.pointer(first, field(b, 0), &inner("T")),
+            "PBox" if ty.size == PTR => {
+                let Some(block) = self.mem.pointer(field(b, 0), "PBox", path)? else {
                     return Ok(());
                 };
                 self.own(block, first.size, "PBox", path)?;
@@ -529,17 +559,17 @@ impl<'s> Walker<'_, 's> {
                 });
                 Ok(())
             }
-            "PVec" if ty.size == 24 => {
+            "PVec" if ty.size == VEC => {
                 let t = self.vec_like(b, at, first.size, Some(first), false, path)?;
                 self.count(t);
                 Ok(())
             }
-            "PQueue" if ty.size == 48 => {
+            "PQueue" if ty.size == QUEUE => {
                 let t = self.queue(first, b, path)?;
                 self.count(t);
                 Ok(())
             }
-            "PHashMap" | "PHashSet" | "PBTreeMap" | "PBTreeSet" if ty.size == 32 || ty.size == 16 => {
+            "PHashMap" | "PHashSet" | "PBTreeMap" | "PBTreeSet" => {
                 let value = match (name, second) {
                     ("PHashSet" | "PBTreeSet", _) => &*SET_VALUE,
                     (_, Some(v)) => v,
@@ -548,9 +578,9 @@ impl<'s> Walker<'_, 's> {
                         return Ok(());
                     }
                 };
-                let t = if name.starts_with("PHash") && ty.size == 32 {
+                let t = if name.starts_with("PHash") && ty.size == MAP {
                     self.hash_map(first, value, b, path)?
-                } else if name.starts_with("PBTree") && ty.size == 16 {
+                } else if name.starts_with("PBTree") && ty.size == TREE {
                     self.btree(first, value, b, path)?
                 } else {
                     self.skip(ty, path, "an unexpected handle size");
@@ -561,15 +591,15 @@ impl<'s> Walker<'_, 's> {
                 }
                 Ok(())
             }
-            "PConcurrentMap" if ty.size.is_multiple_of(64) => {
+            "PConcurrentMap" if ty.size.is_multiple_of(SHARD) => {
                 let Some(value) = second else {
                     self.skip(ty, path, "no value type");
                     return Ok(());
                 };
                 let mut all = Tally::default();
-                for shard in 0..ty.size / 64 {
-                    let s = (shard * 64) as usize;
-                    match self.hash_map(first, value, &b[s + 8..s + 40], path)? {
+                for shard in 0..ty.size / SHARD {
+                    let s = (shard * SHARD + LOCK_WORD) as usize;
+                    match self.hash_map(first, value, &b[s..s + MAP as usize], path)? {
                         Some(t) => {
                             all.entries += t.entries;
                             all.blocks += t.blocks;
@@ -644,8 +674,8 @@ impl<'s> Walker<'_, 's> {
         path: &str,
     ) -> Result<Tally> {
         let structure = if utf8 { "PString" } else { "PVec" };
-        let (len, cap) = (word(b, 1), word(b, 2));
-        let Some(buf) = self.mem.pointer(word(b, 0), structure, path)? else {
+        let [buf, len, cap] = handle(b, vec::FIELDS);
+        let Some(buf) = self.mem.pointer(buf, structure, path)? else {
             if len != 0 {
                 return Err(corrupt(
                     structure,
@@ -732,8 +762,8 @@ impl<'s> Walker<'_, 's> {
             }
             KeyKind::Handle { elem, utf8 } => {
                 let structure = if utf8 { "PString" } else { "PVec" };
-                let (len, cap) = (word(b, 1), word(b, 2));
-                let Some(buf) = self.mem.pointer(word(b, 0), structure, path)? else {
+                let [buf, len, cap] = handle(b, vec::FIELDS);
+                let Some(buf) = self.mem.pointer(buf, structure, path)? else {
                     if len != 0 {
                         return Err(corrupt(
                             structure,
@@ -792,7 +822,7 @@ impl<'s> Walker<'_, 's> {
         if ks.size == 0 || vs.size == 0 {
             return Err(corrupt(H, 0, path, "a zero-sized key or value"));
         }
-        let (depth_word, len, cap) = (word(b, 1), word(b, 2), word(b, 3));
+        let [root, depth_word, len, cap] = handle(b, map::FIELDS);
         let g = depth_word & map::DEPTH_MASK;
         let seed = depth_word >> map::SEED_SHIFT;
         if g > map::MAX_DEPTH {
@@ -803,7 +833,7 @@ impl<'s> Walker<'_, 's> {
                 format!("global depth {g} above {}", map::MAX_DEPTH),
             ));
         }
-        let Some(root) = self.mem.pointer(word(b, 0), H, path)? else {
+        let Some(root) = self.mem.pointer(root, H, path)? else {
             if (len, cap) != (0, 0) {
                 return Err(corrupt(
                     H,
@@ -825,7 +855,7 @@ impl<'s> Walker<'_, 's> {
         };
         let seg_at = |d: u64| match &dir {
             Some(dir) => word(dir, d as usize),
-            None => word(b, 0),
+            None => field(b, map::FIELDS[0]),
         };
         let kkind = self.key_kind(k);
         let (kp, vp) = (format!("{path}<K>"), format!("{path}<V>"));
@@ -840,7 +870,7 @@ impl<'s> Walker<'_, 's> {
                 .pointer(seg_at(d), H, path)?
                 .ok_or_else(|| corrupt(H, root, path, format!("directory index {d} holds no segment")))?;
             let hdr = self.mem.read(seg, map::SEG_HDR, S, path)?;
-            let scap = word(&hdr, (map::H_CAP / 8) as usize);
+            let scap = field(&hdr, map::H_CAP as usize);
             if !scap.is_power_of_two() || scap < map::MIN_CAP {
                 return Err(corrupt(
                     S,
@@ -853,7 +883,7 @@ impl<'s> Walker<'_, 's> {
                 ));
             }
             let (ko, vo, end) = map::segment_geometry(scap, ks, vs).map_err(|e| at_path(e, S, seg, path))?;
-            let l = word(&hdr, (map::H_DEPTH / 8) as usize);
+            let l = field(&hdr, map::H_DEPTH as usize);
             if l > g {
                 return Err(corrupt(
                     S,
@@ -925,8 +955,8 @@ impl<'s> Walker<'_, 's> {
                 }
             }
             let (hl, hu) = (
-                word(&hdr, (map::H_LEN / 8) as usize),
-                word(&hdr, (map::H_USED / 8) as usize),
+                field(&hdr, map::H_LEN as usize),
+                field(&hdr, map::H_USED as usize),
             );
             if (hl, hu) != (full, used) {
                 return Err(corrupt(
@@ -966,8 +996,8 @@ impl<'s> Walker<'_, 's> {
         if ks.size == 0 || vs.size == 0 {
             return Err(corrupt(T, 0, path, "a zero-sized key or value"));
         }
-        let len = word(b, 1);
-        let Some(root) = self.mem.pointer(word(b, 0), T, path)? else {
+        let [root, len] = handle(b, btree::FIELDS);
+        let Some(root) = self.mem.pointer(root, T, path)? else {
             if len != 0 {
                 return Err(corrupt(T, 0, path, format!("no root, but len {len}")));
             }
@@ -1091,8 +1121,9 @@ impl<'s> Walker<'_, 's> {
         if elem.size == 0 {
             return Err(corrupt(Q, 0, path, "a zero-sized element"));
         }
-        let dir = self.mem.pointer(word(b, 0), Q, path)?;
-        let words = [word(b, 1), word(b, 2), word(b, 3), word(b, 4), word(b, 5)];
+        let [dir, dcap, dhead, ccap, head, len] = handle(b, queue::FIELDS);
+        let dir = self.mem.pointer(dir, Q, path)?;
+        let words = [dcap, dhead, ccap, head, len];
         let ptr = dir.map_or(PPtr::null(), |d| PPtr::from_parts(self.mem.tag, d));
         let full_chunk =
             usize::try_from(elem.size).map_or(queue::chunk_elems(usize::MAX), queue::chunk_elems);
@@ -1160,7 +1191,8 @@ fn scalar_align(name: &str) -> Option<u64> {
         "u8" | "i8" | "bool" | "unit" | "PhantomData" => 1,
         "u16" | "i16" => 2,
         "u32" | "i32" | "f32" | "char" => 4,
-        "u64" | "i64" | "f64" | "usize" | "isize" | "PString" => 8,
+        "u64" | "i64" | "f64" | "usize" | "isize" => 8,
+        "PString" => PTR,
         "u128" | "i128" => std::mem::align_of::<u128>() as u64,
         _ => return None,
     })
