@@ -2,16 +2,19 @@
 //! kind of collection, nested values and a `PPtr` cycle it agrees with the typed `verify` and
 //! with the allocator; damage in a map segment, a B-tree node, a queue directory, a string is
 //! `CorruptCollection` naming the schema path; a block whose only handle was overwritten is
-//! unreachable; and after random operations its counts and reachable set equal the typed ones.
+//! unreachable; what the schema cannot describe (an offset in an integer, an unknown type) is
+//! reported, not guessed; and after random operations its counts and reachable set equal the
+//! typed ones.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
 use proptest::prelude::*;
-use ptm::{Error, PCell, PPtr, Persistent, Pool, Transaction};
+use ptm::pmem_core::schema::TypeSchema;
+use ptm::{Error, PCell, PMutex, PPtr, Persistent, Pool, Transaction};
 use ptm_collections::{
-    verify, walk_pool, PBTreeMap, PBox, PConcurrentMap, PHashMap, PHashSet, PQueue, PString, PValue, PVec,
-    Report, Verify, WalkReport,
+    verify, walk_pool, walk_schema, PBTreeMap, PBox, PConcurrentMap, PHashMap, PHashSet, PQueue, PString,
+    PValue, PVec, Report, Verify, WalkReport,
 };
 
 use crate::common::{self, opts, shm_dir, POOL_SIZE};
@@ -373,4 +376,71 @@ proptest! {
             prop_assert_eq!(walked.entries, model_entries as u64);
         }
     }
+}
+
+#[derive(Persistent)]
+#[repr(C)]
+struct Loose {
+    list: PCell<PPtr<Node>>,
+    /// A block's offset kept in an integer: the schema cannot say it is a pointer.
+    raw: PCell<u64>,
+    locked: PMutex<PVec<u64>>,
+    names: [PString; 2],
+}
+
+#[test]
+fn what_the_schema_cannot_describe_is_reported_not_guessed() {
+    let dir = shm_dir();
+    let path = dir.path().join("loose.pool");
+    let mut pool = Pool::<Loose>::create(&path, POOL_SIZE, &opts()).unwrap();
+    let (raw, vec_buffer) = pool
+        .transaction(|tx, r| {
+            let mut next = PPtr::null();
+            for k in 0..3 {
+                let p = tx.alloc_zeroed::<Node>()?;
+                // SAFETY: `p` was just allocated as a zeroed `Node` in this transaction.
+                let n = unsafe { tx.deref(p)? };
+                n.key.set(tx, k)?;
+                n.next.set(tx, next)?;
+                next = p;
+            }
+            r.list.set(tx, next)?;
+            let raw = tx.alloc_bytes(100)?;
+            r.raw.set(tx, raw)?;
+            let v = r.locked.lock(tx)?;
+            v.extend(tx, 0..10)?;
+            r.names[1].push_str(tx, "second")?;
+            Ok::<_, Error>((raw, v.buffer_offset(tx).unwrap()))
+        })
+        .unwrap();
+    let size_of_block = |pool: &mut Pool<Loose>, at: u64| {
+        let blocks = pool.allocated_blocks().unwrap();
+        blocks.into_iter().find(|&(o, _)| o == at).unwrap()
+    };
+    let walked = walk_pool(&mut pool).unwrap();
+    // The locked vector and the two strings (one empty); the 3 nodes through the pointer.
+    assert_eq!(
+        (walked.structures, walked.entries),
+        (3, 10 + "second".len() as u64)
+    );
+    assert_eq!(walked.pointers, 3);
+    assert!(walked.not_walked.is_empty(), "{:?}", walked.not_walked);
+    assert_eq!(walked.unreachable, [size_of_block(&mut pool, raw)]);
+
+    // The same bytes described with an unknown type in place of the lock: listed, and the
+    // vector's buffer is then unreachable from the schema too; nothing is guessed.
+    let schema = ptm::pmem_core::schema::schema_of::<Loose>();
+    let text = schema.encode();
+    let lock = "PMutex/32<T=PVec/24<T=u64/8>>";
+    assert!(text.contains(lock), "{text}");
+    let other = TypeSchema::decode(&text.replace(lock, "PFancy/32")).unwrap();
+    let walked = walk_schema(pool.region(), &other).unwrap();
+    assert_eq!(walked.not_walked, ["PFancy at Loose.locked (layout unknown)"]);
+    let mut unreachable = vec![
+        size_of_block(&mut pool, raw),
+        size_of_block(&mut pool, vec_buffer),
+    ];
+    unreachable.sort_unstable();
+    assert_eq!(walked.unreachable, unreachable);
+    assert_eq!(walked.structures, 2);
 }
