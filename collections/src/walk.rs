@@ -134,6 +134,9 @@ pub fn walk_schema(region: &Region, schema: &TypeSchema) -> Result<WalkReport> {
         owner: HashMap::new(),
         targets: HashSet::new(),
         work: VecDeque::new(),
+        deferred: HashSet::new(),
+        nesting: 0,
+        walk_cache: HashMap::new(),
         not_walked: BTreeSet::new(),
         report: WalkReport::default(),
     };
@@ -145,7 +148,7 @@ pub fn walk_schema(region: &Region, schema: &TypeSchema) -> Result<WalkReport> {
     });
     while let Some(job) = w.work.pop_front() {
         let bytes = w.mem.read(job.at, job.ty.size, "root", &job.path)?;
-        w.value(job.ty, &bytes, job.at, &job.path, 0)?;
+        w.value(job.ty, &bytes, job.at, &job.path)?;
     }
     let mut report = w.report;
     report.unreachable = allocated
@@ -328,6 +331,12 @@ struct Walker<'a, 's> {
     /// `PPtr` targets already queued, with their type.
     targets: HashSet<(u64, &'s str, u64)>,
     work: VecDeque<Job<'s>>,
+    /// Values moved to the work queue for depth (see [`value`](Walker::value)).
+    deferred: HashSet<(u64, &'s str, u64)>,
+    /// Calls of [`value`](Walker::value) on the stack.
+    nesting: usize,
+    /// [`needs_walk`](Walker::needs_walk) of the types met, by address.
+    walk_cache: HashMap<*const TypeSchema, bool>,
     not_walked: BTreeSet<String>,
     report: WalkReport,
 }
@@ -383,8 +392,20 @@ impl<'s> Walker<'_, 's> {
         Some(Slot { size: ty.size, align })
     }
 
-    /// Whether a value of `ty` may hold a pointer or a handle (else its walk is skipped).
-    fn needs_walk(&self, ty: &'s TypeSchema, depth: usize) -> bool {
+    /// Whether a value of `ty` may hold a pointer or a handle (else its walk is skipped);
+    /// computed once per type.
+    fn needs_walk(&mut self, ty: &'s TypeSchema) -> bool {
+        let key = std::ptr::from_ref(ty);
+        if let Some(&known) = self.walk_cache.get(&key) {
+            return known;
+        }
+        let known = self.may_point(ty, 0);
+        self.walk_cache.insert(key, known);
+        known
+    }
+
+    /// [`needs_walk`](Walker::needs_walk), computed.
+    fn may_point(&self, ty: &'s TypeSchema, depth: usize) -> bool {
         let Some(ty) = self.resolve(ty) else {
             return true;
         };
@@ -394,12 +415,12 @@ impl<'s> Walker<'_, 's> {
         match &ty.kind {
             SchemaKind::Scalar => ty.name == "PString" || collection_like(&ty.name),
             SchemaKind::Enum(_) => false,
-            SchemaKind::Struct(fields) => fields.iter().any(|(_, f)| self.needs_walk(f, depth + 1)),
+            SchemaKind::Struct(fields) => fields.iter().any(|(_, f)| self.may_point(f, depth + 1)),
             SchemaKind::Generic(args) => {
                 is_handle(&ty.name)
                     || ty.name == "PPtr"
                     || ty.name == "PConcurrentMap"
-                    || args.iter().any(|(_, a)| self.needs_walk(a, depth + 1))
+                    || args.iter().any(|(_, a)| self.may_point(a, depth + 1))
             }
             _ => true,
         }
@@ -461,15 +482,34 @@ impl<'s> Walker<'_, 's> {
     }
 
     /// Walks the value of type `ty` whose bytes are `b`, at pool offset `at`.
-    fn value(&mut self, ty: &'s TypeSchema, b: &[u8], at: u64, path: &str, depth: usize) -> Result<()> {
+    fn value(&mut self, ty: &'s TypeSchema, b: &[u8], at: u64, path: &str) -> Result<()> {
+        if self.nesting >= MAX_NESTING {
+            // Deep data (collections nested in collections, many levels down), or a schema
+            // whose struct contains itself: go on from the work queue, once per offset and
+            // type, instead of growing the stack.
+            if self.deferred.insert((at, ty.name.as_str(), ty.size)) {
+                self.work.push_back(Job {
+                    at,
+                    ty,
+                    path: path.to_owned(),
+                });
+            } else {
+                self.skip(ty, path, "a struct that contains itself");
+            }
+            return Ok(());
+        }
+        self.nesting += 1;
+        let walked = self.value_here(ty, b, at, path);
+        self.nesting -= 1;
+        walked
+    }
+
+    /// [`value`](Walker::value), on the stack.
+    fn value_here(&mut self, ty: &'s TypeSchema, b: &[u8], at: u64, path: &str) -> Result<()> {
         let Some(ty) = self.resolve(ty) else {
             self.skip(ty, path, "a type described nowhere in the schema");
             return Ok(());
         };
-        if depth > MAX_NESTING {
-            self.skip(ty, path, "nested too deeply");
-            return Ok(());
-        }
         if (b.len() as u64) < ty.size {
             return Err(corrupt("root", at, path, "a value larger than its container"));
         }
@@ -492,14 +532,14 @@ impl<'s> Walker<'_, 's> {
                 }
                 let mut off = 0u64;
                 for (name, f) in fields {
-                    if self.needs_walk(f, 0) {
+                    if self.needs_walk(f) {
                         let (s, e) = (off as usize, (off + f.size) as usize);
-                        self.value(f, &b[s..e], at + off, &format!("{path}.{name}"), depth + 1)?;
+                        self.value(f, &b[s..e], at + off, &format!("{path}.{name}"))?;
                     }
                     off += f.size;
                 }
             }
-            SchemaKind::Generic(args) => self.generic(ty, args, b, at, path, depth)?,
+            SchemaKind::Generic(args) => self.generic(ty, args, b, at, path)?,
             _ => self.skip(ty, path, "a kind of type this walk does not know"),
         }
         Ok(())
@@ -518,7 +558,6 @@ impl<'s> Walker<'_, 's> {
         b: &[u8],
         at: u64,
         path: &str,
-        depth: usize,
     ) -> Result<()> {
         let arg = |i: usize| args.get(i).map(|(_, a)| a);
         let inner = |label: &str| format!("{path}<{label}>");
@@ -530,17 +569,17 @@ impl<'s> Walker<'_, 's> {
             return Ok(());
         };
         match name {
-            "PCell" | "Wrapping" if first.size == ty.size => self.value(first, b, at, path, depth + 1),
+            "PCell" | "Wrapping" if first.size == ty.size => self.value(first, b, at, path),
             "PMutex" | "PRwLock" | "PSharedLock" if first.size.checked_add(LOCK_WORD) == Some(ty.size) => {
-                self.value(first, &b[LOCK_WORD as usize..], at + LOCK_WORD, path, depth + 1)
+                self.value(first, &b[LOCK_WORD as usize..], at + LOCK_WORD, path)
             }
             _ if array_len(name).is_some_and(|n| n.checked_mul(first.size) == Some(ty.size)) => {
-                if first.size > 0 && self.needs_walk(first, 0) {
+                if first.size > 0 && self.needs_walk(first) {
                     for (i, e) in b[..ty.size as usize]
                         .chunks_exact(first.size as usize)
                         .enumerate()
                     {
-                        self.value(first, e, at + i as u64 * first.size, &inner("T"), depth + 1)?;
+                        self.value(first, e, at + i as u64 * first.size, &inner("T"))?;
                     }
                 }
                 Ok(())
@@ -615,7 +654,7 @@ impl<'s> Walker<'_, 's> {
                 Ok(())
             }
             _ => {
-                if args.iter().any(|(_, a)| self.needs_walk(a, 0)) {
+                if args.iter().any(|(_, a)| self.may_point(a, 0)) {
                     self.skip(ty, path, "layout unknown");
                 }
                 Ok(())
@@ -651,7 +690,7 @@ impl<'s> Walker<'_, 's> {
         }
         if self.targets.insert((off, target.name.as_str(), target.size)) {
             self.report.pointers += 1;
-            if self.needs_walk(target, 0) {
+            if self.needs_walk(target) {
                 self.work.push_back(Job {
                     at: off,
                     ty: target,
@@ -703,11 +742,11 @@ impl<'s> Walker<'_, 's> {
             if std::str::from_utf8(&text).is_err() {
                 return Err(corrupt(structure, buf, path, "the contents are not UTF-8"));
             }
-        } else if let Some(ty) = ty.filter(|t| elem > 0 && self.needs_walk(t, 0)) {
+        } else if let Some(ty) = ty.filter(|&t| elem > 0 && self.needs_walk(t)) {
             let data = self.mem.read(buf, len * elem, structure, path)?;
             let p = format!("{path}<T>");
             for (i, e) in data.chunks_exact(elem as usize).enumerate() {
-                self.value(ty, e, buf + i as u64 * elem, &p, 0)?;
+                self.value(ty, e, buf + i as u64 * elem, &p)?;
             }
         }
         Ok(Tally {
@@ -795,8 +834,8 @@ impl<'s> Walker<'_, 's> {
                 Ok((Some(data), ord))
             }
             KeyKind::Opaque => {
-                if self.needs_walk(ty, 0) {
-                    self.value(ty, b, at, path, 0)?;
+                if self.needs_walk(ty) {
+                    self.value(ty, b, at, path)?;
                 }
                 Ok((None, None))
             }
@@ -859,10 +898,7 @@ impl<'s> Walker<'_, 's> {
         };
         let kkind = self.key_kind(k);
         let (kp, vp) = (format!("{path}<K>"), format!("{path}<V>"));
-        let (walk_v, walk_k) = (
-            self.needs_walk(v, 0),
-            kkind != KeyKind::Opaque || self.needs_walk(k, 0),
-        );
+        let (walk_v, walk_k) = (self.needs_walk(v), kkind != KeyKind::Opaque || self.needs_walk(k));
         let (mut total, mut slots, mut d) = (0u64, 0u64, 0u64);
         while d >> g == 0 {
             let seg = self
@@ -951,7 +987,7 @@ impl<'s> Walker<'_, 's> {
                     }
                 }
                 if walk_v {
-                    self.value(v, &data[vb..vb + vs.size as usize], seg + vb as u64, &vp, 0)?;
+                    self.value(v, &data[vb..vb + vs.size as usize], seg + vb as u64, &vp)?;
                 }
             }
             let (hl, hu) = (
@@ -1007,7 +1043,7 @@ impl<'s> Walker<'_, 's> {
         let cap = btree::CAP as u64;
         let kkind = self.key_kind(k);
         let (owns_k, owns_v) = (self.owns(k, 0), self.owns(v, 0));
-        let walk_v = self.needs_walk(v, 0);
+        let walk_v = self.needs_walk(v);
         let (kp, vp) = (format!("{path}<K>"), format!("{path}<V>"));
         let mut t = Tally::default();
         // The nodes of one level, each with the bounds `[lo, hi)` of its keys.
@@ -1081,7 +1117,7 @@ impl<'s> Walker<'_, 's> {
                     if walk_v {
                         for i in 0..nlen {
                             let vb = (geo.vo + i * vs.size) as usize;
-                            self.value(v, &data[vb..vb + vs.size as usize], n + vb as u64, &vp, 0)?;
+                            self.value(v, &data[vb..vb + vs.size as usize], n + vb as u64, &vp)?;
                         }
                     }
                 } else {
@@ -1165,7 +1201,7 @@ impl<'s> Walker<'_, 's> {
                 (false, None) => {}
             }
         }
-        if self.needs_walk(elem, 0) {
+        if self.needs_walk(elem) {
             let p = format!("{path}<T>");
             for pos in 0..s.len {
                 let (k, i) = if s.ring {
@@ -1175,7 +1211,7 @@ impl<'s> Walker<'_, 's> {
                 };
                 let at = chunks[k as usize] + i * elem.size;
                 let e = self.mem.read(at, elem.size, Q, &p)?;
-                self.value(elem, &e, at, &p, 0)?;
+                self.value(elem, &e, at, &p)?;
             }
         }
         Ok(Tally {

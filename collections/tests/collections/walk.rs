@@ -443,4 +443,16 @@ fn what_the_schema_cannot_describe_is_reported_not_guessed() {
     unreachable.sort_unstable();
     assert_eq!(walked.unreachable, unreachable);
     assert_eq!(walked.structures, 2);
+
+    // A schema whose struct contains itself without a pointer (only a damaged record can say
+    // so) ends, listed once.
+    let endless = TypeSchema::decode("Loose/8{x:^Loose/8}").unwrap();
+    let walked = walk_schema(pool.region(), &endless).unwrap();
+    assert_eq!(walked.not_walked.len(), 1, "{:?}", walked.not_walked);
+    assert!(
+        walked.not_walked[0].ends_with("(a struct that contains itself)"),
+        "{:?}",
+        walked.not_walked
+    );
+    assert_eq!(walked.reachable, BTreeSet::new());
 }
