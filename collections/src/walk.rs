@@ -302,6 +302,16 @@ struct Tally {
     blocks: u64,
 }
 
+/// A vector's or string's buffer, checked and owned (see `Walker::buffer`).
+struct Buffer {
+    /// Its pool offset.
+    at: u64,
+    /// Elements in use.
+    len: u64,
+    /// Their bytes, when asked for.
+    data: Option<Vec<u8>>,
+}
+
 /// A key in the order its tree keeps (integers by value, strings and bytes
 /// lexicographically); keys of other types are not compared.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -701,17 +711,18 @@ impl<'s> Walker<'_, 's> {
         Ok(())
     }
 
-    /// A `PVec` (or a `PString`: `utf8`) handle `b` of `elem`-byte elements, walking each
-    /// element as `ty` when given.
-    fn vec_like(
+    /// The buffer of the `PVec`/`PString` handle `b` (at `at`) of `elem`-byte elements, owned
+    /// and checked: `len <= cap`, no buffer only when empty, a block of `cap × elem` bytes,
+    /// UTF-8 when `utf8`. Returns `None` for no buffer, else the buffer with, when `read` or
+    /// `utf8`, the `len × elem` bytes of the contents.
+    fn buffer(
         &mut self,
         b: &[u8],
         at: u64,
         elem: u64,
-        ty: Option<&'s TypeSchema>,
-        utf8: bool,
+        (utf8, read): (bool, bool),
         path: &str,
-    ) -> Result<Tally> {
+    ) -> Result<Option<Buffer>> {
         let structure = if utf8 { "PString" } else { "PVec" };
         let [buf, len, cap] = handle(b, vec::FIELDS);
         let Some(buf) = self.mem.pointer(buf, structure, path)? else {
@@ -723,7 +734,7 @@ impl<'s> Walker<'_, 's> {
                     format!("no buffer, but length {len}"),
                 ));
             }
-            return Ok(Tally::default());
+            return Ok(None);
         };
         if len > cap {
             return Err(corrupt(
@@ -737,20 +748,47 @@ impl<'s> Walker<'_, 's> {
             .checked_mul(elem)
             .ok_or_else(|| corrupt(structure, buf, path, format!("capacity {cap} out of range")))?;
         self.own(buf, bytes, structure, path)?;
-        if utf8 {
-            let text = self.mem.read(buf, len, structure, path)?;
-            if std::str::from_utf8(&text).is_err() {
-                return Err(corrupt(structure, buf, path, "the contents are not UTF-8"));
-            }
-        } else if let Some(ty) = ty.filter(|&t| elem > 0 && self.needs_walk(t)) {
-            let data = self.mem.read(buf, len * elem, structure, path)?;
+        if !(read || utf8) {
+            return Ok(Some(Buffer {
+                at: buf,
+                len,
+                data: None,
+            }));
+        }
+        let data = self.mem.read(buf, len * elem, structure, path)?;
+        if utf8 && std::str::from_utf8(&data).is_err() {
+            return Err(corrupt(structure, buf, path, "the contents are not UTF-8"));
+        }
+        Ok(Some(Buffer {
+            at: buf,
+            len,
+            data: Some(data),
+        }))
+    }
+
+    /// A `PVec` (or a `PString`: `utf8`) handle `b` of `elem`-byte elements, walking each
+    /// element as `ty` when given.
+    fn vec_like(
+        &mut self,
+        b: &[u8],
+        at: u64,
+        elem: u64,
+        ty: Option<&'s TypeSchema>,
+        utf8: bool,
+        path: &str,
+    ) -> Result<Tally> {
+        let walk = ty.filter(|&t| elem > 0 && self.needs_walk(t));
+        let Some(buf) = self.buffer(b, at, elem, (utf8, walk.is_some()), path)? else {
+            return Ok(Tally::default());
+        };
+        if let (Some(ty), Some(data)) = (walk, &buf.data) {
             let p = format!("{path}<T>");
             for (i, e) in data.chunks_exact(elem as usize).enumerate() {
-                self.value(ty, e, buf + i as u64 * elem, &p)?;
+                self.value(ty, e, buf.at + i as u64 * elem, &p)?;
             }
         }
         Ok(Tally {
-            entries: len,
+            entries: buf.len,
             blocks: 1,
         })
     }
@@ -800,36 +838,13 @@ impl<'s> Walker<'_, 's> {
                 Ok((Some(b.to_vec()), ord))
             }
             KeyKind::Handle { elem, utf8 } => {
-                let structure = if utf8 { "PString" } else { "PVec" };
-                let [buf, len, cap] = handle(b, vec::FIELDS);
-                let Some(buf) = self.mem.pointer(buf, structure, path)? else {
-                    if len != 0 {
-                        return Err(corrupt(
-                            structure,
-                            at,
-                            path,
-                            format!("no buffer, but length {len}"),
-                        ));
+                let data = match self.buffer(b, at, elem, (utf8, true), path)? {
+                    Some(buf) => {
+                        self.report.key_blocks += 1;
+                        buf.data.unwrap_or_default()
                     }
-                    return Ok((Some(Vec::new()), Some(OrdKey::Bytes(Vec::new()))));
+                    None => Vec::new(),
                 };
-                if len > cap {
-                    return Err(corrupt(
-                        structure,
-                        buf,
-                        path,
-                        format!("length {len} above capacity {cap}"),
-                    ));
-                }
-                let need = cap
-                    .checked_mul(elem)
-                    .ok_or_else(|| corrupt(structure, buf, path, format!("capacity {cap} out of range")))?;
-                self.own(buf, need, structure, path)?;
-                self.report.key_blocks += 1;
-                let data = self.mem.read(buf, len * elem, structure, path)?;
-                if utf8 && std::str::from_utf8(&data).is_err() {
-                    return Err(corrupt(structure, buf, path, "the contents are not UTF-8"));
-                }
                 let ord = (elem == 1).then(|| OrdKey::Bytes(data.clone()));
                 Ok((Some(data), ord))
             }

@@ -1,128 +1,33 @@
-//! `ptm check` walks the user's collections from the root schema the pool records: its counts
-//! are the typed `verify`'s, a corrupt B-tree node or map segment fails the check naming its
-//! schema path, a block whose only handle was overwritten is reported as unreachable, and a
-//! pool without a schema says so.
+//! `ptm check` walks the user's collections from the root schema the pool records: on the user
+//! root of `collections/tests/collections/common/user_root.rs` (every collection, nested values,
+//! a `PPtr` cycle) its counts are the typed `verify`'s, a corrupt B-tree node or map segment
+//! fails the check naming its schema path, a block whose only handle was overwritten is reported
+//! as unreachable, and a pool without a schema says so.
 
 use std::path::Path;
 use std::process::{Command, Output};
 
-use ptm::{Error, PCell, PPtr, Persistent, Pool, PoolOptions, Transaction};
-use ptm_collections::{
-    verify, walk_pool, PBTreeMap, PHashMap, PQueue, PString, PValue, PVec, Report, Verify,
-};
+use ptm::{Pool, PoolOptions};
+use ptm_collections::walk_pool;
 
-#[derive(Persistent, PValue)]
-#[repr(C)]
-struct Task {
-    title: PString,
-    tags: PVec<u64>,
-}
+#[path = "../../../collections/tests/collections/common/user_root.rs"]
+mod user_root;
 
-#[derive(Persistent)]
-#[repr(C)]
-struct Node {
-    key: PCell<u64>,
-    next: PCell<PPtr<Node>>,
-}
-
-#[derive(Persistent)]
-#[repr(C)]
-struct Root {
-    tasks: PHashMap<u64, Task>,
-    index: PBTreeMap<PString, u64>,
-    jobs: PQueue<u64>,
-    list: PCell<PPtr<Node>>,
-    scratch: PVec<u64>,
-}
-
-/// Offset of `scratch` in the root.
-const SCRATCH: u64 = 32 + 16 + 48 + 8;
-
-impl Verify for Root {
-    fn verify(&self, tx: &Transaction<'_>, report: &mut Report) -> ptm::Result<()> {
-        self.tasks.verify(tx, report)?;
-        for (_, task) in self.tasks.iter_refs(tx) {
-            task.title.verify(tx, report)?;
-            task.tags.verify(tx, report)?;
-        }
-        self.index.verify(tx, report)?;
-        self.jobs.verify(tx, report)?;
-        self.scratch.verify(tx, report)
-    }
-}
+use user_root::{NODES, SCRATCH};
 
 fn opts() -> PoolOptions {
     PoolOptions::new().force_pmem(true)
 }
 
-/// What `make` noted before closing the pool.
-struct Made {
-    /// The typed verify's report.
-    typed: Report,
-    /// Blocks the in-process walk reached.
-    reachable: usize,
-    root: u64,
-    /// A B-tree node of `index`, a segment of `tasks`.
-    node: u64,
-    segment: u64,
-    /// Bytes of the scratch vector's buffer block.
-    scratch_block: u64,
-}
-
-/// A filled pool at `path`, closed.
-fn make(path: &Path) -> Made {
-    let mut pool = Pool::<Root>::create(path, 8 << 20, &opts()).unwrap();
-    pool.transaction(|tx, r| {
-        for k in 0..30u64 {
-            let t = r.tasks.get_or_insert_new(tx, k)?;
-            t.title.push_str(tx, &format!("task {k}"))?;
-            t.tags.extend(tx, 0..k % 4)?;
-        }
-        for w in 0..100u64 {
-            r.index.insert(tx, format!("w{w:03}").as_str(), w)?;
-        }
-        r.jobs.extend(tx, 0..500)?;
-        let mut next = PPtr::null();
-        for k in 0..10 {
-            let p = tx.alloc_zeroed::<Node>()?;
-            // SAFETY: `p` was just allocated as a zeroed `Node` in this transaction.
-            let n = unsafe { tx.deref(p)? };
-            n.key.set(tx, k)?;
-            n.next.set(tx, next)?;
-            next = p;
-        }
-        r.list.set(tx, next)?;
-        r.scratch.extend(tx, 0..20)
-    })
-    .unwrap();
-    let typed = verify(&pool).unwrap();
+/// A filled user-root pool at `path`, closed; returns the typed report, the in-process walk's
+/// reachable block count, the root's offset and the offsets the fixture notes.
+fn make(path: &Path) -> (ptm_collections::Report, usize, u64, user_root::Offsets) {
+    let mut pool = user_root::make(path, &opts());
+    let typed = user_root::typed(&pool);
     let reachable = walk_pool(&mut pool).unwrap().reachable.len();
-    let (node, segment, scratch) = pool
-        .transaction(|tx, r| {
-            Ok::<_, Error>((
-                r.index.node_offsets(tx)?[1],
-                *r.tasks.block_offsets(tx)?.last().unwrap(),
-                r.scratch.buffer_offset(tx).unwrap(),
-            ))
-        })
-        .unwrap();
-    let scratch_block = pool
-        .allocated_blocks()
-        .unwrap()
-        .into_iter()
-        .find(|&(o, _)| o == scratch)
-        .unwrap()
-        .1;
-    let root = pool.geometry().root_offset;
+    let (root, at) = (pool.geometry().root_offset, user_root::offsets(&pool));
     pool.close().unwrap();
-    Made {
-        typed,
-        reachable,
-        root,
-        node,
-        segment,
-        scratch_block,
-    }
+    (typed, reachable, root, at)
 }
 
 fn check(path: &Path, json: bool) -> Output {
@@ -149,7 +54,7 @@ fn check_walks_the_root_and_counts_as_verify() {
     let _pools = crate::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.pool");
-    let Made { typed, reachable, .. } = make(&path);
+    let (typed, reachable, ..) = make(&path);
 
     let o = check(&path, false);
     let text = String::from_utf8_lossy(&o.stdout);
@@ -178,8 +83,8 @@ fn check_walks_the_root_and_counts_as_verify() {
     );
     assert_eq!(c["reachable_blocks"], reachable as u64);
     assert_eq!(
-        (&c["unreachable_blocks"], &c["pointers"]),
-        (&0.into(), &10.into())
+        (&c["unreachable_blocks"], &c["pointers"], &c["boxes"]),
+        (&0.into(), &NODES.into(), &1.into())
     );
 }
 
@@ -187,14 +92,16 @@ fn check_walks_the_root_and_counts_as_verify() {
 fn check_fails_on_a_corrupt_collection_naming_its_path() {
     let _pools = crate::exclusive();
     let dir = tempfile::tempdir().unwrap();
-    for (what, at_field, path_in_schema) in [("node", 0, "Root.index"), ("segment", 24, "Root.tasks")] {
+    for (what, path_in_schema) in [("node", "Root.index"), ("segment", "Root.tasks")] {
         let path = dir.path().join(format!("{what}.pool"));
-        let made = make(&path);
-        let block = if what == "node" { made.node } else { made.segment };
-        patch(&path, block + at_field, &77u64.to_le_bytes());
+        let (.., at) = make(&path);
+        // A node's length word, a segment's `len` header word.
+        let word = if what == "node" { at.node } else { at.segment + 24 };
+        patch(&path, word, &77u64.to_le_bytes());
         let o = check(&path, false);
         assert!(!o.status.success(), "{what}");
         let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("collections: corrupt "), "{what}: {err}");
         assert!(err.contains(&format!("{path_in_schema}: ")), "{what}: {err}");
         let text = String::from_utf8_lossy(&o.stdout);
         assert!(text.contains("collections     corrupt:"), "{text}");
@@ -213,16 +120,18 @@ fn check_reports_a_block_no_handle_reaches() {
     let _pools = crate::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("leak.pool");
-    let made = make(&path);
+    let (_, _, root, at) = make(&path);
+    let scratch_block = {
+        let mut pool = Pool::<user_root::Root>::open(&path, &opts()).unwrap();
+        let blocks = pool.allocated_blocks().unwrap();
+        blocks.into_iter().find(|&(o, _)| o == at.scratch).unwrap().1
+    };
     // The scratch vector's handle zeroed behind the library's back: its buffer stays allocated.
-    patch(&path, made.root + SCRATCH, &[0u8; 24]);
+    patch(&path, root + SCRATCH, &[0u8; 24]);
     let o = check(&path, false);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "a leak alone does not fail the check: {text}");
-    let want = format!(
-        "1 blocks, {} bytes unreachable from the schema",
-        made.scratch_block
-    );
+    let want = format!("1 blocks, {scratch_block} bytes unreachable from the schema");
     assert!(text.contains(&want), "missing {want:?} in:\n{text}");
     let v = json_of(&check(&path, true));
     assert_eq!(
@@ -230,7 +139,7 @@ fn check_reports_a_block_no_handle_reaches() {
             &v["collections"]["unreachable_blocks"],
             &v["collections"]["unreachable_bytes"]
         ),
-        (&1.into(), &made.scratch_block.into())
+        (&1.into(), &scratch_block.into())
     );
 
     let bare = dir.path().join("bare.pool");

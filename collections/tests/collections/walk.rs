@@ -1,144 +1,27 @@
 //! `walk_schema` (`walk_pool`), the schema-driven walk `ptm check` runs: on a user root of every
-//! kind of collection, nested values and a `PPtr` cycle it agrees with the typed `verify` and
-//! with the allocator; damage in a map segment, a B-tree node, a queue directory, a string is
-//! `CorruptCollection` naming the schema path; a block whose only handle was overwritten is
-//! unreachable; what the schema cannot describe (an offset in an integer, an unknown type) is
-//! reported, not guessed; and after random operations its counts and reachable set equal the
-//! typed ones.
+//! kind of collection, nested values and a `PPtr` cycle (`common/user_root.rs`) it agrees with
+//! the typed `verify` and with the allocator; damage in a map segment, a B-tree node, a queue
+//! directory, a string is `CorruptCollection` naming the schema path; a block whose only handle
+//! was overwritten is unreachable; what the schema cannot describe (an offset in an integer, an
+//! unknown type) is reported, not guessed; and after random operations its counts and reachable
+//! set equal the typed ones.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
 use ptm::pmem_core::schema::TypeSchema;
-use ptm::{Error, PCell, PMutex, PPtr, Persistent, Pool, Transaction};
-use ptm_collections::{
-    verify, walk_pool, walk_schema, PBTreeMap, PBox, PConcurrentMap, PHashMap, PHashSet, PQueue, PString,
-    PValue, PVec, Report, Verify, WalkReport,
-};
+use ptm::{Error, PCell, PMutex, PPtr, Persistent, Pool};
+use ptm_collections::{walk_pool, walk_schema, PString, PVec, Report, Verify, WalkReport};
 
-use crate::common::{self, opts, shm_dir, POOL_SIZE};
-
-#[derive(Persistent, PValue)]
-#[repr(C)]
-struct Task {
-    title: PString,
-    tags: PVec<u64>,
-    done: PCell<u64>,
-}
-
-#[derive(Persistent)]
-#[repr(C)]
-struct Node {
-    key: PCell<u64>,
-    next: PCell<PPtr<Node>>,
-}
-
-#[derive(Persistent)]
-#[repr(C)]
-struct Root {
-    /// First: 64-byte aligned shards, so the root needs no padding.
-    shared: PConcurrentMap<u64, u64, 4>,
-    tasks: PHashMap<u64, Task>,
-    index: PBTreeMap<PString, u64>,
-    jobs: PQueue<u64>,
-    seen: PHashSet<u64>,
-    boxed: PBox<PVec<u64>>,
-    list: PCell<PPtr<Node>>,
-    name: PString,
-    scratch: PVec<u64>,
-}
-
-/// Field offsets in `Root` (sums of the sizes before them: a derived root has no padding).
-const JOBS: u64 = 4 * 64 + 32 + 16;
-const NAME: u64 = JOBS + 48 + 32 + 8 + 8;
-const SCRATCH: u64 = NAME + 24;
-
-impl Verify for Root {
-    /// Every collection, nested ones included (each task's title and tags, the boxed vector).
-    fn verify(&self, tx: &Transaction<'_>, report: &mut Report) -> ptm::Result<()> {
-        self.tasks.verify(tx, report)?;
-        for (_, task) in self.tasks.iter_refs(tx) {
-            task.title.verify(tx, report)?;
-            task.tags.verify(tx, report)?;
-        }
-        self.index.verify(tx, report)?;
-        self.jobs.verify(tx, report)?;
-        self.shared.verify(tx, report)?;
-        self.seen.verify(tx, report)?;
-        if let Some(v) = self.boxed.get_ref(tx)? {
-            v.verify(tx, report)?;
-        }
-        self.name.verify(tx, report)?;
-        self.scratch.verify(tx, report)
-    }
-}
-
-const TASKS: u64 = 40;
-const WORDS: u64 = 300;
-const JOB_COUNT: u64 = 9000;
-const NODES: u64 = 25;
-
-/// Fills a pool at `path`: tasks with titles and tags, a string-keyed tree big enough to split,
-/// a queue over two chunks, a sharded map, a set, a box, a linked list whose last node points
-/// back at the first (a cycle), a name and a scratch vector.
-fn make(path: &Path) -> Pool<Root> {
-    let pool = Pool::<Root>::create(path, POOL_SIZE, &opts()).unwrap();
-    pool.transaction(|tx, r| {
-        for k in 0..TASKS {
-            let t = r.tasks.get_or_insert_new(tx, k)?;
-            t.title.push_str(tx, &format!("task é{k}"))?;
-            t.tags.extend(tx, 0..k % 5)?;
-            t.done.set(tx, k % 2)?;
-        }
-        for w in 0..WORDS {
-            r.index.insert(tx, format!("word-{w:05}").as_str(), w)?;
-        }
-        r.jobs.extend(tx, 0..JOB_COUNT)?;
-        for k in 0..100 {
-            r.shared.insert(tx, k, k * 2)?;
-        }
-        (0..33).try_for_each(|k| r.seen.insert(tx, k).map(drop))?;
-        r.boxed.get_or_init_new(tx)?.extend(tx, [7, 8, 9])?;
-        let mut first = PPtr::null();
-        let mut prev: Option<PPtr<Node>> = None;
-        for k in 0..NODES {
-            let p = tx.alloc_zeroed::<Node>()?;
-            // SAFETY: `p` was just allocated as a zeroed `Node` in this transaction.
-            let n = unsafe { tx.deref(p)? };
-            n.key.set(tx, k)?;
-            match prev {
-                // SAFETY: `q` is a `Node` allocated above.
-                Some(q) => unsafe { tx.deref(q)? }.next.set(tx, p)?,
-                None => first = p,
-            }
-            prev = Some(p);
-        }
-        if let Some(last) = prev {
-            // SAFETY: as above.
-            unsafe { tx.deref(last)? }.next.set(tx, first)?;
-        }
-        r.list.set(tx, first)?;
-        r.name.push_str(tx, "walked")?;
-        r.scratch.extend(tx, 0..50)
-    })
-    .unwrap();
-    pool
-}
-
-fn allocated<R: Persistent>(pool: &mut Pool<R>) -> BTreeSet<u64> {
-    pool.allocated_blocks()
-        .unwrap()
-        .into_iter()
-        .map(|(o, _)| o)
-        .collect()
-}
+use crate::common::user_root::{self, Node, Root, JOBS, JOB_COUNT, NAME, NODES, SCRATCH, TASKS, WORDS};
+use crate::common::{self, assert_allocated_exactly, opts, shm_dir, POOL_SIZE};
 
 #[test]
 fn a_user_root_walks_as_the_typed_verify_counts() {
     let dir = shm_dir();
-    let mut pool = make(&dir.path().join("w.pool"));
-    let typed = verify(&pool).unwrap();
+    let mut pool = user_root::make(&dir.path().join("w.pool"), &opts());
+    let typed = user_root::typed(&pool);
     let walked = walk_pool(&mut pool).unwrap();
     assert_eq!(
         (walked.structures, walked.entries, walked.blocks),
@@ -163,7 +46,30 @@ fn a_user_root_walks_as_the_typed_verify_counts() {
     assert_eq!((walked.boxes, walked.pointers), (1, NODES));
     assert!(walked.not_walked.is_empty(), "{:?}", walked.not_walked);
     assert_eq!(walked.unreachable, []);
-    assert_eq!(walked.reachable, allocated(&mut pool));
+    assert_allocated_exactly(&mut pool, &walked.reachable, "the walk's reachable blocks");
+}
+
+/// A filled user-root pool, closed: its directory (kept alive), path, root offset and the
+/// offsets `user_root::offsets` notes.
+struct Closed {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    root: u64,
+    at: user_root::Offsets,
+}
+
+fn closed() -> Closed {
+    let dir = shm_dir();
+    let path = dir.path().join("d.pool");
+    let pool = user_root::make(&path, &opts());
+    let (root, at) = (pool.geometry().root_offset, user_root::offsets(&pool));
+    pool.close().unwrap();
+    Closed {
+        _dir: dir,
+        path,
+        root,
+        at,
+    }
 }
 
 /// Writes `bytes` at `at` in the pool file.
@@ -171,43 +77,6 @@ fn patch(path: &Path, at: u64, bytes: &[u8]) {
     use std::os::unix::fs::FileExt;
     let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
     f.write_all_at(bytes, at).unwrap();
-}
-
-/// Walks the pool file at `path` (closed), returning the walk or the error.
-fn walk_file(path: &Path) -> ptm::Result<WalkReport> {
-    let mut pool = Pool::<Root>::open(path, &opts())?;
-    walk_pool(&mut pool)
-}
-
-fn expect_corrupt(path: &Path, structure: &str, path_in_schema: &str) -> String {
-    match walk_file(path) {
-        Err(Error::CorruptCollection {
-            structure: s, what, ..
-        }) => {
-            assert_eq!(s, structure, "{what}");
-            assert!(what.starts_with(&format!("{path_in_schema}: ")), "{what}");
-            what.into_owned()
-        }
-        other => panic!("expected CorruptCollection in {structure}, got {other:?}"),
-    }
-}
-
-/// Makes a pool, lets `find` pick an offset through the typed API (given the root's offset),
-/// closes the pool, writes `bytes` there, and returns the walk's error message.
-fn damaged(
-    find: impl Fn(&Transaction<'_>, &Root, u64) -> ptm::Result<u64>,
-    bytes: &[u8],
-    structure: &str,
-    path_in_schema: &str,
-) -> String {
-    let dir = shm_dir();
-    let path = dir.path().join("d.pool");
-    let pool = make(&path);
-    let root = pool.geometry().root_offset;
-    let at = pool.transaction(|tx, r| find(tx, r, root)).unwrap();
-    pool.close().unwrap();
-    patch(&path, at, bytes);
-    expect_corrupt(&path, structure, path_in_schema)
 }
 
 fn read_u64(path: &Path, at: u64) -> u64 {
@@ -220,100 +89,105 @@ fn read_u64(path: &Path, at: u64) -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// Walks the pool file at `path` (closed), returning the walk or the error.
+fn walk_file(path: &Path) -> ptm::Result<WalkReport> {
+    let mut pool = Pool::<Root>::open(path, &opts())?;
+    walk_pool(&mut pool)
+}
+
+/// Writes `bytes` at `at` of a fresh closed pool and returns the walk's error message, which
+/// must be a `CorruptCollection` of `structure` starting with `path_in_schema`.
+fn damaged(c: &Closed, at: u64, bytes: &[u8], structure: &str, path_in_schema: &str) -> String {
+    patch(&c.path, at, bytes);
+    match walk_file(&c.path) {
+        Err(Error::CorruptCollection {
+            structure: s, what, ..
+        }) => {
+            assert_eq!(s, structure, "{what}");
+            assert!(what.starts_with(&format!("{path_in_schema}: ")), "{what}");
+            what.into_owned()
+        }
+        other => panic!("expected CorruptCollection in {structure}, got {other:?}"),
+    }
+}
+
 #[test]
 fn damage_is_named_by_its_schema_path() {
     // A map segment's `len` header word.
+    let c = closed();
     let what = damaged(
-        |tx, r, _| Ok(*r.tasks.block_offsets(tx)?.last().unwrap() + 24),
+        &c,
+        c.at.segment + 24,
         &999u64.to_le_bytes(),
         "PHashMap segment",
         "Root.tasks",
     );
     assert!(what.contains("header len/used 999/"), "{what}");
     // A B-tree node's length.
-    let what = damaged(
-        |tx, r, _| Ok(r.index.node_offsets(tx)?[1]),
-        &99u64.to_le_bytes(),
-        "PBTreeMap",
-        "Root.index",
-    );
+    let c = closed();
+    let what = damaged(&c, c.at.node, &99u64.to_le_bytes(), "PBTreeMap", "Root.index");
     assert!(what.contains("length 99"), "{what}");
     // A string length above its capacity, in the root.
+    let c = closed();
     let what = damaged(
-        |_, _, root| Ok(root + NAME + 8),
+        &c,
+        c.root + NAME + 8,
         &99u64.to_le_bytes(),
         "PString",
         "Root.name",
     );
     assert!(what.contains("length 99 above capacity"), "{what}");
     // A nested title whose bytes are not UTF-8.
-    let what = damaged(
-        |tx, r, _| Ok(r.tasks.get_ref(tx, &3)?.unwrap().title.buffer_offset(tx).unwrap()),
-        &[0xff],
-        "PString",
-        "Root.tasks<V>.title",
-    );
+    let c = closed();
+    let what = damaged(&c, c.at.title, &[0xff], "PString", "Root.tasks<V>.title");
     assert!(what.contains("not UTF-8"), "{what}");
     // The scratch vector's buffer pointer aimed at the boxed vector's buffer: two owners.
-    let dir = shm_dir();
-    let path = dir.path().join("twice.pool");
-    let pool = make(&path);
-    let root = pool.geometry().root_offset;
-    let boxed = pool
-        .transaction(|tx, r| Ok::<_, Error>(r.boxed.get_ref(tx)?.unwrap().buffer_offset(tx).unwrap()))
-        .unwrap();
-    pool.close().unwrap();
-    let tag = read_u64(&path, root + SCRATCH) >> 48;
-    let handle = [(tag << 48) | boxed, 2, 3];
-    patch(&path, root + SCRATCH, &handle.map(u64::to_le_bytes).concat());
-    let what = expect_corrupt(&path, "PVec", "Root.boxed<T>");
+    let c = closed();
+    let tag = read_u64(&c.path, c.root + SCRATCH) >> 48;
+    let handle = [(tag << 48) | c.at.boxed, 2, 3];
+    let what = damaged(
+        &c,
+        c.root + SCRATCH,
+        &handle.map(u64::to_le_bytes).concat(),
+        "PVec",
+        "Root.boxed<T>",
+    );
     assert!(what.contains("reached twice (also from Root.scratch)"), "{what}");
-}
-
-#[test]
-fn a_damaged_queue_directory_is_named() {
-    let dir = shm_dir();
-    let path = dir.path().join("q.pool");
-    let pool = make(&path);
-    let root = pool.geometry().root_offset;
-    let blocks = pool.transaction(|tx, r| r.jobs.block_offsets(tx)).unwrap();
-    pool.close().unwrap();
-    assert_eq!(blocks.len(), 3, "a directory and two chunks");
-    // The slot of the second chunk (`dhead + 1`) now points 64 bytes into the first chunk.
-    let dhead = read_u64(&path, root + JOBS + 16);
-    let dcap = read_u64(&path, root + JOBS + 8);
-    let slot = blocks[0] + 8 * ((dhead + 1) % dcap);
-    let tag = read_u64(&path, slot) >> 48;
-    patch(&path, slot, &((tag << 48) | (blocks[1] + 64)).to_le_bytes());
-    let what = expect_corrupt(&path, "PQueue", "Root.jobs");
+    // The slot of the queue's second chunk (`dhead + 1`) pointing 64 bytes into the first.
+    let c = closed();
+    let jobs = &c.at.jobs;
+    assert_eq!(jobs.len(), 3, "a directory and two chunks");
+    let dhead = read_u64(&c.path, c.root + JOBS + 16);
+    let dcap = read_u64(&c.path, c.root + JOBS + 8);
+    let slot = jobs[0] + 8 * ((dhead + 1) % dcap);
+    let tag = read_u64(&c.path, slot) >> 48;
+    let what = damaged(
+        &c,
+        slot,
+        &((tag << 48) | (jobs[1] + 64)).to_le_bytes(),
+        "PQueue",
+        "Root.jobs",
+    );
     assert!(what.contains("does not start an allocated block"), "{what}");
 }
 
 #[test]
 fn a_block_whose_handle_is_overwritten_is_unreachable() {
-    let dir = shm_dir();
-    let path = dir.path().join("l.pool");
-    let pool = make(&path);
-    let root = pool.geometry().root_offset;
-    let buffer = pool
-        .transaction(|tx, r| Ok::<_, Error>(r.scratch.buffer_offset(tx).unwrap()))
-        .unwrap();
-    pool.close().unwrap();
+    let c = closed();
     // The scratch vector's handle zeroed behind the library's back: its buffer is allocated
     // (the commit made it so) but nothing reaches it.
-    patch(&path, root + SCRATCH, &[0u8; 24]);
-    let mut pool = Pool::<Root>::open(&path, &opts()).unwrap();
+    patch(&c.path, c.root + SCRATCH, &[0u8; 24]);
+    let mut pool = Pool::<Root>::open(&c.path, &opts()).unwrap();
     let walked = walk_pool(&mut pool).unwrap();
-    let size = pool
+    let block = pool
         .allocated_blocks()
         .unwrap()
         .into_iter()
-        .find(|&(o, _)| o == buffer)
-        .unwrap()
-        .1;
-    assert_eq!(walked.unreachable, [(buffer, size)]);
-    assert_eq!(walked.unreachable_bytes(), size);
-    assert!(!walked.reachable.contains(&buffer));
+        .find(|&(o, _)| o == c.at.scratch)
+        .unwrap();
+    assert_eq!(walked.unreachable, [block]);
+    assert_eq!(walked.unreachable_bytes(), block.1);
+    assert!(!walked.reachable.contains(&c.at.scratch));
 }
 
 fn model_counts(pool: &Pool<common::Root>) -> (u64, u64, u64, BTreeSet<u64>) {
@@ -369,7 +243,9 @@ proptest! {
             prop_assert_eq!((walked.structures, walked.entries, walked.blocks), (structures, entries, blocks));
             prop_assert_eq!(walked.boxes, u64::from(model.b.is_some()));
             prop_assert_eq!(&walked.reachable, &owned);
-            prop_assert_eq!(&walked.reachable, &allocated(&mut pool));
+            let allocated: BTreeSet<u64> =
+                pool.allocated_blocks().unwrap().into_iter().map(|(o, _)| o).collect();
+            prop_assert_eq!(&walked.reachable, &allocated);
             prop_assert!(walked.unreachable.is_empty());
             let model_entries = model.v.len() + model.m.len() + model.s.len() + model.q.len()
                 + model.m2.len() + model.t.len();
