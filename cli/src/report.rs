@@ -363,7 +363,7 @@ fn walk_rows(t: &mut Table, w: &CollectionsWalk) {
             t.row(
                 "reachable",
                 format!(
-                    "{} blocks ({} key buffers, {} boxes, {} pointer targets)",
+                    "{} blocks; key buffers {}, boxes {}, pointer targets {}",
                     r.reachable.len(),
                     r.key_blocks,
                     r.boxes,
@@ -376,9 +376,10 @@ fn walk_rows(t: &mut Table, w: &CollectionsWalk) {
                 t.row(
                     "unreachable",
                     format!(
-                        "{} blocks, {} bytes unreachable from the schema: leaked, or reached only \
+                        "{} {}, {} bytes unreachable from the schema: leaked, or reached only \
                          through data the schema does not describe (an offset kept in an integer)",
                         r.unreachable.len(),
+                        if r.unreachable.len() == 1 { "block" } else { "blocks" },
                         r.unreachable_bytes()
                     ),
                 );

@@ -131,7 +131,7 @@ fn check_reports_a_block_no_handle_reaches() {
     let o = check(&path, false);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "a leak alone does not fail the check: {text}");
-    let want = format!("1 blocks, {scratch_block} bytes unreachable from the schema");
+    let want = format!("1 block, {scratch_block} bytes unreachable from the schema");
     assert!(text.contains(&want), "missing {want:?} in:\n{text}");
     let v = json_of(&check(&path, true));
     assert_eq!(
