@@ -10,12 +10,11 @@
 //! and the typed collections cannot disagree on where a byte is. See docs/design.md §13.5.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::mem::size_of;
 
 use ptm::pmem_core::schema::{SchemaKind, TypeSchema};
 use ptm::pmem_core::{PPtr, Region};
 use ptm::{Error, PSharedLock, Persistent, Pool, Result};
-
-use std::mem::size_of;
 
 use crate::btree::{self, Geo};
 use crate::map;
@@ -53,8 +52,9 @@ pub struct WalkReport {
     /// `(pool offset, block size)`: leaked, or reached through something the schema cannot
     /// describe (an offset kept in an integer field, a type listed in `not_walked`).
     pub unreachable: Vec<(u64, u64)>,
-    /// Parts of the root the walk could not follow, as `"PFoo at Root.f"`: types whose
-    /// layout it does not know. Blocks reached only through them show up as `unreachable`.
+    /// Parts of the root the walk could not follow, as `"PFoo at Root.f (why)"`: types whose
+    /// layout it does not know (sorted, each once). Blocks reached only through them show up
+    /// as `unreachable`.
     pub not_walked: Vec<String>,
 }
 
@@ -672,12 +672,21 @@ impl<'s> Walker<'_, 's> {
         }
     }
 
-    /// A `PPtr<T>` stored as `raw`: its target must lie in an allocated block (then reached)
-    /// or in the root; `T` is walked there once per target.
+    /// A `PPtr<T>` stored as `raw`: its target must be aligned for `T` (when the walk knows
+    /// `T`'s alignment) and lie in an allocated block (then reached) or in the root; `T` is
+    /// walked there once per target.
     fn pointer(&mut self, target: &'s TypeSchema, raw: u64, path: &str) -> Result<()> {
         let Some(off) = self.mem.pointer(raw, "PPtr", path)? else {
             return Ok(());
         };
+        if let Some(align) = self.slot(target, 0).map(|s| s.align).filter(|&a| off % a != 0) {
+            return Err(corrupt(
+                "PPtr",
+                off,
+                path,
+                format!("a target at {off:#x}, not aligned to {align}"),
+            ));
+        }
         let end = off.checked_add(target.size);
         let inside = |(start, size): (u64, u64)| end.is_some_and(|e| e <= start + size);
         if let Some(block) = self.mem.containing(off) {

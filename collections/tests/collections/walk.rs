@@ -335,6 +335,36 @@ fn what_the_schema_cannot_describe_is_reported_not_guessed() {
         walked.not_walked
     );
     assert_eq!(walked.reachable, BTreeSet::new());
+
+    // A pointer one byte into its node, then one to a node freed while still linked: both
+    // named, as `Transaction::deref` would refuse the first and cannot see the second.
+    let first = pool.transaction(|tx, r| Ok::<_, Error>(r.list.get(tx))).unwrap();
+    let crooked = PPtr::<Node>::from_parts(first.tag(), first.offset() + 1);
+    pool.transaction(|tx, r| r.list.set(tx, crooked)).unwrap();
+    let what = pointer_error(&mut pool);
+    assert!(what.contains("not aligned to 8"), "{what}");
+    pool.transaction(|tx, r| {
+        r.list.set(tx, first)?;
+        tx.free(first)
+    })
+    .unwrap();
+    let what = pointer_error(&mut pool);
+    assert!(
+        what.contains("neither inside an allocated block nor the root"),
+        "{what}"
+    );
+}
+
+/// The walk's error for `Loose.list`'s pointer.
+fn pointer_error(pool: &mut Pool<Loose>) -> String {
+    match walk_pool(pool) {
+        Err(Error::CorruptCollection { structure, what, .. }) => {
+            assert_eq!(structure, "PPtr", "{what}");
+            assert!(what.starts_with("Loose.list<T>: "), "{what}");
+            what.into_owned()
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[derive(Persistent)]
