@@ -178,9 +178,13 @@ pub(crate) struct CheckOutcome {
 }
 
 impl CheckOutcome {
-    /// Whether anything was wrong before any repair.
+    /// Whether anything was wrong before any repair (or, once the pool opened, in its
+    /// collections).
     pub(crate) fn damage_found(&self) -> bool {
-        self.header_damage() || self.journal_damaged() || self.unsafe_shutdown.is_some()
+        self.header_damage()
+            || self.journal_damaged()
+            || self.unsafe_shutdown.is_some()
+            || self.walk.as_ref().is_some_and(CollectionsWalk::damaged)
     }
 
     /// Whether a header copy or the file length is wrong.

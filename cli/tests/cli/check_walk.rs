@@ -109,8 +109,8 @@ fn check_fails_on_a_corrupt_collection_naming_its_path() {
         assert!(!o.status.success());
         let v = json_of(&o);
         assert_eq!(
-            (&v["collections"]["status"], &v["ok"]),
-            (&"corrupt".into(), &false.into())
+            (&v["collections"]["status"], &v["ok"], &v["damage_found"]),
+            (&"corrupt".into(), &false.into(), &true.into())
         );
     }
 }
