@@ -3,14 +3,14 @@
 //! the typed `verify` and with the allocator; damage in a map segment, a B-tree node, a queue
 //! directory, a string is `CorruptCollection` naming the schema path; a block whose only handle
 //! was overwritten is unreachable; what the schema cannot describe (an offset in an integer, an
-//! unknown type) is reported, not guessed; and after random operations its counts and reachable
-//! set equal the typed ones.
+//! unknown type) is reported, not guessed; after random operations its counts and reachable
+//! set equal the typed ones; and random or mutated schemas over real bytes end cleanly.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
-use ptm::pmem_core::schema::TypeSchema;
+use ptm::pmem_core::schema::{SchemaKind, TypeSchema};
 use ptm::Transaction;
 use ptm::{Error, PCell, PMutex, PPtr, Persistent, Pool};
 use ptm_collections::{
@@ -438,5 +438,187 @@ fn every_key_kind_hashes_and_orders_as_the_typed_maps() {
             );
         }
         other => panic!("{other:?}"),
+    }
+}
+
+/// A random schema: names the walk knows and some it does not, sizes true or made up, structs
+/// whose fields may not add up, `Seen` references to any struct name.
+fn any_schema() -> impl Strategy<Value = TypeSchema> {
+    let size = || {
+        prop_oneof![
+            Just(8u64),
+            Just(16),
+            Just(24),
+            Just(32),
+            Just(48),
+            Just(64),
+            0..600u64
+        ]
+    };
+    let leaf = (
+        prop::sample::select(vec![
+            "u8", "u16", "u32", "u64", "i64", "u128", "f64", "bool", "char", "PString", "PFoo", "unit",
+        ]),
+        size(),
+    )
+        .prop_map(|(name, size)| TypeSchema::scalar(name, size as usize));
+    let seen = (prop::sample::select(vec!["Root", "Task", "Node"]), size())
+        .prop_map(|(name, size)| TypeSchema::decode(&format!("^{name}/{size}")).unwrap());
+    prop_oneof![leaf, seen].prop_recursive(4, 40, 4, move |inner| {
+        let generic = (
+            prop::sample::select(vec![
+                "PVec",
+                "PQueue",
+                "PBox",
+                "PPtr",
+                "PHashMap",
+                "PHashSet",
+                "PBTreeMap",
+                "PBTreeSet",
+                "PConcurrentMap",
+                "PCell",
+                "PMutex",
+                "[3]",
+                "Option",
+            ]),
+            prop::collection::vec(inner.clone(), 0..3),
+            size(),
+        )
+            .prop_map(|(name, args, size)| {
+                let labels = ["K", "V", "T"];
+                let args = args
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, a)| (labels[i % 3], a))
+                    .collect();
+                TypeSchema::generic(name, size as usize, args)
+            });
+        let structure = (
+            prop::sample::select(vec!["Root", "Task", "Node"]),
+            prop::collection::vec(inner, 0..4),
+            prop::option::of(size()),
+        )
+            .prop_map(|(name, fields, size)| {
+                let total = fields.iter().map(|f| f.size).sum::<u64>();
+                let fields: Vec<String> = fields
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| format!("f{i}:{}", f.encode()))
+                    .collect();
+                let text = format!("{name}/{}{{{}}}", size.unwrap_or(total), fields.join(","));
+                TypeSchema::decode(&text).unwrap()
+            });
+        prop_oneof![generic, structure]
+    })
+}
+
+/// One change to a schema tree, at its `at`-th node in pre-order (modulo the node count).
+#[derive(Clone, Debug)]
+enum Mutation {
+    Replace(usize, TypeSchema),
+    Rename(usize, &'static str),
+    Resize(usize, u64),
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        (any::<usize>(), any_schema()).prop_map(|(at, t)| Mutation::Replace(at, t)),
+        (
+            any::<usize>(),
+            prop::sample::select(vec![
+                "PVec",
+                "PQueue",
+                "PHashMap",
+                "PHashSet",
+                "PBTreeMap",
+                "PBTreeSet",
+                "PString",
+                "PBox",
+                "PPtr",
+                "u8",
+                "u32",
+                "u64",
+                "i64",
+                "[2]",
+                "PCell",
+            ])
+        )
+            .prop_map(|(at, name)| Mutation::Rename(at, name)),
+        (any::<usize>(), 0..2000u64).prop_map(|(at, size)| Mutation::Resize(at, size)),
+    ]
+}
+
+fn count_nodes(t: &TypeSchema) -> usize {
+    1 + match &t.kind {
+        SchemaKind::Struct(f) | SchemaKind::Generic(f) => f.iter().map(|(_, t)| count_nodes(t)).sum(),
+        _ => 0,
+    }
+}
+
+/// Applies `m` to the node `*at` counts down to.
+fn apply_at(t: &mut TypeSchema, at: &mut usize, m: &Mutation) {
+    if *at == 0 {
+        match m {
+            Mutation::Replace(_, new) => *t = new.clone(),
+            Mutation::Rename(_, name) => t.name = (*name).to_owned(),
+            Mutation::Resize(_, size) => t.size = *size,
+        }
+        *at = usize::MAX;
+        return;
+    }
+    *at -= 1;
+    if let SchemaKind::Struct(f) | SchemaKind::Generic(f) = &mut t.kind {
+        for (_, child) in f {
+            if *at == usize::MAX {
+                return;
+            }
+            apply_at(child, at, m);
+        }
+    }
+}
+
+/// The filled user-root pool the schema tests read (made once per test process).
+fn shared_pool() -> std::sync::MutexGuard<'static, (tempfile::TempDir, Pool<Root>)> {
+    static POOL: std::sync::OnceLock<std::sync::Mutex<(tempfile::TempDir, Pool<Root>)>> =
+        std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let dir = shm_dir();
+        let pool = user_root::make(&dir.path().join("any.pool"), &opts());
+        std::sync::Mutex::new((dir, pool))
+    })
+    .lock()
+    .unwrap_or_else(|e| e.into_inner())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// Any schema over the filled user-root pool (its bytes read as the wrong types): the walk
+    /// ends with a report or an error that renders, never a panic or a hang.
+    #[test]
+    fn any_schema_over_real_bytes_ends_cleanly(schema in any_schema()) {
+        let guard = shared_pool();
+        match walk_schema(guard.1.region(), &schema) {
+            Ok(report) => prop_assert!(report.reachable.len() + report.unreachable.len() > 0),
+            Err(e) => prop_assert!(!e.to_string().is_empty()),
+        }
+    }
+
+    /// The root's real schema with a few nodes replaced, renamed or resized (a damaged or
+    /// mismatched record, as `walk_schema` may be handed): the walk reads the real structures
+    /// as other types and ends with a report or an error, never a panic or a hang.
+    #[test]
+    fn a_mutated_root_schema_ends_cleanly(mutations in prop::collection::vec(mutation(), 1..4)) {
+        let mut schema = ptm::pmem_core::schema::schema_of::<Root>();
+        for m in &mutations {
+            let (Mutation::Replace(at, _) | Mutation::Rename(at, _) | Mutation::Resize(at, _)) = m;
+            let mut at = at % count_nodes(&schema);
+            apply_at(&mut schema, &mut at, m);
+        }
+        let guard = shared_pool();
+        match walk_schema(guard.1.region(), &schema) {
+            Ok(report) => prop_assert!(report.reachable.len() + report.unreachable.len() > 0),
+            Err(e) => prop_assert!(!e.to_string().is_empty()),
+        }
     }
 }
