@@ -398,7 +398,8 @@ fn walk_rows(t: &mut Table, w: &CollectionsWalk) {
         CollectionsWalk::RecoveryPending(n) => t.row(
             "collections",
             format!(
-                "not walked: {n} lanes hold a transaction recovery has not decided; open the pool once to recover it"
+                "not walked: recovery has not decided the transactions of {n} lane(s) yet; open the \
+                 pool once (with your program) to recover them"
             ),
         ),
         CollectionsWalk::Failed(e) => t.row("collections", format!("not walked: {e}")),

@@ -2,7 +2,8 @@
 //! root of `collections/tests/collections/common/user_root.rs` (every collection, nested values,
 //! a `PPtr` cycle) its counts are the typed `verify`'s, a corrupt B-tree node or map segment
 //! fails the check naming its schema path, a block whose only handle was overwritten is reported
-//! as unreachable, and a pool without a schema says so.
+//! as unreachable, and a pool without a schema, or with a transaction recovery has not decided
+//! yet, says why it is not walked.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -150,5 +151,37 @@ fn check_reports_a_block_no_handle_reaches() {
     assert!(
         text.contains("no schema recorded: collections not walked"),
         "{text}"
+    );
+}
+
+#[test]
+fn check_does_not_walk_a_pool_recovery_has_not_decided() {
+    use ptm::internals::layout::{encode_rec, KIND_UNDO, LANE_LOG, MAX_LANES};
+    let _pools = crate::exclusive();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pending.pool");
+    let (_, _, root, _) = make(&path);
+    let lanes = {
+        let pool = Pool::<user_root::Root>::open(&path, &opts()).unwrap();
+        pool.geometry().lanes_offset
+    };
+    // Lane 0: an undo record of 8 root bytes with a sequence far beyond the lane's completion
+    // mark (sequences of lane 0 are multiples of MAX_LANES), as a crash in the middle of a
+    // transaction leaves it.
+    let old = [0u8; 8];
+    let rec = encode_rec(u64::from(MAX_LANES) << 32, KIND_UNDO, 8, root, &old);
+    patch(&path, lanes + LANE_LOG, &rec);
+    patch(&path, lanes + LANE_LOG + 32, &old);
+    let o = check(&path, false);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        text.contains("not walked: recovery has not decided the transactions of 1 lane(s) yet"),
+        "{text}"
+    );
+    let v = json_of(&check(&path, true));
+    assert_eq!(
+        (&v["collections"]["status"], &v["collections"]["lanes_with_log"]),
+        (&"recovery_pending".into(), &1.into())
     );
 }
