@@ -3,8 +3,9 @@
 //! the typed `verify` and with the allocator; damage in a map segment, a B-tree node, a queue
 //! directory, a string is `CorruptCollection` naming the schema path; a block whose only handle
 //! was overwritten is unreachable; what the schema cannot describe (an offset in an integer, an
-//! unknown type) is reported, not guessed; after random operations its counts and reachable
-//! set equal the typed ones; and random or mutated schemas over real bytes end cleanly.
+//! unknown type) is reported, not guessed; after random operations (on the user root and on the
+//! shared fixture root) its counts and reachable set equal the typed ones and the allocator's;
+//! and random or mutated schemas over real bytes end cleanly.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -619,6 +620,124 @@ proptest! {
         match walk_schema(guard.1.region(), &schema) {
             Ok(report) => prop_assert!(report.reachable.len() + report.unreachable.len() > 0),
             Err(e) => prop_assert!(!e.to_string().is_empty()),
+        }
+    }
+}
+
+/// An operation on the user root (`common/user_root.rs`), from an empty pool.
+#[derive(Clone, Debug)]
+enum UserOp {
+    /// Creates task `k` with a title of `n` letters and `n % 5` tags, or adds a tag.
+    Task(u8, u8),
+    /// Removes task `k` and frees its title and tags.
+    Drop(u8),
+    Index(u16),
+    Unindex(u16),
+    Jobs(u16),
+    Pop(u16),
+    Share(u8),
+    Unshare(u8),
+    See(u8),
+    Unsee(u8),
+    /// Pushes onto the boxed vector (making the box), or frees the box when `false`.
+    Box(bool),
+    /// Links a fresh node at the list's head, or unlinks and frees the head when `false`.
+    Node(bool),
+    Name(u8),
+}
+
+fn user_op() -> impl Strategy<Value = UserOp> {
+    prop_oneof![
+        (0..24u8, 0..40u8).prop_map(|(k, n)| UserOp::Task(k, n)),
+        (0..24u8).prop_map(UserOp::Drop),
+        (0..400u16).prop_map(UserOp::Index),
+        (0..400u16).prop_map(UserOp::Unindex),
+        (0..3000u16).prop_map(UserOp::Jobs),
+        (0..3000u16).prop_map(UserOp::Pop),
+        any::<u8>().prop_map(UserOp::Share),
+        any::<u8>().prop_map(UserOp::Unshare),
+        any::<u8>().prop_map(UserOp::See),
+        any::<u8>().prop_map(UserOp::Unsee),
+        any::<bool>().prop_map(UserOp::Box),
+        any::<bool>().prop_map(UserOp::Node),
+        (0..60u8).prop_map(UserOp::Name),
+    ]
+}
+
+fn apply_user(tx: &Transaction<'_>, r: &Root, op: &UserOp) -> ptm::Result<()> {
+    match *op {
+        UserOp::Task(k, n) => {
+            let fresh = !r.tasks.contains_key(tx, &u64::from(k))?;
+            let t = r.tasks.get_or_insert_new(tx, u64::from(k))?;
+            if fresh {
+                t.title.push_str(tx, &"é".repeat(usize::from(n)))?;
+                t.tags.extend(tx, 0..u64::from(n % 5))?;
+            } else {
+                t.tags.push(tx, u64::from(n))?;
+            }
+        }
+        UserOp::Drop(k) => drop(r.tasks.remove_free(tx, &u64::from(k))?),
+        UserOp::Index(w) => drop(r.index.insert(tx, format!("w{w}").as_str(), u64::from(w))?),
+        UserOp::Unindex(w) => drop(r.index.remove(tx, format!("w{w}").as_str())?),
+        UserOp::Jobs(n) => r.jobs.extend(tx, 0..u64::from(n))?,
+        UserOp::Pop(n) => {
+            for _ in 0..n {
+                r.jobs.pop(tx)?;
+            }
+        }
+        UserOp::Share(k) => drop(r.shared.insert(tx, u64::from(k), 1)?),
+        UserOp::Unshare(k) => drop(r.shared.remove(tx, &u64::from(k))?),
+        UserOp::See(k) => drop(r.seen.insert(tx, u64::from(k))?),
+        UserOp::Unsee(k) => drop(r.seen.remove(tx, &u64::from(k))?),
+        UserOp::Box(true) => r.boxed.get_or_init_new(tx)?.push(tx, 7)?,
+        UserOp::Box(false) => r.boxed.free(tx)?,
+        UserOp::Node(true) => {
+            let p = tx.alloc_zeroed::<Node>()?;
+            // SAFETY: `p` was just allocated as a zeroed `Node` in this transaction.
+            unsafe { tx.deref(p)? }.next.set(tx, r.list.get(tx))?;
+            r.list.set(tx, p)?;
+        }
+        UserOp::Node(false) => {
+            let head = r.list.get(tx);
+            if !head.is_null() {
+                // SAFETY: every node of this list was allocated as a `Node` by `Node(true)`.
+                r.list.set(tx, unsafe { tx.deref(head)? }.next.get(tx))?;
+                tx.free(head)?;
+            }
+        }
+        UserOp::Name(n) => {
+            r.name.clear(tx)?;
+            r.name.push_str(tx, &"n".repeat(usize::from(n)))?;
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Random operations on the user root (nested titles and tags removed with their task, a
+    /// string-keyed tree through splits and merges, a queue over chunks, the sharded map, the
+    /// set, the box made and freed, list nodes allocated and freed): after every transaction
+    /// the walk counts as the typed `verify` and reaches exactly the allocated blocks.
+    #[test]
+    fn the_user_root_walks_as_verify_after_random_operations(
+        steps in prop::collection::vec(prop::collection::vec(user_op(), 1..10), 1..8),
+    ) {
+        let dir = shm_dir();
+        let mut pool = Pool::<Root>::create(dir.path().join("u.pool"), POOL_SIZE, &opts()).unwrap();
+        for ops in &steps {
+            pool.transaction(|tx, r| ops.iter().try_for_each(|op| apply_user(tx, r, op))).unwrap();
+            let typed = user_root::typed(&pool);
+            let walked = walk_pool(&mut pool).unwrap();
+            prop_assert_eq!(
+                (walked.structures, walked.entries, walked.blocks),
+                (typed.structures, typed.entries, typed.blocks)
+            );
+            let allocated: BTreeSet<u64> =
+                pool.allocated_blocks().unwrap().into_iter().map(|(o, _)| o).collect();
+            prop_assert_eq!(&walked.reachable, &allocated);
+            prop_assert!(walked.unreachable.is_empty() && walked.not_walked.is_empty());
         }
     }
 }
