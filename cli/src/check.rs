@@ -1,6 +1,9 @@
 //! `ptm check`: both header copies, the file length against them, an optional repair from the
 //! intact copy, then a trial open; an unsafe shutdown of the device while the pool was in use is
 //! reported, and accepted with `--accept-unsafe-shutdown` once the pool's metadata verifies.
+//! Once the pool opens, the collections its root reaches are walked from the root schema the
+//! pool records (`ptm_collections::walk_schema`), and the blocks they reach are compared with
+//! the heap's allocated blocks.
 
 use std::path::Path;
 
@@ -77,6 +80,72 @@ pub(crate) struct UnsafeShutdown {
     pub(crate) device_changed: bool,
 }
 
+/// What walking the root from its recorded schema found (`ptm_collections::walk_schema`).
+#[derive(Debug)]
+pub(crate) enum CollectionsWalk {
+    /// The walk ran to the end: counts, reachable and unreachable blocks.
+    Walked(ptm_collections::WalkReport),
+    /// A collection (or a pointer) is damaged: the error, naming its schema path.
+    Corrupt(String),
+    /// The pool records no root schema (made by a tool, or before schemas were recorded).
+    NoSchema,
+    /// The pool records only the schema's fingerprint (its description was too long to keep).
+    FingerprintOnly,
+    /// A bare pmem-core pool: no transaction layer, no root.
+    BarePool,
+    /// Lanes hold transactions recovery has not decided yet (the pool was not closed after
+    /// them): walking the bytes as they are could report half-made changes.
+    RecoveryPending(usize),
+    /// The walk could not read what it needs (the heap metadata, the schema record).
+    Failed(String),
+}
+
+impl CollectionsWalk {
+    /// Whether the walk found damage (a corrupt collection, unreadable heap metadata or
+    /// schema record).
+    pub(crate) fn damaged(&self) -> bool {
+        matches!(self, CollectionsWalk::Corrupt(_) | CollectionsWalk::Failed(_))
+    }
+
+    /// For JSON.
+    pub(crate) fn key(&self) -> &'static str {
+        match self {
+            CollectionsWalk::Walked(_) => "walked",
+            CollectionsWalk::Corrupt(_) => "corrupt",
+            CollectionsWalk::NoSchema => "no_schema",
+            CollectionsWalk::FingerprintOnly => "fingerprint_only",
+            CollectionsWalk::BarePool => "bare_pool",
+            CollectionsWalk::RecoveryPending(_) => "recovery_pending",
+            CollectionsWalk::Failed(_) => "failed",
+        }
+    }
+}
+
+/// Walks the collections of the pool at `path` (which opened) from its recorded root schema.
+fn walk_collections(path: &Path) -> CollectionsWalk {
+    let region = match crate::tool_options(path, false).open(path) {
+        Ok(r) => r,
+        Err(e) => return CollectionsWalk::Failed(e.to_string()),
+    };
+    match txn_layer(&region) {
+        Ok(None) => return CollectionsWalk::BarePool,
+        Ok(Some(s)) if s.lanes_with_log > 0 => return CollectionsWalk::RecoveryPending(s.lanes_with_log),
+        Ok(Some(_)) => {}
+        Err(e) => return CollectionsWalk::Failed(e.to_string()),
+    }
+    let schema = match ptm::read_root_schema(&region) {
+        Ok(ptm::RootSchema::Described(s)) => s,
+        Ok(ptm::RootSchema::Fingerprint(_)) => return CollectionsWalk::FingerprintOnly,
+        Ok(_) => return CollectionsWalk::NoSchema,
+        Err(e) => return CollectionsWalk::Failed(format!("root schema: {e}")),
+    };
+    match ptm_collections::walk_schema(&region, &schema) {
+        Ok(report) => CollectionsWalk::Walked(report),
+        Err(e @ ptm::Error::CorruptCollection { .. }) => CollectionsWalk::Corrupt(e.to_string()),
+        Err(e) => CollectionsWalk::Failed(e.to_string()),
+    }
+}
+
 /// Everything `ptm check` found and did.
 #[derive(Debug)]
 pub(crate) struct CheckOutcome {
@@ -104,12 +173,18 @@ pub(crate) struct CheckOutcome {
     pub(crate) unsafe_shutdown: Option<UnsafeShutdown>,
     /// The clean state `--accept-unsafe-shutdown` recorded after the pool verified, if it did.
     pub(crate) shutdown_accepted: Option<ShutdownRecord>,
+    /// The walk of the collections from the root schema, once the pool opened.
+    pub(crate) walk: Option<CollectionsWalk>,
 }
 
 impl CheckOutcome {
-    /// Whether anything was wrong before any repair.
+    /// Whether anything was wrong before any repair (or, once the pool opened, in its
+    /// collections).
     pub(crate) fn damage_found(&self) -> bool {
-        self.header_damage() || self.journal_damaged() || self.unsafe_shutdown.is_some()
+        self.header_damage()
+            || self.journal_damaged()
+            || self.unsafe_shutdown.is_some()
+            || self.walk.as_ref().is_some_and(CollectionsWalk::damaged)
     }
 
     /// Whether a header copy or the file length is wrong.
@@ -122,9 +197,9 @@ impl CheckOutcome {
         self.journal.as_ref().is_some_and(JournalInfo::is_damaged)
     }
 
-    /// Whether the pool is now intact and opens.
+    /// Whether the pool is now intact and opens, and its collections walked without damage.
     pub(crate) fn is_ok(&self) -> bool {
-        matches!(self.open, Some(Ok(_)))
+        matches!(self.open, Some(Ok(_))) && !self.walk.as_ref().is_some_and(CollectionsWalk::damaged)
     }
 
     /// Which copy a repair would restore (for advice).
@@ -140,6 +215,11 @@ impl CheckOutcome {
 
     /// One-line verdict for the text report.
     pub(crate) fn verdict_text(&self) -> String {
+        if self.walk.as_ref().is_some_and(CollectionsWalk::damaged) {
+            return "damaged: the pool opens, but a collection (or the heap metadata it is \
+                    checked against) is corrupt; `--repair` cannot fix it"
+                .into();
+        }
         match (&self.open, self.repair) {
             (Some(Ok(_)), Some(RepairDone::RestoredPrimary | RepairDone::RestoredBackup)) => {
                 "ok (repaired)".into()
@@ -172,6 +252,9 @@ impl CheckOutcome {
         }
         if let Some(Err(e)) = &self.open {
             return Some(e.clone());
+        }
+        if let Some(CollectionsWalk::Corrupt(e) | CollectionsWalk::Failed(e)) = &self.walk {
+            return Some(format!("{}: collections: {e}", path.display()));
         }
         if let Some(reason) = &self.unrepairable {
             return Some(format!("{}: {reason}", path.display()));
@@ -253,6 +336,7 @@ fn assess(report: HeaderReport) -> CheckOutcome {
         open: None,
         unsafe_shutdown: None,
         shutdown_accepted: None,
+        walk: None,
     }
 }
 
@@ -407,6 +491,10 @@ pub(crate) fn run(
     }
     stage("checking the transaction layer (superblock, undo logs, chunk table, bitmaps)");
     open_and_settle(&mut o, path, accept_unsafe);
+    if o.is_ok() {
+        stage("walking the collections from the root schema");
+        o.walk = Some(walk_collections(path));
+    }
     if let Some(pb) = spinner {
         pb.finish_and_clear();
     }

@@ -111,9 +111,12 @@ enum Command {
     /// `--accept-unsafe-shutdown`. Exits 0 when the pool is intact (or was repaired) and opens,
     /// 1 when damage is found and not repaired.
     ///
-    /// The collections inside your root are not checked here (the tool cannot know your root
-    /// type): implement `ptm_collections::Verify` for the root and call
-    /// `ptm_collections::verify(&pool)` from a check program of your own.
+    /// Once the pool opens, the collections its root reaches are walked from the root schema
+    /// the pool records (counts, lengths, directories, B-tree order, every pointer inside the
+    /// heap, no block owned twice): a corrupt collection is reported with its schema path
+    /// (`Root.tasks<V>.title`) and exits 1. Allocated blocks the walk does not reach are
+    /// reported as unreachable from the schema (leaked, or reached only through data the schema
+    /// cannot describe); that alone does not change the exit status.
     Check {
         /// The pool.
         path: PathBuf,

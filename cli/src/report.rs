@@ -10,7 +10,7 @@ use pmem_core::{
 };
 use serde_json::{json, Value};
 
-use crate::check::{CheckOutcome, CopyStatus};
+use crate::check::{CheckOutcome, CollectionsWalk, CopyStatus};
 use crate::size::format_size;
 
 /// Width of the key column in text output.
@@ -342,8 +342,91 @@ pub(crate) fn check_text(path: &Path, o: &CheckOutcome) -> String {
         Some(Err(e)) => t.row("open", format!("failed: {e}")),
         None => t.row("open", "not tried (damage found)"),
     }
+    if let Some(w) = &o.walk {
+        walk_rows(&mut t, w);
+    }
     t.row("result", o.verdict_text());
     t.into_string()
+}
+
+/// `ptm check`'s rows on the walk of the collections.
+fn walk_rows(t: &mut Table, w: &CollectionsWalk) {
+    match w {
+        CollectionsWalk::Walked(r) => {
+            t.row(
+                "collections",
+                format!(
+                    "{} structures, {} entries, {} blocks walked from the root schema",
+                    r.structures, r.entries, r.blocks
+                ),
+            );
+            t.row(
+                "reachable",
+                format!(
+                    "{} blocks; key buffers {}, boxes {}, pointer targets {}",
+                    r.reachable.len(),
+                    r.key_blocks,
+                    r.boxes,
+                    r.pointers
+                ),
+            );
+            if r.unreachable.is_empty() {
+                t.row("unreachable", "none: every allocated block is reachable");
+            } else {
+                t.row(
+                    "unreachable",
+                    format!(
+                        "{} {}, {} bytes unreachable from the schema: leaked, or reached only \
+                         through data the schema does not describe (an offset kept in an integer)",
+                        r.unreachable.len(),
+                        if r.unreachable.len() == 1 { "block" } else { "blocks" },
+                        r.unreachable_bytes()
+                    ),
+                );
+            }
+            for n in &r.not_walked {
+                t.row("not walked", n);
+            }
+        }
+        CollectionsWalk::Corrupt(e) => t.row("collections", format!("corrupt: {e}")),
+        CollectionsWalk::NoSchema => t.row("collections", "no schema recorded: collections not walked"),
+        CollectionsWalk::FingerprintOnly => t.row(
+            "collections",
+            "only the schema's fingerprint is recorded (its description was too long): collections not walked",
+        ),
+        CollectionsWalk::BarePool => t.row("collections", "none (bare pmem-core pool)"),
+        CollectionsWalk::RecoveryPending(n) => t.row(
+            "collections",
+            format!(
+                "not walked: recovery has not decided the transactions of {n} lane(s) yet; open the \
+                 pool once (with your program) to recover them"
+            ),
+        ),
+        CollectionsWalk::Failed(e) => t.row("collections", format!("not walked: {e}")),
+    }
+}
+
+/// `ptm check --json`'s `collections` object.
+fn walk_json(w: &CollectionsWalk) -> Value {
+    let mut v = json!({ "status": w.key() });
+    match w {
+        CollectionsWalk::Walked(r) => {
+            v["structures"] = r.structures.into();
+            v["entries"] = r.entries.into();
+            v["blocks"] = r.blocks.into();
+            v["key_blocks"] = r.key_blocks.into();
+            v["boxes"] = r.boxes.into();
+            v["pointers"] = r.pointers.into();
+            v["reachable_blocks"] = (r.reachable.len() as u64).into();
+            v["unreachable_blocks"] = (r.unreachable.len() as u64).into();
+            v["unreachable_bytes"] = r.unreachable_bytes().into();
+            v["not_walked"] = r.not_walked.clone().into();
+        }
+        CollectionsWalk::Corrupt(e) | CollectionsWalk::Failed(e) => v["error"] = e.clone().into(),
+        CollectionsWalk::RecoveryPending(n) => v["lanes_with_log"] = (*n as u64).into(),
+        _ => {}
+    }
+    v
 }
 
 /// `ptm check --json` output: one object.
@@ -373,6 +456,7 @@ pub(crate) fn check_json(path: &Path, o: &CheckOutcome) -> Value {
         "opens": opens,
         "open_error": open_error,
         "domain": domain,
+        "collections": o.walk.as_ref().map_or(Value::Null, walk_json),
         "ok": o.is_ok(),
     })
 }

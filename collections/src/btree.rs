@@ -16,15 +16,15 @@ use crate::raw::{self, Span};
 use crate::{AsKey, PHandle, POrdKey, PValue};
 
 /// Keys per node.
-const CAP: usize = 15;
+pub(crate) const CAP: usize = 15;
 /// Fewest keys in a node other than the root. Splits leave at least this many on each side (a
 /// leaf of 16 splits 8 + 8, an internal node of 16 keys 8 + 1 up + 7), and a removal that leaves
 /// a node with fewer borrows from a sibling or merges with it. (Removals made before rebalancing
 /// existed left emptier leaves, even empty ones: every operation still works on such a tree,
 /// and removals repair the nodes they pass.)
-const MIN: usize = CAP / 2;
+pub(crate) const MIN: usize = CAP / 2;
 /// Longest root-to-leaf path accepted (a deeper or cyclic tree is corrupt).
-const MAX_DEPTH: usize = 48;
+pub(crate) const MAX_DEPTH: usize = 48;
 
 /// A persistent ordered map (a pool's `BTreeMap<K, V>`): a B+ tree whose nodes hold up to 15
 /// keys; values live in the leaves, internal nodes hold separator keys.
@@ -84,6 +84,12 @@ pub struct PBTreeMap<K, V> {
 
 const _: () = assert!(size_of::<PBTreeMap<u64, u64>>() == 16);
 
+/// Byte offsets of a handle's `root` and `len` words (for the schema-driven walk, `walk.rs`).
+pub(crate) const FIELDS: [usize; 2] = [
+    std::mem::offset_of!(PBTreeMap<u8, u8>, root),
+    std::mem::offset_of!(PBTreeMap<u8, u8>, len),
+];
+
 // SAFETY: `repr(C)` of two 8-byte `PCell`s and a zero-sized marker: no padding whatever `K` and
 // `V` are; every bit pattern is valid (node pointers are checked by `Transaction::deref`, node
 // lengths clamped, depth bounded); no virtual address.
@@ -130,23 +136,34 @@ type Bounded<K> = (
 
 /// Byte layout of a node: `[len: u64][leaf: u64][keys: K; CAP][vals: V; CAP][kids: u64; CAP+1]`.
 #[derive(Clone, Copy)]
-struct Geo {
-    ko: u64,
-    vo: u64,
-    co: u64,
-    size: u64,
+pub(crate) struct Geo {
+    /// Offset of the key array.
+    pub(crate) ko: u64,
+    /// Offset of the value array.
+    pub(crate) vo: u64,
+    /// Offset of the child array.
+    pub(crate) co: u64,
+    /// Bytes of a node.
+    pub(crate) size: u64,
 }
 
 fn geo<K, V>() -> Geo {
+    node_geometry(raw::Slot::of::<K>(), raw::Slot::of::<V>())
+}
+
+/// [`geo`] from the key and value slots' sizes and alignments (shared with the schema-driven
+/// walker, `walk.rs`). Saturating: absurd sizes from a damaged schema give a node no block
+/// holds.
+pub(crate) fn node_geometry(key: raw::Slot, value: raw::Slot) -> Geo {
     let cap = CAP as u64;
-    let ko = raw::align_for::<K>(16);
-    let vo = raw::align_for::<V>(ko + cap * size_of::<K>() as u64);
-    let co = raw::align_for::<u64>(vo + cap * size_of::<V>() as u64);
+    let ko = key.align_up(16);
+    let vo = value.align_up(ko.saturating_add(cap.saturating_mul(key.size)));
+    let co = raw::Slot::of::<u64>().align_up(vo.saturating_add(cap.saturating_mul(value.size)));
     Geo {
         ko,
         vo,
         co,
-        size: co + (cap + 1) * 8,
+        size: co.saturating_add((cap + 1) * 8),
     }
 }
 

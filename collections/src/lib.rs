@@ -228,10 +228,13 @@
 //! every collection implements [`Verify`] (a typed check of the whole structure:
 //! [`PHashMap::check_invariants`], [`PBTreeMap::check`], [`PQueue::check`], ...), and
 //! [`verify`] runs it over a root you implement `Verify` for, from a `check` program of your
-//! own (`ptm check` verifies the format, logs and allocator of any pool, but cannot know your
-//! root type). What cannot be checked with ptm's public API is that a buffer pointer designates a live
-//! block of the right size owned by this handle alone: a corrupted pool in which two handles share
-//! a block, or a handle points at freed memory, breaks the contract of `Transaction::deref`.
+//! own. [`walk_schema`] walks any pool's root from the schema the pool records, without its
+//! type (what `ptm check` runs): the structural checks of every collection it reaches, every
+//! pointer inside the heap, no block owned twice, and the allocated blocks nothing reaches.
+//! Within a transaction, what cannot be checked with ptm's public API is that a buffer pointer
+//! designates a live block of the right size owned by this handle alone: a corrupted pool in
+//! which two handles share a block, or a handle points at freed memory, breaks the contract of
+//! `Transaction::deref` (run `ptm check`, whose walk checks exactly that, on a pool you doubt).
 //!
 //! ## Example
 //!
@@ -283,6 +286,7 @@ mod set;
 mod string;
 mod vec;
 mod verify;
+mod walk;
 
 pub use boxed::PBox;
 pub use btree::{PBTreeMap, Range, RangeRefs};
@@ -300,3 +304,4 @@ pub use set::{PBTreeSet, PHashSet, SetIter, SetRange};
 pub use string::PString;
 pub use vec::{Iter, PVec};
 pub use verify::{verify, Report, Verify};
+pub use walk::{walk_pool, walk_schema, WalkReport};

@@ -13,39 +13,39 @@ use crate::owned::{doom_on_err, or_free_fresh, Frees};
 use crate::raw::{self, Span};
 use crate::{AsKey, PHandle, PKey, PToOwned, PValue};
 
-const EMPTY: u8 = 0;
-const FULL: u8 = 1;
+pub(crate) const EMPTY: u8 = 0;
+pub(crate) const FULL: u8 = 1;
 /// Any control byte other than `EMPTY` and `FULL` is a tombstone.
 const TOMB: u8 = 2;
 /// Slots of a map's first segment, and the fewest of any segment.
-const MIN_CAP: u64 = 8;
+pub(crate) const MIN_CAP: u64 = 8;
 /// Slots per probe group (see `probe`): a segment has at least this many.
 const GROUP: u64 = 8;
 const _: () = assert!(MIN_CAP >= GROUP && GROUP.is_power_of_two());
 /// Bytes of a segment's header: four `u64`s at the offsets below.
-const SEG_HDR: u64 = 32;
+pub(crate) const SEG_HDR: u64 = 32;
 /// Header field: slots of the segment (a power of two).
-const H_CAP: u64 = 0;
+pub(crate) const H_CAP: u64 = 0;
 /// Header field: local depth (the segment holds the keys whose hash starts with the top
 /// `depth` bits of its directory indices).
-const H_DEPTH: u64 = 8;
+pub(crate) const H_DEPTH: u64 = 8;
 /// Header field: full slots plus tombstones. `H_LEN` follows it: one 16-byte span logs both.
-const H_USED: u64 = 16;
+pub(crate) const H_USED: u64 = 16;
 /// Header field: full slots.
-const H_LEN: u64 = 24;
+pub(crate) const H_LEN: u64 = 24;
 /// A segment grows by doubling up to this many bytes; a full segment of this size splits.
 const SEG_BYTES: u64 = 64 << 10;
 /// Deepest directory (`2^32` segment pointers); a segment as deep as this doubles instead.
-const MAX_DEPTH: u64 = 32;
+pub(crate) const MAX_DEPTH: u64 = 32;
 /// The handle's `depth` word holds the global depth in its low 8 bits and the map's hash seed
 /// above them (56 bits; 0 in maps written before seeds: the fixed hash).
-const SEED_SHIFT: u32 = 8;
+pub(crate) const SEED_SHIFT: u32 = 8;
 /// The global-depth bits of the handle's `depth` word.
-const DEPTH_MASK: u64 = (1 << SEED_SHIFT) - 1;
+pub(crate) const DEPTH_MASK: u64 = (1 << SEED_SHIFT) - 1;
 /// What corruption errors name.
-const SEGMENT: &str = "PHashMap segment";
+pub(crate) const SEGMENT: &str = "PHashMap segment";
 /// What corruption errors name for the handle and the directory.
-const HANDLE: &str = "PHashMap handle or directory";
+pub(crate) const HANDLE: &str = "PHashMap handle or directory";
 
 /// A fresh hash seed, never 0 (which selects the fixed hash of maps written before seeds):
 /// 56 bits from std's randomly keyed `RandomState` (seeded from the operating system's
@@ -134,6 +134,15 @@ pub struct PHashMap<K, V> {
 
 const _: () = assert!(size_of::<PHashMap<u64, u64>>() == 32);
 
+/// Byte offsets of a handle's `root`, `depth`, `len` and `cap` words (for the schema-driven
+/// walk, `walk.rs`).
+pub(crate) const FIELDS: [usize; 4] = [
+    std::mem::offset_of!(PHashMap<u8, u8>, root),
+    std::mem::offset_of!(PHashMap<u8, u8>, depth),
+    std::mem::offset_of!(PHashMap<u8, u8>, len),
+    std::mem::offset_of!(PHashMap<u8, u8>, cap),
+];
+
 // SAFETY: `repr(C)` of four 8-byte `PCell`s and a zero-sized marker: no padding whatever `K` and
 // `V` are; every bit pattern is a valid handle (depths, capacities and pointers are checked
 // before any access, pointers by `Transaction::deref`); no virtual address.
@@ -148,16 +157,22 @@ unsafe impl<K: Persistent, V: Persistent> Persistent for PHashMap<K, V> {
 
 /// Byte offsets of the key and value arrays in a segment of `cap` slots, and its total size.
 fn geometry<K, V>(cap: u64) -> Result<(u64, u64, u64)> {
+    segment_geometry(cap, raw::Slot::of::<K>(), raw::Slot::of::<V>())
+}
+
+/// [`geometry`] from the key and value slots' sizes and alignments (shared with the
+/// schema-driven walker, `walk.rs`).
+pub(crate) fn segment_geometry(cap: u64, key: raw::Slot, value: raw::Slot) -> Result<(u64, u64, u64)> {
     let ctrl_end = SEG_HDR
         .checked_add(cap)
         .ok_or_else(|| raw::out_of_bounds(SEG_HDR, cap))?;
-    let ko = raw::align_for::<K>(ctrl_end);
-    let vo = raw::align_for::<V>(
-        ko.checked_add(raw::array_bytes::<K>(cap)?)
+    let ko = key.align_up(ctrl_end);
+    let vo = value.align_up(
+        ko.checked_add(key.array_bytes(cap)?)
             .ok_or_else(|| raw::out_of_bounds(ko, cap))?,
     );
     let end = vo
-        .checked_add(raw::array_bytes::<V>(cap)?)
+        .checked_add(value.array_bytes(cap)?)
         .ok_or_else(|| raw::out_of_bounds(vo, cap))?;
     Ok((ko, vo, end))
 }
@@ -196,7 +211,7 @@ struct Cursor {
 }
 
 /// The directory index of hash `h` at global depth `g`: its top `g` bits.
-fn dir_index(h: u64, g: u64) -> u64 {
+pub(crate) fn dir_index(h: u64, g: u64) -> u64 {
     if g == 0 {
         0
     } else {
@@ -206,7 +221,7 @@ fn dir_index(h: u64, g: u64) -> u64 {
 
 /// The directory range `[base, base + n)` shared by a segment of local depth `l` reached at
 /// index `d` of a directory of global depth `g >= l`.
-fn dir_range(g: u64, l: u64, d: u64) -> (u64, u64) {
+pub(crate) fn dir_range(g: u64, l: u64, d: u64) -> (u64, u64) {
     let n = 1u64 << (g - l);
     (d & !(n - 1), n)
 }

@@ -17,11 +17,11 @@ const CHUNK_BYTES: u64 = 64 << 10;
 /// Fewest elements of a full chunk (for elements over 4 KiB).
 const MIN_CHUNK: u64 = 16;
 /// Elements of the first chunk of an empty queue (it doubles up to the full chunk size).
-const FIRST_CHUNK: u64 = 4;
+pub(crate) const FIRST_CHUNK: u64 = 4;
 
 /// Elements of a full chunk of `size`-byte elements: the largest power of two `n` with
 /// `n × size <= CHUNK_BYTES`, at least [`MIN_CHUNK`].
-const fn chunk_elems(size: usize) -> u64 {
+pub(crate) const fn chunk_elems(size: usize) -> u64 {
     let fit = CHUNK_BYTES / if size == 0 { 1 } else { size as u64 };
     if fit < MIN_CHUNK {
         MIN_CHUNK
@@ -88,6 +88,17 @@ pub struct PQueue<T> {
 
 const _: () = assert!(size_of::<PQueue<u64>>() == 48);
 
+/// Byte offsets of a handle's `dir`, `dcap`, `dhead`, `ccap`, `head` and `len` words (for the
+/// schema-driven walk, `walk.rs`).
+pub(crate) const FIELDS: [usize; 6] = [
+    std::mem::offset_of!(PQueue<u8>, dir),
+    std::mem::offset_of!(PQueue<u8>, dcap),
+    std::mem::offset_of!(PQueue<u8>, dhead),
+    std::mem::offset_of!(PQueue<u8>, ccap),
+    std::mem::offset_of!(PQueue<u8>, head),
+    std::mem::offset_of!(PQueue<u8>, len),
+];
+
 // SAFETY: `repr(C)` of six 8-byte `PCell`s: no padding whatever `T` is; every bit pattern is
 // valid (the shape is checked by `PQueue::shape` before use, pointers by `Transaction::deref`);
 // no virtual address.
@@ -106,19 +117,19 @@ unsafe impl<T> Loggable for Header<'_, T> {
 
 /// The queue's shape, read from the handle and checked.
 #[derive(Clone, Copy, Debug)]
-struct Shape {
+pub(crate) struct Shape {
     /// The directory (null: no chunk, and every other field is 0).
-    dir: PPtr<u8>,
-    dcap: u64,
-    dhead: u64,
-    ccap: u64,
-    head: u64,
-    len: u64,
+    pub(crate) dir: PPtr<u8>,
+    pub(crate) dcap: u64,
+    pub(crate) dhead: u64,
+    pub(crate) ccap: u64,
+    pub(crate) head: u64,
+    pub(crate) len: u64,
     /// Chunks in use (from `dhead`): 0 without a directory; 1 for a ring; else the chunks
     /// `head..head + len` spans, at least 1.
-    chunks: u64,
+    pub(crate) chunks: u64,
     /// One chunk used as a ring (`ccap` below the full chunk size).
-    ring: bool,
+    pub(crate) ring: bool,
 }
 
 impl<T: Persistent> PQueue<T> {
@@ -131,63 +142,14 @@ impl<T: Persistent> PQueue<T> {
     /// (beyond what `Transaction::deref` checks for the pointers).
     fn shape(&self, tx: &Transaction<'_>) -> Result<Shape> {
         let dir = self.dir.get(tx).cast::<u8>();
-        let (dcap, dhead, ccap) = (self.dcap.get(tx), self.dhead.get(tx), self.ccap.get(tx));
-        let (head, len) = (self.head.get(tx), self.len.get(tx));
-        if dir.is_null() {
-            if len != 0 {
-                return Err(raw::out_of_bounds(len, 0));
-            }
-            let none = Shape {
-                dir,
-                dcap: 0,
-                dhead: 0,
-                ccap: 0,
-                head: 0,
-                len: 0,
-                chunks: 0,
-                ring: false,
-            };
-            return Ok(none);
-        }
-        if dhead >= dcap {
-            return Err(raw::out_of_bounds(dhead, dcap));
-        }
-        if !ccap.is_power_of_two() || ccap < FIRST_CHUNK || ccap > Self::CHUNK {
-            return Err(raw::out_of_bounds(ccap, Self::CHUNK));
-        }
-        if head >= ccap {
-            return Err(raw::out_of_bounds(head, ccap));
-        }
-        let ring = ccap < Self::CHUNK;
-        let chunks = if ring {
-            if len > ccap {
-                return Err(raw::out_of_bounds(len, ccap));
-            }
-            1
-        } else {
-            let end = head
-                .checked_add(len)
-                .ok_or_else(|| raw::out_of_bounds(head, len))?;
-            end.div_ceil(ccap).max(1)
-        };
-        if chunks > dcap {
-            return Err(raw::out_of_bounds(chunks, dcap));
-        }
-        // The slots of the chunks in use must be countable (`reserve_back` computes the room
-        // as `chunks × ccap`): only a damaged `dcap` lets `chunks` come near 2^64 / `ccap`.
-        if chunks.checked_mul(ccap).is_none() {
-            return Err(raw::out_of_bounds(chunks, ccap));
-        }
-        Ok(Shape {
-            dir,
-            dcap,
-            dhead,
-            ccap,
-            head,
-            len,
-            chunks,
-            ring,
-        })
+        let words = [
+            self.dcap.get(tx),
+            self.dhead.get(tx),
+            self.ccap.get(tx),
+            self.head.get(tx),
+            self.len.get(tx),
+        ];
+        shape_of(dir, words, Self::CHUNK)
     }
 
     /// Byte offset in the directory of the slot of chunk `k < s.chunks` (0 = front).
@@ -513,6 +475,69 @@ impl<T: Persistent> PQueue<T> {
             },
         )
     }
+}
+
+/// The shape of a queue whose handle holds `dir` and `[dcap, dhead, ccap, head, len]`, of
+/// elements whose full chunk holds `full_chunk`, checked: a corrupted handle is an error, never
+/// a wild access (beyond what `Transaction::deref` checks for the pointers). Shared by the
+/// typed queue and the schema-driven walker (`walk.rs`).
+pub(crate) fn shape_of(dir: PPtr<u8>, words: [u64; 5], full_chunk: u64) -> Result<Shape> {
+    let [dcap, dhead, ccap, head, len] = words;
+    if dir.is_null() {
+        if len != 0 {
+            return Err(raw::out_of_bounds(len, 0));
+        }
+        let none = Shape {
+            dir,
+            dcap: 0,
+            dhead: 0,
+            ccap: 0,
+            head: 0,
+            len: 0,
+            chunks: 0,
+            ring: false,
+        };
+        return Ok(none);
+    }
+    if dhead >= dcap {
+        return Err(raw::out_of_bounds(dhead, dcap));
+    }
+    if !ccap.is_power_of_two() || ccap < FIRST_CHUNK || ccap > full_chunk {
+        return Err(raw::out_of_bounds(ccap, full_chunk));
+    }
+    if head >= ccap {
+        return Err(raw::out_of_bounds(head, ccap));
+    }
+    let ring = ccap < full_chunk;
+    let chunks = if ring {
+        if len > ccap {
+            return Err(raw::out_of_bounds(len, ccap));
+        }
+        1
+    } else {
+        let end = head
+            .checked_add(len)
+            .ok_or_else(|| raw::out_of_bounds(head, len))?;
+        end.div_ceil(ccap).max(1)
+    };
+    if chunks > dcap {
+        return Err(raw::out_of_bounds(chunks, dcap));
+    }
+    // The slots of the chunks in use must be countable (`reserve_back` computes the room
+    // as `chunks × ccap`): only a damaged `dcap` lets `chunks` come near 2^64 / `ccap`.
+    if chunks.checked_mul(ccap).is_none() {
+        return Err(raw::out_of_bounds(chunks, ccap));
+    }
+    Ok(Shape {
+        dir,
+        dcap,
+        dhead,
+        ccap,
+        head,
+        len,
+        chunks,
+        ring,
+    })
 }
 
 /// A contiguous piece of positions inside one chunk (see `PQueue::runs`).
@@ -1454,7 +1479,7 @@ impl<T: PHandle> PQueue<T> {
 }
 
 /// `(head + pos) % cap` for `head, pos < cap`, without overflow.
-fn ring_index(head: u64, pos: u64, cap: u64) -> u64 {
+pub(crate) fn ring_index(head: u64, pos: u64, cap: u64) -> u64 {
     if pos < cap - head {
         head + pos
     } else {

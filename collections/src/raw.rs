@@ -77,10 +77,35 @@ pub(crate) fn array_bytes<T>(n: u64) -> Result<u64> {
     elem_off::<T>(n)
 }
 
-/// `x` rounded up to `T`'s alignment.
-pub(crate) fn align_for<T>(x: u64) -> u64 {
-    let a = align_of::<T>() as u64;
-    x.div_ceil(a) * a
+/// The size and alignment of an element type: what array layouts need of it, whether from
+/// `size_of`/`align_of` (the typed collections) or from a recorded schema (`walk.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Slot {
+    /// `size_of` the element.
+    pub(crate) size: u64,
+    /// `align_of` the element (a power of two).
+    pub(crate) align: u64,
+}
+
+impl Slot {
+    /// `T`'s slot.
+    pub(crate) const fn of<T>() -> Slot {
+        Slot {
+            size: size_of::<T>() as u64,
+            align: align_of::<T>() as u64,
+        }
+    }
+
+    /// `x` rounded up to the alignment.
+    pub(crate) fn align_up(self, x: u64) -> u64 {
+        x.div_ceil(self.align).saturating_mul(self.align)
+    }
+
+    /// Bytes of an array of `n` elements, checked.
+    pub(crate) fn array_bytes(self, n: u64) -> Result<u64> {
+        n.checked_mul(self.size)
+            .ok_or_else(|| out_of_bounds(n, self.size))
+    }
 }
 
 /// A block of the pool resolved once ([`Transaction::resolve_bytes`]): its fields are then

@@ -40,6 +40,14 @@ pub struct PVec<T> {
 
 const _: () = assert!(size_of::<PVec<u64>>() == 24);
 
+/// Byte offsets of a handle's buffer pointer, length and capacity words (for the schema-driven
+/// walk, `walk.rs`; `PString` is a `PVec<u8>`).
+pub(crate) const FIELDS: [usize; 3] = [
+    std::mem::offset_of!(PVec<u8>, buf),
+    std::mem::offset_of!(PVec<u8>, len),
+    std::mem::offset_of!(PVec<u8>, cap),
+];
+
 // SAFETY: `repr(C)` of three 8-byte `PCell`s (`PCell<PPtr<T>>` is `repr(transparent)` over a
 // `u64`), so there is no padding whatever `T` is; every field accepts every bit pattern (a wild
 // buffer pointer is checked by `Transaction::deref`, a wild length is clamped to the capacity);

@@ -26,9 +26,11 @@ pub struct Report {
 /// the damaged block when known, `what`) for the first damage found; on success it adds what it
 /// read to `report`.
 ///
-/// `ptm check` verifies the pool format, the logs and the allocator of any pool, but it cannot
-/// know the root type of yours. To check your collections too, implement `Verify` for your root
-/// (call `verify` on each field) and run [`verify`] from a small program of your own:
+/// `ptm check` verifies the pool format, the logs and the allocator of any pool, and walks your
+/// collections from the root schema the pool records ([`walk_schema`](crate::walk_schema)), but
+/// without your key types' code it cannot check the hashing or the order of keys of your own
+/// types. To run the typed checks too, implement `Verify` for your root (call `verify` on each
+/// field) and run [`verify`] from a small program of your own:
 ///
 /// ```
 /// # use ptm::{Error, Persistent, Pool, Transaction};
@@ -58,8 +60,8 @@ pub struct Report {
 ///
 /// What it does not check: nested collections (verify them through the references the outer
 /// one hands out) and that a block is allocated and owned by one handle only (the allocator's
-/// side, which `ptm check` reports as leaks or double use when you give it the reachable
-/// blocks).
+/// side, which [`walk_schema`](crate::walk_schema) and `ptm check` check: a block owned twice
+/// is corruption, an allocated block nothing reaches is reported).
 pub trait Verify {
     /// Checks this structure and adds what it read to `report`.
     ///

@@ -37,7 +37,9 @@
 //!
 //! Always: no panic, no hang; every operation returns `Ok` or an `Err` whose message renders;
 //! opens fail only with a clean error; a read-only sweep of every collection after the script
-//! and after a final reopen terminates.
+//! and after a final reopen terminates; the schema-driven walk `ptm check` runs
+//! (`ptm_collections::walk_pool`) returns a report or a clean error at the first open and the
+//! final reopen, and on the unmutated template reaches every allocated block.
 //!
 //! When no record touched a word the collections cannot validate (an *unchecked* word, see
 //! [`Template::unchecked`]: pointers, capacities, depths of map handles, map directories and
@@ -783,14 +785,40 @@ pub fn check_collections_image(dir: &Path, t: &Template, input: &[u8]) {
     let path = dir.join("collections.pool");
     std::fs::write(&path, &img).expect("write the image");
     let ops = decode_script(script);
-    run_script(&path, strict, &ops);
+    // No mutation record at all: the template as made.
+    let pristine = input.first().is_none_or(|&n| n % 33 == 0);
+    run_script(&path, strict, pristine, &ops);
     std::fs::remove_file(&path).expect("remove the image");
 }
 
-fn run_script(path: &Path, strict: bool, ops: &[Op]) {
+/// The schema-driven walk `ptm check` runs (`walk_pool`) over the image as it is: a report or
+/// a clean error, never a panic; on the pristine template it reaches exactly the allocated
+/// blocks and walks every collection.
+fn walk(pool: &mut Pool<Root>, pristine: bool) {
+    match ptm_collections::walk_pool(pool) {
+        Ok(report) => {
+            if pristine {
+                assert!(
+                    report.unreachable.is_empty(),
+                    "unreachable {:x?}",
+                    report.unreachable
+                );
+                assert!(report.not_walked.is_empty(), "not walked {:?}", report.not_walked);
+                assert!(report.structures > 0);
+            }
+        }
+        Err(e) => {
+            assert!(!pristine, "the pristine template does not walk: {e:?}");
+            assert!(!e.to_string().is_empty());
+        }
+    }
+}
+
+fn run_script(path: &Path, strict: bool, pristine: bool, ops: &[Op]) {
     let Some(mut pool) = open(path, strict, "first open") else {
         return;
     };
+    walk(&mut pool, pristine);
     let mut i = 0;
     while i <= ops.len() {
         // One transaction: the collection operations up to the next commit, abort or reopen.
@@ -842,6 +870,7 @@ fn run_script(path: &Path, strict: bool, ops: &[Op]) {
     let Some(mut pool) = open(path, strict, "final reopen") else {
         return;
     };
+    walk(&mut pool, false);
     let _ = pool.transaction(|tx, r| {
         sweep(tx, r);
         Ok::<_, Error>(())

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use pmem_core::{DomainKind, Durability, PPtr, Persistent, Region, RegionOptions};
 
-use crate::engine::heap::{slab_geom, Desc, HeapStats, CHUNK};
+use crate::engine::heap::{slab_geom, Desc, HeapStats};
 
 use crate::engine::lane_state::LaneVolatile;
 use crate::engine::lanes::{preferred_lane, LaneMap};
@@ -729,36 +729,9 @@ impl<R: Persistent> Pool<R> {
     /// [`Error::CorruptHeap`] if the metadata is malformed.
     pub fn allocated_blocks(&mut self) -> Result<Vec<(u64, u64)>> {
         let s = &*self.shared;
-        let l = s.heap.layout();
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < l.n_chunks {
-            // SAFETY: the chunk table word of chunk `i < n_chunks`, inside the heap; `&mut self`: no
-            // transaction runs.
-            match Desc::decode(unsafe { s.read_u64(l.desc_off(i)) }) {
-                Desc::Free => i += 1,
-                Desc::Slab(c) => {
-                    let g = slab_geom(c);
-                    if i + g.chunks > l.n_chunks {
-                        return Err(Error::CorruptHeap("slab past the end of the heap"));
-                    }
-                    for b in 0..g.blocks {
-                        // SAFETY: a bitmap word of slab chunk `i` (`b < g.blocks`), inside the heap; `&mut self`:
-                        // no transaction runs.
-                        if unsafe { s.read_u64(l.chunk_off(i) + (b / 64) * 8) } & (1 << (b % 64)) != 0 {
-                            out.push((l.chunk_off(i) + g.first + b * g.block, g.block));
-                        }
-                    }
-                    i += g.chunks;
-                }
-                Desc::Run(n) if i + n <= l.n_chunks => {
-                    out.push((l.chunk_off(i), n * CHUNK));
-                    i += n;
-                }
-                _ => return Err(Error::CorruptHeap("malformed chunk table")),
-            }
-        }
-        Ok(out)
+        // SAFETY: `allocated_blocks` reads only chunk table words and bitmap words of slab
+        // chunks of the layout, 8-aligned and inside the heap; `&mut self`: no transaction runs.
+        crate::engine::heap::allocated_blocks(&s.heap.layout(), |off| unsafe { s.read_u64(off) })
     }
 
     /// Verifies the allocator metadata: descriptors well formed (runs complete, continuations

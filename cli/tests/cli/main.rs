@@ -10,6 +10,7 @@
 mod bench;
 mod bench_disk;
 mod bench_pause;
+mod check_walk;
 mod cli;
 mod corrupt_log;
 mod crashtest;

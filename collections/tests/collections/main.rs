@@ -47,3 +47,4 @@ mod std_parity;
 mod threads;
 mod vec_reserve;
 mod verify;
+mod walk;

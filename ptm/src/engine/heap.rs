@@ -548,6 +548,42 @@ impl Heap {
     }
 }
 
+/// Every allocated block of the heap `l` as `(pool offset, block size)`, in address order, read
+/// from the persistent metadata through `read` (a `u64` at a pool offset): for leak checks and
+/// reachability tracing (`Pool::allocated_blocks`, and `ptm check` on a pool it only maps).
+///
+/// # Errors
+///
+/// [`Error::CorruptHeap`] if the chunk table is malformed.
+pub fn allocated_blocks(l: &HeapLayout, read: impl Fn(u64) -> u64) -> Result<Vec<(u64, u64)>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < l.n_chunks {
+        match Desc::decode(read(l.desc_off(i))) {
+            Desc::Free => i += 1,
+            Desc::Slab(c) => {
+                let g = slab_geom(c);
+                if i + g.chunks > l.n_chunks {
+                    return Err(Error::CorruptHeap("slab past the end of the heap"));
+                }
+                for w in 0..g.words {
+                    let bits = read(l.chunk_off(i) + w * 8) & g.valid_mask(w);
+                    for b in (0..64).filter(|b| bits & (1 << b) != 0) {
+                        out.push((l.chunk_off(i) + g.first + (w * 64 + b) * g.block, g.block));
+                    }
+                }
+                i += g.chunks;
+            }
+            Desc::Run(n) if i + n <= l.n_chunks => {
+                out.push((l.chunk_off(i), n * CHUNK));
+                i += n;
+            }
+            _ => return Err(Error::CorruptHeap("malformed chunk table")),
+        }
+    }
+    Ok(out)
+}
+
 /// Scans heap usage from the persistent metadata, reading u64 words through `read`.
 pub(crate) fn scan_stats(l: &HeapLayout, read: impl Fn(u64) -> u64) -> Result<HeapStats> {
     let mut st = HeapStats {

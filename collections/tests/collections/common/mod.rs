@@ -2,6 +2,8 @@
 //! random operations on both, and a leak check.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod user_root;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 
