@@ -23,8 +23,8 @@
 //! - `PConcurrentMap_get` / `seeded`, `fixed`: `PConcurrentMap<u64, u64, 16>` of [`TREE_LEN`]
 //!   keys, one `get` of a random present key per read-only transaction, in a pool made by this
 //!   build (seeded routing) and in a pool whose superblock was rewritten as format 3 (no
-//!   routing secret: the fixed routing of earlier builds), so the routing's cost shows as a
-//!   ratio within one run.
+//!   routing secret: the fixed routing of earlier builds), each holding only its map, so the
+//!   routing's cost shows as a ratio within one run.
 //!
 //! No PMDK column: the PMDK maps of the `collections` bench (`csrc/pmdk_collections.c`) and the
 //! B-tree and hash map examples shipped with libpmemobj have no deque, no smallest-key or
@@ -454,11 +454,11 @@ fn hash_rows(pool: &Pool<Root>) -> Vec<Row<'_>> {
     ]
 }
 
-/// The concurrent-map get rows: `pool`'s map under the seeded routing, `fixed`'s under the
-/// fixed routing of a format 3 pool.
+/// The concurrent-map get rows: `seeded`'s map under the seeded routing, `fixed`'s under the
+/// fixed routing of a format 3 pool (two pools holding only these maps, filled alike).
 fn conc_rows<'a>(seeded: &'a Pool<Root>, fixed: &'a Pool<Root>) -> Vec<Row<'a>> {
-    for pool in [seeded, fixed] {
-        for lo in (0..TREE_LEN).step_by(1000) {
+    for lo in (0..TREE_LEN).step_by(1000) {
+        for pool in [seeded, fixed] {
             pool.transaction(|tx, r| (lo..lo + 1000).try_for_each(|i| r.c.insert(tx, key(i), i).map(drop)))
                 .expect("fill the concurrent map");
         }
@@ -544,13 +544,16 @@ fn main() {
          entries, reserve batches of {BATCH} keys; files in {}",
         pmem_pool_dir().display()
     );
+    let ops = temp_pool(false);
+    // The concurrent maps each in a pool of their own, holding nothing else: the two differ
+    // only in the routing.
     let seeded = temp_pool(false);
     let fixed = temp_pool(true);
     let std_q = std::cell::RefCell::new(VecDeque::new());
     let std_t = std::cell::RefCell::new(BTreeMap::new());
-    let mut rows = deque_rows(&seeded.pool, &std_q);
-    rows.extend(btree_rows(&seeded.pool, &std_t));
-    rows.extend(hash_rows(&seeded.pool));
+    let mut rows = deque_rows(&ops.pool, &std_q);
+    rows.extend(btree_rows(&ops.pool, &std_t));
+    rows.extend(hash_rows(&ops.pool));
     rows.extend(conc_rows(&seeded.pool, &fixed.pool));
     let mut c = Criterion::default()
         .sample_size(20)
