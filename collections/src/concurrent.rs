@@ -69,9 +69,9 @@ use crate::{AsKey, PHandle, PKey, PToOwned, PValue};
 /// function and `SHARDS` are part of the on-media format (design §13.5): open a pool with the
 /// same `SHARDS` it was created with (the root type fixes it). A map stays where it was
 /// created (it is not a [`PHandle`]: no collection moves it); copying its bytes elsewhere is
-/// not supported (its keys would be looked for in other shards). A shard's lock word is volatile state, reset on reopen; its
-/// layout is a [`PMutex`](ptm::PMutex)'s, so pools written when the shards were mutexes open
-/// unchanged.
+/// not supported (its keys would be looked for in other shards). A shard's lock word is
+/// volatile state, reset on reopen; its layout is a [`PMutex`](ptm::PMutex)'s, so pools
+/// written when the shards were mutexes open unchanged.
 #[repr(transparent)]
 pub struct PConcurrentMap<K, V, const SHARDS: usize = 16> {
     shards: [Shard<K, V>; SHARDS],
@@ -112,14 +112,16 @@ impl<K: PKey, V: PValue, const SHARDS: usize> PConcurrentMap<K, V, SHARDS> {
     /// the high half of the key's hash under this map's routing seed
     /// ([`PKey::seeded_borrowed_hash`]), modulo `SHARDS`. 0 drains, no lock.
     ///
-    /// The seed is SipHash-1-3, keyed by the pool's 128-bit routing secret (drawn when the pool
-    /// was created, kept in its superblock), of the map's pool offset: computed without any
-    /// write or lock, the same for the map's whole life, different for every map and every
-    /// pool, and unknown to anyone without the pool file, so keys cannot be crafted to share
-    /// a shard. In a pool made before pools had a secret the seed is 0, the fixed hash the map
-    /// was written with (keys crafted against it can all land in one shard; each shard is a
-    /// seeded [`PHashMap`], so they stay correct and within proportional memory there, and
-    /// only lose the parallelism of distinct shards).
+    /// The seed is a keyed mix of the pool's 128-bit routing secret `[s0, s1]` (drawn when the
+    /// pool was created, kept in its superblock) and the map's pool offset `o`:
+    /// `s0 ^ fmix64(o ^ s1)` (MurmurHash3's finaliser, a bijection: distinct maps of a pool get
+    /// distinct seeds). Computed without any write or lock, the same for the map's whole life,
+    /// different for every map and every pool, and unknown to anyone without the pool file,
+    /// so keys cannot be crafted to share a shard. In a pool made before pools had a secret
+    /// (superblock format 3) the seed is 0, the fixed hash the map was written with (keys
+    /// crafted against it can all land in one shard; each shard is a seeded [`PHashMap`], so
+    /// they stay correct and within proportional memory there, and only lose the parallelism
+    /// of distinct shards).
     ///
     /// # Errors
     ///
@@ -133,7 +135,7 @@ impl<K: PKey, V: PValue, const SHARDS: usize> PConcurrentMap<K, V, SHARDS> {
     fn routing_seed(&self, tx: &Transaction<'_>) -> Result<u64> {
         Ok(match tx.placement_secret(self)? {
             None => 0,
-            Some((secret, offset)) => crate::raw::hash_word_keyed(secret, offset).max(1),
+            Some(([s0, s1], offset)) => (s0 ^ crate::raw::fmix64(offset ^ s1)).max(1),
         })
     }
 

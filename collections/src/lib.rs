@@ -86,7 +86,8 @@
 //! unlinks the collection, or the blocks leak. `clear` frees everything the collection owns,
 //! nested collections included: a collection of handles frees what each element owns when it
 //! discards it ([`PVec::pop_free`], [`PVec::truncate`], [`PHashMap::remove_free`],
-//! [`PQueue::pop_free`], [`PBTreeMap::remove_free`], `clear`, `free`), and a map frees what its
+//! [`PQueue::pop_free`], [`PQueue::remove_free`], [`PQueue::retain_free`],
+//! [`PBTreeMap::remove_free`], `clear`, `free`), and a map frees what its
 //! keys own when it discards an entry ([`PHashMap::remove`], [`PBTreeMap::remove`] too),
 //! still in **2 drains** however deep the nesting (nested blocks are freed without
 //! writing the discarded handles: [`PValue::free_owned`]).

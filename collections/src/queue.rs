@@ -52,7 +52,10 @@ pub(crate) const fn chunk_elems(size: usize) -> u64 {
 ///
 /// Elements are `Copy` values ([`push`](PQueue::push), [`pop`](PQueue::pop), ...) or nested
 /// collection handles ([`push_new`](PQueue::push_new), [`front_ref`](PQueue::front_ref),
-/// [`pop_free`](PQueue::pop_free)); `clear` and `free` free what the elements own.
+/// [`pop_free`](PQueue::pop_free), [`insert_new`](PQueue::insert_new),
+/// [`remove_free`](PQueue::remove_free), [`retain_free`](PQueue::retain_free)); `clear` and
+/// `free` free what the elements own. Handles shifted by an insertion or removal move by their
+/// bytes (a handle is offsets: what it owns stays put).
 ///
 /// A push at the front that finds the front chunk full allocates a chunk *before* it (a
 /// directory slot before the front one; the directory is a ring), and a small ring full at a
@@ -63,8 +66,9 @@ pub(crate) const fn chunk_elems(size: usize) -> u64 {
 /// Drains: every change costs **2** on its own, growth included (allocations first, then one
 /// snapshot batch that records the frees last, then the stores: a fresh chunk or directory is
 /// new memory of the transaction, never logged): `push`, `push_front`, `push_new`,
-/// `push_front_new`, `pop`, `pop_back`, `pop_free`, `pop_back_free`, `insert`, `remove`
-/// (the shorter side's elements are logged), `retain`, `truncate`, `rotate_left`/`right`
+/// `push_front_new`, `pop`, `pop_back`, `pop_free`, `pop_back_free`, `insert`, `insert_new`,
+/// `remove`, `remove_free` (the shorter side's elements are logged), `retain`,
+/// `retain_free`, `truncate`, `rotate_left`/`right`
 /// (every element logged), `reserve` (when it grows) and `clear`; `peek`, `front`, `back`,
 /// `get`, `front_ref`, `back_ref`, `len`, `capacity`, `iter`, `range` and `to_vec` cost 0
 /// (asserted in `tests/deque.rs` and `tests/drains.rs`).
@@ -338,7 +342,7 @@ impl<T: Persistent> PQueue<T> {
     }
 
     /// Applies one in-place change that keeps or shortens the queue: writes `e.bytes` (whole
-    /// elements) at positions `e.at..`, frees what the elements at `e.free` own, drops
+    /// elements) at positions `e.at..`, frees what the elements in `e.free` own, drops
     /// `e.front` elements at the front and `e.back` at the back, and frees the chunks left
     /// without an element (clearing their directory slots; an emptied queue keeps its front
     /// chunk). Positions are numbered before the change; the written ones must be kept.
@@ -399,7 +403,7 @@ impl<T: Persistent> PQueue<T> {
             // batch, and a batch that failed above freed nothing.
             Frees::walk(tx, |f| {
                 if T::OWNS {
-                    for pos in e.free.clone() {
+                    for pos in e.free.iter().flat_map(Clone::clone) {
                         // SAFETY: an element removed by this change (its chunk is freed at
                         // commit at the earliest), discarded below.
                         unsafe { f.value(self.elem(tx, pos)?)? };
@@ -470,7 +474,11 @@ impl<T: Persistent> PQueue<T> {
             tx,
             Shrink {
                 front: 1,
-                free: if free_elem { 0..1 } else { 0..0 },
+                free: if free_elem {
+                    std::slice::from_ref(&(0..1))
+                } else {
+                    &[]
+                },
                 ..Shrink::default()
             },
         )
@@ -561,8 +569,8 @@ struct Shrink<'a> {
     at: u64,
     /// Whole elements written from `at` on.
     bytes: &'a [u8],
-    /// Positions whose elements' blocks are freed.
-    free: std::ops::Range<u64>,
+    /// Ranges of positions whose elements' blocks are freed (removed elements, not written).
+    free: &'a [std::ops::Range<u64>],
 }
 
 /// Ranges an operation adds to the snapshot batch of a reservation at either end: the slots of
@@ -872,6 +880,143 @@ impl<T: PValue> PQueue<T> {
         }
     }
 
+    /// The handle's six words, to tell whether the queue changed meanwhile.
+    fn header_words(&self, tx: &Transaction<'_>) -> [u64; 6] {
+        [
+            self.dir.get(tx).offset(),
+            self.dcap.get(tx),
+            self.dhead.get(tx),
+            self.ccap.get(tx),
+            self.head.get(tx),
+            self.len.get(tx),
+        ]
+    }
+
+    /// Inserts the element `value` (its bytes) at position `pos`, shifting the elements on the
+    /// shorter side by one slot, moved by their bytes; `false` and nothing changed if
+    /// `pos > len`. One snapshot drain (the reservation's batch also logs the shifted slots
+    /// unless they move to a fresh chunk). The caller marked the queue as changing
+    /// ([`raw::mutating`]).
+    fn insert_bytes(&self, tx: &Transaction<'_>, pos: u64, value: &[u8]) -> Result<bool> {
+        let s = self.shape(tx)?;
+        if pos > s.len {
+            return Ok(false);
+        }
+        if pos < s.len - pos {
+            // The front `pos` elements move one slot towards the front.
+            let mut bytes = Self::read_positions(tx, &s, 0, pos)?;
+            bytes.extend_from_slice(value);
+            let log = |b: &mut SnapshotBatch<'_, '_>| Self::log_positions(tx, b, &s, 0, pos);
+            let (_, _, len) = self.reserve_front(tx, &log)?;
+            doom_on_err(
+                tx,
+                self.len.set(tx, len).and_then(|()| self.write_at(tx, 0, &bytes)),
+            )?;
+        } else {
+            // The back `len - pos` elements move one slot towards the back.
+            let mut bytes = value.to_vec();
+            bytes.extend(Self::read_positions(tx, &s, pos, s.len)?);
+            let log = |b: &mut SnapshotBatch<'_, '_>| Self::log_positions(tx, b, &s, pos, s.len);
+            let (_, _, len) = self.reserve_back(tx, &log)?;
+            doom_on_err(
+                tx,
+                self.len
+                    .set(tx, len)
+                    .and_then(|()| self.write_at(tx, pos, &bytes)),
+            )?;
+        }
+        Ok(true)
+    }
+
+    /// Writes whole elements' `bytes` at positions `from..` of the queue as it is now (slots
+    /// the caller logged).
+    fn write_at(&self, tx: &Transaction<'_>, from: u64, bytes: &[u8]) -> Result<()> {
+        let s = self.shape(tx)?;
+        Self::write_positions(tx, &s, from, bytes)
+    }
+
+    /// Removes the element at position `pos < len`, shifting the elements on the shorter side
+    /// by one slot (moved by their bytes), and frees what it owns when `free_elem`. One
+    /// snapshot drain ([`shrink`](PQueue::shrink)); allocates nothing.
+    fn remove_at(&self, tx: &Transaction<'_>, pos: u64, free_elem: bool) -> Result<()> {
+        let s = self.shape(tx)?;
+        if pos >= s.len {
+            return Err(raw::out_of_bounds(pos, s.len));
+        }
+        let freed = pos..pos + 1;
+        let free = if free_elem {
+            std::slice::from_ref(&freed)
+        } else {
+            &[]
+        };
+        if pos < s.len - 1 - pos {
+            // The front `pos` elements move one slot towards the back.
+            let bytes = Self::read_positions(tx, &s, 0, pos)?;
+            self.shrink(
+                tx,
+                Shrink {
+                    front: 1,
+                    at: 1,
+                    bytes: &bytes,
+                    free,
+                    ..Shrink::default()
+                },
+            )
+        } else {
+            let bytes = Self::read_positions(tx, &s, pos + 1, s.len)?;
+            self.shrink(
+                tx,
+                Shrink {
+                    back: 1,
+                    at: pos,
+                    bytes: &bytes,
+                    free,
+                    ..Shrink::default()
+                },
+            )
+        }
+    }
+
+    /// Keeps the elements whose flag (one per element, front to back) is `true`, in order,
+    /// moving the kept ones from the first removed position on by their bytes, and frees what
+    /// the removed ones own when `free_elems`. One snapshot drain
+    /// ([`shrink`](PQueue::shrink)), none when every flag is `true`; allocates nothing.
+    fn retain_flags(&self, tx: &Transaction<'_>, flags: &[bool], free_elems: bool) -> Result<()> {
+        let s = self.shape(tx)?;
+        if flags.len() as u64 != s.len {
+            return Err(raw::out_of_bounds(flags.len() as u64, s.len));
+        }
+        let Some(first) = flags.iter().position(|k| !k) else {
+            return Ok(());
+        };
+        let size = size_of::<T>();
+        let tail = Self::read_positions(tx, &s, first as u64, s.len)?;
+        let mut kept = Vec::with_capacity(tail.len());
+        // Runs of removed positions, for the frees.
+        let mut removed: Vec<std::ops::Range<u64>> = Vec::new();
+        for (i, (elem, &keep)) in tail.chunks_exact(size).zip(&flags[first..]).enumerate() {
+            let pos = (first + i) as u64;
+            if keep {
+                kept.extend_from_slice(elem);
+            } else if let Some(r) = removed.last_mut().filter(|r| r.end == pos) {
+                r.end = pos + 1;
+            } else {
+                removed.push(pos..pos + 1);
+            }
+        }
+        let remaining = first as u64 + (kept.len() / size) as u64;
+        self.shrink(
+            tx,
+            Shrink {
+                back: s.len - remaining,
+                at: first as u64,
+                bytes: &kept,
+                free: if free_elems { &removed } else { &[] },
+                ..Shrink::default()
+            },
+        )
+    }
+
     /// Removes the front element, freeing (at commit) everything it owns; `false` when empty.
     /// 2 drains (0 when empty), whatever the element owns.
     ///
@@ -903,7 +1048,7 @@ impl<T: PValue> PQueue<T> {
             tx,
             Shrink {
                 back: 1,
-                free: len - 1..len,
+                free: std::slice::from_ref(&(len - 1..len)),
                 ..Shrink::default()
             },
         )?;
@@ -927,7 +1072,7 @@ impl<T: PValue> PQueue<T> {
             tx,
             Shrink {
                 back: len - new_len,
-                free: new_len..len,
+                free: std::slice::from_ref(&(new_len..len)),
                 ..Shrink::default()
             },
         )
@@ -1147,42 +1292,7 @@ impl<T: Persistent + Copy> PQueue<T> {
     /// As [`push`](PQueue::push).
     pub fn insert(&self, tx: &Transaction<'_>, pos: u64, v: T) -> Result<bool> {
         raw::mutating(tx, self)?;
-        let s = self.shape(tx)?;
-        if pos > s.len {
-            return Ok(false);
-        }
-        let value = raw::slice_bytes(std::slice::from_ref(&v)).to_vec();
-        if pos < s.len - pos {
-            // The front `pos` elements move one slot towards the front.
-            let mut bytes = Self::read_positions(tx, &s, 0, pos)?;
-            bytes.extend(value);
-            let log = |b: &mut SnapshotBatch<'_, '_>| Self::log_positions(tx, b, &s, 0, pos);
-            let (_, _, len) = self.reserve_front(tx, &log)?;
-            doom_on_err(
-                tx,
-                self.len.set(tx, len).and_then(|()| self.write_at(tx, 0, &bytes)),
-            )?;
-        } else {
-            // The back `len - pos` elements move one slot towards the back.
-            let mut bytes = value;
-            bytes.extend(Self::read_positions(tx, &s, pos, s.len)?);
-            let log = |b: &mut SnapshotBatch<'_, '_>| Self::log_positions(tx, b, &s, pos, s.len);
-            let (_, _, len) = self.reserve_back(tx, &log)?;
-            doom_on_err(
-                tx,
-                self.len
-                    .set(tx, len)
-                    .and_then(|()| self.write_at(tx, pos, &bytes)),
-            )?;
-        }
-        Ok(true)
-    }
-
-    /// Writes whole elements' `bytes` at positions `from..` of the queue as it is now (slots
-    /// the caller logged).
-    fn write_at(&self, tx: &Transaction<'_>, from: u64, bytes: &[u8]) -> Result<()> {
-        let s = self.shape(tx)?;
-        Self::write_positions(tx, &s, from, bytes)
+        self.insert_bytes(tx, pos, raw::slice_bytes(std::slice::from_ref(&v)))
     }
 
     /// Removes and returns the element at position `pos`, shifting the elements on the shorter
@@ -1194,34 +1304,10 @@ impl<T: Persistent + Copy> PQueue<T> {
     /// Logging errors; corrupted handles.
     pub fn remove(&self, tx: &Transaction<'_>, pos: u64) -> Result<Option<T>> {
         raw::mutating(tx, self)?;
-        let s = self.shape(tx)?;
         let Some(v) = self.get(tx, pos)? else {
             return Ok(None);
         };
-        if pos < s.len - 1 - pos {
-            // The front `pos` elements move one slot towards the back.
-            let bytes = Self::read_positions(tx, &s, 0, pos)?;
-            self.shrink(
-                tx,
-                Shrink {
-                    front: 1,
-                    at: 1,
-                    bytes: &bytes,
-                    ..Shrink::default()
-                },
-            )?;
-        } else {
-            let bytes = Self::read_positions(tx, &s, pos + 1, s.len)?;
-            self.shrink(
-                tx,
-                Shrink {
-                    back: 1,
-                    at: pos,
-                    bytes: &bytes,
-                    ..Shrink::default()
-                },
-            )?;
-        }
+        self.remove_at(tx, pos, false)?;
         Ok(Some(v))
     }
 
@@ -1235,28 +1321,8 @@ impl<T: Persistent + Copy> PQueue<T> {
     /// Logging errors; corrupted handles.
     pub fn retain(&self, tx: &Transaction<'_>, mut keep: impl FnMut(&T) -> bool) -> Result<()> {
         raw::mutating(tx, self)?;
-        let all = self.to_vec(tx)?;
-        let flags: Vec<bool> = all.iter().map(&mut keep).collect();
-        let Some(first) = flags.iter().position(|k| !k) else {
-            return Ok(());
-        };
-        let kept: Vec<T> = all
-            .into_iter()
-            .zip(&flags)
-            .skip(first)
-            .filter_map(|(v, &k)| k.then_some(v))
-            .collect();
-        let len = flags.len() as u64;
-        let remaining = first as u64 + kept.len() as u64;
-        self.shrink(
-            tx,
-            Shrink {
-                back: len - remaining,
-                at: first as u64,
-                bytes: raw::slice_bytes(&kept),
-                ..Shrink::default()
-            },
-        )
+        let flags: Vec<bool> = self.to_vec(tx)?.iter().map(&mut keep).collect();
+        self.retain_flags(tx, &flags, false)
     }
 
     /// Iterates over copies of the elements at positions in `range`, in order
@@ -1394,9 +1460,12 @@ impl<T: Persistent + Copy> PQueue<T> {
 }
 
 /// A queue of nested collections ([`PString`](crate::PString), [`PVec`](crate::PVec), your
-/// own [`PHandle`] structs): created in place at the back by [`push_new`](PQueue::push_new),
-/// reached by [`front_ref`](PQueue::front_ref) and [`get_ref`](PQueue::get_ref), removed with
-/// everything they own by [`pop_free`](PQueue::pop_free) and [`clear`](PQueue::clear).
+/// own [`PHandle`] structs): created in place by [`push_new`](PQueue::push_new),
+/// [`push_front_new`](PQueue::push_front_new) and [`insert_new`](PQueue::insert_new), reached
+/// by [`front_ref`](PQueue::front_ref) and [`get_ref`](PQueue::get_ref), removed with
+/// everything they own by [`pop_free`](PQueue::pop_free), [`pop_back_free`](PQueue::pop_back_free),
+/// [`remove_free`](PQueue::remove_free), [`retain_free`](PQueue::retain_free),
+/// [`truncate`](PQueue::truncate) and [`clear`](PQueue::clear).
 ///
 /// As for [`PVec`](crate::PVec)'s handle methods, references are [`Nested`](ptm::Nested) guards,
 /// and one taken before any change of the queue (a `push_new`, which may double a small ring,
@@ -1475,6 +1544,80 @@ impl<T: PHandle> PQueue<T> {
             0 => Ok(None),
             n => self.get_ref(tx, n - 1),
         }
+    }
+
+    /// Inserts an empty handle (all-zero bytes) at position `pos` and returns a reference to it
+    /// (`VecDeque::insert` for nested collections); `None` and nothing changed if `pos > len`
+    /// (where std panics). The handles on the shorter side move one slot by their bytes (a
+    /// handle is an offset: what it owns stays where it is). 2 drains, growth included; the
+    /// moved handles are logged (`min(pos, len - pos)` of them). Marks every reference taken
+    /// from the queue stale.
+    ///
+    /// # Errors
+    ///
+    /// As [`push`](PQueue::push).
+    pub fn insert_new<'t>(&'t self, tx: &'t Transaction<'_>, pos: u64) -> Result<Option<Nested<'t, T>>> {
+        raw::mutating(tx, self)?;
+        if !self.insert_bytes(tx, pos, &vec![0u8; size_of::<T>()])? {
+            return Ok(None);
+        }
+        // SAFETY: `pos < len` now; `T` is all cells.
+        unsafe { self.elem(tx, pos) }.map(|v| Some(tx.nested(self, v)))
+    }
+
+    /// Removes the element at position `pos`, freeing (at commit) everything it owns
+    /// (`VecDeque::remove` for nested collections, as [`pop_free`](PQueue::pop_free) is
+    /// `pop_front`); `false` and nothing changed if `pos >= len`. The handles on the shorter
+    /// side move one slot by their bytes; the slot left free is zeroed. 2 drains (0 when
+    /// `pos >= len`), whatever the element owns; allocates nothing, so it never fails for lack
+    /// of pool space. Marks every reference taken from the queue stale.
+    ///
+    /// # Errors
+    ///
+    /// As [`clear`](PQueue::clear).
+    pub fn remove_free(&self, tx: &Transaction<'_>, pos: u64) -> Result<bool> {
+        raw::mutating(tx, self)?;
+        if pos >= self.shape(tx)?.len {
+            return Ok(false);
+        }
+        self.remove_at(tx, pos, true)?;
+        Ok(true)
+    }
+
+    /// Keeps only the elements for which `keep` returns `true`, in order, freeing (at commit)
+    /// everything the others own (`VecDeque::retain` for nested collections). `keep` is called
+    /// once per element, front to back, with a reference it may read through and write
+    /// through (a change of the element's own contents is kept); it must not change the queue
+    /// itself. The kept handles from the first removed one on move by their bytes; chunks left
+    /// empty are freed. 2 drains (0 when everything is kept), whatever the elements own;
+    /// allocates nothing. Marks every reference taken from the queue stale.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StaleReference`](ptm::Error::StaleReference) if `keep` changed the queue's
+    /// handle (a push, a removal, ...: the retain then changes nothing itself), or wrote
+    /// through a reference a change made stale; otherwise as [`clear`](PQueue::clear).
+    pub fn retain_free(&self, tx: &Transaction<'_>, mut keep: impl FnMut(&T) -> bool) -> Result<()> {
+        raw::mutating(tx, self)?;
+        let len = self.shape(tx)?.len;
+        let header = self.header_words(tx);
+        let mut flags = Vec::with_capacity(usize::try_from(len.min(1 << 20)).unwrap_or(0));
+        for pos in 0..len {
+            // SAFETY: `pos < len`, and the handle is as it was when `len` was read (checked
+            // after every call of `keep`); `T` is all cells.
+            let elem = tx.nested(self, unsafe { self.elem(tx, pos)? });
+            flags.push(keep(&elem));
+            drop(elem);
+            if self.header_words(tx) != header {
+                // `keep` changed the queue: the flags no longer name its elements. (A change
+                // that leaves the handle as it was, such as a removal and an insertion at the
+                // same place, is taken as it is: the elements' bytes are read below, after
+                // the last call, so nothing is freed or kept twice either way.)
+                return Err(ptm::Error::StaleReference);
+            }
+        }
+        raw::mutating(tx, self)?;
+        self.retain_flags(tx, &flags, true)
     }
 }
 

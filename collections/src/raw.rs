@@ -433,13 +433,17 @@ impl ByteHash {
 
     /// fmix64 (MurmurHash3's finaliser).
     pub(crate) fn finish(self) -> u64 {
-        let mut h = self.0;
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^ (h >> 33)
+        fmix64(self.0)
     }
+}
+
+/// MurmurHash3's 64-bit finaliser: a bijection that mixes every input bit into every output bit.
+pub(crate) fn fmix64(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
 }
 
 /// A map's hash seed: 0 selects the fixed hash of pools written before seeds
@@ -451,14 +455,6 @@ pub(crate) fn hash_bytes_seeded(seed: u64, bytes: &[u8]) -> u64 {
         w[..chunk.len()].copy_from_slice(chunk);
         h.chunk(u64::from_le_bytes(w));
     }
-    h.finish()
-}
-
-/// SipHash-1-3 of the 8 little-endian bytes of `w`, keyed by the 128 bits `keys` (the
-/// reference function: `siphasher`'s `SipHasher13::new_with_keys(keys[0], keys[1])` over them).
-pub(crate) fn hash_word_keyed(keys: [u64; 2], w: u64) -> u64 {
-    let mut h = SipHash13::with_keys(keys, 8);
-    h.chunk(w);
     h.finish()
 }
 
@@ -516,11 +512,7 @@ pub(crate) struct SipHash13 {
 impl SipHash13 {
     /// The state before the first chunk of `len` bytes.
     pub(crate) fn new(seed: u64, len: u64) -> Self {
-        Self::with_keys([seed, seed ^ 0x9e37_79b9_7f4a_7c15], len)
-    }
-
-    /// The state before the first chunk of `len` bytes, keyed by the 128 bits `[k0, k1]`.
-    pub(crate) fn with_keys([k0, k1]: [u64; 2], len: u64) -> Self {
+        let (k0, k1) = (seed, seed ^ 0x9e37_79b9_7f4a_7c15);
         SipHash13 {
             v: [
                 k0 ^ 0x736f_6d65_7073_6575,
@@ -715,12 +707,5 @@ mod tests {
             }
         }
         assert_ne!(hash_bytes_seeded(1, b"k"), hash_bytes_seeded(2, b"k"));
-        for keys in [[1u64, 2], [u64::MAX, 0x5eed]] {
-            for w in [0u64, 1, 0x0123_4567_89ab_cdef, u64::MAX] {
-                let mut r = siphasher::sip::SipHasher13::new_with_keys(keys[0], keys[1]);
-                r.write(&w.to_le_bytes());
-                assert_eq!(hash_word_keyed(keys, w), r.finish(), "keys {keys:?}, word {w:#x}");
-            }
-        }
     }
 }

@@ -1,8 +1,10 @@
 //! `PQueue` as a deque against `VecDeque`: push_front, pop_back, insert/remove at a position,
 //! truncate, retain, rotate_left/right, reserve/capacity, range (forwards and backwards),
-//! front/back, and the handle forms (push_front_new, pop_back_free, back_ref), on a queue of
-//! `u64`s (one ring of up to 8192), of 4 KiB pages (chunks of 16: every front and back chunk
-//! boundary, directory growth at either end) and of 4 KiB structs owning a string (frees).
+//! front/back, and the handle forms (push_front_new, pop_back_free, back_ref, insert_new,
+//! remove_free, retain_free), on a queue of `u64`s (one ring of up to 8192), of 4 KiB pages
+//! (chunks of 16: every front and back chunk boundary, directory growth at either end), of
+//! 4 KiB structs owning a string (frees across chunk boundaries) and of `PVec<u64>`s (against
+//! `VecDeque<Vec<u64>>`).
 //! Random transactions across reopens with exact leak checks, aborts, crash images after
 //! every operation and after the commit, and 2 drains per operation in every growth case.
 
@@ -15,7 +17,7 @@ use std::fmt::Debug;
 use common::{add_block, check_abort, check_crash_steps, check_steps, drains, shm_dir, ModelRoot};
 use proptest::prelude::*;
 use ptm::{Error, Persistent, Pool, Transaction};
-use ptm_collections::PQueue;
+use ptm_collections::{PQueue, PVec};
 use queue_common::{page, seed_of, Named, Page};
 
 #[derive(Persistent)]
@@ -24,6 +26,7 @@ struct DRoot {
     small: PQueue<u64>,
     pages: PQueue<Page>,
     named: PQueue<Named>,
+    vecs: PQueue<PVec<u64>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -32,6 +35,7 @@ struct DModel {
     /// Seeds of the pages.
     pages: VecDeque<u64>,
     named: VecDeque<String>,
+    vecs: VecDeque<Vec<u64>>,
 }
 
 /// Which queue of `Copy` elements an operation works on.
@@ -68,6 +72,21 @@ enum DOp {
     NPopBackFree(u64),
     NTruncate(u64),
     NRotate(u64, bool),
+    /// `insert_new` at a position, then the string pushed into it.
+    NInsert(u64, String),
+    NRemoveFree(u64),
+    /// Keeps the structs whose name's length is not divisible by the argument (at least 2).
+    NRetainFree(u64),
+    VPush(Vec<u64>),
+    VPushFront(Vec<u64>),
+    /// `insert_new` at a position, then the values pushed into it.
+    VInsert(u64, Vec<u64>),
+    VRemoveFree(u64),
+    /// Keeps the vectors whose length is not divisible by the argument (at least 2); pushes
+    /// `7` into every kept one from inside the closure when the flag is set.
+    VRetainFree(u64, bool),
+    /// Pushes a value into the vector at a position (through `get_ref`).
+    VAppend(u64, u64),
 }
 
 fn q() -> impl Strategy<Value = Q> {
@@ -95,6 +114,15 @@ fn d_op() -> impl Strategy<Value = DOp> {
         1 => (0..6u64).prop_map(DOp::NPopBackFree),
         1 => (0..20u64).prop_map(DOp::NTruncate),
         1 => (0..20u64, any::<bool>()).prop_map(|(n, l)| DOp::NRotate(n, l)),
+        2 => (pos.clone(), "[a-z]{0,4}").prop_map(|(i, s)| DOp::NInsert(i, s)),
+        2 => pos.clone().prop_map(DOp::NRemoveFree),
+        1 => (2..5u64).prop_map(DOp::NRetainFree),
+        2 => prop::collection::vec(0..1000u64, 0..4).prop_map(DOp::VPush),
+        2 => prop::collection::vec(0..1000u64, 0..4).prop_map(DOp::VPushFront),
+        3 => (0..24u64, prop::collection::vec(0..1000u64, 0..4)).prop_map(|(i, v)| DOp::VInsert(i, v)),
+        3 => (0..24u64).prop_map(DOp::VRemoveFree),
+        1 => (2..4u64, any::<bool>()).prop_map(|(k, g)| DOp::VRetainFree(k, g)),
+        1 => (0..24u64, 0..1000u64).prop_map(|(i, x)| DOp::VAppend(i, x)),
     ]
 }
 
@@ -209,6 +237,7 @@ impl ModelRoot for DRoot {
 
     fn apply(tx: &Transaction<'_>, r: &Self, op: &DOp, m: &DModel) -> Result<(), Error> {
         let named_len = m.named.len() as u64;
+        let vecs_len = m.vecs.len() as u64;
         match op {
             DOp::Push(w, ..)
             | DOp::PushFront(w, ..)
@@ -245,6 +274,54 @@ impl ModelRoot for DRoot {
                     r.named.rotate_right(tx, *n)?
                 };
                 assert_eq!(ok, *n <= named_len);
+            }
+            DOp::NInsert(i, s) => match r.named.insert_new(tx, *i)? {
+                Some(n) => {
+                    assert!(*i <= named_len);
+                    assert_eq!(n.name.len(tx), 0, "a new element is empty");
+                    n.name.push_str(tx, s)?;
+                }
+                None => assert!(*i > named_len, "insert_new at {i} of {named_len}"),
+            },
+            DOp::NRemoveFree(i) => assert_eq!(r.named.remove_free(tx, *i)?, *i < named_len),
+            DOp::NRetainFree(k) => {
+                let mut seen = Vec::new();
+                r.named.retain_free(tx, |n| {
+                    let name = n.name.as_string(tx).unwrap();
+                    let keep = !(name.len() as u64).is_multiple_of(*k);
+                    seen.push(name);
+                    keep
+                })?;
+                assert!(seen.iter().eq(m.named.iter()), "retain_free saw {seen:?}");
+            }
+            DOp::VPush(v) => r.vecs.push_new(tx)?.extend(tx, v.iter().copied())?,
+            DOp::VPushFront(v) => r.vecs.push_front_new(tx)?.extend(tx, v.iter().copied())?,
+            DOp::VInsert(i, v) => match r.vecs.insert_new(tx, *i)? {
+                Some(n) => {
+                    assert!(*i <= vecs_len);
+                    assert!(n.is_empty(tx), "a new element is empty");
+                    n.extend(tx, v.iter().copied())?;
+                }
+                None => assert!(*i > vecs_len, "insert_new at {i} of {vecs_len}"),
+            },
+            DOp::VRemoveFree(i) => assert_eq!(r.vecs.remove_free(tx, *i)?, *i < vecs_len),
+            DOp::VRetainFree(k, grow) => {
+                let mut seen = Vec::new();
+                r.vecs.retain_free(tx, |v| {
+                    let items = v.to_vec(tx).unwrap();
+                    let keep = !(items.len() as u64).is_multiple_of(*k);
+                    seen.push(items);
+                    if keep && *grow {
+                        v.push(tx, 7).unwrap();
+                    }
+                    keep
+                })?;
+                assert!(seen.iter().eq(m.vecs.iter()), "retain_free saw {seen:?}");
+            }
+            DOp::VAppend(i, x) => {
+                if let Some(v) = r.vecs.get_ref(tx, *i)? {
+                    v.push(tx, *x)?;
+                }
             }
         }
         Ok(())
@@ -288,6 +365,32 @@ impl ModelRoot for DRoot {
                     }
                 }
             }
+            DOp::NInsert(i, s) => {
+                if *i as usize <= m.named.len() {
+                    m.named.insert(*i as usize, s.clone());
+                }
+            }
+            DOp::NRemoveFree(i) => drop(m.named.remove(*i as usize)),
+            DOp::NRetainFree(k) => m.named.retain(|s| !(s.len() as u64).is_multiple_of(*k)),
+            DOp::VPush(v) => m.vecs.push_back(v.clone()),
+            DOp::VPushFront(v) => m.vecs.push_front(v.clone()),
+            DOp::VInsert(i, v) => {
+                if *i as usize <= m.vecs.len() {
+                    m.vecs.insert(*i as usize, v.clone());
+                }
+            }
+            DOp::VRemoveFree(i) => drop(m.vecs.remove(*i as usize)),
+            DOp::VRetainFree(k, grow) => {
+                m.vecs.retain(|v| !(v.len() as u64).is_multiple_of(*k));
+                if *grow {
+                    m.vecs.iter_mut().for_each(|v| v.push(7));
+                }
+            }
+            DOp::VAppend(i, x) => {
+                if let Some(v) = m.vecs.get_mut(*i as usize) {
+                    v.push(*x);
+                }
+            }
         }
     }
 
@@ -296,6 +399,11 @@ impl ModelRoot for DRoot {
             r.small.check(tx)?;
             r.pages.check(tx)?;
             r.named.check(tx)?;
+            r.vecs.check(tx)?;
+            let mut vecs = VecDeque::new();
+            for i in 0..r.vecs.len(tx) {
+                vecs.push_back(r.vecs.get_ref(tx, i)?.expect("i < len").to_vec(tx)?);
+            }
             let small = r.small.to_vec(tx)?;
             assert!(r.small.iter(tx).eq(small.iter().copied()));
             assert!(r.small.capacity(tx) >= small.len() as u64);
@@ -321,6 +429,7 @@ impl ModelRoot for DRoot {
                 small: small.into(),
                 pages,
                 named,
+                vecs,
             })
         })
         .unwrap()
@@ -333,6 +442,7 @@ impl ModelRoot for DRoot {
                 r.small.block_offsets(tx)?,
                 r.pages.block_offsets(tx)?,
                 r.named.block_offsets(tx)?,
+                r.vecs.block_offsets(tx)?,
             ];
             for b in blocks.into_iter().flatten() {
                 add_block(&mut out, Some(b));
@@ -341,6 +451,12 @@ impl ModelRoot for DRoot {
                 add_block(
                     &mut out,
                     r.named.get_ref(tx, i)?.expect("i < len").name.buffer_offset(tx),
+                );
+            }
+            for i in 0..r.vecs.len(tx) {
+                add_block(
+                    &mut out,
+                    r.vecs.get_ref(tx, i)?.expect("i < len").buffer_offset(tx),
                 );
             }
             Ok::<_, Error>(out)
@@ -561,4 +677,191 @@ fn two_drains_per_deque_operation() {
         "pop_back emptying the back chunk frees it"
     );
     assert_eq!(pool.transaction(|tx, r| r.pages.to_vec(tx)).unwrap(), [page(101)]);
+}
+
+/// A deterministic walk through `insert_new`, `remove_free` and `retain_free` on the queue of
+/// 4 KiB structs owning a string (chunks of 16) and on the ring of `PVec`s, each step
+/// crash-imaged with exact leak checks: inserts and removals on either side crossing chunk
+/// boundaries (a new chunk before the front or after the back, chunks freed), a retain that
+/// frees chunks and the strings of the removed structs, and a ring of vectors doubling under an
+/// insert.
+#[test]
+fn crash_images_of_handle_inserts_and_removals() {
+    use DOp::*;
+    let dir = shm_dir();
+    let names =
+        |from: u64, n: u64| -> Vec<DOp> { (from..from + n).map(|i| NPushBack(format!("n{i}"))).collect() };
+    let steps = vec![
+        names(0, 16),                          // one full chunk
+        vec![NInsert(1, "front-side".into())], // a chunk before the front
+        vec![NInsert(15, "back-side".into())], // shifts the back half, a chunk after
+        vec![NRemoveFree(0), NRemoveFree(16)], // both sides, strings freed
+        vec![NRetainFree(2)],                  // even-length names go, chunks freed
+        vec![NInsert(3, "x".into()), NRemoveFree(1), NRetainFree(3)],
+        vec![
+            VPush(vec![1, 2]),
+            VPush(vec![3]),
+            VPush(vec![]),
+            VPush(vec![4, 5, 6]),
+        ],
+        vec![VInsert(1, vec![9, 9])], // the ring of 4 doubles
+        vec![VInsert(4, vec![8]), VRemoveFree(0), VRemoveFree(3)],
+        vec![VRetainFree(2, true)],
+        vec![NRetainFree(1), VRetainFree(1, false)], // remove everything
+    ];
+    let (mut pool, model) = check_crash_steps::<DRoot>(&dir.path().join("h.pool"), &steps);
+    assert!(model.named.is_empty() && model.vecs.is_empty(), "{model:?}");
+    common::assert_reachable_only(&mut pool, "end");
+}
+
+/// `retain_free` refuses to go on when its closure changes the queue (the positions it
+/// computed are then not the queue's), and keeps what the closure wrote into kept elements.
+#[test]
+fn retain_free_closure_may_change_elements_not_the_queue() {
+    let dir = shm_dir();
+    let pool = Pool::<DRoot>::create(dir.path().join("r.pool"), common::POOL_SIZE, &common::opts()).unwrap();
+    pool.transaction(|tx, r| {
+        for i in 0..5u64 {
+            r.vecs.push_new(tx)?.extend(tx, 0..i)?;
+        }
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+    let r = pool.transaction(|tx, r| {
+        r.vecs.retain_free(tx, |v| {
+            if v.len(tx) == 2 {
+                r.vecs.push_new(tx).unwrap();
+            }
+            true
+        })
+    });
+    assert!(matches!(r, Err(Error::StaleReference)), "{r:?}");
+    let r = pool.transaction(|tx, r| {
+        r.vecs.retain_free(tx, |v| {
+            if v.len(tx) == 3 {
+                r.vecs.remove_free(tx, 0).unwrap();
+            }
+            true
+        })
+    });
+    assert!(matches!(r, Err(Error::StaleReference)), "{r:?}");
+    // Writes into the elements themselves are kept, and moved with them.
+    pool.transaction(|tx, r| {
+        r.vecs.retain_free(tx, |v| {
+            let keep = v.len(tx) % 2 == 1;
+            v.push(tx, 100).unwrap();
+            keep
+        })
+    })
+    .unwrap();
+    let got = pool
+        .transaction(|tx, r| {
+            (0..r.vecs.len(tx))
+                .map(|i| r.vecs.get_ref(tx, i)?.expect("i < len").to_vec(tx))
+                .collect::<Result<Vec<_>, Error>>()
+        })
+        .unwrap();
+    assert_eq!(got, [vec![0, 100], vec![0, 1, 2, 100]]);
+    let mut pool = pool;
+    common::assert_reachable_only(&mut pool, "after retain_free");
+}
+
+/// A reference taken before `insert_new`, `remove_free` or `retain_free` is stale after it.
+#[test]
+fn handle_inserts_and_removals_make_references_stale() {
+    let dir = shm_dir();
+    let pool = Pool::<DRoot>::create(dir.path().join("s.pool"), common::POOL_SIZE, &common::opts()).unwrap();
+    type Change = fn(&Transaction<'_>, &DRoot) -> Result<(), Error>;
+    let changes: [(&str, Change); 3] = [
+        ("insert_new", |tx, r| r.vecs.insert_new(tx, 1).map(drop)),
+        ("remove_free", |tx, r| r.vecs.remove_free(tx, 2).map(drop)),
+        ("retain_free", |tx, r| r.vecs.retain_free(tx, |_| true)),
+    ];
+    for (name, change) in changes {
+        pool.transaction(|tx, r| {
+            r.vecs.clear(tx)?;
+            for _ in 0..4 {
+                r.vecs.push_new(tx)?;
+            }
+            let first = r.vecs.get_ref(tx, 0)?.expect("4 elements");
+            first.push(tx, 1)?;
+            change(tx, r)?;
+            assert!(
+                matches!(first.push(tx, 2), Err(Error::StaleReference)),
+                "{name}: a reference from before the change still writes"
+            );
+            Ok::<_, Error>(())
+        })
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
+/// `insert_new`, `remove_free` and `retain_free` cost 2 drains each (0 when they change
+/// nothing), on either side of a queue of structs owning strings and across its chunks.
+#[test]
+fn two_drains_per_handle_insert_and_removal() {
+    let dir = shm_dir();
+    let pool = Pool::<DRoot>::create(dir.path().join("d.pool"), common::POOL_SIZE, &common::opts()).unwrap();
+    pool.transaction(|tx, r| {
+        for i in 0..20 {
+            r.named.push_new(tx)?.name.push_str(tx, &format!("name-{i}"))?;
+        }
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+    let cases: Vec<(&str, u64, Case)> = vec![
+        (
+            "insert_new near the front",
+            2,
+            Box::new(|tx, r| r.named.insert_new(tx, 2).map(drop)),
+        ),
+        (
+            "insert_new near the back",
+            2,
+            Box::new(|tx, r| {
+                let n = r.named.len(tx);
+                r.named.insert_new(tx, n - 2).map(drop)
+            }),
+        ),
+        (
+            "insert_new past the end",
+            0,
+            Box::new(|tx, r| {
+                let n = r.named.len(tx);
+                r.named.insert_new(tx, n + 1).map(drop)
+            }),
+        ),
+        (
+            "remove_free near the front",
+            2,
+            Box::new(|tx, r| r.named.remove_free(tx, 1).map(drop)),
+        ),
+        (
+            "remove_free near the back",
+            2,
+            Box::new(|tx, r| {
+                let n = r.named.len(tx);
+                r.named.remove_free(tx, n - 3).map(drop)
+            }),
+        ),
+        (
+            "remove_free past the end",
+            0,
+            Box::new(|tx, r| r.named.remove_free(tx, 1000).map(drop)),
+        ),
+        (
+            "retain_free keeping all",
+            0,
+            Box::new(|tx, r| r.named.retain_free(tx, |_| true)),
+        ),
+        (
+            "retain_free",
+            2,
+            Box::new(|tx, r| r.named.retain_free(tx, |n| n.name.len(tx) % 2 == 0)),
+        ),
+    ];
+    for (name, want, f) in cases {
+        let ((), n) = drains(|| pool.transaction(|tx, r| f(tx, r)).unwrap());
+        assert_eq!(n, want, "{name}");
+    }
 }

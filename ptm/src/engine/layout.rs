@@ -97,6 +97,7 @@ pub(crate) fn fresh_routing_secret() -> [u64; 2] {
         s
     }
 }
+
 /// Superblock magics of the formats this build refuses: format 1 (`PTMTXN1`, a chunk table
 /// as large as the heap at creation needed) and format 2 (`PTMTXN2`, a stored table capacity),
 /// both with 256 KiB chunks, which this build's heap cannot read.

@@ -7,14 +7,17 @@
 //! after the operation under way, every pointer it holds designates an allocated block that
 //! nothing else reaches, and every allocated block is reached: no leak, no dangling pointer.
 //! Nested removals split over two transactions (a user bug) are caught: the leak, or the
-//! dangling pointer, in the crash window between them.
+//! dangling pointer, in the crash window between them. A deque of nested vectors (a ring, and
+//! 4 KiB structs owning one in chunks of 16) takes `insert_new`, `remove_free` and
+//! `retain_free` on either side, across ring doublings and chunk boundaries, with the moved
+//! handles' vectors intact and the removed ones' buffers freed.
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Debug;
 
 use ptm::{PCell, PPtr, Persistent, Pool, Transaction};
-use ptm_collections::{PBox, PHashMap, PQueue, PString, PVec};
+use ptm_collections::{PBox, PHashMap, PQueue, PString, PValue, PVec};
 use ptm_crashtest::{ensure, BoxError, CheckResult, Explorer, Failure, Report};
 
 // ---------------------------------------------------------------------------------------------
@@ -939,4 +942,201 @@ fn a_removal_split_so_the_free_comes_first_is_caught_as_a_dangling_pointer() {
         NOp::FreeThenRemove(1),
         "after 3 operations (next Some(FreeThenRemove(1))): dangling: string handle",
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// PQueue of nested vectors: `insert_new`, `remove_free` and `retain_free` move handles by their
+// bytes on the shorter side and free what the removed ones own. A ring of `PVec<u64>` handles
+// (24 bytes: a ring of 4 doubling to 8 and 16) and a queue of 4 KiB structs owning a vector
+// (full chunks of 16: inserts and removals that add a chunk before the front or after the back,
+// and free emptied ones).
+
+/// A 4 KiB element owning a vector: a full chunk holds 16.
+#[derive(Persistent, PValue)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Big {
+    v: PVec<u64>,
+    pad: PCell<[u64; 509]>,
+}
+
+const _: () = assert!(size_of::<Big>() == 4096);
+
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct HRoot {
+    ring: PQueue<PVec<u64>>,
+    big: PQueue<Big>,
+}
+
+/// Which queue an operation works on.
+#[derive(Debug, Clone, Copy)]
+enum W {
+    Ring,
+    Big,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum HOp {
+    /// Pushes vectors `[x]` for `x` in `from..to` at the back (one transaction).
+    Push(W, u64, u64),
+    /// `insert_new` at a position, then `[x, x + 1]` pushed into it.
+    Insert(W, u64, u64),
+    RemoveFree(W, u64),
+    /// Keeps the vectors whose first value is not divisible by the argument.
+    RetainFree(W, u64),
+    /// An insert and a removal in a transaction that aborts.
+    AbortedInsertRemove(W, u64),
+    Clear(W),
+}
+
+type HState = (VecDeque<Vec<u64>>, VecDeque<Vec<u64>>);
+
+fn h_side(s: &mut HState, w: W) -> &mut VecDeque<Vec<u64>> {
+    match w {
+        W::Ring => &mut s.0,
+        W::Big => &mut s.1,
+    }
+}
+
+fn h_model(s: &mut HState, op: HOp) {
+    match op {
+        HOp::Push(w, a, b) => h_side(s, w).extend((a..b).map(|x| vec![x])),
+        HOp::Insert(w, i, x) => {
+            let q = h_side(s, w);
+            if i as usize <= q.len() {
+                q.insert(i as usize, vec![x, x + 1]);
+            }
+        }
+        HOp::RemoveFree(w, i) => drop(h_side(s, w).remove(i as usize)),
+        HOp::RetainFree(w, k) => h_side(s, w).retain(|v| v.first().is_none_or(|x| x % k != 0)),
+        HOp::AbortedInsertRemove(..) => {}
+        HOp::Clear(w) => h_side(s, w).clear(),
+    }
+}
+
+fn h_insert(tx: &Transaction<'_>, r: &HRoot, w: W, i: u64, x: u64) -> ptm::Result<bool> {
+    match w {
+        W::Ring => match r.ring.insert_new(tx, i)? {
+            Some(v) => v.extend(tx, [x, x + 1]).map(|()| true),
+            None => Ok(false),
+        },
+        W::Big => match r.big.insert_new(tx, i)? {
+            Some(b) => b.v.extend(tx, [x, x + 1]).map(|()| true),
+            None => Ok(false),
+        },
+    }
+}
+
+fn h_remove(tx: &Transaction<'_>, r: &HRoot, w: W, i: u64) -> ptm::Result<bool> {
+    match w {
+        W::Ring => r.ring.remove_free(tx, i),
+        W::Big => r.big.remove_free(tx, i),
+    }
+}
+
+fn h_apply(pool: &Pool<HRoot>, op: HOp, before: &HState) -> CheckResult {
+    let len = |w| match w {
+        W::Ring => before.0.len() as u64,
+        W::Big => before.1.len() as u64,
+    };
+    match op {
+        HOp::Push(w, a, b) => pool.transaction(|tx, r| {
+            for x in a..b {
+                match w {
+                    W::Ring => r.ring.push_new(tx)?.push(tx, x)?,
+                    W::Big => r.big.push_new(tx)?.v.push(tx, x)?,
+                }
+            }
+            Ok::<_, ptm::Error>(())
+        })?,
+        HOp::Insert(w, i, x) => {
+            let done = pool.transaction(|tx, r| h_insert(tx, r, w, i, x))?;
+            ensure!(done == (i <= len(w)), "insert_new at {i} of {}: {done}", len(w));
+        }
+        HOp::RemoveFree(w, i) => {
+            let done = pool.transaction(|tx, r| h_remove(tx, r, w, i))?;
+            ensure!(done == (i < len(w)), "remove_free at {i} of {}: {done}", len(w));
+        }
+        HOp::RetainFree(w, k) => pool.transaction(|tx, r| {
+            let keep = |v: &PVec<u64>| v.get(tx, 0).ok().flatten().is_none_or(|x| x % k != 0);
+            match w {
+                W::Ring => r.ring.retain_free(tx, keep),
+                W::Big => r.big.retain_free(tx, |b| keep(&b.v)),
+            }
+        })?,
+        HOp::AbortedInsertRemove(w, i) => aborted(pool, |tx, r| {
+            h_insert(tx, r, w, i, 500)?;
+            h_remove(tx, r, w, 0).map(drop)
+        })?,
+        HOp::Clear(w) => pool.transaction(|tx, r| match w {
+            W::Ring => r.ring.clear(tx),
+            W::Big => r.big.clear(tx),
+        })?,
+    }
+    Ok(())
+}
+
+fn h_read(tx: &Transaction<'_>, r: &HRoot, owned: &mut Owned) -> Result<HState, BoxError> {
+    let mut state = HState::default();
+    for w in [W::Ring, W::Big] {
+        let (blocks, len, elem) = match w {
+            W::Ring => (r.ring.block_offsets(tx)?, r.ring.len(tx), 24),
+            W::Big => (r.big.block_offsets(tx)?, r.big.len(tx), 4096),
+        };
+        match w {
+            W::Ring => r.ring.check(tx)?,
+            W::Big => r.big.check(tx)?,
+        }
+        for (i, b) in blocks.into_iter().enumerate() {
+            let (what, min) = if i == 0 { ("directory", 8) } else { ("chunk", elem) };
+            owned.reach(what, Some(b), min)?;
+        }
+        let out = h_side(&mut state, w);
+        for i in 0..len {
+            let missing = || format!("element {i} of {len} is missing");
+            let (ring, big) = match w {
+                W::Ring => (Some(r.ring.get_ref(tx, i)?.ok_or_else(missing)?), None),
+                W::Big => (None, Some(r.big.get_ref(tx, i)?.ok_or_else(missing)?)),
+            };
+            let v: &PVec<u64> = match (&ring, &big) {
+                (Some(v), _) => v,
+                (_, Some(b)) => &b.v,
+                _ => unreachable!(),
+            };
+            owned.reach("element buffer", v.buffer_offset(tx), v.len(tx) * 8)?;
+            out.push_back(v.to_vec(tx)?);
+        }
+    }
+    Ok(state)
+}
+
+#[test]
+fn deque_handle_inserts_and_removals_through_every_crash() {
+    use HOp::*;
+    use W::{Big as B, Ring as R};
+    let ops = [
+        Push(R, 0, 4),    // the ring of 4, full
+        Insert(R, 1, 10), // front side: the ring doubles to 8
+        Insert(R, 4, 20), // back side
+        RemoveFree(R, 0), // front side
+        RemoveFree(R, 4), // back side
+        RemoveFree(R, 9), // past the end: nothing
+        RetainFree(R, 2), // even first values go
+        AbortedInsertRemove(R, 1),
+        Push(R, 30, 36), // doubles to 16 with holes moved
+        Insert(R, 9, 40),
+        RetainFree(R, 1),  // everything goes
+        Push(B, 0, 16),    // one full chunk
+        Insert(B, 1, 50),  // a chunk before the front
+        Insert(B, 15, 60), // the back half shifts: a chunk after the back
+        RemoveFree(B, 0),  // the front chunk's last element
+        RemoveFree(B, 16), // the back chunk empties: freed
+        RetainFree(B, 3),  // removals across the chunk boundary
+        AbortedInsertRemove(B, 2),
+        Clear(B),
+        Clear(R),
+    ];
+    assert_passes(65, 2 << 20, &ops, h_model, h_apply, h_read);
 }
