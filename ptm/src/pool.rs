@@ -863,7 +863,8 @@ impl<R> Pool<R> {
     fn close_inner(&self) -> Result<()> {
         let s = &*self.shared;
         if s.poisoned.load(Ordering::Relaxed) {
-            return Ok(());
+            // Not marked clean: the next open recovers from what reached the media.
+            return Err(Error::Poisoned);
         }
         s.sync()?;
         let at = s.region.data_range().start + layout::SB_CLEAN;

@@ -146,13 +146,33 @@ impl Shared {
     /// persistence domain before anything it flushes after. For drain 1 and later snapshot
     /// drains, which only order the undo log before the in-place stores.
     pub(crate) fn order(&self) -> Result<()> {
-        Ok(self.region.order()?)
+        self.trusted(self.region.order())
     }
 
     /// A durability point (see [`Region::drain`]): everything flushed so far is durable. For
     /// commits (drain 2), completing relaxed commits, `Pool::sync`, roll-back and recovery.
     pub(crate) fn drain(&self) -> Result<()> {
-        Ok(self.region.drain()?)
+        self.trusted(self.region.drain())
+    }
+
+    /// The result of an ordering or durability point, as far as it can be trusted. A failed one
+    /// poisons the pool: after a failed `fdatasync` or `msync` the kernel may have dropped the
+    /// dirty pages and reports the loss once, so a later sync can succeed without them
+    /// (PostgreSQL's "fsyncgate"), and nothing flushed before it is known durable. A point that
+    /// completes while the pool is poisoned (failed by another thread meanwhile) is not trusted
+    /// either: [`Error::Poisoned`], as is any failure after the first (which reports its I/O
+    /// error). Reopening the pool recovers from what reached the media.
+    fn trusted(&self, r: pmem_core::Result<()>) -> Result<()> {
+        if let Err(e) = r {
+            if self.poisoned.swap(true, Ordering::SeqCst) {
+                return Err(Error::Poisoned);
+            }
+            return Err(e.into());
+        }
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(Error::Poisoned);
+        }
+        Ok(())
     }
 
     /// The `completed` word of lane `i`.
@@ -212,7 +232,7 @@ impl Shared {
         let mut flushed = Vec::new();
         self.flush_pending_completions(&mut flushed);
         // `Region::sync`: durable even in the journaled engine's buffered mode.
-        self.region.sync()?;
+        self.trusted(self.region.sync())?;
         self.settle_completions(&flushed);
         Ok(())
     }

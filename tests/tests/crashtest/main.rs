@@ -13,6 +13,7 @@ mod collections;
 mod collections_owned;
 mod completion_marks;
 mod concurrent_map;
+mod failed_durability;
 mod heap_model;
 mod large_frees;
 mod large_transaction;
