@@ -621,7 +621,8 @@ impl<R: Persistent> Pool<R> {
     ///
     /// # Errors
     ///
-    /// I/O errors of the msync domain.
+    /// I/O errors of the persistence domain (the first poisons the pool), then
+    /// [`Error::Poisoned`].
     pub fn sync(&self) -> Result<()> {
         crate::tx::settle_thread(&self.shared)?;
         self.shared.sync()
@@ -632,7 +633,8 @@ impl<R: Persistent> Pool<R> {
     ///
     /// # Errors
     ///
-    /// I/O errors of the msync domain.
+    /// I/O errors of the persistence domain; [`Error::Poisoned`] if a drain or sync failed
+    /// earlier (the pool is then not marked clean: the next open recovers).
     pub fn close(mut self) -> Result<()> {
         self.closed = true;
         self.close_inner()
