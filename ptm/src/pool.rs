@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use pmem_core::{DomainKind, Durability, PPtr, Persistent, Region, RegionOptions};
 
+use crate::engine::completions::CompletionMarks;
 use crate::engine::heap::{slab_geom, Desc, HeapStats, CHUNK};
 
 use crate::engine::lane_state::LaneVolatile;
@@ -484,9 +485,7 @@ impl<R: Persistent> Pool<R> {
             slots: (0..n)
                 .map(|_| LaneSlot(UnsafeCell::new(LaneVolatile::default())))
                 .collect(),
-            pending_seq: (0..n).map(|_| AtomicU64::new(0)).collect(),
-            pending_bits: (0..n.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
-            durable_completed: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            marks: CompletionMarks::new(n),
             heap: crate::engine::heap::Heap::new(geo.heap_layout(), opts.reserve),
             lock_timeout: opts.lock_timeout,
             auto_grow: opts.auto_grow,
@@ -949,7 +948,8 @@ fn recover(s: &Shared, mut report: RecoveryReport) -> Result<RecoveryReport> {
                 report.entries_undone += scan.entries.len() as u64;
             }
         }
-        s.durable_completed[lane].store(s.completed_word(lane).load(Ordering::Acquire), Ordering::SeqCst);
+        s.marks
+            .set_durable(lane, s.completed_word(lane).load(Ordering::Acquire));
         // SAFETY: single-threaded recovery: no lane is held yet.
         unsafe { (*s.slots[lane].0.get()).next_seq = crate::tx::next_seq_after(last, lane) };
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use pmem_core::Region;
 
+use crate::engine::completions::CompletionMarks;
 use crate::engine::lane_state::LaneVolatile;
 use crate::engine::lanes::LaneMap;
 use crate::engine::layout::Geometry;
@@ -48,12 +49,8 @@ pub(crate) struct Shared {
     pub(crate) id: u64,
     pub(crate) lanes: LaneMap,
     pub(crate) slots: Box<[LaneSlot]>,
-    /// Per lane: a completed seq whose `completed` word still needs a flush by some drainer.
-    pub(crate) pending_seq: Box<[AtomicU64]>,
-    /// Bit per lane: `pending_seq` is non-zero.
-    pub(crate) pending_bits: Box<[AtomicU64]>,
-    /// Per lane: the highest seq whose completion mark is known durable.
-    pub(crate) durable_completed: Box<[AtomicU64]>,
+    /// Completion marks still to flush, and those known durable.
+    pub(crate) marks: CompletionMarks,
     pub(crate) heap: crate::engine::heap::Heap,
     pub(crate) lock_timeout: Duration,
     /// `PoolOptions::auto_grow`: grow up to this size instead of failing with `OutOfSpace`.
@@ -186,45 +183,19 @@ impl Shared {
     /// before any later transaction overwrites that transaction's data (see docs/design.md).
     pub(crate) fn mark_complete(&self, lane: usize, seq: u64) {
         self.completed_word(lane).store(seq, Ordering::Release);
-        self.pending_seq[lane].store(seq, Ordering::SeqCst);
-        self.pending_bits[lane / 64].fetch_or(1 << (lane % 64), Ordering::SeqCst);
+        self.marks.mark(lane, seq);
     }
 
     /// Flushes the `completed` line of every lane with a pending completion; returns what was
     /// flushed, for [`Shared::settle_completions`] after the caller's drain.
     pub(crate) fn flush_pending_completions(&self, out: &mut Vec<(usize, u64)>) {
-        out.clear();
-        for (w, word) in self.pending_bits.iter().enumerate() {
-            let mut bits = word.load(Ordering::SeqCst);
-            while bits != 0 {
-                let lane = w * 64 + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                let seq = self.pending_seq[lane].load(Ordering::SeqCst);
-                if seq != 0 {
-                    self.flush(self.geo.lane(lane), 8);
-                    out.push((lane, seq));
-                }
-            }
-        }
+        self.marks
+            .flush_pending(out, |lane| self.flush(self.geo.lane(lane), 8));
     }
 
     /// After a drain: clears the pending marks that were made durable.
     pub(crate) fn settle_completions(&self, flushed: &[(usize, u64)]) {
-        for &(lane, seq) in flushed {
-            // The flushed line held `completed >= seq`, and the caller has drained since.
-            self.durable_completed[lane].fetch_max(seq, Ordering::SeqCst);
-            if self.pending_seq[lane]
-                .compare_exchange(seq, 0, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
-            {
-                let bit = 1u64 << (lane % 64);
-                self.pending_bits[lane / 64].fetch_and(!bit, Ordering::SeqCst);
-                // A completion recorded between the exchange and the clear keeps its bit.
-                if self.pending_seq[lane].load(Ordering::SeqCst) != 0 {
-                    self.pending_bits[lane / 64].fetch_or(bit, Ordering::SeqCst);
-                }
-            }
-        }
+        self.marks.settle(flushed);
     }
 
     /// Makes every pending completion durable (clean close, `Pool::sync`).
@@ -270,7 +241,7 @@ impl Shared {
         let mut q = self.heap.quarantine.lock().unwrap_or_else(|p| p.into_inner());
         let mut runs = Vec::new();
         q.retain(|e| {
-            let durable = self.durable_completed[e.lane].load(Ordering::SeqCst) >= e.seq;
+            let durable = self.marks.is_durable(e.lane, e.seq);
             if durable {
                 if let crate::engine::heap::QuarantineKind::Run { start, n } = e.kind {
                     runs.push((start, n));
