@@ -14,6 +14,7 @@ mod collections_owned;
 mod completion_marks;
 mod concurrent_map;
 mod failed_durability;
+mod heap_links;
 mod heap_model;
 mod large_frees;
 mod large_transaction;
