@@ -17,6 +17,8 @@ mod errors;
 mod format;
 mod fuzz_corpus;
 mod grow;
+mod lanes;
+mod log_scan;
 mod pool_send;
 mod recovery;
 mod relaxed;

@@ -1,0 +1,147 @@
+//! Guards the undo-log scan of recovery (`ptm/src/engine/log.rs`) on crafted logs: a record is
+//! trusted only inside its log area, and a jump record only into whole pages of the heap (the
+//! first and the last page included), never in a cycle. Each case writes lane 0's log of a
+//! closed pool by hand and reopens it: either recovery restores what the log says (the scan
+//! followed it) or opening fails with `CorruptLog`, and nothing else.
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use ptm::internals::layout::{encode_rec, Geometry, KIND_JUMP, KIND_UNDO, LANE_LOG, MAX_LANES};
+use ptm::{Error, Pool, PoolOptions};
+
+use crate::common;
+
+/// A seq for lane 0 newer than any `completed` word of a fresh pool.
+const SEQ: u64 = 1000 * MAX_LANES as u64;
+/// What the crafted undo records restore into the root.
+const OLD: [u8; 8] = *b"restored";
+
+fn opts() -> PoolOptions {
+    common::pmem().lanes(2).lane_size(8192)
+}
+
+/// A closed pool with a 64-byte root, and its geometry.
+fn pool(dir: &tempfile::TempDir) -> (PathBuf, Geometry) {
+    let path = common::path(dir, "log.pool");
+    let pool = Pool::<()>::create_any(&path, 4 << 20, 64, &opts()).unwrap();
+    let geo = pool.geometry();
+    pool.close().unwrap();
+    (path, geo)
+}
+
+fn write(path: &Path, at: u64, bytes: &[u8]) {
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(bytes, at).unwrap();
+}
+
+fn read(path: &Path, at: u64, len: usize) -> Vec<u8> {
+    let f = std::fs::File::open(path).unwrap();
+    let mut b = vec![0u8; len];
+    f.read_exact_at(&mut b, at).unwrap();
+    b
+}
+
+/// Writes a record at `at`: header, then `data`.
+fn record(path: &Path, at: u64, kind: u8, len: u64, target: u64, data: &[u8]) {
+    write(path, at, &encode_rec(SEQ, kind, len, target, data));
+    write(path, at + 32, data);
+}
+
+/// An undo record at `at` restoring [`OLD`] into the root.
+fn undo_root(path: &Path, geo: &Geometry, at: u64) {
+    record(path, at, KIND_UNDO, OLD.len() as u64, geo.root_offset, &OLD);
+}
+
+/// Reopens: `Ok(true)` if recovery restored the root from the crafted record.
+fn reopen(path: &Path, geo: &Geometry) -> Result<bool, Error> {
+    let pool = Pool::<()>::open_any(path, &opts())?;
+    drop(pool);
+    Ok(read(path, geo.root_offset, OLD.len()) == OLD)
+}
+
+/// Lane 0's log: a jump record to `[target, target + len)`, where an undo record of the root
+/// waits (written only if the extent lies in the file). Returns the reopen's outcome.
+fn jump(target: impl Fn(&Geometry) -> u64, len: u64) -> Result<bool, Error> {
+    let dir = common::shm_dir();
+    let (path, geo) = pool(&dir);
+    let t = target(&geo);
+    record(&path, geo.lanes_offset + LANE_LOG, KIND_JUMP, len, t, &[]);
+    if t >= geo.heap_offset && t + 64 <= geo.heap_offset + geo.heap_size {
+        undo_root(&path, &geo, t);
+    }
+    reopen(&path, &geo)
+}
+
+fn heap_end(g: &Geometry) -> u64 {
+    g.heap_offset + g.heap_size
+}
+
+#[test]
+fn an_undo_record_in_the_lane_log_is_restored() {
+    let dir = common::shm_dir();
+    let (path, geo) = pool(&dir);
+    undo_root(&path, &geo, geo.lanes_offset + LANE_LOG);
+    assert!(reopen(&path, &geo).unwrap());
+}
+
+/// A record whose data would run past the end of its lane (into the next lane's header) ends
+/// the log, even with a hash that verifies over those bytes.
+#[test]
+fn a_record_running_past_its_lane_is_not_trusted() {
+    let dir = common::shm_dir();
+    let (path, geo) = pool(&dir);
+    let at = geo.lanes_offset + LANE_LOG;
+    let lane_end = geo.lanes_offset + geo.lane_size;
+    // Data from the record's header to 64 bytes into lane 1's header.
+    let len = lane_end + 64 - (at + 32);
+    let target = geo.heap_offset + geo.heap_size / 2;
+    write(&path, at + 32, &vec![0xab; (lane_end - at - 32) as usize]);
+    let data = read(&path, at + 32, len as usize);
+    let before = read(&path, target, len as usize);
+    write(&path, at, &encode_rec(SEQ, KIND_UNDO, len, target, &data));
+    assert!(!reopen(&path, &geo).unwrap());
+    assert_eq!(
+        read(&path, target, len as usize),
+        before,
+        "bytes restored from past the lane"
+    );
+}
+
+#[test]
+fn a_jump_to_the_first_or_last_heap_page_is_followed() {
+    assert!(jump(|g| g.heap_offset, 4096).unwrap(), "first page");
+    assert!(jump(|g| heap_end(g) - 4096, 4096).unwrap(), "last page");
+    assert!(jump(|g| heap_end(g) - 8192, 8192).unwrap(), "last two pages");
+}
+
+#[test]
+fn a_jump_outside_whole_heap_pages_is_a_corrupt_log() {
+    let cases: [(&str, fn(&Geometry) -> u64, u64); 5] = [
+        ("before the heap", |g| g.heap_offset - 4096, 4096),
+        ("past the heap's end", |g| heap_end(g) - 4096, 8192),
+        ("shorter than a page", |g| g.heap_offset + 4096, 4095),
+        ("not page-aligned", |g| g.heap_offset + 4096 + 64, 4096),
+        ("wrapping around", |g| g.heap_offset + 4096, u64::MAX - 4095),
+    ];
+    for (what, target, len) in cases {
+        match jump(target, len) {
+            Err(Error::CorruptLog { lane: 0, .. }) => {}
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn jump_records_in_a_cycle_are_a_corrupt_log() {
+    let dir = common::shm_dir();
+    let (path, geo) = pool(&dir);
+    let page = geo.heap_offset + 4096;
+    record(&path, geo.lanes_offset + LANE_LOG, KIND_JUMP, 4096, page, &[]);
+    // The extent's first record jumps back to the extent itself.
+    record(&path, page, KIND_JUMP, 4096, page, &[]);
+    match reopen(&path, &geo) {
+        Err(Error::CorruptLog { lane: 0, what }) => assert!(what.contains("cycle"), "{what}"),
+        other => panic!("{other:?}"),
+    }
+}
