@@ -73,6 +73,9 @@ fn jump(target: impl Fn(&Geometry) -> u64, len: u64) -> Result<bool, Error> {
     reopen(&path, &geo)
 }
 
+/// Where a crafted jump record points, in a pool of geometry `g`.
+type Target = fn(&Geometry) -> u64;
+
 fn heap_end(g: &Geometry) -> u64 {
     g.heap_offset + g.heap_size
 }
@@ -117,7 +120,7 @@ fn a_jump_to_the_first_or_last_heap_page_is_followed() {
 
 #[test]
 fn a_jump_outside_whole_heap_pages_is_a_corrupt_log() {
-    let cases: [(&str, fn(&Geometry) -> u64, u64); 5] = [
+    let cases: [(&str, Target, u64); 5] = [
         ("before the heap", |g| g.heap_offset - 4096, 4096),
         ("past the heap's end", |g| heap_end(g) - 4096, 8192),
         ("shorter than a page", |g| g.heap_offset + 4096, 4095),
