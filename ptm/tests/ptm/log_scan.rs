@@ -148,3 +148,23 @@ fn jump_records_in_a_cycle_are_a_corrupt_log() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A log that fills its lane to the last byte ends there: bytes after it (the next lane's
+/// header, here crafted to read as a jump record of the same transaction) are not part of it.
+#[test]
+fn a_log_that_fills_its_lane_ends_at_the_lane_end() {
+    let dir = common::shm_dir();
+    let (path, geo) = pool(&dir);
+    let at = geo.lanes_offset + LANE_LOG;
+    let lane_end = geo.lanes_offset + geo.lane_size;
+    // One undo record whose 64-byte-aligned size is exactly the rest of the lane.
+    let len = lane_end - at - 32;
+    let target = geo.heap_offset + geo.heap_size / 2;
+    record(&path, at, KIND_UNDO, len, target, &vec![0xab; len as usize]);
+    // After it, in lane 1's header: a jump to an extent holding an undo record of the root.
+    let page = geo.heap_offset + 4096;
+    record(&path, lane_end, KIND_JUMP, 4096, page, &[]);
+    undo_root(&path, &geo, page);
+    assert!(!reopen(&path, &geo).unwrap(), "followed a record past the lane");
+    assert_eq!(read(&path, target, 8), [0xab; 8], "the lane's own record");
+}
