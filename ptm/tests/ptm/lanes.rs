@@ -17,6 +17,12 @@ struct Root {
 #[test]
 fn a_lane_map_has_its_lanes_each_taken_once() {
     let map = LaneMap::new(3);
+    assert_eq!(
+        map.try_acquire(2),
+        Some(2),
+        "the scan starts at the lane asked for"
+    );
+    map.release(2);
     assert_eq!(map.len(), 3);
     assert!(!map.is_empty());
     assert!(LaneMap::new(0).is_empty());

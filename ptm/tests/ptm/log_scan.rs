@@ -42,9 +42,14 @@ fn read(path: &Path, at: u64, len: usize) -> Vec<u8> {
     b
 }
 
-/// Writes a record at `at`: header, then `data`.
+/// Writes a record of transaction [`SEQ`] at `at`: header, then `data`.
 fn record(path: &Path, at: u64, kind: u8, len: u64, target: u64, data: &[u8]) {
-    write(path, at, &encode_rec(SEQ, kind, len, target, data));
+    record_of(SEQ, path, at, kind, len, target, data);
+}
+
+/// [`record`] of transaction `seq`.
+fn record_of(seq: u64, path: &Path, at: u64, kind: u8, len: u64, target: u64, data: &[u8]) {
+    write(path, at, &encode_rec(seq, kind, len, target, data));
     write(path, at + 32, data);
 }
 
@@ -167,4 +172,23 @@ fn a_log_that_fills_its_lane_ends_at_the_lane_end() {
     undo_root(&path, &geo, page);
     assert!(!reopen(&path, &geo).unwrap(), "followed a record past the lane");
     assert_eq!(read(&path, target, 8), [0xab; 8], "the lane's own record");
+}
+
+/// A verified record whose seq belongs to another lane (seqs of lane `l` are `l` modulo
+/// `MAX_LANES`) is not a transaction of this lane.
+#[test]
+fn a_record_with_another_lanes_seq_is_ignored() {
+    let dir = common::shm_dir();
+    let (path, geo) = pool(&dir);
+    let at = geo.lanes_offset + LANE_LOG;
+    record_of(
+        SEQ + 1,
+        &path,
+        at,
+        KIND_UNDO,
+        OLD.len() as u64,
+        geo.root_offset,
+        &OLD,
+    );
+    assert!(!reopen(&path, &geo).unwrap());
 }
