@@ -7,7 +7,7 @@
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use ptm::internals::layout::{encode_rec, Geometry, KIND_JUMP, KIND_UNDO, LANE_LOG, MAX_LANES};
+use ptm::internals::layout::{encode_rec, Geometry, KIND_JUMP, KIND_NEW, KIND_UNDO, LANE_LOG, MAX_LANES};
 use ptm::{Error, Pool, PoolOptions};
 
 use crate::common;
@@ -190,5 +190,19 @@ fn a_record_with_another_lanes_seq_is_ignored() {
         geo.root_offset,
         &OLD,
     );
+    assert!(!reopen(&path, &geo).unwrap());
+}
+
+/// A new-memory record that does not verify (torn) ends the log: a record after it, valid or
+/// not, is never undone.
+#[test]
+fn a_torn_new_memory_record_ends_the_log() {
+    let dir = common::shm_dir();
+    let (path, geo) = pool(&dir);
+    let at = geo.lanes_offset + LANE_LOG;
+    let mut torn = encode_rec(SEQ, KIND_NEW, 64, geo.heap_offset + 4096, &[]);
+    torn[24] ^= 1;
+    write(&path, at, &torn);
+    undo_root(&path, &geo, at + 64);
     assert!(!reopen(&path, &geo).unwrap());
 }
