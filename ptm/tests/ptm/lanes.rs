@@ -22,7 +22,9 @@ fn a_lane_map_has_its_lanes_each_taken_once() {
         Some(2),
         "the scan starts at the lane asked for"
     );
+    assert!(map.is_busy(2) && !map.is_busy(0));
     map.release(2);
+    assert!(!map.is_busy(2));
     assert_eq!(map.len(), 3);
     assert!(!map.is_empty());
     assert!(LaneMap::new(0).is_empty());
