@@ -206,3 +206,17 @@ fn a_torn_new_memory_record_ends_the_log() {
     undo_root(&path, &geo, at + 64);
     assert!(!reopen(&path, &geo).unwrap());
 }
+
+/// A log continued through several extents (a jump at the start of each) is followed to its
+/// end: the cycle bound counts hops, never stopping a chain of distinct pages.
+#[test]
+fn a_chain_of_jumps_is_followed() {
+    let dir = common::shm_dir();
+    let (path, geo) = pool(&dir);
+    let pages: Vec<u64> = (1..=3).map(|i| geo.heap_offset + i * 4096).collect();
+    record(&path, geo.lanes_offset + LANE_LOG, KIND_JUMP, 4096, pages[0], &[]);
+    record(&path, pages[0], KIND_JUMP, 4096, pages[1], &[]);
+    record(&path, pages[1], KIND_JUMP, 4096, pages[2], &[]);
+    undo_root(&path, &geo, pages[2]);
+    assert!(reopen(&path, &geo).unwrap());
+}
