@@ -220,3 +220,19 @@ fn a_chain_of_jumps_is_followed() {
     undo_root(&path, &geo, pages[2]);
     assert!(reopen(&path, &geo).unwrap());
 }
+
+/// A log that fills its extent to the last byte ends there, as one filling its lane does: the
+/// page after the extent is not part of it.
+#[test]
+fn a_log_that_fills_its_extent_ends_at_the_extent_end() {
+    let dir = common::shm_dir();
+    let (path, geo) = pool(&dir);
+    let extent = geo.heap_offset + 4096;
+    record(&path, geo.lanes_offset + LANE_LOG, KIND_JUMP, 4096, extent, &[]);
+    let len = 4096 - 32;
+    let target = geo.heap_offset + geo.heap_size / 2;
+    record(&path, extent, KIND_UNDO, len, target, &vec![0xcd; len as usize]);
+    undo_root(&path, &geo, extent + 4096);
+    assert!(!reopen(&path, &geo).unwrap(), "followed a record past the extent");
+    assert_eq!(read(&path, target, 8), [0xcd; 8], "the extent's own record");
+}
