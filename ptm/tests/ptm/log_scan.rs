@@ -236,3 +236,22 @@ fn a_log_that_fills_its_extent_ends_at_the_extent_end() {
     assert!(!reopen(&path, &geo).unwrap(), "followed a record past the extent");
     assert_eq!(read(&path, target, 8), [0xcd; 8], "the extent's own record");
 }
+
+/// A lane whose sequence numbers reach past half their range (so the next one computed from
+/// them could overflow) is a corrupt log; half the range itself is still a sequence number.
+#[test]
+fn a_sequence_number_past_half_the_range_is_a_corrupt_log() {
+    for (completed, corrupt) in [(u64::MAX / 2 + 1, true), (u64::MAX / 2, false)] {
+        let dir = common::shm_dir();
+        let (path, geo) = pool(&dir);
+        // Lane 0's `completed` word, the first word of its header.
+        write(&path, geo.lanes_offset, &completed.to_le_bytes());
+        match reopen(&path, &geo) {
+            Err(Error::CorruptLog { lane: 0, what }) if corrupt => {
+                assert!(what.contains("sequence number"), "{what}")
+            }
+            Ok(false) if !corrupt => {}
+            other => panic!("completed {completed:#x}: {other:?}"),
+        }
+    }
+}
