@@ -9,7 +9,8 @@
 //! and its pending entry is cleared unless a newer mark replaced it meanwhile. Blocks a
 //! transaction freed are reused only once [`CompletionMarks::is_durable`] says its mark is.
 //!
-//! Its atomics come from [`crate::sync`], so `tests/loom.rs` model-checks this very code.
+//! Its atomics come from the crate's `sync` module (loom's under `--cfg ptm_loom`), so
+//! `tests/loom.rs` model-checks this very code.
 
 use crate::sync::{AtomicU64, Ordering};
 
