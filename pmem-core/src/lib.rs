@@ -88,6 +88,8 @@ pub use flush::{
 };
 pub use header::ShutdownRecord;
 pub use header::{PoolHeader, FORMAT_VERSION, HEADER_SIZE, MIN_POOL_SIZE};
+#[cfg(feature = "simulate")]
+pub use journal::file::sim::{IoFault, IoFaults};
 pub use journal::{JournalOptions, JournalStats, ReplayReport, WriteAheadGate};
 pub use persistent::{bytes_of, read_from_bytes, Persistent};
 /// `#[derive(PValue)]`, re-exported by `ptm_collections` next to its trait.

@@ -171,9 +171,11 @@ pub enum Error {
         "the transaction was doomed (an inner transaction failed, or doom was called); it was rolled back"
     )]
     Aborted,
-    /// A rollback could not be made durable (I/O error): the pool refuses further transactions
-    /// in this process; reopening it runs recovery.
-    #[error("pool poisoned by a failed rollback; reopen it to recover")]
+    /// An ordering or durability point failed (an I/O error at a drain, a journal append or
+    /// its `fdatasync`, or a rollback's drain): nothing flushed before it is known durable, so
+    /// the pool refuses further transactions, syncs and durability points in this process;
+    /// reopening it runs recovery from what reached the media.
+    #[error("pool poisoned by a failed drain or sync; reopen it to recover")]
     Poisoned,
 }
 

@@ -191,7 +191,7 @@ pub use tx::{Loggable, PendingCommit, SnapshotBatch, Transaction};
 /// lanes and lock words. **Not covered by semver**: it changes with the engine, in any release.
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::engine::{heap, lanes, layout, lockword};
+    pub use crate::engine::{completions, heap, lanes, layout, lockword};
 }
 
 /// The README's code examples, compiled and run as doctests so the README stays true.

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use pmem_core::{DomainKind, Durability, PPtr, Persistent, Region, RegionOptions};
 
+use crate::engine::completions::CompletionMarks;
 use crate::engine::heap::{slab_geom, Desc, HeapStats};
 
 use crate::engine::lane_state::LaneVolatile;
@@ -490,9 +491,7 @@ impl<R: Persistent> Pool<R> {
             slots: (0..n)
                 .map(|_| LaneSlot(UnsafeCell::new(LaneVolatile::default())))
                 .collect(),
-            pending_seq: (0..n).map(|_| AtomicU64::new(0)).collect(),
-            pending_bits: (0..n.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
-            durable_completed: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            marks: CompletionMarks::new(n),
             heap: crate::engine::heap::Heap::new(geo.heap_layout(), opts.reserve),
             lock_timeout: opts.lock_timeout,
             auto_grow: opts.auto_grow,
@@ -627,7 +626,8 @@ impl<R: Persistent> Pool<R> {
     ///
     /// # Errors
     ///
-    /// I/O errors of the msync domain.
+    /// I/O errors of the persistence domain (the first poisons the pool), then
+    /// [`Error::Poisoned`].
     pub fn sync(&self) -> Result<()> {
         crate::tx::settle_thread(&self.shared)?;
         self.shared.sync()
@@ -638,7 +638,8 @@ impl<R: Persistent> Pool<R> {
     ///
     /// # Errors
     ///
-    /// I/O errors of the msync domain.
+    /// I/O errors of the persistence domain; [`Error::Poisoned`] if a drain or sync failed
+    /// earlier (the pool is then not marked clean: the next open recovers).
     pub fn close(mut self) -> Result<()> {
         self.closed = true;
         self.close_inner()
@@ -842,7 +843,8 @@ impl<R> Pool<R> {
     fn close_inner(&self) -> Result<()> {
         let s = &*self.shared;
         if s.poisoned.load(Ordering::Relaxed) {
-            return Ok(());
+            // Not marked clean: the next open recovers from what reached the media.
+            return Err(Error::Poisoned);
         }
         s.sync()?;
         let at = s.region.data_range().start + layout::SB_CLEAN;
@@ -925,7 +927,8 @@ fn recover(s: &Shared, mut report: RecoveryReport) -> Result<RecoveryReport> {
                 report.entries_undone += scan.entries.len() as u64;
             }
         }
-        s.durable_completed[lane].store(s.completed_word(lane).load(Ordering::Acquire), Ordering::SeqCst);
+        s.marks
+            .set_durable(lane, s.completed_word(lane).load(Ordering::Acquire));
         // SAFETY: single-threaded recovery: no lane is held yet.
         unsafe { (*s.slots[lane].0.get()).next_seq = crate::tx::next_seq_after(last, lane) };
     }

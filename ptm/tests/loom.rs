@@ -25,6 +25,7 @@ use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 
+use ptm::internals::completions::CompletionMarks;
 use ptm::internals::lanes::LaneMap;
 use ptm::internals::lockword::{
     mutex_try_lock, mutex_unlock, rw_try_read, rw_try_write, rw_unlock_read, rw_unlock_write,
@@ -829,14 +830,14 @@ fn sx_word_states() {
 // ---------------------------------------------------------------------------------------------
 // Completion marks and the quarantine (issue 19).
 //
-// A replica of the protocol in `ptm/src/pool.rs` (`Shared::mark_complete`,
-// `flush_pending_completions`, `settle_completions`, `release_quarantine`; design §8.3 and
-// §10.2), with the same orderings, on loom atomics: those functions use `std` atomics on
-// `Shared` and are not reachable from here, so the model checks the protocol, not the
-// compiled code (extracting them into a `crate::sync` module, as lanes and lock words are,
-// would let it check the code). Persistence is modelled by a `media` word per lane: a flush
-// reads the line as it is (a `clwb` writes back its current contents), the flusher's drain
-// makes what it read durable.
+// The protocol's in-memory half is ptm's own code: `ptm::internals::completions::
+// CompletionMarks` (`mark`, `flush_pending`, `settle`, `is_durable`; `Shared::mark_complete`,
+// `flush_pending_completions`, `settle_completions` and `release_quarantine` call them), whose
+// atomics are loom's under `--cfg ptm_loom`. What lives in the pool is modelled around it: the
+// lanes' `completed` words, and a `media` word per lane for what of each is durable (a flush
+// reads the line as it is, as a `clwb` writes back its current contents; the flusher's drain
+// makes what it read durable). The quarantine is a list of (lane, seq) entries released, as
+// `Shared::release_quarantine` releases them, when `is_durable` says so.
 // ---------------------------------------------------------------------------------------------
 
 const SEQ_STRIDE: u64 = 1024;
@@ -847,9 +848,8 @@ struct Marks {
     completed: [AtomicU64; 2],
     /// What of each `completed` word is durable.
     media: [AtomicU64; 2],
-    pending_seq: [AtomicU64; 2],
-    pending_bits: AtomicU64,
-    durable_completed: [AtomicU64; 2],
+    /// ptm's code under test.
+    marks: CompletionMarks,
     /// Quarantined entries: (lane, seq of the freeing transaction).
     quarantine: loom::sync::Mutex<Vec<(usize, u64)>>,
 }
@@ -859,24 +859,15 @@ impl Marks {
         Marks {
             completed: [AtomicU64::new(0), AtomicU64::new(0)],
             media: [AtomicU64::new(0), AtomicU64::new(0)],
-            pending_seq: [AtomicU64::new(0), AtomicU64::new(0)],
-            pending_bits: AtomicU64::new(0),
-            durable_completed: [AtomicU64::new(0), AtomicU64::new(0)],
+            marks: CompletionMarks::new(2),
             quarantine: loom::sync::Mutex::new(Vec::new()),
         }
     }
 
     /// `Shared::mark_complete`, after drain 2 of the lane's transaction `seq`.
-    ///
-    /// The code stores `pending_seq`; the replica swaps, because loom 0.7 does not keep a plain
-    /// store out of the middle of another thread's read-modify-write (tokio-rs/loom#254, #389:
-    /// a `compare_exchange` that read 1 can be followed in the modification order by an
-    /// earlier `store(2)`), which here makes `settle`'s exchange erase a newer mark, an
-    /// execution the C++ model forbids. For the orderings that matter a swap is the store.
     fn mark_complete(&self, lane: usize, seq: u64) {
         self.completed[lane].store(seq, Ordering::Release);
-        self.pending_seq[lane].swap(seq, Ordering::SeqCst);
-        self.pending_bits.fetch_or(1 << lane, Ordering::SeqCst);
+        self.marks.mark(lane, seq);
     }
 
     /// `release_lane` of a committed transaction that allocated and freed a block.
@@ -884,42 +875,21 @@ impl Marks {
         self.quarantine.lock().unwrap().push((lane, seq));
     }
 
-    /// `Shared::flush_pending_completions`: (lane, seq, the line's contents written back).
-    fn flush_pending(&self) -> Vec<(usize, u64, u64)> {
-        let mut out = Vec::new();
-        let mut bits = self.pending_bits.load(Ordering::SeqCst);
-        while bits != 0 {
-            let lane = bits.trailing_zeros() as usize;
-            bits &= bits - 1;
-            let seq = self.pending_seq[lane].load(Ordering::SeqCst);
-            if seq != 0 {
-                out.push((lane, seq, self.completed[lane].load(Ordering::Relaxed)));
-            }
-        }
-        out
+    /// `Shared::flush_pending_completions`: (lane, seq) flushed, and each flushed line's
+    /// contents as written back.
+    fn flush_pending(&self) -> (Vec<(usize, u64)>, Vec<(usize, u64)>) {
+        let mut flushed = Vec::new();
+        let mut lines = Vec::new();
+        self.marks.flush_pending(&mut flushed, |lane| {
+            lines.push((lane, self.completed[lane].load(Ordering::Relaxed)))
+        });
+        (flushed, lines)
     }
 
     /// The flusher's drain: what it flushed is durable.
-    fn drain(&self, flushed: &[(usize, u64, u64)]) {
-        for &(lane, _, line) in flushed {
+    fn drain(&self, lines: &[(usize, u64)]) {
+        for &(lane, line) in lines {
             self.media[lane].fetch_max(line, Ordering::SeqCst);
-        }
-    }
-
-    /// `Shared::settle_completions`, after the drain.
-    fn settle(&self, flushed: &[(usize, u64, u64)]) {
-        for &(lane, seq, _) in flushed {
-            self.durable_completed[lane].fetch_max(seq, Ordering::SeqCst);
-            if self.pending_seq[lane]
-                .compare_exchange(seq, 0, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
-            {
-                let bit = 1u64 << lane;
-                self.pending_bits.fetch_and(!bit, Ordering::SeqCst);
-                if self.pending_seq[lane].load(Ordering::SeqCst) != 0 {
-                    self.pending_bits.fetch_or(bit, Ordering::SeqCst);
-                }
-            }
         }
     }
 
@@ -929,7 +899,7 @@ impl Marks {
         let mut q = self.quarantine.lock().unwrap();
         let before = q.len();
         q.retain(|&(lane, seq)| {
-            let durable = self.durable_completed[lane].load(Ordering::SeqCst) >= seq;
+            let durable = self.marks.is_durable(lane, seq);
             if durable {
                 let media = self.media[lane].load(Ordering::SeqCst);
                 assert!(
@@ -942,11 +912,11 @@ impl Marks {
         before - q.len()
     }
 
-    /// What any transaction's snapshot drain does first.
+    /// What any transaction's snapshot drain does first (`Transaction::drain_log`).
     fn drain_pass(&self) {
-        let flushed = self.flush_pending();
-        self.drain(&flushed);
-        self.settle(&flushed);
+        let (flushed, lines) = self.flush_pending();
+        self.drain(&lines);
+        self.marks.settle(&flushed);
         self.release_quarantine();
     }
 }
@@ -998,11 +968,7 @@ fn completion_marks_are_durable_before_quarantine_release_and_never_lost() {
         // cleared the seq between the committer's two stores, and `flush_pending` skips such a
         // lane; the next mark on the lane clears it. Harmless, found by this model.)
         for lane in 0..2 {
-            assert_eq!(
-                m.pending_seq[lane].load(Ordering::SeqCst),
-                0,
-                "lane {lane} still pending"
-            );
+            assert_eq!(m.marks.pending(lane), 0, "lane {lane} still pending");
         }
     });
 }

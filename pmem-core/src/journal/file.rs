@@ -212,6 +212,162 @@ pub mod sim {
         }
     }
 
+    /// A fault [`IoFaults`] injects into a journaled pool's files.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum IoFault {
+        /// A write fails with `EIO` and writes nothing.
+        Write,
+        /// A sync fails with `EIO`; the file keeps the writes since its last sync (reads and a
+        /// reopen see them: the kernel may still write the pages back).
+        Sync,
+        /// A sync fails with `EIO` and the writes since the file's last successful sync are lost
+        /// (the kernel dropped the dirty pages, as in PostgreSQL's "fsyncgate"); a later sync
+        /// would succeed without them.
+        SyncLosingWrites,
+    }
+
+    #[derive(Debug, Default)]
+    struct Faults {
+        /// The armed fault and how many more calls of its kind pass before it fires (0: this one).
+        armed: Option<(IoFault, u64)>,
+        fired: u64,
+        writes: u64,
+        syncs: u64,
+    }
+
+    /// Faults injected into the journal and the home file of a journaled pool
+    /// ([`JournalOptions::faults`](crate::JournalOptions::faults)): the `n`-th write or sync
+    /// from now, counted over both files, fails with `EIO`. Clones share one plan.
+    #[derive(Debug, Clone, Default)]
+    pub struct IoFaults(Arc<Mutex<Faults>>);
+
+    impl PartialEq for IoFaults {
+        fn eq(&self, other: &Self) -> bool {
+            Arc::ptr_eq(&self.0, &other.0)
+        }
+    }
+
+    impl Eq for IoFaults {}
+
+    impl IoFaults {
+        /// No fault armed.
+        pub fn new() -> Self {
+            Self::default()
+        }
+
+        /// Arms `fault` at the `n`-th call of its kind from now (writes for [`IoFault::Write`],
+        /// syncs for the others; 1: the next), replacing any armed fault; 0 disarms. A fault
+        /// fires once.
+        pub fn arm(&self, fault: IoFault, n: u64) {
+            self.0.lock().unwrap().armed = n.checked_sub(1).map(|left| (fault, left));
+        }
+
+        /// Faults fired so far.
+        pub fn fired(&self) -> u64 {
+            self.0.lock().unwrap().fired
+        }
+
+        /// Whether a fault is armed and has not fired yet.
+        pub fn armed(&self) -> bool {
+            self.0.lock().unwrap().armed.is_some()
+        }
+
+        /// Writes and syncs so far (failed ones included), over both files.
+        pub fn calls(&self) -> (u64, u64) {
+            let f = self.0.lock().unwrap();
+            (f.writes, f.syncs)
+        }
+
+        /// `file`, with this plan's faults injected.
+        pub fn wrap(&self, file: Box<dyn JournalFile>) -> Box<dyn JournalFile> {
+            Box::new(FaultyFile {
+                inner: file,
+                faults: self.clone(),
+                unsynced: Mutex::new(Vec::new()),
+            })
+        }
+
+        /// Counts one call and returns the fault it triggers, if any.
+        fn hit(&self, sync: bool) -> Option<IoFault> {
+            let mut f = self.0.lock().unwrap();
+            if sync {
+                f.syncs += 1;
+            } else {
+                f.writes += 1;
+            }
+            let (fault, left) = f.armed?;
+            if (fault == IoFault::Write) == sync {
+                return None;
+            }
+            if left > 0 {
+                f.armed = Some((fault, left - 1));
+                return None;
+            }
+            f.armed = None;
+            f.fired += 1;
+            Some(fault)
+        }
+    }
+
+    /// A file with [`IoFaults`] injected. Keeps the bytes each write replaced until the next
+    /// sync, to undo them for [`IoFault::SyncLosingWrites`].
+    #[derive(Debug)]
+    struct FaultyFile {
+        inner: Box<dyn JournalFile>,
+        faults: IoFaults,
+        /// Writes since the last sync, in order: offset, the bytes they replaced, their length.
+        unsynced: Mutex<Vec<(u64, Vec<u8>, usize)>>,
+    }
+
+    fn eio() -> io::Error {
+        io::Error::from_raw_os_error(5)
+    }
+
+    impl JournalFile for FaultyFile {
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+            self.inner.read_at(buf, offset)
+        }
+
+        fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+            if self.faults.hit(false).is_some() {
+                return Err(eio());
+            }
+            let mut old = vec![0u8; buf.len()];
+            let n = self.inner.read_at(&mut old, offset)?;
+            old.truncate(n);
+            self.unsynced.lock().unwrap().push((offset, old, buf.len()));
+            self.inner.write_all_at(buf, offset)
+        }
+
+        fn sync_data(&self) -> io::Result<()> {
+            let mut unsynced = self.unsynced.lock().unwrap();
+            match self.faults.hit(true) {
+                None => {
+                    self.inner.sync_data()?;
+                    unsynced.clear();
+                    Ok(())
+                }
+                Some(IoFault::SyncLosingWrites) => {
+                    // Newest first: the oldest write's old bytes are what the file held.
+                    for (offset, old, len) in unsynced.drain(..).rev() {
+                        self.inner.write_all_at(&old, offset)?;
+                        // Bytes the write added past the end read as zeros (an allocated,
+                        // never written extent).
+                        let zeros = vec![0u8; len - old.len()];
+                        self.inner.write_all_at(&zeros, offset + old.len() as u64)?;
+                    }
+                    self.inner.sync_data()?;
+                    Err(eio())
+                }
+                Some(_) => Err(eio()),
+            }
+        }
+
+        fn len(&self) -> io::Result<u64> {
+            self.inner.len()
+        }
+    }
+
     impl JournalFile for SimFile {
         fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
             let s = self.0.lock().unwrap();

@@ -68,6 +68,8 @@ pub struct JournalOptions {
     path: Option<PathBuf>,
     max_bytes: Option<u64>,
     buffered: Option<Duration>,
+    #[cfg(any(test, feature = "simulate"))]
+    faults: Option<file::sim::IoFaults>,
 }
 
 impl JournalOptions {
@@ -97,6 +99,14 @@ impl JournalOptions {
     /// missing the commits of the last `period`.
     pub fn buffered(mut self, period: Duration) -> Self {
         self.buffered = Some(period);
+        self
+    }
+
+    /// Injects `faults` into the journal and the pool's home file (feature `simulate`): for
+    /// tests of what the engine does after a failed write or `fdatasync`.
+    #[cfg(any(test, feature = "simulate"))]
+    pub fn faults(mut self, faults: file::sim::IoFaults) -> Self {
+        self.faults = Some(faults);
         self
     }
 
@@ -583,6 +593,11 @@ impl Journal {
             pool_uuid: uuid,
             epoch,
             start_seq: next_seq,
+        };
+        #[cfg(any(test, feature = "simulate"))]
+        let (file, home) = match &opts.faults {
+            Some(f) => (f.wrap(file), f.wrap(home)),
+            None => (file, home),
         };
         let allocated = file.len()?.max(RECORDS_OFFSET);
         write_header(&*file, &header)?;

@@ -395,7 +395,7 @@ pub(crate) enum QuarantineKind {
 /// (its new-range record stays in the log), so until the transaction's completion mark is
 /// durable, a crash followed by a recovery that judges the transaction by its hash must find
 /// those bytes unchanged: nobody may reuse them before then. Released once
-/// `durable_completed[lane] >= seq`.
+/// `CompletionMarks::is_durable(lane, seq)`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Quarantined {
     pub(crate) lane: usize,

@@ -169,7 +169,7 @@ impl Shared {
         self.completed_word(lane).store(seq, Ordering::Release);
         self.flush(self.geo.lane(lane), 8);
         self.drain()?;
-        self.durable_completed[lane].fetch_max(seq, Ordering::SeqCst);
+        self.marks.set_durable(lane, seq);
         Ok(())
     }
 }

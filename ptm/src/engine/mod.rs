@@ -3,6 +3,7 @@
 //! `sync`), never the front; `tests/tests/layers.rs` checks the order (docs/design.md §1).
 //!
 //! - [`lockword`]: the persistent lock words' protocol;
+//! - [`completions`]: completion marks in memory (pending flushes, known durable);
 //! - [`lanes`]: lane acquisition;
 //! - [`heap`]: the persistent heap's chunk table, slab geometry and volatile index;
 //! - [`layout`]: the on-media format (pool geometry, lane headers, log records, commit records);
@@ -12,9 +13,10 @@
 //! - `shared`: the state of one open pool (`Shared`, `LaneSlot`) and its raw accessors;
 //! - `log`: reading a lane's undo log back (recovery, abort, inspection) and rolling it back.
 //!
-//! `heap`, `lanes`, `layout` and `lockword` are reachable by the workspace's tools through
+//! `completions`, `heap`, `lanes`, `layout` and `lockword` are reachable by the workspace's tools through
 //! `ptm::internals` (not covered by semver).
 
+pub mod completions;
 pub mod heap;
 pub(crate) mod lane_state;
 pub mod lanes;

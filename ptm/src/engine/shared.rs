@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use pmem_core::Region;
 
+use crate::engine::completions::CompletionMarks;
 use crate::engine::lane_state::LaneVolatile;
 use crate::engine::lanes::LaneMap;
 use crate::engine::layout::Geometry;
@@ -53,12 +54,8 @@ pub(crate) struct Shared {
     pub(crate) id: u64,
     pub(crate) lanes: LaneMap,
     pub(crate) slots: Box<[LaneSlot]>,
-    /// Per lane: a completed seq whose `completed` word still needs a flush by some drainer.
-    pub(crate) pending_seq: Box<[AtomicU64]>,
-    /// Bit per lane: `pending_seq` is non-zero.
-    pub(crate) pending_bits: Box<[AtomicU64]>,
-    /// Per lane: the highest seq whose completion mark is known durable.
-    pub(crate) durable_completed: Box<[AtomicU64]>,
+    /// Completion marks still to flush, and those known durable.
+    pub(crate) marks: CompletionMarks,
     pub(crate) heap: crate::engine::heap::Heap,
     pub(crate) lock_timeout: Duration,
     /// `PoolOptions::auto_grow`: grow up to this size instead of failing with `OutOfSpace`.
@@ -155,13 +152,33 @@ impl Shared {
     /// persistence domain before anything it flushes after. For drain 1 and later snapshot
     /// drains, which only order the undo log before the in-place stores.
     pub(crate) fn order(&self) -> Result<()> {
-        Ok(self.region.order()?)
+        self.trusted(self.region.order())
     }
 
     /// A durability point (see [`Region::drain`]): everything flushed so far is durable. For
     /// commits (drain 2), completing relaxed commits, `Pool::sync`, roll-back and recovery.
     pub(crate) fn drain(&self) -> Result<()> {
-        Ok(self.region.drain()?)
+        self.trusted(self.region.drain())
+    }
+
+    /// The result of an ordering or durability point, as far as it can be trusted. A failed one
+    /// poisons the pool: after a failed `fdatasync` or `msync` the kernel may have dropped the
+    /// dirty pages and reports the loss once, so a later sync can succeed without them
+    /// (PostgreSQL's "fsyncgate"), and nothing flushed before it is known durable. A point that
+    /// completes while the pool is poisoned (failed by another thread meanwhile) is not trusted
+    /// either: [`Error::Poisoned`], as is any failure after the first (which reports its I/O
+    /// error). Reopening the pool recovers from what reached the media.
+    fn trusted(&self, r: pmem_core::Result<()>) -> Result<()> {
+        if let Err(e) = r {
+            if self.poisoned.swap(true, Ordering::SeqCst) {
+                return Err(Error::Poisoned);
+            }
+            return Err(e.into());
+        }
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(Error::Poisoned);
+        }
+        Ok(())
     }
 
     /// The `completed` word of lane `i`.
@@ -175,45 +192,19 @@ impl Shared {
     /// before any later transaction overwrites that transaction's data (see docs/design.md).
     pub(crate) fn mark_complete(&self, lane: usize, seq: u64) {
         self.completed_word(lane).store(seq, Ordering::Release);
-        self.pending_seq[lane].store(seq, Ordering::SeqCst);
-        self.pending_bits[lane / 64].fetch_or(1 << (lane % 64), Ordering::SeqCst);
+        self.marks.mark(lane, seq);
     }
 
     /// Flushes the `completed` line of every lane with a pending completion; returns what was
     /// flushed, for [`Shared::settle_completions`] after the caller's drain.
     pub(crate) fn flush_pending_completions(&self, out: &mut Vec<(usize, u64)>) {
-        out.clear();
-        for (w, word) in self.pending_bits.iter().enumerate() {
-            let mut bits = word.load(Ordering::SeqCst);
-            while bits != 0 {
-                let lane = w * 64 + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                let seq = self.pending_seq[lane].load(Ordering::SeqCst);
-                if seq != 0 {
-                    self.flush(self.geo.lane(lane), 8);
-                    out.push((lane, seq));
-                }
-            }
-        }
+        self.marks
+            .flush_pending(out, |lane| self.flush(self.geo.lane(lane), 8));
     }
 
     /// After a drain: clears the pending marks that were made durable.
     pub(crate) fn settle_completions(&self, flushed: &[(usize, u64)]) {
-        for &(lane, seq) in flushed {
-            // The flushed line held `completed >= seq`, and the caller has drained since.
-            self.durable_completed[lane].fetch_max(seq, Ordering::SeqCst);
-            if self.pending_seq[lane]
-                .compare_exchange(seq, 0, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
-            {
-                let bit = 1u64 << (lane % 64);
-                self.pending_bits[lane / 64].fetch_and(!bit, Ordering::SeqCst);
-                // A completion recorded between the exchange and the clear keeps its bit.
-                if self.pending_seq[lane].load(Ordering::SeqCst) != 0 {
-                    self.pending_bits[lane / 64].fetch_or(bit, Ordering::SeqCst);
-                }
-            }
-        }
+        self.marks.settle(flushed);
     }
 
     /// Makes every pending completion durable (clean close, `Pool::sync`).
@@ -221,7 +212,7 @@ impl Shared {
         let mut flushed = Vec::new();
         self.flush_pending_completions(&mut flushed);
         // `Region::sync`: durable even in the journaled engine's buffered mode.
-        self.region.sync()?;
+        self.trusted(self.region.sync())?;
         self.settle_completions(&flushed);
         Ok(())
     }
@@ -259,7 +250,7 @@ impl Shared {
         let mut q = self.heap.quarantine.lock().unwrap_or_else(|p| p.into_inner());
         let mut runs = Vec::new();
         q.retain(|e| {
-            let durable = self.durable_completed[e.lane].load(Ordering::SeqCst) >= e.seq;
+            let durable = self.marks.is_durable(e.lane, e.seq);
             if durable {
                 if let crate::engine::heap::QuarantineKind::Run { start, n } = e.kind {
                     runs.push((start, n));

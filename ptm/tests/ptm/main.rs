@@ -18,6 +18,8 @@ mod forged_log;
 mod format;
 mod fuzz_corpus;
 mod grow;
+mod lanes;
+mod log_scan;
 mod pool_send;
 mod recovery;
 mod relaxed;

@@ -241,3 +241,14 @@ fn many_committed_transactions_then_a_crash() {
     assert_eq!(values(&recovered), want);
     assert_eq!(want.0, 199);
 }
+
+/// A pool just created has nothing to recover: its report says clean, with nothing completed
+/// or rolled back.
+#[test]
+fn a_new_pool_reports_a_clean_start() {
+    let dir = common::shm_dir();
+    let pool = setup(&dir);
+    let rep = pool.recovery_report();
+    assert!(rep.was_clean, "{rep:?}");
+    assert_eq!((rep.completed, rep.rolled_back, rep.entries_undone), (0, 0, 0));
+}

@@ -152,19 +152,7 @@ fn check(pool: &mut Pool<Root>, allowed: &[&State]) -> State {
         allowed.contains(&&state),
         "root {state:?}, expected one of {allowed:?}"
     );
-    let mut blocks = pool.allocated_blocks().unwrap();
-    blocks.sort_unstable();
-    for w in blocks.windows(2) {
-        assert!(w[0].0 + w[0].1 <= w[1].0, "blocks overlap: {w:?}");
-    }
-    let mut allocated: Vec<u64> = blocks.iter().map(|b| b.0).collect();
-    let mut links = links;
-    links.sort_unstable();
-    allocated.sort_unstable();
-    assert_eq!(
-        allocated, links,
-        "allocated blocks differ from the linked ones (leak or dangling)"
-    );
+    crate::heap_links::assert_allocated_are_exactly_the_linked(pool, links);
     state
 }
 

@@ -297,19 +297,7 @@ fn check(pool: &mut Pool<Root>, states: &[State; 2]) {
             Ok::<_, Error>(links)
         })
         .unwrap();
-    let mut blocks = pool.allocated_blocks().unwrap();
-    blocks.sort_unstable();
-    for w in blocks.windows(2) {
-        assert!(w[0].0 + w[0].1 <= w[1].0, "blocks overlap: {w:x?}");
-    }
-    let mut allocated: Vec<u64> = blocks.iter().map(|b| b.0).collect();
-    let mut links = links;
-    allocated.sort_unstable();
-    links.sort_unstable();
-    assert_eq!(
-        allocated, links,
-        "allocated blocks differ from the linked ones (leak, or a linked block free)"
-    );
+    crate::heap_links::assert_allocated_are_exactly_the_linked(pool, links);
 }
 
 /// Runs the steps of one segment (no reopen) with two threads. A thread that failed keeps

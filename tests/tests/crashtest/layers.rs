@@ -17,6 +17,7 @@ const PTM: &[&str] = &[
     "sync",
     "engine",
     "engine::lockword",
+    "engine::completions",
     "engine::lanes",
     "engine::heap",
     "engine::layout",

@@ -13,6 +13,8 @@ mod collections;
 mod collections_owned;
 mod completion_marks;
 mod concurrent_map;
+mod failed_durability;
+mod heap_links;
 mod heap_model;
 mod large_frees;
 mod large_transaction;

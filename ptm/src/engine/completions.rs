@@ -1,0 +1,103 @@
+//! Completion marks in memory: which lanes have a `completed` word still to flush, and which
+//! marks are known durable (docs/design.md §8.3, and §10.2 for the quarantine that waits for
+//! them).
+//!
+//! A committer stores its lane's `completed` word (in the pool, not flushed) and then
+//! [`CompletionMarks::mark`]s it pending; the next drainer of any thread flushes the pending
+//! lanes' words before its ordering point ([`CompletionMarks::flush_pending`]) and, once that
+//! point has passed, [`CompletionMarks::settle`]s them: each flushed mark becomes known durable
+//! and its pending entry is cleared unless a newer mark replaced it meanwhile. Blocks a
+//! transaction freed are reused only once [`CompletionMarks::is_durable`] says its mark is.
+//!
+//! Its atomics come from the crate's `sync` module (loom's under `--cfg ptm_loom`), so
+//! `tests/loom.rs` model-checks this very code.
+
+use crate::sync::{AtomicU64, Ordering};
+
+/// The volatile completion state of one pool's lanes.
+#[derive(Debug)]
+pub struct CompletionMarks {
+    /// Per lane: a completed seq whose `completed` word still needs a flush by some drainer.
+    pending_seq: Box<[AtomicU64]>,
+    /// Bit per lane: `pending_seq` is non-zero.
+    pending_bits: Box<[AtomicU64]>,
+    /// Per lane: the highest seq whose completion mark is known durable.
+    durable: Box<[AtomicU64]>,
+}
+
+impl CompletionMarks {
+    /// No mark pending or durable, for `lanes` lanes.
+    pub fn new(lanes: usize) -> Self {
+        CompletionMarks {
+            pending_seq: (0..lanes).map(|_| AtomicU64::new(0)).collect(),
+            pending_bits: (0..lanes.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            durable: (0..lanes).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Lane `lane` completed `seq` and stored it in its `completed` word (the caller did, before
+    /// this call): the word waits for a drainer's flush.
+    pub fn mark(&self, lane: usize, seq: u64) {
+        // A swap, not a store: the same instruction on x86-64 (a sequentially consistent store
+        // is an `xchg`), and one loom keeps out of the middle of `settle`'s compare-exchange
+        // (loom 0.7 lets a plain store land inside another thread's read-modify-write,
+        // tokio-rs/loom#254, an execution C++ forbids, in which a newer mark would be erased).
+        self.pending_seq[lane].swap(seq, Ordering::SeqCst);
+        self.pending_bits[lane / 64].fetch_or(1 << (lane % 64), Ordering::SeqCst);
+    }
+
+    /// Calls `flush(lane)` for every lane with a pending mark (the caller flushes its
+    /// `completed` line) and returns `(lane, seq)` of each in `out`, for
+    /// [`settle`](Self::settle) after the caller's ordering point.
+    pub fn flush_pending(&self, out: &mut Vec<(usize, u64)>, mut flush: impl FnMut(usize)) {
+        out.clear();
+        for (w, word) in self.pending_bits.iter().enumerate() {
+            let mut bits = word.load(Ordering::SeqCst);
+            while bits != 0 {
+                let lane = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let seq = self.pending_seq[lane].load(Ordering::SeqCst);
+                if seq != 0 {
+                    flush(lane);
+                    out.push((lane, seq));
+                }
+            }
+        }
+    }
+
+    /// After the ordering point that followed [`flush_pending`](Self::flush_pending): the
+    /// flushed marks are durable; clears the pending ones no newer mark replaced.
+    pub fn settle(&self, flushed: &[(usize, u64)]) {
+        for &(lane, seq) in flushed {
+            // The flushed line held `completed >= seq`, and the caller has drained since.
+            self.durable[lane].fetch_max(seq, Ordering::SeqCst);
+            if self.pending_seq[lane]
+                .compare_exchange(seq, 0, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                let bit = 1u64 << (lane % 64);
+                self.pending_bits[lane / 64].fetch_and(!bit, Ordering::SeqCst);
+                // A completion recorded between the exchange and the clear keeps its bit.
+                if self.pending_seq[lane].load(Ordering::SeqCst) != 0 {
+                    self.pending_bits[lane / 64].fetch_or(bit, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    /// Lane `lane`'s mark `seq` is durable by other means (a rollback's own drain, recovery).
+    pub fn set_durable(&self, lane: usize, seq: u64) {
+        self.durable[lane].fetch_max(seq, Ordering::SeqCst);
+    }
+
+    /// Whether lane `lane`'s completion of `seq` is known durable: the blocks its transaction
+    /// freed may be reused.
+    pub fn is_durable(&self, lane: usize, seq: u64) -> bool {
+        self.durable[lane].load(Ordering::SeqCst) >= seq
+    }
+
+    /// The seq lane `lane` has pending (0: none).
+    pub fn pending(&self, lane: usize) -> u64 {
+        self.pending_seq[lane].load(Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,64 @@
+//! Guards lane choice (docs/design.md §8.6): a lane map holds the lanes it was made with, each
+//! taken once until released, and threads start their scan at different lanes, so threads that
+//! do not contend for a lane do not queue on one.
+
+use crate::common;
+
+use ptm::internals::lanes::LaneMap;
+use ptm::{PCell, PMutex, Persistent, Pool};
+
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Root {
+    value: PMutex<PCell<u64>>,
+}
+
+#[test]
+fn a_lane_map_has_its_lanes_each_taken_once() {
+    let map = LaneMap::new(3);
+    assert_eq!(
+        map.try_acquire(2),
+        Some(2),
+        "the scan starts at the lane asked for"
+    );
+    assert!(map.is_busy(2) && !map.is_busy(0));
+    map.release(2);
+    assert!(!map.is_busy(2));
+    assert_eq!(map.len(), 3);
+    assert!(!map.is_empty());
+    assert!(LaneMap::new(0).is_empty());
+    let mut taken: Vec<usize> = (0..3).map(|_| map.try_acquire(1).unwrap()).collect();
+    assert_eq!(map.try_acquire(0), None, "a fourth lane out of three");
+    taken.sort_unstable();
+    assert_eq!(taken, [0, 1, 2]);
+    map.release(1);
+    assert_eq!(
+        map.try_acquire(2),
+        Some(1),
+        "the scan wraps around to the freed lane"
+    );
+}
+
+/// Two threads, one after the other, each run a transaction on a pool with a prime number of
+/// lanes: each thread is handed its own starting lane (consecutive ones, unless more than a
+/// thousand other threads of this test binary started transactions in between), so with no
+/// contention their transactions run on different lanes. A choice that sent every thread to
+/// lane 0 would pass every correctness test and serialise all threads on one lane's scan.
+#[test]
+fn threads_start_on_different_lanes() {
+    const LANES: u32 = 1021;
+    let dir = common::shm_dir();
+    let opts = common::pmem().lanes(LANES).lane_size(8192);
+    let pool = Pool::<Root>::create(common::path(&dir, "lanes.pool"), 16 << 20, &opts).unwrap();
+    let lane_of_a_new_thread = || {
+        std::thread::scope(|s| {
+            s.spawn(|| pool.transaction(|tx, _| Ok::<_, ptm::Error>(tx.lane())).unwrap())
+                .join()
+                .unwrap()
+        })
+    };
+    let first = lane_of_a_new_thread();
+    let second = lane_of_a_new_thread();
+    assert_ne!(first, second, "two threads started on lane {first}");
+}
