@@ -322,6 +322,11 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
                 format!("capacity {cap} is not a power of two of at least {MIN_CAP}"),
             ));
         }
+        Self::seg(block, cap)
+    }
+
+    /// The segment at `block` of `cap` slots, with its arrays' offsets.
+    fn seg(block: PPtr<u8>, cap: u64) -> Result<Seg> {
         let (ko, vo, size) = geometry::<K, V>(cap)?;
         Ok(Seg {
             block,
@@ -1171,7 +1176,7 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
     /// slots of a fresh block hold old bytes, which must never read as a handle). Fresh memory:
     /// no logging.
     fn new_seg(tx: &Transaction<'_>, cap: u64, l: u64) -> Result<Seg> {
-        let (ko, vo, size) = geometry::<K, V>(cap)?;
+        let (_, _, size) = geometry::<K, V>(cap)?;
         let block = raw::alloc_block(tx, size)?;
         Self::hdr(tx, block, H_CAP)?.set(tx, cap)?;
         Self::hdr(tx, block, H_DEPTH)?.set(tx, l)?;
@@ -1180,13 +1185,7 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
         let zeroed = if K::OWNS || V::OWNS { size - SEG_HDR } else { cap };
         // SAFETY: the fresh block of `size` bytes, reached only through cells by this thread.
         unsafe { raw::zero_bytes(tx, block, SEG_HDR, zeroed)? };
-        Ok(Seg {
-            block,
-            cap,
-            ko,
-            vo,
-            size,
-        })
+        Self::seg(block, cap)
     }
 
     /// Moves the entries `moves` (slot, hash) of `old` into the fresh segment `to[pick(hash)]`,
