@@ -147,6 +147,7 @@ pub(crate) struct Geo {
     pub(crate) size: u64,
 }
 
+#[inline]
 fn geo<K, V>() -> Geo {
     node_geometry(raw::Slot::of::<K>(), raw::Slot::of::<V>())
 }
@@ -154,6 +155,7 @@ fn geo<K, V>() -> Geo {
 /// [`geo`] from the key and value slots' sizes and alignments (shared with the schema-driven
 /// walker, `walk.rs`). Saturating: absurd sizes from a damaged schema give a node no block
 /// holds.
+#[inline]
 pub(crate) fn node_geometry(key: raw::Slot, value: raw::Slot) -> Geo {
     let cap = CAP as u64;
     let ko = key.align_up(16);

@@ -156,12 +156,14 @@ unsafe impl<K: Persistent, V: Persistent> Persistent for PHashMap<K, V> {
 }
 
 /// Byte offsets of the key and value arrays in a segment of `cap` slots, and its total size.
+#[inline]
 fn geometry<K, V>(cap: u64) -> Result<(u64, u64, u64)> {
     segment_geometry(cap, raw::Slot::of::<K>(), raw::Slot::of::<V>())
 }
 
 /// [`geometry`] from the key and value slots' sizes and alignments (shared with the
 /// schema-driven walker, `walk.rs`).
+#[inline]
 pub(crate) fn segment_geometry(cap: u64, key: raw::Slot, value: raw::Slot) -> Result<(u64, u64, u64)> {
     let ctrl_end = SEG_HDR
         .checked_add(cap)

@@ -89,6 +89,7 @@ pub(crate) struct Slot {
 
 impl Slot {
     /// `T`'s slot.
+    #[inline]
     pub(crate) const fn of<T>() -> Slot {
         Slot {
             size: size_of::<T>() as u64,
@@ -96,12 +97,20 @@ impl Slot {
         }
     }
 
-    /// `x` rounded up to the alignment.
+    /// `x` rounded up to the alignment (saturating). A mask for a power of two (every type's
+    /// alignment): no division on the lookup paths that compute a node's or segment's layout.
+    #[inline]
     pub(crate) fn align_up(self, x: u64) -> u64 {
-        x.div_ceil(self.align).saturating_mul(self.align)
+        if self.align.is_power_of_two() {
+            let m = self.align - 1;
+            x.checked_add(m).map_or(u64::MAX, |v| v & !m)
+        } else {
+            x.div_ceil(self.align.max(1)).saturating_mul(self.align)
+        }
     }
 
     /// Bytes of an array of `n` elements, checked.
+    #[inline]
     pub(crate) fn array_bytes(self, n: u64) -> Result<u64> {
         n.checked_mul(self.size)
             .ok_or_else(|| out_of_bounds(n, self.size))
