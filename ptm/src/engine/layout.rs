@@ -438,7 +438,7 @@ pub fn log_key(secret: [u64; 2]) -> u64 {
     let mut b = [0u8; 16];
     b[..8].copy_from_slice(&secret[0].to_le_bytes());
     b[8..].copy_from_slice(&secret[1].to_le_bytes());
-    // Domain-separated from the routing seeds (SipHash of a map's offset under the secret).
+    // A different function of the secret than the routing seeds (`s0 ^ fmix64(offset ^ s1)`).
     xxh3_64_with_seed(&b, 0x6C6F_676B_6579).max(1)
 }
 

@@ -188,12 +188,11 @@ fn locks_held_at_the_crash_are_free_after_reopen() {
     drop(pool);
     let recovered = Pool::<Root>::open(&image, &opts()).unwrap();
     assert!(recovered.generation() > gen);
-    let t0 = std::time::Instant::now();
-    recovered.transaction(|tx, r| r.m.lock(tx)?.set(tx, 8)).unwrap();
-    assert!(
-        t0.elapsed() < Duration::from_millis(200),
-        "the stale lock was waited for"
-    );
+    // A stale hold would be waited for until the lock timeout (`opts`: 300 ms) and end in
+    // `LockTimeout`: the `unwrap` is the check, with no wall-clock bound of its own.
+    recovered
+        .transaction(|tx, r| r.m.lock(tx)?.set(tx, 8))
+        .expect("the stale lock was waited for");
 }
 
 #[test]
