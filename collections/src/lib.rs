@@ -293,6 +293,8 @@ pub use boxed::PBox;
 pub use btree::{PBTreeMap, Range, RangeRefs};
 pub use concurrent::PConcurrentMap;
 pub use entry::{Entry, EntryMap, OccupiedEntry, VacantEntry};
+#[doc(hidden)]
+pub use map::write_legacy_segments;
 pub use map::{MapIter, MapRefs, PHashMap};
 #[doc(hidden)]
 pub use owned::__derive;

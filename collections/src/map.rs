@@ -71,7 +71,7 @@ const fn seg_cap(slot: u64) -> u64 {
 
 /// A persistent hash map (a pool's `HashMap<K, V>`): an **extendible hash table**. A directory
 /// of `2^depth` segment pointers is indexed by the top `depth` bits of a key's hash; each
-/// segment is a linear-probing table (control bytes, then keys, then values) of at most
+/// segment is a linear-probing table (control bytes, then key-value pairs) of at most
 /// about 64 KiB, shared by `2^(depth - local depth)` consecutive directory entries. A segment
 /// that would pass 3/4 full is rebuilt alone: doubled while small, then **split** in two by
 /// the next hash bit (the directory doubles when the segment was as deep as it). So no insert
@@ -155,19 +155,102 @@ unsafe impl<K: Persistent, V: Persistent> Persistent for PHashMap<K, V> {
     );
 }
 
-/// Byte offsets of the key and value arrays in a segment of `cap` slots, and its total size.
+/// The layout flag of a segment's local-depth word (bits 8..64; the depth is bits 0..8): set in
+/// every segment this build writes, whose slots' keys and values are **pairs** (slot `i`'s key
+/// and value side by side, one cache line for small ones); clear in segments written before it,
+/// which keep a key array and a value array (design §13.4).
+pub(crate) const PAIRS: u64 = 1 << 8;
+/// The local-depth bits of a segment's depth word.
+pub(crate) const LOCAL_DEPTH_MASK: u64 = 0xFF;
+
+/// Where a segment's keys and values are: slot `i`'s key at `ko + i * kstride` and its value
+/// at `vo + i * vstride`, up to `end`, the segment's size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SegGeo {
+    pub(crate) ko: u64,
+    pub(crate) vo: u64,
+    pub(crate) kstride: u64,
+    pub(crate) vstride: u64,
+    pub(crate) end: u64,
+}
+
+/// A key-value pair's layout, as a `repr(C)` struct of the two: the value's offset (the key's
+/// size rounded up to the value's alignment) and the pair's size (rounded up to the larger
+/// alignment). `None` when it overflows (only from a damaged schema, `walk.rs`).
+const fn pair_layout(key: raw::Slot, value: raw::Slot) -> Option<(u64, u64)> {
+    let ka = if key.align == 0 { 1 } else { key.align };
+    let va = if value.align == 0 { 1 } else { value.align };
+    let a = if ka > va { ka } else { va };
+    let Some(vo) = key.size.checked_next_multiple_of(va) else {
+        return None;
+    };
+    let Some(end) = vo.checked_add(value.size) else {
+        return None;
+    };
+    match end.checked_next_multiple_of(a) {
+        Some(stride) => Some((vo, stride)),
+        None => None,
+    }
+}
+
+std::thread_local! {
+    /// Whether this thread's new segments take the layout of builds before [`PAIRS`] (for
+    /// tests of pools written by them: see [`write_legacy_segments`]).
+    static LEGACY_SEGMENTS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Makes the `PHashMap` segments that this thread writes from now on take the layout of
+/// builds before the pair layout (a key array and a value array, flag clear), or this build's
+/// again. For tests that a pool written by an older build keeps working: every build reads
+/// both layouts, and rebuilds an old segment in its own layout when it grows.
+#[doc(hidden)]
+pub fn write_legacy_segments(on: bool) {
+    LEGACY_SEGMENTS.with(|c| c.set(on));
+}
+
+/// Whether this thread's new segments take the pair layout.
+fn writes_pairs() -> bool {
+    !LEGACY_SEGMENTS.with(std::cell::Cell::get)
+}
+
+/// Offset of the pairs array: a cache line after the control bytes, so that a pair of at most
+/// 64 bytes whose size divides 64 never straddles two lines.
+const PAIRS_ALIGN: u64 = 64;
+
+/// The layout of a segment of `cap` slots (`pairs`: this build's pair layout, else the key and
+/// value arrays of segments written before it).
 #[inline]
-fn geometry<K, V>(cap: u64) -> Result<(u64, u64, u64)> {
-    segment_geometry(cap, raw::Slot::of::<K>(), raw::Slot::of::<V>())
+fn geometry<K, V>(cap: u64, pairs: bool) -> Result<SegGeo> {
+    segment_geometry(cap, raw::Slot::of::<K>(), raw::Slot::of::<V>(), pairs)
 }
 
 /// [`geometry`] from the key and value slots' sizes and alignments (shared with the
 /// schema-driven walker, `walk.rs`).
 #[inline]
-pub(crate) fn segment_geometry(cap: u64, key: raw::Slot, value: raw::Slot) -> Result<(u64, u64, u64)> {
+pub(crate) fn segment_geometry(cap: u64, key: raw::Slot, value: raw::Slot, pairs: bool) -> Result<SegGeo> {
     let ctrl_end = SEG_HDR
         .checked_add(cap)
         .ok_or_else(|| raw::out_of_bounds(SEG_HDR, cap))?;
+    if pairs {
+        let (voff, stride) =
+            pair_layout(key, value).ok_or_else(|| raw::out_of_bounds(key.size, value.size))?;
+        let ko = raw::Slot {
+            size: stride,
+            align: PAIRS_ALIGN.max(key.align).max(value.align),
+        }
+        .align_up(ctrl_end);
+        let end = cap
+            .checked_mul(stride)
+            .and_then(|b| b.checked_add(ko))
+            .ok_or_else(|| raw::out_of_bounds(ko, cap))?;
+        return Ok(SegGeo {
+            ko,
+            vo: ko + voff,
+            kstride: stride,
+            vstride: stride,
+            end,
+        });
+    }
     let ko = key.align_up(ctrl_end);
     let vo = value.align_up(
         ko.checked_add(key.array_bytes(cap)?)
@@ -176,7 +259,13 @@ pub(crate) fn segment_geometry(cap: u64, key: raw::Slot, value: raw::Slot) -> Re
     let end = vo
         .checked_add(value.array_bytes(cap)?)
         .ok_or_else(|| raw::out_of_bounds(vo, cap))?;
-    Ok((ko, vo, end))
+    Ok(SegGeo {
+        ko,
+        vo,
+        kstride: key.size,
+        vstride: value.size,
+        end,
+    })
 }
 
 /// A segment and the offsets of its arrays.
@@ -184,9 +273,13 @@ pub(crate) fn segment_geometry(cap: u64, key: raw::Slot, value: raw::Slot) -> Re
 struct Seg {
     block: PPtr<u8>,
     cap: u64,
+    /// Whether the segment has this build's pair layout (its depth word's [`PAIRS`] flag).
+    pairs: bool,
     ko: u64,
     vo: u64,
-    /// Bytes of the segment (the end of its value array).
+    kstride: u64,
+    vstride: u64,
+    /// Bytes of the segment (the end of its last array).
     size: u64,
 }
 
@@ -212,6 +305,14 @@ struct Cursor {
     i: u64,
 }
 
+/// Offset of slot `i` in an array at `base` of `stride`-byte slots, checked.
+#[inline]
+fn slot_off(base: u64, stride: u64, i: u64) -> Result<u64> {
+    i.checked_mul(stride)
+        .and_then(|o| o.checked_add(base))
+        .ok_or_else(|| raw::out_of_bounds(i, stride))
+}
+
 /// The directory index of hash `h` at global depth `g`: its top `g` bits.
 pub(crate) fn dir_index(h: u64, g: u64) -> u64 {
     if g == 0 {
@@ -235,7 +336,10 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
     );
 
     /// Slots of a full-size segment.
-    const SEG_CAP: u64 = seg_cap(1 + size_of::<K>() as u64 + size_of::<V>() as u64);
+    const SEG_CAP: u64 = match pair_layout(raw::Slot::of::<K>(), raw::Slot::of::<V>()) {
+        Some((_, stride)) => seg_cap(1 + stride),
+        None => panic!("a key-value pair larger than the address space"),
+    };
 
     // The accessors below share one contract: blocks are this map's directory or segments
     // (live: freed only together with replacing every pointer to them, and then readable until
@@ -313,7 +417,7 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
         unsafe { raw::cell::<u64>(tx, block, f) }
     }
 
-    /// The segment at `block`, its capacity checked.
+    /// The segment at `block`, its capacity and layout flags checked.
     fn open(tx: &Transaction<'_>, block: PPtr<u8>) -> Result<Seg> {
         let () = Self::SIZES_OK;
         let cap = Self::hdr(tx, block, H_CAP)?.get(tx);
@@ -324,24 +428,35 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
                 format!("capacity {cap} is not a power of two of at least {MIN_CAP}"),
             ));
         }
-        Self::seg(block, cap)
+        let flags = Self::hdr(tx, block, H_DEPTH)?.get(tx) & !LOCAL_DEPTH_MASK;
+        if flags & !PAIRS != 0 {
+            return Err(raw::corrupt(
+                SEGMENT,
+                block.offset(),
+                format!("unknown layout flags {flags:#x} in the depth word"),
+            ));
+        }
+        Self::seg(block, cap, flags == PAIRS)
     }
 
-    /// The segment at `block` of `cap` slots, with its arrays' offsets.
-    fn seg(block: PPtr<u8>, cap: u64) -> Result<Seg> {
-        let (ko, vo, size) = geometry::<K, V>(cap)?;
+    /// The segment at `block` of `cap` slots in the given layout, with its arrays' offsets.
+    fn seg(block: PPtr<u8>, cap: u64, pairs: bool) -> Result<Seg> {
+        let g = geometry::<K, V>(cap, pairs)?;
         Ok(Seg {
             block,
             cap,
-            ko,
-            vo,
-            size,
+            pairs,
+            ko: g.ko,
+            vo: g.vo,
+            kstride: g.kstride,
+            vstride: g.vstride,
+            size: g.end,
         })
     }
 
     /// The local depth of `s`, checked against the global depth `g`.
     fn local_depth(tx: &Transaction<'_>, s: Seg, g: u64) -> Result<u64> {
-        let l = Self::hdr(tx, s.block, H_DEPTH)?.get(tx);
+        let l = Self::hdr(tx, s.block, H_DEPTH)?.get(tx) & LOCAL_DEPTH_MASK;
         if l > g {
             return Err(raw::corrupt(
                 SEGMENT,
@@ -369,25 +484,26 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
     }
 
     /// Starts loading the lines a lookup of hash `h` in segment `block` reads next (header,
-    /// control group, key group, value), assuming a full-size segment (what every segment of a
-    /// large map is), so their cache misses overlap instead of following one another. A hint:
-    /// `open` and `probe` still read and check everything.
+    /// control group, the home slot's key and value), assuming a full-size pair-layout segment
+    /// (what every segment of a large map this build wrote is), so their cache misses overlap
+    /// instead of following one another. A hint: `open` and `probe` still read and check
+    /// everything.
     fn prefetch_slot(tx: &Transaction<'_>, block: PPtr<u8>, h: u64) {
         let cap = Self::SEG_CAP;
-        let Ok((ko, vo, size)) = geometry::<K, V>(cap) else {
+        let Ok(g) = geometry::<K, V>(cap, true) else {
             return;
         };
         // SAFETY: the contract above (a hint: if `block` is a smaller segment near the pool's
         // end, resolving fails and nothing is loaded; the lines are only prefetched, not read).
-        let Ok(b) = (unsafe { raw::Block::new(tx, block, size) }) else {
+        let Ok(b) = (unsafe { raw::Block::new(tx, block, g.end) }) else {
             return;
         };
         let i = h & (cap - 1);
         let base = i & !(GROUP - 1);
         b.prefetch(0, 1);
         b.prefetch(SEG_HDR + base, GROUP);
-        b.prefetch(ko + base * size_of::<K>() as u64, GROUP * size_of::<K>() as u64);
-        b.prefetch(vo + i * size_of::<V>() as u64, size_of::<V>() as u64);
+        // The home slot's key and value (one line for a small pair).
+        b.prefetch(g.ko + i * g.kstride, g.kstride);
     }
 
     fn ctrl<'t>(tx: &'t Transaction<'_>, s: Seg, i: u64) -> Result<&'t PCell<u8>> {
@@ -397,7 +513,7 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
 
     /// Byte offset of slot `i`'s key in the segment.
     fn key_off(s: Seg, i: u64) -> Result<u64> {
-        Ok(s.ko + raw::elem_off::<K>(i)?)
+        slot_off(s.ko, s.kstride, i)
     }
 
     /// A reference to slot `i`'s key.
@@ -413,7 +529,7 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
 
     /// Byte offset of slot `i`'s value in the segment.
     fn val_off(s: Seg, i: u64) -> Result<u64> {
-        Ok(s.vo + raw::elem_off::<V>(i)?)
+        slot_off(s.vo, s.vstride, i)
     }
 
     /// A reference to slot `i`'s value.
@@ -442,9 +558,6 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
             // `base..base + GROUP` lies inside the segment.
             let base = i & !(GROUP - 1);
             let ctrl = b.cell::<[u8; GROUP as usize]>(SEG_HDR + base)?.get(tx);
-            // SAFETY: the contract above: key slots of a live segment, below `cap`; `probe`
-            // only reads, so the reference is dropped before any write.
-            let keys = unsafe { b.at::<[K; GROUP as usize]>(Self::key_off(s, base)?)? };
             for j in i - base..GROUP {
                 let slot = base + j;
                 match ctrl[j as usize] {
@@ -455,7 +568,10 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
                         })
                     }
                     FULL => {
-                        if keys[j as usize].key_eq(tx, k)? {
+                        // SAFETY: the contract above: a key slot of a live segment, below
+                        // `cap`; `probe` only reads, so the reference is dropped before any write.
+                        let key = unsafe { b.at::<K>(Self::key_off(s, slot)?)? };
+                        if key.key_eq(tx, k)? {
                             return Ok(Probe::Found(slot));
                         }
                     }
@@ -640,6 +756,20 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
             .into_iter()
             .chain(segs.iter().map(|s| s.block.offset()))
             .collect())
+    }
+
+    /// How many of the map's segments have the layout of builds before the pair layout, and
+    /// how many this build's (design §13.4). For tests and tools.
+    ///
+    /// # Errors
+    ///
+    /// As [`block_offsets`](PHashMap::block_offsets).
+    #[doc(hidden)]
+    pub fn segment_layouts(&self, tx: &Transaction<'_>) -> Result<(u64, u64)> {
+        tx.check_live(self)?;
+        let segs = self.segments(tx)?;
+        let pairs = segs.iter().filter(|s| s.pairs).count() as u64;
+        Ok((segs.len() as u64 - pairs, pairs))
     }
 
     /// Verifies the map's structure: the handle and directory (as
@@ -863,8 +993,13 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
                 // SAFETY: the slot's key and value and the counts of a live segment of this
                 // map, reached only through cells by this thread.
                 unsafe {
-                    b.add(&Span::new(tx, s.block, ko, size_of::<K>() as u64)?)?;
-                    b.add(&Span::new(tx, s.block, vo, size_of::<V>() as u64)?)?;
+                    if s.pairs {
+                        // The key and value side by side: one range (one record).
+                        b.add(&Span::new(tx, s.block, ko, s.kstride)?)?;
+                    } else {
+                        b.add(&Span::new(tx, s.block, ko, size_of::<K>() as u64)?)?;
+                        b.add(&Span::new(tx, s.block, vo, size_of::<V>() as u64)?)?;
+                    }
                     b.add(&Span::new(tx, s.block, H_USED, 16)?)?;
                 }
                 b.add(&self.len)
@@ -1146,11 +1281,16 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
                     )?)?;
                 }
                 if let Some(o) = old {
-                    if K::OWNS {
-                        b.add(&Span::new(tx, o.block, o.ko, raw::array_bytes::<K>(o.cap)?)?)?;
-                    }
-                    if V::OWNS {
-                        b.add(&Span::new(tx, o.block, o.vo, raw::array_bytes::<V>(o.cap)?)?)?;
+                    if o.pairs && (K::OWNS || V::OWNS) {
+                        // One array of pairs: the keys and values are all in it.
+                        b.add(&Span::new(tx, o.block, o.ko, o.size - o.ko)?)?;
+                    } else {
+                        if K::OWNS {
+                            b.add(&Span::new(tx, o.block, o.ko, raw::array_bytes::<K>(o.cap)?)?)?;
+                        }
+                        if V::OWNS {
+                            b.add(&Span::new(tx, o.block, o.vo, raw::array_bytes::<V>(o.cap)?)?)?;
+                        }
                     }
                 }
             }
@@ -1178,16 +1318,17 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
     /// slots of a fresh block hold old bytes, which must never read as a handle). Fresh memory:
     /// no logging.
     fn new_seg(tx: &Transaction<'_>, cap: u64, l: u64) -> Result<Seg> {
-        let (_, _, size) = geometry::<K, V>(cap)?;
+        let pairs = writes_pairs();
+        let size = geometry::<K, V>(cap, pairs)?.end;
         let block = raw::alloc_block(tx, size)?;
         Self::hdr(tx, block, H_CAP)?.set(tx, cap)?;
-        Self::hdr(tx, block, H_DEPTH)?.set(tx, l)?;
+        Self::hdr(tx, block, H_DEPTH)?.set(tx, if pairs { l | PAIRS } else { l })?;
         Self::hdr(tx, block, H_USED)?.set(tx, 0)?;
         Self::hdr(tx, block, H_LEN)?.set(tx, 0)?;
         let zeroed = if K::OWNS || V::OWNS { size - SEG_HDR } else { cap };
         // SAFETY: the fresh block of `size` bytes, reached only through cells by this thread.
         unsafe { raw::zero_bytes(tx, block, SEG_HDR, zeroed)? };
-        Self::seg(block, cap)
+        Self::seg(block, cap, pairs)
     }
 
     /// Moves the entries `moves` (slot, hash) of `old` into the fresh segment `to[pick(hash)]`,

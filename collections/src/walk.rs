@@ -942,8 +942,19 @@ impl<'s> Walker<'_, 's> {
                     ),
                 ));
             }
-            let (ko, vo, end) = map::segment_geometry(scap, ks, vs).map_err(|e| at_path(e, S, seg, path))?;
-            let l = field(&hdr, map::H_DEPTH as usize);
+            let dw = field(&hdr, map::H_DEPTH as usize);
+            let (l, flags) = (dw & map::LOCAL_DEPTH_MASK, dw & !map::LOCAL_DEPTH_MASK);
+            if flags & !map::PAIRS != 0 {
+                return Err(corrupt(
+                    S,
+                    seg,
+                    path,
+                    format!("unknown layout flags {flags:#x} in the depth word"),
+                ));
+            }
+            let geo = map::segment_geometry(scap, ks, vs, flags == map::PAIRS)
+                .map_err(|e| at_path(e, S, seg, path))?;
+            let end = geo.end;
             if l > g {
                 return Err(corrupt(
                     S,
@@ -976,7 +987,10 @@ impl<'s> Walker<'_, 's> {
                     }
                 }
                 used += 1;
-                let (kb, vb) = ((ko + i * ks.size) as usize, (vo + i * vs.size) as usize);
+                let (kb, vb) = (
+                    (geo.ko + i * geo.kstride) as usize,
+                    (geo.vo + i * geo.vstride) as usize,
+                );
                 let key = &data[kb..kb + ks.size as usize];
                 let hashed = if walk_k {
                     self.key(k, kkind, key, seg + kb as u64, &kp)?.0

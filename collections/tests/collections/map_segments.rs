@@ -13,7 +13,7 @@ use common::{
 };
 use proptest::prelude::*;
 use ptm::{Error, PCell, Persistent, Pool, Result, Transaction};
-use ptm_collections::{PHandle, PHashMap, PString, PValue, PVec};
+use ptm_collections::{write_legacy_segments, PHandle, PHashMap, PString, PValue, PVec};
 
 /// A 512-byte record owning a vector: 64-slot segments under a `PString` key.
 #[derive(Persistent)]
@@ -62,6 +62,9 @@ enum Op {
     /// Removes the record, freeing its key and tags.
     Untag(u16),
     Clear,
+    /// From now on this thread writes segments in the layout of builds before the pair layout
+    /// (`true`) or in this build's (design §13.4): a pool written by an older build.
+    Legacy(bool),
 }
 
 fn name(k: u16) -> String {
@@ -91,6 +94,7 @@ impl ModelRoot for Root {
                 r.big.clear(tx)?;
                 r.recs.clear(tx)?;
             }
+            Op::Legacy(on) => write_legacy_segments(on),
         }
         Ok(())
     }
@@ -108,6 +112,7 @@ impl ModelRoot for Root {
                 m.recs.remove(&name(k));
             }
             Op::Clear => *m = Model::default(),
+            Op::Legacy(_) => {}
         }
     }
 
@@ -268,8 +273,38 @@ fn growth_costs_two_drains() {
 #[test]
 fn crash_images_inside_splits() {
     let dir = shm_dir();
+    let steps = split_steps();
+    let (pool, model) = check_crash_steps::<Root>(&dir.path().join("x.pool"), &steps);
+    assert_split_steps(&pool, &model);
+}
+
+/// The same, on maps written by an older build (segments in the array layout) that this
+/// build then grows: crash images inside the steps that rebuild and split old segments into
+/// pair-layout ones, and after them (design §13.4).
+#[test]
+fn crash_images_while_old_layout_segments_are_regrown() {
+    let dir = shm_dir();
+    let mut steps = split_steps();
+    steps[0].insert(0, Op::Legacy(true));
+    steps[1].push(Op::Legacy(false));
+    let (pool, model) = check_crash_steps::<Root>(&dir.path().join("x.pool"), &steps);
+    write_legacy_segments(false);
+    let (old, new) = pool
+        .transaction(|tx, r| {
+            let (a, b) = (r.big.segment_layouts(tx)?, r.recs.segment_layouts(tx)?);
+            Ok::<_, Error>((a.0 + b.0, a.1 + b.1))
+        })
+        .unwrap();
+    assert!(
+        new >= 4,
+        "old-layout segments rebuilt in the pair layout: {old} old, {new} new"
+    );
+    assert_split_steps(&pool, &model);
+}
+
+/// Fill to just below the first split, then insert across it in small transactions.
+fn split_steps() -> Vec<Vec<Op>> {
     let mut steps: Vec<Vec<Op>> = Vec::new();
-    // Fill to just below the first split, then insert across it in small transactions.
     steps.push((0..46).map(|k| Op::Insert(k, 1)).collect());
     steps.push((0..46).map(|k| Op::Tag(k, 2)).collect());
     for s in 0..12u16 {
@@ -281,9 +316,12 @@ fn crash_images_inside_splits() {
         ops.push(Op::Untag(s * 2 + 1));
         steps.push(ops);
     }
-    let (pool, model) = check_crash_steps::<Root>(&dir.path().join("x.pool"), &steps);
+    steps
+}
+
+fn assert_split_steps(pool: &Pool<Root>, model: &Model) {
     assert!(
-        segments(&pool, false) >= 3 && segments(&pool, true) >= 3,
+        segments(pool, false) >= 3 && segments(pool, true) >= 3,
         "splits happened"
     );
     assert!(model.big.len() > 100);
