@@ -55,7 +55,9 @@
 //!
 //! Run with `cargo bench -p ptm-benches --bench collections --features pmdk` (needs
 //! libpmemobj-dev); `PTM_BENCH_KEYS=100000` for a quicker run, and `PTM_BENCH_ONLY=PBTreeMap,PMDK_BTree`
-//! (comma-separated group names) to build and time only those systems.
+//! (comma-separated group names) to build and time only those systems;
+//! `PTM_BENCH_LEGACY_SEGMENTS=1` to give `PHashMap` the segment layout of builds before the
+//! pair layout (design §13.4), to compare the layouts in one build.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hint::black_box;
@@ -77,6 +79,9 @@ const DEFAULT_KEYS: u64 = 1_000_000;
 const KEYS_ENV: &str = "PTM_BENCH_KEYS";
 /// Environment variable restricting the systems benchmarked (see [`wanted`]).
 const ONLY_ENV: &str = "PTM_BENCH_ONLY";
+/// Environment variable: `1` makes every `PHashMap` segment the bench writes take the layout
+/// of builds before the pair layout (design §13.4), to compare the two layouts in one build.
+const LEGACY_ENV: &str = "PTM_BENCH_LEGACY_SEGMENTS";
 /// Entries per ptm / PMDK transaction when filling or emptying outside the timed part.
 const FILL_CHUNK: usize = 1000;
 /// Entries per LMDB / SQLite transaction when filling or emptying outside the timed part.
@@ -883,13 +888,17 @@ fn print_drains<R: PMap>(name: &str, m: &mut PtmMap<R>, p: Params) {
         for i in base..base + OPS {
             f(m, i);
         }
-        ptm::thread_stats().since(&before).drains as f64 / OPS as f64
+        let d = ptm::thread_stats().since(&before);
+        (d.drains as f64 / OPS as f64, d.lines_flushed as f64 / OPS as f64)
     };
     let ins = per_op(&mut |m, i| m.insert(key(i), i));
     let get = per_op(&mut |m, i| assert_eq!(m.get(key(i)), Some(i)));
     let rem = per_op(&mut |m, i| assert!(m.remove(key(i))));
     assert_eq!(m.len(), p.n);
-    println!("{name:<15}: drains per op: insert {ins}, get {get}, remove {rem}");
+    println!(
+        "{name:<15}: drains per op: insert {}, get {}, remove {}; lines flushed per op: insert {}, get {}, remove {}",
+        ins.0, get.0, rem.0, ins.1, get.1, rem.1
+    );
 }
 
 fn config() -> Criterion {
@@ -939,6 +948,11 @@ fn main() {
         // All maps stay alive until the interleaved pass; LMDB's table borrows its environment.
         let lmdb_env = lmdb_env();
         let mut subjects = Vec::new();
+        if std::env::var_os(LEGACY_ENV).is_some_and(|v| v == "1") {
+            // Same binary, the older segment layout: for an A/B of the layouts alone.
+            ptm_collections::write_legacy_segments(true);
+            println!("PHashMap segments: key and value arrays (the layout before pairs; {LEGACY_ENV}=1)");
+        }
         if wanted("PHashMap") {
             let mut h = ptm_map::<HashRoot>("phashmap");
             prefill("PHashMap", &mut h, p);
