@@ -26,9 +26,37 @@ pub fn inputs(fuzz: &Path, target: &str) -> Vec<(PathBuf, Vec<u8>)> {
         .collect()
 }
 
-/// A scratch directory private to this test process (tmpfs when available).
+/// A scratch directory private to this test process (tmpfs when available), removed with
+/// everything in it when dropped: also when the test fails (a panic unwinds through it), so
+/// failed runs leave nothing behind in `/dev/shm`. Derefs to its path.
 #[allow(dead_code)] // Not every replay test uses it.
-pub fn scratch(name: &str) -> PathBuf {
+pub struct Scratch(PathBuf);
+
+#[allow(dead_code)]
+impl Scratch {
+    /// Takes over `dir` (created by the caller) for removal on drop.
+    pub fn adopt(dir: PathBuf) -> Self {
+        Scratch(dir)
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A [`Scratch`] directory named after `name` and this process.
+#[allow(dead_code)] // Not every replay test uses it.
+pub fn scratch(name: &str) -> Scratch {
     let shm = Path::new("/dev/shm");
     let base = if shm.is_dir() {
         shm.to_path_buf()
@@ -37,5 +65,5 @@ pub fn scratch(name: &str) -> PathBuf {
     };
     let dir = base.join(format!("ptm-fuzz-replay-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("create the scratch directory");
-    dir
+    Scratch(dir)
 }

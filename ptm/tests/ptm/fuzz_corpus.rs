@@ -10,19 +10,6 @@ use std::path::{Path, PathBuf};
 #[path = "../../../fuzz/src/txn.rs"]
 mod txn;
 
-/// A scratch directory private to this test (tmpfs when available).
-fn scratch(name: &str) -> PathBuf {
-    let shm = Path::new("/dev/shm");
-    let base = if shm.is_dir() {
-        shm.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    };
-    let dir = base.join(format!("ptm-fuzz-replay-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("create the scratch directory");
-    dir
-}
-
 /// The corpus reader of the fuzz crate (also used by `checked.rs`).
 #[allow(unreachable_pub)]
 #[path = "../../../fuzz/src/corpus.rs"]
@@ -35,7 +22,7 @@ fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
 
 #[test]
 fn recover_log_corpus() {
-    let dir = scratch("recover_log");
+    let dir = corpus::scratch("recover_log");
     let (template, lanes, table) = txn::make_recover_template(&dir);
     // The empty input is the unmutated image: it recovers to the committed state.
     txn::check_recover_log(&dir, &template, &lanes, &table, &[]);
@@ -43,18 +30,18 @@ fn recover_log_corpus() {
         eprintln!("recover_log {}", path.display());
         txn::check_recover_log(&dir, &template, &lanes, &table, &data);
     }
-    std::fs::remove_dir(&dir).expect("remove the scratch directory");
+    std::fs::remove_dir(&*dir).expect("the checks left files in the scratch directory");
 }
 
 #[test]
 fn tx_sequence_corpus() {
-    let dir = scratch("tx_sequence");
+    let dir = corpus::scratch("tx_sequence");
     let template = txn::make_sequence_template(&dir);
     for (path, data) in inputs("tx_sequence") {
         eprintln!("tx_sequence {}", path.display());
         txn::check_tx_sequence(&dir, &template, &data);
     }
-    std::fs::remove_dir(&dir).expect("remove the scratch directory");
+    std::fs::remove_dir(&*dir).expect("the checks left files in the scratch directory");
 }
 
 #[test]
