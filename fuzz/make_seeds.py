@@ -55,7 +55,8 @@ COPY, FIT, FIX_P, FIX_B = 1 << 3, 1 << 4, 1 << 5, 1 << 6
 # collections_image: regions (fuzz/src/collections.rs): handles v m t s q b vs mv big, then the
 # blocks of v m s b vs mv, the queue's directory and chunk, the directory and segments of big
 # (BIG_BLOCKS), then the B-tree nodes (root first, pre-order), then nested buffers. A map segment:
-# a 32-byte header (capacity, local depth, used, len), control bytes, keys, values.
+# a 32-byte header (capacity, depth word, used, len), control bytes, then from a 64-byte
+# boundary the (key, value) pairs (design §13.4).
 R_V, R_M, R_T, R_S, R_Q, R_B, R_VS, R_MV, R_BIG = range(9)
 B_V, B_M, B_S, B_B, B_VS, B_MV, B_QDIR, B_QCHUNK = range(9, 17)
 BIG_BLOCKS = 5
@@ -63,6 +64,7 @@ B_BIG_DIR, B_BIG_SEG = 17, 18
 B_ROOT, B_INNER = 17 + BIG_BLOCKS, 18 + BIG_BLOCKS
 B_LEAF = 19 + BIG_BLOCKS  # the first leaf (pre-order: root, first internal node, its first leaf)
 SEG_HDR = 32
+PAIRS_16 = 64  # where the pairs of a 16-slot segment start: 32 + 16 rounded up to 64
 ANYWHERE = 0xF0
 NODE_KIDS = 16 + 15 * 8 * 2
 COMMIT, ABORT, REOPEN = 48, 49, 50
@@ -169,7 +171,7 @@ SEEDS = {
         "vs-len": coll_input([(R_VS, 8, 0x0F)], each([31, 33, 33, 35, 34, 36])),
         "vs-elem-len": coll_input([(B_VS, 8, 0x20), (B_VS, 32, 0x01)], each([31, 35, 33, 36], 0)),
         "mv-ctrl": coll_input([(B_MV, SEG_HDR + i, 0x01) for i in range(16)], each([40, 37, 38, 39, 42, 41], 3)),
-        "mv-values": coll_input([(B_MV, SEG_HDR + 16 + 16 * 8 + 24 * i + 8, 0x04) for i in range(16)],
+        "mv-values": coll_input([(B_MV, PAIRS_16 + 32 * i + 8 + 8, 0x04) for i in range(16)],
                                 each([40, 42, 39])),
         "anywhere": coll_input([(ANYWHERE, rng.randrange(1 << 24), 1 << rng.randrange(8)) for _ in range(8)],
                                each(READS + WRITES)),

@@ -342,13 +342,14 @@ pub fn make_template(dir: &Path) -> Template {
             let s = r.vs.get_ref(tx, i)?.expect("i < len");
             owned.push(s.buffer_offset(tx).expect("a non-empty string"));
         }
-        // Nested vectors: the value array of the segment (a 32-byte header, control bytes, u64
-        // keys, values).
+        // Nested vectors: the values of the segment's pairs (a 32-byte header, control bytes,
+        // then, from a 64-byte boundary, 32-byte `(u64 key, PVec<u64> value)` pairs; design
+        // §13.4).
         let cap = r.mv.capacity(tx) as usize;
         let table = owned[5] as usize;
-        let vo = (32 + cap).div_ceil(8) * 8 + cap * 8;
+        let po = (32 + cap).div_ceil(64) * 64;
         for i in 0..cap {
-            words(&mut unchecked, table + vo + i * 24, [0, 16]);
+            words(&mut unchecked, table + po + i * 32 + 8, [0, 16]);
         }
         let mut keys: Vec<u64> = r.mv.keys(tx)?;
         keys.sort_unstable();
