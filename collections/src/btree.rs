@@ -115,8 +115,11 @@ struct Node<K, V> {
     kids: Vec<PPtr<u8>>,
 }
 
-/// A root-to-leaf path: `(node, its contents, index of the child taken)`.
-type Path<K, V> = Vec<(PPtr<u8>, Node<K, V>, usize)>;
+/// A root-to-leaf path: `(node, its contents, index of the child taken)`. Only the leaf's
+/// contents are read while descending (`Some`); an internal node's are read
+/// ([`PBTreeMap::contents`]) only when a split or an underflow reaches it, which most inserts
+/// and removals never do.
+type Path<K, V> = Vec<(PPtr<u8>, Option<Node<K, V>>, usize)>;
 
 /// An entry at one end of the tree: the key as a reference and as an owned copy, the value.
 type EdgeEntry<'t, K, V> = (<K as crate::PKey>::Ref<'t>, <K as POrdKey>::Owned, V);
@@ -379,6 +382,7 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
     /// the child taken)`, the leaf last (its index unused).
     fn path(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<Path<K, V>> {
         let () = Self::SIZES_OK;
+        let g = geo::<K, V>();
         let mut out = Vec::new();
         let mut n = self.root.get(tx);
         if n.is_null() {
@@ -388,15 +392,44 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
             if out.len() >= MAX_DEPTH {
                 return Err(raw::out_of_bounds(n.offset(), MAX_DEPTH as u64));
             }
-            let node = Self::read_node(tx, n)?;
-            if node.leaf {
-                out.push((n, node, 0));
+            // SAFETY: see the accessor contract; `n` is a node of this tree, `g.size` bytes.
+            let node = unsafe { raw::Block::new(tx, n, g.size)? };
+            node.prefetch(0, g.size);
+            let len = (node.cell::<u64>(0)?.get(tx) as usize).min(CAP);
+            if node.cell::<u64>(8)?.get(tx) != 0 {
+                out.push((n, Some(Self::read_node(tx, n)?), 0));
                 return Ok(out);
             }
-            let i = search(tx, &node.keys, k, true)?;
-            let child = node.kids[i];
-            out.push((n, node, i));
+            // In place, as `find`: what `read_node` + `search(.., true)` would give.
+            let i = Self::child_index(tx, &node, len, k)?;
+            let child = node.cell::<PPtr<u8>>(g.co + i as u64 * 8)?.get(tx);
+            out.push((n, None, i));
             n = child;
+        }
+    }
+
+    /// The index of the child of the internal node `node` (of `len` keys) whose keys include
+    /// `k`: child `i` holds the keys in `[keys[i - 1], keys[i])`. Reads the keys in place.
+    fn child_index(
+        tx: &Transaction<'_>,
+        node: &raw::Block<'_>,
+        len: usize,
+        k: &K::Borrowed,
+    ) -> Result<usize> {
+        let g = geo::<K, V>();
+        partition_point(len, |i| {
+            // SAFETY: the accessor contract, `i < len <= CAP`; the reference is used for this
+            // comparison only.
+            let key = unsafe { node.at::<K>(g.ko + raw::elem_off::<K>(i as u64)?)? };
+            Ok(key.key_cmp(tx, k)? != Ordering::Greater)
+        })
+    }
+
+    /// The contents of a node of a [`Path`]: as read on the way down, or read now.
+    fn contents(tx: &Transaction<'_>, n: PPtr<u8>, node: Option<Node<K, V>>) -> Result<Node<K, V>> {
+        match node {
+            Some(node) => Ok(node),
+            None => Self::read_node(tx, n),
         }
     }
 
@@ -430,8 +463,7 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
                 }
                 return Ok(Some((n, i as u64)));
             }
-            // Child `i` holds the keys in `[keys[i - 1], keys[i])`.
-            let i = partition_point(len, |i| Ok(cmp(i)? != Ordering::Greater))?;
+            let i = Self::child_index(tx, &node, len, k)?;
             n = node.cell::<PPtr<u8>>(g.co + i as u64 * 8)?.get(tx);
         }
         Err(raw::out_of_bounds(n.offset(), MAX_DEPTH as u64))
@@ -521,6 +553,10 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
         let path = self.path(tx, k)?;
         let pos = match path.last() {
             Some((lp, leaf, _)) => {
+                // `path` reads the leaf it ends with.
+                let leaf = leaf
+                    .as_ref()
+                    .ok_or_else(|| raw::corrupt("PBTreeMap", lp.offset(), "a path that ends at no leaf"))?;
                 let i = search(tx, &leaf.keys, k, false)?;
                 if i < leaf.keys.len() && leaf.keys[i].key_cmp(tx, k)? == Ordering::Equal {
                     return Ok(Some((*lp, i as u64)));
@@ -582,7 +618,8 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
                 writes.push((n, node));
                 root = Some(n);
             }
-            Some((mut ptr, mut node, _)) => {
+            Some((mut ptr, node, _)) => {
+                let mut node = Self::contents(tx, ptr, node)?;
                 node.keys.insert(pos, key);
                 node.vals.insert(pos, v);
                 // Split upward while a node overflows; the first one that does not absorbs the
@@ -605,7 +642,8 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
                     writes.push((ptr, left));
                     writes.push((right_ptr, right));
                     match path.pop() {
-                        Some((pptr, mut parent, i)) => {
+                        Some((pptr, parent, i)) => {
+                            let mut parent = Self::contents(tx, pptr, parent)?;
                             parent.keys.insert(i, sep);
                             parent.kids.insert(i + 1, right_ptr);
                             ptr = pptr;
@@ -644,9 +682,10 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
     /// `None` when absent. 2 drains (0 when absent), rebalancing included.
     fn remove_entry(&self, tx: &Transaction<'_>, k: &K::Borrowed, free_value: bool) -> Result<Option<V>> {
         let mut path = self.path(tx, k)?;
-        let Some((ptr, mut leaf, _)) = path.pop() else {
+        let Some((ptr, leaf, _)) = path.pop() else {
             return Ok(None);
         };
+        let mut leaf = Self::contents(tx, ptr, leaf)?;
         let i = search(tx, &leaf.keys, k, false)?;
         if i >= leaf.vals.len() || leaf.keys[i].key_cmp(tx, k)? != Ordering::Equal {
             return Ok(None);
@@ -759,7 +798,7 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
             dropped: Vec::new(),
         };
         loop {
-            let Some((pptr, mut parent, i)) = path.pop() else {
+            let Some((pptr, parent, i)) = path.pop() else {
                 // `node` is the root.
                 if node.keys.is_empty() {
                     plan.freed.push(ptr);
@@ -773,6 +812,7 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
                 plan.writes.push((ptr, node));
                 return Ok(plan);
             }
+            let mut parent = Self::contents(tx, pptr, parent)?;
             let left = match i.checked_sub(1) {
                 Some(j) => Some(Self::sibling(tx, &parent, j, ptr, &node)?),
                 None => None,
