@@ -420,7 +420,10 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
     /// The segment at `block`, its capacity and layout flags checked.
     fn open(tx: &Transaction<'_>, block: PPtr<u8>) -> Result<Seg> {
         let () = Self::SIZES_OK;
-        let cap = Self::hdr(tx, block, H_CAP)?.get(tx);
+        // SAFETY: see the contract above: the header of a live segment (one resolve for both
+        // words a lookup reads).
+        let hdr = unsafe { raw::Block::new(tx, block, SEG_HDR)? };
+        let cap = hdr.cell::<u64>(H_CAP)?.get(tx);
         if !cap.is_power_of_two() || cap < MIN_CAP {
             return Err(raw::corrupt(
                 SEGMENT,
@@ -428,7 +431,7 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
                 format!("capacity {cap} is not a power of two of at least {MIN_CAP}"),
             ));
         }
-        let flags = Self::hdr(tx, block, H_DEPTH)?.get(tx) & !LOCAL_DEPTH_MASK;
+        let flags = hdr.cell::<u64>(H_DEPTH)?.get(tx) & !LOCAL_DEPTH_MASK;
         if flags & !PAIRS != 0 {
             return Err(raw::corrupt(
                 SEGMENT,
