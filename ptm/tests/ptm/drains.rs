@@ -134,3 +134,36 @@ fn an_aborted_transaction_costs_its_snapshot_and_two_rollback_drains() {
     assert!(r.is_err());
     assert_eq!(thread_stats().since(&before).drains, 3);
 }
+
+#[test]
+fn an_aborted_transaction_that_logged_nothing_costs_no_drain() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir);
+    pool.transaction(|tx, r| r.word.set(tx, 5)).unwrap();
+    let before = thread_stats();
+    let r: Result<u64, ptm::Error> = pool.transaction(|tx, r| {
+        let _ = r.word.get(tx);
+        Err(ptm::Error::InvalidOptions("abort on purpose"))
+    });
+    let d = thread_stats().since(&before);
+    assert!(r.is_err());
+    assert_eq!((d.drains, d.lines_flushed), (0, 0));
+    assert_eq!(pool.transaction(|tx, r| Ok::<_, ptm::Error>(r.word.get(tx))).unwrap(), 5);
+}
+
+#[test]
+fn read_only_transactions_leave_nothing_for_the_next_drain_to_flush() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir);
+    // The same one-word transaction measured twice after a sync (no completion mark pending):
+    // once right after it, once after read-only transactions, which have nothing to mark.
+    pool.transaction(|tx, r| r.word.set(tx, 1)).unwrap();
+    pool.sync().unwrap();
+    let (_, alone) = drains_of(&pool, |tx, r| r.word.set(tx, 2));
+    pool.sync().unwrap();
+    for _ in 0..3 {
+        pool.transaction(|tx, r| Ok::<_, ptm::Error>(r.word.get(tx))).unwrap();
+    }
+    let (_, after_reads) = drains_of(&pool, |tx, r| r.word.set(tx, 3));
+    assert_eq!(after_reads, alone, "lines flushed by the write after read-only transactions");
+}
