@@ -148,7 +148,11 @@ fn an_aborted_transaction_that_logged_nothing_costs_no_drain() {
     let d = thread_stats().since(&before);
     assert!(r.is_err());
     assert_eq!((d.drains, d.lines_flushed), (0, 0));
-    assert_eq!(pool.transaction(|tx, r| Ok::<_, ptm::Error>(r.word.get(tx))).unwrap(), 5);
+    assert_eq!(
+        pool.transaction(|tx, r| Ok::<_, ptm::Error>(r.word.get(tx)))
+            .unwrap(),
+        5
+    );
 }
 
 #[test]
@@ -162,8 +166,33 @@ fn read_only_transactions_leave_nothing_for_the_next_drain_to_flush() {
     let (_, alone) = drains_of(&pool, |tx, r| r.word.set(tx, 2));
     pool.sync().unwrap();
     for _ in 0..3 {
-        pool.transaction(|tx, r| Ok::<_, ptm::Error>(r.word.get(tx))).unwrap();
+        pool.transaction(|tx, r| Ok::<_, ptm::Error>(r.word.get(tx)))
+            .unwrap();
     }
     let (_, after_reads) = drains_of(&pool, |tx, r| r.word.set(tx, 3));
-    assert_eq!(after_reads, alone, "lines flushed by the write after read-only transactions");
+    assert_eq!(
+        after_reads, alone,
+        "lines flushed by the write after read-only transactions"
+    );
+}
+
+#[test]
+fn a_commit_flushes_the_lines_it_changed_not_the_lines_between_them() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir);
+    // Two one-line stores, adjacent or 40 lines apart: the same records, the same lines to
+    // flush (the 39 lines between the far pair hold nothing this transaction wrote). Each after
+    // a sync, so neither flushes the completion mark of the transaction before it.
+    let two_lines = |a: usize, b: usize, v: u64| {
+        pool.sync().unwrap();
+        drains_of(&pool, |tx, r| {
+            r.lines[a].set(tx, [v; 8])?;
+            r.lines[b].set(tx, [v; 8])
+        })
+    };
+    let (_, adjacent) = two_lines(0, 1, 1);
+    let (_, apart) = two_lines(0, 40, 2);
+    assert_eq!(apart, adjacent, "lines flushed: 40 lines apart vs adjacent");
+    let v = pool.transaction(|tx, r| Ok::<_, ptm::Error>((r.lines[1].get(tx)[0], r.lines[40].get(tx)[7])));
+    assert_eq!(v.unwrap(), (1, 2));
 }
