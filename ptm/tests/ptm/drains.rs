@@ -196,3 +196,28 @@ fn a_commit_flushes_the_lines_it_changed_not_the_lines_between_them() {
     let v = pool.transaction(|tx, r| Ok::<_, ptm::Error>((r.lines[1].get(tx)[0], r.lines[40].get(tx)[7])));
     assert_eq!(v.unwrap(), (1, 2));
 }
+
+#[test]
+fn rewriting_many_scattered_logged_ranges_costs_nothing_more() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir);
+    // 32 ranges with gaps between them (more than the 16 a transaction scans linearly, so
+    // coverage is looked up in its index): logged in one batch, then each stored to, in
+    // ascending and descending order. Every store is covered: no drain but the batch's and
+    // the commit's.
+    let every_other = || (0..64).step_by(2);
+    let (drains, _) = drains_of(&pool, |tx, r| {
+        tx.snapshot(|b| every_other().try_for_each(|i| b.add(&r.lines[i])))?;
+        every_other().try_for_each(|i| r.lines[i].set(tx, [i as u64; 8]))?;
+        every_other()
+            .rev()
+            .try_for_each(|i| r.lines[i].set(tx, [i as u64 + 1; 8]))
+    });
+    assert_eq!(drains, 2);
+    let got = pool
+        .transaction(|tx, r| Ok::<_, ptm::Error>(r.lines.iter().map(|l| l.get(tx)[0]).collect::<Vec<_>>()));
+    let want: Vec<u64> = (0..64)
+        .map(|i| if i % 2 == 0 { i as u64 + 1 } else { 0 })
+        .collect();
+    assert_eq!(got.unwrap(), want);
+}
