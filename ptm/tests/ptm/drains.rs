@@ -3,7 +3,7 @@
 
 use crate::common;
 
-use ptm::{thread_stats, PCell, Persistent, Pool, Transaction};
+use ptm::{thread_stats, PCell, PPtr, Persistent, Pool, Transaction};
 
 #[derive(Persistent)]
 #[persistent(crate = "ptm::pmem_core")]
@@ -12,6 +12,7 @@ struct Root {
     /// One cache line per element.
     lines: [PCell<[u64; 8]>; 64],
     word: PCell<u64>,
+    big: PCell<PPtr<Big>>,
 }
 
 fn drains_of(pool: &Pool<Root>, f: impl FnOnce(&Transaction<'_>, &Root) -> ptm::Result<()>) -> (u64, u64) {
@@ -220,4 +221,50 @@ fn rewriting_many_scattered_logged_ranges_costs_nothing_more() {
         .map(|i| if i % 2 == 0 { i as u64 + 1 } else { 0 })
         .collect();
     assert_eq!(got.unwrap(), want);
+}
+
+/// A block of `BIG_LINES` cache lines, allocated fresh (its first and last line stored to).
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Big {
+    head: PCell<[u64; 8]>,
+    fill: [[u64; 8]; BIG_LINES - 2],
+    tail: PCell<[u64; 8]>,
+}
+
+const BIG_LINES: usize = 1 << 17; // 8 MiB
+
+#[test]
+fn stores_into_a_large_fresh_block_among_many_logged_ranges_cost_no_drain() {
+    let dir = common::shm_dir();
+    let pool = Pool::<Root>::create(common::path(&dir, "big.pool"), 64 << 20, &common::pmem()).unwrap();
+    let (drains, _) = drains_of(&pool, |tx, r| {
+        // 32 ranges: coverage is looked up in the transaction's index, then the block, longer
+        // than its own pool offset, is the newest covered range.
+        tx.snapshot(|b| (0..64).step_by(2).try_for_each(|i| b.add(&r.lines[i])))?;
+        let p = tx.alloc_zeroed::<Big>()?;
+        assert!(
+            p.offset() < std::mem::size_of::<Big>() as u64,
+            "block at {:#x}",
+            p.offset()
+        );
+        // SAFETY: a fresh block of this transaction.
+        let big = unsafe { tx.deref(p)? };
+        big.head.set(tx, [1; 8])?; // covered by the block, the newest range
+        r.lines[2].set(tx, [2; 8])?; // covered by an older range
+        big.tail.set(tx, [3; 8])?; // covered by the block, found through the index
+        r.big.set(tx, p)?; // not covered: its undo record is the third drain
+        Ok(())
+    });
+    assert_eq!(drains, 3);
+    let (head, line, tail) = pool
+        .transaction(|tx, r| {
+            let p = r.big.get(tx);
+            // SAFETY: the block allocated above, committed.
+            let big = unsafe { tx.deref(p)? };
+            Ok::<_, ptm::Error>((big.head.get(tx)[0], r.lines[2].get(tx)[0], big.tail.get(tx)[7]))
+        })
+        .unwrap();
+    assert_eq!((head, line, tail), (1, 2, 3));
 }
