@@ -60,6 +60,33 @@ fn wrong_root_type() {
 }
 
 #[test]
+fn a_root_opened_as_the_unit_type_is_a_root_mismatch_and_records_nothing() {
+    let dir = common::shm_dir();
+    let p = common::path(&dir, "any.pool");
+    // No schema recorded (a tool's pool): `open` checks the root size. A zero-sized root
+    // type is no wildcard (only `open_any` is), and must not record its schema either.
+    Pool::<()>::create_any(&p, 8 << 20, 8, &common::pmem()).unwrap();
+    let e = Pool::<()>::open(&p, &common::pmem()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::RootMismatch {
+                expected: 0,
+                found: 8
+            }
+        ),
+        "{e:?}"
+    );
+    let pool = Pool::<Root>::open(&p, &common::pmem()).unwrap();
+    pool.transaction(|tx, r| r.a.set(tx, 7)).unwrap();
+    drop(pool);
+    let pool = Pool::<()>::open_any(&p, &common::pmem()).unwrap();
+    drop(pool);
+    let pool = Pool::<Root>::open(&p, &common::pmem()).unwrap();
+    assert_eq!(pool.transaction(|tx, r| Ok::<_, Error>(r.a.get(tx))).unwrap(), 7);
+}
+
+#[test]
 fn damaged_superblock() {
     let dir = common::shm_dir();
     let p = make(&dir);
