@@ -60,7 +60,7 @@ fn wrong_root_type() {
 }
 
 #[test]
-fn a_root_opened_as_the_unit_type_is_a_root_mismatch_and_records_nothing() {
+fn a_pool_without_a_schema_records_the_first_typed_root_and_refuses_the_unit_type() {
     let dir = common::shm_dir();
     let p = common::path(&dir, "any.pool");
     // No schema recorded (a tool's pool): `open` checks the root size. A zero-sized root
@@ -82,6 +82,12 @@ fn a_root_opened_as_the_unit_type_is_a_root_mismatch_and_records_nothing() {
     drop(pool);
     let pool = Pool::<()>::open_any(&p, &common::pmem()).unwrap();
     drop(pool);
+    // The first typed open recorded `Root`'s schema: a type of the same size is named.
+    let e = Pool::<[u64; 1]>::open(&p, &common::pmem()).unwrap_err();
+    assert!(
+        matches!(&e, Error::SchemaMismatch { at, stored, .. } if at == "[u64; 1]" && stored == "Root (8 bytes)"),
+        "{e:?}"
+    );
     let pool = Pool::<Root>::open(&p, &common::pmem()).unwrap();
     assert_eq!(pool.transaction(|tx, r| Ok::<_, Error>(r.a.get(tx))).unwrap(), 7);
 }
