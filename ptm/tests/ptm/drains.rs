@@ -1,5 +1,7 @@
 //! Guards the deterministic persistence cost of transactions: 2 drains for a 1-word and for an
-//! 8-range batched transaction, 0 for a read-only one, one more per unbatched snapshot.
+//! 8-range batched transaction, 0 for a read-only one and for an aborted one that logged nothing,
+//! one more per unbatched snapshot, none for a store a logged range covers (also among many
+//! ranges), and a commit that flushes only the lines it changed.
 
 use crate::common;
 
