@@ -1,0 +1,62 @@
+//! Guards what a transaction hands back when it releases its lane, in the same process (no
+//! reopen rebuilds the allocator's index): chunk runs it freed and log extents it used are
+//! reusable by the next transactions, so a loop that frees what it allocates never runs out.
+
+use crate::common;
+
+use ptm::{Error, PCell, Persistent, Pool};
+
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Root {
+    lines: [PCell<[u64; 8]>; 64],
+    run: PCell<u64>,
+}
+
+const RUN: u64 = 1 << 20;
+
+#[test]
+fn freed_runs_are_reusable_in_the_same_process() {
+    let dir = common::shm_dir();
+    let pool = Pool::<Root>::create(common::path(&dir, "runs.pool"), 16 << 20, &common::pmem()).unwrap();
+    let free = pool.heap_free();
+    // Many times the heap's size in total, one run live at a time.
+    for i in 0..3 * free / RUN {
+        pool.transaction(|tx, r| r.run.set(tx, tx.alloc_bytes(RUN)?))
+            .unwrap_or_else(|e| panic!("allocation {i}: {e}"));
+        pool.transaction(|tx, r| {
+            tx.free_bytes(r.run.get(tx))?;
+            r.run.set(tx, 0)
+        })
+        .unwrap_or_else(|e| panic!("free {i}: {e}"));
+    }
+    assert_eq!(pool.heap_free(), free);
+}
+
+#[test]
+fn log_extents_are_reusable_in_the_same_process() {
+    let dir = common::shm_dir();
+    let opts = common::pmem().lane_size(8192); // a 8 KiB lane: 64 line records overflow it
+    let pool = Pool::<Root>::create(common::path(&dir, "extents.pool"), 16 << 20, &opts).unwrap();
+    let free = pool.heap_free();
+    // Each transaction logs a fresh run's worth of undo records (more than a lane holds), so
+    // its log continues in heap extents; then it aborts, so the run is not kept either.
+    for i in 0..3 * free / RUN {
+        let r: Result<(), Error> = pool.transaction(|tx, r| {
+            let off = tx.alloc_bytes(RUN)?;
+            r.run.set(tx, off)?;
+            for (k, l) in r.lines.iter().enumerate() {
+                l.set(tx, [i * 100 + k as u64; 8])?;
+            }
+            Err(Error::InvalidOptions("abort on purpose"))
+        });
+        assert!(
+            matches!(r, Err(Error::InvalidOptions(_))),
+            "transaction {i}: {r:?}"
+        );
+    }
+    assert_eq!(pool.heap_free(), free);
+    let v = pool.transaction(|tx, r| Ok::<_, Error>((r.run.get(tx), r.lines[5].get(tx)[0])));
+    assert_eq!(v.unwrap(), (0, 0));
+}
