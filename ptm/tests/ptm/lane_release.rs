@@ -60,3 +60,38 @@ fn log_extents_are_reusable_in_the_same_process() {
     let v = pool.transaction(|tx, r| Ok::<_, Error>((r.run.get(tx), r.lines[5].get(tx)[0])));
     assert_eq!(v.unwrap(), (0, 0));
 }
+
+#[test]
+fn log_extents_of_a_transaction_that_only_stores_are_given_back() {
+    let dir = common::shm_dir();
+    let opts = common::pmem().lane_size(8192); // a 8 KiB lane: 64 line records overflow it
+    let pool = Pool::<Root>::create(common::path(&dir, "stores.pool"), 16 << 20, &opts).unwrap();
+    let free = pool.heap_free();
+    // No allocation, no free: the log extents are the only thing this transaction hands back.
+    for i in 0..3u64 {
+        pool.transaction(|tx, r| r.lines.iter().try_for_each(|l| l.set(tx, [i; 8])))
+            .unwrap();
+        assert_eq!(pool.heap_free(), free, "after transaction {i}");
+    }
+    let v = pool.transaction(|tx, r| Ok::<_, Error>(r.lines[63].get(tx)[7]));
+    assert_eq!(v.unwrap(), 2);
+}
+
+#[test]
+fn a_run_reserved_by_an_aborted_transaction_is_given_back() {
+    let dir = common::shm_dir();
+    let pool = Pool::<Root>::create(common::path(&dir, "reserved.pool"), 16 << 20, &common::pmem()).unwrap();
+    let free = pool.heap_free();
+    // The transaction's only trace is the run it reserved (no store, no log extent).
+    for i in 0..3u64 {
+        let r: Result<(), Error> = pool.transaction(|tx, _| {
+            tx.alloc_bytes(RUN)?;
+            Err(Error::InvalidOptions("abort on purpose"))
+        });
+        assert!(
+            matches!(r, Err(Error::InvalidOptions(_))),
+            "transaction {i}: {r:?}"
+        );
+        assert_eq!(pool.heap_free(), free, "after transaction {i}");
+    }
+}
