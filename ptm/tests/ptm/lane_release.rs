@@ -16,11 +16,22 @@ struct Root {
 
 const RUN: u64 = 1 << 20;
 
+/// A new 16 MiB pool in `dir` and its free heap bytes.
+fn pool(dir: &tempfile::TempDir, name: &str, opts: &ptm::PoolOptions) -> (Pool<Root>, u64) {
+    let pool = Pool::<Root>::create(common::path(dir, name), 16 << 20, opts).unwrap();
+    let free = pool.heap_free();
+    (pool, free)
+}
+
+/// Pool options whose 8 KiB lanes 64 line records overflow (the log goes on in heap extents).
+fn small_lanes() -> ptm::PoolOptions {
+    common::pmem().lane_size(8192)
+}
+
 #[test]
 fn freed_runs_are_reusable_in_the_same_process() {
     let dir = common::shm_dir();
-    let pool = Pool::<Root>::create(common::path(&dir, "runs.pool"), 16 << 20, &common::pmem()).unwrap();
-    let free = pool.heap_free();
+    let (pool, free) = pool(&dir, "runs.pool", &common::pmem());
     // Many times the heap's size in total, one run live at a time.
     for i in 0..3 * free / RUN {
         pool.transaction(|tx, r| r.run.set(tx, tx.alloc_bytes(RUN)?))
@@ -37,9 +48,7 @@ fn freed_runs_are_reusable_in_the_same_process() {
 #[test]
 fn log_extents_are_reusable_in_the_same_process() {
     let dir = common::shm_dir();
-    let opts = common::pmem().lane_size(8192); // a 8 KiB lane: 64 line records overflow it
-    let pool = Pool::<Root>::create(common::path(&dir, "extents.pool"), 16 << 20, &opts).unwrap();
-    let free = pool.heap_free();
+    let (pool, free) = pool(&dir, "extents.pool", &small_lanes());
     // Each transaction logs a fresh run's worth of undo records (more than a lane holds), so
     // its log continues in heap extents; then it aborts, so the run is not kept either.
     for i in 0..3 * free / RUN {
@@ -64,9 +73,7 @@ fn log_extents_are_reusable_in_the_same_process() {
 #[test]
 fn log_extents_of_a_transaction_that_only_stores_are_given_back() {
     let dir = common::shm_dir();
-    let opts = common::pmem().lane_size(8192); // a 8 KiB lane: 64 line records overflow it
-    let pool = Pool::<Root>::create(common::path(&dir, "stores.pool"), 16 << 20, &opts).unwrap();
-    let free = pool.heap_free();
+    let (pool, free) = pool(&dir, "stores.pool", &small_lanes());
     // No allocation, no free: the log extents are the only thing this transaction hands back.
     for i in 0..3u64 {
         pool.transaction(|tx, r| r.lines.iter().try_for_each(|l| l.set(tx, [i; 8])))
@@ -80,8 +87,7 @@ fn log_extents_of_a_transaction_that_only_stores_are_given_back() {
 #[test]
 fn a_run_reserved_by_an_aborted_transaction_is_given_back() {
     let dir = common::shm_dir();
-    let pool = Pool::<Root>::create(common::path(&dir, "reserved.pool"), 16 << 20, &common::pmem()).unwrap();
-    let free = pool.heap_free();
+    let (pool, free) = pool(&dir, "reserved.pool", &common::pmem());
     // The transaction's only trace is the run it reserved (no store, no log extent).
     for i in 0..3u64 {
         let r: Result<(), Error> = pool.transaction(|tx, _| {
