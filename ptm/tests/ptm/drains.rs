@@ -1,9 +1,11 @@
 //! Guards the deterministic persistence cost of transactions: 2 drains for a 1-word and for an
-//! 8-range batched transaction, 0 for a read-only one, one more per unbatched snapshot.
+//! 8-range batched transaction, 0 for a read-only one and for an aborted one that logged nothing,
+//! one more per unbatched snapshot, none for a store a logged range covers (also among many
+//! ranges), and a commit that flushes only the lines it changed.
 
 use crate::common;
 
-use ptm::{thread_stats, PCell, Persistent, Pool, Transaction};
+use ptm::{thread_stats, PCell, PPtr, Persistent, Pool, Transaction};
 
 #[derive(Persistent)]
 #[persistent(crate = "ptm::pmem_core")]
@@ -12,6 +14,7 @@ struct Root {
     /// One cache line per element.
     lines: [PCell<[u64; 8]>; 64],
     word: PCell<u64>,
+    big: PCell<PPtr<Big>>,
 }
 
 fn drains_of(pool: &Pool<Root>, f: impl FnOnce(&Transaction<'_>, &Root) -> ptm::Result<()>) -> (u64, u64) {
@@ -133,4 +136,137 @@ fn an_aborted_transaction_costs_its_snapshot_and_two_rollback_drains() {
     });
     assert!(r.is_err());
     assert_eq!(thread_stats().since(&before).drains, 3);
+}
+
+#[test]
+fn an_aborted_transaction_that_logged_nothing_costs_no_drain() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir);
+    pool.transaction(|tx, r| r.word.set(tx, 5)).unwrap();
+    let before = thread_stats();
+    let r: Result<u64, ptm::Error> = pool.transaction(|tx, r| {
+        let _ = r.word.get(tx);
+        Err(ptm::Error::InvalidOptions("abort on purpose"))
+    });
+    let d = thread_stats().since(&before);
+    assert!(r.is_err());
+    assert_eq!((d.drains, d.lines_flushed), (0, 0));
+    assert_eq!(
+        pool.transaction(|tx, r| Ok::<_, ptm::Error>(r.word.get(tx)))
+            .unwrap(),
+        5
+    );
+}
+
+#[test]
+fn read_only_transactions_leave_nothing_for_the_next_drain_to_flush() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir);
+    // The same one-word transaction measured twice after a sync (no completion mark pending):
+    // once right after it, once after read-only transactions, which have nothing to mark.
+    pool.transaction(|tx, r| r.word.set(tx, 1)).unwrap();
+    pool.sync().unwrap();
+    let (_, alone) = drains_of(&pool, |tx, r| r.word.set(tx, 2));
+    pool.sync().unwrap();
+    for _ in 0..3 {
+        pool.transaction(|tx, r| Ok::<_, ptm::Error>(r.word.get(tx)))
+            .unwrap();
+    }
+    let (_, after_reads) = drains_of(&pool, |tx, r| r.word.set(tx, 3));
+    assert_eq!(
+        after_reads, alone,
+        "lines flushed by the write after read-only transactions"
+    );
+}
+
+#[test]
+fn a_commit_flushes_the_lines_it_changed_not_the_lines_between_them() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir);
+    // Two one-line stores, adjacent or 40 lines apart: the same records, the same lines to
+    // flush (the 39 lines between the far pair hold nothing this transaction wrote). Each after
+    // a sync, so neither flushes the completion mark of the transaction before it.
+    let two_lines = |a: usize, b: usize, v: u64| {
+        pool.sync().unwrap();
+        drains_of(&pool, |tx, r| {
+            r.lines[a].set(tx, [v; 8])?;
+            r.lines[b].set(tx, [v; 8])
+        })
+    };
+    let (_, adjacent) = two_lines(0, 1, 1);
+    let (_, apart) = two_lines(0, 40, 2);
+    assert_eq!(apart, adjacent, "lines flushed: 40 lines apart vs adjacent");
+    let v = pool.transaction(|tx, r| Ok::<_, ptm::Error>((r.lines[1].get(tx)[0], r.lines[40].get(tx)[7])));
+    assert_eq!(v.unwrap(), (1, 2));
+}
+
+#[test]
+fn rewriting_many_scattered_logged_ranges_costs_nothing_more() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir);
+    // 32 ranges with gaps between them (more than the 16 a transaction scans linearly, so
+    // coverage is looked up in its index): logged in one batch, then each stored to, in
+    // ascending and descending order. Every store is covered: no drain but the batch's and
+    // the commit's.
+    let every_other = || (0..64).step_by(2);
+    let (drains, _) = drains_of(&pool, |tx, r| {
+        tx.snapshot(|b| every_other().try_for_each(|i| b.add(&r.lines[i])))?;
+        every_other().try_for_each(|i| r.lines[i].set(tx, [i as u64; 8]))?;
+        every_other()
+            .rev()
+            .try_for_each(|i| r.lines[i].set(tx, [i as u64 + 1; 8]))
+    });
+    assert_eq!(drains, 2);
+    let got = pool
+        .transaction(|tx, r| Ok::<_, ptm::Error>(r.lines.iter().map(|l| l.get(tx)[0]).collect::<Vec<_>>()));
+    let want: Vec<u64> = (0..64)
+        .map(|i| if i % 2 == 0 { i as u64 + 1 } else { 0 })
+        .collect();
+    assert_eq!(got.unwrap(), want);
+}
+
+/// A block of `BIG_LINES` cache lines, allocated fresh (its first and last line stored to).
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Big {
+    head: PCell<[u64; 8]>,
+    fill: [[u64; 8]; BIG_LINES - 2],
+    tail: PCell<[u64; 8]>,
+}
+
+const BIG_LINES: usize = 1 << 17; // 8 MiB
+
+#[test]
+fn stores_into_a_large_fresh_block_among_many_logged_ranges_cost_no_drain() {
+    let dir = common::shm_dir();
+    let pool = Pool::<Root>::create(common::path(&dir, "big.pool"), 64 << 20, &common::pmem()).unwrap();
+    let (drains, _) = drains_of(&pool, |tx, r| {
+        // 32 ranges: coverage is looked up in the transaction's index, then the block, longer
+        // than its own pool offset, is the newest covered range.
+        tx.snapshot(|b| (0..64).step_by(2).try_for_each(|i| b.add(&r.lines[i])))?;
+        let p = tx.alloc_zeroed::<Big>()?;
+        assert!(
+            p.offset() < std::mem::size_of::<Big>() as u64,
+            "block at {:#x}",
+            p.offset()
+        );
+        // SAFETY: a fresh block of this transaction.
+        let big = unsafe { tx.deref(p)? };
+        big.head.set(tx, [1; 8])?; // covered by the block, the newest range
+        r.lines[2].set(tx, [2; 8])?; // covered by an older range
+        big.tail.set(tx, [3; 8])?; // covered by the block, found through the index
+        r.big.set(tx, p)?; // not covered: its undo record is the third drain
+        Ok(())
+    });
+    assert_eq!(drains, 3);
+    let (head, line, tail) = pool
+        .transaction(|tx, r| {
+            let p = r.big.get(tx);
+            // SAFETY: the block allocated above, committed.
+            let big = unsafe { tx.deref(p)? };
+            Ok::<_, ptm::Error>((big.head.get(tx)[0], r.lines[2].get(tx)[0], big.tail.get(tx)[7]))
+        })
+        .unwrap();
+    assert_eq!((head, line, tail), (1, 2, 3));
 }

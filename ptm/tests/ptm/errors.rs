@@ -60,6 +60,39 @@ fn wrong_root_type() {
 }
 
 #[test]
+fn a_pool_without_a_schema_records_the_first_typed_root_and_refuses_the_unit_type() {
+    let dir = common::shm_dir();
+    let p = common::path(&dir, "any.pool");
+    // No schema recorded (a tool's pool): `open` checks the root size. A zero-sized root
+    // type is no wildcard (only `open_any` is), and must not record its schema either.
+    Pool::<()>::create_any(&p, 8 << 20, 8, &common::pmem()).unwrap();
+    let e = Pool::<()>::open(&p, &common::pmem()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::RootMismatch {
+                expected: 0,
+                found: 8
+            }
+        ),
+        "{e:?}"
+    );
+    let pool = Pool::<Root>::open(&p, &common::pmem()).unwrap();
+    pool.transaction(|tx, r| r.a.set(tx, 7)).unwrap();
+    drop(pool);
+    let pool = Pool::<()>::open_any(&p, &common::pmem()).unwrap();
+    drop(pool);
+    // The first typed open recorded `Root`'s schema: a type of the same size is named.
+    let e = Pool::<[u64; 1]>::open(&p, &common::pmem()).unwrap_err();
+    assert!(
+        matches!(&e, Error::SchemaMismatch { at, stored, .. } if at == "[u64; 1]" && stored == "Root (8 bytes)"),
+        "{e:?}"
+    );
+    let pool = Pool::<Root>::open(&p, &common::pmem()).unwrap();
+    assert_eq!(pool.transaction(|tx, r| Ok::<_, Error>(r.a.get(tx))).unwrap(), 7);
+}
+
+#[test]
 fn damaged_superblock() {
     let dir = common::shm_dir();
     let p = make(&dir);
@@ -226,4 +259,178 @@ fn an_unsafe_shutdown_while_the_pool_was_in_use_is_refused_by_name() {
     drop(Pool::<Root>::open(&crashed, &opts).unwrap());
     // The pool closed cleanly before the count moved opens without a word.
     drop(Pool::<Root>::open(&p, &opts).unwrap());
+}
+
+/// Root types whose schemas are too long to keep in the pool (its fingerprint only is kept):
+/// the same size, other field names.
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct LongA {
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_00: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_01: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_02: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_03: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_04: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_05: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_06: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_07: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_08: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_09: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_10: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_11: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_12: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_13: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_14: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_15: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_16: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_17: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_18: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_19: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_20: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_21: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_22: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_23: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_24: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_25: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_26: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_27: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_28: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_29: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_30: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_31: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_32: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_33: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_34: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_35: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_36: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_37: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_38: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_39: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_40: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_41: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_42: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_43: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_44: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_45: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_46: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_47: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_48: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_49: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_50: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_51: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_52: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_53: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_54: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_55: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_56: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_57: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_58: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_59: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_60: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_61: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_62: PCell<u64>,
+    a_field_whose_name_is_long_enough_to_fill_the_schema_record_63: PCell<u64>,
+}
+
+/// [`LongA`] with other field names.
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct LongB {
+    another_field_whose_name_is_long_enough_to_fill_the_record_00: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_01: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_02: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_03: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_04: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_05: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_06: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_07: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_08: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_09: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_10: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_11: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_12: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_13: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_14: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_15: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_16: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_17: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_18: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_19: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_20: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_21: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_22: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_23: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_24: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_25: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_26: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_27: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_28: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_29: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_30: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_31: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_32: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_33: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_34: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_35: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_36: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_37: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_38: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_39: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_40: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_41: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_42: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_43: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_44: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_45: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_46: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_47: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_48: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_49: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_50: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_51: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_52: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_53: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_54: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_55: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_56: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_57: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_58: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_59: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_60: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_61: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_62: PCell<u64>,
+    another_field_whose_name_is_long_enough_to_fill_the_record_63: PCell<u64>,
+}
+
+#[test]
+fn a_schema_kept_as_a_fingerprint_refuses_another_root_type() {
+    let dir = common::shm_dir();
+    let p = common::path(&dir, "long.pool");
+    let pool = Pool::<LongA>::create(&p, 8 << 20, &common::pmem()).unwrap();
+    let recorded = ptm::read_root_schema(pool.region()).unwrap();
+    assert!(
+        matches!(recorded, ptm::RootSchema::Fingerprint(_)),
+        "{recorded:?}"
+    );
+    pool.transaction(|tx, r| {
+        r.a_field_whose_name_is_long_enough_to_fill_the_schema_record_63
+            .set(tx, 3)
+    })
+    .unwrap();
+    drop(pool);
+    let e = Pool::<LongB>::open(&p, &common::pmem()).unwrap_err();
+    assert!(
+        matches!(&e, Error::SchemaMismatch { stored, .. } if stored.starts_with("another schema")),
+        "{e:?}"
+    );
+    let pool = Pool::<LongA>::open(&p, &common::pmem()).unwrap();
+    let v = pool.transaction(|tx, r| {
+        Ok::<_, Error>(
+            r.a_field_whose_name_is_long_enough_to_fill_the_schema_record_63
+                .get(tx),
+        )
+    });
+    assert_eq!(v.unwrap(), 3);
 }

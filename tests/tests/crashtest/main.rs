@@ -24,6 +24,7 @@ mod map_segments;
 mod nested_and_aborted;
 mod overlapping_ranges;
 mod relaxed;
+mod reopen_generation;
 mod schema_record;
 mod simulated_domain;
 mod store_inside_snapshot;

@@ -1,0 +1,103 @@
+//! Guards what a transaction hands back when it releases its lane, in the same process (no
+//! reopen rebuilds the allocator's index): chunk runs it freed and log extents it used are
+//! reusable by the next transactions, so a loop that frees what it allocates never runs out.
+
+use crate::common;
+
+use ptm::{Error, PCell, Persistent, Pool};
+
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Root {
+    lines: [PCell<[u64; 8]>; 64],
+    run: PCell<u64>,
+}
+
+const RUN: u64 = 1 << 20;
+
+/// A new 16 MiB pool in `dir` and its free heap bytes.
+fn pool(dir: &tempfile::TempDir, name: &str, opts: &ptm::PoolOptions) -> (Pool<Root>, u64) {
+    let pool = Pool::<Root>::create(common::path(dir, name), 16 << 20, opts).unwrap();
+    let free = pool.heap_free();
+    (pool, free)
+}
+
+/// Pool options whose 8 KiB lanes 64 line records overflow (the log goes on in heap extents).
+fn small_lanes() -> ptm::PoolOptions {
+    common::pmem().lane_size(8192)
+}
+
+#[test]
+fn freed_runs_are_reusable_in_the_same_process() {
+    let dir = common::shm_dir();
+    let (pool, free) = pool(&dir, "runs.pool", &common::pmem());
+    // Many times the heap's size in total, one run live at a time.
+    for i in 0..3 * free / RUN {
+        pool.transaction(|tx, r| r.run.set(tx, tx.alloc_bytes(RUN)?))
+            .unwrap_or_else(|e| panic!("allocation {i}: {e}"));
+        pool.transaction(|tx, r| {
+            tx.free_bytes(r.run.get(tx))?;
+            r.run.set(tx, 0)
+        })
+        .unwrap_or_else(|e| panic!("free {i}: {e}"));
+    }
+    assert_eq!(pool.heap_free(), free);
+}
+
+#[test]
+fn log_extents_are_reusable_in_the_same_process() {
+    let dir = common::shm_dir();
+    let (pool, free) = pool(&dir, "extents.pool", &small_lanes());
+    // Each transaction logs a fresh run's worth of undo records (more than a lane holds), so
+    // its log continues in heap extents; then it aborts, so the run is not kept either.
+    for i in 0..3 * free / RUN {
+        let r: Result<(), Error> = pool.transaction(|tx, r| {
+            let off = tx.alloc_bytes(RUN)?;
+            r.run.set(tx, off)?;
+            for (k, l) in r.lines.iter().enumerate() {
+                l.set(tx, [i * 100 + k as u64; 8])?;
+            }
+            Err(Error::InvalidOptions("abort on purpose"))
+        });
+        assert!(
+            matches!(r, Err(Error::InvalidOptions(_))),
+            "transaction {i}: {r:?}"
+        );
+    }
+    assert_eq!(pool.heap_free(), free);
+    let v = pool.transaction(|tx, r| Ok::<_, Error>((r.run.get(tx), r.lines[5].get(tx)[0])));
+    assert_eq!(v.unwrap(), (0, 0));
+}
+
+#[test]
+fn log_extents_of_a_transaction_that_only_stores_are_given_back() {
+    let dir = common::shm_dir();
+    let (pool, free) = pool(&dir, "stores.pool", &small_lanes());
+    // No allocation, no free: the log extents are the only thing this transaction hands back.
+    for i in 0..3u64 {
+        pool.transaction(|tx, r| r.lines.iter().try_for_each(|l| l.set(tx, [i; 8])))
+            .unwrap();
+        assert_eq!(pool.heap_free(), free, "after transaction {i}");
+    }
+    let v = pool.transaction(|tx, r| Ok::<_, Error>(r.lines[63].get(tx)[7]));
+    assert_eq!(v.unwrap(), 2);
+}
+
+#[test]
+fn a_run_reserved_by_an_aborted_transaction_is_given_back() {
+    let dir = common::shm_dir();
+    let (pool, free) = pool(&dir, "reserved.pool", &common::pmem());
+    // The transaction's only trace is the run it reserved (no store, no log extent).
+    for i in 0..3u64 {
+        let r: Result<(), Error> = pool.transaction(|tx, _| {
+            tx.alloc_bytes(RUN)?;
+            Err(Error::InvalidOptions("abort on purpose"))
+        });
+        assert!(
+            matches!(r, Err(Error::InvalidOptions(_))),
+            "transaction {i}: {r:?}"
+        );
+        assert_eq!(pool.heap_free(), free, "after transaction {i}");
+    }
+}
