@@ -18,6 +18,7 @@ mod forged_log;
 mod format;
 mod fuzz_corpus;
 mod grow;
+mod heap_reuse;
 mod lanes;
 mod log_scan;
 mod pool_send;

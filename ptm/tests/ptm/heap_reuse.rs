@@ -1,0 +1,86 @@
+//! Guards that the allocator finds the room it has: a slab lent to a smaller class on a full
+//! heap stays available for the next small allocation, checked against a model of the live
+//! blocks (no overlap, exactly the heap's allocated blocks).
+
+use crate::common;
+
+use ptm::internals::heap::{class_of, metadata_reserve, CHUNK};
+use ptm::{Error, PCell, PPtr, Persistent, Pool};
+
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Root {
+    slots: [PCell<PPtr<u8>>; 64],
+}
+
+fn pool(dir: &tempfile::TempDir, size: u64) -> Pool<Root> {
+    Pool::<Root>::create(common::path(dir, "reuse.pool"), size, &common::pmem()).unwrap()
+}
+
+fn alloc_into(pool: &Pool<Root>, slot: usize, size: u64) -> Result<u64, Error> {
+    pool.transaction(|tx, r| {
+        let off = tx.alloc_bytes(size)?;
+        r.slots[slot].set(tx, tx.pptr(off))?;
+        Ok(off)
+    })
+}
+
+/// Live blocks as `(offset, size)`, sorted: none may overlap, and the heap's allocated blocks
+/// must start exactly at their offsets.
+fn assert_matches_model(pool: &mut Pool<Root>, live: &[(u64, u64)]) {
+    let mut live = live.to_vec();
+    live.sort_unstable();
+    for w in live.windows(2) {
+        assert!(w[0].0 + w[0].1 <= w[1].0, "blocks overlap: {w:?}");
+    }
+    let mut heap: Vec<u64> = pool
+        .allocated_blocks()
+        .unwrap()
+        .into_iter()
+        .map(|(o, _)| o)
+        .collect();
+    heap.sort_unstable();
+    assert_eq!(
+        heap,
+        live.iter().map(|&(o, _)| o).collect::<Vec<_>>(),
+        "allocated blocks"
+    );
+    pool.check_heap().unwrap();
+}
+
+/// On a heap with no free chunk beyond the reserve, 64-byte allocations borrow blocks of a
+/// slab of the next class (128 bytes, at most twice the size), one transaction each: the slab
+/// lent once must be found again by the next allocation, until it is full, rather than
+/// `OutOfSpace` while it has room.
+#[test]
+fn a_slab_lent_to_a_smaller_class_on_a_full_heap_is_found_again() {
+    let dir = common::shm_dir();
+    let mut pool = pool(&dir, 8 << 20);
+    let lender = alloc_into(&pool, 0, 128).unwrap();
+    let chunks = pool.heap_stats().unwrap().chunks;
+    let usable = chunks - metadata_reserve(chunks);
+    // The lender's slab took one chunk: a run of all the others leaves only the reserve.
+    let run = alloc_into(&pool, 1, (usable - 1) * CHUNK).unwrap();
+    assert_eq!(
+        pool.heap_stats().unwrap().free_chunks,
+        chunks - usable,
+        "only the reserve is free"
+    );
+    let class_128 = class_of(128).unwrap();
+    let mut live = vec![(lender, 128), (run, (usable - 1) * CHUNK)];
+    for slot in 2..40 {
+        let off = alloc_into(&pool, slot, 64)
+            .unwrap_or_else(|e| panic!("allocation {} of 64 bytes: {e:?}", slot - 1));
+        // Borrowed from the lender's slab: the same chunk.
+        assert_eq!(
+            off / CHUNK,
+            lender / CHUNK,
+            "block {off:#x} not in the 128-byte slab"
+        );
+        live.push((off, 128));
+    }
+    let st = pool.check_heap().unwrap();
+    assert_eq!(st.per_class[class_128], 39, "{st:?}");
+    assert_matches_model(&mut pool, &live);
+}
