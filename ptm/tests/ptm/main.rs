@@ -8,6 +8,7 @@
 mod common;
 
 mod alloc;
+mod alloc_cost;
 mod big;
 mod capacity;
 mod checked;
