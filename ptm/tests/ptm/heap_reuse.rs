@@ -84,3 +84,34 @@ fn a_slab_lent_to_a_smaller_class_on_a_full_heap_is_found_again() {
     assert_eq!(st.per_class[class_128], 39, "{st:?}");
     assert_matches_model(&mut pool, &live);
 }
+
+/// On a full heap (no chunk for a log extent) with a small lane, a transaction allocating
+/// small blocks gets `OutOfSpace` from the allocation the log cannot record. The caller may
+/// take that error and commit what it has: the commit succeeds, and exactly the blocks handed
+/// out before the error are allocated.
+#[test]
+fn a_transaction_that_goes_on_after_out_of_space_commits_its_earlier_allocations() {
+    let dir = common::shm_dir();
+    let opts = common::pmem().lanes(2).lane_size(8192);
+    let mut pool = Pool::<Root>::create(common::path(&dir, "small-lane.pool"), 8 << 20, &opts).unwrap();
+    let first = alloc_into(&pool, 0, 64).unwrap();
+    let chunks = pool.heap_stats().unwrap().chunks;
+    let usable = chunks - metadata_reserve(chunks);
+    let run = alloc_into(&pool, 1, (usable - 1) * CHUNK).unwrap();
+    let made: Vec<u64> = pool
+        .transaction(|tx, _| {
+            let mut made = Vec::new();
+            loop {
+                match tx.alloc_bytes(64) {
+                    Ok(off) => made.push(off),
+                    Err(Error::OutOfSpace { .. }) => return Ok::<_, Error>(made),
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+        .unwrap_or_else(|e| panic!("commit after OutOfSpace: {e:?}"));
+    assert!(!made.is_empty());
+    let mut live = vec![(first, 64), (run, (usable - 1) * CHUNK)];
+    live.extend(made.iter().map(|&o| (o, 64)));
+    assert_matches_model(&mut pool, &live);
+}
