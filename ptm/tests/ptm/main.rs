@@ -19,6 +19,7 @@ mod forged_log;
 mod format;
 mod fuzz_corpus;
 mod grow;
+mod heap_damage;
 mod heap_reuse;
 mod lanes;
 mod log_scan;
