@@ -143,3 +143,66 @@ fn frees_in_one_slab_from_two_threads_never_wait_for_each_other() {
     let st = pool.check_heap().unwrap();
     assert_eq!((st.used_bytes, st.slab_chunks), (0, 0), "{st:?}");
 }
+
+/// A free in a continuation chunk lets that chunk's lock go before it waits for the slab's
+/// first chunk. Transaction B holds the first chunk (it freed a block there); transaction A
+/// frees a block of a continuation chunk and waits for B; B then frees another block of the
+/// same continuation chunk and commits. If A kept the continuation's lock while waiting, A
+/// and B would wait for each other until `LockTimeout`. (The order is made by a barrier and a
+/// pause: on a machine that starts A late, B runs through first and the test shows nothing,
+/// but it never fails on a correct build.)
+#[test]
+fn a_free_in_a_continuation_chunk_never_holds_its_lock_while_waiting_for_the_first_chunk() {
+    /// A root that threads may share (no cells).
+    #[derive(Persistent)]
+    #[persistent(crate = "ptm::pmem_core")]
+    #[repr(C)]
+    struct Shared {
+        unused: u64,
+    }
+    let dir = common::shm_dir();
+    let opts = common::pmem().lock_timeout(std::time::Duration::from_secs(2));
+    let pool = Pool::<Shared>::create(common::path(&dir, "wait.pool"), 8 << 20, &opts).unwrap();
+    let class = class_of(16384).unwrap();
+    let blocks = pool
+        .transaction(|tx, _| {
+            (0..slab_geom(class).blocks)
+                .map(|_| tx.alloc_bytes(16384))
+                .collect::<Result<Vec<u64>, Error>>()
+        })
+        .unwrap();
+    let layout = pool.geometry().heap_layout();
+    let first_chunk = layout.chunk_of(blocks[0]).unwrap();
+    // Two blocks wholly inside one continuation chunk.
+    let in_chunk = |i: usize| {
+        let chunk = |off: u64| layout.chunk_of(off).unwrap();
+        (chunk(blocks[i]), chunk(blocks[i] + 16383))
+    };
+    let (a, b) = (0..blocks.len())
+        .flat_map(|i| (i + 1..blocks.len()).map(move |j| (i, j)))
+        .find(|&(i, j)| {
+            let (ci, ei) = in_chunk(i);
+            ci != first_chunk && ci == ei && in_chunk(j) == (ci, ci)
+        })
+        .expect("two blocks in one continuation chunk");
+    let barrier = std::sync::Barrier::new(2);
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            barrier.wait();
+            pool.transaction(|tx, _| tx.free_bytes(blocks[a]))
+        });
+        let holder = pool.transaction(|tx, _| {
+            tx.free_bytes(blocks[0])?;
+            barrier.wait();
+            // Time for the other transaction to take the continuation chunk's lock and start
+            // waiting for the first chunk's.
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            tx.free_bytes(blocks[b])
+        });
+        let waited = waiter.join().unwrap();
+        assert!(
+            holder.is_ok() && waited.is_ok(),
+            "holder: {holder:?}, waiter: {waited:?}"
+        );
+    });
+}
