@@ -115,3 +115,32 @@ fn a_transaction_that_goes_on_after_out_of_space_commits_its_earlier_allocations
     live.extend(made.iter().map(|&o| (o, 64)));
     assert_matches_model(&mut pool, &live);
 }
+
+/// A transaction allocates blocks that share a bitmap word, then frees some of them before any
+/// drain (each free cancels its allocation): the blocks it keeps are allocated after the commit,
+/// exactly those, and a later allocation never overlaps them.
+#[test]
+fn cancelling_one_allocation_keeps_the_others_in_its_bitmap_word() {
+    let dir = common::shm_dir();
+    let mut pool = pool(&dir, 16 << 20);
+    let base = alloc_into(&pool, 0, 64).unwrap();
+    let kept: Vec<u64> = pool
+        .transaction(|tx, r| {
+            let blocks: Vec<u64> = (0..6).map(|_| tx.alloc_bytes(64)).collect::<Result<_, _>>()?;
+            for &b in &blocks[3..] {
+                tx.free_bytes(b)?;
+            }
+            for (k, &b) in blocks[..3].iter().enumerate() {
+                r.slots[1 + k].set(tx, tx.pptr(b))?;
+            }
+            Ok::<_, Error>(blocks[..3].to_vec())
+        })
+        .unwrap();
+    let mut live = vec![(base, 64)];
+    live.extend(kept.iter().map(|&o| (o, 64)));
+    assert_matches_model(&mut pool, &live);
+    for slot in 4..20 {
+        live.push((alloc_into(&pool, slot, 64).unwrap(), 64));
+    }
+    assert_matches_model(&mut pool, &live);
+}
