@@ -144,3 +144,34 @@ fn cancelling_one_allocation_keeps_the_others_in_its_bitmap_word() {
     }
     assert_matches_model(&mut pool, &live);
 }
+
+/// Large blocks are cut from the shortest free run that holds them: with a long free run at
+/// the heap's start and a one-chunk run at its end, a three-chunk block comes from the long
+/// run, inside the heap and overlapping nothing.
+#[test]
+fn a_large_block_never_comes_from_a_free_run_too_short_for_it() {
+    let dir = common::shm_dir();
+    let mut pool = pool(&dir, 8 << 20);
+    let n = pool.heap_stats().unwrap().chunks;
+    let big = n / 2 + 1;
+    let head = alloc_into(&pool, 0, big * CHUNK).unwrap();
+    let separator = alloc_into(&pool, 1, 64).unwrap();
+    pool.transaction(|tx, r| {
+        tx.free(r.slots[0].get(tx))?;
+        r.slots[0].set(tx, PPtr::null())
+    })
+    .unwrap();
+    // The rest after the separator, but its last chunk.
+    let rest = n - big - 1;
+    let tail = alloc_into(&pool, 2, (rest - 1) * CHUNK).unwrap();
+    let st = pool.heap_stats().unwrap();
+    assert_eq!(
+        (st.free_runs, st.largest_free_run, st.free_chunks),
+        (2, big, big + 1),
+        "{st:?}"
+    );
+    let three = alloc_into(&pool, 3, 3 * CHUNK).unwrap();
+    assert_eq!(three, head, "best fit: the long run at the start");
+    let live = [(separator, 64), (tail, (rest - 1) * CHUNK), (three, 3 * CHUNK)];
+    assert_matches_model(&mut pool, &live);
+}
