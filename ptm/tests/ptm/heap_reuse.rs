@@ -175,3 +175,38 @@ fn a_large_block_never_comes_from_a_free_run_too_short_for_it() {
     let live = [(separator, 64), (tail, (rest - 1) * CHUNK), (three, 3 * CHUNK)];
     assert_matches_model(&mut pool, &live);
 }
+
+/// Large blocks are cut best-fit: from the shortest free run that holds them, the lowest one
+/// on a tie, so long runs stay whole for larger blocks. Free runs of 5, 3, 4 and 4 chunks
+/// (kept apart by one-chunk slabs) and the long rest of the heap: a three-chunk block takes
+/// the 3-chunk run, the next one the first 4-chunk run.
+#[test]
+fn large_blocks_come_from_the_shortest_free_run_that_holds_them() {
+    let dir = common::shm_dir();
+    let mut pool = pool(&dir, 32 << 20);
+    let mut runs = Vec::new();
+    for (k, (chunks, separator)) in [(5u64, 64u64), (3, 128), (4, 192), (4, 256)]
+        .into_iter()
+        .enumerate()
+    {
+        runs.push(alloc_into(&pool, 2 * k, chunks * CHUNK).unwrap());
+        // A block of a class without a slab yet: a new one-chunk slab after the run.
+        alloc_into(&pool, 2 * k + 1, separator).unwrap();
+    }
+    for k in 0..4 {
+        pool.transaction(|tx, r| {
+            tx.free(r.slots[2 * k].get(tx))?;
+            r.slots[2 * k].set(tx, PPtr::null())
+        })
+        .unwrap();
+    }
+    assert_eq!(pool.heap_stats().unwrap().free_runs, 5);
+    let first = alloc_into(&pool, 20, 3 * CHUNK).unwrap();
+    assert_eq!(
+        first, runs[1],
+        "the 3-chunk run, not the 5-chunk one or the rest of the heap"
+    );
+    let second = alloc_into(&pool, 21, 3 * CHUNK).unwrap();
+    assert_eq!(second, runs[2], "the lower of the two 4-chunk runs");
+    pool.check_heap().unwrap();
+}
