@@ -210,3 +210,37 @@ fn large_blocks_come_from_the_shortest_free_run_that_holds_them() {
     assert_eq!(second, runs[2], "the lower of the two 4-chunk runs");
     pool.check_heap().unwrap();
 }
+
+/// One transaction allocates a small block and two chunk runs, then frees one of its own runs
+/// and an older run: after the commit exactly the small block, the run it kept and the blocks
+/// from before are allocated (the freed runs' descriptors, and only theirs, are dropped).
+#[test]
+fn freeing_runs_in_the_transaction_that_allocated_runs_keeps_exactly_the_others() {
+    let dir = common::shm_dir();
+    let mut pool = pool(&dir, 32 << 20);
+    let early = alloc_into(&pool, 0, 3 * CHUNK).unwrap();
+    let old = alloc_into(&pool, 1, 2 * CHUNK).unwrap();
+    let (small, freed_new, kept) = pool
+        .transaction(|tx, r| {
+            let small = tx.alloc_bytes(200)?;
+            let freed_new = tx.alloc_bytes(2 * CHUNK)?;
+            let kept = tx.alloc_bytes(3 * CHUNK)?;
+            tx.free(r.slots[1].get(tx))?;
+            r.slots[1].set(tx, PPtr::null())?;
+            tx.free_bytes(freed_new)?;
+            Ok::<_, Error>((small, freed_new, kept))
+        })
+        .unwrap();
+    let live = [(early, 3 * CHUNK), (small, 200), (kept, 3 * CHUNK)];
+    assert_matches_model(&mut pool, &live);
+    // The two freed runs are free chunks again: a block of their size fits in each.
+    let again = [
+        alloc_into(&pool, 2, 2 * CHUNK).unwrap(),
+        alloc_into(&pool, 3, 2 * CHUNK).unwrap(),
+    ];
+    let mut expected = [old, freed_new];
+    expected.sort_unstable();
+    let mut got = again;
+    got.sort_unstable();
+    assert_eq!(got, expected, "the freed runs are reused (best fit)");
+}
