@@ -244,3 +244,33 @@ fn freeing_runs_in_the_transaction_that_allocated_runs_keeps_exactly_the_others(
     got.sort_unstable();
     assert_eq!(got, expected, "the freed runs are reused (best fit)");
 }
+
+/// Freeing two older runs in one transaction frees both; freeing one of them again in that
+/// transaction is `InvalidFree` ("freed twice"), and the commit frees each once.
+#[test]
+fn two_runs_freed_in_one_transaction_are_each_freed_once() {
+    let dir = common::shm_dir();
+    let mut pool = pool(&dir, 32 << 20);
+    let a = alloc_into(&pool, 0, 2 * CHUNK).unwrap();
+    let b = alloc_into(&pool, 1, 3 * CHUNK).unwrap();
+    let keep = alloc_into(&pool, 2, 2 * CHUNK).unwrap();
+    pool.transaction(|tx, r| {
+        tx.free_bytes(a)?;
+        tx.free_bytes(b)?;
+        let again = tx.free_bytes(a);
+        assert!(
+            matches!(
+                again,
+                Err(Error::InvalidFree {
+                    what: "freed twice",
+                    ..
+                })
+            ),
+            "{again:?}"
+        );
+        r.slots[0].set(tx, PPtr::null())?;
+        r.slots[1].set(tx, PPtr::null())
+    })
+    .unwrap();
+    assert_matches_model(&mut pool, &[(keep, 2 * CHUNK)]);
+}
