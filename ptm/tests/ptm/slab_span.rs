@@ -206,3 +206,46 @@ fn a_free_in_a_continuation_chunk_never_holds_its_lock_while_waiting_for_the_fir
         );
     });
 }
+
+/// A transaction makes a 4-chunk slab, frees a block of it in a continuation chunk (found
+/// through the slab this transaction made), allocates a chunk run and then frees a block of
+/// an older slab: every free succeeds, and after the commit exactly the blocks kept are
+/// allocated.
+#[test]
+fn frees_in_a_slab_made_by_the_same_transaction_find_its_first_chunk() {
+    let dir = common::shm_dir();
+    let mut pool = Pool::<Root>::create(common::path(&dir, "own.pool"), 16 << 20, &common::pmem()).unwrap();
+    let old = pool.transaction(|tx, _| tx.alloc_bytes(64)).unwrap();
+    let layout = pool.geometry().heap_layout();
+    let (kept, run) = pool
+        .transaction(|tx, _| {
+            let blocks = (0..slab_geom(class_of(16384).unwrap()).blocks)
+                .map(|_| tx.alloc_bytes(16384))
+                .collect::<Result<Vec<u64>, Error>>()?;
+            let first = layout.chunk_of(blocks[0]).unwrap();
+            let cont = *blocks
+                .iter()
+                .rev()
+                .find(|&&b| layout.chunk_of(b).unwrap() != first)
+                .unwrap();
+            tx.free_bytes(cont)?;
+            let run = tx.alloc_bytes(2 * CHUNK)?;
+            tx.free_bytes(old)?;
+            Ok::<_, Error>((
+                blocks.into_iter().filter(|&b| b != cont).collect::<Vec<u64>>(),
+                run,
+            ))
+        })
+        .unwrap();
+    let mut expected: Vec<u64> = kept.iter().copied().chain([run]).collect();
+    expected.sort_unstable();
+    let mut allocated: Vec<u64> = pool
+        .allocated_blocks()
+        .unwrap()
+        .into_iter()
+        .map(|(o, _)| o)
+        .collect();
+    allocated.sort_unstable();
+    assert_eq!(allocated, expected);
+    pool.check_heap().unwrap();
+}
