@@ -249,3 +249,53 @@ fn frees_in_a_slab_made_by_the_same_transaction_find_its_first_chunk() {
     assert_eq!(allocated, expected);
     pool.check_heap().unwrap();
 }
+
+/// A slab's metadata has one writer at a time: while one transaction that freed a block of
+/// a slab is open, another transaction's free in the same slab waits for it to end. (The
+/// waiting side checks a flag the holder sets just before its commit; a pause keeps the
+/// holder open meanwhile. A late start of the waiter only makes the test show nothing; it
+/// never fails on a correct build.)
+#[test]
+fn frees_in_one_slab_wait_for_the_transaction_holding_its_metadata() {
+    /// A root that threads may share (no cells).
+    #[derive(Persistent)]
+    #[persistent(crate = "ptm::pmem_core")]
+    #[repr(C)]
+    struct Shared {
+        unused: u64,
+    }
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = common::shm_dir();
+    let pool = Pool::<Shared>::create(common::path(&dir, "hold.pool"), 8 << 20, &common::pmem()).unwrap();
+    let blocks = pool
+        .transaction(|tx, _| {
+            (0..4)
+                .map(|_| tx.alloc_bytes(64))
+                .collect::<Result<Vec<u64>, Error>>()
+        })
+        .unwrap();
+    let committing = AtomicBool::new(false);
+    let barrier = std::sync::Barrier::new(2);
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            barrier.wait();
+            pool.transaction(|tx, _| {
+                tx.free_bytes(blocks[1])?;
+                Ok::<_, Error>(committing.load(Ordering::SeqCst))
+            })
+        });
+        pool.transaction(|tx, _| {
+            tx.free_bytes(blocks[0])?;
+            barrier.wait();
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            committing.store(true, Ordering::SeqCst);
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+        let after = waiter.join().unwrap().unwrap();
+        assert!(
+            after,
+            "a free in the slab went ahead while another transaction held its metadata"
+        );
+    });
+}
