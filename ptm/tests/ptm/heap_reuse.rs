@@ -147,7 +147,8 @@ fn cancelling_one_allocation_keeps_the_others_in_its_bitmap_word() {
 
 /// Large blocks are cut from the shortest free run that holds them: with a long free run at
 /// the heap's start and a one-chunk run at its end, a three-chunk block comes from the long
-/// run, inside the heap and overlapping nothing.
+/// run, inside the heap and overlapping nothing; a block larger than both is `OutOfSpace`
+/// naming the longest free run.
 #[test]
 fn a_large_block_never_comes_from_a_free_run_too_short_for_it() {
     let dir = common::shm_dir();
@@ -169,6 +170,15 @@ fn a_large_block_never_comes_from_a_free_run_too_short_for_it() {
         (st.free_runs, st.largest_free_run, st.free_chunks),
         (2, big, big + 1),
         "{st:?}"
+    );
+    // Too large for any free run: `OutOfSpace` names the longest one the request could use
+    // (the reserve not counted).
+    let keep = metadata_reserve(n);
+    let e = alloc_into(&pool, 3, (big + 1) * CHUNK).unwrap_err();
+    let usable_run = big.min(big + 1 - keep);
+    assert!(
+        matches!(e, Error::OutOfSpace { largest_free_run, .. } if largest_free_run == usable_run * CHUNK),
+        "{e:?}: the longest usable free run has {usable_run} chunks"
     );
     let three = alloc_into(&pool, 3, 3 * CHUNK).unwrap();
     assert_eq!(three, head, "best fit: the long run at the start");
