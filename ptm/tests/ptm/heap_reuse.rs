@@ -284,3 +284,37 @@ fn two_runs_freed_in_one_transaction_are_each_freed_once() {
     .unwrap();
     assert_matches_model(&mut pool, &[(keep, 2 * CHUNK)]);
 }
+
+/// A slab whose first bitmap word empties while blocks of its second word are live stays a
+/// slab: those blocks stay allocated (the slab is empty only when every word is).
+#[test]
+fn a_slab_with_live_blocks_past_its_first_bitmap_word_is_not_returned() {
+    let dir = common::shm_dir();
+    // Few free chunks (fewer than the scarce bound): an emptied slab goes back at once
+    // instead of being kept for its class.
+    let mut pool = pool(&dir, 8 << 20);
+    // A zeroed run before the slab, so whatever lies just before the slab's bitmap is zero.
+    let run = alloc_into(&pool, 0, 2 * CHUNK).unwrap();
+    let blocks = pool
+        .transaction(|tx, _| {
+            (0..70)
+                .map(|_| tx.alloc_bytes(64))
+                .collect::<Result<Vec<u64>, Error>>()
+        })
+        .unwrap();
+    pool.transaction(|tx, _| blocks[..64].iter().try_for_each(|&b| tx.free_bytes(b)))
+        .unwrap();
+    let mut live = vec![(run, 2 * CHUNK)];
+    live.extend(blocks[64..].iter().map(|&b| (b, 64)));
+    assert_matches_model(&mut pool, &live);
+    // New blocks never land on the live ones.
+    let more = pool
+        .transaction(|tx, _| {
+            (0..100)
+                .map(|_| tx.alloc_bytes(64))
+                .collect::<Result<Vec<u64>, Error>>()
+        })
+        .unwrap();
+    live.extend(more.iter().map(|&b| (b, 64)));
+    assert_matches_model(&mut pool, &live);
+}
