@@ -318,3 +318,21 @@ fn a_slab_with_live_blocks_past_its_first_bitmap_word_is_not_returned() {
     live.extend(more.iter().map(|&b| (b, 64)));
     assert_matches_model(&mut pool, &live);
 }
+
+/// Small blocks (one-chunk slabs) grow a pool made with `auto_grow` when its heap is full,
+/// like large ones: 12 MiB of 4 KiB blocks fit in a pool created at 8 MiB.
+#[test]
+fn small_blocks_grow_an_auto_grow_pool() {
+    let dir = common::shm_dir();
+    let opts = common::pmem().auto_grow(32 << 20);
+    let mut pool = Pool::<Root>::create(common::path(&dir, "grow.pool"), 8 << 20, &opts).unwrap();
+    let mut live = Vec::new();
+    for k in 0..3072u64 {
+        let off = pool
+            .transaction(|tx, _| tx.alloc_bytes(4096))
+            .unwrap_or_else(|e| panic!("block {k}: {e:?}"));
+        live.push((off, 4096));
+    }
+    assert!(pool.region().len() > 8 << 20);
+    assert_matches_model(&mut pool, &live);
+}
