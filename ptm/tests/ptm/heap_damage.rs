@@ -33,7 +33,7 @@ fn pool_file(dir: &tempfile::TempDir) -> std::fs::File {
 #[test]
 fn a_run_descriptor_damaged_past_the_heap_end_while_open_is_corrupt_heap() {
     let dir = common::shm_dir();
-    let mut pool = pool(&dir);
+    let pool = pool(&dir);
     let run = pool.transaction(|tx, _| tx.alloc_bytes(3 * CHUNK)).unwrap();
     // Another allocation builds the heap index before the damage.
     pool.transaction(|tx, _| tx.alloc_bytes(64)).unwrap();
