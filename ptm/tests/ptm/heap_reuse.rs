@@ -336,3 +336,37 @@ fn small_blocks_grow_an_auto_grow_pool() {
     assert!(pool.region().len() > 8 << 20);
     assert_matches_model(&mut pool, &live);
 }
+
+/// A chunk run that ends exactly at the heap's end is a valid heap: after a reopen (which
+/// rebuilds the heap index from the chunk table) allocation and free go on, and the run is
+/// still allocated.
+#[test]
+fn a_run_ending_at_the_heaps_last_chunk_survives_a_reopen() {
+    let dir = common::shm_dir();
+    let path = common::path(&dir, "reuse.pool");
+    let mut pool = pool(&dir, 8 << 20);
+    let n = pool.heap_stats().unwrap().chunks;
+    let keep = metadata_reserve(n);
+    alloc_into(&pool, 0, (keep + 2) * CHUNK).unwrap();
+    let separator = alloc_into(&pool, 1, 64).unwrap();
+    pool.transaction(|tx, r| {
+        tx.free(r.slots[0].get(tx))?;
+        r.slots[0].set(tx, PPtr::null())
+    })
+    .unwrap();
+    let tail_len = n - keep - 3;
+    let tail = alloc_into(&pool, 2, tail_len * CHUNK).unwrap();
+    let layout = pool.geometry().heap_layout();
+    assert_eq!(
+        layout.chunk_of(tail).unwrap() + tail_len,
+        layout.n_chunks,
+        "the run ends at the heap's end"
+    );
+    drop(pool);
+    let mut pool = Pool::<Root>::open(&path, &common::pmem()).unwrap();
+    let more = alloc_into(&pool, 3, 100).unwrap_or_else(|e| panic!("allocation after reopen: {e:?}"));
+    assert_matches_model(
+        &mut pool,
+        &[(separator, 64), (tail, tail_len * CHUNK), (more, 100)],
+    );
+}
