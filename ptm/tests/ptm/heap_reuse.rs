@@ -4,7 +4,7 @@
 
 use crate::common;
 
-use ptm::internals::heap::{class_of, metadata_reserve, CHUNK};
+use ptm::internals::heap::{class_of, metadata_reserve, slab_geom, CHUNK};
 use ptm::{Error, PCell, PPtr, Persistent, Pool};
 
 #[derive(Persistent)]
@@ -368,5 +368,46 @@ fn a_run_ending_at_the_heaps_last_chunk_survives_a_reopen() {
     assert_matches_model(
         &mut pool,
         &[(separator, 64), (tail, tail_len * CHUNK), (more, 100)],
+    );
+}
+
+/// The same for a 4-chunk slab that ends at the heap's last chunk.
+#[test]
+fn a_slab_ending_at_the_heaps_last_chunk_survives_a_reopen() {
+    let dir = common::shm_dir();
+    let path = common::path(&dir, "reuse.pool");
+    let mut pool = pool(&dir, 8 << 20);
+    let n = pool.heap_stats().unwrap().chunks;
+    let keep = metadata_reserve(n);
+    // Longer than four chunks, so the slab below fits best at the end.
+    alloc_into(&pool, 0, (keep + 5) * CHUNK).unwrap();
+    let separator = alloc_into(&pool, 1, 64).unwrap();
+    pool.transaction(|tx, r| {
+        tx.free(r.slots[0].get(tx))?;
+        r.slots[0].set(tx, PPtr::null())
+    })
+    .unwrap();
+    // All but the last four chunks after the separator, then a slab of four chunks in those.
+    let body_len = n - (keep + 5) - 1 - 4;
+    let body = alloc_into(&pool, 2, body_len * CHUNK).unwrap();
+    let block = alloc_into(&pool, 3, 16384).unwrap();
+    let layout = pool.geometry().heap_layout();
+    assert_eq!(slab_geom(class_of(16384).unwrap()).chunks, 4);
+    assert_eq!(
+        layout.chunk_of(block).unwrap() + 4,
+        layout.n_chunks,
+        "the slab ends at the heap's end"
+    );
+    drop(pool);
+    let mut pool = Pool::<Root>::open(&path, &common::pmem()).unwrap();
+    let more = alloc_into(&pool, 4, 16384).unwrap_or_else(|e| panic!("allocation after reopen: {e:?}"));
+    assert_matches_model(
+        &mut pool,
+        &[
+            (separator, 64),
+            (body, body_len * CHUNK),
+            (block, 16384),
+            (more, 16384),
+        ],
     );
 }
