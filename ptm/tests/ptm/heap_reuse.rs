@@ -337,6 +337,19 @@ fn small_blocks_grow_an_auto_grow_pool() {
     assert_matches_model(&mut pool, &live);
 }
 
+/// On a fresh pool: a free run of `chunks` chunks at the heap's start, then a one-chunk slab
+/// (its 64-byte block, in slot 1, returned) that keeps the run apart from the free rest.
+fn free_run_before_a_separator(pool: &Pool<Root>, chunks: u64) -> u64 {
+    alloc_into(pool, 0, chunks * CHUNK).unwrap();
+    let separator = alloc_into(pool, 1, 64).unwrap();
+    pool.transaction(|tx, r| {
+        tx.free(r.slots[0].get(tx))?;
+        r.slots[0].set(tx, PPtr::null())
+    })
+    .unwrap();
+    separator
+}
+
 /// A chunk run that ends exactly at the heap's end is a valid heap: after a reopen (which
 /// rebuilds the heap index from the chunk table) allocation and free go on, and the run is
 /// still allocated.
@@ -347,13 +360,7 @@ fn a_run_ending_at_the_heaps_last_chunk_survives_a_reopen() {
     let mut pool = pool(&dir, 8 << 20);
     let n = pool.heap_stats().unwrap().chunks;
     let keep = metadata_reserve(n);
-    alloc_into(&pool, 0, (keep + 2) * CHUNK).unwrap();
-    let separator = alloc_into(&pool, 1, 64).unwrap();
-    pool.transaction(|tx, r| {
-        tx.free(r.slots[0].get(tx))?;
-        r.slots[0].set(tx, PPtr::null())
-    })
-    .unwrap();
+    let separator = free_run_before_a_separator(&pool, keep + 2);
     let tail_len = n - keep - 3;
     let tail = alloc_into(&pool, 2, tail_len * CHUNK).unwrap();
     let layout = pool.geometry().heap_layout();
@@ -380,13 +387,7 @@ fn a_slab_ending_at_the_heaps_last_chunk_survives_a_reopen() {
     let n = pool.heap_stats().unwrap().chunks;
     let keep = metadata_reserve(n);
     // Longer than four chunks, so the slab below fits best at the end.
-    alloc_into(&pool, 0, (keep + 5) * CHUNK).unwrap();
-    let separator = alloc_into(&pool, 1, 64).unwrap();
-    pool.transaction(|tx, r| {
-        tx.free(r.slots[0].get(tx))?;
-        r.slots[0].set(tx, PPtr::null())
-    })
-    .unwrap();
+    let separator = free_run_before_a_separator(&pool, keep + 5);
     // All but the last four chunks after the separator, then a slab of four chunks in those.
     let body_len = n - (keep + 5) - 1 - 4;
     let body = alloc_into(&pool, 2, body_len * CHUNK).unwrap();

@@ -17,6 +17,14 @@ struct Root {
     unused: PCell<u64>,
 }
 
+/// A root that threads may share (no cells).
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Shared {
+    unused: u64,
+}
+
 #[test]
 fn blocks_in_continuation_chunks_free_through_the_first_chunk() {
     let dir = common::shm_dir();
@@ -105,13 +113,6 @@ fn blocks_in_continuation_chunks_free_through_the_first_chunk() {
 /// chunk's is rare in so short transactions; the lock order is argued in design §10.1.)
 #[test]
 fn frees_in_one_slab_from_two_threads_never_wait_for_each_other() {
-    /// A root that threads may share (no cells).
-    #[derive(Persistent)]
-    #[persistent(crate = "ptm::pmem_core")]
-    #[repr(C)]
-    struct Shared {
-        unused: u64,
-    }
     let dir = common::shm_dir();
     let pool = Pool::<Shared>::create(common::path(&dir, "threads.pool"), 8 << 20, &common::pmem()).unwrap();
     for round in 0..40 {
@@ -153,13 +154,6 @@ fn frees_in_one_slab_from_two_threads_never_wait_for_each_other() {
 /// but it never fails on a correct build.)
 #[test]
 fn a_free_in_a_continuation_chunk_never_holds_its_lock_while_waiting_for_the_first_chunk() {
-    /// A root that threads may share (no cells).
-    #[derive(Persistent)]
-    #[persistent(crate = "ptm::pmem_core")]
-    #[repr(C)]
-    struct Shared {
-        unused: u64,
-    }
     let dir = common::shm_dir();
     let opts = common::pmem().lock_timeout(std::time::Duration::from_secs(2));
     let pool = Pool::<Shared>::create(common::path(&dir, "wait.pool"), 8 << 20, &opts).unwrap();
@@ -257,13 +251,6 @@ fn frees_in_a_slab_made_by_the_same_transaction_find_its_first_chunk() {
 /// never fails on a correct build.)
 #[test]
 fn frees_in_one_slab_wait_for_the_transaction_holding_its_metadata() {
-    /// A root that threads may share (no cells).
-    #[derive(Persistent)]
-    #[persistent(crate = "ptm::pmem_core")]
-    #[repr(C)]
-    struct Shared {
-        unused: u64,
-    }
     use std::sync::atomic::{AtomicBool, Ordering};
     let dir = common::shm_dir();
     let pool = Pool::<Shared>::create(common::path(&dir, "hold.pool"), 8 << 20, &common::pmem()).unwrap();
