@@ -412,3 +412,39 @@ fn a_slab_ending_at_the_heaps_last_chunk_survives_a_reopen() {
         ],
     );
 }
+
+/// Returning one emptied slab of a class leaves the class's other slabs with room where the
+/// allocator finds them: the next block of the class fills the hole in the older slab rather
+/// than taking a fresh chunk.
+#[test]
+fn returning_a_slab_keeps_the_other_slabs_of_its_class_in_use() {
+    let dir = common::shm_dir();
+    // Few free chunks: an emptied slab goes back at once instead of being kept.
+    let mut pool = pool(&dir, 8 << 20);
+    let layout = pool.geometry().heap_layout();
+    let blocks_per_slab = slab_geom(class_of(64).unwrap()).blocks as usize;
+    // One full slab and three blocks of a second one.
+    let blocks = pool
+        .transaction(|tx, _| {
+            (0..blocks_per_slab + 3)
+                .map(|_| tx.alloc_bytes(64))
+                .collect::<Result<Vec<u64>, Error>>()
+        })
+        .unwrap();
+    let first = layout.chunk_of(blocks[0]).unwrap();
+    let hole = blocks[10];
+    assert_eq!(layout.chunk_of(hole).unwrap(), first);
+    let second: Vec<u64> = blocks
+        .iter()
+        .copied()
+        .filter(|&b| layout.chunk_of(b).unwrap() != first)
+        .collect();
+    assert_eq!(second.len(), 3, "one full slab and three blocks of another");
+    pool.transaction(|tx, _| tx.free_bytes(hole)).unwrap();
+    pool.transaction(|tx, _| second.iter().try_for_each(|&b| tx.free_bytes(b)))
+        .unwrap();
+    let slab_chunks = pool.heap_stats().unwrap().slab_chunks;
+    let next = pool.transaction(|tx, _| tx.alloc_bytes(64)).unwrap();
+    assert_eq!(next, hole, "the hole in the older slab, not a fresh slab");
+    assert_eq!(pool.heap_stats().unwrap().slab_chunks, slab_chunks);
+}
