@@ -8,6 +8,7 @@
 mod common;
 
 mod alloc;
+mod alloc_cost;
 mod big;
 mod capacity;
 mod checked;
@@ -18,6 +19,8 @@ mod forged_log;
 mod format;
 mod fuzz_corpus;
 mod grow;
+mod heap_damage;
+mod heap_reuse;
 mod lane_release;
 mod lanes;
 mod log_scan;

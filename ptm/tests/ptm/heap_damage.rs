@@ -1,0 +1,56 @@
+//! Guards frees against damaged heap metadata: a run descriptor damaged while the pool is open
+//! (after the heap index was built) to reach past the heap's end is `CorruptHeap`, never a free
+//! of chunks that do not exist.
+
+use crate::common;
+
+use std::os::unix::fs::FileExt;
+
+use ptm::internals::heap::{Desc, CHUNK};
+use ptm::{Error, PCell, PPtr, Persistent, Pool};
+
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Root {
+    slots: [PCell<PPtr<u8>>; 4],
+}
+
+fn pool(dir: &tempfile::TempDir) -> Pool<Root> {
+    Pool::<Root>::create(common::path(dir, "damage.pool"), 8 << 20, &common::pmem()).unwrap()
+}
+
+/// Opens the pool file for writes beside the pool's own mapping (tmpfs: one page cache, so
+/// the mapping sees every byte written here).
+fn pool_file(dir: &tempfile::TempDir) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(common::path(dir, "damage.pool"))
+        .unwrap()
+}
+
+#[test]
+fn a_run_descriptor_damaged_past_the_heap_end_while_open_is_corrupt_heap() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir);
+    let run = pool.transaction(|tx, _| tx.alloc_bytes(3 * CHUNK)).unwrap();
+    // Another allocation builds the heap index before the damage.
+    pool.transaction(|tx, _| tx.alloc_bytes(64)).unwrap();
+    let layout = pool.geometry().heap_layout();
+    let chunk = layout.chunk_of(run).unwrap();
+    assert_eq!(layout.chunk_off(chunk), run);
+    let past_end = layout.n_chunks - chunk + 1;
+    pool_file(&dir)
+        .write_all_at(
+            &Desc::Run(past_end).encode().to_le_bytes(),
+            layout.desc_off(chunk),
+        )
+        .unwrap();
+    let r = pool.transaction(|tx, _| tx.free_bytes(run));
+    assert!(
+        matches!(r, Err(Error::CorruptHeap(_))),
+        "free of a run of {past_end} chunks from chunk {chunk} of {}: {r:?}",
+        layout.n_chunks
+    );
+}

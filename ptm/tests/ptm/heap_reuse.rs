@@ -1,0 +1,450 @@
+//! Guards that the allocator finds the room it has: a slab lent to a smaller class on a full
+//! heap stays available for the next small allocation, checked against a model of the live
+//! blocks (no overlap, exactly the heap's allocated blocks).
+
+use crate::common;
+
+use ptm::internals::heap::{class_of, metadata_reserve, slab_geom, CHUNK};
+use ptm::{Error, PCell, PPtr, Persistent, Pool};
+
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Root {
+    slots: [PCell<PPtr<u8>>; 64],
+}
+
+fn pool(dir: &tempfile::TempDir, size: u64) -> Pool<Root> {
+    Pool::<Root>::create(common::path(dir, "reuse.pool"), size, &common::pmem()).unwrap()
+}
+
+fn alloc_into(pool: &Pool<Root>, slot: usize, size: u64) -> Result<u64, Error> {
+    pool.transaction(|tx, r| {
+        let off = tx.alloc_bytes(size)?;
+        r.slots[slot].set(tx, tx.pptr(off))?;
+        Ok(off)
+    })
+}
+
+/// Live blocks as `(offset, size)`, sorted: none may overlap, and the heap's allocated blocks
+/// must start exactly at their offsets.
+fn assert_matches_model(pool: &mut Pool<Root>, live: &[(u64, u64)]) {
+    let mut live = live.to_vec();
+    live.sort_unstable();
+    for w in live.windows(2) {
+        assert!(w[0].0 + w[0].1 <= w[1].0, "blocks overlap: {w:?}");
+    }
+    let mut heap: Vec<u64> = pool
+        .allocated_blocks()
+        .unwrap()
+        .into_iter()
+        .map(|(o, _)| o)
+        .collect();
+    heap.sort_unstable();
+    assert_eq!(
+        heap,
+        live.iter().map(|&(o, _)| o).collect::<Vec<_>>(),
+        "allocated blocks"
+    );
+    pool.check_heap().unwrap();
+}
+
+/// On a heap with no free chunk beyond the reserve, 64-byte allocations borrow blocks of a
+/// slab of the next class (128 bytes, at most twice the size), one transaction each: the slab
+/// lent once must be found again by the next allocation, until it is full, rather than
+/// `OutOfSpace` while it has room.
+#[test]
+fn a_slab_lent_to_a_smaller_class_on_a_full_heap_is_found_again() {
+    let dir = common::shm_dir();
+    let mut pool = pool(&dir, 8 << 20);
+    let lender = alloc_into(&pool, 0, 128).unwrap();
+    let chunks = pool.heap_stats().unwrap().chunks;
+    let usable = chunks - metadata_reserve(chunks);
+    // The lender's slab took one chunk: a run of all the others leaves only the reserve.
+    let run = alloc_into(&pool, 1, (usable - 1) * CHUNK).unwrap();
+    assert_eq!(
+        pool.heap_stats().unwrap().free_chunks,
+        chunks - usable,
+        "only the reserve is free"
+    );
+    let class_128 = class_of(128).unwrap();
+    let mut live = vec![(lender, 128), (run, (usable - 1) * CHUNK)];
+    for slot in 2..40 {
+        let off = alloc_into(&pool, slot, 64)
+            .unwrap_or_else(|e| panic!("allocation {} of 64 bytes: {e:?}", slot - 1));
+        // Borrowed from the lender's slab: the same chunk.
+        assert_eq!(
+            off / CHUNK,
+            lender / CHUNK,
+            "block {off:#x} not in the 128-byte slab"
+        );
+        live.push((off, 128));
+    }
+    let st = pool.check_heap().unwrap();
+    assert_eq!(st.per_class[class_128], 39, "{st:?}");
+    assert_matches_model(&mut pool, &live);
+}
+
+/// On a full heap (no chunk for a log extent) with a small lane, a transaction allocating
+/// small blocks gets `OutOfSpace` from the allocation the log cannot record. The caller may
+/// take that error and commit what it has: the commit succeeds, and exactly the blocks handed
+/// out before the error are allocated.
+#[test]
+fn a_transaction_that_goes_on_after_out_of_space_commits_its_earlier_allocations() {
+    let dir = common::shm_dir();
+    let opts = common::pmem().lanes(2).lane_size(8192);
+    let mut pool = Pool::<Root>::create(common::path(&dir, "small-lane.pool"), 8 << 20, &opts).unwrap();
+    let first = alloc_into(&pool, 0, 64).unwrap();
+    let chunks = pool.heap_stats().unwrap().chunks;
+    let usable = chunks - metadata_reserve(chunks);
+    let run = alloc_into(&pool, 1, (usable - 1) * CHUNK).unwrap();
+    let made: Vec<u64> = pool
+        .transaction(|tx, _| {
+            let mut made = Vec::new();
+            loop {
+                match tx.alloc_bytes(64) {
+                    Ok(off) => made.push(off),
+                    Err(Error::OutOfSpace { .. }) => return Ok::<_, Error>(made),
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+        .unwrap_or_else(|e| panic!("commit after OutOfSpace: {e:?}"));
+    assert!(!made.is_empty());
+    let mut live = vec![(first, 64), (run, (usable - 1) * CHUNK)];
+    live.extend(made.iter().map(|&o| (o, 64)));
+    assert_matches_model(&mut pool, &live);
+}
+
+/// A transaction allocates blocks that share a bitmap word, then frees some of them before any
+/// drain (each free cancels its allocation): the blocks it keeps are allocated after the commit,
+/// exactly those, and a later allocation never overlaps them.
+#[test]
+fn cancelling_one_allocation_keeps_the_others_in_its_bitmap_word() {
+    let dir = common::shm_dir();
+    let mut pool = pool(&dir, 16 << 20);
+    let base = alloc_into(&pool, 0, 64).unwrap();
+    let kept: Vec<u64> = pool
+        .transaction(|tx, r| {
+            let blocks: Vec<u64> = (0..6).map(|_| tx.alloc_bytes(64)).collect::<Result<_, _>>()?;
+            for &b in &blocks[3..] {
+                tx.free_bytes(b)?;
+            }
+            for (k, &b) in blocks[..3].iter().enumerate() {
+                r.slots[1 + k].set(tx, tx.pptr(b))?;
+            }
+            Ok::<_, Error>(blocks[..3].to_vec())
+        })
+        .unwrap();
+    let mut live = vec![(base, 64)];
+    live.extend(kept.iter().map(|&o| (o, 64)));
+    assert_matches_model(&mut pool, &live);
+    for slot in 4..20 {
+        live.push((alloc_into(&pool, slot, 64).unwrap(), 64));
+    }
+    assert_matches_model(&mut pool, &live);
+}
+
+/// Large blocks are cut from the shortest free run that holds them: with a long free run at
+/// the heap's start and a one-chunk run at its end, a three-chunk block comes from the long
+/// run, inside the heap and overlapping nothing; a block larger than both is `OutOfSpace`
+/// naming the longest free run.
+#[test]
+fn a_large_block_never_comes_from_a_free_run_too_short_for_it() {
+    let dir = common::shm_dir();
+    let mut pool = pool(&dir, 8 << 20);
+    let n = pool.heap_stats().unwrap().chunks;
+    let big = n / 2 + 1;
+    let head = alloc_into(&pool, 0, big * CHUNK).unwrap();
+    let separator = alloc_into(&pool, 1, 64).unwrap();
+    pool.transaction(|tx, r| {
+        tx.free(r.slots[0].get(tx))?;
+        r.slots[0].set(tx, PPtr::null())
+    })
+    .unwrap();
+    // The rest after the separator, but its last chunk.
+    let rest = n - big - 1;
+    let tail = alloc_into(&pool, 2, (rest - 1) * CHUNK).unwrap();
+    let st = pool.heap_stats().unwrap();
+    assert_eq!(
+        (st.free_runs, st.largest_free_run, st.free_chunks),
+        (2, big, big + 1),
+        "{st:?}"
+    );
+    // Too large for any free run: `OutOfSpace` names the longest one the request could use
+    // (the reserve not counted).
+    let keep = metadata_reserve(n);
+    let e = alloc_into(&pool, 3, (big + 1) * CHUNK).unwrap_err();
+    let usable_run = big.min(big + 1 - keep);
+    assert!(
+        matches!(e, Error::OutOfSpace { largest_free_run, .. } if largest_free_run == usable_run * CHUNK),
+        "{e:?}: the longest usable free run has {usable_run} chunks"
+    );
+    let three = alloc_into(&pool, 3, 3 * CHUNK).unwrap();
+    assert_eq!(three, head, "best fit: the long run at the start");
+    let live = [(separator, 64), (tail, (rest - 1) * CHUNK), (three, 3 * CHUNK)];
+    assert_matches_model(&mut pool, &live);
+}
+
+/// Large blocks are cut best-fit: from the shortest free run that holds them, the lowest one
+/// on a tie, so long runs stay whole for larger blocks. Free runs of 5, 3, 4 and 4 chunks
+/// (kept apart by one-chunk slabs) and the long rest of the heap: a three-chunk block takes
+/// the 3-chunk run, the next one the first 4-chunk run.
+#[test]
+fn large_blocks_come_from_the_shortest_free_run_that_holds_them() {
+    let dir = common::shm_dir();
+    let mut pool = pool(&dir, 32 << 20);
+    let mut runs = Vec::new();
+    for (k, (chunks, separator)) in [(5u64, 64u64), (3, 128), (4, 192), (4, 256)]
+        .into_iter()
+        .enumerate()
+    {
+        runs.push(alloc_into(&pool, 2 * k, chunks * CHUNK).unwrap());
+        // A block of a class without a slab yet: a new one-chunk slab after the run.
+        alloc_into(&pool, 2 * k + 1, separator).unwrap();
+    }
+    for k in 0..4 {
+        pool.transaction(|tx, r| {
+            tx.free(r.slots[2 * k].get(tx))?;
+            r.slots[2 * k].set(tx, PPtr::null())
+        })
+        .unwrap();
+    }
+    assert_eq!(pool.heap_stats().unwrap().free_runs, 5);
+    let first = alloc_into(&pool, 20, 3 * CHUNK).unwrap();
+    assert_eq!(
+        first, runs[1],
+        "the 3-chunk run, not the 5-chunk one or the rest of the heap"
+    );
+    let second = alloc_into(&pool, 21, 3 * CHUNK).unwrap();
+    assert_eq!(second, runs[2], "the lower of the two 4-chunk runs");
+    pool.check_heap().unwrap();
+}
+
+/// One transaction allocates a small block and two chunk runs, then frees one of its own runs
+/// and an older run: after the commit exactly the small block, the run it kept and the blocks
+/// from before are allocated (the freed runs' descriptors, and only theirs, are dropped).
+#[test]
+fn freeing_runs_in_the_transaction_that_allocated_runs_keeps_exactly_the_others() {
+    let dir = common::shm_dir();
+    let mut pool = pool(&dir, 32 << 20);
+    let early = alloc_into(&pool, 0, 3 * CHUNK).unwrap();
+    let old = alloc_into(&pool, 1, 2 * CHUNK).unwrap();
+    let (small, freed_new, kept) = pool
+        .transaction(|tx, r| {
+            let small = tx.alloc_bytes(200)?;
+            let freed_new = tx.alloc_bytes(2 * CHUNK)?;
+            let kept = tx.alloc_bytes(3 * CHUNK)?;
+            tx.free(r.slots[1].get(tx))?;
+            r.slots[1].set(tx, PPtr::null())?;
+            tx.free_bytes(freed_new)?;
+            Ok::<_, Error>((small, freed_new, kept))
+        })
+        .unwrap();
+    let live = [(early, 3 * CHUNK), (small, 200), (kept, 3 * CHUNK)];
+    assert_matches_model(&mut pool, &live);
+    // The two freed runs are free chunks again: a block of their size fits in each.
+    let again = [
+        alloc_into(&pool, 2, 2 * CHUNK).unwrap(),
+        alloc_into(&pool, 3, 2 * CHUNK).unwrap(),
+    ];
+    let mut expected = [old, freed_new];
+    expected.sort_unstable();
+    let mut got = again;
+    got.sort_unstable();
+    assert_eq!(got, expected, "the freed runs are reused (best fit)");
+}
+
+/// Freeing two older runs in one transaction frees both; freeing one of them again in that
+/// transaction is `InvalidFree` ("freed twice"), and the commit frees each once.
+#[test]
+fn two_runs_freed_in_one_transaction_are_each_freed_once() {
+    let dir = common::shm_dir();
+    let mut pool = pool(&dir, 32 << 20);
+    let a = alloc_into(&pool, 0, 2 * CHUNK).unwrap();
+    let b = alloc_into(&pool, 1, 3 * CHUNK).unwrap();
+    let keep = alloc_into(&pool, 2, 2 * CHUNK).unwrap();
+    pool.transaction(|tx, r| {
+        tx.free_bytes(a)?;
+        tx.free_bytes(b)?;
+        let again = tx.free_bytes(a);
+        assert!(
+            matches!(
+                again,
+                Err(Error::InvalidFree {
+                    what: "freed twice",
+                    ..
+                })
+            ),
+            "{again:?}"
+        );
+        r.slots[0].set(tx, PPtr::null())?;
+        r.slots[1].set(tx, PPtr::null())
+    })
+    .unwrap();
+    assert_matches_model(&mut pool, &[(keep, 2 * CHUNK)]);
+}
+
+/// A slab whose first bitmap word empties while blocks of its second word are live stays a
+/// slab: those blocks stay allocated (the slab is empty only when every word is).
+#[test]
+fn a_slab_with_live_blocks_past_its_first_bitmap_word_is_not_returned() {
+    let dir = common::shm_dir();
+    // Few free chunks (fewer than the scarce bound): an emptied slab goes back at once
+    // instead of being kept for its class.
+    let mut pool = pool(&dir, 8 << 20);
+    // A zeroed run before the slab, so whatever lies just before the slab's bitmap is zero.
+    let run = alloc_into(&pool, 0, 2 * CHUNK).unwrap();
+    let blocks = pool
+        .transaction(|tx, _| {
+            (0..70)
+                .map(|_| tx.alloc_bytes(64))
+                .collect::<Result<Vec<u64>, Error>>()
+        })
+        .unwrap();
+    pool.transaction(|tx, _| blocks[..64].iter().try_for_each(|&b| tx.free_bytes(b)))
+        .unwrap();
+    let mut live = vec![(run, 2 * CHUNK)];
+    live.extend(blocks[64..].iter().map(|&b| (b, 64)));
+    assert_matches_model(&mut pool, &live);
+    // New blocks never land on the live ones.
+    let more = pool
+        .transaction(|tx, _| {
+            (0..100)
+                .map(|_| tx.alloc_bytes(64))
+                .collect::<Result<Vec<u64>, Error>>()
+        })
+        .unwrap();
+    live.extend(more.iter().map(|&b| (b, 64)));
+    assert_matches_model(&mut pool, &live);
+}
+
+/// Small blocks (one-chunk slabs) grow a pool made with `auto_grow` when its heap is full,
+/// like large ones: 12 MiB of 4 KiB blocks fit in a pool created at 8 MiB.
+#[test]
+fn small_blocks_grow_an_auto_grow_pool() {
+    let dir = common::shm_dir();
+    let opts = common::pmem().auto_grow(32 << 20);
+    let mut pool = Pool::<Root>::create(common::path(&dir, "grow.pool"), 8 << 20, &opts).unwrap();
+    let mut live = Vec::new();
+    for k in 0..3072u64 {
+        let off = pool
+            .transaction(|tx, _| tx.alloc_bytes(4096))
+            .unwrap_or_else(|e| panic!("block {k}: {e:?}"));
+        live.push((off, 4096));
+    }
+    assert!(pool.region().len() > 8 << 20);
+    assert_matches_model(&mut pool, &live);
+}
+
+/// On a fresh pool: a free run of `chunks` chunks at the heap's start, then a one-chunk slab
+/// (its 64-byte block, in slot 1, returned) that keeps the run apart from the free rest.
+fn free_run_before_a_separator(pool: &Pool<Root>, chunks: u64) -> u64 {
+    alloc_into(pool, 0, chunks * CHUNK).unwrap();
+    let separator = alloc_into(pool, 1, 64).unwrap();
+    pool.transaction(|tx, r| {
+        tx.free(r.slots[0].get(tx))?;
+        r.slots[0].set(tx, PPtr::null())
+    })
+    .unwrap();
+    separator
+}
+
+/// A chunk run that ends exactly at the heap's end is a valid heap: after a reopen (which
+/// rebuilds the heap index from the chunk table) allocation and free go on, and the run is
+/// still allocated.
+#[test]
+fn a_run_ending_at_the_heaps_last_chunk_survives_a_reopen() {
+    let dir = common::shm_dir();
+    let path = common::path(&dir, "reuse.pool");
+    let mut pool = pool(&dir, 8 << 20);
+    let n = pool.heap_stats().unwrap().chunks;
+    let keep = metadata_reserve(n);
+    let separator = free_run_before_a_separator(&pool, keep + 2);
+    let tail_len = n - keep - 3;
+    let tail = alloc_into(&pool, 2, tail_len * CHUNK).unwrap();
+    let layout = pool.geometry().heap_layout();
+    assert_eq!(
+        layout.chunk_of(tail).unwrap() + tail_len,
+        layout.n_chunks,
+        "the run ends at the heap's end"
+    );
+    drop(pool);
+    let mut pool = Pool::<Root>::open(&path, &common::pmem()).unwrap();
+    let more = alloc_into(&pool, 3, 100).unwrap_or_else(|e| panic!("allocation after reopen: {e:?}"));
+    assert_matches_model(
+        &mut pool,
+        &[(separator, 64), (tail, tail_len * CHUNK), (more, 100)],
+    );
+}
+
+/// The same for a 4-chunk slab that ends at the heap's last chunk.
+#[test]
+fn a_slab_ending_at_the_heaps_last_chunk_survives_a_reopen() {
+    let dir = common::shm_dir();
+    let path = common::path(&dir, "reuse.pool");
+    let mut pool = pool(&dir, 8 << 20);
+    let n = pool.heap_stats().unwrap().chunks;
+    let keep = metadata_reserve(n);
+    // Longer than four chunks, so the slab below fits best at the end.
+    let separator = free_run_before_a_separator(&pool, keep + 5);
+    // All but the last four chunks after the separator, then a slab of four chunks in those.
+    let body_len = n - (keep + 5) - 1 - 4;
+    let body = alloc_into(&pool, 2, body_len * CHUNK).unwrap();
+    let block = alloc_into(&pool, 3, 16384).unwrap();
+    let layout = pool.geometry().heap_layout();
+    assert_eq!(slab_geom(class_of(16384).unwrap()).chunks, 4);
+    assert_eq!(
+        layout.chunk_of(block).unwrap() + 4,
+        layout.n_chunks,
+        "the slab ends at the heap's end"
+    );
+    drop(pool);
+    let mut pool = Pool::<Root>::open(&path, &common::pmem()).unwrap();
+    let more = alloc_into(&pool, 4, 16384).unwrap_or_else(|e| panic!("allocation after reopen: {e:?}"));
+    assert_matches_model(
+        &mut pool,
+        &[
+            (separator, 64),
+            (body, body_len * CHUNK),
+            (block, 16384),
+            (more, 16384),
+        ],
+    );
+}
+
+/// Returning one emptied slab of a class leaves the class's other slabs with room where the
+/// allocator finds them: the next block of the class fills the hole in the older slab rather
+/// than taking a fresh chunk.
+#[test]
+fn returning_a_slab_keeps_the_other_slabs_of_its_class_in_use() {
+    let dir = common::shm_dir();
+    // Few free chunks: an emptied slab goes back at once instead of being kept.
+    let mut pool = pool(&dir, 8 << 20);
+    let layout = pool.geometry().heap_layout();
+    let blocks_per_slab = slab_geom(class_of(64).unwrap()).blocks as usize;
+    // One full slab and three blocks of a second one.
+    let blocks = pool
+        .transaction(|tx, _| {
+            (0..blocks_per_slab + 3)
+                .map(|_| tx.alloc_bytes(64))
+                .collect::<Result<Vec<u64>, Error>>()
+        })
+        .unwrap();
+    let first = layout.chunk_of(blocks[0]).unwrap();
+    let hole = blocks[10];
+    assert_eq!(layout.chunk_of(hole).unwrap(), first);
+    let second: Vec<u64> = blocks
+        .iter()
+        .copied()
+        .filter(|&b| layout.chunk_of(b).unwrap() != first)
+        .collect();
+    assert_eq!(second.len(), 3, "one full slab and three blocks of another");
+    pool.transaction(|tx, _| tx.free_bytes(hole)).unwrap();
+    pool.transaction(|tx, _| second.iter().try_for_each(|&b| tx.free_bytes(b)))
+        .unwrap();
+    let slab_chunks = pool.heap_stats().unwrap().slab_chunks;
+    let next = pool.transaction(|tx, _| tx.alloc_bytes(64)).unwrap();
+    assert_eq!(next, hole, "the hole in the older slab, not a fresh slab");
+    assert_eq!(pool.heap_stats().unwrap().slab_chunks, slab_chunks);
+}
