@@ -448,3 +448,132 @@ fn returning_a_slab_keeps_the_other_slabs_of_its_class_in_use() {
     assert_eq!(next, hole, "the hole in the older slab, not a fresh slab");
     assert_eq!(pool.heap_stats().unwrap().slab_chunks, slab_chunks);
 }
+
+/// A block size of each slab span (1, 2 and 4 chunks): the smallest class whose slab spans it.
+fn sizes_by_span() -> Vec<u64> {
+    let mut out = Vec::new();
+    for span in [1, 2, 4] {
+        let size = (1..=16u64)
+            .map(|k| k * 1024)
+            .chain([64, 128, 256, 512])
+            .filter(|&s| class_of(s).is_some_and(|c| slab_geom(c).chunks == span && slab_geom(c).block == s))
+            .min();
+        out.extend(size);
+    }
+    assert!(out.len() >= 2, "slab spans found: {out:?}");
+    out
+}
+
+/// A slab that a transaction makes and empties again (its only blocks allocated and freed in
+/// that transaction) is never made: after the commit its chunks are free again, nothing of it
+/// is allocated, and the class makes a proper slab for the next block, in the same transaction
+/// and in later ones, across a reopen. For slabs of 1, 2 and 4 chunks (the descriptors, bitmap
+/// words and hint the cancelling must drop).
+#[test]
+fn a_slab_made_and_emptied_in_one_transaction_is_never_made() {
+    for size in sizes_by_span() {
+        let dir = common::shm_dir();
+        let mut pool = pool(&dir, 8 << 20);
+        let c = class_of(size).unwrap();
+        let span = slab_geom(c).chunks;
+        let free_before = pool.heap_stats().unwrap().free_chunks;
+        // Made and emptied: nothing is left of it.
+        pool.transaction(|tx, _| {
+            let a = tx.alloc_bytes(size)?;
+            tx.free_bytes(a)
+        })
+        .unwrap();
+        assert_eq!(
+            pool.heap_stats().unwrap().free_chunks,
+            free_before,
+            "size {size}: chunks"
+        );
+        assert_matches_model(&mut pool, &[]);
+        // Made, emptied, then the class used again in the same transaction: one slab, holding
+        // exactly the blocks kept.
+        let kept = pool
+            .transaction(|tx, r| {
+                let a = tx.alloc_bytes(size)?;
+                tx.free_bytes(a)?;
+                let b = tx.alloc_bytes(size)?;
+                let d = tx.alloc_bytes(size)?;
+                tx.free_bytes(b)?;
+                let e = tx.alloc_bytes(size)?;
+                r.slots[0].set(tx, tx.pptr(d))?;
+                r.slots[1].set(tx, tx.pptr(e))?;
+                Ok::<_, Error>([d, e])
+            })
+            .unwrap();
+        let live: Vec<(u64, u64)> = kept.iter().map(|&o| (o, size)).collect();
+        assert_matches_model(&mut pool, &live);
+        assert_eq!(
+            pool.heap_stats().unwrap().free_chunks,
+            free_before - span,
+            "size {size}: one slab of {span} chunk(s)"
+        );
+        pool.close().unwrap();
+        let mut pool = Pool::<Root>::open(common::path(&dir, "reuse.pool"), &common::pmem()).unwrap();
+        assert_matches_model(&mut pool, &live);
+        pool.transaction(|tx, r| {
+            for (slot, &off) in kept.iter().enumerate() {
+                assert_eq!(r.slots[slot].get(tx).offset(), off, "size {size}: slot {slot}");
+            }
+            // The class goes on in the slab it has.
+            let f = tx.alloc_bytes(size)?;
+            assert_eq!(
+                f / CHUNK,
+                kept[0] / CHUNK,
+                "size {size}: the next block in the same slab"
+            );
+            tx.free_bytes(f)
+        })
+        .unwrap();
+        assert_matches_model(&mut pool, &live);
+    }
+}
+
+/// Cancelling a slab made and emptied in a transaction drops only that slab's bookkeeping:
+/// another slab the same transaction made (another class), emptied afterwards, is cancelled
+/// too, so nothing of either is left after the commit.
+#[test]
+fn a_cancelled_slab_leaves_the_other_new_slabs_of_its_transaction_alone() {
+    let sizes = sizes_by_span();
+    let (small, other) = (sizes[0], sizes[1]);
+    let dir = common::shm_dir();
+    let mut pool = pool(&dir, 8 << 20);
+    let free_before = pool.heap_stats().unwrap().free_chunks;
+    pool.transaction(|tx, _| {
+        let a = tx.alloc_bytes(small)?;
+        let b = tx.alloc_bytes(other)?;
+        tx.free_bytes(b)?;
+        tx.free_bytes(a)
+    })
+    .unwrap();
+    assert_eq!(
+        pool.heap_stats().unwrap().free_chunks,
+        free_before,
+        "a slab left behind"
+    );
+    assert_matches_model(&mut pool, &[]);
+}
+
+/// Cancelling a slab keeps the other chunks its transaction reserved: when the transaction
+/// then aborts, a run it had allocated goes back to the free chunks of this process, so the
+/// whole free space can be allocated right after (no reopen in between).
+#[test]
+fn a_cancelled_slab_leaves_the_runs_its_transaction_reserved() {
+    let dir = common::shm_dir();
+    let mut pool = pool(&dir, 8 << 20);
+    let stats = pool.heap_stats().unwrap();
+    let usable = stats.free_chunks - metadata_reserve(stats.chunks);
+    let r = pool.transaction(|tx, _| {
+        tx.alloc_bytes(3 * CHUNK)?;
+        let a = tx.alloc_bytes(64)?;
+        tx.free_bytes(a)?;
+        Err::<(), _>(Error::Aborted)
+    });
+    assert!(matches!(r, Err(Error::Aborted)), "{r:?}");
+    let all = alloc_into(&pool, 0, usable * CHUNK)
+        .unwrap_or_else(|e| panic!("a run of all {usable} usable chunks after the abort: {e:?}"));
+    assert_matches_model(&mut pool, &[(all, usable * CHUNK)]);
+}
