@@ -276,6 +276,19 @@ struct Inner<A: Application> {
     receiving: AtomicBool,
     /// The part of a purge held back until the incoming snapshot is installed (see `purge`).
     deferred_purge: Mutex<Option<LogId<u64>>>,
+    /// The first error of a log append or a state-machine apply (each stops the node), as
+    /// text: what [`RaftStore::write_failure`] reports.
+    write_failure: Mutex<Option<String>>,
+}
+
+impl<A: Application> Inner<A> {
+    /// Records `e` as the store's write failure unless one is recorded already.
+    fn write_failed(&self, e: &Error) {
+        self.write_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(|| e.to_string());
+    }
 }
 
 /// A replicated pool: one ptm pool holding a Raft log and a state machine. Hand
@@ -394,6 +407,7 @@ impl<A: Application> RaftStore<A> {
                 gate: Mutex::new(()),
                 receiving: AtomicBool::new(false),
                 deferred_purge: Mutex::new(None),
+                write_failure: Mutex::new(None),
             }),
         })
     }
@@ -425,6 +439,18 @@ impl<A: Application> RaftStore<A> {
     /// Snapshots installed from a leader since this store was opened.
     pub fn snapshots_installed(&self) -> u64 {
         self.inner.snapshots_installed.load(Ordering::Relaxed)
+    }
+
+    /// The first error that failed a log append or a state-machine apply of this store (say
+    /// "out of pool space"), if any. Either stops the node; openraft's own stop reason may
+    /// name only what it saw next (a closed channel of its storage task), so this is the
+    /// cause to report.
+    pub fn write_failure(&self) -> Option<String> {
+        self.inner
+            .write_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Runs `f` on the application's state in a transaction (under the state machine's lock:
@@ -697,7 +723,10 @@ impl<A: Application> RaftLogStorage<Conf<A>> for LogStore<A> {
         I: IntoIterator<Item = Entry<Conf<A>>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let storage = |e: Error| e.into_storage(ErrorSubject::Logs, ErrorVerb::Write);
+        let storage = |e: Error| {
+            self.inner.write_failed(&e);
+            e.into_storage(ErrorSubject::Logs, ErrorVerb::Write)
+        };
         let batch = entries
             .into_iter()
             .map(|e| Ok((e.log_id.index, encode("log entry", &e)?)))
@@ -921,7 +950,10 @@ impl<A: Application> RaftStateMachine<Conf<A>> for StateMachine<A> {
             })
         })
         .await
-        .map_err(|e| e.into_storage(ErrorSubject::StateMachine, ErrorVerb::Write))
+        .map_err(|e| {
+            self.inner.write_failed(&e);
+            e.into_storage(ErrorSubject::StateMachine, ErrorVerb::Write)
+        })
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

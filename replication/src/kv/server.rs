@@ -290,7 +290,16 @@ impl Node {
                     learners: membership.learner_ids().collect(),
                     last_applied: m.last_applied.map(|l| l.index),
                     snapshots_installed: self.store.snapshots_installed(),
-                    stopped: m.running_state.as_ref().err().map(|e| e.to_string()),
+                    // The store's own failure first: openraft may have stopped on what it saw
+                    // next (its storage task's channel closing) rather than on the cause.
+                    stopped: m
+                        .running_state
+                        .as_ref()
+                        .err()
+                        .map(|e| match self.store.write_failure() {
+                            Some(cause) => format!("{cause} (raft: {e})"),
+                            None => e.to_string(),
+                        }),
                 }))
             }
         }
