@@ -248,6 +248,12 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
         // SAFETY: see the contract above; `n` is a node, `g.size` bytes.
         let b = unsafe { raw::Block::new(tx, n, g.size)? };
         b.prefetch(0, g.size);
+        Self::node_from(tx, &b)
+    }
+
+    /// [`read_node`](Self::read_node) of a node already resolved (`g.size` bytes).
+    fn node_from(tx: &Transaction<'_>, b: &raw::Block<'_>) -> Result<Node<K, V>> {
+        let g = geo::<K, V>();
         let len = (b.cell::<u64>(0)?.get(tx) as usize).min(CAP);
         let leaf = b.cell::<u64>(8)?.get(tx) != 0;
         let mut node = Node {
@@ -397,7 +403,7 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
             node.prefetch(0, g.size);
             let len = (node.cell::<u64>(0)?.get(tx) as usize).min(CAP);
             if node.cell::<u64>(8)?.get(tx) != 0 {
-                out.push((n, Some(Self::read_node(tx, n)?), 0));
+                out.push((n, Some(Self::node_from(tx, &node)?), 0));
                 return Ok(out);
             }
             // In place, as `find`: what `read_node` + `search(.., true)` would give.

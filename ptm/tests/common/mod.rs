@@ -27,3 +27,15 @@ pub fn pmem() -> ptm::PoolOptions {
 pub fn crash_image(src: &Path, dst: &Path) {
     std::fs::copy(src, dst).unwrap();
 }
+
+/// The pool offsets of the heap's allocated blocks, sorted.
+pub fn allocated_offsets<R: ptm::Persistent>(pool: &mut ptm::Pool<R>) -> Vec<u64> {
+    let mut out: Vec<u64> = pool
+        .allocated_blocks()
+        .unwrap()
+        .into_iter()
+        .map(|(o, _)| o)
+        .collect();
+    out.sort_unstable();
+    out
+}

@@ -78,15 +78,9 @@ fn assert_no_leak(pool: &mut Pool<Root>) {
             Ok::<_, Error>(out)
         })
         .unwrap();
-    let mut allocated: Vec<u64> = pool
-        .allocated_blocks()
-        .unwrap()
-        .into_iter()
-        .map(|(o, _)| o)
-        .collect();
+    let allocated = common::allocated_offsets(pool);
     let mut reachable_sorted = reachable.clone();
     reachable_sorted.sort();
-    allocated.sort();
     assert_eq!(
         allocated, reachable_sorted,
         "allocated blocks differ from reachable nodes"
@@ -406,8 +400,7 @@ proptest! {
             for w in live.windows(2) {
                 prop_assert!(w[0].0 + w[0].1 <= w[1].0, "overlap {:?}", w);
             }
-            let mut blocks: Vec<u64> = pool.allocated_blocks().unwrap().into_iter().map(|(o, _)| o).collect();
-            blocks.sort();
+            let blocks = common::allocated_offsets(&mut pool);
             prop_assert_eq!(blocks, live.iter().map(|&(o, _)| o).collect::<Vec<_>>());
             pool.check_heap().unwrap();
         }

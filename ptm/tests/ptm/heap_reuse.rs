@@ -34,13 +34,7 @@ fn assert_matches_model(pool: &mut Pool<Root>, live: &[(u64, u64)]) {
     for w in live.windows(2) {
         assert!(w[0].0 + w[0].1 <= w[1].0, "blocks overlap: {w:?}");
     }
-    let mut heap: Vec<u64> = pool
-        .allocated_blocks()
-        .unwrap()
-        .into_iter()
-        .map(|(o, _)| o)
-        .collect();
-    heap.sort_unstable();
+    let heap = common::allocated_offsets(pool);
     assert_eq!(
         heap,
         live.iter().map(|&(o, _)| o).collect::<Vec<_>>(),

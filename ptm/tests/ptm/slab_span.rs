@@ -233,13 +233,7 @@ fn frees_in_a_slab_made_by_the_same_transaction_find_its_first_chunk() {
         .unwrap();
     let mut expected: Vec<u64> = kept.iter().copied().chain([run]).collect();
     expected.sort_unstable();
-    let mut allocated: Vec<u64> = pool
-        .allocated_blocks()
-        .unwrap()
-        .into_iter()
-        .map(|(o, _)| o)
-        .collect();
-    allocated.sort_unstable();
+    let allocated = common::allocated_offsets(&mut pool);
     assert_eq!(allocated, expected);
     pool.check_heap().unwrap();
 }
