@@ -778,7 +778,17 @@ impl Transaction<'_> {
     /// A slab this transaction created and left empty (its blocks allocated and freed again)
     /// is not created after all: its pending descriptor store becomes 0 (the descriptor was
     /// logged when the slab was made), and it is quarantined like a returned slab.
+    #[inline]
     pub(crate) fn return_empty_slabs(&self, st: &mut crate::engine::lane_state::LaneVolatile) {
+        // Inlined check: no emptied or new slab (most transactions).
+        if st.heap.lists.emptied_slabs.is_empty() && st.heap.lists.new_slabs.is_empty() {
+            return;
+        }
+        self.return_slabs(st);
+    }
+
+    /// [`return_empty_slabs`](Self::return_empty_slabs) past its inlined check.
+    fn return_slabs(&self, st: &mut crate::engine::lane_state::LaneVolatile) {
         let layout = self.shared().heap.layout();
         for i in 0..st.heap.lists.emptied_slabs.len() {
             let (chunk, c) = st.heap.lists.emptied_slabs[i];
@@ -815,10 +825,20 @@ impl Transaction<'_> {
     /// hash covers the blocks. Called before every drain of the transaction and at commit.
     /// Records written stay written if a later one fails (the log cannot grow): the error
     /// aborts the transaction, or a retry goes on from there.
+    #[inline]
     pub(crate) fn log_pending_allocations(
         &self,
         st: &mut crate::engine::lane_state::LaneVolatile,
     ) -> Result<()> {
+        // Inlined check: a transaction that allocated nothing (most of them) has nothing here.
+        if !st.heap.allocated && st.heap.pending.is_empty() {
+            return Ok(());
+        }
+        self.log_allocations(st)
+    }
+
+    /// [`log_pending_allocations`](Self::log_pending_allocations) past its inlined check.
+    fn log_allocations(&self, st: &mut crate::engine::lane_state::LaneVolatile) -> Result<()> {
         if st.heap.allocated && (st.undrained || !st.heap.pending.is_empty()) {
             // A drain follows: the kept slabs' descriptors ride on it (no extra drain).
             self.return_kept_slabs(st);

@@ -122,8 +122,18 @@ thread_local! {
     static CURRENT: RefCell<Vec<(u64, *const Transaction<'static>)>> = const { RefCell::new(Vec::new()) };
 }
 
+thread_local! {
+    /// How many registrations `CURRENT` holds: a plain counter (no destructor) that every
+    /// transaction's start reads to skip the list when this thread runs none.
+    static REGISTERED: Cell<usize> = const { Cell::new(0) };
+}
+
 /// The transaction this thread is running on pool `id`, if any.
+#[inline]
 pub(crate) fn current(id: u64) -> Option<*const Transaction<'static>> {
+    if REGISTERED.with(Cell::get) == 0 {
+        return None;
+    }
     CURRENT.with(|c| c.borrow().iter().rev().find(|(p, _)| *p == id).map(|&(_, t)| t))
 }
 
@@ -134,6 +144,7 @@ impl Registration {
     pub(crate) fn new(id: u64, tx: &Transaction<'_>) -> Self {
         let p = (tx as *const Transaction<'_>).cast::<Transaction<'static>>();
         CURRENT.with(|c| c.borrow_mut().push((id, p)));
+        REGISTERED.with(|r| r.set(r.get() + 1));
         Registration(id)
     }
 }
@@ -142,9 +153,13 @@ impl Drop for Registration {
     fn drop(&mut self) {
         CURRENT.with(|c| {
             let mut v = c.borrow_mut();
-            if let Some(i) = v.iter().rposition(|(p, _)| *p == self.0) {
+            // The newest registration is this one unless transactions on two pools interleave.
+            if v.last().is_some_and(|(p, _)| *p == self.0) {
+                v.pop();
+            } else if let Some(i) = v.iter().rposition(|(p, _)| *p == self.0) {
                 v.remove(i);
             }
+            REGISTERED.with(|r| r.set(v.len()));
         });
     }
 }
@@ -808,6 +823,7 @@ impl<'p> Transaction<'p> {
         // commit takes them over, and this transaction no longer touches the state.
         let drains_at_commit = pmem_core::thread_stats().drains;
         let settled = Rc::new(Cell::new(false));
+        MAYBE_PENDING.with(|m| m.set(true));
         PENDING.with(|p| {
             p.borrow_mut().push(PendingEntry {
                 pool: s.id,
@@ -832,12 +848,14 @@ impl<'p> Transaction<'p> {
         let s = self.shared;
         let mut guard = self.st.borrow_mut();
         let st: &mut LaneVolatile = &mut guard;
-        let mut h = DataHasher::default();
+        let mut h = DataHasher::with_buffer(std::mem::take(&mut st.hash_buf));
         for &(off, len) in &st.ranges {
             // SAFETY: logged ranges are loggable and owned by this transaction.
             let bytes = unsafe { std::slice::from_raw_parts(s.ptr(off), len as usize) };
             h.range(off, bytes);
         }
+        let data_hash = h.finish();
+        st.hash_buf = h.into_buffer();
         // Flush each cache line once, however many logged ranges share it.
         let lines = &mut st.commit_lines;
         lines.clear();
@@ -863,7 +881,7 @@ impl<'p> Transaction<'p> {
         let rec = CommitRecord {
             seq,
             n_entries: entries,
-            data_hash: h.finish(),
+            data_hash,
         }
         .encode();
         let at = s.geo.lane(self.lane) + LANE_COMMIT;
@@ -1022,6 +1040,10 @@ struct PendingEntry {
 
 thread_local! {
     static PENDING: RefCell<Vec<PendingEntry>> = const { RefCell::new(Vec::new()) };
+    /// False only while `PENDING` is known empty: set by every push, cleared when a settle
+    /// leaves it empty. A plain flag (no destructor) is cheaper to read at every transaction's
+    /// start than the list.
+    static MAYBE_PENDING: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Whether a drain is still needed to make flushes issued when this thread's drain counter was
@@ -1037,14 +1059,25 @@ fn needs_drain(s: &Shared, drains_at: u64) -> bool {
 /// them) and marks them complete. Called before this thread starts another transaction on the
 /// pool (so it never overwrites data of a commit that recovery could still judge by its data
 /// hash) and by `Pool::sync`. Their lanes and locks stay with their `PendingCommit`s.
+#[inline]
 pub(crate) fn settle_thread(s: &Shared) -> Result<()> {
+    if !MAYBE_PENDING.with(Cell::get) {
+        return Ok(()); // the common path: no relaxed commit of this thread is pending
+    }
+    settle_pending(s)
+}
+
+/// [`settle_thread`] when this thread may have pending relaxed commits.
+fn settle_pending(s: &Shared) -> Result<()> {
     let mine: Vec<PendingEntry> = PENDING.with(|p| {
         let mut p = p.borrow_mut();
         if p.is_empty() {
-            return Vec::new(); // no allocation on the common path
+            MAYBE_PENDING.with(|m| m.set(false));
+            return Vec::new();
         }
         let (mine, rest): (Vec<_>, Vec<_>) = p.drain(..).partition(|e| e.pool == s.id);
         *p = rest;
+        MAYBE_PENDING.with(|m| m.set(!p.is_empty()));
         mine
     });
     if mine.is_empty() {
@@ -1178,11 +1211,18 @@ fn covered(st: &LaneVolatile, off: u64, len: u64) -> bool {
     while at < end {
         // The farthest end of a logged range holding byte `at`.
         let reach = if st.index.is_empty() {
-            st.logical
-                .iter()
-                .filter(|&&(o, l)| o <= at && at < o + l)
-                .map(|&(o, l)| o + l)
-                .max()
+            // Newest first (a store usually follows the snapshot of its own range), stopping at
+            // a range that holds the rest: then the farthest end no longer matters.
+            let mut best: Option<u64> = None;
+            for &(o, l) in st.logical.iter().rev() {
+                if o <= at && at < o + l {
+                    best = Some(best.map_or(o + l, |b| b.max(o + l)));
+                    if o + l >= end {
+                        break;
+                    }
+                }
+            }
+            best
         } else {
             let (o, l) = st.last_cover.get();
             if o <= at && at < o + l {

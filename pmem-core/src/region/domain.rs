@@ -461,6 +461,26 @@ impl Domain {
     /// As [`order`](Domain::order).
     #[inline]
     pub(super) unsafe fn point(&self, base: NonNull<u8>, path: &Path, point: Point) -> Result<()> {
+        if let Domain::CacheFlush(_) | Domain::Eadr = self {
+            // Inlined into every transaction's two drains: one fence, no call.
+            flush::drain_fence();
+            return Ok(());
+        }
+        // SAFETY: forwarded caller contract.
+        unsafe { self.point_io(base, path, point) }
+    }
+
+    /// [`point`](Domain::point) of the domains that do I/O (or simulate it).
+    ///
+    /// # Safety
+    ///
+    /// As [`order`](Domain::order).
+    ///
+    /// # Errors
+    ///
+    /// As [`order`](Domain::order).
+    #[inline(never)]
+    unsafe fn point_io(&self, base: NonNull<u8>, path: &Path, point: Point) -> Result<()> {
         match self {
             Domain::CacheFlush(_) | Domain::Eadr => {
                 flush::drain_fence();

@@ -40,21 +40,37 @@ impl LaneMap {
 
     /// Tries once to take a free lane, scanning from `start`.
     pub fn try_acquire(&self, start: usize) -> Option<usize> {
-        for k in 0..self.n {
-            let lane = (start + k) % self.n;
+        if self.n == 0 {
+            return None;
+        }
+        // Scans `start, start + 1, ...` wrapping at `n` (a compare, not a division per lane).
+        let mut lane = if start < self.n { start } else { start % self.n };
+        for _ in 0..self.n {
             let flag = &self.flags[lane].0;
-            if flag.load(Ordering::Relaxed) != 0 {
-                continue;
-            }
-            if flag.swap(1, Ordering::Acquire) == 0 {
+            if flag.load(Ordering::Relaxed) == 0 && flag.swap(1, Ordering::Acquire) == 0 {
                 return Some(lane);
+            }
+            lane += 1;
+            if lane == self.n {
+                lane = 0;
             }
         }
         None
     }
 
     /// Takes a free lane, waiting while all are busy.
+    #[inline]
     pub fn acquire(&self, start: usize) -> usize {
+        // Inlined first try: the thread's preferred lane is usually free.
+        match self.try_acquire(start) {
+            Some(l) => l,
+            None => self.acquire_waiting(start),
+        }
+    }
+
+    /// [`acquire`](Self::acquire) once every lane was busy: tries again, spinning, then
+    /// yielding.
+    fn acquire_waiting(&self, start: usize) -> usize {
         let mut spins = 0u32;
         loop {
             if let Some(l) = self.try_acquire(start) {

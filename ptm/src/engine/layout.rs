@@ -529,18 +529,15 @@ impl CommitRecord {
 /// common commit: xxh3's streaming state costs more than the hashing then); longer ones go
 /// through the streaming hasher, which gives the same value for the same bytes.
 pub(crate) struct DataHasher {
-    buf: [u8; Self::INLINE],
-    len: usize,
+    /// The gathered input, at most [`DataHasher::INLINE`] bytes (a buffer the caller may keep
+    /// across hashes, see [`with_buffer`](DataHasher::with_buffer)).
+    buf: Vec<u8>,
     stream: Option<Box<xxhash_rust::xxh3::Xxh3>>,
 }
 
 impl Default for DataHasher {
     fn default() -> Self {
-        DataHasher {
-            buf: [0; Self::INLINE],
-            len: 0,
-            stream: None,
-        }
+        DataHasher::with_buffer(Vec::new())
     }
 }
 
@@ -548,21 +545,43 @@ impl DataHasher {
     /// Bytes gathered before switching to the streaming hasher.
     const INLINE: usize = 512;
 
+    /// A hasher gathering into `buf` (cleared first), so a commit reuses one allocation;
+    /// [`into_buffer`](DataHasher::into_buffer) hands it back.
+    pub(crate) fn with_buffer(mut buf: Vec<u8>) -> Self {
+        buf.clear();
+        DataHasher { buf, stream: None }
+    }
+
+    /// The gathering buffer, for the next hash.
+    pub(crate) fn into_buffer(self) -> Vec<u8> {
+        self.buf
+    }
+
     fn push(&mut self, data: &[u8]) {
         if let Some(s) = &mut self.stream {
             s.update(data);
-        } else if let Some(dst) = self.buf.get_mut(self.len..self.len + data.len()) {
-            dst.copy_from_slice(data);
-            self.len += data.len();
+        } else if self.buf.len() + data.len() <= Self::INLINE {
+            self.buf.extend_from_slice(data);
         } else {
             let mut s = Box::new(xxhash_rust::xxh3::Xxh3::new());
-            s.update(&self.buf[..self.len]);
+            s.update(&self.buf);
             s.update(data);
             self.stream = Some(s);
         }
     }
 
     pub(crate) fn range(&mut self, offset: u64, bytes: &[u8]) {
+        if self.stream.is_none() && self.buf.len() + 16 + bytes.len() <= Self::INLINE {
+            // The common commit: a few small ranges gathered with fixed-size copies (a word-sized
+            // range is most of them), no call into `memcpy`.
+            self.buf.extend_from_slice(&offset.to_le_bytes());
+            self.buf.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+            match <&[u8; 8]>::try_from(bytes) {
+                Ok(word) => self.buf.extend_from_slice(word),
+                Err(_) => self.buf.extend_from_slice(bytes),
+            }
+            return;
+        }
         self.push(&offset.to_le_bytes());
         self.push(&(bytes.len() as u64).to_le_bytes());
         self.push(bytes);
@@ -571,7 +590,7 @@ impl DataHasher {
     pub(crate) fn finish(&self) -> u64 {
         match &self.stream {
             Some(s) => s.digest(),
-            None => xxh3_64(&self.buf[..self.len]),
+            None => xxh3_64(&self.buf),
         }
     }
 }
@@ -664,18 +683,30 @@ mod tests {
             &[3, 500, 9][..],
             &[64; 40][..],
             &[4096, 1][..],
+            &[500, 8, 8][..],
+            &[8, 480, 8][..],
         ] {
             let mut fast = DataHasher::default();
+            // A reused buffer, left full of an earlier commit's bytes.
+            let mut reused = DataHasher::with_buffer(vec![0xA5; 700]);
             let mut slow = xxhash_rust::xxh3::Xxh3::new();
             for (i, &n) in sizes.iter().enumerate() {
                 let bytes: Vec<u8> = (0..n).map(|b| (b * 7 + i) as u8).collect();
                 let off = 4096 * i as u64 + 8;
                 fast.range(off, &bytes);
+                reused.range(off, &bytes);
                 slow.update(&off.to_le_bytes());
                 slow.update(&(n as u64).to_le_bytes());
                 slow.update(&bytes);
             }
             assert_eq!(fast.finish(), slow.digest(), "{sizes:?}");
+            assert_eq!(reused.finish(), slow.digest(), "{sizes:?}, reused buffer");
+            let again = DataHasher::with_buffer(reused.into_buffer());
+            assert_eq!(
+                again.finish(),
+                xxhash_rust::xxh3::xxh3_64(&[]),
+                "a reused buffer starts empty"
+            );
         }
     }
 
