@@ -423,12 +423,9 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
         k: &K::Borrowed,
     ) -> Result<usize> {
         let g = geo::<K, V>();
-        partition_point(len, |i| {
-            // SAFETY: the accessor contract, `i < len <= CAP`; the reference is used for this
-            // comparison only.
-            let key = unsafe { node.at::<K>(g.ko + raw::elem_off::<K>(i as u64)?)? };
-            Ok(key.key_cmp(tx, k)? != Ordering::Greater)
-        })
+        // SAFETY: the accessor contract, `len <= CAP`; the keys are only read, for this search.
+        let keys = unsafe { node.slice::<K>(g.ko, len)? };
+        partition_point(len, |i| Ok(keys[i].key_cmp(tx, k)? != Ordering::Greater))
     }
 
     /// The contents of a node of a [`Path`]: as read on the way down, or read now.
@@ -443,6 +440,12 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
     /// each node on the way, the keys a binary search visits (about 4 per node) and one child
     /// pointer per internal node; no node is copied out.
     fn find(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<Option<(PPtr<u8>, u64)>> {
+        Ok(self.find_in(tx, k)?.map(|(b, i)| (b.ptr(), i)))
+    }
+
+    /// [`find`](Self::find), with the leaf as the block it resolved (a lookup reads its value
+    /// from there without resolving it again).
+    fn find_in<'t>(&self, tx: &'t Transaction<'_>, k: &K::Borrowed) -> Result<Option<(raw::Block<'t>, u64)>> {
         let () = Self::SIZES_OK;
         let g = geo::<K, V>();
         let mut n = self.root.get(tx);
@@ -457,17 +460,15 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
             node.prefetch(0, g.size);
             let len = (node.cell::<u64>(0)?.get(tx) as usize).min(CAP);
             let leaf = node.cell::<u64>(8)?.get(tx) != 0;
-            let cmp = |i: usize| -> Result<Ordering> {
-                // SAFETY: as above, `i < len <= CAP`; the reference is used for this comparison
-                // only.
-                unsafe { node.at::<K>(g.ko + raw::elem_off::<K>(i as u64)?)? }.key_cmp(tx, k)
-            };
             if leaf {
+                // SAFETY: as above, `len <= CAP`; the keys are only read, for this search.
+                let keys = unsafe { node.slice::<K>(g.ko, len)? };
+                let cmp = |i: usize| keys[i].key_cmp(tx, k);
                 let i = partition_point(len, |i| Ok(cmp(i)? == Ordering::Less))?;
                 if i == len || cmp(i)? != Ordering::Equal {
                     return Ok(None);
                 }
-                return Ok(Some((n, i as u64)));
+                return Ok(Some((node, i as u64)));
             }
             let i = Self::child_index(tx, &node, len, k)?;
             n = node.cell::<PPtr<u8>>(g.co + i as u64 * 8)?.get(tx);
@@ -1263,8 +1264,11 @@ impl<K: POrdKey, V: Persistent + Copy> PBTreeMap<K, V> {
     /// Only for a corrupted tree (bad node pointers, too deep) or key.
     pub fn get(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<Option<V>> {
         tx.check_live(self)?;
-        match self.find(tx, k)? {
-            Some((n, i)) => Ok(Some(Self::val_cell(tx, n, i)?.get(tx))),
+        match self.find_in(tx, k)? {
+            Some((leaf, i)) => {
+                let off = geo::<K, V>().vo + raw::elem_off::<V>(i)?;
+                Ok(Some(leaf.cell::<V>(off)?.get(tx)))
+            }
             None => Ok(None),
         }
     }

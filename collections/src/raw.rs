@@ -150,6 +150,12 @@ impl<'t> Block<'t> {
         })
     }
 
+    /// The block's pointer.
+    #[inline]
+    pub(crate) fn ptr(&self) -> PPtr<u8> {
+        self.block
+    }
+
     /// A reference to the `U` `byte_off` bytes into the block.
     ///
     /// # Safety
@@ -173,6 +179,32 @@ impl<'t> Block<'t> {
         // inside the mapping, and is aligned; liveness and the access rule per `new`'s and this
         // function's contracts; any bit pattern is a `U` (`Persistent`).
         Ok(unsafe { &*(addr as *const U) })
+    }
+
+    /// The `n` consecutive `U`s starting `byte_off` bytes into the block (one bounds and
+    /// alignment check for all of them: a node's keys for a binary search).
+    ///
+    /// # Safety
+    ///
+    /// As [`at`], for each of them.
+    ///
+    /// # Errors
+    ///
+    /// As [`at`](Self::at), when any of them does not lie inside the block.
+    #[inline]
+    pub(crate) unsafe fn slice<U: Persistent>(&self, byte_off: u64, n: usize) -> Result<&'t [U]> {
+        let fits = (n as u64)
+            .checked_mul(size_of::<U>() as u64)
+            .and_then(|bytes| byte_off.checked_add(bytes))
+            .is_some_and(|end| end <= self.len);
+        let addr = (self.base.as_ptr() as usize).wrapping_add(byte_off as usize);
+        if !fits || !addr.is_multiple_of(align_of::<U>()) {
+            return Err(out_of_bounds(self.block.offset(), byte_off));
+        }
+        // SAFETY: `n` aligned `U`s from `addr` lie inside the block, which `new` resolved
+        // inside the mapping; liveness and the access rule per `new`'s and this function's
+        // contracts; any bit pattern is a `U` (`Persistent`).
+        Ok(unsafe { std::slice::from_raw_parts(addr as *const U, n) })
     }
 
     /// The `T` cell `byte_off` bytes into the block.
@@ -457,7 +489,26 @@ pub(crate) fn fmix64(mut h: u64) -> u64 {
 
 /// A map's hash seed: 0 selects the fixed hash of pools written before seeds
 /// ([`hash_bytes`]), any other value SipHash-1-3 keyed by it ([`SipHash13`]).
+#[inline]
 pub(crate) fn hash_bytes_seeded(seed: u64, bytes: &[u8]) -> u64 {
+    if let Ok(&word) = <&[u8; 8]>::try_from(bytes) {
+        // One word (a `u64` key, the most common): the same steps as below, unrolled.
+        let w = u64::from_le_bytes(word);
+        return if seed == 0 {
+            let mut h = ByteHash::new(8);
+            h.chunk(w);
+            h.finish()
+        } else {
+            let mut h = SipHash13::new(seed, 8);
+            h.chunk(w);
+            h.finish()
+        };
+    }
+    hash_chunks(seed, bytes)
+}
+
+/// [`hash_bytes_seeded`] of any length, chunk by chunk.
+fn hash_chunks(seed: u64, bytes: &[u8]) -> u64 {
     let mut h = KeyHasher::new(seed, bytes.len() as u64);
     for chunk in bytes.chunks(8) {
         let mut w = [0u8; 8];
@@ -716,5 +767,33 @@ mod tests {
             }
         }
         assert_ne!(hash_bytes_seeded(1, b"k"), hash_bytes_seeded(2, b"k"));
+    }
+
+    /// The one-word path of the seeded hash (every `u64` key) is the reference SipHash-1-3 and
+    /// the fixed hash, for many words and seeds.
+    #[test]
+    fn one_word_hash_matches_the_references() {
+        use std::hash::Hasher;
+        let mut x = 0x0123_4567_89ab_cdefu64;
+        for _ in 0..2000 {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let (word, seed) = (x.rotate_left(17), (x >> 8) | 1);
+            let bytes = word.to_le_bytes();
+            let mut r = siphasher::sip::SipHasher13::new_with_keys(seed, seed ^ 0x9e37_79b9_7f4a_7c15);
+            r.write(&bytes);
+            assert_eq!(
+                hash_bytes_seeded(seed, &bytes),
+                r.finish(),
+                "{word:#x}, seed {seed:#x}"
+            );
+            assert_eq!(hash_bytes_seeded(seed, &bytes), hash_chunks(seed, &bytes));
+            assert_eq!(
+                hash_bytes_seeded(0, &bytes),
+                hash_bytes(&bytes),
+                "{word:#x}, fixed"
+            );
+        }
     }
 }

@@ -14,7 +14,7 @@ use crate::engine::completions::CompletionMarks;
 use crate::engine::heap::{slab_geom, Desc, HeapStats};
 
 use crate::engine::lane_state::LaneVolatile;
-use crate::engine::lanes::{preferred_lane, LaneMap};
+use crate::engine::lanes::LaneMap;
 use crate::engine::layout::RootSchema;
 use crate::engine::layout::{self, CommitRecord, DataHasher, Geometry, Verdict, LANE_COMMIT, LANE_LOG};
 use crate::engine::log::scan_lane;
@@ -584,8 +584,8 @@ impl<R: Persistent> Pool<R> {
             return r.map(|v| (v, None));
         }
         crate::tx::settle_thread(shared)?;
-        let lane = shared.lanes.acquire(preferred_lane(shared.lanes.len()));
-        let tx = Transaction::begin(shared, lane);
+        // No lane yet: the transaction takes one when it first logs, allocates or locks.
+        let tx = Transaction::begin(shared);
         let registration = crate::tx::Registration::new(shared.id, &tx);
         let outcome = catch_unwind(AssertUnwindSafe(|| f(&tx, self.root_ref())));
         drop(registration);

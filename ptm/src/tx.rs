@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use crate::engine::lane_state::{HeldKind, LaneVolatile};
+use crate::engine::lanes::preferred_lane;
 use crate::engine::layout::{
     self, encode_rec, rec_total, CommitRecord, DataHasher, KIND_JUMP, KIND_NEW, KIND_UNDO, LANE_COMMIT,
     LANE_LOG, REC_ALIGN, REC_HEADER,
@@ -34,6 +35,9 @@ const MAX_EXTENT: u64 = 64 * 1024 * 1024;
 const NT_THRESHOLD: u64 = 1024;
 /// Below this many logged ranges, coverage is checked by a linear scan.
 const LINEAR_RANGES: usize = 16;
+
+/// [`Transaction::lane`] before the transaction took one.
+const NO_LANE: usize = usize::MAX;
 
 /// The next seq of lane `lane` after `last`: seqs of a lane are `lane + k * MAX_LANES`, so no two
 /// lanes ever share one and stale records of another lane never match.
@@ -98,10 +102,13 @@ impl std::ops::DerefMut for LaneState {
 /// until the closure returns, is tied to its thread (`!Send`, `!Sync`).
 pub struct Transaction<'p> {
     shared: &'p Shared,
-    lane: usize,
-    /// The lane's state, in its slot. Not dereferenced after `finish` frees the lane or a relaxed
-    /// commit hands it to its `PendingCommit`.
-    st: RefCell<LaneState>,
+    /// The lane, once taken ([`NO_LANE`] before).
+    lane: Cell<usize>,
+    /// The lane's state, in its slot: set up when first needed (a lane is taken by the first
+    /// log record, allocation, lock or `lane()` call, so a read-only transaction takes none).
+    /// Not dereferenced after `finish` frees the lane or a relaxed commit hands it to its
+    /// `PendingCommit`.
+    st: std::cell::OnceCell<RefCell<LaneState>>,
     doomed: Cell<bool>,
     nested: NestedRefs,
     _not_send: PhantomData<*const ()>,
@@ -109,63 +116,120 @@ pub struct Transaction<'p> {
 
 impl std::fmt::Debug for Transaction<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let st = self.st.borrow();
-        f.debug_struct("Transaction")
-            .field("lane", &self.lane)
-            .field("seq", &st.seq)
-            .field("entries", &st.entries)
-            .finish()
+        let mut d = f.debug_struct("Transaction");
+        match self.st.get().map(RefCell::try_borrow) {
+            Some(Ok(st)) => d
+                .field("lane", &self.lane.get())
+                .field("seq", &st.seq)
+                .field("entries", &st.entries),
+            Some(Err(_)) => d.field("lane", &self.lane.get()),
+            None => d.field("lane", &"none yet"),
+        }
+        .finish()
     }
 }
 
-thread_local! {
-    static CURRENT: RefCell<Vec<(u64, *const Transaction<'static>)>> = const { RefCell::new(Vec::new()) };
-}
+/// A registered transaction: its pool's id and the transaction.
+type Registered = (u64, *const Transaction<'static>);
 
 thread_local! {
-    /// How many registrations `CURRENT` holds: a plain counter (no destructor) that every
-    /// transaction's start reads to skip the list when this thread runs none.
+    /// This thread's running transactions, outermost first: the first in `FIRST`, any others
+    /// (a transaction on another pool inside it) in `NESTED`; `REGISTERED` counts them. The
+    /// plain cells (no destructor) are what every transaction touches: cheaper to reach than
+    /// the list, which only a transaction inside another one uses.
     static REGISTERED: Cell<usize> = const { Cell::new(0) };
+    static FIRST: Cell<Registered> = const { Cell::new((0, std::ptr::null())) };
+    static NESTED: RefCell<Vec<Registered>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The transaction this thread is running on pool `id`, if any.
 #[inline]
 pub(crate) fn current(id: u64) -> Option<*const Transaction<'static>> {
-    if REGISTERED.with(Cell::get) == 0 {
+    let n = REGISTERED.with(Cell::get);
+    if n == 0 {
         return None;
     }
-    CURRENT.with(|c| c.borrow().iter().rev().find(|(p, _)| *p == id).map(|&(_, t)| t))
+    if n > 1 {
+        let inner = NESTED.with(|c| c.borrow().iter().rev().find(|(p, _)| *p == id).map(|&(_, t)| t));
+        if inner.is_some() {
+            return inner;
+        }
+    }
+    let (p, t) = FIRST.with(Cell::get);
+    (p == id).then_some(t)
 }
 
 /// Registers a transaction as this thread's current one on its pool until dropped.
+/// Registrations are dropped in the reverse order of their making (each lives in one
+/// `Pool::run` call, and a nested one inside the closure of the outer one).
 pub(crate) struct Registration(u64);
 
 impl Registration {
     pub(crate) fn new(id: u64, tx: &Transaction<'_>) -> Self {
         let p = (tx as *const Transaction<'_>).cast::<Transaction<'static>>();
-        CURRENT.with(|c| c.borrow_mut().push((id, p)));
-        REGISTERED.with(|r| r.set(r.get() + 1));
+        let n = REGISTERED.with(Cell::get);
+        if n == 0 {
+            FIRST.with(|f| f.set((id, p)));
+        } else {
+            NESTED.with(|c| c.borrow_mut().push((id, p)));
+        }
+        REGISTERED.with(|r| r.set(n + 1));
         Registration(id)
     }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        CURRENT.with(|c| {
-            let mut v = c.borrow_mut();
-            // The newest registration is this one unless transactions on two pools interleave.
-            if v.last().is_some_and(|(p, _)| *p == self.0) {
-                v.pop();
-            } else if let Some(i) = v.iter().rposition(|(p, _)| *p == self.0) {
-                v.remove(i);
-            }
-            REGISTERED.with(|r| r.set(v.len()));
-        });
+        let n = REGISTERED.with(Cell::get);
+        if n > 1 {
+            let popped = NESTED.with(|c| c.borrow_mut().pop());
+            debug_assert_eq!(popped.map(|(p, _)| p), Some(self.0), "registrations nest");
+        } else {
+            debug_assert_eq!(FIRST.with(Cell::get).0, self.0, "registrations nest");
+            FIRST.with(|f| f.set((0, std::ptr::null())));
+        }
+        REGISTERED.with(|r| r.set(n.saturating_sub(1)));
     }
 }
 
 impl<'p> Transaction<'p> {
-    pub(crate) fn begin(shared: &'p Shared, lane: usize) -> Self {
+    /// A transaction on `shared`, holding no lane yet.
+    pub(crate) fn begin(shared: &'p Shared) -> Self {
+        Transaction {
+            shared,
+            lane: Cell::new(NO_LANE),
+            st: std::cell::OnceCell::new(),
+            doomed: Cell::new(false),
+            nested: NestedRefs::default(),
+            _not_send: PhantomData,
+        }
+    }
+
+    /// The lane state, taking a lane and starting its transaction on first use.
+    #[inline]
+    fn state(&self) -> &RefCell<LaneState> {
+        self.st.get_or_init(|| {
+            let lane = self.shared.lanes.acquire(preferred_lane(self.shared.lanes.len()));
+            self.lane.set(lane);
+            RefCell::new(Self::start(self.shared, lane))
+        })
+    }
+
+    /// The lane state, if a lane was taken.
+    #[inline]
+    fn started(&self) -> Option<&RefCell<LaneState>> {
+        self.st.get()
+    }
+
+    /// The lane of a started transaction (see [`state`](Self::state)).
+    #[inline]
+    fn lane_id(&self) -> usize {
+        debug_assert_ne!(self.lane.get(), NO_LANE, "the transaction holds a lane");
+        self.lane.get()
+    }
+
+    /// Starts this transaction on `lane`, just taken: its seq, an empty log and lists.
+    fn start(shared: &Shared, lane: usize) -> LaneState {
         // SAFETY: the caller took `lane` in the lane map for this transaction, which keeps it
         // until `finish` releases it or a relaxed commit hands it to its pending commit; after those the
         // transaction ends without touching its state again.
@@ -192,23 +256,19 @@ impl<'p> Transaction<'p> {
         st.batch_depth = 0;
         st.locks.clear();
         st.heap.begin();
-        Transaction {
-            shared,
-            lane,
-            st: RefCell::new(st),
-            doomed: Cell::new(false),
-            nested: NestedRefs::default(),
-            _not_send: PhantomData,
-        }
+        st
     }
 
     pub(crate) fn nested_refs(&self) -> &NestedRefs {
         &self.nested
     }
 
-    /// The lane this transaction runs on.
+    /// The lane this transaction runs on. A transaction takes its lane when it first needs one
+    /// (its first snapshot, store, allocation or lock, or this call); until then it holds none,
+    /// so a read-only transaction never waits for a lane.
     pub fn lane(&self) -> usize {
-        self.lane
+        self.state();
+        self.lane_id()
     }
 
     pub(crate) fn shared(&self) -> &'p Shared {
@@ -302,7 +362,7 @@ impl<'p> Transaction<'p> {
         if len == 0 {
             return Ok(());
         }
-        let mut st = self.st.borrow_mut();
+        let mut st = self.st_mut();
         let appended = !covered(&st, off, len);
         if appended {
             self.append_undo(&mut st, off, len)?;
@@ -332,11 +392,11 @@ impl<'p> Transaction<'p> {
     ///
     /// `f`'s error, [`Error::OutOfSpace`] when the log cannot grow, [`Error::NotInPool`].
     pub fn snapshot(&self, f: impl FnOnce(&mut SnapshotBatch<'_, 'p>) -> Result<()>) -> Result<()> {
-        self.st.borrow_mut().batch_depth += 1;
+        self.st_mut().batch_depth += 1;
         struct Close<'a, 'p>(&'a Transaction<'p>);
         impl Drop for Close<'_, '_> {
             fn drop(&mut self) {
-                let mut st = self.0.st.borrow_mut();
+                let mut st = self.0.st_mut();
                 st.batch_depth -= 1;
                 if st.batch_depth == 0 && st.undrained && self.0.drain_log(&mut st).is_err() {
                     self.0.doom();
@@ -438,7 +498,12 @@ impl<'p> Transaction<'p> {
 
     /// This transaction's lane state.
     pub(crate) fn st_mut(&self) -> std::cell::RefMut<'_, LaneState> {
-        self.st.borrow_mut()
+        self.state().borrow_mut()
+    }
+
+    /// This transaction's lane state, shared (taking a lane first if it holds none).
+    fn st_ref(&self) -> std::cell::Ref<'_, LaneState> {
+        self.state().borrow()
     }
 
     /// Logs `[off, off + len)` (if not yet covered) without draining: for metadata whose new
@@ -500,7 +565,7 @@ impl<'p> Transaction<'p> {
     /// Appends a new-range record for fresh memory `[off, off + len)`: no old bytes, but the
     /// commit flushes the range and includes it in its data hash.
     pub(crate) fn record_new(&self, off: u64, len: u64) -> Result<()> {
-        self.record_new_in(&mut self.st.borrow_mut(), off, len)
+        self.record_new_in(&mut self.st_mut(), off, len)
     }
 
     /// [`record_new`](Self::record_new) with the lane state borrowed by the caller.
@@ -528,7 +593,7 @@ impl<'p> Transaction<'p> {
     /// snapshot), then stores the deferred allocator metadata, whose old values are now durable
     /// in the log. The stored words are logged ranges, so commit flushes and hashes them.
     fn apply_deferred(&self) -> Result<()> {
-        let mut st = self.st.borrow_mut();
+        let mut st = self.st_mut();
         // Pending allocations' records (and kept slabs going back) first: the slabs they
         // empty are returned below.
         self.log_pending_allocations(&mut st)?;
@@ -581,7 +646,7 @@ impl<'p> Transaction<'p> {
 
     /// Takes the persistent mutex word `w` for this transaction (held until it ends).
     pub(crate) fn lock_mutex(&self, w: &AtomicU64) -> Result<()> {
-        let lane = self.lane as u32;
+        let lane = self.lane() as u32;
         let generation = self.shared.generation;
         self.wait_for(
             || lockword::mutex_try_lock(w, generation, lane),
@@ -601,7 +666,7 @@ impl<'p> Transaction<'p> {
 
     /// Takes the exclusive hold of rwlock word `w`, upgrading this transaction's shared hold.
     pub(crate) fn lock_write(&self, w: &AtomicU64) -> Result<()> {
-        let lane = self.lane as u32;
+        let lane = self.lane() as u32;
         let generation = self.shared.generation;
         match self.holds(w) {
             Some(HeldKind::Write) => Ok(()),
@@ -622,14 +687,15 @@ impl<'p> Transaction<'p> {
 
     /// Records that this transaction's hold of `w` is now of kind `kind` (after an upgrade).
     fn set_held(&self, w: &AtomicU64, kind: HeldKind) {
-        let mut st = self.st.borrow_mut();
+        let mut st = self.st_mut();
         if let Some(l) = st.locks.iter_mut().find(|(_, p)| std::ptr::eq(*p, w)) {
             l.0 = kind;
         }
     }
 
     fn holds(&self, w: &AtomicU64) -> Option<HeldKind> {
-        self.st
+        // A transaction without a lane holds no lock.
+        self.started()?
             .borrow()
             .locks
             .iter()
@@ -650,7 +716,7 @@ impl<'p> Transaction<'p> {
     /// Takes the exclusive hold of shared/exclusive word `w`, upgrading this transaction's
     /// shared hold if it has one.
     pub(crate) fn lock_exclusive(&self, w: &AtomicU64) -> Result<()> {
-        let lane = self.lane as u32;
+        let lane = self.lane() as u32;
         let generation = self.shared.generation;
         match self.holds(w) {
             Some(HeldKind::SxWrite) => Ok(()),
@@ -692,7 +758,7 @@ impl<'p> Transaction<'p> {
             Attempt::Busy => None,
         })?;
         if took {
-            self.st.borrow_mut().locks.push((kind, w as *const AtomicU64));
+            self.st_mut().locks.push((kind, w as *const AtomicU64));
         }
         Ok(())
     }
@@ -729,8 +795,11 @@ impl<'p> Transaction<'p> {
     /// Commits: drain 2 makes the new contents and the commit record durable.
     pub(crate) fn commit(self) -> Result<()> {
         let s = self.shared;
+        if self.started().is_none() {
+            return Ok(()); // read only: no lane, nothing logged or locked
+        }
         let (seq, entries) = {
-            let st = self.st.borrow();
+            let st = self.st_ref();
             (st.seq, st.entries + st.heap.pending.len() as u64)
         };
         if entries == 0 {
@@ -739,13 +808,13 @@ impl<'p> Transaction<'p> {
         }
         let result = self.apply_deferred().and_then(|()| {
             // `apply_deferred` may have appended records (pending allocations, kept slabs).
-            let entries = self.st.borrow().entries;
+            let entries = self.st_ref().entries;
             self.write_commit_record(seq, entries);
             s.drain()
         });
         match result {
             Ok(()) => {
-                s.mark_complete(self.lane, seq);
+                s.mark_complete(self.lane_id(), seq);
                 self.finish(true);
                 Ok(())
             }
@@ -764,13 +833,17 @@ impl<'p> Transaction<'p> {
     }
 
     fn abort_inner(&self) -> Result<()> {
+        if self.started().is_none() {
+            return Ok(()); // nothing logged or locked
+        }
+        let lane = self.lane_id();
         let (seq, entries) = {
-            let st = self.st.borrow();
+            let st = self.st_ref();
             (st.seq, st.entries)
         };
         if entries > 0 {
-            let res = scan_lane(self.shared, self.lane, Some(seq))
-                .and_then(|scan| self.shared.roll_back(self.lane, seq, &scan.entries));
+            let res = scan_lane(self.shared, lane, Some(seq))
+                .and_then(|scan| self.shared.roll_back(lane, seq, &scan.entries));
             if let Err(e) = res {
                 // In-memory state may be half restored: refuse further transactions; reopening
                 // runs recovery from the intact log.
@@ -784,28 +857,33 @@ impl<'p> Transaction<'p> {
     }
 
     fn release_locks(&self) {
-        release_locks(self.shared, &mut self.st.borrow_mut());
+        release_locks(self.shared, &mut self.st_mut());
     }
 
-    /// Returns extents, releases locks, stores the lane state back and frees the lane.
+    /// Returns extents, releases locks, stores the lane state back and frees the lane (of a
+    /// started transaction).
     fn finish(&self, committed: bool) {
+        let lane = self.lane_id();
         {
-            let st = self.st.borrow();
+            let st = self.st_ref();
             if st.took_back && st.entries == 0 {
                 // Stale copies of taken-back records may be in the log with this seq: the
                 // completion mark retires them (see `take_back`).
-                self.shared.mark_complete(self.lane, st.seq);
+                self.shared.mark_complete(lane, st.seq);
             }
         }
-        release_lane(self.shared, self.lane, &mut self.st.borrow_mut(), committed);
+        release_lane(self.shared, lane, &mut self.st_mut(), committed);
     }
 
     /// Relaxed commit: everything of [`commit`](Self::commit) except drain 2. The lane and the
     /// locks stay held by the returned [`PendingCommit`] until it completes.
     pub(crate) fn commit_relaxed(self) -> Result<PendingCommit<'p>> {
         let s = self.shared;
+        if self.started().is_none() {
+            return Ok(PendingCommit::settled(s)); // read only
+        }
         let (seq, entries) = {
-            let st = self.st.borrow();
+            let st = self.st_ref();
             (st.seq, st.entries + st.heap.pending.len() as u64)
         };
         if entries == 0 {
@@ -817,7 +895,7 @@ impl<'p> Transaction<'p> {
             return Err(e);
         }
         // `apply_deferred` may have appended records (pending allocations, kept slabs).
-        let entries = self.st.borrow().entries;
+        let entries = self.st_ref().entries;
         self.write_commit_record(seq, entries);
         // The state stays in the lane slot, and the lane and its locks stay held: the pending
         // commit takes them over, and this transaction no longer touches the state.
@@ -827,7 +905,7 @@ impl<'p> Transaction<'p> {
         PENDING.with(|p| {
             p.borrow_mut().push(PendingEntry {
                 pool: s.id,
-                lane: self.lane,
+                lane: self.lane_id(),
                 seq,
                 drains_at_commit,
                 settled: settled.clone(),
@@ -835,7 +913,7 @@ impl<'p> Transaction<'p> {
         });
         Ok(PendingCommit {
             shared: s,
-            lane: Some(self.lane),
+            lane: Some(self.lane_id()),
             seq,
             drains_at_commit,
             settled,
@@ -846,7 +924,7 @@ impl<'p> Transaction<'p> {
     /// Flushes every logged range and writes + flushes the commit record (no drain).
     fn write_commit_record(&self, seq: u64, entries: u64) {
         let s = self.shared;
-        let mut guard = self.st.borrow_mut();
+        let mut guard = self.st_mut();
         let st: &mut LaneVolatile = &mut guard;
         let mut h = DataHasher::with_buffer(std::mem::take(&mut st.hash_buf));
         for &(off, len) in &st.ranges {
@@ -884,7 +962,7 @@ impl<'p> Transaction<'p> {
             data_hash,
         }
         .encode();
-        let at = s.geo.lane(self.lane) + LANE_COMMIT;
+        let at = s.geo.lane(self.lane_id()) + LANE_COMMIT;
         // SAFETY: the commit line of our own lane, inside the mapping.
         unsafe { std::ptr::copy_nonoverlapping(rec.as_ptr(), s.ptr(at), rec.len()) };
         s.flush(at, 64);
@@ -911,7 +989,18 @@ fn release_locks(shared: &Shared, st: &mut LaneVolatile) {
 /// Releases locks, returns log extents, settles the allocator's lists and frees the lane (the
 /// state stays in the lane's slot for its next transaction).
 fn release_lane(shared: &Shared, lane: usize, st: &mut LaneVolatile, committed: bool) {
-    release_locks(shared, st);
+    if !st.locks.is_empty() {
+        release_locks(shared, st);
+    }
+    if !st.heap.lists.changed() && st.extents.is_empty() {
+        // Most transactions (reads, stores into existing data): no log extent, no chunk list,
+        // so nothing for the heap index or the quarantine.
+        for &i in &st.heap.locked {
+            shared.heap.unlock_chunk(i);
+        }
+        shared.lanes.release(lane);
+        return;
+    }
     let h = &mut st.heap;
     let extents = std::mem::take(&mut st.extents);
     let chunk = crate::engine::heap::CHUNK;

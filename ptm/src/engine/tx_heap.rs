@@ -131,19 +131,32 @@ static NO_LISTS: ChunkLists = ChunkLists {
 /// [`ChunkLists`], allocated by the lane's first transaction that changes one (then kept with
 /// the lane state, cleared at each begin); reads as empty until then.
 #[derive(Debug, Default)]
-pub(crate) struct Lists(Option<Box<ChunkLists>>);
+pub(crate) struct Lists {
+    lists: Option<Box<ChunkLists>>,
+    /// Whether the lists may be non-empty: set by every mutable access, cleared at begin.
+    changed: bool,
+}
+
+impl Lists {
+    /// Whether this transaction may have put something in the lists (a mutable access since
+    /// the last [`TxHeap::begin`]); `false` means every list is empty.
+    pub(crate) fn changed(&self) -> bool {
+        self.changed
+    }
+}
 
 impl std::ops::Deref for Lists {
     type Target = ChunkLists;
 
     fn deref(&self) -> &ChunkLists {
-        self.0.as_deref().unwrap_or(&NO_LISTS)
+        self.lists.as_deref().unwrap_or(&NO_LISTS)
     }
 }
 
 impl std::ops::DerefMut for Lists {
     fn deref_mut(&mut self) -> &mut ChunkLists {
-        self.0.get_or_insert_with(Box::default)
+        self.changed = true;
+        self.lists.get_or_insert_with(Box::default)
     }
 }
 
@@ -177,8 +190,11 @@ impl TxHeap {
         self.bits.clear();
         self.locked.clear();
         self.pending.clear();
-        if let Some(l) = self.lists.0.as_deref_mut() {
-            l.clear();
+        if self.lists.changed {
+            if let Some(l) = self.lists.lists.as_deref_mut() {
+                l.clear();
+            }
+            self.lists.changed = false;
         }
         self.allocated = false;
         self.use_reserve = false;

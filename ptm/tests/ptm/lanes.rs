@@ -62,3 +62,49 @@ fn threads_start_on_different_lanes() {
     let second = lane_of_a_new_thread();
     assert_ne!(first, second, "two threads started on lane {first}");
 }
+
+/// A read-only transaction takes no lane (it takes one at its first log record, allocation or
+/// lock): with every lane of the pool held by this thread's pending relaxed commits, a
+/// read-only transaction still runs (it settles them first; they keep their lanes). Before
+/// lanes were taken lazily it waited for a lane forever: a watchdog ends the test process
+/// then, instead of letting it hang (the read takes microseconds; the watchdog is not a speed
+/// budget).
+#[test]
+fn a_read_only_transaction_needs_no_lane() {
+    #[derive(Persistent)]
+    #[persistent(crate = "ptm::pmem_core")]
+    #[repr(C)]
+    struct Cells {
+        a: PCell<u64>,
+        b: PCell<u64>,
+    }
+    let dir = common::shm_dir();
+    let opts = common::pmem().lanes(2).lane_size(8192);
+    let pool = Pool::<Cells>::create(common::path(&dir, "lazy.pool"), 8 << 20, &opts).unwrap();
+    let ((), first) = pool.transaction_relaxed(|tx, r| r.a.set(tx, 7)).unwrap();
+    let ((), second) = pool.transaction_relaxed(|tx, r| r.b.set(tx, 9)).unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = done.clone();
+    std::thread::spawn(move || {
+        for _ in 0..1200 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+        }
+        eprintln!("a read-only transaction waited for a lane while all were held");
+        std::process::exit(101);
+    });
+    let read = pool
+        .transaction(|tx, r| Ok::<_, ptm::Error>((r.a.get(tx), r.b.get(tx))))
+        .unwrap();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(read, (7, 9));
+    assert!(first.is_settled() && second.is_settled(), "the read settled them first");
+    first.complete().unwrap();
+    second.complete().unwrap();
+    // A writer takes a lane again once they are free.
+    pool.transaction(|tx, r| r.a.set(tx, 1)).unwrap();
+    let read = pool.transaction(|tx, r| Ok::<_, ptm::Error>(r.a.get(tx))).unwrap();
+    assert_eq!(read, 1);
+}
