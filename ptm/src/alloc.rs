@@ -309,11 +309,7 @@ impl<'p> Transaction<'p> {
     /// As [`deref`](Self::deref).
     #[inline]
     pub fn resolve_bytes(&self, p: PPtr<u8>, len: u64) -> Result<NonNull<u8>> {
-        let region = &self.shared().region;
-        region.resolve(PPtr::<u64>::from_parts(p.tag(), p.offset()))?;
-        region.check_range(p.offset(), len)?;
-        // SAFETY: `[p, p + len)` lies inside the mapping (checked just above).
-        Ok(unsafe { region.resolve_unchecked(p) })
+        Ok(self.shared().region.resolve_block(p, len)?)
     }
 
     /// The address and pool offset of the `len` bytes at `p`, checked: not null, this pool's,

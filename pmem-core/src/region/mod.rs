@@ -387,6 +387,29 @@ impl Region {
         Ok(unsafe { self.resolve_unchecked(p) })
     }
 
+    /// The address of the `len` bytes at `p`, a block that starts 8-aligned: what
+    /// [`resolve`](Region::resolve) checks of a `u64` at `p`, then
+    /// [`check_range`](Region::check_range) of the `len` bytes, with the same errors, in one
+    /// pass when everything holds (the lookup paths resolve a block per node or segment).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NullPointer`], [`Error::WrongPool`], [`Error::OutOfBounds`], [`Error::Misaligned`].
+    #[inline]
+    pub fn resolve_block(&self, p: PPtr<u8>, len: u64) -> Result<NonNull<u8>> {
+        let off = p.offset();
+        let r = self.data_range();
+        let fits = off >= r.start && off.checked_add(len.max(8)).is_some_and(|end| end <= r.end);
+        if fits && !p.is_null() && p.tag() == self.header.pptr_tag && off.is_multiple_of(8) {
+            // SAFETY: `[off, off + len)` lies in the data area, inside the mapping.
+            return Ok(unsafe { self.resolve_unchecked(p) });
+        }
+        self.resolve(PPtr::<u64>::from_parts(p.tag(), off))?;
+        self.check_range(off, len)?;
+        // SAFETY: as above (both checks passed).
+        Ok(unsafe { self.resolve_unchecked(p) })
+    }
+
     /// Turns a [`PPtr`] into an address without any check.
     ///
     /// # Safety

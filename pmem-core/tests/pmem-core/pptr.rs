@@ -160,3 +160,42 @@ fn a_pointer_survives_reopen_at_a_different_address() {
     }
     assert_eq!(values, [1, 2]);
 }
+
+/// `resolve_block` answers exactly as `resolve` of a `u64` then `check_range` of the block,
+/// error for error, over offsets around both ends of the data area, lengths 0 to 24 and beyond
+/// the end, null, foreign tags and every misalignment.
+#[test]
+fn resolve_block_is_resolve_then_check_range() {
+    let dir = common::shm_dir();
+    let r = RegionOptions::new()
+        .create(common::pool_path(&dir, "b.pool"), 1 << 20)
+        .unwrap();
+    let data = r.data_range();
+    let tag = r.header().pptr_tag;
+    let slow = |p: PPtr<u8>, len: u64| -> Result<usize, String> {
+        r.resolve(PPtr::<u64>::from_parts(p.tag(), p.offset()))
+            .and_then(|_| r.check_range(p.offset(), len))
+            .map(|()| r.base().as_ptr() as usize + p.offset() as usize)
+            .map_err(|e| format!("{e:?}"))
+    };
+    let mut offsets = vec![0, 8, data.start, data.end, 1 << 40, (1 << 48) - 8];
+    for base in [data.start, data.end - 64, data.end] {
+        offsets.extend((0..72).map(|d| base.saturating_sub(8) + d));
+    }
+    let mut checked = 0;
+    for &off in &offsets {
+        for t in [tag, tag ^ 1, 0] {
+            for len in (0..=24).chain([64, 4096, data.end - data.start, u64::MAX - 3]) {
+                let p = PPtr::<u8>::from_parts(t, off);
+                let fast = r
+                    .resolve_block(p, len)
+                    .map(|a| a.as_ptr() as usize)
+                    .map_err(|e| format!("{e:?}"));
+                assert_eq!(fast, slow(p, len), "offset {off:#x}, tag {t:#x}, len {len}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 5000);
+    assert!(r.resolve_block(PPtr::from_parts(tag, data.start), 64).is_ok());
+}

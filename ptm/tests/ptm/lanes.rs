@@ -100,11 +100,16 @@ fn a_read_only_transaction_needs_no_lane() {
         .unwrap();
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(read, (7, 9));
-    assert!(first.is_settled() && second.is_settled(), "the read settled them first");
+    assert!(
+        first.is_settled() && second.is_settled(),
+        "the read settled them first"
+    );
     first.complete().unwrap();
     second.complete().unwrap();
     // A writer takes a lane again once they are free.
     pool.transaction(|tx, r| r.a.set(tx, 1)).unwrap();
-    let read = pool.transaction(|tx, r| Ok::<_, ptm::Error>(r.a.get(tx))).unwrap();
+    let read = pool
+        .transaction(|tx, r| Ok::<_, ptm::Error>(r.a.get(tx)))
+        .unwrap();
     assert_eq!(read, 1);
 }
