@@ -416,6 +416,7 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
 
     /// The index of the child of the internal node `node` (of `len` keys) whose keys include
     /// `k`: child `i` holds the keys in `[keys[i - 1], keys[i])`. Reads the keys in place.
+    #[inline]
     fn child_index(
         tx: &Transaction<'_>,
         node: &raw::Block<'_>,

@@ -418,6 +418,7 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
     }
 
     /// The segment at `block`, its capacity and layout flags checked.
+    #[inline]
     fn open(tx: &Transaction<'_>, block: PPtr<u8>) -> Result<Seg> {
         let () = Self::SIZES_OK;
         // SAFETY: see the contract above: the header of a live segment (one resolve for both
@@ -443,6 +444,7 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
     }
 
     /// The segment at `block` of `cap` slots in the given layout, with its arrays' offsets.
+    #[inline]
     fn seg(block: PPtr<u8>, cap: u64, pairs: bool) -> Result<Seg> {
         let g = geometry::<K, V>(cap, pairs)?;
         Ok(Seg {
@@ -471,6 +473,7 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
     }
 
     /// The segment for hash `h`, with the global depth; `None` before the first insert.
+    #[inline]
     fn locate(&self, tx: &Transaction<'_>, h: u64) -> Result<Option<(Seg, u64)>> {
         let g = self.global_depth(tx)?;
         if self.root.get(tx).is_null() {
@@ -491,6 +494,7 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
     /// (what every segment of a large map this build wrote is), so their cache misses overlap
     /// instead of following one another. A hint: `open` and `probe` still read and check
     /// everything.
+    #[inline]
     fn prefetch_slot(tx: &Transaction<'_>, block: PPtr<u8>, h: u64) {
         let cap = Self::SEG_CAP;
         let Ok(g) = geometry::<K, V>(cap, true) else {
@@ -549,6 +553,7 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
     /// slot `h mod cap`, reading the control bytes and the keys a group of [`GROUP`] slots at a
     /// time (one access each per group instead of one per slot: long probe sequences, as among
     /// colliding keys, cost a fraction of the checks).
+    #[inline]
     fn probe(tx: &Transaction<'_>, s: Seg, h: u64, k: &K::Borrowed) -> Result<Probe> {
         let mask = s.cap - 1;
         let mut i = h & mask;
@@ -593,6 +598,7 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
     }
 
     /// Looks `k` up: its slot, or its hash and where it would go in its segment.
+    #[inline]
     fn search(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<Search> {
         let h = Self::hash(self.seed(tx), k);
         let Some((s, _)) = self.locate(tx, h)? else {

@@ -165,30 +165,46 @@ pub(crate) fn current(id: u64) -> Option<*const Transaction<'static>> {
 pub(crate) struct Registration(u64);
 
 impl Registration {
+    #[inline]
     pub(crate) fn new(id: u64, tx: &Transaction<'_>) -> Self {
         let p = (tx as *const Transaction<'_>).cast::<Transaction<'static>>();
         let n = REGISTERED.with(Cell::get);
         if n == 0 {
             FIRST.with(|f| f.set((id, p)));
         } else {
-            NESTED.with(|c| c.borrow_mut().push((id, p)));
+            Self::nest(id, p);
         }
         REGISTERED.with(|r| r.set(n + 1));
         Registration(id)
     }
+
+    /// Registers a transaction started inside another one of this thread.
+    #[inline(never)]
+    fn nest(id: u64, p: *const Transaction<'static>) {
+        NESTED.with(|c| c.borrow_mut().push((id, p)));
+    }
 }
 
 impl Drop for Registration {
+    #[inline]
     fn drop(&mut self) {
         let n = REGISTERED.with(Cell::get);
         if n > 1 {
-            let popped = NESTED.with(|c| c.borrow_mut().pop());
-            debug_assert_eq!(popped.map(|(p, _)| p), Some(self.0), "registrations nest");
+            self.unnest();
         } else {
             debug_assert_eq!(FIRST.with(Cell::get).0, self.0, "registrations nest");
             FIRST.with(|f| f.set((0, std::ptr::null())));
         }
         REGISTERED.with(|r| r.set(n.saturating_sub(1)));
+    }
+}
+
+impl Registration {
+    /// Drops a registration made by [`nest`](Registration::nest).
+    #[inline(never)]
+    fn unnest(&self) {
+        let popped = NESTED.with(|c| c.borrow_mut().pop());
+        debug_assert_eq!(popped.map(|(p, _)| p), Some(self.0), "registrations nest");
     }
 }
 
@@ -793,11 +809,17 @@ impl<'p> Transaction<'p> {
     }
 
     /// Commits: drain 2 makes the new contents and the commit record durable.
+    #[inline]
     pub(crate) fn commit(self) -> Result<()> {
-        let s = self.shared;
         if self.started().is_none() {
             return Ok(()); // read only: no lane, nothing logged or locked
         }
+        self.commit_started()
+    }
+
+    /// [`commit`](Self::commit) of a transaction that took a lane.
+    fn commit_started(self) -> Result<()> {
+        let s = self.shared;
         let (seq, entries) = {
             let st = self.st_ref();
             (st.seq, st.entries + st.heap.pending.len() as u64)
