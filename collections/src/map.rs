@@ -341,6 +341,34 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
         None => panic!("a key-value pair larger than the address space"),
     };
 
+    /// The layout of a full-size pair-layout segment (every segment of a large map this build
+    /// wrote), computed once: what [`geometry`] gives for it (checked by a test).
+    const FULL_GEO: SegGeo = match pair_layout(raw::Slot::of::<K>(), raw::Slot::of::<V>()) {
+        Some((voff, stride)) => {
+            let (ka, va) = (align_of::<K>() as u64, align_of::<V>() as u64);
+            let a = if ka > va { ka } else { va };
+            let a = if a > PAIRS_ALIGN { a } else { PAIRS_ALIGN };
+            let ko = (SEG_HDR + Self::SEG_CAP).next_multiple_of(a);
+            SegGeo {
+                ko,
+                vo: ko + voff,
+                kstride: stride,
+                vstride: stride,
+                end: ko + Self::SEG_CAP * stride,
+            }
+        }
+        None => panic!("a key-value pair larger than the address space"),
+    };
+
+    /// [`geometry`] for this map's types, the common full-size pair layout without computing.
+    #[inline]
+    fn geo(cap: u64, pairs: bool) -> Result<SegGeo> {
+        if pairs && cap == Self::SEG_CAP {
+            return Ok(Self::FULL_GEO);
+        }
+        geometry::<K, V>(cap, pairs)
+    }
+
     // The accessors below share one contract: blocks are this map's directory or segments
     // (live: freed only together with replacing every pointer to them, and then readable until
     // commit), or fresh blocks of this transaction; indices are below the block's capacity; the
@@ -446,7 +474,7 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
     /// The segment at `block` of `cap` slots in the given layout, with its arrays' offsets.
     #[inline]
     fn seg(block: PPtr<u8>, cap: u64, pairs: bool) -> Result<Seg> {
-        let g = geometry::<K, V>(cap, pairs)?;
+        let g = Self::geo(cap, pairs)?;
         Ok(Seg {
             block,
             cap,
@@ -497,7 +525,7 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
     #[inline]
     fn prefetch_slot(tx: &Transaction<'_>, block: PPtr<u8>, h: u64) {
         let cap = Self::SEG_CAP;
-        let Ok(g) = geometry::<K, V>(cap, true) else {
+        let Ok(g) = Self::geo(cap, true) else {
             return;
         };
         // SAFETY: the contract above (a hint: if `block` is a smaller segment near the pool's
@@ -1328,7 +1356,7 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
     /// no logging.
     fn new_seg(tx: &Transaction<'_>, cap: u64, l: u64) -> Result<Seg> {
         let pairs = writes_pairs();
-        let size = geometry::<K, V>(cap, pairs)?.end;
+        let size = Self::geo(cap, pairs)?.end;
         let block = raw::alloc_block(tx, size)?;
         Self::hdr(tx, block, H_CAP)?.set(tx, cap)?;
         Self::hdr(tx, block, H_DEPTH)?.set(tx, if pairs { l | PAIRS } else { l })?;
@@ -1911,5 +1939,41 @@ impl<'a, K: PKey, V: PHandle> Iterator for MapRefs<'a, K, V> {
 impl<K, V> fmt::Debug for MapRefs<'_, K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MapRefs").field("at", &self.cur).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The precomputed full-size layout is what `geometry` computes, for pairs of every
+    /// alignment and size mix (a key smaller than its value, larger, over-aligned, odd-sized).
+    #[test]
+    fn full_segment_geometry_is_computed_geometry() {
+        fn check<K: PKey, V: Persistent>() {
+            let cap = PHashMap::<K, V>::SEG_CAP;
+            assert_eq!(
+                PHashMap::<K, V>::FULL_GEO,
+                geometry::<K, V>(cap, true).unwrap(),
+                "{} -> {}",
+                std::any::type_name::<K>(),
+                std::any::type_name::<V>()
+            );
+            for (c, pairs) in [(cap, true), (cap, false), (cap / 2, true), (cap * 2, true)] {
+                assert_eq!(
+                    PHashMap::<K, V>::geo(c, pairs).ok(),
+                    geometry::<K, V>(c, pairs).ok(),
+                    "{c} slots, pairs {pairs}"
+                );
+            }
+        }
+        check::<u64, u64>();
+        check::<u8, u64>();
+        check::<u64, u8>();
+        check::<u128, u16>();
+        check::<[u8; 3], [u64; 5]>();
+        check::<[u16; 7], u32>();
+        check::<crate::PString, u64>();
+        check::<u32, crate::PString>();
     }
 }
