@@ -11,7 +11,6 @@ fuzz/src/collections.rs: a record count, (u8 region, u24 position, u8 xor mask) 
 
 import os
 import random
-import shutil
 import struct
 
 HS = 4096
@@ -190,10 +189,11 @@ SEEDS = {
     },
 }
 
+# The corpus directories also hold inputs the fuzzers found (named by their hash) and
+# committed: write the named seeds over their old versions and leave every other file alone.
 for target, seeds in SEEDS.items():
     d = os.path.join(ROOT, target)
-    shutil.rmtree(d, ignore_errors=True)
-    os.makedirs(d)
+    os.makedirs(d, exist_ok=True)
     for name, data in seeds.items():
         with open(os.path.join(d, name), "wb") as f:
             f.write(data)
