@@ -1298,6 +1298,7 @@ pub(crate) fn forget_newest_logical(st: &mut LaneVolatile, off: u64, len: u64) {
 
 /// Records `[off, len)` as covered by the log (undo records or fresh memory), indexing the
 /// ranges once there are more than `LINEAR_RANGES`.
+#[inline]
 pub(crate) fn add_logical(st: &mut LaneVolatile, off: u64, len: u64) {
     st.logical.push((off, len));
     if st.logical.len() > LINEAR_RANGES {
@@ -1316,6 +1317,7 @@ pub(crate) fn add_logical(st: &mut LaneVolatile, off: u64, len: u64) {
 /// Whether every byte of `[off, off + len)` lies in some already-logged range (one range, or
 /// several that overlap or touch: a bulk store over a fresh part and a logged part needs no new
 /// record).
+#[inline]
 fn covered(st: &LaneVolatile, off: u64, len: u64) -> bool {
     let end = off.saturating_add(len);
     let mut at = off;
