@@ -79,27 +79,29 @@ fn main() {
 fn measured(pool: &Pool<Root>, mode: Mode, keys: u64, ops: u64) -> u64 {
     let mut sum = 0u64;
     for j in 0..ops {
-        sum = sum.wrapping_add(match mode {
-            Mode::Tx1 => pool.transaction(|tx, r| r.words[0].set(tx, j).map(|()| j)),
-            Mode::Tx8 => pool.transaction(|tx, r| {
-                let words = || r.words.iter().step_by(8);
-                tx.snapshot(|b| words().try_for_each(|w| b.add(w)))?;
-                words().try_for_each(|w| w.set(tx, j))?;
-                Ok(j)
-            }),
-            Mode::HashGet | Mode::BTreeGet => {
-                let i = j.wrapping_mul(7919) % keys.max(1);
-                pool.transaction(|tx, r| {
-                    let v = if mode == Mode::HashGet {
-                        r.hash.get(tx, &key(i))?
-                    } else {
-                        r.tree.get(tx, &key(i))?
-                    };
-                    Ok::<_, ptm::Error>(v.expect("a present key"))
-                })
+        sum = sum.wrapping_add(
+            match mode {
+                Mode::Tx1 => pool.transaction(|tx, r| r.words[0].set(tx, j).map(|()| j)),
+                Mode::Tx8 => pool.transaction(|tx, r| {
+                    let words = || r.words.iter().step_by(8);
+                    tx.snapshot(|b| words().try_for_each(|w| b.add(w)))?;
+                    words().try_for_each(|w| w.set(tx, j))?;
+                    Ok(j)
+                }),
+                Mode::HashGet | Mode::BTreeGet => {
+                    let i = j.wrapping_mul(7919) % keys.max(1);
+                    pool.transaction(|tx, r| {
+                        let v = if mode == Mode::HashGet {
+                            r.hash.get(tx, &key(i))?
+                        } else {
+                            r.tree.get(tx, &key(i))?
+                        };
+                        Ok::<_, ptm::Error>(v.expect("a present key"))
+                    })
+                }
             }
-        }
-        .expect("an operation"));
+            .expect("an operation"),
+        );
     }
     sum
 }

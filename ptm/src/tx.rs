@@ -39,6 +39,9 @@ const LINEAR_RANGES: usize = 16;
 /// [`Transaction::lane`] before the transaction took one.
 const NO_LANE: usize = usize::MAX;
 
+/// Shared holds a transaction keeps before it takes a lane ([`Transaction::lane`]).
+const EARLY_LOCKS: usize = 4;
+
 /// The next seq of lane `lane` after `last`: seqs of a lane are `lane + k * MAX_LANES`, so no two
 /// lanes ever share one and stale records of another lane never match.
 pub(crate) fn next_seq_after(last: u64, lane: usize) -> u64 {
@@ -109,6 +112,10 @@ pub struct Transaction<'p> {
     /// Not dereferenced after `finish` frees the lane or a relaxed commit hands it to its
     /// `PendingCommit`.
     st: std::cell::OnceCell<RefCell<LaneState>>,
+    /// Shared holds (`PRwLock` reads, `PSharedLock` shared holds: no owner lane in the word)
+    /// taken before the transaction took a lane, in order; moved to the lane state's list when
+    /// it takes one, released at the end otherwise. A fifth one takes the lane.
+    early_locks: Cell<[Option<(HeldKind, *const AtomicU64)>; EARLY_LOCKS]>,
     doomed: Cell<bool>,
     nested: NestedRefs,
     _not_send: PhantomData<*const ()>,
@@ -215,6 +222,7 @@ impl<'p> Transaction<'p> {
             shared,
             lane: Cell::new(NO_LANE),
             st: std::cell::OnceCell::new(),
+            early_locks: Cell::new([None; EARLY_LOCKS]),
             doomed: Cell::new(false),
             nested: NestedRefs::default(),
             _not_send: PhantomData,
@@ -227,7 +235,11 @@ impl<'p> Transaction<'p> {
         self.st.get_or_init(|| {
             let lane = self.shared.lanes.acquire(preferred_lane(self.shared.lanes.len()));
             self.lane.set(lane);
-            RefCell::new(Self::start(self.shared, lane))
+            let mut st = Self::start(self.shared, lane);
+            // Shared holds taken before the lane: held from now on as if taken with it.
+            let early = self.early_locks.replace([None; EARLY_LOCKS]);
+            st.locks.extend(early.into_iter().flatten());
+            RefCell::new(st)
         })
     }
 
@@ -235,6 +247,15 @@ impl<'p> Transaction<'p> {
     #[inline]
     fn started(&self) -> Option<&RefCell<LaneState>> {
         self.st.get()
+    }
+
+    /// Ends a transaction that never took a lane: it logged, allocated and locked exclusively
+    /// nothing, so all it has to give back are its early shared holds, newest first.
+    fn end_without_lane(&self) {
+        let early = self.early_locks.replace([None; EARLY_LOCKS]);
+        for (kind, w) in early.into_iter().rev().flatten() {
+            release_lock(self.shared, kind, w);
+        }
     }
 
     /// The lane of a started transaction (see [`state`](Self::state)).
@@ -710,7 +731,11 @@ impl<'p> Transaction<'p> {
     }
 
     fn holds(&self, w: &AtomicU64) -> Option<HeldKind> {
-        // A transaction without a lane holds no lock.
+        let early = self.early_locks.get();
+        if let Some((kind, _)) = early.iter().flatten().find(|(_, p)| std::ptr::eq(*p, w)) {
+            return Some(*kind);
+        }
+        // Without a lane, a transaction holds only its early shared holds.
         self.started()?
             .borrow()
             .locks
@@ -774,7 +799,18 @@ impl<'p> Transaction<'p> {
             Attempt::Busy => None,
         })?;
         if took {
-            self.st_mut().locks.push((kind, w as *const AtomicU64));
+            let hold = (kind, w as *const AtomicU64);
+            let shared_hold = matches!(kind, HeldKind::Read | HeldKind::SxRead);
+            if shared_hold && self.started().is_none() {
+                // No lane yet: a shared hold needs none (the word records no owner).
+                let mut early = self.early_locks.get();
+                if let Some(slot) = early.iter_mut().find(|h| h.is_none()) {
+                    *slot = Some(hold);
+                    self.early_locks.set(early);
+                    return Ok(());
+                }
+            }
+            self.st_mut().locks.push(hold);
         }
         Ok(())
     }
@@ -812,7 +848,9 @@ impl<'p> Transaction<'p> {
     #[inline]
     pub(crate) fn commit(self) -> Result<()> {
         if self.started().is_none() {
-            return Ok(()); // read only: no lane, nothing logged or locked
+            // Read only: no lane, nothing logged; at most early shared holds.
+            self.end_without_lane();
+            return Ok(());
         }
         self.commit_started()
     }
@@ -856,7 +894,8 @@ impl<'p> Transaction<'p> {
 
     fn abort_inner(&self) -> Result<()> {
         if self.started().is_none() {
-            return Ok(()); // nothing logged or locked
+            self.end_without_lane(); // nothing logged; at most early shared holds
+            return Ok(());
         }
         let lane = self.lane_id();
         let (seq, entries) = {
@@ -902,7 +941,8 @@ impl<'p> Transaction<'p> {
     pub(crate) fn commit_relaxed(self) -> Result<PendingCommit<'p>> {
         let s = self.shared;
         if self.started().is_none() {
-            return Ok(PendingCommit::settled(s)); // read only
+            self.end_without_lane(); // read only
+            return Ok(PendingCommit::settled(s));
         }
         let (seq, entries) = {
             let st = self.st_ref();
@@ -993,18 +1033,23 @@ impl<'p> Transaction<'p> {
 
 /// Releases the locks recorded in `st`.
 fn release_locks(shared: &Shared, st: &mut LaneVolatile) {
-    let generation = shared.generation;
     for (kind, w) in st.locks.drain(..).rev() {
-        // SAFETY: lock words were checked to lie inside the pool mapping when taken, and the
-        // mapping outlives every transaction and pending commit.
-        let w = unsafe { &*w };
-        match kind {
-            HeldKind::Mutex => lockword::mutex_unlock(w, generation),
-            HeldKind::Read => lockword::rw_unlock_read(w, generation),
-            HeldKind::Write => lockword::rw_unlock_write(w, generation),
-            HeldKind::SxRead => lockword::sx_unlock_read(w, generation),
-            HeldKind::SxWrite => lockword::sx_unlock_write(w, generation),
-        }
+        release_lock(shared, kind, w);
+    }
+}
+
+/// Releases one hold of kind `kind` on lock word `w`.
+fn release_lock(shared: &Shared, kind: HeldKind, w: *const AtomicU64) {
+    let generation = shared.generation;
+    // SAFETY: lock words were checked to lie inside the pool mapping when taken, and the
+    // mapping outlives every transaction and pending commit.
+    let w = unsafe { &*w };
+    match kind {
+        HeldKind::Mutex => lockword::mutex_unlock(w, generation),
+        HeldKind::Read => lockword::rw_unlock_read(w, generation),
+        HeldKind::Write => lockword::rw_unlock_write(w, generation),
+        HeldKind::SxRead => lockword::sx_unlock_read(w, generation),
+        HeldKind::SxWrite => lockword::sx_unlock_write(w, generation),
     }
 }
 

@@ -14,6 +14,7 @@ mod capacity;
 mod checked;
 mod doom;
 mod drains;
+mod early_holds;
 mod errors;
 mod forged_log;
 mod format;
