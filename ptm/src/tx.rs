@@ -116,6 +116,8 @@ pub struct Transaction<'p> {
     /// taken before the transaction took a lane, in order; moved to the lane state's list when
     /// it takes one, released at the end otherwise. A fifth one takes the lane.
     early_locks: Cell<[Option<(HeldKind, *const AtomicU64)>; EARLY_LOCKS]>,
+    /// How many of `early_locks` are set (the common case, none, reads nothing else).
+    early_count: Cell<usize>,
     doomed: Cell<bool>,
     nested: NestedRefs,
     _not_send: PhantomData<*const ()>,
@@ -223,6 +225,7 @@ impl<'p> Transaction<'p> {
             lane: Cell::new(NO_LANE),
             st: std::cell::OnceCell::new(),
             early_locks: Cell::new([None; EARLY_LOCKS]),
+            early_count: Cell::new(0),
             doomed: Cell::new(false),
             nested: NestedRefs::default(),
             _not_send: PhantomData,
@@ -237,8 +240,10 @@ impl<'p> Transaction<'p> {
             self.lane.set(lane);
             let mut st = Self::start(self.shared, lane);
             // Shared holds taken before the lane: held from now on as if taken with it.
-            let early = self.early_locks.replace([None; EARLY_LOCKS]);
-            st.locks.extend(early.into_iter().flatten());
+            if self.early_count.replace(0) > 0 {
+                let early = self.early_locks.replace([None; EARLY_LOCKS]);
+                st.locks.extend(early.into_iter().flatten());
+            }
             RefCell::new(st)
         })
     }
@@ -251,7 +256,11 @@ impl<'p> Transaction<'p> {
 
     /// Ends a transaction that never took a lane: it logged, allocated and locked exclusively
     /// nothing, so all it has to give back are its early shared holds, newest first.
+    #[inline]
     fn end_without_lane(&self) {
+        if self.early_count.replace(0) == 0 {
+            return;
+        }
         let early = self.early_locks.replace([None; EARLY_LOCKS]);
         for (kind, w) in early.into_iter().rev().flatten() {
             release_lock(self.shared, kind, w);
@@ -731,9 +740,11 @@ impl<'p> Transaction<'p> {
     }
 
     fn holds(&self, w: &AtomicU64) -> Option<HeldKind> {
-        let early = self.early_locks.get();
-        if let Some((kind, _)) = early.iter().flatten().find(|(_, p)| std::ptr::eq(*p, w)) {
-            return Some(*kind);
+        if self.early_count.get() > 0 {
+            let early = self.early_locks.get();
+            if let Some((kind, _)) = early.iter().flatten().find(|(_, p)| std::ptr::eq(*p, w)) {
+                return Some(*kind);
+            }
         }
         // Without a lane, a transaction holds only its early shared holds.
         self.started()?
@@ -803,10 +814,12 @@ impl<'p> Transaction<'p> {
             let shared_hold = matches!(kind, HeldKind::Read | HeldKind::SxRead);
             if shared_hold && self.started().is_none() {
                 // No lane yet: a shared hold needs none (the word records no owner).
-                let mut early = self.early_locks.get();
-                if let Some(slot) = early.iter_mut().find(|h| h.is_none()) {
-                    *slot = Some(hold);
+                let n = self.early_count.get();
+                if n < EARLY_LOCKS {
+                    let mut early = self.early_locks.get();
+                    early[n] = Some(hold);
                     self.early_locks.set(early);
+                    self.early_count.set(n + 1);
                     return Ok(());
                 }
             }
