@@ -101,3 +101,77 @@ fn a_run_reserved_by_an_aborted_transaction_is_given_back() {
         assert_eq!(pool.heap_free(), free, "after transaction {i}");
     }
 }
+
+#[test]
+fn a_run_allocated_and_freed_by_an_aborted_transaction_is_given_back() {
+    let dir = common::shm_dir();
+    let (pool, free) = pool(&dir, "freed-new.pool", &common::pmem());
+    // The transaction's only trace is a run it allocated and freed again (no store, no log
+    // extent, nothing reserved any more).
+    for i in 0..3u64 {
+        let r: Result<(), Error> = pool.transaction(|tx, _| {
+            let off = tx.alloc_bytes(RUN)?;
+            tx.free_bytes(off)?;
+            Err(Error::InvalidOptions("abort on purpose"))
+        });
+        assert!(
+            matches!(r, Err(Error::InvalidOptions(_))),
+            "transaction {i}: {r:?}"
+        );
+        assert_eq!(pool.heap_free(), free, "after transaction {i}");
+    }
+}
+
+#[test]
+fn a_slab_made_and_emptied_by_an_aborted_transaction_is_given_back() {
+    let dir = common::shm_dir();
+    // A pool with too few chunks to keep an empty slab per class (SCARCE_CHUNKS in alloc.rs).
+    let pool = Pool::<Root>::create(common::path(&dir, "cancelled.pool"), 8 << 20, &common::pmem()).unwrap();
+    let free = pool.heap_free();
+    // One small block allocated and freed, then an abort: the slab made for it is cancelled,
+    // and its chunk is the only thing the transaction hands back.
+    for i in 0..3u64 {
+        let r: Result<(), Error> = pool.transaction(|tx, _| {
+            let off = tx.alloc_bytes(4096)?;
+            tx.free_bytes(off)?;
+            Err(Error::InvalidOptions("abort on purpose"))
+        });
+        assert!(
+            matches!(r, Err(Error::InvalidOptions(_))),
+            "transaction {i}: {r:?}"
+        );
+        assert_eq!(pool.heap_free(), free, "after transaction {i}");
+    }
+}
+
+#[test]
+fn a_block_freed_in_a_full_slab_is_the_next_allocation_of_its_class() {
+    use ptm::internals::heap::{slab_geom, CHUNK, CLASSES};
+    let dir = common::shm_dir();
+    let (pool, _) = pool(&dir, "full-slab.pool", &common::pmem());
+    let c = CLASSES.iter().position(|&b| b == 4096).unwrap();
+    let g = slab_geom(c);
+    // Two transactions each fill exactly one slab: the second finds the first full (and drops
+    // it from the slabs with room) before it makes its own.
+    let fill = || {
+        pool.transaction(|tx, _| {
+            (0..g.blocks)
+                .map(|_| tx.alloc_bytes(4096))
+                .collect::<Result<Vec<_>, Error>>()
+        })
+        .unwrap()
+    };
+    let (first, second) = (fill(), fill());
+    for blocks in [&first, &second] {
+        let span = blocks.iter().max().unwrap() - blocks.iter().min().unwrap();
+        assert!(span < g.chunks * CHUNK, "one slab: {blocks:x?}");
+    }
+    let freed = first[first.len() / 2];
+    pool.transaction(|tx, _| tx.free_bytes(freed)).unwrap();
+    let free = pool.heap_free();
+    // The free made room in the first slab, the only room of the class: the next block of the
+    // class is the one freed, and no chunk goes to a new slab.
+    let next = pool.transaction(|tx, _| tx.alloc_bytes(4096)).unwrap();
+    assert_eq!(next, freed, "the next 4096-byte block");
+    assert_eq!(pool.heap_free(), free);
+}
