@@ -62,6 +62,27 @@ fn the_next_transaction_settles_a_pending_commit() {
 }
 
 #[test]
+fn a_drain_of_the_same_thread_on_another_pool_makes_completing_free() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir);
+    let other = Pool::<Root>::create(common::path(&dir, "other.pool"), 8 << 20, &common::pmem()).unwrap();
+    let ((), pending) = pool.transaction_relaxed(|tx, r| r.a.set(tx, 3)).unwrap();
+    // A durable transaction on another pool: its drains are fences over everything this
+    // thread flushed, the pending commit's lines included (a cache-flush domain), but it does
+    // not settle a pending commit of another pool.
+    other.transaction(|tx, r| r.a.set(tx, 4)).unwrap();
+    assert!(!pending.is_settled());
+    let before = thread_stats();
+    pending.complete().unwrap();
+    assert_eq!(
+        thread_stats().since(&before).drains,
+        0,
+        "already durable: completing costs nothing"
+    );
+    assert_eq!(pool.transaction(|tx, r| Ok::<_, Error>(r.a.get(tx))).unwrap(), 3);
+}
+
+#[test]
 fn sync_settles_and_a_read_only_relaxed_transaction_has_nothing_pending() {
     let dir = common::shm_dir();
     let pool = pool(&dir);
