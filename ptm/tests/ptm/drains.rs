@@ -97,6 +97,38 @@ fn unbatched_snapshots_cost_one_drain_each_plus_commit() {
 }
 
 #[test]
+fn stores_inside_a_batch_into_ranges_ordered_before_it_cost_no_drain() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir);
+    let (drains, _) = drains_of(&pool, |tx, r| {
+        // Logged and ordered before the batch: lines 0, 2 and 4 (one drain each).
+        for k in [0, 2, 4] {
+            r.lines[k].set(tx, [1; 8])?;
+        }
+        tx.snapshot(|b| {
+            // Not yet ordered: lines 1 and 3, each next to the lines stored to below.
+            b.add(&r.lines[1])?;
+            b.add(&r.lines[3])?;
+            // Stores before, between and after them touch none of their bytes: no drain.
+            for k in [0, 2, 4] {
+                r.lines[k].set(tx, [2; 8])?;
+            }
+            // One more entry for the batch's own drain at its close.
+            b.add(&r.lines[5])
+        })?;
+        for k in [1, 3, 5] {
+            r.lines[k].set(tx, [2; 8])?;
+        }
+        Ok(())
+    });
+    assert_eq!(drains, 5, "3 snapshots, the batch, the commit");
+    let v = pool.transaction(|tx, r| {
+        Ok::<_, ptm::Error>(r.lines[..6].iter().map(|l| l.get(tx)[0]).collect::<Vec<_>>())
+    });
+    assert_eq!(v.unwrap(), [2; 6]);
+}
+
+#[test]
 fn rewriting_a_logged_range_costs_nothing_more() {
     let dir = common::shm_dir();
     let pool = pool(&dir);
