@@ -1,0 +1,88 @@
+//! Guards the undo-log writer for a range larger than a log extent: it is split across the
+//! lane's area and heap extents (design §7), and every piece must record the bytes it covers,
+//! so an abort, and a reopen after a crash, restore the whole range and nothing else.
+
+use crate::common;
+
+use ptm::{Error, PCell, PPtr, Persistent, Pool, Transaction};
+
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Root {
+    big: PCell<u64>,
+}
+
+/// Larger than the first log extent (256 KiB) and the lane's area: split into at least three
+/// pieces (lane area, 256 KiB extent, 512 KiB extent).
+const BIG: u64 = 600 << 10;
+
+fn opts() -> ptm::PoolOptions {
+    common::pmem().lane_size(8192)
+}
+
+/// Every 61st byte and the last of `[off, off + BIG)` hold `byte`.
+fn check(tx: &Transaction<'_>, off: u64, byte: u8, what: &str) {
+    for at in (0..BIG).step_by(61).chain([BIG - 1]) {
+        let p: PPtr<u8> = tx.pptr(off + at);
+        // SAFETY: a live block of BIG bytes allocated by a committed transaction; nothing else
+        // runs.
+        let got = *unsafe { tx.deref(p) }.unwrap();
+        assert_eq!(got, byte, "{what}: byte {at} of {BIG}");
+    }
+}
+
+/// A pool whose root links a block of BIG bytes, each 1.
+fn pool_with_block(dir: &tempfile::TempDir) -> (Pool<Root>, u64) {
+    let pool = Pool::<Root>::create(common::path(dir, "big.pool"), 16 << 20, &opts()).unwrap();
+    let off = pool
+        .transaction(|tx, r| {
+            let off = tx.alloc_bytes(BIG)?;
+            // SAFETY: the block was just allocated by this transaction, BIG bytes.
+            unsafe { tx.fill_bytes(tx.pptr(off), 1, BIG)? };
+            r.big.set(tx, off)?;
+            Ok::<_, Error>(off)
+        })
+        .unwrap();
+    (pool, off)
+}
+
+#[test]
+fn a_range_split_across_log_areas_is_restored_whole_on_abort() {
+    let dir = common::shm_dir();
+    let (pool, off) = pool_with_block(&dir);
+    let r: Result<(), Error> = pool.transaction(|tx, _| {
+        // SAFETY: the root's block, BIG bytes, reached only by this transaction.
+        unsafe { tx.fill_bytes(tx.pptr(off), 2, BIG)? };
+        check(tx, off, 2, "inside the transaction");
+        Err(Error::InvalidOptions("abort on purpose"))
+    });
+    assert!(matches!(r, Err(Error::InvalidOptions(_))), "{r:?}");
+    pool.transaction(|tx, _| {
+        check(tx, off, 1, "after the abort");
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_range_split_across_log_areas_is_restored_whole_after_a_crash() {
+    let dir = common::shm_dir();
+    let (pool, off) = pool_with_block(&dir);
+    let image = common::path(&dir, "image.pool");
+    let _ = pool.transaction(|tx, _| {
+        // SAFETY: the root's block, BIG bytes, reached only by this transaction.
+        unsafe { tx.fill_bytes(tx.pptr(off), 3, BIG)? };
+        common::crash_image(&common::path(&dir, "big.pool"), &image);
+        Err::<(), _>(Error::InvalidOptions("crash"))
+    });
+    drop(pool);
+    let recovered = Pool::<Root>::open(&image, &opts()).unwrap();
+    assert_eq!(recovered.recovery_report().rolled_back, 1);
+    recovered
+        .transaction(|tx, _| {
+            check(tx, off, 1, "after the crash and a reopen");
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+}
