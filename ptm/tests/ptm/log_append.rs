@@ -4,13 +4,14 @@
 
 use crate::common;
 
-use ptm::{Error, PCell, PPtr, Persistent, Pool, Transaction};
+use ptm::{Error, PCell, PMutex, PPtr, Persistent, Pool, Transaction};
 
 #[derive(Persistent)]
 #[persistent(crate = "ptm::pmem_core")]
 #[repr(C)]
 struct Root {
-    big: PCell<u64>,
+    /// Under a lock, so that threads can share the pool.
+    big: PMutex<PCell<u64>>,
 }
 
 /// Larger than the first log extent (256 KiB) and the lane's area: split into at least three
@@ -40,7 +41,7 @@ fn pool_with_block(dir: &tempfile::TempDir) -> (Pool<Root>, u64) {
             let off = tx.alloc_bytes(BIG)?;
             // SAFETY: the block was just allocated by this transaction, BIG bytes.
             unsafe { tx.fill_bytes(tx.pptr(off), 1, BIG)? };
-            r.big.set(tx, off)?;
+            r.big.lock(tx)?.set(tx, off)?;
             Ok::<_, Error>(off)
         })
         .unwrap();
@@ -85,4 +86,50 @@ fn a_range_split_across_log_areas_is_restored_whole_after_a_crash() {
             Ok::<_, Error>(())
         })
         .unwrap();
+}
+
+#[test]
+fn aborting_a_split_range_restores_no_byte_past_it() {
+    let dir = common::shm_dir();
+    let (pool, off) = pool_with_block(&dir);
+    // The next block, placed right after the big one's run (a run of its own).
+    let next = pool.transaction(|tx, _| tx.alloc_bytes(64 << 10)).unwrap();
+    assert!(
+        next > off && next - off <= 1 << 20,
+        "blocks at {off:#x} and {next:#x}"
+    );
+    let barrier = std::sync::Barrier::new(2);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let r: Result<(), Error> = pool.transaction(|tx, _| {
+                // SAFETY: the root's block, BIG bytes, reached only by this transaction.
+                unsafe { tx.fill_bytes(tx.pptr(off), 2, BIG)? };
+                barrier.wait();
+                // Meanwhile another thread commits a change to the next block.
+                barrier.wait();
+                Err(Error::InvalidOptions("abort on purpose"))
+            });
+            assert!(matches!(r, Err(Error::InvalidOptions(_))), "{r:?}");
+        });
+        s.spawn(|| {
+            barrier.wait();
+            pool.transaction(|tx, _| {
+                // SAFETY: the next block, 64 KiB, reached only by this transaction.
+                unsafe { tx.fill_bytes(tx.pptr(next), 7, 64 << 10) }
+            })
+            .unwrap();
+            barrier.wait();
+        });
+    });
+    // The abort restored the big block and left the other thread's committed change alone.
+    pool.transaction(|tx, _| {
+        check(tx, off, 1, "after the abort");
+        for at in (0..64 << 10).step_by(61) {
+            // SAFETY: the next block, allocated by a committed transaction; nothing else runs.
+            let got = *unsafe { tx.deref(tx.pptr::<u8>(next + at)) }?;
+            assert_eq!(got, 7, "byte {at} of the next block");
+        }
+        Ok::<_, Error>(())
+    })
+    .unwrap();
 }
