@@ -133,3 +133,60 @@ fn aborting_a_split_range_restores_no_byte_past_it() {
     })
     .unwrap();
 }
+
+/// A root of 64 one-line cells, for filling a lane's log area record by record.
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Lines {
+    lines: [PCell<[u64; 8]>; 64],
+    tail: PCell<[u64; 4]>,
+}
+
+#[test]
+fn a_lane_log_area_is_used_to_its_last_record_before_an_extent_is_taken() {
+    use ptm::internals::layout::{LANE_LOG, REC_ALIGN, REC_HEADER};
+    let dir = common::shm_dir();
+    let lane_size = 8192;
+    let pool = Pool::<Lines>::create(
+        common::path(&dir, "lines.pool"),
+        16 << 20,
+        &common::pmem().lane_size(lane_size),
+    )
+    .unwrap();
+    let free = pool.heap_free();
+    // Each one-line cell takes a record of REC_HEADER + 64 bytes, rounded up to REC_ALIGN; the
+    // area keeps REC_ALIGN bytes for a jump record at its end. After `k` of them, the tail
+    // cell's record (REC_HEADER + 32 bytes, one REC_ALIGN) fits exactly.
+    let line_rec = (REC_HEADER + 64).div_ceil(REC_ALIGN) * REC_ALIGN;
+    let tail_rec = (REC_HEADER + 32).div_ceil(REC_ALIGN) * REC_ALIGN;
+    let area = lane_size - LANE_LOG;
+    let k = (area - REC_ALIGN - tail_rec) / line_rec;
+    assert_eq!(
+        k * line_rec + tail_rec + REC_ALIGN,
+        area,
+        "the layout this test assumes"
+    );
+    assert!(k <= 64);
+    let used = pool
+        .transaction(|tx, r| {
+            for l in &r.lines[..k as usize] {
+                l.set(tx, [5; 8])?;
+            }
+            r.tail.set(tx, [6; 4])?;
+            Ok::<_, Error>(free - pool.heap_free())
+        })
+        .unwrap();
+    assert_eq!(used, 0, "heap bytes taken by log extents");
+    // One record more does need an extent (the test can fail).
+    let used = pool
+        .transaction(|tx, r| {
+            for l in &r.lines[..k as usize + 1] {
+                l.set(tx, [7; 8])?;
+            }
+            r.tail.set(tx, [8; 4])?;
+            Ok::<_, Error>(free - pool.heap_free())
+        })
+        .unwrap();
+    assert!(used > 0, "heap bytes taken by log extents");
+}
