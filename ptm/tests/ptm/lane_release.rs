@@ -192,7 +192,7 @@ fn a_lane_keeps_its_slab_after_an_abort_and_after_a_commit_that_returns_another_
     let pool = Pool::<Root>::open(&path, &common::pmem()).unwrap();
     let g = slab_geom(CLASSES.iter().position(|&b| b == 4096).unwrap());
     let in_first_slab =
-        |off: u64| off >= first && (off - first) % 4096 == 0 && (off - first) / 4096 < g.blocks;
+        |off: u64| off >= first && (off - first).is_multiple_of(4096) && (off - first) / 4096 < g.blocks;
     let mut blocks = vec![pool.transaction(|tx, _| tx.alloc_bytes(4096)).unwrap()];
     // An aborted transaction that reserved a run of its own.
     let r: Result<(), Error> = pool.transaction(|tx, _| {
