@@ -28,6 +28,26 @@ fn small_lanes() -> ptm::PoolOptions {
     common::pmem().lane_size(8192)
 }
 
+/// Runs `f` in three transactions that then abort: after each, the heap's free bytes must be
+/// `free` again.
+fn aborts_give_everything_back(
+    pool: &Pool<Root>,
+    free: u64,
+    f: impl Fn(&ptm::Transaction<'_>) -> Result<(), Error>,
+) {
+    for i in 0..3u64 {
+        let r: Result<(), Error> = pool.transaction(|tx, _| {
+            f(tx)?;
+            Err(Error::InvalidOptions("abort on purpose"))
+        });
+        assert!(
+            matches!(r, Err(Error::InvalidOptions(_))),
+            "transaction {i}: {r:?}"
+        );
+        assert_eq!(pool.heap_free(), free, "after transaction {i}");
+    }
+}
+
 #[test]
 fn freed_runs_are_reusable_in_the_same_process() {
     let dir = common::shm_dir();
@@ -89,17 +109,7 @@ fn a_run_reserved_by_an_aborted_transaction_is_given_back() {
     let dir = common::shm_dir();
     let (pool, free) = pool(&dir, "reserved.pool", &common::pmem());
     // The transaction's only trace is the run it reserved (no store, no log extent).
-    for i in 0..3u64 {
-        let r: Result<(), Error> = pool.transaction(|tx, _| {
-            tx.alloc_bytes(RUN)?;
-            Err(Error::InvalidOptions("abort on purpose"))
-        });
-        assert!(
-            matches!(r, Err(Error::InvalidOptions(_))),
-            "transaction {i}: {r:?}"
-        );
-        assert_eq!(pool.heap_free(), free, "after transaction {i}");
-    }
+    aborts_give_everything_back(&pool, free, |tx| tx.alloc_bytes(RUN).map(drop));
 }
 
 #[test]
@@ -108,18 +118,7 @@ fn a_run_allocated_and_freed_by_an_aborted_transaction_is_given_back() {
     let (pool, free) = pool(&dir, "freed-new.pool", &common::pmem());
     // The transaction's only trace is a run it allocated and freed again (no store, no log
     // extent, nothing reserved any more).
-    for i in 0..3u64 {
-        let r: Result<(), Error> = pool.transaction(|tx, _| {
-            let off = tx.alloc_bytes(RUN)?;
-            tx.free_bytes(off)?;
-            Err(Error::InvalidOptions("abort on purpose"))
-        });
-        assert!(
-            matches!(r, Err(Error::InvalidOptions(_))),
-            "transaction {i}: {r:?}"
-        );
-        assert_eq!(pool.heap_free(), free, "after transaction {i}");
-    }
+    aborts_give_everything_back(&pool, free, |tx| tx.free_bytes(tx.alloc_bytes(RUN)?));
 }
 
 #[test]
@@ -130,18 +129,7 @@ fn a_slab_made_and_emptied_by_an_aborted_transaction_is_given_back() {
     let free = pool.heap_free();
     // One small block allocated and freed, then an abort: the slab made for it is cancelled,
     // and its chunk is the only thing the transaction hands back.
-    for i in 0..3u64 {
-        let r: Result<(), Error> = pool.transaction(|tx, _| {
-            let off = tx.alloc_bytes(4096)?;
-            tx.free_bytes(off)?;
-            Err(Error::InvalidOptions("abort on purpose"))
-        });
-        assert!(
-            matches!(r, Err(Error::InvalidOptions(_))),
-            "transaction {i}: {r:?}"
-        );
-        assert_eq!(pool.heap_free(), free, "after transaction {i}");
-    }
+    aborts_give_everything_back(&pool, free, |tx| tx.free_bytes(tx.alloc_bytes(4096)?));
 }
 
 #[test]
