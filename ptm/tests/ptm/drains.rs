@@ -1,7 +1,8 @@
 //! Guards the deterministic persistence cost of transactions: 2 drains for a 1-word and for an
 //! 8-range batched transaction, 0 for a read-only one and for an aborted one that logged nothing,
 //! one more per unbatched snapshot, none for a store a logged range covers (also among many
-//! ranges), and a commit that flushes only the lines it changed.
+//! ranges, inside a snapshot batch next to its ranges, in a fresh block after another fresh block
+//! was freed), and a commit that flushes only the lines it changed.
 
 use crate::common;
 
@@ -301,4 +302,29 @@ fn stores_into_a_large_fresh_block_among_many_logged_ranges_cost_no_drain() {
         })
         .unwrap();
     assert_eq!((head, line, tail), (1, 2, 3));
+}
+
+#[test]
+fn freeing_one_fresh_block_keeps_the_next_one_covered() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir);
+    // Two fresh blocks, the first freed before any drain (its reservation is forgotten), then
+    // the second filled: fresh memory needs no undo record, so the transaction flushes as many
+    // lines as one that only allocates and fills the second.
+    let fill = |tx: &Transaction<'_>, off: u64| {
+        // SAFETY: a block this transaction just allocated, 256 bytes.
+        unsafe { tx.fill_bytes(tx.pptr(off), 9, 256) }
+    };
+    // The class's slab made first, so that neither measured transaction makes one.
+    pool.transaction(|tx, _| tx.alloc_bytes(256).map(drop)).unwrap();
+    pool.sync().unwrap();
+    let (_, one) = drains_of(&pool, |tx, _| fill(tx, tx.alloc_bytes(256)?));
+    pool.sync().unwrap();
+    let (_, two) = drains_of(&pool, |tx, _| {
+        let first = tx.alloc_bytes(256)?;
+        let second = tx.alloc_bytes(256)?;
+        tx.free_bytes(first)?;
+        fill(tx, second)
+    });
+    assert_eq!(two, one, "lines flushed");
 }
