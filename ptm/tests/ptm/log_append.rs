@@ -190,3 +190,38 @@ fn a_lane_log_area_is_used_to_its_last_record_before_an_extent_is_taken() {
         .unwrap();
     assert!(used > 0, "heap bytes taken by log extents");
 }
+
+#[test]
+fn a_new_slab_made_when_the_lane_area_is_full_logs_nothing_outside_the_lane() {
+    use ptm::internals::layout::{LANE_LOG, REC_ALIGN, REC_HEADER};
+    let dir = common::shm_dir();
+    let path = common::path(&dir, "edge.pool");
+    let lane_size = 8192;
+    let pool = Pool::<Lines>::create(&path, 16 << 20, &common::pmem().lane_size(lane_size)).unwrap();
+    let g = pool.geometry();
+    let before = std::fs::read(&path).unwrap();
+    let lane = pool
+        .transaction(|tx, r| {
+            // Fill the lane's area up to the REC_ALIGN bytes it keeps for a jump record (as in
+            // the test above), then make a slab: its bitmap area's new-range record and its
+            // descriptor's undo record must go to a log extent, not past the area's end.
+            let line_rec = (REC_HEADER + 64).div_ceil(REC_ALIGN) * REC_ALIGN;
+            let k = (lane_size - LANE_LOG - 2 * REC_ALIGN) / line_rec;
+            for l in &r.lines[..k as usize] {
+                l.set(tx, [5; 8])?;
+            }
+            r.tail.set(tx, [6; 4])?;
+            tx.alloc_bytes(4096)?;
+            Ok::<_, Error>(tx.lane() as u64)
+        })
+        .unwrap();
+    let after = std::fs::read(&path).unwrap();
+    for other in (0..u64::from(g.lane_count)).filter(|&l| l != lane) {
+        let at = (g.lanes_offset + other * g.lane_size) as usize;
+        let span = at..at + g.lane_size as usize;
+        assert!(
+            before[span.clone()] == after[span],
+            "lane {other} changed by a transaction on lane {lane}"
+        );
+    }
+}
