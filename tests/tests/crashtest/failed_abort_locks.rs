@@ -1,8 +1,9 @@
-//! Guards the locks of a transaction whose roll-back fails (issue 19, `tx.rs` mutation pass): a
-//! commit whose durability point fails on the journaled engine rolls back, the roll-back's own
-//! drains fail too (the journal's failure is sticky), and the pool is poisoned. The
+//! Guards the end of a transaction whose durability point fails on the journaled engine (issue
+//! 19, `tx.rs` mutation pass). A commit whose `fdatasync` fails rolls back, the roll-back's own
+//! drains fail too (the journal's failure is sticky), and the pool is poisoned: the
 //! transaction's persistent locks must still be released, so a thread already waiting for one
-//! inside its own transaction gets it instead of waiting until `LockTimeout`.
+//! inside its own transaction gets it instead of waiting until `LockTimeout`. A relaxed
+//! commit whose completion fails must report the error.
 
 use std::sync::Barrier;
 use std::time::Duration;
@@ -67,4 +68,27 @@ fn a_transaction_whose_rollback_fails_still_releases_its_locks() {
             "the waiter's transaction: {e}"
         ),
     }
+}
+
+#[test]
+fn a_relaxed_commit_whose_completion_fails_reports_the_error() {
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap());
+    let faults = IoFaults::new();
+    let opts = PoolOptions::new()
+        .layout("failed-completion")
+        .engine(Engine::Journaled)
+        .journal(JournalOptions::new().faults(faults.clone()));
+    let pool = Pool::<Root>::create(dir.path().join("relaxed.pool"), 8 << 20, &opts).unwrap();
+    let ((), pending) = pool
+        .transaction_relaxed(|tx, root| root.counter.lock(tx)?.set(tx, 1))
+        .unwrap();
+    // The completion's sync fails: the commit is not known durable, and the caller must hear it.
+    faults.arm(IoFault::Sync, 1);
+    let r = pending.complete();
+    assert!(faults.fired() > 0, "the fault fired");
+    assert!(
+        matches!(r, Err(Error::Core(ptm::pmem_core::Error::Io { .. }))),
+        "the completion: {r:?}"
+    );
+    assert!(matches!(pool.sync(), Err(Error::Poisoned)));
 }
