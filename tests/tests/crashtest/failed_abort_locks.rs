@@ -18,15 +18,22 @@ struct Root {
     counter: PMutex<PCell<u64>>,
 }
 
-#[test]
-fn a_transaction_whose_rollback_fails_still_releases_its_locks() {
+/// A scratch directory, a fault plan, and options for a journaled pool that injects it.
+fn journaled() -> (tempfile::TempDir, IoFaults, PoolOptions) {
     let dir = tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap());
     let faults = IoFaults::new();
     let opts = PoolOptions::new()
-        .layout("failed-abort-locks")
+        .layout("failed-end")
         .lanes(4)
         .engine(Engine::Journaled)
-        .journal(JournalOptions::new().faults(faults.clone()))
+        .journal(JournalOptions::new().faults(faults.clone()));
+    (dir, faults, opts)
+}
+
+#[test]
+fn a_transaction_whose_rollback_fails_still_releases_its_locks() {
+    let (dir, faults, opts) = journaled();
+    let opts = opts
         // Long enough that the waiter below cannot time out before the holder's commit fails
         // on a loaded machine; a lock never released makes it time out (the failure shown).
         .lock_timeout(Duration::from_secs(5));
@@ -72,12 +79,7 @@ fn a_transaction_whose_rollback_fails_still_releases_its_locks() {
 
 #[test]
 fn a_relaxed_commit_whose_completion_fails_reports_the_error() {
-    let dir = tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap());
-    let faults = IoFaults::new();
-    let opts = PoolOptions::new()
-        .layout("failed-completion")
-        .engine(Engine::Journaled)
-        .journal(JournalOptions::new().faults(faults.clone()));
+    let (dir, faults, opts) = journaled();
     let pool = Pool::<Root>::create(dir.path().join("relaxed.pool"), 8 << 20, &opts).unwrap();
     let ((), pending) = pool
         .transaction_relaxed(|tx, root| root.counter.lock(tx)?.set(tx, 1))
