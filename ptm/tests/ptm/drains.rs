@@ -1,7 +1,8 @@
 //! Guards the deterministic persistence cost of transactions: 2 drains for a 1-word and for an
 //! 8-range batched transaction, 0 for a read-only one and for an aborted one that logged nothing,
 //! one more per unbatched snapshot, none for a store a logged range covers (also among many
-//! ranges), and a commit that flushes only the lines it changed.
+//! ranges, inside a snapshot batch next to its ranges, in a fresh block after another fresh block
+//! was freed), and a commit that flushes only the lines it changed.
 
 use crate::common;
 
@@ -94,6 +95,38 @@ fn unbatched_snapshots_cost_one_drain_each_plus_commit() {
         r.lines[..8].iter().try_for_each(|l| l.set(tx, [1; 8]))
     });
     assert_eq!(drains, 9);
+}
+
+#[test]
+fn stores_inside_a_batch_into_ranges_ordered_before_it_cost_no_drain() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir);
+    let (drains, _) = drains_of(&pool, |tx, r| {
+        // Logged and ordered before the batch: lines 0, 2 and 4 (one drain each).
+        for k in [0, 2, 4] {
+            r.lines[k].set(tx, [1; 8])?;
+        }
+        tx.snapshot(|b| {
+            // Not yet ordered: lines 1 and 3, each next to the lines stored to below.
+            b.add(&r.lines[1])?;
+            b.add(&r.lines[3])?;
+            // Stores before, between and after them touch none of their bytes: no drain.
+            for k in [0, 2, 4] {
+                r.lines[k].set(tx, [2; 8])?;
+            }
+            // One more entry for the batch's own drain at its close.
+            b.add(&r.lines[5])
+        })?;
+        for k in [1, 3, 5] {
+            r.lines[k].set(tx, [2; 8])?;
+        }
+        Ok(())
+    });
+    assert_eq!(drains, 5, "3 snapshots, the batch, the commit");
+    let v = pool.transaction(|tx, r| {
+        Ok::<_, ptm::Error>(r.lines[..6].iter().map(|l| l.get(tx)[0]).collect::<Vec<_>>())
+    });
+    assert_eq!(v.unwrap(), [2; 6]);
 }
 
 #[test]
@@ -269,4 +302,29 @@ fn stores_into_a_large_fresh_block_among_many_logged_ranges_cost_no_drain() {
         })
         .unwrap();
     assert_eq!((head, line, tail), (1, 2, 3));
+}
+
+#[test]
+fn freeing_one_fresh_block_keeps_the_next_one_covered() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir);
+    // Two fresh blocks, the first freed before any drain (its reservation is forgotten), then
+    // the second filled: fresh memory needs no undo record, so the transaction flushes as many
+    // lines as one that only allocates and fills the second.
+    let fill = |tx: &Transaction<'_>, off: u64| {
+        // SAFETY: a block this transaction just allocated, 256 bytes.
+        unsafe { tx.fill_bytes(tx.pptr(off), 9, 256) }
+    };
+    // The class's slab made first, so that neither measured transaction makes one.
+    pool.transaction(|tx, _| tx.alloc_bytes(256).map(drop)).unwrap();
+    pool.sync().unwrap();
+    let (_, one) = drains_of(&pool, |tx, _| fill(tx, tx.alloc_bytes(256)?));
+    pool.sync().unwrap();
+    let (_, two) = drains_of(&pool, |tx, _| {
+        let first = tx.alloc_bytes(256)?;
+        let second = tx.alloc_bytes(256)?;
+        tx.free_bytes(first)?;
+        fill(tx, second)
+    });
+    assert_eq!(two, one, "lines flushed");
 }

@@ -28,6 +28,26 @@ fn small_lanes() -> ptm::PoolOptions {
     common::pmem().lane_size(8192)
 }
 
+/// Runs `f` in three transactions that then abort: after each, the heap's free bytes must be
+/// `free` again.
+fn aborts_give_everything_back(
+    pool: &Pool<Root>,
+    free: u64,
+    f: impl Fn(&ptm::Transaction<'_>) -> Result<(), Error>,
+) {
+    for i in 0..3u64 {
+        let r: Result<(), Error> = pool.transaction(|tx, _| {
+            f(tx)?;
+            Err(Error::InvalidOptions("abort on purpose"))
+        });
+        assert!(
+            matches!(r, Err(Error::InvalidOptions(_))),
+            "transaction {i}: {r:?}"
+        );
+        assert_eq!(pool.heap_free(), free, "after transaction {i}");
+    }
+}
+
 #[test]
 fn freed_runs_are_reusable_in_the_same_process() {
     let dir = common::shm_dir();
@@ -89,15 +109,94 @@ fn a_run_reserved_by_an_aborted_transaction_is_given_back() {
     let dir = common::shm_dir();
     let (pool, free) = pool(&dir, "reserved.pool", &common::pmem());
     // The transaction's only trace is the run it reserved (no store, no log extent).
-    for i in 0..3u64 {
-        let r: Result<(), Error> = pool.transaction(|tx, _| {
-            tx.alloc_bytes(RUN)?;
-            Err(Error::InvalidOptions("abort on purpose"))
-        });
+    aborts_give_everything_back(&pool, free, |tx| tx.alloc_bytes(RUN).map(drop));
+}
+
+#[test]
+fn a_run_allocated_and_freed_by_an_aborted_transaction_is_given_back() {
+    let dir = common::shm_dir();
+    let (pool, free) = pool(&dir, "freed-new.pool", &common::pmem());
+    // The transaction's only trace is a run it allocated and freed again (no store, no log
+    // extent, nothing reserved any more).
+    aborts_give_everything_back(&pool, free, |tx| tx.free_bytes(tx.alloc_bytes(RUN)?));
+}
+
+#[test]
+fn a_slab_made_and_emptied_by_an_aborted_transaction_is_given_back() {
+    let dir = common::shm_dir();
+    // A pool with too few chunks to keep an empty slab per class (SCARCE_CHUNKS in alloc.rs).
+    let pool = Pool::<Root>::create(common::path(&dir, "cancelled.pool"), 8 << 20, &common::pmem()).unwrap();
+    let free = pool.heap_free();
+    // One small block allocated and freed, then an abort: the slab made for it is cancelled,
+    // and its chunk is the only thing the transaction hands back.
+    aborts_give_everything_back(&pool, free, |tx| tx.free_bytes(tx.alloc_bytes(4096)?));
+}
+
+#[test]
+fn a_block_freed_in_a_full_slab_is_the_next_allocation_of_its_class() {
+    use ptm::internals::heap::{slab_geom, CHUNK, CLASSES};
+    let dir = common::shm_dir();
+    let (pool, _) = pool(&dir, "full-slab.pool", &common::pmem());
+    let c = CLASSES.iter().position(|&b| b == 4096).unwrap();
+    let g = slab_geom(c);
+    // Two transactions each fill exactly one slab: the second finds the first full (and drops
+    // it from the slabs with room) before it makes its own.
+    let fill = || {
+        pool.transaction(|tx, _| {
+            (0..g.blocks)
+                .map(|_| tx.alloc_bytes(4096))
+                .collect::<Result<Vec<_>, Error>>()
+        })
+        .unwrap()
+    };
+    let (first, second) = (fill(), fill());
+    for blocks in [&first, &second] {
+        let span = blocks.iter().max().unwrap() - blocks.iter().min().unwrap();
+        assert!(span < g.chunks * CHUNK, "one slab: {blocks:x?}");
+    }
+    let freed = first[first.len() / 2];
+    pool.transaction(|tx, _| tx.free_bytes(freed)).unwrap();
+    let free = pool.heap_free();
+    // The free made room in the first slab, the only room of the class: the next block of the
+    // class is the one freed, and no chunk goes to a new slab.
+    let next = pool.transaction(|tx, _| tx.alloc_bytes(4096)).unwrap();
+    assert_eq!(next, freed, "the next 4096-byte block");
+    assert_eq!(pool.heap_free(), free);
+}
+
+#[test]
+fn a_lane_keeps_its_slab_after_an_abort_and_after_a_commit_that_returns_another_slab() {
+    use ptm::internals::heap::{slab_geom, CLASSES};
+    let dir = common::shm_dir();
+    let path = common::path(&dir, "hint.pool");
+    // A small pool: too few free chunks to keep an emptied slab, so it is returned.
+    let pool = Pool::<Root>::create(&path, 8 << 20, &common::pmem()).unwrap();
+    let (first, small) = pool
+        .transaction(|tx, _| Ok::<_, Error>((tx.alloc_bytes(4096)?, tx.alloc_bytes(128)?)))
+        .unwrap();
+    // After a reopen the 4096-byte slab is found in the index (not made) by the next
+    // allocation of its class, and stays this lane's current slab of the class.
+    drop(pool);
+    let pool = Pool::<Root>::open(&path, &common::pmem()).unwrap();
+    let g = slab_geom(CLASSES.iter().position(|&b| b == 4096).unwrap());
+    let in_first_slab =
+        |off: u64| off >= first && (off - first).is_multiple_of(4096) && (off - first) / 4096 < g.blocks;
+    let mut blocks = vec![pool.transaction(|tx, _| tx.alloc_bytes(4096)).unwrap()];
+    // An aborted transaction that reserved a run of its own.
+    let r: Result<(), Error> = pool.transaction(|tx, _| {
+        tx.alloc_bytes(RUN)?;
+        Err(Error::InvalidOptions("abort on purpose"))
+    });
+    assert!(matches!(r, Err(Error::InvalidOptions(_))), "{r:?}");
+    blocks.push(pool.transaction(|tx, _| tx.alloc_bytes(4096)).unwrap());
+    // A commit that empties (and so returns) the 128-byte slab.
+    pool.transaction(|tx, _| tx.free_bytes(small)).unwrap();
+    blocks.push(pool.transaction(|tx, _| tx.alloc_bytes(4096)).unwrap());
+    // Each came from the slab the lane was using, not from a new one.
+    for (i, &b) in blocks.iter().enumerate() {
         assert!(
-            matches!(r, Err(Error::InvalidOptions(_))),
-            "transaction {i}: {r:?}"
+            in_first_slab(b),
+            "block {i} at {b:#x}: not in the slab at {first:#x}"
         );
-        assert_eq!(pool.heap_free(), free, "after transaction {i}");
     }
 }

@@ -24,6 +24,7 @@ mod heap_damage;
 mod heap_reuse;
 mod lane_release;
 mod lanes;
+mod log_append;
 mod log_scan;
 mod pool_send;
 mod recovery;

@@ -62,6 +62,27 @@ fn the_next_transaction_settles_a_pending_commit() {
 }
 
 #[test]
+fn a_drain_of_the_same_thread_on_another_pool_makes_completing_free() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir);
+    let other = Pool::<Root>::create(common::path(&dir, "other.pool"), 8 << 20, &common::pmem()).unwrap();
+    let ((), pending) = pool.transaction_relaxed(|tx, r| r.a.set(tx, 3)).unwrap();
+    // A durable transaction on another pool: its drains are fences over everything this
+    // thread flushed, the pending commit's lines included (a cache-flush domain), but it does
+    // not settle a pending commit of another pool.
+    other.transaction(|tx, r| r.a.set(tx, 4)).unwrap();
+    assert!(!pending.is_settled());
+    let before = thread_stats();
+    pending.complete().unwrap();
+    assert_eq!(
+        thread_stats().since(&before).drains,
+        0,
+        "already durable: completing costs nothing"
+    );
+    assert_eq!(pool.transaction(|tx, r| Ok::<_, Error>(r.a.get(tx))).unwrap(), 3);
+}
+
+#[test]
 fn sync_settles_and_a_read_only_relaxed_transaction_has_nothing_pending() {
     let dir = common::shm_dir();
     let pool = pool(&dir);
@@ -120,4 +141,45 @@ fn a_settled_relaxed_commit_survives_a_crash() {
     drop(pool);
     let p = Pool::<Root>::open(&image, &common::pmem()).unwrap();
     assert_eq!(p.transaction(|tx, r| Ok::<_, Error>(r.a.get(tx))).unwrap(), 42);
+}
+
+#[test]
+fn completing_one_pending_commit_leaves_another_pools_to_its_next_transaction() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir);
+    let other = Pool::<Root>::create(common::path(&dir, "other.pool"), 8 << 20, &common::pmem()).unwrap();
+    let ((), here) = pool.transaction_relaxed(|tx, r| r.a.set(tx, 1)).unwrap();
+    let ((), there) = other.transaction_relaxed(|tx, r| r.a.set(tx, 2)).unwrap();
+    here.complete().unwrap();
+    assert!(!there.is_settled());
+    // The other pool's next transaction must settle its pending commit before it stores.
+    other.transaction(|tx, r| r.a.set(tx, 3)).unwrap();
+    assert!(there.is_settled(), "settled by its pool's next transaction");
+    drop(there);
+    assert_eq!(other.transaction(|tx, r| Ok::<_, Error>(r.a.get(tx))).unwrap(), 3);
+}
+
+#[test]
+fn a_relaxed_transaction_that_allocates_after_its_last_store_commits_both() {
+    let dir = common::shm_dir();
+    let path = common::path(&dir, "relaxed.pool");
+    let pool = pool(&dir);
+    // The class's slab made first (a new slab's records are written at once).
+    pool.transaction(|tx, _| tx.alloc_bytes(64).map(drop)).unwrap();
+    // The store's record is drained before the allocation, whose records are still pending
+    // when the transaction commits (one record, one pending allocation).
+    let (block, pending) = pool
+        .transaction_relaxed(|tx, r| {
+            r.a.set(tx, 7)?;
+            tx.alloc_bytes(64)
+        })
+        .unwrap();
+    pending.complete().unwrap();
+    drop(pool);
+    let mut pool = Pool::<Root>::open(&path, &common::pmem()).unwrap();
+    assert_eq!(pool.transaction(|tx, r| Ok::<_, Error>(r.a.get(tx))).unwrap(), 7);
+    assert!(
+        common::allocated_offsets(&mut pool).contains(&block),
+        "the block at {block:#x} allocated after a reopen"
+    );
 }

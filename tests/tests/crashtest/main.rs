@@ -13,6 +13,7 @@ mod collections;
 mod collections_owned;
 mod completion_marks;
 mod concurrent_map;
+mod failed_abort_locks;
 mod failed_durability;
 mod heap_links;
 mod heap_model;

@@ -1,0 +1,227 @@
+//! Guards the undo-log writer for a range larger than a log extent: it is split across the
+//! lane's area and heap extents (design §7), and every piece must record the bytes it covers,
+//! so an abort, and a reopen after a crash, restore the whole range and nothing else.
+
+use crate::common;
+
+use ptm::{Error, PCell, PMutex, PPtr, Persistent, Pool, Transaction};
+
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Root {
+    /// Under a lock, so that threads can share the pool.
+    big: PMutex<PCell<u64>>,
+}
+
+/// Larger than the first log extent (256 KiB) and the lane's area: split into at least three
+/// pieces (lane area, 256 KiB extent, 512 KiB extent).
+const BIG: u64 = 600 << 10;
+
+fn opts() -> ptm::PoolOptions {
+    common::pmem().lane_size(8192)
+}
+
+/// Every 61st byte and the last of `[off, off + BIG)` hold `byte`.
+fn check(tx: &Transaction<'_>, off: u64, byte: u8, what: &str) {
+    for at in (0..BIG).step_by(61).chain([BIG - 1]) {
+        let p: PPtr<u8> = tx.pptr(off + at);
+        // SAFETY: a live block of BIG bytes allocated by a committed transaction; nothing else
+        // runs.
+        let got = *unsafe { tx.deref(p) }.unwrap();
+        assert_eq!(got, byte, "{what}: byte {at} of {BIG}");
+    }
+}
+
+/// A pool whose root links a block of BIG bytes, each 1.
+fn pool_with_block(dir: &tempfile::TempDir) -> (Pool<Root>, u64) {
+    let pool = Pool::<Root>::create(common::path(dir, "big.pool"), 16 << 20, &opts()).unwrap();
+    let off = pool
+        .transaction(|tx, r| {
+            let off = tx.alloc_bytes(BIG)?;
+            // SAFETY: the block was just allocated by this transaction, BIG bytes.
+            unsafe { tx.fill_bytes(tx.pptr(off), 1, BIG)? };
+            r.big.lock(tx)?.set(tx, off)?;
+            Ok::<_, Error>(off)
+        })
+        .unwrap();
+    (pool, off)
+}
+
+#[test]
+fn a_range_split_across_log_areas_is_restored_whole_on_abort() {
+    let dir = common::shm_dir();
+    let (pool, off) = pool_with_block(&dir);
+    let r: Result<(), Error> = pool.transaction(|tx, _| {
+        // SAFETY: the root's block, BIG bytes, reached only by this transaction.
+        unsafe { tx.fill_bytes(tx.pptr(off), 2, BIG)? };
+        check(tx, off, 2, "inside the transaction");
+        Err(Error::InvalidOptions("abort on purpose"))
+    });
+    assert!(matches!(r, Err(Error::InvalidOptions(_))), "{r:?}");
+    pool.transaction(|tx, _| {
+        check(tx, off, 1, "after the abort");
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_range_split_across_log_areas_is_restored_whole_after_a_crash() {
+    let dir = common::shm_dir();
+    let (pool, off) = pool_with_block(&dir);
+    let image = common::path(&dir, "image.pool");
+    let _ = pool.transaction(|tx, _| {
+        // SAFETY: the root's block, BIG bytes, reached only by this transaction.
+        unsafe { tx.fill_bytes(tx.pptr(off), 3, BIG)? };
+        common::crash_image(&common::path(&dir, "big.pool"), &image);
+        Err::<(), _>(Error::InvalidOptions("crash"))
+    });
+    drop(pool);
+    let recovered = Pool::<Root>::open(&image, &opts()).unwrap();
+    assert_eq!(recovered.recovery_report().rolled_back, 1);
+    recovered
+        .transaction(|tx, _| {
+            check(tx, off, 1, "after the crash and a reopen");
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn aborting_a_split_range_restores_no_byte_past_it() {
+    let dir = common::shm_dir();
+    let (pool, off) = pool_with_block(&dir);
+    // The next block, placed right after the big one's run (a run of its own).
+    let next = pool.transaction(|tx, _| tx.alloc_bytes(64 << 10)).unwrap();
+    assert!(
+        next > off && next - off <= 1 << 20,
+        "blocks at {off:#x} and {next:#x}"
+    );
+    let barrier = std::sync::Barrier::new(2);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let r: Result<(), Error> = pool.transaction(|tx, _| {
+                // SAFETY: the root's block, BIG bytes, reached only by this transaction.
+                unsafe { tx.fill_bytes(tx.pptr(off), 2, BIG)? };
+                barrier.wait();
+                // Meanwhile another thread commits a change to the next block.
+                barrier.wait();
+                Err(Error::InvalidOptions("abort on purpose"))
+            });
+            assert!(matches!(r, Err(Error::InvalidOptions(_))), "{r:?}");
+        });
+        s.spawn(|| {
+            barrier.wait();
+            pool.transaction(|tx, _| {
+                // SAFETY: the next block, 64 KiB, reached only by this transaction.
+                unsafe { tx.fill_bytes(tx.pptr(next), 7, 64 << 10) }
+            })
+            .unwrap();
+            barrier.wait();
+        });
+    });
+    // The abort restored the big block and left the other thread's committed change alone.
+    pool.transaction(|tx, _| {
+        check(tx, off, 1, "after the abort");
+        for at in (0..64 << 10).step_by(61) {
+            // SAFETY: the next block, allocated by a committed transaction; nothing else runs.
+            let got = *unsafe { tx.deref(tx.pptr::<u8>(next + at)) }?;
+            assert_eq!(got, 7, "byte {at} of the next block");
+        }
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+}
+
+/// A root of 64 one-line cells, for filling a lane's log area record by record.
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Lines {
+    lines: [PCell<[u64; 8]>; 64],
+    tail: PCell<[u64; 4]>,
+}
+
+#[test]
+fn a_lane_log_area_is_used_to_its_last_record_before_an_extent_is_taken() {
+    use ptm::internals::layout::{LANE_LOG, REC_ALIGN, REC_HEADER};
+    let dir = common::shm_dir();
+    let lane_size = 8192;
+    let pool = Pool::<Lines>::create(
+        common::path(&dir, "lines.pool"),
+        16 << 20,
+        &common::pmem().lane_size(lane_size),
+    )
+    .unwrap();
+    let free = pool.heap_free();
+    // Each one-line cell takes a record of REC_HEADER + 64 bytes, rounded up to REC_ALIGN; the
+    // area keeps REC_ALIGN bytes for a jump record at its end. After `k` of them, the tail
+    // cell's record (REC_HEADER + 32 bytes, one REC_ALIGN) fits exactly.
+    let line_rec = (REC_HEADER + 64).div_ceil(REC_ALIGN) * REC_ALIGN;
+    let tail_rec = (REC_HEADER + 32).div_ceil(REC_ALIGN) * REC_ALIGN;
+    let area = lane_size - LANE_LOG;
+    let k = (area - REC_ALIGN - tail_rec) / line_rec;
+    assert_eq!(
+        k * line_rec + tail_rec + REC_ALIGN,
+        area,
+        "the layout this test assumes"
+    );
+    assert!(k <= 64);
+    let used = pool
+        .transaction(|tx, r| {
+            for l in &r.lines[..k as usize] {
+                l.set(tx, [5; 8])?;
+            }
+            r.tail.set(tx, [6; 4])?;
+            Ok::<_, Error>(free - pool.heap_free())
+        })
+        .unwrap();
+    assert_eq!(used, 0, "heap bytes taken by log extents");
+    // One record more does need an extent (the test can fail).
+    let used = pool
+        .transaction(|tx, r| {
+            for l in &r.lines[..k as usize + 1] {
+                l.set(tx, [7; 8])?;
+            }
+            r.tail.set(tx, [8; 4])?;
+            Ok::<_, Error>(free - pool.heap_free())
+        })
+        .unwrap();
+    assert!(used > 0, "heap bytes taken by log extents");
+}
+
+#[test]
+fn a_new_slab_made_when_the_lane_area_is_full_logs_nothing_outside_the_lane() {
+    use ptm::internals::layout::{LANE_LOG, REC_ALIGN, REC_HEADER};
+    let dir = common::shm_dir();
+    let path = common::path(&dir, "edge.pool");
+    let lane_size = 8192;
+    let pool = Pool::<Lines>::create(&path, 16 << 20, &common::pmem().lane_size(lane_size)).unwrap();
+    let g = pool.geometry();
+    let before = std::fs::read(&path).unwrap();
+    let lane = pool
+        .transaction(|tx, r| {
+            // Fill the lane's area up to the REC_ALIGN bytes it keeps for a jump record (as in
+            // the test above), then make a slab: its bitmap area's new-range record and its
+            // descriptor's undo record must go to a log extent, not past the area's end.
+            let line_rec = (REC_HEADER + 64).div_ceil(REC_ALIGN) * REC_ALIGN;
+            let k = (lane_size - LANE_LOG - 2 * REC_ALIGN) / line_rec;
+            for l in &r.lines[..k as usize] {
+                l.set(tx, [5; 8])?;
+            }
+            r.tail.set(tx, [6; 4])?;
+            tx.alloc_bytes(4096)?;
+            Ok::<_, Error>(tx.lane() as u64)
+        })
+        .unwrap();
+    let after = std::fs::read(&path).unwrap();
+    for other in (0..u64::from(g.lane_count)).filter(|&l| l != lane) {
+        let at = (g.lanes_offset + other * g.lane_size) as usize;
+        let span = at..at + g.lane_size as usize;
+        assert!(
+            before[span.clone()] == after[span],
+            "lane {other} changed by a transaction on lane {lane}"
+        );
+    }
+}
