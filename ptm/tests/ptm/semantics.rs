@@ -205,3 +205,40 @@ fn snapshot_batch_errors_still_drain_and_roll_back() {
     assert!(r.is_err());
     assert_eq!(get(&pool).0, 1);
 }
+
+/// Transactions on two pools nest: inside a transaction on pool B that runs inside one on pool
+/// A, a transaction on either pool joins the one running on that pool (B's inner failure
+/// dooms B's whole transaction, not A's; A's inner write commits with A), and after B ends, a
+/// transaction on A still joins A's.
+#[test]
+fn transactions_on_two_pools_each_join_their_own_pool() {
+    let dir = common::shm_dir();
+    let pa = setup(&dir);
+    let pb = Pool::<Root>::create(common::path(&dir, "b.pool"), 8 << 20, &common::pmem()).unwrap();
+    let outer_a: Result<(), Error> = pa.transaction(|ta, ra| {
+        ra.a.set(ta, 10)?;
+        let outer_b: Result<(), Error> = pb.transaction(|tb, rb| {
+            rb.a.set(tb, 20)?;
+            // Joins A's transaction (and commits with it).
+            pa.transaction(|tx, ra| ra.b.set(tx, [10; 24]))?;
+            // Joins B's transaction: its failure dooms B even though it is swallowed.
+            let inner: Result<(), Error> = pb.transaction(|tx, rb| {
+                rb.b.set(tx, [20; 24])?;
+                Err(Error::InvalidOptions("inner on B fails"))
+            });
+            assert!(inner.is_err());
+            Ok(())
+        });
+        assert!(matches!(outer_b, Err(Error::Aborted)), "{outer_b:?}");
+        // B is over: a transaction on A still joins A's.
+        pa.transaction(|tx, ra| ra.m.lock(tx)?.set(tx, 10))?;
+        Ok(())
+    });
+    outer_a.unwrap();
+    assert_eq!(
+        get(&pa),
+        (10, [10; 24], 10, 1),
+        "A committed with its inner writes"
+    );
+    assert_eq!(get(&pb), (0, [0; 24], 0, 0), "B rolled back whole");
+}
