@@ -209,12 +209,14 @@ fn snapshot_batch_errors_still_drain_and_roll_back() {
 /// Transactions on two pools nest: inside a transaction on pool B that runs inside one on pool
 /// A, a transaction on either pool joins the one running on that pool (B's inner failure
 /// dooms B's whole transaction, not A's; A's inner write commits with A), and after B ends, a
-/// transaction on A still joins A's.
+/// transaction on A still joins A's while a new one on B (inside one on a third pool) runs on
+/// its own.
 #[test]
 fn transactions_on_two_pools_each_join_their_own_pool() {
     let dir = common::shm_dir();
     let pa = setup(&dir);
     let pb = Pool::<Root>::create(common::path(&dir, "b.pool"), 8 << 20, &common::pmem()).unwrap();
+    let pc = Pool::<Root>::create(common::path(&dir, "c.pool"), 8 << 20, &common::pmem()).unwrap();
     let outer_a: Result<(), Error> = pa.transaction(|ta, ra| {
         ra.a.set(ta, 10)?;
         let outer_b: Result<(), Error> = pb.transaction(|tb, rb| {
@@ -230,8 +232,13 @@ fn transactions_on_two_pools_each_join_their_own_pool() {
             Ok(())
         });
         assert!(matches!(outer_b, Err(Error::Aborted)), "{outer_b:?}");
-        // B is over: a transaction on A still joins A's.
+        // B is over: a transaction on A still joins A's, and one on B inside one on C (both
+        // inside A) is a transaction of its own, not B's ended one.
         pa.transaction(|tx, ra| ra.m.lock(tx)?.set(tx, 10))?;
+        pc.transaction(|tc, rc| {
+            rc.a.set(tc, 30)?;
+            pb.transaction(|tb, rb| rb.a.set(tb, 21))
+        })?;
         Ok(())
     });
     outer_a.unwrap();
@@ -240,5 +247,10 @@ fn transactions_on_two_pools_each_join_their_own_pool() {
         (10, [10; 24], 10, 1),
         "A committed with its inner writes"
     );
-    assert_eq!(get(&pb), (0, [0; 24], 0, 0), "B rolled back whole");
+    assert_eq!(
+        get(&pb),
+        (21, [0; 24], 0, 0),
+        "B's first transaction rolled back whole"
+    );
+    assert_eq!(get(&pc).0, 30);
 }
