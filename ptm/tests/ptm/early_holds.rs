@@ -118,3 +118,45 @@ fn an_early_shared_hold_keeps_writers_out_until_its_transaction_ends() {
     pool.transaction(|tx, r| r.rw[0].write(tx, 5)).unwrap();
     assert_eq!(pool.transaction(|tx, r| r.rw[0].read(tx)).unwrap(), 5);
 }
+
+/// A transaction that reads again a `PSharedLock` it already holds shared (taken before it had
+/// a lane) goes on at once, even while a writer waits for the lock: a new shared hold would be
+/// refused behind the waiting writer (writer preference), which itself waits for this reader.
+/// The writer is given 100 ms to start waiting; if it has not, the test checks less but still
+/// passes.
+#[test]
+fn reading_a_held_shared_lock_again_does_not_wait_behind_a_writer() {
+    let dir = common::shm_dir();
+    let opts = common::pmem().lanes(4).lock_timeout(Duration::from_secs(10));
+    let pool = Pool::<Root>::create(common::path(&dir, "again.pool"), 8 << 20, &opts).unwrap();
+    let held = Barrier::new(2);
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            held.wait();
+            pool.transaction(|tx, r| r.sx.lock(tx)?.set(tx, 9))
+        });
+        pool.transaction(|tx, r| {
+            // SAFETY: only read here.
+            unsafe { r.sx.read_unchecked(tx) }?;
+            held.wait();
+            std::thread::sleep(Duration::from_millis(100));
+            // SAFETY: as above.
+            let again = unsafe { r.sx.read_unchecked(tx) }?.get(tx);
+            assert_eq!(
+                again, 0,
+                "the writer cannot have written: this reader holds the lock"
+            );
+            Ok::<_, Error>(())
+        })
+        .expect("the second read of a held lock did not wait");
+        writer
+            .join()
+            .unwrap()
+            .expect("the writer got the lock after the reader ended");
+    });
+    // SAFETY: only read.
+    let v = pool
+        .transaction(|tx, r| Ok::<_, Error>(unsafe { r.sx.read_unchecked(tx) }?.get(tx)))
+        .unwrap();
+    assert_eq!(v, 9);
+}
