@@ -262,3 +262,65 @@ fn merge_refuses_to_free_a_node_linked_twice() {
     }
     assert!(r.is_err(), "the merge freed a node still linked");
 }
+
+/// The nodes a merge frees in a tree whose keys own blocks (and whose values do not) have their
+/// key and value slots zeroed in the merge's transaction (design §13.1, "Discarded and spare
+/// slots are zero"): the keys the right leaf held now live in the left leaf, and a copy of
+/// their handles left in the freed block would be a second owner of their buffers once the
+/// block is reused and a damaged length revives it.
+#[test]
+fn a_leaf_freed_by_a_merge_keeps_no_key_handle() {
+    let dir = shm_dir();
+    let path = dir.path().join("zero.pool");
+    let pool = Pool::<Root>::create(&path, POOL_SIZE, &opts()).unwrap();
+    let key = |i: u8| vec![b'k', i, i, i];
+    let before = pool
+        .transaction(|tx, r| {
+            // 16 keys: two leaves of 8 under a root.
+            for i in 0..16u8 {
+                r.b.insert(tx, key(i).as_slice(), u64::from(i))?;
+            }
+            assert_eq!(r.b.check_invariants(tx).unwrap(), [vec![1], vec![8, 8]]);
+            r.b.node_offsets(tx)
+        })
+        .unwrap();
+    // The left leaf falls to 7 keys (the fewest a leaf keeps), the right one to 6: it cannot
+    // borrow, so it merges into the left one and is freed; the root collapses onto the merged
+    // leaf.
+    pool.transaction(|tx, r| {
+        for i in [0, 15, 14] {
+            assert_eq!(r.b.remove(tx, key(i).as_slice())?, Some(u64::from(i)));
+        }
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+    let after = pool
+        .transaction(|tx, r| {
+            assert_eq!(r.b.check_invariants(tx).unwrap(), [vec![13]]);
+            r.b.node_offsets(tx)
+        })
+        .unwrap();
+    assert_eq!(after.len(), 1);
+    let freed: Vec<u64> = before.iter().copied().filter(|n| !after.contains(n)).collect();
+    assert_eq!(
+        freed.len(),
+        2,
+        "the root and the right leaf: {before:?} -> {after:?}"
+    );
+    pool.close().unwrap();
+    // Node layout (design §13.2): 16-byte header, 15 keys, 15 values, then the child array.
+    let ksize = std::mem::size_of::<PVec<u8>>();
+    let slots = 16..16 + 15 * ksize + 15 * 8;
+    let img = std::fs::read(&path).unwrap();
+    for n in freed {
+        let at = n as usize;
+        let words: Vec<u64> = img[at + slots.start..at + slots.end]
+            .chunks(8)
+            .map(|w| u64::from_le_bytes(w.try_into().unwrap()))
+            .collect();
+        assert!(
+            words.iter().all(|&w| w == 0),
+            "freed node {n:#x}: slots not zeroed"
+        );
+    }
+}

@@ -31,6 +31,7 @@ mod keys;
 mod log_bytes;
 mod map_corrupt;
 mod map_failures;
+mod map_growth_rules;
 mod map_layout;
 mod map_reserve;
 mod map_segments;

@@ -99,3 +99,94 @@ fn damaged_depth_capacity_and_counts_are_named() {
     let pool = Pool::<Root>::open(&path, &opts()).unwrap();
     pool.transaction(|tx, r| r.m.check_invariants(tx)).unwrap();
 }
+
+/// Each damaged word of a segment header that `open` or the directory walk checks is named
+/// (`PHashMap segment`, the segment's offset, what is wrong) by a lookup and by the verifier,
+/// whichever segment the lookup reaches: a capacity that is a power of two below 8 or at least
+/// 8 but not a power of two, unknown layout flags in the depth word, a local depth above the
+/// global one. The repaired map reads as before.
+#[test]
+fn damaged_segment_headers_are_named() {
+    let dir = shm_dir();
+    let path = dir.path().join("h.pool");
+    let (root, blocks) = make(&path);
+    let img = std::fs::read(&path).unwrap();
+    let word = |at: u64| u64::from_le_bytes(img[at as usize..at as usize + 8].try_into().unwrap());
+    let global = word(root + M + DEPTH) & 0xff;
+    // Damage every segment alike, so that any lookup reaches a damaged one.
+    let segs = &blocks[1..];
+    let (cap, depth) = (word(segs[0]), word(segs[0] + 8));
+    assert!(segs.iter().all(|&s| word(s) == cap), "full-size segments");
+    // (header field, damaged word, what the error says, whether a lookup reads it: a lookup
+    // opens the segment but does not read its local depth).
+    let cases: [(u64, u64, &str, bool); 5] = [
+        (0, 4, "capacity 4", true),
+        (0, 24, "capacity 24", true),
+        (0, cap + 1, "is not a power of two", true),
+        (8, depth | 1 << 9, "unknown layout flags", true),
+        (8, (depth & !0xff) | (global + 1), "above the global depth", false),
+    ];
+    for (field, bad, what, looked_up) in cases {
+        let saved: Vec<u64> = segs.iter().map(|&s| word(s + field)).collect();
+        for &s in segs {
+            poke(&path, s + field, bad);
+        }
+        let pool = Pool::<Root>::open(&path, &opts()).unwrap();
+        // An insert reads the local depth when it grows the segment: make it grow.
+        let e = if looked_up {
+            pool.transaction(|tx, r| r.m.get(tx, &7)).unwrap_err()
+        } else {
+            pool.transaction(|tx, r| (3000..4000u64).try_for_each(|k| r.m.insert(tx, k, k).map(drop)))
+                .unwrap_err()
+        };
+        let (s, off, msg) = corrupt(e);
+        assert_eq!(s, "PHashMap segment", "{what}: {msg}");
+        assert!(segs.contains(&off), "{what}: offset {off:#x}");
+        assert!(msg.contains(what), "{what}: {msg}");
+        let (s, _, msg) = corrupt(pool.transaction(|tx, r| r.m.check_invariants(tx)).unwrap_err());
+        assert_eq!(s, "PHashMap segment", "{what}: {msg}");
+        assert!(msg.contains(what), "verifier, {what}: {msg}");
+        pool.close().unwrap();
+        for (&s, &w) in segs.iter().zip(&saved) {
+            poke(&path, s + field, w);
+        }
+    }
+    let pool = Pool::<Root>::open(&path, &opts()).unwrap();
+    pool.transaction(|tx, r| {
+        r.m.check_invariants(tx)?;
+        (0..3000u64).try_for_each(|k| {
+            assert_eq!(r.m.get(tx, &k)?, Some(k));
+            Ok::<_, Error>(())
+        })
+    })
+    .unwrap();
+}
+
+/// Segments whose control bytes were all damaged into tombstones (no empty slot left, which
+/// the 3/4 load bound never lets a written map reach): a lookup probes each slot once and
+/// answers (the keys are unreachable, so absent), instead of probing forever; the verifier
+/// names the damaged counts.
+#[test]
+fn a_segment_without_an_empty_slot_ends_its_probe() {
+    let dir = shm_dir();
+    let path = dir.path().join("t.pool");
+    let (_, blocks) = make(&path);
+    let mut img = std::fs::read(&path).unwrap();
+    for &s in &blocks[1..] {
+        let cap = u64::from_le_bytes(img[s as usize..s as usize + 8].try_into().unwrap());
+        let ctrl = s as usize + 32;
+        img[ctrl..ctrl + cap as usize].fill(2);
+    }
+    std::fs::write(&path, &img).unwrap();
+    let pool = Pool::<Root>::open(&path, &opts()).unwrap();
+    for k in [7u64, 2999, 5000] {
+        assert_eq!(
+            pool.transaction(|tx, r| r.m.get(tx, &k)).unwrap(),
+            None,
+            "get {k}"
+        );
+    }
+    let (s, _, what) = corrupt(pool.transaction(|tx, r| r.m.check_invariants(tx)).unwrap_err());
+    assert_eq!(s, "PHashMap segment");
+    assert!(what.contains("header len/used"), "{what}");
+}
