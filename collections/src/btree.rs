@@ -1266,10 +1266,7 @@ impl<K: POrdKey, V: Persistent + Copy> PBTreeMap<K, V> {
     pub fn get(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<Option<V>> {
         tx.check_live(self)?;
         match self.find_in(tx, k)? {
-            Some((leaf, i)) => {
-                let off = geo::<K, V>().vo + raw::elem_off::<V>(i)?;
-                Ok(Some(leaf.cell::<V>(off)?.get(tx)))
-            }
+            Some((leaf, i)) => Ok(Some(leaf.cell::<V>(Self::val_off(i)?)?.get(tx))),
             None => Ok(None),
         }
     }
@@ -1277,7 +1274,12 @@ impl<K: POrdKey, V: Persistent + Copy> PBTreeMap<K, V> {
     /// The cell of value `i` of leaf `n`.
     fn val_cell<'t>(tx: &'t Transaction<'_>, n: PPtr<u8>, i: u64) -> Result<&'t PCell<V>> {
         // SAFETY: the accessor contract; `n` is a leaf of this tree and `i` under its length.
-        unsafe { raw::cell::<V>(tx, n, geo::<K, V>().vo + raw::elem_off::<V>(i)?) }
+        unsafe { raw::cell::<V>(tx, n, Self::val_off(i)?) }
+    }
+
+    /// Byte offset of value `i` in a leaf.
+    fn val_off(i: u64) -> Result<u64> {
+        Ok(geo::<K, V>().vo + raw::elem_off::<V>(i)?)
     }
 
     /// Inserts or updates `k` (`7` for a `u64` key; `"ada"` or a `String` for a `PString` key,

@@ -1075,10 +1075,7 @@ fn release_lane(shared: &Shared, lane: usize, st: &mut LaneVolatile, committed: 
     if !st.heap.lists.changed() && st.extents.is_empty() {
         // Most transactions (reads, stores into existing data): no log extent, no chunk list,
         // so nothing for the heap index or the quarantine.
-        for &i in &st.heap.locked {
-            shared.heap.unlock_chunk(i);
-        }
-        shared.lanes.release(lane);
+        free_lane(shared, lane, st);
         return;
     }
     let h = &mut st.heap;
@@ -1176,7 +1173,13 @@ fn release_lane(shared: &Shared, lane: usize, st: &mut LaneVolatile, committed: 
         }
         shared.heap.quarantined.store(q.len(), Ordering::Release);
     }
-    for &i in &h.locked {
+    free_lane(shared, lane, st);
+}
+
+/// The end of [`release_lane`]: unlocks the chunks whose metadata the transaction locked and
+/// frees the lane.
+fn free_lane(shared: &Shared, lane: usize, st: &LaneVolatile) {
+    for &i in &st.heap.locked {
         shared.heap.unlock_chunk(i);
     }
     shared.lanes.release(lane);
