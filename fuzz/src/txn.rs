@@ -49,10 +49,12 @@ pub const RECOVER_POOL_SIZE: u64 = 1 << 20;
 /// Size of the `tx_sequence` pool.
 pub const SEQUENCE_POOL_SIZE: u64 = 2 << 20;
 
-// Lane and record layout (docs/design.md §8.1), for re-hashing.
-const LANE_COMMIT: usize = 64;
-const LANE_LOG: usize = 128;
+// Lane and record layout of the format 5 pools the targets make (docs/design.md §8.1), for
+// re-hashing: the log from lane offset 8, records 8-byte aligned, the commit record in the
+// lane's last 64 bytes.
+const LANE_LOG: usize = 8;
 const REC_HEADER: usize = 32;
+const REC_ALIGN: usize = 8;
 const KIND_UNDO: u8 = 1;
 const KIND_JUMP: u8 = 2;
 const KIND_NEW: u8 = 3;
@@ -141,10 +143,10 @@ pub fn decode_recover(
     let key = ptm::internals::layout::superblock_log_key(&template[lanes.start - 4096..lanes.start]);
     for lane in [lanes.start, lanes.start + lane_size] {
         if ctl & 1 != 0 {
-            rehash_log(key, &mut img[lane..lane + lane_size]);
+            rehash_log(key, &mut img[lane..lane + lane_size - 64]);
         }
         if ctl & 2 != 0 {
-            let c = &mut img[lane + LANE_COMMIT..lane + LANE_COMMIT + 64];
+            let c = &mut img[lane + lane_size - 64..lane + lane_size];
             let h = ptm::internals::layout::commit_hash(c);
             c[56..64].copy_from_slice(&h.to_le_bytes());
         }
@@ -156,11 +158,12 @@ fn get(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
 }
 
-/// Recomputes the hash of every record in a lane's own log area, from its start to the first
-/// record of an unknown kind or one that does not fit (a jump ends the lane's part).
+/// Recomputes the hash of every record in a lane's own log area (`lane`: the lane up to its
+/// commit record), from its start to the first record of an unknown kind or one that does not
+/// fit (a jump ends the lane's part).
 fn rehash_log(key: u64, lane: &mut [u8]) {
     let mut pos = LANE_LOG;
-    while pos + 64 <= lane.len() {
+    while pos + REC_HEADER <= lane.len() {
         let (seq, kind_len, target) = (get(lane, pos), get(lane, pos + 8), get(lane, pos + 16));
         let (kind, len) = ((kind_len >> 56) as u8, kind_len & LEN_MASK);
         let data_len = match kind {
@@ -174,7 +177,7 @@ fn rehash_log(key: u64, lane: &mut [u8]) {
         if kind == KIND_JUMP {
             return;
         }
-        pos += (REC_HEADER + data_len).div_ceil(64) * 64;
+        pos += (REC_HEADER + data_len).div_ceil(REC_ALIGN) * REC_ALIGN;
     }
 }
 

@@ -16,7 +16,7 @@ use crate::engine::heap::{slab_geom, Desc, HeapStats};
 use crate::engine::lane_state::LaneVolatile;
 use crate::engine::lanes::LaneMap;
 use crate::engine::layout::RootSchema;
-use crate::engine::layout::{self, CommitRecord, DataHasher, Geometry, Verdict, LANE_COMMIT, LANE_LOG};
+use crate::engine::layout::{self, CommitRecord, DataHasher, Geometry, Verdict};
 use crate::engine::log::scan_lane;
 use crate::engine::shared::{LaneSlot, Shared};
 use crate::error::{Error, Result};
@@ -361,11 +361,14 @@ impl<R: Persistent> Pool<R> {
                 "pool too small for its lanes and root object",
             ));
         };
-        // Lane headers, commit records and first log lines, and the root: zero (a device-DAX
+        // Lane headers, first log lines and commit records, and the root: zero (a device-DAX
         // node may hold old bytes).
         for i in 0..geo.lane_count as usize {
-            region.write_at(geo.lane(i), &[0u8; LANE_LOG as usize + 64])?;
-            region.flush(geo.lane(i), LANE_LOG + 64)?;
+            let (log, _) = geo.lane_log(i);
+            for (at, len) in [(geo.lane(i), log + 64 - geo.lane(i)), (geo.lane_commit(i), 64)] {
+                region.write_at(at, &vec![0u8; len as usize])?;
+                region.flush(at, len)?;
+            }
         }
         zero_range(&mut region, geo.root_offset, geo.root_offset + root_size)?;
         // The chunk table: all chunks free.
@@ -889,7 +892,7 @@ fn recover(s: &Shared, mut report: RecoveryReport) -> Result<RecoveryReport> {
         let completed = s.completed_word(lane).load(Ordering::Acquire);
         let scan = scan_lane(s, lane, None)?;
         let mut cr_bytes = [0u8; 64];
-        s.region.read_at(s.geo.lane(lane) + LANE_COMMIT, &mut cr_bytes)?;
+        s.region.read_at(s.geo.lane_commit(lane), &mut cr_bytes)?;
         let commit = CommitRecord::decode(&cr_bytes);
         let verdict = layout::verdict(completed, scan.seq, scan.entries.len() as u64, commit, || {
             let mut h = DataHasher::default();

@@ -18,8 +18,7 @@ use std::time::Instant;
 use crate::engine::lane_state::{HeldKind, LaneVolatile};
 use crate::engine::lanes::preferred_lane;
 use crate::engine::layout::{
-    self, encode_rec, rec_total, CommitRecord, DataHasher, KIND_JUMP, KIND_NEW, KIND_UNDO, LANE_COMMIT,
-    LANE_LOG, REC_ALIGN, REC_HEADER,
+    self, encode_rec, CommitRecord, DataHasher, KIND_JUMP, KIND_NEW, KIND_UNDO, REC_ALIGN, REC_HEADER,
 };
 use crate::engine::lockword::{self, Attempt};
 use crate::engine::log::scan_lane;
@@ -282,8 +281,14 @@ impl<'p> Transaction<'p> {
         let mut st = unsafe { LaneState::new(shared, lane) };
         st.seq = st.next_seq;
         st.next_seq = next_seq_after(st.seq, lane);
-        st.pos = shared.geo.lane(lane) + LANE_LOG;
-        st.end = shared.geo.lane(lane) + shared.geo.lane_size;
+        (st.pos, st.end) = shared.geo.lane_log(lane);
+        // Format 5: the log starts in the line of the lane's `completed` word (design §8.3).
+        st.mark_line = if shared.geo.packed_log {
+            shared.geo.lane(lane)
+        } else {
+            u64::MAX
+        };
+        st.mark_line_flushed = false;
         st.entries = 0;
         st.ranges.clear();
         st.logical.clear();
@@ -485,6 +490,7 @@ impl<'p> Transaction<'p> {
             let old = unsafe { std::slice::from_raw_parts(s.ptr(target), n as usize) };
             let header = encode_rec(s.log_key, st.seq, KIND_UNDO, n, target, old);
             let at = st.pos;
+            note_header(st, at);
             // SAFETY: `[at, at + rec_total(n))` lies in this lane's current log area (fits
             // checked), which only this transaction writes; it does not overlap the target
             // (log areas are lanes or extents reserved for this lane).
@@ -499,7 +505,7 @@ impl<'p> Transaction<'p> {
                     s.flush(at, REC_HEADER + n);
                 }
             }
-            st.pos += rec_total(n);
+            st.pos += s.geo.rec_total(n);
             st.entries += 1;
             st.ranges.push((target, n));
             st.undrained = true;
@@ -529,6 +535,7 @@ impl<'p> Transaction<'p> {
         st.extents.push((ext, size));
         st.next_extent = (size * 2).min(MAX_EXTENT);
         let header = encode_rec(self.shared.log_key, st.seq, KIND_JUMP, size, ext, &[]);
+        note_header(st, st.pos);
         // SAFETY: every append keeps REC_ALIGN bytes free at the end of the area for this
         // record; the area belongs to this lane.
         unsafe {
@@ -571,26 +578,30 @@ impl<'p> Transaction<'p> {
     /// the end (`took_back`), which every later drainer makes durable before its in-place
     /// stores (§8.3), so recovery never replays the stale copy over newer data.
     pub(crate) fn take_back(&self, st: &mut LaneVolatile, kind: u8, target: u64) -> bool {
-        let Some(at) = st.pos.checked_sub(REC_ALIGN) else {
+        // The newest record is the newest logged range's (jump records are not ranges, and a
+        // jump starts a new area, checked below): its size tells where it starts.
+        let Some(&(_, last_len)) = st.ranges.last() else {
+            return false;
+        };
+        let total = self
+            .shared
+            .geo
+            .rec_total(if kind == KIND_NEW { 0 } else { last_len });
+        let Some(at) = st.pos.checked_sub(total) else {
             return false;
         };
         let unordered = st.end != st.ordered_end || at >= st.ordered_pos;
         if at < st.area_start || !unordered || !st.index.is_empty() {
             return false;
         }
-        // SAFETY: `[at, at + 64)` is the newest record of this lane's current area, which only
-        // this transaction writes.
+        // SAFETY: `[at, at + total)` lies in this lane's current area (at least `area_start`,
+        // checked above), which only this transaction writes.
         let header = unsafe { std::slice::from_raw_parts(self.shared.ptr(at), REC_HEADER as usize) };
         let r = layout::decode_rec(header);
         let len = r.len;
-        let fits = match kind {
-            KIND_NEW => true,
-            _ => rec_total(len) == REC_ALIGN,
-        };
         if r.seq != st.seq
             || r.kind != kind
             || r.target != target
-            || !fits
             || st.ranges.last() != Some(&(target, len))
             || st.logical.last() != Some(&(target, len))
         {
@@ -598,6 +609,7 @@ impl<'p> Transaction<'p> {
         }
         // SAFETY: as above.
         unsafe { std::ptr::write_bytes(self.shared.ptr(at), 0, REC_HEADER as usize) };
+        note_header(st, at);
         self.shared.flush(at, REC_HEADER);
         st.pos = at;
         st.entries -= 1;
@@ -616,16 +628,18 @@ impl<'p> Transaction<'p> {
 
     /// [`record_new`](Self::record_new) with the lane state borrowed by the caller.
     pub(crate) fn record_new_in(&self, st: &mut LaneVolatile, off: u64, len: u64) -> Result<()> {
-        if st.end - st.pos < 2 * REC_ALIGN {
+        let total = self.shared.geo.rec_total(0);
+        if st.end - st.pos < REC_ALIGN + total {
             self.jump(st)?;
         }
         let header = encode_rec(self.shared.log_key, st.seq, KIND_NEW, len, off, &[]);
+        note_header(st, st.pos);
         // SAFETY: room for this record and a later jump was checked; the area is this lane's.
         unsafe {
             std::ptr::copy_nonoverlapping(header.as_ptr(), self.shared.ptr(st.pos), REC_HEADER as usize)
         };
         self.shared.flush(st.pos, REC_HEADER);
-        st.pos += REC_ALIGN;
+        st.pos += total;
         st.entries += 1;
         st.ranges.push((off, len));
         st.undrained = true;
@@ -677,7 +691,13 @@ impl<'p> Transaction<'p> {
         // Blocks allocated since the last drain get their log records now (alloc.rs).
         self.log_pending_allocations(st)?;
         let mut completions = std::mem::take(&mut st.completions);
-        self.shared.flush_pending_completions(&mut completions);
+        // This lane's own pending mark is in the line its first record was flushed with.
+        let own = if st.mark_line_flushed {
+            self.lane_id()
+        } else {
+            NO_LANE
+        };
+        self.shared.flush_pending_completions_but(&mut completions, own);
         let r = self.shared.order();
         if r.is_ok() {
             self.shared.settle_completions(&completions);
@@ -1037,7 +1057,7 @@ impl<'p> Transaction<'p> {
             data_hash,
         }
         .encode();
-        let at = s.geo.lane(self.lane_id()) + LANE_COMMIT;
+        let at = s.geo.lane_commit(self.lane_id());
         // SAFETY: the commit line of our own lane, inside the mapping.
         unsafe { std::ptr::copy_nonoverlapping(rec.as_ptr(), s.ptr(at), rec.len()) };
         s.flush(at, 64);
@@ -1372,6 +1392,16 @@ pub(crate) fn add_logical(st: &mut LaneVolatile, off: u64, len: u64) {
             index_insert(index, off, len);
         }
         st.last_cover.set((off, len));
+    }
+}
+
+/// Notes a record header written (or zeroed) at pool offset `at` and flushed by the caller: if
+/// it lies in the line of the lane's `completed` word (format 5), that flush also carries the
+/// lane's own pending completion mark, which the next drain then need not flush again.
+#[inline]
+fn note_header(st: &mut LaneVolatile, at: u64) {
+    if at.wrapping_sub(st.mark_line) < 64 {
+        st.mark_line_flushed = true;
     }
 }
 

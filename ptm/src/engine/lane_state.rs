@@ -56,6 +56,12 @@ pub(crate) struct LaneVolatile {
     pub(crate) ordered_end: u64,
     /// Records were taken back: the log may hold stale copies of them with this seq.
     pub(crate) took_back: bool,
+    /// Pool offset of the line holding the lane's `completed` word when the log starts in it
+    /// (format 5), else `u64::MAX`.
+    pub(crate) mark_line: u64,
+    /// This transaction flushed the `completed` line (with a record header written in it)
+    /// after taking the lane, so the lane's own pending mark needs no flush of its own.
+    pub(crate) mark_line_flushed: bool,
     /// Scratch for the commit: the logged ranges' cache lines (kept for its capacity).
     pub(crate) commit_lines: Vec<(u64, u64)>,
     /// Scratch for the commit: the data hash's gathered input (kept for its capacity).

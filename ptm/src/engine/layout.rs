@@ -14,7 +14,7 @@
 //!
 //! | offset | size | field          |                                                    |
 //! |-------:|-----:|----------------|----------------------------------------------------|
-//! |      0 |    8 | `magic`        | `b"PTMTXN4\0"` (format 4; format 3 read; 1 and 2 refused) |
+//! |      0 |    8 | `magic`        | `b"PTMTXN5\0"` (format 5; formats 3 and 4 read; 1 and 2 refused) |
 //! |      8 |    4 | `lane_count`   | 1..=1024                                           |
 //! |     12 |    4 | `_pad`         | 0                                                  |
 //! |     16 |    8 | `lane_size`    | bytes per lane, multiple of 4096, >= 8192          |
@@ -24,7 +24,7 @@
 //! |     48 |    8 | `heap_offset`  | 4096-aligned                                       |
 //! |     56 |    8 | `heap_size`    | heap bytes at creation, multiple of 4096           |
 //! |     64 |    8 | `table_entries`| chunk table capacity, in 64 KiB chunks             |
-//! |     72 |   16 | `routing_secret` | format 4: 128 random bits drawn at creation (two u64); format 3: ignored, read as 0 |
+//! |     72 |   16 | `routing_secret` | formats 4 and 5: 128 random bits drawn at creation (two u64); format 3: ignored, read as 0 |
 //! |     88 |   32 | `_reserved`    | 0                                                  |
 //! |    120 |    8 | `meta_hash`    | xxh3-64 of bytes 0..120                            |
 //! |    128 |    8 | `generation`   | incremented at every open (mutable; lock words)    |
@@ -42,15 +42,24 @@
 //! |   1040 |    8 | `check`          | xxh3-64 of bytes 1024..1040 and the text         |
 //! |   1048 | `text_len` (≤ 3048) | `text` | `TypeSchema::encode` of the root type, UTF-8 |
 //!
-//! Lane (`lane_size` bytes at `lanes_offset + i * lane_size`):
+//! Lane (`lane_size` bytes at `lanes_offset + i * lane_size`), format 5 (packed):
 //!
 //! | offset | size | field                                                           |
 //! |-------:|-----:|-----------------------------------------------------------------|
 //! |      0 |    8 | `completed`: every transaction of this lane with seq <= it is complete |
-//! |     64 |   64 | commit record: `seq`, `n_entries`, `data_hash`, 4 reserved words, `record_hash` |
-//! |    128 |  ... | log area: undo entries and jump records, 64-byte aligned        |
+//! |      8 |  ... | log area, to `lane_size - 64`: records 8-byte aligned (the first shares the line of `completed`) |
+//! | `lane_size - 64` | 64 | commit record: `seq`, `n_entries`, `data_hash`, 4 reserved words, `record_hash` |
 //!
-//! Log record (64-byte aligned; `total = align_up(32 + data_len, 64)`):
+//! Formats 3 and 4 (still read and written in their own layout):
+//!
+//! | offset | size | field                                                           |
+//! |-------:|-----:|-----------------------------------------------------------------|
+//! |      0 |    8 | `completed`                                                     |
+//! |     64 |   64 | commit record                                                   |
+//! |    128 |  ... | log area, to the lane's end: records 64-byte aligned            |
+//!
+//! Log record (`total = align_up(32 + data_len, 8)` in format 5, `align_up(32 + data_len, 64)`
+//! in formats 3 and 4: [`Geometry::rec_total`]):
 //!
 //! | offset | size | field                                                             |
 //! |-------:|-----:|-------------------------------------------------------------------|
@@ -64,22 +73,26 @@ use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 use crate::engine::align_up;
 
-/// Superblock magic (format 4: format 3 and the pool's routing secret at offset 72).
-pub(crate) const SB_MAGIC: [u8; 8] = *b"PTMTXN4\0";
+/// Superblock magic (format 5: format 4 with packed lane logs, see [`Geometry::packed_log`]).
+pub(crate) const SB_MAGIC: [u8; 8] = *b"PTMTXN5\0";
+/// Superblock magic of format 4 (format 3 and the pool's routing secret at offset 72), still
+/// read and written in place: its lanes keep the 64-byte-aligned log layout.
+const SB_MAGIC_V4: [u8; 8] = *b"PTMTXN4\0";
 /// Superblock magic of format 3 (64 KiB heap chunks, slabs of 1, 2 or 4 chunks; the chunk
 /// table capacity is stored, so the heap can grow), still read: the same layout as format 4
 /// with no routing secret (bytes 72..88 zero).
 const SB_MAGIC_V3: [u8; 8] = *b"PTMTXN3\0";
-/// The superblock format this build writes (it reads this one and format 3).
-pub const SB_FORMAT: u32 = 4;
+/// The superblock format this build writes (it reads this one and formats 3 and 4).
+pub const SB_FORMAT: u32 = 5;
 /// Superblock offset of the routing secret (format 4; 16 bytes).
 const SB_ROUTING_SECRET: usize = 72;
 
 /// The pool's routing secret (superblock bytes 72..88 as two little-endian words) from a
 /// superblock that [`Geometry::decode`] accepted: `[0, 0]` for a format 3 pool (made before
-/// the secret existed) and for a format 4 pool whose field was zeroed.
+/// the secret existed) and for a format 4 or 5 pool whose field was zeroed.
 pub(crate) fn routing_secret(b: &[u8]) -> [u64; 2] {
-    if b.get(0..8) != Some(&SB_MAGIC[..]) || b.len() < SB_ROUTING_SECRET + 16 {
+    let magic = b.get(0..8);
+    if (magic != Some(&SB_MAGIC[..]) && magic != Some(&SB_MAGIC_V4[..])) || b.len() < SB_ROUTING_SECRET + 16 {
         return [0, 0];
     }
     [get(b, SB_ROUTING_SECRET), get(b, SB_ROUTING_SECRET + 8)]
@@ -225,14 +238,23 @@ pub fn read_root_schema(region: &pmem_core::Region) -> crate::Result<RootSchema>
     })
 }
 
-/// Offset of the commit record within a lane.
+/// Offset of the commit record within a lane of a format 3 or 4 pool (format 5: the lane's last
+/// 64 bytes, [`Geometry::lane_commit`]).
 pub const LANE_COMMIT: u64 = 64;
-/// Offset of the log area within a lane.
+/// Offset of the log area within a lane of a format 3 or 4 pool (format 5: 8, right after the
+/// `completed` word, [`Geometry::lane_log`]).
 pub const LANE_LOG: u64 = 128;
+/// Offset of the log area within a lane of a format 5 pool: the first record shares the lane's
+/// first line with `completed`, so the flush that makes the record durable also carries the
+/// lane's own pending completion mark (design §8.1).
+pub const LANE_LOG_PACKED: u64 = 8;
 /// Bytes of a log-record header.
 pub const REC_HEADER: u64 = 32;
-/// Alignment (and minimum size) of a log record.
+/// Alignment (and minimum size) of a log record in a format 3 or 4 pool; in every format, the
+/// room a log area keeps free at its end for a jump record.
 pub const REC_ALIGN: u64 = 64;
+/// Alignment of a log record in a format 5 pool (packed records, [`Geometry::rec_total`]).
+pub const REC_ALIGN_PACKED: u64 = 8;
 /// Record kind: an undo entry (old bytes of a range).
 pub const KIND_UNDO: u8 = 1;
 /// Record kind: a jump to the next log extent in the heap.
@@ -262,6 +284,10 @@ pub struct Geometry {
     /// Entries of the chunk table (its capacity in chunks: the heap can grow until it has that
     /// many chunks without moving any of them).
     pub table_entries: u64,
+    /// Format 5 lanes (every pool this build creates): log records packed at 8-byte alignment
+    /// from lane offset 8, the commit record in the lane's last 64 bytes. `false` for format 3
+    /// and 4 pools: 64-byte-aligned records from lane offset 128, the commit record at 64.
+    pub packed_log: bool,
 }
 
 fn put(b: &mut [u8], at: usize, v: u64) {
@@ -304,6 +330,7 @@ impl Geometry {
             heap_offset,
             heap_size,
             table_entries: crate::engine::heap::HeapLayout::new(heap_offset, heap_size).table_entries(),
+            packed_log: true,
         })
     }
 
@@ -326,7 +353,7 @@ impl Geometry {
     /// `secret`.
     pub(crate) fn encode(&self, secret: [u64; 2]) -> [u8; 128] {
         let mut b = [0u8; 128];
-        b[0..8].copy_from_slice(&SB_MAGIC);
+        b[0..8].copy_from_slice(if self.packed_log { &SB_MAGIC } else { &SB_MAGIC_V4 });
         b[8..12].copy_from_slice(&self.lane_count.to_le_bytes());
         put(&mut b, 16, self.lane_size);
         put(&mut b, 24, self.lanes_offset);
@@ -352,7 +379,7 @@ impl Geometry {
         if old_format(b).is_some() {
             return Err("superblock of an older format (256 KiB heap chunks)");
         }
-        if b[0..8] != SB_MAGIC && b[0..8] != SB_MAGIC_V3 {
+        if b[0..8] != SB_MAGIC && b[0..8] != SB_MAGIC_V4 && b[0..8] != SB_MAGIC_V3 {
             return Err("bad superblock magic (not a ptm transaction pool)");
         }
         if xxh3_64(&b[..SB_HASHED]) != get(b, SB_HASHED) {
@@ -367,6 +394,7 @@ impl Geometry {
             heap_offset: get(b, 48),
             heap_size: get(b, 56),
             table_entries: get(b, 64),
+            packed_log: b[0..8] == SB_MAGIC,
         };
         let lanes_end = u64::from(g.lane_count)
             .checked_mul(g.lane_size)
@@ -398,9 +426,43 @@ impl Geometry {
         Ok(g)
     }
 
-    /// Pool offset of lane `i`.
-    pub(crate) fn lane(&self, i: usize) -> u64 {
+    /// Pool offset of lane `i` (its `completed` word).
+    pub fn lane(&self, i: usize) -> u64 {
         self.lanes_offset + i as u64 * self.lane_size
+    }
+
+    /// Pool offset of lane `i`'s commit record (64 bytes).
+    #[inline]
+    pub fn lane_commit(&self, i: usize) -> u64 {
+        if self.packed_log {
+            self.lane(i) + self.lane_size - 64
+        } else {
+            self.lane(i) + LANE_COMMIT
+        }
+    }
+
+    /// Pool offsets `[start, end)` of lane `i`'s log area.
+    #[inline]
+    pub fn lane_log(&self, i: usize) -> (u64, u64) {
+        let lane = self.lane(i);
+        if self.packed_log {
+            (lane + LANE_LOG_PACKED, lane + self.lane_size - 64)
+        } else {
+            (lane + LANE_LOG, lane + self.lane_size)
+        }
+    }
+
+    /// Bytes a log record with `data_len` bytes of data takes in this pool's logs: the 32-byte
+    /// header and the data, rounded up to 8 bytes (format 5) or 64 (formats 3 and 4). A jump
+    /// or new-memory record has no data: `rec_total(0)`.
+    #[inline]
+    pub fn rec_total(&self, data_len: u64) -> u64 {
+        let align = if self.packed_log {
+            REC_ALIGN_PACKED
+        } else {
+            REC_ALIGN
+        };
+        align_up(REC_HEADER + data_len, align)
     }
 }
 
@@ -446,11 +508,6 @@ pub fn log_key(secret: [u64; 2]) -> u64 {
 /// records in a pool file).
 pub fn superblock_log_key(sb: &[u8]) -> u64 {
     log_key(routing_secret(sb))
-}
-
-/// Bytes a record with `data_len` bytes of data occupies in the log.
-pub(crate) const fn rec_total(data_len: u64) -> u64 {
-    align_up(REC_HEADER + data_len, REC_ALIGN)
 }
 
 /// Encodes a record header for `data` (undo: the old bytes; jump: empty with `len` = extent size),
@@ -717,12 +774,25 @@ mod tests {
         let b = g.encode(secret);
         assert_eq!(Geometry::decode(&b, 4096, 64 << 20), Ok(g));
         assert_eq!(routing_secret(&b), secret);
+        // Format 4 (its magic, checksum intact): read with the old lane layout and the secret;
+        // and a geometry of that layout encodes as format 4.
+        let old = Geometry {
+            packed_log: false,
+            ..g
+        };
+        let mut v4 = b;
+        v4[0..8].copy_from_slice(&SB_MAGIC_V4);
+        let h = xxh3_64(&v4[..SB_HASHED]);
+        put(&mut v4, SB_HASHED, h);
+        assert_eq!(Geometry::decode(&v4, 4096, 64 << 20), Ok(old));
+        assert_eq!(routing_secret(&v4), secret);
+        assert_eq!(old.encode(secret), v4);
         // Format 3 (its magic, checksum intact): read, and its secret bytes are never used.
         let mut v3 = b;
         v3[0..8].copy_from_slice(&SB_MAGIC_V3);
         let h = xxh3_64(&v3[..SB_HASHED]);
         put(&mut v3, SB_HASHED, h);
-        assert_eq!(Geometry::decode(&v3, 4096, 64 << 20), Ok(g));
+        assert_eq!(Geometry::decode(&v3, 4096, 64 << 20), Ok(old));
         assert_eq!(routing_secret(&v3), [0, 0]);
         // The secret is covered by the checksum like the rest of the immutable part.
         for i in 0..SB_HASHED + 8 {
@@ -779,9 +849,21 @@ mod tests {
         assert!(!rec_hash_ok(log_key([3, 5]), &r, &data));
         assert_eq!(log_key([0, 0]), 0);
         assert_ne!(log_key([3, 4]), log_key([4, 3]));
-        assert_eq!(rec_total(0), 64);
-        assert_eq!(rec_total(32), 64);
-        assert_eq!(rec_total(33), 128);
+        let mut g = Geometry::plan(4096, 64 << 20, 4, 65536, 64).expect("a geometry");
+        assert!(g.packed_log, "new pools pack their logs");
+        assert_eq!(
+            (g.rec_total(0), g.rec_total(8), g.rec_total(32), g.rec_total(33)),
+            (32, 40, 64, 72)
+        );
+        assert_eq!(g.lane_log(1), (g.lane(1) + 8, g.lane(1) + 65536 - 64));
+        assert_eq!(g.lane_commit(1), g.lane(1) + 65536 - 64);
+        g.packed_log = false;
+        assert_eq!(
+            (g.rec_total(0), g.rec_total(8), g.rec_total(32), g.rec_total(33)),
+            (64, 64, 64, 128)
+        );
+        assert_eq!(g.lane_log(1), (g.lane(1) + 128, g.lane(2)));
+        assert_eq!(g.lane_commit(1), g.lane(1) + 64);
     }
 
     #[test]

@@ -8,9 +8,7 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::engine::layout::{
-    self, decode_rec, rec_hash_ok, rec_total, KIND_JUMP, KIND_NEW, KIND_UNDO, LANE_LOG, REC_ALIGN, REC_HEADER,
-};
+use crate::engine::layout::{self, decode_rec, rec_hash_ok, KIND_JUMP, KIND_NEW, KIND_UNDO, REC_HEADER};
 use crate::engine::shared::Shared;
 use crate::error::{Error, Result};
 
@@ -53,8 +51,9 @@ pub(crate) fn scan_log(
     completed: u64,
     want: Option<u64>,
 ) -> Result<Scan> {
-    let lane_off = geo.lane(lane);
-    let (mut pos, mut end) = (lane_off + LANE_LOG, lane_off + geo.lane_size);
+    let (mut pos, mut end) = geo.lane_log(lane);
+    // The smallest record (a header alone, in this pool's alignment).
+    let min_rec = geo.rec_total(0);
     let mut data = Vec::new();
     let mut out = Scan {
         seq: want,
@@ -63,7 +62,7 @@ pub(crate) fn scan_log(
     let heap_end = geo.heap_offset + geo.heap_size;
     let mut hops = 0u64;
     loop {
-        if end - pos < REC_ALIGN {
+        if end - pos < min_rec {
             return Ok(out);
         }
         let mut h = [0u8; REC_HEADER as usize];
@@ -78,7 +77,7 @@ pub(crate) fn scan_log(
         }
         match r.kind {
             KIND_UNDO => {
-                let total = rec_total(r.len);
+                let total = geo.rec_total(r.len);
                 if r.len == 0 || total > end - pos {
                     return Ok(out);
                 }
@@ -120,7 +119,7 @@ pub(crate) fn scan_log(
                     len: r.len,
                     restore: false,
                 });
-                pos += REC_ALIGN;
+                pos += min_rec;
             }
             KIND_JUMP => {
                 if !rec_hash_ok(key, &r, &[]) {

@@ -198,8 +198,19 @@ impl Shared {
     /// Flushes the `completed` line of every lane with a pending completion; returns what was
     /// flushed, for [`Shared::settle_completions`] after the caller's drain.
     pub(crate) fn flush_pending_completions(&self, out: &mut Vec<(usize, u64)>) {
-        self.marks
-            .flush_pending(out, |lane| self.flush(self.geo.lane(lane), 8));
+        self.flush_pending_completions_but(out, usize::MAX);
+    }
+
+    /// [`flush_pending_completions`](Self::flush_pending_completions), except that lane
+    /// `flushed`'s line is not flushed again: its caller holds that lane and flushed the line
+    /// after the lane's last mark was stored (format 5: the first log record shares it). The
+    /// lane's mark is still returned, so the caller's drain settles it.
+    pub(crate) fn flush_pending_completions_but(&self, out: &mut Vec<(usize, u64)>, flushed: usize) {
+        self.marks.flush_pending(out, |lane| {
+            if lane != flushed {
+                self.flush(self.geo.lane(lane), 8);
+            }
+        });
     }
 
     /// After a drain: clears the pending marks that were made durable.

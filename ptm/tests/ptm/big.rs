@@ -51,8 +51,10 @@ fn a_64_mib_transaction_commits_aborts_and_recovers() {
     fill(&pool, 0xA000).unwrap();
     let d = thread_stats().since(&before);
     assert_eq!(d.drains, 2, "a batched 64 MiB transaction still costs 2 drains");
+    // Records are packed at 8-byte alignment, so a record's data may start off a 16-byte
+    // boundary: up to 15 head bytes of each record are copied with plain stores.
     assert!(
-        d.nt_bytes >= 64 << 20,
+        d.nt_bytes >= (64 << 20) - 4096,
         "log copied with non-temporal stores: {}",
         d.nt_bytes
     );

@@ -7,7 +7,7 @@
 
 use std::os::unix::fs::FileExt;
 
-use ptm::internals::layout::{encode_rec, KIND_UNDO, LANE_LOG, MAX_LANES};
+use ptm::internals::layout::{encode_rec, KIND_UNDO, MAX_LANES, REC_HEADER};
 use ptm::{PCell, Persistent, Pool, PoolOptions};
 
 #[derive(Persistent)]
@@ -56,17 +56,19 @@ fn victim_after_recovery(plant_key: impl FnOnce(&[u8]) -> u64) -> u64 {
     let crashed_seq = completed(&path, geo.lanes_offset) + 3 * m;
     let victim_off = geo.root_offset + 16 * 8;
     let header = encode_rec(key, crashed_seq, KIND_UNDO, 8, victim_off, &EVIL.to_le_bytes());
-    // The logging transaction's record sits at the lane's log start, its data 32 bytes in: the
-    // block's words 4..8 land at log offset 64 (where the crashed transaction's second record
-    // would go), word 8 right after as the planted record's data.
+    // The logging transaction's record sits at the lane's log start, its data 32 bytes in. The
+    // crashed transaction's first record (8 bytes of data) takes `rec_total(8)` bytes from the
+    // log start, so its second would go there: the block's words from `(rec_total(8) - 32) / 8`
+    // land at that position (the planted header), and the word right after is its data.
+    let first = ((geo.rec_total(8) - REC_HEADER) / 8) as usize;
     let mut planted = [0u64; 16];
-    for (w, chunk) in planted[4..8].iter_mut().zip(header.chunks_exact(8)) {
+    for (w, chunk) in planted[first..first + 4].iter_mut().zip(header.chunks_exact(8)) {
         *w = u64::from_le_bytes(chunk.try_into().unwrap());
     }
-    planted[8] = EVIL;
+    planted[first + 4] = EVIL;
     pool.transaction(|tx, r| r.block.set(tx, planted)).unwrap();
     pool.transaction(|tx, r| r.block.set(tx, [1; 16])).unwrap();
-    // The crashed transaction: one 8-byte record at the log start (64 bytes), then a crash (the
+    // The crashed transaction: one 8-byte record at the log start, then a crash (the
     // file as it is: every store reached it, nothing after).
     let r = pool.transaction(|tx, r| {
         r.other.set(tx, 99)?;
@@ -84,7 +86,7 @@ fn victim_after_recovery(plant_key: impl FnOnce(&[u8]) -> u64) -> u64 {
     let mut at = [0u8; 32];
     std::fs::File::open(&image)
         .unwrap()
-        .read_exact_at(&mut at, geo.lanes_offset + LANE_LOG + 64)
+        .read_exact_at(&mut at, geo.lane_log(0).0 + geo.rec_total(8))
         .unwrap();
     assert_eq!(at, header, "the planted record is not where the scan continues");
     let pool = Pool::<Root>::open(&image, &PoolOptions::new().force_pmem(true)).unwrap();

@@ -1,7 +1,8 @@
 //! Guards the superblock format bump of heap format 3 (design §2.3): pools of formats 1 and 2
 //! (256 KiB heap chunks) are refused with `UnsupportedFormat` before anything else is read,
-//! and the file is left byte for byte as it was; new pools are format 4 (format 3 and the
-//! routing secret), and format 3 pools still open.
+//! and the file is left byte for byte as it was; new pools are format 5 (format 4's routing
+//! secret, packed lane logs), and format 3 and 4 pools still open, format 4's logs written and
+//! recovered in their own layout.
 
 use crate::common;
 
@@ -33,7 +34,7 @@ fn pools_of_formats_1_and_2_are_refused_by_name_and_left_unchanged() {
         .unwrap();
     let mut sb = [0u8; 128];
     f.read_exact_at(&mut sb, SUPERBLOCK).unwrap();
-    assert_eq!(&sb[..8], b"PTMTXN4\0", "new pools are format 4");
+    assert_eq!(&sb[..8], b"PTMTXN5\0", "new pools are format 5");
     for (magic, format) in [(b"PTMTXN1\0", 1u32), (b"PTMTXN2\0", 2)] {
         // The superblock as an older build wrote it: its magic, its checksum intact.
         let mut old = sb;
@@ -44,7 +45,7 @@ fn pools_of_formats_1_and_2_are_refused_by_name_and_left_unchanged() {
         let bytes = std::fs::read(&path).unwrap();
         match Pool::<Root>::open(&path, &common::pmem()) {
             Err(Error::UnsupportedFormat {
-                found, supported: 4, ..
+                found, supported: 5, ..
             }) => assert_eq!(found, format),
             Err(e) => panic!("format {format}: {e}"),
             Ok(_) => panic!("format {format}: opened"),
@@ -81,11 +82,126 @@ fn pools_of_formats_1_and_2_are_refused_by_name_and_left_unchanged() {
     );
     drop(pool);
     assert_ne!(sb[72..88], [0u8; 16], "a new pool has a routing secret");
-    // Back to format 4: it opens, with its data.
+    // Back to format 5: it opens, with its data.
     f.write_all_at(&sb, SUPERBLOCK).unwrap();
     let pool = Pool::<Root>::open(&path, &common::pmem()).unwrap();
     assert_eq!(
         pool.transaction(|tx, r| Ok::<_, Error>(r.value.get(tx))).unwrap(),
         7
     );
+}
+
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Words {
+    w: [PCell<u64>; 16],
+}
+
+/// Opens `path` (a pool of `Words`), sets every word to `to` in one transaction, and copies the
+/// file inside it, after the stores (a crash image: the pool is mapped from its tmpfs file);
+/// returns the image's bytes of lane 0 up to `upto`.
+fn crash_mid_transaction(path: &std::path::Path, image: &std::path::Path, to: u64, upto: usize) -> Vec<u8> {
+    let pool = Pool::<Words>::open(path, &common::pmem()).unwrap();
+    let geo = pool.geometry();
+    let r = pool.transaction(|tx, r| {
+        for c in &r.w {
+            c.set(tx, to)?;
+        }
+        common::crash_image(path, image);
+        Err::<(), _>(Error::Aborted)
+    });
+    assert!(r.is_err());
+    drop(pool);
+    let mut lane = vec![0u8; upto];
+    std::fs::File::open(image)
+        .unwrap()
+        .read_exact_at(&mut lane, geo.lanes_offset)
+        .unwrap();
+    lane
+}
+
+fn words(path: &std::path::Path) -> Vec<u64> {
+    let pool = Pool::<Words>::open(path, &common::pmem()).unwrap();
+    pool.transaction(|tx, r| Ok::<_, Error>(r.w.iter().map(|c| c.get(tx)).collect()))
+        .unwrap()
+}
+
+fn word(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+/// Pools of format 4 keep their lane layout (design §8.1): 64-byte-aligned records from lane
+/// offset 128, the commit record at 64. This build writes and recovers them in that layout,
+/// and new pools (format 5) pack their records from lane offset 8.
+#[test]
+fn a_format_4_pool_logs_and_recovers_in_its_own_layout() {
+    let dir = common::shm_dir();
+    for format in [4u8, 5] {
+        let path = common::path(&dir, &format!("f{format}.pool"));
+        let image = common::path(&dir, &format!("f{format}.image"));
+        let opts = common::pmem().lanes(1);
+        let pool = Pool::<Words>::create(&path, 8 << 20, &opts).unwrap();
+        drop(pool);
+        if format == 4 {
+            // A pool that has never run a transaction is a valid format 4 pool under the
+            // format 4 magic: creation zeroed both layouts' lane headers.
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .unwrap();
+            let mut sb = [0u8; 128];
+            f.read_exact_at(&mut sb, SUPERBLOCK).unwrap();
+            sb[..8].copy_from_slice(b"PTMTXN4\0");
+            let hash = xxhash_rust::xxh3::xxh3_64(&sb[..120]);
+            sb[120..128].copy_from_slice(&hash.to_le_bytes());
+            f.write_all_at(&sb, SUPERBLOCK).unwrap();
+        }
+        {
+            let pool = Pool::<Words>::open(&path, &common::pmem()).unwrap();
+            assert_eq!(pool.geometry().packed_log, format == 5);
+            pool.transaction(|tx, r| {
+                for (i, c) in r.w.iter().enumerate() {
+                    c.set(tx, 100 + i as u64)?;
+                }
+                Ok::<_, Error>(())
+            })
+            .unwrap();
+        }
+        let committed: Vec<u64> = (0..16).map(|i| 100 + i).collect();
+        // Twice: the second crash runs on the pool recovered from the first.
+        for round in 0..2u64 {
+            let lane = crash_mid_transaction(&path, &image, 7 + round, 128 + 16 * 64);
+            // The crashed transaction's first record: its seq is newer than `completed`.
+            let completed = word(&lane, 0);
+            let (first, step) = if format == 5 { (8, 40) } else { (128, 64) };
+            for k in 0..16 {
+                let at = first + k * step;
+                assert!(
+                    word(&lane, at) > completed,
+                    "format {format}: no record at lane offset {at}"
+                );
+                assert_eq!(
+                    word(&lane, at + 8) >> 56,
+                    1,
+                    "format {format}: an undo record at {at}"
+                );
+            }
+            if format == 4 {
+                assert_eq!(
+                    &lane[8..64],
+                    &[0u8; 56][..],
+                    "format 4: nothing logged before offset 128"
+                );
+            }
+            assert_eq!(
+                words(&image),
+                committed,
+                "format {format}, round {round}: rolled back"
+            );
+            std::fs::copy(&image, &path).unwrap();
+        }
+        assert_eq!(words(&path), committed);
+    }
 }

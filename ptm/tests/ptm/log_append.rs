@@ -134,18 +134,32 @@ fn aborting_a_split_range_restores_no_byte_past_it() {
     .unwrap();
 }
 
-/// A root of 64 one-line cells, for filling a lane's log area record by record.
+/// A root of 64 one-line cells and 256 one-word cells, for filling a lane's log area record by
+/// record.
 #[derive(Persistent)]
 #[persistent(crate = "ptm::pmem_core")]
 #[repr(C)]
 struct Lines {
     lines: [PCell<[u64; 8]>; 64],
-    tail: PCell<[u64; 4]>,
+    words: [PCell<u64>; 256],
+}
+
+/// How many one-line cells and one-word cells of [`Lines`] fill a lane's log area exactly up to
+/// the bytes it keeps for a jump record (each `set` of a new cell is one record of
+/// `rec_total(64)` or `rec_total(8)` bytes, in the pool's alignment).
+fn fill_plan(g: &ptm::internals::layout::Geometry) -> (usize, usize) {
+    use ptm::internals::layout::REC_ALIGN;
+    let (start, end) = g.lane_log(0);
+    let room = end - start - REC_ALIGN;
+    let (line_rec, word_rec) = (g.rec_total(64), g.rec_total(8));
+    (0..=64u64)
+        .find(|a| (room - a * line_rec) % word_rec == 0 && (room - a * line_rec) / word_rec < 256)
+        .map(|a| (a as usize, ((room - a * line_rec) / word_rec) as usize))
+        .expect("a fill of the lane's log area")
 }
 
 #[test]
 fn a_lane_log_area_is_used_to_its_last_record_before_an_extent_is_taken() {
-    use ptm::internals::layout::{LANE_LOG, REC_ALIGN, REC_HEADER};
     let dir = common::shm_dir();
     let lane_size = 8192;
     let pool = Pool::<Lines>::create(
@@ -155,25 +169,15 @@ fn a_lane_log_area_is_used_to_its_last_record_before_an_extent_is_taken() {
     )
     .unwrap();
     let free = pool.heap_free();
-    // Each one-line cell takes a record of REC_HEADER + 64 bytes, rounded up to REC_ALIGN; the
-    // area keeps REC_ALIGN bytes for a jump record at its end. After `k` of them, the tail
-    // cell's record (REC_HEADER + 32 bytes, one REC_ALIGN) fits exactly.
-    let line_rec = (REC_HEADER + 64).div_ceil(REC_ALIGN) * REC_ALIGN;
-    let tail_rec = (REC_HEADER + 32).div_ceil(REC_ALIGN) * REC_ALIGN;
-    let area = lane_size - LANE_LOG;
-    let k = (area - REC_ALIGN - tail_rec) / line_rec;
-    assert_eq!(
-        k * line_rec + tail_rec + REC_ALIGN,
-        area,
-        "the layout this test assumes"
-    );
-    assert!(k <= 64);
+    let (lines, words) = fill_plan(&pool.geometry());
     let used = pool
         .transaction(|tx, r| {
-            for l in &r.lines[..k as usize] {
+            for l in &r.lines[..lines] {
                 l.set(tx, [5; 8])?;
             }
-            r.tail.set(tx, [6; 4])?;
+            for w in &r.words[..words] {
+                w.set(tx, 6)?;
+            }
             Ok::<_, Error>(free - pool.heap_free())
         })
         .unwrap();
@@ -181,10 +185,12 @@ fn a_lane_log_area_is_used_to_its_last_record_before_an_extent_is_taken() {
     // One record more does need an extent (the test can fail).
     let used = pool
         .transaction(|tx, r| {
-            for l in &r.lines[..k as usize + 1] {
+            for l in &r.lines[..lines] {
                 l.set(tx, [7; 8])?;
             }
-            r.tail.set(tx, [8; 4])?;
+            for w in &r.words[..words + 1] {
+                w.set(tx, 8)?;
+            }
             Ok::<_, Error>(free - pool.heap_free())
         })
         .unwrap();
@@ -193,24 +199,24 @@ fn a_lane_log_area_is_used_to_its_last_record_before_an_extent_is_taken() {
 
 #[test]
 fn a_new_slab_made_when_the_lane_area_is_full_logs_nothing_outside_the_lane() {
-    use ptm::internals::layout::{LANE_LOG, REC_ALIGN, REC_HEADER};
     let dir = common::shm_dir();
     let path = common::path(&dir, "edge.pool");
     let lane_size = 8192;
     let pool = Pool::<Lines>::create(&path, 16 << 20, &common::pmem().lane_size(lane_size)).unwrap();
     let g = pool.geometry();
+    let (lines, words) = fill_plan(&g);
     let before = std::fs::read(&path).unwrap();
     let lane = pool
         .transaction(|tx, r| {
             // Fill the lane's area up to the REC_ALIGN bytes it keeps for a jump record (as in
             // the test above), then make a slab: its bitmap area's new-range record and its
             // descriptor's undo record must go to a log extent, not past the area's end.
-            let line_rec = (REC_HEADER + 64).div_ceil(REC_ALIGN) * REC_ALIGN;
-            let k = (lane_size - LANE_LOG - 2 * REC_ALIGN) / line_rec;
-            for l in &r.lines[..k as usize] {
+            for l in &r.lines[..lines] {
                 l.set(tx, [5; 8])?;
             }
-            r.tail.set(tx, [6; 4])?;
+            for w in &r.words[..words] {
+                w.set(tx, 6)?;
+            }
             tx.alloc_bytes(4096)?;
             Ok::<_, Error>(tx.lane() as u64)
         })

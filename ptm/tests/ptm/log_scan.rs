@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use ptm::internals::layout::{
-    encode_rec, superblock_log_key, Geometry, KIND_JUMP, KIND_NEW, KIND_UNDO, LANE_LOG, MAX_LANES,
+    encode_rec, superblock_log_key, Geometry, KIND_JUMP, KIND_NEW, KIND_UNDO, MAX_LANES,
 };
 use ptm::{Error, Pool, PoolOptions};
 
@@ -78,7 +78,7 @@ fn jump(target: impl Fn(&Geometry) -> u64, len: u64) -> Result<bool, Error> {
     let dir = common::shm_dir();
     let (path, geo) = pool(&dir);
     let t = target(&geo);
-    record(&path, geo.lanes_offset + LANE_LOG, KIND_JUMP, len, t, &[]);
+    record(&path, geo.lane_log(0).0, KIND_JUMP, len, t, &[]);
     if t >= geo.heap_offset && t + 64 <= geo.heap_offset + geo.heap_size {
         undo_root(&path, &geo, t);
     }
@@ -96,19 +96,19 @@ fn heap_end(g: &Geometry) -> u64 {
 fn an_undo_record_in_the_lane_log_is_restored() {
     let dir = common::shm_dir();
     let (path, geo) = pool(&dir);
-    undo_root(&path, &geo, geo.lanes_offset + LANE_LOG);
+    undo_root(&path, &geo, geo.lane_log(0).0);
     assert!(reopen(&path, &geo).unwrap());
 }
 
-/// A record whose data would run past the end of its lane (into the next lane's header) ends
-/// the log, even with a hash that verifies over those bytes.
+/// A record whose data would run past the end of its lane's log area (into the lane's commit
+/// record, format 5, or the next lane's header, formats 3 and 4) ends the log, even with a hash
+/// that verifies over those bytes.
 #[test]
 fn a_record_running_past_its_lane_is_not_trusted() {
     let dir = common::shm_dir();
     let (path, geo) = pool(&dir);
-    let at = geo.lanes_offset + LANE_LOG;
-    let lane_end = geo.lanes_offset + geo.lane_size;
-    // Data from the record's header to 64 bytes into lane 1's header.
+    let (at, lane_end) = geo.lane_log(0);
+    // Data from the record's header to 64 bytes past the log area.
     let len = lane_end + 64 - (at + 32);
     let target = geo.heap_offset + geo.heap_size / 2;
     write(&path, at + 32, &vec![0xab; (lane_end - at - 32) as usize]);
@@ -156,7 +156,7 @@ fn jump_records_in_a_cycle_are_a_corrupt_log() {
     let dir = common::shm_dir();
     let (path, geo) = pool(&dir);
     let page = geo.heap_offset + 4096;
-    record(&path, geo.lanes_offset + LANE_LOG, KIND_JUMP, 4096, page, &[]);
+    record(&path, geo.lane_log(0).0, KIND_JUMP, 4096, page, &[]);
     // The extent's first record jumps back to the extent itself.
     record(&path, page, KIND_JUMP, 4096, page, &[]);
     match reopen(&path, &geo) {
@@ -165,19 +165,20 @@ fn jump_records_in_a_cycle_are_a_corrupt_log() {
     }
 }
 
-/// A log that fills its lane to the last byte ends there: bytes after it (the next lane's
-/// header, here crafted to read as a jump record of the same transaction) are not part of it.
+/// A log that fills its lane's log area to the last byte ends there: bytes after it (the
+/// lane's commit record, here crafted to read as a jump record of the same transaction) are
+/// not part of it.
 #[test]
 fn a_log_that_fills_its_lane_ends_at_the_lane_end() {
     let dir = common::shm_dir();
     let (path, geo) = pool(&dir);
-    let at = geo.lanes_offset + LANE_LOG;
-    let lane_end = geo.lanes_offset + geo.lane_size;
-    // One undo record whose 64-byte-aligned size is exactly the rest of the lane.
+    let (at, lane_end) = geo.lane_log(0);
+    // One undo record whose size is exactly the rest of the log area.
     let len = lane_end - at - 32;
     let target = geo.heap_offset + geo.heap_size / 2;
     record(&path, at, KIND_UNDO, len, target, &vec![0xab; len as usize]);
-    // After it, in lane 1's header: a jump to an extent holding an undo record of the root.
+    // After it, where the commit record is: a jump to an extent holding an undo record of the
+    // root.
     let page = geo.heap_offset + 4096;
     record(&path, lane_end, KIND_JUMP, 4096, page, &[]);
     undo_root(&path, &geo, page);
@@ -191,7 +192,7 @@ fn a_log_that_fills_its_lane_ends_at_the_lane_end() {
 fn a_record_with_another_lanes_seq_is_ignored() {
     let dir = common::shm_dir();
     let (path, geo) = pool(&dir);
-    let at = geo.lanes_offset + LANE_LOG;
+    let at = geo.lane_log(0).0;
     record_of(
         SEQ + 1,
         &path,
@@ -210,11 +211,11 @@ fn a_record_with_another_lanes_seq_is_ignored() {
 fn a_torn_new_memory_record_ends_the_log() {
     let dir = common::shm_dir();
     let (path, geo) = pool(&dir);
-    let at = geo.lanes_offset + LANE_LOG;
+    let at = geo.lane_log(0).0;
     let mut torn = encode_rec(key(&path), SEQ, KIND_NEW, 64, geo.heap_offset + 4096, &[]);
     torn[24] ^= 1;
     write(&path, at, &torn);
-    undo_root(&path, &geo, at + 64);
+    undo_root(&path, &geo, at + geo.rec_total(0));
     assert!(!reopen(&path, &geo).unwrap());
 }
 
@@ -225,7 +226,7 @@ fn a_chain_of_jumps_is_followed() {
     let dir = common::shm_dir();
     let (path, geo) = pool(&dir);
     let pages: Vec<u64> = (1..=3).map(|i| geo.heap_offset + i * 4096).collect();
-    record(&path, geo.lanes_offset + LANE_LOG, KIND_JUMP, 4096, pages[0], &[]);
+    record(&path, geo.lane_log(0).0, KIND_JUMP, 4096, pages[0], &[]);
     record(&path, pages[0], KIND_JUMP, 4096, pages[1], &[]);
     record(&path, pages[1], KIND_JUMP, 4096, pages[2], &[]);
     undo_root(&path, &geo, pages[2]);
@@ -239,7 +240,7 @@ fn a_log_that_fills_its_extent_ends_at_the_extent_end() {
     let dir = common::shm_dir();
     let (path, geo) = pool(&dir);
     let extent = geo.heap_offset + 4096;
-    record(&path, geo.lanes_offset + LANE_LOG, KIND_JUMP, 4096, extent, &[]);
+    record(&path, geo.lane_log(0).0, KIND_JUMP, 4096, extent, &[]);
     let len = 4096 - 32;
     let target = geo.heap_offset + geo.heap_size / 2;
     record(&path, extent, KIND_UNDO, len, target, &vec![0xcd; len as usize]);
