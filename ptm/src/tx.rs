@@ -282,6 +282,7 @@ impl<'p> Transaction<'p> {
         st.seq = st.next_seq;
         st.next_seq = next_seq_after(st.seq, lane);
         (st.pos, st.end) = shared.geo.lane_log(lane);
+        st.unflushed = st.pos;
         // Format 5: the log starts in the line of the lane's `completed` word (design §8.3).
         st.mark_line = if shared.geo.packed_log {
             shared.geo.lane(lane)
@@ -497,15 +498,20 @@ impl<'p> Transaction<'p> {
             unsafe {
                 std::ptr::copy_nonoverlapping(header.as_ptr(), s.ptr(at), REC_HEADER as usize);
                 if n >= NT_THRESHOLD {
-                    s.flush(at, REC_HEADER);
+                    s.flush(st.unflushed, at + REC_HEADER - st.unflushed);
                     s.region
                         .copy_nontemporal_ptr(s.ptr(at + REC_HEADER), old.as_ptr(), n as usize);
                 } else {
+                    // Flushed with the records around it at the next drain (`drain_log`):
+                    // packed records share lines, each flushed once.
                     std::ptr::copy_nonoverlapping(old.as_ptr(), s.ptr(at + REC_HEADER), n as usize);
-                    s.flush(at, REC_HEADER + n);
                 }
             }
             st.pos += s.geo.rec_total(n);
+            if n >= NT_THRESHOLD {
+                // The copy flushed its own unaligned head and tail lines.
+                st.unflushed = st.pos;
+            }
             st.entries += 1;
             st.ranges.push((target, n));
             st.undrained = true;
@@ -541,8 +547,11 @@ impl<'p> Transaction<'p> {
         unsafe {
             std::ptr::copy_nonoverlapping(header.as_ptr(), self.shared.ptr(st.pos), REC_HEADER as usize)
         };
-        self.shared.flush(st.pos, REC_HEADER);
+        // The area's records not flushed yet, and the jump record.
+        self.shared
+            .flush(st.unflushed, st.pos + REC_HEADER - st.unflushed);
         st.pos = ext;
+        st.unflushed = ext;
         st.end = ext + size;
         st.area_start = ext;
         st.undrained = true;
@@ -612,6 +621,7 @@ impl<'p> Transaction<'p> {
         note_header(st, at);
         self.shared.flush(at, REC_HEADER);
         st.pos = at;
+        st.unflushed = st.unflushed.min(at);
         st.entries -= 1;
         st.ranges.pop();
         st.logical.pop();
@@ -635,10 +645,10 @@ impl<'p> Transaction<'p> {
         let header = encode_rec(self.shared.log_key, st.seq, KIND_NEW, len, off, &[]);
         note_header(st, st.pos);
         // SAFETY: room for this record and a later jump was checked; the area is this lane's.
+        // Flushed at the next drain (`drain_log`).
         unsafe {
             std::ptr::copy_nonoverlapping(header.as_ptr(), self.shared.ptr(st.pos), REC_HEADER as usize)
         };
-        self.shared.flush(st.pos, REC_HEADER);
         st.pos += total;
         st.entries += 1;
         st.ranges.push((off, len));
@@ -690,6 +700,11 @@ impl<'p> Transaction<'p> {
     fn drain_log(&self, st: &mut LaneVolatile) -> Result<()> {
         // Blocks allocated since the last drain get their log records now (alloc.rs).
         self.log_pending_allocations(st)?;
+        // The records appended since the last drain, each line once.
+        if st.pos > st.unflushed {
+            self.shared.flush(st.unflushed, st.pos - st.unflushed);
+            st.unflushed = st.pos;
+        }
         let mut completions = std::mem::take(&mut st.completions);
         // This lane's own pending mark is in the line its first record was flushed with.
         let own = if st.mark_line_flushed {

@@ -49,6 +49,9 @@ pub(crate) struct LaneVolatile {
     pub(crate) unordered_undo: Vec<(u64, u64)>,
     /// Start of the current log area (the lane's log or an extent).
     pub(crate) area_start: u64,
+    /// Start of the records of the current area not flushed yet: appends write records and
+    /// the next drain flushes `[unflushed, pos)` once (packed records share lines).
+    pub(crate) unflushed: u64,
     /// `pos` and `end` at the last drain: records after `ordered_pos` in the area ending at
     /// `ordered_end` (or anywhere in a later area) are not ordered yet, so they may be taken
     /// back ([`Transaction::take_back`]).
