@@ -470,6 +470,14 @@ pub(crate) fn txn_text(s: &ptm::Summary) -> String {
         "lanes",
         format!("{} x {}", g.lane_count, format_size(g.lane_size)),
     );
+    t.row(
+        "lane logs",
+        if g.packed_log {
+            "packed (superblock format 5)"
+        } else {
+            "64-byte aligned records (superblock format 3 or 4)"
+        },
+    );
     t.row("root", format!("{} bytes at {:#x}", g.root_size, g.root_offset));
     t.row(
         "heap",
@@ -544,6 +552,7 @@ pub(crate) fn txn_json(s: &ptm::Summary) -> Value {
     json!({
         "lanes": g.lane_count,
         "lane_size": g.lane_size,
+        "packed_log": g.packed_log,
         "root_offset": g.root_offset,
         "root_size": g.root_size,
         "heap_offset": g.heap_offset,

@@ -22,8 +22,8 @@ pub enum Error {
         what: &'static str,
     },
     /// The pool was made by an older ptm whose heap format this build does not read
-    /// (superblock format 1 or 2: 256 KiB heap chunks; this build writes format 4 and reads
-    /// formats 3 and 4, 64 KiB chunks). Nothing was read past the superblock's magic, and nothing was written.
+    /// (superblock format 1 or 2: 256 KiB heap chunks; this build writes format 5 and reads
+    /// formats 3 to 5, 64 KiB chunks). Nothing was read past the superblock's magic, and nothing was written.
     /// To move its data, open it with the older ptm and copy it into a pool made by this one
     /// (as in "Migrating a pool" in the crate documentation).
     #[error(

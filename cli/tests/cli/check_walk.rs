@@ -156,14 +156,15 @@ fn check_reports_a_block_no_handle_reaches() {
 
 #[test]
 fn check_does_not_walk_a_pool_recovery_has_not_decided() {
-    use ptm::internals::layout::{encode_rec, superblock_log_key, KIND_UNDO, LANE_LOG, MAX_LANES};
+    use ptm::internals::layout::{encode_rec, superblock_log_key, KIND_UNDO, MAX_LANES};
     let _pools = crate::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pending.pool");
     let (_, _, root, _) = make(&path);
-    let lanes = {
+    let (lanes, log) = {
         let pool = Pool::<user_root::Root>::open(&path, &opts()).unwrap();
-        pool.geometry().lanes_offset
+        let g = pool.geometry();
+        (g.lanes_offset, g.lane_log(0).0)
     };
     // Lane 0: an undo record of 8 root bytes with a sequence far beyond the lane's completion
     // mark (sequences of lane 0 are multiples of MAX_LANES), as a crash in the middle of a
@@ -181,8 +182,8 @@ fn check_does_not_walk_a_pool_recovery_has_not_decided() {
         root,
         &old,
     );
-    patch(&path, lanes + LANE_LOG, &rec);
-    patch(&path, lanes + LANE_LOG + 32, &old);
+    patch(&path, log, &rec);
+    patch(&path, log + 32, &old);
     let o = check(&path, false);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{text}{}", String::from_utf8_lossy(&o.stderr));

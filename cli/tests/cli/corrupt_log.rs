@@ -4,7 +4,7 @@
 use std::os::unix::fs::FileExt;
 use std::process::Command;
 
-use ptm::internals::layout::{encode_rec, superblock_log_key, KIND_UNDO, LANE_LOG, MAX_LANES};
+use ptm::internals::layout::{encode_rec, superblock_log_key, KIND_UNDO, MAX_LANES};
 
 #[test]
 fn a_corrupt_undo_log_is_reported_in_one_line() {
@@ -35,7 +35,7 @@ fn a_corrupt_undo_log_is_reported_in_one_line() {
         geo.lanes_offset,
         &data,
     );
-    let at = geo.lanes_offset + LANE_LOG;
+    let at = geo.lane_log(0).0;
     f.write_all_at(&rec, at).unwrap();
     f.write_all_at(&data, at + 32).unwrap();
     drop(f);

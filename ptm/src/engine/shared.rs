@@ -45,7 +45,7 @@ unsafe impl Send for LaneSlot {}
 pub(crate) struct Shared {
     pub(crate) region: Region,
     pub(crate) geo: Geometry,
-    /// The pool's routing secret (superblock offset 72, format 4; `[0, 0]`: none). Never
+    /// The pool's routing secret (superblock offset 72, formats 4 and 5; `[0, 0]`: none). Never
     /// printed (not in `Debug`).
     pub(crate) routing_secret: [u64; 2],
     /// The key of this pool's log record hashes (`layout::log_key` of the secret; 0: none).
