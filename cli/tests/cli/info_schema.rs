@@ -50,7 +50,10 @@ fn info_prints_the_recorded_schema() {
     assert_eq!(v["schema"]["fingerprint"], fingerprint);
     assert_eq!(v["schema"]["encoding"], expected.encode());
     // A new pool's lanes hold packed logs (superblock format 5).
-    assert!(text.contains("lane logs       packed (superblock format 5)"), "{text}");
+    assert!(
+        text.contains("lane logs       packed (superblock format 5)"),
+        "{text}"
+    );
     assert_eq!(v["transactions"]["packed_log"], true, "{v}");
 
     // A damaged record is reported, and the rest of `info` still printed.

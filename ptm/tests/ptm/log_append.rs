@@ -153,7 +153,7 @@ fn fill_plan(g: &ptm::internals::layout::Geometry) -> (usize, usize) {
     let room = end - start - REC_ALIGN;
     let (line_rec, word_rec) = (g.rec_total(64), g.rec_total(8));
     (0..=64u64)
-        .find(|a| (room - a * line_rec) % word_rec == 0 && (room - a * line_rec) / word_rec < 256)
+        .find(|a| (room - a * line_rec).is_multiple_of(word_rec) && (room - a * line_rec) / word_rec < 256)
         .map(|a| (a as usize, ((room - a * line_rec) / word_rec) as usize))
         .expect("a fill of the lane's log area")
 }
