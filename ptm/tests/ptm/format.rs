@@ -161,6 +161,22 @@ fn a_format_4_pool_logs_and_recovers_in_its_own_layout() {
         {
             let pool = Pool::<Words>::open(&path, &common::pmem()).unwrap();
             assert_eq!(pool.geometry().packed_log, format == 5);
+            // A 1-word transaction after another on the lane: format 4 flushes the lane's
+            // pending completion mark in a line of its own, then the record's line; format 5's
+            // first record shares the mark's line, flushed once. Then the word and the commit
+            // record.
+            for i in 0..3 {
+                let before = ptm::thread_stats();
+                pool.transaction(|tx, r| r.w[0].set(tx, i)).unwrap();
+                let lines = ptm::thread_stats().since(&before).lines_flushed;
+                if i > 0 {
+                    assert_eq!(
+                        lines,
+                        if format == 5 { 3 } else { 4 },
+                        "format {format}, transaction {i}"
+                    );
+                }
+            }
             pool.transaction(|tx, r| {
                 for (i, c) in r.w.iter().enumerate() {
                     c.set(tx, 100 + i as u64)?;
