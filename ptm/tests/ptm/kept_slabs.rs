@@ -1,0 +1,163 @@
+//! Guards the empty slab each class keeps while free chunks are plentiful: which slab is kept
+//! (at most one per class, the one kept already while it is still empty, a slab emptied again
+//! by a later transaction), and that a kept slab another transaction holds when chunks run
+//! short stays kept and goes back later instead of being forgotten.
+
+use crate::common;
+
+use std::sync::mpsc;
+
+use ptm::internals::heap::{class_of, metadata_reserve, slab_geom, CHUNK};
+use ptm::{Error, PCell, PMutex, PPtr, Persistent, Pool};
+
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Root {
+    /// Links to large blocks (behind locks: one test shares the pool between threads).
+    slots: [PMutex<PCell<PPtr<u8>>>; 2],
+}
+
+/// 32 MiB: 512 chunks, free chunks plentiful (far more than the scarce bound beyond the
+/// reserves), so emptied slabs are kept for their class.
+fn pool(dir: &tempfile::TempDir) -> Pool<Root> {
+    Pool::<Root>::create(common::path(dir, "kept.pool"), 32 << 20, &common::pmem()).unwrap()
+}
+
+/// The block size these tests use: a class whose slab is one chunk of a few blocks.
+const SIZE: u64 = 4096;
+
+fn blocks_per_slab() -> u64 {
+    let g = slab_geom(class_of(SIZE).unwrap());
+    assert_eq!(g.chunks, 1, "{g:?}");
+    g.blocks
+}
+
+/// The heap chunk holding pool offset `off`.
+fn chunk(pool: &Pool<Root>, off: u64) -> u64 {
+    pool.geometry().heap_layout().chunk_of(off).unwrap()
+}
+
+fn slab_chunks(pool: &mut Pool<Root>) -> u64 {
+    pool.check_heap().unwrap().slab_chunks
+}
+
+/// Allocates and frees one block in one transaction: on a heap without a slab of the class,
+/// the slab made for it is kept, empty.
+fn keep_a_slab(pool: &mut Pool<Root>) {
+    pool.transaction(|tx, _| {
+        let o = tx.alloc_bytes(SIZE)?;
+        tx.free_bytes(o)
+    })
+    .unwrap();
+    assert_eq!(slab_chunks(pool), 1);
+}
+
+/// The kept slab used again, then emptied again by a later transaction, is still its class's
+/// kept slab: it stays a slab (the class's kept slab is this one, not another).
+#[test]
+fn a_kept_slab_emptied_again_by_a_later_transaction_stays_kept() {
+    let dir = common::shm_dir();
+    let mut pool = pool(&dir);
+    keep_a_slab(&mut pool);
+    let b = pool.transaction(|tx, _| tx.alloc_bytes(SIZE)).unwrap();
+    assert_eq!(slab_chunks(&mut pool), 1);
+    pool.transaction(|tx, _| tx.free_bytes(b)).unwrap();
+    let st = pool.check_heap().unwrap();
+    assert_eq!((st.slab_chunks, st.used_bytes), (1, 0), "{st:?}");
+    // And it is the slab the next block of the class comes from: no chunk taken.
+    let free = st.free_chunks;
+    let again = pool.transaction(|tx, _| tx.alloc_bytes(SIZE)).unwrap();
+    assert_eq!(chunk(&pool, again), chunk(&pool, b));
+    assert_eq!(pool.check_heap().unwrap().free_chunks, free);
+}
+
+/// A class keeps one empty slab at most, and the one it keeps is an empty one: with slab K
+/// kept and then filled, a second slab S emptied is kept (K is in use); with S kept and
+/// empty, K emptied goes back to the free chunks (S stays the kept one).
+#[test]
+fn a_class_keeps_one_empty_slab_and_only_while_it_is_empty() {
+    let dir = common::shm_dir();
+    let mut pool = pool(&dir);
+    keep_a_slab(&mut pool);
+    let n = blocks_per_slab();
+    // K full, and one block in a second slab S.
+    let blocks = pool
+        .transaction(|tx, _| {
+            (0..=n)
+                .map(|_| tx.alloc_bytes(SIZE))
+                .collect::<Result<Vec<u64>, Error>>()
+        })
+        .unwrap();
+    let k = chunk(&pool, blocks[0]);
+    let s = chunk(&pool, blocks[n as usize]);
+    assert!(blocks[..n as usize].iter().all(|&b| chunk(&pool, b) == k));
+    assert_ne!(s, k);
+    assert_eq!(slab_chunks(&mut pool), 2);
+    // S emptied: K, the kept slab, is full now, so S is kept in its place.
+    pool.transaction(|tx, _| tx.free_bytes(blocks[n as usize]))
+        .unwrap();
+    let st = pool.check_heap().unwrap();
+    assert_eq!(st.slab_chunks, 2, "S went back although K is in use: {st:?}");
+    // K emptied: S is kept and empty, so K goes back.
+    pool.transaction(|tx, _| blocks[..n as usize].iter().try_for_each(|&b| tx.free_bytes(b)))
+        .unwrap();
+    let st = pool.check_heap().unwrap();
+    assert_eq!(
+        (st.slab_chunks, st.used_bytes),
+        (1, 0),
+        "two empty slabs kept for one class: {st:?}"
+    );
+    // The one left is S: the next block of the class comes from it.
+    let again = pool.transaction(|tx, _| tx.alloc_bytes(SIZE)).unwrap();
+    assert_eq!(chunk(&pool, again), s);
+}
+
+/// Free chunks made scarce while another transaction holds the kept slab's metadata lock: the
+/// slab cannot go back then, and stays kept; once that transaction ended (leaving the slab
+/// empty), the next transaction that drains on the scarce heap returns it.
+#[test]
+fn a_kept_slab_held_by_another_transaction_when_chunks_run_short_goes_back_later() {
+    let dir = common::shm_dir();
+    let mut pool = pool(&dir);
+    keep_a_slab(&mut pool);
+    let st = pool.check_heap().unwrap();
+    // Leave 10 free chunks beyond the metadata reserve: scarce.
+    let big = (st.free_chunks - metadata_reserve(st.chunks) - 10) * CHUNK;
+    let (held_tx, held_rx) = mpsc::channel();
+    let mut kept = 0;
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        let pool = &pool;
+        let holder = scope.spawn(move || {
+            pool.transaction(|tx, _| {
+                // A block of the kept slab, given back at once: the slab stays locked by
+                // this transaction until it ends, and is empty again then.
+                let o = tx.alloc_bytes(SIZE)?;
+                tx.free_bytes(o)?;
+                held_tx.send(o).unwrap();
+                done_rx.recv().unwrap();
+                Ok::<_, Error>(())
+            })
+            .unwrap();
+        });
+        kept = held_rx.recv().unwrap();
+        // Chunks become scarce; this transaction's drain finds the kept slab locked.
+        pool.transaction(|tx, r| {
+            let off = tx.alloc_bytes(big)?;
+            r.slots[0].lock(tx)?.set(tx, tx.pptr(off))
+        })
+        .unwrap();
+        done_tx.send(()).unwrap();
+        holder.join().unwrap();
+    });
+    assert_eq!(slab_chunks(&mut pool), 1, "slab {kept}");
+    // The next transaction that drains on the scarce heap returns it.
+    pool.transaction(|tx, r| {
+        let off = tx.alloc_bytes(2 * CHUNK)?;
+        r.slots[1].lock(tx)?.set(tx, tx.pptr(off))
+    })
+    .unwrap();
+    let st = pool.check_heap().unwrap();
+    assert_eq!(st.slab_chunks, 0, "the kept slab was forgotten: {st:?}");
+}
