@@ -609,3 +609,37 @@ fn a_slab_made_and_emptied_after_a_drain_goes_back_at_commit() {
         assert_matches_model(&mut pool, &[]);
     }
 }
+
+/// A slab made and emptied again in a transaction (so never made) on a chunk below a run the
+/// same transaction allocated before it: cancelling the slab drops its own descriptors only,
+/// and the run stays allocated.
+#[test]
+fn a_cancelled_slab_below_a_run_of_its_transaction_leaves_the_run_allocated() {
+    let dir = common::shm_dir();
+    let mut pool = pool(&dir, 8 << 20);
+    // A free hole of two chunks at the heap's start: the slab's one chunk fits there, the run
+    // (three chunks) does not.
+    let separator = free_run_before_a_separator(&pool, 2);
+    // A drain, so the hole's chunks leave quarantine before the transaction below.
+    pool.transaction(|tx, r| r.slots[2].set(tx, PPtr::null()))
+        .unwrap();
+    let layout = pool.geometry().heap_layout();
+    let (run, slab) = pool
+        .transaction(|tx, r| {
+            let run = tx.alloc_bytes(3 * CHUNK)?;
+            let a = tx.alloc_bytes(4096)?;
+            tx.free_bytes(a)?;
+            r.slots[0].set(tx, tx.pptr(run))?;
+            Ok::<_, Error>((run, a))
+        })
+        .unwrap();
+    assert!(
+        layout.chunk_of(slab).unwrap() < layout.chunk_of(run).unwrap(),
+        "the slab was not placed below the run: {slab} {run}"
+    );
+    let live = [(run, 3 * CHUNK), (separator, 64)];
+    assert_matches_model(&mut pool, &live);
+    pool.close().unwrap();
+    let mut pool = Pool::<Root>::open(common::path(&dir, "reuse.pool"), &common::pmem()).unwrap();
+    assert_matches_model(&mut pool, &live);
+}
