@@ -8,7 +8,7 @@ use crate::common;
 use std::sync::mpsc;
 
 use ptm::internals::heap::{class_of, metadata_reserve, slab_geom, CHUNK};
-use ptm::{Error, PCell, PMutex, PPtr, Persistent, Pool};
+use ptm::{thread_stats, Error, PCell, PMutex, PPtr, Persistent, Pool};
 
 #[derive(Persistent)]
 #[persistent(crate = "ptm::pmem_core")]
@@ -160,4 +160,46 @@ fn a_kept_slab_held_by_another_transaction_when_chunks_run_short_goes_back_later
     .unwrap();
     let st = pool.check_heap().unwrap();
     assert_eq!(st.slab_chunks, 0, "the kept slab was forgotten: {st:?}");
+}
+
+/// A kept slab goes back on a drain the transaction takes anyway, never on one of its own: on
+/// a heap made scarce while the kept slab was locked (so it stayed kept), a transaction whose
+/// only drain comes before it allocates (and it allocates and frees a block of another slab:
+/// no record) commits with its two drains, the snapshot's and the commit's, and leaves the
+/// slab kept; the next transaction that allocates and drains returns it.
+#[test]
+fn a_transaction_without_a_drain_after_it_allocates_takes_none_to_return_a_kept_slab() {
+    let dir = common::shm_dir();
+    let mut pool = pool(&dir);
+    // A slab of another class, with a live block.
+    pool.transaction(|tx, _| tx.alloc_bytes(64)).unwrap();
+    let b = pool.transaction(|tx, _| tx.alloc_bytes(SIZE)).unwrap();
+    let st = pool.check_heap().unwrap();
+    assert_eq!(st.slab_chunks, 2, "{st:?}");
+    let big = (st.free_chunks - metadata_reserve(st.chunks) - 10) * CHUNK;
+    // The slab emptied while chunks are plentiful (kept), then chunks made scarce in the same
+    // transaction, which holds the slab: it stays kept.
+    pool.transaction(|tx, r| {
+        tx.free_bytes(b)?;
+        let off = tx.alloc_bytes(big)?;
+        r.slots[0].lock(tx)?.set(tx, tx.pptr(off))
+    })
+    .unwrap();
+    assert_eq!(slab_chunks(&mut pool), 2);
+    let before = thread_stats();
+    pool.transaction(|tx, r| {
+        r.slots[1].lock(tx)?.set(tx, PPtr::null())?;
+        let o = tx.alloc_bytes(64)?;
+        tx.free_bytes(o)
+    })
+    .unwrap();
+    assert_eq!(thread_stats().since(&before).drains, 2);
+    assert_eq!(slab_chunks(&mut pool), 2);
+    // A transaction that allocates and drains returns it.
+    pool.transaction(|tx, r| {
+        let off = tx.alloc_bytes(2 * CHUNK)?;
+        r.slots[1].lock(tx)?.set(tx, tx.pptr(off))
+    })
+    .unwrap();
+    assert_eq!(slab_chunks(&mut pool), 1);
 }
