@@ -643,3 +643,24 @@ fn a_cancelled_slab_below_a_run_of_its_transaction_leaves_the_run_allocated() {
     let mut pool = Pool::<Root>::open(common::path(&dir, "reuse.pool"), &common::pmem()).unwrap();
     assert_matches_model(&mut pool, &live);
 }
+
+/// Small blocks borrow a larger class's block only when free chunks are scarce: fewer than
+/// `SCARCE_CHUNKS` (80, alloc.rs; the bound under which emptied slabs are not kept either)
+/// beyond the reserves. With exactly 80 free chunks beyond the metadata reserve, a 64-byte
+/// block gets a slab of its class although a slab of the next class (128 bytes) has room;
+/// with 79, the block comes from that slab.
+#[test]
+fn small_blocks_borrow_a_larger_class_exactly_when_free_chunks_are_scarce() {
+    for (beyond, scarce) in [(80u64, false), (79, true)] {
+        let dir = common::shm_dir();
+        let mut pool = pool(&dir, 32 << 20);
+        let lender = alloc_into(&pool, 0, 128).unwrap();
+        let st = pool.heap_stats().unwrap();
+        let run = st.free_chunks - metadata_reserve(st.chunks) - beyond;
+        alloc_into(&pool, 1, run * CHUNK).unwrap();
+        let layout = pool.geometry().heap_layout();
+        let block = alloc_into(&pool, 2, 64).unwrap();
+        let borrowed = layout.chunk_of(block) == layout.chunk_of(lender);
+        assert_eq!(borrowed, scarce, "{beyond} free chunks beyond the reserve");
+    }
+}
