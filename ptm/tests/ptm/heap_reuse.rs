@@ -664,3 +664,38 @@ fn small_blocks_borrow_a_larger_class_exactly_when_free_chunks_are_scarce() {
         assert_eq!(borrowed, scarce, "{beyond} free chunks beyond the reserve");
     }
 }
+
+/// A transaction on a small lane first logs most of the lane (a store over part of a large
+/// block), then allocates two or three small blocks and frees the newest. For some lengths of
+/// the store, the log is short of room at the last allocation, which writes the pending
+/// records at once: the freed block's record is then the log's newest, and is taken back.
+/// Whatever the length, the other blocks, which share the freed block's bitmap word, stay
+/// allocated.
+#[test]
+fn freeing_the_newest_of_blocks_whose_records_were_written_early_keeps_the_others() {
+    let dir = common::shm_dir();
+    let opts = common::pmem().lanes(2).lane_size(8192);
+    let mut pool = Pool::<Root>::create(common::path(&dir, "small-lane.pool"), 8 << 20, &opts).unwrap();
+    let big = alloc_into(&pool, 0, 8192).unwrap();
+    for fill in (6400..8000u64).step_by(32) {
+        for k in 2..=3usize {
+            let kept = pool
+                .transaction(|tx, _| {
+                    // SAFETY: `big` is a live 8192-byte block of this pool that only this
+                    // thread uses; any bytes are valid there (nothing reads them).
+                    unsafe { tx.fill_bytes(tx.pptr(big), k as u8, fill)? };
+                    let made = (0..k)
+                        .map(|_| tx.alloc_bytes(64))
+                        .collect::<Result<Vec<u64>, Error>>()?;
+                    tx.free_bytes(made[k - 1])?;
+                    Ok::<_, Error>(made[..k - 1].to_vec())
+                })
+                .unwrap();
+            let mut live: Vec<(u64, u64)> = kept.iter().map(|&o| (o, 64)).collect();
+            live.push((big, 8192));
+            assert_matches_model(&mut pool, &live);
+            pool.transaction(|tx, _| kept.iter().try_for_each(|&o| tx.free_bytes(o)))
+                .unwrap();
+        }
+    }
+}
