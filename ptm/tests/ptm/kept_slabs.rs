@@ -203,3 +203,35 @@ fn a_transaction_without_a_drain_after_it_allocates_takes_none_to_return_a_kept_
     .unwrap();
     assert_eq!(slab_chunks(&mut pool), 1);
 }
+
+/// Kept slabs go back only while free chunks are scarce: with a slab kept on a heap made
+/// scarce (while that slab was locked, so it stayed kept), then the pool grown in place (free
+/// chunks plentiful again), a transaction that allocates (from the slab its lane used last:
+/// no chunk taken) and drains leaves the slab kept.
+#[test]
+fn a_kept_slab_stays_kept_once_the_pool_grew_out_of_scarcity() {
+    let dir = common::shm_dir();
+    let mut pool = pool(&dir);
+    // A slab of another class, with a live block, this thread's lane's current slab.
+    pool.transaction(|tx, _| tx.alloc_bytes(64)).unwrap();
+    let b = pool.transaction(|tx, _| tx.alloc_bytes(SIZE)).unwrap();
+    let st = pool.check_heap().unwrap();
+    let big = (st.free_chunks - metadata_reserve(st.chunks) - 10) * CHUNK;
+    pool.transaction(|tx, r| {
+        tx.free_bytes(b)?;
+        let off = tx.alloc_bytes(big)?;
+        r.slots[0].lock(tx)?.set(tx, tx.pptr(off))
+    })
+    .unwrap();
+    assert_eq!(slab_chunks(&mut pool), 2);
+    // 256 more free chunks: plentiful.
+    pool.grow(48 << 20).unwrap();
+    pool.transaction(|tx, r| {
+        let off = tx.alloc_bytes(64)?;
+        r.slots[1].lock(tx)?.set(tx, tx.pptr(off))
+    })
+    .unwrap();
+    let st = pool.check_heap().unwrap();
+    assert!(st.free_chunks >= metadata_reserve(st.chunks) + 100, "{st:?}");
+    assert_eq!(st.slab_chunks, 2, "{st:?}");
+}
