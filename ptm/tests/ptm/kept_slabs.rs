@@ -235,3 +235,57 @@ fn a_kept_slab_stays_kept_once_the_pool_grew_out_of_scarcity() {
     assert!(st.free_chunks >= metadata_reserve(st.chunks) + 100, "{st:?}");
     assert_eq!(st.slab_chunks, 2, "{st:?}");
 }
+
+/// A chunk still recorded as its class's kept slab after it went back to the free chunks (a
+/// free emptied it on a scarce heap) and became part of a run: a later transaction going
+/// through the kept slabs on the scarce heap leaves the run alone (its first chunk is not a
+/// slab of the class any more), even though the run's first bytes are zero like an empty
+/// slab's bitmap.
+#[test]
+fn a_kept_slab_reused_as_a_run_is_not_returned_as_a_slab() {
+    let dir = common::shm_dir();
+    let mut pool = pool(&dir);
+    let layout = pool.geometry().heap_layout();
+    keep_a_slab(&mut pool);
+    let r1 = pool.transaction(|tx, _| tx.alloc_bytes(2 * CHUNK)).unwrap();
+    let x = pool.transaction(|tx, _| tx.alloc_bytes(SIZE)).unwrap();
+    let k = chunk(&pool, x);
+    assert_eq!(layout.chunk_of(r1), Some(k + 1), "the run right after the slab");
+    let st = pool.check_heap().unwrap();
+    let big = (st.free_chunks - metadata_reserve(st.chunks) - 10) * CHUNK;
+    // The slab emptied (kept: chunks plentiful), then chunks made scarce by the same
+    // transaction, which holds the slab: it stays kept.
+    pool.transaction(|tx, r| {
+        tx.free_bytes(x)?;
+        let off = tx.alloc_bytes(big)?;
+        r.slots[0].lock(tx)?.set(tx, tx.pptr(off))
+    })
+    .unwrap();
+    // A block of it again (kept still: this transaction holds it), then freed on the scarce
+    // heap: the slab goes back to the free chunks, and with the run after it a hole of three.
+    let y = pool.transaction(|tx, _| tx.alloc_bytes(SIZE)).unwrap();
+    assert_eq!(chunk(&pool, y), k);
+    pool.transaction(|tx, _| tx.free_bytes(y)).unwrap();
+    pool.transaction(|tx, _| tx.free_bytes(r1)).unwrap();
+    assert_eq!(slab_chunks(&mut pool), 0);
+    // A run of three fills the hole (the shortest free run that holds it), its first bytes
+    // the zeroed bitmap of the slab that was there.
+    let z = pool
+        .transaction(|tx, r| {
+            let z = tx.alloc_bytes(3 * CHUNK)?;
+            r.slots[1].lock(tx)?.set(tx, tx.pptr(z))?;
+            Ok::<_, Error>(z)
+        })
+        .unwrap();
+    assert_eq!(chunk(&pool, z), k);
+    // Another transaction that allocates and drains on the scarce heap.
+    pool.transaction(|tx, r| {
+        let off = tx.alloc_bytes(64)?;
+        r.slots[1].lock(tx)?.set(tx, tx.pptr(off))?;
+        r.slots[1].lock(tx)?.set(tx, tx.pptr(z))
+    })
+    .unwrap();
+    let st = pool.check_heap().unwrap();
+    assert_eq!(st.run_chunks, (big / CHUNK) + 3, "{st:?}");
+    assert!(common::allocated_offsets(&mut pool).contains(&z));
+}
