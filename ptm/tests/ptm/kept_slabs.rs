@@ -289,3 +289,27 @@ fn a_kept_slab_reused_as_a_run_is_not_returned_as_a_slab() {
     assert_eq!(st.run_chunks, (big / CHUNK) + 3, "{st:?}");
     assert!(common::allocated_offsets(&mut pool).contains(&z));
 }
+
+/// The scarce bound holds on a small pool whose metadata reserve is one chunk (fixed at open,
+/// so also after the pool grew in place): with a slab kept while chunks were plentiful, a
+/// transaction that leaves exactly 79 free chunks beyond the reserve (scarce) returns the
+/// kept slab on its drain.
+#[test]
+fn a_kept_slab_goes_back_at_the_scarce_bound_on_a_grown_small_pool() {
+    let dir = common::shm_dir();
+    let opts = common::pmem().lanes(2);
+    let mut pool = Pool::<Root>::create(common::path(&dir, "kept.pool"), 3 << 20, &opts).unwrap();
+    let reserve = metadata_reserve(pool.check_heap().unwrap().chunks);
+    assert_eq!(reserve, 1);
+    pool.grow(16 << 20).unwrap();
+    keep_a_slab(&mut pool);
+    let st = pool.check_heap().unwrap();
+    let big = (st.free_chunks - reserve - 79) * CHUNK;
+    pool.transaction(|tx, r| {
+        let off = tx.alloc_bytes(big)?;
+        r.slots[0].lock(tx)?.set(tx, tx.pptr(off))
+    })
+    .unwrap();
+    let st = pool.check_heap().unwrap();
+    assert_eq!((st.slab_chunks, st.free_chunks), (0, reserve + 80), "{st:?}");
+}
