@@ -699,3 +699,37 @@ fn freeing_the_newest_of_blocks_whose_records_were_written_early_keeps_the_other
         }
     }
 }
+
+/// As above, with a free before the allocation: a transaction logs most of the lane, frees an
+/// older block X, allocates a block in X's bitmap word and frees it again. For some lengths
+/// of the store the allocation's record is written at once and taken back at its free: X is
+/// freed all the same (its bit is still cleared at commit).
+#[test]
+fn a_free_before_an_allocation_taken_back_in_its_word_still_frees() {
+    let dir = common::shm_dir();
+    let opts = common::pmem().lanes(2).lane_size(8192);
+    let mut pool = Pool::<Root>::create(common::path(&dir, "small-lane.pool"), 8 << 20, &opts).unwrap();
+    let big = alloc_into(&pool, 0, 8192).unwrap();
+    let y = alloc_into(&pool, 1, 64).unwrap();
+    let layout = pool.geometry().heap_layout();
+    let first = slab_geom(class_of(64).unwrap()).first;
+    // A 64-byte block's bitmap word: its chunk and the index of its word there.
+    let word_of = |off: u64| {
+        let chunk = layout.chunk_of(off).unwrap();
+        (chunk, (off - layout.chunk_off(chunk) - first) / 64 / 64)
+    };
+    for fill in (6400..8000u64).step_by(32) {
+        let x = pool.transaction(|tx, _| tx.alloc_bytes(64)).unwrap();
+        pool.transaction(|tx, _| {
+            // SAFETY: `big` is a live 8192-byte block of this pool that only this thread uses;
+            // any bytes are valid there (nothing reads them).
+            unsafe { tx.fill_bytes(tx.pptr(big), 1, fill)? };
+            tx.free_bytes(x)?;
+            let b = tx.alloc_bytes(64)?;
+            assert_eq!(word_of(b), word_of(x), "store of {fill} bytes: one bitmap word");
+            tx.free_bytes(b)
+        })
+        .unwrap();
+        assert_matches_model(&mut pool, &[(big, 8192), (y, 64)]);
+    }
+}
