@@ -1,7 +1,9 @@
 //! Guards the empty slab each class keeps while free chunks are plentiful: which slab is kept
 //! (at most one per class, the one kept already while it is still empty, a slab emptied again
-//! by a later transaction), and that a kept slab another transaction holds when chunks run
-//! short stays kept and goes back later instead of being forgotten.
+//! by a later transaction), and when kept slabs go back to the free chunks: once chunks are
+//! scarce (fewer than 80 beyond the reserves, also on a grown pool), on a drain the transaction
+//! takes anyway, later when another transaction held the slab, and never as a slab once its
+//! chunk is something else.
 
 use crate::common;
 
