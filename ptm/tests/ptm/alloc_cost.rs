@@ -2,6 +2,7 @@
 //! bytes asked for, not the whole block of its class, so the commit flushes (and hashes) only
 //! the lines the caller can have written; and what a free costs: the same on a scarce heap as
 //! on a plentiful one while its slab stays in use.
+
 use crate::common;
 
 use ptm::internals::heap::class_of;
