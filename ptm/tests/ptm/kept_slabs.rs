@@ -20,7 +20,7 @@ struct Root {
     slots: [PMutex<PCell<PPtr<u8>>>; 2],
 }
 
-/// 32 MiB: 512 chunks, free chunks plentiful (far more than the scarce bound beyond the
+/// 32 MiB: 443 heap chunks, free chunks plentiful (far more than the scarce bound beyond the
 /// reserves), so emptied slabs are kept for their class.
 fn pool(dir: &tempfile::TempDir) -> Pool<Root> {
     Pool::<Root>::create(common::path(dir, "kept.pool"), 32 << 20, &common::pmem()).unwrap()
