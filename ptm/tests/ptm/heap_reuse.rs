@@ -733,3 +733,51 @@ fn a_free_before_an_allocation_taken_back_in_its_word_still_frees() {
         assert_matches_model(&mut pool, &[(big, 8192), (y, 64)]);
     }
 }
+
+/// On a full heap (the log cannot grow) with a small lane, a transaction logs most of its lane
+/// (a store over part of a block), then allocates one small block from a slab with room. For
+/// store lengths that leave too little room for the block's two records, the allocation
+/// itself fails with `OutOfSpace`, and the transaction commits what it has; it never returns a
+/// block whose records the commit then cannot write.
+#[test]
+fn an_allocation_the_nearly_full_log_cannot_record_fails_itself() {
+    let dir = common::shm_dir();
+    let opts = common::pmem().lanes(2).lane_size(8192);
+    let mut pool = Pool::<Root>::create(common::path(&dir, "small-lane.pool"), 8 << 20, &opts).unwrap();
+    let big = alloc_into(&pool, 0, 8192).unwrap();
+    let small = alloc_into(&pool, 1, 64).unwrap();
+    let chunks = pool.heap_stats().unwrap().chunks;
+    let free = pool.heap_stats().unwrap().free_chunks;
+    let run = alloc_into(&pool, 2, (free - metadata_reserve(chunks)) * CHUNK).unwrap();
+    let mut refused = 0;
+    for fill in (7000..8200u64).step_by(16) {
+        let made = pool
+            .transaction(|tx, _| {
+                // SAFETY: `big` is a live 8192-byte block of this pool that only this thread
+                // uses; any bytes are valid there (nothing reads them).
+                if unsafe { tx.fill_bytes(tx.pptr(big), 2, fill) }.is_err() {
+                    return Ok(None);
+                }
+                match tx.alloc_bytes(64) {
+                    Ok(off) => Ok(Some(off)),
+                    Err(Error::OutOfSpace { .. }) => {
+                        refused += 1;
+                        Ok(None)
+                    }
+                    Err(e) => Err(e),
+                }
+            })
+            .unwrap_or_else(|e| panic!("store of {fill} bytes: commit: {e:?}"));
+        let mut live = vec![
+            (big, 8192),
+            (small, 64),
+            (run, (free - metadata_reserve(chunks)) * CHUNK),
+        ];
+        live.extend(made.map(|o| (o, 64)));
+        assert_matches_model(&mut pool, &live);
+        if let Some(o) = made {
+            pool.transaction(|tx, _| tx.free_bytes(o)).unwrap();
+        }
+    }
+    assert!(refused > 0, "no store length left the log short of room");
+}
