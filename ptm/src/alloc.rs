@@ -17,7 +17,9 @@ use crate::tx::Transaction;
 
 /// Below this many free chunks (beyond the reserves), a block whose class has no slab with room
 /// may come from a slab of a larger class (at most twice the size) instead of a new slab
-/// (80 chunks of 64 KiB: 5 MiB).
+/// (80 chunks of 64 KiB: 5 MiB). The same bound decides whether an emptied slab is kept for its
+/// class and when kept slabs go back. Tests pin the value at its boundary (ptm's `heap_reuse`
+/// and `kept_slabs` modules): change them with it.
 const SCARCE_CHUNKS: u64 = 80;
 
 impl<'p> Transaction<'p> {

@@ -154,6 +154,18 @@ fn bad_options_and_too_small_pools() {
         Pool::<Root>::create(common::path(&dir, "c"), 8 << 20, &o.clone().lane_size(5000)),
         Err(Error::InvalidOptions(_))
     ));
+    // Each of the lane size's two conditions on its own: a multiple of 4096 below the
+    // minimum, and a size above the minimum that is not a multiple. The error names the lane
+    // size (not a geometry that does not fit).
+    for (name, lane_size) in [("c1", 4096), ("c2", 9000)] {
+        assert!(
+            matches!(
+                Pool::<Root>::create(common::path(&dir, name), 8 << 20, &o.clone().lane_size(lane_size)),
+                Err(Error::InvalidOptions(what)) if what.contains("lane size")
+            ),
+            "lane size {lane_size}"
+        );
+    }
     let small = common::path(&dir, "d");
     assert!(matches!(
         Pool::<Root>::create(&small, 1 << 20, &o),

@@ -571,3 +571,213 @@ fn a_cancelled_slab_leaves_the_runs_its_transaction_reserved() {
         .unwrap_or_else(|e| panic!("a run of all {usable} usable chunks after the abort: {e:?}"));
     assert_matches_model(&mut pool, &[(all, usable * CHUNK)]);
 }
+
+/// A slab that a transaction makes, then empties after a drain ordered its block's records
+/// (so the block cannot be taken back, and the slab is not cancelled at the free), goes back
+/// at commit on a heap with few free chunks: every chunk of it is a free chunk again in the
+/// chunk table, nothing of it is allocated, and a reopen finds the heap the same. For slabs of
+/// 1, 2 and 4 chunks (the descriptors set free at commit).
+#[test]
+fn a_slab_made_and_emptied_after_a_drain_goes_back_at_commit() {
+    for size in sizes_by_span() {
+        let dir = common::shm_dir();
+        let mut pool = pool(&dir, 8 << 20);
+        let before = pool.check_heap().unwrap();
+        pool.transaction(|tx, r| {
+            let a = tx.alloc_bytes(size)?;
+            // A snapshot: the drain before it orders the block's records.
+            r.slots[0].set(tx, tx.pptr(a))?;
+            r.slots[0].set(tx, PPtr::null())?;
+            tx.free_bytes(a)
+        })
+        .unwrap();
+        let st = pool.check_heap().unwrap();
+        assert_eq!(
+            (st.slab_chunks, st.free_chunks, st.used_bytes),
+            (0, before.free_chunks, 0),
+            "size {size}: {st:?}"
+        );
+        assert_matches_model(&mut pool, &[]);
+        pool.close().unwrap();
+        let mut pool = Pool::<Root>::open(common::path(&dir, "reuse.pool"), &common::pmem()).unwrap();
+        let st = pool.check_heap().unwrap();
+        assert_eq!(
+            (st.slab_chunks, st.free_chunks),
+            (0, before.free_chunks),
+            "size {size}: {st:?}"
+        );
+        assert_matches_model(&mut pool, &[]);
+    }
+}
+
+/// A slab made and emptied again in a transaction (so never made) on a chunk below a run the
+/// same transaction allocated before it: cancelling the slab drops its own descriptors only,
+/// and the run stays allocated.
+#[test]
+fn a_cancelled_slab_below_a_run_of_its_transaction_leaves_the_run_allocated() {
+    let dir = common::shm_dir();
+    let mut pool = pool(&dir, 8 << 20);
+    // A free hole of two chunks at the heap's start: the slab's one chunk fits there, the run
+    // (three chunks) does not.
+    let separator = free_run_before_a_separator(&pool, 2);
+    // A drain, so the hole's chunks leave quarantine before the transaction below.
+    pool.transaction(|tx, r| r.slots[2].set(tx, PPtr::null()))
+        .unwrap();
+    let layout = pool.geometry().heap_layout();
+    let (run, slab) = pool
+        .transaction(|tx, r| {
+            let run = tx.alloc_bytes(3 * CHUNK)?;
+            let a = tx.alloc_bytes(4096)?;
+            tx.free_bytes(a)?;
+            r.slots[0].set(tx, tx.pptr(run))?;
+            Ok::<_, Error>((run, a))
+        })
+        .unwrap();
+    assert!(
+        layout.chunk_of(slab).unwrap() < layout.chunk_of(run).unwrap(),
+        "the slab was not placed below the run: {slab} {run}"
+    );
+    let live = [(run, 3 * CHUNK), (separator, 64)];
+    assert_matches_model(&mut pool, &live);
+    pool.close().unwrap();
+    let mut pool = Pool::<Root>::open(common::path(&dir, "reuse.pool"), &common::pmem()).unwrap();
+    assert_matches_model(&mut pool, &live);
+}
+
+/// Small blocks borrow a larger class's block only when free chunks are scarce: fewer than
+/// `SCARCE_CHUNKS` (80, alloc.rs; the bound under which emptied slabs are not kept either)
+/// beyond the reserves. With exactly 80 free chunks beyond the metadata reserve, a 64-byte
+/// block gets a slab of its class although a slab of the next class (128 bytes) has room;
+/// with 79, the block comes from that slab.
+#[test]
+fn small_blocks_borrow_a_larger_class_exactly_when_free_chunks_are_scarce() {
+    for (beyond, scarce) in [(80u64, false), (79, true)] {
+        let dir = common::shm_dir();
+        let mut pool = pool(&dir, 32 << 20);
+        let lender = alloc_into(&pool, 0, 128).unwrap();
+        let st = pool.heap_stats().unwrap();
+        let run = st.free_chunks - metadata_reserve(st.chunks) - beyond;
+        alloc_into(&pool, 1, run * CHUNK).unwrap();
+        let layout = pool.geometry().heap_layout();
+        let block = alloc_into(&pool, 2, 64).unwrap();
+        let borrowed = layout.chunk_of(block) == layout.chunk_of(lender);
+        assert_eq!(borrowed, scarce, "{beyond} free chunks beyond the reserve");
+    }
+}
+
+/// A transaction on a small lane first logs most of the lane (a store over part of a large
+/// block), then allocates two or three small blocks and frees the newest. For some lengths of
+/// the store, the log is short of room at the last allocation, which writes the pending
+/// records at once: the freed block's record is then the log's newest, and is taken back.
+/// Whatever the length, the other blocks, which share the freed block's bitmap word, stay
+/// allocated.
+#[test]
+fn freeing_the_newest_of_blocks_whose_records_were_written_early_keeps_the_others() {
+    let dir = common::shm_dir();
+    let opts = common::pmem().lanes(2).lane_size(8192);
+    let mut pool = Pool::<Root>::create(common::path(&dir, "small-lane.pool"), 8 << 20, &opts).unwrap();
+    let big = alloc_into(&pool, 0, 8192).unwrap();
+    for fill in (6400..8000u64).step_by(32) {
+        for k in 2..=3usize {
+            let kept = pool
+                .transaction(|tx, _| {
+                    // SAFETY: `big` is a live 8192-byte block of this pool that only this
+                    // thread uses; any bytes are valid there (nothing reads them).
+                    unsafe { tx.fill_bytes(tx.pptr(big), k as u8, fill)? };
+                    let made = (0..k)
+                        .map(|_| tx.alloc_bytes(64))
+                        .collect::<Result<Vec<u64>, Error>>()?;
+                    tx.free_bytes(made[k - 1])?;
+                    Ok::<_, Error>(made[..k - 1].to_vec())
+                })
+                .unwrap();
+            let mut live: Vec<(u64, u64)> = kept.iter().map(|&o| (o, 64)).collect();
+            live.push((big, 8192));
+            assert_matches_model(&mut pool, &live);
+            pool.transaction(|tx, _| kept.iter().try_for_each(|&o| tx.free_bytes(o)))
+                .unwrap();
+        }
+    }
+}
+
+/// As above, with a free before the allocation: a transaction logs most of the lane, frees an
+/// older block X, allocates a block in X's bitmap word and frees it again. For some lengths
+/// of the store the allocation's record is written at once and taken back at its free: X is
+/// freed all the same (its bit is still cleared at commit).
+#[test]
+fn a_free_before_an_allocation_taken_back_in_its_word_still_frees() {
+    let dir = common::shm_dir();
+    let opts = common::pmem().lanes(2).lane_size(8192);
+    let mut pool = Pool::<Root>::create(common::path(&dir, "small-lane.pool"), 8 << 20, &opts).unwrap();
+    let big = alloc_into(&pool, 0, 8192).unwrap();
+    let y = alloc_into(&pool, 1, 64).unwrap();
+    let layout = pool.geometry().heap_layout();
+    let first = slab_geom(class_of(64).unwrap()).first;
+    // A 64-byte block's bitmap word: its chunk and the index of its word there.
+    let word_of = |off: u64| {
+        let chunk = layout.chunk_of(off).unwrap();
+        (chunk, (off - layout.chunk_off(chunk) - first) / 64 / 64)
+    };
+    for fill in (6400..8000u64).step_by(32) {
+        let x = pool.transaction(|tx, _| tx.alloc_bytes(64)).unwrap();
+        pool.transaction(|tx, _| {
+            // SAFETY: `big` is a live 8192-byte block of this pool that only this thread uses;
+            // any bytes are valid there (nothing reads them).
+            unsafe { tx.fill_bytes(tx.pptr(big), 1, fill)? };
+            tx.free_bytes(x)?;
+            let b = tx.alloc_bytes(64)?;
+            assert_eq!(word_of(b), word_of(x), "store of {fill} bytes: one bitmap word");
+            tx.free_bytes(b)
+        })
+        .unwrap();
+        assert_matches_model(&mut pool, &[(big, 8192), (y, 64)]);
+    }
+}
+
+/// On a full heap (the log cannot grow) with a small lane, a transaction logs most of its lane
+/// (a store over part of a block), then allocates one small block from a slab with room. For
+/// store lengths that leave too little room for the block's two records, the allocation
+/// itself fails with `OutOfSpace`, and the transaction commits what it has; it never returns a
+/// block whose records the commit then cannot write.
+#[test]
+fn an_allocation_the_nearly_full_log_cannot_record_fails_itself() {
+    let dir = common::shm_dir();
+    let opts = common::pmem().lanes(2).lane_size(8192);
+    let mut pool = Pool::<Root>::create(common::path(&dir, "small-lane.pool"), 8 << 20, &opts).unwrap();
+    let big = alloc_into(&pool, 0, 8192).unwrap();
+    let small = alloc_into(&pool, 1, 64).unwrap();
+    let chunks = pool.heap_stats().unwrap().chunks;
+    let free = pool.heap_stats().unwrap().free_chunks;
+    let run = alloc_into(&pool, 2, (free - metadata_reserve(chunks)) * CHUNK).unwrap();
+    let mut refused = 0;
+    for fill in (7000..8200u64).step_by(16) {
+        let made = pool
+            .transaction(|tx, _| {
+                // SAFETY: `big` is a live 8192-byte block of this pool that only this thread
+                // uses; any bytes are valid there (nothing reads them).
+                if unsafe { tx.fill_bytes(tx.pptr(big), 2, fill) }.is_err() {
+                    return Ok(None);
+                }
+                match tx.alloc_bytes(64) {
+                    Ok(off) => Ok(Some(off)),
+                    Err(Error::OutOfSpace { .. }) => {
+                        refused += 1;
+                        Ok(None)
+                    }
+                    Err(e) => Err(e),
+                }
+            })
+            .unwrap_or_else(|e| panic!("store of {fill} bytes: commit: {e:?}"));
+        let mut live = vec![
+            (big, 8192),
+            (small, 64),
+            (run, (free - metadata_reserve(chunks)) * CHUNK),
+        ];
+        live.extend(made.map(|o| (o, 64)));
+        assert_matches_model(&mut pool, &live);
+        if let Some(o) = made {
+            pool.transaction(|tx, _| tx.free_bytes(o)).unwrap();
+        }
+    }
+    assert!(refused > 0, "no store length left the log short of room");
+}

@@ -17,6 +17,7 @@ mod failed_abort_locks;
 mod failed_durability;
 mod heap_links;
 mod heap_model;
+mod kept_slabs;
 mod large_frees;
 mod large_transaction;
 mod layers;
