@@ -220,20 +220,26 @@ impl<'t> Block<'t> {
     }
 
     /// Starts loading the cache lines of `[byte_off, byte_off + len)` clamped to the block, at
-    /// most 8 (a hint, see [`Transaction::prefetch`]).
+    /// most 9 (a hint, see [`Transaction::prefetch`]).
+    ///
+    /// One prefetch every 64 bytes from the range's start, and one at its last byte, reach every
+    /// line it touches whatever its alignment (at most one line twice). The count depends only
+    /// on the length, which callers pass as a constant (a node's size), so the loop unrolls into
+    /// straight prefetches: a loop bounded by the end's line cost 4 instructions a line, a fifth
+    /// of a B-tree lookup's instructions.
     #[inline]
     pub(crate) fn prefetch(&self, byte_off: u64, len: u64) {
         let end = byte_off.saturating_add(len).min(self.len);
-        let start = (self.base.as_ptr() as usize).wrapping_add(byte_off.min(end) as usize);
-        let stop = (self.base.as_ptr() as usize).wrapping_add(end as usize);
-        let mut line = start & !63;
-        for _ in 0..8 {
-            if line >= stop {
-                break;
-            }
-            ptm::pmem_core::internals::flush::prefetch(line as *const u8);
-            line += 64;
+        let start = byte_off.min(end);
+        if start == end {
+            return;
         }
+        let p = (self.base.as_ptr() as usize).wrapping_add(start as usize);
+        let last = (end - start - 1) as usize;
+        for i in 0..(last / 64).min(7) + 1 {
+            ptm::pmem_core::internals::flush::prefetch(p.wrapping_add(64 * i) as *const u8);
+        }
+        ptm::pmem_core::internals::flush::prefetch(p.wrapping_add(last) as *const u8);
     }
 }
 
