@@ -1644,10 +1644,24 @@ impl<K: POrdKey, V: PHandle> PBTreeMap<K, V> {
 /// Branch-free in the keys (the shape of std's `binary_search_by`): the range halves whatever
 /// `pred` says, and its answer only selects the next base (a conditional move), so a lookup
 /// does not pay a mispredicted branch per comparison at every level of the tree.
+///
+/// Up to [`CAP`] (every node search), four fixed steps of 8, 4, 2 and 1 (binary lifting):
+/// with the answer `a <= len <= 15` and every index below `base` true, a probe at
+/// `min(base + step, len)` moves `base` there exactly when `a` lies at or past it, so `a - base`
+/// stays below `step` after each; a probe at `base` itself (`base == len`) leaves it. The steps
+/// are constants, so the search unrolls into four compare-and-selects.
 #[inline]
 fn partition_point(len: usize, mut pred: impl FnMut(usize) -> Result<bool>) -> Result<usize> {
     if len == 0 {
         return Ok(0);
+    }
+    if len <= CAP {
+        let mut base = 0;
+        for step in [8, 4, 2, 1] {
+            let probe = (base + step).min(len);
+            base = if pred(probe - 1)? { probe } else { base };
+        }
+        return Ok(base);
     }
     // Invariant: the answer is in `base..=base + size`.
     let (mut base, mut size) = (0, len);
