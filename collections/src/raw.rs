@@ -222,8 +222,9 @@ impl<'t> Block<'t> {
     /// Starts loading the cache lines of `[byte_off, byte_off + len)` clamped to the block, at
     /// most 9 (a hint, see [`Transaction::prefetch`]).
     ///
-    /// One prefetch every 64 bytes from the range's start, and one at its last byte, reach every
-    /// line it touches whatever its alignment (at most one line twice). The count depends only
+    /// One prefetch every 64 bytes from the range's start, and one at its last byte unless the
+    /// last probe is that byte, reach every line it touches whatever its alignment (at most one
+    /// line twice). The count depends only
     /// on the length, which callers pass as a constant (a node's size), so the loop unrolls into
     /// straight prefetches: a loop bounded by the end's line cost 4 instructions a line, a fifth
     /// of a B-tree lookup's instructions.
@@ -239,7 +240,10 @@ impl<'t> Block<'t> {
         for i in 0..(last / 64).min(7) + 1 {
             ptm::pmem_core::internals::flush::prefetch(p.wrapping_add(64 * i) as *const u8);
         }
-        ptm::pmem_core::internals::flush::prefetch(p.wrapping_add(last) as *const u8);
+        if last % 64 != 0 {
+            // The last byte may lie in the line after the last probe's.
+            ptm::pmem_core::internals::flush::prefetch(p.wrapping_add(last) as *const u8);
+        }
     }
 }
 
