@@ -804,6 +804,21 @@ mod tests {
     }
 
     #[test]
+    fn routing_secrets_are_fresh_and_read_only_from_whole_fields() {
+        // Every pool draws its own: two draws differ, and neither is "no secret".
+        let (a, b) = (fresh_routing_secret(), fresh_routing_secret());
+        assert_ne!(a, b);
+        assert_ne!(a, [0, 0]);
+        // Read from a superblock long enough to hold the field (it ends at byte 88), else none.
+        let g = Geometry::plan(4096, 64 << 20, 8, 65536, 100).unwrap();
+        let sb = g.encode(a);
+        assert_eq!(routing_secret(&sb[..SB_ROUTING_SECRET + 16]), a);
+        for short in [SB_ROUTING_SECRET + 15, SB_ROUTING_SECRET + 8, 60, 8] {
+            assert_eq!(routing_secret(&sb[..short]), [0, 0], "{short} bytes");
+        }
+    }
+
+    #[test]
     fn schema_records_round_trip_and_detect_damage() {
         use pmem_core::schema::{schema_of, TypeSchema};
         let schema = schema_of::<[u64; 3]>();
