@@ -870,6 +870,36 @@ mod tests {
         assert_eq!(m.drains.load(Ordering::Relaxed), 2, "order delegated to drain");
     }
 
+    /// External memory of no bytes: only its length matters.
+    #[derive(Debug)]
+    struct NoMemory;
+
+    // SAFETY: `base` is valid for reads and writes of `len() == 0` bytes (a dangling, aligned
+    // pointer is); nothing is ever written.
+    unsafe impl ExternalMemory for NoMemory {
+        fn base(&self) -> NonNull<u8> {
+            NonNull::dangling()
+        }
+        fn len(&self) -> usize {
+            0
+        }
+        fn flush(&self, _offset: usize, _len: usize) {}
+        fn drain(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "file system access")]
+    fn external_memory_is_empty_by_its_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p");
+        drop(Region::create(&path, 1 << 16).unwrap());
+        let pool = HeapMemory::load(&path, 1 << 16).unwrap();
+        assert!(!pool.is_empty(), "a pool's memory is not empty");
+        assert!(NoMemory.is_empty());
+    }
+
     #[test]
     #[cfg_attr(miri, ignore = "file system access")]
     fn journaled_external_memory_must_accept_the_write_ahead_gate() {
@@ -992,6 +1022,9 @@ mod tests {
         assert_eq!(u64::from_le_bytes(word), 7);
         // Closed: a write of changed data is refused unless the journal is durable (it is).
         assert!(m.write_home(off as usize & !(PAGE - 1), PAGE).is_ok());
+        // The close stopped the write-ahead thread (it held the journal, and the journal the
+        // gate): only this test and the memory hold the gate now.
+        assert_eq!(Arc::strong_count(&gate), 2, "the write-ahead thread still runs");
     }
 
     #[cfg(feature = "simulate")]

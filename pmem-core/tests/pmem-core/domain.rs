@@ -181,6 +181,27 @@ fn data_persisted_in_the_msync_domain_is_in_the_file() {
 }
 
 #[test]
+fn a_journaled_pool_closes_with_everything_home_and_nothing_to_replay() {
+    // The journaled engine maps the pool privately: the file has the bytes only once a
+    // checkpoint wrote them home, which a clean close does (and empties the journal).
+    let dir = common::disk_dir();
+    let path = common::pool_path(&dir, "closed.pool");
+    let opts = RegionOptions::new().engine(Engine::Journaled);
+    let mut r = opts.create(&path, 1 << 20).unwrap();
+    if r.domain() != DomainKind::Journaled {
+        return; // a DAX file system: no journal here
+    }
+    let off = r.data_range().start + 5000;
+    r.write_at(off, b"home at close").unwrap();
+    r.persist(off, 13).unwrap();
+    drop(r);
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(&bytes[off as usize..off as usize + 13], b"home at close");
+    let r = opts.open(&path).unwrap();
+    assert_eq!(r.replay_report(), Default::default(), "nothing left to replay");
+}
+
+#[test]
 fn repair_journal_drops_a_damaged_synced_record_and_the_pool_opens() {
     use pmem_core::internals::journal::{default_journal_path, format::RECORD_HEADER, scan};
     use pmem_core::{repair_journal, Error, JournalOptions};
