@@ -764,6 +764,36 @@ mod tests {
 
     #[test]
     #[cfg_attr(miri, ignore = "file system access")]
+    fn msync_syncs_exactly_the_pages_a_range_touches() {
+        let dir = disk_dir();
+        let r = RegionOptions::new()
+            .engine(super::Engine::Msync)
+            .eadr(false)
+            .create(dir.path().join("p"), 1 << 20)
+            .unwrap();
+        if r.map_sync() {
+            return; // a DAX file system: no msync domain here
+        }
+        assert_eq!(r.domain(), DomainKind::Msync);
+        let page = PAGE as u64;
+        let first = r.data_range().start.next_multiple_of(page);
+        // (offset from `first`, length, pages synced)
+        for (at, len, pages) in [
+            (0, page, 1),        // one whole page: ends on a page boundary
+            (page - 1, 2, 2),    // straddles a boundary
+            (page + 1, 10, 1),   // inside one page
+            (0, 3 * page, 3),    // whole pages
+            (page / 2, page, 2), // a page's length, not aligned
+        ] {
+            let before = thread_stats();
+            r.persist(first + at, len).unwrap();
+            let d = thread_stats().since(&before);
+            assert_eq!(d.pages_synced, pages, "persist({at}, {len})");
+        }
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "file system access")]
     fn cache_flush_persist_counts_no_fsync() {
         let dir = tempfile::tempdir().unwrap();
         let r = forced(&dir, "p");
