@@ -794,6 +794,51 @@ mod tests {
 
     #[test]
     #[cfg_attr(miri, ignore = "file system access")]
+    fn msync_syncs_overlapping_ranges_once_and_whole() {
+        let dir = disk_dir();
+        let r = RegionOptions::new()
+            .engine(super::Engine::Msync)
+            .eadr(false)
+            .create(dir.path().join("p"), 1 << 20)
+            .unwrap();
+        if r.map_sync() {
+            return; // a DAX file system: no msync domain here
+        }
+        let page = PAGE as u64;
+        let first = r.data_range().start.next_multiple_of(page);
+        // The same page twice: synced once.
+        let before = thread_stats();
+        r.flush(first, 8).unwrap();
+        r.flush(first + 8, 8).unwrap();
+        r.drain().unwrap();
+        assert_eq!(thread_stats().since(&before).pages_synced, 1);
+        // Pages [0, 2) and [1, 3): one run of 3 pages, its end the later range's.
+        let before = thread_stats();
+        r.flush(first, 2 * page).unwrap();
+        r.flush(first + page, 2 * page).unwrap();
+        r.drain().unwrap();
+        assert_eq!(thread_stats().since(&before).pages_synced, 3);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "file system access")]
+    fn cache_flush_nontemporal_write_flushes_its_partial_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = forced(&dir, "p");
+        if detected_flush_instruction().is_none() {
+            return; // no flush instruction: msync fallback
+        }
+        let line = crate::flush::CACHE_LINE as u64;
+        let off = r.data_range().start.next_multiple_of(line) + 8;
+        let before = thread_stats();
+        // A partial head line, one whole line, a partial tail line.
+        r.write_nontemporal_at(off, &[3; 128]).unwrap();
+        let d = thread_stats().since(&before);
+        assert_eq!(d.lines_flushed, 2, "head and tail lines");
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "file system access")]
     fn cache_flush_persist_counts_no_fsync() {
         let dir = tempfile::tempdir().unwrap();
         let r = forced(&dir, "p");

@@ -202,6 +202,56 @@ fn a_journaled_pool_closes_with_everything_home_and_nothing_to_replay() {
 }
 
 #[test]
+fn nontemporal_writes_survive_a_reopen_in_the_journaled_domain() {
+    // The journaled domain copies plainly and records the range: without the record the
+    // private mapping's bytes never reach the journal or the file.
+    let dir = common::disk_dir();
+    let path = common::pool_path(&dir, "nt.pool");
+    let opts = RegionOptions::new().engine(Engine::Journaled);
+    let mut r = opts.create(&path, 1 << 20).unwrap();
+    if r.domain() != DomainKind::Journaled {
+        return; // a DAX file system: no journal here
+    }
+    let off = r.data_range().start + 4000;
+    let data: Vec<u8> = (0..300u32).map(|i| i as u8 ^ 0x5a).collect();
+    r.write_nontemporal_at(off, &data).unwrap();
+    r.drain().unwrap();
+    drop(r);
+    let r = opts.open(&path).unwrap();
+    let mut back = vec![0u8; data.len()];
+    r.read_at(off, &mut back).unwrap();
+    assert_eq!(back, data);
+}
+
+#[test]
+fn a_buffered_journal_syncs_at_sync_not_at_drain() {
+    use pmem_core::JournalOptions;
+    let dir = common::disk_dir();
+    let path = common::pool_path(&dir, "buffered.pool");
+    // A period no test run reaches: only `sync` (and the close) make the journal durable.
+    let opts = RegionOptions::new()
+        .engine(Engine::Journaled)
+        .journal(JournalOptions::new().buffered(std::time::Duration::from_secs(3600)));
+    let mut r = opts.create(&path, 1 << 20).unwrap();
+    if r.domain() != DomainKind::Journaled {
+        return; // a DAX file system: no journal here
+    }
+    let off = r.data_range().start;
+    r.write_at(off, &[9; 64]).unwrap();
+    let syncs = r.journal_stats().unwrap().syncs;
+    r.persist(off, 64).unwrap();
+    assert_eq!(
+        r.journal_stats().unwrap().syncs,
+        syncs,
+        "a buffered drain only appends"
+    );
+    r.sync().unwrap();
+    let s = r.journal_stats().unwrap();
+    assert_eq!(s.syncs, syncs + 1, "sync makes the journal durable");
+    assert_eq!(s.durable_seq, s.records, "every record appended is durable");
+}
+
+#[test]
 fn repair_journal_drops_a_damaged_synced_record_and_the_pool_opens() {
     use pmem_core::internals::journal::{default_journal_path, format::RECORD_HEADER, scan};
     use pmem_core::{repair_journal, Error, JournalOptions};
