@@ -599,3 +599,24 @@ fn inspecting_short_files_reports_missing_copies() {
     assert_eq!(report.primary.unwrap_err(), pmem_core::HeaderFault::Missing);
     assert_eq!(report.backup.unwrap_err(), pmem_core::HeaderFault::Missing);
 }
+
+#[test]
+fn inspecting_a_backup_without_its_magic_reports_damage_not_absence() {
+    let dir = common::disk_dir();
+    let path = make_pool(&dir, "no-backup-magic.pool");
+    flip(&path, SIZE - HEADER_SIZE as u64, 0x01);
+    let report = pmem_core::inspect_headers(&path).unwrap();
+    assert!(report.primary.is_ok(), "{report:?}");
+    assert_eq!(
+        report.backup.unwrap_err(),
+        pmem_core::HeaderFault::Damaged(HeaderProblem::BadMagic)
+    );
+    // The smallest file with room for a backup: 8 KiB, its second half no header.
+    cut(&path, 2 * HEADER_SIZE as u64);
+    write_bytes(&path, HEADER_SIZE as u64, &[0; HEADER_SIZE]);
+    let report = pmem_core::inspect_headers(&path).unwrap();
+    assert_eq!(
+        report.backup.unwrap_err(),
+        pmem_core::HeaderFault::Damaged(HeaderProblem::BadMagic)
+    );
+}
