@@ -252,6 +252,38 @@ fn a_buffered_journal_syncs_at_sync_not_at_drain() {
 }
 
 #[test]
+fn repair_journal_without_a_journal_file_follows_the_header_flag() {
+    use pmem_core::{repair_journal, Error, JournalOptions};
+    let dir = common::disk_dir();
+    // A pool of another engine: no journal, nothing asked for, nothing to do.
+    let plain = common::pool_path(&dir, "plain.pool");
+    drop(
+        RegionOptions::new()
+            .engine(Engine::Msync)
+            .create(&plain, 1 << 20)
+            .unwrap(),
+    );
+    assert_eq!(repair_journal(&plain, &JournalOptions::new()).unwrap(), 0);
+    // A journaled pool as a crash leaves it (the header says the journal may hold changes),
+    // its journal gone.
+    let live = common::pool_path(&dir, "live.pool");
+    let lost = common::pool_path(&dir, "lost.pool");
+    let r = RegionOptions::new()
+        .engine(Engine::Journaled)
+        .create(&live, 1 << 20)
+        .unwrap();
+    if r.domain() != DomainKind::Journaled {
+        return; // a DAX file system: no journal here
+    }
+    std::fs::copy(&live, &lost).unwrap();
+    drop(r);
+    assert!(matches!(
+        repair_journal(&lost, &JournalOptions::new()),
+        Err(Error::JournalMissing { .. })
+    ));
+}
+
+#[test]
 fn repair_journal_drops_a_damaged_synced_record_and_the_pool_opens() {
     use pmem_core::internals::journal::{default_journal_path, format::RECORD_HEADER, scan};
     use pmem_core::{repair_journal, Error, JournalOptions};

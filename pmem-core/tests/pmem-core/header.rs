@@ -620,3 +620,30 @@ fn inspecting_a_backup_without_its_magic_reports_damage_not_absence() {
         pmem_core::HeaderFault::Damaged(HeaderProblem::BadMagic)
     );
 }
+
+#[test]
+fn repair_restores_a_damaged_backup_from_the_primary() {
+    let dir = common::disk_dir();
+    let path = make_pool(&dir, "repair-backup.pool");
+    let primary = read_header(&path, 0);
+    flip(&path, SIZE - 10, 0xff);
+    assert!(pmem_core::inspect_headers(&path).unwrap().backup.is_err());
+    assert_eq!(repair_headers(&path).unwrap(), HeaderRepair::RestoredBackup);
+    let report = pmem_core::inspect_headers(&path).unwrap();
+    assert_eq!(report.backup.unwrap().as_bytes(), primary.as_bytes());
+    assert_eq!(
+        read_header(&path, 0).as_bytes(),
+        primary.as_bytes(),
+        "the primary is kept"
+    );
+    assert_eq!(repair_headers(&path).unwrap(), HeaderRepair::NothingToDo);
+    // A backup that is valid but not the primary's copy is rewritten too.
+    let backup_at = SIZE - HEADER_SIZE as u64;
+    let mut other = read_header(&path, backup_at);
+    other.uuid[0] ^= 1;
+    other.checksum = other.compute_checksum();
+    write_bytes(&path, backup_at, other.as_bytes());
+    assert!(pmem_core::inspect_headers(&path).unwrap().backup.is_ok());
+    assert_eq!(repair_headers(&path).unwrap(), HeaderRepair::RestoredBackup);
+    assert_eq!(read_header(&path, backup_at).as_bytes(), primary.as_bytes());
+}
