@@ -1,0 +1,150 @@
+//! Guards growing a pool at the region level: `Region::grow` extends an open pool in place on
+//! every engine that maps a file (base, data and offsets unchanged, new bytes zero, both header
+//! copies at the new size after close), refuses what it cannot do, `grow_file` grows a closed
+//! pool, and an open finishes or undoes a grow a crash interrupted.
+
+use crate::common;
+
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use pmem_core::{grow_file, DomainKind, Engine, Error, PoolHeader, Region, RegionOptions, HEADER_SIZE};
+
+const OLD: u64 = 64 << 10;
+const NEW: u64 = 192 << 10;
+const HS: u64 = HEADER_SIZE as u64;
+
+fn header_at(path: &Path, off: u64) -> PoolHeader {
+    let mut buf = vec![0u8; HEADER_SIZE];
+    std::fs::File::open(path)
+        .unwrap()
+        .read_exact_at(&mut buf, off)
+        .unwrap();
+    pmem_core::read_from_bytes(&buf).unwrap()
+}
+
+/// Grows an open pool of `engine` from `OLD` to `NEW`, writing before and after, then checks
+/// the file after close and a reopen.
+fn grow_open(dir: &tempfile::TempDir, engine: Engine, expect: fn(DomainKind) -> bool) {
+    let path = common::pool_path(dir, "grow.pool");
+    let opts = RegionOptions::new().engine(engine).grow_room(1 << 20);
+    let mut r = opts.create(&path, OLD).unwrap();
+    assert!(expect(r.domain()), "{:?}", r.domain());
+    assert_eq!(r.grow_room(), 1 << 20, "{:?}", r.domain());
+    let start = r.data_range().start;
+    r.write_at(start, b"before the grow!").unwrap();
+    r.persist(start, 16).unwrap();
+    let base = r.base();
+    r.grow(NEW).unwrap();
+    assert_eq!((r.len(), r.base()), (NEW, base), "{:?}", r.domain());
+    assert_eq!(r.data_range(), start..NEW - HS);
+    let mut old = [0u8; 16];
+    r.read_at(start, &mut old).unwrap();
+    assert_eq!(&old, b"before the grow!");
+    // The new data bytes are zero (the old backup's place keeps its bytes: data area now).
+    let mut fresh = vec![1u8; (NEW - HS - OLD) as usize];
+    r.read_at(OLD, &mut fresh).unwrap();
+    assert!(fresh.iter().all(|&b| b == 0), "{:?}", r.domain());
+    let last = NEW - HS - 16;
+    r.write_at(last, b"after the grow!!").unwrap();
+    r.persist(last, 16).unwrap();
+    drop(r);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), NEW);
+    let (primary, backup) = (header_at(&path, 0), header_at(&path, NEW - HS));
+    assert_eq!(
+        primary.as_bytes(),
+        backup.as_bytes(),
+        "both copies at the new size"
+    );
+    assert_eq!(
+        (primary.pool_size, primary.data_size, primary.backup_offset),
+        (NEW, NEW - 2 * HS, NEW - HS)
+    );
+    let r = opts.open(&path).unwrap();
+    assert_eq!(r.len(), NEW);
+    let mut back = [0u8; 16];
+    r.read_at(last, &mut back).unwrap();
+    assert_eq!(&back, b"after the grow!!");
+    r.read_at(start, &mut back).unwrap();
+    assert_eq!(&back, b"before the grow!");
+}
+
+#[test]
+fn an_open_msync_pool_grows_in_place() {
+    grow_open(&common::disk_dir(), Engine::Msync, |k| k == DomainKind::Msync);
+}
+
+#[test]
+fn an_open_journaled_pool_grows_in_place() {
+    grow_open(&common::disk_dir(), Engine::Journaled, |k| {
+        k == DomainKind::Journaled
+    });
+}
+
+#[test]
+fn an_open_cache_flush_pool_grows_in_place() {
+    grow_open(&common::shm_dir(), Engine::Pmem, |k| {
+        matches!(k, DomainKind::CacheFlush(_) | DomainKind::Eadr)
+    });
+}
+
+#[test]
+fn grow_refuses_sizes_it_cannot_reach_and_leaves_the_pool() {
+    let dir = common::disk_dir();
+    let path = common::pool_path(&dir, "refuse.pool");
+    let r = RegionOptions::new()
+        .engine(Engine::Msync)
+        .grow_room(256 << 10)
+        .create(&path, OLD)
+        .unwrap();
+    assert_eq!(r.grow_room(), 256 << 10);
+    for size in [OLD, OLD - 4096] {
+        assert!(matches!(r.grow(size), Err(Error::CannotGrow { .. })), "{size}");
+    }
+    assert!(matches!(
+        r.grow((256 << 10) + 4096),
+        Err(Error::CannotGrow { .. })
+    ));
+    assert!(matches!(r.grow(OLD + 100), Err(Error::InvalidSize { .. })));
+    assert_eq!(r.len(), OLD);
+    // Exactly the reserved room is reachable.
+    r.grow(256 << 10).unwrap();
+    assert_eq!(r.len(), 256 << 10);
+    drop(r);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 256 << 10);
+}
+
+#[cfg(feature = "simulate")]
+#[test]
+fn a_simulated_region_cannot_grow_while_open() {
+    let dir = common::disk_dir();
+    let r = RegionOptions::new()
+        .simulate(pmem_core::Simulation::new())
+        .create(common::pool_path(&dir, "sim.pool"), OLD)
+        .unwrap();
+    assert_eq!(r.grow_room(), OLD, "no room reserved");
+    assert!(matches!(r.grow(NEW), Err(Error::CannotGrow { .. })));
+    assert_eq!(r.len(), OLD);
+}
+
+#[test]
+fn grow_file_grows_a_closed_pool() {
+    let dir = common::disk_dir();
+    let path = common::pool_path(&dir, "closed.pool");
+    let mut r = RegionOptions::new()
+        .engine(Engine::Msync)
+        .create(&path, OLD)
+        .unwrap();
+    let start = r.data_range().start;
+    r.write_at(start, &[7; 8]).unwrap();
+    r.persist(start, 8).unwrap();
+    drop(r);
+    let report = grow_file(&path, NEW).unwrap();
+    assert_eq!((report.old_size, report.new_size), (OLD, NEW));
+    assert!(matches!(grow_file(&path, NEW), Err(Error::CannotGrow { .. })));
+    let r = Region::open(&path).unwrap();
+    assert_eq!(r.len(), NEW);
+    let mut b = [0u8; 8];
+    r.read_at(start, &mut b).unwrap();
+    assert_eq!(b, [7; 8]);
+}
