@@ -148,3 +148,135 @@ fn grow_file_grows_a_closed_pool() {
     r.read_at(start, &mut b).unwrap();
     assert_eq!(b, [7; 8]);
 }
+
+/// `h` with a grow to `target` marked (flag bit 1, the target in bytes 176..184), checksummed.
+fn marked(h: &PoolHeader, target: u64) -> PoolHeader {
+    let mut bytes = h.as_bytes().to_vec();
+    bytes[176..184].copy_from_slice(&target.to_le_bytes());
+    let mut m: PoolHeader = pmem_core::read_from_bytes(&bytes).unwrap();
+    m.flags |= pmem_core::internals::header::FLAG_GROWING;
+    m.checksum = m.compute_checksum();
+    assert_eq!(m.grow_target(), target);
+    m
+}
+
+/// `h` at `size` bytes, as a finished grow writes it.
+fn grown(h: &PoolHeader, size: u64) -> PoolHeader {
+    let mut g = *h;
+    g.pool_size = size;
+    g.data_size = size - 2 * HS;
+    g.backup_offset = size - HS;
+    g.checksum = g.compute_checksum();
+    g
+}
+
+/// A closed `OLD`-byte pool with 8 bytes of data; returns the path, its header and the
+/// data's offset.
+fn closed_pool(dir: &tempfile::TempDir, name: &str) -> (std::path::PathBuf, PoolHeader, u64) {
+    let path = common::pool_path(dir, name);
+    let mut r = RegionOptions::new()
+        .engine(Engine::Msync)
+        .create(&path, OLD)
+        .unwrap();
+    let start = r.data_range().start;
+    r.write_at(start, &[5; 8]).unwrap();
+    r.persist(start, 8).unwrap();
+    drop(r);
+    (path.clone(), header_at(&path, 0), start)
+}
+
+fn write_at(path: &Path, off: u64, bytes: &[u8]) {
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(bytes, off).unwrap();
+}
+
+fn set_len(path: &Path, len: u64) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
+/// Opens the pool and checks it is `size` bytes, its header unmarked, its data intact.
+fn opens_at(path: &Path, size: u64, start: u64) {
+    let r = Region::open(path).unwrap();
+    assert_eq!(r.len(), size);
+    assert_eq!(std::fs::metadata(path).unwrap().len(), size);
+    assert_eq!(r.header().grow_target(), 0);
+    assert_eq!(r.header().pool_size, size);
+    let mut b = [0u8; 8];
+    r.read_at(start, &mut b).unwrap();
+    assert_eq!(b, [5; 8]);
+    drop(r);
+    assert_eq!(
+        header_at(path, 0).grow_target(),
+        0,
+        "the mark is gone from the file"
+    );
+}
+
+#[test]
+fn a_grow_interrupted_before_the_new_header_is_undone_at_open() {
+    let dir = common::disk_dir();
+    // Crash right after the mark: the file has its old length.
+    let (path, h, start) = closed_pool(&dir, "marked.pool");
+    write_at(&path, 0, marked(&h, NEW).as_bytes());
+    opens_at(&path, OLD, start);
+    // Crash after the file was extended.
+    let (path, h, start) = closed_pool(&dir, "extended.pool");
+    write_at(&path, 0, marked(&h, NEW).as_bytes());
+    set_len(&path, NEW);
+    opens_at(&path, OLD, start);
+}
+
+#[test]
+fn a_grow_interrupted_after_the_new_backup_is_finished_at_open() {
+    let dir = common::disk_dir();
+    let (path, h, start) = closed_pool(&dir, "forward.pool");
+    write_at(&path, 0, marked(&h, NEW).as_bytes());
+    set_len(&path, NEW);
+    write_at(&path, NEW - HS, grown(&h, NEW).as_bytes());
+    opens_at(&path, NEW, start);
+    assert_eq!(header_at(&path, 0).as_bytes(), grown(&h, NEW).as_bytes());
+}
+
+#[test]
+fn a_new_backup_that_does_not_fit_the_grow_is_not_finished() {
+    let dir = common::disk_dir();
+    // (the header found at the new end, the file length)
+    let variants: [(fn(&PoolHeader) -> PoolHeader, u64); 4] = [
+        // another pool's
+        (
+            |h| {
+                let mut g = grown(h, NEW);
+                g.uuid[0] ^= 1;
+                g.checksum = g.compute_checksum();
+                g
+            },
+            NEW,
+        ),
+        // still marked as growing
+        (|h| marked(&grown(h, NEW), NEW), NEW),
+        // of another size, at the new size's backup place
+        (
+            |h| {
+                let mut g = grown(h, NEW);
+                g.pool_size = NEW + 4096;
+                g.checksum = g.compute_checksum();
+                g
+            },
+            NEW,
+        ),
+        // a file longer than the target
+        (|h| grown(h, NEW), NEW + 4096),
+    ];
+    for (i, (backup, len)) in variants.into_iter().enumerate() {
+        let (path, h, start) = closed_pool(&dir, &format!("v{i}.pool"));
+        write_at(&path, 0, marked(&h, NEW).as_bytes());
+        set_len(&path, len);
+        write_at(&path, NEW - HS, backup(&h).as_bytes());
+        opens_at(&path, OLD, start);
+    }
+}
