@@ -647,3 +647,25 @@ fn repair_restores_a_damaged_backup_from_the_primary() {
     assert_eq!(repair_headers(&path).unwrap(), HeaderRepair::RestoredBackup);
     assert_eq!(read_header(&path, backup_at).as_bytes(), primary.as_bytes());
 }
+
+#[test]
+fn the_data_area_lies_between_the_header_copies() {
+    let dir = common::disk_dir();
+    let path = make_pool(&dir, "data-area.pool");
+    let mut r = Region::open(&path).unwrap();
+    assert!(!r.is_empty());
+    assert_eq!(r.len(), SIZE);
+    let data = r.data_range();
+    assert_eq!(data, r.header().data_offset..SIZE - HEADER_SIZE as u64);
+    assert_eq!(data.start, HEADER_SIZE as u64);
+    // The last data byte is writable; the backup header's first is not.
+    r.write_at(data.end - 1, &[1]).unwrap();
+    assert!(matches!(
+        r.write_at(data.end, &[1]),
+        Err(Error::OutOfBounds { .. })
+    ));
+    assert!(matches!(
+        r.write_at(data.start - 1, &[1]),
+        Err(Error::OutOfBounds { .. })
+    ));
+}
