@@ -330,6 +330,34 @@ fn repair_journal_never_applies_a_record_outside_the_data_area() {
 }
 
 #[test]
+fn opening_a_crashed_journaled_pool_replays_its_journal_and_says_so() {
+    use pmem_core::internals::journal::default_journal_path;
+    let dir = common::disk_dir();
+    let live = common::pool_path(&dir, "live.pool");
+    let copy = common::pool_path(&dir, "crashed.pool");
+    let opts = RegionOptions::new().engine(Engine::Journaled);
+    let mut r = opts.create(&live, 1 << 20).unwrap();
+    if r.domain() != DomainKind::Journaled {
+        return; // a DAX file system: no journal here
+    }
+    let start = r.data_range().start;
+    for i in 0..2u64 {
+        r.write_at(start + i * 4096, &[i as u8 + 1; 64]).unwrap();
+        r.persist(start + i * 4096, 64).unwrap();
+    }
+    // A crash: the pool file and its journal as they are while the region is open.
+    std::fs::copy(&live, &copy).unwrap();
+    std::fs::copy(default_journal_path(&live), default_journal_path(&copy)).unwrap();
+    drop(r);
+    let r = opts.open(&copy).unwrap();
+    let report = r.replay_report();
+    assert!(report.records >= 2 && report.bytes >= 128, "{report:?}");
+    let mut b = [0u8; 64];
+    r.read_at(start + 4096, &mut b).unwrap();
+    assert_eq!(b, [2; 64]);
+}
+
+#[test]
 fn repair_journal_drops_a_damaged_synced_record_and_the_pool_opens() {
     use pmem_core::internals::journal::{default_journal_path, format::RECORD_HEADER, scan};
     use pmem_core::{repair_journal, Error, JournalOptions};
