@@ -139,7 +139,11 @@ fn grow_file_grows_a_closed_pool() {
     r.write_at(start, &[7; 8]).unwrap();
     r.persist(start, 8).unwrap();
     drop(r);
+    let before = pmem_core::thread_stats();
     let report = grow_file(&path, NEW).unwrap();
+    // Each of the three header writes (the mark, the new backup, the new primary) is synced
+    // before the next step.
+    assert_eq!(pmem_core::thread_stats().since(&before).fsyncs, 3);
     assert_eq!((report.old_size, report.new_size), (OLD, NEW));
     assert!(matches!(grow_file(&path, NEW), Err(Error::CannotGrow { .. })));
     let r = Region::open(&path).unwrap();
@@ -269,14 +273,14 @@ fn a_new_backup_that_does_not_fit_the_grow_is_not_finished() {
             },
             NEW,
         ),
-        // a file longer than the target
-        (|h| grown(h, NEW), NEW + 4096),
+        // a file longer than the target, a pool header of its length at its end
+        (|h| grown(h, NEW + 4096), NEW + 4096),
     ];
     for (i, (backup, len)) in variants.into_iter().enumerate() {
         let (path, h, start) = closed_pool(&dir, &format!("v{i}.pool"));
         write_at(&path, 0, marked(&h, NEW).as_bytes());
         set_len(&path, len);
-        write_at(&path, NEW - HS, backup(&h).as_bytes());
+        write_at(&path, len - HS, backup(&h).as_bytes());
         opens_at(&path, OLD, start);
     }
 }
