@@ -144,6 +144,10 @@ fn grow_file_grows_a_closed_pool() {
     // Each of the three header writes (the mark, the new backup, the new primary) is synced
     // before the next step.
     assert_eq!(pmem_core::thread_stats().since(&before).fsyncs, 3);
+    // The new space is allocated (not a hole the first store into would have to find room
+    // for, and fail to with SIGBUS on a full file system).
+    let blocks = std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(&path).unwrap());
+    assert!(blocks * 512 >= NEW - OLD, "{blocks} blocks");
     assert_eq!((report.old_size, report.new_size), (OLD, NEW));
     assert!(matches!(grow_file(&path, NEW), Err(Error::CannotGrow { .. })));
     let r = Region::open(&path).unwrap();
