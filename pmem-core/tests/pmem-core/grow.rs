@@ -250,11 +250,14 @@ fn a_grow_interrupted_after_the_new_backup_is_finished_at_open() {
     assert_eq!(header_at(&path, 0).as_bytes(), grown(&h, NEW).as_bytes());
 }
 
+/// Makes a header from a pool's header.
+type HeaderEdit = fn(&PoolHeader) -> PoolHeader;
+
 #[test]
 fn a_new_backup_that_does_not_fit_the_grow_is_not_finished() {
     let dir = common::disk_dir();
-    // (the header found at the new end, the file length)
-    let variants: [(fn(&PoolHeader) -> PoolHeader, u64); 4] = [
+    // (the header found at the end of the file, the file length)
+    let variants: [(HeaderEdit, u64); 4] = [
         // another pool's
         (
             |h| {
