@@ -764,6 +764,81 @@ mod tests {
 
     #[test]
     #[cfg_attr(miri, ignore = "file system access")]
+    fn msync_syncs_exactly_the_pages_a_range_touches() {
+        let dir = disk_dir();
+        let r = RegionOptions::new()
+            .engine(super::Engine::Msync)
+            .eadr(false)
+            .create(dir.path().join("p"), 1 << 20)
+            .unwrap();
+        if r.map_sync() {
+            return; // a DAX file system: no msync domain here
+        }
+        assert_eq!(r.domain(), DomainKind::Msync);
+        let page = PAGE as u64;
+        let first = r.data_range().start.next_multiple_of(page);
+        // (offset from `first`, length, pages synced)
+        for (at, len, pages) in [
+            (0, page, 1),        // one whole page: ends on a page boundary
+            (page - 1, 2, 2),    // straddles a boundary
+            (page + 1, 10, 1),   // inside one page
+            (0, 3 * page, 3),    // whole pages
+            (page / 2, page, 2), // a page's length, not aligned
+        ] {
+            let before = thread_stats();
+            r.persist(first + at, len).unwrap();
+            let d = thread_stats().since(&before);
+            assert_eq!(d.pages_synced, pages, "persist({at}, {len})");
+        }
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "file system access")]
+    fn msync_syncs_overlapping_ranges_once_and_whole() {
+        let dir = disk_dir();
+        let r = RegionOptions::new()
+            .engine(super::Engine::Msync)
+            .eadr(false)
+            .create(dir.path().join("p"), 1 << 20)
+            .unwrap();
+        if r.map_sync() {
+            return; // a DAX file system: no msync domain here
+        }
+        let page = PAGE as u64;
+        let first = r.data_range().start.next_multiple_of(page);
+        // The same page twice: synced once.
+        let before = thread_stats();
+        r.flush(first, 8).unwrap();
+        r.flush(first + 8, 8).unwrap();
+        r.drain().unwrap();
+        assert_eq!(thread_stats().since(&before).pages_synced, 1);
+        // Pages [0, 2) and [1, 3): one run of 3 pages, its end the later range's.
+        let before = thread_stats();
+        r.flush(first, 2 * page).unwrap();
+        r.flush(first + page, 2 * page).unwrap();
+        r.drain().unwrap();
+        assert_eq!(thread_stats().since(&before).pages_synced, 3);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "file system access")]
+    fn cache_flush_nontemporal_write_flushes_its_partial_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = forced(&dir, "p");
+        if detected_flush_instruction().is_none() {
+            return; // no flush instruction: msync fallback
+        }
+        let line = crate::flush::CACHE_LINE as u64;
+        let off = r.data_range().start.next_multiple_of(line) + 8;
+        let before = thread_stats();
+        // A partial head line, one whole line, a partial tail line.
+        r.write_nontemporal_at(off, &[3; 128]).unwrap();
+        let d = thread_stats().since(&before);
+        assert_eq!(d.lines_flushed, 2, "head and tail lines");
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "file system access")]
     fn cache_flush_persist_counts_no_fsync() {
         let dir = tempfile::tempdir().unwrap();
         let r = forced(&dir, "p");
@@ -868,6 +943,36 @@ mod tests {
         assert_eq!(d.drains, 2);
         assert_eq!(m.flushes.load(Ordering::Relaxed), 2);
         assert_eq!(m.drains.load(Ordering::Relaxed), 2, "order delegated to drain");
+    }
+
+    /// External memory of no bytes: only its length matters.
+    #[derive(Debug)]
+    struct NoMemory;
+
+    // SAFETY: `base` is valid for reads and writes of `len() == 0` bytes (a dangling, aligned
+    // pointer is); nothing is ever written.
+    unsafe impl ExternalMemory for NoMemory {
+        fn base(&self) -> NonNull<u8> {
+            NonNull::dangling()
+        }
+        fn len(&self) -> usize {
+            0
+        }
+        fn flush(&self, _offset: usize, _len: usize) {}
+        fn drain(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "file system access")]
+    fn external_memory_is_empty_by_its_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p");
+        drop(Region::create(&path, 1 << 16).unwrap());
+        let pool = HeapMemory::load(&path, 1 << 16).unwrap();
+        assert!(!pool.is_empty(), "a pool's memory is not empty");
+        assert!(NoMemory.is_empty());
     }
 
     #[test]
@@ -992,6 +1097,9 @@ mod tests {
         assert_eq!(u64::from_le_bytes(word), 7);
         // Closed: a write of changed data is refused unless the journal is durable (it is).
         assert!(m.write_home(off as usize & !(PAGE - 1), PAGE).is_ok());
+        // The close stopped the write-ahead thread (it held the journal, and the journal the
+        // gate): only this test and the memory hold the gate now.
+        assert_eq!(Arc::strong_count(&gate), 2, "the write-ahead thread still runs");
     }
 
     #[cfg(feature = "simulate")]

@@ -181,6 +181,183 @@ fn data_persisted_in_the_msync_domain_is_in_the_file() {
 }
 
 #[test]
+fn a_journaled_pool_closes_with_everything_home_and_nothing_to_replay() {
+    // The journaled engine maps the pool privately: the file has the bytes only once a
+    // checkpoint wrote them home, which a clean close does (and empties the journal).
+    let dir = common::disk_dir();
+    let path = common::pool_path(&dir, "closed.pool");
+    let opts = RegionOptions::new().engine(Engine::Journaled);
+    let mut r = opts.create(&path, 1 << 20).unwrap();
+    if r.domain() != DomainKind::Journaled {
+        return; // a DAX file system: no journal here
+    }
+    let off = r.data_range().start + 5000;
+    r.write_at(off, b"home at close").unwrap();
+    r.persist(off, 13).unwrap();
+    drop(r);
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(&bytes[off as usize..off as usize + 13], b"home at close");
+    let r = opts.open(&path).unwrap();
+    assert_eq!(r.replay_report(), Default::default(), "nothing left to replay");
+}
+
+#[test]
+fn nontemporal_writes_survive_a_reopen_in_the_journaled_domain() {
+    // The journaled domain copies plainly and records the range: without the record the
+    // private mapping's bytes never reach the journal or the file.
+    let dir = common::disk_dir();
+    let path = common::pool_path(&dir, "nt.pool");
+    let opts = RegionOptions::new().engine(Engine::Journaled);
+    let mut r = opts.create(&path, 1 << 20).unwrap();
+    if r.domain() != DomainKind::Journaled {
+        return; // a DAX file system: no journal here
+    }
+    let off = r.data_range().start + 4000;
+    let data: Vec<u8> = (0..300u32).map(|i| i as u8 ^ 0x5a).collect();
+    r.write_nontemporal_at(off, &data).unwrap();
+    r.drain().unwrap();
+    drop(r);
+    let r = opts.open(&path).unwrap();
+    let mut back = vec![0u8; data.len()];
+    r.read_at(off, &mut back).unwrap();
+    assert_eq!(back, data);
+}
+
+#[test]
+fn a_buffered_journal_syncs_at_sync_not_at_drain() {
+    use pmem_core::JournalOptions;
+    let dir = common::disk_dir();
+    let path = common::pool_path(&dir, "buffered.pool");
+    // A period no test run reaches: only `sync` (and the close) make the journal durable.
+    let opts = RegionOptions::new()
+        .engine(Engine::Journaled)
+        .journal(JournalOptions::new().buffered(std::time::Duration::from_secs(3600)));
+    let mut r = opts.create(&path, 1 << 20).unwrap();
+    if r.domain() != DomainKind::Journaled {
+        return; // a DAX file system: no journal here
+    }
+    let off = r.data_range().start;
+    r.write_at(off, &[9; 64]).unwrap();
+    let syncs = r.journal_stats().unwrap().syncs;
+    r.persist(off, 64).unwrap();
+    assert_eq!(
+        r.journal_stats().unwrap().syncs,
+        syncs,
+        "a buffered drain only appends"
+    );
+    r.sync().unwrap();
+    let s = r.journal_stats().unwrap();
+    assert_eq!(s.syncs, syncs + 1, "sync makes the journal durable");
+    assert_eq!(s.durable_seq, s.records, "every record appended is durable");
+}
+
+#[test]
+fn repair_journal_without_a_journal_file_follows_the_header_flag() {
+    use pmem_core::{repair_journal, Error, JournalOptions};
+    let dir = common::disk_dir();
+    // A pool of another engine: no journal, nothing asked for, nothing to do.
+    let plain = common::pool_path(&dir, "plain.pool");
+    drop(
+        RegionOptions::new()
+            .engine(Engine::Msync)
+            .create(&plain, 1 << 20)
+            .unwrap(),
+    );
+    assert_eq!(repair_journal(&plain, &JournalOptions::new()).unwrap(), 0);
+    // A journaled pool as a crash leaves it (the header says the journal may hold changes),
+    // its journal gone.
+    let live = common::pool_path(&dir, "live.pool");
+    let lost = common::pool_path(&dir, "lost.pool");
+    let r = RegionOptions::new()
+        .engine(Engine::Journaled)
+        .create(&live, 1 << 20)
+        .unwrap();
+    if r.domain() != DomainKind::Journaled {
+        return; // a DAX file system: no journal here
+    }
+    std::fs::copy(&live, &lost).unwrap();
+    drop(r);
+    assert!(matches!(
+        repair_journal(&lost, &JournalOptions::new()),
+        Err(Error::JournalMissing { .. })
+    ));
+}
+
+#[test]
+fn repair_journal_never_applies_a_record_outside_the_data_area() {
+    use pmem_core::internals::journal::format::{begin_record, finish_record, push_range_header};
+    use pmem_core::internals::journal::{default_journal_path, scan};
+    use pmem_core::{repair_journal, JournalOptions};
+    let dir = common::disk_dir();
+    let live = common::pool_path(&dir, "live.pool");
+    let copy = common::pool_path(&dir, "copy.pool");
+    let mut r = RegionOptions::new()
+        .engine(Engine::Journaled)
+        .create(&live, 1 << 20)
+        .unwrap();
+    if r.domain() != DomainKind::Journaled {
+        return; // a DAX file system: no journal here
+    }
+    let start = r.data_range().start;
+    r.write_at(start, &[1; 64]).unwrap();
+    r.persist(start, 64).unwrap();
+    std::fs::copy(&live, &copy).unwrap();
+    std::fs::copy(default_journal_path(&live), default_journal_path(&copy)).unwrap();
+    let (uuid, data) = (r.header().uuid, r.data_range());
+    drop(r);
+    // The next record in sequence, checksummed, but naming the 8 bytes right after the data
+    // area: the backup header's magic.
+    let jpath = default_journal_path(&copy);
+    let mut bytes = std::fs::read(&jpath).unwrap();
+    let s = scan(&bytes, &uuid, data.clone()).unwrap();
+    let mut rec = Vec::new();
+    let at = begin_record(&mut rec, s.header.unwrap().epoch, s.next_seq, s.next_seq - 1);
+    push_range_header(&mut rec, data.end, 8);
+    rec.extend_from_slice(&[0xaa; 8]);
+    finish_record(&mut rec, at, 1);
+    let end = s.end as usize;
+    if bytes.len() < end + rec.len() {
+        bytes.resize(end + rec.len(), 0);
+    }
+    bytes[end..end + rec.len()].copy_from_slice(&rec);
+    std::fs::write(&jpath, &bytes).unwrap();
+    repair_journal(&copy, &JournalOptions::new()).unwrap();
+    let report = pmem_core::inspect_headers(&copy).unwrap();
+    assert!(
+        report.backup.is_ok(),
+        "the backup header was overwritten: {report:?}"
+    );
+}
+
+#[test]
+fn opening_a_crashed_journaled_pool_replays_its_journal_and_says_so() {
+    use pmem_core::internals::journal::default_journal_path;
+    let dir = common::disk_dir();
+    let live = common::pool_path(&dir, "live.pool");
+    let copy = common::pool_path(&dir, "crashed.pool");
+    let opts = RegionOptions::new().engine(Engine::Journaled);
+    let mut r = opts.create(&live, 1 << 20).unwrap();
+    if r.domain() != DomainKind::Journaled {
+        return; // a DAX file system: no journal here
+    }
+    let start = r.data_range().start;
+    for i in 0..2u64 {
+        r.write_at(start + i * 4096, &[i as u8 + 1; 64]).unwrap();
+        r.persist(start + i * 4096, 64).unwrap();
+    }
+    // A crash: the pool file and its journal as they are while the region is open.
+    std::fs::copy(&live, &copy).unwrap();
+    std::fs::copy(default_journal_path(&live), default_journal_path(&copy)).unwrap();
+    drop(r);
+    let r = opts.open(&copy).unwrap();
+    let report = r.replay_report();
+    assert!(report.records >= 2 && report.bytes >= 128, "{report:?}");
+    let mut b = [0u8; 64];
+    r.read_at(start + 4096, &mut b).unwrap();
+    assert_eq!(b, [2; 64]);
+}
+
+#[test]
 fn repair_journal_drops_a_damaged_synced_record_and_the_pool_opens() {
     use pmem_core::internals::journal::{default_journal_path, format::RECORD_HEADER, scan};
     use pmem_core::{repair_journal, Error, JournalOptions};

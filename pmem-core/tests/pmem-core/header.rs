@@ -497,3 +497,175 @@ fn repair_and_open_agree_on_short_files() {
     assert!(matches!(Region::open(&path), Err(Error::Truncated { .. })));
     assert!(matches!(repair_headers(&path), Err(Error::Truncated { .. })));
 }
+
+/// Cuts the file at `path` to `len` bytes.
+fn cut(path: &Path, len: u64) {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
+#[test]
+fn a_pool_of_an_odd_number_of_pages_finds_its_backup() {
+    // 20 KiB: the backup sits at 16 KiB, an offset with bit 12 set.
+    let dir = common::disk_dir();
+    let path = common::pool_path(&dir, "odd.pool");
+    drop(RegionOptions::new().create(&path, 20 << 10).unwrap());
+    flip(&path, 0, 0x01);
+    match Region::open(&path) {
+        Err(Error::CorruptHeader {
+            problem: HeaderProblem::BadMagic,
+            backup_intact: true,
+            ..
+        }) => {}
+        other => panic!("expected CorruptHeader(BadMagic) with the backup intact, got {other:?}"),
+    }
+    assert_eq!(repair_headers(&path).unwrap(), HeaderRepair::RestoredPrimary);
+    drop(Region::open(&path).unwrap());
+}
+
+#[test]
+fn a_file_of_one_header_is_judged_by_that_header() {
+    let dir = common::disk_dir();
+    let path = make_pool(&dir, "one-header.pool");
+    cut(&path, HEADER_SIZE as u64);
+    match Region::open(&path) {
+        Err(Error::Truncated { len, expected, .. }) => {
+            assert_eq!((len, expected), (HEADER_SIZE as u64, SIZE));
+        }
+        other => panic!("expected Truncated, got {other:?}"),
+    }
+    let report = pmem_core::inspect_headers(&path).unwrap();
+    assert_eq!(
+        report.primary.unwrap().pool_size,
+        SIZE,
+        "the whole primary is there"
+    );
+    assert_eq!(report.backup.unwrap_err(), pmem_core::HeaderFault::Missing);
+    // A damaged primary is reported as damage, not as the file being short.
+    flip(&path, 1000, 0x80);
+    match Region::open(&path) {
+        Err(Error::CorruptHeader {
+            problem: HeaderProblem::ChecksumMismatch { .. },
+            backup_intact: false,
+            ..
+        }) => {}
+        other => panic!("expected CorruptHeader(ChecksumMismatch), got {other:?}"),
+    }
+}
+
+#[test]
+fn a_file_of_two_headers_has_its_second_read_as_the_backup() {
+    // 8 KiB: room for a backup at 4 KiB. What is there has the magic but not the geometry of a
+    // backup (it is a copy of the primary), so the file is a damaged pool, not a foreign file.
+    let dir = common::disk_dir();
+    let path = make_pool(&dir, "two-headers.pool");
+    let primary = read_header(&path, 0);
+    cut(&path, 2 * HEADER_SIZE as u64);
+    write_bytes(&path, HEADER_SIZE as u64, primary.as_bytes());
+    flip(&path, 0, 0x01);
+    match Region::open(&path) {
+        Err(Error::CorruptHeader {
+            problem: HeaderProblem::BadMagic,
+            backup_intact: false,
+            ..
+        }) => {}
+        other => panic!("expected CorruptHeader(BadMagic) without a backup, got {other:?}"),
+    }
+    let report = pmem_core::inspect_headers(&path).unwrap();
+    assert!(
+        matches!(
+            report.backup,
+            Err(pmem_core::HeaderFault::Damaged(HeaderProblem::BadGeometry { .. }))
+        ),
+        "{report:?}"
+    );
+}
+
+#[test]
+fn inspecting_short_files_reports_missing_copies() {
+    let dir = common::disk_dir();
+    let path = make_pool(&dir, "short-inspect.pool");
+    cut(&path, HEADER_SIZE as u64 + 904);
+    let report = pmem_core::inspect_headers(&path).unwrap();
+    assert!(report.primary.is_ok(), "{report:?}");
+    assert_eq!(report.backup.unwrap_err(), pmem_core::HeaderFault::Missing);
+    cut(&path, 100);
+    let report = pmem_core::inspect_headers(&path).unwrap();
+    assert_eq!(report.file_len, 100);
+    assert_eq!(report.primary.unwrap_err(), pmem_core::HeaderFault::Missing);
+    assert_eq!(report.backup.unwrap_err(), pmem_core::HeaderFault::Missing);
+}
+
+#[test]
+fn inspecting_a_backup_without_its_magic_reports_damage_not_absence() {
+    let dir = common::disk_dir();
+    let path = make_pool(&dir, "no-backup-magic.pool");
+    flip(&path, SIZE - HEADER_SIZE as u64, 0x01);
+    let report = pmem_core::inspect_headers(&path).unwrap();
+    assert!(report.primary.is_ok(), "{report:?}");
+    assert_eq!(
+        report.backup.unwrap_err(),
+        pmem_core::HeaderFault::Damaged(HeaderProblem::BadMagic)
+    );
+    // The smallest file with room for a backup: 8 KiB, its second half no header.
+    cut(&path, 2 * HEADER_SIZE as u64);
+    write_bytes(&path, HEADER_SIZE as u64, &[0; HEADER_SIZE]);
+    let report = pmem_core::inspect_headers(&path).unwrap();
+    assert_eq!(
+        report.backup.unwrap_err(),
+        pmem_core::HeaderFault::Damaged(HeaderProblem::BadMagic)
+    );
+}
+
+#[test]
+fn repair_restores_a_damaged_backup_from_the_primary() {
+    let dir = common::disk_dir();
+    let path = make_pool(&dir, "repair-backup.pool");
+    let primary = read_header(&path, 0);
+    flip(&path, SIZE - 10, 0xff);
+    assert!(pmem_core::inspect_headers(&path).unwrap().backup.is_err());
+    assert_eq!(repair_headers(&path).unwrap(), HeaderRepair::RestoredBackup);
+    let report = pmem_core::inspect_headers(&path).unwrap();
+    assert_eq!(report.backup.unwrap().as_bytes(), primary.as_bytes());
+    assert_eq!(
+        read_header(&path, 0).as_bytes(),
+        primary.as_bytes(),
+        "the primary is kept"
+    );
+    assert_eq!(repair_headers(&path).unwrap(), HeaderRepair::NothingToDo);
+    // A backup that is valid but not the primary's copy is rewritten too.
+    let backup_at = SIZE - HEADER_SIZE as u64;
+    let mut other = read_header(&path, backup_at);
+    other.uuid[0] ^= 1;
+    other.checksum = other.compute_checksum();
+    write_bytes(&path, backup_at, other.as_bytes());
+    assert!(pmem_core::inspect_headers(&path).unwrap().backup.is_ok());
+    assert_eq!(repair_headers(&path).unwrap(), HeaderRepair::RestoredBackup);
+    assert_eq!(read_header(&path, backup_at).as_bytes(), primary.as_bytes());
+}
+
+#[test]
+fn the_data_area_lies_between_the_header_copies() {
+    let dir = common::disk_dir();
+    let path = make_pool(&dir, "data-area.pool");
+    let mut r = Region::open(&path).unwrap();
+    assert!(!r.is_empty());
+    assert_eq!(r.len(), SIZE);
+    let data = r.data_range();
+    assert_eq!(data, r.header().data_offset..SIZE - HEADER_SIZE as u64);
+    assert_eq!(data.start, HEADER_SIZE as u64);
+    // The last data byte is writable; the backup header's first is not.
+    r.write_at(data.end - 1, &[1]).unwrap();
+    assert!(matches!(
+        r.write_at(data.end, &[1]),
+        Err(Error::OutOfBounds { .. })
+    ));
+    assert!(matches!(
+        r.write_at(data.start - 1, &[1]),
+        Err(Error::OutOfBounds { .. })
+    ));
+}

@@ -10,6 +10,7 @@ mod domain;
 mod durability;
 mod flush;
 mod fuzz_corpus;
+mod grow;
 mod header;
 mod lock;
 mod pptr;
