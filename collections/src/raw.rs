@@ -240,7 +240,7 @@ impl<'t> Block<'t> {
         for i in 0..(last / 64).min(7) + 1 {
             ptm::pmem_core::internals::flush::prefetch(p.wrapping_add(64 * i) as *const u8);
         }
-        if last % 64 != 0 {
+        if !last.is_multiple_of(64) {
             // The last byte may lie in the line after the last probe's.
             ptm::pmem_core::internals::flush::prefetch(p.wrapping_add(last) as *const u8);
         }
