@@ -20,6 +20,27 @@ struct Root {
 /// Pool offset of the superblock.
 const SUPERBLOCK: u64 = 4096;
 
+/// The closed pool at `path`, opened for writing, and its superblock's first 128 bytes.
+fn superblock(path: &std::path::Path) -> (std::fs::File, [u8; 128]) {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut sb = [0u8; 128];
+    f.read_exact_at(&mut sb, SUPERBLOCK).unwrap();
+    (f, sb)
+}
+
+/// `sb` as a build of another format wrote it: `magic`, and its checksum redone.
+fn with_magic(sb: &[u8; 128], magic: &[u8; 8]) -> [u8; 128] {
+    let mut old = *sb;
+    old[..8].copy_from_slice(magic);
+    let hash = xxhash_rust::xxh3::xxh3_64(&old[..120]);
+    old[120..128].copy_from_slice(&hash.to_le_bytes());
+    old
+}
+
 #[test]
 fn pools_of_formats_1_and_2_are_refused_by_name_and_left_unchanged() {
     let dir = common::shm_dir();
@@ -27,21 +48,11 @@ fn pools_of_formats_1_and_2_are_refused_by_name_and_left_unchanged() {
     let pool = Pool::<Root>::create(&path, 8 << 20, &common::pmem()).unwrap();
     pool.transaction(|tx, r| r.value.set(tx, 7)).unwrap();
     drop(pool);
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .unwrap();
-    let mut sb = [0u8; 128];
-    f.read_exact_at(&mut sb, SUPERBLOCK).unwrap();
+    let (f, sb) = superblock(&path);
     assert_eq!(&sb[..8], b"PTMTXN5\0", "new pools are format 5");
     for (magic, format) in [(b"PTMTXN1\0", 1u32), (b"PTMTXN2\0", 2)] {
         // The superblock as an older build wrote it: its magic, its checksum intact.
-        let mut old = sb;
-        old[..8].copy_from_slice(magic);
-        let hash = xxhash_rust::xxh3::xxh3_64(&old[..120]);
-        old[120..128].copy_from_slice(&hash.to_le_bytes());
-        f.write_all_at(&old, SUPERBLOCK).unwrap();
+        f.write_all_at(&with_magic(&sb, magic), SUPERBLOCK).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         match Pool::<Root>::open(&path, &common::pmem()) {
             Err(Error::UnsupportedFormat {
@@ -69,12 +80,10 @@ fn pools_of_formats_1_and_2_are_refused_by_name_and_left_unchanged() {
     }
     // As a format 3 pool (made before the routing secret: magic 3, bytes 72..88 zero): it
     // opens, with its data.
-    let mut v3 = sb;
-    v3[..8].copy_from_slice(b"PTMTXN3\0");
-    v3[72..88].fill(0);
-    let hash = xxhash_rust::xxh3::xxh3_64(&v3[..120]);
-    v3[120..128].copy_from_slice(&hash.to_le_bytes());
-    f.write_all_at(&v3, SUPERBLOCK).unwrap();
+    let mut no_secret = sb;
+    no_secret[72..88].fill(0);
+    f.write_all_at(&with_magic(&no_secret, b"PTMTXN3\0"), SUPERBLOCK)
+        .unwrap();
     let pool = Pool::<Root>::open(&path, &common::pmem()).unwrap();
     assert_eq!(
         pool.transaction(|tx, r| Ok::<_, Error>(r.value.get(tx))).unwrap(),
@@ -146,17 +155,9 @@ fn a_format_4_pool_logs_and_recovers_in_its_own_layout() {
         if format == 4 {
             // A pool that has never run a transaction is a valid format 4 pool under the
             // format 4 magic: creation zeroed both layouts' lane headers.
-            let f = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
+            let (f, sb) = superblock(&path);
+            f.write_all_at(&with_magic(&sb, b"PTMTXN4\0"), SUPERBLOCK)
                 .unwrap();
-            let mut sb = [0u8; 128];
-            f.read_exact_at(&mut sb, SUPERBLOCK).unwrap();
-            sb[..8].copy_from_slice(b"PTMTXN4\0");
-            let hash = xxhash_rust::xxh3::xxh3_64(&sb[..120]);
-            sb[120..128].copy_from_slice(&hash.to_le_bytes());
-            f.write_all_at(&sb, SUPERBLOCK).unwrap();
         }
         {
             let pool = Pool::<Words>::open(&path, &common::pmem()).unwrap();
