@@ -148,9 +148,14 @@ struct Lines {
 /// the bytes it keeps for a jump record (each `set` of a new cell is one record of
 /// `rec_total(64)` or `rec_total(8)` bytes, in the pool's alignment).
 fn fill_plan(g: &ptm::internals::layout::Geometry) -> (usize, usize) {
+    fill_plan_after(g, 0)
+}
+
+/// [`fill_plan`] for a lane whose transaction logged `used` bytes of records already.
+fn fill_plan_after(g: &ptm::internals::layout::Geometry, used: u64) -> (usize, usize) {
     use ptm::internals::layout::REC_ALIGN;
     let (start, end) = g.lane_log(0);
-    let room = end - start - REC_ALIGN;
+    let room = end - start - REC_ALIGN - used;
     let (line_rec, word_rec) = (g.rec_total(64), g.rec_total(8));
     (0..=64u64)
         .find(|a| (room - a * line_rec).is_multiple_of(word_rec) && (room - a * line_rec) / word_rec < 256)
@@ -230,4 +235,44 @@ fn a_new_slab_made_when_the_lane_area_is_full_logs_nothing_outside_the_lane() {
             "lane {other} changed by a transaction on lane {lane}"
         );
     }
+}
+
+/// New-range records written back to back at the end of a lane's log area (slab blocks from
+/// one bitmap word already logged, written at once because the log is nearly full) each keep
+/// room for the jump record that follows: none is written past the area, whose end is the
+/// lane's commit record in format 5.
+#[test]
+fn new_range_records_at_a_full_lane_area_leave_room_for_the_jump() {
+    let dir = common::shm_dir();
+    let path = common::path(&dir, "new-ranges.pool");
+    let pool = Pool::<Lines>::create(&path, 16 << 20, &common::pmem().lane_size(8192).lanes(1)).unwrap();
+    let g = pool.geometry();
+    // A slab of 64-byte blocks in use, so the blocks below come from its first bitmap word.
+    pool.transaction(|tx, _| tx.alloc_bytes(64).map(drop)).unwrap();
+    let commit_record = |bytes: &[u8]| bytes[g.lane_commit(0) as usize..][..64].to_vec();
+    let before = commit_record(&std::fs::read(&path).unwrap());
+    let r = pool.transaction(|tx, r| {
+        // One block: at the first drain, its new-range record and its bitmap word's undo record.
+        tx.alloc_bytes(64)?;
+        let (lines, words) = fill_plan_after(&g, g.rec_total(0) + g.rec_total(8));
+        for l in &r.lines[..lines] {
+            l.set(tx, [5; 8])?;
+        }
+        for w in &r.words[..words] {
+            w.set(tx, 6)?;
+        }
+        // 64 bytes left: each of these blocks' new-range records (the word is logged) must go
+        // to an extent rather than leave less than a jump record's room.
+        for _ in 0..3 {
+            tx.alloc_bytes(64)?;
+        }
+        // The pool is mapped from its tmpfs file: the file shows memory as it is now.
+        assert_eq!(
+            commit_record(&std::fs::read(&path).unwrap()),
+            before,
+            "a record was written over the lane's commit record"
+        );
+        Err::<(), _>(Error::Aborted)
+    });
+    assert!(matches!(r, Err(Error::Aborted)), "{r:?}");
 }
