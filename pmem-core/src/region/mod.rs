@@ -693,6 +693,17 @@ mod tests {
         tempfile::tempdir_in(exe.parent().unwrap()).unwrap()
     }
 
+    /// A 1 MiB region in `dir` on the msync engine; `None` on a DAX file system (`MAP_SYNC`
+    /// took: no msync domain there).
+    fn msync_region(dir: &tempfile::TempDir) -> Option<Region> {
+        let r = RegionOptions::new()
+            .engine(super::Engine::Msync)
+            .eadr(false)
+            .create(dir.path().join("p"), 1 << 20)
+            .unwrap();
+        (!r.map_sync()).then_some(r)
+    }
+
     fn forced(dir: &tempfile::TempDir, name: &str) -> Region {
         RegionOptions::new()
             .force_pmem(true)
@@ -737,14 +748,9 @@ mod tests {
     #[cfg_attr(miri, ignore = "file system access")]
     fn msync_persist_counts_one_fsync() {
         let dir = disk_dir();
-        let mut r = RegionOptions::new()
-            .engine(super::Engine::Msync)
-            .eadr(false)
-            .create(dir.path().join("p"), 1 << 20)
-            .unwrap();
-        if r.map_sync() {
+        let Some(mut r) = msync_region(&dir) else {
             return; // a DAX file system: no msync domain here
-        }
+        };
         assert_eq!(r.domain(), DomainKind::Msync);
         let off = r.data_range().start;
         r.write_at(off, &[7; 100]).unwrap();
@@ -766,14 +772,9 @@ mod tests {
     #[cfg_attr(miri, ignore = "file system access")]
     fn msync_syncs_exactly_the_pages_a_range_touches() {
         let dir = disk_dir();
-        let r = RegionOptions::new()
-            .engine(super::Engine::Msync)
-            .eadr(false)
-            .create(dir.path().join("p"), 1 << 20)
-            .unwrap();
-        if r.map_sync() {
+        let Some(r) = msync_region(&dir) else {
             return; // a DAX file system: no msync domain here
-        }
+        };
         assert_eq!(r.domain(), DomainKind::Msync);
         let page = PAGE as u64;
         let first = r.data_range().start.next_multiple_of(page);
@@ -796,14 +797,9 @@ mod tests {
     #[cfg_attr(miri, ignore = "file system access")]
     fn msync_syncs_overlapping_ranges_once_and_whole() {
         let dir = disk_dir();
-        let r = RegionOptions::new()
-            .engine(super::Engine::Msync)
-            .eadr(false)
-            .create(dir.path().join("p"), 1 << 20)
-            .unwrap();
-        if r.map_sync() {
+        let Some(r) = msync_region(&dir) else {
             return; // a DAX file system: no msync domain here
-        }
+        };
         let page = PAGE as u64;
         let first = r.data_range().start.next_multiple_of(page);
         // The same page twice: synced once.
