@@ -1488,3 +1488,69 @@ impl SnapshotBatch<'_, '_> {
         self.tx.log_range(off, len as u64)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What `covered` must answer: every byte of `[off, off + len)` in some recorded range.
+    fn covered_model(ranges: &[(u64, u64)], off: u64, len: u64) -> bool {
+        (off..off + len).all(|b| ranges.iter().any(|&(o, l)| o <= b && b < o + l))
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Add(u64, u64),
+        /// The newest range leaves (`forget_newest_logical`: a cancelled allocation).
+        Forget,
+        Query(u64, u64),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            4 => (0u64..512, 1u64..48).prop_map(|(o, l)| Step::Add(o, l)),
+            1 => Just(Step::Forget),
+            6 => (0u64..560, 1u64..64).prop_map(|(o, l)| Step::Query(o, l)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// `covered` (its linear scan and, past `LINEAR_RANGES` ranges, its index and cached
+        /// range) answers as the byte-by-byte model, also after ranges leave the list and for
+        /// queries in the order ranges were added.
+        #[test]
+        #[cfg_attr(miri, ignore = "proptest persists failures through the file system")]
+        fn covered_matches_a_byte_model(steps in prop::collection::vec(step(), 1..80)) {
+            let mut st = LaneVolatile::default();
+            let mut model: Vec<(u64, u64)> = Vec::new();
+            for s in steps {
+                match s {
+                    Step::Add(o, l) => {
+                        add_logical(&mut st, o, l);
+                        model.push((o, l));
+                    }
+                    Step::Forget => {
+                        if let Some(&(o, l)) = model.last() {
+                            let indexed = !st.index.is_empty();
+                            forget_newest_logical(&mut st, o, l);
+                            if !indexed {
+                                model.pop();
+                            }
+                        }
+                    }
+                    Step::Query(o, l) => {
+                        prop_assert_eq!(covered(&st, o, l), covered_model(&model, o, l), "{:?}", (o, l));
+                        // Then every recorded range in order, as stores follow their snapshots.
+                        for &(o, l) in &model {
+                            prop_assert!(covered(&st, o, l));
+                            prop_assert_eq!(covered(&st, o + 1, l), covered_model(&model, o + 1, l));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
