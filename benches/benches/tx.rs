@@ -7,8 +7,9 @@
 //! - `tx_1word`: log one 8-byte word and store to it (ptm: `PCell::set`, which logs on its own;
 //!   PMDK: one `pmemobj_tx_add_range`).
 //! - `tx_8range`, `tx_64range`: log 8 / 64 distinct 8-byte words, each in its own cache line
-//!   (stride 8 words), then store to all of them (ptm: one batched `Transaction::snapshot`;
-//!   PMDK: one `pmemobj_tx_add_range` per word, all before the stores).
+//!   (stride 8 words), then store to all of them (ptm: one batched `Transaction::snapshot` of
+//!   all of them, `SnapshotBatch::add_all`; PMDK: one `pmemobj_tx_add_range` per word, all
+//!   before the stores).
 //! - `tx_readonly`: a transaction that reads one word.
 //!
 //! Every iteration stores a new value, so the written lines are dirty each time. The PMDK side
@@ -75,12 +76,7 @@ fn ptm_set_words(pool: &Pool<Root>, n: usize, val: u64) -> ptm::Result<()> {
             return root.words[0].set(tx, val);
         }
         let words = || root.words.iter().step_by(STRIDE).take(n);
-        tx.snapshot(|b| {
-            for w in words() {
-                b.add(w)?;
-            }
-            Ok(())
-        })?;
+        tx.snapshot(|b| b.add_all(words()))?;
         for w in words() {
             w.set(tx, val)?;
         }

@@ -7,7 +7,8 @@
 //! Systems, all with their files in one fresh temporary directory (under `--dir`, default
 //! `/dev/shm` when present, else the system temp dir):
 //! - **ptm**: one transaction on a pool forced into the cache-flush domain (`force_pmem`): a
-//!   `PCell::set` for 1 word, a batched snapshot plus the stores for 8. Its drains per operation
+//!   `PCell::set` for 1 word, a batched snapshot of the 8 (`SnapshotBatch::add_all`) plus the
+//!   stores for 8. Its drains per operation
 //!   come from [`ptm::thread_stats`].
 //! - **PMDK** (cli feature `pmdk`): the same transactions in C on libpmemobj
 //!   (`ptm_benches::pmdk::PmdkPool::tx_set_words`), with `PMEM_IS_PMEM_FORCE=1`.
@@ -122,7 +123,7 @@ fn ptm_set_words(pool: &Pool<Root>, n: usize, val: u64) -> ptm::Result<()> {
             return root.words[0].set(tx, val);
         }
         let words = || root.words.iter().step_by(STRIDE).take(n);
-        tx.snapshot(|b| words().try_for_each(|w| b.add(w)))?;
+        tx.snapshot(|b| b.add_all(words()))?;
         words().try_for_each(|w| w.set(tx, val))
     })
 }

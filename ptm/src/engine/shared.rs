@@ -14,6 +14,10 @@ use crate::engine::lanes::LaneMap;
 use crate::engine::layout::Geometry;
 use crate::error::{Error, Result};
 
+/// The most cache lines [`Shared::prefetch`] loads ahead for one range: a longer range is
+/// copied by streaming (non-temporal) loads and stores, which the hardware prefetcher follows.
+pub(crate) const PREFETCH_LINES: u64 = 8;
+
 /// What recovery did when a pool was opened.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -139,6 +143,27 @@ impl Shared {
         // SAFETY: the caller's contract: `off` is inside the mapping (or one past its end), so
         // the sum stays in the mapped allocation.
         unsafe { self.region.base().as_ptr().add(off as usize) }
+    }
+
+    /// Starts loading the first cache lines of `[off, off + len)`, at most
+    /// [`PREFETCH_LINES`] (a hint: see [`prefetch`](pmem_core::internals::flush::prefetch)).
+    /// Bytes past the mapping load nothing.
+    ///
+    /// A line a recent transaction flushed may be evicted (`clwb` may invalidate the line, and
+    /// does on some processors): loading several at once overlaps their misses.
+    #[inline]
+    pub(crate) fn prefetch(&self, off: u64, len: u64) {
+        let end = off
+            .saturating_add(len)
+            .min(self.region.len())
+            .min(off.saturating_add(PREFETCH_LINES * 64));
+        let mut at = off;
+        while at < end {
+            // SAFETY: `at < end <= len()`: inside the mapping; nothing is read or written
+            // through the pointer (a prefetch only hints).
+            pmem_core::internals::flush::prefetch(unsafe { self.ptr(at) });
+            at = (at | 63) + 1;
+        }
     }
 
     /// Flushes `[off, off + len)` (inside the mapping).

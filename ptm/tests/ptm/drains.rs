@@ -70,6 +70,95 @@ fn eight_range_batched_transaction_costs_two_drains() {
     }
 }
 
+/// `add_all` logs what `add` one by one logs, in groups of 8 (the lines of a group loading
+/// together): the same drains, lines and records for 1 to 20 ranges (a partial group, one, two
+/// and a half), the same values after an abort rolls them back and after a commit.
+#[test]
+fn add_all_costs_what_adds_one_by_one_cost_and_rolls_back_the_same() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir);
+    let values = |pool: &Pool<Root>| {
+        pool.transaction(|tx, r| {
+            Ok::<_, ptm::Error>(r.lines.iter().map(|l| l.get(tx)[0]).collect::<Vec<_>>())
+        })
+        .unwrap()
+    };
+    for n in [1usize, 5, 8, 9, 16, 20] {
+        fn every_third(r: &Root, n: usize) -> Vec<&PCell<[u64; 8]>> {
+            r.lines.iter().step_by(3).take(n).collect()
+        }
+        let mut cost = Vec::new();
+        for all in [false, true] {
+            let tag = n as u64 * 10 + u64::from(all);
+            let (drains, lines) = drains_of(&pool, |tx, r| {
+                tx.snapshot(|b| {
+                    if all {
+                        b.add_all(every_third(r, n))
+                    } else {
+                        every_third(r, n).into_iter().try_for_each(|l| b.add(l))
+                    }
+                })?;
+                // Every store is covered: no drain beyond the batch's and the commit's.
+                every_third(r, n)
+                    .into_iter()
+                    .try_for_each(|l| l.set(tx, [tag; 8]))
+            });
+            cost.push((drains, lines));
+            let committed = values(&pool);
+            assert_eq!(
+                committed.iter().step_by(3).take(n).collect::<Vec<_>>(),
+                vec![&tag; n]
+            );
+            // The same batch, then an abort: every range rolls back.
+            let r: Result<(), ptm::Error> = pool.transaction(|tx, r| {
+                tx.snapshot(|b| {
+                    if all {
+                        b.add_all(every_third(r, n))
+                    } else {
+                        every_third(r, n).into_iter().try_for_each(|l| b.add(l))
+                    }
+                })?;
+                every_third(r, n)
+                    .into_iter()
+                    .try_for_each(|l| l.set(tx, [u64::MAX; 8]))?;
+                Err(ptm::Error::InvalidOptions("abort on purpose"))
+            });
+            assert!(r.is_err());
+            assert_eq!(values(&pool), committed, "{n} ranges, add_all {all}: rolled back");
+        }
+        assert_eq!(cost[0], cost[1], "{n} ranges: (drains, lines) by add, by add_all");
+        assert_eq!(cost[1].0, 2, "{n} ranges");
+    }
+}
+
+/// An object outside the pool stops `add_all` with `NotInPool`, as it stops `add`; the
+/// transaction can still roll back what it logged and changed.
+#[test]
+fn add_all_refuses_an_object_outside_the_pool() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir);
+    let other = Pool::<Root>::create(common::path(&dir, "other.pool"), 8 << 20, &common::pmem()).unwrap();
+    let r: Result<(), ptm::Error> = other.transaction(|_, outside| {
+        pool.transaction(|tx, r| {
+            // A cell of the other pool among this pool's.
+            let objs = r.lines[..4]
+                .iter()
+                .chain([&outside.lines[0]])
+                .chain(&r.lines[4..8]);
+            let e = tx.snapshot(|b| b.add_all(objs));
+            assert!(matches!(e, Err(ptm::Error::NotInPool { .. })), "{e:?}");
+            // Stores still log what they need.
+            r.lines[..8].iter().try_for_each(|l| l.set(tx, [1; 8]))?;
+            Err(ptm::Error::InvalidOptions("abort on purpose"))
+        })
+    });
+    assert!(r.is_err());
+    let v = pool.transaction(|tx, r| {
+        Ok::<_, ptm::Error>(r.lines[..8].iter().map(|l| l.get(tx)[0]).collect::<Vec<_>>())
+    });
+    assert_eq!(v.unwrap(), [0; 8]);
+}
+
 #[test]
 fn sixty_four_range_batched_transaction_costs_two_drains() {
     let dir = common::shm_dir();
