@@ -1519,8 +1519,8 @@ impl SnapshotBatch<'_, '_> {
     ///
     /// # Errors
     ///
-    /// As [`add`](Self::add): the first object's error. The objects before it are logged,
-    /// those of its group of 8 after it may be, the others are not.
+    /// As [`add`](Self::add): the first failing object's error. The objects before it are
+    /// logged, those after it are not.
     pub fn add_all<'o, T: Loggable + ?Sized + 'o>(
         &mut self,
         objs: impl IntoIterator<Item = &'o T>,
@@ -1531,22 +1531,34 @@ impl SnapshotBatch<'_, '_> {
             let mut group = [(0u64, 0u64); BATCH_AHEAD];
             let mut n = 0;
             let mut bytes = 0;
+            let mut refused = Ok(());
             for obj in objs.by_ref().take(BATCH_AHEAD) {
                 let (addr, len) = obj.log_range();
-                let off = s.offset_of(addr, len)?;
-                s.prefetch(off, len as u64);
-                group[n] = (off, len as u64);
-                bytes += s.geo.rec_total(len as u64);
-                n += 1;
+                match s.offset_of(addr, len) {
+                    Ok(off) => {
+                        s.prefetch(off, len as u64);
+                        group[n] = (off, len as u64);
+                        bytes += s.geo.rec_total(len as u64);
+                        n += 1;
+                    }
+                    Err(e) => {
+                        // The objects before it are logged, as by `add` one by one.
+                        refused = Err(e);
+                        break;
+                    }
+                }
             }
-            if n == 0 {
+            if n > 0 {
+                // Where their records go: the lane's next log lines (flushed by an earlier
+                // transaction too).
+                s.prefetch(self.tx.log_pos(), bytes);
+                for &(off, len) in &group[..n] {
+                    self.tx.log_range(off, len)?;
+                }
+            }
+            refused?;
+            if n < BATCH_AHEAD {
                 return Ok(());
-            }
-            // Where their records go: the lane's next log lines (flushed by an earlier
-            // transaction too).
-            s.prefetch(self.tx.log_pos(), bytes);
-            for &(off, len) in &group[..n] {
-                self.tx.log_range(off, len)?;
             }
         }
     }

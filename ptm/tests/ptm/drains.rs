@@ -131,8 +131,9 @@ fn add_all_costs_what_adds_one_by_one_cost_and_rolls_back_the_same() {
     }
 }
 
-/// An object outside the pool stops `add_all` with `NotInPool`, as it stops `add`; the
-/// transaction can still roll back what it logged and changed.
+/// An object outside the pool stops `add_all` with `NotInPool`, as it stops `add`: the objects
+/// before it are logged (stores to them cost no drain), those after it are not (a store to one
+/// logs it: one drain); the transaction still rolls back what it changed.
 #[test]
 fn add_all_refuses_an_object_outside_the_pool() {
     let dir = common::shm_dir();
@@ -147,8 +148,15 @@ fn add_all_refuses_an_object_outside_the_pool() {
                 .chain(&r.lines[4..8]);
             let e = tx.snapshot(|b| b.add_all(objs));
             assert!(matches!(e, Err(ptm::Error::NotInPool { .. })), "{e:?}");
-            // Stores still log what they need.
-            r.lines[..8].iter().try_for_each(|l| l.set(tx, [1; 8]))?;
+            let before = thread_stats();
+            r.lines[..4].iter().try_for_each(|l| l.set(tx, [1; 8]))?;
+            assert_eq!(
+                thread_stats().since(&before).drains,
+                0,
+                "the 4 before it are logged"
+            );
+            r.lines[4].set(tx, [1; 8])?;
+            assert_eq!(thread_stats().since(&before).drains, 1, "the one after it is not");
             Err(ptm::Error::InvalidOptions("abort on purpose"))
         })
     });
