@@ -11,7 +11,8 @@
 //! The last line's `I refs` divided by the operation count (the third argument) is the
 //! instructions per operation. Modes:
 //! - `tx1 0 N`: N one-word durable transactions;
-//! - `tx8 0 N`: N transactions snapshotting 8 words (a batch) and setting them;
+//! - `tx8 0 N`: N transactions snapshotting 8 words (a batch, one `add` each) and setting them;
+//! - `tx8-all 0 N`: the same with the batch's `add_all` (as `ptm bench` and the tx bench);
 //! - `hash-get K N`, `btree-get K N`: a `PHashMap<u64, u64>` or `PBTreeMap<u64, u64>` of K keys,
 //!   then N gets of present keys, each its own read-only transaction (the fill is not counted).
 //!
@@ -38,16 +39,18 @@ fn key(i: u64) -> u64 {
 enum Mode {
     Tx1,
     Tx8,
+    Tx8All,
     HashGet,
     BTreeGet,
 }
 
 fn main() {
-    let usage = "usage: instructions <tx1|tx8|hash-get|btree-get> <keys> <operations>";
+    let usage = "usage: instructions <tx1|tx8|tx8-all|hash-get|btree-get> <keys> <operations>";
     let mut args = std::env::args().skip(1);
     let mode = match args.next().as_deref() {
         Some("tx1") => Mode::Tx1,
         Some("tx8") => Mode::Tx8,
+        Some("tx8-all") => Mode::Tx8All,
         Some("hash-get") => Mode::HashGet,
         Some("btree-get") => Mode::BTreeGet,
         _ => panic!("{usage}"),
@@ -64,7 +67,7 @@ fn main() {
                 match mode {
                     Mode::HashGet => r.hash.insert(tx, key(i), i).map(drop)?,
                     Mode::BTreeGet => r.tree.insert(tx, key(i), i).map(drop)?,
-                    Mode::Tx1 | Mode::Tx8 => {}
+                    Mode::Tx1 | Mode::Tx8 | Mode::Tx8All => {}
                 }
             }
             Ok::<_, ptm::Error>(())
@@ -82,9 +85,13 @@ fn measured(pool: &Pool<Root>, mode: Mode, keys: u64, ops: u64) -> u64 {
         sum = sum.wrapping_add(
             match mode {
                 Mode::Tx1 => pool.transaction(|tx, r| r.words[0].set(tx, j).map(|()| j)),
-                Mode::Tx8 => pool.transaction(|tx, r| {
+                Mode::Tx8 | Mode::Tx8All => pool.transaction(|tx, r| {
                     let words = || r.words.iter().step_by(8);
-                    tx.snapshot(|b| words().try_for_each(|w| b.add(w)))?;
+                    if mode == Mode::Tx8All {
+                        tx.snapshot(|b| b.add_all(words()))?;
+                    } else {
+                        tx.snapshot(|b| words().try_for_each(|w| b.add(w)))?;
+                    }
                     words().try_for_each(|w| w.set(tx, j))?;
                     Ok(j)
                 }),
