@@ -788,3 +788,207 @@ fn the_journal_file_grows_in_zero_filled_steps() {
         drop(j);
     }
 }
+
+#[test]
+#[cfg_attr(
+    miri,
+    ignore = "simulated files of 64 KiB and more are too slow under Miri: see small_memory_for_miri"
+)]
+fn a_flush_journals_the_whole_lines_it_touches_and_only_those() {
+    // Inside one line, straddling two lines, and ending on a line boundary: each record holds
+    // exactly the lines, as a CPU cache would write them back.
+    for (off, len, lines) in [
+        (8200u64, 8u64, 8192..8256u64),
+        (8250, 10, 8192..8320),
+        (8256, 64, 8256..8320),
+    ] {
+        let (jf, home) = fresh_files();
+        let mut mem = Mem::new(&home.contents());
+        let j = start(&jf, &home, &mut mem, &opts()).unwrap();
+        for (i, b) in mem.bytes_mut()[8000..8500].iter_mut().enumerate() {
+            *b = i as u8 | 1;
+        }
+        j.flush(off, len);
+        j.drain().unwrap();
+        drop(j);
+        let bytes = jf.contents();
+        let s = scan(&bytes, &UUID, DATA).unwrap();
+        assert_eq!(s.records.len(), 1);
+        let (at, rlen) = s.records[0];
+        let rec = &bytes[at as usize..(at + rlen) as usize];
+        let h = format::RecordHeader::decode(rec).unwrap();
+        let ranges = format::parse_ranges(&rec[RECORD_HEADER..], h.n_ranges, DATA.start, DATA.end).unwrap();
+        assert_eq!(ranges.len(), 1, "flush({off}, {len})");
+        assert_eq!(
+            ranges[0].offset..ranges[0].offset + ranges[0].bytes.len() as u64,
+            lines,
+            "flush({off}, {len})"
+        );
+        assert_eq!(
+            ranges[0].bytes,
+            &mem.bytes()[lines.start as usize..lines.end as usize]
+        );
+    }
+}
+
+/// The ranges of the single record in `jf`, as `(pool range, bytes)`.
+fn only_record_ranges(jf: &SimFile) -> Vec<(std::ops::Range<u64>, Vec<u8>)> {
+    let bytes = jf.contents();
+    let s = scan(&bytes, &UUID, DATA).unwrap();
+    assert_eq!(s.records.len(), 1);
+    let (at, len) = s.records[0];
+    let rec = &bytes[at as usize..(at + len) as usize];
+    let h = format::RecordHeader::decode(rec).unwrap();
+    format::parse_ranges(&rec[RECORD_HEADER..], h.n_ranges, DATA.start, DATA.end)
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.offset..r.offset + r.bytes.len() as u64, r.bytes.to_vec()))
+        .collect()
+}
+
+#[test]
+#[cfg_attr(
+    miri,
+    ignore = "simulated files of 64 KiB and more are too slow under Miri: see small_memory_for_miri"
+)]
+fn an_ordering_point_coalesces_overlapping_and_adjacent_ranges_into_one_record() {
+    // Flushed out of order: a disjoint line, two adjacent lines, a range overlapping the second
+    // and reaching further, one inside the first, and one sharing a start with another: one
+    // record of two ranges, each holding the memory's bytes.
+    let (jf, home) = fresh_files();
+    let mut mem = Mem::new(&home.contents());
+    let j = start(&jf, &home, &mut mem, &opts()).unwrap();
+    for (i, b) in mem.bytes_mut()[8192..16384].iter_mut().enumerate() {
+        *b = (i % 253) as u8 + 1;
+    }
+    for (off, len) in [
+        (12288u64, 8u64),
+        (8256, 64),
+        (8192, 64),
+        (8300, 100),
+        (8200, 8),
+        (12288, 200),
+    ] {
+        j.flush(off, len);
+    }
+    j.drain().unwrap();
+    let m = mem.bytes();
+    drop(j);
+    let got = only_record_ranges(&jf);
+    let expect: Vec<_> = [8192..8448u64, 12288..12544]
+        .into_iter()
+        .map(|r| (r.clone(), m[r.start as usize..r.end as usize].to_vec()))
+        .collect();
+    assert_eq!(got, expect);
+}
+
+#[test]
+fn a_durability_point_with_nothing_new_joins_the_group_only_while_its_record_is_not_durable() {
+    const SMALL: u64 = 16 << 10;
+    let jf = SimFile::new();
+    let home = SimFile::with_contents(vec![0u8; SMALL as usize]);
+    let mut mem = vec![0u64; SMALL as usize / 8];
+    // SAFETY: `mem` outlives the journal (dropped after it) and is SMALL bytes.
+    let j = unsafe {
+        Journal::start(
+            Box::new(jf.clone()),
+            Box::new(home.clone()),
+            Path::new("group.journal"),
+            UUID,
+            mem.as_mut_ptr().cast(),
+            SMALL,
+            4096..SMALL - 4096,
+            None,
+            1,
+            &JournalOptions::new(),
+        )
+    }
+    .unwrap();
+    j.flush(4096, 8);
+    assert_eq!(j.order().unwrap(), 1);
+    assert_eq!(
+        j.arrivals.load(Ordering::Acquire),
+        0,
+        "an ordering point is no durability point"
+    );
+    assert_eq!(j.append(true).unwrap(), 1, "nothing new: the last record");
+    assert_eq!(
+        j.arrivals.load(Ordering::Acquire),
+        1,
+        "record 1 is not durable: it waits for the next sync"
+    );
+    j.sync_to(1).unwrap();
+    assert_eq!(j.arrivals.load(Ordering::Acquire), 0, "the sync took the group");
+    assert_eq!(j.append(true).unwrap(), 1);
+    assert_eq!(
+        j.arrivals.load(Ordering::Acquire),
+        0,
+        "record 1 is durable: nothing to wait for"
+    );
+    drop(j);
+    // A buffered durability point only appends: it waits for no sync, so it joins no group.
+    let jf = SimFile::new();
+    // SAFETY: as above.
+    let j = unsafe {
+        Journal::start(
+            Box::new(jf.clone()),
+            Box::new(home.clone()),
+            Path::new("group.journal"),
+            UUID,
+            mem.as_mut_ptr().cast(),
+            SMALL,
+            4096..SMALL - 4096,
+            None,
+            1,
+            &JournalOptions::new().buffered(std::time::Duration::from_secs(3600)),
+        )
+    }
+    .unwrap();
+    j.flush(4096, 8);
+    j.drain().unwrap();
+    assert_eq!(j.arrivals.load(Ordering::Acquire), 0);
+    assert_eq!(j.stats().durable_seq, 0, "a buffered drain does not sync");
+    drop(j);
+    drop(mem);
+}
+
+#[test]
+#[cfg_attr(
+    miri,
+    ignore = "simulated files of 64 KiB and more are too slow under Miri: see small_memory_for_miri"
+)]
+fn stats_count_records_bytes_syncs_and_checkpoints() {
+    let (jf, home) = fresh_files();
+    let mut mem = Mem::new(&home.contents());
+    let j = start(&jf, &home, &mut mem, &opts()).unwrap();
+    for i in 0..3u64 {
+        mem.bytes_mut()[8192 + i as usize * 64] = 1;
+        j.flush(8192 + i * 64, 8);
+        j.order().unwrap();
+    }
+    j.flush(12288, 200);
+    j.drain().unwrap();
+    let st = j.stats();
+    // Three records of one line, one of four lines: a 40-byte header and a 16-byte range header
+    // each.
+    let bytes = 3 * (40 + 16 + 64) + (40 + 16 + 256);
+    assert_eq!(
+        (
+            st.records,
+            st.bytes,
+            st.syncs,
+            st.live_bytes,
+            st.durable_seq,
+            st.checkpoints,
+            st.epoch
+        ),
+        (4, bytes, 1, bytes, 4, 0, 1)
+    );
+    j.checkpoint().unwrap();
+    let st = j.stats();
+    assert_eq!(
+        (st.checkpoints, st.epoch, st.live_bytes, st.durable_seq),
+        (1, 2, 0, 4)
+    );
+    drop(j);
+}
