@@ -992,3 +992,87 @@ fn stats_count_records_bytes_syncs_and_checkpoints() {
     );
     drop(j);
 }
+
+#[test]
+fn a_leader_waits_for_its_group_only_while_it_is_short_and_then_shrinks_it() {
+    const SMALL: u64 = 16 << 10;
+    let jf = SimFile::new();
+    let home = SimFile::with_contents(vec![0u8; SMALL as usize]);
+    let mut mem = vec![0u64; SMALL as usize / 8];
+    // SAFETY: `mem` outlives the journal (dropped after it) and is SMALL bytes.
+    let j = unsafe {
+        Journal::start(
+            Box::new(jf.clone()),
+            Box::new(home.clone()),
+            Path::new("gather.journal"),
+            UUID,
+            mem.as_mut_ptr().cast(),
+            SMALL,
+            4096..SMALL - 4096,
+            None,
+            1,
+            &JournalOptions::new(),
+        )
+    }
+    .unwrap();
+    // The last sync took no time: a short group gets no wait at all, and shrinks to the points
+    // that came (at least 1).
+    j.last_sync_ns.store(0, Ordering::Relaxed);
+    for (group, came, after) in [(3u32, 1u32, 1u32), (3, 0, 1), (3, 3, 3), (4, 5, 4), (1, 0, 1)] {
+        j.group.store(group, Ordering::Relaxed);
+        j.arrivals.store(came, Ordering::Relaxed);
+        j.gather();
+        assert_eq!(
+            j.group.load(Ordering::Relaxed),
+            after,
+            "group {group}, {came} came"
+        );
+    }
+    drop(j);
+    drop(mem);
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "a 17 MiB record: too slow under Miri")]
+fn a_huge_record_is_written_out_at_once_and_its_scratch_buffer_freed() {
+    // Records past WRITE_OUT_AT are written (unsynced) by the ordering point, and the appender
+    // drops a scratch buffer that large instead of keeping it for ever; a small record's is kept.
+    const BIG: u64 = 20 << 20;
+    let jf = SimFile::new();
+    let home = SimFile::with_contents(vec![0u8; BIG as usize]);
+    let mut mem = vec![0x0101_0101_0101_0101u64; BIG as usize / 8];
+    // SAFETY: `mem` outlives the journal (dropped after it) and is BIG bytes.
+    let j = unsafe {
+        Journal::start(
+            Box::new(jf.clone()),
+            Box::new(home.clone()),
+            Path::new("huge.journal"),
+            UUID,
+            mem.as_mut_ptr().cast(),
+            BIG,
+            4096..BIG - 4096,
+            None,
+            1,
+            &JournalOptions::new(),
+        )
+    }
+    .unwrap();
+    j.flush(4096, 64);
+    j.order().unwrap();
+    assert!(
+        lock(&j.appender).record.capacity() > 0,
+        "a small record's buffer is kept"
+    );
+    assert_eq!(jf.unsynced_writes(), 0, "a small record stays buffered");
+    j.flush(4096, WRITE_OUT_AT as u64 + 4096);
+    j.order().unwrap();
+    assert_eq!(
+        lock(&j.appender).record.capacity(),
+        0,
+        "a huge record's buffer is dropped"
+    );
+    assert!(jf.unsynced_writes() > 0, "a huge record is written out at once");
+    assert!(lock(&j.outbox).buf.is_empty());
+    drop(j);
+    drop(mem);
+}
