@@ -539,10 +539,22 @@ fn durability_points_arriving_during_a_sync_share_the_next_one() {
 }
 
 /// A home file that counts its writes: replay writes pages in runs, not page by page.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct CountingFile {
     inner: SimFile,
-    writes: AtomicU64,
+    writes: Arc<AtomicU64>,
+}
+
+impl CountingFile {
+    fn new(inner: &SimFile) -> CountingFile {
+        CountingFile {
+            inner: inner.clone(),
+            writes: Arc::new(AtomicU64::new(0)),
+        }
+    }
+    fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
 }
 
 impl JournalFile for CountingFile {
@@ -705,17 +717,10 @@ fn replay_writes_contiguous_pages_in_one_run() {
     let expect = mem.bytes();
     write_unsynced(&j);
     drop(j);
-    let counted = CountingFile {
-        inner: home.clone(),
-        writes: AtomicU64::new(0),
-    };
+    let counted = CountingFile::new(&home);
     let (_, _, report) = replay(&jf, &counted, &UUID, DATA).unwrap();
     assert_eq!(report.records, 3);
-    assert_eq!(
-        counted.writes.load(Ordering::Relaxed),
-        2,
-        "one write per run of pages"
-    );
+    assert_eq!(counted.writes(), 2, "one write per run of pages");
     assert_eq!(home.contents(), expect);
 }
 
@@ -738,16 +743,9 @@ fn replay_splits_runs_of_8_mib_and_writes_each_in_place() {
     craft_record(&mut bytes, 1, 1, 0, data.start + 4096, &payload);
     let s = scan(&bytes, &UUID, data.clone()).unwrap();
     assert_eq!(s.records.len(), 1);
-    let counted = CountingFile {
-        inner: home.clone(),
-        writes: AtomicU64::new(0),
-    };
+    let counted = CountingFile::new(&home);
     apply(&bytes, &s, &counted, data.clone()).unwrap();
-    assert_eq!(
-        counted.writes.load(Ordering::Relaxed),
-        2,
-        "a run of 8 MiB, then one page"
-    );
+    assert_eq!(counted.writes(), 2, "a run of 8 MiB, then one page");
     let got = home.contents();
     let at = (data.start + 4096) as usize;
     assert!(
@@ -787,6 +785,21 @@ fn the_journal_file_grows_in_zero_filled_steps() {
         assert_eq!(jf.contents().len() as u64, len, "bound {bound}");
         drop(j);
     }
+    // A record ending exactly where the zeros end grows nothing: with a 64 KiB bound (steps of
+    // 16 KiB) the first record (120 bytes at 4096) grew the file to 32 KiB, and a second one of
+    // 28,552 bytes (two ranges, 445 lines) ends there.
+    let (jf, home) = fresh_files();
+    let mut mem = Mem::new(&home.contents());
+    let j = start(&jf, &home, &mut mem, &JournalOptions::new().max_bytes(64 << 10)).unwrap();
+    j.flush(8192, 8);
+    j.drain().unwrap();
+    assert_eq!(jf.contents().len(), 32 << 10);
+    j.flush(8192, 400 * 64);
+    j.flush(40960, 45 * 64);
+    j.drain().unwrap();
+    assert_eq!(j.stats().live_bytes, (32 << 10) - RECORDS_OFFSET);
+    assert_eq!(jf.contents().len(), 32 << 10);
+    drop(j);
 }
 
 #[test]
@@ -1074,5 +1087,61 @@ fn a_huge_record_is_written_out_at_once_and_its_scratch_buffer_freed() {
     assert!(jf.unsynced_writes() > 0, "a huge record is written out at once");
     assert!(lock(&j.outbox).buf.is_empty());
     drop(j);
+    drop(mem);
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "a 9 MiB memory: too slow under Miri")]
+fn a_checkpoint_writes_dirty_pages_home_in_runs_of_at_most_8_mib() {
+    // Dirty pages 2-4, 9, 63-64 (across two words of the bitmap), 100 and 300-2348 (2049
+    // pages): the checkpoint writes exactly those pages home, one write per run, the last run
+    // cut after 2048 pages.
+    const PAGES: u64 = 2400;
+    const LEN: u64 = PAGES * 4096;
+    let jf = SimFile::new();
+    let home = SimFile::with_contents(vec![0u8; LEN as usize]);
+    let counted = CountingFile::new(&home);
+    let mut mem = vec![0u64; LEN as usize / 8];
+    let base: *mut u8 = mem.as_mut_ptr().cast();
+    // SAFETY: `mem` outlives the journal (dropped after it) and is LEN bytes.
+    let j = unsafe {
+        Journal::start(
+            Box::new(jf.clone()),
+            Box::new(counted.clone()),
+            Path::new("runs.journal"),
+            UUID,
+            base,
+            LEN,
+            4096..LEN - 4096,
+            None,
+            1,
+            &JournalOptions::new(),
+        )
+    }
+    .unwrap();
+    let runs = [(2u64, 3u64), (9, 1), (63, 2), (100, 1), (300, 2049)];
+    for (first, n) in runs {
+        for page in first..first + n {
+            // SAFETY: `page < PAGES`: inside `mem`.
+            unsafe { base.add(page as usize * 4096 + 8).write(page as u8 | 1) };
+        }
+        j.flush(first * 4096, n * 4096);
+        j.drain().unwrap();
+    }
+    let before = counted.writes();
+    j.checkpoint().unwrap();
+    assert_eq!(
+        counted.writes() - before,
+        6,
+        "one write per run, the long run cut in two"
+    );
+    drop(j);
+    let got = home.contents();
+    // SAFETY: `mem` is LEN initialized bytes, no longer written.
+    let expect = unsafe { std::slice::from_raw_parts(base, LEN as usize) };
+    assert!(
+        got == expect,
+        "the home file does not hold the memory after the checkpoint"
+    );
     drop(mem);
 }
