@@ -866,12 +866,13 @@ fn only_record_ranges(jf: &SimFile) -> Vec<(std::ops::Range<u64>, Vec<u8>)> {
 )]
 fn an_ordering_point_coalesces_overlapping_and_adjacent_ranges_into_one_record() {
     // Flushed out of order: a disjoint line, two adjacent lines, a range overlapping the second
-    // and reaching further, one inside the first, and one sharing a start with another: one
-    // record of two ranges, each holding the memory's bytes.
+    // and reaching further, one inside the first, one sharing a start with another, and a long
+    // one that a later, shorter one lies inside: one record of three ranges, each holding the
+    // memory's bytes.
     let (jf, home) = fresh_files();
     let mut mem = Mem::new(&home.contents());
     let j = start(&jf, &home, &mut mem, &opts()).unwrap();
-    for (i, b) in mem.bytes_mut()[8192..16384].iter_mut().enumerate() {
+    for (i, b) in mem.bytes_mut()[8192..20480].iter_mut().enumerate() {
         *b = (i % 253) as u8 + 1;
     }
     for (off, len) in [
@@ -881,6 +882,8 @@ fn an_ordering_point_coalesces_overlapping_and_adjacent_ranges_into_one_record()
         (8300, 100),
         (8200, 8),
         (12288, 200),
+        (16384, 512),
+        (16448, 8),
     ] {
         j.flush(off, len);
     }
@@ -888,7 +891,7 @@ fn an_ordering_point_coalesces_overlapping_and_adjacent_ranges_into_one_record()
     let m = mem.bytes();
     drop(j);
     let got = only_record_ranges(&jf);
-    let expect: Vec<_> = [8192..8448u64, 12288..12544]
+    let expect: Vec<_> = [8192..8448u64, 12288..12544, 16384..16896]
         .into_iter()
         .map(|r| (r.clone(), m[r.start as usize..r.end as usize].to_vec()))
         .collect();
