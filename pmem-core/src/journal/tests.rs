@@ -1148,3 +1148,9 @@ fn a_checkpoint_writes_dirty_pages_home_in_runs_of_at_most_8_mib() {
     );
     drop(mem);
 }
+
+#[test]
+fn a_journal_file_is_empty_by_its_length() {
+    assert!(SimFile::new().is_empty().unwrap());
+    assert!(!SimFile::with_contents(vec![0]).is_empty().unwrap());
+}
