@@ -401,6 +401,12 @@ mod tests {
         assert_eq!(r.len(), 3);
         assert_eq!((r[0].offset, r[0].bytes.len()), (4096, 0));
         assert_eq!((r[2].offset, r[2].bytes), (8184, &[2u8; 8][..]));
+        // An empty range last: its header is the payload's last 16 bytes.
+        let mut q = Vec::new();
+        push_range_header(&mut q, 4096, 8);
+        q.extend_from_slice(&[3; 8]);
+        push_range_header(&mut q, 4104, 0);
+        assert_eq!(parse_ranges(&q, 2, 4096, 8192).unwrap().len(), 2);
         // Fewer ranges than the payload holds, more, a range past the payload, trailing bytes.
         assert!(parse_ranges(&p, 2, 4096, 8192).is_none());
         assert!(parse_ranges(&p, 4, 4096, 8192).is_none());
