@@ -363,4 +363,59 @@ mod tests {
             assert!(!ok, "byte {i}");
         }
     }
+
+    #[test]
+    fn record_header_limits() {
+        // A header alone (an empty payload) decodes; one byte short does not.
+        let mut buf = Vec::new();
+        let start = begin_record(&mut buf, 1, 1, 0);
+        finish_record(&mut buf, start, 0);
+        assert_eq!(buf.len(), RECORD_HEADER);
+        let h = RecordHeader::decode(&buf).unwrap();
+        assert_eq!((h.payload_len, h.n_ranges), (0, 0));
+        assert!(h.checksum_ok(&buf));
+        assert!(RecordHeader::decode(&buf[..RECORD_HEADER - 1]).is_none());
+        // Payload lengths: a multiple of 8, at most MAX_PAYLOAD.
+        for (len, ok) in [
+            (MAX_PAYLOAD, true),
+            (MAX_PAYLOAD - 8, true),
+            (MAX_PAYLOAD + 8, false),
+            (12, false),
+        ] {
+            let mut b = buf.clone();
+            b[4..8].copy_from_slice(&(len as u32).to_le_bytes());
+            assert_eq!(RecordHeader::decode(&b).is_some(), ok, "payload_len {len}");
+        }
+    }
+
+    #[test]
+    fn ranges_parse_to_the_payload_end_and_no_further() {
+        // An empty range is a range; ranges touching both ends of the data area are inside it.
+        let mut p = Vec::new();
+        push_range_header(&mut p, 4096, 0);
+        push_range_header(&mut p, 4096, 8);
+        p.extend_from_slice(&[1; 8]);
+        push_range_header(&mut p, 8184, 8);
+        p.extend_from_slice(&[2; 8]);
+        let r = parse_ranges(&p, 3, 4096, 8192).unwrap();
+        assert_eq!(r.len(), 3);
+        assert_eq!((r[0].offset, r[0].bytes.len()), (4096, 0));
+        assert_eq!((r[2].offset, r[2].bytes), (8184, &[2u8; 8][..]));
+        // An empty range last: its header is the payload's last 16 bytes.
+        let mut q = Vec::new();
+        push_range_header(&mut q, 4096, 8);
+        q.extend_from_slice(&[3; 8]);
+        push_range_header(&mut q, 4104, 0);
+        assert_eq!(parse_ranges(&q, 2, 4096, 8192).unwrap().len(), 2);
+        // Fewer ranges than the payload holds, more, a range past the payload, trailing bytes.
+        assert!(parse_ranges(&p, 2, 4096, 8192).is_none());
+        assert!(parse_ranges(&p, 4, 4096, 8192).is_none());
+        assert!(parse_ranges(&p[..p.len() - 8], 3, 4096, 8192).is_none());
+        let mut longer = p.clone();
+        longer.extend_from_slice(&[0; 8]);
+        assert!(parse_ranges(&longer, 3, 4096, 8192).is_none());
+        // Just outside the data area at either end.
+        assert!(parse_ranges(&p, 3, 4104, 8192).is_none());
+        assert!(parse_ranges(&p, 3, 4096, 8184).is_none());
+    }
 }

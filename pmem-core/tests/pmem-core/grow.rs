@@ -319,3 +319,28 @@ fn a_grown_journaled_pool_journals_only_its_new_data_area() {
     assert!(b1 > b0);
     assert_eq!(b2 - b1, b1 - b0, "the backup header was journaled");
 }
+
+#[test]
+fn a_journaled_pool_grown_past_256_kib_journals_and_checkpoints_its_new_pages() {
+    // The journal's dirty-page bitmap is sized at open for the whole grow room: pages past the
+    // first 64-page word of a 64 KiB pool are tracked once it grew to 1 MiB, and a checkpoint
+    // (the close) writes them home.
+    let dir = common::disk_dir();
+    let path = common::pool_path(&dir, "bitmap.pool");
+    let opts = RegionOptions::new().engine(Engine::Journaled).grow_room(1 << 20);
+    let mut r = opts.create(&path, OLD).unwrap();
+    if r.domain() != DomainKind::Journaled {
+        return; // a DAX file system: no journal here
+    }
+    r.grow(1 << 20).unwrap();
+    let last = (1 << 20) - HS - 4096;
+    r.write_at(last, &[6; 64]).unwrap();
+    r.persist(last, 64).unwrap();
+    drop(r);
+    let mut back = [0u8; 64];
+    std::fs::File::open(&path)
+        .unwrap()
+        .read_exact_at(&mut back, last)
+        .unwrap();
+    assert_eq!(back, [6; 64], "the checkpoint at close wrote the page home");
+}

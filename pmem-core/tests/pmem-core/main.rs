@@ -12,6 +12,7 @@ mod flush;
 mod fuzz_corpus;
 mod grow;
 mod header;
+mod journal;
 mod lock;
 mod pptr;
 mod stats;
