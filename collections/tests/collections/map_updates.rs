@@ -37,3 +37,37 @@ fn set_hash_seed_needs_an_empty_map_and_a_seed_below_2_56() {
     })
     .unwrap();
 }
+
+/// A removal whose next slot is empty marks its slot empty, not a tombstone (no probe runs
+/// through it): a map that never holds more than one key keeps its first segment however many
+/// distinct keys come and go. Were each removal to leave a tombstone, the segment would fill
+/// with them and be rebuilt (a new block) within a few keys.
+#[test]
+fn a_removal_before_an_empty_slot_leaves_no_tombstone() {
+    let dir = shm_dir();
+    let (pool, _) = create(&dir, "churn.pool");
+    pool.transaction(|tx, r| r.m.insert(tx, 0, 0).map(drop)).unwrap();
+    let first = pool
+        .transaction(|tx, r| Ok::<_, Error>((r.m.block_offsets(tx)?, r.m.capacity(tx))))
+        .unwrap();
+    assert_eq!(first.0.len(), 1, "one segment, no directory");
+    pool.transaction(|tx, r| r.m.remove(tx, &0).map(drop)).unwrap();
+    for k in 1..200u64 {
+        pool.transaction(|tx, r| {
+            assert_eq!(r.m.insert(tx, k, k)?, None);
+            assert_eq!(r.m.remove(tx, &k)?, Some(k));
+            assert_eq!(
+                (r.m.block_offsets(tx)?, r.m.capacity(tx)),
+                first,
+                "key {k}: the segment was rebuilt (tombstones left behind)"
+            );
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+    }
+    pool.transaction(|tx, r| {
+        assert!(r.m.is_empty(tx));
+        r.m.check_invariants(tx)
+    })
+    .unwrap();
+}
