@@ -3,7 +3,7 @@
 
 use crate::common;
 
-use common::{create, shm_dir};
+use common::{create, drains, shm_dir};
 use ptm::Error;
 
 /// `set_hash_seed` takes a seed in `1..2^56` on a map without a block, and nothing else: a
@@ -29,7 +29,10 @@ fn set_hash_seed_needs_an_empty_map_and_a_seed_below_2_56() {
         r.m.insert(tx, 1, 1)?;
         assert_eq!(r.m.hash_seed(tx), 0x1234, "the first insert keeps the seed set");
         // A map with a block refuses any seed, a valid one too.
-        assert!(matches!(r.m.set_hash_seed(tx, 0x99), Err(Error::InvalidOptions(_))));
+        assert!(matches!(
+            r.m.set_hash_seed(tx, 0x99),
+            Err(Error::InvalidOptions(_))
+        ));
         assert_eq!(r.m.hash_seed(tx), 0x1234);
         r.m.check_invariants(tx)?;
         assert_eq!(r.m.get(tx, &1)?, Some(1));
@@ -68,6 +71,46 @@ fn a_removal_before_an_empty_slot_leaves_no_tombstone() {
     pool.transaction(|tx, r| {
         assert!(r.m.is_empty(tx));
         r.m.check_invariants(tx)
+    })
+    .unwrap();
+}
+
+/// `reserve` does nothing (no block, no drain) for 0 more entries, even on an empty map, and
+/// on a map of several segments (a directory), whatever it is asked.
+#[test]
+fn reserve_of_nothing_or_on_a_directory_changes_nothing() {
+    let dir = shm_dir();
+    let (pool, _) = create(&dir, "reserve.pool");
+    let blocks = |pool: &ptm::Pool<common::Root>| {
+        pool.transaction(|tx, r| {
+            Ok::<_, Error>((r.m.block_offsets(tx)?, r.m.capacity(tx), r.m.hash_seed(tx)))
+        })
+        .unwrap()
+    };
+    let (r, n) = drains(|| pool.transaction(|tx, r| r.m.reserve(tx, 0)));
+    r.unwrap();
+    assert_eq!(
+        (n, blocks(&pool)),
+        (0, (vec![], 0, 0)),
+        "reserve(0) of an empty map"
+    );
+    pool.transaction(|tx, r| (0..3000u64).try_for_each(|k| r.m.insert(tx, k, k).map(drop)))
+        .unwrap();
+    let before = blocks(&pool);
+    assert!(before.0.len() >= 3, "a directory and segments: {:?}", before.0);
+    for more in [0, 1, 1000] {
+        let (r, n) = drains(|| pool.transaction(|tx, r| r.m.reserve(tx, more)));
+        r.unwrap();
+        assert_eq!(
+            (n, blocks(&pool)),
+            (0, before.clone()),
+            "reserve({more}) with a directory"
+        );
+    }
+    pool.transaction(|tx, r| {
+        r.m.check_invariants(tx)?;
+        assert_eq!(r.m.len(tx), 3000);
+        Ok::<_, Error>(())
     })
     .unwrap();
 }
