@@ -3,8 +3,9 @@
 
 use crate::common;
 
-use common::{create, drains, shm_dir};
-use ptm::Error;
+use common::{create, drains, opts, shm_dir, POOL_SIZE};
+use ptm::{Error, Persistent, Pool};
+use ptm_collections::{PHashMap, PString};
 
 /// `set_hash_seed` takes a seed in `1..2^56` on a map without a block, and nothing else: a
 /// refused call changes nothing, an accepted one is the seed the first insert keeps.
@@ -113,4 +114,89 @@ fn reserve_of_nothing_or_on_a_directory_changes_nothing() {
         Ok::<_, Error>(())
     })
     .unwrap();
+}
+
+/// Maps whose keys own blocks and whose values do not, and the reverse.
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Owning {
+    keys: PHashMap<PString, u64>,
+    values: PHashMap<u64, PString>,
+}
+
+/// A word no map writes: what the reused blocks held.
+const JUNK: u64 = 0xA5C3_5A3C_A5C3_5A3C;
+
+/// A fresh segment holds no stale bytes where a key or value may be read as a handle: when
+/// keys or values own blocks, everything past the header is zeroed, not only the control bytes.
+/// The segments here are made in blocks that held junk (blocks of every small size, filled
+/// with a pattern and freed before the maps' first inserts); no word of the pattern may be left
+/// in the header, control bytes or slots of a segment.
+#[test]
+fn a_fresh_segment_of_owning_keys_or_values_keeps_no_stale_bytes() {
+    let dir = shm_dir();
+    let path = dir.path().join("stale.pool");
+    let pool = Pool::<Owning>::create(&path, POOL_SIZE, &opts()).unwrap();
+    // Blocks of every size up to 1 KiB (the first segments are smaller), three of each.
+    let junk: Vec<(u64, u64)> = pool
+        .transaction(|tx, _| {
+            let mut out = Vec::new();
+            for size in (8..=1024u64).step_by(8) {
+                for _ in 0..3 {
+                    out.push((tx.alloc_bytes(size)?, size));
+                }
+            }
+            Ok::<_, Error>(out)
+        })
+        .unwrap();
+    pool.close().unwrap();
+    let mut img = std::fs::read(&path).unwrap();
+    for &(off, size) in &junk {
+        for w in img[off as usize..(off + size) as usize].chunks_exact_mut(8) {
+            w.copy_from_slice(&JUNK.to_le_bytes());
+        }
+    }
+    std::fs::write(&path, img).unwrap();
+    let pool = Pool::<Owning>::open(&path, &opts()).unwrap();
+    pool.transaction(|tx, _| junk.iter().try_for_each(|&(off, _)| tx.free(tx.pptr::<u8>(off))))
+        .unwrap();
+    // One segment each, of 8 slots (5 keys keep it under 3/4 full).
+    let segs = pool
+        .transaction(|tx, r| {
+            for k in 0..5u64 {
+                r.keys.insert(tx, format!("key {k}").as_str(), k)?;
+                r.values
+                    .get_or_insert_new(tx, k)?
+                    .set(tx, &format!("value {k}"))?;
+            }
+            let mut segs = Vec::new();
+            for (blocks, cap) in [
+                (r.keys.block_offsets(tx)?, r.keys.capacity(tx)),
+                (r.values.block_offsets(tx)?, r.values.capacity(tx)),
+            ] {
+                assert_eq!((blocks.len(), cap), (1, 8), "one segment of 8 slots");
+                segs.push(blocks[0]);
+            }
+            Ok::<_, Error>(segs)
+        })
+        .unwrap();
+    for &s in &segs {
+        assert!(
+            junk.iter().any(|&(off, _)| off == s),
+            "the segment at {s} is not in a reused block: the test needs one"
+        );
+    }
+    pool.close().unwrap();
+    let img = std::fs::read(&path).unwrap();
+    // At least the header, 8 control bytes and 8 key-value pairs.
+    let bytes = 32 + 8 + 8 * (std::mem::size_of::<PString>() as u64 + 8);
+    for (s, what) in segs.iter().zip(["string keys", "string values"]) {
+        let seg = &img[*s as usize..(*s + bytes) as usize];
+        let stale = seg.chunks_exact(8).position(|w| w == JUNK.to_le_bytes());
+        assert_eq!(
+            stale, None,
+            "the segment of the map of {what} kept a stale word (word index)"
+        );
+    }
 }
