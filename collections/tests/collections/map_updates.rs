@@ -200,3 +200,39 @@ fn a_fresh_segment_of_owning_keys_or_values_keeps_no_stale_bytes() {
         );
     }
 }
+
+/// A growth step logs the old segment's array of key-value pairs (string keys own blocks) and
+/// nothing past it: the bytes copied into the undo log by non-temporal stores (the records of
+/// 1 KiB or more) are at most that array, however the keys are laid out.
+#[test]
+fn a_growth_step_logs_the_old_pairs_and_nothing_past_them() {
+    let dir = shm_dir();
+    let pool = Pool::<Owning>::create(dir.path().join("grow.pool"), POOL_SIZE, &opts()).unwrap();
+    let mut grown = 0;
+    for k in 0..200u64 {
+        let cap = pool
+            .transaction(|tx, r| Ok::<_, Error>(r.keys.capacity(tx)))
+            .unwrap();
+        let before = ptm::thread_stats();
+        pool.transaction(|tx, r| r.keys.insert(tx, format!("key {k:03}").as_str(), k).map(drop))
+            .unwrap();
+        let nt = ptm::thread_stats().since(&before).nt_bytes;
+        let cap2 = pool
+            .transaction(|tx, r| Ok::<_, Error>(r.keys.capacity(tx)))
+            .unwrap();
+        // The old segment's pairs: `cap` slots of a string key and a `u64`.
+        let pairs = cap * (std::mem::size_of::<PString>() as u64 + 8);
+        assert!(
+            nt <= pairs,
+            "insert {k} (capacity {cap} -> {cap2}): {nt} bytes streamed into the log, pairs {pairs}"
+        );
+        if cap2 != cap && nt > 0 {
+            grown += 1;
+        }
+    }
+    // Pairs of 1 KiB or more are streamed (capacities 32 to 256 here): the bound is tested.
+    assert!(
+        grown >= 3,
+        "only {grown} growth steps streamed their pairs into the log"
+    );
+}
