@@ -35,6 +35,7 @@ mod map_growth_rules;
 mod map_layout;
 mod map_reserve;
 mod map_segments;
+mod map_updates;
 mod model;
 mod nested;
 mod queue_corrupt;
