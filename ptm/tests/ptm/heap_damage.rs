@@ -56,12 +56,15 @@ fn a_run_descriptor_damaged_past_the_heap_end_while_open_is_corrupt_heap() {
 }
 
 /// A chunk descriptor damaged while the pool is open into a value of no valid form (a free
-/// kind with other bits set, a run of 0 chunks, a continuation 0 chunks after its start) is
+/// kind with other bits set, a slab of no class or with stray bits, a run of 0 chunks, a
+/// continuation 0 chunks after its start) is
 /// `CorruptHeap` when a free reads it: never taken for a free chunk, an empty run or a
 /// continuation (which would report a free of unallocated memory, or free nothing).
 #[test]
 fn a_descriptor_damaged_into_no_valid_form_is_corrupt_heap_at_free() {
-    for damaged in [1u64, 2 << 56, 3 << 56] {
+    // Kind 0 with a bit set, a slab of class 20 (there are 20 classes), a slab with a bit set
+    // between its class and its kind, a run of 0 chunks, a continuation of 0 chunks.
+    for damaged in [1u64, 1 << 56 | 20, 1 << 56 | 1 << 32, 2 << 56, 3 << 56] {
         let dir = common::shm_dir();
         let pool = pool(&dir);
         let run = pool.transaction(|tx, _| tx.alloc_bytes(3 * CHUNK)).unwrap();
