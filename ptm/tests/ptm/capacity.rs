@@ -547,3 +547,52 @@ fn allocations_the_log_cannot_record_fail_at_the_allocation() {
     pool.check_heap().unwrap();
     assert_eq!(pool.allocated_blocks().unwrap(), before);
 }
+
+/// `OutOfSpace` counts the free blocks of every bitmap word of a slab (a 64-byte class's slab
+/// has 16 words), and neither the blocks this transaction allocated nor those it freed (free
+/// only once it commits).
+#[test]
+fn out_of_space_counts_the_free_blocks_of_every_bitmap_word() {
+    let dir = common::shm_dir();
+    let mut pool = pool(&dir, 8 << 20);
+    // 100 blocks of 64 bytes: one slab, its first bitmap word full, the second partly.
+    let blocks = pool
+        .transaction(|tx, _| {
+            (0..100)
+                .map(|_| tx.alloc_bytes(64))
+                .collect::<Result<Vec<u64>, Error>>()
+        })
+        .unwrap();
+    pool.sync().unwrap();
+    let st = pool.heap_stats().unwrap();
+    let keep = ptm::internals::heap::metadata_reserve(st.chunks);
+    let expected = st.free_bytes - keep * CHUNK;
+    let huge = 2 * st.chunks * CHUNK;
+    let (before, during) = pool
+        .transaction(|tx, _| {
+            let before = tx.alloc_bytes(huge).unwrap_err();
+            // 30 more blocks and 10 of the first 100 freed, in this transaction.
+            for _ in 0..30 {
+                tx.alloc_bytes(64)?;
+            }
+            for &b in &blocks[..10] {
+                tx.free_bytes(b)?;
+            }
+            Ok::<_, Error>((before, tx.alloc_bytes(huge).unwrap_err()))
+        })
+        .unwrap();
+    for (err, free) in [(before, expected), (during, expected - 30 * 64)] {
+        match err {
+            Error::OutOfSpace {
+                requested,
+                free_bytes,
+                fragmented: false,
+                ..
+            } => {
+                assert_eq!(requested, huge);
+                assert_eq!(free_bytes, free, "{st:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -222,3 +222,52 @@ fn a_format_4_pool_logs_and_recovers_in_its_own_layout() {
         assert_eq!(words(&path), committed);
     }
 }
+
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct ManyWords {
+    w: [PCell<u64>; 160],
+}
+
+/// In format 4 (64-byte records from lane offset 128 to the lane's end), a transaction of many
+/// small records fills its lane's log area until the last 64 bytes, the room kept for the jump
+/// record, and writes its jump there: the scan reads a record that exactly fills the rest of
+/// the area and follows that jump, so a crash rolls back the records in the extent too.
+#[test]
+fn a_format_4_jump_record_in_the_lanes_last_64_bytes_is_followed() {
+    let dir = common::shm_dir();
+    let path = common::path(&dir, "f4.pool");
+    let image = common::path(&dir, "f4.image");
+    let opts = common::pmem().lanes(1).lane_size(8192);
+    drop(Pool::<ManyWords>::create(&path, 8 << 20, &opts).unwrap());
+    let (f, sb) = superblock(&path);
+    f.write_all_at(&with_magic(&sb, b"PTMTXN4\0"), SUPERBLOCK)
+        .unwrap();
+    drop(f);
+    let pool = Pool::<ManyWords>::open(&path, &opts).unwrap();
+    let geo = pool.geometry();
+    assert!(!geo.packed_log);
+    let r = pool.transaction(|tx, r| {
+        for c in &r.w {
+            c.set(tx, 7)?;
+        }
+        common::crash_image(&path, &image);
+        Err::<(), _>(Error::Aborted)
+    });
+    assert!(r.is_err());
+    drop(pool);
+    // The crashed transaction's jump record is the lane's last 64 bytes.
+    let mut last = [0u8; 16];
+    std::fs::File::open(&image)
+        .unwrap()
+        .read_exact_at(&mut last, geo.lane_log(0).1 - 64)
+        .unwrap();
+    assert_eq!(word(&last, 8) >> 56, 2, "a jump record in the last 64 bytes");
+    let pool = Pool::<ManyWords>::open(&image, &opts).unwrap();
+    let words: Vec<u64> = pool
+        .transaction(|tx, r| Ok::<_, Error>(r.w.iter().map(|c| c.get(tx)).collect()))
+        .unwrap();
+    let kept: Vec<usize> = (0..words.len()).filter(|&i| words[i] != 0).collect();
+    assert!(kept.is_empty(), "words not rolled back: {kept:?}");
+}

@@ -1,6 +1,6 @@
 //! Guards frees against damaged heap metadata: a run descriptor damaged while the pool is open
 //! (after the heap index was built) to reach past the heap's end is `CorruptHeap`, never a free
-//! of chunks that do not exist.
+//! of chunks that do not exist; so is a descriptor damaged into a value of no valid form.
 
 use crate::common;
 
@@ -53,4 +53,32 @@ fn a_run_descriptor_damaged_past_the_heap_end_while_open_is_corrupt_heap() {
         "free of a run of {past_end} chunks from chunk {chunk} of {}: {r:?}",
         layout.n_chunks
     );
+}
+
+/// A chunk descriptor damaged while the pool is open into a value of no valid form (a free
+/// kind with other bits set, a slab of no class or with stray bits, a run of 0 chunks, a
+/// continuation 0 chunks after its start) is
+/// `CorruptHeap` when a free reads it: never taken for a free chunk, an empty run or a
+/// continuation (which would report a free of unallocated memory, or free nothing).
+#[test]
+fn a_descriptor_damaged_into_no_valid_form_is_corrupt_heap_at_free() {
+    // Kind 0 with a bit set, a slab of class 20 (there are 20 classes), a slab with a bit set
+    // between its class and its kind, a run of 0 chunks, a continuation of 0 chunks.
+    for damaged in [1u64, 1 << 56 | 20, 1 << 56 | 1 << 32, 2 << 56, 3 << 56] {
+        let dir = common::shm_dir();
+        let pool = pool(&dir);
+        let run = pool.transaction(|tx, _| tx.alloc_bytes(3 * CHUNK)).unwrap();
+        // Another allocation builds the heap index before the damage.
+        pool.transaction(|tx, _| tx.alloc_bytes(64)).unwrap();
+        let layout = pool.geometry().heap_layout();
+        let chunk = layout.chunk_of(run).unwrap();
+        pool_file(&dir)
+            .write_all_at(&damaged.to_le_bytes(), layout.desc_off(chunk))
+            .unwrap();
+        let r = pool.transaction(|tx, _| tx.free_bytes(run));
+        assert!(
+            matches!(r, Err(Error::CorruptHeap(_))),
+            "descriptor {damaged:#x}: {r:?}"
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! The generation an open writes is durable when the open returns: a crash at any later drain
 //! of the session reopens with a newer generation than the crashed session's, so lock words the
-//! session held (tagged with its generation) read as free after the crash.
+//! session held (tagged with its generation) read as free after the crash. An open with nothing
+//! to recover makes no drain that has nothing to make durable.
 
 use std::cell::{Cell, RefCell};
 
@@ -75,4 +76,24 @@ fn a_crash_after_open_reopens_with_a_newer_generation_and_free_locks() {
     let pool = Pool::<Root>::open(&path, &opts()).unwrap();
     let v = pool.transaction(|tx, r| Ok::<_, Error>((r.m.lock(tx)?.get(tx), r.a.get(tx))));
     assert_eq!(v.unwrap(), (1, 2));
+}
+
+/// Opening a pool that recovery has nothing to do for (closed cleanly, or its last transaction
+/// committed and completed) makes no drain with nothing to make durable: recovery drains only
+/// after it completed or rolled back a lane.
+#[test]
+fn opening_a_pool_with_nothing_to_recover_makes_no_empty_drain() {
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap());
+    let path = dir.path().join("open.pool");
+    let pool = Pool::<Root>::create(&path, 8 << 20, &opts()).unwrap();
+    pool.transaction(|tx, r| r.a.set(tx, 5)).unwrap();
+    pool.close().unwrap();
+    let sim = Simulation::new();
+    let pool = Pool::<Root>::open(&path, &opts().simulation(sim.clone())).unwrap();
+    let report = pool.recovery_report();
+    assert_eq!((report.completed, report.rolled_back), (0, 0), "{report:?}");
+    let seen = sim.redundancy();
+    assert!(seen.drains > 0, "{seen:?}");
+    assert_eq!(seen.empty_drains, 0, "{seen:?}");
+    drop(pool);
 }

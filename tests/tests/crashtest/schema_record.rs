@@ -2,7 +2,8 @@
 //! schemas were recorded) is crash-safe: at every drain of that open, crash images (nothing
 //! pending, everything, each pending word alone, random subsets; 8-byte word fault model) open
 //! with the data intact and either no schema recorded or exactly the opening type's, never a
-//! damaged record; where it is recorded, another type is refused.
+//! damaged record; where it is recorded, another type is refused. The record `create` writes
+//! is durable when `create` returns.
 
 use std::cell::RefCell;
 use std::os::unix::fs::FileExt;
@@ -109,4 +110,29 @@ fn recording_a_schema_at_open_survives_a_crash_at_every_drain() {
         "{points} points, {without} / {with}"
     );
     assert!(check_image(&path));
+}
+
+/// The schema record `create` writes is durable when `create` returns: a crash right after it
+/// (the durable image, nothing pending) opens as the type it was created for and refuses
+/// another of the same size.
+#[test]
+fn a_created_pools_schema_record_is_durable_when_create_returns() {
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap());
+    let path = dir.path().join("new.pool");
+    let sim = Simulation::new();
+    let pool = Pool::<V1>::create(&path, 8 << 20, &opts().simulation(sim.clone())).unwrap();
+    let image = dir.path().join("image.pool");
+    std::fs::write(&image, sim.durable_image()).unwrap();
+    drop(pool);
+    let any = Pool::<()>::open_any(&image, &opts()).expect("the crash image opens");
+    let recorded = ptm::read_root_schema(any.region()).expect("the schema record is never damaged");
+    drop(any);
+    assert!(
+        matches!(&recorded, RootSchema::Described(s) if *s == schema_of::<V1>()),
+        "{recorded:?}"
+    );
+    assert!(matches!(
+        Pool::<V2>::open(&image, &opts()),
+        Err(Error::SchemaMismatch { .. })
+    ));
 }
