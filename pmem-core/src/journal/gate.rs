@@ -206,27 +206,24 @@ mod tests {
     fn a_write_back_waiting_when_the_journal_fails_is_refused_unless_durable() {
         // The waiter is inside its wait (it asked for a sync) when the journal fails: it gives
         // up, and refuses, since record 6 never became durable.
-        let g = Arc::new(WriteAheadGate::new(5).unwrap());
-        g.set_appended(6);
-        let waiter = {
-            let g = Arc::clone(&g);
-            std::thread::spawn(move || g.wait_durable())
+        // A gate with record 6 appended, 5 durable, and a thread waiting inside `wait_durable`.
+        let waiting = || {
+            let g = Arc::new(WriteAheadGate::new(5).unwrap());
+            g.set_appended(6);
+            let waiter = {
+                let g = Arc::clone(&g);
+                std::thread::spawn(move || g.wait_durable())
+            };
+            while g.waits() == 0 {
+                std::thread::yield_now();
+            }
+            (g, waiter)
         };
-        while g.waits() == 0 {
-            std::thread::yield_now();
-        }
+        let (g, waiter) = waiting();
         g.fail();
         assert!(!waiter.join().unwrap(), "record 6 is not durable");
         // Made durable, then closed while a waiter waits for it: it passes.
-        let g = Arc::new(WriteAheadGate::new(5).unwrap());
-        g.set_appended(6);
-        let waiter = {
-            let g = Arc::clone(&g);
-            std::thread::spawn(move || g.wait_durable())
-        };
-        while g.waits() == 0 {
-            std::thread::yield_now();
-        }
+        let (g, waiter) = waiting();
         g.set_durable(6);
         g.close();
         assert!(waiter.join().unwrap(), "record 6 is durable");

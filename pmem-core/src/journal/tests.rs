@@ -70,6 +70,37 @@ impl Rng {
     }
 }
 
+/// A journal over `jf` for a memory of `size` bytes at `base` written home to `home`, the data
+/// area `4096..size - 4096`, starting at epoch 1 with nothing to replay.
+///
+/// # Safety
+///
+/// `base` is valid for reads and writes of `size` bytes until the journal is dropped.
+unsafe fn start_over<H: JournalFile + Clone + 'static>(
+    jf: &SimFile,
+    home: &H,
+    name: &str,
+    base: *mut u8,
+    size: u64,
+    opts: &JournalOptions,
+) -> Journal {
+    // SAFETY: the caller's contract.
+    unsafe {
+        Journal::start(
+            Box::new(jf.clone()),
+            Box::new(home.clone()),
+            Path::new(name),
+            UUID,
+            base,
+            size,
+            4096..size - 4096,
+            None,
+            1,
+            opts,
+        )
+    }
+    .unwrap()
+}
 /// Replays crash images of `(jf, home)` and returns the resulting home contents.
 fn recovered(jf: &SimFile, home: &SimFile) -> Result<Vec<u8>, ReplayError> {
     replay(jf, home, &UUID, DATA)?;
@@ -906,20 +937,15 @@ fn a_durability_point_with_nothing_new_joins_the_group_only_while_its_record_is_
     let mut mem = vec![0u64; SMALL as usize / 8];
     // SAFETY: `mem` outlives the journal (dropped after it) and is SMALL bytes.
     let j = unsafe {
-        Journal::start(
-            Box::new(jf.clone()),
-            Box::new(home.clone()),
-            Path::new("group.journal"),
-            UUID,
+        start_over(
+            &jf,
+            &home,
+            "group.journal",
             mem.as_mut_ptr().cast(),
             SMALL,
-            4096..SMALL - 4096,
-            None,
-            1,
             &JournalOptions::new(),
         )
-    }
-    .unwrap();
+    };
     j.flush(4096, 8);
     assert_eq!(j.order().unwrap(), 1);
     assert_eq!(
@@ -946,20 +972,15 @@ fn a_durability_point_with_nothing_new_joins_the_group_only_while_its_record_is_
     let jf = SimFile::new();
     // SAFETY: as above.
     let j = unsafe {
-        Journal::start(
-            Box::new(jf.clone()),
-            Box::new(home.clone()),
-            Path::new("group.journal"),
-            UUID,
+        start_over(
+            &jf,
+            &home,
+            "group.journal",
             mem.as_mut_ptr().cast(),
             SMALL,
-            4096..SMALL - 4096,
-            None,
-            1,
             &JournalOptions::new().buffered(std::time::Duration::from_secs(3600)),
         )
-    }
-    .unwrap();
+    };
     j.flush(4096, 8);
     j.drain().unwrap();
     assert_eq!(j.arrivals.load(Ordering::Acquire), 0);
@@ -1017,20 +1038,15 @@ fn a_leader_waits_for_its_group_only_while_it_is_short_and_then_shrinks_it() {
     let mut mem = vec![0u64; SMALL as usize / 8];
     // SAFETY: `mem` outlives the journal (dropped after it) and is SMALL bytes.
     let j = unsafe {
-        Journal::start(
-            Box::new(jf.clone()),
-            Box::new(home.clone()),
-            Path::new("gather.journal"),
-            UUID,
+        start_over(
+            &jf,
+            &home,
+            "gather.journal",
             mem.as_mut_ptr().cast(),
             SMALL,
-            4096..SMALL - 4096,
-            None,
-            1,
             &JournalOptions::new(),
         )
-    }
-    .unwrap();
+    };
     // The last sync took no time: a short group gets no wait at all, and shrinks to the points
     // that came (at least 1).
     j.last_sync_ns.store(0, Ordering::Relaxed);
@@ -1059,20 +1075,15 @@ fn a_huge_record_is_written_out_at_once_and_its_scratch_buffer_freed() {
     let mut mem = vec![0x0101_0101_0101_0101u64; BIG as usize / 8];
     // SAFETY: `mem` outlives the journal (dropped after it) and is BIG bytes.
     let j = unsafe {
-        Journal::start(
-            Box::new(jf.clone()),
-            Box::new(home.clone()),
-            Path::new("huge.journal"),
-            UUID,
+        start_over(
+            &jf,
+            &home,
+            "huge.journal",
             mem.as_mut_ptr().cast(),
             BIG,
-            4096..BIG - 4096,
-            None,
-            1,
             &JournalOptions::new(),
         )
-    }
-    .unwrap();
+    };
     j.flush(4096, 64);
     j.order().unwrap();
     assert!(
@@ -1107,21 +1118,7 @@ fn a_checkpoint_writes_dirty_pages_home_in_runs_of_at_most_8_mib() {
     let mut mem = vec![0u64; LEN as usize / 8];
     let base: *mut u8 = mem.as_mut_ptr().cast();
     // SAFETY: `mem` outlives the journal (dropped after it) and is LEN bytes.
-    let j = unsafe {
-        Journal::start(
-            Box::new(jf.clone()),
-            Box::new(counted.clone()),
-            Path::new("runs.journal"),
-            UUID,
-            base,
-            LEN,
-            4096..LEN - 4096,
-            None,
-            1,
-            &JournalOptions::new(),
-        )
-    }
-    .unwrap();
+    let j = unsafe { start_over(&jf, &counted, "runs.journal", base, LEN, &JournalOptions::new()) };
     let runs = [(2u64, 3u64), (9, 1), (63, 2), (100, 1), (300, 2049)];
     for (first, n) in runs {
         for page in first..first + n {

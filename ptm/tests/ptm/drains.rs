@@ -83,21 +83,25 @@ fn add_all_costs_what_adds_one_by_one_cost_and_rolls_back_the_same() {
         })
         .unwrap()
     };
+    fn every_third(r: &Root, n: usize) -> Vec<&PCell<[u64; 8]>> {
+        r.lines.iter().step_by(3).take(n).collect()
+    }
+    /// One batch of every third line (`n` of them): by `add_all` or by `add` one by one.
+    fn snapshot_every_third(tx: &Transaction<'_>, r: &Root, n: usize, all: bool) -> ptm::Result<()> {
+        tx.snapshot(|b| {
+            if all {
+                b.add_all(every_third(r, n))
+            } else {
+                every_third(r, n).into_iter().try_for_each(|l| b.add(l))
+            }
+        })
+    }
     for n in [1usize, 5, 8, 9, 16, 20] {
-        fn every_third(r: &Root, n: usize) -> Vec<&PCell<[u64; 8]>> {
-            r.lines.iter().step_by(3).take(n).collect()
-        }
         let mut cost = Vec::new();
         for all in [false, true] {
             let tag = n as u64 * 10 + u64::from(all);
             let (drains, lines) = drains_of(&pool, |tx, r| {
-                tx.snapshot(|b| {
-                    if all {
-                        b.add_all(every_third(r, n))
-                    } else {
-                        every_third(r, n).into_iter().try_for_each(|l| b.add(l))
-                    }
-                })?;
+                snapshot_every_third(tx, r, n, all)?;
                 // Every store is covered: no drain beyond the batch's and the commit's.
                 every_third(r, n)
                     .into_iter()
@@ -111,13 +115,7 @@ fn add_all_costs_what_adds_one_by_one_cost_and_rolls_back_the_same() {
             );
             // The same batch, then an abort: every range rolls back.
             let r: Result<(), ptm::Error> = pool.transaction(|tx, r| {
-                tx.snapshot(|b| {
-                    if all {
-                        b.add_all(every_third(r, n))
-                    } else {
-                        every_third(r, n).into_iter().try_for_each(|l| b.add(l))
-                    }
-                })?;
+                snapshot_every_third(tx, r, n, all)?;
                 every_third(r, n)
                     .into_iter()
                     .try_for_each(|l| l.set(tx, [u64::MAX; 8]))?;
