@@ -49,3 +49,40 @@ fn shared_child_is_refused() {
     let r = pool.transaction(|tx, r| r.t.clear(tx));
     assert!(r.is_err(), "clear must not free the shared leaf twice: {r:?}");
 }
+
+/// A root leaf whose stored length was damaged to 0 (a valid tree has no empty node: an empty
+/// map has no root) has no first or last entry: `first_key_value`, `last_key_value`,
+/// `pop_first` and `pop_last` return `None` or an error, never the stale entry left in slot 0
+/// (a `u64` key owns nothing, so its slot is not zeroed) and never an index computed as
+/// `len - 1` from a zero length.
+#[test]
+fn empty_root_leaf_has_no_edge_entry() {
+    let dir = shm_dir();
+    let (pool, path) = create(&dir, "e.pool");
+    pool.transaction(|tx, r| r.t.insert(tx, 7, 70).map(drop)).unwrap();
+    let root = pool
+        .transaction(|tx, r| {
+            let nodes = r.t.node_offsets(tx)?;
+            assert_eq!(nodes.len(), 1, "one leaf: {nodes:?}");
+            Ok::<_, Error>(nodes[0])
+        })
+        .unwrap();
+    drop(pool);
+
+    // The node's first word is its length.
+    let mut img = std::fs::read(&path).unwrap();
+    let at = root as usize;
+    assert_eq!(u64::from_le_bytes(img[at..at + 8].try_into().unwrap()), 1, "the root's length word");
+    img[at..at + 8].copy_from_slice(&0u64.to_le_bytes());
+    std::fs::write(&path, &img).unwrap();
+
+    let pool = Pool::<Root>::open(&path, &opts()).unwrap();
+    let first = pool.transaction(|tx, r| r.t.first_key_value(tx).map(|e| e.map(|(k, v)| (k, v))));
+    assert!(matches!(first, Ok(None) | Err(_)), "first entry of an empty leaf: {first:?}");
+    let last = pool.transaction(|tx, r| r.t.last_key_value(tx).map(|e| e.map(|(k, v)| (k, v))));
+    assert!(matches!(last, Ok(None) | Err(_)), "last entry of an empty leaf: {last:?}");
+    let popped = pool.transaction(|tx, r| r.t.pop_first(tx));
+    assert!(matches!(popped, Ok(None) | Err(_)), "pop_first of an empty leaf: {popped:?}");
+    let popped = pool.transaction(|tx, r| r.t.pop_last(tx));
+    assert!(matches!(popped, Ok(None) | Err(_)), "pop_last of an empty leaf: {popped:?}");
+}
