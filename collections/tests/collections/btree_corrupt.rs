@@ -72,19 +72,35 @@ fn empty_root_leaf_has_no_edge_entry() {
     // The node's first word is its length.
     let mut img = std::fs::read(&path).unwrap();
     let at = root as usize;
-    assert_eq!(u64::from_le_bytes(img[at..at + 8].try_into().unwrap()), 1, "the root's length word");
+    assert_eq!(
+        u64::from_le_bytes(img[at..at + 8].try_into().unwrap()),
+        1,
+        "the root's length word"
+    );
     img[at..at + 8].copy_from_slice(&0u64.to_le_bytes());
     std::fs::write(&path, &img).unwrap();
 
     let pool = Pool::<Root>::open(&path, &opts()).unwrap();
-    let first = pool.transaction(|tx, r| r.t.first_key_value(tx).map(|e| e.map(|(k, v)| (k, v))));
-    assert!(matches!(first, Ok(None) | Err(_)), "first entry of an empty leaf: {first:?}");
-    let last = pool.transaction(|tx, r| r.t.last_key_value(tx).map(|e| e.map(|(k, v)| (k, v))));
-    assert!(matches!(last, Ok(None) | Err(_)), "last entry of an empty leaf: {last:?}");
+    let first = pool.transaction(|tx, r| r.t.first_key_value(tx));
+    assert!(
+        matches!(first, Ok(None) | Err(_)),
+        "first entry of an empty leaf: {first:?}"
+    );
+    let last = pool.transaction(|tx, r| r.t.last_key_value(tx));
+    assert!(
+        matches!(last, Ok(None) | Err(_)),
+        "last entry of an empty leaf: {last:?}"
+    );
     let popped = pool.transaction(|tx, r| r.t.pop_first(tx));
-    assert!(matches!(popped, Ok(None) | Err(_)), "pop_first of an empty leaf: {popped:?}");
+    assert!(
+        matches!(popped, Ok(None) | Err(_)),
+        "pop_first of an empty leaf: {popped:?}"
+    );
     let popped = pool.transaction(|tx, r| r.t.pop_last(tx));
-    assert!(matches!(popped, Ok(None) | Err(_)), "pop_last of an empty leaf: {popped:?}");
+    assert!(
+        matches!(popped, Ok(None) | Err(_)),
+        "pop_last of an empty leaf: {popped:?}"
+    );
 }
 
 /// A damaged tree whose nodes form one path deeper than `MAX_DEPTH` (48), every node distinct

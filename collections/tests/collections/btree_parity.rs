@@ -512,7 +512,11 @@ fn pop_both_ends_until_empty() {
         let last = step % 2 == 1;
         let got = pool
             .transaction(|tx, r| {
-                let got = if last { r.t.pop_last(tx)? } else { r.t.pop_first(tx)? };
+                let got = if last {
+                    r.t.pop_last(tx)?
+                } else {
+                    r.t.pop_first(tx)?
+                };
                 r.t.check_invariants(tx).unwrap();
                 Ok::<_, Error>(got)
             })
