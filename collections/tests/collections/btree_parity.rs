@@ -498,3 +498,36 @@ fn drains_of_the_new_operations() {
         assert_eq!(n, want, "{name}");
     }
 }
+
+/// `pop_first` and `pop_last` of a tree of several levels, alternating, return std's entries
+/// until the map is empty (then `None`), and the tree stays valid on the way.
+#[test]
+fn pop_both_ends_until_empty() {
+    let dir = shm_dir();
+    let pool = Pool::<BRoot>::create(dir.path().join("p.pool"), common::POOL_SIZE, &common::opts()).unwrap();
+    let mut model: BTreeMap<u64, u64> = (0..400).map(|k| (k * 5, k)).collect();
+    pool.transaction(|tx, r| r.t.extend(tx, model.iter().map(|(k, v)| (*k, *v))))
+        .unwrap();
+    for step in 0..model.len() + 2 {
+        let last = step % 2 == 1;
+        let got = pool
+            .transaction(|tx, r| {
+                let got = if last {
+                    r.t.pop_last(tx)?
+                } else {
+                    r.t.pop_first(tx)?
+                };
+                r.t.check_invariants(tx).unwrap();
+                Ok::<_, Error>(got)
+            })
+            .unwrap();
+        let want = if last { model.pop_last() } else { model.pop_first() };
+        assert_eq!(got, want, "step {step}");
+    }
+    pool.transaction(|tx, r| {
+        assert_eq!(r.t.len(tx), 0);
+        assert!(r.t.node_offsets(tx)?.is_empty(), "every node freed");
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+}
