@@ -930,6 +930,10 @@ fn an_ordering_point_coalesces_overlapping_and_adjacent_ranges_into_one_record()
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "simulated files of 64 KiB and more are too slow under Miri: see small_memory_for_miri"
+)]
 fn a_durability_point_with_nothing_new_joins_the_group_only_while_its_record_is_not_durable() {
     const SMALL: u64 = 16 << 10;
     let jf = SimFile::new();
@@ -1031,6 +1035,10 @@ fn stats_count_records_bytes_syncs_and_checkpoints() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "simulated files of 64 KiB and more are too slow under Miri: see small_memory_for_miri"
+)]
 fn a_leader_waits_for_its_group_only_while_it_is_short_and_then_shrinks_it() {
     const SMALL: u64 = 16 << 10;
     let jf = SimFile::new();
