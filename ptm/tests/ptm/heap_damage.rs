@@ -30,8 +30,10 @@ fn pool_file(dir: &tempfile::TempDir) -> std::fs::File {
         .unwrap()
 }
 
-#[test]
-fn a_run_descriptor_damaged_past_the_heap_end_while_open_is_corrupt_heap() {
+/// On a fresh pool: allocates a run of 3 chunks, builds the heap index (another allocation),
+/// writes `damage(chunk, n_chunks)` over the run's first descriptor through the pool file, then
+/// frees the run. Returns the free's result, the run's first chunk and the heap's chunk count.
+fn free_a_run_with_a_damaged_descriptor(damage: impl FnOnce(u64, u64) -> u64) -> (ptm::Result<()>, u64, u64) {
     let dir = common::shm_dir();
     let pool = pool(&dir);
     let run = pool.transaction(|tx, _| tx.alloc_bytes(3 * CHUNK)).unwrap();
@@ -40,18 +42,27 @@ fn a_run_descriptor_damaged_past_the_heap_end_while_open_is_corrupt_heap() {
     let layout = pool.geometry().heap_layout();
     let chunk = layout.chunk_of(run).unwrap();
     assert_eq!(layout.chunk_off(chunk), run);
-    let past_end = layout.n_chunks - chunk + 1;
     pool_file(&dir)
         .write_all_at(
-            &Desc::Run(past_end).encode().to_le_bytes(),
+            &damage(chunk, layout.n_chunks).to_le_bytes(),
             layout.desc_off(chunk),
         )
         .unwrap();
-    let r = pool.transaction(|tx, _| tx.free_bytes(run));
+    (
+        pool.transaction(|tx, _| tx.free_bytes(run)),
+        chunk,
+        layout.n_chunks,
+    )
+}
+
+#[test]
+fn a_run_descriptor_damaged_past_the_heap_end_while_open_is_corrupt_heap() {
+    let (r, chunk, n_chunks) =
+        free_a_run_with_a_damaged_descriptor(|chunk, n_chunks| Desc::Run(n_chunks - chunk + 1).encode());
+    let past_end = n_chunks - chunk + 1;
     assert!(
         matches!(r, Err(Error::CorruptHeap(_))),
-        "free of a run of {past_end} chunks from chunk {chunk} of {}: {r:?}",
-        layout.n_chunks
+        "free of a run of {past_end} chunks from chunk {chunk} of {n_chunks}: {r:?}"
     );
 }
 
@@ -65,17 +76,7 @@ fn a_descriptor_damaged_into_no_valid_form_is_corrupt_heap_at_free() {
     // Kind 0 with a bit set, a slab of class 20 (there are 20 classes), a slab with a bit set
     // between its class and its kind, a run of 0 chunks, a continuation of 0 chunks.
     for damaged in [1u64, 1 << 56 | 20, 1 << 56 | 1 << 32, 2 << 56, 3 << 56] {
-        let dir = common::shm_dir();
-        let pool = pool(&dir);
-        let run = pool.transaction(|tx, _| tx.alloc_bytes(3 * CHUNK)).unwrap();
-        // Another allocation builds the heap index before the damage.
-        pool.transaction(|tx, _| tx.alloc_bytes(64)).unwrap();
-        let layout = pool.geometry().heap_layout();
-        let chunk = layout.chunk_of(run).unwrap();
-        pool_file(&dir)
-            .write_all_at(&damaged.to_le_bytes(), layout.desc_off(chunk))
-            .unwrap();
-        let r = pool.transaction(|tx, _| tx.free_bytes(run));
+        let (r, _, _) = free_a_run_with_a_damaged_descriptor(|_, _| damaged);
         assert!(
             matches!(r, Err(Error::CorruptHeap(_))),
             "descriptor {damaged:#x}: {r:?}"
