@@ -15,7 +15,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use crate::engine::lane_state::{HeldKind, LaneVolatile};
+use crate::engine::lane_state::{HeldKind, LaneVolatile, RECENT};
 use crate::engine::lanes::preferred_lane;
 use crate::engine::layout::{
     self, encode_rec, CommitRecord, DataHasher, KIND_JUMP, KIND_NEW, KIND_UNDO, REC_ALIGN, REC_HEADER,
@@ -294,11 +294,7 @@ impl<'p> Transaction<'p> {
         st.mark_line_flushed = false;
         st.entries = 0;
         st.ranges.clear();
-        st.logical.clear();
-        if !st.index.is_empty() {
-            st.index.clear();
-        }
-        st.last_cover.set((0, 0));
+        clear_logical(&mut st);
         st.extents.clear();
         st.next_extent = MIN_EXTENT;
         st.undrained = false;
@@ -570,9 +566,19 @@ impl<'p> Transaction<'p> {
         self.state().borrow()
     }
 
-    /// Where the next log record goes (taking a lane first if it holds none).
-    fn log_pos(&self) -> u64 {
-        self.st_ref().pos
+    /// [`log_range`](Self::log_range) for each of `ranges` inside a batch (so none drains), under
+    /// one borrow of the lane state, after prefetching the lane's next `bytes` of log (where
+    /// their records go: lines an earlier transaction flushed too).
+    fn log_group(&self, ranges: &[(u64, u64)], bytes: u64) -> Result<()> {
+        let mut st = self.st_mut();
+        debug_assert!(st.batch_depth > 0, "log_group outside a snapshot batch");
+        self.shared.prefetch(st.pos, bytes);
+        for &(off, len) in ranges {
+            if len > 0 && !covered(&st, off, len) {
+                self.append_undo(&mut st, off, len)?;
+            }
+        }
+        Ok(())
     }
 
     /// Logs `[off, off + len)` (if not yet covered) without draining: for metadata whose new
@@ -631,7 +637,7 @@ impl<'p> Transaction<'p> {
         st.unflushed = st.unflushed.min(at);
         st.entries -= 1;
         st.ranges.pop();
-        st.logical.pop();
+        pop_logical(st);
         st.undrained = true;
         st.took_back = true;
         true
@@ -1058,7 +1064,11 @@ impl<'p> Transaction<'p> {
             let (start, end) = pmem_core::internals::flush::line_span(off as usize, len as usize);
             (start as u64, end as u64)
         }));
-        lines.sort_unstable();
+        // Ranges are often logged in address order (a batch over an array, a node and its
+        // sibling): then they need no sort.
+        if !lines.is_sorted() {
+            lines.sort_unstable();
+        }
         let mut run: Option<(u64, u64)> = None;
         for &(start, end) in lines.iter() {
             match &mut run {
@@ -1395,7 +1405,38 @@ pub(crate) fn log_room(st: &LaneVolatile) -> u64 {
 /// indexed yet (a cancelled allocation, so an older record can still be taken back).
 pub(crate) fn forget_newest_logical(st: &mut LaneVolatile, off: u64, len: u64) {
     if st.index.is_empty() && st.logical.last() == Some(&(off, len)) {
-        st.logical.pop();
+        pop_logical(st);
+    }
+}
+
+/// Empties the logged ranges (a transaction's start): the list, its index and its hints.
+#[inline]
+fn clear_logical(st: &mut LaneVolatile) {
+    st.logical.clear();
+    if !st.index.is_empty() {
+        st.index.clear();
+    }
+    st.last_cover.set((0, 0));
+    st.logical_lo = u64::MAX;
+    st.logical_hi = 0;
+    st.recent = [(0, 0); RECENT];
+}
+
+/// The cache line slot of [`LaneVolatile::recent`] for a range starting at `off`.
+#[inline]
+fn recent_slot(off: u64) -> usize {
+    (off >> 6) as usize & (RECENT - 1)
+}
+
+/// Removes the newest range of `logical` (only while there is no index), and from its
+/// `recent` slot if it is there.
+fn pop_logical(st: &mut LaneVolatile) {
+    debug_assert!(st.index.is_empty());
+    if let Some((o, l)) = st.logical.pop() {
+        let slot = &mut st.recent[recent_slot(o)];
+        if *slot == (o, o + l) {
+            *slot = (0, 0);
+        }
     }
 }
 
@@ -1403,18 +1444,28 @@ pub(crate) fn forget_newest_logical(st: &mut LaneVolatile, off: u64, len: u64) {
 /// ranges once there are more than `LINEAR_RANGES`.
 #[inline]
 pub(crate) fn add_logical(st: &mut LaneVolatile, off: u64, len: u64) {
+    let end = off + len;
+    st.logical_lo = st.logical_lo.min(off);
+    st.logical_hi = st.logical_hi.max(end);
+    st.recent[recent_slot(off)] = (off, end);
     st.logical.push((off, len));
     if st.logical.len() > LINEAR_RANGES {
-        let LaneVolatile { logical, index, .. } = st;
-        if index.is_empty() {
-            for &(o, l) in logical.iter() {
-                index_insert(index, o, l);
-            }
-        } else {
-            index_insert(index, off, len);
-        }
-        st.last_cover.set((off, len));
+        index_logical(st, off, len);
     }
+}
+
+/// [`add_logical`] past `LINEAR_RANGES` ranges: indexes them (all of them, the first time).
+#[inline(never)]
+fn index_logical(st: &mut LaneVolatile, off: u64, len: u64) {
+    let LaneVolatile { logical, index, .. } = st;
+    if index.is_empty() {
+        for &(o, l) in logical.iter() {
+            index_insert(index, o, l);
+        }
+    } else {
+        index_insert(index, off, len);
+    }
+    st.last_cover.set((off, len));
 }
 
 /// Notes a record header written (or zeroed) at pool offset `at` and flushed by the caller: if
@@ -1430,9 +1481,26 @@ fn note_header(st: &mut LaneVolatile, at: u64) {
 /// Whether every byte of `[off, off + len)` lies in some already-logged range (one range, or
 /// several that overlap or touch: a bulk store over a fresh part and a logged part needs no new
 /// record).
-#[inline]
+#[inline(always)]
 fn covered(st: &LaneVolatile, off: u64, len: u64) -> bool {
     let end = off.saturating_add(len);
+    if end > off {
+        // Outside every logged range, or inside the one logged at its start (both cheap, and
+        // the common cases: new ranges logged in address order, stores after a snapshot).
+        if off >= st.logical_hi || end <= st.logical_lo {
+            return false;
+        }
+        let (ro, re) = st.recent[recent_slot(off)];
+        if ro <= off && end <= re {
+            return true;
+        }
+    }
+    covered_by_search(st, off, end)
+}
+
+/// [`covered`] by searching the logged ranges (the list, or its index past `LINEAR_RANGES`).
+#[inline(never)]
+fn covered_by_search(st: &LaneVolatile, off: u64, end: u64) -> bool {
     let mut at = off;
     while at < end {
         // The farthest end of a logged range holding byte `at`.
@@ -1549,12 +1617,7 @@ impl SnapshotBatch<'_, '_> {
                 }
             }
             if n > 0 {
-                // Where their records go: the lane's next log lines (flushed by an earlier
-                // transaction too).
-                s.prefetch(self.tx.log_pos(), bytes);
-                for &(off, len) in &group[..n] {
-                    self.tx.log_range(off, len)?;
-                }
+                self.tx.log_group(&group[..n], bytes)?;
             }
             refused?;
             if n < BATCH_AHEAD {
@@ -1579,6 +1642,8 @@ mod tests {
         Add(u64, u64),
         /// The newest range leaves (`forget_newest_logical`: a cancelled allocation).
         Forget,
+        /// Every range leaves (the next transaction starts).
+        Clear,
         Query(u64, u64),
     }
 
@@ -1586,6 +1651,7 @@ mod tests {
         prop_oneof![
             4 => (0u64..512, 1u64..48).prop_map(|(o, l)| Step::Add(o, l)),
             1 => Just(Step::Forget),
+            1 => Just(Step::Clear),
             6 => (0u64..560, 1u64..64).prop_map(|(o, l)| Step::Query(o, l)),
         ]
     }
@@ -1593,16 +1659,22 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
-        /// `covered` (its linear scan and, past `LINEAR_RANGES` ranges, its index and cached
-        /// range) answers as the byte-by-byte model, also after ranges leave the list and for
-        /// queries in the order ranges were added.
+        /// `covered` (its bounds check, its slots of recent ranges, its linear scan and, past
+        /// `LINEAR_RANGES` ranges, its index and cached range) answers as the byte-by-byte
+        /// model, also after ranges leave the list or all of them do (a transaction's start),
+        /// and for queries in the order ranges were added.
         #[test]
         #[cfg_attr(miri, ignore = "proptest persists failures through the file system")]
         fn covered_matches_a_byte_model(steps in prop::collection::vec(step(), 1..80)) {
             let mut st = LaneVolatile::default();
+            clear_logical(&mut st);
             let mut model: Vec<(u64, u64)> = Vec::new();
             for s in steps {
                 match s {
+                    Step::Clear => {
+                        clear_logical(&mut st);
+                        model.clear();
+                    }
                     Step::Add(o, l) => {
                         add_logical(&mut st, o, l);
                         model.push((o, l));

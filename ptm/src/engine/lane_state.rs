@@ -6,6 +6,9 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 
+/// Slots of [`LaneVolatile::recent`] (a power of two).
+pub(crate) const RECENT: usize = 8;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum HeldKind {
     Mutex,
@@ -40,6 +43,19 @@ pub(crate) struct LaneVolatile {
     /// large transaction's index lookup costs a descent of a big map. Ranges leave `logical`
     /// only while there is no index, so the cached one stays logged.
     pub(crate) last_cover: std::cell::Cell<(u64, u64)>,
+    /// Bounds of the ranges in `logical`: at most every start (`logical_lo`) and at least every
+    /// end (`logical_hi`), widened as ranges are added and reset (to `u64::MAX` and 0) when the
+    /// list is emptied at the transaction's start (a range leaving keeps them: loose bounds are
+    /// still bounds). A range outside them is not
+    /// covered: a transaction logging ranges in address order finds each new one uncovered at
+    /// once.
+    pub(crate) logical_lo: u64,
+    pub(crate) logical_hi: u64,
+    /// The newest ranges of `logical`, `(start, end)`, each in the slot of its start's cache
+    /// line (`RECENT` slots, by line number): a store to the start of a range its transaction
+    /// logged (an object snapshotted, then set) is found covered without a scan. A range leaving
+    /// `logical` leaves its slot; `(0, 0)` is an empty slot.
+    pub(crate) recent: [(u64, u64); RECENT],
     pub(crate) extents: Vec<(u64, u64)>,
     pub(crate) next_extent: u64,
     /// Records appended since the last drain.
