@@ -512,6 +512,7 @@ pub fn superblock_log_key(sb: &[u8]) -> u64 {
 
 /// Encodes a record header for `data` (undo: the old bytes; jump: empty with `len` = extent size),
 /// its hash keyed with the pool's [`log_key`].
+#[inline]
 pub fn encode_rec(key: u64, seq: u64, kind: u8, len: u64, target: u64, data: &[u8]) -> [u8; 32] {
     let kind_len = (u64::from(kind) << 56) | (len & LEN_MASK);
     let hash = xxh3_64_with_seed(data, rec_seed(key, seq, kind_len, target));
