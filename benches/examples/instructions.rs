@@ -14,7 +14,9 @@
 //! - `tx8 0 N`: N transactions snapshotting 8 words (a batch, one `add` each) and setting them;
 //! - `tx8-all 0 N`: the same with the batch's `add_all` (as `ptm bench` and the tx bench);
 //! - `hash-get K N`, `btree-get K N`: a `PHashMap<u64, u64>` or `PBTreeMap<u64, u64>` of K keys,
-//!   then N gets of present keys, each its own read-only transaction (the fill is not counted).
+//!   then N gets of present keys, each its own read-only transaction (the fill is not counted);
+//! - `hash-insert K N`, `btree-insert K N`: the same maps of K keys, then N inserts of fresh
+//!   keys, each its own durable transaction (2 drains each).
 //!
 //! The pool is a file in `/dev/shm` (256 MiB: valgrind cannot reserve the address space of much
 //! larger ones), cache-flush mode.
@@ -42,10 +44,13 @@ enum Mode {
     Tx8All,
     HashGet,
     BTreeGet,
+    HashInsert,
+    BTreeInsert,
 }
 
 fn main() {
-    let usage = "usage: instructions <tx1|tx8|tx8-all|hash-get|btree-get> <keys> <operations>";
+    let usage =
+        "usage: instructions <tx1|tx8|tx8-all|hash-get|btree-get|hash-insert|btree-insert> <keys> <operations>";
     let mut args = std::env::args().skip(1);
     let mode = match args.next().as_deref() {
         Some("tx1") => Mode::Tx1,
@@ -53,6 +58,8 @@ fn main() {
         Some("tx8-all") => Mode::Tx8All,
         Some("hash-get") => Mode::HashGet,
         Some("btree-get") => Mode::BTreeGet,
+        Some("hash-insert") => Mode::HashInsert,
+        Some("btree-insert") => Mode::BTreeInsert,
         _ => panic!("{usage}"),
     };
     let mut number = || -> u64 { args.next().and_then(|a| a.parse().ok()).expect(usage) };
@@ -65,8 +72,8 @@ fn main() {
         pool.transaction(|tx, r| {
             for &i in chunk {
                 match mode {
-                    Mode::HashGet => r.hash.insert(tx, key(i), i).map(drop)?,
-                    Mode::BTreeGet => r.tree.insert(tx, key(i), i).map(drop)?,
+                    Mode::HashGet | Mode::HashInsert => r.hash.insert(tx, key(i), i).map(drop)?,
+                    Mode::BTreeGet | Mode::BTreeInsert => r.tree.insert(tx, key(i), i).map(drop)?,
                     Mode::Tx1 | Mode::Tx8 | Mode::Tx8All => {}
                 }
             }
@@ -95,6 +102,18 @@ fn measured(pool: &Pool<Root>, mode: Mode, keys: u64, ops: u64) -> u64 {
                     words().try_for_each(|w| w.set(tx, j))?;
                     Ok(j)
                 }),
+                Mode::HashInsert | Mode::BTreeInsert => {
+                    let i = keys + j;
+                    pool.transaction(|tx, r| {
+                        let old = if mode == Mode::HashInsert {
+                            r.hash.insert(tx, key(i), i)?
+                        } else {
+                            r.tree.insert(tx, key(i), i)?
+                        };
+                        assert!(old.is_none(), "a fresh key");
+                        Ok::<_, ptm::Error>(i)
+                    })
+                }
                 Mode::HashGet | Mode::BTreeGet => {
                     let i = j.wrapping_mul(7919) % keys.max(1);
                     pool.transaction(|tx, r| {
