@@ -437,20 +437,34 @@ fn freeing_one_fresh_block_keeps_the_next_one_covered() {
 /// log nearly full) and the second block still pending (no record yet): freeing the first
 /// cannot take its record back (the newest covered range is the second block's), and the
 /// second block stays covered, so a store into it costs no drain. For each length of a store
-/// that first fills most of a small lane (some of them leave the room where the first
-/// allocation writes its records and the second does not: 7960 bytes here).
+/// that first fills most of a small lane; some of them leave the room where the first
+/// allocation writes its records and the second does not (checked in the lane's log, read from
+/// the pool file; 7960 bytes here).
 #[test]
 fn freeing_a_block_whose_records_were_written_keeps_a_pending_block_covered() {
     let dir = common::shm_dir();
-    let pool = Pool::<Root>::create(
-        common::path(&dir, "pending.pool"),
-        8 << 20,
-        &common::pmem().lanes(2).lane_size(8192),
-    )
-    .unwrap();
+    let path = common::path(&dir, "pending.pool");
+    let pool = Pool::<Root>::create(&path, 8 << 20, &common::pmem().lanes(2).lane_size(8192)).unwrap();
+    let g = pool.geometry();
     let big = pool.transaction(|tx, _| tx.alloc_bytes(8192)).unwrap();
     // The class's slab made first.
     pool.transaction(|tx, _| tx.alloc_bytes(64).map(drop)).unwrap();
+    // Whether lane `lane`'s log holds a new-range record of this transaction (the seq of the
+    // lane's first record) for the 64-byte block at `target`: the pool file shows memory.
+    let recorded = |lane: usize, target: u64| {
+        use std::io::{Read, Seek};
+        let (start, end) = g.lane_log(lane);
+        let mut bytes = vec![0u8; (end - start) as usize];
+        let mut f = std::fs::File::open(&path).unwrap();
+        f.seek(std::io::SeekFrom::Start(start)).unwrap();
+        f.read_exact(&mut bytes).unwrap();
+        let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+        let new_64 = (u64::from(ptm::internals::layout::KIND_NEW) << 56) | 64;
+        (0..bytes.len() - 24)
+            .step_by(8)
+            .any(|at| word(at) == word(0) && word(at + 8) == new_64 && word(at + 16) == target)
+    };
+    let mut written = 0;
     for fill in (6400..8000u64).step_by(8) {
         let r: Result<(), ptm::Error> = pool.transaction(|tx, _| {
             // SAFETY: `big` is a live 8192-byte block of this pool that only this thread uses.
@@ -458,6 +472,9 @@ fn freeing_a_block_whose_records_were_written_keeps_a_pending_block_covered() {
             let a = tx.alloc_bytes(64)?;
             let b = tx.alloc_bytes(64)?;
             tx.free_bytes(a)?;
+            if recorded(tx.lane(), a) && !recorded(tx.lane(), b) {
+                written += 1;
+            }
             let before = thread_stats();
             // SAFETY: `b` was just allocated by this transaction, 64 bytes.
             unsafe { tx.fill_bytes(tx.pptr(b), 9, 64)? };
@@ -470,6 +487,10 @@ fn freeing_a_block_whose_records_were_written_keeps_a_pending_block_covered() {
         });
         assert!(matches!(r, Err(ptm::Error::InvalidOptions(_))), "{r:?}");
     }
+    assert!(
+        written > 0,
+        "no store length wrote the first block's record and not the second's"
+    );
 }
 
 /// Up to 16 logged ranges (`LINEAR_RANGES`, tx.rs) coverage looks at every one of them (design
