@@ -2,7 +2,8 @@
 //! 8-range batched transaction, 0 for a read-only one and for an aborted one that logged nothing,
 //! one more per unbatched snapshot, none for a store a logged range covers (also among many
 //! ranges, inside a snapshot batch next to its ranges, in a fresh block after another fresh block
-//! was freed), and a commit that flushes only the lines it changed.
+//! was freed, whether or not that one's records were written), and a commit that flushes only
+//! the lines it changed.
 
 use crate::common;
 
@@ -430,4 +431,98 @@ fn freeing_one_fresh_block_keeps_the_next_one_covered() {
         fill(tx, second)
     });
     assert_eq!(two, one, "lines flushed");
+}
+
+/// As above, with the first block's records written at once (its allocation found the lane's
+/// log nearly full) and the second block still pending (no record yet): freeing the first
+/// cannot take its record back (the newest covered range is the second block's), and the
+/// second block stays covered, so a store into it costs no drain. For each length of a store
+/// that first fills most of a small lane; some of them leave the room where the first
+/// allocation writes its records and the second does not (checked in the lane's log, read from
+/// the pool file; 7960 bytes here).
+#[test]
+fn freeing_a_block_whose_records_were_written_keeps_a_pending_block_covered() {
+    let dir = common::shm_dir();
+    let path = common::path(&dir, "pending.pool");
+    let pool = Pool::<Root>::create(&path, 8 << 20, &common::pmem().lanes(2).lane_size(8192)).unwrap();
+    let g = pool.geometry();
+    let big = pool.transaction(|tx, _| tx.alloc_bytes(8192)).unwrap();
+    // The class's slab made first.
+    pool.transaction(|tx, _| tx.alloc_bytes(64).map(drop)).unwrap();
+    // Whether lane `lane`'s log holds a new-range record of this transaction (the seq of the
+    // lane's first record) for the 64-byte block at `target`: the pool file shows memory.
+    let recorded = |lane: usize, target: u64| {
+        use std::io::{Read, Seek};
+        let (start, end) = g.lane_log(lane);
+        let mut bytes = vec![0u8; (end - start) as usize];
+        let mut f = std::fs::File::open(&path).unwrap();
+        f.seek(std::io::SeekFrom::Start(start)).unwrap();
+        f.read_exact(&mut bytes).unwrap();
+        let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+        let new_64 = (u64::from(ptm::internals::layout::KIND_NEW) << 56) | 64;
+        (0..bytes.len() - 24)
+            .step_by(8)
+            .any(|at| word(at) == word(0) && word(at + 8) == new_64 && word(at + 16) == target)
+    };
+    let mut written = 0;
+    for fill in (6400..8000u64).step_by(8) {
+        let r: Result<(), ptm::Error> = pool.transaction(|tx, _| {
+            // SAFETY: `big` is a live 8192-byte block of this pool that only this thread uses.
+            unsafe { tx.fill_bytes(tx.pptr(big), 3, fill)? };
+            let a = tx.alloc_bytes(64)?;
+            let b = tx.alloc_bytes(64)?;
+            tx.free_bytes(a)?;
+            if recorded(tx.lane(), a) && !recorded(tx.lane(), b) {
+                written += 1;
+            }
+            let before = thread_stats();
+            // SAFETY: `b` was just allocated by this transaction, 64 bytes.
+            unsafe { tx.fill_bytes(tx.pptr(b), 9, 64)? };
+            let d = thread_stats().since(&before);
+            assert_eq!(
+                d.drains, 0,
+                "store of {fill} bytes first: a store into the pending block"
+            );
+            Err(ptm::Error::InvalidOptions("abort on purpose"))
+        });
+        assert!(matches!(r, Err(ptm::Error::InvalidOptions(_))), "{r:?}");
+    }
+    assert!(
+        written > 0,
+        "no store length wrote the first block's record and not the second's"
+    );
+}
+
+/// Up to 16 logged ranges (`LINEAR_RANGES`, tx.rs) coverage looks at every one of them (design
+/// §8.2: a linear scan, an index only above that): with 16, a store covered only by the range
+/// logged 9th, whose start lies before the starts of 8 other ranges, costs no drain. (The index
+/// looks at the 8 starts nearest below a store: such a store would be logged again.)
+#[test]
+fn up_to_sixteen_logged_ranges_a_store_covered_by_any_of_them_costs_no_drain() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir);
+    let blk = pool.transaction(|tx, _| tx.alloc_bytes(2048)).unwrap();
+    let word = |tx: &Transaction<'_>, line: u64, at: u64| {
+        // SAFETY: `blk` is a live 2048-byte block of this pool that only this thread uses.
+        unsafe { tx.store_bytes(tx.pptr(blk + line * 64 + at), &[7; 8]) }
+    };
+    let (drains, _) = drains_of(&pool, |tx, _| {
+        // 8 one-word ranges at the start of lines 1 to 8, then lines 0 to 15 in one range,
+        // then 7 one-word ranges at lines 17 to 23: 16 ranges.
+        for line in 1..=8 {
+            word(tx, line, 0)?;
+        }
+        // SAFETY: as above, 1024 bytes.
+        unsafe { tx.store_bytes(tx.pptr(blk), &[5; 1024])? };
+        for line in 17..=23 {
+            word(tx, line, 0)?;
+        }
+        let before = thread_stats();
+        // Covered only by the 16-line range: 8 other starts lie between it and the store.
+        word(tx, 15, 8)?;
+        assert_eq!(thread_stats().since(&before).drains, 0, "a covered store");
+        Ok(())
+    });
+    // 16 unbatched records, the commit.
+    assert_eq!(drains, 17);
 }

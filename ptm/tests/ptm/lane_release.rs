@@ -200,3 +200,36 @@ fn a_lane_keeps_its_slab_after_an_abort_and_after_a_commit_that_returns_another_
         );
     }
 }
+
+/// A transaction whose every log record was taken back (a slab made for one block, the block
+/// freed before any drain, on a heap too short of chunks to keep the emptied slab: the slab is
+/// not made after all) commits without a drain, and still stores its completion mark, its seq
+/// in the lane's `completed` word: stale copies of the taken-back records may reach the media,
+/// and the mark retires them (design §8.3, `Transaction::take_back`).
+#[test]
+fn a_transaction_whose_records_were_all_taken_back_marks_itself_complete() {
+    let dir = common::shm_dir();
+    let path = common::path(&dir, "taken-back.pool");
+    let pool = Pool::<Root>::create(&path, 4 << 20, &common::pmem().lanes(1)).unwrap();
+    let lane = pool.geometry().lane(0) as usize;
+    // The pool file on tmpfs shows memory as it is now.
+    let completed = || {
+        let b = std::fs::read(&path).unwrap();
+        u64::from_le_bytes(b[lane..lane + 8].try_into().unwrap())
+    };
+    let free = pool.heap_free();
+    pool.transaction(|tx, r| r.run.set(tx, 1)).unwrap();
+    let last = completed();
+    assert_ne!(last, 0, "a committed transaction's mark");
+    let before = ptm::thread_stats();
+    pool.transaction(|tx, _| {
+        let a = tx.alloc_bytes(4096)?;
+        tx.free_bytes(a)
+    })
+    .unwrap();
+    let d = ptm::thread_stats().since(&before);
+    assert_eq!(d.drains, 0, "records taken back: nothing to commit");
+    assert_eq!(pool.heap_free(), free, "the slab's chunk is free again");
+    // Lane 0's seqs are 1024 apart (design §8.1).
+    assert_eq!(completed(), last + 1024, "the lane's completed word");
+}

@@ -1,6 +1,9 @@
 //! Guards the undo-log writer for a range larger than a log extent: it is split across the
 //! lane's area and heap extents (design §7), and every piece must record the bytes it covers,
-//! so an abort, and a reopen after a crash, restore the whole range and nothing else.
+//! so an abort, and a reopen after a crash, restore the whole range and nothing else. Also the
+//! placement rules (design §8.1), read back from the lane's log in the pool file: a range is
+//! split only when a fresh extent cannot hold it, never into a piece under 64 bytes at an area's
+//! end, extents double, and a record that fits an area with its jump reserve left stays there.
 
 use crate::common;
 
@@ -275,4 +278,224 @@ fn new_range_records_at_a_full_lane_area_leave_room_for_the_jump() {
         Err::<(), _>(Error::Aborted)
     });
     assert!(matches!(r, Err(Error::Aborted)), "{r:?}");
+}
+
+/// The records of lane `lane`'s current transaction as the pool file at `path` shows them now
+/// (a tmpfs file: memory as it is), in log order from the lane's first record, following jump
+/// records into extents: `(kind, len, target)` each.
+fn log_records(
+    path: &std::path::Path,
+    g: &ptm::internals::layout::Geometry,
+    lane: usize,
+) -> Vec<(u8, u64, u64)> {
+    use ptm::internals::layout::{KIND_JUMP, KIND_NEW, KIND_UNDO, REC_HEADER};
+    let bytes = std::fs::read(path).unwrap();
+    let word = |at: u64| u64::from_le_bytes(bytes[at as usize..][..8].try_into().unwrap());
+    let (mut pos, mut end) = g.lane_log(lane);
+    let seq = word(pos);
+    let mut out = Vec::new();
+    while seq != 0 && pos + REC_HEADER <= end && word(pos) == seq {
+        let kind_len = word(pos + 8);
+        let (kind, len, target) = ((kind_len >> 56) as u8, kind_len & ((1 << 56) - 1), word(pos + 16));
+        match kind {
+            KIND_UNDO => pos += g.rec_total(len),
+            KIND_NEW => pos += g.rec_total(0),
+            KIND_JUMP => (pos, end) = (target, target + len),
+            _ => break,
+        }
+        out.push((kind, len, target));
+    }
+    out
+}
+
+/// [`log_records`] with the targets of jump records (extent offsets, wherever the heap had
+/// room) left out: `(kind, len, target)` with target 0 for a jump.
+fn log_shape(
+    path: &std::path::Path,
+    g: &ptm::internals::layout::Geometry,
+    lane: usize,
+) -> Vec<(u8, u64, u64)> {
+    use ptm::internals::layout::KIND_JUMP;
+    log_records(path, g, lane)
+        .into_iter()
+        .map(|(k, l, t)| (k, l, if k == KIND_JUMP { 0 } else { t }))
+        .collect()
+}
+
+/// The first log extent (design §8.1: 256 KiB, doubling up to 64 MiB).
+const FIRST_EXTENT: u64 = 256 << 10;
+
+/// Data bytes a log area of `room` bytes holds in one undo record: it keeps `REC_ALIGN` bytes
+/// for a jump record, and the record has a header.
+fn data_room(room: u64) -> u64 {
+    use ptm::internals::layout::{REC_ALIGN, REC_HEADER};
+    room - REC_ALIGN - REC_HEADER
+}
+
+/// A range larger than a fresh extent is split: as much as the lane's area holds, then the
+/// first extent (256 KiB) filled, then the rest in the next one, twice as large. Each piece
+/// records its own bytes, at most one extent of each size is taken, and the log holds 768 KiB
+/// of heap while the transaction runs.
+#[test]
+fn a_range_larger_than_an_extent_fills_the_lane_area_then_doubling_extents() {
+    use ptm::internals::layout::{KIND_JUMP, KIND_UNDO};
+    let dir = common::shm_dir();
+    let (pool, off) = pool_with_block(&dir);
+    let path = common::path(&dir, "big.pool");
+    let g = pool.geometry();
+    let free = pool.heap_free();
+    let r: Result<(), Error> = pool.transaction(|tx, _| {
+        // SAFETY: the root's block, BIG bytes, reached only by this transaction.
+        unsafe { tx.fill_bytes(tx.pptr(off), 2, BIG)? };
+        let (start, end) = g.lane_log(tx.lane());
+        let p0 = data_room(end - start);
+        let p1 = data_room(FIRST_EXTENT);
+        assert_eq!(
+            log_shape(&path, &g, tx.lane()),
+            [
+                (KIND_UNDO, p0, off),
+                (KIND_JUMP, FIRST_EXTENT, 0),
+                (KIND_UNDO, p1, off + p0),
+                (KIND_JUMP, 2 * FIRST_EXTENT, 0),
+                (KIND_UNDO, BIG - p0 - p1, off + p0 + p1),
+            ]
+        );
+        assert_eq!(
+            free - pool.heap_free(),
+            3 * FIRST_EXTENT,
+            "heap bytes taken by log extents"
+        );
+        Err(Error::InvalidOptions("abort on purpose"))
+    });
+    assert!(matches!(r, Err(Error::InvalidOptions(_))), "{r:?}");
+}
+
+/// A range is split across log areas only when a fresh extent could not hold it whole (design
+/// §8.1): one larger than the lane's area that an extent holds goes whole to the extent (also
+/// when it fills the extent exactly); one a few bytes too long for it starts in the lane's
+/// area, and the rest fills the first extent.
+#[test]
+fn a_range_is_split_across_log_areas_only_when_a_fresh_extent_cannot_hold_it() {
+    use ptm::internals::layout::{KIND_JUMP, KIND_UNDO, REC_HEADER};
+    let dir = common::shm_dir();
+    let (pool, off) = pool_with_block(&dir);
+    let path = common::path(&dir, "big.pool");
+    let g = pool.geometry();
+    let whole = data_room(FIRST_EXTENT);
+    // Longer than a fresh extent holds, shorter than the extent itself less a header.
+    let over = whole + REC_HEADER;
+    for len in [16 << 10, whole, over] {
+        let r: Result<(), Error> = pool.transaction(|tx, _| {
+            // SAFETY: the root's block, BIG bytes, reached only by this transaction.
+            unsafe { tx.fill_bytes(tx.pptr(off), 2, len)? };
+            let (start, end) = g.lane_log(tx.lane());
+            let p0 = data_room(end - start);
+            let expected = if len <= whole {
+                vec![(KIND_JUMP, FIRST_EXTENT, 0), (KIND_UNDO, len, off)]
+            } else {
+                vec![
+                    (KIND_UNDO, p0, off),
+                    (KIND_JUMP, FIRST_EXTENT, 0),
+                    (KIND_UNDO, len - p0, off + p0),
+                ]
+            };
+            assert_eq!(
+                log_shape(&path, &g, tx.lane()),
+                expected,
+                "a range of {len} bytes"
+            );
+            Err(Error::InvalidOptions("abort on purpose"))
+        });
+        assert!(matches!(r, Err(Error::InvalidOptions(_))), "{r:?}");
+    }
+}
+
+/// A root of [`Lines`] cells, and a pool of one lane (lane 0) with a block of BIG bytes
+/// allocated (not linked: the test keeps its offset).
+fn lines_pool_with_block(dir: &tempfile::TempDir, name: &str) -> (Pool<Lines>, u64) {
+    let pool = Pool::<Lines>::create(
+        common::path(dir, name),
+        16 << 20,
+        &common::pmem().lane_size(8192).lanes(1),
+    )
+    .unwrap();
+    let off = pool.transaction(|tx, _| tx.alloc_bytes(BIG)).unwrap();
+    (pool, off)
+}
+
+/// With less than 64 bytes of data room left in the lane's area, a range too large for a
+/// fresh extent starts in an extent: no piece of a few bytes is left at the area's end.
+#[test]
+fn a_split_range_leaves_no_piece_under_64_bytes_at_the_end_of_an_area() {
+    use ptm::internals::layout::{KIND_JUMP, KIND_UNDO};
+    let dir = common::shm_dir();
+    let (pool, off) = lines_pool_with_block(&dir, "tail.pool");
+    let path = common::path(&dir, "tail.pool");
+    let g = pool.geometry();
+    // The area filled up to its jump reserve and 64 bytes more: 32 bytes of data room.
+    let (lines, words) = fill_plan_after(&g, 64);
+    let r: Result<(), Error> = pool.transaction(|tx, r| {
+        for l in &r.lines[..lines] {
+            l.set(tx, [5; 8])?;
+        }
+        for w in &r.words[..words] {
+            w.set(tx, 6)?;
+        }
+        // SAFETY: the block allocated above, BIG bytes, reached only by this transaction.
+        unsafe { tx.fill_bytes(tx.pptr(off), 2, BIG)? };
+        let p1 = data_room(FIRST_EXTENT);
+        let records = log_shape(&path, &g, 0);
+        // After the fill's records (one each):
+        assert_eq!(
+            records.get(lines + words..),
+            Some(
+                &[
+                    (KIND_JUMP, FIRST_EXTENT, 0),
+                    (KIND_UNDO, p1, off),
+                    (KIND_JUMP, 2 * FIRST_EXTENT, 0),
+                    (KIND_UNDO, BIG - p1, off + p1),
+                ][..]
+            )
+        );
+        Err(Error::InvalidOptions("abort on purpose"))
+    });
+    assert!(matches!(r, Err(Error::InvalidOptions(_))), "{r:?}");
+}
+
+/// A new-range record (a run's allocation) that fits the lane's area with exactly its jump
+/// reserve left is written there: no extent is taken for it. With 8 bytes less room it goes to
+/// an extent (the test can fail).
+#[test]
+fn a_new_range_record_that_exactly_fits_the_lane_area_takes_no_extent() {
+    use ptm::internals::layout::{KIND_JUMP, KIND_NEW, KIND_UNDO};
+    let dir = common::shm_dir();
+    let path = common::path(&dir, "run.pool");
+    let pool = Pool::<Lines>::create(&path, 16 << 20, &common::pmem().lane_size(8192).lanes(1)).unwrap();
+    let g = pool.geometry();
+    let chunk = ptm::internals::heap::CHUNK;
+    // A run of two chunks: the undo record of its two descriptors, then its new-range record.
+    let desc = g.rec_total(16);
+    for (short, extent) in [(0, false), (8, true)] {
+        let (lines, words) = fill_plan_after(&g, g.rec_total(0) + desc - short);
+        let r: Result<(), Error> = pool.transaction(|tx, r| {
+            for l in &r.lines[..lines] {
+                l.set(tx, [5; 8])?;
+            }
+            for w in &r.words[..words] {
+                w.set(tx, 6)?;
+            }
+            let run = tx.alloc_bytes(2 * chunk)?;
+            let records = log_shape(&path, &g, 0);
+            let tail: Vec<u8> = records.iter().skip(lines + words).map(|r| r.0).collect();
+            let expected = if extent {
+                vec![KIND_UNDO, KIND_JUMP, KIND_NEW]
+            } else {
+                vec![KIND_UNDO, KIND_NEW]
+            };
+            assert_eq!(tail, expected, "{short} bytes short of an exact fit");
+            assert_eq!(records.last(), Some(&(KIND_NEW, 2 * chunk, run)));
+            Err(Error::InvalidOptions("abort on purpose"))
+        });
+        assert!(matches!(r, Err(Error::InvalidOptions(_))), "{r:?}");
+    }
 }
