@@ -574,7 +574,8 @@ impl<'p> Transaction<'p> {
         debug_assert!(st.batch_depth > 0, "log_group outside a snapshot batch");
         self.shared.prefetch(st.pos, bytes);
         for &(off, len) in ranges {
-            if len > 0 && !covered(&st, off, len) {
+            // (An empty range is covered.)
+            if !covered(&st, off, len) {
                 self.append_undo(&mut st, off, len)?;
             }
         }

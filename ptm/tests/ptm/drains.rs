@@ -130,6 +130,32 @@ fn add_all_costs_what_adds_one_by_one_cost_and_rolls_back_the_same() {
     }
 }
 
+/// Objects already logged cost `add_all` nothing, as they cost `add` nothing: a list naming
+/// each object twice costs what the list of the distinct ones costs (drains and lines), and a
+/// second batch over the same objects adds no record, no line and no drain.
+#[test]
+fn add_all_skips_objects_already_logged() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir);
+    fn four(r: &Root) -> impl Iterator<Item = &PCell<[u64; 8]>> {
+        r.lines.iter().step_by(3).take(4)
+    }
+    let distinct = drains_of(&pool, |tx, r| {
+        tx.snapshot(|b| b.add_all(four(r)))?;
+        four(r).try_for_each(|l| l.set(tx, [1; 8]))
+    });
+    let repeated = drains_of(&pool, |tx, r| {
+        tx.snapshot(|b| b.add_all(four(r).chain(four(r))))?;
+        tx.snapshot(|b| b.add_all(four(r)))?;
+        four(r).try_for_each(|l| l.set(tx, [2; 8]))
+    });
+    assert_eq!(distinct.0, 2);
+    assert_eq!(
+        repeated, distinct,
+        "(drains, lines): each object twice, then a second batch"
+    );
+}
+
 /// An object outside the pool stops `add_all` with `NotInPool`, as it stops `add`: the objects
 /// before it are logged (stores to them cost no drain), those after it are not (a store to one
 /// logs it: one drain); the transaction still rolls back what it changed.
