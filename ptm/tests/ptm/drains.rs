@@ -156,6 +156,27 @@ fn add_all_skips_objects_already_logged() {
     );
 }
 
+/// The commit flushes each logged range's lines whatever order the ranges were logged in: 8
+/// lines logged from the highest address down cost what they cost logged upwards (the commit
+/// merges the ranges' lines into runs, which needs them sorted).
+#[test]
+fn commit_flushes_every_line_of_ranges_logged_out_of_address_order() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir);
+    let mut cost = Vec::new();
+    for down in [false, true] {
+        cost.push(drains_of(&pool, |tx, r| {
+            let mut eight: Vec<_> = r.lines.iter().step_by(5).take(8).collect();
+            if down {
+                eight.reverse();
+            }
+            tx.snapshot(|b| b.add_all(eight.iter().copied()))?;
+            eight.iter().try_for_each(|l| l.set(tx, [u64::from(down); 8]))
+        }));
+    }
+    assert_eq!(cost[1], cost[0], "(drains, lines): logged downwards, upwards");
+}
+
 /// An object outside the pool stops `add_all` with `NotInPool`, as it stops `add`: the objects
 /// before it are logged (stores to them cost no drain), those after it are not (a store to one
 /// logs it: one drain); the transaction still rolls back what it changed.
