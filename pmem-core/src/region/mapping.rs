@@ -413,9 +413,14 @@ impl TagRegistration {
     }
 
     pub(super) fn new_random() -> Result<Self> {
+        Self::first_free(|| u16::from_le_bytes(random_bytes()))
+    }
+
+    /// Registers the first of 64 tags drawn from `draw` that is neither 0 nor open.
+    fn first_free(mut draw: impl FnMut() -> u16) -> Result<Self> {
         let mut open = OPEN_TAGS.lock().unwrap_or_else(|p| p.into_inner());
         for _ in 0..64 {
-            let tag = u16::from_le_bytes(random_bytes());
+            let tag = draw();
             if tag != 0 && !open.contains(&tag) {
                 open.push(tag);
                 return Ok(TagRegistration {
@@ -505,6 +510,96 @@ mod tests {
         assert_eq!(read, [7; 16]);
         let fallback: [u8; 16] = bytes_or_fallback(|_| Err(io::Error::other("no /dev/urandom")));
         assert_ne!(fallback, [0; 16]);
+    }
+
+    #[test]
+    fn a_random_tag_is_neither_0_nor_open_and_64_misses_give_up() {
+        // A tag held here (the first one no other test holds).
+        let held = (1..=u16::MAX)
+            .find_map(|t| TagRegistration::claim(t).ok())
+            .unwrap();
+        let mut draws = [0, held.tag, held.tag].into_iter().chain(1..=u16::MAX);
+        let fresh = TagRegistration::first_free(|| draws.next().unwrap()).unwrap();
+        assert!(fresh.tag != 0 && fresh.tag != held.tag, "{}", fresh.tag);
+        assert!(OPEN_TAGS.lock().unwrap().contains(&fresh.tag));
+        let e = TagRegistration::first_free(|| held.tag).unwrap_err();
+        assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+        let e = TagRegistration::first_free(|| 0).unwrap_err();
+        assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+    }
+
+    /// A file of `pages` pages, its `i`-th page filled with `i + 1`.
+    fn paged_file(dir: &Path, pages: usize) -> (File, PathBuf) {
+        let path = dir.join("pool");
+        let mut bytes = Vec::new();
+        for i in 0..pages {
+            bytes.extend(std::iter::repeat_n(i as u8 + 1, PAGE));
+        }
+        std::fs::write(&path, bytes).unwrap();
+        let file = OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        (file, path)
+    }
+
+    /// The address ranges mapping `path` in this process (from `/proc/self/maps`).
+    fn mapped_ranges_of(path: &Path) -> Vec<std::ops::Range<usize>> {
+        let path = path.to_str().unwrap();
+        std::fs::read_to_string("/proc/self/maps")
+            .unwrap()
+            .lines()
+            .filter(|l| l.ends_with(path))
+            .map(|l| {
+                let (start, rest) = l.split_once('-').unwrap();
+                let end = rest.split_once(' ').unwrap().0;
+                let hex = |h: &str| usize::from_str_radix(h, 16).unwrap();
+                hex(start)..hex(end)
+            })
+            .collect()
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "mmap")]
+    fn a_mapping_extends_in_place_inside_its_reservation_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, path) = paged_file(dir.path(), 16);
+        let (map, _) = Mapping::new(&file, &path, 4 * PAGE, PAGE, Backing::File, false, 16 * PAGE).unwrap();
+        let base = map.base.as_ptr() as usize;
+        assert_eq!((map.len(), map.reserved()), (4 * PAGE, 16 * PAGE));
+        // Past the reservation, shrinking: refused. The same length: nothing to do.
+        for len in [17 * PAGE, 2 * PAGE] {
+            assert!(
+                matches!(map.extend(&file, &path, len), Err(Error::Unsupported { .. })),
+                "{len}"
+            );
+        }
+        map.extend(&file, &path, 4 * PAGE).unwrap();
+        assert_eq!(mapped_ranges_of(&path), [base..base + 4 * PAGE]);
+        // Growing maps exactly the new pages, at the file offsets they have; the length waits
+        // for `publish`.
+        map.extend(&file, &path, 8 * PAGE).unwrap();
+        let ranges = mapped_ranges_of(&path);
+        assert_eq!(ranges.iter().map(|r| r.start).min(), Some(base));
+        assert_eq!(ranges.iter().map(|r| r.end).max(), Some(base + 8 * PAGE));
+        assert_eq!(ranges.iter().map(|r| r.len()).sum::<usize>(), 8 * PAGE);
+        assert_eq!(map.len(), 4 * PAGE);
+        map.publish(8 * PAGE);
+        assert_eq!(map.len(), 8 * PAGE);
+        let mut page = vec![0u8; PAGE];
+        for i in 0..8 {
+            // SAFETY: page `i` of the 8 mapped pages; nothing writes the mapping.
+            unsafe { map.read_bytes((i * PAGE) as u64, &mut page) };
+            assert!(page.iter().all(|&b| b == i as u8 + 1), "page {i}");
+        }
+        // Up to the whole reservation.
+        map.extend(&file, &path, 16 * PAGE).unwrap();
+        drop(map);
+        assert_eq!(mapped_ranges_of(&path), []);
+        // Memory someone else owns is never extended.
+        let mut buf = vec![0u8; 8 * PAGE];
+        let borrowed = Mapping::borrowed(NonNull::new(buf.as_mut_ptr()).unwrap(), 4 * PAGE);
+        assert!(matches!(
+            borrowed.extend(&file, &path, 4 * PAGE),
+            Err(Error::Unsupported { .. })
+        ));
     }
 
     #[test]
