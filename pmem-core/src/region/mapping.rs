@@ -572,7 +572,7 @@ mod tests {
             );
         }
         map.extend(&file, &path, 4 * PAGE).unwrap();
-        assert_eq!(mapped_ranges_of(&path), [base..base + 4 * PAGE]);
+        assert_eq!(mapped_ranges_of(&path), vec![(base..base + 4 * PAGE)]);
         // Growing maps exactly the new pages, at the file offsets they have; the length waits
         // for `publish`.
         map.extend(&file, &path, 8 * PAGE).unwrap();
