@@ -781,13 +781,24 @@ struct Replayed {
     report: ReplayReport,
 }
 
+/// Whether the variable `name` is set to `1`.
 fn env_flag(name: &str) -> bool {
-    std::env::var_os(name).is_some_and(|v| v == "1")
+    flag_value(std::env::var_os(name).as_deref())
+}
+
+/// `true` for `1`; anything else, or nothing, is `false`.
+fn flag_value(v: Option<&std::ffi::OsStr>) -> bool {
+    v.is_some_and(|v| v == "1")
+}
+
+/// The variable `name` as a switch (see [`switch_value`]).
+fn env_switch(name: &str) -> Option<bool> {
+    switch_value(std::env::var_os(name).as_deref())
 }
 
 /// `Some(true)` for `1`, `Some(false)` for `0`, else `None`.
-fn env_switch(name: &str) -> Option<bool> {
-    match std::env::var_os(name) {
+fn switch_value(v: Option<&std::ffi::OsStr>) -> Option<bool> {
+    match v {
         Some(v) if v == "1" => Some(true),
         Some(v) if v == "0" => Some(false),
         _ => None,
@@ -900,8 +911,9 @@ mod tests {
 
     #[test]
     fn environment_switches_read_1_and_0_and_nothing_else() {
-        // Variables of this test only (the real ones are read by other tests' opens).
-        let (flag, switch) = ("PTM_TEST_OPTIONS_FLAG", "PTM_TEST_OPTIONS_SWITCH");
+        // The values as read (the variables themselves are set only in child processes: the
+        // `serial` binary's `domain_env`).
+        use std::ffi::OsStr;
         for (value, on, state) in [
             (None, false, None),
             (Some("1"), true, Some(true)),
@@ -909,21 +921,10 @@ mod tests {
             (Some("yes"), false, None),
             (Some(""), false, None),
         ] {
-            match value {
-                Some(v) => {
-                    std::env::set_var(flag, v);
-                    std::env::set_var(switch, v);
-                }
-                None => {
-                    std::env::remove_var(flag);
-                    std::env::remove_var(switch);
-                }
-            }
-            assert_eq!(env_flag(flag), on, "{value:?}");
-            assert_eq!(env_switch(switch), state, "{value:?}");
+            let v = value.map(OsStr::new);
+            assert_eq!(flag_value(v), on, "{value:?}");
+            assert_eq!(switch_value(v), state, "{value:?}");
         }
-        std::env::remove_var(flag);
-        std::env::remove_var(switch);
     }
 
     #[test]
