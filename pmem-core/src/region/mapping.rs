@@ -59,10 +59,7 @@ pub(super) fn open_locked(path: &Path, create: bool) -> Result<File> {
 
 /// Makes a newly created pool file's directory entry durable.
 pub(super) fn sync_parent_dir(path: &Path) -> Result<()> {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let parent = parent_dir(path);
     File::open(parent)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io("sync directory", parent, e))?;
@@ -70,28 +67,44 @@ pub(super) fn sync_parent_dir(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The directory holding `path`: its parent, or `.` for a bare file name.
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
 /// `N` random bytes from `/dev/urandom` (time and address entropy if it cannot be read).
 pub(super) fn random_bytes<const N: usize>() -> [u8; N] {
+    bytes_or_fallback(|b| File::open("/dev/urandom").and_then(|f| f.read_exact_at(b, 0)))
+}
+
+/// `N` bytes filled by `read`, or if it fails, from time and address entropy: identity, not
+/// secrecy, is what is needed.
+fn bytes_or_fallback<const N: usize>(read: impl FnOnce(&mut [u8]) -> io::Result<()>) -> [u8; N] {
     let mut b = [0u8; N];
-    let filled = File::open("/dev/urandom")
-        .and_then(|f| f.read_exact_at(&mut b, 0))
-        .is_ok();
-    if !filled {
-        // Fall back to time and address entropy: identity, not secrecy, is what is needed.
+    if read(&mut b).is_err() {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0)
             ^ (&b as *const _ as usize as u128);
-        let mut x = seed as u64 | 1;
-        for byte in &mut b {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            *byte = x as u8;
-        }
+        xorshift_fill(&mut b, seed as u64);
     }
     b
+}
+
+/// Fills `b` with the low bytes of successive xorshift64 (13, 7, 17) states from `seed`, made
+/// odd (the generator never leaves 0).
+fn xorshift_fill(b: &mut [u8], seed: u64) {
+    let mut x = seed | 1;
+    for byte in b {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *byte = x as u8;
+    }
 }
 
 /// Reads `(size, align)` of a device-DAX node from sysfs under `sysfs_root` (normally `/sys`):
@@ -400,9 +413,14 @@ impl TagRegistration {
     }
 
     pub(super) fn new_random() -> Result<Self> {
+        Self::first_free(|| u16::from_le_bytes(random_bytes()))
+    }
+
+    /// Registers the first of 64 tags drawn from `draw` that is neither 0 nor open.
+    fn first_free(mut draw: impl FnMut() -> u16) -> Result<Self> {
         let mut open = OPEN_TAGS.lock().unwrap_or_else(|p| p.into_inner());
         for _ in 0..64 {
-            let tag = u16::from_le_bytes(random_bytes());
+            let tag = draw();
             if tag != 0 && !open.contains(&tag) {
                 open.push(tag);
                 return Ok(TagRegistration {
@@ -454,6 +472,144 @@ mod tests {
     }
 
     #[test]
+    fn backings_are_named() {
+        assert_eq!(Backing::File.name(), "file");
+        assert_eq!(Backing::DeviceDax.name(), "devdax");
+    }
+
+    #[test]
+    fn the_fallback_bytes_are_xorshift64_from_an_odd_seed() {
+        let from = |seed| {
+            let mut b = [0u8; 16];
+            xorshift_fill(&mut b, seed);
+            b
+        };
+        // Marsaglia's xorshift64 (13, 7, 17) from state 1 (seed 0 made odd) and from
+        // 0x1234_5678_9abc_def1 (computed apart from this code).
+        let one = [
+            0x41, 0x41, 0x29, 0x25, 0x65, 0x01, 0x71, 0x0d, 0xff, 0x2e, 0xe4, 0x89, 0xe6, 0xa3, 0xe4, 0x7b,
+        ];
+        assert_eq!(from(0), one);
+        assert_eq!(from(1), one);
+        assert_eq!(
+            from(0x1234_5678_9abc_def0),
+            [
+                0x0c, 0x7a, 0xea, 0x01, 0x29, 0x85, 0x26, 0x20, 0x18, 0x26, 0x3c, 0x50, 0x38, 0xee, 0xa3,
+                0x02
+            ]
+        );
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "reads the system clock")]
+    fn random_bytes_are_what_was_read_else_the_fallback() {
+        let read: [u8; 16] = bytes_or_fallback(|b| {
+            b.fill(7);
+            Ok(())
+        });
+        assert_eq!(read, [7; 16]);
+        let fallback: [u8; 16] = bytes_or_fallback(|_| Err(io::Error::other("no /dev/urandom")));
+        assert_ne!(fallback, [0; 16]);
+    }
+
+    #[test]
+    fn a_random_tag_is_neither_0_nor_open_and_64_misses_give_up() {
+        // A tag held here (the first one no other test holds).
+        let held = (1..=u16::MAX)
+            .find_map(|t| TagRegistration::claim(t).ok())
+            .unwrap();
+        let mut draws = [0, held.tag, held.tag].into_iter().chain(1..=u16::MAX);
+        let fresh = TagRegistration::first_free(|| draws.next().unwrap()).unwrap();
+        assert!(fresh.tag != 0 && fresh.tag != held.tag, "{}", fresh.tag);
+        assert!(OPEN_TAGS.lock().unwrap().contains(&fresh.tag));
+        let e = TagRegistration::first_free(|| held.tag).unwrap_err();
+        assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+        let e = TagRegistration::first_free(|| 0).unwrap_err();
+        assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+    }
+
+    /// A file of `pages` pages, its `i`-th page filled with `i + 1`.
+    fn paged_file(dir: &Path, pages: usize) -> (File, PathBuf) {
+        let path = dir.join("pool");
+        let mut bytes = Vec::new();
+        for i in 0..pages {
+            bytes.extend(std::iter::repeat_n(i as u8 + 1, PAGE));
+        }
+        std::fs::write(&path, bytes).unwrap();
+        let file = OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        (file, path)
+    }
+
+    /// The address ranges mapping `path` in this process (from `/proc/self/maps`).
+    fn mapped_ranges_of(path: &Path) -> Vec<std::ops::Range<usize>> {
+        let path = path.to_str().unwrap();
+        std::fs::read_to_string("/proc/self/maps")
+            .unwrap()
+            .lines()
+            .filter(|l| l.ends_with(path))
+            .map(|l| {
+                let (start, rest) = l.split_once('-').unwrap();
+                let end = rest.split_once(' ').unwrap().0;
+                let hex = |h: &str| usize::from_str_radix(h, 16).unwrap();
+                hex(start)..hex(end)
+            })
+            .collect()
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "mmap")]
+    fn a_mapping_extends_in_place_inside_its_reservation_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, path) = paged_file(dir.path(), 16);
+        let (map, _) = Mapping::new(&file, &path, 4 * PAGE, PAGE, Backing::File, false, 16 * PAGE).unwrap();
+        let base = map.base.as_ptr() as usize;
+        assert_eq!((map.len(), map.reserved()), (4 * PAGE, 16 * PAGE));
+        // Past the reservation, shrinking: refused. The same length: nothing to do.
+        for len in [17 * PAGE, 2 * PAGE] {
+            assert!(
+                matches!(map.extend(&file, &path, len), Err(Error::Unsupported { .. })),
+                "{len}"
+            );
+        }
+        map.extend(&file, &path, 4 * PAGE).unwrap();
+        assert_eq!(mapped_ranges_of(&path), vec![(base..base + 4 * PAGE)]);
+        // Growing maps exactly the new pages, at the file offsets they have; the length waits
+        // for `publish`.
+        map.extend(&file, &path, 8 * PAGE).unwrap();
+        let ranges = mapped_ranges_of(&path);
+        assert_eq!(ranges.iter().map(|r| r.start).min(), Some(base));
+        assert_eq!(ranges.iter().map(|r| r.end).max(), Some(base + 8 * PAGE));
+        assert_eq!(ranges.iter().map(|r| r.len()).sum::<usize>(), 8 * PAGE);
+        assert_eq!(map.len(), 4 * PAGE);
+        map.publish(8 * PAGE);
+        assert_eq!(map.len(), 8 * PAGE);
+        let mut page = vec![0u8; PAGE];
+        for i in 0..8 {
+            // SAFETY: page `i` of the 8 mapped pages; nothing writes the mapping.
+            unsafe { map.read_bytes((i * PAGE) as u64, &mut page) };
+            assert!(page.iter().all(|&b| b == i as u8 + 1), "page {i}");
+        }
+        // Up to the whole reservation.
+        map.extend(&file, &path, 16 * PAGE).unwrap();
+        drop(map);
+        assert_eq!(mapped_ranges_of(&path), []);
+        // Memory someone else owns is never extended.
+        let mut buf = vec![0u8; 8 * PAGE];
+        let borrowed = Mapping::borrowed(NonNull::new(buf.as_mut_ptr()).unwrap(), 4 * PAGE);
+        assert!(matches!(
+            borrowed.extend(&file, &path, 4 * PAGE),
+            Err(Error::Unsupported { .. })
+        ));
+    }
+
+    #[test]
+    fn a_new_pool_file_syncs_the_directory_it_is_in() {
+        assert_eq!(parent_dir(Path::new("/pools/a.pool")), Path::new("/pools"));
+        assert_eq!(parent_dir(Path::new("pools/a.pool")), Path::new("pools"));
+        assert_eq!(parent_dir(Path::new("a.pool")), Path::new("."));
+    }
+
+    #[test]
     #[cfg_attr(miri, ignore = "file system access")]
     fn devdax_geometry_reads_size_and_alignment_from_sysfs() {
         let root = tempfile::tempdir().unwrap();
@@ -494,6 +650,16 @@ mod tests {
             devdax_geometry(root.path(), odd).unwrap_err().kind(),
             io::ErrorKind::InvalidData
         );
+        // A power of two below a page, a multiple of a page that is no power of two, an
+        // alignment that is no number: refused, not replaced by the default.
+        for (minor, align) in [(7, "2048"), (8, "12288"), (9, "2M")] {
+            let rdev = fake_sysfs(root.path(), 251, minor, "dax", "4096", Some(align));
+            assert_eq!(
+                devdax_geometry(root.path(), rdev).unwrap_err().kind(),
+                io::ErrorKind::InvalidData,
+                "{align}"
+            );
+        }
         let missing = libc::makedev(251, 99);
         assert_eq!(
             devdax_geometry(root.path(), missing).unwrap_err().kind(),

@@ -866,16 +866,23 @@ mod tests {
         }
 
         fn load(path: &Path, len: usize) -> std::io::Result<HeapMemory> {
+            Self::load_into(path, len, len)
+        }
+
+        /// `cap` bytes (at least `len`) holding the file's first `len` bytes, then zeros.
+        fn load_into(path: &Path, len: usize, cap: usize) -> std::io::Result<HeapMemory> {
             use std::os::unix::fs::FileExt;
+            assert!(cap >= len);
             // SAFETY: the layout has a non-zero size (a pool is at least 16 KiB).
-            let p = unsafe { std::alloc::alloc_zeroed(Self::layout(len)) };
+            let p = unsafe { std::alloc::alloc_zeroed(Self::layout(cap)) };
             let base = NonNull::new(p).expect("allocation failed");
-            // SAFETY: `base` was just allocated with `len` bytes and is used by nothing else.
+            // SAFETY: `base` was just allocated with `cap >= len` bytes and is used by nothing
+            // else.
             let buf = unsafe { std::slice::from_raw_parts_mut(base.as_ptr(), len) };
             File::open(path)?.read_exact_at(buf, 0)?;
             Ok(HeapMemory {
                 base,
-                len,
+                len: cap,
                 flushes: AtomicU64::new(0),
                 drains: AtomicU64::new(0),
             })
@@ -939,6 +946,31 @@ mod tests {
         assert_eq!(d.drains, 2);
         assert_eq!(m.flushes.load(Ordering::Relaxed), 2);
         assert_eq!(m.drains.load(Ordering::Relaxed), 2, "order delegated to drain");
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "file system access")]
+    fn external_memory_larger_than_the_pool_is_used_and_smaller_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p");
+        drop(Region::create(&path, 1 << 16).unwrap());
+        let sized = |cap: fn(usize) -> usize| {
+            ExternalMemorySource(Arc::new(move |path: &Path, len| {
+                let cap = cap(len);
+                Ok(Arc::new(HeapMemory::load_into(path, len.min(cap), cap)?) as Arc<dyn ExternalMemory>)
+            }))
+        };
+        let r = RegionOptions::new()
+            .external(sized(|len| len + PAGE))
+            .open(&path)
+            .unwrap();
+        assert_eq!((r.domain(), r.len()), (DomainKind::Paged, 1 << 16));
+        drop(r);
+        let e = RegionOptions::new()
+            .external(sized(|len| len - PAGE))
+            .open(&path)
+            .unwrap_err();
+        assert!(matches!(e, Error::InvalidSize { .. }), "{e}");
     }
 
     /// External memory of no bytes: only its length matters.

@@ -781,13 +781,24 @@ struct Replayed {
     report: ReplayReport,
 }
 
+/// Whether the variable `name` is set to `1`.
 fn env_flag(name: &str) -> bool {
-    std::env::var_os(name).is_some_and(|v| v == "1")
+    flag_value(std::env::var_os(name).as_deref())
+}
+
+/// `true` for `1`; anything else, or nothing, is `false`.
+fn flag_value(v: Option<&std::ffi::OsStr>) -> bool {
+    v.is_some_and(|v| v == "1")
+}
+
+/// The variable `name` as a switch (see [`switch_value`]).
+fn env_switch(name: &str) -> Option<bool> {
+    switch_value(std::env::var_os(name).as_deref())
 }
 
 /// `Some(true)` for `1`, `Some(false)` for `0`, else `None`.
-fn env_switch(name: &str) -> Option<bool> {
-    match std::env::var_os(name) {
+fn switch_value(v: Option<&std::ffi::OsStr>) -> Option<bool> {
+    match v {
         Some(v) if v == "1" => Some(true),
         Some(v) if v == "0" => Some(false),
         _ => None,
@@ -861,5 +872,160 @@ impl Mapped {
             private: false,
             journaled: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::region::DomainKind;
+
+    #[test]
+    fn engine_names_parse_back_and_nothing_else_does() {
+        for e in [Engine::Auto, Engine::Pmem, Engine::Journaled, Engine::Msync] {
+            assert_eq!(Engine::from_name(e.name()), Some(e), "{e:?}");
+        }
+        for junk in ["", "disk", "Pmem", "journaled "] {
+            assert_eq!(Engine::from_name(junk), None, "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn an_external_memory_source_prints_its_name() {
+        let source = ExternalMemorySource(Arc::new(|_: &Path, _| Err(io::Error::other("none"))));
+        assert_eq!(format!("{source:?}"), "ExternalMemorySource(..)");
+    }
+
+    #[test]
+    fn the_default_grow_room_is_64_times_the_pool_at_least_1_gib() {
+        let opts = RegionOptions::new();
+        assert_eq!(opts.grow_room_for(1 << 16), 1 << 30);
+        assert_eq!(opts.grow_room_for(1 << 30), 64 << 30);
+        assert_eq!(opts.clone().grow_room(1 << 20).grow_room_for(1 << 16), 1 << 20);
+        assert_eq!(
+            opts.grow_room(1 << 10).grow_room_for(1 << 16),
+            1 << 16,
+            "at least the pool"
+        );
+    }
+
+    #[test]
+    fn environment_switches_read_1_and_0_and_nothing_else() {
+        // The values as read (the variables themselves are set only in child processes: the
+        // `serial` binary's `domain_env`).
+        use std::ffi::OsStr;
+        for (value, on, state) in [
+            (None, false, None),
+            (Some("1"), true, Some(true)),
+            (Some("0"), false, Some(false)),
+            (Some("yes"), false, None),
+            (Some(""), false, None),
+        ] {
+            let v = value.map(OsStr::new);
+            assert_eq!(flag_value(v), on, "{value:?}");
+            assert_eq!(switch_value(v), state, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn pool_sizes_are_whole_pages_from_16_kib_to_256_tib() {
+        for ok in [MIN_POOL_SIZE, MIN_POOL_SIZE + PAGE as u64, MAX_POOL_SIZE] {
+            assert!(check_size(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            0,
+            MIN_POOL_SIZE - PAGE as u64,
+            MIN_POOL_SIZE + 1,
+            MAX_POOL_SIZE + PAGE as u64,
+        ] {
+            assert!(
+                matches!(check_size(bad), Err(Error::InvalidSize { size, .. }) if size == bad),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn pools_of_2_mib_and_more_are_mapped_2_mib_aligned() {
+        assert_eq!(huge_align(HUGE_ALIGN as u64), HUGE_ALIGN);
+        assert_eq!(huge_align(1 << 30), HUGE_ALIGN);
+        assert_eq!(huge_align(HUGE_ALIGN as u64 - PAGE as u64), PAGE);
+        assert_eq!(huge_align(MIN_POOL_SIZE), PAGE);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "reads /dev/urandom")]
+    fn pool_uuids_are_random_version_4() {
+        let uuids: Vec<[u8; 16]> = (0..64).map(|_| random_uuid()).collect();
+        for u in &uuids {
+            assert_eq!(u[6] >> 4, 4, "version: {u:02x?}");
+            assert_eq!(u[8] >> 6, 0b10, "variant: {u:02x?}");
+        }
+        // And they are not all one value.
+        assert!(uuids.iter().any(|u| u != &uuids[0]));
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "file system access")]
+    fn a_failed_create_removes_the_file_it_made_and_only_that() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p");
+        drop(RegionOptions::new().create(&path, 1 << 16).unwrap());
+        let pool = std::fs::read(&path).unwrap();
+        let e = RegionOptions::new().create(&path, 1 << 16).unwrap_err();
+        assert!(matches!(e, Error::AlreadyExists { .. }), "{e}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            pool,
+            "the existing pool was touched"
+        );
+        // A new file whose journal cannot be made: the file goes too.
+        let new = dir.path().join("q");
+        let e = RegionOptions::new()
+            .engine(Engine::Journaled)
+            .journal(JournalOptions::new().path(dir.path().join("no/such/dir/j")))
+            .create(&new, 1 << 16)
+            .unwrap_err();
+        assert!(matches!(e, Error::Io { .. }), "{e}");
+        assert!(!new.exists(), "the new file stayed");
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "file system access")]
+    fn creating_a_pool_file_syncs_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = crate::flush::thread_stats();
+        // The cache-flush domain syncs nothing else at create (its header writes are flushed
+        // lines): the one fsync is the directory's.
+        let r = RegionOptions::new()
+            .force_pmem(true)
+            .eadr(false)
+            .create(dir.path().join("p"), 1 << 16)
+            .unwrap();
+        let fsyncs = crate::flush::thread_stats().since(&before).fsyncs;
+        if let DomainKind::CacheFlush(_) = r.domain() {
+            assert_eq!(fsyncs, 1);
+        }
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "file system access")]
+    fn a_pool_records_when_it_was_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = unix_now_for_test();
+        let r = RegionOptions::new()
+            .create(dir.path().join("p"), 1 << 16)
+            .unwrap();
+        let after = unix_now_for_test();
+        let created = r.header().created_secs;
+        assert!((before..=after).contains(&created), "{before} {created} {after}");
+    }
+
+    /// The clock as `unix_now` reads it, computed independently.
+    fn unix_now_for_test() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
     }
 }

@@ -366,3 +366,126 @@ fn regions_report_what_their_domain_promises() {
         .unwrap();
     assert_eq!(split.durability(), Durability::ProcessCrash);
 }
+
+/// `/dev/zero` made to look like a device-DAX node: a character device that maps shared
+/// (every mapping of it is fresh zeros, so a pool created on it cannot be reopened), reached
+/// through a symlink in a temporary directory, and described as device-DAX (`subsystem` →
+/// `dax`, `size`, `device/align`) by a fake sysfs tree in which it is a namespace of `region0`.
+struct FakeDax {
+    _dir: tempfile::TempDir,
+    sysfs: tempfile::TempDir,
+    node: PathBuf,
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+impl FakeDax {
+    /// `None` where `/dev/zero` is missing. Holds a lock to the fixture's end: the pool lock
+    /// is an `flock` on the device, which every `FakeDax` shares.
+    fn new(domain: Option<&str>, size: u64) -> Option<FakeDax> {
+        static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let rdev = std::fs::metadata("/dev/zero").ok()?.rdev();
+        let dir = tempfile::tempdir().unwrap();
+        let sysfs = tempfile::tempdir().unwrap();
+        let rdir = region(sysfs.path(), "region0", domain, &two_dimms(0, 0), "char", rdev);
+        let node_dir = rdir.join("dax0.0/dax0.0");
+        std::fs::create_dir_all(node_dir.join("device")).unwrap();
+        std::fs::create_dir_all(sysfs.path().join("bus/dax")).unwrap();
+        std::os::unix::fs::symlink(sysfs.path().join("bus/dax"), node_dir.join("subsystem")).unwrap();
+        std::fs::write(node_dir.join("device/align"), "4096\n").unwrap();
+        let node = dir.path().join("dax0.0");
+        std::os::unix::fs::symlink("/dev/zero", &node).unwrap();
+        let f = FakeDax {
+            _dir: dir,
+            sysfs,
+            node,
+            _serial: serial,
+        };
+        f.set_size(size);
+        Some(f)
+    }
+
+    /// Sets the device size sysfs reports.
+    fn set_size(&self, size: u64) {
+        let node_dir = self
+            .sysfs
+            .path()
+            .join("devices/platform/ndbus0/region0/dax0.0/dax0.0");
+        std::fs::write(node_dir.join("size"), format!("{size}\n")).unwrap();
+    }
+
+    /// Options reading this fixture's tree, on the default engine, not forced.
+    fn opts(&self) -> RegionOptions {
+        RegionOptions::new()
+            .force_pmem(false)
+            .sysfs_root(self.sysfs.path())
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "file system access and mmap of a device")]
+fn a_device_dax_pool_takes_the_whole_device_as_persistent_memory() {
+    let Some(dax) = FakeDax::new(Some("memory_controller\n"), (1 << 20) + 100) else {
+        return;
+    };
+    let pmem = match detected_flush_instruction() {
+        Some(insn) => DomainKind::CacheFlush(insn),
+        None => DomainKind::Msync, // no flush instruction: the msync fallback
+    };
+    // Size 0 or the device's (whole pages): the pool is the device, persistent memory whatever
+    // the engine says.
+    for size in [0, 1 << 20] {
+        let r = dax.opts().create(&dax.node, size).unwrap();
+        assert_eq!(r.backing(), Backing::DeviceDax);
+        assert_eq!(r.domain(), pmem, "size {size}");
+        assert_eq!((r.header().pool_size, r.len()), (1 << 20, 1 << 20), "size {size}");
+        assert_eq!(r.nvdimm_region().unwrap().name, "region0");
+    }
+    // Another size is refused, and the node is left where it is.
+    let e = dax.opts().create(&dax.node, 1 << 16).unwrap_err();
+    assert!(matches!(e, Error::InvalidSize { size: 65536, .. }), "{e}");
+    assert!(
+        std::fs::symlink_metadata(&dax.node).is_ok(),
+        "the node was removed"
+    );
+    // A device too small for a pool.
+    dax.set_size(3 * 4096 + 100);
+    let e = dax.opts().create(&dax.node, 0).unwrap_err();
+    assert!(matches!(e, Error::InvalidSize { size: 12288, .. }), "{e}");
+    assert!(
+        std::fs::symlink_metadata(&dax.node).is_ok(),
+        "the node was removed"
+    );
+    drop(dax);
+    // eADR from the region's persistence domain.
+    let dax = FakeDax::new(Some("cpu_cache\n"), 1 << 20).unwrap();
+    let r = dax.opts().create(&dax.node, 0).unwrap();
+    if pmem != DomainKind::Msync {
+        assert_eq!(r.domain(), DomainKind::Eadr);
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "file system access and mmap of a device")]
+fn opening_a_device_dax_node_checks_its_size_then_its_header() {
+    let Some(dax) = FakeDax::new(None, 3 * 4096 + 100) else {
+        return;
+    };
+    // Whole pages only, and at least a minimum pool.
+    let e = dax.opts().open(&dax.node).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Truncated {
+                len: 12288,
+                expected: 16384,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // Exactly a minimum pool: read through the mapping, which holds no pool.
+    dax.set_size(16384);
+    let e = dax.opts().open(&dax.node).unwrap_err();
+    assert!(matches!(e, Error::NotAPool { .. }), "{e}");
+}

@@ -358,6 +358,34 @@ mod tests {
         ] {
             assert_eq!(PlatformDomain::parse(junk), PlatformDomain::Unknown, "{junk:?}");
         }
+        // The names are the attribute's words (what `ptm info` prints).
+        for d in [
+            PlatformDomain::CpuCache,
+            PlatformDomain::MemoryController,
+            PlatformDomain::Unknown,
+        ] {
+            assert_eq!(PlatformDomain::parse(d.name()), d, "{d:?}");
+        }
+        assert_eq!(PlatformDomain::Unknown.name(), "unknown");
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "file system access")]
+    fn attributes_are_read_up_to_4096_bytes_and_no_further() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("attr");
+        // The word last, after padding: a read one byte short would cut it.
+        let exact = format!("{}cpu_cache", " ".repeat(MAX_ATTR_LEN as usize - 9));
+        std::fs::write(&path, &exact).unwrap();
+        assert_eq!(read_attr(&path).as_deref(), Some(exact.as_str()));
+        // One byte more is too long, however the rest reads.
+        std::fs::write(
+            &path,
+            format!("cpu_cache{}", " ".repeat(MAX_ATTR_LEN as usize - 8)),
+        )
+        .unwrap();
+        assert_eq!(read_attr(&path), None);
+        assert_eq!(read_attr(&dir.path().join("missing")), None);
     }
 
     #[test]
@@ -457,6 +485,50 @@ mod tests {
         }
         assert_eq!(found().unsafe_shutdowns, None);
         assert_eq!(found().device_id, 0);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "file system access")]
+    fn a_mapping_naming_a_path_is_not_read_as_a_dimm() {
+        let root = tempfile::tempdir().unwrap();
+        let dimms = [FakeDimm::nfit("nmem0", 1), FakeDimm::nfit("nmem1", 2)];
+        let rdir = region(root.path(), "region0", None, &dimms, "block", dev());
+        // A mapping naming a directory outside the bus that holds a readable count: the count
+        // is unknown, not the sum with that directory's count.
+        std::fs::write(rdir.join("mapping2"), "../../../escape,0,0,2\n").unwrap();
+        let escape = root.path().join("escape/nfit");
+        std::fs::create_dir_all(&escape).unwrap();
+        std::fs::write(escape.join("dirty_shutdown"), "0\n").unwrap();
+        let r = find_region(root.path(), DeviceNumber::Block(dev())).unwrap();
+        assert_eq!(r.dimms, ["nmem0", "nmem1"]);
+        assert_eq!(r.unsafe_shutdowns, None);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "file system access")]
+    fn a_region_outside_the_tree_or_at_its_root_is_not_found() {
+        // The device's link leads out of the tree into something laid out as a region.
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("ndbus0/region0/namespace0.0/block/pmem0");
+        std::fs::create_dir_all(&target).unwrap();
+        std::fs::write(
+            outside.path().join("ndbus0/region0/persistence_domain"),
+            "cpu_cache\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(root.path().join("dev/block")).unwrap();
+        std::os::unix::fs::symlink(&target, root.path().join("dev/block/259:3")).unwrap();
+        assert_eq!(find_region(root.path(), DeviceNumber::Block(dev())), None);
+        // The tree's root is itself named as a region on a bus: the walk stops at the root.
+        let root = outside.path().join("ndbus0/region0");
+        std::fs::create_dir_all(root.join("dev/block")).unwrap();
+        std::os::unix::fs::symlink(
+            root.join("namespace0.0/block/pmem0"),
+            root.join("dev/block/259:3"),
+        )
+        .unwrap();
+        assert_eq!(find_region(&root, DeviceNumber::Block(dev())), None);
     }
 
     #[test]

@@ -410,3 +410,147 @@ fn repair_journal_drops_a_damaged_synced_record_and_the_pool_opens() {
         Err(Error::JournalMismatch { .. })
     ));
 }
+
+/// Whether the primary and the backup header copies on the file at `path` carry the journal
+/// flag (read without the pool lock, so also while the pool is open).
+fn journal_flags_on_file(path: &std::path::Path) -> (bool, bool) {
+    use pmem_core::internals::header::{PoolHeader, FLAG_JOURNAL, HEADER_SIZE};
+    let bytes = std::fs::read(path).unwrap();
+    let flag = |b: &[u8]| PoolHeader::parse(b).unwrap().flags & FLAG_JOURNAL != 0;
+    (
+        flag(&bytes[..HEADER_SIZE]),
+        flag(&bytes[bytes.len() - HEADER_SIZE..]),
+    )
+}
+
+#[test]
+fn switching_engines_at_open_sets_and_clears_the_journal_flag_and_hands_the_journal_over() {
+    use pmem_core::internals::journal::default_journal_path;
+    use pmem_core::Error;
+    let dir = common::disk_dir();
+    let path = common::pool_path(&dir, "switch.pool");
+    let jpath = default_journal_path(&path);
+    let msync = RegionOptions::new().engine(Engine::Msync);
+    let journaled = RegionOptions::new().engine(Engine::Journaled);
+    let r = msync.create(&path, 1 << 20).unwrap();
+    if r.domain() != DomainKind::Msync {
+        return; // a DAX file system: no disk engines here
+    }
+    drop(r);
+    // An msync pool opened on the msync engine: no journal, and nothing written.
+    let before = pmem_core::thread_stats();
+    let r = msync.open(&path).unwrap();
+    assert_eq!(
+        pmem_core::thread_stats().since(&before).fsyncs,
+        0,
+        "a clean open wrote"
+    );
+    drop(r);
+    assert!(!jpath.exists(), "the msync engine made a journal");
+    // Opened on the journaled engine: both copies carry the flag while it is open, so a crash
+    // copy without its journal is refused rather than opened without what the journal held.
+    let mut r = journaled.open(&path).unwrap();
+    assert_eq!(r.domain(), DomainKind::Journaled);
+    assert_eq!(journal_flags_on_file(&path), (true, true));
+    let start = r.data_range().start;
+    r.write_at(start, &[5; 64]).unwrap();
+    r.persist(start, 64).unwrap();
+    let crashed = common::pool_path(&dir, "crashed.pool");
+    std::fs::copy(&path, &crashed).unwrap();
+    let e = msync.open(&crashed).unwrap_err();
+    assert!(matches!(e, Error::JournalMissing { .. }), "{e}");
+    // The same crash copy with its journal, opened on the msync engine: replayed, the journal
+    // removed and the flag cleared on both copies before anything else can happen.
+    std::fs::copy(&jpath, default_journal_path(&crashed)).unwrap();
+    drop(r);
+    let r = msync.open(&crashed).unwrap();
+    assert_eq!(r.domain(), DomainKind::Msync);
+    assert!(r.replay_report().records > 0);
+    assert_eq!(journal_flags_on_file(&crashed), (false, false));
+    assert!(
+        !default_journal_path(&crashed).exists(),
+        "the replayed journal stayed"
+    );
+    let mut back = [0u8; 64];
+    r.read_at(start, &mut back).unwrap();
+    assert_eq!(back, [5; 64]);
+}
+
+#[test]
+fn a_record_outside_the_data_area_is_not_replayed_at_open() {
+    use pmem_core::internals::journal::default_journal_path;
+    use pmem_core::internals::journal::format::{begin_record, finish_record, push_range_header};
+    use pmem_core::internals::journal::scan;
+    let dir = common::disk_dir();
+    let live = common::pool_path(&dir, "live.pool");
+    let copy = common::pool_path(&dir, "copy.pool");
+    let opts = RegionOptions::new().engine(Engine::Journaled);
+    let mut r = opts.create(&live, 1 << 20).unwrap();
+    if r.domain() != DomainKind::Journaled {
+        return; // a DAX file system: no journal here
+    }
+    let start = r.data_range().start;
+    r.write_at(start, &[1; 64]).unwrap();
+    r.persist(start, 64).unwrap();
+    std::fs::copy(&live, &copy).unwrap();
+    std::fs::copy(default_journal_path(&live), default_journal_path(&copy)).unwrap();
+    let (uuid, data) = (r.header().uuid, r.data_range());
+    drop(r);
+    // The next record in sequence, checksummed, naming the 8 bytes right after the data area
+    // (the backup header's magic): the scan ends before it.
+    let jpath = default_journal_path(&copy);
+    let mut bytes = std::fs::read(&jpath).unwrap();
+    let s = scan(&bytes, &uuid, data.clone()).unwrap();
+    let mut rec = Vec::new();
+    let at = begin_record(&mut rec, s.header.unwrap().epoch, s.next_seq, s.next_seq - 1);
+    push_range_header(&mut rec, data.end, 8);
+    rec.extend_from_slice(&[0xaa; 8]);
+    finish_record(&mut rec, at, 1);
+    let end = s.end as usize;
+    if bytes.len() < end + rec.len() {
+        bytes.resize(end + rec.len(), 0);
+    }
+    bytes[end..end + rec.len()].copy_from_slice(&rec);
+    std::fs::write(&jpath, &bytes).unwrap();
+    let r = opts.open(&copy).unwrap();
+    assert!(
+        !r.backup_rewritten(),
+        "the record was replayed over the backup header"
+    );
+    let mut back = [0u8; 64];
+    r.read_at(start, &mut back).unwrap();
+    assert_eq!(back, [1; 64]);
+}
+
+#[test]
+fn a_journaled_pool_never_journals_its_backup_header() {
+    use pmem_core::internals::header::HEADER_SIZE;
+    let dir = common::disk_dir();
+    let path = common::pool_path(&dir, "backup.pool");
+    let opts = RegionOptions::new().engine(Engine::Journaled);
+    let hs = HEADER_SIZE as u64;
+    // As created, then as opened: a flush reaching into the backup header journals only the
+    // data bytes before it.
+    for open in [false, true] {
+        let mut r = if open {
+            opts.open(&path).unwrap()
+        } else {
+            opts.create(&path, 1 << 20).unwrap()
+        };
+        if r.domain() != DomainKind::Journaled {
+            return; // a DAX file system: no journal here
+        }
+        let last = r.data_range().end - 8;
+        r.write_at(last, &[4; 8]).unwrap();
+        let bytes = || r.journal_stats().unwrap().bytes;
+        let b0 = bytes();
+        r.flush(last, 8).unwrap();
+        r.order().unwrap();
+        let b1 = bytes();
+        r.flush(last, 8 + hs).unwrap();
+        r.order().unwrap();
+        let b2 = bytes();
+        assert!(b1 > b0);
+        assert_eq!(b2 - b1, b1 - b0, "the backup header was journaled (open: {open})");
+    }
+}

@@ -1,6 +1,6 @@
-//! Guards the `PTM_FORCE_PMEM` environment override of domain selection. (In the `serial`
-//! binary: it re-executes itself, and a child briefly shares every open descriptor, pool locks
-//! included.)
+//! Guards the `PTM_FORCE_PMEM` and `PTM_EADR` environment overrides of domain selection. (In
+//! the `serial` binary: it re-executes itself, and a child briefly shares every open
+//! descriptor, pool locks included.)
 
 use crate::common;
 
@@ -24,7 +24,7 @@ fn opening_with_defaults_reads_the_environment_override() {
             .create(&path, 1 << 20)
             .unwrap(),
     );
-    let run = |force: Option<&str>| {
+    let run = |force: Option<&str>, eadr: Option<&str>| {
         let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
         cmd.args([
             "--exact",
@@ -37,12 +37,19 @@ fn opening_with_defaults_reads_the_environment_override() {
         if let Some(v) = force {
             cmd.env("PTM_FORCE_PMEM", v);
         }
+        if let Some(v) = eadr {
+            cmd.env("PTM_EADR", v);
+        }
         let out = cmd.output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    assert!(run(None).contains("domain=journaled"));
-    assert!(run(Some("0")).contains("domain=journaled"));
+    assert!(run(None, None).contains("domain=journaled"));
+    assert!(run(Some("0"), None).contains("domain=journaled"));
     let insn = detected_flush_instruction().unwrap().name();
-    assert!(run(Some("1")).contains(&format!("domain={insn}")));
+    assert!(run(Some("1"), None).contains(&format!("domain={insn}")));
+    // `PTM_EADR` declares the platform eADR (`1`) or not (`0`) for persistent memory (this
+    // machine's sysfs has no region to say).
+    assert!(run(Some("1"), Some("1")).contains("domain=eadr"));
+    assert!(run(Some("1"), Some("0")).contains(&format!("domain={insn}")));
 }
