@@ -49,6 +49,39 @@ fn vec_drains() {
     assert_eq!(tx_drains(&pool, |tx, r| r.v.clear(tx)), 2, "clear");
 }
 
+/// Drains and lines flushed by one transaction running `f`.
+fn tx_cost<T>(
+    pool: &Pool<Root>,
+    f: impl for<'t> FnOnce(&'t ptm::Transaction<'t>, &'t Root) -> Result<T, Error>,
+) -> (u64, u64) {
+    let before = ptm::thread_stats();
+    pool.transaction(f).unwrap();
+    let d = ptm::thread_stats().since(&before);
+    (d.drains, d.lines_flushed)
+}
+
+/// Vector operations that move no element cost no more than the length change they make:
+/// `split_off` at the length changes nothing (0 drains, as documented), and `swap_remove` of
+/// the last element is a `pop` (the same drains and lines: nothing moves into its slot).
+#[test]
+fn vec_operations_that_move_nothing_cost_only_their_length_change() {
+    let dir = shm_dir();
+    let (pool, _) = create(&dir, "d.pool");
+    pool.transaction(|tx, r| r.v.extend(tx, 0..40)).unwrap();
+    let at_len = tx_cost(&pool, |tx, r| r.v.split_off(tx, r.v.len(tx)));
+    assert_eq!(at_len, (0, 0), "split_off at the length");
+    for round in 0..4 {
+        let popped = tx_cost(&pool, |tx, r| r.v.pop(tx));
+        let swapped = tx_cost(&pool, |tx, r| r.v.swap_remove(tx, r.v.len(tx) - 1));
+        assert_eq!(
+            swapped, popped,
+            "round {round}: swap_remove of the last element, pop"
+        );
+    }
+    let left = pool.transaction(|tx, r| r.v.to_vec(tx)).unwrap();
+    assert_eq!(left, (0..32).collect::<Vec<u64>>());
+}
+
 #[test]
 fn map_drains() {
     let dir = shm_dir();
