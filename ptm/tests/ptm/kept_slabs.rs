@@ -315,3 +315,25 @@ fn a_kept_slab_goes_back_at_the_scarce_bound_on_a_grown_small_pool() {
     let st = pool.check_heap().unwrap();
     assert_eq!((st.slab_chunks, st.free_chunks), (0, reserve + 80), "{st:?}");
 }
+
+/// On a one-lane pool every transaction runs on lane 0, whose chunk metadata locks must still
+/// tell "held by this transaction" from "unlocked" (a lock word of lane + 1, never 0): a slab
+/// kept while chunks were plentiful goes back once a transaction makes them scarce, as on a
+/// pool of several lanes.
+#[test]
+fn a_kept_slab_goes_back_when_chunks_run_short_on_a_one_lane_pool() {
+    let dir = common::shm_dir();
+    let opts = common::pmem().lanes(1);
+    let mut pool = Pool::<Root>::create(common::path(&dir, "kept.pool"), 32 << 20, &opts).unwrap();
+    keep_a_slab(&mut pool);
+    let st = pool.check_heap().unwrap();
+    let reserve = metadata_reserve(st.chunks);
+    let big = (st.free_chunks - reserve - 79) * CHUNK;
+    pool.transaction(|tx, r| {
+        let off = tx.alloc_bytes(big)?;
+        r.slots[0].lock(tx)?.set(tx, tx.pptr(off))
+    })
+    .unwrap();
+    let st = pool.check_heap().unwrap();
+    assert_eq!((st.slab_chunks, st.free_chunks), (0, reserve + 80), "{st:?}");
+}

@@ -22,6 +22,7 @@ mod fuzz_corpus;
 mod grow;
 mod heap_damage;
 mod heap_reuse;
+mod heap_stats;
 mod kept_slabs;
 mod lane_release;
 mod lanes;
