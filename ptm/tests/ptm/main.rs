@@ -25,6 +25,7 @@ mod heap_reuse;
 mod kept_slabs;
 mod lane_release;
 mod lanes;
+mod lockword;
 mod log_append;
 mod log_scan;
 mod pool_send;
