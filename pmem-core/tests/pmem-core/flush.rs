@@ -4,7 +4,7 @@
 use crate::common;
 
 use pmem_core::internals::flush::{line_span, lines_in};
-use pmem_core::{detected_flush_instruction, thread_stats, DomainKind, FlushInstruction, RegionOptions};
+use pmem_core::{thread_stats, DomainKind, RegionOptions};
 
 #[test]
 fn line_span_covers_exactly_the_touched_lines() {
@@ -195,30 +195,4 @@ fn stats_are_per_thread() {
         });
     });
     assert_eq!(thread_stats().since(&before), pmem_core::PersistStats::default());
-}
-
-/// The flush instruction probed by CPUID is the best one the CPU reports (Linux's
-/// `/proc/cpuinfo` flags come from the same CPUID bits): clwb, else clflushopt, else clflush,
-/// else none (and none on a CPU without `flags`, as other architectures').
-#[test]
-fn the_detected_flush_instruction_is_the_best_the_cpu_reports() {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap();
-    let flags: Vec<&str> = info
-        .lines()
-        .find(|l| l.starts_with("flags"))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, f)| f.split_whitespace().collect())
-        .unwrap_or_default();
-    let expected = if !cfg!(target_arch = "x86_64") {
-        None
-    } else if flags.contains(&"clwb") {
-        Some(FlushInstruction::Clwb)
-    } else if flags.contains(&"clflushopt") {
-        Some(FlushInstruction::ClflushOpt)
-    } else if flags.contains(&"clflush") {
-        Some(FlushInstruction::Clflush)
-    } else {
-        None
-    };
-    assert_eq!(detected_flush_instruction(), expected, "cpu flags: {flags:?}");
 }
