@@ -164,6 +164,8 @@ fn shared_holds_count_up_and_down_keeping_the_marks() {
     assert_eq!(low(&w), 0xFFFF);
     assert_eq!(lw::sx_try_read(&w, GEN), Attempt::Busy);
     assert_eq!(low(&w), 0xFFFF);
+    lw::sx_unlock_read(&w, GEN);
+    assert_eq!(low(&w), 0xFFFE);
 }
 
 #[test]
@@ -222,6 +224,10 @@ fn an_abandoning_writer_clears_only_the_waiting_mark() {
     let w = word(GEN, WAITING | 2);
     lw::sx_abandon_write(&w, GEN);
     assert_eq!(low(&w), 2);
+    // The shared holds it waited for are gone already: the word is free again.
+    let w = word(GEN, WAITING);
+    lw::sx_abandon_write(&w, GEN);
+    assert_eq!(low(&w), 0);
     let w = word(GEN, WAITING | upgrader(3) | 2);
     lw::sx_abandon_write(&w, GEN);
     assert_eq!(low(&w), upgrader(3) | 2);
