@@ -714,7 +714,7 @@ fn returning_a_kept_slab_costs_no_extra_drain() {
 #[test]
 fn a_quarantined_block_keeps_only_its_own_bitmap_bit_out_of_allocation() {
     let dir = common::shm_dir();
-    let mut pool = pool(&dir, 16 << 20);
+    let pool = pool(&dir, 16 << 20);
     // 70 blocks of one class in a row: the first bitmap word of their slab, and bits 0..6 of
     // the second.
     let blocks: Vec<PPtr<u64>> = (0..70u64)
