@@ -7,20 +7,25 @@ use crate::flush::FlushInstruction;
 
 /// The best flush instruction this CPU has: clwb, else clflushopt, else clflush.
 pub(crate) fn detect() -> Option<FlushInstruction> {
-    let max_leaf = __cpuid(0).eax;
-    if max_leaf >= 7 {
-        let ebx = __cpuid_count(7, 0).ebx;
-        if ebx & (1 << 24) != 0 {
-            return Some(FlushInstruction::Clwb);
-        }
-        if ebx & (1 << 23) != 0 {
-            return Some(FlushInstruction::ClflushOpt);
-        }
+    // Leaf 7 exists only up to the highest leaf (leaf 0's eax): above it a CPU answers with
+    // another leaf's words.
+    let leaf7_ebx = (__cpuid(0).eax >= 7).then(|| __cpuid_count(7, 0).ebx);
+    choose(leaf7_ebx, __cpuid(1).edx)
+}
+
+/// The best flush instruction the CPUID words name: leaf 7's `ebx` (`None`: the CPU has no
+/// leaf 7), bit 24 clwb, bit 23 clflushopt; else leaf 1's `edx`, bit 19 clflush.
+fn choose(leaf7_ebx: Option<u32>, leaf1_edx: u32) -> Option<FlushInstruction> {
+    let ebx = leaf7_ebx.unwrap_or(0);
+    if ebx & (1 << 24) != 0 {
+        Some(FlushInstruction::Clwb)
+    } else if ebx & (1 << 23) != 0 {
+        Some(FlushInstruction::ClflushOpt)
+    } else if leaf1_edx & (1 << 19) != 0 {
+        Some(FlushInstruction::Clflush)
+    } else {
+        None
     }
-    if __cpuid(1).edx & (1 << 19) != 0 {
-        return Some(FlushInstruction::Clflush);
-    }
-    None
 }
 
 /// Writes back (and possibly evicts) each 64-byte line in `[start, end)` with `insn`.
@@ -92,5 +97,30 @@ pub(crate) unsafe fn stream_copy_16(dst: *mut u8, src: *const u8, len: usize) {
             _mm_stream_si128(dst.add(i).cast(), v);
         }
         i += 16;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLWB: u32 = 1 << 24;
+    const CLFLUSHOPT: u32 = 1 << 23;
+    const CLFLUSH: u32 = 1 << 19;
+
+    /// CPUs with every instruction, with one of them, with none (this machine's CPU shows only
+    /// one of these cases, which `detect` reads).
+    #[test]
+    fn the_best_instruction_the_cpuid_words_name_is_chosen() {
+        use FlushInstruction::{Clflush, ClflushOpt, Clwb};
+        assert_eq!(choose(Some(CLWB | CLFLUSHOPT), CLFLUSH), Some(Clwb));
+        assert_eq!(choose(Some(CLWB), 0), Some(Clwb));
+        assert_eq!(choose(Some(CLFLUSHOPT), CLFLUSH), Some(ClflushOpt));
+        assert_eq!(choose(Some(0), CLFLUSH), Some(Clflush));
+        assert_eq!(choose(None, CLFLUSH), Some(Clflush));
+        assert_eq!(choose(Some(0), 0), None);
+        assert_eq!(choose(None, 0), None);
+        // Every other bit names nothing.
+        assert_eq!(choose(Some(!(CLWB | CLFLUSHOPT)), !CLFLUSH), None);
     }
 }

@@ -10,6 +10,8 @@ mod common;
 
 mod derive;
 mod domain_env;
+#[cfg(target_arch = "x86_64")]
+mod flush_lines;
 mod lock_process;
 
 /// The lock every test of this binary takes first and holds to its end, so they run one at a

@@ -708,3 +708,48 @@ fn returning_a_kept_slab_costs_no_extra_drain() {
     let st = pool.check_heap().unwrap();
     assert_eq!(st.slab_chunks, 0, "{st:?}");
 }
+
+/// A quarantined block keeps only its own bit out of allocation: the same bit of another bitmap
+/// word of the slab is handed out as usual.
+#[test]
+fn a_quarantined_block_keeps_only_its_own_bitmap_bit_out_of_allocation() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir, 16 << 20);
+    // 70 blocks of one class in a row: the first bitmap word of their slab, and bits 0..6 of
+    // the second.
+    let blocks: Vec<PPtr<u64>> = (0..70u64)
+        .map(|i| pool.transaction(|tx, _| tx.alloc(i)).unwrap())
+        .collect();
+    let size = blocks[1].offset() - blocks[0].offset();
+    for (i, b) in blocks.iter().enumerate() {
+        assert_eq!(
+            b.offset(),
+            blocks[0].offset() + i as u64 * size,
+            "block {i} not in a row"
+        );
+    }
+    // Bit 5 of both words free and reusable.
+    pool.transaction(|tx, _| {
+        tx.free(blocks[5])?;
+        tx.free(blocks[69])
+    })
+    .unwrap();
+    pool.sync().unwrap();
+    // Bit 5 of the first word allocated and freed by one transaction: quarantined until that
+    // transaction's completion mark is durable.
+    let x = pool
+        .transaction(|tx, r| {
+            let x = tx.alloc(7u64)?;
+            r.len.set(tx, 1)?; // orders the allocation's records: quarantined, not taken back
+            tx.free(x)?;
+            Ok::<_, Error>(x)
+        })
+        .unwrap();
+    assert_eq!(x.offset(), blocks[5].offset());
+    let next = pool.transaction(|tx, _| tx.alloc(100u64)).unwrap();
+    assert_eq!(
+        next.offset(),
+        blocks[69].offset(),
+        "bit 5 of the second word is the first free block not quarantined"
+    );
+}

@@ -26,6 +26,7 @@ mod heap_stats;
 mod kept_slabs;
 mod lane_release;
 mod lanes;
+mod lockword;
 mod log_append;
 mod log_scan;
 mod pool_send;
