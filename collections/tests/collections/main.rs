@@ -47,6 +47,7 @@ mod range;
 mod schema;
 mod sets;
 mod std_parity;
+mod string_ops;
 mod threads;
 mod vec_reserve;
 mod verify;
