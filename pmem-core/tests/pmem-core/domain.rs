@@ -283,20 +283,21 @@ fn repair_journal_without_a_journal_file_follows_the_header_flag() {
     ));
 }
 
-#[test]
-fn repair_journal_never_applies_a_record_outside_the_data_area() {
+/// A crashed copy of a journaled pool whose first 64 data bytes hold 1s, its journal ending in
+/// one more record, in sequence and checksummed, naming the 8 bytes right after the data area
+/// (the backup header's magic); `None` on a DAX file system (no journal). Returns the copy's
+/// path and the data area's start.
+fn copy_with_a_record_past_the_data_area(dir: &tempfile::TempDir) -> Option<(std::path::PathBuf, u64)> {
     use pmem_core::internals::journal::format::{begin_record, finish_record, push_range_header};
     use pmem_core::internals::journal::{default_journal_path, scan};
-    use pmem_core::{repair_journal, JournalOptions};
-    let dir = common::disk_dir();
-    let live = common::pool_path(&dir, "live.pool");
-    let copy = common::pool_path(&dir, "copy.pool");
+    let live = common::pool_path(dir, "live.pool");
+    let copy = common::pool_path(dir, "copy.pool");
     let mut r = RegionOptions::new()
         .engine(Engine::Journaled)
         .create(&live, 1 << 20)
         .unwrap();
     if r.domain() != DomainKind::Journaled {
-        return; // a DAX file system: no journal here
+        return None; // a DAX file system: no journal here
     }
     let start = r.data_range().start;
     r.write_at(start, &[1; 64]).unwrap();
@@ -305,8 +306,6 @@ fn repair_journal_never_applies_a_record_outside_the_data_area() {
     std::fs::copy(default_journal_path(&live), default_journal_path(&copy)).unwrap();
     let (uuid, data) = (r.header().uuid, r.data_range());
     drop(r);
-    // The next record in sequence, checksummed, but naming the 8 bytes right after the data
-    // area: the backup header's magic.
     let jpath = default_journal_path(&copy);
     let mut bytes = std::fs::read(&jpath).unwrap();
     let s = scan(&bytes, &uuid, data.clone()).unwrap();
@@ -321,6 +320,16 @@ fn repair_journal_never_applies_a_record_outside_the_data_area() {
     }
     bytes[end..end + rec.len()].copy_from_slice(&rec);
     std::fs::write(&jpath, &bytes).unwrap();
+    Some((copy, start))
+}
+
+#[test]
+fn repair_journal_never_applies_a_record_outside_the_data_area() {
+    use pmem_core::{repair_journal, JournalOptions};
+    let dir = common::disk_dir();
+    let Some((copy, _)) = copy_with_a_record_past_the_data_area(&dir) else {
+        return;
+    };
     repair_journal(&copy, &JournalOptions::new()).unwrap();
     let report = pmem_core::inspect_headers(&copy).unwrap();
     assert!(
@@ -478,40 +487,11 @@ fn switching_engines_at_open_sets_and_clears_the_journal_flag_and_hands_the_jour
 
 #[test]
 fn a_record_outside_the_data_area_is_not_replayed_at_open() {
-    use pmem_core::internals::journal::default_journal_path;
-    use pmem_core::internals::journal::format::{begin_record, finish_record, push_range_header};
-    use pmem_core::internals::journal::scan;
     let dir = common::disk_dir();
-    let live = common::pool_path(&dir, "live.pool");
-    let copy = common::pool_path(&dir, "copy.pool");
+    let Some((copy, start)) = copy_with_a_record_past_the_data_area(&dir) else {
+        return;
+    };
     let opts = RegionOptions::new().engine(Engine::Journaled);
-    let mut r = opts.create(&live, 1 << 20).unwrap();
-    if r.domain() != DomainKind::Journaled {
-        return; // a DAX file system: no journal here
-    }
-    let start = r.data_range().start;
-    r.write_at(start, &[1; 64]).unwrap();
-    r.persist(start, 64).unwrap();
-    std::fs::copy(&live, &copy).unwrap();
-    std::fs::copy(default_journal_path(&live), default_journal_path(&copy)).unwrap();
-    let (uuid, data) = (r.header().uuid, r.data_range());
-    drop(r);
-    // The next record in sequence, checksummed, naming the 8 bytes right after the data area
-    // (the backup header's magic): the scan ends before it.
-    let jpath = default_journal_path(&copy);
-    let mut bytes = std::fs::read(&jpath).unwrap();
-    let s = scan(&bytes, &uuid, data.clone()).unwrap();
-    let mut rec = Vec::new();
-    let at = begin_record(&mut rec, s.header.unwrap().epoch, s.next_seq, s.next_seq - 1);
-    push_range_header(&mut rec, data.end, 8);
-    rec.extend_from_slice(&[0xaa; 8]);
-    finish_record(&mut rec, at, 1);
-    let end = s.end as usize;
-    if bytes.len() < end + rec.len() {
-        bytes.resize(end + rec.len(), 0);
-    }
-    bytes[end..end + rec.len()].copy_from_slice(&rec);
-    std::fs::write(&jpath, &bytes).unwrap();
     let r = opts.open(&copy).unwrap();
     assert!(
         !r.backup_rewritten(),
