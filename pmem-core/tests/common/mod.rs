@@ -37,3 +37,22 @@ pub fn fs_type(path: &Path) -> String {
     }
     best.1
 }
+
+/// Checks that a journaled region never journals its backup header: the journal grows by the
+/// same record for a flush of the last 8 data bytes (at `last`) as for a flush of those bytes
+/// and the backup header after them (`what` names the case in the failure).
+pub fn assert_backup_header_not_journaled(r: &mut pmem_core::Region, last: u64, what: &str) {
+    use pmem_core::internals::header::HEADER_SIZE;
+    let hs = HEADER_SIZE as u64;
+    r.write_at(last, &[4; 8]).unwrap();
+    let bytes = |r: &pmem_core::Region| r.journal_stats().unwrap().bytes;
+    let b0 = bytes(r);
+    r.flush(last, 8).unwrap();
+    r.order().unwrap();
+    let b1 = bytes(r);
+    r.flush(last, 8 + hs).unwrap();
+    r.order().unwrap();
+    let b2 = bytes(r);
+    assert!(b1 > b0, "{what}: a flush journaled nothing");
+    assert_eq!(b2 - b1, b1 - b0, "{what}: the backup header was journaled");
+}
