@@ -46,9 +46,8 @@ pub(crate) struct LaneVolatile {
     /// Bounds of the ranges in `logical`: at most every start (`logical_lo`) and at least every
     /// end (`logical_hi`), widened as ranges are added and reset (to `u64::MAX` and 0) when the
     /// list is emptied at the transaction's start (a range leaving keeps them: loose bounds are
-    /// still bounds). A range outside them is not
-    /// covered: a transaction logging ranges in address order finds each new one uncovered at
-    /// once.
+    /// still bounds). A range outside them is not covered: a transaction logging ranges in
+    /// address order finds each new one uncovered at once.
     pub(crate) logical_lo: u64,
     pub(crate) logical_hi: u64,
     /// The newest ranges of `logical`, `(start, end)`, each in the slot of its start's cache
