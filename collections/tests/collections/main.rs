@@ -7,6 +7,7 @@
 mod common;
 mod queue_common;
 
+mod box_ops;
 mod btree_corrupt;
 mod btree_crash;
 mod btree_damage;
