@@ -495,18 +495,23 @@ fn a_block_freed_in_its_allocating_transaction_is_not_reused_too_early() {
     );
 }
 
+/// Allocates a block holding `v` and frees it in one transaction that orders the allocation's
+/// records first (a store between them): the block is quarantined, not taken back. Returns it.
+fn alloc_and_free_quarantined(pool: &Pool<Root>, v: u64) -> PPtr<u64> {
+    pool.transaction(|tx, r| {
+        let x = tx.alloc(v)?;
+        r.len.set(tx, 1)?;
+        tx.free(x)?;
+        Ok::<_, Error>(x)
+    })
+    .unwrap()
+}
+
 #[test]
 fn quarantined_blocks_become_reusable_after_a_drain() {
     let dir = common::shm_dir();
     let mut pool = pool(&dir, 16 << 20);
-    let x = pool
-        .transaction(|tx, r| {
-            let x = tx.alloc(5u64)?;
-            r.len.set(tx, 1)?; // orders the allocation's records: quarantined, not taken back
-            tx.free(x)?;
-            Ok::<_, Error>(x)
-        })
-        .unwrap();
+    let x = alloc_and_free_quarantined(&pool, 5u64);
     pool.sync().unwrap(); // the completion mark is durable now
     let y = pool.transaction(|tx, _| tx.alloc(6u64)).unwrap();
     assert_eq!(y.offset(), x.offset());
@@ -737,14 +742,7 @@ fn a_quarantined_block_keeps_only_its_own_bitmap_bit_out_of_allocation() {
     pool.sync().unwrap();
     // Bit 5 of the first word allocated and freed by one transaction: quarantined until that
     // transaction's completion mark is durable.
-    let x = pool
-        .transaction(|tx, r| {
-            let x = tx.alloc(7u64)?;
-            r.len.set(tx, 1)?; // orders the allocation's records: quarantined, not taken back
-            tx.free(x)?;
-            Ok::<_, Error>(x)
-        })
-        .unwrap();
+    let x = alloc_and_free_quarantined(&pool, 7u64);
     assert_eq!(x.offset(), blocks[5].offset());
     let next = pool.transaction(|tx, _| tx.alloc(100u64)).unwrap();
     assert_eq!(
