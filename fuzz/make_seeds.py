@@ -65,7 +65,7 @@ B_LEAF = 19 + BIG_BLOCKS  # the first leaf (pre-order: root, first internal node
 SEG_HDR = 32
 PAIRS_16 = 64  # where the pairs of a 16-slot segment start: 32 + 16 rounded up to 64
 ANYWHERE = 0xF0
-NODE_KIDS = 16 + 15 * 8 * 2
+WIDE_KIDS = 16 + 63 * 8  # the child array of the root and the internal nodes (wide, design §13.2)
 COMMIT, ABORT, REOPEN = 48, 49, 50
 READS = [0, 1, 7, 8, 12, 13, 14, 17, 19, 23, 26, 28, 31, 37, 40, 43, 46, 47]
 WRITES = [2, 3, 4, 5, 9, 10, 15, 16, 20, 21, 24, 25, 29, 32, 33, 35, 38, 39, 42, 44, 45]
@@ -155,8 +155,8 @@ SEEDS = {
         "big-seg-len": coll_input([(B_BIG_SEG, 24, 0x7F)], [(44, k) for k in range(30)] + [(45, 3), (47, 0)]),
         "big-ctrl": coll_input([(B_BIG_SEG, SEG_HDR + i, 0x03) for i in range(0, 128, 9)],
                                [(44, k) for k in range(20)] + [(45, 1), (46, 2), (47, 0)]),
-        "btree-child": coll_input([(B_ROOT, NODE_KIDS + 1, 0x01)], each([13, 14, 12, 15, 16, 17, 18])),
-        "btree-child-cycle": coll_input([(B_INNER, NODE_KIDS + 1, 0x02)], each([17, 13, 14, 16])),
+        "btree-child": coll_input([(B_ROOT, WIDE_KIDS + 1, 0x01)], each([13, 14, 12, 15, 16, 17, 18])),
+        "btree-child-cycle": coll_input([(B_INNER, WIDE_KIDS + 1, 0x02)], each([17, 13, 14, 16])),
         "btree-len": coll_input([(B_LEAF, 0, 0x0F)], each([13, 12, 15, 16, 17])),
         "btree-leaf-flag": coll_input([(B_LEAF, 8, 0x01)], each([13, 14, 16, 17, 18])),
         "btree-keys": coll_input([(B_LEAF, 16 + 8 * i, 0x80) for i in range(4)], each([17, 12, 15, 16, 14])),

@@ -15,8 +15,21 @@ use crate::owned::{doom_on_err, Frees};
 use crate::raw::{self, Span};
 use crate::{AsKey, PHandle, POrdKey, PValue};
 
-/// Keys per node.
+/// Keys per leaf, and per narrow internal node (every internal node of builds before wide
+/// nodes, and of trees whose key slots exceed [`WIDE_KEY_MAX`] bytes).
 pub(crate) const CAP: usize = 15;
+/// Keys per wide internal node (every internal node this build makes in a tree whose key slots
+/// are at most [`WIDE_KEY_MAX`] bytes, unless the tree's internal nodes are narrow already).
+/// Four times the fan-out: a tree of 1M keys is 4 levels deep instead of 6.
+pub(crate) const WIDE_CAP: usize = 63;
+/// Largest key slot (bytes) whose trees get wide internal nodes (a wide node of 32-byte keys is
+/// 2 544 bytes).
+pub(crate) const WIDE_KEY_MAX: u64 = 32;
+/// The high 32 bits of a wide internal node's length word (the low 32 hold its length); 0 in
+/// every other node. A build before wide nodes clamps such a length to 15 and reads the node as
+/// a narrow internal one, whose child slots then hold key bytes: its pointer checks refuse
+/// them (design §13.2).
+pub(crate) const WIDE_TAG: u64 = 0x5749_4445;
 /// Fewest keys in a node other than the root. Splits leave at least this many on each side (a
 /// leaf of 16 splits 8 + 8, an internal node of 16 keys 8 + 1 up + 7), and a removal that leaves
 /// a node with fewer borrows from a sibling or merges with it. (Removals made before rebalancing
@@ -26,8 +39,9 @@ pub(crate) const MIN: usize = CAP / 2;
 /// Longest root-to-leaf path accepted (a deeper or cyclic tree is corrupt).
 pub(crate) const MAX_DEPTH: usize = 48;
 
-/// A persistent ordered map (a pool's `BTreeMap<K, V>`): a B+ tree whose nodes hold up to 15
-/// keys; values live in the leaves, internal nodes hold separator keys.
+/// A persistent ordered map (a pool's `BTreeMap<K, V>`): a B+ tree whose leaves hold up to 15
+/// keys and their values, and whose internal nodes hold up to 63 separator keys (64 children)
+/// when a key takes at most 32 bytes, else 15.
 ///
 /// **Keys** are [`POrdKey`]s: any `Persistent + Copy + Ord` type, ordered by its [`Ord`] (which
 /// must be the same in every build that opens the pool), [`PString`](crate::PString) (ordered as
@@ -48,7 +62,7 @@ pub(crate) const MAX_DEPTH: usize = 48;
 /// [`clear`](PBTreeMap::clear) and [`free`](PBTreeMap::free) free what the values own, at any
 /// depth. Removing an entry ([`remove`](PBTreeMap::remove) too) frees what its key owns.
 ///
-/// Every node but the root holds at least 7 keys: a removal that leaves a node with fewer
+/// Every node but the root is at least half full (7 keys; 31 in a wide internal node): a removal that leaves a node with fewer
 /// borrows keys from a sibling or merges with it (merges may climb to the root); a root left
 /// with one child is replaced by it, and the tree of a map emptied by removals has no node at
 /// all. Merged and emptied nodes are freed in the removing transaction.
@@ -108,11 +122,33 @@ unsafe impl<K: Persistent, V: Persistent> Persistent for PBTreeMap<K, V> {
 /// slot and zeroing the old one.
 struct Node<K, V> {
     leaf: bool,
+    /// Internal nodes only: a wide one ([`WIDE_CAP`] keys), else narrow ([`CAP`]).
+    wide: bool,
     keys: Vec<K>,
     /// Leaves only.
     vals: Vec<V>,
     /// Internal nodes only: `keys.len() + 1` children.
     kids: Vec<PPtr<u8>>,
+}
+
+impl<K, V> Node<K, V> {
+    /// Keys the node holds at most.
+    fn cap(&self) -> usize {
+        if self.wide {
+            WIDE_CAP
+        } else {
+            CAP
+        }
+    }
+
+    /// Fewest keys the node holds unless it is the root: half its capacity, rounded down.
+    fn min(&self) -> usize {
+        if self.wide {
+            WIDE_CAP / 2
+        } else {
+            MIN
+        }
+    }
 }
 
 /// A root-to-leaf path: `(node, its contents, index of the child taken)`. Only the leaf's
@@ -137,9 +173,27 @@ type Bounded<K> = (
     Option<<K as POrdKey>::Owned>,
 );
 
-/// Byte layout of a node: `[len: u64][leaf: u64][keys: K; CAP][vals: V; CAP][kids: u64; CAP+1]`.
+/// A node resolved, with its header read (see [`PBTreeMap::open`]).
+struct Opened<'t> {
+    /// The node's bytes (`g.size`).
+    b: raw::Block<'t>,
+    leaf: bool,
+    /// A wide internal node.
+    wide: bool,
+    /// Keys in use, clamped to the node's capacity.
+    len: usize,
+    /// The node's layout.
+    g: Geo,
+}
+
+/// Byte layout of a node: `[len: u64][leaf: u64][keys: K; cap][vals: V; cap][kids: u64; cap+1]`
+/// (a leaf or narrow internal node, `cap` = [`CAP`]), or `[len | WIDE_TAG << 32: u64][0:
+/// u64][keys: K; WIDE_CAP][kids: u64; WIDE_CAP + 1]` (a wide internal node: no value array,
+/// `vo == co`).
 #[derive(Clone, Copy)]
 pub(crate) struct Geo {
+    /// Keys the node holds at most.
+    pub(crate) cap: u64,
     /// Offset of the key array.
     pub(crate) ko: u64,
     /// Offset of the value array.
@@ -165,11 +219,46 @@ pub(crate) fn node_geometry(key: raw::Slot, value: raw::Slot) -> Geo {
     let vo = value.align_up(ko.saturating_add(cap.saturating_mul(key.size)));
     let co = raw::Slot::of::<u64>().align_up(vo.saturating_add(cap.saturating_mul(value.size)));
     Geo {
+        cap,
         ko,
         vo,
         co,
         size: co.saturating_add((cap + 1) * 8),
     }
+}
+
+/// The layout of a wide internal node of `key` slots; `None` when the slots exceed
+/// [`WIDE_KEY_MAX`] bytes (such trees keep narrow internal nodes).
+#[inline]
+pub(crate) fn wide_geometry(key: raw::Slot) -> Option<Geo> {
+    if key.size > WIDE_KEY_MAX {
+        return None;
+    }
+    let cap = WIDE_CAP as u64;
+    let ko = key.align_up(16);
+    let co = raw::Slot::of::<u64>().align_up(ko + cap * key.size);
+    Some(Geo {
+        cap,
+        ko,
+        vo: co,
+        co,
+        size: co + (cap + 1) * 8,
+    })
+}
+
+/// What a node's length word `w0` and leaf word `w8` say: `Some((leaf, wide, len))`, the length
+/// not yet clamped; `None` for a length word whose high half is neither 0 nor [`WIDE_TAG`] on an
+/// internal node of a tree that has wide nodes (0 on a leaf). Shared with the schema-driven
+/// walker (`walk.rs`).
+#[inline]
+pub(crate) fn decode_header(w0: u64, w8: u64, wide_ok: bool) -> Option<(bool, bool, u64)> {
+    let leaf = w8 != 0;
+    let wide = match w0 >> 32 {
+        0 => false,
+        WIDE_TAG if !leaf && wide_ok => true,
+        _ => return None,
+    };
+    Some((leaf, wide, w0 & u64::from(u32::MAX)))
 }
 
 /// A bitwise copy of `t` (not an owner of what a handle owns: see [`Node`]).
@@ -243,26 +332,88 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
         Ok(unsafe { std::ptr::read(raw::at::<T>(tx, n, off)?) })
     }
 
-    fn read_node(tx: &Transaction<'_>, n: PPtr<u8>) -> Result<Node<K, V>> {
-        let g = geo::<K, V>();
-        // SAFETY: see the contract above; `n` is a node, `g.size` bytes.
-        let b = unsafe { raw::Block::new(tx, n, g.size)? };
-        b.prefetch(0, g.size);
-        Self::node_from(tx, &b)
+    /// The layout of this tree's wide internal nodes; `None` when its keys are too large for
+    /// them.
+    #[inline]
+    fn wide_geo() -> Option<Geo> {
+        wide_geometry(raw::Slot::of::<K>())
     }
 
-    /// [`read_node`](Self::read_node) of a node already resolved (`g.size` bytes).
-    fn node_from(tx: &Transaction<'_>, b: &raw::Block<'_>) -> Result<Node<K, V>> {
-        let g = geo::<K, V>();
-        let len = (b.cell::<u64>(0)?.get(tx) as usize).min(CAP);
-        let leaf = b.cell::<u64>(8)?.get(tx) != 0;
+    /// The layout of a wide internal node (`wide`), or of a leaf or narrow internal node.
+    #[inline]
+    fn geo_of(wide: bool) -> Geo {
+        match (wide, Self::wide_geo()) {
+            (true, Some(w)) => w,
+            _ => geo::<K, V>(),
+        }
+    }
+
+    /// Bytes every node of this tree spans at least (the smaller of the two layouts): what is
+    /// resolved and prefetched before the node's kind is known.
+    #[inline]
+    fn head_len() -> u64 {
+        let g = geo::<K, V>().size;
+        Self::wide_geo().map_or(g, |w| w.size.min(g))
+    }
+
+    /// Node `n` resolved, its header read and its lines prefetched: the first
+    /// [`head_len`](Self::head_len) bytes at once (a whole leaf), the rest of a wide node once
+    /// its header says so.
+    ///
+    /// # Errors
+    ///
+    /// A pointer that does not resolve, or a length word with unknown high bits
+    /// ([`Error::CorruptCollection`]).
+    #[inline(always)]
+    fn open<'t>(tx: &'t Transaction<'_>, n: PPtr<u8>) -> Result<Opened<'t>> {
+        let head_len = Self::head_len();
+        // SAFETY: see the contract above; every node of this tree spans `head_len` bytes or more.
+        let head = unsafe { raw::Block::new(tx, n, head_len)? };
+        head.prefetch(0, head_len);
+        let w0 = head.cell::<u64>(0)?.get(tx);
+        let w8 = head.cell::<u64>(8)?.get(tx);
+        let Some((leaf, wide, len)) = decode_header(w0, w8, Self::wide_geo().is_some()) else {
+            return Err(raw::corrupt(
+                "PBTreeMap",
+                n.offset(),
+                format!("a node's length word {w0:#x} (leaf word {w8})"),
+            ));
+        };
+        let g = Self::geo_of(wide);
+        let b = if g.size == head_len {
+            head
+        } else {
+            // SAFETY: as above; a node of this kind spans `g.size` bytes.
+            let b = unsafe { raw::Block::new(tx, n, g.size)? };
+            b.prefetch(head_len, 576);
+            b.prefetch(head_len + 576, g.size.saturating_sub(head_len + 576));
+            b
+        };
+        Ok(Opened {
+            b,
+            leaf,
+            wide,
+            len: len.min(g.cap) as usize,
+            g,
+        })
+    }
+
+    fn read_node(tx: &Transaction<'_>, n: PPtr<u8>) -> Result<Node<K, V>> {
+        Self::node_from(tx, &Self::open(tx, n)?)
+    }
+
+    /// [`read_node`](Self::read_node) of a node already opened.
+    fn node_from(tx: &Transaction<'_>, o: &Opened<'_>) -> Result<Node<K, V>> {
+        let (b, g, len, leaf) = (&o.b, o.g, o.len, o.leaf);
         let mut node = Node {
             leaf,
+            wide: o.wide,
             keys: Vec::with_capacity(len + 1),
             vals: Vec::new(),
             kids: Vec::new(),
         };
-        // SAFETY: see the contract above; offsets lie inside the node (`geo`, `len <= CAP`);
+        // SAFETY: see the contract above; offsets lie inside the node (its layout `g`, `len` at
+        // most its capacity);
         // each reference is only read from, at once; any bit pattern is a `K` or `V`
         // (`Persistent`).
         unsafe {
@@ -291,30 +442,35 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
     /// entries are zeroed: they may hold handles moved out of this node, or old bytes of a
     /// fresh block, which must never read as a second owner.
     fn write_node(tx: &Transaction<'_>, n: PPtr<u8>, node: &Node<K, V>) -> Result<()> {
-        debug_assert!(node.keys.len() <= CAP && node.vals.len() <= CAP);
-        let g = geo::<K, V>();
+        let g = Self::geo_of(node.wide);
         let (len, vlen) = (node.keys.len() as u64, node.vals.len() as u64);
+        if len > g.cap || vlen > CAP as u64 || node.kids.len() as u64 > g.cap + 1 {
+            return Err(raw::out_of_bounds(n.offset(), len));
+        }
         let (ks, vs) = (size_of::<K>() as u64, size_of::<V>() as u64);
-        // SAFETY: see the contract above; the arrays lie inside the node (`geo`, at most `CAP`
-        // keys and values, `CAP + 1` children).
+        let tag = if node.wide { WIDE_TAG << 32 } else { 0 };
+        // SAFETY: see the contract above; the arrays lie inside the node (its layout `g`, at
+        // most `g.cap` keys and values, `g.cap + 1` children; a wide node has no value array).
         unsafe {
-            raw::cell::<u64>(tx, n, 0)?.set(tx, len)?;
+            raw::cell::<u64>(tx, n, 0)?.set(tx, len | tag)?;
             raw::cell::<u64>(tx, n, 8)?.set(tx, u64::from(node.leaf))?;
             raw::write_bytes(tx, n, g.ko, raw::slice_bytes(&node.keys))?;
-            raw::write_bytes(tx, n, g.vo, raw::slice_bytes(&node.vals))?;
             raw::write_bytes(tx, n, g.co, raw::slice_bytes(&node.kids))?;
             if K::OWNS {
-                raw::zero_bytes(tx, n, g.ko + len * ks, (CAP as u64 - len) * ks)?;
+                raw::zero_bytes(tx, n, g.ko + len * ks, (g.cap - len) * ks)?;
             }
-            if V::OWNS {
-                raw::zero_bytes(tx, n, g.vo + vlen * vs, (CAP as u64 - vlen) * vs)?;
+            if !node.wide {
+                raw::write_bytes(tx, n, g.vo, raw::slice_bytes(&node.vals))?;
+                if V::OWNS {
+                    raw::zero_bytes(tx, n, g.vo + vlen * vs, (CAP as u64 - vlen) * vs)?;
+                }
             }
             if !node.leaf {
                 // Child pointers own nodes: the slots past `len + 1` may hold a child that moved
                 // to another node (a split's right half) or was freed (a merge), which a damaged
                 // length must not bring back.
                 let kids = node.kids.len() as u64;
-                raw::zero_bytes(tx, n, g.co + kids * 8, (CAP as u64 + 1).saturating_sub(kids) * 8)?;
+                raw::zero_bytes(tx, n, g.co + kids * 8, (g.cap + 1).saturating_sub(kids) * 8)?;
             }
         }
         Ok(())
@@ -323,8 +479,8 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
     /// A fresh node block whose child array is zeroed (fresh memory: no log), so that a leaf,
     /// which never writes it, holds no old bytes there that a damaged leaf flag could read as
     /// child pointers.
-    fn alloc_node(tx: &Transaction<'_>) -> Result<PPtr<u8>> {
-        let g = geo::<K, V>();
+    fn alloc_node(tx: &Transaction<'_>, wide: bool) -> Result<PPtr<u8>> {
+        let g = Self::geo_of(wide);
         let n = raw::alloc_block(tx, g.size)?;
         // SAFETY: the fresh block of `g.size` bytes just allocated by `tx`, reached only by this
         // thread, through cells; the child array lies in `co..size`. (Zeroing fresh memory
@@ -339,16 +495,17 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
     /// Zeroes every key and value slot of `n`, a node being freed whose span is logged (when
     /// keys or values own blocks: a reference into it then reads empty handles).
     fn zero_slots(tx: &Transaction<'_>, n: PPtr<u8>) -> Result<()> {
-        let g = geo::<K, V>();
+        let g = Self::open(tx, n)?.g;
         // SAFETY: see the contract above (freed nodes stay readable until commit); the key and
-        // value arrays lie in `ko..co`.
+        // value arrays lie in `ko..co` (a wide node: its keys).
         unsafe { raw::zero_bytes(tx, n, g.ko, g.co - g.ko) }
     }
 
     /// The whole node `n` as one loggable range.
     fn span(tx: &Transaction<'_>, n: PPtr<u8>) -> Result<Span> {
-        // SAFETY: see the contract above; `geo().size` is the node's block size.
-        unsafe { Span::new(tx, n, 0, geo::<K, V>().size) }
+        let size = Self::open(tx, n)?.g.size;
+        // SAFETY: see the contract above; `size` is the node's block size (its kind's).
+        unsafe { Span::new(tx, n, 0, size) }
     }
 
     /// What [`write_node`](Self::write_node) stores into the existing node `n` when it writes
@@ -359,7 +516,7 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
     /// written cost two undo lines and two flushed lines per leaf insert or removal, with
     /// nothing changed in them.
     fn write_span(tx: &Transaction<'_>, n: PPtr<u8>, node: &Node<K, V>) -> Result<Span> {
-        let g = geo::<K, V>();
+        let g = Self::geo_of(node.wide);
         let len = if node.leaf { g.co } else { g.size };
         // SAFETY: see the contract above; `co <= size`, the node's block size.
         unsafe { Span::new(tx, n, 0, len) }
@@ -388,7 +545,6 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
     /// the child taken)`, the leaf last (its index unused).
     fn path(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<Path<K, V>> {
         let () = Self::SIZES_OK;
-        let g = geo::<K, V>();
         let mut out = Vec::new();
         let mut n = self.root.get(tx);
         if n.is_null() {
@@ -398,35 +554,27 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
             if out.len() >= MAX_DEPTH {
                 return Err(raw::out_of_bounds(n.offset(), MAX_DEPTH as u64));
             }
-            // SAFETY: see the accessor contract; `n` is a node of this tree, `g.size` bytes.
-            let node = unsafe { raw::Block::new(tx, n, g.size)? };
-            node.prefetch(0, g.size);
-            let len = (node.cell::<u64>(0)?.get(tx) as usize).min(CAP);
-            if node.cell::<u64>(8)?.get(tx) != 0 {
+            let node = Self::open(tx, n)?;
+            if node.leaf {
                 out.push((n, Some(Self::node_from(tx, &node)?), 0));
                 return Ok(out);
             }
             // In place, as `find`: what `read_node` + `search(.., true)` would give.
-            let i = Self::child_index(tx, &node, len, k)?;
-            let child = node.cell::<PPtr<u8>>(g.co + i as u64 * 8)?.get(tx);
+            let i = Self::child_index(tx, &node, k)?;
+            let child = node.b.cell::<PPtr<u8>>(node.g.co + i as u64 * 8)?.get(tx);
             out.push((n, None, i));
             n = child;
         }
     }
 
-    /// The index of the child of the internal node `node` (of `len` keys) whose keys include
-    /// `k`: child `i` holds the keys in `[keys[i - 1], keys[i])`. Reads the keys in place.
-    #[inline]
-    fn child_index(
-        tx: &Transaction<'_>,
-        node: &raw::Block<'_>,
-        len: usize,
-        k: &K::Borrowed,
-    ) -> Result<usize> {
-        let g = geo::<K, V>();
-        // SAFETY: the accessor contract, `len <= CAP`; the keys are only read, for this search.
-        let keys = unsafe { node.slice::<K>(g.ko, len)? };
-        partition_point(len, |i| Ok(keys[i].key_cmp(tx, k)? != Ordering::Greater))
+    /// The index of the child of the internal node `node` whose keys include `k`: child `i`
+    /// holds the keys in `[keys[i - 1], keys[i])`. Reads the keys in place.
+    #[inline(always)]
+    fn child_index(tx: &Transaction<'_>, node: &Opened<'_>, k: &K::Borrowed) -> Result<usize> {
+        // SAFETY: the accessor contract, `len` at most the node's capacity; the keys are only
+        // read, for this search.
+        let keys = unsafe { node.b.slice::<K>(node.g.ko, node.len)? };
+        partition_point(node.len, |i| Ok(keys[i].key_cmp(tx, k)? != Ordering::Greater))
     }
 
     /// The contents of a node of a [`Path`]: as read on the way down, or read now.
@@ -448,31 +596,28 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
     /// from there without resolving it again).
     fn find_in<'t>(&self, tx: &'t Transaction<'_>, k: &K::Borrowed) -> Result<Option<(raw::Block<'t>, u64)>> {
         let () = Self::SIZES_OK;
-        let g = geo::<K, V>();
         let mut n = self.root.get(tx);
         if n.is_null() {
             return Ok(None);
         }
         for _ in 0..MAX_DEPTH {
-            // SAFETY: see the accessor contract; `n` is a node of this tree, `g.size` bytes.
-            let node = unsafe { raw::Block::new(tx, n, g.size)? };
-            // The node's lines are read next (header, keys, then values or children): load them
-            // together.
-            node.prefetch(0, g.size);
-            let len = (node.cell::<u64>(0)?.get(tx) as usize).min(CAP);
-            let leaf = node.cell::<u64>(8)?.get(tx) != 0;
-            if leaf {
-                // SAFETY: as above, `len <= CAP`; the keys are only read, for this search.
-                let keys = unsafe { node.slice::<K>(g.ko, len)? };
+            // The node's lines are read next (header, keys, then values or children): `open`
+            // loads them together.
+            let node = Self::open(tx, n)?;
+            let len = node.len;
+            if node.leaf {
+                // SAFETY: the accessor contract, `len <= CAP`; the keys are only read, for this
+                // search.
+                let keys = unsafe { node.b.slice::<K>(node.g.ko, len)? };
                 let cmp = |i: usize| keys[i].key_cmp(tx, k);
                 let i = partition_point(len, |i| Ok(cmp(i)? == Ordering::Less))?;
                 if i == len || cmp(i)? != Ordering::Equal {
                     return Ok(None);
                 }
-                return Ok(Some((node, i as u64)));
+                return Ok(Some((node.b, i as u64)));
             }
-            let i = Self::child_index(tx, &node, len, k)?;
-            n = node.cell::<PPtr<u8>>(g.co + i as u64 * 8)?.get(tx);
+            let i = Self::child_index(tx, &node, k)?;
+            n = node.b.cell::<PPtr<u8>>(node.g.co + i as u64 * 8)?.get(tx);
         }
         Err(raw::out_of_bounds(n.offset(), MAX_DEPTH as u64))
     }
@@ -481,26 +626,19 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
     /// `None` for an empty tree. Reads one length, flag and child pointer per level.
     fn edge(&self, tx: &Transaction<'_>, last: bool) -> Result<Option<(PPtr<u8>, u64)>> {
         let () = Self::SIZES_OK;
-        let g = geo::<K, V>();
         let mut n = self.root.get(tx);
         if n.is_null() {
             return Ok(None);
         }
         for _ in 0..MAX_DEPTH {
-            // SAFETY: the accessor contract; `n` is a node of this tree, offsets inside it
-            // (`geo`, indexes under the clamped `len`).
-            let (len, leaf) = unsafe {
-                (
-                    (raw::cell::<u64>(tx, n, 0)?.get(tx) as usize).min(CAP) as u64,
-                    raw::cell::<u64>(tx, n, 8)?.get(tx) != 0,
-                )
-            };
-            if leaf {
+            let node = Self::open(tx, n)?;
+            let len = node.len as u64;
+            if node.leaf {
                 return Ok((len > 0).then(|| (n, if last { len - 1 } else { 0 })));
             }
+            // `i <= len`: one of the `len + 1` children.
             let i = if last { len } else { 0 };
-            // SAFETY: as above, `i <= len`: one of the `len + 1` children.
-            n = unsafe { raw::cell::<PPtr<u8>>(tx, n, g.co + i * 8)? }.get(tx);
+            n = node.b.cell::<PPtr<u8>>(node.g.co + i * 8)?.get(tx);
         }
         Err(raw::out_of_bounds(n.offset(), MAX_DEPTH as u64))
     }
@@ -615,10 +753,11 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
         match path.pop() {
             None => {
                 // Empty tree: a single leaf.
-                let n = Self::alloc_node(tx)?;
+                let n = Self::alloc_node(tx, false)?;
                 fresh.nodes.push(n);
                 let node = Node {
                     leaf: true,
+                    wide: false,
                     keys: vec![key],
                     vals: vec![v],
                     kids: vec![],
@@ -633,11 +772,11 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
                 // Split upward while a node overflows; the first one that does not absorbs the
                 // last separator.
                 loop {
-                    if node.keys.len() <= CAP {
+                    if node.keys.len() <= node.cap() {
                         writes.push((ptr, node));
                         break;
                     }
-                    let right_ptr = Self::alloc_node(tx)?;
+                    let right_ptr = Self::alloc_node(tx, node.wide)?;
                     fresh.nodes.push(right_ptr);
                     let (left, mut sep, right) = split_half(node);
                     if left.leaf && K::OWNS {
@@ -647,6 +786,7 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
                         sep = unsafe { sep.key_dup(tx)? };
                         fresh.keys.push(bits(&sep));
                     }
+                    let (split_leaf, split_wide) = (left.leaf, left.wide);
                     writes.push((ptr, left));
                     writes.push((right_ptr, right));
                     match path.pop() {
@@ -658,10 +798,18 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
                             node = parent;
                         }
                         None => {
-                            let root_ptr = Self::alloc_node(tx)?;
+                            // A new root is wide where the keys allow it, unless the tree's
+                            // internal nodes are narrow (a tree an older build grew): every
+                            // internal node of a tree is of one kind.
+                            let wide = match split_leaf {
+                                true => Self::wide_geo().is_some(),
+                                false => split_wide,
+                            };
+                            let root_ptr = Self::alloc_node(tx, wide)?;
                             fresh.nodes.push(root_ptr);
                             let top = Node {
                                 leaf: false,
+                                wide,
                                 keys: vec![sep],
                                 vals: vec![],
                                 kids: vec![ptr, right_ptr],
@@ -785,8 +933,8 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
     }
 
     /// Plans the repair of the tree after `node` (at `ptr`, at the end of `path`) lost a key:
-    /// climbing while a node is under [`MIN`] keys, it borrows from a sibling that has more than
-    /// `MIN` (the two share their keys evenly; the parent's separator changes, the climb stops)
+    /// climbing while a node is under its minimum ([`MIN`]; half of [`WIDE_CAP`] for a wide
+    /// node) keys, it borrows from a sibling that has more than that minimum (the two share their keys evenly; the parent's separator changes, the climb stops)
     /// or else merges with one (the right node of the pair is freed, the parent loses a key and
     /// the climb goes on). A root left without keys is freed: an internal one is replaced by
     /// its only child, a leaf by nothing. Reads only, but for the separator copy a leaf borrow
@@ -816,7 +964,8 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
                 }
                 return Ok(plan);
             };
-            if node.keys.len() >= MIN {
+            let min = node.min();
+            if node.keys.len() >= min {
                 plan.writes.push((ptr, node));
                 return Ok(plan);
             }
@@ -827,7 +976,7 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
             };
             // The pair to fix: children `j` and `j + 1` of the parent, and whether they merge.
             let (j, l, r, merge) = match left {
-                Some((lp, l)) if l.keys.len() > MIN => (i - 1, (lp, l), (ptr, node), false),
+                Some((lp, l)) if l.keys.len() > min => (i - 1, (lp, l), (ptr, node), false),
                 left => {
                     let right = if i + 1 < parent.kids.len() {
                         Some(Self::sibling(tx, &parent, i + 1, ptr, &node)?)
@@ -835,7 +984,7 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
                         None
                     };
                     match (left, right) {
-                        (_, Some(r)) if r.1.keys.len() > MIN => (i, (ptr, node), r, false),
+                        (_, Some(r)) if r.1.keys.len() > min => (i, (ptr, node), r, false),
                         (Some(l), _) => (i - 1, l, (ptr, node), true),
                         (None, Some(r)) => (i, (ptr, node), r, true),
                         // A non-root internal node with one child: never built by this code.
@@ -886,7 +1035,7 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
     }
 
     /// Child `j` of `parent`, the sibling of `of` (at `of_ptr`): another node of the same kind
-    /// (leaf or not). Anything else is a corrupted tree (leaves at different depths, or a node
+    /// (leaf, narrow or wide internal node). Anything else is a corrupted tree (leaves at different depths, or a node
     /// linked twice, which a merge would free while still linked).
     fn sibling(
         tx: &Transaction<'_>,
@@ -902,7 +1051,7 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
             return Err(raw::out_of_bounds(p.offset(), 0));
         }
         let n = Self::read_node(tx, p)?;
-        if n.leaf != of.leaf {
+        if n.leaf != of.leaf || n.wide != of.wide {
             return Err(raw::out_of_bounds(p.offset(), 8));
         }
         Ok((p, n))
@@ -1001,8 +1150,10 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
 
     /// Checks the tree's structural invariants and returns the number of keys of every node,
     /// level by level from the root, each level left to right (empty for an empty map). Checked:
-    /// no node reached twice; stored lengths at most 15 and leaf flags 0 or 1; every leaf at
-    /// the same depth; at least 1 key in the root and 7 in every other node; keys strictly
+    /// no node reached twice; stored lengths at most the node's capacity (15; 63 in a wide
+    /// internal node), no unknown high bits in a length word, and leaf flags 0 or 1; internal
+    /// nodes all wide or all narrow; every leaf at the same depth; at least 1 key in the root
+    /// and half the capacity in every other node; keys strictly
     /// increasing in each node; each node's keys inside the range its parent's separators give
     /// it (child `i` holds keys `k` with `keys[i - 1] <= k < keys[i]`); as many entries as
     /// `len`; no root exactly when `len` is 0; when keys (values) own blocks, every key (value)
@@ -1053,9 +1204,10 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
         fn b<K: POrdKey>(o: &K::Owned) -> &K::Borrowed {
             o.borrow()
         }
-        let g = geo::<K, V>();
         let mut seen = std::collections::HashSet::new();
         let mut levels = Vec::new();
+        // The kind of the tree's internal nodes (wide or narrow), from the first one met.
+        let mut internal_wide = None;
         let mut entries = 0u64;
         // The nodes of one level, each with the bounds `[lo, hi)` of its keys.
         let mut level: Vec<Bounded<K>> = vec![(root, None, None)];
@@ -1077,18 +1229,29 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
                     // node read, and the length and flag words lie at offsets 0 and 8 of it.
                     unsafe { raw::cell::<u64>(tx, n, off) }.map(|c| c.get(tx))
                 };
-                let (stored_len, flag) = match (read(0), read(8)) {
+                let (word, flag) = match (read(0), read(8)) {
                     (Ok(l), Ok(f)) => (l, f),
                     (Err(e), _) | (_, Err(e)) => return Err(format!("{at}: {e}")),
                 };
-                if stored_len > CAP as u64 || flag > 1 {
-                    return Err(format!("{at}: length {stored_len}, leaf flag {flag}"));
-                }
+                let header = decode_header(word, flag, Self::wide_geo().is_some());
+                let Some((_, wide, stored_len)) =
+                    header.filter(|&(_, wide, l)| l <= Self::geo_of(wide).cap && flag <= 1)
+                else {
+                    return Err(match header {
+                        Some((_, _, l)) => format!("{at}: length {l}, leaf flag {flag}"),
+                        None => format!("{at}: length word {word:#x}, leaf flag {flag}"),
+                    });
+                };
                 let node = Self::read_node(tx, n).map_err(|e| format!("{at}: {e}"))?;
                 if *leaves.get_or_insert(node.leaf) != node.leaf {
                     return Err(format!("{at}: leaves and internal nodes on one level"));
                 }
-                let min = if depth == 0 { 1 } else { MIN };
+                if !node.leaf && *internal_wide.get_or_insert(wide) != wide {
+                    return Err(format!("{at}: wide and narrow internal nodes in one tree"));
+                }
+                debug_assert_eq!(stored_len, node.keys.len() as u64);
+                let g = Self::geo_of(wide);
+                let min = if depth == 0 { 1 } else { node.min() };
                 if node.keys.len() < min {
                     return Err(format!("{at}: {} keys, fewer than {min}", node.keys.len()));
                 }
@@ -1127,13 +1290,13 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
                 let (ks, vs) = (size_of::<K>() as u64, size_of::<V>() as u64);
                 let (nk, nv) = (node.keys.len() as u64, node.vals.len() as u64);
                 if K::OWNS {
-                    spare("key", g.ko + nk * ks, (CAP as u64 - nk) * ks)?;
+                    spare("key", g.ko + nk * ks, (g.cap - nk) * ks)?;
                 }
-                if V::OWNS {
+                if V::OWNS && !wide {
                     spare("value", g.vo + nv * vs, (CAP as u64 - nv) * vs)?;
                 }
                 let nc = node.kids.len() as u64;
-                spare("child", g.co + nc * 8, (CAP as u64 + 1 - nc) * 8)?;
+                spare("child", g.co + nc * 8, (g.cap + 1 - nc) * 8)?;
                 counts.push(node.keys.len());
                 if node.leaf {
                     entries += node.keys.len() as u64;
@@ -1645,12 +1808,13 @@ impl<K: POrdKey, V: PHandle> PBTreeMap<K, V> {
 /// `pred` says, and its answer only selects the next base (a conditional move), so a lookup
 /// does not pay a mispredicted branch per comparison at every level of the tree.
 ///
-/// Up to [`CAP`] (every node search), four fixed steps of 8, 4, 2 and 1 (binary lifting):
-/// with the answer `a <= len <= 15` and every index below `base` true, a probe at
+/// Up to [`CAP`] (leaves, narrow internal nodes), four fixed steps of 8, 4, 2 and 1 (binary
+/// lifting): with the answer `a <= len <= 15` and every index below `base` true, a probe at
 /// `min(base + step, len)` moves `base` there exactly when `a` lies at or past it, so `a - base`
 /// stays below `step` after each; a probe at `base` itself (`base == len`) leaves it. The steps
-/// are constants, so the search unrolls into four compare-and-selects.
-#[inline]
+/// are constants, so the search unrolls into four compare-and-selects. Up to [`WIDE_CAP`]
+/// (wide internal nodes), six: 32, 16, 8, 4, 2, 1, the same way (`a <= 63`).
+#[inline(always)]
 fn partition_point(len: usize, mut pred: impl FnMut(usize) -> Result<bool>) -> Result<usize> {
     if len == 0 {
         return Ok(0);
@@ -1658,6 +1822,14 @@ fn partition_point(len: usize, mut pred: impl FnMut(usize) -> Result<bool>) -> R
     if len <= CAP {
         let mut base = 0;
         for step in [8, 4, 2, 1] {
+            let probe = (base + step).min(len);
+            base = if pred(probe - 1)? { probe } else { base };
+        }
+        return Ok(base);
+    }
+    if len <= WIDE_CAP {
+        let mut base = 0;
+        for step in [32, 16, 8, 4, 2, 1] {
             let probe = (base + step).min(len);
             base = if pred(probe - 1)? { probe } else { base };
         }
@@ -1715,6 +1887,7 @@ fn split_half<K: Persistent, V>(mut node: Node<K, V>) -> (Node<K, V>, K, Node<K,
     if node.leaf {
         let right = Node {
             leaf: true,
+            wide: false,
             keys: node.keys.split_off(mid),
             vals: node.vals.split_off(mid),
             kids: vec![],
@@ -1726,6 +1899,7 @@ fn split_half<K: Persistent, V>(mut node: Node<K, V>) -> (Node<K, V>, K, Node<K,
         let sep = rk.remove(0);
         let right = Node {
             leaf: false,
+            wide: node.wide,
             keys: rk,
             vals: vec![],
             kids: node.kids.split_off(mid + 1),
@@ -2091,7 +2265,7 @@ mod tests {
     /// corrupted node), an answer in range.
     #[test]
     fn partition_point_matches_std() {
-        for len in 0..40usize {
+        for len in 0..100usize {
             for split in 0..=len {
                 let v: Vec<bool> = (0..len).map(|i| i < split).collect();
                 let got = partition_point(len, |i| Ok(v[i])).unwrap();

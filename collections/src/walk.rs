@@ -1077,8 +1077,9 @@ impl<'s> Walker<'_, 's> {
             }
             return Ok(Some(Tally::default()));
         };
-        let geo: Geo = btree::node_geometry(ks, vs);
-        let cap = btree::CAP as u64;
+        let narrow: Geo = btree::node_geometry(ks, vs);
+        let wide: Option<Geo> = btree::wide_geometry(ks);
+        let mut internal_wide = None;
         let kkind = self.key_kind(k);
         let (owns_k, owns_v) = (self.owns(k, 0), self.owns(v, 0));
         let walk_v = self.needs_walk(v);
@@ -1100,18 +1101,32 @@ impl<'s> Walker<'_, 's> {
             let mut leaves = None;
             for (n, lo, hi) in level {
                 let at = |what: String| corrupt(T, n, path, format!("node {n:#x} (level {depth}): {what}"));
+                // The header first: the length word tells a wide internal node's layout.
+                let head = self.mem.read(n, 16, T, path)?;
+                let (w0, flag) = (word(&head, 0), word(&head, 1));
+                let header = btree::decode_header(w0, flag, wide.is_some());
+                let Some((geo, nlen)) = header.and_then(|(_, is_wide, l)| {
+                    let g = if is_wide { wide? } else { narrow };
+                    (l <= g.cap && flag <= 1).then_some((g, l))
+                }) else {
+                    return Err(at(match header {
+                        Some((_, _, l)) => format!("length {l}, leaf flag {flag}"),
+                        None => format!("length word {w0:#x}, leaf flag {flag}"),
+                    }));
+                };
+                let cap = geo.cap;
                 self.own(n, geo.size, T, path)?;
                 t.blocks += 1;
                 let data = self.mem.read(n, geo.size, T, path)?;
-                let (nlen, flag) = (word(&data, 0), word(&data, 1));
-                if nlen > cap || flag > 1 {
-                    return Err(at(format!("length {nlen}, leaf flag {flag}")));
-                }
                 let leaf = flag == 1;
                 if *leaves.get_or_insert(leaf) != leaf {
                     return Err(at("leaves and internal nodes on one level".into()));
                 }
-                let min = if depth == 0 { 1 } else { btree::MIN as u64 };
+                let is_wide = geo.cap != narrow.cap;
+                if !leaf && *internal_wide.get_or_insert(is_wide) != is_wide {
+                    return Err(at("wide and narrow internal nodes in one tree".into()));
+                }
+                let min = if depth == 0 { 1 } else { cap / 2 };
                 if nlen < min {
                     return Err(at(format!("{nlen} keys, fewer than {min}")));
                 }
@@ -1144,7 +1159,7 @@ impl<'s> Walker<'_, 's> {
                 if owns_k && !zero(geo.ko + nlen * ks.size, (cap - nlen) * ks.size) {
                     return Err(at("a spare key slot is not zero".into()));
                 }
-                if owns_v && !zero(geo.vo + nv * vs.size, (cap - nv) * vs.size) {
+                if owns_v && !is_wide && !zero(geo.vo + nv * vs.size, (cap - nv) * vs.size) {
                     return Err(at("a spare value slot is not zero".into()));
                 }
                 if !zero(geo.co + nc * 8, (cap + 1 - nc) * 8) {

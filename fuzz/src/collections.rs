@@ -43,7 +43,7 @@
 //!
 //! When no record touched a word the collections cannot validate (an *unchecked* word, see
 //! [`Template::unchecked`]: pointers, capacities, depths of map handles, map directories and
-//! segment capacities, B-tree leaf flags and child pointers, and the pointer and capacity words
+//! segment capacities, B-tree leaf flags, wide internal nodes' length words and child pointers, and the pointer and capacity words
 //! of nested handles, including stale ones) and no record went
 //! "anywhere", the image is *strict*: every open must succeed, and after the script and a
 //! reopen the sentinels and guards keep their values, the guards' buffers are still allocated,
@@ -114,10 +114,14 @@ pub const HANDLES: usize = 9;
 /// counts on it).
 pub const BIG_BLOCKS: usize = 5;
 
-/// Bytes of a `PBTreeMap<u64, u64>` node: `[len][leaf][15 keys][15 values][16 children]`.
+/// Bytes of a `PBTreeMap<u64, u64>` leaf: `[len][leaf][15 keys][15 values][16 children]`.
 const NODE_SIZE: usize = 16 + 15 * 8 + 15 * 8 + 16 * 8;
-/// Offset of the children in a node.
+/// Offset of the children in a leaf.
 const NODE_KIDS: usize = 16 + 15 * 8 + 15 * 8;
+/// Bytes of a wide internal node of the same tree: `[len | tag][0][63 keys][64 children]`.
+const WIDE_SIZE: usize = 16 + 63 * 8 + 64 * 8;
+/// Offset of the children in a wide internal node.
+const WIDE_KIDS: usize = 16 + 63 * 8;
 
 /// Pool options of the target.
 pub fn options() -> PoolOptions {
@@ -175,9 +179,11 @@ fn populate(pool: &Pool<Root>) -> Result<(), Error> {
         r.s.set(tx, "hello, persistent world — ✓ ü")?;
         r.b.set(tx, 0xb0b)
     })?;
+    // 600 keys in ascending order: 75 half-full leaves under two wide internal nodes (64
+    // children each at most) and a root.
     for part in 0..4u64 {
         pool.transaction(|tx, r| {
-            for k in part * 50..(part + 1) * 50 {
+            for k in part * 150..(part + 1) * 150 {
                 r.t.insert(tx, k * 3, k)?;
             }
             Ok::<_, Error>(())
@@ -187,7 +193,7 @@ fn populate(pool: &Pool<Root>) -> Result<(), Error> {
         for k in 5..12 {
             r.m.remove(tx, &k)?;
         }
-        for k in 40..60 {
+        for k in 120..160 {
             r.t.remove(tx, &(k * 3))?;
         }
         for i in 1..=6 {
@@ -328,8 +334,15 @@ pub fn make_template(dir: &Path) -> Template {
         let levels = r.t.check_invariants(tx).expect("B-tree invariants");
         assert!(levels.len() == 3, "a 3-level B-tree");
         for n in &nodes {
-            words(&mut unchecked, *n as usize, [8]);
-            words(&mut unchecked, *n as usize, (NODE_KIDS..NODE_SIZE).step_by(8));
+            // The leaf flag and the children; in a wide node the length word too, whose tag
+            // chooses its layout as the flag does.
+            if live[n] >= WIDE_SIZE as u64 {
+                words(&mut unchecked, *n as usize, [0, 8]);
+                words(&mut unchecked, *n as usize, (WIDE_KIDS..WIDE_SIZE).step_by(8));
+            } else {
+                words(&mut unchecked, *n as usize, [8]);
+                words(&mut unchecked, *n as usize, (NODE_KIDS..NODE_SIZE).step_by(8));
+            }
         }
         owned.extend(nodes);
         // Nested strings: every slot of the buffer (stale ones past the length too).

@@ -229,9 +229,10 @@ fn merge_refuses_to_free_a_node_linked_twice() {
         })
         .unwrap();
     drop(pool);
-    // Damage: the root's third child pointer replaced by its second (same tag).
+    // Damage: the root's third child pointer replaced by its second (same tag). The root is a
+    // wide internal node (design §13.2): 63 key slots from byte 16, children from byte 520.
     let mut img = std::fs::read(&path).unwrap();
-    let co = 256 + root as usize;
+    let co = 16 + 63 * 8 + root as usize;
     let second = u64::from_le_bytes(img[co + 8..co + 16].try_into().unwrap());
     assert_eq!(second & ((1 << 48) - 1), kid1);
     img[co + 16..co + 24].copy_from_slice(&second.to_le_bytes());

@@ -64,6 +64,9 @@ fn bkey(i: u16) -> Vec<u8> {
 }
 
 const KEYS: u16 = 400;
+/// Keys of the 3-level trees: internal nodes of string keys are wide (64 children), so a tree
+/// needs more than 64 leaves for a third level ([`key`] is distinct up to 1000).
+const DEEP: u16 = 1000;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -457,11 +460,11 @@ fn fill_ops(from: u16, to: u16) -> Vec<Op> {
 fn deep_trees_collapse_and_free_everything() {
     let dir = shm_dir();
     let path = dir.path().join("deep.pool");
-    let mut steps: Vec<(Vec<Op>, bool)> = vec![(fill_ops(0, KEYS), true)];
-    for (i, j) in [(150, 100), (0, 60), (300, 100), (60, 90), (250, 50)] {
+    let mut steps: Vec<(Vec<Op>, bool)> = vec![(fill_ops(0, DEEP), true)];
+    for (i, j) in [(375, 250), (0, 150), (750, 250), (150, 225), (625, 125)] {
         steps.push((
             vec![Op::SRemoveMany(i, j), Op::NRemoveMany(u64::from(i), u64::from(j))],
-            i == 300,
+            i == 750,
         ));
     }
     let (mut pool, model) = check_steps::<Root>(&path, &steps);
@@ -472,7 +475,7 @@ fn deep_trees_collapse_and_free_everything() {
     // The depth the trees reach, and their collapse level by level.
     let mut pool = Pool::<Root>::create(dir.path().join("d2.pool"), POOL_SIZE, &opts()).unwrap();
     pool.transaction(|tx, r| {
-        for i in 0..KEYS {
+        for i in 0..DEEP {
             r.s.insert(tx, key(i), u64::from(i))?;
         }
         Ok::<_, Error>(())
@@ -483,9 +486,9 @@ fn deep_trees_collapse_and_free_everything() {
             .unwrap()
     };
     let mut depths = vec![depth(&pool)];
-    assert_eq!(depths, [3], "400 keys make 3 levels");
-    let mut order: Vec<u16> = (0..KEYS).collect();
-    order.sort_by_key(|&i| (i * 37) % KEYS);
+    assert_eq!(depths, [3], "1000 keys make 3 levels");
+    let mut order: Vec<u16> = (0..DEEP).collect();
+    order.sort_by_key(|&i| (i * 37) % DEEP);
     for chunk in order.chunks(7) {
         pool.transaction(|tx, r| {
             for &i in chunk {

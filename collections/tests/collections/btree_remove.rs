@@ -179,14 +179,16 @@ fn emptied_tree_shrinks_to_nothing_and_regrows() {
     let dir = shm_dir();
     let (mut pool, _) = create(&dir, "shrink.pool");
     let mut model = BTreeMap::new();
-    let fill: Vec<TreeOp> = (0..500).map(|k| TreeOp::Insert(k, !(k as u64))).collect();
+    // Ascending keys leave half-full leaves (8 keys) and half-full wide internal nodes (32
+    // children): 1200 keys make 150 leaves under 5 internal nodes.
+    let fill: Vec<TreeOp> = (0..1200).map(|k| TreeOp::Insert(k, !(k as u64))).collect();
     run(&pool, &mut model, &fill);
     let shape = check(&mut pool, &model).unwrap();
     assert_eq!(shape.len(), 3, "{shape:?}");
     let mut depths = vec![shape.len()];
     let mut nodes = vec![shape.iter().map(Vec::len).sum::<usize>()];
-    for d in 0..250 {
-        for k in [250 + d, 249 - d] {
+    for d in 0..600 {
+        for k in [600 + d, 599 - d] {
             run(&pool, &mut model, &[TreeOp::Remove(k)]);
         }
         let shape = check(&mut pool, &model).unwrap();

@@ -241,9 +241,10 @@ impl RemoveEvents {
 fn btree_remove_drains() {
     let dir = shm_dir();
     let (mut pool, _) = create(&dir, "d.pool");
-    // Ascending keys leave half-full leaves: a 3-level tree of mostly 8-key nodes.
+    // Ascending keys leave half-full leaves: a 3-level tree of mostly 8-key leaves under wide
+    // internal nodes of 32 children.
     pool.transaction(|tx, r| {
-        for k in 0..400i32 {
+        for k in 0..1200i32 {
             r.t.insert(tx, k, k as u64)?;
         }
         Ok::<_, Error>(())
@@ -253,10 +254,10 @@ fn btree_remove_drains() {
     let mut events = RemoveEvents::default();
     // Every other key first (borrows and merges from half-full leaves), then the rest from both
     // ends and the middle, down to the empty tree.
-    let order: Vec<i32> = (0..400)
+    let order: Vec<i32> = (0..1200)
         .step_by(2)
-        .chain((1..400).step_by(2).rev().filter(|k| (k / 2) % 3 == 0))
-        .chain((1..400).step_by(2).filter(|k| (k / 2) % 3 != 0))
+        .chain((1..1200).step_by(2).rev().filter(|k| (k / 2) % 3 == 0))
+        .chain((1..1200).step_by(2).filter(|k| (k / 2) % 3 != 0))
         .collect();
     for k in order {
         let before = tree_shape(&pool);

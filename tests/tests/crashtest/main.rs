@@ -8,6 +8,7 @@ mod bank;
 mod broken_protocols;
 mod btree_keys;
 mod btree_remove;
+mod btree_wide_remove;
 mod budgets;
 mod collections;
 mod collections_owned;

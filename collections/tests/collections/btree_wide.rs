@@ -1,0 +1,242 @@
+//! Wide internal nodes (design §13.2): a tree of keys up to 32 bytes grows internal nodes of up
+//! to 63 keys, one of larger keys keeps them at 15, and a tree whose internal nodes are narrow
+//! (as every build before wide nodes grew them) keeps them narrow through growth and shrinking,
+//! against a `BTreeMap` model. A length word with unknown high bits is a named error.
+
+use crate::common;
+
+use std::collections::BTreeMap;
+
+use common::{opts, shm_dir, POOL_SIZE};
+use ptm::{Error, Persistent, Pool};
+use ptm_collections::PBTreeMap;
+
+/// A 40-byte key: past the 32 bytes whose trees get wide internal nodes.
+type Big = [u64; 5];
+
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Root {
+    t: PBTreeMap<u64, u64>,
+    b: PBTreeMap<Big, u64>,
+}
+
+/// The high half of a wide internal node's length word.
+const WIDE_TAG: u64 = 0x5749_4445;
+
+/// Scattered distinct keys: `i` times an odd constant (a bijection on `u64`).
+fn scattered(i: u64) -> u64 {
+    i.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+fn big(k: u64) -> Big {
+    [k, !k, k >> 3, 7, k]
+}
+
+/// Every internal node's key count (all levels but the last) and the depth.
+fn internal_counts(shape: &[Vec<usize>]) -> (Vec<usize>, usize) {
+    let inner = shape[..shape.len().saturating_sub(1)]
+        .iter()
+        .flatten()
+        .copied()
+        .collect();
+    (inner, shape.len())
+}
+
+#[test]
+fn small_keys_get_wide_internal_nodes_and_large_keys_narrow_ones() {
+    let dir = shm_dir();
+    let pool = Pool::<Root>::create(dir.path().join("w.pool"), POOL_SIZE, &opts()).unwrap();
+    let (small, large) = pool
+        .transaction(|tx, r| {
+            for i in 0..3000 {
+                r.t.insert(tx, scattered(i), i)?;
+                r.b.insert(tx, big(scattered(i)), i)?;
+            }
+            Ok::<_, Error>((
+                r.t.check_invariants(tx).unwrap(),
+                r.b.check_invariants(tx).unwrap(),
+            ))
+        })
+        .unwrap();
+    let (inner, depth) = internal_counts(&small);
+    // About 280 leaves: one wide level above them holds them all under a root.
+    assert_eq!(depth, 3, "{small:?}");
+    assert!(inner.iter().any(|&n| n > 15), "no wide node: {small:?}");
+    assert!(inner.iter().all(|&n| n <= 63), "{small:?}");
+    let (inner, depth) = internal_counts(&large);
+    assert_eq!(depth, 4, "narrow internal nodes: {large:?}");
+    assert!(inner.iter().all(|&n| n <= 15), "{large:?}");
+    pool.transaction(|tx, r| {
+        for i in (0..3000).step_by(7) {
+            assert_eq!(r.t.get(tx, &scattered(i))?, Some(i));
+            assert_eq!(r.b.get(tx, &big(scattered(i)))?, Some(i));
+        }
+        r.t.check(tx)?;
+        r.b.check(tx)
+    })
+    .unwrap();
+}
+
+/// A tree whose root an older build wrote: the same 2-level tree with its root rewritten in
+/// place in the narrow layout (`[len][0][keys: 15][values: 15][children: 16]`). Grown to 4
+/// levels, every internal node it gets is narrow; emptied by removals, it collapses level by
+/// level; regrown from nothing, its new root is wide.
+#[test]
+fn a_tree_with_narrow_internal_nodes_keeps_them_narrow() {
+    let dir = shm_dir();
+    let path = dir.path().join("narrow.pool");
+    let mut model = BTreeMap::new();
+    let pool = Pool::<Root>::create(&path, POOL_SIZE, &opts()).unwrap();
+    let root = pool
+        .transaction(|tx, r| {
+            for k in 0..100u64 {
+                r.t.insert(tx, k * 2, k)?;
+            }
+            let shape = r.t.check_invariants(tx).unwrap();
+            assert_eq!(shape.len(), 2, "{shape:?}");
+            Ok::<_, Error>(r.t.node_offsets(tx)?[0])
+        })
+        .unwrap();
+    model.extend((0..100u64).map(|k| (k * 2, k)));
+    pool.close().unwrap();
+
+    let mut img = std::fs::read(&path).unwrap();
+    let at = root as usize;
+    let word = |img: &[u8], i: usize| u64::from_le_bytes(img[at + 8 * i..at + 8 * i + 8].try_into().unwrap());
+    let w0 = word(&img, 0);
+    assert_eq!(w0 >> 32, WIDE_TAG, "a wide root");
+    let len = (w0 & 0xffff_ffff) as usize;
+    assert!(len <= 15, "{len} keys fit a narrow node");
+    // Wide layout: keys from byte 16 (word 2), children from byte 520 (word 65).
+    let keys: Vec<u64> = (0..len).map(|i| word(&img, 2 + i)).collect();
+    let kids: Vec<u64> = (0..=len).map(|i| word(&img, 65 + i)).collect();
+    img[at..at + 16 + 63 * 8 + 64 * 8].fill(0);
+    let mut put = |i: usize, w: u64| img[at + 8 * i..at + 8 * i + 8].copy_from_slice(&w.to_le_bytes());
+    put(0, len as u64);
+    for (i, k) in keys.iter().enumerate() {
+        put(2 + i, *k);
+    }
+    // Narrow layout: children from byte 256 (word 32).
+    for (i, c) in kids.iter().enumerate() {
+        put(32 + i, *c);
+    }
+    std::fs::write(&path, &img).unwrap();
+
+    let mut pool = Pool::<Root>::open(&path, &opts()).unwrap();
+    pool.transaction(|tx, r| r.t.check(tx)).unwrap();
+    // Grow: scattered keys, in transactions of 100.
+    for chunk in (0..3000u64).collect::<Vec<_>>().chunks(100) {
+        pool.transaction(|tx, r| {
+            for &i in chunk {
+                let k = scattered(i) | 1;
+                assert_eq!(r.t.insert(tx, k, i)?, model.insert(k, i));
+            }
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+    }
+    let shape = pool
+        .transaction(|tx, r| Ok::<_, Error>(r.t.check_invariants(tx).unwrap()))
+        .unwrap();
+    let (inner, depth) = internal_counts(&shape);
+    assert_eq!(depth, 4, "narrow internal nodes make 4 levels: {shape:?}");
+    assert!(inner.iter().all(|&n| n <= 15), "{shape:?}");
+    // Shrink to nothing, checking against the model on the way.
+    let keys: Vec<u64> = model.keys().copied().collect();
+    let mut depths = vec![depth];
+    for (n, chunk) in keys.chunks(50).enumerate() {
+        let order: Vec<u64> = if n % 2 == 0 {
+            chunk.to_vec()
+        } else {
+            chunk.iter().rev().copied().collect()
+        };
+        let shape = pool
+            .transaction(|tx, r| {
+                for k in &order {
+                    assert_eq!(r.t.remove(tx, k)?, model.remove(k));
+                }
+                Ok::<_, Error>(r.t.check_invariants(tx).unwrap())
+            })
+            .unwrap();
+        let (inner, d) = internal_counts(&shape);
+        assert!(inner.iter().all(|&n| n <= 15), "{shape:?}");
+        if depths.last() != Some(&d) {
+            depths.push(d);
+        }
+        if n % 10 == 0 {
+            let all = pool.transaction(|tx, r| r.t.to_vec(tx)).unwrap();
+            assert_eq!(all, model.iter().map(|(&k, &v)| (k, v)).collect::<Vec<_>>());
+        }
+    }
+    // Level by level (a chunk may take the last two levels at once).
+    assert_eq!(depths[..3], [4, 3, 2], "{depths:?}");
+    assert_eq!(depths.last(), Some(&0), "{depths:?}");
+    assert_eq!(pool.allocated_blocks().unwrap(), vec![], "every node freed");
+    // Regrown from nothing: a wide root.
+    let shape = pool
+        .transaction(|tx, r| {
+            for i in 0..3000 {
+                r.t.insert(tx, scattered(i), i)?;
+            }
+            Ok::<_, Error>(r.t.check_invariants(tx).unwrap())
+        })
+        .unwrap();
+    assert_eq!(internal_counts(&shape).1, 3, "wide again: {shape:?}");
+}
+
+/// A node length word whose high half is neither 0 nor the wide tag, or the wide tag on a leaf,
+/// is `CorruptCollection` for lookups, updates and the verifier: never read as some length.
+#[test]
+fn a_length_word_with_unknown_high_bits_is_corrupt() {
+    for (name, tag_on_leaf) in [("high.pool", false), ("leaf.pool", true)] {
+        let dir = shm_dir();
+        let path = dir.path().join(name);
+        let pool = Pool::<Root>::create(&path, POOL_SIZE, &opts()).unwrap();
+        let (root, leaf) = pool
+            .transaction(|tx, r| {
+                for k in 0..200u64 {
+                    r.t.insert(tx, k, k)?;
+                }
+                let n = r.t.node_offsets(tx)?;
+                Ok::<_, Error>((n[0], n[1]))
+            })
+            .unwrap();
+        pool.close().unwrap();
+        let mut img = std::fs::read(&path).unwrap();
+        let (at, high) = if tag_on_leaf {
+            (leaf as usize, WIDE_TAG)
+        } else {
+            (root as usize, 0x1234)
+        };
+        let w0 = u64::from_le_bytes(img[at..at + 8].try_into().unwrap());
+        img[at..at + 8].copy_from_slice(&((w0 & 0xffff_ffff) | high << 32).to_le_bytes());
+        std::fs::write(&path, &img).unwrap();
+        let pool = Pool::<Root>::open(&path, &opts()).unwrap();
+        let corrupt = |r: Result<(), Error>| {
+            matches!(
+                r,
+                Err(Error::CorruptCollection {
+                    structure: "PBTreeMap",
+                    ..
+                })
+            )
+        };
+        // Key 0 lies in the first leaf, under the root.
+        assert!(
+            corrupt(pool.transaction(|tx, r| r.t.get(tx, &0).map(drop))),
+            "{name}: get"
+        );
+        assert!(
+            corrupt(pool.transaction(|tx, r| r.t.insert(tx, 0, 1).map(drop))),
+            "{name}: insert"
+        );
+        assert!(
+            corrupt(pool.transaction(|tx, r| r.t.remove(tx, &0).map(drop))),
+            "{name}: remove"
+        );
+        assert!(corrupt(pool.transaction(|tx, r| r.t.check(tx))), "{name}: check");
+        pool.transaction(|tx, r| r.b.check(tx)).unwrap();
+    }
+}
