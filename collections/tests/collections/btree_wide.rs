@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use common::{opts, shm_dir, POOL_SIZE};
 use ptm::{Error, Persistent, Pool};
-use ptm_collections::PBTreeMap;
+use ptm_collections::{walk_pool, PBTreeMap};
 
 /// A 40-byte key: past the 32 bytes whose trees get wide internal nodes.
 type Big = [u64; 5];
@@ -47,7 +47,7 @@ fn internal_counts(shape: &[Vec<usize>]) -> (Vec<usize>, usize) {
 #[test]
 fn small_keys_get_wide_internal_nodes_and_large_keys_narrow_ones() {
     let dir = shm_dir();
-    let pool = Pool::<Root>::create(dir.path().join("w.pool"), POOL_SIZE, &opts()).unwrap();
+    let mut pool = Pool::<Root>::create(dir.path().join("w.pool"), POOL_SIZE, &opts()).unwrap();
     let (small, large) = pool
         .transaction(|tx, r| {
             for i in 0..3000 {
@@ -77,6 +77,39 @@ fn small_keys_get_wide_internal_nodes_and_large_keys_narrow_ones() {
         r.b.check(tx)
     })
     .unwrap();
+    // The schema-driven walk (`ptm check`) reads both kinds of node.
+    let walked = walk_pool(&mut pool).unwrap();
+    assert_eq!(walked.entries, 6000, "{walked:?}");
+    assert!(walked.unreachable.is_empty(), "{walked:?}");
+    let nodes = small.iter().chain(&large).map(Vec::len).sum::<usize>() as u64;
+    assert_eq!(walked.blocks, nodes, "{walked:?}");
+}
+
+/// Rewrites the wide root node at `root` of the closed pool at `path` in place in the narrow
+/// layout (`[len][0][keys: 15][values: 15][children: 16]`), as a build before wide nodes wrote
+/// internal nodes.
+fn narrow_root(path: &std::path::Path, root: u64) {
+    let mut img = std::fs::read(path).unwrap();
+    let at = root as usize;
+    let word = |img: &[u8], i: usize| u64::from_le_bytes(img[at + 8 * i..at + 8 * i + 8].try_into().unwrap());
+    let w0 = word(&img, 0);
+    assert_eq!(w0 >> 32, WIDE_TAG, "a wide root");
+    let len = (w0 & 0xffff_ffff) as usize;
+    assert!(len <= 15, "{len} keys fit a narrow node");
+    // Wide layout: keys from byte 16 (word 2), children from byte 520 (word 65).
+    let keys: Vec<u64> = (0..len).map(|i| word(&img, 2 + i)).collect();
+    let kids: Vec<u64> = (0..=len).map(|i| word(&img, 65 + i)).collect();
+    img[at..at + 16 + 63 * 8 + 64 * 8].fill(0);
+    let mut put = |i: usize, w: u64| img[at + 8 * i..at + 8 * i + 8].copy_from_slice(&w.to_le_bytes());
+    put(0, len as u64);
+    for (i, k) in keys.iter().enumerate() {
+        put(2 + i, *k);
+    }
+    // Narrow layout: children from byte 256 (word 32).
+    for (i, c) in kids.iter().enumerate() {
+        put(32 + i, *c);
+    }
+    std::fs::write(path, &img).unwrap();
 }
 
 /// A tree whose root an older build wrote: the same 2-level tree with its root rewritten in
@@ -102,27 +135,7 @@ fn a_tree_with_narrow_internal_nodes_keeps_them_narrow() {
     model.extend((0..100u64).map(|k| (k * 2, k)));
     pool.close().unwrap();
 
-    let mut img = std::fs::read(&path).unwrap();
-    let at = root as usize;
-    let word = |img: &[u8], i: usize| u64::from_le_bytes(img[at + 8 * i..at + 8 * i + 8].try_into().unwrap());
-    let w0 = word(&img, 0);
-    assert_eq!(w0 >> 32, WIDE_TAG, "a wide root");
-    let len = (w0 & 0xffff_ffff) as usize;
-    assert!(len <= 15, "{len} keys fit a narrow node");
-    // Wide layout: keys from byte 16 (word 2), children from byte 520 (word 65).
-    let keys: Vec<u64> = (0..len).map(|i| word(&img, 2 + i)).collect();
-    let kids: Vec<u64> = (0..=len).map(|i| word(&img, 65 + i)).collect();
-    img[at..at + 16 + 63 * 8 + 64 * 8].fill(0);
-    let mut put = |i: usize, w: u64| img[at + 8 * i..at + 8 * i + 8].copy_from_slice(&w.to_le_bytes());
-    put(0, len as u64);
-    for (i, k) in keys.iter().enumerate() {
-        put(2 + i, *k);
-    }
-    // Narrow layout: children from byte 256 (word 32).
-    for (i, c) in kids.iter().enumerate() {
-        put(32 + i, *c);
-    }
-    std::fs::write(&path, &img).unwrap();
+    narrow_root(&path, root);
 
     let mut pool = Pool::<Root>::open(&path, &opts()).unwrap();
     pool.transaction(|tx, r| r.t.check(tx)).unwrap();
@@ -143,6 +156,9 @@ fn a_tree_with_narrow_internal_nodes_keeps_them_narrow() {
     let (inner, depth) = internal_counts(&shape);
     assert_eq!(depth, 4, "narrow internal nodes make 4 levels: {shape:?}");
     assert!(inner.iter().all(|&n| n <= 15), "{shape:?}");
+    let walked = walk_pool(&mut pool).unwrap();
+    assert_eq!(walked.entries, model.len() as u64, "{walked:?}");
+    assert!(walked.unreachable.is_empty(), "{walked:?}");
     // Shrink to nothing, checking against the model on the way.
     let keys: Vec<u64> = model.keys().copied().collect();
     let mut depths = vec![depth];
@@ -239,4 +255,35 @@ fn a_length_word_with_unknown_high_bits_is_corrupt() {
         assert!(corrupt(pool.transaction(|tx, r| r.t.check(tx))), "{name}: check");
         pool.transaction(|tx, r| r.b.check(tx)).unwrap();
     }
+}
+
+/// A narrow root above wide internal nodes (a tree no build makes): the verifier and the
+/// schema-driven walk name the mix.
+#[test]
+fn wide_and_narrow_internal_nodes_in_one_tree_are_corrupt() {
+    let dir = shm_dir();
+    let path = dir.path().join("mixed.pool");
+    let pool = Pool::<Root>::create(&path, POOL_SIZE, &opts()).unwrap();
+    let root = pool
+        .transaction(|tx, r| {
+            for i in 0..3000 {
+                r.t.insert(tx, scattered(i), i)?;
+            }
+            assert_eq!(r.t.check_invariants(tx).unwrap().len(), 3);
+            Ok::<_, Error>(r.t.node_offsets(tx)?[0])
+        })
+        .unwrap();
+    pool.close().unwrap();
+    narrow_root(&path, root);
+    let mut pool = Pool::<Root>::open(&path, &opts()).unwrap();
+    let err = pool.transaction(|tx, r| r.t.check(tx)).unwrap_err();
+    assert!(
+        err.to_string().contains("wide and narrow internal nodes"),
+        "{err}"
+    );
+    let err = walk_pool(&mut pool).unwrap_err();
+    assert!(
+        err.to_string().contains("wide and narrow internal nodes"),
+        "{err}"
+    );
 }
