@@ -868,7 +868,8 @@ mod tests {
                 );
                 write::<u16>(tx, b, 1, 0xabcd)?;
                 assert_eq!(bytes_at(tx, b, 0, 4)?, [bytes[0], bytes[1], 0xcd, 0xab]);
-                let past = (1 << ptm::pmem_core::internals::pptr::OFFSET_BITS) - b.offset() + 8;
+                // `b + past` wraps, in the pointer's offset bits, onto `b + 8`, a valid offset.
+                let past = (1 << ptm::pmem_core::internals::pptr::OFFSET_BITS) + 8;
                 assert!(at::<u64>(tx, b, past).is_err(), "past the offset space");
                 assert!(cell::<u8>(tx, b, past).is_err(), "past the offset space");
             }
