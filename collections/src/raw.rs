@@ -990,6 +990,32 @@ mod tests {
         .unwrap();
     }
 
+    /// `Slot`'s layout arithmetic: rounding up to a power-of-two alignment (and to any other,
+    /// which no Rust type has but a damaged schema may name), array sizes with overflow refused.
+    #[test]
+    fn slot_arithmetic_rounds_up_and_refuses_overflow() {
+        let word = Slot::of::<u64>();
+        assert_eq!(word, Slot { size: 8, align: 8 });
+        assert_eq!(Slot::of::<[u8; 3]>(), Slot { size: 3, align: 1 });
+        assert_eq!(
+            [0, 1, 7, 8, 9, 17].map(|x| word.align_up(x)),
+            [0, 8, 8, 8, 16, 24]
+        );
+        assert_eq!(Slot { size: 3, align: 1 }.align_up(5), 5);
+        assert_eq!(Slot { size: 32, align: 32 }.align_up(33), 64);
+        assert_eq!(word.align_up(u64::MAX - 3), u64::MAX, "saturates");
+        assert_eq!(Slot { size: 6, align: 6 }.align_up(7), 12, "not a power of two");
+        assert_eq!(word.array_bytes(5).unwrap(), 40);
+        assert_eq!(Slot { size: 3, align: 1 }.array_bytes(7).unwrap(), 21);
+        assert_eq!(word.array_bytes(0).unwrap(), 0);
+        assert!(word.array_bytes(u64::MAX / 4).is_err());
+        assert_eq!(
+            (elem_off::<u32>(3).unwrap(), array_bytes::<u16>(5).unwrap()),
+            (12, 10)
+        );
+        assert!(elem_off::<u64>(1 << 62).is_err());
+    }
+
     #[test]
     fn hash_is_stable() {
         // Part of the on-media format: these values must never change.
