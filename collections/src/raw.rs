@@ -733,6 +733,289 @@ pub(crate) fn update_cell<T: Persistent + Copy>(
 mod tests {
     use super::*;
 
+    /// A pool whose root is one cell (tmpfs treated as persistent memory), for the accessors'
+    /// tests: they view blocks of it directly, as the collections do.
+    fn pool() -> (tempfile::TempDir, ptm::Pool<PCell<u64>>) {
+        let dir = if std::path::Path::new("/dev/shm").is_dir() {
+            tempfile::tempdir_in("/dev/shm")
+        } else {
+            tempfile::tempdir()
+        }
+        .unwrap();
+        let opts = ptm::PoolOptions::new().layout("raw").force_pmem(true).lanes(2);
+        let pool = ptm::Pool::create(dir.path().join("raw.pool"), 8 << 20, &opts).unwrap();
+        (dir, pool)
+    }
+
+    /// A fresh 256-byte block holding `pattern()`.
+    fn filled_block(tx: &Transaction<'_>) -> Result<PPtr<u8>> {
+        let b = alloc_block(tx, 256)?;
+        // SAFETY: a fresh block of this transaction, 256 bytes, reached only by this thread.
+        unsafe { write_bytes(tx, b, 0, &pattern())? };
+        Ok(b)
+    }
+
+    /// 256 bytes, no two neighbouring words alike.
+    fn pattern() -> Vec<u8> {
+        (0..256u32).map(|i| (i * 7 + 3) as u8).collect()
+    }
+
+    /// The `n` bytes `off` bytes into `b`, read one cell at a time.
+    fn bytes_at(tx: &Transaction<'_>, b: PPtr<u8>, off: u64, n: u64) -> Result<Vec<u8>> {
+        // SAFETY: every caller passes a live block of its transaction, read only through cells.
+        (off..off + n)
+            .map(|o| Ok(unsafe { cell::<u8>(tx, b, o)? }.get(tx)))
+            .collect()
+    }
+
+    /// `Block`'s field and run accessors accept exactly what lies inside the block (up to its
+    /// last byte) and is aligned, read the right bytes, and refuse the rest: past the end,
+    /// straddling it, misaligned, overflowing; resolving a block longer than the pool fails.
+    #[test]
+    fn block_accessors_read_inside_the_block_and_refuse_the_rest() {
+        let (_dir, pool) = pool();
+        let bytes = pattern();
+        let word = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().unwrap());
+        pool.transaction(|tx, _| {
+            let b = filled_block(tx)?;
+            // SAFETY: a fresh block of this transaction, 256 bytes, reached only by this
+            // thread; the references below are only read from, at once.
+            unsafe {
+                let blk = Block::new(tx, b, 256)?;
+                assert_eq!(blk.ptr(), b);
+                assert_eq!(*blk.at::<u64>(0)?, word(0));
+                assert_eq!(
+                    *blk.at::<u64>(248)?,
+                    word(248),
+                    "a field ending at the block's end"
+                );
+                assert_eq!(*blk.at::<u8>(255)?, bytes[255]);
+                assert_eq!(
+                    *blk.at::<u32>(12)?,
+                    u32::from_le_bytes(bytes[12..16].try_into().unwrap())
+                );
+                assert_eq!(blk.cell::<u64>(16)?.get(tx), word(16));
+                assert!(blk.at::<u64>(256).is_err(), "past the end");
+                assert!(blk.at::<u8>(256).is_err(), "past the end");
+                assert!(blk.at::<u64>(4).is_err(), "misaligned");
+                assert!(blk.at::<u64>(u64::MAX - 7).is_err(), "overflowing");
+                // A view of the first 252 bytes: the aligned last word straddles its end.
+                let short = Block::new(tx, b, 252)?;
+                assert!(short.at::<u64>(248).is_err(), "straddling the end");
+                assert_eq!(
+                    *short.at::<u32>(248)?,
+                    u32::from_le_bytes(bytes[248..252].try_into().unwrap())
+                );
+
+                let all = blk.slice::<u64>(0, 32)?;
+                assert_eq!(all.len(), 32);
+                assert!(all.iter().enumerate().all(|(i, &w)| w == word(i * 8)));
+                let tail = blk.slice::<u64>(8, 31)?;
+                assert_eq!(
+                    (tail.len(), tail[30]),
+                    (31, word(248)),
+                    "a run ending at the block's end"
+                );
+                assert_eq!(
+                    blk.slice::<u32>(4, 1)?,
+                    [u32::from_le_bytes(bytes[4..8].try_into().unwrap())]
+                );
+                assert!(blk.slice::<u64>(8, 32).is_err(), "one element past the end");
+                assert!(blk.slice::<u64>(4, 2).is_err(), "misaligned");
+                assert!(blk.slice::<u64>(0, usize::MAX).is_err(), "overflowing");
+                assert!(short.slice::<u64>(224, 4).is_err(), "straddling the end");
+
+                assert!(Block::new(tx, b, 16 << 20).is_err(), "longer than the pool");
+                // Prefetches of empty, clamped and whole ranges (a hint: nothing to see but
+                // that they neither fault nor overflow).
+                blk.prefetch(0, 0);
+                blk.prefetch(300, 8);
+                blk.prefetch(200, 1000);
+                blk.prefetch(0, 256);
+            }
+            Ok::<_, ptm::Error>(())
+        })
+        .unwrap();
+    }
+
+    /// `cell`, `at`, `read` and `write` reach the bytes at their offset (element `i` at
+    /// `i * size_of::<T>()`), and an offset past the pointer's offset space is refused rather
+    /// than wrapped onto another offset.
+    #[test]
+    fn cells_and_elements_are_at_their_offsets() {
+        let (_dir, pool) = pool();
+        let bytes = pattern();
+        pool.transaction(|tx, _| {
+            let b = filled_block(tx)?;
+            // SAFETY: a fresh block of this transaction, 256 bytes, reached only through cells
+            // by this thread; the reference from `at` is only read from, at once.
+            unsafe {
+                assert_eq!(
+                    cell::<u32>(tx, b, 4)?.get(tx),
+                    u32::from_le_bytes(bytes[4..8].try_into().unwrap())
+                );
+                assert_eq!(*at::<u16>(tx, b, 6)?, u16::from_le_bytes([bytes[6], bytes[7]]));
+                assert_eq!(
+                    read::<u64>(tx, b, 3)?,
+                    u64::from_le_bytes(bytes[24..32].try_into().unwrap())
+                );
+                write::<u64>(tx, b, 5, 0x0102_0304_0506_0708)?;
+                assert_eq!(bytes_at(tx, b, 40, 8)?, 0x0102_0304_0506_0708u64.to_le_bytes());
+                assert_eq!(
+                    bytes_at(tx, b, 32, 8)?,
+                    bytes[32..40],
+                    "the element before untouched"
+                );
+                write::<u16>(tx, b, 1, 0xabcd)?;
+                assert_eq!(bytes_at(tx, b, 0, 4)?, [bytes[0], bytes[1], 0xcd, 0xab]);
+                // `b + past` wraps, in the pointer's offset bits, onto `b + 8`, a valid offset.
+                let past = (1 << ptm::pmem_core::internals::pptr::OFFSET_BITS) + 8;
+                assert!(at::<u64>(tx, b, past).is_err(), "past the offset space");
+                assert!(cell::<u8>(tx, b, past).is_err(), "past the offset space");
+            }
+            Ok::<_, ptm::Error>(())
+        })
+        .unwrap();
+    }
+
+    /// A `Span` logs exactly its bytes: from the cell at its offset, its length.
+    #[test]
+    fn a_span_logs_exactly_its_bytes() {
+        let (_dir, pool) = pool();
+        pool.transaction(|tx, _| {
+            let b = filled_block(tx)?;
+            for (off, len) in [(0, 256), (24, 40), (3, 5), (255, 1)] {
+                // SAFETY: a fresh block of this transaction, 256 bytes, reached only through
+                // cells by this thread.
+                let (span, first) = unsafe { (Span::new(tx, b, off, len)?, cell::<u8>(tx, b, off)?) };
+                assert_eq!(
+                    span.log_range(),
+                    (first as *const PCell<u8> as usize, len as usize),
+                    "{len} bytes at {off}"
+                );
+            }
+            Ok::<_, ptm::Error>(())
+        })
+        .unwrap();
+    }
+
+    /// `read_chunks` passes the bytes of the range as `hash_bytes` reads a slice, from every
+    /// alignment, for every length around the word boundaries, and stops when `f` says so.
+    #[test]
+    fn read_chunks_reads_every_range_as_a_slice_is_read() {
+        let (_dir, pool) = pool();
+        let bytes = pattern();
+        pool.transaction(|tx, _| {
+            let b = filled_block(tx)?;
+            for off in 0..9u64 {
+                for len in 0..40u64 {
+                    let mut got = Vec::new();
+                    // SAFETY: a fresh block of this transaction, 256 bytes, reached only
+                    // through cells by this thread.
+                    unsafe {
+                        read_chunks(tx, b, off, len, |w| {
+                            got.push(w);
+                            true
+                        })?
+                    };
+                    let want: Vec<u64> = bytes[off as usize..(off + len) as usize]
+                        .chunks(8)
+                        .map(|c| {
+                            let mut w = [0u8; 8];
+                            w[..c.len()].copy_from_slice(c);
+                            u64::from_le_bytes(w)
+                        })
+                        .collect();
+                    assert_eq!(got, want, "{len} bytes at {off}");
+                    let mut h = ByteHash::new(len);
+                    // SAFETY: as above.
+                    unsafe {
+                        read_chunks(tx, b, off, len, |w| {
+                            h.chunk(w);
+                            true
+                        })?
+                    };
+                    assert_eq!(h.finish(), hash_bytes(&bytes[off as usize..(off + len) as usize]));
+                    let mut calls = 0;
+                    // SAFETY: as above.
+                    unsafe {
+                        read_chunks(tx, b, off, len, |_| {
+                            calls += 1;
+                            false
+                        })?
+                    };
+                    assert_eq!(calls, len.min(1), "stops at the first `false`");
+                }
+            }
+            Ok::<_, ptm::Error>(())
+        })
+        .unwrap();
+    }
+
+    /// The byte-range writers change exactly their range: `write_bytes` all of `src`,
+    /// `copy_bytes` from the source offset to the destination offset, `zero_bytes` its length,
+    /// `move_bytes` zeroing the source only when asked.
+    #[test]
+    fn byte_writers_change_exactly_their_range() {
+        let (_dir, pool) = pool();
+        let bytes = pattern();
+        pool.transaction(|tx, _| {
+            let (a, b) = (filled_block(tx)?, filled_block(tx)?);
+            // SAFETY: fresh blocks of this transaction, 256 bytes each, reached only through
+            // cells by this thread; the ranges of each call do not overlap.
+            unsafe {
+                write_bytes(tx, b, 5, &[1, 2, 3])?;
+                assert_eq!(bytes_at(tx, b, 4, 5)?, [bytes[4], 1, 2, 3, bytes[8]]);
+                copy_bytes(tx, (a, 3), (b, 10), 20)?;
+                assert_eq!(bytes_at(tx, b, 9, 22)?[1..21], bytes[3..23]);
+                assert_eq!(bytes_at(tx, b, 9, 22)?[..1], bytes[9..10]);
+                assert_eq!(bytes_at(tx, b, 9, 22)?[21..], bytes[30..31]);
+                zero_bytes(tx, b, 40, 30)?;
+                assert_eq!(
+                    bytes_at(tx, b, 39, 32)?,
+                    [&bytes[39..40], &[0; 30][..], &bytes[70..71]].concat()
+                );
+                move_bytes(tx, (a, 100), (b, 200), 16, false)?;
+                assert_eq!(bytes_at(tx, b, 200, 16)?, bytes[100..116]);
+                assert_eq!(bytes_at(tx, a, 100, 16)?, bytes[100..116], "the source kept");
+                move_bytes(tx, (a, 120), (b, 220), 16, true)?;
+                assert_eq!(bytes_at(tx, b, 220, 16)?, bytes[120..136]);
+                assert_eq!(
+                    bytes_at(tx, a, 119, 18)?,
+                    [&bytes[119..120], &[0; 16][..], &bytes[136..137]].concat()
+                );
+            }
+            Ok::<_, ptm::Error>(())
+        })
+        .unwrap();
+    }
+
+    /// `Slot`'s layout arithmetic: rounding up to a power-of-two alignment (and to any other,
+    /// which no Rust type has but a damaged schema may name), array sizes with overflow refused.
+    #[test]
+    fn slot_arithmetic_rounds_up_and_refuses_overflow() {
+        let word = Slot::of::<u64>();
+        assert_eq!(word, Slot { size: 8, align: 8 });
+        assert_eq!(Slot::of::<[u8; 3]>(), Slot { size: 3, align: 1 });
+        assert_eq!(
+            [0, 1, 7, 8, 9, 17].map(|x| word.align_up(x)),
+            [0, 8, 8, 8, 16, 24]
+        );
+        assert_eq!(Slot { size: 3, align: 1 }.align_up(5), 5);
+        assert_eq!(Slot { size: 32, align: 32 }.align_up(33), 64);
+        assert_eq!(word.align_up(u64::MAX - 3), u64::MAX, "saturates");
+        assert_eq!(Slot { size: 6, align: 6 }.align_up(7), 12, "not a power of two");
+        assert_eq!(word.array_bytes(5).unwrap(), 40);
+        assert_eq!(Slot { size: 3, align: 1 }.array_bytes(7).unwrap(), 21);
+        assert_eq!(word.array_bytes(0).unwrap(), 0);
+        assert!(word.array_bytes(u64::MAX / 4).is_err());
+        assert_eq!(
+            (elem_off::<u32>(3).unwrap(), array_bytes::<u16>(5).unwrap()),
+            (12, 10)
+        );
+        assert!(elem_off::<u64>(1 << 62).is_err());
+    }
+
     #[test]
     fn hash_is_stable() {
         // Part of the on-media format: these values must never change.
