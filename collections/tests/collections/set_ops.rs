@@ -123,7 +123,10 @@ fn free_releases_every_block_of_the_sets_and_their_keys() {
         Ok::<_, Error>(())
     })
     .unwrap();
-    assert!(pool.allocated_blocks().unwrap().len() > 400, "tables, nodes and key buffers");
+    assert!(
+        pool.allocated_blocks().unwrap().len() > 400,
+        "tables, nodes and key buffers"
+    );
     pool.transaction(|tx, r| {
         r.h.free(tx)?;
         r.b.free(tx)?;
