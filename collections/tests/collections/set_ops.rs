@@ -1,9 +1,10 @@
 //! `PHashSet`'s and `PBTreeSet`'s small methods, which the std-model tests (`sets.rs`) leave
-//! out: `is_empty`, the hash set's `capacity` (its map's, exactly), `to_vec`, `hash_seed` and
-//! `set_hash_seed`; `free` (every block of the sets and of their string keys released); a
-//! damaged set failing `check_invariants` and ending its iteration with the cause kept in
-//! `error()` (the hash set's front, the B-tree set's back end); and `Debug`, which names the
-//! types without reading the sets (that needs a transaction).
+//! out: `len` and `is_empty` (no test read the B-tree set's length), the hash set's
+//! `capacity` (its map's, exactly), `to_vec`, `hash_seed` and `set_hash_seed`; `free` (every
+//! block of the sets and of their string keys released); a damaged set failing
+//! `check_invariants` and ending its iteration with the cause kept in `error()` (the hash set's
+//! front, the B-tree set's back end); and `Debug`, which names the types without reading the
+//! sets (that needs a transaction).
 
 use crate::common::{opts, shm_dir};
 
@@ -41,12 +42,14 @@ fn hash_set_cells(s: &PHashSet<u64>) -> &[PCell<u64>; 4] {
 const FOREIGN: u64 = 0xbeef_0000_0000_1000;
 
 #[test]
-fn is_empty_capacity_and_to_vec_follow_inserts_and_removes() {
+fn len_is_empty_capacity_and_to_vec_follow_inserts_and_removes() {
     let (_dir, pool, _) = create("e.pool");
     let state = |pool: &Pool<Root>| {
         pool.transaction(|tx, r| {
             let mut keys = r.h.to_vec(tx)?;
             keys.sort_unstable();
+            assert_eq!(r.h.len(tx), keys.len() as u64, "the hash set's length");
+            assert_eq!(r.b.len(tx), keys.len() as u64, "the B-tree set's length");
             Ok::<_, Error>((
                 r.h.is_empty(tx),
                 r.b.is_empty(tx),
