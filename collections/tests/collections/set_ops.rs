@@ -38,8 +38,12 @@ fn hash_set_cells(s: &PHashSet<u64>) -> &[PCell<u64>; 4] {
     unsafe { &*(s as *const PHashSet<u64>).cast::<[PCell<u64>; 4]>() }
 }
 
-/// A pointer into another pool (its tag is not this pool's): every read through it fails.
-const FOREIGN: u64 = 0xbeef_0000_0000_1000;
+/// `p` (a pointer word: the pool's tag in the top 16 bits, the offset below) made to name
+/// another pool (another nonzero tag): every read through it fails.
+fn foreign(p: u64) -> u64 {
+    let tag = if p >> 48 == 0xbeef { 0xbeee } else { 0xbeef };
+    (tag << 48) | (p & ((1 << 48) - 1))
+}
 
 #[test]
 fn len_is_empty_capacity_and_to_vec_follow_inserts_and_removes() {
@@ -152,8 +156,11 @@ fn damaged_hash_set_fails_its_check_and_its_iteration() {
     pool.transaction(|tx, r| (0..20u64).try_for_each(|k| r.h.insert(tx, k).map(drop)))
         .unwrap();
     pool.transaction(|tx, r| r.h.check_invariants(tx)).unwrap();
-    pool.transaction(|tx, r| hash_set_cells(&r.h)[0].set(tx, FOREIGN))
-        .unwrap();
+    pool.transaction(|tx, r| {
+        let table = &hash_set_cells(&r.h)[0];
+        table.set(tx, foreign(table.get(tx)))
+    })
+    .unwrap();
     let e = pool.transaction(|tx, r| r.h.check_invariants(tx));
     assert!(e.is_err(), "the check reads the table: {e:?}");
     let r = pool.transaction(|tx, r| {
@@ -193,7 +200,8 @@ fn damaged_btree_set_fails_its_check_and_its_iteration_from_the_back() {
         .rev()
         .find(|&w| nodes[1..].contains(&(word(&img, w) & ((1 << 48) - 1))))
         .expect("the root's child words");
-    img[last..last + 8].copy_from_slice(&FOREIGN.to_le_bytes());
+    let child = foreign(word(&img, last));
+    img[last..last + 8].copy_from_slice(&child.to_le_bytes());
     std::fs::write(&path, &img).unwrap();
 
     let pool = Pool::<Root>::open(&path, &opts()).unwrap();
