@@ -189,13 +189,13 @@ fn damaged_btree_set_fails_its_check_and_its_iteration_from_the_back() {
     assert!(nodes.len() > 2, "a root and several leaves: {nodes:?}");
     pool.close().unwrap();
 
-    // The node layout: `[len][leaf][keys: u64; 15][vals: u8; 15][kids: u64; 16]`, the kids
-    // at byte 152 for a `u64` key and a `u8` value; the last child word naming a leaf is
+    // The root is a wide internal node (design §13.2): `[len | tag][0][keys: u64; 63][kids:
+    // u64; 64]`, the kids at byte 520 for a `u64` key; the last child word naming a leaf is
     // replaced.
     let mut img = std::fs::read(&path).unwrap();
-    let kids = nodes[0] as usize + 152;
+    let kids = nodes[0] as usize + 16 + 63 * 8;
     let word = |img: &[u8], w: usize| u64::from_le_bytes(img[w..w + 8].try_into().unwrap());
-    let last = (kids..kids + 16 * 8)
+    let last = (kids..kids + 64 * 8)
         .step_by(8)
         .rev()
         .find(|&w| nodes[1..].contains(&(word(&img, w) & ((1 << 48) - 1))))
