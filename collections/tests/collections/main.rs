@@ -37,6 +37,7 @@ mod map_layout;
 mod map_reserve;
 mod map_segments;
 mod map_updates;
+mod map_verifier;
 mod model;
 mod nested;
 mod queue_corrupt;
