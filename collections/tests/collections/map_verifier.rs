@@ -10,6 +10,7 @@ use std::path::Path;
 
 use common::{opts, shm_dir, Root, POOL_SIZE};
 use ptm::{Error, Pool};
+use ptm_collections::PKey;
 
 /// Offset of `m` (a `PHashMap<u64, u64>`) in the root, and of its `depth` word.
 const M: u64 = 24;
@@ -226,5 +227,48 @@ fn a_key_cut_off_from_its_home_slot_is_named() {
             seg,
             &format!("slot {to} unreachable from its home slot {home}"),
         );
+    }
+}
+
+/// The directory index of `k` in the map at global depth `g` (the top `g` bits of its hash
+/// under [`SEED`]).
+fn dir_index(k: u64, g: u32) -> usize {
+    (<u64 as PKey>::seeded_borrowed_hash(&k, SEED) >> (64 - g)) as usize
+}
+
+/// A segment whose local depth was damaged into another valid depth (its directory range then
+/// seems one entry, or four, where the directory gives it two, or one): the growth step checks
+/// the directory range it is about to rewrite and refuses it (`CorruptCollection` naming the
+/// directory), whichever end of the true range the inserted keys reach (the entry before the
+/// computed range still pointing at the segment, the entry after it, or an entry inside it
+/// pointing elsewhere). Lookups do not read the local depth, so only a growth step sees it.
+#[test]
+fn a_growth_step_refuses_a_directory_range_its_local_depth_does_not_match() {
+    let dir = shm_dir();
+    let path = dir.path().join("r.pool");
+    let (root, blocks) = make(&path, WIDE);
+    let clean = std::fs::read(&path).unwrap();
+    let entries = directory(&clean, root, blocks[0]);
+    let seg_at = |d: usize| entries[d] & ((1 << 48) - 1);
+    assert_eq!(word(&clean, root + M + DEPTH) & 0xff, 3);
+    // (directory index of the keys inserted, the damaged local depth of their segment): the
+    // segment of 2..4 (local depth 2) read as depth 3 is one entry, 2..3 or 3..4, with the
+    // other entry after or before it; the segment of 6 (depth 3) read as depth 2 is 6..8, whose
+    // entry 7 is another segment's.
+    for (d, bad) in [(2usize, 3u64), (3, 3), (6, 2)] {
+        let seg = seg_at(d);
+        let depth = word(&clean, seg + 8);
+        let mut img = clean.clone();
+        poke(&mut img, seg + 8, (depth & !0xff) | bad);
+        std::fs::write(&path, &img).unwrap();
+        let pool = Pool::<Root>::open(&path, &opts()).unwrap();
+        let keys: Vec<u64> = (WIDE..).filter(|&k| dir_index(k, 3) == d).take(5000).collect();
+        let e = pool
+            .transaction(|tx, r| keys.iter().try_for_each(|&k| r.m.insert(tx, k, k).map(drop)))
+            .unwrap_err();
+        let (s, msg) = corrupt(e);
+        assert_eq!(s, "PHashMap handle or directory", "index {d}: {msg}");
+        assert!(msg.contains("does not match its local depth"), "index {d}: {msg}");
+        pool.close().unwrap();
     }
 }
