@@ -237,7 +237,8 @@ fn dir_index(k: u64, g: u32) -> usize {
 }
 
 /// A segment whose local depth was damaged into another valid depth (its directory range then
-/// seems one entry, or four, where the directory gives it two, or one): the growth step checks
+/// seems one entry, or two, where the directory gives it two, or one), or whose directory
+/// range was widened past what its depth gives: the growth step checks
 /// the directory range it is about to rewrite and refuses it (`CorruptCollection` naming the
 /// directory), whichever end of the true range the inserted keys reach (the entry before the
 /// computed range still pointing at the segment, the entry after it, or an entry inside it
@@ -255,11 +256,20 @@ fn a_growth_step_refuses_a_directory_range_its_local_depth_does_not_match() {
     // segment of 2..4 (local depth 2) read as depth 3 is one entry, 2..3 or 3..4, with the
     // other entry after or before it; the segment of 6 (depth 3) read as depth 2 is 6..8, whose
     // entry 7 is another segment's.
-    for (d, bad) in [(2usize, 3u64), (3, 3), (6, 2)] {
+    // Last, the depth left alone and the directory damaged instead: entries 6 and 7 pointed at
+    // the segment of 4..6, so that the entry after its range (6) is its own, in the directory's
+    // second half (where `base * n`, not `base + n`, would pass the directory's end).
+    for (d, bad) in [(2usize, Some(3u64)), (3, Some(3)), (6, Some(2)), (4, None)] {
         let seg = seg_at(d);
-        let depth = word(&clean, seg + 8);
         let mut img = clean.clone();
-        poke(&mut img, seg + 8, (depth & !0xff) | bad);
+        match bad {
+            Some(bad) => poke(&mut img, seg + 8, (word(&clean, seg + 8) & !0xff) | bad),
+            None => {
+                for e in [6, 7] {
+                    poke(&mut img, blocks[0] + 8 * e, entries[d]);
+                }
+            }
+        }
         std::fs::write(&path, &img).unwrap();
         let pool = Pool::<Root>::open(&path, &opts()).unwrap();
         let keys: Vec<u64> = (WIDE..).filter(|&k| dir_index(k, 3) == d).take(5000).collect();
