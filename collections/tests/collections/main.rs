@@ -34,6 +34,7 @@ mod map_corrupt;
 mod map_failures;
 mod map_growth_rules;
 mod map_layout;
+mod map_reads;
 mod map_reserve;
 mod map_segments;
 mod map_updates;
