@@ -5,8 +5,9 @@ use crate::common;
 
 use std::collections::HashSet;
 
-use common::{create, shm_dir};
-use ptm::Error;
+use common::{create, opts, shm_dir, POOL_SIZE};
+use ptm::{Error, Persistent, Pool};
+use ptm_collections::PHashMap;
 
 /// Each map draws its own seed at its first insert: nonzero, below `2^56`, and different from
 /// map to map (two maps of one root, and the same map in two pools), so that no two maps share
@@ -29,4 +30,38 @@ fn each_map_draws_its_own_seed() {
             assert!(seeds.insert(s), "seed {s:#x} drawn twice");
         }
     }
+}
+
+/// 60-byte keys and 1-byte values: 61-byte pairs, 62 bytes a slot with its control byte.
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct WideRoot {
+    m: PHashMap<[u8; 60], u8>,
+}
+
+/// A map grows by rebuilding its one segment, doubling it, until the segment is full-size: the
+/// largest power of two of slots whose segment, header and 128 bytes of alignment slack
+/// counted, fits 64 KiB (design §13.4). For 62-byte slots that is 1024 (63,648 bytes), so 700
+/// keys (under 3/4 of 1024) still live in one segment of 1024 slots, with no directory.
+#[test]
+fn a_full_size_segment_of_62_byte_slots_has_1024_of_them() {
+    let dir = shm_dir();
+    let pool = Pool::<WideRoot>::create(&dir.path().join("w.pool"), POOL_SIZE, &opts()).unwrap();
+    let key = |i: u64| {
+        let mut k = [0u8; 60];
+        k[..8].copy_from_slice(&i.to_le_bytes());
+        k
+    };
+    for i in 0..700u64 {
+        pool.transaction(|tx, r| r.m.insert(tx, key(i), 1).map(drop))
+            .unwrap();
+    }
+    let (cap, blocks) = pool
+        .transaction(|tx, r| {
+            r.m.check_invariants(tx)?;
+            Ok::<_, Error>((r.m.capacity(tx), r.m.block_offsets(tx)?.len()))
+        })
+        .unwrap();
+    assert_eq!((cap, blocks), (1024, 1), "one segment of 1024 slots");
 }
