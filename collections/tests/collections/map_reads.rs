@@ -47,7 +47,7 @@ struct WideRoot {
 #[test]
 fn a_full_size_segment_of_62_byte_slots_has_1024_of_them() {
     let dir = shm_dir();
-    let pool = Pool::<WideRoot>::create(&dir.path().join("w.pool"), POOL_SIZE, &opts()).unwrap();
+    let pool = Pool::<WideRoot>::create(dir.path().join("w.pool"), POOL_SIZE, &opts()).unwrap();
     let key = |i: u64| {
         let mut k = [0u8; 60];
         k[..8].copy_from_slice(&i.to_le_bytes());
