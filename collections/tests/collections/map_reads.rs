@@ -32,36 +32,51 @@ fn each_map_draws_its_own_seed() {
     }
 }
 
-/// 60-byte keys and 1-byte values: 61-byte pairs, 62 bytes a slot with its control byte.
+/// 60-byte keys and 1-byte values (61-byte pairs, 62 bytes a slot with its control byte), and
+/// 62-byte keys (64 bytes a slot).
 #[derive(Persistent)]
 #[persistent(crate = "ptm::pmem_core")]
 #[repr(C)]
 struct WideRoot {
-    m: PHashMap<[u8; 60], u8>,
+    m60: PHashMap<[u8; 60], u8>,
+    m62: PHashMap<[u8; 62], u8>,
 }
 
 /// A map grows by rebuilding its one segment, doubling it, until the segment is full-size: the
 /// largest power of two of slots whose segment, header and 128 bytes of alignment slack
 /// counted, fits 64 KiB (design §13.4). For 62-byte slots that is 1024 (63,648 bytes), so 700
-/// keys (under 3/4 of 1024) still live in one segment of 1024 slots, with no directory.
+/// keys (under 3/4 of 1024) still live in one segment of 1024 slots, with no directory; for
+/// 64-byte slots it is 512 (1024 would take 65,696 bytes), so the same 700 keys split it.
 #[test]
-fn a_full_size_segment_of_62_byte_slots_has_1024_of_them() {
+fn full_size_segments_are_the_largest_that_fit_64_kib() {
     let dir = shm_dir();
     let pool = Pool::<WideRoot>::create(dir.path().join("w.pool"), POOL_SIZE, &opts()).unwrap();
     let key = |i: u64| {
-        let mut k = [0u8; 60];
+        let mut k = [0u8; 62];
         k[..8].copy_from_slice(&i.to_le_bytes());
         k
     };
     for i in 0..700u64 {
-        pool.transaction(|tx, r| r.m.insert(tx, key(i), 1).map(drop))
-            .unwrap();
-    }
-    let (cap, blocks) = pool
-        .transaction(|tx, r| {
-            r.m.check_invariants(tx)?;
-            Ok::<_, Error>((r.m.capacity(tx), r.m.block_offsets(tx)?.len()))
+        pool.transaction(|tx, r| {
+            let k60: [u8; 60] = key(i)[..60].try_into().unwrap();
+            r.m60.insert(tx, k60, 1)?;
+            r.m62.insert(tx, key(i), 1).map(drop)
         })
         .unwrap();
-    assert_eq!((cap, blocks), (1024, 1), "one segment of 1024 slots");
+    }
+    let (m60, m62) = pool
+        .transaction(|tx, r| {
+            r.m60.check_invariants(tx)?;
+            r.m62.check_invariants(tx)?;
+            Ok::<_, Error>((
+                (r.m60.capacity(tx), r.m60.block_offsets(tx)?.len()),
+                (r.m62.capacity(tx), r.m62.block_offsets(tx)?.len()),
+            ))
+        })
+        .unwrap();
+    assert_eq!(m60, (1024, 1), "one segment of 1024 62-byte slots");
+    assert!(
+        m62.0 % 512 == 0 && m62.0 >= 1024 && m62.1 >= 3,
+        "segments of 512 64-byte slots under a directory: {m62:?}"
+    );
 }
