@@ -80,3 +80,19 @@ fn full_size_segments_are_the_largest_that_fit_64_kib() {
         "segments of 512 64-byte slots under a directory: {m62:?}"
     );
 }
+
+/// `is_empty` and `len` of a map before its first insert, with entries, and emptied again.
+#[test]
+fn is_empty_follows_the_entries() {
+    let dir = shm_dir();
+    let (pool, _) = create(&dir, "e.pool");
+    pool.transaction(|tx, r| {
+        assert!(r.m.is_empty(tx) && r.m.len(tx) == 0, "a new map");
+        r.m.insert(tx, 7, 1)?;
+        assert!(!r.m.is_empty(tx) && r.m.len(tx) == 1, "one entry");
+        r.m.remove(tx, &7)?;
+        assert!(r.m.is_empty(tx) && r.m.len(tx) == 0, "emptied");
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+}
