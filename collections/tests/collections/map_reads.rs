@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use common::{create, opts, shm_dir, POOL_SIZE};
 use ptm::{Error, Persistent, Pool};
-use ptm_collections::PHashMap;
+use ptm_collections::{PHashMap, PVec};
 
 /// Each map draws its own seed at its first insert: nonzero, below `2^56`, and different from
 /// map to map (two maps of one root, and the same map in two pools), so that no two maps share
@@ -40,6 +40,8 @@ fn each_map_draws_its_own_seed() {
 struct WideRoot {
     m60: PHashMap<[u8; 60], u8>,
     m62: PHashMap<[u8; 62], u8>,
+    /// Handle values, for `iter_refs`.
+    h: PHashMap<u64, PVec<u64>>,
 }
 
 /// A map grows by rebuilding its one segment, doubling it, until the segment is full-size: the
@@ -144,4 +146,22 @@ fn iteration_reads_nothing_past_the_control_bytes() {
         return;
     }
     panic!("no seed put a key in slot 0");
+}
+
+/// `Debug` names the map and its iterators without reading the pool: `PHashMap { .. }`, and
+/// `MapIter`/`MapRefs` with their position.
+#[test]
+fn debug_names_the_map_and_its_iterators() {
+    let dir = shm_dir();
+    let pool = Pool::<WideRoot>::create(dir.path().join("d.pool"), POOL_SIZE, &opts()).unwrap();
+    pool.transaction(|tx, r| {
+        r.h.get_or_insert_new(tx, 1u64)?.push(tx, 5)?;
+        assert_eq!(format!("{:?}", r.h), "PHashMap { .. }");
+        let it = r.m60.iter(tx);
+        assert!(format!("{it:?}").starts_with("MapIter { at: "), "{it:?}");
+        let refs = r.h.iter_refs(tx);
+        assert!(format!("{refs:?}").starts_with("MapRefs { at: "), "{refs:?}");
+        Ok::<_, Error>(())
+    })
+    .unwrap();
 }
