@@ -165,3 +165,20 @@ fn debug_names_the_map_and_its_iterators() {
     })
     .unwrap();
 }
+
+/// `MapIter::size_hint` counts down by one per entry handed out, to `(0, Some(0))`.
+#[test]
+fn iter_size_hint_counts_down() {
+    let dir = shm_dir();
+    let (pool, _) = create(&dir, "h.pool");
+    pool.transaction(|tx, r| {
+        (0..5u64).try_for_each(|k| r.m.insert(tx, k, k).map(drop))?;
+        let mut it = r.m.iter(tx);
+        for left in (0..=5usize).rev() {
+            assert_eq!(it.size_hint(), (left, Some(left)));
+            assert_eq!(it.next().is_some(), left > 0);
+        }
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+}
