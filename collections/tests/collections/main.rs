@@ -15,6 +15,7 @@ mod btree_keys;
 mod btree_keys_corrupt;
 mod btree_parity;
 mod btree_remove;
+mod btree_verify;
 mod capacity;
 mod concurrent;
 mod concurrent_keys;
