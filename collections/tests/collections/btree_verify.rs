@@ -41,6 +41,8 @@ struct Image {
     t: Vec<u64>,
     /// `o`'s nodes.
     o: Vec<u64>,
+    /// `f`'s single leaf.
+    f: u64,
 }
 
 fn key(i: u64) -> String {
@@ -51,7 +53,7 @@ fn image() -> Image {
     let dir = shm_dir();
     let path = dir.path().join("v.pool");
     let pool = Pool::<Root>::create(&path, POOL_SIZE, &opts()).unwrap();
-    let (t, o) = pool
+    let (t, o, f) = pool
         .transaction(|tx, r| {
             r.t.extend(tx, (0..100).map(|k| (2 * k, k)))?;
             for i in 0..40 {
@@ -64,7 +66,9 @@ fn image() -> Image {
             let shape = r.o.check_invariants(tx).unwrap();
             assert_eq!(shape.len(), 2, "{shape:?}");
             assert!(shape[1][0] < 15, "{shape:?}");
-            Ok::<_, Error>((r.t.node_offsets(tx)?, r.o.node_offsets(tx)?))
+            let f = r.f.node_offsets(tx)?;
+            assert_eq!(f.len(), 1);
+            Ok::<_, Error>((r.t.node_offsets(tx)?, r.o.node_offsets(tx)?, f[0]))
         })
         .unwrap();
     drop(pool);
@@ -75,6 +79,7 @@ fn image() -> Image {
         clean,
         t,
         o,
+        f,
     }
 }
 
@@ -225,4 +230,18 @@ fn a_non_zero_spare_key_or_value_slot_is_reported_when_they_own_blocks() {
     let kids = img.word(root) as usize + 1;
     reports(img.check_o_with(root + O_KIDS + 8 * 15, 1), "spare child slot");
     assert!(kids < 16);
+}
+
+#[test]
+fn an_empty_root_leaf_is_reported_and_iterates_as_empty() {
+    let img = image();
+    let leaf = img.f as usize;
+    // The single leaf's length word 0: a root leaf holds at least one key.
+    reports(img.check_with(leaf, 0, f), "0 keys, fewer than 1");
+    // The same image (left by `check_with`): reading the leaf gives no entry, and no panic.
+    let pool = Pool::<Root>::open(&img.path, &opts()).unwrap();
+    let (all, keys) = pool
+        .transaction(|tx, r| Ok::<_, Error>((r.f.iter(tx)?.count(), r.f.keys(tx)?.len())))
+        .unwrap();
+    assert_eq!((all, keys), (0, 0));
 }
