@@ -325,3 +325,68 @@ fn a_leaf_freed_by_a_merge_keeps_no_key_handle() {
         );
     }
 }
+
+/// A damaged root linking itself as its second child: when its first child (an internal node)
+/// falls under the fewest keys and has no left sibling, its right sibling is the root itself,
+/// which a merge would free while it stays the root (and the merged node would list it as a
+/// child). A merge must refuse a right sibling that is the parent, also when no node above the
+/// parent is involved (the parent is the root: the path above it is empty).
+#[test]
+fn merge_refuses_to_free_the_parent_linked_as_its_own_child() {
+    let dir = shm_dir();
+    let path = dir.path().join("self.pool");
+    let pool = Pool::<Root>::create(&path, POOL_SIZE, &opts()).unwrap();
+    let root = pool
+        .transaction(|tx, r| {
+            // Sequential inserts fill leaves of 8; 800 keys make 100 leaves under three wide
+            // internal nodes (design §13.2) of 32, 32 and 33 keys, under a root of 2.
+            for k in 0..800u64 {
+                r.t.insert(tx, k, k)?;
+            }
+            let shape = r.t.check_invariants(tx).unwrap();
+            assert_eq!(shape[..2], [vec![2], vec![32, 32, 33]], "{shape:?}");
+            assert_eq!(shape[2][..33], [8; 33], "{shape:?}");
+            // The first internal node's first two leaves down to 7 keys (the fewest), and one
+            // merge of its last two leaves: the node down to 31 keys (the fewest) too.
+            for k in [0, 8, 248, 256, 257] {
+                assert_eq!(r.t.remove(tx, &k)?, Some(k));
+            }
+            let shape = r.t.check_invariants(tx).unwrap();
+            assert_eq!(shape[..2], [vec![2], vec![31, 32, 33]], "{shape:?}");
+            assert_eq!(shape[2][..2], [7, 7], "{shape:?}");
+            Ok::<_, Error>(r.t.node_offsets(tx)?[0])
+        })
+        .unwrap();
+    drop(pool);
+    // Damage: the root's second child pointer replaced by the root itself (same tag). The
+    // root is a wide node: its children from byte 520.
+    let mut img = std::fs::read(&path).unwrap();
+    let co = 16 + 63 * 8 + root as usize;
+    let second = u64::from_le_bytes(img[co + 8..co + 16].try_into().unwrap());
+    let mask = (1u64 << 48) - 1;
+    assert_ne!(second & mask, root);
+    let own = (second & !mask) | root;
+    img[co + 8..co + 16].copy_from_slice(&own.to_le_bytes());
+    std::fs::write(&path, &img).unwrap();
+    let mut pool = Pool::<Root>::open(&path, &opts()).unwrap();
+    // The first leaf falls to 6 keys and merges with the second; the first internal node falls
+    // to 30 keys, cannot borrow from its "right sibling" (the root, 2 keys) and would merge.
+    let r = pool.transaction(|tx, r| r.t.remove(tx, &1));
+    // Either refused, or whatever committed links no free block.
+    let linked = pool.transaction(|tx, r| r.t.node_offsets(tx));
+    let allocated: BTreeSet<u64> = pool
+        .allocated_blocks()
+        .unwrap()
+        .into_iter()
+        .map(|(o, _)| o)
+        .collect();
+    if let Ok(linked) = linked {
+        for n in linked {
+            assert!(
+                allocated.contains(&n),
+                "node {n:#x} is linked but free (removal: {r:?})"
+            );
+        }
+    }
+    assert!(r.is_err(), "the merge freed the root: {r:?}");
+}

@@ -531,3 +531,38 @@ fn pop_both_ends_until_empty() {
     })
     .unwrap();
 }
+
+/// `len`, `is_empty`, `contains_key` and `remove_free`'s answer as std's `len`, `is_empty`,
+/// `contains_key` and `remove(..).is_some()`, from an empty map through several levels and back
+/// to empty.
+#[test]
+fn len_is_empty_contains_key_and_remove_free_follow_std() {
+    let dir = shm_dir();
+    let pool = Pool::<BRoot>::create(dir.path().join("l.pool"), common::POOL_SIZE, &common::opts()).unwrap();
+    let mut model = BTreeMap::new();
+    let same = |model: &BTreeMap<u64, u64>| {
+        pool.transaction(|tx, r| {
+            assert_eq!(r.t.len(tx), model.len() as u64);
+            assert_eq!(r.t.is_empty(tx), model.is_empty());
+            for k in [0, 1, 2, 3, 149, 150, 299, 300, 301] {
+                assert_eq!(r.t.contains_key(tx, &k)?, model.contains_key(&k), "key {k}");
+            }
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+    };
+    same(&model);
+    for k in (0..300).step_by(3) {
+        pool.transaction(|tx, r| r.t.insert(tx, k, k).map(drop)).unwrap();
+        model.insert(k, k);
+        same(&model);
+    }
+    for k in 0..301 {
+        let got = pool.transaction(|tx, r| r.t.remove_free(tx, &k)).unwrap();
+        assert_eq!(got, model.remove(&k).is_some(), "key {k}");
+        if k % 7 == 0 {
+            same(&model);
+        }
+    }
+    same(&model);
+}

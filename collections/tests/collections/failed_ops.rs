@@ -435,6 +435,48 @@ fn btree_merge_and_clear() {
     sweep(&mut pool, "PBTreeMap<u64, u64>::clear", |tx, r| r.t.clear(tx));
 }
 
+/// The blocks an operation makes before its snapshot batch (a split's fresh nodes, a string
+/// key's buffer, the separator copy a leaf split or a borrow makes) are freed again when the
+/// batch fails: an insert that splits the root leaf (two fresh nodes, the key, a separator
+/// copy) and a removal that borrows from a sibling leaf (a separator copy).
+#[test]
+fn btree_split_and_borrow_free_their_fresh_blocks() {
+    let dir = shm_dir();
+    let k = keys16();
+    let mut pool = pool(&dir, |tx, r| {
+        for i in 0..15 {
+            r.t.insert(tx, i, i)?;
+            r.ts.get_or_insert_new(tx, k[i as usize].as_str())?.push(tx, i)?;
+        }
+        Ok(())
+    });
+    pool.transaction(|tx, r| {
+        assert_eq!(r.t.check_invariants(tx).unwrap(), [vec![15]]);
+        assert_eq!(r.ts.check_invariants(tx).unwrap(), [vec![15]]);
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+    sweep(&mut pool, "PBTreeMap::insert splitting the root leaf", |tx, r| {
+        r.t.insert(tx, 15, 15).map(drop)
+    });
+    sweep(
+        &mut pool,
+        "PBTreeMap<PString, _>::get_or_insert_new splitting the root leaf",
+        |tx, r| r.ts.get_or_insert_new(tx, "key-15").map(drop),
+    );
+    // Two leaves of 8, the left one down to 7: one more removal there borrows from the right.
+    pool.transaction(|tx, r| {
+        r.ts.get_or_insert_new(tx, "key-15")?.push(tx, 15)?;
+        r.ts.remove_free(tx, "key-00")?;
+        assert_eq!(r.ts.check_invariants(tx).unwrap(), [vec![1], vec![7, 8]]);
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+    sweep(&mut pool, "PBTreeMap::remove_free borrowing", |tx, r| {
+        r.ts.remove_free(tx, "key-01").map(drop)
+    });
+}
+
 /// `PBox::free` freed before logging its pointer; `set` and `get_or_init_new` on an empty box
 /// leaked the fresh block when logging the pointer failed.
 #[test]

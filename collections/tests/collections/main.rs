@@ -15,6 +15,7 @@ mod btree_keys;
 mod btree_keys_corrupt;
 mod btree_parity;
 mod btree_remove;
+mod btree_verify;
 mod btree_wide;
 mod capacity;
 mod concurrent;
