@@ -207,6 +207,26 @@ fn byte_keys_order_like_slices() {
     .unwrap();
 }
 
+/// Every node `t` links is allocated (when `t` can be walked at all); `r` is the removal's
+/// result, for the message.
+fn assert_links_no_free_node<T: std::fmt::Debug>(pool: &mut Pool<Root>, r: &Result<T, Error>) {
+    let linked = pool.transaction(|tx, r| r.t.node_offsets(tx));
+    let allocated: BTreeSet<u64> = pool
+        .allocated_blocks()
+        .unwrap()
+        .into_iter()
+        .map(|(o, _)| o)
+        .collect();
+    if let Ok(linked) = linked {
+        for n in linked {
+            assert!(
+                allocated.contains(&n),
+                "node {n:#x} is linked but free (removal: {r:?})"
+            );
+        }
+    }
+}
+
 /// A damaged internal node linking one child twice (`kids[1] == kids[2]`): a merge of its
 /// first two children freed the second while the duplicate link stayed in the parent, so the
 /// committed tree reached a free block (the check refused only a sibling equal to the node
@@ -246,21 +266,7 @@ fn merge_refuses_to_free_a_node_linked_twice() {
         Ok::<_, Error>(())
     });
     // Either refused, or whatever committed links no free block.
-    let linked = pool.transaction(|tx, r| r.t.node_offsets(tx));
-    let allocated: BTreeSet<u64> = pool
-        .allocated_blocks()
-        .unwrap()
-        .into_iter()
-        .map(|(o, _)| o)
-        .collect();
-    if let Ok(linked) = linked {
-        for n in linked {
-            assert!(
-                allocated.contains(&n),
-                "node {n:#x} is linked but free (removal: {r:?})"
-            );
-        }
-    }
+    assert_links_no_free_node(&mut pool, &r);
     assert!(r.is_err(), "the merge freed a node still linked");
 }
 
@@ -373,20 +379,6 @@ fn merge_refuses_to_free_the_parent_linked_as_its_own_child() {
     // to 30 keys, cannot borrow from its "right sibling" (the root, 2 keys) and would merge.
     let r = pool.transaction(|tx, r| r.t.remove(tx, &1));
     // Either refused, or whatever committed links no free block.
-    let linked = pool.transaction(|tx, r| r.t.node_offsets(tx));
-    let allocated: BTreeSet<u64> = pool
-        .allocated_blocks()
-        .unwrap()
-        .into_iter()
-        .map(|(o, _)| o)
-        .collect();
-    if let Ok(linked) = linked {
-        for n in linked {
-            assert!(
-                allocated.contains(&n),
-                "node {n:#x} is linked but free (removal: {r:?})"
-            );
-        }
-    }
+    assert_links_no_free_node(&mut pool, &r);
     assert!(r.is_err(), "the merge freed the root: {r:?}");
 }
