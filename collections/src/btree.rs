@@ -62,9 +62,9 @@ pub(crate) const MAX_DEPTH: usize = 48;
 /// [`clear`](PBTreeMap::clear) and [`free`](PBTreeMap::free) free what the values own, at any
 /// depth. Removing an entry ([`remove`](PBTreeMap::remove) too) frees what its key owns.
 ///
-/// Every node but the root is at least half full (7 keys; 31 in a wide internal node): a removal that leaves a node with fewer
-/// borrows keys from a sibling or merges with it (merges may climb to the root); a root left
-/// with one child is replaced by it, and the tree of a map emptied by removals has no node at
+/// Every node but the root is at least half full (7 keys; 31 in a wide internal node): a
+/// removal that leaves a node with fewer borrows keys from a sibling or merges with it (merges
+/// may climb to the root); a root left with one child is replaced by it, and the tree of a map emptied by removals has no node at
 /// all. Merged and emptied nodes are freed in the removing transaction.
 ///
 /// Splits, borrows and merges move keys and values between nodes **by bytes**. When keys or
@@ -934,7 +934,8 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
 
     /// Plans the repair of the tree after `node` (at `ptr`, at the end of `path`) lost a key:
     /// climbing while a node is under its minimum ([`MIN`]; half of [`WIDE_CAP`] for a wide
-    /// node) keys, it borrows from a sibling that has more than that minimum (the two share their keys evenly; the parent's separator changes, the climb stops)
+    /// node) keys, it borrows from a sibling that has more than that minimum (the two share
+    /// their keys evenly; the parent's separator changes, the climb stops)
     /// or else merges with one (the right node of the pair is freed, the parent loses a key and
     /// the climb goes on). A root left without keys is freed: an internal one is replaced by
     /// its only child, a leaf by nothing. Reads only, but for the separator copy a leaf borrow
@@ -1035,7 +1036,8 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
     }
 
     /// Child `j` of `parent`, the sibling of `of` (at `of_ptr`): another node of the same kind
-    /// (leaf, narrow or wide internal node). Anything else is a corrupted tree (leaves at different depths, or a node
+    /// (leaf, narrow or wide internal node). Anything else is a corrupted tree (leaves at
+    /// different depths, or a node
     /// linked twice, which a merge would free while still linked).
     fn sibling(
         tx: &Transaction<'_>,
