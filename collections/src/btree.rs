@@ -261,6 +261,27 @@ pub(crate) fn decode_header(w0: u64, w8: u64, wide_ok: bool) -> Option<(bool, bo
     Some((leaf, wide, w0 & u64::from(u32::MAX)))
 }
 
+/// The layout and length a node's header gives, checked: the length at most the layout's
+/// capacity and the leaf word 0 or 1; else what is wrong, for a verifier's report. Shared by
+/// [`PBTreeMap::check`] and the schema-driven walker (`walk.rs`).
+pub(crate) fn checked_header(
+    w0: u64,
+    w8: u64,
+    narrow: Geo,
+    wide: Option<Geo>,
+) -> std::result::Result<(Geo, u64), String> {
+    let header = decode_header(w0, w8, wide.is_some());
+    header
+        .and_then(|(_, is_wide, l)| {
+            let g = if is_wide { wide? } else { narrow };
+            (l <= g.cap && w8 <= 1).then_some((g, l))
+        })
+        .ok_or_else(|| match header {
+            Some((_, _, l)) => format!("length {l}, leaf flag {w8}"),
+            None => format!("length word {w0:#x}, leaf flag {w8}"),
+        })
+}
+
 /// A bitwise copy of `t` (not an owner of what a handle owns: see [`Node`]).
 fn bits<T: Persistent>(t: &T) -> T {
     read_from_bytes(bytes_of(t)).expect("a value's own bytes")
@@ -385,6 +406,7 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
         } else {
             // SAFETY: as above; a node of this kind spans `g.size` bytes.
             let b = unsafe { raw::Block::new(tx, n, g.size)? };
+            // Two calls: one prefetches at most 9 lines (576 bytes).
             b.prefetch(head_len, 576);
             b.prefetch(head_len + 576, g.size.saturating_sub(head_len + 576));
             b
@@ -1235,15 +1257,9 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
                     (Ok(l), Ok(f)) => (l, f),
                     (Err(e), _) | (_, Err(e)) => return Err(format!("{at}: {e}")),
                 };
-                let header = decode_header(word, flag, Self::wide_geo().is_some());
-                let Some((_, wide, stored_len)) =
-                    header.filter(|&(_, wide, l)| l <= Self::geo_of(wide).cap && flag <= 1)
-                else {
-                    return Err(match header {
-                        Some((_, _, l)) => format!("{at}: length {l}, leaf flag {flag}"),
-                        None => format!("{at}: length word {word:#x}, leaf flag {flag}"),
-                    });
-                };
+                let (g, stored_len) = checked_header(word, flag, geo::<K, V>(), Self::wide_geo())
+                    .map_err(|what| format!("{at}: {what}"))?;
+                let wide = g.cap == WIDE_CAP as u64;
                 let node = Self::read_node(tx, n).map_err(|e| format!("{at}: {e}"))?;
                 if *leaves.get_or_insert(node.leaf) != node.leaf {
                     return Err(format!("{at}: leaves and internal nodes on one level"));
@@ -1252,7 +1268,6 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
                     return Err(format!("{at}: wide and narrow internal nodes in one tree"));
                 }
                 debug_assert_eq!(stored_len, node.keys.len() as u64);
-                let g = Self::geo_of(wide);
                 let min = if depth == 0 { 1 } else { node.min() };
                 if node.keys.len() < min {
                     return Err(format!("{at}: {} keys, fewer than {min}", node.keys.len()));

@@ -1104,16 +1104,7 @@ impl<'s> Walker<'_, 's> {
                 // The header first: the length word tells a wide internal node's layout.
                 let head = self.mem.read(n, 16, T, path)?;
                 let (w0, flag) = (word(&head, 0), word(&head, 1));
-                let header = btree::decode_header(w0, flag, wide.is_some());
-                let Some((geo, nlen)) = header.and_then(|(_, is_wide, l)| {
-                    let g = if is_wide { wide? } else { narrow };
-                    (l <= g.cap && flag <= 1).then_some((g, l))
-                }) else {
-                    return Err(at(match header {
-                        Some((_, _, l)) => format!("length {l}, leaf flag {flag}"),
-                        None => format!("length word {w0:#x}, leaf flag {flag}"),
-                    }));
-                };
+                let (geo, nlen) = btree::checked_header(w0, flag, narrow, wide).map_err(at)?;
                 let cap = geo.cap;
                 self.own(n, geo.size, T, path)?;
                 t.blocks += 1;

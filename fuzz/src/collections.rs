@@ -43,7 +43,8 @@
 //!
 //! When no record touched a word the collections cannot validate (an *unchecked* word, see
 //! [`Template::unchecked`]: pointers, capacities, depths of map handles, map directories and
-//! segment capacities, B-tree leaf flags, wide internal nodes' length words and child pointers, and the pointer and capacity words
+//! segment capacities, B-tree leaf flags, wide internal nodes' length words and child
+//! pointers, and the pointer and capacity words
 //! of nested handles, including stale ones) and no record went
 //! "anywhere", the image is *strict*: every open must succeed, and after the script and a
 //! reopen the sentinels and guards keep their values, the guards' buffers are still allocated,

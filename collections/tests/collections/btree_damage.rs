@@ -211,12 +211,7 @@ fn byte_keys_order_like_slices() {
 /// result, for the message.
 fn assert_links_no_free_node<T: std::fmt::Debug>(pool: &mut Pool<Root>, r: &Result<T, Error>) {
     let linked = pool.transaction(|tx, r| r.t.node_offsets(tx));
-    let allocated: BTreeSet<u64> = pool
-        .allocated_blocks()
-        .unwrap()
-        .into_iter()
-        .map(|(o, _)| o)
-        .collect();
+    let allocated = common::allocated_offsets(pool);
     if let Ok(linked) = linked {
         for n in linked {
             assert!(

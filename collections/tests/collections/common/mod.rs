@@ -275,16 +275,20 @@ pub fn same_as_hashmap(m: &BTreeMap<u64, u64>, h: &HashMap<u64, u64>) -> bool {
     m.len() == h.len() && m.iter().all(|(k, v)| h.get(k) == Some(v))
 }
 
+/// The pool offsets of every allocated block of `pool`'s heap.
+pub fn allocated_offsets<R: Persistent>(pool: &mut Pool<R>) -> BTreeSet<u64> {
+    pool.allocated_blocks()
+        .unwrap()
+        .into_iter()
+        .map(|(o, _)| o)
+        .collect()
+}
+
 /// Asserts the allocated blocks of `pool`'s heap are exactly `owned` (the blocks reachable
 /// from its root, nested collections included, as computed by the caller): nothing leaked,
 /// nothing owned is free.
 pub fn assert_allocated_exactly<R: Persistent>(pool: &mut Pool<R>, owned: &BTreeSet<u64>, what: &str) {
-    let allocated: BTreeSet<u64> = pool
-        .allocated_blocks()
-        .unwrap()
-        .into_iter()
-        .map(|(o, _)| o)
-        .collect();
+    let allocated = allocated_offsets(pool);
     assert_eq!(
         &allocated, owned,
         "{what}: allocated blocks vs blocks reachable from the root"
