@@ -501,7 +501,7 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
     }
 
     /// The segment for hash `h`, with the global depth; `None` before the first insert.
-    #[inline]
+    #[inline(always)]
     fn locate(&self, tx: &Transaction<'_>, h: u64) -> Result<Option<(Seg, u64)>> {
         let g = self.global_depth(tx)?;
         if self.root.get(tx).is_null() {
@@ -528,7 +528,7 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
     /// addresses a probe then computes depend on the header only through a branch the CPU
     /// predicts, so the probe's loads start while the header's miss is still in flight instead
     /// of after it (a hash get waits on about one miss instead of two).
-    #[inline]
+    #[inline(always)]
     fn open_full(tx: &Transaction<'_>, block: PPtr<u8>, h: u64) -> Option<Seg> {
         let () = Self::SIZES_OK;
         let g = Self::FULL_GEO;
@@ -598,7 +598,7 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
     /// slot `h mod cap`, reading the control bytes and the keys a group of [`GROUP`] slots at a
     /// time (one access each per group instead of one per slot: long probe sequences, as among
     /// colliding keys, cost a fraction of the checks).
-    #[inline]
+    #[inline(always)]
     fn probe(tx: &Transaction<'_>, s: Seg, h: u64, k: &K::Borrowed) -> Result<Probe> {
         let mask = s.cap - 1;
         let mut i = h & mask;
@@ -643,7 +643,7 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
     }
 
     /// Looks `k` up: its slot, or its hash and where it would go in its segment.
-    #[inline]
+    #[inline(always)]
     fn search(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<Search> {
         let h = Self::hash(self.seed(tx), k);
         let Some((s, _)) = self.locate(tx, h)? else {
@@ -657,6 +657,7 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
     }
 
     /// The slot holding `k`, if any.
+    #[inline(always)]
     fn find(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<Option<(Seg, u64)>> {
         Ok(match self.search(tx, k)? {
             Search::Found(s, i) => Some((s, i)),

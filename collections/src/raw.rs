@@ -259,6 +259,7 @@ impl<'t> Block<'t> {
 /// # Errors
 ///
 /// Null, foreign, out-of-bounds or misaligned pointers (checked by `Transaction::deref`).
+#[inline]
 pub(crate) unsafe fn cell<'t, T: Persistent>(
     tx: &'t Transaction<'_>,
     block: PPtr<u8>,
@@ -278,6 +279,7 @@ pub(crate) unsafe fn cell<'t, T: Persistent>(
 /// # Errors
 ///
 /// As [`cell`].
+#[inline]
 pub(crate) unsafe fn at<'t, U: Persistent>(
     tx: &'t Transaction<'_>,
     block: PPtr<u8>,
