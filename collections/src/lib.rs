@@ -294,7 +294,7 @@ pub use btree::{PBTreeMap, Range, RangeRefs};
 pub use concurrent::PConcurrentMap;
 pub use entry::{Entry, EntryMap, OccupiedEntry, VacantEntry};
 #[doc(hidden)]
-pub use map::write_legacy_segments;
+pub use map::{general_segment_opens, write_legacy_segments};
 pub use map::{MapIter, MapRefs, PHashMap};
 #[doc(hidden)]
 pub use owned::__derive;

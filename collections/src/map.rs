@@ -197,6 +197,18 @@ std::thread_local! {
     /// Whether this thread's new segments take the layout of builds before [`PAIRS`] (for
     /// tests of pools written by them: see [`write_legacy_segments`]).
     static LEGACY_SEGMENTS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Segments this thread's lookups opened through [`PHashMap::open`]'s general checks
+    /// rather than the full-size fast path (see [`general_segment_opens`]).
+    static GENERAL_OPENS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many segments this thread's lookups (gets, inserts, removals) have opened through the
+/// general path, which reads a segment's geometry from its header, rather than the fast path
+/// for full-size pair-layout segments (design §13.4). For tests that large maps take the fast
+/// path: a count, not a time.
+#[doc(hidden)]
+pub fn general_segment_opens() -> u64 {
+    GENERAL_OPENS.with(std::cell::Cell::get)
 }
 
 /// Makes the `PHashMap` segments that this thread writes from now on take the layout of
@@ -514,7 +526,10 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
         let block = self.seg_ptr(tx, g, dir_index(h, g))?;
         let s = match Self::open_full(tx, block, h) {
             Some(s) => s,
-            None => Self::open(tx, block)?,
+            None => {
+                GENERAL_OPENS.with(|c| c.set(c.get() + 1));
+                Self::open(tx, block)?
+            }
         };
         Ok(Some((s, g)))
     }

@@ -35,6 +35,7 @@ mod keys;
 mod log_bytes;
 mod map_corrupt;
 mod map_failures;
+mod map_fast_path;
 mod map_growth_rules;
 mod map_layout;
 mod map_reads;
