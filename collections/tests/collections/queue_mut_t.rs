@@ -9,6 +9,8 @@ use common::{opts, shm_dir, POOL_SIZE};
 use ptm::{Error, Persistent, Pool};
 use ptm_collections::PQueue;
 
+use crate::queue_common::{page, seed_of, Page};
+
 #[derive(Persistent)]
 #[persistent(crate = "ptm::pmem_core")]
 #[repr(C)]
@@ -108,4 +110,65 @@ fn push_front_into_a_ring_with_room_keeps_its_chunk() {
         Ok::<_, Error>(())
     })
     .unwrap();
+}
+
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct PR {
+    pages: PQueue<Page>,
+}
+
+/// Pages `from..to` pushed, then `pop` front ones popped: with full chunks of 16 pages the
+/// front is at slot `pop % 16` of the front chunk.
+fn pages_pool(path: &Path, to: u64, pop: u64) -> Pool<PR> {
+    let pool = Pool::<PR>::create(path, 16 << 20, &opts()).unwrap();
+    pool.transaction(|tx, r| (0..to).try_for_each(|i| r.pages.push(tx, page(i))))
+        .unwrap();
+    pool.transaction(|tx, r| (0..pop).try_for_each(|_| r.pages.pop(tx).map(drop)))
+        .unwrap();
+    pool
+}
+
+fn seeds(pool: &Pool<PR>) -> Vec<u64> {
+    pool.transaction(|tx, r| r.pages.to_vec(tx))
+        .unwrap()
+        .iter()
+        .map(|p| seed_of(p).expect("a page as written"))
+        .collect()
+}
+
+/// `remove` shifts the shorter side: removing the front chunk's only element of a queue with
+/// 9 more behind it moves nothing (the front side is empty) and frees the emptied front chunk;
+/// removing next to the back moves the back side and frees an emptied back chunk. Either way
+/// the capacity shows which side moved.
+#[test]
+fn remove_shifts_the_shorter_side_and_frees_the_chunk_it_empties() {
+    let dir = shm_dir();
+    // Front chunk: page 15 in its last slot; second chunk: pages 16..25.
+    let pool = pages_pool(&dir.path().join("a.pool"), 25, 15);
+    let cap = |pool: &Pool<PR>| {
+        pool.transaction(|tx, r| Ok::<_, Error>(r.pages.capacity(tx)))
+            .unwrap()
+    };
+    assert_eq!(cap(&pool), 32);
+    let got = pool.transaction(|tx, r| r.pages.remove(tx, 0)).unwrap();
+    assert_eq!(got.as_ref().and_then(seed_of), Some(15));
+    assert_eq!(seeds(&pool), (16..25).collect::<Vec<_>>());
+    assert_eq!(cap(&pool), 16, "the emptied front chunk was not freed");
+    // Position 1 of 9 (page 17): the front side (1 page) moves, into the front chunk.
+    pool.transaction(|tx, r| r.pages.remove(tx, 1)).unwrap();
+    assert_eq!(seeds(&pool), [16, 18, 19, 20, 21, 22, 23, 24]);
+    drop(pool);
+
+    // 17 pages from slot 0: the back chunk holds page 16 alone.
+    let pool = pages_pool(&dir.path().join("b.pool"), 17, 0);
+    assert_eq!(cap(&pool), 32);
+    // Position 15 of 17 (page 15): the back side (page 16) moves, the back chunk empties.
+    let got = pool.transaction(|tx, r| r.pages.remove(tx, 15)).unwrap();
+    assert_eq!(got.as_ref().and_then(seed_of), Some(15));
+    let mut want: Vec<u64> = (0..15).collect();
+    want.push(16);
+    assert_eq!(seeds(&pool), want);
+    assert_eq!(cap(&pool), 16, "the emptied back chunk was not freed");
 }
