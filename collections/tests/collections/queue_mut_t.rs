@@ -171,4 +171,19 @@ fn remove_shifts_the_shorter_side_and_frees_the_chunk_it_empties() {
     want.push(16);
     assert_eq!(seeds(&pool), want);
     assert_eq!(cap(&pool), 16, "the emptied back chunk was not freed");
+    drop(pool);
+
+    // Page 15 alone in the front chunk, then `n - 1` pages in the second. Removing position
+    // `n / 2`: for 4 pages the back side is shorter (1 page against 2); for 3 pages the sides
+    // tie (1 page each), and the back side moves, as `remove` does today (std's `VecDeque`
+    // moves the front on a tie: nothing documents the choice, this pins it). Moving the back
+    // side keeps page 15 in the front chunk: 2 chunks stay.
+    for n in [4, 3] {
+        let pool = pages_pool(&dir.path().join(format!("t{n}.pool")), 15 + n, 15);
+        let got = pool.transaction(|tx, r| r.pages.remove(tx, n / 2)).unwrap();
+        assert_eq!(got.as_ref().and_then(seed_of), Some(15 + n / 2));
+        let want: Vec<u64> = (15..15 + n).filter(|&x| x != 15 + n / 2).collect();
+        assert_eq!(seeds(&pool), want);
+        assert_eq!(cap(&pool), 32, "{n} pages: the front side moved");
+    }
 }
