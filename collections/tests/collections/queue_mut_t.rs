@@ -1,5 +1,5 @@
-//! Mutation-testing findings on `PQueue`'s shape checks, front reservation, positions and
-//! shrinking (issue 19, mutT pass): each test pins a behaviour that no other test observed.
+//! Mutation-testing findings on `PQueue`'s shape check, front reservation and the side a
+//! removal shifts (issue 19, mutT pass): each test pins a behaviour no other test observed.
 
 use crate::common;
 
@@ -119,7 +119,7 @@ struct PR {
     pages: PQueue<Page>,
 }
 
-/// Pages `from..to` pushed, then `pop` front ones popped: with full chunks of 16 pages the
+/// Pages `0..to` pushed, then the first `pop` of them popped: with full chunks of 16 pages the
 /// front is at slot `pop % 16` of the front chunk.
 fn pages_pool(path: &Path, to: u64, pop: u64) -> Pool<PR> {
     let pool = Pool::<PR>::create(path, 16 << 20, &opts()).unwrap();
