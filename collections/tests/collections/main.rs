@@ -48,6 +48,7 @@ mod queue_corrupt;
 mod queue_crash;
 mod queue_growth;
 mod queue_model;
+mod queue_mut_u;
 mod queue_positions_and_damage;
 mod range;
 mod schema;
