@@ -3,10 +3,12 @@
 //! behaviour some surviving mutant changed (docs/mutation-notes.md, "`queue.rs` part 2").
 
 use crate::common;
+use crate::queue_common;
 
-use common::{opts, shm_dir};
+use common::{opts, shm_dir, POOL_SIZE};
 use ptm::{Error, Persistent, Pool};
 use ptm_collections::PQueue;
+use queue_common::{page, QRoot};
 
 /// A 5 KiB element: 12 fit 64 KiB, so a full chunk holds the minimum of 16 (not 8).
 type Big = [u64; 640];
@@ -40,4 +42,117 @@ fn elements_over_4_kib_get_chunks_of_16() {
         .unwrap();
     assert_eq!((cap, blocks), (32, 3), "capacity and blocks (directory + chunks)");
     assert!(all.iter().zip(0..).all(|(b, i)| *b == big(i)), "contents");
+}
+
+/// An iteration that meets a damaged chunk (a null pointer in the directory) stops there and
+/// keeps the error for `error()`, from either end; the transaction is doomed. An iteration of
+/// a sound queue has no error.
+#[test]
+fn an_iteration_error_is_kept_for_error() {
+    let dir = shm_dir();
+    let path = dir.path().join("e.pool");
+    let pool = Pool::<QRoot>::create(&path, POOL_SIZE, &opts()).unwrap();
+    pool.transaction(|tx, r| (0..40).try_for_each(|i| r.pages.push(tx, page(i))))
+        .unwrap();
+    let blocks = pool.transaction(|tx, r| r.pages.block_offsets(tx)).unwrap();
+    assert_eq!(blocks.len(), 4, "a directory and 3 chunks of 16");
+    pool.transaction(|tx, r| {
+        let mut it = r.pages.iter(tx);
+        assert!(it.by_ref().map(|p| p[0]).eq(0..40));
+        assert!(it.error().is_none(), "no error on a sound queue");
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+    pool.close().unwrap();
+    // Null the second chunk's directory slot (positions 16..32).
+    let mut img = std::fs::read(&path).unwrap();
+    let at = blocks[0] as usize + 8;
+    img[at..at + 8].copy_from_slice(&0u64.to_le_bytes());
+    std::fs::write(&path, img).unwrap();
+    let pool = Pool::<QRoot>::open(&path, &opts()).unwrap();
+    let mut seen = (Vec::new(), Vec::new(), false);
+    let r = pool.transaction(|tx, r| {
+        let mut it = r.pages.iter(tx);
+        seen.0 = it.by_ref().map(|p| p[0]).collect();
+        seen.2 = it.error().is_some();
+        let mut back = r.pages.range(tx, 20..40);
+        seen.1 = back.by_ref().rev().map(|p| p[0]).collect();
+        seen.2 &= back.error().is_some();
+        Ok::<_, Error>(())
+    });
+    assert!(r.is_err(), "the transaction is doomed: {r:?}");
+    assert_eq!(
+        seen.0,
+        (0..16).collect::<Vec<u64>>(),
+        "forwards up to the damaged chunk"
+    );
+    assert_eq!(
+        seen.1,
+        (32..40).rev().collect::<Vec<u64>>(),
+        "backwards down to it"
+    );
+    assert!(seen.2, "both iterations keep their error");
+}
+
+/// `PQueue`'s and `QueueIter`'s `Debug`: the handle prints no contents, the iterator its
+/// positions.
+#[test]
+fn debug_forms() {
+    let dir = shm_dir();
+    let pool = Pool::<QRoot>::create(dir.path().join("d.pool"), POOL_SIZE, &opts()).unwrap();
+    pool.transaction(|tx, r| {
+        r.small.extend(tx, 0..5)?;
+        assert_eq!(format!("{:?}", r.small), "PQueue { .. }");
+        let mut it = r.small.range(tx, 1..4);
+        it.next();
+        assert_eq!(format!("{it:?}"), "QueueIter { pos: 2, end: 4 }");
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+}
+
+/// `is_empty` follows the length: true without a chunk and once emptied, false in between.
+#[test]
+fn is_empty_follows_the_length() {
+    let dir = shm_dir();
+    let pool = Pool::<QRoot>::create(dir.path().join("i.pool"), POOL_SIZE, &opts()).unwrap();
+    pool.transaction(|tx, r| {
+        assert!(r.small.is_empty(tx), "a new queue");
+        r.small.push(tx, 7)?;
+        assert!(!r.small.is_empty(tx), "one element");
+        r.small.pop(tx)?;
+        assert!(r.small.is_empty(tx), "emptied (its chunk kept)");
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+}
+
+/// `check` accepts a sound queue and names a non-null directory slot past the chunks in use
+/// (here the spare fourth slot of a directory of 4 holding 3 chunks, pointed at the first).
+#[test]
+fn check_rejects_a_spare_directory_slot_in_use() {
+    let dir = shm_dir();
+    let path = dir.path().join("c.pool");
+    let pool = Pool::<QRoot>::create(&path, POOL_SIZE, &opts()).unwrap();
+    pool.transaction(|tx, r| (0..40).try_for_each(|i| r.pages.push(tx, page(i))))
+        .unwrap();
+    let blocks = pool.transaction(|tx, r| r.pages.block_offsets(tx)).unwrap();
+    assert_eq!(blocks.len(), 4, "a directory and 3 chunks of 16");
+    pool.transaction(|tx, r| r.pages.check(tx)).unwrap();
+    pool.close().unwrap();
+    let mut img = std::fs::read(&path).unwrap();
+    let (slot0, slot3) = (blocks[0] as usize, blocks[0] as usize + 24);
+    let first: [u8; 8] = img[slot0..slot0 + 8].try_into().unwrap();
+    assert_eq!(img[slot3..slot3 + 8], [0; 8], "the spare slot is null");
+    img[slot3..slot3 + 8].copy_from_slice(&first);
+    std::fs::write(&path, img).unwrap();
+    let pool = Pool::<QRoot>::open(&path, &opts()).unwrap();
+    let r = pool.transaction(|tx, r| r.pages.check(tx));
+    let e = r.expect_err("check of a directory with a spare slot in use");
+    assert!(e.to_string().contains("directory slot 3"), "{e}");
+    assert_eq!(
+        pool.transaction(|tx, r| r.pages.to_vec(tx)).unwrap().len(),
+        40,
+        "reads still work"
+    );
 }
