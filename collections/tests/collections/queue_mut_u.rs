@@ -156,3 +156,24 @@ fn check_rejects_a_spare_directory_slot_in_use() {
         "reads still work"
     );
 }
+
+/// A ring doubled by a push at the front puts its elements in the back half of the new chunk
+/// (`grow_ring`), so the front pushes that follow fill the front half: 16 pages pushed at the
+/// front (rings of 4 and 8, then a full chunk of 16 at the 9th) fit one chunk. Elements put
+/// anywhere lower would need a second chunk before the front one.
+#[test]
+fn front_pushes_fill_the_chunk_a_ring_doubled_into() {
+    let dir = shm_dir();
+    let pool = Pool::<QRoot>::create(dir.path().join("f.pool"), POOL_SIZE, &opts()).unwrap();
+    for x in 0..16 {
+        pool.transaction(|tx, r| r.pages.push_front(tx, page(x))).unwrap();
+    }
+    let (cap, blocks, firsts) = pool
+        .transaction(|tx, r| {
+            let firsts: Vec<u64> = r.pages.iter(tx).map(|p| p[0]).collect();
+            Ok::<_, Error>((r.pages.capacity(tx), r.pages.block_offsets(tx)?.len(), firsts))
+        })
+        .unwrap();
+    assert_eq!(firsts, (0..16).rev().collect::<Vec<u64>>());
+    assert_eq!((cap, blocks), (16, 2), "one full chunk (and the directory)");
+}
