@@ -177,3 +177,30 @@ fn front_pushes_fill_the_chunk_a_ring_doubled_into() {
     assert_eq!(firsts, (0..16).rev().collect::<Vec<u64>>());
     assert_eq!((cap, blocks), (16, 2), "one full chunk (and the directory)");
 }
+
+/// A ring of handles grown by `reserve` while empty logs nothing of its old chunk (no element
+/// to move or zero, `move_ring`): the transaction flushes the new chunk of 8 × 4 KiB (512
+/// lines, zeroed fresh memory) and a transaction's fixed cost, not also an undo copy of the old
+/// chunk's 4 × 4 KiB (256 lines more).
+#[test]
+fn an_empty_ring_of_handles_grows_without_logging_its_old_chunk() {
+    let dir = shm_dir();
+    let pool = Pool::<QRoot>::create(dir.path().join("g.pool"), POOL_SIZE, &opts()).unwrap();
+    pool.transaction(|tx, r| {
+        for _ in 0..3 {
+            r.named.push_new(tx)?;
+        }
+        (0..3).try_for_each(|_| r.named.pop_free(tx).map(drop))
+    })
+    .unwrap();
+    let cap = |pool: &Pool<QRoot>| {
+        pool.transaction(|tx, r| Ok::<_, Error>(r.named.capacity(tx)))
+            .unwrap()
+    };
+    assert_eq!(cap(&pool), 4, "an empty ring of 4 kept");
+    let before = ptm::thread_stats();
+    pool.transaction(|tx, r| r.named.reserve(tx, 8)).unwrap();
+    let lines = ptm::thread_stats().since(&before).lines_flushed;
+    assert_eq!(cap(&pool), 8, "grown to 8");
+    assert!(lines <= 512 + 64, "{lines} lines flushed");
+}
