@@ -204,3 +204,49 @@ fn an_empty_ring_of_handles_grows_without_logging_its_old_chunk() {
     assert_eq!(cap(&pool), 8, "grown to 8");
     assert!(lines <= 512 + 64, "{lines} lines flushed");
 }
+
+/// `insert` shifts the shorter side, so it takes the free slot at that end instead of adding
+/// a chunk at the other (`insert_bytes`); at a tie it shifts the back. Pages (chunks of 16):
+/// each case ends with the queue's chunk count and contents checked against the model.
+#[test]
+fn insert_shifts_the_shorter_side_into_its_free_slot() {
+    let dir = shm_dir();
+    let pool = Pool::<QRoot>::create(dir.path().join("s.pool"), POOL_SIZE, &opts()).unwrap();
+    let chunks = |pool: &Pool<QRoot>| pool.transaction(|tx, r| r.pages.block_offsets(tx)).unwrap().len() - 1;
+    let check = |pool: &Pool<QRoot>, want: &[u64], chunks_want: usize, what: &str| {
+        let got: Vec<u64> = pool
+            .transaction(|tx, r| Ok::<_, Error>(r.pages.iter(tx).map(|p| p[0]).collect()))
+            .unwrap();
+        assert_eq!(got, want, "{what}: contents");
+        assert_eq!(chunks(pool), chunks_want, "{what}: chunks");
+    };
+    let reset = |pool: &Pool<QRoot>, n: u64| {
+        pool.transaction(|tx, r| {
+            r.pages.clear(tx)?;
+            (0..n).try_for_each(|i| r.pages.push(tx, page(i)))
+        })
+        .unwrap();
+    };
+    // 20 pages from slot 0 of 2 chunks: 12 free slots at the back, none at the front.
+    reset(&pool, 20);
+    pool.transaction(|tx, r| r.pages.insert(tx, 19, page(100)))
+        .unwrap();
+    let mut want: Vec<u64> = (0..20).collect();
+    want.insert(19, 100);
+    check(&pool, &want, 2, "near the back: the back shifts");
+    // A tie (10 on either side) shifts the back too.
+    reset(&pool, 20);
+    pool.transaction(|tx, r| r.pages.insert(tx, 10, page(101)))
+        .unwrap();
+    let mut want: Vec<u64> = (0..20).collect();
+    want.insert(10, 101);
+    check(&pool, &want, 2, "a tie: the back shifts");
+    // 31 pages from slot 1 of 2 full chunks: one free slot at the front, none at the back.
+    reset(&pool, 32);
+    pool.transaction(|tx, r| r.pages.pop(tx).map(drop)).unwrap();
+    pool.transaction(|tx, r| r.pages.insert(tx, 1, page(102)))
+        .unwrap();
+    let mut want: Vec<u64> = (1..32).collect();
+    want.insert(1, 102);
+    check(&pool, &want, 2, "near the front: the front shifts");
+}
