@@ -5,7 +5,7 @@
 use crate::common;
 use crate::queue_common;
 
-use common::{opts, shm_dir, POOL_SIZE};
+use common::{drains, opts, shm_dir, POOL_SIZE};
 use ptm::{Error, Persistent, Pool};
 use ptm_collections::PQueue;
 use queue_common::{page, QRoot};
@@ -249,4 +249,34 @@ fn insert_shifts_the_shorter_side_into_its_free_slot() {
     let mut want: Vec<u64> = (1..32).collect();
     want.insert(1, 102);
     check(&pool, &want, 2, "near the front: the front shifts");
+}
+
+/// `reserve` that needs nothing new changes nothing (0 drains, the same blocks): `reserve(0)`
+/// of a queue without a chunk allocates none, and a reservation a ring already holds exactly
+/// (5 + 3 in a ring of 8) does not move it to a new chunk of the same size.
+#[test]
+fn reserve_of_nothing_new_changes_nothing() {
+    let dir = shm_dir();
+    let pool = Pool::<QRoot>::create(dir.path().join("r.pool"), POOL_SIZE, &opts()).unwrap();
+    let state = |pool: &Pool<QRoot>| {
+        pool.transaction(|tx, r| Ok::<_, Error>((r.small.capacity(tx), r.small.block_offsets(tx)?)))
+            .unwrap()
+    };
+    let ((), n) = drains(|| pool.transaction(|tx, r| r.small.reserve(tx, 0)).unwrap());
+    assert_eq!(
+        (n, state(&pool)),
+        (0, (0, vec![])),
+        "reserve(0) of a queue without a chunk"
+    );
+    pool.transaction(|tx, r| r.small.extend(tx, 0..5)).unwrap();
+    let before = state(&pool);
+    assert_eq!(before.0, 8, "a ring of 8");
+    let ((), n) = drains(|| pool.transaction(|tx, r| r.small.reserve(tx, 3)).unwrap());
+    assert_eq!((n, state(&pool)), (0, before), "reserve(3) of 5 in a ring of 8");
+    let ((), n) = drains(|| pool.transaction(|tx, r| r.small.reserve(tx, 4)).unwrap());
+    assert_eq!(
+        (n, state(&pool).0),
+        (2, 16),
+        "reserve(4) of 5 in a ring of 8 grows it"
+    );
 }
