@@ -280,3 +280,23 @@ fn reserve_of_nothing_new_changes_nothing() {
         "reserve(4) of 5 in a ring of 8 grows it"
     );
 }
+
+/// `update` changes the element at a position in place and returns it; past the end it
+/// returns `None` without calling the closure.
+#[test]
+fn update_changes_one_element_in_place() {
+    let dir = shm_dir();
+    let pool = Pool::<QRoot>::create(dir.path().join("u.pool"), POOL_SIZE, &opts()).unwrap();
+    pool.transaction(|tx, r| r.small.extend(tx, 0..10)).unwrap();
+    let (new, past, all) = pool
+        .transaction(|tx, r| {
+            let new = r.small.update(tx, 7, |x| *x += 100)?;
+            let past = r.small.update(tx, 10, |_| panic!("called past the end"))?;
+            Ok::<_, Error>((new, past, r.small.to_vec(tx)?))
+        })
+        .unwrap();
+    assert_eq!((new, past), (Some(107), None));
+    let mut want: Vec<u64> = (0..10).collect();
+    want[7] = 107;
+    assert_eq!(all, want);
+}
