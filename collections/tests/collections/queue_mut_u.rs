@@ -1,6 +1,6 @@
-//! `PQueue` cases the mutation pass over `queue.rs`'s reads, iteration, insertions, rotations,
-//! reservation and chunk sizing (issue 19, mutU pass) found untested: each test pins a
-//! behaviour some surviving mutant changed (docs/mutation-notes.md, "`queue.rs` part 2").
+//! `PQueue` cases the mutation pass over `queue.rs`'s reads, verifier, iteration, insertions,
+//! ring growth, reservation and chunk sizing (issue 19, mutU pass) found untested: each test
+//! pins a behaviour some surviving mutant changed (docs/mutation-notes.md, "`queue.rs` part 2").
 
 use crate::common;
 use crate::queue_common;
@@ -26,7 +26,7 @@ fn big(x: u64) -> Big {
     b
 }
 
-/// Elements over 4 KiB still get full chunks of 16 (`chunk_elems`' floor, design §13): 17
+/// Elements over 4 KiB still get full chunks of 16 (`chunk_elems`' floor, `MIN_CHUNK`): 17
 /// pushes fill one chunk of 16 and start a second, so the capacity is 32 and the queue owns a
 /// directory and 2 chunks (chunks of 8 would give 24 and 3 chunks).
 #[test]
