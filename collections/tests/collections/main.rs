@@ -50,6 +50,7 @@ mod queue_crash;
 mod queue_growth;
 mod queue_model;
 mod queue_mut_t;
+mod queue_mut_u;
 mod queue_positions_and_damage;
 mod range;
 mod schema;
