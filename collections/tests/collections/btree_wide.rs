@@ -287,3 +287,44 @@ fn wide_and_narrow_internal_nodes_in_one_tree_are_corrupt() {
         "{err}"
     );
 }
+
+/// Keys of 32 and 33 bytes: the two sides of the wide-node key limit.
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct EdgeRoot {
+    at: PBTreeMap<[u64; 4], u64>,
+    past: PBTreeMap<[u8; 33], u64>,
+}
+
+/// Keys of exactly 32 bytes (the limit) still get wide internal nodes; 33-byte keys do not.
+/// The verifier and the schema-driven walk read both trees.
+#[test]
+fn keys_of_exactly_32_bytes_get_wide_internal_nodes_and_33_bytes_narrow_ones() {
+    let dir = shm_dir();
+    let mut pool = Pool::<EdgeRoot>::create(dir.path().join("edge.pool"), POOL_SIZE, &opts()).unwrap();
+    let (at, past) = pool
+        .transaction(|tx, r| {
+            for i in 0..1000 {
+                let k = scattered(i);
+                r.at.insert(tx, [k, i, !k, 3], i)?;
+                let mut b = [0u8; 33];
+                b[..8].copy_from_slice(&k.to_be_bytes());
+                b[32] = i as u8;
+                r.past.insert(tx, b, i)?;
+            }
+            Ok::<_, Error>((
+                r.at.check_invariants(tx).unwrap(),
+                r.past.check_invariants(tx).unwrap(),
+            ))
+        })
+        .unwrap();
+    let (inner, depth) = internal_counts(&at);
+    assert_eq!(depth, 3, "{at:?}");
+    assert!(inner.iter().any(|&n| n > 15), "32-byte keys: no wide node: {at:?}");
+    let (inner, _) = internal_counts(&past);
+    assert!(inner.iter().all(|&n| n <= 15), "33-byte keys: {past:?}");
+    let walked = walk_pool(&mut pool).unwrap();
+    assert_eq!(walked.entries, 2000, "{walked:?}");
+    assert!(walked.unreachable.is_empty(), "{walked:?}");
+}
