@@ -321,7 +321,10 @@ fn keys_of_exactly_32_bytes_get_wide_internal_nodes_and_33_bytes_narrow_ones() {
         .unwrap();
     let (inner, depth) = internal_counts(&at);
     assert_eq!(depth, 3, "{at:?}");
-    assert!(inner.iter().any(|&n| n > 15), "32-byte keys: no wide node: {at:?}");
+    assert!(
+        inner.iter().any(|&n| n > 15),
+        "32-byte keys: no wide node: {at:?}"
+    );
     let (inner, _) = internal_counts(&past);
     assert!(inner.iter().all(|&n| n <= 15), "33-byte keys: {past:?}");
     let walked = walk_pool(&mut pool).unwrap();
