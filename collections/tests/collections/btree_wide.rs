@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use common::{opts, shm_dir, POOL_SIZE};
 use ptm::{Error, Persistent, Pool};
-use ptm_collections::{walk_pool, PBTreeMap};
+use ptm_collections::{walk_pool, PBTreeMap, PString};
 
 /// A 40-byte key: past the 32 bytes whose trees get wide internal nodes.
 type Big = [u64; 5];
@@ -330,4 +330,61 @@ fn keys_of_exactly_32_bytes_get_wide_internal_nodes_and_33_bytes_narrow_ones() {
     let walked = walk_pool(&mut pool).unwrap();
     assert_eq!(walked.entries, 2000, "{walked:?}");
     assert!(walked.unreachable.is_empty(), "{walked:?}");
+}
+
+/// Values that own blocks under wide internal nodes.
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct OwnRoot {
+    s: PBTreeMap<u64, PString>,
+}
+
+/// A tree whose values own blocks (strings) and whose internal nodes are wide: the
+/// schema-driven walk checks the spare value slots of its leaves, and of no wide node (which
+/// has no value array: its children lie where a leaf's values are). Clean, it walks; a leaf's
+/// spare value slot made non-zero in the pool file is named.
+#[test]
+fn the_walk_checks_spare_value_slots_of_leaves_only_under_wide_nodes() {
+    let dir = shm_dir();
+    let path = dir.path().join("own.pool");
+    let mut pool = Pool::<OwnRoot>::create(&path, POOL_SIZE, &opts()).unwrap();
+    let nodes = pool
+        .transaction(|tx, r| {
+            for k in 0..200u64 {
+                r.s.get_or_insert_new(tx, k)?.push_str(tx, "x")?;
+            }
+            let shape = r.s.check_invariants(tx).unwrap();
+            assert_eq!(shape.len(), 2, "a wide root over leaves: {shape:?}");
+            assert!(shape[0][0] > 15, "{shape:?}");
+            r.s.node_offsets(tx)
+        })
+        .unwrap();
+    let walked = walk_pool(&mut pool).unwrap();
+    // 200 map entries and the 200 strings' one byte each.
+    assert_eq!(walked.entries, 400, "{:?}", walked.not_walked);
+    assert!(walked.unreachable.is_empty(), "{:?}", walked.unreachable);
+    pool.close().unwrap();
+
+    // A leaf (`[len][1][keys: u64; 15][values: PString; 15][children: 16]`) that is not full:
+    // its first spare value slot's first word set.
+    let mut img = std::fs::read(&path).unwrap();
+    let word = |img: &[u8], at: usize| u64::from_le_bytes(img[at..at + 8].try_into().unwrap());
+    let vs = std::mem::size_of::<PString>();
+    let leaf = nodes[1..]
+        .iter()
+        .map(|&n| n as usize)
+        .find(|&n| word(&img, n) < 15)
+        .expect("a leaf with a spare slot");
+    assert_eq!(word(&img, leaf + 8), 1, "a leaf");
+    let spare = leaf + 16 + 15 * 8 + word(&img, leaf) as usize * vs;
+    assert_eq!(word(&img, spare), 0);
+    img[spare..spare + 8].copy_from_slice(&1u64.to_le_bytes());
+    std::fs::write(&path, &img).unwrap();
+    let mut pool = Pool::<OwnRoot>::open(&path, &opts()).unwrap();
+    let err = walk_pool(&mut pool).unwrap_err();
+    assert!(
+        err.to_string().contains("a spare value slot is not zero"),
+        "{err}"
+    );
 }
