@@ -388,3 +388,30 @@ fn the_walk_checks_spare_value_slots_of_leaves_only_under_wide_nodes() {
         "{err}"
     );
 }
+
+/// A leaf below the root whose length word was damaged to 3 (a node under the root holds at
+/// least half its capacity, 7 keys for a leaf): the schema-driven walk names the count and
+/// the minimum, before it gets to the entry total.
+#[test]
+fn the_walk_reports_a_leaf_under_half_its_capacity() {
+    let dir = shm_dir();
+    let path = dir.path().join("few.pool");
+    let pool = Pool::<Root>::create(&path, POOL_SIZE, &opts()).unwrap();
+    let nodes = pool
+        .transaction(|tx, r| {
+            for k in 0..200u64 {
+                r.t.insert(tx, k, k)?;
+            }
+            r.t.node_offsets(tx)
+        })
+        .unwrap();
+    pool.close().unwrap();
+    let mut img = std::fs::read(&path).unwrap();
+    let leaf = nodes[1] as usize;
+    assert_eq!(img[leaf + 8], 1, "a leaf");
+    img[leaf..leaf + 8].copy_from_slice(&3u64.to_le_bytes());
+    std::fs::write(&path, &img).unwrap();
+    let mut pool = Pool::<Root>::open(&path, &opts()).unwrap();
+    let err = walk_pool(&mut pool).unwrap_err();
+    assert!(err.to_string().contains("3 keys, fewer than 7"), "{err}");
+}
