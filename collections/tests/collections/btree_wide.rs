@@ -342,8 +342,8 @@ struct OwnRoot {
 
 /// A tree whose values own blocks (strings) and whose internal nodes are wide: the
 /// schema-driven walk checks the spare value slots of its leaves, and of no wide node (which
-/// has no value array: its children lie where a leaf's values are). Clean, it walks; a leaf's
-/// spare value slot made non-zero in the pool file is named.
+/// has no value array: its children lie where a leaf's values are). Clean, it walks; the end of
+/// a leaf's spare value slots made non-zero in the pool file is named.
 #[test]
 fn the_walk_checks_spare_value_slots_of_leaves_only_under_wide_nodes() {
     let dir = shm_dir();
@@ -366,20 +366,21 @@ fn the_walk_checks_spare_value_slots_of_leaves_only_under_wide_nodes() {
     assert!(walked.unreachable.is_empty(), "{:?}", walked.unreachable);
     pool.close().unwrap();
 
-    // A leaf (`[len][1][keys: u64; 15][values: PString; 15][children: 16]`) that is not full:
-    // its first spare value slot's first word set.
+    // A leaf (`[len][1][keys: u64; 15][values: PString; 15][children: 16]`) with 12 keys or
+    // fewer: the last word of its last value slot set (the end of the spare range: a check
+    // over fewer bytes than the spare slots hold misses it).
     let mut img = std::fs::read(&path).unwrap();
     let word = |img: &[u8], at: usize| u64::from_le_bytes(img[at..at + 8].try_into().unwrap());
     let vs = std::mem::size_of::<PString>();
     let leaf = nodes[1..]
         .iter()
         .map(|&n| n as usize)
-        .find(|&n| word(&img, n) < 15)
-        .expect("a leaf with a spare slot");
+        .find(|&n| word(&img, n) <= 12)
+        .expect("a leaf with spare slots");
     assert_eq!(word(&img, leaf + 8), 1, "a leaf");
-    let spare = leaf + 16 + 15 * 8 + word(&img, leaf) as usize * vs;
-    assert_eq!(word(&img, spare), 0);
-    img[spare..spare + 8].copy_from_slice(&1u64.to_le_bytes());
+    let last = leaf + 16 + 15 * 8 + 15 * vs - 8;
+    assert_eq!(word(&img, last), 0);
+    img[last..last + 8].copy_from_slice(&1u64.to_le_bytes());
     std::fs::write(&path, &img).unwrap();
     let mut pool = Pool::<OwnRoot>::open(&path, &opts()).unwrap();
     let err = walk_pool(&mut pool).unwrap_err();
