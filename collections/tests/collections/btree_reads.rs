@@ -38,7 +38,7 @@ fn debug_names_the_map_and_the_position_of_its_iterators() {
         .transaction(|tx, r| {
             let mut it = r.t.range(tx, 3..)?;
             let at_start = format!("{it:?}");
-            assert_eq!(it.next().map(|(k, v)| (k, v)), Some((3, 30)));
+            assert_eq!(it.next(), Some((3, 30)));
             let after_one = format!("{it:?}");
             let refs = r.n.range_refs(tx, 1..)?;
             let mut empty = r.t.range(tx, 100..)?;
