@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use common::{opts, shm_dir, POOL_SIZE};
 use ptm::{Error, Persistent, Pool};
-use ptm_collections::{walk_pool, PBTreeMap};
+use ptm_collections::{walk_pool, PBTreeMap, PString};
 
 /// A 40-byte key: past the 32 bytes whose trees get wide internal nodes.
 type Big = [u64; 5];
@@ -286,4 +286,133 @@ fn wide_and_narrow_internal_nodes_in_one_tree_are_corrupt() {
         err.to_string().contains("wide and narrow internal nodes"),
         "{err}"
     );
+}
+
+/// Keys of 32 and 33 bytes: the two sides of the wide-node key limit.
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct EdgeRoot {
+    at: PBTreeMap<[u64; 4], u64>,
+    past: PBTreeMap<[u8; 33], u64>,
+}
+
+/// Keys of exactly 32 bytes (the limit) still get wide internal nodes; 33-byte keys do not.
+/// The verifier and the schema-driven walk read both trees.
+#[test]
+fn keys_of_exactly_32_bytes_get_wide_internal_nodes_and_33_bytes_narrow_ones() {
+    let dir = shm_dir();
+    let mut pool = Pool::<EdgeRoot>::create(dir.path().join("edge.pool"), POOL_SIZE, &opts()).unwrap();
+    let (at, past) = pool
+        .transaction(|tx, r| {
+            for i in 0..1000 {
+                let k = scattered(i);
+                r.at.insert(tx, [k, i, !k, 3], i)?;
+                let mut b = [0u8; 33];
+                b[..8].copy_from_slice(&k.to_be_bytes());
+                b[32] = i as u8;
+                r.past.insert(tx, b, i)?;
+            }
+            Ok::<_, Error>((
+                r.at.check_invariants(tx).unwrap(),
+                r.past.check_invariants(tx).unwrap(),
+            ))
+        })
+        .unwrap();
+    let (inner, depth) = internal_counts(&at);
+    assert_eq!(depth, 3, "{at:?}");
+    assert!(
+        inner.iter().any(|&n| n > 15),
+        "32-byte keys: no wide node: {at:?}"
+    );
+    let (inner, _) = internal_counts(&past);
+    assert!(inner.iter().all(|&n| n <= 15), "33-byte keys: {past:?}");
+    let walked = walk_pool(&mut pool).unwrap();
+    assert_eq!(walked.entries, 2000, "{walked:?}");
+    assert!(walked.unreachable.is_empty(), "{walked:?}");
+}
+
+/// Values that own blocks under wide internal nodes.
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct OwnRoot {
+    s: PBTreeMap<u64, PString>,
+}
+
+/// A tree whose values own blocks (strings) and whose internal nodes are wide: the
+/// schema-driven walk checks the spare value slots of its leaves, and of no wide node (which
+/// has no value array: its children lie where a leaf's values are). Clean, it walks; the end of
+/// a leaf's spare value slots made non-zero in the pool file is named.
+#[test]
+fn the_walk_checks_spare_value_slots_of_leaves_only_under_wide_nodes() {
+    let dir = shm_dir();
+    let path = dir.path().join("own.pool");
+    let mut pool = Pool::<OwnRoot>::create(&path, POOL_SIZE, &opts()).unwrap();
+    let nodes = pool
+        .transaction(|tx, r| {
+            for k in 0..200u64 {
+                r.s.get_or_insert_new(tx, k)?.push_str(tx, "x")?;
+            }
+            let shape = r.s.check_invariants(tx).unwrap();
+            assert_eq!(shape.len(), 2, "a wide root over leaves: {shape:?}");
+            assert!(shape[0][0] > 15, "{shape:?}");
+            r.s.node_offsets(tx)
+        })
+        .unwrap();
+    let walked = walk_pool(&mut pool).unwrap();
+    // 200 map entries and the 200 strings' one byte each.
+    assert_eq!(walked.entries, 400, "{:?}", walked.not_walked);
+    assert!(walked.unreachable.is_empty(), "{:?}", walked.unreachable);
+    pool.close().unwrap();
+
+    // A leaf (`[len][1][keys: u64; 15][values: PString; 15][children: 16]`) with 12 keys or
+    // fewer: the last word of its last value slot set (the end of the spare range: a check
+    // over fewer bytes than the spare slots hold misses it).
+    let mut img = std::fs::read(&path).unwrap();
+    let word = |img: &[u8], at: usize| u64::from_le_bytes(img[at..at + 8].try_into().unwrap());
+    let vs = std::mem::size_of::<PString>();
+    let leaf = nodes[1..]
+        .iter()
+        .map(|&n| n as usize)
+        .find(|&n| word(&img, n) <= 12)
+        .expect("a leaf with spare slots");
+    assert_eq!(word(&img, leaf + 8), 1, "a leaf");
+    let last = leaf + 16 + 15 * 8 + 15 * vs - 8;
+    assert_eq!(word(&img, last), 0);
+    img[last..last + 8].copy_from_slice(&1u64.to_le_bytes());
+    std::fs::write(&path, &img).unwrap();
+    let mut pool = Pool::<OwnRoot>::open(&path, &opts()).unwrap();
+    let err = walk_pool(&mut pool).unwrap_err();
+    assert!(
+        err.to_string().contains("a spare value slot is not zero"),
+        "{err}"
+    );
+}
+
+/// A leaf below the root whose length word was damaged to 3 (a node under the root holds at
+/// least half its capacity, 7 keys for a leaf): the schema-driven walk names the count and
+/// the minimum, before it gets to the entry total.
+#[test]
+fn the_walk_reports_a_leaf_under_half_its_capacity() {
+    let dir = shm_dir();
+    let path = dir.path().join("few.pool");
+    let pool = Pool::<Root>::create(&path, POOL_SIZE, &opts()).unwrap();
+    let nodes = pool
+        .transaction(|tx, r| {
+            for k in 0..200u64 {
+                r.t.insert(tx, k, k)?;
+            }
+            r.t.node_offsets(tx)
+        })
+        .unwrap();
+    pool.close().unwrap();
+    let mut img = std::fs::read(&path).unwrap();
+    let leaf = nodes[1] as usize;
+    assert_eq!(img[leaf + 8], 1, "a leaf");
+    img[leaf..leaf + 8].copy_from_slice(&3u64.to_le_bytes());
+    std::fs::write(&path, &img).unwrap();
+    let mut pool = Pool::<Root>::open(&path, &opts()).unwrap();
+    let err = walk_pool(&mut pool).unwrap_err();
+    assert!(err.to_string().contains("3 keys, fewer than 7"), "{err}");
 }

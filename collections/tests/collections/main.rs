@@ -14,6 +14,7 @@ mod btree_damage;
 mod btree_keys;
 mod btree_keys_corrupt;
 mod btree_parity;
+mod btree_reads;
 mod btree_remove;
 mod btree_verify;
 mod btree_wide;
