@@ -5,13 +5,27 @@
 
 use crate::common;
 
-use common::{create, shm_dir};
-use ptm::Error;
+use common::{create, shm_dir, Root};
+use ptm::{Error, Pool};
 use ptm_collections::{general_segment_opens, write_legacy_segments};
 
 /// Key `i`, scattered as the benchmarks scatter theirs.
 fn key(i: u64) -> u64 {
     i.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// Inserts keys `0..n` (value `i` for key `i`), 1000 to a transaction.
+fn fill(pool: &Pool<Root>, n: u64) {
+    let all: Vec<u64> = (0..n).collect();
+    for chunk in all.chunks(1000) {
+        pool.transaction(|tx, r| {
+            for &i in chunk {
+                r.m.insert(tx, key(i), i)?;
+            }
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+    }
 }
 
 /// General-path opens spent by `f` on this thread.
@@ -29,16 +43,7 @@ fn a_large_map_never_opens_a_segment_the_general_way() {
     let dir = shm_dir();
     let (pool, _) = create(&dir, "fast.pool");
     let n = 20_000;
-    let all: Vec<u64> = (0..n).collect();
-    for chunk in all.chunks(1000) {
-        pool.transaction(|tx, r| {
-            for &i in chunk {
-                r.m.insert(tx, key(i), i)?;
-            }
-            Ok::<_, Error>(())
-        })
-        .unwrap();
-    }
+    fill(&pool, n);
     let ((), opens) = general_opens(|| {
         pool.transaction(|tx, r| {
             for i in 0..n + 100 {
@@ -88,16 +93,7 @@ fn segments_of_the_older_layout_take_the_general_path() {
     let (pool, _) = create(&dir, "legacy.pool");
     let n = 10_000;
     write_legacy_segments(true);
-    let all: Vec<u64> = (0..n).collect();
-    for chunk in all.chunks(1000) {
-        pool.transaction(|tx, r| {
-            for &i in chunk {
-                r.m.insert(tx, key(i), i)?;
-            }
-            Ok::<_, Error>(())
-        })
-        .unwrap();
-    }
+    fill(&pool, n);
     write_legacy_segments(false);
     let ((), opens) = general_opens(|| {
         pool.transaction(|tx, r| {
