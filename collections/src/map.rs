@@ -541,8 +541,9 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
     ///
     /// The `Seg` it returns is built from constants, not from the header words it checked: the
     /// addresses a probe then computes depend on the header only through a branch the CPU
-    /// predicts, so the probe's loads start while the header's miss is still in flight instead
-    /// of after it (a hash get waits on about one miss instead of two).
+    /// predicts, so the probe's loads can start while the header's miss is still in flight.
+    /// (Measured: 21% fewer instructions per get with the lookup path inlined; the time of a
+    /// get at 1M keys did not move beyond this machine's noise: README, eleventh session.)
     #[inline(always)]
     fn open_full(tx: &Transaction<'_>, block: PPtr<u8>, h: u64) -> Option<Seg> {
         let () = Self::SIZES_OK;
