@@ -72,9 +72,16 @@ proptest! {
                     let got: Vec<(i32, u64)> = it.by_ref().collect();
                     assert!(it.error().is_none());
                     assert_eq!(it.next(), None, "fused");
-                    Ok::<_, Error>(got)
+                    // The same range from the back.
+                    let mut back = r.t.range(tx, (*lo, *hi))?;
+                    let mut got_back: Vec<(i32, u64)> = back.by_ref().rev().collect();
+                    assert!(back.error().is_none());
+                    got_back.reverse();
+                    Ok::<_, Error>((got, got_back))
                 }).unwrap()
             });
+            let (got, got_back) = got;
+            prop_assert_eq!(&got_back, &want, "range {:?}..{:?} from the back", lo, hi);
             prop_assert_eq!(&got, &want, "range {:?}..{:?}", lo, hi);
             prop_assert_eq!(d, 0, "drains of a range read");
         }
