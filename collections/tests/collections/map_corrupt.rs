@@ -6,7 +6,7 @@ use crate::common;
 
 use std::path::Path;
 
-use common::{opts, shm_dir, Root, POOL_SIZE};
+use common::{opts, poke, shm_dir, Root, POOL_SIZE};
 use ptm::{Error, Pool};
 
 /// Offset of `m` (a `PHashMap<u64, u64>`) in the root, and of its `depth` word.
@@ -29,12 +29,6 @@ fn make(path: &Path) -> (u64, Vec<u64>) {
     let root = pool.geometry().root_offset;
     pool.close().unwrap();
     (root, blocks)
-}
-
-fn poke(path: &Path, at: u64, v: u64) {
-    let mut img = std::fs::read(path).unwrap();
-    img[at as usize..at as usize + 8].copy_from_slice(&v.to_le_bytes());
-    std::fs::write(path, img).unwrap();
 }
 
 /// The structure, offset and message of a `CorruptCollection` error, or a panic.

@@ -35,12 +35,6 @@ fn make(path: &Path) -> (u64, Vec<u64>) {
     (root, blocks)
 }
 
-fn poke(path: &Path, at: u64, v: u64) {
-    let mut img = std::fs::read(path).unwrap();
-    img[at as usize..at as usize + 8].copy_from_slice(&v.to_le_bytes());
-    std::fs::write(path, img).unwrap();
-}
-
 fn peek(path: &Path, at: u64) -> u64 {
     let img = std::fs::read(path).unwrap();
     u64::from_le_bytes(img[at as usize..at as usize + 8].try_into().unwrap())

@@ -5,7 +5,7 @@ use crate::common;
 
 use std::path::Path;
 
-use common::{opts, shm_dir, POOL_SIZE};
+use common::{opts, poke, shm_dir, POOL_SIZE};
 use ptm::{Error, Persistent, Pool};
 use ptm_collections::{PQueue, PVec};
 
@@ -23,12 +23,6 @@ const CCAP: u64 = 24;
 const HEAD: u64 = 32;
 const LEN: u64 = 40;
 const V_LEN: u64 = 48 + 8;
-
-fn poke(path: &Path, at: u64, v: u64) {
-    let mut img = std::fs::read(path).unwrap();
-    img[at as usize..at as usize + 8].copy_from_slice(&v.to_le_bytes());
-    std::fs::write(path, img).unwrap();
-}
 
 /// A pool with 3 values in `q` (a ring of 4) and 3 in `v` (capacity 4); the root's offset.
 fn make(path: &Path) -> u64 {

@@ -8,7 +8,7 @@ use crate::queue_common;
 
 use std::path::Path;
 
-use common::{opts, shm_dir, POOL_SIZE};
+use common::{opts, poke, shm_dir, POOL_SIZE};
 use ptm::{Error, Persistent, Pool, Transaction};
 use ptm_collections::{
     verify, PBTreeMap, PBTreeSet, PHashMap, PHashSet, PQueue, PString, PVec, Report, Verify,
@@ -65,12 +65,6 @@ fn make(path: &Path) -> (u64, Vec<u64>) {
     let root = pool.geometry().root_offset;
     pool.close().unwrap();
     (root, blocks)
-}
-
-fn poke(path: &Path, at: u64, v: u64) {
-    let mut img = std::fs::read(path).unwrap();
-    img[at as usize..at as usize + 8].copy_from_slice(&v.to_le_bytes());
-    std::fs::write(path, img).unwrap();
 }
 
 fn corrupt_structure(e: &Error) -> &'static str {

@@ -455,3 +455,11 @@ pub fn check_crash_steps<R: ModelRoot>(path: &Path, steps: &[Vec<R::Op>]) -> (Po
     assert_eq!(R::read(&pool), model);
     (pool, model)
 }
+
+/// Writes the 8-byte little-endian word `v` at byte `at` of the closed pool file `path`
+/// (damage injected by hand).
+pub fn poke(path: &Path, at: u64, v: u64) {
+    let mut img = std::fs::read(path).unwrap();
+    img[at as usize..at as usize + 8].copy_from_slice(&v.to_le_bytes());
+    std::fs::write(path, img).unwrap();
+}
