@@ -149,6 +149,53 @@ fn nontemporal_copy_on_the_cpu_writes_exactly_its_bytes_for_every_alignment() {
     }
 }
 
+/// The CPU path writes its cached head and tail back: exactly the lines they span are flushed
+/// (counted in [`pmem_core::PersistStats::lines_flushed`]), once each, and the 16-aligned body
+/// goes through streaming stores (`nt_bytes`), for every alignment and length. The bytes a copy
+/// writes are checked above; this checks the write-backs that make the head and tail durable,
+/// which no read of the buffer can see. Without a flush instruction nothing is flushed.
+#[test]
+fn nontemporal_copy_on_the_cpu_flushes_exactly_its_head_and_tail_lines() {
+    /// Lines spanned by `n` bytes at address `a` (0 when empty).
+    fn lines(a: usize, n: usize) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            ((a + n - 1) / 64 - a / 64 + 1) as u64
+        }
+    }
+    let src = vec![0x5Au8; 256];
+    for insn in [None, detected_flush_instruction()] {
+        for head in HEADS {
+            for len in LENS {
+                let mut buf = vec![0u8; 64 + 256 + 64];
+                let start = 64 - (buf.as_ptr() as usize % 64) + head;
+                let dst = buf.as_ptr() as usize + start;
+                // Independently of the library's split: cached bytes up to the first 16-byte
+                // boundary, whole 16-byte blocks streamed, cached bytes after them.
+                let cached_head = ((16 - dst % 16) % 16).min(len);
+                let body = (len - cached_head) / 16 * 16;
+                let tail = len - cached_head - body;
+                let want_lines = if insn.is_some() {
+                    lines(dst, cached_head) + lines(dst + cached_head + body, tail)
+                } else {
+                    0
+                };
+                let before = pmem_core::thread_stats();
+                // SAFETY: as in the test above: the destination lies in `buf`, `src` is a separate
+                // allocation, the instruction (if any) was detected on this CPU.
+                unsafe { copy_nontemporal(buf.as_mut_ptr().add(start), src.as_ptr(), len, insn) };
+                let d = pmem_core::thread_stats().since(&before);
+                assert_eq!(
+                    (d.lines_flushed, d.nt_bytes),
+                    (want_lines, body as u64),
+                    "(lines flushed, bytes streamed) of a copy of {len} bytes at line offset {head} with {insn:?}"
+                );
+            }
+        }
+    }
+}
+
 /// Redundant persistence is counted exactly: a flush of a line no store changed since its last
 /// flush (or since it became durable), and a drain with nothing flushed or streamed since the
 /// previous one.
