@@ -332,10 +332,16 @@ impl<'p> Transaction<'p> {
     /// a check per word (and a record and a drain per word not yet logged). For collections that
     /// move keys, values and handles by bytes.
     ///
+    /// Storing nothing (`src` empty) does nothing and succeeds, whatever `dst` is: no check, no
+    /// record, no drain (as [`fill_bytes`](Self::fill_bytes) and
+    /// [`copy_bytes`](Self::copy_bytes) of 0 bytes), so the empty key or value of a structure
+    /// without a block can go through the same call.
+    ///
     /// # Safety
     ///
     /// - `[dst, dst + src.len())` lies inside one live block of this pool (not freed by this or
-    ///   any committed transaction) that the caller owns, or inside the root;
+    ///   any committed transaction) that the caller owns, or inside the root (nothing, when
+    ///   `src` is empty);
     /// - every access to those bytes during this transaction goes through cells (or these
     ///   methods) by this thread: no reference to them is held across the call, and no other
     ///   thread reaches them (the structure is `!Sync`, or guarded by a lock this transaction
@@ -362,6 +368,7 @@ impl<'p> Transaction<'p> {
     }
 
     /// Stores `len` copies of `byte` at `dst`, logged as [`store_bytes`](Self::store_bytes) is.
+    /// With `len` 0 it does nothing and succeeds, whatever `dst` is.
     ///
     /// # Safety
     ///
@@ -382,7 +389,8 @@ impl<'p> Transaction<'p> {
     }
 
     /// Copies `len` bytes from `src` to `dst` (the ranges may overlap, as in `memmove`), logging
-    /// the destination as [`store_bytes`](Self::store_bytes) does.
+    /// the destination as [`store_bytes`](Self::store_bytes) does. With `len` 0 it does nothing
+    /// and succeeds, whatever `src` and `dst` are.
     ///
     /// # Safety
     ///

@@ -573,3 +573,92 @@ fn up_to_sixteen_logged_ranges_a_store_covered_by_any_of_them_costs_no_drain() {
     // 16 unbatched records, the commit.
     assert_eq!(drains, 17);
 }
+
+/// Storing, filling or copying nothing does nothing and succeeds, whatever the pointers: no
+/// check, no record, no drain, no flushed line (as documented on `store_bytes`, `fill_bytes` and
+/// `copy_bytes`). The collections rely on it for the empty keys and values of structures that
+/// have no block; the same calls with one byte check the pointer.
+#[test]
+fn storing_nothing_does_nothing_whatever_the_pointer() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir);
+    let foreign = PPtr::<u8>::from_raw(u64::MAX);
+    for dst in [PPtr::<u8>::null(), foreign] {
+        let cost = drains_of(&pool, |tx, _| {
+            // SAFETY: nothing is stored, copied or filled (every length is 0).
+            unsafe {
+                tx.store_bytes(dst, &[])?;
+                tx.fill_bytes(dst, 7, 0)?;
+                tx.copy_bytes(dst, dst, 0)?;
+            }
+            Ok(())
+        });
+        assert_eq!(cost, (0, 0), "(drains, lines) of empty stores at {dst:?}");
+        let refused = pool.transaction(|tx, _| {
+            // SAFETY: `dst` is null or not this pool's: the check refuses it before any store.
+            unsafe { tx.store_bytes(dst, &[1]) }
+        });
+        assert!(refused.is_err(), "one byte at {dst:?} is checked: {refused:?}");
+    }
+}
+
+/// A transaction's byte stores, fills and copies log each destination before writing it: each
+/// costs the drain of its undo record, and an abort leaves every destination as it was.
+#[test]
+fn byte_stores_fills_and_copies_are_logged_and_undone_at_abort() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir);
+    let blk = pool.transaction(|tx, _| tx.alloc_bytes(256)).unwrap();
+    let line = |tx: &Transaction<'_>, i: u64| -> ptm::Result<[u64; 8]> {
+        // SAFETY: line `i` of the live 256-byte block `blk`, read through a cell by this thread.
+        Ok(unsafe { tx.deref(tx.pptr::<PCell<[u64; 8]>>(blk + 64 * i)) }?.get(tx))
+    };
+    let filled = |b: u8| [u64::from_ne_bytes([b; 8]); 8];
+    pool.transaction(|tx, _| {
+        for i in 0..4u8 {
+            // SAFETY: line `i` of `blk`, a live block only this thread uses.
+            unsafe { tx.store_bytes(tx.pptr(blk + 64 * u64::from(i)), &[i + 1; 64]) }?;
+        }
+        Ok::<_, ptm::Error>(())
+    })
+    .unwrap();
+    let before = thread_stats();
+    let r: ptm::Result<()> = pool.transaction(|tx, _| {
+        // SAFETY: lines 0 to 3 of `blk`, as above; the copy's source and destination are
+        // distinct lines of it.
+        unsafe {
+            tx.store_bytes(tx.pptr(blk), &[9; 64])?;
+            tx.fill_bytes(tx.pptr(blk + 64), 8, 64)?;
+            tx.copy_bytes(tx.pptr(blk + 192), tx.pptr(blk + 128), 64)?;
+        }
+        let now = (0..4).map(|i| line(tx, i)).collect::<ptm::Result<Vec<_>>>()?;
+        assert_eq!(now, [filled(9), filled(8), filled(4), filled(4)]);
+        Err(ptm::Error::InvalidOptions("abort on purpose"))
+    });
+    let drains = thread_stats().since(&before).drains;
+    assert!(r.is_err());
+    assert_eq!(drains, 3 + 2, "a drain per undo record, then the roll-back's two");
+    let after = pool
+        .transaction(|tx, _| (0..4).map(|i| line(tx, i)).collect::<ptm::Result<Vec<_>>>())
+        .unwrap();
+    assert_eq!(after, [filled(1), filled(2), filled(3), filled(4)]);
+}
+
+/// `copy_bytes` checks its source as it checks its destination: a source range outside the
+/// root and the heap (here the superblock at the start of the data area, which transactions
+/// never read as data) is `NotInPool`, and nothing is stored.
+#[test]
+fn copy_bytes_refuses_a_source_outside_the_root_and_the_heap() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir);
+    let blk = pool.transaction(|tx, _| tx.alloc_bytes(64)).unwrap();
+    let data_start = pool.region().data_range().start;
+    let before = thread_stats();
+    let r = pool.transaction(|tx, _| {
+        // SAFETY: the destination is the live 64-byte block `blk`, only this thread's; the
+        // source is refused before anything is read or stored.
+        unsafe { tx.copy_bytes(tx.pptr(data_start), tx.pptr(blk), 64) }
+    });
+    assert!(matches!(r, Err(ptm::Error::NotInPool { .. })), "{r:?}");
+    assert_eq!(thread_stats().since(&before).drains, 0, "nothing logged");
+}
