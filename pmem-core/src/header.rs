@@ -427,6 +427,23 @@ mod tests {
     }
 
     #[test]
+    fn the_grow_mark_sets_and_clears_only_its_flag_and_target() {
+        for other in [0, FLAG_JOURNAL] {
+            let mut h = PoolHeader::new(1 << 20, "g", [2; 16], 9, 0);
+            h.flags = other;
+            h.set_grow_target(Some(3 << 20));
+            assert_eq!(h.flags, other | FLAG_GROWING, "flags with {other}");
+            assert_eq!(&h.as_bytes()[176..184], &(3u64 << 20).to_le_bytes());
+            let p = PoolHeader::parse(h.as_bytes()).unwrap();
+            assert_eq!(p.grow_target(), 3 << 20);
+            h.set_grow_target(None);
+            assert_eq!(h.flags, other, "the mark cleared, the other flags kept");
+            assert_eq!(&h.as_bytes()[176..184], &[0; 8]);
+            assert_eq!(PoolHeader::parse(h.as_bytes()).unwrap().grow_target(), 0);
+        }
+    }
+
+    #[test]
     fn layout_names_are_validated() {
         assert!(validate_layout("ok").is_ok());
         assert!(validate_layout(&"x".repeat(64)).is_err());

@@ -193,3 +193,57 @@ pub(super) fn grow_locked(
     write(&new, 0, "write the grown header of")?;
     Ok(new)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::header::FLAG_JOURNAL;
+    use crate::region::{Engine, RegionOptions};
+
+    /// The mark of step 1 is on the file while the space is taken (the `map` step): the primary
+    /// has [`FLAG_GROWING`] and the target, so a crash there is finished or undone at the next
+    /// open. After the grow the mark is gone; after a failed `map` the primary is the old one.
+    /// The journal flag of an open journaled pool (which grows this way) is kept throughout.
+    #[test]
+    #[cfg_attr(miri, ignore = "file system access")]
+    fn the_mark_is_on_the_file_until_the_new_headers_are_written() {
+        const OLD: u64 = 64 << 10;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mark.pool");
+        drop(
+            RegionOptions::new()
+                .engine(Engine::Msync)
+                .create(&path, OLD)
+                .unwrap(),
+        );
+        let file = open_locked(&path, false).unwrap();
+        let mut old = hdr_at(&file, 0).unwrap();
+        old.flags = FLAG_JOURNAL;
+        old.checksum = old.compute_checksum();
+        let new = grow_locked(&file, &path, &old, 2 * OLD, |n| {
+            let m = hdr_at(&file, 0).expect("the marked primary parses");
+            assert_eq!(m.flags, FLAG_JOURNAL | FLAG_GROWING, "the mark");
+            assert_eq!((m.grow_target(), m.pool_size), (n, OLD));
+            assert_eq!(file.metadata().unwrap().len(), n, "the space is taken");
+            Ok(())
+        })
+        .unwrap();
+        let grown = hdr_at(&file, 0).unwrap();
+        assert_eq!(grown.as_bytes(), new.as_bytes());
+        assert_eq!(
+            (grown.pool_size, grown.flags, grown.grow_target()),
+            (2 * OLD, FLAG_JOURNAL, 0)
+        );
+        assert_eq!(&grown.as_bytes()[176..184], &[0; 8]);
+        // A `map` that fails: the grow is undone, the primary the one before.
+        let r = grow_locked(&file, &path, &grown, 4 * OLD, |_| {
+            Err(Error::CannotGrow {
+                path: "x".into(),
+                why: "test",
+            })
+        });
+        assert!(matches!(r, Err(Error::CannotGrow { why: "test", .. })));
+        assert_eq!(hdr_at(&file, 0).unwrap().as_bytes(), grown.as_bytes());
+        assert_eq!(file.metadata().unwrap().len(), 2 * OLD);
+    }
+}

@@ -12,6 +12,7 @@ mod flush;
 mod fuzz_corpus;
 mod grow;
 mod header;
+mod header_fields;
 mod journal;
 mod lock;
 mod pptr;
