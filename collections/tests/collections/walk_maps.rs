@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use ptm::pmem_core::schema::TypeSchema;
 use ptm::{Error, Persistent, Pool, Transaction};
 use ptm_collections::{
-    verify, walk_pool, walk_schema, write_legacy_segments, PHashMap, PQueue, PString, Report, Verify, WalkReport,
+    verify, walk_pool, walk_schema, write_legacy_segments, PHashMap, PQueue, PString, Report, Verify,
+    WalkReport,
 };
 
 use crate::common::{assert_allocated_exactly, opts, poke, shm_dir};
@@ -226,8 +227,10 @@ fn maps_and_queues_walk_as_the_typed_verify_counts() {
     assert!(walked.unreachable.is_empty(), "{:?}", walked.unreachable);
     assert_allocated_exactly(&mut pool, &walked.reachable, "maps and queues");
     let (layouts, b) = (
-        pool.transaction(|tx, r| Ok::<_, Error>((r.legacy.segment_layouts(tx)?, r.words.segment_layouts(tx)?)))
-            .unwrap(),
+        pool.transaction(|tx, r| {
+            Ok::<_, Error>((r.legacy.segment_layouts(tx)?, r.words.segment_layouts(tx)?))
+        })
+        .unwrap(),
         blocks(&pool),
     );
     assert_eq!(layouts, ((1, 0), (0, b.words.len() as u64 - 1)));
@@ -250,7 +253,11 @@ fn maps_and_queues_walk_as_the_typed_verify_counts() {
     let q = |at: u64| [8, 16, 24, 32, 40].map(|o| word(&img, c.root + at + o));
     let [dcap, dhead, _, head, len] = q(LONG);
     assert!(dhead > 0 && head > 0 && len == QUEUED - POPPED, "{:?}", q(LONG));
-    assert!(dcap > b.long.len() as u64 - 1, "a directory slot past the chunks: {:?}", q(LONG));
+    assert!(
+        dcap > b.long.len() as u64 - 1,
+        "a directory slot past the chunks: {:?}",
+        q(LONG)
+    );
     let [_, _, ccap, head, len] = q(RING);
     assert!(ccap == 4 && head + len > ccap, "a wrapped ring: {:?}", q(RING));
     assert_eq!(b.ring.len(), 2);
@@ -277,8 +284,17 @@ fn a_damaged_map_handle_is_named() {
 
     std::fs::write(&c.path, &img).unwrap();
     let (s, at, what) = damaged(&c, c.root + WORDS + 8, (dw & !0xff) | 32, "Maps.words");
-    assert_eq!((s, at), ("PHashMap handle or directory", word(&img, c.root + WORDS) & ((1 << 48) - 1)));
-    assert!(what.contains(&format!("the structure needs {}", 8u64 << 32)), "{what}");
+    assert_eq!(
+        (s, at),
+        (
+            "PHashMap handle or directory",
+            word(&img, c.root + WORDS) & ((1 << 48) - 1)
+        )
+    );
+    assert!(
+        what.contains(&format!("the structure needs {}", 8u64 << 32)),
+        "{what}"
+    );
 
     std::fs::write(&c.path, &img).unwrap();
     let (s, _, what) = damaged(&c, c.root + EMPTY_MAP + 16, 3, "Maps.empty");
@@ -298,11 +314,18 @@ fn a_damaged_segment_header_is_named() {
     let img = image(&c.path);
     let (g, dw) = (global_depth(&img, c.root + WORDS), word(&img, seg + 8));
     let l = dw & 0xff;
-    assert!(l >= 1 && dw & !0xff == 1 << 8, "a pair-layout segment of local depth {l}");
+    assert!(
+        l >= 1 && dw & !0xff == 1 << 8,
+        "a pair-layout segment of local depth {l}"
+    );
     let cases: [(u64, u64, String); 5] = [
         (seg, 4, "capacity 4 is not a power of two of at least 8".into()),
         (seg, 12, "capacity 12 is not a power of two of at least 8".into()),
-        (seg + 8, dw | 1 << 9, "unknown layout flags 0x300 in the depth word".into()),
+        (
+            seg + 8,
+            dw | 1 << 9,
+            "unknown layout flags 0x300 in the depth word".into(),
+        ),
         (
             seg + 8,
             (dw & !0xff) | (g + 1),
@@ -378,7 +401,11 @@ fn an_entry_moved_past_an_empty_slot_is_named() {
     patch(&c.path, seg + 32 + i, &[0]);
     patch(&c.path, ko + e * 32, &pair);
     match walk_file(&c.path) {
-        Err(Error::CorruptCollection { structure, offset, what }) => {
+        Err(Error::CorruptCollection {
+            structure,
+            offset,
+            what,
+        }) => {
             assert_eq!((structure, offset), ("PHashMap segment", seg), "{what}");
             assert!(what.contains("unreachable from its home slot"), "{what}");
         }
@@ -421,7 +448,11 @@ fn a_damaged_string_in_a_map_or_queue_is_named_at_its_offset() {
         (v, "Maps.words<V>", None),
         (k, "Maps.names<K>", None),
         (element(LONG, &b.long[1..], 0), "Maps.long<T>", Some(front)),
-        (element(LONG, &b.long[1..], QUEUED - POPPED - 1), "Maps.long<T>", Some(back)),
+        (
+            element(LONG, &b.long[1..], QUEUED - POPPED - 1),
+            "Maps.long<T>",
+            Some(back),
+        ),
         (element(RING, &b.ring[1..], 3), "Maps.ring<T>", Some(ring_back)),
     ];
     for (at, path, buffer) in cases {
