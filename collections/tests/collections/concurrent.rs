@@ -5,6 +5,7 @@ use crate::common;
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
+use std::collections::HashMap;
 
 use common::{drains, shm_dir};
 use ptm::{Error, Persistent, Pool, PoolOptions};
@@ -165,4 +166,84 @@ fn aborted_transaction_rolls_back_and_unlocks() {
             .unwrap();
         });
     });
+}
+
+/// One thread's operations, each against std's `HashMap`: what every method returns (`insert`,
+/// `remove`, `remove_free`, `get`, `get_for_update`, `get_or_insert_with`, `contains_key`, `len`,
+/// `is_empty`, `to_vec`, `to_vec_owned`), then `free` leaves nothing allocated, and `Debug`
+/// names the shard count.
+#[test]
+fn one_threads_operations_match_std() {
+    let dir = shm_dir();
+    let path = dir.path().join("std.pool");
+    let mut pool = Pool::<Root>::create(&path, 8 << 20, &opts()).unwrap();
+    let mut model: HashMap<u64, u64> = HashMap::new();
+    // xorshift64: a fixed sequence of operations on 48 keys.
+    let mut x = 0x2545_f491_4f6c_dd1d_u64;
+    for n in 0..600 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let (k, v, op) = (x % 48, x >> 40, (x >> 8) % 9);
+        pool.transaction(|tx, r| {
+            match op {
+                0 | 1 => assert_eq!(r.m.insert(tx, k, v)?, model.insert(k, v), "{n}: insert {k}"),
+                2 => assert_eq!(r.m.remove(tx, &k)?, model.remove(&k), "{n}: remove {k}"),
+                3 => assert_eq!(
+                    r.m.remove_free(tx, &k)?,
+                    model.remove(&k).is_some(),
+                    "{n}: remove_free {k}"
+                ),
+                4 => assert_eq!(r.m.get(tx, &k)?, model.get(&k).copied(), "{n}: get {k}"),
+                5 => assert_eq!(
+                    r.m.get_for_update(tx, &k)?,
+                    model.get(&k).copied(),
+                    "{n}: get_for_update {k}"
+                ),
+                6 => assert_eq!(
+                    r.m.get_or_insert_with(tx, k, || v)?,
+                    *model.entry(k).or_insert(v),
+                    "{n}: get_or_insert_with {k}"
+                ),
+                7 => assert_eq!(
+                    r.m.contains_key(tx, &k)?,
+                    model.contains_key(&k),
+                    "{n}: contains_key {k}"
+                ),
+                _ => {
+                    assert_eq!(r.m.len(tx)?, model.len() as u64, "{n}: len");
+                    assert_eq!(r.m.is_empty(tx)?, model.is_empty(), "{n}: is_empty");
+                }
+            }
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+    }
+    let want: BTreeMap<u64, u64> = model.into_iter().collect();
+    assert!(!want.is_empty());
+    pool.transaction(|tx, r| {
+        let got = r.m.to_vec(tx)?;
+        assert_eq!(got.len(), want.len());
+        assert_eq!(got.into_iter().collect::<BTreeMap<_, _>>(), want, "to_vec");
+        let owned = r.m.to_vec_owned(tx)?;
+        assert_eq!(owned.len(), want.len());
+        assert_eq!(
+            owned.into_iter().collect::<BTreeMap<_, _>>(),
+            want,
+            "to_vec_owned"
+        );
+        assert!(!r.m.is_empty(tx)?);
+        assert_eq!(format!("{:?}", r.m), "PConcurrentMap { shards: 8, .. }");
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+    assert!(!pool.allocated_blocks().unwrap().is_empty());
+    pool.transaction(|tx, r| r.m.free(tx)).unwrap();
+    pool.transaction(|tx, r| {
+        assert!(r.m.is_empty(tx)?);
+        assert_eq!(r.m.len(tx)?, 0);
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+    assert!(pool.allocated_blocks().unwrap().is_empty(), "free left blocks");
 }

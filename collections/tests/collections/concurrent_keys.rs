@@ -184,3 +184,36 @@ fn string_key_operations_cost_two_drains() {
     assert_eq!(d, 2, "clear");
     assert_eq!(pool.transaction(|tx, r| r.tags.len(tx)).unwrap(), 0);
 }
+
+/// `get_ref` against std's `BTreeMap<String, Vec<u64>>`: nested vectors made and grown through
+/// `get_or_insert_new` are read back through `get_ref` (`None` for absent keys), also after a
+/// reopen; `free` then frees the shards, the key buffers and the nested vectors.
+#[test]
+fn get_ref_reads_the_nested_vectors_as_std() {
+    let dir = shm_dir();
+    let path = dir.path().join("r.pool");
+    let pool = Pool::<Root>::create(&path, 16 << 20, &opts()).unwrap();
+    let mut want: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    pool.transaction(|tx, r| {
+        for i in 0..60u64 {
+            let k = name(i * 7 % 20);
+            r.tags.get_or_insert_new(tx, k.as_str())?.push(tx, i)?;
+            want.entry(k).or_default().push(i);
+        }
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+    drop(pool);
+    let mut pool = Pool::<Root>::open(&path, &opts()).unwrap();
+    pool.transaction(|tx, r| {
+        for i in 0..24 {
+            let k = name(i);
+            let got = r.tags.get_ref(tx, &k)?.map(|v| v.to_vec(tx)).transpose()?;
+            assert_eq!(got.as_ref(), want.get(&k), "{k}");
+        }
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+    pool.transaction(|tx, r| r.tags.free(tx)).unwrap();
+    assert_allocated_exactly(&mut pool, &BTreeSet::new(), "after free");
+}

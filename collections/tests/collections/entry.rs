@@ -159,3 +159,32 @@ fn entry_drains() {
         .unwrap();
     assert_eq!(v, (Some(6), Some(5)));
 }
+
+/// `Debug` of the entries: the variant, the key and (present keys) the value, for both maps,
+/// `Copy` and string keys, the `Entry` and the `OccupiedEntry`/`VacantEntry` inside it.
+#[test]
+fn entries_debug_print_their_key_and_value() {
+    let dir = shm_dir();
+    let (pool, _) = create(&dir, "dbg.pool");
+    pool.transaction(|tx, r| {
+        r.m.insert(tx, 1, 5)?;
+        r.t.insert(tx, -1, 6)?;
+        let h = (r.m.entry(tx, 1)?, r.m.entry(tx, 2)?);
+        assert_eq!(format!("{:?}", h.0), "Occupied { key: 1, value: 5 }");
+        assert_eq!(format!("{:?}", h.1), "Vacant { key: 2 }");
+        let t = (r.t.entry(tx, -1)?, r.t.entry(tx, 3)?);
+        assert_eq!(format!("{:?}", t.0), "Occupied { key: -1, value: 6 }");
+        assert_eq!(format!("{:?}", t.1), "Vacant { key: 3 }");
+        match (h.0, t.1) {
+            (Entry::Occupied(o), Entry::Vacant(v)) => {
+                assert_eq!(format!("{o:?}"), "OccupiedEntry { key: 1, value: 5 }");
+                assert_eq!(format!("{v:?}"), "VacantEntry { key: 3 }");
+            }
+            other => panic!("{other:?}"),
+        }
+        let first = r.t.first_entry(tx)?.expect("an entry");
+        assert_eq!(format!("{first:?}"), "OccupiedEntry { key: -1, value: 6 }");
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+}

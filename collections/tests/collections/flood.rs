@@ -518,3 +518,88 @@ fn pools_without_a_secret_keep_the_fixed_routing() {
     })
     .unwrap();
 }
+
+/// MurmurHash3's 64-bit finaliser, which the routing seed applies to the map's offset.
+fn fmix64(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// Checks that both maps of the closed pool at `path` route 256 keys as the definition gives
+/// for the secret in its superblock (bytes 72..88) and returns that secret.
+fn routes_as_defined(path: &Path) -> [u64; 2] {
+    let pool = Pool::<Root>::open(path, &opts()).unwrap();
+    let keys = random_keys(256);
+    let routes = pool
+        .transaction(|tx, r| {
+            let route = |m: &PConcurrentMap<u64, u64, SHARDS>| {
+                keys.iter()
+                    .map(|k| m.shard_index(tx, k))
+                    .collect::<Result<Vec<_>>>()
+            };
+            Ok::<_, Error>([route(&r.conc)?, route(&r.conc2)?])
+        })
+        .unwrap();
+    let root = pool.geometry().root_offset;
+    pool.close().unwrap();
+    let mut sb = [0u8; 16];
+    std::fs::File::open(path)
+        .unwrap()
+        .read_exact_at(&mut sb, 4096 + 72)
+        .unwrap();
+    let s0 = u64::from_le_bytes(sb[..8].try_into().unwrap());
+    let s1 = u64::from_le_bytes(sb[8..].try_into().unwrap());
+    let offsets = [
+        std::mem::offset_of!(Root, conc),
+        std::mem::offset_of!(Root, conc2),
+    ];
+    for (field, got) in offsets.into_iter().zip(routes) {
+        let seed = (s0 ^ fmix64((root + field as u64) ^ s1)).max(1);
+        let want: Vec<usize> = keys
+            .iter()
+            .map(|k| ((<u64 as PKey>::seeded_borrowed_hash(k, seed) >> 32) % SHARDS as u64) as usize)
+            .collect();
+        assert_eq!(got, want, "the map at root + {field}, secret {s0:#x} {s1:#x}");
+    }
+    [s0, s1]
+}
+
+/// The routing of both maps of a pool is the one its definition gives (design §13.5, the
+/// on-media format): seed `s0 ^ fmix64(o ^ s1)` (never 0) from the superblock's secret
+/// `[s0, s1]` and the map's pool offset `o`, shard the high half of the key's hash under that
+/// seed ([`PKey::seeded_borrowed_hash`]) modulo `SHARDS`. First with the new pool's random
+/// secret, then with the secret set to all ones (checksum redone), under which a seed mixed
+/// with `|` or `&` instead of `^` differs from the defined one whatever the map's offset (with
+/// a random secret, `o | s1` equals `o ^ s1` whenever `s1` has no bit of `o` set: not rare for
+/// an offset of few set bits).
+#[test]
+fn shard_routing_follows_its_definition() {
+    const SUPERBLOCK: u64 = 4096;
+    let dir = shm_dir();
+    let path = dir.path().join("def.pool");
+    Pool::<Root>::create(&path, POOL, &opts())
+        .unwrap()
+        .close()
+        .unwrap();
+    assert_ne!(
+        routes_as_defined(&path),
+        [0, 0],
+        "a new pool has a routing secret"
+    );
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let mut sb = [0u8; 128];
+    f.read_exact_at(&mut sb, SUPERBLOCK).unwrap();
+    sb[72..88].fill(0xff);
+    let hash = xxhash_rust::xxh3::xxh3_64(&sb[..120]);
+    sb[120..128].copy_from_slice(&hash.to_le_bytes());
+    f.write_all_at(&sb, SUPERBLOCK).unwrap();
+    drop(f);
+    assert_eq!(routes_as_defined(&path), [u64::MAX; 2]);
+}
