@@ -63,3 +63,4 @@ mod threads;
 mod vec_reserve;
 mod verify;
 mod walk;
+mod walk_generic;
