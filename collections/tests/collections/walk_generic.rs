@@ -254,6 +254,20 @@ fn pointer_targets_must_fit_their_block_or_the_root() {
     // Exactly the last 8 bytes.
     let r = f.walk(&f.with("p", ptr(bytes(8)))).unwrap();
     assert_eq!(r.pointers, 1);
+    // Just past the block (free space follows it).
+    let after = f.block + BLOCK;
+    let blocks = f.pool.allocated_blocks().unwrap();
+    assert!(
+        blocks.iter().all(|&(o, n)| after < o || after >= o + n),
+        "{blocks:?}"
+    );
+    f.point(after);
+    let (named, offset, msg) = corrupt(f.walk(&f.with("p", ptr(bytes(8)))));
+    assert_eq!((named, offset), ("PPtr", after));
+    assert!(
+        msg.contains("neither inside an allocated block nor the root"),
+        "{msg}"
+    );
 
     // Inside the root: the root's words, then its last 8 bytes.
     let g = f.pool.geometry();
@@ -546,5 +560,61 @@ fn spare_value_slots_are_checked_exactly_when_the_values_own_blocks() {
             &tree_values(&schema, "owning", chain(wrap, 129, s.clone())),
         );
         assert!(r.is_ok(), "{wrap:?}: {r:?}");
+    }
+}
+
+/// A box's contents are walked whatever their type: a scalar, an enum or a plain array there is
+/// a leaf (nothing listed, nothing counted but the box), as is a root described as a scalar.
+#[test]
+fn a_box_of_a_plain_value_is_a_leaf() {
+    let mut f = fixture();
+    let base = f.walk(&f.real).unwrap();
+    f.point(f.block);
+    for t in [u64s(), enumeration(8), array(4, u64s()), scalar("unit", 0)] {
+        let name = t.short();
+        let r = f.walk(&f.with("p", one("PBox", 8, t))).unwrap();
+        assert_eq!(r.not_walked, Vec::<String>::new(), "PBox<{name}>");
+        assert_eq!(
+            (r.structures, r.entries, r.boxes),
+            (base.structures, base.entries, 1),
+            "PBox<{name}>"
+        );
+        assert!(r.reachable.contains(&f.block), "PBox<{name}>");
+    }
+    let r = f.walk(&u64s()).unwrap();
+    assert_eq!((r.structures, r.not_walked.len()), (0, 0));
+}
+
+/// A struct described in full only deep inside the schema (as a `^Name` reference elsewhere):
+/// found at up to 128 levels of nesting (the `PPtr` to it is then checked for its alignment),
+/// not deeper (the reference is then a type described nowhere: listed, not guessed).
+#[test]
+fn a_struct_described_deep_in_the_schema_is_found_down_to_128_levels() {
+    let mut f = fixture();
+    f.point(f.block + 4);
+    let deep = structure("Deep", vec![("w", array(16, u64s()))]);
+    assert_eq!(deep.size, 128);
+    let seen = TypeSchema::decode("^Deep/128").unwrap();
+    for wrap in [Wrap::Cell, Wrap::Array, Wrap::Struct] {
+        let at = |levels: usize| {
+            let s = f.with("p", ptr(seen.clone()));
+            let SchemaKind::Struct(mut fields) = s.kind else {
+                unreachable!()
+            };
+            fields.iter_mut().find(|(n, _)| n == "words").unwrap().1 = chain(wrap, levels, deep.clone());
+            TypeSchema {
+                kind: SchemaKind::Struct(fields),
+                ..s
+            }
+        };
+        // `words` is at depth 1 in the root: `Deep` at 1 + 127 = 128.
+        let (_, _, msg) = corrupt(f.walk(&at(127)));
+        assert!(msg.contains("not aligned to 8"), "{wrap:?}: {msg}");
+        let r = f.walk(&at(128)).unwrap_or_else(|e| panic!("{wrap:?}: {e}"));
+        assert_eq!(
+            r.not_walked,
+            ["Deep at Holder.p<T> (a type described nowhere in the schema)"],
+            "{wrap:?}"
+        );
     }
 }
