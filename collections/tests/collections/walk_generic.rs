@@ -626,3 +626,29 @@ fn a_struct_described_deep_in_the_schema_is_found_down_to_128_levels() {
         );
     }
 }
+
+/// A tree's root pointer damaged to the data area's first bytes or its last 16 (where no block
+/// lies): the node header the walk reads first is inside the data area, so the damage is named
+/// by the tree's own checks; 8 bytes before the end the header would run past the data area,
+/// and that read is refused.
+#[test]
+fn reads_are_refused_exactly_outside_the_data_area() {
+    let mut f = fixture();
+    let data = f.pool.region().data_range();
+    let tree = generic("PBTreeMap", 16, vec![("K", u64s()), ("V", u64s())]);
+    let schema = f.with(
+        "words",
+        structure("W", vec![("t", tree), ("pad", scalar("gap", 112))]),
+    );
+    for (root, outside) in [(data.start, false), (data.end - 16, false), (data.end - 8, true)] {
+        f.words(&[PPtr::<u8>::from_parts(f.tag, root).to_raw(), 1]);
+        let (named, _, msg) = corrupt(f.walk(&schema));
+        assert_eq!(named, "PBTreeMap", "{root:#x}: {msg}");
+        assert!(msg.starts_with("Holder.words.t: "), "{root:#x}: {msg}");
+        assert_eq!(
+            msg.contains("outside the pool's data area"),
+            outside,
+            "{root:#x}: {msg}"
+        );
+    }
+}
