@@ -64,3 +64,4 @@ mod vec_reserve;
 mod verify;
 mod walk;
 mod walk_maps;
+mod walk_generic;
