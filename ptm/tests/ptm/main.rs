@@ -28,6 +28,7 @@ mod lane_release;
 mod lanes;
 mod lockword;
 mod log_append;
+mod log_records;
 mod log_scan;
 mod pool_send;
 mod recovery;
