@@ -35,4 +35,5 @@ mod recovery;
 mod relaxed;
 mod semantics;
 mod slab_span;
+mod superblock_geometry;
 mod threads;
