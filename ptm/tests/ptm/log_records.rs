@@ -118,7 +118,9 @@ fn record_headers_are_the_bytes_older_builds_wrote() {
     // Golden values (computed at format 5 by this build): a change to the header layout or to
     // the hash's seed makes every record an older build left in a pool file fail to verify.
     let data = *b"old bytes, 24 bytes long";
-    let cases: [(u64, u64, u8, u64, u64, &[u8], u64); 4] = [
+    // (key, seq, kind, len, target, data, hash)
+    type Case<'a> = (u64, u64, u8, u64, u64, &'a [u8], u64);
+    let cases: [Case<'_>; 4] = [
         (0, 7 * 1024 + 3, KIND_UNDO, 24, 0x2_0000, &data, GOLDEN[0]),
         (
             0x5DEE_CE66_D1CE_4E5B,
