@@ -850,6 +850,25 @@ mod tests {
         assert_eq!(decode_schema(&b), Ok(RootSchema::Fingerprint(long.fingerprint())));
     }
 
+    /// The chunk table's two upper bounds at their edges: at most 2^48 bytes of chunks
+    /// (`2^32` entries), and entries that fit in the heap (a table filling it exactly is not
+    /// refused here). A heap that large needs no file: `decode` takes the data area's end.
+    #[test]
+    fn chunk_table_bounds_are_inclusive() {
+        let end = (1u64 << 35) + (1 << 30);
+        let g = Geometry::plan(4096, end, 4, 65536, 100).unwrap();
+        let with = |table_entries| Geometry { table_entries, ..g }.encode([1, 2]);
+        let max = (1u64 << 48) / crate::engine::heap::CHUNK;
+        assert_eq!(max, 1 << 32);
+        assert!(max * 8 <= g.heap_size);
+        assert!(Geometry::decode(&with(max), 4096, end).is_ok());
+        assert!(Geometry::decode(&with(max + 1), 4096, end).is_err());
+        let g = Geometry::plan(4096, 64 << 20, 4, 65536, 100).unwrap();
+        let with = |table_entries| Geometry { table_entries, ..g }.encode([1, 2]);
+        assert!(Geometry::decode(&with(g.heap_size / 8), 4096, 64 << 20).is_ok());
+        assert!(Geometry::decode(&with(g.heap_size / 8 + 1), 4096, 64 << 20).is_err());
+    }
+
     #[test]
     fn plan_refuses_pools_too_small() {
         assert!(Geometry::plan(4096, 4096 * 20, 64, 65536, 8).is_none());

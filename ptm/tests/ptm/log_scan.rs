@@ -267,3 +267,46 @@ fn a_sequence_number_past_half_the_range_is_a_corrupt_log() {
         }
     }
 }
+
+/// A verified undo or new-range record is trusted only if its range lies in the root and heap
+/// (`Geometry::loggable`): from the root's first byte to the heap's last, both included. One
+/// byte outside, before the root (in the lanes) or past the heap's end, is a corrupt log.
+#[test]
+fn a_record_is_trusted_only_inside_the_root_and_heap() {
+    // (where the 8-byte range starts, relative to the geometry; whether it is inside)
+    let cases: [(Target, bool); 5] = [
+        (|g| g.root_offset, true),
+        (|g| heap_end(g) - 8, true),
+        (|g| g.root_offset - 8, false),
+        (|g| g.root_offset - 1, false),
+        (|g| heap_end(g) - 7, false),
+    ];
+    for (i, (target, inside)) in cases.into_iter().enumerate() {
+        for kind in [KIND_UNDO, KIND_NEW] {
+            let dir = common::shm_dir();
+            let (path, geo) = pool(&dir);
+            let t = target(&geo);
+            let at = geo.lane_log(0).0;
+            if kind == KIND_UNDO {
+                record(&path, at, KIND_UNDO, 8, t, &OLD);
+            } else {
+                record(&path, at, KIND_NEW, 8, t, &[]);
+            }
+            let before = read(&path, t, 8);
+            match (Pool::<()>::open_any(&path, &opts()).map(drop), inside) {
+                (Ok(()), true) => {
+                    let now = read(&path, t, 8);
+                    if kind == KIND_UNDO {
+                        assert_eq!(now, OLD, "case {i}: the undo record was not applied");
+                    } else {
+                        assert_eq!(now, before, "case {i}: a new-range record restores nothing");
+                    }
+                }
+                (Err(Error::CorruptLog { lane: 0, what }), false) => {
+                    assert!(what.contains("outside"), "case {i} kind {kind}: {what}")
+                }
+                (other, _) => panic!("case {i} kind {kind}: {other:?}"),
+            }
+        }
+    }
+}
