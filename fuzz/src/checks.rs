@@ -93,7 +93,7 @@ pub fn expected_parse(b: &[u8]) -> Result<(), ParseFailure> {
     // Bit 0 is the journal flag, bit 1 the grow mark; every other bit is unknown.
     if u64_at(64) & !3 != 0 {
         return Err(ParseFailure::Problem(HeaderProblem::UnknownFlags {
-            flags: u64_at(64),
+            flags: u64_at(64) & !3,
         }));
     }
     let pool = u64_at(32);

@@ -279,9 +279,10 @@ impl PoolHeader {
                 checksum_ok: true,
             });
         }
-        if h.flags & !(FLAG_JOURNAL | FLAG_GROWING) != 0 {
+        let unknown = h.flags & !(FLAG_JOURNAL | FLAG_GROWING);
+        if unknown != 0 {
             return Err(ParseFailure::Problem(HeaderProblem::UnknownFlags {
-                flags: h.flags,
+                flags: unknown,
             }));
         }
         if h.shutdown_flags & !(SHUTDOWN_COUNT_KNOWN | SHUTDOWN_DIRTY) != 0 {

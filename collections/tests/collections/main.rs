@@ -63,5 +63,5 @@ mod threads;
 mod vec_reserve;
 mod verify;
 mod walk;
-mod walk_maps;
 mod walk_generic;
+mod walk_maps;
