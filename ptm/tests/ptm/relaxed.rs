@@ -159,6 +159,28 @@ fn completing_one_pending_commit_leaves_another_pools_to_its_next_transaction() 
     assert_eq!(other.transaction(|tx, r| Ok::<_, Error>(r.a.get(tx))).unwrap(), 3);
 }
 
+/// Pending commits on two pools: the next transaction on one settles that pool's only, and the
+/// other pool's stays pending until a transaction on the other pool settles it (this thread's
+/// record that something is still pending must survive the first settling).
+#[test]
+fn each_pools_next_transaction_settles_its_own_pending_commit() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir);
+    let other = Pool::<Root>::create(common::path(&dir, "other.pool"), 8 << 20, &common::pmem()).unwrap();
+    let ((), here) = pool.transaction_relaxed(|tx, r| r.a.set(tx, 1)).unwrap();
+    let ((), there) = other.transaction_relaxed(|tx, r| r.a.set(tx, 2)).unwrap();
+    pool.transaction(|tx, r| r.a.set(tx, 3)).unwrap();
+    assert!(here.is_settled(), "settled by its pool's next transaction");
+    assert!(
+        !there.is_settled(),
+        "another pool's transaction leaves it pending"
+    );
+    other.transaction(|tx, r| r.a.set(tx, 4)).unwrap();
+    assert!(there.is_settled(), "settled by its own pool's next transaction");
+    drop((here, there));
+    assert_eq!(other.transaction(|tx, r| Ok::<_, Error>(r.a.get(tx))).unwrap(), 4);
+}
+
 #[test]
 fn a_relaxed_transaction_that_allocates_after_its_last_store_commits_both() {
     let dir = common::shm_dir();
