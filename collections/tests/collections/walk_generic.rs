@@ -13,7 +13,7 @@ use ptm::pmem_core::schema::{schema_of, SchemaKind, TypeSchema};
 use ptm::{Error, PCell, PMutex, PPtr, Persistent, Pool};
 use ptm_collections::{walk_pool, walk_schema, PBTreeMap, PConcurrentMap, PString, PVec, WalkReport};
 
-use crate::common::{opts, shm_dir, POOL_SIZE};
+use crate::common::{corrupt, opts, shm_dir, POOL_SIZE};
 
 #[derive(Persistent)]
 #[repr(C)]
@@ -173,18 +173,6 @@ fn chain(wrap: Wrap, levels: usize, leaf: TypeSchema) -> TypeSchema {
         Wrap::Array => array(1, t),
         Wrap::Struct => structure(&format!("S{i}"), vec![("f", t)]),
     })
-}
-
-/// The `CorruptCollection` of `r`: its structure, offset and message.
-fn corrupt(r: ptm::Result<WalkReport>) -> (&'static str, u64, String) {
-    match r {
-        Err(Error::CorruptCollection {
-            structure,
-            offset,
-            what,
-        }) => (structure, offset, what.into_owned()),
-        other => panic!("expected CorruptCollection, got {other:?}"),
-    }
 }
 
 /// A `PPtr<T>` target must be aligned for `T` when the walk knows `T`'s alignment (scalars,

@@ -17,7 +17,7 @@ use ptm_collections::{
     WalkReport,
 };
 
-use crate::common::{assert_allocated_exactly, opts, poke, shm_dir};
+use crate::common::{assert_allocated_exactly, corrupt, opts, patch, poke, shm_dir};
 
 #[derive(Persistent)]
 #[repr(C)]
@@ -155,17 +155,9 @@ fn walk_file(path: &Path) -> ptm::Result<WalkReport> {
 /// offset and message (which must start with the schema path `path_in_schema`).
 fn damaged(c: &Closed, at: u64, v: u64, path_in_schema: &str) -> (&'static str, u64, String) {
     poke(&c.path, at, v);
-    match walk_file(&c.path) {
-        Err(Error::CorruptCollection {
-            structure,
-            offset,
-            what,
-        }) => {
-            assert!(what.starts_with(&format!("{path_in_schema}: ")), "{what}");
-            (structure, offset, what.into_owned())
-        }
-        other => panic!("expected CorruptCollection at {path_in_schema}, got {other:?}"),
-    }
+    let (structure, offset, what) = corrupt(walk_file(&c.path));
+    assert!(what.starts_with(&format!("{path_in_schema}: ")), "{what}");
+    (structure, offset, what)
 }
 
 /// The blocks of a map (directory first when the global depth is above 0) and of a queue
@@ -261,13 +253,6 @@ fn maps_and_queues_walk_as_the_typed_verify_counts() {
     let [_, _, ccap, head, len] = q(RING);
     assert!(ccap == 4 && head + len > ccap, "a wrapped ring: {:?}", q(RING));
     assert_eq!(b.ring.len(), 2);
-}
-
-/// Writes `bytes` at `at` of the closed pool file `path`.
-fn patch(path: &Path, at: u64, bytes: &[u8]) {
-    let mut img = image(path);
-    img[at as usize..at as usize + bytes.len()].copy_from_slice(bytes);
-    std::fs::write(path, img).unwrap();
 }
 
 /// A map's global depth above the 32 it may have is named; a depth of exactly 32 is not (its
@@ -412,17 +397,9 @@ fn an_entry_moved_past_an_empty_slot_is_named() {
     patch(&c.path, seg + 32 + e, &[1]);
     patch(&c.path, seg + 32 + i, &[0]);
     patch(&c.path, ko + e * 32, &pair);
-    match walk_file(&c.path) {
-        Err(Error::CorruptCollection {
-            structure,
-            offset,
-            what,
-        }) => {
-            assert_eq!((structure, offset), ("PHashMap segment", seg), "{what}");
-            assert!(what.contains("unreachable from its home slot"), "{what}");
-        }
-        other => panic!("{other:?}"),
-    }
+    let (structure, offset, what) = corrupt(walk_file(&c.path));
+    assert_eq!((structure, offset), ("PHashMap segment", seg), "{what}");
+    assert!(what.contains("unreachable from its home slot"), "{what}");
 }
 
 /// A string handle (buffer pointer cleared, length kept) as a map value, a map key, and a

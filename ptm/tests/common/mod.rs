@@ -39,3 +39,29 @@ pub fn allocated_offsets<R: ptm::Persistent>(pool: &mut ptm::Pool<R>) -> Vec<u64
     out.sort_unstable();
     out
 }
+
+/// Pool offset of the superblock.
+pub const SUPERBLOCK: u64 = 4096;
+/// Bytes of the superblock its checksum covers (the checksum is stored right after them).
+pub const SUPERBLOCK_HASHED: usize = 120;
+
+/// The closed pool at `path`, opened for reading and writing, and its superblock's first 128
+/// bytes.
+pub fn superblock(path: &Path) -> (std::fs::File, [u8; 128]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut sb = [0u8; 128];
+    f.read_exact_at(&mut sb, SUPERBLOCK).unwrap();
+    (f, sb)
+}
+
+/// Redoes the checksum of superblock bytes `sb` (xxh3-64 of the first 120), as a build that
+/// wrote them would have: for forged or old-format superblocks that must pass the checksum.
+pub fn rehash_superblock(sb: &mut [u8; 128]) {
+    let h = xxhash_rust::xxh3::xxh3_64(&sb[..SUPERBLOCK_HASHED]);
+    sb[SUPERBLOCK_HASHED..SUPERBLOCK_HASHED + 8].copy_from_slice(&h.to_le_bytes());
+}

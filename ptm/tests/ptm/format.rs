@@ -4,7 +4,7 @@
 //! secret, packed lane logs), and format 3 and 4 pools still open, format 4's logs written and
 //! recovered in their own layout.
 
-use crate::common;
+use crate::common::{self, superblock, SUPERBLOCK};
 
 use std::os::unix::fs::FileExt;
 
@@ -17,27 +17,11 @@ struct Root {
     value: PCell<u64>,
 }
 
-/// Pool offset of the superblock.
-const SUPERBLOCK: u64 = 4096;
-
-/// The closed pool at `path`, opened for writing, and its superblock's first 128 bytes.
-fn superblock(path: &std::path::Path) -> (std::fs::File, [u8; 128]) {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut sb = [0u8; 128];
-    f.read_exact_at(&mut sb, SUPERBLOCK).unwrap();
-    (f, sb)
-}
-
 /// `sb` as a build of another format wrote it: `magic`, and its checksum redone.
 fn with_magic(sb: &[u8; 128], magic: &[u8; 8]) -> [u8; 128] {
     let mut old = *sb;
     old[..8].copy_from_slice(magic);
-    let hash = xxhash_rust::xxh3::xxh3_64(&old[..120]);
-    old[120..128].copy_from_slice(&hash.to_le_bytes());
+    common::rehash_superblock(&mut old);
     old
 }
 

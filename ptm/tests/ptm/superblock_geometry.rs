@@ -10,14 +10,9 @@ use std::path::{Path, PathBuf};
 
 use ptm::internals::heap::HeapLayout;
 use ptm::{Error, Pool, PoolOptions};
-use xxhash_rust::xxh3::xxh3_64;
 
-use crate::common;
+use crate::common::{self, SUPERBLOCK};
 
-/// The superblock's pool offset.
-const SB: u64 = 4096;
-/// Bytes of the superblock covered by its checksum (stored right after them).
-const HASHED: usize = 120;
 const IMPOSSIBLE: &str = "superblock geometry is impossible";
 const TABLE: &str = "superblock chunk table capacity is impossible";
 
@@ -43,12 +38,7 @@ fn word(b: &[u8], at: usize) -> u64 {
 }
 
 fn read_sb(path: &Path) -> [u8; 128] {
-    let mut b = [0u8; 128];
-    std::fs::File::open(path)
-        .unwrap()
-        .read_exact_at(&mut b, SB)
-        .unwrap();
-    b
+    common::superblock(path).1
 }
 
 fn fields(b: &[u8; 128]) -> Fields {
@@ -79,10 +69,9 @@ fn write_sb(path: &Path, f: Fields) {
     ] {
         b[at..at + 8].copy_from_slice(&v.to_le_bytes());
     }
-    let h = xxh3_64(&b[..HASHED]);
-    b[HASHED..HASHED + 8].copy_from_slice(&h.to_le_bytes());
-    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    f.write_all_at(&b, SB).unwrap();
+    common::rehash_superblock(&mut b);
+    let (f, _) = common::superblock(path);
+    f.write_all_at(&b, SUPERBLOCK).unwrap();
 }
 
 /// A closed 16 MiB pool (4 lanes of 8 KiB, a 100-byte root) and its superblock's fields.

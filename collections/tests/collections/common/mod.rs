@@ -459,7 +459,24 @@ pub fn check_crash_steps<R: ModelRoot>(path: &Path, steps: &[Vec<R::Op>]) -> (Po
 /// Writes the 8-byte little-endian word `v` at byte `at` of the closed pool file `path`
 /// (damage injected by hand).
 pub fn poke(path: &Path, at: u64, v: u64) {
+    patch(path, at, &v.to_le_bytes());
+}
+
+/// Writes `bytes` at byte `at` of the closed pool file `path`.
+pub fn patch(path: &Path, at: u64, bytes: &[u8]) {
     let mut img = std::fs::read(path).unwrap();
-    img[at as usize..at as usize + 8].copy_from_slice(&v.to_le_bytes());
+    img[at as usize..at as usize + bytes.len()].copy_from_slice(bytes);
     std::fs::write(path, img).unwrap();
+}
+
+/// The `CorruptCollection` a walk returned: its structure, offset and message.
+pub fn corrupt(r: ptm::Result<ptm_collections::WalkReport>) -> (&'static str, u64, String) {
+    match r {
+        Err(Error::CorruptCollection {
+            structure,
+            offset,
+            what,
+        }) => (structure, offset, what.into_owned()),
+        other => panic!("expected CorruptCollection, got {other:?}"),
+    }
 }
