@@ -2,8 +2,9 @@
 //!
 //! The parent creates a pool (tmpfs treated as persistent memory, or a file on disk with
 //! `--disk`), then repeatedly starts a child process (this binary, `ptm demo-child`) that runs
-//! hash-map transactions as fast as it can, kills it with SIGKILL after a random delay, reopens
-//! the pool (recovery runs) and checks the invariants:
+//! hash-map transactions as fast as it can until it is killed with SIGKILL after a random amount
+//! of its own CPU time ([`arm_cpu_kill`]), reopens the pool (recovery runs) and checks the
+//! invariants:
 //! - the sum of the map's values equals the `sum` recorded in the same transactions;
 //! - the number of committed operations in the pool is at least what the child reported as
 //!   committed (nothing committed is lost) and at most one more (the one in flight at the kill),
@@ -16,6 +17,12 @@
 //! After the kill the parent reads the counters and classifies the kill: mid-transaction (the
 //! transaction was rolled back at reopen, or had already committed when the kill landed) or
 //! between transactions.
+//!
+//! On a plain file (the journaled engine) a commit waits milliseconds in `fdatasync`, so the
+//! child runs transactions of 1 to 64 operations (1 to 8 on persistent memory), as a disk
+//! workload batches, and the kill is timed in user CPU time, not wall-clock time: a wall-clock
+//! kill lands in that wait nearly every time, after the commit's records reached the page cache,
+//! and shows only committed transactions.
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -170,7 +177,7 @@ fn progress_read(f: &File, i: usize) -> Result<u64, Failure> {
     Ok(u64::from_le_bytes(b))
 }
 
-/// One transaction of the workload: 1 to 8 inserts/updates/removes, keeping `sum` and `ops`.
+/// One transaction of the workload: 1 to `max_ops` inserts/updates/removes, keeping `sum` and `ops`.
 /// Reports the transaction as begun (after drawing its operations, before it starts) and as
 /// committed (once it returned) in `progress`. With `kill_self`, the process sends itself
 /// SIGKILL after the transaction's stores, before its commit.
@@ -179,9 +186,10 @@ fn step(
     rng: &mut Rng,
     progress: &Progress,
     committed: u64,
+    max_ops: u64,
     kill_self: bool,
 ) -> ptm::Result<u64> {
-    let n = 1 + rng.next() % 8;
+    let n = 1 + rng.next() % max_ops;
     let ops: Vec<(u64, bool, u64)> = (0..n)
         .map(|_| (rng.next() % KEYS, rng.next().is_multiple_of(4), rng.next() % 1000))
         .collect();
@@ -211,12 +219,15 @@ fn step(
 }
 
 /// The child: runs transactions until killed, counting them in the progress mapping; with
-/// `kill_self_after`, kills itself inside the transaction after that many.
+/// `kill_self_after`, kills itself inside the transaction after that many; with
+/// `kill_after_cpu_us`, arms a CPU-time timer that delivers SIGKILL once the workload has run
+/// that many microseconds on the CPU ([`arm_cpu_kill`]).
 pub(crate) fn child(
     path: &Path,
     seed: u64,
     force_pmem: bool,
     kill_self_after: Option<u64>,
+    kill_after_cpu_us: Option<u64>,
 ) -> Result<(), Failure> {
     let pool = Pool::<DemoRoot>::open(path, &opts(force_pmem)).map_err(|e| Failure(e.to_string()))?;
     let progress = Progress::map(&progress_path(path))?;
@@ -226,13 +237,65 @@ pub(crate) fn child(
     progress.set(BEGUN, committed);
     progress.set(COMMITTED, committed);
     progress.set(READY, 1);
+    if let Some(us) = kill_after_cpu_us {
+        arm_cpu_kill(us)?;
+    }
     let mut rng = Rng(seed | 1);
+    let max_ops = if force_pmem { 8 } else { 64 };
     for done in 0.. {
         let kill_self = kill_self_after == Some(done);
-        committed =
-            step(&pool, &mut rng, &progress, committed, kill_self).map_err(|e| Failure(e.to_string()))?;
+        committed = step(&pool, &mut rng, &progress, committed, max_ops, kill_self)
+            .map_err(|e| Failure(e.to_string()))?;
     }
     Ok(())
+}
+
+/// Arms a timer on this process's user CPU time (`ITIMER_VIRTUAL`) that kills it with SIGKILL
+/// once it has run `us` more microseconds of its own code.
+///
+/// Why user CPU time, not a wall-clock delay in the parent: the kernel advances the timer at its
+/// tick while the process runs its own code, so the kill lands at a point drawn from where the
+/// child spends that time: the transactions' work. On the journaled engine a commit spends
+/// milliseconds in `fdatasync` (after its one `pwrite`, which puts its records in the page
+/// cache, where a process kill cannot lose them), against microseconds for the transaction's
+/// work: a kill after a wall-clock delay lands in that wait nearly every time, and the
+/// transaction is committed. On persistent memory, where the child never waits, the two are
+/// alike. The timer's signal (SIGVTALRM) runs [`on_cpu_timer`], which raises SIGKILL: the
+/// process dies at the instruction the timer interrupted, with no unwinding and no flush.
+fn arm_cpu_kill(us: u64) -> Result<(), Failure> {
+    let handler: extern "C" fn(libc::c_int) = on_cpu_timer;
+    // SAFETY: installs a handler for SIGVTALRM, which nothing else in this process uses; the
+    // handler only calls raise(2), which is async-signal-safe.
+    if unsafe { libc::signal(libc::SIGVTALRM, handler as libc::sighandler_t) } == libc::SIG_ERR {
+        return Err(Failure(format!(
+            "signal(SIGVTALRM): {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    let timer = libc::itimerval {
+        it_interval: libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        },
+        it_value: libc::timeval {
+            tv_sec: (us / 1_000_000) as libc::time_t,
+            tv_usec: (us % 1_000_000) as libc::suseconds_t,
+        },
+    };
+    // SAFETY: setitimer(2) reads `timer`; a null old value is allowed.
+    if unsafe { libc::setitimer(libc::ITIMER_VIRTUAL, &timer, std::ptr::null_mut()) } != 0 {
+        return Err(Failure(format!("setitimer: {}", std::io::Error::last_os_error())));
+    }
+    Ok(())
+}
+
+/// SIGVTALRM: the child's CPU-time kill ([`arm_cpu_kill`]).
+extern "C" fn on_cpu_timer(_: libc::c_int) {
+    // SAFETY: raise(2) with a valid signal number is async-signal-safe; SIGKILL ends the process
+    // here.
+    unsafe {
+        libc::raise(libc::SIGKILL);
+    }
 }
 
 /// Where a kill landed, as the child's counters and the reopened pool tell.
@@ -314,6 +377,7 @@ fn start_child(
     seed: u64,
     force_pmem: bool,
     kill_self_after: Option<u64>,
+    kill_after_cpu_us: Option<u64>,
     progress: &File,
 ) -> Result<Child, Failure> {
     let mut child = Command::new(exe)
@@ -323,6 +387,7 @@ fn start_child(
         .arg(seed.to_string())
         .args(force_pmem.then_some("--force-pmem"))
         .args(kill_self_after.map(|n| format!("--kill-self-after={n}")))
+        .args(kill_after_cpu_us.map(|n| format!("--kill-after-cpu-us={n}")))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -335,6 +400,37 @@ fn start_child(
         std::thread::sleep(Duration::from_millis(1));
     }
     Ok(child)
+}
+
+/// The least CPU time a child runs before its kill, in microseconds.
+const CPU_KILL_MIN_US: u64 = 2_000;
+/// The spread of the CPU time before a kill: uniform in `MIN..MIN + SPREAD` microseconds.
+const CPU_KILL_SPREAD_US: u64 = 18_000;
+/// A child not dead by then (its CPU-time kill never came) is killed from outside.
+const WALL_LIMIT: Duration = Duration::from_secs(60);
+
+/// Waits until the child dies of its kill (its own, or its CPU-time timer's); past
+/// [`WALL_LIMIT`], kills it with SIGKILL from here (such a kill lands wherever the child is, and
+/// is classified as any other).
+fn wait_for_kill(child: &mut Child) -> Result<std::process::ExitStatus, Failure> {
+    let limit = Instant::now() + WALL_LIMIT;
+    loop {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(|e| Failure(format!("waiting for the child: {e}")))?
+        {
+            return Ok(status);
+        }
+        if Instant::now() >= limit {
+            child
+                .kill()
+                .map_err(|e| Failure(format!("killing the child: {e}")))?; // SIGKILL
+            return child
+                .wait()
+                .map_err(|e| Failure(format!("waiting for the child: {e}")));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// Options of `ptm demo`.
@@ -379,27 +475,20 @@ pub(crate) fn run(a: DemoArgs) -> Result<String, Failure> {
     let mut entries_undone = 0u64;
     for round in 0..a.kills {
         let kill_self_after = a.kill_self.then(|| rng.next() % 100);
-        let mut child = start_child(&exe, &path, rng.next(), force_pmem, kill_self_after, &progress)?;
-        if a.kill_self {
-            let status = child
-                .wait()
-                .map_err(|e| Failure(format!("waiting for the child: {e}")))?;
-            if status.signal() != Some(libc::SIGKILL) {
-                return Err(Failure(format!(
-                    "round {round}: the child was to kill itself, but ended with {status}"
-                )));
+        let cpu_us = (!a.kill_self).then(|| {
+            if force_pmem {
+                CPU_KILL_MIN_US + rng.next() % CPU_KILL_SPREAD_US
+            } else {
+                1 + rng.next() % 500
             }
-        } else {
-            std::thread::sleep(Duration::from_millis(50 + rng.next() % 200));
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(Failure(format!(
-                    "round {round}: the child stopped by itself ({status})"
-                )));
-            }
-            child
-                .kill()
-                .map_err(|e| Failure(format!("killing the child: {e}")))?; // SIGKILL
-            let _ = child.wait();
+        });
+        let seed = rng.next();
+        let mut child = start_child(&exe, &path, seed, force_pmem, kill_self_after, cpu_us, &progress)?;
+        let status = wait_for_kill(&mut child)?;
+        if status.signal() != Some(libc::SIGKILL) {
+            return Err(Failure(format!(
+                "round {round}: the child was to be killed, but ended with {status}"
+            )));
         }
         let (begun, committed) = (
             progress_read(&progress, BEGUN)?,
@@ -436,11 +525,21 @@ pub(crate) fn run(a: DemoArgs) -> Result<String, Failure> {
     );
     row(
         "  rolled back at reopen",
-        format!("{rolled_back} ({entries_undone} undo entries applied)"),
+        format!(
+            "{} (the pool reopened without them; {entries_undone} undo entries applied)",
+            rolled_back + nothing_to_undo
+        ),
     );
     row(
-        "  nothing to undo",
-        format!("{nothing_to_undo} (killed before its first write reached the pool)"),
+        "    with nothing to undo",
+        if force_pmem {
+            format!("{nothing_to_undo} (killed before their first write reached the pool)")
+        } else {
+            format!(
+                "{nothing_to_undo} (their records had not reached the journal: a transaction's \
+                 only write is at its commit)"
+            )
+        },
     );
     row(
         "  committed before the kill",

@@ -137,8 +137,10 @@ enum Command {
         json: bool,
     },
     /// Show crash consistency: a child process runs persistent hash-map transactions and is
-    /// killed with SIGKILL, again and again; after each kill the pool is reopened (recovery
-    /// runs) and checked. Prints a table; exits 1 if any invariant fails.
+    /// killed with SIGKILL after a random amount of its own CPU time, again and again; after
+    /// each kill the pool is reopened (recovery runs) and checked. Prints a table, counting the
+    /// kills that landed mid-transaction and how each was resolved; exits 1 if any invariant
+    /// fails.
     Demo {
         /// Directory for the temporary pool (default: /dev/shm treated as persistent memory
         /// when present, else the system temp dir).
@@ -150,7 +152,8 @@ enum Command {
         /// How many times to kill the child.
         #[arg(long, default_value = "5", value_name = "N")]
         kills: u32,
-        /// Seed of the workload and kill delays (printed; replays a run).
+        /// Seed of the workload and of the CPU time before each kill (printed; replays the
+        /// workload, while where each kill lands depends on the kernel's tick).
         #[arg(long, value_name = "S")]
         seed: Option<u64>,
         /// The child kills itself inside a transaction, after its stores and before its
@@ -222,6 +225,9 @@ enum Command {
         /// stores and before its commit.
         #[arg(long, value_name = "N")]
         kill_self_after: Option<u64>,
+        /// Arm a timer that sends SIGKILL once the workload has used N microseconds of CPU time.
+        #[arg(long, value_name = "N")]
+        kill_after_cpu_us: Option<u64>,
     },
 }
 
@@ -495,7 +501,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             seed,
             force_pmem,
             kill_self_after,
-        } => demo::child(&path, seed, force_pmem, kill_self_after),
+            kill_after_cpu_us,
+        } => demo::child(&path, seed, force_pmem, kill_self_after, kill_after_cpu_us),
     }
 }
 
