@@ -48,6 +48,9 @@ fn a_transaction_prints_its_lane_once_it_has_one() {
     .unwrap();
     let ((), pending) = pool.transaction_relaxed(|tx, r| r.cell.set(tx, 8)).unwrap();
     let s = format!("{pending:?}");
-    assert!(s.starts_with("PendingCommit { lane: Some(") && s.contains("seq: "), "{s}");
+    assert!(
+        s.starts_with("PendingCommit { lane: Some(") && s.contains("seq: "),
+        "{s}"
+    );
     pending.complete().unwrap();
 }

@@ -62,3 +62,59 @@ fn a_write_through_a_stale_nested_reference_fails_until_it_is_dropped() {
     })
     .unwrap();
 }
+
+/// `PCell::set_unchecked`, for a collection moving the handles it stores, skips only the stale
+/// check: it stores through a stale reference, logs the old value first (an abort restores it),
+/// and the value is there for the rest of the transaction and after commit.
+#[test]
+fn set_unchecked_stores_through_a_stale_reference_and_logs_the_old_value() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir, "unchecked.pool");
+    pool.transaction(|tx, r| r.items[3].set(tx, Pair { a: 1, b: 1 }))
+        .unwrap();
+    let aborted: Result<(), Error> = pool.transaction(|tx, r| {
+        let item = tx.nested(&r.container, &r.items[3]);
+        tx.invalidate_nested(&r.container);
+        item.set_unchecked(tx, Pair { a: 2, b: 2 })?;
+        assert_eq!(item.get(tx).a, 2, "stored");
+        Err(Error::InvalidOptions("abort on purpose"))
+    });
+    assert!(matches!(aborted, Err(Error::InvalidOptions(_))));
+    pool.transaction(|tx, r| {
+        assert_eq!(r.items[3].get(tx).a, 1, "rolled back: logged before the store");
+        let item = tx.nested(&r.container, &r.items[3]);
+        tx.invalidate_nested(&r.container);
+        item.set_unchecked(tx, Pair { a: 3, b: 3 })
+    })
+    .unwrap();
+    pool.transaction(|tx, r| {
+        assert_eq!(r.items[3].get(tx).a, 3, "committed");
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+}
+
+/// Staleness spreads to references taken through a stale reference's bytes, and only those: a
+/// reference taken from the handle right after a stale one's bytes (the next element) stays
+/// live.
+#[test]
+fn a_reference_taken_from_the_next_handle_stays_live() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir, "adjacent.pool");
+    pool.transaction(|tx, r| {
+        // `items[1]`, a handle of the container, and `items[2]`, the next one, 16 bytes on.
+        let first = tx.nested(&r.container, &r.items[1]);
+        let through = tx.nested(&*first, &r.items[0]);
+        let next = tx.nested(&r.items[2], &r.other);
+        tx.invalidate_nested(&r.container);
+        assert!(matches!(
+            through.set(tx, Pair { a: 1, b: 1 }),
+            Err(Error::StaleReference)
+        ));
+        next.set(tx, 5)?;
+        assert_eq!(next.get(tx), 5);
+        drop((first, through, next));
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+}
