@@ -40,6 +40,22 @@ fn a_lane_map_has_its_lanes_each_taken_once() {
     );
 }
 
+/// A scan asked to start at or past the last lane starts at `start % n` (the wrap the scan
+/// makes by comparison, made once up front by division): lane 0 for `start == n`, lane 2 for
+/// `start == 5` on three lanes. Indexing at `start` itself, or reducing it any other way,
+/// panics out of bounds or starts elsewhere.
+#[test]
+fn a_scan_starting_past_the_last_lane_wraps_to_start_modulo_n() {
+    let map = LaneMap::new(3);
+    assert_eq!(map.try_acquire(3), Some(0), "start 3 of 3 lanes");
+    map.release(0);
+    assert_eq!(map.try_acquire(5), Some(2), "start 5 of 3 lanes");
+    assert_eq!(map.try_acquire(5), Some(0), "lane 2 taken: on to 0");
+    map.release(0);
+    map.release(2);
+    assert_eq!(map.try_acquire(usize::MAX), Some(usize::MAX % 3));
+}
+
 /// Two threads, one after the other, each run a transaction on a pool with a prime number of
 /// lanes: each thread is handed its own starting lane (consecutive ones, unless more than a
 /// thousand other threads of this test binary started transactions in between), so with no
