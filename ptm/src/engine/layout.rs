@@ -859,10 +859,18 @@ mod tests {
         use pmem_core::schema::{fingerprint_of, schema_of};
         let b = encode_schema(&schema_of::<[u64; 3]>());
         for n in 0..SCHEMA_HEADER {
-            assert_eq!(decode_schema(&b[..n]), Err("schema record truncated"), "{n} bytes");
+            assert_eq!(
+                decode_schema(&b[..n]),
+                Err("schema record truncated"),
+                "{n} bytes"
+            );
         }
         for n in SCHEMA_HEADER..b.len() {
-            assert_eq!(decode_schema(&b[..n]), Err("schema record length is impossible"), "{n} bytes");
+            assert_eq!(
+                decode_schema(&b[..n]),
+                Err("schema record length is impossible"),
+                "{n} bytes"
+            );
         }
         // A text one byte longer than the limit, check and fingerprint right, in a slice with
         // room for it: refused by its length.

@@ -133,9 +133,16 @@ fn create_writes_the_documented_record() {
     assert_eq!(word(&b, 0), fnv(text.as_bytes()), "fingerprint at 1024");
     assert_eq!(&b[8..12], &(len as u32).to_le_bytes(), "schema_len at 1032");
     assert_eq!(&b[12..16], &1u32.to_le_bytes(), "schema_format at 1036");
-    assert_eq!(word(&b, 16), check_of(&b, text.as_bytes()), "schema_check at 1040");
+    assert_eq!(
+        word(&b, 16),
+        check_of(&b, text.as_bytes()),
+        "schema_check at 1040"
+    );
     assert_eq!(&b[HEADER..HEADER + len], text.as_bytes(), "schema_text at 1048");
-    assert!(b[HEADER + len..].iter().all(|&x| x == 0), "nothing after the text");
+    assert!(
+        b[HEADER + len..].iter().all(|&x| x == 0),
+        "nothing after the text"
+    );
 }
 
 #[test]
@@ -262,7 +269,10 @@ fn mismatch<R: Persistent>(path: &Path) -> (String, String, String) {
             expected_fingerprint,
             ..
         }) => {
-            assert_eq!((stored_fingerprint, expected_fingerprint), (stored_fp, expected_fp));
+            assert_eq!(
+                (stored_fingerprint, expected_fingerprint),
+                (stored_fp, expected_fp)
+            );
             (at, stored, expected)
         }
         Err(e) => panic!("{e:?}"),
@@ -296,7 +306,11 @@ fn each_schema_change_is_refused_naming_what_differs() {
         t("Root.c", "field `b`: PCell<u64>", "field `c`: PCell<u64>"),
         // A nested struct's field retyped, one added to it.
         t("Root.inner.x<T>", "u64 (8 bytes)", "f64 (8 bytes)"),
-        t("Root.inner.y", "nothing (the field is new)", "PCell<u64> (8 bytes)"),
+        t(
+            "Root.inner.y",
+            "nothing (the field is new)",
+            "PCell<u64> (8 bytes)",
+        ),
     ];
     assert_eq!(got, want);
     // The pool still opens as its own type, and was not changed by the refusals.

@@ -94,10 +94,22 @@ fn fields(b: &[u8; 128]) -> [u64; 7] {
 /// Checks every byte of superblock `b` against design §8.1 for a pool of `c`.
 fn check(b: &[u8; 128], c: Case) {
     assert_eq!(&b[0..8], b"PTMTXN5\0", "{c:?}: magic");
-    assert_eq!(u32::from_le_bytes(b[8..12].try_into().unwrap()), c.lanes, "{c:?}: lane_count");
+    assert_eq!(
+        u32::from_le_bytes(b[8..12].try_into().unwrap()),
+        c.lanes,
+        "{c:?}: lane_count"
+    );
     assert_eq!(&b[12..16], &[0; 4], "{c:?}: padding");
-    assert_eq!(fields(b), expected(c), "{c:?}: lane_size, lanes_offset, root_offset, root_size, heap_offset, heap_size, table_entries");
-    assert_ne!([word(b, 72), word(b, 80)], [0, 0], "{c:?}: a routing secret is drawn");
+    assert_eq!(
+        fields(b),
+        expected(c),
+        "{c:?}: lane_size, lanes_offset, root_offset, root_size, heap_offset, heap_size, table_entries"
+    );
+    assert_ne!(
+        [word(b, 72), word(b, 80)],
+        [0, 0],
+        "{c:?}: a routing secret is drawn"
+    );
     assert_eq!(&b[88..120], &[0; 32], "{c:?}: reserved");
     assert_eq!(
         word(b, SUPERBLOCK_HASHED),
