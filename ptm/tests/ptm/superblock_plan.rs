@@ -225,9 +225,8 @@ fn an_8_mib_pool_has_the_geometry_the_design_gives() {
     assert_eq!(layout.n_chunks, ((8 << 20) - 4096 - layout.chunks) / CHUNK);
 }
 
-/// A pool whose heap would start exactly at the end of its data area is made with an empty
-/// heap (the lanes and root fit); one page less is refused by name, and so is a lane count
-/// whose lanes overflow the address space.
+/// A pool whose heap would start exactly at the end of its data area is made, with an empty
+/// heap (the lanes and root fit); one page less is refused by name, its file removed.
 #[test]
 fn the_smallest_pool_for_its_lanes_and_root() {
     let dir = common::shm_dir();
