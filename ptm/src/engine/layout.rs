@@ -850,6 +850,41 @@ mod tests {
         assert_eq!(decode_schema(&b), Ok(RootSchema::Fingerprint(long.fingerprint())));
     }
 
+    /// `decode_schema` takes any slice (pools pass the 3072 bytes from superblock offset 1024,
+    /// exactly a header and the longest text): a slice too short for the header, a record
+    /// whose text runs past the slice's end, and a length beyond the limit in a longer slice
+    /// are each refused by name, never indexed past the end nor read.
+    #[test]
+    fn schema_records_are_checked_against_the_slice_and_the_limit() {
+        use pmem_core::schema::{fingerprint_of, schema_of};
+        let b = encode_schema(&schema_of::<[u64; 3]>());
+        for n in 0..SCHEMA_HEADER {
+            assert_eq!(
+                decode_schema(&b[..n]),
+                Err("schema record truncated"),
+                "{n} bytes"
+            );
+        }
+        for n in SCHEMA_HEADER..b.len() {
+            assert_eq!(
+                decode_schema(&b[..n]),
+                Err("schema record length is impossible"),
+                "{n} bytes"
+            );
+        }
+        // A text one byte longer than the limit, check and fingerprint right, in a slice with
+        // room for it: refused by its length.
+        let text = "a".repeat(SCHEMA_MAX_TEXT + 1);
+        let mut long = vec![0u8; SB_SIZE as usize];
+        put(&mut long, 0, fingerprint_of(&text));
+        long[8..12].copy_from_slice(&(text.len() as u32).to_le_bytes());
+        long[12..16].copy_from_slice(&SCHEMA_FORMAT.to_le_bytes());
+        long[SCHEMA_HEADER..SCHEMA_HEADER + text.len()].copy_from_slice(text.as_bytes());
+        let check = schema_check(&long[..16], text.as_bytes());
+        put(&mut long, 16, check);
+        assert_eq!(decode_schema(&long), Err("schema record length is impossible"));
+    }
+
     /// The chunk table's two upper bounds at their edges: at most 2^48 bytes of chunks
     /// (`2^32` entries), and entries that fit in the heap (a table filling it exactly is not
     /// refused here). A heap that large needs no file: `decode` takes the data area's end.
