@@ -20,6 +20,7 @@ mod forged_log;
 mod format;
 mod fuzz_corpus;
 mod grow;
+mod heap_check;
 mod heap_damage;
 mod heap_reuse;
 mod heap_stats;
