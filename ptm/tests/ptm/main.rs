@@ -31,6 +31,7 @@ mod lockword;
 mod log_append;
 mod log_records;
 mod log_scan;
+mod pool_options;
 mod pool_send;
 mod recovery;
 mod relaxed;

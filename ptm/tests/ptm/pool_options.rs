@@ -1,0 +1,105 @@
+//! Guards `PoolOptions`: each option, set in a chain of builders, takes effect and shows in the
+//! pool (layout name, lanes, lane size, `force_pmem`, `eadr`, the engine and its journal, the
+//! simulation, the chunk table's room to grow, whose default is 64 times the size and at least
+//! 1 GiB); and the pool's accessors report what the pool is (generation, path, `Debug`).
+
+use crate::common;
+
+use ptm::pmem_core::{DomainKind, Durability, Engine, JournalOptions};
+use ptm::{PCell, Persistent, Pool, PoolOptions};
+
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Root {
+    n: PCell<u64>,
+}
+
+#[test]
+fn create_options_take_effect_and_the_accessors_report_them() {
+    let dir = common::shm_dir();
+    let path = common::path(&dir, "opts.pool");
+    let opts = PoolOptions::new()
+        .layout("options")
+        .lanes(3)
+        .lane_size(16 << 10)
+        .force_pmem(true)
+        .eadr(false);
+    let pool = Pool::<Root>::create(&path, 8 << 20, &opts).unwrap();
+    assert_eq!(pool.region().header().layout_name(), "options");
+    let g = pool.geometry();
+    assert_eq!((g.lane_count, g.lane_size), (3, 16 << 10));
+    assert!(matches!(pool.domain(), DomainKind::CacheFlush(_)), "{:?}", pool.domain());
+    assert_eq!(pool.region().domain(), pool.domain());
+    assert_eq!(pool.durability(), Durability::ProcessCrash);
+    assert_eq!(pool.generation(), 1);
+    assert_eq!(pool.region().path(), path.as_path());
+    let shown = format!("{pool:?}");
+    assert!(shown.starts_with("Pool {") && shown.contains("lanes: 3"), "{shown}");
+    assert!(shown.contains("opts.pool"), "{shown}");
+    pool.transaction(|tx, root| root.n.set(tx, 7)).unwrap();
+    drop(pool);
+
+    // Reopened with eADR declared: the same geometry, the next generation.
+    let eadr = PoolOptions::new().layout("options").force_pmem(true).eadr(true);
+    let pool = Pool::<Root>::open(&path, &eadr).unwrap();
+    assert_eq!(pool.domain(), DomainKind::Eadr);
+    assert_eq!(pool.generation(), 2);
+    assert_eq!(pool.geometry(), g);
+    assert_eq!(pool.transaction(|tx, root| Ok::<_, ptm::Error>(root.n.get(tx))).unwrap(), 7);
+    drop(pool);
+
+    // With `force_pmem(false)`, a file on tmpfs is a plain file: the default engine journals it.
+    let plain = PoolOptions::new().layout("options").force_pmem(false);
+    let pool = Pool::<Root>::open(&path, &plain).unwrap();
+    assert_eq!(pool.domain(), DomainKind::Journaled);
+    assert_eq!(pool.generation(), 3);
+}
+
+/// The chunk table's entries: room for the heap of the pool size `max_size` names, or, by
+/// default, 64 times the pool's size and at least 1 GiB (one entry per 64 KiB chunk, plus one).
+#[test]
+fn the_chunk_tables_room_to_grow_follows_max_size_and_its_default() {
+    let dir = common::shm_dir();
+    let entries = |name: &str, size: u64, opts: PoolOptions| {
+        let pool = Pool::<Root>::create(common::path(&dir, name), size, &opts).unwrap();
+        pool.geometry().table_entries
+    };
+    // 8 MiB: 64 times is 512 MiB, less than the 1 GiB floor.
+    assert_eq!(entries("small.pool", 8 << 20, common::pmem()), (1 << 30) / (64 << 10) + 1);
+    // 32 MiB: 64 times is 2 GiB.
+    assert_eq!(entries("larger.pool", 32 << 20, common::pmem()), (2 << 30) / (64 << 10) + 1);
+    // Named: 256 MiB.
+    assert_eq!(
+        entries("named.pool", 8 << 20, common::pmem().max_size(256 << 20)),
+        (256 << 20) / (64 << 10) + 1
+    );
+}
+
+#[test]
+fn the_journaled_engine_and_its_journal_path_take_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.pool");
+    let journal = dir.path().join("elsewhere.journal");
+    let opts = PoolOptions::new()
+        .layout("journaled")
+        .engine(Engine::Journaled)
+        .journal(JournalOptions::new().path(&journal));
+    let pool = Pool::<Root>::create(&path, 8 << 20, &opts).unwrap();
+    assert_eq!(pool.domain(), DomainKind::Journaled);
+    assert_eq!(pool.durability(), Durability::PowerLoss);
+    assert_eq!(pool.region().journal_path(), Some(journal.as_path()));
+    pool.transaction(|tx, root| root.n.set(tx, 1)).unwrap();
+    drop(pool);
+    assert!(journal.exists());
+}
+
+#[cfg(feature = "simulate")]
+#[test]
+fn a_simulation_takes_effect() {
+    let dir = common::shm_dir();
+    let sim = ptm::pmem_core::Simulation::new();
+    let opts = PoolOptions::new().layout("simulated").simulation(sim);
+    let pool = Pool::<Root>::create(common::path(&dir, "sim.pool"), 8 << 20, &opts).unwrap();
+    assert_eq!(pool.domain(), DomainKind::Simulated);
+}
