@@ -1,13 +1,14 @@
 //! Guards `Pool::check_heap`'s bitmap check: a slab whose last bitmap word is full (every valid
 //! bit set) passes, and reports what `heap_stats` reports; a bit set past the slab's last block,
 //! in the last word of a slab with several bitmap words, is `CorruptHeap`; so is a damaged
-//! descriptor (the index build's check).
+//! descriptor (the index build's check). And `Pool::heap_free`: the free chunks' bytes, less a
+//! run's bytes once it is allocated, back once it is freed.
 
 use crate::common;
 
 use std::os::unix::fs::FileExt;
 
-use ptm::internals::heap::{class_of, slab_geom};
+use ptm::internals::heap::{class_of, slab_geom, CHUNK};
 use ptm::{Error, PCell, Persistent, Pool};
 
 #[derive(Persistent)]
@@ -116,4 +117,17 @@ fn a_damaged_descriptor_is_corrupt_heap_at_check() {
     let mut pool = Pool::<Root>::open(&path, &common::pmem()).unwrap();
     let err = pool.check_heap().unwrap_err();
     assert!(matches!(err, Error::CorruptHeap(_)), "{err:?}");
+}
+
+#[test]
+fn heap_free_counts_the_free_chunks_bytes() {
+    let dir = common::shm_dir();
+    let mut pool = Pool::<Root>::create(common::path(&dir, "free.pool"), 8 << 20, &common::pmem()).unwrap();
+    let before = pool.heap_free();
+    let free_chunks = pool.heap_stats().unwrap().free_chunks;
+    assert!(before > 0 && before % CHUNK == 0 && before <= free_chunks * CHUNK, "{before}");
+    let run = pool.transaction(|tx, _| tx.alloc_bytes(3 * CHUNK)).unwrap();
+    assert_eq!(before - pool.heap_free(), 3 * CHUNK);
+    pool.transaction(|tx, _| tx.free_bytes(run)).unwrap();
+    assert_eq!(pool.heap_free(), before);
 }

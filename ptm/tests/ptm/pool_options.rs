@@ -103,3 +103,38 @@ fn a_simulation_takes_effect() {
     let pool = Pool::<Root>::create(common::path(&dir, "sim.pool"), 8 << 20, &opts).unwrap();
     assert_eq!(pool.domain(), DomainKind::Simulated);
 }
+
+/// The external memory source is what the pool is built on: one that refuses fails the create
+/// with its own error.
+#[test]
+fn an_external_memory_source_is_used() {
+    let dir = common::shm_dir();
+    let source = ptm::pmem_core::ExternalMemorySource(std::sync::Arc::new(|_: &std::path::Path, _| {
+        Err(std::io::Error::other("no memory from this source"))
+    }));
+    let opts = common::pmem().external_memory(source);
+    let err = Pool::<Root>::create(common::path(&dir, "ext.pool"), 8 << 20, &opts).unwrap_err();
+    assert!(err.to_string().contains("no memory from this source"), "{err}");
+}
+
+/// A reserve keeps its chunks from ordinary allocations, and gives them to a transaction that
+/// asks for it.
+#[test]
+fn the_reserve_is_kept_from_ordinary_allocations() {
+    let dir = common::shm_dir();
+    let reserve = 16 * (64 << 10);
+    let mut pool = Pool::<Root>::create(
+        common::path(&dir, "reserve.pool"),
+        8 << 20,
+        &common::pmem().reserve(reserve),
+    )
+    .unwrap();
+    while pool.transaction(|tx, _| tx.alloc_bytes(64 << 10)).is_ok() {}
+    let free = pool.heap_stats().unwrap().free_chunks;
+    assert!(free >= 16, "{free} chunks free when ordinary allocations fail");
+    pool.transaction(|tx, _| {
+        tx.use_reserve();
+        tx.alloc_bytes(64 << 10)
+    })
+    .unwrap();
+}
