@@ -1,12 +1,13 @@
 //! Guards `PoolOptions`: each option, set in a chain of builders, takes effect and shows in the
 //! pool (layout name, lanes, lane size, `force_pmem`, `eadr`, the engine and its journal, the
 //! simulation, the chunk table's room to grow, whose default is 64 times the size and at least
-//! 1 GiB); and the pool's accessors report what the pool is (generation, path, `Debug`).
+//! 1 GiB; the reserve, an external memory source, a lock timeout longer than the default); and
+//! the pool's accessors report what the pool is (generation, path, `Debug`).
 
 use crate::common;
 
 use ptm::pmem_core::{DomainKind, Durability, Engine, JournalOptions};
-use ptm::{PCell, Persistent, Pool, PoolOptions};
+use ptm::{Error, PCell, PMutex, Persistent, Pool, PoolOptions};
 
 #[derive(Persistent)]
 #[persistent(crate = "ptm::pmem_core")]
@@ -137,4 +138,37 @@ fn the_reserve_is_kept_from_ordinary_allocations() {
         tx.alloc_bytes(64 << 10)
     })
     .unwrap();
+}
+
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Locked {
+    m: PMutex<PCell<u64>>,
+}
+
+/// A lock timeout longer than the default (5 s) is waited out: a transaction waits for a holder
+/// that keeps the lock 6 s, then reads what the holder committed. (The pass does not depend on
+/// timing: with the hour given, the waiter succeeds however slow the machine.)
+#[test]
+fn a_lock_timeout_longer_than_the_default_is_waited_out() {
+    let dir = common::shm_dir();
+    let opts = common::pmem().lock_timeout(std::time::Duration::from_secs(3600));
+    let pool = Pool::<Locked>::create(common::path(&dir, "wait.pool"), 8 << 20, &opts).unwrap();
+    let held = std::sync::Barrier::new(2);
+    std::thread::scope(|s| {
+        let (pool, held) = (&pool, &held);
+        let holder = s.spawn(move || {
+            pool.transaction(|tx, r| {
+                r.m.lock(tx)?.set(tx, 1)?;
+                held.wait();
+                std::thread::sleep(ptm::DEFAULT_LOCK_TIMEOUT + std::time::Duration::from_secs(1));
+                Ok::<_, Error>(())
+            })
+        });
+        held.wait();
+        let seen = pool.transaction(|tx, r| Ok::<_, Error>(r.m.lock(tx)?.get(tx)));
+        holder.join().unwrap().unwrap();
+        assert_eq!(seen.unwrap(), 1);
+    });
 }
