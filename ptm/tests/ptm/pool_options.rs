@@ -1,8 +1,9 @@
 //! Guards `PoolOptions`: each option, set in a chain of builders, takes effect and shows in the
-//! pool (layout name, lanes, lane size, `force_pmem`, `eadr`, the engine and its journal, the
-//! simulation, the chunk table's room to grow, whose default is 64 times the size and at least
-//! 1 GiB; the reserve, an external memory source, a lock timeout longer than the default); and
-//! the pool's accessors report what the pool is (generation, path, `Debug`).
+//! pool (layout name, lanes, lane size, `force_pmem`, `eadr`, the engine (`Journaled` with its
+//! journal path, `Msync`), the simulation, the chunk table's room to grow (`max_size`, by
+//! default 64 times the size and at least 1 GiB), the reserve, an external memory source, a
+//! lock timeout longer than the default); and the pool's accessors report what the pool is
+//! (generation, path, `Debug`).
 
 use crate::common;
 
@@ -93,6 +94,18 @@ fn the_journaled_engine_and_its_journal_path_take_effect() {
     pool.transaction(|tx, root| root.n.set(tx, 1)).unwrap();
     drop(pool);
     assert!(journal.exists());
+}
+
+/// An engine other than the default's choice: `Msync` on a file the default would journal.
+#[test]
+fn the_msync_engine_takes_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = PoolOptions::new().layout("msync").engine(Engine::Msync);
+    let pool = Pool::<Root>::create(dir.path().join("m.pool"), 8 << 20, &opts).unwrap();
+    assert_eq!(pool.domain(), DomainKind::Msync);
+    drop(pool);
+    let pool = Pool::<Root>::open(dir.path().join("m.pool"), &PoolOptions::new().layout("msync")).unwrap();
+    assert_eq!(pool.domain(), DomainKind::Journaled);
 }
 
 #[cfg(feature = "simulate")]
