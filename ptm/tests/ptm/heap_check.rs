@@ -27,7 +27,11 @@ const BLOCK: u64 = 768;
 fn pool_with_a_full_slab(path: &std::path::Path) -> u64 {
     let c = class_of(BLOCK).unwrap();
     let g = slab_geom(c);
-    assert_eq!((g.blocks, g.words, g.chunks, g.blocks % 64), (85, 2, 1, 21), "{g:?}");
+    assert_eq!(
+        (g.blocks, g.words, g.chunks, g.blocks % 64),
+        (85, 2, 1, 21),
+        "{g:?}"
+    );
     let mut pool = Pool::<Root>::create(path, 8 << 20, &common::pmem()).unwrap();
     let blocks = pool
         .transaction(|tx, _| {
@@ -76,7 +80,10 @@ fn check_heap_passes_a_full_slab_and_returns_the_heap_statistics() {
     assert_eq!(checked, stats);
     let c = class_of(BLOCK).unwrap();
     assert_eq!(checked.per_class[c], 85, "{checked:?}");
-    assert_eq!(checked.chunks, checked.free_chunks + checked.slab_chunks + checked.run_chunks);
+    assert_eq!(
+        checked.chunks,
+        checked.free_chunks + checked.slab_chunks + checked.run_chunks
+    );
     assert!(checked.slab_chunks >= 1 && checked.chunks > 1, "{checked:?}");
 }
 
@@ -125,7 +132,10 @@ fn heap_free_counts_the_free_chunks_bytes() {
     let mut pool = Pool::<Root>::create(common::path(&dir, "free.pool"), 8 << 20, &common::pmem()).unwrap();
     let before = pool.heap_free();
     let free_chunks = pool.heap_stats().unwrap().free_chunks;
-    assert!(before > 0 && before % CHUNK == 0 && before <= free_chunks * CHUNK, "{before}");
+    assert!(
+        before > 0 && before.is_multiple_of(CHUNK) && before <= free_chunks * CHUNK,
+        "{before}"
+    );
     let run = pool.transaction(|tx, _| tx.alloc_bytes(3 * CHUNK)).unwrap();
     assert_eq!(before - pool.heap_free(), 3 * CHUNK);
     pool.transaction(|tx, _| tx.free_bytes(run)).unwrap();

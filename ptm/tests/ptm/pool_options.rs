@@ -31,13 +31,20 @@ fn create_options_take_effect_and_the_accessors_report_them() {
     assert_eq!(pool.region().header().layout_name(), "options");
     let g = pool.geometry();
     assert_eq!((g.lane_count, g.lane_size), (3, 16 << 10));
-    assert!(matches!(pool.domain(), DomainKind::CacheFlush(_)), "{:?}", pool.domain());
+    assert!(
+        matches!(pool.domain(), DomainKind::CacheFlush(_)),
+        "{:?}",
+        pool.domain()
+    );
     assert_eq!(pool.region().domain(), pool.domain());
     assert_eq!(pool.durability(), Durability::ProcessCrash);
     assert_eq!(pool.generation(), 1);
     assert_eq!(pool.region().path(), path.as_path());
     let shown = format!("{pool:?}");
-    assert!(shown.starts_with("Pool {") && shown.contains("lanes: 3"), "{shown}");
+    assert!(
+        shown.starts_with("Pool {") && shown.contains("lanes: 3"),
+        "{shown}"
+    );
     assert!(shown.contains("opts.pool"), "{shown}");
     pool.transaction(|tx, root| root.n.set(tx, 7)).unwrap();
     drop(pool);
@@ -48,7 +55,11 @@ fn create_options_take_effect_and_the_accessors_report_them() {
     assert_eq!(pool.domain(), DomainKind::Eadr);
     assert_eq!(pool.generation(), 2);
     assert_eq!(pool.geometry(), g);
-    assert_eq!(pool.transaction(|tx, root| Ok::<_, ptm::Error>(root.n.get(tx))).unwrap(), 7);
+    assert_eq!(
+        pool.transaction(|tx, root| Ok::<_, ptm::Error>(root.n.get(tx)))
+            .unwrap(),
+        7
+    );
     drop(pool);
 
     // With `force_pmem(false)`, a file on tmpfs is a plain file: the default engine journals it.
@@ -68,9 +79,15 @@ fn the_chunk_tables_room_to_grow_follows_max_size_and_its_default() {
         pool.geometry().table_entries
     };
     // 8 MiB: 64 times is 512 MiB, less than the 1 GiB floor.
-    assert_eq!(entries("small.pool", 8 << 20, common::pmem()), (1 << 30) / (64 << 10) + 1);
+    assert_eq!(
+        entries("small.pool", 8 << 20, common::pmem()),
+        (1 << 30) / (64 << 10) + 1
+    );
     // 32 MiB: 64 times is 2 GiB.
-    assert_eq!(entries("larger.pool", 32 << 20, common::pmem()), (2 << 30) / (64 << 10) + 1);
+    assert_eq!(
+        entries("larger.pool", 32 << 20, common::pmem()),
+        (2 << 30) / (64 << 10) + 1
+    );
     // Named: 256 MiB.
     assert_eq!(
         entries("named.pool", 8 << 20, common::pmem().max_size(256 << 20)),
