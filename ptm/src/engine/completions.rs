@@ -101,3 +101,80 @@ impl CompletionMarks {
         self.pending_seq[lane].load(Ordering::SeqCst)
     }
 }
+
+#[cfg(all(test, not(ptm_loom)))]
+mod tests {
+    use super::CompletionMarks;
+
+    /// What `flush_pending` reports, and the lanes it asked to flush, in order.
+    fn flush(m: &CompletionMarks) -> (Vec<(usize, u64)>, Vec<usize>) {
+        let (mut out, mut lanes) = (Vec::new(), Vec::new());
+        m.flush_pending(&mut out, |lane| lanes.push(lane));
+        (out, lanes)
+    }
+
+    /// Every lane's pending bit, word by word (the field's invariant: set exactly for the lanes
+    /// with a pending seq, once no thread is between `settle`'s steps; a stale bit costs every
+    /// drainer a wasted look).
+    fn bits(m: &CompletionMarks) -> Vec<u64> {
+        m.pending_bits
+            .iter()
+            .map(|w| w.load(std::sync::atomic::Ordering::SeqCst))
+            .collect()
+    }
+
+    #[test]
+    fn marks_of_lanes_past_the_first_word_are_flushed_and_settled() {
+        let m = CompletionMarks::new(130);
+        m.mark(3, 7);
+        m.mark(64, 9);
+        m.mark(129, 11);
+        assert_eq!(m.pending(64), 9);
+        assert_eq!(bits(&m), [1 << 3, 1, 1 << 1]);
+        let (out, lanes) = flush(&m);
+        assert_eq!(out, [(3, 7), (64, 9), (129, 11)]);
+        assert_eq!(lanes, [3, 64, 129]);
+        assert!(!m.is_durable(129, 11));
+        m.settle(&out);
+        assert!(m.is_durable(3, 7) && m.is_durable(64, 9) && m.is_durable(129, 11));
+        assert!(!m.is_durable(64, 10));
+        assert_eq!((m.pending(3), m.pending(64), m.pending(129)), (0, 0, 0));
+        assert_eq!(bits(&m), [0, 0, 0]);
+        assert_eq!(flush(&m), (vec![], vec![]));
+    }
+
+    #[test]
+    fn settling_one_lane_leaves_the_others_pending() {
+        let m = CompletionMarks::new(8);
+        m.mark(0, 4);
+        m.mark(5, 6);
+        m.settle(&[(5, 6)]);
+        assert_eq!(m.pending(5), 0);
+        assert_eq!(m.pending(0), 4);
+        assert_eq!(bits(&m), [1]);
+        assert_eq!(flush(&m).0, [(0, 4)]);
+        assert!(m.is_durable(5, 6) && !m.is_durable(0, 4));
+    }
+
+    #[test]
+    fn a_newer_mark_than_the_flushed_one_stays_pending() {
+        let m = CompletionMarks::new(4);
+        m.mark(2, 10);
+        let (out, _) = flush(&m);
+        m.mark(2, 12); // the lane's next transaction completed before the settle
+        m.settle(&out);
+        assert!(m.is_durable(2, 10) && !m.is_durable(2, 12));
+        assert_eq!(m.pending(2), 12);
+        assert_eq!(bits(&m), [1 << 2]);
+        assert_eq!(flush(&m).0, [(2, 12)]);
+    }
+
+    #[test]
+    fn set_durable_only_raises_the_durable_seq() {
+        let m = CompletionMarks::new(2);
+        m.set_durable(1, 20);
+        m.set_durable(1, 15);
+        assert!(m.is_durable(1, 20) && !m.is_durable(1, 21) && !m.is_durable(0, 1));
+        assert_eq!(m.pending(1), 0);
+    }
+}
