@@ -925,16 +925,33 @@ impl Marks {
 /// drains and a third commits on the other lane and drains: blocks are released only once
 /// their mark is durable, and no mark is lost (a final drain pass makes every lane's newest
 /// mark durable and empties the quarantine).
+///
+/// Run with the busy lane 0 and with the busy lane 1: `settle` sets a lane's bit again in its
+/// bit word (`lane / 64`) when the lane's next mark lands between its exchange and its clear,
+/// and only a lane other than 0 tells that index from a wrong one (`lane % 64`, `lane * 64`).
 #[test]
 fn completion_marks_are_durable_before_quarantine_release_and_never_lost() {
-    model(|| {
+    completion_model(0);
+}
+
+/// The same model with the lanes swapped.
+#[test]
+fn completion_marks_on_the_second_lane_are_durable_and_never_lost() {
+    completion_model(1);
+}
+
+/// [`completion_marks_are_durable_before_quarantine_release_and_never_lost`] with `busy` the
+/// lane that commits twice.
+fn completion_model(busy: usize) {
+    let other = 1 - busy;
+    model(move || {
         let m = Arc::new(Marks::new());
         let committer = {
             let m = m.clone();
             thread::spawn(move || {
-                m.mark_complete(0, SEQ_STRIDE);
-                m.quarantine(0, SEQ_STRIDE);
-                m.mark_complete(0, 2 * SEQ_STRIDE);
+                m.mark_complete(busy, SEQ_STRIDE);
+                m.quarantine(busy, SEQ_STRIDE);
+                m.mark_complete(busy, 2 * SEQ_STRIDE);
             })
         };
         let drainer = {
@@ -944,7 +961,7 @@ fn completion_marks_are_durable_before_quarantine_release_and_never_lost() {
         let other_lane = {
             let m = m.clone();
             thread::spawn(move || {
-                m.mark_complete(1, SEQ_STRIDE + 1);
+                m.mark_complete(other, SEQ_STRIDE + 1);
                 m.drain_pass();
             })
         };
@@ -954,14 +971,14 @@ fn completion_marks_are_durable_before_quarantine_release_and_never_lost() {
         // A later transaction's snapshot drain.
         m.drain_pass();
         assert_eq!(
-            m.media[0].load(Ordering::SeqCst),
+            m.media[busy].load(Ordering::SeqCst),
             2 * SEQ_STRIDE,
-            "lane 0's newest mark lost"
+            "lane {busy}'s newest mark lost"
         );
         assert_eq!(
-            m.media[1].load(Ordering::SeqCst),
+            m.media[other].load(Ordering::SeqCst),
             SEQ_STRIDE + 1,
-            "lane 1's mark lost"
+            "lane {other}'s mark lost"
         );
         assert!(m.quarantine.lock().unwrap().is_empty(), "blocks never released");
         // Nothing left pending. (A lane's bit may stay set with `pending_seq` 0: a settle
