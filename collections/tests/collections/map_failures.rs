@@ -528,6 +528,49 @@ fn full_segment_of_vector_values() {
     );
 }
 
+/// The same for a map of handle values read through `iter_refs` (`MapRefs`): on a damaged map
+/// it yields nothing, keeps the cause in `error()` (a sound map's iteration has none) and dooms
+/// the transaction.
+#[test]
+fn handle_iteration_errors_are_kept_and_doom_the_transaction() {
+    let dir = shm_dir();
+    let pool = Pool::<GRoot>::create(dir.path().join("r.pool"), 4 << 20, &opts()).unwrap();
+    pool.transaction(|tx, r| {
+        for k in 0..10 {
+            r.m.get_or_insert_new(tx, k)?.push(tx, k)?;
+        }
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+    let sum = pool.transaction(|tx, r| {
+        let mut refs = r.m.iter_refs(tx);
+        let mut sum = 0;
+        for (_, v) in refs.by_ref() {
+            sum += v.get(tx, 0)?.unwrap_or(0);
+        }
+        assert!(refs.error().is_none(), "a sound map's iteration has no error");
+        Ok::<_, Error>(sum)
+    });
+    assert_eq!(sum.unwrap(), 45, "an intact map iterates fully");
+    // SAFETY: as in `handle_cells`: the map's handle is four `PCell<u64>`-sized cells.
+    let cells = |m: &PHashMap<u64, PVec<u64>>| unsafe {
+        &*(m as *const PHashMap<u64, PVec<u64>>).cast::<[PCell<u64>; 4]>()
+    };
+    pool.transaction(|tx, r| cells(&r.m)[0].set(tx, 0xbeef_0000_0000_1000))
+        .unwrap();
+    let r = pool.transaction(|tx, r| {
+        r.c.insert(tx, 1, 1)?;
+        let mut refs = r.m.iter_refs(tx);
+        assert!(refs.next().is_none());
+        assert!(refs.error().is_some(), "the cause is kept");
+        assert!(refs.next().is_none(), "and the iterator stays finished");
+        Ok::<_, Error>(())
+    });
+    assert!(matches!(r, Err(Error::Aborted)), "{r:?}");
+    let n = pool.transaction(|tx, r| Ok::<_, Error>(r.c.len(tx))).unwrap();
+    assert_eq!(n, 0, "the doomed transaction's insert was rolled back");
+}
+
 /// Iteration over a damaged map (a table pointer into another pool) stops, reports the error
 /// through `error()`, and dooms the transaction: `Pool::transaction` cannot return `Ok` with a
 /// silently shortened iteration, and nothing the transaction did commits.
