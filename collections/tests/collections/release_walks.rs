@@ -30,7 +30,8 @@ fn create(name: &str) -> (tempfile::TempDir, Pool<Root>) {
 }
 
 /// Sets of strings in vectors and sets of numbers in boxes, large enough for a hash set's
-/// directory and a B-tree set's internal nodes, and queues, maps and trees of strings in
+/// directory of segments and a B-tree set's internal nodes, and queues (one of them a full
+/// ring), maps and trees of strings in
 /// vectors, a box of a string in a box: freeing the vectors and boxes frees every set's table
 /// or nodes, every queue's directory and chunks, every map's and tree's blocks and every
 /// key's, value's and element's buffer.
@@ -47,13 +48,17 @@ fn collections_nested_in_vectors_and_boxes_are_freed_with_them() {
             }
         }
         let (h, b) = (r.hb.get_or_init_new(tx)?, r.bb.get_or_init_new(tx)?);
-        for k in 0..300u64 {
+        // Past one segment's 64 KiB: a directory of segments.
+        for k in 0..20_000u64 {
             h.insert(tx, k)?;
+        }
+        for k in 0..300u64 {
             b.insert(tx, k)?;
         }
         for i in 0..2u64 {
             let (q, m, t) = (r.qv.push_new(tx)?, r.mv.push_new(tx)?, r.tv.push_new(tx)?);
-            for k in 0..100 {
+            // The first queue's ring exactly full (64 of 64 slots), the second's not.
+            for k in 0..[64, 100][i as usize] {
                 q.push_new(tx)?.push_str(tx, &format!("queue-{i}-element-{k}"))?;
                 m.get_or_insert_new(tx, format!("key-{i}-{k}"))?
                     .push_str(tx, "value")?;
@@ -68,11 +73,15 @@ fn collections_nested_in_vectors_and_boxes_are_freed_with_them() {
     })
     .unwrap();
     let blocks = pool.allocated_blocks().unwrap().len();
-    assert!(blocks > 2000, "tables, nodes, chunks and buffers: {blocks}");
+    assert!(blocks > 1500, "tables, nodes, chunks and buffers: {blocks}");
     pool.transaction(|tx, r| {
         assert_eq!(r.hv.get_ref(tx, 2)?.expect("3 sets").len(tx), 150);
         assert_eq!(r.bb.get_ref(tx)?.expect("a set").len(tx), 300);
         assert_eq!(r.qv.get_ref(tx, 1)?.expect("2 queues").len(tx), 100);
+        assert!(
+            r.hb.get_ref(tx)?.expect("a set").capacity(tx) > 20_000,
+            "several segments"
+        );
         r.hv.free(tx)?;
         r.bv.free(tx)?;
         r.hb.free(tx)?;
