@@ -342,3 +342,26 @@ fn key_hashes_agree_across_forms_and_the_fixed_hash_is_the_on_media_one() {
     })
     .unwrap();
 }
+
+/// An empty string or vector key is stored with no buffer (`PVec::new_exact` allocates none
+/// for no items): inserting it allocates only the map's segment, and the key reports no
+/// buffer.
+#[test]
+fn an_empty_key_owns_no_buffer() {
+    let (_dir, mut pool) = create("empty.pool");
+    pool.transaction(|tx, r| {
+        r.names.insert(tx, "", 1)?;
+        r.lists.insert(tx, Vec::<u64>::new(), 2)?;
+        for k in r.names.keys(tx)? {
+            assert_eq!(k.buffer_offset(tx), None, "the empty string key");
+        }
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+    let (names, lists) = pool
+        .transaction(|tx, r| Ok::<_, Error>((r.names.block_offsets(tx)?, r.lists.block_offsets(tx)?)))
+        .unwrap();
+    assert_eq!((names.len(), lists.len()), (1, 1), "one segment each");
+    let owned: std::collections::BTreeSet<u64> = names.into_iter().chain(lists).collect();
+    crate::common::assert_allocated_exactly(&mut pool, &owned, "the segments only");
+}

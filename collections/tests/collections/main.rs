@@ -54,6 +54,7 @@ mod queue_mut_t;
 mod queue_mut_u;
 mod queue_positions_and_damage;
 mod range;
+mod release_walks;
 mod schema;
 mod set_ops;
 mod sets;
