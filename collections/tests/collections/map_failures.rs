@@ -292,10 +292,10 @@ struct CRoot {
 }
 
 /// The handle's cells (`root`, `depth`, `len`, `cap`: docs/design.md §13), to damage them.
-fn handle_cells(m: &PHashMap<u64, u64>) -> &[PCell<u64>; 4] {
+fn handle_cells<V>(m: &PHashMap<u64, V>) -> &[PCell<u64>; 4] {
     // SAFETY: `PHashMap` is `repr(C)` of four `PCell<u64>`-sized cells (`PPtr` and `u64`
-    // words, 32 bytes, asserted by the crate) and a zero-sized marker.
-    unsafe { &*(m as *const PHashMap<u64, u64>).cast::<[PCell<u64>; 4]>() }
+    // words, 32 bytes, asserted by the crate) and a zero-sized marker, whatever its value type.
+    unsafe { &*(m as *const PHashMap<u64, V>).cast::<[PCell<u64>; 4]>() }
 }
 
 /// `PConcurrentMap::len` summed the shards' lengths with `+`: damaged lengths (every bit
@@ -552,11 +552,7 @@ fn handle_iteration_errors_are_kept_and_doom_the_transaction() {
         Ok::<_, Error>(sum)
     });
     assert_eq!(sum.unwrap(), 45, "an intact map iterates fully");
-    // SAFETY: as in `handle_cells`: the map's handle is four `PCell<u64>`-sized cells.
-    let cells = |m: &PHashMap<u64, PVec<u64>>| unsafe {
-        &*(m as *const PHashMap<u64, PVec<u64>>).cast::<[PCell<u64>; 4]>()
-    };
-    pool.transaction(|tx, r| cells(&r.m)[0].set(tx, 0xbeef_0000_0000_1000))
+    pool.transaction(|tx, r| handle_cells(&r.m)[0].set(tx, 0xbeef_0000_0000_1000))
         .unwrap();
     let r = pool.transaction(|tx, r| {
         r.c.insert(tx, 1, 1)?;
