@@ -110,6 +110,7 @@ impl<'p> Transaction<'p> {
         self.check_live_addr(handle as *const C as *const u8 as usize)
     }
 
+    #[inline]
     pub(crate) fn check_live_addr(&self, addr: usize) -> Result<()> {
         self.nested_refs().check(addr)
     }

@@ -895,7 +895,8 @@ fn recover(s: &Shared, mut report: RecoveryReport) -> Result<RecoveryReport> {
         s.region.read_at(s.geo.lane_commit(lane), &mut cr_bytes)?;
         let commit = CommitRecord::decode(&cr_bytes);
         let verdict = layout::verdict(completed, scan.seq, scan.entries.len() as u64, commit, || {
-            let mut h = DataHasher::default();
+            let mut buf = layout::HashBuf::default();
+            let mut h = DataHasher::new(&mut buf);
             for e in &scan.entries {
                 // SAFETY: the range was validated by the scan; no other thread runs yet.
                 let bytes = unsafe { std::slice::from_raw_parts(s.ptr(e.target), e.len as usize) };

@@ -389,12 +389,14 @@ impl<'p> Transaction<'p> {
     /// drained. Inside a [`snapshot`](Transaction::snapshot) batch too: the caller stores right
     /// after, so an entry the batch appended (this one or an earlier one) must not wait for the
     /// batch's drain.
+    #[inline]
     pub(crate) fn log_addr(&self, addr: usize, len: usize) -> Result<()> {
         let off = self.shared.offset_of(addr, len)?;
         self.log_before_store(off, len as u64)
     }
 
     /// [`log_addr`](Self::log_addr) for a pool offset already checked by `Shared::offset_of`.
+    #[inline]
     pub(crate) fn log_before_store(&self, off: u64, len: u64) -> Result<()> {
         self.log(off, len, true)
     }
@@ -408,10 +410,25 @@ impl<'p> Transaction<'p> {
     /// Appends an undo entry for the range unless it is logged already; drains when it appended
     /// one and no batch is open, or, inside a batch, when `store_next` (the caller stores as soon
     /// as this returns) and the range overlaps an undo entry not yet ordered.
+    #[inline]
     fn log(&self, off: u64, len: u64, store_next: bool) -> Result<()> {
         if len == 0 {
             return Ok(());
         }
+        if let Some(cell) = self.started() {
+            // SAFETY: the reference lives only for this check, during which nothing borrows the
+            // state mutably (single-threaded: `Transaction` is `!Send` and `!Sync`).
+            if let Ok(st) = unsafe { cell.try_borrow_unguarded() } {
+                if st.batch_depth == 0 && covered(st, off, len) {
+                    return Ok(());
+                }
+            }
+        }
+        self.log_slow(off, len, store_next)
+    }
+
+    #[inline(never)]
+    fn log_slow(&self, off: u64, len: u64, store_next: bool) -> Result<()> {
         let mut st = self.st_mut();
         let appended = !covered(&st, off, len);
         if appended {
@@ -499,6 +516,11 @@ impl<'p> Transaction<'p> {
                     s.flush(st.unflushed, at + REC_HEADER - st.unflushed);
                     s.region
                         .copy_nontemporal_ptr(s.ptr(at + REC_HEADER), old.as_ptr(), n as usize);
+                } else if n == 8 {
+                    // A word, the most common range: one unaligned load and store, no `memcpy`.
+                    s.ptr(at + REC_HEADER)
+                        .cast::<u64>()
+                        .write_unaligned(old.as_ptr().cast::<u64>().read_unaligned());
                 } else {
                     // Flushed with the records around it at the next drain (`drain_log`):
                     // packed records share lines, each flushed once.
@@ -719,6 +741,10 @@ impl<'p> Transaction<'p> {
             self.shared.flush(st.unflushed, st.pos - st.unflushed);
             st.unflushed = st.pos;
         }
+        // Marks an earlier drain flushed and ordered are settled now, not right after it.
+        if !st.completions.is_empty() {
+            self.shared.settle_completions(&st.completions);
+        }
         let mut completions = std::mem::take(&mut st.completions);
         // This lane's own pending mark is in the line its first record was flushed with.
         let own = if st.mark_line_flushed {
@@ -729,11 +755,12 @@ impl<'p> Transaction<'p> {
         self.shared.flush_pending_completions_but(&mut completions, own);
         let r = self.shared.order();
         if r.is_ok() {
-            self.shared.settle_completions(&completions);
             st.undrained = false;
             st.unordered_undo.clear();
             st.ordered_pos = st.pos;
             st.ordered_end = st.end;
+        } else {
+            completions.clear();
         }
         st.completions = completions;
         r
@@ -936,6 +963,7 @@ impl<'p> Transaction<'p> {
         });
         match result {
             Ok(()) => {
+                self.settle_flushed_marks();
                 s.mark_complete(self.lane_id(), seq);
                 self.finish(true);
                 Ok(())
@@ -946,6 +974,16 @@ impl<'p> Transaction<'p> {
                 let _ = self.abort_inner();
                 Err(e)
             }
+        }
+    }
+
+    /// Settles the completion marks this transaction's last drain flushed (after a later
+    /// ordering point, so they are ordered).
+    fn settle_flushed_marks(&self) {
+        let mut st = self.st_mut();
+        if !st.completions.is_empty() {
+            self.shared.settle_completions(&st.completions);
+            st.completions.clear();
         }
     }
 
@@ -1050,39 +1088,32 @@ impl<'p> Transaction<'p> {
         let s = self.shared;
         let mut guard = self.st_mut();
         let st: &mut LaneVolatile = &mut guard;
-        let mut h = DataHasher::with_buffer(std::mem::take(&mut st.hash_buf));
+        let mut h = DataHasher::new(&mut st.hash_buf);
         for &(off, len) in &st.ranges {
             // SAFETY: logged ranges are loggable and owned by this transaction.
             let bytes = unsafe { std::slice::from_raw_parts(s.ptr(off), len as usize) };
             h.range(off, bytes);
         }
         let data_hash = h.finish();
-        st.hash_buf = h.into_buffer();
         // Flush each cache line once, however many logged ranges share it.
-        let lines = &mut st.commit_lines;
-        lines.clear();
-        lines.extend(st.ranges.iter().filter(|&&(_, len)| len > 0).map(|&(off, len)| {
+        let span = |&(off, len): &(u64, u64)| {
             let (start, end) = pmem_core::internals::flush::line_span(off as usize, len as usize);
             (start as u64, end as u64)
-        }));
+        };
+        let nonempty = |r: &&(u64, u64)| r.1 > 0;
         // Ranges are often logged in address order (a batch over an array, a node and its
-        // sibling): then they need no sort.
-        if !lines.is_sorted() {
+        // sibling): then their lines merge as they come, with no list to build and sort.
+        let in_order = st.ranges.iter().filter(nonempty).map(|r| r.0).is_sorted();
+        let lines = &mut st.commit_lines;
+        lines.clear();
+        if !in_order {
+            lines.extend(st.ranges.iter().filter(nonempty).map(span));
             lines.sort_unstable();
         }
-        let mut run: Option<(u64, u64)> = None;
-        for &(start, end) in lines.iter() {
-            match &mut run {
-                Some((_, e)) if start <= *e => *e = (*e).max(end),
-                _ => {
-                    if let Some((rs, re)) = run.replace((start, end)) {
-                        s.flush(rs, re - rs);
-                    }
-                }
-            }
-        }
-        if let Some((rs, re)) = run {
-            s.flush(rs, re - rs);
+        if in_order {
+            flush_runs(s, st.ranges.iter().filter(nonempty).map(span));
+        } else {
+            flush_runs(s, lines.iter().copied());
         }
         let rec = CommitRecord {
             seq,
@@ -1094,6 +1125,26 @@ impl<'p> Transaction<'p> {
         // SAFETY: the commit line of our own lane, inside the mapping.
         unsafe { std::ptr::copy_nonoverlapping(rec.as_ptr(), s.ptr(at), rec.len()) };
         s.flush(at, 64);
+    }
+}
+
+/// Flushes the cache lines of `spans` (line-aligned `(start, end)` pairs, by start), each
+/// run of touching or overlapping spans with one call, so each line once.
+#[inline]
+fn flush_runs(s: &Shared, spans: impl Iterator<Item = (u64, u64)>) {
+    let mut run: Option<(u64, u64)> = None;
+    for (start, end) in spans {
+        match &mut run {
+            Some((_, e)) if start <= *e => *e = (*e).max(end),
+            _ => {
+                if let Some((rs, re)) = run.replace((start, end)) {
+                    s.flush(rs, re - rs);
+                }
+            }
+        }
+    }
+    if let Some((rs, re)) = run {
+        s.flush(rs, re - rs);
     }
 }
 

@@ -83,7 +83,7 @@ pub(crate) struct LaneVolatile {
     /// Scratch for the commit: the logged ranges' cache lines (kept for its capacity).
     pub(crate) commit_lines: Vec<(u64, u64)>,
     /// Scratch for the commit: the data hash's gathered input (kept for its capacity).
-    pub(crate) hash_buf: Vec<u8>,
+    pub(crate) hash_buf: crate::engine::layout::HashBuf,
     pub(crate) batch_depth: u32,
     pub(crate) locks: Vec<(HeldKind, *const AtomicU64)>,
     pub(crate) completions: Vec<(usize, u64)>,

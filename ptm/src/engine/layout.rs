@@ -300,6 +300,7 @@ pub(crate) fn get(b: &[u8], at: usize) -> u64 {
 
 impl Geometry {
     /// Whether `[off, off + len)` may be logged: inside the root and heap.
+    #[inline]
     pub(crate) fn loggable(&self, off: u64, len: u64) -> bool {
         let end = self.heap_offset + self.heap_size;
         off >= self.root_offset && off.checked_add(len).is_some_and(|e| e <= end)
@@ -586,69 +587,81 @@ impl CommitRecord {
 /// [`DataHasher::INLINE`] bytes are gathered and hashed in one call (a few small ranges, the
 /// common commit: xxh3's streaming state costs more than the hashing then); longer ones go
 /// through the streaming hasher, which gives the same value for the same bytes.
-pub(crate) struct DataHasher {
-    /// The gathered input, at most [`DataHasher::INLINE`] bytes (a buffer the caller may keep
-    /// across hashes, see [`with_buffer`](DataHasher::with_buffer)).
-    buf: Vec<u8>,
+pub(crate) struct DataHasher<'b> {
+    /// The gathered input: its first `len` bytes (a buffer the caller keeps across hashes).
+    buf: &'b mut [u8; HASH_INLINE],
+    len: usize,
     stream: Option<Box<xxhash_rust::xxh3::Xxh3>>,
 }
 
-impl Default for DataHasher {
+/// [`DataHasher::INLINE`].
+const HASH_INLINE: usize = 512;
+
+/// The gathering buffer of a [`DataHasher`], [`DataHasher::INLINE`] bytes: a lane keeps one
+/// for its commits, so a commit neither allocates nor checks a vector's capacity per range.
+#[derive(Debug)]
+pub(crate) struct HashBuf(Box<[u8; HASH_INLINE]>);
+
+impl Default for HashBuf {
     fn default() -> Self {
-        DataHasher::with_buffer(Vec::new())
+        HashBuf(Box::new([0; HASH_INLINE]))
     }
 }
 
-impl DataHasher {
+impl<'b> DataHasher<'b> {
     /// Bytes gathered before switching to the streaming hasher.
-    const INLINE: usize = 512;
+    const INLINE: usize = HASH_INLINE;
 
-    /// A hasher gathering into `buf` (cleared first), so a commit reuses one allocation;
-    /// [`into_buffer`](DataHasher::into_buffer) hands it back.
-    pub(crate) fn with_buffer(mut buf: Vec<u8>) -> Self {
-        buf.clear();
-        DataHasher { buf, stream: None }
-    }
-
-    /// The gathering buffer, for the next hash.
-    pub(crate) fn into_buffer(self) -> Vec<u8> {
-        self.buf
+    /// A hasher gathering into `buf` (its old contents ignored), so a commit reuses one
+    /// allocation.
+    pub(crate) fn new(buf: &'b mut HashBuf) -> Self {
+        DataHasher {
+            buf: &mut buf.0,
+            len: 0,
+            stream: None,
+        }
     }
 
     fn push(&mut self, data: &[u8]) {
         if let Some(s) = &mut self.stream {
             s.update(data);
-        } else if self.buf.len() + data.len() <= Self::INLINE {
-            self.buf.extend_from_slice(data);
+        } else if self.len + data.len() <= Self::INLINE {
+            self.buf[self.len..self.len + data.len()].copy_from_slice(data);
+            self.len += data.len();
         } else {
             let mut s = Box::new(xxhash_rust::xxh3::Xxh3::new());
-            s.update(&self.buf);
+            s.update(&self.buf[..self.len]);
             s.update(data);
             self.stream = Some(s);
         }
     }
 
+    #[inline]
     pub(crate) fn range(&mut self, offset: u64, bytes: &[u8]) {
-        if self.stream.is_none() && self.buf.len() + 16 + bytes.len() <= Self::INLINE {
+        let at = self.len;
+        let n = bytes.len();
+        if self.stream.is_none() && n <= Self::INLINE - 16 && at <= Self::INLINE - 16 - n {
             // The common commit: a few small ranges gathered with fixed-size copies (a word-sized
             // range is most of them), no call into `memcpy`.
-            self.buf.extend_from_slice(&offset.to_le_bytes());
-            self.buf.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+            let b = &mut *self.buf;
+            b[at..at + 8].copy_from_slice(&offset.to_le_bytes());
+            b[at + 8..at + 16].copy_from_slice(&(n as u64).to_le_bytes());
             match <&[u8; 8]>::try_from(bytes) {
-                Ok(word) => self.buf.extend_from_slice(word),
-                Err(_) => self.buf.extend_from_slice(bytes),
+                Ok(word) => b[at + 16..at + 24].copy_from_slice(word),
+                Err(_) => b[at + 16..at + 16 + n].copy_from_slice(bytes),
             }
+            self.len = at + 16 + n;
             return;
         }
         self.push(&offset.to_le_bytes());
-        self.push(&(bytes.len() as u64).to_le_bytes());
+        self.push(&(n as u64).to_le_bytes());
         self.push(bytes);
     }
 
     pub(crate) fn finish(&self) -> u64 {
         match &self.stream {
             Some(s) => s.digest(),
-            None => xxh3_64(&self.buf),
+            None => xxh3_64(&self.buf[..self.len]),
         }
     }
 }
@@ -744,9 +757,11 @@ mod tests {
             &[500, 8, 8][..],
             &[8, 480, 8][..],
         ] {
-            let mut fast = DataHasher::default();
+            let mut fresh = HashBuf::default();
+            let mut fast = DataHasher::new(&mut fresh);
             // A reused buffer, left full of an earlier commit's bytes.
-            let mut reused = DataHasher::with_buffer(vec![0xA5; 700]);
+            let mut old = HashBuf(Box::new([0xA5; HASH_INLINE]));
+            let mut reused = DataHasher::new(&mut old);
             let mut slow = xxhash_rust::xxh3::Xxh3::new();
             for (i, &n) in sizes.iter().enumerate() {
                 let bytes: Vec<u8> = (0..n).map(|b| (b * 7 + i) as u8).collect();
@@ -759,7 +774,8 @@ mod tests {
             }
             assert_eq!(fast.finish(), slow.digest(), "{sizes:?}");
             assert_eq!(reused.finish(), slow.digest(), "{sizes:?}, reused buffer");
-            let again = DataHasher::with_buffer(reused.into_buffer());
+            drop(reused);
+            let again = DataHasher::new(&mut old);
             assert_eq!(
                 again.finish(),
                 xxhash_rust::xxh3::xxh3_64(&[]),

@@ -67,10 +67,17 @@ impl NestedRefs {
         }
     }
 
+    #[inline]
     pub(crate) fn check(&self, addr: usize) -> Result<()> {
         if !self.any_stale.get() {
             return Ok(());
         }
+        self.check_pins(addr)
+    }
+
+    /// [`check`](Self::check) once some reference went stale: searches the pins.
+    #[inline(never)]
+    fn check_pins(&self, addr: usize) -> Result<()> {
         let pins = self.pins.borrow();
         match pins
             .iter()

@@ -255,11 +255,13 @@ impl Shared {
 
     /// Whether `[off, off + len)` lies in the area transactions may log and modify: the root and
     /// the heap.
+    #[inline]
     pub(crate) fn loggable(&self, off: u64, len: u64) -> bool {
         self.geometry().loggable(off, len)
     }
 
     /// The geometry with the heap as large as the pool is now (it grows with `Pool::grow`).
+    #[inline]
     pub(crate) fn geometry(&self) -> Geometry {
         let mut g = self.geo;
         g.heap_size = (self.region.data_range().end & !4095) - g.heap_offset;
@@ -267,6 +269,7 @@ impl Shared {
     }
 
     /// The pool offset of `addr` if `[addr, addr + len)` is loggable.
+    #[inline]
     pub(crate) fn offset_of(&self, addr: usize, len: usize) -> Result<u64> {
         let base = self.region.base().as_ptr() as usize;
         let off = addr.wrapping_sub(base) as u64;
