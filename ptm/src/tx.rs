@@ -479,6 +479,7 @@ impl<'p> Transaction<'p> {
         r
     }
 
+    #[inline]
     fn append_undo(&self, st: &mut LaneVolatile, off: u64, len: u64) -> Result<()> {
         if !self.shared.loggable(off, len) {
             return Err(Error::NotInPool {
@@ -486,7 +487,22 @@ impl<'p> Transaction<'p> {
                 len: len as usize,
             });
         }
-        let s = self.shared;
+        // The common case: one record, in the current area (keeping REC_ALIGN bytes at its end
+        // for a jump record), copied with plain stores.
+        if len < NT_THRESHOLD && st.end - st.pos >= REC_ALIGN + REC_HEADER + len {
+            self.write_undo(st, off, len);
+        } else {
+            self.append_undo_split(st, off, len)?;
+        }
+        add_logical(st, off, len);
+        st.unordered_undo.push((off, len));
+        Ok(())
+    }
+
+    /// [`append_undo`](Self::append_undo)'s records for a loggable range that needs a jump to
+    /// a fresh extent, several records, or a non-temporal copy.
+    #[inline(never)]
+    fn append_undo_split(&self, st: &mut LaneVolatile, off: u64, len: u64) -> Result<()> {
         let mut done = 0;
         while done < len {
             // Keep REC_ALIGN bytes at the end of every area for a jump record.
@@ -499,47 +515,52 @@ impl<'p> Transaction<'p> {
                 self.jump(st)?;
                 continue;
             }
-            let n = fits.min(len - done);
-            let target = off + done;
-            // SAFETY: `[target, target + n)` is loggable (checked above) and owned by this
-            // transaction (cell / lock contract), so nothing writes it concurrently.
-            let old = unsafe { std::slice::from_raw_parts(s.ptr(target), n as usize) };
-            let header = encode_rec(s.log_key, st.seq, KIND_UNDO, n, target, old);
-            let at = st.pos;
-            note_header(st, at);
-            // SAFETY: `[at, at + rec_total(n))` lies in this lane's current log area (fits
-            // checked), which only this transaction writes; it does not overlap the target
-            // (log areas are lanes or extents reserved for this lane).
-            unsafe {
-                std::ptr::copy_nonoverlapping(header.as_ptr(), s.ptr(at), REC_HEADER as usize);
-                if n >= NT_THRESHOLD {
-                    s.flush(st.unflushed, at + REC_HEADER - st.unflushed);
-                    s.region
-                        .copy_nontemporal_ptr(s.ptr(at + REC_HEADER), old.as_ptr(), n as usize);
-                } else if n == 8 {
-                    // A word, the most common range: one unaligned load and store, no `memcpy`.
-                    s.ptr(at + REC_HEADER)
-                        .cast::<u64>()
-                        .write_unaligned(old.as_ptr().cast::<u64>().read_unaligned());
-                } else {
-                    // Flushed with the records around it at the next drain (`drain_log`):
-                    // packed records share lines, each flushed once.
-                    std::ptr::copy_nonoverlapping(old.as_ptr(), s.ptr(at + REC_HEADER), n as usize);
-                }
-            }
-            st.pos += s.geo.rec_total(n);
-            if n >= NT_THRESHOLD {
-                // The copy flushed its own unaligned head and tail lines.
-                st.unflushed = st.pos;
-            }
-            st.entries += 1;
-            st.ranges.push((target, n));
-            st.undrained = true;
+            let n = fits.min(rest);
+            self.write_undo(st, off + done, n);
             done += n;
         }
-        add_logical(st, off, len);
-        st.unordered_undo.push((off, len));
         Ok(())
+    }
+
+    /// Writes the undo record of `[target, target + n)` at the lane's log position, where the
+    /// caller made room for it (and for a jump record after it).
+    #[inline(always)]
+    fn write_undo(&self, st: &mut LaneVolatile, target: u64, n: u64) {
+        let s = self.shared;
+        // SAFETY: `[target, target + n)` is loggable (the caller checked) and owned by this
+        // transaction (cell / lock contract), so nothing writes it concurrently.
+        let old = unsafe { std::slice::from_raw_parts(s.ptr(target), n as usize) };
+        let header = encode_rec(s.log_key, st.seq, KIND_UNDO, n, target, old);
+        let at = st.pos;
+        note_header(st, at);
+        // SAFETY: `[at, at + rec_total(n))` lies in this lane's current log area (the caller
+        // made room), which only this transaction writes; it does not overlap the target (log
+        // areas are lanes or extents reserved for this lane).
+        unsafe {
+            std::ptr::copy_nonoverlapping(header.as_ptr(), s.ptr(at), REC_HEADER as usize);
+            if n >= NT_THRESHOLD {
+                s.flush(st.unflushed, at + REC_HEADER - st.unflushed);
+                s.region
+                    .copy_nontemporal_ptr(s.ptr(at + REC_HEADER), old.as_ptr(), n as usize);
+            } else if n == 8 {
+                // A word, the most common range: one unaligned load and store, no `memcpy`.
+                s.ptr(at + REC_HEADER)
+                    .cast::<u64>()
+                    .write_unaligned(old.as_ptr().cast::<u64>().read_unaligned());
+            } else {
+                // Flushed with the records around it at the next drain (`drain_log`):
+                // packed records share lines, each flushed once.
+                std::ptr::copy_nonoverlapping(old.as_ptr(), s.ptr(at + REC_HEADER), n as usize);
+            }
+        }
+        st.pos += s.geo.rec_total(n);
+        if n >= NT_THRESHOLD {
+            // The copy flushed its own unaligned head and tail lines.
+            st.unflushed = st.pos;
+        }
+        st.entries += 1;
+        st.ranges.push((target, n));
+        st.undrained = true;
     }
 
     /// Continues the log in a fresh heap extent.

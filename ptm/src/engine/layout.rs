@@ -513,7 +513,7 @@ pub fn superblock_log_key(sb: &[u8]) -> u64 {
 
 /// Encodes a record header for `data` (undo: the old bytes; jump: empty with `len` = extent size),
 /// its hash keyed with the pool's [`log_key`].
-#[inline]
+#[inline(always)]
 pub fn encode_rec(key: u64, seq: u64, kind: u8, len: u64, target: u64, data: &[u8]) -> [u8; 32] {
     let kind_len = (u64::from(kind) << 56) | (len & LEN_MASK);
     let hash = xxh3_64_with_seed(data, rec_seed(key, seq, kind_len, target));
@@ -644,11 +644,17 @@ impl<'b> DataHasher<'b> {
             // The common commit: a few small ranges gathered with fixed-size copies (a word-sized
             // range is most of them), no call into `memcpy`.
             let b = &mut *self.buf;
-            b[at..at + 8].copy_from_slice(&offset.to_le_bytes());
-            b[at + 8..at + 16].copy_from_slice(&(n as u64).to_le_bytes());
-            match <&[u8; 8]>::try_from(bytes) {
-                Ok(word) => b[at + 16..at + 24].copy_from_slice(word),
-                Err(_) => b[at + 16..at + 16 + n].copy_from_slice(bytes),
+            if let Ok(word) = <&[u8; 8]>::try_from(bytes) {
+                // One 24-byte piece, assembled in registers.
+                let mut piece = [0u8; 24];
+                piece[..8].copy_from_slice(&offset.to_le_bytes());
+                piece[8..16].copy_from_slice(&8u64.to_le_bytes());
+                piece[16..].copy_from_slice(word);
+                b[at..at + 24].copy_from_slice(&piece);
+            } else {
+                b[at..at + 8].copy_from_slice(&offset.to_le_bytes());
+                b[at + 8..at + 16].copy_from_slice(&(n as u64).to_le_bytes());
+                b[at + 16..at + 16 + n].copy_from_slice(bytes);
             }
             self.len = at + 16 + n;
             return;
