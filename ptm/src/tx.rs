@@ -984,8 +984,7 @@ impl<'p> Transaction<'p> {
         });
         match result {
             Ok(()) => {
-                self.settle_flushed_marks();
-                s.mark_complete(self.lane_id(), seq);
+                self.settle_flushed_marks_and_mark(seq);
                 self.finish(true);
                 Ok(())
             }
@@ -998,14 +997,13 @@ impl<'p> Transaction<'p> {
         }
     }
 
-    /// Settles the completion marks this transaction's last drain flushed (after a later
-    /// ordering point, so they are ordered).
-    fn settle_flushed_marks(&self) {
+    /// After the commit's drain: settles the completion marks this transaction's last drain
+    /// flushed (ordered since), then marks this transaction, `seq`, complete.
+    fn settle_flushed_marks_and_mark(&self, seq: u64) {
         let mut st = self.st_mut();
-        if !st.completions.is_empty() {
-            self.shared.settle_completions(&st.completions);
-            st.completions.clear();
-        }
+        self.shared
+            .settle_then_mark_complete(&st.completions, self.lane_id(), seq);
+        st.completions.clear();
     }
 
     /// Rolls back everything this transaction logged and releases it.

@@ -940,6 +940,69 @@ fn completion_marks_on_the_second_lane_are_durable_and_never_lost() {
     completion_model(1);
 }
 
+/// The committer as a transaction runs it: its second transaction's snapshot drain flushes
+/// the lane's own pending mark (with any other lane's), and after its commit's drain it settles
+/// what it flushed and marks the new seq in one step (`CompletionMarks::settle_then_mark`,
+/// which replaces its own still-pending mark in place), while another thread drains and a
+/// third commits on the other lane. Same guarantees: blocks are released only once their mark
+/// is durable, no mark is lost, nothing stays pending.
+#[test]
+fn completion_marks_settled_and_replaced_at_commit_are_never_lost() {
+    for busy in [0, 1] {
+        let other = 1 - busy;
+        model(move || {
+            let m = Arc::new(Marks::new());
+            let committer = {
+                let m = m.clone();
+                thread::spawn(move || {
+                    m.mark_complete(busy, SEQ_STRIDE);
+                    m.quarantine(busy, SEQ_STRIDE);
+                    // The second transaction's snapshot drain (`Transaction::drain_log`).
+                    let (flushed, lines) = m.flush_pending();
+                    m.drain(&lines);
+                    // Its commit's drain, then `Shared::settle_then_mark_complete`.
+                    m.completed[busy].store(2 * SEQ_STRIDE, Ordering::Release);
+                    m.marks.settle_then_mark(&flushed, busy, 2 * SEQ_STRIDE);
+                    m.release_quarantine();
+                })
+            };
+            let drainer = {
+                let m = m.clone();
+                thread::spawn(move || m.drain_pass())
+            };
+            let other_lane = {
+                let m = m.clone();
+                thread::spawn(move || {
+                    m.mark_complete(other, SEQ_STRIDE + 1);
+                    m.drain_pass();
+                })
+            };
+            for h in [committer, drainer, other_lane] {
+                h.join().unwrap();
+            }
+            m.drain_pass();
+            assert_eq!(
+                m.media[busy].load(Ordering::SeqCst),
+                2 * SEQ_STRIDE,
+                "lane {busy}'s newest mark lost"
+            );
+            assert_eq!(
+                m.media[other].load(Ordering::SeqCst),
+                SEQ_STRIDE + 1,
+                "lane {other}'s mark lost"
+            );
+            assert!(
+                m.marks.is_durable(busy, 2 * SEQ_STRIDE),
+                "lane {busy}'s newest mark never settled"
+            );
+            assert!(m.quarantine.lock().unwrap().is_empty(), "blocks never released");
+            for lane in 0..2 {
+                assert_eq!(m.marks.pending(lane), 0, "lane {lane} still pending");
+            }
+        });
+    }
+}
+
 /// [`completion_marks_are_durable_before_quarantine_release_and_never_lost`] with `busy` the
 /// lane that commits twice.
 fn completion_model(busy: usize) {

@@ -90,12 +90,17 @@ impl LaneMap {
 
     /// Returns a lane taken by this caller.
     pub fn release(&self, lane: usize) {
-        // A swap, not a plain release store: a taker's failed `swap(1)` on a busy flag is a
-        // read-modify-write, which no store can split in the memory model, but loom (0.7,
-        // tokio-rs/loom#254) lets a plain store land between its read and write, leaving a free
-        // lane marked busy; the loom models check this code as it is.
-        let prev = self.flags[lane].0.swap(0, Ordering::Release);
-        debug_assert!(prev != 0, "lane {lane} released twice");
+        debug_assert!(self.is_busy(lane), "lane {lane} released twice");
+        // A plain release store: a `mov` on x86-64, where a swap is a locked instruction that
+        // waits for the commit's write-backs still in flight. Under loom a swap: a taker's
+        // failed `swap(1)` on a busy flag is a read-modify-write, which no store can split in
+        // the memory model, but loom (0.7, tokio-rs/loom#254) lets a plain store land between
+        // its read and write, leaving a free lane marked busy. The two are the same release
+        // for every execution the memory model allows.
+        #[cfg(not(ptm_loom))]
+        self.flags[lane].0.store(0, Ordering::Release);
+        #[cfg(ptm_loom)]
+        self.flags[lane].0.swap(0, Ordering::Release);
     }
 
     /// Whether `lane` is taken (diagnostics and tests).

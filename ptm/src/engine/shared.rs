@@ -220,6 +220,14 @@ impl Shared {
         self.marks.mark(lane, seq);
     }
 
+    /// [`settle_completions`](Self::settle_completions)`(flushed)` then
+    /// [`mark_complete`](Self::mark_complete)`(lane, seq)`, by the holder of `lane` (see
+    /// `CompletionMarks::settle_then_mark`).
+    pub(crate) fn settle_then_mark_complete(&self, flushed: &[(usize, u64)], lane: usize, seq: u64) {
+        self.completed_word(lane).store(seq, Ordering::Release);
+        self.marks.settle_then_mark(flushed, lane, seq);
+    }
+
     /// Flushes the `completed` line of every lane with a pending completion; returns what was
     /// flushed, for [`Shared::settle_completions`] after the caller's drain.
     pub(crate) fn flush_pending_completions(&self, out: &mut Vec<(usize, u64)>) {
