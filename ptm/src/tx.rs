@@ -479,7 +479,7 @@ impl<'p> Transaction<'p> {
         r
     }
 
-    #[inline]
+    #[inline(always)]
     fn append_undo(&self, st: &mut LaneVolatile, off: u64, len: u64) -> Result<()> {
         if !self.shared.loggable(off, len) {
             return Err(Error::NotInPool {
