@@ -22,7 +22,9 @@ use ptm::{Checked, PCell, Persistent, Pool, PoolOptions, Transaction};
 use ptm_benches::pmem_pool_dir;
 use ptm_collections::{PBTreeMap, PHashMap, PString, PValue, PVec};
 
-/// Pool size: room for every add of the run (tasks are never removed).
+/// Pool size: room for every add of one criterion group (tasks are never removed, so each group
+/// has its own pool: one pool for the whole run filled up once criterion ran more iterations,
+/// about a million adds, before the big transactions).
 const POOL_SIZE: u64 = 1 << 30;
 /// Tags per task, drawn from [`TAG_KINDS`] distinct tags.
 const TAGS: usize = 2;
@@ -215,6 +217,8 @@ fn bench(c: &mut Criterion) {
     g.bench_function("std", |b| b.iter(|| black_box(std_q.add(black_box(next)))));
     g.finish();
 
+    drop(pool);
+    let (_dir, pool) = open("tq-batched");
     let mut g = c.benchmark_group("task_add_batched");
     g.throughput(Throughput::Elements(100));
     g.bench_function("ptm_100", |b| {
@@ -233,6 +237,8 @@ fn bench(c: &mut Criterion) {
 
     // Per-add time of one big transaction, against small ones: `iter_custom` runs whole
     // transactions of `n` adds and reports the time per add.
+    drop(pool);
+    let (_dir, pool) = open("tq-big");
     let mut g = c.benchmark_group("task_add_big_tx");
     g.sample_size(10);
     for n in [1_000u64, 20_000] {
