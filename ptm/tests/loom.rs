@@ -949,56 +949,14 @@ fn completion_marks_on_the_second_lane_are_durable_and_never_lost() {
 #[test]
 fn completion_marks_settled_and_replaced_at_commit_are_never_lost() {
     for busy in [0, 1] {
-        let other = 1 - busy;
-        model(move || {
-            let m = Arc::new(Marks::new());
-            let committer = {
-                let m = m.clone();
-                thread::spawn(move || {
-                    m.mark_complete(busy, SEQ_STRIDE);
-                    m.quarantine(busy, SEQ_STRIDE);
-                    // The second transaction's snapshot drain (`Transaction::drain_log`).
-                    let (flushed, lines) = m.flush_pending();
-                    m.drain(&lines);
-                    // Its commit's drain, then `Shared::settle_then_mark_complete`.
-                    m.completed[busy].store(2 * SEQ_STRIDE, Ordering::Release);
-                    m.marks.settle_then_mark(&flushed, busy, 2 * SEQ_STRIDE);
-                    m.release_quarantine();
-                })
-            };
-            let drainer = {
-                let m = m.clone();
-                thread::spawn(move || m.drain_pass())
-            };
-            let other_lane = {
-                let m = m.clone();
-                thread::spawn(move || {
-                    m.mark_complete(other, SEQ_STRIDE + 1);
-                    m.drain_pass();
-                })
-            };
-            for h in [committer, drainer, other_lane] {
-                h.join().unwrap();
-            }
-            m.drain_pass();
-            assert_eq!(
-                m.media[busy].load(Ordering::SeqCst),
-                2 * SEQ_STRIDE,
-                "lane {busy}'s newest mark lost"
-            );
-            assert_eq!(
-                m.media[other].load(Ordering::SeqCst),
-                SEQ_STRIDE + 1,
-                "lane {other}'s mark lost"
-            );
-            assert!(
-                m.marks.is_durable(busy, 2 * SEQ_STRIDE),
-                "lane {busy}'s newest mark never settled"
-            );
-            assert!(m.quarantine.lock().unwrap().is_empty(), "blocks never released");
-            for lane in 0..2 {
-                assert_eq!(m.marks.pending(lane), 0, "lane {lane} still pending");
-            }
+        completion_model_with(busy, |m, busy, seq| {
+            // The second transaction's snapshot drain (`Transaction::drain_log`).
+            let (flushed, lines) = m.flush_pending();
+            m.drain(&lines);
+            // Its commit's drain, then `Shared::settle_then_mark_complete`.
+            m.completed[busy].store(seq, Ordering::Release);
+            m.marks.settle_then_mark(&flushed, busy, seq);
+            m.release_quarantine();
         });
     }
 }
@@ -1006,6 +964,12 @@ fn completion_marks_settled_and_replaced_at_commit_are_never_lost() {
 /// [`completion_marks_are_durable_before_quarantine_release_and_never_lost`] with `busy` the
 /// lane that commits twice.
 fn completion_model(busy: usize) {
+    completion_model_with(busy, |m, busy, seq| m.mark_complete(busy, seq));
+}
+
+/// The completion model with `second(marks, busy, seq)` as the committer's second transaction's
+/// completion (after its first committed, quarantining blocks).
+fn completion_model_with(busy: usize, second: fn(&Marks, usize, u64)) {
     let other = 1 - busy;
     model(move || {
         let m = Arc::new(Marks::new());
@@ -1014,7 +978,7 @@ fn completion_model(busy: usize) {
             thread::spawn(move || {
                 m.mark_complete(busy, SEQ_STRIDE);
                 m.quarantine(busy, SEQ_STRIDE);
-                m.mark_complete(busy, 2 * SEQ_STRIDE);
+                second(&m, busy, 2 * SEQ_STRIDE);
             })
         };
         let drainer = {
@@ -1042,6 +1006,10 @@ fn completion_model(busy: usize) {
             m.media[other].load(Ordering::SeqCst),
             SEQ_STRIDE + 1,
             "lane {other}'s mark lost"
+        );
+        assert!(
+            m.marks.is_durable(busy, 2 * SEQ_STRIDE),
+            "lane {busy}'s newest mark never settled"
         );
         assert!(m.quarantine.lock().unwrap().is_empty(), "blocks never released");
         // Nothing left pending. (A lane's bit may stay set with `pending_seq` 0: a settle
