@@ -499,3 +499,38 @@ fn a_new_range_record_that_exactly_fits_the_lane_area_takes_no_extent() {
         assert!(matches!(r, Err(Error::InvalidOptions(_))), "{r:?}");
     }
 }
+
+/// A one-byte range keeps the area's jump reserve too (design §8.1): with 96 bytes left in the
+/// lane's area (room for its 40-byte record, not for it and the 64 kept), its record goes to an
+/// extent; with 104 left it stays in the lane's area (the test can fail).
+#[test]
+fn a_one_byte_record_keeps_the_jump_reserve_of_the_lane_area() {
+    use ptm::internals::layout::{KIND_JUMP, KIND_UNDO, REC_ALIGN};
+    let dir = common::shm_dir();
+    let (pool, off) = lines_pool_with_block(&dir, "byte.pool");
+    let path = common::path(&dir, "byte.pool");
+    let g = pool.geometry();
+    assert_eq!(g.rec_total(1), 40);
+    for (left, extent) in [(96, true), (104, false)] {
+        let (lines, words) = fill_plan_after(&g, left - REC_ALIGN);
+        let r: Result<(), Error> = pool.transaction(|tx, r| {
+            for l in &r.lines[..lines] {
+                l.set(tx, [5; 8])?;
+            }
+            for w in &r.words[..words] {
+                w.set(tx, 6)?;
+            }
+            // SAFETY: the block allocated above, BIG bytes, reached only by this transaction.
+            unsafe { tx.fill_bytes(tx.pptr(off), 3, 1)? };
+            let records = log_shape(&path, &g, 0);
+            let expected = if extent {
+                vec![(KIND_JUMP, FIRST_EXTENT, 0), (KIND_UNDO, 1, off)]
+            } else {
+                vec![(KIND_UNDO, 1, off)]
+            };
+            assert_eq!(records.get(lines + words..), Some(&expected[..]), "{left} bytes left");
+            Err(Error::InvalidOptions("abort on purpose"))
+        });
+        assert!(matches!(r, Err(Error::InvalidOptions(_))), "{r:?}");
+    }
+}
