@@ -7,7 +7,7 @@
 
 use crate::common;
 
-use ptm::{thread_stats, PCell, PPtr, Persistent, Pool, Transaction};
+use ptm::{thread_stats, PCell, PMutex, PPtr, Persistent, Pool, Transaction};
 
 #[derive(Persistent)]
 #[persistent(crate = "ptm::pmem_core")]
@@ -686,4 +686,51 @@ fn a_store_into_a_range_logged_in_the_open_batch_drains_first() {
     .unwrap();
     let v = pool.transaction(|tx, r| Ok::<_, ptm::Error>(r.lines[1].get(tx)[0]));
     assert_eq!(v.unwrap(), 8);
+}
+
+/// A root threads can share: each cell under a lock.
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Locked {
+    lines: [PMutex<PCell<[u64; 8]>>; 2],
+    word: PMutex<PCell<u64>>,
+}
+
+/// Another lane's completion mark, flushed by a transaction's first drain, is settled by its
+/// second (no longer pending), so the second flushes no line for it: it costs what it costs
+/// with no other mark pending. Unsettled, every later drain of the transaction would flush that
+/// lane's `completed` line again.
+#[test]
+fn a_mark_flushed_by_one_drain_is_settled_by_the_next_and_not_flushed_again() {
+    let dir = common::shm_dir();
+    let pool = Pool::<Locked>::create(common::path(&dir, "locked.pool"), 8 << 20, &common::pmem()).unwrap();
+    let mut cost = Vec::new();
+    for other in [false, true] {
+        pool.sync().unwrap();
+        let other_lane = other.then(|| {
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    pool.transaction(|tx, r| r.word.lock(tx)?.set(tx, 1).map(|()| tx.lane()))
+                        .unwrap()
+                })
+                .join()
+                .unwrap()
+            })
+        });
+        let lines = pool
+            .transaction(|tx, r| {
+                assert_ne!(other_lane, Some(tx.lane()), "the other transaction's lane");
+                let (a, b) = (r.lines[0].lock(tx)?, r.lines[1].lock(tx)?);
+                a.set(tx, [1; 8])?;
+                let before = thread_stats();
+                b.set(tx, [1; 8])?;
+                let d = thread_stats().since(&before);
+                assert_eq!(d.drains, 1);
+                Ok::<_, ptm::Error>(d.lines_flushed)
+            })
+            .unwrap();
+        cost.push(lines);
+    }
+    assert_eq!(cost[1], cost[0], "lines of the second drain: another lane's mark pending before, none");
 }
