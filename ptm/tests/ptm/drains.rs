@@ -676,10 +676,18 @@ fn a_store_into_a_range_logged_in_the_open_batch_drains_first() {
             b.add(&r.lines[1])?;
             let before = thread_stats();
             r.lines[1].set(tx, [7; 8])?;
-            assert_eq!(thread_stats().since(&before).drains, 1, "drains at the first store");
+            assert_eq!(
+                thread_stats().since(&before).drains,
+                1,
+                "drains at the first store"
+            );
             let before = thread_stats();
             r.lines[1].set(tx, [8; 8])?;
-            assert_eq!(thread_stats().since(&before).drains, 0, "drains at the second store");
+            assert_eq!(
+                thread_stats().since(&before).drains,
+                0,
+                "drains at the second store"
+            );
             Ok(())
         })
     })
@@ -732,5 +740,8 @@ fn a_mark_flushed_by_one_drain_is_settled_by_the_next_and_not_flushed_again() {
             .unwrap();
         cost.push(lines);
     }
-    assert_eq!(cost[1], cost[0], "lines of the second drain: another lane's mark pending before, none");
+    assert_eq!(
+        cost[1], cost[0],
+        "lines of the second drain: another lane's mark pending before, none"
+    );
 }

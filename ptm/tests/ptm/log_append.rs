@@ -528,7 +528,11 @@ fn a_one_byte_record_keeps_the_jump_reserve_of_the_lane_area() {
             } else {
                 vec![(KIND_UNDO, 1, off)]
             };
-            assert_eq!(records.get(lines + words..), Some(&expected[..]), "{left} bytes left");
+            assert_eq!(
+                records.get(lines + words..),
+                Some(&expected[..]),
+                "{left} bytes left"
+            );
             Err(Error::InvalidOptions("abort on purpose"))
         });
         assert!(matches!(r, Err(Error::InvalidOptions(_))), "{r:?}");
