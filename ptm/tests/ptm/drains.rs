@@ -745,3 +745,35 @@ fn a_mark_flushed_by_one_drain_is_settled_by_the_next_and_not_flushed_again() {
         "lines of the second drain: another lane's mark pending before, none"
     );
 }
+
+/// The commit flushes each line the transaction changed once, and every line of a run of
+/// adjacent ones: two words logged in one line cost one data line; lines 0 and 1 (one run of
+/// two) and line 5 cost three. Counted from the last store to the commit's end: the data lines
+/// and the commit record's line.
+#[test]
+fn a_commit_flushes_a_shared_line_once_and_every_line_of_a_run() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir);
+    let commit_lines = |f: &dyn Fn(&Transaction<'_>, &Root) -> ptm::Result<()>| {
+        pool.sync().unwrap();
+        let mid = pool
+            .transaction(|tx, r| {
+                f(tx, r)?;
+                Ok::<_, ptm::Error>(thread_stats())
+            })
+            .unwrap();
+        thread_stats().since(&mid).lines_flushed
+    };
+    let shared = commit_lines(&|tx, r| {
+        let line = |p: *const u8| p as usize / 64;
+        assert_eq!(
+            line((&r.word as *const PCell<u64>).cast()),
+            line((&r.big as *const PCell<PPtr<Big>>).cast())
+        );
+        r.word.set(tx, 3)?;
+        r.big.set(tx, PPtr::null())
+    });
+    assert_eq!(shared, 2, "two words of one line: the line, the commit record");
+    let run = commit_lines(&|tx, r| [0, 1, 5].iter().try_for_each(|&k| r.lines[k].set(tx, [4; 8])));
+    assert_eq!(run, 4, "lines 0, 1 and 5: three lines, the commit record");
+}
