@@ -193,6 +193,43 @@ mod tests {
         assert_eq!(flush(&m).0, [(2, 12)]);
     }
 
+    /// The committer's own flushed mark, still pending, is replaced in place by its new one (the
+    /// lane's bit stays set); another lane's flushed mark, ahead of it in the list, is settled.
+    #[test]
+    fn settle_then_mark_replaces_the_own_pending_mark_and_settles_the_others() {
+        let m = CompletionMarks::new(8);
+        m.mark(1, 5);
+        m.mark(6, 7);
+        let (out, _) = flush(&m);
+        assert_eq!(out, [(1, 5), (6, 7)]);
+        m.settle_then_mark(&out, 6, 9);
+        assert!(m.is_durable(1, 5) && m.is_durable(6, 7));
+        assert!(!m.is_durable(6, 9));
+        assert_eq!((m.pending(1), m.pending(6)), (0, 9));
+        assert_eq!(bits(&m), [1 << 6]);
+        assert_eq!(flush(&m).0, [(6, 9)]);
+    }
+
+    /// Another drainer settled the committer's flushed mark between its drain and its commit
+    /// (its pending seq is 0, its bit cleared): the new mark is recorded pending again, with its
+    /// bit, so the next drainer flushes it. A committer with no flushed mark of its own marks too.
+    #[test]
+    fn settle_then_mark_marks_again_after_another_drainer_settled_the_own_mark() {
+        let m = CompletionMarks::new(4);
+        m.mark(2, 5);
+        let (out, _) = flush(&m);
+        m.settle(&out); // another thread's drain
+        assert_eq!((m.pending(2), bits(&m)), (0, vec![0]));
+        m.settle_then_mark(&out, 2, 9);
+        assert!(m.is_durable(2, 5) && !m.is_durable(2, 9));
+        assert_eq!(m.pending(2), 9);
+        assert_eq!(bits(&m), [1 << 2]);
+        assert_eq!(flush(&m).0, [(2, 9)]);
+        m.settle_then_mark(&[], 3, 4);
+        assert_eq!(m.pending(3), 4);
+        assert_eq!(bits(&m), [1 << 2 | 1 << 3]);
+    }
+
     #[test]
     fn set_durable_only_raises_the_durable_seq() {
         let m = CompletionMarks::new(2);

@@ -762,6 +762,10 @@ mod tests {
             &[4096, 1][..],
             &[500, 8, 8][..],
             &[8, 480, 8][..],
+            // The buffer gathered to exactly its end, and to 7 bytes before it: the next range
+            // starts the streaming hasher with its offset.
+            &[496, 8][..],
+            &[489, 8][..],
         ] {
             let mut fresh = HashBuf::default();
             let mut fast = DataHasher::new(&mut fresh);

@@ -7,7 +7,7 @@
 
 use crate::common;
 
-use ptm::{thread_stats, PCell, PPtr, Persistent, Pool, Transaction};
+use ptm::{thread_stats, PCell, PMutex, PPtr, Persistent, Pool, Transaction};
 
 #[derive(Persistent)]
 #[persistent(crate = "ptm::pmem_core")]
@@ -661,4 +661,119 @@ fn copy_bytes_refuses_a_source_outside_the_root_and_the_heap() {
     });
     assert!(matches!(r, Err(ptm::Error::NotInPool { .. })), "{r:?}");
     assert_eq!(thread_stats().since(&before).drains, 0, "nothing logged");
+}
+
+/// A store into a range logged inside the still-open batch drains before it stores (its undo
+/// entry is not yet ordered), also when the store's range is the logged range itself (covered:
+/// the store path's shortcut for covered ranges applies outside batches only); a second store
+/// to it, now ordered, costs nothing.
+#[test]
+fn a_store_into_a_range_logged_in_the_open_batch_drains_first() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir);
+    pool.transaction(|tx, r| {
+        tx.snapshot(|b| {
+            b.add(&r.lines[1])?;
+            let before = thread_stats();
+            r.lines[1].set(tx, [7; 8])?;
+            assert_eq!(
+                thread_stats().since(&before).drains,
+                1,
+                "drains at the first store"
+            );
+            let before = thread_stats();
+            r.lines[1].set(tx, [8; 8])?;
+            assert_eq!(
+                thread_stats().since(&before).drains,
+                0,
+                "drains at the second store"
+            );
+            Ok(())
+        })
+    })
+    .unwrap();
+    let v = pool.transaction(|tx, r| Ok::<_, ptm::Error>(r.lines[1].get(tx)[0]));
+    assert_eq!(v.unwrap(), 8);
+}
+
+/// A root threads can share: each cell under a lock.
+#[derive(Persistent)]
+#[persistent(crate = "ptm::pmem_core")]
+#[repr(C)]
+struct Locked {
+    lines: [PMutex<PCell<[u64; 8]>>; 2],
+    word: PMutex<PCell<u64>>,
+}
+
+/// Another lane's completion mark, flushed by a transaction's first drain, is settled by its
+/// second (no longer pending), so the second flushes no line for it: it costs what it costs
+/// with no other mark pending. Unsettled, every later drain of the transaction would flush that
+/// lane's `completed` line again.
+#[test]
+fn a_mark_flushed_by_one_drain_is_settled_by_the_next_and_not_flushed_again() {
+    let dir = common::shm_dir();
+    let pool = Pool::<Locked>::create(common::path(&dir, "locked.pool"), 8 << 20, &common::pmem()).unwrap();
+    let mut cost = Vec::new();
+    for other in [false, true] {
+        pool.sync().unwrap();
+        let other_lane = other.then(|| {
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    pool.transaction(|tx, r| r.word.lock(tx)?.set(tx, 1).map(|()| tx.lane()))
+                        .unwrap()
+                })
+                .join()
+                .unwrap()
+            })
+        });
+        let lines = pool
+            .transaction(|tx, r| {
+                assert_ne!(other_lane, Some(tx.lane()), "the other transaction's lane");
+                let (a, b) = (r.lines[0].lock(tx)?, r.lines[1].lock(tx)?);
+                a.set(tx, [1; 8])?;
+                let before = thread_stats();
+                b.set(tx, [1; 8])?;
+                let d = thread_stats().since(&before);
+                assert_eq!(d.drains, 1);
+                Ok::<_, ptm::Error>(d.lines_flushed)
+            })
+            .unwrap();
+        cost.push(lines);
+    }
+    assert_eq!(
+        cost[1], cost[0],
+        "lines of the second drain: another lane's mark pending before, none"
+    );
+}
+
+/// The commit flushes each line the transaction changed once, and every line of a run of
+/// adjacent ones: two words logged in one line cost one data line; lines 0 and 1 (one run of
+/// two) and line 5 cost three. Counted from the last store to the commit's end: the data lines
+/// and the commit record's line.
+#[test]
+fn a_commit_flushes_a_shared_line_once_and_every_line_of_a_run() {
+    let dir = common::shm_dir();
+    let pool = pool(&dir);
+    let commit_lines = |f: &dyn Fn(&Transaction<'_>, &Root) -> ptm::Result<()>| {
+        pool.sync().unwrap();
+        let mid = pool
+            .transaction(|tx, r| {
+                f(tx, r)?;
+                Ok::<_, ptm::Error>(thread_stats())
+            })
+            .unwrap();
+        thread_stats().since(&mid).lines_flushed
+    };
+    let shared = commit_lines(&|tx, r| {
+        let line = |p: *const u8| p as usize / 64;
+        assert_eq!(
+            line((&r.word as *const PCell<u64>).cast()),
+            line((&r.big as *const PCell<PPtr<Big>>).cast())
+        );
+        r.word.set(tx, 3)?;
+        r.big.set(tx, PPtr::null())
+    });
+    assert_eq!(shared, 2, "two words of one line: the line, the commit record");
+    let run = commit_lines(&|tx, r| [0, 1, 5].iter().try_for_each(|&k| r.lines[k].set(tx, [4; 8])));
+    assert_eq!(run, 4, "lines 0, 1 and 5: three lines, the commit record");
 }

@@ -499,3 +499,81 @@ fn a_new_range_record_that_exactly_fits_the_lane_area_takes_no_extent() {
         assert!(matches!(r, Err(Error::InvalidOptions(_))), "{r:?}");
     }
 }
+
+/// A one-byte range keeps the area's jump reserve too (design §8.1): with 96 bytes left in the
+/// lane's area (room for its 40-byte record, not for it and the 64 kept), its record goes to an
+/// extent; with 104 left it stays in the lane's area (the test can fail).
+#[test]
+fn a_one_byte_record_keeps_the_jump_reserve_of_the_lane_area() {
+    use ptm::internals::layout::{KIND_JUMP, KIND_UNDO, REC_ALIGN};
+    let dir = common::shm_dir();
+    let (pool, off) = lines_pool_with_block(&dir, "byte.pool");
+    let path = common::path(&dir, "byte.pool");
+    let g = pool.geometry();
+    assert_eq!(g.rec_total(1), 40);
+    for (left, extent) in [(96, true), (104, false)] {
+        let (lines, words) = fill_plan_after(&g, left - REC_ALIGN);
+        let r: Result<(), Error> = pool.transaction(|tx, r| {
+            for l in &r.lines[..lines] {
+                l.set(tx, [5; 8])?;
+            }
+            for w in &r.words[..words] {
+                w.set(tx, 6)?;
+            }
+            // SAFETY: the block allocated above, BIG bytes, reached only by this transaction.
+            unsafe { tx.fill_bytes(tx.pptr(off), 3, 1)? };
+            let records = log_shape(&path, &g, 0);
+            let expected = if extent {
+                vec![(KIND_JUMP, FIRST_EXTENT, 0), (KIND_UNDO, 1, off)]
+            } else {
+                vec![(KIND_UNDO, 1, off)]
+            };
+            assert_eq!(
+                records.get(lines + words..),
+                Some(&expected[..]),
+                "{left} bytes left"
+            );
+            Err(Error::InvalidOptions("abort on purpose"))
+        });
+        assert!(matches!(r, Err(Error::InvalidOptions(_))), "{r:?}");
+    }
+}
+
+/// With exactly 64 bytes of data room left in the lane's area, a range too large for a fresh
+/// extent writes its first piece there, 64 bytes (the smallest piece an area's end may hold),
+/// and continues in the extents.
+#[test]
+fn a_split_range_writes_a_64_byte_first_piece_at_the_end_of_an_area() {
+    use ptm::internals::layout::{KIND_JUMP, KIND_UNDO};
+    let dir = common::shm_dir();
+    let (pool, off) = lines_pool_with_block(&dir, "tail64.pool");
+    let path = common::path(&dir, "tail64.pool");
+    let g = pool.geometry();
+    // The area filled up to its jump reserve, a record header and 64 bytes.
+    let (lines, words) = fill_plan_after(&g, 96);
+    let r: Result<(), Error> = pool.transaction(|tx, r| {
+        for l in &r.lines[..lines] {
+            l.set(tx, [5; 8])?;
+        }
+        for w in &r.words[..words] {
+            w.set(tx, 6)?;
+        }
+        // SAFETY: the block allocated above, BIG bytes, reached only by this transaction.
+        unsafe { tx.fill_bytes(tx.pptr(off), 2, BIG)? };
+        let p1 = data_room(FIRST_EXTENT);
+        assert_eq!(
+            log_shape(&path, &g, 0).get(lines + words..),
+            Some(
+                &[
+                    (KIND_UNDO, 64, off),
+                    (KIND_JUMP, FIRST_EXTENT, 0),
+                    (KIND_UNDO, p1, off + 64),
+                    (KIND_JUMP, 2 * FIRST_EXTENT, 0),
+                    (KIND_UNDO, BIG - 64 - p1, off + 64 + p1),
+                ][..]
+            )
+        );
+        Err(Error::InvalidOptions("abort on purpose"))
+    });
+    assert!(matches!(r, Err(Error::InvalidOptions(_))), "{r:?}");
+}
