@@ -427,6 +427,8 @@ impl<'p> Transaction<'p> {
         self.log_slow(off, len, store_next)
     }
 
+    /// [`log`](Self::log) when the range is not simply covered outside a batch (or no lane is
+    /// taken yet): appends, and drains where `log` says.
     #[inline(never)]
     fn log_slow(&self, off: u64, len: u64, store_next: bool) -> Result<()> {
         let mut st = self.st_mut();

@@ -82,7 +82,8 @@ pub(crate) struct LaneVolatile {
     pub(crate) mark_line_flushed: bool,
     /// Scratch for the commit: the logged ranges' cache lines (kept for its capacity).
     pub(crate) commit_lines: Vec<(u64, u64)>,
-    /// Scratch for the commit: the data hash's gathered input (kept for its capacity).
+    /// Scratch for the commit: the data hash's gathered input (a fixed buffer kept across
+    /// commits, so a commit allocates nothing for it).
     pub(crate) hash_buf: crate::engine::layout::HashBuf,
     pub(crate) batch_depth: u32,
     pub(crate) locks: Vec<(HeldKind, *const AtomicU64)>,
