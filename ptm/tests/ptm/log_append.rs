@@ -423,17 +423,17 @@ fn lines_pool_with_block(dir: &tempfile::TempDir, name: &str) -> (Pool<Lines>, u
     (pool, off)
 }
 
-/// With less than 64 bytes of data room left in the lane's area, a range too large for a
-/// fresh extent starts in an extent: no piece of a few bytes is left at the area's end.
-#[test]
-fn a_split_range_leaves_no_piece_under_64_bytes_at_the_end_of_an_area() {
-    use ptm::internals::layout::{KIND_JUMP, KIND_UNDO};
+/// The log records after the fill's when one transaction fills lane 0's area up to its jump
+/// reserve and `used` bytes more, then stores [`BIG`] bytes into a block too large for a fresh
+/// extent (the transaction is then rolled back): the records, the block's offset and the data
+/// room of the first extent.
+fn split_range_records(name: &str, used: u64) -> (Vec<(u8, u64, u64)>, u64, u64) {
     let dir = common::shm_dir();
-    let (pool, off) = lines_pool_with_block(&dir, "tail.pool");
-    let path = common::path(&dir, "tail.pool");
+    let (pool, off) = lines_pool_with_block(&dir, name);
+    let path = common::path(&dir, name);
     let g = pool.geometry();
-    // The area filled up to its jump reserve and 64 bytes more: 32 bytes of data room.
-    let (lines, words) = fill_plan_after(&g, 64);
+    let (lines, words) = fill_plan_after(&g, used);
+    let mut tail = Vec::new();
     let r: Result<(), Error> = pool.transaction(|tx, r| {
         for l in &r.lines[..lines] {
             l.set(tx, [5; 8])?;
@@ -443,23 +443,32 @@ fn a_split_range_leaves_no_piece_under_64_bytes_at_the_end_of_an_area() {
         }
         // SAFETY: the block allocated above, BIG bytes, reached only by this transaction.
         unsafe { tx.fill_bytes(tx.pptr(off), 2, BIG)? };
-        let p1 = data_room(FIRST_EXTENT);
-        let records = log_shape(&path, &g, 0);
-        // After the fill's records (one each):
-        assert_eq!(
-            records.get(lines + words..),
-            Some(
-                &[
-                    (KIND_JUMP, FIRST_EXTENT, 0),
-                    (KIND_UNDO, p1, off),
-                    (KIND_JUMP, 2 * FIRST_EXTENT, 0),
-                    (KIND_UNDO, BIG - p1, off + p1),
-                ][..]
-            )
-        );
+        tail = log_shape(&path, &g, 0)
+            .get(lines + words..)
+            .expect("the fill's records")
+            .to_vec();
         Err(Error::InvalidOptions("abort on purpose"))
     });
     assert!(matches!(r, Err(Error::InvalidOptions(_))), "{r:?}");
+    (tail, off, data_room(FIRST_EXTENT))
+}
+
+/// With less than 64 bytes of data room left in the lane's area, a range too large for a
+/// fresh extent starts in an extent: no piece of a few bytes is left at the area's end.
+#[test]
+fn a_split_range_leaves_no_piece_under_64_bytes_at_the_end_of_an_area() {
+    use ptm::internals::layout::{KIND_JUMP, KIND_UNDO};
+    // The area filled up to its jump reserve and 64 bytes more: 32 bytes of data room.
+    let (records, off, p1) = split_range_records("tail.pool", 64);
+    assert_eq!(
+        records,
+        [
+            (KIND_JUMP, FIRST_EXTENT, 0),
+            (KIND_UNDO, p1, off),
+            (KIND_JUMP, 2 * FIRST_EXTENT, 0),
+            (KIND_UNDO, BIG - p1, off + p1),
+        ]
+    );
 }
 
 /// A new-range record (a run's allocation) that fits the lane's area with exactly its jump
@@ -545,35 +554,16 @@ fn a_one_byte_record_keeps_the_jump_reserve_of_the_lane_area() {
 #[test]
 fn a_split_range_writes_a_64_byte_first_piece_at_the_end_of_an_area() {
     use ptm::internals::layout::{KIND_JUMP, KIND_UNDO};
-    let dir = common::shm_dir();
-    let (pool, off) = lines_pool_with_block(&dir, "tail64.pool");
-    let path = common::path(&dir, "tail64.pool");
-    let g = pool.geometry();
     // The area filled up to its jump reserve, a record header and 64 bytes.
-    let (lines, words) = fill_plan_after(&g, 96);
-    let r: Result<(), Error> = pool.transaction(|tx, r| {
-        for l in &r.lines[..lines] {
-            l.set(tx, [5; 8])?;
-        }
-        for w in &r.words[..words] {
-            w.set(tx, 6)?;
-        }
-        // SAFETY: the block allocated above, BIG bytes, reached only by this transaction.
-        unsafe { tx.fill_bytes(tx.pptr(off), 2, BIG)? };
-        let p1 = data_room(FIRST_EXTENT);
-        assert_eq!(
-            log_shape(&path, &g, 0).get(lines + words..),
-            Some(
-                &[
-                    (KIND_UNDO, 64, off),
-                    (KIND_JUMP, FIRST_EXTENT, 0),
-                    (KIND_UNDO, p1, off + 64),
-                    (KIND_JUMP, 2 * FIRST_EXTENT, 0),
-                    (KIND_UNDO, BIG - 64 - p1, off + 64 + p1),
-                ][..]
-            )
-        );
-        Err(Error::InvalidOptions("abort on purpose"))
-    });
-    assert!(matches!(r, Err(Error::InvalidOptions(_))), "{r:?}");
+    let (records, off, p1) = split_range_records("tail64.pool", 96);
+    assert_eq!(
+        records,
+        [
+            (KIND_UNDO, 64, off),
+            (KIND_JUMP, FIRST_EXTENT, 0),
+            (KIND_UNDO, p1, off + 64),
+            (KIND_JUMP, 2 * FIRST_EXTENT, 0),
+            (KIND_UNDO, BIG - 64 - p1, off + 64 + p1),
+        ]
+    );
 }
