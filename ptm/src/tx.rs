@@ -1124,16 +1124,13 @@ impl<'p> Transaction<'p> {
         let nonempty = |r: &&(u64, u64)| r.1 > 0;
         // Ranges are often logged in address order (a batch over an array, a node and its
         // sibling): then their lines merge as they come, with no list to build and sort.
-        let in_order = st.ranges.iter().filter(nonempty).map(|r| r.0).is_sorted();
-        let lines = &mut st.commit_lines;
-        lines.clear();
-        if !in_order {
-            lines.extend(st.ranges.iter().filter(nonempty).map(span));
-            lines.sort_unstable();
-        }
-        if in_order {
+        if st.ranges.iter().filter(nonempty).map(|r| r.0).is_sorted() {
             flush_runs(s, st.ranges.iter().filter(nonempty).map(span));
         } else {
+            let lines = &mut st.commit_lines;
+            lines.clear();
+            lines.extend(st.ranges.iter().filter(nonempty).map(span));
+            lines.sort_unstable();
             flush_runs(s, lines.iter().copied());
         }
         let rec = CommitRecord {

@@ -584,7 +584,7 @@ impl CommitRecord {
 
 /// Hash of the new contents of a transaction's logged ranges, in log order: xxh3-64 (seed 0)
 /// of the concatenation of `offset (u64 LE), len (u64 LE), bytes` per range. Inputs up to
-/// [`DataHasher::INLINE`] bytes are gathered and hashed in one call (a few small ranges, the
+/// [`HASH_INLINE`] bytes are gathered and hashed in one call (a few small ranges, the
 /// common commit: xxh3's streaming state costs more than the hashing then); longer ones go
 /// through the streaming hasher, which gives the same value for the same bytes.
 pub(crate) struct DataHasher<'b> {
@@ -594,10 +594,10 @@ pub(crate) struct DataHasher<'b> {
     stream: Option<Box<xxhash_rust::xxh3::Xxh3>>,
 }
 
-/// [`DataHasher::INLINE`].
+/// Bytes a [`DataHasher`] gathers before switching to the streaming hasher.
 const HASH_INLINE: usize = 512;
 
-/// The gathering buffer of a [`DataHasher`], [`DataHasher::INLINE`] bytes: a lane keeps one
+/// The gathering buffer of a [`DataHasher`], [`HASH_INLINE`] bytes: a lane keeps one
 /// for its commits, so a commit neither allocates nor checks a vector's capacity per range.
 #[derive(Debug)]
 pub(crate) struct HashBuf(Box<[u8; HASH_INLINE]>);
@@ -609,9 +609,6 @@ impl Default for HashBuf {
 }
 
 impl<'b> DataHasher<'b> {
-    /// Bytes gathered before switching to the streaming hasher.
-    const INLINE: usize = HASH_INLINE;
-
     /// A hasher gathering into `buf` (its old contents ignored), so a commit reuses one
     /// allocation.
     pub(crate) fn new(buf: &'b mut HashBuf) -> Self {
@@ -625,7 +622,7 @@ impl<'b> DataHasher<'b> {
     fn push(&mut self, data: &[u8]) {
         if let Some(s) = &mut self.stream {
             s.update(data);
-        } else if self.len + data.len() <= Self::INLINE {
+        } else if self.len + data.len() <= HASH_INLINE {
             self.buf[self.len..self.len + data.len()].copy_from_slice(data);
             self.len += data.len();
         } else {
@@ -640,7 +637,7 @@ impl<'b> DataHasher<'b> {
     pub(crate) fn range(&mut self, offset: u64, bytes: &[u8]) {
         let at = self.len;
         let n = bytes.len();
-        if self.stream.is_none() && n <= Self::INLINE - 16 && at <= Self::INLINE - 16 - n {
+        if self.stream.is_none() && n <= HASH_INLINE - 16 && at <= HASH_INLINE - 16 - n {
             // The common commit: a few small ranges gathered with fixed-size copies (a word-sized
             // range is most of them), no call into `memcpy`.
             let b = &mut *self.buf;
