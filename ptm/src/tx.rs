@@ -9,7 +9,6 @@
 //! 3. *abort*: restore old bytes newest first, flush, drain; mark completed, flush, drain.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -1461,11 +1460,6 @@ impl Drop for PendingCommit<'_> {
     }
 }
 
-fn index_insert(index: &mut BTreeMap<u64, u64>, off: u64, len: u64) {
-    let e = index.entry(off).or_insert(0);
-    *e = (*e).max(len);
-}
-
 /// Bytes left in the lane's current log area (before it would jump to a new extent).
 pub(crate) fn log_room(st: &LaneVolatile) -> u64 {
     st.end - st.pos
@@ -1486,7 +1480,7 @@ fn clear_logical(st: &mut LaneVolatile) {
     if !st.index.is_empty() {
         st.index.clear();
     }
-    st.last_cover.set((0, 0));
+    st.last_cover = (0, 0);
     st.logical_lo = u64::MAX;
     st.logical_hi = 0;
     st.recent = [(0, 0); RECENT];
@@ -1530,12 +1524,12 @@ fn index_logical(st: &mut LaneVolatile, off: u64, len: u64) {
     let LaneVolatile { logical, index, .. } = st;
     if index.is_empty() {
         for &(o, l) in logical.iter() {
-            index_insert(index, o, l);
+            index.insert(o, l);
         }
     } else {
-        index_insert(index, off, len);
+        index.insert(off, len);
     }
-    st.last_cover.set((off, len));
+    st.last_cover = (off, len);
 }
 
 /// Notes a record header written (or zeroed) at pool offset `at` and flushed by the caller: if
@@ -1571,41 +1565,29 @@ fn covered(st: &LaneVolatile, off: u64, len: u64) -> bool {
 /// [`covered`] by searching the logged ranges (the list, or its index past `LINEAR_RANGES`).
 #[inline(never)]
 fn covered_by_search(st: &LaneVolatile, off: u64, end: u64) -> bool {
+    if !st.index.is_empty() {
+        // The range that covered the last lookup first: stores come in runs into one block.
+        let (o, l) = st.last_cover;
+        if o <= off && end <= o + l {
+            return true;
+        }
+        return st.index.covers(off, end);
+    }
     let mut at = off;
     while at < end {
-        // The farthest end of a logged range holding byte `at`.
-        let reach = if st.index.is_empty() {
-            // Newest first (a store usually follows the snapshot of its own range), stopping at
-            // a range that holds the rest: then the farthest end no longer matters.
-            let mut best: Option<u64> = None;
-            for &(o, l) in st.logical.iter().rev() {
-                if o <= at && at < o + l {
-                    best = Some(best.map_or(o + l, |b| b.max(o + l)));
-                    if o + l >= end {
-                        break;
-                    }
+        // The farthest end of a logged range holding byte `at`, newest first (a store usually
+        // follows the snapshot of its own range), stopping at a range that holds the rest:
+        // then the farthest end no longer matters.
+        let mut best: Option<u64> = None;
+        for &(o, l) in st.logical.iter().rev() {
+            if o <= at && at < o + l {
+                best = Some(best.map_or(o + l, |b| b.max(o + l)));
+                if o + l >= end {
+                    break;
                 }
             }
-            best
-        } else {
-            let (o, l) = st.last_cover.get();
-            if o <= at && at < o + l {
-                Some(o + l)
-            } else {
-                let hit = st
-                    .index
-                    .range(..=at)
-                    .rev()
-                    .take(8)
-                    .filter(|&(&o, &l)| at < o + l)
-                    .max_by_key(|&(&o, &l)| o + l);
-                hit.map(|(&o, &l)| {
-                    st.last_cover.set((o, l));
-                    o + l
-                })
-            }
-        };
-        match reach {
+        }
+        match best {
             Some(r) => at = r,
             None => return false,
         }

@@ -3,8 +3,9 @@
 //! in [`Shared`](crate::engine::shared::Shared) between transactions, so the steady state does
 //! not allocate.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
+
+use crate::engine::range_index::RangeIndex;
 
 /// Slots of [`LaneVolatile::recent`] (a power of two).
 pub(crate) const RECENT: usize = 8;
@@ -36,13 +37,12 @@ pub(crate) struct LaneVolatile {
     /// The ranges callers asked to log (a range may be split into several records), for the
     /// "already logged?" check.
     pub(crate) logical: Vec<(u64, u64)>,
-    /// Index of `logical` by start, built once there are many.
-    pub(crate) index: BTreeMap<u64, u64>,
-    /// With the index built: the logged range that last covered a lookup (or was last added), a
-    /// range of `logical` checked before the index. Stores come in runs into one block, and a
-    /// large transaction's index lookup costs a descent of a big map. Ranges leave `logical`
-    /// only while there is no index, so the cached one stays logged.
-    pub(crate) last_cover: std::cell::Cell<(u64, u64)>,
+    /// The ranges of `logical` as an exact set, built once there are many.
+    pub(crate) index: RangeIndex,
+    /// With the index built: the range added last, checked before the index (a store
+    /// usually follows the snapshot of its own range). Ranges leave `logical` only while there
+    /// is no index, so it stays logged.
+    pub(crate) last_cover: (u64, u64),
     /// Bounds of the ranges in `logical`: at most every start (`logical_lo`) and at least every
     /// end (`logical_hi`), widened as ranges are added and reset (to `u64::MAX` and 0) when the
     /// list is emptied at the transaction's start (a range leaving keeps them: loose bounds are

@@ -8,6 +8,7 @@
 //! - [`heap`]: the persistent heap's chunk table, slab geometry and volatile index;
 //! - [`layout`]: the on-media format (pool geometry, lane headers, log records, commit records);
 //! - `tx_heap`: a running transaction's allocator state (`TxHeap`);
+//! - `range_index`: the exact set of ranges a large transaction logged (`RangeIndex`);
 //! - `lane_state`: a lane's volatile transaction state (`LaneVolatile`);
 //! - `nested_refs`: the registry behind `Nested` guards (`NestedRefs`);
 //! - `shared`: the state of one open pool (`Shared`, `LaneSlot`) and its raw accessors;
@@ -24,6 +25,7 @@ pub mod layout;
 pub mod lockword;
 pub(crate) mod log;
 pub(crate) mod nested_refs;
+pub(crate) mod range_index;
 pub(crate) mod shared;
 pub(crate) mod tx_heap;
 

@@ -22,6 +22,7 @@ const PTM: &[&str] = &[
     "engine::heap",
     "engine::layout",
     "engine::tx_heap",
+    "engine::range_index",
     "engine::lane_state",
     "engine::nested_refs",
     "engine::shared",
