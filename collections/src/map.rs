@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 use std::mem::size_of;
 
 use ptm::pmem_core::bytes_of;
-use ptm::{Error, Nested, PCell, PPtr, Persistent, Result, Transaction};
+use ptm::{Error, Nested, PCell, PPtr, Persistent, Result, SnapshotBatch, Transaction};
 
 use crate::owned::{doom_on_err, or_free_fresh, Frees};
 use crate::raw::{self, Span};
@@ -616,6 +616,19 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
     /// colliding keys, cost a fraction of the checks).
     #[inline(always)]
     fn probe(tx: &Transaction<'_>, s: Seg, h: u64, k: &K::Borrowed) -> Result<Probe> {
+        Self::probe_past(tx, s, h, k, |_| false)
+    }
+
+    /// [`probe`](Self::probe), treating the vacant slots for which `claimed` is true as full
+    /// with other keys (slots a staged insert has taken but not written yet).
+    #[inline(always)]
+    fn probe_past(
+        tx: &Transaction<'_>,
+        s: Seg,
+        h: u64,
+        k: &K::Borrowed,
+        claimed: impl Fn(u64) -> bool,
+    ) -> Result<Probe> {
         let mask = s.cap - 1;
         let mut i = h & mask;
         let mut tomb = None;
@@ -630,6 +643,8 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
             for j in i - base..GROUP {
                 let slot = base + j;
                 match ctrl[j as usize] {
+                    // A slot a staged insert took: full, with another key.
+                    EMPTY if claimed(slot) => {}
                     EMPTY => {
                         return Ok(match tomb {
                             Some(t) => Probe::Vacant(t, true),
@@ -644,6 +659,7 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
                             return Ok(Probe::Found(slot));
                         }
                     }
+                    _ if claimed(slot) => {}
                     _ => {
                         tomb.get_or_insert(slot);
                     }
@@ -1056,38 +1072,57 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
                 }
             },
         };
-        let ctrl = Self::ctrl(tx, s, slot)?;
         let (ko, vo) = (Self::key_off(s, slot)?, Self::val_off(s, slot)?);
         if grown.is_none() {
             tx.snapshot(|b| {
-                b.add(ctrl)?;
-                // SAFETY: the slot's key and value and the counts of a live segment of this
-                // map, reached only through cells by this thread.
-                unsafe {
-                    if s.pairs {
-                        // The key and value side by side: one range (one record).
-                        b.add(&Span::new(tx, s.block, ko, s.kstride)?)?;
-                    } else {
-                        b.add(&Span::new(tx, s.block, ko, size_of::<K>() as u64)?)?;
-                        b.add(&Span::new(tx, s.block, vo, size_of::<V>() as u64)?)?;
-                    }
-                    b.add(&Span::new(tx, s.block, H_USED, 16)?)?;
-                }
+                Self::log_slot(tx, b, s, slot)?;
                 b.add(&self.len)
             })?;
         }
         fill(s.block, vo)?;
         // SAFETY: the slot's key, logged above or fresh, reached only through cells.
         unsafe { raw::write_bytes(tx, s.block, ko, bytes_of(key))? };
-        ctrl.set(tx, FULL)?;
+        Self::mark_full(tx, s, slot, was_tomb)?;
         self.len.set(tx, self.len.get(tx).saturating_add(1))?;
+        Ok((s, slot))
+    }
+
+    /// Logs, in batch `b`, what an insert into vacant slot `slot` of `s` changes there: its
+    /// control byte, its key and value (one range in the pair layout) and the segment's `used`
+    /// and `len` (one 16-byte span).
+    fn log_slot(tx: &Transaction<'_>, b: &mut SnapshotBatch<'_, '_>, s: Seg, slot: u64) -> Result<()> {
+        b.add(Self::ctrl(tx, s, slot)?)?;
+        let ko = Self::key_off(s, slot)?;
+        // SAFETY: the slot's key and value and the counts of a live segment of this map,
+        // reached only through cells by this thread.
+        unsafe {
+            if s.pairs {
+                // The key and value side by side: one range (one record).
+                b.add(&Span::new(tx, s.block, ko, s.kstride)?)?;
+            } else {
+                b.add(&Span::new(tx, s.block, ko, size_of::<K>() as u64)?)?;
+                b.add(&Span::new(
+                    tx,
+                    s.block,
+                    Self::val_off(s, slot)?,
+                    size_of::<V>() as u64,
+                )?)?;
+            }
+            b.add(&Span::new(tx, s.block, H_USED, 16)?)
+        }
+    }
+
+    /// Marks slot `slot` of `s` full (its key and value written) and counts it in the segment:
+    /// `len`, and `used` unless it was a tombstone.
+    fn mark_full(tx: &Transaction<'_>, s: Seg, slot: u64, was_tomb: bool) -> Result<()> {
+        Self::ctrl(tx, s, slot)?.set(tx, FULL)?;
         let len = Self::hdr(tx, s.block, H_LEN)?;
         len.set(tx, len.get(tx).saturating_add(1))?;
         if !was_tomb {
             let used = Self::hdr(tx, s.block, H_USED)?;
             used.set(tx, used.get(tx).saturating_add(1))?;
         }
-        Ok((s, slot))
+        Ok(())
     }
 
     /// Makes room for `additional` more entries without a rebuild, as far as one segment goes
@@ -1792,19 +1827,107 @@ impl<K: Persistent + Copy, V: Persistent + Copy> PHashMap<K, V> {
         Ok(out)
     }
 
-    /// Inserts every entry of `items` (`Extend`): one insert each (a snapshot drain each, plus
-    /// the commit).
+    /// Inserts every entry of `items` (`Extend`), as [`insert`](PHashMap::insert) one by one
+    /// would, but staging them: new keys bound for segments with room are logged up to 64
+    /// at a time behind one drain, then written. A key already in the map or among
+    /// the staged ones, or one whose segment must grow, writes what is staged and goes in by a
+    /// plain insert. So `n` new keys into a map with room cost about `n / 64` drains plus the
+    /// commit, where one insert each costs `n`.
     ///
     /// # Errors
     ///
-    /// As [`insert`](PHashMap::insert).
+    /// As [`insert`](PHashMap::insert). On an error, the entries before the failing one (in
+    /// the order of `items`) may be in the map, and none after it.
     pub fn extend(&self, tx: &Transaction<'_>, items: impl IntoIterator<Item = (K, V)>) -> Result<()> {
         raw::mutating(tx, self)?;
+        let mut staged: Vec<Staged<K, V>> = Vec::new();
         for (k, v) in items {
+            if staged.len() == STAGE {
+                self.write_staged(tx, &mut staged)?;
+            }
+            let h = Self::hash(self.seed(tx), &k);
+            // Keys of equal hashes (the same key twice, or a collision) go in one after the
+            // other, not in one stage.
+            if !staged.iter().any(|e| e.h == h) {
+                if let Some((s, slot, tomb)) = self.stage_slot(tx, h, &k, &staged)? {
+                    staged.push(Staged {
+                        s,
+                        slot,
+                        tomb,
+                        h,
+                        k,
+                        v,
+                    });
+                    continue;
+                }
+            }
+            self.write_staged(tx, &mut staged)?;
             self.insert(tx, k, v)?;
         }
+        self.write_staged(tx, &mut staged)
+    }
+
+    /// Where [`extend`](PHashMap::extend) can stage `k` (of hash `h`): the vacant slot its
+    /// insert would take after the `staged` ones, if `k` is absent and its segment has room
+    /// for one more insert after them (as [`has_room`](Self::has_room) would find it then).
+    /// `None` otherwise, and before the first insert.
+    fn stage_slot(
+        &self,
+        tx: &Transaction<'_>,
+        h: u64,
+        k: &K,
+        staged: &[Staged<K, V>],
+    ) -> Result<Option<(Seg, u64, bool)>> {
+        let Some((s, _)) = self.locate(tx, h)? else {
+            return Ok(None);
+        };
+        let mine = |e: &&Staged<K, V>| e.s.block == s.block;
+        let taken = |slot| staged.iter().filter(mine).any(|e| e.slot == slot);
+        let Probe::Vacant(slot, tomb) = Self::probe_past(tx, s, h, k, taken)? else {
+            return Ok(None);
+        };
+        let fills = staged.iter().filter(mine).filter(|e| !e.tomb).count() as u64;
+        let used = Self::hdr(tx, s.block, H_USED)?.get(tx).saturating_add(fills);
+        Ok((used.saturating_add(1).saturating_mul(4) <= s.cap.saturating_mul(3)).then_some((s, slot, tomb)))
+    }
+
+    /// Logs every staged insert in one batch (one drain at the first store), writes them and
+    /// empties `staged`.
+    fn write_staged(&self, tx: &Transaction<'_>, staged: &mut Vec<Staged<K, V>>) -> Result<()> {
+        if staged.is_empty() {
+            return Ok(());
+        }
+        tx.snapshot(|b| {
+            for e in staged.iter() {
+                Self::log_slot(tx, b, e.s, e.slot)?;
+            }
+            b.add(&self.len)
+        })?;
+        for e in staged.iter() {
+            Self::val(tx, e.s, e.slot)?.set(tx, e.v)?;
+            // SAFETY: the slot's key, logged above, reached only through cells.
+            unsafe { raw::write_bytes(tx, e.s.block, Self::key_off(e.s, e.slot)?, bytes_of(&e.k))? };
+            Self::mark_full(tx, e.s, e.slot, e.tomb)?;
+        }
+        self.len
+            .set(tx, self.len.get(tx).saturating_add(staged.len() as u64))?;
+        staged.clear();
         Ok(())
     }
+}
+
+/// Most inserts [`PHashMap::extend`] logs behind one drain.
+pub(crate) const STAGE: usize = 64;
+
+/// An insert [`PHashMap::extend`] staged: key `k` (of hash `h`) and value `v` go into `slot` of
+/// `s`, vacant (`tomb`: a tombstone) and not written yet.
+struct Staged<K, V> {
+    s: Seg,
+    slot: u64,
+    tomb: bool,
+    h: u64,
+    k: K,
+    v: V,
 }
 
 /// Nested collections as values: a `PHashMap` whose values are handles

@@ -35,6 +35,7 @@ mod key_forms;
 mod keys;
 mod log_bytes;
 mod map_corrupt;
+mod map_extend;
 mod map_failures;
 mod map_fast_path;
 mod map_growth_rules;

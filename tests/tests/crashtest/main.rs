@@ -22,6 +22,7 @@ mod kept_slabs;
 mod large_frees;
 mod large_transaction;
 mod layers;
+mod map_extend;
 mod map_overflow;
 mod map_segments;
 mod nested_and_aborted;
