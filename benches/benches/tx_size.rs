@@ -11,6 +11,8 @@
 //!
 //! - `PHashMap`, `PBTreeMap`: one ptm transaction of `s` inserts (a pool on `/dev/shm` forced
 //!   into the cache-flush domain);
+//! - `PHashMap_extend`: one ptm transaction running `PHashMap::extend` over the `s` entries
+//!   (new keys staged up to 64 behind one drain);
 //! - `PMDK_HashMap`, `PMDK_BTree` (feature `pmdk`): the C maps of the `collections` bench, one
 //!   libpmemobj transaction of `s` inserts (`pcol_*_insert_batch`), `PMEM_IS_PMEM_FORCE=1`.
 //!
@@ -144,6 +146,21 @@ impl<R: PtmRoot> BatchMap for PtmMap<R> {
     }
 }
 
+/// A `PHashMap` filled by `extend` (one call per transaction) instead of one insert per entry.
+struct ExtendMap(PtmMap<HashRoot>);
+
+impl BatchMap for ExtendMap {
+    fn insert_tx(&mut self, lo: u64, hi: u64) {
+        self.0
+            .pool
+            .transaction(|tx, r| r.m.extend(tx, (lo..hi).map(|i| (black_box(key(i)), i))))
+            .expect("ptm extend transaction");
+    }
+    fn remove_tx(&mut self, lo: u64, hi: u64) {
+        self.0.remove_tx(lo, hi);
+    }
+}
+
 #[cfg(feature = "pmdk")]
 use ptm_benches::pmdk_collections::{PmdkMap, PmdkMapKind};
 
@@ -210,7 +227,12 @@ impl Subject {
 fn print_drains() {
     let mut hash = PtmMap::<HashRoot>::create("drains-hash");
     let mut tree = PtmMap::<TreeRoot>::create("drains-tree");
-    let maps: [(&str, &mut dyn BatchMap); 2] = [("PHashMap", &mut hash), ("PBTreeMap", &mut tree)];
+    let mut ext = ExtendMap(PtmMap::<HashRoot>::create("drains-extend"));
+    let maps: [(&str, &mut dyn BatchMap); 3] = [
+        ("PHashMap", &mut hash),
+        ("PBTreeMap", &mut tree),
+        ("PHashMap_extend", &mut ext),
+    ];
     for (name, map) in maps {
         map.insert_tx(0, PREFILL);
         let mut next = PREFILL;
@@ -241,6 +263,7 @@ fn main() {
     let mut subjects = vec![
         Subject::new("PHashMap", Box::new(PtmMap::<HashRoot>::create("hash"))),
         Subject::new("PBTreeMap", Box::new(PtmMap::<TreeRoot>::create("tree"))),
+        Subject::new("PHashMap_extend", Box::new(ExtendMap(PtmMap::create("extend")))),
     ];
     #[cfg(feature = "pmdk")]
     for (name, kind) in [
@@ -282,7 +305,7 @@ fn main() {
         }
     }
     println!("\ninterleaved pass: median ns per insert ({ROUNDS} rounds), and / the same system's 1-insert transactions");
-    print!("{:<14}", "system");
+    print!("{:<16}", "system");
     for s in SIZES {
         print!(" {:>16}", format!("{s} per tx"));
     }
@@ -295,7 +318,7 @@ fn main() {
                 v[v.len() / 2]
             })
             .collect();
-        print!("{:<14}", subject.name);
+        print!("{:<16}", subject.name);
         for m in &med {
             print!(" {:>16}", format!("{m:.0} ({:.2}x)", m / med[0]));
         }

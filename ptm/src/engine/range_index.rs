@@ -21,6 +21,9 @@ use std::hash::{BuildHasher, Hasher};
 /// Ranges of at least this many bytes go to the merged list instead of the line masks.
 pub(crate) const BIG: u64 = 256;
 
+/// Line map entries [`RangeIndex::clear`] keeps room for (about 256 KiB).
+pub(crate) const KEEP_LINES: usize = 1 << 14;
+
 /// A set of byte ranges of the pool, exact, for covered-or-not questions. See the module doc.
 #[derive(Debug, Default)]
 pub(crate) struct RangeIndex {
@@ -38,9 +41,14 @@ impl RangeIndex {
         self.lines.is_empty() && self.big.is_empty()
     }
 
-    /// Forgets every range, keeping the memory (a transaction's start).
+    /// Forgets every range (a transaction's start), keeping the line map's memory up to
+    /// [`KEEP_LINES`] entries: a lane that once ran a huge transaction does not hold its
+    /// table for good.
     pub(crate) fn clear(&mut self) {
         self.lines.clear();
+        if self.lines.capacity() > KEEP_LINES {
+            self.lines.shrink_to(KEEP_LINES);
+        }
         self.big.clear();
     }
 
@@ -187,6 +195,20 @@ mod tests {
         ix.clear();
         assert!(ix.is_empty());
         assert!(!ix.covers(60, 61));
+    }
+
+    #[test]
+    fn clear_gives_back_a_huge_table() {
+        let mut ix = RangeIndex::default();
+        for line in 0..4 * KEEP_LINES as u64 {
+            ix.insert(line * 64, 8);
+        }
+        assert!(ix.lines.capacity() >= 4 * KEEP_LINES);
+        ix.clear();
+        assert!(ix.is_empty());
+        assert!(ix.lines.capacity() <= 2 * KEEP_LINES, "{}", ix.lines.capacity());
+        ix.insert(64, 8);
+        assert!(ix.covers(64, 72));
     }
 
     #[test]
