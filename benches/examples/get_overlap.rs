@@ -63,7 +63,7 @@ fn main() {
         .prefix("get-overlap-")
         .tempdir_in(pmem_pool_dir())
         .expect("a pool directory");
-    let size = (n * 200).max(64 << 20);
+    let size = (n * 200).next_multiple_of(1 << 20).max(64 << 20);
     let pool = Pool::<Root>::create(
         dir.path().join("ptm.pool"),
         size,
