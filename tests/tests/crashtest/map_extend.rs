@@ -1,15 +1,16 @@
-//! Guards `PHashMap::extend`'s staging under the crash harness: each transaction extends a map
-//! with new keys (logged up to 64 behind one drain, then written), keys already present and
-//! keys repeated among its items, some after removals that leave tombstones, while the map's
-//! first segment grows from 8 slots. After every crash the map holds the contents after a
-//! prefix of the transactions that includes every one that returned, its structure checks,
-//! and the heap holds exactly its blocks.
+//! Guards `PHashMap::extend`'s staging and `PBTreeMap::extend`'s logged leaves under the crash
+//! harness: each transaction extends both maps with new keys (logged up to 64 behind one
+//! drain, then written), keys already present and keys repeated among its items, some after
+//! removals (tombstones in the hash map, merges in the tree), while the hash map's first
+//! segment grows from 8 slots and the tree's leaves split. After every crash both maps hold the
+//! contents after a prefix of the transactions that includes every one that returned, their
+//! structure checks, and the heap holds exactly their blocks.
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 
 use ptm::{Persistent, Pool, PoolOptions};
-use ptm_collections::PHashMap;
+use ptm_collections::{PBTreeMap, PHashMap};
 use ptm_crashtest::{ensure, ensure_heap_owns, ensure_prefix, BoxError, CheckResult, Explorer};
 
 #[derive(Persistent)]
@@ -17,6 +18,7 @@ use ptm_crashtest::{ensure, ensure_heap_owns, ensure_prefix, BoxError, CheckResu
 #[repr(C)]
 struct Root {
     m: PHashMap<u64, u64>,
+    t: PBTreeMap<u64, u64>,
 }
 
 const TXS: u64 = 8;
@@ -60,8 +62,10 @@ fn apply(pool: &Pool<Root>, i: u64) -> Result<(), BoxError> {
         }
         for k in &removed {
             r.m.remove(tx, k)?;
+            r.t.remove(tx, k)?;
         }
-        r.m.extend(tx, items)
+        r.m.extend(tx, items.iter().copied())?;
+        r.t.extend(tx, items)
     })?;
     Ok(())
 }
@@ -69,13 +73,19 @@ fn apply(pool: &Pool<Root>, i: u64) -> Result<(), BoxError> {
 fn check(pool: &mut Pool<Root>, expected: &[BTreeMap<u64, u64>], done: usize) -> CheckResult {
     pool.check_heap()?;
     let (structure, s, owned) = pool.transaction(|tx, r| {
-        let structure = r.m.check_invariants(tx);
+        let structure =
+            r.m.check_invariants(tx)
+                .map_err(|e| e.to_string())
+                .and(r.t.check_invariants(tx));
         let s: BTreeMap<u64, u64> = r.m.iter(tx).collect();
-        let owned: BTreeSet<u64> = r.m.block_offsets(tx)?.into_iter().collect();
-        Ok::<_, ptm::Error>((structure, s, owned))
+        let t: BTreeMap<u64, u64> = r.t.iter(tx)?.collect();
+        let mut owned: BTreeSet<u64> = r.m.block_offsets(tx)?.into_iter().collect();
+        owned.extend(r.t.node_offsets(tx)?);
+        Ok::<_, ptm::Error>((structure, (s, t), owned))
     })?;
     ensure!(structure.is_ok(), "map structure: {structure:?}");
-    ensure_prefix(&s, expected, done)?;
+    ensure!(s.0 == s.1, "the hash map and the tree differ");
+    ensure_prefix(&s.0, expected, done)?;
     ensure_heap_owns(pool, &owned)
 }
 
