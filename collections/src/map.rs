@@ -1090,6 +1090,7 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
     /// Logs, in batch `b`, what an insert into vacant slot `slot` of `s` changes there: its
     /// control byte, its key and value (one range in the pair layout) and the segment's `used`
     /// and `len` (one 16-byte span).
+    #[inline(always)]
     fn log_slot(tx: &Transaction<'_>, b: &mut SnapshotBatch<'_, '_>, s: Seg, slot: u64) -> Result<()> {
         b.add(Self::ctrl(tx, s, slot)?)?;
         let ko = Self::key_off(s, slot)?;
@@ -1114,6 +1115,7 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
 
     /// Marks slot `slot` of `s` full (its key and value written) and counts it in the segment:
     /// `len`, and `used` unless it was a tombstone.
+    #[inline(always)]
     fn mark_full(tx: &Transaction<'_>, s: Seg, slot: u64, was_tomb: bool) -> Result<()> {
         Self::ctrl(tx, s, slot)?.set(tx, FULL)?;
         let len = Self::hdr(tx, s.block, H_LEN)?;
