@@ -11,8 +11,8 @@
 //!
 //! - `PHashMap`, `PBTreeMap`: one ptm transaction of `s` inserts (a pool on `/dev/shm` forced
 //!   into the cache-flush domain);
-//! - `PHashMap_extend`: one ptm transaction running `PHashMap::extend` over the `s` entries
-//!   (new keys staged up to 64 behind one drain);
+//! - `PHashMap_extend`, `PBTreeMap_extend`: one ptm transaction running the map's `extend`
+//!   over the `s` entries (64 entries' changes logged behind one drain);
 //! - `PMDK_HashMap`, `PMDK_BTree` (feature `pmdk`): the C maps of the `collections` bench, one
 //!   libpmemobj transaction of `s` inserts (`pcol_*_insert_batch`), `PMEM_IS_PMEM_FORCE=1`.
 //!
@@ -146,14 +146,31 @@ impl<R: PtmRoot> BatchMap for PtmMap<R> {
     }
 }
 
-/// A `PHashMap` filled by `extend` (one call per transaction) instead of one insert per entry.
-struct ExtendMap(PtmMap<HashRoot>);
+/// A ptm map filled by `extend` (one call per transaction) instead of one insert per entry.
+struct ExtendMap<R: Persistent>(PtmMap<R>);
 
-impl BatchMap for ExtendMap {
+/// The `extend` of a ptm root whose field `m` is a map.
+trait ExtendRoot: PtmRoot {
+    fn extend(&self, tx: &Transaction<'_>, lo: u64, hi: u64) -> ptm::Result<()>;
+}
+
+impl ExtendRoot for HashRoot {
+    fn extend(&self, tx: &Transaction<'_>, lo: u64, hi: u64) -> ptm::Result<()> {
+        self.m.extend(tx, (lo..hi).map(|i| (black_box(key(i)), i)))
+    }
+}
+
+impl ExtendRoot for TreeRoot {
+    fn extend(&self, tx: &Transaction<'_>, lo: u64, hi: u64) -> ptm::Result<()> {
+        self.m.extend(tx, (lo..hi).map(|i| (black_box(key(i)), i)))
+    }
+}
+
+impl<R: ExtendRoot> BatchMap for ExtendMap<R> {
     fn insert_tx(&mut self, lo: u64, hi: u64) {
         self.0
             .pool
-            .transaction(|tx, r| r.m.extend(tx, (lo..hi).map(|i| (black_box(key(i)), i))))
+            .transaction(|tx, r| r.extend(tx, lo, hi))
             .expect("ptm extend transaction");
     }
     fn remove_tx(&mut self, lo: u64, hi: u64) {
@@ -227,11 +244,13 @@ impl Subject {
 fn print_drains() {
     let mut hash = PtmMap::<HashRoot>::create("drains-hash");
     let mut tree = PtmMap::<TreeRoot>::create("drains-tree");
-    let mut ext = ExtendMap(PtmMap::<HashRoot>::create("drains-extend"));
-    let maps: [(&str, &mut dyn BatchMap); 3] = [
+    let mut hash_ext = ExtendMap(PtmMap::<HashRoot>::create("drains-hash-extend"));
+    let mut tree_ext = ExtendMap(PtmMap::<TreeRoot>::create("drains-tree-extend"));
+    let maps: [(&str, &mut dyn BatchMap); 4] = [
         ("PHashMap", &mut hash),
         ("PBTreeMap", &mut tree),
-        ("PHashMap_extend", &mut ext),
+        ("PHashMap_extend", &mut hash_ext),
+        ("PBTreeMap_extend", &mut tree_ext),
     ];
     for (name, map) in maps {
         map.insert_tx(0, PREFILL);
@@ -248,7 +267,7 @@ fn print_drains() {
             })
             .collect();
         println!(
-            "{name:<10} drains per insert, by inserts per transaction: {}",
+            "{name:<17} drains per insert, by inserts per transaction: {}",
             line.join(", ")
         );
     }
@@ -263,7 +282,14 @@ fn main() {
     let mut subjects = vec![
         Subject::new("PHashMap", Box::new(PtmMap::<HashRoot>::create("hash"))),
         Subject::new("PBTreeMap", Box::new(PtmMap::<TreeRoot>::create("tree"))),
-        Subject::new("PHashMap_extend", Box::new(ExtendMap(PtmMap::create("extend")))),
+        Subject::new(
+            "PHashMap_extend",
+            Box::new(ExtendMap(PtmMap::<HashRoot>::create("hash-extend"))),
+        ),
+        Subject::new(
+            "PBTreeMap_extend",
+            Box::new(ExtendMap(PtmMap::<TreeRoot>::create("tree-extend"))),
+        ),
     ];
     #[cfg(feature = "pmdk")]
     for (name, kind) in [
@@ -305,7 +331,7 @@ fn main() {
         }
     }
     println!("\ninterleaved pass: median ns per insert ({ROUNDS} rounds), and / the same system's 1-insert transactions");
-    print!("{:<16}", "system");
+    print!("{:<17}", "system");
     for s in SIZES {
         print!(" {:>16}", format!("{s} per tx"));
     }
@@ -318,7 +344,7 @@ fn main() {
                 v[v.len() / 2]
             })
             .collect();
-        print!("{:<16}", subject.name);
+        print!("{:<17}", subject.name);
         for m in &med {
             print!(" {:>16}", format!("{m:.0} ({:.2}x)", m / med[0]));
         }
