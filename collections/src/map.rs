@@ -553,10 +553,7 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
         // 0 and 8, which every segment has, are read (the other lines are only prefetched, a
         // hint that reads nothing); a smaller segment near the pool's end fails to resolve.
         let b = unsafe { raw::Block::new(tx, block, g.end) }.ok()?;
-        let i = h & (Self::SEG_CAP - 1);
-        b.prefetch(0, 1);
-        b.prefetch(SEG_HDR + (i & !(GROUP - 1)), GROUP);
-        b.prefetch(g.ko + i * g.kstride, g.kstride);
+        Self::prefetch_home(&b, h);
         let cap = b.cell::<u64>(H_CAP).ok()?.get(tx);
         let depth = b.cell::<u64>(H_DEPTH).ok()?.get(tx);
         if cap != Self::SEG_CAP || depth & !LOCAL_DEPTH_MASK != PAIRS {
@@ -572,6 +569,35 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
             vstride: g.vstride,
             size: g.end,
         })
+    }
+
+    /// Starts loading the lines a lookup of hash `h` reads in the segment viewed by `b` (as a
+    /// full-size pair-layout segment: a hint only): its header, the home slot's control group
+    /// and the home slot's pair.
+    #[inline(always)]
+    fn prefetch_home(b: &raw::Block<'_>, h: u64) {
+        let g = Self::FULL_GEO;
+        let i = h & (Self::SEG_CAP - 1);
+        b.prefetch(0, 1);
+        b.prefetch(SEG_HDR + (i & !(GROUP - 1)), GROUP);
+        b.prefetch(g.ko + i * g.kstride, g.kstride);
+    }
+
+    /// [`prefetch_home`](Self::prefetch_home) for hash `h` in the segment that serves it, found
+    /// through the directory without reading the segment. A hint: a damaged handle or
+    /// directory prefetches nothing (the lookup itself reports it).
+    #[inline(always)]
+    fn prefetch_lookup(&self, tx: &Transaction<'_>, h: u64) {
+        let Ok(g) = self.global_depth(tx) else {
+            return;
+        };
+        let Ok(block) = self.seg_ptr(tx, g, dir_index(h, g)) else {
+            return;
+        };
+        // SAFETY: only prefetched through this view, never read (see `open_full`).
+        if let Ok(b) = unsafe { raw::Block::new(tx, block, Self::FULL_GEO.end) } {
+            Self::prefetch_home(&b, h);
+        }
     }
 
     fn ctrl<'t>(tx: &'t Transaction<'_>, s: Seg, i: u64) -> Result<&'t PCell<u8>> {
@@ -1614,6 +1640,40 @@ impl<K: PKey, V: Persistent + Copy> PHashMap<K, V> {
         }
     }
 
+    /// Copies of the values for `keys`, in order (`None` for an absent key): what
+    /// [`get`](PHashMap::get) returns for each, with the lookups overlapped. The keys are
+    /// hashed first, and each lookup starts loading the lines of the lookup 8
+    /// keys later, so up to 8 lookups' memory accesses are in flight at once instead of one
+    /// after another. For many random lookups in a large map, a multiple of
+    /// one `get` at a time. 0 drains.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](PHashMap::get).
+    pub fn get_many<Q: AsKey<K>>(&self, tx: &Transaction<'_>, keys: &[Q]) -> Result<Vec<Option<V>>> {
+        tx.check_live(self)?;
+        let seed = self.seed(tx);
+        let hashes: Vec<u64> = keys.iter().map(|k| Self::hash(seed, k.as_key())).collect();
+        for &h in hashes.iter().take(GET_AHEAD) {
+            self.prefetch_lookup(tx, h);
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        for (i, (k, &h)) in keys.iter().zip(&hashes).enumerate() {
+            if let Some(&next) = hashes.get(i + GET_AHEAD) {
+                self.prefetch_lookup(tx, next);
+            }
+            let found = match self.locate(tx, h)? {
+                Some((s, _)) => match Self::probe(tx, s, h, k.as_key())? {
+                    Probe::Found(slot) => Some(Self::val(tx, s, slot)?.get(tx)),
+                    Probe::Vacant(..) | Probe::Full => None,
+                },
+                None => None,
+            };
+            out.push(found);
+        }
+        Ok(out)
+    }
+
     fn val<'t>(tx: &'t Transaction<'_>, s: Seg, i: u64) -> Result<&'t PCell<V>> {
         // SAFETY: the accessors' contract.
         unsafe { raw::cell::<V>(tx, s.block, Self::val_off(s, i)?) }
@@ -1920,6 +1980,9 @@ impl<K: Persistent + Copy, V: Persistent + Copy> PHashMap<K, V> {
 
 /// Most inserts [`PHashMap::extend`] logs behind one drain.
 pub(crate) const STAGE: usize = 64;
+
+/// How many keys ahead [`PHashMap::get_many`] starts loading a lookup's lines.
+pub(crate) const GET_AHEAD: usize = 8;
 
 /// An insert [`PHashMap::extend`] staged: key `k` (of hash `h`) and value `v` go into `slot` of
 /// `s`, vacant (`tomb`: a tombstone) and not written yet.

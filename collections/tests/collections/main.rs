@@ -38,6 +38,7 @@ mod map_corrupt;
 mod map_extend;
 mod map_failures;
 mod map_fast_path;
+mod map_get_many;
 mod map_growth_rules;
 mod map_layout;
 mod map_reads;
