@@ -3,7 +3,7 @@
 //!
 //! Each map starts with [`PREFILL`] `u64 -> u64` entries (keys scattered as in the
 //! `collections` bench). A timed iteration is one transaction of `s` inserts of fresh keys,
-//! for `s` in [`SIZES`]; its time is divided by `s`. Once [`RESET`] keys (or one
+//! for `s` in [`ALL_SIZES`]; its time is divided by `s`. Once [`RESET`] keys (or one
 //! transaction's worth, if more) have been inserted, they are removed again, untimed, in
 //! transactions of 1000, so every size sees about the same map.
 //!
@@ -23,12 +23,16 @@
 //! comes from one stretch of the run.
 //!
 //! Run with `cargo bench -p ptm-benches --bench tx_size --features pmdk` (or without the
-//! feature for the ptm rows only).
+//! feature for the ptm rows only). `PTM_BENCH_ENGINE=journaled` or `msync` puts the ptm pools on
+//! disk instead (`target/tx-size-bench` under the working directory, `benches/` under cargo;
+//! that engine, no PMDK rows) and keeps the sizes up to
+//! 1 000 (an `msync` engine's drain is a device flush).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
+use ptm::pmem_core::Engine;
 use ptm::{Error, Persistent, Pool, PoolOptions, Transaction};
 use ptm_benches::pmem_pool_dir;
 use ptm_collections::{PBTreeMap, PHashMap};
@@ -36,7 +40,25 @@ use ptm_collections::{PBTreeMap, PHashMap};
 /// Entries in each map before the timing.
 const PREFILL: u64 = 100_000;
 /// Transaction sizes (inserts per transaction).
-const SIZES: [u64; 6] = [1, 10, 100, 1_000, 10_000, 100_000];
+const ALL_SIZES: [u64; 6] = [1, 10, 100, 1_000, 10_000, 100_000];
+/// Environment variable: `journaled` or `msync` runs the ptm pools on disk with that engine.
+const ENGINE_ENV: &str = "PTM_BENCH_ENGINE";
+
+/// The engine [`ENGINE_ENV`] asks for (`None`: persistent memory on `/dev/shm`).
+fn disk_engine() -> Option<Engine> {
+    match std::env::var(ENGINE_ENV).as_deref() {
+        Ok("journaled") => Some(Engine::Journaled),
+        Ok("msync") => Some(Engine::Msync),
+        Ok(other) => panic!("{ENGINE_ENV}={other:?}: expected journaled or msync"),
+        Err(_) => None,
+    }
+}
+
+/// The transaction sizes timed: all of them on persistent memory, up to 1 000 on disk.
+fn sizes() -> Vec<u64> {
+    let max = if disk_engine().is_some() { 1_000 } else { u64::MAX };
+    ALL_SIZES.into_iter().filter(|&s| s <= max).collect()
+}
 /// Inserted keys are removed again (untimed) once this many are in (or one transaction's).
 const RESET: u64 = 10_000;
 /// Interleaved rounds per system and size.
@@ -84,16 +106,20 @@ struct PtmMap<R: Persistent> {
 
 impl<R: Persistent> PtmMap<R> {
     fn create(name: &str) -> Self {
+        let (parent, opts) = match disk_engine() {
+            Some(engine) => {
+                let parent = std::path::PathBuf::from("target/tx-size-bench");
+                std::fs::create_dir_all(&parent).expect("create target/tx-size-bench");
+                (parent, PoolOptions::new().layout(name).engine(engine))
+            }
+            None => (pmem_pool_dir(), PoolOptions::new().layout(name).force_pmem(true)),
+        };
         let dir = tempfile::Builder::new()
             .prefix("ptm-bench-")
-            .tempdir_in(pmem_pool_dir())
+            .tempdir_in(parent)
             .expect("create the pool directory");
-        let pool = Pool::<R>::create(
-            dir.path().join(format!("{name}.pool")),
-            POOL_SIZE,
-            &PoolOptions::new().layout(name).force_pmem(true),
-        )
-        .expect("create the ptm pool");
+        let pool = Pool::<R>::create(dir.path().join(format!("{name}.pool")), POOL_SIZE, &opts)
+            .expect("create the ptm pool");
         PtmMap { pool, _dir: dir }
     }
 }
@@ -255,7 +281,7 @@ fn print_drains() {
     for (name, map) in maps {
         map.insert_tx(0, PREFILL);
         let mut next = PREFILL;
-        let line: Vec<String> = SIZES
+        let line: Vec<String> = sizes()
             .iter()
             .map(|&s| {
                 let before = ptm::thread_stats();
@@ -279,6 +305,7 @@ fn main() {
     ptm_benches::pmdk::force_pmem_env();
     print_drains();
 
+    let sizes = sizes();
     let mut subjects = vec![
         Subject::new("PHashMap", Box::new(PtmMap::<HashRoot>::create("hash"))),
         Subject::new("PBTreeMap", Box::new(PtmMap::<TreeRoot>::create("tree"))),
@@ -291,13 +318,16 @@ fn main() {
             Box::new(ExtendMap(PtmMap::<TreeRoot>::create("tree-extend"))),
         ),
     ];
+    // PMDK's maps are persistent-memory only: not beside a disk engine.
     #[cfg(feature = "pmdk")]
-    for (name, kind) in [
-        ("PMDK_HashMap", PmdkMapKind::Hash),
-        ("PMDK_BTree", PmdkMapKind::BTree),
-    ] {
-        let m = PmdkMap::create(kind, &pmem_pool_dir(), POOL_SIZE).expect("create the PMDK map");
-        subjects.push(Subject::new(name, Box::new(m)));
+    if disk_engine().is_none() {
+        for (name, kind) in [
+            ("PMDK_HashMap", PmdkMapKind::Hash),
+            ("PMDK_BTree", PmdkMapKind::BTree),
+        ] {
+            let m = PmdkMap::create(kind, &pmem_pool_dir(), POOL_SIZE).expect("create the PMDK map");
+            subjects.push(Subject::new(name, Box::new(m)));
+        }
     }
 
     let mut c = Criterion::default()
@@ -310,7 +340,7 @@ fn main() {
         let mut g = c.benchmark_group("insert_per_tx_size");
         // `iter_custom` returns each transaction's time / s: criterion's time is per insert.
         for subject in &mut subjects {
-            for s in SIZES {
+            for &s in &sizes {
                 g.bench_function(format!("{}/{s}", subject.name), |b| {
                     b.iter_custom(|iters| (0..iters).map(|_| subject.timed_tx(s) / s as u32).sum())
                 });
@@ -320,10 +350,10 @@ fn main() {
     }
 
     // The interleaved pass: every system and size in turn, round after round.
-    let mut per: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); SIZES.len()]; subjects.len()];
+    let mut per: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); sizes.len()]; subjects.len()];
     for _ in 0..ROUNDS {
         for (si, subject) in subjects.iter_mut().enumerate() {
-            for (zi, &s) in SIZES.iter().enumerate() {
+            for (zi, &s) in sizes.iter().enumerate() {
                 let txs = ROUND_INSERTS.div_ceil(s);
                 let t: Duration = (0..txs).map(|_| subject.timed_tx(s)).sum();
                 per[si][zi].push(t.as_nanos() as f64 / (txs * s) as f64);
@@ -332,7 +362,7 @@ fn main() {
     }
     println!("\ninterleaved pass: median ns per insert ({ROUNDS} rounds), and / the same system's 1-insert transactions");
     print!("{:<17}", "system");
-    for s in SIZES {
+    for &s in &sizes {
         print!(" {:>16}", format!("{s} per tx"));
     }
     println!();

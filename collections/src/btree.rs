@@ -619,6 +619,25 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
     /// [`find`](Self::find), with the leaf as the block it resolved (a lookup reads its value
     /// from there without resolving it again).
     fn find_in<'t>(&self, tx: &'t Transaction<'_>, k: &K::Borrowed) -> Result<Option<(raw::Block<'t>, u64)>> {
+        let Some(node) = self.leaf_for(tx, k)? else {
+            return Ok(None);
+        };
+        let len = node.len;
+        // SAFETY: the accessor contract, `len <= CAP`; the keys are only read, for this search.
+        let keys = unsafe { node.b.slice::<K>(node.g.ko, len)? };
+        let cmp = |i: usize| keys[i].key_cmp(tx, k);
+        let i = partition_point(len, |i| Ok(cmp(i)? == Ordering::Less))?;
+        if i == len || cmp(i)? != Ordering::Equal {
+            return Ok(None);
+        }
+        Ok(Some((node.b, i as u64)))
+    }
+
+    /// The leaf `k` falls into, opened; `None` for an empty tree. Reads in place: the length and
+    /// leaf flag of each node on the way, the keys a search visits and one child pointer per
+    /// internal node.
+    #[inline(always)]
+    fn leaf_for<'t>(&self, tx: &'t Transaction<'_>, k: &K::Borrowed) -> Result<Option<Opened<'t>>> {
         let () = Self::SIZES_OK;
         let mut n = self.root.get(tx);
         if n.is_null() {
@@ -628,17 +647,8 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
             // The node's lines are read next (header, keys, then values or children): `open`
             // loads them together.
             let node = Self::open(tx, n)?;
-            let len = node.len;
             if node.leaf {
-                // SAFETY: the accessor contract, `len <= CAP`; the keys are only read, for this
-                // search.
-                let keys = unsafe { node.b.slice::<K>(node.g.ko, len)? };
-                let cmp = |i: usize| keys[i].key_cmp(tx, k);
-                let i = partition_point(len, |i| Ok(cmp(i)? == Ordering::Less))?;
-                if i == len || cmp(i)? != Ordering::Equal {
-                    return Ok(None);
-                }
-                return Ok(Some((node.b, i as u64)));
+                return Ok(Some(node));
             }
             let i = Self::child_index(tx, &node, k)?;
             n = node.b.cell::<PPtr<u8>>(node.g.co + i as u64 * 8)?.get(tx);
@@ -1652,33 +1662,13 @@ impl<K: POrdKey, V: Persistent + Copy> PBTreeMap<K, V> {
             b.add(&self.root)?;
             b.add(&self.len)?;
             for k in keys {
-                if let Some((leaf, wide)) = self.leaf_of(tx, k)? {
-                    let g = Self::geo_of(wide);
+                if let Some(leaf) = self.leaf_for(tx, k)? {
                     // SAFETY: see the contract above; a leaf's written span, `co <= size`.
-                    b.add(&unsafe { Span::new(tx, leaf, 0, g.co)? })?;
+                    b.add(&unsafe { Span::new(tx, leaf.b.ptr(), 0, leaf.g.co)? })?;
                 }
             }
             Ok(())
         })
-    }
-
-    /// The leaf `k` falls into (with its `wide` flag), `None` for an empty tree. Reads in
-    /// place, as [`find_in`](Self::find_in).
-    fn leaf_of(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<Option<(PPtr<u8>, bool)>> {
-        let () = Self::SIZES_OK;
-        let mut n = self.root.get(tx);
-        if n.is_null() {
-            return Ok(None);
-        }
-        for _ in 0..MAX_DEPTH {
-            let node = Self::open(tx, n)?;
-            if node.leaf {
-                return Ok(Some((n, node.wide)));
-            }
-            let i = Self::child_index(tx, &node, k)?;
-            n = node.b.cell::<PPtr<u8>>(node.g.co + i as u64 * 8)?.get(tx);
-        }
-        Err(raw::out_of_bounds(n.offset(), MAX_DEPTH as u64))
     }
 
     /// Removes the entries whose keys are at least `at` and returns them in key order
