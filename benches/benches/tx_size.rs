@@ -11,8 +11,8 @@
 //!
 //! - `PHashMap`, `PBTreeMap`: one ptm transaction of `s` inserts (a pool on `/dev/shm` forced
 //!   into the cache-flush domain);
-//! - `PHashMap_extend`, `PBTreeMap_extend`: one ptm transaction running the map's `extend`
-//!   over the `s` entries (64 entries' changes logged behind one drain);
+//! - `PHashMap_extend`: one ptm transaction running `PHashMap::extend` over the `s` entries
+//!   (new keys staged, 64 behind one drain);
 //! - `PMDK_HashMap`, `PMDK_BTree` (feature `pmdk`): the C maps of the `collections` bench, one
 //!   libpmemobj transaction of `s` inserts (`pcol_*_insert_batch`), `PMEM_IS_PMEM_FORCE=1`.
 //!
@@ -186,12 +186,6 @@ impl ExtendRoot for HashRoot {
     }
 }
 
-impl ExtendRoot for TreeRoot {
-    fn extend(&self, tx: &Transaction<'_>, lo: u64, hi: u64) -> ptm::Result<()> {
-        self.m.extend(tx, (lo..hi).map(|i| (black_box(key(i)), i)))
-    }
-}
-
 impl<R: ExtendRoot> BatchMap for ExtendMap<R> {
     fn insert_tx(&mut self, lo: u64, hi: u64) {
         self.0
@@ -271,12 +265,10 @@ fn print_drains() {
     let mut hash = PtmMap::<HashRoot>::create("drains-hash");
     let mut tree = PtmMap::<TreeRoot>::create("drains-tree");
     let mut hash_ext = ExtendMap(PtmMap::<HashRoot>::create("drains-hash-extend"));
-    let mut tree_ext = ExtendMap(PtmMap::<TreeRoot>::create("drains-tree-extend"));
-    let maps: [(&str, &mut dyn BatchMap); 4] = [
+    let maps: [(&str, &mut dyn BatchMap); 3] = [
         ("PHashMap", &mut hash),
         ("PBTreeMap", &mut tree),
         ("PHashMap_extend", &mut hash_ext),
-        ("PBTreeMap_extend", &mut tree_ext),
     ];
     for (name, map) in maps {
         map.insert_tx(0, PREFILL);
@@ -312,10 +304,6 @@ fn main() {
         Subject::new(
             "PHashMap_extend",
             Box::new(ExtendMap(PtmMap::<HashRoot>::create("hash-extend"))),
-        ),
-        Subject::new(
-            "PBTreeMap_extend",
-            Box::new(ExtendMap(PtmMap::<TreeRoot>::create("tree-extend"))),
         ),
     ];
     // PMDK's maps are persistent-memory only: not beside a disk engine.

@@ -38,8 +38,6 @@ pub(crate) const WIDE_TAG: u64 = 0x5749_4445;
 pub(crate) const MIN: usize = CAP / 2;
 /// Longest root-to-leaf path accepted (a deeper or cyclic tree is corrupt).
 pub(crate) const MAX_DEPTH: usize = 48;
-/// Entries [`PBTreeMap::extend`] inserts behind one drain.
-const EXTEND_GROUP: usize = 64;
 
 /// A persistent ordered map (a pool's `BTreeMap<K, V>`): a B+ tree whose leaves hold up to 15
 /// keys and their values, and whose internal nodes hold up to 63 separator keys (64 children)
@@ -619,25 +617,6 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
     /// [`find`](Self::find), with the leaf as the block it resolved (a lookup reads its value
     /// from there without resolving it again).
     fn find_in<'t>(&self, tx: &'t Transaction<'_>, k: &K::Borrowed) -> Result<Option<(raw::Block<'t>, u64)>> {
-        let Some(node) = self.leaf_for(tx, k)? else {
-            return Ok(None);
-        };
-        let len = node.len;
-        // SAFETY: the accessor contract, `len <= CAP`; the keys are only read, for this search.
-        let keys = unsafe { node.b.slice::<K>(node.g.ko, len)? };
-        let cmp = |i: usize| keys[i].key_cmp(tx, k);
-        let i = partition_point(len, |i| Ok(cmp(i)? == Ordering::Less))?;
-        if i == len || cmp(i)? != Ordering::Equal {
-            return Ok(None);
-        }
-        Ok(Some((node.b, i as u64)))
-    }
-
-    /// The leaf `k` falls into, opened; `None` for an empty tree. Reads in place: the length and
-    /// leaf flag of each node on the way, the keys a search visits and one child pointer per
-    /// internal node.
-    #[inline(always)]
-    fn leaf_for<'t>(&self, tx: &'t Transaction<'_>, k: &K::Borrowed) -> Result<Option<Opened<'t>>> {
         let () = Self::SIZES_OK;
         let mut n = self.root.get(tx);
         if n.is_null() {
@@ -647,8 +626,17 @@ impl<K: POrdKey, V: PValue> PBTreeMap<K, V> {
             // The node's lines are read next (header, keys, then values or children): `open`
             // loads them together.
             let node = Self::open(tx, n)?;
+            let len = node.len;
             if node.leaf {
-                return Ok(Some(node));
+                // SAFETY: the accessor contract, `len <= CAP`; the keys are only read, for this
+                // search.
+                let keys = unsafe { node.b.slice::<K>(node.g.ko, len)? };
+                let cmp = |i: usize| keys[i].key_cmp(tx, k);
+                let i = partition_point(len, |i| Ok(cmp(i)? == Ordering::Less))?;
+                if i == len || cmp(i)? != Ordering::Equal {
+                    return Ok(None);
+                }
+                return Ok(Some((node.b, i as u64)));
             }
             let i = Self::child_index(tx, &node, k)?;
             n = node.b.cell::<PPtr<u8>>(node.g.co + i as u64 * 8)?.get(tx);
@@ -1618,57 +1606,22 @@ impl<K: POrdKey, V: Persistent + Copy> PBTreeMap<K, V> {
         Ok(())
     }
 
-    /// Inserts every entry of `items` (`Extend`), one [`insert`](PBTreeMap::insert) each, 64
-    /// at a time behind one drain: before a group of up to 64 goes in, the leaves their keys
-    /// fall into (which every one of those inserts writes, as a whole or as the left half of a
-    /// split) and the map's counters are logged in one batch. The inserts then find them logged;
-    /// only a split's parent, when not logged yet, costs a drain of its own. So `n` entries cost
-    /// about `n / 64` drains plus the splits' and the commit, where one insert each costs `n`.
+    /// Inserts every entry of `items` (`Extend`): one insert each (a snapshot drain each, plus
+    /// the commit).
     ///
     /// # Errors
     ///
-    /// As [`insert`](PBTreeMap::insert). On an error, the entries before the failing one (in
-    /// the order of `items`) are in the map, none after it.
+    /// As [`insert`](PBTreeMap::insert).
     pub fn extend<A: AsKey<K>>(
         &self,
         tx: &Transaction<'_>,
         items: impl IntoIterator<Item = (A, V)>,
     ) -> Result<()> {
         raw::mutating(tx, self)?;
-        let mut items = items.into_iter();
-        let mut group: Vec<(A, V)> = Vec::new();
-        loop {
-            group.extend(items.by_ref().take(EXTEND_GROUP));
-            if group.is_empty() {
-                return Ok(());
-            }
-            if group.len() > 1 {
-                self.log_leaves(tx, group.iter().map(|(k, _)| k.as_key()))?;
-            }
-            for (k, v) in group.drain(..) {
-                self.insert(tx, k, v)?;
-            }
+        for (k, v) in items {
+            self.insert(tx, k, v)?;
         }
-    }
-
-    /// Logs, in one batch, the map's root pointer and length and the leaf each of `keys` falls
-    /// into now (the span an insert there writes): what a group of inserts writes, but for
-    /// the nodes their splits add.
-    fn log_leaves<'k>(&self, tx: &Transaction<'_>, keys: impl Iterator<Item = &'k K::Borrowed>) -> Result<()>
-    where
-        K::Borrowed: 'k,
-    {
-        tx.snapshot(|b| {
-            b.add(&self.root)?;
-            b.add(&self.len)?;
-            for k in keys {
-                if let Some(leaf) = self.leaf_for(tx, k)? {
-                    // SAFETY: see the contract above; a leaf's written span, `co <= size`.
-                    b.add(&unsafe { Span::new(tx, leaf.b.ptr(), 0, leaf.g.co)? })?;
-                }
-            }
-            Ok(())
-        })
+        Ok(())
     }
 
     /// Removes the entries whose keys are at least `at` and returns them in key order

@@ -1,12 +1,10 @@
-//! `PHashMap::extend` and `PBTreeMap::extend` log up to 64 entries' changes behind one drain.
-//!
 //! `PHashMap::extend` stages new keys, up to 64 behind one drain. It must leave the map exactly
 //! as one `insert` per item would: the same entries as std's `HashMap::extend` (a later item
 //! of a key wins), and, in a twin map of the same hash seed filled one insert at a time, the
 //! same slots, segments and capacity (compared as the iteration order, which walks segments
 //! and slots in order). Through keys already present, keys repeated among the items,
-//! tombstones and growth; and one drain per stage. `PBTreeMap::extend` logs the leaves of 64
-//! keys at a time, then inserts them one by one: std's entries, and one drain per group.
+//! tombstones and growth; and one drain per stage. `PBTreeMap::extend` (one insert per entry)
+//! against std's, through leaf and internal splits.
 
 use std::collections::HashMap;
 
@@ -171,48 +169,6 @@ fn extend_logs_each_stage_of_new_keys_behind_one_drain() {
     assert_eq!(all[&7], 70);
     assert_eq!(all[&4000], 2, "the later item of a key wins");
     assert_eq!(all[&2064], 2065);
-}
-
-/// `PBTreeMap::extend` logs the leaves of each group of 64 keys behind one drain: with no
-/// split, one drain per group and the commit.
-#[test]
-fn btree_extend_logs_each_group_of_leaves_behind_one_drain() {
-    let dir = shm_dir();
-    let (pool, _) = create(&dir, "extend-tree.pool");
-    // Keys 0, 10, ..., 9990: leaves of about 8 keys each.
-    pool.transaction(|tx, r| r.t.extend(tx, (0..1000).map(|i| (i * 10, 0))))
-        .unwrap();
-    // One new key every 150 key units: at most one per leaf, so no leaf splits.
-    let spread = |from: i32, n: i32| (0..n).map(move |j| (from + j * 150, 1u64));
-    assert_eq!(
-        tx_drains(&pool, |tx, r| r.t.extend(tx, spread(5, 64))),
-        2,
-        "one group, the commit"
-    );
-    assert_eq!(
-        tx_drains(&pool, |tx, r| r.t.extend(tx, spread(7, 66))),
-        3,
-        "two groups, the commit"
-    );
-    // Present keys (updates) among them: in the logged leaves too.
-    let updates = (0..64).map(|j| (j * 150, 2u64));
-    assert_eq!(tx_drains(&pool, |tx, r| r.t.extend(tx, updates)), 2, "updates");
-    assert_eq!(
-        tx_drains(&pool, |tx, r| spread(9, 64)
-            .try_for_each(|(k, v)| r.t.insert(tx, k, v).map(drop))),
-        65,
-        "one insert each"
-    );
-    pool.transaction(|tx, r| {
-        r.t.check_invariants(tx).unwrap();
-        let all: std::collections::BTreeMap<i32, u64> = r.t.iter(tx)?.collect();
-        assert_eq!(all.len(), 1000 + 64 + 66 + 64);
-        assert_eq!(all[&150], 2, "updated");
-        assert_eq!(all[&(7 + 65 * 150)], 1);
-        assert_eq!(all[&9990], 0);
-        Ok::<_, Error>(())
-    })
-    .unwrap();
 }
 
 proptest! {
