@@ -1566,7 +1566,7 @@ fn covered(st: &LaneVolatile, off: u64, len: u64) -> bool {
 #[inline(never)]
 fn covered_by_search(st: &LaneVolatile, off: u64, end: u64) -> bool {
     if !st.index.is_empty() {
-        // The range that covered the last lookup first: stores come in runs into one block.
+        // The range added last first: a store usually follows the snapshot of its own range.
         let (o, l) = st.last_cover;
         if o <= off && end <= o + l {
             return true;
