@@ -114,6 +114,24 @@ impl<K: PKey> PHashSet<K> {
         Ok(true)
     }
 
+    /// Adds every key of `items` (`HashSet::extend`): one [`insert`](PHashSet::insert) each, so
+    /// a key already present (or met earlier in `items`) writes nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`insert`](PHashSet::insert). On an error, the keys before the failing one are in the
+    /// set, none after it.
+    pub fn extend<A: AsKey<K>>(
+        &self,
+        tx: &Transaction<'_>,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<()> {
+        for k in items {
+            self.insert(tx, k)?;
+        }
+        Ok(())
+    }
+
     /// Removes `k`, freeing what it owns; `true` when it was present. 2 drains (0 when absent).
     ///
     /// # Errors
@@ -326,6 +344,24 @@ impl<K: POrdKey> PBTreeSet<K> {
         }
         self.map.insert(tx, k, 0)?;
         Ok(true)
+    }
+
+    /// Adds every key of `items` (`BTreeSet::extend`): one [`insert`](PBTreeSet::insert) each, so
+    /// a key already present (or met earlier in `items`) writes nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`insert`](PBTreeSet::insert). On an error, the keys before the failing one are in the
+    /// set, none after it.
+    pub fn extend<A: AsKey<K>>(
+        &self,
+        tx: &Transaction<'_>,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<()> {
+        for k in items {
+            self.insert(tx, k)?;
+        }
+        Ok(())
     }
 
     /// Removes `k`, freeing what it owns; `true` when it was present. 2 drains (0 when absent).

@@ -4,7 +4,7 @@
 //! block of the sets and of their string keys released); a damaged set failing
 //! `check_invariants` and ending its iteration with the cause kept in `error()` (the hash set's
 //! front, the B-tree set's back end); and `Debug`, which names the types without reading the
-//! sets (that needs a transaction).
+//! sets (that needs a transaction); and `extend` (std's `Extend`).
 
 use crate::common::{opts, shm_dir};
 
@@ -244,4 +244,41 @@ fn debug_names_the_types_without_their_contents() {
     assert_eq!(printed[1], "PBTreeSet { .. }");
     assert!(printed[2].starts_with("SetIter(MapIter {"), "{}", printed[2]);
     assert!(printed[3].starts_with("SetRange(Range {"), "{}", printed[3]);
+}
+
+/// `extend` on both sets gives std's sets: repeated and present keys once, string keys taken as
+/// `&str`; keys already present write nothing (no drain).
+#[test]
+fn extend_adds_each_key_once_as_std() {
+    let (_dir, pool, _) = create("extend.pool");
+    let items = [5u64, 1, 5, 9, 1, 3];
+    pool.transaction(|tx, r| {
+        r.h.insert(tx, 9)?;
+        r.b.insert(tx, 9)?;
+        r.h.extend(tx, items)?;
+        r.b.extend(tx, items)?;
+        r.hs.extend(tx, ["b", "a", "b"])?;
+        r.bs.extend(tx, ["b", "a", "b"])?;
+        let mut h = r.h.to_vec(tx)?;
+        h.sort_unstable();
+        assert_eq!(h, vec![1, 3, 5, 9]);
+        assert_eq!(r.b.to_vec(tx)?, vec![1, 3, 5, 9]);
+        assert_eq!(r.h.len(tx), 4);
+        assert_eq!(r.b.len(tx), 4);
+        assert!(r.hs.contains(tx, "a")? && r.hs.contains(tx, "b")? && r.hs.len(tx) == 2);
+        assert!(r.bs.contains(tx, "a")? && r.bs.contains(tx, "b")? && r.bs.len(tx) == 2);
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+    let before = ptm::thread_stats();
+    pool.transaction(|tx, r| {
+        r.h.extend(tx, [1u64, 3, 5])?;
+        r.b.extend(tx, [1u64, 3, 5])
+    })
+    .unwrap();
+    assert_eq!(
+        ptm::thread_stats().since(&before).drains,
+        0,
+        "present keys write nothing"
+    );
 }
