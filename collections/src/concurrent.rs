@@ -155,7 +155,7 @@ impl<K: PKey, V: PValue, const SHARDS: usize> PConcurrentMap<K, V, SHARDS> {
     /// into it escape (a `&PString` key or a `&V` handle could be written through): the safety
     /// of concurrent readers rests on that, which is why this is private.
     fn read<T>(&self, tx: &Transaction<'_>, i: usize, f: impl FnOnce(&PHashMap<K, V>) -> T) -> Result<T> {
-        // SAFETY: every caller passes an `f` that only reads the map (`get`, `contains_key`,
+        // SAFETY: every caller passes an `f` that only reads the map (`get`, `get_each`, `contains_key`,
         // `len`, `iter` of `Copy` entries, `block_offsets`: loads through `PCell::get`, string
         // keys compared by reading their buffers), and no reference into the map escapes `f`.
         let m = unsafe { self.shards[i].map.read_unchecked(tx)? };
@@ -275,6 +275,32 @@ impl<K: PKey, V: Persistent + Copy, const SHARDS: usize> PConcurrentMap<K, V, SH
     /// [`Error::LockTimeout`](ptm::Error::LockTimeout), and those of [`PHashMap::get`].
     pub fn get(&self, tx: &Transaction<'_>, k: &K::Borrowed) -> Result<Option<V>> {
         self.read(tx, self.shard_index(tx, k)?, |m| m.get(tx, k))?
+    }
+
+    /// Copies of the values for `keys`, in order (`None` for an absent key), as
+    /// [`get`](PConcurrentMap::get) for each: the keys are grouped by shard, each shard is
+    /// locked shared once, and its keys are looked up together with
+    /// [`PHashMap::get_many`] (their memory accesses overlapped). 0 drains.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LockTimeout`](ptm::Error::LockTimeout), and those of [`PHashMap::get`].
+    pub fn get_many<Q: AsKey<K>>(&self, tx: &Transaction<'_>, keys: &[Q]) -> Result<Vec<Option<V>>> {
+        let mut by_shard: Vec<(Vec<usize>, Vec<&K::Borrowed>)> =
+            (0..SHARDS).map(|_| Default::default()).collect();
+        for (i, k) in keys.iter().enumerate() {
+            let (at, ks) = &mut by_shard[self.shard_index(tx, k.as_key())?];
+            at.push(i);
+            ks.push(k.as_key());
+        }
+        let mut out = vec![None; keys.len()];
+        for (shard, (at, ks)) in by_shard.iter().enumerate().filter(|(_, (at, _))| !at.is_empty()) {
+            let found = self.read(tx, shard, |m| m.get_each(tx, ks))??;
+            for (&i, v) in at.iter().zip(found) {
+                out[i] = v;
+            }
+        }
+        Ok(out)
     }
 
     /// A copy of the value for `k`, locking `k`'s shard exclusively: for read-modify-write

@@ -1651,19 +1651,25 @@ impl<K: PKey, V: Persistent + Copy> PHashMap<K, V> {
     ///
     /// As [`get`](PHashMap::get).
     pub fn get_many<Q: AsKey<K>>(&self, tx: &Transaction<'_>, keys: &[Q]) -> Result<Vec<Option<V>>> {
+        let keys: Vec<&K::Borrowed> = keys.iter().map(AsKey::as_key).collect();
+        self.get_each(tx, &keys)
+    }
+
+    /// [`get_many`](PHashMap::get_many) of borrowed keys.
+    pub(crate) fn get_each(&self, tx: &Transaction<'_>, keys: &[&K::Borrowed]) -> Result<Vec<Option<V>>> {
         tx.check_live(self)?;
         let seed = self.seed(tx);
-        let hashes: Vec<u64> = keys.iter().map(|k| Self::hash(seed, k.as_key())).collect();
+        let hashes: Vec<u64> = keys.iter().map(|&k| Self::hash(seed, k)).collect();
         for &h in hashes.iter().take(GET_AHEAD) {
             self.prefetch_lookup(tx, h);
         }
         let mut out = Vec::with_capacity(keys.len());
-        for (i, (k, &h)) in keys.iter().zip(&hashes).enumerate() {
+        for (i, (&k, &h)) in keys.iter().zip(&hashes).enumerate() {
             if let Some(&next) = hashes.get(i + GET_AHEAD) {
                 self.prefetch_lookup(tx, next);
             }
             let found = match self.locate(tx, h)? {
-                Some((s, _)) => match Self::probe(tx, s, h, k.as_key())? {
+                Some((s, _)) => match Self::probe(tx, s, h, k)? {
                     Probe::Found(slot) => Some(Self::val(tx, s, slot)?.get(tx)),
                     Probe::Vacant(..) | Probe::Full => None,
                 },

@@ -247,3 +247,47 @@ fn one_threads_operations_match_std() {
     .unwrap();
     assert!(pool.allocated_blocks().unwrap().is_empty(), "free left blocks");
 }
+
+/// `get_many` answers as one `get` per key, in the keys' order, over keys spread across every
+/// shard (present, absent and repeated), while another thread inserts into the same map; and it
+/// takes no drain.
+#[test]
+fn get_many_answers_as_get_across_shards() {
+    let dir = shm_dir();
+    let pool = Pool::<Root>::create(dir.path().join("gm.pool"), 32 << 20, &opts()).unwrap();
+    pool.transaction(|tx, r| {
+        for k in (0..2000u64).filter(|k| k % 3 != 0) {
+            r.m.insert(tx, k, k * 10)?;
+        }
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+    let keys: Vec<u64> = (0..700u64).map(|i| (i * 7919) % 2100).chain([5, 5, 6]).collect();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for k in 10_000..10_200u64 {
+                pool.transaction(|tx, r| r.m.insert(tx, k, k)).unwrap();
+            }
+        });
+        for _ in 0..20 {
+            let ((many, one), d) = drains(|| {
+                pool.transaction(|tx, r| {
+                    let many = r.m.get_many(tx, &keys)?;
+                    let one = keys
+                        .iter()
+                        .map(|k| r.m.get(tx, k))
+                        .collect::<ptm::Result<Vec<_>>>()?;
+                    Ok::<_, Error>((many, one))
+                })
+                .unwrap()
+            });
+            assert_eq!(d, 0, "a read");
+            assert_eq!(many, one);
+            let want: Vec<Option<u64>> = keys
+                .iter()
+                .map(|&k| (k < 2000 && k % 3 != 0).then_some(k * 10))
+                .collect();
+            assert_eq!(many, want);
+        }
+    });
+}
