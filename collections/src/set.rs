@@ -126,10 +126,7 @@ impl<K: PKey> PHashSet<K> {
         tx: &Transaction<'_>,
         items: impl IntoIterator<Item = A>,
     ) -> Result<()> {
-        for k in items {
-            self.insert(tx, k)?;
-        }
-        Ok(())
+        items.into_iter().try_for_each(|k| self.insert(tx, k).map(drop))
     }
 
     /// Removes `k`, freeing what it owns; `true` when it was present. 2 drains (0 when absent).
@@ -358,10 +355,7 @@ impl<K: POrdKey> PBTreeSet<K> {
         tx: &Transaction<'_>,
         items: impl IntoIterator<Item = A>,
     ) -> Result<()> {
-        for k in items {
-            self.insert(tx, k)?;
-        }
-        Ok(())
+        items.into_iter().try_for_each(|k| self.insert(tx, k).map(drop))
     }
 
     /// Removes `k`, freeing what it owns; `true` when it was present. 2 drains (0 when absent).
