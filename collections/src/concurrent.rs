@@ -155,9 +155,10 @@ impl<K: PKey, V: PValue, const SHARDS: usize> PConcurrentMap<K, V, SHARDS> {
     /// into it escape (a `&PString` key or a `&V` handle could be written through): the safety
     /// of concurrent readers rests on that, which is why this is private.
     fn read<T>(&self, tx: &Transaction<'_>, i: usize, f: impl FnOnce(&PHashMap<K, V>) -> T) -> Result<T> {
-        // SAFETY: every caller passes an `f` that only reads the map (`get`, `get_each`, `contains_key`,
-        // `len`, `iter` of `Copy` entries, `block_offsets`: loads through `PCell::get`, string
-        // keys compared by reading their buffers), and no reference into the map escapes `f`.
+        // SAFETY: every caller passes an `f` that only reads the map (`get`, `get_each`,
+        // `contains_key`, `len`, `iter` of `Copy` entries, `block_offsets`: loads through
+        // `PCell::get`, string keys compared by reading their buffers), and no reference into
+        // the map escapes `f`.
         let m = unsafe { self.shards[i].map.read_unchecked(tx)? };
         Ok(f(m))
     }

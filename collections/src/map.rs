@@ -1098,27 +1098,34 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
                 }
             },
         };
+        let ctrl = Self::ctrl(tx, s, slot)?;
         let (ko, vo) = (Self::key_off(s, slot)?, Self::val_off(s, slot)?);
         if grown.is_none() {
             tx.snapshot(|b| {
-                Self::log_slot(tx, b, s, slot)?;
+                Self::log_slot(tx, b, s, slot, ctrl)?;
                 b.add(&self.len)
             })?;
         }
         fill(s.block, vo)?;
         // SAFETY: the slot's key, logged above or fresh, reached only through cells.
         unsafe { raw::write_bytes(tx, s.block, ko, bytes_of(key))? };
-        Self::mark_full(tx, s, slot, was_tomb)?;
+        Self::mark_full(tx, s, ctrl, was_tomb)?;
         self.len.set(tx, self.len.get(tx).saturating_add(1))?;
         Ok((s, slot))
     }
 
     /// Logs, in batch `b`, what an insert into vacant slot `slot` of `s` changes there: its
-    /// control byte, its key and value (one range in the pair layout) and the segment's `used`
-    /// and `len` (one 16-byte span).
+    /// control byte `ctrl`, its key and value (one range in the pair layout) and the segment's
+    /// `used` and `len` (one 16-byte span).
     #[inline(always)]
-    fn log_slot(tx: &Transaction<'_>, b: &mut SnapshotBatch<'_, '_>, s: Seg, slot: u64) -> Result<()> {
-        b.add(Self::ctrl(tx, s, slot)?)?;
+    fn log_slot(
+        tx: &Transaction<'_>,
+        b: &mut SnapshotBatch<'_, '_>,
+        s: Seg,
+        slot: u64,
+        ctrl: &PCell<u8>,
+    ) -> Result<()> {
+        b.add(ctrl)?;
         let ko = Self::key_off(s, slot)?;
         // SAFETY: the slot's key and value and the counts of a live segment of this map,
         // reached only through cells by this thread.
@@ -1139,11 +1146,11 @@ impl<K: PKey, V: PValue> PHashMap<K, V> {
         }
     }
 
-    /// Marks slot `slot` of `s` full (its key and value written) and counts it in the segment:
-    /// `len`, and `used` unless it was a tombstone.
+    /// Marks a slot of `s` full (its key and value written) through its control byte `ctrl`
+    /// and counts it in the segment: `len`, and `used` unless it was a tombstone.
     #[inline(always)]
-    fn mark_full(tx: &Transaction<'_>, s: Seg, slot: u64, was_tomb: bool) -> Result<()> {
-        Self::ctrl(tx, s, slot)?.set(tx, FULL)?;
+    fn mark_full(tx: &Transaction<'_>, s: Seg, ctrl: &PCell<u8>, was_tomb: bool) -> Result<()> {
+        ctrl.set(tx, FULL)?;
         let len = Self::hdr(tx, s.block, H_LEN)?;
         len.set(tx, len.get(tx).saturating_add(1))?;
         if !was_tomb {
@@ -1967,7 +1974,7 @@ impl<K: Persistent + Copy, V: Persistent + Copy> PHashMap<K, V> {
         }
         tx.snapshot(|b| {
             for e in staged.iter() {
-                Self::log_slot(tx, b, e.s, e.slot)?;
+                Self::log_slot(tx, b, e.s, e.slot, Self::ctrl(tx, e.s, e.slot)?)?;
             }
             b.add(&self.len)
         })?;
@@ -1975,7 +1982,7 @@ impl<K: Persistent + Copy, V: Persistent + Copy> PHashMap<K, V> {
             Self::val(tx, e.s, e.slot)?.set(tx, e.v)?;
             // SAFETY: the slot's key, logged above, reached only through cells.
             unsafe { raw::write_bytes(tx, e.s.block, Self::key_off(e.s, e.slot)?, bytes_of(&e.k))? };
-            Self::mark_full(tx, e.s, e.slot, e.tomb)?;
+            Self::mark_full(tx, e.s, Self::ctrl(tx, e.s, e.slot)?, e.tomb)?;
         }
         self.len
             .set(tx, self.len.get(tx).saturating_add(staged.len() as u64))?;
