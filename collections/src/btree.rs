@@ -1840,7 +1840,7 @@ fn partition_point(len: usize, mut pred: impl FnMut(usize) -> Result<bool>) -> R
         let mut base = 0;
         for step in [8, 4, 2, 1] {
             let probe = (base + step).min(len);
-            base = if pred(probe - 1)? { probe } else { base };
+            base = std::hint::select_unpredictable(pred(probe - 1)?, probe, base);
         }
         return Ok(base);
     }
@@ -1848,7 +1848,7 @@ fn partition_point(len: usize, mut pred: impl FnMut(usize) -> Result<bool>) -> R
         let mut base = 0;
         for step in [32, 16, 8, 4, 2, 1] {
             let probe = (base + step).min(len);
-            base = if pred(probe - 1)? { probe } else { base };
+            base = std::hint::select_unpredictable(pred(probe - 1)?, probe, base);
         }
         return Ok(base);
     }
@@ -1857,7 +1857,7 @@ fn partition_point(len: usize, mut pred: impl FnMut(usize) -> Result<bool>) -> R
     while size > 1 {
         let half = size / 2;
         let mid = base + half;
-        base = if pred(mid)? { mid } else { base };
+        base = std::hint::select_unpredictable(pred(mid)?, mid, base);
         size -= half;
     }
     Ok(base + usize::from(pred(base)?))
