@@ -760,7 +760,19 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
         if g > MAX_DEPTH || root.is_null() {
             return Ok(Fast::General);
         }
-        let h = Self::hash(w >> SEED_SHIFT, k);
+        Self::lookup_full(tx, g, root, Self::hash(w >> SEED_SHIFT, k), k)
+    }
+
+    /// [`find_full`](Self::find_full) of `k`, of hash `h`, in a map of global depth `g` (at most
+    /// [`MAX_DEPTH`]) whose root is `root` (not null).
+    #[inline(always)]
+    fn lookup_full<'t>(
+        tx: &'t Transaction<'_>,
+        g: u64,
+        root: PPtr<u8>,
+        h: u64,
+        k: &K::Borrowed,
+    ) -> Result<Fast<'t>> {
         let block = if g == 0 {
             root
         } else {
@@ -1769,8 +1781,7 @@ impl<K: PKey, V: Persistent + Copy> PHashMap<K, V> {
         tx.check_live(self)?;
         match self.find_full(tx, k)? {
             Fast::Found(b, slot) => {
-                let geo = Self::FULL_GEO;
-                if let Some(v) = b.read::<V>(tx, geo.vo + slot * geo.vstride) {
+                if let Some(v) = Self::full_value(tx, &b, slot) {
                     return Ok(Some(v));
                 }
             }
@@ -1811,6 +1822,22 @@ impl<K: PKey, V: Persistent + Copy> PHashMap<K, V> {
             if let Some(&next) = hashes.get(i + GET_AHEAD) {
                 self.prefetch_lookup(tx, next);
             }
+            let (g, root) = (self.depth.get(tx) & DEPTH_MASK, self.root.get(tx));
+            if g <= MAX_DEPTH && !root.is_null() {
+                match Self::lookup_full(tx, g, root, h, k)? {
+                    Fast::Found(b, slot) => {
+                        if let Some(v) = Self::full_value(tx, &b, slot) {
+                            out.push(Some(v));
+                            continue;
+                        }
+                    }
+                    Fast::Absent => {
+                        out.push(None);
+                        continue;
+                    }
+                    Fast::General => {}
+                }
+            }
             let found = match self.locate(tx, h)? {
                 Some((s, _)) => match Self::probe(tx, s, h, k)? {
                     Probe::Found(slot) => Some(Self::val(tx, s, slot)?.get(tx)),
@@ -1821,6 +1848,15 @@ impl<K: PKey, V: Persistent + Copy> PHashMap<K, V> {
             out.push(found);
         }
         Ok(out)
+    }
+
+    /// The value in slot `slot` of the full-size segment `b` that
+    /// [`lookup_full`](Self::lookup_full) found; `None` where the read does not check (then the
+    /// caller looks again the general way, which names what is wrong).
+    #[inline(always)]
+    fn full_value(tx: &Transaction<'_>, b: &raw::Block<'_>, slot: u64) -> Option<V> {
+        let geo = Self::FULL_GEO;
+        b.read::<V>(tx, geo.vo + slot * geo.vstride)
     }
 
     fn val<'t>(tx: &'t Transaction<'_>, s: Seg, i: u64) -> Result<&'t PCell<V>> {

@@ -118,58 +118,87 @@ fn next(x: &mut u64) -> u64 {
     *x
 }
 
+/// Builds a map in `pool` (segments in the older layout when `legacy`): keys `0..n`, then the
+/// keys `gone` removed, those of them in `back` put back with value `i + n`.
+fn build(pool: &Pool<Root>, legacy: bool, n: u64, gone: &[u64], back: &[u64]) {
+    write_legacy_segments(legacy);
+    fill(pool, n);
+    for chunk in gone.chunks(1000) {
+        pool.transaction(|tx, r| {
+            for &i in chunk {
+                assert_eq!(r.m.remove(tx, &key(i))?, Some(i));
+                if back.contains(&i) {
+                    r.m.insert(tx, key(i), i + n)?;
+                }
+            }
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+    }
+    write_legacy_segments(false);
+}
+
+/// `get`, `contains_key` and `get_many` of every key in `keys`, with the general-path opens
+/// they cost.
+#[allow(clippy::type_complexity)]
+fn look_up(pool: &Pool<Root>, keys: &[u64]) -> ((Vec<Option<u64>>, Vec<bool>, Vec<Option<u64>>), u64) {
+    general_opens(|| {
+        pool.transaction(|tx, r| {
+            let mut got = Vec::new();
+            let mut has = Vec::new();
+            for k in keys {
+                got.push(r.m.get(tx, k)?);
+                has.push(r.m.contains_key(tx, k)?);
+            }
+            Ok::<_, Error>((got, has, r.m.get_many(tx, keys)?))
+        })
+        .unwrap()
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
 
-    /// The fast path answers exactly as the model, and as `get_many` (which probes the general
-    /// way, slot by slot), in maps of full-size segments holding tombstones: `n` keys, then
-    /// about `removed_pct`% of them removed, then some of those put back with new values.
-    /// Every key ever inserted and 500 never inserted are looked up with `get` and
-    /// `contains_key`, all through the fast path (no general open). Lookups run through whole
-    /// groups of tombstones and full slots, and wrap from a segment's last group to its first.
+    /// The fast path answers exactly as the general one and as the model. Twin maps take the
+    /// same operations: one in this build's layout (every lookup on the fast path: no general
+    /// open), one in the older layout (every lookup on the general path, which probes slot by
+    /// slot). `n` keys, then about `removed_pct`% of them removed, then a quarter of those put
+    /// back with new values; every key ever inserted and 500 never inserted are looked up with
+    /// `get`, `contains_key` and `get_many`. Lookups run through whole groups of tombstones and
+    /// full slots, and wrap from a segment's last group to its first.
     #[test]
     #[cfg_attr(miri, ignore = "pools are files")]
-    fn the_fast_path_answers_as_the_model(
+    fn the_fast_path_answers_as_the_general_path_and_the_model(
         n in 3000..9000u64,
         removed_pct in 0..90u64,
         seed in 1..u64::MAX,
     ) {
-        let dir = shm_dir();
-        let (pool, _) = create(&dir, "model.pool");
-        fill(&pool, n);
-        let mut model: HashMap<u64, u64> = (0..n).map(|i| (key(i), i)).collect();
         let mut x = seed;
         let gone: Vec<u64> = (0..n).filter(|_| next(&mut x) % 100 < removed_pct).collect();
-        for chunk in gone.chunks(1000) {
-            pool.transaction(|tx, r| {
-                for &i in chunk {
-                    assert_eq!(r.m.remove(tx, &key(i))?, Some(i));
-                    model.remove(&key(i));
-                    if next(&mut x).is_multiple_of(4) {
-                        r.m.insert(tx, key(i), i + n)?;
-                        model.insert(key(i), i + n);
-                    }
-                }
-                Ok::<_, Error>(())
-            })
-            .unwrap();
+        let back: Vec<u64> = gone.iter().copied().filter(|_| next(&mut x).is_multiple_of(4)).collect();
+        let mut model: HashMap<u64, u64> = (0..n).map(|i| (key(i), i)).collect();
+        for i in &gone {
+            model.remove(&key(*i));
         }
+        for i in &back {
+            model.insert(key(*i), i + n);
+        }
+        let dir = shm_dir();
+        let (fast, _) = create(&dir, "fast.pool");
+        let (general, _) = create(&dir, "general.pool");
+        build(&fast, false, n, &gone, &back);
+        build(&general, true, n, &gone, &back);
         let keys: Vec<u64> = (0..n + 500).map(key).collect();
-        let (many, opens) = general_opens(|| {
-            pool.transaction(|tx, r| {
-                for k in &keys {
-                    let want = model.get(k).copied();
-                    prop_assert_eq!(r.m.get(tx, k)?, want);
-                    prop_assert_eq!(r.m.contains_key(tx, k)?, want.is_some());
-                }
-                Ok(r.m.get_many(tx, &keys)?)
-            })
-        });
-        prop_assert_eq!(opens, 0, "general opens (the map must hold full-size segments only)");
-        let many = many?;
-        for (k, v) in keys.iter().zip(many) {
-            prop_assert_eq!(v, model.get(k).copied());
-        }
+        let (on_fast, fast_opens) = look_up(&fast, &keys);
+        let (on_general, general_opens) = look_up(&general, &keys);
+        prop_assert_eq!(fast_opens, 0, "general opens (the map must hold full-size segments only)");
+        prop_assert!(general_opens >= 2 * keys.len() as u64, "older-layout lookups take the general path");
+        let want: Vec<Option<u64>> = keys.iter().map(|k| model.get(k).copied()).collect();
+        prop_assert_eq!(&on_fast.0, &want);
+        prop_assert_eq!(&on_fast.2, &want);
+        prop_assert_eq!(&on_fast, &on_general);
+        let present: Vec<bool> = want.iter().map(Option::is_some).collect();
+        prop_assert_eq!(on_fast.1, present);
     }
 }
 
