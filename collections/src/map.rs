@@ -750,8 +750,8 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
     /// tests all of them at once (which bytes are `FULL`, where the first `EMPTY` is), so a key
     /// costs one comparison per full slot before the first empty one, and the slot's value is
     /// read through the same resolved block. A lookup is its few loads and little else: short
-    /// enough that consecutive gets of independent keys overlap their cache misses (README,
-    /// sixteenth session). Answers exactly as [`probe`](Self::probe) would.
+    /// enough that consecutive gets of independent keys inside one transaction overlap their
+    /// cache misses (README, sixteenth session). Answers exactly as [`probe`](Self::probe) would.
     #[inline(always)]
     fn find_full<'t>(&self, tx: &'t Transaction<'_>, k: &K::Borrowed) -> Result<Fast<'t>> {
         let w = self.depth.get(tx);
