@@ -10,6 +10,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
+use std::mem::MaybeUninit;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -41,6 +42,9 @@ const NO_LANE: usize = usize::MAX;
 
 /// Shared holds a transaction keeps before it takes a lane ([`Transaction::lane`]).
 const EARLY_LOCKS: usize = 4;
+
+/// A shared hold taken before the transaction took a lane: the kind and the lock word.
+type EarlyHold = (HeldKind, *const AtomicU64);
 
 /// The next seq of lane `lane` after `last`: seqs of a lane are `lane + k * MAX_LANES`, so no two
 /// lanes ever share one and stale records of another lane never match.
@@ -103,8 +107,18 @@ impl std::ops::DerefMut for LaneState {
 
 /// A running transaction. Obtained from [`Pool::transaction`](crate::Pool::transaction); lives
 /// until the closure returns, is tied to its thread (`!Send`, `!Sync`).
+// `repr(C)`: the uninitialized `early_locks` lie between two fields set to values other than
+// zero, so the compiler does not fill them in while it zeroes the fields around them.
+#[repr(C)]
 pub struct Transaction<'p> {
     shared: &'p Shared,
+    /// Shared holds (`PRwLock` reads, `PSharedLock` shared holds: no owner lane in the word)
+    /// taken before the transaction took a lane, in order; moved to the lane state's list when
+    /// it takes one, released at the end otherwise. A fifth one takes the lane.
+    /// The first `early_count` entries are set; the others are uninitialized, so a transaction
+    /// starts without writing them (a read-only transaction's stores count: see
+    /// `Pool::run`).
+    early_locks: Cell<[MaybeUninit<EarlyHold>; EARLY_LOCKS]>,
     /// The lane, once taken ([`NO_LANE`] before).
     lane: Cell<usize>,
     /// The lane's state, in its slot: set up when first needed (a lane is taken by the first
@@ -112,10 +126,6 @@ pub struct Transaction<'p> {
     /// Not dereferenced after `finish` frees the lane or a relaxed commit hands it to its
     /// `PendingCommit`.
     st: std::cell::OnceCell<RefCell<LaneState>>,
-    /// Shared holds (`PRwLock` reads, `PSharedLock` shared holds: no owner lane in the word)
-    /// taken before the transaction took a lane, in order; moved to the lane state's list when
-    /// it takes one, released at the end otherwise. A fifth one takes the lane.
-    early_locks: Cell<[Option<(HeldKind, *const AtomicU64)>; EARLY_LOCKS]>,
     /// How many of `early_locks` are set (the common case, none, reads nothing else).
     early_count: Cell<usize>,
     doomed: Cell<bool>,
@@ -224,7 +234,11 @@ impl<'p> Transaction<'p> {
             shared,
             lane: Cell::new(NO_LANE),
             st: std::cell::OnceCell::new(),
-            early_locks: Cell::new([None; EARLY_LOCKS]),
+            // SAFETY: an array of `MaybeUninit` needs no initialization. (Not the repeat
+            // expression `[MaybeUninit::uninit(); N]`, which the compiler fills with zeros.)
+            early_locks: Cell::new(unsafe {
+                MaybeUninit::<[MaybeUninit<EarlyHold>; EARLY_LOCKS]>::uninit().assume_init()
+            }),
             early_count: Cell::new(0),
             doomed: Cell::new(false),
             nested: NestedRefs::default(),
@@ -240,10 +254,7 @@ impl<'p> Transaction<'p> {
             self.lane.set(lane);
             let mut st = Self::start(self.shared, lane);
             // Shared holds taken before the lane: held from now on as if taken with it.
-            if self.early_count.replace(0) > 0 {
-                let early = self.early_locks.replace([None; EARLY_LOCKS]);
-                st.locks.extend(early.into_iter().flatten());
-            }
+            st.locks.extend(self.take_early());
             RefCell::new(st)
         })
     }
@@ -258,13 +269,34 @@ impl<'p> Transaction<'p> {
     /// nothing, so all it has to give back are its early shared holds, newest first.
     #[inline]
     fn end_without_lane(&self) {
-        if self.early_count.replace(0) == 0 {
+        if self.early_count.get() == 0 {
             return;
         }
-        let early = self.early_locks.replace([None; EARLY_LOCKS]);
-        for (kind, w) in early.into_iter().rev().flatten() {
+        for (kind, w) in self.take_early().rev() {
             release_lock(self.shared, kind, w);
         }
+    }
+
+    /// The early shared holds, oldest first, leaving none.
+    fn take_early(&self) -> impl DoubleEndedIterator<Item = EarlyHold> {
+        let n = self.early_count.replace(0);
+        Self::holds_of(self.early_locks.get(), n)
+    }
+
+    /// The early shared holds, oldest first (a copy; they stay held).
+    fn early(&self) -> impl DoubleEndedIterator<Item = EarlyHold> {
+        Self::holds_of(self.early_locks.get(), self.early_count.get())
+    }
+
+    /// The first `n` entries of `early`, a copy of `early_locks` with `n` its `early_count`.
+    fn holds_of(
+        early: [MaybeUninit<EarlyHold>; EARLY_LOCKS],
+        n: usize,
+    ) -> impl DoubleEndedIterator<Item = EarlyHold> {
+        // SAFETY: the first `early_count` entries are set: `wait_for` writes entry `n` (below
+        // `EARLY_LOCKS`) before it raises the count to `n + 1`, and the count otherwise only
+        // falls to 0 (`take_early`); `take(n)` yields those entries only.
+        early.into_iter().take(n).map(|e| unsafe { e.assume_init() })
     }
 
     /// The lane of a started transaction (see [`state`](Self::state)).
@@ -838,11 +870,8 @@ impl<'p> Transaction<'p> {
     }
 
     fn holds(&self, w: &AtomicU64) -> Option<HeldKind> {
-        if self.early_count.get() > 0 {
-            let early = self.early_locks.get();
-            if let Some((kind, _)) = early.iter().flatten().find(|(_, p)| std::ptr::eq(*p, w)) {
-                return Some(*kind);
-            }
+        if let Some((kind, _)) = self.early().find(|(_, p)| std::ptr::eq(*p, w)) {
+            return Some(kind);
         }
         // Without a lane, a transaction holds only its early shared holds.
         self.started()?
@@ -915,7 +944,7 @@ impl<'p> Transaction<'p> {
                 let n = self.early_count.get();
                 if n < EARLY_LOCKS {
                     let mut early = self.early_locks.get();
-                    early[n] = Some(hold);
+                    early[n] = MaybeUninit::new(hold);
                     self.early_locks.set(early);
                     self.early_count.set(n + 1);
                     return Ok(());
@@ -1009,6 +1038,12 @@ impl<'p> Transaction<'p> {
 
     /// Rolls back everything this transaction logged and releases it.
     pub(crate) fn abort(self) -> Result<()> {
+        self.abort_inner()
+    }
+
+    /// [`abort`](Self::abort) of a transaction whose closure is unwinding from a panic (the
+    /// guard in `Pool::run` holds only a reference).
+    pub(crate) fn abort_unwinding(&self) -> Result<()> {
         self.abort_inner()
     }
 
