@@ -602,10 +602,10 @@ impl<R: Persistent> Pool<R> {
         let tx = Transaction::begin(shared);
         // If `f` panics, the guard rolls the transaction back while the panic unwinds, after
         // the registration (declared later, dropped first). A guard rather than
-        // `catch_unwind`, whose result is moved through its frame: on this machine a hash-map
-        // get in a transaction of its own overlaps the next one's memory accesses only while
-        // the whole of it stays under about 50 stores (README, "The sixteenth session"), and
-        // those moves were 5 of them.
+        // `catch_unwind`, whose result is moved through its frame (5 stores): consecutive short
+        // read-only transactions overlap their cache misses only while each stays within what
+        // the CPU holds behind a pending miss, in instructions and in stores (README, "The
+        // sixteenth session").
         let guard = AbortOnUnwind(&tx);
         let registration = crate::tx::Registration::new(shared.id, &tx);
         let outcome = f(&tx, self.root_ref());
