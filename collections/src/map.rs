@@ -754,13 +754,19 @@ impl<K: PKey, V: Persistent> PHashMap<K, V> {
     /// cache misses (README, sixteenth session). Answers exactly as [`probe`](Self::probe) would.
     #[inline(always)]
     fn find_full<'t>(&self, tx: &'t Transaction<'_>, k: &K::Borrowed) -> Result<Fast<'t>> {
-        let w = self.depth.get(tx);
-        let g = w & DEPTH_MASK;
-        let root = self.root.get(tx);
-        if g > MAX_DEPTH || root.is_null() {
+        let Some((g, root, seed)) = self.full_entry(tx) else {
             return Ok(Fast::General);
-        }
-        Self::lookup_full(tx, g, root, Self::hash(w >> SEED_SHIFT, k), k)
+        };
+        Self::lookup_full(tx, g, root, Self::hash(seed, k), k)
+    }
+
+    /// The handle's global depth, root and hash seed when the fast path can start from them
+    /// (a depth in range, a root); `None` sends lookups down the general path.
+    #[inline(always)]
+    fn full_entry(&self, tx: &Transaction<'_>) -> Option<(u64, PPtr<u8>, u64)> {
+        let w = self.depth.get(tx);
+        let (g, root) = (w & DEPTH_MASK, self.root.get(tx));
+        (g <= MAX_DEPTH && !root.is_null()).then_some((g, root, w >> SEED_SHIFT))
     }
 
     /// [`find_full`](Self::find_full) of `k`, of hash `h`, in a map of global depth `g` (at most
@@ -1817,13 +1823,14 @@ impl<K: PKey, V: Persistent + Copy> PHashMap<K, V> {
         for &h in hashes.iter().take(GET_AHEAD) {
             self.prefetch_lookup(tx, h);
         }
+        // Read once: nothing writes the map during the lookups.
+        let entry = self.full_entry(tx);
         let mut out = Vec::with_capacity(keys.len());
         for (i, (&k, &h)) in keys.iter().zip(&hashes).enumerate() {
             if let Some(&next) = hashes.get(i + GET_AHEAD) {
                 self.prefetch_lookup(tx, next);
             }
-            let (g, root) = (self.depth.get(tx) & DEPTH_MASK, self.root.get(tx));
-            if g <= MAX_DEPTH && !root.is_null() {
+            if let Some((g, root, _)) = entry {
                 match Self::lookup_full(tx, g, root, h, k)? {
                     Fast::Found(b, slot) => {
                         if let Some(v) = Self::full_value(tx, &b, slot) {
